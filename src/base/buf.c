@@ -1,0 +1,127 @@
+#include "base/buf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void dapi_buf_init(struct dapi_buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->max = max;
+}
+
+void dapi_buf_free(struct dapi_buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void dapi_buf_reset(struct dapi_buf *b)
+{
+    b->len = 0;
+    if(b->data)
+        b->data[0] = '\0';
+}
+
+char *dapi_buf_reserve(struct dapi_buf *b, size_t n)
+{
+    if(n > b->max || b->len > b->max - n) {
+        dapi_buf_free(b);
+        return NULL;
+    }
+    size_t need = b->len + n + 1;
+    if(need > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while(cap < need)
+            cap = cap > ((size_t)-1) / 2 ? need : cap * 2;
+        if(cap > b->max + 1)
+            cap = b->max + 1;
+        char *p = realloc(b->data, cap);
+        if(!p) {
+            dapi_buf_free(b);
+            return NULL;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    return b->data + b->len;
+}
+
+void dapi_buf_commit(struct dapi_buf *b, size_t n)
+{
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+enum dapi_err dapi_buf_add(struct dapi_buf *b, const void *p, size_t n)
+{
+    size_t over = n > b->max || b->len > b->max - n;
+    char *dst = dapi_buf_reserve(b, n);
+    if(!dst)
+        return over ? DAPI_ERR_TOO_LARGE : DAPI_ERR_NOMEM;
+    if(n)
+        memcpy(dst, p, n);
+    dapi_buf_commit(b, n);
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_buf_adds(struct dapi_buf *b, const char *s)
+{
+    return dapi_buf_add(b, s, strlen(s));
+}
+
+enum dapi_err dapi_buf_addc(struct dapi_buf *b, char c)
+{
+    return dapi_buf_add(b, &c, 1);
+}
+
+enum dapi_err dapi_buf_vaddf(struct dapi_buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if(n < 0) {
+        dapi_buf_free(b);
+        return DAPI_ERR_INTERNAL;
+    }
+    size_t over = (size_t)n > b->max || b->len > b->max - (size_t)n;
+    char *dst = dapi_buf_reserve(b, (size_t)n);
+    if(!dst)
+        return over ? DAPI_ERR_TOO_LARGE : DAPI_ERR_NOMEM;
+    vsnprintf(dst, (size_t)n + 1, fmt, ap);
+    dapi_buf_commit(b, (size_t)n);
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_buf_addf(struct dapi_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    enum dapi_err result = dapi_buf_vaddf(b, fmt, ap);
+    va_end(ap);
+    return result;
+}
+
+char *dapi_buf_take(struct dapi_buf *b, size_t *len)
+{
+    char *p = b->data;
+    size_t n = b->len;
+    if(!p) {
+        p = malloc(1);
+        if(!p)
+            return NULL;
+        p[0] = '\0';
+        n = 0;
+    }
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    if(len)
+        *len = n;
+    return p;
+}
