@@ -45,14 +45,14 @@ void dapi_log(enum dapi_log_level level, const char *fmt, ...)
 {
     if(level < log_min)
         return;
-    char ts[40], msg[2048];
+    char ts[96], msg[2048];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     stamp(ts, sizeof ts);
     struct dapi_buf b;
-    dapi_buf_init(&b, 8192);
+    dapi_buf_init(&b, 1 << 20);
     if(log_json) {
         dapi_buf_addf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":", ts, level_names[level]);
         dapi_json_str(&b, msg, strlen(msg));
@@ -66,10 +66,10 @@ void dapi_log(enum dapi_log_level level, const char *fmt, ...)
 void dapi_log_access(const char *method, const char *path, int status, unsigned long long bytes,
                      long long duration_us)
 {
-    char ts[40];
+    char ts[96];
     stamp(ts, sizeof ts);
     struct dapi_buf b;
-    dapi_buf_init(&b, 8192);
+    dapi_buf_init(&b, 1 << 20);
     if(log_json) {
         dapi_buf_addf(&b, "{\"ts\":\"%s\",\"level\":\"info\",\"access\":{\"method\":", ts);
         dapi_json_str(&b, method, strlen(method));

@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# dapi load benchmark: dapi vs an nginx reference on the same machine, in the same run.
+# Run it with `make bench` (installs wrk + nginx, builds build/dapi, then runs this).
+# Everything listens on 127.0.0.1 only; every wait is bounded; the processes this script
+# starts are stopped by PID on exit. Output goes to bench/out/ (git-ignored).
+# How to read the numbers: bench/README.md.
+#
+# Tunables (environment): DAPI_BIN (build/dapi), NGINX_BIN (/usr/sbin/nginx), WRK_BIN (wrk),
+# BENCH_DURATION (10s per throughput run), BENCH_WARMUP (2s), BENCH_LAT_DURATION (5s),
+# BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_NGINX_WORKERS (2 = dapi's HTTP threads).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/bench/out
+DAPI_BIN=${DAPI_BIN:-$ROOT/build/dapi}
+NGINX_BIN=${NGINX_BIN:-/usr/sbin/nginx}
+WRK_BIN=${WRK_BIN:-wrk}
+DUR=${BENCH_DURATION:-10s}
+WARM=${BENCH_WARMUP:-2s}
+LAT_DUR=${BENCH_LAT_DURATION:-5s}
+THREADS=${BENCH_THREADS:-2}
+CONNS=${BENCH_CONNECTIONS:-32}
+NGINX_WORKERS=${BENCH_NGINX_WORKERS:-2}
+KEY=benchkey
+HOST=127.0.0.1
+BIG_ROWS=1000000                      # part c needs a 1M-row result (10,000 pages of 100)
+LAST_PAGE=$((BIG_ROWS / 100))
+
+die() { echo "bench: $*" >&2; exit 1; }
+note() { echo "bench: $*" >&2; }
+
+for t in curl python3 awk "$WRK_BIN"; do
+    command -v "$t" >/dev/null || die "$t not found (run 'make bench', which installs it)"
+done
+[ -x "$DAPI_BIN" ] || die "$DAPI_BIN not found (run 'make bench' or 'make build/dapi')"
+[ -x "$NGINX_BIN" ] || die "$NGINX_BIN not found (run 'make bench', which installs nginx-light)"
+
+mkdir -p "$OUT"
+rm -f "$OUT"/wrk-*.txt "$OUT"/summary.txt "$OUT"/dapi.log "$OUT"/dapi.stdout "$OUT"/nginx-*.log
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/dapi-bench.XXXXXX")
+DAPI_PID=
+NGINX_PID=
+
+stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL. Only PIDs this script started.
+    local pid=$1 i
+    [ -n "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    local rc=$?
+    stop_pid "$NGINX_PID"
+    stop_pid "$DAPI_PID"
+    # The access log of a load run is huge; keep its head and tail only.
+    if [ -f "$OUT/dapi.log" ] && [ "$(stat -c %s "$OUT/dapi.log")" -gt 8000000 ]; then
+        { head -n 200 "$OUT/dapi.log"; echo "... (bench: $(wc -l <"$OUT/dapi.log") lines, middle cut) ..."
+          tail -n 200 "$OUT/dapi.log"; } >"$OUT/dapi.log.cut" && mv "$OUT/dapi.log.cut" "$OUT/dapi.log"
+    fi
+    [ -f "$TMP/nginx/error.log" ] && cp "$TMP/nginx/error.log" "$OUT/nginx-error.log" 2>/dev/null
+    rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+json_field() { # json_field FILE EXPR: evaluates a python expression on j = parsed JSON
+    python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); v=eval(sys.argv[2]); print(v)' "$1" "$2"
+}
+secs() { # wrk duration "10s" -> 10
+    local d=$1; case $d in *m) echo $((${d%m} * 60));; *s) echo "${d%s}";; *) echo "$d";; esac
+}
+
+# --- 1. sample lake + state dir -----------------------------------------------------------
+DATA=$TMP/data
+STATE=$TMP/state
+mkdir -p "$STATE"
+note "writing the sample lake into $DATA"
+t0=$(date +%s%N)
+timeout 300 "$DAPI_BIN" sample-data "$DATA" >"$TMP/sample-data.txt" 2>&1 \
+    || { cat "$TMP/sample-data.txt" >&2; die "dapi sample-data failed"; }
+SAMPLE_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+
+# --- 2. dapi ---------------------------------------------------------------------------------
+note "starting dapi"
+DAPI_API_KEYS=$KEY "$DAPI_BIN" serve --host $HOST --port 0 --data-dir "$DATA" --state-dir "$STATE" \
+    --log-format text >"$OUT/dapi.stdout" 2>"$OUT/dapi.log" &
+DAPI_PID=$!
+DAPI_PORT=
+for _ in $(seq 300); do
+    DAPI_PORT=$(sed -n 's|.*dapi listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$OUT/dapi.stdout" | head -n 1)
+    [ -n "$DAPI_PORT" ] && break
+    kill -0 "$DAPI_PID" 2>/dev/null || { tail -n 20 "$OUT/dapi.log" >&2; die "dapi exited at start"; }
+    sleep 0.1
+done
+[ -n "$DAPI_PORT" ] || die "dapi did not print 'dapi listening on http://127.0.0.1:PORT' within 30 s"
+DAPI=http://$HOST:$DAPI_PORT
+curl -fsS --max-time 5 "$DAPI/api/health" >/dev/null || die "GET $DAPI/api/health failed"
+
+# --- 3. nginx reference -----------------------------------------------------------------------
+NG=$TMP/nginx
+mkdir -p "$NG/www" "$NG/temp"
+NGV=$("$NGINX_BIN" -V 2>&1)
+temp_paths="client_body_temp_path $NG/temp/body;"
+for m in proxy fastcgi uwsgi scgi; do
+    grep -q -- "--without-http_${m}_module" <<<"$NGV" || temp_paths+=" ${m}_temp_path $NG/temp/$m;"
+done
+user_line=
+[ "$(id -u)" -eq 0 ] && user_line="user root;"   # else workers run as nobody and can't read $TMP
+
+start_nginx() { # writes the config for port $1 and starts nginx; returns 1 if it did not come up
+    local port=$1
+    cat >"$NG/nginx.conf" <<EOF
+# Generated by bench/run.sh: the reference server for dapi's benchmark.
+$user_line
+worker_processes $NGINX_WORKERS;
+pid $NG/nginx.pid;
+error_log $NG/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    $temp_paths
+    keepalive_timeout 65s;
+    keepalive_requests 1000000;   # never close a keep-alive connection during a run
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    open_file_cache max=16 inactive=60s;
+    open_file_cache_valid 60s;
+    server {
+        listen $HOST:$port;
+        server_name _;
+        location = /health {
+            default_type application/json;
+            return 200 '{"status":"ok"}';
+        }
+        location = /page1.json {
+            default_type application/json;
+            root $NG/www;
+        }
+    }
+}
+EOF
+    "$NGINX_BIN" -t -q -p "$NG" -e "$NG/error.log" -c "$NG/nginx.conf" >"$NG/test.log" 2>&1 \
+        || { cat "$NG/test.log" >&2; die "nginx rejected its generated config"; }
+    "$NGINX_BIN" -p "$NG" -e "$NG/error.log" -c "$NG/nginx.conf" -g 'daemon off;' \
+        >"$NG/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    local i
+    for i in $(seq 50); do
+        kill -0 "$NGINX_PID" 2>/dev/null || { NGINX_PID=; return 1; }
+        curl -fsS --max-time 2 -o /dev/null "http://$HOST:$port/health" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    stop_pid "$NGINX_PID"; NGINX_PID=
+    return 1
+}
+note "starting nginx ($NGINX_WORKERS workers)"
+NGINX_PORT=
+for _ in 1 2 3 4 5; do
+    p=$(free_port)
+    if start_nginx "$p"; then NGINX_PORT=$p; break; fi
+done
+[ -n "$NGINX_PORT" ] || { cat "$NG/error.log" "$NG/stdout.log" >&2 2>/dev/null; die "nginx did not start"; }
+NGINX=http://$HOST:$NGINX_PORT
+cp "$NG/nginx.conf" "$OUT/nginx.conf"
+
+# --- 4. queries -------------------------------------------------------------------------------
+api_post_query() { # api_post_query SQL OUTFILE -> prints HTTP status; body in OUTFILE
+    local body
+    body=$(python3 -c 'import json,sys; print(json.dumps({"sql_query": sys.argv[1]}))' "$1")
+    curl -sS --max-time 180 -o "$2" -w '%{http_code}' -H "x-api-key: $KEY" \
+        -H 'Content-Type: application/json' -X POST --data-binary "$body" "$DAPI/api/queries"
+}
+create_query() { # create_query SQL -> prints the slug
+    local code
+    code=$(api_post_query "$1" "$TMP/create.json") || die "POST /api/queries failed (curl)"
+    [ "$code" = 200 ] || die "POST /api/queries for [$1] -> $code: $(head -c 500 "$TMP/create.json")"
+    json_field "$TMP/create.json" 'j["query_slug"]'
+}
+fetch_page() { # fetch_page SLUG PAGE OUTFILE: retries until 200 (materialisation), max 180 s
+    local slug=$1 page=$2 outf=$3 code deadline=$((SECONDS + 180))
+    while :; do
+        code=$(curl -sS --max-time 180 -o "$outf" -w '%{http_code}' -H "x-api-key: $KEY" \
+            "$DAPI/api/queries/$slug/results?page_number=$page") || code=000
+        [ "$code" = 200 ] && return 0
+        [ $SECONDS -lt $deadline ] || die "page $page of $slug: HTTP $code after 180 s: $(head -c 500 "$outf")"
+        kill -0 "$DAPI_PID" 2>/dev/null || die "dapi died while materialising $slug"
+        sleep 0.2
+    done
+}
+
+note "counting rows of nekt_raw tables"
+BIG_TABLE=
+BIG_COUNT=0
+COUNTS=
+for t in customers orders order_items; do
+    slug=$(create_query "SELECT count(*) AS n FROM \"nekt_raw\".\"$t\"")
+    fetch_page "$slug" 1 "$TMP/count.json"
+    n=$(json_field "$TMP/count.json" 'list(j["data"][0].values())[0]')
+    COUNTS+="$t=$n "
+    if [ "$n" -gt "$BIG_COUNT" ]; then BIG_COUNT=$n; BIG_TABLE=$t; fi
+done
+note "row counts: $COUNTS-> largest nekt_raw.$BIG_TABLE ($BIG_COUNT rows)"
+
+timed_query() { # timed_query SQL -> sets SLUG, TTFP_MS, CREATE_MS, PAGE1_MS; page 1 in $TMP/p1.json
+    local t0 t1 code
+    t0=$(date +%s%N)
+    code=$(api_post_query "$1" "$TMP/create.json") || die "POST /api/queries failed (curl)"
+    t1=$(date +%s%N)
+    [ "$code" = 200 ] || die "POST /api/queries for [$1] -> $code: $(head -c 500 "$TMP/create.json")"
+    SLUG=$(json_field "$TMP/create.json" 'j["query_slug"]')
+    fetch_page "$SLUG" 1 "$TMP/p1.json"
+    TTFP_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+    CREATE_MS=$(( (t1 - t0) / 1000000 ))
+    PAGE1_MS=$((TTFP_MS - CREATE_MS))
+}
+
+note "creating SELECT * FROM nekt_raw.$BIG_TABLE and waiting for page 1"
+timed_query "SELECT * FROM \"nekt_raw\".\"$BIG_TABLE\""
+PAGE_SLUG=$SLUG
+PAGE_SQL="SELECT * FROM \"nekt_raw\".\"$BIG_TABLE\""
+cp "$TMP/p1.json" "$NG/www/page1.json"
+cp "$TMP/p1.json" "$OUT/page1.json"
+PAGE_BYTES=$(stat -c %s "$NG/www/page1.json")
+PAGE_ROWS=$(json_field "$TMP/p1.json" 'len(j["data"])')
+
+if [ "$BIG_COUNT" -ge "$BIG_ROWS" ]; then
+    LAT_SLUG=$PAGE_SLUG; LAT_SQL=$PAGE_SQL; LAT_ROWS=$BIG_COUNT
+    TTFP_SQL=$PAGE_SQL
+else
+    note "largest table has $BIG_COUNT < $BIG_ROWS rows: using SELECT * FROM range($BIG_ROWS) for parts c and e"
+    LAT_SQL="SELECT * FROM range($BIG_ROWS)"
+    timed_query "$LAT_SQL"
+    LAT_SLUG=$SLUG; LAT_ROWS=$BIG_ROWS
+    TTFP_SQL=$LAT_SQL
+fi
+fetch_page "$LAT_SLUG" "$LAST_PAGE" "$TMP/plast.json"
+LAST_ROWS=$(json_field "$TMP/plast.json" 'len(j["data"])')
+[ "$LAST_ROWS" -gt 0 ] || note "WARNING: page $LAST_PAGE of the $LAT_ROWS-row result is empty"
+
+# The nginx file must be byte-identical to what dapi serves.
+curl -fsS --max-time 10 -o "$TMP/ng-page1.json" "$NGINX/page1.json"
+curl -fsS --max-time 10 -o "$TMP/dapi-page1.json" -H "x-api-key: $KEY" \
+    "$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
+cmp -s "$TMP/ng-page1.json" "$TMP/dapi-page1.json" \
+    || note "WARNING: dapi's page 1 changed between requests; nginx serves the first copy"
+
+# --- 5. measurements ---------------------------------------------------------------------------
+# run_wrk NAME ARGS... : full wrk output in bench/out/wrk-NAME.txt
+run_wrk() {
+    local name=$1; shift
+    local d lim
+    d=$(printf '%s\n' "$@" | sed -n 's/^-d//p' | head -n 1)
+    lim=$(( $(secs "${d:-10s}") + 30 ))
+    timeout "$lim" "$WRK_BIN" "$@" >"$OUT/wrk-$name.txt" 2>&1 \
+        || { cat "$OUT/wrk-$name.txt" >&2; die "wrk $name failed"; }
+    if grep -qE 'Non-2xx|Socket errors' "$OUT/wrk-$name.txt"; then
+        note "WARNING ($name): $(grep -E 'Non-2xx|Socket errors' "$OUT/wrk-$name.txt" | tr -s ' ' | tr '\n' ';')"
+    fi
+}
+rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$OUT/wrk-$1.txt"; }
+xfer() { awk '/^Transfer\/sec:/ {print $2}' "$OUT/wrk-$1.txt"; }
+errs() { # non-2xx + socket errors
+    awk '/Non-2xx or 3xx responses:/ {n+=$NF} /Socket errors:/ {gsub(",","");
+         for (i=1;i<=NF;i++) if ($i ~ /^[0-9]+$/) n+=$i} END {print n+0}' "$OUT/wrk-$1.txt"
+}
+to_ms() { # wrk latency "123.45us" / "1.2ms" / "1.5s" / "2.0m" -> ms
+    awk -v v="$1" 'BEGIN { n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        printf "%.3f", n }'
+}
+lat_mean() { to_ms "$(awk '$1 == "Latency" && NF >= 4 {print $2; exit}' "$OUT/wrk-$1.txt")"; }
+lat_pct() { to_ms "$(awk -v p="$2%" '$1 == p {print $2; exit}' "$OUT/wrk-$1.txt")"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+verdict() { # verdict RATIO OP TARGET
+    awk -v r="$1" -v op="$2" -v t="$3" 'BEGIN { if (r == "n/a") { print "MISS"; exit }
+        ok = (op == ">=") ? (r + 0 >= t + 0) : (r + 0 <= t + 0); print ok ? "PASS" : "MISS" }'
+}
+
+HDR=(-H "x-api-key: $KEY")
+LOAD=(-t"$THREADS" -c"$CONNS")
+D_HEALTH=$DAPI/api/health
+N_HEALTH=$NGINX/health
+D_PAGE="$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
+N_PAGE=$NGINX/page1.json
+
+note "a. health: warm-up $WARM each, then $DUR each, alternating dapi / nginx"
+run_wrk warm-health-dapi "${LOAD[@]}" -d"$WARM" "$D_HEALTH"
+run_wrk warm-health-nginx "${LOAD[@]}" -d"$WARM" "$N_HEALTH"
+run_wrk health-dapi "${LOAD[@]}" -d"$DUR" "$D_HEALTH"
+run_wrk health-nginx "${LOAD[@]}" -d"$DUR" "$N_HEALTH"
+
+note "b. results page 1 ($PAGE_BYTES bytes): warm-up $WARM each, then $DUR each, alternating"
+run_wrk warm-page-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "$D_PAGE"
+run_wrk warm-page-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "$N_PAGE"
+run_wrk page-dapi "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$D_PAGE"
+run_wrk page-nginx "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$N_PAGE"
+
+note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each"
+L_FIRST="$DAPI/api/queries/$LAT_SLUG/results?page_number=1"
+L_LAST="$DAPI/api/queries/$LAT_SLUG/results?page_number=$LAST_PAGE"
+run_wrk warm-lat-first -t1 -c1 -d"$WARM" "${HDR[@]}" "$L_FIRST"
+run_wrk warm-lat-last -t1 -c1 -d"$WARM" "${HDR[@]}" "$L_LAST"
+run_wrk lat-first -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_FIRST"
+run_wrk lat-last -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_LAST"
+
+# d. peak RSS
+kill -0 "$DAPI_PID" 2>/dev/null || die "dapi died during the benchmark (see bench/out/dapi.log)"
+HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAPI_PID/status")
+RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$DAPI_PID/status")
+
+# --- 6. summary ----------------------------------------------------------------------------------
+H_D=$(rps health-dapi); H_N=$(rps health-nginx); H_R=$(ratio "$H_D" "$H_N")
+P_D=$(rps page-dapi);   P_N=$(rps page-nginx);   P_R=$(ratio "$P_D" "$P_N")
+F_MEAN=$(lat_mean lat-first); F_P50=$(lat_pct lat-first 50); F_P99=$(lat_pct lat-first 99)
+L_MEAN=$(lat_mean lat-last);  L_P50=$(lat_pct lat-last 50);  L_P99=$(lat_pct lat-last 99)
+L_R=$(ratio "$L_MEAN" "$F_MEAN")
+F_RPS=$(rps lat-first); L_RPS=$(rps lat-last)
+ERRS=0
+for n in health-dapi health-nginx page-dapi page-nginx lat-first lat-last; do
+    ERRS=$((ERRS + $(errs "$n")))
+done
+
+first_line() { "$@" 2>&1 | head -n 1 || true; }
+V_DAPI=$(first_line "$DAPI_BIN" --version)
+V_NGINX=$(first_line "$NGINX_BIN" -v | sed 's/^nginx version: //')
+V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
+
+{
+    echo "dapi benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC') — nproc $(nproc) — $(uname -sr)"
+    echo "versions: $V_DAPI | $V_NGINX | $V_WRK"
+    echo "lake: nekt_raw row counts ${COUNTS% } (sample-data took ${SAMPLE_MS} ms)"
+    echo "load: wrk -t$THREADS -c$CONNS -d$DUR after a $WARM warm-up, dapi and nginx alternating;"
+    echo "      nginx: $NGINX_WORKERS workers, keep-alive, access log off; dapi: default HTTP threads"
+    echo
+    printf '%-44s %12s %12s %7s %8s %s\n' "measure" "dapi" "nginx" "ratio" "target" "verdict"
+    printf '%-44s %12s %12s %7s %8s %s\n' "a. GET health, req/s" "$H_D" "$H_N" "$H_R" ">= 0.9" \
+        "$(verdict "$H_R" '>=' 0.9)"
+    printf '%-44s %12s %12s %7s %8s %s\n' "b. results page 1 ($PAGE_BYTES B, $PAGE_ROWS rows), req/s" \
+        "$P_D" "$P_N" "$P_R" ">= 0.8" "$(verdict "$P_R" '>=' 0.8)"
+    printf '%-44s %12s %12s\n' "   same, transfer/s" "$(xfer page-dapi)" "$(xfer page-nginx)"
+    echo
+    echo "c. latency on the $LAT_ROWS-row result, 1 connection, $LAT_DUR each (ms):"
+    printf '%-44s %9s %9s %9s %9s\n' "" "mean" "p50" "p99" "req/s"
+    printf '%-44s %9s %9s %9s %9s\n' "   page 1" "$F_MEAN" "$F_P50" "$F_P99" "$F_RPS"
+    printf '%-44s %9s %9s %9s %9s\n' "   page $LAST_PAGE ($LAST_ROWS rows)" "$L_MEAN" "$L_P50" "$L_P99" "$L_RPS"
+    printf '%-44s %12s %12s %7s %8s %s\n' "   mean(page $LAST_PAGE) / mean(page 1)" "" "" "$L_R" "<= 1.5" \
+        "$(verdict "$L_R" '<=' 1.5)"
+    echo
+    printf '%-44s %s\n' "d. dapi peak RSS (VmHWM)" "$((HWM_KB / 1024)) MiB ($HWM_KB kB; VmRSS at end $((RSS_KB / 1024)) MiB)"
+    printf '%-44s %s\n' "e. time to first page, $LAT_ROWS rows" "$TTFP_MS ms (POST $CREATE_MS ms + page 1 $PAGE1_MS ms)"
+    printf '%-44s %s\n' "   query" "$TTFP_SQL"
+    echo
+    if [ "$ERRS" -gt 0 ]; then
+        echo "WARNING: $ERRS non-2xx responses or socket errors in the measured runs (see bench/out/wrk-*.txt)"
+    else
+        echo "no non-2xx responses or socket errors in the measured runs"
+    fi
+    echo "ratios compare runs on the same machine in the same run; expect ±30% run to run (bench/README.md)."
+    echo "a MISS is reported, not failed: the bench measures, the tests assert behaviour."
+} | tee "$OUT/summary.txt"

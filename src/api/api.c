@@ -1,0 +1,87 @@
+/* Routing and authentication. One table of routes; each endpoint's handler lives in its own
+ * file (health here, queries and results in queries.c). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/respond.h"
+#include "app/app.h"
+
+static void health(struct dapi_req *r, struct dapi_app *app, const char *slug)
+{
+    static const char body[] = "{\"status\":\"ok\"}";
+    char *copy = malloc(sizeof body);
+    if(copy)
+        memcpy(copy, body, sizeof body);
+    dapi_req_respond(r, 200, copy, copy ? sizeof body - 1 : 0, NULL, NULL);
+}
+
+struct route {
+    const char *prefix; /* path, or the part before the {slug} segment */
+    const char *suffix; /* NULL = exact path; else the part after {slug} */
+    int auth;
+    const char *allow;  /* methods, for the Allow header of 405 */
+    void (*get)(struct dapi_req *, struct dapi_app *, const char *slug);
+    void (*post)(struct dapi_req *, struct dapi_app *, const char *slug);
+};
+
+static const struct route routes[] = {
+    {"/api/health", NULL, 0, "GET, HEAD", health, NULL},
+    {"/api/queries", NULL, 1, "POST", NULL, dapi_api_create_query},
+    {"/api/queries/", "/results", 1, "GET, HEAD", dapi_api_results, NULL},
+};
+
+/* Matches path against a route; for slug routes copies the slug into slug (size n). */
+static int match(const struct route *rt, const char *path, char *slug, size_t n)
+{
+    size_t pl = strlen(rt->prefix);
+    if(!rt->suffix)
+        return strcmp(path, rt->prefix) == 0;
+    if(strncmp(path, rt->prefix, pl) != 0)
+        return 0;
+    const char *s = path + pl, *slash = strchr(s, '/');
+    if(!slash || slash == s || strcmp(slash, rt->suffix) != 0)
+        return 0;
+    size_t len = (size_t)(slash - s);
+    if(len >= n)
+        len = n - 1; /* too long to be ours: truncated, so it will not be found */
+    memcpy(slug, s, len);
+    slug[len] = '\0';
+    return 1;
+}
+
+int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, unsigned char *hash)
+{
+    const char *key = dapi_req_header(r, "x-api-key");
+    if(!key || !*key) {
+        dapi_respond_error(r, 401, "Missing API key. Please provide 'x-api-key' header", NULL);
+        return 0;
+    }
+    if(!dapi_keys_check(app->keys, key, strlen(key), hash)) {
+        dapi_respond_error(r, 401, "Invalid API key", NULL);
+        return 0;
+    }
+    return 1;
+}
+
+void dapi_api_dispatch(struct dapi_req *r, void *arg)
+{
+    struct dapi_app *app = arg;
+    const char *path = dapi_req_path(r), *method = dapi_req_method(r);
+    char slug[DAPI_SLUG_MAX + 1];
+    for(size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const struct route *rt = &routes[i];
+        if(!match(rt, path, slug, sizeof slug))
+            continue;
+        int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+        void (*h)(struct dapi_req *, struct dapi_app *, const char *) =
+            is_get ? rt->get : strcmp(method, "POST") == 0 ? rt->post : NULL;
+        if(!h) {
+            dapi_respond_error_h(r, 405, "Method not allowed", NULL, "Allow", rt->allow);
+            return;
+        }
+        h(r, app, rt->suffix ? slug : NULL);
+        return;
+    }
+    dapi_respond_error(r, 404, "Not found", NULL);
+}

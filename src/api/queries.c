@@ -1,0 +1,552 @@
+/* POST /api/queries and GET /api/queries/{slug}/results on the local engine: the
+ * reference's validation, messages and status codes (nekt-contract.md §2.2) in its order,
+ * plus dapi's deliberate fixes (JSON errors, identifier checks, type checks). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/api.h"
+#include "api/respond.h"
+#include "app/app.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/json.h"
+#include "base/jsonin.h"
+#include "base/log.h"
+
+int dapi_api_parse_pyint(const char *s, size_t len, int *neg, char *digits, size_t n,
+                         int64_t *value, int *big)
+{
+    size_t i = 0, nd = 0;
+    while(len && (s[len - 1] == ' ' || (s[len - 1] >= '\t' && s[len - 1] <= '\r')))
+        len--;
+    while(i < len && (s[i] == ' ' || (s[i] >= '\t' && s[i] <= '\r')))
+        i++;
+    *neg = 0;
+    if(i < len && (s[i] == '+' || s[i] == '-'))
+        *neg = s[i++] == '-';
+    if(i == len || s[i] < '0' || s[i] > '9')
+        return -1;
+    uint64_t v = 0;
+    *big = 0;
+    for(; i < len; i++) {
+        char c = s[i];
+        if(c == '_') {
+            /* one underscore, between two digits */
+            if(i + 1 >= len || s[i + 1] < '0' || s[i + 1] > '9')
+                return -1;
+            continue;
+        }
+        if(c < '0' || c > '9')
+            return -1;
+        if(nd == 0 && c == '0')
+            continue; /* leading zeros */
+        if(nd + 1 >= n)
+            return -1; /* absurdly long */
+        digits[nd++] = c;
+        if(!*big) {
+            if(v > ((uint64_t)INT64_MAX - (uint64_t)(c - '0')) / 10)
+                *big = 1;
+            else
+                v = v * 10 + (uint64_t)(c - '0');
+        }
+    }
+    if(nd == 0)
+        digits[nd++] = '0';
+    digits[nd] = '\0';
+    *value = *big ? INT64_MAX : (int64_t)v;
+    return 0;
+}
+
+/* Layer and table names become quoted identifiers; only these characters are accepted, so
+ * no quote can ever reach the SQL. */
+static int valid_ident(const char *s, size_t len)
+{
+    if(len == 0 || len > 128)
+        return 0;
+    for(size_t i = 0; i < len; i++) {
+        char c = s[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '_' || (i > 0 && (c == '$' || c == '-'));
+        if(!ok)
+            return 0;
+    }
+    return 1;
+}
+
+static int is_json_type(const char *ct)
+{
+    if(!ct)
+        return 0;
+    size_t n = strcspn(ct, ";");
+    while(n && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    if(n == 16 && strncasecmp(ct, "application/json", 16) == 0)
+        return 1;
+    /* application/<something>+json, as Flask's is_json accepts */
+    return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+           strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+/* Works out the limit as Python's int(limit) would. Returns 0 and sets *text (digits with
+ * sign) or answers the request and returns -1. */
+static int parse_limit(struct dapi_req *r, const struct dapi_jv *lim, char *text, size_t n)
+{
+    int neg = 0, big = 0;
+    int64_t v = 0;
+    char digits[64];
+    switch(dapi_jv_type(lim)) {
+    case DAPI_J_INT:
+        v = dapi_jv_int(lim);
+        snprintf(text, n, "%lld", (long long)v);
+        break;
+    case DAPI_J_REAL: {
+        double d = trunc(dapi_jv_real(lim));
+        if(!isfinite(d) || fabs(d) > 1e30) {
+            dapi_respond_error(r, 400, "Limit must be a valid integer", NULL);
+            return -1;
+        }
+        snprintf(text, n, "%.0f", d == 0 ? 0.0 : d);
+        v = d > 9e18 ? INT64_MAX : d < -9e18 ? INT64_MIN : (int64_t)d;
+        break;
+    }
+    case DAPI_J_TRUE:
+    case DAPI_J_FALSE:
+        v = dapi_jv_type(lim) == DAPI_J_TRUE;
+        snprintf(text, n, "%lld", (long long)v);
+        break;
+    case DAPI_J_STRING: {
+        size_t len;
+        const char *s = dapi_jv_str(lim, &len);
+        if(dapi_api_parse_pyint(s, len, &neg, digits, sizeof digits, &v, &big)) {
+            dapi_respond_error(r, 400, "Limit must be a valid integer", NULL);
+            return -1;
+        }
+        if(neg)
+            v = -v;
+        snprintf(text, n, "%s%s", neg && strcmp(digits, "0") ? "-" : "", digits);
+        break;
+    }
+    default:
+        dapi_respond_error(r, 400, "Limit must be a valid integer", NULL);
+        return -1;
+    }
+    if(v <= 0) {
+        dapi_respond_error(r, 400, "Limit must be a positive integer", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Builds the SQL from the request body, answering the request on any validation error.
+ * Returns the SQL (owned) or NULL when answered. */
+static char *sql_from_body(struct dapi_req *r, const struct dapi_jv *root)
+{
+    static const char *const names[] = {"layer", "table", "limit"};
+    struct dapi_jv *sq = dapi_jv_get(root, "sql_query");
+    if(sq && dapi_jv_truthy(sq)) {
+        struct dapi_buf msg;
+        dapi_buf_init(&msg, 256);
+        dapi_buf_adds(&msg, "When 'sql_query' is provided, these parameters are not allowed: ");
+        int any = 0;
+        for(size_t i = 0; i < 3; i++)
+            if(dapi_jv_get(root, names[i])) {
+                if(any)
+                    dapi_buf_adds(&msg, ", ");
+                dapi_buf_adds(&msg, names[i]);
+                any = 1;
+            }
+        if(any) {
+            dapi_respond_error(r, 400, msg.data ? msg.data : "Invalid parameters", NULL);
+            dapi_buf_free(&msg);
+            return NULL;
+        }
+        dapi_buf_free(&msg);
+        size_t len;
+        const char *s = dapi_jv_str(sq, &len);
+        if(!s) {
+            dapi_respond_error(r, 400, "Parameter 'sql_query' must be a string", NULL);
+            return NULL;
+        }
+        if(strlen(s) != len) {
+            dapi_respond_error(r, 400, "Parameter 'sql_query' must not contain NUL characters",
+                               NULL);
+            return NULL;
+        }
+        char *sql = strdup(s);
+        if(!sql)
+            dapi_respond_error(r, 500, "Out of memory", NULL);
+        return sql;
+    }
+    const char *val[2];
+    size_t lens[2];
+    for(size_t i = 0; i < 2; i++) {
+        struct dapi_jv *v = dapi_jv_get(root, names[i]);
+        char msg[128];
+        if(!v || !dapi_jv_truthy(v)) {
+            snprintf(msg, sizeof msg,
+                     "Missing required parameter '%s' when 'sql_query' is not provided",
+                     names[i]);
+            dapi_respond_error(r, 400, msg, NULL);
+            return NULL;
+        }
+        if(!(val[i] = dapi_jv_str(v, &lens[i]))) {
+            snprintf(msg, sizeof msg, "Parameter '%s' must be a string", names[i]);
+            dapi_respond_error(r, 400, msg, NULL);
+            return NULL;
+        }
+        if(!valid_ident(val[i], lens[i])) {
+            snprintf(msg, sizeof msg, "Invalid %s name", names[i]);
+            dapi_respond_error(r, 400, msg,
+                               "use 1 to 128 letters, digits, '_', '$' or '-', starting with a "
+                               "letter, digit or '_'");
+            return NULL;
+        }
+    }
+    char limit[80] = "";
+    struct dapi_jv *lim = dapi_jv_get(root, "limit");
+    if(lim && dapi_jv_type(lim) != DAPI_J_NULL && parse_limit(r, lim, limit, sizeof limit))
+        return NULL;
+    struct dapi_buf b;
+    dapi_buf_init(&b, 4096);
+    /* byte-identical to the reference */
+    dapi_buf_addf(&b, "SELECT\n\t*\nFROM\n\t\"%s\".\"%s\"", val[0], val[1]);
+    if(*limit)
+        dapi_buf_addf(&b, "\nLIMIT %s", limit);
+    char *sql = b.data ? dapi_buf_take(&b, NULL) : NULL;
+    if(!sql)
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+    return sql;
+}
+
+/* ---- running queries --------------------------------------------------------------- */
+
+struct run_job {
+    struct dapi_app *app;
+    char slug[DAPI_SLUG_MAX];
+    char *sql;
+};
+
+static void run_query(void *arg, struct dapi_econn *conn)
+{
+    struct run_job *j = arg;
+    struct dapi_app *app = j->app;
+    struct dapi_result_writer *w = NULL;
+    char *msg = NULL, path[4096], why[512];
+    uint64_t rows = 0, pages = 0, bytes = 0;
+    enum dapi_err result;
+    if(!conn) /* discarded at shutdown: stays queued on disk, runs again after a restart */
+        goto out;
+    dapi_queries_set_running(app->queries, j->slug);
+    dapi_queries_result_path(app->queries, j->slug, path, sizeof path);
+    struct dapi_result_limits limits = {(uint64_t)app->cfg->max_result_rows,
+                                        (uint64_t)app->cfg->max_result_bytes};
+    int64_t t0 = dapi_clock_mono_ms();
+    if(!(result = dapi_result_writer_open(&w, path, &limits))) {
+        result = dapi_engine_run(conn, j->sql, t0 + app->cfg->query_timeout * 1000,
+                                 &dapi_result_sink, w, &msg);
+        if(!result)
+            result = dapi_result_writer_finish(w, &rows, &pages, &bytes);
+    }
+    if(result && atomic_load(&app->stopping)) {
+        dapi_info("query %s interrupted by shutdown; it will run again after a restart",
+                  j->slug);
+        goto out;
+    }
+    const char *details = msg;
+    if(result == DAPI_ERR_TIMEOUT) {
+        snprintf(why, sizeof why, "the query ran longer than %lld s (--query-timeout)",
+                 (long long)app->cfg->query_timeout);
+        details = why;
+    } else if(result && !details && w && dapi_result_writer_error(w)) {
+        details = dapi_result_writer_error(w);
+    } else if(result && !details) {
+        details = dapi_err_message(result);
+    }
+    if(result)
+        dapi_info("query %s failed (%s)", j->slug, dapi_err_message(result));
+    else
+        dapi_info("query %s done: %llu rows, %llu pages, %llu bytes, %lld ms", j->slug,
+                  (unsigned long long)rows, (unsigned long long)pages,
+                  (unsigned long long)bytes, (long long)(dapi_clock_mono_ms() - t0));
+    dapi_queries_finish(app->queries, j->slug, result, details, bytes);
+out:
+    dapi_result_writer_free(w);
+    free(msg);
+    free(j->sql);
+    free(j);
+}
+
+static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const char *sql)
+{
+    struct run_job *j = calloc(1, sizeof *j);
+    if(!j || !(j->sql = strdup(sql))) {
+        free(j);
+        return DAPI_ERR_NOMEM;
+    }
+    j->app = app;
+    snprintf(j->slug, sizeof j->slug, "%s", slug);
+    enum dapi_err result = dapi_pool_submit(app->run_pool, run_query, j, 0);
+    if(result) {
+        free(j->sql);
+        free(j);
+    }
+    return result;
+}
+
+void dapi_api_rerun(struct dapi_app *app, const char *slug, const char *sql)
+{
+    if(submit_run(app, slug, sql))
+        dapi_error("query %s could not be queued again", slug);
+}
+
+/* ---- POST /api/queries ------------------------------------------------------------- */
+
+struct create_job {
+    struct dapi_app *app;
+    struct dapi_req *req;
+    char *sql;
+    unsigned char key[DAPI_KEY_HASH_LEN];
+};
+
+static void check_query(void *arg, struct dapi_econn *conn)
+{
+    struct create_job *j = arg;
+    struct dapi_app *app = j->app;
+    char *msg = NULL, slug[DAPI_SLUG_MAX];
+    enum dapi_err result;
+    if(!conn) {
+        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
+    }
+    result = dapi_engine_check(conn, j->sql, &msg);
+    if(result == DAPI_ERR_SQL) {
+        dapi_respond_error(j->req, 400, "Invalid SQL query", msg);
+        goto out;
+    }
+    if(!result)
+        result = dapi_queries_create(app->queries, j->key, j->sql, dapi_clock_wall_s(), slug);
+    if(!result && (result = submit_run(app, slug, j->sql)))
+        dapi_queries_finish(app->queries, slug, result, "the server could not queue the query",
+                            0);
+    if(result == DAPI_ERR_BUSY) {
+        dapi_respond_error_h(j->req, 503, "Server busy, retry later",
+                             "the result store is full (--max-state-bytes)", "Retry-After", "30");
+        goto out;
+    }
+    if(result) {
+        dapi_respond_error(j->req, dapi_err_status(result), dapi_err_message(result), NULL);
+        goto out;
+    }
+    struct dapi_buf b;
+    dapi_buf_init(&b, (size_t)app->cfg->max_sql_bytes * 7 + 4096);
+    /* keys sorted alphabetically, as Flask's jsonify writes them */
+    dapi_buf_addf(&b, "{\"message\":\"Query created successfully\",\"query_slug\":\"%s\","
+                      "\"sql_query\":", slug);
+    dapi_json_str(&b, j->sql, strlen(j->sql));
+    dapi_buf_adds(&b, ",\"status\":\"success\"}");
+    size_t len = 0;
+    char *body = dapi_buf_take(&b, &len);
+    if(!body)
+        dapi_respond_error(j->req, 500, "Out of memory", NULL);
+    else
+        dapi_req_respond(j->req, 200, body, len, NULL, NULL);
+out:
+    free(msg);
+    free(j->sql);
+    free(j);
+}
+
+void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused)
+{
+    struct create_job *j = NULL;
+    struct dapi_jv *root = NULL;
+    char *sql = NULL, err[256];
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    if(!dapi_api_auth(r, app, key))
+        return;
+    if(!is_json_type(dapi_req_header(r, "Content-Type"))) {
+        dapi_respond_error(r, 415, "Unsupported Media Type",
+                           "the request body must be JSON with Content-Type: application/json");
+        return;
+    }
+    size_t len;
+    const char *body = dapi_req_body(r, &len);
+    enum dapi_err result = dapi_jv_parse(body, len, (int)app->cfg->max_json_depth, &root, err,
+                                         sizeof err);
+    if(result) {
+        dapi_respond_error(r, 400, "Malformed JSON", err);
+        return;
+    }
+    if(!dapi_jv_truthy(root)) {
+        dapi_respond_error(r, 400, "No JSON data provided", NULL);
+        goto out;
+    }
+    if(dapi_jv_type(root) != DAPI_J_OBJECT) {
+        dapi_respond_error(r, 400, "JSON body must be an object", NULL);
+        goto out;
+    }
+    if(!(sql = sql_from_body(r, root)))
+        goto out;
+    if(strlen(sql) > (size_t)app->cfg->max_sql_bytes) {
+        char d[128];
+        snprintf(d, sizeof d, "the SQL text is %zu bytes; the limit is %lld (--max-sql-bytes)",
+                 strlen(sql), (long long)app->cfg->max_sql_bytes);
+        dapi_respond_error(r, 413, "SQL query too long", d);
+        goto out;
+    }
+    /* Admission: refuse now rather than accept a query we cannot run soon. */
+    if(dapi_pool_load(app->run_pool) >=
+       (size_t)(app->cfg->max_queued_queries + app->cfg->workers)) {
+        dapi_respond_error_h(r, 503, "Server busy, retry later",
+                             "too many queries waiting to run (--max-queued-queries)",
+                             "Retry-After", "5");
+        goto out;
+    }
+    if(!(j = calloc(1, sizeof *j))) {
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+        goto out;
+    }
+    j->app = app;
+    j->req = r;
+    j->sql = sql;
+    memcpy(j->key, key, sizeof key);
+    dapi_req_defer(r);
+    if((result = dapi_pool_submit(app->check_pool, check_query, j,
+                                  (size_t)app->cfg->max_queued_queries))) {
+        j->sql = NULL;
+        free(j);
+        dapi_respond_error_h(r, 503, "Server busy, retry later",
+                             "too many queries waiting to be checked", "Retry-After", "5");
+        goto out;
+    }
+    sql = NULL; /* owned by the job */
+out:
+    free(sql);
+    dapi_jv_free(root);
+}
+
+/* ---- GET /api/queries/{slug}/results ----------------------------------------------- */
+
+struct wait_ctx {
+    struct dapi_app *app;
+    struct dapi_req *req;
+    char slug[DAPI_SLUG_MAX + 1];
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    char page[64];
+    uint64_t page_no;
+};
+
+static void answer(struct wait_ctx *c, int may_wait);
+
+static void on_wait(void *arg, int timed_out)
+{
+    struct wait_ctx *c = arg;
+    if(timed_out) {
+        if(atomic_load(&c->app->stopping)) {
+            dapi_respond_error_h(c->req, 503, "Server shutting down",
+                                 "the query will run again after the restart", "Retry-After",
+                                 "5");
+        } else {
+            char d[128];
+            snprintf(d, sizeof d, "the query is still running after %lld s (--result-wait)",
+                     (long long)c->app->cfg->result_wait);
+            dapi_respond_exec_error(c->req, 504, d, c->page, c->slug);
+        }
+        free(c);
+        return;
+    }
+    answer(c, 0);
+}
+
+static int failure_status(enum dapi_err e)
+{
+    switch(e) {
+    case DAPI_ERR_SQL: return 400;
+    case DAPI_ERR_TIMEOUT: return 504;
+    case DAPI_ERR_TOO_LARGE: return 413;
+    case DAPI_ERR_BUSY: return 503;
+    default: return 500;
+    }
+}
+
+/* Answers from the query's current state; frees c unless it now waits. */
+static void answer(struct wait_ctx *c, int may_wait)
+{
+    struct dapi_app *app = c->app;
+    struct dapi_qview v;
+    if(dapi_queries_get(app->queries, c->slug, c->key, dapi_clock_wall_s(), &v)) {
+        dapi_respond_error(c->req, 404, "Query not found", NULL);
+        free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_QUEUED || v.state == DAPI_Q_RUNNING) {
+        dapi_queries_release(app->queries, &v);
+        int64_t deadline = dapi_clock_mono_ms() + app->cfg->result_wait * 1000;
+        if(may_wait && dapi_queries_wait(app->queries, c->slug, deadline, on_wait, c) == 0)
+            return;
+        if(may_wait) { /* finished in between */
+            answer(c, 0);
+            return;
+        }
+        dapi_respond_error(c->req, 500, "Internal server error", "query state changed");
+        free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_FAILED) {
+        dapi_respond_exec_error(c->req, failure_status(v.error), v.message, c->page, c->slug);
+        dapi_queries_release(app->queries, &v);
+        free(c);
+        return;
+    }
+    const char *rows;
+    size_t len;
+    dapi_result_page(v.result, c->page_no, &rows, &len);
+    struct dapi_buf b;
+    dapi_buf_init(&b, len + 256);
+    dapi_buf_addf(&b, "{\"query_slug\":\"%s\",\"page\":%s,\"data\":[", c->slug, c->page);
+    dapi_buf_add(&b, rows, len);
+    dapi_buf_adds(&b, "]}");
+    dapi_queries_release(app->queries, &v);
+    size_t blen = 0;
+    char *body = dapi_buf_take(&b, &blen);
+    if(body)
+        dapi_req_respond(c->req, 200, body, blen, NULL, NULL);
+    else
+        dapi_respond_error(c->req, 500, "Out of memory", NULL);
+    free(c);
+}
+
+void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug)
+{
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    if(!dapi_api_auth(r, app, key))
+        return;
+    const char *p = dapi_req_arg(r, "page_number");
+    int neg = 0, big = 0;
+    int64_t page = 1;
+    char digits[48] = "1";
+    if(p && dapi_api_parse_pyint(p, strlen(p), &neg, digits, sizeof digits, &page, &big)) {
+        dapi_respond_error(r, 400, "Page number must be a valid integer", NULL);
+        return;
+    }
+    if(neg || page < 1) {
+        dapi_respond_error(r, 400, "Page number must be a positive integer", NULL);
+        return;
+    }
+    struct wait_ctx *c = calloc(1, sizeof *c);
+    if(!c) {
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+        return;
+    }
+    c->app = app;
+    c->req = r;
+    snprintf(c->slug, sizeof c->slug, "%s", slug);
+    memcpy(c->key, key, sizeof key);
+    snprintf(c->page, sizeof c->page, "%s", digits);
+    c->page_no = (uint64_t)page;
+    dapi_req_defer(r); /* may wait for the query; answered from whichever thread finishes */
+    answer(c, 1);
+}

@@ -1,0 +1,171 @@
+/* `dapi serve`: builds the server from its parts, runs it, and shuts it down gracefully. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "app/app.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "dapi/version.h"
+
+static int mkdirs(const char *dir, char *err, size_t errlen)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    for(char *s = p + 1; *s; s++) {
+        if(*s != '/')
+            continue;
+        *s = '\0';
+        if(mkdir(p, 0755) && errno != EEXIST)
+            goto fail;
+        *s = '/';
+    }
+    if(mkdir(p, 0700) && errno != EEXIST)
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot create --state-dir %s: %s", dir, strerror(errno));
+    return -1;
+}
+
+static void rerun(void *arg, const char *slug, const char *sql)
+{
+    dapi_api_rerun(arg, slug, sql);
+}
+
+int dapi_serve_main(int argc, char **argv)
+{
+    struct dapi_config cfg;
+    struct dapi_app app;
+    char err[1024] = "";
+    char *dev = NULL;
+    int code = 1;
+    memset(&app, 0, sizeof app);
+
+    if(dapi_config_load(&cfg, argc, argv, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        dapi_config_free(&cfg);
+        return 2;
+    }
+    app.cfg = &cfg;
+    dapi_log_setup(strcmp(cfg.log_format, "json") == 0, DAPI_LOG_INFO);
+
+    /* Signals are taken by sigwait below; block them before any thread starts. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    struct stat st;
+    if(stat(cfg.data_dir, &st) || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "dapi serve: --data-dir %s is not a readable directory\n", cfg.data_dir);
+        goto out;
+    }
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s/tmp", cfg.state_dir);
+    if(mkdirs(cfg.state_dir, err, sizeof err) || mkdirs(tmp, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
+    if(dapi_keys_load(&app.keys, cfg.api_keys_env, cfg.api_keys_file, cfg.state_dir, &dev, err,
+                      sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
+    struct dapi_engine_opts eo = {cfg.data_dir, cfg.state_dir, cfg.memory_limit,
+                                  cfg.duckdb_threads};
+    if(dapi_engine_open(&app.engine, &eo, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
+    if(dapi_engine_sync_lake(app.engine) ||
+       dapi_pool_start(&app.check_pool, "check", 2, app.engine) ||
+       dapi_pool_start(&app.run_pool, "run", cfg.workers, app.engine)) {
+        fprintf(stderr, "dapi serve: cannot start the query workers\n");
+        goto out;
+    }
+    if(dapi_queries_open(&app.queries, cfg.state_dir, cfg.retention,
+                         (uint64_t)cfg.max_state_bytes, dapi_clock_wall_s(), rerun, &app, err,
+                         sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
+    struct dapi_http_opts ho = {cfg.host,
+                                cfg.port,
+                                cfg.http_threads,
+                                cfg.max_body_bytes,
+                                cfg.max_header_bytes,
+                                cfg.max_connections,
+                                cfg.connection_timeout,
+                                dapi_api_dispatch,
+                                &app};
+    if(dapi_http_start(&app.http, &ho, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
+    int port = dapi_http_port(app.http);
+    dapi_info("dapi %s (DuckDB %s) serving %s with %zu key(s); results in %s", DAPI_VERSION,
+              dapi_engine_version(), cfg.data_dir, dapi_keys_count(app.keys), cfg.state_dir);
+    if(dev)
+        dapi_info("no API key configured: using the development key from %s/dev-key",
+                  cfg.state_dir);
+    printf("dapi listening on http://%s:%d\n", cfg.host, port);
+    if(dev) {
+        printf("development key: %s\n", dev);
+        printf("try: curl -s -H 'x-api-key: %s' -H 'Content-Type: application/json' "
+               "-d '{\"layer\":\"nekt_raw\",\"table\":\"customers\",\"limit\":5}' "
+               "http://%s:%d/api/queries\n",
+               dev, cfg.host, port);
+    }
+    fflush(stdout);
+
+    /* Main loop: housekeeping every 250 ms until SIGTERM/SIGINT. */
+    struct timespec tick = {0, 250 * 1000 * 1000};
+    int sig;
+    for(;;) {
+        sig = sigtimedwait(&sigs, NULL, &tick);
+        if(sig == SIGTERM || sig == SIGINT)
+            break;
+        dapi_queries_tick(app.queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
+    }
+    dapi_info("received %s: stopping (up to %lld s for requests in flight)",
+              sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)cfg.shutdown_grace);
+
+    /* 1. stop accepting; 2. let requests in flight finish; 3. cut what is left. */
+    dapi_http_quiesce(app.http);
+    int64_t until = dapi_clock_mono_ms() + cfg.shutdown_grace * 1000;
+    while(dapi_http_inflight(app.http) > 0 && dapi_clock_mono_ms() < until) {
+        dapi_queries_tick(app.queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
+        dapi_clock_sleep_ms(20);
+    }
+    atomic_store(&app.stopping, 1);
+    dapi_pool_interrupt(app.run_pool);
+    dapi_pool_stop(app.check_pool, 0);
+    app.check_pool = NULL;
+    dapi_pool_stop(app.run_pool, 0);
+    app.run_pool = NULL;
+    dapi_queries_cancel_waiters(app.queries);
+    /* resumed connections need a moment to send their answers */
+    until = dapi_clock_mono_ms() + 2000;
+    while(dapi_http_inflight(app.http) > 0 && dapi_clock_mono_ms() < until)
+        dapi_clock_sleep_ms(10);
+    code = 0;
+out:
+    dapi_http_stop(app.http);
+    dapi_pool_stop(app.check_pool, 0);
+    dapi_pool_stop(app.run_pool, 0);
+    dapi_queries_close(app.queries);
+    dapi_engine_close(app.engine);
+    dapi_keys_free(app.keys);
+    free(dev);
+    if(code == 0)
+        dapi_info("stopped");
+    dapi_config_free(&cfg);
+    return code;
+}

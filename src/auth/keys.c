@@ -1,0 +1,206 @@
+#include "auth/keys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+struct dapi_keys {
+    unsigned char (*hash)[DAPI_KEY_HASH_LEN];
+    size_t n, cap;
+};
+
+void dapi_sha256(const void *data, size_t len, unsigned char out[DAPI_KEY_HASH_LEN])
+{
+    SHA256(data, len, out);
+}
+
+enum dapi_err dapi_random(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while(n) {
+        ssize_t r = getrandom(p, n, 0);
+        if(r < 0) {
+            if(errno == EINTR)
+                continue;
+            return DAPI_ERR_INTERNAL;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_random_base62(char *out, size_t n)
+{
+    static const char alphabet[] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    size_t i = 0;
+    while(i < n) {
+        unsigned char raw[64];
+        if(dapi_random(raw, sizeof raw))
+            return DAPI_ERR_INTERNAL;
+        for(size_t j = 0; j < sizeof raw && i < n; j++)
+            if(raw[j] < 248) /* 248 = 4 * 62: rejection keeps the choice uniform */
+                out[i++] = alphabet[raw[j] % 62];
+    }
+    out[n] = '\0';
+    return DAPI_OK;
+}
+
+static enum dapi_err add(struct dapi_keys *k, const char *key, size_t len)
+{
+    while(len && (key[0] == ' ' || key[0] == '\t')) {
+        key++;
+        len--;
+    }
+    while(len && (key[len - 1] == ' ' || key[len - 1] == '\t' || key[len - 1] == '\r'))
+        len--;
+    if(!len)
+        return DAPI_OK;
+    if(k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 8;
+        void *p = realloc(k->hash, cap * sizeof *k->hash);
+        if(!p)
+            return DAPI_ERR_NOMEM;
+        k->hash = p;
+        k->cap = cap;
+    }
+    dapi_sha256(key, len, k->hash[k->n++]);
+    return DAPI_OK;
+}
+
+static enum dapi_err load_file(struct dapi_keys *k, const char *file, char *err, size_t errlen)
+{
+    FILE *f = fopen(file, "r");
+    if(!f) {
+        snprintf(err, errlen, "cannot read --api-keys-file %s: %s", file, strerror(errno));
+        return DAPI_ERR_INVALID;
+    }
+    enum dapi_err result = DAPI_OK;
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while(!result && (n = getline(&line, &cap, f)) >= 0) {
+        size_t len = (size_t)n;
+        while(len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            len--;
+        size_t i = 0;
+        while(i < len && (line[i] == ' ' || line[i] == '\t'))
+            i++;
+        if(i == len || line[i] == '#')
+            continue;
+        result = add(k, line + i, len - i);
+    }
+    free(line);
+    fclose(f);
+    return result;
+}
+
+static enum dapi_err dev_key(struct dapi_keys *k, const char *state_dir, char **out, char *err,
+                             size_t errlen)
+{
+    char path[4096], key[64];
+    snprintf(path, sizeof path, "%s/dev-key", state_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if(fd >= 0) {
+        ssize_t n = read(fd, key, sizeof key - 1);
+        close(fd);
+        if(n > 0) {
+            key[n] = '\0';
+            key[strcspn(key, "\r\n")] = '\0';
+        }
+        if(n <= 0 || !key[0]) {
+            snprintf(err, errlen, "%s is empty or unreadable; delete it to get a new one", path);
+            return DAPI_ERR_INVALID;
+        }
+    } else {
+        memcpy(key, "dapi_dev_", 9);
+        if(dapi_random_base62(key + 9, 32))
+            return DAPI_ERR_INTERNAL;
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        size_t len = strlen(key);
+        if(fd < 0 || write(fd, key, len) != (ssize_t)len || write(fd, "\n", 1) != 1 ||
+           fsync(fd) || close(fd) || rename(tmp, path)) {
+            snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+            if(fd >= 0)
+                close(fd);
+            return DAPI_ERR_IO;
+        }
+    }
+    if(!(*out = strdup(key)))
+        return DAPI_ERR_NOMEM;
+    return add(k, key, strlen(key));
+}
+
+enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const char *file,
+                             const char *state_dir, char **dev, char *err, size_t errlen)
+{
+    enum dapi_err result = DAPI_OK;
+    struct dapi_keys *k = calloc(1, sizeof *k);
+    *dev = NULL;
+    if(!k)
+        return DAPI_ERR_NOMEM;
+    if(env_list) {
+        const char *p = env_list;
+        while(!result) {
+            const char *comma = strchr(p, ',');
+            size_t len = comma ? (size_t)(comma - p) : strlen(p);
+            result = add(k, p, len);
+            if(!comma)
+                break;
+            p = comma + 1;
+        }
+    }
+    if(!result && file)
+        result = load_file(k, file, err, errlen);
+    if(!result && (env_list || file) && k->n == 0) {
+        snprintf(err, errlen, "%s configured but holds no key",
+                 file ? "--api-keys-file" : "DAPI_API_KEYS");
+        result = DAPI_ERR_INVALID;
+    }
+    if(!result && !env_list && !file)
+        result = dev_key(k, state_dir, dev, err, errlen);
+    if(result) {
+        dapi_keys_free(k);
+        k = NULL;
+    }
+    *out = k;
+    return result;
+}
+
+void dapi_keys_free(struct dapi_keys *k)
+{
+    if(!k)
+        return;
+    OPENSSL_cleanse(k->hash, k->cap * sizeof *k->hash);
+    free(k->hash);
+    free(k);
+}
+
+size_t dapi_keys_count(const struct dapi_keys *k)
+{
+    return k->n;
+}
+
+int dapi_keys_check(const struct dapi_keys *k, const char *key, size_t len,
+                    unsigned char hash_out[DAPI_KEY_HASH_LEN])
+{
+    unsigned char h[DAPI_KEY_HASH_LEN];
+    dapi_sha256(key, len, h);
+    int found = 0;
+    /* Compare against every key (no early exit) in constant time. */
+    for(size_t i = 0; i < k->n; i++)
+        found |= CRYPTO_memcmp(h, k->hash[i], DAPI_KEY_HASH_LEN) == 0;
+    memcpy(hash_out, h, DAPI_KEY_HASH_LEN);
+    return found;
+}

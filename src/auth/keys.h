@@ -1,0 +1,34 @@
+/* API keys. Keys are kept only as SHA-256 hashes and compared in constant time; a key's
+ * hash is also its identity for binding slugs to the key that created them. Never log a key. */
+#ifndef DAPI_KEYS_H
+#define DAPI_KEYS_H
+
+#include <stddef.h>
+#include "dapi/err.h"
+
+#define DAPI_KEY_HASH_LEN 32
+
+struct dapi_keys;
+
+/* Loads keys from env_list (comma-separated, may be NULL) and file (one per line, # comments,
+ * may be NULL). If neither is set, uses the development key in <state_dir>/dev-key, creating
+ * it (mode 0600) the first time; *dev_key then receives it (owned, free with free()) so it can
+ * be printed, else NULL. On error writes a one-line reason to err. */
+enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const char *file,
+                             const char *state_dir, char **dev_key, char *err, size_t errlen);
+void dapi_keys_free(struct dapi_keys *k);
+size_t dapi_keys_count(const struct dapi_keys *k);
+
+/* Checks a presented key. Returns 1 and writes its hash to hash_out if it is one of ours,
+ * 0 otherwise. Time does not depend on which key matched or where a mismatch is. */
+int dapi_keys_check(const struct dapi_keys *k, const char *key, size_t len,
+                    unsigned char hash_out[DAPI_KEY_HASH_LEN]);
+
+/* SHA-256 of data. */
+void dapi_sha256(const void *data, size_t len, unsigned char out[DAPI_KEY_HASH_LEN]);
+/* Fills buf with n cryptographically random bytes. */
+enum dapi_err dapi_random(void *buf, size_t n);
+/* Writes n random base62 characters and a NUL into out (size n + 1). */
+enum dapi_err dapi_random_base62(char *out, size_t n);
+
+#endif

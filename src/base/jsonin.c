@@ -1,0 +1,112 @@
+#include "base/jsonin.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* Nesting depth of a JSON text, counting brackets outside strings. Stops early once over
+ * the limit, so a hostile body costs one linear pass at most. */
+static int too_deep(const char *s, size_t n, int max)
+{
+    int depth = 0, in_str = 0;
+    for(size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if(in_str) {
+            if(c == '\\')
+                i++;
+            else if(c == '"')
+                in_str = 0;
+        } else if(c == '"') {
+            in_str = 1;
+        } else if(c == '[' || c == '{') {
+            if(++depth > max)
+                return 1;
+        } else if(c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
+enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct dapi_jv **root,
+                            char *err, size_t errlen)
+{
+    *root = NULL;
+    if(too_deep(text, len, max_depth)) {
+        if(err)
+            snprintf(err, errlen, "JSON nesting deeper than %d levels", max_depth);
+        return DAPI_ERR_INVALID;
+    }
+    json_error_t je;
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &je);
+    if(!j) {
+        if(err)
+            snprintf(err, errlen, "%s (line %d, column %d)", je.text, je.line, je.column);
+        return DAPI_ERR_INVALID;
+    }
+    *root = (struct dapi_jv *)j;
+    return DAPI_OK;
+}
+
+void dapi_jv_free(struct dapi_jv *root)
+{
+    if(root)
+        json_decref((json_t *)root);
+}
+
+enum dapi_jtype dapi_jv_type(const struct dapi_jv *v)
+{
+    switch(json_typeof((const json_t *)v)) {
+    case JSON_OBJECT: return DAPI_J_OBJECT;
+    case JSON_ARRAY: return DAPI_J_ARRAY;
+    case JSON_STRING: return DAPI_J_STRING;
+    case JSON_INTEGER: return DAPI_J_INT;
+    case JSON_REAL: return DAPI_J_REAL;
+    case JSON_TRUE: return DAPI_J_TRUE;
+    case JSON_FALSE: return DAPI_J_FALSE;
+    default: return DAPI_J_NULL;
+    }
+}
+
+int dapi_jv_truthy(const struct dapi_jv *v)
+{
+    const json_t *j = (const json_t *)v;
+    switch(json_typeof(j)) {
+    case JSON_OBJECT: return json_object_size(j) > 0;
+    case JSON_ARRAY: return json_array_size(j) > 0;
+    case JSON_STRING: return json_string_length(j) > 0;
+    case JSON_INTEGER: return json_integer_value(j) != 0;
+    case JSON_REAL: return json_real_value(j) != 0.0;
+    case JSON_TRUE: return 1;
+    default: return 0;
+    }
+}
+
+struct dapi_jv *dapi_jv_get(const struct dapi_jv *v, const char *key)
+{
+    const json_t *j = (const json_t *)v;
+    if(!json_is_object(j))
+        return NULL;
+    return (struct dapi_jv *)json_object_get(j, key);
+}
+
+const char *dapi_jv_str(const struct dapi_jv *v, size_t *len)
+{
+    const json_t *j = (const json_t *)v;
+    if(!json_is_string(j))
+        return NULL;
+    if(len)
+        *len = json_string_length(j);
+    return json_string_value(j);
+}
+
+int64_t dapi_jv_int(const struct dapi_jv *v)
+{
+    return (int64_t)json_integer_value((const json_t *)v);
+}
+
+double dapi_jv_real(const struct dapi_jv *v)
+{
+    return json_real_value((const json_t *)v);
+}

@@ -1,0 +1,33 @@
+/* Reading JSON (request bodies, stored metadata): a thin layer over jansson so that only
+ * src/base/jsonin.c includes jansson.h. Values are borrowed from their document. */
+#ifndef DAPI_JSONIN_H
+#define DAPI_JSONIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "dapi/err.h"
+
+struct dapi_jv; /* a JSON value inside a document */
+
+enum dapi_jtype { DAPI_J_OBJECT, DAPI_J_ARRAY, DAPI_J_STRING, DAPI_J_INT, DAPI_J_REAL,
+                  DAPI_J_TRUE, DAPI_J_FALSE, DAPI_J_NULL };
+
+/* Parses text (len bytes, need not be NUL-terminated). Nesting deeper than max_depth is
+ * refused before parsing (DAPI_ERR_INVALID, err says so). On success *root is the document
+ * root: free with dapi_jv_free(root). err (if non-NULL) receives a one-line reason. */
+enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct dapi_jv **root,
+                            char *err, size_t errlen);
+void dapi_jv_free(struct dapi_jv *root);
+
+enum dapi_jtype dapi_jv_type(const struct dapi_jv *v);
+/* Python truthiness: {} [] "" 0 0.0 null false are falsy. */
+int dapi_jv_truthy(const struct dapi_jv *v);
+/* Object member or NULL (absent or v not an object). A member that is JSON null is returned
+ * as a value of type DAPI_J_NULL, so presence can be told from absence. */
+struct dapi_jv *dapi_jv_get(const struct dapi_jv *v, const char *key);
+/* String bytes (borrowed, NUL-terminated) or NULL if not a string. */
+const char *dapi_jv_str(const struct dapi_jv *v, size_t *len);
+int64_t dapi_jv_int(const struct dapi_jv *v);
+double dapi_jv_real(const struct dapi_jv *v);
+
+#endif

@@ -1,0 +1,258 @@
+#include "config/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum kind { K_STR, K_INT, K_I64, K_CHOICE, K_BOOL, K_PATH };
+
+struct setting {
+    const char *flag; /* without the leading "--"; NULL = env only */
+    const char *env;
+    enum kind kind;
+    size_t off;
+    const char *def;  /* default as text; NULL = unset */
+    int64_t min, max; /* bounds for numbers */
+    const char *choices; /* "a|b" for K_CHOICE */
+    const char *help;
+};
+
+#define O(f) offsetof(struct dapi_config, f)
+#define KiB 1024LL
+#define MiB (1024LL * 1024)
+#define GiB (1024LL * 1024 * 1024)
+
+static const struct setting settings[] = {
+    {"host", "DAPI_HOST", K_STR, O(host), "127.0.0.1", 0, 0, NULL, "listen address"},
+    {"port", "DAPI_PORT", K_INT, O(port), "5001", 0, 65535, NULL,
+     "listen port (0 = pick a free one and print it)"},
+    {"backend", "DAPI_BACKEND", K_CHOICE, O(backend), "local", 0, 0, "local",
+     "query engine: local (embedded DuckDB over --data-dir)"},
+    {"data-dir", "DAPI_DATA_DIR", K_PATH, O(data_dir), "./data", 0, 0, NULL,
+     "the local lake: <layer>/<table>.{parquet,csv,tsv,json,ndjson,jsonl} or <table>/ folders"},
+    {"state-dir", "DAPI_STATE_DIR", K_PATH, O(state_dir), "./state", 0, 0, NULL,
+     "materialised results, query metadata and the development key"},
+    {"api-keys-file", "DAPI_API_KEYS_FILE", K_PATH, O(api_keys_file), NULL, 0, 0, NULL,
+     "file with one API key per line (# comments and blank lines ignored)"},
+    {NULL, "DAPI_API_KEYS", K_STR, O(api_keys_env), NULL, 0, 0, NULL,
+     "comma-separated API keys (development convenience)"},
+    {"log-format", "DAPI_LOG_FORMAT", K_CHOICE, O(log_format), "text", 0, 0, "text|json",
+     "log line format on stderr"},
+    {"workers", "DAPI_WORKERS", K_INT, O(workers), "2", 1, 256, NULL,
+     "query execution threads (each with its own DuckDB connection)"},
+    {"http-threads", "DAPI_HTTP_THREADS", K_INT, O(http_threads), "2", 1, 256, NULL,
+     "HTTP event-loop threads"},
+    {"max-body-bytes", "DAPI_MAX_BODY_BYTES", K_I64, O(max_body_bytes), "1048576", 64, 1 * GiB,
+     NULL, "largest request body accepted (413 above)"},
+    {"max-header-bytes", "DAPI_MAX_HEADER_BYTES", K_I64, O(max_header_bytes), "16384", 1024,
+     1 * MiB, NULL, "largest total size of request headers (431 above)"},
+    {"max-connections", "DAPI_MAX_CONNECTIONS", K_I64, O(max_connections), "1024", 1, 65536,
+     NULL, "concurrent client connections"},
+    {"connection-timeout", "DAPI_CONNECTION_TIMEOUT", K_I64, O(connection_timeout), "60", 1,
+     86400, NULL, "seconds an idle or stalled connection is kept"},
+    {"max-sql-bytes", "DAPI_MAX_SQL_BYTES", K_I64, O(max_sql_bytes), "65536", 16, 64 * MiB, NULL,
+     "longest SQL text accepted (413 above)"},
+    {"max-json-depth", "DAPI_MAX_JSON_DEPTH", K_I64, O(max_json_depth), "32", 2, 1000, NULL,
+     "deepest nesting of a request body (400 above)"},
+    {"max-queued-queries", "DAPI_MAX_QUEUED_QUERIES", K_I64, O(max_queued_queries), "64", 1,
+     100000, NULL, "queries waiting for a worker before new ones get 503"},
+    {"query-timeout", "DAPI_QUERY_TIMEOUT", K_I64, O(query_timeout), "300", 1, 86400, NULL,
+     "seconds a query may run (504 above)"},
+    {"max-result-rows", "DAPI_MAX_RESULT_ROWS", K_I64, O(max_result_rows), "50000000", 1,
+     INT64_MAX, NULL, "rows a result may hold (413 above)"},
+    {"max-result-bytes", "DAPI_MAX_RESULT_BYTES", K_I64, O(max_result_bytes), "4294967296",
+     1024, INT64_MAX, NULL, "bytes of JSON a result may hold (413 above)"},
+    {"max-state-bytes", "DAPI_MAX_STATE_BYTES", K_I64, O(max_state_bytes), "21474836480",
+     1 * MiB, INT64_MAX, NULL, "bytes all stored results may take (new queries get 503 above)"},
+    {"retention", "DAPI_RETENTION", K_I64, O(retention), "86400", 1, 365 * 86400LL, NULL,
+     "seconds a result and its slug are kept"},
+    {"result-wait", "DAPI_RESULT_WAIT", K_I64, O(result_wait), "300", 1, 86400, NULL,
+     "seconds a results request waits for a running query (504 above)"},
+    {"shutdown-grace", "DAPI_SHUTDOWN_GRACE", K_I64, O(shutdown_grace), "10", 0, 3600, NULL,
+     "seconds in-flight requests get to finish on SIGTERM/SIGINT"},
+    {"memory-limit", "DAPI_MEMORY_LIMIT", K_STR, O(memory_limit), "8GB", 0, 0, NULL,
+     "DuckDB memory limit (e.g. 2GB); larger intermediates spill to <state-dir>/tmp"},
+    {"duckdb-threads", "DAPI_DUCKDB_THREADS", K_I64, O(duckdb_threads), "0", 0, 1024, NULL,
+     "threads DuckDB uses per query (0 = number of cores)"},
+};
+#define NSETTINGS (sizeof settings / sizeof settings[0])
+
+/* Checked decimal parse: optional sign, digits only, no trailing junk, within bounds. */
+static int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    if(!*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if(errno || *end || end == s || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int choice_ok(const char *choices, const char *v)
+{
+    size_t n = strlen(v);
+    for(const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if(len == n && strncmp(p, v, n) == 0)
+            return 1;
+        if(!bar)
+            break;
+        p = bar + 1;
+    }
+    return 0;
+}
+
+static enum dapi_err apply(struct dapi_config *cfg, const struct setting *s, const char *v,
+                           const char *origin, char *err, size_t errlen)
+{
+    char *base = (char *)cfg;
+    switch(s->kind) {
+    case K_INT:
+    case K_I64: {
+        int64_t n;
+        if(parse_i64(v, s->min, s->max, &n)) {
+            snprintf(err, errlen, "invalid value for %s%s: '%.64s' (an integer from %lld to %lld)",
+                     origin, s->flag ? s->flag : s->env, v, (long long)s->min, (long long)s->max);
+            return DAPI_ERR_INVALID;
+        }
+        if(s->kind == K_INT)
+            *(int *)(base + s->off) = (int)n;
+        else
+            *(int64_t *)(base + s->off) = n;
+        return DAPI_OK;
+    }
+    case K_CHOICE:
+        if(!choice_ok(s->choices, v)) {
+            snprintf(err, errlen, "invalid value for %s%s: '%.64s' (one of %s)", origin,
+                     s->flag ? s->flag : s->env, v, s->choices);
+            return DAPI_ERR_INVALID;
+        }
+        /* fall through */
+    case K_STR:
+    case K_PATH:
+    case K_BOOL: {
+        char **slot = (char **)(base + s->off);
+        char *copy = strdup(v);
+        if(!copy)
+            return DAPI_ERR_NOMEM;
+        free(*slot);
+        *slot = copy;
+        return DAPI_OK;
+    }
+    }
+    return DAPI_ERR_INTERNAL;
+}
+
+static char *absolute(const char *p)
+{
+    if(p[0] == '/')
+        return strdup(p);
+    char cwd[PATH_MAX];
+    if(!getcwd(cwd, sizeof cwd))
+        return NULL;
+    size_t n = strlen(cwd) + 1 + strlen(p) + 1;
+    char *out = malloc(n);
+    if(out)
+        snprintf(out, n, "%s/%s", cwd, p[0] == '.' && p[1] == '/' ? p + 2 : p);
+    return out;
+}
+
+enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, char *err,
+                               size_t errlen)
+{
+    enum dapi_err result;
+    memset(cfg, 0, sizeof *cfg);
+    for(size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        if(s->def && (result = apply(cfg, s, s->def, "--", err, errlen)))
+            return result;
+    }
+    for(size_t i = 0; i < NSETTINGS; i++) {
+        const char *v = getenv(settings[i].env);
+        if(v && (result = apply(cfg, &settings[i], v, "$", err, errlen))) {
+            /* name the env var, not the flag */
+            snprintf(err, errlen, "invalid value for %s: '%.64s'", settings[i].env, v);
+            return result;
+        }
+    }
+    for(int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if(strncmp(a, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%.64s'", a);
+            return DAPI_ERR_INVALID;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
+        const struct setting *s = NULL;
+        for(size_t j = 0; j < NSETTINGS; j++)
+            if(settings[j].flag && strlen(settings[j].flag) == nlen &&
+               strncmp(settings[j].flag, name, nlen) == 0)
+                s = &settings[j];
+        if(!s) {
+            snprintf(err, errlen, "unknown option '--%.*s' (see dapi help serve)", (int)nlen,
+                     name);
+            return DAPI_ERR_INVALID;
+        }
+        const char *v = eq ? eq + 1 : NULL;
+        if(!v) {
+            if(i + 1 >= argc) {
+                snprintf(err, errlen, "option --%s needs a value", s->flag);
+                return DAPI_ERR_INVALID;
+            }
+            v = argv[++i];
+        }
+        if((result = apply(cfg, s, v, "--", err, errlen)))
+            return result;
+    }
+    char **paths[] = {&cfg->data_dir, &cfg->state_dir, &cfg->api_keys_file};
+    for(size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        if(!*paths[i])
+            continue;
+        if(!**paths[i]) {
+            snprintf(err, errlen, "empty path for %s", i == 0 ? "--data-dir" : i == 1 ? "--state-dir" : "--api-keys-file");
+            return DAPI_ERR_INVALID;
+        }
+        char *abs = absolute(*paths[i]);
+        if(!abs)
+            return DAPI_ERR_NOMEM;
+        free(*paths[i]);
+        *paths[i] = abs;
+    }
+    return DAPI_OK;
+}
+
+void dapi_config_free(struct dapi_config *cfg)
+{
+    for(size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        if(s->kind == K_STR || s->kind == K_PATH || s->kind == K_CHOICE || s->kind == K_BOOL) {
+            char **slot = (char **)((char *)cfg + s->off);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+}
+
+void dapi_config_usage(FILE *out)
+{
+    fprintf(out, "Options (flag > environment variable > default):\n");
+    for(size_t i = 0; i < NSETTINGS; i++) {
+        const struct setting *s = &settings[i];
+        char left[64];
+        if(s->flag)
+            snprintf(left, sizeof left, "--%s", s->flag);
+        else
+            snprintf(left, sizeof left, "(env only)");
+        fprintf(out, "  %-22s %-26s %s", left, s->env, s->help);
+        if(s->def)
+            fprintf(out, " [default: %s]", s->def);
+        fputc('\n', out);
+    }
+}

@@ -1,0 +1,49 @@
+/* dapi serve's settings: one declarative table (config.c) drives parsing of flags and
+ * environment variables, validation with bounds, --help, and docs/configuration.md.
+ * Precedence: flag > environment > default. */
+#ifndef DAPI_CONFIG_H
+#define DAPI_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "dapi/err.h"
+
+struct dapi_config {
+    char *host;
+    int port;
+    char *backend;          /* "local" */
+    char *data_dir;         /* absolute after dapi_config_load */
+    char *state_dir;        /* absolute after dapi_config_load */
+    char *api_keys_file;    /* NULL = unset */
+    char *log_format;       /* "text" | "json" */
+    int workers;            /* query execution threads */
+    int http_threads;
+    int64_t max_body_bytes;
+    int64_t max_header_bytes;
+    int64_t max_connections;
+    int64_t connection_timeout; /* s */
+    int64_t max_sql_bytes;
+    int64_t max_json_depth;
+    int64_t max_queued_queries;
+    int64_t query_timeout;      /* s */
+    int64_t max_result_rows;
+    int64_t max_result_bytes;
+    int64_t max_state_bytes;
+    int64_t retention;          /* s */
+    int64_t result_wait;        /* s */
+    int64_t shutdown_grace;     /* s */
+    char *memory_limit;         /* DuckDB memory_limit, e.g. "4GB" */
+    int64_t duckdb_threads;
+    char *api_keys_env;         /* DAPI_API_KEYS (env only) */
+};
+
+/* Fills cfg from defaults, the environment and argv (argv[0] is the first flag, not the
+ * program). On error returns DAPI_ERR_INVALID and writes a one-line message naming the
+ * setting into err (size errlen). Strings in cfg are owned: free with dapi_config_free. */
+enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, char *err,
+                               size_t errlen);
+void dapi_config_free(struct dapi_config *cfg);
+/* Writes the option list for `dapi help serve`. */
+void dapi_config_usage(FILE *out);
+
+#endif

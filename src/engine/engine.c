@@ -1,0 +1,1131 @@
+/* The embedded DuckDB engine. The only file that includes duckdb.h.
+ *
+ * Security model: one in-memory database; user SQL may only read. Enforced in layers:
+ *  - extension auto-install/auto-load off, no community or unsigned extensions;
+ *  - enable_external_access = false with allowed_directories = [data dir], so table
+ *    functions (read_csv, read_text, glob, …) cannot reach anything outside the lake;
+ *  - lock_configuration = true once set up, so no statement can loosen the above;
+ *  - each text must be exactly one statement of type SELECT (SELECT, WITH, VALUES, FROM-first).
+ * The views over the lake are created by a private catalog connection. */
+#include "engine/engine.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+#include <duckdb.h>
+
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/log.h"
+
+_Static_assert(sizeof(duckdb_string_t) == sizeof(struct dapi_dstr), "string layout");
+_Static_assert(sizeof(duckdb_list_entry) == sizeof(struct dapi_list_entry), "list layout");
+_Static_assert(sizeof(duckdb_hugeint) == sizeof(struct dapi_i128), "hugeint layout");
+_Static_assert(sizeof(duckdb_interval) == sizeof(struct dapi_interval), "interval layout");
+
+#define REQUIRED_VERSION "v1.4.4"
+#define MAX_TYPE_DEPTH 64
+
+enum table_kind { TK_PARQUET, TK_PARQUET_DIR, TK_CSV, TK_TSV, TK_JSON, TK_NDJSON };
+
+struct view {
+    char *layer, *table, *path;
+    enum table_kind kind;
+};
+
+struct views {
+    struct view *v;
+    size_t n, cap;
+};
+
+struct dapi_engine {
+    duckdb_database db;
+    char *data_dir;
+    pthread_mutex_t lake_lock; /* guards catalog and views */
+    duckdb_connection catalog;
+    struct views views;
+};
+
+struct dapi_econn {
+    struct dapi_engine *e;
+    duckdb_connection con;
+};
+
+const char *dapi_engine_version(void)
+{
+    return duckdb_library_version();
+}
+
+static char *dupmsg(const char *prefix, const char *m)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 64 * 1024);
+    dapi_buf_adds(&b, prefix);
+    dapi_buf_adds(&b, m ? m : "unknown error");
+    return dapi_buf_take(&b, NULL);
+}
+
+/* Appends s as a SQL string literal ('…' with ' doubled). */
+static enum dapi_err add_literal(struct dapi_buf *b, const char *s)
+{
+    enum dapi_err result = dapi_buf_addc(b, '\'');
+    for(const char *p = s; !result && *p; p++)
+        result = *p == '\'' ? dapi_buf_add(b, "''", 2) : dapi_buf_addc(b, *p);
+    return result ? result : dapi_buf_addc(b, '\'');
+}
+
+/* Appends s as a quoted identifier ("…" with " doubled). */
+static enum dapi_err add_ident(struct dapi_buf *b, const char *s)
+{
+    enum dapi_err result = dapi_buf_addc(b, '"');
+    for(const char *p = s; !result && *p; p++)
+        result = *p == '"' ? dapi_buf_add(b, "\"\"", 2) : dapi_buf_addc(b, *p);
+    return result ? result : dapi_buf_addc(b, '"');
+}
+
+static enum dapi_err exec(duckdb_connection con, const char *sql, char *err, size_t errlen)
+{
+    duckdb_result res;
+    if(duckdb_query(con, sql, &res) == DuckDBError) {
+        if(err)
+            snprintf(err, errlen, "%s", duckdb_result_error(&res));
+        duckdb_destroy_result(&res);
+        return DAPI_ERR_INTERNAL;
+    }
+    duckdb_destroy_result(&res);
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engine_opts *opts,
+                               char *err, size_t errlen)
+{
+    enum dapi_err result = DAPI_ERR_INTERNAL;
+    struct dapi_engine *e = NULL;
+    duckdb_config cfg = NULL;
+    char *open_err = NULL;
+    struct dapi_buf b;
+    dapi_buf_init(&b, 64 * 1024);
+
+    if(strcmp(duckdb_library_version(), REQUIRED_VERSION) != 0) {
+        snprintf(err, errlen, "libduckdb is %s, dapi needs %s (run scripts/deps.sh)",
+                 duckdb_library_version(), REQUIRED_VERSION);
+        goto out;
+    }
+    e = calloc(1, sizeof *e);
+    if(!e || !(e->data_dir = strdup(opts->data_dir))) {
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    pthread_mutex_init(&e->lake_lock, NULL);
+
+    char threads[32], tmpdir[4096];
+    snprintf(threads, sizeof threads, "%lld", (long long)opts->threads);
+    snprintf(tmpdir, sizeof tmpdir, "%s/tmp", opts->state_dir);
+    if(duckdb_create_config(&cfg) == DuckDBError)
+        goto out;
+    const char *settings[][2] = {
+        {"autoinstall_known_extensions", "false"},
+        {"autoload_known_extensions", "false"},
+        {"allow_community_extensions", "false"},
+        {"allow_unsigned_extensions", "false"},
+        {"memory_limit", opts->memory_limit},
+        {"temp_directory", tmpdir},
+        {"preserve_insertion_order", "true"},
+    };
+    for(size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
+        if(duckdb_set_config(cfg, settings[i][0], settings[i][1]) == DuckDBError) {
+            snprintf(err, errlen, "DuckDB rejected setting %s=%s", settings[i][0],
+                     settings[i][1]);
+            goto out;
+        }
+    }
+    if(opts->threads > 0 && duckdb_set_config(cfg, "threads", threads) == DuckDBError) {
+        snprintf(err, errlen, "DuckDB rejected threads=%s", threads);
+        goto out;
+    }
+    if(duckdb_open_ext(NULL, &e->db, cfg, &open_err) == DuckDBError) {
+        snprintf(err, errlen, "cannot open DuckDB: %s", open_err ? open_err : "unknown");
+        goto out;
+    }
+    if(duckdb_connect(e->db, &e->catalog) == DuckDBError) {
+        snprintf(err, errlen, "cannot connect to DuckDB");
+        goto out;
+    }
+    /* Lock down: reading only inside the lake, then freeze the configuration. */
+    dapi_buf_adds(&b, "SET allowed_directories = [");
+    add_literal(&b, e->data_dir);
+    dapi_buf_adds(&b, "]");
+    if(!b.data || exec(e->catalog, b.data, err, errlen))
+        goto out;
+    if(exec(e->catalog, "SET enable_external_access = false", err, errlen) ||
+       exec(e->catalog, "SET lock_configuration = true", err, errlen))
+        goto out;
+    result = DAPI_OK;
+out:
+    if(open_err)
+        duckdb_free(open_err);
+    if(cfg)
+        duckdb_destroy_config(&cfg);
+    dapi_buf_free(&b);
+    if(result && e) {
+        dapi_engine_close(e);
+        e = NULL;
+    }
+    *out = e;
+    return result;
+}
+
+static void views_clear(struct views *vs)
+{
+    for(size_t i = 0; i < vs->n; i++) {
+        free(vs->v[i].layer);
+        free(vs->v[i].table);
+        free(vs->v[i].path);
+    }
+    free(vs->v);
+    memset(vs, 0, sizeof *vs);
+}
+
+void dapi_engine_close(struct dapi_engine *e)
+{
+    if(!e)
+        return;
+    if(e->catalog)
+        duckdb_disconnect(&e->catalog);
+    if(e->db)
+        duckdb_close(&e->db);
+    views_clear(&e->views);
+    pthread_mutex_destroy(&e->lake_lock);
+    free(e->data_dir);
+    free(e);
+}
+
+enum dapi_err dapi_engine_connect(struct dapi_engine *e, struct dapi_econn **out)
+{
+    struct dapi_econn *c = calloc(1, sizeof *c);
+    if(!c)
+        return DAPI_ERR_NOMEM;
+    c->e = e;
+    if(duckdb_connect(e->db, &c->con) == DuckDBError) {
+        free(c);
+        return DAPI_ERR_INTERNAL;
+    }
+    *out = c;
+    return DAPI_OK;
+}
+
+void dapi_econn_close(struct dapi_econn *c)
+{
+    if(!c)
+        return;
+    duckdb_disconnect(&c->con);
+    free(c);
+}
+
+void dapi_econn_interrupt(struct dapi_econn *c)
+{
+    duckdb_interrupt(c->con);
+}
+
+/* ---- the lake ------------------------------------------------------------------------ */
+
+static int ext_kind(const char *name, size_t *stem)
+{
+    static const struct {
+        const char *ext;
+        enum table_kind kind;
+    } exts[] = {{".parquet", TK_PARQUET}, {".csv", TK_CSV},       {".tsv", TK_TSV},
+                {".json", TK_JSON},       {".ndjson", TK_NDJSON}, {".jsonl", TK_NDJSON}};
+    size_t n = strlen(name);
+    for(size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
+        size_t el = strlen(exts[i].ext);
+        if(n > el && strcmp(name + n - el, exts[i].ext) == 0) {
+            *stem = n - el;
+            return (int)exts[i].kind;
+        }
+    }
+    return -1;
+}
+
+/* Does dir (recursively, bounded depth) hold at least one .parquet file? */
+static int has_parquet(const char *dir, int depth)
+{
+    if(depth > 8)
+        return 0;
+    DIR *d = opendir(dir);
+    if(!d)
+        return 0;
+    int found = 0;
+    struct dirent *de;
+    while(!found && (de = readdir(d))) {
+        if(de->d_name[0] == '.')
+            continue;
+        char p[4096];
+        if(snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
+            continue;
+        struct stat st;
+        if(stat(p, &st))
+            continue;
+        size_t stem;
+        if(S_ISDIR(st.st_mode))
+            found = has_parquet(p, depth + 1);
+        else if(S_ISREG(st.st_mode) && ext_kind(de->d_name, &stem) == TK_PARQUET)
+            found = 1;
+    }
+    closedir(d);
+    return found;
+}
+
+static enum dapi_err views_add(struct views *vs, const char *layer, const char *table,
+                               size_t tlen, const char *path, enum table_kind kind)
+{
+    for(size_t i = 0; i < vs->n; i++)
+        if(strcmp(vs->v[i].layer, layer) == 0 && strlen(vs->v[i].table) == tlen &&
+           strncmp(vs->v[i].table, table, tlen) == 0)
+            return DAPI_OK; /* first one wins (readdir order is stable per directory) */
+    if(vs->n == vs->cap) {
+        size_t cap = vs->cap ? vs->cap * 2 : 16;
+        struct view *nv = realloc(vs->v, cap * sizeof *nv);
+        if(!nv)
+            return DAPI_ERR_NOMEM;
+        vs->v = nv;
+        vs->cap = cap;
+    }
+    struct view *v = &vs->v[vs->n];
+    v->layer = strdup(layer);
+    v->table = strndup(table, tlen);
+    v->path = strdup(path);
+    v->kind = kind;
+    if(!v->layer || !v->table || !v->path) {
+        free(v->layer);
+        free(v->table);
+        free(v->path);
+        return DAPI_ERR_NOMEM;
+    }
+    vs->n++;
+    return DAPI_OK;
+}
+
+static enum dapi_err scan_lake(const char *root, struct views *vs)
+{
+    enum dapi_err result = DAPI_OK;
+    DIR *d = opendir(root);
+    if(!d)
+        return DAPI_OK; /* a missing lake is an empty lake */
+    struct dirent *de;
+    while(!result && (de = readdir(d))) {
+        if(de->d_name[0] == '.')
+            continue;
+        char lp[4096];
+        struct stat st;
+        if(snprintf(lp, sizeof lp, "%s/%s", root, de->d_name) >= (int)sizeof lp ||
+           stat(lp, &st) || !S_ISDIR(st.st_mode))
+            continue;
+        DIR *ld = opendir(lp);
+        if(!ld)
+            continue;
+        struct dirent *te;
+        while(!result && (te = readdir(ld))) {
+            if(te->d_name[0] == '.')
+                continue;
+            char tp[4096];
+            if(snprintf(tp, sizeof tp, "%s/%s", lp, te->d_name) >= (int)sizeof tp ||
+               stat(tp, &st))
+                continue;
+            size_t stem;
+            int kind;
+            if(S_ISDIR(st.st_mode)) {
+                if(has_parquet(tp, 0))
+                    result = views_add(vs, de->d_name, te->d_name, strlen(te->d_name), tp,
+                                       TK_PARQUET_DIR);
+            } else if(S_ISREG(st.st_mode) && (kind = ext_kind(te->d_name, &stem)) >= 0) {
+                result = views_add(vs, de->d_name, te->d_name, stem, tp, (enum table_kind)kind);
+            }
+        }
+        closedir(ld);
+    }
+    closedir(d);
+    return result;
+}
+
+static const struct view *views_find(const struct views *vs, const char *layer,
+                                     const char *table)
+{
+    for(size_t i = 0; i < vs->n; i++)
+        if(strcmp(vs->v[i].layer, layer) == 0 && strcmp(vs->v[i].table, table) == 0)
+            return &vs->v[i];
+    return NULL;
+}
+
+static enum dapi_err view_sql(struct dapi_buf *b, const struct view *v)
+{
+    dapi_buf_adds(b, "CREATE OR REPLACE VIEW ");
+    add_ident(b, v->layer);
+    dapi_buf_addc(b, '.');
+    add_ident(b, v->table);
+    dapi_buf_adds(b, " AS SELECT * FROM ");
+    switch(v->kind) {
+    case TK_PARQUET:
+        dapi_buf_adds(b, "read_parquet(");
+        add_literal(b, v->path);
+        break;
+    case TK_PARQUET_DIR: {
+        dapi_buf_adds(b, "read_parquet(");
+        char glob[4200];
+        snprintf(glob, sizeof glob, "%s/**/*.parquet", v->path);
+        add_literal(b, glob);
+        dapi_buf_adds(b, ", hive_partitioning = true, union_by_name = true");
+        break;
+    }
+    case TK_CSV:
+        dapi_buf_adds(b, "read_csv(");
+        add_literal(b, v->path);
+        dapi_buf_adds(b, ", header = true");
+        break;
+    case TK_TSV:
+        dapi_buf_adds(b, "read_csv(");
+        add_literal(b, v->path);
+        dapi_buf_adds(b, ", header = true, delim = '\t'");
+        break;
+    case TK_JSON:
+        dapi_buf_adds(b, "read_json_auto(");
+        add_literal(b, v->path);
+        break;
+    case TK_NDJSON:
+        dapi_buf_adds(b, "read_json_auto(");
+        add_literal(b, v->path);
+        dapi_buf_adds(b, ", format = 'newline_delimited'");
+        break;
+    }
+    return dapi_buf_addc(b, ')');
+}
+
+enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
+{
+    enum dapi_err result;
+    struct views now = {0};
+    struct dapi_buf b;
+    dapi_buf_init(&b, 64 * 1024);
+    char err[512];
+
+    pthread_mutex_lock(&e->lake_lock);
+    if((result = scan_lake(e->data_dir, &now)))
+        goto out;
+    for(size_t i = 0; i < now.n; i++) {
+        const struct view *v = &now.v[i], *old = views_find(&e->views, v->layer, v->table);
+        if(old && old->kind == v->kind && strcmp(old->path, v->path) == 0)
+            continue;
+        dapi_buf_reset(&b);
+        dapi_buf_adds(&b, "CREATE SCHEMA IF NOT EXISTS ");
+        add_ident(&b, v->layer);
+        if(!b.data || exec(e->catalog, b.data, err, sizeof err)) {
+            dapi_warn("lake: cannot create schema for layer '%s': %s", v->layer, err);
+            continue;
+        }
+        dapi_buf_reset(&b);
+        view_sql(&b, v);
+        if(!b.data)
+            continue;
+        if(exec(e->catalog, b.data, err, sizeof err))
+            dapi_warn("lake: cannot expose %s.%s (%s): %s", v->layer, v->table, v->path, err);
+    }
+    for(size_t i = 0; i < e->views.n; i++) {
+        const struct view *v = &e->views.v[i];
+        if(views_find(&now, v->layer, v->table))
+            continue;
+        dapi_buf_reset(&b);
+        dapi_buf_adds(&b, "DROP VIEW IF EXISTS ");
+        add_ident(&b, v->layer);
+        dapi_buf_addc(&b, '.');
+        add_ident(&b, v->table);
+        if(b.data)
+            exec(e->catalog, b.data, NULL, 0);
+    }
+    views_clear(&e->views);
+    e->views = now;
+    memset(&now, 0, sizeof now);
+out:
+    pthread_mutex_unlock(&e->lake_lock);
+    views_clear(&now);
+    dapi_buf_free(&b);
+    return result;
+}
+
+/* ---- statements ---------------------------------------------------------------------- */
+
+static const char *statement_name(duckdb_statement_type t)
+{
+    switch(t) {
+    case DUCKDB_STATEMENT_TYPE_INSERT: return "INSERT";
+    case DUCKDB_STATEMENT_TYPE_UPDATE: return "UPDATE";
+    case DUCKDB_STATEMENT_TYPE_EXPLAIN: return "EXPLAIN";
+    case DUCKDB_STATEMENT_TYPE_DELETE: return "DELETE";
+    case DUCKDB_STATEMENT_TYPE_PREPARE: return "PREPARE";
+    case DUCKDB_STATEMENT_TYPE_CREATE: return "CREATE";
+    case DUCKDB_STATEMENT_TYPE_EXECUTE: return "EXECUTE";
+    case DUCKDB_STATEMENT_TYPE_ALTER: return "ALTER";
+    case DUCKDB_STATEMENT_TYPE_TRANSACTION: return "transaction";
+    case DUCKDB_STATEMENT_TYPE_COPY: return "COPY";
+    case DUCKDB_STATEMENT_TYPE_ANALYZE: return "ANALYZE";
+    case DUCKDB_STATEMENT_TYPE_VARIABLE_SET: return "SET VARIABLE";
+    case DUCKDB_STATEMENT_TYPE_CREATE_FUNC: return "CREATE FUNCTION";
+    case DUCKDB_STATEMENT_TYPE_DROP: return "DROP";
+    case DUCKDB_STATEMENT_TYPE_EXPORT: return "EXPORT";
+    case DUCKDB_STATEMENT_TYPE_PRAGMA: return "PRAGMA";
+    case DUCKDB_STATEMENT_TYPE_VACUUM: return "VACUUM";
+    case DUCKDB_STATEMENT_TYPE_CALL: return "CALL";
+    case DUCKDB_STATEMENT_TYPE_SET: return "SET";
+    case DUCKDB_STATEMENT_TYPE_LOAD: return "LOAD/INSTALL";
+    case DUCKDB_STATEMENT_TYPE_ATTACH: return "ATTACH";
+    case DUCKDB_STATEMENT_TYPE_DETACH: return "DETACH";
+    case DUCKDB_STATEMENT_TYPE_MULTI: return "multi";
+    default: return "this kind of";
+    }
+}
+
+/* Prepares sql as exactly one read-only statement. On success *out is the prepared
+ * statement (destroy with duckdb_destroy_prepare). */
+/* The first keyword of the text, skipping blanks, comments and opening parentheses.
+ * DuckDB rewrites some non-SELECT syntax (PRAGMA, SHOW, DESCRIBE, SUMMARIZE) into SELECTs, so
+ * the statement type alone is not enough: the text must also start like a query. */
+static int starts_like_query(const char *s, char *word, size_t wordlen)
+{
+    for(;;) {
+        while(*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' || *s == '(')
+            s++;
+        if(s[0] == '-' && s[1] == '-') {
+            while(*s && *s != '\n')
+                s++;
+        } else if(s[0] == '/' && s[1] == '*') {
+            const char *end = strstr(s + 2, "*/");
+            s = end ? end + 2 : s + strlen(s);
+        } else {
+            break;
+        }
+    }
+    size_t n = 0;
+    while(n + 1 < wordlen && ((s[n] >= 'a' && s[n] <= 'z') || (s[n] >= 'A' && s[n] <= 'Z')))
+        n++;
+    memcpy(word, s, n);
+    word[n] = '\0';
+    static const char *const ok[] = {"SELECT", "WITH", "VALUES", "FROM"};
+    for(size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if(strcasecmp(word, ok[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static enum dapi_err prepare_readonly(duckdb_connection con, const char *sql,
+                                      duckdb_prepared_statement *out, char **msg)
+{
+    enum dapi_err result = DAPI_ERR_SQL;
+    duckdb_extracted_statements ex = NULL;
+    duckdb_prepared_statement st = NULL;
+    char word[32];
+    *out = NULL;
+    if(!starts_like_query(sql, word, sizeof word)) {
+        struct dapi_buf b;
+        dapi_buf_init(&b, 1024);
+        if(*word) {
+            for(char *p = word; *p; p++)
+                *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+            dapi_buf_addf(&b, "only read-only queries (SELECT, WITH, VALUES, FROM) are allowed; "
+                              "%s statements are refused", word);
+        } else {
+            dapi_buf_adds(&b, "no SQL statement found");
+        }
+        *msg = dapi_buf_take(&b, NULL);
+        goto out;
+    }
+    idx_t n = duckdb_extract_statements(con, sql, &ex);
+    if(n == 0) {
+        const char *why = ex ? duckdb_extract_statements_error(ex) : NULL;
+        *msg = dupmsg("", why ? why : "no SQL statement found");
+        goto out;
+    }
+    if(n > 1) {
+        *msg = dupmsg("", "only one statement per query is allowed");
+        goto out;
+    }
+    if(duckdb_prepare_extracted_statement(con, ex, 0, &st) == DuckDBError) {
+        *msg = dupmsg("", duckdb_prepare_error(st));
+        goto out;
+    }
+    duckdb_statement_type t = duckdb_prepared_statement_type(st);
+    if(t != DUCKDB_STATEMENT_TYPE_SELECT) {
+        struct dapi_buf b;
+        dapi_buf_init(&b, 1024);
+        dapi_buf_addf(&b, "only read-only queries (SELECT, WITH, VALUES, FROM) are allowed; "
+                          "%s statements are refused", statement_name(t));
+        *msg = dapi_buf_take(&b, NULL);
+        goto out;
+    }
+    if(duckdb_nparams(st) > 0) {
+        *msg = dupmsg("", "query parameters ($1, ?) are not supported");
+        goto out;
+    }
+    *out = st;
+    st = NULL;
+    result = DAPI_OK;
+out:
+    if(st)
+        duckdb_destroy_prepare(&st);
+    if(ex)
+        duckdb_destroy_extracted(&ex);
+    return result;
+}
+
+enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql, char **msg)
+{
+    *msg = NULL;
+    enum dapi_err result = dapi_engine_sync_lake(c->e);
+    if(result)
+        return result;
+    duckdb_prepared_statement st;
+    result = prepare_readonly(c->con, sql, &st, msg);
+    if(!result)
+        duckdb_destroy_prepare(&st);
+    return result;
+}
+
+/* ---- results as column vectors ------------------------------------------------------- */
+
+struct tmpl {
+    struct dapi_colvec *cols; /* top level */
+    size_t ncols;
+    char **names;
+};
+
+static void cv_free(struct dapi_colvec *cv)
+{
+    for(size_t i = 0; i < cv->nchildren; i++)
+        cv_free(&cv->children[i]);
+    free(cv->children);
+    if(cv->child_names)
+        for(size_t i = 0; i < cv->nchildren; i++)
+            free((char *)cv->child_names[i]);
+    free((void *)cv->child_names);
+    if(cv->enum_values)
+        for(size_t i = 0; i < cv->n_enum; i++)
+            free((char *)cv->enum_values[i]);
+    free((void *)cv->enum_values);
+    memset(cv, 0, sizeof *cv);
+}
+
+static char *own(char *duck)
+{
+    char *s = strdup(duck ? duck : "");
+    if(duck)
+        duckdb_free(duck);
+    return s;
+}
+
+static enum dapi_ctype simple(duckdb_type t)
+{
+    switch(t) {
+    case DUCKDB_TYPE_BOOLEAN: return DAPI_CT_BOOL;
+    case DUCKDB_TYPE_TINYINT: return DAPI_CT_I8;
+    case DUCKDB_TYPE_SMALLINT: return DAPI_CT_I16;
+    case DUCKDB_TYPE_INTEGER: return DAPI_CT_I32;
+    case DUCKDB_TYPE_BIGINT: return DAPI_CT_I64;
+    case DUCKDB_TYPE_UTINYINT: return DAPI_CT_U8;
+    case DUCKDB_TYPE_USMALLINT: return DAPI_CT_U16;
+    case DUCKDB_TYPE_UINTEGER: return DAPI_CT_U32;
+    case DUCKDB_TYPE_UBIGINT: return DAPI_CT_U64;
+    case DUCKDB_TYPE_HUGEINT: return DAPI_CT_I128;
+    case DUCKDB_TYPE_UHUGEINT: return DAPI_CT_U128;
+    case DUCKDB_TYPE_FLOAT: return DAPI_CT_F32;
+    case DUCKDB_TYPE_DOUBLE: return DAPI_CT_F64;
+    case DUCKDB_TYPE_VARCHAR: return DAPI_CT_VARCHAR;
+    case DUCKDB_TYPE_BLOB: return DAPI_CT_BLOB;
+    case DUCKDB_TYPE_BIT: return DAPI_CT_BIT;
+    case DUCKDB_TYPE_DATE: return DAPI_CT_DATE;
+    case DUCKDB_TYPE_TIME: return DAPI_CT_TIME;
+    case DUCKDB_TYPE_TIMESTAMP: return DAPI_CT_TIMESTAMP;
+    case DUCKDB_TYPE_TIMESTAMP_S: return DAPI_CT_TIMESTAMP_S;
+    case DUCKDB_TYPE_TIMESTAMP_MS: return DAPI_CT_TIMESTAMP_MS;
+    case DUCKDB_TYPE_TIMESTAMP_NS: return DAPI_CT_TIMESTAMP_NS;
+    case DUCKDB_TYPE_TIMESTAMP_TZ: return DAPI_CT_TIMESTAMP_TZ;
+    case DUCKDB_TYPE_INTERVAL: return DAPI_CT_INTERVAL;
+    case DUCKDB_TYPE_UUID: return DAPI_CT_UUID;
+    default: return (enum dapi_ctype)-1;
+    }
+}
+
+/* Builds the colvec template of a logical type. Returns DAPI_ERR_INVALID for a type dapi
+ * cannot render natively (the caller then casts that column to VARCHAR). */
+static enum dapi_err build(duckdb_logical_type lt, struct dapi_colvec *cv, int depth)
+{
+    enum dapi_err result = DAPI_OK;
+    duckdb_type t = duckdb_get_type_id(lt);
+    memset(cv, 0, sizeof *cv);
+    if(depth > MAX_TYPE_DEPTH)
+        return DAPI_ERR_INVALID;
+    int st = (int)simple(t);
+    if(st >= 0) {
+        cv->type = (enum dapi_ctype)st;
+        return DAPI_OK;
+    }
+    switch(t) {
+    case DUCKDB_TYPE_DECIMAL:
+        cv->type = DAPI_CT_DECIMAL;
+        cv->phys = simple(duckdb_decimal_internal_type(lt));
+        cv->scale = duckdb_decimal_scale(lt);
+        return DAPI_OK;
+    case DUCKDB_TYPE_ENUM: {
+        cv->type = DAPI_CT_ENUM;
+        cv->phys = simple(duckdb_enum_internal_type(lt));
+        uint32_t n = duckdb_enum_dictionary_size(lt);
+        const char **vals = calloc(n ? n : 1, sizeof *vals);
+        if(!vals)
+            return DAPI_ERR_NOMEM;
+        cv->enum_values = vals;
+        cv->n_enum = n;
+        for(uint32_t i = 0; i < n; i++)
+            if(!(vals[i] = own(duckdb_enum_dictionary_value(lt, i))))
+                return DAPI_ERR_NOMEM;
+        return DAPI_OK;
+    }
+    case DUCKDB_TYPE_LIST:
+    case DUCKDB_TYPE_MAP:
+    case DUCKDB_TYPE_ARRAY: {
+        cv->type = t == DUCKDB_TYPE_LIST ? DAPI_CT_LIST
+                   : t == DUCKDB_TYPE_MAP ? DAPI_CT_MAP
+                                          : DAPI_CT_ARRAY;
+        if(!(cv->children = calloc(1, sizeof *cv->children)))
+            return DAPI_ERR_NOMEM;
+        cv->nchildren = 1;
+        if(t == DUCKDB_TYPE_MAP) {
+            /* physically a LIST of STRUCT(key, value) */
+            struct dapi_colvec *kv = &cv->children[0];
+            kv->type = DAPI_CT_STRUCT;
+            const char **names = calloc(2, sizeof *names);
+            if(!names || !(kv->children = calloc(2, sizeof *kv->children))) {
+                free(names);
+                return DAPI_ERR_NOMEM;
+            }
+            kv->child_names = names;
+            kv->nchildren = 2;
+            names[0] = strdup("key");
+            names[1] = strdup("value");
+            duckdb_logical_type k = duckdb_map_type_key_type(lt);
+            duckdb_logical_type v = duckdb_map_type_value_type(lt);
+            result = build(k, &kv->children[0], depth + 1);
+            if(!result)
+                result = build(v, &kv->children[1], depth + 1);
+            duckdb_destroy_logical_type(&k);
+            duckdb_destroy_logical_type(&v);
+            return result;
+        }
+        duckdb_logical_type ct = t == DUCKDB_TYPE_LIST ? duckdb_list_type_child_type(lt)
+                                                       : duckdb_array_type_child_type(lt);
+        if(t == DUCKDB_TYPE_ARRAY)
+            cv->array_size = duckdb_array_type_array_size(lt);
+        result = build(ct, &cv->children[0], depth + 1);
+        duckdb_destroy_logical_type(&ct);
+        return result;
+    }
+    case DUCKDB_TYPE_STRUCT:
+    case DUCKDB_TYPE_UNION: {
+        int is_union = t == DUCKDB_TYPE_UNION;
+        size_t members = is_union ? duckdb_union_type_member_count(lt)
+                                  : duckdb_struct_type_child_count(lt);
+        size_t n = members + (is_union ? 1 : 0);
+        cv->type = is_union ? DAPI_CT_UNION : DAPI_CT_STRUCT;
+        const char **names = calloc(n ? n : 1, sizeof *names);
+        if(!names)
+            return DAPI_ERR_NOMEM;
+        cv->child_names = names;
+        if(!(cv->children = calloc(n ? n : 1, sizeof *cv->children)))
+            return DAPI_ERR_NOMEM;
+        cv->nchildren = n;
+        size_t at = 0;
+        if(is_union) {
+            names[0] = strdup("");
+            cv->children[0].type = DAPI_CT_U8;
+            at = 1;
+        }
+        for(size_t i = 0; i < members && !result; i++) {
+            names[at + i] = own(is_union ? duckdb_union_type_member_name(lt, i)
+                                         : duckdb_struct_type_child_name(lt, i));
+            duckdb_logical_type ct = is_union ? duckdb_union_type_member_type(lt, i)
+                                              : duckdb_struct_type_child_type(lt, i);
+            result = build(ct, &cv->children[at + i], depth + 1);
+            duckdb_destroy_logical_type(&ct);
+        }
+        return result;
+    }
+    default:
+        return DAPI_ERR_INVALID;
+    }
+}
+
+/* Points the template at one chunk's vectors. */
+static void bind_vec(struct dapi_colvec *cv, duckdb_vector v)
+{
+    cv->data = duckdb_vector_get_data(v);
+    cv->validity = duckdb_vector_get_validity(v);
+    switch(cv->type) {
+    case DAPI_CT_LIST:
+    case DAPI_CT_MAP:
+        bind_vec(&cv->children[0], duckdb_list_vector_get_child(v));
+        break;
+    case DAPI_CT_ARRAY:
+        bind_vec(&cv->children[0], duckdb_array_vector_get_child(v));
+        break;
+    case DAPI_CT_STRUCT:
+    case DAPI_CT_UNION:
+        for(size_t i = 0; i < cv->nchildren; i++)
+            bind_vec(&cv->children[i], duckdb_struct_vector_get_child(v, i));
+        break;
+    default:
+        break;
+    }
+}
+
+static void tmpl_free(struct tmpl *t)
+{
+    for(size_t i = 0; i < t->ncols; i++) {
+        if(t->cols)
+            cv_free(&t->cols[i]);
+        if(t->names)
+            free(t->names[i]);
+    }
+    free(t->cols);
+    free(t->names);
+    memset(t, 0, sizeof *t);
+}
+
+/* Builds the template for a prepared statement's columns. Columns of a type dapi cannot
+ * render are listed in *cast (the caller re-prepares with them cast to VARCHAR). */
+static enum dapi_err tmpl_build(duckdb_prepared_statement st, struct tmpl *t, int *needs_cast)
+{
+    enum dapi_err result = DAPI_OK;
+    memset(t, 0, sizeof *t);
+    *needs_cast = 0;
+    t->ncols = duckdb_prepared_statement_column_count(st);
+    t->cols = calloc(t->ncols ? t->ncols : 1, sizeof *t->cols);
+    t->names = calloc(t->ncols ? t->ncols : 1, sizeof *t->names);
+    if(!t->cols || !t->names)
+        return DAPI_ERR_NOMEM;
+    for(size_t i = 0; i < t->ncols && !result; i++) {
+        t->names[i] = strdup(duckdb_prepared_statement_column_name(st, i));
+        if(!t->names[i])
+            return DAPI_ERR_NOMEM;
+        duckdb_logical_type lt = duckdb_prepared_statement_column_logical_type(st, i);
+        result = build(lt, &t->cols[i], 0);
+        duckdb_destroy_logical_type(&lt);
+        if(result == DAPI_ERR_INVALID) {
+            *needs_cast = 1;
+            cv_free(&t->cols[i]);
+            result = DAPI_OK;
+        }
+    }
+    return result;
+}
+
+/* SELECT * REPLACE (CAST("c" AS VARCHAR) AS "c", …) FROM (<sql>) for the columns whose type
+ * has no native JSON rendering (TIME WITH TIME ZONE, BIGNUM, …): they come out as DuckDB's
+ * own text for them. */
+static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 64 * 1024 * 1024);
+    dapi_buf_adds(&b, "SELECT * REPLACE (");
+    int first = 1;
+    size_t n = duckdb_prepared_statement_column_count(st);
+    for(size_t i = 0; i < n; i++) {
+        duckdb_logical_type lt = duckdb_prepared_statement_column_logical_type(st, i);
+        struct dapi_colvec probe;
+        enum dapi_err r = build(lt, &probe, 0);
+        cv_free(&probe);
+        duckdb_destroy_logical_type(&lt);
+        if(r != DAPI_ERR_INVALID)
+            continue;
+        const char *name = duckdb_prepared_statement_column_name(st, i);
+        if(!first)
+            dapi_buf_adds(&b, ", ");
+        first = 0;
+        dapi_buf_adds(&b, "CAST(");
+        add_ident(&b, name);
+        dapi_buf_adds(&b, " AS VARCHAR) AS ");
+        add_ident(&b, name);
+    }
+    dapi_buf_adds(&b, ") FROM (\n");
+    /* drop a trailing ';' so the text can sit inside parentheses */
+    size_t len = strlen(sql);
+    while(len && (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n' ||
+                  sql[len - 1] == '\t' || sql[len - 1] == '\r'))
+        len--;
+    dapi_buf_add(&b, sql, len);
+    dapi_buf_adds(&b, "\n)");
+    return b.data ? dapi_buf_take(&b, NULL) : NULL;
+}
+
+enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
+                              const struct dapi_sink *sink, void *ctx, char **msg)
+{
+    enum dapi_err result;
+    duckdb_prepared_statement st = NULL;
+    duckdb_pending_result pending = NULL;
+    duckdb_result res;
+    int have_res = 0, needs_cast = 0, timed_out = 0;
+    char *wrapped = NULL;
+    struct tmpl t = {0};
+    *msg = NULL;
+
+    if((result = dapi_engine_sync_lake(c->e)) || (result = prepare_readonly(c->con, sql, &st, msg)))
+        goto out;
+    if((result = tmpl_build(st, &t, &needs_cast)))
+        goto out;
+    if(needs_cast) {
+        tmpl_free(&t);
+        if(!(wrapped = cast_wrapper(st, sql))) {
+            result = DAPI_ERR_NOMEM;
+            goto out;
+        }
+        duckdb_destroy_prepare(&st);
+        if((result = prepare_readonly(c->con, wrapped, &st, msg)) ||
+           (result = tmpl_build(st, &t, &needs_cast)))
+            goto out;
+        if(needs_cast) {
+            result = DAPI_ERR_SQL;
+            *msg = dupmsg("", "the result has a column type dapi cannot return");
+            goto out;
+        }
+    }
+    if((result = sink->begin(ctx, t.ncols, (const char *const *)t.names)))
+        goto out;
+
+    if(duckdb_pending_prepared(st, &pending) == DuckDBError) {
+        *msg = dupmsg("", duckdb_pending_error(pending));
+        result = DAPI_ERR_SQL;
+        goto out;
+    }
+    for(;;) {
+        duckdb_pending_state ps = duckdb_pending_execute_task(pending);
+        if(ps == DUCKDB_PENDING_RESULT_READY)
+            break;
+        if(ps == DUCKDB_PENDING_ERROR) {
+            if(timed_out)
+                result = DAPI_ERR_TIMEOUT;
+            else {
+                *msg = dupmsg("", duckdb_pending_error(pending));
+                result = DAPI_ERR_SQL;
+            }
+            goto out;
+        }
+        if(deadline_ms && !timed_out && dapi_clock_mono_ms() > deadline_ms) {
+            timed_out = 1;
+            duckdb_interrupt(c->con);
+        }
+    }
+    if(duckdb_execute_pending(pending, &res) == DuckDBError) {
+        have_res = 1;
+        if(timed_out) {
+            result = DAPI_ERR_TIMEOUT;
+        } else {
+            *msg = dupmsg("", duckdb_result_error(&res));
+            result = DAPI_ERR_SQL;
+        }
+        goto out;
+    }
+    have_res = 1;
+    for(;;) {
+        duckdb_data_chunk chunk = duckdb_fetch_chunk(res);
+        if(!chunk)
+            break;
+        idx_t rows = duckdb_data_chunk_get_size(chunk);
+        for(size_t i = 0; i < t.ncols; i++)
+            bind_vec(&t.cols[i], duckdb_data_chunk_get_vector(chunk, i));
+        result = sink->chunk(ctx, t.cols, t.ncols, rows);
+        duckdb_destroy_data_chunk(&chunk);
+        if(result)
+            goto out;
+        if(deadline_ms && dapi_clock_mono_ms() > deadline_ms) {
+            result = DAPI_ERR_TIMEOUT;
+            goto out;
+        }
+    }
+    if(duckdb_result_error(&res)) {
+        *msg = dupmsg("", duckdb_result_error(&res));
+        result = DAPI_ERR_SQL;
+    }
+out:
+    if(have_res)
+        duckdb_destroy_result(&res);
+    if(pending)
+        duckdb_destroy_pending(&pending);
+    if(st)
+        duckdb_destroy_prepare(&st);
+    tmpl_free(&t);
+    free(wrapped);
+    if(result != DAPI_ERR_SQL && *msg) {
+        free(*msg);
+        *msg = NULL;
+    }
+    return result;
+}
+
+/* ---- the sample lake ----------------------------------------------------------------- */
+
+/* Deterministic: every value is arithmetic on the row number (no random(), no hash() whose
+ * output could change between versions), and one thread keeps the row order of writes. */
+static const char *const sample_sql[] = {
+    "CREATE MACRO pick(l, i) AS l[1 + (i % len(l))]",
+    "CREATE TABLE customers AS SELECT i AS customer_id, "
+    " 'cus_' || lpad(i::VARCHAR, 7, '0') AS external_id, "
+    " pick(['Ana','Bruno','Carla','Diego','Elisa','Felipe','Gabriela','Heitor','Isabela',"
+    "'João','Karina','Lucas','Marina','Nicolas','Olívia','Pedro','Quésia','Rafael','Sofia',"
+    "'Tiago'], i * 7) || ' ' || pick(['Silva','Santos','Oliveira','Souza','Rodrigues','Ferreira',"
+    "'Alves','Pereira','Lima','Gomes','Costa','Ribeiro','Martins','Carvalho','Almeida',"
+    "'Lopes','Soares','Fernandes','Vieira','Barbosa'], i * 13) AS name, "
+    " 'customer' || i || '@example.com' AS email, "
+    " pick(['BR','BR','BR','US','PT','AR','MX','CL'], i * 31) AS country, "
+    " pick(['São Paulo','Rio de Janeiro','Belo Horizonte','Curitiba','Porto Alegre','Recife',"
+    "'Salvador','Fortaleza','Lisboa','Austin'], i * 17) AS city, "
+    " TIMESTAMP '2021-01-01 00:00:00' + to_seconds((i * 7919) % (3 * 365 * 86400)) + "
+    "   to_microseconds((i * 104729) % 1000000) AS created_at, "
+    " (i % 7) <> 0 AS is_active, "
+    " pick(['free','starter','pro','enterprise'], i * 3) AS plan, "
+    " CASE WHEN i % 11 = 0 THEN NULL ELSE pick(['web','mobile','partner','sales'], i) END "
+    "   AS acquisition_channel "
+    "FROM range(1, 100001) t(i)",
+    "CREATE TABLE products AS SELECT i AS product_id, "
+    " 'SKU-' || lpad(i::VARCHAR, 5, '0') AS sku, "
+    " pick(['Camiseta','Caneca','Caderno','Mochila','Garrafa','Boné','Meia','Agenda'], i) || ' ' "
+    "   || pick(['Azul','Verde','Preta','Branca','Vermelha'], i * 3) || ' #' || i AS name, "
+    " pick(['vestuário','casa','papelaria','acessórios'], i) AS category, "
+    " round(5 + ((i * 37) % 9500) / 100.0, 2)::DECIMAL(10,2) AS unit_price, "
+    " (i % 13) <> 0 AS in_stock "
+    "FROM range(1, 501) t(i)",
+    "CREATE TABLE orders AS SELECT i AS order_id, "
+    " 1 + (i * 48271) % 100000 AS customer_id, "
+    " pick(['delivered','delivered','delivered','shipped','paid','cancelled','refunded'], i * 5) "
+    "   AS status, "
+    " pick(['site','app','marketplace','store'], i * 11) AS channel, "
+    " TIMESTAMP '2022-01-01 00:00:00' + to_seconds((i * 2654435761) % (3 * 365 * 86400)) "
+    "   AS ordered_at, "
+    " 'BRL' AS currency "
+    "FROM range(1, 400001) t(i)",
+    "CREATE TABLE order_items AS SELECT i AS order_item_id, "
+    " 1 + (i * 16807) % 400000 AS order_id, "
+    " 1 + (i * 31) % 500 AS product_id, "
+    " 1 + (i % 5) AS quantity, "
+    " round(5 + ((((i * 31) % 500) + 1) * 37 % 9500) / 100.0, 2)::DECIMAL(10,2) AS unit_price, "
+    " CASE WHEN i % 17 = 0 THEN round(((i * 7) % 2000) / 100.0, 2)::DECIMAL(10,2) ELSE 0 END "
+    "   AS discount "
+    "FROM range(1, 1000001) t(i)",
+    "CREATE TABLE order_totals AS SELECT order_id, sum(quantity * unit_price - discount) AS total, "
+    " count(*) AS items FROM order_items GROUP BY order_id",
+    /* nekt_raw: as ingested (Parquet files, a partitioned Parquet folder, a CSV) */
+    "COPY customers TO '%s/nekt_raw/customers.parquet' (FORMAT parquet)",
+    "COPY orders TO '%s/nekt_raw/orders.parquet' (FORMAT parquet)",
+    "COPY (SELECT oi.*, year(o.ordered_at) AS order_year FROM order_items oi "
+    "      JOIN orders o USING (order_id) ORDER BY order_item_id) "
+    " TO '%s/nekt_raw/order_items' (FORMAT parquet, PARTITION_BY (order_year))",
+    "COPY products TO '%s/nekt_raw/products.csv' (HEADER)",
+    /* nekt_trusted: cleaned and typed, with nested values */
+    "COPY (SELECT customer_id, name, lower(email) AS email, "
+    "  {'city': city, 'country': country} AS address, "
+    "  CASE WHEN plan IN ('pro','enterprise') THEN ['paying', plan] ELSE [plan] END AS tags, "
+    "  created_at::DATE AS signup_date, is_active, plan "
+    " FROM customers ORDER BY customer_id) TO '%s/nekt_trusted/customers.parquet' (FORMAT parquet)",
+    "COPY (SELECT o.order_id, o.customer_id, o.status, o.channel, o.ordered_at, "
+    "  o.ordered_at::DATE AS order_date, COALESCE(t.total, 0)::DECIMAL(14,2) AS total_amount, "
+    "  COALESCE(t.items, 0) AS item_count "
+    " FROM orders o LEFT JOIN order_totals t USING (order_id) "
+    " WHERE o.status <> 'cancelled' ORDER BY o.order_id) "
+    " TO '%s/nekt_trusted/orders.parquet' (FORMAT parquet)",
+    /* nekt_service: curated for BI */
+    "COPY (SELECT o.ordered_at::DATE AS day, count(*) AS orders, "
+    "  sum(t.total)::DECIMAL(18,2) AS revenue, round(avg(t.total), 2) AS avg_ticket "
+    " FROM orders o JOIN order_totals t USING (order_id) "
+    " WHERE o.status IN ('delivered','shipped','paid') GROUP BY ALL ORDER BY day) "
+    " TO '%s/nekt_service/daily_revenue.parquet' (FORMAT parquet)",
+    "COPY (SELECT c.customer_id, c.name, c.country, count(o.order_id) AS orders, "
+    "  COALESCE(sum(t.total), 0)::DECIMAL(18,2) AS lifetime_value, "
+    "  max(o.ordered_at) AS last_order_at "
+    " FROM customers c LEFT JOIN orders o USING (customer_id) "
+    " LEFT JOIN order_totals t USING (order_id) GROUP BY ALL ORDER BY c.customer_id) "
+    " TO '%s/nekt_service/customer_lifetime_value.csv' (HEADER)",
+};
+
+enum dapi_err dapi_engine_sample_data(const char *dir, char *err, size_t errlen)
+{
+    enum dapi_err result = DAPI_ERR_INTERNAL;
+    duckdb_database db = NULL;
+    duckdb_connection con = NULL;
+    duckdb_config cfg = NULL;
+    char *open_err = NULL;
+    struct dapi_buf b, q;
+    dapi_buf_init(&b, 4096);
+    dapi_buf_init(&q, 64 * 1024);
+
+    const char *layers[] = {"", "/nekt_raw", "/nekt_trusted", "/nekt_service"};
+    for(size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s%s", dir, layers[i]);
+        if(mkdir(p, 0755) && errno != EEXIST) {
+            snprintf(err, errlen, "cannot create %s: %s", p, strerror(errno));
+            goto out;
+        }
+    }
+    if(duckdb_create_config(&cfg) == DuckDBError ||
+       duckdb_set_config(cfg, "threads", "1") == DuckDBError ||
+       duckdb_set_config(cfg, "autoinstall_known_extensions", "false") == DuckDBError ||
+       duckdb_set_config(cfg, "autoload_known_extensions", "false") == DuckDBError ||
+       duckdb_open_ext(NULL, &db, cfg, &open_err) == DuckDBError ||
+       duckdb_connect(db, &con) == DuckDBError) {
+        snprintf(err, errlen, "cannot open DuckDB: %s", open_err ? open_err : "unknown");
+        goto out;
+    }
+    /* The directory goes into COPY targets as a literal, without its quotes. */
+    add_literal(&b, dir);
+    if(!b.data) {
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    b.data[b.len - 1] = '\0';
+    const char *lit = b.data + 1;
+    exec(con, "SET preserve_insertion_order = true", NULL, 0);
+    for(size_t i = 0; i < sizeof sample_sql / sizeof sample_sql[0]; i++) {
+        dapi_buf_reset(&q);
+        const char *s = sample_sql[i], *pct = strstr(s, "%s");
+        if(pct) {
+            dapi_buf_add(&q, s, (size_t)(pct - s));
+            dapi_buf_adds(&q, lit);
+            dapi_buf_adds(&q, pct + 2);
+        } else {
+            dapi_buf_adds(&q, s);
+        }
+        if(!q.data) {
+            result = DAPI_ERR_NOMEM;
+            goto out;
+        }
+        char qerr[1024];
+        if(exec(con, q.data, qerr, sizeof qerr)) {
+            snprintf(err, errlen, "sample data: %s", qerr);
+            goto out;
+        }
+    }
+    result = DAPI_OK;
+out:
+    if(open_err)
+        duckdb_free(open_err);
+    if(con)
+        duckdb_disconnect(&con);
+    if(db)
+        duckdb_close(&db);
+    if(cfg)
+        duckdb_destroy_config(&cfg);
+    dapi_buf_free(&b);
+    dapi_buf_free(&q);
+    return result;
+}

@@ -1,0 +1,69 @@
+/* The embedded query engine: DuckDB over the local lake (product.md §4), locked down.
+ * The only module that talks to DuckDB; src/engine/engine.c is the only file that includes
+ * duckdb.h. Rows leave the engine as column vectors (colvec.h) through a sink. */
+#ifndef DAPI_ENGINE_H
+#define DAPI_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "dapi/err.h"
+#include "engine/colvec.h"
+
+struct dapi_engine;
+struct dapi_econn;
+
+struct dapi_engine_opts {
+    const char *data_dir;     /* absolute; the only directory queries may read */
+    const char *state_dir;    /* absolute; DuckDB spills to <state_dir>/tmp */
+    const char *memory_limit; /* e.g. "4GB" */
+    int64_t threads;          /* 0 = DuckDB's default (cores) */
+};
+
+/* Opens the engine: an in-memory DuckDB with extension auto-install/auto-load off, external
+ * access limited to the data dir, configuration locked. Checks the library is v1.4.4.
+ * On error writes a one-line reason to err. Free with dapi_engine_close. */
+enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engine_opts *opts,
+                               char *err, size_t errlen);
+/* Closes the engine; every connection must have been closed before. */
+void dapi_engine_close(struct dapi_engine *e);
+
+/* A connection for one thread. Free with dapi_econn_close. */
+enum dapi_err dapi_engine_connect(struct dapi_engine *e, struct dapi_econn **out);
+void dapi_econn_close(struct dapi_econn *c);
+
+/* Brings the schemas/views in line with the lake on disk (new, replaced and removed files).
+ * Thread-safe; cheap when nothing changed. */
+enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e);
+
+/* Checks that sql is exactly one read-only statement (SELECT / WITH / VALUES / FROM-first)
+ * that parses and binds against the current lake. On DAPI_ERR_SQL *msg receives an owned,
+ * client-safe explanation (free with free()); on other errors *msg may be NULL. */
+enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql, char **msg);
+
+struct dapi_sink {
+    /* Called once with the result's column names (borrowed, valid during the run). */
+    enum dapi_err (*begin)(void *ctx, size_t ncols, const char *const *names);
+    /* Called per chunk; vectors are valid only during the call. A non-OK return stops the
+     * run and is returned by dapi_engine_run. */
+    enum dapi_err (*chunk)(void *ctx, const struct dapi_colvec *cols, size_t ncols,
+                           uint64_t nrows);
+};
+
+/* Runs sql (already checked) and streams its rows into sink. deadline_ms is a
+ * dapi_clock_mono_ms() instant after which the query is interrupted (DAPI_ERR_TIMEOUT);
+ * 0 = none. Returns the sink's error if it stopped the run. On DAPI_ERR_SQL (a run-time
+ * error of the query) *msg receives an owned message (free with free()). */
+enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
+                              const struct dapi_sink *sink, void *ctx, char **msg);
+
+/* Interrupts whatever c is running (thread-safe; used at shutdown). */
+void dapi_econn_interrupt(struct dapi_econn *c);
+
+/* Writes the deterministic sample lake into dir (created if missing). Returns DAPI_OK or
+ * writes a one-line reason into err. */
+enum dapi_err dapi_engine_sample_data(const char *dir, char *err, size_t errlen);
+
+/* The DuckDB library version string, e.g. "v1.4.4". */
+const char *dapi_engine_version(void);
+
+#endif

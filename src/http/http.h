@@ -1,0 +1,55 @@
+/* The HTTP front: the only module that includes microhttpd.h. It turns libmicrohttpd's
+ * callbacks into one dapi request (method, path, headers, query args, body) handed to a
+ * dispatch function, and sends exactly one response per request.
+ *
+ * A handler either responds before returning, or calls dapi_req_defer and responds later
+ * from any thread (the connection is suspended meanwhile, holding no thread). */
+#ifndef DAPI_HTTP_H
+#define DAPI_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "dapi/err.h"
+
+struct dapi_req;
+struct dapi_http;
+
+struct dapi_http_opts {
+    const char *host;
+    int port;
+    int threads;
+    int64_t max_body_bytes;
+    int64_t max_header_bytes;
+    int64_t max_connections;
+    int64_t connection_timeout_s;
+    void (*dispatch)(struct dapi_req *r, void *app);
+    void *app;
+};
+
+enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts,
+                              char *err, size_t errlen);
+int dapi_http_port(const struct dapi_http *h);
+/* Stops accepting new connections; requests in flight continue. */
+void dapi_http_quiesce(struct dapi_http *h);
+/* Requests received and not yet completed. */
+long dapi_http_inflight(const struct dapi_http *h);
+/* Stops the server (every deferred request must have been answered). */
+void dapi_http_stop(struct dapi_http *h);
+
+/* Request accessors: strings are borrowed for the life of the request. */
+const char *dapi_req_method(const struct dapi_req *r);
+const char *dapi_req_path(const struct dapi_req *r);
+const char *dapi_req_header(const struct dapi_req *r, const char *name);
+/* A query-string argument, or NULL if absent ("" for "?a" or "?a="). */
+const char *dapi_req_arg(const struct dapi_req *r, const char *name);
+const char *dapi_req_body(const struct dapi_req *r, size_t *len);
+
+/* Marks the request as answered later (call before returning from dispatch). */
+void dapi_req_defer(struct dapi_req *r);
+/* Sends a response. Takes ownership of body (malloc'd, freed by the server). extra_header /
+ * extra_value (may be NULL) add one header, e.g. Allow or Retry-After. Content-Type is
+ * application/json. Callable from any thread, exactly once per request. */
+void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
+                      const char *extra_header, const char *extra_value);
+
+#endif

@@ -1,0 +1,153 @@
+#include "pool/pool.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+
+struct job {
+    dapi_job_fn fn;
+    void *arg;
+    struct job *next;
+};
+
+struct worker {
+    struct dapi_pool *p;
+    pthread_t thread;
+    struct dapi_econn *conn;
+    int started;
+};
+
+struct dapi_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct job *head, *tail;
+    size_t waiting, running;
+    int stopping, drain;
+    struct worker *w;
+    int n;
+    char name[32];
+};
+
+static void *run(void *arg)
+{
+    struct worker *w = arg;
+    struct dapi_pool *p = w->p;
+    pthread_mutex_lock(&p->mu);
+    for(;;) {
+        while(!p->head && !p->stopping)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if(!p->head || (p->stopping && !p->drain))
+            break;
+        struct job *j = p->head;
+        p->head = j->next;
+        if(!p->head)
+            p->tail = NULL;
+        p->waiting--;
+        p->running++;
+        pthread_mutex_unlock(&p->mu);
+        j->fn(j->arg, w->conn);
+        free(j);
+        pthread_mutex_lock(&p->mu);
+        p->running--;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+enum dapi_err dapi_pool_start(struct dapi_pool **out, const char *name, int n,
+                              struct dapi_engine *e)
+{
+    enum dapi_err result;
+    struct dapi_pool *p = calloc(1, sizeof *p);
+    *out = NULL;
+    if(!p || !(p->w = calloc((size_t)n, sizeof *p->w))) {
+        free(p);
+        return DAPI_ERR_NOMEM;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->n = n;
+    for(int i = 0; i < n; i++) {
+        p->w[i].p = p;
+        if((result = dapi_engine_connect(e, &p->w[i].conn)) ||
+           pthread_create(&p->w[i].thread, NULL, run, &p->w[i])) {
+            dapi_pool_stop(p, 0);
+            return result ? result : DAPI_ERR_INTERNAL;
+        }
+        p->w[i].started = 1;
+    }
+    *out = p;
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_pool_submit(struct dapi_pool *p, dapi_job_fn fn, void *arg, size_t cap)
+{
+    struct job *j = malloc(sizeof *j);
+    if(!j)
+        return DAPI_ERR_NOMEM;
+    j->fn = fn;
+    j->arg = arg;
+    j->next = NULL;
+    pthread_mutex_lock(&p->mu);
+    if(p->stopping || (cap && p->waiting >= cap)) {
+        pthread_mutex_unlock(&p->mu);
+        free(j);
+        return DAPI_ERR_BUSY;
+    }
+    if(p->tail)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    p->waiting++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    return DAPI_OK;
+}
+
+size_t dapi_pool_load(struct dapi_pool *p)
+{
+    pthread_mutex_lock(&p->mu);
+    size_t n = p->waiting + p->running;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void dapi_pool_interrupt(struct dapi_pool *p)
+{
+    for(int i = 0; i < p->n; i++)
+        if(p->w[i].conn)
+            dapi_econn_interrupt(p->w[i].conn);
+}
+
+void dapi_pool_stop(struct dapi_pool *p, int drain)
+{
+    if(!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    p->drain = drain;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for(int i = 0; i < p->n; i++)
+        if(p->w[i].started)
+            pthread_join(p->w[i].thread, NULL);
+    /* whatever is left was never run: let each job release its resources */
+    struct job *j = p->head;
+    while(j) {
+        struct job *next = j->next;
+        j->fn(j->arg, NULL);
+        free(j);
+        j = next;
+    }
+    for(int i = 0; i < p->n; i++)
+        dapi_econn_close(p->w[i].conn);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->w);
+    free(p);
+}

@@ -1,0 +1,29 @@
+/* A bounded pool of worker threads, each owning one engine connection. Jobs run in FIFO
+ * order; a job is a function and its argument. */
+#ifndef DAPI_POOL_H
+#define DAPI_POOL_H
+
+#include <stddef.h>
+#include "dapi/err.h"
+#include "engine/engine.h"
+
+struct dapi_pool;
+
+/* fn(arg, conn) runs on a worker with that worker's connection. */
+typedef void (*dapi_job_fn)(void *arg, struct dapi_econn *conn);
+
+/* Starts n workers, each with its own connection to e. `name` is used in logs. */
+enum dapi_err dapi_pool_start(struct dapi_pool **out, const char *name, int n,
+                              struct dapi_engine *e);
+/* Queues a job. If cap > 0 and cap jobs are already waiting, returns DAPI_ERR_BUSY and the
+ * job is not queued (fn never runs). */
+enum dapi_err dapi_pool_submit(struct dapi_pool *p, dapi_job_fn fn, void *arg, size_t cap);
+/* Jobs waiting plus running. */
+size_t dapi_pool_load(struct dapi_pool *p);
+/* Interrupts what runs now (shutdown). */
+void dapi_pool_interrupt(struct dapi_pool *p);
+/* Stops after the queued jobs are done (drain=1) or discards them (drain=0: each discarded
+ * job is run with conn == NULL so it can release what it holds); joins the threads. */
+void dapi_pool_stop(struct dapi_pool *p, int drain);
+
+#endif

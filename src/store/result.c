@@ -1,0 +1,356 @@
+#include "store/result.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "engine/render.h"
+
+#define MAGIC "DAPIRES1"
+#define HEADER_LEN 64
+#define FLUSH_AT (1u << 20)
+
+struct dapi_result_writer {
+    int fd;
+    char *path, *tmp;
+    struct dapi_result_limits limits;
+    struct dapi_buf out;  /* pending bytes */
+    uint64_t written;     /* bytes of rows already written */
+    uint64_t rows;
+    uint64_t *index;      /* page start offsets */
+    size_t nindex, capindex;
+    char **keys;          /* pre-rendered "name": per column */
+    size_t *key_lens;
+    size_t ncols;
+    char error[256];
+    int finished;
+};
+
+enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const char *path,
+                                      const struct dapi_result_limits *limits)
+{
+    struct dapi_result_writer *w = calloc(1, sizeof *w);
+    *out = NULL;
+    if(!w)
+        return DAPI_ERR_NOMEM;
+    w->fd = -1;
+    w->limits = *limits;
+    size_t n = strlen(path) + 5;
+    w->path = strdup(path);
+    w->tmp = malloc(n);
+    if(!w->path || !w->tmp) {
+        dapi_result_writer_free(w);
+        return DAPI_ERR_NOMEM;
+    }
+    snprintf(w->tmp, n, "%s.tmp", path);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if(w->fd < 0) {
+        snprintf(w->error, sizeof w->error, "cannot create result file: %s", strerror(errno));
+        dapi_result_writer_free(w);
+        return DAPI_ERR_IO;
+    }
+    /* 64 MiB of pending output at most; flushed at 1 MiB. */
+    dapi_buf_init(&w->out, 64u << 20);
+    char zero[HEADER_LEN] = {0};
+    if(write(w->fd, zero, sizeof zero) != (ssize_t)sizeof zero) {
+        dapi_result_writer_free(w);
+        return DAPI_ERR_IO;
+    }
+    *out = w;
+    return DAPI_OK;
+}
+
+static enum dapi_err flush(struct dapi_result_writer *w)
+{
+    const char *p = w->out.data;
+    size_t n = w->out.len;
+    while(n) {
+        ssize_t r = write(w->fd, p, n);
+        if(r < 0) {
+            if(errno == EINTR)
+                continue;
+            snprintf(w->error, sizeof w->error, "cannot write result: %s", strerror(errno));
+            return DAPI_ERR_IO;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    w->written += w->out.len;
+    dapi_buf_reset(&w->out);
+    return DAPI_OK;
+}
+
+static enum dapi_err push_index(struct dapi_result_writer *w, uint64_t off)
+{
+    if(w->nindex == w->capindex) {
+        size_t cap = w->capindex ? w->capindex * 2 : 1024;
+        uint64_t *p = realloc(w->index, cap * sizeof *p);
+        if(!p)
+            return DAPI_ERR_NOMEM;
+        w->index = p;
+        w->capindex = cap;
+    }
+    w->index[w->nindex++] = off;
+    return DAPI_OK;
+}
+
+/* Is name already taken by one of the first n (deduplicated) names? */
+static int taken(char *const *names, size_t n, const char *name)
+{
+    for(size_t j = 0; j < n; j++)
+        if(strcmp(names[j], name) == 0)
+            return 1;
+    return 0;
+}
+
+static enum dapi_err sink_begin(void *ctx, size_t ncols, const char *const *names)
+{
+    struct dapi_result_writer *w = ctx;
+    enum dapi_err result = DAPI_OK;
+    char **uniq = calloc(ncols ? ncols : 1, sizeof *uniq);
+    w->keys = calloc(ncols ? ncols : 1, sizeof *w->keys);
+    w->key_lens = calloc(ncols ? ncols : 1, sizeof *w->key_lens);
+    if(!uniq || !w->keys || !w->key_lens) {
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    w->ncols = ncols;
+    for(size_t i = 0; i < ncols && !result; i++) {
+        /* Duplicate column names (SELECT 1 AS a, 2 AS a) would make ambiguous JSON objects:
+         * later ones get a _2, _3 … suffix. */
+        struct dapi_buf name;
+        dapi_buf_init(&name, 1 << 20);
+        dapi_buf_adds(&name, names[i]);
+        for(unsigned dup = 2; name.data && taken(uniq, i, name.data); dup++) {
+            dapi_buf_reset(&name);
+            dapi_buf_addf(&name, "%s_%u", names[i], dup);
+        }
+        if(!name.data) {
+            result = DAPI_ERR_NOMEM;
+            break;
+        }
+        struct dapi_buf key;
+        dapi_buf_init(&key, 1 << 20);
+        result = dapi_render_key(&key, name.data, name.len);
+        uniq[i] = dapi_buf_take(&name, NULL);
+        if(!result && !(w->keys[i] = dapi_buf_take(&key, &w->key_lens[i])))
+            result = DAPI_ERR_NOMEM;
+        if(!uniq[i])
+            result = DAPI_ERR_NOMEM;
+    }
+    if(!result)
+        result = push_index(w, 0);
+out:
+    for(size_t i = 0; uniq && i < ncols; i++)
+        free(uniq[i]);
+    free(uniq);
+    return result;
+}
+
+static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_t ncols,
+                                uint64_t nrows)
+{
+    struct dapi_result_writer *w = ctx;
+    enum dapi_err result;
+    for(uint64_t r = 0; r < nrows; r++) {
+        if(w->rows >= w->limits.max_rows) {
+            snprintf(w->error, sizeof w->error,
+                     "the result has more than %llu rows (--max-result-rows)",
+                     (unsigned long long)w->limits.max_rows);
+            return DAPI_ERR_TOO_LARGE;
+        }
+        if(w->rows % DAPI_PAGE_ROWS != 0 && (result = dapi_buf_addc(&w->out, ',')))
+            return result;
+        if((result = dapi_render_row(&w->out, cols, ncols, (const char *const *)w->keys,
+                                     w->key_lens, r)))
+            return result;
+        w->rows++;
+        uint64_t total = w->written + w->out.len;
+        if(total > w->limits.max_bytes) {
+            snprintf(w->error, sizeof w->error,
+                     "the result is larger than %llu bytes (--max-result-bytes)",
+                     (unsigned long long)w->limits.max_bytes);
+            return DAPI_ERR_TOO_LARGE;
+        }
+        if(w->rows % DAPI_PAGE_ROWS == 0 && (result = push_index(w, total)))
+            return result;
+        if(w->out.len >= FLUSH_AT && (result = flush(w)))
+            return result;
+    }
+    return DAPI_OK;
+}
+
+const struct dapi_sink dapi_result_sink = {sink_begin, sink_chunk};
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for(int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for(int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *rows,
+                                        uint64_t *pages, uint64_t *bytes)
+{
+    enum dapi_err result;
+    if(!w->keys && (result = push_index(w, 0))) /* no begin (cannot happen) */
+        return result;
+    if((result = flush(w)))
+        return result;
+    uint64_t rows_len = w->written;
+    if(w->rows % DAPI_PAGE_ROWS != 0 && (result = push_index(w, rows_len)))
+        return result;
+    uint64_t npages = w->nindex - 1;
+    /* index entries, little-endian */
+    for(size_t i = 0; i < w->nindex; i++) {
+        unsigned char b[8];
+        put64(b, w->index[i]);
+        if((result = dapi_buf_add(&w->out, b, 8)))
+            return result;
+        if(w->out.len >= FLUSH_AT && (result = flush(w)))
+            return result;
+    }
+    if((result = flush(w)))
+        return result;
+    uint64_t index_off = HEADER_LEN + rows_len, total = index_off + 8 * w->nindex;
+    unsigned char h[HEADER_LEN] = {0};
+    memcpy(h, MAGIC, 8);
+    put64(h + 8, w->rows);
+    put64(h + 16, npages);
+    put64(h + 24, HEADER_LEN);
+    put64(h + 32, rows_len);
+    put64(h + 40, index_off);
+    put64(h + 48, total);
+    if(pwrite(w->fd, h, sizeof h, 0) != (ssize_t)sizeof h || fsync(w->fd) || close(w->fd)) {
+        w->fd = -1;
+        snprintf(w->error, sizeof w->error, "cannot finish result: %s", strerror(errno));
+        return DAPI_ERR_IO;
+    }
+    w->fd = -1;
+    if(rename(w->tmp, w->path)) {
+        snprintf(w->error, sizeof w->error, "cannot publish result: %s", strerror(errno));
+        return DAPI_ERR_IO;
+    }
+    w->finished = 1;
+    *rows = w->rows;
+    *pages = npages;
+    *bytes = total;
+    return DAPI_OK;
+}
+
+const char *dapi_result_writer_error(const struct dapi_result_writer *w)
+{
+    return w->error[0] ? w->error : NULL;
+}
+
+void dapi_result_writer_free(struct dapi_result_writer *w)
+{
+    if(!w)
+        return;
+    if(w->fd >= 0)
+        close(w->fd);
+    if(!w->finished && w->tmp)
+        unlink(w->tmp);
+    dapi_buf_free(&w->out);
+    for(size_t i = 0; i < w->ncols; i++)
+        free(w->keys[i]);
+    free(w->keys);
+    free(w->key_lens);
+    free(w->index);
+    free(w->path);
+    free(w->tmp);
+    free(w);
+}
+
+struct dapi_result {
+    const unsigned char *map;
+    size_t len;
+    uint64_t rows, pages;
+    const char *data;
+    const unsigned char *index;
+};
+
+enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if(fd < 0)
+        return DAPI_ERR_IO;
+    struct stat st;
+    if(fstat(fd, &st) || st.st_size < HEADER_LEN) {
+        close(fd);
+        return DAPI_ERR_IO;
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if(map == MAP_FAILED)
+        return DAPI_ERR_IO;
+    const unsigned char *h = map;
+    uint64_t size = (uint64_t)st.st_size, rows = get64(h + 8), pages = get64(h + 16),
+             rows_off = get64(h + 24), rows_len = get64(h + 32), index_off = get64(h + 40),
+             total = get64(h + 48);
+    /* Every offset is checked so a damaged file can never make us read out of bounds. */
+    int ok = memcmp(h, MAGIC, 8) == 0 && total == size && rows_off == HEADER_LEN &&
+             index_off == rows_off + rows_len && pages < size / 8 &&
+             index_off + 8 * (pages + 1) == size && pages == (rows + DAPI_PAGE_ROWS - 1) / DAPI_PAGE_ROWS;
+    for(uint64_t i = 0; ok && i <= pages; i++) {
+        uint64_t off = get64(h + index_off + 8 * i);
+        ok = off <= rows_len && (i == 0 ? off == 0 : off >= get64(h + index_off + 8 * (i - 1)));
+    }
+    struct dapi_result *r = ok ? calloc(1, sizeof *r) : NULL;
+    if(!r) {
+        munmap(map, (size_t)st.st_size);
+        return ok ? DAPI_ERR_NOMEM : DAPI_ERR_IO;
+    }
+    r->map = map;
+    r->len = (size_t)st.st_size;
+    r->rows = rows;
+    r->pages = pages;
+    r->data = (const char *)h + rows_off;
+    r->index = h + index_off;
+    *out = r;
+    return DAPI_OK;
+}
+
+void dapi_result_close(struct dapi_result *r)
+{
+    if(!r)
+        return;
+    munmap((void *)r->map, r->len);
+    free(r);
+}
+
+uint64_t dapi_result_pages(const struct dapi_result *r)
+{
+    return r->pages;
+}
+
+uint64_t dapi_result_rows(const struct dapi_result *r)
+{
+    return r->rows;
+}
+
+void dapi_result_page(const struct dapi_result *r, uint64_t page, const char **data, size_t *len)
+{
+    if(page == 0 || page > r->pages) {
+        *data = "";
+        *len = 0;
+        return;
+    }
+    uint64_t a = get64(r->index + 8 * (page - 1)), b = get64(r->index + 8 * page);
+    *data = r->data + a;
+    *len = (size_t)(b - a);
+}

@@ -1,0 +1,49 @@
+/* A materialised result: the rows rendered once as JSON, cut into pages, in one file.
+ *
+ * File layout (little-endian u64s):
+ *   header  "DAPIRES1" rows pages rows_off rows_len index_off total_len 0   (64 bytes)
+ *   rows    page 1's rows joined by ',' then page 2's … (no separator between pages)
+ *   index   pages + 1 offsets into rows: page p is rows[index[p-1], index[p])
+ * Written to a temporary name, fsynced, then renamed: a result file that exists is complete.
+ * Serving page p is one lookup and one copy, whatever p is. */
+#ifndef DAPI_RESULT_H
+#define DAPI_RESULT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "dapi/err.h"
+#include "engine/engine.h"
+
+#define DAPI_PAGE_ROWS 100
+
+struct dapi_result_writer;
+
+struct dapi_result_limits {
+    uint64_t max_rows;
+    uint64_t max_bytes;
+};
+
+/* Starts writing the result to path (via path + ".tmp"). */
+enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const char *path,
+                                      const struct dapi_result_limits *limits);
+/* The engine sink that feeds this writer (ctx = the writer). */
+extern const struct dapi_sink dapi_result_sink;
+/* Finishes: writes index and header, fsyncs, renames into place. */
+enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *rows,
+                                        uint64_t *pages, uint64_t *bytes);
+/* Why the writer stopped the run (e.g. which limit), or NULL; borrowed. */
+const char *dapi_result_writer_error(const struct dapi_result_writer *w);
+/* Frees the writer; removes the temporary file if not finished. */
+void dapi_result_writer_free(struct dapi_result_writer *w);
+
+struct dapi_result; /* an opened (mapped) result */
+
+/* Maps the file at path and checks its structure. DAPI_ERR_IO if missing or damaged. */
+enum dapi_err dapi_result_open(struct dapi_result **out, const char *path);
+void dapi_result_close(struct dapi_result *r);
+uint64_t dapi_result_pages(const struct dapi_result *r);
+uint64_t dapi_result_rows(const struct dapi_result *r);
+/* The rows of page (1-based) as a borrowed slice; empty past the end. */
+void dapi_result_page(const struct dapi_result *r, uint64_t page, const char **data, size_t *len);
+
+#endif

@@ -1,0 +1,184 @@
+#include <stdlib.h>
+
+#include "base/buf.h"
+#include "t.h"
+
+static void test_init_empty(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 16);
+    T_CHECK(b.data == NULL, "init allocates nothing");
+    T_EQ_INT(b.len, 0);
+    T_EQ_INT(b.max, 16);
+    /* Appending nothing is fine and leaves a valid empty string. */
+    T_EQ_INT(dapi_buf_add(&b, "", 0), DAPI_OK);
+    T_EQ_INT(b.len, 0);
+    T_CHECK(b.data && b.data[0] == '\0', "empty append NUL-terminates");
+    dapi_buf_free(&b);
+}
+
+static void test_add_and_nul(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 1024);
+    T_EQ_INT(dapi_buf_add(&b, "abc", 3), DAPI_OK);
+    T_EQ_INT(dapi_buf_adds(&b, "def"), DAPI_OK);
+    T_EQ_INT(dapi_buf_addc(&b, 'g'), DAPI_OK);
+    T_EQ_INT(b.len, 7);
+    T_EQ_STR(b.data, "abcdefg");
+    T_EQ_INT(b.data[b.len], '\0');
+    /* Growth across several reallocations keeps the content. */
+    for(int i = 0; i < 100; i++)
+        T_EQ_INT(dapi_buf_addc(&b, (char)('0' + i % 10)), DAPI_OK);
+    T_EQ_INT(b.len, 107);
+    T_EQ_MEM(b.data + 7, 10, "0123456789");
+    T_EQ_MEM(b.data + 97, 10, "0123456789");
+    T_CHECK(b.cap >= b.len + 1, "cap %zu covers len %zu and the NUL", b.cap, b.len);
+    dapi_buf_free(&b);
+    T_CHECK(b.data == NULL && b.len == 0, "free empties");
+}
+
+static void test_cap_exact_and_over(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 10);
+    T_EQ_INT(dapi_buf_add(&b, "0123456789", 10), DAPI_OK);
+    T_EQ_INT(b.len, 10);
+    T_EQ_STR(b.data, "0123456789");
+    T_CHECK(b.cap <= 11, "cap %zu stays within max + NUL", b.cap);
+    T_EQ_INT(dapi_buf_addc(&b, 'x'), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL, "buffer freed after overflow");
+    T_EQ_INT(b.len, 0);
+    T_EQ_INT(b.cap, 0);
+
+    /* One append that is one over the cap from empty. */
+    dapi_buf_init(&b, 10);
+    T_EQ_INT(dapi_buf_add(&b, "0123456789A", 11), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL, "freed");
+
+    /* Partly filled: fill up to exactly the cap, then one over. */
+    dapi_buf_init(&b, 10);
+    T_EQ_INT(dapi_buf_adds(&b, "01234"), DAPI_OK);
+    T_EQ_INT(dapi_buf_adds(&b, "567890"), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL && b.len == 0, "freed after partial overflow");
+    dapi_buf_init(&b, 10);
+    T_EQ_INT(dapi_buf_adds(&b, "01234"), DAPI_OK);
+    T_EQ_INT(dapi_buf_adds(&b, "56789"), DAPI_OK);
+    T_EQ_STR(b.data, "0123456789");
+    dapi_buf_free(&b);
+
+    /* A huge n must not wrap around the size check. */
+    dapi_buf_init(&b, 10);
+    T_EQ_INT(dapi_buf_adds(&b, "ab"), DAPI_OK);
+    T_CHECK(dapi_buf_reserve(&b, (size_t)-1) == NULL, "reserve SIZE_MAX fails");
+    T_CHECK(b.data == NULL, "freed after failed reserve");
+
+    /* Cap 0: nothing fits. */
+    dapi_buf_init(&b, 0);
+    T_EQ_INT(dapi_buf_addc(&b, 'a'), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL, "freed");
+}
+
+static void test_addf(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 64);
+    T_EQ_INT(dapi_buf_addf(&b, "%d-%s", 42, "x"), DAPI_OK);
+    T_EQ_INT(dapi_buf_addf(&b, "/%05.1f", 3.14159), DAPI_OK);
+    T_EQ_STR(b.data, "42-x/003.1");
+    T_EQ_INT(b.len, 10);
+    dapi_buf_free(&b);
+
+    /* Exactly at the cap, then one over. */
+    dapi_buf_init(&b, 8);
+    T_EQ_INT(dapi_buf_addf(&b, "%08d", 7), DAPI_OK);
+    T_EQ_STR(b.data, "00000007");
+    T_EQ_INT(dapi_buf_addf(&b, "%d", 1), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL && b.len == 0, "addf overflow frees");
+
+    dapi_buf_init(&b, 8);
+    T_EQ_INT(dapi_buf_addf(&b, "%s", "123456789"), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL, "addf over cap from empty frees");
+
+    /* Longer than the first allocation (64 bytes) in one go. */
+    dapi_buf_init(&b, 1000);
+    T_EQ_INT(dapi_buf_addf(&b, "%0200d", 5), DAPI_OK);
+    T_EQ_INT(b.len, 200);
+    T_EQ_INT(b.data[199], '5');
+    T_EQ_INT(b.data[0], '0');
+    T_EQ_INT(b.data[200], '\0');
+    dapi_buf_free(&b);
+}
+
+static void test_reserve_commit(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 16);
+    T_EQ_INT(dapi_buf_adds(&b, "ab"), DAPI_OK);
+    char *p = dapi_buf_reserve(&b, 3);
+    T_CHECK(p != NULL, "reserve");
+    if(p) {
+        memcpy(p, "cde", 3);
+        dapi_buf_commit(&b, 2); /* commit fewer than reserved */
+    }
+    T_EQ_STR(b.data, "abcd");
+    T_EQ_INT(b.len, 4);
+    dapi_buf_free(&b);
+}
+
+static void test_reset(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 16);
+    T_EQ_INT(dapi_buf_adds(&b, "hello"), DAPI_OK);
+    char *before = b.data;
+    dapi_buf_reset(&b);
+    T_EQ_INT(b.len, 0);
+    T_CHECK(b.data == before, "reset keeps memory");
+    T_EQ_STR(b.data, "");
+    T_EQ_INT(dapi_buf_adds(&b, "x"), DAPI_OK);
+    T_EQ_STR(b.data, "x");
+    dapi_buf_free(&b);
+    /* Reusable after free, with the same cap. */
+    T_EQ_INT(dapi_buf_adds(&b, "0123456789abcdef"), DAPI_OK);
+    T_EQ_INT(dapi_buf_addc(&b, 'x'), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL, "freed");
+}
+
+static void test_take(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 16);
+    size_t n = 99;
+    char *p = dapi_buf_take(&b, &n);
+    T_CHECK(p != NULL, "take of empty buffer gives a string");
+    T_EQ_INT(n, 0);
+    T_EQ_STR(p, "");
+    free(p);
+
+    T_EQ_INT(dapi_buf_adds(&b, "payload"), DAPI_OK);
+    p = dapi_buf_take(&b, &n);
+    T_EQ_INT(n, 7);
+    T_EQ_STR(p, "payload");
+    T_CHECK(b.data == NULL && b.len == 0 && b.cap == 0, "take empties the buffer");
+    /* The buffer is usable again and independent of the taken memory. */
+    T_EQ_INT(dapi_buf_adds(&b, "next"), DAPI_OK);
+    T_EQ_STR(b.data, "next");
+    T_EQ_STR(p, "payload");
+    free(p);
+    p = dapi_buf_take(&b, NULL);
+    T_EQ_STR(p, "next");
+    free(p);
+}
+
+int main(void)
+{
+    test_init_empty();
+    test_add_and_nul();
+    test_cap_exact_and_over();
+    test_addf();
+    test_reserve_commit();
+    test_reset();
+    test_take();
+    T_DONE();
+}
