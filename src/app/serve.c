@@ -46,6 +46,12 @@ int dapi_serve_main(int argc, char **argv)
     int code = 1;
     memset(&app, 0, sizeof app);
 
+    for(int i = 0; i < argc; i++)
+        if(strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("Usage: dapi serve [options]   (full list: dapi help serve)\n\n");
+            dapi_config_usage(stdout);
+            return 0;
+        }
     if(dapi_config_load(&cfg, argc, argv, err, sizeof err)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         dapi_config_free(&cfg);

@@ -140,7 +140,9 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     };
     for(size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
         if(duckdb_set_config(cfg, settings[i][0], settings[i][1]) == DuckDBError) {
-            snprintf(err, errlen, "DuckDB rejected setting %s=%s", settings[i][0],
+            snprintf(err, errlen, "invalid value for --%s: '%s' (DuckDB rejected it)",
+                     strcmp(settings[i][0], "memory_limit") == 0 ? "memory-limit"
+                                                                : settings[i][0],
                      settings[i][1]);
             goto out;
         }

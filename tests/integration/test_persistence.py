@@ -1,0 +1,250 @@
+"""Process lifecycle: results survive restarts, retention expires them, the dev key,
+crash safety of materialised results, graceful shutdown, start-up errors, CLI basics."""
+
+import json
+import os
+import stat
+import subprocess
+import threading
+import time
+
+import harness as h
+from harness import Server, check, eq, expect_error, expect_status, jparse
+
+KEY_A = "it-persist-key-A-61f0"
+KEY_B = "it-persist-key-B-0e27"
+
+
+# ----------------------------------------------------------------------------- restart and retention
+
+
+def test_restart_keeps_results():
+    with Server(keys=[KEY_A, KEY_B], name="persist") as s:
+        slug = s.create("SELECT i, 'v' || i AS s, i::DOUBLE / 8 AS d FROM range(250) t(i) ORDER BY i")
+        before = [s.page(slug, p) for p in (1, 2, 3, 4)]
+        eq(len(before[2]), 50, "rows on page 3 before restart")
+        others = {s.create("SELECT %d AS k" % k): k for k in range(10)}
+        s.restart()
+        after = [s.page(slug, p) for p in (1, 2, 3, 4)]
+        eq(after, before, "pages after restart")
+        for other, k in others.items():
+            eq(s.page(other, 1), [{"k": k}], "slug %s after restart" % other)
+        expect_error(s.results(slug, 1, key=KEY_B), 404, "Query not found", "another key after restart")
+        s.create("SELECT 1")  # still accepts new queries
+
+
+def test_retention_expires_while_running():
+    with Server(args=["--retention", "1"], keys=[KEY_A], name="retention") as s:
+        t0 = time.monotonic()
+        slug = s.create("SELECT 1 AS x")
+        eq(s.page(slug, 1), [{"x": 1}], "page 1 right after creation")
+        check(time.monotonic() - t0 < 1.0, "test setup too slow to observe a 1 s retention")
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - t0)))
+        expect_error(s.results(slug, 1), 404, "Query not found", "3 s after creation with --retention 1")
+
+
+def test_retention_expires_across_restart():
+    with Server(args=["--retention", "1"], keys=[KEY_A], name="retention2") as s:
+        t0 = time.monotonic()
+        slug = s.create("SELECT 2 AS y")
+        eq(s.page(slug, 1), [{"y": 2}], "page 1 right after creation")
+        s.stop()
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - t0)))
+        s.start()
+        expect_error(s.results(slug, 1), 404, "Query not found", "after restart, 3 s after creation with --retention 1")
+
+
+def test_default_retention_keeps_results_for_a_while():
+    with Server(keys=[KEY_A], name="retention-default") as s:
+        slug = s.create("SELECT 3 AS z")
+        time.sleep(2.5)
+        eq(s.page(slug, 1), [{"z": 3}], "results 2.5 s later with the default retention")
+
+
+# ----------------------------------------------------------------------------- dev key
+
+
+def test_dev_key_created_reused_and_replaced():
+    state = h.tmpdir("devkey-state")
+    path = os.path.join(state, "dev-key")
+    with Server(keys=None, state_dir=state, name="devkey") as s:
+        check(os.path.isfile(path), "no %s after starting without keys" % path)
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        eq(oct(mode), oct(0o600), "dev-key file mode")
+        key = open(path).read().strip()
+        check(key and not any(c.isspace() for c in key), "dev key looks wrong: %r" % key)
+        out = s.stdout_text() + "\n" + s.stderr_text()
+        check(key in out, "the dev key is not printed at start")
+        s.key = key
+        s.create("SELECT 1")
+        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=None), 401, "Missing API key. Please provide 'x-api-key' header")
+        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=key + "x"), 401, "Invalid API key")
+        s.restart()
+        eq(open(path).read().strip(), key, "dev key after restart")
+        check(key in s.stdout_text() + "\n" + s.stderr_text(), "the dev key is not printed on the second start")
+        s.create("SELECT 1")
+    with Server(keys=["it-configured-key-77"], state_dir=state, name="devkey-replaced") as s:
+        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=key), 401, "Invalid API key", "dev key once keys are configured")
+        s.create("SELECT 1")
+        check(key not in s.stdout_text() + s.stderr_text(), "the dev key is printed although keys are configured")
+
+
+# ----------------------------------------------------------------------------- crash safety and shutdown
+
+
+@h.timeout(150)
+def test_sigkill_during_materialisation_never_leaves_partial_result():
+    n = 3_000_000
+    sql = "SELECT i, repeat('x', 40) AS pad FROM range(%d) t(i) ORDER BY i" % n
+    s = Server(keys=[KEY_A], name="crash")
+    slug = s.create(sql)
+    reader = threading.Thread(target=lambda: _swallow(lambda: s.results(slug, 1, timeout=20)), daemon=True)
+    reader.start()
+    time.sleep(0.4)
+    s.kill()
+    with Server(keys=[KEY_A], state_dir=s.state_dir, data_dir=s.data_dir, name="crash-after") as s2:
+        last = n // 100
+        r = s2.results(slug, 1, timeout=100)
+        if r.status != 200:
+            expect_error(r, (400, 404, 500, 503), what="slug interrupted by SIGKILL")
+            return
+        eq(jparse(r)["data"], [{"i": i, "pad": "x" * 40} for i in range(100)], "page 1 after the crash")
+        r = s2.results(slug, last, timeout=100)
+        expect_status(r, 200, "last page after the crash (page 1 was served)")
+        eq(jparse(r)["data"], [{"i": i, "pad": "x" * 40} for i in range(n - 100, n)], "last page %d after the crash" % last)
+        eq(s2.page(slug, last + 1), [], "page after the last")
+
+
+def _swallow(fn):
+    try:
+        fn()
+    except BaseException:
+        pass
+
+
+@h.timeout(90)
+def test_sigterm_with_request_in_flight_exits_zero():
+    grace = 5
+    s = Server(args=["--shutdown-grace", str(grace), "--query-timeout", "120"], keys=[KEY_A], name="graceful")
+    slug = s.create("SELECT count(*) AS n FROM range(1000000000000)")
+    box = {}
+
+    def reader():
+        try:
+            box["resp"] = s.results(slug, 1, timeout=60)
+        except AssertionError as e:
+            box["err"] = str(e)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    time.sleep(1.0)
+    check(t.is_alive(), "the slow query's results returned early: %r" % box)
+    s.stop(timeout=grace + 10)
+    check(s.stop_seconds <= grace + 5, "exit took %.1f s with --shutdown-grace %d" % (s.stop_seconds, grace))
+    t.join(10)
+    resp = box.get("resp")
+    if resp is not None:
+        expect_error(resp, (500, 503, 504), what="in-flight results during shutdown")
+
+
+def test_sigterm_idle_exits_promptly():
+    s = Server(keys=[KEY_A], name="idle")
+    s.create("SELECT 1")
+    s.stop()
+    check(s.stop_seconds < 5, "idle server took %.1f s to exit on SIGTERM" % s.stop_seconds)
+
+
+# ----------------------------------------------------------------------------- start-up errors
+
+
+def _start_expect_failure(extra, setting, env=None, replace=None):
+    data, state = h.tmpdir("bad-data"), h.tmpdir("bad-state")
+    base = {"--host": "127.0.0.1", "--port": "0", "--data-dir": data, "--state-dir": state}
+    base.update(replace or {})
+    args = [h.BIN, "serve"]
+    for k, v in base.items():
+        args += [k, v]
+    args += extra
+    e = h.base_env()
+    e["DAPI_API_KEYS"] = "it-badflag-key"
+    e.update(env or {})
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd=h.root_dir(), start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        return "%s: still running after 10 s (should fail at start); stdout=%r" % (" ".join(args[2:]), out[-300:])
+    text = (out + err).decode("utf-8", "replace")
+    lines = [l for l in text.splitlines() if l.strip()]
+    what = " ".join(extra) + (" env %r" % env if env else "") + (" %r" % replace if replace else "")
+    if p.returncode <= 0:
+        return "%s: exit status %s (expected > 0); output %r" % (what, h.describe_rc(p.returncode), text[-300:])
+    if len(lines) != 1:
+        return "%s: expected a one-line message, got %d lines: %r" % (what, len(lines), lines[:5])
+    if setting.lower() not in lines[0].lower():
+        return "%s: message does not name %r: %r" % (what, setting, lines[0])
+    return None
+
+
+def test_bad_flags_fail_at_start():
+    cases = [
+        (["--port", "abc"], "port", None, None),
+        (["--port", "70000"], "port", None, None),
+        (["--port"], "port", None, None),
+        (["--bogus"], "bogus", None, None),
+        (["--max-body-bytes", "-5"], "max-body-bytes", None, None),
+        (["--max-body-bytes", "10x"], "max-body-bytes", None, None),
+        (["--query-timeout", "abc"], "query-timeout", None, None),
+        (["--max-json-depth", "0"], "max-json-depth", None, None),
+        (["--log-format", "xml"], "log-format", None, None),
+        (["--api-keys-file", "/nonexistent/it-keys"], "api-keys-file", None, None),
+        ([], "data-dir", None, {"--data-dir": "/nonexistent/it-data"}),
+        ([], "DAPI_LOG_FORMAT", {"DAPI_LOG_FORMAT": "xml"}, None),
+    ]
+    bad = [m for m in (_start_expect_failure(*c) for c in cases) if m]
+    check(not bad, "%d of %d bad configurations not rejected properly:\n  %s" % (len(bad), len(cases), "\n  ".join(bad)))
+
+
+def test_env_configures_and_flags_win():
+    with Server(keys=[KEY_A], env={"DAPI_LOG_FORMAT": "json"}, name="env-json") as s:
+        s.request("GET", "/api/nope-env")
+        text = s.wait_stderr(lambda t: "/api/nope-env" in t)
+        lines = [l for l in text.splitlines() if l.strip()]
+        check(lines, "no log output")
+        for l in lines:
+            try:
+                json.loads(l)
+            except ValueError:
+                raise AssertionError("DAPI_LOG_FORMAT=json but a log line is not JSON: %r" % l)
+    with Server(args=["--log-format", "text"], keys=[KEY_A], env={"DAPI_LOG_FORMAT": "json"}, name="env-flag") as s:
+        s.request("GET", "/api/nope-flag")
+        text = s.wait_stderr(lambda t: "/api/nope-flag" in t)
+        line = [l for l in text.splitlines() if "/api/nope-flag" in l]
+        check(line, "no access log line")
+        try:
+            json.loads(line[0])
+            raise AssertionError("--log-format text should win over DAPI_LOG_FORMAT=json: %r" % line[0])
+        except ValueError:
+            pass
+
+
+# ----------------------------------------------------------------------------- CLI basics
+
+
+def test_cli_version_and_help():
+    rc, out, err = h.run_cli(["--version"])
+    eq(rc, 0, "`dapi --version` exit status")
+    check(any(c.isdigit() for c in out), "`dapi --version` prints no version: %r" % (out + err))
+    rc, out, err = h.run_cli(["help"])
+    eq(rc, 0, "`dapi help` exit status")
+    check("serve" in out + err, "`dapi help` does not mention serve: %r" % (out + err)[:300])
+
+
+def test_cli_health():
+    with Server(keys=[KEY_A], name="cli-health") as s:
+        rc, out, err = h.run_cli(["health", "--url", "http://127.0.0.1:%d" % s.port])
+        eq(rc, 0, "`dapi health` against a running server (output %r)" % (out + err))
+        port = s.port
+    rc, out, err = h.run_cli(["health", "--url", "http://127.0.0.1:%d" % port], timeout=60)
+    eq(rc, 1, "`dapi health` against a stopped server (output %r)" % (out + err))
