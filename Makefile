@@ -19,19 +19,23 @@ LIB_SRC  := $(filter-out src/app/main.c,$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
-DEPS_OK  := $(DUCKDB)/lib/libduckdb.so
+# deps.sh (Debian packages + DuckDB) runs once per change of the script; it is idempotent.
+DEPS_OK  := build/.deps-ok
 
 .PHONY: all deps run test unit integration bench clean distclean format
 all: build/dapi
 
-# deps.sh is idempotent and quick when everything is present.
-$(DEPS_OK) $(DUCKDB)/include/duckdb.h:
+$(DEPS_OK): scripts/deps.sh
 	scripts/deps.sh
+	@mkdir -p $(@D) && touch $@
+
+$(DUCKDB)/lib/libduckdb.so $(DUCKDB)/include/duckdb.h: | $(DEPS_OK)
+	@test -f $@ || scripts/deps.sh
 
 deps:
 	scripts/deps.sh
 
-build/lib/libduckdb.so: $(DEPS_OK)
+build/lib/libduckdb.so: $(DUCKDB)/lib/libduckdb.so
 	@mkdir -p $(@D)
 	cp $< $@
 

@@ -139,6 +139,7 @@ int dapi_serve_main(int argc, char **argv)
         if(sig == SIGTERM || sig == SIGINT)
             break;
         dapi_queries_tick(app.queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
+        dapi_log_flush();
     }
     dapi_info("received %s: stopping (up to %lld s for requests in flight)",
               sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)cfg.shutdown_grace);
@@ -172,6 +173,7 @@ out:
     free(dev);
     if(code == 0)
         dapi_info("stopped");
+    dapi_log_flush();
     dapi_config_free(&cfg);
     return code;
 }

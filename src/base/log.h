@@ -8,7 +8,9 @@ enum dapi_log_level { DAPI_LOG_DEBUG, DAPI_LOG_INFO, DAPI_LOG_WARN, DAPI_LOG_ERR
 /* json != 0 selects JSON lines. Call once at start, before threads exist. */
 void dapi_log_setup(int json, enum dapi_log_level min);
 void dapi_log(enum dapi_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* One access-log line: method, path (no query string), status, bytes, duration. */
+/* Writes out buffered access lines (call periodically and before exit). */
+void dapi_log_flush(void);
+/* One access-log line (buffered, see log.c): method, path (no query string), status, bytes, duration. */
 void dapi_log_access(const char *method, const char *path, int status, unsigned long long bytes,
                      long long duration_us);
 
