@@ -6,9 +6,10 @@
 
 struct dapi_app;
 
-/* Checks x-api-key: answers 401 and returns 0 when missing or unknown; else writes the key's
- * hash (DAPI_KEY_HASH_LEN bytes) and returns 1. */
-int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, unsigned char *hash);
+/* Checks x-api-key: answers 401 and returns NULL when missing or unknown (when dapi forwards
+ * client keys to Nekt, any non-empty key is accepted: Nekt checks it); else writes the key's
+ * hash (DAPI_KEY_HASH_LEN bytes) and returns the key (borrowed from the request). */
+const char *dapi_api_auth(struct dapi_req *r, struct dapi_app *app, unsigned char *hash);
 
 /* POST /api/queries */
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused);

@@ -1,6 +1,6 @@
-/* POST /api/queries and GET /api/queries/{slug}/results on the local engine: the
- * reference's validation, messages and status codes (nekt-contract.md §2.2) in its order,
- * plus dapi's deliberate fixes (JSON errors, identifier checks, type checks). */
+/* POST /api/queries and GET /api/queries/{slug}/results: the reference's validation, messages and status codes (nekt-contract.md §2.2) in its order,
+ * plus dapi's deliberate fixes (JSON errors, identifier checks, type checks). The query then
+ * goes to the configured backend (src/backend/). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "base/json.h"
 #include "base/jsonin.h"
+#include "backend/backend.h"
 #include "base/log.h"
 
 int dapi_api_parse_pyint(const char *s, size_t len, int *neg, char *digits, size_t n,
@@ -221,151 +222,13 @@ static char *sql_from_body(struct dapi_req *r, const struct dapi_jv *root)
     return sql;
 }
 
-/* ---- running queries --------------------------------------------------------------- */
-
-struct run_job {
-    struct dapi_app *app;
-    char slug[DAPI_SLUG_MAX];
-    char *sql;
-};
-
-static void run_query(void *arg, struct dapi_econn *conn)
-{
-    struct run_job *j = arg;
-    struct dapi_app *app = j->app;
-    struct dapi_result_writer *w = NULL;
-    char *msg = NULL, path[4096], why[512];
-    uint64_t rows = 0, pages = 0, bytes = 0;
-    enum dapi_err result;
-    if(!conn) /* discarded at shutdown: stays queued on disk, runs again after a restart */
-        goto out;
-    dapi_queries_set_running(app->queries, j->slug);
-    dapi_queries_result_path(app->queries, j->slug, path, sizeof path);
-    struct dapi_result_limits limits = {(uint64_t)app->cfg->max_result_rows,
-                                        (uint64_t)app->cfg->max_result_bytes};
-    int64_t t0 = dapi_clock_mono_ms();
-    if(!(result = dapi_result_writer_open(&w, path, &limits))) {
-        result = dapi_engine_run(conn, j->sql, t0 + app->cfg->query_timeout * 1000,
-                                 &dapi_result_sink, w, &msg);
-        if(!result)
-            result = dapi_result_writer_finish(w, &rows, &pages, &bytes);
-    }
-    if(result && atomic_load(&app->stopping)) {
-        dapi_info("query %s interrupted by shutdown; it will run again after a restart",
-                  j->slug);
-        goto out;
-    }
-    const char *details = msg;
-    if(result == DAPI_ERR_TIMEOUT) {
-        snprintf(why, sizeof why, "the query ran longer than %lld s (--query-timeout)",
-                 (long long)app->cfg->query_timeout);
-        details = why;
-    } else if(result && !details && w && dapi_result_writer_error(w)) {
-        details = dapi_result_writer_error(w);
-    } else if(result && !details) {
-        details = dapi_err_message(result);
-    }
-    if(result)
-        dapi_info("query %s failed (%s)", j->slug, dapi_err_message(result));
-    else
-        dapi_info("query %s done: %llu rows, %llu pages, %llu bytes, %lld ms", j->slug,
-                  (unsigned long long)rows, (unsigned long long)pages,
-                  (unsigned long long)bytes, (long long)(dapi_clock_mono_ms() - t0));
-    dapi_queries_finish(app->queries, j->slug, result, details, bytes);
-out:
-    dapi_result_writer_free(w);
-    free(msg);
-    free(j->sql);
-    free(j);
-}
-
-static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const char *sql)
-{
-    struct run_job *j = calloc(1, sizeof *j);
-    if(!j || !(j->sql = strdup(sql))) {
-        free(j);
-        return DAPI_ERR_NOMEM;
-    }
-    j->app = app;
-    snprintf(j->slug, sizeof j->slug, "%s", slug);
-    enum dapi_err result = dapi_pool_submit(app->run_pool, run_query, j, 0);
-    if(result) {
-        free(j->sql);
-        free(j);
-    }
-    return result;
-}
-
-void dapi_api_rerun(struct dapi_app *app, const char *slug, const char *sql)
-{
-    if(submit_run(app, slug, sql))
-        dapi_error("query %s could not be queued again", slug);
-}
-
-/* ---- POST /api/queries ------------------------------------------------------------- */
-
-struct create_job {
-    struct dapi_app *app;
-    struct dapi_req *req;
-    char *sql;
-    unsigned char key[DAPI_KEY_HASH_LEN];
-};
-
-static void check_query(void *arg, struct dapi_econn *conn)
-{
-    struct create_job *j = arg;
-    struct dapi_app *app = j->app;
-    char *msg = NULL, slug[DAPI_SLUG_MAX];
-    enum dapi_err result;
-    if(!conn) {
-        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
-        goto out;
-    }
-    result = dapi_engine_check(conn, j->sql, &msg);
-    if(result == DAPI_ERR_SQL) {
-        dapi_respond_error(j->req, 400, "Invalid SQL query", msg);
-        goto out;
-    }
-    if(!result)
-        result = dapi_queries_create(app->queries, j->key, j->sql, dapi_clock_wall_s(), slug);
-    if(!result && (result = submit_run(app, slug, j->sql)))
-        dapi_queries_finish(app->queries, slug, result, "the server could not queue the query",
-                            0);
-    if(result == DAPI_ERR_BUSY) {
-        dapi_respond_error_h(j->req, 503, "Server busy, retry later",
-                             "the result store is full (--max-state-bytes)", "Retry-After", "30");
-        goto out;
-    }
-    if(result) {
-        dapi_respond_error(j->req, dapi_err_status(result), dapi_err_message(result), NULL);
-        goto out;
-    }
-    struct dapi_buf b;
-    dapi_buf_init(&b, (size_t)app->cfg->max_sql_bytes * 7 + 4096);
-    /* keys sorted alphabetically, as Flask's jsonify writes them */
-    dapi_buf_addf(&b, "{\"message\":\"Query created successfully\",\"query_slug\":\"%s\","
-                      "\"sql_query\":", slug);
-    dapi_json_str(&b, j->sql, strlen(j->sql));
-    dapi_buf_adds(&b, ",\"status\":\"success\"}");
-    size_t len = 0;
-    char *body = dapi_buf_take(&b, &len);
-    if(!body)
-        dapi_respond_error(j->req, 500, "Out of memory", NULL);
-    else
-        dapi_req_respond(j->req, 200, body, len, NULL, NULL);
-out:
-    free(msg);
-    free(j->sql);
-    free(j);
-}
-
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused)
 {
-    struct create_job *j = NULL;
     struct dapi_jv *root = NULL;
     char *sql = NULL, err[256];
-    unsigned char key[DAPI_KEY_HASH_LEN];
-    if(!dapi_api_auth(r, app, key))
+    unsigned char hash[DAPI_KEY_HASH_LEN];
+    const char *key;
+    if(!(key = dapi_api_auth(r, app, hash)))
         return;
     if(!is_json_type(dapi_req_header(r, "Content-Type"))) {
         dapi_respond_error(r, 415, "Unsupported Media Type",
@@ -399,30 +262,14 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
     }
     /* Admission: refuse now rather than accept a query we cannot run soon. */
     if(dapi_pool_load(app->run_pool) >=
-       (size_t)(app->cfg->max_queued_queries + app->cfg->workers)) {
+       (size_t)(app->cfg->max_queued_queries + app->run_threads)) {
         dapi_respond_error_h(r, 503, "Server busy, retry later",
                              "too many queries waiting to run (--max-queued-queries)",
                              "Retry-After", "5");
         goto out;
     }
-    if(!(j = calloc(1, sizeof *j))) {
-        dapi_respond_error(r, 500, "Out of memory", NULL);
-        goto out;
-    }
-    j->app = app;
-    j->req = r;
-    j->sql = sql;
-    memcpy(j->key, key, sizeof key);
-    dapi_req_defer(r);
-    if((result = dapi_pool_submit(app->check_pool, check_query, j,
-                                  (size_t)app->cfg->max_queued_queries))) {
-        j->sql = NULL;
-        free(j);
-        dapi_respond_error_h(r, 503, "Server busy, retry later",
-                             "too many queries waiting to be checked", "Retry-After", "5");
-        goto out;
-    }
-    sql = NULL; /* owned by the job */
+    app->backend->create(app, r, sql, key, hash);
+    sql = NULL; /* taken by the backend */
 out:
     free(sql);
     dapi_jv_free(root);
@@ -521,8 +368,9 @@ static void answer(struct wait_ctx *c, int may_wait)
 
 void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug)
 {
-    unsigned char key[DAPI_KEY_HASH_LEN];
-    if(!dapi_api_auth(r, app, key))
+    unsigned char hash[DAPI_KEY_HASH_LEN];
+    const char *key;
+    if(!(key = dapi_api_auth(r, app, hash)))
         return;
     const char *p = dapi_req_arg(r, "page_number");
     int neg = 0, big = 0;
@@ -536,17 +384,5 @@ void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug
         dapi_respond_error(r, 400, "Page number must be a positive integer", NULL);
         return;
     }
-    struct wait_ctx *c = calloc(1, sizeof *c);
-    if(!c) {
-        dapi_respond_error(r, 500, "Out of memory", NULL);
-        return;
-    }
-    c->app = app;
-    c->req = r;
-    snprintf(c->slug, sizeof c->slug, "%s", slug);
-    memcpy(c->key, key, sizeof key);
-    snprintf(c->page, sizeof c->page, "%s", digits);
-    c->page_no = (uint64_t)page;
-    dapi_req_defer(r); /* may wait for the query; answered from whichever thread finishes */
-    answer(c, 1);
+    app->backend->results(app, r, slug, (uint64_t)page, digits, key, hash);
 }

@@ -4,6 +4,7 @@
 
 #include "base/buf.h"
 #include "base/json.h"
+#include "dapi/err.h"
 
 void dapi_respond_error_h(struct dapi_req *r, int status, const char *msg, const char *details,
                           const char *header, const char *value)
@@ -30,18 +31,79 @@ void dapi_respond_error(struct dapi_req *r, int status, const char *msg, const c
     dapi_respond_error_h(r, status, msg, details, NULL, NULL);
 }
 
-void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details,
-                             const char *page_text, const char *slug)
+static void exec_error(struct dapi_req *r, int status, const char *error, const char *details,
+                       const char *page_text, const char *slug)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 256 * 1024);
     dapi_buf_adds(&b, "{\"details\":");
     dapi_json_str(&b, details, strlen(details));
-    dapi_buf_addf(&b, ",\"error\":\"Query execution failed\",\"page_number\":%s,\"query_slug\":",
-                  page_text);
+    dapi_buf_adds(&b, ",\"error\":");
+    dapi_json_str(&b, error, strlen(error));
+    dapi_buf_addf(&b, ",\"page_number\":%s,\"query_slug\":", page_text);
     dapi_json_str(&b, slug, strlen(slug));
     dapi_buf_addc(&b, '}');
     size_t len = 0;
     char *body = dapi_buf_take(&b, &len);
     dapi_req_respond(r, status, body, body ? len : 0, NULL, NULL);
+}
+
+void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details,
+                             const char *page_text, const char *slug)
+{
+    exec_error(r, status, "Query execution failed", details, page_text, slug);
+}
+
+void dapi_respond_exec_error_code(struct dapi_req *r, int status, const char *details,
+                                  const char *page_text, const char *slug, int err)
+{
+    const char *error = err == DAPI_ERR_AUTH || err == DAPI_ERR_FORBIDDEN
+                            ? "The Nekt API rejected the API key"
+                            : "Query execution failed";
+    exec_error(r, status, error, details, page_text, slug);
+}
+
+void dapi_respond_created(struct dapi_req *r, const char *slug, const char *sql)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, strlen(sql) * 6 + 4096);
+    /* keys sorted alphabetically, as Flask's jsonify writes them */
+    dapi_buf_adds(&b, "{\"message\":\"Query created successfully\",\"query_slug\":");
+    dapi_json_str(&b, slug, strlen(slug));
+    dapi_buf_adds(&b, ",\"sql_query\":");
+    dapi_json_str(&b, sql, strlen(sql));
+    dapi_buf_adds(&b, ",\"status\":\"success\"}");
+    size_t len = 0;
+    char *body = dapi_buf_take(&b, &len);
+    if(!body)
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+    else
+        dapi_req_respond(r, 200, body, len, NULL, NULL);
+}
+
+void dapi_respond_create_failure(struct dapi_req *r, int err)
+{
+    if(err == DAPI_ERR_BUSY)
+        dapi_respond_error_h(r, 503, "Server busy, retry later",
+                             "the result store is full (--max-state-bytes)", "Retry-After", "30");
+    else
+        dapi_respond_error(r, dapi_err_status(err), dapi_err_message(err), NULL);
+}
+
+void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_text,
+                       const char *rows, size_t len)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, len + 256);
+    dapi_buf_adds(&b, "{\"query_slug\":");
+    dapi_json_str(&b, slug, strlen(slug));
+    dapi_buf_addf(&b, ",\"page\":%s,\"data\":[", page_text);
+    dapi_buf_add(&b, rows, len);
+    dapi_buf_adds(&b, "]}");
+    size_t blen = 0;
+    char *body = dapi_buf_take(&b, &blen);
+    if(body)
+        dapi_req_respond(r, 200, body, blen, NULL, NULL);
+    else
+        dapi_respond_error(r, 500, "Out of memory", NULL);
 }

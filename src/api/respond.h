@@ -15,4 +15,16 @@ void dapi_respond_error_h(struct dapi_req *r, int status, const char *msg, const
 void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details,
                              const char *page_text, const char *slug);
 
+/* 200 {"message":"Query created successfully","query_slug","sql_query","status":"success"}. */
+void dapi_respond_created(struct dapi_req *r, const char *slug, const char *sql);
+/* The answer to a query that could not be created (busy store, I/O, …). */
+void dapi_respond_create_failure(struct dapi_req *r, int err);
+/* Like dapi_respond_exec_error; an upstream key rejection (err = DAPI_ERR_AUTH/FORBIDDEN)
+ * says so in "error". */
+void dapi_respond_exec_error_code(struct dapi_req *r, int status, const char *details,
+                                  const char *page_text, const char *slug, int err);
+/* 200 {"query_slug","page","data":[rows]} where rows is the page's rows joined by ','. */
+void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_text,
+                       const char *rows, size_t len);
+
 #endif

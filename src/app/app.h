@@ -4,28 +4,42 @@
 
 #include <stdatomic.h>
 #include "auth/keys.h"
+#include "backend/backend.h"
 #include "config/config.h"
 #include "engine/engine.h"
 #include "http/http.h"
 #include "pool/pool.h"
 #include "store/queries.h"
 
+struct dapi_nekt;
+struct dapi_emu;
+
 struct dapi_app {
     const struct dapi_config *cfg;
-    struct dapi_keys *keys;
+    const struct dapi_backend_ops *backend;
+    struct dapi_keys *keys;       /* NULL when client keys are forwarded to Nekt */
     struct dapi_engine *engine;
     struct dapi_queries *queries;
     struct dapi_pool *check_pool; /* validates SQL for POST /api/queries (short jobs) */
-    struct dapi_pool *run_pool;   /* runs and materialises queries (long jobs) */
+    struct dapi_pool *run_pool;   /* runs and materialises queries / talks to Nekt */
+    int run_threads;
+    struct dapi_nekt *nekt;       /* --backend nekt */
+    struct dapi_emu *emu;         /* --emulate-nekt */
     struct dapi_http *http;
     atomic_int stopping;
 };
 
 /* The HTTP dispatch function (src/api/api.c). */
 void dapi_api_dispatch(struct dapi_req *r, void *app);
-/* Queues a stored query to run (src/api/queries.c); used for queries left unfinished by a
- * previous run. */
-void dapi_api_rerun(struct dapi_app *app, const char *slug, const char *sql);
+
+/* The Nekt emulator (src/emu/emu.c): routes under /api/v1/ and /emu-files/. */
+int dapi_emu_start(struct dapi_app *app, char *err, size_t errlen);
+/* Answers what waits on the emulator's workers (shutdown, before the HTTP server stops). */
+void dapi_emu_quiesce(struct dapi_app *app);
+void dapi_emu_stop(struct dapi_app *app);
+void dapi_emu_tick(struct dapi_app *app, int64_t now_s);
+/* Answers the request if it is for the emulator; returns 0 if not its path. */
+int dapi_emu_dispatch(struct dapi_req *r, struct dapi_app *app);
 
 /* `dapi serve` (src/app/serve.c). */
 int dapi_serve_main(int argc, char **argv);

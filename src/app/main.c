@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "app/app.h"
+#include "../../cli/cli.h"
 #include "config/config.h"
 #include "dapi/version.h"
 #include "engine/engine.h"
@@ -15,6 +16,8 @@ static void usage(FILE *out)
             "dapi %s: a fast, secure data API server (Nekt Data API compatible)\n\n"
             "Usage:\n"
             "  dapi serve [options]       run the HTTP server (dapi help serve)\n"
+            "  dapi query [options]       run a query on a server, print its rows (dapi help query)\n"
+            "  dapi health [--url URL]    check a server's health, exit 0 if ok\n"
             "  dapi sample-data DIR       write the deterministic sample lake into DIR\n"
             "  dapi --version             print the version\n"
             "  dapi help [command]        this help, or a command's\n",
@@ -29,6 +32,14 @@ static int help(const char *cmd)
                "GET /api/queries/{slug}/results?page_number=N) on the embedded DuckDB engine.\n"
                "Values: --name VALUE or --name=VALUE; sizes in bytes, times in seconds.\n\n");
         dapi_config_usage(stdout);
+        return 0;
+    }
+    if(cmd && strcmp(cmd, "query") == 0) {
+        dapi_cli_query_usage(stdout);
+        return 0;
+    }
+    if(cmd && strcmp(cmd, "health") == 0) {
+        dapi_cli_health_usage(stdout);
         return 0;
     }
     if(cmd && strcmp(cmd, "sample-data") == 0) {
@@ -90,6 +101,10 @@ int main(int argc, char **argv)
         return dapi_serve_main(argc - 2, argv + 2);
     if(strcmp(cmd, "sample-data") == 0)
         return sample_data(argc - 2, argv + 2);
+    if(strcmp(cmd, "query") == 0)
+        return dapi_cli_query(argc - 2, argv + 2);
+    if(strcmp(cmd, "health") == 0)
+        return dapi_cli_health(argc - 2, argv + 2);
     if(strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
         printf("dapi %s (DuckDB %s)\n", DAPI_VERSION, dapi_engine_version());
         return 0;

@@ -32,9 +32,11 @@ fail:
     return -1;
 }
 
-static void rerun(void *arg, const char *slug, const char *sql)
+static void unfinished(void *arg, const char *slug, const char *sql)
 {
-    dapi_api_rerun(arg, slug, sql);
+    struct dapi_app *app = arg;
+    if(app->backend->unfinished)
+        app->backend->unfinished(app, slug, sql);
 }
 
 int dapi_serve_main(int argc, char **argv)
@@ -69,7 +71,7 @@ int dapi_serve_main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     struct stat st;
-    if(stat(cfg.data_dir, &st) || !S_ISDIR(st.st_mode)) {
+    if(strcmp(cfg.backend, "local") == 0 && (stat(cfg.data_dir, &st) || !S_ISDIR(st.st_mode))) {
         fprintf(stderr, "dapi serve: --data-dir %s is not a readable directory\n", cfg.data_dir);
         goto out;
     }
@@ -79,25 +81,51 @@ int dapi_serve_main(int argc, char **argv)
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;
     }
-    if(dapi_keys_load(&app.keys, cfg.api_keys_env, cfg.api_keys_file, cfg.state_dir, &dev, err,
-                      sizeof err)) {
+    int nekt = strcmp(cfg.backend, "nekt") == 0;
+    app.backend = nekt ? &dapi_backend_nekt : &dapi_backend_local;
+    if(nekt && cfg.emulate_nekt) {
+        fprintf(stderr, "dapi serve: --emulate-nekt serves the local engine; it cannot be "
+                        "combined with --backend nekt\n");
+        goto out;
+    }
+    /* Forwarding client keys (--backend nekt without DAPI_NEKT_API_KEY): Nekt checks them. */
+    int forward = nekt && !cfg.nekt_api_key;
+    if(!forward && dapi_keys_load(&app.keys, cfg.api_keys_env, cfg.api_keys_file, cfg.state_dir,
+                                  &dev, err, sizeof err)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;
     }
+    char downloads[4200];
+    snprintf(downloads, sizeof downloads, "%s/queries", cfg.state_dir);
+    if(mkdirs(downloads, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
+    /* The Nekt backend never runs client SQL locally; its engine only reads the files it
+     * downloaded into the query directories. */
     struct dapi_engine_opts eo = {cfg.data_dir, cfg.state_dir, cfg.memory_limit,
-                                  cfg.duckdb_threads};
+                                  cfg.duckdb_threads, nekt ? downloads : NULL};
     if(dapi_engine_open(&app.engine, &eo, err, sizeof err)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;
     }
+    app.run_threads = nekt ? (int)cfg.upstream_workers : cfg.workers;
     if(dapi_engine_sync_lake(app.engine) ||
-       dapi_pool_start(&app.check_pool, "check", 2, app.engine) ||
-       dapi_pool_start(&app.run_pool, "run", cfg.workers, app.engine)) {
+       (!nekt && dapi_pool_start(&app.check_pool, "check", 2, app.engine)) ||
+       dapi_pool_start(&app.run_pool, "run", app.run_threads, app.engine)) {
         fprintf(stderr, "dapi serve: cannot start the query workers\n");
         goto out;
     }
+    if(app.backend->start && app.backend->start(&app, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
+    if(cfg.emulate_nekt && dapi_emu_start(&app, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
     if(dapi_queries_open(&app.queries, cfg.state_dir, cfg.retention,
-                         (uint64_t)cfg.max_state_bytes, dapi_clock_wall_s(), rerun, &app, err,
+                         (uint64_t)cfg.max_state_bytes, dapi_clock_wall_s(), unfinished, &app, err,
                          sizeof err)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;
@@ -116,8 +144,14 @@ int dapi_serve_main(int argc, char **argv)
         goto out;
     }
     int port = dapi_http_port(app.http);
-    dapi_info("dapi %s (DuckDB %s) serving %s with %zu key(s); results in %s", DAPI_VERSION,
-              dapi_engine_version(), cfg.data_dir, dapi_keys_count(app.keys), cfg.state_dir);
+    if(nekt)
+        dapi_info("dapi %s forwarding to %s (%s, %s); results in %s", DAPI_VERSION, cfg.nekt_url,
+                  cfg.nekt_api, forward ? "client keys forwarded" : "server-held Nekt key",
+                  cfg.state_dir);
+    else
+        dapi_info("dapi %s (DuckDB %s) serving %s with %zu key(s)%s; results in %s",
+                  DAPI_VERSION, dapi_engine_version(), cfg.data_dir, dapi_keys_count(app.keys),
+                  cfg.emulate_nekt ? ", emulating the Nekt API" : "", cfg.state_dir);
     if(dev)
         dapi_info("no API key configured: using the development key from %s/dev-key",
                   cfg.state_dir);
@@ -139,6 +173,8 @@ int dapi_serve_main(int argc, char **argv)
         if(sig == SIGTERM || sig == SIGINT)
             break;
         dapi_queries_tick(app.queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
+        if(app.emu)
+            dapi_emu_tick(&app, dapi_clock_wall_s());
         dapi_log_flush();
     }
     dapi_info("received %s: stopping (up to %lld s for requests in flight)",
@@ -157,6 +193,7 @@ int dapi_serve_main(int argc, char **argv)
     app.check_pool = NULL;
     dapi_pool_stop(app.run_pool, 0);
     app.run_pool = NULL;
+    dapi_emu_quiesce(&app);
     dapi_queries_cancel_waiters(app.queries);
     /* resumed connections need a moment to send their answers */
     until = dapi_clock_mono_ms() + 2000;
@@ -167,6 +204,9 @@ out:
     dapi_http_stop(app.http);
     dapi_pool_stop(app.check_pool, 0);
     dapi_pool_stop(app.run_pool, 0);
+    dapi_emu_stop(&app);
+    if(app.backend && app.backend->stop)
+        app.backend->stop(&app);
     dapi_queries_close(app.queries);
     dapi_engine_close(app.engine);
     dapi_keys_free(app.keys);

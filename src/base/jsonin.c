@@ -110,3 +110,17 @@ double dapi_jv_real(const struct dapi_jv *v)
 {
     return json_real_value((const json_t *)v);
 }
+
+struct dapi_jv *dapi_jv_index(const struct dapi_jv *v, size_t i)
+{
+    const json_t *j = (const json_t *)v;
+    if(!json_is_array(j))
+        return NULL;
+    return (struct dapi_jv *)json_array_get(j, i);
+}
+
+size_t dapi_jv_array_size(const struct dapi_jv *v)
+{
+    const json_t *j = (const json_t *)v;
+    return json_is_array(j) ? json_array_size(j) : 0;
+}

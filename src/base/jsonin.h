@@ -25,6 +25,9 @@ int dapi_jv_truthy(const struct dapi_jv *v);
 /* Object member or NULL (absent or v not an object). A member that is JSON null is returned
  * as a value of type DAPI_J_NULL, so presence can be told from absence. */
 struct dapi_jv *dapi_jv_get(const struct dapi_jv *v, const char *key);
+/* Array element i, or NULL (out of range or v not an array). */
+struct dapi_jv *dapi_jv_index(const struct dapi_jv *v, size_t i);
+size_t dapi_jv_array_size(const struct dapi_jv *v);
 /* String bytes (borrowed, NUL-terminated) or NULL if not a string. */
 const char *dapi_jv_str(const struct dapi_jv *v, size_t *len);
 int64_t dapi_jv_int(const struct dapi_jv *v);

@@ -29,8 +29,8 @@ static const struct setting settings[] = {
     {"host", "DAPI_HOST", K_STR, O(host), "127.0.0.1", 0, 0, NULL, "listen address"},
     {"port", "DAPI_PORT", K_INT, O(port), "5001", 0, 65535, NULL,
      "listen port (0 = pick a free one and print it)"},
-    {"backend", "DAPI_BACKEND", K_CHOICE, O(backend), "local", 0, 0, "local",
-     "query engine: local (embedded DuckDB over --data-dir)"},
+    {"backend", "DAPI_BACKEND", K_CHOICE, O(backend), "local", 0, 0, "local|nekt",
+     "local (embedded DuckDB over --data-dir) or nekt (forward to the Nekt Data API)"},
     {"data-dir", "DAPI_DATA_DIR", K_PATH, O(data_dir), "./data", 0, 0, NULL,
      "the local lake: <layer>/<table>.{parquet,csv,tsv,json,ndjson,jsonl} or <table>/ folders"},
     {"state-dir", "DAPI_STATE_DIR", K_PATH, O(state_dir), "./state", 0, 0, NULL,
@@ -77,6 +77,39 @@ static const struct setting settings[] = {
      "DuckDB memory limit (e.g. 2GB); larger intermediates spill to <state-dir>/tmp"},
     {"duckdb-threads", "DAPI_DUCKDB_THREADS", K_I64, O(duckdb_threads), "0", 0, 1024, NULL,
      "threads DuckDB uses per query (0 = number of cores)"},
+    {"nekt-url", "DAPI_NEKT_URL", K_STR, O(nekt_url), "https://api.nekt.ai", 0, 0, NULL,
+     "upstream base URL for --backend nekt"},
+    {"nekt-api", "DAPI_NEKT_API", K_CHOICE, O(nekt_api), "v2", 0, 0, "v2|v1",
+     "upstream protocol: v2 (sql-query, run once) or v1 (Explorer, one execution per page)"},
+    {NULL, "DAPI_NEKT_API_KEY", K_STR, O(nekt_api_key), NULL, 0, 0, NULL,
+     "server-held upstream key; unset = forward each client's x-api-key"},
+    {"upstream-workers", "DAPI_UPSTREAM_WORKERS", K_I64, O(upstream_workers), "8", 1, 256, NULL,
+     "threads doing upstream calls and downloads (--backend nekt)"},
+    {"upstream-timeout", "DAPI_UPSTREAM_TIMEOUT", K_I64, O(upstream_timeout), "120", 1, 86400,
+     NULL, "seconds one upstream HTTP call may take"},
+    {"upstream-connect-timeout", "DAPI_UPSTREAM_CONNECT_TIMEOUT", K_I64,
+     O(upstream_connect_timeout), "10", 1, 3600, NULL, "seconds to connect upstream"},
+    {"upstream-attempts", "DAPI_UPSTREAM_ATTEMPTS", K_I64, O(upstream_attempts), "5", 1, 100,
+     NULL, "attempts per upstream call (transient failures are retried)"},
+    {"upstream-retry-time", "DAPI_UPSTREAM_RETRY_TIME", K_I64, O(upstream_retry_time), "60", 0,
+     86400, NULL, "seconds all attempts of one upstream call may span"},
+    {"max-upstream-response-bytes", "DAPI_MAX_UPSTREAM_RESPONSE_BYTES", K_I64,
+     O(max_upstream_response_bytes), "16777216", 1024, 1 * GiB, NULL,
+     "largest upstream JSON response accepted (502 above)"},
+    {"max-upstream-bytes", "DAPI_MAX_UPSTREAM_BYTES", K_I64, O(max_upstream_bytes),
+     "4294967296", 1024, INT64_MAX, NULL, "largest download of one result's files (413 above)"},
+    {"application-timeout", "DAPI_APPLICATION_TIMEOUT", K_I64, O(application_timeout), "300", 1,
+     86400, NULL, "seconds to wait for the v1 Explorer application to become active"},
+    {"emulate-nekt", "DAPI_EMULATE_NEKT", K_BOOL, O(emulate_nekt), "false", 0, 0, NULL,
+     "also serve the Nekt upstream API (/api/v1/...) on the local engine"},
+    {"emulate-faults", "DAPI_EMULATE_FAULTS", K_STR, O(emulate_faults), NULL, 0, 0, NULL,
+     "fault injection rules for the emulator (docs/emulator.md)"},
+    {"emulate-url-ttl", "DAPI_EMULATE_URL_TTL", K_I64, O(emulate_url_ttl), "3600", 0, 86400,
+     NULL, "seconds the emulator's presigned URLs stay valid"},
+    {"emulate-start-delay", "DAPI_EMULATE_START_DELAY", K_I64, O(emulate_start_delay), "0", 0,
+     3600000, NULL, "milliseconds the emulated Explorer application takes to start"},
+    {"emulate-rows-per-file", "DAPI_EMULATE_ROWS_PER_FILE", K_I64, O(emulate_rows_per_file),
+     "1000000", 1, INT64_MAX, NULL, "rows per Parquet file in emulated sql-query results"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 
@@ -128,6 +161,20 @@ static enum dapi_err apply(struct dapi_config *cfg, const struct setting *s, con
             *(int64_t *)(base + s->off) = n;
         return DAPI_OK;
     }
+    case K_BOOL: {
+        int b;
+        if(!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on"))
+            b = 1;
+        else if(!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
+            b = 0;
+        else {
+            snprintf(err, errlen, "invalid value for %s%s: '%.64s' (true or false)", origin,
+                     s->flag ? s->flag : s->env, v);
+            return DAPI_ERR_INVALID;
+        }
+        *(int *)(base + s->off) = b;
+        return DAPI_OK;
+    }
     case K_CHOICE:
         if(!choice_ok(s->choices, v)) {
             snprintf(err, errlen, "invalid value for %s%s: '%.64s' (one of %s)", origin,
@@ -136,8 +183,7 @@ static enum dapi_err apply(struct dapi_config *cfg, const struct setting *s, con
         }
         /* fall through */
     case K_STR:
-    case K_PATH:
-    case K_BOOL: {
+    case K_PATH: {
         char **slot = (char **)(base + s->off);
         char *copy = strdup(v);
         if(!copy)
@@ -201,6 +247,8 @@ enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, c
             return DAPI_ERR_INVALID;
         }
         const char *v = eq ? eq + 1 : NULL;
+        if(!v && s->kind == K_BOOL)
+            v = "true"; /* a bare boolean flag switches it on */
         if(!v) {
             if(i + 1 >= argc) {
                 snprintf(err, errlen, "option --%s needs a value", s->flag);
@@ -232,7 +280,7 @@ void dapi_config_free(struct dapi_config *cfg)
 {
     for(size_t i = 0; i < NSETTINGS; i++) {
         const struct setting *s = &settings[i];
-        if(s->kind == K_STR || s->kind == K_PATH || s->kind == K_CHOICE || s->kind == K_BOOL) {
+        if(s->kind == K_STR || s->kind == K_PATH || s->kind == K_CHOICE) {
             char **slot = (char **)((char *)cfg + s->off);
             free(*slot);
             *slot = NULL;

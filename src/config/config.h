@@ -35,6 +35,24 @@ struct dapi_config {
     char *memory_limit;         /* DuckDB memory_limit, e.g. "4GB" */
     int64_t duckdb_threads;
     char *api_keys_env;         /* DAPI_API_KEYS (env only) */
+    /* the Nekt upstream (--backend nekt) */
+    char *nekt_url;
+    char *nekt_api;             /* "v2" | "v1" */
+    char *nekt_api_key;         /* DAPI_NEKT_API_KEY (env only); NULL = forward client keys */
+    int64_t upstream_workers;
+    int64_t upstream_timeout;   /* s, one HTTP call */
+    int64_t upstream_connect_timeout; /* s */
+    int64_t upstream_attempts;
+    int64_t upstream_retry_time; /* s, all attempts of one call */
+    int64_t max_upstream_response_bytes;
+    int64_t max_upstream_bytes; /* downloads of one result */
+    int64_t application_timeout; /* s, v1 application start */
+    /* the emulator (--emulate-nekt) */
+    int emulate_nekt;
+    char *emulate_faults;
+    int64_t emulate_url_ttl;    /* s */
+    int64_t emulate_start_delay; /* ms */
+    int64_t emulate_rows_per_file;
 };
 
 /* Fills cfg from defaults, the environment and argv (argv[0] is the first flag, not the

@@ -162,6 +162,10 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     /* Lock down: reading only inside the lake, then freeze the configuration. */
     dapi_buf_adds(&b, "SET allowed_directories = [");
     add_literal(&b, e->data_dir);
+    if(opts->extra_dir) {
+        dapi_buf_adds(&b, ", ");
+        add_literal(&b, opts->extra_dir);
+    }
     dapi_buf_adds(&b, "]");
     if(!b.data || exec(e->catalog, b.data, err, errlen))
         goto out;
@@ -870,14 +874,16 @@ static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
     return b.data ? dapi_buf_take(&b, NULL) : NULL;
 }
 
+static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
+                           int64_t deadline_ms, duckdb_result *res, int *have_res, char **msg);
+
 enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
                               const struct dapi_sink *sink, void *ctx, char **msg)
 {
     enum dapi_err result;
     duckdb_prepared_statement st = NULL;
-    duckdb_pending_result pending = NULL;
     duckdb_result res;
-    int have_res = 0, needs_cast = 0, timed_out = 0;
+    int have_res = 0, needs_cast = 0;
     char *wrapped = NULL;
     struct tmpl t = {0};
     *msg = NULL;
@@ -905,40 +911,8 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t dea
     if((result = sink->begin(ctx, t.ncols, (const char *const *)t.names)))
         goto out;
 
-    if(duckdb_pending_prepared(st, &pending) == DuckDBError) {
-        *msg = dupmsg("", duckdb_pending_error(pending));
-        result = DAPI_ERR_SQL;
+    if((result = drive(c, st, deadline_ms, &res, &have_res, msg)))
         goto out;
-    }
-    for(;;) {
-        duckdb_pending_state ps = duckdb_pending_execute_task(pending);
-        if(ps == DUCKDB_PENDING_RESULT_READY)
-            break;
-        if(ps == DUCKDB_PENDING_ERROR) {
-            if(timed_out)
-                result = DAPI_ERR_TIMEOUT;
-            else {
-                *msg = dupmsg("", duckdb_pending_error(pending));
-                result = DAPI_ERR_SQL;
-            }
-            goto out;
-        }
-        if(deadline_ms && !timed_out && dapi_clock_mono_ms() > deadline_ms) {
-            timed_out = 1;
-            duckdb_interrupt(c->con);
-        }
-    }
-    if(duckdb_execute_pending(pending, &res) == DuckDBError) {
-        have_res = 1;
-        if(timed_out) {
-            result = DAPI_ERR_TIMEOUT;
-        } else {
-            *msg = dupmsg("", duckdb_result_error(&res));
-            result = DAPI_ERR_SQL;
-        }
-        goto out;
-    }
-    have_res = 1;
     for(;;) {
         duckdb_data_chunk chunk = duckdb_fetch_chunk(res);
         if(!chunk)
@@ -962,12 +936,121 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t dea
 out:
     if(have_res)
         duckdb_destroy_result(&res);
-    if(pending)
-        duckdb_destroy_pending(&pending);
     if(st)
         duckdb_destroy_prepare(&st);
     tmpl_free(&t);
     free(wrapped);
+    if(result != DAPI_ERR_SQL && *msg) {
+        free(*msg);
+        *msg = NULL;
+    }
+    return result;
+}
+
+/* Drives a prepared statement to completion, interrupting it at deadline_ms. */
+static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
+                           int64_t deadline_ms, duckdb_result *res, int *have_res, char **msg)
+{
+    duckdb_pending_result pending = NULL;
+    enum dapi_err result = DAPI_OK;
+    int timed_out = 0;
+    if(duckdb_pending_prepared(st, &pending) == DuckDBError) {
+        *msg = dupmsg("", duckdb_pending_error(pending));
+        result = DAPI_ERR_SQL;
+        goto out;
+    }
+    for(;;) {
+        duckdb_pending_state ps = duckdb_pending_execute_task(pending);
+        if(ps == DUCKDB_PENDING_RESULT_READY)
+            break;
+        if(ps == DUCKDB_PENDING_ERROR) {
+            if(timed_out)
+                result = DAPI_ERR_TIMEOUT;
+            else {
+                *msg = dupmsg("", duckdb_pending_error(pending));
+                result = DAPI_ERR_SQL;
+            }
+            goto out;
+        }
+        if(deadline_ms && !timed_out && dapi_clock_mono_ms() > deadline_ms) {
+            timed_out = 1;
+            duckdb_interrupt(c->con);
+        }
+    }
+    *have_res = 1;
+    if(duckdb_execute_pending(pending, res) == DuckDBError) {
+        if(timed_out) {
+            result = DAPI_ERR_TIMEOUT;
+        } else {
+            *msg = dupmsg("", duckdb_result_error(res));
+            result = DAPI_ERR_SQL;
+        }
+    }
+out:
+    if(pending)
+        duckdb_destroy_pending(&pending);
+    return result;
+}
+
+enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, const char *dir,
+                                         int64_t rows_per_file, int64_t deadline_ms,
+                                         uint64_t *rows, char **msg)
+{
+    enum dapi_err result;
+    duckdb_prepared_statement st = NULL;
+    duckdb_extracted_statements ex = NULL;
+    duckdb_result res;
+    int have_res = 0;
+    struct dapi_buf b;
+    dapi_buf_init(&b, 64u << 20);
+    *msg = NULL;
+    *rows = 0;
+    if((result = dapi_engine_sync_lake(c->e)) ||
+       (result = prepare_readonly(c->con, sql, &st, msg)))
+        goto out;
+    duckdb_destroy_prepare(&st);
+    /* The text was just proven to be one read-only statement, so it can sit inside COPY's
+     * parentheses; the newlines end any trailing line comment. */
+    size_t len = strlen(sql);
+    while(len && (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n' ||
+                  sql[len - 1] == '\t' || sql[len - 1] == '\r'))
+        len--;
+    dapi_buf_adds(&b, "COPY (\n");
+    dapi_buf_add(&b, sql, len);
+    dapi_buf_adds(&b, "\n) TO ");
+    add_literal(&b, dir);
+    if(rows_per_file > 0)
+        dapi_buf_addf(&b, " (FORMAT parquet, ROW_GROUP_SIZE %lld, ROW_GROUPS_PER_FILE 1)",
+                      (long long)rows_per_file);
+    else
+        dapi_buf_adds(&b, " (FORMAT parquet)");
+    if(!b.data) {
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    if(duckdb_extract_statements(c->con, b.data, &ex) != 1 ||
+       duckdb_prepare_extracted_statement(c->con, ex, 0, &st) == DuckDBError) {
+        *msg = dupmsg("", st ? duckdb_prepare_error(st) : "cannot prepare the export");
+        result = DAPI_ERR_SQL;
+        goto out;
+    }
+    if((result = drive(c, st, deadline_ms, &res, &have_res, msg)))
+        goto out;
+    duckdb_data_chunk chunk = duckdb_fetch_chunk(res);
+    if(chunk) {
+        duckdb_vector v = duckdb_data_chunk_get_vector(chunk, 0);
+        if(duckdb_data_chunk_get_size(chunk) > 0)
+            *rows = (uint64_t)((int64_t *)duckdb_vector_get_data(v))[0];
+        duckdb_destroy_data_chunk(&chunk);
+    }
+out:
+    if(have_res)
+        duckdb_destroy_result(&res);
+    if(st)
+        duckdb_destroy_prepare(&st);
+    if(ex)
+        duckdb_destroy_extracted(&ex);
+    dapi_buf_free(&b);
     if(result != DAPI_ERR_SQL && *msg) {
         free(*msg);
         *msg = NULL;

@@ -17,6 +17,8 @@ struct dapi_engine_opts {
     const char *state_dir;    /* absolute; DuckDB spills to <state_dir>/tmp */
     const char *memory_limit; /* e.g. "4GB" */
     int64_t threads;          /* 0 = DuckDB's default (cores) */
+    const char *extra_dir;    /* NULL, or a second directory DuckDB may read and write: the
+                               * downloads of the Nekt backend, the emulator's output */
 };
 
 /* Opens the engine: an in-memory DuckDB with extension auto-install/auto-load off, external
@@ -55,6 +57,14 @@ struct dapi_sink {
  * error of the query) *msg receives an owned message (free with free()). */
 enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
                               const struct dapi_sink *sink, void *ctx, char **msg);
+
+/* Runs sql (checked like dapi_engine_run) and writes its result as Parquet files into
+ * dir (inside opts.extra_dir), data_0.parquet, data_1.parquet … of at most rows_per_file
+ * rows each, in row order (an empty result writes no file); rows_per_file 0 writes exactly
+ * one file at the path dir instead. *rows receives the row count. */
+enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, const char *dir,
+                                         int64_t rows_per_file, int64_t deadline_ms,
+                                         uint64_t *rows, char **msg);
 
 /* Interrupts whatever c is running (thread-safe; used at shutdown). */
 void dapi_econn_interrupt(struct dapi_econn *c);

@@ -41,6 +41,10 @@ struct dapi_req {
     char *resp;
     size_t resp_len;
     const char *xh, *xv;
+    char xv_buf[128];     /* copy of the extra header's value */
+    int fd;               /* file body (>= 0) instead of resp */
+    uint64_t fd_size;
+    const char *ctype;
     unsigned long long bytes_sent;
 };
 
@@ -84,6 +88,33 @@ void dapi_req_defer(struct dapi_req *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+static void answer_locked(struct dapi_req *r)
+{
+    r->answered = 1;
+    if(r->suspended) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+void dapi_req_respond_file(struct dapi_req *r, int status, int fd, uint64_t size,
+                           const char *content_type)
+{
+    pthread_mutex_lock(&r->mu);
+    if(r->answered) {
+        pthread_mutex_unlock(&r->mu);
+        close(fd);
+        dapi_error("http: second response for one request dropped");
+        return;
+    }
+    r->status = status;
+    r->fd = fd;
+    r->fd_size = size;
+    r->ctype = content_type;
+    answer_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
 void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
                       const char *extra_header, const char *extra_value)
 {
@@ -94,27 +125,35 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
         dapi_error("http: second response for one request dropped");
         return;
     }
-    r->answered = 1;
     r->status = status;
     r->resp = body;
     r->resp_len = len;
     r->xh = extra_header;
-    r->xv = extra_value;
-    if(r->suspended) {
-        r->suspended = 0;
-        MHD_resume_connection(r->conn);
+    if(extra_value) {
+        snprintf(r->xv_buf, sizeof r->xv_buf, "%s", extra_value);
+        r->xv = r->xv_buf;
     }
+    answer_locked(r);
     pthread_mutex_unlock(&r->mu);
 }
 
 static enum MHD_Result queue(struct dapi_req *r)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
-    if(!resp)
-        return MHD_NO;
-    r->resp = NULL; /* owned by MHD now */
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    struct MHD_Response *resp;
+    if(r->fd >= 0) {
+        resp = MHD_create_response_from_fd64(r->fd_size, r->fd);
+        if(!resp)
+            return MHD_NO;
+        r->fd = -1; /* owned by MHD now */
+        r->resp_len = (size_t)r->fd_size;
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+    } else {
+        resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
+        if(!resp)
+            return MHD_NO;
+        r->resp = NULL; /* owned by MHD now */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    }
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
     r->bytes_sent = r->resp_len;
@@ -156,6 +195,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->h = h;
     r->conn = conn;
     r->start_us = dapi_clock_mono_us();
+    r->fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     dapi_buf_init(&r->body, (size_t)h->o.max_body_bytes);
     atomic_fetch_add(&h->inflight, 1);
@@ -255,6 +295,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     dapi_log_access(r->method ? r->method : "-", r->path ? r->path : "-", status,
                     r->queued ? r->bytes_sent : 0, dur);
     free(r->resp);
+    if(r->fd >= 0)
+        close(r->fd);
     free(r->path);
     dapi_buf_free(&r->body);
     pthread_mutex_destroy(&r->mu);

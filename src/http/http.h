@@ -47,9 +47,17 @@ const char *dapi_req_body(const struct dapi_req *r, size_t *len);
 /* Marks the request as answered later (call before returning from dispatch). */
 void dapi_req_defer(struct dapi_req *r);
 /* Sends a response. Takes ownership of body (malloc'd, freed by the server). extra_header /
- * extra_value (may be NULL) add one header, e.g. Allow or Retry-After. Content-Type is
+ * extra_value (may be NULL) add one header, e.g. Allow or Retry-After: the name must be a
+ * static string, the value is copied (at most 127 bytes). Content-Type is
  * application/json. Callable from any thread, exactly once per request. */
 void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
                       const char *extra_header, const char *extra_value);
+
+/* Sends the open file fd (size bytes, taken: closed by the server) as the body, with the
+ * given Content-Type. Callable from any thread, exactly once per request. */
+void dapi_req_respond_file(struct dapi_req *r, int status, int fd, uint64_t size,
+                           const char *content_type);
+/* The Host header as sent, or NULL. */
+#define dapi_req_host(r) dapi_req_header((r), "Host")
 
 #endif

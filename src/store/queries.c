@@ -28,6 +28,7 @@ struct query {
     char slug[DAPI_SLUG_MAX];
     unsigned char owner[DAPI_KEY_HASH_LEN];
     char *sql;
+    char *upstream;
     int64_t created_s;
     enum dapi_qstate state;
     enum dapi_err error;
@@ -70,6 +71,7 @@ static void qfree(struct query *q)
 {
     dapi_result_close(q->result);
     free(q->sql);
+    free(q->upstream);
     free(q->message);
     free(q);
 }
@@ -101,9 +103,9 @@ static const char *state_name(enum dapi_qstate s)
 /* Writes meta.json atomically (temp + fsync + rename). Called without the lock held, on a
  * snapshot of the fields. */
 static enum dapi_err save_meta(const struct dapi_queries *qs, const char *slug,
-                               const unsigned char *owner, const char *sql, int64_t created_s,
-                               enum dapi_qstate state, enum dapi_err error, const char *message,
-                               uint64_t bytes)
+                               const unsigned char *owner, const char *sql, const char *upstream,
+                               int64_t created_s, enum dapi_qstate state, enum dapi_err error,
+                               const char *message, uint64_t bytes)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 128u << 20);
@@ -113,6 +115,8 @@ static enum dapi_err save_meta(const struct dapi_queries *qs, const char *slug,
     dapi_buf_addf(&b, "\",\"created\":%lld,\"state\":\"%s\",\"error\":%d,\"bytes\":%llu,\"sql\":",
                   (long long)created_s, state_name(state), (int)error, (unsigned long long)bytes);
     dapi_json_str(&b, sql, strlen(sql));
+    dapi_buf_adds(&b, ",\"upstream\":");
+    dapi_json_str(&b, upstream ? upstream : "", upstream ? strlen(upstream) : 0);
     dapi_buf_adds(&b, ",\"message\":");
     dapi_json_str(&b, message ? message : "", message ? strlen(message) : 0);
     dapi_buf_adds(&b, "}\n");
@@ -139,13 +143,19 @@ static enum dapi_err save_meta(const struct dapi_queries *qs, const char *slug,
 
 static void remove_dir(const struct dapi_queries *qs, const char *slug)
 {
-    const char *files[] = {"result.bin", "result.bin.tmp", "meta.json", "meta.json.tmp"};
     char p[4096];
-    for(size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        path_of(qs, slug, files[i], p, sizeof p);
-        unlink(p);
-    }
     snprintf(p, sizeof p, "%s/%s", qs->dir, slug);
+    DIR *d = opendir(p);
+    struct dirent *de;
+    while(d && (de = readdir(d))) {
+        if(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char f[4400];
+        snprintf(f, sizeof f, "%s/%s", p, de->d_name);
+        unlink(f);
+    }
+    if(d)
+        closedir(d);
     if(rmdir(p) && errno != ENOENT)
         dapi_warn("store: cannot remove %s: %s", p, strerror(errno));
 }
@@ -188,6 +198,7 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
     const char *sql = dapi_jv_str(dapi_jv_get(root, "sql"), NULL);
     const char *state = dapi_jv_str(dapi_jv_get(root, "state"), NULL);
     const char *msg = dapi_jv_str(dapi_jv_get(root, "message"), NULL);
+    const char *upstream = dapi_jv_str(dapi_jv_get(root, "upstream"), NULL);
     struct dapi_jv *created = dapi_jv_get(root, "created"), *err = dapi_jv_get(root, "error"),
                    *bytes = dapi_jv_get(root, "bytes");
     if(!owner || strlen(owner) != 2 * DAPI_KEY_HASH_LEN || !sql || !state || !created ||
@@ -207,6 +218,7 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
     }
     q->sql = strdup(sql);
     q->message = msg && *msg ? strdup(msg) : NULL;
+    q->upstream = upstream && *upstream ? strdup(upstream) : NULL;
     q->created_s = dapi_jv_int(created);
     q->error = (enum dapi_err)dapi_jv_int(err);
     q->bytes = bytes && dapi_jv_type(bytes) == DAPI_J_INT ? (uint64_t)dapi_jv_int(bytes) : 0;
@@ -315,11 +327,14 @@ void dapi_queries_close(struct dapi_queries *qs)
 }
 
 enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *key_hash,
-                                  const char *sql, int64_t now_s, char *slug_out)
+                                  const char *sql, const char *upstream, int64_t now_s,
+                                  char *slug_out)
 {
     enum dapi_err result;
     struct query *q = calloc(1, sizeof *q);
-    if(!q || !(q->sql = strdup(sql))) {
+    if(!q || !(q->sql = strdup(sql)) || (upstream && !(q->upstream = strdup(upstream)))) {
+        if(q)
+            free(q->sql);
         free(q);
         return DAPI_ERR_NOMEM;
     }
@@ -346,8 +361,8 @@ enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *
         qfree(q);
         return DAPI_ERR_IO;
     }
-    if((result = save_meta(qs, q->slug, q->owner, q->sql, now_s, DAPI_Q_QUEUED, DAPI_OK, NULL,
-                           0))) {
+    if((result = save_meta(qs, q->slug, q->owner, q->sql, q->upstream, now_s, DAPI_Q_QUEUED,
+                           DAPI_OK, NULL, 0))) {
         remove_dir(qs, q->slug);
         qfree(q);
         return result;
@@ -394,13 +409,65 @@ void dapi_queries_release(struct dapi_queries *qs, struct dapi_qview *v)
     v->result = NULL;
 }
 
-void dapi_queries_set_running(struct dapi_queries *qs, const char *slug)
+int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
+{
+    int claimed = 0;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = find(qs, slug);
+    if(q && q->state == DAPI_Q_QUEUED) {
+        q->state = DAPI_Q_RUNNING;
+        claimed = 1;
+    }
+    pthread_mutex_unlock(&qs->lock);
+    return claimed;
+}
+
+char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
 {
     pthread_mutex_lock(&qs->lock);
     struct query *q = find(qs, slug);
-    if(q && q->state == DAPI_Q_QUEUED)
-        q->state = DAPI_Q_RUNNING;
+    char *sql = q ? strdup(q->sql) : NULL;
     pthread_mutex_unlock(&qs->lock);
+    return sql;
+}
+
+void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out, size_t n)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = find(qs, slug);
+    snprintf(out, n, "%s", q && q->upstream ? q->upstream : "");
+    pthread_mutex_unlock(&qs->lock);
+}
+
+enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
+                                        const char *upstream)
+{
+    char *copy = strdup(upstream);
+    if(!copy)
+        return DAPI_ERR_NOMEM;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = find(qs, slug);
+    if(!q) {
+        pthread_mutex_unlock(&qs->lock);
+        free(copy);
+        return DAPI_ERR_NOT_FOUND;
+    }
+    free(q->upstream);
+    q->upstream = copy;
+    q->refs++;
+    pthread_mutex_unlock(&qs->lock);
+    /* fields other than upstream only change in finish(), which writes meta itself */
+    enum dapi_err result = save_meta(qs, slug, q->owner, q->sql, copy, q->created_s, q->state,
+                                     q->error, q->message, q->bytes);
+    pthread_mutex_lock(&qs->lock);
+    unref(q);
+    pthread_mutex_unlock(&qs->lock);
+    return result;
+}
+
+void dapi_queries_dir(const struct dapi_queries *qs, const char *slug, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", qs->dir, slug);
 }
 
 static void fire(struct waiter *w, int timed_out)
@@ -436,8 +503,8 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     pthread_mutex_unlock(&qs->lock);
 
     /* Persist first: a client told "done" must find it done after a restart. */
-    save_meta(qs, slug, q->owner, q->sql, q->created_s, error ? DAPI_Q_FAILED : DAPI_Q_DONE,
-              error, message, error ? 0 : bytes);
+    save_meta(qs, slug, q->owner, q->sql, q->upstream, q->created_s,
+              error ? DAPI_Q_FAILED : DAPI_Q_DONE, error, message, error ? 0 : bytes);
 
     pthread_mutex_lock(&qs->lock);
     q->state = error ? DAPI_Q_FAILED : DAPI_Q_DONE;
@@ -496,8 +563,9 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
                     wp = &w->next;
                 }
             }
-            int finished = q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED;
-            if(finished && q->created_s + qs->retention_s <= now_s && !q->waiters) {
+            /* Expired queries go whatever their state (a run still writing into the
+             * directory then fails harmlessly); never while someone waits on them. */
+            if(q->created_s + qs->retention_s <= now_s && !q->waiters) {
                 if(nexpired == capexpired) {
                     size_t cap = capexpired ? capexpired * 2 : 16;
                     void *p = realloc(expired, cap * sizeof *expired);

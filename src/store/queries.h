@@ -38,10 +38,12 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
                                 void *arg, char *err, size_t errlen);
 void dapi_queries_close(struct dapi_queries *qs);
 
-/* Registers a new query owned by key_hash and persists it (state QUEUED). Writes the new
- * slug into slug_out (DAPI_SLUG_MAX bytes). DAPI_ERR_BUSY when the state dir is full. */
+/* Registers a new query owned by key_hash and persists it (state QUEUED). upstream (may be
+ * NULL) is the backend's reference for it (the Nekt v1 query slug). Writes the new slug into
+ * slug_out (DAPI_SLUG_MAX bytes). DAPI_ERR_BUSY when the state dir is full. */
 enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *key_hash,
-                                  const char *sql, int64_t now_s, char *slug_out);
+                                  const char *sql, const char *upstream, int64_t now_s,
+                                  char *slug_out);
 
 /* Looks a slug up for key_hash. DAPI_ERR_NOT_FOUND for unknown, expired, or owned by another
  * key (indistinguishable on purpose). On success fills v (release it). */
@@ -53,7 +55,18 @@ void dapi_queries_release(struct dapi_queries *qs, struct dapi_qview *v);
 /* Path of a query's result file (for the executor). */
 void dapi_queries_result_path(const struct dapi_queries *qs, const char *slug, char *out,
                               size_t outlen);
-void dapi_queries_set_running(struct dapi_queries *qs, const char *slug);
+/* QUEUED -> RUNNING. Returns 1 if this call made the change (the caller now runs it). */
+int dapi_queries_claim(struct dapi_queries *qs, const char *slug);
+#define dapi_queries_set_running(qs, slug) ((void)dapi_queries_claim(qs, slug))
+/* The query's SQL (owned, free()) or NULL. */
+char *dapi_queries_sql(struct dapi_queries *qs, const char *slug);
+/* The upstream reference into out ("" if none). */
+void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out, size_t n);
+/* Replaces the upstream reference (persisted). */
+enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
+                                        const char *upstream);
+/* The query's directory, for backend files kept with it (deleted with it). */
+void dapi_queries_dir(const struct dapi_queries *qs, const char *slug, char *out, size_t n);
 /* Marks a query DONE (opening its result file) or FAILED, persists that, and wakes its
  * waiters. bytes = size of the result file (accounting for --max-state-bytes). */
 void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,

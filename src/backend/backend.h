@@ -1,0 +1,58 @@
+/* Backends: where a query runs. The API layer validates a request exactly as the reference
+ * does, then hands it to the configured backend through this const vtable. Every function
+ * answers the request (now, or later from another thread after dapi_req_defer). */
+#ifndef DAPI_BACKEND_H
+#define DAPI_BACKEND_H
+
+#include <stdint.h>
+#include "auth/keys.h"
+#include "http/http.h"
+
+struct dapi_app;
+
+struct dapi_backend_ops {
+    const char *name;
+    /* Starts the backend's own state (may be NULL). On error writes a one-line reason. */
+    int (*start)(struct dapi_app *app, char *err, size_t errlen);
+    void (*stop)(struct dapi_app *app);
+    /* POST /api/queries after validation. Takes sql (malloc'd). key is the client's key
+     * (borrowed, for forwarding); key_hash identifies the owner. */
+    void (*create)(struct dapi_app *app, struct dapi_req *r, char *sql, const char *key,
+                   const unsigned char *key_hash);
+    /* GET …/results after validation: page >= 1; page_text is its canonical decimal form. */
+    void (*results)(struct dapi_app *app, struct dapi_req *r, const char *slug, uint64_t page,
+                    const char *page_text, const char *key, const unsigned char *key_hash);
+    /* A query a previous run left unfinished (from the registry at start). */
+    void (*unfinished)(struct dapi_app *app, const char *slug, const char *sql);
+};
+
+extern const struct dapi_backend_ops dapi_backend_local;
+extern const struct dapi_backend_ops dapi_backend_nekt;
+
+/* Shared by backends that materialise a whole result (local, Nekt v2): answers a results
+ * request from the registry — the page if done, the failure if failed, else waits for the
+ * query (up to --result-wait). If the query is queued but nobody runs it (left by a previous
+ * run), `rerun(app, slug, key)` is called first (may be NULL). */
+void dapi_backend_answer_stored(struct dapi_app *app, struct dapi_req *r, const char *slug,
+                                uint64_t page, const char *page_text,
+                                const unsigned char *key_hash, const char *key,
+                                void (*rerun)(struct dapi_app *app, const char *slug,
+                                              const char *key));
+
+/* Runs sql into the slug's result file and records the outcome in the registry (the
+ * materialising half of the local backend; also used by Nekt v2 on downloaded files). */
+struct dapi_econn;
+void dapi_backend_materialise(struct dapi_app *app, struct dapi_econn *conn, const char *slug,
+                              const char *sql);
+
+/* Runs sql into a result file at path (for Nekt: over downloaded Parquet files, so SQL errors
+ * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"). *details receives an owned
+ * explanation on error. */
+enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn *conn,
+                                        const char *sql, const char *path, int from_upstream,
+                                        uint64_t *bytes, char **details);
+
+/* HTTP status for a failed query's error code. */
+int dapi_backend_failure_status(int err);
+
+#endif

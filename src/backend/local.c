@@ -1,0 +1,318 @@
+/* The local backend: queries run on the embedded DuckDB engine over --data-dir. Creating a
+ * query checks the SQL on the check pool (so errors are a 400 at creation), then the run
+ * pool materialises it once; pages are served from the materialised result. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/respond.h"
+#include "app/app.h"
+#include "backend/backend.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/json.h"
+#include "base/log.h"
+
+int dapi_backend_failure_status(int e)
+{
+    switch(e) {
+    case DAPI_ERR_SQL:
+    case DAPI_ERR_INVALID: return 400;
+    case DAPI_ERR_AUTH: return 401;
+    case DAPI_ERR_FORBIDDEN: return 403;
+    case DAPI_ERR_TOO_LARGE: return 413;
+    case DAPI_ERR_UPSTREAM: return 502;
+    case DAPI_ERR_BUSY: return 503;
+    case DAPI_ERR_TIMEOUT: return 504;
+    default: return 500;
+    }
+}
+
+enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn *conn,
+                                        const char *sql, const char *path, int from_upstream,
+                                        uint64_t *bytes, char **details)
+{
+    struct dapi_result_writer *w = NULL;
+    char *msg = NULL;
+    uint64_t rows = 0, pages = 0;
+    enum dapi_err result;
+    struct dapi_result_limits limits = {(uint64_t)app->cfg->max_result_rows,
+                                        (uint64_t)app->cfg->max_result_bytes};
+    struct dapi_buf why;
+    dapi_buf_init(&why, 64 * 1024);
+    *details = NULL;
+    *bytes = 0;
+    if(!(result = dapi_result_writer_open(&w, path, &limits))) {
+        result = dapi_engine_run(conn, sql, dapi_clock_mono_ms() + app->cfg->query_timeout * 1000,
+                                 &dapi_result_sink, w, &msg);
+        if(!result)
+            result = dapi_result_writer_finish(w, &rows, &pages, bytes);
+    }
+    if(result == DAPI_ERR_TIMEOUT)
+        dapi_buf_addf(&why, "the query ran longer than %lld s (--query-timeout)",
+                      (long long)app->cfg->query_timeout);
+    else if(result == DAPI_ERR_SQL && from_upstream)
+        dapi_buf_addf(&why, "the result file from Nekt is not valid Parquet: %s",
+                      msg ? msg : "unreadable");
+    else if(result && msg)
+        dapi_buf_adds(&why, msg);
+    else if(result && w && dapi_result_writer_error(w))
+        dapi_buf_adds(&why, dapi_result_writer_error(w));
+    else if(result)
+        dapi_buf_adds(&why, dapi_err_message(result));
+    if(result == DAPI_ERR_SQL && from_upstream)
+        result = DAPI_ERR_UPSTREAM;
+    if(result)
+        *details = dapi_buf_take(&why, NULL);
+    dapi_buf_free(&why);
+    dapi_result_writer_free(w);
+    free(msg);
+    return result;
+}
+
+void dapi_backend_materialise(struct dapi_app *app, struct dapi_econn *conn, const char *slug,
+                              const char *sql)
+{
+    char path[4096], *details = NULL;
+    uint64_t bytes = 0;
+    dapi_queries_set_running(app->queries, slug);
+    dapi_queries_result_path(app->queries, slug, path, sizeof path);
+    int64_t t0 = dapi_clock_mono_ms();
+    enum dapi_err result = dapi_backend_write_result(app, conn, sql, path, 0, &bytes, &details);
+    if(result && atomic_load(&app->stopping)) {
+        dapi_info("query %s interrupted by shutdown; it will run again after a restart", slug);
+    } else {
+        if(result)
+            dapi_info("query %s failed (%s)", slug, dapi_err_message(result));
+        else
+            dapi_info("query %s done: %llu bytes, %lld ms", slug, (unsigned long long)bytes,
+                      (long long)(dapi_clock_mono_ms() - t0));
+        dapi_queries_finish(app->queries, slug, result, details, bytes);
+    }
+    free(details);
+}
+
+/* ---- running queries --------------------------------------------------------------- */
+
+struct run_job {
+    struct dapi_app *app;
+    char slug[DAPI_SLUG_MAX];
+    char *sql;
+};
+
+static void run_query(void *arg, struct dapi_econn *conn)
+{
+    struct run_job *j = arg;
+    /* conn == NULL: discarded at shutdown; it stays queued on disk and runs after a restart */
+    if(conn)
+        dapi_backend_materialise(j->app, conn, j->slug, j->sql);
+    free(j->sql);
+    free(j);
+}
+
+static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const char *sql)
+{
+    struct run_job *j = calloc(1, sizeof *j);
+    if(!j || !(j->sql = strdup(sql))) {
+        free(j);
+        return DAPI_ERR_NOMEM;
+    }
+    j->app = app;
+    snprintf(j->slug, sizeof j->slug, "%s", slug);
+    enum dapi_err result = dapi_pool_submit(app->run_pool, run_query, j, 0);
+    if(result) {
+        free(j->sql);
+        free(j);
+    }
+    return result;
+}
+
+static void local_unfinished(struct dapi_app *app, const char *slug, const char *sql)
+{
+    if(submit_run(app, slug, sql))
+        dapi_error("query %s could not be queued again", slug);
+}
+
+/* ---- POST /api/queries ------------------------------------------------------------- */
+
+struct create_job {
+    struct dapi_app *app;
+    struct dapi_req *req;
+    char *sql;
+    unsigned char key[DAPI_KEY_HASH_LEN];
+};
+
+static void check_query(void *arg, struct dapi_econn *conn)
+{
+    struct create_job *j = arg;
+    struct dapi_app *app = j->app;
+    char *msg = NULL, slug[DAPI_SLUG_MAX];
+    enum dapi_err result;
+    if(!conn) {
+        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
+    }
+    result = dapi_engine_check(conn, j->sql, &msg);
+    if(result == DAPI_ERR_SQL) {
+        dapi_respond_error(j->req, 400, "Invalid SQL query", msg);
+        goto out;
+    }
+    if(!result)
+        result = dapi_queries_create(app->queries, j->key, j->sql, NULL, dapi_clock_wall_s(),
+                                     slug);
+    if(!result && (result = submit_run(app, slug, j->sql)))
+        dapi_queries_finish(app->queries, slug, result, "the server could not queue the query",
+                            0);
+    if(result) {
+        dapi_respond_create_failure(j->req, result);
+        goto out;
+    }
+    dapi_respond_created(j->req, slug, j->sql);
+out:
+    free(msg);
+    free(j->sql);
+    free(j);
+}
+
+static void local_create(struct dapi_app *app, struct dapi_req *r, char *sql, const char *key,
+                         const unsigned char *key_hash)
+{
+    struct create_job *j = calloc(1, sizeof *j);
+    if(!j) {
+        free(sql);
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+        return;
+    }
+    j->app = app;
+    j->req = r;
+    j->sql = sql;
+    memcpy(j->key, key_hash, DAPI_KEY_HASH_LEN);
+    dapi_req_defer(r);
+    if(dapi_pool_submit(app->check_pool, check_query, j, (size_t)app->cfg->max_queued_queries)) {
+        free(j->sql);
+        free(j);
+        dapi_respond_error_h(r, 503, "Server busy, retry later",
+                             "too many queries waiting to be checked", "Retry-After", "5");
+    }
+}
+
+/* ---- GET /api/queries/{slug}/results ----------------------------------------------- */
+
+struct wait_ctx {
+    struct dapi_app *app;
+    struct dapi_req *req;
+    char slug[DAPI_SLUG_MAX + 1];
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    char *client_key; /* for rerun (Nekt forwarding); owned */
+    void (*rerun)(struct dapi_app *, const char *, const char *);
+    char page[64];
+    uint64_t page_no;
+};
+
+static void wait_free(struct wait_ctx *c)
+{
+    free(c->client_key);
+    free(c);
+}
+
+static void answer(struct wait_ctx *c, int may_wait);
+
+static void on_wait(void *arg, int timed_out)
+{
+    struct wait_ctx *c = arg;
+    if(timed_out) {
+        if(atomic_load(&c->app->stopping)) {
+            dapi_respond_error_h(c->req, 503, "Server shutting down",
+                                 "the query will run again after the restart", "Retry-After",
+                                 "5");
+        } else {
+            char d[128];
+            snprintf(d, sizeof d, "the query is still running after %lld s (--result-wait)",
+                     (long long)c->app->cfg->result_wait);
+            dapi_respond_exec_error(c->req, 504, d, c->page, c->slug);
+        }
+        wait_free(c);
+        return;
+    }
+    answer(c, 0);
+}
+
+/* Answers from the query's current state; frees c unless it now waits. */
+static void answer(struct wait_ctx *c, int may_wait)
+{
+    struct dapi_app *app = c->app;
+    struct dapi_qview v;
+    if(dapi_queries_get(app->queries, c->slug, c->key, dapi_clock_wall_s(), &v)) {
+        dapi_respond_error(c->req, 404, "Query not found", NULL);
+        wait_free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_QUEUED || v.state == DAPI_Q_RUNNING) {
+        int orphan = v.state == DAPI_Q_QUEUED && c->rerun &&
+                     dapi_queries_claim(app->queries, c->slug);
+        dapi_queries_release(app->queries, &v);
+        int64_t deadline = dapi_clock_mono_ms() + app->cfg->result_wait * 1000;
+        if(may_wait && dapi_queries_wait(app->queries, c->slug, deadline, on_wait, c) == 0) {
+            if(orphan)
+                c->rerun(app, c->slug, c->client_key);
+            return;
+        }
+        if(may_wait) { /* finished in between */
+            answer(c, 0);
+            return;
+        }
+        dapi_respond_error(c->req, 500, "Internal server error", "query state changed");
+        wait_free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_FAILED) {
+        dapi_respond_exec_error_code(c->req, dapi_backend_failure_status(v.error), v.message,
+                                     c->page, c->slug, v.error);
+        dapi_queries_release(app->queries, &v);
+        wait_free(c);
+        return;
+    }
+    const char *rows;
+    size_t len;
+    dapi_result_page(v.result, c->page_no, &rows, &len);
+    dapi_respond_page(c->req, c->slug, c->page, rows, len);
+    dapi_queries_release(app->queries, &v);
+    wait_free(c);
+}
+
+void dapi_backend_answer_stored(struct dapi_app *app, struct dapi_req *r, const char *slug,
+                                uint64_t page, const char *page_text,
+                                const unsigned char *key_hash, const char *key,
+                                void (*rerun)(struct dapi_app *app, const char *slug,
+                                              const char *key))
+{
+    struct wait_ctx *c = calloc(1, sizeof *c);
+    if(!c || (key && !(c->client_key = strdup(key)))) {
+        free(c);
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+        return;
+    }
+    c->app = app;
+    c->req = r;
+    c->rerun = rerun;
+    snprintf(c->slug, sizeof c->slug, "%s", slug);
+    memcpy(c->key, key_hash, DAPI_KEY_HASH_LEN);
+    snprintf(c->page, sizeof c->page, "%s", page_text);
+    c->page_no = page;
+    dapi_req_defer(r); /* may wait for the query; answered by whichever thread finishes it */
+    answer(c, 1);
+}
+
+static void local_results(struct dapi_app *app, struct dapi_req *r, const char *slug,
+                          uint64_t page, const char *page_text, const char *key,
+                          const unsigned char *key_hash)
+{
+    dapi_backend_answer_stored(app, r, slug, page, page_text, key_hash, NULL, NULL);
+}
+
+const struct dapi_backend_ops dapi_backend_local = {
+    .name = "local",
+    .create = local_create,
+    .results = local_results,
+    .unfinished = local_unfinished,
+};

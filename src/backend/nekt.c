@@ -1,0 +1,782 @@
+/* The Nekt backend (--backend nekt): the same three endpoints, run on the customer's lake
+ * through the Nekt Data API.
+ *
+ * v2 (sql-query): the query is executed once, right after it is created; every presigned
+ * Parquet file is downloaded (size-capped, in order) next to the query and turned into the
+ * same paged result file as a local query — page N never calls Nekt.
+ *
+ * v1 (Explorer): the reference's flow — ensure the application is active (per upstream key),
+ * create the upstream query; per page: start an execution, poll it with backoff, fetch its
+ * Parquet file. A page fetched once is kept with the query until its retention ends.
+ *
+ * Keys: with DAPI_NEKT_API_KEY dapi uses its own key upstream and clients use dapi's keys;
+ * without it each client's x-api-key is forwarded, as the reference does. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/respond.h"
+#include "app/app.h"
+#include "backend/backend.h"
+#include "backend/nekt_http.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/json.h"
+#include "base/log.h"
+
+#define MAX_EXECUTIONS 3  /* re-executions after expired URLs / lost executions */
+#define APP_FRESH_MS 30000
+
+struct app_state {
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    int64_t active_until_ms;
+    struct app_state *next;
+};
+
+struct dapi_nekt {
+    pthread_mutex_t mu;
+    struct app_state *apps; /* Explorer application state, per upstream key */
+    int v1;
+};
+
+/* Appends path as a SQL string literal. */
+static void add_path_literal(struct dapi_buf *b, const char *path)
+{
+    dapi_buf_addc(b, '\'');
+    for(const char *c = path; *c; c++)
+        if(*c == '\'')
+            dapi_buf_adds(b, "''");
+        else
+            dapi_buf_addc(b, *c);
+    dapi_buf_addc(b, '\'');
+}
+
+static const char *upstream_key(struct dapi_app *app, const char *client_key)
+{
+    return app->cfg->nekt_api_key ? app->cfg->nekt_api_key : client_key;
+}
+
+static char *json_body1(const char *k, const char *v)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, strlen(v) * 6 + 64);
+    dapi_buf_addc(&b, '{');
+    dapi_json_str(&b, k, strlen(k));
+    dapi_buf_addc(&b, ':');
+    dapi_json_str(&b, v, strlen(v));
+    dapi_buf_addc(&b, '}');
+    return b.data ? dapi_buf_take(&b, NULL) : NULL;
+}
+
+/* ---- v2: run once, download, materialise ------------------------------------------- */
+
+struct v2_job {
+    struct dapi_app *app;
+    char slug[DAPI_SLUG_MAX];
+    char *sql, *key;
+};
+
+static void v2_job_free(struct v2_job *j)
+{
+    free(j->sql);
+    free(j->key);
+    free(j);
+}
+
+static const char *state_message(const struct dapi_jv *doc)
+{
+    const char *const keys[] = {"error", "state_change_reason", "message", "detail"};
+    for(size_t i = 0; i < 4; i++) {
+        const char *m = dapi_jv_str(dapi_jv_get(doc, keys[i]), NULL);
+        if(m && *m)
+            return m;
+    }
+    return NULL;
+}
+
+/* Executes once and downloads every file. DAPI_ERR_FORBIDDEN = a URL expired (try again). */
+static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfiles,
+                                struct dapi_buf *details)
+{
+    struct dapi_app *app = j->app;
+    struct nekt_reply rep;
+    enum dapi_err result;
+    struct dapi_buf body;
+    dapi_buf_init(&body, strlen(j->sql) * 6 + 128);
+    dapi_buf_adds(&body, "{\"sql\":");
+    dapi_json_str(&body, j->sql, strlen(j->sql));
+    dapi_buf_adds(&body, ",\"mode\":\"parquet\"}");
+    if(!body.data)
+        return DAPI_ERR_NOMEM;
+    /* A read-only query: running it twice costs but cannot create anything twice. */
+    result = nekt_call(app, "POST", "/api/v1/sql-query/", body.data,
+                       upstream_key(app, j->key), 1, &rep);
+    dapi_buf_free(&body);
+    if(result) {
+        dapi_buf_adds(details, rep.details);
+        return result == DAPI_ERR_NOT_FOUND ? DAPI_ERR_UPSTREAM : result;
+    }
+    const char *state = dapi_jv_str(dapi_jv_get(rep.doc, "state"), NULL);
+    struct dapi_jv *urls = dapi_jv_get(rep.doc, "presigned_urls");
+    if(!state) {
+        dapi_buf_adds(details, "Nekt's sql-query answer has no 'state'");
+        result = DAPI_ERR_UPSTREAM;
+    } else if(strcmp(state, "FAILED") == 0) {
+        const char *m = state_message(rep.doc);
+        dapi_buf_adds(details, m ? m : "the query failed upstream (no reason given)");
+        result = DAPI_ERR_SQL;
+    } else if(strcmp(state, "CANCELLED") == 0) {
+        const char *m = state_message(rep.doc);
+        dapi_buf_addf(details, "the query was cancelled upstream%s%s", m ? ": " : "", m ? m : "");
+        result = DAPI_ERR_UPSTREAM;
+    } else if(strcmp(state, "RUNNING") == 0) {
+        dapi_buf_adds(details, "Nekt answered that the query is still RUNNING; the sql-query "
+                               "API offers no way to wait for it");
+        result = DAPI_ERR_TIMEOUT;
+    } else if(strcmp(state, "SUCCEEDED") != 0) {
+        dapi_buf_addf(details, "Nekt answered an unknown state '%.64s'", state);
+        result = DAPI_ERR_UPSTREAM;
+    } else if(!urls || dapi_jv_type(urls) != DAPI_J_ARRAY) {
+        dapi_buf_adds(details, "Nekt's sql-query answer has no 'presigned_urls' list");
+        result = DAPI_ERR_UPSTREAM;
+    }
+    size_t n = result ? 0 : dapi_jv_array_size(urls);
+    for(size_t i = 0; i < n && !result; i++)
+        if(!dapi_jv_str(dapi_jv_index(urls, i), NULL)) {
+            dapi_buf_adds(details, "Nekt's 'presigned_urls' holds a value that is not a URL");
+            result = DAPI_ERR_UPSTREAM;
+        }
+    uint64_t total = 0, cap = (uint64_t)app->cfg->max_upstream_bytes;
+    for(size_t i = 0; i < n && !result; i++) {
+        char path[4200], why[512];
+        uint64_t got = 0;
+        snprintf(path, sizeof path, "%s/part-%05zu.parquet", dir, i);
+        result = nekt_download(app, dapi_jv_str(dapi_jv_index(urls, i), NULL), path, cap - total,
+                               &got, why, sizeof why);
+        total += got;
+        if(result)
+            dapi_buf_adds(details, why);
+        if(result == DAPI_ERR_TOO_LARGE)
+            dapi_buf_addf(details, " (file %zu of %zu)", i + 1, n);
+    }
+    *nfiles = n;
+    dapi_jv_free(rep.doc);
+    return result;
+}
+
+static void remove_parts(const char *dir, size_t n)
+{
+    for(size_t i = 0; i < n; i++) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/part-%05zu.parquet", dir, i);
+        unlink(path);
+    }
+}
+
+static void v2_run(void *arg, struct dapi_econn *conn)
+{
+    struct v2_job *j = arg;
+    struct dapi_app *app = j->app;
+    char dir[4096], result_path[4096];
+    char *why = NULL;
+    size_t nfiles = 0;
+    uint64_t bytes = 0;
+    enum dapi_err result = DAPI_ERR_UPSTREAM;
+    struct dapi_buf details, sql;
+    dapi_buf_init(&details, 64 * 1024);
+    dapi_buf_init(&sql, 1 << 20);
+    if(!conn) /* discarded at shutdown: stays queued, runs again on the next request */
+        goto out;
+    dapi_queries_set_running(app->queries, j->slug);
+    dapi_queries_dir(app->queries, j->slug, dir, sizeof dir);
+    int64_t t0 = dapi_clock_mono_ms();
+    for(int n = 1; n <= MAX_EXECUTIONS; n++) {
+        remove_parts(dir, nfiles);
+        dapi_buf_reset(&details);
+        result = v2_execute(j, dir, &nfiles, &details);
+        if(result != DAPI_ERR_FORBIDDEN || atomic_load(&app->stopping))
+            break;
+        dapi_warn("query %s: %s; executing again (%d of %d)", j->slug,
+                  details.data ? details.data : "URL refused", n + 1, MAX_EXECUTIONS);
+    }
+    if(result == DAPI_ERR_FORBIDDEN)
+        result = DAPI_ERR_UPSTREAM; /* URLs kept expiring: not the client's key */
+    if(!result) {
+        dapi_queries_result_path(app->queries, j->slug, result_path, sizeof result_path);
+        if(nfiles == 0) {
+            dapi_buf_adds(&sql, "SELECT * FROM (VALUES (NULL)) t(x) WHERE false");
+        } else {
+            dapi_buf_adds(&sql, "SELECT * FROM read_parquet([");
+            for(size_t i = 0; i < nfiles; i++) {
+                char part[4200];
+                snprintf(part, sizeof part, "%s/part-%05zu.parquet", dir, i);
+                if(i)
+                    dapi_buf_adds(&sql, ", ");
+                add_path_literal(&sql, part);
+            }
+            dapi_buf_adds(&sql, "])");
+        }
+        if(!sql.data)
+            result = DAPI_ERR_NOMEM;
+        else
+            result = dapi_backend_write_result(app, conn, sql.data, result_path, 1, &bytes, &why);
+        if(why)
+            dapi_buf_adds(&details, why);
+    }
+    remove_parts(dir, nfiles);
+    if(result && atomic_load(&app->stopping)) {
+        dapi_info("query %s interrupted by shutdown; it runs again on its next request",
+                  j->slug);
+        goto out;
+    }
+    if(result)
+        dapi_info("query %s failed upstream (%s): %s", j->slug, dapi_err_message(result),
+                  details.data ? details.data : "");
+    else
+        dapi_info("query %s done: %zu file(s) from Nekt, %llu bytes, %lld ms", j->slug, nfiles,
+                  (unsigned long long)bytes, (long long)(dapi_clock_mono_ms() - t0));
+    dapi_queries_finish(app->queries, j->slug, result, result ? details.data : NULL, bytes);
+out:
+    free(why);
+    dapi_buf_free(&details);
+    dapi_buf_free(&sql);
+    v2_job_free(j);
+}
+
+static void v2_submit(struct dapi_app *app, const char *slug, const char *sql, const char *key)
+{
+    struct v2_job *j = calloc(1, sizeof *j);
+    if(j && (j->sql = strdup(sql)) && (!key || (j->key = strdup(key)))) {
+        j->app = app;
+        snprintf(j->slug, sizeof j->slug, "%s", slug);
+        if(!dapi_pool_submit(app->run_pool, v2_run, j, 0))
+            return;
+    }
+    if(j)
+        v2_job_free(j);
+    dapi_queries_finish(app->queries, slug, DAPI_ERR_BUSY, "the server could not queue the query",
+                        0);
+}
+
+/* A query left queued by a previous run, picked up by a results request with its key. */
+static void v2_rerun(struct dapi_app *app, const char *slug, const char *key)
+{
+    char *sql = dapi_queries_sql(app->queries, slug);
+    if(!sql) {
+        dapi_queries_finish(app->queries, slug, DAPI_ERR_INTERNAL, "the query's SQL is lost", 0);
+        return;
+    }
+    v2_submit(app, slug, sql, key);
+    free(sql);
+}
+
+/* ---- v1: the Explorer application ---------------------------------------------------- */
+
+static int app_known_active(struct dapi_nekt *n, const unsigned char *kh, int64_t now)
+{
+    int active = 0;
+    pthread_mutex_lock(&n->mu);
+    for(struct app_state *a = n->apps; a; a = a->next)
+        if(memcmp(a->key, kh, DAPI_KEY_HASH_LEN) == 0)
+            active = a->active_until_ms > now;
+    pthread_mutex_unlock(&n->mu);
+    return active;
+}
+
+static void app_set(struct dapi_nekt *n, const unsigned char *kh, int64_t until)
+{
+    pthread_mutex_lock(&n->mu);
+    struct app_state *a = n->apps;
+    while(a && memcmp(a->key, kh, DAPI_KEY_HASH_LEN) != 0)
+        a = a->next;
+    if(!a && (a = calloc(1, sizeof *a))) {
+        memcpy(a->key, kh, DAPI_KEY_HASH_LEN);
+        a->next = n->apps;
+        n->apps = a;
+    }
+    if(a)
+        a->active_until_ms = until;
+    pthread_mutex_unlock(&n->mu);
+}
+
+/* GET application: 1 active, 0 not yet, -1 failed (details set), -2 error code in *err. */
+static int app_status(struct dapi_app *app, const char *key, enum dapi_err *err,
+                      struct dapi_buf *details)
+{
+    struct nekt_reply rep;
+    *err = nekt_call(app, "GET", "/api/v1/explorer/application/", NULL, key, 1, &rep);
+    if(*err) {
+        dapi_buf_adds(details, rep.details);
+        return -2;
+    }
+    const char *st = dapi_jv_str(dapi_jv_get(rep.doc, "status"), NULL);
+    int r = !st                                                    ? -3
+            : strcmp(st, "active") == 0 || strcmp(st, "running") == 0 ? 1
+            : strcmp(st, "error") == 0 || strcmp(st, "failed") == 0   ? -1
+                                                                     : 0;
+    if(r == -1)
+        dapi_buf_addf(details, "the Explorer application is in state '%s'", st);
+    if(r == -3) {
+        dapi_buf_adds(details, "Nekt's application answer has no 'status'");
+        *err = DAPI_ERR_UPSTREAM;
+        r = -2;
+    }
+    dapi_jv_free(rep.doc);
+    return r;
+}
+
+/* Makes sure the key's Explorer application is active: start it and poll with backoff. */
+static enum dapi_err ensure_application(struct dapi_app *app, const char *key,
+                                        struct dapi_buf *details)
+{
+    unsigned char kh[DAPI_KEY_HASH_LEN];
+    dapi_sha256(key, strlen(key), kh);
+    int64_t now = dapi_clock_mono_ms();
+    if(app_known_active(app->nekt, kh, now))
+        return DAPI_OK;
+    enum dapi_err err = DAPI_OK;
+    int st = app_status(app, key, &err, details);
+    if(st == 0) {
+        struct nekt_reply rep;
+        /* starting an application that is starting or active is harmless */
+        if((err = nekt_call(app, "POST", "/api/v1/explorer/application/start/", NULL, key, 1,
+                            &rep))) {
+            dapi_buf_adds(details, rep.details);
+            return err;
+        }
+        dapi_jv_free(rep.doc);
+        int64_t deadline = now + app->cfg->application_timeout * 1000, delay = 100;
+        while(st == 0 && dapi_clock_mono_ms() < deadline && !atomic_load(&app->stopping)) {
+            dapi_clock_sleep_ms(delay);
+            delay = delay * 3 / 2 > 2000 ? 2000 : delay * 3 / 2;
+            st = app_status(app, key, &err, details);
+        }
+        if(st == 0) {
+            dapi_buf_addf(details, "the Explorer application did not become active within "
+                                   "%lld s (--application-timeout)",
+                          (long long)app->cfg->application_timeout);
+            return DAPI_ERR_TIMEOUT;
+        }
+    }
+    if(st == -2)
+        return err;
+    if(st == -1)
+        return DAPI_ERR_UPSTREAM;
+    app_set(app->nekt, kh, dapi_clock_mono_ms() + APP_FRESH_MS);
+    return DAPI_OK;
+}
+
+/* Creates the upstream Explorer query; writes its slug into out. */
+static enum dapi_err create_upstream(struct dapi_app *app, const char *key, const char *sql,
+                                     char *out, size_t n, struct dapi_buf *details)
+{
+    struct nekt_reply rep;
+    char *body = json_body1("sql_query", sql);
+    if(!body)
+        return DAPI_ERR_NOMEM;
+    /* creates something upstream: not repeated when it may have been done */
+    enum dapi_err result = nekt_call(app, "POST", "/api/v1/explorer/queries/", body, key, 0, &rep);
+    free(body);
+    if(result) {
+        dapi_buf_adds(details, rep.details);
+        return result;
+    }
+    const char *slug = dapi_jv_str(dapi_jv_get(rep.doc, "slug"), NULL);
+    if(!slug || !*slug || strlen(slug) >= n || strchr(slug, '/') || strchr(slug, '?')) {
+        dapi_buf_adds(details, "Nekt's answer has no usable query 'slug'");
+        result = DAPI_ERR_UPSTREAM;
+    } else {
+        snprintf(out, n, "%s", slug);
+    }
+    dapi_jv_free(rep.doc);
+    return result;
+}
+
+struct v1_create {
+    struct dapi_app *app;
+    struct dapi_req *req;
+    char *sql, *key;
+    unsigned char kh[DAPI_KEY_HASH_LEN];
+};
+
+static void v1_create_run(void *arg, struct dapi_econn *conn)
+{
+    struct v1_create *j = arg;
+    struct dapi_app *app = j->app;
+    char up[256], slug[DAPI_SLUG_MAX];
+    struct dapi_buf details;
+    dapi_buf_init(&details, 64 * 1024);
+    enum dapi_err result;
+    if(!conn) {
+        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
+    }
+    const char *key = upstream_key(app, j->key);
+    if((result = ensure_application(app, key, &details))) {
+        int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
+        dapi_respond_error(j->req, auth ? dapi_err_status(result)
+                                   : result == DAPI_ERR_TIMEOUT ? 504 : 502,
+                           auth ? "The Nekt API rejected the API key" : "Failed to start application",
+                           details.data);
+        goto out;
+    }
+    if((result = create_upstream(app, key, j->sql, up, sizeof up, &details))) {
+        int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
+        dapi_respond_error(j->req, auth ? dapi_err_status(result)
+                                   : result == DAPI_ERR_INVALID ? 400
+                                   : result == DAPI_ERR_TIMEOUT ? 504 : 502,
+                           auth ? "The Nekt API rejected the API key" : "Failed to create query",
+                           details.data);
+        goto out;
+    }
+    if((result = dapi_queries_create(app->queries, j->kh, j->sql, up, dapi_clock_wall_s(), slug))) {
+        dapi_respond_create_failure(j->req, result);
+        goto out;
+    }
+    dapi_respond_created(j->req, slug, j->sql);
+out:
+    dapi_buf_free(&details);
+    free(j->sql);
+    free(j->key);
+    free(j);
+}
+
+/* ---- v1: one page -------------------------------------------------------------------- */
+
+struct v1_page {
+    struct dapi_app *app;
+    struct dapi_req *req;
+    char slug[DAPI_SLUG_MAX + 1];
+    char page_text[48];
+    uint64_t page;
+    char *key;
+};
+
+static void page_path(struct dapi_app *app, const char *slug, uint64_t page, const char *ext,
+                      char *out, size_t n)
+{
+    char dir[4096];
+    dapi_queries_dir(app->queries, slug, dir, sizeof dir);
+    snprintf(out, n, "%s/page-%llu.%s", dir, (unsigned long long)page, ext);
+}
+
+/* Serves page 1 of a stored page file; returns 0 if there is none. */
+static int serve_page_file(struct v1_page *p)
+{
+    char path[4200];
+    struct dapi_result *res = NULL;
+    page_path(p->app, p->slug, p->page, "bin", path, sizeof path);
+    if(dapi_result_open(&res, path))
+        return 0;
+    const char *rows;
+    size_t len;
+    dapi_result_page(res, 1, &rows, &len);
+    dapi_respond_page(p->req, p->slug, p->page_text, rows, len);
+    dapi_result_close(res);
+    return 1;
+}
+
+/* Starts an execution of the page and polls it to the end; writes its id into id. */
+static enum dapi_err execute_page(struct v1_page *p, const char *key, const char *up,
+                                  char *id, size_t idn, struct dapi_buf *details)
+{
+    struct dapi_app *app = p->app;
+    struct nekt_reply rep;
+    char path[512], body[64];
+    snprintf(path, sizeof path, "/api/v1/explorer/queries/%s/execution/", up);
+    snprintf(body, sizeof body, "{\"page_number\":%s}", p->page_text);
+    enum dapi_err result = nekt_call(app, "POST", path, body, key, 0, &rep);
+    if(result) {
+        dapi_buf_adds(details, rep.details);
+        return result;
+    }
+    struct dapi_jv *idv = dapi_jv_get(rep.doc, "id");
+    if(idv && dapi_jv_type(idv) == DAPI_J_INT)
+        snprintf(id, idn, "%lld", (long long)dapi_jv_int(idv));
+    else if(idv && dapi_jv_str(idv, NULL) && *dapi_jv_str(idv, NULL) &&
+            strlen(dapi_jv_str(idv, NULL)) < idn && !strchr(dapi_jv_str(idv, NULL), '/'))
+        snprintf(id, idn, "%s", dapi_jv_str(idv, NULL));
+    else
+        result = DAPI_ERR_UPSTREAM;
+    dapi_jv_free(rep.doc);
+    if(result) {
+        dapi_buf_adds(details, "Nekt's execution answer has no usable 'id'");
+        return result;
+    }
+    snprintf(path, sizeof path, "/api/v1/explorer/queries/%s/execution/%s/", up, id);
+    int64_t deadline = dapi_clock_mono_ms() + app->cfg->query_timeout * 1000, delay = 100;
+    for(;;) {
+        if((result = nekt_call(app, "GET", path, NULL, key, 1, &rep))) {
+            dapi_buf_adds(details, rep.details);
+            return result;
+        }
+        const char *st = dapi_jv_str(dapi_jv_get(rep.doc, "status"), NULL);
+        if(!st) {
+            dapi_buf_adds(details, "Nekt's execution status has no 'status'");
+            result = DAPI_ERR_UPSTREAM;
+        } else if(strcmp(st, "failed") == 0) {
+            const char *m = state_message(rep.doc);
+            dapi_buf_adds(details, m ? m : "Query execution failed");
+            result = DAPI_ERR_SQL;
+        }
+        int done = st && strcmp(st, "complete") == 0;
+        dapi_jv_free(rep.doc);
+        if(result || done)
+            return result;
+        if(dapi_clock_mono_ms() + delay > deadline || atomic_load(&app->stopping)) {
+            dapi_buf_addf(details, "Query execution timed out after %llds",
+                          (long long)app->cfg->query_timeout);
+            return DAPI_ERR_TIMEOUT;
+        }
+        dapi_clock_sleep_ms(delay);
+        delay = delay * 3 / 2 > 2000 ? 2000 : delay * 3 / 2;
+    }
+}
+
+/* Fetches the page's file into page-N.parquet. */
+static enum dapi_err fetch_page_file(struct v1_page *p, const char *key, const char *up,
+                                     const char *id, struct dapi_buf *details)
+{
+    struct dapi_app *app = p->app;
+    struct nekt_reply rep;
+    char path[512], file[4200], why[512];
+    snprintf(path, sizeof path, "/api/v1/explorer/queries/%s/execution/%s/results/", up, id);
+    enum dapi_err result = nekt_call(app, "GET", path, NULL, key, 1, &rep);
+    if(result) {
+        dapi_buf_adds(details, rep.details);
+        return result;
+    }
+    const char *url = dapi_jv_str(dapi_jv_get(rep.doc, "presigned_url"), NULL);
+    if(!url) {
+        dapi_buf_adds(details, "Nekt's results answer has no 'presigned_url'");
+        dapi_jv_free(rep.doc);
+        return DAPI_ERR_UPSTREAM;
+    }
+    page_path(app, p->slug, p->page, "parquet", file, sizeof file);
+    uint64_t got;
+    result = nekt_download(app, url, file, (uint64_t)app->cfg->max_upstream_bytes, &got, why,
+                           sizeof why);
+    dapi_jv_free(rep.doc);
+    if(result)
+        dapi_buf_adds(details, why);
+    return result;
+}
+
+static void v1_page_run(void *arg, struct dapi_econn *conn)
+{
+    struct v1_page *p = arg;
+    struct dapi_app *app = p->app;
+    char up[256], id[128], file[4200], out[4200];
+    char *why = NULL, *stored_sql = NULL;
+    uint64_t bytes;
+    struct dapi_buf details;
+    dapi_buf_init(&details, 64 * 1024);
+    enum dapi_err result = DAPI_ERR_UPSTREAM;
+    if(!conn) {
+        dapi_respond_error_h(p->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
+    }
+    if(serve_page_file(p)) /* fetched meanwhile by another request */
+        goto out;
+    const char *key = upstream_key(app, p->key);
+    dapi_queries_upstream(app->queries, p->slug, up, sizeof up);
+    for(int n = 1; n <= MAX_EXECUTIONS; n++) {
+        dapi_buf_reset(&details);
+        if((result = ensure_application(app, key, &details)))
+            break;
+        result = execute_page(p, key, up, id, sizeof id, &details);
+        if(result == DAPI_ERR_NOT_FOUND && n < MAX_EXECUTIONS) {
+            /* Nekt no longer knows the query (or lost the execution): create it again from
+             * the SQL we kept, and carry on. */
+            dapi_buf_reset(&details);
+            free(stored_sql);
+            if(!(stored_sql = dapi_queries_sql(app->queries, p->slug)) ||
+               (result = create_upstream(app, key, stored_sql, up, sizeof up, &details)))
+                break;
+            dapi_queries_set_upstream(app->queries, p->slug, up);
+            dapi_warn("query %s: Nekt lost the upstream query; created it again as %s", p->slug,
+                      up);
+            continue;
+        }
+        if(result)
+            break;
+        result = fetch_page_file(p, key, up, id, &details);
+        if(result != DAPI_ERR_FORBIDDEN && result != DAPI_ERR_NOT_FOUND)
+            break;
+        dapi_warn("query %s page %s: %s; executing again", p->slug, p->page_text,
+                  details.data ? details.data : "file refused");
+    }
+    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_FORBIDDEN)
+        result = DAPI_ERR_UPSTREAM;
+    if(!result) {
+        page_path(app, p->slug, p->page, "parquet", file, sizeof file);
+        page_path(app, p->slug, p->page, "bin", out, sizeof out);
+        struct dapi_buf sql;
+        dapi_buf_init(&sql, 16384);
+        dapi_buf_adds(&sql, "SELECT * FROM read_parquet(");
+        add_path_literal(&sql, file);
+        dapi_buf_addc(&sql, ')');
+        dapi_buf_reset(&details);
+        result = sql.data ? dapi_backend_write_result(app, conn, sql.data, out, 1, &bytes, &why)
+                          : DAPI_ERR_NOMEM;
+        dapi_buf_free(&sql);
+        if(why)
+            dapi_buf_adds(&details, why);
+        unlink(file);
+    }
+    if(!result && serve_page_file(p))
+        goto out;
+    if(result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN) {
+        dapi_respond_exec_error_code(p->req, dapi_err_status(result), details.data, p->page_text,
+                                     p->slug, result);
+        goto out;
+    }
+    dapi_respond_exec_error(p->req, result == DAPI_ERR_SQL ? 400 : dapi_backend_failure_status(result),
+                            details.data ? details.data : "Query execution failed", p->page_text,
+                            p->slug);
+out:
+    free(why);
+    free(stored_sql);
+    dapi_buf_free(&details);
+    free(p->key);
+    free(p);
+}
+
+/* ---- the vtable ---------------------------------------------------------------------- */
+
+static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, const char *key,
+                        const unsigned char *key_hash)
+{
+    char slug[DAPI_SLUG_MAX];
+    if(!app->nekt->v1) {
+        /* v2: answer with the slug now; the single execution runs in the background */
+        enum dapi_err result = dapi_queries_create(app->queries, key_hash, sql, NULL,
+                                                   dapi_clock_wall_s(), slug);
+        if(result) {
+            dapi_respond_create_failure(r, result);
+        } else {
+            dapi_queries_claim(app->queries, slug);
+            v2_submit(app, slug, sql, key);
+            dapi_respond_created(r, slug, sql);
+        }
+        free(sql);
+        return;
+    }
+    struct v1_create *j = calloc(1, sizeof *j);
+    if(!j || !(j->key = strdup(key))) {
+        free(j);
+        free(sql);
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+        return;
+    }
+    j->app = app;
+    j->req = r;
+    j->sql = sql;
+    memcpy(j->kh, key_hash, DAPI_KEY_HASH_LEN);
+    dapi_req_defer(r);
+    if(dapi_pool_submit(app->run_pool, v1_create_run, j, (size_t)app->cfg->max_queued_queries)) {
+        free(j->sql);
+        free(j->key);
+        free(j);
+        dapi_respond_error_h(r, 503, "Server busy, retry later", "too many upstream calls waiting",
+                             "Retry-After", "5");
+    }
+}
+
+static void nekt_results(struct dapi_app *app, struct dapi_req *r, const char *slug,
+                         uint64_t page, const char *page_text, const char *key,
+                         const unsigned char *key_hash)
+{
+    if(!app->nekt->v1) {
+        dapi_backend_answer_stored(app, r, slug, page, page_text, key_hash, key, v2_rerun);
+        return;
+    }
+    struct dapi_qview v;
+    if(dapi_queries_get(app->queries, slug, key_hash, dapi_clock_wall_s(), &v)) {
+        dapi_respond_error(r, 404, "Query not found", NULL);
+        return;
+    }
+    dapi_queries_release(app->queries, &v);
+    struct v1_page *p = calloc(1, sizeof *p);
+    if(!p || !(p->key = strdup(key))) {
+        free(p);
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+        return;
+    }
+    p->app = app;
+    p->req = r;
+    p->page = page;
+    snprintf(p->slug, sizeof p->slug, "%s", slug);
+    snprintf(p->page_text, sizeof p->page_text, "%s", page_text);
+    if(serve_page_file(p)) { /* kept from an earlier request: no upstream call */
+        free(p->key);
+        free(p);
+        return;
+    }
+    dapi_req_defer(r);
+    if(dapi_pool_submit(app->run_pool, v1_page_run, p, (size_t)app->cfg->max_queued_queries)) {
+        free(p->key);
+        free(p);
+        dapi_respond_error_h(r, 503, "Server busy, retry later", "too many upstream calls waiting",
+                             "Retry-After", "5");
+    }
+}
+
+static void nekt_unfinished(struct dapi_app *app, const char *slug, const char *sql)
+{
+    char up[256];
+    dapi_queries_upstream(app->queries, slug, up, sizeof up);
+    if(app->nekt->v1 || *up)
+        return; /* v1 queries have no run of their own */
+    if(app->cfg->nekt_api_key && dapi_queries_claim(app->queries, slug))
+        v2_submit(app, slug, sql, NULL);
+    /* forwarding client keys: run again on the next results request, with that key */
+}
+
+static int nekt_start(struct dapi_app *app, char *err, size_t errlen)
+{
+    struct dapi_nekt *n = calloc(1, sizeof *n);
+    if(!n) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&n->mu, NULL);
+    n->v1 = strcmp(app->cfg->nekt_api, "v1") == 0;
+    const char *u = app->cfg->nekt_url;
+    if(strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
+        snprintf(err, errlen, "invalid value for --nekt-url: '%s' (an http:// or https:// URL)", u);
+        free(n);
+        return -1;
+    }
+    nekt_http_init();
+    app->nekt = n;
+    return 0;
+}
+
+static void nekt_stop(struct dapi_app *app)
+{
+    struct dapi_nekt *n = app->nekt;
+    if(!n)
+        return;
+    while(n->apps) {
+        struct app_state *a = n->apps;
+        n->apps = a->next;
+        free(a);
+    }
+    pthread_mutex_destroy(&n->mu);
+    free(n);
+    app->nekt = NULL;
+}
+
+const struct dapi_backend_ops dapi_backend_nekt = {
+    .name = "nekt",
+    .start = nekt_start,
+    .stop = nekt_stop,
+    .create = nekt_create,
+    .results = nekt_results,
+    .unfinished = nekt_unfinished,
+};

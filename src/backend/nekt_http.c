@@ -1,0 +1,255 @@
+#include "backend/nekt_http.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app/app.h"
+#include "auth/keys.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "upstream/httpc.h"
+#include "upstream/retry.h"
+
+/* One keep-alive HTTP handle per worker thread, freed when the thread ends. */
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+
+static void tl_free(void *p)
+{
+    dapi_httpc_free(p);
+}
+
+static void tl_make(void)
+{
+    pthread_key_create(&tl_key, tl_free);
+}
+
+void nekt_http_init(void)
+{
+    pthread_once(&tl_once, tl_make);
+}
+
+static struct dapi_httpc *thread_http(void)
+{
+    pthread_once(&tl_once, tl_make);
+    struct dapi_httpc *h = pthread_getspecific(tl_key);
+    if(!h && !dapi_httpc_new(&h))
+        pthread_setspecific(tl_key, h);
+    return h;
+}
+
+/* The upstream's own words, as the reference extracts them. */
+static void upstream_message(const char *body, size_t len, char *out, size_t n)
+{
+    struct dapi_jv *doc = NULL;
+    const char *m = NULL;
+    if(len && !dapi_jv_parse(body, len, 32, &doc, NULL, 0) && dapi_jv_type(doc) == DAPI_J_OBJECT) {
+        struct dapi_jv *errs = dapi_jv_get(doc, "errors");
+        if(errs && dapi_jv_type(errs) == DAPI_J_ARRAY)
+            m = dapi_jv_str(dapi_jv_get(dapi_jv_index(errs, 0), "detail"), NULL);
+        const char *const keys[] = {"detail", "message", "error"};
+        for(size_t i = 0; !m && i < 3; i++)
+            m = dapi_jv_str(dapi_jv_get(doc, keys[i]), NULL);
+    }
+    if(m)
+        snprintf(out, n, "%s", m);
+    else
+        snprintf(out, n, "%.*s", (int)(len > 300 ? 300 : len), len ? body : "(empty body)");
+    dapi_jv_free(doc);
+}
+
+static uint64_t rand64(void)
+{
+    uint64_t r = 0;
+    dapi_random(&r, sizeof r);
+    return r;
+}
+
+/* Performs call with the retry policy; the last response is left in resp. */
+static enum dapi_err with_retries(struct dapi_app *app, const struct dapi_httpc_call *call,
+                                  int idempotent, const char *what,
+                                  struct dapi_httpc_resp *resp)
+{
+    const struct dapi_config *cfg = app->cfg;
+    struct dapi_retry_policy pol = {(int)cfg->upstream_attempts, 200, 5000,
+                                    cfg->upstream_retry_time * 1000};
+    struct dapi_httpc *h = thread_http();
+    if(!h) {
+        memset(resp, 0, sizeof *resp);
+        snprintf(resp->error, sizeof resp->error, "out of memory");
+        return DAPI_ERR_NOMEM;
+    }
+    int64_t t0 = dapi_clock_mono_ms();
+    for(int attempt = 1;; attempt++) {
+        enum dapi_err result = dapi_httpc_do(h, call, resp);
+        struct dapi_retry_in in = {attempt,
+                                   result == DAPI_OK ? DAPI_OK : result,
+                                   resp->status,
+                                   resp->request_sent,
+                                   resp->retry_after_ms,
+                                   dapi_clock_mono_ms() - t0,
+                                   idempotent,
+                                   rand64()};
+        const char *why;
+        int64_t delay = dapi_retry_next(&pol, &in, &why);
+        if(delay < 0 || atomic_load(&app->stopping)) {
+            if(attempt > 1 || (result || resp->status >= 400))
+                dapi_info("upstream: %s: giving up after %d attempt(s): %s", what, attempt, why);
+            return result;
+        }
+        char what_failed[300];
+        if(result)
+            snprintf(what_failed, sizeof what_failed, "%s", resp->error);
+        else
+            snprintf(what_failed, sizeof what_failed, "HTTP %d", resp->status);
+        dapi_warn("upstream: %s failed (%s: %s); retrying in %lld ms, %d attempt(s) left", what,
+                  what_failed, why, (long long)delay, pol.max_attempts - attempt);
+        dapi_httpc_resp_free(resp);
+        dapi_clock_sleep_ms(delay);
+    }
+}
+
+enum dapi_err nekt_call(struct dapi_app *app, const char *method, const char *path,
+                        const char *body, const char *key, int idempotent,
+                        struct nekt_reply *out)
+{
+    const struct dapi_config *cfg = app->cfg;
+    char url[4096], keyh[4200], what[300];
+    memset(out, 0, sizeof *out);
+    size_t bl = strlen(cfg->nekt_url);
+    while(bl && cfg->nekt_url[bl - 1] == '/')
+        bl--;
+    snprintf(url, sizeof url, "%.*s%s", (int)bl, cfg->nekt_url, path);
+    snprintf(keyh, sizeof keyh, "x-api-key: %s", key);
+    snprintf(what, sizeof what, "%s %s", method, path);
+    const char *headers[] = {keyh, "Content-Type: application/json", "Accept: application/json",
+                             NULL};
+    struct dapi_httpc_call call = {method,
+                                   url,
+                                   headers,
+                                   body,
+                                   body ? strlen(body) : 0,
+                                   cfg->upstream_connect_timeout * 1000,
+                                   cfg->upstream_timeout * 1000,
+                                   (uint64_t)cfg->max_upstream_response_bytes,
+                                   -1};
+    struct dapi_httpc_resp resp;
+    enum dapi_err result = with_retries(app, &call, idempotent, what, &resp);
+    out->status = resp.status;
+    if(result == DAPI_ERR_TIMEOUT) {
+        snprintf(out->details, sizeof out->details, "Nekt did not answer %.200s in time: %.200s",
+                 what, resp.error);
+        goto out;
+    }
+    if(result == DAPI_ERR_TOO_LARGE) {
+        snprintf(out->details, sizeof out->details, "Nekt's answer to %.200s is too large: %.200s",
+                 what, resp.error);
+        result = DAPI_ERR_UPSTREAM;
+        goto out;
+    }
+    if(result) {
+        snprintf(out->details, sizeof out->details, "cannot reach Nekt for %.200s: %.200s",
+                 what, resp.error);
+        result = DAPI_ERR_UPSTREAM;
+        goto out;
+    }
+    if(resp.status < 200 || resp.status > 299) {
+        char m[512];
+        upstream_message(resp.body.data, resp.body.len, m, sizeof m);
+        snprintf(out->details, sizeof out->details, "Nekt answered %d to %.200s: %.400s",
+                 resp.status, what, m);
+        result = resp.status == 401   ? DAPI_ERR_AUTH
+                 : resp.status == 403 ? DAPI_ERR_FORBIDDEN
+                 : resp.status == 404 ? DAPI_ERR_NOT_FOUND
+                 : resp.status < 500  ? DAPI_ERR_INVALID
+                                      : DAPI_ERR_UPSTREAM;
+        goto out;
+    }
+    char perr[200];
+    if(dapi_jv_parse(resp.body.data ? resp.body.data : "", resp.body.len, 64, &out->doc, perr,
+                     sizeof perr) ||
+       dapi_jv_type(out->doc) != DAPI_J_OBJECT) {
+        snprintf(out->details, sizeof out->details,
+                 "Nekt sent an invalid answer to %.200s (%.200s): %.120s", what,
+                 out->doc ? "not a JSON object" : perr,
+                 resp.body.data ? resp.body.data : "(empty)");
+        dapi_jv_free(out->doc);
+        out->doc = NULL;
+        result = DAPI_ERR_UPSTREAM;
+    }
+out:
+    dapi_httpc_resp_free(&resp);
+    return result;
+}
+
+enum dapi_err nekt_download(struct dapi_app *app, const char *url, const char *path,
+                            uint64_t max, uint64_t *got, char *details, size_t dlen)
+{
+    const struct dapi_config *cfg = app->cfg;
+    enum dapi_err result;
+    *got = 0;
+    int fd = -1;
+    struct dapi_httpc_resp resp;
+    memset(&resp, 0, sizeof resp);
+    struct dapi_retry_policy pol = {(int)cfg->upstream_attempts, 200, 5000,
+                                    cfg->upstream_retry_time * 1000};
+    int64_t t0 = dapi_clock_mono_ms();
+    struct dapi_httpc *h = thread_http();
+    if(!h)
+        return DAPI_ERR_NOMEM;
+    for(int attempt = 1;; attempt++) {
+        /* every attempt starts a fresh file: a partial body never survives */
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if(fd < 0) {
+            snprintf(details, dlen, "cannot write %s: %s", path, strerror(errno));
+            return DAPI_ERR_IO;
+        }
+        struct dapi_httpc_call call = {"GET", url,  NULL, NULL, 0,
+                                       cfg->upstream_connect_timeout * 1000,
+                                       cfg->upstream_timeout * 1000,
+                                       max,   fd};
+        result = dapi_httpc_do(h, &call, &resp);
+        int bad_close = close(fd);
+        fd = -1;
+        if(!result && bad_close)
+            result = DAPI_ERR_IO;
+        struct dapi_retry_in in = {attempt, result,          resp.status, resp.request_sent,
+                                   resp.retry_after_ms,      dapi_clock_mono_ms() - t0,
+                                   1,       0};
+        dapi_random(&in.random, sizeof in.random);
+        const char *why;
+        int64_t delay = dapi_retry_next(&pol, &in, &why);
+        if(delay < 0 || atomic_load(&app->stopping))
+            break;
+        dapi_warn("upstream: download failed (%s); retrying in %lld ms, %d attempt(s) left",
+                  result ? resp.error : why, (long long)delay, pol.max_attempts - attempt);
+        dapi_httpc_resp_free(&resp);
+        dapi_clock_sleep_ms(delay);
+    }
+    *got = resp.body_bytes;
+    if(result == DAPI_ERR_TOO_LARGE) {
+        snprintf(details, dlen, "the result files are larger than %llu bytes "
+                                "(--max-upstream-bytes)", (unsigned long long)max);
+    } else if(result == DAPI_ERR_TIMEOUT) {
+        snprintf(details, dlen, "downloading a result file timed out: %s", resp.error);
+    } else if(result) {
+        snprintf(details, dlen, "cannot download a result file: %s", resp.error);
+        if(result != DAPI_ERR_IO)
+            result = DAPI_ERR_UPSTREAM;
+    } else if(resp.status == 400 || resp.status == 401 || resp.status == 403) {
+        snprintf(details, dlen, "the presigned URL was refused (%d): expired", resp.status);
+        result = DAPI_ERR_FORBIDDEN;
+    } else if(resp.status != 200) {
+        snprintf(details, dlen, "downloading a result file failed with HTTP %d", resp.status);
+        result = DAPI_ERR_UPSTREAM;
+    }
+    if(result)
+        unlink(path);
+    dapi_httpc_resp_free(&resp);
+    return result;
+}

@@ -1,0 +1,36 @@
+/* Calls to the Nekt Data API for the Nekt backend: retries (retry.h), size caps, defensive
+ * parsing, and the upstream's error text extracted as the reference does
+ * (errors[0].detail → detail → message → error → raw text). Private to src/backend/nekt*.c. */
+#ifndef DAPI_NEKT_HTTP_H
+#define DAPI_NEKT_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "base/jsonin.h"
+#include "dapi/err.h"
+
+struct dapi_app;
+
+struct nekt_reply {
+    int status;             /* HTTP status (0: none) */
+    struct dapi_jv *doc;    /* parsed JSON object body (2xx only); free with dapi_jv_free */
+    char details[768];      /* why it failed, for the client */
+};
+
+/* One JSON call: method path (appended to --nekt-url), optional JSON body, with key.
+ * Returns DAPI_OK for a 2xx with a JSON object body; else DAPI_ERR_AUTH (401),
+ * DAPI_ERR_FORBIDDEN (403), DAPI_ERR_NOT_FOUND (404), DAPI_ERR_INVALID (other 4xx),
+ * DAPI_ERR_UPSTREAM (5xx after retries, garbage, transport), DAPI_ERR_TIMEOUT. */
+enum dapi_err nekt_call(struct dapi_app *app, const char *method, const char *path,
+                        const char *body, const char *key, int idempotent,
+                        struct nekt_reply *out);
+
+/* Downloads url into the file at path (created/truncated), at most max bytes.
+ * DAPI_ERR_FORBIDDEN means the URL was refused (expired presigned URL: execute again). */
+enum dapi_err nekt_download(struct dapi_app *app, const char *url, const char *path,
+                            uint64_t max, uint64_t *got, char *details, size_t dlen);
+
+/* Frees this thread's HTTP handle (called by nothing but thread exit; see nekt_http.c). */
+void nekt_http_init(void);
+
+#endif

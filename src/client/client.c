@@ -1,0 +1,625 @@
+/* The dapi client: calls with one retry policy (upstream/retry.h), error classification, and
+ * the sliding-window page fetcher. Pages are parsed by page.c. */
+#include "dapi/client.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/keys.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/json.h"
+#include "base/jsonin.h"
+#include "client/page.h"
+#include "upstream/httpc.h"
+#include "upstream/retry.h"
+
+#define MAX_URL 2048
+#define MAX_KEY 1024
+
+struct dapi_client {
+    char url[MAX_URL + 1];          /* base URL without trailing '/' */
+    char key_header[MAX_KEY + 16];  /* "x-api-key: KEY", or "" */
+    long connect_ms, timeout_ms;
+    uint64_t max_body;
+    struct dapi_retry_policy policy;
+    void (*on_retry)(void *, const char *, int, int64_t, const char *);
+    void *on_retry_arg;
+    struct dapi_httpc *http;        /* the calling thread's connection */
+};
+
+struct call_spec {
+    const char *method;
+    const char *url;
+    const char *body;
+    size_t body_len;
+    int idempotent;
+    int with_key;
+    const char *what;
+};
+
+/* Copies text into dst on one line: control characters become spaces, and a cut never
+ * splits a UTF-8 sequence. */
+static void one_line(char *dst, size_t cap, const char *src, size_t len)
+{
+    size_t n = len < cap - 1 ? len : cap - 1;
+    if(n < len)
+        while(n > 0 && ((unsigned char)src[n] & 0xC0) == 0x80)
+            n--;
+    for(size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)src[i];
+        dst[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+    }
+    dst[n] = '\0';
+}
+
+static void set_err(struct dapi_client_err *err, enum dapi_client_kind kind, int status,
+                    const char *msg)
+{
+    memset(err, 0, sizeof *err);
+    err->kind = kind;
+    err->status = status;
+    one_line(err->message, sizeof err->message, msg, strlen(msg));
+}
+
+/* Reads the server's {"error","details"} from a non-200 answer into err and classifies it.
+ * Returns the matching error code. */
+static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_client_err *err)
+{
+    int st = resp->status;
+    struct dapi_jv *root = NULL;
+    memset(err, 0, sizeof *err);
+    err->status = st;
+    if(resp->body.data &&
+       dapi_jv_parse(resp->body.data, resp->body.len, 16, &root, NULL, 0) == DAPI_OK) {
+        size_t n;
+        const char *e = dapi_jv_str(dapi_jv_get(root, "error"), &n);
+        if(e)
+            one_line(err->message, sizeof err->message, e, n);
+        const char *d = dapi_jv_str(dapi_jv_get(root, "details"), &n);
+        if(d)
+            one_line(err->details, sizeof err->details, d, n);
+        err->exec_failure = dapi_jv_get(root, "query_slug") != NULL && e != NULL;
+        dapi_jv_free(root);
+    }
+    if(!err->message[0])
+        snprintf(err->message, sizeof err->message, "unexpected answer: HTTP %d without a JSON "
+                 "error", st);
+    enum dapi_err code;
+    if(st == 401 || st == 403) {
+        err->kind = DAPI_CLIENT_AUTH;
+        code = st == 401 ? DAPI_ERR_AUTH : DAPI_ERR_FORBIDDEN;
+    } else if(err->exec_failure) {
+        err->kind = DAPI_CLIENT_QUERY;
+        code = st == 504 ? DAPI_ERR_TIMEOUT : st == 413 ? DAPI_ERR_TOO_LARGE : DAPI_ERR_SQL;
+    } else if(st == 400) {
+        err->kind = DAPI_CLIENT_QUERY;
+        code = strcmp(err->message, "Invalid SQL query") == 0 ? DAPI_ERR_SQL : DAPI_ERR_INVALID;
+    } else if(st == 413) {
+        err->kind = DAPI_CLIENT_QUERY;
+        code = DAPI_ERR_TOO_LARGE;
+    } else if(st == 404 && strcmp(err->message, "Query not found") == 0) {
+        err->kind = DAPI_CLIENT_QUERY;
+        code = DAPI_ERR_NOT_FOUND;
+    } else if(st == 408 || st == 429 || st >= 500) {
+        err->kind = DAPI_CLIENT_NETWORK;
+        code = st == 429 ? DAPI_ERR_RATE : st == 503 ? DAPI_ERR_BUSY
+               : st == 504 || st == 408 ? DAPI_ERR_TIMEOUT : DAPI_ERR_UPSTREAM;
+    } else {
+        err->kind = DAPI_CLIENT_PROTOCOL;
+        code = DAPI_ERR_UPSTREAM;
+    }
+    return code;
+}
+
+/* Sleeps ms, waking early (returns 1) when *stop becomes nonzero. */
+static int nap(int64_t ms, atomic_int *stop)
+{
+    while(ms > 0) {
+        if(stop && atomic_load(stop))
+            return 1;
+        int64_t slice = ms < 50 ? ms : 50;
+        dapi_clock_sleep_ms(slice);
+        ms -= slice;
+    }
+    return stop && atomic_load(stop);
+}
+
+/* Performs one logical call with retries. On DAPI_OK *resp holds a 200 answer (the caller
+ * frees it with dapi_httpc_resp_free); otherwise err is filled and resp holds nothing. */
+static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
+                          const struct call_spec *s, atomic_int *stop,
+                          struct dapi_httpc_resp *resp, struct dapi_client_err *out_err)
+{
+    struct dapi_client_err last, *err = &last; /* *out_err is written only on failure */
+    const char *hdrs[3];
+    size_t nh = 0;
+    if(s->with_key && c->key_header[0])
+        hdrs[nh++] = c->key_header;
+    if(s->body)
+        hdrs[nh++] = "Content-Type: application/json";
+    hdrs[nh] = NULL;
+    struct dapi_httpc_call hc = {s->method, s->url,      hdrs,          s->body, s->body_len,
+                                 c->connect_ms, c->timeout_ms, c->max_body, -1};
+    int64_t t0 = dapi_clock_mono_ms();
+    for(int attempt = 1;; attempt++) {
+        enum dapi_err tr = dapi_httpc_do(h, &hc, resp);
+        if(tr == DAPI_OK && resp->status == 200)
+            return DAPI_OK;
+        enum dapi_err code;
+        int transient;
+        if(tr == DAPI_OK) {
+            int st = resp->status;
+            code = answer_err(resp, err);
+            /* an execution failure is the server's final word on the query, even as a 504 */
+            transient = !err->exec_failure && (st == 429 || st == 502 || st == 503 || st == 504);
+        } else {
+            set_err(err, tr == DAPI_ERR_TIMEOUT || tr == DAPI_ERR_UPSTREAM ? DAPI_CLIENT_NETWORK
+                         : tr == DAPI_ERR_NOMEM ? DAPI_CLIENT_LOCAL : DAPI_CLIENT_PROTOCOL,
+                    0, resp->error[0] ? resp->error : dapi_err_message(tr));
+            code = tr;
+            transient = tr == DAPI_ERR_TIMEOUT || tr == DAPI_ERR_UPSTREAM;
+        }
+        int64_t delay = -1;
+        const char *reason = NULL;
+        if(transient && !(stop && atomic_load(stop))) {
+            uint64_t rnd = 0;
+            dapi_random(&rnd, sizeof rnd);
+            struct dapi_retry_in in = {attempt, tr, resp->status, resp->request_sent,
+                                       resp->retry_after_ms, dapi_clock_mono_ms() - t0,
+                                       s->idempotent, rnd};
+            delay = dapi_retry_next(&c->policy, &in, &reason);
+        }
+        dapi_httpc_resp_free(resp);
+        if(delay >= 0 && c->on_retry)
+            c->on_retry(c->on_retry_arg, s->what, attempt, delay, reason);
+        if(delay < 0 || nap(delay, stop)) {
+            *out_err = last;
+            return code;
+        }
+    }
+}
+
+static int copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if(n >= cap)
+        return -1;
+    memcpy(dst, src, n + 1);
+    return 0;
+}
+
+enum dapi_err dapi_client_new(struct dapi_client **out, const struct dapi_client_config *cfg,
+                              struct dapi_client_err *err)
+{
+    enum dapi_err result = DAPI_OK;
+    struct dapi_client *c = calloc(1, sizeof *c);
+    *out = NULL;
+    if(!c) {
+        set_err(err, DAPI_CLIENT_LOCAL, 0, "out of memory");
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    const char *url = cfg->url ? cfg->url : "";
+    if((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
+       copy_str(c->url, sizeof c->url, url) || strpbrk(url, " \t\r\n")) {
+        set_err(err, DAPI_CLIENT_LOCAL, 0, "the URL must start with http:// or https:// "
+                "(at most 2048 characters, no spaces)");
+        result = DAPI_ERR_INVALID;
+        goto out;
+    }
+    size_t n = strlen(c->url);
+    while(n > 0 && c->url[n - 1] == '/')
+        c->url[--n] = '\0';
+    if(cfg->api_key && cfg->api_key[0]) {
+        for(const unsigned char *k = (const unsigned char *)cfg->api_key; *k; k++) {
+            if(*k < 0x20 || *k == 0x7f) {
+                set_err(err, DAPI_CLIENT_LOCAL, 0, "the API key holds a control character");
+                result = DAPI_ERR_INVALID;
+                goto out;
+            }
+        }
+        if(strlen(cfg->api_key) > MAX_KEY) {
+            set_err(err, DAPI_CLIENT_LOCAL, 0, "the API key is too long");
+            result = DAPI_ERR_INVALID;
+            goto out;
+        }
+        snprintf(c->key_header, sizeof c->key_header, "x-api-key: %s", cfg->api_key);
+    }
+    c->connect_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 10000;
+    c->timeout_ms = cfg->timeout_ms > 0 ? cfg->timeout_ms : 330000;
+    c->max_body = cfg->max_page_bytes ? cfg->max_page_bytes : 64u << 20;
+    c->policy.max_attempts = cfg->max_attempts > 0 ? cfg->max_attempts : 5;
+    c->policy.base_ms = 250;
+    c->policy.max_ms = 8000;
+    c->policy.total_ms = cfg->retry_total_ms > 0 ? cfg->retry_total_ms : 60000;
+    c->on_retry = cfg->on_retry;
+    c->on_retry_arg = cfg->on_retry_arg;
+    if(dapi_httpc_new(&c->http)) {
+        set_err(err, DAPI_CLIENT_LOCAL, 0, "out of memory");
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    *out = c;
+    c = NULL;
+out:
+    dapi_client_free(c);
+    return result;
+}
+
+void dapi_client_free(struct dapi_client *c)
+{
+    if(!c)
+        return;
+    dapi_httpc_free(c->http);
+    /* the key header held a secret */
+    volatile char *k = c->key_header;
+    for(size_t i = 0; i < sizeof c->key_header; i++)
+        k[i] = 0;
+    free(c);
+}
+
+static enum dapi_err oom(struct dapi_client_err *err)
+{
+    set_err(err, DAPI_CLIENT_LOCAL, 0, "out of memory");
+    return DAPI_ERR_NOMEM;
+}
+
+enum dapi_err dapi_client_create(struct dapi_client *c, const struct dapi_client_query *q,
+                                 char **slug, struct dapi_client_err *err)
+{
+    enum dapi_err result = DAPI_OK;
+    struct dapi_buf body, url;
+    struct dapi_httpc_resp resp;
+    struct dapi_jv *root = NULL;
+    int have_resp = 0;
+    dapi_buf_init(&body, 64u << 20);
+    dapi_buf_init(&url, MAX_URL + 64);
+    *slug = NULL;
+    if(q->sql) {
+        result = dapi_buf_adds(&body, "{\"sql_query\":");
+        if(!result)
+            result = dapi_json_str(&body, q->sql, strlen(q->sql));
+    } else {
+        result = dapi_buf_adds(&body, "{\"layer\":");
+        if(!result)
+            result = dapi_json_str(&body, q->layer ? q->layer : "", q->layer ? strlen(q->layer) : 0);
+        if(!result)
+            result = dapi_buf_adds(&body, ",\"table\":");
+        if(!result)
+            result = dapi_json_str(&body, q->table ? q->table : "", q->table ? strlen(q->table) : 0);
+        if(!result && q->limit > 0)
+            result = dapi_buf_addf(&body, ",\"limit\":%lld", (long long)q->limit);
+    }
+    if(!result)
+        result = dapi_buf_addc(&body, '}');
+    if(!result)
+        result = dapi_buf_addf(&url, "%s/api/queries", c->url);
+    if(result) {
+        result = oom(err);
+        goto out;
+    }
+    struct call_spec s = {"POST", url.data, body.data, body.len, 0, 1, "POST /api/queries"};
+    result = call(c, c->http, &s, NULL, &resp, err);
+    if(result)
+        goto out;
+    have_resp = 1;
+    size_t n = 0;
+    const char *v = NULL;
+    if(resp.body.data &&
+       dapi_jv_parse(resp.body.data, resp.body.len, 16, &root, NULL, 0) == DAPI_OK)
+        v = dapi_jv_str(dapi_jv_get(root, "query_slug"), &n);
+    if(!v || n == 0 || n > 256 || memchr(v, '\0', n)) {
+        set_err(err, DAPI_CLIENT_PROTOCOL, 200, "the server's answer has no query_slug");
+        result = DAPI_ERR_UPSTREAM;
+        goto out;
+    }
+    if(!(*slug = strndup(v, n)))
+        result = oom(err);
+out:
+    if(have_resp)
+        dapi_httpc_resp_free(&resp);
+    dapi_jv_free(root);
+    dapi_buf_free(&body);
+    dapi_buf_free(&url);
+    return result;
+}
+
+enum dapi_err dapi_client_health(struct dapi_client *c, char **status,
+                                 struct dapi_client_err *err)
+{
+    enum dapi_err result = DAPI_OK;
+    struct dapi_buf url;
+    struct dapi_httpc_resp resp;
+    struct dapi_jv *root = NULL;
+    int have_resp = 0;
+    *status = NULL;
+    dapi_buf_init(&url, MAX_URL + 64);
+    if(dapi_buf_addf(&url, "%s/api/health", c->url)) {
+        result = oom(err);
+        goto out;
+    }
+    struct call_spec s = {"GET", url.data, NULL, 0, 1, 0, "GET /api/health"};
+    result = call(c, c->http, &s, NULL, &resp, err);
+    if(result)
+        goto out;
+    have_resp = 1;
+    size_t n = 0;
+    const char *v = NULL;
+    if(resp.body.data &&
+       dapi_jv_parse(resp.body.data, resp.body.len, 16, &root, NULL, 0) == DAPI_OK)
+        v = dapi_jv_str(dapi_jv_get(root, "status"), &n);
+    if(!v) {
+        set_err(err, DAPI_CLIENT_PROTOCOL, 200, "the answer has no \"status\" string");
+        result = DAPI_ERR_UPSTREAM;
+        goto out;
+    }
+    char line[256];
+    one_line(line, sizeof line, v, n);
+    if(!(*status = strdup(line)))
+        result = oom(err);
+out:
+    if(have_resp)
+        dapi_httpc_resp_free(&resp);
+    dapi_jv_free(root);
+    dapi_buf_free(&url);
+    return result;
+}
+
+/* Fetches and checks page n on connection h. slug_esc is the percent-encoded slug. */
+static enum dapi_err get_page(const struct dapi_client *c, struct dapi_httpc *h,
+                              const char *slug, const char *slug_esc, uint64_t n,
+                              atomic_int *stop, struct dapi_page **out,
+                              struct dapi_client_err *err)
+{
+    enum dapi_err result = DAPI_OK;
+    struct dapi_buf url, want;
+    struct dapi_httpc_resp resp;
+    struct dapi_page *pg = NULL;
+    int have_resp = 0;
+    char what[64], perr[256];
+    *out = NULL;
+    dapi_buf_init(&url, MAX_URL + 1024);
+    dapi_buf_init(&want, 1024);
+    if(dapi_buf_addf(&url, "%s/api/queries/%s/results?page_number=%llu", c->url, slug_esc,
+                     (unsigned long long)n) ||
+       dapi_json_str(&want, slug, strlen(slug))) {
+        result = oom(err);
+        goto out;
+    }
+    snprintf(what, sizeof what, "page %llu", (unsigned long long)n);
+    struct call_spec s = {"GET", url.data, NULL, 0, 1, 1, what};
+    result = call(c, h, &s, stop, &resp, err);
+    if(result)
+        goto out;
+    have_resp = 1;
+    result = dapi_page_parse(resp.body.data ? resp.body.data : "", resp.body.len, &pg, perr,
+                             sizeof perr);
+    if(result) {
+        set_err(err, result == DAPI_ERR_NOMEM ? DAPI_CLIENT_LOCAL : DAPI_CLIENT_PROTOCOL, 200,
+                perr);
+        goto out;
+    }
+    size_t sl = 0;
+    const char *got = dapi_page_slug(pg, &sl);
+    const char *bad = NULL;
+    if(dapi_page_rows(pg) > DAPI_CLIENT_PAGE_ROWS)
+        bad = "more than 100 rows";
+    else if(!dapi_page_has_number(pg) || dapi_page_number(pg) != n)
+        bad = "another page number than the one asked for";
+    else if(!got || sl != want.len || memcmp(got, want.data, sl) != 0)
+        bad = "another query_slug than the one asked for";
+    if(bad) {
+        char m[160];
+        snprintf(m, sizeof m, "malformed results page %llu: %s", (unsigned long long)n, bad);
+        set_err(err, DAPI_CLIENT_PROTOCOL, 200, m);
+        result = DAPI_ERR_UPSTREAM;
+        goto out;
+    }
+    *out = pg;
+    pg = NULL;
+out:
+    if(have_resp)
+        dapi_httpc_resp_free(&resp);
+    dapi_page_free(pg);
+    dapi_buf_free(&url);
+    dapi_buf_free(&want);
+    return result;
+}
+
+enum dapi_err dapi_client_page(struct dapi_client *c, const char *slug, uint64_t n,
+                               struct dapi_page **page, struct dapi_client_err *err)
+{
+    char *esc = dapi_httpc_escape(slug);
+    if(!esc)
+        return oom(err);
+    enum dapi_err result = get_page(c, c->http, slug, esc, n, NULL, page, err);
+    free(esc);
+    return result;
+}
+
+/* ---- the sliding window -------------------------------------------------------------- */
+
+struct slot {
+    int done;
+    enum dapi_err result;
+    struct dapi_page *page;
+    struct dapi_client_err err;
+};
+
+struct window {
+    const struct dapi_client *c;
+    const char *slug, *slug_esc;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t next_fetch;  /* next page to hand to a worker */
+    uint64_t next_emit;   /* next page the consumer needs */
+    size_t n;             /* window size: pages in [next_emit, next_emit + n) may exist */
+    int stop;
+    atomic_int stop_flag; /* the same, readable without the lock (retry sleeps) */
+    struct slot *slots;
+    struct dapi_httpc **http;
+};
+
+struct worker {
+    struct window *w;
+    struct dapi_httpc *h;
+};
+
+static void *work(void *arg)
+{
+    struct worker *wk = arg;
+    struct window *w = wk->w;
+    pthread_mutex_lock(&w->mu);
+    for(;;) {
+        while(!w->stop && w->next_fetch >= w->next_emit + w->n)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if(w->stop)
+            break;
+        uint64_t p = w->next_fetch++;
+        pthread_mutex_unlock(&w->mu);
+        struct slot s = {1, DAPI_OK, NULL, {0}};
+        s.result = get_page(w->c, wk->h, w->slug, w->slug_esc, p, &w->stop_flag, &s.page, &s.err);
+        pthread_mutex_lock(&w->mu);
+        w->slots[p % w->n] = s;
+        pthread_cond_broadcast(&w->cv);
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+/* Consumes pages from `first` on through the window; returns like dapi_client_fetch_all. */
+static enum dapi_err run_window(struct window *w, struct worker *wk, pthread_t *tids,
+                                size_t nthreads, uint64_t first, dapi_client_page_fn fn,
+                                void *arg, struct dapi_client_err *err)
+{
+    enum dapi_err result = DAPI_OK;
+    size_t started = 0;
+    w->next_fetch = w->next_emit = first;
+    for(; started < nthreads; started++) {
+        wk[started] = (struct worker){w, w->http[started]};
+        if(pthread_create(&tids[started], NULL, work, &wk[started]))
+            break;
+    }
+    if(!started) {
+        set_err(err, DAPI_CLIENT_LOCAL, 0, "cannot start a worker thread");
+        return DAPI_ERR_NOMEM;
+    }
+    for(uint64_t p = first;; p++) {
+        pthread_mutex_lock(&w->mu);
+        struct slot *sl = &w->slots[p % w->n];
+        while(!sl->done)
+            pthread_cond_wait(&w->cv, &w->mu);
+        struct slot s = *sl;
+        memset(sl, 0, sizeof *sl);
+        pthread_mutex_unlock(&w->mu);
+        if(s.result) {
+            *err = s.err;
+            result = s.result;
+            break;
+        }
+        size_t rows = dapi_page_rows(s.page);
+        int stop = fn(arg, s.page);
+        dapi_page_free(s.page);
+        if(stop) {
+            set_err(err, DAPI_CLIENT_ABORTED, 0, "stopped by the caller");
+            result = DAPI_ERR_IO;
+            break;
+        }
+        if(rows < DAPI_CLIENT_PAGE_ROWS)
+            break;
+        pthread_mutex_lock(&w->mu);
+        w->next_emit = p + 1;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+    pthread_mutex_lock(&w->mu);
+    w->stop = 1;
+    atomic_store(&w->stop_flag, 1);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    for(size_t i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    for(size_t i = 0; i < w->n; i++) /* speculative pages past the end */
+        dapi_page_free(w->slots[i].page);
+    return result;
+}
+
+enum dapi_err dapi_client_fetch_all(struct dapi_client *c, const char *slug, int parallel,
+                                    dapi_client_page_fn fn, void *arg,
+                                    struct dapi_client_err *err)
+{
+    enum dapi_err result = DAPI_OK;
+    char *esc = dapi_httpc_escape(slug);
+    struct dapi_page *pg = NULL;
+    struct window w;
+    struct worker *wk = NULL;
+    pthread_t *tids = NULL;
+    int sync_made = 0;
+    size_t n = parallel > 1 ? (size_t)parallel : 1;
+    memset(&w, 0, sizeof w);
+    if(!esc) {
+        result = oom(err);
+        goto out;
+    }
+    /* Page 1 alone first: most results fit in it, and then no page is fetched in vain. */
+    uint64_t p = 1;
+    for(; n == 1 || p == 1; p++) {
+        result = get_page(c, c->http, slug, esc, p, NULL, &pg, err);
+        if(result)
+            goto out;
+        size_t rows = dapi_page_rows(pg);
+        int stop = fn(arg, pg);
+        dapi_page_free(pg);
+        pg = NULL;
+        if(stop) {
+            set_err(err, DAPI_CLIENT_ABORTED, 0, "stopped by the caller");
+            result = DAPI_ERR_IO;
+            goto out;
+        }
+        if(rows < DAPI_CLIENT_PAGE_ROWS)
+            goto out;
+    }
+    w.c = c;
+    w.slug = slug;
+    w.slug_esc = esc;
+    w.n = n;
+    w.slots = calloc(n, sizeof *w.slots);
+    w.http = calloc(n, sizeof *w.http);
+    wk = calloc(n, sizeof *wk);
+    tids = calloc(n, sizeof *tids);
+    if(!w.slots || !w.http || !wk || !tids || pthread_mutex_init(&w.mu, NULL)) {
+        result = oom(err);
+        goto out;
+    }
+    if(pthread_cond_init(&w.cv, NULL)) {
+        pthread_mutex_destroy(&w.mu);
+        result = oom(err);
+        goto out;
+    }
+    sync_made = 1;
+    for(size_t i = 0; i < n; i++) {
+        if(dapi_httpc_new(&w.http[i])) {
+            result = oom(err);
+            goto out;
+        }
+    }
+    result = run_window(&w, wk, tids, n, p, fn, arg, err);
+out:
+    if(sync_made) {
+        pthread_cond_destroy(&w.cv);
+        pthread_mutex_destroy(&w.mu);
+    }
+    for(size_t i = 0; w.http && i < n; i++)
+        dapi_httpc_free(w.http[i]);
+    free(w.http);
+    free(w.slots);
+    free(wk);
+    free(tids);
+    dapi_page_free(pg);
+    free(esc);
+    return result;
+}

@@ -1,0 +1,760 @@
+/* The Nekt emulator (--emulate-nekt): the upstream API of nekt-contract.md §1 served on top
+ * of the local engine and dapi's keys, so that development and CI have an offline Nekt and
+ * the Nekt backend has a real HTTP peer to be tested against.
+ *
+ *   POST /api/v1/sql-query/                               v2: run, answer presigned URLs
+ *   GET  /api/v1/explorer/application/                    v1: {"status": inactive|activating|active}
+ *   POST /api/v1/explorer/application/start/
+ *   POST /api/v1/explorer/queries/                        {"sql_query"} -> {"slug"}
+ *   POST /api/v1/explorer/queries/{slug}/execution/       {"page_number"} -> {"id","status"}
+ *   GET  /api/v1/explorer/queries/{slug}/execution/{id}/  {"status": running|complete|failed}
+ *   GET  /api/v1/explorer/queries/{slug}/execution/{id}/results/  {"presigned_url"}
+ *   GET  /emu-files/{id}/{file}?expires=T&signature=S     the Parquet files (HMAC-signed, expire)
+ *
+ * Requests are handled on the emulator's own worker pool and engine (which may write only
+ * into <state-dir>/emu), so faults can add latency without holding an HTTP thread. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/hmac.h>
+
+#include "api/respond.h"
+#include "app/app.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/json.h"
+#include "base/jsonin.h"
+#include "base/log.h"
+#include "emu/faults.h"
+
+#define EXEC_KEEP_S 3600
+
+struct emu_app {
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    int64_t started_ms;
+    struct emu_app *next;
+};
+
+struct emu_exec {
+    char id[40];
+    char query[64];
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    int status; /* 0 running, 1 complete, 2 failed */
+    char *error;
+    int64_t created_s;
+    struct emu_exec *next;
+};
+
+struct dapi_emu {
+    struct dapi_engine *engine;
+    struct dapi_pool *pool;
+    struct dapi_faults *faults;
+    char dir[4096];
+    unsigned char secret[32];
+    pthread_mutex_t mu;
+    struct emu_app *apps;
+    struct emu_exec *execs;
+};
+
+/* Everything a job needs, copied out of the request before it is handed over. */
+struct emu_req {
+    struct dapi_app *app;
+    struct dapi_req *req;
+    char *method, *path, *body, *key, *host, *expires, *signature;
+    size_t body_len;
+    unsigned char kh[DAPI_KEY_HASH_LEN];
+    int key_ok;
+};
+
+/* ---- answers ----------------------------------------------------------------------- */
+
+static void answer(struct emu_req *e, int status, struct dapi_buf *b,
+                   const struct dapi_fault_action *f)
+{
+    if(!b->data) {
+        dapi_respond_error(e->req, 500, "Out of memory", NULL);
+        return;
+    }
+    if(!strcmp(f->body, "truncate") && b->len > 1)
+        b->len /= 2;
+    else if(!strcmp(f->body, "garbage")) {
+        dapi_buf_reset(b);
+        dapi_buf_adds(b, "<html><body>502 Bad Gateway</body></html>");
+    } else if(!strcmp(f->body, "wrongtype")) {
+        dapi_buf_reset(b);
+        dapi_buf_adds(b, "{\"state\":7,\"presigned_urls\":\"nope\",\"status\":[1],\"slug\":42,"
+                         "\"id\":{\"x\":1},\"presigned_url\":false}");
+    } else if(!strcmp(f->body, "empty")) {
+        dapi_buf_reset(b);
+    }
+    size_t len = 0;
+    char *body = dapi_buf_take(b, &len);
+    dapi_req_respond(e->req, status, body, body ? len : 0, NULL, NULL);
+}
+
+static void detail(struct emu_req *e, int status, const char *msg,
+                   const struct dapi_fault_action *f)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 4096);
+    dapi_buf_adds(&b, "{\"detail\":");
+    dapi_json_str(&b, msg, strlen(msg));
+    dapi_buf_addc(&b, '}');
+    answer(e, status, &b, f);
+}
+
+/* ---- presigned URLs ------------------------------------------------------------------ */
+
+static void sign(struct dapi_emu *emu, const char *what, long long expires, char *hex)
+{
+    char msg[512];
+    unsigned char mac[32];
+    unsigned int len = sizeof mac;
+    snprintf(msg, sizeof msg, "%s:%lld", what, expires);
+    HMAC(EVP_sha256(), emu->secret, sizeof emu->secret, (unsigned char *)msg, strlen(msg), mac,
+         &len);
+    for(unsigned i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+}
+
+static void add_url(struct emu_req *e, struct dapi_buf *b, const char *id, const char *file)
+{
+    struct dapi_emu *emu = e->app->emu;
+    char what[256], sig[65], url[1024];
+    long long expires = (long long)dapi_clock_wall_s() + e->app->cfg->emulate_url_ttl;
+    snprintf(what, sizeof what, "%s/%s", id, file);
+    sign(emu, what, expires, sig);
+    snprintf(url, sizeof url, "http://%s/emu-files/%s?expires=%lld&signature=%s",
+             e->host ? e->host : "127.0.0.1", what, expires, sig);
+    dapi_json_str(b, url, strlen(url));
+}
+
+static int safe_name(const char *s)
+{
+    if(!*s || *s == '.')
+        return 0;
+    for(; *s; s++)
+        if(!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+             *s == '_' || *s == '-' || *s == '.'))
+            return 0;
+    return 1;
+}
+
+static void serve_file(struct emu_req *e, const struct dapi_fault_action *f)
+{
+    struct dapi_emu *emu = e->app->emu;
+    char id[64], file[128], sig[65], path[4400];
+    const char *rest = e->path + strlen("/emu-files/"), *slash = strchr(rest, '/');
+    if(!slash || (size_t)(slash - rest) >= sizeof id || strlen(slash + 1) >= sizeof file) {
+        detail(e, 404, "Not found.", f);
+        return;
+    }
+    snprintf(id, sizeof id, "%.*s", (int)(slash - rest), rest);
+    snprintf(file, sizeof file, "%s", slash + 1);
+    char *end = NULL;
+    long long expires = e->expires ? strtoll(e->expires, &end, 10) : 0;
+    char what[256];
+    snprintf(what, sizeof what, "%s/%s", id, file);
+    sign(emu, what, expires, sig);
+    int valid = e->expires && end && !*end && e->signature && strlen(e->signature) == 64 &&
+                CRYPTO_memcmp(sig, e->signature, 64) == 0;
+    if(!valid || !safe_name(id) || !safe_name(file)) {
+        detail(e, 403, "Signature does not match", f);
+        return;
+    }
+    if(f->expire || expires < (long long)dapi_clock_wall_s()) {
+        detail(e, 403, "Request has expired", f);
+        return;
+    }
+    snprintf(path, sizeof path, "%s/%s/%s", emu->dir, id, file);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if(fd < 0 || fstat(fd, &st)) {
+        if(fd >= 0)
+            close(fd);
+        detail(e, 404, "The specified key does not exist.", f);
+        return;
+    }
+    dapi_req_respond_file(e->req, 200, fd, (uint64_t)st.st_size, "application/octet-stream");
+}
+
+/* ---- v2: sql-query ------------------------------------------------------------------- */
+
+static int new_id(char *out, size_t n)
+{
+    char r[25];
+    if(dapi_random_base62(r, 24))
+        return -1;
+    snprintf(out, n, "%s", r);
+    return 0;
+}
+
+static void sql_query(struct emu_req *e, struct dapi_econn *conn,
+                      const struct dapi_fault_action *f)
+{
+    struct dapi_app *app = e->app;
+    struct dapi_jv *doc = NULL;
+    char err[256], id[40], dir[4200];
+    char *msg = NULL;
+    uint64_t rows = 0;
+    struct dapi_buf b;
+    dapi_buf_init(&b, 1 << 20);
+    if(dapi_jv_parse(e->body ? e->body : "", e->body_len, 32, &doc, err, sizeof err) ||
+       dapi_jv_type(doc) != DAPI_J_OBJECT) {
+        detail(e, 400, "JSON parse error", f);
+        goto out;
+    }
+    const char *sql = dapi_jv_str(dapi_jv_get(doc, "sql"), NULL);
+    const char *mode = dapi_jv_str(dapi_jv_get(doc, "mode"), NULL);
+    if(!sql || !*sql) {
+        detail(e, 400, "sql: This field is required.", f);
+        goto out;
+    }
+    if(mode && strcmp(mode, "parquet") != 0) {
+        detail(e, 400, "mode: the dapi emulator produces Parquet only (\"mode\": \"parquet\")", f);
+        goto out;
+    }
+    if(new_id(id, sizeof id)) {
+        detail(e, 500, "no randomness", f);
+        goto out;
+    }
+    snprintf(dir, sizeof dir, "%s/%s", app->emu->dir, id);
+    int64_t t0 = dapi_clock_mono_ms();
+    enum dapi_err result = dapi_engine_export_parquet(conn, sql, dir, app->cfg->emulate_rows_per_file,
+                                                      t0 + app->cfg->query_timeout * 1000, &rows,
+                                                      &msg);
+    if(result) {
+        dapi_buf_adds(&b, "{\"state\":\"FAILED\",\"error\":");
+        const char *m = msg ? msg : result == DAPI_ERR_TIMEOUT ? "Query timed out"
+                                                               : dapi_err_message(result);
+        dapi_json_str(&b, m, strlen(m));
+        dapi_buf_adds(&b, "}");
+        answer(e, 200, &b, f);
+        goto out;
+    }
+    dapi_buf_adds(&b, "{\"state\":\"SUCCEEDED\",\"presigned_urls\":[");
+    uint64_t scanned = 0;
+    for(int i = 0;; i++) {
+        char file[64], path[4400];
+        struct stat st;
+        snprintf(file, sizeof file, "data_%d.parquet", i);
+        snprintf(path, sizeof path, "%s/%s", dir, file);
+        if(stat(path, &st))
+            break;
+        scanned += (uint64_t)st.st_size;
+        if(i)
+            dapi_buf_addc(&b, ',');
+        add_url(e, &b, id, file);
+    }
+    dapi_buf_addf(&b, "],\"data_scanned_in_bytes\":%llu,\"execution_time_in_millis\":%lld}",
+                  (unsigned long long)scanned, (long long)(dapi_clock_mono_ms() - t0));
+    answer(e, 200, &b, f);
+out:
+    free(msg);
+    dapi_buf_free(&b);
+    dapi_jv_free(doc);
+}
+
+/* ---- v1: application ----------------------------------------------------------------- */
+
+static const char *app_status(struct dapi_emu *emu, const unsigned char *kh, int64_t delay,
+                              int start)
+{
+    int64_t now = dapi_clock_mono_ms();
+    pthread_mutex_lock(&emu->mu);
+    struct emu_app *a = emu->apps;
+    while(a && memcmp(a->key, kh, DAPI_KEY_HASH_LEN) != 0)
+        a = a->next;
+    if(!a && start && (a = calloc(1, sizeof *a))) {
+        memcpy(a->key, kh, DAPI_KEY_HASH_LEN);
+        a->started_ms = now;
+        a->next = emu->apps;
+        emu->apps = a;
+    }
+    const char *st = !a ? "inactive" : now - a->started_ms >= delay ? "active" : "activating";
+    pthread_mutex_unlock(&emu->mu);
+    return st;
+}
+
+/* ---- v1: queries and executions ------------------------------------------------------ */
+
+static void query_path(struct dapi_emu *emu, const char *slug, char *out, size_t n)
+{
+    snprintf(out, n, "%s/explorer/%s.json", emu->dir, slug);
+}
+
+/* Loads an Explorer query owned by kh: returns its SQL (owned) or NULL. */
+static char *load_query(struct dapi_emu *emu, const char *slug, const unsigned char *kh)
+{
+    char path[4300], owner[65];
+    if(!safe_name(slug))
+        return NULL;
+    query_path(emu, slug, path, sizeof path);
+    FILE *fp = fopen(path, "r");
+    if(!fp)
+        return NULL;
+    struct dapi_buf b;
+    dapi_buf_init(&b, 8u << 20);
+    char chunk[8192];
+    size_t n;
+    while((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        if(dapi_buf_add(&b, chunk, n))
+            break;
+    fclose(fp);
+    struct dapi_jv *doc = NULL;
+    char *sql = NULL;
+    for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
+        snprintf(owner + 2 * i, 3, "%02x", kh[i]);
+    if(b.data && !dapi_jv_parse(b.data, b.len, 8, &doc, NULL, 0)) {
+        const char *o = dapi_jv_str(dapi_jv_get(doc, "owner"), NULL);
+        const char *s = dapi_jv_str(dapi_jv_get(doc, "sql_query"), NULL);
+        if(o && s && strcmp(o, owner) == 0)
+            sql = strdup(s);
+    }
+    dapi_jv_free(doc);
+    dapi_buf_free(&b);
+    return sql;
+}
+
+static void create_query(struct emu_req *e, const struct dapi_fault_action *f)
+{
+    struct dapi_emu *emu = e->app->emu;
+    struct dapi_jv *doc = NULL;
+    char slug[64], r[9], path[4300], tmp[4400];
+    struct dapi_buf b, out;
+    dapi_buf_init(&b, 64u << 20);
+    dapi_buf_init(&out, 64u << 20);
+    if(strcmp(app_status(emu, e->kh, e->app->cfg->emulate_start_delay, 0), "active") != 0) {
+        detail(e, 409, "The Explorer application is not active", f);
+        goto out;
+    }
+    const char *sql;
+    if(dapi_jv_parse(e->body ? e->body : "", e->body_len, 32, &doc, NULL, 0) ||
+       !(sql = dapi_jv_str(dapi_jv_get(doc, "sql_query"), NULL)) || !*sql) {
+        detail(e, 400, "sql_query: This field is required.", f);
+        goto out;
+    }
+    if(dapi_random_base62(r, 8)) {
+        detail(e, 500, "no randomness", f);
+        goto out;
+    }
+    snprintf(slug, sizeof slug, "explorer-query-%s", r);
+    dapi_buf_adds(&b, "{\"owner\":\"");
+    for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
+        dapi_buf_addf(&b, "%02x", e->kh[i]);
+    dapi_buf_adds(&b, "\",\"sql_query\":");
+    dapi_json_str(&b, sql, strlen(sql));
+    dapi_buf_adds(&b, "}\n");
+    query_path(emu, slug, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *fp = b.data ? fopen(tmp, "w") : NULL;
+    if(!fp || fwrite(b.data, 1, b.len, fp) != b.len || fclose(fp) || rename(tmp, path)) {
+        detail(e, 500, "cannot store the query", f);
+        goto out;
+    }
+    dapi_buf_addf(&out, "{\"slug\":\"%s\",\"sql_query\":", slug);
+    dapi_json_str(&out, sql, strlen(sql));
+    dapi_buf_addc(&out, '}');
+    answer(e, 201, &out, f);
+out:
+    dapi_buf_free(&b);
+    dapi_buf_free(&out);
+    dapi_jv_free(doc);
+}
+
+static struct emu_exec *find_exec(struct dapi_emu *emu, const char *query, const char *id,
+                                  const unsigned char *kh)
+{
+    for(struct emu_exec *x = emu->execs; x; x = x->next)
+        if(!strcmp(x->id, id) && !strcmp(x->query, query) &&
+           !memcmp(x->key, kh, DAPI_KEY_HASH_LEN))
+            return x;
+    return NULL;
+}
+
+static void start_execution(struct emu_req *e, struct dapi_econn *conn, const char *slug,
+                            const struct dapi_fault_action *f)
+{
+    struct dapi_app *app = e->app;
+    struct dapi_emu *emu = app->emu;
+    struct dapi_jv *doc = NULL;
+    struct emu_exec *x = NULL;
+    char *sql = NULL, *msg = NULL, dir[4200], file[4300];
+    struct dapi_buf b, wrapped;
+    dapi_buf_init(&b, 4096);
+    dapi_buf_init(&wrapped, 64u << 20);
+    if(!(sql = load_query(emu, slug, e->kh))) {
+        detail(e, 404, "Not found.", f);
+        goto out;
+    }
+    if(strcmp(app_status(emu, e->kh, app->cfg->emulate_start_delay, 0), "active") != 0) {
+        detail(e, 409, "The Explorer application is not active", f);
+        goto out;
+    }
+    struct dapi_jv *pn;
+    if(dapi_jv_parse(e->body ? e->body : "", e->body_len, 8, &doc, NULL, 0) ||
+       !(pn = dapi_jv_get(doc, "page_number")) || dapi_jv_type(pn) != DAPI_J_INT ||
+       dapi_jv_int(pn) < 1) {
+        detail(e, 400, "page_number: A valid integer >= 1 is required.", f);
+        goto out;
+    }
+    int64_t page = dapi_jv_int(pn);
+    if(!(x = calloc(1, sizeof *x)) || new_id(x->id, sizeof x->id)) {
+        detail(e, 500, "out of memory", f);
+        free(x);
+        x = NULL;
+        goto out;
+    }
+    snprintf(x->query, sizeof x->query, "%s", slug);
+    memcpy(x->key, e->kh, DAPI_KEY_HASH_LEN);
+    x->created_s = dapi_clock_wall_s();
+    pthread_mutex_lock(&emu->mu);
+    x->next = emu->execs;
+    emu->execs = x;
+    pthread_mutex_unlock(&emu->mu);
+    dapi_buf_addf(&b, "{\"id\":\"%s\",\"status\":\"running\"}", x->id);
+    answer(e, 201, &b, f);
+    e->req = NULL; /* answered: the execution goes on after the answer, as upstream does */
+
+    /* Each page is its own execution (as in the reference's flow): the query's rows
+     * (page-1)*100 … page*100-1, in the engine's natural order. */
+    snprintf(dir, sizeof dir, "%s/%s", emu->dir, x->id);
+    snprintf(file, sizeof file, "%s/data_0.parquet", dir);
+    mkdir(dir, 0700);
+    dapi_buf_adds(&wrapped, "SELECT * FROM (\n");
+    dapi_buf_adds(&wrapped, sql);
+    dapi_buf_addf(&wrapped, "\n) LIMIT 100 OFFSET %lld", (long long)((page - 1) * 100));
+    uint64_t rows = 0;
+    enum dapi_err result =
+        wrapped.data ? dapi_engine_export_parquet(conn, wrapped.data, file, 0,
+                                                  dapi_clock_mono_ms() +
+                                                      app->cfg->query_timeout * 1000,
+                                                  &rows, &msg)
+                     : DAPI_ERR_NOMEM;
+    pthread_mutex_lock(&emu->mu);
+    x->status = result ? 2 : 1;
+    if(result)
+        x->error = strdup(msg ? msg : dapi_err_message(result));
+    pthread_mutex_unlock(&emu->mu);
+out:
+    free(sql);
+    free(msg);
+    dapi_jv_free(doc);
+    dapi_buf_free(&b);
+    dapi_buf_free(&wrapped);
+}
+
+static void execution(struct emu_req *e, const char *slug, const char *id, int results,
+                      const struct dapi_fault_action *f)
+{
+    struct dapi_emu *emu = e->app->emu;
+    struct dapi_buf b;
+    dapi_buf_init(&b, 8192);
+    pthread_mutex_lock(&emu->mu);
+    struct emu_exec *x = find_exec(emu, slug, id, e->kh);
+    int status = x ? x->status : -1;
+    char *error = x && x->error ? strdup(x->error) : NULL;
+    pthread_mutex_unlock(&emu->mu);
+    if(status < 0) {
+        detail(e, 404, "Not found.", f);
+    } else if(!results) {
+        static const char *const names[] = {"running", "complete", "failed"};
+        dapi_buf_addf(&b, "{\"id\":\"%s\",\"status\":\"%s\"", id, names[status]);
+        if(error) {
+            dapi_buf_adds(&b, ",\"error\":");
+            dapi_json_str(&b, error, strlen(error));
+        }
+        dapi_buf_addc(&b, '}');
+        answer(e, 200, &b, f);
+    } else if(status != 1) {
+        detail(e, 400, "The execution is not complete", f);
+    } else {
+        dapi_buf_adds(&b, "{\"presigned_url\":");
+        add_url(e, &b, id, "data_0.parquet");
+        dapi_buf_addc(&b, '}');
+        answer(e, 200, &b, f);
+    }
+    free(error);
+    dapi_buf_free(&b);
+}
+
+/* ---- routing ------------------------------------------------------------------------- */
+
+static void emu_req_free(struct emu_req *e)
+{
+    free(e->method);
+    free(e->path);
+    free(e->body);
+    free(e->key);
+    free(e->host);
+    free(e->expires);
+    free(e->signature);
+    free(e);
+}
+
+/* Splits /api/v1/explorer/queries/{slug}/execution/[{id}/[results/]] */
+static int explorer_path(const char *p, char *slug, char *id, int *results)
+{
+    const char *pre = "/api/v1/explorer/queries/";
+    if(strncmp(p, pre, strlen(pre)) != 0)
+        return -1;
+    char buf[512];
+    snprintf(buf, sizeof buf, "%s", p + strlen(pre));
+    char *parts[5] = {0};
+    int n = 0;
+    for(char *s = buf, *t; n < 5 && (t = strsep(&s, "/"));)
+        parts[n++] = t;
+    /* expected: slug, "execution", [id, ["results"]], "" */
+    if(n < 3 || strcmp(parts[1], "execution") != 0 || strlen(parts[0]) >= 64)
+        return -1;
+    snprintf(slug, 64, "%s", parts[0]);
+    *id = '\0';
+    *results = 0;
+    if(n == 3 && !*parts[2])
+        return 0;
+    if(n >= 4 && *parts[2] && strlen(parts[2]) < 40) {
+        snprintf(id, 40, "%s", parts[2]);
+        if(n == 4 && !*parts[3])
+            return 0;
+        if(n == 5 && !strcmp(parts[3], "results") && !*parts[4]) {
+            *results = 1;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void handle(void *arg, struct dapi_econn *conn)
+{
+    struct emu_req *e = arg;
+    struct dapi_app *app = e->app;
+    struct dapi_emu *emu = app->emu;
+    struct dapi_fault_action f;
+    if(!conn) {
+        dapi_respond_error_h(e->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
+    }
+    dapi_faults_match(emu->faults, e->method, e->path, &f);
+    if(f.latency_ms)
+        dapi_clock_sleep_ms(f.latency_ms);
+    if(f.status) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", f.retry_after);
+        struct dapi_buf b;
+        dapi_buf_init(&b, 256);
+        dapi_buf_adds(&b, "{\"detail\":\"injected fault\"}");
+        size_t len = 0;
+        char *body = dapi_buf_take(&b, &len);
+        dapi_req_respond(e->req, f.status, body, body ? len : 0,
+                         f.retry_after >= 0 ? "Retry-After" : NULL,
+                         f.retry_after >= 0 ? ra : NULL);
+        goto out;
+    }
+    const char *p = e->path, *m = e->method;
+    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST");
+    if(!strncmp(p, "/emu-files/", 11)) {
+        if(get)
+            serve_file(e, &f);
+        else
+            detail(e, 405, "Method not allowed.", &f);
+        goto out;
+    }
+    if(!e->key_ok) {
+        detail(e, 401, e->key ? "Invalid API key." : "Authentication credentials were not provided.",
+               &f);
+        goto out;
+    }
+    char slug[64], id[40];
+    int results;
+    if(!strcmp(p, "/api/v1/sql-query/")) {
+        if(post)
+            sql_query(e, conn, &f);
+        else
+            detail(e, 405, "Method not allowed.", &f);
+    } else if(!strcmp(p, "/api/v1/explorer/application/") && get) {
+        struct dapi_buf b;
+        dapi_buf_init(&b, 256);
+        dapi_buf_addf(&b, "{\"status\":\"%s\"}",
+                      app_status(emu, e->kh, app->cfg->emulate_start_delay, 0));
+        answer(e, 200, &b, &f);
+    } else if(!strcmp(p, "/api/v1/explorer/application/start/") && post) {
+        struct dapi_buf b;
+        dapi_buf_init(&b, 256);
+        dapi_buf_addf(&b, "{\"status\":\"%s\"}",
+                      app_status(emu, e->kh, app->cfg->emulate_start_delay, 1));
+        answer(e, 200, &b, &f);
+    } else if(!strcmp(p, "/api/v1/explorer/queries/") && post) {
+        create_query(e, &f);
+    } else if(!explorer_path(p, slug, id, &results)) {
+        if(!*id && post)
+            start_execution(e, conn, slug, &f);
+        else if(*id && get)
+            execution(e, slug, id, results, &f);
+        else
+            detail(e, 405, "Method not allowed.", &f);
+    } else {
+        detail(e, 404, "Not found.", &f);
+    }
+out:
+    emu_req_free(e);
+}
+
+int dapi_emu_dispatch(struct dapi_req *r, struct dapi_app *app)
+{
+    const char *path = dapi_req_path(r);
+    if(strncmp(path, "/api/v1/", 8) != 0 && strncmp(path, "/emu-files/", 11) != 0)
+        return 0;
+    struct emu_req *e = calloc(1, sizeof *e);
+    size_t blen;
+    const char *body = dapi_req_body(r, &blen);
+    const char *key = dapi_req_header(r, "x-api-key"), *host = dapi_req_host(r);
+    const char *ex = dapi_req_arg(r, "expires"), *sig = dapi_req_arg(r, "signature");
+    if(!e || !(e->method = strdup(dapi_req_method(r))) || !(e->path = strdup(path)) ||
+       !(e->body = malloc(blen + 1)) || (key && !(e->key = strdup(key))) ||
+       (host && !(e->host = strdup(host))) || (ex && !(e->expires = strdup(ex))) ||
+       (sig && !(e->signature = strdup(sig)))) {
+        if(e)
+            emu_req_free(e);
+        dapi_respond_error(r, 500, "Out of memory", NULL);
+        return 1;
+    }
+    memcpy(e->body, body, blen);
+    e->body[blen] = '\0';
+    e->body_len = blen;
+    e->app = app;
+    e->req = r;
+    e->key_ok = key && *key && dapi_keys_check(app->keys, key, strlen(key), e->kh);
+    dapi_req_defer(r);
+    if(dapi_pool_submit(app->emu->pool, handle, e, (size_t)app->cfg->max_queued_queries * 4)) {
+        emu_req_free(e);
+        dapi_respond_error_h(r, 503, "Server busy, retry later", NULL, "Retry-After", "1");
+    }
+    return 1;
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while(d && (de = readdir(d))) {
+        if(!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        char p[4400];
+        if(snprintf(p, sizeof p, "%.4000s/%.255s", dir, de->d_name) < (int)sizeof p)
+            unlink(p);
+    }
+    if(d)
+        closedir(d);
+    rmdir(dir);
+}
+
+int dapi_emu_start(struct dapi_app *app, char *err, size_t errlen)
+{
+    const struct dapi_config *cfg = app->cfg;
+    struct dapi_emu *emu = calloc(1, sizeof *emu);
+    if(!emu) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    app->emu = emu;
+    pthread_mutex_init(&emu->mu, NULL);
+    snprintf(emu->dir, sizeof emu->dir, "%s/emu", cfg->state_dir);
+    char qdir[4200];
+    snprintf(qdir, sizeof qdir, "%s/explorer", emu->dir);
+    if((mkdir(emu->dir, 0700) && errno != EEXIST) || (mkdir(qdir, 0700) && errno != EEXIST)) {
+        snprintf(err, errlen, "cannot create %s: %s", qdir, strerror(errno));
+        return -1;
+    }
+    if(dapi_random(emu->secret, sizeof emu->secret) ||
+       dapi_faults_parse(&emu->faults, cfg->emulate_faults, err, errlen))
+        return -1;
+    struct dapi_engine_opts eo = {cfg->data_dir, cfg->state_dir, cfg->memory_limit,
+                                  cfg->duckdb_threads, emu->dir};
+    if(dapi_engine_open(&emu->engine, &eo, err, errlen))
+        return -1;
+    int threads = cfg->workers < 4 ? 4 : cfg->workers;
+    if(dapi_pool_start(&emu->pool, "emu", threads, emu->engine)) {
+        snprintf(err, errlen, "cannot start the emulator's workers");
+        return -1;
+    }
+    dapi_info("emulating the Nekt Data API under /api/v1/ (files under %s)", emu->dir);
+    return 0;
+}
+
+void dapi_emu_quiesce(struct dapi_app *app)
+{
+    if(!app->emu || !app->emu->pool)
+        return;
+    dapi_pool_interrupt(app->emu->pool);
+    dapi_pool_stop(app->emu->pool, 0);
+    app->emu->pool = NULL;
+}
+
+void dapi_emu_stop(struct dapi_app *app)
+{
+    struct dapi_emu *emu = app->emu;
+    if(!emu)
+        return;
+    dapi_emu_quiesce(app);
+    dapi_engine_close(emu->engine);
+    dapi_faults_free(emu->faults);
+    while(emu->apps) {
+        struct emu_app *a = emu->apps;
+        emu->apps = a->next;
+        free(a);
+    }
+    while(emu->execs) {
+        struct emu_exec *x = emu->execs;
+        emu->execs = x->next;
+        free(x->error);
+        free(x);
+    }
+    pthread_mutex_destroy(&emu->mu);
+    free(emu);
+    app->emu = NULL;
+}
+
+/* Deletes result files whose URLs have expired (and forgotten executions). */
+void dapi_emu_tick(struct dapi_app *app, int64_t now_s)
+{
+    struct dapi_emu *emu = app->emu;
+    static int64_t last;
+    if(now_s - last < 60)
+        return;
+    last = now_s;
+    int64_t keep = app->cfg->emulate_url_ttl + 60;
+    DIR *d = opendir(emu->dir);
+    struct dirent *de;
+    while(d && (de = readdir(d))) {
+        if(de->d_name[0] == '.' || !strcmp(de->d_name, "explorer"))
+            continue;
+        char p[4400];
+        struct stat st;
+        snprintf(p, sizeof p, "%.4000s/%.255s", emu->dir, de->d_name);
+        if(!stat(p, &st) && S_ISDIR(st.st_mode) && now_s - st.st_mtime > keep)
+            remove_tree(p);
+    }
+    if(d)
+        closedir(d);
+    pthread_mutex_lock(&emu->mu);
+    for(struct emu_exec **xp = &emu->execs; *xp;) {
+        struct emu_exec *x = *xp;
+        if(now_s - x->created_s > EXEC_KEEP_S) {
+            *xp = x->next;
+            free(x->error);
+            free(x);
+        } else {
+            xp = &x->next;
+        }
+    }
+    pthread_mutex_unlock(&emu->mu);
+}
