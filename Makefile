@@ -6,7 +6,7 @@ PKGS    := libmicrohttpd libcurl jansson openssl
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g
-CFLAGS  += $(CSTD) $(WARN) $(OPT) -fPIC -pthread -Iinclude -Isrc -isystem $(DUCKDB)/include \
+CFLAGS  += $(CSTD) $(WARN) $(OPT) -fPIC -pthread -I. -Iinclude -Isrc -isystem $(DUCKDB)/include \
            -DDUCKDB_API_NO_DEPRECATED -MMD -MP
 LDFLAGS += -pthread -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/lib'
 LDLIBS  += -lduckdb -lm

@@ -5,7 +5,7 @@
 #include <sys/stat.h>
 
 #include "app/app.h"
-#include "../../cli/cli.h"
+#include "cli/cli.h"
 #include "config/config.h"
 #include "dapi/version.h"
 #include "engine/engine.h"

@@ -32,11 +32,25 @@ fail:
     return -1;
 }
 
+/* Queries a previous run left unfinished: collected while the registry opens, handed to the
+ * backend once it is open (its jobs use the registry). */
+struct pending {
+    char slug[DAPI_SLUG_MAX];
+    char *sql;
+    struct pending *next;
+};
+
 static void unfinished(void *arg, const char *slug, const char *sql)
 {
-    struct dapi_app *app = arg;
-    if(app->backend->unfinished)
-        app->backend->unfinished(app, slug, sql);
+    struct pending **list = arg, *p = calloc(1, sizeof *p);
+    if(!p || !(p->sql = strdup(sql))) {
+        free(p);
+        dapi_error("query %s cannot be resumed: out of memory", slug);
+        return;
+    }
+    snprintf(p->slug, sizeof p->slug, "%s", slug);
+    p->next = *list;
+    *list = p;
 }
 
 int dapi_serve_main(int argc, char **argv)
@@ -124,11 +138,20 @@ int dapi_serve_main(int argc, char **argv)
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;
     }
+    struct pending *resume = NULL;
     if(dapi_queries_open(&app.queries, cfg.state_dir, cfg.retention,
-                         (uint64_t)cfg.max_state_bytes, dapi_clock_wall_s(), unfinished, &app, err,
+                         (uint64_t)cfg.max_state_bytes, dapi_clock_wall_s(), unfinished, &resume, err,
                          sizeof err)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;
+    }
+    while(resume) {
+        struct pending *p = resume;
+        resume = p->next;
+        if(app.backend->unfinished)
+            app.backend->unfinished(&app, p->slug, p->sql);
+        free(p->sql);
+        free(p);
     }
     struct dapi_http_opts ho = {cfg.host,
                                 cfg.port,

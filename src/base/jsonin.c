@@ -39,7 +39,9 @@ enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct 
         return DAPI_ERR_INVALID;
     }
     json_error_t je;
-    json_t *j = json_loadb(text, len, JSON_DECODE_ANY, &je);
+    /* NUL inside strings is accepted (as Python's json does); callers that need C strings
+     * compare dapi_jv_str's length with strlen. */
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
     if(!j) {
         if(err)
             snprintf(err, errlen, "%s (line %d, column %d)", je.text, je.line, je.column);

@@ -28,7 +28,7 @@ struct dapi_jv *dapi_jv_get(const struct dapi_jv *v, const char *key);
 /* Array element i, or NULL (out of range or v not an array). */
 struct dapi_jv *dapi_jv_index(const struct dapi_jv *v, size_t i);
 size_t dapi_jv_array_size(const struct dapi_jv *v);
-/* String bytes (borrowed, NUL-terminated) or NULL if not a string. */
+/* String bytes (borrowed, NUL-terminated; may hold NULs: compare len) or NULL. */
 const char *dapi_jv_str(const struct dapi_jv *v, size_t *len);
 int64_t dapi_jv_int(const struct dapi_jv *v);
 double dapi_jv_real(const struct dapi_jv *v);

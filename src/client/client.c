@@ -396,8 +396,13 @@ static enum dapi_err get_page(const struct dapi_client *c, struct dapi_httpc *h,
     if(result)
         goto out;
     have_resp = 1;
-    result = dapi_page_parse(resp.body.data ? resp.body.data : "", resp.body.len, &pg, perr,
-                             sizeof perr);
+    size_t blen = 0;
+    char *body = dapi_buf_take(&resp.body, &blen); /* the page adopts the body: no copy */
+    if(!body) {
+        result = oom(err);
+        goto out;
+    }
+    result = dapi_page_parse_owned(body, blen, &pg, perr, sizeof perr);
     if(result) {
         set_err(err, result == DAPI_ERR_NOMEM ? DAPI_CLIENT_LOCAL : DAPI_CLIENT_PROTOCOL, 200,
                 perr);

@@ -410,22 +410,21 @@ static int scan_top(struct dapi_page *pg, struct scan *s)
     return 0;
 }
 
-enum dapi_err dapi_page_parse(const char *body, size_t len, struct dapi_page **page, char *err,
-                              size_t errlen)
+enum dapi_err dapi_page_parse_owned(char *body, size_t len, struct dapi_page **page,
+                                    char *err, size_t errlen)
 {
     enum dapi_err result = DAPI_OK;
     struct dapi_page *pg = calloc(1, sizeof *pg);
     *page = NULL;
-    if(!pg || !(pg->body = malloc(len + 1))) {
-        result = DAPI_ERR_NOMEM;
+    if(!pg) {
+        free(body);
         if(err && errlen)
             snprintf(err, errlen, "out of memory");
-        goto out;
+        return DAPI_ERR_NOMEM;
     }
-    memcpy(pg->body, body, len);
-    pg->body[len] = '\0';
+    pg->body = body;
     pg->len = len;
-    struct scan s = {pg->body, pg->body + len, err, errlen, pg->body};
+    struct scan s = {body, body + len, err, errlen, body};
     if(scan_top(pg, &s)) {
         result = DAPI_ERR_INVALID;
         goto out;
@@ -435,6 +434,21 @@ enum dapi_err dapi_page_parse(const char *body, size_t len, struct dapi_page **p
 out:
     dapi_page_free(pg);
     return result;
+}
+
+enum dapi_err dapi_page_parse(const char *body, size_t len, struct dapi_page **page, char *err,
+                              size_t errlen)
+{
+    char *copy = malloc(len + 1);
+    *page = NULL;
+    if(!copy) {
+        if(err && errlen)
+            snprintf(err, errlen, "out of memory");
+        return DAPI_ERR_NOMEM;
+    }
+    memcpy(copy, body, len);
+    copy[len] = '\0';
+    return dapi_page_parse_owned(copy, len, page, err, errlen);
 }
 
 void dapi_page_free(struct dapi_page *page)

@@ -116,8 +116,8 @@ static const struct setting settings[] = {
 /* Checked decimal parse: optional sign, digits only, no trailing junk, within bounds. */
 static int parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
-    if(!*s)
-        return -1;
+    if(!((*s >= '0' && *s <= '9') || *s == '-' || *s == '+'))
+        return -1; /* strtoll would skip leading blanks */
     char *end;
     errno = 0;
     long long v = strtoll(s, &end, 10);

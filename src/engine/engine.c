@@ -37,6 +37,9 @@ enum table_kind { TK_PARQUET, TK_PARQUET_DIR, TK_CSV, TK_TSV, TK_JSON, TK_NDJSON
 struct view {
     char *layer, *table, *path;
     enum table_kind kind;
+    struct timespec mtime; /* of the file (or folder): a rewrite re-creates the view */
+    off_t size;
+    int failed;            /* the view could not be created: try again at the next sync */
 };
 
 struct views {
@@ -46,6 +49,14 @@ struct views {
 
 struct dapi_engine {
     duckdb_database db;
+    /* The watchdog: a single pending task (a big join, a sort) can run for a long time
+     * without returning to us, so deadlines are enforced by interrupting from outside. */
+    pthread_t watchdog;
+    int watchdog_started;
+    pthread_mutex_t conns_lock;
+    pthread_cond_t stop_cv;
+    int stopping;
+    struct dapi_econn *conns;
     char *data_dir;
     pthread_mutex_t lake_lock; /* guards catalog and views */
     duckdb_connection catalog;
@@ -55,7 +66,50 @@ struct dapi_engine {
 struct dapi_econn {
     struct dapi_engine *e;
     duckdb_connection con;
+    int64_t deadline_ms; /* 0 = none; guarded by e->conns_lock */
+    int timed_out;       /* set by the watchdog when it interrupted this connection */
+    struct dapi_econn *next;
 };
+
+static void *watchdog_run(void *arg)
+{
+    struct dapi_engine *e = arg;
+    pthread_mutex_lock(&e->conns_lock);
+    while(!e->stopping) {
+        int64_t now = dapi_clock_mono_ms();
+        for(struct dapi_econn *c = e->conns; c; c = c->next)
+            if(c->deadline_ms && now > c->deadline_ms && !c->timed_out) {
+                c->timed_out = 1;
+                duckdb_interrupt(c->con);
+            }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 50 * 1000 * 1000;
+        if(ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&e->stop_cv, &e->conns_lock, &ts);
+    }
+    pthread_mutex_unlock(&e->conns_lock);
+    return NULL;
+}
+
+static void set_deadline(struct dapi_econn *c, int64_t deadline_ms)
+{
+    pthread_mutex_lock(&c->e->conns_lock);
+    c->deadline_ms = deadline_ms;
+    c->timed_out = 0;
+    pthread_mutex_unlock(&c->e->conns_lock);
+}
+
+static int timed_out(struct dapi_econn *c)
+{
+    pthread_mutex_lock(&c->e->conns_lock);
+    int t = c->timed_out;
+    pthread_mutex_unlock(&c->e->conns_lock);
+    return t;
+}
 
 const char *dapi_engine_version(void)
 {
@@ -123,6 +177,8 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
         goto out;
     }
     pthread_mutex_init(&e->lake_lock, NULL);
+    pthread_mutex_init(&e->conns_lock, NULL);
+    pthread_cond_init(&e->stop_cv, NULL);
 
     char threads[32], tmpdir[4096];
     snprintf(threads, sizeof threads, "%lld", (long long)opts->threads);
@@ -172,6 +228,11 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     if(exec(e->catalog, "SET enable_external_access = false", err, errlen) ||
        exec(e->catalog, "SET lock_configuration = true", err, errlen))
         goto out;
+    if(pthread_create(&e->watchdog, NULL, watchdog_run, e)) {
+        snprintf(err, errlen, "cannot start the query watchdog");
+        goto out;
+    }
+    e->watchdog_started = 1;
     result = DAPI_OK;
 out:
     if(open_err)
@@ -202,12 +263,21 @@ void dapi_engine_close(struct dapi_engine *e)
 {
     if(!e)
         return;
+    if(e->watchdog_started) {
+        pthread_mutex_lock(&e->conns_lock);
+        e->stopping = 1;
+        pthread_cond_signal(&e->stop_cv);
+        pthread_mutex_unlock(&e->conns_lock);
+        pthread_join(e->watchdog, NULL);
+    }
     if(e->catalog)
         duckdb_disconnect(&e->catalog);
     if(e->db)
         duckdb_close(&e->db);
     views_clear(&e->views);
     pthread_mutex_destroy(&e->lake_lock);
+    pthread_mutex_destroy(&e->conns_lock);
+    pthread_cond_destroy(&e->stop_cv);
     free(e->data_dir);
     free(e);
 }
@@ -222,6 +292,10 @@ enum dapi_err dapi_engine_connect(struct dapi_engine *e, struct dapi_econn **out
         free(c);
         return DAPI_ERR_INTERNAL;
     }
+    pthread_mutex_lock(&e->conns_lock);
+    c->next = e->conns;
+    e->conns = c;
+    pthread_mutex_unlock(&e->conns_lock);
     *out = c;
     return DAPI_OK;
 }
@@ -230,6 +304,13 @@ void dapi_econn_close(struct dapi_econn *c)
 {
     if(!c)
         return;
+    pthread_mutex_lock(&c->e->conns_lock);
+    for(struct dapi_econn **p = &c->e->conns; *p; p = &(*p)->next)
+        if(*p == c) {
+            *p = c->next;
+            break;
+        }
+    pthread_mutex_unlock(&c->e->conns_lock);
     duckdb_disconnect(&c->con);
     free(c);
 }
@@ -289,7 +370,8 @@ static int has_parquet(const char *dir, int depth)
 }
 
 static enum dapi_err views_add(struct views *vs, const char *layer, const char *table,
-                               size_t tlen, const char *path, enum table_kind kind)
+                               size_t tlen, const char *path, enum table_kind kind,
+                               const struct stat *st)
 {
     for(size_t i = 0; i < vs->n; i++)
         if(strcmp(vs->v[i].layer, layer) == 0 && strlen(vs->v[i].table) == tlen &&
@@ -308,6 +390,9 @@ static enum dapi_err views_add(struct views *vs, const char *layer, const char *
     v->table = strndup(table, tlen);
     v->path = strdup(path);
     v->kind = kind;
+    v->mtime = st->st_mtim;
+    v->size = st->st_size;
+    v->failed = 0;
     if(!v->layer || !v->table || !v->path) {
         free(v->layer);
         free(v->table);
@@ -349,9 +434,9 @@ static enum dapi_err scan_lake(const char *root, struct views *vs)
             if(S_ISDIR(st.st_mode)) {
                 if(has_parquet(tp, 0))
                     result = views_add(vs, de->d_name, te->d_name, strlen(te->d_name), tp,
-                                       TK_PARQUET_DIR);
+                                       TK_PARQUET_DIR, &st);
             } else if(S_ISREG(st.st_mode) && (kind = ext_kind(te->d_name, &stem)) >= 0) {
-                result = views_add(vs, de->d_name, te->d_name, stem, tp, (enum table_kind)kind);
+                result = views_add(vs, de->d_name, te->d_name, stem, tp, (enum table_kind)kind, &st);
             }
         }
         closedir(ld);
@@ -424,9 +509,13 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
     if((result = scan_lake(e->data_dir, &now)))
         goto out;
     for(size_t i = 0; i < now.n; i++) {
-        const struct view *v = &now.v[i], *old = views_find(&e->views, v->layer, v->table);
-        if(old && old->kind == v->kind && strcmp(old->path, v->path) == 0)
+        struct view *v = &now.v[i];
+        const struct view *old = views_find(&e->views, v->layer, v->table);
+        if(old && !old->failed && old->kind == v->kind && strcmp(old->path, v->path) == 0 &&
+           old->size == v->size && old->mtime.tv_sec == v->mtime.tv_sec &&
+           old->mtime.tv_nsec == v->mtime.tv_nsec)
             continue;
+        v->failed = 1;
         dapi_buf_reset(&b);
         dapi_buf_adds(&b, "CREATE SCHEMA IF NOT EXISTS ");
         add_ident(&b, v->layer);
@@ -440,6 +529,8 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
             continue;
         if(exec(e->catalog, b.data, err, sizeof err))
             dapi_warn("lake: cannot expose %s.%s (%s): %s", v->layer, v->table, v->path, err);
+        else
+            v->failed = 0;
     }
     for(size_t i = 0; i < e->views.n; i++) {
         const struct view *v = &e->views.v[i];
@@ -509,8 +600,19 @@ static int starts_like_query(const char *s, char *word, size_t wordlen)
             while(*s && *s != '\n')
                 s++;
         } else if(s[0] == '/' && s[1] == '*') {
-            const char *end = strstr(s + 2, "*/");
-            s = end ? end + 2 : s + strlen(s);
+            /* DuckDB's scanner nests block comments, as PostgreSQL's does */
+            int depth = 0;
+            do {
+                if(s[0] == '/' && s[1] == '*') {
+                    depth++;
+                    s += 2;
+                } else if(s[0] == '*' && s[1] == '/') {
+                    depth--;
+                    s += 2;
+                } else {
+                    s++;
+                }
+            } while(*s && depth > 0);
         } else {
             break;
         }
@@ -821,7 +923,9 @@ static enum dapi_err tmpl_build(duckdb_prepared_statement st, struct tmpl *t, in
     if(!t->cols || !t->names)
         return DAPI_ERR_NOMEM;
     for(size_t i = 0; i < t->ncols && !result; i++) {
-        t->names[i] = strdup(duckdb_prepared_statement_column_name(st, i));
+        const char *dn = duckdb_prepared_statement_column_name(st, i);
+        t->names[i] = strdup(dn ? dn : "");
+        duckdb_free((void *)dn); /* the C API's copy is ours to free */
         if(!t->names[i])
             return DAPI_ERR_NOMEM;
         duckdb_logical_type lt = duckdb_prepared_statement_column_logical_type(st, i);
@@ -839,12 +943,50 @@ static enum dapi_err tmpl_build(duckdb_prepared_statement st, struct tmpl *t, in
 /* SELECT * REPLACE (CAST("c" AS VARCHAR) AS "c", …) FROM (<sql>) for the columns whose type
  * has no native JSON rendering (TIME WITH TIME ZONE, BIGNUM, …): they come out as DuckDB's
  * own text for them. */
+/* Length of sql up to its first ';' outside quotes and comments (the text is known to be
+ * exactly one statement, so anything after that ';' is blanks and comments). */
+static size_t statement_len(const char *sql)
+{
+    const char *s = sql;
+    while(*s) {
+        if(*s == '\'' || *s == '"') {
+            char q = *s++;
+            while(*s && !(*s == q && s[1] != q))
+                s += *s == q ? 2 : 1;
+            if(*s)
+                s++;
+        } else if(s[0] == '-' && s[1] == '-') {
+            while(*s && *s != '\n')
+                s++;
+        } else if(s[0] == '/' && s[1] == '*') {
+            int depth = 0;
+            do {
+                if(s[0] == '/' && s[1] == '*') {
+                    depth++;
+                    s += 2;
+                } else if(s[0] == '*' && s[1] == '/') {
+                    depth--;
+                    s += 2;
+                } else {
+                    s++;
+                }
+            } while(*s && depth > 0);
+        } else if(*s == ';') {
+            break;
+        } else {
+            s++;
+        }
+    }
+    return (size_t)(s - sql);
+}
+
+/* SELECT c0 AS "a", CAST(c1 AS VARCHAR) AS "b" … FROM (<sql>) AS t(c0, c1, …): columns are
+ * addressed by position, so duplicate names keep working. */
 static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 64 * 1024 * 1024);
-    dapi_buf_adds(&b, "SELECT * REPLACE (");
-    int first = 1;
+    dapi_buf_adds(&b, "SELECT ");
     size_t n = duckdb_prepared_statement_column_count(st);
     for(size_t i = 0; i < n; i++) {
         duckdb_logical_type lt = duckdb_prepared_statement_column_logical_type(st, i);
@@ -852,25 +994,22 @@ static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
         enum dapi_err r = build(lt, &probe, 0);
         cv_free(&probe);
         duckdb_destroy_logical_type(&lt);
-        if(r != DAPI_ERR_INVALID)
-            continue;
-        const char *name = duckdb_prepared_statement_column_name(st, i);
-        if(!first)
+        if(i)
             dapi_buf_adds(&b, ", ");
-        first = 0;
-        dapi_buf_adds(&b, "CAST(");
-        add_ident(&b, name);
-        dapi_buf_adds(&b, " AS VARCHAR) AS ");
-        add_ident(&b, name);
+        if(r == DAPI_ERR_INVALID)
+            dapi_buf_addf(&b, "CAST(\"_dapi_c%zu\" AS VARCHAR) AS ", i);
+        else
+            dapi_buf_addf(&b, "\"_dapi_c%zu\" AS ", i);
+        const char *dn = duckdb_prepared_statement_column_name(st, i);
+        add_ident(&b, dn ? dn : "");
+        duckdb_free((void *)dn);
     }
-    dapi_buf_adds(&b, ") FROM (\n");
-    /* drop a trailing ';' so the text can sit inside parentheses */
-    size_t len = strlen(sql);
-    while(len && (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n' ||
-                  sql[len - 1] == '\t' || sql[len - 1] == '\r'))
-        len--;
-    dapi_buf_add(&b, sql, len);
-    dapi_buf_adds(&b, "\n)");
+    dapi_buf_adds(&b, " FROM (\n");
+    dapi_buf_add(&b, sql, statement_len(sql));
+    dapi_buf_adds(&b, "\n) AS \"_dapi_t\"(");
+    for(size_t i = 0; i < n; i++)
+        dapi_buf_addf(&b, "%s\"_dapi_c%zu\"", i ? ", " : "", i);
+    dapi_buf_adds(&b, ")");
     return b.data ? dapi_buf_take(&b, NULL) : NULL;
 }
 
@@ -924,7 +1063,7 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t dea
         duckdb_destroy_data_chunk(&chunk);
         if(result)
             goto out;
-        if(deadline_ms && dapi_clock_mono_ms() > deadline_ms) {
+        if(deadline_ms && (timed_out(c) || dapi_clock_mono_ms() > deadline_ms)) {
             result = DAPI_ERR_TIMEOUT;
             goto out;
         }
@@ -940,6 +1079,7 @@ out:
         duckdb_destroy_prepare(&st);
     tmpl_free(&t);
     free(wrapped);
+    set_deadline(c, 0);
     if(result != DAPI_ERR_SQL && *msg) {
         free(*msg);
         *msg = NULL;
@@ -953,7 +1093,7 @@ static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
 {
     duckdb_pending_result pending = NULL;
     enum dapi_err result = DAPI_OK;
-    int timed_out = 0;
+    set_deadline(c, deadline_ms);
     if(duckdb_pending_prepared(st, &pending) == DuckDBError) {
         *msg = dupmsg("", duckdb_pending_error(pending));
         result = DAPI_ERR_SQL;
@@ -964,7 +1104,7 @@ static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
         if(ps == DUCKDB_PENDING_RESULT_READY)
             break;
         if(ps == DUCKDB_PENDING_ERROR) {
-            if(timed_out)
+            if(timed_out(c))
                 result = DAPI_ERR_TIMEOUT;
             else {
                 *msg = dupmsg("", duckdb_pending_error(pending));
@@ -972,14 +1112,10 @@ static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
             }
             goto out;
         }
-        if(deadline_ms && !timed_out && dapi_clock_mono_ms() > deadline_ms) {
-            timed_out = 1;
-            duckdb_interrupt(c->con);
-        }
     }
     *have_res = 1;
     if(duckdb_execute_pending(pending, res) == DuckDBError) {
-        if(timed_out) {
+        if(timed_out(c)) {
             result = DAPI_ERR_TIMEOUT;
         } else {
             *msg = dupmsg("", duckdb_result_error(res));
@@ -987,6 +1123,8 @@ static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
         }
     }
 out:
+    if(result == DAPI_OK && timed_out(c))
+        result = DAPI_ERR_TIMEOUT;
     if(pending)
         duckdb_destroy_pending(&pending);
     return result;
@@ -1011,12 +1149,8 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
     duckdb_destroy_prepare(&st);
     /* The text was just proven to be one read-only statement, so it can sit inside COPY's
      * parentheses; the newlines end any trailing line comment. */
-    size_t len = strlen(sql);
-    while(len && (sql[len - 1] == ';' || sql[len - 1] == ' ' || sql[len - 1] == '\n' ||
-                  sql[len - 1] == '\t' || sql[len - 1] == '\r'))
-        len--;
     dapi_buf_adds(&b, "COPY (\n");
-    dapi_buf_add(&b, sql, len);
+    dapi_buf_add(&b, sql, statement_len(sql));
     dapi_buf_adds(&b, "\n) TO ");
     add_literal(&b, dir);
     if(rows_per_file > 0)
@@ -1051,6 +1185,7 @@ out:
     if(ex)
         duckdb_destroy_extracted(&ex);
     dapi_buf_free(&b);
+    set_deadline(c, 0);
     if(result != DAPI_ERR_SQL && *msg) {
         free(*msg);
         *msg = NULL;

@@ -223,6 +223,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &total);
         if(total > (size_t)h->o.max_header_bytes)
             r->header_too_large = 1;
+        else if(strlen(url) > (size_t)h->o.max_header_bytes)
+            r->header_too_large = 2; /* the request line: 414 */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
         if(cl) {
@@ -235,9 +237,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             /* Answer now rather than read a body we will refuse; MHD then closes the
              * connection, which is right since the body was not consumed. */
             r->state = ST_DISPATCHED;
-            respond_error(r, r->header_too_large ? 431 : 413,
-                          r->header_too_large ? "Request headers too large"
-                                              : "Request body too large");
+            respond_error(r, r->header_too_large == 2 ? 414 : r->header_too_large ? 431 : 413,
+                          r->header_too_large == 2 ? "Request URI too long"
+                          : r->header_too_large    ? "Request headers too large"
+                                                   : "Request body too large");
             return queue(r);
         }
         return MHD_YES;
@@ -339,8 +342,13 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     if(ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
-    /* MHD must be able to buffer the headers we then measure against --max-header-bytes. */
-    size_t mem = (size_t)opts->max_header_bytes * 2 + 32 * 1024;
+    /* MHD must be able to buffer the request line and headers that we then measure against
+     * --max-header-bytes, so that our JSON 414/431 answers them; only requests beyond this
+     * buffer meet libmicrohttpd's own (HTML) 414/431. The pool is mmap'ed and touched only
+     * as far as a request fills it. */
+    size_t mem = (size_t)opts->max_header_bytes * 4 + 64 * 1024;
+    if(mem < 512 * 1024)
+        mem = 512 * 1024;
     h->d = MHD_start_daemon(
         flags, (uint16_t)opts->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
         ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads,

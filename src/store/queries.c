@@ -45,6 +45,7 @@ struct query {
 
 struct dapi_queries {
     pthread_mutex_t lock;
+    pthread_mutex_t persist; /* serialises meta.json rewrites of finished/updated queries */
     char *dir; /* <state>/queries */
     int64_t retention_s;
     uint64_t max_bytes, bytes;
@@ -259,6 +260,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     if(!qs)
         return DAPI_ERR_NOMEM;
     pthread_mutex_init(&qs->lock, NULL);
+    pthread_mutex_init(&qs->persist, NULL);
     qs->retention_s = retention_s;
     qs->max_bytes = max_state_bytes;
     size_t n = strlen(state_dir) + 16;
@@ -322,6 +324,7 @@ void dapi_queries_close(struct dapi_queries *qs)
         }
     }
     pthread_mutex_destroy(&qs->lock);
+    pthread_mutex_destroy(&qs->persist);
     free(qs->dir);
     free(qs);
 }
@@ -442,26 +445,42 @@ void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out,
 enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
                                         const char *upstream)
 {
-    char *copy = strdup(upstream);
+    /* Snapshot every field under the lock, write meta.json without it; the persist lock
+     * keeps this write and finish()'s from interleaving on meta.json.tmp. */
+    enum dapi_err result = DAPI_ERR_NOMEM;
+    char *copy = strdup(upstream), *sql = NULL, *message = NULL;
+    unsigned char owner[DAPI_KEY_HASH_LEN];
     if(!copy)
         return DAPI_ERR_NOMEM;
+    pthread_mutex_lock(&qs->persist);
     pthread_mutex_lock(&qs->lock);
     struct query *q = find(qs, slug);
     if(!q) {
         pthread_mutex_unlock(&qs->lock);
-        free(copy);
-        return DAPI_ERR_NOT_FOUND;
+        result = DAPI_ERR_NOT_FOUND;
+        goto out;
     }
     free(q->upstream);
     q->upstream = copy;
-    q->refs++;
+    copy = NULL;
+    memcpy(owner, q->owner, sizeof owner);
+    sql = strdup(q->sql);
+    message = q->message ? strdup(q->message) : NULL;
+    upstream = q->upstream;
+    int64_t created = q->created_s;
+    enum dapi_qstate state = q->state;
+    enum dapi_err error = q->error;
+    uint64_t bytes = q->bytes;
+    char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
-    /* fields other than upstream only change in finish(), which writes meta itself */
-    enum dapi_err result = save_meta(qs, slug, q->owner, q->sql, copy, q->created_s, q->state,
-                                     q->error, q->message, q->bytes);
-    pthread_mutex_lock(&qs->lock);
-    unref(q);
-    pthread_mutex_unlock(&qs->lock);
+    if(sql && up)
+        result = save_meta(qs, slug, owner, sql, up, created, state, error, message, bytes);
+    free(up);
+out:
+    pthread_mutex_unlock(&qs->persist);
+    free(copy);
+    free(sql);
+    free(message);
     return result;
 }
 
@@ -502,9 +521,12 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     q->refs++;
     pthread_mutex_unlock(&qs->lock);
 
-    /* Persist first: a client told "done" must find it done after a restart. */
+    /* Persist first: a client told "done" must find it done after a restart. The fields
+     * read here change only under the persist lock (set_upstream) or here. */
+    pthread_mutex_lock(&qs->persist);
     save_meta(qs, slug, q->owner, q->sql, q->upstream, q->created_s,
               error ? DAPI_Q_FAILED : DAPI_Q_DONE, error, message, error ? 0 : bytes);
+    pthread_mutex_unlock(&qs->persist);
 
     pthread_mutex_lock(&qs->lock);
     q->state = error ? DAPI_Q_FAILED : DAPI_Q_DONE;

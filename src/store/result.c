@@ -304,7 +304,7 @@ enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
              total = get64(h + 48);
     /* Every offset is checked so a damaged file can never make us read out of bounds. */
     int ok = memcmp(h, MAGIC, 8) == 0 && total == size && rows_off == HEADER_LEN &&
-             index_off == rows_off + rows_len && pages < size / 8 &&
+             rows_len <= size - HEADER_LEN && index_off == rows_off + rows_len && pages < size / 8 &&
              index_off + 8 * (pages + 1) == size && pages == (rows + DAPI_PAGE_ROWS - 1) / DAPI_PAGE_ROWS;
     for(uint64_t i = 0; ok && i <= pages; i++) {
         uint64_t off = get64(h + index_off + 8 * i);

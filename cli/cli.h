@@ -1,0 +1,50 @@
+/* The client subcommands (`dapi query`, `dapi health`) and what they share: exit codes and a
+ * small table-driven option parser (one table per command drives parsing and --help). */
+#ifndef DAPI_CLI_H
+#define DAPI_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* Exit codes of the client commands (docs/cli.md). */
+enum dapi_exit {
+    DAPI_EXIT_OK = 0,
+    DAPI_EXIT_OTHER = 1,   /* malformed answer, local failure, output not writable;
+                              `dapi health`: the server is not healthy */
+    DAPI_EXIT_USAGE = 2,   /* bad flags or values, unreadable --sql-file */
+    DAPI_EXIT_AUTH = 3,    /* no key, or the server refused it (401 / 403) */
+    DAPI_EXIT_QUERY = 4,   /* the query was refused or failed (400, 404, 413, execution) */
+    DAPI_EXIT_NETWORK = 5, /* server unreachable or unavailable after retries */
+};
+
+/* `dapi query ARGS…` (argv holds the arguments after "query"). Returns the exit code. */
+int dapi_cli_query(int argc, char **argv);
+void dapi_cli_query_usage(FILE *out);
+
+/* `dapi health ARGS…`. Returns 0 if the server answered {"status":"ok"}, 1 if not, 2 on a
+ * usage error. */
+int dapi_cli_health(int argc, char **argv);
+void dapi_cli_health_usage(FILE *out);
+
+/* One option of a command. */
+struct dapi_cli_opt {
+    const char *name;    /* long name, without "--" */
+    char short_name;     /* e.g. 'o' for -o, 0 if none */
+    const char *metavar; /* the value's name in help; NULL for a switch */
+    const char *env;     /* environment variable used when the flag is absent, or NULL */
+    const char *def;     /* default shown in help, or NULL */
+    const char *help;
+};
+
+/* Parses argv (flags only: --name VALUE, --name=VALUE, -x VALUE, and switches) against
+ * opts[0..n). vals[i] receives opts[i]'s value, borrowed from argv or the environment, "1"
+ * for a switch that was given, NULL if absent; the last occurrence wins, a flag wins over
+ * its environment variable. Returns 0, or -1 after printing "dapi CMD: reason" on stderr. */
+int dapi_cli_parse(const char *cmd, const struct dapi_cli_opt *opts, size_t n, int argc,
+                   char **argv, const char **vals);
+/* Prints the option list (one entry per option, with env var and default) to out. */
+void dapi_cli_usage(FILE *out, const struct dapi_cli_opt *opts, size_t n);
+/* Parses a decimal integer in [lo, hi], rejecting anything else (sign junk, trailing text). */
+int dapi_cli_int(const char *s, long long lo, long long hi, long long *out);
+
+#endif

@@ -1,0 +1,341 @@
+/* API keys: loading from the env list, a file and the development key; checking; hashing;
+ * random base62. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth/keys.h"
+#include "t.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static char dir[64];
+static char err[512];
+
+static void write_file(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    T_CHECK(f != NULL, "create %s", path);
+    if(!f)
+        return;
+    fwrite(text, 1, len, f);
+    fclose(f);
+}
+
+static int check(const struct dapi_keys *k, const char *key)
+{
+    unsigned char h[DAPI_KEY_HASH_LEN];
+    return dapi_keys_check(k, key, strlen(key), h);
+}
+
+static void test_env_list(void)
+{
+    struct dapi_keys *k = NULL;
+    char *dev = (char *)1;
+    T_EQ_INT(dapi_keys_load(&k, "a, b,,c", NULL, dir, &dev, err, sizeof err), DAPI_OK);
+    T_CHECK(k != NULL, "keys loaded");
+    T_CHECK(dev == NULL, "no dev key when keys are configured");
+    if(!k)
+        return;
+    T_EQ_INT(dapi_keys_count(k), 3);
+    static const struct {
+        const char *key;
+        int ok;
+    } cases[] = {
+        {"a", 1},  {"b", 1},   {"c", 1},  {" b", 0}, {"b ", 0}, {"", 0},
+        {"ab", 0}, {"a, b", 0}, {"A", 0},  {"d", 0},  {",", 0},
+    };
+    for(size_t i = 0; i < N(cases); i++)
+        T_CHECK(check(k, cases[i].key) == cases[i].ok, "check [%s] == %d", cases[i].key,
+                cases[i].ok);
+    dapi_keys_free(k);
+
+    /* Surrounding tabs and spaces are trimmed, inner ones kept. */
+    T_EQ_INT(dapi_keys_load(&k, "\tkey one \t,two", NULL, dir, &dev, err, sizeof err), DAPI_OK);
+    if(k) {
+        T_EQ_INT(dapi_keys_count(k), 2);
+        T_EQ_INT(check(k, "key one"), 1);
+        T_EQ_INT(check(k, "two"), 1);
+        T_EQ_INT(check(k, "keyone"), 0);
+        dapi_keys_free(k);
+    }
+
+    /* Configured but empty: an error naming the setting, no keys. */
+    static const char *const empties[] = {"", ",", " , ,, ", "\t"};
+    for(size_t i = 0; i < N(empties); i++) {
+        err[0] = '\0';
+        k = (struct dapi_keys *)1;
+        T_EQ_INT(dapi_keys_load(&k, empties[i], NULL, dir, &dev, err, sizeof err),
+                 DAPI_ERR_INVALID);
+        T_CHECK(k == NULL, "no keys on error");
+        T_CHECK(strstr(err, "DAPI_API_KEYS") != NULL, "error names DAPI_API_KEYS: [%s]", err);
+    }
+}
+
+static void test_file(void)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/keys.txt", dir);
+    static const char text[] = "# production keys\r\n"
+                               "\r\n"
+                               "alpha\r\n"
+                               "   # indented comment\n"
+                               "  beta  \n"
+                               "\t\n"
+                               "gamma\tdelta\n"
+                               "last-no-newline";
+    write_file(path, text, sizeof text - 1);
+    struct dapi_keys *k = NULL;
+    char *dev = NULL;
+    T_EQ_INT(dapi_keys_load(&k, NULL, path, dir, &dev, err, sizeof err), DAPI_OK);
+    T_CHECK(dev == NULL, "no dev key with a file");
+    if(k) {
+        T_EQ_INT(dapi_keys_count(k), 4);
+        static const struct {
+            const char *key;
+            int ok;
+        } cases[] = {
+            {"alpha", 1},           {"beta", 1},          {"gamma\tdelta", 1},
+            {"last-no-newline", 1}, {"alpha\r", 0},       {"# production keys", 0},
+            {"# indented comment", 0}, {"gamma", 0},      {"", 0},
+            {"alph", 0},            {"last-no-newlin", 0}, {"  beta  ", 0},
+        };
+        for(size_t i = 0; i < N(cases); i++)
+            T_CHECK(check(k, cases[i].key) == cases[i].ok, "file check [%s] == %d",
+                    cases[i].key, cases[i].ok);
+        dapi_keys_free(k);
+    }
+
+    /* Env list and file together: both sets count. */
+    T_EQ_INT(dapi_keys_load(&k, "envkey", path, dir, &dev, err, sizeof err), DAPI_OK);
+    if(k) {
+        T_EQ_INT(dapi_keys_count(k), 5);
+        T_EQ_INT(check(k, "envkey"), 1);
+        T_EQ_INT(check(k, "alpha"), 1);
+        dapi_keys_free(k);
+    }
+
+    /* A file with only comments and blank lines: an error naming the setting. */
+    static const char only_comments[] = "# nothing\n\n   \n#x\r\n";
+    write_file(path, only_comments, sizeof only_comments - 1);
+    err[0] = '\0';
+    T_EQ_INT(dapi_keys_load(&k, NULL, path, dir, &dev, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(k == NULL, "no keys");
+    T_CHECK(strstr(err, "--api-keys-file") != NULL, "error names --api-keys-file: [%s]", err);
+    write_file(path, "", 0);
+    err[0] = '\0';
+    T_EQ_INT(dapi_keys_load(&k, NULL, path, dir, &dev, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "--api-keys-file") != NULL, "empty file: error names the setting: [%s]",
+            err);
+
+    /* A missing file: an error naming the file. */
+    char missing[160];
+    snprintf(missing, sizeof missing, "%s/does-not-exist.txt", dir);
+    err[0] = '\0';
+    T_EQ_INT(dapi_keys_load(&k, NULL, missing, dir, &dev, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(k == NULL, "no keys");
+    T_CHECK(strstr(err, missing) != NULL, "error names the file: [%s]", err);
+    T_CHECK(!strchr(err, '\n'), "one line: [%s]", err);
+    unlink(path);
+}
+
+static int is_base62(const char *s, size_t n)
+{
+    for(size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if(!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+            return 0;
+    }
+    return 1;
+}
+
+static void test_dev_key(void)
+{
+    char state[128], keypath[160];
+    snprintf(state, sizeof state, "%s/state", dir);
+    T_EQ_INT(mkdir(state, 0700), 0);
+    snprintf(keypath, sizeof keypath, "%s/dev-key", state);
+
+    struct dapi_keys *k = NULL;
+    char *dev = NULL;
+    T_EQ_INT(dapi_keys_load(&k, NULL, NULL, state, &dev, err, sizeof err), DAPI_OK);
+    T_CHECK(dev != NULL, "dev key returned");
+    T_CHECK(k != NULL, "keys");
+    if(!dev || !k)
+        return;
+    T_EQ_INT(dapi_keys_count(k), 1);
+    T_CHECK(strlen(dev) >= 16, "dev key long enough: %zu", strlen(dev));
+    T_CHECK(strncmp(dev, "dapi_dev_", 9) == 0 && is_base62(dev + 9, strlen(dev) - 9),
+            "dev key format: [%s]", dev);
+    T_EQ_INT(check(k, dev), 1);
+    T_EQ_INT(check(k, "dapi_dev_"), 0);
+
+    struct stat st;
+    T_EQ_INT(stat(keypath, &st), 0);
+    T_EQ_INT(st.st_mode & 07777, 0600);
+    char tmp[200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", keypath);
+    T_CHECK(access(tmp, F_OK) != 0, "no temporary file left");
+    /* The file holds the key (and a newline). */
+    char buf[128] = "";
+    FILE *f = fopen(keypath, "r");
+    if(f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+    }
+    buf[strcspn(buf, "\r\n")] = '\0';
+    T_EQ_STR(buf, dev);
+
+    /* Second load: the same key, printed again. */
+    struct dapi_keys *k2 = NULL;
+    char *dev2 = NULL;
+    T_EQ_INT(dapi_keys_load(&k2, NULL, NULL, state, &dev2, err, sizeof err), DAPI_OK);
+    T_EQ_STR(dev2, dev);
+    if(k2) {
+        T_EQ_INT(check(k2, dev), 1);
+        dapi_keys_free(k2);
+    }
+    free(dev2);
+
+    /* A dev-key file written by hand with CRLF is read without the line end. */
+    write_file(keypath, "hand-made\r\n", 11);
+    T_EQ_INT(dapi_keys_load(&k2, NULL, NULL, state, &dev2, err, sizeof err), DAPI_OK);
+    T_EQ_STR(dev2, "hand-made");
+    if(k2) {
+        T_EQ_INT(check(k2, "hand-made"), 1);
+        T_EQ_INT(check(k2, dev), 0);
+        dapi_keys_free(k2);
+    }
+    free(dev2);
+    dev2 = NULL;
+
+    /* An empty dev-key file is an error naming it (not silently replaced). */
+    write_file(keypath, "", 0);
+    err[0] = '\0';
+    T_EQ_INT(dapi_keys_load(&k2, NULL, NULL, state, &dev2, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(k2 == NULL && dev2 == NULL, "nothing returned on error");
+    T_CHECK(strstr(err, keypath) != NULL, "error names the file: [%s]", err);
+    unlink(keypath);
+
+    /* A state dir that does not exist: an error, nothing returned. */
+    char nodir[200];
+    snprintf(nodir, sizeof nodir, "%s/missing", dir);
+    err[0] = '\0';
+    T_CHECK(dapi_keys_load(&k2, NULL, NULL, nodir, &dev2, err, sizeof err) != DAPI_OK,
+            "missing state dir fails");
+    T_CHECK(k2 == NULL, "no keys");
+    T_CHECK(err[0] != '\0', "a reason is given");
+
+    /* A second fresh key differs from the first. */
+    char *dev3 = NULL;
+    T_EQ_INT(dapi_keys_load(&k2, NULL, NULL, state, &dev3, err, sizeof err), DAPI_OK);
+    T_CHECK(dev3 && strcmp(dev3, dev) != 0, "a new dev key is new");
+    dapi_keys_free(k2);
+    free(dev3);
+    unlink(keypath);
+    rmdir(state);
+
+    dapi_keys_free(k);
+    free(dev);
+}
+
+static void test_hash(void)
+{
+    struct dapi_keys *k = NULL;
+    char *dev = NULL;
+    T_EQ_INT(dapi_keys_load(&k, "secret-1,secret-2", NULL, dir, &dev, err, sizeof err), DAPI_OK);
+    if(!k)
+        return;
+    unsigned char h[DAPI_KEY_HASH_LEN], want[DAPI_KEY_HASH_LEN];
+    static const char *const keys[] = {"secret-1", "secret-2"};
+    for(size_t i = 0; i < N(keys); i++) {
+        memset(h, 0, sizeof h);
+        T_EQ_INT(dapi_keys_check(k, keys[i], strlen(keys[i]), h), 1);
+        dapi_sha256(keys[i], strlen(keys[i]), want);
+        T_CHECK(memcmp(h, want, sizeof h) == 0, "hash of %s is its SHA-256", keys[i]);
+    }
+    unsigned char h1[DAPI_KEY_HASH_LEN], h2[DAPI_KEY_HASH_LEN];
+    dapi_keys_check(k, "secret-1", 8, h1);
+    dapi_keys_check(k, "secret-2", 8, h2);
+    T_CHECK(memcmp(h1, h2, sizeof h1) != 0, "different keys, different hashes");
+    /* A prefix or an extension of a key is not a key; length is honoured. */
+    T_EQ_INT(dapi_keys_check(k, "secret-", 7, h), 0);
+    T_EQ_INT(dapi_keys_check(k, "secret-1x", 9, h), 0);
+    T_EQ_INT(dapi_keys_check(k, "secret-1x", 8, h), 1);
+    dapi_keys_free(k);
+
+    /* Known SHA-256 vectors. */
+    static const struct {
+        const char *in;
+        const char *hex;
+    } vec[] = {
+        {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+    };
+    for(size_t i = 0; i < N(vec); i++) {
+        dapi_sha256(vec[i].in, strlen(vec[i].in), h);
+        char hex[65];
+        for(int j = 0; j < DAPI_KEY_HASH_LEN; j++)
+            snprintf(hex + 2 * j, 3, "%02x", h[j]);
+        T_EQ_STR(hex, vec[i].hex);
+    }
+}
+
+static void test_random(void)
+{
+    char a[65], b[65];
+    memset(a, 'x', sizeof a);
+    T_EQ_INT(dapi_random_base62(a, 64), DAPI_OK);
+    T_EQ_INT(a[64], '\0');
+    T_EQ_INT(strlen(a), 64);
+    T_CHECK(is_base62(a, 64), "only base62 chars: [%s]", a);
+    T_EQ_INT(dapi_random_base62(b, 64), DAPI_OK);
+    T_CHECK(strcmp(a, b) != 0, "two draws differ");
+    char z[1] = {'x'};
+    T_EQ_INT(dapi_random_base62(z, 0), DAPI_OK);
+    T_EQ_INT(z[0], '\0');
+
+    /* Over many draws every alphabet character shows up and nothing else does. */
+    static char big[62 * 200 + 1];
+    T_EQ_INT(dapi_random_base62(big, sizeof big - 1), DAPI_OK);
+    T_CHECK(is_base62(big, sizeof big - 1), "all base62");
+    int seen[256] = {0};
+    for(size_t i = 0; i < sizeof big - 1; i++)
+        seen[(unsigned char)big[i]]++;
+    int distinct = 0;
+    for(int c = 0; c < 256; c++)
+        distinct += seen[c] > 0;
+    T_EQ_INT(distinct, 62);
+
+    /* 100 22-char slugs are all distinct. */
+    static char many[100][23];
+    for(int i = 0; i < 100; i++)
+        dapi_random_base62(many[i], 22);
+    int dups = 0;
+    for(int i = 0; i < 100; i++)
+        for(int j = i + 1; j < 100; j++)
+            dups += strcmp(many[i], many[j]) == 0;
+    T_EQ_INT(dups, 0);
+
+    unsigned char r1[32] = {0}, r2[32] = {0};
+    T_EQ_INT(dapi_random(r1, sizeof r1), DAPI_OK);
+    T_EQ_INT(dapi_random(r2, sizeof r2), DAPI_OK);
+    T_CHECK(memcmp(r1, r2, sizeof r1) != 0, "random bytes differ");
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/dapi-keys-XXXXXX");
+    if(!mkdtemp(dir))
+        return 2;
+    test_env_list();
+    test_file();
+    test_dev_key();
+    test_hash();
+    test_random();
+    rmdir(dir);
+    T_CHECK(access(dir, F_OK) != 0, "temp dir cleaned up");
+    T_DONE();
+}

@@ -1,0 +1,731 @@
+/* The query registry: slugs, ownership, states, waiters, persistence across a restart,
+ * retention, the state-size cap and damaged metadata. Time is passed in, never slept. */
+#include <ftw.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "store/queries.h"
+#include "t.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static char root[64];
+static char err[512];
+
+static unsigned char owner[DAPI_KEY_HASH_LEN], other[DAPI_KEY_HASH_LEN];
+
+/* ---- helpers ------------------------------------------------------------------------- */
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    return remove(p);
+}
+
+static void rm_rf(const char *p)
+{
+    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int exists(const char *p)
+{
+    return access(p, F_OK) == 0;
+}
+
+/* A fresh state dir under the test root. */
+static void state_dir(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", root, name);
+    rm_rf(out);
+    mkdir(out, 0700);
+}
+
+static void query_dir(char *out, size_t n, const char *state, const char *slug)
+{
+    snprintf(out, n, "%s/queries/%s", state, slug);
+}
+
+static int slug_ok(const char *s)
+{
+    if(strlen(s) != 33 || strncmp(s, "dapi-query-", 11) != 0)
+        return 0;
+    for(const char *p = s + 11; *p; p++)
+        if(!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z')))
+            return 0;
+    return 1;
+}
+
+struct unfinished {
+    int calls;
+    char slug[8][DAPI_SLUG_MAX];
+    char sql[8][256];
+};
+
+static void on_unfinished(void *arg, const char *slug, const char *sql)
+{
+    struct unfinished *u = arg;
+    if(u->calls < 8) {
+        snprintf(u->slug[u->calls], sizeof u->slug[0], "%s", slug);
+        snprintf(u->sql[u->calls], sizeof u->sql[0], "%s", sql);
+    }
+    u->calls++;
+}
+
+static int unfinished_has(const struct unfinished *u, const char *slug, const char *sql)
+{
+    for(int i = 0; i < u->calls && i < 8; i++)
+        if(strcmp(u->slug[i], slug) == 0 && (!sql || strcmp(u->sql[i], sql) == 0))
+            return 1;
+    return 0;
+}
+
+struct waited {
+    int calls;
+    int timed_out;
+};
+
+static void on_wake(void *arg, int timed_out)
+{
+    struct waited *w = arg;
+    w->calls++;
+    w->timed_out = timed_out;
+}
+
+static struct dapi_queries *open_reg(const char *state, int64_t retention, uint64_t max_bytes,
+                                     int64_t now_s, struct unfinished *u)
+{
+    struct dapi_queries *qs = NULL;
+    err[0] = '\0';
+    enum dapi_err r = dapi_queries_open(&qs, state, retention, max_bytes, now_s, on_unfinished,
+                                        u, err, sizeof err);
+    T_CHECK(r == DAPI_OK && qs, "open %s: %d %s", state, (int)r, err);
+    return qs;
+}
+
+/* Writes a real result of `rows` I64 rows for slug and returns the file size. */
+static uint64_t write_result(struct dapi_queries *qs, const char *slug, uint64_t rows)
+{
+    char rp[4096];
+    dapi_queries_result_path(qs, slug, rp, sizeof rp);
+    struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX};
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, rp, &lim), DAPI_OK);
+    if(!w)
+        return 0;
+    const char *names[] = {"v"};
+    static int64_t data[1024];
+    for(uint64_t i = 0; i < rows && i < N(data); i++)
+        data[i] = (int64_t)i * 3;
+    struct dapi_colvec c;
+    memset(&c, 0, sizeof c);
+    c.type = DAPI_CT_I64;
+    c.data = data;
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, rows), DAPI_OK);
+    uint64_t r = 0, p = 0, bytes = 0;
+    T_EQ_INT(dapi_result_writer_finish(w, &r, &p, &bytes), DAPI_OK);
+    dapi_result_writer_free(w);
+    return bytes;
+}
+
+static enum dapi_qstate state_of(struct dapi_queries *qs, const char *slug, int64_t now_s,
+                                 enum dapi_err *err_out)
+{
+    struct dapi_qview v;
+    enum dapi_err r = dapi_queries_get(qs, slug, owner, now_s, &v);
+    if(err_out)
+        *err_out = r;
+    if(r)
+        return (enum dapi_qstate)-1;
+    enum dapi_qstate s = v.state;
+    dapi_queries_release(qs, &v);
+    return s;
+}
+
+/* ---- tests --------------------------------------------------------------------------- */
+
+static void test_lifecycle(void)
+{
+    char state[128], qd[256];
+    state_dir(state, sizeof state, "life");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(u.calls, 0);
+    char queries_dir[200];
+    snprintf(queries_dir, sizeof queries_dir, "%s/queries", state);
+    T_CHECK(exists(queries_dir), "queries/ created");
+
+    char slug[DAPI_SLUG_MAX];
+    memset(slug, 0, sizeof slug);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug), DAPI_OK);
+    T_CHECK(slug_ok(slug), "slug format: [%s]", slug);
+    query_dir(qd, sizeof qd, state, slug);
+    char meta[300];
+    snprintf(meta, sizeof meta, "%s/meta.json", qd);
+    T_CHECK(exists(meta), "meta.json persisted at create");
+
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, slug, owner, 1000, &v), DAPI_OK);
+    T_EQ_STR(v.slug, slug);
+    T_EQ_INT(v.state, DAPI_Q_QUEUED);
+    T_CHECK(v.result == NULL, "no result while queued");
+    dapi_queries_release(qs, &v);
+    T_CHECK(v.ref == NULL && v.result == NULL, "release clears the view");
+    dapi_queries_release(qs, &v); /* twice is harmless */
+
+    T_EQ_INT(dapi_queries_get(qs, slug, other, 1000, &v), DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(dapi_queries_get(qs, "dapi-query-0000000000000000000000", owner, 1000, &v),
+             DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(dapi_queries_get(qs, "", owner, 1000, &v), DAPI_ERR_NOT_FOUND);
+    char prefix[DAPI_SLUG_MAX];
+    snprintf(prefix, sizeof prefix, "%.*s", 30, slug);
+    T_EQ_INT(dapi_queries_get(qs, prefix, owner, 1000, &v), DAPI_ERR_NOT_FOUND);
+
+    dapi_queries_set_running(qs, slug);
+    T_EQ_INT(state_of(qs, slug, 1000, NULL), DAPI_Q_RUNNING);
+    dapi_queries_set_running(qs, "dapi-query-unknown"); /* harmless */
+
+    /* Two waiters, each fires once, from finish, not timed out. */
+    struct waited w1 = {0}, w2 = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug, 1000000, on_wake, &w1), 0);
+    T_EQ_INT(dapi_queries_wait(qs, slug, 2000000, on_wake, &w2), 0);
+    T_EQ_INT(w1.calls + w2.calls, 0);
+    dapi_queries_finish(qs, slug, DAPI_ERR_SQL, "Binder Error: no such column x", 0);
+    T_EQ_INT(w1.calls, 1);
+    T_EQ_INT(w1.timed_out, 0);
+    T_EQ_INT(w2.calls, 1);
+    T_EQ_INT(w2.timed_out, 0);
+    dapi_queries_tick(qs, 1001, 5000000); /* deadlines long past: nothing fires again */
+    T_EQ_INT(w1.calls, 1);
+    T_EQ_INT(w2.calls, 1);
+
+    T_EQ_INT(dapi_queries_get(qs, slug, owner, 1001, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_FAILED);
+    T_EQ_INT(v.error, DAPI_ERR_SQL);
+    T_EQ_STR(v.message, "Binder Error: no such column x");
+    T_CHECK(v.result == NULL, "no result when failed");
+    dapi_queries_release(qs, &v);
+    T_EQ_INT(dapi_queries_get(qs, slug, other, 1001, &v), DAPI_ERR_NOT_FOUND);
+
+    /* Waiting on a finished query: -1, callback never called. */
+    struct waited w3 = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug, 1000000, on_wake, &w3), -1);
+    T_EQ_INT(dapi_queries_wait(qs, "dapi-query-nope", 1000000, on_wake, &w3), -1);
+    dapi_queries_tick(qs, 1001, 9000000);
+    T_EQ_INT(w3.calls, 0);
+
+    /* A DONE query with a real result. */
+    char slug2[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT v FROM t", NULL, 1002, slug2), DAPI_OK);
+    T_CHECK(strcmp(slug, slug2) != 0, "slugs differ");
+    dapi_queries_set_running(qs, slug2);
+    struct waited w4 = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug2, 1000000, on_wake, &w4), 0);
+    uint64_t bytes = write_result(qs, slug2, 150);
+    T_CHECK(bytes > 64, "result written (%llu bytes)", (unsigned long long)bytes);
+    T_EQ_INT(dapi_queries_bytes(qs), 0);
+    dapi_queries_finish(qs, slug2, DAPI_OK, NULL, bytes);
+    T_EQ_INT(w4.calls, 1);
+    T_EQ_INT(w4.timed_out, 0);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    T_EQ_INT(dapi_queries_get(qs, slug2, owner, 1002, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_DONE);
+    T_EQ_INT(v.error, DAPI_OK);
+    T_CHECK(v.result != NULL, "DONE has a result");
+    if(v.result) {
+        T_EQ_INT(dapi_result_rows(v.result), 150);
+        T_EQ_INT(dapi_result_pages(v.result), 2);
+        const char *data;
+        size_t len;
+        dapi_result_page(v.result, 2, &data, &len);
+        T_CHECK(len > 10 && strncmp(data, "{\"v\":300}", 9) == 0, "page 2 starts with row 100: "
+                "[%.20s]", data);
+        T_CHECK(len > 9 && memcmp(data + len - 9, "{\"v\":447}", 9) == 0,
+                "page 2 ends with row 149");
+    }
+    dapi_queries_release(qs, &v);
+
+    /* finish OK without a result file: FAILED, the reason says so, no bytes counted. */
+    char slug3[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1003, slug3), DAPI_OK);
+    dapi_queries_finish(qs, slug3, DAPI_OK, NULL, 12345);
+    T_EQ_INT(dapi_queries_get(qs, slug3, owner, 1003, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_FAILED);
+    T_EQ_INT(v.error, DAPI_ERR_IO);
+    T_CHECK(v.message[0] != '\0', "a message says why: [%s]", v.message);
+    dapi_queries_release(qs, &v);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+
+    /* Finishing an unknown slug is harmless. */
+    dapi_queries_finish(qs, "dapi-query-unknown", DAPI_ERR_SQL, "x", 0);
+
+    /* Many slugs: all well-formed and distinct. */
+    static char many[40][DAPI_SLUG_MAX];
+    int bad = 0, dups = 0;
+    for(int i = 0; i < 40; i++) {
+        T_EQ_INT(dapi_queries_create(qs, other, "SELECT 42", NULL, 1004, many[i]), DAPI_OK);
+        bad += !slug_ok(many[i]);
+        for(int j = 0; j < i; j++)
+            dups += strcmp(many[i], many[j]) == 0;
+    }
+    T_EQ_INT(bad, 0);
+    T_EQ_INT(dups, 0);
+    T_EQ_INT(dapi_queries_get(qs, many[7], other, 1004, &v), DAPI_OK);
+    dapi_queries_release(qs, &v);
+    T_EQ_INT(dapi_queries_get(qs, many[7], owner, 1004, &v), DAPI_ERR_NOT_FOUND);
+
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+static void test_waiter_deadline(void)
+{
+    char state[128];
+    state_dir(state, sizeof state, "wait");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char slug[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug), DAPI_OK);
+    struct waited early = {0}, late = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug, 5000, on_wake, &early), 0);
+    T_EQ_INT(dapi_queries_wait(qs, slug, 9000, on_wake, &late), 0);
+
+    dapi_queries_tick(qs, 1000, 0);
+    dapi_queries_tick(qs, 1000, 4999);
+    T_EQ_INT(early.calls, 0);
+    T_EQ_INT(late.calls, 0);
+    dapi_queries_tick(qs, 1000, 5001);
+    T_EQ_INT(early.calls, 1);
+    T_EQ_INT(early.timed_out, 1);
+    T_EQ_INT(late.calls, 0);
+    dapi_queries_tick(qs, 1000, 6000);
+    T_EQ_INT(early.calls, 1);
+    T_EQ_INT(late.calls, 0);
+
+    /* The query finishes before the later deadline: that waiter fires from finish. */
+    dapi_queries_finish(qs, slug, DAPI_ERR_TIMEOUT, "too slow", 0);
+    T_EQ_INT(early.calls, 1);
+    T_EQ_INT(late.calls, 1);
+    T_EQ_INT(late.timed_out, 0);
+    dapi_queries_tick(qs, 1000, 100000);
+    T_EQ_INT(late.calls, 1);
+
+    /* cancel_waiters wakes everyone as timed out, once. */
+    char slug2[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, slug2), DAPI_OK);
+    struct waited c1 = {0}, c2 = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug2, 1 << 30, on_wake, &c1), 0);
+    T_EQ_INT(dapi_queries_wait(qs, slug2, 1 << 30, on_wake, &c2), 0);
+    dapi_queries_cancel_waiters(qs);
+    T_EQ_INT(c1.calls, 1);
+    T_EQ_INT(c1.timed_out, 1);
+    T_EQ_INT(c2.calls, 1);
+    dapi_queries_finish(qs, slug2, DAPI_ERR_SQL, "x", 0);
+    dapi_queries_cancel_waiters(qs);
+    T_EQ_INT(c1.calls, 1);
+    T_EQ_INT(c2.calls, 1);
+
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+static void test_restart(void)
+{
+    char state[128];
+    state_dir(state, sizeof state, "restart");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    /* SQL with quotes, newlines, tabs, backslashes and non-ASCII survives the round trip. */
+    static const char tricky[] = "SELECT 'it''s', \"x\\y\"\n\t-- café ☕ \x01\nFROM t";
+    char done[DAPI_SLUG_MAX], failed[DAPI_SLUG_MAX], queued[DAPI_SLUG_MAX],
+        running[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT done", NULL, 1000, done), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT failed", NULL, 1000, failed), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, tricky, NULL, 1000, queued), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, other, "SELECT running", NULL, 1000, running), DAPI_OK);
+    uint64_t bytes = write_result(qs, done, 3);
+    dapi_queries_finish(qs, done, DAPI_OK, NULL, bytes);
+    dapi_queries_finish(qs, failed, DAPI_ERR_SQL, "Parser Error: \"quoted\"\nline 2", 0);
+    dapi_queries_set_running(qs, running);
+    dapi_queries_close(qs);
+
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(u.calls, 2);
+    T_CHECK(unfinished_has(&u, queued, tricky), "queued query reported with its exact SQL");
+    T_CHECK(unfinished_has(&u, running, "SELECT running"), "running query reported");
+    T_CHECK(!unfinished_has(&u, done, NULL) && !unfinished_has(&u, failed, NULL),
+            "finished queries are not reported");
+    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, done, owner, 1001, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_DONE);
+    T_CHECK(v.result != NULL, "result reopened");
+    if(v.result) {
+        const char *data;
+        size_t len;
+        dapi_result_page(v.result, 1, &data, &len);
+        T_EQ_MEM(data, len, "{\"v\":0},{\"v\":3},{\"v\":6}");
+    }
+    dapi_queries_release(qs, &v);
+    T_EQ_INT(dapi_queries_get(qs, done, other, 1001, &v), DAPI_ERR_NOT_FOUND);
+
+    T_EQ_INT(dapi_queries_get(qs, failed, owner, 1001, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_FAILED);
+    T_EQ_INT(v.error, DAPI_ERR_SQL);
+    T_EQ_STR(v.message, "Parser Error: \"quoted\"\nline 2");
+    dapi_queries_release(qs, &v);
+
+    /* Unfinished ones come back queued, owned as before, and can be run again. */
+    T_EQ_INT(dapi_queries_get(qs, running, other, 1001, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_QUEUED);
+    dapi_queries_release(qs, &v);
+    T_EQ_INT(dapi_queries_get(qs, running, owner, 1001, &v), DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(state_of(qs, queued, 1001, NULL), DAPI_Q_QUEUED);
+    dapi_queries_set_running(qs, queued);
+    uint64_t b2 = write_result(qs, queued, 1);
+    dapi_queries_finish(qs, queued, DAPI_OK, NULL, b2);
+    T_EQ_INT(state_of(qs, queued, 1001, NULL), DAPI_Q_DONE);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes + b2);
+
+    /* A DONE query whose result file vanished is run again after a restart. */
+    char rp[4096];
+    dapi_queries_result_path(qs, done, rp, sizeof rp);
+    dapi_queries_close(qs);
+    unlink(rp);
+    struct unfinished u2 = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1002, &u2);
+    if(!qs)
+        return;
+    T_CHECK(unfinished_has(&u2, done, "SELECT done"), "done without result: run again");
+    T_CHECK(unfinished_has(&u2, running, NULL), "still unfinished: reported again");
+    T_CHECK(!unfinished_has(&u2, queued, NULL), "finished after restart: not reported");
+    T_EQ_INT(u2.calls, 2);
+    T_EQ_INT(state_of(qs, done, 1002, NULL), DAPI_Q_QUEUED);
+    T_EQ_INT(dapi_queries_bytes(qs), b2);
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+static void test_retention(void)
+{
+    char state[128], qd[256];
+    state_dir(state, sizeof state, "retention");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 10, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char slug[DAPI_SLUG_MAX], pending[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, pending), DAPI_OK);
+    uint64_t bytes = write_result(qs, slug, 5);
+    dapi_queries_finish(qs, slug, DAPI_OK, NULL, bytes);
+    query_dir(qd, sizeof qd, state, slug);
+
+    enum dapi_err e;
+    T_EQ_INT(state_of(qs, slug, 1009, &e), DAPI_Q_DONE);
+    T_EQ_INT(e, DAPI_OK);
+    state_of(qs, slug, 1010, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    state_of(qs, slug, 5000, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+
+    /* A snapshot taken before expiry stays readable after the tick removes the query. */
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, slug, owner, 1005, &v), DAPI_OK);
+
+    dapi_queries_tick(qs, 1009, 0);
+    T_CHECK(exists(qd), "kept before retention ends");
+    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    dapi_queries_tick(qs, 1010, 0);
+    T_CHECK(!exists(qd), "directory deleted when retention ends: %s", qd);
+    T_EQ_INT(dapi_queries_bytes(qs), 0);
+    state_of(qs, slug, 1009, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND); /* gone, whatever time is asked */
+
+    if(v.result) {
+        const char *data;
+        size_t len;
+        dapi_result_page(v.result, 1, &data, &len);
+        T_CHECK(len > 0 && data[0] == '{', "old snapshot still readable");
+    }
+    dapi_queries_release(qs, &v);
+    dapi_queries_tick(qs, 1011, 0);
+
+    /* An expired query found at open is deleted and not reported. */
+    char slug2[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1020, slug2), DAPI_OK);
+    dapi_queries_finish(qs, slug2, DAPI_ERR_SQL, "x", 0);
+    dapi_queries_close(qs);
+    struct unfinished u2 = {0};
+    char qd2[256], qdp[256];
+    query_dir(qd2, sizeof qd2, state, slug2);
+    query_dir(qdp, sizeof qdp, state, pending);
+    qs = open_reg(state, 10, UINT64_MAX, 1029, &u2);
+    T_CHECK(exists(qd2), "not yet expired at open");
+    dapi_queries_close(qs);
+    T_CHECK(!exists(qdp), "the expired unfinished query was removed at open");
+    T_EQ_INT(u2.calls, 0);
+    qs = open_reg(state, 10, UINT64_MAX, 1030, &u2);
+    T_CHECK(!exists(qd2), "expired at open: removed");
+    T_EQ_INT(u2.calls, 0);
+    state_of(qs, slug2, 1025, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+static void test_state_cap(void)
+{
+    char state[128];
+    state_dir(state, sizeof state, "cap");
+    struct unfinished u = {0};
+    /* Find the size of a 1-row result first. */
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a), DAPI_OK);
+    uint64_t size = write_result(qs, a, 1);
+    dapi_queries_close(qs);
+    rm_rf(state);
+    mkdir(state, 0700);
+
+    /* Cap = size + 1: one result fits, the next create still works (size < cap). */
+    qs = open_reg(state, 3600, size + 1, 1000, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a), DAPI_OK);
+    dapi_queries_finish(qs, a, DAPI_OK, NULL, write_result(qs, a, 1));
+    T_EQ_INT(dapi_queries_bytes(qs), size);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b), DAPI_OK);
+    /* Now at or over the cap: new queries are refused with BUSY. */
+    dapi_queries_finish(qs, b, DAPI_OK, NULL, write_result(qs, b, 1));
+    T_CHECK(dapi_queries_bytes(qs) >= size + 1, "over the cap");
+    memset(c, 0, sizeof c);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1000, c), DAPI_ERR_BUSY);
+    T_EQ_INT(c[0], '\0');
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, b, owner, 1000, &v), DAPI_OK);
+    dapi_queries_release(qs, &v);
+    dapi_queries_close(qs);
+
+    /* The count survives a restart, and expiry frees room. */
+    qs = open_reg(state, 3600, size + 1, 1000, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_bytes(qs), 2 * size);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1000, c), DAPI_ERR_BUSY);
+    dapi_queries_tick(qs, 1000 + 3600, 0);
+    T_EQ_INT(dapi_queries_bytes(qs), 0);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 4600, c), DAPI_OK);
+    dapi_queries_close(qs);
+
+    /* Cap exactly equal to one result: full after it. */
+    rm_rf(state);
+    mkdir(state, 0700);
+    qs = open_reg(state, 3600, size, 1000, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a), DAPI_OK);
+    dapi_queries_finish(qs, a, DAPI_OK, NULL, write_result(qs, a, 1));
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b), DAPI_ERR_BUSY);
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+/* claim, the stored SQL, the upstream reference and the query's own directory. */
+static void test_accessors(void)
+{
+    char state[128], qd[256], p[300];
+    state_dir(state, sizeof state, "access");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'a'", NULL, 1000, a), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'b'", "up-123", 1000, b), DAPI_OK);
+
+    /* claim: exactly one caller wins, only from QUEUED. */
+    T_EQ_INT(dapi_queries_claim(qs, a), 1);
+    T_EQ_INT(dapi_queries_claim(qs, a), 0);
+    T_EQ_INT(state_of(qs, a, 1000, NULL), DAPI_Q_RUNNING);
+    T_EQ_INT(dapi_queries_claim(qs, "dapi-query-unknown"), 0);
+    dapi_queries_finish(qs, b, DAPI_ERR_SQL, "x", 0);
+    T_EQ_INT(dapi_queries_claim(qs, b), 0);
+    T_EQ_INT(state_of(qs, b, 1000, NULL), DAPI_Q_FAILED);
+
+    char *sql = dapi_queries_sql(qs, a);
+    T_EQ_STR(sql, "SELECT 'a'");
+    free(sql);
+    T_CHECK(dapi_queries_sql(qs, "dapi-query-unknown") == NULL, "no SQL for an unknown slug");
+
+    char up[64];
+    memset(up, 'x', sizeof up);
+    dapi_queries_upstream(qs, a, up, sizeof up);
+    T_EQ_STR(up, "");
+    dapi_queries_upstream(qs, b, up, sizeof up);
+    T_EQ_STR(up, "up-123");
+    dapi_queries_upstream(qs, "dapi-query-unknown", up, sizeof up);
+    T_EQ_STR(up, "");
+    T_EQ_INT(dapi_queries_set_upstream(qs, a, "up-\"456\""), DAPI_OK);
+    dapi_queries_upstream(qs, a, up, sizeof up);
+    T_EQ_STR(up, "up-\"456\"");
+    T_EQ_INT(dapi_queries_set_upstream(qs, "dapi-query-unknown", "z"), DAPI_ERR_NOT_FOUND);
+    char small[4];
+    dapi_queries_upstream(qs, b, small, sizeof small);
+    T_EQ_STR(small, "up-"); /* truncated, terminated */
+
+    /* Setting the upstream reference does not change the state that is persisted. */
+    T_EQ_INT(dapi_queries_set_upstream(qs, b, "up-789"), DAPI_OK);
+    T_EQ_INT(state_of(qs, b, 1000, NULL), DAPI_Q_FAILED);
+
+    /* The query's directory holds its files and goes with it. */
+    dapi_queries_dir(qs, a, qd, sizeof qd);
+    char want[256];
+    query_dir(want, sizeof want, state, a);
+    T_EQ_STR(qd, want);
+    snprintf(p, sizeof p, "%s/backend-part.bin", qd);
+    FILE *f = fopen(p, "w");
+    T_CHECK(f != NULL, "a backend file in the query dir");
+    if(f)
+        fclose(f);
+    dapi_queries_close(qs);
+
+    /* Upstream references and SQL survive a restart; the running one is reported again. */
+    struct unfinished u2 = {0};
+    qs = open_reg(state, 10, UINT64_MAX, 1001, &u2);
+    if(!qs)
+        return;
+    T_EQ_INT(u2.calls, 1);
+    T_CHECK(unfinished_has(&u2, a, "SELECT 'a'"), "a reported");
+    dapi_queries_upstream(qs, a, up, sizeof up);
+    T_EQ_STR(up, "up-\"456\"");
+    dapi_queries_upstream(qs, b, up, sizeof up);
+    T_EQ_STR(up, "up-789");
+    T_EQ_INT(state_of(qs, b, 1001, NULL), DAPI_Q_FAILED);
+
+    /* Expiry removes the directory with the backend's file in it. */
+    dapi_queries_finish(qs, a, DAPI_ERR_SQL, "y", 0);
+    dapi_queries_tick(qs, 1010, 0);
+    T_CHECK(access(qd, F_OK) != 0, "query dir with extra files removed at expiry");
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+static void write_text(const char *p, const char *text)
+{
+    FILE *f = fopen(p, "w");
+    T_CHECK(f != NULL, "create %s", p);
+    if(f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void test_damaged_meta(void)
+{
+    char state[128], qd[256], p[300];
+    state_dir(state, sizeof state, "damaged");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char good[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT good", NULL, 1000, good), DAPI_OK);
+    dapi_queries_close(qs);
+
+    static const struct {
+        const char *slug, *meta;
+    } bad[] = {
+        {"dapi-query-garbage00000000000000000", "\x7f garbage {{{"},
+        {"dapi-query-empty000000000000000000000", ""},
+        {"dapi-query-array000000000000000000000", "[1,2,3]"},
+        {"dapi-query-noowner0000000000000000000",
+         "{\"created\":1000,\"state\":\"done\",\"error\":0,\"sql\":\"SELECT 1\"}"},
+        {"dapi-query-badowner000000000000000000",
+         "{\"owner\":\"zz\",\"created\":1000,\"state\":\"queued\",\"error\":0,\"sql\":\"x\"}"},
+        {"dapi-query-nothex00000000000000000000",
+         "{\"owner\":\"gggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg\","
+         "\"created\":1000,\"state\":\"queued\",\"error\":0,\"sql\":\"x\"}"},
+        {"dapi-query-strcreated0000000000000000",
+         "{\"owner\":\"00000000000000000000000000000000000000000000000000000000000000ff\","
+         "\"created\":\"1000\",\"state\":\"queued\",\"error\":0,\"sql\":\"x\"}"},
+        {"dapi-query-nosql000000000000000000000",
+         "{\"owner\":\"00000000000000000000000000000000000000000000000000000000000000ff\","
+         "\"created\":1000,\"state\":\"queued\",\"error\":0}"},
+        {"dapi-query-deep0000000000000000000000",
+         "{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"},
+    };
+    for(size_t i = 0; i < N(bad); i++) {
+        query_dir(qd, sizeof qd, state, bad[i].slug);
+        T_EQ_INT(mkdir(qd, 0700), 0);
+        snprintf(p, sizeof p, "%s/meta.json", qd);
+        write_text(p, bad[i].meta);
+    }
+    /* A directory without meta.json and a stray tmp file. */
+    query_dir(qd, sizeof qd, state, "dapi-query-nometa000000000000000000");
+    mkdir(qd, 0700);
+    snprintf(p, sizeof p, "%s/meta.json.tmp", qd);
+    write_text(p, "{");
+
+    struct unfinished u2 = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1000, &u2);
+    if(!qs)
+        return;
+    for(size_t i = 0; i < N(bad); i++) {
+        query_dir(qd, sizeof qd, state, bad[i].slug);
+        T_CHECK(!exists(qd), "damaged %s removed at open", bad[i].slug);
+        T_CHECK(!unfinished_has(&u2, bad[i].slug, NULL), "damaged %s not reported", bad[i].slug);
+    }
+    query_dir(qd, sizeof qd, state, "dapi-query-nometa000000000000000000");
+    T_CHECK(!exists(qd), "directory without meta.json removed");
+    T_EQ_INT(u2.calls, 1);
+    T_CHECK(unfinished_has(&u2, good, "SELECT good"), "the good one survives");
+    T_EQ_INT(state_of(qs, good, 1000, NULL), DAPI_Q_QUEUED);
+    dapi_queries_close(qs);
+    rm_rf(state);
+
+    /* A state dir that cannot hold queries/: an error naming it. */
+    char file[160];
+    snprintf(file, sizeof file, "%s/not-a-dir", root);
+    write_text(file, "x");
+    struct dapi_queries *q2 = (struct dapi_queries *)1;
+    err[0] = '\0';
+    T_CHECK(dapi_queries_open(&q2, file, 10, 1 << 20, 0, on_unfinished, &u2, err, sizeof err) !=
+                DAPI_OK,
+            "open on a file fails");
+    T_CHECK(q2 == NULL, "no registry");
+    T_CHECK(strstr(err, "not-a-dir") != NULL, "error names the path: [%s]", err);
+    unlink(file);
+}
+
+int main(void)
+{
+    dapi_log_setup(0, DAPI_LOG_ERROR);
+    snprintf(root, sizeof root, "/tmp/dapi-queries-XXXXXX");
+    if(!mkdtemp(root))
+        return 2;
+    dapi_sha256("owner-key", 9, owner);
+    dapi_sha256("other-key", 9, other);
+    test_lifecycle();
+    test_waiter_deadline();
+    test_restart();
+    test_retention();
+    test_state_cap();
+    test_accessors();
+    test_damaged_meta();
+    rm_rf(root);
+    T_CHECK(!exists(root), "temp dir cleaned up");
+    T_DONE();
+}

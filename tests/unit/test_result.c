@@ -1,0 +1,513 @@
+/* The result file: writing through dapi_result_sink, paging, limits, and refusing damaged
+ * files (every check must fail cleanly, never crash: also run this file under
+ * -fsanitize=address,undefined). */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/result.h"
+#include "t.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static char dir[64];
+static char path[128], tmppath[160];
+
+static const struct dapi_result_limits unlimited = {UINT64_MAX, UINT64_MAX};
+
+static int exists(const char *p)
+{
+    return access(p, F_OK) == 0;
+}
+
+static int64_t file_size(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) ? -1 : (int64_t)st.st_size;
+}
+
+static struct dapi_colvec i64col(const int64_t *data, const uint64_t *validity)
+{
+    struct dapi_colvec c;
+    memset(&c, 0, sizeof c);
+    c.type = DAPI_CT_I64;
+    c.data = data;
+    c.validity = validity;
+    return c;
+}
+
+/* Writes `total` rows of one I64 column "n" (values first, first + 1, …) in chunks of the
+ * given sizes (repeated cyclically). Returns the finish result, or the first failing sink
+ * call's; fills rows/pages/bytes on success. The writer is freed either way. */
+static enum dapi_err write_n(const struct dapi_result_limits *lim, uint64_t total,
+                             const uint64_t *sizes, size_t nsizes, uint64_t *rows,
+                             uint64_t *pages, uint64_t *bytes, char *why, size_t whylen)
+{
+    struct dapi_result_writer *w = NULL;
+    enum dapi_err r = dapi_result_writer_open(&w, path, lim);
+    if(why)
+        why[0] = '\0';
+    if(r)
+        return r;
+    const char *names[] = {"n"};
+    r = dapi_result_sink.begin(w, 1, names);
+    static int64_t data[4096];
+    uint64_t done = 0;
+    for(size_t k = 0; !r && done < total; k++) {
+        uint64_t n = nsizes ? sizes[k % nsizes] : total;
+        if(n > total - done)
+            n = total - done;
+        if(n > N(data))
+            n = N(data);
+        for(uint64_t i = 0; i < n; i++)
+            data[i] = (int64_t)(done + i);
+        struct dapi_colvec c = i64col(data, NULL);
+        r = dapi_result_sink.chunk(w, &c, 1, n);
+        done += n;
+    }
+    uint64_t rr = 0, pp = 0, bb = 0;
+    if(!r)
+        r = dapi_result_writer_finish(w, &rr, &pp, &bb);
+    if(rows)
+        *rows = rr;
+    if(pages)
+        *pages = pp;
+    if(bytes)
+        *bytes = bb;
+    if(why && dapi_result_writer_error(w))
+        snprintf(why, whylen, "%s", dapi_result_writer_error(w));
+    dapi_result_writer_free(w);
+    return r;
+}
+
+/* The expected text of a page of write_n's rows. */
+static char *expect_page(uint64_t total, uint64_t page)
+{
+    static char buf[1 << 16];
+    size_t at = 0;
+    buf[0] = '\0';
+    if(page == 0)
+        return buf;
+    for(uint64_t r = (page - 1) * DAPI_PAGE_ROWS; r < total && r < page * DAPI_PAGE_ROWS; r++)
+        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s{\"n\":%llu}",
+                               r % DAPI_PAGE_ROWS ? "," : "", (unsigned long long)r);
+    return buf;
+}
+
+static void check_file(uint64_t total, const char *label)
+{
+    struct dapi_result *res = NULL;
+    T_CHECK(dapi_result_open(&res, path) == DAPI_OK, "%s: opens", label);
+    if(!res)
+        return;
+    uint64_t pages = (total + DAPI_PAGE_ROWS - 1) / DAPI_PAGE_ROWS;
+    T_CHECK(dapi_result_rows(res) == total, "%s: rows %llu", label,
+            (unsigned long long)dapi_result_rows(res));
+    T_CHECK(dapi_result_pages(res) == pages, "%s: pages %llu, want %llu", label,
+            (unsigned long long)dapi_result_pages(res), (unsigned long long)pages);
+    for(uint64_t p = 0; p <= pages + 2; p++) {
+        const char *data = NULL;
+        size_t len = 99;
+        dapi_result_page(res, p, &data, &len);
+        const char *want = expect_page(total, p);
+        T_CHECK(data && len == strlen(want) && memcmp(data, want, len) == 0,
+                "%s: page %llu:\n  got  [%.*s]\n  want [%.200s]", label, (unsigned long long)p,
+                (int)(len > 200 ? 200 : len), data ? data : "", want);
+    }
+    const char *data = NULL;
+    size_t len = 99;
+    dapi_result_page(res, UINT64_MAX, &data, &len);
+    T_CHECK(data && len == 0, "%s: page UINT64_MAX is empty", label);
+    dapi_result_close(res);
+}
+
+static void test_sizes(void)
+{
+    static const struct {
+        uint64_t total;
+        uint64_t sizes[6];
+        size_t nsizes;
+    } cases[] = {
+        {0, {0}, 0},        {1, {0}, 0},          {99, {0}, 0},
+        {100, {0}, 0},      {101, {0}, 0},        {200, {0}, 0},
+        {250, {7, 93, 1, 0, 149}, 5},             {250, {100}, 1},
+        {250, {1}, 1},      {1000, {333}, 1},
+    };
+    for(size_t i = 0; i < N(cases); i++) {
+        char label[64];
+        snprintf(label, sizeof label, "%llu rows (case %zu)", (unsigned long long)cases[i].total,
+                 i);
+        uint64_t rows = 9, pages = 9, bytes = 9;
+        enum dapi_err r = write_n(&unlimited, cases[i].total, cases[i].sizes, cases[i].nsizes,
+                                  &rows, &pages, &bytes, NULL, 0);
+        T_CHECK(r == DAPI_OK, "%s: written (got %d)", label, (int)r);
+        T_CHECK(rows == cases[i].total, "%s: finish rows %llu", label, (unsigned long long)rows);
+        uint64_t want_pages = (cases[i].total + DAPI_PAGE_ROWS - 1) / DAPI_PAGE_ROWS;
+        T_CHECK(pages == want_pages, "%s: finish pages %llu", label, (unsigned long long)pages);
+        T_CHECK((int64_t)bytes == file_size(path), "%s: bytes %llu is the file size %lld", label,
+                (unsigned long long)bytes, (long long)file_size(path));
+        T_CHECK(!exists(tmppath), "%s: no .tmp left", label);
+        check_file(cases[i].total, label);
+        unlink(path);
+    }
+}
+
+/* The header is as documented in result.h. */
+static void test_layout(void)
+{
+    uint64_t rows, pages, bytes;
+    T_EQ_INT(write_n(&unlimited, 101, NULL, 0, &rows, &pages, &bytes, NULL, 0), DAPI_OK);
+    unsigned char buf[8192];
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf) : -1;
+    if(fd >= 0)
+        close(fd);
+    T_CHECK(n == (ssize_t)bytes, "read the whole file (%zd of %llu)", n,
+            (unsigned long long)bytes);
+    if(n < 64)
+        return;
+    uint64_t h[8];
+    for(int i = 0; i < 8; i++) {
+        h[i] = 0;
+        for(int j = 7; j >= 0; j--)
+            h[i] = h[i] << 8 | buf[8 * i + j];
+    }
+    T_EQ_MEM((const char *)buf, 8, "DAPIRES1");
+    T_EQ_INT(h[1], 101);
+    T_EQ_INT(h[2], 2);
+    T_EQ_INT(h[3], 64);
+    size_t rows_len = strlen(expect_page(101, 1)) + strlen(expect_page(101, 2));
+    T_EQ_INT(h[4], rows_len);
+    T_EQ_INT(h[5], 64 + rows_len);
+    T_EQ_INT(h[6], bytes);
+    T_EQ_INT(h[7], 0);
+    T_EQ_INT(bytes, 64 + rows_len + 8 * 3);
+    unlink(path);
+}
+
+static void test_columns(void)
+{
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
+    if(!w)
+        return;
+    /* Duplicates get _2, _3 …, skipping names already taken; odd names are escaped. */
+    const char *names[] = {"a", "a", "a_2", "b", "a", "we\"ird", ""};
+    int64_t v[7][2];
+    struct dapi_colvec cols[7];
+    uint64_t valid = 1; /* only row 0 valid */
+    for(int c = 0; c < 7; c++) {
+        v[c][0] = c;
+        v[c][1] = 10 + c;
+        cols[c] = i64col(v[c], c == 3 ? &valid : NULL);
+    }
+    T_EQ_INT(dapi_result_sink.begin(w, 7, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.chunk(w, cols, 7, 2), DAPI_OK);
+    uint64_t rows, pages, bytes;
+    T_EQ_INT(dapi_result_writer_finish(w, &rows, &pages, &bytes), DAPI_OK);
+    T_CHECK(dapi_result_writer_error(w) == NULL, "no error");
+    dapi_result_writer_free(w);
+    struct dapi_result *res = NULL;
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    if(res) {
+        const char *data;
+        size_t len;
+        dapi_result_page(res, 1, &data, &len);
+        T_EQ_MEM(data, len,
+                 "{\"a\":0,\"a_2\":1,\"a_2_2\":2,\"b\":3,\"a_3\":4,\"we\\\"ird\":5,\"\":6},"
+                 "{\"a\":10,\"a_2\":11,\"a_2_2\":12,\"b\":null,\"a_3\":14,\"we\\\"ird\":15,\"\":16}");
+        dapi_result_close(res);
+    }
+    unlink(path);
+
+    /* Zero columns: rows are empty objects. */
+    T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
+    if(!w)
+        return;
+    T_EQ_INT(dapi_result_sink.begin(w, 0, NULL), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.chunk(w, NULL, 0, 2), DAPI_OK);
+    T_EQ_INT(dapi_result_writer_finish(w, &rows, &pages, &bytes), DAPI_OK);
+    dapi_result_writer_free(w);
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    if(res) {
+        const char *data;
+        size_t len;
+        dapi_result_page(res, 1, &data, &len);
+        T_EQ_MEM(data, len, "{},{}");
+        dapi_result_close(res);
+    }
+    unlink(path);
+}
+
+/* More than the 1 MiB flush threshold, with strings. */
+static void test_large(void)
+{
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
+    if(!w)
+        return;
+    const char *names[] = {"id", "s"};
+    T_EQ_INT(dapi_result_sink.begin(w, 2, names), DAPI_OK);
+    static char text[2048][48];
+    static struct dapi_dstr strs[2048];
+    static int64_t ids[2048];
+    const uint64_t total = 40000;
+    for(uint64_t base = 0; base < total; base += 2048) {
+        uint64_t n = total - base < 2048 ? total - base : 2048;
+        for(uint64_t i = 0; i < n; i++) {
+            ids[i] = (int64_t)(base + i);
+            int len = snprintf(text[i], sizeof text[i], "row %08llu padding padding pad",
+                               (unsigned long long)(base + i));
+            memset(&strs[i], 0, sizeof strs[i]);
+            strs[i].value.pointer.length = (uint32_t)len;
+            memcpy(strs[i].value.pointer.prefix, text[i], 4);
+            strs[i].value.pointer.ptr = text[i];
+        }
+        struct dapi_colvec cols[2] = {i64col(ids, NULL), i64col(NULL, NULL)};
+        cols[1].type = DAPI_CT_VARCHAR;
+        cols[1].data = strs;
+        T_EQ_INT(dapi_result_sink.chunk(w, cols, 2, n), DAPI_OK);
+    }
+    uint64_t rows, pages, bytes;
+    T_EQ_INT(dapi_result_writer_finish(w, &rows, &pages, &bytes), DAPI_OK);
+    dapi_result_writer_free(w);
+    T_EQ_INT(rows, total);
+    T_EQ_INT(pages, 400);
+    T_CHECK(bytes > (3u << 19), "over 1.5 MiB (the flush threshold is 1 MiB): %llu", (unsigned long long)bytes);
+    struct dapi_result *res = NULL;
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    if(res) {
+        static const uint64_t probe[] = {1, 2, 137, 399, 400};
+        for(size_t i = 0; i < N(probe); i++) {
+            const char *data;
+            size_t len;
+            dapi_result_page(res, probe[i], &data, &len);
+            uint64_t first = (probe[i] - 1) * 100, last = first + 99;
+            char head[96], tail[96];
+            snprintf(head, sizeof head, "{\"id\":%llu,\"s\":\"row %08llu padding padding pad\"},",
+                     (unsigned long long)first, (unsigned long long)first);
+            snprintf(tail, sizeof tail, ",{\"id\":%llu,\"s\":\"row %08llu padding padding pad\"}",
+                     (unsigned long long)last, (unsigned long long)last);
+            T_CHECK(len > strlen(head) && memcmp(data, head, strlen(head)) == 0,
+                    "page %llu starts with row %llu", (unsigned long long)probe[i],
+                    (unsigned long long)first);
+            T_CHECK(len > strlen(tail) && memcmp(data + len - strlen(tail), tail,
+                                                 strlen(tail)) == 0,
+                    "page %llu ends with row %llu", (unsigned long long)probe[i],
+                    (unsigned long long)last);
+            size_t commas = 0;
+            for(size_t j = 0; j < len; j++)
+                commas += data[j] == '}' && j + 1 < len && data[j + 1] == ',';
+            T_EQ_INT(commas, 99);
+        }
+        dapi_result_close(res);
+    }
+    unlink(path);
+}
+
+static void test_limits(void)
+{
+    char why[256];
+    uint64_t rows, pages, bytes;
+    static const uint64_t one_chunk[] = {1000}, by_three[] = {3}, by_one[] = {1};
+    static const struct {
+        uint64_t max_rows, total;
+        const uint64_t *sizes;
+    } rcases[] = {
+        {5, 5, one_chunk}, {5, 6, one_chunk}, {5, 6, by_three}, {5, 6, by_one},
+        {100, 100, one_chunk}, {100, 101, one_chunk}, {1, 1, one_chunk}, {1, 2, by_one},
+    };
+    for(size_t i = 0; i < N(rcases); i++) {
+        struct dapi_result_limits lim = {rcases[i].max_rows, UINT64_MAX};
+        enum dapi_err r = write_n(&lim, rcases[i].total, rcases[i].sizes, 1, &rows, &pages,
+                                  &bytes, why, sizeof why);
+        if(rcases[i].total <= rcases[i].max_rows) {
+            T_CHECK(r == DAPI_OK, "rows case %zu: %llu rows at max %llu succeed (got %d)", i,
+                    (unsigned long long)rcases[i].total, (unsigned long long)rcases[i].max_rows,
+                    (int)r);
+            T_CHECK(exists(path), "rows case %zu: file published", i);
+            check_file(rcases[i].total, "at max_rows");
+        } else {
+            T_CHECK(r == DAPI_ERR_TOO_LARGE, "rows case %zu: one over fails (got %d)", i, (int)r);
+            T_CHECK(strstr(why, "--max-result-rows") != NULL, "rows case %zu: why [%s]", i, why);
+            T_CHECK(!exists(path) && !exists(tmppath), "rows case %zu: no file left", i);
+        }
+        unlink(path);
+    }
+
+    /* Bytes: the limit is on the rows' JSON (separators included). */
+    static const uint64_t totals[] = {1, 3, 100, 101, 250};
+    for(size_t i = 0; i < N(totals); i++) {
+        uint64_t rows_len = 0;
+        for(uint64_t p = 1; p <= (totals[i] + 99) / 100; p++)
+            rows_len += strlen(expect_page(totals[i], p));
+        struct dapi_result_limits lim = {UINT64_MAX, rows_len};
+        enum dapi_err r = write_n(&lim, totals[i], by_three, 1, &rows, &pages, &bytes, why,
+                                  sizeof why);
+        T_CHECK(r == DAPI_OK, "%llu rows in exactly %llu bytes succeed (got %d: %s)",
+                (unsigned long long)totals[i], (unsigned long long)rows_len, (int)r, why);
+        T_EQ_INT(bytes, 64 + rows_len + 8 * ((totals[i] + 99) / 100 + 1));
+        unlink(path);
+        lim.max_bytes = rows_len - 1;
+        r = write_n(&lim, totals[i], by_three, 1, &rows, &pages, &bytes, why, sizeof why);
+        T_CHECK(r == DAPI_ERR_TOO_LARGE, "%llu rows in %llu bytes fail (got %d)",
+                (unsigned long long)totals[i], (unsigned long long)lim.max_bytes, (int)r);
+        T_CHECK(strstr(why, "--max-result-bytes") != NULL, "why [%s]", why);
+        T_CHECK(!exists(path) && !exists(tmppath), "no file left after the bytes limit");
+        unlink(path);
+    }
+
+    /* A writer freed without finishing leaves nothing. */
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
+    T_CHECK(exists(tmppath), "writing goes to the .tmp name");
+    T_CHECK(!exists(path), "nothing published while writing");
+    dapi_result_writer_free(w);
+    T_CHECK(!exists(path) && !exists(tmppath), "abandoned writer leaves nothing");
+    dapi_result_writer_free(NULL);
+
+    /* A directory that does not exist. */
+    char bad[200];
+    snprintf(bad, sizeof bad, "%s/nope/result.bin", dir);
+    w = (struct dapi_result_writer *)1;
+    T_EQ_INT(dapi_result_writer_open(&w, bad, &unlimited), DAPI_ERR_IO);
+    T_CHECK(w == NULL, "no writer");
+}
+
+static void put64(unsigned char *p, uint64_t v)
+{
+    for(int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* Rewrites the file with `len` bytes of `buf`. */
+static void rewrite(const unsigned char *buf, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    T_CHECK(fd >= 0 && write(fd, buf, len) == (ssize_t)len, "rewrite");
+    if(fd >= 0)
+        close(fd);
+}
+
+static void expect_refused(const char *label)
+{
+    struct dapi_result *res = (struct dapi_result *)1;
+    enum dapi_err r = dapi_result_open(&res, path);
+    T_CHECK(r == DAPI_ERR_IO, "%s: refused with DAPI_ERR_IO (got %d)", label, (int)r);
+    if(r == DAPI_OK && res) {
+        /* Accepted: at least show whether a page would reach outside the file. */
+        for(uint64_t p = 1; p <= dapi_result_pages(res) && p < 4; p++) {
+            const char *data;
+            size_t len;
+            dapi_result_page(res, p, &data, &len);
+            T_CHECK(len <= (size_t)file_size(path), "%s: page %llu is %zu bytes, file is %lld",
+                    label, (unsigned long long)p, len, (long long)file_size(path));
+        }
+        dapi_result_close(res);
+    } else {
+        T_CHECK(res == NULL, "%s: out is NULL", label);
+    }
+}
+
+static void test_damaged(void)
+{
+    uint64_t rows, pages, bytes;
+    T_EQ_INT(write_n(&unlimited, 250, NULL, 0, &rows, &pages, &bytes, NULL, 0), DAPI_OK);
+    static unsigned char good[1 << 16], buf[1 << 16];
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, good, sizeof good) : -1;
+    if(fd >= 0)
+        close(fd);
+    T_CHECK(n == (ssize_t)bytes && n > 64, "read back %zd bytes", n);
+    if(n != (ssize_t)bytes || n <= 64)
+        return;
+    size_t len = (size_t)n;
+    uint64_t rows_len = bytes - 64 - 8 * (pages + 1), index_off = 64 + rows_len;
+
+    /* Unchanged: opens (the baseline the cases below differ from). */
+    rewrite(good, len);
+    struct dapi_result *res = NULL;
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    dapi_result_close(res);
+
+    struct {
+        const char *label;
+        size_t at;      /* byte offset to change */
+        uint64_t value; /* u64 written there (when set64) */
+        int set64;
+        int cut;        /* bytes removed from the end (negative: added) */
+    } cases[] = {
+        {"truncated by 1 byte", 0, 0, 0, 1},
+        {"truncated to the header", 0, 0, 0, (int)(len - 64)},
+        {"truncated to 63 bytes", 0, 0, 0, (int)(len - 63)},
+        {"truncated to 0 bytes", 0, 0, 0, (int)len},
+        {"one byte appended", 0, 0, 0, -1},
+        {"magic flipped", 0, 0x3153455249504144ull ^ 1, 1, 0},
+        {"rows that need another page", 8, 301, 1, 0},
+        {"pages +1", 16, 4, 1, 0},
+        {"pages huge", 16, UINT64_MAX / 8, 1, 0},
+        {"rows_off moved", 24, 72, 1, 0},
+        {"rows_len +8", 32, rows_len + 8, 1, 0},
+        {"rows_len huge", 32, UINT64_MAX, 1, 0},
+        {"index_off +8", 40, index_off + 8, 1, 0},
+        {"total_len +1", 48, bytes + 1, 1, 0},
+        {"index[0] not 0", index_off, 1, 1, 0},
+        {"index[1] beyond the rows", index_off + 8, rows_len + 1, 1, 0},
+        {"index[1] huge", index_off + 8, UINT64_MAX, 1, 0},
+        {"index[2] before index[1]", index_off + 16, 5, 1, 0},
+        {"index[last] beyond the rows", index_off + 24, rows_len + 100, 1, 0},
+    };
+    for(size_t i = 0; i < N(cases); i++) {
+        memcpy(buf, good, len);
+        size_t newlen = len - (size_t)cases[i].cut;
+        if(cases[i].cut < 0)
+            buf[len] = 'x';
+        if(cases[i].set64)
+            put64(buf + cases[i].at, cases[i].value);
+        rewrite(buf, newlen);
+        expect_refused(cases[i].label);
+    }
+
+    /* A header whose offsets wrap around 2^64: rows_len = 2^64 - 8 makes
+     * rows_off + rows_len == 56, so the "index" starts inside the header (whose reserved
+     * word is the 0 the first entry needs) and its second entry, the 8 bytes after the
+     * header, can claim a page of any length. */
+    memset(buf, 0, 80);
+    memcpy(buf, "DAPIRES1", 8);
+    put64(buf + 8, 1);             /* rows */
+    put64(buf + 16, 1);            /* pages */
+    put64(buf + 24, 64);           /* rows_off */
+    put64(buf + 32, UINT64_MAX - 7); /* rows_len: 64 + this wraps to 56 */
+    put64(buf + 40, 56);           /* index_off */
+    put64(buf + 48, 72);           /* total */
+    put64(buf + 64, 1u << 30);     /* "index[1]": page 1 would be 1 GiB */
+    rewrite(buf, 72);
+    expect_refused("offsets wrapping around 2^64");
+
+    /* Missing file; a directory. */
+    unlink(path);
+    expect_refused("missing file");
+    T_EQ_INT(mkdir(path, 0700), 0);
+    expect_refused("a directory");
+    rmdir(path);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/dapi-result-XXXXXX");
+    if(!mkdtemp(dir))
+        return 2;
+    snprintf(path, sizeof path, "%s/result.bin", dir);
+    snprintf(tmppath, sizeof tmppath, "%s.tmp", path);
+    test_sizes();
+    test_layout();
+    test_columns();
+    test_large();
+    test_limits();
+    test_damaged();
+    unlink(path);
+    unlink(tmppath);
+    T_CHECK(rmdir(dir) == 0, "temp dir empty at the end");
+    T_DONE();
+}
