@@ -7,7 +7,8 @@
 #
 # Tunables (environment): DAPI_BIN (build/dapi), NGINX_BIN (/usr/sbin/nginx), WRK_BIN (wrk),
 # BENCH_DURATION (10s per throughput run), BENCH_WARMUP (2s), BENCH_LAT_DURATION (5s),
-# BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_NGINX_WORKERS (2 = dapi's HTTP threads).
+# BENCH_ROUNDS (1 dapi/nginx pair per throughput measure), BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_HTTP_THREADS (nginx worker_processes; when set,
+# also passed to dapi as --http-threads; default 2 = dapi's default HTTP threads).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,8 +21,11 @@ DUR=${BENCH_DURATION:-10s}
 WARM=${BENCH_WARMUP:-2s}
 LAT_DUR=${BENCH_LAT_DURATION:-5s}
 THREADS=${BENCH_THREADS:-2}
+ROUNDS=${BENCH_ROUNDS:-1}
 CONNS=${BENCH_CONNECTIONS:-32}
-NGINX_WORKERS=${BENCH_NGINX_WORKERS:-2}
+NGINX_WORKERS=${BENCH_HTTP_THREADS:-2}
+DAPI_EXTRA=()
+[ -n "${BENCH_HTTP_THREADS:-}" ] && DAPI_EXTRA+=(--http-threads "$BENCH_HTTP_THREADS")
 KEY=benchkey
 HOST=127.0.0.1
 BIG_ROWS=1000000                      # part c needs a 1M-row result (10,000 pages of 100)
@@ -90,7 +94,7 @@ SAMPLE_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
 # --- 2. dapi ---------------------------------------------------------------------------------
 note "starting dapi"
 DAPI_API_KEYS=$KEY "$DAPI_BIN" serve --host $HOST --port 0 --data-dir "$DATA" --state-dir "$STATE" \
-    --log-format text >"$OUT/dapi.stdout" 2>"$OUT/dapi.log" &
+    --log-format text ${DAPI_EXTRA[@]+"${DAPI_EXTRA[@]}"} >"$OUT/dapi.stdout" 2>"$OUT/dapi.log" &
 DAPI_PID=$!
 DAPI_PORT=
 for _ in $(seq 300); do
@@ -284,6 +288,31 @@ verdict() { # verdict RATIO OP TARGET
         ok = (op == ">=") ? (r + 0 >= t + 0) : (r + 0 <= t + 0); print ok ? "PASS" : "MISS" }'
 }
 
+# CPU accounting, to tell a quiet machine from a shared one: jiffies used by everything
+# (/proc/stat) minus those used by dapi, nginx (master + workers) and this script's children
+# (wrk, curl, python3) = CPU taken by other processes during the measurements.
+cpu_total_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
+cpu_total_all() { awk '/^cpu / {s = 0; for (i = 2; i <= NF; i++) s += $i; print s}' /proc/stat; }
+pid_cpu() { # utime + stime of PID in jiffies (0 if gone)
+    local f
+    f=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+    awk '{print $12 + $13}' <<<"${f##*) }"
+}
+ours_cpu() { # sets OURS_CPU; must run in this shell (not in $(...)) for `times` to count wrk
+    local sum=0 p kids
+    times >"$TMP/times"
+    sum=$((sum + $(pid_cpu "$DAPI_PID") + $(pid_cpu "$NGINX_PID")))
+    kids=$(cat "/proc/$NGINX_PID/task/$NGINX_PID/children" 2>/dev/null || true)
+    for p in $kids; do sum=$((sum + $(pid_cpu "$p"))); done
+    # reaped children of this shell (wrk, curl, python3), in seconds -> jiffies
+    sum=$((sum + $(awk -v hz="$(getconf CLK_TCK)" 'NR == 2 {
+        t = 0; for (i = 1; i <= 2; i++) { v = $i; m = v; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", v);
+        sub(/s$/, "", v); t += m * 60 + v } printf "%d", t * hz }' "$TMP/times")))
+    OURS_CPU=$sum
+}
+ours_cpu; CPU_OURS0=$OURS_CPU; CPU_BUSY0=$(cpu_total_busy); CPU_ALL0=$(cpu_total_all)
+LOADAVG0=$(cut -d' ' -f1-3 /proc/loadavg)
+
 HDR=(-H "x-api-key: $KEY")
 LOAD=(-t"$THREADS" -c"$CONNS")
 D_HEALTH=$DAPI/api/health
@@ -294,14 +323,18 @@ N_PAGE=$NGINX/page1.json
 note "a. health: warm-up $WARM each, then $DUR each, alternating dapi / nginx"
 run_wrk warm-health-dapi "${LOAD[@]}" -d"$WARM" "$D_HEALTH"
 run_wrk warm-health-nginx "${LOAD[@]}" -d"$WARM" "$N_HEALTH"
-run_wrk health-dapi "${LOAD[@]}" -d"$DUR" "$D_HEALTH"
-run_wrk health-nginx "${LOAD[@]}" -d"$DUR" "$N_HEALTH"
+for r in $(seq "$ROUNDS"); do
+    run_wrk "health-dapi-$r" "${LOAD[@]}" -d"$DUR" "$D_HEALTH"
+    run_wrk "health-nginx-$r" "${LOAD[@]}" -d"$DUR" "$N_HEALTH"
+done
 
 note "b. results page 1 ($PAGE_BYTES bytes): warm-up $WARM each, then $DUR each, alternating"
 run_wrk warm-page-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "$D_PAGE"
 run_wrk warm-page-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "$N_PAGE"
-run_wrk page-dapi "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$D_PAGE"
-run_wrk page-nginx "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$N_PAGE"
+for r in $(seq "$ROUNDS"); do
+    run_wrk "page-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$D_PAGE"
+    run_wrk "page-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$N_PAGE"
+done
 
 note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each"
 L_FIRST="$DAPI/api/queries/$LAT_SLUG/results?page_number=1"
@@ -311,21 +344,37 @@ run_wrk warm-lat-last -t1 -c1 -d"$WARM" "${HDR[@]}" "$L_LAST"
 run_wrk lat-first -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_FIRST"
 run_wrk lat-last -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_LAST"
 
+CPU_BUSY1=$(cpu_total_busy); CPU_ALL1=$(cpu_total_all); ours_cpu; CPU_OURS1=$OURS_CPU
+FOREIGN_PCT=$(awk -v b=$((CPU_BUSY1 - CPU_BUSY0)) -v a=$((CPU_ALL1 - CPU_ALL0)) \
+    -v o=$((CPU_OURS1 - CPU_OURS0)) 'BEGIN { f = (a > 0) ? 100 * (b - o) / a : 0;
+    if (f < 0) f = 0; printf "%.0f", f }')
+
 # d. peak RSS
 kill -0 "$DAPI_PID" 2>/dev/null || die "dapi died during the benchmark (see bench/out/dapi.log)"
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$DAPI_PID/status")
 RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$DAPI_PID/status")
 
 # --- 6. summary ----------------------------------------------------------------------------------
-H_D=$(rps health-dapi); H_N=$(rps health-nginx); H_R=$(ratio "$H_D" "$H_N")
-P_D=$(rps page-dapi);   P_N=$(rps page-nginx);   P_R=$(ratio "$P_D" "$P_N")
+mean_rps() { # mean_rps PREFIX: mean req/s over the rounds
+    local r sum=0
+    for r in $(seq "$ROUNDS"); do sum=$((sum + $(rps "$1-$r"))); done
+    echo $((sum / ROUNDS))
+}
+round_ratios() { # round_ratios WHAT: "r1 r2 ..." when there is more than one round
+    local r out=
+    [ "$ROUNDS" -gt 1 ] || return 0
+    for r in $(seq "$ROUNDS"); do out+="$(ratio "$(rps "$1-dapi-$r")" "$(rps "$1-nginx-$r")") "; done
+    echo "(rounds: ${out% })"
+}
+H_D=$(mean_rps health-dapi); H_N=$(mean_rps health-nginx); H_R=$(ratio "$H_D" "$H_N")
+P_D=$(mean_rps page-dapi);   P_N=$(mean_rps page-nginx);   P_R=$(ratio "$P_D" "$P_N")
 F_MEAN=$(lat_mean lat-first); F_P50=$(lat_pct lat-first 50); F_P99=$(lat_pct lat-first 99)
 L_MEAN=$(lat_mean lat-last);  L_P50=$(lat_pct lat-last 50);  L_P99=$(lat_pct lat-last 99)
 L_R=$(ratio "$L_MEAN" "$F_MEAN")
 F_RPS=$(rps lat-first); L_RPS=$(rps lat-last)
 ERRS=0
-for n in health-dapi health-nginx page-dapi page-nginx lat-first lat-last; do
-    ERRS=$((ERRS + $(errs "$n")))
+for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-lat-*.txt; do
+    n=${f##*/wrk-}; ERRS=$((ERRS + $(errs "${n%.txt}")))
 done
 
 first_line() { "$@" 2>&1 | head -n 1 || true; }
@@ -337,27 +386,30 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
     echo "dapi benchmark — $(date -u '+%Y-%m-%d %H:%M:%S UTC') — nproc $(nproc) — $(uname -sr)"
     echo "versions: $V_DAPI | $V_NGINX | $V_WRK"
     echo "lake: nekt_raw row counts ${COUNTS% } (sample-data took ${SAMPLE_MS} ms)"
-    echo "load: wrk -t$THREADS -c$CONNS -d$DUR after a $WARM warm-up, dapi and nginx alternating;"
-    echo "      nginx: $NGINX_WORKERS workers, keep-alive, access log off; dapi: default HTTP threads"
+    echo "load: wrk -t$THREADS -c$CONNS -d$DUR x $ROUNDS round(s) after a $WARM warm-up, dapi and nginx alternating;"
+    echo "      nginx: $NGINX_WORKERS workers, keep-alive, access log off; dapi: ${BENCH_HTTP_THREADS:-default (2)} HTTP threads"
     echo
     printf '%-44s %12s %12s %7s %8s %s\n' "measure" "dapi" "nginx" "ratio" "target" "verdict"
     printf '%-44s %12s %12s %7s %8s %s\n' "a. GET health, req/s" "$H_D" "$H_N" "$H_R" ">= 0.9" \
-        "$(verdict "$H_R" '>=' 0.9)"
+        "$(verdict "$H_R" '>=' 0.9) $(round_ratios health)"
     printf '%-44s %12s %12s %7s %8s %s\n' "b. results page 1 ($PAGE_BYTES B, $PAGE_ROWS rows), req/s" \
-        "$P_D" "$P_N" "$P_R" ">= 0.8" "$(verdict "$P_R" '>=' 0.8)"
-    printf '%-44s %12s %12s\n' "   same, transfer/s" "$(xfer page-dapi)" "$(xfer page-nginx)"
+        "$P_D" "$P_N" "$P_R" ">= 0.8" "$(verdict "$P_R" '>=' 0.8) $(round_ratios page)"
+    printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer page-dapi-1)" "$(xfer page-nginx-1)"
     echo
     echo "c. latency on the $LAT_ROWS-row result, 1 connection, $LAT_DUR each (ms):"
     printf '%-44s %9s %9s %9s %9s\n' "" "mean" "p50" "p99" "req/s"
     printf '%-44s %9s %9s %9s %9s\n' "   page 1" "$F_MEAN" "$F_P50" "$F_P99" "$F_RPS"
     printf '%-44s %9s %9s %9s %9s\n' "   page $LAST_PAGE ($LAST_ROWS rows)" "$L_MEAN" "$L_P50" "$L_P99" "$L_RPS"
     printf '%-44s %12s %12s %7s %8s %s\n' "   mean(page $LAST_PAGE) / mean(page 1)" "" "" "$L_R" "<= 1.5" \
-        "$(verdict "$L_R" '<=' 1.5)"
+        "$(verdict "$L_R" '<=' 1.5) (p50 ratio $(ratio "$L_P50" "$F_P50"))"
     echo
     printf '%-44s %s\n' "d. dapi peak RSS (VmHWM)" "$((HWM_KB / 1024)) MiB ($HWM_KB kB; VmRSS at end $((RSS_KB / 1024)) MiB)"
     printf '%-44s %s\n' "e. time to first page, $LAT_ROWS rows" "$TTFP_MS ms (POST $CREATE_MS ms + page 1 $PAGE1_MS ms)"
     printf '%-44s %s\n' "   query" "$TTFP_SQL"
     echo
+    echo "machine: load average $LOADAVG0 before the measurements; other processes used" \
+        "$FOREIGN_PCT% of all CPU time during them"
+    [ "$FOREIGN_PCT" -le 10 ] || echo "WARNING: the machine was shared (> 10% CPU elsewhere): ratios are unreliable, re-run on a quiet machine"
     if [ "$ERRS" -gt 0 ]; then
         echo "WARNING: $ERRS non-2xx responses or socket errors in the measured runs (see bench/out/wrk-*.txt)"
     else

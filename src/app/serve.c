@@ -212,10 +212,8 @@ int dapi_serve_main(int argc, char **argv)
     }
     atomic_store(&app.stopping, 1);
     dapi_pool_interrupt(app.run_pool);
-    dapi_pool_stop(app.check_pool, 0);
-    app.check_pool = NULL;
+    dapi_pool_stop(app.check_pool, 0); /* later submissions are refused with 503 */
     dapi_pool_stop(app.run_pool, 0);
-    app.run_pool = NULL;
     dapi_emu_quiesce(&app);
     dapi_queries_cancel_waiters(app.queries);
     /* resumed connections need a moment to send their answers */
@@ -225,8 +223,8 @@ int dapi_serve_main(int argc, char **argv)
     code = 0;
 out:
     dapi_http_stop(app.http);
-    dapi_pool_stop(app.check_pool, 0);
-    dapi_pool_stop(app.run_pool, 0);
+    dapi_pool_free(app.check_pool);
+    dapi_pool_free(app.run_pool);
     dapi_emu_stop(&app);
     if(app.backend && app.backend->stop)
         app.backend->stop(&app);

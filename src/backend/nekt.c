@@ -424,7 +424,16 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
                            details.data);
         goto out;
     }
-    if((result = create_upstream(app, key, j->sql, up, sizeof up, &details))) {
+    result = create_upstream(app, key, j->sql, up, sizeof up, &details);
+    if(result == DAPI_ERR_INVALID) { /* the application may have stopped meanwhile */
+        unsigned char kh[DAPI_KEY_HASH_LEN];
+        dapi_sha256(key, strlen(key), kh);
+        app_set(app->nekt, kh, 0);
+        dapi_buf_reset(&details);
+        if(!(result = ensure_application(app, key, &details)))
+            result = create_upstream(app, key, j->sql, up, sizeof up, &details);
+    }
+    if(result) {
         int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
         dapi_respond_error(j->req, auth ? dapi_err_status(result)
                                    : result == DAPI_ERR_INVALID ? 400
@@ -589,6 +598,15 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         if((result = ensure_application(app, key, &details)))
             break;
         result = execute_page(p, key, up, id, sizeof id, &details);
+        if(result == DAPI_ERR_INVALID && n < MAX_EXECUTIONS) {
+            /* e.g. 409: the application stopped since we saw it active — check it again */
+            unsigned char kh[DAPI_KEY_HASH_LEN];
+            dapi_sha256(key, strlen(key), kh);
+            app_set(app->nekt, kh, 0);
+            dapi_warn("query %s page %s: %s; checking the application again", p->slug,
+                      p->page_text, details.data ? details.data : "refused");
+            continue;
+        }
         if(result == DAPI_ERR_NOT_FOUND && n < MAX_EXECUTIONS) {
             /* Nekt no longer knows the query (or lost the execution): create it again from
              * the SQL we kept, and carry on. */

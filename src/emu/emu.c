@@ -187,6 +187,40 @@ static void serve_file(struct emu_req *e, const struct dapi_fault_action *f)
 
 /* ---- v2: sql-query ------------------------------------------------------------------- */
 
+/* Runs sql into dir/data_0.parquet, data_1.parquet … of exactly --emulate-rows-per-file rows
+ * (the last one fewer; none for an empty result), in row order: the whole result is written
+ * once, then cut with LIMIT/OFFSET over that file (whose scan order is its row order). */
+static enum dapi_err split_result(struct dapi_app *app, struct dapi_econn *conn, const char *sql,
+                                  const char *dir, uint64_t *rows, char **msg)
+{
+    char all[4400], part[4400];
+    int64_t deadline = dapi_clock_mono_ms() + app->cfg->query_timeout * 1000;
+    uint64_t per = (uint64_t)app->cfg->emulate_rows_per_file, got;
+    if(mkdir(dir, 0700) && errno != EEXIST)
+        return DAPI_ERR_IO;
+    snprintf(all, sizeof all, "%s/all.parquet", dir);
+    enum dapi_err result = dapi_engine_export_parquet(conn, sql, all, 0, deadline, rows, msg);
+    for(uint64_t k = 0; !result && k * per < *rows; k++) {
+        struct dapi_buf q;
+        dapi_buf_init(&q, 16384);
+        dapi_buf_adds(&q, "SELECT * FROM read_parquet('");
+        for(const char *c = all; *c; c++) {
+            if(*c == '\'')
+                dapi_buf_adds(&q, "''");
+            else
+                dapi_buf_addc(&q, *c);
+        }
+        dapi_buf_addf(&q, "') LIMIT %llu OFFSET %llu", (unsigned long long)per,
+                      (unsigned long long)(k * per));
+        snprintf(part, sizeof part, "%s/data_%llu.parquet", dir, (unsigned long long)k);
+        result = q.data ? dapi_engine_export_parquet(conn, q.data, part, 0, deadline, &got, msg)
+                        : DAPI_ERR_NOMEM;
+        dapi_buf_free(&q);
+    }
+    unlink(all);
+    return result;
+}
+
 static int new_id(char *out, size_t n)
 {
     char r[25];
@@ -227,9 +261,7 @@ static void sql_query(struct emu_req *e, struct dapi_econn *conn,
     }
     snprintf(dir, sizeof dir, "%s/%s", app->emu->dir, id);
     int64_t t0 = dapi_clock_mono_ms();
-    enum dapi_err result = dapi_engine_export_parquet(conn, sql, dir, app->cfg->emulate_rows_per_file,
-                                                      t0 + app->cfg->query_timeout * 1000, &rows,
-                                                      &msg);
+    enum dapi_err result = split_result(app, conn, sql, dir, &rows, &msg);
     if(result) {
         dapi_buf_adds(&b, "{\"state\":\"FAILED\",\"error\":");
         const char *m = msg ? msg : result == DAPI_ERR_TIMEOUT ? "Query timed out"
@@ -695,8 +727,7 @@ void dapi_emu_quiesce(struct dapi_app *app)
     if(!app->emu || !app->emu->pool)
         return;
     dapi_pool_interrupt(app->emu->pool);
-    dapi_pool_stop(app->emu->pool, 0);
-    app->emu->pool = NULL;
+    dapi_pool_stop(app->emu->pool, 0); /* later requests are refused with 503 */
 }
 
 void dapi_emu_stop(struct dapi_app *app)
@@ -704,7 +735,7 @@ void dapi_emu_stop(struct dapi_app *app)
     struct dapi_emu *emu = app->emu;
     if(!emu)
         return;
-    dapi_emu_quiesce(app);
+    dapi_pool_free(emu->pool);
     dapi_engine_close(emu->engine);
     dapi_faults_free(emu->faults);
     while(emu->apps) {

@@ -637,6 +637,17 @@ static enum dapi_err prepare_readonly(duckdb_connection con, const char *sql,
     duckdb_prepared_statement st = NULL;
     char word[32];
     *out = NULL;
+    /* Parse first (nothing runs), so a misspelt query gets DuckDB's parser message. */
+    idx_t n = duckdb_extract_statements(con, sql, &ex);
+    if(n == 0) {
+        const char *why = ex ? duckdb_extract_statements_error(ex) : NULL;
+        *msg = dupmsg("", why ? why : "no SQL statement found");
+        goto out;
+    }
+    if(n > 1) {
+        *msg = dupmsg("", "only one statement per query is allowed");
+        goto out;
+    }
     if(!starts_like_query(sql, word, sizeof word)) {
         struct dapi_buf b;
         dapi_buf_init(&b, 1024);
@@ -649,16 +660,6 @@ static enum dapi_err prepare_readonly(duckdb_connection con, const char *sql,
             dapi_buf_adds(&b, "no SQL statement found");
         }
         *msg = dapi_buf_take(&b, NULL);
-        goto out;
-    }
-    idx_t n = duckdb_extract_statements(con, sql, &ex);
-    if(n == 0) {
-        const char *why = ex ? duckdb_extract_statements_error(ex) : NULL;
-        *msg = dupmsg("", why ? why : "no SQL statement found");
-        goto out;
-    }
-    if(n > 1) {
-        *msg = dupmsg("", "only one statement per query is allowed");
         goto out;
     }
     if(duckdb_prepare_extracted_statement(con, ex, 0, &st) == DuckDBError) {

@@ -25,7 +25,7 @@ struct dapi_pool {
     pthread_cond_t cv;
     struct job *head, *tail;
     size_t waiting, running;
-    int stopping, drain;
+    int stopping, drain, stopped;
     struct worker *w;
     int n;
     char name[32];
@@ -75,7 +75,7 @@ enum dapi_err dapi_pool_start(struct dapi_pool **out, const char *name, int n,
         p->w[i].p = p;
         if((result = dapi_engine_connect(e, &p->w[i].conn)) ||
            pthread_create(&p->w[i].thread, NULL, run, &p->w[i])) {
-            dapi_pool_stop(p, 0);
+            dapi_pool_free(p);
             return result ? result : DAPI_ERR_INTERNAL;
         }
         p->w[i].started = 1;
@@ -119,9 +119,11 @@ size_t dapi_pool_load(struct dapi_pool *p)
 
 void dapi_pool_interrupt(struct dapi_pool *p)
 {
-    for(int i = 0; i < p->n; i++)
+    pthread_mutex_lock(&p->mu);
+    for(int i = 0; i < p->n && !p->stopped; i++)
         if(p->w[i].conn)
             dapi_econn_interrupt(p->w[i].conn);
+    pthread_mutex_unlock(&p->mu);
 }
 
 void dapi_pool_stop(struct dapi_pool *p, int drain)
@@ -129,6 +131,10 @@ void dapi_pool_stop(struct dapi_pool *p, int drain)
     if(!p)
         return;
     pthread_mutex_lock(&p->mu);
+    if(p->stopped) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
     p->stopping = 1;
     p->drain = drain;
     pthread_cond_broadcast(&p->cv);
@@ -137,15 +143,29 @@ void dapi_pool_stop(struct dapi_pool *p, int drain)
         if(p->w[i].started)
             pthread_join(p->w[i].thread, NULL);
     /* whatever is left was never run: let each job release its resources */
+    pthread_mutex_lock(&p->mu);
     struct job *j = p->head;
+    p->head = p->tail = NULL;
+    p->waiting = 0;
+    p->stopped = 1;
+    pthread_mutex_unlock(&p->mu);
     while(j) {
         struct job *next = j->next;
         j->fn(j->arg, NULL);
         free(j);
         j = next;
     }
-    for(int i = 0; i < p->n; i++)
+    for(int i = 0; i < p->n; i++) {
         dapi_econn_close(p->w[i].conn);
+        p->w[i].conn = NULL;
+    }
+}
+
+void dapi_pool_free(struct dapi_pool *p)
+{
+    if(!p)
+        return;
+    dapi_pool_stop(p, 0);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p->w);

@@ -23,7 +23,10 @@ size_t dapi_pool_load(struct dapi_pool *p);
 /* Interrupts what runs now (shutdown). */
 void dapi_pool_interrupt(struct dapi_pool *p);
 /* Stops after the queued jobs are done (drain=1) or discards them (drain=0: each discarded
- * job is run with conn == NULL so it can release what it holds); joins the threads. */
+ * job is run with conn == NULL so it can release what it holds); joins the threads and
+ * closes their connections. Later submissions get DAPI_ERR_BUSY. Idempotent. */
 void dapi_pool_stop(struct dapi_pool *p, int drain);
+/* Frees a stopped pool (stops it first if needed). */
+void dapi_pool_free(struct dapi_pool *p);
 
 #endif

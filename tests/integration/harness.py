@@ -101,20 +101,34 @@ def write_file(path, data):
     os.replace(tmp, path)
 
 
-_sample = {"path": None, "error": None}
+_sample = {"path": None, "error": None, "manifest": None, "n": 0}
 _sample_lock = threading.Lock()
+
+
+def _manifest(d):
+    out = {}
+    for dirpath, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            try:
+                out[os.path.relpath(p, d)] = os.path.getsize(p)
+            except OSError:
+                pass
+    return out
 
 
 def sample_lake():
     """Path of the deterministic sample lake (`dapi sample-data DIR`), generated once per run.
 
-    Treat it as read-only: several servers share it."""
+    Treat it as read-only: several servers share it. run.py checks after every test that it
+    is unchanged (sample_lake_damage) and fails the test during which it was damaged."""
     with _sample_lock:
         if _sample["path"]:
             return _sample["path"]
         if _sample["error"]:
             raise SetupError(_sample["error"])
-        d = os.path.join(root_dir(), "sample-lake")
+        _sample["n"] += 1
+        d = os.path.join(root_dir(), "sample-lake" if _sample["n"] == 1 else "sample-lake-%d" % _sample["n"])
         try:
             p = subprocess.run(
                 [BIN, "sample-data", d],
@@ -122,6 +136,7 @@ def sample_lake():
                 stderr=subprocess.PIPE,
                 timeout=180,
                 env=base_env(),
+                cwd=tmpdir("cwd-sample"),
             )
         except subprocess.TimeoutExpired:
             _sample["error"] = "`dapi sample-data` did not finish within 180 s"
@@ -133,8 +148,32 @@ def sample_lake():
                 tail_text(p.stderr.decode("utf-8", "replace") + p.stdout.decode("utf-8", "replace")),
             )
             raise SetupError(_sample["error"])
+        _sample["manifest"] = _manifest(d)
         _sample["path"] = d
         return d
+
+
+def sample_lake_damage():
+    """None if the sample lake is absent or unchanged; else a description of the damage
+    (and the lake is dropped, so the next sample_lake() call generates a fresh one)."""
+    with _sample_lock:
+        d, want = _sample["path"], _sample["manifest"]
+        if not d:
+            return None
+        have = _manifest(d) if os.path.isdir(d) else {}
+        if have == want:
+            return None
+        missing = sorted(set(want) - set(have))
+        changed = sorted(k for k in want if k in have and have[k] != want[k])
+        added = sorted(set(have) - set(want))
+        _sample["path"] = None
+        return "the shared sample lake %s was %s during this test (missing %s, changed %s, added %s)" % (
+            d,
+            "deleted" if not os.path.isdir(d) else "modified",
+            missing[:5],
+            changed[:5],
+            added[:5],
+        )
 
 
 def find_lake_file(lake, layer, table, exts=("parquet",)):
@@ -460,6 +499,7 @@ class Server:
         self.port = None
         self.proc = None
         logdir = tmpdir("log-" + name)
+        self.cwd = logdir  # private working directory: nothing relative lands in shared dirs
         self.stderr_path = os.path.join(logdir, "stderr.log")
         self.stdout_path = os.path.join(logdir, "stdout.log")
         self._listening = threading.Event()
@@ -497,7 +537,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=self._stderr_f,
             env=env,
-            cwd=root_dir(),
+            cwd=self.cwd,
             start_new_session=True,
         )
         with _lock:
@@ -886,7 +926,9 @@ def run_cli(args, env=None, timeout=30):
     """Runs the binary with args; returns (rc, stdout, stderr) as text."""
     e = base_env()
     e.update(env or {})
-    p = subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=e, cwd=root_dir())
+    p = subprocess.run(
+        [BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=e, cwd=tmpdir("cwd-cli")
+    )
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 
 

@@ -95,6 +95,11 @@ def run_test(full, fn, limit):
         if box.get("where"):
             extra.append("at " + box["where"].rstrip())
     extra += harness.reap_owned(full)
+    damage = harness.sample_lake_damage()
+    if damage:
+        extra.append(damage)
+        if outcome == "PASS":
+            outcome, msg = "FAIL", damage
     crashes = harness.check_crashes()
     if crashes:
         if outcome != "FAIL":

@@ -289,7 +289,7 @@ def test_mode2_layer_table_must_be_strings():
         expect_error(_srv().create_resp(payload), 400, msg, "payload %r" % payload)
 
 
-BAD_NAMES = ['a"b', "x; DROP", "a.b", "-x", "$x", "a b", "é", "a" * 129, "a/b", "..", "a\x00b", "a\nb", "ab\t", "日本"]
+BAD_NAMES = ['a"b', "x; DROP", "a.b", "-x", "$x", "a b", "é", "a" * 129, "a/b", "..", "a\nb", "ab\t", "日本"]
 
 
 def test_mode2_invalid_layer_names():
@@ -300,6 +300,12 @@ def test_mode2_invalid_layer_names():
 def test_mode2_invalid_table_names():
     for name in BAD_NAMES:
         expect_error(_srv().create_resp({"layer": "lk", "table": name}), 400, "Invalid table name", "table %r" % name)
+
+
+def test_mode2_nul_in_names():
+    """"a\\u0000b" is valid JSON (RFC 8259) holding a name that fails the name pattern."""
+    expect_error(_srv().create_resp({"layer": "a\x00b", "table": "people"}), 400, "Invalid layer name", "layer 'a\\u0000b'")
+    expect_error(_srv().create_resp({"layer": "lk", "table": "a\x00b"}), 400, "Invalid table name", "table 'a\\u0000b'")
 
 
 def test_mode2_edge_names_accepted():

@@ -76,7 +76,13 @@ def test_concurrent_creates_get_unique_slugs():
     lock = threading.Lock()
 
     def creator(t):
-        mine = [s.create("SELECT %d AS t" % t) for _ in range(5)]
+        # Each client reads its result before creating the next query, so at most 32
+        # queries are outstanding (the server bounds its queue: --max-queued-queries).
+        mine = []
+        for k in range(5):
+            slug = s.create("SELECT %d AS t, %d AS k" % (t, k))
+            eq(s.page(slug, 1), [{"t": t, "k": k}], "client %d query %d" % (t, k))
+            mine.append(slug)
         with lock:
             slugs.extend(mine)
 

@@ -224,13 +224,62 @@ def test_query_timeout():
     ):
         slug = s.create(sql)
         t0 = time.monotonic()
-        body = expect_error(s.results(slug, 1, timeout=40), 504, "Query execution failed", "results of %r with --query-timeout 1" % sql)
+        body = expect_error(s.results(slug, 1, timeout=15), 504, "Query execution failed", "results of %r with --query-timeout 1" % sql)
         took = time.monotonic() - t0
         check(took < 20, "504 came after %.1f s with --query-timeout 1" % took)
         eq(body.get("query_slug"), slug, "query_slug")
         # The slug stays failed (it is not re-run by a second read).
-        expect_error(s.results(slug, 1, timeout=40), 504, "Query execution failed", "second read")
+        expect_error(s.results(slug, 1, timeout=15), 504, "Query execution failed", "second read")
     eq(s.query("SELECT 1 AS v"), [{"v": 1}], "a fast query after timeouts")
+
+
+@h.timeout(90)
+def test_query_timeout_frees_the_worker():
+    """With one worker, every timed-out query must give the worker back: a quick query
+    right after each timeout runs at once."""
+    slow = "SELECT count(*) AS n FROM range(1000000) a(x), range(1000000) b(y) WHERE x + y = -%d"
+    with Server(args=["--workers", "1", "--query-timeout", "1", "--shutdown-grace", "2"], keys=[KEY], name="timeout-1worker") as s:
+        for i in range(6):
+            slug = s.create(slow % (i + 1))
+            expect_error(s.results(slug, 1, timeout=10), 504, "Query execution failed", "slow query %d" % (i + 1))
+            slug = s.create("SELECT %d AS i" % i)
+            r = s.results(slug, 1, timeout=10)
+            expect_status(r, 200, "quick query after timeout %d" % (i + 1))
+            eq(jparse(r)["data"], [{"i": i}], "quick query rows")
+
+
+def test_queue_limit_503():
+    args = ["--workers", "1", "--max-queued-queries", "1", "--query-timeout", "60", "--shutdown-grace", "2"]
+    with Server(args=args, keys=[KEY], name="queue") as s:
+        slow = "SELECT count(*) + %d AS n FROM range(1000000000000)"
+        s.create(slow % 1)  # running
+        s.create(slow % 2)  # waiting for the one worker
+        r = s.create_resp({"sql_query": slow % 3})
+        expect_error(r, 503, what="third query with --workers 1 --max-queued-queries 1")
+        expect_status(s.request("GET", "/api/health"), 200, "health while the queue is full")
+
+
+@h.timeout(90)
+def test_result_wait_limit_then_result():
+    args = ["--result-wait", "1", "--query-timeout", "60"]
+    with Server(args=args, keys=[KEY], name="result-wait") as s:
+        n = 1_500_000_000
+        slug = s.create("SELECT sum(i) AS total FROM range(%d) t(i)" % n)
+        t0 = time.monotonic()
+        r = s.results(slug, 1, timeout=30)
+        took = time.monotonic() - t0
+        if r.status == 200:
+            raise h.Skip("the query finished within --result-wait 1 (%.1f s); cannot observe the limit" % took)
+        expect_error(r, 504, what="results of a running query with --result-wait 1")
+        check(took < 5, "--result-wait 1 answered after %.1f s" % took)
+        deadline = time.monotonic() + 60
+        while True:
+            r = s.results(slug, 1, timeout=30)
+            if r.status == 200 or time.monotonic() > deadline:
+                break
+            expect_error(r, 504, what="polling a running query")
+        expect_status(r, 200, "results once the query finished")
+        eq(r.raw().get("data")[0].get("total"), h.Raw(str(n * (n - 1) // 2)), "total")
 
 
 # ----------------------------------------------------------------------------- hostile input

@@ -40,6 +40,12 @@ def _details(body):
 
 
 def test_syntax_error_has_details():
+    for sql in ("SELECT 1 +", "SELECT * FROM WHERE x", "SELECT (1"):
+        body = _create_error(sql)
+        check("syntax error" in _details(body).lower(), "details should carry DuckDB's parser message: %r" % body)
+
+
+def test_misspelled_keyword_is_a_syntax_error():
     body = _create_error("SELEC 1")
     check("syntax error" in _details(body).lower(), "details should carry DuckDB's parser message: %r" % body)
 
@@ -147,18 +153,30 @@ def test_lake_still_intact_after_refusals():
 # ----------------------------------------------------------------------------- files and environment
 
 
+# The contract's own examples: refused at creation with 400.
+CONTRACT_OUTSIDE = [
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_text('/etc/hostname')",
+    "SELECT * FROM glob('/etc/*')",
+]
+
+
+def test_contract_outside_reads_refused_at_creation():
+    for sql in CONTRACT_OUTSIDE:
+        r = _srv().create_resp({"sql_query": sql})
+        expect_error(r, 400, what=sql)
+        check(b"root:x:0" not in r.body, "error leaks /etc/passwd: " + r.short())
+
+
 def _outside_sqls():
     lake = h.sample_lake()
     secret = _secret_file()
     inside_csv = _some_lake_csv()
     rel = os.path.relpath(secret, os.path.join(lake, "nekt_raw"))
-    return [
-        "SELECT * FROM read_csv('/etc/passwd')",
+    return CONTRACT_OUTSIDE + [
         "SELECT * FROM read_csv_auto('/etc/passwd')",
         "SELECT * FROM '/etc/passwd'",
-        "SELECT * FROM read_text('/etc/hostname')",
         "SELECT * FROM read_blob('/etc/hostname')",
-        "SELECT * FROM glob('/etc/*')",
         "SELECT * FROM read_json('/etc/passwd')",
         "SELECT * FROM read_parquet('/etc/passwd')",
         "SELECT * FROM sniff_csv('/etc/passwd')",
@@ -176,6 +194,8 @@ def _outside_sqls():
 
 
 def test_reading_outside_data_dir_refused():
+    """Each read is refused at creation (400) or, at the latest, when it runs (results 400
+    "Query execution failed"); no response may carry the file's content."""
     try:
         hostname = open("/etc/hostname").read().strip()
     except OSError:
@@ -185,16 +205,20 @@ def test_reading_outside_data_dir_refused():
     for sql in sqls:
         r = _srv().create_resp({"sql_query": sql})
         if r.status == 200:
-            # Not refused at creation: the results must not deliver the file either.
+            # Not refused at creation: the run must refuse it.
             slug = jparse(r)["query_slug"]
-            r2 = _srv().results(slug, 1)
-            bad.append("%r accepted (200); results: %s" % (sql, r2.short(200)))
-            continue
-        try:
-            expect_error(r, 400)
-        except AssertionError as e:
-            bad.append("%r: %s" % (sql, str(e).splitlines()[0]))
-            continue
+            r = _srv().results(slug, 1)
+            try:
+                expect_error(r, 400, "Query execution failed")
+            except AssertionError as e:
+                bad.append("%r accepted at creation, and its results are not refused: %s" % (sql, str(e).splitlines()[0]))
+                continue
+        else:
+            try:
+                expect_error(r, 400)
+            except AssertionError as e:
+                bad.append("%r: %s" % (sql, str(e).splitlines()[0]))
+                continue
         for leak in ("root:x:0", "TOPSECRET-8c2f41", KEY, "DAPI_API_KEYS") + ((hostname,) if len(hostname) >= 4 else ()):
             if leak.encode() in r.body:
                 bad.append("%r: error body leaks %r: %s" % (sql, leak, r.short(300)))

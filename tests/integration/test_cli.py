@@ -1,0 +1,624 @@
+"""`dapi query` and `dapi health` as black boxes against a real server.
+
+Every output format is compared byte for byte with output built here from a known lake
+(values with commas, quotes, newlines, tabs, backslashes, control characters, unicode,
+empty strings and NULLs); exit codes for each failure class; retries through a small
+loopback proxy that fails transiently before forwarding to the real server; `| head`; a
+result of many pages read with several parallel fetches; progress only on a terminal."""
+
+import http.client
+import http.server
+import json
+import os
+import pty
+import select
+import subprocess
+import threading
+import unicodedata
+
+import harness as h
+from harness import Server, Shared, check, eq
+
+KEY = "it-cli-key-SECRET-3b9d72e1"
+WRONG_KEY = "it-cli-wrong-SECRET-77aa01"
+
+# The known lake: lk/tricky.ndjson. num is DOUBLE, so the server writes it as Python's repr.
+TRICKY = [
+    (1, "plain", 1.5, True),
+    (2, "comma, here", -2.25, False),
+    (3, 'quote " inside', None, None),
+    (4, "line\nbreak\r\nCRLF", 0.5, True),
+    (5, "unicode 日本 é 😀 ñ", 100.25, False),
+    (6, "", 3.75, True),
+    (7, None, None, None),
+    (8, "tab\there back\\slash", -0.125, False),
+    (9, "esc \x1b[31m bell\x07 del\x7f", 2.0, True),
+    (10, "x" * 45 + ",long", 1e-05, False),
+]
+TRICKY_SQL = (
+    'SELECT id, txt, num, flag AS "flag, ok", [id, id * 10] AS arr, {\'t\': txt, \'n\': id} AS obj, '
+    'CAST(id AS UBIGINT) * 1000000000000000003 AS big FROM "lk"."tricky" ORDER BY id'
+)
+BIG_ROWS = 12345  # lk/big.csv: 124 pages
+
+
+def _tricky_rows():
+    """The rows TRICKY_SQL returns, as ordered (column, value) lists."""
+    out = []
+    for i, txt, num, flag in TRICKY:
+        out.append(
+            [
+                ("id", i),
+                ("txt", txt),
+                ("num", num),
+                ("flag, ok", flag),
+                ("arr", [i, i * 10]),
+                ("obj", {"t": txt, "n": i}),
+                ("big", i * 1000000000000000003),
+            ]
+        )
+    return out
+
+
+def _big_rows():
+    return [[("n", n), ("s", "v%d" % n)] for n in range(BIG_ROWS)]
+
+
+def _make_lake():
+    d = h.tmpdir("cli-lake")
+    nd = "".join(
+        json.dumps({"id": i, "txt": t, "num": n, "flag": f}, ensure_ascii=False) + "\n" for i, t, n, f in TRICKY
+    )
+    h.write_file(os.path.join(d, "lk", "tricky.ndjson"), nd)
+    h.write_file(os.path.join(d, "lk", "big.csv"), "n,s\n" + "".join("%d,v%d\n" % (n, n) for n in range(BIG_ROWS)))
+    return d
+
+
+SRV = Shared(lambda: Server(keys=[KEY], data_dir=_make_lake(), name="cli"))
+
+
+def _srv():
+    return SRV.get()
+
+
+# ----------------------------------------------------------------------------- expected output
+
+
+def _jtext(v):
+    return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+
+
+def _text(v):
+    """A value as csv/tsv/table show it (None handled by callers)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return v
+    return _jtext(v)
+
+
+def _csv_field(s, is_str):
+    if (is_str and s == "") or any(c in s for c in ',"\r\n'):
+        return '"' + s.replace('"', '""') + '"'
+    return s
+
+
+def exp_csv(rows):
+    if not rows:
+        return b""
+    lines = [",".join(_csv_field(k, True) for k, _ in rows[0])]
+    for r in rows:
+        lines.append(",".join("" if v is None else _csv_field(_text(v), isinstance(v, str)) for _, v in r))
+    return "".join(l + "\r\n" for l in lines).encode("utf-8")
+
+
+def _tsv_field(s):
+    return s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def exp_tsv(rows):
+    if not rows:
+        return b""
+    lines = ["\t".join(_tsv_field(k) for k, _ in rows[0])]
+    for r in rows:
+        lines.append("\t".join("" if v is None else _tsv_field(_text(v)) for _, v in r))
+    return "".join(l + "\n" for l in lines).encode("utf-8")
+
+
+def _obj_text(r):
+    return "{" + ",".join(_jtext(k) + ":" + _jtext(v) for k, v in r) + "}"
+
+
+def exp_ndjson(rows):
+    return "".join(_obj_text(r) + "\n" for r in rows).encode("utf-8")
+
+
+def exp_json(rows):
+    if not rows:
+        return b"[]\n"
+    return ("[\n" + ",\n".join(_obj_text(r) for r in rows) + "\n]\n").encode("utf-8")
+
+
+def _width(ch):
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def _shown(s, maxw=40):
+    """A cell as the table shows it: escapes, U+FFFD for controls, cut at 40 columns."""
+    parts = []
+    for ch in s:
+        if ch in "\t\n\r":
+            parts.append(("\\" + {"\t": "t", "\n": "n", "\r": "r"}[ch], 2))
+        elif ord(ch) < 0x20 or 0x7F <= ord(ch) <= 0x9F:
+            parts.append(("\ufffd", 1))
+        else:
+            parts.append((ch, _width(ch)))
+    if sum(w for _, w in parts) <= maxw:
+        return "".join(p for p, _ in parts)
+    out, w = "", 0
+    for p, pw in parts:
+        if w + pw > maxw - 1:
+            break
+        out += p
+        w += pw
+    return out + "\u2026"
+
+
+def exp_table(rows):
+    if not rows:
+        return b"(0 rows)\n"
+    cols = [k for k, _ in rows[0]]
+    cells = [["NULL" if v is None else _shown(_text(v)) for _, v in r] for r in rows]
+    heads = [_shown(k) for k in cols]
+    dw = lambda s: sum(_width(c) if c != "\u2026" else 1 for c in s)  # noqa: E731
+    width = [max([dw(heads[i])] + [dw(c[i]) for c in cells]) for i in range(len(cols))]
+    numeric = [
+        all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in [r[i][1] for r in rows])
+        for i in range(len(cols))
+    ]
+
+    def line(vals):
+        out = []
+        for i, s in enumerate(vals):
+            gap = " " * (width[i] - dw(s))
+            if numeric[i]:
+                out.append(gap + s)
+            else:
+                out.append(s + (gap if i + 1 < len(vals) else ""))
+        return " | ".join(out) + "\n"
+
+    text = line(heads) + "-+-".join("-" * w for w in width) + "\n"
+    text += "".join(line(c) for c in cells)
+    text += "(%d row%s)\n" % (len(rows), "" if len(rows) == 1 else "s")
+    return text.encode("utf-8")
+
+
+# ----------------------------------------------------------------------------- running the CLI
+
+
+def cli(args, url=None, key=KEY, env=None, stdin=None, timeout=60):
+    """Runs `dapi ARGS`; returns (rc, stdout bytes, stderr text)."""
+    e = h.base_env()
+    if url is not False:
+        e["DAPI_URL"] = url or "http://127.0.0.1:%d" % _srv().port
+        _srv().touched.add(h.CURRENT_TEST)
+    if key is not None:
+        e["DAPI_API_KEY"] = key
+    e.update(env or {})
+    p = subprocess.run(
+        [h.BIN] + list(args),
+        input=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        timeout=timeout,
+        env=e,
+        cwd=h.root_dir(),
+    )
+    return p.returncode, p.stdout, p.stderr.decode("utf-8", "replace")
+
+
+def ok(args, **kw):
+    rc, out, err = cli(args, **kw)
+    if rc != 0:
+        raise AssertionError("dapi %s: exit %d, stderr: %s" % (" ".join(args)[:200], rc, err.strip()))
+    return out, err
+
+
+def eq_bytes(got, want, what):
+    if got != want:
+        n = next((i for i in range(min(len(got), len(want))) if got[i] != want[i]), min(len(got), len(want)))
+        raise AssertionError(
+            "%s differs at byte %d (got %d bytes, want %d)\n  got:  %r\n  want: %r"
+            % (what, n, len(got), len(want), got[max(0, n - 60) : n + 60], want[max(0, n - 60) : n + 60])
+        )
+
+
+def fails(args, code, what, **kw):
+    rc, out, err = cli(args, **kw)
+    if rc != code:
+        raise AssertionError("%s: expected exit %d, got %d; stderr: %s" % (what, code, rc, err.strip()))
+    check(err.strip() and "\n" not in err.strip(), "%s: expected one error line on stderr, got %r" % (what, err))
+    return err
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+def test_csv_exact():
+    out, err = ok(["query", "--sql", TRICKY_SQL, "--format", "csv"])
+    eq_bytes(out, exp_csv(_tricky_rows()), "csv")
+    eq(err, "", "stderr (not a terminal, so no progress line)")
+
+
+def test_tsv_exact():
+    out, _ = ok(["query", "--sql", TRICKY_SQL, "--format=tsv"])
+    eq_bytes(out, exp_tsv(_tricky_rows()), "tsv")
+
+
+def test_json_exact():
+    out, _ = ok(["query", "--sql", TRICKY_SQL, "-f", "json"])
+    eq_bytes(out, exp_json(_tricky_rows()), "json")
+    rows = json.loads(out.decode("utf-8"))
+    eq(rows[6], {"id": 7, "txt": None, "num": None, "flag, ok": None, "arr": [7, 70], "obj": {"t": None, "n": 7},
+                 "big": 7000000000000000021}, "row 7 read back")
+
+
+def test_ndjson_exact():
+    out, _ = ok(["query", "--sql", TRICKY_SQL, "-f", "ndjson"])
+    eq_bytes(out, exp_ndjson(_tricky_rows()), "ndjson")
+
+
+def test_table_exact():
+    out, _ = ok(["query", "--sql", TRICKY_SQL, "-f", "table"])
+    eq_bytes(out, exp_table(_tricky_rows()), "table")
+    check(b"\x1b" not in out and b"\x07" not in out, "the table must not pass control characters to a terminal")
+
+
+def test_default_format_is_csv_when_not_a_terminal():
+    out, _ = ok(["query", "--sql", TRICKY_SQL])
+    eq_bytes(out, exp_csv(_tricky_rows()), "csv by default")
+
+
+def test_empty_result_each_format():
+    sql = 'SELECT * FROM "lk"."tricky" WHERE id < 0'
+    for fmt, want in (("csv", b""), ("tsv", b""), ("json", b"[]\n"), ("ndjson", b""), ("table", b"(0 rows)\n")):
+        out, _ = ok(["query", "--sql", sql, "-f", fmt])
+        eq_bytes(out, want, "empty result as " + fmt)
+
+
+def test_layer_table_limit():
+    out, _ = ok(["query", "--layer", "lk", "--table", "tricky", "--limit", "2", "-f", "ndjson"])
+    want = "".join(_jtext({"id": i, "txt": t, "num": n, "flag": f}) + "\n" for i, t, n, f in TRICKY[:2])
+    eq_bytes(out, want.encode("utf-8"), "--layer/--table/--limit")
+
+
+def test_sql_file_and_stdin():
+    path = os.path.join(h.tmpdir("cli-sql"), "q.sql")
+    h.write_file(path, TRICKY_SQL + "\n")
+    out, _ = ok(["query", "--sql-file", path, "-f", "csv"])
+    eq_bytes(out, exp_csv(_tricky_rows()), "--sql-file")
+    out, _ = ok(["query", "--sql-file", "-", "-f", "csv"], stdin=TRICKY_SQL.encode("utf-8"))
+    eq_bytes(out, exp_csv(_tricky_rows()), "--sql-file -")
+
+
+def test_output_file_replaced_only_when_complete():
+    d = h.tmpdir("cli-out")
+    path = os.path.join(d, "out.csv")
+    out, _ = ok(["query", "--sql", TRICKY_SQL, "--output", path])
+    eq(out, b"", "stdout with --output")
+    with open(path, "rb") as f:
+        eq_bytes(f.read(), exp_csv(_tricky_rows()), "--output file")
+    # a failing query leaves the previous file as it was and no temp file behind
+    rc, _, _ = cli(["query", "--sql", "SELECT * FROM lk.no_such_table", "-o", path])
+    eq(rc, 4, "exit code of a refused query")
+    with open(path, "rb") as f:
+        eq_bytes(f.read(), exp_csv(_tricky_rows()), "--output file after a failed run")
+    eq(sorted(os.listdir(d)), ["out.csv"], "files in the output dir")
+
+
+# ----------------------------------------------------------------------------- many pages
+
+
+def _big_sql():
+    return 'SELECT n, s FROM "lk"."big" ORDER BY n'
+
+
+@h.timeout(120)
+def test_many_pages_in_order_any_parallelism():
+    want = exp_csv(_big_rows())
+    for p in ("1", "4", "16"):
+        out, _ = ok(["query", "--sql", _big_sql(), "--parallel", p], timeout=100)
+        eq_bytes(out, want, "csv of %d rows with --parallel %s" % (BIG_ROWS, p))
+    out, _ = ok(["query", "--sql", _big_sql(), "-f", "ndjson", "-p", "8"], timeout=100)
+    eq_bytes(out, exp_ndjson(_big_rows()), "ndjson of many pages")
+
+
+def test_exact_multiple_of_page_size():
+    # 300 rows: pages 1-3 are full, page 4 is empty and ends the result
+    out, _ = ok(["query", "--sql", "SELECT range AS n FROM range(300)", "-f", "tsv", "-p", "3"])
+    eq_bytes(out, ("n\n" + "".join("%d\n" % i for i in range(300))).encode(), "300 rows")
+
+
+def test_closed_pipe_is_quiet_success():
+    sql = "SELECT range AS n, repeat('x', 50) AS pad FROM range(300000)"
+    env = dict(h.base_env(), DAPI_URL="http://127.0.0.1:%d" % _srv().port, DAPI_API_KEY=KEY)
+    p = subprocess.run(
+        ["bash", "-c", 'set -o pipefail; "$0" query --sql "$1" | head -n 3', h.BIN, sql],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        timeout=60,
+        cwd=h.root_dir(),
+    )
+    eq(p.stdout, b"n,pad\r\n0," + b"x" * 50 + b"\r\n1," + b"x" * 50 + b"\r\n", "first lines through head")
+    eq(p.stderr.decode("utf-8", "replace"), "", "stderr")
+    eq(p.returncode, 0, "pipeline exit status (pipefail)")
+
+
+# ----------------------------------------------------------------------------- exit codes
+
+
+def test_usage_errors_exit_2():
+    for args, what in (
+        (["query"], "no query"),
+        (["query", "--sql", "SELECT 1", "--layer", "lk", "--table", "t"], "two query modes"),
+        (["query", "--layer", "lk"], "--layer without --table"),
+        (["query", "--sql", "SELECT 1", "--limit", "3"], "--limit with --sql"),
+        (["query", "--layer", "lk", "--table", "t", "--limit", "0"], "--limit 0"),
+        (["query", "--sql", "SELECT 1", "--format", "xml"], "unknown format"),
+        (["query", "--sql", "SELECT 1", "--parallel", "0"], "--parallel 0"),
+        (["query", "--sql", "SELECT 1", "--parallel", "4x"], "--parallel junk"),
+        (["query", "--sql", "SELECT 1", "--no-such-flag"], "unknown flag"),
+        (["query", "--sql"], "flag without value"),
+        (["query", "SELECT 1"], "positional argument"),
+        (["query", "--sql-file", "/nonexistent/q.sql"], "unreadable --sql-file"),
+        (["query", "--sql", "SELECT 1", "--url", "ftp://x"], "bad URL"),
+        (["health", "--timeout", "0"], "health --timeout 0"),
+    ):
+        fails(args, 2, what)
+
+
+def test_auth_errors_exit_3_and_key_never_echoed():
+    err = fails(["query", "--sql", "SELECT 1"], 3, "no key", key=None)
+    check("DAPI_API_KEY" in err, "the message should say how to give a key: %r" % err)
+    err = fails(["query", "--sql", "SELECT 1"], 3, "wrong key", key=WRONG_KEY)
+    check("Invalid API key" in err, "the server's error should be shown: %r" % err)
+    rc, out, err = cli(["query", "--sql", "SELECT 1", "--api-key", WRONG_KEY], key=None)
+    eq(rc, 3, "exit code with a wrong --api-key")
+    check(WRONG_KEY not in err and WRONG_KEY.encode() not in out, "the key was echoed: %r" % err)
+
+
+def test_query_errors_exit_4_with_server_message():
+    err = fails(["query", "--sql", "SELECT * FROM lk.no_such_table_q"], 4, "unknown table")
+    check("Invalid SQL query" in err and "no_such_table_q" in err, "error and details on one line: %r" % err)
+    err = fails(["query", "--sql", "SELECT 1 +"], 4, "syntax error")
+    check("syntax error" in err.lower(), "details carry DuckDB's message: %r" % err)
+    # fails only when it runs: the error comes with the first page
+    err = fails(["query", "--sql", 'SELECT CAST(txt AS INTEGER) FROM "lk"."tricky"'], 4, "run-time failure")
+    check("Query execution failed" in err, "execution failure shown: %r" % err)
+    err = fails(["query", "--layer", "lk", "--table", "bad name!"], 4, "invalid table name")
+    check("Invalid table name" in err, "server message shown: %r" % err)
+
+
+def test_network_errors_exit_5():
+    port = _closed_port()
+    err = fails(["query", "--sql", "SELECT 1", "--retries", "1", "-q"], 5, "nothing listening",
+                url="http://127.0.0.1:%d" % port)
+    check("127.0.0.1" in err, "the failure should name the address: %r" % err)
+
+
+def _closed_port():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ----------------------------------------------------------------------------- retries (proxy)
+
+
+class Proxy:
+    """A loopback HTTP proxy in front of the real server. plan maps a request class
+    ("POST", "page1", "page2", …, "health") to a list of canned answers served, one per
+    request, before requests of that class are forwarded: an int status (JSON error body,
+    Retry-After: 0 for 429/503) or a (status, body bytes) tuple."""
+
+    def __init__(self, upstream_port, plan):
+        self.upstream = upstream_port
+        self.plan = {k: list(v) for k, v in plan.items()}
+        self.seen = {}
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _handle(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                kind = proxy.classify(self.command, self.path)
+                with proxy.lock:
+                    proxy.seen[kind] = proxy.seen.get(kind, 0) + 1
+                    canned = proxy.plan.get(kind, []).pop(0) if proxy.plan.get(kind) else None
+                if canned is not None:
+                    if isinstance(canned, int):
+                        status, data = canned, json.dumps({"error": "canned %d" % canned}).encode()
+                    else:
+                        status, data = canned
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    if status in (429, 503):
+                        self.send_header("Retry-After", "0")
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                c = http.client.HTTPConnection("127.0.0.1", proxy.upstream, timeout=60)
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("x-api-key", "content-type")}
+                c.request(self.command, self.path, body=body or None, headers=hdrs)
+                r = c.getresponse()
+                data = r.read()
+                c.close()
+                self.send_response(r.status)
+                self.send_header("Content-Type", r.getheader("Content-Type") or "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = _handle
+            do_POST = _handle
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def classify(method, path):
+        if method == "POST":
+            return "POST"
+        if path.startswith("/api/health"):
+            return "health"
+        if "page_number=" in path:
+            return "page" + path.split("page_number=")[1].split("&")[0]
+        return "other"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _proxy(plan):
+    return Proxy(_srv().port, plan)
+
+
+@h.timeout(90)
+def test_retries_transient_failures_and_keeps_output_exact():
+    plan = {"POST": [503, 429], "page1": [503], "page2": [502, 503], "page3": [429], "page5": [504], "page9": [502]}
+    with _proxy(plan) as px:
+        rc, out, err = cli(["query", "--sql", _big_sql(), "-p", "4"], url=px.url, timeout=80)
+        eq(rc, 0, "exit code after transient failures (stderr: %s)" % err.strip())
+        eq_bytes(out, exp_csv(_big_rows()), "csv through a failing proxy")
+        eq({k: px.plan[k] for k in plan}, {k: [] for k in plan}, "canned failures left unserved")
+        eq(px.seen["POST"], 3, "POST attempts (two transient refusals, then success)")
+        eq(px.seen["page2"], 3, "page 2 attempts")
+        check("retry" in err and "page 2" in err, "retry notices on stderr: %r" % err)
+    with _proxy({"POST": [503], "page1": [503]}) as px:
+        rc, out, err = cli(["query", "--sql", TRICKY_SQL, "-q"], url=px.url)
+        eq(rc, 0, "exit code with --quiet")
+        eq(err, "", "--quiet stderr")
+
+
+def test_gives_up_after_retries_exit_5():
+    with _proxy({"page1": [503] * 10}) as px:
+        err = fails(["query", "--sql", "SELECT 1", "--retries", "2", "-q"], 5, "503 forever", url=px.url)
+        eq(px.seen.get("page1"), 3, "attempts with --retries 2")
+        check("canned 503" in err and "HTTP 503" in err, "last error shown: %r" % err)
+
+
+def test_create_not_repeated_when_it_may_have_run():
+    # a 502 could come after the query was created: repeating the POST could create two
+    with _proxy({"POST": [502, 502, 502]}) as px:
+        fails(["query", "--sql", "SELECT 1", "-q"], 5, "POST answered 502", url=px.url)
+        eq(px.seen.get("POST"), 1, "POST attempts")
+
+
+def test_execution_failure_504_is_final():
+    body = json.dumps({"details": "ran past --query-timeout", "error": "Query execution failed",
+                       "page_number": 1, "query_slug": "x"}).encode()
+    with _proxy({"page1": [(504, body)] * 5}) as px:
+        err = fails(["query", "--sql", "SELECT 1", "-q"], 4, "504 execution failure", url=px.url)
+        eq(px.seen.get("page1"), 1, "attempts at a final 504")
+        check("ran past --query-timeout" in err, "details shown: %r" % err)
+
+
+def test_malformed_page_exit_1():
+    for body in (b"<html>oops</html>", b'{"query_slug":"x","page":1,"data":[{"a":1,}]}', b'{"data":[1]}'):
+        with _proxy({"page1": [(200, body)]}) as px:
+            err = fails(["query", "--sql", "SELECT 1", "-q"], 1, "malformed page %r" % body, url=px.url)
+            check("malformed" in err, "reason shown: %r" % err)
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def _run_with_tty_stderr(args):
+    master, slave = pty.openpty()
+    env = dict(h.base_env(), DAPI_URL="http://127.0.0.1:%d" % _srv().port, DAPI_API_KEY=KEY)
+    p = subprocess.Popen([h.BIN] + args, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+                         env=env, cwd=h.root_dir())
+    os.close(slave)
+    out = p.stdout.read()
+    p.wait(60)
+    tty = b""
+    while True:
+        r, _, _ = select.select([master], [], [], 1)
+        if not r:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        tty += chunk
+    os.close(master)
+    return p.returncode, out, tty.decode("utf-8", "replace")
+
+
+def test_progress_line_only_on_a_terminal():
+    rc, out, tty = _run_with_tty_stderr(["query", "--sql", _big_sql(), "-f", "ndjson"])
+    eq(rc, 0, "exit code")
+    eq_bytes(out, exp_ndjson(_big_rows()), "stdout with a terminal on stderr")
+    check("%d rows, 124 pages" % BIG_ROWS in tty and "rows/s" in tty, "final progress line: %r" % tty[-300:])
+    rc, _, tty = _run_with_tty_stderr(["query", "--sql", _big_sql(), "-q"])
+    eq((rc, tty), (0, ""), "--quiet on a terminal")
+
+
+# ----------------------------------------------------------------------------- help, health
+
+
+def test_help_lists_every_option():
+    out, _ = ok(["query", "--help"], url=False)
+    text = out.decode()
+    for opt in ("--url", "--api-key", "--sql", "--sql-file", "--layer", "--table", "--limit", "--format",
+                "--output", "--parallel", "--timeout", "--retries", "--retry-max-time", "--quiet", "--help",
+                "DAPI_URL", "DAPI_API_KEY", "csv", "tsv", "ndjson", "table"):
+        check(opt in text, "%s missing from dapi query --help:\n%s" % (opt, text))
+    for code in ("0 ok", "2 usage", "3 auth", "4 query", "5 server"):
+        check(code in " ".join(text.split()), "exit code %r missing from --help" % code)
+    out, _ = ok(["health", "--help"], url=False)
+    check("--url" in out.decode() and "--timeout" in out.decode(), "dapi health --help")
+    out, _ = ok(["help", "query"], url=False)
+    check(b"--parallel" in out, "dapi help query")
+
+
+def test_health():
+    rc, out, err = cli(["health"], key=None)
+    eq((rc, out, err), (0, b"ok\n", ""), "healthy server")
+    rc, out, err = cli(["health", "--url", "http://127.0.0.1:%d" % _srv().port, "-q"], url=False, key=None)
+    eq((rc, out, err), (0, b"", ""), "--url and --quiet")
+    rc, out, err = cli(["health", "--timeout", "2"], url="http://127.0.0.1:%d" % _closed_port(), key=None)
+    eq(rc, 1, "exit code when nothing listens")
+    check("unreachable" in err, "reason: %r" % err)
+    with _proxy({"health": [503]}) as px:
+        rc, out, err = cli(["health"], url=px.url, key=None)
+        eq(rc, 1, "exit code on 503")
+        check("503" in err, "status shown: %r" % err)
+    with _proxy({"health": [(200, b'{"status":"degraded"}')]}) as px:
+        rc, out, err = cli(["health"], url=px.url, key=None)
+        eq((rc, out), (1, b"degraded\n"), "another status")
