@@ -588,6 +588,25 @@ static const char *statement_name(duckdb_statement_type t)
 
 /* Prepares sql as exactly one read-only statement. On success *out is the prepared
  * statement (destroy with duckdb_destroy_prepare). */
+/* s points at a block comment's opening; returns what follows its end. DuckDB's scanner
+ * nests block comments, as PostgreSQL's does, so this counts depth. */
+static const char *skip_block_comment(const char *s)
+{
+    int depth = 0;
+    do {
+        if(s[0] == '/' && s[1] == '*') {
+            depth++;
+            s += 2;
+        } else if(s[0] == '*' && s[1] == '/') {
+            depth--;
+            s += 2;
+        } else {
+            s++;
+        }
+    } while(*s && depth > 0);
+    return s;
+}
+
 /* The first keyword of the text, skipping blanks, comments and opening parentheses.
  * DuckDB rewrites some non-SELECT syntax (PRAGMA, SHOW, DESCRIBE, SUMMARIZE) into SELECTs, so
  * the statement type alone is not enough: the text must also start like a query. */
@@ -600,19 +619,7 @@ static int starts_like_query(const char *s, char *word, size_t wordlen)
             while(*s && *s != '\n')
                 s++;
         } else if(s[0] == '/' && s[1] == '*') {
-            /* DuckDB's scanner nests block comments, as PostgreSQL's does */
-            int depth = 0;
-            do {
-                if(s[0] == '/' && s[1] == '*') {
-                    depth++;
-                    s += 2;
-                } else if(s[0] == '*' && s[1] == '/') {
-                    depth--;
-                    s += 2;
-                } else {
-                    s++;
-                }
-            } while(*s && depth > 0);
+            s = skip_block_comment(s);
         } else {
             break;
         }
@@ -960,18 +967,7 @@ static size_t statement_len(const char *sql)
             while(*s && *s != '\n')
                 s++;
         } else if(s[0] == '/' && s[1] == '*') {
-            int depth = 0;
-            do {
-                if(s[0] == '/' && s[1] == '*') {
-                    depth++;
-                    s += 2;
-                } else if(s[0] == '*' && s[1] == '/') {
-                    depth--;
-                    s += 2;
-                } else {
-                    s++;
-                }
-            } while(*s && depth > 0);
+            s = skip_block_comment(s);
         } else if(*s == ';') {
             break;
         } else {
