@@ -211,7 +211,7 @@ int dapi_serve_main(int argc, char **argv)
         dapi_clock_sleep_ms(20);
     }
     atomic_store(&app.stopping, 1);
-    dapi_pool_interrupt(app.run_pool);
+    dapi_engine_abort(app.engine); /* running queries stop; queued ones never start */
     dapi_pool_stop(app.check_pool, 0); /* later submissions are refused with 503 */
     dapi_pool_stop(app.run_pool, 0);
     dapi_emu_quiesce(&app);

@@ -726,7 +726,7 @@ void dapi_emu_quiesce(struct dapi_app *app)
 {
     if(!app->emu || !app->emu->pool)
         return;
-    dapi_pool_interrupt(app->emu->pool);
+    dapi_engine_abort(app->emu->engine);
     dapi_pool_stop(app->emu->pool, 0); /* later requests are refused with 503 */
 }
 

@@ -56,6 +56,7 @@ struct dapi_engine {
     pthread_mutex_t conns_lock;
     pthread_cond_t stop_cv;
     int stopping;
+    int aborting; /* shutdown: interrupt everything */
     struct dapi_econn *conns;
     char *data_dir;
     pthread_mutex_t lake_lock; /* guards catalog and views */
@@ -67,6 +68,7 @@ struct dapi_econn {
     struct dapi_engine *e;
     duckdb_connection con;
     int64_t deadline_ms; /* 0 = none; guarded by e->conns_lock */
+    int active;          /* a query is being driven */
     int timed_out;       /* set by the watchdog when it interrupted this connection */
     struct dapi_econn *next;
 };
@@ -78,7 +80,8 @@ static void *watchdog_run(void *arg)
     while(!e->stopping) {
         int64_t now = dapi_clock_mono_ms();
         for(struct dapi_econn *c = e->conns; c; c = c->next)
-            if(c->deadline_ms && now > c->deadline_ms && !c->timed_out) {
+            if(c->active && !c->timed_out &&
+               (e->aborting || (c->deadline_ms && now > c->deadline_ms))) {
                 c->timed_out = 1;
                 duckdb_interrupt(c->con);
             }
@@ -95,12 +98,37 @@ static void *watchdog_run(void *arg)
     return NULL;
 }
 
-static void set_deadline(struct dapi_econn *c, int64_t deadline_ms)
+/* Marks c as driving a query until deadline_ms (0: none) — or as idle with active = 0.
+ * Returns -1 if the engine is aborting (the query must not start). */
+static int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms)
 {
     pthread_mutex_lock(&c->e->conns_lock);
+    int aborting = c->e->aborting;
+    c->active = active && !aborting;
     c->deadline_ms = deadline_ms;
     c->timed_out = 0;
     pthread_mutex_unlock(&c->e->conns_lock);
+    return active && aborting ? -1 : 0;
+}
+
+void dapi_engine_abort(struct dapi_engine *e)
+{
+    pthread_mutex_lock(&e->conns_lock);
+    e->aborting = 1;
+    for(struct dapi_econn *c = e->conns; c; c = c->next)
+        if(c->active && !c->timed_out) {
+            c->timed_out = 1;
+            duckdb_interrupt(c->con);
+        }
+    pthread_mutex_unlock(&e->conns_lock);
+}
+
+static int aborting(struct dapi_engine *e)
+{
+    pthread_mutex_lock(&e->conns_lock);
+    int a = e->aborting;
+    pthread_mutex_unlock(&e->conns_lock);
+    return a;
 }
 
 static int timed_out(struct dapi_econn *c)
@@ -313,11 +341,6 @@ void dapi_econn_close(struct dapi_econn *c)
     pthread_mutex_unlock(&c->e->conns_lock);
     duckdb_disconnect(&c->con);
     free(c);
-}
-
-void dapi_econn_interrupt(struct dapi_econn *c)
-{
-    duckdb_interrupt(c->con);
 }
 
 /* ---- the lake ------------------------------------------------------------------------ */
@@ -1076,7 +1099,7 @@ out:
         duckdb_destroy_prepare(&st);
     tmpl_free(&t);
     free(wrapped);
-    set_deadline(c, 0);
+    set_deadline(c, 0, 0);
     if(result != DAPI_ERR_SQL && *msg) {
         free(*msg);
         *msg = NULL;
@@ -1090,7 +1113,8 @@ static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
 {
     duckdb_pending_result pending = NULL;
     enum dapi_err result = DAPI_OK;
-    set_deadline(c, deadline_ms);
+    if(set_deadline(c, 1, deadline_ms))
+        return DAPI_ERR_BUSY; /* shutting down */
     if(duckdb_pending_prepared(st, &pending) == DuckDBError) {
         *msg = dupmsg("", duckdb_pending_error(pending));
         result = DAPI_ERR_SQL;
@@ -1122,6 +1146,8 @@ static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
 out:
     if(result == DAPI_OK && timed_out(c))
         result = DAPI_ERR_TIMEOUT;
+    if(result == DAPI_ERR_TIMEOUT && aborting(c->e))
+        result = DAPI_ERR_BUSY;
     if(pending)
         duckdb_destroy_pending(&pending);
     return result;
@@ -1182,7 +1208,7 @@ out:
     if(ex)
         duckdb_destroy_extracted(&ex);
     dapi_buf_free(&b);
-    set_deadline(c, 0);
+    set_deadline(c, 0, 0);
     if(result != DAPI_ERR_SQL && *msg) {
         free(*msg);
         *msg = NULL;

@@ -66,8 +66,9 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
                                          int64_t rows_per_file, int64_t deadline_ms,
                                          uint64_t *rows, char **msg);
 
-/* Interrupts whatever c is running (thread-safe; used at shutdown). */
-void dapi_econn_interrupt(struct dapi_econn *c);
+/* Shutdown: interrupts every query running on e's connections now and any started later
+ * (they fail with DAPI_ERR_BUSY). Thread-safe, irreversible. */
+void dapi_engine_abort(struct dapi_engine *e);
 
 /* Writes the deterministic sample lake into dir (created if missing). Returns DAPI_OK or
  * writes a one-line reason into err. */

@@ -18,6 +18,7 @@
 
 struct dapi_http {
     struct MHD_Daemon *d;
+    MHD_socket quiesced; /* the listen socket after quiesce: closed only after stop */
     struct dapi_http_opts o;
     atomic_long inflight;
     int port;
@@ -324,6 +325,7 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     if(!h)
         return DAPI_ERR_NOMEM;
     h->o = *opts;
+    h->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&h->inflight, 0);
 
     struct addrinfo hints = {0}, *ai = NULL;
@@ -377,9 +379,10 @@ int dapi_http_port(const struct dapi_http *h)
 
 void dapi_http_quiesce(struct dapi_http *h)
 {
-    MHD_socket s = MHD_quiesce_daemon(h->d);
-    if(s != MHD_INVALID_SOCKET)
-        close(s);
+    /* The worker threads drop the socket from their epoll sets asynchronously: closing it
+     * now would make that fail (libmicrohttpd then aborts), so it is closed after stop. */
+    if(h->quiesced == MHD_INVALID_SOCKET)
+        h->quiesced = MHD_quiesce_daemon(h->d);
 }
 
 long dapi_http_inflight(const struct dapi_http *h)
@@ -392,5 +395,7 @@ void dapi_http_stop(struct dapi_http *h)
     if(!h)
         return;
     MHD_stop_daemon(h->d);
+    if(h->quiesced != MHD_INVALID_SOCKET)
+        close(h->quiesced);
     free(h);
 }

@@ -117,15 +117,6 @@ size_t dapi_pool_load(struct dapi_pool *p)
     return n;
 }
 
-void dapi_pool_interrupt(struct dapi_pool *p)
-{
-    pthread_mutex_lock(&p->mu);
-    for(int i = 0; i < p->n && !p->stopped; i++)
-        if(p->w[i].conn)
-            dapi_econn_interrupt(p->w[i].conn);
-    pthread_mutex_unlock(&p->mu);
-}
-
 void dapi_pool_stop(struct dapi_pool *p, int drain)
 {
     if(!p)

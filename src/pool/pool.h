@@ -20,8 +20,6 @@ enum dapi_err dapi_pool_start(struct dapi_pool **out, const char *name, int n,
 enum dapi_err dapi_pool_submit(struct dapi_pool *p, dapi_job_fn fn, void *arg, size_t cap);
 /* Jobs waiting plus running. */
 size_t dapi_pool_load(struct dapi_pool *p);
-/* Interrupts what runs now (shutdown). */
-void dapi_pool_interrupt(struct dapi_pool *p);
 /* Stops after the queued jobs are done (drain=1) or discards them (drain=0: each discarded
  * job is run with conn == NULL so it can release what it holds); joins the threads and
  * closes their connections. Later submissions get DAPI_ERR_BUSY. Idempotent. */
