@@ -47,12 +47,12 @@ DAPI_PID=
 NGINX_PID=
 
 stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL. Only PIDs this script started.
-    local pid=$1 i
+    local pid=$1 _
     [ -n "$pid" ] || return 0
     kill -0 "$pid" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
     wait "$pid" 2>/dev/null || true
 }
 cleanup() {
@@ -156,8 +156,8 @@ EOF
     "$NGINX_BIN" -p "$NG" -e "$NG/error.log" -c "$NG/nginx.conf" -g 'daemon off;' \
         >"$NG/stdout.log" 2>&1 &
     NGINX_PID=$!
-    local i
-    for i in $(seq 50); do
+    local _
+    for _ in $(seq 50); do
         kill -0 "$NGINX_PID" 2>/dev/null || { NGINX_PID=; return 1; }
         curl -fsS --max-time 2 -o /dev/null "http://$HOST:$port/health" 2>/dev/null && return 0
         sleep 0.1

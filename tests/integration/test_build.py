@@ -50,3 +50,23 @@ def test_documented_settings_match_the_binary():
         check("`%s`" % e in doc, "%s is missing from docs/configuration.md" % e)
     documented = set(re.findall(r"^\| `(--[a-z-]+)`", doc, re.M))
     eq(sorted(documented - set(flags)), [], "flags documented but unknown to dapi serve")
+
+
+@h.timeout(240)
+def test_sources_compile_warning_free_with_clang():
+    """The build uses gcc; the code must also be warning-free under clang (-Werror)."""
+    clang = shutil.which("clang")
+    if clang is None:
+        raise h.Skip("clang is not installed")
+    sources = []
+    for top in ("src", "cli", "tests/unit"):
+        for dirpath, _, files in os.walk(os.path.join(ROOT, top)):
+            sources += [os.path.join(dirpath, f) for f in files if f.endswith(".c")]
+    check(len(sources) > 30, "found the sources: %d" % len(sources))
+    pkg = subprocess.run(["pkg-config", "--cflags", "libmicrohttpd", "libcurl", "jansson", "openssl"],
+                         capture_output=True, text=True).stdout.split()
+    cmd = [clang, "-fsyntax-only", "-std=c17", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror",
+           "-Wshadow", "-Wstrict-prototypes", "-Wno-unused-parameter", "-I.", "-Iinclude", "-Isrc",
+           "-Itests/unit", "-isystem", "third_party/duckdb/include", "-DDUCKDB_API_NO_DEPRECATED"]
+    p = subprocess.run(cmd + pkg + sources, cwd=ROOT, capture_output=True, text=True, timeout=220)
+    check(p.returncode == 0, "clang reports:\n" + p.stderr[-3000:])

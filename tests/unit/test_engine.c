@@ -164,8 +164,8 @@ static void test_accepted(void)
         "  \n\t SELECT 1  ;  ",
         "SeLeCt 1",
         "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
-        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
-        "SELECT * FROM r",
+        ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) "
+         "SELECT * FROM r"),
         "VALUES (1), (2)",
         "FROM sales.orders",
         "FROM sales.orders SELECT id WHERE amount > 15",
