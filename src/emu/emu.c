@@ -262,6 +262,10 @@ static void sql_query(struct emu_req *e, struct dapi_econn *conn,
     snprintf(dir, sizeof dir, "%s/%s", app->emu->dir, id);
     int64_t t0 = dapi_clock_mono_ms();
     enum dapi_err result = split_result(app, conn, sql, dir, &rows, &msg);
+    if(result == DAPI_ERR_BUSY) { /* shutting down: not the query's fault, try again later */
+        detail(e, 503, "The service is shutting down", f);
+        goto out;
+    }
     if(result) {
         dapi_buf_adds(&b, "{\"state\":\"FAILED\",\"error\":");
         const char *m = msg ? msg : result == DAPI_ERR_TIMEOUT ? "Query timed out"
@@ -470,11 +474,15 @@ static void start_execution(struct emu_req *e, struct dapi_econn *conn, const ch
                                                       app->cfg->query_timeout * 1000,
                                                   &rows, &msg)
                      : DAPI_ERR_NOMEM;
-    pthread_mutex_lock(&emu->mu);
-    x->status = result ? 2 : 1;
-    if(result)
-        x->error = strdup(msg ? msg : dapi_err_message(result));
-    pthread_mutex_unlock(&emu->mu);
+    /* Interrupted by shutdown: the execution stays "running" and is forgotten with the
+     * process, so a poller sees 503s, then 404 after the restart, and executes again. */
+    if(result != DAPI_ERR_BUSY) {
+        pthread_mutex_lock(&emu->mu);
+        x->status = result ? 2 : 1;
+        if(result)
+            x->error = strdup(msg ? msg : dapi_err_message(result));
+        pthread_mutex_unlock(&emu->mu);
+    }
 out:
     free(sql);
     free(msg);
