@@ -73,6 +73,7 @@ bench:
 	scripts/deps.sh --bench
 	$(MAKE) build/dapi
 	bench/run.sh
+	bench/nekt.sh
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

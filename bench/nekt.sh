@@ -165,7 +165,7 @@ else:
 out.append("%-44s %12s %9s   (computed, not measured: 1 upstream execution + >= 2 s polling per page; +2 s for the empty page)" % ("reference middleware (design cost)", ">= %d s" % (2 * (rows // 100)), str(rows // 100)))
 out.append("")
 out.append("page 1 latency: local %s, v2 %s (includes waiting for the upstream run + download), v1 %s" % (ms(local["lat"][0]), ms(v2["lat"][0]), ms(v1["lat"][0])))
-out.append("v2: every page after the first is served from the materialised result; v1: each new page is an upstream execution, polled with backoff (100 ms, x1.5, max 2 s).")
+out.append("v2: every page after the first is served from the materialised result; v1: each new page is an upstream execution, polled with backoff (from 5 ms, doubling, at most 2 s).")
 print("\n".join(out))
 PY
 
