@@ -10,6 +10,7 @@
 #include "app/app.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "upstream/httpc.h"
 #include "dapi/version.h"
 
 static int mkdirs(const char *dir, char *err, size_t errlen)
@@ -212,6 +213,7 @@ int dapi_serve_main(int argc, char **argv)
     }
     atomic_store(&app.stopping, 1);
     dapi_engine_abort(app.engine); /* running queries stop; queued ones never start */
+    dapi_httpc_abort_all();        /* upstream calls in flight stop too */
     dapi_pool_stop(app.check_pool, 0); /* later submissions are refused with 503 */
     dapi_pool_stop(app.run_pool, 0);
     dapi_emu_quiesce(&app);

@@ -416,7 +416,11 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
         goto out;
     }
     const char *key = upstream_key(app, j->key);
-    if((result = ensure_application(app, key, &details))) {
+    if((result = ensure_application(app, key, &details)) && atomic_load(&app->stopping)) {
+        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
+    }
+    if(result) {
         int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
         dapi_respond_error(j->req, auth ? dapi_err_status(result)
                                    : result == DAPI_ERR_TIMEOUT ? 504 : 502,
@@ -432,6 +436,10 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
         dapi_buf_reset(&details);
         if(!(result = ensure_application(app, key, &details)))
             result = create_upstream(app, key, j->sql, up, sizeof up, &details);
+    }
+    if(result && atomic_load(&app->stopping)) {
+        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
     }
     if(result) {
         int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
@@ -650,6 +658,10 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     }
     if(!result && serve_page_file(p))
         goto out;
+    if(result && atomic_load(&app->stopping)) {
+        dapi_respond_error_h(p->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
+    }
     if(result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN) {
         dapi_respond_exec_error_code(p->req, dapi_err_status(result), details.data, p->page_text,
                                      p->slug, result);

@@ -15,6 +15,21 @@ struct dapi_httpc {
     CURL *curl;
 };
 
+static int aborting; /* set once at shutdown, read by the progress callback */
+
+void dapi_httpc_abort_all(void)
+{
+    __atomic_store_n(&aborting, 1, __ATOMIC_SEQ_CST);
+}
+
+/* libcurl calls this about once a second while a transfer is idle, more often while data
+ * flows: returning non-zero aborts the transfer. */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    return __atomic_load_n(&aborting, __ATOMIC_SEQ_CST);
+}
+
 struct sink {
     struct dapi_httpc_resp *resp;
     uint64_t max;
@@ -113,6 +128,10 @@ enum dapi_err dapi_httpc_do(struct dapi_httpc *h, const struct dapi_httpc_call *
     memset(resp, 0, sizeof *resp);
     resp->retry_after_ms = -1;
     dapi_buf_init(&resp->body, call->max_body ? call->max_body : 64u << 20);
+    if(__atomic_load_n(&aborting, __ATOMIC_SEQ_CST)) {
+        snprintf(resp->error, sizeof resp->error, "aborted: the server is shutting down");
+        return DAPI_ERR_UPSTREAM;
+    }
     struct sink s = {resp, call->max_body ? call->max_body : 64u << 20, call->fd, 0, 0};
     struct curl_slist *hdrs = NULL;
     CURL *c = h->curl;
@@ -133,6 +152,8 @@ enum dapi_err dapi_httpc_do(struct dapi_httpc *h, const struct dapi_httpc_call *
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(c, CURLOPT_USERAGENT, "dapi");
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     for(const char *const *p = call->headers; p && *p; p++) {
         struct curl_slist *n = curl_slist_append(hdrs, *p);
         if(!n) {

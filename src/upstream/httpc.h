@@ -45,6 +45,10 @@ enum dapi_err dapi_httpc_do(struct dapi_httpc *h, const struct dapi_httpc_call *
                             struct dapi_httpc_resp *resp);
 void dapi_httpc_resp_free(struct dapi_httpc_resp *resp);
 
+/* Shutdown: every transfer in progress, in any handle, stops within about a second and
+ * every later call fails at once (DAPI_ERR_UPSTREAM, "aborted"). Irreversible. */
+void dapi_httpc_abort_all(void);
+
 /* Percent-encodes s for use in a URL path segment or query value (owned, free()). */
 char *dapi_httpc_escape(const char *s);
 
