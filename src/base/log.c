@@ -189,25 +189,37 @@ void dapi_log_access(const char *method, const char *path, int status, unsigned 
     }
     char stamp[96];
     snprintf(stamp, sizeof stamp, "%s%03ldZ", stamp_buf, ts.tv_nsec / 1000000);
+    /* Bound what a client controls so the line fits the buffer even fully escaped (6x). */
+    enum { PATH_MAX_LOGGED = 65536 };
+    int cut = plen > PATH_MAX_LOGGED;
+    if(cut)
+        plen = PATH_MAX_LOGGED;
+    if(mlen > 64)
+        mlen = 64;
+    long long us = duration_us < 0 ? 0 : duration_us;
+    status = status < 0 ? 0 : status;
     struct dapi_buf b;
     dapi_buf_init(&b, 1 << 20);
+    enum dapi_err r;
     if(log_json) {
-        dapi_buf_addf(&b, "{\"ts\":\"%s\",\"level\":\"info\",\"access\":{\"method\":", stamp);
-        dapi_json_str(&b, method, mlen);
-        dapi_buf_adds(&b, ",\"path\":");
-        dapi_json_str(&b, path, plen);
-        dapi_buf_addf(&b, ",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%.3f}}", status, bytes,
-                      duration_us / 1000.0);
+        r = dapi_buf_addf(&b, "{\"ts\":\"%s\",\"level\":\"info\",\"access\":{\"method\":", stamp);
+        if(!r) r = dapi_json_str(&b, method, mlen);
+        if(!r) r = dapi_buf_adds(&b, ",\"path\":");
+        if(!r) r = dapi_json_str(&b, path, plen);
+        if(!r && cut) r = dapi_buf_adds(&b, ",\"path_truncated\":true");
+        if(!r) r = dapi_buf_addf(&b, ",\"status\":%d,\"bytes\":%llu,\"duration_ms\":%lld.%03lld}}",
+                                 status, bytes, us / 1000, us % 1000);
     } else {
-        /* Paths are client-controlled: render them JSON-escaped so a line stays one line. */
-        dapi_buf_addf(&b, "%s access ", stamp);
-        if(plain(method))
-            dapi_buf_add(&b, method, mlen);
-        else
-            dapi_json_str(&b, method, mlen);
-        dapi_buf_addc(&b, ' ');
-        dapi_json_str(&b, path, plen);
-        dapi_buf_addf(&b, " %d %llu %.3fms", status, bytes, duration_us / 1000.0);
+        r = dapi_buf_addf(&b, "%s access ", stamp);
+        if(!r) r = plain(method) ? dapi_buf_add(&b, method, mlen) : dapi_json_str(&b, method, mlen);
+        if(!r) r = dapi_buf_addc(&b, ' ');
+        if(!r) r = dapi_json_str(&b, path, plen);
+        if(!r && cut) r = dapi_buf_adds(&b, "...");
+        if(!r) r = dapi_buf_addf(&b, " %d %llu %lld.%03lldms", status, bytes, us / 1000, us % 1000);
+    }
+    if(r) {
+        dapi_buf_free(&b);
+        return;
     }
     emit(&b, 1);
 }

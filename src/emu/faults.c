@@ -1,5 +1,6 @@
 #include "emu/faults.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,14 +50,14 @@ static int set(struct rule *r, uint64_t *seed, const char *k, const char *v, cha
                 r->first = n;
             else if(strcmp(k, "status") == 0 && n >= 100 && n <= 599)
                 r->act.status = (int)n;
-            else if(strcmp(k, "retry_after") == 0)
+            else if(strcmp(k, "retry_after") == 0 && n <= INT_MAX)
                 r->act.retry_after = (int)n;
             else if(strcmp(k, "latency_ms") == 0)
                 r->act.latency_ms = n;
             else if(strcmp(k, "expire") == 0)
                 r->act.expire = n != 0;
             else if(strcmp(k, "seed") == 0)
-                *seed = (uint64_t)n;
+                *seed = n ? (uint64_t)n : 0x9e3779b97f4a7c15ULL; /* xorshift state must be != 0 */
             else
                 goto bad;
             return 0;

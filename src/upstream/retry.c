@@ -1,5 +1,7 @@
 #include "upstream/retry.h"
 
+#include <stdint.h>
+
 static int retryable_status(int status)
 {
     return status == 408 || status == 429 || status == 500 || status == 502 || status == 503 ||
@@ -46,12 +48,12 @@ int64_t dapi_retry_next(const struct dapi_retry_policy *p, const struct dapi_ret
         /* full jitter: uniform in [0, min(max, base * 2^(attempt-1))] */
         int64_t ceiling = p->base_ms;
         for(int i = 1; i < in->attempt && ceiling < p->max_ms; i++)
-            ceiling *= 2;
+            ceiling = ceiling > INT64_MAX / 2 ? INT64_MAX : ceiling * 2;
         if(ceiling > p->max_ms)
             ceiling = p->max_ms;
         delay = ceiling > 0 ? (int64_t)(in->random % (uint64_t)(ceiling + 1)) : 0;
     }
-    if(in->elapsed_ms + delay > p->total_ms) {
+    if(delay > p->total_ms - in->elapsed_ms) { /* (no overflow: both sides are bounded) */
         *reason = "the retry deadline would pass";
         return -1;
     }

@@ -1,0 +1,514 @@
+/* The worker pool (src/pool/pool.c) on a real engine: every job runs once with a connection,
+ * FIFO order, the queue cap, the load count, stop with and without draining, idempotent stop,
+ * free. Jobs that must stay running wait on a gate the test opens; nothing sleeps. */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "engine/engine.h"
+#include "pool/pool.h"
+#include "t.h"
+
+static struct dapi_engine *eng;
+
+/* ---- a gate: a job that blocks until the test opens it -------------------------------- */
+
+struct gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int entered; /* the blocking job has started */
+    int open;
+    int ran;
+    struct dapi_econn *conn;
+};
+
+static void gate_init(struct gate *g)
+{
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, NULL);
+    g->entered = g->open = g->ran = 0;
+    g->conn = NULL;
+}
+
+static void gate_destroy(struct gate *g)
+{
+    pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->mu);
+}
+
+static struct timespec deadline_in(int secs)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += secs;
+    return ts;
+}
+
+/* The job: says it entered, then waits for the gate (at most 10 s so a bug cannot hang). */
+static void gate_job(void *arg, struct dapi_econn *conn)
+{
+    struct gate *g = arg;
+    struct timespec dl = deadline_in(10);
+    pthread_mutex_lock(&g->mu);
+    g->ran++;
+    g->conn = conn;
+    g->entered = 1;
+    pthread_cond_broadcast(&g->cv);
+    if(conn)
+        while(!g->open)
+            if(pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT)
+                break;
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* Waits until the gate job runs; returns 0 if it did not within 5 s. */
+static int gate_wait_entered(struct gate *g)
+{
+    struct timespec dl = deadline_in(5);
+    pthread_mutex_lock(&g->mu);
+    while(!g->entered)
+        if(pthread_cond_timedwait(&g->cv, &g->mu, &dl) == ETIMEDOUT)
+            break;
+    int e = g->entered;
+    pthread_mutex_unlock(&g->mu);
+    return e;
+}
+
+static void gate_release(struct gate *g)
+{
+    pthread_mutex_lock(&g->mu);
+    g->open = 1;
+    pthread_cond_broadcast(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* ---- counting jobs --------------------------------------------------------------------- */
+
+struct rec {
+    atomic_int runs;      /* how many times fn ran */
+    atomic_int with_conn; /* of which with a connection */
+    atomic_int null_conn; /* of which with conn == NULL */
+    atomic_int usable;    /* the connection answered a query check */
+    int order;            /* position in the global run order (first run) */
+};
+
+static pthread_mutex_t order_mu = PTHREAD_MUTEX_INITIALIZER;
+static int order_next;
+
+static void count_job(void *arg, struct dapi_econn *conn)
+{
+    struct rec *r = arg;
+    pthread_mutex_lock(&order_mu);
+    if(atomic_load(&r->runs) == 0)
+        r->order = order_next++;
+    pthread_mutex_unlock(&order_mu);
+    atomic_fetch_add(&r->runs, 1);
+    if(conn)
+        atomic_fetch_add(&r->with_conn, 1);
+    else
+        atomic_fetch_add(&r->null_conn, 1);
+}
+
+static void query_job(void *arg, struct dapi_econn *conn)
+{
+    struct rec *r = arg;
+    if(conn) {
+        char *msg = NULL;
+        if(dapi_engine_check(conn, "SELECT 42 AS x", &msg) == DAPI_OK)
+            atomic_fetch_add(&r->usable, 1);
+        free(msg);
+    }
+    count_job(arg, conn);
+}
+
+static void reset_order(void)
+{
+    pthread_mutex_lock(&order_mu);
+    order_next = 0;
+    pthread_mutex_unlock(&order_mu);
+}
+
+/* Calls dapi_pool_stop(p, drain) on another thread so the test can open a gate after the
+ * stop has begun. */
+struct stopper {
+    struct dapi_pool *p;
+    int drain;
+    pthread_t th;
+};
+
+static void *stop_thread(void *arg)
+{
+    struct stopper *s = arg;
+    dapi_pool_stop(s->p, s->drain);
+    return NULL;
+}
+
+/* Waits until the pool refuses submissions (the stop has begun). Probes that got queued
+ * before that are counted in *probes_ok; they are never-started jobs like the others. */
+static int wait_refusing(struct dapi_pool *p, struct rec *probe, int *probes_ok)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for(;;) {
+        enum dapi_err r = dapi_pool_submit(p, count_job, probe, 0);
+        if(r == DAPI_ERR_BUSY)
+            return 1;
+        if(r == DAPI_OK)
+            (*probes_ok)++;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if(now.tv_sec - start.tv_sec > 5)
+            return 0; /* the stop never began refusing: fail instead of hanging */
+        sched_yield();
+    }
+}
+
+/* ---- tests ----------------------------------------------------------------------------- */
+
+static void test_every_job_once(void)
+{
+    enum { N = 2000, W = 4 };
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-all", W, eng), DAPI_OK);
+    if(!p)
+        return;
+    static struct rec recs[N];
+    memset(recs, 0, sizeof recs);
+    int submitted = 0;
+    for(int i = 0; i < N; i++)
+        submitted += dapi_pool_submit(p, i % 50 == 0 ? query_job : count_job, &recs[i], 0) ==
+                     DAPI_OK;
+    T_EQ_INT(submitted, N);
+    dapi_pool_stop(p, 1);
+    int once = 0, conn = 0, usable = 0;
+    for(int i = 0; i < N; i++) {
+        once += atomic_load(&recs[i].runs) == 1;
+        conn += atomic_load(&recs[i].with_conn) == 1;
+        usable += atomic_load(&recs[i].usable);
+    }
+    T_EQ_INT(once, N);
+    T_EQ_INT(conn, N);
+    T_EQ_INT(usable, N / 50); /* the connection works */
+    T_EQ_INT(dapi_pool_load(p), 0);
+    dapi_pool_free(p);
+}
+
+/* W jobs that each wait until all W are running: proves W workers run in parallel, each
+ * with its own connection. */
+struct meet {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int arrived, want;
+    struct dapi_econn *conns[8];
+    int timed_out;
+};
+
+static void meet_job(void *arg, struct dapi_econn *conn)
+{
+    struct meet *m = arg;
+    struct timespec dl = deadline_in(5);
+    pthread_mutex_lock(&m->mu);
+    if(m->arrived < 8)
+        m->conns[m->arrived] = conn;
+    m->arrived++;
+    pthread_cond_broadcast(&m->cv);
+    while(m->arrived < m->want)
+        if(pthread_cond_timedwait(&m->cv, &m->mu, &dl) == ETIMEDOUT) {
+            m->timed_out = 1;
+            break;
+        }
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void test_parallel_workers(void)
+{
+    enum { W = 4 };
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-par", W, eng), DAPI_OK);
+    if(!p)
+        return;
+    struct meet m = {.want = W};
+    pthread_mutex_init(&m.mu, NULL);
+    pthread_cond_init(&m.cv, NULL);
+    for(int i = 0; i < W; i++)
+        T_EQ_INT(dapi_pool_submit(p, meet_job, &m, 0), DAPI_OK);
+    dapi_pool_stop(p, 1);
+    T_EQ_INT(m.arrived, W);
+    T_CHECK(!m.timed_out, "all %d workers ran at the same time", W);
+    int distinct = 1;
+    for(int i = 0; i < W; i++) {
+        T_CHECK(m.conns[i] != NULL, "worker %d has a connection", i);
+        for(int j = 0; j < i; j++)
+            if(m.conns[i] == m.conns[j])
+                distinct = 0;
+    }
+    T_CHECK(distinct, "each worker has its own connection");
+    dapi_pool_free(p);
+    pthread_cond_destroy(&m.cv);
+    pthread_mutex_destroy(&m.mu);
+}
+
+static void test_fifo(void)
+{
+    enum { N = 300 };
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-fifo", 1, eng), DAPI_OK);
+    if(!p)
+        return;
+    /* Hold the worker so that all jobs are queued before any runs. */
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit(p, gate_job, &g, 0), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "gate job started");
+    static struct rec recs[N];
+    memset(recs, 0, sizeof recs);
+    reset_order();
+    for(int i = 0; i < N; i++)
+        T_EQ_INT(dapi_pool_submit(p, count_job, &recs[i], 0), DAPI_OK);
+    T_EQ_INT(dapi_pool_load(p), N + 1);
+    gate_release(&g);
+    dapi_pool_stop(p, 1);
+    int in_order = 0;
+    for(int i = 0; i < N; i++)
+        in_order += recs[i].order == i && atomic_load(&recs[i].runs) == 1;
+    T_EQ_INT(in_order, N);
+    T_CHECK(recs[0].order == 0 && recs[N - 1].order == N - 1, "first %d last %d", recs[0].order,
+            recs[N - 1].order);
+    dapi_pool_free(p);
+    gate_destroy(&g);
+}
+
+static void test_cap_and_load(void)
+{
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-cap", 1, eng), DAPI_OK);
+    if(!p)
+        return;
+    T_EQ_INT(dapi_pool_load(p), 0);
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit(p, gate_job, &g, 2), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "gate job started");
+    T_EQ_INT(dapi_pool_load(p), 1); /* running, none waiting */
+
+    static struct rec r[8];
+    memset(r, 0, sizeof r);
+    /* The running job does not count against cap: two may wait. */
+    static const struct {
+        size_t cap;
+        enum dapi_err want;
+        size_t load_after;
+    } steps[] = {
+        {2, DAPI_OK, 2},       /* 0 waiting -> ok */
+        {2, DAPI_OK, 3},       /* 1 waiting -> ok */
+        {2, DAPI_ERR_BUSY, 3}, /* 2 waiting: full, fn never runs */
+        {1, DAPI_ERR_BUSY, 3}, /* smaller cap: full as well */
+        {3, DAPI_OK, 4},       /* larger cap: room */
+        {3, DAPI_ERR_BUSY, 4},
+        {0, DAPI_OK, 5},       /* cap 0 = no limit */
+        {0, DAPI_OK, 6},
+    };
+    for(size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        enum dapi_err got = dapi_pool_submit(p, count_job, &r[i], steps[i].cap);
+        T_CHECK(got == steps[i].want, "step %zu (cap %zu): got %d, want %d", i, steps[i].cap,
+                (int)got, (int)steps[i].want);
+        T_CHECK(dapi_pool_load(p) == steps[i].load_after, "step %zu: load %zu, want %zu", i,
+                dapi_pool_load(p), steps[i].load_after);
+    }
+    gate_release(&g);
+    dapi_pool_stop(p, 1);
+    T_EQ_INT(dapi_pool_load(p), 0);
+    for(size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        int want = steps[i].want == DAPI_OK ? 1 : 0;
+        T_CHECK(atomic_load(&r[i].runs) == want, "step %zu: ran %d times, want %d", i,
+                atomic_load(&r[i].runs), want);
+        T_CHECK(atomic_load(&r[i].null_conn) == 0, "step %zu: drained jobs have a conn", i);
+    }
+    T_EQ_INT(g.ran, 1);
+    T_CHECK(g.conn != NULL, "gate job had a connection");
+    dapi_pool_free(p);
+    gate_destroy(&g);
+}
+
+static void test_stop_discard(void)
+{
+    enum { N = 5 };
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-stop0", 1, eng), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit(p, gate_job, &g, 0), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "gate job started");
+    static struct rec r[N], probe, late;
+    memset(r, 0, sizeof r);
+    memset(&probe, 0, sizeof probe);
+    memset(&late, 0, sizeof late);
+    for(int i = 0; i < N; i++)
+        T_EQ_INT(dapi_pool_submit(p, count_job, &r[i], 0), DAPI_OK);
+    T_EQ_INT(dapi_pool_load(p), N + 1);
+
+    struct stopper s = {p, 0, 0};
+    T_EQ_INT(pthread_create(&s.th, NULL, stop_thread, &s), 0);
+    int probes_ok = 0;
+    T_CHECK(wait_refusing(p, &probe, &probes_ok), "submissions refused once stop began");
+    gate_release(&g); /* the running job finishes; the stop then discards the queue */
+    pthread_join(s.th, NULL);
+
+    T_EQ_INT(g.ran, 1);
+    T_CHECK(g.conn != NULL, "the job already running kept its connection");
+    for(int i = 0; i < N; i++) {
+        T_CHECK(atomic_load(&r[i].runs) == 1, "discarded job %d ran %d times, want once", i,
+                atomic_load(&r[i].runs));
+        T_CHECK(atomic_load(&r[i].null_conn) == 1 && atomic_load(&r[i].with_conn) == 0,
+                "discarded job %d ran with conn == NULL", i);
+    }
+    /* Probes queued before the stop began are discarded the same way. */
+    T_EQ_INT(atomic_load(&probe.runs), probes_ok);
+    T_EQ_INT(atomic_load(&probe.null_conn), probes_ok);
+    T_EQ_INT(dapi_pool_load(p), 0);
+
+    /* Later submissions are refused and never run. */
+    for(size_t cap = 0; cap < 3; cap++)
+        T_EQ_INT(dapi_pool_submit(p, count_job, &late, cap), DAPI_ERR_BUSY);
+
+    /* Idempotent: neither a second discard nor a drain reruns anything. */
+    dapi_pool_stop(p, 0);
+    dapi_pool_stop(p, 1);
+    T_EQ_INT(dapi_pool_submit(p, count_job, &late, 0), DAPI_ERR_BUSY);
+    T_EQ_INT(atomic_load(&late.runs), 0);
+    for(int i = 0; i < N; i++)
+        T_EQ_INT(atomic_load(&r[i].runs), 1);
+    T_EQ_INT(g.ran, 1);
+    T_EQ_INT(dapi_pool_load(p), 0);
+    dapi_pool_free(p);
+    gate_destroy(&g);
+}
+
+static void test_stop_discard_idle(void)
+{
+    /* Stopping an idle pool (workers waiting for work) without draining returns. */
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-idle", 3, eng), DAPI_OK);
+    if(!p)
+        return;
+    static struct rec r;
+    memset(&r, 0, sizeof r);
+    dapi_pool_stop(p, 0);
+    T_EQ_INT(dapi_pool_submit(p, count_job, &r, 0), DAPI_ERR_BUSY);
+    T_EQ_INT(atomic_load(&r.runs), 0);
+    dapi_pool_free(p);
+}
+
+static void test_stop_drain(void)
+{
+    enum { N = 50 };
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-stop1", 1, eng), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit(p, gate_job, &g, 0), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "gate job started");
+    static struct rec r[N], probe, late;
+    memset(r, 0, sizeof r);
+    memset(&probe, 0, sizeof probe);
+    memset(&late, 0, sizeof late);
+    reset_order();
+    for(int i = 0; i < N; i++)
+        T_EQ_INT(dapi_pool_submit(p, i % 10 == 0 ? query_job : count_job, &r[i], 0), DAPI_OK);
+
+    struct stopper s = {p, 1, 0};
+    T_EQ_INT(pthread_create(&s.th, NULL, stop_thread, &s), 0);
+    int probes_ok = 0;
+    T_CHECK(wait_refusing(p, &probe, &probes_ok), "submissions refused once stop began");
+    gate_release(&g);
+    pthread_join(s.th, NULL);
+
+    int ok = 0;
+    for(int i = 0; i < N; i++)
+        ok += atomic_load(&r[i].runs) == 1 && atomic_load(&r[i].with_conn) == 1 &&
+              r[i].order == i && (i % 10 != 0 || atomic_load(&r[i].usable) == 1);
+    T_EQ_INT(ok, N); /* all ran once, in order, with a working connection */
+    T_EQ_INT(atomic_load(&probe.runs), probes_ok);
+    T_EQ_INT(atomic_load(&probe.with_conn), probes_ok);
+    T_EQ_INT(dapi_pool_load(p), 0);
+    T_EQ_INT(dapi_pool_submit(p, count_job, &late, 0), DAPI_ERR_BUSY);
+    dapi_pool_stop(p, 1);
+    dapi_pool_stop(p, 0);
+    for(int i = 0; i < N; i++)
+        T_EQ_INT(atomic_load(&r[i].runs), 1);
+    T_EQ_INT(atomic_load(&late.runs), 0);
+    dapi_pool_free(p);
+    gate_destroy(&g);
+}
+
+static void test_free_without_stop(void)
+{
+    /* dapi_pool_free stops first: queued jobs are released (conn == NULL), none is lost. */
+    enum { N = 4 };
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-free", 1, eng), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit(p, gate_job, &g, 0), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "gate job started");
+    static struct rec r[N];
+    memset(r, 0, sizeof r);
+    for(int i = 0; i < N; i++)
+        T_EQ_INT(dapi_pool_submit(p, count_job, &r[i], 0), DAPI_OK);
+    /* Open the gate first: free joins the worker, which must be able to finish. The worker
+     * may then take some queued jobs before free's stop; each job still runs exactly once. */
+    gate_release(&g);
+    dapi_pool_free(p);
+    for(int i = 0; i < N; i++)
+        T_CHECK(atomic_load(&r[i].runs) == 1, "job %d ran %d times, want once", i,
+                atomic_load(&r[i].runs));
+    gate_destroy(&g);
+
+    dapi_pool_stop(NULL, 0); /* NULL is harmless */
+    dapi_pool_free(NULL);
+}
+
+int main(void)
+{
+    dapi_log_setup(0, DAPI_LOG_ERROR);
+    char root[] = "/tmp/dapi-pool-XXXXXX";
+    if(!mkdtemp(root)) {
+        T_CHECK(0, "mkdtemp");
+        T_DONE();
+    }
+    char data[64], state[64];
+    snprintf(data, sizeof data, "%s/data", root);
+    snprintf(state, sizeof state, "%s/state", root);
+    T_EQ_INT(mkdir(data, 0755), 0);
+    T_EQ_INT(mkdir(state, 0755), 0);
+    char err[512] = "";
+    struct dapi_engine_opts o = {data, state, "1GB", 1, NULL};
+    T_CHECK(dapi_engine_open(&eng, &o, err, sizeof err) == DAPI_OK, "engine opens: %s", err);
+    if(eng) {
+        test_every_job_once();
+        test_parallel_workers();
+        test_fifo();
+        test_cap_and_load();
+        test_stop_discard();
+        test_stop_discard_idle();
+        test_stop_drain();
+        test_free_without_stop();
+        dapi_engine_close(eng);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+    if(system(cmd) != 0)
+        T_CHECK(0, "cleanup of %s", root);
+    T_DONE();
+}
