@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api/respond.h"
@@ -37,11 +38,64 @@ struct app_state {
     struct app_state *next;
 };
 
+struct inflight {
+    char slug[DAPI_SLUG_MAX + 1];
+    uint64_t page;
+    struct inflight *next;
+};
+
 struct dapi_nekt {
     pthread_mutex_t mu;
     struct app_state *apps; /* Explorer application state, per upstream key */
+    struct inflight *pages; /* v1 pages being fetched: a second request waits for the first */
+    pthread_cond_t page_done;
     int v1;
 };
+
+/* Marks slug/page as being fetched by this thread; if another thread already fetches it,
+ * waits (bounded) until it is done and returns 0 (the caller then looks for the kept page).
+ * Returns 1 when the caller owns the fetch and must call page_release. */
+static int page_claim(struct dapi_nekt *n, const char *slug, uint64_t page, int64_t wait_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += wait_ms / 1000;
+    pthread_mutex_lock(&n->mu);
+    for(;;) {
+        struct inflight *f = n->pages;
+        while(f && !(f->page == page && strcmp(f->slug, slug) == 0))
+            f = f->next;
+        if(!f)
+            break;
+        if(pthread_cond_timedwait(&n->page_done, &n->mu, &until)) {
+            pthread_mutex_unlock(&n->mu);
+            return 0;
+        }
+    }
+    struct inflight *mine = calloc(1, sizeof *mine);
+    if(mine) {
+        snprintf(mine->slug, sizeof mine->slug, "%s", slug);
+        mine->page = page;
+        mine->next = n->pages;
+        n->pages = mine;
+    }
+    pthread_mutex_unlock(&n->mu);
+    return 1; /* (without memory for the marker, fetch unmarked: correct, just not shared) */
+}
+
+static void page_release(struct dapi_nekt *n, const char *slug, uint64_t page)
+{
+    pthread_mutex_lock(&n->mu);
+    for(struct inflight **fp = &n->pages; *fp; fp = &(*fp)->next)
+        if((*fp)->page == page && strcmp((*fp)->slug, slug) == 0) {
+            struct inflight *f = *fp;
+            *fp = f->next;
+            free(f);
+            break;
+        }
+    pthread_cond_broadcast(&n->page_done);
+    pthread_mutex_unlock(&n->mu);
+}
 
 /* Appends path as a SQL string literal. */
 static void add_path_literal(struct dapi_buf *b, const char *path)
@@ -558,11 +612,12 @@ static enum dapi_err execute_page(struct v1_page *p, const char *key, const char
 
 /* Fetches the page's file into page-N.parquet. */
 static enum dapi_err fetch_page_file(struct v1_page *p, const char *key, const char *up,
-                                     const char *id, struct dapi_buf *details)
+                                     const char *id, char *file, size_t filen,
+                                     struct dapi_buf *details)
 {
     struct dapi_app *app = p->app;
     struct nekt_reply rep;
-    char path[512], file[4200], why[512];
+    char path[512], why[512];
     snprintf(path, sizeof path, "/api/v1/explorer/queries/%s/execution/%s/results/", up, id);
     enum dapi_err result = nekt_call(app, "GET", path, NULL, key, 1, &rep);
     if(result) {
@@ -575,7 +630,11 @@ static enum dapi_err fetch_page_file(struct v1_page *p, const char *key, const c
         dapi_jv_free(rep.doc);
         return DAPI_ERR_UPSTREAM;
     }
-    page_path(app, p->slug, p->page, "parquet", file, sizeof file);
+    char ext[32], rnd[9];
+    if(dapi_random_base62(rnd, 8))
+        return DAPI_ERR_INTERNAL;
+    snprintf(ext, sizeof ext, "%s.parquet", rnd); /* unique: downloads never share a file */
+    page_path(app, p->slug, p->page, ext, file, filen);
     uint64_t got;
     result = nekt_download(app, url, file, (uint64_t)app->cfg->max_upstream_bytes, &got, why,
                            sizeof why);
@@ -592,6 +651,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     char up[256], id[128], file[4200], out[4200];
     char *why = NULL, *stored_sql = NULL;
     uint64_t bytes;
+    int claimed = 0;
     struct dapi_buf details;
     dapi_buf_init(&details, 64 * 1024);
     enum dapi_err result = DAPI_ERR_UPSTREAM;
@@ -601,6 +661,16 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     }
     if(serve_page_file(p)) /* fetched meanwhile by another request */
         goto out;
+    /* Two requests for the same new page make one upstream execution: the second waits for
+     * the first, then serves what it kept. */
+    claimed = page_claim(app->nekt, p->slug, p->page, app->cfg->query_timeout * 1000);
+    if(serve_page_file(p))
+        goto out;
+    if(!claimed) {
+        dapi_respond_exec_error(p->req, 504, "another request for this page is still fetching it",
+                                p->page_text, p->slug);
+        goto out;
+    }
     const char *key = upstream_key(app, p->key);
     dapi_queries_upstream(app->queries, p->slug, up, sizeof up);
     for(int n = 1; n <= MAX_EXECUTIONS; n++) {
@@ -632,7 +702,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         }
         if(result)
             break;
-        result = fetch_page_file(p, key, up, id, &details);
+        result = fetch_page_file(p, key, up, id, file, sizeof file, &details);
         if(result != DAPI_ERR_FORBIDDEN && result != DAPI_ERR_NOT_FOUND)
             break;
         dapi_warn("query %s page %s: %s; executing again", p->slug, p->page_text,
@@ -641,7 +711,6 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_FORBIDDEN)
         result = DAPI_ERR_UPSTREAM;
     if(!result) {
-        page_path(app, p->slug, p->page, "parquet", file, sizeof file);
         page_path(app, p->slug, p->page, "bin", out, sizeof out);
         struct dapi_buf sql;
         dapi_buf_init(&sql, 16384);
@@ -671,6 +740,8 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
                             details.data ? details.data : "Query execution failed", p->page_text,
                             p->slug);
 out:
+    if(claimed)
+        page_release(app->nekt, p->slug, p->page);
     free(why);
     free(stored_sql);
     dapi_buf_free(&details);
@@ -777,6 +848,7 @@ static int nekt_start(struct dapi_app *app, char *err, size_t errlen)
         return -1;
     }
     pthread_mutex_init(&n->mu, NULL);
+    pthread_cond_init(&n->page_done, NULL);
     n->v1 = strcmp(app->cfg->nekt_api, "v1") == 0;
     const char *u = app->cfg->nekt_url;
     if(strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
@@ -799,6 +871,12 @@ static void nekt_stop(struct dapi_app *app)
         n->apps = a->next;
         free(a);
     }
+    while(n->pages) {
+        struct inflight *f = n->pages;
+        n->pages = f->next;
+        free(f);
+    }
+    pthread_cond_destroy(&n->page_done);
     pthread_mutex_destroy(&n->mu);
     free(n);
     app->nekt = NULL;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "auth/keys.h"
 #include "base/buf.h"
 #include "engine/render.h"
 
@@ -41,14 +42,16 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
         return DAPI_ERR_NOMEM;
     w->fd = -1;
     w->limits = *limits;
-    size_t n = strlen(path) + 5;
+    /* A unique temporary name: two writers of the same result never share a file. */
+    char suffix[13];
+    size_t n = strlen(path) + 6 + sizeof suffix;
     w->path = strdup(path);
     w->tmp = malloc(n);
-    if(!w->path || !w->tmp) {
+    if(!w->path || !w->tmp || dapi_random_base62(suffix, 12)) {
         dapi_result_writer_free(w);
         return DAPI_ERR_NOMEM;
     }
-    snprintf(w->tmp, n, "%s.tmp", path);
+    snprintf(w->tmp, n, "%s.tmp-%s", path, suffix);
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if(w->fd < 0) {
         snprintf(w->error, sizeof w->error, "cannot create result file: %s", strerror(errno));

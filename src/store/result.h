@@ -4,7 +4,8 @@
  *   header  "DAPIRES1" rows pages rows_off rows_len index_off total_len 0   (64 bytes)
  *   rows    page 1's rows joined by ',' then page 2's … (no separator between pages)
  *   index   pages + 1 offsets into rows: page p is rows[index[p-1], index[p])
- * Written to a temporary name, fsynced, then renamed: a result file that exists is complete.
+ * Written to a unique temporary name, fsynced, then renamed: a result file that exists is
+ * complete.
  * Serving page p is one lookup and one copy, whatever p is. */
 #ifndef DAPI_RESULT_H
 #define DAPI_RESULT_H
@@ -23,7 +24,7 @@ struct dapi_result_limits {
     uint64_t max_bytes;
 };
 
-/* Starts writing the result to path (via path + ".tmp"). */
+/* Starts writing the result to path (via a unique temporary name beside it). */
 enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const char *path,
                                       const struct dapi_result_limits *limits);
 /* The engine sink that feeds this writer (ctx = the writer). */

@@ -30,14 +30,13 @@ static const char *const paths[] = {
 
 static void check_action(const struct dapi_fault_action *a, const char *m, const char *p)
 {
-    FUZZ_CHECK(a->status == 0 || (a->status >= 100 && a->status <= 599),
-               "%s %s: status %d", m, p, a->status);
+    FUZZ_CHECK(a->status == 0 || (a->status >= 100 && a->status <= 599), "%s %s: status %d", m, p,
+               a->status);
     FUZZ_CHECK(a->retry_after >= -1, "%s %s: retry_after %d", m, p, a->retry_after);
-    FUZZ_CHECK(a->status != 0 || a->retry_after == -1, "%s %s: retry_after %d without status",
-               m, p, a->retry_after);
+    FUZZ_CHECK(a->status != 0 || a->retry_after == -1, "%s %s: retry_after %d without status", m, p,
+               a->retry_after);
     FUZZ_CHECK(a->latency_ms >= 0, "%s %s: latency_ms %lld", m, p, (long long)a->latency_ms);
-    FUZZ_CHECK(memchr(a->body, '\0', sizeof a->body) != NULL, "%s %s: body not terminated", m,
-               p);
+    FUZZ_CHECK(memchr(a->body, '\0', sizeof a->body) != NULL, "%s %s: body not terminated", m, p);
     FUZZ_CHECK(!a->body[0] || !strcmp(a->body, "truncate") || !strcmp(a->body, "garbage") ||
                    !strcmp(a->body, "wrongtype") || !strcmp(a->body, "empty"),
                "%s %s: body '%s'", m, p, a->body);
@@ -98,12 +97,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run(g, second);
     dapi_faults_free(g);
     for(size_t k = 0; k < NREQ; k++)
-        FUZZ_CHECK(first[k].latency_ms == second[k].latency_ms &&
-                       first[k].status == second[k].status &&
-                       first[k].retry_after == second[k].retry_after &&
-                       strcmp(first[k].body, second[k].body) == 0 &&
-                       first[k].expire == second[k].expire,
-                   "request %zu: not deterministic", k);
+        FUZZ_CHECK(
+            first[k].latency_ms == second[k].latency_ms && first[k].status == second[k].status &&
+                first[k].retry_after == second[k].retry_after &&
+                strcmp(first[k].body, second[k].body) == 0 && first[k].expire == second[k].expire,
+            "request %zu: not deterministic", k);
 
     struct dapi_fault_action none;
     dapi_faults_match(NULL, "GET", "/", &none);

@@ -25,8 +25,7 @@ static void check_escapes(const char *o, size_t n)
             FUZZ_CHECK(i + 5 < n, "truncated \\u escape");
             FUZZ_CHECK(o[i + 2] == '0' && o[i + 3] == '0' && (o[i + 4] == '0' || o[i + 4] == '1'),
                        "\\u escape that is not a control character: %.6s", o + i);
-            FUZZ_CHECK(fz_is_hex((unsigned char)o[i + 5]) &&
-                           !(o[i + 5] >= 'A' && o[i + 5] <= 'F'),
+            FUZZ_CHECK(fz_is_hex((unsigned char)o[i + 5]) && !(o[i + 5] >= 'A' && o[i + 5] <= 'F'),
                        "\\u00XX not in lower-case hex: %.6s", o + i);
             unsigned c = fz_hex4((const unsigned char *)o + i + 2);
             FUZZ_CHECK(c != '\b' && c != '\t' && c != '\n' && c != '\f' && c != '\r',

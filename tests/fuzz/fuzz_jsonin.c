@@ -109,8 +109,7 @@ static int walk(const struct dapi_jv *v, int depth)
     default:
         FUZZ_CHECK(0, "dapi_jv_type returned %d", (int)t);
     }
-    FUZZ_CHECK(truthy == want, "dapi_jv_truthy %d, Python says %d (type %d)", truthy, want,
-               (int)t);
+    FUZZ_CHECK(truthy == want, "dapi_jv_truthy %d, Python says %d (type %d)", truthy, want, (int)t);
     return 0;
 }
 

@@ -113,7 +113,7 @@ static int ref_read(const unsigned char *b, size_t n, struct ref *R)
         } else if(key_is(k, klen, "\"page\"") && !R->has_page) {
             const unsigned char *num = j.p;
             if(*j.p == '"' || *j.p == '[' || *j.p == '{' || *j.p == 't' || *j.p == 'f' ||
-               *j.p == 'n')
+                *j.p == 'n')
                 return 0; /* not a number */
             fz_json_number(&j);
             uint64_t val = 0;
@@ -202,9 +202,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if(r != DAPI_OK) {
         FUZZ_CHECK(pg == NULL && pc == NULL, "*page not NULL after failure");
         FUZZ_CHECK(err[0] && strcmp(err, err2) == 0, "reasons differ: [%s] [%s]", err, err2);
-        FUZZ_CHECK(want != 1,
-                   "a valid page was refused: %s (depth %d, %zu rows in the reference)", err,
-                   depth, R.nrows);
+        FUZZ_CHECK(want != 1, "a valid page was refused: %s (depth %d, %zu rows in the reference)",
+                   err, depth, R.nrows);
         goto out;
     }
     FUZZ_CHECK(pg != NULL && pc != NULL, "success without a page");
@@ -228,8 +227,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *slug = dapi_page_slug(pg, &slen);
     if(R.has_slug) {
         FUZZ_CHECK(slug == body + R.slug_off && slen == R.slug_len,
-                   "slug at %td+%zu, reference %zu+%zu", slug ? slug - body : -1, slen,
-                   R.slug_off, R.slug_len);
+                   "slug at %td+%zu, reference %zu+%zu", slug ? slug - body : -1, slen, R.slug_off,
+                   R.slug_len);
         check_unquote(slug, slen, scratch);
     } else {
         FUZZ_CHECK(slug == NULL, "a slug without a string \"query_slug\" member");
@@ -241,17 +240,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const char *row2 = dapi_page_row_json(pc, i, &rlen2);
         FUZZ_CHECK(in_body(row, rlen, body, size), "row %zu outside the body", i);
         FUZZ_CHECK(row >= prev_end, "row %zu overlaps the previous one", i);
-        FUZZ_CHECK(rlen >= 2 && row[0] == '{' && row[rlen - 1] == '}', "row %zu is not {...}",
-                   i);
+        FUZZ_CHECK(rlen >= 2 && row[0] == '{' && row[rlen - 1] == '}', "row %zu is not {...}", i);
         FUZZ_CHECK(row == body + R.row_off[i] && rlen == R.row_len[i],
                    "row %zu at %td+%zu, reference %zu+%zu", i, row - body, rlen, R.row_off[i],
                    R.row_len[i]);
-        FUZZ_CHECK(rlen2 == rlen && memcmp(row2, row, rlen) == 0, "row %zu: variants differ",
-                   i);
+        FUZZ_CHECK(rlen2 == rlen && memcmp(row2, row, rlen) == 0, "row %zu: variants differ", i);
         prev_end = row + rlen;
         const struct dapi_cell *cells = dapi_page_row(pg, i, &ncols);
-        FUZZ_CHECK(ncols == R.row_first[i + 1] - R.row_first[i], "row %zu: %zu cells, ref %zu",
-                   i, ncols, R.row_first[i + 1] - R.row_first[i]);
+        FUZZ_CHECK(ncols == R.row_first[i + 1] - R.row_first[i], "row %zu: %zu cells, ref %zu", i,
+                   ncols, R.row_first[i + 1] - R.row_first[i]);
         const char *cell_end = row + 1;
         for(size_t c = 0; c < ncols; c++) {
             const struct dapi_cell *x = &cells[c];
@@ -259,13 +256,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(x->key >= cell_end && in_body(x->key, x->key_len, row, rlen) &&
                            x->val >= x->key + x->key_len && in_body(x->val, x->val_len, row, rlen),
                        "row %zu cell %zu: spans outside the row or out of order", i, c);
-            FUZZ_CHECK(x->key == body + y->k && x->key_len == y->klen &&
-                           x->val == body + y->v && x->val_len == y->vlen,
+            FUZZ_CHECK(x->key == body + y->k && x->key_len == y->klen && x->val == body + y->v &&
+                           x->val_len == y->vlen,
                        "row %zu cell %zu differs from the reference", i, c);
             struct fz_json j;
             fz_json_init(&j, x->key, x->key_len);
-            FUZZ_CHECK(fz_json_string(&j) == 0 && j.p == j.end, "row %zu cell %zu: bad key", i,
-                       c);
+            FUZZ_CHECK(fz_json_string(&j) == 0 && j.p == j.end, "row %zu cell %zu: bad key", i, c);
             FUZZ_CHECK(fz_json_valid(x->val, x->val_len, NULL) == 1 && x->val_len &&
                            x->val[0] != ' ' && x->val[x->val_len - 1] != ' ',
                        "row %zu cell %zu: value is not one JSON value", i, c);

@@ -126,8 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 FUZZ_CHECK(value >= 0, "n=%zu: negative value %lld", n, (long long)value);
             } else {
                 FUZZ_CHECK(errno == ERANGE, "n=%zu: big but [%s] fits int64", n, digits);
-                FUZZ_CHECK(value == INT64_MAX, "n=%zu: big but value %lld", n,
-                           (long long)value);
+                FUZZ_CHECK(value == INT64_MAX, "n=%zu: big but value %lld", n, (long long)value);
             }
         }
         free(digits);

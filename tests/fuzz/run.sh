@@ -10,7 +10,7 @@
 # Environment: CLANG (default clang), FUZZ_JOBS (drivers run at once, default 1),
 # FUZZ_ARGS (extra libFuzzer flags), FUZZ_PYINT_MIN_N (see README.md).
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
 
 secs=${1:-30}
 shift $(($# > 0 ? 1 : 0))
@@ -20,6 +20,10 @@ jobs=${FUZZ_JOBS:-1}
 OUT=build/fuzz
 DUCKDB=third_party/duckdb
 PKGS="libmicrohttpd libcurl jansson openssl"
+# shellcheck disable=SC2086  # PKGS is a list
+PKG_CFLAGS=$(pkg-config --cflags $PKGS 2>/dev/null)
+# shellcheck disable=SC2086
+PKG_LIBS=$(pkg-config --libs $PKGS 2>/dev/null)
 
 if ! command -v "$CLANG" >/dev/null; then
     echo "fuzz: $CLANG not found (Debian: apt-get install clang libclang-rt-dev)" >&2
@@ -63,14 +67,13 @@ build_libdapi() {
     if [ -f "$lib" ] && [ -z "$(find src include -name '*.[ch]' -newer "$lib" | head -n 1)" ]; then
         return 0
     fi
-    local srcs objs=() s o pids=() rc=0
-    srcs=$(ls src/*/*.c | grep -v -e '^src/app/main\.c$' -e '^src/api/queries\.c$')
-    for s in $srcs; do
+    local objs=() s o pids=() rc=0
+    for s in src/*/*.c; do
+        [ "$s" = src/app/main.c ] || [ "$s" = src/api/queries.c ] && continue
         o=$OUT/obj/${s//\//_}.o
         objs+=("$o")
-        # shellcheck disable=SC2086
-        $CLANG $CFLAGS $SAN -fsanitize=fuzzer-no-link $(pkg-config --cflags $PKGS) \
-            -c "$s" -o "$o" &
+        # shellcheck disable=SC2086  # the flag variables are lists
+        $CLANG $CFLAGS $SAN -fsanitize=fuzzer-no-link $PKG_CFLAGS -c "$s" -o "$o" &
         pids+=($!)
     done
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
@@ -81,7 +84,7 @@ build_libdapi() {
 build_driver() {
     local d=$1 libs=${LIBS[$1]}
     if [ "$libs" = LIBDAPI ]; then
-        libs="$(pkg-config --cflags $PKGS) $OUT/libdapi-fuzz.a $(pkg-config --libs $PKGS) -L$DUCKDB/lib -lduckdb
+        libs="$PKG_CFLAGS $OUT/libdapi-fuzz.a $PKG_LIBS -L$DUCKDB/lib -lduckdb
               -Wl,-rpath,$PWD/$DUCKDB/lib -lm"
     fi
     # shellcheck disable=SC2086

@@ -332,6 +332,31 @@ def test_nekt_v1_pages_match_emulator():
     eq(log_count(emu, execs, before + 1), before + 1, "upstream executions after a new page")
 
 
+@h.timeout(90)
+def test_nekt_v1_concurrent_requests_for_one_page_execute_once():
+    """Eight clients ask for the same new v1 page at once: one upstream execution; every
+    client gets the same page."""
+    emu = EMU.get()
+    fwd = attach(FWD1.get(), emu)
+    slug = fwd.create(SQL_RANGE_250)
+    execs = r'access POST "/api/v1/explorer/queries/[^"]+/execution/" 201'
+    before = log_count(emu, execs)
+    got = [None] * 8
+
+    def ask(i):
+        got[i] = fwd.results(slug, 2)
+
+    errors = [e for _, e in h.run_threads(ask, list(range(8)), timeout=60) if e]
+    eq(errors, [], "client errors")
+    bodies = []
+    for r in got:
+        expect_status(r, 200, "concurrent page 2")
+        bodies.append(jparse(r)["data"])
+    eq([b == bodies[0] for b in bodies], [True] * 8, "every client got the same page")
+    eq([row["i"] for row in bodies[0]][:3], [100, 101, 102], "page 2 starts at row 100")
+    eq(log_count(emu, execs), before + 1, "upstream executions for 8 concurrent requests")
+
+
 @h.timeout(60)
 def test_nekt_v1_reference_validation():
     fwd = FWD1.get()
