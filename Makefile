@@ -22,7 +22,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
 # deps.sh (Debian packages + DuckDB) runs once per change of the script; it is idempotent.
 DEPS_OK  := build/.deps-ok
 
-.PHONY: all deps run test unit integration bench clean distclean format
+.PHONY: all deps run test unit integration bench fuzz clean distclean format
 all: build/dapi
 
 $(DEPS_OK): scripts/deps.sh
@@ -74,6 +74,11 @@ bench:
 	$(MAKE) build/dapi
 	bench/run.sh
 	bench/nekt.sh
+
+# libFuzzer drivers for every parser of hostile input (not part of `make test`).
+FUZZ_SECONDS ?= 30
+fuzz: build/dapi
+	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

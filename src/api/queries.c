@@ -21,6 +21,8 @@ int dapi_api_parse_pyint(const char *s, size_t len, int *neg, char *digits, size
                          int64_t *value, int *big)
 {
     size_t i = 0, nd = 0;
+    if(n < 2)
+        return -1; /* no room for even "0" */
     while(len && (s[len - 1] == ' ' || (s[len - 1] >= '\t' && s[len - 1] <= '\r')))
         len--;
     while(i < len && (s[i] == ' ' || (s[i] >= '\t' && s[i] <= '\r')))

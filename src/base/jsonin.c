@@ -33,6 +33,14 @@ enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct 
                             char *err, size_t errlen)
 {
     *root = NULL;
+    /* A raw NUL byte is never valid JSON, but jansson 2.14 drops one that follows a number
+     * or a literal ({"limit":5<NUL>} parses as {"limit":5}): refuse it here. */
+    const char *nul = memchr(text, 0, len);
+    if(nul) {
+        if(err)
+            snprintf(err, errlen, "NUL byte in the JSON text at offset %zu", (size_t)(nul - text));
+        return DAPI_ERR_INVALID;
+    }
     if(too_deep(text, len, max_depth)) {
         if(err)
             snprintf(err, errlen, "JSON nesting deeper than %d levels", max_depth);
@@ -43,8 +51,12 @@ enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct 
      * compare dapi_jv_str's length with strlen. */
     json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
     if(!j) {
-        if(err)
+        if(err) {
             snprintf(err, errlen, "%s (line %d, column %d)", je.text, je.line, je.column);
+            for(char *c = err; *c; c++) /* jansson quotes the input: keep it one line */
+                if((unsigned char)*c < 0x20)
+                    *c = ' ';
+        }
         return DAPI_ERR_INVALID;
     }
     *root = (struct dapi_jv *)j;

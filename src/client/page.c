@@ -487,7 +487,7 @@ size_t dapi_page_rows(const struct dapi_page *page)
 const struct dapi_cell *dapi_page_row(const struct dapi_page *page, size_t i, size_t *ncols)
 {
     *ncols = page->row_first[i + 1] - page->row_first[i];
-    return page->cells + page->row_first[i];
+    return page->cells ? page->cells + page->row_first[i] : NULL; /* no cell in any row */
 }
 
 const char *dapi_page_row_json(const struct dapi_page *page, size_t i, size_t *len)

@@ -52,8 +52,8 @@ static int set(struct rule *r, uint64_t *seed, const char *k, const char *v, cha
                 r->act.status = (int)n;
             else if(strcmp(k, "retry_after") == 0 && n <= INT_MAX)
                 r->act.retry_after = (int)n;
-            else if(strcmp(k, "latency_ms") == 0)
-                r->act.latency_ms = n;
+            else if(strcmp(k, "latency_ms") == 0 && n <= 3600000)
+                r->act.latency_ms = n; /* at most an hour, so sums cannot overflow */
             else if(strcmp(k, "expire") == 0)
                 r->act.expire = n != 0;
             else if(strcmp(k, "seed") == 0)

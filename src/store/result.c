@@ -308,7 +308,7 @@ enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
     /* Every offset is checked so a damaged file can never make us read out of bounds. */
     int ok = memcmp(h, MAGIC, 8) == 0 && total == size && rows_off == HEADER_LEN &&
              rows_len <= size - HEADER_LEN && index_off == rows_off + rows_len && pages < size / 8 &&
-             index_off + 8 * (pages + 1) == size && pages == (rows + DAPI_PAGE_ROWS - 1) / DAPI_PAGE_ROWS;
+             index_off + 8 * (pages + 1) == size && pages == rows / DAPI_PAGE_ROWS + (rows % DAPI_PAGE_ROWS != 0);
     for(uint64_t i = 0; ok && i <= pages; i++) {
         uint64_t off = get64(h + index_off + 8 * i);
         ok = off <= rows_len && (i == 0 ? off == 0 : off >= get64(h + index_off + 8 * (i - 1)));
