@@ -86,6 +86,10 @@ void dapi_api_dispatch(struct dapi_req *r, void *arg)
             dapi_respond_error_h(r, 405, "Method not allowed", NULL, "Allow", rt->allow);
             return;
         }
+        if(rt->auth && atomic_load(&app->stopping)) { /* a keep-alive request after SIGTERM */
+            dapi_respond_error_h(r, 503, "Server shutting down", NULL, "Retry-After", "5");
+            return;
+        }
         h(r, app, rt->suffix ? slug : NULL);
         return;
     }
