@@ -97,18 +97,6 @@ static void page_release(struct dapi_nekt *n, const char *slug, uint64_t page)
     pthread_mutex_unlock(&n->mu);
 }
 
-/* Appends path as a SQL string literal. */
-static void add_path_literal(struct dapi_buf *b, const char *path)
-{
-    dapi_buf_addc(b, '\'');
-    for(const char *c = path; *c; c++)
-        if(*c == '\'')
-            dapi_buf_adds(b, "''");
-        else
-            dapi_buf_addc(b, *c);
-    dapi_buf_addc(b, '\'');
-}
-
 static const char *upstream_key(struct dapi_app *app, const char *client_key)
 {
     return app->cfg->nekt_api_key ? app->cfg->nekt_api_key : client_key;
@@ -270,7 +258,7 @@ static void v2_run(void *arg, struct dapi_econn *conn)
                 snprintf(part, sizeof part, "%s/part-%05zu.parquet", dir, i);
                 if(i)
                     dapi_buf_adds(&sql, ", ");
-                add_path_literal(&sql, part);
+                dapi_engine_sql_literal(&sql, part);
             }
             dapi_buf_adds(&sql, "])");
         }
@@ -715,7 +703,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         struct dapi_buf sql;
         dapi_buf_init(&sql, 16384);
         dapi_buf_adds(&sql, "SELECT * FROM read_parquet(");
-        add_path_literal(&sql, file);
+        dapi_engine_sql_literal(&sql, file);
         dapi_buf_addc(&sql, ')');
         dapi_buf_reset(&details);
         result = sql.data ? dapi_backend_write_result(app, conn, sql.data, out, 1, &bytes, &why)

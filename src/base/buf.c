@@ -125,3 +125,19 @@ char *dapi_buf_take(struct dapi_buf *b, size_t *len)
         *len = n;
     return p;
 }
+
+enum dapi_err dapi_buf_add_file(struct dapi_buf *b, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if(!f)
+        return DAPI_ERR_IO;
+    enum dapi_err result = DAPI_OK;
+    char chunk[65536];
+    size_t n;
+    while(!result && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        result = dapi_buf_add(b, chunk, n);
+    if(!result && ferror(f))
+        result = DAPI_ERR_IO;
+    fclose(f);
+    return result;
+}

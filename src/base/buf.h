@@ -33,6 +33,9 @@ enum dapi_err dapi_buf_vaddf(struct dapi_buf *b, const char *fmt, va_list ap);
  * Returns NULL on error (buffer freed). */
 char *dapi_buf_reserve(struct dapi_buf *b, size_t n);
 void dapi_buf_commit(struct dapi_buf *b, size_t n);
+/* Appends the whole content of the file at path. DAPI_ERR_IO if it cannot be read,
+ * DAPI_ERR_TOO_LARGE past the cap (the buffer is then freed). */
+enum dapi_err dapi_buf_add_file(struct dapi_buf *b, const char *path);
 /* Hands the data to the caller (free with free()); the buffer becomes empty.
  * Returns a valid empty string if nothing was appended; NULL only on OOM. */
 char *dapi_buf_take(struct dapi_buf *b, size_t *len);

@@ -203,14 +203,9 @@ static enum dapi_err split_result(struct dapi_app *app, struct dapi_econn *conn,
     for(uint64_t k = 0; !result && k * per < *rows; k++) {
         struct dapi_buf q;
         dapi_buf_init(&q, 16384);
-        dapi_buf_adds(&q, "SELECT * FROM read_parquet('");
-        for(const char *c = all; *c; c++) {
-            if(*c == '\'')
-                dapi_buf_adds(&q, "''");
-            else
-                dapi_buf_addc(&q, *c);
-        }
-        dapi_buf_addf(&q, "') LIMIT %llu OFFSET %llu", (unsigned long long)per,
+        dapi_buf_adds(&q, "SELECT * FROM read_parquet(");
+        dapi_engine_sql_literal(&q, all);
+        dapi_buf_addf(&q, ") LIMIT %llu OFFSET %llu", (unsigned long long)per,
                       (unsigned long long)(k * per));
         snprintf(part, sizeof part, "%s/data_%llu.parquet", dir, (unsigned long long)k);
         result = q.data ? dapi_engine_export_parquet(conn, q.data, part, 0, deadline, &got, msg)
@@ -333,17 +328,12 @@ static char *load_query(struct dapi_emu *emu, const char *slug, const unsigned c
     if(!safe_name(slug))
         return NULL;
     query_path(emu, slug, path, sizeof path);
-    FILE *fp = fopen(path, "r");
-    if(!fp)
-        return NULL;
     struct dapi_buf b;
     dapi_buf_init(&b, 8u << 20);
-    char chunk[8192];
-    size_t n;
-    while((n = fread(chunk, 1, sizeof chunk, fp)) > 0)
-        if(dapi_buf_add(&b, chunk, n))
-            break;
-    fclose(fp);
+    if(dapi_buf_add_file(&b, path)) {
+        dapi_buf_free(&b);
+        return NULL;
+    }
     struct dapi_jv *doc = NULL;
     char *sql = NULL;
     for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)

@@ -153,8 +153,7 @@ static char *dupmsg(const char *prefix, const char *m)
     return dapi_buf_take(&b, NULL);
 }
 
-/* Appends s as a SQL string literal ('…' with ' doubled). */
-static enum dapi_err add_literal(struct dapi_buf *b, const char *s)
+enum dapi_err dapi_engine_sql_literal(struct dapi_buf *b, const char *s)
 {
     enum dapi_err result = dapi_buf_addc(b, '\'');
     for(const char *p = s; !result && *p; p++)
@@ -245,10 +244,10 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     }
     /* Lock down: reading only inside the lake, then freeze the configuration. */
     dapi_buf_adds(&b, "SET allowed_directories = [");
-    add_literal(&b, e->data_dir);
+    dapi_engine_sql_literal(&b, e->data_dir);
     if(opts->extra_dir) {
         dapi_buf_adds(&b, ", ");
-        add_literal(&b, opts->extra_dir);
+        dapi_engine_sql_literal(&b, opts->extra_dir);
     }
     dapi_buf_adds(&b, "]");
     if(!b.data || exec(e->catalog, b.data, err, errlen))
@@ -487,33 +486,33 @@ static enum dapi_err view_sql(struct dapi_buf *b, const struct view *v)
     switch(v->kind) {
     case TK_PARQUET:
         dapi_buf_adds(b, "read_parquet(");
-        add_literal(b, v->path);
+        dapi_engine_sql_literal(b, v->path);
         break;
     case TK_PARQUET_DIR: {
         dapi_buf_adds(b, "read_parquet(");
         char glob[4200];
         snprintf(glob, sizeof glob, "%s/**/*.parquet", v->path);
-        add_literal(b, glob);
+        dapi_engine_sql_literal(b, glob);
         dapi_buf_adds(b, ", hive_partitioning = true, union_by_name = true");
         break;
     }
     case TK_CSV:
         dapi_buf_adds(b, "read_csv(");
-        add_literal(b, v->path);
+        dapi_engine_sql_literal(b, v->path);
         dapi_buf_adds(b, ", header = true");
         break;
     case TK_TSV:
         dapi_buf_adds(b, "read_csv(");
-        add_literal(b, v->path);
+        dapi_engine_sql_literal(b, v->path);
         dapi_buf_adds(b, ", header = true, delim = '\t'");
         break;
     case TK_JSON:
         dapi_buf_adds(b, "read_json_auto(");
-        add_literal(b, v->path);
+        dapi_engine_sql_literal(b, v->path);
         break;
     case TK_NDJSON:
         dapi_buf_adds(b, "read_json_auto(");
-        add_literal(b, v->path);
+        dapi_engine_sql_literal(b, v->path);
         dapi_buf_adds(b, ", format = 'newline_delimited'");
         break;
     }
@@ -1175,7 +1174,7 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
     dapi_buf_adds(&b, "COPY (\n");
     dapi_buf_add(&b, sql, statement_len(sql));
     dapi_buf_adds(&b, "\n) TO ");
-    add_literal(&b, dir);
+    dapi_engine_sql_literal(&b, dir);
     if(rows_per_file > 0)
         dapi_buf_addf(&b, " (FORMAT parquet, ROW_GROUP_SIZE %lld, ROW_GROUPS_PER_FILE 1)",
                       (long long)rows_per_file);
@@ -1330,7 +1329,7 @@ enum dapi_err dapi_engine_sample_data(const char *dir, char *err, size_t errlen)
         goto out;
     }
     /* The directory goes into COPY targets as a literal, without its quotes. */
-    add_literal(&b, dir);
+    dapi_engine_sql_literal(&b, dir);
     if(!b.data) {
         result = DAPI_ERR_NOMEM;
         goto out;

@@ -74,6 +74,10 @@ void dapi_engine_abort(struct dapi_engine *e);
  * writes a one-line reason into err. */
 enum dapi_err dapi_engine_sample_data(const char *dir, char *err, size_t errlen);
 
+/* Appends s as a SQL string literal ('…' with ' doubled) for SQL built by dapi itself. */
+struct dapi_buf;
+enum dapi_err dapi_engine_sql_literal(struct dapi_buf *b, const char *s);
+
 /* The DuckDB library version string, e.g. "v1.4.4". */
 const char *dapi_engine_version(void);
 

@@ -36,7 +36,6 @@ struct query {
     uint64_t bytes;
     struct dapi_result *result; /* DONE: mapped lazily */
     int refs;                   /* registry's own + snapshots */
-    int dead;                   /* removed from the table, freed at refs == 0 */
     struct waiter *waiters;
     struct query *next;         /* hash chain */
 };
@@ -181,18 +180,10 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
     path_of(qs, slug, "meta.json", path, sizeof path);
     struct query *q = NULL;
     struct dapi_jv *root = NULL;
-    char *text = NULL;
-    FILE *f = fopen(path, "r");
-    if(!f)
-        return NULL;
     struct dapi_buf b;
     dapi_buf_init(&b, 128u << 20);
-    char chunk[65536];
-    size_t n;
-    while((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if(dapi_buf_add(&b, chunk, n))
-            break;
-    fclose(f);
+    if(dapi_buf_add_file(&b, path))
+        goto out;
     if(!b.data || dapi_jv_parse(b.data, b.len, 8, &root, errbuf, sizeof errbuf))
         goto out;
     const char *owner = dapi_jv_str(dapi_jv_get(root, "owner"), NULL);
@@ -245,7 +236,6 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
 out:
     dapi_jv_free(root);
     dapi_buf_free(&b);
-    free(text);
     return q;
 }
 
