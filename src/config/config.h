@@ -22,17 +22,22 @@ struct dapi_config {
     int64_t max_header_bytes;
     int64_t max_connections;
     int64_t connection_timeout; /* s */
+    int64_t max_connections_per_ip;
+    int64_t request_head_timeout; /* s */
     int64_t max_sql_bytes;
     int64_t max_json_depth;
     int64_t max_queued_queries;
+    int64_t max_queries_per_key;
     int64_t query_timeout;      /* s */
     int64_t max_result_rows;
     int64_t max_result_bytes;
     int64_t max_state_bytes;
+    int64_t max_state_bytes_per_key;
     int64_t retention;          /* s */
     int64_t result_wait;        /* s */
     int64_t shutdown_grace;     /* s */
     char *memory_limit;         /* DuckDB memory_limit, e.g. "4GB" */
+    int64_t memory_headroom;    /* bytes beyond memory_limit; 0 = no process cap */
     int64_t duckdb_threads;
     char *api_keys_env;         /* DAPI_API_KEYS (env only) */
     /* the Nekt upstream (--backend nekt) */
