@@ -4,12 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 
 #include "app/app.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "engine/engine.h"
 #include "upstream/httpc.h"
 #include "dapi/version.h"
 
@@ -40,6 +42,37 @@ struct pending {
     char *sql;
     struct pending *next;
 };
+
+/* Caps the process's data size (RLIMIT_DATA: heap and private writable mappings, which is
+ * where every allocation of ours, of DuckDB and of its jemalloc lands) at --memory-limit +
+ * --memory-headroom. DuckDB's memory_limit governs its buffer manager only: a single vector
+ * of long strings, or a hash table's directory, is allocated outside it. With the cap, such
+ * an allocation fails inside DuckDB, which turns it into an "Out of Memory" error of that
+ * query, instead of the kernel killing the server. */
+static int cap_memory(const struct dapi_config *cfg, char *err, size_t errlen)
+{
+    if(cfg->memory_headroom == 0)
+        return 0;
+    int64_t limit = dapi_engine_parse_size(cfg->memory_limit);
+    if(limit < 0) {
+        dapi_warn("--memory-limit '%s' is not an absolute size: the process data size is not "
+                  "capped", cfg->memory_limit);
+        return 0;
+    }
+    uint64_t cap = (uint64_t)limit + (uint64_t)cfg->memory_headroom;
+    if(cap < (uint64_t)limit)
+        cap = RLIM_INFINITY;
+    struct rlimit rl;
+    if(getrlimit(RLIMIT_DATA, &rl) == 0 && rl.rlim_max != RLIM_INFINITY && cap > rl.rlim_max)
+        cap = rl.rlim_max; /* cannot raise a hard limit set from outside; keep the lower one */
+    rl.rlim_cur = cap;
+    if(setrlimit(RLIMIT_DATA, &rl)) {
+        snprintf(err, errlen, "cannot cap the process data size at %llu bytes: %s",
+                 (unsigned long long)cap, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
 
 static void unfinished(void *arg, const char *slug, const char *sql)
 {
@@ -119,8 +152,13 @@ int dapi_serve_main(int argc, char **argv)
     /* The Nekt backend never runs client SQL locally; its engine only reads the files it
      * downloaded into the query directories. */
     struct dapi_engine_opts eo = {cfg.data_dir, cfg.state_dir, cfg.memory_limit,
-                                  cfg.duckdb_threads, nekt ? downloads : NULL};
+                                  cfg.duckdb_threads, nekt ? downloads : NULL,
+                                  cfg.query_timeout * 1000};
     if(dapi_engine_open(&app.engine, &eo, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        goto out;
+    }
+    if(cap_memory(&cfg, err, sizeof err)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;
     }

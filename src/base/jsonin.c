@@ -29,8 +29,8 @@ static int too_deep(const char *s, size_t n, int max)
     return 0;
 }
 
-enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct dapi_jv **root,
-                            char *err, size_t errlen)
+static enum dapi_err parse(const char *text, size_t len, int max_depth, size_t flags,
+                           struct dapi_jv **root, char *err, size_t errlen)
 {
     *root = NULL;
     /* A raw NUL byte is never valid JSON, but jansson 2.14 drops one that follows a number
@@ -49,7 +49,7 @@ enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct 
     json_error_t je;
     /* NUL inside strings is accepted (as Python's json does); callers that need C strings
      * compare dapi_jv_str's length with strlen. */
-    json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    json_t *j = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL | flags, &je);
     if(!j) {
         if(err) {
             snprintf(err, errlen, "%s (line %d, column %d)", je.text, je.line, je.column);
@@ -63,6 +63,18 @@ enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct 
     return DAPI_OK;
 }
 
+enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct dapi_jv **root,
+                            char *err, size_t errlen)
+{
+    return parse(text, len, max_depth, 0, root, err, errlen);
+}
+
+enum dapi_err dapi_jv_parse_reals(const char *text, size_t len, int max_depth,
+                                  struct dapi_jv **root, char *err, size_t errlen)
+{
+    return parse(text, len, max_depth, JSON_DECODE_INT_AS_REAL, root, err, errlen);
+}
+
 void dapi_jv_free(struct dapi_jv *root)
 {
     if(root)
@@ -71,6 +83,8 @@ void dapi_jv_free(struct dapi_jv *root)
 
 enum dapi_jtype dapi_jv_type(const struct dapi_jv *v)
 {
+    if(!v)
+        return DAPI_J_NULL; /* an absent member reads as null: lookups can be chained */
     switch(json_typeof((const json_t *)v)) {
     case JSON_OBJECT: return DAPI_J_OBJECT;
     case JSON_ARRAY: return DAPI_J_ARRAY;
@@ -137,4 +151,25 @@ size_t dapi_jv_array_size(const struct dapi_jv *v)
 {
     const json_t *j = (const json_t *)v;
     return json_is_array(j) ? json_array_size(j) : 0;
+}
+
+void *dapi_jv_iter(const struct dapi_jv *v)
+{
+    const json_t *j = (const json_t *)v;
+    return json_is_object(j) ? json_object_iter((json_t *)j) : NULL;
+}
+
+void *dapi_jv_iter_next(const struct dapi_jv *v, void *it)
+{
+    return json_object_iter_next((json_t *)v, it);
+}
+
+const char *dapi_jv_iter_key(void *it)
+{
+    return json_object_iter_key(it);
+}
+
+struct dapi_jv *dapi_jv_iter_value(void *it)
+{
+    return (struct dapi_jv *)json_object_iter_value(it);
 }

@@ -17,8 +17,13 @@ enum dapi_jtype { DAPI_J_OBJECT, DAPI_J_ARRAY, DAPI_J_STRING, DAPI_J_INT, DAPI_J
  * root: free with dapi_jv_free(root). err (if non-NULL) receives a one-line reason. */
 enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct dapi_jv **root,
                             char *err, size_t errlen);
+/* The same, reading every number as a double (DAPI_J_REAL), so integers beyond int64 (such
+ * as DuckDB's UINT64_MAX "no location" markers) do not fail the parse. */
+enum dapi_err dapi_jv_parse_reals(const char *text, size_t len, int max_depth,
+                                  struct dapi_jv **root, char *err, size_t errlen);
 void dapi_jv_free(struct dapi_jv *root);
 
+/* DAPI_J_NULL for v == NULL too, so lookups can be chained. */
 enum dapi_jtype dapi_jv_type(const struct dapi_jv *v);
 /* Python truthiness: {} [] "" 0 0.0 null false are falsy. */
 int dapi_jv_truthy(const struct dapi_jv *v);
@@ -31,6 +36,13 @@ size_t dapi_jv_array_size(const struct dapi_jv *v);
 /* String bytes (borrowed, NUL-terminated; may hold NULs: compare len) or NULL. */
 const char *dapi_jv_str(const struct dapi_jv *v, size_t *len);
 int64_t dapi_jv_int(const struct dapi_jv *v);
+/* Members of an object, in document order: for(it = dapi_jv_iter(v); it;
+ * it = dapi_jv_iter_next(v, it)) … dapi_jv_iter_key(it), dapi_jv_iter_value(it).
+ * dapi_jv_iter returns NULL for an empty object or a value that is not an object. */
+void *dapi_jv_iter(const struct dapi_jv *v);
+void *dapi_jv_iter_next(const struct dapi_jv *v, void *it);
+const char *dapi_jv_iter_key(void *it);
+struct dapi_jv *dapi_jv_iter_value(void *it);
 double dapi_jv_real(const struct dapi_jv *v);
 
 #endif

@@ -199,7 +199,7 @@ static enum dapi_err split_result(struct dapi_app *app, struct dapi_econn *conn,
     if(mkdir(dir, 0700) && errno != EEXIST)
         return DAPI_ERR_IO;
     snprintf(all, sizeof all, "%s/all.parquet", dir);
-    enum dapi_err result = dapi_engine_export_parquet(conn, sql, all, 0, deadline, rows, msg);
+    enum dapi_err result = dapi_engine_export_parquet(conn, sql, 0, all, 0, deadline, rows, msg);
     for(uint64_t k = 0; !result && k * per < *rows; k++) {
         struct dapi_buf q;
         dapi_buf_init(&q, 16384);
@@ -208,7 +208,7 @@ static enum dapi_err split_result(struct dapi_app *app, struct dapi_econn *conn,
         dapi_buf_addf(&q, ") LIMIT %llu OFFSET %llu", (unsigned long long)per,
                       (unsigned long long)(k * per));
         snprintf(part, sizeof part, "%s/data_%llu.parquet", dir, (unsigned long long)k);
-        result = q.data ? dapi_engine_export_parquet(conn, q.data, part, 0, deadline, &got, msg)
+        result = q.data ? dapi_engine_export_parquet(conn, q.data, 1, part, 0, deadline, &got, msg)
                         : DAPI_ERR_NOMEM;
         dapi_buf_free(&q);
     }
@@ -459,7 +459,7 @@ static void start_execution(struct emu_req *e, struct dapi_econn *conn, const ch
     dapi_buf_addf(&wrapped, "\n) LIMIT 100 OFFSET %lld", (long long)((page - 1) * 100));
     uint64_t rows = 0;
     enum dapi_err result =
-        wrapped.data ? dapi_engine_export_parquet(conn, wrapped.data, file, 0,
+        wrapped.data ? dapi_engine_export_parquet(conn, wrapped.data, 0, file, 0,
                                                   dapi_clock_mono_ms() +
                                                       app->cfg->query_timeout * 1000,
                                                   &rows, &msg)
@@ -708,7 +708,7 @@ int dapi_emu_start(struct dapi_app *app, char *err, size_t errlen)
        dapi_faults_parse(&emu->faults, cfg->emulate_faults, err, errlen))
         return -1;
     struct dapi_engine_opts eo = {cfg->data_dir, cfg->state_dir, cfg->memory_limit,
-                                  cfg->duckdb_threads, emu->dir};
+                                  cfg->duckdb_threads, emu->dir, cfg->query_timeout * 1000};
     if(dapi_engine_open(&emu->engine, &eo, err, errlen))
         return -1;
     int threads = cfg->workers < 4 ? 4 : cfg->workers;

@@ -17,12 +17,19 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <limits.h>
+#include <time.h>
 
+/* Results stream from DuckDB (duckdb_pending_prepared_streaming), which the C API of v1.4
+ * lists as deprecated without a replacement yet: it is the only way to get rows before the
+ * whole result exists, which is what bounds a query's memory. */
+#undef DUCKDB_API_NO_DEPRECATED
 #include <duckdb.h>
 
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "engine/sandbox.h"
 
 _Static_assert(sizeof(duckdb_string_t) == sizeof(struct dapi_dstr), "string layout");
 _Static_assert(sizeof(duckdb_list_entry) == sizeof(struct dapi_list_entry), "list layout");
@@ -40,6 +47,8 @@ struct view {
     struct timespec mtime; /* of the file (or folder): a rewrite re-creates the view */
     off_t size;
     int failed;            /* the view could not be created: try again at the next sync */
+    char **files;          /* TK_PARQUET_DIR: the vetted files, sorted */
+    size_t nfiles;
 };
 
 struct views {
@@ -59,6 +68,11 @@ struct dapi_engine {
     int aborting; /* shutdown: interrupt everything */
     struct dapi_econn *conns;
     char *data_dir;
+    char *data_real;           /* realpath of data_dir: files read must resolve beneath it */
+    int64_t check_ms;          /* deadline of a check (0 = none) */
+    char **catalog_names;      /* lower-case names of the system views, sorted */
+    int64_t cut_warned_ms;     /* last warning about a lake too large to scan */
+    size_t ncatalog_names;
     pthread_mutex_t lake_lock; /* guards catalog and views */
     duckdb_connection catalog;
     struct views views;
@@ -70,6 +84,8 @@ struct dapi_econn {
     int64_t deadline_ms; /* 0 = none; guarded by e->conns_lock */
     int active;          /* a query is being driven */
     int timed_out;       /* set by the watchdog when it interrupted this connection */
+    duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
+    duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
     struct dapi_econn *next;
 };
 
@@ -139,6 +155,34 @@ static int timed_out(struct dapi_econn *c)
     return t;
 }
 
+int64_t dapi_engine_parse_size(const char *s)
+{
+    static const struct {
+        const char *unit;
+        double mult;
+    } units[] = {{"", 1},          {"b", 1},           {"bytes", 1},       {"kb", 1e3},
+                 {"mb", 1e6},      {"gb", 1e9},        {"tb", 1e12},       {"k", 1e3},
+                 {"m", 1e6},       {"g", 1e9},         {"t", 1e12},        {"kib", 1024.0},
+                 {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+    char *end;
+    while(*s == ' ')
+        s++;
+    if(!(*s >= '0' && *s <= '9'))
+        return -1;
+    double v = strtod(s, &end);
+    while(*end == ' ')
+        end++;
+    size_t n = strlen(end);
+    while(n && end[n - 1] == ' ')
+        n--;
+    for(size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if(strlen(units[i].unit) == n && strncasecmp(end, units[i].unit, n) == 0) {
+            double bytes = v * units[i].mult;
+            return bytes >= 0 && bytes < 9e18 ? (int64_t)bytes : -1;
+        }
+    return -1;
+}
+
 const char *dapi_engine_version(void)
 {
     return duckdb_library_version();
@@ -183,6 +227,69 @@ static enum dapi_err exec(duckdb_connection con, const char *sql, char *err, siz
     return DAPI_OK;
 }
 
+
+/* Appends the first VARCHAR column of a result to *list (owned strings). */
+static enum dapi_err collect_strings(duckdb_result *res, char ***list, size_t *n)
+{
+    for(;;) {
+        duckdb_data_chunk chunk = duckdb_fetch_chunk(*res);
+        if(!chunk)
+            return duckdb_result_error(res) ? DAPI_ERR_SQL : DAPI_OK;
+        idx_t rows = duckdb_data_chunk_get_size(chunk);
+        duckdb_vector v = duckdb_data_chunk_get_vector(chunk, 0);
+        duckdb_string_t *d = duckdb_vector_get_data(v);
+        uint64_t *valid = duckdb_vector_get_validity(v);
+        char **nl = realloc(*list, (*n + rows + 1) * sizeof *nl);
+        if(!nl) {
+            duckdb_destroy_data_chunk(&chunk);
+            return DAPI_ERR_NOMEM;
+        }
+        *list = nl;
+        for(idx_t i = 0; i < rows; i++) {
+            if(!duckdb_validity_row_is_valid(valid, i))
+                continue;
+            if(!(nl[*n] = strndup(duckdb_string_t_data(&d[i]), duckdb_string_t_length(d[i])))) {
+                duckdb_destroy_data_chunk(&chunk);
+                return DAPI_ERR_NOMEM;
+            }
+            (*n)++;
+        }
+        duckdb_destroy_data_chunk(&chunk);
+    }
+}
+
+static void free_strings(char **list, size_t n)
+{
+    for(size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The unqualified names DuckDB's binder finds in its own catalog (duckdb_settings,
+ * information_schema's tables, pg_catalog's …): a query may not name them. */
+static enum dapi_err load_catalog_names(struct dapi_engine *e, char *err, size_t errlen)
+{
+    duckdb_result res;
+    if(duckdb_query(e->catalog,
+                    "SELECT lower(view_name) FROM duckdb_views() UNION "
+                    "SELECT lower(table_name) FROM duckdb_tables()",
+                    &res) == DuckDBError) {
+        snprintf(err, errlen, "cannot list the catalog: %s", duckdb_result_error(&res));
+        duckdb_destroy_result(&res);
+        return DAPI_ERR_INTERNAL;
+    }
+    enum dapi_err result = collect_strings(&res, &e->catalog_names, &e->ncatalog_names);
+    duckdb_destroy_result(&res);
+    if(!result && e->ncatalog_names)
+        qsort(e->catalog_names, e->ncatalog_names, sizeof *e->catalog_names, cmp_str);
+    return result;
+}
+
 enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engine_opts *opts,
                                char *err, size_t errlen)
 {
@@ -200,6 +307,14 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     }
     e = calloc(1, sizeof *e);
     if(!e || !(e->data_dir = strdup(opts->data_dir))) {
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    e->check_ms = opts->check_timeout_ms;
+    /* The lake's real path: files a query reads must resolve beneath it (a symlink in the
+     * lake pointing elsewhere is not followed). A lake that does not exist yet is itself. */
+    char real[PATH_MAX];
+    if(!(e->data_real = strdup(realpath(opts->data_dir, real) ? real : opts->data_dir))) {
         result = DAPI_ERR_NOMEM;
         goto out;
     }
@@ -255,6 +370,8 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     if(exec(e->catalog, "SET enable_external_access = false", err, errlen) ||
        exec(e->catalog, "SET lock_configuration = true", err, errlen))
         goto out;
+    if(load_catalog_names(e, err, errlen))
+        goto out;
     if(pthread_create(&e->watchdog, NULL, watchdog_run, e)) {
         snprintf(err, errlen, "cannot start the query watchdog");
         goto out;
@@ -275,13 +392,21 @@ out:
     return result;
 }
 
+static void free_strings(char **list, size_t n);
+
+static void view_free(struct view *v)
+{
+    free(v->layer);
+    free(v->table);
+    free(v->path);
+    free_strings(v->files, v->nfiles);
+    memset(v, 0, sizeof *v);
+}
+
 static void views_clear(struct views *vs)
 {
-    for(size_t i = 0; i < vs->n; i++) {
-        free(vs->v[i].layer);
-        free(vs->v[i].table);
-        free(vs->v[i].path);
-    }
+    for(size_t i = 0; i < vs->n; i++)
+        view_free(&vs->v[i]);
     free(vs->v);
     memset(vs, 0, sizeof *vs);
 }
@@ -302,6 +427,8 @@ void dapi_engine_close(struct dapi_engine *e)
     if(e->db)
         duckdb_close(&e->db);
     views_clear(&e->views);
+    free_strings(e->catalog_names, e->ncatalog_names);
+    free(e->data_real);
     pthread_mutex_destroy(&e->lake_lock);
     pthread_mutex_destroy(&e->conns_lock);
     pthread_cond_destroy(&e->stop_cv);
@@ -338,6 +465,10 @@ void dapi_econn_close(struct dapi_econn *c)
             break;
         }
     pthread_mutex_unlock(&c->e->conns_lock);
+    if(c->serialize)
+        duckdb_destroy_prepare(&c->serialize);
+    if(c->glob)
+        duckdb_destroy_prepare(&c->glob);
     duckdb_disconnect(&c->con);
     free(c);
 }
@@ -362,42 +493,113 @@ static int ext_kind(const char *name, size_t *stem)
     return -1;
 }
 
-/* Does dir (recursively, bounded depth) hold at least one .parquet file? */
-static int has_parquet(const char *dir, int depth)
+/* The lake scan is bounded: a lake of this many entries, or a scan this long, stops early
+ * (the tables not reached keep their previous views) and says so in the log. */
+#define SCAN_MAX_ENTRIES 200000
+#define SCAN_MAX_MS 2000
+#define DIR_MAX_DEPTH 16
+
+struct scan {
+    const char *real;   /* the lake's real path */
+    size_t entries;
+    int64_t deadline_ms;
+    int cut;            /* the budget ran out */
+};
+
+static int scan_budget(struct scan *sc)
 {
-    if(depth > 8)
+    if(sc->cut)
         return 0;
+    if(++sc->entries > SCAN_MAX_ENTRIES || dapi_clock_mono_ms() > sc->deadline_ms) {
+        sc->cut = 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* stat()s path, refusing symlinks that resolve outside the lake (or do not resolve). */
+static int stat_in_lake(const struct scan *sc, const char *path, struct stat *st)
+{
+    if(lstat(path, st))
+        return -1;
+    if(!S_ISLNK(st->st_mode))
+        return 0;
+    char real[PATH_MAX];
+    size_t n = strlen(sc->real);
+    if(!realpath(path, real) || strncmp(real, sc->real, n) != 0 || real[n] != '/')
+        return -1;
+    return stat(path, st);
+}
+
+/* Folder tables: the Parquet files beneath dir (recursively), each vetted like a table file,
+ * sorted so the view's file list is stable. The view names these files exactly, so DuckDB
+ * never globs by itself (it would follow links out of the lake and read hidden files). */
+struct files {
+    char **v;
+    size_t n, cap;
+    struct timespec newest;
+    off_t bytes;
+};
+
+static void files_clear(struct files *f)
+{
+    free_strings(f->v, f->n);
+    memset(f, 0, sizeof *f);
+}
+
+static enum dapi_err walk_parquet(struct scan *sc, const char *dir, int depth, struct files *f)
+{
+    enum dapi_err result = DAPI_OK;
+    if(depth > DIR_MAX_DEPTH)
+        return DAPI_OK;
     DIR *d = opendir(dir);
     if(!d)
-        return 0;
-    int found = 0;
+        return DAPI_OK;
     struct dirent *de;
-    while(!found && (de = readdir(d))) {
+    while(!result && (de = readdir(d)) && scan_budget(sc)) {
         if(de->d_name[0] == '.')
-            continue;
-        char p[4096];
-        if(snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p)
-            continue;
+            continue; /* hidden files are not part of any table */
+        char p[PATH_MAX];
         struct stat st;
-        if(stat(p, &st))
-            continue;
         size_t stem;
-        if(S_ISDIR(st.st_mode))
-            found = has_parquet(p, depth + 1);
-        else if(S_ISREG(st.st_mode) && ext_kind(de->d_name, &stem) == TK_PARQUET)
-            found = 1;
+        if(snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p ||
+           stat_in_lake(sc, p, &st))
+            continue;
+        if(S_ISDIR(st.st_mode)) {
+            result = walk_parquet(sc, p, depth + 1, f);
+        } else if(S_ISREG(st.st_mode) && ext_kind(de->d_name, &stem) == TK_PARQUET) {
+            if(f->n == f->cap) {
+                size_t cap = f->cap ? f->cap * 2 : 16;
+                char **nv = realloc(f->v, cap * sizeof *nv);
+                if(!nv) {
+                    result = DAPI_ERR_NOMEM;
+                    break;
+                }
+                f->v = nv;
+                f->cap = cap;
+            }
+            if(!(f->v[f->n] = strdup(p))) {
+                result = DAPI_ERR_NOMEM;
+                break;
+            }
+            f->n++;
+            f->bytes += st.st_size;
+            if(st.st_mtim.tv_sec > f->newest.tv_sec ||
+               (st.st_mtim.tv_sec == f->newest.tv_sec && st.st_mtim.tv_nsec > f->newest.tv_nsec))
+                f->newest = st.st_mtim;
+        }
     }
     closedir(d);
-    return found;
+    return result;
 }
 
 static enum dapi_err views_add(struct views *vs, const char *layer, const char *table,
                                size_t tlen, const char *path, enum table_kind kind,
-                               const struct stat *st)
+                               const struct stat *st, struct files *files)
 {
     for(size_t i = 0; i < vs->n; i++)
-        if(strcmp(vs->v[i].layer, layer) == 0 && strlen(vs->v[i].table) == tlen &&
-           strncmp(vs->v[i].table, table, tlen) == 0)
+        if(strcasecmp(vs->v[i].layer, layer) == 0 && strlen(vs->v[i].table) == tlen &&
+           strncasecmp(vs->v[i].table, table, tlen) == 0)
             return DAPI_OK; /* first one wins (readdir order is stable per directory) */
     if(vs->n == vs->cap) {
         size_t cap = vs->cap ? vs->cap * 2 : 16;
@@ -408,57 +610,78 @@ static enum dapi_err views_add(struct views *vs, const char *layer, const char *
         vs->cap = cap;
     }
     struct view *v = &vs->v[vs->n];
+    memset(v, 0, sizeof *v);
     v->layer = strdup(layer);
     v->table = strndup(table, tlen);
     v->path = strdup(path);
     v->kind = kind;
     v->mtime = st->st_mtim;
     v->size = st->st_size;
-    v->failed = 0;
+    if(files) { /* a folder: its signature is its files' */
+        qsort(files->v, files->n, sizeof *files->v, cmp_str);
+        v->files = files->v;
+        v->nfiles = files->n;
+        v->mtime = files->newest;
+        v->size = files->bytes;
+        memset(files, 0, sizeof *files);
+    }
     if(!v->layer || !v->table || !v->path) {
-        free(v->layer);
-        free(v->table);
-        free(v->path);
+        view_free(v);
         return DAPI_ERR_NOMEM;
     }
     vs->n++;
     return DAPI_OK;
 }
 
-static enum dapi_err scan_lake(const char *root, struct views *vs)
+/* Schema names DuckDB keeps for itself: a layer folder of that name is not exposed. */
+static int reserved_layer(const char *name)
+{
+    static const char *const r[] = {"main", "pg_catalog", "information_schema", "temp",
+                                    "system", "memory"};
+    for(size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+        if(strcasecmp(name, r[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static enum dapi_err scan_lake(struct scan *sc, const char *root, struct views *vs)
 {
     enum dapi_err result = DAPI_OK;
     DIR *d = opendir(root);
     if(!d)
         return DAPI_OK; /* a missing lake is an empty lake */
     struct dirent *de;
-    while(!result && (de = readdir(d))) {
-        if(de->d_name[0] == '.')
+    while(!result && (de = readdir(d)) && scan_budget(sc)) {
+        if(de->d_name[0] == '.' || reserved_layer(de->d_name))
             continue;
-        char lp[4096];
+        char lp[PATH_MAX];
         struct stat st;
         if(snprintf(lp, sizeof lp, "%s/%s", root, de->d_name) >= (int)sizeof lp ||
-           stat(lp, &st) || !S_ISDIR(st.st_mode))
+           stat_in_lake(sc, lp, &st) || !S_ISDIR(st.st_mode))
             continue;
         DIR *ld = opendir(lp);
         if(!ld)
             continue;
         struct dirent *te;
-        while(!result && (te = readdir(ld))) {
+        while(!result && (te = readdir(ld)) && scan_budget(sc)) {
             if(te->d_name[0] == '.')
                 continue;
-            char tp[4096];
+            char tp[PATH_MAX];
             if(snprintf(tp, sizeof tp, "%s/%s", lp, te->d_name) >= (int)sizeof tp ||
-               stat(tp, &st))
+               stat_in_lake(sc, tp, &st))
                 continue;
             size_t stem;
             int kind;
             if(S_ISDIR(st.st_mode)) {
-                if(has_parquet(tp, 0))
+                struct files f = {0};
+                result = walk_parquet(sc, tp, 0, &f);
+                if(!result && f.n)
                     result = views_add(vs, de->d_name, te->d_name, strlen(te->d_name), tp,
-                                       TK_PARQUET_DIR, &st);
+                                       TK_PARQUET_DIR, &st, &f);
+                files_clear(&f);
             } else if(S_ISREG(st.st_mode) && (kind = ext_kind(te->d_name, &stem)) >= 0) {
-                result = views_add(vs, de->d_name, te->d_name, stem, tp, (enum table_kind)kind, &st);
+                result = views_add(vs, de->d_name, te->d_name, stem, tp, (enum table_kind)kind,
+                                   &st, NULL);
             }
         }
         closedir(ld);
@@ -476,6 +699,20 @@ static const struct view *views_find(const struct views *vs, const char *layer,
     return NULL;
 }
 
+/* A file name as a DuckDB path literal that matches only itself: DuckDB expands *, ? and
+ * [...] in every path it reads, so each is put in a one-character class ([[] is '['). */
+static enum dapi_err add_path_literal(struct dapi_buf *b, const char *path)
+{
+    enum dapi_err result = dapi_buf_addc(b, '\'');
+    for(const char *p = path; !result && *p; p++) {
+        if(*p == '*' || *p == '?' || *p == '[')
+            result = dapi_buf_addf(b, "[%c]", *p);
+        else
+            result = *p == '\'' ? dapi_buf_add(b, "''", 2) : dapi_buf_addc(b, *p);
+    }
+    return result ? result : dapi_buf_addc(b, '\'');
+}
+
 static enum dapi_err view_sql(struct dapi_buf *b, const struct view *v)
 {
     dapi_buf_adds(b, "CREATE OR REPLACE VIEW ");
@@ -486,33 +723,34 @@ static enum dapi_err view_sql(struct dapi_buf *b, const struct view *v)
     switch(v->kind) {
     case TK_PARQUET:
         dapi_buf_adds(b, "read_parquet(");
-        dapi_engine_sql_literal(b, v->path);
+        add_path_literal(b, v->path);
         break;
-    case TK_PARQUET_DIR: {
-        dapi_buf_adds(b, "read_parquet(");
-        char glob[4200];
-        snprintf(glob, sizeof glob, "%s/**/*.parquet", v->path);
-        dapi_engine_sql_literal(b, glob);
-        dapi_buf_adds(b, ", hive_partitioning = true, union_by_name = true");
+    case TK_PARQUET_DIR:
+        dapi_buf_adds(b, "read_parquet([");
+        for(size_t i = 0; i < v->nfiles; i++) {
+            if(i)
+                dapi_buf_adds(b, ", ");
+            add_path_literal(b, v->files[i]);
+        }
+        dapi_buf_adds(b, "], hive_partitioning = true, union_by_name = true");
         break;
-    }
     case TK_CSV:
         dapi_buf_adds(b, "read_csv(");
-        dapi_engine_sql_literal(b, v->path);
+        add_path_literal(b, v->path);
         dapi_buf_adds(b, ", header = true");
         break;
     case TK_TSV:
         dapi_buf_adds(b, "read_csv(");
-        dapi_engine_sql_literal(b, v->path);
+        add_path_literal(b, v->path);
         dapi_buf_adds(b, ", header = true, delim = '\t'");
         break;
     case TK_JSON:
         dapi_buf_adds(b, "read_json_auto(");
-        dapi_engine_sql_literal(b, v->path);
+        add_path_literal(b, v->path);
         break;
     case TK_NDJSON:
         dapi_buf_adds(b, "read_json_auto(");
-        dapi_engine_sql_literal(b, v->path);
+        add_path_literal(b, v->path);
         dapi_buf_adds(b, ", format = 'newline_delimited'");
         break;
     }
@@ -524,18 +762,19 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
     enum dapi_err result;
     struct views now = {0};
     struct dapi_buf b;
-    dapi_buf_init(&b, 64 * 1024);
+    dapi_buf_init(&b, 64u << 20);
     char err[512];
+    struct scan sc = {.real = e->data_real, .deadline_ms = dapi_clock_mono_ms() + SCAN_MAX_MS};
 
     pthread_mutex_lock(&e->lake_lock);
-    if((result = scan_lake(e->data_dir, &now)))
+    if((result = scan_lake(&sc, e->data_dir, &now)))
         goto out;
     for(size_t i = 0; i < now.n; i++) {
         struct view *v = &now.v[i];
         const struct view *old = views_find(&e->views, v->layer, v->table);
         if(old && !old->failed && old->kind == v->kind && strcmp(old->path, v->path) == 0 &&
-           old->size == v->size && old->mtime.tv_sec == v->mtime.tv_sec &&
-           old->mtime.tv_nsec == v->mtime.tv_nsec)
+           old->size == v->size && old->nfiles == v->nfiles &&
+           old->mtime.tv_sec == v->mtime.tv_sec && old->mtime.tv_nsec == v->mtime.tv_nsec)
             continue;
         v->failed = 1;
         dapi_buf_reset(&b);
@@ -554,26 +793,75 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
         else
             v->failed = 0;
     }
-    for(size_t i = 0; i < e->views.n; i++) {
-        const struct view *v = &e->views.v[i];
-        if(views_find(&now, v->layer, v->table))
-            continue;
-        dapi_buf_reset(&b);
-        dapi_buf_adds(&b, "DROP VIEW IF EXISTS ");
-        add_ident(&b, v->layer);
-        dapi_buf_addc(&b, '.');
-        add_ident(&b, v->table);
-        if(b.data)
-            exec(e->catalog, b.data, NULL, 0);
+    if(sc.cut) {
+        /* Not all of the lake was seen: what was not keeps its views. */
+        int64_t now_ms = dapi_clock_mono_ms();
+        if(now_ms - e->cut_warned_ms > 60000) {
+            e->cut_warned_ms = now_ms;
+            dapi_warn("lake: scan stopped after %zu entries / %d ms; tables beyond that keep "
+                      "their previous state", sc.entries, SCAN_MAX_MS);
+        }
+        for(size_t i = 0; i < e->views.n && !result; i++) {
+            struct view *v = &e->views.v[i];
+            if(views_find(&now, v->layer, v->table))
+                continue;
+            if(now.n == now.cap) {
+                size_t cap = now.cap ? now.cap * 2 : 16;
+                struct view *nv = realloc(now.v, cap * sizeof *nv);
+                if(!nv) {
+                    result = DAPI_ERR_NOMEM;
+                    break;
+                }
+                now.v = nv;
+                now.cap = cap;
+            }
+            now.v[now.n++] = *v;
+            memset(v, 0, sizeof *v); /* moved */
+        }
+    } else {
+        for(size_t i = 0; i < e->views.n; i++) {
+            const struct view *v = &e->views.v[i];
+            if(views_find(&now, v->layer, v->table))
+                continue;
+            dapi_buf_reset(&b);
+            dapi_buf_adds(&b, "DROP VIEW IF EXISTS ");
+            add_ident(&b, v->layer);
+            dapi_buf_addc(&b, '.');
+            add_ident(&b, v->table);
+            if(b.data)
+                exec(e->catalog, b.data, NULL, 0);
+        }
     }
-    views_clear(&e->views);
-    e->views = now;
-    memset(&now, 0, sizeof now);
+    if(!result) {
+        views_clear(&e->views);
+        e->views = now;
+        memset(&now, 0, sizeof now);
+    }
 out:
     pthread_mutex_unlock(&e->lake_lock);
     views_clear(&now);
     dapi_buf_free(&b);
     return result;
+}
+
+/* Is name a layer of the lake (case-insensitive, as DuckDB resolves schemas)? */
+static int lake_has_layer(void *arg, const char *name)
+{
+    struct dapi_engine *e = arg;
+    int found = 0;
+    pthread_mutex_lock(&e->lake_lock);
+    for(size_t i = 0; i < e->views.n && !found; i++)
+        found = e->views.v[i].layer && strcasecmp(e->views.v[i].layer, name) == 0;
+    pthread_mutex_unlock(&e->lake_lock);
+    return found;
+}
+
+static int catalog_has_name(void *arg, const char *lname)
+{
+    struct dapi_engine *e = arg;
+    return e->ncatalog_names &&
+           bsearch(&lname, e->catalog_names, e->ncatalog_names, sizeof *e->catalog_names,
+                   cmp_str) != NULL;
 }
 
 /* ---- statements ---------------------------------------------------------------------- */
@@ -658,9 +946,95 @@ static int starts_like_query(const char *s, char *word, size_t wordlen)
     return 0;
 }
 
-static enum dapi_err prepare_readonly(duckdb_connection con, const char *sql,
+/* What a query's literal file paths match on disk, now: every match must be a file whose
+ * real path is in the lake, with no hidden component (DuckDB's globs follow symlinks and
+ * match dot files, so the pattern alone proves nothing). */
+static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *sb, char **msg)
+{
+    enum dapi_err result = DAPI_OK;
+    size_t n = strlen(c->e->data_real);
+    if(!c->glob && duckdb_prepare(c->con, "SELECT file FROM glob($1::VARCHAR)", &c->glob) ==
+                       DuckDBError) {
+        duckdb_destroy_prepare(&c->glob);
+        c->glob = NULL;
+        return DAPI_ERR_INTERNAL;
+    }
+    for(size_t i = 0; i < sb->npaths && !result; i++) {
+        char **files = NULL;
+        size_t nfiles = 0;
+        duckdb_result res;
+        if(duckdb_bind_varchar(c->glob, 1, sb->paths[i]) == DuckDBError)
+            return DAPI_ERR_INTERNAL;
+        if(duckdb_execute_prepared(c->glob, &res) == DuckDBError) {
+            result = timed_out(c) ? DAPI_ERR_TIMEOUT : DAPI_ERR_SQL;
+            if(result == DAPI_ERR_SQL)
+                *msg = dupmsg("", duckdb_result_error(&res));
+            duckdb_destroy_result(&res);
+            break;
+        }
+        result = collect_strings(&res, &files, &nfiles);
+        duckdb_destroy_result(&res);
+        for(size_t k = 0; k < nfiles && !result; k++) {
+            char real[PATH_MAX];
+            if(dapi_sandbox_path_problem(c->e->data_dir, files[k]) ||
+               !realpath(files[k], real) || strncmp(real, c->e->data_real, n) != 0 ||
+               real[n] != '/') {
+                struct dapi_buf b;
+                dapi_buf_init(&b, 8192);
+                dapi_buf_addf(&b, "reading '%s' is not allowed: it matches a hidden file or a "
+                                  "link that leaves the lake", sb->paths[i]);
+                *msg = dapi_buf_take(&b, NULL);
+                result = DAPI_ERR_SQL;
+            }
+        }
+        free_strings(files, nfiles);
+    }
+    return result;
+}
+
+/* The sandbox (sandbox.h) on DuckDB's own parse tree of sql. */
+static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, char **msg)
+{
+    enum dapi_err result;
+    char **tree = NULL;
+    size_t ntree = 0;
+    duckdb_result res;
+    struct dapi_sandbox sb = {.data_dir = c->e->data_dir,
+                              .is_layer = lake_has_layer,
+                              .is_catalog_name = catalog_has_name,
+                              .arg = c->e};
+    if(!c->serialize && duckdb_prepare(c->con, "SELECT json_serialize_sql($1::VARCHAR)",
+                                       &c->serialize) == DuckDBError) {
+        duckdb_destroy_prepare(&c->serialize);
+        c->serialize = NULL;
+        return DAPI_ERR_INTERNAL;
+    }
+    if(duckdb_bind_varchar(c->serialize, 1, sql) == DuckDBError)
+        return DAPI_ERR_INTERNAL;
+    if(duckdb_execute_prepared(c->serialize, &res) == DuckDBError) {
+        result = timed_out(c) ? DAPI_ERR_TIMEOUT : DAPI_ERR_SQL;
+        if(result == DAPI_ERR_SQL)
+            *msg = dupmsg("", duckdb_result_error(&res));
+        duckdb_destroy_result(&res);
+        return result;
+    }
+    result = collect_strings(&res, &tree, &ntree);
+    duckdb_destroy_result(&res);
+    if(!result && ntree != 1)
+        result = DAPI_ERR_INTERNAL;
+    if(!result)
+        result = dapi_sandbox_check(&sb, tree[0], strlen(tree[0]), msg);
+    if(!result)
+        result = vet_paths(c, &sb, msg);
+    dapi_sandbox_free(&sb);
+    free_strings(tree, ntree);
+    return result;
+}
+
+static enum dapi_err prepare_readonly(struct dapi_econn *c, const char *sql, int trusted,
                                       duckdb_prepared_statement *out, char **msg)
 {
+    duckdb_connection con = c->con;
     enum dapi_err result = DAPI_ERR_SQL;
     duckdb_extracted_statements ex = NULL;
     duckdb_prepared_statement st = NULL;
@@ -691,6 +1065,11 @@ static enum dapi_err prepare_readonly(duckdb_connection con, const char *sql,
         *msg = dapi_buf_take(&b, NULL);
         goto out;
     }
+    /* The sandbox before DuckDB binds anything: binding a table function already runs
+     * part of it (read_csv sniffs its file, query_table runs its query). */
+    if(!trusted && (result = sandbox(c, sql, msg)))
+        goto out;
+    result = DAPI_ERR_SQL;
     if(duckdb_prepare_extracted_statement(con, ex, 0, &st) == DuckDBError) {
         *msg = dupmsg("", duckdb_prepare_error(st));
         goto out;
@@ -726,9 +1105,21 @@ enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql, char **ms
     if(result)
         return result;
     duckdb_prepared_statement st;
-    result = prepare_readonly(c->con, sql, &st, msg);
+    /* The check has a deadline like the run: the watchdog interrupts the sandbox's own
+     * queries (parse tree, globs). DuckDB's planner cannot be interrupted, which is why the
+     * sandbox also bounds the size of what it plans. */
+    if(set_deadline(c, 1, c->e->check_ms ? dapi_clock_mono_ms() + c->e->check_ms : 0))
+        return DAPI_ERR_BUSY;
+    result = prepare_readonly(c, sql, 0, &st, msg);
     if(!result)
         duckdb_destroy_prepare(&st);
+    if(!result && timed_out(c))
+        result = DAPI_ERR_TIMEOUT;
+    set_deadline(c, 0, 0);
+    if(result != DAPI_ERR_SQL && *msg) {
+        free(*msg);
+        *msg = NULL;
+    }
     return result;
 }
 
@@ -1035,8 +1426,8 @@ static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
 static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
                            int64_t deadline_ms, duckdb_result *res, int *have_res, char **msg);
 
-enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
-                              const struct dapi_sink *sink, void *ctx, char **msg)
+static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted, int64_t deadline_ms,
+                         const struct dapi_sink *sink, void *ctx, char **msg)
 {
     enum dapi_err result;
     duckdb_prepared_statement st = NULL;
@@ -1046,7 +1437,12 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t dea
     struct tmpl t = {0};
     *msg = NULL;
 
-    if((result = dapi_engine_sync_lake(c->e)) || (result = prepare_readonly(c->con, sql, &st, msg)))
+    if(set_deadline(c, 1, deadline_ms)) {
+        result = DAPI_ERR_BUSY;
+        goto out;
+    }
+    if((result = dapi_engine_sync_lake(c->e)) ||
+       (result = prepare_readonly(c, sql, trusted, &st, msg)))
         goto out;
     if((result = tmpl_build(st, &t, &needs_cast)))
         goto out;
@@ -1057,7 +1453,7 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t dea
             goto out;
         }
         duckdb_destroy_prepare(&st);
-        if((result = prepare_readonly(c->con, wrapped, &st, msg)) ||
+        if((result = prepare_readonly(c, wrapped, trusted, &st, msg)) ||
            (result = tmpl_build(st, &t, &needs_cast)))
             goto out;
         if(needs_cast) {
@@ -1087,7 +1483,10 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t dea
             goto out;
         }
     }
-    if(duckdb_result_error(&res)) {
+    if(timed_out(c)) {
+        /* a streaming result's rows are produced by the fetches: an interrupt lands here */
+        result = aborting(c->e) ? DAPI_ERR_BUSY : DAPI_ERR_TIMEOUT;
+    } else if(duckdb_result_error(&res)) {
         *msg = dupmsg("", duckdb_result_error(&res));
         result = DAPI_ERR_SQL;
     }
@@ -1106,7 +1505,21 @@ out:
     return result;
 }
 
-/* Drives a prepared statement to completion, interrupting it at deadline_ms. */
+enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
+                              const struct dapi_sink *sink, void *ctx, char **msg)
+{
+    return run(c, sql, 0, deadline_ms, sink, ctx, msg);
+}
+
+enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql,
+                                      int64_t deadline_ms, const struct dapi_sink *sink,
+                                      void *ctx, char **msg)
+{
+    return run(c, sql, 1, deadline_ms, sink, ctx, msg);
+}
+
+/* Starts a prepared statement as a streaming result, interrupting it at deadline_ms: rows
+ * are produced as the caller fetches them, so nothing but the chunk in hand is held. */
 static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
                            int64_t deadline_ms, duckdb_result *res, int *have_res, char **msg)
 {
@@ -1114,7 +1527,7 @@ static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
     enum dapi_err result = DAPI_OK;
     if(set_deadline(c, 1, deadline_ms))
         return DAPI_ERR_BUSY; /* shutting down */
-    if(duckdb_pending_prepared(st, &pending) == DuckDBError) {
+    if(duckdb_pending_prepared_streaming(st, &pending) == DuckDBError) {
         *msg = dupmsg("", duckdb_pending_error(pending));
         result = DAPI_ERR_SQL;
         goto out;
@@ -1152,9 +1565,9 @@ out:
     return result;
 }
 
-enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, const char *dir,
-                                         int64_t rows_per_file, int64_t deadline_ms,
-                                         uint64_t *rows, char **msg)
+enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, int trusted,
+                                         const char *dir, int64_t rows_per_file,
+                                         int64_t deadline_ms, uint64_t *rows, char **msg)
 {
     enum dapi_err result;
     duckdb_prepared_statement st = NULL;
@@ -1165,8 +1578,12 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
     dapi_buf_init(&b, 64u << 20);
     *msg = NULL;
     *rows = 0;
+    if(set_deadline(c, 1, deadline_ms)) {
+        result = DAPI_ERR_BUSY;
+        goto out;
+    }
     if((result = dapi_engine_sync_lake(c->e)) ||
-       (result = prepare_readonly(c->con, sql, &st, msg)))
+       (result = prepare_readonly(c, sql, trusted, &st, msg)))
         goto out;
     duckdb_destroy_prepare(&st);
     /* The text was just proven to be one read-only statement, so it can sit inside COPY's

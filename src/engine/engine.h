@@ -18,7 +18,9 @@ struct dapi_engine_opts {
     const char *memory_limit; /* e.g. "4GB" */
     int64_t threads;          /* 0 = DuckDB's default (cores) */
     const char *extra_dir;    /* NULL, or a second directory DuckDB may read and write: the
-                               * downloads of the Nekt backend, the emulator's output */
+                               * downloads of the Nekt backend, the emulator's output. Only
+                               * dapi's own SQL (the _trusted calls) may name files there. */
+    int64_t check_timeout_ms; /* how long dapi_engine_check may take (0 = no limit) */
 };
 
 /* Opens the engine: an in-memory DuckDB with extension auto-install/auto-load off, external
@@ -38,8 +40,10 @@ void dapi_econn_close(struct dapi_econn *c);
 enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e);
 
 /* Checks that sql is exactly one read-only statement (SELECT / WITH / VALUES / FROM-first)
- * that parses and binds against the current lake. On DAPI_ERR_SQL *msg receives an owned,
- * client-safe explanation (free with free()); on other errors *msg may be NULL. */
+ * that passes the sandbox (sandbox.h: allowed functions only, lake tables only, files only
+ * inside the lake) and parses and binds against the current lake, within
+ * opts.check_timeout_ms. On DAPI_ERR_SQL *msg receives an owned, client-safe explanation
+ * (free with free()); on other errors *msg may be NULL. DAPI_ERR_TIMEOUT past the deadline. */
 enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql, char **msg);
 
 struct dapi_sink {
@@ -51,20 +55,28 @@ struct dapi_sink {
                            uint64_t nrows);
 };
 
-/* Runs sql (already checked) and streams its rows into sink. deadline_ms is a
- * dapi_clock_mono_ms() instant after which the query is interrupted (DAPI_ERR_TIMEOUT);
- * 0 = none. Returns the sink's error if it stopped the run. On DAPI_ERR_SQL (a run-time
- * error of the query) *msg receives an owned message (free with free()). */
+/* Runs a user's sql (checked again, as by dapi_engine_check) and streams its rows into sink
+ * as DuckDB produces them: nothing is materialised in between, so a sink that stops early
+ * (a row or byte cap) bounds the memory. deadline_ms is a dapi_clock_mono_ms() instant
+ * after which the query is interrupted (DAPI_ERR_TIMEOUT); 0 = none. Returns the sink's
+ * error if it stopped the run. On DAPI_ERR_SQL (refused, or a run-time error of the query)
+ * *msg receives an owned message (free with free()). */
 enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
                               const struct dapi_sink *sink, void *ctx, char **msg);
+/* The same for SQL dapi wrote itself (reading downloads in opts.extra_dir): still one
+ * read-only statement, but not held to the user sandbox. Never pass a user's text. */
+enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql,
+                                      int64_t deadline_ms, const struct dapi_sink *sink,
+                                      void *ctx, char **msg);
 
-/* Runs sql (checked like dapi_engine_run) and writes its result as Parquet files into
- * dir (inside opts.extra_dir), data_0.parquet, data_1.parquet … of at most rows_per_file
- * rows each, in row order (an empty result writes no file); rows_per_file 0 writes exactly
- * one file at the path dir instead. *rows receives the row count. */
-enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, const char *dir,
-                                         int64_t rows_per_file, int64_t deadline_ms,
-                                         uint64_t *rows, char **msg);
+/* Runs sql (checked like dapi_engine_run, or like dapi_engine_run_trusted when trusted)
+ * and writes its result as Parquet files into dir (inside opts.extra_dir), data_0.parquet,
+ * data_1.parquet … of at most rows_per_file rows each, in row order (an empty result writes
+ * no file); rows_per_file 0 writes exactly one file at the path dir instead. *rows receives
+ * the row count. */
+enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, int trusted,
+                                         const char *dir, int64_t rows_per_file,
+                                         int64_t deadline_ms, uint64_t *rows, char **msg);
 
 /* Shutdown: interrupts every query running on e's connections now and any started later
  * (they fail with DAPI_ERR_BUSY). Thread-safe, irreversible. */
@@ -77,6 +89,11 @@ enum dapi_err dapi_engine_sample_data(const char *dir, char *err, size_t errlen)
 /* Appends s as a SQL string literal ('…' with ' doubled) for SQL built by dapi itself. */
 struct dapi_buf;
 enum dapi_err dapi_engine_sql_literal(struct dapi_buf *b, const char *s);
+
+/* A DuckDB size setting ("8GB", "512 MiB", "1.5GB", "1000000") in bytes: KB/MB/GB/TB are
+ * powers of 1000 and KiB/MiB/GiB/TiB of 1024, as DuckDB reads them. -1 if it is not an
+ * absolute size (a percentage, junk). */
+int64_t dapi_engine_parse_size(const char *s);
 
 /* The DuckDB library version string, e.g. "v1.4.4". */
 const char *dapi_engine_version(void);

@@ -1,0 +1,512 @@
+/* The SQL sandbox (sandbox.h). Walks the JSON form of DuckDB's parse tree:
+ *  - every expression object ("class": …) must be of a known class; functions and window
+ *    functions must be on the allow-list, unqualified (or qualified by the system schemas);
+ *  - every table reference ("type": BASE_TABLE, TABLE_FUNCTION, …) must be a lake table
+ *    ("layer"."table"), a CTE of the query, a subquery/join/VALUES, or an allowed table
+ *    function; table functions that read files take literal paths inside the lake;
+ *  - anything unknown is refused, so a new kind of node in a newer DuckDB fails closed.
+ * The walk is generic over members, so an expression hidden anywhere (a lambda, a FILTER, a
+ * window frame bound, an ORDER BY inside an aggregate, a PIVOT list) is still seen. */
+#include "engine/sandbox.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "base/buf.h"
+#include "base/jsonin.h"
+#include "engine/allowlist.h"
+
+#define MAX_DEPTH 4000 /* JSON nesting; DuckDB's own expression depth limit is 1000 */
+#define NAME_LEN 256
+
+struct cte {
+    char name[NAME_LEN]; /* lower case */
+    const struct dapi_jv *body;
+    int always;          /* MATERIALIZED: planned once, whatever the number of references */
+    int state;           /* 0 not computed, 1 being computed (a recursive reference), 2 done */
+    uint64_t weight;     /* nodes of the body once inlined */
+};
+
+struct walk {
+    struct dapi_sandbox *sb;
+    struct cte *ctes;
+    size_t nctes, cap;
+    char *msg;
+    enum dapi_err err;
+};
+
+static const char *str(const struct dapi_jv *v, const char *key)
+{
+    const char *s = dapi_jv_str(dapi_jv_get(v, key), NULL);
+    return s ? s : "";
+}
+
+/* Lower-cases s into out; 0 if it fit. */
+static int lower(const char *s, char *out, size_t n)
+{
+    size_t i = 0;
+    for(; s[i]; i++) {
+        if(i + 1 >= n)
+            return -1;
+        out[i] = (char)(s[i] >= 'A' && s[i] <= 'Z' ? s[i] + 32 : s[i]);
+    }
+    out[i] = '\0';
+    return 0;
+}
+
+static void refuse(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void refuse(struct walk *w, const char *fmt, ...)
+{
+    if(w->err)
+        return; /* the first reason is the one reported */
+    struct dapi_buf b;
+    dapi_buf_init(&b, 4096);
+    va_list ap;
+    va_start(ap, fmt);
+    dapi_buf_vaddf(&b, fmt, ap);
+    va_end(ap);
+    w->msg = b.data ? dapi_buf_take(&b, NULL) : NULL;
+    w->err = w->msg ? DAPI_ERR_SQL : DAPI_ERR_NOMEM;
+}
+
+static void nomem(struct walk *w)
+{
+    if(!w->err)
+        w->err = DAPI_ERR_NOMEM;
+}
+
+/* ---- CTEs: names in scope, and the size of the tree once they are inlined ------------ */
+
+static void collect_ctes(struct walk *w, const struct dapi_jv *v, int depth)
+{
+    if(w->err)
+        return;
+    if(depth > MAX_DEPTH) {
+        refuse(w, "the query is nested too deeply");
+        return;
+    }
+    if(dapi_jv_type(v) == DAPI_J_ARRAY) {
+        for(size_t i = 0, n = dapi_jv_array_size(v); i < n; i++)
+            collect_ctes(w, dapi_jv_index(v, i), depth + 1);
+        return;
+    }
+    if(dapi_jv_type(v) != DAPI_J_OBJECT)
+        return;
+    const struct dapi_jv *map = dapi_jv_get(dapi_jv_get(v, "cte_map"), "map");
+    for(size_t i = 0, n = dapi_jv_array_size(map); i < n; i++) {
+        const struct dapi_jv *e = dapi_jv_index(map, i);
+        const struct dapi_jv *val = dapi_jv_get(e, "value");
+        if(w->nctes == w->cap) {
+            size_t cap = w->cap ? w->cap * 2 : 16;
+            struct cte *nc = realloc(w->ctes, cap * sizeof *nc);
+            if(!nc) {
+                nomem(w);
+                return;
+            }
+            w->ctes = nc;
+            w->cap = cap;
+        }
+        struct cte *c = &w->ctes[w->nctes];
+        memset(c, 0, sizeof *c);
+        if(lower(str(e, "key"), c->name, sizeof c->name)) {
+            refuse(w, "a CTE name is too long");
+            return;
+        }
+        c->body = dapi_jv_get(val, "query");
+        c->always = strcmp(str(val, "materialized"), "CTE_MATERIALIZE_ALWAYS") == 0;
+        w->nctes++;
+    }
+    for(void *it = dapi_jv_iter(v); it; it = dapi_jv_iter_next(v, it))
+        collect_ctes(w, dapi_jv_iter_value(it), depth + 1);
+}
+
+static int is_cte(const struct walk *w, const char *lname)
+{
+    for(size_t i = 0; i < w->nctes; i++)
+        if(strcmp(w->ctes[i].name, lname) == 0)
+            return 1;
+    return 0;
+}
+
+static uint64_t sat_add(uint64_t a, uint64_t b)
+{
+    uint64_t s = a + b;
+    return s < a || s > DAPI_SANDBOX_MAX_NODES ? DAPI_SANDBOX_MAX_NODES + 1 : s;
+}
+
+static uint64_t tree_size(struct walk *w, const struct dapi_jv *v);
+
+/* What a reference to the CTE called lname costs: its body again, unless materialised.
+ * Names are matched without scoping, taking the largest body of that name: this can only
+ * overestimate. A reference to a CTE still being measured is its recursive self: 1. */
+static uint64_t cte_ref_cost(struct walk *w, const char *lname)
+{
+    uint64_t cost = 1;
+    for(size_t i = 0; i < w->nctes; i++) {
+        struct cte *c = &w->ctes[i];
+        if(strcmp(c->name, lname) != 0 || c->always || c->state == 1)
+            continue;
+        if(c->state == 0) {
+            c->state = 1;
+            c->weight = tree_size(w, c->body);
+            c->state = 2;
+        }
+        if(c->weight > cost)
+            cost = c->weight;
+    }
+    return cost;
+}
+
+static uint64_t tree_size(struct walk *w, const struct dapi_jv *v)
+{
+    uint64_t n = 0;
+    switch(dapi_jv_type(v)) {
+    case DAPI_J_ARRAY:
+        for(size_t i = 0, len = dapi_jv_array_size(v); i < len && n <= DAPI_SANDBOX_MAX_NODES; i++)
+            n = sat_add(n, tree_size(w, dapi_jv_index(v, i)));
+        return n;
+    case DAPI_J_OBJECT:
+        n = 1;
+        if(strcmp(str(v, "type"), "BASE_TABLE") == 0 && !*str(v, "schema_name")) {
+            char lname[NAME_LEN];
+            if(!lower(str(v, "table_name"), lname, sizeof lname))
+                n = sat_add(n, cte_ref_cost(w, lname));
+        }
+        for(void *it = dapi_jv_iter(v); it && n <= DAPI_SANDBOX_MAX_NODES;
+            it = dapi_jv_iter_next(v, it))
+            n = sat_add(n, tree_size(w, dapi_jv_iter_value(it)));
+        return n;
+    default:
+        return 0;
+    }
+}
+
+/* ---- functions ------------------------------------------------------------------------ */
+
+/* Functions live in the system catalog; a qualified name may only point there. */
+static int qualified_elsewhere(const struct dapi_jv *fn)
+{
+    const char *cat = str(fn, "catalog"), *sch = str(fn, "schema");
+    return (*cat && strcasecmp(cat, "system") != 0) ||
+           (*sch && strcasecmp(sch, "main") != 0 && strcasecmp(sch, "pg_catalog") != 0);
+}
+
+static void check_scalar(struct walk *w, const struct dapi_jv *fn)
+{
+    const char *name = str(fn, "function_name");
+    char lname[NAME_LEN];
+    if(qualified_elsewhere(fn)) {
+        refuse(w, "function %s.%s() is not allowed: only the built-in functions can be called",
+               str(fn, "schema"), name);
+        return;
+    }
+    if(lower(name, lname, sizeof lname)) {
+        refuse(w, "a function name is too long");
+        return;
+    }
+    if(dapi_jv_type(dapi_jv_get(fn, "export_state")) == DAPI_J_TRUE) {
+        refuse(w, "EXPORT_STATE is not allowed (%s)", name);
+        return;
+    }
+    if(dapi_allow_has(dapi_allow_scalar, dapi_allow_scalar_n, lname))
+        return;
+    const char *why = dapi_refusal_reason(dapi_refuse_scalar, dapi_refuse_scalar_n, lname);
+    if(!why && (dapi_allow_has(dapi_allow_lake_table, dapi_allow_lake_table_n, lname) ||
+                dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n, lname)))
+        why = "is a table function: use it in FROM";
+    else if(!why)
+        why = dapi_refusal_reason(dapi_refuse_table, dapi_refuse_table_n, lname);
+    if(why)
+        refuse(w, "function %s() is not allowed: it %s", name, why);
+    else
+        refuse(w, "function %s() is not allowed: it is not on dapi's list of allowed functions",
+               name);
+}
+
+static int add_path(struct walk *w, const char *p)
+{
+    char **np = realloc(w->sb->paths, (w->sb->npaths + 1) * sizeof *np);
+    if(!np)
+        return -1;
+    w->sb->paths = np;
+    if(!(np[w->sb->npaths] = strdup(p)))
+        return -1;
+    w->sb->npaths++;
+    return 0;
+}
+
+/* A literal string argument, or NULL. */
+static const char *literal_string(const struct dapi_jv *e)
+{
+    const struct dapi_jv *val = dapi_jv_get(e, "value");
+    if(strcmp(str(e, "class"), "CONSTANT") != 0 || dapi_jv_type(val) != DAPI_J_OBJECT ||
+       strcmp(str(dapi_jv_get(val, "type"), "id"), "VARCHAR") != 0 ||
+       dapi_jv_type(dapi_jv_get(val, "is_null")) != DAPI_J_FALSE)
+        return NULL;
+    return dapi_jv_str(dapi_jv_get(val, "value"), NULL);
+}
+
+static void check_one_path(struct walk *w, const char *fn, const char *p)
+{
+    const char *problem = dapi_sandbox_path_problem(w->sb->data_dir, p);
+    if(problem)
+        refuse(w, "%s('%s') is not allowed: the path %s", fn, p, problem);
+    else if(add_path(w, p))
+        nomem(w);
+}
+
+/* The first argument of a table function that reads files: literal paths in the lake. */
+static void check_file_args(struct walk *w, const struct dapi_jv *fn, const char *name)
+{
+    const struct dapi_jv *arg = dapi_jv_index(dapi_jv_get(fn, "children"), 0);
+    const char *p = arg ? literal_string(arg) : NULL;
+    if(p) {
+        check_one_path(w, name, p);
+        return;
+    }
+    if(arg && strcmp(str(arg, "class"), "FUNCTION") == 0 &&
+       (strcmp(str(arg, "function_name"), "list_value") == 0 ||
+        strcmp(str(arg, "function_name"), "list_pack") == 0)) {
+        const struct dapi_jv *items = dapi_jv_get(arg, "children");
+        size_t n = dapi_jv_array_size(items);
+        for(size_t i = 0; i < n && !w->err; i++) {
+            if(!(p = literal_string(dapi_jv_index(items, i))))
+                break;
+            check_one_path(w, name, p);
+        }
+        if(n > 0 && p)
+            return;
+    }
+    refuse(w, "%s() is not allowed here: its file argument must be a literal string, or a "
+              "list of literal strings, naming files inside the lake", name);
+}
+
+static void check_table_function(struct walk *w, const struct dapi_jv *fn)
+{
+    const char *name = str(fn, "function_name");
+    char lname[NAME_LEN];
+    if(qualified_elsewhere(fn)) {
+        refuse(w, "table function %s.%s() is not allowed: only the built-in functions can be "
+                  "called", str(fn, "schema"), name);
+        return;
+    }
+    if(lower(name, lname, sizeof lname)) {
+        refuse(w, "a function name is too long");
+        return;
+    }
+    if(dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n, lname))
+        return;
+    if(dapi_allow_has(dapi_allow_lake_table, dapi_allow_lake_table_n, lname)) {
+        check_file_args(w, fn, name);
+        return;
+    }
+    const char *why = dapi_refusal_reason(dapi_refuse_table, dapi_refuse_table_n, lname);
+    if(why)
+        refuse(w, "table function %s() is not allowed: it %s", name, why);
+    else
+        refuse(w, "table function %s() is not allowed: it is not on dapi's list of allowed "
+                  "functions", name);
+}
+
+/* ---- the walk ------------------------------------------------------------------------- */
+
+static void check(struct walk *w, const struct dapi_jv *v, int depth);
+
+static void check_members(struct walk *w, const struct dapi_jv *v, int depth, const char *skip)
+{
+    for(void *it = dapi_jv_iter(v); it && !w->err; it = dapi_jv_iter_next(v, it))
+        if(!skip || strcmp(dapi_jv_iter_key(it), skip) != 0)
+            check(w, dapi_jv_iter_value(it), depth + 1);
+}
+
+static void check_expression(struct walk *w, const struct dapi_jv *v, const char *cls,
+                             int depth)
+{
+    static const char *const ok[] = {"BETWEEN",  "CASE",       "CAST",
+                                     "COLLATE",  "COLUMN_REF", "COMPARISON",
+                                     "CONJUNCTION", "CONSTANT", "DEFAULT",
+                                     "FUNCTION", "LAMBDA",     "LAMBDA_REF",
+                                     "OPERATOR", "POSITIONAL_REFERENCE", "STAR",
+                                     "SUBQUERY", "WINDOW"};
+    size_t i = 0;
+    if(strcmp(cls, "PARAMETER") == 0) {
+        refuse(w, "query parameters ($1, ?, $name) are not supported");
+        return;
+    }
+    while(i < sizeof ok / sizeof ok[0] && strcmp(ok[i], cls) != 0)
+        i++;
+    if(i == sizeof ok / sizeof ok[0]) {
+        refuse(w, "this kind of expression is not supported (%s)", cls);
+        return;
+    }
+    if(strcmp(cls, "FUNCTION") == 0 || strcmp(cls, "WINDOW") == 0)
+        check_scalar(w, v);
+    check_members(w, v, depth, NULL);
+}
+
+static void check_base_table(struct walk *w, const struct dapi_jv *v)
+{
+    const char *cat = str(v, "catalog_name"), *sch = str(v, "schema_name");
+    const char *name = str(v, "table_name");
+    char lname[NAME_LEN];
+    if(*cat && strcasecmp(cat, "memory") != 0) {
+        refuse(w, "table \"%s\".\"%s\".\"%s\" is not a lake table", cat, sch, name);
+        return;
+    }
+    if(*sch) {
+        if(!w->sb->is_layer(w->sb->arg, sch))
+            refuse(w, "table \"%s\".\"%s\" is not a lake table (no layer \"%s\")", sch, name,
+                   sch);
+        return;
+    }
+    /* Unqualified: only the query's own CTEs. Anything else would be resolved by DuckDB in
+     * its own catalog (system views) or as a file path (replacement scans). */
+    if(lower(name, lname, sizeof lname) == 0 && is_cte(w, lname) &&
+       !strpbrk(lname, "./\\:") && !w->sb->is_catalog_name(w->sb->arg, lname))
+        return;
+    refuse(w, "table \"%s\" is not allowed: name lake tables as \"layer\".\"table\"", name);
+}
+
+static int is_table_ref(const char *type)
+{
+    static const char *const refs[] = {"BASE_TABLE", "JOIN",     "SUBQUERY",   "TABLE_FUNCTION",
+                                       "EMPTY",      "EXPRESSION_LIST", "PIVOT", "SHOW_REF",
+                                       "COLUMN_DATA", "DELIM_GET", "CTE",        "BOUND_TABLE_REF",
+                                       "INVALID"};
+    for(size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
+        if(strcmp(refs[i], type) == 0)
+            return 1;
+    return 0;
+}
+
+static void check_table_ref(struct walk *w, const struct dapi_jv *v, const char *type,
+                            int depth)
+{
+    if(strcmp(type, "BASE_TABLE") == 0) {
+        check_base_table(w, v);
+        check_members(w, v, depth, NULL); /* at_clause */
+    } else if(strcmp(type, "TABLE_FUNCTION") == 0) {
+        const struct dapi_jv *fn = dapi_jv_get(v, "function");
+        if(strcmp(str(fn, "class"), "FUNCTION") != 0) {
+            refuse(w, "this kind of table function call is not supported");
+            return;
+        }
+        check_table_function(w, fn);
+        /* the arguments are ordinary expressions (named ones are `name = value`) */
+        check_members(w, fn, depth + 1, NULL);
+        check_members(w, v, depth, "function");
+    } else if(strcmp(type, "JOIN") == 0 || strcmp(type, "SUBQUERY") == 0 ||
+              strcmp(type, "EMPTY") == 0 || strcmp(type, "EXPRESSION_LIST") == 0 ||
+              strcmp(type, "PIVOT") == 0) {
+        check_members(w, v, depth, NULL);
+    } else if(strcmp(type, "SHOW_REF") == 0) {
+        refuse(w, "DESCRIBE, SHOW and SUMMARIZE are not supported");
+    } else {
+        refuse(w, "this kind of table reference is not supported (%s)", type);
+    }
+}
+
+static void check(struct walk *w, const struct dapi_jv *v, int depth)
+{
+    if(w->err)
+        return;
+    if(depth > MAX_DEPTH) {
+        refuse(w, "the query is nested too deeply");
+        return;
+    }
+    switch(dapi_jv_type(v)) {
+    case DAPI_J_ARRAY:
+        for(size_t i = 0, n = dapi_jv_array_size(v); i < n && !w->err; i++)
+            check(w, dapi_jv_index(v, i), depth + 1);
+        return;
+    case DAPI_J_OBJECT: {
+        const char *cls = dapi_jv_str(dapi_jv_get(v, "class"), NULL);
+        const char *type = dapi_jv_str(dapi_jv_get(v, "type"), NULL);
+        if(cls)
+            check_expression(w, v, cls, depth);
+        else if(type && is_table_ref(type))
+            check_table_ref(w, v, type, depth);
+        else
+            check_members(w, v, depth, NULL);
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+/* ---- entry points --------------------------------------------------------------------- */
+
+const char *dapi_sandbox_path_problem(const char *dir, const char *path)
+{
+    size_t n = strlen(dir);
+    if(strncmp(path, dir, n) != 0 || path[n] != '/')
+        return "is not inside the lake (give the absolute path of a file under the lake)";
+    if(strchr(path, '\\'))
+        return "contains a backslash";
+    for(const char *p = path + n; *p;) {
+        while(*p == '/')
+            p++;
+        if(*p == '.')
+            return "names a hidden file or a parent directory";
+        while(*p && *p != '/')
+            p++;
+    }
+    return NULL;
+}
+
+enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size_t len,
+                                 char **msg)
+{
+    struct walk w = {.sb = sb};
+    struct dapi_jv *root = NULL;
+    char err[256];
+    *msg = NULL;
+    sb->paths = NULL;
+    sb->npaths = 0;
+    if(dapi_jv_parse_reals(tree, len, MAX_DEPTH, &root, err, sizeof err)) {
+        refuse(&w, "the query is too complex to check");
+        goto out;
+    }
+    if(dapi_jv_type(dapi_jv_get(root, "error")) != DAPI_J_FALSE) {
+        const char *why = str(root, "error_message");
+        if(strstr(why, "Only SELECT"))
+            refuse(&w, "only read-only queries (SELECT, WITH, VALUES, FROM) are allowed");
+        else
+            refuse(&w, "%s", *why ? why : "the query cannot be checked");
+        goto out;
+    }
+    const struct dapi_jv *stmts = dapi_jv_get(root, "statements");
+    if(dapi_jv_array_size(stmts) != 1) {
+        refuse(&w, "only one statement per query is allowed");
+        goto out;
+    }
+    collect_ctes(&w, stmts, 0);
+    if(!w.err && tree_size(&w, stmts) > DAPI_SANDBOX_MAX_NODES)
+        refuse(&w, "the query is too large once its CTEs are expanded (more than %d nodes); "
+                   "mark CTEs used many times AS MATERIALIZED",
+               DAPI_SANDBOX_MAX_NODES);
+    if(!w.err)
+        check(&w, stmts, 0);
+out:
+    dapi_jv_free(root);
+    free(w.ctes);
+    if(w.err) {
+        dapi_sandbox_free(sb);
+        *msg = w.msg;
+    }
+    return w.err;
+}
+
+void dapi_sandbox_free(struct dapi_sandbox *sb)
+{
+    for(size_t i = 0; i < sb->npaths; i++)
+        free(sb->paths[i]);
+    free(sb->paths);
+    sb->paths = NULL;
+    sb->npaths = 0;
+}

@@ -1,0 +1,43 @@
+/* The SQL sandbox: decides whether a user query may run, from DuckDB's own parse tree
+ * (json_serialize_sql), never from its text. Everything a query calls must be on the
+ * allow-list (allowlist.c); every table it names must be a lake table or one of its own CTEs;
+ * files may be read only by literal paths inside the lake; and the tree, once its CTEs are
+ * inlined, must stay small enough to plan in bounded time. Pure: no DuckDB here, so the
+ * engine feeds it the tree and answers its questions about the lake through callbacks. */
+#ifndef DAPI_SANDBOX_H
+#define DAPI_SANDBOX_H
+
+#include <stddef.h>
+#include "dapi/err.h"
+
+/* A tree larger than this many nodes once its CTEs are inlined is refused: DuckDB's planner
+ * cannot be interrupted, and nested CTEs referenced twice each double the tree per level. */
+#define DAPI_SANDBOX_MAX_NODES 200000
+
+struct dapi_sandbox {
+    const char *data_dir; /* absolute, no trailing '/': file paths must lie beneath it */
+    /* Is name a layer of the lake (a schema the engine created)? */
+    int (*is_layer)(void *arg, const char *name);
+    /* Could the binder resolve this unqualified table name to something of its own catalog
+     * (a system view such as duckdb_settings)? name is lower case. */
+    int (*is_catalog_name)(void *arg, const char *name);
+    void *arg;
+    /* Out: the literal file paths and glob patterns the query reads (owned; free with
+     * dapi_sandbox_free). The engine must still check what they match on disk. */
+    char **paths;
+    size_t npaths;
+};
+
+/* Checks the serialized parse tree of one statement (the output of json_serialize_sql).
+ * DAPI_OK: allowed. DAPI_ERR_SQL: refused, *msg (owned, free()) says why, naming the function
+ * or table. Other errors (DAPI_ERR_NOMEM) leave *msg NULL. */
+enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size_t len,
+                                 char **msg);
+/* Frees sb->paths. */
+void dapi_sandbox_free(struct dapi_sandbox *sb);
+
+/* Is path (a literal from a query) inside dir with no hidden, "." or ".." component?
+ * Returns NULL if so, else a short reason. */
+const char *dapi_sandbox_path_problem(const char *dir, const char *path);
+
+#endif
