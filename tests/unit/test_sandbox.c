@@ -1,0 +1,719 @@
+/* The SQL sandbox (src/engine/sandbox.c) through the real engine: every refused function
+ * through every entry point, ordinary analytics accepted, tables and file paths, the CTE
+ * size bound, and the allow-list kept in step with DuckDB's own function list. */
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "t.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "engine/allowlist.h"
+#include "engine/engine.h"
+#include "engine/sandbox.h"
+
+#define N(a) (sizeof(a) / sizeof((a)[0]))
+
+static char root[256], data[300], state[300];
+static struct dapi_engine *eng;
+static struct dapi_econn *con;
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(p);
+}
+
+static void put(const char *rel, const char *text)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    FILE *f = fopen(p, "w");
+    T_CHECK(f != NULL, "create %s", p);
+    if(f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static void dir(const char *rel)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    mkdir(p, 0755);
+}
+
+static void link_rel(const char *target, const char *rel)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    T_CHECK(symlink(target, p) == 0, "symlink %s", p);
+}
+
+/* Replaces DATA with the lake's path. */
+static const char *expand(const char *sql)
+{
+    static char out[8192];
+    size_t n = 0;
+    out[0] = '\0';
+    for(const char *at; (at = strstr(sql, "DATA")) && n < sizeof out; sql = at + 4)
+        n += (size_t)snprintf(out + n, sizeof out - n, "%.*s%s", (int)(at - sql), sql, data);
+    if(n < sizeof out)
+        snprintf(out + n, sizeof out - n, "%s", sql);
+    return out;
+}
+
+static enum dapi_err check(const char *sql, char **msg)
+{
+    char *m = NULL;
+    enum dapi_err r = dapi_engine_check(con, expand(sql), &m);
+    if(msg)
+        *msg = m;
+    else
+        free(m);
+    return r;
+}
+
+/* Row r of a VARCHAR vector as a C string (static; long values cut). */
+static const char *dstr(const struct dapi_dstr *v, uint64_t r)
+{
+    static char out[2][256];
+    static int k;
+    uint32_t len = v[r].value.inlined.length;
+    const char *p = len <= 12 ? v[r].value.inlined.inlined : v[r].value.pointer.ptr;
+    k ^= 1;
+    snprintf(out[k], sizeof out[k], "%.*s", (int)len, p);
+    return out[k];
+}
+
+/* A sink counting rows and keeping the first string column of the first row. */
+struct count {
+    uint64_t rows;
+    char first[256];
+};
+
+static enum dapi_err n_begin(void *ctx, size_t ncols, const char *const *names)
+{
+    return DAPI_OK;
+}
+
+static enum dapi_err n_chunk(void *ctx, const struct dapi_colvec *cols, size_t ncols,
+                             uint64_t nrows)
+{
+    struct count *c = ctx;
+    if(!c->rows && nrows && ncols && cols[0].type == DAPI_CT_VARCHAR) {
+        snprintf(c->first, sizeof c->first, "%s", dstr(cols[0].data, 0));
+    }
+    c->rows += nrows;
+    return DAPI_OK;
+}
+
+static const struct dapi_sink count_sink = {n_begin, n_chunk};
+
+static enum dapi_err run(const char *sql, struct count *c, int trusted)
+{
+    char *msg = NULL;
+    memset(c, 0, sizeof *c);
+    enum dapi_err r = (trusted ? dapi_engine_run_trusted : dapi_engine_run)(
+        con, expand(sql), 0, &count_sink, c, &msg);
+    free(msg);
+    return r;
+}
+
+/* ---- functions that change or reveal server state: refused wherever they appear ------ */
+
+static void test_refused_functions(void)
+{
+    /* {name as the message names it, a call of it} */
+    static const char *const calls[][2] = {
+        {"enable_logging", "enable_logging()"},
+        {"enable_logging", "enable_logging(storage := 'file', storage_path := 'DATA/x')"},
+        {"disable_logging", "disable_logging()"},
+        {"truncate_duckdb_logs", "truncate_duckdb_logs()"},
+        {"duckdb_logs", "duckdb_logs()"},
+        {"duckdb_logs_parsed", "duckdb_logs_parsed('QueryLog')"},
+        {"checkpoint", "checkpoint()"},
+        {"force_checkpoint", "force_checkpoint()"},
+        {"query", "query('SELECT 1')"},
+        {"query_table", "query_table('duckdb_settings')"},
+        {"json_execute_serialized_sql", "json_execute_serialized_sql('{}')"},
+        {"duckdb_settings", "duckdb_settings()"},
+        {"duckdb_temporary_files", "duckdb_temporary_files()"},
+        {"duckdb_views", "duckdb_views()"},
+        {"duckdb_tables", "duckdb_tables()"},
+        {"duckdb_variables", "duckdb_variables()"},
+        {"duckdb_secrets", "duckdb_secrets()"},
+        {"duckdb_databases", "duckdb_databases()"},
+        {"duckdb_memory", "duckdb_memory()"},
+        {"duckdb_prepared_statements", "duckdb_prepared_statements()"},
+        {"duckdb_connection_count", "duckdb_connection_count()"},
+        {"which_secret", "which_secret('s3://x', 's3')"},
+        {"pragma_table_info", "pragma_table_info('x')"},
+        {"histogram_values", "histogram_values('nekt', 'x')"},
+        {"summary", "summary((SELECT 1))"},
+        {"arrow_scan", "arrow_scan(0, 0, 0)"},
+        {"test_all_types", "test_all_types()"},
+    };
+    static const char *const scalars[][2] = {
+        {"current_setting", "current_setting('temp_directory')"},
+        {"getvariable", "getvariable('x')"},
+        {"setseed", "setseed(0.5)"},
+        {"write_log", "write_log('x')"},
+        {"nextval", "nextval('s')"},
+        {"pg_get_viewdef", "pg_get_viewdef(1)"},
+        {"txid_current", "txid_current()"},
+        {"current_query", "current_query()"},
+        {"current_database", "current_database()"},
+        {"json_serialize_plan", "json_serialize_plan('SELECT 1')"},
+        {"in_search_path", "in_search_path('memory', 'main')"},
+        {"version", "version()"},
+        {"finalize", "finalize(1)"},
+    };
+    /* The places a table function can hide. %s is the call. */
+    static const char *const table_spots[] = {
+        "SELECT * FROM %s",
+        "select * from %s t",
+        "FROM %s",
+        "SELECT * FROM range(2) r, LATERAL (SELECT * FROM %s) x",
+        "SELECT * FROM range(2) r JOIN %s x ON true",
+        "SELECT (SELECT count(*) FROM %s)",
+        "SELECT 1 WHERE EXISTS (SELECT * FROM %s)",
+        "WITH c AS (SELECT * FROM %s) SELECT * FROM c",
+        "WITH c AS MATERIALIZED (SELECT * FROM %s) SELECT 1",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r, %s WHERE n < 2) "
+        "SELECT * FROM r",
+        "SELECT 1 UNION ALL SELECT 1 FROM %s",
+        "SELECT * FROM (SELECT * FROM (SELECT * FROM %s))",
+        "SELECT 1 IN (SELECT 1 FROM %s)",
+        "SELECT * FROM range(3) PIVOT (count(*) FOR range IN (SELECT 1 FROM %s))",
+    };
+    /* The places a scalar can hide. %s is the call. */
+    static const char *const scalar_spots[] = {
+        "SELECT %s",
+        "SELECT 1 WHERE %s IS NULL",
+        "SELECT 1 ORDER BY %s",
+        "SELECT count(*) FILTER (WHERE %s IS NULL) FROM range(2)",
+        "SELECT sum(1) OVER (PARTITION BY %s) FROM range(2)",
+        "SELECT list_transform([1], x -> %s)",
+        "SELECT CASE WHEN true THEN %s END",
+        "SELECT 1 BETWEEN 0 AND %s",
+        "VALUES (%s)",
+        "SELECT * FROM range(2) WHERE range IN (SELECT %s)",
+        "WITH c AS (SELECT %s AS v) SELECT * FROM c",
+        "SELECT * FROM range(2) QUALIFY %s IS NULL",
+        "SELECT * FROM range(%s)",
+        "SELECT * FROM read_csv('DATA/sales/orders.csv', delim := %s)",
+        "SELECT * EXCLUDE (range) REPLACE (%s AS x) FROM (SELECT 1 x, 2 range)",
+        "SELECT max(x ORDER BY %s) FROM range(2) t(x)",
+        "SELECT * FROM range(2) t GROUP BY ALL HAVING %s IS NULL",
+        "SELECT 1 LIMIT %s",
+    };
+    char sql[2048];
+    for(size_t i = 0; i < N(calls); i++)
+        for(size_t k = 0; k < N(table_spots); k++) {
+            snprintf(sql, sizeof sql, table_spots[k], calls[i][1]);
+            char *msg = NULL;
+            enum dapi_err r = check(sql, &msg);
+            T_CHECK(r == DAPI_ERR_SQL && msg && strstr(msg, calls[i][0]),
+                    "refused naming %s: [%s] (got %d: %s)", calls[i][0], sql, (int)r,
+                    msg ? msg : "");
+            free(msg);
+        }
+    for(size_t i = 0; i < N(scalars); i++)
+        for(size_t k = 0; k < N(scalar_spots); k++) {
+            snprintf(sql, sizeof sql, scalar_spots[k], scalars[i][1]);
+            char *msg = NULL;
+            enum dapi_err r = check(sql, &msg);
+            T_CHECK(r == DAPI_ERR_SQL && msg && strstr(msg, scalars[i][0]),
+                    "refused naming %s: [%s] (got %d: %s)", scalars[i][0], sql, (int)r,
+                    msg ? msg : "");
+            free(msg);
+        }
+    /* Spellings: case, quotes, qualification. */
+    static const char *const spellings[] = {
+        "SELECT * FROM ENABLE_LOGGING()",
+        "SELECT * FROM \"enable_logging\"()",
+        "SELECT * FROM \"Enable_Logging\"()",
+        "SELECT * FROM main.enable_logging()",
+        "SELECT * FROM system.main.enable_logging()",
+        "SELECT * FROM \"system\".\"main\".\"enable_logging\"()",
+        "SELECT CURRENT_SETTING('threads')",
+        "SELECT \"current_setting\"('threads')",
+        "SELECT main.current_setting('threads')",
+        "SELECT pg_catalog.current_setting('threads')",
+        "SELECT system.main.current_setting('threads')",
+        "SELECT /* comment */ current_setting ( 'threads' )",
+        "SELECT * FROM nekt.enable_logging()",
+        "SELECT x.current_setting('threads')",
+    };
+    for(size_t i = 0; i < N(spellings); i++) {
+        char *msg = NULL;
+        enum dapi_err r = check(spellings[i], &msg);
+        T_CHECK(r == DAPI_ERR_SQL && msg &&
+                    (strstr(msg, "enable_logging") || strstr(msg, "current_setting") ||
+                     strstr(msg, "Enable_Logging")),
+                "spelling refused: [%s] (got %d: %s)", spellings[i], (int)r, msg ? msg : "");
+        free(msg);
+    }
+    /* EXPORT_STATE hands out raw aggregate states. */
+    T_EQ_INT(check("SELECT sum(range) EXPORT_STATE FROM range(3)", NULL), DAPI_ERR_SQL);
+    /* Parameters are not supported (there is nothing to bind them to). */
+    T_EQ_INT(check("SELECT $1", NULL), DAPI_ERR_SQL);
+    T_EQ_INT(check("SELECT $name", NULL), DAPI_ERR_SQL);
+    T_EQ_INT(check("SELECT ?", NULL), DAPI_ERR_SQL);
+}
+
+/* ---- ordinary analytics keeps working ------------------------------------------------ */
+
+static void test_accepted(void)
+{
+    static const char *const ok[] = {
+        "SELECT id, amount FROM sales.orders WHERE amount > 15 ORDER BY id",
+        "SELECT note, count(*), sum(amount), avg(amount), min(id), max(id) FROM sales.orders "
+        "GROUP BY ALL ORDER BY ALL",
+        "SELECT id, row_number() OVER w, rank() OVER w, lag(amount) OVER w, "
+        "sum(amount) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) "
+        "FROM sales.orders WINDOW w AS (ORDER BY amount)",
+        "SELECT ntile(2) OVER (ORDER BY id), percent_rank() OVER (ORDER BY id), "
+        "cume_dist() OVER (ORDER BY id), first_value(id) OVER (ORDER BY id), "
+        "last_value(id) OVER (ORDER BY id), nth_value(id, 1) OVER (ORDER BY id), "
+        "dense_rank() OVER (ORDER BY id), lead(id, 1, 0) OVER (ORDER BY id) FROM sales.orders",
+        "SELECT * FROM sales.orders QUALIFY row_number() OVER (ORDER BY amount DESC) = 1",
+        "WITH t AS (SELECT * FROM sales.orders), u AS (SELECT id FROM t) "
+        "SELECT * FROM t JOIN u USING (id)",
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) "
+        "SELECT sum(n) FROM r",
+        "WITH m AS MATERIALIZED (SELECT 1 AS x) SELECT * FROM m, m AS m2",
+        "SELECT o.id, e.kind FROM sales.orders o LEFT JOIN sales.events e ON e.id = o.id",
+        "SELECT * FROM sales.orders o ASOF JOIN sales.events e ON o.id >= e.id",
+        "SELECT * FROM sales.orders POSITIONAL JOIN sales.events",
+        "SELECT * FROM sales.orders, LATERAL (SELECT id * 2 AS d)",
+        "SELECT * FROM range(10) t(i) WHERE i % 2 = 0",
+        "SELECT * FROM generate_series(1, 5), unnest([1, 2, 3])",
+        "SELECT unnest([1, 2]), unnest({'a': 1, 'b': 2})",
+        "SELECT list_transform([1, 2], x -> x + 1), list_filter([1, 2], x -> x > 1), "
+        "list_reduce([1, 2, 3], (a, b) -> a + b), [x * 2 FOR x IN [1, 2]]",
+        "SELECT {'a': 1}.a, [1, 2][1], map {'k': 1}['k'], 'abc' LIKE 'a%', 'x' || 'y', "
+        "'abc' ILIKE 'A%', 'abc' SIMILAR TO 'a.*', 'a' GLOB 'a'",
+        "SELECT regexp_extract('abc', 'b'), regexp_replace('abc', 'b', 'x'), "
+        "string_split('a,b', ','), lower('A'), upper('a'), length('abc'), trim(' a '), "
+        "concat_ws('-', 'a', 'b'), format('{}', 1), printf('%d', 1), md5('a'), sha256('a')",
+        "SELECT date_trunc('month', DATE '2024-05-17'), date_part('year', now()), "
+        "strftime(TIMESTAMP '2024-01-01', '%Y'), epoch_ms(0), age(TIMESTAMP '2024-01-01'), "
+        "current_date, today(), make_date(2024, 1, 1), INTERVAL 1 DAY + DATE '2024-01-01'",
+        "SELECT CAST(1 AS VARCHAR), 1::DOUBLE, TRY_CAST('x' AS INT), typeof(1), "
+        "coalesce(NULL, 1), nullif(1, 1), ifnull(NULL, 2), greatest(1, 2), least(1, 2)",
+        "SELECT json_extract('{\"a\":1}', '$.a'), '{\"a\":1}'::JSON->>'a', "
+        "json_object('a', 1), to_json([1]), json_array_length('[1]')",
+        "SELECT approx_count_distinct(id), median(amount), quantile_cont(amount, 0.5), "
+        "mode(id), string_agg(note, ','), list(id ORDER BY id), array_agg(id), "
+        "histogram(id), arg_max(id, amount), bool_and(true), stddev(amount) FROM sales.orders",
+        "SELECT * FROM (VALUES (1, 'a'), (2, 'b')) v(x, y)",
+        "SELECT COLUMNS(*) FROM sales.orders",
+        "SELECT COLUMNS('a.*') FROM sales.orders",
+        "SELECT * EXCLUDE (note) FROM sales.orders",
+        "SELECT * REPLACE (amount * 2 AS amount) FROM sales.orders",
+        "SELECT * FROM sales.orders USING SAMPLE 50%",
+        "SELECT * FROM sales.orders PIVOT (sum(amount) FOR id IN (1, 2, 3))",
+        "SELECT * FROM (SELECT 1 a, 2 b) UNPIVOT (v FOR k IN (a, b))",
+        "SELECT random() < 2, uuid() IS NOT NULL, gen_random_uuid() IS NOT NULL",
+        "SELECT CASE WHEN id = 1 THEN 'one' ELSE 'other' END FROM sales.orders",
+        "SELECT id FROM sales.orders EXCEPT SELECT id FROM sales.events",
+        "SELECT id FROM sales.orders INTERSECT ALL SELECT 1",
+        "SELECT * FROM read_csv('DATA/sales/orders.csv')",
+        "SELECT * FROM read_csv('DATA/sales/orders.csv', header = true, delim = ',')",
+        "SELECT * FROM read_csv_auto(['DATA/sales/orders.csv', 'DATA/sales/orders.csv'])",
+        "SELECT * FROM read_json_auto('DATA/sales/events.ndjson')",
+        "SELECT * FROM read_ndjson('DATA/sales/events.ndjson')",
+        "SELECT * FROM read_text('DATA/sales/orders.csv')",
+        "SELECT * FROM glob('DATA/sales/*.tsv')",
+        "SELECT * FROM sniff_csv('DATA/sales/orders.csv')",
+        "SELECT * FROM read_parquet('DATA/parts/**/*.parquet', hive_partitioning = true)",
+        "SELECT * FROM parquet_metadata('DATA/parts/y=1/a.parquet')",
+        "SELECT * FROM \"sales\".\"orders\"",
+        "SELECT * FROM SALES.ORDERS",
+        "SELECT * FROM memory.sales.orders",
+        "FROM sales.orders SELECT id",
+        "SELECT 1 + 2 * 3 - 4 / 2 % 3, 2 ** 3, 7 // 2, 1 << 2, 5 & 3, 5 | 3, xor(5, 3), ~5",
+        "SELECT [1, 2] || [3], [1, 2] @> [1], 'abc' ^@ 'a', 'abc' COLLATE nocase = 'ABC'",
+        "SELECT id, amount FROM sales.orders ORDER BY amount DESC NULLS LAST LIMIT 2 OFFSET 1",
+        "SELECT DISTINCT ON (note) note, id FROM sales.orders",
+        "SELECT grouping(note), count(*) FROM sales.orders GROUP BY ROLLUP (note)",
+        "SELECT 1 WHERE 1 = ANY (SELECT 1) AND NOT EXISTS (SELECT 1 WHERE false)",
+    };
+    for(size_t i = 0; i < N(ok); i++) {
+        char *msg = NULL;
+        enum dapi_err r = check(ok[i], &msg);
+        T_CHECK(r == DAPI_OK, "accepted: [%s] (got %d: %s)", expand(ok[i]), (int)r,
+                msg ? msg : "");
+        free(msg);
+    }
+    struct count c;
+    T_EQ_INT(run("SELECT * FROM read_parquet('DATA/parts/**/*.parquet', hive_partitioning = "
+                 "true)",
+                 &c, 0),
+             DAPI_OK);
+    T_EQ_INT(c.rows, 2);
+}
+
+/* ---- tables ---------------------------------------------------------------------------- */
+
+static void test_tables(void)
+{
+    static const char *const bad[] = {
+        "SELECT * FROM duckdb_settings",
+        "SELECT * FROM duckdb_views",
+        "SELECT * FROM duckdb_logs",
+        "SELECT * FROM sqlite_master",
+        "SELECT * FROM pg_catalog.pg_settings",
+        "SELECT * FROM pg_settings",
+        "SELECT * FROM information_schema.tables",
+        "SELECT * FROM system.main.duckdb_views",
+        "SELECT * FROM temp.main.x",
+        "SELECT * FROM main.x",
+        "SELECT * FROM orders",
+        "SELECT * FROM nosuchlayer.orders",
+        "SELECT * FROM 'DATA/sales/orders.csv'",
+        "SELECT * FROM \"DATA/sales/orders.csv\"",
+        "FROM '/etc/passwd'",
+        /* a CTE of that name elsewhere in the query does not make the name safe */
+        "SELECT * FROM (WITH duckdb_views AS (SELECT 1) SELECT 1), duckdb_views",
+        "WITH duckdb_views AS (SELECT 1) SELECT * FROM duckdb_views",
+        "WITH \"DATA/sales/orders.csv\" AS (SELECT 1) SELECT * FROM \"DATA/sales/orders.csv\"",
+        "SHOW TABLES",
+        "SELECT * FROM (DESCRIBE sales.orders)",
+        "SELECT * FROM (SUMMARIZE sales.orders)",
+        "SELECT * FROM (SHOW ALL TABLES)",
+    };
+    for(size_t i = 0; i < N(bad); i++) {
+        char *msg = NULL;
+        enum dapi_err r = check(bad[i], &msg);
+        T_CHECK(r == DAPI_ERR_SQL, "table refused: [%s] (got %d)", expand(bad[i]), (int)r);
+        free(msg);
+    }
+    char *msg = NULL;
+    T_EQ_INT(check("SELECT * FROM duckdb_settings", &msg), DAPI_ERR_SQL);
+    T_CHECK(msg && strstr(msg, "duckdb_settings") && strstr(msg, "\"layer\".\"table\""),
+            "message names the table and the way to name lake tables: %s", msg ? msg : "");
+    free(msg);
+}
+
+/* ---- file paths -------------------------------------------------------------------------- */
+
+static void test_paths(void)
+{
+    static const char *const bad[] = {
+        "SELECT * FROM read_text('/etc/hostname')",
+        "SELECT * FROM read_blob('DATA/../state/tmp/x.tmp')",
+        "SELECT * FROM read_blob('DATA/../state/tmp/*')",
+        "SELECT * FROM glob('DATA/../*')",
+        "SELECT * FROM glob('DATA/sales/../../*')",
+        "SELECT * FROM read_text('DATA/sales/.hidden.csv')",
+        "SELECT * FROM read_text('DATA/.git/config')",
+        "SELECT * FROM glob('DATA/sales/*')",        /* matches .hidden.csv */
+        "SELECT * FROM read_text('DATA/sales/*.csv')", /* so does this */
+        "SELECT * FROM read_text('DATA/escape/passwd')",
+        "SELECT * FROM read_text('DATA/escape/*')",
+        "SELECT * FROM read_text('DATA/*/passwd')",
+        "SELECT * FROM read_text('DATA/e*/passwd')",
+        "SELECT * FROM read_text('DATA/sales/out.txt')", /* a file link leaving the lake */
+        "SELECT * FROM read_text(concat('DATA', '/sales/orders.csv'))",
+        "SELECT * FROM read_text('DATA/sales/orders.csv' || '')",
+        "SELECT * FROM range(1) r, read_text(r.range::VARCHAR)",
+        "SELECT * FROM read_text(['DATA/sales/orders.csv', '/etc/hostname'])",
+        "SELECT * FROM read_text((SELECT 'DATA/sales/orders.csv'))",
+        "SELECT * FROM read_text('DATA\\\\..\\\\x')",
+        "SELECT * FROM read_text('file://DATA/sales/orders.csv')",
+        "SELECT * FROM read_text('sales/orders.csv')",
+        "SELECT * FROM read_csv()",
+    };
+    for(size_t i = 0; i < N(bad); i++) {
+        char *msg = NULL;
+        struct count c;
+        enum dapi_err r = check(bad[i], &msg);
+        T_CHECK(r == DAPI_ERR_SQL, "path refused: [%s] (got %d)", expand(bad[i]), (int)r);
+        free(msg);
+        r = run(bad[i], &c, 0);
+        T_CHECK(r == DAPI_ERR_SQL && c.rows == 0, "path refused at run: [%s] (got %d, %llu)",
+                expand(bad[i]), (int)r, (unsigned long long)c.rows);
+    }
+    /* A link inside the lake that stays inside is fine. */
+    struct count c;
+    T_EQ_INT(run("SELECT * FROM read_text('DATA/sales/alias.csv')", &c, 0), DAPI_OK);
+    T_EQ_INT(c.rows, 1);
+}
+
+/* ---- the lake scan ----------------------------------------------------------------------- */
+
+static void test_lake_scan(void)
+{
+    struct count c;
+    /* A glob character in a file name is that character, not a pattern. */
+    T_EQ_INT(run("SELECT a FROM sales.\"br[a]ck\"", &c, 0), DAPI_OK);
+    T_EQ_INT(c.rows, 1);
+    T_EQ_STR(c.first, "bracket");
+    T_EQ_INT(run("SELECT a FROM sales.brack", &c, 0), DAPI_OK);
+    T_EQ_STR(c.first, "plain");
+    T_EQ_INT(run("SELECT a FROM sales.\"st*r\"", &c, 0), DAPI_OK);
+    T_EQ_STR(c.first, "star");
+    /* Links leaving the lake are not tables: a layer linked to /, a table file linked out. */
+    T_EQ_INT(check("SELECT * FROM escape.passwd", NULL), DAPI_ERR_SQL);
+    T_EQ_INT(check("SELECT * FROM sales.out", NULL), DAPI_ERR_SQL);
+    T_EQ_INT(check("SELECT * FROM root.etc", NULL), DAPI_ERR_SQL);
+    /* ... a link inside the lake is */
+    T_EQ_INT(run("SELECT * FROM sales.alias", &c, 0), DAPI_OK);
+    T_EQ_INT(c.rows, 1);
+    /* Hidden files are not tables; a folder table reads none of its hidden or escaping files. */
+    T_EQ_INT(check("SELECT * FROM sales.\".hidden\"", NULL), DAPI_ERR_SQL);
+    T_EQ_INT(run("SELECT * FROM parts", &c, 0), DAPI_ERR_SQL);
+    T_EQ_INT(run("SELECT count(*) AS n FROM lake2.parts", &c, 0), DAPI_OK);
+    T_EQ_INT(run("SELECT * FROM lake2.parts", &c, 0), DAPI_OK);
+    T_EQ_INT(c.rows, 2);
+    /* Layers with DuckDB's own schema names are not exposed. */
+    T_EQ_INT(check("SELECT * FROM main.t", NULL), DAPI_ERR_SQL);
+}
+
+/* ---- CTEs that explode when inlined -------------------------------------------------- */
+
+static void test_cte_bound(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 1 << 20);
+    dapi_buf_adds(&b, "WITH a0 AS NOT MATERIALIZED (SELECT 1 AS x)");
+    for(int i = 1; i <= 30; i++)
+        dapi_buf_addf(&b, ", a%d AS NOT MATERIALIZED (SELECT * FROM a%d UNION ALL SELECT * FROM "
+                          "a%d)", i, i - 1, i - 1);
+    dapi_buf_adds(&b, " SELECT count(*) FROM a30");
+    char *msg = NULL;
+    T_EQ_INT(check(b.data, &msg), DAPI_ERR_SQL);
+    T_CHECK(msg && strstr(msg, "too large"), "says why: %s", msg ? msg : "");
+    free(msg);
+    /* the same chain with the CTEs materialised is planned once each: accepted */
+    dapi_buf_reset(&b);
+    dapi_buf_adds(&b, "WITH a0 AS MATERIALIZED (SELECT 1 AS x)");
+    for(int i = 1; i <= 30; i++)
+        dapi_buf_addf(&b, ", a%d AS MATERIALIZED (SELECT * FROM a%d UNION ALL SELECT * FROM a%d)",
+                      i, i - 1, i - 1);
+    dapi_buf_adds(&b, " SELECT 1 FROM a30 LIMIT 1");
+    T_EQ_INT(check(b.data, NULL), DAPI_OK);
+    /* a small chain inlined is fine */
+    dapi_buf_reset(&b);
+    dapi_buf_adds(&b, "WITH a0 AS NOT MATERIALIZED (SELECT 1 AS x)");
+    for(int i = 1; i <= 4; i++)
+        dapi_buf_addf(&b, ", a%d AS NOT MATERIALIZED (SELECT * FROM a%d UNION ALL SELECT * FROM "
+                          "a%d)", i, i - 1, i - 1);
+    dapi_buf_adds(&b, " SELECT count(*) FROM a4");
+    T_EQ_INT(check(b.data, NULL), DAPI_OK);
+    dapi_buf_free(&b);
+}
+
+/* ---- the allow-list matches DuckDB's function list ------------------------------------- */
+
+struct names {
+    char **v;
+    size_t n;
+};
+
+static enum dapi_err nm_begin(void *ctx, size_t ncols, const char *const *names)
+{
+    return DAPI_OK;
+}
+
+static enum dapi_err nm_chunk(void *ctx, const struct dapi_colvec *cols, size_t ncols,
+                              uint64_t nrows)
+{
+    struct names *nm = ctx;
+    const struct dapi_dstr *s = cols[0].data, *t = cols[1].data;
+    for(uint64_t r = 0; r < nrows; r++) {
+        char **v = realloc(nm->v, (nm->n + 1) * sizeof *v);
+        if(!v)
+            return DAPI_ERR_NOMEM;
+        nm->v = v;
+        char buf[512];
+        snprintf(buf, sizeof buf, "%s", dstr(t, r));
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), " %s", dstr(s, r));
+        nm->v[nm->n++] = strdup(buf);
+    }
+    return DAPI_OK;
+}
+
+static const struct dapi_sink names_sink = {nm_begin, nm_chunk};
+
+static void test_allowlist_complete(void)
+{
+    struct names nm = {0};
+    char *msg = NULL;
+    T_EQ_INT(dapi_engine_run_trusted(con,
+                                     "SELECT DISTINCT lower(function_name), function_type "
+                                     "FROM duckdb_functions() WHERE function_type <> 'pragma'",
+                                     0, &names_sink, &nm, &msg),
+             DAPI_OK);
+    free(msg);
+    T_CHECK(nm.n > 500, "DuckDB lists its functions (%zu)", nm.n);
+    size_t unknown = 0;
+    for(size_t i = 0; i < nm.n; i++) {
+        const char *name = strchr(nm.v[i], ' ') + 1;
+        int table = strncmp(nm.v[i], "table", 5) == 0;
+        int known =
+            table ? dapi_allow_has(dapi_allow_lake_table, dapi_allow_lake_table_n, name) ||
+                        dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n, name) ||
+                        dapi_refusal_reason(dapi_refuse_table, dapi_refuse_table_n, name)
+                  : dapi_allow_has(dapi_allow_scalar, dapi_allow_scalar_n, name) ||
+                        dapi_refusal_reason(dapi_refuse_scalar, dapi_refuse_scalar_n, name);
+        if(!known && unknown++ < 20)
+            T_CHECK(0, "DuckDB's %s is neither allowed nor refused in allowlist.c: review it",
+                    nm.v[i]);
+    }
+    T_EQ_INT(unknown, 0);
+    /* and no allowed table function is a refused one */
+    for(size_t i = 0; i < dapi_refuse_table_n; i++)
+        T_CHECK(!dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n,
+                                dapi_refuse_table[i].name) &&
+                    !dapi_allow_has(dapi_allow_lake_table, dapi_allow_lake_table_n,
+                                    dapi_refuse_table[i].name),
+                "%s is both refused and allowed", dapi_refuse_table[i].name);
+    for(size_t i = 0; i < dapi_refuse_scalar_n; i++)
+        T_CHECK(!dapi_allow_has(dapi_allow_scalar, dapi_allow_scalar_n,
+                                dapi_refuse_scalar[i].name),
+                "%s is both refused and allowed", dapi_refuse_scalar[i].name);
+    /* sorted, as bsearch needs */
+    for(size_t i = 1; i < dapi_allow_scalar_n; i++)
+        T_CHECK(strcmp(dapi_allow_scalar[i - 1], dapi_allow_scalar[i]) < 0, "sorted at %s",
+                dapi_allow_scalar[i]);
+    for(size_t i = 0; i < nm.n; i++)
+        free(nm.v[i]);
+    free(nm.v);
+}
+
+/* ---- the pure path check ----------------------------------------------------------------- */
+
+static void test_path_problem(void)
+{
+    T_CHECK(!dapi_sandbox_path_problem("/lake", "/lake/a/b.csv"), "inside");
+    T_CHECK(!dapi_sandbox_path_problem("/lake", "/lake/a/*/b.csv"), "glob inside");
+    T_CHECK(dapi_sandbox_path_problem("/lake", "/lake2/a.csv") != NULL, "sibling");
+    T_CHECK(dapi_sandbox_path_problem("/lake", "/lake") != NULL, "the lake itself");
+    T_CHECK(dapi_sandbox_path_problem("/lake", "/lake/../x") != NULL, "parent");
+    T_CHECK(dapi_sandbox_path_problem("/lake", "/lake/a/..") != NULL, "parent at the end");
+    T_CHECK(dapi_sandbox_path_problem("/lake", "/lake//.x") != NULL, "hidden after //");
+    T_CHECK(dapi_sandbox_path_problem("/lake", "/lake/./a") != NULL, "dot");
+    T_CHECK(dapi_sandbox_path_problem("/lake", "/lake/a\\b") != NULL, "backslash");
+    T_CHECK(dapi_sandbox_path_problem("/lake", "lake/a") != NULL, "relative");
+}
+
+static void test_pure_tree(void)
+{
+    /* Unknown node kinds fail closed, whatever DuckDB version produced them. */
+    struct dapi_sandbox sb = {.data_dir = "/lake"};
+    char *msg = NULL;
+    const char *tree = "{\"error\":false,\"statements\":[{\"node\":{\"type\":\"SELECT_NODE\","
+                       "\"select_list\":[{\"class\":\"NEW_THING\",\"type\":\"X\"}]}}]}";
+    T_EQ_INT(dapi_sandbox_check(&sb, tree, strlen(tree), &msg), DAPI_ERR_SQL);
+    T_CHECK(msg && strstr(msg, "NEW_THING"), "names the kind: %s", msg ? msg : "");
+    free(msg);
+    tree = "{\"error\":false,\"statements\":[{\"node\":{\"type\":\"SELECT_NODE\","
+           "\"from_table\":{\"type\":\"NEW_REF\",\"alias\":\"\",\"sample\":null}}}]}";
+    T_EQ_INT(dapi_sandbox_check(&sb, tree, strlen(tree), &msg), DAPI_OK); /* not a known ref */
+    free(msg);
+    tree = "{\"error\":true,\"error_message\":\"Only SELECT statements can be serialized\"}";
+    T_EQ_INT(dapi_sandbox_check(&sb, tree, strlen(tree), &msg), DAPI_ERR_SQL);
+    free(msg);
+    T_EQ_INT(dapi_sandbox_check(&sb, "{", 1, &msg), DAPI_ERR_SQL);
+    free(msg);
+    tree = "{\"error\":false,\"statements\":[]}";
+    T_EQ_INT(dapi_sandbox_check(&sb, tree, strlen(tree), &msg), DAPI_ERR_SQL);
+    free(msg);
+}
+
+int main(void)
+{
+    char err[512] = "";
+    dapi_log_setup(0, DAPI_LOG_ERROR);
+    snprintf(root, sizeof root, "/tmp/dapi-sandbox-XXXXXX");
+    if(!mkdtemp(root))
+        return 2;
+    snprintf(data, sizeof data, "%s/data", root);
+    snprintf(state, sizeof state, "%s/state", root);
+    dir("data");
+    dir("state");
+    dir("data/sales");
+    dir("data/parts");
+    dir("data/parts/y=1");
+    dir("data/parts/y=2");
+    dir("data/lake2");
+    dir("data/main");
+    dir("data/.git");
+    dir("outside");
+    put("outside/passwd", "secret-value\n");
+    put("outside/x.parquet", "not parquet\n");
+    put("data/.git/config", "secret\n");
+    put("data/main/t.csv", "a\n1\n");
+    put("data/sales/orders.csv", "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
+    put("data/sales/events.ndjson", "{\"id\":1,\"kind\":\"click\"}\n{\"id\":2,\"kind\":\"view\"}\n");
+    put("data/sales/regions.tsv", "code\tname\nN\tNorth\n");
+    put("data/sales/.hidden.csv", "a\nhidden\n");
+    put("data/sales/br[a]ck.csv", "a\nbracket\n");
+    put("data/sales/brack.csv", "a\nplain\n");
+    put("data/sales/st*r.csv", "a\nstar\n");
+    put("data/sales/sr.csv", "a\nnot the star\n");
+    char target[700];
+    snprintf(target, sizeof target, "%s/outside", root);
+    link_rel(target, "data/escape");
+    link_rel("/", "data/root");
+    snprintf(target, sizeof target, "%s/outside/passwd", root);
+    link_rel(target, "data/sales/out.txt");
+    link_rel(target, "data/sales/out.csv");
+    snprintf(target, sizeof target, "%s/data/sales/regions.tsv", root);
+    link_rel(target, "data/sales/alias.csv");
+
+    struct dapi_engine_opts o = {.data_dir = data, .state_dir = state, .memory_limit = "1GB",
+                                 .threads = 1, .check_timeout_ms = 60000};
+    T_CHECK(dapi_engine_open(&eng, &o, err, sizeof err) == DAPI_OK, "engine opens: %s", err);
+    if(!eng)
+        T_DONE();
+    T_EQ_INT(dapi_engine_connect(eng, &con), DAPI_OK);
+    if(!con)
+        T_DONE();
+    /* Parquet files for the folder tables, written by dapi's own (trusted) SQL. */
+    static const char *const parts[] = {"data/parts/y=1/a.parquet", "data/parts/y=2/b.parquet",
+                                        "data/lake2/parts/a.parquet", "data/lake2/parts/b.parquet",
+                                        "data/lake2/parts/.c.parquet"};
+    dir("data/lake2/parts");
+    for(size_t i = 0; i < N(parts); i++) {
+        char path[700], *msg = NULL;
+        uint64_t rows;
+        snprintf(path, sizeof path, "%s/%s", root, parts[i]);
+        T_EQ_INT(dapi_engine_export_parquet(con, "SELECT 1 AS v", 1, path, 0, 0, &rows, &msg),
+                 DAPI_OK);
+        free(msg);
+    }
+    snprintf(target, sizeof target, "%s/outside", root);
+    link_rel(target, "data/lake2/parts/out");
+    {
+        /* a Parquet file outside the lake, reachable through a link in a folder table */
+        char *msg = NULL, in[700], out[700];
+        uint64_t rows;
+        snprintf(in, sizeof in, "%s/data/x.parquet", root);
+        snprintf(out, sizeof out, "%s/outside/x.parquet", root);
+        T_EQ_INT(dapi_engine_export_parquet(con, "SELECT 666 AS v", 1, in, 0, 0, &rows, &msg),
+                 DAPI_OK);
+        free(msg);
+        T_CHECK(rename(in, out) == 0, "moved out of the lake");
+    }
+    test_path_problem();
+    test_pure_tree();
+    test_refused_functions();
+    test_accepted();
+    test_tables();
+    test_paths();
+    test_lake_scan();
+    test_cte_bound();
+    test_allowlist_complete();
+
+    dapi_econn_close(con);
+    dapi_engine_close(eng);
+    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    T_DONE();
+}
