@@ -1426,6 +1426,26 @@ static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
 static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
                            int64_t deadline_ms, duckdb_result *res, int *have_res, char **msg);
 
+/* DuckDB reports running out of memory (its buffer manager's limit, or an allocation refused
+ * under the process cap) as an error of the query: that is a result too large to compute
+ * here, not a mistake in the SQL. */
+static enum dapi_err classify_oom(enum dapi_err result, char **msg)
+{
+    static const char oom[] = "Out of Memory Error";
+    if(result != DAPI_ERR_SQL || !*msg || strncmp(*msg, oom, sizeof oom - 1) != 0)
+        return result;
+    char *why = dupmsg("the query needs more memory than this server allows (--memory-limit, "
+                       "--memory-headroom): ", *msg);
+    if(why) {
+        char *nl = strchr(why, '\n'); /* DuckDB appends tuning advice for its own CLI */
+        if(nl)
+            *nl = '\0';
+        free(*msg);
+        *msg = why;
+    }
+    return DAPI_ERR_TOO_LARGE;
+}
+
 static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted, int64_t deadline_ms,
                          const struct dapi_sink *sink, void *ctx, char **msg)
 {
@@ -1498,7 +1518,8 @@ out:
     tmpl_free(&t);
     free(wrapped);
     set_deadline(c, 0, 0);
-    if(result != DAPI_ERR_SQL && *msg) {
+    result = classify_oom(result, msg);
+    if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && *msg) {
         free(*msg);
         *msg = NULL;
     }

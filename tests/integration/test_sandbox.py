@@ -1,0 +1,209 @@
+"""Isolation through SQL: what one key's query can reach (docs/sql.md).
+
+Each test is an attack that worked before the sandbox: server logging turned on and read
+back, spilled files read, links out of the lake followed, glob characters in file names,
+queries that exhaust memory or the planner. Every server here is started by the test."""
+
+import os
+import threading
+import time
+
+import harness as h
+from harness import Server, check, eq, expect_error, expect_status, jparse
+
+KEY_A = "it-sandbox-key-a-7d41"
+KEY_B = "it-sandbox-key-b-90ce"
+SECRET = "TOPSECRET-4e1f9a"
+
+
+def _lake():
+    """A small lake of our own: one layer, plain files, plus files outside it."""
+    root = h.tmpdir("sbx")
+    lake = os.path.join(root, "lake")
+    h.write_file(os.path.join(lake, "sales", "orders.csv"), "id,amount\n1,10\n2,20\n")
+    h.write_file(os.path.join(lake, "sales", "br[a]ck.csv"), "a\nbracket\n")
+    h.write_file(os.path.join(lake, "sales", "brack.csv"), "a\nplain\n")
+    h.write_file(os.path.join(lake, "sales", ".hidden.csv"), "a\n%s\n" % SECRET)
+    h.write_file(os.path.join(root, "outside", "secret.csv"), "s\n%s\n" % SECRET)
+    return root, lake
+
+
+def _details(resp, status=400):
+    body = expect_error(resp, status)
+    d = body.get("details") or ""
+    check(isinstance(d, str), "details is a string: %r" % body)
+    return d
+
+
+def _refused(srv, sql, name, key=KEY_A):
+    d = _details(srv.create_resp({"sql_query": sql}, key=key))
+    check(name.lower() in d.lower(), "the refusal of %r names %r: %r" % (sql[:100], name, d))
+    check(SECRET not in d, "no secret in %r" % d)
+
+
+def _vm(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_logging_cannot_be_enabled_or_read():
+    root, lake = _lake()
+    with Server(keys=[KEY_A, KEY_B], data_dir=lake, name="sbx-log") as srv:
+        # key A runs a query holding a secret literal
+        srv.query("SELECT '%s' AS s" % SECRET, key=KEY_A)
+        for sql, name in [
+            ("SELECT * FROM enable_logging()", "enable_logging"),
+            ("SELECT * FROM enable_logging(storage := 'file', storage_path := '%s/sales', "
+             "storage_config := {'normalize': false})" % lake, "enable_logging"),
+            ("SELECT * FROM enable_logging(storage := 'file', storage_path := '/nonexistent')",
+             "enable_logging"),
+            ("SELECT * FROM duckdb_logs()", "duckdb_logs"),
+            ("SELECT * FROM duckdb_logs", "duckdb_logs"),
+            ("SELECT * FROM duckdb_logs_parsed('QueryLog')", "duckdb_logs_parsed"),
+            ("SELECT write_log('x')", "write_log"),
+            ("SELECT * FROM truncate_duckdb_logs()", "truncate_duckdb_logs"),
+            ("SELECT * FROM range(1), LATERAL (SELECT * FROM enable_logging())", "enable_logging"),
+            ("WITH x AS (SELECT * FROM ENABLE_LOGGING()) SELECT 1", "ENABLE_LOGGING"),
+        ]:
+            _refused(srv, sql, name, key=KEY_B)
+        # nothing was written into the lake, and every key is still served
+        eq(sorted(os.listdir(os.path.join(lake, "sales"))),
+           sorted([".hidden.csv", "br[a]ck.csv", "brack.csv", "orders.csv"]), "lake files")
+        eq(srv.query("SELECT count(*) AS n FROM sales.orders", key=KEY_A), [{"n": 2}], "rows")
+        eq(srv.query("SELECT 1 AS one", key=KEY_B), [{"one": 1}], "rows")
+
+
+def test_state_and_catalog_functions_refused():
+    root, lake = _lake()
+    with Server(keys=[KEY_A], data_dir=lake, name="sbx-state") as srv:
+        for sql, name in [
+            ("SELECT current_setting('temp_directory')", "current_setting"),
+            ("SELECT * FROM duckdb_settings()", "duckdb_settings"),
+            ("SELECT * FROM duckdb_temporary_files()", "duckdb_temporary_files"),
+            ("SELECT * FROM duckdb_views()", "duckdb_views"),
+            ("SELECT * FROM duckdb_views", "duckdb_views"),
+            ("SELECT sql FROM duckdb_views() WHERE NOT internal", "duckdb_views"),
+            ("SELECT * FROM duckdb_variables()", "duckdb_variables"),
+            ("SELECT * FROM duckdb_secrets()", "duckdb_secrets"),
+            ("SELECT getvariable('x')", "getvariable"),
+            ("SELECT setseed(0.1)", "setseed"),
+            ("SELECT * FROM query('SELECT 1')", "query"),
+            ("SELECT * FROM query_table('sales.orders')", "query_table"),
+            ("SELECT * FROM checkpoint()", "checkpoint"),
+            ("SELECT * FROM information_schema.tables", "information_schema"),
+            ("SELECT (SELECT current_setting('threads'))", "current_setting"),
+            ('SELECT "system"."main"."current_setting"(\'threads\')', "current_setting"),
+        ]:
+            _refused(srv, sql, name)
+
+
+def test_spilled_files_unreachable():
+    root, lake = _lake()
+    state = h.tmpdir("sbx-state")
+    os.makedirs(os.path.join(state, "tmp"), exist_ok=True)
+    h.write_file(os.path.join(state, "tmp", "duckdb_temp_block-1.block"), SECRET)
+    with Server(keys=[KEY_A], data_dir=lake, state_dir=state, name="sbx-spill") as srv:
+        for sql in [
+            "SELECT * FROM read_blob('%s/tmp/*')" % state,
+            "SELECT * FROM read_text('%s/tmp/duckdb_temp_block-1.block')" % state,
+            "SELECT * FROM read_blob('%s/../%s/tmp/*')" % (lake, os.path.basename(state)),
+            "SELECT * FROM glob('%s/../*')" % lake,
+            "SELECT * FROM read_text('%s/dev-key')" % state,
+            "SELECT * FROM '%s/tmp/duckdb_temp_block-1.block'" % state,
+        ]:
+            d = _details(srv.create_resp({"sql_query": sql}))
+            check(SECRET not in d, "no secret in %r" % d)
+
+
+def test_links_out_of_the_lake_are_not_followed():
+    root, lake = _lake()
+    os.symlink("/", os.path.join(lake, "rootfs"))                       # a layer linked to /
+    os.symlink(os.path.join(root, "outside"), os.path.join(lake, "out"))  # a layer outside
+    os.symlink(os.path.join(root, "outside", "secret.csv"), os.path.join(lake, "sales", "s.csv"))
+    os.symlink(os.path.join(lake, "sales", "orders.csv"), os.path.join(lake, "sales", "o2.csv"))
+    with Server(keys=[KEY_A], data_dir=lake, name="sbx-links") as srv:
+        # every create answers promptly (the scan no longer walks / under the lake lock)
+        for _ in range(3):
+            r = srv.create_resp({"sql_query": "SELECT 1 AS one"})
+            expect_status(r, 200)
+        for sql in ["SELECT * FROM out.secret", "SELECT * FROM sales.s",
+                    "SELECT * FROM rootfs.etc",
+                    "SELECT * FROM read_csv('%s/out/secret.csv')" % lake,
+                    "SELECT * FROM read_csv('%s/sales/s.csv')" % lake,
+                    "SELECT * FROM read_csv('%s/*/secret.csv')" % lake,
+                    "SELECT * FROM read_text('%s/rootfs/etc/hostname')" % lake]:
+            d = _details(srv.create_resp({"sql_query": sql}))
+            check(SECRET not in d, "no secret in %r" % d)
+        # a link that stays inside the lake is a table like any other
+        eq(srv.query("SELECT count(*) AS n FROM sales.o2"), [{"n": 2}], "linked table rows")
+
+
+def test_glob_characters_and_hidden_files():
+    root, lake = _lake()
+    with Server(keys=[KEY_A], data_dir=lake, name="sbx-glob") as srv:
+        eq(srv.query('SELECT a FROM sales."br[a]ck"'), [{"a": "bracket"}], "br[a]ck rows")
+        eq(srv.query("SELECT a FROM sales.brack"), [{"a": "plain"}], "brack rows")
+        for sql in ['SELECT * FROM sales.".hidden"',
+                    "SELECT * FROM read_csv('%s/sales/.hidden.csv')" % lake,
+                    "SELECT * FROM read_csv('%s/sales/*.csv')" % lake]:
+            d = _details(srv.create_resp({"sql_query": sql}))
+            check(SECRET not in d, "no secret in %r" % d)
+
+
+@h.timeout(120)
+def test_memory_bounded_for_huge_results():
+    """range(1e10) used to be materialised whole before a row was counted (11 GB in 20 s);
+    long strings reached 10 GB before the 413. Now rows stream and the process is capped."""
+    root, lake = _lake()
+    limit, headroom = 512 << 20, 512 << 20
+    with Server(keys=[KEY_A], data_dir=lake, name="sbx-mem",
+                args=["--memory-limit", "512MB", "--memory-headroom", str(headroom),
+                      "--max-result-rows", "1000000", "--query-timeout", "60"]) as srv:
+        pid = srv.proc.pid
+        slug = srv.create("SELECT * FROM range(10000000000)")
+        r = srv.results(slug, 1)
+        body = expect_error(r, 413)
+        check("--max-result-rows" in (body.get("details") or ""), "names the cap: %r" % body)
+        slug = srv.create("SELECT repeat('x', 10000000) FROM range(500)")
+        r = srv.results(slug, 1)
+        body = expect_error(r, 413)
+        check("memory" in (body.get("details") or ""), "says memory: %r" % body)
+        peak = _vm(pid, "VmHWM")
+        check(peak < limit + headroom, "peak RSS %d MiB stays under --memory-limit + "
+              "--memory-headroom (%d MiB)" % (peak >> 20, (limit + headroom) >> 20))
+        # the server is fine afterwards
+        eq(srv.query("SELECT 42 AS x"), [{"x": 42}], "a query after")
+
+
+@h.timeout(120)
+def test_exploding_ctes_refused_without_delaying_others():
+    """Nested NOT MATERIALIZED CTEs doubling per level took minutes to plan, filled the check
+    pool, and another key's SELECT 1 waited a minute."""
+    root, lake = _lake()
+    parts = ["a0 AS NOT MATERIALIZED (SELECT 1 AS x)"]
+    for i in range(1, 31):
+        parts.append("a%d AS NOT MATERIALIZED (SELECT * FROM a%d UNION ALL SELECT * FROM a%d)"
+                     % (i, i - 1, i - 1))
+    bomb = "WITH " + ", ".join(parts) + " SELECT count(*) FROM a30"
+    with Server(keys=[KEY_A, KEY_B], data_dir=lake, name="sbx-cte",
+                args=["--query-timeout", "5"]) as srv:
+        results = []
+
+        def attack():
+            results.append(srv.create_resp({"sql_query": bomb}, key=KEY_A).status)
+
+        threads = [threading.Thread(target=attack) for _ in range(4)]
+        for t in threads:
+            t.start()
+        # another key is served; the HTTP timeout bounds the wait (it used to be a minute)
+        r = srv.api("POST", "/api/queries", body={"sql_query": "SELECT 1 AS one"}, key=KEY_B,
+                    timeout=10)
+        expect_status(r, 200)
+        for t in threads:
+            t.join(30)
+        eq(results, [400] * 4, "the CTE bombs are refused")
+        d = _details(srv.create_resp({"sql_query": bomb}, key=KEY_A))
+        check("too large" in d, "says why: %r" % d)
