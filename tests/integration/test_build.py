@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import harness as h
 from harness import check, eq
@@ -50,6 +51,13 @@ def test_documented_settings_match_the_binary():
         check("`%s`" % e in doc, "%s is missing from docs/configuration.md" % e)
     documented = set(re.findall(r"^\| `(--[a-z-]+)`", doc, re.M))
     eq(sorted(documented - set(flags)), [], "flags documented but unknown to dapi serve")
+
+
+def test_documented_sql_allow_list_matches_the_source():
+    """docs/sql.md lists exactly the functions src/engine/allowlist.c allows and refuses."""
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen-sql-doc.py"), "--check"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=30)
+    check(p.returncode == 0, "docs/sql.md is out of date: run scripts/gen-sql-doc.py\n" + p.stderr[-2000:])
 
 
 @h.timeout(240)

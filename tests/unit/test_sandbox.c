@@ -182,8 +182,8 @@ static void test_refused_functions(void)
         "SELECT 1 WHERE EXISTS (SELECT * FROM %s)",
         "WITH c AS (SELECT * FROM %s) SELECT * FROM c",
         "WITH c AS MATERIALIZED (SELECT * FROM %s) SELECT 1",
-        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r, %s WHERE n < 2) "
-        "SELECT * FROM r",
+        ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r, %s WHERE n < 2) "
+        "SELECT * FROM r"),
         "SELECT 1 UNION ALL SELECT 1 FROM %s",
         "SELECT * FROM (SELECT * FROM (SELECT * FROM %s))",
         "SELECT 1 IN (SELECT 1 FROM %s)",
@@ -271,20 +271,20 @@ static void test_accepted(void)
 {
     static const char *const ok[] = {
         "SELECT id, amount FROM sales.orders WHERE amount > 15 ORDER BY id",
-        "SELECT note, count(*), sum(amount), avg(amount), min(id), max(id) FROM sales.orders "
-        "GROUP BY ALL ORDER BY ALL",
-        "SELECT id, row_number() OVER w, rank() OVER w, lag(amount) OVER w, "
+        ("SELECT note, count(*), sum(amount), avg(amount), min(id), max(id) FROM sales.orders "
+        "GROUP BY ALL ORDER BY ALL"),
+        ("SELECT id, row_number() OVER w, rank() OVER w, lag(amount) OVER w, "
         "sum(amount) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) "
-        "FROM sales.orders WINDOW w AS (ORDER BY amount)",
-        "SELECT ntile(2) OVER (ORDER BY id), percent_rank() OVER (ORDER BY id), "
+        "FROM sales.orders WINDOW w AS (ORDER BY amount)"),
+        ("SELECT ntile(2) OVER (ORDER BY id), percent_rank() OVER (ORDER BY id), "
         "cume_dist() OVER (ORDER BY id), first_value(id) OVER (ORDER BY id), "
         "last_value(id) OVER (ORDER BY id), nth_value(id, 1) OVER (ORDER BY id), "
-        "dense_rank() OVER (ORDER BY id), lead(id, 1, 0) OVER (ORDER BY id) FROM sales.orders",
+        "dense_rank() OVER (ORDER BY id), lead(id, 1, 0) OVER (ORDER BY id) FROM sales.orders"),
         "SELECT * FROM sales.orders QUALIFY row_number() OVER (ORDER BY amount DESC) = 1",
-        "WITH t AS (SELECT * FROM sales.orders), u AS (SELECT id FROM t) "
-        "SELECT * FROM t JOIN u USING (id)",
-        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) "
-        "SELECT sum(n) FROM r",
+        ("WITH t AS (SELECT * FROM sales.orders), u AS (SELECT id FROM t) "
+        "SELECT * FROM t JOIN u USING (id)"),
+        ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) "
+        "SELECT sum(n) FROM r"),
         "WITH m AS MATERIALIZED (SELECT 1 AS x) SELECT * FROM m, m AS m2",
         "SELECT o.id, e.kind FROM sales.orders o LEFT JOIN sales.events e ON e.id = o.id",
         "SELECT * FROM sales.orders o ASOF JOIN sales.events e ON o.id >= e.id",
@@ -293,23 +293,23 @@ static void test_accepted(void)
         "SELECT * FROM range(10) t(i) WHERE i % 2 = 0",
         "SELECT * FROM generate_series(1, 5), unnest([1, 2, 3])",
         "SELECT unnest([1, 2]), unnest({'a': 1, 'b': 2})",
-        "SELECT list_transform([1, 2], x -> x + 1), list_filter([1, 2], x -> x > 1), "
-        "list_reduce([1, 2, 3], (a, b) -> a + b), [x * 2 FOR x IN [1, 2]]",
-        "SELECT {'a': 1}.a, [1, 2][1], map {'k': 1}['k'], 'abc' LIKE 'a%', 'x' || 'y', "
-        "'abc' ILIKE 'A%', 'abc' SIMILAR TO 'a.*', 'a' GLOB 'a'",
-        "SELECT regexp_extract('abc', 'b'), regexp_replace('abc', 'b', 'x'), "
+        ("SELECT list_transform([1, 2], x -> x + 1), list_filter([1, 2], x -> x > 1), "
+        "list_reduce([1, 2, 3], (a, b) -> a + b), [x * 2 FOR x IN [1, 2]]"),
+        ("SELECT {'a': 1}.a, [1, 2][1], map {'k': 1}['k'], 'abc' LIKE 'a%', 'x' || 'y', "
+        "'abc' ILIKE 'A%', 'abc' SIMILAR TO 'a.*', 'a' GLOB 'a'"),
+        ("SELECT regexp_extract('abc', 'b'), regexp_replace('abc', 'b', 'x'), "
         "string_split('a,b', ','), lower('A'), upper('a'), length('abc'), trim(' a '), "
-        "concat_ws('-', 'a', 'b'), format('{}', 1), printf('%d', 1), md5('a'), sha256('a')",
-        "SELECT date_trunc('month', DATE '2024-05-17'), date_part('year', now()), "
+        "concat_ws('-', 'a', 'b'), format('{}', 1), printf('%d', 1), md5('a'), sha256('a')"),
+        ("SELECT date_trunc('month', DATE '2024-05-17'), date_part('year', now()), "
         "strftime(TIMESTAMP '2024-01-01', '%Y'), epoch_ms(0), age(TIMESTAMP '2024-01-01'), "
-        "current_date, today(), make_date(2024, 1, 1), INTERVAL 1 DAY + DATE '2024-01-01'",
-        "SELECT CAST(1 AS VARCHAR), 1::DOUBLE, TRY_CAST('x' AS INT), typeof(1), "
-        "coalesce(NULL, 1), nullif(1, 1), ifnull(NULL, 2), greatest(1, 2), least(1, 2)",
-        "SELECT json_extract('{\"a\":1}', '$.a'), '{\"a\":1}'::JSON->>'a', "
-        "json_object('a', 1), to_json([1]), json_array_length('[1]')",
-        "SELECT approx_count_distinct(id), median(amount), quantile_cont(amount, 0.5), "
+        "current_date, today(), make_date(2024, 1, 1), INTERVAL 1 DAY + DATE '2024-01-01'"),
+        ("SELECT CAST(1 AS VARCHAR), 1::DOUBLE, TRY_CAST('x' AS INT), typeof(1), "
+        "coalesce(NULL, 1), nullif(1, 1), ifnull(NULL, 2), greatest(1, 2), least(1, 2)"),
+        ("SELECT json_extract('{\"a\":1}', '$.a'), '{\"a\":1}'::JSON->>'a', "
+        "json_object('a', 1), to_json([1]), json_array_length('[1]')"),
+        ("SELECT approx_count_distinct(id), median(amount), quantile_cont(amount, 0.5), "
         "mode(id), string_agg(note, ','), list(id ORDER BY id), array_agg(id), "
-        "histogram(id), arg_max(id, amount), bool_and(true), stddev(amount) FROM sales.orders",
+        "histogram(id), arg_max(id, amount), bool_and(true), stddev(amount) FROM sales.orders"),
         "SELECT * FROM (VALUES (1, 'a'), (2, 'b')) v(x, y)",
         "SELECT COLUMNS(*) FROM sales.orders",
         "SELECT COLUMNS('a.*') FROM sales.orders",
@@ -546,8 +546,8 @@ static void test_allowlist_complete(void)
     struct names nm = {0};
     char *msg = NULL;
     T_EQ_INT(dapi_engine_run_trusted(con,
-                                     "SELECT DISTINCT lower(function_name), function_type "
-                                     "FROM duckdb_functions() WHERE function_type <> 'pragma'",
+                                     ("SELECT DISTINCT lower(function_name), function_type "
+                                     "FROM duckdb_functions() WHERE function_type <> 'pragma'"),
                                      0, &names_sink, &nm, &msg),
              DAPI_OK);
     free(msg);
