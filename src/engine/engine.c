@@ -313,9 +313,18 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     e->check_ms = opts->check_timeout_ms;
     /* The lake's real path: files a query reads must resolve beneath it (a symlink in the
      * lake pointing elsewhere is not followed). A lake that does not exist yet is itself. */
-    char real[PATH_MAX];
+    char real[PATH_MAX], sreal[PATH_MAX];
     if(!(e->data_real = strdup(realpath(opts->data_dir, real) ? real : opts->data_dir))) {
         result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    /* Results, keys and spill files must not be lake files any key could read. */
+    size_t dl = strlen(e->data_real);
+    if(realpath(opts->state_dir, sreal) &&
+       ((strncmp(sreal, e->data_real, dl) == 0 && (sreal[dl] == '/' || !sreal[dl])) ||
+        (strncmp(e->data_real, sreal, strlen(sreal)) == 0 && e->data_real[strlen(sreal)] == '/'))) {
+        snprintf(err, errlen, "the state dir (%s) and the data dir (%s) must not contain one "
+                              "another", opts->state_dir, opts->data_dir);
         goto out;
     }
     pthread_mutex_init(&e->lake_lock, NULL);

@@ -207,3 +207,14 @@ def test_exploding_ctes_refused_without_delaying_others():
         eq(results, [400] * 4, "the CTE bombs are refused")
         d = _details(srv.create_resp({"sql_query": bomb}, key=KEY_A))
         check("too large" in d, "says why: %r" % d)
+
+
+def test_state_dir_inside_the_lake_is_refused():
+    """Results, keys and spill files under the lake would be tables any key could read."""
+    import subprocess
+    root, lake = _lake()
+    for data, state in [(lake, os.path.join(lake, "state")), (lake, root)]:
+        p = subprocess.run([h.BIN, "serve", "--port", "0", "--data-dir", data, "--state-dir", state],
+                           capture_output=True, text=True, timeout=20, env=h.base_env())
+        check(p.returncode != 0, "refused to start: %r" % p.stderr)
+        check("must not contain one another" in p.stderr, "says why: %r" % p.stderr)
