@@ -153,7 +153,7 @@ int dapi_serve_main(int argc, char **argv)
      * downloaded into the query directories. */
     struct dapi_engine_opts eo = {cfg.data_dir, cfg.state_dir, cfg.memory_limit,
                                   cfg.duckdb_threads, nekt ? downloads : NULL,
-                                  cfg.query_timeout * 1000};
+                                  cfg.query_timeout * 1000, cfg.max_spill_bytes};
     if(dapi_engine_open(&app.engine, &eo, err, sizeof err)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;

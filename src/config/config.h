@@ -38,6 +38,7 @@ struct dapi_config {
     int64_t shutdown_grace;     /* s */
     char *memory_limit;         /* DuckDB memory_limit, e.g. "4GB" */
     int64_t memory_headroom;    /* bytes beyond memory_limit; 0 = no process cap */
+    int64_t max_spill_bytes;    /* DuckDB max_temp_directory_size */
     int64_t duckdb_threads;
     char *api_keys_env;         /* DAPI_API_KEYS (env only) */
     /* the Nekt upstream (--backend nekt) */

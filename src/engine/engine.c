@@ -376,6 +376,14 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     dapi_buf_adds(&b, "]");
     if(!b.data || exec(e->catalog, b.data, err, errlen))
         goto out;
+    /* Spilling is shared by every key: bounded (DuckDB's default is 90% of the disk). */
+    if(opts->max_spill_bytes > 0) {
+        char spill[96];
+        snprintf(spill, sizeof spill, "SET max_temp_directory_size = '%lldB'",
+                 (long long)opts->max_spill_bytes);
+        if(exec(e->catalog, spill, err, errlen))
+            goto out;
+    }
     if(exec(e->catalog, "SET enable_external_access = false", err, errlen) ||
        exec(e->catalog, "SET lock_configuration = true", err, errlen))
         goto out;
@@ -1443,8 +1451,12 @@ static enum dapi_err classify_oom(enum dapi_err result, char **msg)
     static const char oom[] = "Out of Memory Error";
     if(result != DAPI_ERR_SQL || !*msg || strncmp(*msg, oom, sizeof oom - 1) != 0)
         return result;
-    char *why = dupmsg("the query needs more memory than this server allows (--memory-limit, "
-                       "--memory-headroom): ", *msg);
+    char *why = dupmsg(strstr(*msg, "max_temp_directory_size")
+                           ? "the query needs more temporary disk space than this server "
+                             "allows (--max-spill-bytes): "
+                           : "the query needs more memory than this server allows "
+                             "(--memory-limit, --memory-headroom): ",
+                       *msg);
     if(why) {
         char *nl = strchr(why, '\n'); /* DuckDB appends tuning advice for its own CLI */
         if(nl)

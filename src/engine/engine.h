@@ -21,6 +21,7 @@ struct dapi_engine_opts {
                                * downloads of the Nekt backend, the emulator's output. Only
                                * dapi's own SQL (the _trusted calls) may name files there. */
     int64_t check_timeout_ms; /* how long dapi_engine_check may take (0 = no limit) */
+    int64_t max_spill_bytes;  /* cap on <state_dir>/tmp (0 = DuckDB's default) */
 };
 
 /* Opens the engine: an in-memory DuckDB with extension auto-install/auto-load off, external

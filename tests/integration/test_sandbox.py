@@ -218,3 +218,17 @@ def test_state_dir_inside_the_lake_is_refused():
                            capture_output=True, text=True, timeout=20, env=h.base_env())
         check(p.returncode != 0, "refused to start: %r" % p.stderr)
         check("must not contain one another" in p.stderr, "says why: %r" % p.stderr)
+
+
+@h.timeout(120)
+def test_spill_is_bounded():
+    """Spilling is shared by every key: past --max-spill-bytes a query fails with 413."""
+    root, lake = _lake()
+    with Server(keys=[KEY_A], data_dir=lake, name="sbx-spill-cap",
+                args=["--memory-limit", "64MB", "--max-spill-bytes", "2097152",
+                      "--duckdb-threads", "1"]) as srv:
+        slug = srv.create("SELECT count(*) FROM (SELECT i::VARCHAR || 'padding-padding' AS s "
+                          "FROM range(20000000) t(i) ORDER BY s DESC)")
+        body = expect_error(srv.results(slug, 1), 413)
+        check("--max-spill-bytes" in (body.get("details") or ""), "names the cap: %r" % body)
+        eq(srv.query("SELECT 42 AS x"), [{"x": 42}], "a query after")

@@ -493,7 +493,7 @@ int main(void)
     T_EQ_INT(mkdir(data, 0755), 0);
     T_EQ_INT(mkdir(state, 0755), 0);
     char err[512] = "";
-    struct dapi_engine_opts o = {data, state, "1GB", 1, NULL, 0};
+    struct dapi_engine_opts o = {data, state, "1GB", 1, NULL, 0, 0};
     T_CHECK(dapi_engine_open(&eng, &o, err, sizeof err) == DAPI_OK, "engine opens: %s", err);
     if(eng) {
         test_every_job_once();
