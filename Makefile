@@ -80,9 +80,10 @@ test: $(B)/dapi $(UNIT_BIN)
 # and `make asan` never rebuild each other's objects. Every sanitizer report fails the run
 # (scripts/test.sh --sanitizers sets the options and collects the reports). DuckDB itself is
 # not instrumented: its allocations still go through ASan's malloc, its internals unchecked.
-ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 # GCC's shared libubsan ignores UBSAN_OPTIONS=log_path when ASan is loaded too (its reports
 # would only reach stderr); linked statically it honours it. Clang has one runtime for both.
+# (Deferred: `cc --version` runs only when `make asan` expands it.)
 ASAN_FLAGS += $(if $(findstring clang,$(shell $(CC) --version 2>/dev/null)),,-static-libubsan)
 asan: | $(DEPS_OK)
 	$(MAKE) B=build-asan OPT='-O1 -g' SAN='$(ASAN_FLAGS)' \
