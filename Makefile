@@ -6,24 +6,30 @@ PKGS    := libmicrohttpd libcurl jansson openssl
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g
-CFLAGS  += $(CSTD) $(WARN) $(OPT) -fPIC -pthread -I. -Iinclude -Isrc -isystem $(DUCKDB)/include \
+# SAN: sanitizer flags for compiling and linking (set by `make asan`; empty otherwise).
+SAN     ?=
+CFLAGS  += $(CSTD) $(WARN) $(OPT) $(SAN) -fPIC -pthread -I. -Iinclude -Isrc -isystem $(DUCKDB)/include \
            -DDUCKDB_API_NO_DEPRECATED -MMD -MP
-LDFLAGS += -pthread -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/lib'
+LDFLAGS += $(SAN) -pthread -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/lib'
 LDLIBS  += -lduckdb -lm
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
+# Every build product lives under $(B): build/ normally, build-asan/ for `make asan` (which
+# runs this Makefile again with B=build-asan and the sanitizer flags), so the two builds never
+# share an object file and neither rebuilds the other.
+B        ?= build
 LIB_SRC  := $(sort $(wildcard src/*/*.c cli/*.c))
 LIB_SRC  := $(filter-out src/app/main.c,$(LIB_SRC))
-LIB_OBJ  := $(LIB_SRC:%.c=build/obj/%.o)
+LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
 UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
-UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/tests/%)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
 # deps.sh (Debian packages + DuckDB) runs once per change of the script; it is idempotent.
 DEPS_OK  := build/.deps-ok
 
-.PHONY: all deps run test unit integration bench fuzz clean distclean format
-all: build/dapi
+.PHONY: all deps run test unit integration asan bench fuzz clean distclean format
+all: $(B)/dapi
 
 $(DEPS_OK): scripts/deps.sh
 	scripts/deps.sh
@@ -35,39 +41,54 @@ $(DUCKDB)/lib/libduckdb.so $(DUCKDB)/include/duckdb.h: | $(DEPS_OK)
 deps:
 	scripts/deps.sh
 
-build/lib/libduckdb.so: $(DUCKDB)/lib/libduckdb.so
+$(B)/lib/libduckdb.so: $(DUCKDB)/lib/libduckdb.so
 	@mkdir -p $(@D)
 	cp $< $@
 
-build/obj/%.o: %.c | $(DEPS_OK)
+$(B)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
-build/libdapi.a: $(LIB_OBJ)
+$(B)/libdapi.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/dapi: build/obj/src/app/main.o build/libdapi.a build/lib/libduckdb.so
-	$(CC) $(LDFLAGS) -o $@ build/obj/src/app/main.o build/libdapi.a $(PKG_LIBS) $(LDLIBS)
+$(B)/dapi: $(B)/obj/src/app/main.o $(B)/libdapi.a $(B)/lib/libduckdb.so
+	$(CC) $(LDFLAGS) -o $@ $(B)/obj/src/app/main.o $(B)/libdapi.a $(PKG_LIBS) $(LDLIBS)
 
-# Unit test binaries live in build/tests/ and find libduckdb through ../lib.
-build/tests/%: tests/unit/%.c tests/unit/t.h build/libdapi.a build/lib/libduckdb.so
+# Unit test binaries live in $(B)/tests/ and find libduckdb through ../lib.
+$(B)/tests/%: tests/unit/%.c tests/unit/t.h $(B)/libdapi.a $(B)/lib/libduckdb.so
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/unit $(LDFLAGS) -Wl,-rpath,'$$ORIGIN/../lib' \
-	    -o $@ $< build/libdapi.a $(PKG_LIBS) $(LDLIBS)
+	    -o $@ $< $(B)/libdapi.a $(PKG_LIBS) $(LDLIBS)
 
 DAPI_PORT ?= 5001
 run: build/dapi
 	scripts/run.sh
 
 unit: $(UNIT_BIN)
-	scripts/test.sh --unit-only
+	scripts/test.sh --unit-only --build $(B)
 
-integration: build/dapi
-	scripts/test.sh --integration-only
+integration: $(B)/dapi
+	scripts/test.sh --integration-only --build $(B)
 
-test: build/dapi $(UNIT_BIN)
-	scripts/test.sh
+test: $(B)/dapi $(UNIT_BIN)
+	scripts/test.sh --build $(B)
+
+# The whole suite (unit + integration, not fuzz) against a second build of dapi and its unit
+# tests with AddressSanitizer and UndefinedBehaviorSanitizer, in build-asan/ so that `make`
+# and `make asan` never rebuild each other's objects. Every sanitizer report fails the run
+# (scripts/test.sh --sanitizers sets the options and collects the reports). DuckDB itself is
+# not instrumented: its allocations still go through ASan's malloc, its internals unchecked.
+ASAN_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+# GCC's shared libubsan ignores UBSAN_OPTIONS=log_path when ASan is loaded too (its reports
+# would only reach stderr); linked statically it honours it. Clang has one runtime for both.
+# (Deferred: `cc --version` runs only when `make asan` expands it.)
+ASAN_FLAGS += $(if $(findstring clang,$(shell $(CC) --version 2>/dev/null)),,-static-libubsan)
+asan: | $(DEPS_OK)
+	$(MAKE) B=build-asan OPT='-O1 -g' SAN='$(ASAN_FLAGS)' \
+	    build-asan/dapi $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
+	scripts/test.sh --build build-asan --sanitizers
 
 bench:
 	scripts/deps.sh --bench
@@ -84,9 +105,9 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build
+	rm -rf build build-asan
 
 distclean: clean
 	rm -rf third_party
 
--include $(LIB_OBJ:.o=.d) build/obj/src/app/main.d
+-include $(LIB_OBJ:.o=.d) $(B)/obj/src/app/main.d $(UNIT_BIN:=.d)

@@ -2,18 +2,47 @@
  * file (health here, queries and results in queries.c). */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "api/api.h"
 #include "api/respond.h"
 #include "app/app.h"
+#include "app/probe.h"
+#include "base/buf.h"
+#include "base/clock.h"
+#include "base/json.h"
 
+/* Answered from the prober's cached outcome (app/probe.h), on the event thread: health never
+ * waits for the engine, so a wedged engine gets a prompt 503 rather than a hung check. */
 static void health(struct dapi_req *r, struct dapi_app *app, const char *slug)
 {
     static const char body[] = "{\"status\":\"ok\"}";
-    char *copy = malloc(sizeof body);
-    if(copy)
-        memcpy(copy, body, sizeof body);
-    dapi_req_respond(r, 200, copy, copy ? sizeof body - 1 : 0, NULL, NULL);
+    struct dapi_probe_status st = {.ok = 1};
+    if(app->probe)
+        dapi_probe_status(app->probe, dapi_clock_mono_ms(), &st);
+    if(st.ok) {
+        char *copy = malloc(sizeof body);
+        if(copy)
+            memcpy(copy, body, sizeof body);
+        dapi_req_respond(r, 200, copy, copy ? sizeof body - 1 : 0, NULL, NULL);
+        return;
+    }
+    char since[32] = "";
+    struct tm tm;
+    time_t t = (time_t)st.since_wall_s;
+    if(gmtime_r(&t, &tm))
+        strftime(since, sizeof since, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    struct dapi_buf b;
+    dapi_buf_init(&b, 4096);
+    /* keys in alphabetical order, like every other answer */
+    dapi_buf_adds(&b, "{\"details\":");
+    dapi_json_str(&b, st.reason, strlen(st.reason));
+    dapi_buf_adds(&b, ",\"error\":\"Engine not answering\",\"since\":");
+    dapi_json_str(&b, since, strlen(since));
+    dapi_buf_adds(&b, ",\"status\":\"unavailable\"}");
+    size_t len = 0;
+    char *out = dapi_buf_take(&b, &len);
+    dapi_req_respond(r, 503, out, out ? len : 0, "Retry-After", "5");
 }
 
 struct route {

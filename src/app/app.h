@@ -13,6 +13,7 @@
 
 struct dapi_nekt;
 struct dapi_emu;
+struct dapi_probe;
 
 struct dapi_app {
     const struct dapi_config *cfg;
@@ -25,6 +26,7 @@ struct dapi_app {
     int run_threads;
     struct dapi_nekt *nekt;       /* --backend nekt */
     struct dapi_emu *emu;         /* --emulate-nekt */
+    struct dapi_probe *probe;     /* is the engine answering? (GET /api/health, probe.h) */
     struct dapi_http *http;
     atomic_int stopping;
 };

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "app/app.h"
+#include "app/probe.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
@@ -87,6 +88,30 @@ static void unfinished(void *arg, const char *slug, const char *sql)
     *list = p;
 }
 
+/* DAPI_TEST_FAULTS: fault injection for the test suite (docs/design.md, Testing). Read once,
+ * here, from the environment: there is no flag and no route, so no request can turn a fault
+ * on. A comma-separated list of names; an unknown name stops the start, so that a typo cannot
+ * make a test pass without its fault. */
+static int test_faults(int *engine_probe, char *err, size_t errlen)
+{
+    const char *env = getenv("DAPI_TEST_FAULTS");
+    *engine_probe = 0;
+    if(!env || !*env)
+        return 0;
+    for(const char *s = env; *s;) {
+        size_t n = strcspn(s, ",");
+        if(n == strlen("engine-probe") && strncmp(s, "engine-probe", n) == 0)
+            *engine_probe = 1;
+        else if(n) {
+            snprintf(err, errlen, "DAPI_TEST_FAULTS: unknown fault '%.*s' (known: engine-probe)",
+                     (int)(n > 64 ? 64 : n), s);
+            return -1;
+        }
+        s += n + (s[n] == ',');
+    }
+    return 0;
+}
+
 int dapi_serve_main(int argc, char **argv)
 {
     struct dapi_config cfg;
@@ -109,6 +134,12 @@ int dapi_serve_main(int argc, char **argv)
     }
     app.cfg = &cfg;
     dapi_log_setup(strcmp(cfg.log_format, "json") == 0, DAPI_LOG_INFO);
+    struct dapi_probe_opts po = DAPI_PROBE_DEFAULTS;
+    if(test_faults(&po.fail, err, sizeof err)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        dapi_config_free(&cfg);
+        return 2;
+    }
 
     /* Signals are taken by sigwait below; block them before any thread starts. */
     sigset_t sigs;
@@ -167,6 +198,13 @@ int dapi_serve_main(int argc, char **argv)
        (!nekt && dapi_pool_start(&app.check_pool, "check", 2, app.engine)) ||
        dapi_pool_start(&app.run_pool, "run", app.run_threads, app.engine)) {
         fprintf(stderr, "dapi serve: cannot start the query workers\n");
+        goto out;
+    }
+    /* Both backends: the Nekt backend decodes every downloaded result through the engine too,
+     * so a broken engine breaks it as surely (Nekt itself is not probed: its outage is not
+     * ours, and a health check that follows it would take every replica out at once). */
+    if(dapi_probe_start(&app.probe, app.engine, &po)) {
+        fprintf(stderr, "dapi serve: cannot start the engine prober\n");
         goto out;
     }
     if(app.backend->start && app.backend->start(&app, err, sizeof err)) {
@@ -250,6 +288,7 @@ int dapi_serve_main(int argc, char **argv)
         dapi_clock_sleep_ms(20);
     }
     atomic_store(&app.stopping, 1);
+    dapi_probe_stop(app.probe);    /* before the abort, which would fail a probe in flight */
     dapi_engine_abort(app.engine); /* running queries stop; queued ones never start */
     dapi_httpc_abort_all();        /* upstream calls in flight stop too */
     dapi_pool_stop(app.check_pool, 0); /* later submissions are refused with 503 */
@@ -263,6 +302,7 @@ int dapi_serve_main(int argc, char **argv)
     code = 0;
 out:
     dapi_http_stop(app.http);
+    dapi_probe_free(app.probe); /* after the HTTP server: health reads it */
     dapi_pool_free(app.check_pool);
     dapi_pool_free(app.run_pool);
     dapi_emu_stop(&app);

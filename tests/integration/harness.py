@@ -13,9 +13,12 @@ Servers:
 
 Every server's stderr goes to a file; run.py prints its tail when a test fails. A server
 that dies from a signal, or does not exit on SIGTERM, fails the test that was running.
+With a sanitizer build (`make asan`), every report any process writes (server, CLI,
+sample-data) fails the test during which it was written: see sanitizer_reports().
 """
 
 import base64
+import glob
 import http.client
 import json
 import os
@@ -905,6 +908,37 @@ def teardown_module(module_name):
         except AssertionError as e:
             errs.append(str(e))
     return errs
+
+
+def _sanitizer_log_prefixes():
+    out = []
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        for opt in os.environ.get(var, "").split(":"):
+            if opt.startswith("log_path=") and len(opt) > len("log_path="):
+                out.append(opt[len("log_path=") :])
+    return out
+
+
+def sanitizer_reports():
+    """Reports written by sanitizer builds since the last call (`make asan` runs every process
+    with log_path=<build>/sanitizer/<tool>, so reports land in <tool>.<pid> files whatever
+    the process's exit status, even for a CLI run expected to fail). Each report is returned
+    once (the file is renamed to *.seen) as a text with its head."""
+    out = []
+    for prefix in _sanitizer_log_prefixes():
+        for path in sorted(glob.glob(glob.escape(prefix) + ".*")):
+            if path.endswith(".seen"):
+                continue
+            try:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+                os.replace(path, path + ".seen")
+            except OSError:
+                continue
+            lines = text.strip().splitlines()
+            first = next((l for l in lines if "ERROR:" in l or "runtime error" in l), lines[0] if lines else "")
+            out.append("sanitizer report %s: %s\n%s" % (os.path.basename(path), first.strip(), "\n".join(lines[:40])))
+    return out
 
 
 def kill_all():

@@ -12,7 +12,10 @@ prints one line per test:
     SKIP test_api.test_y: why
 
 and finally exactly one line `N passed, N failed` (plus `, N skipped` if any). Exits 1 if
-any test failed. -k keeps tests whose "file.function" name contains SUBSTR.
+any test failed. A sanitizer report (ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS log_path, set by
+`make asan`) written during a test fails that test; one written when a file's shared server
+stops fails "<file>.<shared server shutdown>".
+-k keeps tests whose "file.function" name contains SUBSTR.
 Set DAPI_IT_KEEP=1 to keep the temp dirs (server logs, lakes, state) for inspection.
 """
 
@@ -105,6 +108,11 @@ def run_test(full, fn, limit):
         if outcome != "FAIL":
             outcome, msg = "FAIL", one_line(crashes[0])
         extra += crashes
+    reports = harness.sanitizer_reports()
+    if reports:
+        if outcome != "FAIL":
+            outcome, msg = "FAIL", one_line(reports[0])
+        extra += reports
     if extra and outcome == "PASS":
         outcome, msg = "FAIL", one_line(extra[0])
     if outcome == "FAIL":
@@ -146,7 +154,8 @@ def main():
 
     def finish_module(mod):
         nonlocal failed
-        for err in harness.teardown_module(mod):
+        # Shared servers stop here: LeakSanitizer reports at their exit belong to the file.
+        for err in harness.teardown_module(mod) + harness.sanitizer_reports():
             failed += 1
             print("FAIL %s.<shared server shutdown>: %s" % (mod, one_line(err)))
             rest = err.strip().splitlines()[1:]
