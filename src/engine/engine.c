@@ -46,7 +46,7 @@ struct view {
     enum table_kind kind;
     struct timespec mtime; /* of the file (or folder): a rewrite re-creates the view */
     off_t size;
-    int failed;            /* the view could not be created: try again at the next sync */
+    int failed;            /* the view could not be created: tried again once the file changes */
     char **files;          /* TK_PARQUET_DIR: the vetted files, sorted */
     size_t nfiles;
 };
@@ -789,10 +789,14 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
     for(size_t i = 0; i < now.n; i++) {
         struct view *v = &now.v[i];
         const struct view *old = views_find(&e->views, v->layer, v->table);
-        if(old && !old->failed && old->kind == v->kind && strcmp(old->path, v->path) == 0 &&
+        if(old && old->kind == v->kind && strcmp(old->path, v->path) == 0 &&
            old->size == v->size && old->nfiles == v->nfiles &&
-           old->mtime.tv_sec == v->mtime.tv_sec && old->mtime.tv_nsec == v->mtime.tv_nsec)
+           old->mtime.tv_sec == v->mtime.tv_sec && old->mtime.tv_nsec == v->mtime.tv_nsec) {
+            /* unchanged; a file that could not be exposed is tried (and warned about) again
+             * only once it changes */
+            v->failed = old->failed;
             continue;
+        }
         v->failed = 1;
         dapi_buf_reset(&b);
         dapi_buf_adds(&b, "CREATE SCHEMA IF NOT EXISTS ");
