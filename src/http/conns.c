@@ -42,8 +42,9 @@ void dapi_addr_from_sockaddr(struct dapi_addr *a, const struct sockaddr *sa, soc
 void dapi_addr_format(const struct dapi_addr *a, char *out, size_t outlen)
 {
     static const unsigned char v4[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    const char *ok = memcmp(a->b, v4, 12) == 0 ? inet_ntop(AF_INET, a->b + 12, out, (socklen_t)outlen)
-                                                : inet_ntop(AF_INET6, a->b, out, (socklen_t)outlen);
+    const char *ok = memcmp(a->b, v4, 12) == 0
+                         ? inet_ntop(AF_INET, a->b + 12, out, (socklen_t)outlen)
+                         : inet_ntop(AF_INET6, a->b, out, (socklen_t)outlen);
     if(!ok && outlen)
         snprintf(out, outlen, "?");
 }
