@@ -66,7 +66,6 @@ struct dapi_req {
     struct dapi_buf body;
     uint64_t received;    /* body bytes received, kept or not */
     int too_large;        /* body over the limit: discard, then 413 */
-    int header_too_large;
     int close;            /* answer with Connection: close */
     int state;
     pthread_mutex_t mu;   /* guards the fields below against a worker answering */

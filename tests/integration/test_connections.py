@@ -167,7 +167,9 @@ def test_trickling_heads_closed_at_deadline():
     """40 clients sending a request head one byte every 0.5 s (each byte would restart
     libmicrohttpd's idle timer) are closed at --request-head-timeout 2, and /api/health
     answers promptly from another address meanwhile. Also closed at the deadline: a
-    connection that sends nothing, and a kept-alive one idle after its response."""
+    connection that sends nothing, and a kept-alive one idle after its response. Not cut: a
+    kept-alive connection busy with a request every 0.5 s for longer than the deadline (the
+    deadline restarts after each response), and a request whose body (not head) is slow."""
     args = ["--request-head-timeout", "2", "--max-connections", "64", "--connection-timeout", "30"]
     with Server(args=args, keys=[KEY], name="head-deadline") as s:
         n = 40
@@ -178,12 +180,20 @@ def test_trickling_heads_closed_at_deadline():
         idle.sendall(_health_req(s.port))
         check(idle.recv(65536).startswith(b"HTTP/1.1 200"), "keep-alive request")
         idle_since = time.monotonic()
+        busy = h.RawConn(s.port, timeout=5)
+        slow_body = h.RawConn(s.port, timeout=5)
+        body = json.dumps({"sql_query": "SELECT 42 AS v"}).encode()
+        slow_body.send(h.build_request("POST", "/api/queries", b"", {"Content-Type": "application/json", "x-api-key": KEY, "Content-Length": str(len(body))}, port=s.port))
         t0 = time.monotonic()
         closed_at = {}
         try:
             sent = 0
             health = []
             while len(closed_at) < n and time.monotonic() - t0 < 6:
+                busy.send(_health_req(s.port))
+                expect_status(busy.read_response(timeout=2), 200, "busy kept-alive connection at %.1f s" % (time.monotonic() - t0))
+                if sent < len(body):
+                    slow_body.send(body[sent : sent + 1])
                 for i, c in enumerate(socks):
                     if i in closed_at:
                         continue
@@ -216,9 +226,19 @@ def test_trickling_heads_closed_at_deadline():
             check(how != "open" and data == b"", "a silent connection is closed at the deadline (%s, %r)" % (how, data[:80]))
             data, how = _read_all(idle, max(0.1, 4 - (time.monotonic() - idle_since)))
             check(how != "open" and data == b"", "an idle kept-alive connection is closed at the deadline (%s, %r)" % (how, data[:80]))
+            # The slow body: its head was in time, so it is answered however long it takes.
+            slow_body.send(body[sent:])
+            r = slow_body.read_response(timeout=10)
+            expect_status(r, 200, "request with a body sent over %.1f s" % (time.monotonic() - t0))
+            # Two requests in one packet on a kept-alive connection: both answered.
+            busy.send(_health_req(s.port) + _health_req(s.port))
+            for i in range(2):
+                expect_status(busy.read_response(timeout=3), 200, "pipelined request %d" % (i + 1))
         finally:
             for c in socks + [silent, idle]:
                 c.close()
+            busy.close()
+            slow_body.close()
         # A head sent in time is served normally afterwards.
         expect_status(s.request("GET", "/api/health"), 200, "health after the trickle")
 
