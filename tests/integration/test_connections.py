@@ -123,6 +123,26 @@ def test_burst_over_connection_limit():
         check(dt < 1.0, "health after the burst took %.2f s" % dt)
         text = s.wait_stderr(lambda t: "refusing connections" in t, timeout=2)
         check("refusing connections" in text, "the refusals should be logged (once per 10 s)")
+        # No count leaked through thousands of refusals and closes: exactly `limit`
+        # connections fit again.
+        held = []
+        try:
+            deadline = time.monotonic() + 5
+            while len(held) < limit and time.monotonic() < deadline:
+                c = _connect(s.port)
+                c.sendall(_health_req(s.port))
+                data = c.recv(65536)
+                if data.startswith(b"HTTP/1.1 200"):
+                    held.append(c)
+                else:
+                    c.close()  # a wrk connection not yet closed on the server side
+                    time.sleep(0.05)
+            eq(len(held), limit, "connections held at once after the burst")
+            fate = _fate(s.port, "127.0.0.1")
+            check(fate[0] == "refused", "connection %d after the burst: %r" % (limit + 1, fate))
+        finally:
+            for c in held:
+                c.close()
 
 
 # ----------------------------------------------------------------------------- per address
