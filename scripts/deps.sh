@@ -2,8 +2,9 @@
 # Installs what dapi needs to build, test and benchmark, and fetches DuckDB.
 # Idempotent: does nothing when everything is present. Safe to run as root or with sudo.
 #
-#   scripts/deps.sh            build + test dependencies
-#   scripts/deps.sh --bench    also wrk and nginx (for `make bench`)
+#   scripts/deps.sh            build + test dependencies (wrk too: an integration test
+#                              bursts connections with it)
+#   scripts/deps.sh --bench    also nginx (for `make bench`)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -23,8 +24,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev python3 curl ca-certificates npm)
-[ "${1:-}" = "--bench" ] && debs+=(wrk nginx-light)
+      libssl-dev python3 curl ca-certificates npm wrk)
+[ "${1:-}" = "--bench" ] && debs+=(nginx-light)
 
 missing=()
 for p in "${debs[@]}"; do

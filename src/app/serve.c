@@ -236,6 +236,8 @@ int dapi_serve_main(int argc, char **argv)
                                 cfg.max_body_bytes,
                                 cfg.max_header_bytes,
                                 cfg.max_connections,
+                                cfg.max_connections_per_ip,
+                                cfg.request_head_timeout,
                                 cfg.connection_timeout,
                                 dapi_api_dispatch,
                                 &app};

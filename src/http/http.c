@@ -7,7 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
@@ -15,6 +18,24 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "http/conns.h"
+
+/* Connection limits are enforced here, not by libmicrohttpd (docs/design.md, "Connections"):
+ * on_accept admits or refuses each accepted socket against our own counts, on_connection
+ * (MHD_OPTION_NOTIFY_CONNECTION) tracks every admitted connection until it closes, and a
+ * sweeper thread closes connections that do not deliver a request head in time. */
+struct dapi_conn {
+    struct dapi_conn *prev, *next; /* h->open (h->mu) */
+    struct MHD_Connection *mc;
+    struct dapi_req *req; /* the request being read or answered (its event thread only) */
+    MHD_socket fd;
+    pthread_t owner;      /* the event thread that runs it */
+    struct dapi_addr addr;
+    int counted;          /* holds a slot in h->conns */
+    int cut;              /* shut down by dapi; MHD closes it next (h->mu) */
+    _Atomic int64_t head_since_ms; /* waiting for a request head since (monotonic) */
+    atomic_int in_request;         /* the access handler has the current request */
+};
 
 struct dapi_http {
     struct MHD_Daemon *d;
@@ -22,6 +43,15 @@ struct dapi_http {
     struct dapi_http_opts o;
     atomic_long inflight;
     int port;
+    uint64_t drain_bytes; /* an oversized body up to this size is read (and discarded) */
+    pthread_mutex_t mu;   /* guards conns, open and every dapi_conn.cut */
+    struct dapi_conns *conns;
+    struct dapi_conn *open;
+    pthread_cond_t wake;  /* stops the sweeper */
+    int stopping;
+    int sweeper_started;
+    pthread_t sweeper;
+    _Atomic int64_t refused_log_ms[2]; /* last warning about a refusal, per limit */
 };
 
 enum { ST_READING, ST_DISPATCHED, ST_DONE };
@@ -32,9 +62,11 @@ struct dapi_req {
     const char *method;
     char *path;
     int64_t start_us;
+    struct dapi_conn *c;  /* its connection (NULL if untracked) */
     struct dapi_buf body;
+    uint64_t received;    /* body bytes received, kept or not */
     int too_large;        /* body over the limit: discard, then 413 */
-    int header_too_large;
+    int close;            /* answer with Connection: close */
     int state;
     pthread_mutex_t mu;   /* guards the fields below against a worker answering */
     int deferred, suspended, answered, queued;
@@ -157,6 +189,10 @@ static enum MHD_Result queue(struct dapi_req *r)
     }
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
+    /* libmicrohttpd then closes the connection after the response instead of reading the
+     * next request from it (whose start we could not know, or which we refuse to read). */
+    if(r->close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     r->bytes_sent = r->resp_len;
     r->queued = 1;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
@@ -187,6 +223,90 @@ static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const ch
     return MHD_YES;
 }
 
+enum { LEN_OK, LEN_BAD, LEN_HUGE };
+
+/* A Content-Length value: digits only (no sign, no list). LEN_HUGE: digits, but more than
+ * 64 bits can hold. */
+static int parse_length(const char *v, uint64_t *out)
+{
+    uint64_t n = 0;
+    int huge = 0;
+    if(!v || !*v)
+        return LEN_BAD;
+    for(; *v; v++) {
+        if(*v < '0' || *v > '9')
+            return LEN_BAD;
+        unsigned d = (unsigned)(*v - '0');
+        if(n > (UINT64_MAX - d) / 10)
+            huge = 1;
+        else
+            n = n * 10 + d;
+    }
+    *out = n;
+    return huge ? LEN_HUGE : LEN_OK;
+}
+
+struct framing {
+    int lengths, codings; /* Content-Length / Transfer-Encoding headers seen */
+    int length_state;     /* LEN_* of the worst one */
+    int lengths_differ;
+    int coding_unknown;   /* a Transfer-Encoding other than exactly "chunked" */
+    uint64_t length;
+};
+
+static enum MHD_Result scan_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    struct framing *f = cls;
+    if(strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        uint64_t n = 0;
+        int st = parse_length(value, &n);
+        if(st > f->length_state)
+            f->length_state = st;
+        if(st == LEN_OK && f->lengths && n != f->length)
+            f->lengths_differ = 1;
+        if(st == LEN_OK)
+            f->length = n;
+        f->lengths++;
+    } else if(strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        if(!value || strcasecmp(value, "chunked") != 0)
+            f->coding_unknown = 1;
+        f->codings++;
+    }
+    return MHD_YES;
+}
+
+/* What is wrong with the way the request delimits its body, or NULL. Once that is
+ * ambiguous, nothing after the head can be trusted to belong to this request (the classic
+ * request-smuggling confusion between a proxy and a server), so such requests are refused
+ * and their connection closed. libmicrohttpd 0.9.75 alone would use Transfer-Encoding and
+ * ignore Content-Length, wait forever for the end of a body in a coding it cannot decode,
+ * and silently use the first of two different Content-Lengths. */
+static const char *framing_error(struct MHD_Connection *conn, int *status)
+{
+    struct framing f = {0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_framing, &f);
+    *status = 400;
+    if(f.lengths && f.codings)
+        return "Content-Length and Transfer-Encoding together";
+    if(f.coding_unknown || f.codings > 1)
+        return "Unsupported Transfer-Encoding";
+    if(f.length_state == LEN_HUGE && f.lengths == 1) {
+        *status = 413;
+        return "Request body too large";
+    }
+    if(f.length_state != LEN_OK || f.lengths_differ)
+        return "Invalid Content-Length";
+    return NULL;
+}
+
+static struct dapi_conn *conn_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct dapi_http *h = cls;
@@ -197,10 +317,23 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->conn = conn;
     r->start_us = dapi_clock_mono_us();
     r->fd = -1;
+    r->c = conn_of(conn);
+    if(r->c)
+        r->c->req = r;
     pthread_mutex_init(&r->mu, NULL);
     dapi_buf_init(&r->body, (size_t)h->o.max_body_bytes);
     atomic_fetch_add(&h->inflight, 1);
     return r;
+}
+
+/* Answers on the first call, with the head only, and closes the connection: for requests
+ * whose body we will not read. */
+static enum MHD_Result refuse_early(struct dapi_req *r, int status, const char *msg)
+{
+    r->state = ST_DISPATCHED;
+    r->close = 1;
+    respond_error(r, status, msg);
+    return queue(r);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -220,49 +353,56 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->path = strdup(url);
         if(!r->path)
             return MHD_NO;
+        if(r->c)
+            atomic_store(&r->c->in_request, 1); /* the head arrived: its deadline is met */
+        int status;
+        const char *bad = framing_error(conn, &status);
+        if(bad)
+            return refuse_early(r, status, bad);
         size_t total = 0;
         MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &total);
         if(total > (size_t)h->o.max_header_bytes)
-            r->header_too_large = 1;
-        else if(strlen(url) > (size_t)h->o.max_header_bytes)
-            r->header_too_large = 2; /* the request line: 414 */
+            return refuse_early(r, 431, "Request headers too large");
+        if(strlen(url) > (size_t)h->o.max_header_bytes)
+            return refuse_early(r, 414, "Request URI too long");
+        uint64_t len;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if(cl) {
-            char *end;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if(*end == '\0' && n > (unsigned long long)h->o.max_body_bytes)
-                r->too_large = 1;
-        }
-        if(r->too_large || r->header_too_large) {
-            /* Answer now rather than read a body we will refuse; MHD then closes the
-             * connection, which is right since the body was not consumed. */
-            r->state = ST_DISPATCHED;
-            respond_error(r, r->header_too_large == 2 ? 414 : r->header_too_large ? 431 : 413,
-                          r->header_too_large == 2 ? "Request URI too long"
-                          : r->header_too_large    ? "Request headers too large"
-                                                   : "Request body too large");
-            return queue(r);
+        if(cl && parse_length(cl, &len) == LEN_OK && len > (uint64_t)h->o.max_body_bytes) {
+            /* Too large. Answering now and closing would make the kernel reset the
+             * connection over the unread body, and most clients (which send the whole body
+             * before reading) would see the reset, not the 413. So a body up to
+             * drain_bytes is read and discarded, then answered. Larger ones, and clients
+             * that wait for "100 Continue" before sending, are answered at once. */
+            const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                             MHD_HTTP_HEADER_EXPECT);
+            if(len > h->drain_bytes || (expect && strcasecmp(expect, "100-continue") == 0))
+                return refuse_early(r, 413, "Request body too large");
+            r->too_large = 1;
         }
         return MHD_YES;
     }
     if(r->state == ST_READING && *upload_data_size) {
-        if(!r->too_large && !r->header_too_large &&
-           dapi_buf_add(&r->body, upload_data, *upload_data_size)) {
+        r->received += *upload_data_size;
+        if(!r->too_large && dapi_buf_add(&r->body, upload_data, *upload_data_size)) {
             r->too_large = 1;
             dapi_buf_free(&r->body);
         }
         *upload_data_size = 0;
+        /* A chunked body announces no size: past drain_bytes, stop reading it. No status can
+         * be sent in the middle of a body, so libmicrohttpd just closes the connection. */
+        if(r->too_large && r->received > h->drain_bytes)
+            return MHD_NO;
         return MHD_YES;
     }
     if(r->state == ST_READING) {
         r->state = ST_DISPATCHED;
-        if(r->header_too_large)
-            respond_error(r, 431, "Request headers too large");
-        else if(r->too_large)
+        if(r->too_large) {
+            r->close = 1; /* a client that sent that much may well send more */
             respond_error(r, 413, "Request body too large");
-        else
+        } else {
             h->o.dispatch(r, h->o.app);
+        }
         pthread_mutex_lock(&r->mu);
         if(!r->answered) {
             if(!r->deferred) {
@@ -298,6 +438,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     int status = r->queued ? r->status : 0; /* 0: the client left before an answer */
     dapi_log_access(r->method ? r->method : "-", r->path ? r->path : "-", status,
                     r->queued ? r->bytes_sent : 0, dur);
+    if(r->c) {
+        /* The next request head on this kept-alive connection has its deadline counted from
+         * now (the order matters: the sweeper reads in_request first). */
+        r->c->req = NULL;
+        atomic_store(&r->c->head_since_ms, dapi_clock_mono_ms());
+        atomic_store(&r->c->in_request, 0);
+    }
     free(r->resp);
     if(r->fd >= 0)
         close(r->fd);
@@ -309,12 +456,288 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&h->inflight, 1);
 }
 
+/* ------------------------------------------------------------------------ connections */
+
+/* The admission on_accept granted on this event thread, claimed by on_connection right
+ * after: libmicrohttpd calls both in one go on the accepting thread, but may drop the
+ * socket in between (out of memory). The next on_accept on the thread then finds the grant
+ * unclaimed and gives it back, so a count can never leak. */
+static _Thread_local struct {
+    struct dapi_http *h;
+    struct dapi_addr addr;
+} grant;
+
+/* A warning when connections are refused, at most every 10 s per limit: an operator should
+ * know, a flood should not fill the log. */
+static void note_refused(struct dapi_http *h, int why, const struct dapi_addr *a, int64_t open)
+{
+    int k = why == DAPI_CONNS_FULL ? 0 : 1;
+    int64_t now = dapi_clock_mono_ms(), last = atomic_load(&h->refused_log_ms[k]);
+    if(last && now - last < 10000)
+        return;
+    if(!atomic_compare_exchange_strong(&h->refused_log_ms[k], &last, now))
+        return;
+    if(k == 0) {
+        dapi_warn("refusing connections: %lld open (--max-connections %lld)", (long long)open,
+                  (long long)h->o.max_connections);
+    } else {
+        char text[64];
+        dapi_addr_format(a, text, sizeof text);
+        dapi_warn("refusing connections from %s: %lld open from it (--max-connections-per-ip "
+                  "%lld)",
+                  text, (long long)open, (long long)h->o.max_connections_per_ip);
+    }
+}
+
+/* MHD_AcceptPolicyCallback: runs on the event thread that accepted the socket, before
+ * libmicrohttpd counts it. A refused socket is closed at once (the client sees the
+ * connection closed or reset), so it never occupies anything. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t len)
+{
+    struct dapi_http *h = cls;
+    struct dapi_addr a;
+    dapi_addr_from_sockaddr(&a, sa, len);
+    pthread_mutex_lock(&h->mu);
+    if(grant.h == h)
+        dapi_conns_release(h->conns, &grant.addr);
+    grant.h = NULL;
+    int rc = dapi_conns_acquire(h->conns, &a);
+    int64_t open = rc == DAPI_CONNS_FULL ? dapi_conns_total(h->conns) : dapi_conns_of(h->conns, &a);
+    if(rc == DAPI_CONNS_OK) {
+        grant.h = h;
+        grant.addr = a;
+    }
+    pthread_mutex_unlock(&h->mu);
+    if(rc != DAPI_CONNS_OK) {
+        note_refused(h, rc, &a, open);
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: STARTED once for every connection libmicrohttpd keeps, and
+ * CLOSED exactly once for each of those, on the connection's event thread, before its
+ * socket is closed (so the sweeper may shut the socket down while it is listed). */
+static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct dapi_http *h = cls;
+    if(code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        struct dapi_conn *c = *socket_context;
+        if(!c)
+            return;
+        if(c->req)
+            c->req->c = NULL;
+        pthread_mutex_lock(&h->mu);
+        if(c->prev)
+            c->prev->next = c->next;
+        else
+            h->open = c->next;
+        if(c->next)
+            c->next->prev = c->prev;
+        if(c->counted)
+            dapi_conns_release(h->conns, &c->addr);
+        pthread_mutex_unlock(&h->mu);
+        free(c);
+        *socket_context = NULL;
+        return;
+    }
+    if(code != MHD_CONNECTION_NOTIFY_STARTED)
+        return;
+    const union MHD_ConnectionInfo *fi =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct dapi_conn *c = calloc(1, sizeof *c);
+    pthread_mutex_lock(&h->mu);
+    int granted = grant.h == h;
+    struct dapi_addr a = grant.addr;
+    grant.h = NULL;
+    if(!c || !fi) {
+        /* Cannot track it, so cannot bound it: do not serve it. */
+        if(granted)
+            dapi_conns_release(h->conns, &a);
+        pthread_mutex_unlock(&h->mu);
+        if(fi)
+            shutdown(fi->connect_fd, SHUT_RDWR);
+        free(c);
+        *socket_context = NULL;
+        return;
+    }
+    c->mc = mc;
+    c->fd = fi->connect_fd;
+    c->owner = pthread_self();
+    atomic_init(&c->head_since_ms, dapi_clock_mono_ms());
+    atomic_init(&c->in_request, 0);
+    if(granted) {
+        c->addr = a;
+        c->counted = 1;
+    } else {
+        /* Not admitted by on_accept (only MHD_add_connection does that; dapi never calls
+         * it): admit it here, or cut it. */
+        const union MHD_ConnectionInfo *ai =
+            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        dapi_addr_from_sockaddr(&c->addr, ai ? ai->client_addr : NULL,
+                                ai && ai->client_addr ? sizeof(struct sockaddr_in6) : 0);
+        c->counted = dapi_conns_acquire(h->conns, &c->addr) == DAPI_CONNS_OK;
+        if(!c->counted) {
+            shutdown(c->fd, SHUT_RDWR);
+            c->cut = 1;
+        }
+    }
+    c->next = h->open;
+    if(h->open)
+        h->open->prev = c;
+    h->open = c;
+    pthread_mutex_unlock(&h->mu);
+    *socket_context = c;
+}
+
+/* Closes connections that have not delivered a whole request head within
+ * --request-head-timeout: counted from the connection's start, or from the end of the
+ * previous response on a kept-alive connection, to the first call of the access handler.
+ * libmicrohttpd's own --connection-timeout restarts at every byte received, so a client
+ * trickling a header byte at a time would hold a connection forever. shutdown(), never
+ * close(): the socket is libmicrohttpd's; it sees the end of the stream and closes it. */
+static void *sweep_main(void *arg)
+{
+    struct dapi_http *h = arg;
+    int64_t limit_ms = h->o.request_head_timeout_s * 1000;
+    pthread_mutex_lock(&h->mu);
+    while(!h->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 100 * 1000 * 1000; /* 0.1 s: the deadline's precision */
+        if(ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&h->wake, &h->mu, &ts);
+        int64_t now = dapi_clock_mono_ms();
+        int cut = 0;
+        for(struct dapi_conn *c = h->open; c && !h->stopping; c = c->next) {
+            if(c->cut || atomic_load(&c->in_request) ||
+               now - atomic_load(&c->head_since_ms) < limit_ms)
+                continue;
+            shutdown(c->fd, SHUT_RDWR);
+            c->cut = 1;
+            cut++;
+        }
+        if(cut)
+            dapi_debug("http: closed %d connection(s) without a request head after %lld s",
+                       cut, (long long)h->o.request_head_timeout_s);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return NULL;
+}
+
+/* An answer written straight to the socket (see rescue_bad_length), in the form
+ * libmicrohttpd would give it. */
+static void send_raw_error(MHD_socket fd, int status, const char *msg, unsigned long long *sent)
+{
+    char date[64], head[256];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    size_t blen;
+    char *body = error_body(msg, &blen);
+    if(!body)
+        return;
+    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
+    int hlen = snprintf(head, sizeof head,
+                        "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
+                        "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                        status, reason && *reason ? reason : "Error", date, blen);
+    struct dapi_buf out;
+    dapi_buf_init(&out, sizeof head + blen);
+    if(hlen > 0 && !dapi_buf_add(&out, head, (size_t)hlen) && !dapi_buf_add(&out, body, blen)) {
+        /* A fresh socket's send buffer takes these few hundred bytes at once. */
+        ssize_t n = send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        *sent = n > 0 ? (unsigned long long)n : 0;
+    }
+    dapi_buf_free(&out);
+    free(body);
+}
+
+/* libmicrohttpd 0.9.75 answers a Content-Length it cannot parse (negative, not digits, or
+ * beyond 64 bits) by itself, before any callback of ours sees the request, and gets it
+ * wrong: an HTML body, and its status line and headers written twice (it builds the
+ * response, then its state machine builds it again). The one piece of our code that runs
+ * in between is this logger, because libmicrohttpd logs the error first, on the event thread
+ * parsing that request. So: find the one connection of this thread whose head is complete
+ * but not yet handed to us and which has no response yet, check its Content-Length
+ * ourselves, and if it is invalid write our JSON answer and shut the socket down, so that
+ * libmicrohttpd's own answer cannot be sent and it closes the connection. Nothing is done
+ * unless exactly one connection matches and its header is really invalid. */
+static void rescue_bad_length(struct dapi_http *h)
+{
+    pthread_t self = pthread_self();
+    struct dapi_conn *found = NULL;
+    int matches = 0;
+    pthread_mutex_lock(&h->mu);
+    for(struct dapi_conn *c = h->open; c; c = c->next) {
+        if(!pthread_equal(c->owner, self) || c->cut || atomic_load(&c->in_request))
+            continue;
+        if(!MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE) ||
+           MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_HTTP_STATUS))
+            continue;
+        found = c;
+        matches++;
+    }
+    if(matches != 1)
+        goto out;
+    int status;
+    const char *msg = framing_error(found->mc, &status);
+    if(!msg)
+        goto out;
+    unsigned long long sent = 0;
+    send_raw_error(found->fd, status, msg, &sent);
+    shutdown(found->fd, SHUT_RDWR);
+    found->cut = 1;
+    if(found->req) { /* for the access log line */
+        found->req->status = status;
+        found->req->queued = 1;
+        found->req->bytes_sent = sent;
+    }
+out:
+    pthread_mutex_unlock(&h->mu);
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     msg[strcspn(msg, "\n")] = '\0';
     dapi_debug("mhd: %s", msg);
+    rescue_bad_length(cls);
+}
+
+/* Every connection is a file descriptor, and so is every result file being sent. When
+ * accept() fails for lack of descriptors, libmicrohttpd stops accepting until one of that
+ * thread's connections closes (the same stalled state as at its own connection limit), so
+ * the soft limit is raised, up to the hard one, to fit --max-connections. */
+static void ensure_fd_limit(int64_t max_connections)
+{
+    rlim_t need = (rlim_t)max_connections * 2 + 512;
+    struct rlimit rl;
+    if(getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+    if(rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl))
+        rl.rlim_cur = was;
+    if(rl.rlim_cur < need)
+        dapi_warn("--max-connections %lld wants %llu open files but the limit is %llu (ulimit "
+                  "-n): beyond it, new connections wait until others close",
+                  (long long)max_connections, (unsigned long long)need,
+                  (unsigned long long)rl.rlim_cur);
+}
+
+static void http_free(struct dapi_http *h)
+{
+    dapi_conns_free(h->conns);
+    pthread_cond_destroy(&h->wake);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
 }
 
 enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts,
@@ -327,6 +750,24 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     h->o = *opts;
     h->quiesced = MHD_INVALID_SOCKET;
     atomic_init(&h->inflight, 0);
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    /* Reading and discarding an oversized body so that the client gets its 413 costs
+     * bandwidth; bounded to 4x the limit (at least 8 MiB). */
+    h->drain_bytes = (uint64_t)opts->max_body_bytes * 4;
+    if(h->drain_bytes < 8u << 20)
+        h->drain_bytes = 8u << 20;
+    enum dapi_err e =
+        dapi_conns_new(&h->conns, opts->max_connections, opts->max_connections_per_ip);
+    if(e) {
+        http_free(h);
+        return e;
+    }
+    ensure_fd_limit(opts->max_connections);
 
     struct addrinfo hints = {0}, *ai = NULL;
     hints.ai_family = AF_UNSPEC;
@@ -337,7 +778,7 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     if(getaddrinfo(opts->host, port, &hints, &ai)) {
         snprintf(err, errlen, "invalid value for --host: '%s' (a numeric IPv4 or IPv6 address)",
                  opts->host);
-        free(h);
+        http_free(h);
         return DAPI_ERR_INVALID;
     }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
@@ -351,21 +792,35 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
      * the CPU and halved /api/health throughput (25k vs 59-67k req/s at 32-64 KiB), and
      * at 64 KiB it was still 9% of the profile. */
     size_t mem = (size_t)opts->max_header_bytes + 16 * 1024;
+    /* libmicrohttpd's own limit must never be reached: at it, a worker takes the listen
+     * socket out of its epoll set, and 0.9.75 can then sleep with requests waiting (its
+     * epoll loop blocks again after a full batch of events, and nothing new arrives to wake
+     * it): the whole server stalled until --connection-timeout. It splits its limit evenly
+     * between the threads while connections are not spread evenly, so each thread's share
+     * is kept above our whole limit. */
+    unsigned mhd_limit = (unsigned)((opts->max_connections + 16) * opts->threads);
     h->d = MHD_start_daemon(
-        flags, (uint16_t)opts->port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
+        flags, (uint16_t)opts->port, on_accept, h, on_request, h, MHD_OPTION_SOCK_ADDR,
         ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)opts->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)opts->connection_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)opts->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
         h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
     freeaddrinfo(ai);
     if(!h->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
                  opts->host, opts->port);
-        free(h);
+        http_free(h);
         return DAPI_ERR_INVALID;
     }
+    if(pthread_create(&h->sweeper, NULL, sweep_main, h)) {
+        snprintf(err, errlen, "cannot start the HTTP connection sweeper thread");
+        MHD_stop_daemon(h->d);
+        http_free(h);
+        return DAPI_ERR_NOMEM;
+    }
+    h->sweeper_started = 1;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : opts->port;
     *out = h;
@@ -394,8 +849,15 @@ void dapi_http_stop(struct dapi_http *h)
 {
     if(!h)
         return;
-    MHD_stop_daemon(h->d);
+    if(h->sweeper_started) {
+        pthread_mutex_lock(&h->mu);
+        h->stopping = 1;
+        pthread_cond_signal(&h->wake);
+        pthread_mutex_unlock(&h->mu);
+        pthread_join(h->sweeper, NULL);
+    }
+    MHD_stop_daemon(h->d); /* every connection is CLOSED (and unlisted) by its return */
     if(h->quiesced != MHD_INVALID_SOCKET)
         close(h->quiesced);
-    free(h);
+    http_free(h);
 }

@@ -20,7 +20,10 @@ struct dapi_http_opts {
     int threads;
     int64_t max_body_bytes;
     int64_t max_header_bytes;
-    int64_t max_connections;
+    int64_t max_connections;        /* in all; further ones are closed at accept */
+    int64_t max_connections_per_ip; /* from one client address */
+    int64_t request_head_timeout_s; /* to send a request head, from connection start or the
+                                       end of the previous response */
     int64_t connection_timeout_s;
     void (*dispatch)(struct dapi_req *r, void *app);
     void *app;
