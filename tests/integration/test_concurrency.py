@@ -77,11 +77,13 @@ def test_concurrent_creates_get_unique_slugs():
 
     def creator(t):
         # Each client reads its result before creating the next query, so at most 32
-        # queries are outstanding (the server bounds its queue: --max-queued-queries).
+        # queries are outstanding (the server bounds its queue: --max-queued-queries), 16 per
+        # key (--max-queries-per-key: 16 by default).
+        key = KEY if t % 2 == 0 else KEY2
         mine = []
         for k in range(5):
-            slug = s.create("SELECT %d AS t, %d AS k" % (t, k))
-            eq(s.page(slug, 1), [{"t": t, "k": k}], "client %d query %d" % (t, k))
+            slug = s.create("SELECT %d AS t, %d AS k" % (t, k), key=key)
+            eq(s.page(slug, 1, key=key), [{"t": t, "k": k}], "client %d query %d" % (t, k))
             mine.append(slug)
         with lock:
             slugs.extend(mine)
