@@ -112,6 +112,47 @@ def test_resumed_queries_count_against_their_key():
         s.create("SELECT 2 AS two", key=KEY_B)
 
 
+@h.timeout(90)
+def test_nekt_forwarding_gets_the_same_per_key_limit():
+    """Limits are per key hash, so forwarded keys (which dapi does not check) get them too:
+    v2 creates hold a slot until their run ends, v1 page fetches while they run."""
+    k1, k2 = "nektkey1", "nektkey2"
+    # Every upstream query call takes 2 s: v2 sql-query, v1 create and v1 executions.
+    faults = "path=/api/v1/sql-query/,latency_ms=2000;path=/api/v1/explorer/queries/,method=POST,latency_ms=2000"
+    with Server(args=["--emulate-nekt", "--emulate-faults", faults], keys=[k1, k2], name="fair-emu") as emu:
+        base = ["--backend", "nekt", "--nekt-url", "http://127.0.0.1:%d" % emu.port, "--max-queries-per-key", "2", "--shutdown-grace", "1"]
+        with Server(args=base + ["--nekt-api", "v2"], keys=None, name="fair-fwd-v2") as fwd:
+            resps = _burst(fwd, [(k1, "SELECT %d AS i" % i) for i in range(10)])
+            ok = [r for r in resps if r.status == 200]
+            eq(len(ok), 2, "v2 creates admitted out of 10 concurrent ones from one key (statuses %s)" % sorted(r.status for r in resps))
+            for r in resps:
+                if r.status != 200:
+                    body = expect_error(r, 429, what="a forwarded create over the key's limit")
+                    check("--max-queries-per-key" in body.get("details", ""), "429 details: %r" % body)
+            other = fwd.create("SELECT 100 AS i", key=k2)
+            for r in ok:
+                body = jparse(r)
+                eq(fwd.page(body["query_slug"], 1, key=k1), [{"i": int(body["sql_query"].split()[1])}], "a forwarded result")
+            eq(fwd.page(other, 1, key=k2), [{"i": 100}], "the other key's result")
+            fwd.create("SELECT 7 AS i", key=k1)  # the finished runs gave their slots back
+        with Server(args=base + ["--nekt-api", "v1"], keys=None, name="fair-fwd-v1") as fwd:
+            slug = fwd.create("SELECT i FROM range(1000) t(i) ORDER BY i", key=k1)
+            out = [None] * 6
+
+            def page(i):
+                out[i] = fwd.results(slug, i + 1, key=k1)
+
+            h.run_threads(page, list(range(6)), timeout=60)
+            statuses = sorted(r.status for r in out)
+            eq(statuses.count(200), 2, "v1 pages fetched at once for one key (statuses %s)" % statuses)
+            for i, r in enumerate(out):
+                if r.status == 200:
+                    eq(jparse(r)["data"][0], {"i": i * 100}, "first row of page %d" % (i + 1))
+                else:
+                    expect_error(r, 429, what="a v1 page fetch over the key's limit")
+            eq(fwd.page(slug, 6, key=k1)[0], {"i": 500}, "page 6 once the others are done")
+
+
 # ----------------------------------------------------------------------------- stored bytes
 
 
