@@ -59,7 +59,8 @@ def _wait_meta(s, slug, pred, what, timeout=10.0):
 
 @h.timeout(60)
 def test_per_key_limit_429_while_other_keys_are_admitted():
-    args = QUIET + ["--max-queued-queries", "8", "--max-queries-per-key", "3", "--query-timeout", "2"]
+    # --query-timeout 3: no admitted query may end (and free its slot) during the burst.
+    args = QUIET + ["--max-queued-queries", "8", "--max-queries-per-key", "3", "--query-timeout", "3"]
     with Server(args=args, keys=[KEY_A, KEY_B], name="fair-429") as s:
         # SQL refused by the check gives its slot back: five refusals leave all three free.
         for i in range(5):
@@ -117,8 +118,9 @@ def test_nekt_forwarding_gets_the_same_per_key_limit():
     """Limits are per key hash, so forwarded keys (which dapi does not check) get them too:
     v2 creates hold a slot until their run ends, v1 page fetches while they run."""
     k1, k2 = "nektkey1", "nektkey2"
-    # Every upstream query call takes 2 s: v2 sql-query, v1 create and v1 executions.
-    faults = "path=/api/v1/sql-query/,latency_ms=2000;path=/api/v1/explorer/queries/,method=POST,latency_ms=2000"
+    # Every upstream query call takes 3 s (v2 sql-query, v1 create and v1 executions): no
+    # admitted one ends (and frees its slot) during a burst.
+    faults = "path=/api/v1/sql-query/,latency_ms=3000;path=/api/v1/explorer/queries/,method=POST,latency_ms=3000"
     with Server(args=["--emulate-nekt", "--emulate-faults", faults], keys=[k1, k2], name="fair-emu") as emu:
         base = ["--backend", "nekt", "--nekt-url", "http://127.0.0.1:%d" % emu.port, "--max-queries-per-key", "2", "--shutdown-grace", "1"]
         with Server(args=base + ["--nekt-api", "v2"], keys=None, name="fair-fwd-v2") as fwd:
