@@ -39,7 +39,7 @@ struct query {
     int attempts;               /* runs started whose outcome is not recorded (meta.json) */
     int in_run;                 /* one of them is going on in this process */
     int holds;                  /* holds an admission slot of its owner */
-    uint64_t seq;               /* registration order: ties of created_s for "oldest" */
+    uint64_t seq;               /* registration order (persisted): ties of created_s */
     struct waiter *waiters;
     struct query *next;         /* hash chain */
 };
@@ -232,12 +232,13 @@ struct meta {
     enum dapi_err error;
     uint64_t bytes;
     int attempts;
+    uint64_t seq;
 };
 
 static struct meta meta_of(const struct query *q)
 {
-    struct meta m = {q->slug,      q->owner, q->sql,   q->upstream, q->message,
-                     q->created_s, q->state, q->error, q->bytes,    q->attempts};
+    struct meta m = {q->slug,  q->owner, q->sql,   q->upstream, q->message, q->created_s,
+                     q->state, q->error, q->bytes, q->attempts, q->seq};
     return m;
 }
 
@@ -265,10 +266,10 @@ static int save_meta(const struct dapi_queries *qs, const struct meta *m)
     for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
         dapi_buf_addf(&b, "%02x", m->owner[i]);
     dapi_buf_addf(&b,
-                  "\",\"created\":%lld,\"state\":\"%s\",\"error\":%d,\"bytes\":%llu,"
-                  "\"attempts\":%d,\"sql\":",
-                  (long long)m->created_s, state_name(m->state), (int)m->error,
-                  (unsigned long long)m->bytes, m->attempts);
+                  "\",\"created\":%lld,\"seq\":%llu,\"state\":\"%s\",\"error\":%d,"
+                  "\"bytes\":%llu,\"attempts\":%d,\"sql\":",
+                  (long long)m->created_s, (unsigned long long)m->seq, state_name(m->state),
+                  (int)m->error, (unsigned long long)m->bytes, m->attempts);
     dapi_json_str(&b, m->sql, strlen(m->sql));
     dapi_buf_adds(&b, ",\"upstream\":");
     dapi_json_str(&b, m->upstream ? m->upstream : "", m->upstream ? strlen(m->upstream) : 0);
@@ -377,7 +378,6 @@ static void insert(struct dapi_queries *qs, struct query *q)
     q->next = qs->buckets[b];
     qs->buckets[b] = q;
     q->refs = 1;
-    q->seq = ++qs->seq;
 }
 
 /* Takes q out of the hash table (the caller holds the lock). */
@@ -404,7 +404,9 @@ static int older(const void *a, const void *b)
     const struct query *x = *(struct query *const *)a, *y = *(struct query *const *)b;
     if(x->created_s != y->created_s)
         return x->created_s < y->created_s ? -1 : 1;
-    return x->seq < y->seq ? -1 : x->seq > y->seq;
+    if(x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    return strcmp(x->slug, y->slug);
 }
 
 /* Deletes finished results, oldest first, to get keys back under their quota. key != NULL:
@@ -489,7 +491,8 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
     const char *msg = dapi_jv_str(dapi_jv_get(root, "message"), NULL);
     const char *upstream = dapi_jv_str(dapi_jv_get(root, "upstream"), NULL);
     struct dapi_jv *created = dapi_jv_get(root, "created"), *err = dapi_jv_get(root, "error"),
-                   *bytes = dapi_jv_get(root, "bytes"), *attempts = dapi_jv_get(root, "attempts");
+                   *bytes = dapi_jv_get(root, "bytes"), *attempts = dapi_jv_get(root, "attempts"),
+                   *seq = dapi_jv_get(root, "seq");
     if(!owner || strlen(owner) != 2 * DAPI_KEY_HASH_LEN || !sql || !state || !created ||
        dapi_jv_type(created) != DAPI_J_INT || !err || dapi_jv_type(err) != DAPI_J_INT)
         goto out;
@@ -516,6 +519,9 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
                           dapi_jv_int(attempts) < 1000
                       ? (int)dapi_jv_int(attempts)
                       : 0;
+    q->seq = seq && dapi_jv_type(seq) == DAPI_J_INT && dapi_jv_int(seq) > 0
+                 ? (uint64_t)dapi_jv_int(seq)
+                 : 0; /* (older state dirs: 0, the slug breaks ties) */
     if(strcmp(state, "done") == 0) {
         q->state = DAPI_Q_DONE;
         char rp[4096];
@@ -591,6 +597,8 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
             continue;
         }
         insert(qs, q);
+        if(q->seq > qs->seq)
+            qs->seq = q->seq; /* new queries come after every loaded one */
         if(q->state == DAPI_Q_DONE)
             bytes_add(qs, q, q->bytes);
         else
@@ -747,6 +755,7 @@ enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *
     if(qs->bytes >= qs->max_bytes)
         evict(qs, NULL, NULL, &gone);
     uint64_t used = qs->bytes;
+    q->seq = ++qs->seq; /* persisted: "oldest" means the same after a restart */
     pthread_mutex_unlock(&qs->lock);
     remove_dirs(qs, &gone);
     if(used >= qs->max_bytes) {
@@ -968,10 +977,12 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     enum dapi_err error = q->error;
     uint64_t bytes = q->bytes;
     int attempts = q->attempts;
+    uint64_t seq = q->seq;
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
     if(sql && up) {
-        struct meta m = {slug, owner, sql, up, message, created, state, error, bytes, attempts};
+        struct meta m = {slug, owner, sql, up, message, created, state, error, bytes, attempts,
+                         seq};
         result = save_meta(qs, &m) ? DAPI_ERR_IO : DAPI_OK;
     }
     free(up);
@@ -1046,7 +1057,8 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
                      error ? DAPI_Q_FAILED : DAPI_Q_DONE,
                      error,
                      error ? 0 : bytes,
-                     0};
+                     0,
+                     q->seq};
     save_meta(qs, &m);
     pthread_mutex_unlock(&qs->persist);
 

@@ -985,6 +985,44 @@ static void test_key_quota(void)
     rm_rf(state);
 }
 
+/* "Oldest" is creation order, within a second too, and stays so across a restart (the
+ * registration order is persisted; directory order is arbitrary). */
+static void test_oldest_across_restart(void)
+{
+    char state[128];
+    state_dir(state, sizeof state, "oldest");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char a[10][DAPI_SLUG_MAX];
+    uint64_t size = 0;
+    for(int i = 0; i < 8; i++) {
+        T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a[i], NULL, 0), DAPI_OK);
+        size = write_result(qs, a[i], 50);
+        dapi_queries_finish(qs, a[i], DAPI_OK, NULL, size);
+    }
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 4 * size};
+    dapi_queries_set_limits(qs, &lim);
+    /* Created in the same second as the others, after them. */
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a[8], NULL, 0), DAPI_OK);
+    dapi_queries_finish(qs, a[8], DAPI_OK, NULL, write_result(qs, a[8], 50));
+    for(int i = 0; i < 9; i++) {
+        enum dapi_err e;
+        enum dapi_qstate st = state_of(qs, a[i], 1000, &e);
+        if(i < 5)
+            T_CHECK(e == DAPI_ERR_NOT_FOUND, "result %d of 9 (oldest five) deleted", i);
+        else
+            T_CHECK(e == DAPI_OK && st == DAPI_Q_DONE, "result %d of 9 (newest four) kept", i);
+    }
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
 /* When the store is full, keys over their quota (here: after a restart with a smaller one)
  * lose their oldest results first; only then is a new query refused. */
 static void test_full_store_costs_keys_over_quota(void)
@@ -1191,6 +1229,7 @@ int main(void)
     test_damaged_meta();
     test_admission();
     test_key_quota();
+    test_oldest_across_restart();
     test_full_store_costs_keys_over_quota();
     test_crash_guard();
     test_orphans();
