@@ -40,6 +40,10 @@ struct query {
     int in_run;                 /* one of them is going on in this process */
     int holds;                  /* holds an admission slot of its owner */
     uint64_t seq;               /* registration order (persisted): ties of created_s */
+    /* Serialises this query's meta.json rewrites (they share meta.json.tmp and must land in
+     * order); other queries' are written in parallel: each run writes twice (start, end), so
+     * one lock for all would bound the whole server's run rate by the disk's fsync time. */
+    pthread_mutex_t persist;
     struct waiter *waiters;
     struct query *next;         /* hash chain */
 };
@@ -58,7 +62,6 @@ struct keyuse {
 
 struct dapi_queries {
     pthread_mutex_t lock;
-    pthread_mutex_t persist; /* serialises meta.json rewrites of existing queries */
     char *dir; /* <state>/queries */
     int64_t retention_s;
     uint64_t max_bytes, bytes;
@@ -92,6 +95,7 @@ static struct query *find(struct dapi_queries *qs, const char *slug)
 
 static void qfree(struct query *q)
 {
+    pthread_mutex_destroy(&q->persist);
     dapi_result_close(q->result);
     free(q->sql);
     free(q->upstream);
@@ -498,11 +502,12 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
         goto out;
     if(!(q = calloc(1, sizeof *q)))
         goto out;
+    pthread_mutex_init(&q->persist, NULL);
     snprintf(q->slug, sizeof q->slug, "%s", slug);
     for(int i = 0; i < DAPI_KEY_HASH_LEN; i++) {
         int hi = hexval(owner[2 * i]), lo = hexval(owner[2 * i + 1]);
         if(hi < 0 || lo < 0) {
-            free(q);
+            qfree(q);
             q = NULL;
             goto out;
         }
@@ -558,7 +563,6 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     if(!qs)
         return DAPI_ERR_NOMEM;
     pthread_mutex_init(&qs->lock, NULL);
-    pthread_mutex_init(&qs->persist, NULL);
     qs->retention_s = retention_s;
     qs->max_bytes = max_state_bytes;
     qs->lim.max_active = qs->lim.max_key_active = qs->lim.max_key_bytes = UINT64_MAX;
@@ -655,7 +659,6 @@ void dapi_queries_close(struct dapi_queries *qs)
             free(k);
         }
     pthread_mutex_destroy(&qs->lock);
-    pthread_mutex_destroy(&qs->persist);
     free(qs->dir);
     free(qs);
 }
@@ -740,6 +743,7 @@ enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *
         free(q);
         return DAPI_ERR_NOMEM;
     }
+    pthread_mutex_init(&q->persist, NULL);
     /* 22 base62 characters = 130 bits of randomness. */
     memcpy(q->slug, "dapi-query-", 11);
     if((result = dapi_random_base62(q->slug + 11, 22))) {
@@ -834,50 +838,70 @@ int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
     return claimed;
 }
 
+/* A reference to slug's query with its persist lock held, or NULL. The fields a meta.json
+ * write reads without the main lock change only under that lock (upstream) or never. */
+static struct query *persist_begin(struct dapi_queries *qs, const char *slug)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = find(qs, slug);
+    if(q)
+        q->refs++;
+    pthread_mutex_unlock(&qs->lock);
+    if(q)
+        pthread_mutex_lock(&q->persist);
+    return q;
+}
+
+static void persist_end(struct dapi_queries *qs, struct query *q)
+{
+    pthread_mutex_unlock(&q->persist);
+    pthread_mutex_lock(&qs->lock);
+    unref(q);
+    pthread_mutex_unlock(&qs->lock);
+}
+
 enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, char *why,
                                      size_t whylen)
 {
-    /* The persist lock first: no other meta.json write of this query interleaves, and the
-     * fields read below without the main lock change only under it (set_upstream) or never. */
-    pthread_mutex_lock(&qs->persist);
+    struct query *q = persist_begin(qs, slug);
+    if(!q)
+        return DAPI_ERR_NOT_FOUND;
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
-    if(!q || q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED) {
+    enum dapi_err result = DAPI_OK;
+    if(find(qs, slug) != q) /* expired meanwhile */
+        result = DAPI_ERR_NOT_FOUND;
+    else if(q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED)
+        result = DAPI_ERR_INVALID;
+    if(result) {
         pthread_mutex_unlock(&qs->lock);
-        pthread_mutex_unlock(&qs->persist);
-        return q ? DAPI_ERR_INVALID : DAPI_ERR_NOT_FOUND;
+        persist_end(qs, q);
+        return result;
     }
     q->state = DAPI_Q_RUNNING;
     q->attempts++;
     q->in_run = 1;
-    q->refs++;
     struct meta m = meta_of(q);
     m.message = NULL;
     pthread_mutex_unlock(&qs->lock);
     /* Counted and fsynced before the run starts: if the run kills the process, the next
      * start knows (DAPI_QUERY_MAX_ATTEMPTS). */
     int e = save_meta(qs, &m);
-    pthread_mutex_lock(&qs->lock);
     if(e) {
+        pthread_mutex_lock(&qs->lock);
         q->attempts--;
         q->in_run = 0;
+        pthread_mutex_unlock(&qs->lock);
     }
-    unref(q);
-    pthread_mutex_unlock(&qs->lock);
-    pthread_mutex_unlock(&qs->persist);
+    persist_end(qs, q);
     return e ? storage_error(e, "to record that the query starts", why, whylen) : DAPI_OK;
 }
 
 void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
 {
-    pthread_mutex_lock(&qs->persist);
-    pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
-    if(!q) {
-        pthread_mutex_unlock(&qs->lock);
-        pthread_mutex_unlock(&qs->persist);
+    struct query *q = persist_begin(qs, slug);
+    if(!q)
         return;
-    }
+    pthread_mutex_lock(&qs->lock);
     slot_release(qs, q);
     int rollback = q->in_run && (q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING);
     if(q->state == DAPI_Q_RUNNING)
@@ -887,16 +911,12 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
         q->attempts--;
         q->in_run = 0;
     }
-    q->refs++;
     struct meta m = meta_of(q);
     m.message = NULL;
     pthread_mutex_unlock(&qs->lock);
     if(rollback)
         save_meta(qs, &m);
-    pthread_mutex_lock(&qs->lock);
-    unref(q);
-    pthread_mutex_unlock(&qs->lock);
-    pthread_mutex_unlock(&qs->persist);
+    persist_end(qs, q);
 }
 
 enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
@@ -950,17 +970,20 @@ void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out,
 enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
                                         const char *upstream)
 {
-    /* Snapshot every field under the lock, write meta.json without it; the persist lock
-     * keeps this write and finish()'s from interleaving on meta.json.tmp. */
+    /* Snapshot every field under the lock, write meta.json without it; the query's persist
+     * lock keeps this write and finish()'s from interleaving on meta.json.tmp. */
     enum dapi_err result = DAPI_ERR_NOMEM;
     char *copy = strdup(upstream), *sql = NULL, *message = NULL;
     unsigned char owner[DAPI_KEY_HASH_LEN];
     if(!copy)
         return DAPI_ERR_NOMEM;
-    pthread_mutex_lock(&qs->persist);
-    pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = persist_begin(qs, slug);
     if(!q) {
+        free(copy);
+        return DAPI_ERR_NOT_FOUND;
+    }
+    pthread_mutex_lock(&qs->lock);
+    if(find(qs, slug) != q) { /* expired meanwhile */
         pthread_mutex_unlock(&qs->lock);
         result = DAPI_ERR_NOT_FOUND;
         goto out;
@@ -987,7 +1010,7 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     }
     free(up);
 out:
-    pthread_mutex_unlock(&qs->persist);
+    persist_end(qs, q);
     free(copy);
     free(sql);
     free(message);
@@ -1034,20 +1057,15 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
         error = DAPI_ERR_IO;
         message = "the materialised result could not be read back";
     }
-    pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = persist_begin(qs, slug);
     if(!q) {
-        pthread_mutex_unlock(&qs->lock);
         dapi_result_close(res);
         return;
     }
-    q->refs++;
-    pthread_mutex_unlock(&qs->lock);
 
     /* Persist first: a client told "done" must find it done after a restart. The fields
      * read here change only under the persist lock (set_upstream) or here. The outcome is
      * recorded, so the attempts no longer count. */
-    pthread_mutex_lock(&qs->persist);
     struct meta m = {slug,
                      q->owner,
                      q->sql,
@@ -1060,7 +1078,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
                      0,
                      q->seq};
     save_meta(qs, &m);
-    pthread_mutex_unlock(&qs->persist);
+    pthread_mutex_unlock(&q->persist);
 
     pthread_mutex_lock(&qs->lock);
     q->state = error ? DAPI_Q_FAILED : DAPI_Q_DONE;
