@@ -262,12 +262,13 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
         dapi_respond_error(r, 413, "SQL query too long", d);
         goto out;
     }
-    /* Admission: refuse now rather than accept a query we cannot run soon. */
-    if(dapi_pool_load(app->run_pool) >=
-       (size_t)(app->cfg->max_queued_queries + app->run_threads)) {
-        dapi_respond_error_h(r, 503, "Server busy, retry later",
-                             "too many queries waiting to run (--max-queued-queries)",
-                             "Retry-After", "5");
+    /* Admission: refuse now rather than accept a query we cannot run soon. The slot is
+     * reserved here, before the SQL check, in one step with the limit checks (per key, then
+     * server-wide), so concurrent creates cannot all see the same free room; the backend
+     * moves it to the query or gives it back. */
+    enum dapi_err admitted = dapi_queries_admit(app->queries, hash);
+    if(admitted) {
+        dapi_backend_refuse_admission(app, r, admitted, hash);
         goto out;
     }
     app->backend->create(app, r, sql, key, hash);

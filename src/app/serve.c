@@ -235,6 +235,12 @@ int dapi_serve_main(int argc, char **argv)
         fprintf(stderr, "dapi serve: %s\n", err);
         goto out;
     }
+    /* The server-wide bound is the one the run pool had (a worker each, plus a queue); it now
+     * covers queries being checked too, and is counted in one place with the per-key one. */
+    struct dapi_queries_limits lim = {(uint64_t)(cfg.max_queued_queries + app.run_threads),
+                                      (uint64_t)cfg.max_queries_per_key,
+                                      (uint64_t)cfg.max_state_bytes_per_key};
+    dapi_queries_set_limits(app.queries, &lim);
     while(resume) {
         struct pending *p = resume;
         resume = p->next;

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include "auth/keys.h"
+#include "dapi/err.h"
 #include "http/http.h"
 
 struct dapi_app;
@@ -16,7 +17,10 @@ struct dapi_backend_ops {
     int (*start)(struct dapi_app *app, char *err, size_t errlen);
     void (*stop)(struct dapi_app *app);
     /* POST /api/queries after validation. Takes sql (malloc'd). key is the client's key
-     * (borrowed, for forwarding); key_hash identifies the owner. */
+     * (borrowed, for forwarding); key_hash identifies the owner. Called holding one
+     * admission slot reserved for key_hash (dapi_queries_admit): the backend moves it to the
+     * query it creates (dapi_queries_hold), or gives it back (dapi_queries_unadmit) — once,
+     * whatever happens (refused SQL, errors, shutdown). */
     void (*create)(struct dapi_app *app, struct dapi_req *r, char *sql, const char *key,
                    const unsigned char *key_hash);
     /* GET …/results after validation: page >= 1; page_text is its canonical decimal form. */
@@ -54,5 +58,14 @@ enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn 
 
 /* HTTP status for a failed query's error code. */
 int dapi_backend_failure_status(int err);
+
+/* The answer to a query that could not be created: DAPI_ERR_BUSY (store full, no space on
+ * the state disk) is 503 + Retry-After; why (may be NULL or "") becomes "details". */
+void dapi_backend_create_failure(struct dapi_req *r, enum dapi_err err, const char *why);
+/* The answer to a refused admission (dapi_queries_admit / dapi_queries_retry):
+ * DAPI_ERR_RATE is 429 naming --max-queries-per-key, DAPI_ERR_BUSY 503, both with
+ * Retry-After. */
+void dapi_backend_refuse_admission(struct dapi_app *app, struct dapi_req *r, enum dapi_err err,
+                                   const unsigned char *key_hash);
 
 #endif

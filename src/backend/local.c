@@ -28,6 +28,45 @@ int dapi_backend_failure_status(int e)
     }
 }
 
+void dapi_backend_create_failure(struct dapi_req *r, enum dapi_err err, const char *why)
+{
+    if(err == DAPI_ERR_BUSY) /* store full, or no space on the state disk: temporary */
+        dapi_respond_error_h(r, 503, "Server busy, retry later",
+                             why && *why ? why : "the result store is full (--max-state-bytes)",
+                             "Retry-After", "30");
+    else
+        dapi_respond_error(r, dapi_err_status(err), dapi_err_message(err),
+                           why && *why ? why : NULL);
+}
+
+void dapi_backend_refuse_admission(struct dapi_app *app, struct dapi_req *r, enum dapi_err err,
+                                   const unsigned char *key_hash)
+{
+    char d[256];
+    if(err == DAPI_ERR_RATE) {
+        snprintf(d, sizeof d,
+                 "this API key already has %llu queries being checked, queued or running; the "
+                 "limit is %lld (--max-queries-per-key): retry when one of them has finished",
+                 (unsigned long long)dapi_queries_active(app->queries, key_hash),
+                 (long long)app->cfg->max_queries_per_key);
+        dapi_respond_error_h(r, 429, "Too many queries for this API key, retry later", d,
+                             "Retry-After", "5");
+    } else if(err == DAPI_ERR_BUSY) {
+        dapi_respond_error_h(r, 503, "Server busy, retry later",
+                             "too many queries waiting to run (--max-queued-queries)",
+                             "Retry-After", "5");
+    } else {
+        dapi_respond_error(r, dapi_err_status(err), dapi_err_message(err), NULL);
+    }
+}
+
+/* DuckDB's own writes (spilling to <state-dir>/tmp) that found the disk full: temporary, like
+ * the result writer's. Its message holds the temporary file's path, so it is replaced. */
+static int engine_out_of_space(const char *msg)
+{
+    return msg && (strstr(msg, "No space left on device") || strstr(msg, "Disk quota exceeded"));
+}
+
 enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn *conn,
                                         const char *sql, const char *path, int from_upstream,
                                         uint64_t *bytes, char **details)
@@ -37,7 +76,13 @@ enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn 
     uint64_t rows = 0, pages = 0;
     enum dapi_err result;
     struct dapi_result_limits limits = {(uint64_t)app->cfg->max_result_rows,
-                                        (uint64_t)app->cfg->max_result_bytes};
+                                        (uint64_t)app->cfg->max_result_bytes, NULL};
+    /* A result one key may not store whole is stopped as soon as it is too large; the
+     * registry checks the exact file size when it is recorded. */
+    if(app->cfg->max_state_bytes_per_key < app->cfg->max_result_bytes) {
+        limits.max_bytes = (uint64_t)app->cfg->max_state_bytes_per_key;
+        limits.bytes_setting = "the most one API key may store, --max-state-bytes-per-key";
+    }
     struct dapi_buf why;
     dapi_buf_init(&why, 64 * 1024);
     *details = NULL;
@@ -50,6 +95,12 @@ enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn 
         if(!result)
             result = dapi_result_writer_finish(w, &rows, &pages, bytes);
     }
+    if(result == DAPI_ERR_SQL && engine_out_of_space(msg)) {
+        result = DAPI_ERR_BUSY;
+        free(msg);
+        msg = strdup("no space left on the state disk (--state-dir) for the query's temporary "
+                     "data");
+    }
     if(result == DAPI_ERR_TIMEOUT)
         dapi_buf_addf(&why, "the query ran longer than %lld s (--query-timeout)",
                       (long long)app->cfg->query_timeout);
@@ -60,6 +111,8 @@ enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn 
         dapi_buf_adds(&why, msg);
     else if(result && w && dapi_result_writer_error(w))
         dapi_buf_adds(&why, dapi_result_writer_error(w));
+    else if(result == DAPI_ERR_BUSY && !w) /* the writer could not even start */
+        dapi_buf_adds(&why, "no space left on the state disk (--state-dir) for the result");
     else if(result)
         dapi_buf_adds(&why, dapi_err_message(result));
     if(result == DAPI_ERR_SQL && from_upstream)
@@ -75,14 +128,22 @@ enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn 
 void dapi_backend_materialise(struct dapi_app *app, struct dapi_econn *conn, const char *slug,
                               const char *sql)
 {
-    char path[4096], *details = NULL;
+    char path[4096], *details = NULL, why[512];
     uint64_t bytes = 0;
-    dapi_queries_set_running(app->queries, slug);
+    enum dapi_err result = dapi_queries_start_run(app->queries, slug, why, sizeof why);
+    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID)
+        return; /* expired meanwhile, or finished by someone else */
+    if(result) { /* the attempt could not be recorded: running it would defeat the guard */
+        dapi_warn("query %s not run: %s", slug, why);
+        dapi_queries_finish(app->queries, slug, result, why, 0);
+        return;
+    }
     dapi_queries_result_path(app->queries, slug, path, sizeof path);
     int64_t t0 = dapi_clock_mono_ms();
-    enum dapi_err result = dapi_backend_write_result(app, conn, sql, path, 0, &bytes, &details);
+    result = dapi_backend_write_result(app, conn, sql, path, 0, &bytes, &details);
     if(result && atomic_load(&app->stopping)) {
         dapi_info("query %s interrupted by shutdown; it will run again after a restart", slug);
+        dapi_queries_drop(app->queries, slug);
     } else {
         if(result)
             dapi_info("query %s failed (%s)", slug, dapi_err_message(result));
@@ -108,6 +169,8 @@ static void run_query(void *arg, struct dapi_econn *conn)
     /* conn == NULL: discarded at shutdown; it stays queued on disk and runs after a restart */
     if(conn)
         dapi_backend_materialise(j->app, conn, j->slug, j->sql);
+    else
+        dapi_queries_drop(j->app->queries, j->slug);
     free(j->sql);
     free(j);
 }
@@ -131,8 +194,22 @@ static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const ch
 
 static void local_unfinished(struct dapi_app *app, const char *slug, const char *sql)
 {
-    if(submit_run(app, slug, sql))
+    /* Admitted before the restart: it counts against its key again, whatever the limits. */
+    dapi_queries_hold(app->queries, slug, NULL);
+    if(submit_run(app, slug, sql)) {
         dapi_error("query %s could not be queued again", slug);
+        dapi_queries_drop(app->queries, slug);
+    }
+}
+
+/* A query that failed for lack of space, queued again by a results request. */
+static void local_retry(struct dapi_app *app, const char *slug)
+{
+    char *sql = dapi_queries_sql(app->queries, slug);
+    if(!sql || submit_run(app, slug, sql))
+        dapi_queries_finish(app->queries, slug, DAPI_ERR_BUSY,
+                            "the server could not queue the query", 0);
+    free(sql);
 }
 
 /* ---- POST /api/queries ------------------------------------------------------------- */
@@ -148,8 +225,9 @@ static void check_query(void *arg, struct dapi_econn *conn)
 {
     struct create_job *j = arg;
     struct dapi_app *app = j->app;
-    char *msg = NULL, slug[DAPI_SLUG_MAX];
+    char *msg = NULL, slug[DAPI_SLUG_MAX], why[512] = "";
     enum dapi_err result;
+    int reserved = 1; /* the admission slot reserved for this key (dapi_api_create_query) */
     if(!conn) {
         dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
         goto out;
@@ -159,18 +237,31 @@ static void check_query(void *arg, struct dapi_econn *conn)
         dapi_respond_error(j->req, 400, "Invalid SQL query", msg);
         goto out;
     }
+    if(result && atomic_load(&app->stopping)) {
+        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        goto out;
+    }
+    if(result) /* not the SQL's fault: the engine could not check it now */
+        snprintf(why, sizeof why, "%s", msg ? msg : "the SQL could not be checked");
     if(!result)
         result = dapi_queries_create(app->queries, j->key, j->sql, NULL, dapi_clock_wall_s(),
-                                     slug);
-    if(!result && (result = submit_run(app, slug, j->sql)))
-        dapi_queries_finish(app->queries, slug, result, "the server could not queue the query",
-                            0);
+                                     slug, why, sizeof why);
+    if(!result) {
+        /* the slot is the query's now, given back when it finishes */
+        dapi_queries_hold(app->queries, slug, j->key);
+        reserved = 0;
+        if((result = submit_run(app, slug, j->sql)))
+            dapi_queries_finish(app->queries, slug, result,
+                                "the server could not queue the query", 0);
+    }
     if(result) {
-        dapi_respond_create_failure(j->req, result);
+        dapi_backend_create_failure(j->req, result, why);
         goto out;
     }
     dapi_respond_created(j->req, slug, j->sql);
 out:
+    if(reserved)
+        dapi_queries_unadmit(app->queries, j->key);
     free(msg);
     free(j->sql);
     free(j);
@@ -181,6 +272,7 @@ static void local_create(struct dapi_app *app, struct dapi_req *r, char *sql, co
 {
     struct create_job *j = calloc(1, sizeof *j);
     if(!j) {
+        dapi_queries_unadmit(app->queries, key_hash);
         free(sql);
         dapi_respond_error(r, 500, "Out of memory", NULL);
         return;
@@ -190,7 +282,10 @@ static void local_create(struct dapi_app *app, struct dapi_req *r, char *sql, co
     j->sql = sql;
     memcpy(j->key, key_hash, DAPI_KEY_HASH_LEN);
     dapi_req_defer(r);
-    if(dapi_pool_submit(app->check_pool, check_query, j, (size_t)app->cfg->max_queued_queries)) {
+    /* No cap here: admission (a slot per query being checked, queued or running) bounds the
+     * queue already, and a second, looser bound would make the limits inexact. */
+    if(dapi_pool_submit(app->check_pool, check_query, j, 0)) {
+        dapi_queries_unadmit(app->queries, key_hash);
         free(j->sql);
         free(j);
         dapi_respond_error_h(r, 503, "Server busy, retry later",
@@ -264,6 +359,31 @@ static void answer(struct wait_ctx *c, int may_wait)
             return;
         }
         dapi_respond_error(c->req, 500, "Internal server error", "query state changed");
+        wait_free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_FAILED && v.error == DAPI_ERR_BUSY) {
+        /* It failed for want of room (no space on the state disk, or no queue place), not
+         * because of the query: the client's retry loop should get its result once there is
+         * room. So: 503 + Retry-After (not the execution-failure shape, which clients take
+         * as final), and the query is queued to run again — once per such answer, so an
+         * unchanged full disk costs one run per Retry-After, not a busy loop. */
+        char d[1400];
+        enum dapi_err again = dapi_queries_retry(app->queries, c->slug);
+        if(again == DAPI_OK) {
+            if(!c->rerun)
+                local_retry(app, c->slug);
+            else if(dapi_queries_claim(app->queries, c->slug))
+                c->rerun(app, c->slug, c->client_key);
+        }
+        snprintf(d, sizeof d, "%s; %s", v.message[0] ? v.message : "the server was busy",
+                 again == DAPI_OK ? "the query is queued to run again: retry this request"
+                                  : "retry this request to run the query again");
+        dapi_queries_release(app->queries, &v);
+        if(again == DAPI_ERR_RATE)
+            dapi_backend_refuse_admission(app, c->req, again, c->key);
+        else
+            dapi_respond_error_h(c->req, 503, "Server busy, retry later", d, "Retry-After", "30");
         wait_free(c);
         return;
     }

@@ -229,11 +229,20 @@ static void v2_run(void *arg, struct dapi_econn *conn)
     uint64_t bytes = 0;
     enum dapi_err result = DAPI_ERR_UPSTREAM;
     struct dapi_buf details, sql;
+    char start_why[512];
     dapi_buf_init(&details, 64 * 1024);
     dapi_buf_init(&sql, 1 << 20);
-    if(!conn) /* discarded at shutdown: stays queued, runs again on the next request */
+    if(!conn) { /* discarded at shutdown: stays queued, runs again on the next request */
+        dapi_queries_drop(app->queries, j->slug);
         goto out;
-    dapi_queries_set_running(app->queries, j->slug);
+    }
+    result = dapi_queries_start_run(app->queries, j->slug, start_why, sizeof start_why);
+    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID)
+        goto out; /* expired meanwhile, or finished by someone else */
+    if(result) { /* the attempt could not be recorded: running it would defeat the guard */
+        dapi_queries_finish(app->queries, j->slug, result, start_why, 0);
+        goto out;
+    }
     dapi_queries_dir(app->queries, j->slug, dir, sizeof dir);
     int64_t t0 = dapi_clock_mono_ms();
     for(int n = 1; n <= MAX_EXECUTIONS; n++) {
@@ -273,6 +282,7 @@ static void v2_run(void *arg, struct dapi_econn *conn)
     if(result && atomic_load(&app->stopping)) {
         dapi_info("query %s interrupted by shutdown; it runs again on its next request",
                   j->slug);
+        dapi_queries_drop(app->queries, j->slug);
         goto out;
     }
     if(result)
@@ -307,6 +317,9 @@ static void v2_submit(struct dapi_app *app, const char *slug, const char *sql, c
 /* A query left queued by a previous run, picked up by a results request with its key. */
 static void v2_rerun(struct dapi_app *app, const char *slug, const char *key)
 {
+    /* admitted before the restart: counts against its key again, whatever the limits (a
+     * query queued again after a lack of space holds its slot already) */
+    dapi_queries_hold(app->queries, slug, NULL);
     char *sql = dapi_queries_sql(app->queries, slug);
     if(!sql) {
         dapi_queries_finish(app->queries, slug, DAPI_ERR_INTERNAL, "the query's SQL is lost", 0);
@@ -492,12 +505,16 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
                            details.data);
         goto out;
     }
-    if((result = dapi_queries_create(app->queries, j->kh, j->sql, up, dapi_clock_wall_s(), slug))) {
-        dapi_respond_create_failure(j->req, result);
+    char why[512];
+    if((result = dapi_queries_create(app->queries, j->kh, j->sql, up, dapi_clock_wall_s(), slug,
+                                     why, sizeof why))) {
+        dapi_backend_create_failure(j->req, result, why);
         goto out;
     }
     dapi_respond_created(j->req, slug, j->sql);
 out:
+    /* A v1 query has no run of its own: its admission slot covered the upstream creation. */
+    dapi_queries_unadmit(app->queries, j->kh);
     dapi_buf_free(&details);
     free(j->sql);
     free(j->key);
@@ -513,6 +530,7 @@ struct v1_page {
     char page_text[48];
     uint64_t page;
     char *key;
+    unsigned char kh[DAPI_KEY_HASH_LEN]; /* holds an admission slot while it fetches */
 };
 
 static void page_path(struct dapi_app *app, const char *slug, uint64_t page, const char *ext,
@@ -730,6 +748,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
 out:
     if(claimed)
         page_release(app->nekt, p->slug, p->page);
+    dapi_queries_unadmit(app->queries, p->kh);
     free(why);
     free(stored_sql);
     dapi_buf_free(&details);
@@ -742,14 +761,16 @@ out:
 static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, const char *key,
                         const unsigned char *key_hash)
 {
-    char slug[DAPI_SLUG_MAX];
+    char slug[DAPI_SLUG_MAX], why[512];
     if(!app->nekt->v1) {
         /* v2: answer with the slug now; the single execution runs in the background */
         enum dapi_err result = dapi_queries_create(app->queries, key_hash, sql, NULL,
-                                                   dapi_clock_wall_s(), slug);
+                                                   dapi_clock_wall_s(), slug, why, sizeof why);
         if(result) {
-            dapi_respond_create_failure(r, result);
+            dapi_queries_unadmit(app->queries, key_hash);
+            dapi_backend_create_failure(r, result, why);
         } else {
+            dapi_queries_hold(app->queries, slug, key_hash); /* until its run ends */
             dapi_queries_claim(app->queries, slug);
             v2_submit(app, slug, sql, key);
             dapi_respond_created(r, slug, sql);
@@ -759,6 +780,7 @@ static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, con
     }
     struct v1_create *j = calloc(1, sizeof *j);
     if(!j || !(j->key = strdup(key))) {
+        dapi_queries_unadmit(app->queries, key_hash);
         free(j);
         free(sql);
         dapi_respond_error(r, 500, "Out of memory", NULL);
@@ -769,7 +791,9 @@ static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, con
     j->sql = sql;
     memcpy(j->kh, key_hash, DAPI_KEY_HASH_LEN);
     dapi_req_defer(r);
-    if(dapi_pool_submit(app->run_pool, v1_create_run, j, (size_t)app->cfg->max_queued_queries)) {
+    /* no cap: admission bounds what waits (see local_create) */
+    if(dapi_pool_submit(app->run_pool, v1_create_run, j, 0)) {
+        dapi_queries_unadmit(app->queries, key_hash);
         free(j->sql);
         free(j->key);
         free(j);
@@ -808,8 +832,19 @@ static void nekt_results(struct dapi_app *app, struct dapi_req *r, const char *s
         free(p);
         return;
     }
+    /* A page fetched from Nekt is an upstream execution: it takes an admission slot like a
+     * query, so one key's page requests cannot fill the run pool for the others. */
+    enum dapi_err admitted = dapi_queries_admit(app->queries, key_hash);
+    if(admitted) {
+        dapi_backend_refuse_admission(app, r, admitted, key_hash);
+        free(p->key);
+        free(p);
+        return;
+    }
+    memcpy(p->kh, key_hash, DAPI_KEY_HASH_LEN);
     dapi_req_defer(r);
-    if(dapi_pool_submit(app->run_pool, v1_page_run, p, (size_t)app->cfg->max_queued_queries)) {
+    if(dapi_pool_submit(app->run_pool, v1_page_run, p, 0)) {
+        dapi_queries_unadmit(app->queries, key_hash);
         free(p->key);
         free(p);
         dapi_respond_error_h(r, 503, "Server busy, retry later", "too many upstream calls waiting",
@@ -823,8 +858,10 @@ static void nekt_unfinished(struct dapi_app *app, const char *slug, const char *
     dapi_queries_upstream(app->queries, slug, up, sizeof up);
     if(app->nekt->v1 || *up)
         return; /* v1 queries have no run of their own */
-    if(app->cfg->nekt_api_key && dapi_queries_claim(app->queries, slug))
+    if(app->cfg->nekt_api_key && dapi_queries_claim(app->queries, slug)) {
+        dapi_queries_hold(app->queries, slug, NULL); /* admitted before the restart */
         v2_submit(app, slug, sql, NULL);
+    }
     /* forwarding client keys: run again on the next results request, with that key */
 }
 

@@ -67,9 +67,13 @@ static const struct setting settings[] = {
     {"max-json-depth", "DAPI_MAX_JSON_DEPTH", K_I64, O(max_json_depth), "32", 2, 1000, NULL,
      "deepest nesting of a request body (400 above)"},
     {"max-queued-queries", "DAPI_MAX_QUEUED_QUERIES", K_I64, O(max_queued_queries), "64", 1,
-     100000, NULL, "queries waiting for a worker before new ones get 503"},
+     100000, NULL,
+     "queries that may wait for a worker: at most this many plus one per worker are being "
+     "checked, queued or running at once (503 above)"},
     {"max-queries-per-key", "DAPI_MAX_QUERIES_PER_KEY", K_I64, O(max_queries_per_key), "16", 1,
-     100000, NULL, "queries one key may have being checked, queued or running (429 above)"},
+     100000, NULL,
+     "queries one key may have being checked, queued or running (429 above; with --nekt-api "
+     "v1, page fetches in flight count too)"},
     {"query-timeout", "DAPI_QUERY_TIMEOUT", K_I64, O(query_timeout), "300", 1, 86400, NULL,
      "seconds a query may run (504 above)"},
     {"max-result-rows", "DAPI_MAX_RESULT_ROWS", K_I64, O(max_result_rows), "50000000", 1,
@@ -77,10 +81,13 @@ static const struct setting settings[] = {
     {"max-result-bytes", "DAPI_MAX_RESULT_BYTES", K_I64, O(max_result_bytes), "4294967296",
      1024, INT64_MAX, NULL, "bytes of JSON a result may hold (413 above)"},
     {"max-state-bytes", "DAPI_MAX_STATE_BYTES", K_I64, O(max_state_bytes), "21474836480",
-     1 * MiB, INT64_MAX, NULL, "bytes all stored results may take (new queries get 503 above)"},
+     1 * MiB, INT64_MAX, NULL,
+     "bytes all stored results may take (when full, keys over --max-state-bytes-per-key lose "
+     "their oldest results first; then new queries get 503)"},
     {"max-state-bytes-per-key", "DAPI_MAX_STATE_BYTES_PER_KEY", K_I64,
      O(max_state_bytes_per_key), "5368709120", 1 * MiB, INT64_MAX, NULL,
-     "bytes one key's stored results may take (its oldest results are deleted to make room)"},
+     "bytes one key's stored results may take (its oldest are deleted to make room for a new "
+     "one; a single larger result fails with 413)"},
     {"retention", "DAPI_RETENTION", K_I64, O(retention), "86400", 1, 365 * 86400LL, NULL,
      "seconds a result and its slug are kept"},
     {"result-wait", "DAPI_RESULT_WAIT", K_I64, O(result_wait), "300", 1, 86400, NULL,

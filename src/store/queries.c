@@ -36,19 +36,45 @@ struct query {
     uint64_t bytes;
     struct dapi_result *result; /* DONE: mapped lazily */
     int refs;                   /* registry's own + snapshots */
+    int attempts;               /* runs started whose outcome is not recorded (meta.json) */
+    int in_run;                 /* one of them is going on in this process */
+    int holds;                  /* holds an admission slot of its owner */
+    uint64_t seq;               /* registration order (persisted): ties of created_s */
+    /* Serialises this query's meta.json rewrites (they share meta.json.tmp and must land in
+     * order); other queries' are written in parallel: each run writes twice (start, end), so
+     * one lock for all would bound the whole server's run rate by the disk's fsync time. */
+    pthread_mutex_t persist;
     struct waiter *waiters;
     struct query *next;         /* hash chain */
 };
 
+/* What one key uses of what keys share: admission slots and stored bytes. An entry exists
+ * only while one of them is non-zero, so keys presented once (forwarded to Nekt, unchecked)
+ * cost nothing afterwards. */
+struct keyuse {
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    uint64_t active, bytes;
+    struct keyuse *next;
+};
+
 #define NBUCKETS 4096
+#define NKEYBUCKETS 256
 
 struct dapi_queries {
     pthread_mutex_t lock;
-    pthread_mutex_t persist; /* serialises meta.json rewrites of finished/updated queries */
     char *dir; /* <state>/queries */
     int64_t retention_s;
     uint64_t max_bytes, bytes;
+    struct dapi_queries_limits lim;
+    uint64_t active, seq;
     struct query *buckets[NBUCKETS];
+    struct keyuse *keys[NKEYBUCKETS];
+};
+
+/* Slugs of deleted queries whose directories are removed once the lock is released. */
+struct slugs {
+    char (*v)[DAPI_SLUG_MAX];
+    size_t n, cap;
 };
 
 static unsigned bucket(const char *slug)
@@ -69,6 +95,7 @@ static struct query *find(struct dapi_queries *qs, const char *slug)
 
 static void qfree(struct query *q)
 {
+    pthread_mutex_destroy(&q->persist);
     dapi_result_close(q->result);
     free(q->sql);
     free(q->upstream);
@@ -80,6 +107,105 @@ static void unref(struct query *q)
 {
     if(--q->refs == 0)
         qfree(q);
+}
+
+/* ---- per-key use (under the lock) ---------------------------------------------------- */
+
+static struct keyuse *key_get(struct dapi_queries *qs, const unsigned char *key, int create)
+{
+    struct keyuse **kp = &qs->keys[key[0] % NKEYBUCKETS]; /* SHA-256: uniform bytes */
+    for(struct keyuse *k = *kp; k; k = k->next)
+        if(memcmp(k->key, key, DAPI_KEY_HASH_LEN) == 0)
+            return k;
+    struct keyuse *k = create ? calloc(1, sizeof *k) : NULL;
+    if(k) {
+        memcpy(k->key, key, DAPI_KEY_HASH_LEN);
+        k->next = *kp;
+        *kp = k;
+    }
+    return k;
+}
+
+/* Frees k once it counts nothing. */
+static void key_put(struct dapi_queries *qs, struct keyuse *k)
+{
+    if(!k || k->active || k->bytes)
+        return;
+    for(struct keyuse **kp = &qs->keys[k->key[0] % NKEYBUCKETS]; *kp; kp = &(*kp)->next)
+        if(*kp == k) {
+            *kp = k->next;
+            free(k);
+            return;
+        }
+}
+
+static void slot_give_back(struct dapi_queries *qs, const unsigned char *key)
+{
+    struct keyuse *k = key_get(qs, key, 0);
+    if(k && k->active)
+        k->active--;
+    if(qs->active)
+        qs->active--;
+    key_put(qs, k);
+}
+
+static void slot_release(struct dapi_queries *qs, struct query *q)
+{
+    if(q->holds) {
+        q->holds = 0;
+        slot_give_back(qs, q->owner);
+    }
+}
+
+/* Takes a slot for q's owner whatever the limits. */
+static void slot_take(struct dapi_queries *qs, struct query *q)
+{
+    struct keyuse *k;
+    if(q->holds || !(k = key_get(qs, q->owner, 1)))
+        return; /* (without memory for the entry the query is simply not counted) */
+    k->active++;
+    qs->active++;
+    q->holds = 1;
+}
+
+static void bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes)
+{
+    struct keyuse *k = key_get(qs, q->owner, 1);
+    q->bytes = bytes;
+    qs->bytes += bytes;
+    if(k)
+        k->bytes += bytes;
+}
+
+static void bytes_sub(struct dapi_queries *qs, struct query *q)
+{
+    struct keyuse *k = key_get(qs, q->owner, 0);
+    qs->bytes -= q->bytes < qs->bytes ? q->bytes : qs->bytes;
+    if(k) {
+        k->bytes -= q->bytes < k->bytes ? q->bytes : k->bytes;
+        key_put(qs, k);
+    }
+    q->bytes = 0;
+}
+
+static uint64_t key_bytes(struct dapi_queries *qs, const unsigned char *key)
+{
+    struct keyuse *k = key_get(qs, key, 0);
+    return k ? k->bytes : 0;
+}
+
+static int slugs_add(struct slugs *s, const char *slug)
+{
+    if(s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        void *p = realloc(s->v, cap * sizeof *s->v);
+        if(!p)
+            return -1;
+        s->v = p;
+        s->cap = cap;
+    }
+    snprintf(s->v[s->n++], DAPI_SLUG_MAX, "%s", slug);
+    return 0;
 }
 
 static void path_of(const struct dapi_queries *qs, const char *slug, const char *file, char *out,
@@ -100,45 +226,95 @@ static const char *state_name(enum dapi_qstate s)
     return n[s];
 }
 
+/* What meta.json holds: a snapshot of a query's fields. */
+struct meta {
+    const char *slug;
+    const unsigned char *owner;
+    const char *sql, *upstream, *message;
+    int64_t created_s;
+    enum dapi_qstate state;
+    enum dapi_err error;
+    uint64_t bytes;
+    int attempts;
+    uint64_t seq;
+};
+
+static struct meta meta_of(const struct query *q)
+{
+    struct meta m = {q->slug,  q->owner, q->sql,   q->upstream, q->message, q->created_s,
+                     q->state, q->error, q->bytes, q->attempts, q->seq};
+    return m;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while(n) {
+        ssize_t w = write(fd, p, n);
+        if(w < 0 && errno == EINTR)
+            continue;
+        if(w <= 0)
+            return w < 0 ? errno : ENOSPC; /* a write of 0 bytes: the disk is full */
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
 /* Writes meta.json atomically (temp + fsync + rename). Called without the lock held, on a
- * snapshot of the fields. */
-static enum dapi_err save_meta(const struct dapi_queries *qs, const char *slug,
-                               const unsigned char *owner, const char *sql, const char *upstream,
-                               int64_t created_s, enum dapi_qstate state, enum dapi_err error,
-                               const char *message, uint64_t bytes)
+ * snapshot of the fields. Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
+static int save_meta(const struct dapi_queries *qs, const struct meta *m)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 128u << 20);
-    dapi_buf_addf(&b, "{\"version\":1,\"slug\":\"%s\",\"owner\":\"", slug);
+    dapi_buf_addf(&b, "{\"version\":1,\"slug\":\"%s\",\"owner\":\"", m->slug);
     for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
-        dapi_buf_addf(&b, "%02x", owner[i]);
-    dapi_buf_addf(&b, "\",\"created\":%lld,\"state\":\"%s\",\"error\":%d,\"bytes\":%llu,\"sql\":",
-                  (long long)created_s, state_name(state), (int)error, (unsigned long long)bytes);
-    dapi_json_str(&b, sql, strlen(sql));
+        dapi_buf_addf(&b, "%02x", m->owner[i]);
+    dapi_buf_addf(&b,
+                  "\",\"created\":%lld,\"seq\":%llu,\"state\":\"%s\",\"error\":%d,"
+                  "\"bytes\":%llu,\"attempts\":%d,\"sql\":",
+                  (long long)m->created_s, (unsigned long long)m->seq, state_name(m->state),
+                  (int)m->error, (unsigned long long)m->bytes, m->attempts);
+    dapi_json_str(&b, m->sql, strlen(m->sql));
     dapi_buf_adds(&b, ",\"upstream\":");
-    dapi_json_str(&b, upstream ? upstream : "", upstream ? strlen(upstream) : 0);
+    dapi_json_str(&b, m->upstream ? m->upstream : "", m->upstream ? strlen(m->upstream) : 0);
     dapi_buf_adds(&b, ",\"message\":");
-    dapi_json_str(&b, message ? message : "", message ? strlen(message) : 0);
+    dapi_json_str(&b, m->message ? m->message : "", m->message ? strlen(m->message) : 0);
     dapi_buf_adds(&b, "}\n");
     if(!b.data)
-        return DAPI_ERR_NOMEM;
+        return ENOMEM;
     char path[4096], tmp[4200];
-    path_of(qs, slug, "meta.json", path, sizeof path);
+    path_of(qs, m->slug, "meta.json", path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    enum dapi_err result = DAPI_OK;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if(fd < 0 || write(fd, b.data, b.len) != (ssize_t)b.len || fsync(fd)) {
-        dapi_error("store: cannot write %s: %s", tmp, strerror(errno));
-        result = DAPI_ERR_IO;
+    int e = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if(fd < 0 || (e = write_all(fd, b.data, b.len)) || fsync(fd)) {
+        e = e ? e : errno;
+        dapi_error("store: cannot write %s: %s", tmp, strerror(e));
     }
-    if(fd >= 0 && close(fd) && !result)
-        result = DAPI_ERR_IO;
-    if(!result && rename(tmp, path)) {
-        dapi_error("store: cannot rename %s: %s", tmp, strerror(errno));
-        result = DAPI_ERR_IO;
+    if(fd >= 0 && close(fd) && !e)
+        e = errno ? errno : EIO;
+    if(e)
+        unlink(tmp); /* a half-written file must not take the space a retry needs */
+    if(!e && rename(tmp, path)) {
+        e = errno;
+        dapi_error("store: cannot rename %s: %s", tmp, strerror(e));
     }
     dapi_buf_free(&b);
-    return result;
+    return e;
+}
+
+/* The error a failed write of the state dir means for a client: no space (or quota) is
+ * temporary — DAPI_ERR_BUSY, retry later; anything else is a storage error. why names the
+ * setting, not the path (paths are the operator's business). */
+static enum dapi_err storage_error(int e, const char *what, char *why, size_t n)
+{
+    if(e == ENOMEM)
+        return DAPI_ERR_NOMEM;
+    int full = e == ENOSPC || e == EDQUOT;
+    if(why && n)
+        snprintf(why, n, "%s %s: %s", full ? "no space left on the state disk (--state-dir)"
+                                          : "cannot write to the state dir (--state-dir)",
+                 what, strerror(e));
+    return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
 }
 
 static void remove_dir(const struct dapi_queries *qs, const char *slug)
@@ -160,6 +336,41 @@ static void remove_dir(const struct dapi_queries *qs, const char *slug)
         dapi_warn("store: cannot remove %s: %s", p, strerror(errno));
 }
 
+/* Files a run writes and then renames or deletes itself: result.bin.tmp-*, meta.json.tmp,
+ * a v1 page's .bin.tmp-*, and the Parquet files downloaded from Nekt before they become a
+ * result. At start nothing writes them, so any one found is left by a crash. */
+static int orphan_name(const char *name)
+{
+    size_t n = strlen(name);
+    return strstr(name, ".tmp") != NULL || (n > 8 && strcmp(name + n - 8, ".parquet") == 0);
+}
+
+static void remove_orphans(const struct dapi_queries *qs, const char *slug, size_t *files,
+                           uint64_t *bytes)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", qs->dir, slug);
+    DIR *d = opendir(p);
+    struct dirent *de;
+    while(d && (de = readdir(d))) {
+        if(!orphan_name(de->d_name))
+            continue;
+        char f[4400];
+        struct stat st;
+        snprintf(f, sizeof f, "%s/%s", p, de->d_name);
+        if(lstat(f, &st) || !S_ISREG(st.st_mode))
+            continue;
+        if(unlink(f) == 0) {
+            (*files)++;
+            *bytes += (uint64_t)st.st_size;
+        } else {
+            dapi_warn("store: cannot remove %s: %s", f, strerror(errno));
+        }
+    }
+    if(d)
+        closedir(d);
+}
+
 static int hexval(char c)
 {
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
@@ -171,6 +382,98 @@ static void insert(struct dapi_queries *qs, struct query *q)
     q->next = qs->buckets[b];
     qs->buckets[b] = q;
     q->refs = 1;
+}
+
+/* Takes q out of the hash table (the caller holds the lock). */
+static void detach(struct dapi_queries *qs, struct query *q)
+{
+    for(struct query **pp = &qs->buckets[bucket(q->slug)]; *pp; pp = &(*pp)->next)
+        if(*pp == q) {
+            *pp = q->next;
+            return;
+        }
+}
+
+/* Drops the registry's reference to a detached query after taking back what it counted:
+ * its bytes and its slot. Open snapshots keep the mapping alive until released. */
+static void forget(struct dapi_queries *qs, struct query *q)
+{
+    bytes_sub(qs, q);
+    slot_release(qs, q);
+    unref(q);
+}
+
+static int older(const void *a, const void *b)
+{
+    const struct query *x = *(struct query *const *)a, *y = *(struct query *const *)b;
+    if(x->created_s != y->created_s)
+        return x->created_s < y->created_s ? -1 : 1;
+    if(x->seq != y->seq)
+        return x->seq < y->seq ? -1 : 1;
+    return strcmp(x->slug, y->slug);
+}
+
+/* Deletes finished results, oldest first, to get keys back under their quota. key != NULL:
+ * that key's results until it holds at most max_key_bytes (keep is never chosen: the result
+ * that made room necessary). key == NULL: results of keys over their quota while the store
+ * is at max_bytes. Under the lock; the directories go into gone, for the caller to remove
+ * once the lock is released. Returns how many were deleted. */
+static size_t evict(struct dapi_queries *qs, const unsigned char *key, const struct query *keep,
+                    struct slugs *gone)
+{
+    struct query **cand = NULL;
+    size_t n = 0, cap = 0, done = 0;
+    uint64_t quota = qs->lim.max_key_bytes;
+    for(size_t b = 0; b < NBUCKETS; b++)
+        for(struct query *q = qs->buckets[b]; q; q = q->next) {
+            if(q == keep || q->state != DAPI_Q_DONE || !q->bytes)
+                continue;
+            if(key ? memcmp(q->owner, key, DAPI_KEY_HASH_LEN) != 0
+                   : key_bytes(qs, q->owner) <= quota)
+                continue;
+            if(n == cap) {
+                size_t c = cap ? cap * 2 : 64;
+                void *p = realloc(cand, c * sizeof *cand);
+                if(!p)
+                    goto sorted; /* evict what was found so far */
+                cand = p;
+                cap = c;
+            }
+            cand[n++] = q;
+        }
+sorted:
+    if(n)
+        qsort(cand, n, sizeof *cand, older);
+    for(size_t i = 0; i < n; i++) {
+        struct query *q = cand[i];
+        if(key ? key_bytes(qs, key) <= quota : qs->bytes < qs->max_bytes)
+            break;
+        if(!key && key_bytes(qs, q->owner) <= quota)
+            continue; /* that key got back under its quota meanwhile */
+        if(slugs_add(gone, q->slug))
+            break; /* a directory we could not remember to remove must stay registered */
+        char owner[9]; /* a prefix of the key's hash tells operators whose it was */
+        snprintf(owner, sizeof owner, "%02x%02x%02x%02x", q->owner[0], q->owner[1], q->owner[2],
+                 q->owner[3]);
+        dapi_info("store: deleting result %s (%llu bytes) of the key whose hash starts %s: "
+                  "over --max-state-bytes-per-key%s",
+                  q->slug, (unsigned long long)q->bytes, owner,
+                  key ? "" : " while the store is full");
+        detach(qs, q);
+        forget(qs, q);
+        done++;
+    }
+    free(cand);
+    return done;
+}
+
+static void remove_dirs(const struct dapi_queries *qs, struct slugs *gone)
+{
+    for(size_t i = 0; i < gone->n; i++)
+        remove_dir(qs, gone->v[i]);
+    free(gone->v);
+    gone->v = NULL;
+    gone->n = gone->cap = 0;
 }
 
 /* Loads one stored query; returns NULL (and removes the directory) if it is damaged. */
@@ -192,17 +495,19 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
     const char *msg = dapi_jv_str(dapi_jv_get(root, "message"), NULL);
     const char *upstream = dapi_jv_str(dapi_jv_get(root, "upstream"), NULL);
     struct dapi_jv *created = dapi_jv_get(root, "created"), *err = dapi_jv_get(root, "error"),
-                   *bytes = dapi_jv_get(root, "bytes");
+                   *bytes = dapi_jv_get(root, "bytes"), *attempts = dapi_jv_get(root, "attempts"),
+                   *seq = dapi_jv_get(root, "seq");
     if(!owner || strlen(owner) != 2 * DAPI_KEY_HASH_LEN || !sql || !state || !created ||
        dapi_jv_type(created) != DAPI_J_INT || !err || dapi_jv_type(err) != DAPI_J_INT)
         goto out;
     if(!(q = calloc(1, sizeof *q)))
         goto out;
+    pthread_mutex_init(&q->persist, NULL);
     snprintf(q->slug, sizeof q->slug, "%s", slug);
     for(int i = 0; i < DAPI_KEY_HASH_LEN; i++) {
         int hi = hexval(owner[2 * i]), lo = hexval(owner[2 * i + 1]);
         if(hi < 0 || lo < 0) {
-            free(q);
+            qfree(q);
             q = NULL;
             goto out;
         }
@@ -214,6 +519,14 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
     q->created_s = dapi_jv_int(created);
     q->error = (enum dapi_err)dapi_jv_int(err);
     q->bytes = bytes && dapi_jv_type(bytes) == DAPI_J_INT ? (uint64_t)dapi_jv_int(bytes) : 0;
+    /* absent before the crash-loop guard existed: no attempt recorded */
+    q->attempts = attempts && dapi_jv_type(attempts) == DAPI_J_INT && dapi_jv_int(attempts) > 0 &&
+                          dapi_jv_int(attempts) < 1000
+                      ? (int)dapi_jv_int(attempts)
+                      : 0;
+    q->seq = seq && dapi_jv_type(seq) == DAPI_J_INT && dapi_jv_int(seq) > 0
+                 ? (uint64_t)dapi_jv_int(seq)
+                 : 0; /* (older state dirs: 0, the slug breaks ties) */
     if(strcmp(state, "done") == 0) {
         q->state = DAPI_Q_DONE;
         char rp[4096];
@@ -250,9 +563,9 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     if(!qs)
         return DAPI_ERR_NOMEM;
     pthread_mutex_init(&qs->lock, NULL);
-    pthread_mutex_init(&qs->persist, NULL);
     qs->retention_s = retention_s;
     qs->max_bytes = max_state_bytes;
+    qs->lim.max_active = qs->lim.max_key_active = qs->lim.max_key_bytes = UINT64_MAX;
     size_t n = strlen(state_dir) + 16;
     if(!(qs->dir = malloc(n))) {
         dapi_queries_close(qs);
@@ -271,10 +584,12 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         return DAPI_ERR_IO;
     }
     struct dirent *de;
-    size_t loaded = 0, expired = 0, rerun = 0;
+    size_t loaded = 0, expired = 0, rerun = 0, crashed = 0, orphans = 0;
+    uint64_t orphan_bytes = 0;
     while((de = readdir(d))) {
         if(de->d_name[0] == '.' || strlen(de->d_name) >= DAPI_SLUG_MAX)
             continue;
+        remove_orphans(qs, de->d_name, &orphans, &orphan_bytes);
         struct query *q = load_one(qs, de->d_name);
         if(!q || q->created_s + retention_s <= now_s) {
             if(q)
@@ -286,8 +601,28 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
             continue;
         }
         insert(qs, q);
-        qs->bytes += q->bytes;
+        if(q->seq > qs->seq)
+            qs->seq = q->seq; /* new queries come after every loaded one */
+        if(q->state == DAPI_Q_DONE)
+            bytes_add(qs, q, q->bytes);
+        else
+            q->bytes = 0;
         loaded++;
+        if(q->state == DAPI_Q_QUEUED && q->attempts >= DAPI_QUERY_MAX_ATTEMPTS) {
+            /* Each run was counted before it started and none recorded an outcome: the
+             * process died in every one of them. The query itself may be what kills it, so it
+             * is not run a third time. */
+            dapi_warn("store: query %s: the server stopped %d times while running it; "
+                      "marking it failed",
+                      q->slug, q->attempts);
+            q->state = DAPI_Q_FAILED;
+            q->error = DAPI_ERR_INTERNAL;
+            q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
+            q->attempts = 0;
+            struct meta m = meta_of(q);
+            save_meta(qs, &m); /* (if this fails the next start decides again, the same way) */
+            crashed++;
+        }
         if(q->state == DAPI_Q_QUEUED) {
             rerun++;
             on_unfinished(arg, q->slug, q->sql);
@@ -295,8 +630,12 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     }
     closedir(d);
     if(loaded || expired)
-        dapi_info("store: %zu queries loaded (%zu to run again), %zu expired or damaged removed",
-                  loaded, rerun, expired);
+        dapi_info("store: %zu queries loaded (%zu to run again, %zu failed after crashes), %zu "
+                  "expired or damaged removed",
+                  loaded, rerun, crashed, expired);
+    if(orphans)
+        dapi_info("store: removed %zu temporary file(s) left by an interrupted run (%llu bytes)",
+                  orphans, (unsigned long long)orphan_bytes);
     *out = qs;
     return DAPI_OK;
 }
@@ -313,17 +652,90 @@ void dapi_queries_close(struct dapi_queries *qs)
             q = next;
         }
     }
+    for(size_t b = 0; b < NKEYBUCKETS; b++)
+        while(qs->keys[b]) {
+            struct keyuse *k = qs->keys[b];
+            qs->keys[b] = k->next;
+            free(k);
+        }
     pthread_mutex_destroy(&qs->lock);
-    pthread_mutex_destroy(&qs->persist);
     free(qs->dir);
     free(qs);
 }
 
+void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_limits *l)
+{
+    pthread_mutex_lock(&qs->lock);
+    qs->lim = *l;
+    pthread_mutex_unlock(&qs->lock);
+}
+
+enum dapi_err dapi_queries_admit(struct dapi_queries *qs, const unsigned char *key_hash)
+{
+    enum dapi_err result = DAPI_OK;
+    /* One lock for the check and the reservation: concurrent creates cannot all see room. */
+    pthread_mutex_lock(&qs->lock);
+    struct keyuse *k = key_get(qs, key_hash, 1);
+    if(!k)
+        result = DAPI_ERR_NOMEM;
+    else if(k->active >= qs->lim.max_key_active)
+        result = DAPI_ERR_RATE;
+    else if(qs->active >= qs->lim.max_active)
+        result = DAPI_ERR_BUSY;
+    if(!result) {
+        k->active++;
+        qs->active++;
+    } else {
+        key_put(qs, k);
+    }
+    pthread_mutex_unlock(&qs->lock);
+    return result;
+}
+
+void dapi_queries_unadmit(struct dapi_queries *qs, const unsigned char *key_hash)
+{
+    pthread_mutex_lock(&qs->lock);
+    slot_give_back(qs, key_hash);
+    pthread_mutex_unlock(&qs->lock);
+}
+
+int dapi_queries_hold(struct dapi_queries *qs, const char *slug, const unsigned char *reserved)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = find(qs, slug);
+    if(q)
+        slot_take(qs, q); /* before giving back: the owner's entry stays allocated */
+    if(reserved)
+        slot_give_back(qs, reserved);
+    pthread_mutex_unlock(&qs->lock);
+    return q ? 0 : -1;
+}
+
+uint64_t dapi_queries_active(struct dapi_queries *qs, const unsigned char *key_hash)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct keyuse *k = key_hash ? key_get(qs, key_hash, 0) : NULL;
+    uint64_t n = key_hash ? (k ? k->active : 0) : qs->active;
+    pthread_mutex_unlock(&qs->lock);
+    return n;
+}
+
+uint64_t dapi_queries_key_bytes(struct dapi_queries *qs, const unsigned char *key_hash)
+{
+    pthread_mutex_lock(&qs->lock);
+    uint64_t n = key_bytes(qs, key_hash);
+    pthread_mutex_unlock(&qs->lock);
+    return n;
+}
+
 enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *key_hash,
                                   const char *sql, const char *upstream, int64_t now_s,
-                                  char *slug_out)
+                                  char *slug_out, char *why, size_t whylen)
 {
     enum dapi_err result;
+    struct slugs gone = {0};
+    if(why && whylen)
+        why[0] = '\0';
     struct query *q = calloc(1, sizeof *q);
     if(!q || !(q->sql = strdup(sql)) || (upstream && !(q->upstream = strdup(upstream)))) {
         if(q)
@@ -331,6 +743,7 @@ enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *
         free(q);
         return DAPI_ERR_NOMEM;
     }
+    pthread_mutex_init(&q->persist, NULL);
     /* 22 base62 characters = 130 bits of randomness. */
     memcpy(q->slug, "dapi-query-", 11);
     if((result = dapi_random_base62(q->slug + 11, 22))) {
@@ -341,24 +754,34 @@ enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *
     q->created_s = now_s;
     q->state = DAPI_Q_QUEUED;
     pthread_mutex_lock(&qs->lock);
+    /* A full store first costs the keys over their quota (possible after a restart with a
+     * smaller --max-state-bytes-per-key) their oldest results; only then is it refused. */
+    if(qs->bytes >= qs->max_bytes)
+        evict(qs, NULL, NULL, &gone);
     uint64_t used = qs->bytes;
+    q->seq = ++qs->seq; /* persisted: "oldest" means the same after a restart */
     pthread_mutex_unlock(&qs->lock);
+    remove_dirs(qs, &gone);
     if(used >= qs->max_bytes) {
+        if(why && whylen)
+            snprintf(why, whylen, "the result store is full (--max-state-bytes)");
         qfree(q);
         return DAPI_ERR_BUSY;
     }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", qs->dir, q->slug);
     if(mkdir(dir, 0700)) {
-        dapi_error("store: cannot create %s: %s", dir, strerror(errno));
+        int e = errno;
+        dapi_error("store: cannot create %s: %s", dir, strerror(e));
         qfree(q);
-        return DAPI_ERR_IO;
+        return storage_error(e, "to create the query's directory", why, whylen);
     }
-    if((result = save_meta(qs, q->slug, q->owner, q->sql, q->upstream, now_s, DAPI_Q_QUEUED,
-                           DAPI_OK, NULL, 0))) {
+    struct meta m = meta_of(q);
+    int e = save_meta(qs, &m);
+    if(e) {
         remove_dir(qs, q->slug);
         qfree(q);
-        return result;
+        return storage_error(e, "to record the query", why, whylen);
     }
     pthread_mutex_lock(&qs->lock);
     insert(qs, q);
@@ -415,6 +838,118 @@ int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
     return claimed;
 }
 
+/* A reference to slug's query with its persist lock held, or NULL. The fields a meta.json
+ * write reads without the main lock change only under that lock (upstream) or never. */
+static struct query *persist_begin(struct dapi_queries *qs, const char *slug)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = find(qs, slug);
+    if(q)
+        q->refs++;
+    pthread_mutex_unlock(&qs->lock);
+    if(q)
+        pthread_mutex_lock(&q->persist);
+    return q;
+}
+
+static void persist_end(struct dapi_queries *qs, struct query *q)
+{
+    pthread_mutex_unlock(&q->persist);
+    pthread_mutex_lock(&qs->lock);
+    unref(q);
+    pthread_mutex_unlock(&qs->lock);
+}
+
+enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, char *why,
+                                     size_t whylen)
+{
+    struct query *q = persist_begin(qs, slug);
+    if(!q)
+        return DAPI_ERR_NOT_FOUND;
+    pthread_mutex_lock(&qs->lock);
+    enum dapi_err result = DAPI_OK;
+    if(find(qs, slug) != q) /* expired meanwhile */
+        result = DAPI_ERR_NOT_FOUND;
+    else if(q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED)
+        result = DAPI_ERR_INVALID;
+    if(result) {
+        pthread_mutex_unlock(&qs->lock);
+        persist_end(qs, q);
+        return result;
+    }
+    q->state = DAPI_Q_RUNNING;
+    q->attempts++;
+    q->in_run = 1;
+    struct meta m = meta_of(q);
+    m.message = NULL;
+    pthread_mutex_unlock(&qs->lock);
+    /* Counted and fsynced before the run starts: if the run kills the process, the next
+     * start knows (DAPI_QUERY_MAX_ATTEMPTS). */
+    int e = save_meta(qs, &m);
+    if(e) {
+        pthread_mutex_lock(&qs->lock);
+        q->attempts--;
+        q->in_run = 0;
+        pthread_mutex_unlock(&qs->lock);
+    }
+    persist_end(qs, q);
+    return e ? storage_error(e, "to record that the query starts", why, whylen) : DAPI_OK;
+}
+
+void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
+{
+    struct query *q = persist_begin(qs, slug);
+    if(!q)
+        return;
+    pthread_mutex_lock(&qs->lock);
+    slot_release(qs, q);
+    int rollback = q->in_run && (q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING);
+    if(q->state == DAPI_Q_RUNNING)
+        q->state = DAPI_Q_QUEUED;
+    if(rollback) {
+        /* Cut short by a shutdown this process survives: not a crash. */
+        q->attempts--;
+        q->in_run = 0;
+    }
+    struct meta m = meta_of(q);
+    m.message = NULL;
+    pthread_mutex_unlock(&qs->lock);
+    if(rollback)
+        save_meta(qs, &m);
+    persist_end(qs, q);
+}
+
+enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
+{
+    enum dapi_err result = DAPI_ERR_INVALID;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = find(qs, slug);
+    if(q && q->state == DAPI_Q_FAILED && q->error == DAPI_ERR_BUSY) {
+        struct keyuse *k = key_get(qs, q->owner, 1);
+        if(!k)
+            result = DAPI_ERR_NOMEM;
+        else if(k->active >= qs->lim.max_key_active)
+            result = DAPI_ERR_RATE;
+        else if(qs->active >= qs->lim.max_active)
+            result = DAPI_ERR_BUSY;
+        else
+            result = DAPI_OK;
+        if(result) {
+            key_put(qs, k);
+        } else {
+            slot_take(qs, q);
+            /* In memory only: meta.json says failed (retryable) until the run starts, which
+             * is what a restart in between should find too. */
+            q->state = DAPI_Q_QUEUED;
+            q->error = DAPI_OK;
+            free(q->message);
+            q->message = NULL;
+        }
+    }
+    pthread_mutex_unlock(&qs->lock);
+    return result;
+}
+
 char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
 {
     pthread_mutex_lock(&qs->lock);
@@ -435,17 +970,20 @@ void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out,
 enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
                                         const char *upstream)
 {
-    /* Snapshot every field under the lock, write meta.json without it; the persist lock
-     * keeps this write and finish()'s from interleaving on meta.json.tmp. */
+    /* Snapshot every field under the lock, write meta.json without it; the query's persist
+     * lock keeps this write and finish()'s from interleaving on meta.json.tmp. */
     enum dapi_err result = DAPI_ERR_NOMEM;
     char *copy = strdup(upstream), *sql = NULL, *message = NULL;
     unsigned char owner[DAPI_KEY_HASH_LEN];
     if(!copy)
         return DAPI_ERR_NOMEM;
-    pthread_mutex_lock(&qs->persist);
-    pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = persist_begin(qs, slug);
     if(!q) {
+        free(copy);
+        return DAPI_ERR_NOT_FOUND;
+    }
+    pthread_mutex_lock(&qs->lock);
+    if(find(qs, slug) != q) { /* expired meanwhile */
         pthread_mutex_unlock(&qs->lock);
         result = DAPI_ERR_NOT_FOUND;
         goto out;
@@ -461,13 +999,18 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     enum dapi_qstate state = q->state;
     enum dapi_err error = q->error;
     uint64_t bytes = q->bytes;
+    int attempts = q->attempts;
+    uint64_t seq = q->seq;
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
-    if(sql && up)
-        result = save_meta(qs, slug, owner, sql, up, created, state, error, message, bytes);
+    if(sql && up) {
+        struct meta m = {slug, owner, sql, up, message, created, state, error, bytes, attempts,
+                         seq};
+        result = save_meta(qs, &m) ? DAPI_ERR_IO : DAPI_OK;
+    }
     free(up);
 out:
-    pthread_mutex_unlock(&qs->persist);
+    persist_end(qs, q);
     free(copy);
     free(sql);
     free(message);
@@ -493,30 +1036,49 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
                          const char *message, uint64_t bytes)
 {
     struct dapi_result *res = NULL;
-    if(!error) {
-        char rp[4096];
-        dapi_queries_result_path(qs, slug, rp, sizeof rp);
-        if(dapi_result_open(&res, rp)) {
-            error = DAPI_ERR_IO;
-            message = "the materialised result could not be read back";
-        }
-    }
+    struct slugs gone = {0};
+    char rp[4096], why[256];
+    dapi_queries_result_path(qs, slug, rp, sizeof rp);
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    uint64_t quota = qs->lim.max_key_bytes;
+    pthread_mutex_unlock(&qs->lock);
+    if(!error && bytes > quota) {
+        /* Room for it would cost the key every other result and more: refused, and nothing
+         * else is deleted for it. */
+        snprintf(why, sizeof why,
+                 "the result takes %llu bytes, more than one API key may store "
+                 "(--max-state-bytes-per-key %llu)",
+                 (unsigned long long)bytes, (unsigned long long)quota);
+        error = DAPI_ERR_TOO_LARGE;
+        message = why;
+        unlink(rp);
+    }
+    if(!error && dapi_result_open(&res, rp)) {
+        error = DAPI_ERR_IO;
+        message = "the materialised result could not be read back";
+    }
+    struct query *q = persist_begin(qs, slug);
     if(!q) {
-        pthread_mutex_unlock(&qs->lock);
         dapi_result_close(res);
         return;
     }
-    q->refs++;
-    pthread_mutex_unlock(&qs->lock);
 
     /* Persist first: a client told "done" must find it done after a restart. The fields
-     * read here change only under the persist lock (set_upstream) or here. */
-    pthread_mutex_lock(&qs->persist);
-    save_meta(qs, slug, q->owner, q->sql, q->upstream, q->created_s,
-              error ? DAPI_Q_FAILED : DAPI_Q_DONE, error, message, error ? 0 : bytes);
-    pthread_mutex_unlock(&qs->persist);
+     * read here change only under the persist lock (set_upstream) or here. The outcome is
+     * recorded, so the attempts no longer count. */
+    struct meta m = {slug,
+                     q->owner,
+                     q->sql,
+                     q->upstream,
+                     message,
+                     q->created_s,
+                     error ? DAPI_Q_FAILED : DAPI_Q_DONE,
+                     error,
+                     error ? 0 : bytes,
+                     0,
+                     q->seq};
+    save_meta(qs, &m);
+    pthread_mutex_unlock(&q->persist);
 
     pthread_mutex_lock(&qs->lock);
     q->state = error ? DAPI_Q_FAILED : DAPI_Q_DONE;
@@ -524,13 +1086,21 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     free(q->message);
     q->message = message ? strdup(message) : NULL;
     q->result = res;
-    q->bytes = error ? 0 : bytes;
-    qs->bytes += q->bytes;
+    q->attempts = 0;
+    q->in_run = 0;
+    slot_release(qs, q);
+    /* Counted only while registered: a query that expired meanwhile counts nothing. */
+    if(!error && find(qs, slug) == q) {
+        bytes_add(qs, q, bytes);
+        if(key_bytes(qs, q->owner) > quota)
+            evict(qs, q->owner, q, &gone);
+    }
     struct waiter *w = q->waiters;
     q->waiters = NULL;
     unref(q);
     pthread_mutex_unlock(&qs->lock);
     fire(w, 0);
+    remove_dirs(qs, &gone);
 }
 
 int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadline_ms,
@@ -558,8 +1128,7 @@ int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadlin
 void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
 {
     struct waiter *due = NULL;
-    char (*expired)[DAPI_SLUG_MAX] = NULL;
-    size_t nexpired = 0, capexpired = 0;
+    struct slugs expired = {0};
     pthread_mutex_lock(&qs->lock);
     for(size_t b = 0; b < NBUCKETS; b++) {
         struct query **pp = &qs->buckets[b];
@@ -578,18 +1147,10 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
             /* Expired queries go whatever their state (a run still writing into the
              * directory then fails harmlessly); never while someone waits on them. */
             if(q->created_s + qs->retention_s <= now_s && !q->waiters) {
-                if(nexpired == capexpired) {
-                    size_t cap = capexpired ? capexpired * 2 : 16;
-                    void *p = realloc(expired, cap * sizeof *expired);
-                    if(!p)
-                        break;
-                    expired = p;
-                    capexpired = cap;
-                }
-                memcpy(expired[nexpired++], q->slug, DAPI_SLUG_MAX);
+                if(slugs_add(&expired, q->slug))
+                    break;
                 *pp = q->next;
-                qs->bytes -= q->bytes;
-                unref(q); /* open snapshots keep the mapping alive until released */
+                forget(qs, q); /* open snapshots keep the mapping alive until released */
                 continue;
             }
             pp = &q->next;
@@ -597,11 +1158,10 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
     }
     pthread_mutex_unlock(&qs->lock);
     fire(due, 1);
-    for(size_t i = 0; i < nexpired; i++)
-        remove_dir(qs, expired[i]);
+    size_t nexpired = expired.n;
+    remove_dirs(qs, &expired);
     if(nexpired)
         dapi_info("store: %zu expired queries removed", nexpired);
-    free(expired);
 }
 
 void dapi_queries_cancel_waiters(struct dapi_queries *qs)

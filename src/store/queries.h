@@ -1,7 +1,17 @@
 /* The query registry: every query's slug, owner, SQL and state, persisted under
  * <state-dir>/queries/<slug>/ (meta.json + result.bin) so slugs and results survive a
  * restart until their retention ends. Thread-safe (one lock; page reads hold it only to take
- * a reference). Times are passed in (now_s: wall-clock seconds; now_ms: monotonic ms). */
+ * a reference). Times are passed in (now_s: wall-clock seconds; now_ms: monotonic ms).
+ *
+ * It also keeps what is shared between keys fair, per key hash (so it works the same for
+ * every backend, Nekt's forwarded keys included):
+ *  - admission: each query being checked, queued or running holds one slot of its key and
+ *    one of the server, reserved in one step before the SQL check (dapi_queries_admit) and
+ *    given back exactly once (check refused, finished, failed, expired, dropped at shutdown);
+ *  - stored bytes: a key's finished results take at most max_key_bytes; its oldest ones are
+ *    deleted to make room for a new one, never another key's;
+ *  - the crash-loop guard: each run is counted in meta.json before it starts; a query the
+ *    process died running twice is failed at the next start instead of run a third time. */
 #ifndef DAPI_QUERIES_H
 #define DAPI_QUERIES_H
 
@@ -28,9 +38,18 @@ struct dapi_qview {
 
 struct dapi_queries;
 
+/* Runs a query may start without the process recording their outcome: at the next start
+ * after that many, the query is failed instead of run again. */
+#define DAPI_QUERY_MAX_ATTEMPTS 2
+#define DAPI_QUERY_CRASH_MESSAGE                                                               \
+    "the server stopped twice while running this query; it is not run again"
+
 /* Opens the registry in state_dir, loading what a previous run left: expired queries are
  * deleted, finished ones are served again, unfinished ones are returned through
- * `on_unfinished(arg, slug, sql)` so the caller can run them again. */
+ * `on_unfinished(arg, slug, sql)` so the caller can run them again — except those already
+ * started DAPI_QUERY_MAX_ATTEMPTS times, which are failed (DAPI_QUERY_CRASH_MESSAGE).
+ * Temporary files of interrupted writes in the query directories (names containing ".tmp",
+ * downloaded ".parquet" parts) are removed: nothing is writing them at start. */
 enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir,
                                 int64_t retention_s, uint64_t max_state_bytes, int64_t now_s,
                                 void (*on_unfinished)(void *arg, const char *slug,
@@ -38,12 +57,42 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
                                 void *arg, char *err, size_t errlen);
 void dapi_queries_close(struct dapi_queries *qs);
 
+/* Fairness limits (UINT64_MAX = none, the default). max_active and max_key_active bound
+ * the queries being checked, queued or running (server-wide and per key); max_key_bytes
+ * bounds one key's stored results. */
+struct dapi_queries_limits {
+    uint64_t max_active;
+    uint64_t max_key_active;
+    uint64_t max_key_bytes;
+};
+void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_limits *l);
+
+/* Reserves an admission slot for key_hash: DAPI_OK, DAPI_ERR_RATE (the key has
+ * max_key_active queries) or DAPI_ERR_BUSY (the server has max_active). The caller then
+ * moves the slot to the query it creates (dapi_queries_hold with its key) or gives it
+ * back (dapi_queries_unadmit). */
+enum dapi_err dapi_queries_admit(struct dapi_queries *qs, const unsigned char *key_hash);
+void dapi_queries_unadmit(struct dapi_queries *qs, const unsigned char *key_hash);
+/* Makes the query hold a slot of its owner until it finishes, fails, expires or is dropped,
+ * taken whatever the limits (a query resumed after a restart was admitted before), and gives
+ * back the slot `reserved` (may be NULL) had reserved with dapi_queries_admit — so moving a
+ * reservation to the query its key created leaves the counts as they are. Idempotent: a
+ * query holds at most one slot. Returns -1 if there is no such query. */
+int dapi_queries_hold(struct dapi_queries *qs, const char *slug, const unsigned char *reserved);
+/* Slots held: by key_hash, or by every key when key_hash is NULL. */
+uint64_t dapi_queries_active(struct dapi_queries *qs, const unsigned char *key_hash);
+/* Bytes of key_hash's stored results. */
+uint64_t dapi_queries_key_bytes(struct dapi_queries *qs, const unsigned char *key_hash);
+
 /* Registers a new query owned by key_hash and persists it (state QUEUED). upstream (may be
  * NULL) is the backend's reference for it (the Nekt v1 query slug). Writes the new slug into
- * slug_out (DAPI_SLUG_MAX bytes). DAPI_ERR_BUSY when the state dir is full. */
+ * slug_out (DAPI_SLUG_MAX bytes). When the store is at max_state_bytes, the oldest results
+ * of keys over max_key_bytes are deleted first. DAPI_ERR_BUSY (retry later) when the store
+ * is still full or the state disk has no space left; DAPI_ERR_IO for other storage errors.
+ * On error, why (may be NULL) receives a client-safe explanation (no paths). */
 enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *key_hash,
                                   const char *sql, const char *upstream, int64_t now_s,
-                                  char *slug_out);
+                                  char *slug_out, char *why, size_t whylen);
 
 /* Looks a slug up for key_hash. DAPI_ERR_NOT_FOUND for unknown, expired, or owned by another
  * key (indistinguishable on purpose). On success fills v (release it). */
@@ -58,6 +107,21 @@ void dapi_queries_result_path(const struct dapi_queries *qs, const char *slug, c
 /* QUEUED -> RUNNING. Returns 1 if this call made the change (the caller now runs it). */
 int dapi_queries_claim(struct dapi_queries *qs, const char *slug);
 #define dapi_queries_set_running(qs, slug) ((void)dapi_queries_claim(qs, slug))
+/* A run starts now: marks the query RUNNING and persists (fsynced) one more attempt before
+ * returning, so a run that kills the process is counted. DAPI_ERR_NOT_FOUND if the query is
+ * gone; DAPI_ERR_BUSY / DAPI_ERR_IO (why set) if the attempt cannot be recorded — the caller
+ * must not run it then, and finishes it with that error. */
+enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, char *why,
+                                     size_t whylen);
+/* The query will not run in this process (shutdown): it stays queued for the next start, its
+ * slot is given back, and a run cut short here is not counted as an attempt (the process did
+ * not die in it). */
+void dapi_queries_drop(struct dapi_queries *qs, const char *slug);
+/* A query that failed with DAPI_ERR_BUSY (no space left, could not be queued: retry later)
+ * goes back to QUEUED, taking a slot of its owner as dapi_queries_admit would. DAPI_OK: the
+ * caller now submits it; DAPI_ERR_RATE / DAPI_ERR_BUSY: limits, it stays failed;
+ * DAPI_ERR_INVALID: not in that state (e.g. another request re-queued it first). */
+enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug);
 /* The query's SQL (owned, free()) or NULL. */
 char *dapi_queries_sql(struct dapi_queries *qs, const char *slug);
 /* The upstream reference into out ("" if none). */
@@ -67,8 +131,11 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
                                         const char *upstream);
 /* The query's directory, for backend files kept with it (deleted with it). */
 void dapi_queries_dir(const struct dapi_queries *qs, const char *slug, char *out, size_t n);
-/* Marks a query DONE (opening its result file) or FAILED, persists that, and wakes its
- * waiters. bytes = size of the result file (accounting for --max-state-bytes). */
+/* Marks a query DONE (opening its result file) or FAILED, persists that, gives its slot
+ * back and wakes its waiters. bytes = size of the result file (accounting for
+ * --max-state-bytes). A result larger than max_key_bytes is deleted and the query fails
+ * (DAPI_ERR_TOO_LARGE); otherwise the owner's oldest results are deleted until the owner's
+ * results fit in max_key_bytes with this one (snapshots keep their mapping, as at expiry). */
 void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,
                          const char *message, uint64_t bytes);
 
@@ -78,7 +145,8 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
  * finished (cb not called; look it up again). */
 int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadline_ms,
                       void (*cb)(void *arg, int timed_out), void *arg);
-/* Fires due waiter timeouts and deletes expired queries. Call periodically. */
+/* Fires due waiter timeouts and deletes expired queries (giving back their slots). Call
+ * periodically. */
 void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms);
 /* Wakes every waiter as timed out (shutdown). */
 void dapi_queries_cancel_waiters(struct dapi_queries *qs);

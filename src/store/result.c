@@ -33,6 +33,17 @@ struct dapi_result_writer {
     int finished;
 };
 
+/* A failed write: no space (or quota) is temporary — DAPI_ERR_BUSY; the message names the
+ * setting, not the path. */
+static enum dapi_err write_error(struct dapi_result_writer *w, const char *what, int e)
+{
+    int full = e == ENOSPC || e == EDQUOT;
+    snprintf(w->error, sizeof w->error, "%s %s: %s",
+             full ? "no space left on the state disk (--state-dir)" : "cannot", what,
+             strerror(e));
+    return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
+}
+
 enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const char *path,
                                       const struct dapi_result_limits *limits)
 {
@@ -54,16 +65,18 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
     snprintf(w->tmp, n, "%s.tmp-%s", path, suffix);
     w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if(w->fd < 0) {
-        snprintf(w->error, sizeof w->error, "cannot create result file: %s", strerror(errno));
+        enum dapi_err result = write_error(w, "create the result file", errno);
         dapi_result_writer_free(w);
-        return DAPI_ERR_IO;
+        return result;
     }
     /* 64 MiB of pending output at most; flushed at 1 MiB. */
     dapi_buf_init(&w->out, 64u << 20);
     char zero[HEADER_LEN] = {0};
-    if(write(w->fd, zero, sizeof zero) != (ssize_t)sizeof zero) {
+    ssize_t wrote = write(w->fd, zero, sizeof zero);
+    if(wrote != (ssize_t)sizeof zero) {
+        enum dapi_err result = write_error(w, "write the result", wrote < 0 ? errno : ENOSPC);
         dapi_result_writer_free(w);
-        return DAPI_ERR_IO;
+        return result;
     }
     *out = w;
     return DAPI_OK;
@@ -75,11 +88,10 @@ static enum dapi_err flush(struct dapi_result_writer *w)
     size_t n = w->out.len;
     while(n) {
         ssize_t r = write(w->fd, p, n);
-        if(r < 0) {
-            if(errno == EINTR)
+        if(r <= 0) {
+            if(r < 0 && errno == EINTR)
                 continue;
-            snprintf(w->error, sizeof w->error, "cannot write result: %s", strerror(errno));
-            return DAPI_ERR_IO;
+            return write_error(w, "write the result", r < 0 ? errno : ENOSPC);
         }
         p += r;
         n -= (size_t)r;
@@ -176,9 +188,9 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
         w->rows++;
         uint64_t total = w->written + w->out.len;
         if(total > w->limits.max_bytes) {
-            snprintf(w->error, sizeof w->error,
-                     "the result is larger than %llu bytes (--max-result-bytes)",
-                     (unsigned long long)w->limits.max_bytes);
+            snprintf(w->error, sizeof w->error, "the result is larger than %llu bytes (%s)",
+                     (unsigned long long)w->limits.max_bytes,
+                     w->limits.bytes_setting ? w->limits.bytes_setting : "--max-result-bytes");
             return DAPI_ERR_TOO_LARGE;
         }
         if(w->rows % DAPI_PAGE_ROWS == 0 && (result = push_index(w, total)))
@@ -237,12 +249,17 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
     put64(h + 32, rows_len);
     put64(h + 40, index_off);
     put64(h + 48, total);
-    if(pwrite(w->fd, h, sizeof h, 0) != (ssize_t)sizeof h || fsync(w->fd) || close(w->fd)) {
-        w->fd = -1;
-        snprintf(w->error, sizeof w->error, "cannot finish result: %s", strerror(errno));
-        return DAPI_ERR_IO;
-    }
+    int e = 0;
+    ssize_t n = pwrite(w->fd, h, sizeof h, 0);
+    if(n != (ssize_t)sizeof h)
+        e = n < 0 ? errno : ENOSPC;
+    else if(fsync(w->fd))
+        e = errno;
+    if(close(w->fd) && !e) /* (close releases the descriptor even when it fails) */
+        e = errno;
     w->fd = -1;
+    if(e)
+        return write_error(w, "finish the result", e);
     if(rename(w->tmp, w->path)) {
         snprintf(w->error, sizeof w->error, "cannot publish result: %s", strerror(errno));
         return DAPI_ERR_IO;

@@ -22,9 +22,14 @@ struct dapi_result_writer;
 struct dapi_result_limits {
     uint64_t max_rows;
     uint64_t max_bytes;
+    /* what max_bytes is, for the message (NULL: "--max-result-bytes") */
+    const char *bytes_setting;
 };
 
-/* Starts writing the result to path (via a unique temporary name beside it). */
+/* Starts writing the result to path (via a unique temporary name beside it).
+ * Errors: DAPI_ERR_TOO_LARGE (a limit), DAPI_ERR_BUSY (no space left on the disk or quota
+ * exceeded: the same query may well fit later), DAPI_ERR_IO (other storage errors); the
+ * writer's error text says which (here and from the sink and finish). */
 enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const char *path,
                                       const struct dapi_result_limits *limits);
 /* The engine sink that feeds this writer (ctx = the writer). */

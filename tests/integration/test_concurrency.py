@@ -77,11 +77,13 @@ def test_concurrent_creates_get_unique_slugs():
 
     def creator(t):
         # Each client reads its result before creating the next query, so at most 32
-        # queries are outstanding (the server bounds its queue: --max-queued-queries).
+        # queries are outstanding (the server bounds its queue: --max-queued-queries), 16 per
+        # key (--max-queries-per-key: 16 by default).
+        key = KEY if t % 2 == 0 else KEY2
         mine = []
         for k in range(5):
-            slug = s.create("SELECT %d AS t, %d AS k" % (t, k))
-            eq(s.page(slug, 1), [{"t": t, "k": k}], "client %d query %d" % (t, k))
+            slug = s.create("SELECT %d AS t, %d AS k" % (t, k), key=key)
+            eq(s.page(slug, 1, key=key), [{"t": t, "k": k}], "client %d query %d" % (t, k))
             mine.append(slug)
         with lock:
             slugs.extend(mine)
@@ -168,7 +170,9 @@ def test_no_fd_leak_over_many_requests():
         expect_status(s.results(slug, 1 + i % 4), 200)
         expect_error(s.api("GET", "/api/nope"), 404)
     for i in range(30):
-        s.create("SELECT %d AS x" % i)
+        # read before the next: one key may have only 16 queries in flight
+        # (--max-queries-per-key), and runs can lag behind back-to-back creates
+        eq(s.page(s.create("SELECT %d AS x" % i), 1), [{"x": i}], "query %d" % i)
     # Keep-alive connection reused for many requests, then closed.
     conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
     for i in range(100):

@@ -1,6 +1,9 @@
 /* The query registry: slugs, ownership, states, waiters, persistence across a restart,
- * retention, the state-size cap and damaged metadata. Time is passed in, never slept. */
+ * retention, the state-size cap and damaged metadata; fairness between keys (admission
+ * slots, per-key stored bytes), the crash-loop guard and orphaned temporary files. Time is
+ * passed in, never slept. */
 #include <ftw.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -108,7 +111,7 @@ static uint64_t write_result(struct dapi_queries *qs, const char *slug, uint64_t
 {
     char rp[4096];
     dapi_queries_result_path(qs, slug, rp, sizeof rp);
-    struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX};
+    struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX, NULL};
     struct dapi_result_writer *w = NULL;
     T_EQ_INT(dapi_result_writer_open(&w, rp, &lim), DAPI_OK);
     if(!w)
@@ -160,7 +163,7 @@ static void test_lifecycle(void)
 
     char slug[DAPI_SLUG_MAX];
     memset(slug, 0, sizeof slug);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug, NULL, 0), DAPI_OK);
     T_CHECK(slug_ok(slug), "slug format: [%s]", slug);
     query_dir(qd, sizeof qd, state, slug);
     char meta[300];
@@ -219,7 +222,8 @@ static void test_lifecycle(void)
 
     /* A DONE query with a real result. */
     char slug2[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT v FROM t", NULL, 1002, slug2), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT v FROM t", NULL, 1002, slug2, NULL, 0),
+             DAPI_OK);
     T_CHECK(strcmp(slug, slug2) != 0, "slugs differ");
     dapi_queries_set_running(qs, slug2);
     struct waited w4 = {0};
@@ -250,7 +254,7 @@ static void test_lifecycle(void)
 
     /* finish OK without a result file: FAILED, the reason says so, no bytes counted. */
     char slug3[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1003, slug3), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1003, slug3, NULL, 0), DAPI_OK);
     dapi_queries_finish(qs, slug3, DAPI_OK, NULL, 12345);
     T_EQ_INT(dapi_queries_get(qs, slug3, owner, 1003, &v), DAPI_OK);
     T_EQ_INT(v.state, DAPI_Q_FAILED);
@@ -266,7 +270,8 @@ static void test_lifecycle(void)
     static char many[40][DAPI_SLUG_MAX];
     int bad = 0, dups = 0;
     for(int i = 0; i < 40; i++) {
-        T_EQ_INT(dapi_queries_create(qs, other, "SELECT 42", NULL, 1004, many[i]), DAPI_OK);
+        T_EQ_INT(dapi_queries_create(qs, other, "SELECT 42", NULL, 1004, many[i], NULL, 0),
+                 DAPI_OK);
         bad += !slug_ok(many[i]);
         for(int j = 0; j < i; j++)
             dups += strcmp(many[i], many[j]) == 0;
@@ -290,7 +295,7 @@ static void test_waiter_deadline(void)
     if(!qs)
         return;
     char slug[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug, NULL, 0), DAPI_OK);
     struct waited early = {0}, late = {0};
     T_EQ_INT(dapi_queries_wait(qs, slug, 5000, on_wake, &early), 0);
     T_EQ_INT(dapi_queries_wait(qs, slug, 9000, on_wake, &late), 0);
@@ -317,7 +322,7 @@ static void test_waiter_deadline(void)
 
     /* cancel_waiters wakes everyone as timed out, once. */
     char slug2[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, slug2), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, slug2, NULL, 0), DAPI_OK);
     struct waited c1 = {0}, c2 = {0};
     T_EQ_INT(dapi_queries_wait(qs, slug2, 1 << 30, on_wake, &c1), 0);
     T_EQ_INT(dapi_queries_wait(qs, slug2, 1 << 30, on_wake, &c2), 0);
@@ -346,10 +351,11 @@ static void test_restart(void)
     static const char tricky[] = "SELECT 'it''s', \"x\\y\"\n\t-- café ☕ \x01\nFROM t";
     char done[DAPI_SLUG_MAX], failed[DAPI_SLUG_MAX], queued[DAPI_SLUG_MAX],
         running[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT done", NULL, 1000, done), DAPI_OK);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT failed", NULL, 1000, failed), DAPI_OK);
-    T_EQ_INT(dapi_queries_create(qs, owner, tricky, NULL, 1000, queued), DAPI_OK);
-    T_EQ_INT(dapi_queries_create(qs, other, "SELECT running", NULL, 1000, running), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT done", NULL, 1000, done, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT failed", NULL, 1000, failed, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, tricky, NULL, 1000, queued, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, other, "SELECT running", NULL, 1000, running, NULL, 0),
+             DAPI_OK);
     uint64_t bytes = write_result(qs, done, 3);
     dapi_queries_finish(qs, done, DAPI_OK, NULL, bytes);
     dapi_queries_finish(qs, failed, DAPI_ERR_SQL, "Parser Error: \"quoted\"\nline 2", 0);
@@ -425,8 +431,8 @@ static void test_retention(void)
     if(!qs)
         return;
     char slug[DAPI_SLUG_MAX], pending[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug), DAPI_OK);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, pending), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, pending, NULL, 0), DAPI_OK);
     uint64_t bytes = write_result(qs, slug, 5);
     dapi_queries_finish(qs, slug, DAPI_OK, NULL, bytes);
     query_dir(qd, sizeof qd, state, slug);
@@ -463,7 +469,7 @@ static void test_retention(void)
 
     /* An expired query found at open is deleted and not reported. */
     char slug2[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1020, slug2), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1020, slug2, NULL, 0), DAPI_OK);
     dapi_queries_finish(qs, slug2, DAPI_ERR_SQL, "x", 0);
     dapi_queries_close(qs);
     struct unfinished u2 = {0};
@@ -494,7 +500,7 @@ static void test_state_cap(void)
     if(!qs)
         return;
     char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a, NULL, 0), DAPI_OK);
     uint64_t size = write_result(qs, a, 1);
     dapi_queries_close(qs);
     rm_rf(state);
@@ -504,15 +510,15 @@ static void test_state_cap(void)
     qs = open_reg(state, 3600, size + 1, 1000, &u);
     if(!qs)
         return;
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a, NULL, 0), DAPI_OK);
     dapi_queries_finish(qs, a, DAPI_OK, NULL, write_result(qs, a, 1));
     T_EQ_INT(dapi_queries_bytes(qs), size);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b, NULL, 0), DAPI_OK);
     /* Now at or over the cap: new queries are refused with BUSY. */
     dapi_queries_finish(qs, b, DAPI_OK, NULL, write_result(qs, b, 1));
     T_CHECK(dapi_queries_bytes(qs) >= size + 1, "over the cap");
     memset(c, 0, sizeof c);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1000, c), DAPI_ERR_BUSY);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1000, c, NULL, 0), DAPI_ERR_BUSY);
     T_EQ_INT(c[0], '\0');
     struct dapi_qview v;
     T_EQ_INT(dapi_queries_get(qs, b, owner, 1000, &v), DAPI_OK);
@@ -524,10 +530,10 @@ static void test_state_cap(void)
     if(!qs)
         return;
     T_EQ_INT(dapi_queries_bytes(qs), 2 * size);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1000, c), DAPI_ERR_BUSY);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1000, c, NULL, 0), DAPI_ERR_BUSY);
     dapi_queries_tick(qs, 1000 + 3600, 0);
     T_EQ_INT(dapi_queries_bytes(qs), 0);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 4600, c), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 4600, c, NULL, 0), DAPI_OK);
     dapi_queries_close(qs);
 
     /* Cap exactly equal to one result: full after it. */
@@ -536,9 +542,9 @@ static void test_state_cap(void)
     qs = open_reg(state, 3600, size, 1000, &u);
     if(!qs)
         return;
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a, NULL, 0), DAPI_OK);
     dapi_queries_finish(qs, a, DAPI_OK, NULL, write_result(qs, a, 1));
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b), DAPI_ERR_BUSY);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b, NULL, 0), DAPI_ERR_BUSY);
     dapi_queries_close(qs);
     rm_rf(state);
 }
@@ -553,8 +559,8 @@ static void test_accessors(void)
     if(!qs)
         return;
     char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'a'", NULL, 1000, a), DAPI_OK);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'b'", "up-123", 1000, b), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'a'", NULL, 1000, a, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'b'", "up-123", 1000, b, NULL, 0), DAPI_OK);
 
     /* claim: exactly one caller wins, only from QUEUED. */
     T_EQ_INT(dapi_queries_claim(qs, a), 1);
@@ -642,7 +648,7 @@ static void test_damaged_meta(void)
     if(!qs)
         return;
     char good[DAPI_SLUG_MAX];
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT good", NULL, 1000, good), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT good", NULL, 1000, good, NULL, 0), DAPI_OK);
     dapi_queries_close(qs);
 
     static const struct {
@@ -710,6 +716,501 @@ static void test_damaged_meta(void)
     unlink(file);
 }
 
+/* ---- fairness, crash-loop guard, orphans ---------------------------------------------- */
+
+static unsigned char third[DAPI_KEY_HASH_LEN];
+
+static int file_has(const char *p, const char *needle)
+{
+    char buf[8192];
+    FILE *f = fopen(p, "r");
+    if(!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+static void meta_path(char *out, size_t n, const char *state, const char *slug)
+{
+    snprintf(out, n, "%s/queries/%s/meta.json", state, slug);
+}
+
+struct admit_race {
+    struct dapi_queries *qs;
+    int ok, rate, busy;
+};
+
+static void *admit_many(void *arg)
+{
+    struct admit_race *a = arg;
+    for(int i = 0; i < 100; i++) {
+        enum dapi_err r = dapi_queries_admit(a->qs, owner);
+        a->ok += r == DAPI_OK;
+        a->rate += r == DAPI_ERR_RATE;
+        a->busy += r == DAPI_ERR_BUSY;
+    }
+    return NULL;
+}
+
+static void test_admission(void)
+{
+    char state[128];
+    state_dir(state, sizeof state, "admit");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 10, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    /* No limits by default. */
+    for(int i = 0; i < 100; i++)
+        T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    T_EQ_INT(dapi_queries_active(qs, owner), 100);
+    for(int i = 0; i < 100; i++)
+        dapi_queries_unadmit(qs, owner);
+    T_EQ_INT(dapi_queries_active(qs, NULL), 0);
+
+    struct dapi_queries_limits lim = {5, 2, UINT64_MAX};
+    dapi_queries_set_limits(qs, &lim);
+    /* Per key first: the key at its limit gets RATE while others are still admitted. */
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_ERR_RATE);
+    T_EQ_INT(dapi_queries_admit(qs, other), DAPI_OK);
+    T_EQ_INT(dapi_queries_active(qs, owner), 2);
+    T_EQ_INT(dapi_queries_active(qs, other), 1);
+    T_EQ_INT(dapi_queries_active(qs, third), 0);
+    T_EQ_INT(dapi_queries_active(qs, NULL), 3);
+    dapi_queries_unadmit(qs, owner);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    /* Then the server: 5 in all. */
+    T_EQ_INT(dapi_queries_admit(qs, other), DAPI_OK);
+    T_EQ_INT(dapi_queries_admit(qs, third), DAPI_OK);
+    T_EQ_INT(dapi_queries_active(qs, NULL), 5);
+    T_EQ_INT(dapi_queries_admit(qs, third), DAPI_ERR_BUSY);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_ERR_RATE); /* its own limit says more */
+    T_EQ_INT(dapi_queries_active(qs, third), 1);
+    dapi_queries_unadmit(qs, third);
+    dapi_queries_unadmit(qs, other);
+    dapi_queries_unadmit(qs, other);
+    T_EQ_INT(dapi_queries_active(qs, NULL), 2);
+
+    /* A reservation moves to the query its key creates: counts unchanged, given back once
+     * when the query finishes. */
+    char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_hold(qs, a, owner), 0);
+    T_EQ_INT(dapi_queries_active(qs, owner), 2);
+    T_EQ_INT(dapi_queries_hold(qs, a, NULL), 0); /* idempotent */
+    T_EQ_INT(dapi_queries_active(qs, owner), 2);
+    dapi_queries_finish(qs, a, DAPI_ERR_SQL, "x", 0);
+    T_EQ_INT(dapi_queries_active(qs, owner), 1);
+    dapi_queries_finish(qs, a, DAPI_ERR_SQL, "x", 0); /* twice: given back once */
+    dapi_queries_drop(qs, a);
+    T_EQ_INT(dapi_queries_active(qs, owner), 1);
+    /* A reservation for a query that is gone is given back. */
+    T_EQ_INT(dapi_queries_hold(qs, "dapi-query-unknown", owner), -1);
+    T_EQ_INT(dapi_queries_active(qs, owner), 0);
+    T_EQ_INT(dapi_queries_active(qs, NULL), 0);
+
+    /* Resumed queries take a slot whatever the limits. */
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT b", NULL, 1000, b, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT c", NULL, 1000, c, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    T_EQ_INT(dapi_queries_hold(qs, b, NULL), 0);
+    T_EQ_INT(dapi_queries_active(qs, owner), 3);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_ERR_RATE);
+    dapi_queries_unadmit(qs, owner);
+    dapi_queries_unadmit(qs, owner);
+    /* Dropped at shutdown: given back; still queued. */
+    dapi_queries_drop(qs, b);
+    T_EQ_INT(dapi_queries_active(qs, owner), 0);
+    T_EQ_INT(state_of(qs, b, 1000, NULL), DAPI_Q_QUEUED);
+    /* Expired while holding one: given back by the tick. */
+    T_EQ_INT(dapi_queries_hold(qs, c, NULL), 0);
+    T_EQ_INT(dapi_queries_active(qs, owner), 1);
+    dapi_queries_tick(qs, 1010, 0);
+    T_EQ_INT(dapi_queries_active(qs, owner), 0);
+    dapi_queries_finish(qs, c, DAPI_OK, NULL, 0); /* the run ends after the expiry: nothing */
+    T_EQ_INT(dapi_queries_active(qs, NULL), 0);
+    T_EQ_INT(dapi_queries_bytes(qs), 0);
+
+    /* A query that failed for lack of room can be queued again, taking a slot as an
+     * admission would; other failures cannot. */
+    char d[DAPI_SLUG_MAX], e[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT d", NULL, 1005, d, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT e", NULL, 1005, e, NULL, 0), DAPI_OK);
+    dapi_queries_finish(qs, d, DAPI_ERR_BUSY, "no space left", 0);
+    dapi_queries_finish(qs, e, DAPI_ERR_SQL, "bad", 0);
+    T_EQ_INT(dapi_queries_retry(qs, e), DAPI_ERR_INVALID);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    T_EQ_INT(dapi_queries_retry(qs, d), DAPI_ERR_RATE);
+    T_EQ_INT(state_of(qs, d, 1005, NULL), DAPI_Q_FAILED);
+    dapi_queries_unadmit(qs, owner);
+    T_EQ_INT(dapi_queries_retry(qs, d), DAPI_OK);
+    T_EQ_INT(dapi_queries_active(qs, owner), 2);
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, d, owner, 1005, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_QUEUED);
+    T_EQ_INT(v.error, DAPI_OK);
+    T_EQ_STR(v.message, "");
+    dapi_queries_release(qs, &v);
+    T_EQ_INT(dapi_queries_retry(qs, d), DAPI_ERR_INVALID); /* once */
+    T_EQ_INT(dapi_queries_active(qs, owner), 2);
+    uint64_t bytes = write_result(qs, d, 3);
+    dapi_queries_finish(qs, d, DAPI_OK, NULL, bytes);
+    T_EQ_INT(state_of(qs, d, 1005, NULL), DAPI_Q_DONE);
+    dapi_queries_unadmit(qs, owner);
+    T_EQ_INT(dapi_queries_active(qs, NULL), 0);
+
+    /* Reserving is atomic: 8 threads, 800 attempts, exactly the limit succeed. */
+    struct dapi_queries_limits lim2 = {UINT64_MAX, 50, UINT64_MAX};
+    dapi_queries_set_limits(qs, &lim2);
+    struct admit_race race[8];
+    pthread_t t[8];
+    for(int i = 0; i < 8; i++) {
+        race[i] = (struct admit_race){qs, 0, 0, 0};
+        pthread_create(&t[i], NULL, admit_many, &race[i]);
+    }
+    int ok = 0, rate = 0;
+    for(int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ok += race[i].ok;
+        rate += race[i].rate;
+    }
+    T_EQ_INT(ok, 50);
+    T_EQ_INT(rate, 750);
+    T_EQ_INT(dapi_queries_active(qs, owner), 50);
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+static void test_key_quota(void)
+{
+    char state[128], qd[256];
+    state_dir(state, sizeof state, "quota");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char probe[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, third, "SELECT probe", NULL, 900, probe, NULL, 0), DAPI_OK);
+    uint64_t size = write_result(qs, probe, 50); /* every result below is this size */
+    dapi_queries_finish(qs, probe, DAPI_OK, NULL, size);
+    /* Room for two results of a key. */
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 2 * size + size / 2};
+    dapi_queries_set_limits(qs, &lim);
+
+    char b1[DAPI_SLUG_MAX], a[5][DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, other, "SELECT b1", NULL, 999, b1, NULL, 0), DAPI_OK);
+    dapi_queries_finish(qs, b1, DAPI_OK, NULL, write_result(qs, b1, 50));
+    /* a[1] and a[2] are created in the same second: registration order decides. */
+    static const int64_t created[5] = {1000, 1001, 1001, 1002, 1003};
+    for(int i = 0; i < 3; i++) {
+        T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, created[i], a[i], NULL, 0),
+                 DAPI_OK);
+        dapi_queries_finish(qs, a[i], DAPI_OK, NULL, write_result(qs, a[i], 50));
+    }
+    enum dapi_err e;
+    state_of(qs, a[0], 1010, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND); /* the key's oldest made room for its third */
+    query_dir(qd, sizeof qd, state, a[0]);
+    T_CHECK(!exists(qd), "the deleted result's directory is removed: %s", qd);
+    T_EQ_INT(state_of(qs, a[1], 1010, NULL), DAPI_Q_DONE);
+    T_EQ_INT(state_of(qs, a[2], 1010, NULL), DAPI_Q_DONE);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
+    /* Other keys keep theirs, older or not. */
+    struct dapi_qview vb;
+    T_EQ_INT(dapi_queries_get(qs, b1, other, 1010, &vb), DAPI_OK);
+    T_EQ_INT(vb.state, DAPI_Q_DONE);
+    dapi_queries_release(qs, &vb);
+    T_EQ_INT(state_of(qs, probe, 1010, &e), (enum dapi_qstate)-1); /* (owned by third) */
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), size);
+    T_EQ_INT(dapi_queries_key_bytes(qs, third), size);
+    T_EQ_INT(dapi_queries_bytes(qs), 4 * size);
+
+    /* A reader holding the next victim keeps reading it after it is deleted. */
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, a[1], owner, 1010, &v), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, created[3], a[3], NULL, 0), DAPI_OK);
+    /* A running query of the key is no victim (only finished results are). */
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 999, a[4], NULL, 0), DAPI_OK);
+    dapi_queries_set_running(qs, a[4]);
+    dapi_queries_finish(qs, a[3], DAPI_OK, NULL, write_result(qs, a[3], 50));
+    state_of(qs, a[1], 1010, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(state_of(qs, a[4], 1010, NULL), DAPI_Q_RUNNING);
+    T_CHECK(v.result != NULL, "snapshot has its result");
+    if(v.result) {
+        const char *data;
+        size_t len;
+        dapi_result_page(v.result, 1, &data, &len);
+        T_CHECK(len > 8 && strncmp(data, "{\"v\":0}", 7) == 0, "deleted result still readable");
+    }
+    dapi_queries_release(qs, &v);
+
+    /* One result larger than the quota: refused (413), its file deleted, nothing else of the
+     * key's deleted for it. */
+    char rp[4096];
+    dapi_queries_result_path(qs, a[4], rp, sizeof rp);
+    uint64_t big = write_result(qs, a[4], 200);
+    T_CHECK(big > lim.max_key_bytes, "test setup: %llu bytes", (unsigned long long)big);
+    dapi_queries_finish(qs, a[4], DAPI_OK, NULL, big);
+    T_EQ_INT(dapi_queries_get(qs, a[4], owner, 1010, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_FAILED);
+    T_EQ_INT(v.error, DAPI_ERR_TOO_LARGE);
+    T_CHECK(strstr(v.message, "--max-state-bytes-per-key") != NULL, "message: [%s]", v.message);
+    dapi_queries_release(qs, &v);
+    T_CHECK(!exists(rp), "the refused result is deleted");
+    T_EQ_INT(state_of(qs, a[2], 1010, NULL), DAPI_Q_DONE);
+    T_EQ_INT(state_of(qs, a[3], 1010, NULL), DAPI_Q_DONE);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
+
+    /* The per-key count survives a restart. */
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1010, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), size);
+    T_EQ_INT(dapi_queries_bytes(qs), 4 * size);
+    /* Expiry gives a key's bytes back too. */
+    dapi_queries_tick(qs, 999 + 3600, 0);
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), 0);
+    T_EQ_INT(dapi_queries_key_bytes(qs, third), 0);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+/* "Oldest" is creation order, within a second too, and stays so across a restart (the
+ * registration order is persisted; directory order is arbitrary). */
+static void test_oldest_across_restart(void)
+{
+    char state[128];
+    state_dir(state, sizeof state, "oldest");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char a[10][DAPI_SLUG_MAX];
+    uint64_t size = 0;
+    for(int i = 0; i < 8; i++) {
+        T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a[i], NULL, 0), DAPI_OK);
+        size = write_result(qs, a[i], 50);
+        dapi_queries_finish(qs, a[i], DAPI_OK, NULL, size);
+    }
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 4 * size};
+    dapi_queries_set_limits(qs, &lim);
+    /* Created in the same second as the others, after them. */
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a[8], NULL, 0), DAPI_OK);
+    dapi_queries_finish(qs, a[8], DAPI_OK, NULL, write_result(qs, a[8], 50));
+    for(int i = 0; i < 9; i++) {
+        enum dapi_err e;
+        enum dapi_qstate st = state_of(qs, a[i], 1000, &e);
+        if(i < 5)
+            T_CHECK(e == DAPI_ERR_NOT_FOUND, "result %d of 9 (oldest five) deleted", i);
+        else
+            T_CHECK(e == DAPI_OK && st == DAPI_Q_DONE, "result %d of 9 (newest four) kept", i);
+    }
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+/* When the store is full, keys over their quota (here: after a restart with a smaller one)
+ * lose their oldest results first; only then is a new query refused. */
+static void test_full_store_costs_keys_over_quota(void)
+{
+    char state[128];
+    state_dir(state, sizeof state, "fullstore");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char a[5][DAPI_SLUG_MAX], b[3][DAPI_SLUG_MAX], why[256];
+    uint64_t size = 0;
+    for(int i = 0; i < 5; i++) {
+        T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000 + i, a[i], NULL, 0),
+                 DAPI_OK);
+        size = write_result(qs, a[i], 50);
+        dapi_queries_finish(qs, a[i], DAPI_OK, NULL, size);
+    }
+    dapi_queries_close(qs);
+
+    /* Store of 5 results: full. Quota of 2 results per key: the owner is over it. */
+    qs = open_reg(state, 3600, 5 * size, 1010, &u);
+    if(!qs)
+        return;
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 2 * size + 1};
+    dapi_queries_set_limits(qs, &lim);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 5 * size); /* nothing deleted at open */
+    T_EQ_INT(dapi_queries_create(qs, other, "SELECT b", NULL, 1010, b[0], why, sizeof why),
+             DAPI_OK);
+    enum dapi_err e;
+    state_of(qs, a[0], 1010, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND); /* the oldest of the key over its quota */
+    T_EQ_INT(state_of(qs, a[1], 1010, NULL), DAPI_Q_DONE); /* only as many as needed */
+    T_EQ_INT(dapi_queries_bytes(qs), 4 * size);
+    dapi_queries_finish(qs, b[0], DAPI_OK, NULL, write_result(qs, b[0], 50));
+    T_EQ_INT(dapi_queries_create(qs, other, "SELECT b", NULL, 1011, b[1], why, sizeof why),
+             DAPI_OK);
+    state_of(qs, a[1], 1011, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    dapi_queries_finish(qs, b[1], DAPI_OK, NULL, write_result(qs, b[1], 50));
+    T_EQ_INT(dapi_queries_create(qs, other, "SELECT b", NULL, 1012, b[2], why, sizeof why),
+             DAPI_OK);
+    dapi_queries_finish(qs, b[2], DAPI_ERR_SQL, "x", 0);
+    state_of(qs, a[2], 1012, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    /* Now the owner holds 2 results (its quota) + the other key 2: 4 of 5. One more result
+     * of the owner's takes it over its quota: its oldest goes, the store stays at 4. */
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), 2 * size);
+    char c[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT c", NULL, 1013, c, NULL, 0), DAPI_OK);
+    dapi_queries_finish(qs, c, DAPI_OK, NULL, write_result(qs, c, 50));
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
+    state_of(qs, a[3], 1013, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(state_of(qs, a[4], 1013, NULL), DAPI_Q_DONE);
+    T_EQ_INT(dapi_queries_bytes(qs), 4 * size);
+    dapi_queries_close(qs);
+    /* A store full of keys within their quota: BUSY (503) with the reason. */
+    qs = open_reg(state, 3600, 4 * size, 1014, &u);
+    if(!qs)
+        return;
+    dapi_queries_set_limits(qs, &lim);
+    char d[DAPI_SLUG_MAX];
+    why[0] = 'x';
+    T_EQ_INT(dapi_queries_create(qs, third, "SELECT d", NULL, 1014, d, why, sizeof why),
+             DAPI_ERR_BUSY);
+    T_CHECK(strstr(why, "--max-state-bytes") != NULL, "why: [%s]", why);
+    T_EQ_INT(dapi_queries_bytes(qs), 4 * size);
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+static void test_crash_guard(void)
+{
+    char state[128], meta[300];
+    state_dir(state, sizeof state, "crash");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX], why[256];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT b", NULL, 1000, b, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT c", NULL, 1000, c, NULL, 0), DAPI_OK);
+    meta_path(meta, sizeof meta, state, a);
+    T_CHECK(file_has(meta, "\"attempts\":0"), "no attempt at create");
+    /* Counted on disk before the run starts. */
+    T_EQ_INT(dapi_queries_start_run(qs, a, why, sizeof why), DAPI_OK);
+    T_CHECK(file_has(meta, "\"attempts\":1") && file_has(meta, "\"state\":\"running\""),
+            "attempt 1 persisted");
+    T_EQ_INT(state_of(qs, a, 1000, NULL), DAPI_Q_RUNNING);
+    /* A run cut by a shutdown the process survives is not counted. */
+    T_EQ_INT(dapi_queries_start_run(qs, b, why, sizeof why), DAPI_OK);
+    dapi_queries_drop(qs, b);
+    meta_path(meta, sizeof meta, state, b);
+    T_CHECK(file_has(meta, "\"attempts\":0") && file_has(meta, "\"state\":\"queued\""),
+            "a dropped run is not an attempt");
+    T_EQ_INT(state_of(qs, b, 1000, NULL), DAPI_Q_QUEUED);
+    /* A finished run records its outcome: the attempts no longer count. */
+    T_EQ_INT(dapi_queries_start_run(qs, c, why, sizeof why), DAPI_OK);
+    dapi_queries_finish(qs, c, DAPI_ERR_SQL, "x", 0);
+    meta_path(meta, sizeof meta, state, c);
+    T_CHECK(file_has(meta, "\"attempts\":0"), "attempts reset when the outcome is recorded");
+    T_EQ_INT(dapi_queries_start_run(qs, c, why, sizeof why), DAPI_ERR_INVALID);
+    T_EQ_INT(dapi_queries_start_run(qs, "dapi-query-unknown", why, sizeof why),
+             DAPI_ERR_NOT_FOUND);
+    dapi_queries_close(qs); /* "crash": a still running */
+
+    struct unfinished u1 = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
+    if(!qs)
+        return;
+    T_EQ_INT(u1.calls, 2);
+    T_CHECK(unfinished_has(&u1, a, "SELECT a"), "one crash: run again");
+    T_CHECK(unfinished_has(&u1, b, "SELECT b"), "not a crash: run again");
+    T_EQ_INT(dapi_queries_start_run(qs, a, why, sizeof why), DAPI_OK);
+    meta_path(meta, sizeof meta, state, a);
+    T_CHECK(file_has(meta, "\"attempts\":2"), "attempt 2 persisted");
+    T_EQ_INT(dapi_queries_start_run(qs, b, why, sizeof why), DAPI_OK);
+    dapi_queries_close(qs); /* crash again, with a and b running */
+
+    struct unfinished u2 = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1002, &u2);
+    if(!qs)
+        return;
+    T_EQ_INT(u2.calls, 1);
+    T_CHECK(!unfinished_has(&u2, a, NULL), "two crashes: not run a third time");
+    T_CHECK(unfinished_has(&u2, b, NULL), "one crash: run again");
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, a, owner, 1002, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_FAILED);
+    T_EQ_INT(v.error, DAPI_ERR_INTERNAL);
+    T_EQ_STR(v.message, DAPI_QUERY_CRASH_MESSAGE);
+    dapi_queries_release(qs, &v);
+    T_CHECK(file_has(meta, "\"state\":\"failed\""), "failed state persisted");
+    dapi_queries_close(qs);
+    struct unfinished u3 = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1003, &u3);
+    if(!qs)
+        return;
+    T_EQ_INT(state_of(qs, a, 1003, NULL), DAPI_Q_FAILED);
+    T_CHECK(!unfinished_has(&u3, a, NULL), "stays failed");
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
+static void test_orphans(void)
+{
+    char state[128], qd[256], p[400];
+    state_dir(state, sizeof state, "orphans");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char a[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a, NULL, 0), DAPI_OK);
+    uint64_t bytes = write_result(qs, a, 5);
+    dapi_queries_finish(qs, a, DAPI_OK, NULL, bytes);
+    dapi_queries_close(qs);
+    static const char *const orphans[] = {"result.bin.tmp-Ab3dEf6hIj9k", "meta.json.tmp",
+                                          "page-3.bin.tmp-zzzzzzzzzzzz", "part-00001.parquet",
+                                          "page-2.a1b2c3d4.parquet"};
+    static const char *const kept[] = {"meta.json", "result.bin", "page-2.bin"};
+    query_dir(qd, sizeof qd, state, a);
+    for(size_t i = 0; i < N(orphans); i++) {
+        snprintf(p, sizeof p, "%s/%s", qd, orphans[i]);
+        write_text(p, "left by a crash");
+    }
+    snprintf(p, sizeof p, "%s/page-2.bin", qd);
+    write_text(p, "a v1 page kept with its query");
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u);
+    if(!qs)
+        return;
+    for(size_t i = 0; i < N(orphans); i++) {
+        snprintf(p, sizeof p, "%s/%s", qd, orphans[i]);
+        T_CHECK(!exists(p), "%s removed at open", orphans[i]);
+    }
+    for(size_t i = 0; i < N(kept); i++) {
+        snprintf(p, sizeof p, "%s/%s", qd, kept[i]);
+        T_CHECK(exists(p), "%s kept", kept[i]);
+    }
+    T_EQ_INT(state_of(qs, a, 1001, NULL), DAPI_Q_DONE);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    dapi_queries_close(qs);
+    rm_rf(state);
+}
+
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
@@ -718,6 +1219,7 @@ int main(void)
         return 2;
     dapi_sha256("owner-key", 9, owner);
     dapi_sha256("other-key", 9, other);
+    dapi_sha256("third-key", 9, third);
     test_lifecycle();
     test_waiter_deadline();
     test_restart();
@@ -725,6 +1227,12 @@ int main(void)
     test_state_cap();
     test_accessors();
     test_damaged_meta();
+    test_admission();
+    test_key_quota();
+    test_oldest_across_restart();
+    test_full_store_costs_keys_over_quota();
+    test_crash_guard();
+    test_orphans();
     rm_rf(root);
     T_CHECK(!exists(root), "temp dir cleaned up");
     T_DONE();

@@ -15,7 +15,7 @@
 static char dir[64];
 static char path[128];
 
-static const struct dapi_result_limits unlimited = {UINT64_MAX, UINT64_MAX};
+static const struct dapi_result_limits unlimited = {UINT64_MAX, UINT64_MAX, NULL};
 
 /* How many temporary files of the writer (result.bin.tmp-XXXX) are in dir. */
 static int tmp_files(void)
@@ -333,7 +333,7 @@ static void test_limits(void)
         {100, 100, one_chunk}, {100, 101, one_chunk}, {1, 1, one_chunk}, {1, 2, by_one},
     };
     for(size_t i = 0; i < N(rcases); i++) {
-        struct dapi_result_limits lim = {rcases[i].max_rows, UINT64_MAX};
+        struct dapi_result_limits lim = {rcases[i].max_rows, UINT64_MAX, NULL};
         enum dapi_err r = write_n(&lim, rcases[i].total, rcases[i].sizes, 1, &rows, &pages,
                                   &bytes, why, sizeof why);
         if(rcases[i].total <= rcases[i].max_rows) {
@@ -356,7 +356,7 @@ static void test_limits(void)
         uint64_t rows_len = 0;
         for(uint64_t p = 1; p <= (totals[i] + 99) / 100; p++)
             rows_len += strlen(expect_page(totals[i], p));
-        struct dapi_result_limits lim = {UINT64_MAX, rows_len};
+        struct dapi_result_limits lim = {UINT64_MAX, rows_len, NULL};
         enum dapi_err r = write_n(&lim, totals[i], by_three, 1, &rows, &pages, &bytes, why,
                                   sizeof why);
         T_CHECK(r == DAPI_OK, "%llu rows in exactly %llu bytes succeed (got %d: %s)",
@@ -369,6 +369,15 @@ static void test_limits(void)
                 (unsigned long long)totals[i], (unsigned long long)lim.max_bytes, (int)r);
         T_CHECK(strstr(why, "--max-result-bytes") != NULL, "why [%s]", why);
         T_CHECK(!exists(path) && tmp_files() == 0, "no file left after the bytes limit");
+        unlink(path);
+        /* The same limit set from another setting (a key's storage quota) names that one. */
+        lim.bytes_setting = "the most one API key may store, --max-state-bytes-per-key";
+        r = write_n(&lim, totals[i], by_three, 1, &rows, &pages, &bytes, why, sizeof why);
+        T_EQ_INT(r, DAPI_ERR_TOO_LARGE);
+        T_CHECK(strstr(why, "--max-state-bytes-per-key") != NULL &&
+                    strstr(why, "--max-result-bytes") == NULL,
+                "why names the setting that set the limit: [%s]", why);
+        T_CHECK(!exists(path) && tmp_files() == 0, "no file left after the quota");
         unlink(path);
     }
 

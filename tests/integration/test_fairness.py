@@ -1,0 +1,324 @@
+"""Fairness between keys and the storage they share: atomic admission (a per-key limit
+answered 429, the global one 503), per-key stored bytes (a key's oldest results make room
+for its new one), the crash-loop guard, orphaned temporary files, and a full disk.
+
+Slow queries are count(*) over a huge range with one worker and one DuckDB thread, so a
+burst of them costs one core at most; every server here has a short --query-timeout."""
+
+import errno
+import json
+import os
+import subprocess
+import time
+
+import harness as h
+from harness import Server, check, eq, expect_error, expect_status, jparse
+
+KEY_A = "it-fair-key-A-7c21"
+KEY_B = "it-fair-key-B-93d4"
+
+SLOW = "SELECT count(*) + %d AS n FROM range(1000000000000)"
+# One worker, one DuckDB thread: a burst of slow queries keeps one core busy at most.
+QUIET = ["--workers", "1", "--duckdb-threads", "1", "--shutdown-grace", "1"]
+
+
+def _burst(s, payloads):
+    """POSTs every (key, sql) at once, one connection each; returns the responses in order."""
+    out = [None] * len(payloads)
+
+    def one(i):
+        key, sql = payloads[i]
+        out[i] = s.create_resp({"sql_query": sql}, key=key)
+
+    errors = [e for _, e in h.run_threads(one, list(range(len(payloads))), timeout=60) if e]
+    check(not errors, "burst: %s" % errors[:3])
+    return out
+
+
+def _meta(s, slug):
+    with open(os.path.join(s.state_dir, "queries", slug, "meta.json")) as f:
+        return json.load(f)
+
+
+def _wait_meta(s, slug, pred, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            m = _meta(s, slug)
+            if pred(m):
+                return m
+        except (OSError, ValueError):
+            m = None
+        if time.monotonic() > deadline:
+            raise AssertionError("%s: meta.json of %s is %r after %.0f s" % (what, slug, m, timeout))
+        time.sleep(0.05)
+
+
+# ----------------------------------------------------------------------------- admission
+
+
+@h.timeout(60)
+def test_per_key_limit_429_while_other_keys_are_admitted():
+    # --query-timeout 3: no admitted query may end (and free its slot) during the burst.
+    args = QUIET + ["--max-queued-queries", "8", "--max-queries-per-key", "3", "--query-timeout", "3"]
+    with Server(args=args, keys=[KEY_A, KEY_B], name="fair-429") as s:
+        # SQL refused by the check gives its slot back: five refusals leave all three free.
+        for i in range(5):
+            expect_error(s.create_resp({"sql_query": "SELECT nope%d FROM nowhere" % i}, key=KEY_A), 400, "Invalid SQL query")
+        resps = _burst(s, [(KEY_A, SLOW % i) for i in range(30)])
+        ok = [r for r in resps if r.status == 200]
+        eq(len(ok), 3, "creates admitted out of 30 concurrent ones from one key (--max-queries-per-key 3); statuses %s"
+           % sorted(r.status for r in resps))
+        for r in resps:
+            if r.status != 200:
+                body = expect_error(r, 429, what="a create over the key's limit")
+                check("--max-queries-per-key" in (body.get("details") or ""), "429 does not name the limit: %s" % r.short())
+                check(r.headers.get("retry-after", "").isdigit(), "429 without Retry-After: %s" % r.short())
+        # Another key is still admitted while the first is at its limit.
+        other = s.create(SLOW % 100, key=KEY_B)
+        expect_error(s.create_resp({"sql_query": SLOW % 101}, key=KEY_A), 429, what="key A still at its limit")
+        # Each query gives its slot back when it ends (here: --query-timeout).
+        for r in ok:
+            slug = jparse(r)["query_slug"]
+            expect_error(s.results(slug, 1, key=KEY_A, timeout=30), 504, "Query execution failed", "slow query of key A")
+        s.create("SELECT 1 AS one", key=KEY_A)
+        expect_error(s.results(other, 1, key=KEY_B, timeout=30), 504, "Query execution failed", "slow query of key B")
+
+
+@h.timeout(60)
+def test_global_limit_is_atomic_503():
+    """40 creates at once from two keys with room for 5 (--max-queued-queries 4 + 1 worker):
+    exactly 5 are admitted, whatever the timing of the SQL checks."""
+    args = QUIET + ["--max-queued-queries", "4", "--max-queries-per-key", "100", "--query-timeout", "5"]
+    with Server(args=args, keys=[KEY_A, KEY_B], name="fair-global") as s:
+        resps = _burst(s, [((KEY_A, KEY_B)[i % 2], SLOW % i) for i in range(40)])
+        statuses = sorted(r.status for r in resps)
+        eq(statuses.count(200), 5, "creates admitted with room for 5 (statuses %s)" % statuses)
+        for r in resps:
+            if r.status != 200:
+                expect_error(r, 503, "Server busy, retry later", "a create over the global limit")
+                check(r.headers.get("retry-after", "").isdigit(), "503 without Retry-After: %s" % r.short())
+
+
+@h.timeout(60)
+def test_resumed_queries_count_against_their_key():
+    args = QUIET + ["--max-queries-per-key", "2", "--query-timeout", "30"]
+    with Server(args=args, keys=[KEY_A, KEY_B], name="fair-resume") as s:
+        a = [s.create(SLOW % i, key=KEY_A) for i in range(2)]
+        expect_error(s.create_resp({"sql_query": SLOW % 9}, key=KEY_A), 429, what="third query of key A")
+        s.restart()  # both are still queued or running: they run again after the start
+        for slug in a:
+            eq(_meta(s, slug)["state"] in ("queued", "running"), True, "state of %s after the restart" % slug)
+        expect_error(s.create_resp({"sql_query": SLOW % 10}, key=KEY_A), 429, what="key A after the restart (its queries resumed)")
+        s.create("SELECT 2 AS two", key=KEY_B)
+
+
+@h.timeout(90)
+def test_nekt_forwarding_gets_the_same_per_key_limit():
+    """Limits are per key hash, so forwarded keys (which dapi does not check) get them too:
+    v2 creates hold a slot until their run ends, v1 page fetches while they run."""
+    k1, k2 = "nektkey1", "nektkey2"
+    # Every upstream query call takes 3 s (v2 sql-query, v1 create and v1 executions): no
+    # admitted one ends (and frees its slot) during a burst.
+    faults = "path=/api/v1/sql-query/,latency_ms=3000;path=/api/v1/explorer/queries/,method=POST,latency_ms=3000"
+    with Server(args=["--emulate-nekt", "--emulate-faults", faults], keys=[k1, k2], name="fair-emu") as emu:
+        base = ["--backend", "nekt", "--nekt-url", "http://127.0.0.1:%d" % emu.port, "--max-queries-per-key", "2", "--shutdown-grace", "1"]
+        with Server(args=base + ["--nekt-api", "v2"], keys=None, name="fair-fwd-v2") as fwd:
+            resps = _burst(fwd, [(k1, "SELECT %d AS i" % i) for i in range(10)])
+            ok = [r for r in resps if r.status == 200]
+            eq(len(ok), 2, "v2 creates admitted out of 10 concurrent ones from one key (statuses %s)" % sorted(r.status for r in resps))
+            for r in resps:
+                if r.status != 200:
+                    body = expect_error(r, 429, what="a forwarded create over the key's limit")
+                    check("--max-queries-per-key" in body.get("details", ""), "429 details: %r" % body)
+            other = fwd.create("SELECT 100 AS i", key=k2)
+            for r in ok:
+                body = jparse(r)
+                eq(fwd.page(body["query_slug"], 1, key=k1), [{"i": int(body["sql_query"].split()[1])}], "a forwarded result")
+            eq(fwd.page(other, 1, key=k2), [{"i": 100}], "the other key's result")
+            fwd.create("SELECT 7 AS i", key=k1)  # the finished runs gave their slots back
+        with Server(args=base + ["--nekt-api", "v1"], keys=None, name="fair-fwd-v1") as fwd:
+            slug = fwd.create("SELECT i FROM range(1000) t(i) ORDER BY i", key=k1)
+            out = [None] * 6
+
+            def page(i):
+                out[i] = fwd.results(slug, i + 1, key=k1)
+
+            h.run_threads(page, list(range(6)), timeout=60)
+            statuses = sorted(r.status for r in out)
+            eq(statuses.count(200), 2, "v1 pages fetched at once for one key (statuses %s)" % statuses)
+            for i, r in enumerate(out):
+                if r.status == 200:
+                    eq(jparse(r)["data"][0], {"i": i * 100}, "first row of page %d" % (i + 1))
+                else:
+                    expect_error(r, 429, what="a v1 page fetch over the key's limit")
+            eq(fwd.page(slug, 6, key=k1)[0], {"i": 500}, "page 6 once the others are done")
+
+
+# ----------------------------------------------------------------------------- stored bytes
+
+
+def _big(rows):
+    """About rows kB of JSON."""
+    return "SELECT repeat('x', 1000) AS v, %d AS n FROM range(%d)" % (rows, rows)
+
+
+@h.timeout(60)
+def test_per_key_storage_evicts_the_keys_oldest_results():
+    mib = 1024 * 1024
+    args = ["--max-state-bytes", str(2 * mib), "--max-state-bytes-per-key", str(mib)]
+    with Server(args=args, keys=[KEY_A, KEY_B], name="fair-bytes") as s:
+        b1 = s.create(_big(400), key=KEY_B)
+        eq(len(s.page(b1, 1, key=KEY_B)), 100, "key B's result")
+        a = []
+        for i in range(5):  # ~400 kB each: two fit in key A's 1 MiB
+            slug = s.create(_big(400) + " -- %d" % i, key=KEY_A)
+            eq(len(s.page(slug, 4, key=KEY_A)), 100, "page 4 of key A's result %d" % i)
+            a.append(slug)
+        for slug in a[:3]:
+            expect_error(s.results(slug, 1, key=KEY_A), 404, "Query not found", "key A's older result (deleted to make room)")
+        for slug in a[3:]:
+            eq(len(s.page(slug, 1, key=KEY_A)), 100, "key A's two newest results")
+            check(os.path.isdir(os.path.join(s.state_dir, "queries", slug)), "newest result's directory")
+        for slug in a[:3]:
+            check(not os.path.exists(os.path.join(s.state_dir, "queries", slug)), "evicted %s still on disk" % slug)
+        eq(len(s.page(b1, 4, key=KEY_B)), 100, "key B's result is never deleted for key A")
+        # Key A never filled the store for key B.
+        b2 = s.create("SELECT 7 AS seven", key=KEY_B)
+        eq(s.page(b2, 1, key=KEY_B), [{"seven": 7}], "key B's new query")
+        # One result larger than a key may store: 413, and nothing of key A's is deleted for it.
+        huge = s.create(_big(1100), key=KEY_A)
+        body = expect_error(s.results(huge, 1, key=KEY_A), 413, "Query execution failed", "a result over --max-state-bytes-per-key")
+        check("--max-state-bytes-per-key" in body.get("details", ""), "413 does not name the limit: %r" % body)
+        for slug in a[3:]:
+            eq(len(s.page(slug, 1, key=KEY_A)), 100, "key A's results after the refused one")
+        s.restart()  # the accounting survives a restart
+        for slug in a[3:]:
+            eq(len(s.page(slug, 1, key=KEY_A)), 100, "key A's results after a restart")
+        slug = s.create(_big(400) + " -- again", key=KEY_A)
+        eq(len(s.page(slug, 1, key=KEY_A)), 100, "key A's new result after a restart")
+        expect_error(s.results(a[3], 1, key=KEY_A), 404, "Query not found", "key A's oldest after a restart and a new result")
+        eq(len(s.page(b1, 1, key=KEY_B)), 100, "key B's result after all that")
+
+
+# ----------------------------------------------------------------------------- crash loop and orphans
+
+
+@h.timeout(90)
+def test_crash_loop_guard_runs_a_query_at_most_twice():
+    """A query running when the process dies runs again once; if the process dies again
+    while running it, it is failed at the next start instead of being run a third time."""
+    args = QUIET + ["--query-timeout", "120", "--result-wait", "3"]
+    s = Server(args=args, keys=[KEY_A], name="fair-crash")
+    try:
+        slug = s.create(SLOW % 1)
+        _wait_meta(s, slug, lambda m: m.get("attempts") == 1 and m.get("state") == "running", "first run started")
+        s.kill()
+        s.start()
+        _wait_meta(s, slug, lambda m: m.get("attempts") == 2, "run again once after a crash")
+        s.kill()
+        s.start()
+        body = expect_error(s.results(slug, 1, timeout=30), 500, "Query execution failed", "a query the server died running twice")
+        check("stopped twice" in body.get("details", ""), "details: %r" % body)
+        eq(body.get("query_slug"), slug, "query_slug")
+        eq(_meta(s, slug).get("state"), "failed", "state persisted")
+        s.restart()
+        expect_error(s.results(slug, 1, timeout=30), 500, "Query execution failed", "still failed after another restart")
+        eq(s.query("SELECT 3 AS three"), [{"three": 3}], "the server works")
+    finally:
+        s.kill()
+
+
+def test_graceful_stops_do_not_count_as_crashes():
+    """SIGTERM interrupting a run is not a crash: after two graceful restarts the query still runs."""
+    args = QUIET + ["--query-timeout", "120"]
+    with Server(args=args, keys=[KEY_A], name="fair-graceful") as s:
+        slug = s.create("SELECT count(*) AS n FROM range(1000000000000) WHERE range = -1")
+        for i in range(2):
+            _wait_meta(s, slug, lambda m: m.get("state") == "running", "run %d started" % (i + 1))
+            s.restart()
+        _wait_meta(s, slug, lambda m: m.get("state") == "running", "third run started")
+        check(_meta(s, slug).get("attempts") == 1, "attempts after two graceful restarts: %r" % _meta(s, slug))
+
+
+def test_orphaned_temporary_files_are_removed_at_start():
+    with Server(keys=[KEY_A], name="fair-orphans") as s:
+        slug = s.create("SELECT 5 AS five")
+        eq(s.page(slug, 1), [{"five": 5}], "rows")
+        s.stop()
+        qdir = os.path.join(s.state_dir, "queries", slug)
+        planted = ["result.bin.tmp-Ab3dEf6hIj9k", "meta.json.tmp", "part-00000.parquet"]
+        for name in planted:
+            with open(os.path.join(qdir, name), "wb") as f:
+                f.write(b"\0" * 300000)
+        s.start()
+        left = sorted(set(os.listdir(qdir)) & set(planted))
+        eq(left, [], "orphaned temporary files left after a start")
+        eq(sorted(os.listdir(qdir)), ["meta.json", "result.bin"], "the query's own files")
+        eq(s.page(slug, 1), [{"five": 5}], "rows after the start")
+
+
+# ----------------------------------------------------------------------------- disk full
+
+
+def _fill(path, limit=None):
+    """Writes zeros into path until the disk is full (or limit bytes); returns bytes written."""
+    n = 0
+    chunk = b"\0" * 65536
+    with open(path, "wb") as f:
+        try:
+            while limit is None or n < limit:
+                f.write(chunk if limit is None else chunk[: min(len(chunk), limit - n)])
+                f.flush()
+                n += len(chunk) if limit is None else min(len(chunk), limit - n)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+    return n
+
+
+def _retryable_503(r, what):
+    body = expect_error(r, 503, "Server busy, retry later", what)
+    check(r.headers.get("retry-after", "").isdigit(), "%s: no Retry-After: %s" % (what, r.short()))
+    details = body.get("details", "")
+    check("space" in details and "--state-dir" in details, "%s: details should say the state disk is full: %r" % (what, body))
+    return body
+
+
+@h.timeout(90)
+def test_disk_full_is_503_and_retryable():
+    state = h.tmpdir("fair-tmpfs")
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", state], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        raise h.Skip("cannot mount a tmpfs (needs root): %s" % p.stderr.decode("utf-8", "replace").strip())
+    s = None
+    try:
+        s = Server(args=["--workers", "1", "--duckdb-threads", "1"], keys=[KEY_A], state_dir=state, name="fair-diskfull")
+        room = os.path.join(state, "room")
+        _fill(room, 600 * 1024)
+        _fill(os.path.join(state, "filler"))
+        # Creating a query needs a few bytes of metadata: none left.
+        r = s.create_resp({"sql_query": "SELECT 1"})
+        _retryable_503(r, "create on a full disk")
+        check(state not in r.body.decode("utf-8", "replace"), "the answer shows the state dir's path: %s" % r.short())
+        # 600 kB free: the query is recorded, but its ~1.5 MB result does not fit.
+        os.unlink(room)
+        slug = s.create(_big(1500))
+        _retryable_503(s.results(slug, 1, timeout=30), "results of a query whose result did not fit")
+        # Room again: the client's retries get the result (the 503 queued the query again).
+        os.unlink(os.path.join(state, "filler"))
+        deadline = time.monotonic() + 30
+        while True:
+            r = s.results(slug, 16, timeout=30)
+            if r.status == 200 or time.monotonic() > deadline:
+                break
+            _retryable_503(r, "results while the query runs again")
+            time.sleep(0.2)
+        expect_status(r, 200, "results once there is room")
+        eq(jparse(r)["data"], [], "page 16 of 1500 rows")
+        eq(len(s.page(slug, 15)), 100, "page 15")
+        eq(s.query("SELECT 4 AS four"), [{"four": 4}], "a new query")
+    finally:
+        if s is not None:
+            s.kill()
+        subprocess.run(["umount", state], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
