@@ -124,6 +124,23 @@ static enum dapi_err run(const char *sql, struct count *c, int trusted)
 
 /* ---- functions that change or reveal server state: refused wherever they appear ------ */
 
+/* Every call refused in every spot, the refusal naming the function. */
+static void refused_everywhere(const char *const (*calls)[2], size_t ncalls,
+                               const char *const *spots, size_t nspots)
+{
+    char sql[2048];
+    for(size_t i = 0; i < ncalls; i++)
+        for(size_t k = 0; k < nspots; k++) {
+            snprintf(sql, sizeof sql, spots[k], calls[i][1]);
+            char *msg = NULL;
+            enum dapi_err r = check(sql, &msg);
+            T_CHECK(r == DAPI_ERR_SQL && msg && strstr(msg, calls[i][0]),
+                    "refused naming %s: [%s] (got %d: %s)", calls[i][0], sql, (int)r,
+                    msg ? msg : "");
+            free(msg);
+        }
+}
+
 static void test_refused_functions(void)
 {
     /* {name as the message names it, a call of it} */
@@ -210,27 +227,8 @@ static void test_refused_functions(void)
         "SELECT * FROM range(2) t GROUP BY ALL HAVING %s IS NULL",
         "SELECT 1 LIMIT %s",
     };
-    char sql[2048];
-    for(size_t i = 0; i < N(calls); i++)
-        for(size_t k = 0; k < N(table_spots); k++) {
-            snprintf(sql, sizeof sql, table_spots[k], calls[i][1]);
-            char *msg = NULL;
-            enum dapi_err r = check(sql, &msg);
-            T_CHECK(r == DAPI_ERR_SQL && msg && strstr(msg, calls[i][0]),
-                    "refused naming %s: [%s] (got %d: %s)", calls[i][0], sql, (int)r,
-                    msg ? msg : "");
-            free(msg);
-        }
-    for(size_t i = 0; i < N(scalars); i++)
-        for(size_t k = 0; k < N(scalar_spots); k++) {
-            snprintf(sql, sizeof sql, scalar_spots[k], scalars[i][1]);
-            char *msg = NULL;
-            enum dapi_err r = check(sql, &msg);
-            T_CHECK(r == DAPI_ERR_SQL && msg && strstr(msg, scalars[i][0]),
-                    "refused naming %s: [%s] (got %d: %s)", scalars[i][0], sql, (int)r,
-                    msg ? msg : "");
-            free(msg);
-        }
+    refused_everywhere(calls, N(calls), table_spots, N(table_spots));
+    refused_everywhere(scalars, N(scalars), scalar_spots, N(scalar_spots));
     /* Spellings: case, quotes, qualification. */
     static const char *const spellings[] = {
         "SELECT * FROM ENABLE_LOGGING()",
