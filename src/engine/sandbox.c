@@ -16,12 +16,13 @@
 #include <string.h>
 #include <strings.h>
 
-#include "base/buf.h"
 #include "base/jsonin.h"
 #include "engine/allowlist.h"
 
 #define MAX_DEPTH 4000 /* JSON nesting; DuckDB's own expression depth limit is 1000 */
+#define MAX_INLINED_DEPTH 10000 /* nesting with CTEs inlined: bounds tree_size's stack */
 #define NAME_LEN 256
+#define MSG_MAX 4096 /* bytes of a refusal message, NUL excluded */
 
 struct cte {
     char name[NAME_LEN]; /* lower case */
@@ -58,19 +59,36 @@ static int lower(const char *s, char *out, size_t n)
     return 0;
 }
 
+static void nomem(struct walk *w);
 static void refuse(struct walk *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void refuse(struct walk *w, const char *fmt, ...)
 {
     if(w->err)
         return; /* the first reason is the one reported */
-    struct dapi_buf b;
-    dapi_buf_init(&b, 4096);
+    /* The message quotes names and paths from the query, which have no length limit. It used
+     * to be built in a dapi_buf capped at 4096 bytes, and a longer one (a 5000-byte path in
+     * read_parquet()) failed the append and was reported as DAPI_ERR_NOMEM (a 500) with no
+     * message. Now it is cut to MSG_MAX bytes at a character boundary and ends in "…": it
+     * stays a refusal (tests/fuzz/fuzz_sandbox checks this). */
+    char *m = malloc(MSG_MAX + 1);
+    if(!m) {
+        nomem(w);
+        return;
+    }
     va_list ap;
     va_start(ap, fmt);
-    dapi_buf_vaddf(&b, fmt, ap);
+    int n = vsnprintf(m, MSG_MAX + 1, fmt, ap);
     va_end(ap);
-    w->msg = b.data ? dapi_buf_take(&b, NULL) : NULL;
-    w->err = w->msg ? DAPI_ERR_SQL : DAPI_ERR_NOMEM;
+    if(n < 0) {
+        snprintf(m, MSG_MAX + 1, "the query cannot be checked");
+    } else if((size_t)n > MSG_MAX) {
+        size_t k = MSG_MAX - 3; /* room for "…" (3 bytes) and the NUL */
+        while(k > 0 && ((unsigned char)m[k] & 0xC0) == 0x80)
+            k--; /* m[k] starts a character: cut before it */
+        memcpy(m + k, "\xe2\x80\xa6", 4);
+    }
+    w->msg = m;
+    w->err = DAPI_ERR_SQL;
 }
 
 static void nomem(struct walk *w)
@@ -138,12 +156,12 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
     return s < a || s > DAPI_SANDBOX_MAX_NODES ? DAPI_SANDBOX_MAX_NODES + 1 : s;
 }
 
-static uint64_t tree_size(struct walk *w, const struct dapi_jv *v);
+static uint64_t tree_size(struct walk *w, const struct dapi_jv *v, int depth);
 
 /* What a reference to the CTE called lname costs: its body again, unless materialised.
  * Names are matched without scoping, taking the largest body of that name: this can only
  * overestimate. A reference to a CTE still being measured is its recursive self: 1. */
-static uint64_t cte_ref_cost(struct walk *w, const char *lname)
+static uint64_t cte_ref_cost(struct walk *w, const char *lname, int depth)
 {
     uint64_t cost = 1;
     for(size_t i = 0; i < w->nctes; i++) {
@@ -152,7 +170,7 @@ static uint64_t cte_ref_cost(struct walk *w, const char *lname)
             continue;
         if(c->state == 0) {
             c->state = 1;
-            c->weight = tree_size(w, c->body);
+            c->weight = tree_size(w, c->body, depth + 1);
             c->state = 2;
         }
         if(c->weight > cost)
@@ -161,24 +179,43 @@ static uint64_t cte_ref_cost(struct walk *w, const char *lname)
     return cost;
 }
 
-static uint64_t tree_size(struct walk *w, const struct dapi_jv *v)
+/* The cost of v if it names a CTE. Apart from tree_size (noinline) so that lname is not in
+ * each of tree_size's recursive frames. */
+__attribute__((noinline)) static uint64_t table_ref_cost(struct walk *w, const struct dapi_jv *v,
+                                                         int depth)
+{
+    char lname[NAME_LEN];
+    if(strcmp(str(v, "type"), "BASE_TABLE") != 0 || *str(v, "schema_name") ||
+       lower(str(v, "table_name"), lname, sizeof lname))
+        return 0;
+    return cte_ref_cost(w, lname, depth);
+}
+
+/* depth counts the nesting of the tree with its CTEs inlined: each JSON level and each step
+ * into a CTE's body. The node bound alone did not bound the recursion: a chain of CTEs, each
+ * a deep expression that names the next (c0 AS (SELECT -(-(…(SELECT 1 FROM c1)…))), c1 AS
+ * …), is walked depth first through every body before any count adds up. 23 such CTEs of
+ * 900 levels (a 63 KB query, under the default --max-sql-bytes) overflowed the 8 MB stack of
+ * the thread running dapi_engine_check and killed the process (SIGSEGV). Found by review
+ * while writing tests/fuzz/fuzz_sandbox; its corpus keeps a small synthetic chain
+ * (cte_chain_stack.json) that overflows the driver's 1 MB stack without this bound. */
+static uint64_t tree_size(struct walk *w, const struct dapi_jv *v, int depth)
 {
     uint64_t n = 0;
+    if(depth > MAX_INLINED_DEPTH) {
+        refuse(w, "the query is nested too deeply once its CTEs are expanded");
+        return DAPI_SANDBOX_MAX_NODES + 1;
+    }
     switch(dapi_jv_type(v)) {
     case DAPI_J_ARRAY:
         for(size_t i = 0, len = dapi_jv_array_size(v); i < len && n <= DAPI_SANDBOX_MAX_NODES; i++)
-            n = sat_add(n, tree_size(w, dapi_jv_index(v, i)));
+            n = sat_add(n, tree_size(w, dapi_jv_index(v, i), depth + 1));
         return n;
     case DAPI_J_OBJECT:
-        n = 1;
-        if(strcmp(str(v, "type"), "BASE_TABLE") == 0 && !*str(v, "schema_name")) {
-            char lname[NAME_LEN];
-            if(!lower(str(v, "table_name"), lname, sizeof lname))
-                n = sat_add(n, cte_ref_cost(w, lname));
-        }
+        n = sat_add(1, table_ref_cost(w, v, depth));
         for(void *it = dapi_jv_iter(v); it && n <= DAPI_SANDBOX_MAX_NODES;
             it = dapi_jv_iter_next(v, it))
-            n = sat_add(n, tree_size(w, dapi_jv_iter_value(it)));
+            n = sat_add(n, tree_size(w, dapi_jv_iter_value(it), depth + 1));
         return n;
     default:
         return 0;
@@ -441,6 +478,21 @@ static void check(struct walk *w, const struct dapi_jv *v, int depth)
 
 /* ---- entry points --------------------------------------------------------------------- */
 
+/* Does the JSON text (valid: parsed already) hold a NUL inside a string? In valid JSON a
+ * backslash occurs only inside strings and always starts an escape, and "\u0000" is the only
+ * way to write a NUL, so scanning the escapes is enough. */
+static int has_nul_escape(const char *s, size_t n)
+{
+    for(size_t i = 0; i + 5 < n; i++) {
+        if(s[i] != '\\')
+            continue;
+        if(s[i + 1] == 'u' && memcmp(s + i + 2, "0000", 4) == 0)
+            return 1;
+        i++; /* the escaped character: "\\u0000" is a backslash and "u0000" */
+    }
+    return 0;
+}
+
 const char *dapi_sandbox_path_problem(const char *dir, const char *path)
 {
     size_t n = strlen(dir);
@@ -472,6 +524,15 @@ enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size
         refuse(&w, "the query is too complex to check");
         goto out;
     }
+    /* The checks read names as C strings, up to the first NUL, while DuckDB would use the
+     * whole name: the table "a\u0000" passed as the CTE "a" (found by tests/fuzz/fuzz_sandbox),
+     * "range\u0000x" as range(), "lake1\u0000x" as the layer lake1, and a path
+     * "/lake/a\u0000/../../x" as "/lake/a". DuckDB's parser writes no NUL into the tree (the
+     * SQL is a C string and it has no escape for NUL), so such a tree is refused, not read. */
+    if(has_nul_escape(tree, len)) {
+        refuse(&w, "the query cannot be checked: a name or string holds a NUL character");
+        goto out;
+    }
     if(dapi_jv_type(dapi_jv_get(root, "error")) != DAPI_J_FALSE) {
         const char *why = str(root, "error_message");
         if(strstr(why, "Only SELECT"))
@@ -486,7 +547,7 @@ enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size
         goto out;
     }
     collect_ctes(&w, stmts, 0);
-    if(!w.err && tree_size(&w, stmts) > DAPI_SANDBOX_MAX_NODES)
+    if(!w.err && tree_size(&w, stmts, 0) > DAPI_SANDBOX_MAX_NODES)
         refuse(&w, "the query is too large once its CTEs are expanded (more than %d nodes); "
                    "mark CTEs used many times AS MATERIALIZED",
                DAPI_SANDBOX_MAX_NODES);

@@ -46,10 +46,12 @@ SRCS[fuzz_result]="src/store/result.c src/engine/render.c src/base/json.c src/au
 LIBS[fuzz_result]="-lcrypto -lm"
 SRCS[fuzz_faults]="src/emu/faults.c";                            LIBS[fuzz_faults]=""
 SRCS[fuzz_page]="src/client/page.c $BASE";                       LIBS[fuzz_page]=""
+SRCS[fuzz_sandbox]="src/engine/sandbox.c src/engine/allowlist.c src/base/jsonin.c"
+LIBS[fuzz_sandbox]="-ljansson"
 # dapi_api_parse_pyint lives in src/api/queries.c, which needs most of the library: link
 # queries.c itself into the driver and the rest from an instrumented copy of the library.
 SRCS[fuzz_pyint]="src/api/queries.c";                            LIBS[fuzz_pyint]="LIBDAPI"
-all=(fuzz_jsonin fuzz_pyint fuzz_json_str fuzz_result fuzz_faults fuzz_page)
+all=(fuzz_jsonin fuzz_pyint fuzz_json_str fuzz_result fuzz_faults fuzz_page fuzz_sandbox)
 drivers=("$@")
 [ ${#drivers[@]} -eq 0 ] && drivers=("${all[@]}")
 for d in "${drivers[@]}"; do
