@@ -504,6 +504,31 @@ static void test_cte_bound(void)
                           "a%d)", i, i - 1, i - 1);
     dapi_buf_adds(&b, " SELECT count(*) FROM a4");
     T_EQ_INT(check(b.data, NULL), DAPI_OK);
+    /* A chain of CTEs, each a deep expression naming the next: measuring it inlined used to
+     * recurse through every body at once and overflow the checking thread's stack (the
+     * process died). Now refused. */
+    dapi_buf_reset(&b);
+    dapi_buf_adds(&b, "WITH ");
+    for(int i = 0; i < 23; i++) {
+        dapi_buf_addf(&b, "%sc%d AS (SELECT ", i ? ", " : "", i);
+        for(int k = 0; k < 900; k++)
+            dapi_buf_adds(&b, "-(");
+        if(i < 22)
+            dapi_buf_addf(&b, "(SELECT 1 FROM c%d)", i + 1);
+        else
+            dapi_buf_adds(&b, "1");
+        for(int k = 0; k < 900; k++)
+            dapi_buf_addc(&b, ')');
+        dapi_buf_adds(&b, " AS x)");
+    }
+    dapi_buf_adds(&b, " SELECT * FROM c0");
+    T_CHECK(b.data != NULL, "built the chain");
+    if(b.data) {
+        char *m = NULL; /* not through check(): expand() would cut the 65 KB text */
+        T_EQ_INT(dapi_engine_check(con, b.data, &m), DAPI_ERR_SQL);
+        T_CHECK(m && strstr(m, "nested too deeply"), "says why: %s", m ? m : "");
+        free(m);
+    }
     dapi_buf_free(&b);
 }
 
