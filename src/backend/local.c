@@ -175,8 +175,14 @@ static void run_query(void *arg, struct dapi_econn *conn)
     free(j);
 }
 
-static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const char *sql)
+/* Runs are scheduled fairly between keys (dapi_pool_submit_tagged): key_hash's first bytes
+ * are the tag; NULL (a query resumed at start) shares tag 0. */
+static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const char *sql,
+                                const unsigned char *key_hash)
 {
+    uint64_t tag = 0;
+    if(key_hash)
+        memcpy(&tag, key_hash, sizeof tag);
     struct run_job *j = calloc(1, sizeof *j);
     if(!j || !(j->sql = strdup(sql))) {
         free(j);
@@ -184,7 +190,7 @@ static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const ch
     }
     j->app = app;
     snprintf(j->slug, sizeof j->slug, "%s", slug);
-    enum dapi_err result = dapi_pool_submit(app->run_pool, run_query, j, 0);
+    enum dapi_err result = dapi_pool_submit_tagged(app->run_pool, run_query, j, 0, tag);
     if(result) {
         free(j->sql);
         free(j);
@@ -196,7 +202,7 @@ static void local_unfinished(struct dapi_app *app, const char *slug, const char 
 {
     /* Admitted before the restart: it counts against its key again, whatever the limits. */
     dapi_queries_hold(app->queries, slug, NULL);
-    if(submit_run(app, slug, sql)) {
+    if(submit_run(app, slug, sql, NULL)) {
         dapi_error("query %s could not be queued again", slug);
         dapi_queries_drop(app->queries, slug);
     }
@@ -206,7 +212,7 @@ static void local_unfinished(struct dapi_app *app, const char *slug, const char 
 static void local_retry(struct dapi_app *app, const char *slug)
 {
     char *sql = dapi_queries_sql(app->queries, slug);
-    if(!sql || submit_run(app, slug, sql))
+    if(!sql || submit_run(app, slug, sql, NULL))
         dapi_queries_finish(app->queries, slug, DAPI_ERR_BUSY,
                             "the server could not queue the query", 0);
     free(sql);
@@ -250,7 +256,7 @@ static void check_query(void *arg, struct dapi_econn *conn)
         /* the slot is the query's now, given back when it finishes */
         dapi_queries_hold(app->queries, slug, j->key);
         reserved = 0;
-        if((result = submit_run(app, slug, j->sql)))
+        if((result = submit_run(app, slug, j->sql, j->key)))
             dapi_queries_finish(app->queries, slug, result,
                                 "the server could not queue the query", 0);
     }

@@ -10,6 +10,7 @@
 struct job {
     dapi_job_fn fn;
     void *arg;
+    uint64_t tag;
     struct job *next;
 };
 
@@ -18,10 +19,21 @@ struct worker {
     pthread_t thread;
     struct dapi_econn *conn;
     int started;
+    int busy;     /* running a job (guarded by the pool's mu) */
+    uint64_t tag; /* that job's tag */
 };
+
+#define SERVED_TAGS 64
 
 struct dapi_pool {
     pthread_mutex_t mu;
+    /* When each recent tag last had a job started (a sequence number): among tags with as
+     * many jobs running, the one served longest ago goes first. Forgotten tags count as
+     * never served. */
+    struct {
+        uint64_t tag, seq;
+    } served[SERVED_TAGS];
+    uint64_t seq;
     pthread_cond_t cv;
     struct job *head, *tail;
     size_t waiting, running;
@@ -30,6 +42,67 @@ struct dapi_pool {
     int n;
     char name[32];
 };
+
+/* Jobs of this tag running now (mu held). */
+static int running_with(const struct dapi_pool *p, uint64_t tag)
+{
+    int n = 0;
+    for(int i = 0; i < p->n; i++)
+        n += p->w[i].busy && p->w[i].tag == tag;
+    return n;
+}
+
+static uint64_t last_served(const struct dapi_pool *p, uint64_t tag)
+{
+    for(int i = 0; i < SERVED_TAGS; i++)
+        if(p->served[i].seq && p->served[i].tag == tag)
+            return p->served[i].seq;
+    return 0;
+}
+
+static void mark_served(struct dapi_pool *p, uint64_t tag)
+{
+    int slot = 0;
+    for(int i = 0; i < SERVED_TAGS; i++) {
+        if(p->served[i].seq && p->served[i].tag == tag) {
+            slot = i;
+            break;
+        }
+        if(p->served[i].seq < p->served[slot].seq)
+            slot = i; /* the least recently served (or an empty slot) makes room */
+    }
+    p->served[slot].tag = tag;
+    p->served[slot].seq = ++p->seq;
+}
+
+/* Takes the next job (mu held, queue not empty): the oldest job of the tag with the fewest
+ * jobs running, and among those the tag served longest ago. With one tag this is FIFO; with
+ * several, a tag that floods the queue takes turns with the others instead of making them
+ * wait behind its backlog. */
+static struct job *take(struct dapi_pool *p)
+{
+    struct job **best = NULL;
+    int best_n = 0;
+    uint64_t best_seq = 0;
+    for(struct job **jp = &p->head; *jp; jp = &(*jp)->next) {
+        int n = running_with(p, (*jp)->tag);
+        uint64_t seq = last_served(p, (*jp)->tag);
+        if(!best || n < best_n || (n == best_n && seq < best_seq)) {
+            best = jp;
+            best_n = n;
+            best_seq = seq;
+        }
+    }
+    mark_served(p, (*best)->tag);
+    struct job *j = *best;
+    *best = j->next;
+    if(p->tail == j) {
+        p->tail = NULL;
+        for(struct job *k = p->head; k; k = k->next)
+            p->tail = k;
+    }
+    return j;
+}
 
 static void *run(void *arg)
 {
@@ -41,16 +114,16 @@ static void *run(void *arg)
             pthread_cond_wait(&p->cv, &p->mu);
         if(!p->head || (p->stopping && !p->drain))
             break;
-        struct job *j = p->head;
-        p->head = j->next;
-        if(!p->head)
-            p->tail = NULL;
+        struct job *j = take(p);
         p->waiting--;
         p->running++;
+        w->busy = 1;
+        w->tag = j->tag;
         pthread_mutex_unlock(&p->mu);
         j->fn(j->arg, w->conn);
         free(j);
         pthread_mutex_lock(&p->mu);
+        w->busy = 0;
         p->running--;
     }
     pthread_mutex_unlock(&p->mu);
@@ -86,11 +159,18 @@ enum dapi_err dapi_pool_start(struct dapi_pool **out, const char *name, int n,
 
 enum dapi_err dapi_pool_submit(struct dapi_pool *p, dapi_job_fn fn, void *arg, size_t cap)
 {
+    return dapi_pool_submit_tagged(p, fn, arg, cap, 0);
+}
+
+enum dapi_err dapi_pool_submit_tagged(struct dapi_pool *p, dapi_job_fn fn, void *arg, size_t cap,
+                                      uint64_t tag)
+{
     struct job *j = malloc(sizeof *j);
     if(!j)
         return DAPI_ERR_NOMEM;
     j->fn = fn;
     j->arg = arg;
+    j->tag = tag;
     j->next = NULL;
     pthread_mutex_lock(&p->mu);
     if(p->stopping || (cap && p->waiting >= cap)) {

@@ -1,9 +1,11 @@
-/* A bounded pool of worker threads, each owning one engine connection. Jobs run in FIFO
- * order; a job is a function and its argument. */
+/* A bounded pool of worker threads, each owning one engine connection. A job is a function,
+ * its argument and a tag (the key it runs for). A free worker takes the oldest job of the tag
+ * with the fewest jobs running: FIFO for one tag, fair between tags. */
 #ifndef DAPI_POOL_H
 #define DAPI_POOL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "dapi/err.h"
 #include "engine/engine.h"
 
@@ -18,6 +20,10 @@ enum dapi_err dapi_pool_start(struct dapi_pool **out, const char *name, int n,
 /* Queues a job. If cap > 0 and cap jobs are already waiting, returns DAPI_ERR_BUSY and the
  * job is not queued (fn never runs). */
 enum dapi_err dapi_pool_submit(struct dapi_pool *p, dapi_job_fn fn, void *arg, size_t cap);
+/* The same with a tag: jobs of a tag that already holds workers wait while another tag's
+ * job can start (see above). dapi_pool_submit uses tag 0. */
+enum dapi_err dapi_pool_submit_tagged(struct dapi_pool *p, dapi_job_fn fn, void *arg, size_t cap,
+                                      uint64_t tag);
 /* Jobs waiting plus running. */
 size_t dapi_pool_load(struct dapi_pool *p);
 /* Stops after the queued jobs are done (drain=1) or discards them (drain=0: each discarded

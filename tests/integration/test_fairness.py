@@ -322,3 +322,17 @@ def test_disk_full_is_503_and_retryable():
         if s is not None:
             s.kill()
         subprocess.run(["umount", state], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_runs_take_turns_between_keys():
+    """A key's backlog does not make another key's query wait behind all of it: with one
+    worker, key B's query runs as soon as key A's current one ends (it used to wait for A's
+    whole queue, FIFO)."""
+    with Server(keys=[KEY_A, KEY_B], args=QUIET + ["--query-timeout", "1"], name="fair-turns") as s:
+        a = [s.create(SLOW % i, key=KEY_A) for i in range(4)]
+        b = s.create("SELECT 42 AS x", key=KEY_B)
+        eq(s.page(b, key=KEY_B), [{"x": 42}], "key B's rows")
+        log = s.stderr_text()
+        finished = [x for x in a if ("query %s failed" % x) in log or ("query %s done" % x) in log]
+        check(len(finished) <= 1, "key B was served after at most one of key A's queries, "
+              "not after its backlog (%d of A's had finished)" % len(finished))

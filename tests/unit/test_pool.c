@@ -283,6 +283,43 @@ static void test_fifo(void)
     gate_destroy(&g);
 }
 
+/* A key flooding the queue does not keep another key's job waiting behind its backlog: the
+ * next free worker takes the oldest job of the tag with the fewest jobs running. */
+static void test_fair_between_tags(void)
+{
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start(&p, "t-fair", 2, eng), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g1, g2;
+    gate_init(&g1);
+    gate_init(&g2);
+    /* key A holds both workers */
+    T_EQ_INT(dapi_pool_submit_tagged(p, gate_job, &g1, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g1), "gate 1 started");
+    T_EQ_INT(dapi_pool_submit_tagged(p, gate_job, &g2, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g2), "gate 2 started");
+    static struct rec recs[5];
+    memset(recs, 0, sizeof recs);
+    reset_order();
+    for(int i = 0; i < 4; i++) /* A's backlog */
+        T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &recs[i], 0, 0xA), DAPI_OK);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &recs[4], 0, 0xB), DAPI_OK);
+    gate_release(&g1); /* one worker frees up while A still runs on the other */
+    for(int spins = 0; spins < 5000 && atomic_load(&recs[3].runs) == 0; spins++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    gate_release(&g2);
+    dapi_pool_stop(p, 1);
+    T_EQ_INT(recs[4].order, 0); /* B first */
+    for(int i = 0; i < 4; i++)
+        T_EQ_INT(recs[i].order, i + 1); /* then A's, in their order */
+    dapi_pool_free(p);
+    gate_destroy(&g1);
+    gate_destroy(&g2);
+}
+
 static void test_cap_and_load(void)
 {
     struct dapi_pool *p = NULL;
@@ -499,6 +536,7 @@ int main(void)
         test_every_job_once();
         test_parallel_workers();
         test_fifo();
+        test_fair_between_tags();
         test_cap_and_load();
         test_stop_discard();
         test_stop_discard_idle();
