@@ -68,4 +68,8 @@ void dapi_backend_create_failure(struct dapi_req *r, enum dapi_err err, const ch
 void dapi_backend_refuse_admission(struct dapi_app *app, struct dapi_req *r, enum dapi_err err,
                                    const unsigned char *key_hash);
 
+/* The pool tag of a key's jobs, so that runs take turns between keys
+ * (dapi_pool_submit_tagged): the start of its hash; 0 when none is known (resumed at start). */
+uint64_t dapi_backend_key_tag(const unsigned char *key_hash);
+
 #endif

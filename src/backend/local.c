@@ -175,14 +175,18 @@ static void run_query(void *arg, struct dapi_econn *conn)
     free(j);
 }
 
-/* Runs are scheduled fairly between keys (dapi_pool_submit_tagged): key_hash's first bytes
- * are the tag; NULL (a query resumed at start) shares tag 0. */
-static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const char *sql,
-                                const unsigned char *key_hash)
+uint64_t dapi_backend_key_tag(const unsigned char *key_hash)
 {
     uint64_t tag = 0;
     if(key_hash)
         memcpy(&tag, key_hash, sizeof tag);
+    return tag;
+}
+
+static enum dapi_err submit_run(struct dapi_app *app, const char *slug, const char *sql,
+                                const unsigned char *key_hash)
+{
+    uint64_t tag = dapi_backend_key_tag(key_hash);
     struct run_job *j = calloc(1, sizeof *j);
     if(!j || !(j->sql = strdup(sql))) {
         free(j);

@@ -299,13 +299,14 @@ out:
     v2_job_free(j);
 }
 
-static void v2_submit(struct dapi_app *app, const char *slug, const char *sql, const char *key)
+static void v2_submit(struct dapi_app *app, const char *slug, const char *sql, const char *key,
+                      const unsigned char *key_hash)
 {
     struct v2_job *j = calloc(1, sizeof *j);
     if(j && (j->sql = strdup(sql)) && (!key || (j->key = strdup(key)))) {
         j->app = app;
         snprintf(j->slug, sizeof j->slug, "%s", slug);
-        if(!dapi_pool_submit(app->run_pool, v2_run, j, 0))
+        if(!dapi_pool_submit_tagged(app->run_pool, v2_run, j, 0, dapi_backend_key_tag(key_hash)))
             return;
     }
     if(j)
@@ -325,7 +326,7 @@ static void v2_rerun(struct dapi_app *app, const char *slug, const char *key)
         dapi_queries_finish(app->queries, slug, DAPI_ERR_INTERNAL, "the query's SQL is lost", 0);
         return;
     }
-    v2_submit(app, slug, sql, key);
+    v2_submit(app, slug, sql, key, NULL);
     free(sql);
 }
 
@@ -772,7 +773,7 @@ static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, con
         } else {
             dapi_queries_hold(app->queries, slug, key_hash); /* until its run ends */
             dapi_queries_claim(app->queries, slug);
-            v2_submit(app, slug, sql, key);
+            v2_submit(app, slug, sql, key, key_hash);
             dapi_respond_created(r, slug, sql);
         }
         free(sql);
@@ -792,7 +793,7 @@ static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, con
     memcpy(j->kh, key_hash, DAPI_KEY_HASH_LEN);
     dapi_req_defer(r);
     /* no cap: admission bounds what waits (see local_create) */
-    if(dapi_pool_submit(app->run_pool, v1_create_run, j, 0)) {
+    if(dapi_pool_submit_tagged(app->run_pool, v1_create_run, j, 0, dapi_backend_key_tag(key_hash))) {
         dapi_queries_unadmit(app->queries, key_hash);
         free(j->sql);
         free(j->key);
@@ -843,7 +844,7 @@ static void nekt_results(struct dapi_app *app, struct dapi_req *r, const char *s
     }
     memcpy(p->kh, key_hash, DAPI_KEY_HASH_LEN);
     dapi_req_defer(r);
-    if(dapi_pool_submit(app->run_pool, v1_page_run, p, 0)) {
+    if(dapi_pool_submit_tagged(app->run_pool, v1_page_run, p, 0, dapi_backend_key_tag(key_hash))) {
         dapi_queries_unadmit(app->queries, key_hash);
         free(p->key);
         free(p);
@@ -860,7 +861,7 @@ static void nekt_unfinished(struct dapi_app *app, const char *slug, const char *
         return; /* v1 queries have no run of their own */
     if(app->cfg->nekt_api_key && dapi_queries_claim(app->queries, slug)) {
         dapi_queries_hold(app->queries, slug, NULL); /* admitted before the restart */
-        v2_submit(app, slug, sql, NULL);
+        v2_submit(app, slug, sql, NULL, NULL);
     }
     /* forwarding client keys: run again on the next results request, with that key */
 }
