@@ -10,9 +10,10 @@ void dapi_buf_init(struct dapi_buf *b, size_t max)
     b->len = 0;
     b->cap = 0;
     b->max = max;
+    b->err = DAPI_OK;
 }
 
-void dapi_buf_free(struct dapi_buf *b)
+static void release(struct dapi_buf *b)
 {
     free(b->data);
     b->data = NULL;
@@ -20,17 +21,43 @@ void dapi_buf_free(struct dapi_buf *b)
     b->cap = 0;
 }
 
+/* Marks the buffer failed: its memory goes, the first error stays. Returns the error. */
+static enum dapi_err fail(struct dapi_buf *b, enum dapi_err e)
+{
+    release(b);
+    if(!b->err)
+        b->err = e;
+    return b->err;
+}
+
+void dapi_buf_free(struct dapi_buf *b)
+{
+    release(b);
+    b->err = DAPI_OK;
+}
+
 void dapi_buf_reset(struct dapi_buf *b)
 {
     b->len = 0;
+    b->err = DAPI_OK;
     if(b->data)
         b->data[0] = '\0';
 }
 
-char *dapi_buf_reserve(struct dapi_buf *b, size_t n)
+enum dapi_err dapi_buf_error(const struct dapi_buf *b)
 {
+    return b->err;
+}
+
+/* reserve, telling why it failed. */
+static char *make_room(struct dapi_buf *b, size_t n, enum dapi_err *why)
+{
+    if(b->err) {
+        *why = b->err;
+        return NULL;
+    }
     if(n > b->max || b->len > b->max - n) {
-        dapi_buf_free(b);
+        *why = fail(b, DAPI_ERR_TOO_LARGE);
         return NULL;
     }
     size_t need = b->len + n + 1;
@@ -42,7 +69,7 @@ char *dapi_buf_reserve(struct dapi_buf *b, size_t n)
             cap = b->max + 1;
         char *p = realloc(b->data, cap);
         if(!p) {
-            dapi_buf_free(b);
+            *why = fail(b, DAPI_ERR_NOMEM);
             return NULL;
         }
         b->data = p;
@@ -51,18 +78,26 @@ char *dapi_buf_reserve(struct dapi_buf *b, size_t n)
     return b->data + b->len;
 }
 
+char *dapi_buf_reserve(struct dapi_buf *b, size_t n)
+{
+    enum dapi_err why;
+    return make_room(b, n, &why);
+}
+
 void dapi_buf_commit(struct dapi_buf *b, size_t n)
 {
+    if(b->err || !b->data)
+        return;
     b->len += n;
     b->data[b->len] = '\0';
 }
 
 enum dapi_err dapi_buf_add(struct dapi_buf *b, const void *p, size_t n)
 {
-    size_t over = n > b->max || b->len > b->max - n;
-    char *dst = dapi_buf_reserve(b, n);
+    enum dapi_err why;
+    char *dst = make_room(b, n, &why);
     if(!dst)
-        return over ? DAPI_ERR_TOO_LARGE : DAPI_ERR_NOMEM;
+        return why;
     if(n)
         memcpy(dst, p, n);
     dapi_buf_commit(b, n);
@@ -81,18 +116,18 @@ enum dapi_err dapi_buf_addc(struct dapi_buf *b, char c)
 
 enum dapi_err dapi_buf_vaddf(struct dapi_buf *b, const char *fmt, va_list ap)
 {
+    if(b->err)
+        return b->err;
     va_list ap2;
     va_copy(ap2, ap);
     int n = vsnprintf(NULL, 0, fmt, ap2);
     va_end(ap2);
-    if(n < 0) {
-        dapi_buf_free(b);
-        return DAPI_ERR_INTERNAL;
-    }
-    size_t over = (size_t)n > b->max || b->len > b->max - (size_t)n;
-    char *dst = dapi_buf_reserve(b, (size_t)n);
+    if(n < 0)
+        return fail(b, DAPI_ERR_INTERNAL);
+    enum dapi_err why;
+    char *dst = make_room(b, (size_t)n, &why);
     if(!dst)
-        return over ? DAPI_ERR_TOO_LARGE : DAPI_ERR_NOMEM;
+        return why;
     vsnprintf(dst, (size_t)n + 1, fmt, ap);
     dapi_buf_commit(b, (size_t)n);
     return DAPI_OK;
@@ -109,12 +144,18 @@ enum dapi_err dapi_buf_addf(struct dapi_buf *b, const char *fmt, ...)
 
 char *dapi_buf_take(struct dapi_buf *b, size_t *len)
 {
+    if(len)
+        *len = 0;
+    if(b->err)
+        return NULL;
     char *p = b->data;
     size_t n = b->len;
     if(!p) {
         p = malloc(1);
-        if(!p)
+        if(!p) {
+            fail(b, DAPI_ERR_NOMEM);
             return NULL;
+        }
         p[0] = '\0';
         n = 0;
     }
@@ -128,16 +169,18 @@ char *dapi_buf_take(struct dapi_buf *b, size_t *len)
 
 enum dapi_err dapi_buf_add_file(struct dapi_buf *b, const char *path)
 {
+    if(b->err)
+        return b->err;
     FILE *f = fopen(path, "r");
     if(!f)
-        return DAPI_ERR_IO;
+        return fail(b, DAPI_ERR_IO);
     enum dapi_err result = DAPI_OK;
     char chunk[65536];
     size_t n;
     while(!result && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
         result = dapi_buf_add(b, chunk, n);
     if(!result && ferror(f))
-        result = DAPI_ERR_IO;
+        result = fail(b, DAPI_ERR_IO);
     fclose(f);
     return result;
 }

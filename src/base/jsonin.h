@@ -16,11 +16,12 @@ enum dapi_jtype { DAPI_J_OBJECT, DAPI_J_ARRAY, DAPI_J_STRING, DAPI_J_INT, DAPI_J
  * refused before parsing (DAPI_ERR_INVALID, err says so). On success *root is the document
  * root: free with dapi_jv_free(root). err (if non-NULL) receives a one-line reason. */
 enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct dapi_jv **root,
-                            char *err, size_t errlen);
+                            char *err, size_t errlen) __attribute__((warn_unused_result));
 /* The same, reading every number as a double (DAPI_J_REAL), so integers beyond int64 (such
  * as DuckDB's UINT64_MAX "no location" markers) do not fail the parse. */
 enum dapi_err dapi_jv_parse_reals(const char *text, size_t len, int max_depth,
-                                  struct dapi_jv **root, char *err, size_t errlen);
+                                  struct dapi_jv **root, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 void dapi_jv_free(struct dapi_jv *root);
 
 /* DAPI_J_NULL for v == NULL too, so lookups can be chained. */

@@ -183,7 +183,7 @@ void dapi_log_access(const char *method, const char *path, int status, unsigned 
         p = put_uint(p, (unsigned long long)(us % 1000), 3);
         memcpy(p, "ms", 2);
         p += 2;
-        struct dapi_buf b = {line, (size_t)(p - line), sizeof line, sizeof line};
+        struct dapi_buf b = {line, (size_t)(p - line), sizeof line, sizeof line, DAPI_OK};
         emit_line(&b);
         return;
     }
