@@ -6,12 +6,16 @@
 #include "base/json.h"
 #include "dapi/err.h"
 
-void dapi_respond_error_h(struct dapi_req *r, int status, const char *msg, const char *details,
-                          const char *header, const char *value)
+/* The largest error body; details beyond it are dropped (see dapi_respond_error_h). */
+#define ERROR_BODY_MAX (256 * 1024)
+
+char *dapi_error_body(const char *msg, const char *details, size_t max, size_t *len)
 {
     struct dapi_buf b;
-    dapi_buf_init(&b, 256 * 1024);
-    /* keys in alphabetical order, as the reference (Flask jsonify) sorts them */
+    dapi_buf_init(&b, max);
+    /* keys in alphabetical order, as the reference (Flask jsonify) sorts them. The appends'
+     * results are not checked one by one: the buffer's error is sticky, so a failure anywhere
+     * makes the take below return NULL (never a body missing its first part). */
     dapi_buf_addc(&b, '{');
     if(details) {
         dapi_buf_adds(&b, "\"details\":");
@@ -21,9 +25,29 @@ void dapi_respond_error_h(struct dapi_req *r, int status, const char *msg, const
     dapi_buf_adds(&b, "\"error\":");
     dapi_json_str(&b, msg, strlen(msg));
     dapi_buf_addc(&b, '}');
+    return dapi_buf_take(&b, len);
+}
+
+/* Answers status with body, or, if body is NULL (it could not be built), with the smallest
+ * well-formed error body there is (or an empty one if even that cannot be allocated). */
+static void respond_or_fallback(struct dapi_req *r, int status, char *body, size_t len,
+                                const char *header, const char *value)
+{
+    if(!body) {
+        body = strdup("{\"error\":\"Internal error\"}");
+        len = body ? strlen(body) : 0;
+    }
+    dapi_req_respond(r, status, body, len, header, value);
+}
+
+void dapi_respond_error_h(struct dapi_req *r, int status, const char *msg, const char *details,
+                          const char *header, const char *value)
+{
     size_t len = 0;
-    char *body = dapi_buf_take(&b, &len);
-    dapi_req_respond(r, status, body, body ? len : 0, header, value);
+    char *body = dapi_error_body(msg, details, ERROR_BODY_MAX, &len);
+    if(!body && details) /* details too large: the message alone */
+        body = dapi_error_body(msg, NULL, ERROR_BODY_MAX, &len);
+    respond_or_fallback(r, status, body, len, header, value);
 }
 
 void dapi_respond_error(struct dapi_req *r, int status, const char *msg, const char *details)
@@ -31,11 +55,12 @@ void dapi_respond_error(struct dapi_req *r, int status, const char *msg, const c
     dapi_respond_error_h(r, status, msg, details, NULL, NULL);
 }
 
-static void exec_error(struct dapi_req *r, int status, const char *error, const char *details,
-                       const char *page_text, const char *slug)
+char *dapi_exec_error_body(const char *error, const char *details, const char *page_text,
+                           const char *slug, size_t max, size_t *len)
 {
     struct dapi_buf b;
-    dapi_buf_init(&b, 256 * 1024);
+    dapi_buf_init(&b, max);
+    /* Sticky buffer errors: one check, at the take. */
     dapi_buf_adds(&b, "{\"details\":");
     dapi_json_str(&b, details, strlen(details));
     dapi_buf_adds(&b, ",\"error\":");
@@ -43,9 +68,19 @@ static void exec_error(struct dapi_req *r, int status, const char *error, const 
     dapi_buf_addf(&b, ",\"page_number\":%s,\"query_slug\":", page_text);
     dapi_json_str(&b, slug, strlen(slug));
     dapi_buf_addc(&b, '}');
+    return dapi_buf_take(&b, len);
+}
+
+static void exec_error(struct dapi_req *r, int status, const char *error, const char *details,
+                       const char *page_text, const char *slug)
+{
     size_t len = 0;
-    char *body = dapi_buf_take(&b, &len);
-    dapi_req_respond(r, status, body, body ? len : 0, NULL, NULL);
+    char *body = dapi_exec_error_body(error, details ? details : error, page_text, slug,
+                                      ERROR_BODY_MAX, &len);
+    if(!body) /* details too large */
+        body = dapi_exec_error_body(error, "(details too large to show)", page_text, slug,
+                                    ERROR_BODY_MAX, &len);
+    respond_or_fallback(r, status, body, len, NULL, NULL);
 }
 
 void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details,

@@ -2,16 +2,19 @@
 #ifndef DAPI_RESPOND_H
 #define DAPI_RESPOND_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include "http/http.h"
 
-/* {"error": msg} with an optional "details" (both escaped). */
+/* {"error": msg} with an optional "details" (both escaped). If the body would pass its cap
+ * (256 KiB) it is sent without the details; it is never sent cut or garbled. */
 void dapi_respond_error(struct dapi_req *r, int status, const char *msg, const char *details);
 /* Like dapi_respond_error with one extra header (e.g. Allow, Retry-After). */
 void dapi_respond_error_h(struct dapi_req *r, int status, const char *msg, const char *details,
                           const char *header, const char *value);
 /* The reference's execution-failure shape, keys sorted as Flask's jsonify does:
- * {"details","error":"Query execution failed","page_number","query_slug"}. */
+ * {"details","error":"Query execution failed","page_number","query_slug"}. details may be
+ * NULL (then it repeats the error); too large details are replaced by a short note. */
 void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details,
                              const char *page_text, const char *slug);
 
@@ -26,5 +29,13 @@ void dapi_respond_exec_error_code(struct dapi_req *r, int status, const char *de
 /* 200 {"query_slug","page","data":[rows]} where rows is the page's rows joined by ','. */
 void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_text,
                        const char *rows, size_t len);
+
+/* The bodies above, built in a buffer capped at max bytes: a malloc'd string (*len bytes),
+ * or NULL if it does not fit or memory runs out — never a partial body. */
+char *dapi_error_body(const char *msg, const char *details, size_t max, size_t *len)
+    __attribute__((warn_unused_result));
+char *dapi_exec_error_body(const char *error, const char *details, const char *page_text,
+                           const char *slug, size_t max, size_t *len)
+    __attribute__((warn_unused_result));
 
 #endif

@@ -171,6 +171,101 @@ static void test_take(void)
     free(p);
 }
 
+/* The first error sticks: later appends are no-ops returning it, data stays NULL, take
+ * gives NULL; dapi_buf_error reads it; reset and free clear it. */
+static void test_sticky_error(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 8);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_OK);
+    T_EQ_INT(dapi_buf_adds(&b, "abc"), DAPI_OK);
+    T_EQ_INT(dapi_buf_adds(&b, "0123456789"), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL && b.len == 0 && b.cap == 0, "a failed buffer holds no memory");
+    /* Later appends, even ones that would fit, change nothing and return the first error. */
+    T_EQ_INT(dapi_buf_addc(&b, 'x'), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_buf_adds(&b, "y"), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_buf_add(&b, "", 0), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_buf_addf(&b, "%d", 1), DAPI_ERR_TOO_LARGE);
+    T_CHECK(dapi_buf_reserve(&b, 1) == NULL, "reserve on a failed buffer gives NULL");
+    dapi_buf_commit(&b, 0); /* a no-op, must not crash */
+    T_EQ_INT(dapi_buf_add_file(&b, "/dev/null"), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL && b.len == 0, "still nothing after later appends");
+    T_EQ_INT(dapi_buf_error(&b), DAPI_ERR_TOO_LARGE);
+    size_t n = 99;
+    T_CHECK(dapi_buf_take(&b, &n) == NULL, "take of a failed buffer gives NULL");
+    T_EQ_INT(n, 0);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_ERR_TOO_LARGE); /* still readable after take */
+    T_CHECK(dapi_buf_take(&b, NULL) == NULL, "and again");
+
+    /* reset clears the error: the buffer is good and usable again, with the same max. */
+    dapi_buf_reset(&b);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_OK);
+    T_EQ_INT(dapi_buf_adds(&b, "01234567"), DAPI_OK);
+    T_EQ_STR(b.data, "01234567");
+    T_EQ_INT(dapi_buf_addc(&b, '8'), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_ERR_TOO_LARGE);
+
+    /* free clears it too. */
+    dapi_buf_free(&b);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_OK);
+    T_EQ_INT(dapi_buf_adds(&b, "ok"), DAPI_OK);
+    char *p = dapi_buf_take(&b, &n);
+    T_EQ_STR(p, "ok");
+    T_EQ_INT(n, 2);
+    free(p);
+
+    /* The first error is kept, not a later different one: an I/O error, then an overflow. */
+    dapi_buf_init(&b, 8);
+    T_EQ_INT(dapi_buf_add_file(&b, "/nonexistent/dapi-test-file"), DAPI_ERR_IO);
+    T_EQ_INT(dapi_buf_adds(&b, "0123456789"), DAPI_ERR_IO);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_ERR_IO);
+    T_CHECK(dapi_buf_take(&b, NULL) == NULL, "take after a failed add_file");
+    dapi_buf_free(&b);
+
+    /* A failed reserve sticks as well. */
+    dapi_buf_init(&b, 8);
+    T_CHECK(dapi_buf_reserve(&b, 9) == NULL, "reserve past the cap");
+    T_EQ_INT(dapi_buf_error(&b), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_buf_addc(&b, 'a'), DAPI_ERR_TOO_LARGE);
+    dapi_buf_free(&b);
+
+    /* Exactly reaching the cap is no error, and take hands the whole value over. */
+    dapi_buf_init(&b, 8);
+    T_EQ_INT(dapi_buf_adds(&b, "0123"), DAPI_OK);
+    T_EQ_INT(dapi_buf_addf(&b, "%s", "4567"), DAPI_OK);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_OK);
+    T_EQ_INT(dapi_buf_add(&b, "", 0), DAPI_OK); /* nothing more still fits */
+    p = dapi_buf_take(&b, &n);
+    T_EQ_STR(p, "01234567");
+    T_EQ_INT(n, 8);
+    free(p);
+    T_EQ_INT(dapi_buf_error(&b), DAPI_OK);
+}
+
+/* The bug sticky errors fix: appends whose results are ignored, the first of which fails.
+ * The old buffer freed itself and the next append started afresh, so the value came out
+ * without its first part (an error body once read ,"error":"Invalid SQL query"}). */
+static void test_ignored_results_never_give_a_tail(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 32);
+    char big[64];
+    memset(big, 'd', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    dapi_buf_addc(&b, '{');
+    dapi_buf_adds(&b, "\"details\":\"");
+    dapi_buf_adds(&b, big); /* over the cap */
+    dapi_buf_adds(&b, "\",\"error\":\"Invalid SQL query\"}");
+    T_CHECK(b.data == NULL, "no partial data: [%s]", b.data ? b.data : "");
+    T_EQ_INT(dapi_buf_error(&b), DAPI_ERR_TOO_LARGE);
+    size_t n = 0;
+    char *p = dapi_buf_take(&b, &n);
+    T_CHECK(p == NULL, "take gives NULL, not the tail: [%s]", p ? p : "");
+    free(p);
+    dapi_buf_free(&b);
+}
+
 int main(void)
 {
     test_init_empty();
@@ -180,5 +275,7 @@ int main(void)
     test_reserve_commit();
     test_reset();
     test_take();
+    test_sticky_error();
+    test_ignored_results_never_give_a_tail();
     T_DONE();
 }
