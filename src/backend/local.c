@@ -117,8 +117,9 @@ enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn 
         dapi_buf_adds(&why, dapi_err_message(result));
     if(result == DAPI_ERR_SQL && from_upstream)
         result = DAPI_ERR_UPSTREAM;
-    if(result)
-        *details = dapi_buf_take(&why, NULL);
+    /* A reason longer than why's cap fails the buffer (sticky): the code's message then. */
+    if(result && !(*details = dapi_buf_take(&why, NULL)))
+        *details = strdup(dapi_err_message(result));
     dapi_buf_free(&why);
     dapi_result_writer_free(w);
     free(msg);

@@ -30,6 +30,11 @@ static enum dapi_err fail(struct dapi_buf *b, enum dapi_err e)
     return b->err;
 }
 
+enum dapi_err dapi_buf_fail(struct dapi_buf *b, enum dapi_err e)
+{
+    return fail(b, e ? e : DAPI_ERR_INTERNAL);
+}
+
 void dapi_buf_free(struct dapi_buf *b)
 {
     release(b);

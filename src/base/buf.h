@@ -37,6 +37,10 @@ void dapi_buf_reset(struct dapi_buf *b);
 /* The buffer's sticky error: DAPI_OK, or the first error of an append, reserve or add_file
  * since init/free/reset (DAPI_ERR_TOO_LARGE, DAPI_ERR_NOMEM, DAPI_ERR_IO, DAPI_ERR_INTERNAL). */
 enum dapi_err dapi_buf_error(const struct dapi_buf *b);
+/* Marks the buffer failed with e, for a builder that finds its own error half-way (a value
+ * it cannot render): the memory is freed and e becomes the sticky error, unless the buffer
+ * had already failed (the first error is kept). Returns the buffer's error. */
+enum dapi_err dapi_buf_fail(struct dapi_buf *b, enum dapi_err e);
 /* Appends n bytes. Returns DAPI_OK, or the (new or earlier) sticky error, see above. */
 enum dapi_err dapi_buf_add(struct dapi_buf *b, const void *p, size_t n);
 enum dapi_err dapi_buf_adds(struct dapi_buf *b, const char *s);

@@ -10,11 +10,12 @@
 
 static const char hex_digits[] = "0123456789abcdef";
 
-/* Errors found here (bad vector description) free the buffer like a failed append does, so
- * callers handle every error of this module the same way: the output is gone. */
+/* Errors found here (bad vector description) fail the buffer like a failed append does
+ * (sticky, see buf.h), so callers handle every error of this module the same way: the
+ * output is gone, and later appends cannot start a new one. */
 static enum dapi_err fail(struct dapi_buf *out, enum dapi_err e)
 {
-    dapi_buf_free(out);
+    dapi_buf_fail(out, e);
     return e;
 }
 

@@ -230,6 +230,16 @@ static void test_sticky_error(void)
     T_EQ_INT(dapi_buf_addc(&b, 'a'), DAPI_ERR_TOO_LARGE);
     dapi_buf_free(&b);
 
+    /* A builder's own error (dapi_buf_fail) sticks like an append's; the first one wins. */
+    dapi_buf_init(&b, 8);
+    T_EQ_INT(dapi_buf_adds(&b, "ab"), DAPI_OK);
+    T_EQ_INT(dapi_buf_fail(&b, DAPI_ERR_INTERNAL), DAPI_ERR_INTERNAL);
+    T_CHECK(b.data == NULL && b.len == 0, "fail frees");
+    T_EQ_INT(dapi_buf_adds(&b, "cd"), DAPI_ERR_INTERNAL);
+    T_EQ_INT(dapi_buf_fail(&b, DAPI_ERR_NOMEM), DAPI_ERR_INTERNAL);
+    T_CHECK(dapi_buf_take(&b, NULL) == NULL, "take after fail");
+    dapi_buf_free(&b);
+
     /* Exactly reaching the cap is no error, and take hands the whole value over. */
     dapi_buf_init(&b, 8);
     T_EQ_INT(dapi_buf_adds(&b, "0123"), DAPI_OK);
