@@ -1,6 +1,6 @@
 /* Streaming JSON writer: appends JSON text to a dapi_buf. Exact for 64/128-bit integers,
  * shortest round-trip for doubles and floats. Every function returns DAPI_OK or the
- * buffer's error (the buffer is then freed, see buf.h). */
+ * buffer's sticky error (the buffer is then failed and empty, and stays so; see buf.h). */
 #ifndef DAPI_JSON_H
 #define DAPI_JSON_H
 

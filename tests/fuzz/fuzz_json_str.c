@@ -10,7 +10,8 @@
  *    controls (so a decoder never meets a surrogate escape);
  *  - decode back to s when s is valid UTF-8, and otherwise to s with each maximal ill-formed
  *    subpart replaced by one U+FFFD (reference in fuzz_common.h);
- *  - fail cleanly on a buffer cap one byte too small (error, buffer freed, data NULL), and
+ *  - fail cleanly on a buffer cap one byte too small (error, buffer freed, data NULL, the
+ *    error sticky: a later append is a no-op returning it, take gives NULL), and
  *    succeed with identical text on an exact cap and when appended after existing text. */
 #include "base/json.h"
 #include "fuzz_common.h"
@@ -90,6 +91,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r = dapi_json_str(&t, s, size);
     FUZZ_CHECK(r != DAPI_OK, "wrote %zu bytes under a cap of %zu", n, n - 1);
     FUZZ_CHECK(t.data == NULL && t.len == 0, "buffer not freed after error %d", (int)r);
+    FUZZ_CHECK(dapi_buf_error(&t) == r, "error %d not kept (%d)", (int)r, (int)dapi_buf_error(&t));
+    FUZZ_CHECK(dapi_buf_add(&t, "", 0) == r && t.data == NULL, "append after error %d", (int)r);
+    FUZZ_CHECK(dapi_buf_take(&t, NULL) == NULL, "take after error %d gave data", (int)r);
+    dapi_buf_free(&t);
     dapi_buf_init(&t, n);
     r = dapi_json_str(&t, s, size);
     FUZZ_CHECK(r == DAPI_OK && t.len == n && memcmp(t.data, o, n) == 0, "exact cap: %d", (int)r);
