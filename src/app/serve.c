@@ -125,164 +125,192 @@ static int test_faults(int *engine_probe, char *err, size_t errlen)
     return 0;
 }
 
-int dapi_serve_main(int argc, char **argv)
-{
+/* What dapi serve holds from its start to its end. */
+struct serve {
     struct dapi_config cfg;
     struct dapi_app app;
-    char err[1024] = "";
-    char *dev = NULL;
-    int code = 1;
-    memset(&app, 0, sizeof app);
+    char err[1024];
+    char *dev;                  /* the development key, when no key is configured */
+    struct dapi_probe_opts po;
+    sigset_t sigs;              /* SIGTERM, SIGINT: taken by sigwait in serve_run */
+    int nekt;                   /* --backend nekt */
+    int forward;                /* forwarding client keys (nekt without DAPI_NEKT_API_KEY) */
+};
 
+/* --help, the configuration, logging and test faults. Returns -1 to go on, else the exit
+ * code (0 after --help, 2 for a bad configuration). */
+static int serve_config(struct serve *s, int argc, char **argv)
+{
     for(int i = 0; i < argc; i++)
         if(strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("Usage: dapi serve [options]   (full list: dapi help serve)\n\n");
             dapi_config_usage(stdout);
             return 0;
         }
-    if(dapi_config_load(&cfg, argc, argv, err, sizeof err)) {
-        fprintf(stderr, "dapi serve: %s\n", err);
-        dapi_config_free(&cfg);
+    if(dapi_config_load(&s->cfg, argc, argv, s->err, sizeof s->err)) {
+        fprintf(stderr, "dapi serve: %s\n", s->err);
+        dapi_config_free(&s->cfg);
         return 2;
     }
-    app.cfg = &cfg;
-    dapi_log_setup(strcmp(cfg.log_format, "json") == 0, DAPI_LOG_INFO);
-    struct dapi_probe_opts po = DAPI_PROBE_DEFAULTS;
-    if(test_faults(&po.fail, err, sizeof err)) {
-        fprintf(stderr, "dapi serve: %s\n", err);
-        dapi_config_free(&cfg);
+    s->app.cfg = &s->cfg;
+    dapi_log_setup(strcmp(s->cfg.log_format, "json") == 0, DAPI_LOG_INFO);
+    s->po = (struct dapi_probe_opts)DAPI_PROBE_DEFAULTS;
+    if(test_faults(&s->po.fail, s->err, sizeof s->err)) {
+        fprintf(stderr, "dapi serve: %s\n", s->err);
+        dapi_config_free(&s->cfg);
         return 2;
     }
+    return -1;
+}
 
-    /* Signals are taken by sigwait below; block them before any thread starts. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+/* Builds the server from its parts, in order: signals, directories, keys, engine, memory cap,
+ * pools, prober, backend, emulator, registry (and the queries to resume), HTTP. Returns 0, or
+ * -1 having printed why (what was built is freed by serve_free). */
+static int serve_build(struct serve *s)
+{
+    struct dapi_config *cfg = &s->cfg;
+    struct dapi_app *app = &s->app;
+    char *err = s->err;
+    size_t errlen = sizeof s->err;
+
+    /* Signals are taken by sigtimedwait in serve_run; block them before any thread starts. */
+    sigemptyset(&s->sigs);
+    sigaddset(&s->sigs, SIGTERM);
+    sigaddset(&s->sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &s->sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     struct stat st;
-    if(strcmp(cfg.backend, "local") == 0 && (stat(cfg.data_dir, &st) || !S_ISDIR(st.st_mode))) {
-        fprintf(stderr, "dapi serve: --data-dir %s is not a readable directory\n", cfg.data_dir);
-        goto out;
+    if(strcmp(cfg->backend, "local") == 0 && (stat(cfg->data_dir, &st) || !S_ISDIR(st.st_mode))) {
+        fprintf(stderr, "dapi serve: --data-dir %s is not a readable directory\n", cfg->data_dir);
+        return -1;
     }
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s/tmp", cfg.state_dir);
-    if(mkdirs(cfg.state_dir, err, sizeof err) || mkdirs(tmp, err, sizeof err)) {
+    snprintf(tmp, sizeof tmp, "%s/tmp", cfg->state_dir);
+    if(mkdirs(cfg->state_dir, err, errlen) || mkdirs(tmp, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
-    int nekt = strcmp(cfg.backend, "nekt") == 0;
-    app.backend = nekt ? &dapi_backend_nekt : &dapi_backend_local;
-    if(nekt && cfg.emulate_nekt) {
+    int nekt = s->nekt = strcmp(cfg->backend, "nekt") == 0;
+    app->backend = nekt ? &dapi_backend_nekt : &dapi_backend_local;
+    if(nekt && cfg->emulate_nekt) {
         fprintf(stderr, "dapi serve: --emulate-nekt serves the local engine; it cannot be "
                         "combined with --backend nekt\n");
-        goto out;
+        return -1;
     }
     /* Forwarding client keys (--backend nekt without DAPI_NEKT_API_KEY): Nekt checks them. */
-    int forward = nekt && !cfg.nekt_api_key;
-    if(!forward && dapi_keys_load(&app.keys, cfg.api_keys_env, cfg.api_keys_file, cfg.state_dir,
-                                  &dev, err, sizeof err)) {
+    int forward = s->forward = nekt && !cfg->nekt_api_key;
+    if(!forward && dapi_keys_load(&app->keys, cfg->api_keys_env, cfg->api_keys_file,
+                                  cfg->state_dir, &s->dev, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
     char downloads[4200];
-    snprintf(downloads, sizeof downloads, "%s/queries", cfg.state_dir);
-    if(mkdirs(downloads, err, sizeof err)) {
+    snprintf(downloads, sizeof downloads, "%s/queries", cfg->state_dir);
+    if(mkdirs(downloads, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
     /* The Nekt backend never runs client SQL locally; its engine only reads the files it
      * downloaded into the query directories. */
-    struct dapi_engine_opts eo = {cfg.data_dir, cfg.state_dir, cfg.memory_limit,
-                                  cfg.duckdb_threads, nekt ? downloads : NULL,
-                                  cfg.query_timeout * 1000, cfg.max_spill_bytes};
-    if(dapi_engine_open(&app.engine, &eo, err, sizeof err)) {
+    struct dapi_engine_opts eo = {cfg->data_dir, cfg->state_dir, cfg->memory_limit,
+                                  cfg->duckdb_threads, nekt ? downloads : NULL,
+                                  cfg->query_timeout * 1000, cfg->max_spill_bytes};
+    if(dapi_engine_open(&app->engine, &eo, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
-    if(cap_memory(&cfg, err, sizeof err)) {
+    if(cap_memory(cfg, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
-    app.run_threads = nekt ? (int)cfg.upstream_workers : cfg.workers;
-    if(dapi_engine_sync_lake(app.engine) ||
-       (!nekt && dapi_pool_start(&app.check_pool, "check", 2, app.engine)) ||
-       dapi_pool_start(&app.run_pool, "run", app.run_threads, app.engine)) {
+    app->run_threads = nekt ? (int)cfg->upstream_workers : cfg->workers;
+    if(dapi_engine_sync_lake(app->engine) ||
+       (!nekt && dapi_pool_start(&app->check_pool, "check", 2, app->engine)) ||
+       dapi_pool_start(&app->run_pool, "run", app->run_threads, app->engine)) {
         fprintf(stderr, "dapi serve: cannot start the query workers\n");
-        goto out;
+        return -1;
     }
     /* Both backends: the Nekt backend decodes every downloaded result through the engine too,
      * so a broken engine breaks it as surely (Nekt itself is not probed: its outage is not
      * ours, and a health check that follows it would take every replica out at once). */
-    if(dapi_probe_start(&app.probe, app.engine, &po)) {
+    if(dapi_probe_start(&app->probe, app->engine, &s->po)) {
         fprintf(stderr, "dapi serve: cannot start the engine prober\n");
-        goto out;
+        return -1;
     }
-    if(app.backend->start && app.backend->start(&app, err, sizeof err)) {
+    if(app->backend->start && app->backend->start(app, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
-    if(cfg.emulate_nekt && dapi_emu_start(&app, err, sizeof err)) {
+    if(cfg->emulate_nekt && dapi_emu_start(app, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
     struct pending *resume = NULL;
-    if(dapi_queries_open(&app.queries, cfg.state_dir, cfg.retention,
-                         (uint64_t)cfg.max_state_bytes, dapi_clock_wall_s(), unfinished, &resume, err,
-                         sizeof err)) {
+    if(dapi_queries_open(&app->queries, cfg->state_dir, cfg->retention,
+                         (uint64_t)cfg->max_state_bytes, dapi_clock_wall_s(), unfinished, &resume,
+                         err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
     /* The server-wide bound is the one the run pool had (a worker each, plus a queue); it now
      * covers queries being checked too, and is counted in one place with the per-key one. */
-    struct dapi_queries_limits lim = {(uint64_t)(cfg.max_queued_queries + app.run_threads),
-                                      (uint64_t)cfg.max_queries_per_key,
-                                      (uint64_t)cfg.max_state_bytes_per_key};
-    dapi_queries_set_limits(app.queries, &lim);
+    struct dapi_queries_limits lim = {(uint64_t)(cfg->max_queued_queries + app->run_threads),
+                                      (uint64_t)cfg->max_queries_per_key,
+                                      (uint64_t)cfg->max_state_bytes_per_key};
+    dapi_queries_set_limits(app->queries, &lim);
     while(resume) {
         struct pending *p = resume;
         resume = p->next;
-        if(app.backend->unfinished)
-            app.backend->unfinished(&app, p->slug, p->sql);
+        if(app->backend->unfinished)
+            app->backend->unfinished(app, p->slug, p->sql);
         free(p->sql);
         free(p);
     }
-    struct dapi_http_opts ho = {cfg.host,
-                                cfg.port,
-                                cfg.http_threads,
-                                cfg.max_body_bytes,
-                                cfg.max_header_bytes,
-                                cfg.max_connections,
-                                cfg.max_connections_per_ip,
-                                cfg.request_head_timeout,
-                                cfg.connection_timeout,
+    struct dapi_http_opts ho = {cfg->host,
+                                cfg->port,
+                                cfg->http_threads,
+                                cfg->max_body_bytes,
+                                cfg->max_header_bytes,
+                                cfg->max_connections,
+                                cfg->max_connections_per_ip,
+                                cfg->request_head_timeout,
+                                cfg->connection_timeout,
                                 dapi_api_dispatch,
-                                &app};
-    if(dapi_http_start(&app.http, &ho, err, sizeof err)) {
+                                app};
+    if(dapi_http_start(&app->http, &ho, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        goto out;
+        return -1;
     }
-    int port = dapi_http_port(app.http);
-    if(nekt)
-        dapi_info("dapi %s forwarding to %s (%s, %s); results in %s", DAPI_VERSION, cfg.nekt_url,
-                  cfg.nekt_api, forward ? "client keys forwarded" : "server-held Nekt key",
-                  cfg.state_dir);
+    return 0;
+}
+
+/* Says where the server listens, then does the housekeeping until SIGTERM/SIGINT, which it
+ * returns. */
+static int serve_run(struct serve *s)
+{
+    struct dapi_config *cfg = &s->cfg;
+    struct dapi_app *app = &s->app;
+    const char *dev = s->dev;
+    int port = dapi_http_port(app->http);
+    if(s->nekt)
+        dapi_info("dapi %s forwarding to %s (%s, %s); results in %s", DAPI_VERSION, cfg->nekt_url,
+                  cfg->nekt_api, s->forward ? "client keys forwarded" : "server-held Nekt key",
+                  cfg->state_dir);
     else
         dapi_info("dapi %s (DuckDB %s) serving %s with %zu key(s)%s; results in %s",
-                  DAPI_VERSION, dapi_engine_version(), cfg.data_dir, dapi_keys_count(app.keys),
-                  cfg.emulate_nekt ? ", emulating the Nekt API" : "", cfg.state_dir);
+                  DAPI_VERSION, dapi_engine_version(), cfg->data_dir, dapi_keys_count(app->keys),
+                  cfg->emulate_nekt ? ", emulating the Nekt API" : "", cfg->state_dir);
     if(dev)
         dapi_info("no API key configured: using the development key from %s/dev-key",
-                  cfg.state_dir);
-    printf("dapi listening on http://%s:%d\n", cfg.host, port);
+                  cfg->state_dir);
+    printf("dapi listening on http://%s:%d\n", cfg->host, port);
     if(dev) {
         printf("development key: %s\n", dev);
         printf("try: curl -s -H 'x-api-key: %s' -H 'Content-Type: application/json' "
                "-d '{\"layer\":\"nekt_raw\",\"table\":\"customers\",\"limit\":5}' "
                "http://%s:%d/api/queries\n",
-               dev, cfg.host, port);
+               dev, cfg->host, port);
     }
     fflush(stdout);
 
@@ -290,52 +318,79 @@ int dapi_serve_main(int argc, char **argv)
     struct timespec tick = {0, 250 * 1000 * 1000};
     int sig;
     for(;;) {
-        sig = sigtimedwait(&sigs, NULL, &tick);
+        sig = sigtimedwait(&s->sigs, NULL, &tick);
         if(sig == SIGTERM || sig == SIGINT)
             break;
-        dapi_queries_tick(app.queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
-        if(app.emu)
-            dapi_emu_tick(&app, dapi_clock_wall_s());
+        dapi_queries_tick(app->queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
+        if(app->emu)
+            dapi_emu_tick(app, dapi_clock_wall_s());
         dapi_log_flush();
     }
+    return sig;
+}
+
+/* The graceful stop after signal sig: stop accepting, let requests in flight finish, then cut
+ * what is left (serve_free then frees everything). */
+static void serve_shutdown(struct serve *s, int sig)
+{
+    struct dapi_app *app = &s->app;
     dapi_info("received %s: stopping (up to %lld s for requests in flight)",
-              sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)cfg.shutdown_grace);
+              sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)s->cfg.shutdown_grace);
 
     /* 1. stop accepting; 2. let requests in flight finish; 3. cut what is left. */
-    dapi_http_quiesce(app.http);
-    int64_t until = dapi_clock_mono_ms() + cfg.shutdown_grace * 1000;
-    while(dapi_http_inflight(app.http) > 0 && dapi_clock_mono_ms() < until) {
-        dapi_queries_tick(app.queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
+    dapi_http_quiesce(app->http);
+    int64_t until = dapi_clock_mono_ms() + s->cfg.shutdown_grace * 1000;
+    while(dapi_http_inflight(app->http) > 0 && dapi_clock_mono_ms() < until) {
+        dapi_queries_tick(app->queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
         dapi_clock_sleep_ms(20);
     }
-    atomic_store(&app.stopping, 1);
-    dapi_probe_stop(app.probe);    /* before the abort, which would fail a probe in flight */
-    dapi_engine_abort(app.engine); /* running queries stop; queued ones never start */
-    dapi_httpc_abort_all();        /* upstream calls in flight stop too */
-    dapi_pool_stop(app.check_pool, 0); /* later submissions are refused with 503 */
-    dapi_pool_stop(app.run_pool, 0);
-    dapi_emu_quiesce(&app);
-    dapi_queries_cancel_waiters(app.queries);
+    atomic_store(&app->stopping, 1);
+    dapi_probe_stop(app->probe);    /* before the abort, which would fail a probe in flight */
+    dapi_engine_abort(app->engine); /* running queries stop; queued ones never start */
+    dapi_httpc_abort_all();         /* upstream calls in flight stop too */
+    dapi_pool_stop(app->check_pool, 0); /* later submissions are refused with 503 */
+    dapi_pool_stop(app->run_pool, 0);
+    dapi_emu_quiesce(app);
+    dapi_queries_cancel_waiters(app->queries);
     /* resumed connections need a moment to send their answers */
     until = dapi_clock_mono_ms() + 2000;
-    while(dapi_http_inflight(app.http) > 0 && dapi_clock_mono_ms() < until)
+    while(dapi_http_inflight(app->http) > 0 && dapi_clock_mono_ms() < until)
         dapi_clock_sleep_ms(10);
-    code = 0;
-out:
-    dapi_http_stop(app.http);
-    dapi_probe_free(app.probe); /* after the HTTP server: health reads it */
-    dapi_pool_free(app.check_pool);
-    dapi_pool_free(app.run_pool);
-    dapi_emu_stop(&app);
-    if(app.backend && app.backend->stop)
-        app.backend->stop(&app);
-    dapi_queries_close(app.queries);
-    dapi_engine_close(app.engine);
-    dapi_keys_free(app.keys);
-    free(dev);
+}
+
+/* Frees whatever serve_build built (all of it, or as far as it got), and the configuration. */
+static void serve_free(struct serve *s, int code)
+{
+    struct dapi_app *app = &s->app;
+    dapi_http_stop(app->http);
+    dapi_probe_free(app->probe); /* after the HTTP server: health reads it */
+    dapi_pool_free(app->check_pool);
+    dapi_pool_free(app->run_pool);
+    dapi_emu_stop(app);
+    if(app->backend && app->backend->stop)
+        app->backend->stop(app);
+    dapi_queries_close(app->queries);
+    dapi_engine_close(app->engine);
+    dapi_keys_free(app->keys);
+    free(s->dev);
     if(code == 0)
         dapi_info("stopped");
     dapi_log_flush();
-    dapi_config_free(&cfg);
+    dapi_config_free(&s->cfg);
+}
+
+int dapi_serve_main(int argc, char **argv)
+{
+    struct serve s;
+    memset(&s, 0, sizeof s);
+    int code = serve_config(&s, argc, argv);
+    if(code >= 0)
+        return code;
+    code = 1;
+    if(serve_build(&s) == 0) {
+        serve_shutdown(&s, serve_run(&s));
+        code = 0;
+    }
+    serve_free(&s, code);
     return code;
 }

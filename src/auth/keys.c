@@ -9,7 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The only place OpenSSL headers are included (see keys.h). */
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 
 struct dapi_keys {
@@ -20,6 +23,18 @@ struct dapi_keys {
 void dapi_sha256(const void *data, size_t len, unsigned char out[DAPI_KEY_HASH_LEN])
 {
     SHA256(data, len, out);
+}
+
+void dapi_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                      unsigned char out[32])
+{
+    unsigned int outlen = 32;
+    HMAC(EVP_sha256(), key, (int)keylen, data, len, out, &outlen);
+}
+
+int dapi_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
+{
+    return alen == blen && CRYPTO_memcmp(a, b, alen) == 0;
 }
 
 enum dapi_err dapi_random(void *buf, size_t n)
@@ -200,7 +215,7 @@ int dapi_keys_check(const struct dapi_keys *k, const char *key, size_t len,
     int found = 0;
     /* Compare against every key (no early exit) in constant time. */
     for(size_t i = 0; i < k->n; i++)
-        found |= CRYPTO_memcmp(h, k->hash[i], DAPI_KEY_HASH_LEN) == 0;
+        found |= dapi_ct_equal(h, DAPI_KEY_HASH_LEN, k->hash[i], DAPI_KEY_HASH_LEN);
     memcpy(hash_out, h, DAPI_KEY_HASH_LEN);
     return found;
 }

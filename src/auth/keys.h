@@ -1,5 +1,8 @@
 /* API keys. Keys are kept only as SHA-256 hashes and compared in constant time; a key's
- * hash is also its identity for binding slugs to the key that created them. Never log a key. */
+ * hash is also its identity for binding slugs to the key that created them. Never log a key.
+ *
+ * Also the crypto primitives the rest of dapi uses (SHA-256, HMAC-SHA-256, constant-time
+ * comparison, random bytes). Rule: OpenSSL headers are included only under src/auth/. */
 #ifndef DAPI_KEYS_H
 #define DAPI_KEYS_H
 
@@ -26,6 +29,12 @@ int dapi_keys_check(const struct dapi_keys *k, const char *key, size_t len,
 
 /* SHA-256 of data. */
 void dapi_sha256(const void *data, size_t len, unsigned char out[DAPI_KEY_HASH_LEN]);
+/* HMAC-SHA-256 of data under key (out: 32 bytes). */
+void dapi_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,
+                      unsigned char out[32]);
+/* 1 if a (alen bytes) and b (blen bytes) are equal, else 0. Lengths are not secret (different
+ * lengths return 0 at once); for equal lengths the time does not depend on the contents. */
+int dapi_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 /* Fills buf with n cryptographically random bytes. */
 enum dapi_err dapi_random(void *buf, size_t n);
 /* Writes n random base62 characters and a NUL into out (size n + 1). */

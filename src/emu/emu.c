@@ -23,8 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/hmac.h>
-
 #include "api/respond.h"
 #include "app/app.h"
 #include "base/buf.h"
@@ -116,10 +114,8 @@ static void sign(struct dapi_emu *emu, const char *what, long long expires, char
 {
     char msg[512];
     unsigned char mac[32];
-    unsigned int len = sizeof mac;
     snprintf(msg, sizeof msg, "%s:%lld", what, expires);
-    HMAC(EVP_sha256(), emu->secret, sizeof emu->secret, (unsigned char *)msg, strlen(msg), mac,
-         &len);
+    dapi_hmac_sha256(emu->secret, sizeof emu->secret, msg, strlen(msg), mac);
     for(unsigned i = 0; i < 32; i++)
         snprintf(hex + 2 * i, 3, "%02x", mac[i]);
 }
@@ -164,7 +160,7 @@ static void serve_file(struct emu_req *e, const struct dapi_fault_action *f)
     snprintf(what, sizeof what, "%s/%s", id, file);
     sign(emu, what, expires, sig);
     int valid = e->expires && end && !*end && e->signature && strlen(e->signature) == 64 &&
-                CRYPTO_memcmp(sig, e->signature, 64) == 0;
+                dapi_ct_equal(sig, 64, e->signature, 64);
     if(!valid || !safe_name(id) || !safe_name(file)) {
         detail(e, 403, "Signature does not match", f);
         return;

@@ -1,6 +1,6 @@
 /* A column of a result chunk, described without DuckDB's headers so that rendering can be
- * written and unit-tested on its own. src/engine/engine.c (the only file that includes
- * duckdb.h) fills these from DuckDB vectors; the layouts below are DuckDB's in-memory
+ * written and unit-tested on its own. src/engine/engine.c (duckdb.h is included only
+ * under src/engine/) fills these from DuckDB vectors; the layouts below are DuckDB's in-memory
  * layouts, which its C API documents and keeps stable.
  *
  * All pointers are borrowed from the chunk they describe and are valid until that chunk is

@@ -1,4 +1,8 @@
-/* The embedded DuckDB engine. The only file that includes duckdb.h.
+/* The embedded DuckDB engine, its core: open/close/connect, the watchdog, statements and the
+ * sandbox glue, run/export and the column templates. The lake's views are in lake.c, the
+ * sample lake in sample.c; the three share engine_int.h.
+ * Rule: duckdb.h is included only under src/engine/ (engine_int.h, which engine.c, lake.c
+ * and sample.c include); every other module goes through engine.h.
  *
  * Security model: one in-memory database; user SQL may only read. Enforced in layers:
  *  - extension auto-install/auto-load off, no community or unsigned extensions;
@@ -6,10 +10,9 @@
  *    functions (read_csv, read_text, glob, …) cannot reach anything outside the lake;
  *  - lock_configuration = true once set up, so no statement can loosen the above;
  *  - each text must be exactly one statement of type SELECT (SELECT, WITH, VALUES, FROM-first).
- * The views over the lake are created by a private catalog connection. */
-#include "engine/engine.h"
+ * The views over the lake are created by a private catalog connection (lake.c). */
+#include "engine/engine_int.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -19,12 +22,6 @@
 #include <sys/stat.h>
 #include <limits.h>
 #include <time.h>
-
-/* Results stream from DuckDB (duckdb_pending_prepared_streaming), which the C API of v1.4
- * lists as deprecated without a replacement yet: it is the only way to get rows before the
- * whole result exists, which is what bounds a query's memory. */
-#undef DUCKDB_API_NO_DEPRECATED
-#include <duckdb.h>
 
 #include "base/buf.h"
 #include "base/clock.h"
@@ -38,56 +35,6 @@ _Static_assert(sizeof(duckdb_interval) == sizeof(struct dapi_interval), "interva
 
 #define REQUIRED_VERSION "v1.4.4"
 #define MAX_TYPE_DEPTH 64
-
-enum table_kind { TK_PARQUET, TK_PARQUET_DIR, TK_CSV, TK_TSV, TK_JSON, TK_NDJSON };
-
-struct view {
-    char *layer, *table, *path;
-    enum table_kind kind;
-    struct timespec mtime; /* of the file (or folder): a rewrite re-creates the view */
-    off_t size;
-    int failed;            /* the view could not be created: tried again once the file changes */
-    char **files;          /* TK_PARQUET_DIR: the vetted files, sorted */
-    size_t nfiles;
-};
-
-struct views {
-    struct view *v;
-    size_t n, cap;
-};
-
-struct dapi_engine {
-    duckdb_database db;
-    /* The watchdog: a single pending task (a big join, a sort) can run for a long time
-     * without returning to us, so deadlines are enforced by interrupting from outside. */
-    pthread_t watchdog;
-    int watchdog_started;
-    pthread_mutex_t conns_lock;
-    pthread_cond_t stop_cv;
-    int stopping;
-    int aborting; /* shutdown: interrupt everything */
-    struct dapi_econn *conns;
-    char *data_dir;
-    char *data_real;           /* realpath of data_dir: files read must resolve beneath it */
-    int64_t check_ms;          /* deadline of a check (0 = none) */
-    char **catalog_names;      /* lower-case names of the system views, sorted */
-    int64_t cut_warned_ms;     /* last warning about a lake too large to scan */
-    size_t ncatalog_names;
-    pthread_mutex_t lake_lock; /* guards catalog and views */
-    duckdb_connection catalog;
-    struct views views;
-};
-
-struct dapi_econn {
-    struct dapi_engine *e;
-    duckdb_connection con;
-    int64_t deadline_ms; /* 0 = none; guarded by e->conns_lock */
-    int active;          /* a query is being driven */
-    int timed_out;       /* set by the watchdog when it interrupted this connection */
-    duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
-    duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
-    struct dapi_econn *next;
-};
 
 static void *watchdog_run(void *arg)
 {
@@ -206,7 +153,7 @@ enum dapi_err dapi_engine_sql_literal(struct dapi_buf *b, const char *s)
 }
 
 /* Appends s as a quoted identifier ("…" with " doubled). */
-static enum dapi_err add_ident(struct dapi_buf *b, const char *s)
+enum dapi_err add_ident(struct dapi_buf *b, const char *s)
 {
     enum dapi_err result = dapi_buf_addc(b, '"');
     for(const char *p = s; !result && *p; p++)
@@ -214,7 +161,7 @@ static enum dapi_err add_ident(struct dapi_buf *b, const char *s)
     return result ? result : dapi_buf_addc(b, '"');
 }
 
-static enum dapi_err exec(duckdb_connection con, const char *sql, char *err, size_t errlen)
+enum dapi_err exec(duckdb_connection con, const char *sql, char *err, size_t errlen)
 {
     duckdb_result res;
     if(duckdb_query(con, sql, &res) == DuckDBError) {
@@ -229,7 +176,7 @@ static enum dapi_err exec(duckdb_connection con, const char *sql, char *err, siz
 
 
 /* Appends the first VARCHAR column of a result to *list (owned strings). */
-static enum dapi_err collect_strings(duckdb_result *res, char ***list, size_t *n)
+enum dapi_err collect_strings(duckdb_result *res, char ***list, size_t *n)
 {
     for(;;) {
         duckdb_data_chunk chunk = duckdb_fetch_chunk(*res);
@@ -258,14 +205,14 @@ static enum dapi_err collect_strings(duckdb_result *res, char ***list, size_t *n
     }
 }
 
-static void free_strings(char **list, size_t n)
+void free_strings(char **list, size_t n)
 {
     for(size_t i = 0; i < n; i++)
         free(list[i]);
     free(list);
 }
 
-static int cmp_str(const void *a, const void *b)
+int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -409,25 +356,6 @@ out:
     return result;
 }
 
-static void free_strings(char **list, size_t n);
-
-static void view_free(struct view *v)
-{
-    free(v->layer);
-    free(v->table);
-    free(v->path);
-    free_strings(v->files, v->nfiles);
-    memset(v, 0, sizeof *v);
-}
-
-static void views_clear(struct views *vs)
-{
-    for(size_t i = 0; i < vs->n; i++)
-        view_free(&vs->v[i]);
-    free(vs->v);
-    memset(vs, 0, sizeof *vs);
-}
-
 void dapi_engine_close(struct dapi_engine *e)
 {
     if(!e)
@@ -488,381 +416,6 @@ void dapi_econn_close(struct dapi_econn *c)
         duckdb_destroy_prepare(&c->glob);
     duckdb_disconnect(&c->con);
     free(c);
-}
-
-/* ---- the lake ------------------------------------------------------------------------ */
-
-static int ext_kind(const char *name, size_t *stem)
-{
-    static const struct {
-        const char *ext;
-        enum table_kind kind;
-    } exts[] = {{".parquet", TK_PARQUET}, {".csv", TK_CSV},       {".tsv", TK_TSV},
-                {".json", TK_JSON},       {".ndjson", TK_NDJSON}, {".jsonl", TK_NDJSON}};
-    size_t n = strlen(name);
-    for(size_t i = 0; i < sizeof exts / sizeof exts[0]; i++) {
-        size_t el = strlen(exts[i].ext);
-        if(n > el && strcmp(name + n - el, exts[i].ext) == 0) {
-            *stem = n - el;
-            return (int)exts[i].kind;
-        }
-    }
-    return -1;
-}
-
-/* The lake scan is bounded: a lake of this many entries, or a scan this long, stops early
- * (the tables not reached keep their previous views) and says so in the log. */
-#define SCAN_MAX_ENTRIES 200000
-#define SCAN_MAX_MS 2000
-#define DIR_MAX_DEPTH 16
-
-struct scan {
-    const char *real;   /* the lake's real path */
-    size_t entries;
-    int64_t deadline_ms;
-    int cut;            /* the budget ran out */
-};
-
-static int scan_budget(struct scan *sc)
-{
-    if(sc->cut)
-        return 0;
-    if(++sc->entries > SCAN_MAX_ENTRIES || dapi_clock_mono_ms() > sc->deadline_ms) {
-        sc->cut = 1;
-        return 0;
-    }
-    return 1;
-}
-
-/* stat()s path, refusing symlinks that resolve outside the lake (or do not resolve). */
-static int stat_in_lake(const struct scan *sc, const char *path, struct stat *st)
-{
-    if(lstat(path, st))
-        return -1;
-    if(!S_ISLNK(st->st_mode))
-        return 0;
-    char real[PATH_MAX];
-    size_t n = strlen(sc->real);
-    if(!realpath(path, real) || strncmp(real, sc->real, n) != 0 || real[n] != '/')
-        return -1;
-    return stat(path, st);
-}
-
-/* Folder tables: the Parquet files beneath dir (recursively), each vetted like a table file,
- * sorted so the view's file list is stable. The view names these files exactly, so DuckDB
- * never globs by itself (it would follow links out of the lake and read hidden files). */
-struct files {
-    char **v;
-    size_t n, cap;
-    struct timespec newest;
-    off_t bytes;
-};
-
-static void files_clear(struct files *f)
-{
-    free_strings(f->v, f->n);
-    memset(f, 0, sizeof *f);
-}
-
-static enum dapi_err walk_parquet(struct scan *sc, const char *dir, int depth, struct files *f)
-{
-    enum dapi_err result = DAPI_OK;
-    if(depth > DIR_MAX_DEPTH)
-        return DAPI_OK;
-    DIR *d = opendir(dir);
-    if(!d)
-        return DAPI_OK;
-    struct dirent *de;
-    while(!result && (de = readdir(d)) && scan_budget(sc)) {
-        if(de->d_name[0] == '.')
-            continue; /* hidden files are not part of any table */
-        char p[PATH_MAX];
-        struct stat st;
-        size_t stem;
-        if(snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p ||
-           stat_in_lake(sc, p, &st))
-            continue;
-        if(S_ISDIR(st.st_mode)) {
-            result = walk_parquet(sc, p, depth + 1, f);
-        } else if(S_ISREG(st.st_mode) && ext_kind(de->d_name, &stem) == TK_PARQUET) {
-            if(f->n == f->cap) {
-                size_t cap = f->cap ? f->cap * 2 : 16;
-                char **nv = realloc(f->v, cap * sizeof *nv);
-                if(!nv) {
-                    result = DAPI_ERR_NOMEM;
-                    break;
-                }
-                f->v = nv;
-                f->cap = cap;
-            }
-            if(!(f->v[f->n] = strdup(p))) {
-                result = DAPI_ERR_NOMEM;
-                break;
-            }
-            f->n++;
-            f->bytes += st.st_size;
-            if(st.st_mtim.tv_sec > f->newest.tv_sec ||
-               (st.st_mtim.tv_sec == f->newest.tv_sec && st.st_mtim.tv_nsec > f->newest.tv_nsec))
-                f->newest = st.st_mtim;
-        }
-    }
-    closedir(d);
-    return result;
-}
-
-static enum dapi_err views_add(struct views *vs, const char *layer, const char *table,
-                               size_t tlen, const char *path, enum table_kind kind,
-                               const struct stat *st, struct files *files)
-{
-    for(size_t i = 0; i < vs->n; i++)
-        if(strcasecmp(vs->v[i].layer, layer) == 0 && strlen(vs->v[i].table) == tlen &&
-           strncasecmp(vs->v[i].table, table, tlen) == 0)
-            return DAPI_OK; /* first one wins (readdir order is stable per directory) */
-    if(vs->n == vs->cap) {
-        size_t cap = vs->cap ? vs->cap * 2 : 16;
-        struct view *nv = realloc(vs->v, cap * sizeof *nv);
-        if(!nv)
-            return DAPI_ERR_NOMEM;
-        vs->v = nv;
-        vs->cap = cap;
-    }
-    struct view *v = &vs->v[vs->n];
-    memset(v, 0, sizeof *v);
-    v->layer = strdup(layer);
-    v->table = strndup(table, tlen);
-    v->path = strdup(path);
-    v->kind = kind;
-    v->mtime = st->st_mtim;
-    v->size = st->st_size;
-    if(files) { /* a folder: its signature is its files' */
-        qsort(files->v, files->n, sizeof *files->v, cmp_str);
-        v->files = files->v;
-        v->nfiles = files->n;
-        v->mtime = files->newest;
-        v->size = files->bytes;
-        memset(files, 0, sizeof *files);
-    }
-    if(!v->layer || !v->table || !v->path) {
-        view_free(v);
-        return DAPI_ERR_NOMEM;
-    }
-    vs->n++;
-    return DAPI_OK;
-}
-
-/* Schema names DuckDB keeps for itself: a layer folder of that name is not exposed. */
-static int reserved_layer(const char *name)
-{
-    static const char *const r[] = {"main", "pg_catalog", "information_schema", "temp",
-                                    "system", "memory"};
-    for(size_t i = 0; i < sizeof r / sizeof r[0]; i++)
-        if(strcasecmp(name, r[i]) == 0)
-            return 1;
-    return 0;
-}
-
-static enum dapi_err scan_lake(struct scan *sc, const char *root, struct views *vs)
-{
-    enum dapi_err result = DAPI_OK;
-    DIR *d = opendir(root);
-    if(!d)
-        return DAPI_OK; /* a missing lake is an empty lake */
-    struct dirent *de;
-    while(!result && (de = readdir(d)) && scan_budget(sc)) {
-        if(de->d_name[0] == '.' || reserved_layer(de->d_name))
-            continue;
-        char lp[PATH_MAX];
-        struct stat st;
-        if(snprintf(lp, sizeof lp, "%s/%s", root, de->d_name) >= (int)sizeof lp ||
-           stat_in_lake(sc, lp, &st) || !S_ISDIR(st.st_mode))
-            continue;
-        DIR *ld = opendir(lp);
-        if(!ld)
-            continue;
-        struct dirent *te;
-        while(!result && (te = readdir(ld)) && scan_budget(sc)) {
-            if(te->d_name[0] == '.')
-                continue;
-            char tp[PATH_MAX];
-            if(snprintf(tp, sizeof tp, "%s/%s", lp, te->d_name) >= (int)sizeof tp ||
-               stat_in_lake(sc, tp, &st))
-                continue;
-            size_t stem;
-            int kind;
-            if(S_ISDIR(st.st_mode)) {
-                struct files f = {0};
-                result = walk_parquet(sc, tp, 0, &f);
-                if(!result && f.n)
-                    result = views_add(vs, de->d_name, te->d_name, strlen(te->d_name), tp,
-                                       TK_PARQUET_DIR, &st, &f);
-                files_clear(&f);
-            } else if(S_ISREG(st.st_mode) && (kind = ext_kind(te->d_name, &stem)) >= 0) {
-                result = views_add(vs, de->d_name, te->d_name, stem, tp, (enum table_kind)kind,
-                                   &st, NULL);
-            }
-        }
-        closedir(ld);
-    }
-    closedir(d);
-    return result;
-}
-
-static const struct view *views_find(const struct views *vs, const char *layer,
-                                     const char *table)
-{
-    for(size_t i = 0; i < vs->n; i++)
-        if(strcmp(vs->v[i].layer, layer) == 0 && strcmp(vs->v[i].table, table) == 0)
-            return &vs->v[i];
-    return NULL;
-}
-
-/* A file name as a DuckDB path literal that matches only itself: DuckDB expands *, ? and
- * [...] in every path it reads, so each is put in a one-character class ([[] is '['). */
-static enum dapi_err add_path_literal(struct dapi_buf *b, const char *path)
-{
-    enum dapi_err result = dapi_buf_addc(b, '\'');
-    for(const char *p = path; !result && *p; p++) {
-        if(*p == '*' || *p == '?' || *p == '[')
-            result = dapi_buf_addf(b, "[%c]", *p);
-        else
-            result = *p == '\'' ? dapi_buf_add(b, "''", 2) : dapi_buf_addc(b, *p);
-    }
-    return result ? result : dapi_buf_addc(b, '\'');
-}
-
-static enum dapi_err view_sql(struct dapi_buf *b, const struct view *v)
-{
-    dapi_buf_adds(b, "CREATE OR REPLACE VIEW ");
-    add_ident(b, v->layer);
-    dapi_buf_addc(b, '.');
-    add_ident(b, v->table);
-    dapi_buf_adds(b, " AS SELECT * FROM ");
-    switch(v->kind) {
-    case TK_PARQUET:
-        dapi_buf_adds(b, "read_parquet(");
-        add_path_literal(b, v->path);
-        break;
-    case TK_PARQUET_DIR:
-        dapi_buf_adds(b, "read_parquet([");
-        for(size_t i = 0; i < v->nfiles; i++) {
-            if(i)
-                dapi_buf_adds(b, ", ");
-            add_path_literal(b, v->files[i]);
-        }
-        dapi_buf_adds(b, "], hive_partitioning = true, union_by_name = true");
-        break;
-    case TK_CSV:
-        dapi_buf_adds(b, "read_csv(");
-        add_path_literal(b, v->path);
-        dapi_buf_adds(b, ", header = true");
-        break;
-    case TK_TSV:
-        dapi_buf_adds(b, "read_csv(");
-        add_path_literal(b, v->path);
-        dapi_buf_adds(b, ", header = true, delim = '\t'");
-        break;
-    case TK_JSON:
-        dapi_buf_adds(b, "read_json_auto(");
-        add_path_literal(b, v->path);
-        break;
-    case TK_NDJSON:
-        dapi_buf_adds(b, "read_json_auto(");
-        add_path_literal(b, v->path);
-        dapi_buf_adds(b, ", format = 'newline_delimited'");
-        break;
-    }
-    return dapi_buf_addc(b, ')');
-}
-
-enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
-{
-    enum dapi_err result;
-    struct views now = {0};
-    struct dapi_buf b;
-    dapi_buf_init(&b, 64u << 20);
-    char err[512];
-    struct scan sc = {.real = e->data_real, .deadline_ms = dapi_clock_mono_ms() + SCAN_MAX_MS};
-
-    pthread_mutex_lock(&e->lake_lock);
-    if((result = scan_lake(&sc, e->data_dir, &now)))
-        goto out;
-    for(size_t i = 0; i < now.n; i++) {
-        struct view *v = &now.v[i];
-        const struct view *old = views_find(&e->views, v->layer, v->table);
-        if(old && old->kind == v->kind && strcmp(old->path, v->path) == 0 &&
-           old->size == v->size && old->nfiles == v->nfiles &&
-           old->mtime.tv_sec == v->mtime.tv_sec && old->mtime.tv_nsec == v->mtime.tv_nsec) {
-            /* unchanged; a file that could not be exposed is tried (and warned about) again
-             * only once it changes */
-            v->failed = old->failed;
-            continue;
-        }
-        v->failed = 1;
-        dapi_buf_reset(&b);
-        dapi_buf_adds(&b, "CREATE SCHEMA IF NOT EXISTS ");
-        add_ident(&b, v->layer);
-        if(!b.data || exec(e->catalog, b.data, err, sizeof err)) {
-            dapi_warn("lake: cannot create schema for layer '%s': %s", v->layer, err);
-            continue;
-        }
-        dapi_buf_reset(&b);
-        view_sql(&b, v);
-        if(!b.data)
-            continue;
-        if(exec(e->catalog, b.data, err, sizeof err))
-            dapi_warn("lake: cannot expose %s.%s (%s): %s", v->layer, v->table, v->path, err);
-        else
-            v->failed = 0;
-    }
-    if(sc.cut) {
-        /* Not all of the lake was seen: what was not keeps its views. */
-        int64_t now_ms = dapi_clock_mono_ms();
-        if(now_ms - e->cut_warned_ms > 60000) {
-            e->cut_warned_ms = now_ms;
-            dapi_warn("lake: scan stopped after %zu entries / %d ms; tables beyond that keep "
-                      "their previous state", sc.entries, SCAN_MAX_MS);
-        }
-        for(size_t i = 0; i < e->views.n && !result; i++) {
-            struct view *v = &e->views.v[i];
-            if(views_find(&now, v->layer, v->table))
-                continue;
-            if(now.n == now.cap) {
-                size_t cap = now.cap ? now.cap * 2 : 16;
-                struct view *nv = realloc(now.v, cap * sizeof *nv);
-                if(!nv) {
-                    result = DAPI_ERR_NOMEM;
-                    break;
-                }
-                now.v = nv;
-                now.cap = cap;
-            }
-            now.v[now.n++] = *v;
-            memset(v, 0, sizeof *v); /* moved */
-        }
-    } else {
-        for(size_t i = 0; i < e->views.n; i++) {
-            const struct view *v = &e->views.v[i];
-            if(views_find(&now, v->layer, v->table))
-                continue;
-            dapi_buf_reset(&b);
-            dapi_buf_adds(&b, "DROP VIEW IF EXISTS ");
-            add_ident(&b, v->layer);
-            dapi_buf_addc(&b, '.');
-            add_ident(&b, v->table);
-            if(b.data)
-                exec(e->catalog, b.data, NULL, 0);
-        }
-    }
-    if(!result) {
-        views_clear(&e->views);
-        e->views = now;
-        memset(&now, 0, sizeof now);
-    }
-out:
-    pthread_mutex_unlock(&e->lake_lock);
-    views_clear(&now);
-    dapi_buf_free(&b);
-    return result;
 }
 
 /* Is name a layer of the lake (case-insensitive, as DuckDB resolves schemas)? */
@@ -1675,162 +1228,5 @@ out:
         free(*msg);
         *msg = NULL;
     }
-    return result;
-}
-
-/* ---- the sample lake ----------------------------------------------------------------- */
-
-/* Deterministic: every value is arithmetic on the row number (no random(), no hash() whose
- * output could change between versions), and one thread keeps the row order of writes. */
-static const char *const sample_sql[] = {
-    "CREATE MACRO pick(l, i) AS l[1 + (i % len(l))]",
-    "CREATE TABLE customers AS SELECT i AS customer_id, "
-    " 'cus_' || lpad(i::VARCHAR, 7, '0') AS external_id, "
-    " pick(['Ana','Bruno','Carla','Diego','Elisa','Felipe','Gabriela','Heitor','Isabela',"
-    "'João','Karina','Lucas','Marina','Nicolas','Olívia','Pedro','Quésia','Rafael','Sofia',"
-    "'Tiago'], i * 7) || ' ' || pick(['Silva','Santos','Oliveira','Souza','Rodrigues','Ferreira',"
-    "'Alves','Pereira','Lima','Gomes','Costa','Ribeiro','Martins','Carvalho','Almeida',"
-    "'Lopes','Soares','Fernandes','Vieira','Barbosa'], i * 13) AS name, "
-    " 'customer' || i || '@example.com' AS email, "
-    " pick(['BR','BR','BR','US','PT','AR','MX','CL'], i * 31) AS country, "
-    " pick(['São Paulo','Rio de Janeiro','Belo Horizonte','Curitiba','Porto Alegre','Recife',"
-    "'Salvador','Fortaleza','Lisboa','Austin'], i * 17) AS city, "
-    " TIMESTAMP '2021-01-01 00:00:00' + to_seconds((i * 7919) % (3 * 365 * 86400)) + "
-    "   to_microseconds((i * 104729) % 1000000) AS created_at, "
-    " (i % 7) <> 0 AS is_active, "
-    " pick(['free','starter','pro','enterprise'], i * 3) AS plan, "
-    " CASE WHEN i % 11 = 0 THEN NULL ELSE pick(['web','mobile','partner','sales'], i) END "
-    "   AS acquisition_channel "
-    "FROM range(1, 100001) t(i)",
-    "CREATE TABLE products AS SELECT i AS product_id, "
-    " 'SKU-' || lpad(i::VARCHAR, 5, '0') AS sku, "
-    " pick(['Camiseta','Caneca','Caderno','Mochila','Garrafa','Boné','Meia','Agenda'], i) || ' ' "
-    "   || pick(['Azul','Verde','Preta','Branca','Vermelha'], i * 3) || ' #' || i AS name, "
-    " pick(['vestuário','casa','papelaria','acessórios'], i) AS category, "
-    " round(5 + ((i * 37) % 9500) / 100.0, 2)::DECIMAL(10,2) AS unit_price, "
-    " (i % 13) <> 0 AS in_stock "
-    "FROM range(1, 501) t(i)",
-    "CREATE TABLE orders AS SELECT i AS order_id, "
-    " 1 + (i * 48271) % 100000 AS customer_id, "
-    " pick(['delivered','delivered','delivered','shipped','paid','cancelled','refunded'], i * 5) "
-    "   AS status, "
-    " pick(['site','app','marketplace','store'], i * 11) AS channel, "
-    " TIMESTAMP '2022-01-01 00:00:00' + to_seconds((i * 2654435761) % (3 * 365 * 86400)) "
-    "   AS ordered_at, "
-    " 'BRL' AS currency "
-    "FROM range(1, 400001) t(i)",
-    "CREATE TABLE order_items AS SELECT i AS order_item_id, "
-    " 1 + (i * 16807) % 400000 AS order_id, "
-    " 1 + (i * 31) % 500 AS product_id, "
-    " 1 + (i % 5) AS quantity, "
-    " round(5 + ((((i * 31) % 500) + 1) * 37 % 9500) / 100.0, 2)::DECIMAL(10,2) AS unit_price, "
-    " CASE WHEN i % 17 = 0 THEN round(((i * 7) % 2000) / 100.0, 2)::DECIMAL(10,2) ELSE 0 END "
-    "   AS discount "
-    "FROM range(1, 1000001) t(i)",
-    "CREATE TABLE order_totals AS SELECT order_id, sum(quantity * unit_price - discount) AS total, "
-    " count(*) AS items FROM order_items GROUP BY order_id",
-    /* nekt_raw: as ingested (Parquet files, a partitioned Parquet folder, a CSV) */
-    "COPY customers TO '%s/nekt_raw/customers.parquet' (FORMAT parquet)",
-    "COPY orders TO '%s/nekt_raw/orders.parquet' (FORMAT parquet)",
-    "COPY (SELECT oi.*, year(o.ordered_at) AS order_year FROM order_items oi "
-    "      JOIN orders o USING (order_id) ORDER BY order_item_id) "
-    " TO '%s/nekt_raw/order_items' (FORMAT parquet, PARTITION_BY (order_year))",
-    "COPY products TO '%s/nekt_raw/products.csv' (HEADER)",
-    /* nekt_trusted: cleaned and typed, with nested values */
-    "COPY (SELECT customer_id, name, lower(email) AS email, "
-    "  {'city': city, 'country': country} AS address, "
-    "  CASE WHEN plan IN ('pro','enterprise') THEN ['paying', plan] ELSE [plan] END AS tags, "
-    "  created_at::DATE AS signup_date, is_active, plan "
-    " FROM customers ORDER BY customer_id) TO '%s/nekt_trusted/customers.parquet' (FORMAT parquet)",
-    "COPY (SELECT o.order_id, o.customer_id, o.status, o.channel, o.ordered_at, "
-    "  o.ordered_at::DATE AS order_date, COALESCE(t.total, 0)::DECIMAL(14,2) AS total_amount, "
-    "  COALESCE(t.items, 0) AS item_count "
-    " FROM orders o LEFT JOIN order_totals t USING (order_id) "
-    " WHERE o.status <> 'cancelled' ORDER BY o.order_id) "
-    " TO '%s/nekt_trusted/orders.parquet' (FORMAT parquet)",
-    /* nekt_service: curated for BI */
-    "COPY (SELECT o.ordered_at::DATE AS day, count(*) AS orders, "
-    "  sum(t.total)::DECIMAL(18,2) AS revenue, round(avg(t.total), 2) AS avg_ticket "
-    " FROM orders o JOIN order_totals t USING (order_id) "
-    " WHERE o.status IN ('delivered','shipped','paid') GROUP BY ALL ORDER BY day) "
-    " TO '%s/nekt_service/daily_revenue.parquet' (FORMAT parquet)",
-    "COPY (SELECT c.customer_id, c.name, c.country, count(o.order_id) AS orders, "
-    "  COALESCE(sum(t.total), 0)::DECIMAL(18,2) AS lifetime_value, "
-    "  max(o.ordered_at) AS last_order_at "
-    " FROM customers c LEFT JOIN orders o USING (customer_id) "
-    " LEFT JOIN order_totals t USING (order_id) GROUP BY ALL ORDER BY c.customer_id) "
-    " TO '%s/nekt_service/customer_lifetime_value.csv' (HEADER)",
-};
-
-enum dapi_err dapi_engine_sample_data(const char *dir, char *err, size_t errlen)
-{
-    enum dapi_err result = DAPI_ERR_INTERNAL;
-    duckdb_database db = NULL;
-    duckdb_connection con = NULL;
-    duckdb_config cfg = NULL;
-    char *open_err = NULL;
-    struct dapi_buf b, q;
-    dapi_buf_init(&b, 4096);
-    dapi_buf_init(&q, 64 * 1024);
-
-    const char *layers[] = {"", "/nekt_raw", "/nekt_trusted", "/nekt_service"};
-    for(size_t i = 0; i < sizeof layers / sizeof layers[0]; i++) {
-        char p[4096];
-        snprintf(p, sizeof p, "%s%s", dir, layers[i]);
-        if(mkdir(p, 0755) && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create %s: %s", p, strerror(errno));
-            goto out;
-        }
-    }
-    if(duckdb_create_config(&cfg) == DuckDBError ||
-       duckdb_set_config(cfg, "threads", "1") == DuckDBError ||
-       duckdb_set_config(cfg, "autoinstall_known_extensions", "false") == DuckDBError ||
-       duckdb_set_config(cfg, "autoload_known_extensions", "false") == DuckDBError ||
-       duckdb_open_ext(NULL, &db, cfg, &open_err) == DuckDBError ||
-       duckdb_connect(db, &con) == DuckDBError) {
-        snprintf(err, errlen, "cannot open DuckDB: %s", open_err ? open_err : "unknown");
-        goto out;
-    }
-    /* The directory goes into COPY targets as a literal, without its quotes. */
-    dapi_engine_sql_literal(&b, dir);
-    if(!b.data) {
-        result = DAPI_ERR_NOMEM;
-        goto out;
-    }
-    b.data[b.len - 1] = '\0';
-    const char *lit = b.data + 1;
-    exec(con, "SET preserve_insertion_order = true", NULL, 0);
-    for(size_t i = 0; i < sizeof sample_sql / sizeof sample_sql[0]; i++) {
-        dapi_buf_reset(&q);
-        const char *s = sample_sql[i], *pct = strstr(s, "%s");
-        if(pct) {
-            dapi_buf_add(&q, s, (size_t)(pct - s));
-            dapi_buf_adds(&q, lit);
-            dapi_buf_adds(&q, pct + 2);
-        } else {
-            dapi_buf_adds(&q, s);
-        }
-        if(!q.data) {
-            result = DAPI_ERR_NOMEM;
-            goto out;
-        }
-        char qerr[1024];
-        if(exec(con, q.data, qerr, sizeof qerr)) {
-            snprintf(err, errlen, "sample data: %s", qerr);
-            goto out;
-        }
-    }
-    result = DAPI_OK;
-out:
-    if(open_err)
-        duckdb_free(open_err);
-    if(con)
-        duckdb_disconnect(&con);
-    if(db)
-        duckdb_close(&db);
-    if(cfg)
-        duckdb_destroy_config(&cfg);
-    dapi_buf_free(&b);
-    dapi_buf_free(&q);
     return result;
 }

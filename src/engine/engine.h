@@ -1,6 +1,7 @@
 /* The embedded query engine: DuckDB over the local lake (product.md §4), locked down.
- * The only module that talks to DuckDB; src/engine/engine.c is the only file that includes
- * duckdb.h. Rows leave the engine as column vectors (colvec.h) through a sink. */
+ * The only module that talks to DuckDB; duckdb.h is included only under src/engine/ (by
+ * engine_int.h: engine.c, lake.c, sample.c). Rows leave the engine as column vectors
+ * (colvec.h) through a sink. */
 #ifndef DAPI_ENGINE_H
 #define DAPI_ENGINE_H
 

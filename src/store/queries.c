@@ -10,8 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/jsonin.h"
@@ -798,7 +796,7 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
     pthread_mutex_lock(&qs->lock);
     struct query *q = find(qs, slug);
     /* owner compared in constant time; expired is the same as unknown */
-    if(!q || CRYPTO_memcmp(q->owner, key_hash, DAPI_KEY_HASH_LEN) != 0 ||
+    if(!q || !dapi_ct_equal(q->owner, DAPI_KEY_HASH_LEN, key_hash, DAPI_KEY_HASH_LEN) ||
        q->created_s + qs->retention_s <= now_s) {
         pthread_mutex_unlock(&qs->lock);
         return DAPI_ERR_NOT_FOUND;

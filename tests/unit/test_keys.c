@@ -283,6 +283,60 @@ static void test_hash(void)
     }
 }
 
+static void hex32(const unsigned char *h, char hex[65])
+{
+    for(int j = 0; j < 32; j++)
+        snprintf(hex + 2 * j, 3, "%02x", h[j]);
+}
+
+/* HMAC-SHA-256 against RFC 4231's test cases 1, 2 and 6 (a key longer than a block). */
+static void test_hmac(void)
+{
+    unsigned char k1[20], k6[131], mac[32];
+    memset(k1, 0x0b, sizeof k1);
+    memset(k6, 0xaa, sizeof k6);
+    static const struct {
+        int key; /* 1: k1, 2: "Jefe", 6: k6 */
+        const char *data, *hex;
+    } vec[] = {
+        {1, "Hi There", "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"},
+        {2, "what do ya want for nothing?",
+         "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"},
+        {6, "Test Using Larger Than Block-Size Key - Hash Key First",
+         "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
+    };
+    for(size_t i = 0; i < N(vec); i++) {
+        const void *key = vec[i].key == 1 ? (const void *)k1
+                          : vec[i].key == 2 ? (const void *)"Jefe"
+                                            : (const void *)k6;
+        size_t keylen = vec[i].key == 1 ? sizeof k1 : vec[i].key == 2 ? 4 : sizeof k6;
+        memset(mac, 0, sizeof mac);
+        dapi_hmac_sha256(key, keylen, vec[i].data, strlen(vec[i].data), mac);
+        char hex[65];
+        hex32(mac, hex);
+        T_EQ_STR(hex, vec[i].hex);
+    }
+}
+
+static void test_ct_equal(void)
+{
+    unsigned char a[32], b[32];
+    memset(a, 7, sizeof a);
+    memset(b, 7, sizeof b);
+    T_EQ_INT(dapi_ct_equal(a, sizeof a, b, sizeof b), 1);
+    T_EQ_INT(dapi_ct_equal("", 0, "", 0), 1);
+    b[31] = 8; /* last byte differs */
+    T_EQ_INT(dapi_ct_equal(a, sizeof a, b, sizeof b), 0);
+    b[31] = 7;
+    b[0] = 8; /* first byte differs */
+    T_EQ_INT(dapi_ct_equal(a, sizeof a, b, sizeof b), 0);
+    b[0] = 7;
+    /* A prefix is not equal: lengths must match. */
+    T_EQ_INT(dapi_ct_equal(a, sizeof a, b, sizeof b - 1), 0);
+    T_EQ_INT(dapi_ct_equal(a, 0, b, sizeof b), 0);
+    T_EQ_INT(dapi_ct_equal("abc", 3, "abcd", 4), 0);
+}
+
 static void test_random(void)
 {
     char a[65], b[65];
@@ -323,6 +377,15 @@ static void test_random(void)
     T_EQ_INT(dapi_random(r1, sizeof r1), DAPI_OK);
     T_EQ_INT(dapi_random(r2, sizeof r2), DAPI_OK);
     T_CHECK(memcmp(r1, r2, sizeof r1) != 0, "random bytes differ");
+    /* A large buffer is filled throughout (not left zero past the first read). */
+    static unsigned char r3[1 << 16];
+    memset(r3, 0, sizeof r3);
+    T_EQ_INT(dapi_random(r3, sizeof r3), DAPI_OK);
+    size_t zeros_tail = 0;
+    for(size_t i = sizeof r3 - 64; i < sizeof r3; i++)
+        zeros_tail += r3[i] == 0;
+    T_CHECK(zeros_tail < 16, "the end of the buffer is random too (%zu zeros)", zeros_tail);
+    T_EQ_INT(dapi_random(r3, 0), DAPI_OK);
 }
 
 int main(void)
@@ -334,6 +397,8 @@ int main(void)
     test_file();
     test_dev_key();
     test_hash();
+    test_hmac();
+    test_ct_equal();
     test_random();
     rmdir(dir);
     T_CHECK(access(dir, F_OK) != 0, "temp dir cleaned up");

@@ -1,0 +1,85 @@
+/* Engine-private: what engine.c (the core), lake.c (the lake's views) and sample.c (the
+ * sample lake) share. Not to be included outside src/engine/.
+ *
+ * Rule: duckdb.h is included only under src/engine/ — by this header, which engine.c, lake.c
+ * and sample.c include; every other module talks to DuckDB through engine.h. */
+#ifndef DAPI_ENGINE_INT_H
+#define DAPI_ENGINE_INT_H
+
+#include "engine/engine.h"
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+/* Results stream from DuckDB (duckdb_pending_prepared_streaming), which the C API of v1.4
+ * lists as deprecated without a replacement yet: it is the only way to get rows before the
+ * whole result exists, which is what bounds a query's memory. */
+#undef DUCKDB_API_NO_DEPRECATED
+#include <duckdb.h>
+
+#include "base/buf.h"
+
+enum table_kind { TK_PARQUET, TK_PARQUET_DIR, TK_CSV, TK_TSV, TK_JSON, TK_NDJSON };
+
+struct view {
+    char *layer, *table, *path;
+    enum table_kind kind;
+    struct timespec mtime; /* of the file (or folder): a rewrite re-creates the view */
+    off_t size;
+    int failed;            /* the view could not be created: tried again once the file changes */
+    char **files;          /* TK_PARQUET_DIR: the vetted files, sorted */
+    size_t nfiles;
+};
+
+struct views {
+    struct view *v;
+    size_t n, cap;
+};
+
+struct dapi_engine {
+    duckdb_database db;
+    /* The watchdog: a single pending task (a big join, a sort) can run for a long time
+     * without returning to us, so deadlines are enforced by interrupting from outside. */
+    pthread_t watchdog;
+    int watchdog_started;
+    pthread_mutex_t conns_lock;
+    pthread_cond_t stop_cv;
+    int stopping;
+    int aborting; /* shutdown: interrupt everything */
+    struct dapi_econn *conns;
+    char *data_dir;
+    char *data_real;           /* realpath of data_dir: files read must resolve beneath it */
+    int64_t check_ms;          /* deadline of a check (0 = none) */
+    char **catalog_names;      /* lower-case names of the system views, sorted */
+    int64_t cut_warned_ms;     /* last warning about a lake too large to scan */
+    size_t ncatalog_names;
+    pthread_mutex_t lake_lock; /* guards catalog and views */
+    duckdb_connection catalog;
+    struct views views;
+};
+
+struct dapi_econn {
+    struct dapi_engine *e;
+    duckdb_connection con;
+    int64_t deadline_ms; /* 0 = none; guarded by e->conns_lock */
+    int active;          /* a query is being driven */
+    int timed_out;       /* set by the watchdog when it interrupted this connection */
+    duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
+    duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
+    struct dapi_econn *next;
+};
+
+/* engine.c: small helpers shared by the engine's files. */
+enum dapi_err add_ident(struct dapi_buf *b, const char *s);
+enum dapi_err exec(duckdb_connection con, const char *sql, char *err, size_t errlen);
+enum dapi_err collect_strings(duckdb_result *res, char ***list, size_t *n);
+void free_strings(char **list, size_t n);
+int cmp_str(const void *a, const void *b);
+
+/* lake.c: frees every view of vs and empties it. */
+void views_clear(struct views *vs);
+
+#endif
