@@ -1,6 +1,8 @@
 /* dapi's one error enum. Functions that can fail return `enum dapi_err` (DAPI_OK == 0) so
- * callers write `if(result)`. Each code maps to one HTTP status and one default message
- * (dapi_err_status / dapi_err_message), kept in a single table in src/base/err.c. */
+ * callers write `if(result)`. Each code maps, in one table in src/base/err.c, to an HTTP
+ * status, a client message and a Retry-After (dapi_err_status / dapi_err_message /
+ * dapi_err_retry_after), plus the status of a stored query that failed with it
+ * (dapi_err_exec_status). dapi_respond_err (src/api/respond.c) answers from that table. */
 #ifndef DAPI_ERR_H
 #define DAPI_ERR_H
 
@@ -19,6 +21,7 @@ enum dapi_err {
     DAPI_ERR_IO,          /* 500: file system */
     DAPI_ERR_UPSTREAM,    /* 502 */
     DAPI_ERR_INTERNAL,    /* 500 */
+    DAPI_ERR_SHUTDOWN,    /* 503 + Retry-After: the server is stopping (SIGTERM) */
     DAPI_ERR__COUNT
 };
 
@@ -26,5 +29,13 @@ enum dapi_err {
 int dapi_err_status(enum dapi_err e);
 /* Returns a static, human-readable default message for a code. */
 const char *dapi_err_message(enum dapi_err e);
+/* Seconds for the Retry-After header of a code's answer; 0 = no header (only 429/503 have
+ * one). */
+int dapi_err_retry_after(enum dapi_err e);
+/* The status of GET /results for a stored query whose execution failed with e. It differs
+ * from dapi_err_status where the code describes the execution, not the request: a
+ * NOT_FOUND (a file the SQL reads is missing) or a RATE met while running is the server's
+ * failure, 500, not the client's 404/429. */
+int dapi_err_exec_status(enum dapi_err e);
 
 #endif

@@ -116,7 +116,7 @@ void dapi_api_dispatch(struct dapi_req *r, void *arg)
             return;
         }
         if(rt->auth && atomic_load(&app->stopping)) { /* a keep-alive request after SIGTERM */
-            dapi_respond_error_h(r, 503, "Server shutting down", NULL, "Retry-After", "5");
+            dapi_respond_err(r, DAPI_ERR_SHUTDOWN, NULL);
             return;
         }
         h(r, app, rt->suffix ? slug : NULL);

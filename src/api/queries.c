@@ -180,7 +180,7 @@ static char *sql_from_body(struct dapi_req *r, const struct dapi_jv *root)
         }
         char *sql = strdup(s);
         if(!sql)
-            dapi_respond_error(r, 500, "Out of memory", NULL);
+            dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
         return sql;
     }
     const char *val[2];
@@ -220,7 +220,7 @@ static char *sql_from_body(struct dapi_req *r, const struct dapi_jv *root)
         dapi_buf_addf(&b, "\nLIMIT %s", limit);
     char *sql = b.data ? dapi_buf_take(&b, NULL) : NULL;
     if(!sql)
-        dapi_respond_error(r, 500, "Out of memory", NULL);
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
     return sql;
 }
 

@@ -1,5 +1,6 @@
 #include "api/respond.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "base/buf.h"
@@ -55,6 +56,31 @@ void dapi_respond_error(struct dapi_req *r, int status, const char *msg, const c
     dapi_respond_error_h(r, status, msg, details, NULL, NULL);
 }
 
+char *dapi_err_answer(enum dapi_err err, const char *details, int *status,
+                      char retry_after[16], size_t *len)
+{
+    const char *msg = dapi_err_message(err);
+    int secs = dapi_err_retry_after(err);
+    *status = dapi_err_status(err);
+    if(secs > 0)
+        snprintf(retry_after, 16, "%d", secs);
+    else
+        retry_after[0] = '\0';
+    char *body = dapi_error_body(msg, details, ERROR_BODY_MAX, len);
+    if(!body && details) /* details too large: the message alone */
+        body = dapi_error_body(msg, NULL, ERROR_BODY_MAX, len);
+    return body;
+}
+
+void dapi_respond_err(struct dapi_req *r, enum dapi_err err, const char *details)
+{
+    int status;
+    char ra[16];
+    size_t len = 0;
+    char *body = dapi_err_answer(err, details, &status, ra, &len);
+    respond_or_fallback(r, status, body, len, ra[0] ? "Retry-After" : NULL, ra[0] ? ra : NULL);
+}
+
 char *dapi_exec_error_body(const char *error, const char *details, const char *page_text,
                            const char *slug, size_t max, size_t *len)
 {
@@ -90,7 +116,7 @@ void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details
 }
 
 void dapi_respond_exec_error_code(struct dapi_req *r, int status, const char *details,
-                                  const char *page_text, const char *slug, int err)
+                                  const char *page_text, const char *slug, enum dapi_err err)
 {
     const char *error = err == DAPI_ERR_AUTH || err == DAPI_ERR_FORBIDDEN
                             ? "The Nekt API rejected the API key"
@@ -111,18 +137,18 @@ void dapi_respond_created(struct dapi_req *r, const char *slug, const char *sql)
     size_t len = 0;
     char *body = dapi_buf_take(&b, &len);
     if(!body)
-        dapi_respond_error(r, 500, "Out of memory", NULL);
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
     else
         dapi_req_respond(r, 200, body, len, NULL, NULL);
 }
 
-void dapi_respond_create_failure(struct dapi_req *r, int err)
+void dapi_respond_create_failure(struct dapi_req *r, enum dapi_err err)
 {
-    if(err == DAPI_ERR_BUSY)
-        dapi_respond_error_h(r, 503, "Server busy, retry later",
+    if(err == DAPI_ERR_BUSY) /* the store is full: longer than the table's Retry-After */
+        dapi_respond_error_h(r, 503, dapi_err_message(err),
                              "the result store is full (--max-state-bytes)", "Retry-After", "30");
     else
-        dapi_respond_error(r, dapi_err_status(err), dapi_err_message(err), NULL);
+        dapi_respond_err(r, err, NULL);
 }
 
 void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_text,
@@ -140,5 +166,5 @@ void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_te
     if(body)
         dapi_req_respond(r, 200, body, blen, NULL, NULL);
     else
-        dapi_respond_error(r, 500, "Out of memory", NULL);
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
 }

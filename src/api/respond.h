@@ -4,7 +4,17 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "dapi/err.h"
 #include "http/http.h"
+
+/* The answer for an error code, from the one table (src/base/err.c): dapi_err_status,
+ * {"error": dapi_err_message} with the optional "details", and Retry-After when
+ * dapi_err_retry_after gives one. Prefer it to dapi_respond_error where they agree. */
+void dapi_respond_err(struct dapi_req *r, enum dapi_err err, const char *details);
+/* What dapi_respond_err sends, without a request: returns the body (malloc'd, *len bytes;
+ * NULL only if memory runs out), sets *status and retry_after ("" = no header). */
+char *dapi_err_answer(enum dapi_err err, const char *details, int *status,
+                      char retry_after[16], size_t *len) __attribute__((warn_unused_result));
 
 /* {"error": msg} with an optional "details" (both escaped). If the body would pass its cap
  * (256 KiB) it is sent without the details; it is never sent cut or garbled. */
@@ -21,11 +31,11 @@ void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details
 /* 200 {"message":"Query created successfully","query_slug","sql_query","status":"success"}. */
 void dapi_respond_created(struct dapi_req *r, const char *slug, const char *sql);
 /* The answer to a query that could not be created (busy store, I/O, …). */
-void dapi_respond_create_failure(struct dapi_req *r, int err);
+void dapi_respond_create_failure(struct dapi_req *r, enum dapi_err err);
 /* Like dapi_respond_exec_error; an upstream key rejection (err = DAPI_ERR_AUTH/FORBIDDEN)
  * says so in "error". */
 void dapi_respond_exec_error_code(struct dapi_req *r, int status, const char *details,
-                                  const char *page_text, const char *slug, int err);
+                                  const char *page_text, const char *slug, enum dapi_err err);
 /* 200 {"query_slug","page","data":[rows]} where rows is the page's rows joined by ','. */
 void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_text,
                        const char *rows, size_t len);

@@ -56,9 +56,6 @@ enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn 
                                         const char *sql, const char *path, int from_upstream,
                                         uint64_t *bytes, char **details);
 
-/* HTTP status for a failed query's error code. */
-int dapi_backend_failure_status(int err);
-
 /* The answer to a query that could not be created: DAPI_ERR_BUSY (store full, no space on
  * the state disk) is 503 + Retry-After; why (may be NULL or "") becomes "details". */
 void dapi_backend_create_failure(struct dapi_req *r, enum dapi_err err, const char *why);

@@ -13,30 +13,14 @@
 #include "base/json.h"
 #include "base/log.h"
 
-int dapi_backend_failure_status(int e)
-{
-    switch(e) {
-    case DAPI_ERR_SQL:
-    case DAPI_ERR_INVALID: return 400;
-    case DAPI_ERR_AUTH: return 401;
-    case DAPI_ERR_FORBIDDEN: return 403;
-    case DAPI_ERR_TOO_LARGE: return 413;
-    case DAPI_ERR_UPSTREAM: return 502;
-    case DAPI_ERR_BUSY: return 503;
-    case DAPI_ERR_TIMEOUT: return 504;
-    default: return 500;
-    }
-}
-
 void dapi_backend_create_failure(struct dapi_req *r, enum dapi_err err, const char *why)
 {
     if(err == DAPI_ERR_BUSY) /* store full, or no space on the state disk: temporary */
-        dapi_respond_error_h(r, 503, "Server busy, retry later",
+        dapi_respond_error_h(r, 503, dapi_err_message(err),
                              why && *why ? why : "the result store is full (--max-state-bytes)",
-                             "Retry-After", "30");
+                             "Retry-After", "30"); /* longer than the table's 5 s */
     else
-        dapi_respond_error(r, dapi_err_status(err), dapi_err_message(err),
-                           why && *why ? why : NULL);
+        dapi_respond_err(r, err, why && *why ? why : NULL);
 }
 
 void dapi_backend_refuse_admission(struct dapi_app *app, struct dapi_req *r, enum dapi_err err,
@@ -52,11 +36,9 @@ void dapi_backend_refuse_admission(struct dapi_app *app, struct dapi_req *r, enu
         dapi_respond_error_h(r, 429, "Too many queries for this API key, retry later", d,
                              "Retry-After", "5");
     } else if(err == DAPI_ERR_BUSY) {
-        dapi_respond_error_h(r, 503, "Server busy, retry later",
-                             "too many queries waiting to run (--max-queued-queries)",
-                             "Retry-After", "5");
+        dapi_respond_err(r, err, "too many queries waiting to run (--max-queued-queries)");
     } else {
-        dapi_respond_error(r, dapi_err_status(err), dapi_err_message(err), NULL);
+        dapi_respond_err(r, err, NULL);
     }
 }
 
@@ -240,16 +222,16 @@ static void check_query(void *arg, struct dapi_econn *conn)
     enum dapi_err result;
     int reserved = 1; /* the admission slot reserved for this key (dapi_api_create_query) */
     if(!conn) {
-        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        dapi_respond_err(j->req, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     result = dapi_engine_check(conn, j->sql, &msg);
     if(result == DAPI_ERR_SQL) {
-        dapi_respond_error(j->req, 400, "Invalid SQL query", msg);
+        dapi_respond_err(j->req, DAPI_ERR_SQL, msg);
         goto out;
     }
     if(result && atomic_load(&app->stopping)) {
-        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        dapi_respond_err(j->req, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result) /* not the SQL's fault: the engine could not check it now */
@@ -285,7 +267,7 @@ static void local_create(struct dapi_app *app, struct dapi_req *r, char *sql, co
     if(!j) {
         dapi_queries_unadmit(app->queries, key_hash);
         free(sql);
-        dapi_respond_error(r, 500, "Out of memory", NULL);
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
         return;
     }
     j->app = app;
@@ -299,8 +281,7 @@ static void local_create(struct dapi_app *app, struct dapi_req *r, char *sql, co
         dapi_queries_unadmit(app->queries, key_hash);
         free(j->sql);
         free(j);
-        dapi_respond_error_h(r, 503, "Server busy, retry later",
-                             "too many queries waiting to be checked", "Retry-After", "5");
+        dapi_respond_err(r, DAPI_ERR_BUSY, "too many queries waiting to be checked");
     }
 }
 
@@ -330,9 +311,8 @@ static void on_wait(void *arg, int timed_out)
     struct wait_ctx *c = arg;
     if(timed_out) {
         if(atomic_load(&c->app->stopping)) {
-            dapi_respond_error_h(c->req, 503, "Server shutting down",
-                                 "the query will run again after the restart", "Retry-After",
-                                 "5");
+            dapi_respond_err(c->req, DAPI_ERR_SHUTDOWN,
+                             "the query will run again after the restart");
         } else {
             char d[128];
             snprintf(d, sizeof d, "the query is still running after %lld s (--result-wait)",
@@ -394,12 +374,13 @@ static void answer(struct wait_ctx *c, int may_wait)
         if(again == DAPI_ERR_RATE)
             dapi_backend_refuse_admission(app, c->req, again, c->key);
         else
-            dapi_respond_error_h(c->req, 503, "Server busy, retry later", d, "Retry-After", "30");
+            dapi_respond_error_h(c->req, 503, dapi_err_message(DAPI_ERR_BUSY), d, "Retry-After",
+                                 "30"); /* a rerun takes longer than the table's 5 s */
         wait_free(c);
         return;
     }
     if(v.state == DAPI_Q_FAILED) {
-        dapi_respond_exec_error_code(c->req, dapi_backend_failure_status(v.error), v.message,
+        dapi_respond_exec_error_code(c->req, dapi_err_exec_status(v.error), v.message,
                                      c->page, c->slug, v.error);
         dapi_queries_release(app->queries, &v);
         wait_free(c);
@@ -422,7 +403,7 @@ void dapi_backend_answer_stored(struct dapi_app *app, struct dapi_req *r, const 
     struct wait_ctx *c = calloc(1, sizeof *c);
     if(!c || (key && !(c->client_key = strdup(key)))) {
         free(c);
-        dapi_respond_error(r, 500, "Out of memory", NULL);
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
         return;
     }
     c->app = app;

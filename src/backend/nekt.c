@@ -468,12 +468,12 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
     dapi_buf_init(&details, 64 * 1024);
     enum dapi_err result;
     if(!conn) {
-        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        dapi_respond_err(j->req, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     const char *key = upstream_key(app, j->key);
     if((result = ensure_application(app, key, &details)) && atomic_load(&app->stopping)) {
-        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        dapi_respond_err(j->req, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result) {
@@ -494,7 +494,7 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
             result = create_upstream(app, key, j->sql, up, sizeof up, &details);
     }
     if(result && atomic_load(&app->stopping)) {
-        dapi_respond_error_h(j->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        dapi_respond_err(j->req, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result) {
@@ -663,7 +663,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     dapi_buf_init(&details, 64 * 1024);
     enum dapi_err result = DAPI_ERR_UPSTREAM;
     if(!conn) {
-        dapi_respond_error_h(p->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        dapi_respond_err(p->req, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(serve_page_file(p)) /* fetched meanwhile by another request */
@@ -735,7 +735,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     if(!result && serve_page_file(p))
         goto out;
     if(result && atomic_load(&app->stopping)) {
-        dapi_respond_error_h(p->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        dapi_respond_err(p->req, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN) {
@@ -743,7 +743,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
                                      p->slug, result);
         goto out;
     }
-    dapi_respond_exec_error(p->req, result == DAPI_ERR_SQL ? 400 : dapi_backend_failure_status(result),
+    dapi_respond_exec_error(p->req, dapi_err_exec_status(result),
                             details.data ? details.data : "Query execution failed", p->page_text,
                             p->slug);
 out:
@@ -784,7 +784,7 @@ static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, con
         dapi_queries_unadmit(app->queries, key_hash);
         free(j);
         free(sql);
-        dapi_respond_error(r, 500, "Out of memory", NULL);
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
         return;
     }
     j->app = app;
@@ -798,8 +798,7 @@ static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, con
         free(j->sql);
         free(j->key);
         free(j);
-        dapi_respond_error_h(r, 503, "Server busy, retry later", "too many upstream calls waiting",
-                             "Retry-After", "5");
+        dapi_respond_err(r, DAPI_ERR_BUSY, "too many upstream calls waiting");
     }
 }
 
@@ -820,7 +819,7 @@ static void nekt_results(struct dapi_app *app, struct dapi_req *r, const char *s
     struct v1_page *p = calloc(1, sizeof *p);
     if(!p || !(p->key = strdup(key))) {
         free(p);
-        dapi_respond_error(r, 500, "Out of memory", NULL);
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
         return;
     }
     p->app = app;
@@ -848,8 +847,7 @@ static void nekt_results(struct dapi_app *app, struct dapi_req *r, const char *s
         dapi_queries_unadmit(app->queries, key_hash);
         free(p->key);
         free(p);
-        dapi_respond_error_h(r, 503, "Server busy, retry later", "too many upstream calls waiting",
-                             "Retry-After", "5");
+        dapi_respond_err(r, DAPI_ERR_BUSY, "too many upstream calls waiting");
     }
 }
 

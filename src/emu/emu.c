@@ -77,7 +77,7 @@ static void answer(struct emu_req *e, int status, struct dapi_buf *b,
                    const struct dapi_fault_action *f)
 {
     if(!b->data) {
-        dapi_respond_error(e->req, 500, "Out of memory", NULL);
+        dapi_respond_err(e->req, DAPI_ERR_NOMEM, NULL);
         return;
     }
     if(!strcmp(f->body, "truncate") && b->len > 1)
@@ -564,7 +564,7 @@ static void handle(void *arg, struct dapi_econn *conn)
     struct dapi_emu *emu = app->emu;
     struct dapi_fault_action f;
     if(!conn) {
-        dapi_respond_error_h(e->req, 503, "Server shutting down", NULL, "Retry-After", "5");
+        dapi_respond_err(e->req, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     dapi_faults_match(emu->faults, e->method, e->path, &f);
@@ -648,7 +648,7 @@ int dapi_emu_dispatch(struct dapi_req *r, struct dapi_app *app)
        (sig && !(e->signature = strdup(sig)))) {
         if(e)
             emu_req_free(e);
-        dapi_respond_error(r, 500, "Out of memory", NULL);
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
         return 1;
     }
     memcpy(e->body, body, blen);
