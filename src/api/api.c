@@ -1,5 +1,6 @@
-/* Routing and authentication. One table of routes; each endpoint's handler lives in its own
- * file (health here, queries and results in queries.c). */
+/* Routing and authentication. dapi's table of routes, then those other modules registered (the
+ * Nekt emulator's, with --emulate-nekt); each endpoint's handler lives in its own file (health
+ * here, queries and results in queries.c). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -127,24 +128,28 @@ static void answer(struct dapi_req *r, struct dapi_app *app, const struct dapi_r
     h(r, app, rt->suffix && strcmp(rt->suffix, DAPI_ROUTE_ANY) != 0 ? slug : NULL);
 }
 
+/* The first route of table (n routes) that path matches, or NULL. */
+static const struct dapi_route *find(const struct dapi_route *table, size_t n, const char *path,
+                                     char *slug, size_t len)
+{
+    for(size_t i = 0; i < n; i++)
+        if(match(&table[i], path, slug, len))
+            return &table[i];
+    return NULL;
+}
+
 void dapi_api_dispatch(struct dapi_req *r, void *arg)
 {
     struct dapi_app *app = arg;
     const char *path = dapi_req_path(r);
     char slug[DAPI_SLUG_MAX + 1];
-    const struct dapi_route *table = routes;
-    size_t n = sizeof routes / sizeof routes[0];
-    size_t slots = sizeof app->route_tables / sizeof app->route_tables[0];
-    for(size_t t = 0; t <= slots; t++) {
-        for(size_t i = 0; i < n; i++)
-            if(match(&table[i], path, slug, sizeof slug)) {
-                answer(r, app, &table[i], slug);
-                return;
-            }
-        if(t < slots) {
-            table = app->route_tables[t];
-            n = table ? app->route_counts[t] : 0;
-        }
-    }
-    dapi_respond_error(r, 404, "Not found", NULL);
+    const struct dapi_route *rt = find(routes, sizeof routes / sizeof routes[0], path, slug,
+                                       sizeof slug);
+    for(size_t t = 0; !rt && t < sizeof app->route_tables / sizeof app->route_tables[0]; t++)
+        if(app->route_tables[t])
+            rt = find(app->route_tables[t], app->route_counts[t], path, slug, sizeof slug);
+    if(rt)
+        answer(r, app, rt, slug);
+    else
+        dapi_respond_error(r, 404, "Not found", NULL);
 }

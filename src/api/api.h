@@ -20,8 +20,8 @@ struct dapi_route {
                            path prefix */
     const char *suffix; /* NULL = exact path; DAPI_ROUTE_ANY; else the part after {slug} */
     int (*also)(const char *path); /* NULL, or a further test of the path (non-zero: match) */
-    int auth;           /* answers 503 once the server is stopping */
-    const char *allow;  /* methods, for the Allow header of 405 */
+    int auth;                      /* answers 503 once the server is stopping */
+    const char *allow;             /* methods, for the Allow header of 405 */
     dapi_handler *get, *head, *post;
     dapi_handler *other; /* the methods without a handler above; NULL = 405 + Allow */
 };

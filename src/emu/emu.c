@@ -11,8 +11,9 @@
  *   GET  /api/v1/explorer/queries/{slug}/execution/{id}/results/  {"presigned_url"}
  *   GET  /emu-files/{id}/{file}?expires=T&signature=S     the Parquet files (HMAC-signed, expire)
  *
- * Requests are handled on the emulator's own worker pool and engine (which may write only
- * into <state-dir>/emu), so faults can add latency without holding an HTTP thread. */
+ * These paths are the route table emu_routes (below), registered with the API's router by
+ * dapi_emu_start. Requests are handled on the emulator's own worker pool and engine (which may
+ * write only into <state-dir>/emu), so faults can add latency without holding an HTTP thread. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -72,8 +73,8 @@ typedef void emu_op(struct emu_req *e, struct dapi_econn *conn,
 struct emu_req {
     struct dapi_app *app;
     struct dapi_req *req;
-    emu_op *op;     /* chosen by the route table, on the event thread */
-    int keyless;    /* /emu-files/: the URL's signature stands for the key */
+    emu_op *op;  /* chosen by the route table, on the event thread */
+    int keyless; /* /emu-files/: the URL's signature stands for the key */
     char *method, *path, *body, *key, *host, *expires, *signature;
     size_t body_len;
     unsigned char kh[DAPI_KEY_HASH_LEN];
