@@ -1,5 +1,6 @@
-/* Routing and authentication. One table of routes; each endpoint's handler lives in its own
- * file (health here, queries and results in queries.c). */
+/* Routing and authentication. dapi's table of routes, then those other modules registered (the
+ * Nekt emulator's, with --emulate-nekt); each endpoint's handler lives in its own file (health
+ * here, queries and results in queries.c). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -45,29 +46,25 @@ static void health(struct dapi_req *r, struct dapi_app *app, const char *slug)
     dapi_req_respond(r, 503, out, out ? len : 0, "Retry-After", "5");
 }
 
-struct route {
-    const char *prefix; /* path, or the part before the {slug} segment */
-    const char *suffix; /* NULL = exact path; else the part after {slug} */
-    int auth;
-    const char *allow;  /* methods, for the Allow header of 405 */
-    void (*get)(struct dapi_req *, struct dapi_app *, const char *slug);
-    void (*post)(struct dapi_req *, struct dapi_app *, const char *slug);
-};
-
-static const struct route routes[] = {
-    {"/api/health", NULL, 0, "GET, HEAD", health, NULL},
-    {"/api/queries", NULL, 1, "POST", NULL, dapi_api_create_query},
-    {"/api/queries/", "/results", 1, "GET, HEAD", dapi_api_results, NULL},
+static const struct dapi_route routes[] = {
+    {"/api/health", NULL, NULL, 0, "GET, HEAD", health, health, NULL, NULL},
+    {"/api/queries", NULL, NULL, 1, "POST", NULL, NULL, dapi_api_create_query, NULL},
+    {"/api/queries/", "/results", NULL, 1, "GET, HEAD", dapi_api_results, dapi_api_results, NULL,
+     NULL},
 };
 
 /* Matches path against a route; for slug routes copies the slug into slug (size n). */
-static int match(const struct route *rt, const char *path, char *slug, size_t n)
+static int match(const struct dapi_route *rt, const char *path, char *slug, size_t n)
 {
     size_t pl = strlen(rt->prefix);
+    if(rt->also && !rt->also(path))
+        return 0;
     if(!rt->suffix)
         return strcmp(path, rt->prefix) == 0;
     if(strncmp(path, rt->prefix, pl) != 0)
         return 0;
+    if(strcmp(rt->suffix, DAPI_ROUTE_ANY) == 0)
+        return 1;
     const char *s = path + pl, *slash = strchr(s, '/');
     if(!slash || slash == s || strcmp(slash, rt->suffix) != 0)
         return 0;
@@ -97,30 +94,62 @@ const char *dapi_api_auth(struct dapi_req *r, struct dapi_app *app, unsigned cha
     return key;
 }
 
+int dapi_api_register_routes(struct dapi_app *app, const struct dapi_route *table, size_t n)
+{
+    size_t slots = sizeof app->route_tables / sizeof app->route_tables[0];
+    for(size_t i = 0; i < slots; i++)
+        if(!app->route_tables[i]) {
+            app->route_tables[i] = table;
+            app->route_counts[i] = n;
+            return 0;
+        }
+    return -1;
+}
+
+/* Answers with the route: its method's handler, else its other handler, else 405. */
+static void answer(struct dapi_req *r, struct dapi_app *app, const struct dapi_route *rt,
+                   const char *slug)
+{
+    const char *method = dapi_req_method(r);
+    dapi_handler *h = strcmp(method, "GET") == 0    ? rt->get
+                      : strcmp(method, "HEAD") == 0 ? rt->head
+                      : strcmp(method, "POST") == 0 ? rt->post
+                                                    : NULL;
+    if(!h)
+        h = rt->other;
+    if(!h) {
+        dapi_respond_error_h(r, 405, "Method not allowed", NULL, "Allow", rt->allow);
+        return;
+    }
+    if(rt->auth && atomic_load(&app->stopping)) { /* a keep-alive request after SIGTERM */
+        dapi_respond_err(r, DAPI_ERR_SHUTDOWN, NULL);
+        return;
+    }
+    h(r, app, rt->suffix && strcmp(rt->suffix, DAPI_ROUTE_ANY) != 0 ? slug : NULL);
+}
+
+/* The first route of table (n routes) that path matches, or NULL. */
+static const struct dapi_route *find(const struct dapi_route *table, size_t n, const char *path,
+                                     char *slug, size_t len)
+{
+    for(size_t i = 0; i < n; i++)
+        if(match(&table[i], path, slug, len))
+            return &table[i];
+    return NULL;
+}
+
 void dapi_api_dispatch(struct dapi_req *r, void *arg)
 {
     struct dapi_app *app = arg;
-    const char *path = dapi_req_path(r), *method = dapi_req_method(r);
+    const char *path = dapi_req_path(r);
     char slug[DAPI_SLUG_MAX + 1];
-    if(app->emu && dapi_emu_dispatch(r, app))
-        return;
-    for(size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-        const struct route *rt = &routes[i];
-        if(!match(rt, path, slug, sizeof slug))
-            continue;
-        int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
-        void (*h)(struct dapi_req *, struct dapi_app *, const char *) =
-            is_get ? rt->get : strcmp(method, "POST") == 0 ? rt->post : NULL;
-        if(!h) {
-            dapi_respond_error_h(r, 405, "Method not allowed", NULL, "Allow", rt->allow);
-            return;
-        }
-        if(rt->auth && atomic_load(&app->stopping)) { /* a keep-alive request after SIGTERM */
-            dapi_respond_err(r, DAPI_ERR_SHUTDOWN, NULL);
-            return;
-        }
-        h(r, app, rt->suffix ? slug : NULL);
-        return;
-    }
-    dapi_respond_error(r, 404, "Not found", NULL);
+    const struct dapi_route *rt = find(routes, sizeof routes / sizeof routes[0], path, slug,
+                                       sizeof slug);
+    for(size_t t = 0; !rt && t < sizeof app->route_tables / sizeof app->route_tables[0]; t++)
+        if(app->route_tables[t])
+            rt = find(app->route_tables[t], app->route_counts[t], path, slug, sizeof slug);
+    if(rt)
+        answer(r, app, rt, slug);
+    else
+        dapi_respond_error(r, 404, "Not found", NULL);
 }

@@ -6,6 +6,30 @@
 
 struct dapi_app;
 
+/* An endpoint's handler: slug is the {slug} segment of a slug route, else NULL. */
+typedef void dapi_handler(struct dapi_req *r, struct dapi_app *app, const char *slug);
+
+#define DAPI_ROUTE_ANY "*" /* suffix: every path that starts with prefix */
+
+/* One entry of the route table. The first route whose path matches answers: with the handler
+ * of the request's method, else with other, else 405 with an Allow header. dapi's own routes
+ * live in api.c; a module that serves more paths (the Nekt emulator) registers its own table
+ * with dapi_api_register_routes, tried after dapi's. */
+struct dapi_route {
+    const char *prefix; /* path, or the part before the {slug} segment, or (DAPI_ROUTE_ANY) a
+                           path prefix */
+    const char *suffix; /* NULL = exact path; DAPI_ROUTE_ANY; else the part after {slug} */
+    int (*also)(const char *path); /* NULL, or a further test of the path (non-zero: match) */
+    int auth;                      /* answers 503 once the server is stopping */
+    const char *allow;             /* methods, for the Allow header of 405 */
+    dapi_handler *get, *head, *post;
+    dapi_handler *other; /* the methods without a handler above; NULL = 405 + Allow */
+};
+
+/* Adds a table of n routes (static storage) for the life of the app. Call before the HTTP
+ * server starts. Returns -1 if the app's slots for tables are all taken. */
+int dapi_api_register_routes(struct dapi_app *app, const struct dapi_route *routes, size_t n);
+
 /* Checks x-api-key: answers 401 and returns NULL when missing or unknown (when dapi forwards
  * client keys to Nekt, any non-empty key is accepted: Nekt checks it); else writes the key's
  * hash (DAPI_KEY_HASH_LEN bytes) and returns the key (borrowed from the request). */

@@ -14,6 +14,7 @@
 struct dapi_nekt;
 struct dapi_emu;
 struct dapi_probe;
+struct dapi_route;
 
 struct dapi_app {
     const struct dapi_config *cfg;
@@ -25,23 +26,17 @@ struct dapi_app {
     struct dapi_pool *run_pool;   /* runs and materialises queries / talks to Nekt */
     int run_threads;
     struct dapi_nekt *nekt;       /* --backend nekt */
-    struct dapi_emu *emu;         /* --emulate-nekt */
+    struct dapi_emu *emu;         /* --emulate-nekt (emu/emu.h) */
     struct dapi_probe *probe;     /* is the engine answering? (GET /api/health, probe.h) */
     struct dapi_http *http;
+    /* route tables registered by other modules (api.h: dapi_api_register_routes) */
+    const struct dapi_route *route_tables[2];
+    size_t route_counts[2];
     atomic_int stopping;
 };
 
 /* The HTTP dispatch function (src/api/api.c). */
 void dapi_api_dispatch(struct dapi_req *r, void *app);
-
-/* The Nekt emulator (src/emu/emu.c): routes under /api/v1/ and /emu-files/. */
-int dapi_emu_start(struct dapi_app *app, char *err, size_t errlen);
-/* Answers what waits on the emulator's workers (shutdown, before the HTTP server stops). */
-void dapi_emu_quiesce(struct dapi_app *app);
-void dapi_emu_stop(struct dapi_app *app);
-void dapi_emu_tick(struct dapi_app *app, int64_t now_s);
-/* Answers the request if it is for the emulator; returns 0 if not its path. */
-int dapi_emu_dispatch(struct dapi_req *r, struct dapi_app *app);
 
 /* `dapi serve` (src/app/serve.c). */
 int dapi_serve_main(int argc, char **argv);

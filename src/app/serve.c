@@ -12,6 +12,7 @@
 #include "app/probe.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "emu/emu.h"
 #include "engine/engine.h"
 #include "upstream/httpc.h"
 #include "dapi/version.h"

@@ -11,8 +11,9 @@
  *   GET  /api/v1/explorer/queries/{slug}/execution/{id}/results/  {"presigned_url"}
  *   GET  /emu-files/{id}/{file}?expires=T&signature=S     the Parquet files (HMAC-signed, expire)
  *
- * Requests are handled on the emulator's own worker pool and engine (which may write only
- * into <state-dir>/emu), so faults can add latency without holding an HTTP thread. */
+ * These paths are the route table emu_routes (below), registered with the API's router by
+ * dapi_emu_start. Requests are handled on the emulator's own worker pool and engine (which may
+ * write only into <state-dir>/emu), so faults can add latency without holding an HTTP thread. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "api/api.h"
 #include "api/respond.h"
 #include "app/app.h"
 #include "base/buf.h"
@@ -30,6 +32,7 @@
 #include "base/json.h"
 #include "base/jsonin.h"
 #include "base/log.h"
+#include "emu/emu.h"
 #include "emu/faults.h"
 
 #define EXEC_KEEP_S 3600
@@ -61,10 +64,17 @@ struct dapi_emu {
     struct emu_exec *execs;
 };
 
+struct emu_req;
+/* What answers one route and method, on the emulator's workers. */
+typedef void emu_op(struct emu_req *e, struct dapi_econn *conn,
+                    const struct dapi_fault_action *f);
+
 /* Everything a job needs, copied out of the request before it is handed over. */
 struct emu_req {
     struct dapi_app *app;
     struct dapi_req *req;
+    emu_op *op;  /* chosen by the route table, on the event thread */
+    int keyless; /* /emu-files/: the URL's signature stands for the key */
     char *method, *path, *body, *key, *host, *expires, *signature;
     size_t body_len;
     unsigned char kh[DAPI_KEY_HASH_LEN];
@@ -557,11 +567,80 @@ static int explorer_path(const char *p, char *slug, char *id, int *results)
     return -1;
 }
 
+/* The ops: one per route and method (the route table below picks them). */
+static void op_files(struct emu_req *e, struct dapi_econn *conn, const struct dapi_fault_action *f)
+{
+    serve_file(e, f);
+}
+
+static void op_not_allowed(struct emu_req *e, struct dapi_econn *conn,
+                           const struct dapi_fault_action *f)
+{
+    detail(e, 405, "Method not allowed.", f);
+}
+
+static void op_not_found(struct emu_req *e, struct dapi_econn *conn,
+                         const struct dapi_fault_action *f)
+{
+    detail(e, 404, "Not found.", f);
+}
+
+static void op_sql_query(struct emu_req *e, struct dapi_econn *conn,
+                         const struct dapi_fault_action *f)
+{
+    sql_query(e, conn, f);
+}
+
+static void app_answer(struct emu_req *e, int start, const struct dapi_fault_action *f)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 256);
+    dapi_buf_addf(&b, "{\"status\":\"%s\"}",
+                  app_status(e->app->emu, e->kh, e->app->cfg->emulate_start_delay, start));
+    answer(e, 200, &b, f);
+}
+
+static void op_app_status(struct emu_req *e, struct dapi_econn *conn,
+                          const struct dapi_fault_action *f)
+{
+    app_answer(e, 0, f);
+}
+
+static void op_app_start(struct emu_req *e, struct dapi_econn *conn,
+                         const struct dapi_fault_action *f)
+{
+    app_answer(e, 1, f);
+}
+
+static void op_create_query(struct emu_req *e, struct dapi_econn *conn,
+                            const struct dapi_fault_action *f)
+{
+    create_query(e, f);
+}
+
+static void op_start_execution(struct emu_req *e, struct dapi_econn *conn,
+                               const struct dapi_fault_action *f)
+{
+    char slug[64], id[40];
+    int results;
+    explorer_path(e->path, slug, id, &results); /* matched by the route: succeeds */
+    start_execution(e, conn, slug, f);
+}
+
+static void op_execution(struct emu_req *e, struct dapi_econn *conn,
+                         const struct dapi_fault_action *f)
+{
+    char slug[64], id[40];
+    int results;
+    explorer_path(e->path, slug, id, &results);
+    execution(e, slug, id, results, f);
+}
+
+/* On a worker: shutdown, faults, the key (but for the signed file URLs), then the op. */
 static void handle(void *arg, struct dapi_econn *conn)
 {
     struct emu_req *e = arg;
-    struct dapi_app *app = e->app;
-    struct dapi_emu *emu = app->emu;
+    struct dapi_emu *emu = e->app->emu;
     struct dapi_fault_action f;
     if(!conn) {
         dapi_respond_err(e->req, DAPI_ERR_SHUTDOWN, NULL);
@@ -583,87 +662,101 @@ static void handle(void *arg, struct dapi_econn *conn)
                          f.retry_after >= 0 ? ra : NULL);
         goto out;
     }
-    const char *p = e->path, *m = e->method;
-    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST");
-    if(!strncmp(p, "/emu-files/", 11)) {
-        if(get)
-            serve_file(e, &f);
-        else
-            detail(e, 405, "Method not allowed.", &f);
-        goto out;
-    }
-    if(!e->key_ok) {
+    if(!e->keyless && !e->key_ok) {
         detail(e, 401, e->key ? "Invalid API key." : "Authentication credentials were not provided.",
                &f);
         goto out;
     }
-    char slug[64], id[40];
-    int results;
-    if(!strcmp(p, "/api/v1/sql-query/")) {
-        if(post)
-            sql_query(e, conn, &f);
-        else
-            detail(e, 405, "Method not allowed.", &f);
-    } else if(!strcmp(p, "/api/v1/explorer/application/") && get) {
-        struct dapi_buf b;
-        dapi_buf_init(&b, 256);
-        dapi_buf_addf(&b, "{\"status\":\"%s\"}",
-                      app_status(emu, e->kh, app->cfg->emulate_start_delay, 0));
-        answer(e, 200, &b, &f);
-    } else if(!strcmp(p, "/api/v1/explorer/application/start/") && post) {
-        struct dapi_buf b;
-        dapi_buf_init(&b, 256);
-        dapi_buf_addf(&b, "{\"status\":\"%s\"}",
-                      app_status(emu, e->kh, app->cfg->emulate_start_delay, 1));
-        answer(e, 200, &b, &f);
-    } else if(!strcmp(p, "/api/v1/explorer/queries/") && post) {
-        create_query(e, &f);
-    } else if(!explorer_path(p, slug, id, &results)) {
-        if(!*id && post)
-            start_execution(e, conn, slug, &f);
-        else if(*id && get)
-            execution(e, slug, id, results, &f);
-        else
-            detail(e, 405, "Method not allowed.", &f);
-    } else {
-        detail(e, 404, "Not found.", &f);
-    }
+    e->op(e, conn, &f);
 out:
     emu_req_free(e);
 }
 
-int dapi_emu_dispatch(struct dapi_req *r, struct dapi_app *app)
+/* On the event thread: copies the request and hands it, with its op, to the workers. */
+static void submit(struct dapi_req *r, struct dapi_app *app, emu_op *op, int keyless)
 {
-    const char *path = dapi_req_path(r);
-    if(strncmp(path, "/api/v1/", 8) != 0 && strncmp(path, "/emu-files/", 11) != 0)
-        return 0;
     struct emu_req *e = calloc(1, sizeof *e);
     size_t blen;
     const char *body = dapi_req_body(r, &blen);
     const char *key = dapi_req_header(r, "x-api-key"), *host = dapi_req_host(r);
     const char *ex = dapi_req_arg(r, "expires"), *sig = dapi_req_arg(r, "signature");
-    if(!e || !(e->method = strdup(dapi_req_method(r))) || !(e->path = strdup(path)) ||
+    if(!e || !(e->method = strdup(dapi_req_method(r))) || !(e->path = strdup(dapi_req_path(r))) ||
        !(e->body = malloc(blen + 1)) || (key && !(e->key = strdup(key))) ||
        (host && !(e->host = strdup(host))) || (ex && !(e->expires = strdup(ex))) ||
        (sig && !(e->signature = strdup(sig)))) {
         if(e)
             emu_req_free(e);
         dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
-        return 1;
+        return;
     }
     memcpy(e->body, body, blen);
     e->body[blen] = '\0';
     e->body_len = blen;
     e->app = app;
     e->req = r;
+    e->op = op;
+    e->keyless = keyless;
     e->key_ok = key && *key && dapi_keys_check(app->keys, key, strlen(key), e->kh);
     dapi_req_defer(r);
     if(dapi_pool_submit(app->emu->pool, handle, e, (size_t)app->cfg->max_queued_queries * 4)) {
         emu_req_free(e);
         dapi_respond_error_h(r, 503, "Server busy, retry later", NULL, "Retry-After", "1");
     }
-    return 1;
 }
+
+/* The route handlers (api.h's dapi_handler): each submits its op. */
+#define EMU_HANDLER(name, op, keyless)                                                  \
+    static void name(struct dapi_req *r, struct dapi_app *app, const char *unused)      \
+    {                                                                                   \
+        submit(r, app, op, keyless);                                                    \
+    }
+EMU_HANDLER(r_files, op_files, 1)
+EMU_HANDLER(r_files_not_allowed, op_not_allowed, 1)
+EMU_HANDLER(r_not_allowed, op_not_allowed, 0)
+EMU_HANDLER(r_not_found, op_not_found, 0)
+EMU_HANDLER(r_sql_query, op_sql_query, 0)
+EMU_HANDLER(r_app_status, op_app_status, 0)
+EMU_HANDLER(r_app_start, op_app_start, 0)
+EMU_HANDLER(r_create_query, op_create_query, 0)
+EMU_HANDLER(r_start_execution, op_start_execution, 0)
+EMU_HANDLER(r_execution, op_execution, 0)
+
+/* .../queries/{slug}/execution/ */
+static int is_execution_start(const char *path)
+{
+    char slug[64], id[40];
+    int results;
+    return explorer_path(path, slug, id, &results) == 0 && !*id;
+}
+
+/* .../queries/{slug}/execution/{id}/ and .../{id}/results/ */
+static int is_execution(const char *path)
+{
+    char slug[64], id[40];
+    int results;
+    return explorer_path(path, slug, id, &results) == 0 && *id;
+}
+
+/* The emulator's routes, registered by dapi_emu_start. Upstream's answers, kept: every route
+ * has an "other" handler, so a wrong method answers {"detail": …} without an Allow header —
+ * 405 on the file, sql-query and execution paths, 404 on the application and query-creation
+ * paths — and, like every /api/v1/ answer, only after the key is checked. Any other path
+ * under /api/v1/ is a 404 of the emulator's. */
+static const struct dapi_route emu_routes[] = {
+    {"/emu-files/", DAPI_ROUTE_ANY, NULL, 0, "GET", r_files, NULL, NULL, r_files_not_allowed},
+    {"/api/v1/sql-query/", NULL, NULL, 0, "POST", NULL, NULL, r_sql_query, r_not_allowed},
+    {"/api/v1/explorer/application/", NULL, NULL, 0, "GET", r_app_status, NULL, NULL,
+     r_not_found},
+    {"/api/v1/explorer/application/start/", NULL, NULL, 0, "POST", NULL, NULL, r_app_start,
+     r_not_found},
+    {"/api/v1/explorer/queries/", NULL, NULL, 0, "POST", NULL, NULL, r_create_query,
+     r_not_found},
+    {"/api/v1/explorer/queries/", DAPI_ROUTE_ANY, is_execution_start, 0, "POST", NULL, NULL,
+     r_start_execution, r_not_allowed},
+    {"/api/v1/explorer/queries/", DAPI_ROUTE_ANY, is_execution, 0, "GET", r_execution, NULL,
+     NULL, r_not_allowed},
+    {"/api/v1/", DAPI_ROUTE_ANY, NULL, 0, "", NULL, NULL, NULL, r_not_found},
+};
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
@@ -711,6 +804,10 @@ int dapi_emu_start(struct dapi_app *app, char *err, size_t errlen)
     int threads = cfg->workers < 4 ? 4 : cfg->workers;
     if(dapi_pool_start(&emu->pool, "emu", threads, emu->engine)) {
         snprintf(err, errlen, "cannot start the emulator's workers");
+        return -1;
+    }
+    if(dapi_api_register_routes(app, emu_routes, sizeof emu_routes / sizeof emu_routes[0])) {
+        snprintf(err, errlen, "cannot register the emulator's routes");
         return -1;
     }
     dapi_info("emulating the Nekt Data API under /api/v1/ (files under %s)", emu->dir);

@@ -796,3 +796,70 @@ def test_nekt_limit_max_upstream_response_bytes():
         slug = fwd.create("SELECT i FROM range(2000) t(i) ORDER BY i")
         expect_exec_error(fwd.results(slug, 1), 502, slug, details_has=["too large"], what="sql-query answer over --max-upstream-response-bytes")
         eq(fwd.query("SELECT 3 AS x"), [{"x": 3}], "a one-file answer under the cap")
+
+
+# ----------------------------------------------------------------------------- 7. the emulator's routes
+
+
+EMU_PATHS = (
+    ("POST", "/api/v1/sql-query/"),
+    ("GET", "/api/v1/explorer/application/"),
+    ("POST", "/api/v1/explorer/application/start/"),
+    ("POST", "/api/v1/explorer/queries/"),
+    ("POST", "/api/v1/explorer/queries/explorer-query-x/execution/"),
+    ("GET", "/api/v1/explorer/queries/explorer-query-x/execution/abc/"),
+    ("GET", "/api/v1/explorer/queries/explorer-query-x/execution/abc/results/"),
+    ("GET", "/emu-files/abc/data_0.parquet"),
+)
+
+
+def test_nekt_emulator_routes_only_with_emulate_nekt():
+    """The emulator registers its routes with --emulate-nekt only: without it they are dapi's
+    own 404 {"error": "Not found"}, for every method."""
+    with Server(keys=[K1], data_dir=lake(), name="no-emu") as srv:
+        for method, path in EMU_PATHS + (("GET", "/api/v1/"), ("DELETE", "/api/v1/sql-query/")):
+            r = srv.api(method, path, body=b"{}" if method == "POST" else None, key=K1, headers={"Content-Type": "application/json"})
+            expect_error(r, 404, "Not found", "%s %s without --emulate-nekt" % (method, path))
+    emu = EMU.get()
+    r = emu.api("GET", "/api/v1/explorer/application/", key=K1)
+    expect_status(r, 200, "the emulator's application status")
+    check(jparse(r).get("status") in ("inactive", "activating", "active"), "application status: %s" % r.short())
+
+
+def test_nekt_emulator_wrong_methods():
+    """Wrong methods on the emulator's paths answer as upstream does: {"detail": ...} without an
+    Allow header; 405 on sql-query, executions and files, 404 on the application and query
+    creation paths; on /api/v1/ the key is checked first; other /api/v1/ paths are 404."""
+    emu = EMU.get()
+    q = "/api/v1/explorer/queries/explorer-query-x/execution/"
+    for method, path, status, detail in (
+        ("GET", "/api/v1/sql-query/", 405, "Method not allowed."),
+        ("HEAD", "/api/v1/sql-query/", 405, None),
+        ("DELETE", "/api/v1/sql-query/", 405, "Method not allowed."),
+        ("POST", "/api/v1/explorer/application/", 404, "Not found."),
+        ("HEAD", "/api/v1/explorer/application/", 404, None),
+        ("GET", "/api/v1/explorer/application/start/", 404, "Not found."),
+        ("GET", "/api/v1/explorer/queries/", 404, "Not found."),
+        ("GET", q, 405, "Method not allowed."),
+        ("POST", q + "abc/", 405, "Method not allowed."),
+        ("PUT", q + "abc/results/", 405, "Method not allowed."),
+        ("POST", "/emu-files/abc/data_0.parquet", 405, "Method not allowed."),
+        ("HEAD", "/emu-files/abc/data_0.parquet", 405, None),
+        ("GET", "/api/v1/nope/", 404, "Not found."),
+        ("DELETE", "/api/v1/", 404, "Not found."),
+    ):
+        what = "%s %s on the emulator" % (method, path)
+        r = emu.api(method, path, body=b"{}" if method in ("POST", "PUT") else None, key=K1, headers={"Content-Type": "application/json"})
+        expect_status(r, status, what)
+        check("allow" not in r.headers, "%s: unexpected Allow header %r" % (what, r.headers.get("allow")))
+        if detail is not None:
+            eq(jparse(r), {"detail": detail}, what)
+    # the key first on /api/v1/ (not on the signed file URLs)
+    r = emu.api("GET", "/api/v1/sql-query/", key=None)
+    expect_status(r, 401, "GET sql-query without a key")
+    eq(jparse(r), {"detail": "Authentication credentials were not provided."}, "GET sql-query without a key")
+    r = emu.api("DELETE", "/api/v1/nope/", key="wrong")
+    expect_status(r, 401, "DELETE /api/v1/nope/ with a wrong key")
+    eq(jparse(r), {"detail": "Invalid API key."}, "DELETE /api/v1/nope/ with a wrong key")
+    r = emu.api("POST", "/emu-files/abc/data_0.parquet", key=None)
+    expect_status(r, 405, "POST /emu-files/ without a key")
