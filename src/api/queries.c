@@ -1,4 +1,4 @@
-/* POST /api/queries and GET /api/queries/{slug}/results: the reference's validation, messages and status codes (nekt-contract.md §2.2) in its order,
+/* POST /api/queries and GET /api/queries/{slug}/results: the reference's validation, messages and status codes (docs/api.md) in its order,
  * plus dapi's deliberate fixes (JSON errors, identifier checks, type checks). The query then
  * goes to the configured backend (src/backend/). */
 #include <math.h>

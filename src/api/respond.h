@@ -1,4 +1,4 @@
-/* Helpers that build dapi's JSON responses (product.md §3 error envelope). */
+/* Helpers that build dapi's JSON responses (the error envelope of docs/api.md). */
 #ifndef DAPI_RESPOND_H
 #define DAPI_RESPOND_H
 

@@ -1,4 +1,4 @@
-/* The Nekt emulator (--emulate-nekt): the upstream API of nekt-contract.md §1 served on top
+/* The Nekt emulator (--emulate-nekt): the upstream Nekt API described in docs/nekt.md served on top
  * of the local engine and dapi's keys, so that development and CI have an offline Nekt and
  * the Nekt backend has a real HTTP peer to be tested against.
  *

@@ -1,4 +1,4 @@
-/* The Nekt emulator (--emulate-nekt, src/emu/emu.c): the upstream API of nekt-contract.md §1
+/* The Nekt emulator (--emulate-nekt, src/emu/emu.c): the upstream Nekt API described in docs/nekt.md
  * served on top of the local engine and dapi's keys. Its paths, under /api/v1/ and
  * /emu-files/, are a route table that dapi_emu_start registers with the API's router
  * (api/api.h); without --emulate-nekt they are not served (404). */

@@ -1,4 +1,4 @@
-/* Renders result rows as JSON (product.md §3 type mapping) straight from column vectors. */
+/* Renders result rows as JSON (the type mapping of docs/api.md, "JSON values") straight from column vectors. */
 #ifndef DAPI_RENDER_H
 #define DAPI_RENDER_H
 
