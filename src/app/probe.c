@@ -86,7 +86,7 @@ static void probe_once(struct dapi_probe *p)
 
     const char *sql = p->o.fail ? FAULT_SQL : "SELECT 1";
     enum dapi_err r =
-        dapi_engine_run(p->conn, sql, t0 + p->o.timeout_ms, &count_sink, &n, &msg);
+        dapi_engine_run_trusted(p->conn, sql, t0 + p->o.timeout_ms, &count_sink, &n, &msg);
     if(r == DAPI_ERR_TIMEOUT)
         snprintf(reason, sizeof reason, "SELECT 1 did not finish within %lld ms",
                  (long long)p->o.timeout_ms);

@@ -1039,7 +1039,7 @@ static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted, int
         result = DAPI_ERR_BUSY;
         goto out;
     }
-    if((result = dapi_engine_sync_lake(c->e)) ||
+    if((!trusted && (result = dapi_engine_sync_lake(c->e))) ||
        (result = prepare_readonly(c, sql, trusted, &st, msg)))
         goto out;
     if((result = tmpl_build(st, &t, &needs_cast)))
@@ -1181,7 +1181,7 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
         result = DAPI_ERR_BUSY;
         goto out;
     }
-    if((result = dapi_engine_sync_lake(c->e)) ||
+    if((!trusted && (result = dapi_engine_sync_lake(c->e))) ||
        (result = prepare_readonly(c, sql, trusted, &st, msg)))
         goto out;
     duckdb_destroy_prepare(&st);

@@ -1,4 +1,4 @@
-/* The embedded query engine: DuckDB over the local lake (product.md §4), locked down.
+/* The embedded query engine: DuckDB over the local lake (docs/sql.md, "The lake"), locked down.
  * The only module that talks to DuckDB; duckdb.h is included only under src/engine/ (by
  * engine_int.h: engine.c, lake.c, sample.c). Rows leave the engine as column vectors
  * (colvec.h) through a sink. */
@@ -65,8 +65,9 @@ struct dapi_sink {
  * *msg receives an owned message (free with free()). */
 enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
                               const struct dapi_sink *sink, void *ctx, char **msg);
-/* The same for SQL dapi wrote itself (reading downloads in opts.extra_dir): still one
- * read-only statement, but not held to the user sandbox. Never pass a user's text. */
+/* The same for SQL dapi wrote itself (reading downloads in opts.extra_dir, the health
+ * probe's SELECT 1): still one read-only statement, but not held to the user sandbox and
+ * without rescanning the lake, which such SQL never reads. Never pass a user's text. */
 enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql,
                                       int64_t deadline_ms, const struct dapi_sink *sink,
                                       void *ctx, char **msg);
