@@ -267,11 +267,13 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
      * server-wide), so concurrent creates cannot all see the same free room; the backend
      * moves it to the query or gives it back. */
     enum dapi_err admitted = dapi_queries_admit(app->queries, hash);
+    struct dapi_reply rp = {dapi_respond_outcome, r};
+    dapi_req_defer(r); /* the backend's outcome may come later, from another thread */
     if(admitted) {
-        dapi_backend_refuse_admission(app, r, admitted, hash);
+        dapi_backend_refuse_admission(&app->backend_env, rp, admitted, hash);
         goto out;
     }
-    app->backend->create(app, r, sql, key, hash);
+    app->backend->ops->create(app->backend_state, sql, key, hash, rp);
     sql = NULL; /* taken by the backend */
 out:
     free(sql);
@@ -298,5 +300,7 @@ void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug
         dapi_respond_error(r, 400, "Page number must be a positive integer", NULL);
         return;
     }
-    app->backend->results(app, r, slug, (uint64_t)page, digits, key, hash);
+    struct dapi_reply rp = {dapi_respond_outcome, r};
+    dapi_req_defer(r); /* the backend's outcome may come later, from another thread */
+    app->backend->ops->results(app->backend_state, slug, (uint64_t)page, digits, key, hash, rp);
 }

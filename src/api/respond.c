@@ -142,15 +142,6 @@ void dapi_respond_created(struct dapi_req *r, const char *slug, const char *sql)
         dapi_req_respond(r, 200, body, len, NULL, NULL);
 }
 
-void dapi_respond_create_failure(struct dapi_req *r, enum dapi_err err)
-{
-    if(err == DAPI_ERR_BUSY) /* the store is full: longer than the table's Retry-After */
-        dapi_respond_error_h(r, 503, dapi_err_message(err),
-                             "the result store is full (--max-state-bytes)", "Retry-After", "30");
-    else
-        dapi_respond_err(r, err, NULL);
-}
-
 void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_text,
                        const char *rows, size_t len)
 {
@@ -167,4 +158,34 @@ void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_te
         dapi_req_respond(r, 200, body, blen, NULL, NULL);
     else
         dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
+}
+
+void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcome *o)
+{
+    struct dapi_req *r = req;
+    switch(o->kind) {
+    case DAPI_OUTCOME_CREATED:
+        dapi_respond_created(r, o->slug, o->sql);
+        return;
+    case DAPI_OUTCOME_PAGE:
+        dapi_respond_page(r, o->slug, o->page_text, o->rows, o->len);
+        return;
+    case DAPI_OUTCOME_FAILED:
+        dapi_respond_exec_error_code(r, o->status ? o->status : dapi_err_exec_status(err),
+                                     o->details, o->page_text, o->slug, err);
+        return;
+    case DAPI_OUTCOME_ERROR:
+        break;
+    }
+    if(!o->status && !o->message && !o->retry_after) { /* all from the err table */
+        dapi_respond_err(r, err, o->details);
+        return;
+    }
+    int secs = o->retry_after > 0 ? o->retry_after : o->retry_after < 0 ? 0 : dapi_err_retry_after(err);
+    char ra[16] = "";
+    if(secs > 0)
+        snprintf(ra, sizeof ra, "%d", secs);
+    dapi_respond_error_h(r, o->status ? o->status : dapi_err_status(err),
+                         o->message ? o->message : dapi_err_message(err), o->details,
+                         ra[0] ? "Retry-After" : NULL, ra[0] ? ra : NULL);
 }

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "backend/backend.h"
 #include "dapi/err.h"
 #include "http/http.h"
 
@@ -30,12 +31,14 @@ void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details
 
 /* 200 {"message":"Query created successfully","query_slug","sql_query","status":"success"}. */
 void dapi_respond_created(struct dapi_req *r, const char *slug, const char *sql);
-/* The answer to a query that could not be created (busy store, I/O, …). */
-void dapi_respond_create_failure(struct dapi_req *r, enum dapi_err err);
 /* Like dapi_respond_exec_error; an upstream key rejection (err = DAPI_ERR_AUTH/FORBIDDEN)
  * says so in "error". */
 void dapi_respond_exec_error_code(struct dapi_req *r, int status, const char *details,
                                   const char *page_text, const char *slug, enum dapi_err err);
+/* A backend's outcome as the answer to request req (a struct dapi_req *): the
+ * dapi_backend_done callback the API layer gives every backend call. */
+void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcome *out);
+
 /* 200 {"query_slug","page","data":[rows]} where rows is the page's rows joined by ','. */
 void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_text,
                        const char *rows, size_t len);

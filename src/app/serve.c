@@ -134,8 +134,7 @@ struct serve {
     char *dev;                  /* the development key, when no key is configured */
     struct dapi_probe_opts po;
     sigset_t sigs;              /* SIGTERM, SIGINT: taken by sigwait in serve_run */
-    int nekt;                   /* --backend nekt */
-    int forward;                /* forwarding client keys (nekt without DAPI_NEKT_API_KEY) */
+    int forward;                /* forwarding client keys (FORWARDS_KEYS, no server-held key) */
 };
 
 /* --help, the configuration, logging and test faults. Returns -1 to go on, else the exit
@@ -181,8 +180,14 @@ static int serve_build(struct serve *s)
     pthread_sigmask(SIG_BLOCK, &s->sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    const struct dapi_backend *b = app->backend = dapi_backend_find(cfg->backend);
+    if(!b) { /* the settings table lists the registry's names: only a mismatch gets here */
+        fprintf(stderr, "dapi serve: no backend named '%s'\n", cfg->backend);
+        return -1;
+    }
     struct stat st;
-    if(strcmp(cfg->backend, "local") == 0 && (stat(cfg->data_dir, &st) || !S_ISDIR(st.st_mode))) {
+    if((b->caps & DAPI_BACKEND_NEEDS_LAKE) &&
+       (stat(cfg->data_dir, &st) || !S_ISDIR(st.st_mode))) {
         fprintf(stderr, "dapi serve: --data-dir %s is not a readable directory\n", cfg->data_dir);
         return -1;
     }
@@ -192,15 +197,13 @@ static int serve_build(struct serve *s)
         fprintf(stderr, "dapi serve: %s\n", err);
         return -1;
     }
-    int nekt = s->nekt = strcmp(cfg->backend, "nekt") == 0;
-    app->backend = nekt ? &dapi_backend_nekt : &dapi_backend_local;
-    if(nekt && cfg->emulate_nekt) {
+    if(!(b->caps & DAPI_BACKEND_NEEDS_LAKE) && cfg->emulate_nekt) {
         fprintf(stderr, "dapi serve: --emulate-nekt serves the local engine; it cannot be "
-                        "combined with --backend nekt\n");
+                        "combined with --backend %s\n", b->name);
         return -1;
     }
-    /* Forwarding client keys (--backend nekt without DAPI_NEKT_API_KEY): Nekt checks them. */
-    int forward = s->forward = nekt && !cfg->nekt_api_key;
+    /* Forwarding client keys (no DAPI_NEKT_API_KEY): the upstream checks them. */
+    int forward = s->forward = (b->caps & DAPI_BACKEND_FORWARDS_KEYS) && !cfg->nekt_api_key;
     if(!forward && dapi_keys_load(&app->keys, cfg->api_keys_env, cfg->api_keys_file,
                                   cfg->state_dir, &s->dev, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
@@ -212,10 +215,11 @@ static int serve_build(struct serve *s)
         fprintf(stderr, "dapi serve: %s\n", err);
         return -1;
     }
-    /* The Nekt backend never runs client SQL locally; its engine only reads the files it
+    /* An upstream backend never runs client SQL locally; its engine only reads the files it
      * downloaded into the query directories. */
     struct dapi_engine_opts eo = {cfg->data_dir, cfg->state_dir, cfg->memory_limit,
-                                  cfg->duckdb_threads, nekt ? downloads : NULL,
+                                  cfg->duckdb_threads,
+                                  (b->caps & DAPI_BACKEND_UPSTREAM) ? downloads : NULL,
                                   cfg->query_timeout * 1000, cfg->max_spill_bytes};
     if(dapi_engine_open(&app->engine, &eo, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
@@ -225,9 +229,10 @@ static int serve_build(struct serve *s)
         fprintf(stderr, "dapi serve: %s\n", err);
         return -1;
     }
-    app->run_threads = nekt ? (int)cfg->upstream_workers : cfg->workers;
+    app->run_threads = (b->caps & DAPI_BACKEND_UPSTREAM) ? (int)cfg->upstream_workers
+                                                         : cfg->workers;
     if(dapi_engine_sync_lake(app->engine) ||
-       (!nekt && dapi_pool_start(&app->check_pool, "check", 2, app->engine)) ||
+       ((b->caps & DAPI_BACKEND_CHECKS_SQL) && dapi_pool_start(&app->check_pool, "check", 2, app->engine)) ||
        dapi_pool_start(&app->run_pool, "run", app->run_threads, app->engine)) {
         fprintf(stderr, "dapi serve: cannot start the query workers\n");
         return -1;
@@ -237,10 +242,6 @@ static int serve_build(struct serve *s)
      * ours, and a health check that follows it would take every replica out at once). */
     if(dapi_probe_start(&app->probe, app->engine, &s->po)) {
         fprintf(stderr, "dapi serve: cannot start the engine prober\n");
-        return -1;
-    }
-    if(app->backend->start && app->backend->start(app, err, errlen)) {
-        fprintf(stderr, "dapi serve: %s\n", err);
         return -1;
     }
     if(cfg->emulate_nekt && dapi_emu_start(app, err, errlen)) {
@@ -260,11 +261,19 @@ static int serve_build(struct serve *s)
                                       (uint64_t)cfg->max_queries_per_key,
                                       (uint64_t)cfg->max_state_bytes_per_key};
     dapi_queries_set_limits(app->queries, &lim);
+    app->backend_env = (struct dapi_backend_env){cfg,           app->queries,
+                                                 app->engine,   app->check_pool,
+                                                 app->run_pool, &app->stopping,
+                                                 dapi_clock_mono_ms, dapi_clock_wall_s};
+    if(b->ops->start && b->ops->start(&app->backend_env, &app->backend_state, err, errlen)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        return -1;
+    }
     while(resume) {
         struct pending *p = resume;
         resume = p->next;
-        if(app->backend->unfinished)
-            app->backend->unfinished(app, p->slug, p->sql);
+        if(b->ops->unfinished)
+            b->ops->unfinished(app->backend_state, p->slug, p->sql);
         free(p->sql);
         free(p);
     }
@@ -294,7 +303,7 @@ static int serve_run(struct serve *s)
     struct dapi_app *app = &s->app;
     const char *dev = s->dev;
     int port = dapi_http_port(app->http);
-    if(s->nekt)
+    if(app->backend->caps & DAPI_BACKEND_UPSTREAM)
         dapi_info("dapi %s forwarding to %s (%s, %s); results in %s", DAPI_VERSION, cfg->nekt_url,
                   cfg->nekt_api, s->forward ? "client keys forwarded" : "server-held Nekt key",
                   cfg->state_dir);
@@ -368,8 +377,8 @@ static void serve_free(struct serve *s, int code)
     dapi_pool_free(app->check_pool);
     dapi_pool_free(app->run_pool);
     dapi_emu_stop(app);
-    if(app->backend && app->backend->stop)
-        app->backend->stop(app);
+    if(app->backend && app->backend->ops->stop)
+        app->backend->ops->stop(app->backend_state);
     dapi_queries_close(app->queries);
     dapi_engine_close(app->engine);
     dapi_keys_free(app->keys);

@@ -1,69 +1,181 @@
 /* Backends: where a query runs. The API layer validates a request exactly as the reference
- * does, then hands it to the configured backend through this const vtable. Every function
- * answers the request (now, or later from another thread after dapi_req_defer). */
+ * does, then hands it to the configured backend (a row of the registry below). A backend
+ * never writes HTTP: each call ends in one outcome, passed to a callback — now, or later from
+ * another thread — and the API layer (src/api/) turns the outcome into the answer.
+ *
+ * A backend sees only its environment (struct dapi_backend_env: the registry of queries, the
+ * engine, the pools, the settings, the clock) and its own state, made by its start. So it can
+ * be driven by a unit test without an HTTP server: tests/unit/backend/. */
 #ifndef DAPI_BACKEND_H
 #define DAPI_BACKEND_H
 
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "auth/keys.h"
+#include "config/config.h"
 #include "dapi/err.h"
-#include "http/http.h"
 
-struct dapi_app;
+struct dapi_engine;
+struct dapi_econn;
+struct dapi_pool;
+struct dapi_queries;
+
+/* What a backend may use, given to its start and valid until its stop. */
+struct dapi_backend_env {
+    const struct dapi_config *cfg; /* settings and limits (read-only) */
+    struct dapi_queries *queries;  /* the registry of queries and their results */
+    struct dapi_engine *engine;
+    struct dapi_pool *check_pool;  /* short jobs: SQL checks (DAPI_BACKEND_CHECKS_SQL only) */
+    struct dapi_pool *run_pool;    /* runs, materialisation, upstream calls */
+    const atomic_int *stopping;    /* non-zero once shutdown has begun */
+    int64_t (*mono_ms)(void);      /* the clock: deadlines (dapi_clock_mono_ms) */
+    int64_t (*wall_s)(void);       /* the clock: creation times, retention (dapi_clock_wall_s) */
+};
+
+/* ---- outcomes ---------------------------------------------------------------------- */
+
+enum dapi_outcome_kind {
+    DAPI_OUTCOME_CREATED, /* POST /api/queries: the query exists (slug, sql) */
+    DAPI_OUTCOME_PAGE,    /* GET …/results: a page (slug, page_text, rows) */
+    DAPI_OUTCOME_ERROR,   /* the request failed: {"details", "error"} */
+    DAPI_OUTCOME_FAILED,  /* the query's execution failed: the execution-failure shape
+                             {"details", "error", "page_number", "query_slug"} */
+};
+
+/* One outcome. Every pointer is borrowed for the duration of the callback only. */
+struct dapi_outcome {
+    enum dapi_outcome_kind kind;
+    const char *slug;      /* CREATED, PAGE, FAILED */
+    const char *sql;       /* CREATED */
+    const char *page_text; /* PAGE, FAILED: the page number as the client will read it */
+    const char *rows;      /* PAGE: the page's rows as JSON, joined by ',' (len bytes) */
+    size_t len;
+    const char *details; /* ERROR, FAILED: the explanation (NULL: none) */
+    const char *message; /* ERROR: replaces the code's message (NULL: the err table's) */
+    int status;          /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
+                            dapi_err_exec_status for FAILED) */
+    int retry_after;     /* ERROR: seconds for Retry-After; 0 = the err table's; < 0 = none */
+};
+
+/* The end of a create or results call: err is DAPI_OK for CREATED and PAGE. Called exactly
+ * once per call, from any thread, possibly before the call returns. */
+typedef void dapi_backend_done(void *ctx, enum dapi_err err, const struct dapi_outcome *out);
+
+/* Where a call's outcome goes. */
+struct dapi_reply {
+    dapi_backend_done *done;
+    void *ctx;
+};
+
+/* Building outcomes (src/backend/common.c). */
+void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql);
+void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
+                     const char *rows, size_t len);
+/* ERROR with the err table's status, message and Retry-After; details may be NULL or "". */
+void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details);
+/* FAILED; status 0 = dapi_err_exec_status(err). */
+void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, const char *details,
+                       const char *slug, const char *page_text);
+void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outcome *out);
+
+/* ---- the interface ----------------------------------------------------------------- */
 
 struct dapi_backend_ops {
-    const char *name;
-    /* Starts the backend's own state (may be NULL). On error writes a one-line reason. */
-    int (*start)(struct dapi_app *app, char *err, size_t errlen);
-    void (*stop)(struct dapi_app *app);
+    /* Makes the backend's own state (*state, which may stay NULL) from env, which outlives it.
+     * On error returns -1 having written a one-line reason. May be NULL. */
+    int (*start)(const struct dapi_backend_env *env, void **state, char *err, size_t errlen);
+    void (*stop)(void *state); /* may be NULL */
     /* POST /api/queries after validation. Takes sql (malloc'd). key is the client's key
      * (borrowed, for forwarding); key_hash identifies the owner. Called holding one
      * admission slot reserved for key_hash (dapi_queries_admit): the backend moves it to the
      * query it creates (dapi_queries_hold), or gives it back (dapi_queries_unadmit) — once,
      * whatever happens (refused SQL, errors, shutdown). */
-    void (*create)(struct dapi_app *app, struct dapi_req *r, char *sql, const char *key,
-                   const unsigned char *key_hash);
+    void (*create)(void *state, char *sql, const char *key, const unsigned char *key_hash,
+                   struct dapi_reply rp);
     /* GET …/results after validation: page >= 1; page_text is its canonical decimal form. */
-    void (*results)(struct dapi_app *app, struct dapi_req *r, const char *slug, uint64_t page,
-                    const char *page_text, const char *key, const unsigned char *key_hash);
-    /* A query a previous run left unfinished (from the registry at start). */
-    void (*unfinished)(struct dapi_app *app, const char *slug, const char *sql);
+    void (*results)(void *state, const char *slug, uint64_t page, const char *page_text,
+                    const char *key, const unsigned char *key_hash, struct dapi_reply rp);
+    /* A query a previous run left unfinished (from the registry at start). May be NULL. */
+    void (*unfinished)(void *state, const char *slug, const char *sql);
 };
 
-extern const struct dapi_backend_ops dapi_backend_local;
-extern const struct dapi_backend_ops dapi_backend_nekt;
+/* What a backend needs from the server around it. */
+enum {
+    DAPI_BACKEND_NEEDS_LAKE = 1 << 0,     /* runs client SQL on --data-dir (which must exist);
+                                             the emulator may serve beside it */
+    DAPI_BACKEND_CHECKS_SQL = 1 << 1,     /* checks SQL at creation: gets a check pool */
+    DAPI_BACKEND_FORWARDS_KEYS = 1 << 2,  /* without a server-held upstream key
+                                             (DAPI_NEKT_API_KEY) client keys are forwarded
+                                             upstream, which checks them: dapi loads none */
+    DAPI_BACKEND_UPSTREAM = 1 << 3,       /* runs wait on a remote service: the run pool has
+                                             --upstream-workers threads, not --workers; the
+                                             engine only reads the downloads under
+                                             <state-dir>/queries */
+};
 
-/* Shared by backends that materialise a whole result (local, Nekt v2): answers a results
- * request from the registry — the page if done, the failure if failed, else waits for the
- * query (up to --result-wait). If the query is queued but nobody runs it (left by a previous
- * run), `rerun(app, slug, key)` is called first (may be NULL). */
-void dapi_backend_answer_stored(struct dapi_app *app, struct dapi_req *r, const char *slug,
+/* A row of the registry: the value of --backend, its operations and its needs. */
+struct dapi_backend {
+    const char *name;
+    const struct dapi_backend_ops *ops;
+    unsigned caps;
+};
+
+/* The row named name, or NULL. */
+const struct dapi_backend *dapi_backend_find(const char *name);
+/* The registry's rows, for listing (n set to their count). */
+const struct dapi_backend *dapi_backend_list(size_t *n);
+
+extern const struct dapi_backend_ops dapi_backend_local_ops;
+extern const struct dapi_backend_ops dapi_backend_nekt_ops;
+
+/* ---- shared by backends (src/backend/common.c) ------------------------------------- */
+
+/* Answers a results request from the registry — the page if done, the failure if failed,
+ * else waits for the query (up to --result-wait). Used by backends that materialise a whole
+ * result (local, Nekt v2). If the query is queued but nobody runs it (left by a previous run),
+ * rerun(state, slug, key) is called first; rerun NULL means such a query is queued again by
+ * dapi_backend_submit_run (its failure for lack of room too). */
+void dapi_backend_answer_stored(const struct dapi_backend_env *env, const char *slug,
                                 uint64_t page, const char *page_text,
                                 const unsigned char *key_hash, const char *key,
-                                void (*rerun)(struct dapi_app *app, const char *slug,
-                                              const char *key));
+                                void (*rerun)(void *state, const char *slug, const char *key),
+                                void *state, struct dapi_reply rp);
 
 /* Runs sql into the slug's result file and records the outcome in the registry (the
- * materialising half of the local backend; also used by Nekt v2 on downloaded files). */
-struct dapi_econn;
-void dapi_backend_materialise(struct dapi_app *app, struct dapi_econn *conn, const char *slug,
-                              const char *sql);
+ * materialising half of the local backend). */
+void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_econn *conn,
+                              const char *slug, const char *sql);
+
+/* Queues sql to be materialised into slug's result on the run pool (tagged by key_hash, may
+ * be NULL). */
+enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const char *slug,
+                                      const char *sql, const unsigned char *key_hash);
 
 /* Runs sql into a result file at path (for Nekt: over downloaded Parquet files, so SQL errors
  * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"). *details receives an owned
  * explanation on error. */
-enum dapi_err dapi_backend_write_result(struct dapi_app *app, struct dapi_econn *conn,
-                                        const char *sql, const char *path, int from_upstream,
-                                        uint64_t *bytes, char **details);
+enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
+                                        struct dapi_econn *conn, const char *sql,
+                                        const char *path, int from_upstream, uint64_t *bytes,
+                                        char **details);
 
-/* The answer to a query that could not be created: DAPI_ERR_BUSY (store full, no space on
- * the state disk) is 503 + Retry-After; why (may be NULL or "") becomes "details". */
-void dapi_backend_create_failure(struct dapi_req *r, enum dapi_err err, const char *why);
-/* The answer to a refused admission (dapi_queries_admit / dapi_queries_retry):
+/* The outcome of a query that could not be created: DAPI_ERR_BUSY (store full, no space on
+ * the state disk) is 503 + Retry-After 30; why (may be NULL or "") becomes "details". */
+void dapi_backend_create_failure(struct dapi_reply rp, enum dapi_err err, const char *why);
+/* The outcome of a refused admission (dapi_queries_admit / dapi_queries_retry):
  * DAPI_ERR_RATE is 429 naming --max-queries-per-key, DAPI_ERR_BUSY 503, both with
  * Retry-After. */
-void dapi_backend_refuse_admission(struct dapi_app *app, struct dapi_req *r, enum dapi_err err,
-                                   const unsigned char *key_hash);
+void dapi_backend_refuse_admission(const struct dapi_backend_env *env, struct dapi_reply rp,
+                                   enum dapi_err err, const unsigned char *key_hash);
+
+/* Queues job on pool (tagged by key_hash when not NULL, so keys take turns). If the pool
+ * refuses it, gives key_hash's admission slot back, answers 503 (why as details) and returns
+ * the error: the caller then frees job. */
+enum dapi_err dapi_backend_queue(const struct dapi_backend_env *env, struct dapi_pool *pool,
+                                 void (*fn)(void *job, struct dapi_econn *conn), void *job,
+                                 const unsigned char *key_hash, struct dapi_reply rp,
+                                 const char *why);
 
 /* The pool tag of a key's jobs, so that runs take turns between keys
  * (dapi_pool_submit_tagged): the start of its hash; 0 when none is known (resumed at start). */

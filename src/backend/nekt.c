@@ -20,14 +20,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/respond.h"
-#include "app/app.h"
 #include "backend/backend.h"
 #include "backend/nekt_http.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
 #include "base/log.h"
+#include "engine/engine.h"
+#include "pool/pool.h"
+#include "store/queries.h"
+#include "store/result.h"
 
 #define MAX_EXECUTIONS 3  /* re-executions after expired URLs / lost executions */
 #define APP_FRESH_MS 30000
@@ -50,6 +52,7 @@ struct dapi_nekt {
     struct inflight *pages; /* v1 pages being fetched: a second request waits for the first */
     pthread_cond_t page_done;
     int v1;
+    const struct dapi_backend_env *env;
 };
 
 /* Marks slug/page as being fetched by this thread; if another thread already fetches it,
@@ -97,9 +100,9 @@ static void page_release(struct dapi_nekt *n, const char *slug, uint64_t page)
     pthread_mutex_unlock(&n->mu);
 }
 
-static const char *upstream_key(struct dapi_app *app, const char *client_key)
+static const char *upstream_key(struct dapi_nekt *nk, const char *client_key)
 {
-    return app->cfg->nekt_api_key ? app->cfg->nekt_api_key : client_key;
+    return nk->env->cfg->nekt_api_key ? nk->env->cfg->nekt_api_key : client_key;
 }
 
 static char *json_body1(const char *k, const char *v)
@@ -117,7 +120,7 @@ static char *json_body1(const char *k, const char *v)
 /* ---- v2: run once, download, materialise ------------------------------------------- */
 
 struct v2_job {
-    struct dapi_app *app;
+    struct dapi_nekt *nk;
     char slug[DAPI_SLUG_MAX];
     char *sql, *key;
 };
@@ -144,7 +147,7 @@ static const char *state_message(const struct dapi_jv *doc)
 static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfiles,
                                 struct dapi_buf *details)
 {
-    struct dapi_app *app = j->app;
+    struct dapi_nekt *nk = j->nk;
     struct nekt_reply rep;
     enum dapi_err result;
     struct dapi_buf body;
@@ -155,8 +158,8 @@ static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfile
     if(!body.data)
         return DAPI_ERR_NOMEM;
     /* A read-only query: running it twice costs but cannot create anything twice. */
-    result = nekt_call(app, "POST", "/api/v1/sql-query/", body.data,
-                       upstream_key(app, j->key), 1, &rep);
+    result = nekt_call(nk->env, "POST", "/api/v1/sql-query/", body.data,
+                       upstream_key(nk, j->key), 1, &rep);
     dapi_buf_free(&body);
     if(result) {
         dapi_buf_adds(details, rep.details);
@@ -192,12 +195,12 @@ static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfile
             dapi_buf_adds(details, "Nekt's 'presigned_urls' holds a value that is not a URL");
             result = DAPI_ERR_UPSTREAM;
         }
-    uint64_t total = 0, cap = (uint64_t)app->cfg->max_upstream_bytes;
+    uint64_t total = 0, cap = (uint64_t)nk->env->cfg->max_upstream_bytes;
     for(size_t i = 0; i < n && !result; i++) {
         char path[4200], why[512];
         uint64_t got = 0;
         snprintf(path, sizeof path, "%s/part-%05zu.parquet", dir, i);
-        result = nekt_download(app, dapi_jv_str(dapi_jv_index(urls, i), NULL), path, cap - total,
+        result = nekt_download(nk->env, dapi_jv_str(dapi_jv_index(urls, i), NULL), path, cap - total,
                                &got, why, sizeof why);
         total += got;
         if(result)
@@ -222,7 +225,7 @@ static void remove_parts(const char *dir, size_t n)
 static void v2_run(void *arg, struct dapi_econn *conn)
 {
     struct v2_job *j = arg;
-    struct dapi_app *app = j->app;
+    struct dapi_nekt *nk = j->nk;
     char dir[4096], result_path[4096];
     char *why = NULL;
     size_t nfiles = 0;
@@ -233,23 +236,23 @@ static void v2_run(void *arg, struct dapi_econn *conn)
     dapi_buf_init(&details, 64 * 1024);
     dapi_buf_init(&sql, 1 << 20);
     if(!conn) { /* discarded at shutdown: stays queued, runs again on the next request */
-        dapi_queries_drop(app->queries, j->slug);
+        dapi_queries_drop(nk->env->queries, j->slug);
         goto out;
     }
-    result = dapi_queries_start_run(app->queries, j->slug, start_why, sizeof start_why);
+    result = dapi_queries_start_run(nk->env->queries, j->slug, start_why, sizeof start_why);
     if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID)
         goto out; /* expired meanwhile, or finished by someone else */
     if(result) { /* the attempt could not be recorded: running it would defeat the guard */
-        dapi_queries_finish(app->queries, j->slug, result, start_why, 0);
+        dapi_queries_finish(nk->env->queries, j->slug, result, start_why, 0);
         goto out;
     }
-    dapi_queries_dir(app->queries, j->slug, dir, sizeof dir);
-    int64_t t0 = dapi_clock_mono_ms();
+    dapi_queries_dir(nk->env->queries, j->slug, dir, sizeof dir);
+    int64_t t0 = nk->env->mono_ms();
     for(int n = 1; n <= MAX_EXECUTIONS; n++) {
         remove_parts(dir, nfiles);
         dapi_buf_reset(&details);
         result = v2_execute(j, dir, &nfiles, &details);
-        if(result != DAPI_ERR_FORBIDDEN || atomic_load(&app->stopping))
+        if(result != DAPI_ERR_FORBIDDEN || atomic_load(nk->env->stopping))
             break;
         dapi_warn("query %s: %s; executing again (%d of %d)", j->slug,
                   details.data ? details.data : "URL refused", n + 1, MAX_EXECUTIONS);
@@ -257,7 +260,7 @@ static void v2_run(void *arg, struct dapi_econn *conn)
     if(result == DAPI_ERR_FORBIDDEN)
         result = DAPI_ERR_UPSTREAM; /* URLs kept expiring: not the client's key */
     if(!result) {
-        dapi_queries_result_path(app->queries, j->slug, result_path, sizeof result_path);
+        dapi_queries_result_path(nk->env->queries, j->slug, result_path, sizeof result_path);
         if(nfiles == 0) {
             dapi_buf_adds(&sql, "SELECT * FROM (VALUES (NULL)) t(x) WHERE false");
         } else {
@@ -274,15 +277,15 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         if(!sql.data)
             result = DAPI_ERR_NOMEM;
         else
-            result = dapi_backend_write_result(app, conn, sql.data, result_path, 1, &bytes, &why);
+            result = dapi_backend_write_result(nk->env, conn, sql.data, result_path, 1, &bytes, &why);
         if(why)
             dapi_buf_adds(&details, why);
     }
     remove_parts(dir, nfiles);
-    if(result && atomic_load(&app->stopping)) {
+    if(result && atomic_load(nk->env->stopping)) {
         dapi_info("query %s interrupted by shutdown; it runs again on its next request",
                   j->slug);
-        dapi_queries_drop(app->queries, j->slug);
+        dapi_queries_drop(nk->env->queries, j->slug);
         goto out;
     }
     if(result)
@@ -290,8 +293,8 @@ static void v2_run(void *arg, struct dapi_econn *conn)
                   details.data ? details.data : "");
     else
         dapi_info("query %s done: %zu file(s) from Nekt, %llu bytes, %lld ms", j->slug, nfiles,
-                  (unsigned long long)bytes, (long long)(dapi_clock_mono_ms() - t0));
-    dapi_queries_finish(app->queries, j->slug, result, result ? details.data : NULL, bytes);
+                  (unsigned long long)bytes, (long long)(nk->env->mono_ms() - t0));
+    dapi_queries_finish(nk->env->queries, j->slug, result, result ? details.data : NULL, bytes);
 out:
     free(why);
     dapi_buf_free(&details);
@@ -299,34 +302,35 @@ out:
     v2_job_free(j);
 }
 
-static void v2_submit(struct dapi_app *app, const char *slug, const char *sql, const char *key,
+static void v2_submit(struct dapi_nekt *nk, const char *slug, const char *sql, const char *key,
                       const unsigned char *key_hash)
 {
     struct v2_job *j = calloc(1, sizeof *j);
     if(j && (j->sql = strdup(sql)) && (!key || (j->key = strdup(key)))) {
-        j->app = app;
+        j->nk = nk;
         snprintf(j->slug, sizeof j->slug, "%s", slug);
-        if(!dapi_pool_submit_tagged(app->run_pool, v2_run, j, 0, dapi_backend_key_tag(key_hash)))
+        if(!dapi_pool_submit_tagged(nk->env->run_pool, v2_run, j, 0, dapi_backend_key_tag(key_hash)))
             return;
     }
     if(j)
         v2_job_free(j);
-    dapi_queries_finish(app->queries, slug, DAPI_ERR_BUSY, "the server could not queue the query",
+    dapi_queries_finish(nk->env->queries, slug, DAPI_ERR_BUSY, "the server could not queue the query",
                         0);
 }
 
 /* A query left queued by a previous run, picked up by a results request with its key. */
-static void v2_rerun(struct dapi_app *app, const char *slug, const char *key)
+static void v2_rerun(void *state, const char *slug, const char *key)
 {
+    struct dapi_nekt *nk = state;
     /* admitted before the restart: counts against its key again, whatever the limits (a
      * query queued again after a lack of space holds its slot already) */
-    dapi_queries_hold(app->queries, slug, NULL);
-    char *sql = dapi_queries_sql(app->queries, slug);
+    dapi_queries_hold(nk->env->queries, slug, NULL);
+    char *sql = dapi_queries_sql(nk->env->queries, slug);
     if(!sql) {
-        dapi_queries_finish(app->queries, slug, DAPI_ERR_INTERNAL, "the query's SQL is lost", 0);
+        dapi_queries_finish(nk->env->queries, slug, DAPI_ERR_INTERNAL, "the query's SQL is lost", 0);
         return;
     }
-    v2_submit(app, slug, sql, key, NULL);
+    v2_submit(nk, slug, sql, key, NULL);
     free(sql);
 }
 
@@ -360,11 +364,11 @@ static void app_set(struct dapi_nekt *n, const unsigned char *kh, int64_t until)
 }
 
 /* GET application: 1 active, 0 not yet, -1 failed (details set), -2 error code in *err. */
-static int app_status(struct dapi_app *app, const char *key, enum dapi_err *err,
+static int app_status(struct dapi_nekt *nk, const char *key, enum dapi_err *err,
                       struct dapi_buf *details)
 {
     struct nekt_reply rep;
-    *err = nekt_call(app, "GET", "/api/v1/explorer/application/", NULL, key, 1, &rep);
+    *err = nekt_call(nk->env, "GET", "/api/v1/explorer/application/", NULL, key, 1, &rep);
     if(*err) {
         dapi_buf_adds(details, rep.details);
         return -2;
@@ -386,35 +390,35 @@ static int app_status(struct dapi_app *app, const char *key, enum dapi_err *err,
 }
 
 /* Makes sure the key's Explorer application is active: start it and poll with backoff. */
-static enum dapi_err ensure_application(struct dapi_app *app, const char *key,
+static enum dapi_err ensure_application(struct dapi_nekt *nk, const char *key,
                                         struct dapi_buf *details)
 {
     unsigned char kh[DAPI_KEY_HASH_LEN];
     dapi_sha256(key, strlen(key), kh);
-    int64_t now = dapi_clock_mono_ms();
-    if(app_known_active(app->nekt, kh, now))
+    int64_t now = nk->env->mono_ms();
+    if(app_known_active(nk, kh, now))
         return DAPI_OK;
     enum dapi_err err = DAPI_OK;
-    int st = app_status(app, key, &err, details);
+    int st = app_status(nk, key, &err, details);
     if(st == 0) {
         struct nekt_reply rep;
         /* starting an application that is starting or active is harmless */
-        if((err = nekt_call(app, "POST", "/api/v1/explorer/application/start/", NULL, key, 1,
+        if((err = nekt_call(nk->env, "POST", "/api/v1/explorer/application/start/", NULL, key, 1,
                             &rep))) {
             dapi_buf_adds(details, rep.details);
             return err;
         }
         dapi_jv_free(rep.doc);
-        int64_t deadline = now + app->cfg->application_timeout * 1000, delay = 100;
-        while(st == 0 && dapi_clock_mono_ms() < deadline && !atomic_load(&app->stopping)) {
+        int64_t deadline = now + nk->env->cfg->application_timeout * 1000, delay = 100;
+        while(st == 0 && nk->env->mono_ms() < deadline && !atomic_load(nk->env->stopping)) {
             dapi_clock_sleep_ms(delay);
             delay = delay * 3 / 2 > 2000 ? 2000 : delay * 3 / 2;
-            st = app_status(app, key, &err, details);
+            st = app_status(nk, key, &err, details);
         }
         if(st == 0) {
             dapi_buf_addf(details, "the Explorer application did not become active within "
                                    "%lld s (--application-timeout)",
-                          (long long)app->cfg->application_timeout);
+                          (long long)nk->env->cfg->application_timeout);
             return DAPI_ERR_TIMEOUT;
         }
     }
@@ -422,12 +426,12 @@ static enum dapi_err ensure_application(struct dapi_app *app, const char *key,
         return err;
     if(st == -1)
         return DAPI_ERR_UPSTREAM;
-    app_set(app->nekt, kh, dapi_clock_mono_ms() + APP_FRESH_MS);
+    app_set(nk, kh, nk->env->mono_ms() + APP_FRESH_MS);
     return DAPI_OK;
 }
 
 /* Creates the upstream Explorer query; writes its slug into out. */
-static enum dapi_err create_upstream(struct dapi_app *app, const char *key, const char *sql,
+static enum dapi_err create_upstream(struct dapi_nekt *nk, const char *key, const char *sql,
                                      char *out, size_t n, struct dapi_buf *details)
 {
     struct nekt_reply rep;
@@ -435,7 +439,7 @@ static enum dapi_err create_upstream(struct dapi_app *app, const char *key, cons
     if(!body)
         return DAPI_ERR_NOMEM;
     /* creates something upstream: not repeated when it may have been done */
-    enum dapi_err result = nekt_call(app, "POST", "/api/v1/explorer/queries/", body, key, 0, &rep);
+    enum dapi_err result = nekt_call(nk->env, "POST", "/api/v1/explorer/queries/", body, key, 0, &rep);
     free(body);
     if(result) {
         dapi_buf_adds(details, rep.details);
@@ -452,9 +456,26 @@ static enum dapi_err create_upstream(struct dapi_app *app, const char *key, cons
     return result;
 }
 
+/* An upstream call made to create a query failed: the reference's message (what), with the
+ * upstream's explanation; a key the upstream refused is said to be so. */
+static void reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
+                                   const char *details)
+{
+    int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                             .status = auth                           ? dapi_err_status(result)
+                                       : result == DAPI_ERR_INVALID ? 400
+                                       : result == DAPI_ERR_TIMEOUT ? 504
+                                                                    : 502,
+                             .message = auth ? "The Nekt API rejected the API key" : what,
+                             .details = details,
+                             .retry_after = -1};
+    dapi_reply(rp, result, &o);
+}
+
 struct v1_create {
-    struct dapi_app *app;
-    struct dapi_req *req;
+    struct dapi_nekt *nk;
+    struct dapi_reply rp;
     char *sql, *key;
     unsigned char kh[DAPI_KEY_HASH_LEN];
 };
@@ -462,60 +483,51 @@ struct v1_create {
 static void v1_create_run(void *arg, struct dapi_econn *conn)
 {
     struct v1_create *j = arg;
-    struct dapi_app *app = j->app;
+    struct dapi_nekt *nk = j->nk;
     char up[256], slug[DAPI_SLUG_MAX];
     struct dapi_buf details;
     dapi_buf_init(&details, 64 * 1024);
     enum dapi_err result;
     if(!conn) {
-        dapi_respond_err(j->req, DAPI_ERR_SHUTDOWN, NULL);
+        dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
-    const char *key = upstream_key(app, j->key);
-    if((result = ensure_application(app, key, &details)) && atomic_load(&app->stopping)) {
-        dapi_respond_err(j->req, DAPI_ERR_SHUTDOWN, NULL);
+    const char *key = upstream_key(nk, j->key);
+    if((result = ensure_application(nk, key, &details)) && atomic_load(nk->env->stopping)) {
+        dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result) {
-        int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
-        dapi_respond_error(j->req, auth ? dapi_err_status(result)
-                                   : result == DAPI_ERR_TIMEOUT ? 504 : 502,
-                           auth ? "The Nekt API rejected the API key" : "Failed to start application",
-                           details.data);
+        reply_creation_failure(j->rp, result, "Failed to start application", details.data);
         goto out;
     }
-    result = create_upstream(app, key, j->sql, up, sizeof up, &details);
+    result = create_upstream(nk, key, j->sql, up, sizeof up, &details);
     if(result == DAPI_ERR_INVALID) { /* the application may have stopped meanwhile */
         unsigned char kh[DAPI_KEY_HASH_LEN];
         dapi_sha256(key, strlen(key), kh);
-        app_set(app->nekt, kh, 0);
+        app_set(nk, kh, 0);
         dapi_buf_reset(&details);
-        if(!(result = ensure_application(app, key, &details)))
-            result = create_upstream(app, key, j->sql, up, sizeof up, &details);
+        if(!(result = ensure_application(nk, key, &details)))
+            result = create_upstream(nk, key, j->sql, up, sizeof up, &details);
     }
-    if(result && atomic_load(&app->stopping)) {
-        dapi_respond_err(j->req, DAPI_ERR_SHUTDOWN, NULL);
+    if(result && atomic_load(nk->env->stopping)) {
+        dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result) {
-        int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
-        dapi_respond_error(j->req, auth ? dapi_err_status(result)
-                                   : result == DAPI_ERR_INVALID ? 400
-                                   : result == DAPI_ERR_TIMEOUT ? 504 : 502,
-                           auth ? "The Nekt API rejected the API key" : "Failed to create query",
-                           details.data);
+        reply_creation_failure(j->rp, result, "Failed to create query", details.data);
         goto out;
     }
     char why[512];
-    if((result = dapi_queries_create(app->queries, j->kh, j->sql, up, dapi_clock_wall_s(), slug,
+    if((result = dapi_queries_create(nk->env->queries, j->kh, j->sql, up, nk->env->wall_s(), slug,
                                      why, sizeof why))) {
-        dapi_backend_create_failure(j->req, result, why);
+        dapi_backend_create_failure(j->rp, result, why);
         goto out;
     }
-    dapi_respond_created(j->req, slug, j->sql);
+    dapi_reply_created(j->rp, slug, j->sql);
 out:
     /* A v1 query has no run of its own: its admission slot covered the upstream creation. */
-    dapi_queries_unadmit(app->queries, j->kh);
+    dapi_queries_unadmit(nk->env->queries, j->kh);
     dapi_buf_free(&details);
     free(j->sql);
     free(j->key);
@@ -525,8 +537,8 @@ out:
 /* ---- v1: one page -------------------------------------------------------------------- */
 
 struct v1_page {
-    struct dapi_app *app;
-    struct dapi_req *req;
+    struct dapi_nekt *nk;
+    struct dapi_reply rp;
     char slug[DAPI_SLUG_MAX + 1];
     char page_text[48];
     uint64_t page;
@@ -534,11 +546,11 @@ struct v1_page {
     unsigned char kh[DAPI_KEY_HASH_LEN]; /* holds an admission slot while it fetches */
 };
 
-static void page_path(struct dapi_app *app, const char *slug, uint64_t page, const char *ext,
+static void page_path(struct dapi_nekt *nk, const char *slug, uint64_t page, const char *ext,
                       char *out, size_t n)
 {
     char dir[4096];
-    dapi_queries_dir(app->queries, slug, dir, sizeof dir);
+    dapi_queries_dir(nk->env->queries, slug, dir, sizeof dir);
     snprintf(out, n, "%s/page-%llu.%s", dir, (unsigned long long)page, ext);
 }
 
@@ -547,13 +559,13 @@ static int serve_page_file(struct v1_page *p)
 {
     char path[4200];
     struct dapi_result *res = NULL;
-    page_path(p->app, p->slug, p->page, "bin", path, sizeof path);
+    page_path(p->nk, p->slug, p->page, "bin", path, sizeof path);
     if(dapi_result_open(&res, path))
         return 0;
     const char *rows;
     size_t len;
     dapi_result_page(res, 1, &rows, &len);
-    dapi_respond_page(p->req, p->slug, p->page_text, rows, len);
+    dapi_reply_page(p->rp, p->slug, p->page_text, rows, len);
     dapi_result_close(res);
     return 1;
 }
@@ -562,12 +574,12 @@ static int serve_page_file(struct v1_page *p)
 static enum dapi_err execute_page(struct v1_page *p, const char *key, const char *up,
                                   char *id, size_t idn, struct dapi_buf *details)
 {
-    struct dapi_app *app = p->app;
+    struct dapi_nekt *nk = p->nk;
     struct nekt_reply rep;
     char path[512], body[64];
     snprintf(path, sizeof path, "/api/v1/explorer/queries/%s/execution/", up);
     snprintf(body, sizeof body, "{\"page_number\":%s}", p->page_text);
-    enum dapi_err result = nekt_call(app, "POST", path, body, key, 0, &rep);
+    enum dapi_err result = nekt_call(nk->env, "POST", path, body, key, 0, &rep);
     if(result) {
         dapi_buf_adds(details, rep.details);
         return result;
@@ -588,9 +600,9 @@ static enum dapi_err execute_page(struct v1_page *p, const char *key, const char
     snprintf(path, sizeof path, "/api/v1/explorer/queries/%s/execution/%s/", up, id);
     /* Poll soon, then back off (doubling to 2 s): a one-page execution is often done within
      * milliseconds, and the reference's fixed 2 s sleep is most of its per-page cost. */
-    int64_t deadline = dapi_clock_mono_ms() + app->cfg->query_timeout * 1000, delay = 5;
+    int64_t deadline = nk->env->mono_ms() + nk->env->cfg->query_timeout * 1000, delay = 5;
     for(;;) {
-        if((result = nekt_call(app, "GET", path, NULL, key, 1, &rep))) {
+        if((result = nekt_call(nk->env, "GET", path, NULL, key, 1, &rep))) {
             dapi_buf_adds(details, rep.details);
             return result;
         }
@@ -607,9 +619,9 @@ static enum dapi_err execute_page(struct v1_page *p, const char *key, const char
         dapi_jv_free(rep.doc);
         if(result || done)
             return result;
-        if(dapi_clock_mono_ms() + delay > deadline || atomic_load(&app->stopping)) {
+        if(nk->env->mono_ms() + delay > deadline || atomic_load(nk->env->stopping)) {
             dapi_buf_addf(details, "Query execution timed out after %llds",
-                          (long long)app->cfg->query_timeout);
+                          (long long)nk->env->cfg->query_timeout);
             return DAPI_ERR_TIMEOUT;
         }
         dapi_clock_sleep_ms(delay);
@@ -622,11 +634,11 @@ static enum dapi_err fetch_page_file(struct v1_page *p, const char *key, const c
                                      const char *id, char *file, size_t filen,
                                      struct dapi_buf *details)
 {
-    struct dapi_app *app = p->app;
+    struct dapi_nekt *nk = p->nk;
     struct nekt_reply rep;
     char path[512], why[512];
     snprintf(path, sizeof path, "/api/v1/explorer/queries/%s/execution/%s/results/", up, id);
-    enum dapi_err result = nekt_call(app, "GET", path, NULL, key, 1, &rep);
+    enum dapi_err result = nekt_call(nk->env, "GET", path, NULL, key, 1, &rep);
     if(result) {
         dapi_buf_adds(details, rep.details);
         return result;
@@ -641,9 +653,9 @@ static enum dapi_err fetch_page_file(struct v1_page *p, const char *key, const c
     if(dapi_random_base62(rnd, 8))
         return DAPI_ERR_INTERNAL;
     snprintf(ext, sizeof ext, "%s.parquet", rnd); /* unique: downloads never share a file */
-    page_path(app, p->slug, p->page, ext, file, filen);
+    page_path(nk, p->slug, p->page, ext, file, filen);
     uint64_t got;
-    result = nekt_download(app, url, file, (uint64_t)app->cfg->max_upstream_bytes, &got, why,
+    result = nekt_download(nk->env, url, file, (uint64_t)nk->env->cfg->max_upstream_bytes, &got, why,
                            sizeof why);
     dapi_jv_free(rep.doc);
     if(result)
@@ -654,7 +666,7 @@ static enum dapi_err fetch_page_file(struct v1_page *p, const char *key, const c
 static void v1_page_run(void *arg, struct dapi_econn *conn)
 {
     struct v1_page *p = arg;
-    struct dapi_app *app = p->app;
+    struct dapi_nekt *nk = p->nk;
     char up[256], id[128], file[4200], out[4200];
     char *why = NULL, *stored_sql = NULL;
     uint64_t bytes;
@@ -663,33 +675,34 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     dapi_buf_init(&details, 64 * 1024);
     enum dapi_err result = DAPI_ERR_UPSTREAM;
     if(!conn) {
-        dapi_respond_err(p->req, DAPI_ERR_SHUTDOWN, NULL);
+        dapi_reply_err(p->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(serve_page_file(p)) /* fetched meanwhile by another request */
         goto out;
     /* Two requests for the same new page make one upstream execution: the second waits for
      * the first, then serves what it kept. */
-    claimed = page_claim(app->nekt, p->slug, p->page, app->cfg->query_timeout * 1000);
+    claimed = page_claim(nk, p->slug, p->page, nk->env->cfg->query_timeout * 1000);
     if(serve_page_file(p))
         goto out;
     if(!claimed) {
-        dapi_respond_exec_error(p->req, 504, "another request for this page is still fetching it",
-                                p->page_text, p->slug);
+        dapi_reply_failed(p->rp, DAPI_ERR_TIMEOUT, 504,
+                          "another request for this page is still fetching it", p->slug,
+                          p->page_text);
         goto out;
     }
-    const char *key = upstream_key(app, p->key);
-    dapi_queries_upstream(app->queries, p->slug, up, sizeof up);
+    const char *key = upstream_key(nk, p->key);
+    dapi_queries_upstream(nk->env->queries, p->slug, up, sizeof up);
     for(int n = 1; n <= MAX_EXECUTIONS; n++) {
         dapi_buf_reset(&details);
-        if((result = ensure_application(app, key, &details)))
+        if((result = ensure_application(nk, key, &details)))
             break;
         result = execute_page(p, key, up, id, sizeof id, &details);
         if(result == DAPI_ERR_INVALID && n < MAX_EXECUTIONS) {
             /* e.g. 409: the application stopped since we saw it active — check it again */
             unsigned char kh[DAPI_KEY_HASH_LEN];
             dapi_sha256(key, strlen(key), kh);
-            app_set(app->nekt, kh, 0);
+            app_set(nk, kh, 0);
             dapi_warn("query %s page %s: %s; checking the application again", p->slug,
                       p->page_text, details.data ? details.data : "refused");
             continue;
@@ -699,10 +712,10 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
              * the SQL we kept, and carry on. */
             dapi_buf_reset(&details);
             free(stored_sql);
-            if(!(stored_sql = dapi_queries_sql(app->queries, p->slug)) ||
-               (result = create_upstream(app, key, stored_sql, up, sizeof up, &details)))
+            if(!(stored_sql = dapi_queries_sql(nk->env->queries, p->slug)) ||
+               (result = create_upstream(nk, key, stored_sql, up, sizeof up, &details)))
                 break;
-            dapi_queries_set_upstream(app->queries, p->slug, up);
+            dapi_queries_set_upstream(nk->env->queries, p->slug, up);
             dapi_warn("query %s: Nekt lost the upstream query; created it again as %s", p->slug,
                       up);
             continue;
@@ -718,14 +731,14 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_FORBIDDEN)
         result = DAPI_ERR_UPSTREAM;
     if(!result) {
-        page_path(app, p->slug, p->page, "bin", out, sizeof out);
+        page_path(nk, p->slug, p->page, "bin", out, sizeof out);
         struct dapi_buf sql;
         dapi_buf_init(&sql, 16384);
         dapi_buf_adds(&sql, "SELECT * FROM read_parquet(");
         dapi_engine_sql_literal(&sql, file);
         dapi_buf_addc(&sql, ')');
         dapi_buf_reset(&details);
-        result = sql.data ? dapi_backend_write_result(app, conn, sql.data, out, 1, &bytes, &why)
+        result = sql.data ? dapi_backend_write_result(nk->env, conn, sql.data, out, 1, &bytes, &why)
                           : DAPI_ERR_NOMEM;
         dapi_buf_free(&sql);
         if(why)
@@ -734,22 +747,20 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     }
     if(!result && serve_page_file(p))
         goto out;
-    if(result && atomic_load(&app->stopping)) {
-        dapi_respond_err(p->req, DAPI_ERR_SHUTDOWN, NULL);
+    if(result && atomic_load(nk->env->stopping)) {
+        dapi_reply_err(p->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
-    if(result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN) {
-        dapi_respond_exec_error_code(p->req, dapi_err_status(result), details.data, p->page_text,
-                                     p->slug, result);
-        goto out;
-    }
-    dapi_respond_exec_error(p->req, dapi_err_exec_status(result),
-                            details.data ? details.data : "Query execution failed", p->page_text,
-                            p->slug);
+    /* a key the upstream refused keeps its own status (401/403), not a server failure */
+    dapi_reply_failed(p->rp, result,
+                      result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN
+                          ? dapi_err_status(result)
+                          : 0,
+                      details.data, p->slug, p->page_text);
 out:
     if(claimed)
-        page_release(app->nekt, p->slug, p->page);
-    dapi_queries_unadmit(app->queries, p->kh);
+        page_release(nk, p->slug, p->page);
+    dapi_queries_unadmit(nk->env->queries, p->kh);
     free(why);
     free(stored_sql);
     dapi_buf_free(&details);
@@ -759,71 +770,71 @@ out:
 
 /* ---- the vtable ---------------------------------------------------------------------- */
 
-static void nekt_create(struct dapi_app *app, struct dapi_req *r, char *sql, const char *key,
-                        const unsigned char *key_hash)
+static void nekt_create(void *state, char *sql, const char *key, const unsigned char *key_hash,
+                        struct dapi_reply rp)
 {
+    struct dapi_nekt *nk = state;
     char slug[DAPI_SLUG_MAX], why[512];
-    if(!app->nekt->v1) {
+    if(!nk->v1) {
         /* v2: answer with the slug now; the single execution runs in the background */
-        enum dapi_err result = dapi_queries_create(app->queries, key_hash, sql, NULL,
-                                                   dapi_clock_wall_s(), slug, why, sizeof why);
+        enum dapi_err result = dapi_queries_create(nk->env->queries, key_hash, sql, NULL,
+                                                   nk->env->wall_s(), slug, why, sizeof why);
         if(result) {
-            dapi_queries_unadmit(app->queries, key_hash);
-            dapi_backend_create_failure(r, result, why);
+            dapi_queries_unadmit(nk->env->queries, key_hash);
+            dapi_backend_create_failure(rp, result, why);
         } else {
-            dapi_queries_hold(app->queries, slug, key_hash); /* until its run ends */
-            dapi_queries_claim(app->queries, slug);
-            v2_submit(app, slug, sql, key, key_hash);
-            dapi_respond_created(r, slug, sql);
+            dapi_queries_hold(nk->env->queries, slug, key_hash); /* until its run ends */
+            dapi_queries_claim(nk->env->queries, slug);
+            v2_submit(nk, slug, sql, key, key_hash);
+            dapi_reply_created(rp, slug, sql);
         }
         free(sql);
         return;
     }
     struct v1_create *j = calloc(1, sizeof *j);
     if(!j || !(j->key = strdup(key))) {
-        dapi_queries_unadmit(app->queries, key_hash);
+        dapi_queries_unadmit(nk->env->queries, key_hash);
         free(j);
         free(sql);
-        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
+        dapi_reply_err(rp, DAPI_ERR_NOMEM, NULL);
         return;
     }
-    j->app = app;
-    j->req = r;
+    j->nk = nk;
+    j->rp = rp;
     j->sql = sql;
     memcpy(j->kh, key_hash, DAPI_KEY_HASH_LEN);
-    dapi_req_defer(r);
-    /* no cap: admission bounds what waits (see local_create) */
-    if(dapi_pool_submit_tagged(app->run_pool, v1_create_run, j, 0, dapi_backend_key_tag(key_hash))) {
-        dapi_queries_unadmit(app->queries, key_hash);
+    if(dapi_backend_queue(nk->env, nk->env->run_pool, v1_create_run, j, key_hash, rp,
+                          "too many upstream calls waiting")) {
         free(j->sql);
         free(j->key);
         free(j);
-        dapi_respond_err(r, DAPI_ERR_BUSY, "too many upstream calls waiting");
     }
 }
 
-static void nekt_results(struct dapi_app *app, struct dapi_req *r, const char *slug,
-                         uint64_t page, const char *page_text, const char *key,
-                         const unsigned char *key_hash)
+static void nekt_results(void *state, const char *slug, uint64_t page, const char *page_text,
+                         const char *key, const unsigned char *key_hash, struct dapi_reply rp)
 {
-    if(!app->nekt->v1) {
-        dapi_backend_answer_stored(app, r, slug, page, page_text, key_hash, key, v2_rerun);
+    struct dapi_nekt *nk = state;
+    if(!nk->v1) {
+        dapi_backend_answer_stored(nk->env, slug, page, page_text, key_hash, key, v2_rerun,
+                                   nk, rp);
         return;
     }
     struct dapi_qview v;
-    if(dapi_queries_get(app->queries, slug, key_hash, dapi_clock_wall_s(), &v)) {
-        dapi_respond_error(r, 404, "Query not found", NULL);
+    if(dapi_queries_get(nk->env->queries, slug, key_hash, nk->env->wall_s(), &v)) {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR, .message = "Query not found"};
+        dapi_reply(rp, DAPI_ERR_NOT_FOUND, &o);
         return;
     }
-    dapi_queries_release(app->queries, &v);
+    dapi_queries_release(nk->env->queries, &v);
     struct v1_page *p = calloc(1, sizeof *p);
     if(!p || !(p->key = strdup(key))) {
         free(p);
-        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
+        dapi_reply_err(rp, DAPI_ERR_NOMEM, NULL);
         return;
     }
-    p->app = app;
-    p->req = r;
+    p->nk = nk;
+    p->rp = rp;
     p->page = page;
     snprintf(p->slug, sizeof p->slug, "%s", slug);
     snprintf(p->page_text, sizeof p->page_text, "%s", page_text);
@@ -834,80 +845,78 @@ static void nekt_results(struct dapi_app *app, struct dapi_req *r, const char *s
     }
     /* A page fetched from Nekt is an upstream execution: it takes an admission slot like a
      * query, so one key's page requests cannot fill the run pool for the others. */
-    enum dapi_err admitted = dapi_queries_admit(app->queries, key_hash);
+    enum dapi_err admitted = dapi_queries_admit(nk->env->queries, key_hash);
     if(admitted) {
-        dapi_backend_refuse_admission(app, r, admitted, key_hash);
+        dapi_backend_refuse_admission(nk->env, rp, admitted, key_hash);
         free(p->key);
         free(p);
         return;
     }
     memcpy(p->kh, key_hash, DAPI_KEY_HASH_LEN);
-    dapi_req_defer(r);
-    if(dapi_pool_submit_tagged(app->run_pool, v1_page_run, p, 0, dapi_backend_key_tag(key_hash))) {
-        dapi_queries_unadmit(app->queries, key_hash);
+    if(dapi_backend_queue(nk->env, nk->env->run_pool, v1_page_run, p, key_hash, rp,
+                          "too many upstream calls waiting")) {
         free(p->key);
         free(p);
-        dapi_respond_err(r, DAPI_ERR_BUSY, "too many upstream calls waiting");
     }
 }
 
-static void nekt_unfinished(struct dapi_app *app, const char *slug, const char *sql)
+static void nekt_unfinished(void *state, const char *slug, const char *sql)
 {
+    struct dapi_nekt *nk = state;
     char up[256];
-    dapi_queries_upstream(app->queries, slug, up, sizeof up);
-    if(app->nekt->v1 || *up)
+    dapi_queries_upstream(nk->env->queries, slug, up, sizeof up);
+    if(nk->v1 || *up)
         return; /* v1 queries have no run of their own */
-    if(app->cfg->nekt_api_key && dapi_queries_claim(app->queries, slug)) {
-        dapi_queries_hold(app->queries, slug, NULL); /* admitted before the restart */
-        v2_submit(app, slug, sql, NULL, NULL);
+    if(nk->env->cfg->nekt_api_key && dapi_queries_claim(nk->env->queries, slug)) {
+        dapi_queries_hold(nk->env->queries, slug, NULL); /* admitted before the restart */
+        v2_submit(nk, slug, sql, NULL, NULL);
     }
     /* forwarding client keys: run again on the next results request, with that key */
 }
 
-static int nekt_start(struct dapi_app *app, char *err, size_t errlen)
+static int nekt_start(const struct dapi_backend_env *env, void **state, char *err,
+                      size_t errlen)
 {
-    struct dapi_nekt *n = calloc(1, sizeof *n);
-    if(!n) {
+    const char *u = env->cfg->nekt_url;
+    if(strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
+        snprintf(err, errlen, "invalid value for --nekt-url: '%s' (an http:// or https:// URL)", u);
+        return -1;
+    }
+    struct dapi_nekt *nk = calloc(1, sizeof *nk);
+    if(!nk) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    pthread_mutex_init(&n->mu, NULL);
-    pthread_cond_init(&n->page_done, NULL);
-    n->v1 = strcmp(app->cfg->nekt_api, "v1") == 0;
-    const char *u = app->cfg->nekt_url;
-    if(strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
-        snprintf(err, errlen, "invalid value for --nekt-url: '%s' (an http:// or https:// URL)", u);
-        free(n);
-        return -1;
-    }
+    pthread_mutex_init(&nk->mu, NULL);
+    pthread_cond_init(&nk->page_done, NULL);
+    nk->env = env;
+    nk->v1 = strcmp(env->cfg->nekt_api, "v1") == 0;
     nekt_http_init();
-    app->nekt = n;
+    *state = nk;
     return 0;
 }
 
-static void nekt_stop(struct dapi_app *app)
+static void nekt_stop(void *state)
 {
-    struct dapi_nekt *n = app->nekt;
-    if(!n)
+    struct dapi_nekt *nk = state;
+    if(!nk)
         return;
-    while(n->apps) {
-        struct app_state *a = n->apps;
-        n->apps = a->next;
+    while(nk->apps) {
+        struct app_state *a = nk->apps;
+        nk->apps = a->next;
         free(a);
     }
-    while(n->pages) {
-        struct inflight *f = n->pages;
-        n->pages = f->next;
+    while(nk->pages) {
+        struct inflight *f = nk->pages;
+        nk->pages = f->next;
         free(f);
     }
-    pthread_cond_destroy(&n->page_done);
-    pthread_mutex_destroy(&n->mu);
-    free(n);
-    app->nekt = NULL;
+    pthread_cond_destroy(&nk->page_done);
+    pthread_mutex_destroy(&nk->mu);
+    free(nk);
 }
 
-const struct dapi_backend_ops dapi_backend_nekt = {
-    .name = "nekt",
+const struct dapi_backend_ops dapi_backend_nekt_ops = {
     .start = nekt_start,
     .stop = nekt_stop,
     .create = nekt_create,

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "app/app.h"
+#include "backend/backend.h"
 #include "auth/keys.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -71,11 +71,11 @@ static uint64_t rand64(void)
 }
 
 /* Performs call with the retry policy; the last response is left in resp. */
-static enum dapi_err with_retries(struct dapi_app *app, const struct dapi_httpc_call *call,
+static enum dapi_err with_retries(const struct dapi_backend_env *env, const struct dapi_httpc_call *call,
                                   int idempotent, const char *what,
                                   struct dapi_httpc_resp *resp)
 {
-    const struct dapi_config *cfg = app->cfg;
+    const struct dapi_config *cfg = env->cfg;
     struct dapi_retry_policy pol = {(int)cfg->upstream_attempts, 200, 5000,
                                     cfg->upstream_retry_time * 1000};
     struct dapi_httpc *h = thread_http();
@@ -84,7 +84,7 @@ static enum dapi_err with_retries(struct dapi_app *app, const struct dapi_httpc_
         snprintf(resp->error, sizeof resp->error, "out of memory");
         return DAPI_ERR_NOMEM;
     }
-    int64_t t0 = dapi_clock_mono_ms();
+    int64_t t0 = env->mono_ms();
     for(int attempt = 1;; attempt++) {
         enum dapi_err result = dapi_httpc_do(h, call, resp);
         struct dapi_retry_in in = {attempt,
@@ -92,12 +92,12 @@ static enum dapi_err with_retries(struct dapi_app *app, const struct dapi_httpc_
                                    resp->status,
                                    resp->request_sent,
                                    resp->retry_after_ms,
-                                   dapi_clock_mono_ms() - t0,
+                                   env->mono_ms() - t0,
                                    idempotent,
                                    rand64()};
         const char *why;
         int64_t delay = dapi_retry_next(&pol, &in, &why);
-        if(delay < 0 || atomic_load(&app->stopping)) {
+        if(delay < 0 || atomic_load(env->stopping)) {
             if(attempt > 1 || (result || resp->status >= 400))
                 dapi_info("upstream: %s: giving up after %d attempt(s): %s", what, attempt, why);
             return result;
@@ -114,11 +114,11 @@ static enum dapi_err with_retries(struct dapi_app *app, const struct dapi_httpc_
     }
 }
 
-enum dapi_err nekt_call(struct dapi_app *app, const char *method, const char *path,
+enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, const char *path,
                         const char *body, const char *key, int idempotent,
                         struct nekt_reply *out)
 {
-    const struct dapi_config *cfg = app->cfg;
+    const struct dapi_config *cfg = env->cfg;
     char url[4096], keyh[4200], what[300];
     memset(out, 0, sizeof *out);
     size_t bl = strlen(cfg->nekt_url);
@@ -139,7 +139,7 @@ enum dapi_err nekt_call(struct dapi_app *app, const char *method, const char *pa
                                    (uint64_t)cfg->max_upstream_response_bytes,
                                    -1};
     struct dapi_httpc_resp resp;
-    enum dapi_err result = with_retries(app, &call, idempotent, what, &resp);
+    enum dapi_err result = with_retries(env, &call, idempotent, what, &resp);
     out->status = resp.status;
     if(result == DAPI_ERR_TIMEOUT) {
         snprintf(out->details, sizeof out->details, "Nekt did not answer %.200s in time: %.200s",
@@ -187,10 +187,10 @@ out:
     return result;
 }
 
-enum dapi_err nekt_download(struct dapi_app *app, const char *url, const char *path,
+enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url, const char *path,
                             uint64_t max, uint64_t *got, char *details, size_t dlen)
 {
-    const struct dapi_config *cfg = app->cfg;
+    const struct dapi_config *cfg = env->cfg;
     enum dapi_err result;
     *got = 0;
     int fd = -1;
@@ -198,7 +198,7 @@ enum dapi_err nekt_download(struct dapi_app *app, const char *url, const char *p
     memset(&resp, 0, sizeof resp);
     struct dapi_retry_policy pol = {(int)cfg->upstream_attempts, 200, 5000,
                                     cfg->upstream_retry_time * 1000};
-    int64_t t0 = dapi_clock_mono_ms();
+    int64_t t0 = env->mono_ms();
     struct dapi_httpc *h = thread_http();
     if(!h)
         return DAPI_ERR_NOMEM;
@@ -219,12 +219,12 @@ enum dapi_err nekt_download(struct dapi_app *app, const char *url, const char *p
         if(!result && bad_close)
             result = DAPI_ERR_IO;
         struct dapi_retry_in in = {attempt, result,          resp.status, resp.request_sent,
-                                   resp.retry_after_ms,      dapi_clock_mono_ms() - t0,
+                                   resp.retry_after_ms,      env->mono_ms() - t0,
                                    1,       0};
         dapi_random(&in.random, sizeof in.random);
         const char *why;
         int64_t delay = dapi_retry_next(&pol, &in, &why);
-        if(delay < 0 || atomic_load(&app->stopping))
+        if(delay < 0 || atomic_load(env->stopping))
             break;
         dapi_warn("upstream: download failed (%s); retrying in %lld ms, %d attempt(s) left",
                   result ? resp.error : why, (long long)delay, pol.max_attempts - attempt);

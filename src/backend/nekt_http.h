@@ -9,7 +9,7 @@
 #include "base/jsonin.h"
 #include "dapi/err.h"
 
-struct dapi_app;
+struct dapi_backend_env;
 
 struct nekt_reply {
     int status;             /* HTTP status (0: none) */
@@ -21,13 +21,13 @@ struct nekt_reply {
  * Returns DAPI_OK for a 2xx with a JSON object body; else DAPI_ERR_AUTH (401),
  * DAPI_ERR_FORBIDDEN (403), DAPI_ERR_NOT_FOUND (404), DAPI_ERR_INVALID (other 4xx),
  * DAPI_ERR_UPSTREAM (5xx after retries, garbage, transport), DAPI_ERR_TIMEOUT. */
-enum dapi_err nekt_call(struct dapi_app *app, const char *method, const char *path,
+enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, const char *path,
                         const char *body, const char *key, int idempotent,
                         struct nekt_reply *out);
 
 /* Downloads url into the file at path (created/truncated), at most max bytes.
  * DAPI_ERR_FORBIDDEN means the URL was refused (expired presigned URL: execute again). */
-enum dapi_err nekt_download(struct dapi_app *app, const char *url, const char *path,
+enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url, const char *path,
                             uint64_t max, uint64_t *got, char *details, size_t dlen);
 
 /* Frees this thread's HTTP handle (called by nothing but thread exit; see nekt_http.c). */

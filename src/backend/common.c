@@ -1,0 +1,405 @@
+/* What backends share: building outcomes, writing a result file, materialising a query,
+ * answering a results request from the registry (waiting for a running query), admission
+ * refusals and queueing jobs. Nothing here knows HTTP: every answer is an outcome
+ * (backend.h) that the API layer writes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "base/buf.h"
+#include "base/log.h"
+#include "engine/engine.h"
+#include "pool/pool.h"
+#include "store/queries.h"
+#include "store/result.h"
+
+/* ---- outcomes ---------------------------------------------------------------------- */
+
+void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outcome *out)
+{
+    rp.done(rp.ctx, err, out);
+}
+
+void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_CREATED, .slug = slug, .sql = sql};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
+                     const char *rows, size_t len)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
+                             .slug = slug,
+                             .page_text = page_text,
+                             .rows = rows,
+                             .len = len};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                             .details = details && *details ? details : NULL};
+    rp.done(rp.ctx, err, &o);
+}
+
+void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, const char *details,
+                       const char *slug, const char *page_text)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_FAILED,
+                             .slug = slug,
+                             .page_text = page_text,
+                             .details = details,
+                             .status = status};
+    rp.done(rp.ctx, err, &o);
+}
+
+void dapi_backend_create_failure(struct dapi_reply rp, enum dapi_err err, const char *why)
+{
+    if(err == DAPI_ERR_BUSY) { /* store full, or no space on the state disk: temporary */
+        struct dapi_outcome o = {
+            .kind = DAPI_OUTCOME_ERROR,
+            .details = why && *why ? why : "the result store is full (--max-state-bytes)",
+            .retry_after = 30}; /* longer than the table's 5 s */
+        rp.done(rp.ctx, err, &o);
+    } else {
+        dapi_reply_err(rp, err, why);
+    }
+}
+
+void dapi_backend_refuse_admission(const struct dapi_backend_env *env, struct dapi_reply rp,
+                                   enum dapi_err err, const unsigned char *key_hash)
+{
+    char d[256];
+    if(err == DAPI_ERR_RATE) {
+        snprintf(d, sizeof d,
+                 "this API key already has %llu queries being checked, queued or running; the "
+                 "limit is %lld (--max-queries-per-key): retry when one of them has finished",
+                 (unsigned long long)dapi_queries_active(env->queries, key_hash),
+                 (long long)env->cfg->max_queries_per_key);
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .message = "Too many queries for this API key, retry later",
+                                 .details = d};
+        rp.done(rp.ctx, err, &o);
+    } else if(err == DAPI_ERR_BUSY) {
+        dapi_reply_err(rp, err, "too many queries waiting to run (--max-queued-queries)");
+    } else {
+        dapi_reply_err(rp, err, NULL);
+    }
+}
+
+/* ---- jobs -------------------------------------------------------------------------- */
+
+uint64_t dapi_backend_key_tag(const unsigned char *key_hash)
+{
+    uint64_t tag = 0;
+    if(key_hash)
+        memcpy(&tag, key_hash, sizeof tag);
+    return tag;
+}
+
+enum dapi_err dapi_backend_queue(const struct dapi_backend_env *env, struct dapi_pool *pool,
+                                 void (*fn)(void *job, struct dapi_econn *conn), void *job,
+                                 const unsigned char *key_hash, struct dapi_reply rp,
+                                 const char *why)
+{
+    /* No cap here: admission (a slot per query being checked, queued or running) bounds the
+     * queue already, and a second, looser bound would make the limits inexact. */
+    enum dapi_err result = dapi_pool_submit_tagged(pool, fn, job, 0, dapi_backend_key_tag(key_hash));
+    if(result) {
+        dapi_queries_unadmit(env->queries, key_hash);
+        dapi_reply_err(rp, DAPI_ERR_BUSY, why);
+    }
+    return result;
+}
+
+/* ---- results ----------------------------------------------------------------------- */
+
+/* DuckDB's own writes (spilling to <state-dir>/tmp) that found the disk full: temporary, like
+ * the result writer's. Its message holds the temporary file's path, so it is replaced. */
+static int engine_out_of_space(const char *msg)
+{
+    return msg && (strstr(msg, "No space left on device") || strstr(msg, "Disk quota exceeded"));
+}
+
+enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
+                                        struct dapi_econn *conn, const char *sql,
+                                        const char *path, int from_upstream, uint64_t *bytes,
+                                        char **details)
+{
+    const struct dapi_config *cfg = env->cfg;
+    struct dapi_result_writer *w = NULL;
+    char *msg = NULL;
+    uint64_t rows = 0, pages = 0;
+    enum dapi_err result;
+    struct dapi_result_limits limits = {(uint64_t)cfg->max_result_rows,
+                                        (uint64_t)cfg->max_result_bytes, NULL};
+    /* A result one key may not store whole is stopped as soon as it is too large; the
+     * registry checks the exact file size when it is recorded. */
+    if(cfg->max_state_bytes_per_key < cfg->max_result_bytes) {
+        limits.max_bytes = (uint64_t)cfg->max_state_bytes_per_key;
+        limits.bytes_setting = "the most one API key may store, --max-state-bytes-per-key";
+    }
+    struct dapi_buf why;
+    dapi_buf_init(&why, 64 * 1024);
+    *details = NULL;
+    *bytes = 0;
+    if(!(result = dapi_result_writer_open(&w, path, &limits))) {
+        /* SQL over downloaded files is dapi's own; a user's is held to the sandbox */
+        result = (from_upstream ? dapi_engine_run_trusted : dapi_engine_run)(
+            conn, sql, env->mono_ms() + cfg->query_timeout * 1000, &dapi_result_sink, w, &msg);
+        if(!result)
+            result = dapi_result_writer_finish(w, &rows, &pages, bytes);
+    }
+    if(result == DAPI_ERR_SQL && engine_out_of_space(msg)) {
+        result = DAPI_ERR_BUSY;
+        free(msg);
+        msg = strdup("no space left on the state disk (--state-dir) for the query's temporary "
+                     "data");
+    }
+    if(result == DAPI_ERR_TIMEOUT)
+        dapi_buf_addf(&why, "the query ran longer than %lld s (--query-timeout)",
+                      (long long)cfg->query_timeout);
+    else if(result == DAPI_ERR_SQL && from_upstream)
+        dapi_buf_addf(&why, "the result file from Nekt is not valid Parquet: %s",
+                      msg ? msg : "unreadable");
+    else if(result && msg)
+        dapi_buf_adds(&why, msg);
+    else if(result && w && dapi_result_writer_error(w))
+        dapi_buf_adds(&why, dapi_result_writer_error(w));
+    else if(result == DAPI_ERR_BUSY && !w) /* the writer could not even start */
+        dapi_buf_adds(&why, "no space left on the state disk (--state-dir) for the result");
+    else if(result)
+        dapi_buf_adds(&why, dapi_err_message(result));
+    if(result == DAPI_ERR_SQL && from_upstream)
+        result = DAPI_ERR_UPSTREAM;
+    /* A reason longer than why's cap fails the buffer (sticky): the code's message then. */
+    if(result && !(*details = dapi_buf_take(&why, NULL)))
+        *details = strdup(dapi_err_message(result));
+    dapi_buf_free(&why);
+    dapi_result_writer_free(w);
+    free(msg);
+    return result;
+}
+
+void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_econn *conn,
+                              const char *slug, const char *sql)
+{
+    char path[4096], *details = NULL, why[512];
+    uint64_t bytes = 0;
+    enum dapi_err result = dapi_queries_start_run(env->queries, slug, why, sizeof why);
+    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID)
+        return; /* expired meanwhile, or finished by someone else */
+    if(result) { /* the attempt could not be recorded: running it would defeat the guard */
+        dapi_warn("query %s not run: %s", slug, why);
+        dapi_queries_finish(env->queries, slug, result, why, 0);
+        return;
+    }
+    dapi_queries_result_path(env->queries, slug, path, sizeof path);
+    int64_t t0 = env->mono_ms();
+    result = dapi_backend_write_result(env, conn, sql, path, 0, &bytes, &details);
+    if(result && atomic_load(env->stopping)) {
+        dapi_info("query %s interrupted by shutdown; it will run again after a restart", slug);
+        dapi_queries_drop(env->queries, slug);
+    } else {
+        if(result)
+            dapi_info("query %s failed (%s)", slug, dapi_err_message(result));
+        else
+            dapi_info("query %s done: %llu bytes, %lld ms", slug, (unsigned long long)bytes,
+                      (long long)(env->mono_ms() - t0));
+        dapi_queries_finish(env->queries, slug, result, details, bytes);
+    }
+    free(details);
+}
+
+struct run_job {
+    const struct dapi_backend_env *env;
+    char slug[DAPI_SLUG_MAX];
+    char *sql;
+};
+
+static void run_query(void *arg, struct dapi_econn *conn)
+{
+    struct run_job *j = arg;
+    /* conn == NULL: discarded at shutdown; it stays queued on disk and runs after a restart */
+    if(conn)
+        dapi_backend_materialise(j->env, conn, j->slug, j->sql);
+    else
+        dapi_queries_drop(j->env->queries, j->slug);
+    free(j->sql);
+    free(j);
+}
+
+enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const char *slug,
+                                      const char *sql, const unsigned char *key_hash)
+{
+    struct run_job *j = calloc(1, sizeof *j);
+    if(!j || !(j->sql = strdup(sql))) {
+        free(j);
+        return DAPI_ERR_NOMEM;
+    }
+    j->env = env;
+    snprintf(j->slug, sizeof j->slug, "%s", slug);
+    enum dapi_err result =
+        dapi_pool_submit_tagged(env->run_pool, run_query, j, 0, dapi_backend_key_tag(key_hash));
+    if(result) {
+        free(j->sql);
+        free(j);
+    }
+    return result;
+}
+
+/* A query that failed for lack of room, queued again by a results request. */
+static void retry_run(const struct dapi_backend_env *env, const char *slug)
+{
+    char *sql = dapi_queries_sql(env->queries, slug);
+    if(!sql || dapi_backend_submit_run(env, slug, sql, NULL))
+        dapi_queries_finish(env->queries, slug, DAPI_ERR_BUSY,
+                            "the server could not queue the query", 0);
+    free(sql);
+}
+
+/* ---- answering from the registry --------------------------------------------------- */
+
+struct wait_ctx {
+    const struct dapi_backend_env *env;
+    struct dapi_reply rp;
+    char slug[DAPI_SLUG_MAX + 1];
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    char *client_key; /* for rerun (Nekt forwarding); owned */
+    void (*rerun)(void *state, const char *slug, const char *key);
+    void *state;
+    char page[64];
+    uint64_t page_no;
+};
+
+static void wait_free(struct wait_ctx *c)
+{
+    free(c->client_key);
+    free(c);
+}
+
+static void answer(struct wait_ctx *c, int may_wait);
+
+static void on_wait(void *arg, int timed_out)
+{
+    struct wait_ctx *c = arg;
+    if(timed_out) {
+        if(atomic_load(c->env->stopping)) {
+            dapi_reply_err(c->rp, DAPI_ERR_SHUTDOWN, "the query will run again after the restart");
+        } else {
+            char d[128];
+            snprintf(d, sizeof d, "the query is still running after %lld s (--result-wait)",
+                     (long long)c->env->cfg->result_wait);
+            dapi_reply_failed(c->rp, DAPI_ERR_TIMEOUT, 504, d, c->slug, c->page);
+        }
+        wait_free(c);
+        return;
+    }
+    answer(c, 0);
+}
+
+/* A query that failed for want of room (no space on the state disk, or no queue place), not
+ * because of the query: the client's retry loop should get its result once there is room.
+ * So: 503 + Retry-After (not the execution-failure shape, which clients take as final), and
+ * the query is queued to run again — once per such answer, so an unchanged full disk costs
+ * one run per Retry-After, not a busy loop. */
+static void answer_busy(struct wait_ctx *c, const char *message)
+{
+    const struct dapi_backend_env *env = c->env;
+    char d[1400];
+    enum dapi_err again = dapi_queries_retry(env->queries, c->slug);
+    if(again == DAPI_OK) {
+        if(!c->rerun)
+            retry_run(env, c->slug);
+        else if(dapi_queries_claim(env->queries, c->slug))
+            c->rerun(c->state, c->slug, c->client_key);
+    }
+    snprintf(d, sizeof d, "%s; %s", *message ? message : "the server was busy",
+             again == DAPI_OK ? "the query is queued to run again: retry this request"
+                              : "retry this request to run the query again");
+    if(again == DAPI_ERR_RATE) {
+        dapi_backend_refuse_admission(env, c->rp, again, c->key);
+    } else {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .details = d,
+                                 .retry_after = 30}; /* a rerun takes longer than 5 s */
+        dapi_reply(c->rp, DAPI_ERR_BUSY, &o);
+    }
+}
+
+/* Answers from the query's current state; frees c unless it now waits. */
+static void answer(struct wait_ctx *c, int may_wait)
+{
+    const struct dapi_backend_env *env = c->env;
+    struct dapi_qview v;
+    if(dapi_queries_get(env->queries, c->slug, c->key, env->wall_s(), &v)) {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR, .message = "Query not found"};
+        dapi_reply(c->rp, DAPI_ERR_NOT_FOUND, &o);
+        wait_free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_QUEUED || v.state == DAPI_Q_RUNNING) {
+        int orphan = v.state == DAPI_Q_QUEUED && c->rerun &&
+                     dapi_queries_claim(env->queries, c->slug);
+        dapi_queries_release(env->queries, &v);
+        int64_t deadline = env->mono_ms() + env->cfg->result_wait * 1000;
+        if(may_wait && dapi_queries_wait(env->queries, c->slug, deadline, on_wait, c) == 0) {
+            if(orphan)
+                c->rerun(c->state, c->slug, c->client_key);
+            return;
+        }
+        if(may_wait) { /* finished in between */
+            answer(c, 0);
+            return;
+        }
+        dapi_reply_err(c->rp, DAPI_ERR_INTERNAL, "query state changed");
+        wait_free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_FAILED && v.error == DAPI_ERR_BUSY) {
+        char message[sizeof v.message];
+        snprintf(message, sizeof message, "%s", v.message);
+        dapi_queries_release(env->queries, &v);
+        answer_busy(c, message);
+        wait_free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_FAILED) {
+        dapi_reply_failed(c->rp, v.error, 0, v.message, c->slug, c->page);
+        dapi_queries_release(env->queries, &v);
+        wait_free(c);
+        return;
+    }
+    const char *rows;
+    size_t len;
+    dapi_result_page(v.result, c->page_no, &rows, &len);
+    dapi_reply_page(c->rp, c->slug, c->page, rows, len);
+    dapi_queries_release(env->queries, &v);
+    wait_free(c);
+}
+
+void dapi_backend_answer_stored(const struct dapi_backend_env *env, const char *slug,
+                                uint64_t page, const char *page_text,
+                                const unsigned char *key_hash, const char *key,
+                                void (*rerun)(void *state, const char *slug, const char *key),
+                                void *state, struct dapi_reply rp)
+{
+    struct wait_ctx *c = calloc(1, sizeof *c);
+    if(!c || (key && !(c->client_key = strdup(key)))) {
+        free(c);
+        dapi_reply_err(rp, DAPI_ERR_NOMEM, NULL);
+        return;
+    }
+    c->env = env;
+    c->rp = rp;
+    c->rerun = rerun;
+    c->state = state;
+    snprintf(c->slug, sizeof c->slug, "%s", slug);
+    memcpy(c->key, key_hash, DAPI_KEY_HASH_LEN);
+    snprintf(c->page, sizeof c->page, "%s", page_text);
+    c->page_no = page;
+    answer(c, 1); /* may wait for the query: answered by whichever thread finishes it */
+}
