@@ -12,6 +12,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
+#include "store/queries.h"
 
 /* Answered from the prober's cached outcome (app/probe.h), on the event thread: health never
  * waits for the engine, so a wedged engine gets a prompt 503 rather than a hung check. */

@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "base/json.h"
 #include "base/jsonin.h"
+#include "store/queries.h"
 #include "backend/backend.h"
 #include "base/log.h"
 

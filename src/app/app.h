@@ -3,15 +3,15 @@
 #define DAPI_APP_H
 
 #include <stdatomic.h>
-#include "auth/keys.h"
 #include "backend/backend.h"
-#include "config/config.h"
-#include "engine/engine.h"
-#include "http/http.h"
-#include "pool/pool.h"
-#include "store/queries.h"
 
 struct dapi_emu;
+struct dapi_engine;
+struct dapi_http;
+struct dapi_keys;
+struct dapi_pool;
+struct dapi_queries;
+struct dapi_req;
 struct dapi_probe;
 struct dapi_route;
 

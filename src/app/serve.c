@@ -14,6 +14,9 @@
 #include "base/log.h"
 #include "emu/emu.h"
 #include "engine/engine.h"
+#include "http/http.h"
+#include "pool/pool.h"
+#include "store/queries.h"
 #include "upstream/httpc.h"
 #include "dapi/version.h"
 

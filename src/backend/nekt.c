@@ -663,17 +663,93 @@ static enum dapi_err fetch_page_file(struct v1_page *p, const char *key, const c
     return result;
 }
 
+/* Gets the page's Parquet file from Nekt into file: makes sure the application is active,
+ * executes the page and fetches its file, recovering (up to MAX_EXECUTIONS times) from an
+ * application that stopped, an upstream query Nekt lost (created again from the SQL we
+ * kept) and a refused or vanished file URL. */
+static enum dapi_err fetch_page(struct v1_page *p, const char *key, char *file, size_t filen,
+                                struct dapi_buf *details)
+{
+    struct dapi_nekt *nk = p->nk;
+    char up[256], id[128];
+    char *stored_sql = NULL;
+    enum dapi_err result = DAPI_ERR_UPSTREAM;
+    dapi_queries_upstream(nk->env->queries, p->slug, up, sizeof up);
+    for(int n = 1; n <= MAX_EXECUTIONS; n++) {
+        dapi_buf_reset(details);
+        if((result = ensure_application(nk, key, details)))
+            break;
+        result = execute_page(p, key, up, id, sizeof id, details);
+        if(result == DAPI_ERR_INVALID && n < MAX_EXECUTIONS) {
+            /* e.g. 409: the application stopped since we saw it active — check it again */
+            unsigned char kh[DAPI_KEY_HASH_LEN];
+            dapi_sha256(key, strlen(key), kh);
+            app_set(nk, kh, 0);
+            dapi_warn("query %s page %s: %s; checking the application again", p->slug,
+                      p->page_text, details->data ? details->data : "refused");
+            continue;
+        }
+        if(result == DAPI_ERR_NOT_FOUND && n < MAX_EXECUTIONS) {
+            /* Nekt no longer knows the query (or lost the execution): create it again from
+             * the SQL we kept, and carry on. */
+            dapi_buf_reset(details);
+            free(stored_sql);
+            if(!(stored_sql = dapi_queries_sql(nk->env->queries, p->slug)) ||
+               (result = create_upstream(nk, key, stored_sql, up, sizeof up, details)))
+                break;
+            dapi_queries_set_upstream(nk->env->queries, p->slug, up);
+            dapi_warn("query %s: Nekt lost the upstream query; created it again as %s", p->slug,
+                      up);
+            continue;
+        }
+        if(result)
+            break;
+        result = fetch_page_file(p, key, up, id, file, filen, details);
+        if(result != DAPI_ERR_FORBIDDEN && result != DAPI_ERR_NOT_FOUND)
+            break;
+        dapi_warn("query %s page %s: %s; executing again", p->slug, p->page_text,
+                  details->data ? details->data : "file refused");
+    }
+    free(stored_sql);
+    /* still refused or missing after the re-executions: Nekt's failure, not the client's */
+    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_FORBIDDEN)
+        result = DAPI_ERR_UPSTREAM;
+    return result;
+}
+
+/* Decodes the downloaded page file into the kept page-N.bin (then removed). */
+static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const char *file,
+                               struct dapi_buf *details)
+{
+    char out[4200], *why = NULL;
+    uint64_t bytes;
+    struct dapi_buf sql;
+    page_path(p->nk, p->slug, p->page, "bin", out, sizeof out);
+    dapi_buf_init(&sql, 16384);
+    dapi_buf_adds(&sql, "SELECT * FROM read_parquet(");
+    dapi_engine_sql_literal(&sql, file);
+    dapi_buf_addc(&sql, ')');
+    dapi_buf_reset(details);
+    enum dapi_err result =
+        sql.data ? dapi_backend_write_result(p->nk->env, conn, sql.data, out, 1, &bytes, &why)
+                 : DAPI_ERR_NOMEM;
+    dapi_buf_free(&sql);
+    if(why)
+        dapi_buf_adds(details, why);
+    free(why);
+    unlink(file);
+    return result;
+}
+
 static void v1_page_run(void *arg, struct dapi_econn *conn)
 {
     struct v1_page *p = arg;
     struct dapi_nekt *nk = p->nk;
-    char up[256], id[128], file[4200], out[4200];
-    char *why = NULL, *stored_sql = NULL;
-    uint64_t bytes;
+    char file[4200];
     int claimed = 0;
     struct dapi_buf details;
     dapi_buf_init(&details, 64 * 1024);
-    enum dapi_err result = DAPI_ERR_UPSTREAM;
+    enum dapi_err result;
     if(!conn) {
         dapi_reply_err(p->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
@@ -691,60 +767,9 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
                           p->page_text);
         goto out;
     }
-    const char *key = upstream_key(nk, p->key);
-    dapi_queries_upstream(nk->env->queries, p->slug, up, sizeof up);
-    for(int n = 1; n <= MAX_EXECUTIONS; n++) {
-        dapi_buf_reset(&details);
-        if((result = ensure_application(nk, key, &details)))
-            break;
-        result = execute_page(p, key, up, id, sizeof id, &details);
-        if(result == DAPI_ERR_INVALID && n < MAX_EXECUTIONS) {
-            /* e.g. 409: the application stopped since we saw it active — check it again */
-            unsigned char kh[DAPI_KEY_HASH_LEN];
-            dapi_sha256(key, strlen(key), kh);
-            app_set(nk, kh, 0);
-            dapi_warn("query %s page %s: %s; checking the application again", p->slug,
-                      p->page_text, details.data ? details.data : "refused");
-            continue;
-        }
-        if(result == DAPI_ERR_NOT_FOUND && n < MAX_EXECUTIONS) {
-            /* Nekt no longer knows the query (or lost the execution): create it again from
-             * the SQL we kept, and carry on. */
-            dapi_buf_reset(&details);
-            free(stored_sql);
-            if(!(stored_sql = dapi_queries_sql(nk->env->queries, p->slug)) ||
-               (result = create_upstream(nk, key, stored_sql, up, sizeof up, &details)))
-                break;
-            dapi_queries_set_upstream(nk->env->queries, p->slug, up);
-            dapi_warn("query %s: Nekt lost the upstream query; created it again as %s", p->slug,
-                      up);
-            continue;
-        }
-        if(result)
-            break;
-        result = fetch_page_file(p, key, up, id, file, sizeof file, &details);
-        if(result != DAPI_ERR_FORBIDDEN && result != DAPI_ERR_NOT_FOUND)
-            break;
-        dapi_warn("query %s page %s: %s; executing again", p->slug, p->page_text,
-                  details.data ? details.data : "file refused");
-    }
-    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_FORBIDDEN)
-        result = DAPI_ERR_UPSTREAM;
-    if(!result) {
-        page_path(nk, p->slug, p->page, "bin", out, sizeof out);
-        struct dapi_buf sql;
-        dapi_buf_init(&sql, 16384);
-        dapi_buf_adds(&sql, "SELECT * FROM read_parquet(");
-        dapi_engine_sql_literal(&sql, file);
-        dapi_buf_addc(&sql, ')');
-        dapi_buf_reset(&details);
-        result = sql.data ? dapi_backend_write_result(nk->env, conn, sql.data, out, 1, &bytes, &why)
-                          : DAPI_ERR_NOMEM;
-        dapi_buf_free(&sql);
-        if(why)
-            dapi_buf_adds(&details, why);
-        unlink(file);
-    }
+    result = fetch_page(p, upstream_key(nk, p->key), file, sizeof file, &details);
+    if(!result)
+        result = keep_page(p, conn, file, &details);
     if(!result && serve_page_file(p))
         goto out;
     if(result && atomic_load(nk->env->stopping)) {
@@ -752,7 +777,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         goto out;
     }
     /* a key the upstream refused keeps its own status (401/403), not a server failure */
-    dapi_reply_failed(p->rp, result,
+    dapi_reply_failed(p->rp, result ? result : DAPI_ERR_IO,
                       result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN
                           ? dapi_err_status(result)
                           : 0,
@@ -761,8 +786,6 @@ out:
     if(claimed)
         page_release(nk, p->slug, p->page);
     dapi_queries_unadmit(nk->env->queries, p->kh);
-    free(why);
-    free(stored_sql);
     dapi_buf_free(&details);
     free(p->key);
     free(p);

@@ -34,6 +34,8 @@
 #include "base/log.h"
 #include "emu/emu.h"
 #include "emu/faults.h"
+#include "engine/engine.h"
+#include "pool/pool.h"
 
 #define EXEC_KEEP_S 3600
 

@@ -1,0 +1,409 @@
+/* The backends driven directly through their ops, without an HTTP server: each call's
+ * outcome is caught by the test's own dapi_backend_done callback. The local backend runs on a
+ * real engine, pools and registry over a small lake; the Nekt backend on an upstream that
+ * refuses connections. */
+#include <ftw.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "auth/keys.h"
+#include "backend/backend.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "config/config.h"
+#include "engine/engine.h"
+#include "pool/pool.h"
+#include "store/queries.h"
+#include "t.h"
+
+static char root[64];
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
+{
+    return remove(p);
+}
+
+static void write_file(const char *rel, const char *text)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", root, rel);
+    FILE *f = fopen(p, "w");
+    T_CHECK(f != NULL, "create %s", p);
+    if(f) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+/* ---- catching outcomes ------------------------------------------------------------- */
+
+struct caught {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    enum dapi_err err;
+    enum dapi_outcome_kind kind;
+    char slug[64], sql[256], page[32], rows[4096], details[2048], message[256];
+    int has_details, has_message;
+    int status, retry_after;
+};
+
+static void on_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
+{
+    struct caught *c = ctx;
+    pthread_mutex_lock(&c->mu);
+    c->calls++;
+    c->err = err;
+    c->kind = o->kind;
+    snprintf(c->slug, sizeof c->slug, "%s", o->slug ? o->slug : "");
+    snprintf(c->sql, sizeof c->sql, "%s", o->sql ? o->sql : "");
+    snprintf(c->page, sizeof c->page, "%s", o->page_text ? o->page_text : "");
+    snprintf(c->rows, sizeof c->rows, "%.*s", (int)(o->rows ? o->len : 0),
+             o->rows ? o->rows : "");
+    c->has_details = o->details != NULL;
+    snprintf(c->details, sizeof c->details, "%s", o->details ? o->details : "");
+    c->has_message = o->message != NULL;
+    snprintf(c->message, sizeof c->message, "%s", o->message ? o->message : "");
+    c->status = o->status;
+    c->retry_after = o->retry_after;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static struct dapi_reply catcher(struct caught *c)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    return (struct dapi_reply){on_done, c};
+}
+
+/* Waits (at most 20 s) for the outcome; returns the number of calls seen. */
+static int await(struct caught *c)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 20;
+    pthread_mutex_lock(&c->mu);
+    while(!c->calls && pthread_cond_timedwait(&c->cv, &c->mu, &until) == 0)
+        ;
+    int n = c->calls;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+static void caught_free(struct caught *c)
+{
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+}
+
+/* ---- a server's parts, without the HTTP server ------------------------------------- */
+
+struct parts {
+    struct dapi_config cfg;
+    struct dapi_engine *engine;
+    struct dapi_queries *queries;
+    struct dapi_pool *check, *run;
+    atomic_int stopping;
+    struct dapi_backend_env env;
+    const struct dapi_backend *b;
+    void *state;
+};
+
+static int parts_start(struct parts *p, const char *backend, char **args, int nargs)
+{
+    char err[1024], data[128], state[128], downloads[160];
+    memset(p, 0, sizeof *p);
+    snprintf(data, sizeof data, "%s/data", root);
+    snprintf(state, sizeof state, "%s/state-%s", root, backend);
+    snprintf(downloads, sizeof downloads, "%s/queries", state);
+    mkdir(state, 0700);
+    char *argv[32] = {"--data-dir", data, "--state-dir", state, "--backend", (char *)backend};
+    int argc = 6;
+    for(int i = 0; i < nargs && argc < 32; i++)
+        argv[argc++] = args[i];
+    if(dapi_config_load(&p->cfg, argc, argv, err, sizeof err)) {
+        T_CHECK(0, "config: %s", err);
+        return -1;
+    }
+    p->b = dapi_backend_find(backend);
+    T_CHECK(p->b != NULL, "backend %s in the registry", backend);
+    if(!p->b)
+        return -1;
+    int upstream = (p->b->caps & DAPI_BACKEND_UPSTREAM) != 0;
+    if(upstream)
+        mkdir(downloads, 0700);
+    struct dapi_engine_opts eo = {.data_dir = data,
+                                  .state_dir = state,
+                                  .memory_limit = "1GB",
+                                  .threads = 1,
+                                  .extra_dir = upstream ? downloads : NULL,
+                                  .check_timeout_ms = 10000};
+    if(dapi_engine_open(&p->engine, &eo, err, sizeof err) ||
+       dapi_engine_sync_lake(p->engine)) {
+        T_CHECK(0, "engine: %s", err);
+        return -1;
+    }
+    if(((p->b->caps & DAPI_BACKEND_CHECKS_SQL) &&
+        dapi_pool_start(&p->check, "check", 2, p->engine)) ||
+       dapi_pool_start(&p->run, "run", 2, p->engine)) {
+        T_CHECK(0, "pools");
+        return -1;
+    }
+    if(dapi_queries_open(&p->queries, state, p->cfg.retention, UINT64_MAX, dapi_clock_wall_s(),
+                         NULL, NULL, err, sizeof err)) {
+        T_CHECK(0, "registry: %s", err);
+        return -1;
+    }
+    struct dapi_queries_limits lim = {UINT64_MAX, (uint64_t)p->cfg.max_queries_per_key,
+                                      UINT64_MAX};
+    dapi_queries_set_limits(p->queries, &lim);
+    p->env = (struct dapi_backend_env){&p->cfg,         p->queries, p->engine,
+                                       p->check,        p->run,     &p->stopping,
+                                       dapi_clock_mono_ms, dapi_clock_wall_s};
+    if(p->b->ops->start && p->b->ops->start(&p->env, &p->state, err, sizeof err)) {
+        T_CHECK(0, "backend start: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void parts_stop(struct parts *p)
+{
+    atomic_store(&p->stopping, 1);
+    dapi_pool_stop(p->check, 0);
+    dapi_pool_stop(p->run, 0);
+    dapi_pool_free(p->check);
+    dapi_pool_free(p->run);
+    if(p->b && p->b->ops->stop)
+        p->b->ops->stop(p->state);
+    dapi_queries_close(p->queries);
+    dapi_engine_close(p->engine);
+    dapi_config_free(&p->cfg);
+}
+
+static void key(const char *k, unsigned char hash[DAPI_KEY_HASH_LEN])
+{
+    dapi_sha256(k, strlen(k), hash);
+}
+
+/* POST: a copy of sql goes to the backend, holding an admission slot as the API gives it. */
+static void create(struct parts *p, const char *sql, const unsigned char *kh, struct caught *c)
+{
+    struct dapi_reply rp = catcher(c);
+    T_EQ_INT(dapi_queries_admit(p->queries, kh), DAPI_OK);
+    p->b->ops->create(p->state, strdup(sql), "client-key", kh, rp);
+    T_EQ_INT(await(c), 1);
+}
+
+static void results(struct parts *p, const char *slug, uint64_t page, const unsigned char *kh,
+                    struct caught *c)
+{
+    char text[32];
+    snprintf(text, sizeof text, "%llu", (unsigned long long)page);
+    p->b->ops->results(p->state, slug, page, text, "client-key", kh, catcher(c));
+    T_EQ_INT(await(c), 1);
+}
+
+/* ---- the local backend ------------------------------------------------------------- */
+
+static void test_local(void)
+{
+    struct parts p;
+    unsigned char alice[DAPI_KEY_HASH_LEN], bob[DAPI_KEY_HASH_LEN];
+    struct caught c;
+    char slug[64];
+    key("alice", alice);
+    key("bob", bob);
+    char *args[] = {"--max-queries-per-key", "2", "--result-wait", "20"};
+    if(parts_start(&p, "local", args, 4))
+        goto out;
+
+    /* created, then page 1 has the rows, page 2 none */
+    create(&p, "SELECT id, note FROM \"sales\".\"orders\" ORDER BY id", alice, &c);
+    T_EQ_INT(c.err, DAPI_OK);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    T_CHECK(strlen(c.slug) > 0, "a slug");
+    T_EQ_STR(c.sql, "SELECT id, note FROM \"sales\".\"orders\" ORDER BY id");
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    results(&p, slug, 1, alice, &c);
+    T_EQ_INT(c.err, DAPI_OK);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_PAGE);
+    T_EQ_STR(c.slug, slug);
+    T_EQ_STR(c.page, "1");
+    T_EQ_STR(c.rows, "{\"id\":1,\"note\":\"a\"},{\"id\":2,\"note\":null},{\"id\":3,\"note\":\"c, d\"}");
+    caught_free(&c);
+    results(&p, slug, 2, alice, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_PAGE);
+    T_EQ_STR(c.rows, "");
+    caught_free(&c);
+    /* another key's slug does not exist for bob */
+    results(&p, slug, 1, bob, &c);
+    T_EQ_INT(c.err, DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_EQ_STR(c.message, "Query not found");
+    T_EQ_INT(c.status, 0); /* the err table's: 404 */
+    caught_free(&c);
+    results(&p, "no-such-slug", 1, alice, &c);
+    T_EQ_INT(c.err, DAPI_ERR_NOT_FOUND);
+    caught_free(&c);
+
+    /* SQL errors end the create as an error, and give the admission slot back */
+    create(&p, "SELEC 1", alice, &c);
+    T_EQ_INT(c.err, DAPI_ERR_SQL);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_CHECK(c.has_details && strstr(c.details, "syntax error"), "details: %s", c.details);
+    T_CHECK(!c.has_message, "the table's message");
+    caught_free(&c);
+    create(&p, "SELECT current_setting('memory_limit')", alice, &c);
+    T_EQ_INT(c.err, DAPI_ERR_SQL);
+    T_CHECK(strstr(c.details, "current_setting() is not allowed") != NULL, "details: %s",
+            c.details);
+    caught_free(&c);
+    /* the slot of every finished or refused query is back */
+    for(int i = 0; i < 100 && dapi_queries_active(p.queries, alice) > 0; i++)
+        dapi_clock_sleep_ms(20);
+    T_EQ_INT(dapi_queries_active(p.queries, alice), 0);
+
+    /* a query that fails while running: FAILED, status from the exec column */
+    create(&p, "SELECT CAST(note AS INTEGER) AS n FROM \"sales\".\"orders\"", alice, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    results(&p, slug, 1, alice, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED);
+    T_EQ_INT(c.err, DAPI_ERR_SQL);
+    T_EQ_INT(c.status, 0);
+    T_EQ_STR(c.slug, slug);
+    T_EQ_STR(c.page, "1");
+    T_CHECK(strstr(c.details, "Conversion Error") != NULL, "details: %s", c.details);
+    caught_free(&c);
+
+    /* a query left unfinished by a previous run is run again by unfinished */
+    char why[256];
+    T_EQ_INT(dapi_queries_create(p.queries, alice, "SELECT 42 AS x", NULL, dapi_clock_wall_s(),
+                                 slug, why, sizeof why),
+             DAPI_OK);
+    p.b->ops->unfinished(p.state, slug, "SELECT 42 AS x");
+    results(&p, slug, 1, alice, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_PAGE);
+    T_EQ_STR(c.rows, "{\"x\":42}");
+    caught_free(&c);
+
+    /* admission refused: the outcome names the setting and says when to retry */
+    T_EQ_INT(dapi_queries_admit(p.queries, bob), DAPI_OK);
+    T_EQ_INT(dapi_queries_admit(p.queries, bob), DAPI_OK);
+    enum dapi_err refused = dapi_queries_admit(p.queries, bob);
+    T_EQ_INT(refused, DAPI_ERR_RATE);
+    dapi_backend_refuse_admission(&p.env, catcher(&c), refused, bob);
+    T_EQ_INT(c.err, DAPI_ERR_RATE);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_EQ_STR(c.message, "Too many queries for this API key, retry later");
+    T_CHECK(strstr(c.details, "already has 2 queries") && strstr(c.details, "--max-queries-per-key"),
+            "details: %s", c.details);
+    T_EQ_INT(c.retry_after, 0); /* the table's 5 s */
+    caught_free(&c);
+    dapi_queries_unadmit(p.queries, bob);
+    dapi_queries_unadmit(p.queries, bob);
+
+    /* a store that is full: 503 with a longer Retry-After, and a default explanation */
+    dapi_backend_create_failure(catcher(&c), DAPI_ERR_BUSY, "");
+    T_EQ_INT(c.err, DAPI_ERR_BUSY);
+    T_EQ_INT(c.retry_after, 30);
+    T_CHECK(strstr(c.details, "--max-state-bytes") != NULL, "details: %s", c.details);
+    caught_free(&c);
+
+    /* the check pool stopped (shutdown): the create ends once, with an error, slot back */
+    dapi_pool_stop(p.check, 0);
+    create(&p, "SELECT 1", alice, &c);
+    T_EQ_INT(c.err, DAPI_ERR_BUSY);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    caught_free(&c);
+    T_EQ_INT(dapi_queries_active(p.queries, alice), 0);
+out:
+    parts_stop(&p);
+}
+
+/* ---- the Nekt backend -------------------------------------------------------------- */
+
+static void test_nekt(void)
+{
+    struct parts p;
+    unsigned char alice[DAPI_KEY_HASH_LEN];
+    struct caught c;
+    char slug[64], err[256];
+    key("alice", alice);
+
+    /* a URL that is not http(s) is refused by start */
+    const struct dapi_backend *b = dapi_backend_find("nekt");
+    struct dapi_config cfg;
+    char *bad[] = {"--nekt-url", "ftp://example.com"};
+    T_EQ_INT(dapi_config_load(&cfg, 2, bad, err, sizeof err), DAPI_OK);
+    struct dapi_backend_env env = {.cfg = &cfg};
+    void *state = NULL;
+    T_CHECK(b && b->ops->start(&env, &state, err, sizeof err) != 0, "ftp URL refused");
+    T_CHECK(strstr(err, "--nekt-url") != NULL, "reason: %s", err);
+    dapi_config_free(&cfg);
+
+    /* v2 against an upstream that refuses connections: the slug at once, then the failure */
+    setenv("DAPI_NEKT_API_KEY", "server-key", 1);
+    char *args[] = {"--nekt-url", "http://127.0.0.1:1", "--upstream-attempts", "1"};
+    if(parts_start(&p, "nekt", args, 4))
+        goto out;
+    create(&p, "SELECT 1", alice, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    results(&p, slug, 1, alice, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED);
+    T_EQ_INT(c.err, DAPI_ERR_UPSTREAM);
+    T_EQ_INT(c.status, 0); /* the table's: 502 */
+    T_CHECK(c.has_details && *c.details, "the upstream's trouble explained");
+    caught_free(&c);
+out:
+    unsetenv("DAPI_NEKT_API_KEY");
+    parts_stop(&p);
+}
+
+static void test_registry(void)
+{
+    size_t n = 0;
+    const struct dapi_backend *rows = dapi_backend_list(&n);
+    T_EQ_INT(n, 2);
+    for(size_t i = 0; i < n; i++) {
+        T_CHECK(dapi_backend_find(rows[i].name) == &rows[i], "%s found", rows[i].name);
+        T_CHECK(rows[i].ops->create && rows[i].ops->results, "%s has create and results",
+                rows[i].name);
+    }
+    T_CHECK(dapi_backend_find("local")->caps & DAPI_BACKEND_NEEDS_LAKE, "local needs a lake");
+    T_CHECK(dapi_backend_find("local")->caps & DAPI_BACKEND_CHECKS_SQL, "local checks SQL");
+    T_CHECK(dapi_backend_find("nekt")->caps & DAPI_BACKEND_FORWARDS_KEYS, "nekt forwards keys");
+    T_CHECK(dapi_backend_find("nope") == NULL, "unknown name");
+    T_CHECK(dapi_backend_find(NULL) == NULL, "no name");
+}
+
+int main(void)
+{
+    dapi_log_setup(0, DAPI_LOG_ERROR);
+    snprintf(root, sizeof root, "/tmp/dapi-backend-XXXXXX");
+    if(!mkdtemp(root))
+        return 2;
+    char p[128];
+    snprintf(p, sizeof p, "%s/data", root);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/data/sales", root);
+    mkdir(p, 0755);
+    write_file("data/sales/orders.csv", "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
+
+    test_registry();
+    test_local();
+    test_nekt();
+
+    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    T_DONE();
+}
