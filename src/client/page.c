@@ -175,27 +175,34 @@ static int scan_word(struct scan *s, const char *w)
 
 static int scan_value(struct scan *s, int depth);
 
-/* An object or array after its opening byte has been consumed. */
-static int scan_container(struct scan *s, int depth, char close)
+/* Called for each item of a container with s->p at its value (for an object, after the key,
+ * which key/klen give with its quotes; NULL for an array): must scan the value. */
+typedef int scan_item_fn(void *ctx, struct scan *s, const char *key, size_t klen);
+
+/* The items of an object (close '}') or array (close ']') after its opening byte: the one
+ * loop over "key: value," or "value," that every container of a page goes through. */
+static int scan_items(struct scan *s, char close, scan_item_fn *each, void *ctx)
 {
-    if(depth > MAX_DEPTH)
-        return fail(s, "nested too deeply");
     ws(s);
     if(s->p < s->end && *s->p == close) {
         s->p++;
         return 0;
     }
     for(;;) {
+        const char *k = NULL;
+        size_t klen = 0;
         if(close == '}') {
+            k = s->p;
             if(scan_string(s))
                 return -1;
+            klen = (size_t)(s->p - k);
             ws(s);
             if(s->p >= s->end || *s->p != ':')
                 return fail(s, "expected ':'");
             s->p++;
             ws(s);
         }
-        if(scan_value(s, depth))
+        if(each(ctx, s, k, klen))
             return -1;
         ws(s);
         if(s->p < s->end && *s->p == ',') {
@@ -209,6 +216,19 @@ static int scan_container(struct scan *s, int depth, char close)
         }
         return fail(s, close == '}' ? "expected ',' or '}'" : "expected ',' or ']'");
     }
+}
+
+static int any_item(void *ctx, struct scan *s, const char *key, size_t klen)
+{
+    return scan_value(s, *(int *)ctx);
+}
+
+/* An object or array after its opening byte has been consumed. */
+static int scan_container(struct scan *s, int depth, char close)
+{
+    if(depth > MAX_DEPTH)
+        return fail(s, "nested too deeply");
+    return scan_items(s, close, any_item, &depth);
 }
 
 /* depth: the nesting depth of the container holding this value. */
@@ -256,9 +276,22 @@ static int add_row(struct dapi_page *pg, struct scan *s)
     return 0;
 }
 
-/* One row object at s->p; records its cells. */
-static int scan_row(struct dapi_page *pg, struct scan *s)
+static int cell_item(void *ctx, struct scan *s, const char *key, size_t klen)
 {
+    struct dapi_page *pg = ctx;
+    const char *v = s->p;
+    if(scan_value(s, 3))
+        return -1;
+    if(grow((void **)&pg->cells, &pg->cells_cap, pg->ncells + 1, sizeof *pg->cells))
+        return fail(s, "out of memory");
+    pg->cells[pg->ncells++] = (struct dapi_cell){key, klen, v, (size_t)(s->p - v)};
+    return 0;
+}
+
+/* One row object at s->p; records its cells. */
+static int row_item(void *ctx, struct scan *s, const char *key, size_t klen)
+{
+    struct dapi_page *pg = ctx;
     if(s->p >= s->end || *s->p != '{')
         return fail(s, "a row is not an object");
     if(add_row(pg, s))
@@ -266,39 +299,8 @@ static int scan_row(struct dapi_page *pg, struct scan *s)
     const char *start = s->p;
     pg->row_first[pg->nrows] = pg->ncells;
     s->p++;
-    ws(s);
-    if(s->p < s->end && *s->p == '}') {
-        s->p++;
-    } else {
-        for(;;) {
-            const char *k = s->p;
-            if(scan_string(s))
-                return -1;
-            size_t klen = (size_t)(s->p - k);
-            ws(s);
-            if(s->p >= s->end || *s->p != ':')
-                return fail(s, "expected ':'");
-            s->p++;
-            ws(s);
-            const char *v = s->p;
-            if(scan_value(s, 3))
-                return -1;
-            if(grow((void **)&pg->cells, &pg->cells_cap, pg->ncells + 1, sizeof *pg->cells))
-                return fail(s, "out of memory");
-            pg->cells[pg->ncells++] = (struct dapi_cell){k, klen, v, (size_t)(s->p - v)};
-            ws(s);
-            if(s->p < s->end && *s->p == ',') {
-                s->p++;
-                ws(s);
-                continue;
-            }
-            if(s->p < s->end && *s->p == '}') {
-                s->p++;
-                break;
-            }
-            return fail(s, "expected ',' or '}'");
-        }
-    }
+    if(scan_items(s, '}', cell_item, pg))
+        return -1;
     pg->row_start[pg->nrows] = start;
     pg->row_len[pg->nrows] = (size_t)(s->p - start);
     pg->nrows++;
@@ -311,26 +313,7 @@ static int scan_data(struct dapi_page *pg, struct scan *s)
     if(s->p >= s->end || *s->p != '[')
         return fail(s, "\"data\" is not an array");
     s->p++;
-    ws(s);
-    if(s->p < s->end && *s->p == ']') {
-        s->p++;
-        return 0;
-    }
-    for(;;) {
-        if(scan_row(pg, s))
-            return -1;
-        ws(s);
-        if(s->p < s->end && *s->p == ',') {
-            s->p++;
-            ws(s);
-            continue;
-        }
-        if(s->p < s->end && *s->p == ']') {
-            s->p++;
-            return 0;
-        }
-        return fail(s, "expected ',' or ']'");
-    }
+    return scan_items(s, ']', row_item, pg);
 }
 
 static int parse_page_no(struct dapi_page *pg, struct scan *s)
@@ -349,63 +332,47 @@ static int parse_page_no(struct dapi_page *pg, struct scan *s)
     return 0;
 }
 
+struct top {
+    struct dapi_page *pg;
+    int have_data;
+};
+
+static int top_item(void *ctx, struct scan *s, const char *k, size_t klen)
+{
+    struct top *t = ctx;
+    struct dapi_page *pg = t->pg;
+#define KEY_IS(lit) (klen == sizeof(lit) - 1 && memcmp(k, lit, klen) == 0)
+    if(KEY_IS("\"data\"")) {
+        if(t->have_data)
+            return fail(s, "\"data\" appears twice");
+        t->have_data = 1;
+        return scan_data(pg, s);
+    }
+    if(KEY_IS("\"page\"") && !pg->has_number)
+        return parse_page_no(pg, s);
+    if(KEY_IS("\"query_slug\"") && !pg->slug && s->p < s->end && *s->p == '"') {
+        pg->slug = s->p;
+        int r = scan_string(s);
+        pg->slug_len = (size_t)(s->p - pg->slug);
+        return r;
+    }
+#undef KEY_IS
+    return scan_value(s, 1);
+}
+
 static int scan_top(struct dapi_page *pg, struct scan *s)
 {
-    int have_data = 0;
+    struct top t = {pg, 0};
     ws(s);
     if(s->p >= s->end || *s->p != '{')
         return fail(s, "not a JSON object");
     s->p++;
-    ws(s);
-    if(s->p < s->end && *s->p == '}') {
-        s->p++;
-    } else {
-        for(;;) {
-            const char *k = s->p;
-            if(scan_string(s))
-                return -1;
-            size_t klen = (size_t)(s->p - k);
-            ws(s);
-            if(s->p >= s->end || *s->p != ':')
-                return fail(s, "expected ':'");
-            s->p++;
-            ws(s);
-#define KEY_IS(lit) (klen == sizeof(lit) - 1 && memcmp(k, lit, klen) == 0)
-            int r;
-            if(KEY_IS("\"data\"")) {
-                if(have_data)
-                    return fail(s, "\"data\" appears twice");
-                have_data = 1;
-                r = scan_data(pg, s);
-            } else if(KEY_IS("\"page\"") && !pg->has_number) {
-                r = parse_page_no(pg, s);
-            } else if(KEY_IS("\"query_slug\"") && !pg->slug && s->p < s->end && *s->p == '"') {
-                pg->slug = s->p;
-                r = scan_string(s);
-                pg->slug_len = (size_t)(s->p - pg->slug);
-            } else {
-                r = scan_value(s, 1);
-            }
-#undef KEY_IS
-            if(r)
-                return -1;
-            ws(s);
-            if(s->p < s->end && *s->p == ',') {
-                s->p++;
-                ws(s);
-                continue;
-            }
-            if(s->p < s->end && *s->p == '}') {
-                s->p++;
-                break;
-            }
-            return fail(s, "expected ',' or '}'");
-        }
-    }
+    if(scan_items(s, '}', top_item, &t))
+        return -1;
     ws(s);
     if(s->p != s->end)
         return fail(s, "trailing data after the object");
-    if(!have_data)
+    if(!t.have_data)
         return fail(s, "no \"data\" member");
     return 0;
 }
