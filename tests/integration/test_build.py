@@ -78,3 +78,61 @@ def test_sources_compile_warning_free_with_clang():
            "-Itests/unit", "-isystem", "third_party/duckdb/include", "-DDUCKDB_API_NO_DEPRECATED"]
     p = subprocess.run(cmd + pkg + sources, cwd=ROOT, capture_output=True, text=True, timeout=220)
     check(p.returncode == 0, "clang reports:\n" + p.stderr[-3000:])
+
+
+# Which modules each layer may include (docs/design.md, "Modules and layers"). "dapi" is
+# include/dapi/ (the public headers). A module always may include its own headers.
+LAYERS = {
+    "base": {"dapi"},
+    "config": {"dapi", "base"},
+    "auth": {"dapi", "base"},
+    "http": {"dapi", "base"},
+    "upstream": {"dapi", "base"},
+    "engine": {"dapi", "base"},
+    "pool": {"dapi", "base", "engine"},
+    "store": {"dapi", "base", "auth", "engine"},
+    "backend": {"dapi", "base", "config", "auth", "engine", "pool", "store", "upstream"},
+    "client": {"dapi", "base", "auth", "upstream"},
+    "api": {"dapi", "base", "config", "auth", "http", "store", "backend", "app"},
+    "emu": {"dapi", "base", "config", "auth", "http", "engine", "pool", "store", "backend",
+            "api", "app"},
+    "cli": {"dapi", "base", "client"},
+    "app": None,  # the top: builds everything
+}
+# Each third-party library is behind one module (or file).
+LIBRARIES = {
+    "duckdb.h": "src/engine/",
+    "microhttpd.h": "src/http/",
+    "curl/": "src/upstream/",
+    "openssl/": "src/auth/",
+    "jansson.h": "src/base/jsonin.c",
+}
+
+
+def test_layers_include_only_what_their_rule_allows():
+    """Every source file includes only the modules its layer may use — a backend never
+    reaches the HTTP server or the API, the base layer nothing — and each third-party header
+    only where its one wrapper lives."""
+    bad = []
+    files = []
+    for top in ("src", "cli"):
+        for dirpath, _, names in os.walk(os.path.join(ROOT, top)):
+            files += [os.path.join(dirpath, n) for n in names if n.endswith((".c", ".h"))]
+    check(len(files) > 50, "found the sources (%d files)" % len(files))
+    for path in sorted(files):
+        rel = os.path.relpath(path, ROOT)
+        module = "cli" if rel.startswith("cli/") else rel.split("/")[1]
+        check(module in LAYERS, "%s: module %s has a rule in LAYERS" % (rel, module))
+        allowed = LAYERS[module]
+        with open(path) as f:
+            text = f.read()
+        for quoted in re.findall(r'^\s*#\s*include\s+"([^"]+)"', text, re.M):
+            dep = quoted.split("/")[0] if "/" in quoted else module
+            if allowed is not None and dep != module and dep not in allowed:
+                bad.append("%s includes %s (layer %s may use %s)"
+                           % (rel, quoted, module, ", ".join(sorted(allowed))))
+        for sys_inc in re.findall(r'^\s*#\s*include\s+<([^>]+)>', text, re.M):
+            for lib, home in LIBRARIES.items():
+                if sys_inc.startswith(lib) and not rel.startswith(home):
+                    bad.append("%s includes <%s>, which only %s may" % (rel, sys_inc, home))
+    check(not bad, "layer rule broken:\n  " + "\n  ".join(bad))

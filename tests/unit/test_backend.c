@@ -384,6 +384,19 @@ static void test_registry(void)
     T_CHECK(dapi_backend_find("local")->caps & DAPI_BACKEND_CHECKS_SQL, "local checks SQL");
     T_CHECK(dapi_backend_find("nekt")->caps & DAPI_BACKEND_FORWARDS_KEYS, "nekt forwards keys");
     T_CHECK(dapi_backend_find("nope") == NULL, "unknown name");
+    /* the backend setting accepts exactly the registry's names */
+    char err[256];
+    for(size_t i = 0; i < n; i++) {
+        struct dapi_config cfg;
+        char *argv[] = {"--backend", (char *)rows[i].name};
+        T_CHECK(dapi_config_load(&cfg, 2, argv, err, sizeof err) == DAPI_OK,
+                "--backend %s accepted: %s", rows[i].name, err);
+        dapi_config_free(&cfg);
+    }
+    struct dapi_config cfg;
+    char *argv[] = {"--backend", "nope"};
+    T_CHECK(dapi_config_load(&cfg, 2, argv, err, sizeof err) != DAPI_OK, "--backend nope refused");
+    dapi_config_free(&cfg);
     T_CHECK(dapi_backend_find(NULL) == NULL, "no name");
 }
 
