@@ -1,5 +1,6 @@
-/* A tiny unit-test harness: each tests/unit/test_*.c is its own process (a crash fails only
- * that file) and ends by printing "N passed, N failed"; scripts/test.sh adds them up.
+/* A tiny unit-test harness: each tests/unit/<module>/test_*.c (the tests of src/<module>/) is
+ * its own process (a crash fails only that file) and ends by printing "N passed, N failed";
+ * scripts/test.sh adds them up.
  * Assertions print both sides. */
 #ifndef DAPI_T_H
 #define DAPI_T_H
