@@ -9,7 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 
-static int t_passed, t_failed;
+#include "engine/engine.h"
+
+/* The counts of this process's checks (defined in t.c, so the helpers there count too). */
+extern int t_passed, t_failed;
 
 #define T_CHECK(cond, ...)                                                                     \
     do {                                                                                       \
@@ -50,5 +53,34 @@ static int t_passed, t_failed;
         printf("%s: %d passed, %d failed\n", __FILE__, t_passed, t_failed);                    \
         return t_failed ? 1 : 0;                                                               \
     } while(0)
+
+/* ---- shared helpers (tests/unit/t.c, linked into every unit binary) -------------------
+ * Each failure below is a failed check with its reason; none exits. */
+
+/* Makes a fresh directory /tmp/dapi-<name>-XXXXXX and writes its path to out (n bytes).
+ * 0, or -1. Remove it with t_rm_rf. */
+int t_tmpdir(char *out, size_t n, const char *name);
+/* Removes path and everything below it; links are removed, never followed. */
+void t_rm_rf(const char *path);
+/* 1 if path exists (a dangling link counts as missing). */
+int t_exists(const char *path);
+/* Writes len bytes to path (created or truncated, mode 0644). */
+void t_write_n(const char *path, const void *data, size_t len);
+/* Writes a string (without its terminator) to path. */
+void t_write(const char *path, const char *text);
+/* t_write / mkdir (0755; an existing one is fine) of dir/rel. */
+void t_write_in(const char *dir, const char *rel, const char *text);
+void t_mkdir_in(const char *dir, const char *rel);
+
+/* A scratch lake for engine tests: root = a fresh /tmp/dapi-<name>-XXXXXX, with empty
+ * root/data (the lake) and root/state. */
+struct t_lake {
+    char root[128], data[160], state[160];
+};
+/* 0, or -1 (nothing to clean up then). Remove it with t_rm_rf(l->root). */
+int t_lake_make(struct t_lake *l, const char *name);
+/* Opens an engine on l's data and state dirs with o's other settings (memory_limit "1GB" when
+ * o leaves it NULL); checks that it opened. NULL on failure. */
+struct dapi_engine *t_engine_open(const struct t_lake *l, struct dapi_engine_opts o);
 
 #endif
