@@ -83,4 +83,50 @@ int t_lake_make(struct t_lake *l, const char *name);
  * o leaves it NULL); checks that it opened. NULL on failure. */
 struct dapi_engine *t_engine_open(const struct t_lake *l, struct dapi_engine_opts o);
 
+/* ---- loopback HTTP: raw sockets, one-message reads and a fake server -------------------
+ * Sockets have 2 s send/receive timeouts, so a test that waits for an answer never hangs. */
+
+/* A TCP connection to 127.0.0.1:port: the fd, or -1 with errno set (no check made). */
+int t_connect(int port);
+/* Sends all of data: 0, or -1. */
+int t_send(int fd, const char *data, size_t len);
+/* A port on 127.0.0.1 that nothing listens on (bound, then closed): connecting is refused. */
+int t_unused_port(void);
+
+/* One HTTP/1.x message: the head (start line and headers, without the blank line) and a
+ * body of Content-Length bytes (none without that header). */
+struct t_http_msg {
+    char head[16384];
+    char *body; /* NUL-terminated; owned (t_http_msg_free) */
+    size_t body_len;
+};
+/* Reads exactly one message from fd (nothing past its body): 0, or -1 if the peer closed,
+ * timed out or sent something malformed first. m is always initialised. */
+int t_http_read(int fd, struct t_http_msg *m);
+void t_http_msg_free(struct t_http_msg *m);
+/* The status of a response ("HTTP/1.1 200 OK" gives 200), or 0. */
+int t_http_status(const struct t_http_msg *m);
+/* The value of header name (case-insensitive) copied into out, or NULL if absent. */
+const char *t_http_header(const struct t_http_msg *m, const char *name, char *out, size_t n);
+
+/* A fake HTTP server on 127.0.0.1 (a free port) for client tests: one thread, connections
+ * one at a time, one request each. fn(arg, req, fd) runs on the server's thread for each
+ * request and writes its answer to fd (t_srv_reply, raw bytes, or nothing); the connection
+ * is closed when it returns. */
+typedef void (*t_srv_fn)(void *arg, const struct t_http_msg *req, int fd);
+struct t_srv;
+struct t_srv *t_srv_start(t_srv_fn fn, void *arg); /* NULL after a failed check */
+int t_srv_port(const struct t_srv *s);
+/* Requests read so far. */
+int t_srv_requests(struct t_srv *s);
+/* A copy of the last request's head and body (truncated to the buffers). */
+void t_srv_last(struct t_srv *s, char *head, size_t head_cap, char *body, size_t body_cap);
+void t_srv_stop(struct t_srv *s);
+/* Writes a response: status line, Content-Type: application/json, Content-Length,
+ * Connection: close, extra (whole header lines, each ending in CRLF, or NULL), body.
+ * 0, or -1 if it could not be sent (the client may have given up: no check is made). */
+int t_srv_reply(int fd, int status, const char *extra, const char *body);
+/* Waits until the peer closes fd (or ms pass): a server that never answers. */
+void t_srv_hang(int fd, int ms);
+
 #endif
