@@ -2,14 +2,16 @@
  * dispatch function of this test's own, spoken to in raw HTTP over a socket. A plain GET, a
  * deferred request answered from another thread, query arguments, bodies (Content-Length,
  * chunked, at and past the limit), a header section and a URI too large, ambiguous framing,
- * keep-alive, a handler that forgets to answer, the per-address connection limit, and
- * dapi_http_inflight / dapi_http_quiesce. */
+ * keep-alive, a handler that forgets to answer, libmicrohttpd kept off stderr, the
+ * per-address connection limit, and dapi_http_inflight / dapi_http_quiesce. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -417,6 +419,44 @@ static void test_deferred(void)
     close(fd);
 }
 
+/* libmicrohttpd's own messages go through dapi's log (at debug level), never straight to
+ * stderr: one HTTP thread used to print a raw "Warning: ... thread pool size" line there,
+ * outside the log's format (and into JSON logs). */
+static void test_start_writes_nothing_on_stderr(void)
+{
+    char dir[128], path[256];
+    if(t_tmpdir(dir, sizeof dir, "http"))
+        return;
+    snprintf(path, sizeof path, "%s/stderr", dir);
+    dapi_log_flush(); /* the access lines of the tests before */
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    T_CHECK(saved >= 0 && fd >= 0 && dup2(fd, STDERR_FILENO) >= 0, "stderr redirected");
+    struct dapi_http *h = NULL;
+    char err[256] = "";
+    struct dapi_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 1,
+                               .max_body_bytes = MAX_BODY, .max_header_bytes = MAX_HEADER,
+                               .max_connections = 8, .max_connections_per_ip = 8,
+                               .request_head_timeout_s = 5, .connection_timeout_s = 5,
+                               .dispatch = dispatch};
+    enum dapi_err e = dapi_http_start(&h, &o, err, sizeof err);
+    dapi_http_stop(h);
+    dapi_log_flush();
+    fflush(stderr);
+    if(saved >= 0) {
+        dup2(saved, STDERR_FILENO);
+        close(saved);
+    }
+    if(fd >= 0)
+        close(fd);
+    T_EQ_INT(e, DAPI_OK);
+    struct stat st = {0};
+    T_CHECK(stat(path, &st) == 0 && st.st_size == 0, "nothing on stderr (%lld bytes)",
+            (long long)st.st_size);
+    t_rm_rf(dir);
+}
+
 /* A second server with one connection per client address: the second is closed at once. */
 static void test_per_address_limit(void)
 {
@@ -520,6 +560,7 @@ int main(void)
     test_keep_alive();
     test_no_answer();
     test_deferred();
+    test_start_writes_nothing_on_stderr();
     test_per_address_limit();
     test_quiesce();
 
