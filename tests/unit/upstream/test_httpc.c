@@ -125,6 +125,7 @@ static void test_retry_after(void)
         int64_t want;
     } cases[] = {
         {"7", 7000},
+        {"7__", 7000},                                /* trailing white space (OWS) */
         {"0", 0},
         {"100000", 86400000},                         /* capped at a day */
         {"Wed,_21_Oct_2015_07:28:00_GMT", 0},         /* a date in the past: now */
