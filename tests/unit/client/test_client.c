@@ -87,6 +87,8 @@ static void serve(void *arg, const struct t_http_msg *req, int fd)
         reply_page(fd, slug, 7, 1, 1);
     } else if(strcmp(slug, "dapi-query-toomany") == 0) {
         reply_page(fd, slug, page, 1, 101);
+    } else if(strcmp(slug, "dapi-query-empty") == 0) {
+        t_srv_reply(fd, 200, NULL, "");
     } else if(strcmp(slug, "dapi-query-notjson") == 0) {
         t_srv_reply(fd, 200, NULL,
                     "{\"query_slug\":\"dapi-query-notjson\",\"page\":1,\"data\":[{\"a\":1},]}");
@@ -324,6 +326,12 @@ static void test_not_json(struct dapi_client *c)
     T_EQ_INT(err.kind, DAPI_CLIENT_PROTOCOL);
     T_CHECK(strncmp(err.message, "malformed results page at byte ", 31) == 0, "[%s]",
             err.message);
+    /* an empty 200 answer is the server's fault, not a local one */
+    err = fresh_err();
+    T_CHECK(dapi_client_page(c, "dapi-query-empty", 1, &pg, &err) != DAPI_OK,
+            "an empty page is refused");
+    T_EQ_INT(err.kind, DAPI_CLIENT_PROTOCOL);
+    T_EQ_INT(err.status, 200);
     /* pages that are JSON but break the contract */
     static const struct {
         const char *slug, *why;
