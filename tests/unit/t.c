@@ -1,6 +1,7 @@
 /* The helpers every unit test may use (declared in t.h): temporary directories, files, a
- * scratch lake with an engine on it, and loopback HTTP (sockets, a fake server). Linked into each unit binary; the counters live here so
- * that a check made by a helper counts in the test that called it. */
+ * scratch lake with an engine on it, and loopback HTTP (sockets, a fake server). Linked into
+ * each unit binary; the counters live here so that a check made by a helper counts in the
+ * test that called it. */
 #include "t.h"
 
 #include <arpa/inet.h>

@@ -663,7 +663,8 @@ int main(void)
     t_mkdir_in(root, "data/sales");
     t_mkdir_in(root, "data/logs");
     t_mkdir_in(root, "data2");
-    t_write_in(root, "data/sales/orders.csv", "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
+    t_write_in(root, "data/sales/orders.csv",
+               "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
     t_write_in(root, "data/sales/events.ndjson",
                "{\"id\":1,\"kind\":\"click\"}\n{\"id\":2,\"kind\":\"view\"}\n");
     t_write_in(root, "data/sales/regions.tsv", "code\tname\nN\tNorth\nS\tSouth\n");

@@ -646,8 +646,10 @@ int main(void)
     t_write_in(root, "outside/x.parquet", "not parquet\n");
     t_write_in(root, "data/.git/config", "secret\n");
     t_write_in(root, "data/main/t.csv", "a\n1\n");
-    t_write_in(root, "data/sales/orders.csv", "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
-    t_write_in(root, "data/sales/events.ndjson", "{\"id\":1,\"kind\":\"click\"}\n{\"id\":2,\"kind\":\"view\"}\n");
+    t_write_in(root, "data/sales/orders.csv",
+               "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
+    t_write_in(root, "data/sales/events.ndjson",
+               "{\"id\":1,\"kind\":\"click\"}\n{\"id\":2,\"kind\":\"view\"}\n");
     t_write_in(root, "data/sales/regions.tsv", "code\tname\nN\tNorth\n");
     t_write_in(root, "data/sales/.hidden.csv", "a\nhidden\n");
     t_write_in(root, "data/sales/br[a]ck.csv", "a\nbracket\n");
