@@ -68,6 +68,13 @@ if [ "$mode" != "--integration-only" ]; then
     # inherit, so a test's stdin is the script's own.
     while IFS= read -r t <&3; do
         [ -x "$t" ] || continue
+        # A binary whose source is gone (a test renamed, moved or deleted since that build)
+        # would run old code: it is left out, and said so.
+        src=tests/unit/${t#"$build"/tests/}.c
+        if [ ! -f "$src" ]; then
+            echo "skipping $t: no $src (a stale binary of an older build)"
+            continue
+        fi
         out=$(timeout 300 "$t" 2>&1 3<&-); rc=$?
         line=$(printf '%s\n' "$out" | grep -E '[0-9]+ passed, [0-9]+ failed' | tail -n 1)
         p=$(printf '%s' "$line" | sed -E 's/.* ([0-9]+) passed.*/\1/'); p=${p:-0}
