@@ -427,6 +427,7 @@ static void test_start_writes_nothing_on_stderr(void)
     if(t_tmpdir(dir, sizeof dir, "http"))
         return;
     snprintf(path, sizeof path, "%s/stderr", dir);
+    T_EQ_INT(inflight_becomes(0), 0);
     dapi_log_flush(); /* the access lines of the tests before */
     fflush(stderr);
     int saved = dup(STDERR_FILENO);
