@@ -23,8 +23,11 @@ B        ?= build
 LIB_SRC  := $(sort $(wildcard src/*/*.c cli/*.c))
 LIB_SRC  := $(filter-out src/app/main.c,$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
-UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+# Unit tests mirror src/ by path: tests/unit/<module>/test_X.c is built into
+# $(B)/tests/<module>/test_X, linked with the shared helpers (tests/unit/t.c).
+UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/tests/%)
+UNIT_OBJ := $(B)/obj/tests/unit/t.o
 # deps.sh (Debian packages + DuckDB) runs once per change of the script; it is idempotent.
 DEPS_OK  := build/.deps-ok
 
@@ -56,11 +59,14 @@ $(B)/libdapi.a: $(LIB_OBJ)
 $(B)/dapi: $(B)/obj/src/app/main.o $(B)/libdapi.a $(B)/lib/libduckdb.so
 	$(CC) $(LDFLAGS) -o $@ $(B)/obj/src/app/main.o $(B)/libdapi.a $(PKG_LIBS) $(LDLIBS)
 
-# Unit test binaries live in $(B)/tests/ and find libduckdb through ../lib.
-$(B)/tests/%: tests/unit/%.c tests/unit/t.h $(B)/libdapi.a $(B)/lib/libduckdb.so
+# Named in a rule, so that make keeps it (an object only a pattern rule needs is deleted).
+$(UNIT_OBJ): tests/unit/t.c tests/unit/t.h
+
+# Unit test binaries live in $(B)/tests/<module>/ and find libduckdb through ../../lib.
+$(B)/tests/%: tests/unit/%.c tests/unit/t.h $(UNIT_OBJ) $(B)/libdapi.a $(B)/lib/libduckdb.so
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/unit $(LDFLAGS) -Wl,-rpath,'$$ORIGIN/../lib' \
-	    -o $@ $< $(B)/libdapi.a $(PKG_LIBS) $(LDLIBS)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -Itests/unit $(LDFLAGS) -Wl,-rpath,'$$ORIGIN/../../lib' \
+	    -o $@ $< $(UNIT_OBJ) $(B)/libdapi.a $(PKG_LIBS) $(LDLIBS)
 
 DAPI_PORT ?= 5001
 run: build/dapi
@@ -110,4 +116,4 @@ clean:
 distclean: clean
 	rm -rf third_party
 
--include $(LIB_OBJ:.o=.d) $(B)/obj/src/app/main.d $(UNIT_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(B)/obj/src/app/main.d $(UNIT_OBJ:.o=.d) $(UNIT_BIN:=.d)

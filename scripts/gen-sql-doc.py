@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates the function lists of docs/sql.md from src/engine/allowlist.c (the one
-allow-list the server enforces). Run after changing the allow-list; tests/unit/test_sandbox.c
-keeps allowlist.c in step with DuckDB, and tests/integration/test_build.py fails when the
-doc and allowlist.c disagree."""
+allow-list the server enforces). Run after changing the allow-list;
+tests/unit/engine/test_sandbox.c keeps allowlist.c in step with DuckDB, and
+tests/integration/test_build.py fails when the doc and allowlist.c disagree."""
 import re
 import sys
 

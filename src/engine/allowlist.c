@@ -1,7 +1,7 @@
 /* The SQL allow-list (docs/sql.md): every function a user query may call, by name.
  * Checked on DuckDB's own parse tree (src/engine/sandbox.c). Reviewed against DuckDB v1.4.4's
- * duckdb_functions(): tests/unit/test_sandbox.c fails when the library lists a function that is
- * neither allowed nor refused here, so an upgrade cannot widen the list silently.
+ * duckdb_functions(): tests/unit/engine/test_sandbox.c fails when the library lists a function
+ * that is neither allowed nor refused here, so an upgrade cannot widen the list silently.
  * Names are lower case and sorted (strcmp order) for bsearch. */
 #include "engine/allowlist.h"
 

@@ -799,14 +799,16 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
      * between the threads while connections are not spread evenly, so each thread's share
      * is kept above our whole limit. */
     unsigned mhd_limit = (unsigned)((opts->max_connections + 16) * opts->threads);
+    /* The logger first: libmicrohttpd reports problems with the options that follow while
+     * it reads them (e.g. a thread pool of 1), and would write those to stderr itself. */
     h->d = MHD_start_daemon(
-        flags, (uint16_t)opts->port, on_accept, h, on_request, h, MHD_OPTION_SOCK_ADDR,
-        ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads,
-        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)opts->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem,
-        MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-        h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+        flags, (uint16_t)opts->port, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)opts->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)opts->connection_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
+        on_connection, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
     freeaddrinfo(ai);
     if(!h->d) {
         snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",

@@ -79,7 +79,11 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
         char *s = v;
         while(*s == ' ' || *s == '\t')
             s++;
-        s[strcspn(s, "\r\n")] = '\0';
+        /* the value without the white space HTTP allows around it */
+        size_t sl = strcspn(s, "\r\n");
+        while(sl > 0 && (s[sl - 1] == ' ' || s[sl - 1] == '\t'))
+            sl--;
+        s[sl] = '\0';
         char *end;
         long long secs = strtoll(s, &end, 10);
         if(end != s && *end == '\0' && secs >= 0) {

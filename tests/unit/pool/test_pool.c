@@ -519,19 +519,10 @@ static void test_free_without_stop(void)
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
-    char root[] = "/tmp/dapi-pool-XXXXXX";
-    if(!mkdtemp(root)) {
-        T_CHECK(0, "mkdtemp");
+    struct t_lake lake;
+    if(t_lake_make(&lake, "pool"))
         T_DONE();
-    }
-    char data[64], state[64];
-    snprintf(data, sizeof data, "%s/data", root);
-    snprintf(state, sizeof state, "%s/state", root);
-    T_EQ_INT(mkdir(data, 0755), 0);
-    T_EQ_INT(mkdir(state, 0755), 0);
-    char err[512] = "";
-    struct dapi_engine_opts o = {data, state, "1GB", 1, NULL, 0, 0};
-    T_CHECK(dapi_engine_open(&eng, &o, err, sizeof err) == DAPI_OK, "engine opens: %s", err);
+    eng = t_engine_open(&lake, (struct dapi_engine_opts){.threads = 1});
     if(eng) {
         test_every_job_once();
         test_parallel_workers();
@@ -544,9 +535,7 @@ int main(void)
         test_free_without_stop();
         dapi_engine_close(eng);
     }
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
-    if(system(cmd) != 0)
-        T_CHECK(0, "cleanup of %s", root);
+    t_rm_rf(lake.root);
+    T_CHECK(!t_exists(lake.root), "cleanup of %s", lake.root);
     T_DONE();
 }

@@ -2,7 +2,6 @@
  * retention, the state-size cap and damaged metadata; fairness between keys (admission
  * slots, per-key stored bytes), the crash-loop guard and orphaned temporary files. Time is
  * passed in, never slept. */
-#include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -21,26 +20,11 @@ static unsigned char owner[DAPI_KEY_HASH_LEN], other[DAPI_KEY_HASH_LEN];
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    return remove(p);
-}
-
-static void rm_rf(const char *p)
-{
-    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static int exists(const char *p)
-{
-    return access(p, F_OK) == 0;
-}
-
 /* A fresh state dir under the test root. */
 static void state_dir(char *out, size_t n, const char *name)
 {
     snprintf(out, n, "%s/%s", root, name);
-    rm_rf(out);
+    t_rm_rf(out);
     mkdir(out, 0700);
 }
 
@@ -159,7 +143,7 @@ static void test_lifecycle(void)
     T_EQ_INT(u.calls, 0);
     char queries_dir[200];
     snprintf(queries_dir, sizeof queries_dir, "%s/queries", state);
-    T_CHECK(exists(queries_dir), "queries/ created");
+    T_CHECK(t_exists(queries_dir), "queries/ created");
 
     char slug[DAPI_SLUG_MAX];
     memset(slug, 0, sizeof slug);
@@ -168,7 +152,7 @@ static void test_lifecycle(void)
     query_dir(qd, sizeof qd, state, slug);
     char meta[300];
     snprintf(meta, sizeof meta, "%s/meta.json", qd);
-    T_CHECK(exists(meta), "meta.json persisted at create");
+    T_CHECK(t_exists(meta), "meta.json persisted at create");
 
     struct dapi_qview v;
     T_EQ_INT(dapi_queries_get(qs, slug, owner, 1000, &v), DAPI_OK);
@@ -283,7 +267,7 @@ static void test_lifecycle(void)
     T_EQ_INT(dapi_queries_get(qs, many[7], owner, 1004, &v), DAPI_ERR_NOT_FOUND);
 
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 static void test_waiter_deadline(void)
@@ -336,7 +320,7 @@ static void test_waiter_deadline(void)
     T_EQ_INT(c2.calls, 1);
 
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 static void test_restart(void)
@@ -419,7 +403,7 @@ static void test_restart(void)
     T_EQ_INT(state_of(qs, done, 1002, NULL), DAPI_Q_QUEUED);
     T_EQ_INT(dapi_queries_bytes(qs), b2);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 static void test_retention(void)
@@ -450,10 +434,10 @@ static void test_retention(void)
     T_EQ_INT(dapi_queries_get(qs, slug, owner, 1005, &v), DAPI_OK);
 
     dapi_queries_tick(qs, 1009, 0);
-    T_CHECK(exists(qd), "kept before retention ends");
+    T_CHECK(t_exists(qd), "kept before retention ends");
     T_EQ_INT(dapi_queries_bytes(qs), bytes);
     dapi_queries_tick(qs, 1010, 0);
-    T_CHECK(!exists(qd), "directory deleted when retention ends: %s", qd);
+    T_CHECK(!t_exists(qd), "directory deleted when retention ends: %s", qd);
     T_EQ_INT(dapi_queries_bytes(qs), 0);
     state_of(qs, slug, 1009, &e);
     T_EQ_INT(e, DAPI_ERR_NOT_FOUND); /* gone, whatever time is asked */
@@ -477,17 +461,17 @@ static void test_retention(void)
     query_dir(qd2, sizeof qd2, state, slug2);
     query_dir(qdp, sizeof qdp, state, pending);
     qs = open_reg(state, 10, UINT64_MAX, 1029, &u2);
-    T_CHECK(exists(qd2), "not yet expired at open");
+    T_CHECK(t_exists(qd2), "not yet expired at open");
     dapi_queries_close(qs);
-    T_CHECK(!exists(qdp), "the expired unfinished query was removed at open");
+    T_CHECK(!t_exists(qdp), "the expired unfinished query was removed at open");
     T_EQ_INT(u2.calls, 0);
     qs = open_reg(state, 10, UINT64_MAX, 1030, &u2);
-    T_CHECK(!exists(qd2), "expired at open: removed");
+    T_CHECK(!t_exists(qd2), "expired at open: removed");
     T_EQ_INT(u2.calls, 0);
     state_of(qs, slug2, 1025, &e);
     T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 static void test_state_cap(void)
@@ -503,7 +487,7 @@ static void test_state_cap(void)
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a, NULL, 0), DAPI_OK);
     uint64_t size = write_result(qs, a, 1);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
     mkdir(state, 0700);
 
     /* Cap = size + 1: one result fits, the next create still works (size < cap). */
@@ -537,7 +521,7 @@ static void test_state_cap(void)
     dapi_queries_close(qs);
 
     /* Cap exactly equal to one result: full after it. */
-    rm_rf(state);
+    t_rm_rf(state);
     mkdir(state, 0700);
     qs = open_reg(state, 3600, size, 1000, &u);
     if(!qs)
@@ -546,7 +530,7 @@ static void test_state_cap(void)
     dapi_queries_finish(qs, a, DAPI_OK, NULL, write_result(qs, a, 1));
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b, NULL, 0), DAPI_ERR_BUSY);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 /* claim, the stored SQL, the upstream reference and the query's own directory. */
@@ -602,10 +586,7 @@ static void test_accessors(void)
     query_dir(want, sizeof want, state, a);
     T_EQ_STR(qd, want);
     snprintf(p, sizeof p, "%s/backend-part.bin", qd);
-    FILE *f = fopen(p, "w");
-    T_CHECK(f != NULL, "a backend file in the query dir");
-    if(f)
-        fclose(f);
+    t_write(p, ""); /* a backend file in the query dir */
     dapi_queries_close(qs);
 
     /* Upstream references and SQL survive a restart; the running one is reported again. */
@@ -626,17 +607,7 @@ static void test_accessors(void)
     dapi_queries_tick(qs, 1010, 0);
     T_CHECK(access(qd, F_OK) != 0, "query dir with extra files removed at expiry");
     dapi_queries_close(qs);
-    rm_rf(state);
-}
-
-static void write_text(const char *p, const char *text)
-{
-    FILE *f = fopen(p, "w");
-    T_CHECK(f != NULL, "create %s", p);
-    if(f) {
-        fputs(text, f);
-        fclose(f);
-    }
+    t_rm_rf(state);
 }
 
 static void test_damaged_meta(void)
@@ -677,13 +648,13 @@ static void test_damaged_meta(void)
         query_dir(qd, sizeof qd, state, bad[i].slug);
         T_EQ_INT(mkdir(qd, 0700), 0);
         snprintf(p, sizeof p, "%s/meta.json", qd);
-        write_text(p, bad[i].meta);
+        t_write(p, bad[i].meta);
     }
     /* A directory without meta.json and a stray tmp file. */
     query_dir(qd, sizeof qd, state, "dapi-query-nometa000000000000000000");
     mkdir(qd, 0700);
     snprintf(p, sizeof p, "%s/meta.json.tmp", qd);
-    write_text(p, "{");
+    t_write(p, "{");
 
     struct unfinished u2 = {0};
     qs = open_reg(state, 3600, UINT64_MAX, 1000, &u2);
@@ -691,21 +662,21 @@ static void test_damaged_meta(void)
         return;
     for(size_t i = 0; i < N(bad); i++) {
         query_dir(qd, sizeof qd, state, bad[i].slug);
-        T_CHECK(!exists(qd), "damaged %s removed at open", bad[i].slug);
+        T_CHECK(!t_exists(qd), "damaged %s removed at open", bad[i].slug);
         T_CHECK(!unfinished_has(&u2, bad[i].slug, NULL), "damaged %s not reported", bad[i].slug);
     }
     query_dir(qd, sizeof qd, state, "dapi-query-nometa000000000000000000");
-    T_CHECK(!exists(qd), "directory without meta.json removed");
+    T_CHECK(!t_exists(qd), "directory without meta.json removed");
     T_EQ_INT(u2.calls, 1);
     T_CHECK(unfinished_has(&u2, good, "SELECT good"), "the good one survives");
     T_EQ_INT(state_of(qs, good, 1000, NULL), DAPI_Q_QUEUED);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 
     /* A state dir that cannot hold queries/: an error naming it. */
     char file[160];
     snprintf(file, sizeof file, "%s/not-a-dir", root);
-    write_text(file, "x");
+    t_write(file, "x");
     struct dapi_queries *q2 = (struct dapi_queries *)1;
     err[0] = '\0';
     T_CHECK(dapi_queries_open(&q2, file, 10, 1 << 20, 0, on_unfinished, &u2, err, sizeof err) !=
@@ -884,7 +855,7 @@ static void test_admission(void)
     T_EQ_INT(rate, 750);
     T_EQ_INT(dapi_queries_active(qs, owner), 50);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 static void test_key_quota(void)
@@ -917,7 +888,7 @@ static void test_key_quota(void)
     state_of(qs, a[0], 1010, &e);
     T_EQ_INT(e, DAPI_ERR_NOT_FOUND); /* the key's oldest made room for its third */
     query_dir(qd, sizeof qd, state, a[0]);
-    T_CHECK(!exists(qd), "the deleted result's directory is removed: %s", qd);
+    T_CHECK(!t_exists(qd), "the deleted result's directory is removed: %s", qd);
     T_EQ_INT(state_of(qs, a[1], 1010, NULL), DAPI_Q_DONE);
     T_EQ_INT(state_of(qs, a[2], 1010, NULL), DAPI_Q_DONE);
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
@@ -963,7 +934,7 @@ static void test_key_quota(void)
     T_EQ_INT(v.error, DAPI_ERR_TOO_LARGE);
     T_CHECK(strstr(v.message, "--max-state-bytes-per-key") != NULL, "message: [%s]", v.message);
     dapi_queries_release(qs, &v);
-    T_CHECK(!exists(rp), "the refused result is deleted");
+    T_CHECK(!t_exists(rp), "the refused result is deleted");
     T_EQ_INT(state_of(qs, a[2], 1010, NULL), DAPI_Q_DONE);
     T_EQ_INT(state_of(qs, a[3], 1010, NULL), DAPI_Q_DONE);
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
@@ -982,7 +953,7 @@ static void test_key_quota(void)
     T_EQ_INT(dapi_queries_key_bytes(qs, third), 0);
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 /* "Oldest" is creation order, within a second too, and stays so across a restart (the
@@ -1020,7 +991,7 @@ static void test_oldest_across_restart(void)
             T_CHECK(e == DAPI_OK && st == DAPI_Q_DONE, "result %d of 9 (newest four) kept", i);
     }
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 /* When the store is full, keys over their quota (here: after a restart with a smaller one)
@@ -1093,7 +1064,7 @@ static void test_full_store_costs_keys_over_quota(void)
     T_CHECK(strstr(why, "--max-state-bytes") != NULL, "why: [%s]", why);
     T_EQ_INT(dapi_queries_bytes(qs), 4 * size);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 static void test_crash_guard(void)
@@ -1167,7 +1138,7 @@ static void test_crash_guard(void)
     T_EQ_INT(state_of(qs, a, 1003, NULL), DAPI_Q_FAILED);
     T_CHECK(!unfinished_has(&u3, a, NULL), "stays failed");
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 static void test_orphans(void)
@@ -1190,33 +1161,32 @@ static void test_orphans(void)
     query_dir(qd, sizeof qd, state, a);
     for(size_t i = 0; i < N(orphans); i++) {
         snprintf(p, sizeof p, "%s/%s", qd, orphans[i]);
-        write_text(p, "left by a crash");
+        t_write(p, "left by a crash");
     }
     snprintf(p, sizeof p, "%s/page-2.bin", qd);
-    write_text(p, "a v1 page kept with its query");
+    t_write(p, "a v1 page kept with its query");
     qs = open_reg(state, 3600, UINT64_MAX, 1001, &u);
     if(!qs)
         return;
     for(size_t i = 0; i < N(orphans); i++) {
         snprintf(p, sizeof p, "%s/%s", qd, orphans[i]);
-        T_CHECK(!exists(p), "%s removed at open", orphans[i]);
+        T_CHECK(!t_exists(p), "%s removed at open", orphans[i]);
     }
     for(size_t i = 0; i < N(kept); i++) {
         snprintf(p, sizeof p, "%s/%s", qd, kept[i]);
-        T_CHECK(exists(p), "%s kept", kept[i]);
+        T_CHECK(t_exists(p), "%s kept", kept[i]);
     }
     T_EQ_INT(state_of(qs, a, 1001, NULL), DAPI_Q_DONE);
     T_EQ_INT(dapi_queries_bytes(qs), bytes);
     dapi_queries_close(qs);
-    rm_rf(state);
+    t_rm_rf(state);
 }
 
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
-    snprintf(root, sizeof root, "/tmp/dapi-queries-XXXXXX");
-    if(!mkdtemp(root))
-        return 2;
+    if(t_tmpdir(root, sizeof root, "queries"))
+        T_DONE();
     dapi_sha256("owner-key", 9, owner);
     dapi_sha256("other-key", 9, other);
     dapi_sha256("third-key", 9, third);
@@ -1233,7 +1203,7 @@ int main(void)
     test_full_store_costs_keys_over_quota();
     test_crash_guard();
     test_orphans();
-    rm_rf(root);
-    T_CHECK(!exists(root), "temp dir cleaned up");
+    t_rm_rf(root);
+    T_CHECK(!t_exists(root), "temp dir cleaned up");
     T_DONE();
 }

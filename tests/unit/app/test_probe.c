@@ -2,7 +2,6 @@
  * the engine-probe test fault, a stale outcome, probes that keep answering while a long user
  * query holds the engine (the prober has its own connection), and stopping promptly — the
  * prober must never delay shutdown. */
-#include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -14,13 +13,8 @@
 #include "engine/engine.h"
 #include "t.h"
 
-static char root[64], data[128], state[128];
+static struct t_lake lake;
 static struct dapi_engine *eng;
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    return remove(p);
-}
 
 /* Polls until the prober has finished at least n probes (or timeout_ms passed). */
 static void wait_probes(struct dapi_probe *p, uint64_t n, int64_t timeout_ms,
@@ -192,11 +186,8 @@ static void test_stop_is_prompt(void)
  * be published as a failure; the last outcome stays. */
 static void test_abort_after_stop_is_not_a_failure(void)
 {
-    struct dapi_engine *e = NULL;
-    char err[256] = "";
-    struct dapi_engine_opts eo = {.data_dir = data, .state_dir = state, .memory_limit = "256MB",
-                                  .threads = 1};
-    T_CHECK(dapi_engine_open(&e, &eo, err, sizeof err) == DAPI_OK, "second engine: %s", err);
+    struct dapi_engine *e =
+        t_engine_open(&lake, (struct dapi_engine_opts){.memory_limit = "256MB", .threads = 1});
     if(!e)
         return;
     struct dapi_probe *p = NULL;
@@ -217,19 +208,11 @@ static void test_abort_after_stop_is_not_a_failure(void)
 
 int main(void)
 {
-    char err[1024] = "";
     dapi_log_setup(0, DAPI_LOG_ERROR);
-    snprintf(root, sizeof root, "/tmp/dapi-probe-XXXXXX");
-    if(!mkdtemp(root))
-        return 2;
-    snprintf(data, sizeof data, "%s/data", root);
-    snprintf(state, sizeof state, "%s/state", root);
-    mkdir(data, 0755);
-    mkdir(state, 0755);
+    if(t_lake_make(&lake, "probe"))
+        T_DONE();
     /* two DuckDB threads: the long query occupies all of them */
-    struct dapi_engine_opts o = {.data_dir = data, .state_dir = state, .memory_limit = "1GB",
-                                 .threads = 2};
-    T_CHECK(dapi_engine_open(&eng, &o, err, sizeof err) == DAPI_OK, "engine opens: %s", err);
+    eng = t_engine_open(&lake, (struct dapi_engine_opts){.threads = 2});
     if(eng) {
         test_healthy();
         test_fault();
@@ -239,6 +222,6 @@ int main(void)
         test_abort_after_stop_is_not_a_failure();
         dapi_engine_close(eng);
     }
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    t_rm_rf(lake.root);
     T_DONE();
 }

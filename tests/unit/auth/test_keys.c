@@ -13,16 +13,6 @@
 static char dir[64];
 static char err[512];
 
-static void write_file(const char *path, const char *text, size_t len)
-{
-    FILE *f = fopen(path, "wb");
-    T_CHECK(f != NULL, "create %s", path);
-    if(!f)
-        return;
-    fwrite(text, 1, len, f);
-    fclose(f);
-}
-
 static int check(const struct dapi_keys *k, const char *key)
 {
     unsigned char h[DAPI_KEY_HASH_LEN];
@@ -85,7 +75,7 @@ static void test_file(void)
                                "\t\n"
                                "gamma\tdelta\n"
                                "last-no-newline";
-    write_file(path, text, sizeof text - 1);
+    t_write_n(path, text, sizeof text - 1);
     struct dapi_keys *k = NULL;
     char *dev = NULL;
     T_EQ_INT(dapi_keys_load(&k, NULL, path, dir, &dev, err, sizeof err), DAPI_OK);
@@ -118,12 +108,12 @@ static void test_file(void)
 
     /* A file with only comments and blank lines: an error naming the setting. */
     static const char only_comments[] = "# nothing\n\n   \n#x\r\n";
-    write_file(path, only_comments, sizeof only_comments - 1);
+    t_write_n(path, only_comments, sizeof only_comments - 1);
     err[0] = '\0';
     T_EQ_INT(dapi_keys_load(&k, NULL, path, dir, &dev, err, sizeof err), DAPI_ERR_INVALID);
     T_CHECK(k == NULL, "no keys");
     T_CHECK(strstr(err, "--api-keys-file") != NULL, "error names --api-keys-file: [%s]", err);
-    write_file(path, "", 0);
+    t_write_n(path, "", 0);
     err[0] = '\0';
     T_EQ_INT(dapi_keys_load(&k, NULL, path, dir, &dev, err, sizeof err), DAPI_ERR_INVALID);
     T_CHECK(strstr(err, "--api-keys-file") != NULL, "empty file: error names the setting: [%s]",
@@ -200,7 +190,7 @@ static void test_dev_key(void)
     free(dev2);
 
     /* A dev-key file written by hand with CRLF is read without the line end. */
-    write_file(keypath, "hand-made\r\n", 11);
+    t_write_n(keypath, "hand-made\r\n", 11);
     T_EQ_INT(dapi_keys_load(&k2, NULL, NULL, state, &dev2, err, sizeof err), DAPI_OK);
     T_EQ_STR(dev2, "hand-made");
     if(k2) {
@@ -212,7 +202,7 @@ static void test_dev_key(void)
     dev2 = NULL;
 
     /* An empty dev-key file is an error naming it (not silently replaced). */
-    write_file(keypath, "", 0);
+    t_write_n(keypath, "", 0);
     err[0] = '\0';
     T_EQ_INT(dapi_keys_load(&k2, NULL, NULL, state, &dev2, err, sizeof err), DAPI_ERR_INVALID);
     T_CHECK(k2 == NULL && dev2 == NULL, "nothing returned on error");
@@ -390,9 +380,8 @@ static void test_random(void)
 
 int main(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/dapi-keys-XXXXXX");
-    if(!mkdtemp(dir))
-        return 2;
+    if(t_tmpdir(dir, sizeof dir, "keys"))
+        T_DONE();
     test_env_list();
     test_file();
     test_dev_key();

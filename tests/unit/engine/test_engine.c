@@ -1,7 +1,6 @@
 /* The embedded engine: which statements are accepted, the file-access lock-down, the lake
  * (CSV / TSV / NDJSON / Parquet tables, kept in sync with the disk), running through a sink,
  * deadlines, and types without a native rendering. */
-#include <ftw.h>
 #include <malloc.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -16,41 +15,13 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-static char root[64], data[128], state[128];
+static struct t_lake scratch;
+static const char *root = scratch.root, *data = scratch.data, *state = scratch.state;
 static char err[1024];
 static struct dapi_engine *eng;
 static struct dapi_econn *con;
 
 /* ---- helpers ------------------------------------------------------------------------- */
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    return remove(p);
-}
-
-static void rm_rf(const char *p)
-{
-    nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void write_text(const char *rel, const char *text)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", root, rel);
-    FILE *f = fopen(p, "w");
-    T_CHECK(f != NULL, "create %s", p);
-    if(f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
-static void mkdir_rel(const char *rel)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", root, rel);
-    mkdir(p, 0755);
-}
 
 /* A sink that renders every row as JSON: "{...},{...}" in out. */
 struct collect {
@@ -401,9 +372,9 @@ static void test_lake(void)
 
     /* A new file, and a new layer, are visible at the next check without reopening. */
     T_EQ_INT(check("SELECT * FROM sales.fresh", NULL), DAPI_ERR_SQL);
-    write_text("data/sales/fresh.csv", "k\n7\n");
-    mkdir_rel("data/newlayer");
-    write_text("data/newlayer/t.ndjson", "{\"v\":1}\n");
+    t_write_in(root, "data/sales/fresh.csv", "k\n7\n");
+    t_mkdir_in(root, "data/newlayer");
+    t_write_in(root, "data/newlayer/t.ndjson", "{\"v\":1}\n");
     T_EQ_INT(dapi_engine_sync_lake(eng), DAPI_OK);
     T_EQ_INT(run("SELECT k FROM sales.fresh", &json, NULL, NULL), DAPI_OK);
     T_EQ_STR(json, "{\"k\":7}");
@@ -424,19 +395,19 @@ static void test_lake(void)
     T_EQ_INT(run("SELECT count(*) FROM sales.orders", NULL, NULL, NULL), DAPI_OK);
 
     /* The same table replaced by another format. */
-    write_text("data/sales/swap.csv", "a\n1\n");
+    t_write_in(root, "data/sales/swap.csv", "a\n1\n");
     T_EQ_INT(run("SELECT a FROM sales.swap", &json, NULL, NULL), DAPI_OK);
     snprintf(p, sizeof p, "%s/sales/swap.csv", data);
     unlink(p);
-    write_text("data/sales/swap.ndjson", "{\"a\":2}\n");
+    t_write_in(root, "data/sales/swap.ndjson", "{\"a\":2}\n");
     T_EQ_INT(run("SELECT a FROM sales.swap", &json, NULL, NULL), DAPI_OK);
     T_EQ_STR(json, "{\"a\":2}");
 
     /* A file rewritten in place with another schema ("replaced files" are kept in line). */
-    write_text("data/sales/evolve.csv", "a,b\n1,2\n");
+    t_write_in(root, "data/sales/evolve.csv", "a,b\n1,2\n");
     T_EQ_INT(run("SELECT * FROM sales.evolve", &json, NULL, NULL), DAPI_OK);
     T_EQ_STR(json, "{\"a\":1,\"b\":2}");
-    write_text("data/sales/evolve.csv", "a,b,c\n1,2,x\n");
+    t_write_in(root, "data/sales/evolve.csv", "a,b,c\n1,2,x\n");
     msg = NULL;
     enum dapi_err r = run("SELECT * FROM sales.evolve", &json, NULL, &msg);
     T_CHECK(r == DAPI_OK, "rewritten file with a new column still queryable (got %d: %s)", (int)r,
@@ -447,9 +418,9 @@ static void test_lake(void)
 
     /* A file that could not be read when first seen (still being written: empty) becomes a
      * table once it has content. */
-    write_text("data/sales/late.csv", "");
+    t_write_in(root, "data/sales/late.csv", "");
     dapi_engine_sync_lake(eng);
-    write_text("data/sales/late.csv", "z\n5\n");
+    t_write_in(root, "data/sales/late.csv", "z\n5\n");
     msg = NULL;
     r = run("SELECT z FROM sales.late", &json, NULL, &msg);
     T_CHECK(r == DAPI_OK, "file filled after it first appeared is queryable (got %d: %s)", (int)r,
@@ -687,35 +658,28 @@ static void test_sample(void)
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
-    snprintf(root, sizeof root, "/tmp/dapi-engine-XXXXXX");
-    if(!mkdtemp(root))
-        return 2;
-    snprintf(data, sizeof data, "%s/data", root);
-    snprintf(state, sizeof state, "%s/state", root);
-    mkdir(data, 0755);
-    mkdir(state, 0755);
-    mkdir_rel("data/sales");
-    mkdir_rel("data/logs");
-    mkdir_rel("data2");
-    write_text("data/sales/orders.csv", "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
-    write_text("data/sales/events.ndjson",
+    if(t_lake_make(&scratch, "engine"))
+        T_DONE();
+    t_mkdir_in(root, "data/sales");
+    t_mkdir_in(root, "data/logs");
+    t_mkdir_in(root, "data2");
+    t_write_in(root, "data/sales/orders.csv",
+               "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
+    t_write_in(root, "data/sales/events.ndjson",
                "{\"id\":1,\"kind\":\"click\"}\n{\"id\":2,\"kind\":\"view\"}\n");
-    write_text("data/sales/regions.tsv", "code\tname\nN\tNorth\nS\tSouth\n");
-    write_text("data/sales/readme.txt", "not a table\n");
-    write_text("data/sales/.hidden.csv", "a\n1\n");
-    write_text("data/logs/hits.jsonl", "{\"p\":\"/\"}\n{\"p\":\"/x\"}\n");
-    write_text("data/logs/doc.json", "[{\"x\":[1,2]}]");
-    write_text("data2/secret.csv", "s\nsecret-value\n");
-    write_text("outside.txt", "secret-value\n");
+    t_write_in(root, "data/sales/regions.tsv", "code\tname\nN\tNorth\nS\tSouth\n");
+    t_write_in(root, "data/sales/readme.txt", "not a table\n");
+    t_write_in(root, "data/sales/.hidden.csv", "a\n1\n");
+    t_write_in(root, "data/logs/hits.jsonl", "{\"p\":\"/\"}\n{\"p\":\"/x\"}\n");
+    t_write_in(root, "data/logs/doc.json", "[{\"x\":[1,2]}]");
+    t_write_in(root, "data2/secret.csv", "s\nsecret-value\n");
+    t_write_in(root, "outside.txt", "secret-value\n");
 
-    struct dapi_engine_opts o = {.data_dir = data, .state_dir = state, .memory_limit = "1GB",
-                                 .threads = 1};
-    T_CHECK(dapi_engine_open(&eng, &o, err, sizeof err) == DAPI_OK, "engine opens: %s", err);
-    if(!eng)
-        T_DONE();
-    T_EQ_INT(dapi_engine_connect(eng, &con), DAPI_OK);
+    eng = t_engine_open(&scratch, (struct dapi_engine_opts){.threads = 1});
+    if(eng)
+        T_EQ_INT(dapi_engine_connect(eng, &con), DAPI_OK);
     if(!con)
-        T_DONE();
+        goto out;
     /* Relative paths are resolved from the working directory: make it the test root. */
     if(chdir(root))
         T_CHECK(0, "chdir");
@@ -732,10 +696,11 @@ int main(void)
     test_sample();
 
     dapi_econn_close(con);
-    dapi_engine_close(eng);
     if(chdir("/"))
         T_CHECK(0, "chdir /");
-    rm_rf(root);
-    T_CHECK(access(root, F_OK) != 0, "temp dir cleaned up");
+out:
+    dapi_engine_close(eng);
+    t_rm_rf(root);
+    T_CHECK(!t_exists(root), "temp dir cleaned up");
     T_DONE();
 }

@@ -30,11 +30,6 @@ static int tmp_files(void)
     return n;
 }
 
-static int exists(const char *p)
-{
-    return access(p, F_OK) == 0;
-}
-
 static int64_t file_size(const char *p)
 {
     struct stat st;
@@ -340,12 +335,12 @@ static void test_limits(void)
             T_CHECK(r == DAPI_OK, "rows case %zu: %llu rows at max %llu succeed (got %d)", i,
                     (unsigned long long)rcases[i].total, (unsigned long long)rcases[i].max_rows,
                     (int)r);
-            T_CHECK(exists(path), "rows case %zu: file published", i);
+            T_CHECK(t_exists(path), "rows case %zu: file published", i);
             check_file(rcases[i].total, "at max_rows");
         } else {
             T_CHECK(r == DAPI_ERR_TOO_LARGE, "rows case %zu: one over fails (got %d)", i, (int)r);
             T_CHECK(strstr(why, "--max-result-rows") != NULL, "rows case %zu: why [%s]", i, why);
-            T_CHECK(!exists(path) && tmp_files() == 0, "rows case %zu: no file left", i);
+            T_CHECK(!t_exists(path) && tmp_files() == 0, "rows case %zu: no file left", i);
         }
         unlink(path);
     }
@@ -368,7 +363,7 @@ static void test_limits(void)
         T_CHECK(r == DAPI_ERR_TOO_LARGE, "%llu rows in %llu bytes fail (got %d)",
                 (unsigned long long)totals[i], (unsigned long long)lim.max_bytes, (int)r);
         T_CHECK(strstr(why, "--max-result-bytes") != NULL, "why [%s]", why);
-        T_CHECK(!exists(path) && tmp_files() == 0, "no file left after the bytes limit");
+        T_CHECK(!t_exists(path) && tmp_files() == 0, "no file left after the bytes limit");
         unlink(path);
         /* The same limit set from another setting (a key's storage quota) names that one. */
         lim.bytes_setting = "the most one API key may store, --max-state-bytes-per-key";
@@ -377,7 +372,7 @@ static void test_limits(void)
         T_CHECK(strstr(why, "--max-state-bytes-per-key") != NULL &&
                     strstr(why, "--max-result-bytes") == NULL,
                 "why names the setting that set the limit: [%s]", why);
-        T_CHECK(!exists(path) && tmp_files() == 0, "no file left after the quota");
+        T_CHECK(!t_exists(path) && tmp_files() == 0, "no file left after the quota");
         unlink(path);
     }
 
@@ -385,9 +380,9 @@ static void test_limits(void)
     struct dapi_result_writer *w = NULL;
     T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
     T_CHECK(tmp_files() == 1, "writing goes to one temporary name");
-    T_CHECK(!exists(path), "nothing published while writing");
+    T_CHECK(!t_exists(path), "nothing published while writing");
     dapi_result_writer_free(w);
-    T_CHECK(!exists(path) && tmp_files() == 0, "abandoned writer leaves nothing");
+    T_CHECK(!t_exists(path) && tmp_files() == 0, "abandoned writer leaves nothing");
     dapi_result_writer_free(NULL);
 
     /* A directory that does not exist. */
@@ -518,9 +513,8 @@ static void test_damaged(void)
 
 int main(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/dapi-result-XXXXXX");
-    if(!mkdtemp(dir))
-        return 2;
+    if(t_tmpdir(dir, sizeof dir, "result"))
+        T_DONE();
     snprintf(path, sizeof path, "%s/result.bin", dir);
     test_sizes();
     test_layout();

@@ -1,7 +1,6 @@
 /* The SQL sandbox (src/engine/sandbox.c) through the real engine: every refused function
  * through every entry point, ordinary analytics accepted, tables and file paths, the CTE
  * size bound, and the allow-list kept in step with DuckDB's own function list. */
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,33 +16,10 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-static char root[256], data[300], state[300];
+static struct t_lake lake;
+static const char *root = lake.root, *data = lake.data;
 static struct dapi_engine *eng;
 static struct dapi_econn *con;
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(p);
-}
-
-static void put(const char *rel, const char *text)
-{
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s", root, rel);
-    FILE *f = fopen(p, "w");
-    T_CHECK(f != NULL, "create %s", p);
-    if(f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
-
-static void dir(const char *rel)
-{
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s", root, rel);
-    mkdir(p, 0755);
-}
 
 static void link_rel(const char *target, const char *rel)
 {
@@ -655,35 +631,31 @@ static void test_pure_tree(void)
 
 int main(void)
 {
-    char err[512] = "";
     dapi_log_setup(0, DAPI_LOG_ERROR);
-    snprintf(root, sizeof root, "/tmp/dapi-sandbox-XXXXXX");
-    if(!mkdtemp(root))
-        return 2;
-    snprintf(data, sizeof data, "%s/data", root);
-    snprintf(state, sizeof state, "%s/state", root);
-    dir("data");
-    dir("state");
-    dir("data/sales");
-    dir("data/parts");
-    dir("data/parts/y=1");
-    dir("data/parts/y=2");
-    dir("data/lake2");
-    dir("data/main");
-    dir("data/.git");
-    dir("outside");
-    put("outside/passwd", "secret-value\n");
-    put("outside/x.parquet", "not parquet\n");
-    put("data/.git/config", "secret\n");
-    put("data/main/t.csv", "a\n1\n");
-    put("data/sales/orders.csv", "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
-    put("data/sales/events.ndjson", "{\"id\":1,\"kind\":\"click\"}\n{\"id\":2,\"kind\":\"view\"}\n");
-    put("data/sales/regions.tsv", "code\tname\nN\tNorth\n");
-    put("data/sales/.hidden.csv", "a\nhidden\n");
-    put("data/sales/br[a]ck.csv", "a\nbracket\n");
-    put("data/sales/brack.csv", "a\nplain\n");
-    put("data/sales/st*r.csv", "a\nstar\n");
-    put("data/sales/sr.csv", "a\nnot the star\n");
+    if(t_lake_make(&lake, "sandbox"))
+        T_DONE();
+    t_mkdir_in(root, "data/sales");
+    t_mkdir_in(root, "data/parts");
+    t_mkdir_in(root, "data/parts/y=1");
+    t_mkdir_in(root, "data/parts/y=2");
+    t_mkdir_in(root, "data/lake2");
+    t_mkdir_in(root, "data/main");
+    t_mkdir_in(root, "data/.git");
+    t_mkdir_in(root, "outside");
+    t_write_in(root, "outside/passwd", "secret-value\n");
+    t_write_in(root, "outside/x.parquet", "not parquet\n");
+    t_write_in(root, "data/.git/config", "secret\n");
+    t_write_in(root, "data/main/t.csv", "a\n1\n");
+    t_write_in(root, "data/sales/orders.csv",
+               "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
+    t_write_in(root, "data/sales/events.ndjson",
+               "{\"id\":1,\"kind\":\"click\"}\n{\"id\":2,\"kind\":\"view\"}\n");
+    t_write_in(root, "data/sales/regions.tsv", "code\tname\nN\tNorth\n");
+    t_write_in(root, "data/sales/.hidden.csv", "a\nhidden\n");
+    t_write_in(root, "data/sales/br[a]ck.csv", "a\nbracket\n");
+    t_write_in(root, "data/sales/brack.csv", "a\nplain\n");
+    t_write_in(root, "data/sales/st*r.csv", "a\nstar\n");
+    t_write_in(root, "data/sales/sr.csv", "a\nnot the star\n");
     char target[700];
     snprintf(target, sizeof target, "%s/outside", root);
     link_rel(target, "data/escape");
@@ -694,19 +666,16 @@ int main(void)
     snprintf(target, sizeof target, "%s/data/sales/regions.tsv", root);
     link_rel(target, "data/sales/alias.csv");
 
-    struct dapi_engine_opts o = {.data_dir = data, .state_dir = state, .memory_limit = "1GB",
-                                 .threads = 1, .check_timeout_ms = 60000};
-    T_CHECK(dapi_engine_open(&eng, &o, err, sizeof err) == DAPI_OK, "engine opens: %s", err);
-    if(!eng)
-        T_DONE();
-    T_EQ_INT(dapi_engine_connect(eng, &con), DAPI_OK);
+    eng = t_engine_open(&lake, (struct dapi_engine_opts){.threads = 1, .check_timeout_ms = 60000});
+    if(eng)
+        T_EQ_INT(dapi_engine_connect(eng, &con), DAPI_OK);
     if(!con)
-        T_DONE();
+        goto out;
     /* Parquet files for the folder tables, written by dapi's own (trusted) SQL. */
     static const char *const parts[] = {"data/parts/y=1/a.parquet", "data/parts/y=2/b.parquet",
                                         "data/lake2/parts/a.parquet", "data/lake2/parts/b.parquet",
                                         "data/lake2/parts/.c.parquet"};
-    dir("data/lake2/parts");
+    t_mkdir_in(root, "data/lake2/parts");
     for(size_t i = 0; i < N(parts); i++) {
         char path[700], *msg = NULL;
         uint64_t rows;
@@ -739,7 +708,8 @@ int main(void)
     test_allowlist_complete();
 
     dapi_econn_close(con);
+out:
     dapi_engine_close(eng);
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    t_rm_rf(root);
     T_DONE();
 }
