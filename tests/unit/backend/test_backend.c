@@ -2,7 +2,6 @@
  * outcome is caught by the test's own dapi_backend_done callback. The local backend runs on a
  * real engine, pools and registry over a small lake; the Nekt backend on an upstream that
  * refuses connections. */
-#include <ftw.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -20,23 +19,6 @@
 #include "t.h"
 
 static char root[64];
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *f)
-{
-    return remove(p);
-}
-
-static void write_file(const char *rel, const char *text)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", root, rel);
-    FILE *f = fopen(p, "w");
-    T_CHECK(f != NULL, "create %s", p);
-    if(f) {
-        fputs(text, f);
-        fclose(f);
-    }
-}
 
 /* ---- catching outcomes ------------------------------------------------------------- */
 
@@ -403,20 +385,17 @@ static void test_registry(void)
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
-    snprintf(root, sizeof root, "/tmp/dapi-backend-XXXXXX");
-    if(!mkdtemp(root))
-        return 2;
-    char p[128];
-    snprintf(p, sizeof p, "%s/data", root);
-    mkdir(p, 0755);
-    snprintf(p, sizeof p, "%s/data/sales", root);
-    mkdir(p, 0755);
-    write_file("data/sales/orders.csv", "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
+    if(t_tmpdir(root, sizeof root, "backend"))
+        T_DONE();
+    t_mkdir_in(root, "data");
+    t_mkdir_in(root, "data/sales");
+    t_write_in(root, "data/sales/orders.csv",
+               "id,amount,note\n1,10.5,a\n2,20,\n3,30.25,\"c, d\"\n");
 
     test_registry();
     test_local();
     test_nekt();
 
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    t_rm_rf(root);
     T_DONE();
 }
