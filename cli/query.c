@@ -209,6 +209,7 @@ struct settings {
     const char *key_from;   /* "--api-key" or "DAPI_API_KEY" */
     const char *sql_path;   /* read the SQL from here ("-" = stdin), or NULL */
     const char *sql_what;   /* how messages name it */
+    int sql_implicit;       /* stdin, because no SQL was given otherwise */
     struct dapi_client_query q;
     char *sql_owned;
     enum dapi_format_kind format;
@@ -262,9 +263,9 @@ static void print_err(const struct dapi_client_err *e, const struct settings *s)
     else if(e->kind == DAPI_CLIENT_NETWORK)
         snprintf(status, sizeof status, " (no answer)");
     if(e->still_running) {
-        fprintf(stderr, "dapi query: the query is still running after %lld s (--timeout); gave "
-                "up waiting, raise --timeout to wait longer: %s%s\n", s->timeout, e->details,
-                status);
+        fprintf(stderr, "dapi query: the query is still running after %lld s (--timeout): gave up "
+                "waiting (raise --timeout to wait longer); the server: %s%s\n", s->timeout,
+                e->details, status);
         return;
     }
     fprintf(stderr, "dapi query: %s%s%s%s", e->message, e->details[0] ? ": " : "", e->details,
@@ -278,6 +279,7 @@ enum dapi_err dapi_cli_read_fd(int fd, size_t max, char **out, size_t *len)
 {
     enum dapi_err result = DAPI_OK;
     struct dapi_buf b;
+    int saved;
     dapi_buf_init(&b, max);
     *out = NULL;
     if(len)
@@ -310,8 +312,8 @@ enum dapi_err dapi_cli_read_fd(int fd, size_t max, char **out, size_t *len)
     dapi_buf_commit(&b, 0); /* NUL-terminates even when the last reserve got nothing */
     if(!(*out = dapi_buf_take(&b, len)))
         result = DAPI_ERR_NOMEM;
-out:;
-    int saved = errno;
+out:
+    saved = errno;
     dapi_buf_free(&b);
     errno = saved;
     return result;
@@ -398,9 +400,10 @@ static const char *sql_source(const char **v, const char **pos, int npos, struct
     if(v[O_SQL_FILE]) {
         s->sql_path = v[O_SQL_FILE];
         s->sql_what = strcmp(v[O_SQL_FILE], "-") == 0 ? "--sql-file -: stdin" : "--sql-file";
-    } else if(modes == 0 || (sql && strcmp(sql, "-") == 0)) {
+    } else if(modes == 0 || (npos == 1 && strcmp(pos[0], "-") == 0)) {
         s->sql_path = "-";
         s->sql_what = "stdin";
+        s->sql_implicit = modes == 0;
     } else if(sql) {
         s->q.sql = sql;
     } else {
@@ -469,7 +472,11 @@ static int settle(const char **v, const char **pos, int npos, struct settings *s
         if(!(s->sql_owned = read_sql(s->sql_path, s->sql_what)))
             return DAPI_EXIT_USAGE;
         if(blank(s->sql_owned)) {
-            fprintf(stderr, "dapi query: %s: the SQL is empty\n", s->sql_what);
+            if(s->sql_implicit)
+                fprintf(stderr, "dapi query: no query: stdin is empty (give the SQL as an "
+                        "argument or with -c, --sql-file FILE, or --layer L --table T)\n");
+            else
+                fprintf(stderr, "dapi query: %s: the SQL is empty\n", s->sql_what);
             return DAPI_EXIT_USAGE;
         }
         s->q.sql = s->sql_owned;
