@@ -60,8 +60,8 @@ static int help(const char *cmd)
     return 0;
 }
 
-/* Whether a command's arguments ask for the version (serve and sample-data parse their own
- * arguments; query and health know --version / -V themselves). Like serve's --help, any
+/* Whether a command's arguments ask for the version (serve, sample-data and help parse their
+ * own arguments; query and health know --version / -V themselves). Like serve's --help, any
  * argument counts. */
 static int wants_version(int argc, char **argv)
 {
@@ -110,8 +110,8 @@ int main(int argc, char **argv)
     if(argc < 2)
         return help(NULL) == 0 ? 2 : 2;
     const char *cmd = argv[1];
-    if((strcmp(cmd, "serve") == 0 || strcmp(cmd, "sample-data") == 0) &&
-       wants_version(argc - 2, argv + 2)) {
+    if((strcmp(cmd, "serve") == 0 || strcmp(cmd, "sample-data") == 0 ||
+        strcmp(cmd, "help") == 0) && wants_version(argc - 2, argv + 2)) {
         dapi_cli_version(stdout);
         return 0;
     }

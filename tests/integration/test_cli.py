@@ -738,7 +738,8 @@ def test_version_on_every_command():
     want, _ = ok(["--version"], url=False, key=None)
     check(re.match(rb"^dapi \d+\.\d+\.\d+ \(DuckDB v?[\d.]+\)\n$", want), "dapi --version: %r" % want)
     for args in (["-V"], ["query", "--version"], ["query", "-V"], ["query", "-qV"], ["health", "--version"],
-                 ["health", "-V"], ["serve", "--version"], ["serve", "-V"], ["sample-data", "--version"]):
+                 ["health", "-V"], ["serve", "--version"], ["serve", "-V"], ["sample-data", "--version"],
+                 ["help", "--version"]):
         rc, out, err = cli(args, url=False, key=None)
         eq((rc, out, err), (0, want, ""), "dapi %s" % " ".join(args))
 
