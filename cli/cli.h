@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "dapi/err.h"
+
 /* Exit codes of the client commands (docs/cli.md). */
 enum dapi_exit {
     DAPI_EXIT_OK = 0,
@@ -36,14 +38,24 @@ struct dapi_cli_opt {
     const char *help;
 };
 
-/* Parses argv (flags only: --name VALUE, --name=VALUE, -x VALUE, and switches) against
- * opts[0..n). vals[i] receives opts[i]'s value, borrowed from argv or the environment, "1"
- * for a switch that was given, NULL if absent; the last occurrence wins, a flag wins over
- * its environment variable. Returns 0, or -1 after printing "dapi CMD: reason" on stderr. */
+/* Parses argv against opts[0..n): long options (--name VALUE, --name=VALUE), short ones
+ * (-x VALUE, -xVALUE) and clusters of them (-qf csv, -qfcsv: a switch may be followed by
+ * more letters; an option with a value takes the rest of the cluster or the next argument),
+ * "--" (everything after it is an argument) and arguments ("-" alone is one). vals[i]
+ * receives opts[i]'s value, borrowed from argv or the environment, "1" for a switch that was
+ * given, NULL if absent; the last occurrence wins, a flag wins over its environment variable.
+ * Arguments go to pos (room for argc entries), their count to *npos; with pos NULL an
+ * argument is an error. Returns 0, or -1 after printing "dapi CMD: reason" on stderr. */
 int dapi_cli_parse(const char *cmd, const struct dapi_cli_opt *opts, size_t n, int argc,
-                   char **argv, const char **vals);
+                   char **argv, const char **vals, const char **pos, int *npos);
 /* Prints the option list (one entry per option, with env var and default) to out. */
 void dapi_cli_usage(FILE *out, const struct dapi_cli_opt *opts, size_t n);
+/* Prints "dapi VERSION (DuckDB VERSION)" and a newline: every command's --version / -V. */
+void dapi_cli_version(FILE *out);
+/* Reads fd to its end into *out (owned, free(); NUL-terminated, *len bytes if len is not
+ * NULL). At most max bytes: DAPI_ERR_TOO_LARGE past that (a file of exactly max bytes is
+ * read), DAPI_ERR_IO on a read error (errno says which), DAPI_ERR_NOMEM. */
+enum dapi_err dapi_cli_read_fd(int fd, size_t max, char **out, size_t *len);
 /* Parses a decimal integer in [lo, hi], rejecting anything else (sign junk, trailing text). */
 int dapi_cli_int(const char *s, long long lo, long long hi, long long *out);
 

@@ -17,6 +17,7 @@
 struct dapi_format {
     enum dapi_format_kind kind;
     struct dapi_out *o;
+    int no_header;         /* csv/tsv: no header row */
     unsigned long long rows;
     size_t ncols;
     struct dapi_buf keys;  /* the first row's raw key literals, back to back */
@@ -53,6 +54,11 @@ enum dapi_err dapi_out_flush(struct dapi_out *o)
         return DAPI_ERR_IO;
     if(o->fd < 0)
         return DAPI_OK;
+    if(o->buf.len && o->before_write) {
+        void (*fn)(void *) = o->before_write;
+        o->before_write = NULL;
+        fn(o->before_write_arg);
+    }
     size_t off = 0;
     while(off < o->buf.len) {
         ssize_t w = write(o->fd, o->buf.data + off, o->buf.len - off);
@@ -489,7 +495,8 @@ enum dapi_err dapi_format_page(struct dapi_format *f, const struct dapi_page *pa
             result = table_line(f, NULL);
         if(!result && first)
             result = table_rule(f);
-    } else if(first && (f->kind == DAPI_FORMAT_CSV || f->kind == DAPI_FORMAT_TSV)) {
+    } else if(first && !f->no_header &&
+              (f->kind == DAPI_FORMAT_CSV || f->kind == DAPI_FORMAT_TSV)) {
         result = put_delimited_header(f);
     }
     for(size_t r = 0; r < rows && !result; r++) {
@@ -555,6 +562,11 @@ enum dapi_err dapi_format_new(struct dapi_format **out, enum dapi_format_kind ki
     dapi_buf_init(&f->b, CELL_MAX);
     *out = f;
     return DAPI_OK;
+}
+
+void dapi_format_no_header(struct dapi_format *f)
+{
+    f->no_header = 1;
 }
 
 void dapi_format_free(struct dapi_format *f)

@@ -27,6 +27,10 @@ struct dapi_out {
     struct dapi_buf buf;
     int broken_pipe; /* a write failed with EPIPE: the reader has gone */
     int error;       /* errno of the write that failed, 0 if none */
+    /* If set, called once just before the first byte is written to fd (then cleared):
+     * `dapi query` clears its progress line there when stdout is the same terminal. */
+    void (*before_write)(void *arg);
+    void *before_write_arg;
 };
 
 void dapi_out_init(struct dapi_out *o, int fd, size_t mem_cap);
@@ -41,6 +45,8 @@ struct dapi_format;
 enum dapi_err dapi_format_new(struct dapi_format **out, enum dapi_format_kind kind,
                               struct dapi_out *o);
 void dapi_format_free(struct dapi_format *f);
+/* csv and tsv: leave out the header row (other formats have none to leave out). */
+void dapi_format_no_header(struct dapi_format *f);
 
 /* Writes the rows of one page (borrowed for the call). The first row seen fixes the columns;
  * a row with other columns is refused with DAPI_ERR_INVALID and a one-line reason in err.

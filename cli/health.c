@@ -8,12 +8,13 @@
 
 #include "dapi/client.h"
 
-enum { O_URL, O_TIMEOUT, O_QUIET, O_HELP, O__COUNT };
+enum { O_URL, O_TIMEOUT, O_QUIET, O_VERSION, O_HELP, O__COUNT };
 
 static const struct dapi_cli_opt opts[O__COUNT] = {
     [O_URL] = {"url", 0, "URL", "DAPI_URL", "http://localhost:5001", "the dapi server"},
     [O_TIMEOUT] = {"timeout", 0, "SECONDS", NULL, "5", "give up after this long (1-300)"},
     [O_QUIET] = {"quiet", 'q', NULL, NULL, NULL, "print nothing; the exit code tells"},
+    [O_VERSION] = {"version", 'V', NULL, NULL, NULL, "print the version and exit"},
     [O_HELP] = {"help", 'h', NULL, NULL, NULL, "this help"},
 };
 
@@ -34,10 +35,14 @@ int dapi_cli_health(int argc, char **argv)
     struct dapi_client *c = NULL;
     struct dapi_client_err err;
     char *status = NULL;
-    if(dapi_cli_parse("health", opts, O__COUNT, argc, argv, v))
+    if(dapi_cli_parse("health", opts, O__COUNT, argc, argv, v, NULL, NULL))
         return DAPI_EXIT_USAGE;
     if(v[O_HELP]) {
         dapi_cli_health_usage(stdout);
+        return 0;
+    }
+    if(v[O_VERSION]) {
+        dapi_cli_version(stdout);
         return 0;
     }
     if(v[O_TIMEOUT] && dapi_cli_int(v[O_TIMEOUT], 1, 300, &timeout)) {

@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dapi/version.h"
+#include "engine/engine.h"
+
 static int find_long(const struct dapi_cli_opt *opts, size_t n, const char *name, size_t len)
 {
     for(size_t i = 0; i < n; i++)
@@ -21,52 +24,88 @@ static int find_short(const struct dapi_cli_opt *opts, size_t n, char c)
     return -1;
 }
 
-int dapi_cli_parse(const char *cmd, const struct dapi_cli_opt *opts, size_t n, int argc,
-                   char **argv, const char **vals)
+/* Gives option k its value: a switch gets "1"; an option with a value takes inline (the
+ * rest of the argument) or the next argument, advancing *a. name is how the user wrote it. */
+static int take(const char *cmd, const struct dapi_cli_opt *o, const char *name,
+                const char *inline_val, int *a, int argc, char **argv, const char **val)
 {
+    if(!o->metavar) {
+        if(inline_val) {
+            fprintf(stderr, "dapi %s: %s takes no value\n", cmd, name);
+            return -1;
+        }
+        *val = "1";
+    } else if(inline_val) {
+        *val = inline_val;
+    } else if(*a + 1 < argc) {
+        *val = argv[++*a];
+    } else {
+        fprintf(stderr, "dapi %s: %s needs a value (%s)\n", cmd, name, o->metavar);
+        return -1;
+    }
+    return 0;
+}
+
+/* A cluster of short options: "-q", "-qf csv", "-fjson", "-qfcsv". */
+static int take_shorts(const char *cmd, const struct dapi_cli_opt *opts, size_t n,
+                       const char *arg, int *a, int argc, char **argv, const char **vals)
+{
+    for(const char *c = arg + 1; *c; c++) {
+        int k = find_short(opts, n, *c);
+        char name[3] = {'-', *c, '\0'};
+        if(k < 0) {
+            if((unsigned char)*c < 0x21 || (unsigned char)*c > 0x7e)
+                fprintf(stderr, "dapi %s: unknown option in '%.64s' (see dapi %s --help)\n",
+                        cmd, arg, cmd);
+            else
+                fprintf(stderr, "dapi %s: unknown option '%s' (see dapi %s --help)\n", cmd,
+                        name, cmd);
+            return -1;
+        }
+        /* an option with a value takes the rest of the cluster, or the next argument */
+        const char *rest = opts[k].metavar && c[1] ? c + 1 : NULL;
+        if(take(cmd, &opts[k], name, rest, a, argc, argv, &vals[k]))
+            return -1;
+        if(opts[k].metavar)
+            break;
+    }
+    return 0;
+}
+
+int dapi_cli_parse(const char *cmd, const struct dapi_cli_opt *opts, size_t n, int argc,
+                   char **argv, const char **vals, const char **pos, int *npos)
+{
+    int only_pos = 0;
+    if(npos)
+        *npos = 0;
     for(size_t i = 0; i < n; i++)
         vals[i] = NULL;
     for(int a = 0; a < argc; a++) {
         const char *arg = argv[a];
-        const char *inline_val = NULL;
-        int k;
-        if(arg[0] == '-' && arg[1] == '-' && arg[2]) {
+        if(!only_pos && strcmp(arg, "--") == 0) {
+            only_pos = 1;
+        } else if(only_pos || arg[0] != '-' || arg[1] == '\0') { /* "-" is an argument too */
+            if(!pos) {
+                fprintf(stderr, "dapi %s: unexpected argument '%.64s' (see dapi %s --help)\n",
+                        cmd, arg, cmd);
+                return -1;
+            }
+            pos[(*npos)++] = arg;
+        } else if(arg[1] == '-') {
             const char *name = arg + 2;
             const char *eq = strchr(name, '=');
             size_t len = eq ? (size_t)(eq - name) : strlen(name);
-            k = find_long(opts, n, name, len);
+            int k = find_long(opts, n, name, len);
             if(k < 0) {
                 fprintf(stderr, "dapi %s: unknown option '--%.*s' (see dapi %s --help)\n", cmd,
                         (int)(len > 64 ? 64 : len), name, cmd);
                 return -1;
             }
-            if(eq)
-                inline_val = eq + 1;
-        } else if(arg[0] == '-' && arg[1] && !arg[2]) {
-            k = find_short(opts, n, arg[1]);
-            if(k < 0) {
-                fprintf(stderr, "dapi %s: unknown option '%s' (see dapi %s --help)\n", cmd, arg,
-                        cmd);
+            char shown[80];
+            snprintf(shown, sizeof shown, "--%s", opts[k].name);
+            if(take(cmd, &opts[k], shown, eq ? eq + 1 : NULL, &a, argc, argv, &vals[k]))
                 return -1;
-            }
-        } else {
-            fprintf(stderr, "dapi %s: unexpected argument '%.64s' (see dapi %s --help)\n", cmd,
-                    arg, cmd);
-            return -1;
-        }
-        if(!opts[k].metavar) {
-            if(inline_val) {
-                fprintf(stderr, "dapi %s: --%s takes no value\n", cmd, opts[k].name);
-                return -1;
-            }
-            vals[k] = "1";
-        } else if(inline_val) {
-            vals[k] = inline_val;
-        } else if(a + 1 < argc) {
-            vals[k] = argv[++a];
-        } else {
-            fprintf(stderr, "dapi %s: --%s needs a value (%s)\n", cmd, opts[k].name,
-                    opts[k].metavar);
+        } else if(take_shorts(cmd, opts, n, arg, &a, argc, argv, vals)) {
             return -1;
         }
     }
@@ -117,4 +156,9 @@ int dapi_cli_int(const char *s, long long lo, long long hi, long long *out)
         return -1;
     *out = v;
     return 0;
+}
+
+void dapi_cli_version(FILE *out)
+{
+    fprintf(out, "dapi %s (DuckDB %s)\n", DAPI_VERSION, dapi_engine_version());
 }

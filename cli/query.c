@@ -23,45 +23,53 @@
 #define SQL_FILE_MAX ((size_t)16 << 20)
 
 enum {
-    O_URL, O_KEY, O_SQL, O_SQL_FILE, O_LAYER, O_TABLE, O_LIMIT, O_FORMAT, O_OUTPUT,
-    O_PARALLEL, O_TIMEOUT, O_RETRIES, O_RETRY_TIME, O_QUIET, O_HELP, O__COUNT
+    O_URL, O_KEY, O_SQL, O_SQL_FILE, O_LAYER, O_TABLE, O_LIMIT, O_FORMAT, O_NO_HEADER,
+    O_OUTPUT, O_PARALLEL, O_TIMEOUT, O_RETRIES, O_RETRY_TIME, O_QUIET, O_VERSION, O_HELP,
+    O__COUNT
 };
 
 static const struct dapi_cli_opt opts[O__COUNT] = {
     [O_URL] = {"url", 0, "URL", "DAPI_URL", "http://localhost:5001", "the dapi server"},
     [O_KEY] = {"api-key", 0, "KEY", "DAPI_API_KEY", NULL,
                "API key sent as x-api-key (prefer the env var: flags show in ps)"},
-    [O_SQL] = {"sql", 0, "SQL", NULL, NULL, "the SQL to run"},
+    [O_SQL] = {"sql", 'c', "SQL", NULL, NULL, "the SQL to run (or give it as the argument)"},
     [O_SQL_FILE] = {"sql-file", 0, "FILE", NULL, NULL, "read the SQL from FILE ('-' = stdin)"},
     [O_LAYER] = {"layer", 0, "LAYER", NULL, NULL, "with --table: read a whole table"},
     [O_TABLE] = {"table", 0, "TABLE", NULL, NULL, "the table in --layer"},
     [O_LIMIT] = {"limit", 0, "N", NULL, NULL, "with --layer/--table: at most N rows"},
     [O_FORMAT] = {"format", 'f', "FMT", NULL, "table on a terminal, else csv",
                   "csv, tsv, json, ndjson or table"},
+    [O_NO_HEADER] = {"no-header", 0, NULL, NULL, NULL, "csv and tsv: no header row"},
     [O_OUTPUT] = {"output", 'o', "FILE", NULL, "stdout",
                   "write to FILE (replaced only once complete)"},
     [O_PARALLEL] = {"parallel", 'p', "N", NULL, "4", "pages fetched at once (1-64)"},
     [O_TIMEOUT] = {"timeout", 0, "SECONDS", NULL, "330",
-                   "limit for one HTTP call (a results call may wait for the query)"},
+                   "limit for one HTTP call, and for asking again while the query still runs"},
     [O_RETRIES] = {"retries", 0, "N", NULL, "4", "retries of a transient failure (0-100)"},
     [O_RETRY_TIME] = {"retry-max-time", 0, "SECONDS", NULL, "60",
                       "no retry starts later than this after a call's first attempt"},
     [O_QUIET] = {"quiet", 'q', NULL, NULL, NULL, "no progress line and no retry notices"},
+    [O_VERSION] = {"version", 'V', NULL, NULL, NULL, "print the version and exit"},
     [O_HELP] = {"help", 'h', NULL, NULL, NULL, "this help"},
 };
 
 void dapi_cli_query_usage(FILE *out)
 {
     fprintf(out,
-            "Usage: dapi query [options] (--sql SQL | --sql-file FILE | --layer L --table T)\n\n"
-            "Creates a query on a dapi server and writes every row of its result, in order.\n\n"
+            "Usage: dapi query [options] [SQL | -c SQL | --sql-file FILE | --layer L --table T]\n\n"
+            "Creates a query on a dapi server and writes every row of its result, in order.\n"
+            "The SQL is the argument ('-' = stdin), -c/--sql or --sql-file; with none of\n"
+            "them it is read from stdin when stdin is not a terminal (echo 'SELECT 1' |\n"
+            "dapi query). Short options cluster (-qf csv, -fjson); after -- every argument\n"
+            "is SQL, even one that starts with '-'.\n\n"
             "Options:\n");
     dapi_cli_usage(out, opts, O__COUNT);
     fprintf(out,
             "\nExit codes: 0 ok, 1 other failure (malformed answer, output not writable),\n"
             "2 usage error, 3 authentication (no key, 401, 403), 4 query refused or failed\n"
-            "(400, 404, 413, execution failure), 5 server unreachable or unavailable\n"
-            "(connection, timeout, 429/502/503/504 after retries).\n");
+            "(400, 404, 413, an execution failure other than 502/503), 5 server unreachable\n"
+            "or unavailable (connection, timeout, 429, 502, 503, 504 that is not a query\n"
+            "failure, after retries; a query still running when --timeout ends).\n");
 }
 
 /* ---- removing a half-written --output file when interrupted ------------------------- */
@@ -79,12 +87,16 @@ static void on_fatal_signal(int sig)
 
 /* ---- progress (stderr is a terminal and no --quiet) --------------------------------- */
 
+/* The progress line is drawn on stderr while rows are fetched. When stdout is the same
+ * terminal, it is cleared (and no longer drawn) just before the first byte of output, so it
+ * never mixes with the rows; otherwise its final state is left on a line of its own. */
 struct progress {
     atomic_ullong rows, pages;
     atomic_int done;
     int64_t t0;
     pthread_mutex_t mu; /* one stderr writer at a time (progress line, retry notices) */
-    int on;             /* a progress line is being drawn */
+    int on;             /* a progress line is on the terminal (under mu) */
+    int keep;           /* leave the final line at the end (stdout is not this terminal) */
     int quiet;
 };
 
@@ -107,7 +119,8 @@ static void progress_text(struct progress *p, char *line, size_t cap)
 {
     unsigned long long rows = atomic_load(&p->rows), pages = atomic_load(&p->pages);
     double s = (double)(dapi_clock_mono_ms() - p->t0) / 1000.0;
-    snprintf(line, cap, "%llu rows, %llu pages, %.0f rows/s, %.1f s", rows, pages,
+    snprintf(line, cap, "%llu row%s, %llu page%s, %.0f rows/s, %.1f s", rows,
+             rows == 1 ? "" : "s", pages, pages == 1 ? "" : "s",
              s > 0.05 ? (double)rows / s : 0.0, s);
 }
 
@@ -121,12 +134,25 @@ static void *progress_loop(void *arg)
         if(n < 0 || (size_t)n >= sizeof out)
             n = n < 0 ? 0 : (int)sizeof out - 1;
         pthread_mutex_lock(&p->mu);
-        put_stderr(out, (size_t)n);
+        if(p->on)
+            put_stderr(out, (size_t)n);
         pthread_mutex_unlock(&p->mu);
         for(int i = 0; i < 4 && !atomic_load(&p->done); i++)
             dapi_clock_sleep_ms(50);
     }
     return NULL;
+}
+
+/* Output is about to reach the terminal the progress line is on: clear it for good. */
+static void progress_yield(void *arg)
+{
+    struct progress *p = arg;
+    pthread_mutex_lock(&p->mu);
+    atomic_store(&p->done, 1);
+    if(p->on)
+        put_stderr("\r\033[K", 4);
+    p->on = 0;
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void on_retry(void *arg, const char *what, int attempt, int64_t delay_ms,
@@ -147,21 +173,49 @@ static void on_retry(void *arg, const char *what, int attempt, int64_t delay_ms,
     pthread_mutex_unlock(&p->mu);
 }
 
-/* Stops the progress line, leaving its final state on a line of its own. */
-static void progress_stop(struct progress *p, pthread_t tid, int *running)
+/* Stops the progress line: after a success its final state stays on a line of its own
+ * (unless stdout is the same terminal); after a failure it is cleared, so the error takes
+ * its place. */
+static void progress_stop(struct progress *p, pthread_t tid, int *running, int ok)
 {
     if(!*running)
         return;
     *running = 0;
     atomic_store(&p->done, 1);
     pthread_join(tid, NULL);
-    char line[256];
+    char line[256], out[300];
     progress_text(p, line, sizeof line);
     pthread_mutex_lock(&p->mu);
+    if(p->on && ok && p->keep) {
+        int n = snprintf(out, sizeof out, "\r%s\033[K\n", line);
+        put_stderr(out, n < 0 ? 0 : (size_t)n < sizeof out ? (size_t)n : sizeof out - 1);
+    } else if(p->on) {
+        put_stderr("\r\033[K", 4);
+    }
     p->on = 0;
-    fprintf(stderr, "\r%s\033[K\n", line);
     pthread_mutex_unlock(&p->mu);
 }
+
+/* Whether fds a and b are the same terminal. */
+static int same_terminal(int a, int b)
+{
+    struct stat sa, sb;
+    return isatty(a) && isatty(b) && fstat(a, &sa) == 0 && fstat(b, &sb) == 0 &&
+           sa.st_rdev == sb.st_rdev;
+}
+
+struct settings {
+    const char *url, *key, *output;
+    const char *key_from;   /* "--api-key" or "DAPI_API_KEY" */
+    const char *sql_path;   /* read the SQL from here ("-" = stdin), or NULL */
+    const char *sql_what;   /* how messages name it */
+    int sql_implicit;       /* stdin, because no SQL was given otherwise */
+    struct dapi_client_query q;
+    char *sql_owned;
+    enum dapi_format_kind format;
+    long long parallel, timeout, retries, retry_time;
+    int quiet, no_header;
+};
 
 /* ---- the run ------------------------------------------------------------------------ */
 
@@ -183,6 +237,9 @@ static int on_page(void *arg, const struct dapi_page *page)
     return 0;
 }
 
+/* The exit code of a failed call. The client library classifies each answer by its HTTP
+ * status and body shape (src/client/client.c, answer_err: the table in docs/cli.md); the
+ * classes map one to one onto the exit codes. */
 static int exit_for(const struct dapi_client_err *e)
 {
     switch(e->kind) {
@@ -193,53 +250,103 @@ static int exit_for(const struct dapi_client_err *e)
     }
 }
 
-static void print_err(const struct dapi_client_err *e)
+/* Where a key comes from, for the messages about a missing or refused one. */
+#define KEY_SOURCES                                                                           \
+    "a dapi server's keys are set by its DAPI_API_KEYS or --api-keys-file; one started "     \
+    "without keys prints its development key at start and keeps it in <state-dir>/dev-key"
+
+static void print_err(const struct dapi_client_err *e, const struct settings *s)
 {
     char status[48] = "";
     if(e->status)
         snprintf(status, sizeof status, " (HTTP %d)", e->status);
     else if(e->kind == DAPI_CLIENT_NETWORK)
         snprintf(status, sizeof status, " (no answer)");
-    fprintf(stderr, "dapi query: %s%s%s%s\n", e->message, e->details[0] ? ": " : "", e->details,
+    if(e->still_running) {
+        fprintf(stderr, "dapi query: the query is still running after %lld s (--timeout): gave up "
+                "waiting (raise --timeout to wait longer); the server: %s%s\n", s->timeout,
+                e->details, status);
+        return;
+    }
+    fprintf(stderr, "dapi query: %s%s%s%s", e->message, e->details[0] ? ": " : "", e->details,
             status);
+    if(e->status == 401)
+        fprintf(stderr, "; the key was given by %s (%s)", s->key_from, KEY_SOURCES);
+    fputc('\n', stderr);
 }
 
-/* Reads the SQL of --sql-file (owned, free()); NULL after printing why. */
-static char *read_sql(const char *path)
+enum dapi_err dapi_cli_read_fd(int fd, size_t max, char **out, size_t *len)
 {
-    int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    enum dapi_err result = DAPI_OK;
     struct dapi_buf b;
-    dapi_buf_init(&b, SQL_FILE_MAX);
-    if(fd < 0) {
-        fprintf(stderr, "dapi query: --sql-file %s: %s\n", path, strerror(errno));
-        return NULL;
-    }
+    int saved;
+    dapi_buf_init(&b, max);
+    *out = NULL;
+    if(len)
+        *len = 0;
     for(;;) {
-        char *dst = dapi_buf_reserve(&b, 65536);
+        /* never reserve past max: a read may fill the buffer exactly; once it is full, one
+         * more byte tells a file of exactly max bytes from a larger one */
+        size_t room = max - b.len, want = room < 65536 ? room : 65536;
+        char probe;
+        char *dst = want ? dapi_buf_reserve(&b, want) : &probe;
         if(!dst) {
-            fprintf(stderr, "dapi query: --sql-file %s: larger than %zu bytes\n", path,
-                    SQL_FILE_MAX);
-            break;
+            result = dapi_buf_error(&b);
+            goto out;
         }
-        ssize_t n = read(fd, dst, 65536);
+        ssize_t n = read(fd, dst, want ? want : 1);
         if(n < 0 && errno == EINTR)
             continue;
         if(n < 0) {
-            fprintf(stderr, "dapi query: --sql-file %s: %s\n", path, strerror(errno));
-            dapi_buf_free(&b);
-            break;
+            result = DAPI_ERR_IO;
+            goto out;
         }
-        if(n == 0) {
-            if(fd != STDIN_FILENO)
-                close(fd);
-            return dapi_buf_take(&b, NULL);
+        if(n == 0)
+            break;
+        if(!want) {
+            result = DAPI_ERR_TOO_LARGE;
+            goto out;
         }
         dapi_buf_commit(&b, (size_t)n);
     }
+    dapi_buf_commit(&b, 0); /* NUL-terminates even when the last reserve got nothing */
+    if(!(*out = dapi_buf_take(&b, len)))
+        result = DAPI_ERR_NOMEM;
+out:
+    saved = errno;
+    dapi_buf_free(&b);
+    errno = saved;
+    return result;
+}
+
+/* Reads the SQL from path ("-" = stdin; what names it in messages). Owned (free()); NULL
+ * after printing why. */
+static char *read_sql(const char *path, const char *what)
+{
+    int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
+    char *sql = NULL;
+    if(fd < 0) {
+        fprintf(stderr, "dapi query: %s: %s\n", what, strerror(errno));
+        return NULL;
+    }
+    enum dapi_err r = dapi_cli_read_fd(fd, SQL_FILE_MAX, &sql, NULL);
+    if(r == DAPI_ERR_TOO_LARGE)
+        fprintf(stderr, "dapi query: %s: larger than %zu bytes\n", what, SQL_FILE_MAX);
+    else if(r == DAPI_ERR_IO)
+        fprintf(stderr, "dapi query: %s: %s\n", what, strerror(errno));
+    else if(r)
+        fprintf(stderr, "dapi query: %s: out of memory\n", what);
     if(fd != STDIN_FILENO)
         close(fd);
-    dapi_buf_free(&b);
-    return NULL;
+    return sql;
+}
+
+static int blank(const char *s)
+{
+    for(; *s; s++)
+        if(*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' && *s != '\f' && *s != '\v')
+            return 0;
+    return 1;
 }
 
 /* Opens --output: a temp file beside FILE (renamed over it at the end) for regular files,
@@ -272,68 +379,107 @@ static int open_output(const char *path, int *use_tmp)
     return fd;
 }
 
-struct settings {
-    const char *url, *key, *output;
-    struct dapi_client_query q;
-    char *sql_owned;
-    enum dapi_format_kind format;
-    long long parallel, timeout, retries, retry_time;
-    int quiet;
-};
+/* Where the SQL comes from: the argument, -c/--sql, --sql-file, --layer/--table, or stdin
+ * when none is given and it is not a terminal. Returns NULL or what is wrong. */
+static const char *sql_source(const char **v, const char **pos, int npos, struct settings *s)
+{
+    const char *sql = v[O_SQL];
+    if(npos > 1)
+        return "give the SQL as one argument (quote it: dapi query 'SELECT ...')";
+    if(npos == 1 && sql)
+        return "the SQL is given twice: as an argument and with -c/--sql";
+    if(npos == 1)
+        sql = pos[0];
+    int modes = (sql != NULL) + (v[O_SQL_FILE] != NULL) + (v[O_LAYER] || v[O_TABLE]);
+    if(modes > 1)
+        return "give one query: SQL (argument, -c/--sql or stdin), --sql-file, or --layer "
+               "with --table";
+    if(modes == 0 && isatty(STDIN_FILENO))
+        return "no query: give the SQL as an argument or with -c, --sql-file FILE, or --layer L "
+               "--table T, or pipe it on stdin";
+    if(v[O_SQL_FILE]) {
+        s->sql_path = v[O_SQL_FILE];
+        s->sql_what = strcmp(v[O_SQL_FILE], "-") == 0 ? "--sql-file -: stdin" : "--sql-file";
+    } else if(modes == 0 || (npos == 1 && strcmp(pos[0], "-") == 0)) {
+        s->sql_path = "-";
+        s->sql_what = "stdin";
+        s->sql_implicit = modes == 0;
+    } else if(sql) {
+        s->q.sql = sql;
+    } else {
+        s->q.layer = v[O_LAYER];
+        s->q.table = v[O_TABLE];
+    }
+    return NULL;
+}
 
-/* Validates the options into s. Returns 0, or an exit code after printing why. */
-static int settle(const char **v, struct settings *s)
+/* Checks the values of the options (not the query's source). Returns NULL or what is
+ * wrong. */
+static const char *check_values(const char **v, struct settings *s, long long *limit)
+{
+    if((v[O_LAYER] || v[O_TABLE]) && (!v[O_LAYER] || !v[O_TABLE]))
+        return "--layer and --table go together";
+    if(v[O_LIMIT] && !v[O_LAYER])
+        return "--limit goes with --layer/--table (write LIMIT in the SQL otherwise)";
+    if(v[O_LIMIT] && dapi_cli_int(v[O_LIMIT], 1, INT64_MAX, limit))
+        return "--limit must be a positive integer";
+    if(v[O_FORMAT] && dapi_format_parse(v[O_FORMAT], &s->format))
+        return "--format must be csv, tsv, json, ndjson or table";
+    if(s->no_header && s->format != DAPI_FORMAT_CSV && s->format != DAPI_FORMAT_TSV)
+        return v[O_FORMAT] ? "--no-header goes with --format csv or tsv"
+                           : "--no-header goes with --format csv or tsv (on a terminal the "
+                             "default is table)";
+    if(dapi_cli_int(v[O_PARALLEL] ? v[O_PARALLEL] : "4", 1, 64, &s->parallel))
+        return "--parallel must be an integer from 1 to 64";
+    if(dapi_cli_int(v[O_TIMEOUT] ? v[O_TIMEOUT] : "330", 1, 86400, &s->timeout))
+        return "--timeout must be a number of seconds from 1 to 86400";
+    if(dapi_cli_int(v[O_RETRIES] ? v[O_RETRIES] : "4", 0, 100, &s->retries))
+        return "--retries must be an integer from 0 to 100";
+    if(dapi_cli_int(v[O_RETRY_TIME] ? v[O_RETRY_TIME] : "60", 0, 86400, &s->retry_time))
+        return "--retry-max-time must be a number of seconds from 0 to 86400";
+    if(s->q.sql && blank(s->q.sql))
+        return "the SQL is empty";
+    return NULL;
+}
+
+/* Validates the options into s and reads the SQL if it comes from a file or stdin. Returns
+ * 0, or an exit code after printing why. */
+static int settle(const char **v, const char **pos, int npos, struct settings *s)
 {
     long long limit = 0;
     memset(s, 0, sizeof *s);
     s->url = v[O_URL] ? v[O_URL] : "http://localhost:5001";
     s->key = v[O_KEY];
+    s->key_from = v[O_KEY] && v[O_KEY] == getenv("DAPI_API_KEY") ? "DAPI_API_KEY" : "--api-key";
     s->output = v[O_OUTPUT] && strcmp(v[O_OUTPUT], "-") != 0 ? v[O_OUTPUT] : NULL;
     s->quiet = v[O_QUIET] != NULL;
-    int modes = (v[O_SQL] != NULL) + (v[O_SQL_FILE] != NULL) + (v[O_LAYER] || v[O_TABLE]);
-    const char *bad = NULL;
-    if(modes != 1)
-        bad = "give exactly one of --sql, --sql-file, or --layer with --table";
-    else if((v[O_LAYER] || v[O_TABLE]) && (!v[O_LAYER] || !v[O_TABLE]))
-        bad = "--layer and --table go together";
-    else if(v[O_LIMIT] && !v[O_LAYER])
-        bad = "--limit goes with --layer/--table (write LIMIT in the SQL otherwise)";
-    else if(v[O_LIMIT] && dapi_cli_int(v[O_LIMIT], 1, INT64_MAX, &limit))
-        bad = "--limit must be a positive integer";
-    else if(v[O_FORMAT] && dapi_format_parse(v[O_FORMAT], &s->format))
-        bad = "--format must be csv, tsv, json, ndjson or table";
-    else if(dapi_cli_int(v[O_PARALLEL] ? v[O_PARALLEL] : "4", 1, 64, &s->parallel))
-        bad = "--parallel must be an integer from 1 to 64";
-    else if(dapi_cli_int(v[O_TIMEOUT] ? v[O_TIMEOUT] : "330", 1, 86400, &s->timeout))
-        bad = "--timeout must be a number of seconds from 1 to 86400";
-    else if(dapi_cli_int(v[O_RETRIES] ? v[O_RETRIES] : "4", 0, 100, &s->retries))
-        bad = "--retries must be an integer from 0 to 100";
-    else if(dapi_cli_int(v[O_RETRY_TIME] ? v[O_RETRY_TIME] : "60", 0, 86400, &s->retry_time))
-        bad = "--retry-max-time must be a number of seconds from 0 to 86400";
-    else if(v[O_SQL] && !v[O_SQL][0])
-        bad = "--sql is empty";
+    s->no_header = v[O_NO_HEADER] != NULL;
+    s->format = !s->output && isatty(STDOUT_FILENO) ? DAPI_FORMAT_TABLE : DAPI_FORMAT_CSV;
+    const char *bad = sql_source(v, pos, npos, s);
+    if(!bad)
+        bad = check_values(v, s, &limit);
     if(bad) {
         fprintf(stderr, "dapi query: %s (see dapi query --help)\n", bad);
         return DAPI_EXIT_USAGE;
     }
-    if(!v[O_FORMAT]) {
-        int fd_tty = !s->output && isatty(STDOUT_FILENO);
-        s->format = fd_tty ? DAPI_FORMAT_TABLE : DAPI_FORMAT_CSV;
-    }
-    if(v[O_SQL_FILE]) {
-        if(!(s->sql_owned = read_sql(v[O_SQL_FILE])))
-            return DAPI_EXIT_USAGE;
-        s->q.sql = s->sql_owned;
-    } else if(v[O_SQL]) {
-        s->q.sql = v[O_SQL];
-    } else {
-        s->q.layer = v[O_LAYER];
-        s->q.table = v[O_TABLE];
-        s->q.limit = limit;
-    }
+    s->q.limit = limit;
     if(!s->key) {
-        fprintf(stderr, "dapi query: no API key: pass --api-key or set DAPI_API_KEY\n");
+        fprintf(stderr, "dapi query: no API key: set DAPI_API_KEY or pass --api-key (%s)\n",
+                KEY_SOURCES);
         return DAPI_EXIT_AUTH;
+    }
+    if(s->sql_path) {
+        if(!(s->sql_owned = read_sql(s->sql_path, s->sql_what)))
+            return DAPI_EXIT_USAGE;
+        if(blank(s->sql_owned)) {
+            if(s->sql_implicit)
+                fprintf(stderr, "dapi query: no query: stdin is empty (give the SQL as an "
+                        "argument or with -c, --sql-file FILE, or --layer L --table T)\n");
+            else
+                fprintf(stderr, "dapi query: %s: the SQL is empty\n", s->sql_what);
+            return DAPI_EXIT_USAGE;
+        }
+        s->q.sql = s->sql_owned;
     }
     return 0;
 }
@@ -363,10 +509,13 @@ static int close_output(int fd, int use_tmp, const char *path, int ok)
     return rc;
 }
 
+
 int dapi_cli_query(int argc, char **argv)
 {
     int rc = DAPI_EXIT_OK;
     const char *v[O__COUNT];
+    const char **pos = NULL;
+    int npos = 0;
     struct settings s;
     struct dapi_client *client = NULL;
     struct dapi_format *fmt = NULL;
@@ -381,13 +530,23 @@ int dapi_cli_query(int argc, char **argv)
     memset(&prog_tid, 0, sizeof prog_tid);
     dapi_out_init(&out, -1, 0);
 
-    if(dapi_cli_parse("query", opts, O__COUNT, argc, argv, v))
-        return DAPI_EXIT_USAGE;
-    if(v[O_HELP]) {
-        dapi_cli_query_usage(stdout);
-        return DAPI_EXIT_OK;
+    if(!(pos = calloc((size_t)argc + 1, sizeof *pos))) {
+        fprintf(stderr, "dapi query: out of memory\n");
+        rc = DAPI_EXIT_OTHER;
+        goto out;
     }
-    if((rc = settle(v, &s)))
+    if(dapi_cli_parse("query", opts, O__COUNT, argc, argv, v, pos, &npos)) {
+        rc = DAPI_EXIT_USAGE;
+        goto out;
+    }
+    if(v[O_HELP] || v[O_VERSION]) {
+        if(v[O_HELP])
+            dapi_cli_query_usage(stdout);
+        else
+            dapi_cli_version(stdout);
+        goto out;
+    }
+    if((rc = settle(v, pos, npos, &s)))
         goto out;
     /* a reader that goes away (`| head`) is an EPIPE on write, handled as a quiet success */
     signal(SIGPIPE, SIG_IGN);
@@ -432,13 +591,21 @@ int dapi_cli_query(int argc, char **argv)
         rc = DAPI_EXIT_OTHER;
         goto out;
     }
+    if(s.no_header)
+        dapi_format_no_header(fmt);
     if(!s.quiet && isatty(STDERR_FILENO)) {
         prog.on = 1;
+        prog.keep = s.output || !same_terminal(STDOUT_FILENO, STDERR_FILENO);
+        if(!prog.keep) {
+            out.before_write = progress_yield;
+            out.before_write_arg = &prog;
+        }
         prog_thread = pthread_create(&prog_tid, NULL, progress_loop, &prog) == 0;
+        prog.on = prog_thread;
     }
     if(dapi_client_create(client, &s.q, &slug, &err)) {
-        progress_stop(&prog, prog_tid, &prog_thread);
-        print_err(&err);
+        progress_stop(&prog, prog_tid, &prog_thread, 0);
+        print_err(&err, &s);
         rc = exit_for(&err);
         goto out;
     }
@@ -447,7 +614,7 @@ int dapi_cli_query(int argc, char **argv)
                                                  &err);
     if(!result)
         result = run.fmt_result = dapi_format_finish(fmt);
-    progress_stop(&prog, prog_tid, &prog_thread);
+    progress_stop(&prog, prog_tid, &prog_thread, !result);
     if(result && run.fmt_result) {
         if(out.broken_pipe && !s.output) {
             rc = DAPI_EXIT_OK; /* the reader has all it wanted */
@@ -460,11 +627,11 @@ int dapi_cli_query(int argc, char **argv)
             rc = DAPI_EXIT_OTHER;
         }
     } else if(result) {
-        print_err(&err);
+        print_err(&err, &s);
         rc = exit_for(&err);
     }
 out:
-    progress_stop(&prog, prog_tid, &prog_thread);
+    progress_stop(&prog, prog_tid, &prog_thread, 0);
     if(sync_made)
         pthread_mutex_destroy(&prog.mu);
     if(s.output && out_fd >= 0 && close_output(out_fd, use_tmp, s.output, rc == 0) && !rc)
@@ -474,5 +641,6 @@ out:
     dapi_client_free(client);
     free(slug);
     free(s.sql_owned);
+    free(pos);
     return rc;
 }

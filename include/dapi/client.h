@@ -24,8 +24,10 @@
 enum dapi_client_kind {
     DAPI_CLIENT_OK = 0,
     DAPI_CLIENT_AUTH,     /* 401 / 403: the key is missing, unknown or not allowed */
-    DAPI_CLIENT_QUERY,    /* the query was refused or failed: 400, 404, 413, execution failure */
-    DAPI_CLIENT_NETWORK,  /* no usable answer: connection failure, timeout, 429 / 5xx after retries */
+    DAPI_CLIENT_QUERY,    /* the query was refused or failed: 400, 404, 413, execution failure
+                             (other than 502 / 503) */
+    DAPI_CLIENT_NETWORK,  /* no usable answer: connection failure, timeout, 429 / 502 / 503 /
+                             other 5xx after retries (docs/cli.md has the table) */
     DAPI_CLIENT_PROTOCOL, /* an answer that breaks the API contract (malformed page, …) */
     DAPI_CLIENT_LOCAL,    /* a local failure: out of memory, thread creation */
     DAPI_CLIENT_ABORTED,  /* the caller's callback asked to stop */
@@ -37,6 +39,10 @@ struct dapi_client_err {
     int exec_failure;    /* the answer was the "Query execution failed" shape */
     char message[512];   /* one line: the server's "error", or what failed locally */
     char details[1024];  /* one line: the server's "details", "" if none */
+    int still_running;   /* the query had not failed but was still running: the server's
+                            504 with the execution-failure shape and "(--result-wait)" in
+                            details. A results call asks again until timeout_ms; failing with
+                            this set means that time ran out (kind NETWORK) */
 };
 
 struct dapi_client_config {
@@ -44,7 +50,9 @@ struct dapi_client_config {
     const char *api_key;      /* x-api-key value, or NULL (copied; never printed or logged) */
     long connect_timeout_ms;  /* 0 = 10 s */
     long timeout_ms;          /* one HTTP call, whole; 0 = 330 s (a results call may wait
-                                 for the query up to the server's --result-wait, 300 s) */
+                                 for the query up to the server's --result-wait, 300 s).
+                                 Also how long, from its first request, a results call keeps
+                                 asking again while the query is still running */
     uint64_t max_page_bytes;  /* cap on one response body; 0 = 64 MiB */
     int max_attempts;         /* attempts per call, first included; 0 = 5, 1 = no retries */
     int64_t retry_total_ms;   /* no retry starts later than this after a call's first attempt;

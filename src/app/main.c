@@ -16,10 +16,10 @@ static void usage(FILE *out)
             "dapi %s: a fast, secure data API server (Nekt Data API compatible)\n\n"
             "Usage:\n"
             "  dapi serve [options]       run the HTTP server (dapi help serve)\n"
-            "  dapi query [options]       run a query on a server, print its rows (dapi help query)\n"
+            "  dapi query [options] [SQL] run a query on a server, print its rows (dapi help query)\n"
             "  dapi health [--url URL]    check a server's health, exit 0 if ok\n"
             "  dapi sample-data DIR       write the deterministic sample lake into DIR\n"
-            "  dapi --version             print the version\n"
+            "  dapi --version, -V         print the version (also: dapi COMMAND --version)\n"
             "  dapi help [command]        this help, or a command's\n",
             DAPI_VERSION);
 }
@@ -60,8 +60,21 @@ static int help(const char *cmd)
     return 0;
 }
 
+/* Whether a command's arguments ask for the version (serve, sample-data and help parse their
+ * own arguments; query and health know --version / -V themselves). Like serve's --help, any
+ * argument counts. */
+static int wants_version(int argc, char **argv)
+{
+    for(int i = 0; i < argc; i++)
+        if(strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0)
+            return 1;
+    return 0;
+}
+
 static int sample_data(int argc, char **argv)
 {
+    if(argc == 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0))
+        return help("sample-data");
     if(argc != 1) {
         fprintf(stderr, "usage: dapi sample-data DIR\n");
         return 2;
@@ -97,6 +110,11 @@ int main(int argc, char **argv)
     if(argc < 2)
         return help(NULL) == 0 ? 2 : 2;
     const char *cmd = argv[1];
+    if((strcmp(cmd, "serve") == 0 || strcmp(cmd, "sample-data") == 0 ||
+        strcmp(cmd, "help") == 0) && wants_version(argc - 2, argv + 2)) {
+        dapi_cli_version(stdout);
+        return 0;
+    }
     if(strcmp(cmd, "serve") == 0)
         return dapi_serve_main(argc - 2, argv + 2);
     if(strcmp(cmd, "sample-data") == 0)
@@ -105,8 +123,8 @@ int main(int argc, char **argv)
         return dapi_cli_query(argc - 2, argv + 2);
     if(strcmp(cmd, "health") == 0)
         return dapi_cli_health(argc - 2, argv + 2);
-    if(strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
-        printf("dapi %s (DuckDB %s)\n", DAPI_VERSION, dapi_engine_version());
+    if(strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
+        dapi_cli_version(stdout);
         return 0;
     }
     if(strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)

@@ -39,7 +39,13 @@ struct call_spec {
     int idempotent;
     int with_key;
     const char *what;
+    int64_t deadline;   /* monotonic ms: no attempt lasts past it, no retry starts after it;
+                           0 = none (each attempt may take the client's whole timeout) */
 };
+
+/* The marker in the details of the server's 504 whose wait for a running query
+ * (--result-wait) expired: the query has not failed, it still runs (docs/api.md). */
+#define STILL_RUNNING_MARK "(--result-wait)"
 
 /* Copies text into dst on one line: control characters become spaces, and a cut never
  * splits a UTF-8 sequence. */
@@ -65,7 +71,17 @@ static void set_err(struct dapi_client_err *err, enum dapi_client_kind kind, int
     one_line(err->message, sizeof err->message, msg, strlen(msg));
 }
 
-/* Reads the server's {"error","details"} from a non-200 answer into err and classifies it.
+/* Reads the server's {"error","details"} from a non-200 answer into err and classifies it
+ * by status and body shape (the execution-failure shape: an "error" and a "query_slug"),
+ * never by message text except 404's "Query not found" and the still-running marker. This is
+ * the table in docs/cli.md ("Exit codes"), in its order:
+ *   401, 403                                          AUTH
+ *   504 + execution-failure shape + STILL_RUNNING_MARK NETWORK, still_running (asked again)
+ *   502, 503 (any body: the server or its upstream is unavailable)   NETWORK
+ *   any other status with the execution-failure shape QUERY (400, 413, 500, 504: it failed)
+ *   400, 413, 404 "Query not found"                   QUERY
+ *   408, 429, other 5xx                               NETWORK
+ *   anything else (3xx, other 4xx)                    PROTOCOL
  * Returns the matching error code. */
 static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_client_err *err)
 {
@@ -88,10 +104,18 @@ static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_
     if(!err->message[0])
         snprintf(err->message, sizeof err->message, "unexpected answer: HTTP %d without a JSON "
                  "error", st);
+    err->still_running = st == 504 && err->exec_failure &&
+                         strstr(err->details, STILL_RUNNING_MARK) != NULL;
     enum dapi_err code;
     if(st == 401 || st == 403) {
         err->kind = DAPI_CLIENT_AUTH;
         code = st == 401 ? DAPI_ERR_AUTH : DAPI_ERR_FORBIDDEN;
+    } else if(err->still_running) {
+        err->kind = DAPI_CLIENT_NETWORK;
+        code = DAPI_ERR_TIMEOUT;
+    } else if(st == 502 || st == 503) {
+        err->kind = DAPI_CLIENT_NETWORK;
+        code = st == 503 ? DAPI_ERR_BUSY : DAPI_ERR_UPSTREAM;
     } else if(err->exec_failure) {
         err->kind = DAPI_CLIENT_QUERY;
         code = st == 504 ? DAPI_ERR_TIMEOUT : st == 413 ? DAPI_ERR_TOO_LARGE : DAPI_ERR_SQL;
@@ -106,8 +130,8 @@ static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_
         code = DAPI_ERR_NOT_FOUND;
     } else if(st == 408 || st == 429 || st >= 500) {
         err->kind = DAPI_CLIENT_NETWORK;
-        code = st == 429 ? DAPI_ERR_RATE : st == 503 ? DAPI_ERR_BUSY
-               : st == 504 || st == 408 ? DAPI_ERR_TIMEOUT : DAPI_ERR_UPSTREAM;
+        code = st == 429 ? DAPI_ERR_RATE : st == 504 || st == 408 ? DAPI_ERR_TIMEOUT
+               : DAPI_ERR_UPSTREAM;
     } else {
         err->kind = DAPI_CLIENT_PROTOCOL;
         code = DAPI_ERR_UPSTREAM;
@@ -146,6 +170,12 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
                                  c->connect_ms, c->timeout_ms, c->max_body, -1};
     int64_t t0 = dapi_clock_mono_ms();
     for(int attempt = 1;; attempt++) {
+        if(s->deadline) {
+            int64_t left = s->deadline - dapi_clock_mono_ms();
+            hc.timeout_ms = left < c->timeout_ms ? (long)(left > 1 ? left : 1) : c->timeout_ms;
+            if(hc.connect_timeout_ms > hc.timeout_ms)
+                hc.connect_timeout_ms = hc.timeout_ms;
+        }
         enum dapi_err tr = dapi_httpc_do(h, &hc, resp);
         if(tr == DAPI_OK && resp->status == 200)
             return DAPI_OK;
@@ -154,8 +184,10 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
         if(tr == DAPI_OK) {
             int st = resp->status;
             code = answer_err(resp, err);
-            /* an execution failure is the server's final word on the query, even as a 504 */
-            transient = !err->exec_failure && (st == 429 || st == 502 || st == 503 || st == 504);
+            /* a query failure (QUERY: the execution-failure shape, even as a 504) is the
+             * server's final word; a still-running answer is the caller's to ask again */
+            transient = err->kind == DAPI_CLIENT_NETWORK && !err->still_running &&
+                        (st == 429 || st == 502 || st == 503 || st == 504);
         } else {
             set_err(err, tr == DAPI_ERR_TIMEOUT || tr == DAPI_ERR_UPSTREAM ? DAPI_CLIENT_NETWORK
                          : tr == DAPI_ERR_NOMEM ? DAPI_CLIENT_LOCAL : DAPI_CLIENT_PROTOCOL,
@@ -172,6 +204,8 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
                                        resp->retry_after_ms, dapi_clock_mono_ms() - t0,
                                        s->idempotent, rnd};
             delay = dapi_retry_next(&c->policy, &in, &reason);
+            if(delay >= 0 && s->deadline && dapi_clock_mono_ms() + delay >= s->deadline)
+                delay = -1;
         }
         dapi_httpc_resp_free(resp);
         if(delay >= 0 && c->on_retry)
@@ -302,7 +336,7 @@ enum dapi_err dapi_client_create(struct dapi_client *c, const struct dapi_client
         result = oom(err);
         goto out;
     }
-    struct call_spec s = {"POST", url.data, body.data, body.len, 0, 1, "POST /api/queries"};
+    struct call_spec s = {"POST", url.data, body.data, body.len, 0, 1, "POST /api/queries", 0};
     result = call(c, c->http, &s, NULL, &resp, err);
     if(result)
         goto out;
@@ -342,7 +376,7 @@ enum dapi_err dapi_client_health(struct dapi_client *c, char **status,
         result = oom(err);
         goto out;
     }
-    struct call_spec s = {"GET", url.data, NULL, 0, 1, 0, "GET /api/health"};
+    struct call_spec s = {"GET", url.data, NULL, 0, 1, 0, "GET /api/health", 0};
     result = call(c, c->http, &s, NULL, &resp, err);
     if(result)
         goto out;
@@ -369,6 +403,59 @@ out:
     return result;
 }
 
+/* Fills err for a page whose query still ran when the client's time ran out (the last
+ * answer, a still-running 504, or a re-request cut short by the deadline). */
+static void gave_up(const struct dapi_client *c, struct dapi_client_err *err,
+                    const char *server_details)
+{
+    char details[sizeof err->details];
+    snprintf(details, sizeof details, "%s", server_details);
+    memset(err, 0, sizeof *err);
+    err->kind = DAPI_CLIENT_NETWORK;
+    err->status = 504;
+    err->exec_failure = 1;
+    err->still_running = 1;
+    snprintf(err->message, sizeof err->message, "the query is still running after %ld s; "
+             "gave up waiting", c->timeout_ms / 1000);
+    memcpy(err->details, details, sizeof details);
+}
+
+/* GET of a results page. When the server answers that the query is still running (its
+ * --result-wait expired), asks again, at most once a second, until the client's timeout
+ * after the first request (each re-request is cut to the time left), then gives up; a notice
+ * goes to on_retry before each new request. */
+static enum dapi_err ask_page(const struct dapi_client *c, struct dapi_httpc *h,
+                              struct call_spec *s, atomic_int *stop,
+                              struct dapi_httpc_resp *resp, struct dapi_client_err *err)
+{
+    int64_t t0 = dapi_clock_mono_ms();
+    char running[sizeof err->details] = "";
+    for(int asked = 1;; asked++) {
+        int64_t t_ask = dapi_clock_mono_ms();
+        enum dapi_err result = call(c, h, s, stop, resp, err);
+        if(result && !err->still_running && running[0] && result == DAPI_ERR_TIMEOUT &&
+           !err->status) {
+            gave_up(c, err, running); /* the re-request ran into the deadline */
+            return result;
+        }
+        if(!result || !err->still_running)
+            return result;
+        snprintf(running, sizeof running, "%s", err->details);
+        int64_t now = dapi_clock_mono_ms();
+        int64_t next = t_ask + 1000 > now ? t_ask + 1000 : now;
+        s->deadline = t0 + c->timeout_ms;
+        if(next >= s->deadline) { /* no time for another request: wait out the rest */
+            if(!nap(s->deadline - now, stop))
+                gave_up(c, err, running);
+            return result;
+        }
+        if(c->on_retry)
+            c->on_retry(c->on_retry_arg, s->what, asked, next - now, err->details);
+        if(nap(next - now, stop))
+            return result;
+    }
+}
+
 /* Fetches and checks page n on connection h. slug_esc is the percent-encoded slug. */
 static enum dapi_err get_page(const struct dapi_client *c, struct dapi_httpc *h,
                               const char *slug, const char *slug_esc, uint64_t n,
@@ -391,8 +478,8 @@ static enum dapi_err get_page(const struct dapi_client *c, struct dapi_httpc *h,
         goto out;
     }
     snprintf(what, sizeof what, "page %llu", (unsigned long long)n);
-    struct call_spec s = {"GET", url.data, NULL, 0, 1, 1, what};
-    result = call(c, h, &s, stop, &resp, err);
+    struct call_spec s = {"GET", url.data, NULL, 0, 1, 1, what, 0};
+    result = ask_page(c, h, &s, stop, &resp, err);
     if(result)
         goto out;
     have_resp = 1;

@@ -11,9 +11,12 @@ import http.server
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import threading
+import time
+import tty as ttymod
 import unicodedata
 
 import harness as h
@@ -373,7 +376,8 @@ def test_usage_errors_exit_2():
         (["query", "--sql", "SELECT 1", "--parallel", "4x"], "--parallel junk"),
         (["query", "--sql", "SELECT 1", "--no-such-flag"], "unknown flag"),
         (["query", "--sql"], "flag without value"),
-        (["query", "SELECT 1"], "positional argument"),
+        (["query", "SELECT 1", "SELECT 2"], "two SQL arguments"),
+        (["health", "x"], "argument to health"),
         (["query", "--sql-file", "/nonexistent/q.sql"], "unreadable --sql-file"),
         (["query", "--sql", "SELECT 1", "--url", "ftp://x"], "bad URL"),
         (["health", "--timeout", "0"], "health --timeout 0"),
@@ -556,28 +560,46 @@ def test_malformed_page_exit_1():
 # ----------------------------------------------------------------------------- progress
 
 
-def _run_with_tty_stderr(args):
+def _run_on_terminal(args, stdout_tty=False, stdin_tty=False, url=None, key=KEY, timeout=60):
+    """Runs `dapi ARGS` with stderr (and stdout / stdin if asked) on one pseudo-terminal in
+    raw mode (bytes arrive exactly as written); returns (rc, stdout bytes or None, terminal
+    bytes). The terminal is read while the command runs, so large output cannot block it."""
     master, slave = pty.openpty()
-    env = dict(h.base_env(), DAPI_URL="http://127.0.0.1:%d" % _srv().port, DAPI_API_KEY=KEY)
-    p = subprocess.Popen([h.BIN] + args, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
-                         env=env, cwd=h.root_dir())
+    ttymod.setraw(slave)
+    env = dict(h.base_env(), DAPI_URL=url or "http://127.0.0.1:%d" % _srv().port)
+    if key is not None:
+        env["DAPI_API_KEY"] = key
+    p = subprocess.Popen([h.BIN] + args, stdout=slave if stdout_tty else subprocess.PIPE, stderr=slave,
+                         stdin=slave if stdin_tty else subprocess.DEVNULL, env=env, cwd=h.root_dir())
     os.close(slave)
-    out = p.stdout.read()
-    p.wait(60)
-    tty = b""
-    while True:
-        r, _, _ = select.select([master], [], [], 1)
+    box = {}
+    if not stdout_tty:
+        reader = threading.Thread(target=lambda: box.setdefault("out", p.stdout.read()), daemon=True)
+        reader.start()
+    tty, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.5)
         if not r:
-            break
+            if p.poll() is not None:
+                break
+            continue
         try:
             chunk = os.read(master, 65536)
-        except OSError:
+        except OSError:  # EIO: every copy of the terminal's other end is closed
             break
         if not chunk:
             break
         tty += chunk
     os.close(master)
-    return p.returncode, out, tty.decode("utf-8", "replace")
+    p.wait(max(1, deadline - time.monotonic()))
+    if not stdout_tty:
+        reader.join(10)
+    return p.returncode, box.get("out"), tty
+
+
+def _run_with_tty_stderr(args):
+    rc, out, tty = _run_on_terminal(args)
+    return rc, out, tty.decode("utf-8", "replace")
 
 
 def test_progress_line_only_on_a_terminal():
@@ -622,3 +644,184 @@ def test_health():
     with _proxy({"health": [(200, b'{"status":"degraded"}')]}) as px:
         rc, out, err = cli(["health"], url=px.url, key=None)
         eq((rc, out), (1, b"degraded\n"), "another status")
+
+
+# ----------------------------------------------------------------------------- progress and output on one terminal
+
+PROGRESS_RE = re.compile(rb"\r(\d+ rows?, \d+ pages?, \d+ rows/s, [\d.]+ s)\x1b\[K(?=(.?))", re.S)
+
+
+def _strip_progress(tty):
+    """The terminal's bytes without progress draws and clears; fails if a draw was followed by
+    anything but another draw or a clear (that is, if output was written next to it)."""
+    for m in PROGRESS_RE.finditer(tty):
+        check(m.group(2) == b"\r", "a progress line was not cleared before %r: ...%r" % (m.group(2), tty[max(0, m.start() - 80) : m.end() + 80]))
+    return PROGRESS_RE.sub(b"", tty).replace(b"\r\x1b[K", b"")
+
+
+@h.timeout(90)
+def test_progress_line_is_cleared_before_output_on_the_same_terminal():
+    # a small result: the terminal shows exactly the table, nothing glued to it, nothing after it
+    rc, _, tty = _run_on_terminal(["query", TRICKY_SQL], stdout_tty=True)
+    eq(rc, 0, "exit code (terminal: %r)" % tty[-300:])
+    eq_bytes(_strip_progress(tty), exp_table(_tricky_rows()), "the terminal's text (table by default)")
+    # many pages: the progress line runs while the query is created, then gives way for good
+    rc, _, tty = _run_on_terminal(["query", _big_sql(), "-p", "2"], stdout_tty=True, timeout=80)
+    eq(rc, 0, "exit code")
+    text = _strip_progress(tty)
+    check(text.startswith(b" n | s\n---+----\n 0 | v0\n"), "the header starts the terminal's text: %r" % text[:80])
+    check(text.endswith(b"\n(%d rows)\n" % BIG_ROWS), "the footer ends it, nothing after: %r" % text[-120:])
+    # csv to the terminal, empty result: no output at all, and no progress line left either
+    rc, _, tty = _run_on_terminal(["query", "-f", "csv", 'SELECT * FROM "lk"."tricky" WHERE id < 0'], stdout_tty=True)
+    eq((rc, _strip_progress(tty)), (0, b""), "an empty csv result on a terminal")
+
+
+def test_progress_line_counts_and_failures():
+    # stdout elsewhere: the final state stays on its own line, singular for one row and page
+    rc, out, tty = _run_on_terminal(["query", "SELECT 1 AS one"])
+    eq((rc, out), (0, b"one\r\n1\r\n"), "exit code and stdout")
+    finals = PROGRESS_RE.findall(tty)
+    check(finals and finals[-1][0].startswith(b"1 row, 1 page, ") and finals[-1][1] == b"\n" and tty.endswith(b"\n"),
+          "final progress line: %r" % tty[-200:])
+    # a failure: the progress line is cleared and the error takes its place
+    rc, out, tty = _run_on_terminal(["query", "SELECT * FROM lk.no_such_table_p"])
+    eq(rc, 4, "exit code of a refused query")
+    text = _strip_progress(tty).decode("utf-8", "replace")
+    check(text.startswith("dapi query: Invalid SQL query") and text.count("\n") == 1, "only the error is left: %r" % text)
+
+
+# ----------------------------------------------------------------------------- options and where the SQL comes from
+
+
+def test_short_option_clusters_and_sql_sources():
+    out, _ = ok(["query", "-qfjson", TRICKY_SQL])
+    eq_bytes(out, exp_json(_tricky_rows()), "-qfjson SQL")
+    out, _ = ok(["query", "-qf", "ndjson", "-c", TRICKY_SQL])
+    eq_bytes(out, exp_ndjson(_tricky_rows()), "-qf ndjson -c SQL")
+    # after --, an argument that starts with '-' is the SQL (here a comment line)
+    out, _ = ok(["query", "-p2", "-ftsv", "--", "-- the tricky rows\n" + TRICKY_SQL])
+    eq_bytes(out, exp_tsv(_tricky_rows()), "-- then SQL starting with a comment")
+    # piped SQL with no other source, and '-' as the SQL argument
+    out, _ = ok(["query", "-f", "csv"], stdin=(TRICKY_SQL + "\n").encode())
+    eq_bytes(out, exp_csv(_tricky_rows()), "SQL piped on stdin")
+    out, _ = ok(["query", "-fcsv", "-"], stdin=TRICKY_SQL.encode())
+    eq_bytes(out, exp_csv(_tricky_rows()), "'-' as the SQL argument")
+
+
+def test_sql_source_usage_errors():
+    for args, stdin, code, what, says in (
+        (["query", "SELECT 1", "-c", "SELECT 2"], None, 2, "argument and -c", "twice"),
+        (["query", "SELECT 1", "--layer", "lk", "--table", "tricky"], None, 2, "argument and --layer", "one query"),
+        (["query", "--sql-file", "-", "-"], b"SELECT 1", 2, "--sql-file and '-'", "one query"),
+        (["query"], b"", 2, "nothing on stdin", "no query: stdin is empty"),
+        (["query", "-"], b" \n", 2, "blank SQL on stdin", "stdin: the SQL is empty"),
+        (["query", "-c", " \n\t"], None, 2, "blank SQL", "empty"),
+        (["query", "-qx", "SELECT 1"], None, 2, "unknown letter in a cluster", "'-x'"),
+        (["query", "-qf"], None, 2, "cluster ending in an option without its value", "-f needs a value"),
+        (["query", "--no-header", "-f", "json", "SELECT 1"], None, 2, "--no-header with json", "--no-header"),
+    ):
+        err = fails(args, code, what, stdin=stdin)
+        check(says in err, "%s: the message should say %r: %r" % (what, says, err))
+    # nothing given and stdin is a terminal: say how to give the SQL instead of waiting for it
+    rc, _, tty = _run_on_terminal(["query"], stdin_tty=True)
+    check(rc == 2 and b"no query" in tty and b"-c" in tty, "no SQL with a terminal on stdin: %r %r" % (rc, tty))
+
+
+def test_no_header_csv_tsv():
+    out, _ = ok(["query", "--no-header", "-f", "csv", TRICKY_SQL])
+    eq_bytes(out, exp_csv(_tricky_rows()).split(b"\r\n", 1)[1], "csv without its header row")
+    out, _ = ok(["query", "--no-header", "-ftsv", TRICKY_SQL])
+    eq_bytes(out, exp_tsv(_tricky_rows()).split(b"\n", 1)[1], "tsv without its header row")
+
+
+def test_version_on_every_command():
+    want, _ = ok(["--version"], url=False, key=None)
+    check(re.match(rb"^dapi \d+\.\d+\.\d+ \(DuckDB v?[\d.]+\)\n$", want), "dapi --version: %r" % want)
+    for args in (["-V"], ["query", "--version"], ["query", "-V"], ["query", "-qV"], ["health", "--version"],
+                 ["health", "-V"], ["serve", "--version"], ["serve", "-V"], ["sample-data", "--version"],
+                 ["help", "--version"]):
+        rc, out, err = cli(args, url=False, key=None)
+        eq((rc, out, err), (0, want, ""), "dapi %s" % " ".join(args))
+
+
+def test_401_says_where_a_key_comes_from():
+    err = fails(["query", "SELECT 1"], 3, "wrong key from the environment", key=WRONG_KEY)
+    for part in ("Invalid API key", "HTTP 401", "given by DAPI_API_KEY", "--api-keys-file", "<state-dir>/dev-key"):
+        check(part in err, "%r missing from the 401 message: %r" % (part, err))
+    err = fails(["query", "--api-key", WRONG_KEY, "SELECT 1"], 3, "wrong key from the flag", key=None)
+    check("given by --api-key" in err and WRONG_KEY not in err, "the flag named, the key not shown: %r" % err)
+    err = fails(["query", "SELECT 1"], 3, "no key", key=None)
+    for part in ("DAPI_API_KEY", "--api-key", "<state-dir>/dev-key"):
+        check(part in err, "%r missing from the no-key message: %r" % (part, err))
+
+
+# ----------------------------------------------------------------------------- still running, exit codes by status and shape
+
+
+def _still_running_body(secs=1):
+    # exactly what the server answers when its --result-wait expires (src/backend/local.c)
+    return json.dumps({"details": "the query is still running after %d s (--result-wait)" % secs,
+                       "error": "Query execution failed", "page_number": 1, "query_slug": "x"}).encode()
+
+
+def test_result_wait_expiry_is_asked_again():
+    with _proxy({"page1": [(504, _still_running_body())] * 2}) as px:
+        t0 = time.monotonic()
+        rc, out, err = cli(["query", TRICKY_SQL], url=px.url)
+        eq(rc, 0, "exit code after two still-running answers (stderr: %s)" % err.strip())
+        eq_bytes(out, exp_csv(_tricky_rows()), "the result once the query is done")
+        eq(px.seen.get("page1"), 3, "page 1 requests")
+        check(time.monotonic() - t0 >= 1.9, "asked again at most once a second")
+        check(err.count("still running after 1 s (--result-wait)") == 2, "a notice per new request: %r" % err)
+
+
+def test_result_wait_gives_up_at_the_client_timeout():
+    with _proxy({"page1": [(504, _still_running_body())] * 100}) as px:
+        t0 = time.monotonic()
+        err = fails(["query", "SELECT 1", "--timeout", "3", "-q"], 5, "still running past --timeout", url=px.url)
+        took = time.monotonic() - t0
+        check(2.5 < took < 8, "gave up after about --timeout: %.1f s" % took)
+        check(3 <= px.seen.get("page1") <= 4, "about one request a second: %r" % px.seen.get("page1"))
+        check("still running after 3 s (--timeout)" in err and "HTTP 504" in err, "message: %r" % err)
+
+
+def test_exit_codes_by_status_and_body_shape():
+    def exec_body(status):
+        return json.dumps({"details": "canned %d" % status, "error": "Query execution failed", "page_number": 1,
+                           "query_slug": "x"}).encode()
+
+    plain = lambda msg: json.dumps({"error": msg}).encode()  # noqa: E731
+    # (status, body, exit code, page 1 requests with --retries 1)
+    for status, body, code, asked in (
+        (502, exec_body(502), 5, 2),  # the upstream failed: unavailable, not a failed query
+        (503, exec_body(503), 5, 2),
+        (502, b"<html>bad gateway</html>", 5, 2),
+        (504, plain("Gateway Timeout"), 5, 2),
+        (504, exec_body(504), 4, 1),  # the query ran out of time (--query-timeout)
+        (500, exec_body(500), 4, 1),  # the query failed (the server stopped twice running it)
+        (500, plain("Internal error"), 5, 1),
+        (400, exec_body(400), 4, 1),
+        (413, plain("Result too large"), 4, 1),
+        (404, plain("Query not found"), 4, 1),
+        (404, b"<html>not found</html>", 1, 1),
+        (405, plain("Method not allowed"), 1, 1),
+        (401, plain("Invalid API key"), 3, 1),
+        (403, plain("Forbidden"), 3, 1),
+    ):
+        with _proxy({"page1": [(status, body)] * 3}) as px:
+            fails(["query", "SELECT 1", "-q", "--retries", "1"], code, "page 1 answered %d %r" % (status, body[:40]),
+                  url=px.url)
+            eq(px.seen.get("page1"), asked, "page 1 requests for %d %r" % (status, body[:40]))
+
+
+@h.timeout(90)
+def test_sql_of_exactly_the_size_limit_is_read():
+    limit = 16 << 20
+    answer = (400, json.dumps({"error": "Invalid SQL query", "details": "canned"}).encode())
+    with _proxy({"POST": [answer]}) as px:
+        sql = b"SELECT 1" + b" " * (limit - 8)
+        err = fails(["query", "-q"], 4, "SQL of exactly 16 MiB on stdin", url=px.url, stdin=sql)
+        check("canned" in err, "the server's answer, so the SQL was sent: %r" % err)
+        eq(px.seen.get("POST"), 1, "POST requests")
+    err = fails(["query", "-q"], 2, "SQL of 16 MiB + 1 byte", stdin=sql + b" ")
+    check("larger than %d bytes" % limit in err, "message: %r" % err)
