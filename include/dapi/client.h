@@ -17,6 +17,10 @@
 #include <stdint.h>
 #include "dapi/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Rows in a full results page; a page with fewer is the last one. */
 #define DAPI_CLIENT_PAGE_ROWS 100
 
@@ -140,5 +144,9 @@ const char *dapi_page_row_json(const struct dapi_page *page, size_t i, size_t *l
  * holds one where the literal has \u0000). Returns DAPI_ERR_INVALID if lit is shorter than
  * two bytes or holds a malformed escape (out is then unspecified). */
 enum dapi_err dapi_client_unquote(const char *lit, size_t len, char *out, size_t *out_len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
