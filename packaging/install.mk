@@ -86,7 +86,8 @@ install: $(B)/dapi $(B)/lib/libduckdb.so client man
 	install -m 644 $(CLIENT_SO) $(B)/libdapi-client.a $(D)$(LIBDIR)/
 	ln -sf $(notdir $(CLIENT_SO)) $(D)$(LIBDIR)/libdapi-client.so.0
 	ln -sf libdapi-client.so.0 $(D)$(LIBDIR)/libdapi-client.so
-	$(SUBST) packaging/dapi-client.pc.in > $(D)$(LIBDIR)/pkgconfig/dapi-client.pc
+	$(SUBST) -e 's#^\(libdir\|includedir\)=$(PREFIX)/#\1=$${prefix}/#' packaging/dapi-client.pc.in \
+	    > $(D)$(LIBDIR)/pkgconfig/dapi-client.pc
 	install -m 644 include/dapi/client.h include/dapi/err.h include/dapi/version.h \
 	    $(D)$(INCLUDEDIR)/dapi/
 	for p in $(MAN_PAGES); do \

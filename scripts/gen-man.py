@@ -34,7 +34,8 @@ def b(text):
 
 
 def i(text):
-    return "\\fI" + esc(text) + "\\fR"
+    """Italic, never hyphenated (paths, values)."""
+    return "\\fI\\%" + esc(text) + "\\fR"
 
 
 def sentence(text):
