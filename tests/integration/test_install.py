@@ -333,6 +333,33 @@ def env_file_settings(path):
     return out
 
 
+def as_the_unit(dest, keys):
+    """(binary, environment, state root) for running the installed unit's ExecStart as
+    systemd would: its Environment= with %S and %d filled in, its StateDirectory= created,
+    and its LoadCredential= api-keys holding keys."""
+    unit = open(staged(dest, "lib/systemd/system/dapi.service")).read()
+    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1).split()
+    eq(exec_start[1:], ["serve"], "ExecStart arguments")
+    state_root, creds = h.tmpdir("var-lib"), h.tmpdir("credentials")
+    for d in re.search(r"^StateDirectory=(.*)$", unit, re.M).group(1).split():
+        os.makedirs(os.path.join(state_root, d), exist_ok=True)
+    eq(re.findall(r"^LoadCredential=api-keys:(.*)$", unit, re.M), ["/usr/local/etc/dapi/api-keys"],
+       "the unit's credential")
+    h.write_file(os.path.join(creds, "api-keys"), keys)
+    return os.path.join(dest, exec_start[0].lstrip("/")), unit_environment(unit, state_root, creds), state_root
+
+
+@h.timeout(300)
+def test_unit_environment_with_a_key_file_without_keys_does_not_start():
+    binary, env, _ = as_the_unit(installed(), "# no key yet\n\n")
+    env.update({"DAPI_HOST": "127.0.0.1", "DAPI_PORT": "0"})
+    p = subprocess.run([binary, "serve"], capture_output=True, text=True, timeout=60,
+                       env=dict(clean_env(), **env), cwd=h.tmpdir("cwd-unit"))
+    eq(p.returncode, 1, "exit status with an api-keys credential holding no key (stderr %r)" % p.stderr)
+    check("--api-keys-file configured but holds no key" in p.stderr, "the reason: %r" % p.stderr)
+    check("listening" not in p.stdout, "it did not listen: %r" % p.stdout)
+
+
 class NotifySocket:
     """A unix datagram socket standing in for systemd's notification socket."""
 
@@ -360,20 +387,10 @@ def test_unit_environment_starts_the_installed_server():
     %d filled in), the keys credential and the environment file's settings, and a
     notification socket. The server must come up on those defaults and say READY=1."""
     dest = installed()
-    unit = open(staged(dest, "lib/systemd/system/dapi.service")).read()
-    exec_start = re.search(r"^ExecStart=(.*)$", unit, re.M).group(1).split()
-    eq(exec_start[1:], ["serve"], "ExecStart arguments")
-    binary = os.path.join(dest, exec_start[0].lstrip("/"))
-    state_root, creds = h.tmpdir("var-lib"), h.tmpdir("credentials")
-    env = unit_environment(unit, state_root, creds)
+    binary, env, state_root = as_the_unit(dest, "# the service's keys\n%s\n" % KEY)
     eq(sorted(env), ["DAPI_API_KEYS_FILE", "DAPI_DATA_DIR", "DAPI_STATE_DIR"], "the unit's environment")
-    # StateDirectory=dapi dapi/lake, LoadCredential=api-keys:…
-    for d in re.search(r"^StateDirectory=(.*)$", unit, re.M).group(1).split():
-        os.makedirs(os.path.join(state_root, d), exist_ok=True)
-    h.write_file(os.path.join(creds, "api-keys"), "# the service's keys\n%s\n" % KEY)
     # the shipped environment file sets nothing; an operator's line wins over the unit
-    env_file = staged(dest, "etc/dapi/dapi.env")
-    eq(env_file_settings(env_file), {}, "settings of the shipped dapi.env")
+    eq(env_file_settings(staged(dest, "etc/dapi/dapi.env")), {}, "settings of the shipped dapi.env")
     env.update({"DAPI_HOST": "127.0.0.1", "DAPI_PORT": "0"})
     ns = NotifySocket()
     env["NOTIFY_SOCKET"] = ns.path
