@@ -15,7 +15,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
 import harness as h
 from harness import check, eq, expect_status, jparse
