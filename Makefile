@@ -2,7 +2,7 @@
 # Debian machine (scripts/deps.sh installs what is missing and fetches DuckDB).
 CC      ?= cc
 DUCKDB  := third_party/duckdb
-PKGS    := libmicrohttpd libcurl jansson openssl
+PKGS    := libmicrohttpd libcurl jansson openssl libsystemd
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g
@@ -10,7 +10,8 @@ OPT     ?= -O2 -g
 SAN     ?=
 CFLAGS  += $(CSTD) $(WARN) $(OPT) $(SAN) -fPIC -pthread -I. -Iinclude -Isrc -isystem $(DUCKDB)/include \
            -DDUCKDB_API_NO_DEPRECATED -MMD -MP
-LDFLAGS += $(SAN) -pthread -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/lib'
+# RUNPATH: build/lib next to build/dapi, or the private lib/dapi of an installed tree.
+LDFLAGS += $(SAN) -pthread -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/lib:$$ORIGIN/../lib/dapi'
 LDLIBS  += -lduckdb -lm
 
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -115,5 +116,8 @@ clean:
 
 distclean: clean
 	rm -rf third_party
+
+# install, uninstall, the client library (client) and the man pages (man)
+include packaging/install.mk
 
 -include $(LIB_OBJ:.o=.d) $(B)/obj/src/app/main.d $(UNIT_OBJ:.o=.d) $(UNIT_BIN:=.d)

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "client/unquote.h"
+
 #define FLUSH_AT (64u * 1024)
 #define OUT_MAX ((size_t)1 << 30)
 #define CELL_MAX ((size_t)256 << 20)
@@ -142,7 +144,7 @@ static enum dapi_err cell_text(const struct dapi_cell *c, struct dapi_buf *out, 
     if(*is_null)
         return DAPI_OK;
     if(*is_str)
-        return dapi_client_unquote(c->val, c->val_len, out);
+        return dapi_client_unquote_buf(c->val, c->val_len, out);
     if(c->val[0] == '{' || c->val[0] == '[')
         return compact(out, c->val, c->val_len);
     return dapi_buf_add(out, c->val, c->val_len);
@@ -312,8 +314,8 @@ static enum dapi_err key_text(struct dapi_format *f, size_t i)
     dapi_buf_reset(&f->a);
     if(dapi_buf_add(&f->a, "", 0))
         return DAPI_ERR_NOMEM;
-    return dapi_client_unquote(f->keys.data + f->key_off[i], f->key_off[i + 1] - f->key_off[i],
-                               &f->a);
+    return dapi_client_unquote_buf(f->keys.data + f->key_off[i],
+                                   f->key_off[i + 1] - f->key_off[i], &f->a);
 }
 
 static enum dapi_err put_delimited_header(struct dapi_format *f)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what dapi needs to build, test and benchmark, and fetches DuckDB.
-# Idempotent: does nothing when everything is present. Safe to run as root or with sudo.
+# Idempotent: does nothing when everything is present, and then needs no privileges (a
+# normal user can build); root (or sudo) only when a package has to be installed.
 #
 #   scripts/deps.sh            build + test dependencies (wrk too: an integration test
-#                              bursts connections with it)
+#                              bursts connections with it; man-db and systemd for the
+#                              checks of the man pages and of the systemd unit)
 #   scripts/deps.sh --bench    also nginx (for `make bench`)
 set -euo pipefail
 
@@ -17,14 +19,15 @@ LIB_PKG_INTEGRITY='sha512-jBTL/WvfwxLToFa/pVHfT6elMtltJGnc3wSuxZD9OfMltit9YUdVFS
 
 die() { echo "deps.sh: $*" >&2; exit 1; }
 
-SUDO=
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null || die "not root and no sudo: install the packages listed in scripts/deps.sh by hand"
-    SUDO=sudo
-fi
+have_duckdb() {
+    [ -f "$VENDOR/lib/libduckdb.so" ] && [ -f "$VENDOR/include/duckdb.h" ] \
+        && [ "$(cat "$VENDOR/VERSION" 2>/dev/null)" = "$BINDINGS_VERSION" ]
+}
 
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev python3 curl ca-certificates npm wrk)
+      libssl-dev libsystemd-dev python3 curl ca-certificates wrk man-db systemd)
+# npm only fetches DuckDB; a machine that has it needs no npm.
+have_duckdb || debs+=(npm)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)
 
 missing=()
@@ -37,6 +40,12 @@ if command -v npm >/dev/null; then
 fi
 missing=($(printf '%s\n' "${missing[@]}" | sed '/^$/d'))
 if [ "${#missing[@]}" -gt 0 ]; then
+    SUDO=
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null \
+            || die "not root and no sudo: install ${missing[*]} by hand (apt-get install)"
+        SUDO=sudo
+    fi
     echo "deps.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq || die "apt-get update failed"
@@ -45,10 +54,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- DuckDB from the npm registry, verified against the pinned integrity ---------------
-if [ -f "$VENDOR/lib/libduckdb.so" ] && [ -f "$VENDOR/include/duckdb.h" ] \
-   && [ "$(cat "$VENDOR/VERSION" 2>/dev/null)" = "$BINDINGS_VERSION" ]; then
-    exit 0
-fi
+have_duckdb && exit 0
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

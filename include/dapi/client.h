@@ -17,6 +17,10 @@
 #include <stdint.h>
 #include "dapi/err.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Rows in a full results page; a page with fewer is the last one. */
 #define DAPI_CLIENT_PAGE_ROWS 100
 
@@ -140,10 +144,17 @@ const struct dapi_cell *dapi_page_row(const struct dapi_page *page, size_t i, si
 /* Row i's whole JSON object text, exactly as sent (borrowed). */
 const char *dapi_page_row_json(const struct dapi_page *page, size_t i, size_t *len);
 
-/* Decodes a raw JSON string literal (quotes included, as in struct dapi_cell, and already
- * validated by dapi_page_parse) into UTF-8 appended to out: escapes resolved, \uXXXX
- * surrogate pairs joined, a lone surrogate becomes U+FFFD. Returns out's error if any. */
-struct dapi_buf;
-enum dapi_err dapi_client_unquote(const char *lit, size_t len, struct dapi_buf *out);
+/* Decodes a raw JSON string literal (len bytes, quotes included, as in struct dapi_cell,
+ * validated by dapi_page_parse) into UTF-8: escapes resolved, \uXXXX surrogate pairs
+ * joined, a lone surrogate becomes U+FFFD. The text is never longer than the literal
+ * without its quotes, so out must have room for len - 1 bytes: the text and a NUL. *out_len
+ * (if out_len is not NULL) receives the text's length without the NUL (the text itself
+ * holds one where the literal has \u0000). Returns DAPI_ERR_INVALID if lit is shorter than
+ * two bytes or holds a malformed escape (out is then unspecified). */
+enum dapi_err dapi_client_unquote(const char *lit, size_t len, char *out, size_t *out_len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -6,6 +6,10 @@
 #ifndef DAPI_ERR_H
 #define DAPI_ERR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum dapi_err {
     DAPI_OK = 0,
     DAPI_ERR_NOMEM,       /* 500: allocation failed */
@@ -37,5 +41,9 @@ int dapi_err_retry_after(enum dapi_err e);
  * NOT_FOUND (a file the SQL reads is missing) or a RATE met while running is the server's
  * failure, 500, not the client's 404/429. */
 int dapi_err_exec_status(enum dapi_err e);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "app/app.h"
+#include "app/notify.h"
 #include "app/probe.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -326,6 +327,7 @@ static int serve_run(struct serve *s)
                dev, cfg->host, port);
     }
     fflush(stdout);
+    dapi_notify_ready(cfg->host, port);
 
     /* Main loop: housekeeping every 250 ms until SIGTERM/SIGINT. */
     struct timespec tick = {0, 250 * 1000 * 1000};
@@ -347,6 +349,7 @@ static int serve_run(struct serve *s)
 static void serve_shutdown(struct serve *s, int sig)
 {
     struct dapi_app *app = &s->app;
+    dapi_notify_stopping();
     dapi_info("received %s: stopping (up to %lld s for requests in flight)",
               sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)s->cfg.shutdown_grace);
 

@@ -7,8 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
-#include "auth/keys.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
@@ -198,8 +198,9 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
         int64_t delay = -1;
         const char *reason = NULL;
         if(transient && !(stop && atomic_load(stop))) {
-            uint64_t rnd = 0;
-            dapi_random(&rnd, sizeof rnd);
+            uint64_t rnd = 0; /* retry jitter: need not be secret (no OpenSSL in the library) */
+            if(getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
+                rnd = (uint64_t)dapi_clock_mono_ms();
             struct dapi_retry_in in = {attempt, tr, resp->status, resp->request_sent,
                                        resp->retry_after_ms, dapi_clock_mono_ms() - t0,
                                        s->idempotent, rnd};

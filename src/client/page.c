@@ -5,6 +5,7 @@
  * for each row the (key, value) spans in the server's order, so column order and number
  * precision survive untouched. Nothing is allocated per value, only one cell array. */
 #include "client/page.h"
+#include "client/unquote.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,7 +464,26 @@ const char *dapi_page_row_json(const struct dapi_page *page, size_t i, size_t *l
     return page->row_start[i];
 }
 
-static enum dapi_err put_cp(struct dapi_buf *out, unsigned cp)
+/* Where the decoder writes: a buffer (dapi_client_unquote_buf), or the caller's array
+ * (dapi_client_unquote), which is large enough since the text is never longer than the
+ * literal without its quotes: a plain byte is copied, a two-byte escape gives one byte,
+ * \uXXXX (6) at most three, a surrogate pair (12) four, a lone surrogate (6) U+FFFD (3). */
+struct sink {
+    struct dapi_buf *buf;
+    char *out;
+    size_t len;
+};
+
+static enum dapi_err emit(struct sink *s, const char *p, size_t n)
+{
+    if(s->buf)
+        return dapi_buf_add(s->buf, p, n);
+    memcpy(s->out + s->len, p, n);
+    s->len += n;
+    return DAPI_OK;
+}
+
+static enum dapi_err put_cp(struct sink *out, unsigned cp)
 {
     char u[4];
     size_t n;
@@ -478,7 +498,7 @@ static enum dapi_err put_cp(struct dapi_buf *out, unsigned cp)
         u[0] = (char)(0xF0 | (cp >> 18)), u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
         u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)), u[3] = (char)(0x80 | (cp & 0x3F)), n = 4;
     }
-    return dapi_buf_add(out, u, n);
+    return emit(out, u, n);
 }
 
 static unsigned hex4(const char *p)
@@ -486,7 +506,7 @@ static unsigned hex4(const char *p)
     return (unsigned)(hexval(p[0]) << 12 | hexval(p[1]) << 8 | hexval(p[2]) << 4 | hexval(p[3]));
 }
 
-enum dapi_err dapi_client_unquote(const char *lit, size_t len, struct dapi_buf *out)
+static enum dapi_err unquote(const char *lit, size_t len, struct sink *out)
 {
     enum dapi_err result = DAPI_OK;
     if(len < 2)
@@ -497,14 +517,14 @@ enum dapi_err dapi_client_unquote(const char *lit, size_t len, struct dapi_buf *
         while(p < end && *p != '\\')
             p++;
         if(p > run)
-            result = dapi_buf_add(out, run, (size_t)(p - run));
+            result = emit(out, run, (size_t)(p - run));
         if(p >= end || result)
             break;
         char e = p[1];
         static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
         const char *m = e ? strchr(from, e) : NULL;
         if(m) {
-            result = dapi_buf_addc(out, to[m - from]);
+            result = emit(out, &to[m - from], 1);
             p += 2;
             continue;
         }
@@ -524,4 +544,22 @@ enum dapi_err dapi_client_unquote(const char *lit, size_t len, struct dapi_buf *
         result = put_cp(out, cp);
     }
     return result;
+}
+
+enum dapi_err dapi_client_unquote(const char *lit, size_t len, char *out, size_t *out_len)
+{
+    struct sink s = {NULL, out, 0};
+    enum dapi_err result = unquote(lit, len, &s);
+    if(result)
+        return result;
+    out[s.len] = '\0';
+    if(out_len)
+        *out_len = s.len;
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_client_unquote_buf(const char *lit, size_t len, struct dapi_buf *out)
+{
+    struct sink s = {out, NULL, 0};
+    return unquote(lit, len, &s);
 }

@@ -92,7 +92,7 @@ LAYERS = {
     "pool": {"dapi", "base", "engine"},
     "store": {"dapi", "base", "auth", "engine"},
     "backend": {"dapi", "base", "config", "auth", "engine", "pool", "store", "upstream"},
-    "client": {"dapi", "base", "auth", "upstream"},
+    "client": {"dapi", "base", "upstream"},
     "api": {"dapi", "base", "config", "auth", "http", "store", "backend", "app"},
     "emu": {"dapi", "base", "config", "auth", "http", "engine", "pool", "store", "backend",
             "api", "app"},
@@ -106,6 +106,7 @@ LIBRARIES = {
     "curl/": "src/upstream/",
     "openssl/": "src/auth/",
     "jansson.h": "src/base/jsonin.c",
+    "systemd/": "src/app/notify.c",
 }
 
 

@@ -6,6 +6,7 @@
 
 #include "cli/format.h"
 #include "base/buf.h"
+#include "client/unquote.h"
 #include "dapi/client.h"
 
 /* A page in the server's shape with the given rows text. */
@@ -120,10 +121,20 @@ static void test_unquote(void)
         struct dapi_buf b;
         dapi_buf_init(&b, 1024);
         dapi_buf_add(&b, "", 0);
-        T_EQ_INT(dapi_client_unquote(cases[i].lit, strlen(cases[i].lit), &b), DAPI_OK);
+        T_EQ_INT(dapi_client_unquote_buf(cases[i].lit, strlen(cases[i].lit), &b), DAPI_OK);
         T_EQ_MEM(b.data, b.len, cases[i].want);
         dapi_buf_free(&b);
+        /* the installed library's form: the caller's array of len - 1 bytes */
+        size_t len = strlen(cases[i].lit), n = 99;
+        char *out = malloc(len - 1);
+        T_EQ_INT(dapi_client_unquote(cases[i].lit, len, out, &n), DAPI_OK);
+        T_EQ_MEM(out, n, cases[i].want);
+        T_EQ_INT(out[n], '\0');
+        free(out);
     }
+    char one[8];
+    T_EQ_INT(dapi_client_unquote("\"", 1, one, NULL), DAPI_ERR_INVALID);
+    T_EQ_INT(dapi_client_unquote("\"\\u12\"", 6, one, NULL), DAPI_ERR_INVALID);
 }
 
 /* Formats the rows text (one page) with kind; returns the output (owned). */
