@@ -374,6 +374,52 @@ static void request_id_set(struct dapi_req *r, struct MHD_Connection *conn)
         request_id_new(r->rid);
 }
 
+/* The query string as the access log shows it: names as sent, a value only when it is a plain
+ * decimal number of at most 20 digits (a page number), any other value as "*" - a URL is
+ * where a client may put a key or a token by mistake, and the log must never hold one.
+ * Cut at 2 KiB. NULL if out of memory. */
+static char *query_for_log(const char *q)
+{
+    enum { QUERY_MAX_LOGGED = 2048 };
+    size_t n = strlen(q);
+    /* never longer than the input; past the cut, at most "=" and 20 digits, "..." and NUL */
+    char *out = malloc((n < QUERY_MAX_LOGGED ? n : QUERY_MAX_LOGGED) + 32), *o = out;
+    if(!out)
+        return NULL;
+    while(*q && o - out < QUERY_MAX_LOGGED) {
+        size_t name = strcspn(q, "=&"), room = QUERY_MAX_LOGGED - (size_t)(o - out);
+        if(name > room)
+            name = room;
+        memcpy(o, q, name);
+        o += name;
+        q += name;
+        if(*q == '=') {
+            q++;
+            size_t v = strcspn(q, "&"), d = strspn(q, "0123456789");
+            *o++ = '=';
+            if(v && (d != v || v > 20))
+                *o++ = '*';
+            else if(v) {
+                memcpy(o, q, v);
+                o += v;
+            }
+            q += v;
+        }
+        if(*q == '&' && o - out < QUERY_MAX_LOGGED)
+            *o++ = *q++;
+        else if(*q && *q != '&')
+            break; /* cut inside a name */
+        else if(*q)
+            q++;
+    }
+    if(*q) {
+        memcpy(o, "...", 3);
+        o += 3;
+    }
+    *o = '\0';
+    return out;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct dapi_http *h = cls;
@@ -397,11 +443,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         dapi_addr_format(&a, r->client, sizeof r->client);
     }
     /* libmicrohttpd hands the access handler the path without its query string; the access
-     * log shows the query as the client sent it (the page number, say). Bounded by the
-     * request-head buffer. */
+     * log shows it, with only numbers for values (query_for_log). */
     const char *q = uri ? strchr(uri, '?') : NULL;
     if(q && q[1])
-        r->query = strdup(q + 1); /* NULL if out of memory: then it is not logged */
+        r->query = query_for_log(q + 1); /* NULL if out of memory: then it is not logged */
     pthread_mutex_init(&r->mu, NULL);
     dapi_buf_init(&r->body, (size_t)h->o.max_body_bytes);
     atomic_fetch_add(&h->inflight, 1);
