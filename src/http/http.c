@@ -327,15 +327,16 @@ static struct dapi_conn *conn_of(struct MHD_Connection *conn)
 static int request_id_ok(const char *v)
 {
     size_t n = 0;
-    for(; v[n]; n++)
-        if(n >= DAPI_REQUEST_ID_MAX || v[n] <= 0x20 || v[n] > 0x7e || v[n] == '"' ||
-           v[n] == '\\')
+    for(; v[n]; n++) {
+        unsigned char c = (unsigned char)v[n];
+        if(n >= DAPI_REQUEST_ID_MAX || c <= 0x20 || c > 0x7e || c == '"' || c == '\\')
             return 0;
+    }
     return n > 0;
 }
 
-/* A generated id: 16 base62 characters (95 bits) from a per-thread generator seeded from the
- * system's randomness. Unique, not secret, so no system call per request. */
+/* A generated id: 16 base62 characters, 8 from each of two outputs of a per-thread splitmix64
+ * seeded from the system's randomness. Unique, not secret, so no system call per request. */
 static void request_id_new(char *out)
 {
     static const char alphabet[] =
@@ -949,27 +950,25 @@ static int listen_on(const struct dapi_listen_addr *la, int reuse_port, int *por
                      size_t errlen)
 {
     const struct sockaddr *sa = (const struct sockaddr *)&la->addr;
-    int one = 1;
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    int one = 1, e;
     int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if(fd < 0)
         goto fail;
-    if(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one))
+    if(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+       (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||
+       (sa->sa_family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one)))
         goto fail;
-    if(reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
-        goto fail;
-    if(sa->sa_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one))
-        goto fail;
-    if(bind(fd, sa, la->len) || listen(fd, SOMAXCONN))
-        goto fail;
-    struct sockaddr_storage bound;
-    socklen_t blen = sizeof bound;
-    if(getsockname(fd, (struct sockaddr *)&bound, &blen))
+    if(bind(fd, sa, la->len) || listen(fd, SOMAXCONN) ||
+       getsockname(fd, (struct sockaddr *)&bound, &blen))
         goto fail;
     *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                               : ((struct sockaddr_in *)&bound)->sin_port);
     return fd;
-fail:;
-    int e = errno;
+fail:
+    e = errno;
     snprintf(err, errlen, "cannot listen on %s: %s", la->text, strerror(e));
     if(fd >= 0)
         close(fd);
