@@ -137,12 +137,13 @@ struct serve {
     char err[1024];
     char *dev;                  /* the development key, when no key is configured */
     struct dapi_probe_opts po;
-    sigset_t sigs;              /* SIGTERM, SIGINT: taken by sigwait in serve_run */
+    struct dapi_listen_addr listen; /* --host and --port, resolved */
+    sigset_t sigs;              /* SIGTERM, SIGINT, SIGHUP: taken by sigwait in serve_run */
     int forward;                /* forwarding client keys (FORWARDS_KEYS, no server-held key) */
 };
 
-/* --help, the configuration, logging and test faults. Returns -1 to go on, else the exit
- * code (0 after --help, 2 for a bad configuration). */
+/* --help, the configuration, logging, the listen address and test faults. Returns -1 to go
+ * on, else the exit code (0 after --help, 2 for a bad configuration). */
 static int serve_config(struct serve *s, int argc, char **argv)
 {
     for(int i = 0; i < argc; i++)
@@ -157,9 +158,17 @@ static int serve_config(struct serve *s, int argc, char **argv)
         return 2;
     }
     s->app.cfg = &s->cfg;
-    dapi_log_setup(strcmp(s->cfg.log_format, "json") == 0, DAPI_LOG_INFO);
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    enum dapi_log_level level = DAPI_LOG_INFO;
+    for(int i = DAPI_LOG_DEBUG; i <= DAPI_LOG_ERROR; i++)
+        if(strcmp(s->cfg.log_level, levels[i]) == 0)
+            level = (enum dapi_log_level)i;
+    dapi_log_setup(strcmp(s->cfg.log_format, "json") == 0, level);
     s->po = (struct dapi_probe_opts)DAPI_PROBE_DEFAULTS;
-    if(test_faults(&s->po.fail, s->err, sizeof s->err)) {
+    /* A host name is resolved once, here: one that does not resolve is a bad option. */
+    if(dapi_log_open(s->cfg.log_file, s->cfg.access_log, s->err, sizeof s->err) ||
+       dapi_http_resolve(s->cfg.host, s->cfg.port, &s->listen, s->err, sizeof s->err) ||
+       test_faults(&s->po.fail, s->err, sizeof s->err)) {
         fprintf(stderr, "dapi serve: %s\n", s->err);
         dapi_config_free(&s->cfg);
         return 2;
@@ -181,6 +190,7 @@ static int serve_build(struct serve *s)
     sigemptyset(&s->sigs);
     sigaddset(&s->sigs, SIGTERM);
     sigaddset(&s->sigs, SIGINT);
+    sigaddset(&s->sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &s->sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -291,7 +301,9 @@ static int serve_build(struct serve *s)
                                 cfg->request_head_timeout,
                                 cfg->connection_timeout,
                                 dapi_api_dispatch,
-                                app};
+                                app,
+                                &s->listen,
+                                cfg->reuse_port};
     if(dapi_http_start(&app->http, &ho, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         return -1;
@@ -299,8 +311,42 @@ static int serve_build(struct serve *s)
     return 0;
 }
 
+/* SIGHUP: the log files are opened again (after logrotate moved them), then the keys file is
+ * read again. Requests go on meanwhile: the log descriptors and the key set are swapped in
+ * place (log.c, keys.c), never closed under a request. */
+static void serve_reload(struct serve *s)
+{
+    struct dapi_config *cfg = &s->cfg;
+    struct dapi_app *app = &s->app;
+    char err[1024];
+    if(dapi_log_has_files()) {
+        if(dapi_log_reopen(err, sizeof err))
+            dapi_warn("SIGHUP: %s; logging goes on to the file opened before", err);
+        else
+            dapi_info("SIGHUP: log files reopened");
+    }
+    if(!app->keys) {
+        dapi_info("SIGHUP: client keys are forwarded to Nekt; there are no keys to reload");
+    } else if(!cfg->api_keys_file) {
+        /* The environment of a running process does not change. */
+        dapi_info("SIGHUP: the %zu key(s) come from %s, which cannot change while dapi runs; "
+                  "kept (restart to change them)",
+                  dapi_keys_count(app->keys),
+                  cfg->api_keys_env ? "DAPI_API_KEYS" : "the development key");
+    } else {
+        size_t n = 0;
+        if(dapi_keys_reload(app->keys, cfg->api_keys_env, cfg->api_keys_file, &n, err,
+                            sizeof err))
+            dapi_warn("SIGHUP: keys not reloaded: %s; the %zu key(s) in use are kept", err,
+                      dapi_keys_count(app->keys));
+        else
+            dapi_info("SIGHUP: keys reloaded from %s%s: %zu key(s)", cfg->api_keys_file,
+                      cfg->api_keys_env ? " and DAPI_API_KEYS" : "", n);
+    }
+}
+
 /* Says where the server listens, then does the housekeeping until SIGTERM/SIGINT, which it
- * returns. */
+ * returns; SIGHUP reloads (serve_reload). */
 static int serve_run(struct serve *s)
 {
     struct dapi_config *cfg = &s->cfg;
@@ -318,13 +364,15 @@ static int serve_run(struct serve *s)
     if(dev)
         dapi_info("no API key configured: using the development key from %s/dev-key",
                   cfg->state_dir);
-    printf("dapi listening on http://%s:%d\n", cfg->host, port);
+    /* The address itself, also for a host name (which may have several). */
+    const char *host = s->listen.host;
+    printf("dapi listening on http://%s:%d\n", host, port);
     if(dev) {
         printf("development key: %s\n", dev);
         printf("try: curl -s -H 'x-api-key: %s' -H 'Content-Type: application/json' "
                "-d '{\"layer\":\"nekt_raw\",\"table\":\"customers\",\"limit\":5}' "
                "http://%s:%d/api/queries\n",
-               dev, cfg->host, port);
+               dev, host, port);
     }
     fflush(stdout);
     dapi_notify_ready(cfg->host, port);
@@ -336,6 +384,8 @@ static int serve_run(struct serve *s)
         sig = sigtimedwait(&s->sigs, NULL, &tick);
         if(sig == SIGTERM || sig == SIGINT)
             break;
+        if(sig == SIGHUP)
+            serve_reload(s);
         dapi_queries_tick(app->queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
         if(app->emu)
             dapi_emu_tick(app, dapi_clock_wall_s());
@@ -391,7 +441,7 @@ static void serve_free(struct serve *s, int code)
     free(s->dev);
     if(code == 0)
         dapi_info("stopped");
-    dapi_log_flush();
+    dapi_log_close(); /* every access line is written out, whatever the exit */
     dapi_config_free(&s->cfg);
 }
 
@@ -400,8 +450,10 @@ int dapi_serve_main(int argc, char **argv)
     struct serve s;
     memset(&s, 0, sizeof s);
     int code = serve_config(&s, argc, argv);
-    if(code >= 0)
+    if(code >= 0) {
+        dapi_log_close();
         return code;
+    }
     code = 1;
     if(serve_build(&s) == 0) {
         serve_shutdown(&s, serve_run(&s));

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +16,19 @@
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
 
-struct dapi_keys {
+/* A set of key hashes. */
+struct key_set {
     unsigned char (*hash)[DAPI_KEY_HASH_LEN];
     size_t n, cap;
+};
+
+/* The keys in use. The struct itself never moves (app->keys is read by every HTTP thread
+ * without a lock); dapi_keys_reload builds a new set beside it and swaps the set in under
+ * the write lock, so a check sees the old set or the new one, never a mix or freed memory.
+ * Writers are preferred so that a steady stream of checks cannot starve a reload. */
+struct dapi_keys {
+    pthread_rwlock_t lock;
+    struct key_set set;
 };
 
 void dapi_sha256(const void *data, size_t len, unsigned char out[DAPI_KEY_HASH_LEN])
@@ -70,7 +81,7 @@ enum dapi_err dapi_random_base62(char *out, size_t n)
     return DAPI_OK;
 }
 
-static enum dapi_err add(struct dapi_keys *k, const char *key, size_t len)
+static enum dapi_err add(struct key_set *k, const char *key, size_t len)
 {
     while(len && (key[0] == ' ' || key[0] == '\t')) {
         key++;
@@ -92,7 +103,7 @@ static enum dapi_err add(struct dapi_keys *k, const char *key, size_t len)
     return DAPI_OK;
 }
 
-static enum dapi_err load_file(struct dapi_keys *k, const char *file, char *err, size_t errlen)
+static enum dapi_err load_file(struct key_set *k, const char *file, char *err, size_t errlen)
 {
     FILE *f = fopen(file, "r");
     if(!f) {
@@ -119,7 +130,7 @@ static enum dapi_err load_file(struct dapi_keys *k, const char *file, char *err,
     return result;
 }
 
-static enum dapi_err dev_key(struct dapi_keys *k, const char *state_dir, char **out, char *err,
+static enum dapi_err dev_key(struct key_set *k, const char *state_dir, char **out, char *err,
                              size_t errlen)
 {
     char path[4096], key[64];
@@ -157,34 +168,67 @@ static enum dapi_err dev_key(struct dapi_keys *k, const char *state_dir, char **
     return add(k, key, strlen(key));
 }
 
-enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const char *file,
-                             const char *state_dir, char **dev, char *err, size_t errlen)
+static void set_free(struct key_set *s)
+{
+    if(s->hash)
+        OPENSSL_cleanse(s->hash, s->cap * sizeof *s->hash);
+    free(s->hash);
+    memset(s, 0, sizeof *s);
+}
+
+/* The configured keys: env_list, then file. Refused when either is set but together they
+ * hold no key (a start or a reload must never leave a server that nobody can use). */
+static enum dapi_err build_set(struct key_set *s, const char *env_list, const char *file,
+                               char *err, size_t errlen)
 {
     enum dapi_err result = DAPI_OK;
-    struct dapi_keys *k = calloc(1, sizeof *k);
-    *dev = NULL;
-    if(!k)
-        return DAPI_ERR_NOMEM;
     if(env_list) {
         const char *p = env_list;
         while(!result) {
             const char *comma = strchr(p, ',');
             size_t len = comma ? (size_t)(comma - p) : strlen(p);
-            result = add(k, p, len);
+            result = add(s, p, len);
             if(!comma)
                 break;
             p = comma + 1;
         }
     }
     if(!result && file)
-        result = load_file(k, file, err, errlen);
-    if(!result && (env_list || file) && k->n == 0) {
-        snprintf(err, errlen, "%s configured but holds no key",
-                 file ? "--api-keys-file" : "DAPI_API_KEYS");
+        result = load_file(s, file, err, errlen);
+    if(!result && (env_list || file) && s->n == 0) {
+        if(file)
+            snprintf(err, errlen, "--api-keys-file %s holds no key", file);
+        else
+            snprintf(err, errlen, "DAPI_API_KEYS configured but holds no key");
         result = DAPI_ERR_INVALID;
     }
-    if(!result && !env_list && !file)
-        result = dev_key(k, state_dir, dev, err, errlen);
+    if(result == DAPI_ERR_NOMEM)
+        snprintf(err, errlen, "out of memory loading the API keys");
+    return result;
+}
+
+enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const char *file,
+                             const char *state_dir, char **dev, char *err, size_t errlen)
+{
+    enum dapi_err result = DAPI_OK;
+    struct dapi_keys *k = calloc(1, sizeof *k);
+    *dev = NULL;
+    *out = NULL;
+    if(!k)
+        return DAPI_ERR_NOMEM;
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    int rc = pthread_rwlock_init(&k->lock, &a);
+    pthread_rwlockattr_destroy(&a);
+    if(rc) {
+        free(k);
+        return DAPI_ERR_NOMEM;
+    }
+    if(env_list || file)
+        result = build_set(&k->set, env_list, file, err, errlen);
+    else
+        result = dev_key(&k->set, state_dir, dev, err, errlen);
     if(result) {
         dapi_keys_free(k);
         k = NULL;
@@ -193,29 +237,58 @@ enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const
     return result;
 }
 
+enum dapi_err dapi_keys_reload(struct dapi_keys *k, const char *env_list, const char *file,
+                               size_t *count, char *err, size_t errlen)
+{
+    struct key_set fresh = {0}, old;
+    if(!env_list && !file) {
+        snprintf(err, errlen, "no API keys are configured (the development key is not reloaded)");
+        return DAPI_ERR_INVALID;
+    }
+    enum dapi_err result = build_set(&fresh, env_list, file, err, errlen);
+    if(result) {
+        set_free(&fresh);
+        return result;
+    }
+    pthread_rwlock_wrlock(&k->lock);
+    old = k->set;
+    k->set = fresh;
+    pthread_rwlock_unlock(&k->lock);
+    set_free(&old);
+    *count = fresh.n;
+    return DAPI_OK;
+}
+
 void dapi_keys_free(struct dapi_keys *k)
 {
     if(!k)
         return;
-    OPENSSL_cleanse(k->hash, k->cap * sizeof *k->hash);
-    free(k->hash);
+    set_free(&k->set);
+    pthread_rwlock_destroy(&k->lock);
     free(k);
 }
 
 size_t dapi_keys_count(const struct dapi_keys *k)
 {
-    return k->n;
+    struct dapi_keys *m = (struct dapi_keys *)k; /* the lock, not the keys, changes */
+    pthread_rwlock_rdlock(&m->lock);
+    size_t n = m->set.n;
+    pthread_rwlock_unlock(&m->lock);
+    return n;
 }
 
 int dapi_keys_check(const struct dapi_keys *k, const char *key, size_t len,
                     unsigned char hash_out[DAPI_KEY_HASH_LEN])
 {
+    struct dapi_keys *m = (struct dapi_keys *)k;
     unsigned char h[DAPI_KEY_HASH_LEN];
     dapi_sha256(key, len, h);
     int found = 0;
     /* Compare against every key (no early exit) in constant time. */
-    for(size_t i = 0; i < k->n; i++)
-        found |= dapi_ct_equal(h, DAPI_KEY_HASH_LEN, k->hash[i], DAPI_KEY_HASH_LEN);
+    pthread_rwlock_rdlock(&m->lock);
+    for(size_t i = 0; i < m->set.n; i++)
+        found |= dapi_ct_equal(h, DAPI_KEY_HASH_LEN, m->set.hash[i], DAPI_KEY_HASH_LEN);
+    pthread_rwlock_unlock(&m->lock);
     memcpy(hash_out, h, DAPI_KEY_HASH_LEN);
     return found;
 }

@@ -19,11 +19,20 @@ struct dapi_keys;
  * be printed, else NULL. On error writes a one-line reason to err. */
 enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const char *file,
                              const char *state_dir, char **dev_key, char *err, size_t errlen);
+/* Replaces k's keys with those of env_list and file, read again now (SIGHUP), by the same
+ * rules as dapi_keys_load. The new set is built first and swapped in at once: a check running
+ * meanwhile sees the old keys or the new ones, and k itself stays the same object. If the new
+ * keys cannot be loaded (the file unreadable or holding no key, or neither source set: the
+ * development key is never reloaded) k keeps its keys, err says why and the result is not
+ * DAPI_OK. On success *count is the number of keys now in use. */
+enum dapi_err dapi_keys_reload(struct dapi_keys *k, const char *env_list, const char *file,
+                               size_t *count, char *err, size_t errlen);
 void dapi_keys_free(struct dapi_keys *k);
 size_t dapi_keys_count(const struct dapi_keys *k);
 
 /* Checks a presented key. Returns 1 and writes its hash to hash_out if it is one of ours,
- * 0 otherwise. Time does not depend on which key matched or where a mismatch is. */
+ * 0 otherwise. Time does not depend on which key matched or where a mismatch is. Safe to
+ * call from any thread, also while dapi_keys_reload runs. */
 int dapi_keys_check(const struct dapi_keys *k, const char *key, size_t len,
                     unsigned char hash_out[DAPI_KEY_HASH_LEN]);
 

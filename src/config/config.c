@@ -26,9 +26,14 @@ struct setting {
 #define GiB (1024LL * 1024 * 1024)
 
 static const struct setting settings[] = {
-    {"host", "DAPI_HOST", K_STR, O(host), "127.0.0.1", 0, 0, NULL, "listen address"},
+    {"host", "DAPI_HOST", K_STR, O(host), "127.0.0.1", 0, 0, NULL,
+     "listen address: an IPv4 or IPv6 address, or a host name (its first IPv4 address, else "
+     "its first IPv6 one)"},
     {"port", "DAPI_PORT", K_INT, O(port), "5001", 0, 65535, NULL,
-     "listen port (0 = pick a free one and print it)"},
+     "listen port (0 = pick a free one and print it); a port in use is an error"},
+    {"reuse-port", "DAPI_REUSE_PORT", K_BOOL, O(reuse_port), "false", 0, 0, NULL,
+     "share the port with other processes that also set it (SO_REUSEPORT: the kernel spreads "
+     "connections between them)"},
     {"backend", "DAPI_BACKEND", K_CHOICE, O(backend), "local", 0, 0, "local|nekt",
      "local (embedded DuckDB over --data-dir) or nekt (forward to the Nekt Data API)"},
     {"data-dir", "DAPI_DATA_DIR", K_PATH, O(data_dir), "./data", 0, 0, NULL,
@@ -40,7 +45,13 @@ static const struct setting settings[] = {
     {NULL, "DAPI_API_KEYS", K_STR, O(api_keys_env), NULL, 0, 0, NULL,
      "comma-separated API keys (development convenience)"},
     {"log-format", "DAPI_LOG_FORMAT", K_CHOICE, O(log_format), "text", 0, 0, "text|json",
-     "log line format on stderr"},
+     "log line format (server and access lines)"},
+    {"log-level", "DAPI_LOG_LEVEL", K_CHOICE, O(log_level), "info", 0, 0,
+     "debug|info|warn|error", "least severe server line written (access lines are always written)"},
+    {"log-file", "DAPI_LOG_FILE", K_PATH, O(log_file), NULL, 0, 0, NULL,
+     "server log lines are appended to this file instead of stderr (reopened on SIGHUP)"},
+    {"access-log", "DAPI_ACCESS_LOG", K_PATH, O(access_log), NULL, 0, 0, NULL,
+     "access lines are appended to this file (reopened on SIGHUP); unset = with the server lines"},
     {"workers", "DAPI_WORKERS", K_INT, O(workers), "2", 1, 256, NULL,
      "query execution threads (each with its own DuckDB connection)"},
     {"http-threads", "DAPI_HTTP_THREADS", K_INT, O(http_threads), "2", 1, 256, NULL,
@@ -287,12 +298,15 @@ enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, c
         if((result = apply(cfg, s, v, "--", err, errlen)))
             return result;
     }
-    char **paths[] = {&cfg->data_dir, &cfg->state_dir, &cfg->api_keys_file};
+    char **paths[] = {&cfg->data_dir, &cfg->state_dir, &cfg->api_keys_file, &cfg->log_file,
+                      &cfg->access_log};
+    static const char *const names[] = {"--data-dir", "--state-dir", "--api-keys-file",
+                                        "--log-file", "--access-log"};
     for(size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if(!*paths[i])
             continue;
         if(!**paths[i]) {
-            snprintf(err, errlen, "empty path for %s", i == 0 ? "--data-dir" : i == 1 ? "--state-dir" : "--api-keys-file");
+            snprintf(err, errlen, "empty path for %s", names[i]);
             return DAPI_ERR_INVALID;
         }
         char *abs = absolute(*paths[i]);

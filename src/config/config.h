@@ -9,13 +9,17 @@
 #include "dapi/err.h"
 
 struct dapi_config {
-    char *host;
+    char *host;             /* an address or a host name */
     int port;
+    int reuse_port;         /* SO_REUSEPORT */
     char *backend;          /* "local" */
     char *data_dir;         /* absolute after dapi_config_load */
     char *state_dir;        /* absolute after dapi_config_load */
     char *api_keys_file;    /* NULL = unset */
     char *log_format;       /* "text" | "json" */
+    char *log_level;        /* "debug" | "info" | "warn" | "error" */
+    char *log_file;         /* NULL = stderr; absolute after dapi_config_load */
+    char *access_log;       /* NULL = with the server lines; absolute after dapi_config_load */
     int workers;            /* query execution threads */
     int http_threads;
     int64_t max_body_bytes;

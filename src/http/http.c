@@ -1,7 +1,9 @@
 #include "http/http.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,6 +17,7 @@
 
 #include <microhttpd.h>
 
+#include "auth/keys.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
@@ -31,6 +34,7 @@ struct dapi_conn {
     MHD_socket fd;
     pthread_t owner;      /* the event thread that runs it */
     struct dapi_addr addr;
+    char addr_text[48];   /* addr as text, for the access log */
     int counted;          /* holds a slot in h->conns */
     int cut;              /* shut down by dapi; MHD closes it next (h->mu) */
     _Atomic int64_t head_since_ms; /* waiting for a request head since (monotonic) */
@@ -61,6 +65,9 @@ struct dapi_req {
     struct MHD_Connection *conn;
     const char *method;
     char *path;
+    char *query;          /* the query string as sent (after '?'), or NULL */
+    char client[48];      /* the client's address as text */
+    char rid[DAPI_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or generated */
     int64_t start_us;
     struct dapi_conn *c;  /* its connection (NULL if untracked) */
     struct dapi_buf body;
@@ -89,6 +96,11 @@ const char *dapi_req_method(const struct dapi_req *r)
 const char *dapi_req_path(const struct dapi_req *r)
 {
     return r->path;
+}
+
+const char *dapi_req_id(const struct dapi_req *r)
+{
+    return r->rid;
 }
 
 const char *dapi_req_header(const struct dapi_req *r, const char *name)
@@ -189,6 +201,8 @@ static enum MHD_Result queue(struct dapi_req *r)
     }
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
+    if(r->rid[0])
+        MHD_add_response_header(resp, "X-Request-Id", r->rid);
     /* libmicrohttpd then closes the connection after the response instead of reading the
      * next request from it (whose start we could not know, or which we refuse to read). */
     if(r->close)
@@ -307,6 +321,106 @@ static struct dapi_conn *conn_of(struct MHD_Connection *conn)
     return ci ? ci->socket_context : NULL;
 }
 
+/* X-Request-Id: a client's value is kept if it is 1 to DAPI_REQUEST_ID_MAX characters of
+ * printable ASCII without space, '"' or '\\' (so it is safe in a header and in a log line as
+ * it is); otherwise one is generated. */
+static int request_id_ok(const char *v)
+{
+    size_t n = 0;
+    for(; v[n]; n++) {
+        unsigned char c = (unsigned char)v[n];
+        if(n >= DAPI_REQUEST_ID_MAX || c <= 0x20 || c > 0x7e || c == '"' || c == '\\')
+            return 0;
+    }
+    return n > 0;
+}
+
+/* A generated id: 16 base62 characters, 8 from each of two outputs of a per-thread splitmix64
+ * seeded from the system's randomness. Unique, not secret, so no system call per request. */
+static void request_id_new(char *out)
+{
+    static const char alphabet[] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    static _Thread_local uint64_t state;
+    static _Thread_local int seeded;
+    if(!seeded) {
+        if(dapi_random(&state, sizeof state))
+            state = (uint64_t)dapi_clock_mono_us() ^ (uint64_t)(uintptr_t)&state;
+        seeded = 1;
+    }
+    for(int half = 0; half < 2; half++) {
+        /* splitmix64 */
+        uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+        for(int i = 0; i < 8; i++) {
+            *out++ = alphabet[z % 62];
+            z /= 62;
+        }
+    }
+    *out = '\0';
+}
+
+/* The request's id, once its headers are in: the client's X-Request-Id if sane, else a new
+ * one. */
+static void request_id_set(struct dapi_req *r, struct MHD_Connection *conn)
+{
+    if(r->rid[0])
+        return;
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+    if(v && request_id_ok(v))
+        snprintf(r->rid, sizeof r->rid, "%s", v);
+    else
+        request_id_new(r->rid);
+}
+
+/* The query string as the access log shows it: names as sent, a value only when it is a plain
+ * decimal number of at most 20 digits (a page number), any other value as "*" - a URL is
+ * where a client may put a key or a token by mistake, and the log must never hold one.
+ * Cut at 2 KiB. NULL if out of memory. */
+static char *query_for_log(const char *q)
+{
+    enum { QUERY_MAX_LOGGED = 2048 };
+    size_t n = strlen(q);
+    /* never longer than the input; past the cut, at most "=" and 20 digits, "..." and NUL */
+    char *out = malloc((n < QUERY_MAX_LOGGED ? n : QUERY_MAX_LOGGED) + 32), *o = out;
+    if(!out)
+        return NULL;
+    while(*q && o - out < QUERY_MAX_LOGGED) {
+        size_t name = strcspn(q, "=&"), room = QUERY_MAX_LOGGED - (size_t)(o - out);
+        if(name > room)
+            name = room;
+        memcpy(o, q, name);
+        o += name;
+        q += name;
+        if(*q == '=') {
+            q++;
+            size_t v = strcspn(q, "&"), d = strspn(q, "0123456789");
+            *o++ = '=';
+            if(v && (d != v || v > 20))
+                *o++ = '*';
+            else if(v) {
+                memcpy(o, q, v);
+                o += v;
+            }
+            q += v;
+        }
+        if(*q == '&' && o - out < QUERY_MAX_LOGGED)
+            *o++ = *q++;
+        else if(*q && *q != '&')
+            break; /* cut inside a name */
+        else if(*q)
+            q++;
+    }
+    if(*q) {
+        memcpy(o, "...", 3);
+        o += 3;
+    }
+    *o = '\0';
+    return out;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct dapi_http *h = cls;
@@ -318,8 +432,22 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->start_us = dapi_clock_mono_us();
     r->fd = -1;
     r->c = conn_of(conn);
-    if(r->c)
+    if(r->c) {
         r->c->req = r;
+        memcpy(r->client, r->c->addr_text, sizeof r->client);
+    } else {
+        const union MHD_ConnectionInfo *ai =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        struct dapi_addr a;
+        dapi_addr_from_sockaddr(&a, ai ? ai->client_addr : NULL,
+                                ai && ai->client_addr ? sizeof(struct sockaddr_in6) : 0);
+        dapi_addr_format(&a, r->client, sizeof r->client);
+    }
+    /* libmicrohttpd hands the access handler the path without its query string; the access
+     * log shows it, with only numbers for values (query_for_log). */
+    const char *q = uri ? strchr(uri, '?') : NULL;
+    if(q && q[1])
+        r->query = query_for_log(q + 1); /* NULL if out of memory: then it is not logged */
     pthread_mutex_init(&r->mu, NULL);
     dapi_buf_init(&r->body, (size_t)h->o.max_body_bytes);
     atomic_fetch_add(&h->inflight, 1);
@@ -353,6 +481,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->path = strdup(url);
         if(!r->path)
             return MHD_NO;
+        request_id_set(r, conn);
         if(r->c)
             atomic_store(&r->c->in_request, 1); /* the head arrived: its deadline is met */
         int status;
@@ -435,9 +564,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if(!r)
         return;
     long long dur = dapi_clock_mono_us() - r->start_us;
-    int status = r->queued ? r->status : 0; /* 0: the client left before an answer */
-    dapi_log_access(r->method ? r->method : "-", r->path ? r->path : "-", status,
-                    r->queued ? r->bytes_sent : 0, dur);
+    struct dapi_access a = {r->method, r->path, r->query, r->client, r->rid,
+                            r->queued ? r->status : 0, /* 0: the client left before an answer */
+                            r->queued ? r->bytes_sent : 0, dur};
+    dapi_log_request(&a);
     if(r->c) {
         /* The next request head on this kept-alive connection has its deadline counted from
          * now (the order matters: the sweeper reads in_request first). */
@@ -449,6 +579,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if(r->fd >= 0)
         close(r->fd);
     free(r->path);
+    free(r->query);
     dapi_buf_free(&r->body);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -588,6 +719,8 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
         h->open->prev = c;
     h->open = c;
     pthread_mutex_unlock(&h->mu);
+    /* read only by this connection's requests, on this thread */
+    dapi_addr_format(&c->addr, c->addr_text, sizeof c->addr_text);
     *socket_context = c;
 }
 
@@ -631,9 +764,10 @@ static void *sweep_main(void *arg)
 
 /* An answer written straight to the socket (see rescue_bad_length), in the form
  * libmicrohttpd would give it. */
-static void send_raw_error(MHD_socket fd, int status, const char *msg, unsigned long long *sent)
+static void send_raw_error(MHD_socket fd, int status, const char *msg, const char *rid,
+                           unsigned long long *sent)
 {
-    char date[64], head[256];
+    char date[64], head[512];
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
@@ -645,11 +779,14 @@ static void send_raw_error(MHD_socket fd, int status, const char *msg, unsigned 
     const char *reason = MHD_get_reason_phrase_for((unsigned)status);
     int hlen = snprintf(head, sizeof head,
                         "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
-                        "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                        status, reason && *reason ? reason : "Error", date, blen);
+                        "Content-Type: application/json\r\nContent-Length: %zu\r\n"
+                        "%s%s%s\r\n",
+                        status, reason && *reason ? reason : "Error", date, blen,
+                        rid[0] ? "X-Request-Id: " : "", rid, rid[0] ? "\r\n" : "");
     struct dapi_buf out;
     dapi_buf_init(&out, sizeof head + blen);
-    if(hlen > 0 && !dapi_buf_add(&out, head, (size_t)hlen) && !dapi_buf_add(&out, body, blen)) {
+    if(hlen > 0 && hlen < (int)sizeof head && !dapi_buf_add(&out, head, (size_t)hlen) &&
+       !dapi_buf_add(&out, body, blen)) {
         /* A fresh socket's send buffer takes these few hundred bytes at once. */
         ssize_t n = send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
         *sent = n > 0 ? (unsigned long long)n : 0;
@@ -690,7 +827,12 @@ static void rescue_bad_length(struct dapi_http *h)
     if(!msg)
         goto out;
     unsigned long long sent = 0;
-    send_raw_error(found->fd, status, msg, &sent);
+    char rid[DAPI_REQUEST_ID_MAX + 1] = "";
+    if(found->req) {
+        request_id_set(found->req, found->mc);
+        memcpy(rid, found->req->rid, sizeof rid);
+    }
+    send_raw_error(found->fd, status, msg, rid, &sent);
     shutdown(found->fd, SHUT_RDWR);
     found->cut = 1;
     if(found->req) { /* for the access log line */
@@ -732,6 +874,107 @@ static void ensure_fd_limit(int64_t max_connections)
                   (unsigned long long)rl.rlim_cur);
 }
 
+/* libmicrohttpd's answer to a broken invariant is abort(): say why, and write out the access
+ * lines still buffered, first. */
+static void on_mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+    dapi_error("libmicrohttpd: fatal error at %s:%u: %s", file ? file : "?", line,
+               reason ? reason : "");
+    dapi_log_flush_fatal();
+    abort();
+}
+
+static void format_addr(const struct sockaddr *sa, int port, struct dapi_listen_addr *out)
+{
+    char text[INET6_ADDRSTRLEN] = "?";
+    if(sa->sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, text, sizeof text);
+        snprintf(out->host, sizeof out->host, "[%s]", text);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, text, sizeof text);
+        snprintf(out->host, sizeof out->host, "%s", text);
+    }
+    snprintf(out->text, sizeof out->text, "%s:%d", out->host, port);
+}
+
+enum dapi_err dapi_http_resolve(const char *host, int port, struct dapi_listen_addr *out,
+                                char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if(!host || !*host) {
+        snprintf(err, errlen, "invalid value for --host: '' (an IP address or a host name)");
+        return DAPI_ERR_INVALID;
+    }
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if(rc) {
+        snprintf(err, errlen, "cannot resolve --host '%.200s': %s", host,
+                 rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return DAPI_ERR_INVALID;
+    }
+    /* One listen socket: a name's first IPv4 address, else its first IPv6 one ("localhost"
+     * is 127.0.0.1 even where ::1 comes first, which is where most clients try it). */
+    const struct addrinfo *pick = NULL;
+    for(const struct addrinfo *p = ai; p && !pick; p = p->ai_next)
+        if(p->ai_family == AF_INET && p->ai_addrlen <= sizeof out->addr)
+            pick = p;
+    for(const struct addrinfo *p = ai; p && !pick; p = p->ai_next)
+        if(p->ai_family == AF_INET6 && p->ai_addrlen <= sizeof out->addr)
+            pick = p;
+    if(!pick) {
+        freeaddrinfo(ai);
+        snprintf(err, errlen, "cannot resolve --host '%.200s': no IPv4 or IPv6 address", host);
+        return DAPI_ERR_INVALID;
+    }
+    memcpy(&out->addr, pick->ai_addr, pick->ai_addrlen);
+    out->len = pick->ai_addrlen;
+    freeaddrinfo(ai);
+    format_addr((const struct sockaddr *)&out->addr, port, out);
+    return DAPI_OK;
+}
+
+/* The listening socket, made here rather than by libmicrohttpd so that a failure says why
+ * (its own bind failure is a NULL daemon and a log line), and so that SO_REUSEPORT is set
+ * only when asked: libmicrohttpd's MHD_OPTION_LISTENING_ADDRESS_REUSE 1 sets it, and with it
+ * a second server on a port in use starts silently and the kernel splits the connections
+ * between the two. SO_REUSEADDR is set, as libmicrohttpd does by default: on Linux it only
+ * lets a restart bind while old connections are in TIME_WAIT, never beside a live listener.
+ * IPv6 sockets are IPv6 only (as libmicrohttpd's without MHD_USE_DUAL_STACK). Returns the
+ * socket with *port its bound port, or -1 with err set. */
+static int listen_on(const struct dapi_listen_addr *la, int reuse_port, int *port, char *err,
+                     size_t errlen)
+{
+    const struct sockaddr *sa = (const struct sockaddr *)&la->addr;
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof bound;
+    int one = 1, e;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if(fd < 0)
+        goto fail;
+    if(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+       (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||
+       (sa->sa_family == AF_INET6 &&
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one)))
+        goto fail;
+    if(bind(fd, sa, la->len) || listen(fd, SOMAXCONN) ||
+       getsockname(fd, (struct sockaddr *)&bound, &blen))
+        goto fail;
+    *port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                              : ((struct sockaddr_in *)&bound)->sin_port);
+    return fd;
+fail:
+    e = errno;
+    snprintf(err, errlen, "cannot listen on %s: %s", la->text, strerror(e));
+    if(fd >= 0)
+        close(fd);
+    return -1;
+}
+
 static void http_free(struct dapi_http *h)
 {
     dapi_conns_free(h->conns);
@@ -769,21 +1012,24 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     }
     ensure_fd_limit(opts->max_connections);
 
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICHOST | AI_PASSIVE;
-    char port[16];
-    snprintf(port, sizeof port, "%d", opts->port);
-    if(getaddrinfo(opts->host, port, &hints, &ai)) {
-        snprintf(err, errlen, "invalid value for --host: '%s' (a numeric IPv4 or IPv6 address)",
-                 opts->host);
-        http_free(h);
-        return DAPI_ERR_INVALID;
+    struct dapi_listen_addr resolved;
+    const struct dapi_listen_addr *la = opts->addr;
+    if(!la) {
+        if(dapi_http_resolve(opts->host, opts->port, &resolved, err, errlen)) {
+            http_free(h);
+            return DAPI_ERR_INVALID;
+        }
+        la = &resolved;
     }
+    int lfd = listen_on(la, opts->reuse_port, &h->port, err, errlen);
+    if(lfd < 0) {
+        http_free(h);
+        return DAPI_ERR_IO;
+    }
+    MHD_set_panic_func(on_mhd_panic, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
-    if(ai->ai_family == AF_INET6)
+    if(la->addr.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     /* MHD must be able to buffer the request line and headers that we then measure against
      * --max-header-bytes, so that our JSON 414/431 answers them; requests beyond this buffer
@@ -802,19 +1048,21 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     /* The logger first: libmicrohttpd reports problems with the options that follow while
      * it reads them (e.g. a thread pool of 1), and would write those to stderr itself. */
     h->d = MHD_start_daemon(
-        flags, (uint16_t)opts->port, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, h, MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE,
+        flags, (uint16_t)h->port, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)opts->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)opts->connection_timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, h, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
-    freeaddrinfo(ai);
+        on_connection, h, MHD_OPTION_END);
     if(!h->d) {
-        snprintf(err, errlen, "cannot listen on %s:%d (address in use or not available)",
-                 opts->host, opts->port);
+        /* The listen socket is not closed here: whether libmicrohttpd already closed it on
+         * its way out is not said, and by now other threads open files, so a second close
+         * could hit one of theirs. The process is about to exit anyway. */
+        snprintf(err, errlen, "cannot start the HTTP server on %s (libmicrohttpd refused; "
+                 "see the log at --log-level debug)", la->text);
         http_free(h);
-        return DAPI_ERR_INVALID;
+        return DAPI_ERR_INTERNAL;
     }
     if(pthread_create(&h->sweeper, NULL, sweep_main, h)) {
         snprintf(err, errlen, "cannot start the HTTP connection sweeper thread");
@@ -823,8 +1071,6 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
         return DAPI_ERR_NOMEM;
     }
     h->sweeper_started = 1;
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
-    h->port = info ? info->port : opts->port;
     *out = h;
     return DAPI_OK;
 }

@@ -9,10 +9,24 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include "dapi/err.h"
 
 struct dapi_req;
 struct dapi_http;
+
+/* Where to listen: one address, resolved from --host and --port. */
+struct dapi_listen_addr {
+    struct sockaddr_storage addr;
+    socklen_t len;
+    char host[64]; /* the address as text: "127.0.0.1", "[::1]" */
+    char text[80]; /* with the port: "127.0.0.1:5001", "[::1]:5001" */
+};
+
+/* Resolves host (an IPv4 or IPv6 address, or a name: its first IPv4 address, else its first
+ * IPv6 one) and port into out. On failure err says why ("cannot resolve --host ..."). */
+enum dapi_err dapi_http_resolve(const char *host, int port, struct dapi_listen_addr *out,
+                                char *err, size_t errlen);
 
 struct dapi_http_opts {
     const char *host;
@@ -27,10 +41,15 @@ struct dapi_http_opts {
     int64_t connection_timeout_s;
     void (*dispatch)(struct dapi_req *r, void *app);
     void *app;
+    const struct dapi_listen_addr *addr; /* if set, used instead of host and port */
+    int reuse_port; /* SO_REUSEPORT; without it a port in use is an error */
 };
 
+/* Listens and starts the event threads. A port in use (or any failure to listen) is an error:
+ * "cannot listen on 127.0.0.1:5001: Address already in use". */
 enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts,
                               char *err, size_t errlen);
+/* The port listened on (the one picked, for port 0). */
 int dapi_http_port(const struct dapi_http *h);
 /* Stops accepting new connections; requests in flight continue. */
 void dapi_http_quiesce(struct dapi_http *h);
@@ -46,6 +65,11 @@ const char *dapi_req_header(const struct dapi_req *r, const char *name);
 /* A query-string argument, or NULL if absent ("" for "?a" or "?a="). */
 const char *dapi_req_arg(const struct dapi_req *r, const char *name);
 const char *dapi_req_body(const struct dapi_req *r, size_t *len);
+/* The request id: the client's X-Request-Id when it is 1 to DAPI_REQUEST_ID_MAX printable
+ * ASCII characters without space, '"' or '\\', else 16 generated base62 characters. Every
+ * response carries it back in X-Request-Id, and the access log line shows it. */
+#define DAPI_REQUEST_ID_MAX 128
+const char *dapi_req_id(const struct dapi_req *r);
 
 /* Marks the request as answered later (call before returning from dispatch). */
 void dapi_req_defer(struct dapi_req *r);

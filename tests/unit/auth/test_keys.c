@@ -1,6 +1,8 @@
-/* API keys: loading from the env list, a file and the development key; checking; hashing;
- * random base62. */
+/* API keys: loading from the env list, a file and the development key; reloading (also
+ * while other threads check keys); checking; hashing; random base62. */
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -378,6 +380,114 @@ static void test_random(void)
     T_EQ_INT(dapi_random(r3, 0), DAPI_OK);
 }
 
+/* dapi_keys_reload (SIGHUP): the file is read again with the env list; a bad new file keeps
+ * the keys in use. */
+static void test_reload(void)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/reload-keys.txt", dir);
+    t_write(path, "alpha\nbeta\n");
+    struct dapi_keys *k = NULL, *same;
+    char *dev = NULL;
+    size_t n = 0;
+    T_EQ_INT(dapi_keys_load(&k, NULL, path, dir, &dev, err, sizeof err), DAPI_OK);
+    if(!k)
+        return;
+    same = k;
+    t_write(path, "# rotated\nalpha\ngamma\ndelta\n");
+    T_EQ_INT(dapi_keys_reload(k, NULL, path, &n, err, sizeof err), DAPI_OK);
+    T_EQ_INT(n, 3);
+    T_EQ_INT(dapi_keys_count(k), 3);
+    T_CHECK(k == same, "the keys object stays the same");
+    T_EQ_INT(check(k, "alpha"), 1);
+    T_EQ_INT(check(k, "gamma"), 1);
+    T_EQ_INT(check(k, "beta"), 0);
+
+    /* A file that holds no key, or has gone: refused, the keys in use stay. */
+    t_write(path, "# emptied\n");
+    err[0] = '\0';
+    T_EQ_INT(dapi_keys_reload(k, NULL, path, &n, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "holds no key") && strstr(err, path), "says why: [%s]", err);
+    unlink(path);
+    err[0] = '\0';
+    T_EQ_INT(dapi_keys_reload(k, NULL, path, &n, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "cannot read") && strstr(err, path), "says why: [%s]", err);
+    T_EQ_INT(dapi_keys_count(k), 3);
+    T_EQ_INT(check(k, "alpha"), 1);
+    T_EQ_INT(check(k, "delta"), 1);
+
+    /* With the env list too, the env keys stay and a file without keys is accepted, as at a
+     * start. */
+    t_write(path, "");
+    T_EQ_INT(dapi_keys_reload(k, "env-1,env-2", path, &n, err, sizeof err), DAPI_OK);
+    T_EQ_INT(n, 2);
+    T_EQ_INT(check(k, "env-2"), 1);
+    T_EQ_INT(check(k, "alpha"), 0);
+
+    /* Nothing configured (the development key): nothing to reload, the keys stay. */
+    err[0] = '\0';
+    T_EQ_INT(dapi_keys_reload(k, NULL, NULL, &n, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(err[0] != '\0', "says why");
+    T_EQ_INT(check(k, "env-1"), 1);
+    dapi_keys_free(k);
+    unlink(path);
+}
+
+struct checker {
+    struct dapi_keys *k;
+    atomic_int *stop;
+    long checks, failures;
+};
+
+static void *check_loop(void *arg)
+{
+    struct checker *c = arg;
+    while(!atomic_load(c->stop)) {
+        unsigned char h[DAPI_KEY_HASH_LEN];
+        c->failures += !dapi_keys_check(c->k, "kept", 4, h);
+        c->checks++;
+    }
+    return NULL;
+}
+
+/* Reloads while other threads check: a key in both the old and the new set is never refused. */
+static void test_reload_concurrent(void)
+{
+    char path[160];
+    snprintf(path, sizeof path, "%s/race-keys.txt", dir);
+    t_write(path, "kept\nold\n");
+    struct dapi_keys *k = NULL;
+    char *dev = NULL;
+    size_t n;
+    T_EQ_INT(dapi_keys_load(&k, NULL, path, dir, &dev, err, sizeof err), DAPI_OK);
+    if(!k)
+        return;
+    atomic_int stop = 0;
+    struct checker c[3];
+    pthread_t t[3];
+    for(int i = 0; i < 3; i++) {
+        c[i] = (struct checker){k, &stop, 0, 0};
+        pthread_create(&t[i], NULL, check_loop, &c[i]);
+    }
+    int reload_failures = 0;
+    for(int i = 0; i < 300; i++) {
+        t_write(path, i % 2 ? "kept\nold\n" : "new\nkept\nother\n");
+        reload_failures += dapi_keys_reload(k, NULL, path, &n, err, sizeof err) != DAPI_OK;
+    }
+    atomic_store(&stop, 1);
+    long checks = 0, failures = 0;
+    for(int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        checks += c[i].checks;
+        failures += c[i].failures;
+    }
+    T_EQ_INT(reload_failures, 0);
+    T_EQ_INT(failures, 0);
+    T_CHECK(checks > 0, "the checkers ran (%ld checks)", checks);
+    dapi_keys_free(k);
+    unlink(path);
+}
+
 int main(void)
 {
     if(t_tmpdir(dir, sizeof dir, "keys"))
@@ -389,6 +499,8 @@ int main(void)
     test_hmac();
     test_ct_equal();
     test_random();
+    test_reload();
+    test_reload_concurrent();
     rmdir(dir);
     T_CHECK(access(dir, F_OK) != 0, "temp dir cleaned up");
     T_DONE();

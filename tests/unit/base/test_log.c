@@ -693,6 +693,205 @@ static void test_threads(void)
     free(out);
 }
 
+/* ---- requests: query string, client address, request id ------------------------------ */
+
+static char *request_line(const struct dapi_access *a, size_t *len)
+{
+    cap_start();
+    dapi_log_request(a);
+    dapi_log_flush();
+    char *out = cap_end(len);
+    if(*len && out[*len - 1] == '\n')
+        out[--*len] = '\0';
+    return out;
+}
+
+static void test_request_text(void)
+{
+    dapi_log_setup(0, DAPI_LOG_INFO);
+    static const struct {
+        struct dapi_access a;
+        const char *want_rest;
+    } cases[] = {
+        {{"GET", "/api/queries/s/results", "page_number=2", "127.0.0.1", "Ab12", 200, 15, 84},
+         "GET \"/api/queries/s/results?page_number=2\" 200 15 0.084ms client=127.0.0.1 id=Ab12"},
+        {{"GET", "/api/health", NULL, "2001:db8::1", NULL, 200, 15, 84},
+         "GET \"/api/health\" 200 15 0.084ms client=2001:db8::1"},
+        {{"GET", "/api/health", "", NULL, "req-7", 200, 15, 84},
+         "GET \"/api/health\" 200 15 0.084ms id=req-7"},
+        {{NULL, NULL, NULL, NULL, NULL, 0, 0, 0}, "- \"-\" 0 0 0.000ms"},
+        /* the escaping path: a quote in the query, odd bytes in the id */
+        {{"GET", "/p", "a=\"b\"", "127.0.0.1", "x y", 400, 1, 1},
+         "GET \"/p?a=\\\"b\\\"\" 400 1 0.001ms client=127.0.0.1 id=\"x y\""},
+        {{"GET", "/p", "a=1", "127.0.0.1", "id\"q", 200, 1, 1},
+         "GET \"/p?a=1\" 200 1 0.001ms client=127.0.0.1 id=\"id\\\"q\""},
+    };
+    for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len;
+        char *out = request_line(&cases[i].a, &len);
+        char what[32];
+        snprintf(what, sizeof what, "request case %zu", i);
+        T_CHECK(!memchr(out, '\n', len), "%s: one line", what);
+        check_text_access(out, cases[i].want_rest, what);
+        free(out);
+    }
+}
+
+static void test_request_json(void)
+{
+    dapi_log_setup(1, DAPI_LOG_INFO);
+    struct dapi_access a = {"GET", "/api/queries/s/results", "page_number=2&x=%22", "10.1.2.3",
+                            "Xy-12", 200, 15, 84};
+    size_t len;
+    char *out = request_line(&a, &len);
+    check_json_access(out, "GET", "/api/queries/s/results", 22, 200, 15, 0.084, "json request");
+    struct dapi_jv *root = NULL;
+    char err[128];
+    if(dapi_jv_parse(out, len, 8, &root, err, sizeof err) == DAPI_OK) {
+        struct dapi_jv *acc = dapi_jv_get(root, "access");
+        const char *q = dapi_jv_str(dapi_jv_get(acc, "query"), NULL);
+        const char *c = dapi_jv_str(dapi_jv_get(acc, "client"), NULL);
+        const char *id = dapi_jv_str(dapi_jv_get(acc, "request_id"), NULL);
+        T_EQ_STR(q, "page_number=2&x=%22");
+        T_EQ_STR(c, "10.1.2.3");
+        T_EQ_STR(id, "Xy-12");
+        dapi_jv_free(root);
+    }
+    free(out);
+    /* Absent fields are left out. */
+    struct dapi_access b = {"GET", "/x", NULL, NULL, NULL, 200, 1, 1};
+    out = request_line(&b, &len);
+    T_CHECK(!strstr(out, "query") && !strstr(out, "client") && !strstr(out, "request_id"),
+            "no empty fields: [%s]", out);
+    free(out);
+    dapi_log_setup(0, DAPI_LOG_INFO);
+}
+
+/* ---- files: --log-file, --access-log, reopen ------------------------------------------- */
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if(!f)
+        return NULL;
+    char *buf = malloc(1 << 20);
+    size_t n = fread(buf, 1, (1 << 20) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static void test_files_and_reopen(void)
+{
+    char dir[] = "/tmp/dapi-logf-XXXXXX";
+    if(!mkdtemp(dir)) {
+        T_CHECK(0, "mkdtemp");
+        return;
+    }
+    char lp[128], ap[128], lp1[128], ap1[128], bad[160], err[512] = "";
+    snprintf(lp, sizeof lp, "%s/dapi.log", dir);
+    snprintf(ap, sizeof ap, "%s/access.log", dir);
+    snprintf(lp1, sizeof lp1, "%s/dapi.log.1", dir);
+    snprintf(ap1, sizeof ap1, "%s/access.log.1", dir);
+    snprintf(bad, sizeof bad, "%s/no/such/dir/x.log", dir);
+    dapi_log_setup(0, DAPI_LOG_INFO);
+
+    /* An unopenable file: an error naming it, nothing changes. */
+    T_EQ_INT(dapi_log_open(lp, bad, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "--access-log") && strstr(err, bad), "says which file: [%s]", err);
+    T_EQ_INT(dapi_log_has_files(), 0);
+
+    T_EQ_INT(dapi_log_open(lp, ap, err, sizeof err), DAPI_OK);
+    T_EQ_INT(dapi_log_has_files(), 1);
+    cap_start();
+    dapi_info("server line one");
+    dapi_log_access("GET", "/one", 200, 1, 1);
+    /* rotated away, as logrotate does; the pending access line belongs to the old file */
+    T_EQ_INT(rename(lp, lp1), 0);
+    T_EQ_INT(rename(ap, ap1), 0);
+    T_EQ_INT(dapi_log_reopen(err, sizeof err), DAPI_OK);
+    dapi_info("server line two");
+    dapi_log_access("GET", "/two", 200, 1, 1);
+    dapi_log_close();
+    size_t len;
+    char *stderr_out = cap_end(&len);
+    T_EQ_INT(len, 0); /* nothing went to stderr */
+    char *l1 = slurp(lp1), *a1 = slurp(ap1), *l2 = slurp(lp), *a2 = slurp(ap);
+    T_CHECK(l1 && strstr(l1, "server line one") && !strstr(l1, "two") && !strstr(l1, "access"),
+            "old log file: [%s]", l1 ? l1 : "(none)");
+    T_CHECK(a1 && strstr(a1, "\"/one\"") && !strstr(a1, "/two") && !strstr(a1, "server"),
+            "old access file: [%s]", a1 ? a1 : "(none)");
+    T_CHECK(l2 && strstr(l2, "server line two") && !strstr(l2, "one"), "new log file: [%s]",
+            l2 ? l2 : "(none)");
+    T_CHECK(a2 && strstr(a2, "\"/two\"") && !strstr(a2, "/one"), "new access file: [%s]",
+            a2 ? a2 : "(none)");
+    struct stat st;
+    T_CHECK(stat(lp, &st) == 0 && (st.st_mode & 0777 & ~0640) == 0, "mode at most 0640 (%o)",
+            (unsigned)(st.st_mode & 0777));
+    free(stderr_out);
+    free(l1);
+    free(a1);
+    free(l2);
+    free(a2);
+
+    /* Only --log-file: access lines go with the server lines, in order. */
+    unlink(lp);
+    T_EQ_INT(dapi_log_open(lp, NULL, err, sizeof err), DAPI_OK);
+    dapi_log_access("GET", "/first", 200, 1, 1);
+    dapi_warn("second");
+    dapi_log_close();
+    char *both = slurp(lp);
+    char *f = both ? strstr(both, "/first") : NULL, *w = both ? strstr(both, "second") : NULL;
+    T_CHECK(f && w && f < w, "one file, in order: [%s]", both ? both : "(none)");
+    free(both);
+
+    /* Only --access-log: server lines stay on stderr. A reopen that fails keeps the old file. */
+    unlink(ap);
+    T_EQ_INT(dapi_log_open(NULL, ap, err, sizeof err), DAPI_OK);
+    cap_start();
+    dapi_info("to stderr");
+    dapi_log_access("GET", "/to-file", 200, 1, 1);
+    char moved[160];
+    snprintf(moved, sizeof moved, "%s/gone", dir);
+    T_EQ_INT(mkdir(moved, 0700), 0);
+    char inner[200];
+    snprintf(inner, sizeof inner, "%s/access.log", moved);
+    dapi_log_flush();
+    dapi_log_close();
+    stderr_out = cap_end(&len);
+    T_CHECK(strstr(stderr_out, "to stderr") && !strstr(stderr_out, "/to-file"),
+            "stderr has the server line only: [%s]", stderr_out);
+    char *af = slurp(ap);
+    T_CHECK(af && strstr(af, "/to-file"), "access file: [%s]", af ? af : "(none)");
+    free(af);
+    free(stderr_out);
+
+    T_EQ_INT(dapi_log_open(NULL, inner, err, sizeof err), DAPI_OK);
+    dapi_log_access("GET", "/kept-1", 200, 1, 1);
+    char gone2[200];
+    snprintf(gone2, sizeof gone2, "%s/gone2", dir);
+    T_EQ_INT(rename(moved, gone2), 0); /* the directory is gone: the path cannot be opened */
+    err[0] = '\0';
+    T_CHECK(dapi_log_reopen(err, sizeof err) != DAPI_OK, "reopen fails");
+    T_CHECK(strstr(err, inner) != NULL, "says which: [%s]", err);
+    dapi_log_access("GET", "/kept-2", 200, 1, 1);
+    dapi_log_close();
+    char kept[220];
+    snprintf(kept, sizeof kept, "%s/access.log", gone2);
+    af = slurp(kept);
+    T_CHECK(af && strstr(af, "/kept-1") && strstr(af, "/kept-2"), "still the old file: [%s]",
+            af ? af : "(none)");
+    free(af);
+
+    unlink(kept);
+    rmdir(gone2);
+    unlink(lp);
+    unlink(ap);
+    unlink(lp1);
+    unlink(ap1);
+    rmdir(dir);
+}
+
 int main(void)
 {
     char tmpl[] = "/tmp/dapi-log-XXXXXX";
@@ -720,6 +919,9 @@ int main(void)
     test_long_path();
     test_huge_path_no_fragment();
     test_threads();
+    test_request_text();
+    test_request_json();
+    test_files_and_reopen();
 
     dapi_log_flush();
     dup2(saved_err, STDERR_FILENO);

@@ -306,6 +306,51 @@ static void test_usage(void)
     free(text);
 }
 
+/* The logging and listening settings of the ops work: levels, log files, --reuse-port. */
+static void test_ops_settings(void)
+{
+    struct dapi_config c;
+    char want[PATH_MAX + 32];
+    T_EQ_INT(dapi_config_load(&c, 0, NULL, err, sizeof err), DAPI_OK);
+    T_EQ_STR(c.log_level, "info");
+    T_CHECK(c.log_file == NULL && c.access_log == NULL, "log files unset by default");
+    T_EQ_INT(c.reuse_port, 0);
+    dapi_config_free(&c);
+
+    T_EQ_INT(LOAD(&c, "--log-level", "warn", "--log-file", "logs/dapi.log", "--access-log",
+                  "/var/log/dapi-access.log", "--reuse-port", "--host", "localhost"),
+             DAPI_OK);
+    T_EQ_STR(c.log_level, "warn");
+    snprintf(want, sizeof want, "%s/logs/dapi.log", cwd);
+    T_EQ_STR(c.log_file, want);
+    T_EQ_STR(c.access_log, "/var/log/dapi-access.log");
+    T_EQ_INT(c.reuse_port, 1);
+    T_EQ_STR(c.host, "localhost");
+    dapi_config_free(&c);
+
+    setenv("DAPI_LOG_LEVEL", "debug", 1);
+    setenv("DAPI_REUSE_PORT", "true", 1);
+    setenv("DAPI_ACCESS_LOG", "/tmp/a.log", 1);
+    T_EQ_INT(LOAD(&c, "--reuse-port=false"), DAPI_OK);
+    T_EQ_STR(c.log_level, "debug");
+    T_EQ_INT(c.reuse_port, 0); /* the flag wins */
+    T_EQ_STR(c.access_log, "/tmp/a.log");
+    dapi_config_free(&c);
+    unsetenv("DAPI_LOG_LEVEL");
+    unsetenv("DAPI_REUSE_PORT");
+    unsetenv("DAPI_ACCESS_LOG");
+
+    T_EQ_INT(LOAD(&c, "--log-level", "verbose"), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "--log-level") && strstr(err, "debug|info|warn|error"), "[%s]", err);
+    dapi_config_free(&c);
+    T_EQ_INT(LOAD(&c, "--log-file", ""), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "--log-file") != NULL, "[%s]", err);
+    dapi_config_free(&c);
+    T_EQ_INT(LOAD(&c, "--access-log="), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "--access-log") != NULL, "[%s]", err);
+    dapi_config_free(&c);
+}
+
 int main(void)
 {
     clear_dapi_env();
@@ -317,5 +362,6 @@ int main(void)
     test_rejected();
     test_paths();
     test_usage();
+    test_ops_settings();
     T_DONE();
 }
