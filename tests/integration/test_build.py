@@ -86,7 +86,7 @@ LAYERS = {
     "base": {"dapi"},
     "config": {"dapi", "base"},
     "auth": {"dapi", "base"},
-    "http": {"dapi", "base"},
+    "http": {"dapi", "base", "auth"},  # auth: random request ids
     "upstream": {"dapi", "base"},
     "engine": {"dapi", "base"},
     "pool": {"dapi", "base", "engine"},
@@ -96,7 +96,7 @@ LAYERS = {
     "api": {"dapi", "base", "config", "auth", "http", "store", "backend", "app"},
     "emu": {"dapi", "base", "config", "auth", "http", "engine", "pool", "store", "backend",
             "api", "app"},
-    "cli": {"dapi", "base", "client"},
+    "cli": {"dapi", "base", "client", "engine"},  # engine: only the DuckDB version of --version
     "app": None,  # the top: builds everything
 }
 # Each third-party library is behind one module (or file).
