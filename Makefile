@@ -32,7 +32,7 @@ UNIT_OBJ := $(B)/obj/tests/unit/t.o
 # deps.sh (Debian packages + DuckDB) runs once per change of the script; it is idempotent.
 DEPS_OK  := build/.deps-ok
 
-.PHONY: all deps run test unit integration asan bench fuzz clean distclean format
+.PHONY: all deps run test unit integration asan bench fuzz clean distclean format format-check
 all: $(B)/dapi
 
 $(DEPS_OK): scripts/deps.sh
@@ -108,8 +108,19 @@ FUZZ_SECONDS ?= 30
 fuzz: build/dapi
 	tests/fuzz/run.sh $(FUZZ_SECONDS)
 
+# Layout of the C sources (.clang-format, clang-format 14): `format` rewrites them,
+# `format-check` lists those that differ and fails if any does.
+CLANG_FORMAT ?= clang-format
+FORMAT_SRC    = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src cli include tests -name '*.[ch]' | sort)
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	$(CLANG_FORMAT) -i $(FORMAT_SRC)
+
+format-check:
+	@command -v $(CLANG_FORMAT) >/dev/null || { echo "format-check: $(CLANG_FORMAT) not found" >&2; exit 2; }
+	@n=0; for f in $(FORMAT_SRC); do \
+	    $(CLANG_FORMAT) --dry-run --Werror "$$f" >/dev/null 2>&1 || { echo "$$f"; n=$$((n + 1)); }; \
+	done; \
+	if [ $$n -ne 0 ]; then echo "format-check: $$n file(s) above differ from .clang-format (make format rewrites them)" >&2; exit 1; fi
 
 clean:
 	rm -rf build build-asan

@@ -1,5 +1,6 @@
 """The build's own promises: a tampered DuckDB download stops scripts/deps.sh with a clear
-message and installs nothing; the documented settings table matches `dapi serve`'s own."""
+message and installs nothing; the documented settings table matches `dapi serve`'s own;
+the docs' links and the docs named in the code lead somewhere."""
 
 import os
 import re
@@ -58,6 +59,81 @@ def test_documented_sql_allow_list_matches_the_source():
     p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "gen-sql-doc.py"), "--check"],
                        cwd=ROOT, capture_output=True, text=True, timeout=30)
     check(p.returncode == 0, "docs/sql.md is out of date: run scripts/gen-sql-doc.py\n" + p.stderr[-2000:])
+
+
+# Directories that are not the repository's own text (fetched, built, generated, fuzz inputs).
+NOT_OURS = {".git", "third_party", "build", "build-asan", "out", "corpus", "node_modules", "state", "data"}
+
+
+def _our_files(exts):
+    for dirpath, dirs, files in os.walk(ROOT):
+        dirs[:] = sorted(d for d in dirs if d not in NOT_OURS and not d.startswith("."))
+        for f in sorted(files):
+            if f.endswith(exts):
+                yield os.path.join(dirpath, f)
+
+
+def _markdown_text(path):
+    """The file's text with fenced code blocks and inline code spans blanked out (a link
+    inside code is an example, not a link)."""
+    out, fenced = [], False
+    for line in open(path, encoding="utf-8").read().split("\n"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            out.append("")
+            continue
+        out.append("" if fenced else re.sub(r"`[^`]*`", "``", line))
+    return "\n".join(out)
+
+
+def _anchors(path):
+    """GitHub's anchors for the headings of a Markdown file: lower case, punctuation other
+    than '-' and '_' dropped, spaces to '-', repeats numbered -1, -2…"""
+    seen, anchors, fenced = {}, set(), False
+    for line in open(path, encoding="utf-8"):
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        m = None if fenced else re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        a = re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        n = seen.get(a, 0)
+        seen[a] = n + 1
+        anchors.add(a if n == 0 else "%s-%d" % (a, n))
+    return anchors
+
+
+def test_markdown_links_resolve():
+    """Every relative link in the repository's Markdown (README.md, docs/, bench/, tests/)
+    names a file that exists, and a #fragment names a heading of that file."""
+    bad, count = [], 0
+    for md in _our_files((".md",)):
+        rel = os.path.relpath(md, ROOT)
+        for target in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", _markdown_text(md)):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target):
+                continue  # http:, https:, mailto:
+            count += 1
+            path, _, frag = target.partition("#")
+            dest = os.path.normpath(os.path.join(os.path.dirname(md), path)) if path else md
+            if not dest.startswith(ROOT + os.sep) or not os.path.exists(dest):
+                bad.append("%s: (%s) names a missing file" % (rel, target))
+            elif frag and (not dest.endswith(".md") or frag not in _anchors(dest)):
+                bad.append("%s: (%s) names no heading of %s" % (rel, target, os.path.relpath(dest, ROOT)))
+    check(count > 20, "found the docs' links: %d" % count)
+    check(not bad, "%d broken link(s):\n  %s" % (len(bad), "\n  ".join(bad)))
+
+
+def test_docs_named_in_the_sources_exist():
+    """A `docs/….md` named anywhere (code comments, --help texts, scripts, tests, docs)
+    exists: the repository stands on its own."""
+    bad, count = [], 0
+    for f in _our_files((".c", ".h", ".py", ".sh", ".md", "Makefile")):
+        for name in sorted(set(re.findall(r"(?<![\w./-])(docs/[\w.-]+\.md)", open(f, encoding="utf-8").read()))):
+            count += 1
+            if not os.path.isfile(os.path.join(ROOT, name)):
+                bad.append("%s names %s" % (os.path.relpath(f, ROOT), name))
+    check(count > 10, "found the references to docs/: %d" % count)
+    check(not bad, "missing docs:\n  " + "\n  ".join(bad))
 
 
 @h.timeout(240)
