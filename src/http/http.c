@@ -43,7 +43,7 @@ struct dapi_conn {
 
 struct dapi_http {
     struct MHD_Daemon *d;
-    MHD_socket quiesced; /* the listen socket after quiesce: closed only after stop */
+    atomic_int quiesced; /* no new connection is kept (dapi_http_quiesce) */
     struct dapi_http_opts o;
     atomic_long inflight;
     int port;
@@ -627,6 +627,8 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t
 {
     struct dapi_http *h = cls;
     struct dapi_addr a;
+    if(atomic_load(&h->quiesced))
+        return MHD_NO; /* stopping: closed at once, never counted */
     dapi_addr_from_sockaddr(&a, sa, len);
     pthread_mutex_lock(&h->mu);
     if(grant.h == h)
@@ -991,7 +993,7 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     if(!h)
         return DAPI_ERR_NOMEM;
     h->o = *opts;
-    h->quiesced = MHD_INVALID_SOCKET;
+    atomic_init(&h->quiesced, 0);
     atomic_init(&h->inflight, 0);
     pthread_mutex_init(&h->mu, NULL);
     pthread_condattr_t ca;
@@ -1080,12 +1082,15 @@ int dapi_http_port(const struct dapi_http *h)
     return h->port;
 }
 
+/* Not MHD_quiesce_daemon: in libmicrohttpd 0.9.75 it marks each worker quiesced and then
+ * removes the listen socket from that worker's epoll set itself, while the worker, seeing
+ * the mark, may remove it first; the second removal fails with ENOENT and libmicrohttpd
+ * aborts the process ("Failed to remove listen FD from epoll set") — seen as a SIGABRT at
+ * SIGTERM. Instead the accept policy closes every new connection from now on, at once: a
+ * client is told to go elsewhere immediately rather than waiting in the backlog. */
 void dapi_http_quiesce(struct dapi_http *h)
 {
-    /* The worker threads drop the socket from their epoll sets asynchronously: closing it
-     * now would make that fail (libmicrohttpd then aborts), so it is closed after stop. */
-    if(h->quiesced == MHD_INVALID_SOCKET)
-        h->quiesced = MHD_quiesce_daemon(h->d);
+    atomic_store(&h->quiesced, 1);
 }
 
 long dapi_http_inflight(const struct dapi_http *h)
@@ -1105,7 +1110,5 @@ void dapi_http_stop(struct dapi_http *h)
         pthread_join(h->sweeper, NULL);
     }
     MHD_stop_daemon(h->d); /* every connection is CLOSED (and unlisted) by its return */
-    if(h->quiesced != MHD_INVALID_SOCKET)
-        close(h->quiesced);
     http_free(h);
 }
