@@ -135,12 +135,14 @@ const char *dapi_engine_version(void)
     return duckdb_library_version();
 }
 
+/* prefix + DuckDB's message m, which may echo a long SQL text: cut to its first 16 KiB, saying
+ * so, rather than dropped (the API's own bound on details, 32 KiB, is larger: one cut note). */
 static char *dupmsg(const char *prefix, const char *m)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 64 * 1024);
     dapi_buf_adds(&b, prefix);
-    dapi_buf_adds(&b, m ? m : "unknown error");
+    dapi_buf_add_cut(&b, m ? m : "unknown error", 16 * 1024);
     return dapi_buf_take(&b, NULL);
 }
 
