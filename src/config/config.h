@@ -67,6 +67,10 @@ struct dapi_config {
 enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, char *err,
                                size_t errlen);
 void dapi_config_free(struct dapi_config *cfg);
+/* A byte size as DuckDB's memory_limit reads it ("8GB", "512 MiB", "1.5GB", "1000000"):
+ * KB/MB/GB/TB (and K/M/G/T) are powers of 1000, KiB/MiB/GiB/TiB of 1024, any case. Returns
+ * the bytes, or -1 if s is not an absolute size (a percentage, junk). */
+int64_t dapi_config_parse_size(const char *s);
 /* Writes the option list for `dapi help serve`. */
 void dapi_config_usage(FILE *out);
 

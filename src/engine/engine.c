@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <limits.h>
 #include <time.h>
@@ -100,34 +99,6 @@ static int timed_out(struct dapi_econn *c)
     int t = c->timed_out;
     pthread_mutex_unlock(&c->e->conns_lock);
     return t;
-}
-
-int64_t dapi_engine_parse_size(const char *s)
-{
-    static const struct {
-        const char *unit;
-        double mult;
-    } units[] = {{"", 1},          {"b", 1},           {"bytes", 1},       {"kb", 1e3},
-                 {"mb", 1e6},      {"gb", 1e9},        {"tb", 1e12},       {"k", 1e3},
-                 {"m", 1e6},       {"g", 1e9},         {"t", 1e12},        {"kib", 1024.0},
-                 {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
-    char *end;
-    while(*s == ' ')
-        s++;
-    if(!(*s >= '0' && *s <= '9'))
-        return -1;
-    double v = strtod(s, &end);
-    while(*end == ' ')
-        end++;
-    size_t n = strlen(end);
-    while(n && end[n - 1] == ' ')
-        n--;
-    for(size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if(strlen(units[i].unit) == n && strncasecmp(end, units[i].unit, n) == 0) {
-            double bytes = v * units[i].mult;
-            return bytes >= 0 && bytes < 9e18 ? (int64_t)bytes : -1;
-        }
-    return -1;
 }
 
 const char *dapi_engine_version(void)
@@ -274,6 +245,7 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
         (strncmp(e->data_real, sreal, strlen(sreal)) == 0 && e->data_real[strlen(sreal)] == '/'))) {
         snprintf(err, errlen, "the state dir (%s) and the data dir (%s) must not contain one "
                               "another", opts->state_dir, opts->data_dir);
+        result = DAPI_ERR_INVALID; /* the settings are wrong */
         goto out;
     }
     pthread_mutex_init(&e->lake_lock, NULL);
@@ -300,6 +272,7 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
                      strcmp(settings[i][0], "memory_limit") == 0 ? "memory-limit"
                                                                 : settings[i][0],
                      settings[i][1]);
+            result = DAPI_ERR_INVALID;
             goto out;
         }
     }

@@ -339,11 +339,16 @@ static void test_nekt(void)
     char slug[64], err[256];
     key("alice", alice);
 
-    /* a URL that is not http(s) is refused by start */
+    /* a URL that is not http(s) is refused by the settings (exit 2), and by start too */
     const struct dapi_backend *b = dapi_backend_find("nekt");
     struct dapi_config cfg;
     char *bad[] = {"--nekt-url", "ftp://example.com"};
-    T_EQ_INT(dapi_config_load(&cfg, 2, bad, err, sizeof err), DAPI_OK);
+    T_EQ_INT(dapi_config_load(&cfg, 2, bad, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "--nekt-url") != NULL, "reason: %s", err);
+    dapi_config_free(&cfg);
+    T_EQ_INT(dapi_config_load(&cfg, 0, NULL, err, sizeof err), DAPI_OK);
+    free(cfg.nekt_url);
+    cfg.nekt_url = strdup("ftp://example.com");
     struct dapi_backend_env env = {.cfg = &cfg};
     void *state = NULL;
     T_CHECK(b && b->ops->start(&env, &state, err, sizeof err) != 0, "ftp URL refused");
