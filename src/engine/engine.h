@@ -95,6 +95,15 @@ enum dapi_err dapi_engine_sample_data(const char *dir, char *err, size_t errlen)
 struct dapi_buf;
 enum dapi_err dapi_engine_sql_literal(struct dapi_buf *b, const char *s);
 
+/* DuckDB's message msg about sql with the error's line and column said up front: "Binder
+ * Error: …" becomes "Binder Error at line 2, column 8: …" (other messages get " (at line …)"
+ * after their first line), from the LINE block and caret DuckDB ends the message with, which
+ * is kept. The column counts characters; it is left out ("at line 2") when it cannot be
+ * worked out exactly (non-ASCII text before the error). Returns a new string (free it), or
+ * NULL when msg says nowhere, or its LINE block is not a line of sql. dapi_engine_check and
+ * dapi_engine_run apply it to their SQL errors. */
+char *dapi_engine_locate_error(const char *msg, const char *sql);
+
 /* The DuckDB library version string, e.g. "v1.4.4". */
 const char *dapi_engine_version(void);
 
