@@ -48,6 +48,13 @@ void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details
 void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, const char *details,
                        const char *slug, const char *page_text)
 {
+    if(err == DAPI_ERR_UPSTREAM_TIMEOUT) {
+        /* The upstream was slow: not a failure of the query (a 504 in the execution-failure
+         * shape is the query's own time limit, final), so the generic shape, which clients
+         * treat as "unavailable, retry later". */
+        dapi_reply_err(rp, err, details);
+        return;
+    }
     struct dapi_outcome o = {.kind = DAPI_OUTCOME_FAILED,
                              .slug = slug,
                              .page_text = page_text,

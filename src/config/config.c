@@ -123,6 +123,11 @@ static const struct setting settings[] = {
      NULL, "attempts per upstream call (transient failures are retried)"},
     {"upstream-retry-time", "DAPI_UPSTREAM_RETRY_TIME", K_I64, O(upstream_retry_time), "60", 0,
      86400, NULL, "seconds all attempts of one upstream call may span"},
+    {"upstream-key-check-wait", "DAPI_UPSTREAM_KEY_CHECK_WAIT", K_I64,
+     O(upstream_key_check_wait), "10", 0, 3600, NULL,
+     "seconds a v2 creation waits for Nekt's first answer when its key was not accepted in the "
+     "last 5 minutes: a key Nekt refuses gets 401/403 at creation, a failing upstream 502/504 "
+     "(0 = answer with the slug at once)"},
     {"max-upstream-response-bytes", "DAPI_MAX_UPSTREAM_RESPONSE_BYTES", K_I64,
      O(max_upstream_response_bytes), "16777216", 1024, 1 * GiB, NULL,
      "largest upstream JSON response accepted (502 above)"},

@@ -50,6 +50,7 @@ struct dapi_config {
     int64_t upstream_connect_timeout; /* s */
     int64_t upstream_attempts;
     int64_t upstream_retry_time; /* s, all attempts of one call */
+    int64_t upstream_key_check_wait; /* s, v2 creation waiting for Nekt's first answer */
     int64_t max_upstream_response_bytes;
     int64_t max_upstream_bytes; /* downloads of one result */
     int64_t application_timeout; /* s, v1 application start */
