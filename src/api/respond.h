@@ -22,8 +22,9 @@ char *dapi_err_answer(enum dapi_err err, const char *details, int *status,
 #define DAPI_DETAILS_MAX (32 * 1024)
 /* details as an answer shows them: unchanged up to DAPI_DETAILS_MAX bytes; longer ones are cut
  * to their first DAPI_DETAILS_MAX bytes (never inside a UTF-8 sequence) followed by
- * " ... (cut to its first N of M bytes)" (dapi_buf_add_cut), a copy put in *owned (free it; NULL when
- * nothing was cut). Returns NULL for NULL details, or when the copy cannot be allocated. */
+ * " ... (cut to its first N of M bytes)" (dapi_buf_add_cut), a copy put in *owned (free it;
+ * NULL when nothing was cut). Returns NULL for NULL details, or when the copy cannot be
+ * allocated. */
 const char *dapi_bounded_details(const char *details, char **owned);
 
 /* {"error": msg} with an optional "details" (both escaped); details are bounded as

@@ -476,15 +476,16 @@ static void test_nekt_key_check(void)
     T_EQ_INT(atomic_load(&up.calls) - calls, 1); /* the creation's call is the run's */
 
     /* the same key again while Nekt is slow: answered at once */
-    upstream_answer(200, "{\"state\":\"FAILED\",\"error\":\"slow\"}", 1500);
+    upstream_answer(200, "{\"state\":\"FAILED\",\"error\":\"slow\"}", 3000);
     ms = create_as(&p, "SELECT 3", "key-a", &c);
     T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
-    T_CHECK(ms < 500, "a key Nekt accepted lately: %lld ms", (long long)ms);
+    T_CHECK(ms < 1000, "a key Nekt accepted lately: %lld ms", (long long)ms);
     caught_free(&c);
     /* a new key while Nekt is slow: the slug after the wait (1 s), and the run goes on */
     ms = create_as(&p, "SELECT 4", "key-b", &c);
     T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
-    T_CHECK(ms >= 900 && ms < 1450, "answered after the wait: %lld ms", (long long)ms);
+    T_CHECK(ms >= 900 && ms < 2500, "after the wait (1 s), not Nekt's answer (3 s): %lld ms",
+            (long long)ms);
     snprintf(slug, sizeof slug, "%s", c.slug);
     caught_free(&c);
     key("key-b", kh);

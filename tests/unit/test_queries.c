@@ -1234,7 +1234,8 @@ static void test_long_message_and_remove(void)
     T_CHECK(n >= 10 && strcmp(v.message + n - 10, " ... (cut)") == 0, "says it is cut: [%s]",
             n > 40 ? v.message + n - 40 : v.message);
     /* the text before the note ends with a whole character */
-    T_CHECK(n >= 12 && memcmp(v.message + n - 12, "\xc3\xa9", 2) == 0, "a whole 'é' before the note");
+    T_CHECK(n >= 12 && memcmp(v.message + n - 12, "\xc3\xa9", 2) == 0,
+            "a whole 'é' before the note");
     dapi_queries_release(qs, &v);
     free(msg);
 
