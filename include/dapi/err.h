@@ -26,6 +26,8 @@ enum dapi_err {
     DAPI_ERR_UPSTREAM,    /* 502 */
     DAPI_ERR_INTERNAL,    /* 500 */
     DAPI_ERR_SHUTDOWN,    /* 503 + Retry-After: the server is stopping (SIGTERM) */
+    DAPI_ERR_UPSTREAM_TIMEOUT, /* 504: the upstream did not answer in time — its trouble, not
+                                  the query's own time limit (DAPI_ERR_TIMEOUT) */
     DAPI_ERR__COUNT
 };
 

@@ -1,14 +1,27 @@
 #include "api/respond.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/buf.h"
 #include "base/json.h"
 #include "dapi/err.h"
 
-/* The largest error body; details beyond it are dropped (see dapi_respond_error_h). */
+/* The largest error body. Details are cut first (dapi_bounded_details), so only a body that
+ * cannot be allocated is ever answered without them. */
 #define ERROR_BODY_MAX (256 * 1024)
+
+const char *dapi_bounded_details(const char *details, char **owned)
+{
+    *owned = NULL;
+    if(!details || strlen(details) <= DAPI_DETAILS_MAX)
+        return details;
+    struct dapi_buf b;
+    dapi_buf_init(&b, DAPI_DETAILS_MAX + 128);
+    dapi_buf_add_cut(&b, details, DAPI_DETAILS_MAX);
+    return *owned = dapi_buf_take(&b, NULL); /* NULL only without memory: no details then */
+}
 
 char *dapi_error_body(const char *msg, const char *details, size_t max, size_t *len)
 {
@@ -45,9 +58,12 @@ void dapi_respond_error_h(struct dapi_req *r, int status, const char *msg, const
                           const char *header, const char *value)
 {
     size_t len = 0;
+    char *cut;
+    details = dapi_bounded_details(details, &cut);
     char *body = dapi_error_body(msg, details, ERROR_BODY_MAX, &len);
-    if(!body && details) /* details too large: the message alone */
+    if(!body && details) /* out of memory: the message alone */
         body = dapi_error_body(msg, NULL, ERROR_BODY_MAX, &len);
+    free(cut);
     respond_or_fallback(r, status, body, len, header, value);
 }
 
@@ -66,9 +82,12 @@ char *dapi_err_answer(enum dapi_err err, const char *details, int *status,
         snprintf(retry_after, 16, "%d", secs);
     else
         retry_after[0] = '\0';
+    char *cut;
+    details = dapi_bounded_details(details, &cut);
     char *body = dapi_error_body(msg, details, ERROR_BODY_MAX, len);
-    if(!body && details) /* details too large: the message alone */
+    if(!body && details) /* out of memory: the message alone */
         body = dapi_error_body(msg, NULL, ERROR_BODY_MAX, len);
+    free(cut);
     return body;
 }
 
@@ -101,11 +120,11 @@ static void exec_error(struct dapi_req *r, int status, const char *error, const 
                        const char *page_text, const char *slug)
 {
     size_t len = 0;
+    char *cut;
+    details = dapi_bounded_details(details ? details : error, &cut);
     char *body = dapi_exec_error_body(error, details ? details : error, page_text, slug,
                                       ERROR_BODY_MAX, &len);
-    if(!body) /* details too large */
-        body = dapi_exec_error_body(error, "(details too large to show)", page_text, slug,
-                                    ERROR_BODY_MAX, &len);
+    free(cut);
     respond_or_fallback(r, status, body, len, NULL, NULL);
 }
 

@@ -17,15 +17,25 @@ void dapi_respond_err(struct dapi_req *r, enum dapi_err err, const char *details
 char *dapi_err_answer(enum dapi_err err, const char *details, int *status,
                       char retry_after[16], size_t *len) __attribute__((warn_unused_result));
 
-/* {"error": msg} with an optional "details" (both escaped). If the body would pass its cap
- * (256 KiB) it is sent without the details; it is never sent cut or garbled. */
+/* The longest details an answer carries, in bytes of text (at most 6 bytes of JSON each, so
+ * every error body stays far below its 256 KiB cap). */
+#define DAPI_DETAILS_MAX (32 * 1024)
+/* details as an answer shows them: unchanged up to DAPI_DETAILS_MAX bytes; longer ones are cut
+ * to their first DAPI_DETAILS_MAX bytes (never inside a UTF-8 sequence) followed by
+ * " ... (cut to its first N of M bytes)" (dapi_buf_add_cut), a copy put in *owned (free it;
+ * NULL when nothing was cut). Returns NULL for NULL details, or when the copy cannot be
+ * allocated. */
+const char *dapi_bounded_details(const char *details, char **owned);
+
+/* {"error": msg} with an optional "details" (both escaped); details are bounded as
+ * dapi_bounded_details says, so the body is never sent cut or garbled, nor without them. */
 void dapi_respond_error(struct dapi_req *r, int status, const char *msg, const char *details);
 /* Like dapi_respond_error with one extra header (e.g. Allow, Retry-After). */
 void dapi_respond_error_h(struct dapi_req *r, int status, const char *msg, const char *details,
                           const char *header, const char *value);
 /* The reference's execution-failure shape, keys sorted as Flask's jsonify does:
  * {"details","error":"Query execution failed","page_number","query_slug"}. details may be
- * NULL (then it repeats the error); too large details are replaced by a short note. */
+ * NULL (then it repeats the error); they are bounded as dapi_bounded_details says. */
 void dapi_respond_exec_error(struct dapi_req *r, int status, const char *details,
                              const char *page_text, const char *slug);
 

@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "emu/emu.h"
+#include "emu/faults.h"
 #include "engine/engine.h"
 #include "http/http.h"
 #include "pool/pool.h"
@@ -72,7 +73,7 @@ static int cap_memory(const struct dapi_config *cfg, char *err, size_t errlen)
     dapi_info("AddressSanitizer build: the process data size is not capped");
     return 0;
 #endif
-    int64_t limit = dapi_engine_parse_size(cfg->memory_limit);
+    int64_t limit = dapi_config_parse_size(cfg->memory_limit);
     if(limit < 0) {
         dapi_warn("--memory-limit '%s' is not an absolute size: the process data size is not "
                   "capped", cfg->memory_limit);
@@ -165,20 +166,30 @@ static int serve_config(struct serve *s, int argc, char **argv)
             level = (enum dapi_log_level)i;
     dapi_log_setup(strcmp(s->cfg.log_format, "json") == 0, level);
     s->po = (struct dapi_probe_opts)DAPI_PROBE_DEFAULTS;
-    /* A host name is resolved once, here: one that does not resolve is a bad option. */
+    /* A host name is resolved once, here: one that does not resolve is a bad option; a bad
+     * --emulate-faults is a bad value like any other, checked here with the rest. */
+    struct dapi_faults *faults = NULL;
     if(dapi_log_open(s->cfg.log_file, s->cfg.access_log, s->err, sizeof s->err) ||
        dapi_http_resolve(s->cfg.host, s->cfg.port, &s->listen, s->err, sizeof s->err) ||
-       test_faults(&s->po.fail, s->err, sizeof s->err)) {
+       test_faults(&s->po.fail, s->err, sizeof s->err) ||
+       dapi_faults_parse(&faults, s->cfg.emulate_faults, s->err, sizeof s->err)) {
         fprintf(stderr, "dapi serve: %s\n", s->err);
         dapi_config_free(&s->cfg);
         return 2;
     }
+    dapi_faults_free(faults);
     return -1;
 }
 
+/* serve_build's result: 0, or the exit status of a server that does not start. */
+enum { BUILT = 0, START_FAILED = 1, BAD_CONFIG = 2 };
+
 /* Builds the server from its parts, in order: signals, directories, keys, engine, memory cap,
- * pools, prober, backend, emulator, registry (and the queries to resume), HTTP. Returns 0, or
- * -1 having printed why (what was built is freed by serve_free). */
+ * pools, prober, backend, emulator, registry (and the queries to resume), HTTP. Returns BUILT,
+ * or having printed why: BAD_CONFIG when a setting is wrong (a path that is not usable, keys
+ * that cannot be read, settings that do not go together, a value DuckDB refuses), as
+ * docs/configuration.md promises; START_FAILED for anything else (what was built is freed by
+ * serve_free). */
 static int serve_build(struct serve *s)
 {
     struct dapi_config *cfg = &s->cfg;
@@ -197,37 +208,37 @@ static int serve_build(struct serve *s)
     const struct dapi_backend *b = app->backend = dapi_backend_find(cfg->backend);
     if(!b) { /* the settings table lists the registry's names: only a mismatch gets here */
         fprintf(stderr, "dapi serve: no backend named '%s'\n", cfg->backend);
-        return -1;
+        return BAD_CONFIG;
     }
     struct stat st;
     if((b->caps & DAPI_BACKEND_NEEDS_LAKE) &&
        (stat(cfg->data_dir, &st) || !S_ISDIR(st.st_mode))) {
         fprintf(stderr, "dapi serve: --data-dir %s is not a readable directory\n", cfg->data_dir);
-        return -1;
+        return BAD_CONFIG;
     }
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s/tmp", cfg->state_dir);
     if(mkdirs(cfg->state_dir, err, errlen) || mkdirs(tmp, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return BAD_CONFIG;
     }
     if(!(b->caps & DAPI_BACKEND_NEEDS_LAKE) && cfg->emulate_nekt) {
         fprintf(stderr, "dapi serve: --emulate-nekt serves the local engine; it cannot be "
                         "combined with --backend %s\n", b->name);
-        return -1;
+        return BAD_CONFIG;
     }
     /* Forwarding client keys (no DAPI_NEKT_API_KEY): the upstream checks them. */
     int forward = s->forward = (b->caps & DAPI_BACKEND_FORWARDS_KEYS) && !cfg->nekt_api_key;
     if(!forward && dapi_keys_load(&app->keys, cfg->api_keys_env, cfg->api_keys_file,
                                   cfg->state_dir, &s->dev, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return BAD_CONFIG;
     }
     char downloads[4200];
     snprintf(downloads, sizeof downloads, "%s/queries", cfg->state_dir);
     if(mkdirs(downloads, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return BAD_CONFIG;
     }
     /* An upstream backend never runs client SQL locally; its engine only reads the files it
      * downloaded into the query directories. */
@@ -235,13 +246,14 @@ static int serve_build(struct serve *s)
                                   cfg->duckdb_threads,
                                   (b->caps & DAPI_BACKEND_UPSTREAM) ? downloads : NULL,
                                   cfg->query_timeout * 1000, cfg->max_spill_bytes};
-    if(dapi_engine_open(&app->engine, &eo, err, errlen)) {
+    enum dapi_err opened = dapi_engine_open(&app->engine, &eo, err, errlen);
+    if(opened) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return opened == DAPI_ERR_INVALID ? BAD_CONFIG : START_FAILED;
     }
     if(cap_memory(cfg, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return START_FAILED;
     }
     app->run_threads = (b->caps & DAPI_BACKEND_UPSTREAM) ? (int)cfg->upstream_workers
                                                          : cfg->workers;
@@ -249,25 +261,25 @@ static int serve_build(struct serve *s)
        ((b->caps & DAPI_BACKEND_CHECKS_SQL) && dapi_pool_start(&app->check_pool, "check", 2, app->engine)) ||
        dapi_pool_start(&app->run_pool, "run", app->run_threads, app->engine)) {
         fprintf(stderr, "dapi serve: cannot start the query workers\n");
-        return -1;
+        return START_FAILED;
     }
     /* Both backends: the Nekt backend decodes every downloaded result through the engine too,
      * so a broken engine breaks it as surely (Nekt itself is not probed: its outage is not
      * ours, and a health check that follows it would take every replica out at once). */
     if(dapi_probe_start(&app->probe, app->engine, &s->po)) {
         fprintf(stderr, "dapi serve: cannot start the engine prober\n");
-        return -1;
+        return START_FAILED;
     }
     if(cfg->emulate_nekt && dapi_emu_start(app, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return START_FAILED;
     }
     struct pending *resume = NULL;
     if(dapi_queries_open(&app->queries, cfg->state_dir, cfg->retention,
                          (uint64_t)cfg->max_state_bytes, dapi_clock_wall_s(), unfinished, &resume,
                          err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return START_FAILED;
     }
     /* The server-wide bound is the one the run pool had (a worker each, plus a queue); it now
      * covers queries being checked too, and is counted in one place with the per-key one. */
@@ -281,7 +293,7 @@ static int serve_build(struct serve *s)
                                                  dapi_clock_mono_ms, dapi_clock_wall_s};
     if(b->ops->start && b->ops->start(&app->backend_env, &app->backend_state, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return START_FAILED;
     }
     while(resume) {
         struct pending *p = resume;
@@ -306,9 +318,9 @@ static int serve_build(struct serve *s)
                                 cfg->reuse_port};
     if(dapi_http_start(&app->http, &ho, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
-        return -1;
+        return START_FAILED;
     }
-    return 0;
+    return BUILT;
 }
 
 /* SIGHUP: the log files are opened again (after logrotate moved them), then the keys file is
@@ -454,11 +466,9 @@ int dapi_serve_main(int argc, char **argv)
         dapi_log_close();
         return code;
     }
-    code = 1;
-    if(serve_build(&s) == 0) {
+    code = serve_build(&s);
+    if(code == BUILT)
         serve_shutdown(&s, serve_run(&s));
-        code = 0;
-    }
     serve_free(&s, code);
     return code;
 }

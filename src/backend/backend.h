@@ -74,7 +74,8 @@ void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_te
                      const char *rows, size_t len);
 /* ERROR with the err table's status, message and Retry-After; details may be NULL or "". */
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details);
-/* FAILED; status 0 = dapi_err_exec_status(err). */
+/* FAILED; status 0 = dapi_err_exec_status(err). DAPI_ERR_UPSTREAM_TIMEOUT is not a failure
+ * of the query: it becomes an ERROR (the generic shape, 504) whatever the status. */
 void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, const char *details,
                        const char *slug, const char *page_text);
 void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outcome *out);

@@ -48,6 +48,13 @@ void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details
 void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, const char *details,
                        const char *slug, const char *page_text)
 {
+    if(err == DAPI_ERR_UPSTREAM_TIMEOUT) {
+        /* The upstream was slow: not a failure of the query (a 504 in the execution-failure
+         * shape is the query's own time limit, final), so the generic shape, which clients
+         * treat as "unavailable, retry later". */
+        dapi_reply_err(rp, err, details);
+        return;
+    }
     struct dapi_outcome o = {.kind = DAPI_OUTCOME_FAILED,
                              .slug = slug,
                              .page_text = page_text,
@@ -162,11 +169,11 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
     if(result == DAPI_ERR_TIMEOUT)
         dapi_buf_addf(&why, "the query ran longer than %lld s (--query-timeout)",
                       (long long)cfg->query_timeout);
-    else if(result == DAPI_ERR_SQL && from_upstream)
-        dapi_buf_addf(&why, "the result file from Nekt is not valid Parquet: %s",
-                      msg ? msg : "unreadable");
-    else if(result && msg)
-        dapi_buf_adds(&why, msg);
+    else if(result == DAPI_ERR_SQL && from_upstream) {
+        dapi_buf_adds(&why, "the result file from Nekt is not valid Parquet: ");
+        dapi_buf_add_cut(&why, msg ? msg : "unreadable", 32 * 1024);
+    } else if(result && msg)
+        dapi_buf_add_cut(&why, msg, 32 * 1024); /* DuckDB's, which may echo a long SQL text */
     else if(result && w && dapi_result_writer_error(w))
         dapi_buf_adds(&why, dapi_result_writer_error(w));
     else if(result == DAPI_ERR_BUSY && !w) /* the writer could not even start */
@@ -175,7 +182,7 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
         dapi_buf_adds(&why, dapi_err_message(result));
     if(result == DAPI_ERR_SQL && from_upstream)
         result = DAPI_ERR_UPSTREAM;
-    /* A reason longer than why's cap fails the buffer (sticky): the code's message then. */
+    /* Every reason is bounded, so only a lack of memory leaves the code's message. */
     if(result && !(*details = dapi_buf_take(&why, NULL)))
         *details = strdup(dapi_err_message(result));
     dapi_buf_free(&why);

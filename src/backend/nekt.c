@@ -33,6 +33,24 @@
 
 #define MAX_EXECUTIONS 3  /* re-executions after expired URLs / lost executions */
 #define APP_FRESH_MS 30000
+#define KEYS_OK_MAX 1024             /* upstream keys remembered as accepted by Nekt */
+#define KEY_OK_TTL_MS (5 * 60 * 1000) /* for this long after Nekt last accepted them */
+
+/* An upstream key Nekt accepted recently (its hash): v2 creations with it answer at once. */
+struct key_ok {
+    unsigned char hash[DAPI_KEY_HASH_LEN];
+    int64_t until_ms; /* 0: a free entry */
+};
+
+/* A v2 creation waiting for its run's first answer from Nekt (the key check), until
+ * deadline_ms at most; answered by the run (creation_settle) or by the timer, once. */
+struct creating {
+    char slug[DAPI_SLUG_MAX];
+    char *sql;
+    struct dapi_reply rp;
+    int64_t deadline_ms;
+    struct creating *next;
+};
 
 struct app_state {
     unsigned char key[DAPI_KEY_HASH_LEN];
@@ -53,6 +71,12 @@ struct dapi_nekt {
     pthread_cond_t page_done;
     int v1;
     const struct dapi_backend_env *env;
+    /* v2's key check (--upstream-key-check-wait), all under mu */
+    struct key_ok *keys_ok;  /* KEYS_OK_MAX entries */
+    struct creating *creating;
+    pthread_cond_t creating_cv; /* a creation was added, or the timer must stop */
+    pthread_t timer;            /* answers the creations whose wait is over */
+    int timer_started, timer_stop;
 };
 
 /* Marks slug/page as being fetched by this thread; if another thread already fetches it,
@@ -105,6 +129,131 @@ static const char *upstream_key(struct dapi_nekt *nk, const char *client_key)
     return nk->env->cfg->nekt_api_key ? nk->env->cfg->nekt_api_key : client_key;
 }
 
+/* ---- v2: the key check at creation ---------------------------------------------------- */
+
+static void upstream_hash(struct dapi_nekt *nk, const char *client_key,
+                          unsigned char out[DAPI_KEY_HASH_LEN])
+{
+    const char *k = upstream_key(nk, client_key);
+    dapi_sha256(k ? k : "", k ? strlen(k) : 0, out);
+}
+
+static int key_known(struct dapi_nekt *nk, const unsigned char *h, int64_t now)
+{
+    int known = 0;
+    if(!nk->keys_ok) /* no key check */
+        return 0;
+    pthread_mutex_lock(&nk->mu);
+    for(size_t i = 0; i < KEYS_OK_MAX && !known; i++)
+        known = nk->keys_ok[i].until_ms > now &&
+                memcmp(nk->keys_ok[i].hash, h, DAPI_KEY_HASH_LEN) == 0;
+    pthread_mutex_unlock(&nk->mu);
+    return known;
+}
+
+/* Nekt accepted (ok) or refused the key: remembered for KEY_OK_TTL_MS, or forgotten. A full
+ * table gives up the entry closest to its end. */
+static void key_seen(struct dapi_nekt *nk, const unsigned char *h, int ok, int64_t now)
+{
+    if(!nk->keys_ok) /* no key check */
+        return;
+    pthread_mutex_lock(&nk->mu);
+    struct key_ok *slot = NULL;
+    for(size_t i = 0; i < KEYS_OK_MAX; i++) {
+        struct key_ok *k = &nk->keys_ok[i];
+        if(k->until_ms && memcmp(k->hash, h, DAPI_KEY_HASH_LEN) == 0) {
+            slot = k;
+            break;
+        }
+        if(!slot || k->until_ms < slot->until_ms)
+            slot = k; /* free (0) or expired entries first, then the oldest */
+    }
+    if(ok) {
+        memcpy(slot->hash, h, DAPI_KEY_HASH_LEN);
+        slot->until_ms = now + KEY_OK_TTL_MS;
+    } else if(memcmp(slot->hash, h, DAPI_KEY_HASH_LEN) == 0) {
+        slot->until_ms = 0;
+    }
+    pthread_mutex_unlock(&nk->mu);
+}
+
+/* Takes slug's waiting creation out of the list (NULL: none, or answered already). */
+static struct creating *creating_take(struct dapi_nekt *nk, const char *slug)
+{
+    pthread_mutex_lock(&nk->mu);
+    struct creating *c = NULL;
+    for(struct creating **cp = &nk->creating; *cp; cp = &(*cp)->next)
+        if(strcmp((*cp)->slug, slug) == 0) {
+            c = *cp;
+            *cp = c->next;
+            break;
+        }
+    pthread_mutex_unlock(&nk->mu);
+    return c;
+}
+
+static void creating_free(struct creating *c)
+{
+    free(c->sql);
+    free(c);
+}
+
+/* The creation's answer when the key check did not refuse it: the slug. */
+static void creating_created(struct creating *c)
+{
+    dapi_reply_created(c->rp, c->slug, c->sql);
+    creating_free(c);
+}
+
+/* Answers the creations whose wait is over with their slug (their runs go on), all of them
+ * once the server stops; sleeps until the next deadline, 250 ms at most. */
+static void *creating_timer(void *arg)
+{
+    struct dapi_nekt *nk = arg;
+    pthread_mutex_lock(&nk->mu);
+    for(;;) {
+        int64_t now = nk->env->mono_ms(), next = now + 250;
+        int all = nk->timer_stop || atomic_load(nk->env->stopping);
+        struct creating *due = NULL;
+        for(struct creating **cp = &nk->creating; *cp;) {
+            struct creating *c = *cp;
+            if(all || c->deadline_ms <= now) {
+                *cp = c->next;
+                c->next = due;
+                due = c;
+            } else {
+                if(c->deadline_ms < next)
+                    next = c->deadline_ms;
+                cp = &c->next;
+            }
+        }
+        if(due) {
+            pthread_mutex_unlock(&nk->mu);
+            while(due) {
+                struct creating *c = due;
+                due = c->next;
+                if(!all)
+                    dapi_info("query %s: no answer from Nekt within %lld s "
+                              "(--upstream-key-check-wait): answered with the slug, it runs on",
+                              c->slug, (long long)nk->env->cfg->upstream_key_check_wait);
+                creating_created(c);
+            }
+            pthread_mutex_lock(&nk->mu);
+            continue;
+        }
+        if(nk->timer_stop)
+            break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        int64_t ns = until.tv_nsec + (next - now) * 1000000;
+        until.tv_sec += ns / 1000000000;
+        until.tv_nsec = ns % 1000000000;
+        pthread_cond_timedwait(&nk->creating_cv, &nk->mu, &until);
+    }
+    pthread_mutex_unlock(&nk->mu);
+    return NULL;
+}
+
 static char *json_body1(const char *k, const char *v)
 {
     struct dapi_buf b;
@@ -123,6 +272,8 @@ struct v2_job {
     struct dapi_nekt *nk;
     char slug[DAPI_SLUG_MAX];
     char *sql, *key;
+    int key_check; /* its creation waits for the first answer (creating list) */
+    int refused;   /* the creation was answered with that answer's failure: not created */
 };
 
 static void v2_job_free(struct v2_job *j)
@@ -143,8 +294,34 @@ static const char *state_message(const struct dapi_jv *doc)
     return NULL;
 }
 
-/* Executes once and downloads every file. DAPI_ERR_FORBIDDEN = a URL expired (try again). */
-static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfiles,
+static void reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
+                                   const char *details);
+
+/* The first answer of a run whose creation waits for it (the key check): the creation gets
+ * the slug when the call succeeded, else the call's failure — and then the query is removed,
+ * as if never created, and the run ends (j->refused). A creation answered already (its wait
+ * was over) or a server that stops changes nothing: the outcome goes to the results. */
+static void creation_settle(struct v2_job *j, enum dapi_err result, const char *details)
+{
+    struct dapi_nekt *nk = j->nk;
+    j->key_check = 0;
+    struct creating *c = creating_take(nk, j->slug);
+    if(!c)
+        return;
+    if(!result || atomic_load(nk->env->stopping)) {
+        creating_created(c);
+        return;
+    }
+    dapi_info("query %s refused at creation (%s): %s", j->slug, dapi_err_message(result),
+              details ? details : "");
+    dapi_queries_remove(nk->env->queries, j->slug); /* its slot is free before the answer */
+    reply_creation_failure(c->rp, result, "Failed to create query", details);
+    creating_free(c);
+    j->refused = 1;
+}
+
+/* Executes once and downloads every file; *expired: a file's URL was refused (try again). */
+static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfiles, int *expired,
                                 struct dapi_buf *details)
 {
     struct dapi_nekt *nk = j->nk;
@@ -161,9 +338,25 @@ static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfile
     result = nekt_call(nk->env, "POST", "/api/v1/sql-query/", body.data,
                        upstream_key(nk, j->key), 1, &rep);
     dapi_buf_free(&body);
+    /* Nekt's word on the key, for the creations after this one */
+    unsigned char kh[DAPI_KEY_HASH_LEN];
+    upstream_hash(nk, j->key, kh);
+    if(rep.status >= 200 && rep.status <= 299)
+        key_seen(nk, kh, 1, nk->env->mono_ms());
+    else if(result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN)
+        key_seen(nk, kh, 0, nk->env->mono_ms());
+    /* a 404 or another 4xx to our request: nothing the client can correct */
+    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID)
+        result = DAPI_ERR_UPSTREAM;
+    if(j->key_check)
+        creation_settle(j, result, result ? rep.details : NULL);
+    if(j->refused) {
+        dapi_jv_free(rep.doc);
+        return result;
+    }
     if(result) {
         dapi_buf_adds(details, rep.details);
-        return result == DAPI_ERR_NOT_FOUND ? DAPI_ERR_UPSTREAM : result;
+        return result;
     }
     const char *state = dapi_jv_str(dapi_jv_get(rep.doc, "state"), NULL);
     struct dapi_jv *urls = dapi_jv_get(rep.doc, "presigned_urls");
@@ -205,6 +398,8 @@ static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfile
         total += got;
         if(result)
             dapi_buf_adds(details, why);
+        if(result == DAPI_ERR_FORBIDDEN)
+            *expired = 1;
         if(result == DAPI_ERR_TOO_LARGE)
             dapi_buf_addf(details, " (file %zu of %zu)", i + 1, n);
     }
@@ -248,17 +443,22 @@ static void v2_run(void *arg, struct dapi_econn *conn)
     }
     dapi_queries_dir(nk->env->queries, j->slug, dir, sizeof dir);
     int64_t t0 = nk->env->mono_ms();
+    int expired = 0;
     for(int n = 1; n <= MAX_EXECUTIONS; n++) {
         remove_parts(dir, nfiles);
         dapi_buf_reset(&details);
-        result = v2_execute(j, dir, &nfiles, &details);
-        if(result != DAPI_ERR_FORBIDDEN || atomic_load(nk->env->stopping))
+        expired = 0;
+        result = v2_execute(j, dir, &nfiles, &expired, &details);
+        if(!expired || j->refused || atomic_load(nk->env->stopping))
             break;
         dapi_warn("query %s: %s; executing again (%d of %d)", j->slug,
                   details.data ? details.data : "URL refused", n + 1, MAX_EXECUTIONS);
     }
-    if(result == DAPI_ERR_FORBIDDEN)
-        result = DAPI_ERR_UPSTREAM; /* URLs kept expiring: not the client's key */
+    if(j->refused) /* its creation was answered with the failure: the query is gone */
+        goto out;
+    if(expired && result == DAPI_ERR_FORBIDDEN)
+        result = DAPI_ERR_UPSTREAM; /* URLs kept expiring: not the client's key (a 403 to the
+                                       sql-query call itself is, and stays FORBIDDEN) */
     if(!result) {
         dapi_queries_result_path(nk->env->queries, j->slug, result_path, sizeof result_path);
         if(nfiles == 0) {
@@ -296,18 +496,24 @@ static void v2_run(void *arg, struct dapi_econn *conn)
                   (unsigned long long)bytes, (long long)(nk->env->mono_ms() - t0));
     dapi_queries_finish(nk->env->queries, j->slug, result, result ? details.data : NULL, bytes);
 out:
+    if(j->key_check) /* no answer from Nekt was had (shutdown, the run not started) */
+        creation_settle(j, DAPI_OK, NULL);
     free(why);
     dapi_buf_free(&details);
     dapi_buf_free(&sql);
     v2_job_free(j);
 }
 
+/* Queues slug's run; key_check: its creation waits for the run's first answer (already in
+ * the creating list). If it cannot be queued the query fails as busy (its results request
+ * then queues it again) and a waiting creation is answered with the slug. */
 static void v2_submit(struct dapi_nekt *nk, const char *slug, const char *sql, const char *key,
-                      const unsigned char *key_hash)
+                      const unsigned char *key_hash, int key_check)
 {
     struct v2_job *j = calloc(1, sizeof *j);
     if(j && (j->sql = strdup(sql)) && (!key || (j->key = strdup(key)))) {
         j->nk = nk;
+        j->key_check = key_check;
         snprintf(j->slug, sizeof j->slug, "%s", slug);
         if(!dapi_pool_submit_tagged(nk->env->run_pool, v2_run, j, 0, dapi_backend_key_tag(key_hash)))
             return;
@@ -316,6 +522,9 @@ static void v2_submit(struct dapi_nekt *nk, const char *slug, const char *sql, c
         v2_job_free(j);
     dapi_queries_finish(nk->env->queries, slug, DAPI_ERR_BUSY, "the server could not queue the query",
                         0);
+    struct creating *c = key_check ? creating_take(nk, slug) : NULL;
+    if(c)
+        creating_created(c);
 }
 
 /* A query left queued by a previous run, picked up by a results request with its key. */
@@ -330,7 +539,7 @@ static void v2_rerun(void *state, const char *slug, const char *key)
         dapi_queries_finish(nk->env->queries, slug, DAPI_ERR_INTERNAL, "the query's SQL is lost", 0);
         return;
     }
-    v2_submit(nk, slug, sql, key, NULL);
+    v2_submit(nk, slug, sql, key, NULL, 0);
     free(sql);
 }
 
@@ -419,7 +628,7 @@ static enum dapi_err ensure_application(struct dapi_nekt *nk, const char *key,
             dapi_buf_addf(details, "the Explorer application did not become active within "
                                    "%lld s (--application-timeout)",
                           (long long)nk->env->cfg->application_timeout);
-            return DAPI_ERR_TIMEOUT;
+            return DAPI_ERR_UPSTREAM_TIMEOUT; /* Nekt's slowness, not the query's */
         }
     }
     if(st == -2)
@@ -463,10 +672,12 @@ static void reply_creation_failure(struct dapi_reply rp, enum dapi_err result, c
 {
     int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
     struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
-                             .status = auth                           ? dapi_err_status(result)
-                                       : result == DAPI_ERR_INVALID ? 400
-                                       : result == DAPI_ERR_TIMEOUT ? 504
-                                                                    : 502,
+                             .status = auth || result == DAPI_ERR_INVALID ? dapi_err_status(result)
+                                       : result == DAPI_ERR_TIMEOUT ||
+                                               result == DAPI_ERR_UPSTREAM_TIMEOUT
+                                           ? 504
+                                       : result == DAPI_ERR_UPSTREAM ? 502
+                                                                     : dapi_err_status(result),
                              .message = auth ? "The Nekt API rejected the API key" : what,
                              .details = details,
                              .retry_after = -1};
@@ -808,8 +1019,30 @@ static void nekt_create(void *state, char *sql, const char *key, const unsigned 
         } else {
             dapi_queries_hold(nk->env->queries, slug, key_hash); /* until its run ends */
             dapi_queries_claim(nk->env->queries, slug);
-            v2_submit(nk, slug, sql, key, key_hash);
-            dapi_reply_created(rp, slug, sql);
+            /* A key Nekt has not accepted lately: the answer waits (a bounded time) for the
+             * run's first answer from Nekt, so that a key it refuses, or its failure, is told
+             * now, as the reference does; the run goes on either way. */
+            unsigned char uh[DAPI_KEY_HASH_LEN];
+            upstream_hash(nk, key, uh);
+            int64_t wait = nk->env->cfg->upstream_key_check_wait * 1000, now = nk->env->mono_ms();
+            struct creating *c = NULL;
+            if(wait > 0 && nk->timer_started && !key_known(nk, uh, now) &&
+               (c = calloc(1, sizeof *c)) && (c->sql = strdup(sql))) {
+                snprintf(c->slug, sizeof c->slug, "%s", slug);
+                c->rp = rp;
+                c->deadline_ms = now + wait;
+                pthread_mutex_lock(&nk->mu);
+                c->next = nk->creating;
+                nk->creating = c;
+                pthread_cond_signal(&nk->creating_cv);
+                pthread_mutex_unlock(&nk->mu);
+                v2_submit(nk, slug, sql, key, key_hash, 1);
+            } else {
+                if(c) /* no memory to wait: answer at once */
+                    free(c);
+                v2_submit(nk, slug, sql, key, key_hash, 0);
+                dapi_reply_created(rp, slug, sql);
+            }
         }
         free(sql);
         return;
@@ -892,7 +1125,7 @@ static void nekt_unfinished(void *state, const char *slug, const char *sql)
         return; /* v1 queries have no run of their own */
     if(nk->env->cfg->nekt_api_key && dapi_queries_claim(nk->env->queries, slug)) {
         dapi_queries_hold(nk->env->queries, slug, NULL); /* admitted before the restart */
-        v2_submit(nk, slug, sql, NULL, NULL);
+        v2_submit(nk, slug, sql, NULL, NULL, 0);
     }
     /* forwarding client keys: run again on the next results request, with that key */
 }
@@ -912,8 +1145,22 @@ static int nekt_start(const struct dapi_backend_env *env, void **state, char *er
     }
     pthread_mutex_init(&nk->mu, NULL);
     pthread_cond_init(&nk->page_done, NULL);
+    pthread_cond_init(&nk->creating_cv, NULL);
     nk->env = env;
     nk->v1 = strcmp(env->cfg->nekt_api, "v1") == 0;
+    if(!nk->v1 && env->cfg->upstream_key_check_wait > 0) {
+        if(!(nk->keys_ok = calloc(KEYS_OK_MAX, sizeof *nk->keys_ok)) ||
+           pthread_create(&nk->timer, NULL, creating_timer, nk)) {
+            snprintf(err, errlen, "cannot start the Nekt backend's key check");
+            free(nk->keys_ok);
+            pthread_cond_destroy(&nk->creating_cv);
+            pthread_cond_destroy(&nk->page_done);
+            pthread_mutex_destroy(&nk->mu);
+            free(nk);
+            return -1;
+        }
+        nk->timer_started = 1;
+    }
     nekt_http_init();
     *state = nk;
     return 0;
@@ -924,6 +1171,14 @@ static void nekt_stop(void *state)
     struct dapi_nekt *nk = state;
     if(!nk)
         return;
+    if(nk->timer_started) { /* it answers every creation still waiting before it ends */
+        pthread_mutex_lock(&nk->mu);
+        nk->timer_stop = 1;
+        pthread_cond_signal(&nk->creating_cv);
+        pthread_mutex_unlock(&nk->mu);
+        pthread_join(nk->timer, NULL);
+    }
+    free(nk->keys_ok);
     while(nk->apps) {
         struct app_state *a = nk->apps;
         nk->apps = a->next;
@@ -934,6 +1189,7 @@ static void nekt_stop(void *state)
         nk->pages = f->next;
         free(f);
     }
+    pthread_cond_destroy(&nk->creating_cv);
     pthread_cond_destroy(&nk->page_done);
     pthread_mutex_destroy(&nk->mu);
     free(nk);

@@ -97,8 +97,15 @@ static enum dapi_err with_retries(const struct dapi_backend_env *env, const stru
                                    rand64()};
         const char *why;
         int64_t delay = dapi_retry_next(&pol, &in, &why);
-        if(delay < 0 || atomic_load(env->stopping)) {
-            if(attempt > 1 || (result || resp->status >= 400))
+        int ok = !result && resp->status < 400;
+        if(delay >= 0 && atomic_load(env->stopping)) {
+            delay = -1;
+            why = "the server is stopping";
+        }
+        if(delay < 0) {
+            if(ok && attempt > 1) /* a retry that worked is no giving up */
+                dapi_info("upstream: %s: succeeded at attempt %d", what, attempt);
+            else if(!ok)
                 dapi_info("upstream: %s: giving up after %d attempt(s): %s", what, attempt, why);
             return result;
         }
@@ -141,9 +148,10 @@ enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, 
     struct dapi_httpc_resp resp;
     enum dapi_err result = with_retries(env, &call, idempotent, what, &resp);
     out->status = resp.status;
-    if(result == DAPI_ERR_TIMEOUT) {
+    if(result == DAPI_ERR_TIMEOUT) { /* connecting or answering took too long */
         snprintf(out->details, sizeof out->details, "Nekt did not answer %.200s in time: %.200s",
                  what, resp.error);
+        result = DAPI_ERR_UPSTREAM_TIMEOUT;
         goto out;
     }
     if(result == DAPI_ERR_TOO_LARGE) {
@@ -163,11 +171,14 @@ enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, 
         upstream_message(resp.body.data, resp.body.len, m, sizeof m);
         snprintf(out->details, sizeof out->details, "Nekt answered %d to %.200s: %.400s",
                  resp.status, what, m);
+        /* 408 and 429 are Nekt's trouble (retried until the attempts ran out), not a request
+         * the client could correct */
         result = resp.status == 401   ? DAPI_ERR_AUTH
                  : resp.status == 403 ? DAPI_ERR_FORBIDDEN
                  : resp.status == 404 ? DAPI_ERR_NOT_FOUND
-                 : resp.status < 500  ? DAPI_ERR_INVALID
-                                      : DAPI_ERR_UPSTREAM;
+                 : resp.status == 408 || resp.status == 429 || resp.status >= 500
+                     ? DAPI_ERR_UPSTREAM
+                     : DAPI_ERR_INVALID;
         goto out;
     }
     char perr[200];
@@ -237,6 +248,7 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
                                 "(--max-upstream-bytes)", (unsigned long long)max);
     } else if(result == DAPI_ERR_TIMEOUT) {
         snprintf(details, dlen, "downloading a result file timed out: %s", resp.error);
+        result = DAPI_ERR_UPSTREAM_TIMEOUT;
     } else if(result) {
         snprintf(details, dlen, "cannot download a result file: %s", resp.error);
         if(result != DAPI_ERR_IO)

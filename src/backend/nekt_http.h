@@ -19,14 +19,17 @@ struct nekt_reply {
 
 /* One JSON call: method path (appended to --nekt-url), optional JSON body, with key.
  * Returns DAPI_OK for a 2xx with a JSON object body; else DAPI_ERR_AUTH (401),
- * DAPI_ERR_FORBIDDEN (403), DAPI_ERR_NOT_FOUND (404), DAPI_ERR_INVALID (other 4xx),
- * DAPI_ERR_UPSTREAM (5xx after retries, garbage, transport), DAPI_ERR_TIMEOUT. */
+ * DAPI_ERR_FORBIDDEN (403), DAPI_ERR_NOT_FOUND (404), DAPI_ERR_INVALID (other 4xx but 408
+ * and 429), DAPI_ERR_UPSTREAM (5xx, 408 or 429 after retries, garbage, transport failures),
+ * DAPI_ERR_UPSTREAM_TIMEOUT (no answer within the connect or total timeout). out->status is
+ * the last HTTP status (0: none), so a 2xx with an unusable body can be told apart. */
 enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, const char *path,
                         const char *body, const char *key, int idempotent,
                         struct nekt_reply *out);
 
 /* Downloads url into the file at path (created/truncated), at most max bytes.
- * DAPI_ERR_FORBIDDEN means the URL was refused (expired presigned URL: execute again). */
+ * DAPI_ERR_FORBIDDEN means the URL was refused (expired presigned URL: execute again);
+ * DAPI_ERR_UPSTREAM_TIMEOUT that the download took too long. */
 enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url, const char *path,
                             uint64_t max, uint64_t *got, char *details, size_t dlen);
 

@@ -114,6 +114,18 @@ enum dapi_err dapi_buf_adds(struct dapi_buf *b, const char *s)
     return dapi_buf_add(b, s, strlen(s));
 }
 
+enum dapi_err dapi_buf_add_cut(struct dapi_buf *b, const char *s, size_t max)
+{
+    size_t len = strlen(s);
+    if(len <= max)
+        return dapi_buf_add(b, s, len);
+    size_t cut = max;
+    while(cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+        cut--; /* never half a UTF-8 sequence */
+    dapi_buf_add(b, s, cut);
+    return dapi_buf_addf(b, DAPI_BUF_CUT_NOTE, cut, len);
+}
+
 enum dapi_err dapi_buf_addc(struct dapi_buf *b, char c)
 {
     return dapi_buf_add(b, &c, 1);

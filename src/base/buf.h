@@ -45,6 +45,11 @@ enum dapi_err dapi_buf_fail(struct dapi_buf *b, enum dapi_err e);
 enum dapi_err dapi_buf_add(struct dapi_buf *b, const void *p, size_t n);
 enum dapi_err dapi_buf_adds(struct dapi_buf *b, const char *s);
 enum dapi_err dapi_buf_addc(struct dapi_buf *b, char c);
+/* Appends the string s whole when it has at most max bytes; else its first max bytes or
+ * fewer (never cutting a UTF-8 sequence) followed by DAPI_BUF_CUT_NOTE, which gives both
+ * sizes — for messages that must stay bounded without being dropped. At most max + 80 bytes. */
+enum dapi_err dapi_buf_add_cut(struct dapi_buf *b, const char *s, size_t max);
+#define DAPI_BUF_CUT_NOTE " ... (cut to its first %zu of %zu bytes)"
 enum dapi_err dapi_buf_addf(struct dapi_buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 enum dapi_err dapi_buf_vaddf(struct dapi_buf *b, const char *fmt, va_list ap);

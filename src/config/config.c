@@ -5,9 +5,11 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
-enum kind { K_STR, K_INT, K_I64, K_CHOICE, K_BOOL, K_PATH };
+/* K_SIZE: a byte size as text (dapi_config_parse_size), kept as given; K_URL: http(s) only. */
+enum kind { K_STR, K_INT, K_I64, K_CHOICE, K_BOOL, K_PATH, K_SIZE, K_URL };
 
 struct setting {
     const char *flag; /* without the leading "--"; NULL = env only */
@@ -105,7 +107,7 @@ static const struct setting settings[] = {
      "seconds a results request waits for a running query (504 above)"},
     {"shutdown-grace", "DAPI_SHUTDOWN_GRACE", K_I64, O(shutdown_grace), "10", 0, 3600, NULL,
      "seconds in-flight requests get to finish on SIGTERM/SIGINT"},
-    {"memory-limit", "DAPI_MEMORY_LIMIT", K_STR, O(memory_limit), "8GB", 0, 0, NULL,
+    {"memory-limit", "DAPI_MEMORY_LIMIT", K_SIZE, O(memory_limit), "8GB", 0, 0, NULL,
      "DuckDB memory limit (e.g. 2GB); larger intermediates spill to <state-dir>/tmp"},
     {"memory-headroom", "DAPI_MEMORY_HEADROOM", K_I64, O(memory_headroom), "1073741824", 0,
      INT64_MAX, NULL,
@@ -116,7 +118,7 @@ static const struct setting settings[] = {
      "bytes of intermediate data all queries together may spill to <state-dir>/tmp (413 above)"},
     {"duckdb-threads", "DAPI_DUCKDB_THREADS", K_I64, O(duckdb_threads), "0", 0, 1024, NULL,
      "threads DuckDB uses per query (0 = number of cores)"},
-    {"nekt-url", "DAPI_NEKT_URL", K_STR, O(nekt_url), "https://api.nekt.ai", 0, 0, NULL,
+    {"nekt-url", "DAPI_NEKT_URL", K_URL, O(nekt_url), "https://api.nekt.ai", 0, 0, NULL,
      "upstream base URL for --backend nekt"},
     {"nekt-api", "DAPI_NEKT_API", K_CHOICE, O(nekt_api), "v2", 0, 0, "v2|v1",
      "upstream protocol: v2 (sql-query, run once) or v1 (Explorer, one execution per page)"},
@@ -132,6 +134,11 @@ static const struct setting settings[] = {
      NULL, "attempts per upstream call (transient failures are retried)"},
     {"upstream-retry-time", "DAPI_UPSTREAM_RETRY_TIME", K_I64, O(upstream_retry_time), "60", 0,
      86400, NULL, "seconds all attempts of one upstream call may span"},
+    {"upstream-key-check-wait", "DAPI_UPSTREAM_KEY_CHECK_WAIT", K_I64,
+     O(upstream_key_check_wait), "10", 0, 3600, NULL,
+     "seconds a v2 creation waits for Nekt's first answer when its key was not accepted in the "
+     "last 5 minutes: a key Nekt refuses gets 401/403 at creation, a failing upstream 502/504 "
+     "(0 = answer with the slug at once)"},
     {"max-upstream-response-bytes", "DAPI_MAX_UPSTREAM_RESPONSE_BYTES", K_I64,
      O(max_upstream_response_bytes), "16777216", 1024, 1 * GiB, NULL,
      "largest upstream JSON response accepted (502 above)"},
@@ -181,8 +188,39 @@ static int choice_ok(const char *choices, const char *v)
     return 0;
 }
 
+int64_t dapi_config_parse_size(const char *s)
+{
+    static const struct {
+        const char *unit;
+        double mult;
+    } units[] = {{"", 1},          {"b", 1},           {"bytes", 1},       {"kb", 1e3},
+                 {"mb", 1e6},      {"gb", 1e9},        {"tb", 1e12},       {"k", 1e3},
+                 {"m", 1e6},       {"g", 1e9},         {"t", 1e12},        {"kib", 1024.0},
+                 {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+    char *end;
+    while(*s == ' ')
+        s++;
+    if(!(*s >= '0' && *s <= '9'))
+        return -1;
+    double v = strtod(s, &end);
+    while(*end == ' ')
+        end++;
+    size_t n = strlen(end);
+    while(n && end[n - 1] == ' ')
+        n--;
+    for(size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if(strlen(units[i].unit) == n && strncasecmp(end, units[i].unit, n) == 0) {
+            double bytes = v * units[i].mult;
+            return bytes >= 0 && bytes < 9e18 ? (int64_t)bytes : -1;
+        }
+    return -1;
+}
+
+/* Sets s from the text v; name is how the message names the setting: its flag (--name) or,
+ * for a value from the environment, its variable. A refused value gets a message that says
+ * what is accepted, wherever it came from. */
 static enum dapi_err apply(struct dapi_config *cfg, const struct setting *s, const char *v,
-                           const char *origin, char *err, size_t errlen)
+                           const char *name, char *err, size_t errlen)
 {
     char *base = (char *)cfg;
     switch(s->kind) {
@@ -190,8 +228,8 @@ static enum dapi_err apply(struct dapi_config *cfg, const struct setting *s, con
     case K_I64: {
         int64_t n;
         if(parse_i64(v, s->min, s->max, &n)) {
-            snprintf(err, errlen, "invalid value for %s%s: '%.64s' (an integer from %lld to %lld)",
-                     origin, s->flag ? s->flag : s->env, v, (long long)s->min, (long long)s->max);
+            snprintf(err, errlen, "invalid value for %s: '%.64s' (an integer from %lld to %lld)",
+                     name, v, (long long)s->min, (long long)s->max);
             return DAPI_ERR_INVALID;
         }
         if(s->kind == K_INT)
@@ -207,8 +245,7 @@ static enum dapi_err apply(struct dapi_config *cfg, const struct setting *s, con
         else if(!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off"))
             b = 0;
         else {
-            snprintf(err, errlen, "invalid value for %s%s: '%.64s' (true or false)", origin,
-                     s->flag ? s->flag : s->env, v);
+            snprintf(err, errlen, "invalid value for %s: '%.64s' (true or false)", name, v);
             return DAPI_ERR_INVALID;
         }
         *(int *)(base + s->off) = b;
@@ -216,13 +253,30 @@ static enum dapi_err apply(struct dapi_config *cfg, const struct setting *s, con
     }
     case K_CHOICE:
         if(!choice_ok(s->choices, v)) {
-            snprintf(err, errlen, "invalid value for %s%s: '%.64s' (one of %s)", origin,
-                     s->flag ? s->flag : s->env, v, s->choices);
+            snprintf(err, errlen, "invalid value for %s: '%.64s' (one of %s)", name, v,
+                     s->choices);
             return DAPI_ERR_INVALID;
         }
-        /* fall through */
+        goto copy;
+    case K_SIZE:
+        if(dapi_config_parse_size(v) <= 0) {
+            snprintf(err, errlen,
+                     "invalid value for %s: '%.64s' (a size in bytes, or with a unit: 512MB, "
+                     "8GB, 4GiB)",
+                     name, v);
+            return DAPI_ERR_INVALID;
+        }
+        goto copy;
+    case K_URL:
+        if(strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
+            snprintf(err, errlen, "invalid value for %s: '%.64s' (an http:// or https:// URL)",
+                     name, v);
+            return DAPI_ERR_INVALID;
+        }
+        goto copy;
     case K_STR:
-    case K_PATH: {
+    case K_PATH:
+    copy: {
         char **slot = (char **)(base + s->off);
         char *copy = strdup(v);
         if(!copy)
@@ -256,16 +310,15 @@ enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, c
     memset(cfg, 0, sizeof *cfg);
     for(size_t i = 0; i < NSETTINGS; i++) {
         const struct setting *s = &settings[i];
-        if(s->def && (result = apply(cfg, s, s->def, "--", err, errlen)))
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", s->flag ? s->flag : s->env);
+        if(s->def && (result = apply(cfg, s, s->def, flag, err, errlen)))
             return result;
     }
     for(size_t i = 0; i < NSETTINGS; i++) {
         const char *v = getenv(settings[i].env);
-        if(v && (result = apply(cfg, &settings[i], v, "$", err, errlen))) {
-            /* name the env var, not the flag */
-            snprintf(err, errlen, "invalid value for %s: '%.64s'", settings[i].env, v);
-            return result;
-        }
+        if(v && (result = apply(cfg, &settings[i], v, settings[i].env, err, errlen)))
+            return result; /* naming the variable, not the flag, with the same hint */
     }
     for(int i = 0; i < argc; i++) {
         const char *a = argv[i];
@@ -295,7 +348,9 @@ enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, c
             }
             v = argv[++i];
         }
-        if((result = apply(cfg, s, v, "--", err, errlen)))
+        char flag[64];
+        snprintf(flag, sizeof flag, "--%s", s->flag);
+        if((result = apply(cfg, s, v, flag, err, errlen)))
             return result;
     }
     char **paths[] = {&cfg->data_dir, &cfg->state_dir, &cfg->api_keys_file, &cfg->log_file,
@@ -322,7 +377,8 @@ void dapi_config_free(struct dapi_config *cfg)
 {
     for(size_t i = 0; i < NSETTINGS; i++) {
         const struct setting *s = &settings[i];
-        if(s->kind == K_STR || s->kind == K_PATH || s->kind == K_CHOICE) {
+        if(s->kind == K_STR || s->kind == K_PATH || s->kind == K_CHOICE || s->kind == K_SIZE ||
+           s->kind == K_URL) {
             char **slot = (char **)((char *)cfg + s->off);
             free(*slot);
             *slot = NULL;

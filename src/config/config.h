@@ -54,6 +54,7 @@ struct dapi_config {
     int64_t upstream_connect_timeout; /* s */
     int64_t upstream_attempts;
     int64_t upstream_retry_time; /* s, all attempts of one call */
+    int64_t upstream_key_check_wait; /* s, v2 creation waiting for Nekt's first answer */
     int64_t max_upstream_response_bytes;
     int64_t max_upstream_bytes; /* downloads of one result */
     int64_t application_timeout; /* s, v1 application start */
@@ -71,6 +72,10 @@ struct dapi_config {
 enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, char *err,
                                size_t errlen);
 void dapi_config_free(struct dapi_config *cfg);
+/* A byte size as DuckDB's memory_limit reads it ("8GB", "512 MiB", "1.5GB", "1000000"):
+ * KB/MB/GB/TB (and K/M/G/T) are powers of 1000, KiB/MiB/GiB/TiB of 1024, any case. Returns
+ * the bytes, or -1 if s is not an absolute size (a percentage, junk). */
+int64_t dapi_config_parse_size(const char *s);
 /* Writes the option list for `dapi help serve`. */
 void dapi_config_usage(FILE *out);
 

@@ -271,10 +271,13 @@ static void sql_query(struct emu_req *e, struct dapi_econn *conn,
     }
     if(result) {
         dapi_buf_adds(&b, "{\"state\":\"FAILED\",\"error\":");
-        const char *m = msg ? msg : result == DAPI_ERR_TIMEOUT ? "Query timed out"
-                                                               : dapi_err_message(result);
+        char *cut;
+        const char *m = dapi_bounded_details(msg, &cut); /* as dapi's own answers bound it */
+        if(!m)
+            m = result == DAPI_ERR_TIMEOUT ? "Query timed out" : dapi_err_message(result);
         dapi_json_str(&b, m, strlen(m));
         dapi_buf_adds(&b, "}");
+        free(cut);
         answer(e, 200, &b, f);
         goto out;
     }
@@ -494,11 +497,14 @@ static void execution(struct emu_req *e, const char *slug, const char *id, int r
 {
     struct dapi_emu *emu = e->app->emu;
     struct dapi_buf b;
-    dapi_buf_init(&b, 8192);
+    dapi_buf_init(&b, 8192 + 6 * DAPI_DETAILS_MAX); /* room for an error of any size, bounded */
     pthread_mutex_lock(&emu->mu);
     struct emu_exec *x = find_exec(emu, slug, id, e->kh);
     int status = x ? x->status : -1;
-    char *error = x && x->error ? strdup(x->error) : NULL;
+    char *cut = NULL;
+    const char *bounded = x && x->error ? dapi_bounded_details(x->error, &cut) : NULL;
+    char *error = bounded ? strdup(bounded) : NULL;
+    free(cut);
     pthread_mutex_unlock(&emu->mu);
     if(status < 0) {
         detail(e, 404, "Not found.", f);

@@ -22,6 +22,23 @@ struct dapi_faults {
     uint64_t rng;
 };
 
+/* Every key and what its value must be, for the messages. */
+static const struct {
+    const char *key, *value;
+} keys[] = {
+    {"path", "a path prefix, under 256 bytes"},
+    {"method", "an HTTP method, under 16 bytes"},
+    {"first", "a count, 0 or more"},
+    {"rate", "a probability from 0 to 1"},
+    {"seed", "an integer, 0 or more"},
+    {"status", "an HTTP status from 100 to 599"},
+    {"retry_after", "seconds, 0 or more"},
+    {"latency_ms", "milliseconds from 0 to 3600000"},
+    {"body", "truncate, garbage, wrongtype or empty"},
+    {"expire", "0 or 1"},
+};
+#define KEY_LIST "path, method, first, rate, seed, status, retry_after, latency_ms, body, expire"
+
 static int set(struct rule *r, uint64_t *seed, const char *k, const char *v, char *err,
                size_t errlen)
 {
@@ -54,7 +71,7 @@ static int set(struct rule *r, uint64_t *seed, const char *k, const char *v, cha
                 r->act.retry_after = (int)n;
             else if(strcmp(k, "latency_ms") == 0 && n <= 3600000)
                 r->act.latency_ms = n; /* at most an hour, so sums cannot overflow */
-            else if(strcmp(k, "expire") == 0)
+            else if(strcmp(k, "expire") == 0 && n <= 1)
                 r->act.expire = n != 0;
             else if(strcmp(k, "seed") == 0)
                 *seed = n ? (uint64_t)n : 0x9e3779b97f4a7c15ULL; /* xorshift state must be != 0 */
@@ -64,7 +81,15 @@ static int set(struct rule *r, uint64_t *seed, const char *k, const char *v, cha
         }
     }
 bad:
-    snprintf(err, errlen, "invalid value for --emulate-faults: bad rule item '%s=%s'", k, v);
+    for(size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if(strcmp(k, keys[i].key) == 0) {
+            snprintf(err, errlen, "invalid value for --emulate-faults: '%.64s=%.64s' (%s: %s)", k,
+                     v, k, keys[i].value);
+            return -1;
+        }
+    snprintf(err, errlen, "invalid value for --emulate-faults: unknown key in '%.64s=%.64s' "
+                          "(keys: " KEY_LIST ")",
+             k, v);
     return -1;
 }
 
@@ -92,7 +117,8 @@ int dapi_faults_parse(struct dapi_faults **out, const char *spec, char *err, siz
                 *inext++ = '\0';
             char *eq = strchr(item, '=');
             if(!eq) {
-                snprintf(err, errlen, "invalid value for --emulate-faults: '%s' is not key=value",
+                snprintf(err, errlen, "invalid value for --emulate-faults: '%.64s' is not "
+                                      "key=value (keys: " KEY_LIST ")",
                          item);
                 goto fail;
             }

@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/stat.h>
 #include <limits.h>
 #include <time.h>
@@ -102,46 +101,167 @@ static int timed_out(struct dapi_econn *c)
     return t;
 }
 
-int64_t dapi_engine_parse_size(const char *s)
-{
-    static const struct {
-        const char *unit;
-        double mult;
-    } units[] = {{"", 1},          {"b", 1},           {"bytes", 1},       {"kb", 1e3},
-                 {"mb", 1e6},      {"gb", 1e9},        {"tb", 1e12},       {"k", 1e3},
-                 {"m", 1e6},       {"g", 1e9},         {"t", 1e12},        {"kib", 1024.0},
-                 {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
-    char *end;
-    while(*s == ' ')
-        s++;
-    if(!(*s >= '0' && *s <= '9'))
-        return -1;
-    double v = strtod(s, &end);
-    while(*end == ' ')
-        end++;
-    size_t n = strlen(end);
-    while(n && end[n - 1] == ' ')
-        n--;
-    for(size_t i = 0; i < sizeof units / sizeof units[0]; i++)
-        if(strlen(units[i].unit) == n && strncasecmp(end, units[i].unit, n) == 0) {
-            double bytes = v * units[i].mult;
-            return bytes >= 0 && bytes < 9e18 ? (int64_t)bytes : -1;
-        }
-    return -1;
-}
-
 const char *dapi_engine_version(void)
 {
     return duckdb_library_version();
 }
 
+/* The block DuckDB ends a message with when it knows where in the query the error is:
+ * "\n\nLINE <n>: <the line, or 80 columns of it around the error>\n<spaces>^". */
+static const char *line_block(const char *m)
+{
+    const char *at = NULL;
+    for(const char *p = strstr(m, "\n\nLINE "); p; p = strstr(p + 1, "\n\nLINE "))
+        at = p;
+    return at && strlen(at) < 1024 && strchr(at + 2, '^') ? at : NULL;
+}
+
+/* prefix + DuckDB's message m, which may echo a long SQL text: cut to its first 16 KiB, saying
+ * so, rather than dropped (the API's own bound on details, 32 KiB, is larger: one cut note).
+ * A cut keeps DuckDB's closing LINE block, which says where the error is. */
 static char *dupmsg(const char *prefix, const char *m)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 64 * 1024);
     dapi_buf_adds(&b, prefix);
-    dapi_buf_adds(&b, m ? m : "unknown error");
+    if(!m)
+        m = "unknown error";
+    const char *block = strlen(m) > 16 * 1024 ? line_block(m) : NULL;
+    if(block) {
+        char *head = strndup(m, (size_t)(block - m));
+        if(head)
+            dapi_buf_add_cut(&b, head, 16 * 1024 - 1024);
+        else
+            dapi_buf_fail(&b, DAPI_ERR_NOMEM);
+        free(head);
+        dapi_buf_adds(&b, block);
+    } else {
+        dapi_buf_add_cut(&b, m, 16 * 1024);
+    }
     return dapi_buf_take(&b, NULL);
+}
+
+/* The text shown (slen bytes) in the line l (llen bytes): at its start, or anywhere. */
+static const char *find_shown(const char *l, size_t llen, const char *shown, size_t slen,
+                              int anywhere)
+{
+    for(const char *q = l; q + slen <= l + llen; q++) {
+        if(memcmp(q, shown, slen) == 0)
+            return q;
+        if(!anywhere)
+            break;
+    }
+    return NULL;
+}
+
+/* Where DuckDB's LINE block points, as a line and a column of sql (1-based, the column in
+ * characters). DuckDB draws the caret in display columns (tabs and other control characters
+ * take none, wide characters two) under the line or an 80-column window of it ("..." at
+ * either end); the column is worked out from the part of the line before the caret, which
+ * must be found in sql as shown and be ASCII (else only the line is known: *col = 0).
+ * Returns 0, or -1 when msg has no such block or it does not match sql (a wrapped query). */
+static int error_position(const char *msg, const char *sql, long *line, long *col)
+{
+    const char *block = line_block(msg);
+    if(!block)
+        return -1;
+    const char *p = block + strlen("\n\nLINE ");
+    char *end;
+    long n = strtol(p, &end, 10);
+    if(end == p || n < 1 || strncmp(end, ": ", 2) != 0)
+        return -1;
+    const char *shown = end + 2, *nl = strchr(shown, '\n');
+    if(!nl)
+        return -1;
+    size_t caret = strspn(nl + 1, " ");
+    size_t indent = (size_t)(shown - (block + 2)); /* "LINE n: " */
+    if(nl[1 + caret] != '^' || caret < indent)
+        return -1;
+    long width = (long)(caret - indent); /* display columns of the shown text before it */
+    /* line n of sql */
+    const char *l = sql;
+    for(long i = 1; i < n && l; i++)
+        if((l = strchr(l, '\n')))
+            l++;
+    if(!l)
+        return -1;
+    size_t llen = strcspn(l, "\n");
+    if(llen && l[llen - 1] == '\r')
+        llen--;
+    size_t slen = (size_t)(nl - shown);
+    int lead = slen >= 3 && strncmp(shown, "...", 3) == 0 && (llen < 3 || strncmp(l, "...", 3));
+    if(lead) { /* a window: the caret's columns count the "..." */
+        shown += 3;
+        slen -= 3;
+        width -= 3;
+    }
+    /* where the shown text starts in the line: at its start, or anywhere for a window; a
+     * window may also end with "..." that the line does not have */
+    const char *from = find_shown(l, llen, shown, slen, lead);
+    if(!from && slen >= 3 && strncmp(shown + slen - 3, "...", 3) == 0)
+        from = find_shown(l, llen, shown, slen -= 3, lead);
+    if(!from)
+        return -1;
+    *line = n;
+    *col = 0;
+    /* characters before the shown text (code points), then the shown text up to the caret */
+    long chars = 0;
+    for(const char *q = l; q < from; q++)
+        chars += ((unsigned char)*q & 0xC0) != 0x80;
+    long w = 0;
+    size_t i = 0;
+    for(; i < slen; i++) {
+        unsigned char c = (unsigned char)shown[i];
+        if(c >= 0x80)
+            return 0; /* its display width is not worked out here: the line only */
+        int cw = c >= 0x20 && c != 0x7f;
+        if(w == width && cw)
+            break;
+        w += cw;
+        if(w > width)
+            return 0;
+    }
+    if(w != width)
+        return 0;
+    *col = chars + (long)i + 1;
+    return 0;
+}
+
+char *dapi_engine_locate_error(const char *msg, const char *sql)
+{
+    long line, col;
+    if(!msg || !sql || error_position(msg, sql, &line, &col))
+        return NULL;
+    char where[64];
+    if(col)
+        snprintf(where, sizeof where, " at line %ld, column %ld", line, col);
+    else
+        snprintf(where, sizeof where, " at line %ld", line);
+    /* "Binder Error: …" -> "Binder Error at line 1, column 8: …" (at the start, so it
+     * survives a message cut or flattened onto one line); else after the first line */
+    const char *colon = strstr(msg, " Error: ");
+    size_t at = colon && colon - msg < 48 && !memchr(msg, '\n', (size_t)(colon - msg))
+                    ? (size_t)(colon - msg) + strlen(" Error")
+                    : strcspn(msg, "\n");
+    struct dapi_buf b;
+    dapi_buf_init(&b, strlen(msg) + sizeof where + 8);
+    dapi_buf_add(&b, msg, at);
+    if(colon && at == (size_t)(colon - msg) + strlen(" Error"))
+        dapi_buf_adds(&b, where);
+    else
+        dapi_buf_addf(&b, " (%s)", where + 1);
+    dapi_buf_adds(&b, msg + at);
+    return dapi_buf_take(&b, NULL);
+}
+
+/* Adds the error's line and column to an engine message about sql, when DuckDB said where. */
+static void locate(char **msg, const char *sql)
+{
+    char *located = *msg ? dapi_engine_locate_error(*msg, sql) : NULL;
+    if(located) {
+        free(*msg);
+        *msg = located;
+    }
 }
 
 enum dapi_err dapi_engine_sql_literal(struct dapi_buf *b, const char *s)
@@ -272,6 +392,7 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
         (strncmp(e->data_real, sreal, strlen(sreal)) == 0 && e->data_real[strlen(sreal)] == '/'))) {
         snprintf(err, errlen, "the state dir (%s) and the data dir (%s) must not contain one "
                               "another", opts->state_dir, opts->data_dir);
+        result = DAPI_ERR_INVALID; /* the settings are wrong */
         goto out;
     }
     pthread_mutex_init(&e->lake_lock, NULL);
@@ -298,6 +419,7 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
                      strcmp(settings[i][0], "memory_limit") == 0 ? "memory-limit"
                                                                 : settings[i][0],
                      settings[i][1]);
+            result = DAPI_ERR_INVALID;
             goto out;
         }
     }
@@ -694,6 +816,8 @@ enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql, char **ms
         free(*msg);
         *msg = NULL;
     }
+    if(result == DAPI_ERR_SQL)
+        locate(msg, sql);
     return result;
 }
 
@@ -1101,6 +1225,8 @@ out:
         free(*msg);
         *msg = NULL;
     }
+    if(result == DAPI_ERR_SQL && !trusted)
+        locate(msg, sql); /* (a wrapped query's LINE block is not the client's: left as is) */
     return result;
 }
 

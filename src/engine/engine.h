@@ -27,7 +27,9 @@ struct dapi_engine_opts {
 
 /* Opens the engine: an in-memory DuckDB with extension auto-install/auto-load off, external
  * access limited to the data dir, configuration locked. Checks the library is v1.4.4.
- * On error writes a one-line reason to err. Free with dapi_engine_close. */
+ * On error writes a one-line reason to err; DAPI_ERR_INVALID means the options are wrong (a
+ * memory limit DuckDB refuses, a state dir inside the data dir or around it). Free with
+ * dapi_engine_close. */
 enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engine_opts *opts,
                                char *err, size_t errlen);
 /* Closes the engine; every connection must have been closed before. */
@@ -93,10 +95,14 @@ enum dapi_err dapi_engine_sample_data(const char *dir, char *err, size_t errlen)
 struct dapi_buf;
 enum dapi_err dapi_engine_sql_literal(struct dapi_buf *b, const char *s);
 
-/* A DuckDB size setting ("8GB", "512 MiB", "1.5GB", "1000000") in bytes: KB/MB/GB/TB are
- * powers of 1000 and KiB/MiB/GiB/TiB of 1024, as DuckDB reads them. -1 if it is not an
- * absolute size (a percentage, junk). */
-int64_t dapi_engine_parse_size(const char *s);
+/* DuckDB's message msg about sql with the error's line and column said up front: "Binder
+ * Error: …" becomes "Binder Error at line 2, column 8: …" (other messages get " (at line …)"
+ * after their first line), from the LINE block and caret DuckDB ends the message with, which
+ * is kept. The column counts characters; it is left out ("at line 2") when it cannot be
+ * worked out exactly (non-ASCII text before the error). Returns a new string (free it), or
+ * NULL when msg says nowhere, or its LINE block is not a line of sql. dapi_engine_check and
+ * dapi_engine_run apply it to their SQL errors. */
+char *dapi_engine_locate_error(const char *msg, const char *sql);
 
 /* The DuckDB library version string, e.g. "v1.4.4". */
 const char *dapi_engine_version(void);

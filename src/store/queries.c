@@ -69,6 +69,8 @@ struct dapi_queries {
     struct keyuse *keys[NKEYBUCKETS];
 };
 
+static void fire(struct waiter *w, int timed_out);
+
 /* Slugs of deleted queries whose directories are removed once the lock is released. */
 struct slugs {
     char (*v)[DAPI_SLUG_MAX];
@@ -788,6 +790,23 @@ enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *
     return DAPI_OK;
 }
 
+/* Copies a stored message into a view's field of n bytes; one too long is cut (never inside a
+ * UTF-8 sequence) and ends with a note saying so. */
+static void copy_message(char *out, size_t n, const char *m)
+{
+    static const char note[] = " ... (cut)";
+    size_t len = strlen(m);
+    if(len < n) {
+        memcpy(out, m, len + 1);
+        return;
+    }
+    size_t cut = n - sizeof note;
+    while(cut > 0 && ((unsigned char)m[cut] & 0xC0) == 0x80)
+        cut--;
+    memcpy(out, m, cut);
+    memcpy(out + cut, note, sizeof note);
+}
+
 enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
                                const unsigned char *key_hash, int64_t now_s,
                                struct dapi_qview *v)
@@ -805,7 +824,7 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
     snprintf(v->slug, sizeof v->slug, "%s", q->slug);
     v->state = q->state;
     v->error = q->error;
-    snprintf(v->message, sizeof v->message, "%s", q->message ? q->message : "");
+    copy_message(v->message, sizeof v->message, q->message ? q->message : "");
     v->result = q->result;
     v->ref = q;
     pthread_mutex_unlock(&qs->lock);
@@ -915,6 +934,27 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
     if(rollback)
         save_meta(qs, &m);
     persist_end(qs, q);
+}
+
+void dapi_queries_remove(struct dapi_queries *qs, const char *slug)
+{
+    /* Under the persist lock, so no meta.json write of this query is half-way. */
+    struct query *q = persist_begin(qs, slug);
+    if(!q)
+        return;
+    pthread_mutex_lock(&qs->lock);
+    struct waiter *w = q->waiters;
+    q->waiters = NULL;
+    int registered = find(qs, slug) == q;
+    if(registered) {
+        detach(qs, q);
+        forget(qs, q); /* its slot and bytes; persist_begin's reference keeps q alive */
+    }
+    pthread_mutex_unlock(&qs->lock);
+    persist_end(qs, q);
+    fire(w, 0);
+    if(registered)
+        remove_dir(qs, slug);
 }
 
 enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)

@@ -31,7 +31,7 @@ struct dapi_qview {
     char slug[DAPI_SLUG_MAX];
     enum dapi_qstate state;
     enum dapi_err error;   /* FAILED: why */
-    char message[1024];    /* FAILED: details for the client */
+    char message[1024];    /* FAILED: details for the client (a longer one is cut, and says so) */
     struct dapi_result *result;
     void *ref;             /* internal */
 };
@@ -117,6 +117,10 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
  * slot is given back, and a run cut short here is not counted as an attempt (the process did
  * not die in it). */
 void dapi_queries_drop(struct dapi_queries *qs, const char *slug);
+/* Deletes a query nobody was told about — its creation was refused after it was registered
+ * (the Nekt backend's key check): out of the registry, its directory removed, its slot given
+ * back; its waiters are woken (they find it gone). Unknown slugs are ignored. */
+void dapi_queries_remove(struct dapi_queries *qs, const char *slug);
 /* A query that failed with DAPI_ERR_BUSY (no space left, could not be queued: retry later)
  * goes back to QUEUED, taking a slot of its owner as dapi_queries_admit would. DAPI_OK: the
  * caller now submits it; DAPI_ERR_RATE / DAPI_ERR_BUSY: limits, it stays failed;

@@ -153,6 +153,11 @@ static enum dapi_err sink_begin(void *ctx, size_t ncols, const char *const *name
         struct dapi_buf key;
         dapi_buf_init(&key, 1 << 20);
         result = dapi_render_key(&key, name.data, name.len);
+        if(result == DAPI_ERR_TOO_LARGE) /* e.g. an expression's text as its name */
+            snprintf(w->error, sizeof w->error,
+                     "column %zu's name takes more than 1 MiB as JSON (%zu bytes of text): "
+                     "name it with AS",
+                     i + 1, name.len);
         uniq[i] = dapi_buf_take(&name, NULL);
         if(!result && !(w->keys[i] = dapi_buf_take(&key, &w->key_lens[i])))
             result = DAPI_ERR_NOMEM;

@@ -4,6 +4,7 @@ lake's file formats and layout."""
 
 import json
 import os
+import re
 import shutil
 import uuid
 
@@ -721,3 +722,67 @@ def test_api_keys_file():
         for bad in ("kf-hidden-77aa", "#kf-hidden-77aa", "# comment line", "comment line"):
             expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=bad), 401, INVALID_KEY, "key %r" % bad)
         expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=None), 401, MISSING_KEY)
+
+
+def _error_body(r, what):
+    """The body of an error answer: a JSON object with an "error" string and, if present, a
+    "details" string (never a fragment such as ,"error":"Invalid SQL query"})."""
+    check(r.status >= 400, "%s: expected an error, observed %s" % (what, r.short(200)))
+    try:
+        body = json.loads(r.body.decode("utf-8"))
+    except ValueError as e:
+        raise AssertionError("%s: HTTP %d body is not JSON (%s): %r" % (what, r.status, e, r.body[:120]))
+    check(isinstance(body, dict) and isinstance(body.get("error"), str), "%s: no error string: %r" % (what, r.body[:200]))
+    check("details" not in body or isinstance(body["details"], str), "%s: details not a string" % what)
+    return body
+
+
+@h.timeout(120)
+def test_error_bodies_are_json_at_any_size():
+    """Regression (issue 9): error answers to inputs of growing size. With 22,000 U+0001 in an
+    identifier, DuckDB's message echoes it twice; its JSON (6 bytes a character) passed the
+    256 KiB body cap and the details were dropped; at 40,000 characters the engine's 64 KiB
+    message buffer failed and the details were empty. Now every body parses, and details are
+    never dropped: past 16 KiB DuckDB's message is cut to a prefix that says so (and no details
+    pass 32 KiB), and a failed run's message is cut to the stored 1 KiB, also saying so."""
+    args = ["--max-sql-bytes", str(4 << 20), "--max-body-bytes", str(16 << 20)]
+    with Server(args=args, keys=[KEY_A], name="bigerrors") as s:
+        for n in (1000, 10000, 22000, 40000, 100000, 300000):
+            ctl = "\x01" * n
+            # refused at creation (binder, catalog, parser): DuckDB's message, bounded
+            for sql, starts in (
+                ('SELECT "%s"' % ctl, "Binder Error"),
+                ('SELECT * FROM "%s"' % ctl, "table "),  # the sandbox's refusal, naming it
+                ("SELECT '%s' +" % ctl, "Parser Error"),
+            ):
+                what = "%r with %d x U+0001" % (starts, n)
+                body = _error_body(s.create_resp({"sql_query": sql}), what)
+                eq(body["error"], "Invalid SQL query", what)
+                d = body.get("details", "")
+                check(d.startswith(starts), "%s: details should be the refusal, got %r" % (what, d[:80]))
+                check(len(d.encode()) <= 32 * 1024 + 100, "%s: details of %d bytes" % (what, len(d.encode())))
+                if len(d) > 16 * 1024:
+                    check(re.search(r" \.\.\. \(cut to its first \d+ of \d+ bytes\)$", d), "%s: a cut without a note: %r" % (what, d[-80:]))
+            # failing while it runs: the execution-failure shape, with the start of the message
+            slug = s.create("SELECT CAST('%s' AS INTEGER) AS n" % ctl)
+            what = "run-time error with %d x U+0001" % n
+            body = _error_body(s.results(slug, 1), what)
+            eq(body["error"], "Query execution failed", what)
+            eq(body.get("query_slug"), slug, what)
+            d = body.get("details", "")
+            check(d.startswith("Conversion Error"), "%s: details %r" % (what, d[:80]))
+            if n >= 1000:
+                check(d.endswith(" ... (cut)"), "%s: a cut message should say so: %r" % (what, d[-40:]))
+            # other inputs that provoke errors, just as large
+            big = "x" * (n * 6)
+            for r, what in (
+                (s.api("POST", "/api/queries", body=b'{"sql_query": "' + big.encode(), headers={"Content-Type": "application/json"}), "malformed JSON"),
+                (s.create_resp({"layer": big, "table": "t"}), "invalid layer name"),
+                (s.create_resp({"sql_query": "SELECT 1", "layer": big}), "sql_query with layer"),
+                (s.results("dapi-query-" + "A" * 22, page=big[:2000]), "invalid page_number"),
+            ):
+                _error_body(r, "%s of %d bytes" % (what, len(big)))
+        # a column named by a 300,000-character expression: a reason, not "Request too large"
+        slug = s.create("SELECT '%s' || 'x'" % ("\x01" * 300000))
+        body = _error_body(s.results(slug, 1), "a column name over 1 MiB of JSON")
+        check("name it with AS" in body.get("details", ""), "details: %r" % body.get("details", "")[:200])

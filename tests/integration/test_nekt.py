@@ -380,12 +380,73 @@ def test_nekt_v2_forwarding_keys():
     fwd = FWD2.get()
     eq(fwd.query("SELECT 'k1' AS who", key=K1), [{"who": "k1"}], "nektkey1 forwarded")
     eq(fwd.query("SELECT 'k2' AS who", key=K2), [{"who": "k2"}], "nektkey2 forwarded")
-    # A key Nekt does not know: v2 answers the slug at once (the run is in the background),
-    # the results then say that Nekt rejected the key.
-    slug = fwd.create("SELECT 1 AS x", key="wrong-key")
-    body = expect_exec_error(fwd.results(slug, 1, key="wrong-key"), (401, 403), slug, error=REJECTED, what="v2 wrong key")
+    # A key Nekt does not know: refused at creation, as the reference does (the creation waits
+    # for the run's first answer from Nekt, --upstream-key-check-wait).
+    r = fwd.create_resp({"sql_query": "SELECT 1 AS x"}, key="wrong-key")
+    body = expect_error(r, (401, 403), REJECTED, "v2 create with a key Nekt rejects")
+    eq(sorted(body.keys()), ["details", "error"], "v2 wrong key: the error shape")
     check("401" in body["details"] or "403" in body["details"], "details should say what Nekt answered: %r" % body)
-    expect_error(fwd.results(slug, 1, key=K1), 404, "Query not found", "the wrong key's slug with another key")
+    # Without the wait (--upstream-key-check-wait 0) the slug comes at once and the results
+    # say that Nekt rejected the key.
+    emu = EMU.get()
+    with attach(forwarder(emu, "v2", ["--upstream-key-check-wait", "0"], name="nekt-fwd-v2-nowait"), emu) as fwd0:
+        slug = fwd0.create("SELECT 1 AS x", key="wrong-key")
+        body = expect_exec_error(fwd0.results(slug, 1, key="wrong-key"), (401, 403), slug, error=REJECTED, what="v2 wrong key, no wait")
+        check("401" in body["details"] or "403" in body["details"], "details should say what Nekt answered: %r" % body)
+        expect_error(fwd0.results(slug, 1, key=K1), 404, "Query not found", "the wrong key's slug with another key")
+
+
+def _query_dirs(srv):
+    d = os.path.join(srv.state_dir, "queries")
+    return sorted(n for n in os.listdir(d) if n.startswith("dapi-query-")) if os.path.isdir(d) else []
+
+
+def _timed_create(fwd, sql, key):
+    t0 = time.monotonic()
+    r = fwd.create_resp({"sql_query": sql}, key=key)
+    return r, time.monotonic() - t0
+
+
+@h.timeout(90)
+def test_nekt_v2_key_check_at_creation():
+    """Regression (issue 9): with --nekt-api v2 a key Nekt refuses got 200 and a slug, and 401
+    only on the results request. The creation now waits (--upstream-key-check-wait, here 3 s)
+    for its run's first answer from Nekt: a refused key is 401 at creation and leaves no query
+    behind (nor a held slot); an accepted key is remembered, so its next creations answer at
+    once; an upstream slower than the wait gets the slug after the wait, as before. The first
+    answer is the run's own sql-query call: one call per query, never a second one."""
+    emu = emulator("--emulate-faults", "path=/api/v1/sql-query/,latency_ms=1500", name="nekt-emu-keycheck")
+    with emu:
+        args = ["--upstream-key-check-wait", "3", "--max-queries-per-key", "1"]
+        with attach(forwarder(emu, "v2", args, name="nekt-fwd-keycheck"), emu) as fwd:
+            # refused at creation, three times in a row: each gave its slot back (else 429)
+            for i in range(3):
+                r, dt = _timed_create(fwd, "SELECT %d AS x" % i, "wrong-key")
+                body = expect_error(r, (401, 403), REJECTED, "creation %d with a key Nekt refuses" % i)
+                check("401" in body.get("details", "") or "403" in body.get("details", ""), "details: %s" % r.short())
+                check(dt >= 1.3, "the refusal came after %.2f s, before Nekt's answer (1.5 s)" % dt)
+            eq(_query_dirs(fwd), [], "queries left behind by refused creations")
+            # a good key: the first creation waits for Nekt's answer (1.5 s), the next do not
+            r, dt = _timed_create(fwd, SQL_RANGE_250, K1)
+            expect_status(r, 200, "first creation with nektkey1")
+            check(1.3 <= dt < 3.5, "the first creation with a new key took %.2f s (Nekt answers in 1.5 s)" % dt)
+            slug1 = jparse(r)["query_slug"]
+            eslug, ref = reference(emu, SQL_RANGE_250, [1, 3])
+            for p in (1, 3):
+                same_page(fwd.results(slug1, p, key=K1), slug1, ref[p], eslug, p, "page %d of the checked query" % p)
+            r, dt = _timed_create(fwd, "SELECT 7 AS x", K1)
+            expect_status(r, 200, "second creation with nektkey1")
+            check(dt < 1.2, "a key Nekt accepted lately should create at once (Nekt takes 1.5 s), took %.2f s" % dt)
+            eq(fwd.page(jparse(r)["query_slug"], 1, key=K1), [{"x": 7}], "the second query's rows")
+            log_count(emu, SQL_POST_RE.pattern, 5)
+            eq(sql_posts(emu), [401, 401, 401, 200, 200], "sql-query calls: one per creation, none again")
+        # Nekt slower than the wait: the slug after the wait (1 s), and the run goes on
+        with attach(forwarder(emu, "v2", ["--upstream-key-check-wait", "1"], name="nekt-fwd-keycheck-slow"), emu) as fwd:
+            r, dt = _timed_create(fwd, "SELECT 8 AS x", K2)
+            expect_status(r, 200, "creation when Nekt answers after the wait")
+            check(0.9 <= dt < 2.5, "the slug should come after the 1 s wait, came after %.2f s" % dt)
+            eq(fwd.page(jparse(r)["query_slug"], 1, key=K2), [{"x": 8}], "the rows of a query answered after the wait")
+            check("no answer from Nekt within 1 s" in fwd.stderr_text(), "the forwarder should say it answered after the wait")
 
 
 def test_nekt_v2_server_held_key():
@@ -404,9 +465,8 @@ def test_nekt_v2_server_held_key_rejected_upstream():
     """A server-held key that Nekt rejects: a clean JSON error naming the rejection."""
     emu = EMU.get()
     with attach(forwarder(emu, "v2", held=True, held_key="not-a-nekt-key"), emu) as fwd:
-        slug = fwd.create("SELECT 1 AS x", key=CLIENT_KEY)
-        r = fwd.results(slug, 1, key=CLIENT_KEY)
-        body = expect_error(r, (401, 403, 502), what="v2 bad server-held key")
+        r = fwd.create_resp({"sql_query": "SELECT 1 AS x"}, key=CLIENT_KEY)
+        body = expect_error(r, (401, 403), what="v2 bad server-held key, at creation")
         eq(body.get("error"), REJECTED, "error for a bad server-held key")
 
 
@@ -444,6 +504,9 @@ def test_nekt_fault_503_retried():
         log_count(emu, SQL_POST_RE.pattern, 3)
         eq(sql_posts(emu), [503, 503, 200], "upstream sql-query answers")
         check("retrying" in fwd.stderr_text(), "the forwarder should log its retries")
+        # Regression (issue 9): it logged "giving up after 3 attempt(s): success"
+        check("giving up" not in fwd.stderr_text(), "a retry that worked is no giving up:\n" + h.tail_text(fwd.stderr_text()))
+        check("POST /api/v1/sql-query/: succeeded at attempt 3" in fwd.stderr_text(), "the forwarder should say the third attempt worked")
 
 
 def test_nekt_fault_429_retry_after_honoured():
@@ -460,21 +523,34 @@ def test_nekt_fault_429_retry_after_honoured():
         check("retrying in 1000 ms" in fwd.stderr_text(), "the forwarder should say it waits 1000 ms")
 
 
-def _one_bad_answer(faults, details_has, status=502):
+def _one_bad_answer(faults, details_has, status=502, at_creation=True):
+    """An unusable sql-query answer: a clean 502 at creation when it is the creation's first
+    answer from Nekt (the key check), on the results request when the creation did not wait
+    (--upstream-key-check-wait 0)."""
     emu, fwd = pair(["--emulate-faults", faults])
     with emu, fwd:
-        slug = fwd.create("SELECT 1 AS x")
-        expect_exec_error(fwd.results(slug, 1), status, slug, details_has=details_has, what="v2 with %s" % faults)
+        if at_creation:
+            r = fwd.create_resp({"sql_query": "SELECT 1 AS x"})
+            body = expect_error(r, status, "Failed to create query", "v2 create with %s" % faults)
+            for frag in details_has:
+                check(frag.lower() in body.get("details", "").lower(), "details should mention %r: %s" % (frag, r.short()))
+        else:
+            slug = fwd.create("SELECT 1 AS x")
+            expect_exec_error(fwd.results(slug, 1), status, slug, details_has=details_has, what="v2 with %s" % faults)
         # a 200 with an unusable body is not a transient HTTP error: exactly one attempt
         log_count(emu, SQL_POST_RE.pattern, 1)
         eq(len(sql_posts(emu)), 1, "sql-query calls for an unusable 200 answer")
+        with attach(forwarder(emu, "v2", ["--upstream-key-check-wait", "0"], name="nekt-fwd-v2-nowait"), emu) as fwd0:
+            slug = fwd0.create("SELECT 1 AS x")
+            expect_exec_error(fwd0.results(slug, 1), status, slug, details_has=details_has, what="v2 with %s, no wait" % faults)
 
 
 def test_nekt_fault_truncated_once_then_recovers():
     emu, fwd = pair(["--emulate-faults", "path=/api/v1/sql-query/,body=truncate,first=1"])
     with emu, fwd:
-        bad = fwd.create("SELECT 1 AS x")
-        expect_exec_error(fwd.results(bad, 1), 502, bad, details_has=["invalid answer"], what="truncated sql-query answer")
+        r = fwd.create_resp({"sql_query": "SELECT 1 AS x"})
+        body = expect_error(r, 502, "Failed to create query", "truncated sql-query answer, at creation")
+        check("invalid answer" in body.get("details", ""), "details: %s" % r.short())
         compare(fwd, SQL_RANGE_250, [1, 3], "v2 query after a truncated answer")
 
 
@@ -483,7 +559,8 @@ def test_nekt_fault_garbage_body_is_clean_502():
 
 
 def test_nekt_fault_wrongtype_body_is_clean_502():
-    _one_bad_answer("path=/api/v1/sql-query/,body=wrongtype", ["state"])
+    # a JSON object: Nekt answered (the creation gets its slug); its fields are checked by the run
+    _one_bad_answer("path=/api/v1/sql-query/,body=wrongtype", ["state"], at_creation=False)
 
 
 def test_nekt_fault_empty_body_is_clean_502():
@@ -494,22 +571,94 @@ def test_nekt_fault_persistent_500_gives_up():
     emu, fwd = pair(["--emulate-faults", "path=/api/v1/sql-query/,status=500"], fwd_args=["--upstream-attempts", "2"])
     with emu, fwd:
         t0 = time.monotonic()
-        slug = fwd.create("SELECT 1 AS x")
-        expect_exec_error(fwd.results(slug, 1), 502, slug, details_has=["500"], what="persistent 500")
+        r = fwd.create_resp({"sql_query": "SELECT 1 AS x"})
+        body = expect_error(r, 502, "Failed to create query", "persistent 500, at creation")
+        check("500" in body.get("details", ""), "details: %s" % r.short())
         dt = time.monotonic() - t0
         check(dt < 5, "gave up after %.1f s (2 attempts should take well under 5 s)" % dt)
         log_count(emu, SQL_POST_RE.pattern, 2)
         eq(sql_posts(emu), [500, 500], "sql-query calls with --upstream-attempts 2")
 
 
+UPSTREAM_TIMEOUT = "Upstream did not answer in time"
+
+
 def test_nekt_fault_upstream_timeout_is_504():
+    """Regression (issue 9): an upstream timeout was a 504 in the execution-failure shape, the
+    shape of a query that ran past --query-timeout, so clients took it for the query's final
+    failure. It is a 504 in the generic shape: at creation ("Failed to create query") when it
+    is the creation's first answer from Nekt, on the results request otherwise."""
     emu, fwd = pair(["--emulate-faults", "path=/api/v1/sql-query/,latency_ms=2000"], fwd_args=["--upstream-timeout", "1", "--upstream-attempts", "2"])
     with emu, fwd:
         t0 = time.monotonic()
-        slug = fwd.create("SELECT 1 AS x")
-        expect_exec_error(fwd.results(slug, 1), 504, slug, details_has=["in time"], what="upstream timeout")
+        r = fwd.create_resp({"sql_query": "SELECT 1 AS x"})
+        body = expect_error(r, 504, "Failed to create query", "upstream timeout, at creation")
+        eq(sorted(body.keys()), ["details", "error"], "upstream timeout at creation: the generic shape")
+        check("in time" in body["details"], "details: %s" % r.short())
         dt = time.monotonic() - t0
         check(1.5 <= dt < 6, "a timeout after 2 attempts of 1 s took %.1f s" % dt)
+        args = ["--upstream-timeout", "1", "--upstream-attempts", "2", "--upstream-key-check-wait", "0"]
+        with attach(forwarder(emu, "v2", args, name="nekt-fwd-v2-nowait"), emu) as fwd0:
+            slug = fwd0.create("SELECT 1 AS x")
+            r = fwd0.results(slug, 1)
+            body = expect_error(r, 504, UPSTREAM_TIMEOUT, "upstream timeout on the results request")
+            eq(sorted(body.keys()), ["details", "error"], "upstream timeout: the generic shape, not the execution failure's")
+            check("in time" in body["details"], "details: %s" % r.short())
+
+
+def _closed_port():
+    import socket
+
+    sk = socket.socket()
+    sk.bind(("127.0.0.1", 0))
+    port = sk.getsockname()[1]
+    sk.close()
+    return port
+
+
+@h.timeout(120)
+def test_nekt_unreachable_upstream_is_502_and_the_cli_exits_5():
+    """Regression (issue 9): an unreachable upstream came back as an execution failure, so
+    `dapi query` exited 4 (the query failed) instead of 5 (unavailable), and scripts that retry
+    on 5 did not. Every path answers 502 with details that say Nekt cannot be reached: v2 at
+    creation (the creation waits for Nekt's first answer), v2 results (without that wait), v1
+    creation and a v1 page."""
+    url = "http://127.0.0.1:%d" % _closed_port()
+    base = ["--backend", "nekt", "--nekt-url", url, "--upstream-attempts", "2"]
+    with Server(args=base + ["--nekt-api", "v2"], keys=None, name="nekt-fwd-unreachable") as fwd:
+        r = fwd.create_resp({"sql_query": "SELECT 1 AS x"}, key=K1)
+        body = expect_error(r, 502, "Failed to create query", "v2 create, upstream unreachable")
+        check("cannot reach Nekt" in body.get("details", ""), "details: %s" % r.short())
+        rc, out, err = h.run_cli(["query", "--sql", "SELECT 1", "--retries", "0", "-q"], env={"DAPI_URL": "http://127.0.0.1:%d" % fwd.port, "DAPI_API_KEY": K1}, timeout=60)
+        fwd.touched.add(h.CURRENT_TEST)
+        eq(rc, 5, "`dapi query` exit status when Nekt cannot be reached (stderr %r)" % err)
+    with Server(args=base + ["--nekt-api", "v2", "--upstream-key-check-wait", "0"], keys=None, name="nekt-fwd-unreachable-nowait") as fwd:
+        slug = fwd.create("SELECT 1 AS x", key=K1)
+        expect_exec_error(fwd.results(slug, 1, key=K1), 502, slug, details_has=["cannot reach Nekt"], what="v2 results, upstream unreachable")
+    with Server(args=base + ["--nekt-api", "v1"], keys=None, name="nekt-fwd-unreachable-v1") as fwd:
+        r = fwd.create_resp({"sql_query": "SELECT 1 AS x"}, key=K1)
+        body = expect_error(r, 502, "Failed to start application", "v1 create, upstream unreachable")
+        check("cannot reach Nekt" in body.get("details", ""), "details: %s" % r.short())
+    # a v1 page once Nekt is gone
+    emu = emulator(name="nekt-emu-gone")
+    with emu:
+        with attach(forwarder(emu, "v1", ["--upstream-attempts", "2"], name="nekt-fwd-v1-gone"), emu) as fwd:
+            slug = fwd.create("SELECT 1 AS x")
+            emu.stop()
+            expect_exec_error(fwd.results(slug, 1), 502, slug, details_has=["cannot reach Nekt"], what="v1 page, upstream gone")
+
+
+@h.timeout(60)
+def test_nekt_v1_upstream_timeout_on_a_page_is_504():
+    """The v1 page of a query whose execution status Nekt does not give in time: 504 in the
+    generic shape, not the execution-failure shape (that one is --query-timeout's)."""
+    faults = "path=/api/v1/explorer/queries/,method=GET,latency_ms=2000"
+    emu, fwd = pair(["--emulate-faults", faults], api="v1", fwd_args=["--upstream-timeout", "1", "--upstream-attempts", "1"])
+    with emu, fwd:
+        slug = fwd.create("SELECT 1 AS x")
+        r = fwd.results(slug, 1)
+        body = expect_error(r, 504, UPSTREAM_TIMEOUT, "v1 page when Nekt does not answer in time")
+        eq(sorted(body.keys()), ["details", "error"], "v1 upstream timeout: the generic shape")
 
 
 def test_nekt_fault_expired_url_once_reexecutes():
@@ -684,7 +833,8 @@ def _interrupted_v2_run(held):
     emu = emulator("--emulate-faults", "path=/api/v1/sql-query/,latency_ms=1500,status=503,first=1", name="nekt-emu-interrupt")
     key = CLIENT_KEY if held else K1
     with emu:
-        with attach(forwarder(emu, "v2", held=held), emu) as fwd:
+        # the creation must not wait for Nekt's first answer, which comes after the stop
+        with attach(forwarder(emu, "v2", ["--upstream-key-check-wait", "0"], held=held), emu) as fwd:
             slug = fwd.create(SQL_RANGE_250, key=key)
             time.sleep(0.4)
             fwd.stop()
@@ -793,8 +943,9 @@ def test_nekt_limit_max_upstream_response_bytes():
     # 2,000 rows at 100 rows per file: 20 presigned URLs, well over 1024 bytes of answer.
     emu, fwd = pair(["--emulate-rows-per-file", "100"], fwd_args=["--max-upstream-response-bytes", "1024"])
     with emu, fwd:
-        slug = fwd.create("SELECT i FROM range(2000) t(i) ORDER BY i")
-        expect_exec_error(fwd.results(slug, 1), 502, slug, details_has=["too large"], what="sql-query answer over --max-upstream-response-bytes")
+        r = fwd.create_resp({"sql_query": "SELECT i FROM range(2000) t(i) ORDER BY i"})
+        body = expect_error(r, 502, "Failed to create query", "sql-query answer over --max-upstream-response-bytes")
+        check("too large" in body.get("details", ""), "details: %s" % r.short())
         eq(fwd.query("SELECT 3 AS x"), [{"x": 3}], "a one-file answer under the cap")
 
 

@@ -3,6 +3,8 @@ crash safety of materialised results, graceful shutdown, start-up errors, CLI ba
 
 import json
 import os
+import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -380,6 +382,82 @@ def test_bad_flags_fail_at_start():
     ]
     bad = [m for m in (_start_expect_failure(*c) for c in cases) if m]
     check(not bad, "%d of %d bad configurations not rejected properly:\n  %s" % (len(bad), len(cases), "\n  ".join(bad)))
+
+
+def _start_status(extra, env=None, replace=None):
+    """Starts `dapi serve` expecting it to stop at once; returns (exit status, output)."""
+    data, state = h.tmpdir("cfg-data"), h.tmpdir("cfg-state")
+    base = {"--host": "127.0.0.1", "--port": "0", "--data-dir": data, "--state-dir": state}
+    base.update(replace or {})
+    args = [h.BIN, "serve"]
+    for k, v in base.items():
+        args += [k, v]
+    args += extra
+    e = h.base_env()
+    e["DAPI_API_KEYS"] = "it-cfg-key"
+    e.update(env or {})
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, cwd=h.tmpdir("cwd-cfg"), start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        return None, (out + err).decode("utf-8", "replace")
+    return p.returncode, (out + err).decode("utf-8", "replace")
+
+
+def test_configuration_errors_exit_2():
+    """Regression (issue 9): every configuration error exits 2, as docs/configuration.md says
+    — --memory-limit lots, a bad --emulate-faults, a missing --data-dir and other unusable
+    paths exited 1 — with one line naming the setting and what it accepts (the environment
+    variables' messages gave no range); a server that cannot start for another reason (its
+    port is taken) exits 1."""
+    a_file = os.path.join(h.tmpdir("cfg-file"), "plain-file")
+    h.write_file(a_file, "not a directory\n")
+    lake = h.tmpdir("cfg-lake")
+    cases = [
+        (["--memory-limit", "lots"], None, None, ["--memory-limit", "'lots'", "a size in bytes"]),
+        ([], {"DAPI_MEMORY_LIMIT": "lots"}, None, ["DAPI_MEMORY_LIMIT", "a size in bytes"]),
+        ([], {"DAPI_WORKERS": "0"}, None, ["DAPI_WORKERS", "an integer from 1 to 256"]),
+        ([], {"DAPI_BACKEND": "s3"}, None, ["DAPI_BACKEND", "one of local|nekt"]),
+        ([], {"DAPI_EMULATE_NEKT": "maybe"}, None, ["DAPI_EMULATE_NEKT", "true or false"]),
+        (["--emulate-nekt", "--emulate-faults", "foo=bar"], None, None,
+         ["--emulate-faults", "foo=bar", "keys: path, method, first, rate, seed, status, retry_after, latency_ms, body, expire"]),
+        (["--emulate-nekt", "--emulate-faults", "status=abc"], None, None, ["--emulate-faults", "an HTTP status from 100 to 599"]),
+        (["--emulate-faults", "path"], None, None, ["--emulate-faults", "not key=value"]),
+        ([], None, {"--data-dir": "/nonexistent/it-data"}, ["--data-dir"]),
+        ([], None, {"--data-dir": a_file}, ["--data-dir"]),
+        ([], None, {"--state-dir": a_file}, ["--state-dir"]),
+        ([], None, {"--state-dir": os.path.join(lake, "state")}, ["state dir", "data dir"]),
+        (["--api-keys-file", "/nonexistent/it-keys"], None, None, ["api-keys-file"]),
+        (["--backend", "nekt", "--emulate-nekt"], None, None, ["--emulate-nekt"]),
+        (["--backend", "nekt", "--nekt-url", "ftp://example.com"], None, None, ["--nekt-url", "http:// or https://"]),
+    ]
+    bad = []
+    for extra, env, replace, says in cases:
+        if replace and replace.get("--state-dir", "").startswith(lake):
+            replace = dict(replace, **{"--data-dir": lake})
+        rc, text = _start_status(extra, env, replace)
+        what = " ".join(extra) + (" env %r" % env if env else "") + (" %r" % replace if replace else "")
+        lines = [l for l in text.splitlines() if l.strip()]
+        if rc != 2:
+            bad.append("%s: exit status %s, expected 2: %r" % (what, rc, text[-300:]))
+        elif len(lines) != 1:
+            bad.append("%s: expected a one-line message: %r" % (what, lines[:4]))
+        else:
+            missing = [w for w in says if w not in lines[0]]
+            if missing:
+                bad.append("%s: the message lacks %r: %r" % (what, missing, lines[0]))
+    check(not bad, "%d of %d configuration errors:\n  %s" % (len(bad), len(cases), "\n  ".join(bad)))
+    # not a configuration error: the port is in use -> 1
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        rc, text = _start_status([], None, {"--port": str(taken.getsockname()[1])})
+    finally:
+        taken.close()
+    eq(rc, 1, "exit status when the port is in use (output %r)" % text[-300:])
 
 
 def test_env_configures_and_flags_win():

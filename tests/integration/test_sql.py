@@ -45,6 +45,24 @@ def test_syntax_error_has_details():
         check("syntax error" in _details(body).lower(), "details should carry DuckDB's parser message: %r" % body)
 
 
+def test_error_says_line_and_column():
+    """Regression (issue 9): DuckDB's caret line, once the details were printed on one line
+    (as `dapi query` does), pointed at nothing. The details now say the line and the column
+    up front, and keep DuckDB's lines (the query's line and the caret under the error)."""
+    for sql, where, block in (
+        ("SELECT 1 AS a,\n  2 +\nFROM range(3)", "Parser Error at line 3, column 1: ", "\n\nLINE 3: FROM range(3)\n        ^"),
+        ("SELECT\n\tnope_col_z\nFROM range(3)", "Binder Error at line 2, column 2: ", "\n\nLINE 2: \tnope_col_z\n        ^"),
+    ):
+        d = _details(_create_error(sql))
+        check(d.startswith(where), "details should start with %r: %r" % (where, d))
+        check(d.endswith(block), "details should keep DuckDB's LINE block %r: %r" % (block, d))
+    # a run-time error too: the execution-failure shape
+    s = _srv()
+    slug = s.create("SELECT 1 AS a,\n       CAST('x' AS INTEGER) AS b")
+    body = expect_error(s.results(slug, 1), 400, "Query execution failed")
+    check(_details(body).startswith("Conversion Error at line 2, column 8: "), "run-time details: %r" % body)
+
+
 def test_misspelled_keyword_is_a_syntax_error():
     body = _create_error("SELEC 1")
     check("syntax error" in _details(body).lower(), "details should carry DuckDB's parser message: %r" % body)

@@ -67,8 +67,45 @@ static void test_exec_error_body(void)
     free(details);
 }
 
+/* Details are never dropped: longer than DAPI_DETAILS_MAX, they are cut to a prefix that ends
+ * with a whole character, followed by a note with both sizes. */
+static void test_bounded_details(void)
+{
+    char *owned = NULL;
+    T_CHECK(dapi_bounded_details(NULL, &owned) == NULL && owned == NULL, "NULL stays NULL");
+    const char *small = "near FROM";
+    T_CHECK(dapi_bounded_details(small, &owned) == small && owned == NULL, "short: unchanged");
+    char *exact = repeat('x', DAPI_DETAILS_MAX);
+    T_CHECK(dapi_bounded_details(exact, &owned) == exact && owned == NULL, "at the bound");
+    free(exact);
+    /* 40,000 U+0001 (each 6 bytes of JSON): the case of the issue */
+    char *ctl = repeat('\x01', 40000);
+    const char *d = dapi_bounded_details(ctl, &owned);
+    T_CHECK(d && d == owned, "a cut copy");
+    char note[128];
+    snprintf(note, sizeof note, " ... (cut to its first %d of 40000 bytes)", DAPI_DETAILS_MAX);
+    T_CHECK(d && strlen(d) == DAPI_DETAILS_MAX + strlen(note) &&
+                strcmp(d + DAPI_DETAILS_MAX, note) == 0,
+            "the prefix and the note: %s", d ? d + DAPI_DETAILS_MAX : "(null)");
+    size_t n = 0;
+    char *body = dapi_error_body("Invalid SQL query", d, 256 * 1024, &n);
+    T_CHECK(body != NULL, "the body with cut details fits its cap");
+    free(body);
+    free(owned);
+    free(ctl);
+    /* a multi-byte character across the bound is left out whole */
+    char *mb = repeat('a', DAPI_DETAILS_MAX + 10);
+    memcpy(mb + DAPI_DETAILS_MAX - 1, "\xe2\x82\xac", 3); /* U+20AC from byte MAX-1 to MAX+1 */
+    d = dapi_bounded_details(mb, &owned);
+    T_CHECK(d && strncmp(d + DAPI_DETAILS_MAX - 1, " ... (cut to its first", 22) == 0,
+            "cut before the euro sign: [%.40s]", d ? d + DAPI_DETAILS_MAX - 4 : "(null)");
+    free(owned);
+    free(mb);
+}
+
 int main(void)
 {
+    test_bounded_details();
     test_error_body();
     test_exec_error_body();
     T_DONE();

@@ -1,9 +1,12 @@
 /* The backends driven directly through their ops, without an HTTP server: each call's
  * outcome is caught by the test's own dapi_backend_done callback. The local backend runs on a
  * real engine, pools and registry over a small lake; the Nekt backend on an upstream that
- * refuses connections. */
+ * refuses connections and on a canned one (its key check at creation). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -313,6 +316,186 @@ out:
 
 /* ---- the Nekt backend -------------------------------------------------------------- */
 
+/* A canned upstream on 127.0.0.1: every request is answered, after `delay_ms`, with `status`
+ * and `body` (one request per connection); `calls` counts them. */
+static struct {
+    int fd, port;
+    pthread_t thread;
+    atomic_int calls, status, delay_ms, stop;
+    char body[512];
+} up;
+
+static void *upstream_run(void *arg)
+{
+    while(!atomic_load(&up.stop)) {
+        int c = accept(up.fd, NULL, NULL);
+        if(c < 0)
+            continue;
+        char buf[8192];
+        size_t got = 0;
+        ssize_t n;
+        /* the head, then Content-Length bytes of body */
+        while(got < sizeof buf - 1 && (n = read(c, buf + got, sizeof buf - 1 - got)) > 0) {
+            got += (size_t)n;
+            buf[got] = '\0';
+            char *end = strstr(buf, "\r\n\r\n");
+            if(!end)
+                continue;
+            char *cl = strcasestr(buf, "content-length:");
+            size_t want = cl ? (size_t)atol(cl + 15) : 0;
+            if(got >= (size_t)(end + 4 - buf) + want)
+                break;
+        }
+        atomic_fetch_add(&up.calls, 1);
+        dapi_clock_sleep_ms(atomic_load(&up.delay_ms));
+        char resp[1024];
+        int len = snprintf(resp, sizeof resp,
+                           "HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: "
+                           "%zu\r\nConnection: close\r\n\r\n%s",
+                           atomic_load(&up.status), strlen(up.body), up.body);
+        if(write(c, resp, (size_t)len) < 0)
+            T_CHECK(0, "upstream write");
+        close(c);
+    }
+    return NULL;
+}
+
+static int upstream_start(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    up.fd = socket(AF_INET, SOCK_STREAM, 0);
+    if(up.fd < 0 || bind(up.fd, (struct sockaddr *)&a, sizeof a) || listen(up.fd, 16) ||
+       getsockname(up.fd, (struct sockaddr *)&a, &alen))
+        return -1;
+    struct timeval tv = {0, 100 * 1000}; /* accept wakes up to see stop */
+    setsockopt(up.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    up.port = ntohs(a.sin_port);
+    return pthread_create(&up.thread, NULL, upstream_run, NULL);
+}
+
+static void upstream_stop(void)
+{
+    atomic_store(&up.stop, 1);
+    pthread_join(up.thread, NULL);
+    close(up.fd);
+}
+
+static void upstream_answer(int status, const char *body, int delay_ms)
+{
+    atomic_store(&up.status, status);
+    snprintf(up.body, sizeof up.body, "%s", body);
+    atomic_store(&up.delay_ms, delay_ms);
+}
+
+/* POST with a given client key (forwarded upstream); returns the ms it took to answer. */
+static int64_t create_as(struct parts *p, const char *sql, const char *client_key,
+                         struct caught *c)
+{
+    unsigned char kh[DAPI_KEY_HASH_LEN];
+    key(client_key, kh);
+    struct dapi_reply rp = catcher(c);
+    T_EQ_INT(dapi_queries_admit(p->queries, kh), DAPI_OK);
+    int64_t t0 = dapi_clock_mono_ms();
+    p->b->ops->create(p->state, strdup(sql), client_key, kh, rp);
+    T_EQ_INT(await(c), 1);
+    return dapi_clock_mono_ms() - t0;
+}
+
+/* v2's key check at creation (--upstream-key-check-wait 1), forwarding client keys. */
+static void test_nekt_key_check(void)
+{
+    struct parts p;
+    struct caught c;
+    char url[64], slug[64];
+    unsigned char kh[DAPI_KEY_HASH_LEN];
+    if(upstream_start()) {
+        T_CHECK(0, "the canned upstream starts");
+        return;
+    }
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", up.port);
+    char *args[] = {"--nekt-url", url, "--upstream-attempts", "1", "--upstream-key-check-wait",
+                    "1", "--result-wait", "20"};
+    if(parts_start(&p, "nekt", args, 8))
+        goto out;
+
+    /* a key Nekt refuses: 401 at creation, the reference's words, no query left, slot back */
+    upstream_answer(401, "{\"detail\":\"Invalid API key.\"}", 0);
+    create_as(&p, "SELECT 1", "bad-key", &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_EQ_INT(c.err, DAPI_ERR_AUTH);
+    T_EQ_INT(c.status, 401);
+    T_EQ_STR(c.message, "The Nekt API rejected the API key");
+    T_CHECK(strstr(c.details, "Nekt answered 401") != NULL, "details: %s", c.details);
+    caught_free(&c);
+    key("bad-key", kh);
+    T_EQ_INT(dapi_queries_active(p.queries, kh), 0);
+
+    /* a failing upstream: its failure at creation, the generic shape */
+    upstream_answer(500, "{\"detail\":\"boom\"}", 0);
+    create_as(&p, "SELECT 1", "key-a", &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_EQ_INT(c.err, DAPI_ERR_UPSTREAM);
+    T_EQ_INT(c.status, 502);
+    T_EQ_STR(c.message, "Failed to create query");
+    T_CHECK(strstr(c.details, "Nekt answered 500") != NULL, "details: %s", c.details);
+    caught_free(&c);
+
+    /* Nekt answers (a failed query): the slug, the key remembered, the run's outcome kept */
+    upstream_answer(200, "{\"state\":\"FAILED\",\"error\":\"no such table\"}", 300);
+    int calls = atomic_load(&up.calls);
+    int64_t ms = create_as(&p, "SELECT 2", "key-a", &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    T_CHECK(ms >= 250, "the creation waited for Nekt's answer (300 ms): %lld ms", (long long)ms);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    key("key-a", kh);
+    results(&p, slug, 1, kh, &c); /* (the helper sends "client-key": the owner is the hash) */
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED);
+    T_EQ_INT(c.err, DAPI_ERR_SQL);
+    T_EQ_STR(c.details, "no such table");
+    caught_free(&c);
+    T_EQ_INT(atomic_load(&up.calls) - calls, 1); /* the creation's call is the run's */
+
+    /* the same key again while Nekt is slow: answered at once */
+    upstream_answer(200, "{\"state\":\"FAILED\",\"error\":\"slow\"}", 3000);
+    ms = create_as(&p, "SELECT 3", "key-a", &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    T_CHECK(ms < 1000, "a key Nekt accepted lately: %lld ms", (long long)ms);
+    caught_free(&c);
+    /* a new key while Nekt is slow: the slug after the wait (1 s), and the run goes on */
+    ms = create_as(&p, "SELECT 4", "key-b", &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    T_CHECK(ms >= 900 && ms < 2500, "after the wait (1 s), not Nekt's answer (3 s): %lld ms",
+            (long long)ms);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    key("key-b", kh);
+    results(&p, slug, 1, kh, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED);
+    T_EQ_STR(c.details, "slow");
+    caught_free(&c);
+
+    /* a key refused after it was accepted is forgotten: checked again at its next creation */
+    upstream_answer(403, "{\"detail\":\"revoked\"}", 0);
+    create_as(&p, "SELECT 5", "key-a", &c); /* remembered: the slug at once, the run fails */
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    key("key-a", kh);
+    results(&p, slug, 1, kh, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED);
+    T_EQ_INT(c.err, DAPI_ERR_FORBIDDEN); /* Nekt's 403 to the call itself: the key, not a URL */
+    caught_free(&c);
+    create_as(&p, "SELECT 6", "key-a", &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_EQ_INT(c.status, 403);
+    caught_free(&c);
+out:
+    parts_stop(&p);
+    upstream_stop();
+}
+
 static void test_nekt(void)
 {
     struct parts p;
@@ -321,21 +504,42 @@ static void test_nekt(void)
     char slug[64], err[256];
     key("alice", alice);
 
-    /* a URL that is not http(s) is refused by start */
+    /* a URL that is not http(s) is refused by the settings (exit 2), and by start too */
     const struct dapi_backend *b = dapi_backend_find("nekt");
     struct dapi_config cfg;
     char *bad[] = {"--nekt-url", "ftp://example.com"};
-    T_EQ_INT(dapi_config_load(&cfg, 2, bad, err, sizeof err), DAPI_OK);
+    T_EQ_INT(dapi_config_load(&cfg, 2, bad, err, sizeof err), DAPI_ERR_INVALID);
+    T_CHECK(strstr(err, "--nekt-url") != NULL, "reason: %s", err);
+    dapi_config_free(&cfg);
+    T_EQ_INT(dapi_config_load(&cfg, 0, NULL, err, sizeof err), DAPI_OK);
+    free(cfg.nekt_url);
+    cfg.nekt_url = strdup("ftp://example.com");
     struct dapi_backend_env env = {.cfg = &cfg};
     void *state = NULL;
     T_CHECK(b && b->ops->start(&env, &state, err, sizeof err) != 0, "ftp URL refused");
     T_CHECK(strstr(err, "--nekt-url") != NULL, "reason: %s", err);
     dapi_config_free(&cfg);
 
-    /* v2 against an upstream that refuses connections: the slug at once, then the failure */
+    /* v2 against an upstream that refuses connections: 502 at creation (it waits for Nekt's
+     * first answer), and nothing is left of the query */
     setenv("DAPI_NEKT_API_KEY", "server-key", 1);
     char *args[] = {"--nekt-url", "http://127.0.0.1:1", "--upstream-attempts", "1"};
     if(parts_start(&p, "nekt", args, 4))
+        goto out;
+    create(&p, "SELECT 1", alice, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_EQ_INT(c.err, DAPI_ERR_UPSTREAM);
+    T_EQ_INT(c.status, 502);
+    T_EQ_STR(c.message, "Failed to create query");
+    T_CHECK(strstr(c.details, "cannot reach Nekt") != NULL, "details: %s", c.details);
+    caught_free(&c);
+    T_EQ_INT(dapi_queries_active(p.queries, alice), 0);
+    parts_stop(&p);
+
+    /* without the wait (--upstream-key-check-wait 0): the slug at once, then the failure */
+    char *args0[] = {"--nekt-url", "http://127.0.0.1:1", "--upstream-attempts", "1",
+                     "--upstream-key-check-wait", "0"};
+    if(parts_start(&p, "nekt", args0, 6))
         goto out;
     create(&p, "SELECT 1", alice, &c);
     T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
@@ -350,6 +554,21 @@ static void test_nekt(void)
 out:
     unsetenv("DAPI_NEKT_API_KEY");
     parts_stop(&p);
+}
+
+/* An upstream timeout is not a failure of the query: the generic shape, 504. */
+static void test_upstream_timeout_outcome(void)
+{
+    struct caught c;
+    dapi_reply_failed(catcher(&c), DAPI_ERR_UPSTREAM_TIMEOUT, 0, "Nekt did not answer in time",
+                      "dapi-query-x", "1");
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_EQ_INT(c.err, DAPI_ERR_UPSTREAM_TIMEOUT);
+    T_EQ_STR(c.details, "Nekt did not answer in time");
+    caught_free(&c);
+    dapi_reply_failed(catcher(&c), DAPI_ERR_TIMEOUT, 0, "ran too long", "dapi-query-x", "1");
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED); /* the query's own time limit stays a failure */
+    caught_free(&c);
 }
 
 static void test_registry(void)
@@ -395,6 +614,8 @@ int main(void)
     test_registry();
     test_local();
     test_nekt();
+    test_nekt_key_check();
+    test_upstream_timeout_outcome();
 
     t_rm_rf(root);
     T_DONE();

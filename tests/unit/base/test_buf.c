@@ -276,6 +276,32 @@ static void test_ignored_results_never_give_a_tail(void)
     dapi_buf_free(&b);
 }
 
+/* A bounded append: whole when short enough, else a prefix ending with a whole character and
+ * the note with both sizes; sticky like every append. */
+static void test_add_cut(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 1024);
+    T_EQ_INT(dapi_buf_add_cut(&b, "abc", 3), DAPI_OK);
+    T_EQ_STR(b.data, "abc");
+    dapi_buf_reset(&b);
+    T_EQ_INT(dapi_buf_add_cut(&b, "abcdef", 4), DAPI_OK);
+    T_EQ_STR(b.data, "abcd ... (cut to its first 4 of 6 bytes)");
+    dapi_buf_reset(&b);
+    /* "a€b": the euro sign is bytes 1..3; a cut at 2 or 3 leaves it out whole */
+    T_EQ_INT(dapi_buf_add_cut(&b, "a\xe2\x82\xac" "b", 3), DAPI_OK);
+    T_EQ_STR(b.data, "a ... (cut to its first 1 of 5 bytes)");
+    dapi_buf_reset(&b);
+    T_EQ_INT(dapi_buf_add_cut(&b, "a\xe2\x82\xac" "b", 4), DAPI_OK);
+    T_EQ_STR(b.data, "a\xe2\x82\xac ... (cut to its first 4 of 5 bytes)");
+    dapi_buf_free(&b);
+    /* over the buffer's own cap: the sticky error, as any append */
+    dapi_buf_init(&b, 8);
+    T_EQ_INT(dapi_buf_add_cut(&b, "abcdefghij", 5), DAPI_ERR_TOO_LARGE);
+    T_CHECK(b.data == NULL, "failed buffer has no data");
+    dapi_buf_free(&b);
+}
+
 int main(void)
 {
     test_init_empty();
@@ -287,5 +313,6 @@ int main(void)
     test_take();
     test_sticky_error();
     test_ignored_results_never_give_a_tail();
+    test_add_cut();
     T_DONE();
 }

@@ -43,6 +43,10 @@ static void test_table_values(void)
     T_EQ_STR(dapi_err_message(DAPI_ERR_SHUTDOWN), "Server shutting down");
     T_EQ_INT(dapi_err_retry_after(DAPI_ERR_SHUTDOWN), 5);
     T_EQ_INT(dapi_err_status(DAPI_ERR_RATE), 429);
+    T_EQ_INT(dapi_err_status(DAPI_ERR_UPSTREAM), 502);
+    T_EQ_INT(dapi_err_status(DAPI_ERR_UPSTREAM_TIMEOUT), 504);
+    T_EQ_STR(dapi_err_message(DAPI_ERR_UPSTREAM_TIMEOUT), "Upstream did not answer in time");
+    T_EQ_INT(dapi_err_retry_after(DAPI_ERR_UPSTREAM_TIMEOUT), 0);
     /* the execution context: only NOT_FOUND and RATE differ, both 500 */
     T_EQ_INT(dapi_err_status(DAPI_ERR_NOT_FOUND), 404);
     T_EQ_INT(dapi_err_exec_status(DAPI_ERR_NOT_FOUND), 500);
@@ -84,13 +88,20 @@ static void test_answer(void)
     T_EQ_MEM(p, n, "{\"details\":\"near \\\"FROM\\\"\",\"error\":\"Invalid SQL query\"}");
     free(p);
 
-    /* details over the 256 KiB cap: the message alone */
+    /* details over the 256 KiB cap: cut to their first DAPI_DETAILS_MAX bytes with a note,
+     * never dropped (they used to be: the message alone) */
     size_t big = 300 * 1024;
     char *huge = malloc(big + 1);
     memset(huge, 'x', big);
     huge[big] = '\0';
     p = dapi_err_answer(DAPI_ERR_SQL, huge, &status, ra, &n);
-    T_EQ_MEM(p, n, "{\"error\":\"Invalid SQL query\"}");
+    char tail[128];
+    snprintf(tail, sizeof tail, "x ... (cut to its first %d of %zu bytes)\",\"error\":\"Invalid "
+             "SQL query\"}", DAPI_DETAILS_MAX, big);
+    T_CHECK(p && strncmp(p, "{\"details\":\"xxx", 15) == 0 && n > strlen(tail) &&
+                strcmp(p + n - strlen(tail), tail) == 0 &&
+                n == strlen("{\"details\":\"") + DAPI_DETAILS_MAX + strlen(tail) - 1,
+            "cut details: %.60s…%s", p ? p : "(null)", p && n > 80 ? p + n - 80 : "");
     free(p);
     free(huge);
 }

@@ -124,6 +124,28 @@ static void test_env_and_precedence(void)
     T_EQ_INT(dapi_config_load(&c, 0, NULL, err, sizeof err), DAPI_ERR_INVALID);
     T_CHECK(strstr(err, "DAPI_LOG_FORMAT") != NULL, "env error names DAPI_LOG_FORMAT: [%s]", err);
     dapi_config_free(&c);
+    /* Regression (issue 9): a variable's error says what is accepted, as the flag's does. */
+    clear_dapi_env();
+    static const struct {
+        const char *var, *value, *says;
+    } hints[] = {
+        {"DAPI_WORKERS", "0", "invalid value for DAPI_WORKERS: '0' (an integer from 1 to 256)"},
+        {"DAPI_LOG_FORMAT", "xml", "invalid value for DAPI_LOG_FORMAT: 'xml' (one of text|json)"},
+        {"DAPI_EMULATE_NEKT", "maybe", "invalid value for DAPI_EMULATE_NEKT: 'maybe' (true or "
+                                       "false)"},
+        {"DAPI_MEMORY_LIMIT", "lots", "invalid value for DAPI_MEMORY_LIMIT: 'lots' (a size in "
+                                      "bytes, or with a unit"},
+        {"DAPI_NEKT_URL", "ftp://x", "invalid value for DAPI_NEKT_URL: 'ftp://x' (an http:// or "
+                                     "https:// URL)"},
+    };
+    for(size_t i = 0; i < N(hints); i++) {
+        setenv(hints[i].var, hints[i].value, 1);
+        T_EQ_INT(dapi_config_load(&c, 0, NULL, err, sizeof err), DAPI_ERR_INVALID);
+        T_CHECK(strstr(err, hints[i].says) != NULL, "%s=%s: [%s], want [%s]", hints[i].var,
+                hints[i].value, err, hints[i].says);
+        dapi_config_free(&c);
+        unsetenv(hints[i].var);
+    }
 
     clear_dapi_env();
     T_EQ_INT(dapi_config_load(&c, 0, NULL, err, sizeof err), DAPI_OK);
@@ -224,6 +246,12 @@ static void test_rejected(void)
         {{"--data-dir="}, "--data-dir", NULL},
         {{"--state-dir", ""}, "--state-dir", NULL},
         {{"--api-keys-file="}, "--api-keys-file", NULL},
+        {{"--memory-limit", "lots"}, "--memory-limit", "a size in bytes, or with a unit"},
+        {{"--memory-limit", "80%"}, "--memory-limit", "'80%'"},
+        {{"--memory-limit", "0"}, "--memory-limit", NULL},
+        {{"--memory-limit", ""}, "--memory-limit", NULL},
+        {{"--nekt-url", "api.nekt.ai"}, "--nekt-url", "an http:// or https:// URL"},
+        {{"--nekt-url", "ftp://example.com"}, "--nekt-url", NULL},
     };
     for(size_t i = 0; i < N(cases); i++) {
         struct dapi_config c;

@@ -138,6 +138,25 @@ static void test_parse_errors(void)
         if(rc == 0)
             dapi_faults_free(f);
     }
+    /* An unknown key or a missing '=' lists the keys; a bad value says what the key takes. */
+    static const struct {
+        const char *spec, *says;
+    } hints[] = {
+        {"foo=bar", "(keys: path, method, first, rate, seed, status, retry_after, latency_ms, "
+                    "body, expire)"},
+        {"path", "is not key=value (keys: path, method,"},
+        {"status=abc", "(status: an HTTP status from 100 to 599)"},
+        {"body=nope", "(body: truncate, garbage, wrongtype or empty)"},
+        {"rate=2", "(rate: a probability from 0 to 1)"},
+        {"expire=2", "(expire: 0 or 1)"},
+    };
+    for(size_t i = 0; i < sizeof hints / sizeof hints[0]; i++) {
+        struct dapi_faults *f = NULL;
+        char err[512] = "";
+        T_EQ_INT(dapi_faults_parse(&f, hints[i].spec, err, sizeof err), -1);
+        T_CHECK(strstr(err, hints[i].says) != NULL, "\"%s\": error says '%s': [%s]",
+                hints[i].spec, hints[i].says, err);
+    }
     /* A tiny error buffer is not overrun and stays a string. */
     char small[8];
     memset(small, 'x', sizeof small);

@@ -547,6 +547,80 @@ static void test_timetz(void)
     }
 }
 
+/* Regression (issue 9): DuckDB's caret under the error pointed at nothing once the details
+ * were shown on one line; the message now says the line and column up front, and keeps the
+ * LINE block. The pure cases are DuckDB 1.4.4's own messages. */
+static void test_error_position(void)
+{
+    static const struct {
+        const char *msg, *sql, *want; /* want NULL: no position can be given */
+    } cases[] = {
+        {"Parser Error: syntax error at or near \"FROM\"\n\nLINE 2: FROM x WHERE\n        ^",
+         "SELECT 1 +\nFROM x WHERE",
+         "Parser Error at line 2, column 1: syntax error at or near \"FROM\"\n\nLINE 2: FROM x "
+         "WHERE\n        ^"},
+        {"Binder Error: Referenced column \"y\" not found in FROM clause!\nCandidate bindings: "
+         "\"x\"\n\nLINE 2: SELECT y FROM t\n               ^",
+         "WITH t AS (SELECT 1 x)\nSELECT y FROM t",
+         "Binder Error at line 2, column 8: Referenced column \"y\" not found in FROM clause!\n"
+         "Candidate bindings: \"x\"\n\nLINE 2: SELECT y FROM t\n               ^"},
+        /* a tab takes no display column: the caret is 2 columns in, foo is character 5 */
+        {"Binder Error: Referenced column \"foo\" was not found because the FROM clause is "
+         "missing\n\nLINE 2: \t1,\tfoo\n          ^",
+         "SELECT\n\t1,\tfoo", "Binder Error at line 2, column 5: "},
+        /* \r\n line ends */
+        {"Binder Error: x\n\nLINE 3:   nope\n          ^", "SELECT 1,\r\n  2,\r\n  nope",
+         "Binder Error at line 3, column 3: "},
+        /* a window of a long line, "..." at its start */
+        {"Binder Error: Referenced column \"nope\" not found in FROM clause!\n\nLINE 1: ...      "
+         "+ nope FROM (SELECT 1 x)\n                   ^",
+         "SELECT x                    + nope FROM (SELECT 1 x)",
+         "Binder Error at line 1, column 31: "},
+        /* a window with "..." at its end */
+        {"Binder Error: Referenced column \"c1\" not found\n\nLINE 1: SELECT c0, c1, c2,...\n"
+         "                   ^",
+         "SELECT c0, c1, c2, c3, c4 FROM t", "Binder Error at line 1, column 12: "},
+        /* wide characters before the caret: the line only */
+        {"Binder Error: x\n\nLINE 1: SELECT '\xc3\xa9\xe6\x97\xa5' AS a, foo\n"
+         "                       ^",
+         "SELECT '\xc3\xa9\xe6\x97\xa5' AS a, foo", "Binder Error at line 1: x"},
+        /* the caret after the last character (end of input) */
+        {"Parser Error: syntax error at end of input\n\nLINE 1: SELECT 1 +\n                  ^",
+         "SELECT 1 +", "Parser Error at line 1, column 11: "},
+        /* no LINE block; a block that is not the query's (a wrapped query); not a line */
+        {"Parser Error: syntax error at end of input", "SELECT 1 +", NULL},
+        {"Conversion Error: x\n\nLINE 1: SELECT * REPLACE (\n       ^", "SELECT 1", NULL},
+        {"Binder Error: x\n\nLINE 9: SELECT 1\n        ^", "SELECT 1", NULL},
+        {"Binder Error: x\n\nLINE 1: SELECT 1\n   ^", "SELECT 1", NULL},
+        {"Binder Error: x\n\nLINE 1: SELECT 1", "SELECT 1", NULL},
+        /* no "<Kind> Error: " prefix: after the first line */
+        {"something odd\nmore\n\nLINE 1: SELECT 1\n               ^", "SELECT 1",
+         "something odd (at line 1, column 8)\nmore"},
+    };
+    for(size_t i = 0; i < N(cases); i++) {
+        char *got = dapi_engine_locate_error(cases[i].msg, cases[i].sql);
+        if(!cases[i].want)
+            T_CHECK(got == NULL, "case %zu: no position, got [%s]", i, got ? got : "");
+        else
+            T_CHECK(got && strncmp(got, cases[i].want, strlen(cases[i].want)) == 0,
+                    "case %zu:\n  got  [%s]\n  want [%s…]", i, got ? got : "(null)",
+                    cases[i].want);
+        free(got);
+    }
+    /* through the check and the run, on DuckDB's real messages */
+    char *msg = NULL;
+    T_EQ_INT(check("SELECT 1 +\nFROM range(3) WHERE", &msg), DAPI_ERR_SQL);
+    T_CHECK(msg && strncmp(msg, "Parser Error at line 2, column 1: ", 34) == 0 &&
+                strstr(msg, "\nLINE 2: FROM range(3) WHERE\n        ^"),
+            "check: [%s]", msg ? msg : "(null)");
+    free(msg);
+    msg = NULL;
+    T_EQ_INT(run("SELECT 1 AS a,\n  CAST('x' AS INTEGER) AS b", NULL, NULL, &msg), DAPI_ERR_SQL);
+    T_CHECK(msg && strncmp(msg, "Conversion Error at line 2, column ", 35) == 0,
+            "run: [%s]", msg ? msg : "(null)");
+    free(msg);
+}
+
 static void test_deadline(void)
 {
     struct collect c;
@@ -690,6 +764,7 @@ int main(void)
     test_lake();
     test_run();
     test_timetz();
+    test_error_position();
     test_deadline();
     test_no_leak();
     test_open_errors();

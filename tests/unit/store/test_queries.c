@@ -1182,6 +1182,63 @@ static void test_orphans(void)
     t_rm_rf(state);
 }
 
+/* A stored message longer than a view's field is cut where a character starts and says so;
+ * a removed query is gone (registry, disk, slot) and its waiters are woken. */
+static void test_long_message_and_remove(void)
+{
+    char state[128], qd[256], slug[DAPI_SLUG_MAX], gone[DAPI_SLUG_MAX];
+    state_dir(state, sizeof state, "remove");
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, NULL);
+    if(!qs)
+        return;
+    /* 'é' is two bytes: a cut at a fixed byte count would fall inside one of them */
+    char *msg = malloc(3001);
+    for(int i = 0; i < 1500; i++)
+        memcpy(msg + 2 * i, "\xc3\xa9", 2);
+    msg[3000] = '\0'; /* characters start at even offsets; the field's cut is at an odd one */
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug, NULL, 0), DAPI_OK);
+    dapi_queries_finish(qs, slug, DAPI_ERR_SQL, msg, 0);
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, slug, owner, 1000, &v), DAPI_OK);
+    size_t n = strlen(v.message);
+    T_CHECK(n < sizeof v.message && n > 900, "cut to the field: %zu bytes", n);
+    T_CHECK(n >= 10 && strcmp(v.message + n - 10, " ... (cut)") == 0, "says it is cut: [%s]",
+            n > 40 ? v.message + n - 40 : v.message);
+    /* the text before the note ends with a whole character */
+    T_CHECK(n >= 12 && memcmp(v.message + n - 12, "\xc3\xa9", 2) == 0,
+            "a whole 'é' before the note");
+    dapi_queries_release(qs, &v);
+    free(msg);
+
+    /* remove: the query, its directory and its slot go; its waiter fires, not timed out */
+    T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, gone, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_hold(qs, gone, owner), 0);
+    T_EQ_INT(dapi_queries_active(qs, owner), 1);
+    struct waited w = {0};
+    T_EQ_INT(dapi_queries_wait(qs, gone, 1000000, on_wake, &w), 0);
+    query_dir(qd, sizeof qd, state, gone);
+    T_CHECK(t_exists(qd), "the query's directory exists");
+    dapi_queries_remove(qs, gone);
+    T_EQ_INT(w.calls, 1);
+    T_EQ_INT(w.timed_out, 0);
+    T_CHECK(!t_exists(qd), "the query's directory is removed");
+    T_EQ_INT(dapi_queries_get(qs, gone, owner, 1000, &v), DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(dapi_queries_active(qs, owner), 0);
+    dapi_queries_remove(qs, gone); /* unknown now: ignored */
+    dapi_queries_remove(qs, "dapi-query-unknown");
+    T_EQ_INT(state_of(qs, slug, 1000, NULL), DAPI_Q_FAILED); /* the other one is untouched */
+    dapi_queries_close(qs);
+    /* and it does not come back at the next start */
+    struct unfinished u = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    T_EQ_INT(u.calls, 0);
+    if(qs) {
+        T_EQ_INT(dapi_queries_get(qs, gone, owner, 1000, &v), DAPI_ERR_NOT_FOUND);
+        dapi_queries_close(qs);
+    }
+}
+
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
@@ -1203,6 +1260,7 @@ int main(void)
     test_full_store_costs_keys_over_quota();
     test_crash_guard();
     test_orphans();
+    test_long_message_and_remove();
     t_rm_rf(root);
     T_CHECK(!t_exists(root), "temp dir cleaned up");
     T_DONE();
