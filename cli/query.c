@@ -268,8 +268,11 @@ static void print_err(const struct dapi_client_err *e, const struct settings *s)
                 e->details, status);
         return;
     }
-    fprintf(stderr, "dapi query: %s%s%s%s", e->message, e->details[0] ? ": " : "", e->details,
-            status);
+    if(strchr(e->details, '\n')) /* several lines (DuckDB's caret): the status first */
+        fprintf(stderr, "dapi query: %s%s: %s", e->message, status, e->details);
+    else
+        fprintf(stderr, "dapi query: %s%s%s%s", e->message, e->details[0] ? ": " : "",
+                e->details, status);
     if(e->status == 401)
         fprintf(stderr, "; the key was given by %s (%s)", s->key_from, KEY_SOURCES);
     fputc('\n', stderr);

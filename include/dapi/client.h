@@ -42,7 +42,9 @@ struct dapi_client_err {
     int status;          /* HTTP status of the last answer, 0 if none arrived */
     int exec_failure;    /* the answer was the "Query execution failed" shape */
     char message[512];   /* one line: the server's "error", or what failed locally */
-    char details[1024];  /* one line: the server's "details", "" if none */
+    char details[1024];  /* the server's "details" ("" if none): may hold line breaks
+                            (DuckDB's query line and caret), never other control
+                            characters */
     int still_running;   /* the query had not failed but was still running: the server's
                             504 with the execution-failure shape and "(--result-wait)" in
                             details. A results call asks again until timeout_ms; failing with

@@ -47,9 +47,10 @@ struct call_spec {
  * (--result-wait) expired: the query has not failed, it still runs (docs/api.md). */
 #define STILL_RUNNING_MARK "(--result-wait)"
 
-/* Copies text into dst on one line: control characters become spaces, and a cut never
- * splits a UTF-8 sequence. */
-static void one_line(char *dst, size_t cap, const char *src, size_t len)
+/* Copies text into dst: control characters become spaces (except line breaks when
+ * keep_lines: DuckDB's details show the query's line with a caret under the error), and a
+ * cut never splits a UTF-8 sequence. */
+static void copy_text(char *dst, size_t cap, const char *src, size_t len, int keep_lines)
 {
     size_t n = len < cap - 1 ? len : cap - 1;
     if(n < len)
@@ -57,9 +58,14 @@ static void one_line(char *dst, size_t cap, const char *src, size_t len)
             n--;
     for(size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)src[i];
-        dst[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+        dst[i] = (c < 0x20 && !(keep_lines && c == '\n')) || c == 0x7f ? ' ' : (char)c;
     }
     dst[n] = '\0';
+}
+
+static void one_line(char *dst, size_t cap, const char *src, size_t len)
+{
+    copy_text(dst, cap, src, len, 0);
 }
 
 static void set_err(struct dapi_client_err *err, enum dapi_client_kind kind, int status,
@@ -97,7 +103,7 @@ static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_
             one_line(err->message, sizeof err->message, e, n);
         const char *d = dapi_jv_str(dapi_jv_get(root, "details"), &n);
         if(d)
-            one_line(err->details, sizeof err->details, d, n);
+            copy_text(err->details, sizeof err->details, d, n, 1);
         err->exec_failure = dapi_jv_get(root, "query_slug") != NULL && e != NULL;
         dapi_jv_free(root);
     }

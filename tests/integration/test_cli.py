@@ -243,7 +243,11 @@ def fails(args, code, what, **kw):
     rc, out, err = cli(args, **kw)
     if rc != code:
         raise AssertionError("%s: expected exit %d, got %d; stderr: %s" % (what, code, rc, err.strip()))
-    check(err.strip() and "\n" not in err.strip(), "%s: expected one error line on stderr, got %r" % (what, err))
+    # one message: a single line, or — when the server's details show DuckDB's query line and
+    # caret ("LINE n: …") — that message with those lines under it
+    msg = err.strip()
+    check(msg.startswith("dapi ") and msg.count("\ndapi ") == 0 and ("\n" not in msg or "\nLINE " in msg),
+          "%s: expected one error message on stderr, got %r" % (what, err))
     return err
 
 
@@ -400,6 +404,10 @@ def test_query_errors_exit_4_with_server_message():
     check("Invalid SQL query" in err and "no_such_table_q" in err, "error and details on one line: %r" % err)
     err = fails(["query", "--sql", "SELECT 1 +"], 4, "syntax error")
     check("syntax error" in err.lower(), "details carry DuckDB's message: %r" % err)
+    # DuckDB's position block keeps its lines: the caret stands under the error
+    err = fails(["query", "--sql", "SELECT 1 +\nFROM x"], 4, "syntax error on line 2")
+    check("(HTTP 400): Parser Error at line 2, column 1:" in err, "status before the details: %r" % err)
+    check("\nLINE 2: FROM x\n        ^" in err, "the LINE block and its caret, on their own lines: %r" % err)
     # fails only when it runs: the error comes with the first page
     err = fails(["query", "--sql", 'SELECT CAST(txt AS INTEGER) FROM "lk"."tricky"'], 4, "run-time failure")
     check("Query execution failed" in err, "execution failure shown: %r" % err)
@@ -687,7 +695,9 @@ def test_progress_line_counts_and_failures():
     rc, out, tty = _run_on_terminal(["query", "SELECT * FROM lk.no_such_table_p"])
     eq(rc, 4, "exit code of a refused query")
     text = _strip_progress(tty).decode("utf-8", "replace")
-    check(text.startswith("dapi query: Invalid SQL query") and text.count("\n") == 1, "only the error is left: %r" % text)
+    check(text.startswith("dapi query: Invalid SQL query") and text.count("dapi query:") == 1
+          and "LINE 1: SELECT * FROM lk.no_such_table_p" in text and text.endswith("^\n"),
+          "only the error is left: %r" % text)
 
 
 # ----------------------------------------------------------------------------- options and where the SQL comes from
