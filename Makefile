@@ -115,7 +115,7 @@ FORMAT_SRC    = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find src cli inc
 format:
 	$(CLANG_FORMAT) -i $(FORMAT_SRC)
 
-format-check:
+format-check: | $(DEPS_OK)
 	@command -v $(CLANG_FORMAT) >/dev/null || { echo "format-check: $(CLANG_FORMAT) not found" >&2; exit 2; }
 	@n=0; for f in $(FORMAT_SRC); do \
 	    $(CLANG_FORMAT) --dry-run --Werror "$$f" >/dev/null 2>&1 || { echo "$$f"; n=$$((n + 1)); }; \

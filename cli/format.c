@@ -19,14 +19,14 @@
 struct dapi_format {
     enum dapi_format_kind kind;
     struct dapi_out *o;
-    int no_header;         /* csv/tsv: no header row */
+    int no_header; /* csv/tsv: no header row */
     unsigned long long rows;
     size_t ncols;
-    struct dapi_buf keys;  /* the first row's raw key literals, back to back */
-    size_t *key_off;       /* ncols + 1 offsets into keys */
-    size_t *width;         /* table: column widths */
-    unsigned char *numeric;/* table: every non-null value so far is a number */
-    struct dapi_buf a, b;  /* scratch */
+    struct dapi_buf keys;   /* the first row's raw key literals, back to back */
+    size_t *key_off;        /* ncols + 1 offsets into keys */
+    size_t *width;          /* table: column widths */
+    unsigned char *numeric; /* table: every non-null value so far is a number */
+    struct dapi_buf a, b;   /* scratch */
 };
 
 int dapi_format_parse(const char *name, enum dapi_format_kind *kind)
@@ -177,8 +177,11 @@ static enum dapi_err put_tsv_field(struct dapi_format *f, const char *s, size_t 
     enum dapi_err result = DAPI_OK;
     size_t run = 0;
     for(size_t i = 0; i < n && !result; i++) {
-        const char *e = s[i] == '\t' ? "\\t" : s[i] == '\n' ? "\\n" : s[i] == '\r' ? "\\r"
-                        : s[i] == '\\' ? "\\\\" : NULL;
+        const char *e = s[i] == '\t'   ? "\\t"
+                        : s[i] == '\n' ? "\\n"
+                        : s[i] == '\r' ? "\\r"
+                        : s[i] == '\\' ? "\\\\"
+                                       : NULL;
         if(e) {
             result = put(f, s + run, i - run);
             if(!result)
@@ -314,8 +317,8 @@ static enum dapi_err key_text(struct dapi_format *f, size_t i)
     dapi_buf_reset(&f->a);
     if(dapi_buf_add(&f->a, "", 0))
         return DAPI_ERR_NOMEM;
-    return dapi_client_unquote_buf(f->keys.data + f->key_off[i],
-                                   f->key_off[i + 1] - f->key_off[i], &f->a);
+    return dapi_client_unquote_buf(f->keys.data + f->key_off[i], f->key_off[i + 1] - f->key_off[i],
+                                   &f->a);
 }
 
 static enum dapi_err put_delimited_header(struct dapi_format *f)
@@ -377,8 +380,8 @@ static enum dapi_err table_cell(struct dapi_format *f, const struct dapi_cell *c
             result = dapi_buf_adds(&f->a, "NULL");
     }
     if(is_num)
-        *is_num = cells && !is_null && !is_str && (cells[i].val[0] == '-' ||
-                  (cells[i].val[0] >= '0' && cells[i].val[0] <= '9'));
+        *is_num = cells && !is_null && !is_str &&
+                  (cells[i].val[0] == '-' || (cells[i].val[0] >= '0' && cells[i].val[0] <= '9'));
     if(!result)
         result = dapi_buf_add(&f->b, "", 0);
     if(!result)

@@ -47,19 +47,19 @@ static int take(const char *cmd, const struct dapi_cli_opt *o, const char *name,
 }
 
 /* A cluster of short options: "-q", "-qf csv", "-fjson", "-qfcsv". */
-static int take_shorts(const char *cmd, const struct dapi_cli_opt *opts, size_t n,
-                       const char *arg, int *a, int argc, char **argv, const char **vals)
+static int take_shorts(const char *cmd, const struct dapi_cli_opt *opts, size_t n, const char *arg,
+                       int *a, int argc, char **argv, const char **vals)
 {
     for(const char *c = arg + 1; *c; c++) {
         int k = find_short(opts, n, *c);
         char name[3] = {'-', *c, '\0'};
         if(k < 0) {
             if((unsigned char)*c < 0x21 || (unsigned char)*c > 0x7e)
-                fprintf(stderr, "dapi %s: unknown option in '%.64s' (see dapi %s --help)\n",
-                        cmd, arg, cmd);
+                fprintf(stderr, "dapi %s: unknown option in '%.64s' (see dapi %s --help)\n", cmd,
+                        arg, cmd);
             else
-                fprintf(stderr, "dapi %s: unknown option '%s' (see dapi %s --help)\n", cmd,
-                        name, cmd);
+                fprintf(stderr, "dapi %s: unknown option '%s' (see dapi %s --help)\n", cmd, name,
+                        cmd);
             return -1;
         }
         /* an option with a value takes the rest of the cluster, or the next argument */
@@ -86,8 +86,8 @@ int dapi_cli_parse(const char *cmd, const struct dapi_cli_opt *opts, size_t n, i
             only_pos = 1;
         } else if(only_pos || arg[0] != '-' || arg[1] == '\0') { /* "-" is an argument too */
             if(!pos) {
-                fprintf(stderr, "dapi %s: unexpected argument '%.64s' (see dapi %s --help)\n",
-                        cmd, arg, cmd);
+                fprintf(stderr, "dapi %s: unexpected argument '%.64s' (see dapi %s --help)\n", cmd,
+                        arg, cmd);
                 return -1;
             }
             pos[(*npos)++] = arg;

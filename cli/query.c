@@ -23,8 +23,23 @@
 #define SQL_FILE_MAX ((size_t)16 << 20)
 
 enum {
-    O_URL, O_KEY, O_SQL, O_SQL_FILE, O_LAYER, O_TABLE, O_LIMIT, O_FORMAT, O_NO_HEADER,
-    O_OUTPUT, O_PARALLEL, O_TIMEOUT, O_RETRIES, O_RETRY_TIME, O_QUIET, O_VERSION, O_HELP,
+    O_URL,
+    O_KEY,
+    O_SQL,
+    O_SQL_FILE,
+    O_LAYER,
+    O_TABLE,
+    O_LIMIT,
+    O_FORMAT,
+    O_NO_HEADER,
+    O_OUTPUT,
+    O_PARALLEL,
+    O_TIMEOUT,
+    O_RETRIES,
+    O_RETRY_TIME,
+    O_QUIET,
+    O_VERSION,
+    O_HELP,
     O__COUNT
 };
 
@@ -55,21 +70,21 @@ static const struct dapi_cli_opt opts[O__COUNT] = {
 
 void dapi_cli_query_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: dapi query [options] [SQL | -c SQL | --sql-file FILE | --layer L --table T]\n\n"
-            "Creates a query on a dapi server and writes every row of its result, in order.\n"
-            "The SQL is the argument ('-' = stdin), -c/--sql or --sql-file; with none of\n"
-            "them it is read from stdin when stdin is not a terminal (echo 'SELECT 1' |\n"
-            "dapi query). Short options cluster (-qf csv, -fjson); after -- every argument\n"
-            "is SQL, even one that starts with '-'.\n\n"
-            "Options:\n");
+    fprintf(
+        out,
+        "Usage: dapi query [options] [SQL | -c SQL | --sql-file FILE | --layer L --table T]\n\n"
+        "Creates a query on a dapi server and writes every row of its result, in order.\n"
+        "The SQL is the argument ('-' = stdin), -c/--sql or --sql-file; with none of\n"
+        "them it is read from stdin when stdin is not a terminal (echo 'SELECT 1' |\n"
+        "dapi query). Short options cluster (-qf csv, -fjson); after -- every argument\n"
+        "is SQL, even one that starts with '-'.\n\n"
+        "Options:\n");
     dapi_cli_usage(out, opts, O__COUNT);
-    fprintf(out,
-            "\nExit codes: 0 ok, 1 other failure (malformed answer, output not writable),\n"
-            "2 usage error, 3 authentication (no key, 401, 403), 4 query refused or failed\n"
-            "(400, 404, 413, an execution failure other than 502/503), 5 server unreachable\n"
-            "or unavailable (connection, timeout, 429, 502, 503, 504 that is not a query\n"
-            "failure, after retries; a query still running when --timeout ends).\n");
+    fprintf(out, "\nExit codes: 0 ok, 1 other failure (malformed answer, output not writable),\n"
+                 "2 usage error, 3 authentication (no key, 401, 403), 4 query refused or failed\n"
+                 "(400, 404, 413, an execution failure other than 502/503), 5 server unreachable\n"
+                 "or unavailable (connection, timeout, 429, 502, 503, 504 that is not a query\n"
+                 "failure, after retries; a query still running when --timeout ends).\n");
 }
 
 /* ---- removing a half-written --output file when interrupted ------------------------- */
@@ -119,9 +134,8 @@ static void progress_text(struct progress *p, char *line, size_t cap)
 {
     unsigned long long rows = atomic_load(&p->rows), pages = atomic_load(&p->pages);
     double s = (double)(dapi_clock_mono_ms() - p->t0) / 1000.0;
-    snprintf(line, cap, "%llu row%s, %llu page%s, %.0f rows/s, %.1f s", rows,
-             rows == 1 ? "" : "s", pages, pages == 1 ? "" : "s",
-             s > 0.05 ? (double)rows / s : 0.0, s);
+    snprintf(line, cap, "%llu row%s, %llu page%s, %.0f rows/s, %.1f s", rows, rows == 1 ? "" : "s",
+             pages, pages == 1 ? "" : "s", s > 0.05 ? (double)rows / s : 0.0, s);
 }
 
 static void *progress_loop(void *arg)
@@ -206,10 +220,10 @@ static int same_terminal(int a, int b)
 
 struct settings {
     const char *url, *key, *output;
-    const char *key_from;   /* "--api-key" or "DAPI_API_KEY" */
-    const char *sql_path;   /* read the SQL from here ("-" = stdin), or NULL */
-    const char *sql_what;   /* how messages name it */
-    int sql_implicit;       /* stdin, because no SQL was given otherwise */
+    const char *key_from; /* "--api-key" or "DAPI_API_KEY" */
+    const char *sql_path; /* read the SQL from here ("-" = stdin), or NULL */
+    const char *sql_what; /* how messages name it */
+    int sql_implicit;     /* stdin, because no SQL was given otherwise */
     struct dapi_client_query q;
     char *sql_owned;
     enum dapi_format_kind format;
@@ -251,8 +265,8 @@ static int exit_for(const struct dapi_client_err *e)
 }
 
 /* Where a key comes from, for the messages about a missing or refused one. */
-#define KEY_SOURCES                                                                           \
-    "a dapi server's keys are set by its DAPI_API_KEYS or --api-keys-file; one started "     \
+#define KEY_SOURCES                                                                      \
+    "a dapi server's keys are set by its DAPI_API_KEYS or --api-keys-file; one started " \
     "without keys prints its development key at start and keeps it in <state-dir>/dev-key"
 
 static void print_err(const struct dapi_client_err *e, const struct settings *s)
@@ -263,16 +277,17 @@ static void print_err(const struct dapi_client_err *e, const struct settings *s)
     else if(e->kind == DAPI_CLIENT_NETWORK)
         snprintf(status, sizeof status, " (no answer)");
     if(e->still_running) {
-        fprintf(stderr, "dapi query: the query is still running after %lld s (--timeout): gave up "
-                "waiting (raise --timeout to wait longer); the server: %s%s\n", s->timeout,
-                e->details, status);
+        fprintf(stderr,
+                "dapi query: the query is still running after %lld s (--timeout): gave up "
+                "waiting (raise --timeout to wait longer); the server: %s%s\n",
+                s->timeout, e->details, status);
         return;
     }
     if(strchr(e->details, '\n')) /* several lines (DuckDB's caret): the status first */
         fprintf(stderr, "dapi query: %s%s: %s", e->message, status, e->details);
     else
-        fprintf(stderr, "dapi query: %s%s%s%s", e->message, e->details[0] ? ": " : "",
-                e->details, status);
+        fprintf(stderr, "dapi query: %s%s%s%s", e->message, e->details[0] ? ": " : "", e->details,
+                status);
     if(e->status == 401)
         fprintf(stderr, "; the key was given by %s (%s)", s->key_from, KEY_SOURCES);
     fputc('\n', stderr);
@@ -477,7 +492,7 @@ static int settle(const char **v, const char **pos, int npos, struct settings *s
         if(blank(s->sql_owned)) {
             if(s->sql_implicit)
                 fprintf(stderr, "dapi query: no query: stdin is empty (give the SQL as an "
-                        "argument or with -c, --sql-file FILE, or --layer L --table T)\n");
+                                "argument or with -c, --sql-file FILE, or --layer L --table T)\n");
             else
                 fprintf(stderr, "dapi query: %s: the SQL is empty\n", s->sql_what);
             return DAPI_EXIT_USAGE;

@@ -25,7 +25,7 @@ have_duckdb() {
 }
 
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev libsystemd-dev python3 curl ca-certificates wrk man-db systemd)
+      libssl-dev libsystemd-dev python3 curl ca-certificates wrk man-db systemd clang-format)
 # npm only fetches DuckDB; a machine that has it needs no npm.
 have_duckdb || debs+=(npm)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)

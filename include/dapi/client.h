@@ -39,29 +39,29 @@ enum dapi_client_kind {
 
 struct dapi_client_err {
     enum dapi_client_kind kind;
-    int status;          /* HTTP status of the last answer, 0 if none arrived */
-    int exec_failure;    /* the answer was the "Query execution failed" shape */
-    char message[512];   /* one line: the server's "error", or what failed locally */
-    char details[1024];  /* the server's "details" ("" if none): may hold line breaks
+    int status;         /* HTTP status of the last answer, 0 if none arrived */
+    int exec_failure;   /* the answer was the "Query execution failed" shape */
+    char message[512];  /* one line: the server's "error", or what failed locally */
+    char details[1024]; /* the server's "details" ("" if none): may hold line breaks
                             (DuckDB's query line and caret), never other control
                             characters */
-    int still_running;   /* the query had not failed but was still running: the server's
+    int still_running;  /* the query had not failed but was still running: the server's
                             504 with the execution-failure shape and "(--result-wait)" in
                             details. A results call asks again until timeout_ms; failing with
                             this set means that time ran out (kind NETWORK) */
 };
 
 struct dapi_client_config {
-    const char *url;          /* base URL, e.g. "http://localhost:5001" (copied) */
-    const char *api_key;      /* x-api-key value, or NULL (copied; never printed or logged) */
-    long connect_timeout_ms;  /* 0 = 10 s */
-    long timeout_ms;          /* one HTTP call, whole; 0 = 330 s (a results call may wait
+    const char *url;         /* base URL, e.g. "http://localhost:5001" (copied) */
+    const char *api_key;     /* x-api-key value, or NULL (copied; never printed or logged) */
+    long connect_timeout_ms; /* 0 = 10 s */
+    long timeout_ms;         /* one HTTP call, whole; 0 = 330 s (a results call may wait
                                  for the query up to the server's --result-wait, 300 s).
                                  Also how long, from its first request, a results call keeps
                                  asking again while the query is still running */
-    uint64_t max_page_bytes;  /* cap on one response body; 0 = 64 MiB */
-    int max_attempts;         /* attempts per call, first included; 0 = 5, 1 = no retries */
-    int64_t retry_total_ms;   /* no retry starts later than this after a call's first attempt;
+    uint64_t max_page_bytes; /* cap on one response body; 0 = 64 MiB */
+    int max_attempts;        /* attempts per call, first included; 0 = 5, 1 = no retries */
+    int64_t retry_total_ms;  /* no retry starts later than this after a call's first attempt;
                                  0 = 60 s */
     /* Called (from any thread, possibly concurrently) before each retry with a short
      * description of the call ("POST /api/queries", "page 7"), the failed attempt number,
@@ -104,9 +104,9 @@ enum dapi_err dapi_client_health(struct dapi_client *c, char **status,
 struct dapi_page;
 
 struct dapi_cell {
-    const char *key;  /* raw JSON string literal, quotes included */
+    const char *key; /* raw JSON string literal, quotes included */
     size_t key_len;
-    const char *val;  /* raw JSON value text (string literal with quotes, number, object…) */
+    const char *val; /* raw JSON value text (string literal with quotes, number, object…) */
     size_t val_len;
 };
 

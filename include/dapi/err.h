@@ -12,20 +12,20 @@ extern "C" {
 
 enum dapi_err {
     DAPI_OK = 0,
-    DAPI_ERR_NOMEM,       /* 500: allocation failed */
-    DAPI_ERR_INVALID,     /* 400: bad input from the client */
-    DAPI_ERR_TOO_LARGE,   /* 413: a size limit was crossed */
-    DAPI_ERR_AUTH,        /* 401: missing or unknown key */
-    DAPI_ERR_FORBIDDEN,   /* 403 */
-    DAPI_ERR_NOT_FOUND,   /* 404 */
-    DAPI_ERR_SQL,         /* 400: the SQL is not accepted (syntax, binder, refused kind) */
-    DAPI_ERR_TIMEOUT,     /* 504: a time limit was crossed */
-    DAPI_ERR_BUSY,        /* 503: no capacity now, retry later */
-    DAPI_ERR_RATE,        /* 429 */
-    DAPI_ERR_IO,          /* 500: file system */
-    DAPI_ERR_UPSTREAM,    /* 502 */
-    DAPI_ERR_INTERNAL,    /* 500 */
-    DAPI_ERR_SHUTDOWN,    /* 503 + Retry-After: the server is stopping (SIGTERM) */
+    DAPI_ERR_NOMEM,            /* 500: allocation failed */
+    DAPI_ERR_INVALID,          /* 400: bad input from the client */
+    DAPI_ERR_TOO_LARGE,        /* 413: a size limit was crossed */
+    DAPI_ERR_AUTH,             /* 401: missing or unknown key */
+    DAPI_ERR_FORBIDDEN,        /* 403 */
+    DAPI_ERR_NOT_FOUND,        /* 404 */
+    DAPI_ERR_SQL,              /* 400: the SQL is not accepted (syntax, binder, refused kind) */
+    DAPI_ERR_TIMEOUT,          /* 504: a time limit was crossed */
+    DAPI_ERR_BUSY,             /* 503: no capacity now, retry later */
+    DAPI_ERR_RATE,             /* 429 */
+    DAPI_ERR_IO,               /* 500: file system */
+    DAPI_ERR_UPSTREAM,         /* 502 */
+    DAPI_ERR_INTERNAL,         /* 500 */
+    DAPI_ERR_SHUTDOWN,         /* 503 + Retry-After: the server is stopping (SIGTERM) */
     DAPI_ERR_UPSTREAM_TIMEOUT, /* 504: the upstream did not answer in time — its trouble, not
                                   the query's own time limit (DAPI_ERR_TIMEOUT) */
     DAPI_ERR__COUNT

@@ -133,9 +133,7 @@ static int parse_limit(struct dapi_req *r, const struct dapi_jv *lim, char *text
         snprintf(text, n, "%s%s", neg && strcmp(digits, "0") ? "-" : "", digits);
         break;
     }
-    default:
-        dapi_respond_error(r, 400, "Limit must be a valid integer", NULL);
-        return -1;
+    default: dapi_respond_error(r, 400, "Limit must be a valid integer", NULL); return -1;
     }
     if(v <= 0) {
         dapi_respond_error(r, 400, "Limit must be a positive integer", NULL);
@@ -191,8 +189,7 @@ static char *sql_from_body(struct dapi_req *r, const struct dapi_jv *root)
         char msg[128];
         if(!v || !dapi_jv_truthy(v)) {
             snprintf(msg, sizeof msg,
-                     "Missing required parameter '%s' when 'sql_query' is not provided",
-                     names[i]);
+                     "Missing required parameter '%s' when 'sql_query' is not provided", names[i]);
             dapi_respond_error(r, 400, msg, NULL);
             return NULL;
         }

@@ -72,8 +72,8 @@ void dapi_respond_error(struct dapi_req *r, int status, const char *msg, const c
     dapi_respond_error_h(r, status, msg, details, NULL, NULL);
 }
 
-char *dapi_err_answer(enum dapi_err err, const char *details, int *status,
-                      char retry_after[16], size_t *len)
+char *dapi_err_answer(enum dapi_err err, const char *details, int *status, char retry_after[16],
+                      size_t *len)
 {
     const char *msg = dapi_err_message(err);
     int secs = dapi_err_retry_after(err);
@@ -183,24 +183,21 @@ void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcom
 {
     struct dapi_req *r = req;
     switch(o->kind) {
-    case DAPI_OUTCOME_CREATED:
-        dapi_respond_created(r, o->slug, o->sql);
-        return;
-    case DAPI_OUTCOME_PAGE:
-        dapi_respond_page(r, o->slug, o->page_text, o->rows, o->len);
-        return;
+    case DAPI_OUTCOME_CREATED: dapi_respond_created(r, o->slug, o->sql); return;
+    case DAPI_OUTCOME_PAGE: dapi_respond_page(r, o->slug, o->page_text, o->rows, o->len); return;
     case DAPI_OUTCOME_FAILED:
         dapi_respond_exec_error_code(r, o->status ? o->status : dapi_err_exec_status(err),
                                      o->details, o->page_text, o->slug, err);
         return;
-    case DAPI_OUTCOME_ERROR:
-        break;
+    case DAPI_OUTCOME_ERROR: break;
     }
     if(!o->status && !o->message && !o->retry_after) { /* all from the err table */
         dapi_respond_err(r, err, o->details);
         return;
     }
-    int secs = o->retry_after > 0 ? o->retry_after : o->retry_after < 0 ? 0 : dapi_err_retry_after(err);
+    int secs = o->retry_after > 0   ? o->retry_after
+               : o->retry_after < 0 ? 0
+                                    : dapi_err_retry_after(err);
     char ra[16] = "";
     if(secs > 0)
         snprintf(ra, sizeof ra, "%d", secs);

@@ -14,8 +14,8 @@
 void dapi_respond_err(struct dapi_req *r, enum dapi_err err, const char *details);
 /* What dapi_respond_err sends, without a request: returns the body (malloc'd, *len bytes;
  * NULL only if memory runs out), sets *status and retry_after ("" = no header). */
-char *dapi_err_answer(enum dapi_err err, const char *details, int *status,
-                      char retry_after[16], size_t *len) __attribute__((warn_unused_result));
+char *dapi_err_answer(enum dapi_err err, const char *details, int *status, char retry_after[16],
+                      size_t *len) __attribute__((warn_unused_result));
 
 /* The longest details an answer carries, in bytes of text (at most 6 bytes of JSON each, so
  * every error body stays far below its 256 KiB cap). */

@@ -20,14 +20,14 @@ struct dapi_app {
     const struct dapi_backend *backend;  /* the registry's row for --backend */
     void *backend_state;                 /* made by its start */
     struct dapi_backend_env backend_env; /* what it may use (backend.h) */
-    struct dapi_keys *keys;       /* NULL when client keys are forwarded to Nekt */
+    struct dapi_keys *keys;              /* NULL when client keys are forwarded to Nekt */
     struct dapi_engine *engine;
     struct dapi_queries *queries;
     struct dapi_pool *check_pool; /* validates SQL for POST /api/queries (short jobs) */
     struct dapi_pool *run_pool;   /* runs and materialises queries / talks to Nekt */
     int run_threads;
-    struct dapi_emu *emu;         /* --emulate-nekt (emu/emu.h) */
-    struct dapi_probe *probe;     /* is the engine answering? (GET /api/health, probe.h) */
+    struct dapi_emu *emu;     /* --emulate-nekt (emu/emu.h) */
+    struct dapi_probe *probe; /* is the engine answering? (GET /api/health, probe.h) */
     struct dapi_http *http;
     /* route tables registered by other modules (api.h: dapi_api_register_routes) */
     const struct dapi_route *route_tables[2];

@@ -12,16 +12,17 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "dapi %s: a fast, secure data API server (Nekt Data API compatible)\n\n"
-            "Usage:\n"
-            "  dapi serve [options]       run the HTTP server (dapi help serve)\n"
-            "  dapi query [options] [SQL] run a query on a server, print its rows (dapi help query)\n"
-            "  dapi health [--url URL]    check a server's health, exit 0 if ok\n"
-            "  dapi sample-data DIR       write the deterministic sample lake into DIR\n"
-            "  dapi --version, -V         print the version (also: dapi COMMAND --version)\n"
-            "  dapi help [command]        this help, or a command's\n",
-            DAPI_VERSION);
+    fprintf(
+        out,
+        "dapi %s: a fast, secure data API server (Nekt Data API compatible)\n\n"
+        "Usage:\n"
+        "  dapi serve [options]       run the HTTP server (dapi help serve)\n"
+        "  dapi query [options] [SQL] run a query on a server, print its rows (dapi help query)\n"
+        "  dapi health [--url URL]    check a server's health, exit 0 if ok\n"
+        "  dapi sample-data DIR       write the deterministic sample lake into DIR\n"
+        "  dapi --version, -V         print the version (also: dapi COMMAND --version)\n"
+        "  dapi help [command]        this help, or a command's\n",
+        DAPI_VERSION);
 }
 
 static int help(const char *cmd)
@@ -111,7 +112,8 @@ int main(int argc, char **argv)
         return help(NULL) == 0 ? 2 : 2;
     const char *cmd = argv[1];
     if((strcmp(cmd, "serve") == 0 || strcmp(cmd, "sample-data") == 0 ||
-        strcmp(cmd, "help") == 0) && wants_version(argc - 2, argv + 2)) {
+        strcmp(cmd, "help") == 0) &&
+       wants_version(argc - 2, argv + 2)) {
         dapi_cli_version(stdout);
         return 0;
     }

@@ -13,8 +13,8 @@ static void notify(const char *state)
 {
     int r = sd_notify(0, state);
     if(r < 0)
-        dapi_warn("cannot notify the service manager (%.*s): %s", (int)strcspn(state, "\n"),
-                  state, strerror(-r));
+        dapi_warn("cannot notify the service manager (%.*s): %s", (int)strcspn(state, "\n"), state,
+                  strerror(-r));
 }
 
 void dapi_notify_ready(const char *host, int port)

@@ -85,16 +85,16 @@ static void probe_once(struct dapi_probe *p)
     pthread_mutex_unlock(&p->state_mu);
 
     const char *sql = p->o.fail ? FAULT_SQL : "SELECT 1";
-    enum dapi_err r =
-        dapi_engine_run_trusted(p->conn, sql, t0 + p->o.timeout_ms, &count_sink, &n, &msg);
+    enum dapi_err r = dapi_engine_run_trusted(p->conn, sql, t0 + p->o.timeout_ms, &count_sink, &n,
+                                              &msg);
     if(r == DAPI_ERR_TIMEOUT)
         snprintf(reason, sizeof reason, "SELECT 1 did not finish within %lld ms",
                  (long long)p->o.timeout_ms);
     else if(r)
         snprintf(reason, sizeof reason, "SELECT 1 failed: %s", msg ? msg : dapi_err_message(r));
     else if(n.ncols != 1 || n.rows != 1)
-        snprintf(reason, sizeof reason, "SELECT 1 answered %zu column(s) and %llu row(s)",
-                 n.ncols, (unsigned long long)n.rows);
+        snprintf(reason, sizeof reason, "SELECT 1 answered %zu column(s) and %llu row(s)", n.ncols,
+                 (unsigned long long)n.rows);
     free(msg);
     for(char *c = reason; *c; c++) /* DuckDB messages can span lines; the reason is one */
         if(*c == '\n' || *c == '\r')
@@ -232,9 +232,9 @@ void dapi_probe_status(struct dapi_probe *p, int64_t now_mono_ms, struct dapi_pr
     }
     pthread_mutex_lock(&p->state_mu);
     int failing = p->failing;
-    int64_t fail_since = p->fail_since_wall, ok_mono = p->last_ok_mono,
-            ok_wall = p->last_ok_wall, run_mono = p->running_mono, run_wall = p->running_wall,
-            start_mono = p->start_mono, start_wall = p->start_wall;
+    int64_t fail_since = p->fail_since_wall, ok_mono = p->last_ok_mono, ok_wall = p->last_ok_wall,
+            run_mono = p->running_mono, run_wall = p->running_wall, start_mono = p->start_mono,
+            start_wall = p->start_wall;
     memcpy(out->reason, p->reason, sizeof out->reason);
     out->probes = p->probes;
     pthread_mutex_unlock(&p->state_mu);

@@ -24,7 +24,10 @@ struct dapi_probe_opts {
 
 /* Every 5 s; a probe normally takes well under a millisecond, so 2 s means the engine is in
  * trouble; 15 s covers two missed rounds plus a deadline before a stuck probe counts. */
-#define DAPI_PROBE_DEFAULTS {5000, 2000, 15000, 0}
+#define DAPI_PROBE_DEFAULTS  \
+    {                        \
+        5000, 2000, 15000, 0 \
+    }
 
 struct dapi_probe_status {
     int ok;

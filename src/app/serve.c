@@ -76,7 +76,8 @@ static int cap_memory(const struct dapi_config *cfg, char *err, size_t errlen)
     int64_t limit = dapi_config_parse_size(cfg->memory_limit);
     if(limit < 0) {
         dapi_warn("--memory-limit '%s' is not an absolute size: the process data size is not "
-                  "capped", cfg->memory_limit);
+                  "capped",
+                  cfg->memory_limit);
         return 0;
     }
     uint64_t cap = (uint64_t)limit + (uint64_t)cfg->memory_headroom;
@@ -136,11 +137,11 @@ struct serve {
     struct dapi_config cfg;
     struct dapi_app app;
     char err[1024];
-    char *dev;                  /* the development key, when no key is configured */
+    char *dev; /* the development key, when no key is configured */
     struct dapi_probe_opts po;
     struct dapi_listen_addr listen; /* --host and --port, resolved */
-    sigset_t sigs;              /* SIGTERM, SIGINT, SIGHUP: taken by sigwait in serve_run */
-    int forward;                /* forwarding client keys (FORWARDS_KEYS, no server-held key) */
+    sigset_t sigs;                  /* SIGTERM, SIGINT, SIGHUP: taken by sigwait in serve_run */
+    int forward; /* forwarding client keys (FORWARDS_KEYS, no server-held key) */
 };
 
 /* --help, the configuration, logging, the listen address and test faults. Returns -1 to go
@@ -211,8 +212,7 @@ static int serve_build(struct serve *s)
         return BAD_CONFIG;
     }
     struct stat st;
-    if((b->caps & DAPI_BACKEND_NEEDS_LAKE) &&
-       (stat(cfg->data_dir, &st) || !S_ISDIR(st.st_mode))) {
+    if((b->caps & DAPI_BACKEND_NEEDS_LAKE) && (stat(cfg->data_dir, &st) || !S_ISDIR(st.st_mode))) {
         fprintf(stderr, "dapi serve: --data-dir %s is not a readable directory\n", cfg->data_dir);
         return BAD_CONFIG;
     }
@@ -223,8 +223,10 @@ static int serve_build(struct serve *s)
         return BAD_CONFIG;
     }
     if(!(b->caps & DAPI_BACKEND_NEEDS_LAKE) && cfg->emulate_nekt) {
-        fprintf(stderr, "dapi serve: --emulate-nekt serves the local engine; it cannot be "
-                        "combined with --backend %s\n", b->name);
+        fprintf(stderr,
+                "dapi serve: --emulate-nekt serves the local engine; it cannot be "
+                "combined with --backend %s\n",
+                b->name);
         return BAD_CONFIG;
     }
     /* Forwarding client keys (no DAPI_NEKT_API_KEY): the upstream checks them. */
@@ -242,10 +244,13 @@ static int serve_build(struct serve *s)
     }
     /* An upstream backend never runs client SQL locally; its engine only reads the files it
      * downloaded into the query directories. */
-    struct dapi_engine_opts eo = {cfg->data_dir, cfg->state_dir, cfg->memory_limit,
+    struct dapi_engine_opts eo = {cfg->data_dir,
+                                  cfg->state_dir,
+                                  cfg->memory_limit,
                                   cfg->duckdb_threads,
                                   (b->caps & DAPI_BACKEND_UPSTREAM) ? downloads : NULL,
-                                  cfg->query_timeout * 1000, cfg->max_spill_bytes};
+                                  cfg->query_timeout * 1000,
+                                  cfg->max_spill_bytes};
     enum dapi_err opened = dapi_engine_open(&app->engine, &eo, err, errlen);
     if(opened) {
         fprintf(stderr, "dapi serve: %s\n", err);
@@ -258,7 +263,8 @@ static int serve_build(struct serve *s)
     app->run_threads = (b->caps & DAPI_BACKEND_UPSTREAM) ? (int)cfg->upstream_workers
                                                          : cfg->workers;
     if(dapi_engine_sync_lake(app->engine) ||
-       ((b->caps & DAPI_BACKEND_CHECKS_SQL) && dapi_pool_start(&app->check_pool, "check", 2, app->engine)) ||
+       ((b->caps & DAPI_BACKEND_CHECKS_SQL) &&
+        dapi_pool_start(&app->check_pool, "check", 2, app->engine)) ||
        dapi_pool_start(&app->run_pool, "run", app->run_threads, app->engine)) {
         fprintf(stderr, "dapi serve: cannot start the query workers\n");
         return START_FAILED;
@@ -287,10 +293,9 @@ static int serve_build(struct serve *s)
                                       (uint64_t)cfg->max_queries_per_key,
                                       (uint64_t)cfg->max_state_bytes_per_key};
     dapi_queries_set_limits(app->queries, &lim);
-    app->backend_env = (struct dapi_backend_env){cfg,           app->queries,
-                                                 app->engine,   app->check_pool,
-                                                 app->run_pool, &app->stopping,
-                                                 dapi_clock_mono_ms, dapi_clock_wall_s};
+    app->backend_env = (struct dapi_backend_env){
+        cfg,           app->queries,   app->engine,        app->check_pool,
+        app->run_pool, &app->stopping, dapi_clock_mono_ms, dapi_clock_wall_s};
     if(b->ops->start && b->ops->start(&app->backend_env, &app->backend_state, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         return START_FAILED;
@@ -347,8 +352,7 @@ static void serve_reload(struct serve *s)
                   cfg->api_keys_env ? "DAPI_API_KEYS" : "the development key");
     } else {
         size_t n = 0;
-        if(dapi_keys_reload(app->keys, cfg->api_keys_env, cfg->api_keys_file, &n, err,
-                            sizeof err))
+        if(dapi_keys_reload(app->keys, cfg->api_keys_env, cfg->api_keys_file, &n, err, sizeof err))
             dapi_warn("SIGHUP: keys not reloaded: %s; the %zu key(s) in use are kept", err,
                       dapi_keys_count(app->keys));
         else
@@ -370,8 +374,8 @@ static int serve_run(struct serve *s)
                   cfg->nekt_api, s->forward ? "client keys forwarded" : "server-held Nekt key",
                   cfg->state_dir);
     else
-        dapi_info("dapi %s (DuckDB %s) serving %s with %zu key(s)%s; results in %s",
-                  DAPI_VERSION, dapi_engine_version(), cfg->data_dir, dapi_keys_count(app->keys),
+        dapi_info("dapi %s (DuckDB %s) serving %s with %zu key(s)%s; results in %s", DAPI_VERSION,
+                  dapi_engine_version(), cfg->data_dir, dapi_keys_count(app->keys),
                   cfg->emulate_nekt ? ", emulating the Nekt API" : "", cfg->state_dir);
     if(dev)
         dapi_info("no API key configured: using the development key from %s/dev-key",
@@ -423,9 +427,9 @@ static void serve_shutdown(struct serve *s, int sig)
         dapi_clock_sleep_ms(20);
     }
     atomic_store(&app->stopping, 1);
-    dapi_probe_stop(app->probe);    /* before the abort, which would fail a probe in flight */
-    dapi_engine_abort(app->engine); /* running queries stop; queued ones never start */
-    dapi_httpc_abort_all();         /* upstream calls in flight stop too */
+    dapi_probe_stop(app->probe);        /* before the abort, which would fail a probe in flight */
+    dapi_engine_abort(app->engine);     /* running queries stop; queued ones never start */
+    dapi_httpc_abort_all();             /* upstream calls in flight stop too */
     dapi_pool_stop(app->check_pool, 0); /* later submissions are refused with 503 */
     dapi_pool_stop(app->run_pool, 0);
     dapi_emu_quiesce(app);

@@ -155,8 +155,8 @@ static enum dapi_err dev_key(struct key_set *k, const char *state_dir, char **ou
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         size_t len = strlen(key);
-        if(fd < 0 || write(fd, key, len) != (ssize_t)len || write(fd, "\n", 1) != 1 ||
-           fsync(fd) || close(fd) || rename(tmp, path)) {
+        if(fd < 0 || write(fd, key, len) != (ssize_t)len || write(fd, "\n", 1) != 1 || fsync(fd) ||
+           close(fd) || rename(tmp, path)) {
             snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
             if(fd >= 0)
                 close(fd);

@@ -26,11 +26,11 @@ struct dapi_backend_env {
     const struct dapi_config *cfg; /* settings and limits (read-only) */
     struct dapi_queries *queries;  /* the registry of queries and their results */
     struct dapi_engine *engine;
-    struct dapi_pool *check_pool;  /* short jobs: SQL checks (DAPI_BACKEND_CHECKS_SQL only) */
-    struct dapi_pool *run_pool;    /* runs, materialisation, upstream calls */
-    const atomic_int *stopping;    /* non-zero once shutdown has begun */
-    int64_t (*mono_ms)(void);      /* the clock: deadlines (dapi_clock_mono_ms) */
-    int64_t (*wall_s)(void);       /* the clock: creation times, retention (dapi_clock_wall_s) */
+    struct dapi_pool *check_pool; /* short jobs: SQL checks (DAPI_BACKEND_CHECKS_SQL only) */
+    struct dapi_pool *run_pool;   /* runs, materialisation, upstream calls */
+    const atomic_int *stopping;   /* non-zero once shutdown has begun */
+    int64_t (*mono_ms)(void);     /* the clock: deadlines (dapi_clock_mono_ms) */
+    int64_t (*wall_s)(void);      /* the clock: creation times, retention (dapi_clock_wall_s) */
 };
 
 /* ---- outcomes ---------------------------------------------------------------------- */
@@ -103,13 +103,13 @@ struct dapi_backend_ops {
 
 /* What a backend needs from the server around it. */
 enum {
-    DAPI_BACKEND_NEEDS_LAKE = 1 << 0,     /* runs client SQL on --data-dir (which must exist);
+    DAPI_BACKEND_NEEDS_LAKE = 1 << 0,    /* runs client SQL on --data-dir (which must exist);
                                              the emulator may serve beside it */
-    DAPI_BACKEND_CHECKS_SQL = 1 << 1,     /* checks SQL at creation: gets a check pool */
-    DAPI_BACKEND_FORWARDS_KEYS = 1 << 2,  /* without a server-held upstream key
+    DAPI_BACKEND_CHECKS_SQL = 1 << 1,    /* checks SQL at creation: gets a check pool */
+    DAPI_BACKEND_FORWARDS_KEYS = 1 << 2, /* without a server-held upstream key
                                              (DAPI_NEKT_API_KEY) client keys are forwarded
                                              upstream, which checks them: dapi loads none */
-    DAPI_BACKEND_UPSTREAM = 1 << 3,       /* runs wait on a remote service: the run pool has
+    DAPI_BACKEND_UPSTREAM = 1 << 3,      /* runs wait on a remote service: the run pool has
                                              --upstream-workers threads, not --workers; the
                                              engine only reads the downloads under
                                              <state-dir>/queries */
@@ -157,9 +157,8 @@ enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const 
  * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"). *details receives an owned
  * explanation on error. */
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
-                                        struct dapi_econn *conn, const char *sql,
-                                        const char *path, int from_upstream, uint64_t *bytes,
-                                        char **details);
+                                        struct dapi_econn *conn, const char *sql, const char *path,
+                                        int from_upstream, uint64_t *bytes, char **details);
 
 /* The outcome of a query that could not be created: DAPI_ERR_BUSY (store full, no space on
  * the state disk) is 503 + Retry-After 30; why (may be NULL or "") becomes "details". */

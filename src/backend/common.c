@@ -30,11 +30,8 @@ void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql)
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
                      const char *rows, size_t len)
 {
-    struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
-                             .slug = slug,
-                             .page_text = page_text,
-                             .rows = rows,
-                             .len = len};
+    struct dapi_outcome o = {
+        .kind = DAPI_OUTCOME_PAGE, .slug = slug, .page_text = page_text, .rows = rows, .len = len};
     rp.done(rp.ctx, DAPI_OK, &o);
 }
 
@@ -114,7 +111,8 @@ enum dapi_err dapi_backend_queue(const struct dapi_backend_env *env, struct dapi
 {
     /* No cap here: admission (a slot per query being checked, queued or running) bounds the
      * queue already, and a second, looser bound would make the limits inexact. */
-    enum dapi_err result = dapi_pool_submit_tagged(pool, fn, job, 0, dapi_backend_key_tag(key_hash));
+    enum dapi_err result = dapi_pool_submit_tagged(pool, fn, job, 0,
+                                                   dapi_backend_key_tag(key_hash));
     if(result) {
         dapi_queries_unadmit(env->queries, key_hash);
         dapi_reply_err(rp, DAPI_ERR_BUSY, why);
@@ -132,9 +130,8 @@ static int engine_out_of_space(const char *msg)
 }
 
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
-                                        struct dapi_econn *conn, const char *sql,
-                                        const char *path, int from_upstream, uint64_t *bytes,
-                                        char **details)
+                                        struct dapi_econn *conn, const char *sql, const char *path,
+                                        int from_upstream, uint64_t *bytes, char **details)
 {
     const struct dapi_config *cfg = env->cfg;
     struct dapi_result_writer *w = NULL;
@@ -198,7 +195,7 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
     uint64_t bytes = 0;
     enum dapi_err result = dapi_queries_start_run(env->queries, slug, why, sizeof why);
     if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID)
-        return; /* expired meanwhile, or finished by someone else */
+        return;  /* expired meanwhile, or finished by someone else */
     if(result) { /* the attempt could not be recorded: running it would defeat the guard */
         dapi_warn("query %s not run: %s", slug, why);
         dapi_queries_finish(env->queries, slug, result, why, 0);
@@ -249,8 +246,8 @@ enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const 
     }
     j->env = env;
     snprintf(j->slug, sizeof j->slug, "%s", slug);
-    enum dapi_err result =
-        dapi_pool_submit_tagged(env->run_pool, run_query, j, 0, dapi_backend_key_tag(key_hash));
+    enum dapi_err result = dapi_pool_submit_tagged(env->run_pool, run_query, j, 0,
+                                                   dapi_backend_key_tag(key_hash));
     if(result) {
         free(j->sql);
         free(j);

@@ -74,15 +74,15 @@ static void check_query(void *arg, struct dapi_econn *conn)
     if(result) /* not the SQL's fault: the engine could not check it now */
         snprintf(why, sizeof why, "%s", msg ? msg : "the SQL could not be checked");
     if(!result)
-        result = dapi_queries_create(env->queries, j->key, j->sql, NULL, env->wall_s(), slug,
-                                     why, sizeof why);
+        result = dapi_queries_create(env->queries, j->key, j->sql, NULL, env->wall_s(), slug, why,
+                                     sizeof why);
     if(!result) {
         /* the slot is the query's now, given back when it finishes */
         dapi_queries_hold(env->queries, slug, j->key);
         reserved = 0;
         if((result = dapi_backend_submit_run(env, slug, j->sql, j->key)))
-            dapi_queries_finish(env->queries, slug, result,
-                                "the server could not queue the query", 0);
+            dapi_queries_finish(env->queries, slug, result, "the server could not queue the query",
+                                0);
     }
     if(result) {
         dapi_backend_create_failure(j->rp, result, why);

@@ -31,9 +31,9 @@
 #include "store/queries.h"
 #include "store/result.h"
 
-#define MAX_EXECUTIONS 3  /* re-executions after expired URLs / lost executions */
+#define MAX_EXECUTIONS 3 /* re-executions after expired URLs / lost executions */
 #define APP_FRESH_MS 30000
-#define KEYS_OK_MAX 1024             /* upstream keys remembered as accepted by Nekt */
+#define KEYS_OK_MAX 1024              /* upstream keys remembered as accepted by Nekt */
 #define KEY_OK_TTL_MS (5 * 60 * 1000) /* for this long after Nekt last accepted them */
 
 /* An upstream key Nekt accepted recently (its hash): v2 creations with it answer at once. */
@@ -72,7 +72,7 @@ struct dapi_nekt {
     int v1;
     const struct dapi_backend_env *env;
     /* v2's key check (--upstream-key-check-wait), all under mu */
-    struct key_ok *keys_ok;  /* KEYS_OK_MAX entries */
+    struct key_ok *keys_ok; /* KEYS_OK_MAX entries */
     struct creating *creating;
     pthread_cond_t creating_cv; /* a creation was added, or the timer must stop */
     pthread_t timer;            /* answers the creations whose wait is over */
@@ -335,8 +335,8 @@ static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfile
     if(!body.data)
         return DAPI_ERR_NOMEM;
     /* A read-only query: running it twice costs but cannot create anything twice. */
-    result = nekt_call(nk->env, "POST", "/api/v1/sql-query/", body.data,
-                       upstream_key(nk, j->key), 1, &rep);
+    result = nekt_call(nk->env, "POST", "/api/v1/sql-query/", body.data, upstream_key(nk, j->key),
+                       1, &rep);
     dapi_buf_free(&body);
     /* Nekt's word on the key, for the creations after this one */
     unsigned char kh[DAPI_KEY_HASH_LEN];
@@ -393,8 +393,8 @@ static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfile
         char path[4200], why[512];
         uint64_t got = 0;
         snprintf(path, sizeof path, "%s/part-%05zu.parquet", dir, i);
-        result = nekt_download(nk->env, dapi_jv_str(dapi_jv_index(urls, i), NULL), path, cap - total,
-                               &got, why, sizeof why);
+        result = nekt_download(nk->env, dapi_jv_str(dapi_jv_index(urls, i), NULL), path,
+                               cap - total, &got, why, sizeof why);
         total += got;
         if(result)
             dapi_buf_adds(details, why);
@@ -437,7 +437,7 @@ static void v2_run(void *arg, struct dapi_econn *conn)
     result = dapi_queries_start_run(nk->env->queries, j->slug, start_why, sizeof start_why);
     if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID)
         goto out; /* expired meanwhile, or finished by someone else */
-    if(result) { /* the attempt could not be recorded: running it would defeat the guard */
+    if(result) {  /* the attempt could not be recorded: running it would defeat the guard */
         dapi_queries_finish(nk->env->queries, j->slug, result, start_why, 0);
         goto out;
     }
@@ -477,14 +477,14 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         if(!sql.data)
             result = DAPI_ERR_NOMEM;
         else
-            result = dapi_backend_write_result(nk->env, conn, sql.data, result_path, 1, &bytes, &why);
+            result = dapi_backend_write_result(nk->env, conn, sql.data, result_path, 1, &bytes,
+                                               &why);
         if(why)
             dapi_buf_adds(&details, why);
     }
     remove_parts(dir, nfiles);
     if(result && atomic_load(nk->env->stopping)) {
-        dapi_info("query %s interrupted by shutdown; it runs again on its next request",
-                  j->slug);
+        dapi_info("query %s interrupted by shutdown; it runs again on its next request", j->slug);
         dapi_queries_drop(nk->env->queries, j->slug);
         goto out;
     }
@@ -515,13 +515,14 @@ static void v2_submit(struct dapi_nekt *nk, const char *slug, const char *sql, c
         j->nk = nk;
         j->key_check = key_check;
         snprintf(j->slug, sizeof j->slug, "%s", slug);
-        if(!dapi_pool_submit_tagged(nk->env->run_pool, v2_run, j, 0, dapi_backend_key_tag(key_hash)))
+        if(!dapi_pool_submit_tagged(nk->env->run_pool, v2_run, j, 0,
+                                    dapi_backend_key_tag(key_hash)))
             return;
     }
     if(j)
         v2_job_free(j);
-    dapi_queries_finish(nk->env->queries, slug, DAPI_ERR_BUSY, "the server could not queue the query",
-                        0);
+    dapi_queries_finish(nk->env->queries, slug, DAPI_ERR_BUSY,
+                        "the server could not queue the query", 0);
     struct creating *c = key_check ? creating_take(nk, slug) : NULL;
     if(c)
         creating_created(c);
@@ -536,7 +537,8 @@ static void v2_rerun(void *state, const char *slug, const char *key)
     dapi_queries_hold(nk->env->queries, slug, NULL);
     char *sql = dapi_queries_sql(nk->env->queries, slug);
     if(!sql) {
-        dapi_queries_finish(nk->env->queries, slug, DAPI_ERR_INTERNAL, "the query's SQL is lost", 0);
+        dapi_queries_finish(nk->env->queries, slug, DAPI_ERR_INTERNAL, "the query's SQL is lost",
+                            0);
         return;
     }
     v2_submit(nk, slug, sql, key, NULL, 0);
@@ -583,10 +585,10 @@ static int app_status(struct dapi_nekt *nk, const char *key, enum dapi_err *err,
         return -2;
     }
     const char *st = dapi_jv_str(dapi_jv_get(rep.doc, "status"), NULL);
-    int r = !st                                                    ? -3
+    int r = !st                                                       ? -3
             : strcmp(st, "active") == 0 || strcmp(st, "running") == 0 ? 1
             : strcmp(st, "error") == 0 || strcmp(st, "failed") == 0   ? -1
-                                                                     : 0;
+                                                                      : 0;
     if(r == -1)
         dapi_buf_addf(details, "the Explorer application is in state '%s'", st);
     if(r == -3) {
@@ -625,8 +627,9 @@ static enum dapi_err ensure_application(struct dapi_nekt *nk, const char *key,
             st = app_status(nk, key, &err, details);
         }
         if(st == 0) {
-            dapi_buf_addf(details, "the Explorer application did not become active within "
-                                   "%lld s (--application-timeout)",
+            dapi_buf_addf(details,
+                          "the Explorer application did not become active within "
+                          "%lld s (--application-timeout)",
                           (long long)nk->env->cfg->application_timeout);
             return DAPI_ERR_UPSTREAM_TIMEOUT; /* Nekt's slowness, not the query's */
         }
@@ -648,7 +651,8 @@ static enum dapi_err create_upstream(struct dapi_nekt *nk, const char *key, cons
     if(!body)
         return DAPI_ERR_NOMEM;
     /* creates something upstream: not repeated when it may have been done */
-    enum dapi_err result = nekt_call(nk->env, "POST", "/api/v1/explorer/queries/", body, key, 0, &rep);
+    enum dapi_err result = nekt_call(nk->env, "POST", "/api/v1/explorer/queries/", body, key, 0,
+                                     &rep);
     free(body);
     if(result) {
         dapi_buf_adds(details, rep.details);
@@ -671,16 +675,15 @@ static void reply_creation_failure(struct dapi_reply rp, enum dapi_err result, c
                                    const char *details)
 {
     int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
-    struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
-                             .status = auth || result == DAPI_ERR_INVALID ? dapi_err_status(result)
-                                       : result == DAPI_ERR_TIMEOUT ||
-                                               result == DAPI_ERR_UPSTREAM_TIMEOUT
-                                           ? 504
-                                       : result == DAPI_ERR_UPSTREAM ? 502
-                                                                     : dapi_err_status(result),
-                             .message = auth ? "The Nekt API rejected the API key" : what,
-                             .details = details,
-                             .retry_after = -1};
+    struct dapi_outcome o = {
+        .kind = DAPI_OUTCOME_ERROR,
+        .status = auth || result == DAPI_ERR_INVALID ? dapi_err_status(result)
+                  : result == DAPI_ERR_TIMEOUT || result == DAPI_ERR_UPSTREAM_TIMEOUT ? 504
+                  : result == DAPI_ERR_UPSTREAM                                       ? 502
+                                                : dapi_err_status(result),
+        .message = auth ? "The Nekt API rejected the API key" : what,
+        .details = details,
+        .retry_after = -1};
     dapi_reply(rp, result, &o);
 }
 
@@ -782,8 +785,8 @@ static int serve_page_file(struct v1_page *p)
 }
 
 /* Starts an execution of the page and polls it to the end; writes its id into id. */
-static enum dapi_err execute_page(struct v1_page *p, const char *key, const char *up,
-                                  char *id, size_t idn, struct dapi_buf *details)
+static enum dapi_err execute_page(struct v1_page *p, const char *key, const char *up, char *id,
+                                  size_t idn, struct dapi_buf *details)
 {
     struct dapi_nekt *nk = p->nk;
     struct nekt_reply rep;
@@ -866,8 +869,8 @@ static enum dapi_err fetch_page_file(struct v1_page *p, const char *key, const c
     snprintf(ext, sizeof ext, "%s.parquet", rnd); /* unique: downloads never share a file */
     page_path(nk, p->slug, p->page, ext, file, filen);
     uint64_t got;
-    result = nekt_download(nk->env, url, file, (uint64_t)nk->env->cfg->max_upstream_bytes, &got, why,
-                           sizeof why);
+    result = nekt_download(nk->env, url, file, (uint64_t)nk->env->cfg->max_upstream_bytes, &got,
+                           why, sizeof why);
     dapi_jv_free(rep.doc);
     if(result)
         dapi_buf_adds(details, why);
@@ -941,9 +944,9 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
     dapi_engine_sql_literal(&sql, file);
     dapi_buf_addc(&sql, ')');
     dapi_buf_reset(details);
-    enum dapi_err result =
-        sql.data ? dapi_backend_write_result(p->nk->env, conn, sql.data, out, 1, &bytes, &why)
-                 : DAPI_ERR_NOMEM;
+    enum dapi_err result = sql.data ? dapi_backend_write_result(p->nk->env, conn, sql.data, out, 1,
+                                                                &bytes, &why)
+                                    : DAPI_ERR_NOMEM;
     dapi_buf_free(&sql);
     if(why)
         dapi_buf_adds(details, why);
@@ -988,11 +991,10 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         goto out;
     }
     /* a key the upstream refused keeps its own status (401/403), not a server failure */
-    dapi_reply_failed(p->rp, result ? result : DAPI_ERR_IO,
-                      result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN
-                          ? dapi_err_status(result)
-                          : 0,
-                      details.data, p->slug, p->page_text);
+    dapi_reply_failed(
+        p->rp, result ? result : DAPI_ERR_IO,
+        result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN ? dapi_err_status(result) : 0,
+        details.data, p->slug, p->page_text);
 out:
     if(claimed)
         page_release(nk, p->slug, p->page);
@@ -1072,8 +1074,8 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
 {
     struct dapi_nekt *nk = state;
     if(!nk->v1) {
-        dapi_backend_answer_stored(nk->env, slug, page, page_text, key_hash, key, v2_rerun,
-                                   nk, rp);
+        dapi_backend_answer_stored(nk->env, slug, page, page_text, key_hash, key, v2_rerun, nk,
+                                   rp);
         return;
     }
     struct dapi_qview v;
@@ -1130,12 +1132,12 @@ static void nekt_unfinished(void *state, const char *slug, const char *sql)
     /* forwarding client keys: run again on the next results request, with that key */
 }
 
-static int nekt_start(const struct dapi_backend_env *env, void **state, char *err,
-                      size_t errlen)
+static int nekt_start(const struct dapi_backend_env *env, void **state, char *err, size_t errlen)
 {
     const char *u = env->cfg->nekt_url;
     if(strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
-        snprintf(err, errlen, "invalid value for --nekt-url: '%s' (an http:// or https:// URL)", u);
+        snprintf(err, errlen, "invalid value for --nekt-url: '%s' (an http:// or https:// URL)",
+                 u);
         return -1;
     }
     struct dapi_nekt *nk = calloc(1, sizeof *nk);

@@ -71,9 +71,9 @@ static uint64_t rand64(void)
 }
 
 /* Performs call with the retry policy; the last response is left in resp. */
-static enum dapi_err with_retries(const struct dapi_backend_env *env, const struct dapi_httpc_call *call,
-                                  int idempotent, const char *what,
-                                  struct dapi_httpc_resp *resp)
+static enum dapi_err with_retries(const struct dapi_backend_env *env,
+                                  const struct dapi_httpc_call *call, int idempotent,
+                                  const char *what, struct dapi_httpc_resp *resp)
 {
     const struct dapi_config *cfg = env->cfg;
     struct dapi_retry_policy pol = {(int)cfg->upstream_attempts, 200, 5000,
@@ -122,8 +122,7 @@ static enum dapi_err with_retries(const struct dapi_backend_env *env, const stru
 }
 
 enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, const char *path,
-                        const char *body, const char *key, int idempotent,
-                        struct nekt_reply *out)
+                        const char *body, const char *key, int idempotent, struct nekt_reply *out)
 {
     const struct dapi_config *cfg = env->cfg;
     char url[4096], keyh[4200], what[300];
@@ -161,8 +160,8 @@ enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, 
         goto out;
     }
     if(result) {
-        snprintf(out->details, sizeof out->details, "cannot reach Nekt for %.200s: %.200s",
-                 what, resp.error);
+        snprintf(out->details, sizeof out->details, "cannot reach Nekt for %.200s: %.200s", what,
+                 resp.error);
         result = DAPI_ERR_UPSTREAM;
         goto out;
     }
@@ -220,18 +219,28 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
             snprintf(details, dlen, "cannot write %s: %s", path, strerror(errno));
             return DAPI_ERR_IO;
         }
-        struct dapi_httpc_call call = {"GET", url,  NULL, NULL, 0,
+        struct dapi_httpc_call call = {"GET",
+                                       url,
+                                       NULL,
+                                       NULL,
+                                       0,
                                        cfg->upstream_connect_timeout * 1000,
                                        cfg->upstream_timeout * 1000,
-                                       max,   fd};
+                                       max,
+                                       fd};
         result = dapi_httpc_do(h, &call, &resp);
         int bad_close = close(fd);
         fd = -1;
         if(!result && bad_close)
             result = DAPI_ERR_IO;
-        struct dapi_retry_in in = {attempt, result,          resp.status, resp.request_sent,
-                                   resp.retry_after_ms,      env->mono_ms() - t0,
-                                   1,       0};
+        struct dapi_retry_in in = {attempt,
+                                   result,
+                                   resp.status,
+                                   resp.request_sent,
+                                   resp.retry_after_ms,
+                                   env->mono_ms() - t0,
+                                   1,
+                                   0};
         dapi_random(&in.random, sizeof in.random);
         const char *why;
         int64_t delay = dapi_retry_next(&pol, &in, &why);
@@ -244,8 +253,10 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
     }
     *got = resp.body_bytes;
     if(result == DAPI_ERR_TOO_LARGE) {
-        snprintf(details, dlen, "the result files are larger than %llu bytes "
-                                "(--max-upstream-bytes)", (unsigned long long)max);
+        snprintf(details, dlen,
+                 "the result files are larger than %llu bytes "
+                 "(--max-upstream-bytes)",
+                 (unsigned long long)max);
     } else if(result == DAPI_ERR_TIMEOUT) {
         snprintf(details, dlen, "downloading a result file timed out: %s", resp.error);
         result = DAPI_ERR_UPSTREAM_TIMEOUT;

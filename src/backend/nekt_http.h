@@ -12,9 +12,9 @@
 struct dapi_backend_env;
 
 struct nekt_reply {
-    int status;             /* HTTP status (0: none) */
-    struct dapi_jv *doc;    /* parsed JSON object body (2xx only); free with dapi_jv_free */
-    char details[768];      /* why it failed, for the client */
+    int status;          /* HTTP status (0: none) */
+    struct dapi_jv *doc; /* parsed JSON object body (2xx only); free with dapi_jv_free */
+    char details[768];   /* why it failed, for the client */
 };
 
 /* One JSON call: method path (appended to --nekt-url), optional JSON body, with key.
@@ -24,8 +24,7 @@ struct nekt_reply {
  * DAPI_ERR_UPSTREAM_TIMEOUT (no answer within the connect or total timeout). out->status is
  * the last HTTP status (0: none), so a 2xx with an unusable body can be told apart. */
 enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, const char *path,
-                        const char *body, const char *key, int idempotent,
-                        struct nekt_reply *out);
+                        const char *body, const char *key, int idempotent, struct nekt_reply *out);
 
 /* Downloads url into the file at path (created/truncated), at most max bytes.
  * DAPI_ERR_FORBIDDEN means the URL was refused (expired presigned URL: execute again);

@@ -12,9 +12,9 @@ __extension__ typedef unsigned __int128 u128;
 /* For each ASCII byte: 0 if it is copied as is, else the letter after the backslash
  * ('u' = \u00XX). Everything below 0x20 must be escaped (RFC 8259); DEL need not be. */
 static const char esc_table[128] = {
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
-    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
-    ['"'] = '"', ['\\'] = '\\',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b',         't',           'n', 'u',
+    'f', 'r', 'u', 'u', 'u', 'u', 'u', 'u', 'u',         'u',           'u', 'u',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', ['"'] = '"', ['\\'] = '\\',
 };
 
 static const char hex_digits[] = "0123456789abcdef";

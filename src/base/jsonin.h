@@ -9,8 +9,16 @@
 
 struct dapi_jv; /* a JSON value inside a document */
 
-enum dapi_jtype { DAPI_J_OBJECT, DAPI_J_ARRAY, DAPI_J_STRING, DAPI_J_INT, DAPI_J_REAL,
-                  DAPI_J_TRUE, DAPI_J_FALSE, DAPI_J_NULL };
+enum dapi_jtype {
+    DAPI_J_OBJECT,
+    DAPI_J_ARRAY,
+    DAPI_J_STRING,
+    DAPI_J_INT,
+    DAPI_J_REAL,
+    DAPI_J_TRUE,
+    DAPI_J_FALSE,
+    DAPI_J_NULL
+};
 
 /* Parses text (len bytes, need not be NUL-terminated). Nesting deeper than max_depth is
  * refused before parsing (DAPI_ERR_INVALID, err says so). On success *root is the document

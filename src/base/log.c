@@ -294,8 +294,8 @@ void dapi_log_request(const struct dapi_access *a)
     if(ts.tv_sec != stamp_sec) {
         struct tm tm;
         gmtime_r(&ts.tv_sec, &tm);
-        snprintf(stamp_buf, sizeof stamp_buf, "%04d-%02d-%02dT%02d:%02d:%02d.",
-                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        snprintf(stamp_buf, sizeof stamp_buf, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
         stamp_sec = ts.tv_sec;
     }
     const char *method = a->method ? a->method : "-", *path = a->path ? a->path : "-";

@@ -11,7 +11,8 @@ enum dapi_log_level { DAPI_LOG_DEBUG, DAPI_LOG_INFO, DAPI_LOG_WARN, DAPI_LOG_ERR
 
 /* json != 0 selects JSON lines. Call once at start, before threads exist. */
 void dapi_log_setup(int json, enum dapi_log_level min);
-void dapi_log(enum dapi_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void dapi_log(enum dapi_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Sends server lines to log_file and access lines to access_file (appended, created mode
  * 0640). NULL log_file = stderr; NULL access_file = wherever the server lines go. Call at
  * start, before threads exist. On error nothing changes and err says which file and why. */

@@ -21,14 +21,14 @@
 #define MAX_KEY 1024
 
 struct dapi_client {
-    char url[MAX_URL + 1];          /* base URL without trailing '/' */
-    char key_header[MAX_KEY + 16];  /* "x-api-key: KEY", or "" */
+    char url[MAX_URL + 1];         /* base URL without trailing '/' */
+    char key_header[MAX_KEY + 16]; /* "x-api-key: KEY", or "" */
     long connect_ms, timeout_ms;
     uint64_t max_body;
     struct dapi_retry_policy policy;
     void (*on_retry)(void *, const char *, int, int64_t, const char *);
     void *on_retry_arg;
-    struct dapi_httpc *http;        /* the calling thread's connection */
+    struct dapi_httpc *http; /* the calling thread's connection */
 };
 
 struct call_spec {
@@ -39,7 +39,7 @@ struct call_spec {
     int idempotent;
     int with_key;
     const char *what;
-    int64_t deadline;   /* monotonic ms: no attempt lasts past it, no retry starts after it;
+    int64_t deadline; /* monotonic ms: no attempt lasts past it, no retry starts after it;
                            0 = none (each attempt may take the client's whole timeout) */
 };
 
@@ -108,8 +108,10 @@ static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_
         dapi_jv_free(root);
     }
     if(!err->message[0])
-        snprintf(err->message, sizeof err->message, "unexpected answer: HTTP %d without a JSON "
-                 "error", st);
+        snprintf(err->message, sizeof err->message,
+                 "unexpected answer: HTTP %d without a JSON "
+                 "error",
+                 st);
     err->still_running = st == 504 && err->exec_failure &&
                          strstr(err->details, STILL_RUNNING_MARK) != NULL;
     enum dapi_err code;
@@ -136,8 +138,9 @@ static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_
         code = DAPI_ERR_NOT_FOUND;
     } else if(st == 408 || st == 429 || st >= 500) {
         err->kind = DAPI_CLIENT_NETWORK;
-        code = st == 429 ? DAPI_ERR_RATE : st == 504 || st == 408 ? DAPI_ERR_TIMEOUT
-               : DAPI_ERR_UPSTREAM;
+        code = st == 429                ? DAPI_ERR_RATE
+               : st == 504 || st == 408 ? DAPI_ERR_TIMEOUT
+                                        : DAPI_ERR_UPSTREAM;
     } else {
         err->kind = DAPI_CLIENT_PROTOCOL;
         code = DAPI_ERR_UPSTREAM;
@@ -172,7 +175,7 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
     if(s->body)
         hdrs[nh++] = "Content-Type: application/json";
     hdrs[nh] = NULL;
-    struct dapi_httpc_call hc = {s->method, s->url,      hdrs,          s->body, s->body_len,
+    struct dapi_httpc_call hc = {s->method,     s->url,        hdrs,        s->body, s->body_len,
                                  c->connect_ms, c->timeout_ms, c->max_body, -1};
     int64_t t0 = dapi_clock_mono_ms();
     for(int attempt = 1;; attempt++) {
@@ -195,8 +198,10 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
             transient = err->kind == DAPI_CLIENT_NETWORK && !err->still_running &&
                         (st == 429 || st == 502 || st == 503 || st == 504);
         } else {
-            set_err(err, tr == DAPI_ERR_TIMEOUT || tr == DAPI_ERR_UPSTREAM ? DAPI_CLIENT_NETWORK
-                         : tr == DAPI_ERR_NOMEM ? DAPI_CLIENT_LOCAL : DAPI_CLIENT_PROTOCOL,
+            set_err(err,
+                    tr == DAPI_ERR_TIMEOUT || tr == DAPI_ERR_UPSTREAM ? DAPI_CLIENT_NETWORK
+                    : tr == DAPI_ERR_NOMEM                            ? DAPI_CLIENT_LOCAL
+                                                                      : DAPI_CLIENT_PROTOCOL,
                     0, resp->error[0] ? resp->error : dapi_err_message(tr));
             code = tr;
             transient = tr == DAPI_ERR_TIMEOUT || tr == DAPI_ERR_UPSTREAM;
@@ -207,9 +212,14 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
             uint64_t rnd = 0; /* retry jitter: need not be secret (no OpenSSL in the library) */
             if(getrandom(&rnd, sizeof rnd, GRND_NONBLOCK) != (ssize_t)sizeof rnd)
                 rnd = (uint64_t)dapi_clock_mono_ms();
-            struct dapi_retry_in in = {attempt, tr, resp->status, resp->request_sent,
-                                       resp->retry_after_ms, dapi_clock_mono_ms() - t0,
-                                       s->idempotent, rnd};
+            struct dapi_retry_in in = {attempt,
+                                       tr,
+                                       resp->status,
+                                       resp->request_sent,
+                                       resp->retry_after_ms,
+                                       dapi_clock_mono_ms() - t0,
+                                       s->idempotent,
+                                       rnd};
             delay = dapi_retry_next(&c->policy, &in, &reason);
             if(delay >= 0 && s->deadline && dapi_clock_mono_ms() + delay >= s->deadline)
                 delay = -1;
@@ -247,7 +257,8 @@ enum dapi_err dapi_client_new(struct dapi_client **out, const struct dapi_client
     const char *url = cfg->url ? cfg->url : "";
     if((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) ||
        copy_str(c->url, sizeof c->url, url) || strpbrk(url, " \t\r\n")) {
-        set_err(err, DAPI_CLIENT_LOCAL, 0, "the URL must start with http:// or https:// "
+        set_err(err, DAPI_CLIENT_LOCAL, 0,
+                "the URL must start with http:// or https:// "
                 "(at most 2048 characters, no spaces)");
         result = DAPI_ERR_INVALID;
         goto out;
@@ -327,11 +338,13 @@ enum dapi_err dapi_client_create(struct dapi_client *c, const struct dapi_client
     } else {
         result = dapi_buf_adds(&body, "{\"layer\":");
         if(!result)
-            result = dapi_json_str(&body, q->layer ? q->layer : "", q->layer ? strlen(q->layer) : 0);
+            result = dapi_json_str(&body, q->layer ? q->layer : "",
+                                   q->layer ? strlen(q->layer) : 0);
         if(!result)
             result = dapi_buf_adds(&body, ",\"table\":");
         if(!result)
-            result = dapi_json_str(&body, q->table ? q->table : "", q->table ? strlen(q->table) : 0);
+            result = dapi_json_str(&body, q->table ? q->table : "",
+                                   q->table ? strlen(q->table) : 0);
         if(!result && q->limit > 0)
             result = dapi_buf_addf(&body, ",\"limit\":%lld", (long long)q->limit);
     }
@@ -369,8 +382,7 @@ out:
     return result;
 }
 
-enum dapi_err dapi_client_health(struct dapi_client *c, char **status,
-                                 struct dapi_client_err *err)
+enum dapi_err dapi_client_health(struct dapi_client *c, char **status, struct dapi_client_err *err)
 {
     enum dapi_err result = DAPI_OK;
     struct dapi_buf url;
@@ -422,8 +434,10 @@ static void gave_up(const struct dapi_client *c, struct dapi_client_err *err,
     err->status = 504;
     err->exec_failure = 1;
     err->still_running = 1;
-    snprintf(err->message, sizeof err->message, "the query is still running after %ld s; "
-             "gave up waiting", c->timeout_ms / 1000);
+    snprintf(err->message, sizeof err->message,
+             "the query is still running after %ld s; "
+             "gave up waiting",
+             c->timeout_ms / 1000);
     memcpy(err->details, details, sizeof details);
 }
 
@@ -432,8 +446,8 @@ static void gave_up(const struct dapi_client *c, struct dapi_client_err *err,
  * after the first request (each re-request is cut to the time left), then gives up; a notice
  * goes to on_retry before each new request. */
 static enum dapi_err ask_page(const struct dapi_client *c, struct dapi_httpc *h,
-                              struct call_spec *s, atomic_int *stop,
-                              struct dapi_httpc_resp *resp, struct dapi_client_err *err)
+                              struct call_spec *s, atomic_int *stop, struct dapi_httpc_resp *resp,
+                              struct dapi_client_err *err)
 {
     int64_t t0 = dapi_clock_mono_ms();
     char running[sizeof err->details] = "";
@@ -464,10 +478,9 @@ static enum dapi_err ask_page(const struct dapi_client *c, struct dapi_httpc *h,
 }
 
 /* Fetches and checks page n on connection h. slug_esc is the percent-encoded slug. */
-static enum dapi_err get_page(const struct dapi_client *c, struct dapi_httpc *h,
-                              const char *slug, const char *slug_esc, uint64_t n,
-                              atomic_int *stop, struct dapi_page **out,
-                              struct dapi_client_err *err)
+static enum dapi_err get_page(const struct dapi_client *c, struct dapi_httpc *h, const char *slug,
+                              const char *slug_esc, uint64_t n, atomic_int *stop,
+                              struct dapi_page **out, struct dapi_client_err *err)
 {
     enum dapi_err result = DAPI_OK;
     struct dapi_buf url, want;
@@ -554,9 +567,9 @@ struct window {
     const char *slug, *slug_esc;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint64_t next_fetch;  /* next page to hand to a worker */
-    uint64_t next_emit;   /* next page the consumer needs */
-    size_t n;             /* window size: pages in [next_emit, next_emit + n) may exist */
+    uint64_t next_fetch; /* next page to hand to a worker */
+    uint64_t next_emit;  /* next page the consumer needs */
+    size_t n;            /* window size: pages in [next_emit, next_emit + n) may exist */
     int stop;
     atomic_int stop_flag; /* the same, readable without the lock (retry sleeps) */
     struct slot *slots;
@@ -592,8 +605,8 @@ static void *work(void *arg)
 
 /* Consumes pages from `first` on through the window; returns like dapi_client_fetch_all. */
 static enum dapi_err run_window(struct window *w, struct worker *wk, pthread_t *tids,
-                                size_t nthreads, uint64_t first, dapi_client_page_fn fn,
-                                void *arg, struct dapi_client_err *err)
+                                size_t nthreads, uint64_t first, dapi_client_page_fn fn, void *arg,
+                                struct dapi_client_err *err)
 {
     enum dapi_err result = DAPI_OK;
     size_t started = 0;
@@ -648,8 +661,7 @@ static enum dapi_err run_window(struct window *w, struct worker *wk, pthread_t *
 }
 
 enum dapi_err dapi_client_fetch_all(struct dapi_client *c, const char *slug, int parallel,
-                                    dapi_client_page_fn fn, void *arg,
-                                    struct dapi_client_err *err)
+                                    dapi_client_page_fn fn, void *arg, struct dapi_client_err *err)
 {
     enum dapi_err result = DAPI_OK;
     char *esc = dapi_httpc_escape(slug);

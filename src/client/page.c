@@ -16,15 +16,15 @@
 #define MAX_DEPTH 64
 
 struct dapi_page {
-    char *body;                /* owned copy of the text; every span points into it */
+    char *body; /* owned copy of the text; every span points into it */
     size_t len;
     uint64_t number;
     int has_number;
-    const char *slug;          /* raw literal or NULL */
+    const char *slug; /* raw literal or NULL */
     size_t slug_len;
     size_t nrows;
-    size_t *row_first;         /* nrows + 1 indexes into cells */
-    const char **row_start;    /* nrows object starts */
+    size_t *row_first;      /* nrows + 1 indexes into cells */
+    const char **row_start; /* nrows object starts */
     size_t *row_len;
     struct dapi_cell *cells;
     size_t ncells, cells_cap;
@@ -378,8 +378,8 @@ static int scan_top(struct dapi_page *pg, struct scan *s)
     return 0;
 }
 
-enum dapi_err dapi_page_parse_owned(char *body, size_t len, struct dapi_page **page,
-                                    char *err, size_t errlen)
+enum dapi_err dapi_page_parse_owned(char *body, size_t len, struct dapi_page **page, char *err,
+                                    size_t errlen)
 {
     enum dapi_err result = DAPI_OK;
     struct dapi_page *pg = calloc(1, sizeof *pg);

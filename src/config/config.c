@@ -16,8 +16,8 @@ struct setting {
     const char *env;
     enum kind kind;
     size_t off;
-    const char *def;  /* default as text; NULL = unset */
-    int64_t min, max; /* bounds for numbers */
+    const char *def;     /* default as text; NULL = unset */
+    int64_t min, max;    /* bounds for numbers */
     const char *choices; /* "a|b" for K_CHOICE */
     const char *help;
 };
@@ -48,8 +48,8 @@ static const struct setting settings[] = {
      "comma-separated API keys (development convenience)"},
     {"log-format", "DAPI_LOG_FORMAT", K_CHOICE, O(log_format), "text", 0, 0, "text|json",
      "log line format (server and access lines)"},
-    {"log-level", "DAPI_LOG_LEVEL", K_CHOICE, O(log_level), "info", 0, 0,
-     "debug|info|warn|error", "least severe server line written (access lines are always written)"},
+    {"log-level", "DAPI_LOG_LEVEL", K_CHOICE, O(log_level), "info", 0, 0, "debug|info|warn|error",
+     "least severe server line written (access lines are always written)"},
     {"log-file", "DAPI_LOG_FILE", K_PATH, O(log_file), NULL, 0, 0, NULL,
      "server log lines are appended to this file instead of stderr (reopened on SIGHUP)"},
     {"access-log", "DAPI_ACCESS_LOG", K_PATH, O(access_log), NULL, 0, 0, NULL,
@@ -62,17 +62,17 @@ static const struct setting settings[] = {
      NULL, "largest request body accepted (413 above)"},
     {"max-header-bytes", "DAPI_MAX_HEADER_BYTES", K_I64, O(max_header_bytes), "16384", 1024,
      1 * MiB, NULL, "largest total size of request headers (431 above)"},
-    {"max-connections", "DAPI_MAX_CONNECTIONS", K_I64, O(max_connections), "1024", 1, 65536,
-     NULL, "concurrent client connections; further ones are closed at once"},
+    {"max-connections", "DAPI_MAX_CONNECTIONS", K_I64, O(max_connections), "1024", 1, 65536, NULL,
+     "concurrent client connections; further ones are closed at once"},
     {"max-connections-per-ip", "DAPI_MAX_CONNECTIONS_PER_IP", K_I64, O(max_connections_per_ip),
      "256", 1, 65536, NULL,
      "concurrent connections from one client address; further ones from it are closed at once"},
-    {"request-head-timeout", "DAPI_REQUEST_HEAD_TIMEOUT", K_I64, O(request_head_timeout), "10",
-     1, 3600, NULL,
+    {"request-head-timeout", "DAPI_REQUEST_HEAD_TIMEOUT", K_I64, O(request_head_timeout), "10", 1,
+     3600, NULL,
      "seconds a connection may wait for a whole request head, from its start or the previous "
      "response (so also the idle keep-alive time)"},
-    {"connection-timeout", "DAPI_CONNECTION_TIMEOUT", K_I64, O(connection_timeout), "60", 1,
-     86400, NULL,
+    {"connection-timeout", "DAPI_CONNECTION_TIMEOUT", K_I64, O(connection_timeout), "60", 1, 86400,
+     NULL,
      "seconds without progress after which a connection is closed (a request head has its own "
      "limit)"},
     {"max-sql-bytes", "DAPI_MAX_SQL_BYTES", K_I64, O(max_sql_bytes), "65536", 16, 64 * MiB, NULL,
@@ -91,14 +91,14 @@ static const struct setting settings[] = {
      "seconds a query may run (504 above)"},
     {"max-result-rows", "DAPI_MAX_RESULT_ROWS", K_I64, O(max_result_rows), "50000000", 1,
      INT64_MAX, NULL, "rows a result may hold (413 above)"},
-    {"max-result-bytes", "DAPI_MAX_RESULT_BYTES", K_I64, O(max_result_bytes), "4294967296",
-     1024, INT64_MAX, NULL, "bytes of JSON a result may hold (413 above)"},
-    {"max-state-bytes", "DAPI_MAX_STATE_BYTES", K_I64, O(max_state_bytes), "21474836480",
-     1 * MiB, INT64_MAX, NULL,
+    {"max-result-bytes", "DAPI_MAX_RESULT_BYTES", K_I64, O(max_result_bytes), "4294967296", 1024,
+     INT64_MAX, NULL, "bytes of JSON a result may hold (413 above)"},
+    {"max-state-bytes", "DAPI_MAX_STATE_BYTES", K_I64, O(max_state_bytes), "21474836480", 1 * MiB,
+     INT64_MAX, NULL,
      "bytes all stored results may take (when full, keys over --max-state-bytes-per-key lose "
      "their oldest results first; then new queries get 503)"},
-    {"max-state-bytes-per-key", "DAPI_MAX_STATE_BYTES_PER_KEY", K_I64,
-     O(max_state_bytes_per_key), "5368709120", 1 * MiB, INT64_MAX, NULL,
+    {"max-state-bytes-per-key", "DAPI_MAX_STATE_BYTES_PER_KEY", K_I64, O(max_state_bytes_per_key),
+     "5368709120", 1 * MiB, INT64_MAX, NULL,
      "bytes one key's stored results may take (its oldest are deleted to make room for a new "
      "one; a single larger result fails with 413)"},
     {"retention", "DAPI_RETENTION", K_I64, O(retention), "86400", 1, 365 * 86400LL, NULL,
@@ -113,8 +113,8 @@ static const struct setting settings[] = {
      INT64_MAX, NULL,
      "bytes the process may use beyond --memory-limit; its data size is capped at the sum "
      "(0 = no cap)"},
-    {"max-spill-bytes", "DAPI_MAX_SPILL_BYTES", K_I64, O(max_spill_bytes), "10737418240",
-     1 * MiB, INT64_MAX, NULL,
+    {"max-spill-bytes", "DAPI_MAX_SPILL_BYTES", K_I64, O(max_spill_bytes), "10737418240", 1 * MiB,
+     INT64_MAX, NULL,
      "bytes of intermediate data all queries together may spill to <state-dir>/tmp (413 above)"},
     {"duckdb-threads", "DAPI_DUCKDB_THREADS", K_I64, O(duckdb_threads), "0", 0, 1024, NULL,
      "threads DuckDB uses per query (0 = number of cores)"},
@@ -130,28 +130,28 @@ static const struct setting settings[] = {
      NULL, "seconds one upstream HTTP call may take"},
     {"upstream-connect-timeout", "DAPI_UPSTREAM_CONNECT_TIMEOUT", K_I64,
      O(upstream_connect_timeout), "10", 1, 3600, NULL, "seconds to connect upstream"},
-    {"upstream-attempts", "DAPI_UPSTREAM_ATTEMPTS", K_I64, O(upstream_attempts), "5", 1, 100,
-     NULL, "attempts per upstream call (transient failures are retried)"},
+    {"upstream-attempts", "DAPI_UPSTREAM_ATTEMPTS", K_I64, O(upstream_attempts), "5", 1, 100, NULL,
+     "attempts per upstream call (transient failures are retried)"},
     {"upstream-retry-time", "DAPI_UPSTREAM_RETRY_TIME", K_I64, O(upstream_retry_time), "60", 0,
      86400, NULL, "seconds all attempts of one upstream call may span"},
-    {"upstream-key-check-wait", "DAPI_UPSTREAM_KEY_CHECK_WAIT", K_I64,
-     O(upstream_key_check_wait), "10", 0, 3600, NULL,
+    {"upstream-key-check-wait", "DAPI_UPSTREAM_KEY_CHECK_WAIT", K_I64, O(upstream_key_check_wait),
+     "10", 0, 3600, NULL,
      "seconds a v2 creation waits for Nekt's first answer when its key was not accepted in the "
      "last 5 minutes: a key Nekt refuses gets 401/403 at creation, a failing upstream 502/504 "
      "(0 = answer with the slug at once)"},
     {"max-upstream-response-bytes", "DAPI_MAX_UPSTREAM_RESPONSE_BYTES", K_I64,
      O(max_upstream_response_bytes), "16777216", 1024, 1 * GiB, NULL,
      "largest upstream JSON response accepted (502 above)"},
-    {"max-upstream-bytes", "DAPI_MAX_UPSTREAM_BYTES", K_I64, O(max_upstream_bytes),
-     "4294967296", 1024, INT64_MAX, NULL, "largest download of one result's files (413 above)"},
+    {"max-upstream-bytes", "DAPI_MAX_UPSTREAM_BYTES", K_I64, O(max_upstream_bytes), "4294967296",
+     1024, INT64_MAX, NULL, "largest download of one result's files (413 above)"},
     {"application-timeout", "DAPI_APPLICATION_TIMEOUT", K_I64, O(application_timeout), "300", 1,
      86400, NULL, "seconds to wait for the v1 Explorer application to become active"},
     {"emulate-nekt", "DAPI_EMULATE_NEKT", K_BOOL, O(emulate_nekt), "false", 0, 0, NULL,
      "also serve the Nekt upstream API (/api/v1/...) on the local engine"},
     {"emulate-faults", "DAPI_EMULATE_FAULTS", K_STR, O(emulate_faults), NULL, 0, 0, NULL,
      "fault injection rules for the emulator (docs/emulator.md)"},
-    {"emulate-url-ttl", "DAPI_EMULATE_URL_TTL", K_I64, O(emulate_url_ttl), "3600", 0, 86400,
-     NULL, "seconds the emulator's presigned URLs stay valid"},
+    {"emulate-url-ttl", "DAPI_EMULATE_URL_TTL", K_I64, O(emulate_url_ttl), "3600", 0, 86400, NULL,
+     "seconds the emulator's presigned URLs stay valid"},
     {"emulate-start-delay", "DAPI_EMULATE_START_DELAY", K_I64, O(emulate_start_delay), "0", 0,
      3600000, NULL, "milliseconds the emulated Explorer application takes to start"},
     {"emulate-rows-per-file", "DAPI_EMULATE_ROWS_PER_FILE", K_I64, O(emulate_rows_per_file),
@@ -193,10 +193,21 @@ int64_t dapi_config_parse_size(const char *s)
     static const struct {
         const char *unit;
         double mult;
-    } units[] = {{"", 1},          {"b", 1},           {"bytes", 1},       {"kb", 1e3},
-                 {"mb", 1e6},      {"gb", 1e9},        {"tb", 1e12},       {"k", 1e3},
-                 {"m", 1e6},       {"g", 1e9},         {"t", 1e12},        {"kib", 1024.0},
-                 {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
+    } units[] = {{"", 1},
+                 {"b", 1},
+                 {"bytes", 1},
+                 {"kb", 1e3},
+                 {"mb", 1e6},
+                 {"gb", 1e9},
+                 {"tb", 1e12},
+                 {"k", 1e3},
+                 {"m", 1e6},
+                 {"g", 1e9},
+                 {"t", 1e12},
+                 {"kib", 1024.0},
+                 {"mib", 1048576.0},
+                 {"gib", 1073741824.0},
+                 {"tib", 1099511627776.0}};
     char *end;
     while(*s == ' ')
         s++;
@@ -276,7 +287,7 @@ static enum dapi_err apply(struct dapi_config *cfg, const struct setting *s, con
         goto copy;
     case K_STR:
     case K_PATH:
-    copy: {
+    copy : {
         char **slot = (char **)(base + s->off);
         char *copy = strdup(v);
         if(!copy)

@@ -9,18 +9,18 @@
 #include "dapi/err.h"
 
 struct dapi_config {
-    char *host;             /* an address or a host name */
+    char *host; /* an address or a host name */
     int port;
-    int reuse_port;         /* SO_REUSEPORT */
-    char *backend;          /* "local" */
-    char *data_dir;         /* absolute after dapi_config_load */
-    char *state_dir;        /* absolute after dapi_config_load */
-    char *api_keys_file;    /* NULL = unset */
-    char *log_format;       /* "text" | "json" */
-    char *log_level;        /* "debug" | "info" | "warn" | "error" */
-    char *log_file;         /* NULL = stderr; absolute after dapi_config_load */
-    char *access_log;       /* NULL = with the server lines; absolute after dapi_config_load */
-    int workers;            /* query execution threads */
+    int reuse_port;      /* SO_REUSEPORT */
+    char *backend;       /* "local" */
+    char *data_dir;      /* absolute after dapi_config_load */
+    char *state_dir;     /* absolute after dapi_config_load */
+    char *api_keys_file; /* NULL = unset */
+    char *log_format;    /* "text" | "json" */
+    char *log_level;     /* "debug" | "info" | "warn" | "error" */
+    char *log_file;      /* NULL = stderr; absolute after dapi_config_load */
+    char *access_log;    /* NULL = with the server lines; absolute after dapi_config_load */
+    int workers;         /* query execution threads */
     int http_threads;
     int64_t max_body_bytes;
     int64_t max_header_bytes;
@@ -32,36 +32,36 @@ struct dapi_config {
     int64_t max_json_depth;
     int64_t max_queued_queries;
     int64_t max_queries_per_key;
-    int64_t query_timeout;      /* s */
+    int64_t query_timeout; /* s */
     int64_t max_result_rows;
     int64_t max_result_bytes;
     int64_t max_state_bytes;
     int64_t max_state_bytes_per_key;
-    int64_t retention;          /* s */
-    int64_t result_wait;        /* s */
-    int64_t shutdown_grace;     /* s */
-    char *memory_limit;         /* DuckDB memory_limit, e.g. "4GB" */
-    int64_t memory_headroom;    /* bytes beyond memory_limit; 0 = no process cap */
-    int64_t max_spill_bytes;    /* DuckDB max_temp_directory_size */
+    int64_t retention;       /* s */
+    int64_t result_wait;     /* s */
+    int64_t shutdown_grace;  /* s */
+    char *memory_limit;      /* DuckDB memory_limit, e.g. "4GB" */
+    int64_t memory_headroom; /* bytes beyond memory_limit; 0 = no process cap */
+    int64_t max_spill_bytes; /* DuckDB max_temp_directory_size */
     int64_t duckdb_threads;
-    char *api_keys_env;         /* DAPI_API_KEYS (env only) */
+    char *api_keys_env; /* DAPI_API_KEYS (env only) */
     /* the Nekt upstream (--backend nekt) */
     char *nekt_url;
-    char *nekt_api;             /* "v2" | "v1" */
-    char *nekt_api_key;         /* DAPI_NEKT_API_KEY (env only); NULL = forward client keys */
+    char *nekt_api;     /* "v2" | "v1" */
+    char *nekt_api_key; /* DAPI_NEKT_API_KEY (env only); NULL = forward client keys */
     int64_t upstream_workers;
-    int64_t upstream_timeout;   /* s, one HTTP call */
+    int64_t upstream_timeout;         /* s, one HTTP call */
     int64_t upstream_connect_timeout; /* s */
     int64_t upstream_attempts;
-    int64_t upstream_retry_time; /* s, all attempts of one call */
+    int64_t upstream_retry_time;     /* s, all attempts of one call */
     int64_t upstream_key_check_wait; /* s, v2 creation waiting for Nekt's first answer */
     int64_t max_upstream_response_bytes;
-    int64_t max_upstream_bytes; /* downloads of one result */
+    int64_t max_upstream_bytes;  /* downloads of one result */
     int64_t application_timeout; /* s, v1 application start */
     /* the emulator (--emulate-nekt) */
     int emulate_nekt;
     char *emulate_faults;
-    int64_t emulate_url_ttl;    /* s */
+    int64_t emulate_url_ttl;     /* s */
     int64_t emulate_start_delay; /* ms */
     int64_t emulate_rows_per_file;
 };

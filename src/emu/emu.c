@@ -68,8 +68,7 @@ struct dapi_emu {
 
 struct emu_req;
 /* What answers one route and method, on the emulator's workers. */
-typedef void emu_op(struct emu_req *e, struct dapi_econn *conn,
-                    const struct dapi_fault_action *f);
+typedef void emu_op(struct emu_req *e, struct dapi_econn *conn, const struct dapi_fault_action *f);
 
 /* Everything a job needs, copied out of the request before it is handed over. */
 struct emu_req {
@@ -469,12 +468,12 @@ static void start_execution(struct emu_req *e, struct dapi_econn *conn, const ch
     dapi_buf_adds(&wrapped, sql);
     dapi_buf_addf(&wrapped, "\n) LIMIT 100 OFFSET %lld", (long long)((page - 1) * 100));
     uint64_t rows = 0;
-    enum dapi_err result =
-        wrapped.data ? dapi_engine_export_parquet(conn, wrapped.data, 0, file, 0,
-                                                  dapi_clock_mono_ms() +
-                                                      app->cfg->query_timeout * 1000,
-                                                  &rows, &msg)
-                     : DAPI_ERR_NOMEM;
+    enum dapi_err result = wrapped.data
+                               ? dapi_engine_export_parquet(conn, wrapped.data, 0, file, 0,
+                                                            dapi_clock_mono_ms() +
+                                                                app->cfg->query_timeout * 1000,
+                                                            &rows, &msg)
+                               : DAPI_ERR_NOMEM;
     /* Interrupted by shutdown: the execution stays "running" and is forgotten with the
      * process, so a poller sees 503s, then 404 after the restart, and executes again. */
     if(result != DAPI_ERR_BUSY) {
@@ -671,8 +670,8 @@ static void handle(void *arg, struct dapi_econn *conn)
         goto out;
     }
     if(!e->keyless && !e->key_ok) {
-        detail(e, 401, e->key ? "Invalid API key." : "Authentication credentials were not provided.",
-               &f);
+        detail(e, 401,
+               e->key ? "Invalid API key." : "Authentication credentials were not provided.", &f);
         goto out;
     }
     e->op(e, conn, &f);
@@ -713,10 +712,10 @@ static void submit(struct dapi_req *r, struct dapi_app *app, emu_op *op, int key
 }
 
 /* The route handlers (api.h's dapi_handler): each submits its op. */
-#define EMU_HANDLER(name, op, keyless)                                                  \
-    static void name(struct dapi_req *r, struct dapi_app *app, const char *unused)      \
-    {                                                                                   \
-        submit(r, app, op, keyless);                                                    \
+#define EMU_HANDLER(name, op, keyless)                                             \
+    static void name(struct dapi_req *r, struct dapi_app *app, const char *unused) \
+    {                                                                              \
+        submit(r, app, op, keyless);                                               \
     }
 EMU_HANDLER(r_files, op_files, 1)
 EMU_HANDLER(r_files_not_allowed, op_not_allowed, 1)
@@ -753,16 +752,14 @@ static int is_execution(const char *path)
 static const struct dapi_route emu_routes[] = {
     {"/emu-files/", DAPI_ROUTE_ANY, NULL, 0, "GET", r_files, NULL, NULL, r_files_not_allowed},
     {"/api/v1/sql-query/", NULL, NULL, 0, "POST", NULL, NULL, r_sql_query, r_not_allowed},
-    {"/api/v1/explorer/application/", NULL, NULL, 0, "GET", r_app_status, NULL, NULL,
-     r_not_found},
+    {"/api/v1/explorer/application/", NULL, NULL, 0, "GET", r_app_status, NULL, NULL, r_not_found},
     {"/api/v1/explorer/application/start/", NULL, NULL, 0, "POST", NULL, NULL, r_app_start,
      r_not_found},
-    {"/api/v1/explorer/queries/", NULL, NULL, 0, "POST", NULL, NULL, r_create_query,
-     r_not_found},
+    {"/api/v1/explorer/queries/", NULL, NULL, 0, "POST", NULL, NULL, r_create_query, r_not_found},
     {"/api/v1/explorer/queries/", DAPI_ROUTE_ANY, is_execution_start, 0, "POST", NULL, NULL,
      r_start_execution, r_not_allowed},
-    {"/api/v1/explorer/queries/", DAPI_ROUTE_ANY, is_execution, 0, "GET", r_execution, NULL,
-     NULL, r_not_allowed},
+    {"/api/v1/explorer/queries/", DAPI_ROUTE_ANY, is_execution, 0, "GET", r_execution, NULL, NULL,
+     r_not_allowed},
     {"/api/v1/", DAPI_ROUTE_ANY, NULL, 0, "", NULL, NULL, NULL, r_not_found},
 };
 
@@ -804,8 +801,8 @@ int dapi_emu_start(struct dapi_app *app, char *err, size_t errlen)
     if(dapi_random(emu->secret, sizeof emu->secret) ||
        dapi_faults_parse(&emu->faults, cfg->emulate_faults, err, errlen))
         return -1;
-    struct dapi_engine_opts eo = {cfg->data_dir, cfg->state_dir, cfg->memory_limit,
-                                  cfg->duckdb_threads, emu->dir, cfg->query_timeout * 1000,
+    struct dapi_engine_opts eo = {cfg->data_dir,       cfg->state_dir, cfg->memory_limit,
+                                  cfg->duckdb_threads, emu->dir,       cfg->query_timeout * 1000,
                                   cfg->max_spill_bytes};
     if(dapi_engine_open(&emu->engine, &eo, err, errlen))
         return -1;

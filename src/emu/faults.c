@@ -9,7 +9,7 @@
 struct rule {
     char path[256];
     char method[16];
-    int64_t first;       /* -1 = unlimited */
+    int64_t first; /* -1 = unlimited */
     double rate;
     int64_t seen;
     struct dapi_fault_action act;
@@ -87,8 +87,9 @@ bad:
                      v, k, keys[i].value);
             return -1;
         }
-    snprintf(err, errlen, "invalid value for --emulate-faults: unknown key in '%.64s=%.64s' "
-                          "(keys: " KEY_LIST ")",
+    snprintf(err, errlen,
+             "invalid value for --emulate-faults: unknown key in '%.64s=%.64s' "
+             "(keys: " KEY_LIST ")",
              k, v);
     return -1;
 }
@@ -117,8 +118,9 @@ int dapi_faults_parse(struct dapi_faults **out, const char *spec, char *err, siz
                 *inext++ = '\0';
             char *eq = strchr(item, '=');
             if(!eq) {
-                snprintf(err, errlen, "invalid value for --emulate-faults: '%.64s' is not "
-                                      "key=value (keys: " KEY_LIST ")",
+                snprintf(err, errlen,
+                         "invalid value for --emulate-faults: '%.64s' is not "
+                         "key=value (keys: " KEY_LIST ")",
                          item);
                 goto fail;
             }

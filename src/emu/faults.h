@@ -23,9 +23,9 @@ struct dapi_faults;
 
 struct dapi_fault_action {
     int64_t latency_ms;
-    int status;          /* 0 = none */
-    int retry_after;     /* -1 = none */
-    char body[16];       /* "" = none */
+    int status;      /* 0 = none */
+    int retry_after; /* -1 = none */
+    char body[16];   /* "" = none */
     int expire;
 };
 

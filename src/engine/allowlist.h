@@ -10,7 +10,7 @@ struct dapi_refusal {
     const char *why;
 };
 
-extern const char *const dapi_allow_scalar[];     /* scalar, aggregate, window, macros */
+extern const char *const dapi_allow_scalar[]; /* scalar, aggregate, window, macros */
 extern const size_t dapi_allow_scalar_n;
 extern const char *const dapi_allow_lake_table[]; /* table functions reading lake files */
 extern const size_t dapi_allow_lake_table_n;
@@ -24,7 +24,6 @@ extern const size_t dapi_refuse_table_n;
 /* Is lower_name (lower case) in the sorted list? */
 int dapi_allow_has(const char *const *list, size_t n, const char *lower_name);
 /* The reason lower_name is refused, or NULL if it is not in the list. */
-const char *dapi_refusal_reason(const struct dapi_refusal *list, size_t n,
-                                const char *lower_name);
+const char *dapi_refusal_reason(const struct dapi_refusal *list, size_t n, const char *lower_name);
 
 #endif

@@ -389,9 +389,12 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     size_t dl = strlen(e->data_real);
     if(realpath(opts->state_dir, sreal) &&
        ((strncmp(sreal, e->data_real, dl) == 0 && (sreal[dl] == '/' || !sreal[dl])) ||
-        (strncmp(e->data_real, sreal, strlen(sreal)) == 0 && e->data_real[strlen(sreal)] == '/'))) {
-        snprintf(err, errlen, "the state dir (%s) and the data dir (%s) must not contain one "
-                              "another", opts->state_dir, opts->data_dir);
+        (strncmp(e->data_real, sreal, strlen(sreal)) == 0 &&
+         e->data_real[strlen(sreal)] == '/'))) {
+        snprintf(err, errlen,
+                 "the state dir (%s) and the data dir (%s) must not contain one "
+                 "another",
+                 opts->state_dir, opts->data_dir);
         result = DAPI_ERR_INVALID; /* the settings are wrong */
         goto out;
     }
@@ -405,19 +408,15 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
     if(duckdb_create_config(&cfg) == DuckDBError)
         goto out;
     const char *settings[][2] = {
-        {"autoinstall_known_extensions", "false"},
-        {"autoload_known_extensions", "false"},
-        {"allow_community_extensions", "false"},
-        {"allow_unsigned_extensions", "false"},
-        {"memory_limit", opts->memory_limit},
-        {"temp_directory", tmpdir},
+        {"autoinstall_known_extensions", "false"}, {"autoload_known_extensions", "false"},
+        {"allow_community_extensions", "false"},   {"allow_unsigned_extensions", "false"},
+        {"memory_limit", opts->memory_limit},      {"temp_directory", tmpdir},
         {"preserve_insertion_order", "true"},
     };
     for(size_t i = 0; i < sizeof settings / sizeof settings[0]; i++) {
         if(duckdb_set_config(cfg, settings[i][0], settings[i][1]) == DuckDBError) {
             snprintf(err, errlen, "invalid value for --%s: '%s' (DuckDB rejected it)",
-                     strcmp(settings[i][0], "memory_limit") == 0 ? "memory-limit"
-                                                                : settings[i][0],
+                     strcmp(settings[i][0], "memory_limit") == 0 ? "memory-limit" : settings[i][0],
                      settings[i][1]);
             result = DAPI_ERR_INVALID;
             goto out;
@@ -555,9 +554,8 @@ static int lake_has_layer(void *arg, const char *name)
 static int catalog_has_name(void *arg, const char *lname)
 {
     struct dapi_engine *e = arg;
-    return e->ncatalog_names &&
-           bsearch(&lname, e->catalog_names, e->ncatalog_names, sizeof *e->catalog_names,
-                   cmp_str) != NULL;
+    return e->ncatalog_names && bsearch(&lname, e->catalog_names, e->ncatalog_names,
+                                        sizeof *e->catalog_names, cmp_str) != NULL;
 }
 
 /* ---- statements ---------------------------------------------------------------------- */
@@ -649,8 +647,8 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
 {
     enum dapi_err result = DAPI_OK;
     size_t n = strlen(c->e->data_real);
-    if(!c->glob && duckdb_prepare(c->con, "SELECT file FROM glob($1::VARCHAR)", &c->glob) ==
-                       DuckDBError) {
+    if(!c->glob &&
+       duckdb_prepare(c->con, "SELECT file FROM glob($1::VARCHAR)", &c->glob) == DuckDBError) {
         duckdb_destroy_prepare(&c->glob);
         c->glob = NULL;
         return DAPI_ERR_INTERNAL;
@@ -672,13 +670,14 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
         duckdb_destroy_result(&res);
         for(size_t k = 0; k < nfiles && !result; k++) {
             char real[PATH_MAX];
-            if(dapi_sandbox_path_problem(c->e->data_dir, files[k]) ||
-               !realpath(files[k], real) || strncmp(real, c->e->data_real, n) != 0 ||
-               real[n] != '/') {
+            if(dapi_sandbox_path_problem(c->e->data_dir, files[k]) || !realpath(files[k], real) ||
+               strncmp(real, c->e->data_real, n) != 0 || real[n] != '/') {
                 struct dapi_buf b;
                 dapi_buf_init(&b, 8192);
-                dapi_buf_addf(&b, "reading '%s' is not allowed: it matches a hidden file or a "
-                                  "link that leaves the lake", sb->paths[i]);
+                dapi_buf_addf(&b,
+                              "reading '%s' is not allowed: it matches a hidden file or a "
+                              "link that leaves the lake",
+                              sb->paths[i]);
                 *msg = dapi_buf_take(&b, NULL);
                 result = DAPI_ERR_SQL;
             }
@@ -753,8 +752,10 @@ static enum dapi_err prepare_readonly(struct dapi_econn *c, const char *sql, int
         if(*word) {
             for(char *p = word; *p; p++)
                 *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
-            dapi_buf_addf(&b, "only read-only queries (SELECT, WITH, VALUES, FROM) are allowed; "
-                              "%s statements are refused", word);
+            dapi_buf_addf(&b,
+                          "only read-only queries (SELECT, WITH, VALUES, FROM) are allowed; "
+                          "%s statements are refused",
+                          word);
         } else {
             dapi_buf_adds(&b, "no SQL statement found");
         }
@@ -774,8 +775,10 @@ static enum dapi_err prepare_readonly(struct dapi_econn *c, const char *sql, int
     if(t != DUCKDB_STATEMENT_TYPE_SELECT) {
         struct dapi_buf b;
         dapi_buf_init(&b, 1024);
-        dapi_buf_addf(&b, "only read-only queries (SELECT, WITH, VALUES, FROM) are allowed; "
-                          "%s statements are refused", statement_name(t));
+        dapi_buf_addf(&b,
+                      "only read-only queries (SELECT, WITH, VALUES, FROM) are allowed; "
+                      "%s statements are refused",
+                      statement_name(t));
         *msg = dapi_buf_take(&b, NULL);
         goto out;
     }
@@ -881,7 +884,7 @@ static enum dapi_ctype simple(duckdb_type t)
     case DUCKDB_TYPE_TIMESTAMP_TZ: return DAPI_CT_TIMESTAMP_TZ;
     case DUCKDB_TYPE_INTERVAL: return DAPI_CT_INTERVAL;
     case DUCKDB_TYPE_UUID: return DAPI_CT_UUID;
-    default: return (enum dapi_ctype)-1;
+    default: return (enum dapi_ctype)(-1);
     }
 }
 
@@ -922,7 +925,7 @@ static enum dapi_err build(duckdb_logical_type lt, struct dapi_colvec *cv, int d
     case DUCKDB_TYPE_LIST:
     case DUCKDB_TYPE_MAP:
     case DUCKDB_TYPE_ARRAY: {
-        cv->type = t == DUCKDB_TYPE_LIST ? DAPI_CT_LIST
+        cv->type = t == DUCKDB_TYPE_LIST  ? DAPI_CT_LIST
                    : t == DUCKDB_TYPE_MAP ? DAPI_CT_MAP
                                           : DAPI_CT_ARRAY;
         if(!(cv->children = calloc(1, sizeof *cv->children)))
@@ -988,8 +991,7 @@ static enum dapi_err build(duckdb_logical_type lt, struct dapi_colvec *cv, int d
         }
         return result;
     }
-    default:
-        return DAPI_ERR_INVALID;
+    default: return DAPI_ERR_INVALID;
     }
 }
 
@@ -1000,19 +1002,14 @@ static void bind_vec(struct dapi_colvec *cv, duckdb_vector v)
     cv->validity = duckdb_vector_get_validity(v);
     switch(cv->type) {
     case DAPI_CT_LIST:
-    case DAPI_CT_MAP:
-        bind_vec(&cv->children[0], duckdb_list_vector_get_child(v));
-        break;
-    case DAPI_CT_ARRAY:
-        bind_vec(&cv->children[0], duckdb_array_vector_get_child(v));
-        break;
+    case DAPI_CT_MAP: bind_vec(&cv->children[0], duckdb_list_vector_get_child(v)); break;
+    case DAPI_CT_ARRAY: bind_vec(&cv->children[0], duckdb_array_vector_get_child(v)); break;
     case DAPI_CT_STRUCT:
     case DAPI_CT_UNION:
         for(size_t i = 0; i < cv->nchildren; i++)
             bind_vec(&cv->children[i], duckdb_struct_vector_get_child(v, i));
         break;
-    default:
-        break;
+    default: break;
     }
 }
 
@@ -1121,8 +1118,8 @@ static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
     return b.data ? dapi_buf_take(&b, NULL) : NULL;
 }
 
-static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
-                           int64_t deadline_ms, duckdb_result *res, int *have_res, char **msg);
+static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st, int64_t deadline_ms,
+                           duckdb_result *res, int *have_res, char **msg);
 
 /* DuckDB reports running out of memory (its buffer manager's limit, or an allocation refused
  * under the process cap) as an error of the query: that is a result too large to compute
@@ -1236,17 +1233,16 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t dea
     return run(c, sql, 0, deadline_ms, sink, ctx, msg);
 }
 
-enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql,
-                                      int64_t deadline_ms, const struct dapi_sink *sink,
-                                      void *ctx, char **msg)
+enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
+                                      const struct dapi_sink *sink, void *ctx, char **msg)
 {
     return run(c, sql, 1, deadline_ms, sink, ctx, msg);
 }
 
 /* Starts a prepared statement as a streaming result, interrupting it at deadline_ms: rows
  * are produced as the caller fetches them, so nothing but the chunk in hand is held. */
-static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st,
-                           int64_t deadline_ms, duckdb_result *res, int *have_res, char **msg)
+static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st, int64_t deadline_ms,
+                           duckdb_result *res, int *have_res, char **msg)
 {
     duckdb_pending_result pending = NULL;
     enum dapi_err result = DAPI_OK;

@@ -70,9 +70,8 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t dea
 /* The same for SQL dapi wrote itself (reading downloads in opts.extra_dir, the health
  * probe's SELECT 1): still one read-only statement, but not held to the user sandbox and
  * without rescanning the lake, which such SQL never reads. Never pass a user's text. */
-enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql,
-                                      int64_t deadline_ms, const struct dapi_sink *sink,
-                                      void *ctx, char **msg);
+enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
+                                      const struct dapi_sink *sink, void *ctx, char **msg);
 
 /* Runs sql (checked like dapi_engine_run, or like dapi_engine_run_trusted when trusted)
  * and writes its result as Parquet files into dir (inside opts.extra_dir), data_0.parquet,

@@ -29,8 +29,8 @@ struct view {
     enum table_kind kind;
     struct timespec mtime; /* of the file (or folder): a rewrite re-creates the view */
     off_t size;
-    int failed;            /* the view could not be created: tried again once the file changes */
-    char **files;          /* TK_PARQUET_DIR: the vetted files, sorted */
+    int failed;   /* the view could not be created: tried again once the file changes */
+    char **files; /* TK_PARQUET_DIR: the vetted files, sorted */
     size_t nfiles;
 };
 
@@ -51,10 +51,10 @@ struct dapi_engine {
     int aborting; /* shutdown: interrupt everything */
     struct dapi_econn *conns;
     char *data_dir;
-    char *data_real;           /* realpath of data_dir: files read must resolve beneath it */
-    int64_t check_ms;          /* deadline of a check (0 = none) */
-    char **catalog_names;      /* lower-case names of the system views, sorted */
-    int64_t cut_warned_ms;     /* last warning about a lake too large to scan */
+    char *data_real;       /* realpath of data_dir: files read must resolve beneath it */
+    int64_t check_ms;      /* deadline of a check (0 = none) */
+    char **catalog_names;  /* lower-case names of the system views, sorted */
+    int64_t cut_warned_ms; /* last warning about a lake too large to scan */
     size_t ncatalog_names;
     pthread_mutex_t lake_lock; /* guards catalog and views */
     duckdb_connection catalog;

@@ -59,10 +59,10 @@ static int ext_kind(const char *name, size_t *stem)
 #define DIR_MAX_DEPTH 16
 
 struct scan {
-    const char *real;   /* the lake's real path */
+    const char *real; /* the lake's real path */
     size_t entries;
     int64_t deadline_ms;
-    int cut;            /* the budget ran out */
+    int cut; /* the budget ran out */
 };
 
 static int scan_budget(struct scan *sc)
@@ -152,9 +152,9 @@ static enum dapi_err walk_parquet(struct scan *sc, const char *dir, int depth, s
     return result;
 }
 
-static enum dapi_err views_add(struct views *vs, const char *layer, const char *table,
-                               size_t tlen, const char *path, enum table_kind kind,
-                               const struct stat *st, struct files *files)
+static enum dapi_err views_add(struct views *vs, const char *layer, const char *table, size_t tlen,
+                               const char *path, enum table_kind kind, const struct stat *st,
+                               struct files *files)
 {
     for(size_t i = 0; i < vs->n; i++)
         if(strcasecmp(vs->v[i].layer, layer) == 0 && strlen(vs->v[i].table) == tlen &&
@@ -195,8 +195,8 @@ static enum dapi_err views_add(struct views *vs, const char *layer, const char *
 /* Schema names DuckDB keeps for itself: a layer folder of that name is not exposed. */
 static int reserved_layer(const char *name)
 {
-    static const char *const r[] = {"main", "pg_catalog", "information_schema", "temp",
-                                    "system", "memory"};
+    static const char *const r[] = {"main", "pg_catalog", "information_schema",
+                                    "temp", "system",     "memory"};
     for(size_t i = 0; i < sizeof r / sizeof r[0]; i++)
         if(strcasecmp(name, r[i]) == 0)
             return 1;
@@ -249,8 +249,7 @@ static enum dapi_err scan_lake(struct scan *sc, const char *root, struct views *
     return result;
 }
 
-static const struct view *views_find(const struct views *vs, const char *layer,
-                                     const char *table)
+static const struct view *views_find(const struct views *vs, const char *layer, const char *table)
 {
     for(size_t i = 0; i < vs->n; i++)
         if(strcmp(vs->v[i].layer, layer) == 0 && strcmp(vs->v[i].table, table) == 0)
@@ -362,7 +361,8 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
         if(now_ms - e->cut_warned_ms > 60000) {
             e->cut_warned_ms = now_ms;
             dapi_warn("lake: scan stopped after %zu entries / %d ms; tables beyond that keep "
-                      "their previous state", sc.entries, SCAN_MAX_MS);
+                      "their previous state",
+                      sc.entries, SCAN_MAX_MS);
         }
         for(size_t i = 0; i < e->views.n && !result; i++) {
             struct view *v = &e->views.v[i];

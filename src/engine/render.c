@@ -268,43 +268,28 @@ static enum dapi_err render_enum(struct dapi_buf *out, const struct dapi_colvec 
 {
     uint64_t idx;
     switch(c->phys) {
-    case DAPI_CT_U8:
-        idx = ((const uint8_t *)c->data)[r];
-        break;
-    case DAPI_CT_U16:
-        idx = ((const uint16_t *)c->data)[r];
-        break;
-    case DAPI_CT_U32:
-        idx = ((const uint32_t *)c->data)[r];
-        break;
-    default:
-        return fail(out, DAPI_ERR_INTERNAL);
+    case DAPI_CT_U8: idx = ((const uint8_t *)c->data)[r]; break;
+    case DAPI_CT_U16: idx = ((const uint16_t *)c->data)[r]; break;
+    case DAPI_CT_U32: idx = ((const uint32_t *)c->data)[r]; break;
+    default: return fail(out, DAPI_ERR_INTERNAL);
     }
     if(idx >= c->n_enum || !c->enum_values || !c->enum_values[idx])
         return fail(out, DAPI_ERR_INTERNAL);
     return dapi_json_str(out, c->enum_values[idx], strlen(c->enum_values[idx]));
 }
 
-static enum dapi_err render_decimal(struct dapi_buf *out, const struct dapi_colvec *c,
-                                    uint64_t r)
+static enum dapi_err render_decimal(struct dapi_buf *out, const struct dapi_colvec *c, uint64_t r)
 {
     int64_t v;
     switch(c->phys) {
-    case DAPI_CT_I16:
-        v = ((const int16_t *)c->data)[r];
-        break;
-    case DAPI_CT_I32:
-        v = ((const int32_t *)c->data)[r];
-        break;
-    case DAPI_CT_I64:
-        v = ((const int64_t *)c->data)[r];
-        break;
+    case DAPI_CT_I16: v = ((const int16_t *)c->data)[r]; break;
+    case DAPI_CT_I32: v = ((const int32_t *)c->data)[r]; break;
+    case DAPI_CT_I64: v = ((const int64_t *)c->data)[r]; break;
     case DAPI_CT_I128: {
         const struct dapi_i128 *h = &((const struct dapi_i128 *)c->data)[r];
         return dapi_json_decimal(out, h->upper, h->lower, c->scale);
     }
-    default:
-        return fail(out, DAPI_ERR_INTERNAL);
+    default: return fail(out, DAPI_ERR_INTERNAL);
     }
     return dapi_json_decimal(out, v < 0 ? -1 : 0, (uint64_t)v, c->scale);
 }
@@ -331,8 +316,7 @@ static enum dapi_err render_map(struct dapi_buf *out, const struct dapi_colvec *
                                 unsigned depth)
 {
     const struct dapi_colvec *kv = c->children;
-    if(!kv || c->nchildren < 1 || kv->type != DAPI_CT_STRUCT || kv->nchildren < 2 ||
-       !kv->children)
+    if(!kv || c->nchildren < 1 || kv->type != DAPI_CT_STRUCT || kv->nchildren < 2 || !kv->children)
         return fail(out, DAPI_ERR_INTERNAL);
     const struct dapi_colvec *key = &kv->children[0], *val = &kv->children[1];
     const struct dapi_list_entry *e = &((const struct dapi_list_entry *)c->data)[r];
@@ -367,8 +351,8 @@ static enum dapi_err render_map(struct dapi_buf *out, const struct dapi_colvec *
     return result ? result : dapi_buf_addc(out, as_object ? '}' : ']');
 }
 
-static enum dapi_err render_struct(struct dapi_buf *out, const struct dapi_colvec *c,
-                                   uint64_t r, unsigned depth)
+static enum dapi_err render_struct(struct dapi_buf *out, const struct dapi_colvec *c, uint64_t r,
+                                   unsigned depth)
 {
     if(c->nchildren && (!c->children || !c->child_names))
         return fail(out, DAPI_ERR_INTERNAL);
@@ -396,22 +380,14 @@ static enum dapi_err render(struct dapi_buf *out, const struct dapi_colvec *c, u
     case DAPI_CT_BOOL:
         return ((const uint8_t *)d)[r] ? dapi_buf_add(out, "true", 4)
                                        : dapi_buf_add(out, "false", 5);
-    case DAPI_CT_I8:
-        return dapi_json_i64(out, ((const int8_t *)d)[r]);
-    case DAPI_CT_I16:
-        return dapi_json_i64(out, ((const int16_t *)d)[r]);
-    case DAPI_CT_I32:
-        return dapi_json_i64(out, ((const int32_t *)d)[r]);
-    case DAPI_CT_I64:
-        return dapi_json_i64(out, ((const int64_t *)d)[r]);
-    case DAPI_CT_U8:
-        return dapi_json_u64(out, ((const uint8_t *)d)[r]);
-    case DAPI_CT_U16:
-        return dapi_json_u64(out, ((const uint16_t *)d)[r]);
-    case DAPI_CT_U32:
-        return dapi_json_u64(out, ((const uint32_t *)d)[r]);
-    case DAPI_CT_U64:
-        return dapi_json_u64(out, ((const uint64_t *)d)[r]);
+    case DAPI_CT_I8: return dapi_json_i64(out, ((const int8_t *)d)[r]);
+    case DAPI_CT_I16: return dapi_json_i64(out, ((const int16_t *)d)[r]);
+    case DAPI_CT_I32: return dapi_json_i64(out, ((const int32_t *)d)[r]);
+    case DAPI_CT_I64: return dapi_json_i64(out, ((const int64_t *)d)[r]);
+    case DAPI_CT_U8: return dapi_json_u64(out, ((const uint8_t *)d)[r]);
+    case DAPI_CT_U16: return dapi_json_u64(out, ((const uint16_t *)d)[r]);
+    case DAPI_CT_U32: return dapi_json_u64(out, ((const uint32_t *)d)[r]);
+    case DAPI_CT_U64: return dapi_json_u64(out, ((const uint64_t *)d)[r]);
     case DAPI_CT_I128: {
         const struct dapi_i128 *h = &((const struct dapi_i128 *)d)[r];
         return dapi_json_i128(out, h->upper, h->lower);
@@ -420,12 +396,9 @@ static enum dapi_err render(struct dapi_buf *out, const struct dapi_colvec *c, u
         const struct dapi_u128 *h = &((const struct dapi_u128 *)d)[r];
         return dapi_json_u128(out, h->upper, h->lower);
     }
-    case DAPI_CT_F32:
-        return dapi_json_float(out, ((const float *)d)[r]);
-    case DAPI_CT_F64:
-        return dapi_json_double(out, ((const double *)d)[r]);
-    case DAPI_CT_DECIMAL:
-        return render_decimal(out, c, r);
+    case DAPI_CT_F32: return dapi_json_float(out, ((const float *)d)[r]);
+    case DAPI_CT_F64: return dapi_json_double(out, ((const double *)d)[r]);
+    case DAPI_CT_DECIMAL: return render_decimal(out, c, r);
     case DAPI_CT_VARCHAR:
     case DAPI_CT_BLOB:
     case DAPI_CT_BIT: {
@@ -437,26 +410,17 @@ static enum dapi_err render(struct dapi_buf *out, const struct dapi_colvec *c, u
             return dapi_json_base64(out, s, n);
         return render_bit(out, s, n);
     }
-    case DAPI_CT_DATE:
-        return render_date(out, ((const int32_t *)d)[r]);
-    case DAPI_CT_TIME:
-        return render_time(out, ((const int64_t *)d)[r]);
-    case DAPI_CT_TIMESTAMP:
-        return render_timestamp(out, ((const int64_t *)d)[r], 1000000, 0);
-    case DAPI_CT_TIMESTAMP_S:
-        return render_timestamp(out, ((const int64_t *)d)[r], 1, 0);
-    case DAPI_CT_TIMESTAMP_MS:
-        return render_timestamp(out, ((const int64_t *)d)[r], 1000, 0);
+    case DAPI_CT_DATE: return render_date(out, ((const int32_t *)d)[r]);
+    case DAPI_CT_TIME: return render_time(out, ((const int64_t *)d)[r]);
+    case DAPI_CT_TIMESTAMP: return render_timestamp(out, ((const int64_t *)d)[r], 1000000, 0);
+    case DAPI_CT_TIMESTAMP_S: return render_timestamp(out, ((const int64_t *)d)[r], 1, 0);
+    case DAPI_CT_TIMESTAMP_MS: return render_timestamp(out, ((const int64_t *)d)[r], 1000, 0);
     case DAPI_CT_TIMESTAMP_NS:
         return render_timestamp(out, ((const int64_t *)d)[r], 1000000000, 0);
-    case DAPI_CT_TIMESTAMP_TZ:
-        return render_timestamp(out, ((const int64_t *)d)[r], 1000000, 1);
-    case DAPI_CT_INTERVAL:
-        return render_interval(out, &((const struct dapi_interval *)d)[r]);
-    case DAPI_CT_UUID:
-        return render_uuid(out, &((const struct dapi_i128 *)d)[r]);
-    case DAPI_CT_ENUM:
-        return render_enum(out, c, r);
+    case DAPI_CT_TIMESTAMP_TZ: return render_timestamp(out, ((const int64_t *)d)[r], 1000000, 1);
+    case DAPI_CT_INTERVAL: return render_interval(out, &((const struct dapi_interval *)d)[r]);
+    case DAPI_CT_UUID: return render_uuid(out, &((const struct dapi_i128 *)d)[r]);
+    case DAPI_CT_ENUM: return render_enum(out, c, r);
     case DAPI_CT_LIST: {
         if(!c->children || c->nchildren < 1)
             return fail(out, DAPI_ERR_INTERNAL);
@@ -467,10 +431,8 @@ static enum dapi_err render(struct dapi_buf *out, const struct dapi_colvec *c, u
         if(!c->children || c->nchildren < 1)
             return fail(out, DAPI_ERR_INTERNAL);
         return render_elements(out, c->children, c->array_size * r, c->array_size, depth + 1);
-    case DAPI_CT_MAP:
-        return render_map(out, c, r, depth + 1);
-    case DAPI_CT_STRUCT:
-        return render_struct(out, c, r, depth + 1);
+    case DAPI_CT_MAP: return render_map(out, c, r, depth + 1);
+    case DAPI_CT_STRUCT: return render_struct(out, c, r, depth + 1);
     case DAPI_CT_UNION: {
         if(!c->children || c->nchildren < 1 || !c->children[0].data)
             return fail(out, DAPI_ERR_INTERNAL);

@@ -19,7 +19,7 @@
 #include "base/jsonin.h"
 #include "engine/allowlist.h"
 
-#define MAX_DEPTH 4000 /* JSON nesting; DuckDB's own expression depth limit is 1000 */
+#define MAX_DEPTH 4000          /* JSON nesting; DuckDB's own expression depth limit is 1000 */
 #define MAX_INLINED_DEPTH 10000 /* nesting with CTEs inlined: bounds tree_size's stack */
 #define NAME_LEN 256
 #define MSG_MAX 4096 /* bytes of a refusal message, NUL excluded */
@@ -27,9 +27,9 @@
 struct cte {
     char name[NAME_LEN]; /* lower case */
     const struct dapi_jv *body;
-    int always;          /* MATERIALIZED: planned once, whatever the number of references */
-    int state;           /* 0 not computed, 1 being computed (a recursive reference), 2 done */
-    uint64_t weight;     /* nodes of the body once inlined */
+    int always;      /* MATERIALIZED: planned once, whatever the number of references */
+    int state;       /* 0 not computed, 1 being computed (a recursive reference), 2 done */
+    uint64_t weight; /* nodes of the body once inlined */
 };
 
 struct walk {
@@ -217,8 +217,7 @@ static uint64_t tree_size(struct walk *w, const struct dapi_jv *v, int depth)
             it = dapi_jv_iter_next(v, it))
             n = sat_add(n, tree_size(w, dapi_jv_iter_value(it), depth + 1));
         return n;
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
@@ -318,8 +317,10 @@ static void check_file_args(struct walk *w, const struct dapi_jv *fn, const char
         if(n > 0 && p)
             return;
     }
-    refuse(w, "%s() is not allowed here: its file argument must be a literal string, or a "
-              "list of literal strings, naming files inside the lake", name);
+    refuse(w,
+           "%s() is not allowed here: its file argument must be a literal string, or a "
+           "list of literal strings, naming files inside the lake",
+           name);
 }
 
 static void check_table_function(struct walk *w, const struct dapi_jv *fn)
@@ -327,8 +328,10 @@ static void check_table_function(struct walk *w, const struct dapi_jv *fn)
     const char *name = str(fn, "function_name");
     char lname[NAME_LEN];
     if(qualified_elsewhere(fn)) {
-        refuse(w, "table function %s.%s() is not allowed: only the built-in functions can be "
-                  "called", str(fn, "schema"), name);
+        refuse(w,
+               "table function %s.%s() is not allowed: only the built-in functions can be "
+               "called",
+               str(fn, "schema"), name);
         return;
     }
     if(lower(name, lname, sizeof lname)) {
@@ -345,8 +348,10 @@ static void check_table_function(struct walk *w, const struct dapi_jv *fn)
     if(why)
         refuse(w, "table function %s() is not allowed: it %s", name, why);
     else
-        refuse(w, "table function %s() is not allowed: it is not on dapi's list of allowed "
-                  "functions", name);
+        refuse(w,
+               "table function %s() is not allowed: it is not on dapi's list of allowed "
+               "functions",
+               name);
 }
 
 /* ---- the walk ------------------------------------------------------------------------- */
@@ -360,15 +365,17 @@ static void check_members(struct walk *w, const struct dapi_jv *v, int depth, co
             check(w, dapi_jv_iter_value(it), depth + 1);
 }
 
-static void check_expression(struct walk *w, const struct dapi_jv *v, const char *cls,
-                             int depth)
+static void check_expression(struct walk *w, const struct dapi_jv *v, const char *cls, int depth)
 {
-    static const char *const ok[] = {"BETWEEN",  "CASE",       "CAST",
-                                     "COLLATE",  "COLUMN_REF", "COMPARISON",
-                                     "CONJUNCTION", "CONSTANT", "DEFAULT",
-                                     "FUNCTION", "LAMBDA",     "LAMBDA_REF",
-                                     "OPERATOR", "POSITIONAL_REFERENCE", "STAR",
-                                     "SUBQUERY", "WINDOW"};
+    static const char *const ok[] = {"BETWEEN",     "CASE",
+                                     "CAST",        "COLLATE",
+                                     "COLUMN_REF",  "COMPARISON",
+                                     "CONJUNCTION", "CONSTANT",
+                                     "DEFAULT",     "FUNCTION",
+                                     "LAMBDA",      "LAMBDA_REF",
+                                     "OPERATOR",    "POSITIONAL_REFERENCE",
+                                     "STAR",        "SUBQUERY",
+                                     "WINDOW"};
     size_t i = 0;
     if(strcmp(cls, "PARAMETER") == 0) {
         refuse(w, "query parameters ($1, ?, $name) are not supported");
@@ -396,32 +403,30 @@ static void check_base_table(struct walk *w, const struct dapi_jv *v)
     }
     if(*sch) {
         if(!w->sb->is_layer(w->sb->arg, sch))
-            refuse(w, "table \"%s\".\"%s\" is not a lake table (no layer \"%s\")", sch, name,
-                   sch);
+            refuse(w, "table \"%s\".\"%s\" is not a lake table (no layer \"%s\")", sch, name, sch);
         return;
     }
     /* Unqualified: only the query's own CTEs. Anything else would be resolved by DuckDB in
      * its own catalog (system views) or as a file path (replacement scans). */
-    if(lower(name, lname, sizeof lname) == 0 && is_cte(w, lname) &&
-       !strpbrk(lname, "./\\:") && !w->sb->is_catalog_name(w->sb->arg, lname))
+    if(lower(name, lname, sizeof lname) == 0 && is_cte(w, lname) && !strpbrk(lname, "./\\:") &&
+       !w->sb->is_catalog_name(w->sb->arg, lname))
         return;
     refuse(w, "table \"%s\" is not allowed: name lake tables as \"layer\".\"table\"", name);
 }
 
 static int is_table_ref(const char *type)
 {
-    static const char *const refs[] = {"BASE_TABLE", "JOIN",     "SUBQUERY",   "TABLE_FUNCTION",
-                                       "EMPTY",      "EXPRESSION_LIST", "PIVOT", "SHOW_REF",
-                                       "COLUMN_DATA", "DELIM_GET", "CTE",        "BOUND_TABLE_REF",
-                                       "INVALID"};
+    static const char *const refs[] = {
+        "BASE_TABLE", "JOIN",     "SUBQUERY",    "TABLE_FUNCTION", "EMPTY", "EXPRESSION_LIST",
+        "PIVOT",      "SHOW_REF", "COLUMN_DATA", "DELIM_GET",      "CTE",   "BOUND_TABLE_REF",
+        "INVALID"};
     for(size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
         if(strcmp(refs[i], type) == 0)
             return 1;
     return 0;
 }
 
-static void check_table_ref(struct walk *w, const struct dapi_jv *v, const char *type,
-                            int depth)
+static void check_table_ref(struct walk *w, const struct dapi_jv *v, const char *type, int depth)
 {
     if(strcmp(type, "BASE_TABLE") == 0) {
         check_base_table(w, v);
@@ -471,8 +476,7 @@ static void check(struct walk *w, const struct dapi_jv *v, int depth)
             check_members(w, v, depth, NULL);
         return;
     }
-    default:
-        return;
+    default: return;
     }
 }
 
@@ -535,7 +539,7 @@ static char *finite_copy(const char *tree, size_t len, int *oom)
         }
         size_t n = len - i >= 8 && memcmp(tree + i, "Infinity", 8) == 0 ? 8
                    : len - i >= 3 && memcmp(tree + i, "NaN", 3) == 0    ? 3
-                                                                         : 0;
+                                                                        : 0;
         if(!n)
             continue;
         if(!out && !(out = malloc(len + 1))) {
@@ -554,8 +558,7 @@ static char *finite_copy(const char *tree, size_t len, int *oom)
     return out;
 }
 
-enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size_t len,
-                                 char **msg)
+enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size_t len, char **msg)
 {
     struct walk w = {.sb = sb};
     struct dapi_jv *root = NULL;
@@ -569,8 +572,8 @@ enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size
         w.err = DAPI_ERR_NOMEM;
         goto out;
     }
-    enum dapi_err parsed =
-        dapi_jv_parse_reals(finite ? finite : tree, len, MAX_DEPTH, &root, err, sizeof err);
+    enum dapi_err parsed = dapi_jv_parse_reals(finite ? finite : tree, len, MAX_DEPTH, &root, err,
+                                               sizeof err);
     free(finite);
     if(parsed) {
         refuse(&w, "the query is too complex to check");
@@ -600,8 +603,9 @@ enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size
     }
     collect_ctes(&w, stmts, 0);
     if(!w.err && tree_size(&w, stmts, 0) > DAPI_SANDBOX_MAX_NODES)
-        refuse(&w, "the query is too large once its CTEs are expanded (more than %d nodes); "
-                   "mark CTEs used many times AS MATERIALIZED",
+        refuse(&w,
+               "the query is too large once its CTEs are expanded (more than %d nodes); "
+               "mark CTEs used many times AS MATERIALIZED",
                DAPI_SANDBOX_MAX_NODES);
     if(!w.err)
         check(&w, stmts, 0);

@@ -32,8 +32,7 @@ void dapi_addr_from_sockaddr(struct dapi_addr *a, const struct sockaddr *sa, soc
         a->b[10] = 0xff;
         a->b[11] = 0xff;
         memcpy(a->b + 12, &in->sin_addr, 4);
-    } else if(sa && sa->sa_family == AF_INET6 &&
-              len >= (socklen_t)sizeof(struct sockaddr_in6)) {
+    } else if(sa && sa->sa_family == AF_INET6 && len >= (socklen_t)sizeof(struct sockaddr_in6)) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
         memcpy(a->b, &in6->sin6_addr, 16);
     }

@@ -32,11 +32,11 @@ struct dapi_conn {
     struct MHD_Connection *mc;
     struct dapi_req *req; /* the request being read or answered (its event thread only) */
     MHD_socket fd;
-    pthread_t owner;      /* the event thread that runs it */
+    pthread_t owner; /* the event thread that runs it */
     struct dapi_addr addr;
-    char addr_text[48];   /* addr as text, for the access log */
-    int counted;          /* holds a slot in h->conns */
-    int cut;              /* shut down by dapi; MHD closes it next (h->mu) */
+    char addr_text[48];            /* addr as text, for the access log */
+    int counted;                   /* holds a slot in h->conns */
+    int cut;                       /* shut down by dapi; MHD closes it next (h->mu) */
     _Atomic int64_t head_since_ms; /* waiting for a request head since (monotonic) */
     atomic_int in_request;         /* the access handler has the current request */
 };
@@ -51,7 +51,7 @@ struct dapi_http {
     pthread_mutex_t mu;   /* guards conns, open and every dapi_conn.cut */
     struct dapi_conns *conns;
     struct dapi_conn *open;
-    pthread_cond_t wake;  /* stops the sweeper */
+    pthread_cond_t wake; /* stops the sweeper */
     int stopping;
     int sweeper_started;
     pthread_t sweeper;
@@ -65,24 +65,24 @@ struct dapi_req {
     struct MHD_Connection *conn;
     const char *method;
     char *path;
-    char *query;          /* the query string as sent (after '?'), or NULL */
-    char client[48];      /* the client's address as text */
+    char *query;                       /* the query string as sent (after '?'), or NULL */
+    char client[48];                   /* the client's address as text */
     char rid[DAPI_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or generated */
     int64_t start_us;
-    struct dapi_conn *c;  /* its connection (NULL if untracked) */
+    struct dapi_conn *c; /* its connection (NULL if untracked) */
     struct dapi_buf body;
-    uint64_t received;    /* body bytes received, kept or not */
-    int too_large;        /* body over the limit: discard, then 413 */
-    int close;            /* answer with Connection: close */
+    uint64_t received; /* body bytes received, kept or not */
+    int too_large;     /* body over the limit: discard, then 413 */
+    int close;         /* answer with Connection: close */
     int state;
-    pthread_mutex_t mu;   /* guards the fields below against a worker answering */
+    pthread_mutex_t mu; /* guards the fields below against a worker answering */
     int deferred, suspended, answered, queued;
     int status;
     char *resp;
     size_t resp_len;
     const char *xh, *xv;
-    char xv_buf[128];     /* copy of the extra header's value */
-    int fd;               /* file body (>= 0) instead of resp */
+    char xv_buf[128]; /* copy of the extra header's value */
+    int fd;           /* file body (>= 0) instead of resp */
     uint64_t fd_size;
     const char *ctype;
     unsigned long long bytes_sent;
@@ -113,8 +113,8 @@ const char *dapi_req_arg(const struct dapi_req *r, const char *name)
     const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
     if(!v) {
         /* "?a" (no '=') is reported as present with a NULL value */
-        if(MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name),
-                                         NULL, NULL) == MHD_YES)
+        if(MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), NULL,
+                                         NULL) == MHD_YES)
             return "";
     }
     return v;
@@ -264,7 +264,7 @@ struct framing {
     int lengths, codings; /* Content-Length / Transfer-Encoding headers seen */
     int length_state;     /* LEN_* of the worst one */
     int lengths_differ;
-    int coding_unknown;   /* a Transfer-Encoding other than exactly "chunked" */
+    int coding_unknown; /* a Transfer-Encoding other than exactly "chunked" */
     uint64_t length;
 };
 
@@ -316,8 +316,8 @@ static const char *framing_error(struct MHD_Connection *conn, int *status)
 
 static struct dapi_conn *conn_of(struct MHD_Connection *conn)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+        conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     return ci ? ci->socket_context : NULL;
 }
 
@@ -436,8 +436,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         r->c->req = r;
         memcpy(r->client, r->c->addr_text, sizeof r->client);
     } else {
-        const union MHD_ConnectionInfo *ai =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(
+            conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         struct dapi_addr a;
         dapi_addr_from_sockaddr(&a, ai ? ai->client_addr : NULL,
                                 ai && ai->client_addr ? sizeof(struct sockaddr_in6) : 0);
@@ -465,9 +465,8 @@ static enum MHD_Result refuse_early(struct dapi_req *r, int status, const char *
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     struct dapi_http *h = cls;
     struct dapi_req *r = *con_cls;
@@ -564,9 +563,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if(!r)
         return;
     long long dur = dapi_clock_mono_us() - r->start_us;
-    struct dapi_access a = {r->method, r->path, r->query, r->client, r->rid,
+    struct dapi_access a = {r->method,
+                            r->path,
+                            r->query,
+                            r->client,
+                            r->rid,
                             r->queued ? r->status : 0, /* 0: the client left before an answer */
-                            r->queued ? r->bytes_sent : 0, dur};
+                            r->queued ? r->bytes_sent : 0,
+                            dur};
     dapi_log_request(&a);
     if(r->c) {
         /* The next request head on this kept-alive connection has its deadline counted from
@@ -635,7 +639,8 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t
         dapi_conns_release(h->conns, &grant.addr);
     grant.h = NULL;
     int rc = dapi_conns_acquire(h->conns, &a);
-    int64_t open = rc == DAPI_CONNS_FULL ? dapi_conns_total(h->conns) : dapi_conns_of(h->conns, &a);
+    int64_t open = rc == DAPI_CONNS_FULL ? dapi_conns_total(h->conns)
+                                         : dapi_conns_of(h->conns, &a);
     if(rc == DAPI_CONNS_OK) {
         grant.h = h;
         grant.addr = a;
@@ -677,8 +682,8 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
     }
     if(code != MHD_CONNECTION_NOTIFY_STARTED)
         return;
-    const union MHD_ConnectionInfo *fi =
-        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *fi = MHD_get_connection_info(
+        mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     struct dapi_conn *c = calloc(1, sizeof *c);
     pthread_mutex_lock(&h->mu);
     int granted = grant.h == h;
@@ -706,8 +711,8 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
     } else {
         /* Not admitted by on_accept (only MHD_add_connection does that; dapi never calls
          * it): admit it here, or cut it. */
-        const union MHD_ConnectionInfo *ai =
-            MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        const union MHD_ConnectionInfo *ai = MHD_get_connection_info(
+            mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
         dapi_addr_from_sockaddr(&c->addr, ai ? ai->client_addr : NULL,
                                 ai && ai->client_addr ? sizeof(struct sockaddr_in6) : 0);
         c->counted = dapi_conns_acquire(h->conns, &c->addr) == DAPI_CONNS_OK;
@@ -757,8 +762,8 @@ static void *sweep_main(void *arg)
             cut++;
         }
         if(cut)
-            dapi_debug("http: closed %d connection(s) without a request head after %lld s",
-                       cut, (long long)h->o.request_head_timeout_s);
+            dapi_debug("http: closed %d connection(s) without a request head after %lld s", cut,
+                       (long long)h->o.request_head_timeout_s);
     }
     pthread_mutex_unlock(&h->mu);
     return NULL;
@@ -960,8 +965,7 @@ static int listen_on(const struct dapi_listen_addr *la, int reuse_port, int *por
         goto fail;
     if(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
        (reuse_port && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) ||
-       (sa->sa_family == AF_INET6 &&
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one)))
+       (sa->sa_family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one)))
         goto fail;
     if(bind(fd, sa, la->len) || listen(fd, SOMAXCONN) ||
        getsockname(fd, (struct sockaddr *)&bound, &blen))
@@ -985,8 +989,8 @@ static void http_free(struct dapi_http *h)
     free(h);
 }
 
-enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts,
-                              char *err, size_t errlen)
+enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts, char *err,
+                              size_t errlen)
 {
     *out = NULL;
     struct dapi_http *h = calloc(1, sizeof *h);
@@ -1006,8 +1010,8 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     h->drain_bytes = (uint64_t)opts->max_body_bytes * 4;
     if(h->drain_bytes < 8u << 20)
         h->drain_bytes = 8u << 20;
-    enum dapi_err e =
-        dapi_conns_new(&h->conns, opts->max_connections, opts->max_connections_per_ip);
+    enum dapi_err e = dapi_conns_new(&h->conns, opts->max_connections,
+                                     opts->max_connections_per_ip);
     if(e) {
         http_free(h);
         return e;
@@ -1049,20 +1053,22 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     unsigned mhd_limit = (unsigned)((opts->max_connections + 16) * opts->threads);
     /* The logger first: libmicrohttpd reports problems with the options that follow while
      * it reads them (e.g. a thread pool of 1), and would write those to stderr itself. */
-    h->d = MHD_start_daemon(
-        flags, (uint16_t)h->port, on_accept, h, on_request, h, MHD_OPTION_EXTERNAL_LOGGER,
-        on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET, lfd, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)opts->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)opts->connection_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_URI_LOG_CALLBACK, on_uri, h,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION,
-        on_connection, h, MHD_OPTION_END);
+    h->d = MHD_start_daemon(flags, (uint16_t)h->port, on_accept, h, on_request, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET,
+                            lfd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)opts->threads,
+                            MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)opts->connection_timeout_s,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, mem, MHD_OPTION_URI_LOG_CALLBACK,
+                            on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
     if(!h->d) {
         /* The listen socket is not closed here: whether libmicrohttpd already closed it on
          * its way out is not said, and by now other threads open files, so a second close
          * could hit one of theirs. The process is about to exit anyway. */
-        snprintf(err, errlen, "cannot start the HTTP server on %s (libmicrohttpd refused; "
-                 "see the log at --log-level debug)", la->text);
+        snprintf(err, errlen,
+                 "cannot start the HTTP server on %s (libmicrohttpd refused; "
+                 "see the log at --log-level debug)",
+                 la->text);
         http_free(h);
         return DAPI_ERR_INTERNAL;
     }

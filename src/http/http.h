@@ -42,13 +42,13 @@ struct dapi_http_opts {
     void (*dispatch)(struct dapi_req *r, void *app);
     void *app;
     const struct dapi_listen_addr *addr; /* if set, used instead of host and port */
-    int reuse_port; /* SO_REUSEPORT; without it a port in use is an error */
+    int reuse_port;                      /* SO_REUSEPORT; without it a port in use is an error */
 };
 
 /* Listens and starts the event threads. A port in use (or any failure to listen) is an error:
  * "cannot listen on 127.0.0.1:5001: Address already in use". */
-enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts,
-                              char *err, size_t errlen);
+enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts, char *err,
+                              size_t errlen);
 /* The port listened on (the one picked, for port 0). */
 int dapi_http_port(const struct dapi_http *h);
 /* Stops accepting new connections; requests in flight continue. */

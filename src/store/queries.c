@@ -43,7 +43,7 @@ struct query {
      * one lock for all would bound the whole server's run rate by the disk's fsync time. */
     pthread_mutex_t persist;
     struct waiter *waiters;
-    struct query *next;         /* hash chain */
+    struct query *next; /* hash chain */
 };
 
 /* What one key uses of what keys share: admission slots and stored bytes. An entry exists
@@ -311,8 +311,9 @@ static enum dapi_err storage_error(int e, const char *what, char *why, size_t n)
         return DAPI_ERR_NOMEM;
     int full = e == ENOSPC || e == EDQUOT;
     if(why && n)
-        snprintf(why, n, "%s %s: %s", full ? "no space left on the state disk (--state-dir)"
-                                          : "cannot write to the state dir (--state-dir)",
+        snprintf(why, n, "%s %s: %s",
+                 full ? "no space left on the state disk (--state-dir)"
+                      : "cannot write to the state dir (--state-dir)",
                  what, strerror(e));
     return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
 }
@@ -451,7 +452,7 @@ sorted:
         if(!key && key_bytes(qs, q->owner) <= quota)
             continue; /* that key got back under its quota meanwhile */
         if(slugs_add(gone, q->slug))
-            break; /* a directory we could not remember to remove must stay registered */
+            break;     /* a directory we could not remember to remove must stay registered */
         char owner[9]; /* a prefix of the key's hash tells operators whose it was */
         snprintf(owner, sizeof owner, "%02x%02x%02x%02x", q->owner[0], q->owner[1], q->owner[2],
                  q->owner[3]);
@@ -808,8 +809,7 @@ static void copy_message(char *out, size_t n, const char *m)
 }
 
 enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
-                               const unsigned char *key_hash, int64_t now_s,
-                               struct dapi_qview *v)
+                               const unsigned char *key_hash, int64_t now_s, struct dapi_qview *v)
 {
     memset(v, 0, sizeof *v);
     pthread_mutex_lock(&qs->lock);
@@ -1042,8 +1042,8 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
     if(sql && up) {
-        struct meta m = {slug, owner, sql, up, message, created, state, error, bytes, attempts,
-                         seq};
+        struct meta m = {slug,  owner, sql,   up,       message, created,
+                         state, error, bytes, attempts, seq};
         result = save_meta(qs, &m) ? DAPI_ERR_IO : DAPI_OK;
     }
     free(up);

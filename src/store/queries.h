@@ -30,10 +30,10 @@ enum dapi_qstate { DAPI_Q_QUEUED, DAPI_Q_RUNNING, DAPI_Q_DONE, DAPI_Q_FAILED };
 struct dapi_qview {
     char slug[DAPI_SLUG_MAX];
     enum dapi_qstate state;
-    enum dapi_err error;   /* FAILED: why */
-    char message[1024];    /* FAILED: details for the client (a longer one is cut, and says so) */
+    enum dapi_err error; /* FAILED: why */
+    char message[1024];  /* FAILED: details for the client (a longer one is cut, and says so) */
     struct dapi_result *result;
-    void *ref;             /* internal */
+    void *ref; /* internal */
 };
 
 struct dapi_queries;
@@ -41,7 +41,7 @@ struct dapi_queries;
 /* Runs a query may start without the process recording their outcome: at the next start
  * after that many, the query is failed instead of run again. */
 #define DAPI_QUERY_MAX_ATTEMPTS 2
-#define DAPI_QUERY_CRASH_MESSAGE                                                               \
+#define DAPI_QUERY_CRASH_MESSAGE \
     "the server stopped twice while running this query; it is not run again"
 
 /* Opens the registry in state_dir, loading what a previous run left: expired queries are
@@ -97,8 +97,7 @@ enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *
 /* Looks a slug up for key_hash. DAPI_ERR_NOT_FOUND for unknown, expired, or owned by another
  * key (indistinguishable on purpose). On success fills v (release it). */
 enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
-                               const unsigned char *key_hash, int64_t now_s,
-                               struct dapi_qview *v);
+                               const unsigned char *key_hash, int64_t now_s, struct dapi_qview *v);
 void dapi_queries_release(struct dapi_queries *qs, struct dapi_qview *v);
 
 /* Path of a query's result file (for the executor). */

@@ -21,12 +21,12 @@ struct dapi_result_writer {
     int fd;
     char *path, *tmp;
     struct dapi_result_limits limits;
-    struct dapi_buf out;  /* pending bytes */
-    uint64_t written;     /* bytes of rows already written */
+    struct dapi_buf out; /* pending bytes */
+    uint64_t written;    /* bytes of rows already written */
     uint64_t rows;
-    uint64_t *index;      /* page start offsets */
+    uint64_t *index; /* page start offsets */
     size_t nindex, capindex;
-    char **keys;          /* pre-rendered "name": per column */
+    char **keys; /* pre-rendered "name": per column */
     size_t *key_lens;
     size_t ncols;
     char error[256];
@@ -39,8 +39,7 @@ static enum dapi_err write_error(struct dapi_result_writer *w, const char *what,
 {
     int full = e == ENOSPC || e == EDQUOT;
     snprintf(w->error, sizeof w->error, "%s %s: %s",
-             full ? "no space left on the state disk (--state-dir)" : "cannot", what,
-             strerror(e));
+             full ? "no space left on the state disk (--state-dir)" : "cannot", what, strerror(e));
     return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
 }
 
@@ -329,8 +328,9 @@ enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
              total = get64(h + 48);
     /* Every offset is checked so a damaged file can never make us read out of bounds. */
     int ok = memcmp(h, MAGIC, 8) == 0 && total == size && rows_off == HEADER_LEN &&
-             rows_len <= size - HEADER_LEN && index_off == rows_off + rows_len && pages < size / 8 &&
-             index_off + 8 * (pages + 1) == size && pages == rows / DAPI_PAGE_ROWS + (rows % DAPI_PAGE_ROWS != 0);
+             rows_len <= size - HEADER_LEN && index_off == rows_off + rows_len &&
+             pages < size / 8 && index_off + 8 * (pages + 1) == size &&
+             pages == rows / DAPI_PAGE_ROWS + (rows % DAPI_PAGE_ROWS != 0);
     for(uint64_t i = 0; ok && i <= pages; i++) {
         uint64_t off = get64(h + index_off + 8 * i);
         ok = off <= rows_len && (i == 0 ? off == 0 : off >= get64(h + index_off + 8 * (i - 1)));

@@ -13,24 +13,24 @@
 struct dapi_httpc;
 
 struct dapi_httpc_call {
-    const char *method;            /* "GET", "POST", … */
+    const char *method; /* "GET", "POST", … */
     const char *url;
-    const char *const *headers;    /* NULL-terminated "Name: value" list, or NULL */
-    const char *body;              /* request body (POST), or NULL */
+    const char *const *headers; /* NULL-terminated "Name: value" list, or NULL */
+    const char *body;           /* request body (POST), or NULL */
     size_t body_len;
-    long connect_timeout_ms;       /* 0 = 10 s */
-    long timeout_ms;               /* whole call; 0 = 60 s */
-    uint64_t max_body;             /* response body cap; over it the call fails */
-    int fd;                        /* >= 0: stream the response body to this file instead */
+    long connect_timeout_ms; /* 0 = 10 s */
+    long timeout_ms;         /* whole call; 0 = 60 s */
+    uint64_t max_body;       /* response body cap; over it the call fails */
+    int fd;                  /* >= 0: stream the response body to this file instead */
 };
 
 struct dapi_httpc_resp {
-    int status;                    /* HTTP status; 0 if no response */
-    struct dapi_buf body;          /* response body (owned; dapi_httpc_resp_free) unless fd */
-    uint64_t body_bytes;           /* bytes received */
-    int64_t retry_after_ms;        /* Retry-After header (seconds or HTTP date), -1 if none */
-    int request_sent;              /* the request reached the network (it may have been acted on) */
-    char error[256];               /* transport error text, "" if none */
+    int status;             /* HTTP status; 0 if no response */
+    struct dapi_buf body;   /* response body (owned; dapi_httpc_resp_free) unless fd */
+    uint64_t body_bytes;    /* bytes received */
+    int64_t retry_after_ms; /* Retry-After header (seconds or HTTP date), -1 if none */
+    int request_sent;       /* the request reached the network (it may have been acted on) */
+    char error[256];        /* transport error text, "" if none */
 };
 
 /* Creates a handle (free with dapi_httpc_free). */

@@ -57,9 +57,9 @@ int64_t dapi_retry_next(const struct dapi_retry_policy *p, const struct dapi_ret
         *reason = "the retry deadline would pass";
         return -1;
     }
-    *reason = in->transport == DAPI_ERR_TIMEOUT  ? "timeout"
-              : in->transport != DAPI_OK         ? "connection failure"
-              : in->status == 429                ? "rate limited (429)"
-                                                 : "transient HTTP error";
+    *reason = in->transport == DAPI_ERR_TIMEOUT ? "timeout"
+              : in->transport != DAPI_OK        ? "connection failure"
+              : in->status == 429               ? "rate limited (429)"
+                                                : "transient HTTP error";
     return delay;
 }

@@ -40,10 +40,10 @@ static void fz_fail(const char *file, int line, const char *cond, const char *fm
     abort();
 }
 
-#define FUZZ_CHECK(cond, ...)                                                                      \
-    do {                                                                                           \
-        if(!(cond))                                                                                \
-            fz_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                                       \
+#define FUZZ_CHECK(cond, ...)                                \
+    do {                                                     \
+        if(!(cond))                                          \
+            fz_fail(__FILE__, __LINE__, #cond, __VA_ARGS__); \
     } while(0)
 
 /* ---- UTF-8 ------------------------------------------------------------------------------ */
@@ -120,7 +120,7 @@ static inline size_t fz_utf8_replace(const unsigned char *p, size_t n, unsigned 
             len = rows[r].len;
             good = 1;
             while(good < len && i + good < n && p[i + good] >= rows[r].lo[good - 1] &&
-                   p[i + good] <= rows[r].hi[good - 1])
+                  p[i + good] <= rows[r].hi[good - 1])
                 good++;
         }
         if(len && good == len) {
@@ -193,7 +193,7 @@ static inline int fz_json_string(struct fz_json *j)
                         return -1;
                 j->p += 6;
             } else if(e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
-                       e == 'r' || e == 't') {
+                      e == 'r' || e == 't') {
                 j->p += 2;
             } else {
                 return -1;
@@ -415,7 +415,7 @@ static inline size_t fz_json_unquote(const void *lit, size_t len, unsigned char 
         uint32_t cp = fz_hex4(p + 2);
         p += 6;
         if(cp >= 0xD800 && cp <= 0xDBFF && end - p >= 6 && p[0] == '\\' && p[1] == 'u' &&
-            fz_hex4(p + 2) >= 0xDC00 && fz_hex4(p + 2) <= 0xDFFF) {
+           fz_hex4(p + 2) >= 0xDC00 && fz_hex4(p + 2) <= 0xDFFF) {
             cp = 0x10000 + ((cp - 0xD800) << 10) + (fz_hex4(p + 2) - 0xDC00);
             p += 6;
         } else if(cp >= 0xD800 && cp <= 0xDFFF) {

@@ -33,8 +33,8 @@ static void check_action(const struct dapi_fault_action *a, const char *m, const
     FUZZ_CHECK(a->status == 0 || (a->status >= 100 && a->status <= 599), "%s %s: status %d", m, p,
                a->status);
     FUZZ_CHECK(a->retry_after >= -1, "%s %s: retry_after %d", m, p, a->retry_after);
-    FUZZ_CHECK(a->status != 0 || a->retry_after == -1, "%s %s: retry_after %d without status", m, p,
-               a->retry_after);
+    FUZZ_CHECK(a->status != 0 || a->retry_after == -1, "%s %s: retry_after %d without status", m,
+               p, a->retry_after);
     FUZZ_CHECK(a->latency_ms >= 0, "%s %s: latency_ms %lld", m, p, (long long)a->latency_ms);
     FUZZ_CHECK(memchr(a->body, '\0', sizeof a->body) != NULL, "%s %s: body not terminated", m, p);
     FUZZ_CHECK(!a->body[0] || !strcmp(a->body, "truncate") || !strcmp(a->body, "garbage") ||

@@ -106,10 +106,10 @@ static int walk(const struct dapi_jv *v, int depth)
         FUZZ_CHECK(json_is_null(j), "type NULL for a non-null");
         want = 0;
         break;
-    default:
-        FUZZ_CHECK(0, "dapi_jv_type returned %d", (int)t);
+    default: FUZZ_CHECK(0, "dapi_jv_type returned %d", (int)t);
     }
-    FUZZ_CHECK(truthy == want, "dapi_jv_truthy %d, Python says %d (type %d)", truthy, want, (int)t);
+    FUZZ_CHECK(truthy == want, "dapi_jv_truthy %d, Python says %d (type %d)", truthy, want,
+               (int)t);
     return 0;
 }
 

@@ -114,7 +114,7 @@ static int ref_read(const unsigned char *b, size_t n, struct ref *R)
         } else if(key_is(k, klen, "\"page\"") && !R->has_page) {
             const unsigned char *num = j.p;
             if(*j.p == '"' || *j.p == '[' || *j.p == '{' || *j.p == 't' || *j.p == 'f' ||
-                *j.p == 'n')
+               *j.p == 'n')
                 return 0; /* not a number */
             fz_json_number(&j);
             uint64_t val = 0;

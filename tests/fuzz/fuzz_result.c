@@ -61,10 +61,10 @@ static int ref_valid(const uint8_t *d, size_t size)
     typedef unsigned __int128 u128;
     if(size < 64 || memcmp(d, "DAPIRES1", 8) != 0)
         return 0;
-    u128 rows = le64(d + 8), pages = le64(d + 16), rows_off = le64(d + 24), rows_len = le64(d + 32),
-         index_off = le64(d + 40), total = le64(d + 48);
+    u128 rows = le64(d + 8), pages = le64(d + 16), rows_off = le64(d + 24),
+         rows_len = le64(d + 32), index_off = le64(d + 40), total = le64(d + 48);
     if(total != size || rows_off != 64 || index_off != rows_off + rows_len || index_off > size ||
-        (size - index_off) != 8 * (pages + 1) || pages != (rows + 99) / 100)
+       (size - index_off) != 8 * (pages + 1) || pages != (rows + 99) / 100)
         return 0;
     uint64_t prev = 0;
     for(u128 i = 0; i <= pages; i++) {
@@ -88,8 +88,8 @@ static int find_mapping(uintptr_t *lo, uintptr_t *hi)
         unsigned long a, b, off, ino;
         unsigned maj, min;
         if(sscanf(line, "%lx-%lx %*s %lx %x:%x %lu", &a, &b, &off, &maj, &min, &ino) == 6 &&
-            ino == (unsigned long)st0.st_ino && maj == major(st0.st_dev) &&
-            min == minor(st0.st_dev)) {
+           ino == (unsigned long)st0.st_ino && maj == major(st0.st_dev) &&
+           min == minor(st0.st_dev)) {
             FUZZ_CHECK(!found, "the file is mapped twice (a mapping leaked?)");
             FUZZ_CHECK(off == 0, "mapping starts at file offset %lu", off);
             *lo = a;

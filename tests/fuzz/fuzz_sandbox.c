@@ -376,7 +376,7 @@ static enum dapi_err run(const char *text, size_t size, struct dapi_sandbox *sb,
                                 .paths = (char **)(uintptr_t)0x1, /* must be reset */
                                 .npaths = 77};
     *msg = (char *)(uintptr_t)0x1;
-    struct call c = {.text = text, .size = size, .sb = sb, .msg = msg, .r = (enum dapi_err)-1};
+    struct call c = {.text = text, .size = size, .sb = sb, .msg = msg, .r = (enum dapi_err) - 1};
     pthread_attr_t attr;
     pthread_t t;
     FUZZ_CHECK(pthread_attr_init(&attr) == 0 &&
@@ -431,8 +431,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                        "path '%s' accepted but dapi_sandbox_path_problem refuses it", p);
         }
         json_error_t je;
-        json_t *root =
-            json_loadb(text, size, JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
+        json_t *root = json_loadb(text, size,
+                                  JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
         FUZZ_CHECK(root != NULL, "accepted text that jansson cannot parse: %s", je.text);
         const json_t *stmts = json_object_get(root, "statements");
         FUZZ_CHECK(json_is_false(json_object_get(root, "error")),
@@ -454,7 +454,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     enum dapi_err r2 = run(text, size, &sb2, &msg2, &arg);
     FUZZ_CHECK(r2 == r, "second call: %d, first: %d", (int)r2, (int)r);
     FUZZ_CHECK(!msg || strcmp(msg, msg2) == 0, "second call: another message");
-    FUZZ_CHECK(sb2.npaths == sb.npaths, "second call: %zu paths, first %zu", sb2.npaths, sb.npaths);
+    FUZZ_CHECK(sb2.npaths == sb.npaths, "second call: %zu paths, first %zu", sb2.npaths,
+               sb.npaths);
     for(size_t i = 0; i < sb.npaths; i++)
         FUZZ_CHECK(strcmp(sb.paths[i], sb2.paths[i]) == 0, "second call: path %zu differs", i);
 

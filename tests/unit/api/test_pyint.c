@@ -43,10 +43,38 @@ static const struct ok_case oks[] = {
 };
 
 static const char *const bad[] = {
-    "",     " ",    "\t\n", "+",    "-",    "+-5",  "-+5",  "--5",  "- 5",  "1 0",
-    "1__0", "_1",   "1_",   "+_1",  "-_1",  "1_ ",  "_",    "1.5",  "1.",   ".5",
-    "1e3",  "abc",  "0x10", "12x",  "x12",  "1,000", "∞",   "inf",  "nan",
-    "0b1",  ("\x01" "1"),
+    "",
+    " ",
+    "\t\n",
+    "+",
+    "-",
+    "+-5",
+    "-+5",
+    "--5",
+    "- 5",
+    "1 0",
+    "1__0",
+    "_1",
+    "1_",
+    "+_1",
+    "-_1",
+    "1_ ",
+    "_",
+    "1.5",
+    "1.",
+    ".5",
+    "1e3",
+    "abc",
+    "0x10",
+    "12x",
+    "x12",
+    "1,000",
+    "∞",
+    "inf",
+    "nan",
+    "0b1",
+    ("\x01"
+     "1"),
 };
 
 static void test_ok(void)
@@ -93,7 +121,9 @@ static void test_len(void)
     T_EQ_STR(digits, "12");
     T_EQ_INT(dapi_api_parse_pyint("7 junk", 2, &neg, digits, sizeof digits, &v, &big), 0);
     T_EQ_INT(v, 7);
-    T_CHECK(dapi_api_parse_pyint("1\0" "2", 3, &neg, digits, sizeof digits, &v, &big) != 0,
+    T_CHECK(dapi_api_parse_pyint("1\0"
+                                 "2",
+                                 3, &neg, digits, sizeof digits, &v, &big) != 0,
             "embedded NUL rejected");
     T_CHECK(dapi_api_parse_pyint("1\0", 2, &neg, digits, sizeof digits, &v, &big) != 0,
             "trailing NUL rejected");

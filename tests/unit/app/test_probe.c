@@ -50,8 +50,8 @@ static void test_healthy(void)
 static void test_fault(void)
 {
     struct dapi_probe *p = NULL;
-    struct dapi_probe_opts o = {.interval_ms = 20, .timeout_ms = 2000, .stale_ms = 10000,
-                                .fail = 1};
+    struct dapi_probe_opts o = {
+        .interval_ms = 20, .timeout_ms = 2000, .stale_ms = 10000, .fail = 1};
     struct dapi_probe_status st;
     int64_t t0 = dapi_clock_wall_s();
     T_EQ_INT(dapi_probe_start(&p, eng, &o), DAPI_OK);
@@ -186,8 +186,8 @@ static void test_stop_is_prompt(void)
  * be published as a failure; the last outcome stays. */
 static void test_abort_after_stop_is_not_a_failure(void)
 {
-    struct dapi_engine *e =
-        t_engine_open(&lake, (struct dapi_engine_opts){.memory_limit = "256MB", .threads = 1});
+    struct dapi_engine *e = t_engine_open(
+        &lake, (struct dapi_engine_opts){.memory_limit = "256MB", .threads = 1});
     if(!e)
         return;
     struct dapi_probe *p = NULL;

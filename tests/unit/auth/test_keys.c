@@ -35,8 +35,8 @@ static void test_env_list(void)
         const char *key;
         int ok;
     } cases[] = {
-        {"a", 1},  {"b", 1},   {"c", 1},  {" b", 0}, {"b ", 0}, {"", 0},
-        {"ab", 0}, {"a, b", 0}, {"A", 0},  {"d", 0},  {",", 0},
+        {"a", 1},  {"b", 1},    {"c", 1}, {" b", 0}, {"b ", 0}, {"", 0},
+        {"ab", 0}, {"a, b", 0}, {"A", 0}, {"d", 0},  {",", 0},
     };
     for(size_t i = 0; i < N(cases); i++)
         T_CHECK(check(k, cases[i].key) == cases[i].ok, "check [%s] == %d", cases[i].key,
@@ -88,14 +88,22 @@ static void test_file(void)
             const char *key;
             int ok;
         } cases[] = {
-            {"alpha", 1},           {"beta", 1},          {"gamma\tdelta", 1},
-            {"last-no-newline", 1}, {"alpha\r", 0},       {"# production keys", 0},
-            {"# indented comment", 0}, {"gamma", 0},      {"", 0},
-            {"alph", 0},            {"last-no-newlin", 0}, {"  beta  ", 0},
+            {"alpha", 1},
+            {"beta", 1},
+            {"gamma\tdelta", 1},
+            {"last-no-newline", 1},
+            {"alpha\r", 0},
+            {"# production keys", 0},
+            {"# indented comment", 0},
+            {"gamma", 0},
+            {"", 0},
+            {"alph", 0},
+            {"last-no-newlin", 0},
+            {"  beta  ", 0},
         };
         for(size_t i = 0; i < N(cases); i++)
-            T_CHECK(check(k, cases[i].key) == cases[i].ok, "file check [%s] == %d",
-                    cases[i].key, cases[i].ok);
+            T_CHECK(check(k, cases[i].key) == cases[i].ok, "file check [%s] == %d", cases[i].key,
+                    cases[i].ok);
         dapi_keys_free(k);
     }
 
@@ -298,7 +306,7 @@ static void test_hmac(void)
          "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"},
     };
     for(size_t i = 0; i < N(vec); i++) {
-        const void *key = vec[i].key == 1 ? (const void *)k1
+        const void *key = vec[i].key == 1   ? (const void *)k1
                           : vec[i].key == 2 ? (const void *)"Jefe"
                                             : (const void *)k6;
         size_t keylen = vec[i].key == 1 ? sizeof k1 : vec[i].key == 2 ? 4 : sizeof k6;

@@ -46,8 +46,7 @@ static void on_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
     snprintf(c->slug, sizeof c->slug, "%s", o->slug ? o->slug : "");
     snprintf(c->sql, sizeof c->sql, "%s", o->sql ? o->sql : "");
     snprintf(c->page, sizeof c->page, "%s", o->page_text ? o->page_text : "");
-    snprintf(c->rows, sizeof c->rows, "%.*s", (int)(o->rows ? o->len : 0),
-             o->rows ? o->rows : "");
+    snprintf(c->rows, sizeof c->rows, "%.*s", (int)(o->rows ? o->len : 0), o->rows ? o->rows : "");
     c->has_details = o->details != NULL;
     snprintf(c->details, sizeof c->details, "%s", o->details ? o->details : "");
     c->has_message = o->message != NULL;
@@ -128,8 +127,7 @@ static int parts_start(struct parts *p, const char *backend, char **args, int na
                                   .threads = 1,
                                   .extra_dir = upstream ? downloads : NULL,
                                   .check_timeout_ms = 10000};
-    if(dapi_engine_open(&p->engine, &eo, err, sizeof err) ||
-       dapi_engine_sync_lake(p->engine)) {
+    if(dapi_engine_open(&p->engine, &eo, err, sizeof err) || dapi_engine_sync_lake(p->engine)) {
         T_CHECK(0, "engine: %s", err);
         return -1;
     }
@@ -147,9 +145,9 @@ static int parts_start(struct parts *p, const char *backend, char **args, int na
     struct dapi_queries_limits lim = {UINT64_MAX, (uint64_t)p->cfg.max_queries_per_key,
                                       UINT64_MAX};
     dapi_queries_set_limits(p->queries, &lim);
-    p->env = (struct dapi_backend_env){&p->cfg,         p->queries, p->engine,
-                                       p->check,        p->run,     &p->stopping,
-                                       dapi_clock_mono_ms, dapi_clock_wall_s};
+    p->env = (struct dapi_backend_env){
+        &p->cfg, p->queries,   p->engine,          p->check,
+        p->run,  &p->stopping, dapi_clock_mono_ms, dapi_clock_wall_s};
     if(p->b->ops->start && p->b->ops->start(&p->env, &p->state, err, sizeof err)) {
         T_CHECK(0, "backend start: %s", err);
         return -1;
@@ -221,7 +219,8 @@ static void test_local(void)
     T_EQ_INT(c.kind, DAPI_OUTCOME_PAGE);
     T_EQ_STR(c.slug, slug);
     T_EQ_STR(c.page, "1");
-    T_EQ_STR(c.rows, "{\"id\":1,\"note\":\"a\"},{\"id\":2,\"note\":null},{\"id\":3,\"note\":\"c, d\"}");
+    T_EQ_STR(c.rows,
+             "{\"id\":1,\"note\":\"a\"},{\"id\":2,\"note\":null},{\"id\":3,\"note\":\"c, d\"}");
     caught_free(&c);
     results(&p, slug, 2, alice, &c);
     T_EQ_INT(c.kind, DAPI_OUTCOME_PAGE);
@@ -289,7 +288,8 @@ static void test_local(void)
     T_EQ_INT(c.err, DAPI_ERR_RATE);
     T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
     T_EQ_STR(c.message, "Too many queries for this API key, retry later");
-    T_CHECK(strstr(c.details, "already has 2 queries") && strstr(c.details, "--max-queries-per-key"),
+    T_CHECK(strstr(c.details, "already has 2 queries") &&
+                strstr(c.details, "--max-queries-per-key"),
             "details: %s", c.details);
     T_EQ_INT(c.retry_after, 0); /* the table's 5 s */
     caught_free(&c);
@@ -414,8 +414,9 @@ static void test_nekt_key_check(void)
         return;
     }
     snprintf(url, sizeof url, "http://127.0.0.1:%d", up.port);
-    char *args[] = {"--nekt-url", url, "--upstream-attempts", "1", "--upstream-key-check-wait",
-                    "1", "--result-wait", "20"};
+    char *args[] = {
+        "--nekt-url",    url, "--upstream-attempts", "1", "--upstream-key-check-wait", "1",
+        "--result-wait", "20"};
     if(parts_start(&p, "nekt", args, 8))
         goto out;
 
@@ -537,8 +538,8 @@ static void test_nekt(void)
     parts_stop(&p);
 
     /* without the wait (--upstream-key-check-wait 0): the slug at once, then the failure */
-    char *args0[] = {"--nekt-url", "http://127.0.0.1:1", "--upstream-attempts", "1",
-                     "--upstream-key-check-wait", "0"};
+    char *args0[] = {"--nekt-url", "http://127.0.0.1:1",        "--upstream-attempts",
+                     "1",          "--upstream-key-check-wait", "0"};
     if(parts_start(&p, "nekt", args0, 6))
         goto out;
     create(&p, "SELECT 1", alice, &c);

@@ -289,10 +289,18 @@ static void test_add_cut(void)
     T_EQ_STR(b.data, "abcd ... (cut to its first 4 of 6 bytes)");
     dapi_buf_reset(&b);
     /* "a€b": the euro sign is bytes 1..3; a cut at 2 or 3 leaves it out whole */
-    T_EQ_INT(dapi_buf_add_cut(&b, "a\xe2\x82\xac" "b", 3), DAPI_OK);
+    T_EQ_INT(dapi_buf_add_cut(&b,
+                              "a\xe2\x82\xac"
+                              "b",
+                              3),
+             DAPI_OK);
     T_EQ_STR(b.data, "a ... (cut to its first 1 of 5 bytes)");
     dapi_buf_reset(&b);
-    T_EQ_INT(dapi_buf_add_cut(&b, "a\xe2\x82\xac" "b", 4), DAPI_OK);
+    T_EQ_INT(dapi_buf_add_cut(&b,
+                              "a\xe2\x82\xac"
+                              "b",
+                              4),
+             DAPI_OK);
     T_EQ_STR(b.data, "a\xe2\x82\xac ... (cut to its first 4 of 5 bytes)");
     dapi_buf_free(&b);
     /* over the buffer's own cap: the sticky error, as any append */

@@ -24,7 +24,7 @@ static void test_table_total(void)
     }
     /* unknown codes answer as an internal error */
     T_EQ_INT(dapi_err_status((enum dapi_err)DAPI_ERR__COUNT), 500);
-    T_EQ_INT(dapi_err_exec_status((enum dapi_err)-1), 500);
+    T_EQ_INT(dapi_err_exec_status((enum dapi_err)(-1)), 500);
     T_EQ_STR(dapi_err_message((enum dapi_err)1000), "Internal server error");
     T_EQ_INT(dapi_err_retry_after((enum dapi_err)DAPI_ERR__COUNT), 0);
 }
@@ -96,8 +96,10 @@ static void test_answer(void)
     huge[big] = '\0';
     p = dapi_err_answer(DAPI_ERR_SQL, huge, &status, ra, &n);
     char tail[128];
-    snprintf(tail, sizeof tail, "x ... (cut to its first %d of %zu bytes)\",\"error\":\"Invalid "
-             "SQL query\"}", DAPI_DETAILS_MAX, big);
+    snprintf(tail, sizeof tail,
+             "x ... (cut to its first %d of %zu bytes)\",\"error\":\"Invalid "
+             "SQL query\"}",
+             DAPI_DETAILS_MAX, big);
     T_CHECK(p && strncmp(p, "{\"details\":\"xxx", 15) == 0 && n > strlen(tail) &&
                 strcmp(p + n - strlen(tail), tail) == 0 &&
                 n == strlen("{\"details\":\"") + DAPI_DETAILS_MAX + strlen(tail) - 1,

@@ -113,11 +113,11 @@ static void test_str_escapes(void)
         {"\x0b", 1, "\"\\u000b\""},
         {"\x1f", 1, "\"\\u001f\""},
         {"\x1b[0m", 4, "\"\\u001b[0m\""},
-        {"\x7f", 1, "\"\x7f\""},          /* DEL is legal in JSON strings */
-        {"/", 1, "\"/\""},                /* no need to escape the solidus */
+        {"\x7f", 1, "\"\x7f\""}, /* DEL is legal in JSON strings */
+        {"/", 1, "\"/\""},       /* no need to escape the solidus */
         {" ", 1, "\" \""},
         {"a\"b\\c\nd", 7, "\"a\\\"b\\\\c\\nd\""},
-        {"x\0y", 3, "\"x\\u0000y\""},     /* embedded NUL does not end the string */
+        {"x\0y", 3, "\"x\\u0000y\""}, /* embedded NUL does not end the string */
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         T_EQ_STR(str_n(cases[i].in, cases[i].n), cases[i].want);
@@ -130,15 +130,15 @@ static void test_str_utf8(void)
         const char *want;
     } cases[] = {
         /* valid sequences pass through untouched */
-        {"\xc3\xa9", "\"\xc3\xa9\""},                         /* e acute, 2 bytes */
-        {"\xe2\x82\xac", "\"\xe2\x82\xac\""},                 /* euro sign, 3 bytes */
-        {"\xf0\x9f\x98\x80", "\"\xf0\x9f\x98\x80\""},         /* emoji, 4 bytes */
-        {"\xf4\x8f\xbf\xbf", "\"\xf4\x8f\xbf\xbf\""},         /* U+10FFFF */
-        {"\xed\x9f\xbf", "\"\xed\x9f\xbf\""},                 /* U+D7FF, just below surrogates */
-        {"\xee\x80\x80", "\"\xee\x80\x80\""},                 /* U+E000, just above */
-        {"\xc2\x80", "\"\xc2\x80\""},                         /* U+0080, smallest 2-byte */
-        {"\xe0\xa0\x80", "\"\xe0\xa0\x80\""},                 /* U+0800, smallest 3-byte */
-        {"\xf0\x90\x80\x80", "\"\xf0\x90\x80\x80\""},         /* U+10000, smallest 4-byte */
+        {"\xc3\xa9", "\"\xc3\xa9\""},                 /* e acute, 2 bytes */
+        {"\xe2\x82\xac", "\"\xe2\x82\xac\""},         /* euro sign, 3 bytes */
+        {"\xf0\x9f\x98\x80", "\"\xf0\x9f\x98\x80\""}, /* emoji, 4 bytes */
+        {"\xf4\x8f\xbf\xbf", "\"\xf4\x8f\xbf\xbf\""}, /* U+10FFFF */
+        {"\xed\x9f\xbf", "\"\xed\x9f\xbf\""},         /* U+D7FF, just below surrogates */
+        {"\xee\x80\x80", "\"\xee\x80\x80\""},         /* U+E000, just above */
+        {"\xc2\x80", "\"\xc2\x80\""},                 /* U+0080, smallest 2-byte */
+        {"\xe0\xa0\x80", "\"\xe0\xa0\x80\""},         /* U+0800, smallest 3-byte */
+        {"\xf0\x90\x80\x80", "\"\xf0\x90\x80\x80\""}, /* U+10000, smallest 4-byte */
         /* overlong encodings: each byte is its own maximal subpart */
         {"\xc0\x80", "\"\xef\xbf\xbd\xef\xbf\xbd\""},
         {"\xc1\xbf", "\"\xef\xbf\xbd\xef\xbf\xbd\""},
@@ -152,17 +152,30 @@ static void test_str_utf8(void)
         {"\xf5\x80\x80\x80", "\"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""},
         {"\xff", "\"\xef\xbf\xbd\""},
         {"\xfe", "\"\xef\xbf\xbd\""},
-        {"\x80", "\"\xef\xbf\xbd\""},                         /* lone continuation */
-        {"a\xbf" "b", "\"a\xef\xbf\xbd" "b\""},
+        {"\x80", "\"\xef\xbf\xbd\""}, /* lone continuation */
+        {"a\xbf"
+         "b",
+         "\"a\xef\xbf\xbd"
+         "b\""},
         /* truncated sequences: the valid prefix is one maximal subpart */
         {"\xe2\x82", "\"\xef\xbf\xbd\""},
-        {"\xe2\x82" "A", "\"\xef\xbf\xbd" "A\""},
+        {"\xe2\x82"
+         "A",
+         "\"\xef\xbf\xbd"
+         "A\""},
         {"\xf0\x9f\x98", "\"\xef\xbf\xbd\""},
         {"\xc3", "\"\xef\xbf\xbd\""},
-        {"\xf0\x9f\x98" "\xf0\x9f\x98\x80", "\"\xef\xbf\xbd\xf0\x9f\x98\x80\""},
+        {"\xf0\x9f\x98"
+         "\xf0\x9f\x98\x80",
+         "\"\xef\xbf\xbd\xf0\x9f\x98\x80\""},
         /* the well-known Unicode 3.9 example: 61 F1 80 80 E1 80 C2 62 80 63 80 BF 64 */
-        {"a\xf1\x80\x80\xe1\x80\xc2" "b\x80" "c\x80\xbf" "d",
-         "\"a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" "b\xef\xbf\xbd" "c\xef\xbf\xbd\xef\xbf\xbd"
+        {"a\xf1\x80\x80\xe1\x80\xc2"
+         "b\x80"
+         "c\x80\xbf"
+         "d",
+         "\"a\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd"
+         "b\xef\xbf\xbd"
+         "c\xef\xbf\xbd\xef\xbf\xbd"
          "d\""},
         /* an invalid byte next to an escape */
         {"\xff\n", "\"\xef\xbf\xbd\\n\""},
@@ -256,10 +269,8 @@ static void test_decimal(void)
         {0, 1, 38, "0.00000000000000000000000000000000000001"},
         {-1, UINT64_MAX, 38, "-0.00000000000000000000000000000000000001"},
         /* 10^38 - 1 = the largest DECIMAL(38, x) value */
-        {5421010862427522170, 687399551400673279u, 0,
-         "99999999999999999999999999999999999999"},
-        {5421010862427522170, 687399551400673279u, 38,
-         "0.99999999999999999999999999999999999999"},
+        {5421010862427522170, 687399551400673279u, 0, "99999999999999999999999999999999999999"},
+        {5421010862427522170, 687399551400673279u, 38, "0.99999999999999999999999999999999999999"},
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         T_EQ_STR(dec(cases[i].upper, cases[i].lower, cases[i].scale), cases[i].want);
@@ -267,8 +278,8 @@ static void test_decimal(void)
     /* A scale beyond DuckDB's limit still gives the exact text. */
     const char *got = dec(0, 7, 200);
     T_EQ_INT(out_len, 202);
-    T_CHECK(strncmp(got, "0.000", 5) == 0 && got[201] == '7' && got[200] == '0',
-            "scale 200: %s", got);
+    T_CHECK(strncmp(got, "0.000", 5) == 0 && got[201] == '7' && got[200] == '0', "scale 200: %s",
+            got);
 }
 
 static void test_double(void)
@@ -325,8 +336,7 @@ static void test_double_roundtrip(void)
         }
         char *end;
         double back = strtod(got, &end);
-        if(back != v || *end || signbit(back) != signbit(v) || out_len > 24 ||
-           strchr(got, ',')) {
+        if(back != v || *end || signbit(back) != signbit(v) || out_len > 24 || strchr(got, ',')) {
             if(bad++ < 5)
                 fprintf(stderr, "round trip failed for %a: %s\n", v, got);
         }
@@ -451,8 +461,8 @@ static void test_append_and_errors(void)
     dapi_buf_free(&b);
 
     /* Every writer reports the cap and frees. */
-    static const char *const names[] = {"i64", "u64", "i128", "u128", "decimal", "double",
-                                        "float"};
+    static const char *const names[] = {"i64",     "u64",    "i128", "u128",
+                                        "decimal", "double", "float"};
     for(int k = 0; k < 7; k++) {
         dapi_buf_init(&b, 3);
         enum dapi_err result = DAPI_OK;

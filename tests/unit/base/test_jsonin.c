@@ -23,11 +23,10 @@ static struct dapi_jv *parse(const char *text, int depth)
 static void test_parse_errors(void)
 {
     static const char *const bad[] = {
-        "",           " ",          "{",        "[1,",       "{\"a\":}",   "{'a':1}",
-        "[1 2]",      "nul",        "tru",      "01",        "1.",         ".5",
-        "NaN",        "Infinity",   "[1,]",     "{\"a\":1,}", "\"abc",      "\"\\x\"",
-        "{} {}",      "[] x",       "\"\x01\"", "{\"a\"}",   "+1",         "\xff",
-        "\"\\ud800\"", "\"\xc3\x28\"",
+        "",        " ",          "{",     "[1,",         "{\"a\":}",     "{'a':1}", "[1 2]",
+        "nul",     "tru",        "01",    "1.",          ".5",           "NaN",     "Infinity",
+        "[1,]",    "{\"a\":1,}", "\"abc", "\"\\x\"",     "{} {}",        "[] x",    "\"\x01\"",
+        "{\"a\"}", "+1",         "\xff",  "\"\\ud800\"", "\"\xc3\x28\"",
     };
     for(size_t i = 0; i < N(bad); i++) {
         struct dapi_jv *root = NULL;
@@ -151,17 +150,17 @@ static void test_types_and_truthy(void)
         enum dapi_jtype type;
         int truthy;
     } cases[] = {
-        {"{}", DAPI_J_OBJECT, 0},      {"{\"a\":0}", DAPI_J_OBJECT, 1},
-        {"[]", DAPI_J_ARRAY, 0},       {"[0]", DAPI_J_ARRAY, 1},
-        {"[null]", DAPI_J_ARRAY, 1},   {"\"\"", DAPI_J_STRING, 0},
-        {"\"0\"", DAPI_J_STRING, 1},   {"\" \"", DAPI_J_STRING, 1},
+        {"{}", DAPI_J_OBJECT, 0},        {"{\"a\":0}", DAPI_J_OBJECT, 1},
+        {"[]", DAPI_J_ARRAY, 0},         {"[0]", DAPI_J_ARRAY, 1},
+        {"[null]", DAPI_J_ARRAY, 1},     {"\"\"", DAPI_J_STRING, 0},
+        {"\"0\"", DAPI_J_STRING, 1},     {"\" \"", DAPI_J_STRING, 1},
         {"\"false\"", DAPI_J_STRING, 1}, {"0", DAPI_J_INT, 0},
-        {"-0", DAPI_J_INT, 0},         {"1", DAPI_J_INT, 1},
-        {"-1", DAPI_J_INT, 1},         {"0.0", DAPI_J_REAL, 0},
-        {"-0.0", DAPI_J_REAL, 0},      {"0e10", DAPI_J_REAL, 0},
-        {"1e-300", DAPI_J_REAL, 1},    {"0.5", DAPI_J_REAL, 1},
-        {"true", DAPI_J_TRUE, 1},      {"false", DAPI_J_FALSE, 0},
-        {"null", DAPI_J_NULL, 0},      {"9223372036854775807", DAPI_J_INT, 1},
+        {"-0", DAPI_J_INT, 0},           {"1", DAPI_J_INT, 1},
+        {"-1", DAPI_J_INT, 1},           {"0.0", DAPI_J_REAL, 0},
+        {"-0.0", DAPI_J_REAL, 0},        {"0e10", DAPI_J_REAL, 0},
+        {"1e-300", DAPI_J_REAL, 1},      {"0.5", DAPI_J_REAL, 1},
+        {"true", DAPI_J_TRUE, 1},        {"false", DAPI_J_FALSE, 0},
+        {"null", DAPI_J_NULL, 0},        {"9223372036854775807", DAPI_J_INT, 1},
     };
     for(size_t i = 0; i < N(cases); i++) {
         struct dapi_jv *root = parse(cases[i].text, 32);
@@ -170,8 +169,8 @@ static void test_types_and_truthy(void)
             continue;
         T_CHECK(dapi_jv_type(root) == cases[i].type, "[%s] type %d, want %d", cases[i].text,
                 (int)dapi_jv_type(root), (int)cases[i].type);
-        T_CHECK(dapi_jv_truthy(root) == cases[i].truthy, "[%s] truthy %d, want %d",
-                cases[i].text, dapi_jv_truthy(root), cases[i].truthy);
+        T_CHECK(dapi_jv_truthy(root) == cases[i].truthy, "[%s] truthy %d, want %d", cases[i].text,
+                dapi_jv_truthy(root), cases[i].truthy);
         dapi_jv_free(root);
     }
 }

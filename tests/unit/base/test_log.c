@@ -12,7 +12,7 @@
 #include "base/log.h"
 #include "t.h"
 
-static int cap_fd = -1;   /* the temp file */
+static int cap_fd = -1; /* the temp file */
 static int saved_err = -1;
 
 /* ---- capture --------------------------------------------------------------------------- */
@@ -112,8 +112,7 @@ static int split_lines(char *text, size_t len, char **lines, int max, int *unter
 static void check_text_access(const char *line, const char *want_rest, const char *what)
 {
     char why[160] = "";
-    T_CHECK(line && strlen(line) >= 24 && check_stamp(line, why, sizeof why), "%s: %s", what,
-            why);
+    T_CHECK(line && strlen(line) >= 24 && check_stamp(line, why, sizeof why), "%s: %s", what, why);
     if(!line || strlen(line) < 24)
         return;
     T_CHECK(strncmp(line + 24, " access ", 8) == 0, "%s: [%s] has ' access ' after the stamp",
@@ -186,8 +185,9 @@ static void test_buffer_fills(void)
     int good = 0;
     for(int i = 0; i < n && i < N; i++) {
         char want[128], why[160];
-        snprintf(want, sizeof want, "GET \"/api/v1/some/longer/path/for/the/batch\" 200 %d %d.%03dms",
-                 i, i / 1000, i % 1000);
+        snprintf(want, sizeof want,
+                 "GET \"/api/v1/some/longer/path/for/the/batch\" 200 %d %d.%03dms", i, i / 1000,
+                 i % 1000);
         good += strlen(lines[i]) > 32 && check_stamp(lines[i], why, sizeof why) &&
                 strcmp(lines[i] + 32, want) == 0;
     }
@@ -277,13 +277,13 @@ static void test_text_escaping(void)
         {"GET", "/a\r\nHTTP/1.1 200", "GET \"/a\\r\\nHTTP/1.1 200\" 200 1 0.001ms"},
         {"GET", "/a\tb", "GET \"/a\\tb\" 200 1 0.001ms"},
         {"GET", "/\x01\x1f", "GET \"/\\u0001\\u001f\" 200 1 0.001ms"},
-        {"GET", "/caf\xc3\xa9", "GET \"/caf\xc3\xa9\" 200 1 0.001ms"},        /* UTF-8 kept */
-        {"GET", "/\xe2\x82\xac", "GET \"/\xe2\x82\xac\" 200 1 0.001ms"},      /* euro sign */
-        {"GET", "/x\xffy", "GET \"/x\xef\xbf\xbdy\" 200 1 0.001ms"},         /* bad byte */
-        {"GET", "/x\xc3", "GET \"/x\xef\xbf\xbd\" 200 1 0.001ms"},           /* cut short */
+        {"GET", "/caf\xc3\xa9", "GET \"/caf\xc3\xa9\" 200 1 0.001ms"},   /* UTF-8 kept */
+        {"GET", "/\xe2\x82\xac", "GET \"/\xe2\x82\xac\" 200 1 0.001ms"}, /* euro sign */
+        {"GET", "/x\xffy", "GET \"/x\xef\xbf\xbdy\" 200 1 0.001ms"},     /* bad byte */
+        {"GET", "/x\xc3", "GET \"/x\xef\xbf\xbd\" 200 1 0.001ms"},       /* cut short */
         {"GET", "/del\x7f", "GET \"/del\x7f\" 200 1 0.001ms"},
         {"GET", "", "GET \"\" 200 1 0.001ms"},
-        {"G\nT", "/", "\"G\\nT\" \"/\" 200 1 0.001ms"},                      /* method too */
+        {"G\nT", "/", "\"G\\nT\" \"/\" 200 1 0.001ms"}, /* method too */
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         size_t len;
@@ -333,14 +333,13 @@ static void check_json_access(const char *line, const char *method, const char *
                 "%s: path round-trips (%zu bytes, want %zu)", what, pl, path_len);
         struct dapi_jv *s = dapi_jv_get(a, "status"), *b = dapi_jv_get(a, "bytes"),
                        *d = dapi_jv_get(a, "duration_ms");
-        T_CHECK(s && dapi_jv_type(s) == DAPI_J_INT && dapi_jv_int(s) == status,
-                "%s: status", what);
-        T_CHECK(b && dapi_jv_type(b) == DAPI_J_INT && dapi_jv_int(b) == bytes, "%s: bytes",
+        T_CHECK(s && dapi_jv_type(s) == DAPI_J_INT && dapi_jv_int(s) == status, "%s: status",
                 what);
+        T_CHECK(b && dapi_jv_type(b) == DAPI_J_INT && dapi_jv_int(b) == bytes, "%s: bytes", what);
         double got = d ? (dapi_jv_type(d) == DAPI_J_INT ? (double)dapi_jv_int(d) : dapi_jv_real(d))
                        : -1;
-        T_CHECK(d && got > ms - 0.0005 && got < ms + 0.0005, "%s: duration_ms %f, want %f",
-                what, got, ms);
+        T_CHECK(d && got > ms - 0.0005 && got < ms + 0.0005, "%s: duration_ms %f, want %f", what,
+                got, ms);
     }
     dapi_jv_free(root);
 }
@@ -455,8 +454,7 @@ static void test_order_kept(void)
             T_CHECK(check_stamp(lines[2], why, sizeof why), "info line stamp: %s", why);
             T_CHECK(strncmp(lines[2] + 24, " info  third 3", 14) == 0, "info line: [%s]",
                     lines[2]);
-            T_CHECK(strncmp(lines[4] + 24, " error fifth", 12) == 0, "error line: [%s]",
-                    lines[4]);
+            T_CHECK(strncmp(lines[4] + 24, " error fifth", 12) == 0, "error line: [%s]", lines[4]);
         }
         free(out);
     }
@@ -583,9 +581,9 @@ static void test_huge_path_no_fragment(void)
         size_t n;
         char fill;
     } cases[] = {
-        {0, 2u << 20, 'a'},   /* 2 MiB of plain text */
+        {0, 2u << 20, 'a'}, /* 2 MiB of plain text */
         {1, 2u << 20, 'a'},
-        {0, 300000, '\x01'},  /* 300 KB that escape to 1.8 MB */
+        {0, 300000, '\x01'}, /* 300 KB that escape to 1.8 MB */
         {1, 300000, '\x01'},
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -608,9 +606,9 @@ static void test_huge_path_no_fragment(void)
         T_CHECK(n >= 2 && n <= 3, "case %zu: %d lines", i, n);
         for(int k = 0; k < n && k < 8; k++) {
             char why[160] = "";
-            const char *s = cases[i].json ? (strncmp(lines[k], "{\"ts\":\"", 7) == 0
-                                                 ? lines[k] + 7 : NULL)
-                                          : lines[k];
+            const char *s = cases[i].json
+                                ? (strncmp(lines[k], "{\"ts\":\"", 7) == 0 ? lines[k] + 7 : NULL)
+                                : lines[k];
             T_CHECK(s && strlen(s) >= 24 && check_stamp(s, why, sizeof why),
                     "case %zu (json=%d, %zu bytes): line %d is a fragment: [%.60s]", i,
                     cases[i].json, cases[i].n, k, lines[k]);
@@ -740,8 +738,8 @@ static void test_request_text(void)
 static void test_request_json(void)
 {
     dapi_log_setup(1, DAPI_LOG_INFO);
-    struct dapi_access a = {"GET", "/api/queries/s/results", "page_number=2&x=%22", "10.1.2.3",
-                            "Xy-12", 200, 15, 84};
+    struct dapi_access a = {
+        "GET", "/api/queries/s/results", "page_number=2&x=%22", "10.1.2.3", "Xy-12", 200, 15, 84};
     size_t len;
     char *out = request_line(&a, &len);
     check_json_access(out, "GET", "/api/queries/s/results", 22, 200, 15, 0.084, "json request");

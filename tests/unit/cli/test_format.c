@@ -24,9 +24,9 @@ static struct dapi_page *page_of(const char *rows, char *err, size_t errlen)
 static void test_parse_ok(void)
 {
     char err[256] = "";
-    struct dapi_page *p =
-        page_of("{\"a\":1,\"b\":\"x\"} , {\"a\":-2.5e3,\"b\":null},{\"a\":{\"k\":[1,{}]},\"b\":true}",
-                err, sizeof err);
+    struct dapi_page *p = page_of(
+        "{\"a\":1,\"b\":\"x\"} , {\"a\":-2.5e3,\"b\":null},{\"a\":{\"k\":[1,{}]},\"b\":true}", err,
+        sizeof err);
     T_CHECK(p != NULL, "parse failed: %s", err);
     if(!p)
         return;
@@ -59,21 +59,21 @@ static void test_parse_bad(void)
     static const char *const bad[] = {
         "",
         "[]",
-        "{\"page\":1}",                                 /* no data */
-        "{\"data\":[1]}",                               /* a row is not an object */
-        "{\"data\":[{\"a\":1,}]}",                      /* trailing comma */
-        "{\"data\":[{\"a\":01}]}",                      /* leading zero */
+        "{\"page\":1}",            /* no data */
+        "{\"data\":[1]}",          /* a row is not an object */
+        "{\"data\":[{\"a\":1,}]}", /* trailing comma */
+        "{\"data\":[{\"a\":01}]}", /* leading zero */
         "{\"data\":[{\"a\":1.}]}",
-        "{\"data\":[{\"a\":\"x\ny\"}]}",                /* raw control character */
-        "{\"data\":[{\"a\":\"\\x\"}]}",                 /* bad escape */
+        "{\"data\":[{\"a\":\"x\ny\"}]}", /* raw control character */
+        "{\"data\":[{\"a\":\"\\x\"}]}",  /* bad escape */
         "{\"data\":[{\"a\":\"\\u12G4\"}]}",
-        "{\"data\":[{\"a\":\"\xC3\"}]}",                /* truncated UTF-8 */
-        "{\"data\":[{\"a\":\"\xC0\xAF\"}]}",            /* overlong */
-        "{\"data\":[{\"a\":\"\xED\xA0\x80\"}]}",        /* UTF-8 surrogate */
+        "{\"data\":[{\"a\":\"\xC3\"}]}",         /* truncated UTF-8 */
+        "{\"data\":[{\"a\":\"\xC0\xAF\"}]}",     /* overlong */
+        "{\"data\":[{\"a\":\"\xED\xA0\x80\"}]}", /* UTF-8 surrogate */
         "{\"data\":[{\"a\":tru}]}",
-        "{\"data\":[{\"a\":1}]} x",                     /* trailing data */
+        "{\"data\":[{\"a\":1}]} x", /* trailing data */
         "{\"data\":[],\"data\":[]}",
-        "{\"data\":[{\"a\":1}]",                        /* unterminated */
+        "{\"data\":[{\"a\":1}]", /* unterminated */
         "{\"page\":-1,\"data\":[]}",
         "{\"page\":1.5,\"data\":[]}",
     };
@@ -193,7 +193,8 @@ static void test_formats(void)
         {DAPI_FORMAT_JSON, "", "[]\n"},
         {DAPI_FORMAT_CSV, "", ""},
         {DAPI_FORMAT_NDJSON, NULL, ""},
-        {DAPI_FORMAT_CSV, "{\"a b\":1,\"c,d\":2,\"e\\\"f\":3}", "a b,\"c,d\",\"e\"\"f\"\r\n1,2,3\r\n"},
+        {DAPI_FORMAT_CSV, "{\"a b\":1,\"c,d\":2,\"e\\\"f\":3}",
+         "a b,\"c,d\",\"e\"\"f\"\r\n1,2,3\r\n"},
         {DAPI_FORMAT_TABLE, tricky,
          "                  id | s                |    n | b     | j\n"
          "---------------------+------------------+------+-------+-----------\n"

@@ -83,8 +83,8 @@ static void test_errors_and_env(void)
 {
     const char *v[N], *pos[16];
     int npos;
-    T_EQ_INT(parse(v, pos, &npos, ARGS("-qx")), -1);      /* unknown letter in a cluster */
-    T_EQ_INT(parse(v, pos, &npos, ARGS("-qf")), -1);      /* -f needs a value */
+    T_EQ_INT(parse(v, pos, &npos, ARGS("-qx")), -1);       /* unknown letter in a cluster */
+    T_EQ_INT(parse(v, pos, &npos, ARGS("-qf")), -1);       /* -f needs a value */
     T_EQ_INT(parse(v, pos, &npos, ARGS("--quiet=1")), -1); /* a switch takes none */
     T_EQ_INT(parse(v, pos, &npos, ARGS("--nope")), -1);
     setenv("DAPI_T_URL", "http://env", 1);

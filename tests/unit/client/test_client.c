@@ -46,7 +46,7 @@ static void serve(void *arg, const struct t_http_msg *req, int fd)
         if(strstr(b, "\"sql_query\":\"bad\"")) {
             t_srv_reply(fd, 400, NULL,
                         "{\"error\":\"Invalid SQL query\",\"details\":\"Parser Error: "
-                        "syntax error at or near \\\"bad\\\"\\nLINE 1\"}");
+                        "syntax error at or near \\\"bad\\\"\\nLINE 1\\t\\u001b[2J\"}");
         } else if(strstr(b, "\"sql_query\":\"html\"")) {
             t_srv_reply(fd, 200, NULL, "<html>not json</html>");
         } else if(strstr(b, "\"sql_query\":\"crash\"")) {
@@ -120,8 +120,11 @@ static struct dapi_client *client(const char *key, int attempts)
 {
     struct dapi_client *c = NULL;
     struct dapi_client_err err = {0};
-    struct dapi_client_config cfg = {.url = url, .api_key = key, .timeout_ms = 5000,
-                                     .max_attempts = attempts, .retry_total_ms = 5000,
+    struct dapi_client_config cfg = {.url = url,
+                                     .api_key = key,
+                                     .timeout_ms = 5000,
+                                     .max_attempts = attempts,
+                                     .retry_total_ms = 5000,
                                      .on_retry = on_retry};
     T_CHECK(dapi_client_new(&c, &cfg, &err) == DAPI_OK, "client: %s", err.message);
     return c;
@@ -267,8 +270,9 @@ static void test_error_bodies(struct dapi_client *c)
     T_EQ_INT(err.status, 400);
     T_EQ_INT(err.exec_failure, 0);
     T_EQ_STR(err.message, "Invalid SQL query");
-    /* the details on one line: the newline became a space */
-    T_EQ_STR(err.details, "Parser Error: syntax error at or near \"bad\" LINE 1");
+    /* the details keep their line breaks (DuckDB's caret block); other control characters
+     * (a tab, a terminal escape) become spaces */
+    T_EQ_STR(err.details, "Parser Error: syntax error at or near \"bad\"\nLINE 1  [2J");
 
     /* an execution failure is the query's outcome */
     struct dapi_page *pg = NULL;
@@ -324,8 +328,7 @@ static void test_not_json(struct dapi_client *c)
             "a malformed page is refused");
     T_CHECK(pg == NULL, "no page");
     T_EQ_INT(err.kind, DAPI_CLIENT_PROTOCOL);
-    T_CHECK(strncmp(err.message, "malformed results page at byte ", 31) == 0, "[%s]",
-            err.message);
+    T_CHECK(strncmp(err.message, "malformed results page at byte ", 31) == 0, "[%s]", err.message);
     /* an empty 200 answer is the server's fault, not a local one */
     err = fresh_err();
     T_CHECK(dapi_client_page(c, "dapi-query-empty", 1, &pg, &err) != DAPI_OK,

@@ -131,12 +131,15 @@ static void test_env_and_precedence(void)
     } hints[] = {
         {"DAPI_WORKERS", "0", "invalid value for DAPI_WORKERS: '0' (an integer from 1 to 256)"},
         {"DAPI_LOG_FORMAT", "xml", "invalid value for DAPI_LOG_FORMAT: 'xml' (one of text|json)"},
-        {"DAPI_EMULATE_NEKT", "maybe", "invalid value for DAPI_EMULATE_NEKT: 'maybe' (true or "
-                                       "false)"},
-        {"DAPI_MEMORY_LIMIT", "lots", "invalid value for DAPI_MEMORY_LIMIT: 'lots' (a size in "
-                                      "bytes, or with a unit"},
-        {"DAPI_NEKT_URL", "ftp://x", "invalid value for DAPI_NEKT_URL: 'ftp://x' (an http:// or "
-                                     "https:// URL)"},
+        {"DAPI_EMULATE_NEKT", "maybe",
+         "invalid value for DAPI_EMULATE_NEKT: 'maybe' (true or "
+         "false)"},
+        {"DAPI_MEMORY_LIMIT", "lots",
+         "invalid value for DAPI_MEMORY_LIMIT: 'lots' (a size in "
+         "bytes, or with a unit"},
+        {"DAPI_NEKT_URL", "ftp://x",
+         "invalid value for DAPI_NEKT_URL: 'ftp://x' (an http:// or "
+         "https:// URL)"},
     };
     for(size_t i = 0; i < N(hints); i++) {
         setenv(hints[i].var, hints[i].value, 1);
@@ -170,8 +173,8 @@ static void test_accepted(void)
         {"--workers", "256", offsetof(struct dapi_config, workers), 1, 256},
         {"--max-json-depth", "2", offsetof(struct dapi_config, max_json_depth), 2, 2},
         {"--max-json-depth", "1000", offsetof(struct dapi_config, max_json_depth), 2, 1000},
-        {"--max-result-rows", "9223372036854775807",
-         offsetof(struct dapi_config, max_result_rows), 2, INT64_MAX},
+        {"--max-result-rows", "9223372036854775807", offsetof(struct dapi_config, max_result_rows),
+         2, INT64_MAX},
         {"--shutdown-grace", "0", offsetof(struct dapi_config, shutdown_grace), 2, 0},
         {"--retention", "31536000", offsetof(struct dapi_config, retention), 2, 31536000},
         {"--duckdb-threads", "1024", offsetof(struct dapi_config, duckdb_threads), 2, 1024},
@@ -179,8 +182,8 @@ static void test_accepted(void)
     for(size_t i = 0; i < N(cases); i++) {
         struct dapi_config c;
         enum dapi_err r = LOAD(&c, cases[i].flag, cases[i].value);
-        T_CHECK(r == DAPI_OK, "%s %s accepted (got %d: %s)", cases[i].flag, cases[i].value,
-                (int)r, err);
+        T_CHECK(r == DAPI_OK, "%s %s accepted (got %d: %s)", cases[i].flag, cases[i].value, (int)r,
+                err);
         if(r == DAPI_OK) {
             long long got = cases[i].is_int == 1 ? *(int *)((char *)&c + cases[i].off)
                                                  : *(int64_t *)((char *)&c + cases[i].off);
@@ -262,8 +265,8 @@ static void test_rejected(void)
         T_CHECK(strstr(err, cases[i].needle) != NULL, "case %zu error names %s: [%s]", i,
                 cases[i].needle, err);
         if(cases[i].needle2)
-            T_CHECK(strstr(err, cases[i].needle2) != NULL, "case %zu error mentions %s: [%s]",
-                    i, cases[i].needle2, err);
+            T_CHECK(strstr(err, cases[i].needle2) != NULL, "case %zu error mentions %s: [%s]", i,
+                    cases[i].needle2, err);
         T_CHECK(err[0] && !strchr(err, '\n'), "case %zu error is one non-empty line: [%s]", i,
                 err);
         dapi_config_free(&c);
@@ -327,8 +330,9 @@ static void test_usage(void)
         return;
     dapi_config_usage(f);
     fclose(f);
-    static const char *const want[] = {"--port", "DAPI_PORT", "--data-dir", "--max-result-rows",
-                                       "DAPI_API_KEYS", "[default: 5001]", "--log-format"};
+    static const char *const want[] = {
+        "--port",        "DAPI_PORT",       "--data-dir",  "--max-result-rows",
+        "DAPI_API_KEYS", "[default: 5001]", "--log-format"};
     for(size_t i = 0; i < N(want); i++)
         T_CHECK(text && strstr(text, want[i]), "usage mentions %s", want[i]);
     free(text);

@@ -89,8 +89,7 @@ static void test_parse_keys(void)
         T_CHECK(a.status == cases[i].status, "\"%s\": status %d", cases[i].spec, a.status);
         T_CHECK(a.retry_after == cases[i].retry_after, "\"%s\": retry_after %d", cases[i].spec,
                 a.retry_after);
-        T_CHECK(strcmp(a.body, cases[i].body) == 0, "\"%s\": body [%.16s]", cases[i].spec,
-                a.body);
+        T_CHECK(strcmp(a.body, cases[i].body) == 0, "\"%s\": body [%.16s]", cases[i].spec, a.body);
         T_CHECK(a.expire == cases[i].expire, "\"%s\": expire %d", cases[i].spec, a.expire);
         dapi_faults_free(f);
     }
@@ -154,8 +153,8 @@ static void test_parse_errors(void)
         struct dapi_faults *f = NULL;
         char err[512] = "";
         T_EQ_INT(dapi_faults_parse(&f, hints[i].spec, err, sizeof err), -1);
-        T_CHECK(strstr(err, hints[i].says) != NULL, "\"%s\": error says '%s': [%s]",
-                hints[i].spec, hints[i].says, err);
+        T_CHECK(strstr(err, hints[i].says) != NULL, "\"%s\": error says '%s': [%s]", hints[i].spec,
+                hints[i].says, err);
     }
     /* A tiny error buffer is not overrun and stays a string. */
     char small[8];
@@ -194,12 +193,9 @@ static void test_empty_items_keep_later_rules(void)
         const char *spec;
         int status;
     } cases[] = {
-        {"path=/a,,status=500", 500},
-        {"latency_ms=1;;status=501", 501},
-        {";status=502", 502},
-        {",status=503", 503},
-        {"status=504;", 504},
-        {"status=505,", 505},
+        {"path=/a,,status=500", 500}, {"latency_ms=1;;status=501", 501},
+        {";status=502", 502},         {",status=503", 503},
+        {"status=504;", 504},         {"status=505,", 505},
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct dapi_faults *f = NULL;
@@ -226,8 +222,8 @@ static void test_first_n(void)
     struct dapi_fault_action a;
     int fired = 0;
     /* Non-matching requests in between do not use up the count. */
-    static const char *paths[] = {"/other", "/api/v1/runs", "/api/v1/run", "/api/v1/runs/7",
-                                  "/", "/api/v1/runs", "/api/v1/runs", "/api/v1/runs",
+    static const char *paths[] = {"/other",      "/api/v1/runs", "/api/v1/run",  "/api/v1/runs/7",
+                                  "/",           "/api/v1/runs", "/api/v1/runs", "/api/v1/runs",
                                   "/api/v1/runs"};
     static const int want[] = {0, 1, 0, 1, 0, 1, 0, 0, 0};
     for(size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
@@ -271,22 +267,18 @@ static void test_path_and_method(void)
         const char *method, *path;
         int fires;
     } cases[] = {
-        {"POST", "/api/v1/files", 1},
-        {"POST", "/api/v1/files/abc", 1},
+        {"POST", "/api/v1/files", 1},      {"POST", "/api/v1/files/abc", 1},
         {"POST", "/api/v1/filesystem", 1}, /* a prefix, not a path segment */
-        {"POST", "/api/v1/file", 0},
-        {"POST", "/api/v1", 0},
-        {"POST", "/API/v1/files", 0},
-        {"POST", "", 0},
-        {"GET", "/api/v1/files", 0},
-        {"post", "/api/v1/files", 0},
+        {"POST", "/api/v1/file", 0},       {"POST", "/api/v1", 0},
+        {"POST", "/API/v1/files", 0},      {"POST", "", 0},
+        {"GET", "/api/v1/files", 0},       {"post", "/api/v1/files", 0},
         {"PUT", "/api/v1/files/abc", 0},
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct dapi_fault_action a;
         match(f, cases[i].method, cases[i].path, &a);
-        T_CHECK((a.status == 500) == cases[i].fires, "%s %s: status %d, fires %d",
-                cases[i].method, cases[i].path, a.status, cases[i].fires);
+        T_CHECK((a.status == 500) == cases[i].fires, "%s %s: status %d, fires %d", cases[i].method,
+                cases[i].path, a.status, cases[i].fires);
     }
     dapi_faults_free(f);
 
@@ -306,19 +298,19 @@ static void test_path_and_method(void)
 
 static void test_several_rules(void)
 {
-    struct dapi_faults *f =
-        parse_ok("latency_ms=10;path=/a,latency_ms=20,status=503,retry_after=2;"
-                 "path=/a,status=500,retry_after=9,body=garbage,latency_ms=5;"
-                 "body=truncate,expire=1;status=404;expire=0");
+    struct dapi_faults *f = parse_ok(
+        "latency_ms=10;path=/a,latency_ms=20,status=503,retry_after=2;"
+        "path=/a,status=500,retry_after=9,body=garbage,latency_ms=5;"
+        "body=truncate,expire=1;status=404;expire=0");
     if(!f)
         return;
     struct dapi_fault_action a;
     match(f, "GET", "/a/b", &a);
-    T_EQ_INT(a.latency_ms, 35);           /* 10 + 20 + 5 */
-    T_EQ_INT(a.status, 503);              /* the first status wins */
-    T_EQ_INT(a.retry_after, 2);           /* with its own retry_after */
-    T_EQ_STR(a.body, "garbage");          /* the first body wins */
-    T_EQ_INT(a.expire, 1);                /* expire is OR-ed (a later expire=0 does not clear) */
+    T_EQ_INT(a.latency_ms, 35);  /* 10 + 20 + 5 */
+    T_EQ_INT(a.status, 503);     /* the first status wins */
+    T_EQ_INT(a.retry_after, 2);  /* with its own retry_after */
+    T_EQ_STR(a.body, "garbage"); /* the first body wins */
+    T_EQ_INT(a.expire, 1);       /* expire is OR-ed (a later expire=0 does not clear) */
 
     match(f, "GET", "/b", &a); /* only the rules without path= */
     T_EQ_INT(a.latency_ms, 10);

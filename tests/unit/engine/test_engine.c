@@ -343,8 +343,7 @@ static void test_file_access(void)
     snprintf(sql, sizeof sql, "SELECT * FROM read_csv('%s/sales/orders.csv')", data);
     T_EQ_INT(run(sql, NULL, &rows, NULL), DAPI_OK);
     T_EQ_INT(rows, 3);
-    snprintf(sql, sizeof sql, "SELECT size > 0 AS ok FROM read_text('%s/sales/orders.csv')",
-             data);
+    snprintf(sql, sizeof sql, "SELECT size > 0 AS ok FROM read_text('%s/sales/orders.csv')", data);
     const char *json;
     T_EQ_INT(run(sql, &json, NULL, NULL), DAPI_OK);
     T_EQ_STR(json, "{\"ok\":true}");
@@ -356,8 +355,9 @@ static void test_lake(void)
     uint64_t rows = 0;
     T_EQ_INT(run("SELECT id, amount, note FROM sales.orders ORDER BY id", &json, &rows, NULL),
              DAPI_OK);
-    T_EQ_STR(json, "{\"id\":1,\"amount\":10.5,\"note\":\"a\"},{\"id\":2,\"amount\":20.0,\"note\":null},"
-                   "{\"id\":3,\"amount\":30.25,\"note\":\"c, d\"}");
+    T_EQ_STR(json,
+             "{\"id\":1,\"amount\":10.5,\"note\":\"a\"},{\"id\":2,\"amount\":20.0,\"note\":null},"
+             "{\"id\":3,\"amount\":30.25,\"note\":\"c, d\"}");
     T_EQ_INT(run("SELECT id, kind FROM sales.events ORDER BY id", &json, NULL, NULL), DAPI_OK);
     T_EQ_STR(json, "{\"id\":1,\"kind\":\"click\"},{\"id\":2,\"kind\":\"view\"}");
     T_EQ_INT(run("SELECT * FROM sales.regions ORDER BY code", &json, NULL, NULL), DAPI_OK);
@@ -473,9 +473,9 @@ static void test_run(void)
 
     /* A run-time error is DAPI_ERR_SQL with a message. */
     msg = NULL;
-    T_EQ_INT(run("SELECT CAST(s AS INTEGER) AS n FROM (VALUES ('1'), ('x')) t(s)", NULL, NULL,
-                 &msg),
-             DAPI_ERR_SQL);
+    T_EQ_INT(
+        run("SELECT CAST(s AS INTEGER) AS n FROM (VALUES ('1'), ('x')) t(s)", NULL, NULL, &msg),
+        DAPI_ERR_SQL);
     T_CHECK(msg && strstr(msg, "x"), "conversion error message: [%s]", msg ? msg : "");
     free(msg);
     T_EQ_INT(run("SELECT error('boom') AS e", NULL, NULL, &msg), DAPI_ERR_SQL);
@@ -616,8 +616,8 @@ static void test_error_position(void)
     free(msg);
     msg = NULL;
     T_EQ_INT(run("SELECT 1 AS a,\n  CAST('x' AS INTEGER) AS b", NULL, NULL, &msg), DAPI_ERR_SQL);
-    T_CHECK(msg && strncmp(msg, "Conversion Error at line 2, column ", 35) == 0,
-            "run: [%s]", msg ? msg : "(null)");
+    T_CHECK(msg && strncmp(msg, "Conversion Error at line 2, column ", 35) == 0, "run: [%s]",
+            msg ? msg : "(null)");
     free(msg);
 }
 
@@ -689,8 +689,8 @@ static void test_sample(void)
     err[0] = '\0';
     T_CHECK(dapi_engine_sample_data(lake, err, sizeof err) == DAPI_OK, "sample data: %s", err);
     struct dapi_engine *e = NULL;
-    struct dapi_engine_opts o = {.data_dir = lake, .state_dir = state, .memory_limit = "1GB",
-                                 .threads = 1};
+    struct dapi_engine_opts o = {
+        .data_dir = lake, .state_dir = state, .memory_limit = "1GB", .threads = 1};
     T_EQ_INT(dapi_engine_open(&e, &o, err, sizeof err), DAPI_OK);
     if(!e)
         return;

@@ -76,8 +76,10 @@ static void check_flat(const struct flat_case *cases, size_t n)
         struct dapi_colvec c = col(cases[i].type, cases[i].data);
         for(size_t r = 0; r < cases[i].rows; r++) {
             const char *got = rv(&c, r);
-            T_CHECK(strcmp(got, cases[i].want[r]) == 0, "case %zu (type %d) row %zu: got [%s] "
-                    "want [%s]", i, (int)cases[i].type, r, got, cases[i].want[r]);
+            T_CHECK(strcmp(got, cases[i].want[r]) == 0,
+                    "case %zu (type %d) row %zu: got [%s] "
+                    "want [%s]",
+                    i, (int)cases[i].type, r, got, cases[i].want[r]);
         }
     }
 }
@@ -108,11 +110,15 @@ static void test_numbers(void)
         {DAPI_CT_U16, u16, 1, {"65535"}},
         {DAPI_CT_U32, u32, 1, {"4294967295"}},
         {DAPI_CT_U64, u64, 2, {"18446744073709551615", "0"}},
-        {DAPI_CT_I128, i128, 4,
+        {DAPI_CT_I128,
+         i128,
+         4,
          {"-170141183460469231731687303715884105728", "170141183460469231731687303715884105727",
           "-1", "18446744073709551616"}},
-        {DAPI_CT_U128, u128, 2, {"340282366920938463463374607431768211455",
-                                 "18446744073709551616"}},
+        {DAPI_CT_U128,
+         u128,
+         2,
+         {"340282366920938463463374607431768211455", "18446744073709551616"}},
         {DAPI_CT_F32, f32, 4, {"1.1", "null", "3.0", "null"}},
         {DAPI_CT_F64, f64, 5, {"0.1", "3.0", "null", "5e-324", "-0.0"}},
     };
@@ -125,10 +131,9 @@ static void test_decimal(void)
     static const int32_t d32[] = {-123456789, 100};
     static const int64_t d64[] = {INT64_MIN, 1};
     /* 10^38 - 1 and its negation */
-    static const struct dapi_i128 d128[] = {
-        {687399551400673279u, 5421010862427522170},
-        {(uint64_t)-687399551400673279, -5421010862427522171},
-        {5, 0}};
+    static const struct dapi_i128 d128[] = {{687399551400673279u, 5421010862427522170},
+                                            {(uint64_t)-687399551400673279, -5421010862427522171},
+                                            {5, 0}};
     static const struct {
         enum dapi_ctype phys;
         const void *data;
@@ -140,11 +145,16 @@ static void test_decimal(void)
         {DAPI_CT_I16, d16, 0, 2, {"-5", "12345"}},
         {DAPI_CT_I32, d32, 4, 2, {"-12345.6789", "0.0100"}},
         {DAPI_CT_I64, d64, 18, 2, {"-9.223372036854775808", "0.000000000000000001"}},
-        {DAPI_CT_I128, d128, 38, 3,
-         {"0.99999999999999999999999999999999999999",
-          "-0.99999999999999999999999999999999999999",
+        {DAPI_CT_I128,
+         d128,
+         38,
+         3,
+         {"0.99999999999999999999999999999999999999", "-0.99999999999999999999999999999999999999",
           "0.00000000000000000000000000000000000005"}},
-        {DAPI_CT_I128, d128, 0, 2,
+        {DAPI_CT_I128,
+         d128,
+         0,
+         2,
          {"99999999999999999999999999999999999999", "-99999999999999999999999999999999999999"}},
     };
     for(size_t i = 0; i < N(cases); i++) {
@@ -166,12 +176,16 @@ static void test_strings(void)
     static const char long_esc[] = "line one\nline \"two\" \xe2\x82\xac";
     static const char bad_utf8[] = "\xc0\x80 overlong and more";
     struct dapi_dstr v[] = {
-        dstr(""), dstr("hello"), dstr("abcdefghijkl"), dstr(thirteen), dstr(long_s),
-        dstr("a\"b\\c\td"), dstr(long_esc), dstr(bad_utf8),
+        dstr(""),     dstr("hello"),      dstr("abcdefghijkl"), dstr(thirteen),
+        dstr(long_s), dstr("a\"b\\c\td"), dstr(long_esc),       dstr(bad_utf8),
     };
     static const char *const want[] = {
-        "\"\"", "\"hello\"", "\"abcdefghijkl\"", "\"abcdefghijklm\"",
-        "\"a string longer than twelve bytes\"", "\"a\\\"b\\\\c\\td\"",
+        "\"\"",
+        "\"hello\"",
+        "\"abcdefghijkl\"",
+        "\"abcdefghijklm\"",
+        "\"a string longer than twelve bytes\"",
+        "\"a\\\"b\\\\c\\td\"",
         "\"line one\\nline \\\"two\\\" \xe2\x82\xac\"",
         "\"\xef\xbf\xbd\xef\xbf\xbd overlong and more\"",
     };
@@ -192,11 +206,16 @@ static void test_strings(void)
     T_EQ_STR(rv(&c, 0), "\"abc\"");
 
     struct dapi_dstr blobs[] = {
-        dstr_n("foobar", 6), dstr_n("", 0), dstr_n("\0\xff\x10", 3),
+        dstr_n("foobar", 6),
+        dstr_n("", 0),
+        dstr_n("\0\xff\x10", 3),
         dstr_n("0123456789abcdefgh", 18),
     };
     static const char *const bwant[] = {
-        "\"Zm9vYmFy\"", "\"\"", "\"AP8Q\"", "\"MDEyMzQ1Njc4OWFiY2RlZmdo\"",
+        "\"Zm9vYmFy\"",
+        "\"\"",
+        "\"AP8Q\"",
+        "\"MDEyMzQ1Njc4OWFiY2RlZmdo\"",
     };
     c = col(DAPI_CT_BLOB, blobs);
     for(size_t r = 0; r < N(blobs); r++)
@@ -207,15 +226,19 @@ static void test_bit(void)
 {
     /* DuckDB pads the first data byte with 1-bits; the renderer must skip them by count. */
     struct dapi_dstr bits[] = {
-        dstr_n("\x04\xf5", 2),     /* 0101 */
-        dstr_n("\x00\xa5", 2),     /* 10100101 */
-        dstr_n("\x07\xff\x55", 3), /* 1 01010101 */
-        dstr_n("\x07\xfe\x00", 3), /* 0 00000000 */
-        dstr_n("\x00", 1),         /* empty */
+        dstr_n("\x04\xf5", 2),                                                  /* 0101 */
+        dstr_n("\x00\xa5", 2),                                                  /* 10100101 */
+        dstr_n("\x07\xff\x55", 3),                                              /* 1 01010101 */
+        dstr_n("\x07\xfe\x00", 3),                                              /* 0 00000000 */
+        dstr_n("\x00", 1),                                                      /* empty */
         dstr_n("\x03\xe0\x0f\xf0\x00\xff\x81\x42\x24\x18\x99\x66\xc3\x3c", 14), /* pointer */
     };
     static const char *const want[] = {
-        "\"0101\"", "\"10100101\"", "\"101010101\"", "\"000000000\"", "\"\"",
+        "\"0101\"",
+        "\"10100101\"",
+        "\"101010101\"",
+        "\"000000000\"",
+        "\"\"",
         "\"00000\" \"00001111\" \"11110000\" \"00000000\" \"11111111\" \"10000001\" "
         "\"01000010\" \"00100100\" \"00011000\" \"10011001\" \"01100110\" \"11000011\" "
         "\"00111100\"",
@@ -262,13 +285,12 @@ static void test_dates_walk(void)
         if(y >= 0 && y <= 9999)
             snprintf(want, sizeof want, "\"%04d-%02d-%02d\"", y, m, d);
         else
-            snprintf(want, sizeof want, "\"%c%04d-%02d-%02d\"", y < 0 ? '-' : '+',
-                     y < 0 ? -y : y, m, d);
+            snprintf(want, sizeof want, "\"%c%04d-%02d-%02d\"", y < 0 ? '-' : '+', y < 0 ? -y : y,
+                     m, d);
         dapi_buf_reset(&b);
         if(dapi_render_value(&b, &c, 0) || strcmp(b.data, want) != 0) {
             if(bad++ < 5)
-                fprintf(stderr, "day %d: got %s want %s\n", (int)v, b.data ? b.data : "-",
-                        want);
+                fprintf(stderr, "day %d: got %s want %s\n", (int)v, b.data ? b.data : "-", want);
         }
         int leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
         if(++d > mdays[m - 1] + (m == 2 && leap)) {
@@ -288,14 +310,14 @@ static void test_dates_walk(void)
 static void test_dates_times(void)
 {
     static const int32_t dates[] = {
-        0, 19723, -1, -719528, 19782, 11016, -25508, 2932896, 2932897, -735525, -719529,
-        -719162, INT32_MAX, -INT32_MAX,
+        0,       19723,   -1,      -719528, 19782,   11016,     -25508,
+        2932896, 2932897, -735525, -719529, -719162, INT32_MAX, -INT32_MAX,
     };
     static const char *const dwant[] = {
-        "\"1970-01-01\"", "\"2024-01-01\"", "\"1969-12-31\"", "\"0000-01-01\"",
-        "\"2024-02-29\"", "\"2000-02-29\"", "\"1900-03-01\"", "\"9999-12-31\"",
+        "\"1970-01-01\"",   "\"2024-01-01\"",  "\"1969-12-31\"",  "\"0000-01-01\"",
+        "\"2024-02-29\"",   "\"2000-02-29\"",  "\"1900-03-01\"",  "\"9999-12-31\"",
         "\"+10000-01-01\"", "\"-0044-03-15\"", "\"-0001-12-31\"", "\"0001-01-01\"",
-        "\"infinity\"", "\"-infinity\"",
+        "\"infinity\"",     "\"-infinity\"",
     };
     struct dapi_colvec c = col(DAPI_CT_DATE, dates);
     for(size_t r = 0; r < N(dates); r++)
@@ -310,7 +332,7 @@ static void test_dates_times(void)
     };
     static const char *const twant[] = {
         "\"00:00:00\"", "\"12:00:00.5\"", "\"23:59:59.999999\"", "\"00:00:00.000001\"",
-        "\"24:00:00\"", "\"01:02:03\"", "\"12:34:56.12\"",
+        "\"24:00:00\"", "\"01:02:03\"",   "\"12:34:56.12\"",
     };
     c = col(DAPI_CT_TIME, times);
     for(size_t r = 0; r < N(times); r++)
@@ -320,28 +342,38 @@ static void test_dates_times(void)
 static void test_timestamps(void)
 {
     static const int64_t us[] = {
-        0, -1, 1704067200123456, 1704067199999999, -62167219200000000, INT64_MAX, -INT64_MAX,
-        INT64_MIN, INT64_MAX - 1, 951782400000000,
+        0,         -1,         1704067200123456, 1704067199999999, -62167219200000000,
+        INT64_MAX, -INT64_MAX, INT64_MIN,        INT64_MAX - 1,    951782400000000,
     };
     static const int64_t s[] = {1704067200, -1, -86400, INT64_MIN, INT64_MAX, -INT64_MAX};
     static const int64_t ms[] = {-1, 1704067200123, -1001};
     static const int64_t ns[] = {-1, 1704067200123456789, 999999, -1000000};
     static const struct flat_case cases[] = {
-        {DAPI_CT_TIMESTAMP, us, 8,
+        {DAPI_CT_TIMESTAMP,
+         us,
+         8,
          {"\"1970-01-01T00:00:00.000\"", "\"1969-12-31T23:59:59.999\"",
           "\"2024-01-01T00:00:00.123\"", "\"2023-12-31T23:59:59.999\"",
           "\"0000-01-01T00:00:00.000\"", "\"infinity\"", "\"-infinity\"",
           "\"-290308-12-21T19:59:05.224\""}},
-        {DAPI_CT_TIMESTAMP_S, s, 6,
+        {DAPI_CT_TIMESTAMP_S,
+         s,
+         6,
          {"\"2024-01-01T00:00:00.000\"", "\"1969-12-31T23:59:59.000\"",
           "\"1969-12-31T00:00:00.000\"", NULL, "\"infinity\"", "\"-infinity\""}},
-        {DAPI_CT_TIMESTAMP_MS, ms, 3,
+        {DAPI_CT_TIMESTAMP_MS,
+         ms,
+         3,
          {"\"1969-12-31T23:59:59.999\"", "\"2024-01-01T00:00:00.123\"",
           "\"1969-12-31T23:59:58.999\""}},
-        {DAPI_CT_TIMESTAMP_NS, ns, 4,
+        {DAPI_CT_TIMESTAMP_NS,
+         ns,
+         4,
          {"\"1969-12-31T23:59:59.999\"", "\"2024-01-01T00:00:00.123\"",
           "\"1970-01-01T00:00:00.000\"", "\"1969-12-31T23:59:59.999\""}},
-        {DAPI_CT_TIMESTAMP_TZ, us, 7,
+        {DAPI_CT_TIMESTAMP_TZ,
+         us,
+         7,
          {"\"1970-01-01T00:00:00.000Z\"", "\"1969-12-31T23:59:59.999Z\"",
           "\"2024-01-01T00:00:00.123Z\"", "\"2023-12-31T23:59:59.999Z\"",
           "\"0000-01-01T00:00:00.000Z\"", "\"infinity\"", "\"-infinity\""}},
@@ -350,8 +382,8 @@ static void test_timestamps(void)
         struct dapi_colvec c = col(cases[i].type, cases[i].data);
         for(size_t r = 0; r < cases[i].rows; r++)
             if(cases[i].want[r])
-                T_CHECK(strcmp(rv(&c, r), cases[i].want[r]) == 0, "case %zu row %zu: [%s]", i,
-                        r, out);
+                T_CHECK(strcmp(rv(&c, r), cases[i].want[r]) == 0, "case %zu row %zu: [%s]", i, r,
+                        out);
     }
     struct dapi_colvec c = col(DAPI_CT_TIMESTAMP, us);
     T_EQ_STR(rv(&c, 8), "\"+294247-01-10T04:00:54.775\"");
@@ -380,9 +412,19 @@ static void test_interval(void)
         {0, 0, 10000000},
     };
     static const char *const want[] = {
-        "\"P1Y2M3DT4H5M6.5S\"", "\"PT0S\"", "\"P-1DT-2H\"", "\"P-1Y-2M\"", "\"PT-0.5S\"",
-        "\"P1M\"", "\"PT1M\"", "\"PT0.000001S\"", "\"P1Y\"", "\"P7D\"", "\"PT25H\"",
-        "\"PT-1H-1.5S\"", "\"PT10S\"",
+        "\"P1Y2M3DT4H5M6.5S\"",
+        "\"PT0S\"",
+        "\"P-1DT-2H\"",
+        "\"P-1Y-2M\"",
+        "\"PT-0.5S\"",
+        "\"P1M\"",
+        "\"PT1M\"",
+        "\"PT0.000001S\"",
+        "\"P1Y\"",
+        "\"P7D\"",
+        "\"PT25H\"",
+        "\"PT-1H-1.5S\"",
+        "\"PT10S\"",
     };
     struct dapi_colvec c = col(DAPI_CT_INTERVAL, iv);
     for(size_t r = 0; r < N(iv); r++)
@@ -409,8 +451,10 @@ static void test_uuid(void)
         uuid_store(0x0123456789abcdefu, 0xfedcba9876543210u),
     };
     static const char *const want[] = {
-        "\"550e8400-e29b-41d4-a716-446655440000\"", "\"00000000-0000-0000-0000-000000000000\"",
-        "\"ffffffff-ffff-ffff-ffff-ffffffffffff\"", "\"01234567-89ab-cdef-fedc-ba9876543210\"",
+        "\"550e8400-e29b-41d4-a716-446655440000\"",
+        "\"00000000-0000-0000-0000-000000000000\"",
+        "\"ffffffff-ffff-ffff-ffff-ffffffffffff\"",
+        "\"01234567-89ab-cdef-fedc-ba9876543210\"",
     };
     T_EQ_INT(u[1].upper, INT64_MIN); /* the nil UUID is stored as the smallest value */
     struct dapi_colvec c = col(DAPI_CT_UUID, u);
@@ -455,8 +499,8 @@ static void test_validity(void)
         uint64_t row;
         const char *want;
     } cases[] = {
-        {0, "0"}, {1, "null"}, {2, "2"}, {63, "63"}, {64, "null"}, {65, "65"}, {128, "128"},
-        {129, "null"},
+        {0, "0"},     {1, "null"}, {2, "2"},     {63, "63"},
+        {64, "null"}, {65, "65"},  {128, "128"}, {129, "null"},
     };
     for(size_t i = 0; i < N(cases); i++)
         T_EQ_STR(rv(&c, cases[i].row), cases[i].want);
@@ -519,7 +563,7 @@ static void test_struct(void)
 {
     static const int32_t ids[] = {1, 2, 3, 4};
     struct dapi_dstr names[] = {dstr("x"), dstr("y\n"), dstr(""), dstr("a name over twelve")};
-    uint64_t nvalid = ~(uint64_t)2;        /* name of row 1 is NULL */
+    uint64_t nvalid = ~(uint64_t)2; /* name of row 1 is NULL */
     static const char *const fields[] = {"id", "na\"me"};
     struct dapi_colvec kids[2] = {col(DAPI_CT_I32, ids), col(DAPI_CT_VARCHAR, names)};
     kids[1].validity = &nvalid;
@@ -527,7 +571,7 @@ static void test_struct(void)
     st.children = kids;
     st.nchildren = 2;
     st.child_names = fields;
-    uint64_t svalid = ~(uint64_t)4;        /* struct row 2 is NULL */
+    uint64_t svalid = ~(uint64_t)4; /* struct row 2 is NULL */
     st.validity = &svalid;
     T_EQ_STR(rv(&st, 0), "{\"id\":1,\"na\\\"me\":\"x\"}");
     T_EQ_STR(rv(&st, 1), "{\"id\":2,\"na\\\"me\":null}");
@@ -619,7 +663,7 @@ static void test_union(void)
     static const uint8_t tags[] = {0, 1, 0, 1, 5};
     static const int32_t nums[] = {42, 0, -7, 0, 0};
     struct dapi_dstr strs[] = {dstr(""), dstr("x"), dstr(""), dstr(""), dstr("")};
-    uint64_t nvalid = ~(uint64_t)(1 << 1);        /* inactive member rows may be NULL */
+    uint64_t nvalid = ~(uint64_t)(1 << 1); /* inactive member rows may be NULL */
     uint64_t svalid = ~(uint64_t)((1 << 0) | (1 << 2) | (1 << 3)); /* active but NULL: row 3 */
     static const char *const names[] = {"", "num", "str"};
     struct dapi_colvec kids[3] = {col(DAPI_CT_U8, tags), col(DAPI_CT_I32, nums),
@@ -630,13 +674,13 @@ static void test_union(void)
     u.children = kids;
     u.nchildren = 3;
     u.child_names = names;
-    uint64_t uvalid = ~(uint64_t)4;               /* row 2 is a NULL union */
+    uint64_t uvalid = ~(uint64_t)4; /* row 2 is a NULL union */
     u.validity = &uvalid;
     T_EQ_STR(rv(&u, 0), "42");
     T_EQ_STR(rv(&u, 1), "\"x\"");
     T_EQ_STR(rv(&u, 2), "null");
     T_EQ_STR(rv(&u, 3), "null");
-    T_EQ_STR(rv(&u, 4), "<err 13>");              /* tag beyond the members */
+    T_EQ_STR(rv(&u, 4), "<err 13>"); /* tag beyond the members */
 
     /* UNION inside a LIST */
     static const struct dapi_list_entry e[] = {{0, 4}};

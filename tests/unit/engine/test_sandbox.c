@@ -92,8 +92,8 @@ static enum dapi_err run(const char *sql, struct count *c, int trusted)
 {
     char *msg = NULL;
     memset(c, 0, sizeof *c);
-    enum dapi_err r = (trusted ? dapi_engine_run_trusted : dapi_engine_run)(
-        con, expand(sql), 0, &count_sink, c, &msg);
+    enum dapi_err r = (trusted ? dapi_engine_run_trusted : dapi_engine_run)(con, expand(sql), 0,
+                                                                            &count_sink, c, &msg);
     free(msg);
     return r;
 }
@@ -176,7 +176,7 @@ static void test_refused_functions(void)
         "WITH c AS (SELECT * FROM %s) SELECT * FROM c",
         "WITH c AS MATERIALIZED (SELECT * FROM %s) SELECT 1",
         ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r, %s WHERE n < 2) "
-        "SELECT * FROM r"),
+         "SELECT * FROM r"),
         "SELECT 1 UNION ALL SELECT 1 FROM %s",
         "SELECT * FROM (SELECT * FROM (SELECT * FROM %s))",
         "SELECT 1 IN (SELECT 1 FROM %s)",
@@ -246,19 +246,19 @@ static void test_accepted(void)
     static const char *const ok[] = {
         "SELECT id, amount FROM sales.orders WHERE amount > 15 ORDER BY id",
         ("SELECT note, count(*), sum(amount), avg(amount), min(id), max(id) FROM sales.orders "
-        "GROUP BY ALL ORDER BY ALL"),
+         "GROUP BY ALL ORDER BY ALL"),
         ("SELECT id, row_number() OVER w, rank() OVER w, lag(amount) OVER w, "
-        "sum(amount) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) "
-        "FROM sales.orders WINDOW w AS (ORDER BY amount)"),
+         "sum(amount) OVER (ORDER BY id ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) "
+         "FROM sales.orders WINDOW w AS (ORDER BY amount)"),
         ("SELECT ntile(2) OVER (ORDER BY id), percent_rank() OVER (ORDER BY id), "
-        "cume_dist() OVER (ORDER BY id), first_value(id) OVER (ORDER BY id), "
-        "last_value(id) OVER (ORDER BY id), nth_value(id, 1) OVER (ORDER BY id), "
-        "dense_rank() OVER (ORDER BY id), lead(id, 1, 0) OVER (ORDER BY id) FROM sales.orders"),
+         "cume_dist() OVER (ORDER BY id), first_value(id) OVER (ORDER BY id), "
+         "last_value(id) OVER (ORDER BY id), nth_value(id, 1) OVER (ORDER BY id), "
+         "dense_rank() OVER (ORDER BY id), lead(id, 1, 0) OVER (ORDER BY id) FROM sales.orders"),
         "SELECT * FROM sales.orders QUALIFY row_number() OVER (ORDER BY amount DESC) = 1",
         ("WITH t AS (SELECT * FROM sales.orders), u AS (SELECT id FROM t) "
-        "SELECT * FROM t JOIN u USING (id)"),
+         "SELECT * FROM t JOIN u USING (id)"),
         ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) "
-        "SELECT sum(n) FROM r"),
+         "SELECT sum(n) FROM r"),
         "WITH m AS MATERIALIZED (SELECT 1 AS x) SELECT * FROM m, m AS m2",
         "SELECT o.id, e.kind FROM sales.orders o LEFT JOIN sales.events e ON e.id = o.id",
         "SELECT * FROM sales.orders o ASOF JOIN sales.events e ON o.id >= e.id",
@@ -268,22 +268,22 @@ static void test_accepted(void)
         "SELECT * FROM generate_series(1, 5), unnest([1, 2, 3])",
         "SELECT unnest([1, 2]), unnest({'a': 1, 'b': 2})",
         ("SELECT list_transform([1, 2], x -> x + 1), list_filter([1, 2], x -> x > 1), "
-        "list_reduce([1, 2, 3], (a, b) -> a + b), [x * 2 FOR x IN [1, 2]]"),
+         "list_reduce([1, 2, 3], (a, b) -> a + b), [x * 2 FOR x IN [1, 2]]"),
         ("SELECT {'a': 1}.a, [1, 2][1], map {'k': 1}['k'], 'abc' LIKE 'a%', 'x' || 'y', "
-        "'abc' ILIKE 'A%', 'abc' SIMILAR TO 'a.*', 'a' GLOB 'a'"),
+         "'abc' ILIKE 'A%', 'abc' SIMILAR TO 'a.*', 'a' GLOB 'a'"),
         ("SELECT regexp_extract('abc', 'b'), regexp_replace('abc', 'b', 'x'), "
-        "string_split('a,b', ','), lower('A'), upper('a'), length('abc'), trim(' a '), "
-        "concat_ws('-', 'a', 'b'), format('{}', 1), printf('%d', 1), md5('a'), sha256('a')"),
+         "string_split('a,b', ','), lower('A'), upper('a'), length('abc'), trim(' a '), "
+         "concat_ws('-', 'a', 'b'), format('{}', 1), printf('%d', 1), md5('a'), sha256('a')"),
         ("SELECT date_trunc('month', DATE '2024-05-17'), date_part('year', now()), "
-        "strftime(TIMESTAMP '2024-01-01', '%Y'), epoch_ms(0), age(TIMESTAMP '2024-01-01'), "
-        "current_date, today(), make_date(2024, 1, 1), INTERVAL 1 DAY + DATE '2024-01-01'"),
+         "strftime(TIMESTAMP '2024-01-01', '%Y'), epoch_ms(0), age(TIMESTAMP '2024-01-01'), "
+         "current_date, today(), make_date(2024, 1, 1), INTERVAL 1 DAY + DATE '2024-01-01'"),
         ("SELECT CAST(1 AS VARCHAR), 1::DOUBLE, TRY_CAST('x' AS INT), typeof(1), "
-        "coalesce(NULL, 1), nullif(1, 1), ifnull(NULL, 2), greatest(1, 2), least(1, 2)"),
+         "coalesce(NULL, 1), nullif(1, 1), ifnull(NULL, 2), greatest(1, 2), least(1, 2)"),
         ("SELECT json_extract('{\"a\":1}', '$.a'), '{\"a\":1}'::JSON->>'a', "
-        "json_object('a', 1), to_json([1]), json_array_length('[1]')"),
+         "json_object('a', 1), to_json([1]), json_array_length('[1]')"),
         ("SELECT approx_count_distinct(id), median(amount), quantile_cont(amount, 0.5), "
-        "mode(id), string_agg(note, ','), list(id ORDER BY id), array_agg(id), "
-        "histogram(id), arg_max(id, amount), bool_and(true), stddev(amount) FROM sales.orders"),
+         "mode(id), string_agg(note, ','), list(id ORDER BY id), array_agg(id), "
+         "histogram(id), arg_max(id, amount), bool_and(true), stddev(amount) FROM sales.orders"),
         "SELECT * FROM (VALUES (1, 'a'), (2, 'b')) v(x, y)",
         "SELECT COLUMNS(*) FROM sales.orders",
         "SELECT COLUMNS('a.*') FROM sales.orders",
@@ -389,7 +389,7 @@ static void test_paths(void)
         "SELECT * FROM glob('DATA/sales/../../*')",
         "SELECT * FROM read_text('DATA/sales/.hidden.csv')",
         "SELECT * FROM read_text('DATA/.git/config')",
-        "SELECT * FROM glob('DATA/sales/*')",        /* matches .hidden.csv */
+        "SELECT * FROM glob('DATA/sales/*')",          /* matches .hidden.csv */
         "SELECT * FROM read_text('DATA/sales/*.csv')", /* so does this */
         "SELECT * FROM read_text('DATA/escape/passwd')",
         "SELECT * FROM read_text('DATA/escape/*')",
@@ -460,8 +460,10 @@ static void test_cte_bound(void)
     dapi_buf_init(&b, 1 << 20);
     dapi_buf_adds(&b, "WITH a0 AS NOT MATERIALIZED (SELECT 1 AS x)");
     for(int i = 1; i <= 30; i++)
-        dapi_buf_addf(&b, ", a%d AS NOT MATERIALIZED (SELECT * FROM a%d UNION ALL SELECT * FROM "
-                          "a%d)", i, i - 1, i - 1);
+        dapi_buf_addf(&b,
+                      ", a%d AS NOT MATERIALIZED (SELECT * FROM a%d UNION ALL SELECT * FROM "
+                      "a%d)",
+                      i, i - 1, i - 1);
     dapi_buf_adds(&b, " SELECT count(*) FROM a30");
     char *msg = NULL;
     T_EQ_INT(check(b.data, &msg), DAPI_ERR_SQL);
@@ -479,8 +481,10 @@ static void test_cte_bound(void)
     dapi_buf_reset(&b);
     dapi_buf_adds(&b, "WITH a0 AS NOT MATERIALIZED (SELECT 1 AS x)");
     for(int i = 1; i <= 4; i++)
-        dapi_buf_addf(&b, ", a%d AS NOT MATERIALIZED (SELECT * FROM a%d UNION ALL SELECT * FROM "
-                          "a%d)", i, i - 1, i - 1);
+        dapi_buf_addf(&b,
+                      ", a%d AS NOT MATERIALIZED (SELECT * FROM a%d UNION ALL SELECT * FROM "
+                      "a%d)",
+                      i, i - 1, i - 1);
     dapi_buf_adds(&b, " SELECT count(*) FROM a4");
     T_EQ_INT(check(b.data, NULL), DAPI_OK);
     /* A chain of CTEs, each a deep expression naming the next: measuring it inlined used to
@@ -549,7 +553,7 @@ static void test_allowlist_complete(void)
     char *msg = NULL;
     T_EQ_INT(dapi_engine_run_trusted(con,
                                      ("SELECT DISTINCT lower(function_name), function_type "
-                                     "FROM duckdb_functions() WHERE function_type <> 'pragma'"),
+                                      "FROM duckdb_functions() WHERE function_type <> 'pragma'"),
                                      0, &names_sink, &nm, &msg),
              DAPI_OK);
     free(msg);
@@ -558,12 +562,13 @@ static void test_allowlist_complete(void)
     for(size_t i = 0; i < nm.n; i++) {
         const char *name = strchr(nm.v[i], ' ') + 1;
         int table = strncmp(nm.v[i], "table", 5) == 0;
-        int known =
-            table ? dapi_allow_has(dapi_allow_lake_table, dapi_allow_lake_table_n, name) ||
-                        dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n, name) ||
-                        dapi_refusal_reason(dapi_refuse_table, dapi_refuse_table_n, name)
-                  : dapi_allow_has(dapi_allow_scalar, dapi_allow_scalar_n, name) ||
-                        dapi_refusal_reason(dapi_refuse_scalar, dapi_refuse_scalar_n, name);
+        int known = table
+                        ? dapi_allow_has(dapi_allow_lake_table, dapi_allow_lake_table_n, name) ||
+                              dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n,
+                                             name) ||
+                              dapi_refusal_reason(dapi_refuse_table, dapi_refuse_table_n, name)
+                        : dapi_allow_has(dapi_allow_scalar, dapi_allow_scalar_n, name) ||
+                              dapi_refusal_reason(dapi_refuse_scalar, dapi_refuse_scalar_n, name);
         if(!known && unknown++ < 20)
             T_CHECK(0, "DuckDB's %s is neither allowed nor refused in allowlist.c: review it",
                     nm.v[i]);
@@ -577,9 +582,9 @@ static void test_allowlist_complete(void)
                                     dapi_refuse_table[i].name),
                 "%s is both refused and allowed", dapi_refuse_table[i].name);
     for(size_t i = 0; i < dapi_refuse_scalar_n; i++)
-        T_CHECK(!dapi_allow_has(dapi_allow_scalar, dapi_allow_scalar_n,
-                                dapi_refuse_scalar[i].name),
-                "%s is both refused and allowed", dapi_refuse_scalar[i].name);
+        T_CHECK(
+            !dapi_allow_has(dapi_allow_scalar, dapi_allow_scalar_n, dapi_refuse_scalar[i].name),
+            "%s is both refused and allowed", dapi_refuse_scalar[i].name);
     /* sorted, as bsearch needs */
     for(size_t i = 1; i < dapi_allow_scalar_n; i++)
         T_CHECK(strcmp(dapi_allow_scalar[i - 1], dapi_allow_scalar[i]) < 0, "sorted at %s",

@@ -156,10 +156,15 @@ static void test_start_errors(void)
 {
     struct dapi_http *h = (struct dapi_http *)1;
     char err[256] = "";
-    struct dapi_http_opts o = {.host = "localhost-by-name", .port = 0, .threads = 1,
-                               .max_body_bytes = 1, .max_header_bytes = 1024,
-                               .max_connections = 4, .max_connections_per_ip = 4,
-                               .request_head_timeout_s = 5, .connection_timeout_s = 5,
+    struct dapi_http_opts o = {.host = "localhost-by-name",
+                               .port = 0,
+                               .threads = 1,
+                               .max_body_bytes = 1,
+                               .max_header_bytes = 1024,
+                               .max_connections = 4,
+                               .max_connections_per_ip = 4,
+                               .request_head_timeout_s = 5,
+                               .connection_timeout_s = 5,
                                .dispatch = dispatch};
     T_EQ_INT(dapi_http_start(&h, &o, err, sizeof err), DAPI_ERR_INVALID);
     T_CHECK(h == NULL, "no server on failure");
@@ -232,8 +237,7 @@ static void test_body_too_large(void)
     /* one byte over: read (so that the client sees the answer, not a reset) and refused */
     char req[MAX_BODY + 256];
     int n = snprintf(req, sizeof req,
-                     "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n",
-                     MAX_BODY + 1);
+                     "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n", MAX_BODY + 1);
     memset(req + n, 'b', MAX_BODY + 1);
     req[n + MAX_BODY + 1] = '\0';
     int fd = -1;
@@ -316,9 +320,9 @@ static void test_framing(void)
              400);
     T_EQ_STR(m.body, "{\"error\":\"Invalid Content-Length\"}");
     t_http_msg_free(&m);
-    T_EQ_INT(exchange("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", &m,
-                      NULL),
-             400);
+    T_EQ_INT(
+        exchange("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", &m, NULL),
+        400);
     T_EQ_STR(m.body, "{\"error\":\"Unsupported Transfer-Encoding\"}");
     t_http_msg_free(&m);
     T_EQ_INT(atomic_load(&dispatched), before);
@@ -445,10 +449,15 @@ static void test_start_writes_nothing_on_stderr(void)
     T_CHECK(saved >= 0 && fd >= 0 && dup2(fd, STDERR_FILENO) >= 0, "stderr redirected");
     struct dapi_http *h = NULL;
     char err[256] = "";
-    struct dapi_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 1,
-                               .max_body_bytes = MAX_BODY, .max_header_bytes = MAX_HEADER,
-                               .max_connections = 8, .max_connections_per_ip = 8,
-                               .request_head_timeout_s = 5, .connection_timeout_s = 5,
+    struct dapi_http_opts o = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 1,
+                               .max_body_bytes = MAX_BODY,
+                               .max_header_bytes = MAX_HEADER,
+                               .max_connections = 8,
+                               .max_connections_per_ip = 8,
+                               .request_head_timeout_s = 5,
+                               .connection_timeout_s = 5,
                                .dispatch = dispatch};
     enum dapi_err e = dapi_http_start(&h, &o, err, sizeof err);
     dapi_http_stop(h);
@@ -472,10 +481,15 @@ static void test_per_address_limit(void)
 {
     struct dapi_http *h = NULL;
     char err[256] = "";
-    struct dapi_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 1,
-                               .max_body_bytes = MAX_BODY, .max_header_bytes = MAX_HEADER,
-                               .max_connections = 8, .max_connections_per_ip = 1,
-                               .request_head_timeout_s = 5, .connection_timeout_s = 5,
+    struct dapi_http_opts o = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 1,
+                               .max_body_bytes = MAX_BODY,
+                               .max_header_bytes = MAX_HEADER,
+                               .max_connections = 8,
+                               .max_connections_per_ip = 1,
+                               .request_head_timeout_s = 5,
+                               .connection_timeout_s = 5,
                                .dispatch = dispatch};
     T_EQ_INT(dapi_http_start(&h, &o, err, sizeof err), DAPI_OK);
     if(!h)
@@ -534,10 +548,15 @@ static void *hammer(void *arg)
 static void test_quiesce_under_load(void)
 {
     char err[256] = "";
-    struct dapi_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2,
-                               .max_body_bytes = MAX_BODY, .max_header_bytes = MAX_HEADER,
-                               .max_connections = 64, .max_connections_per_ip = 64,
-                               .request_head_timeout_s = 5, .connection_timeout_s = 10,
+    struct dapi_http_opts o = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 2,
+                               .max_body_bytes = MAX_BODY,
+                               .max_header_bytes = MAX_HEADER,
+                               .max_connections = 64,
+                               .max_connections_per_ip = 64,
+                               .request_head_timeout_s = 5,
+                               .connection_timeout_s = 10,
                                .dispatch = dispatch};
     pthread_t t[3];
     int served = 0;
@@ -611,10 +630,15 @@ int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
     char err[256] = "";
-    struct dapi_http_opts o = {.host = "127.0.0.1", .port = 0, .threads = 2,
-                               .max_body_bytes = MAX_BODY, .max_header_bytes = MAX_HEADER,
-                               .max_connections = 64, .max_connections_per_ip = 64,
-                               .request_head_timeout_s = 5, .connection_timeout_s = 10,
+    struct dapi_http_opts o = {.host = "127.0.0.1",
+                               .port = 0,
+                               .threads = 2,
+                               .max_body_bytes = MAX_BODY,
+                               .max_header_bytes = MAX_HEADER,
+                               .max_connections = 64,
+                               .max_connections_per_ip = 64,
+                               .request_head_timeout_s = 5,
+                               .connection_timeout_s = 10,
                                .dispatch = dispatch};
     T_CHECK(dapi_http_start(&srv, &o, err, sizeof err) == DAPI_OK, "server starts: %s", err);
     if(!srv)

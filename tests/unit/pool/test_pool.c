@@ -341,13 +341,12 @@ static void test_cap_and_load(void)
         enum dapi_err want;
         size_t load_after;
     } steps[] = {
-        {2, DAPI_OK, 2},       /* 0 waiting -> ok */
-        {2, DAPI_OK, 3},       /* 1 waiting -> ok */
-        {2, DAPI_ERR_BUSY, 3}, /* 2 waiting: full, fn never runs */
-        {1, DAPI_ERR_BUSY, 3}, /* smaller cap: full as well */
-        {3, DAPI_OK, 4},       /* larger cap: room */
-        {3, DAPI_ERR_BUSY, 4},
-        {0, DAPI_OK, 5},       /* cap 0 = no limit */
+        {2, DAPI_OK, 2},                        /* 0 waiting -> ok */
+        {2, DAPI_OK, 3},                        /* 1 waiting -> ok */
+        {2, DAPI_ERR_BUSY, 3},                  /* 2 waiting: full, fn never runs */
+        {1, DAPI_ERR_BUSY, 3},                  /* smaller cap: full as well */
+        {3, DAPI_OK, 4},                        /* larger cap: room */
+        {3, DAPI_ERR_BUSY, 4}, {0, DAPI_OK, 5}, /* cap 0 = no limit */
         {0, DAPI_OK, 6},
     };
     for(size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {

@@ -84,8 +84,8 @@ static struct dapi_queries *open_reg(const char *state, int64_t retention, uint6
 {
     struct dapi_queries *qs = NULL;
     err[0] = '\0';
-    enum dapi_err r = dapi_queries_open(&qs, state, retention, max_bytes, now_s, on_unfinished,
-                                        u, err, sizeof err);
+    enum dapi_err r = dapi_queries_open(&qs, state, retention, max_bytes, now_s, on_unfinished, u,
+                                        err, sizeof err);
     T_CHECK(r == DAPI_OK && qs, "open %s: %d %s", state, (int)r, err);
     return qs;
 }
@@ -124,7 +124,7 @@ static enum dapi_qstate state_of(struct dapi_queries *qs, const char *slug, int6
     if(err_out)
         *err_out = r;
     if(r)
-        return (enum dapi_qstate)-1;
+        return (enum dapi_qstate)(-1);
     enum dapi_qstate s = v.state;
     dapi_queries_release(qs, &v);
     return s;
@@ -229,8 +229,10 @@ static void test_lifecycle(void)
         const char *data;
         size_t len;
         dapi_result_page(v.result, 2, &data, &len);
-        T_CHECK(len > 10 && strncmp(data, "{\"v\":300}", 9) == 0, "page 2 starts with row 100: "
-                "[%.20s]", data);
+        T_CHECK(len > 10 && strncmp(data, "{\"v\":300}", 9) == 0,
+                "page 2 starts with row 100: "
+                "[%.20s]",
+                data);
         T_CHECK(len > 9 && memcmp(data + len - 9, "{\"v\":447}", 9) == 0,
                 "page 2 ends with row 149");
     }
@@ -333,10 +335,10 @@ static void test_restart(void)
         return;
     /* SQL with quotes, newlines, tabs, backslashes and non-ASCII survives the round trip. */
     static const char tricky[] = "SELECT 'it''s', \"x\\y\"\n\t-- café ☕ \x01\nFROM t";
-    char done[DAPI_SLUG_MAX], failed[DAPI_SLUG_MAX], queued[DAPI_SLUG_MAX],
-        running[DAPI_SLUG_MAX];
+    char done[DAPI_SLUG_MAX], failed[DAPI_SLUG_MAX], queued[DAPI_SLUG_MAX], running[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT done", NULL, 1000, done, NULL, 0), DAPI_OK);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT failed", NULL, 1000, failed, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT failed", NULL, 1000, failed, NULL, 0),
+             DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, owner, tricky, NULL, 1000, queued, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, other, "SELECT running", NULL, 1000, running, NULL, 0),
              DAPI_OK);
@@ -897,7 +899,7 @@ static void test_key_quota(void)
     T_EQ_INT(dapi_queries_get(qs, b1, other, 1010, &vb), DAPI_OK);
     T_EQ_INT(vb.state, DAPI_Q_DONE);
     dapi_queries_release(qs, &vb);
-    T_EQ_INT(state_of(qs, probe, 1010, &e), (enum dapi_qstate)-1); /* (owned by third) */
+    T_EQ_INT(state_of(qs, probe, 1010, &e), (enum dapi_qstate)(-1)); /* (owned by third) */
     T_EQ_INT(dapi_queries_key_bytes(qs, other), size);
     T_EQ_INT(dapi_queries_key_bytes(qs, third), size);
     T_EQ_INT(dapi_queries_bytes(qs), 4 * size);

@@ -50,8 +50,8 @@ static struct dapi_colvec i64col(const int64_t *data, const uint64_t *validity)
  * given sizes (repeated cyclically). Returns the finish result, or the first failing sink
  * call's; fills rows/pages/bytes on success. The writer is freed either way. */
 static enum dapi_err write_n(const struct dapi_result_limits *lim, uint64_t total,
-                             const uint64_t *sizes, size_t nsizes, uint64_t *rows,
-                             uint64_t *pages, uint64_t *bytes, char *why, size_t whylen)
+                             const uint64_t *sizes, size_t nsizes, uint64_t *rows, uint64_t *pages,
+                             uint64_t *bytes, char *why, size_t whylen)
 {
     struct dapi_result_writer *w = NULL;
     enum dapi_err r = dapi_result_writer_open(&w, path, lim);
@@ -138,10 +138,16 @@ static void test_sizes(void)
         uint64_t sizes[6];
         size_t nsizes;
     } cases[] = {
-        {0, {0}, 0},        {1, {0}, 0},          {99, {0}, 0},
-        {100, {0}, 0},      {101, {0}, 0},        {200, {0}, 0},
-        {250, {7, 93, 1, 0, 149}, 5},             {250, {100}, 1},
-        {250, {1}, 1},      {1000, {333}, 1},
+        {0, {0}, 0},
+        {1, {0}, 0},
+        {99, {0}, 0},
+        {100, {0}, 0},
+        {101, {0}, 0},
+        {200, {0}, 0},
+        {250, {7, 93, 1, 0, 149}, 5},
+        {250, {100}, 1},
+        {250, {1}, 1},
+        {1000, {333}, 1},
     };
     for(size_t i = 0; i < N(cases); i++) {
         char label[64];
@@ -223,9 +229,10 @@ static void test_columns(void)
         const char *data;
         size_t len;
         dapi_result_page(res, 1, &data, &len);
-        T_EQ_MEM(data, len,
-                 "{\"a\":0,\"a_2\":1,\"a_2_2\":2,\"b\":3,\"a_3\":4,\"we\\\"ird\":5,\"\":6},"
-                 "{\"a\":10,\"a_2\":11,\"a_2_2\":12,\"b\":null,\"a_3\":14,\"we\\\"ird\":15,\"\":16}");
+        T_EQ_MEM(
+            data, len,
+            "{\"a\":0,\"a_2\":1,\"a_2_2\":2,\"b\":3,\"a_3\":4,\"we\\\"ird\":5,\"\":6},"
+            "{\"a\":10,\"a_2\":11,\"a_2_2\":12,\"b\":null,\"a_3\":14,\"we\\\"ird\":15,\"\":16}");
         dapi_result_close(res);
     }
     unlink(path);
@@ -283,7 +290,8 @@ static void test_large(void)
     dapi_result_writer_free(w);
     T_EQ_INT(rows, total);
     T_EQ_INT(pages, 400);
-    T_CHECK(bytes > (3u << 19), "over 1.5 MiB (the flush threshold is 1 MiB): %llu", (unsigned long long)bytes);
+    T_CHECK(bytes > (3u << 19), "over 1.5 MiB (the flush threshold is 1 MiB): %llu",
+            (unsigned long long)bytes);
     struct dapi_result *res = NULL;
     T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
     if(res) {
@@ -301,8 +309,8 @@ static void test_large(void)
             T_CHECK(len > strlen(head) && memcmp(data, head, strlen(head)) == 0,
                     "page %llu starts with row %llu", (unsigned long long)probe[i],
                     (unsigned long long)first);
-            T_CHECK(len > strlen(tail) && memcmp(data + len - strlen(tail), tail,
-                                                 strlen(tail)) == 0,
+            T_CHECK(len > strlen(tail) &&
+                        memcmp(data + len - strlen(tail), tail, strlen(tail)) == 0,
                     "page %llu ends with row %llu", (unsigned long long)probe[i],
                     (unsigned long long)last);
             size_t commas = 0;
@@ -324,13 +332,13 @@ static void test_limits(void)
         uint64_t max_rows, total;
         const uint64_t *sizes;
     } rcases[] = {
-        {5, 5, one_chunk}, {5, 6, one_chunk}, {5, 6, by_three}, {5, 6, by_one},
+        {5, 5, one_chunk},     {5, 6, one_chunk},     {5, 6, by_three},  {5, 6, by_one},
         {100, 100, one_chunk}, {100, 101, one_chunk}, {1, 1, one_chunk}, {1, 2, by_one},
     };
     for(size_t i = 0; i < N(rcases); i++) {
         struct dapi_result_limits lim = {rcases[i].max_rows, UINT64_MAX, NULL};
-        enum dapi_err r = write_n(&lim, rcases[i].total, rcases[i].sizes, 1, &rows, &pages,
-                                  &bytes, why, sizeof why);
+        enum dapi_err r = write_n(&lim, rcases[i].total, rcases[i].sizes, 1, &rows, &pages, &bytes,
+                                  why, sizeof why);
         if(rcases[i].total <= rcases[i].max_rows) {
             T_CHECK(r == DAPI_OK, "rows case %zu: %llu rows at max %llu succeed (got %d)", i,
                     (unsigned long long)rcases[i].total, (unsigned long long)rcases[i].max_rows,
@@ -454,7 +462,7 @@ static void test_damaged(void)
         size_t at;      /* byte offset to change */
         uint64_t value; /* u64 written there (when set64) */
         int set64;
-        int cut;        /* bytes removed from the end (negative: added) */
+        int cut; /* bytes removed from the end (negative: added) */
     } cases[] = {
         {"truncated by 1 byte", 0, 0, 0, 1},
         {"truncated to the header", 0, 0, 0, (int)(len - 64)},
@@ -493,13 +501,13 @@ static void test_damaged(void)
      * header, can claim a page of any length. */
     memset(buf, 0, 80);
     memcpy(buf, "DAPIRES1", 8);
-    put64(buf + 8, 1);             /* rows */
-    put64(buf + 16, 1);            /* pages */
-    put64(buf + 24, 64);           /* rows_off */
+    put64(buf + 8, 1);               /* rows */
+    put64(buf + 16, 1);              /* pages */
+    put64(buf + 24, 64);             /* rows_off */
     put64(buf + 32, UINT64_MAX - 7); /* rows_len: 64 + this wraps to 56 */
-    put64(buf + 40, 56);           /* index_off */
-    put64(buf + 48, 72);           /* total */
-    put64(buf + 64, 1u << 30);     /* "index[1]": page 1 would be 1 GiB */
+    put64(buf + 40, 56);             /* index_off */
+    put64(buf + 48, 72);             /* total */
+    put64(buf + 64, 1u << 30);       /* "index[1]": page 1 would be 1 GiB */
     rewrite(buf, 72);
     expect_refused("offsets wrapping around 2^64");
 

@@ -56,8 +56,8 @@ static enum dapi_err get(const char *path, uint64_t max_body, long timeout_ms,
 {
     char u[512];
     snprintf(u, sizeof u, "%s%s", url, path);
-    struct dapi_httpc_call c = {.method = "GET", .url = u, .max_body = max_body,
-                                .timeout_ms = timeout_ms, .fd = -1};
+    struct dapi_httpc_call c = {
+        .method = "GET", .url = u, .max_body = max_body, .timeout_ms = timeout_ms, .fd = -1};
     return dapi_httpc_do(hc, &c, resp);
 }
 
@@ -92,8 +92,12 @@ static void test_post(void)
     char u[512], head[4096], body[256], v[64];
     snprintf(u, sizeof u, "%s/echo", url);
     const char *const headers[] = {"Content-Type: application/json", NULL};
-    struct dapi_httpc_call c = {.method = "POST", .url = u, .headers = headers,
-                                .body = "{\"sql\":1}", .body_len = 9, .fd = -1};
+    struct dapi_httpc_call c = {.method = "POST",
+                                .url = u,
+                                .headers = headers,
+                                .body = "{\"sql\":1}",
+                                .body_len = 9,
+                                .fd = -1};
     /* any status is a response: DAPI_OK with the status */
     T_EQ_INT(dapi_httpc_do(hc, &c, &r), DAPI_OK);
     T_EQ_INT(r.status, 404);
@@ -125,11 +129,11 @@ static void test_retry_after(void)
         int64_t want;
     } cases[] = {
         {"7", 7000},
-        {"7__", 7000},                                /* trailing white space (OWS) */
+        {"7__", 7000}, /* trailing white space (OWS) */
         {"0", 0},
-        {"100000", 86400000},                         /* capped at a day */
-        {"Wed,_21_Oct_2015_07:28:00_GMT", 0},         /* a date in the past: now */
-        {"soon", -1},                                 /* neither: none */
+        {"100000", 86400000},                 /* capped at a day */
+        {"Wed,_21_Oct_2015_07:28:00_GMT", 0}, /* a date in the past: now */
+        {"soon", -1},                         /* neither: none */
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct dapi_httpc_resp r;
@@ -206,8 +210,7 @@ static void test_timeout(void)
     int64_t t0 = dapi_clock_mono_ms();
     T_EQ_INT(get("/hang", 0, 300, &r), DAPI_ERR_TIMEOUT);
     int64_t took = dapi_clock_mono_ms() - t0;
-    T_CHECK(took >= 250 && took < 2000, "the call ended at its timeout: %lld ms",
-            (long long)took);
+    T_CHECK(took >= 250 && took < 2000, "the call ended at its timeout: %lld ms", (long long)took);
     T_EQ_INT(r.status, 0);
     T_EQ_INT(r.request_sent, 1);
     T_CHECK(r.error[0] != '\0', "a reason is given");

@@ -50,9 +50,8 @@ static void test_http_statuses(void)
         int status;
         int retry; /* 1 = a delay (>= 0), 0 = give up */
     } cases[] = {
-        {200, 0}, {201, 0}, {204, 0}, {301, 0}, {304, 0}, {399, 0},
-        {400, 0}, {401, 0}, {403, 0}, {404, 0}, {409, 0}, {422, 0}, {405, 0}, {410, 0},
-        {501, 0}, {505, 0},
+        {200, 0}, {201, 0}, {204, 0}, {301, 0}, {304, 0}, {399, 0}, {400, 0}, {401, 0},
+        {403, 0}, {404, 0}, {409, 0}, {422, 0}, {405, 0}, {410, 0}, {501, 0}, {505, 0},
         {408, 1}, {429, 1}, {500, 1}, {502, 1}, {503, 1}, {504, 1},
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -75,8 +74,8 @@ static void test_transport_errors(void)
         int sent;
         int retry;
     } cases[] = {
-        {DAPI_ERR_UPSTREAM, 0, 1}, {DAPI_ERR_UPSTREAM, 1, 1}, {DAPI_ERR_TIMEOUT, 0, 1},
-        {DAPI_ERR_TIMEOUT, 1, 1},  {DAPI_ERR_IO, 0, 0},       {DAPI_ERR_IO, 1, 0},
+        {DAPI_ERR_UPSTREAM, 0, 1},  {DAPI_ERR_UPSTREAM, 1, 1},  {DAPI_ERR_TIMEOUT, 0, 1},
+        {DAPI_ERR_TIMEOUT, 1, 1},   {DAPI_ERR_IO, 0, 0},        {DAPI_ERR_IO, 1, 0},
         {DAPI_ERR_TOO_LARGE, 0, 0}, {DAPI_ERR_TOO_LARGE, 1, 0}, {DAPI_ERR_NOMEM, 0, 0},
         {DAPI_ERR_INTERNAL, 0, 0},
     };
@@ -133,11 +132,11 @@ static void test_retry_after(void)
         {429, 1500, 0, 1500},
         /* above max_ms: Retry-After wins over the backoff cap */
         {429, 7000, 0, 7000},
-        {503, 5000, 25000, 5000},      /* lands exactly on the deadline: allowed */
-        {503, 5001, 25000, -1},        /* one past it */
-        {429, 60000, 0, -1},           /* longer than the whole budget */
-        {503, 0, 30000, 0},            /* at the deadline with no wait */
-        {503, 0, 30001, -1},           /* already past */
+        {503, 5000, 25000, 5000}, /* lands exactly on the deadline: allowed */
+        {503, 5001, 25000, -1},   /* one past it */
+        {429, 60000, 0, -1},      /* longer than the whole budget */
+        {503, 0, 30000, 0},       /* at the deadline with no wait */
+        {503, 0, 30001, -1},      /* already past */
         {408, 250, 100, 250},
     };
     for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -168,8 +167,9 @@ static void test_deadline_with_jitter(void)
         int64_t d = next(&POL, &in, "deadline jitter");
         if(d >= 0) {
             retried++;
-            T_CHECK(in.elapsed_ms + d <= POL.total_ms, "random %llu: delay %lld passes the deadline",
-                    (unsigned long long)r, (long long)d);
+            T_CHECK(in.elapsed_ms + d <= POL.total_ms,
+                    "random %llu: delay %lld passes the deadline", (unsigned long long)r,
+                    (long long)d);
             T_CHECK(d == (int64_t)r, "random %llu: delay %lld", (unsigned long long)r,
                     (long long)d);
         } else {
@@ -227,8 +227,8 @@ static void test_full_jitter(void)
                 if(!reason || !reason[0])
                     out_of_range++;
             }
-            T_CHECK(out_of_range == 0, "policy %zu attempt %d: %d delays outside [0, %lld]", pi,
-                    k, out_of_range, (long long)ceil);
+            T_CHECK(out_of_range == 0, "policy %zu attempt %d: %d delays outside [0, %lld]", pi, k,
+                    out_of_range, (long long)ceil);
             /* both ends are reachable */
             uint64_t m = (uint64_t)ceil + 1;
             in.random = m * 12345; /* random % (ceil+1) == 0 */
@@ -241,8 +241,9 @@ static void test_full_jitter(void)
                     (long long)d0);
             T_CHECK(hit_ceil, "policy %zu attempt %d: delay %lld reachable (got %lld)", pi, k,
                     (long long)ceil, (long long)d1);
-            T_CHECK(lo == 0 && hi == ceil, "policy %zu attempt %d: sweep covers [%lld, %lld], want [0, %lld]",
-                    pi, k, (long long)lo, (long long)hi, (long long)ceil);
+            T_CHECK(lo == 0 && hi == ceil,
+                    "policy %zu attempt %d: sweep covers [%lld, %lld], want [0, %lld]", pi, k,
+                    (long long)lo, (long long)hi, (long long)ceil);
         }
     }
 
@@ -256,8 +257,8 @@ static void test_full_jitter(void)
     }
 
     /* A huge attempt number saturates at max_ms instead of overflowing. */
-    struct dapi_retry_policy big = {.max_attempts = 1000, .base_ms = 100, .max_ms = 2000,
-                                    .total_ms = INT64_MAX / 2};
+    struct dapi_retry_policy big = {
+        .max_attempts = 1000, .base_ms = 100, .max_ms = 2000, .total_ms = INT64_MAX / 2};
     in.attempt = 500;
     in.random = UINT64_MAX;
     int64_t d = dapi_retry_next(&big, &in, NULL);
