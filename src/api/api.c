@@ -77,22 +77,25 @@ static int match(const struct dapi_route *rt, const char *path, char *slug, size
     return 1;
 }
 
-const char *dapi_api_auth(struct dapi_req *r, struct dapi_app *app, unsigned char *hash)
+int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principal *who)
 {
     const char *key = dapi_req_header(r, "x-api-key");
+    memset(who, 0, sizeof *who);
+    who->scope.all = 1;
     if(!key || !*key) {
         dapi_respond_error(r, 401, "Missing API key. Please provide 'x-api-key' header", NULL);
-        return NULL;
+        return -1;
     }
+    who->client_key = key;
     if(!app->keys) { /* forwarding: Nekt checks the key; its hash still owns the slugs */
-        dapi_sha256(key, strlen(key), hash);
-        return key;
+        dapi_sha256(key, strlen(key), who->owner);
+        return 0;
     }
-    if(!dapi_keys_check(app->keys, key, strlen(key), hash)) {
+    if(!dapi_keys_check(app->keys, key, strlen(key), who->owner)) {
         dapi_respond_error(r, 401, "Invalid API key", NULL);
-        return NULL;
+        return -1;
     }
-    return key;
+    return 0;
 }
 
 int dapi_api_register_routes(struct dapi_app *app, const struct dapi_route *table, size_t n)

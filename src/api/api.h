@@ -2,6 +2,7 @@
 #ifndef DAPI_API_H
 #define DAPI_API_H
 
+#include "auth/principal.h"
 #include "http/http.h"
 
 struct dapi_app;
@@ -30,10 +31,11 @@ struct dapi_route {
  * server starts. Returns -1 if the app's slots for tables are all taken. */
 int dapi_api_register_routes(struct dapi_app *app, const struct dapi_route *routes, size_t n);
 
-/* Checks x-api-key: answers 401 and returns NULL when missing or unknown (when dapi forwards
- * client keys to Nekt, any non-empty key is accepted: Nekt checks it); else writes the key's
- * hash (DAPI_KEY_HASH_LEN bytes) and returns the key (borrowed from the request). */
-const char *dapi_api_auth(struct dapi_req *r, struct dapi_app *app, unsigned char *hash);
+/* Authenticates the request: answers 401 and returns -1 when its x-api-key is missing or
+ * unknown (when dapi forwards client keys to Nekt, any non-empty key is accepted: Nekt checks
+ * it); else fills who (the owner hash, the scope, the key as sent, borrowed from the request)
+ * and returns 0. */
+int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principal *who);
 
 /* POST /api/queries */
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused);

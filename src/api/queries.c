@@ -226,10 +226,11 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
 {
     struct dapi_jv *root = NULL;
     char *sql = NULL, err[256];
-    unsigned char hash[DAPI_KEY_HASH_LEN];
-    const char *key;
-    if(!(key = dapi_api_auth(r, app, hash)))
+    struct dapi_principal who;
+    if(dapi_api_auth(r, app, &who))
         return;
+    const unsigned char *hash = who.owner;
+    const char *key = who.client_key;
     if(!is_json_type(dapi_req_header(r, "Content-Type"))) {
         dapi_respond_error(r, 415, "Unsupported Media Type",
                            "the request body must be JSON with Content-Type: application/json");
@@ -282,10 +283,11 @@ out:
 
 void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug)
 {
-    unsigned char hash[DAPI_KEY_HASH_LEN];
-    const char *key;
-    if(!(key = dapi_api_auth(r, app, hash)))
+    struct dapi_principal who;
+    if(dapi_api_auth(r, app, &who))
         return;
+    const unsigned char *hash = who.owner;
+    const char *key = who.client_key;
     const char *p = dapi_req_arg(r, "page_number");
     int neg = 0, big = 0;
     int64_t page = 1;
