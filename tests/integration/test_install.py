@@ -354,7 +354,7 @@ def test_unit_environment_with_a_key_file_without_keys_does_not_start():
     env.update({"DAPI_HOST": "127.0.0.1", "DAPI_PORT": "0"})
     p = subprocess.run([binary, "serve"], capture_output=True, text=True, timeout=60,
                        env=dict(clean_env(), **env), cwd=h.tmpdir("cwd-unit"))
-    eq(p.returncode, 1, "exit status with an api-keys credential holding no key (stderr %r)" % p.stderr)
+    eq(p.returncode, 2, "exit status (a configuration error) with an api-keys credential holding no key (stderr %r)" % p.stderr)
     check("--api-keys-file" in p.stderr and "holds no key" in p.stderr, "the reason: %r" % p.stderr)
     check("listening" not in p.stdout, "it did not listen: %r" % p.stdout)
 
