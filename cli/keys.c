@@ -137,8 +137,8 @@ static int list(const char *file, const struct dapi_ks_file *f, int json)
         layers_text(&k->scope, layers, sizeof layers);
         int64_t u = dapi_ks_last_used(file, k->id);
         if(json) {
-            printf("{\"id\":\"%s\",\"name\":\"%s\",\"status\":\"%s\",\"layers\":", k->id,
-                   k->name, status_of(k, now));
+            printf("{\"id\":\"%s\",\"name\":\"%s\",\"status\":\"%s\",\"layers\":", k->id, k->name,
+                   status_of(k, now));
             if(k->scope.all) {
                 printf("null");
             } else {
@@ -147,9 +147,9 @@ static int list(const char *file, const struct dapi_ks_file *f, int json)
                     printf("%s\"%s\"", j ? "," : "", k->scope.layers[j]);
                 printf("]");
             }
-            printf(",\"rate\":%s%s%s,\"burst\":%lld,\"expires\":%" PRId64
-                   ",\"created\":%" PRId64 ",\"revoked\":%" PRId64 ",\"last_used\":%" PRId64
-                   ",\"rotated_until\":%" PRId64 ",\"upstream_key_env\":%s%s%s}\n",
+            printf(",\"rate\":%s%s%s,\"burst\":%lld,\"expires\":%" PRId64 ",\"created\":%" PRId64
+                   ",\"revoked\":%" PRId64 ",\"last_used\":%" PRId64 ",\"rotated_until\":%" PRId64
+                   ",\"upstream_key_env\":%s%s%s}\n",
                    k->rate_text[0] ? "\"" : "", k->rate_text[0] ? k->rate_text : "null",
                    k->rate_text[0] ? "\"" : "", (long long)k->burst, k->expires, k->created,
                    k->revoked, u, k->has_prev ? k->prev_until : 0,
@@ -180,8 +180,7 @@ static int add(const char **v, struct dapi_ks_file *f, char *key, char *err, siz
     k.scope.all = 1;
     k.created = now_s();
     if(!v[O_NAME] || !dapi_ks_valid_name(v[O_NAME])) {
-        snprintf(err, errlen,
-                 "add needs --name NAME ([A-Za-z0-9._@:-], 1 to %d characters)",
+        snprintf(err, errlen, "add needs --name NAME ([A-Za-z0-9._@:-], 1 to %d characters)",
                  DAPI_KS_NAME_MAX);
         return DAPI_EXIT_USAGE;
     }
@@ -238,15 +237,15 @@ int dapi_cli_keys(int argc, char **argv)
         goto out;
     }
     const char *cmd = npos ? pos[0] : NULL;
-    int want = !cmd ? -1
-               : (strcmp(cmd, "add") == 0 || strcmp(cmd, "list") == 0) ? 1
+    int want = !cmd                                                         ? -1
+               : (strcmp(cmd, "add") == 0 || strcmp(cmd, "list") == 0)      ? 1
                : (strcmp(cmd, "revoke") == 0 || strcmp(cmd, "rotate") == 0) ? 2
-                                                                           : -1;
+                                                                            : -1;
     if(want < 0 || npos != want) {
         fprintf(stderr, "dapi keys: %s\n",
-                want < 0 ? "expected add, list, revoke ID or rotate ID (dapi help keys)"
-                         : want == 1 ? "add and list take no argument"
-                                     : "revoke and rotate take one key id");
+                want < 0    ? "expected add, list, revoke ID or rotate ID (dapi help keys)"
+                : want == 1 ? "add and list take no argument"
+                            : "revoke and rotate take one key id");
         goto out;
     }
     if(v[O_KEYS_FILE])

@@ -102,8 +102,10 @@ int dapi_ks_parse_layers(const char *text, struct dapi_scope *s, char *err, size
     for(const char *p = text; *p;) {
         size_t n = strcspn(p, ",");
         if(n == 0 || n > DAPI_LAYER_NAME_MAX) {
-            snprintf(err, errlen, "bad layer list '%s' (names of 1 to %d characters, "
-                     "separated by commas)", text, DAPI_LAYER_NAME_MAX);
+            snprintf(err, errlen,
+                     "bad layer list '%s' (names of 1 to %d characters, "
+                     "separated by commas)",
+                     text, DAPI_LAYER_NAME_MAX);
             return -1;
         }
         for(size_t i = 0; i < n; i++)
@@ -258,9 +260,18 @@ struct dapi_ks_key *dapi_ks_find(const struct dapi_ks_file *f, const char *id)
 static int field(struct dapi_ks_key *k, const char *name, const char *v, unsigned *seen, char *err,
                  size_t errlen)
 {
-    static const char *const names[] = {"id",       "name",     "hash",    "salt",
-                                        "layers",   "rate",     "burst",   "expires",
-                                        "created",  "revoked",  "prev_hash", "prev_until",
+    static const char *const names[] = {"id",
+                                        "name",
+                                        "hash",
+                                        "salt",
+                                        "layers",
+                                        "rate",
+                                        "burst",
+                                        "expires",
+                                        "created",
+                                        "revoked",
+                                        "prev_hash",
+                                        "prev_until",
                                         "upstream_key_env"};
     size_t i = 0, n = sizeof names / sizeof names[0];
     while(i < n && strcmp(names[i], name) != 0)
@@ -289,8 +300,14 @@ static int field(struct dapi_ks_key *k, const char *name, const char *v, unsigne
                 goto bad;
         memcpy(k->name, v, strlen(v) + 1);
         return 0;
-    case 2: return unhex(v, k->hash, sizeof k->hash) ? (snprintf(err, errlen, "bad hash"), -1) : 0;
-    case 3: return unhex(v, k->salt, sizeof k->salt) ? (snprintf(err, errlen, "bad salt"), -1) : 0;
+    case 2:
+        if(unhex(v, k->hash, sizeof k->hash))
+            goto bad;
+        return 0;
+    case 3:
+        if(unhex(v, k->salt, sizeof k->salt))
+            goto bad;
+        return 0;
     case 4: return dapi_ks_parse_layers(v, &k->scope, err, errlen);
     case 5:
         if(strcmp(v, "-") == 0)
@@ -310,8 +327,10 @@ static int field(struct dapi_ks_key *k, const char *name, const char *v, unsigne
     case 11:
         if(parse_i64(v, &num))
             goto bad;
-        *(i == 7 ? &k->expires : i == 8 ? &k->created : i == 9 ? &k->revoked : &k->prev_until) =
-            num;
+        *(i == 7   ? &k->expires
+          : i == 8 ? &k->created
+          : i == 9 ? &k->revoked
+                   : &k->prev_until) = num;
         return 0;
     case 10:
         if(strcmp(v, "-") == 0)
@@ -333,8 +352,8 @@ bad:
     return -1;
 }
 
-enum dapi_err dapi_ks_parse(const char *name, const char *text, size_t len,
-                            struct dapi_ks_file *f, char *err, size_t errlen)
+enum dapi_err dapi_ks_parse(const char *name, const char *text, size_t len, struct dapi_ks_file *f,
+                            char *err, size_t errlen)
 {
     memset(f, 0, sizeof *f);
     size_t lineno = 0;
@@ -496,8 +515,8 @@ enum dapi_err dapi_ks_write(const char *path, const struct dapi_ks_file *f, char
                                   "(docs/auth.md). Secrets are not stored, only salted hashes.\n");
     for(size_t i = 0; i < f->n; i++) {
         const struct dapi_ks_key *k = &f->keys[i];
-        char h[65], s[33], ph[65] = "-", layers[DAPI_SCOPE_MAX_LAYERS * (DAPI_LAYER_NAME_MAX + 1) +
-                                                 2] = "-";
+        char h[65], s[33], ph[65] = "-",
+                           layers[DAPI_SCOPE_MAX_LAYERS * (DAPI_LAYER_NAME_MAX + 1) + 2] = "-";
         hex(k->hash, sizeof k->hash, h);
         hex(k->salt, sizeof k->salt, s);
         if(k->has_prev)

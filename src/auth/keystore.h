@@ -35,11 +35,11 @@ struct dapi_ks_key {
     int has_prev; /* rotated: the previous secret's hash, valid until prev_until */
     unsigned char prev_hash[DAPI_KEY_HASH_LEN];
     int64_t prev_until;
-    struct dapi_scope scope; /* from layers=; all = 1 when empty */
-    char rate_text[32];      /* "" or "N/s" / "N/min", as given */
-    double rate;             /* requests per second; 0 = the server's default */
-    double burst;            /* 0 = the server's default */
-    int64_t expires, created, revoked; /* epoch seconds; 0 = never / not revoked */
+    struct dapi_scope scope;                    /* from layers=; all = 1 when empty */
+    char rate_text[32];                         /* "" or "N/s" / "N/min", as given */
+    double rate;                                /* requests per second; 0 = the server's default */
+    double burst;                               /* 0 = the server's default */
+    int64_t expires, created, revoked;          /* epoch seconds; 0 = never / not revoked */
     char upstream_key_env[DAPI_KS_ENV_MAX + 1]; /* "" = none */
 };
 
@@ -54,8 +54,8 @@ struct dapi_ks_file {
 enum dapi_err dapi_ks_read(const char *path, struct dapi_ks_file *f, int *exists, char *err,
                            size_t errlen);
 /* Parses text (len bytes); name is used in messages. */
-enum dapi_err dapi_ks_parse(const char *name, const char *text, size_t len,
-                            struct dapi_ks_file *f, char *err, size_t errlen);
+enum dapi_err dapi_ks_parse(const char *name, const char *text, size_t len, struct dapi_ks_file *f,
+                            char *err, size_t errlen);
 /* Writes f to path atomically (temp file in the same directory, fsync, rename, fsync of the
  * directory), mode 0600. */
 enum dapi_err dapi_ks_write(const char *path, const struct dapi_ks_file *f, char *err,
