@@ -42,8 +42,9 @@ static const struct dapi_cli_opt opts[O__COUNT] = {
                      "where the key store is when --keys-file is not given"},
     [O_NAME] = {"name", 0, "NAME", NULL, NULL,
                 "add: the key's name ([A-Za-z0-9._@:-], up to 64 characters; required)"},
-    [O_LAYERS] = {"layers", 0, "A,B", NULL, "all", "add: the only layers the key may read"},
-    [O_RATE] = {"rate", 0, "N/s|N/min", NULL, "the server's", "add: requests allowed"},
+    [O_LAYERS] = {"layers", 0, "LAYERS", NULL, "all",
+                  "add: the only layers the key may read (comma-separated)"},
+    [O_RATE] = {"rate", 0, "RATE", NULL, "the server's", "add: requests allowed, N/s or N/min"},
     [O_BURST] = {"burst", 0, "N", NULL, "the server's", "add: requests allowed at once"},
     [O_EXPIRES] = {"expires", 0, "WHEN", NULL, "never",
                    "add: a UTC date (2026-12-31, 2026-12-31T23:59:59Z) or a duration from now "
@@ -61,7 +62,7 @@ static const struct dapi_cli_opt opts[O__COUNT] = {
 void dapi_cli_keys_usage(FILE *out)
 {
     fprintf(out,
-            "Usage: dapi keys add --name NAME [--layers A,B] [--rate N/s|N/min] [--burst N]\n"
+            "Usage: dapi keys add --name NAME [--layers LAYERS] [--rate RATE] [--burst N]\n"
             "                     [--expires WHEN] [--upstream-key-env VAR]\n"
             "       dapi keys list [--json]\n"
             "       dapi keys revoke ID\n"

@@ -19,7 +19,7 @@ static void usage(FILE *out)
         "  dapi serve [options]       run the HTTP server (dapi help serve)\n"
         "  dapi query [options] [SQL] run a query on a server, print its rows (dapi help query)\n"
         "  dapi health [--url URL]    check a server's health, exit 0 if ok\n"
-        "  dapi keys add|list|revoke|rotate  manage the key store (dapi help keys)\n"
+        "  dapi keys COMMAND [ID]     manage the key store: add, list, revoke, rotate\n"
         "  dapi sample-data DIR       write the deterministic sample lake into DIR\n"
         "  dapi --version, -V         print the version (also: dapi COMMAND --version)\n"
         "  dapi help [command]        this help, or a command's\n",

@@ -103,7 +103,8 @@ static void test_roundtrip(void)
 
 static void test_malformed(void)
 {
-    static const char h[] = "hash=" "0000000000000000000000000000000000000000000000000000000000000000"
+    static const char h[] = "hash="
+                            "0000000000000000000000000000000000000000000000000000000000000000"
                             " salt=00000000000000000000000000000000";
     char good[256];
     snprintf(good, sizeof good, "id=a name=x %s\n", h);
@@ -126,16 +127,15 @@ static void test_malformed(void)
     for(size_t i = 0; i < N(cases); i++) {
         char text[1024];
         /* the bad line is line 4: a comment, a blank line and a good key come first */
-        int n = snprintf(text, sizeof text, "# keys\n\n%s%s %s\n", good, cases[i].line,
-                         strstr(cases[i].line, "hash=") || strcmp(cases[i].why, "no hash") == 0
-                             ? ""
-                             : h);
+        int n = snprintf(
+            text, sizeof text, "# keys\n\n%s%s %s\n", good, cases[i].line,
+            strstr(cases[i].line, "hash=") || strcmp(cases[i].why, "no hash") == 0 ? "" : h);
         struct dapi_ks_file f;
         err[0] = '\0';
         T_EQ_INT(dapi_ks_parse("K", text, (size_t)n, &f, err, sizeof err), DAPI_ERR_INVALID);
         T_CHECK(strncmp(err, "keys file K line 4: ", 20) == 0, "line named: %s", err);
-        T_CHECK(strstr(err, cases[i].why) != NULL, "[%s] says %s: %s", cases[i].line,
-                cases[i].why, err);
+        T_CHECK(strstr(err, cases[i].why) != NULL, "[%s] says %s: %s", cases[i].line, cases[i].why,
+                err);
         T_EQ_INT(f.n, 0);
     }
 }
