@@ -145,6 +145,7 @@ struct serve {
     int forward;                  /* forwarding client keys (FORWARDS_KEYS, no server-held key) */
     char keys_file[4200];         /* the key store in use */
     char keys_file_default[4200]; /* <state-dir>/keys */
+    int used_warned;              /* writing <keys file>.last-used failed (logged once) */
 };
 
 /* --help, the configuration, logging, the listen address and test faults. Returns -1 to go
@@ -358,13 +359,24 @@ static void keystore_reload(struct serve *s, int force)
                   dapi_keystore_count(s->app.keystore));
 }
 
-/* Writes the last use of the store's keys (<keys file>.last-used) for `dapi keys list`. */
+/* Writes the last use of the store's keys (<keys file>.last-used) for `dapi keys list`. A
+ * failure (a read-only directory) is logged once, until a write succeeds again. */
 static void keystore_flush(struct serve *s, int64_t min_interval)
 {
     char err[1024];
-    if(s->app.keystore && dapi_keystore_flush_used(s->app.keystore, dapi_clock_wall_s(),
-                                                   min_interval, err, sizeof err))
-        dapi_warn("last use of the keys not recorded: %s", err);
+    if(!s->app.keystore)
+        return;
+    int rc = dapi_keystore_flush_used(s->app.keystore, dapi_clock_wall_s(), min_interval, err,
+                                      sizeof err);
+    if(rc < 0) {
+        if(!s->used_warned)
+            dapi_warn("last use of the keys not recorded (dapi keys list shows the last "
+                      "recorded one): %s",
+                      err);
+        s->used_warned = 1;
+    } else if(rc > 0) {
+        s->used_warned = 0;
+    }
 }
 
 /* SIGHUP: the log files are opened again (after logrotate moved them), then the keys file is

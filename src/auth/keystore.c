@@ -810,7 +810,7 @@ int dapi_keystore_flush_used(struct dapi_keystore *ks, int64_t now, int64_t min_
     snprintf(path, sizeof path, "%s.last-used", ks->path);
     int rc = atomic_write(path, b.p, b.len, err, errlen);
     free(b.p);
-    return rc;
+    return rc ? -1 : 1;
 }
 
 int64_t dapi_ks_last_used(const char *path, const char *id)

@@ -124,7 +124,8 @@ enum dapi_ks_result dapi_keystore_check(struct dapi_keystore *ks, const char *ke
                                         int64_t now, struct dapi_principal *who, int64_t *when);
 
 /* Writes <path>.last-used if a key was used since the last write and at least min_interval
- * seconds passed (0: now, whatever the interval). Returns 0, or -1 with err. */
+ * seconds passed (0: now, whatever the interval). Returns 1 when written, 0 when there was
+ * nothing to write yet, -1 with err. */
 int dapi_keystore_flush_used(struct dapi_keystore *ks, int64_t now, int64_t min_interval,
                              char *err, size_t errlen);
 /* Reads <path>.last-used: the last use of id, or 0. */

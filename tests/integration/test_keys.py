@@ -333,3 +333,27 @@ def test_keys_cli_usage():
     eq(rc, 1, "unknown id")
     check("no key with id 'nosuchid'" in err, err)
     eq(out, "", "nothing on stdout")
+
+
+@h.timeout(60)
+def test_keys_concurrent_adds_lose_nothing():
+    """Eight `dapi keys add` at once (each reads, changes and renames the file under
+    <file>.lock): every key is in the file afterwards, and each of them works."""
+    st = h.tmpdir("keys-conc")
+    got = []
+    lock = threading.Lock()
+
+    def one(i):
+        key, kid = _add(st, None, "--name", "c%d" % i)
+        with lock:
+            got.append((key, kid))
+
+    errors = [e for _, e in h.run_threads(one, list(range(8))) if e]
+    eq(errors, [], "adds that failed")
+    rc, out, err = _keys(["list", "--json"], state=st)
+    eq(sorted(re.findall(r'"id":"(\w+)"', out)), sorted(kid for _, kid in got), "every added key is listed")
+    leftovers = [f for f in os.listdir(st) if ".tmp." in f]
+    eq(leftovers, [], "no temporary file left")
+    with Server(keys=None, state_dir=st, name="keys-conc") as s:
+        for key, kid in got:
+            eq(_status(s, key), 200, "key %s" % kid)

@@ -252,8 +252,13 @@ static void test_check(void)
     T_EQ_INT(check(ks, d, 2500, &who, &when), DAPI_KS_OK);
 
     /* last use: written to <path>.last-used, then read back */
-    T_EQ_INT(dapi_keystore_flush_used(ks, 4000, 0, err, sizeof err), 0);
+    T_EQ_INT(dapi_keystore_flush_used(ks, 4000, 0, err, sizeof err), 1);
+    T_EQ_INT(dapi_keystore_flush_used(ks, 4001, 0, err, sizeof err), 0); /* nothing new */
+    check(ks, a, 4002, &who, &when);
+    T_EQ_INT(dapi_keystore_flush_used(ks, 4003, 60, err, sizeof err), 0); /* too soon */
     T_EQ_INT(dapi_ks_last_used(path, "keyA"), 1500);
+    T_EQ_INT(dapi_keystore_flush_used(ks, 4100, 60, err, sizeof err), 1);
+    T_EQ_INT(dapi_ks_last_used(path, "keyA"), 4002);
     T_EQ_INT(dapi_ks_last_used(path, "keyD"), 2500);
     T_EQ_INT(dapi_ks_last_used(path, "keyB"), 1999);
     T_EQ_INT(dapi_ks_last_used(path, "keyX"), 0);
