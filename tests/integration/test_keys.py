@@ -42,6 +42,11 @@ def _status(s, key):
     return s.create_resp({"sql_query": "SELECT 1 AS one"}, key=key).status
 
 
+def _refused(s, key, message, what):
+    """Asserts that POST /api/queries with key gets 401 with message; returns the body."""
+    return expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=key), 401, message, what)
+
+
 def _wait_status(s, key, status, timeout=4.0):
     """Polls until key gets status (the server rereads the file within a tick or two)."""
     deadline = time.monotonic() + timeout
@@ -70,7 +75,8 @@ def test_keys_lifecycle_cli_against_running_server():
         check(not os.path.exists(os.path.join(st, "dev-key")), "no development key is made")
         check("development key" not in s.stdout_text(), "no development key printed")
         text = s.wait_stderr(lambda t: "key store" in t)
-        check("key store %s/keys: 1 key(s)" % st in text, "start logs the store:\n%s" % h.tail_text(text, 5))
+        check("key store %s/keys: 1 key(s)" % st in text,
+              "start logs the store:\n%s" % h.tail_text(text, 5))
         slug = s.create("SELECT 42 AS answer", key=key1)
         eq(s.page(slug, 1, key=key1), [{"answer": 42}], "page with the store key")
 
@@ -97,8 +103,8 @@ def test_keys_lifecycle_cli_against_running_server():
         eq(rc, 0, "second rotate (%r)" % err)
         key1c = out.strip()
         eq(_wait_status(s, key1c, 200), 200, "the newest secret")
-        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=key1b), 401, "Invalid API key", "the secret before, no grace")
-        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=key1), 401, "Invalid API key", "the first secret")
+        _refused(s, key1b, "Invalid API key", "the secret before, no grace")
+        _refused(s, key1, "Invalid API key", "the first secret")
 
         # list: status, name, layers, limits, last use; never a secret
         deadline = time.monotonic() + 8
@@ -111,8 +117,10 @@ def test_keys_lifecycle_cli_against_running_server():
             time.sleep(0.3)
         check(line, "list shows %s:\n%s" % (kid, out))
         fields = line[0].split()
-        eq(fields[1:6], ["ci-bot", "active", "nekt_raw,nekt_service", "120/min", "5"], "list columns of %s" % kid)
-        check(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", fields[-1]), "last use shown (after the server wrote it): %r" % line[0])
+        eq(fields[1:6], ["ci-bot", "active", "nekt_raw,nekt_service", "120/min", "5"],
+           "list columns of %s" % kid)
+        check(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", fields[-1]),
+              "last use shown (after the server wrote it): %r" % line[0])
         for secret in (key1, key1b, key1c, key2):
             check(secret.split("_")[2] not in out, "list shows no secret")
 
@@ -122,8 +130,9 @@ def test_keys_lifecycle_cli_against_running_server():
         deadline = time.monotonic() + 4
         while _status(s, key2) == 200 and time.monotonic() < deadline:
             time.sleep(0.1)
-        body = expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=key2), 401, "API key revoked", "revoked key")
-        check(re.match(r"revoked at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", body.get("details", "")), "details: %r" % body)
+        body = _refused(s, key2, "API key revoked", "revoked key")
+        check(re.match(r"revoked at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", body.get("details", "")),
+              "details: %r" % body)
         eq(_status(s, key1c), 200, "the other key still works")
         rc, out, err = _keys(["revoke", kid2], state=st)
         eq(rc, 1, "revoking twice fails (%r)" % err)
@@ -136,7 +145,8 @@ def test_keys_lifecycle_cli_against_running_server():
     text = _read(kf)
     for secret in (key1, key1b, key1c, key2):
         check(secret.split("_")[2] not in text, "the file holds no secret")
-    check(re.search(r"^id=%s .*hash=[0-9a-f]{64} salt=[0-9a-f]{32}" % kid, text, re.M), "hash and salt stored:\n%s" % text)
+    check(re.search(r"^id=%s .*hash=[0-9a-f]{64} salt=[0-9a-f]{32}" % kid, text, re.M),
+          "hash and salt stored:\n%s" % text)
 
 
 @h.timeout(60)
@@ -147,13 +157,13 @@ def test_keys_expired():
     old, _ = _add(st, None, "--name", "old", "--expires", "2020-01-01")
     short, _ = _add(st, None, "--name", "short", "--expires", "3s")
     with Server(keys=None, state_dir=st, name="keys-exp") as s:
-        body = expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=old), 401, "API key expired", "expired key")
+        body = _refused(s, old, "API key expired", "expired key")
         eq(body.get("details"), "expired at 2020-01-01T00:00:00Z", "details")
         eq(_status(s, short), 200, "the short key before its end")
         deadline = time.monotonic() + 8
         while _status(s, short) == 200 and time.monotonic() < deadline:
             time.sleep(0.25)
-        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=short), 401, "API key expired", "after its end")
+        _refused(s, short, "API key expired", "after its end")
         rc, out, err = _keys(["list"], state=st)
         check(re.search(r"^\S+\s+old\s+expired\s", out, re.M), "list shows expired:\n%s" % out)
 
@@ -179,7 +189,8 @@ class _Load:
             try:
                 if conn is None:
                     conn = self.hc.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/api/queries/nope-slug/results?page_number=1", headers={"x-api-key": self.key})
+                conn.request("GET", "/api/queries/nope-slug/results?page_number=1",
+                             headers={"x-api-key": self.key})
                 r = conn.getresponse()
                 body = r.read()
                 with self.lock:
@@ -233,17 +244,19 @@ def test_keys_reload_under_load_sighup_and_file_change():
         check(load.ok > 50, "the load ran (%d requests)" % load.ok)
         for key, kid in added[1:]:
             eq(_status(s, key), 200, "added key %s" % kid)
-        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=added[0][0]), 401, "API key revoked", "revoked during the load")
+        _refused(s, added[0][0], "API key revoked", "revoked during the load")
         text = s.stderr_text()
-        check("SIGHUP: key store reloaded from %s/keys" % st in text, "SIGHUP reload logged:\n%s" % h.tail_text(text, 8))
+        check("SIGHUP: key store reloaded from %s/keys" % st in text,
+              "SIGHUP reload logged:\n%s" % h.tail_text(text, 8))
         check(s.alive(), "alive")
 
 
 def _serve_fails(args, env=None):
     e = h.base_env()
     e.update(env or {})
-    p = subprocess.run([h.BIN, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", h.tmpdir("keys-d")] + args,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, timeout=40, cwd=h.tmpdir("cwd-keys"))
+    cmd = [h.BIN, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", h.tmpdir("keys-d")]
+    p = subprocess.run(cmd + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e,
+                       timeout=40, cwd=h.tmpdir("cwd-keys"))
     return p.returncode, p.stderr.decode("utf-8", "replace")
 
 
@@ -267,8 +280,9 @@ def test_keys_corrupted_file():
         eq(_status(s, good), 200, "the good key")
         h.write_file(kf, text + "garbage line\n")
         log = s.wait_stderr(lambda t: "key store not reloaded" in t)
-        check("keys file changed: key store not reloaded: keys file %s line %d: 'garbage' is not name=value; "
-              "the 1 key(s) in use are kept" % (kf, lineno) in log, "logged why:\n%s" % h.tail_text(log, 5))
+        want = ("keys file changed: key store not reloaded: keys file %s line %d: 'garbage' is not "
+                "name=value; the 1 key(s) in use are kept" % (kf, lineno))
+        check(want in log, "logged why:\n%s" % h.tail_text(log, 5))
         eq(_status(s, good), 200, "the old key after a bad file")
         time.sleep(0.8)
         eq(s.stderr_text().count("key store not reloaded"), 1, "a bad file is reported once")
@@ -293,9 +307,10 @@ def test_keys_plain_keys_alongside_and_keys_file_setting():
     with Server(keys=["plain-key-1a2b"], args=["--keys-file", kf], name="keys-plain") as s:
         eq(_status(s, "plain-key-1a2b"), 200, "the plain key")
         eq(_status(s, key), 200, "the store key")
-        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key="dapi_AAAAAAAAAAAA_" + "b" * 43), 401, "Invalid API key", "unknown id")
-        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=key[:-1] + ("a" if key[-1] != "a" else "b")), 401, "Invalid API key", "wrong secret")
-        expect_error(s.create_resp({"sql_query": "SELECT 1"}, key=None), 401, None, "no key")
+        _refused(s, "dapi_AAAAAAAAAAAA_" + "b" * 43, "Invalid API key", "unknown id")
+        wrong = key[:-1] + ("a" if key[-1] != "a" else "b")
+        _refused(s, wrong, "Invalid API key", "wrong secret")
+        _refused(s, None, None, "no key")
     with Server(keys=None, env={"DAPI_KEYS_FILE": kf}, name="keys-env") as s:
         eq(_status(s, key), 200, "the store named by DAPI_KEYS_FILE")
         check(not os.path.exists(os.path.join(s.state_dir, "dev-key")), "no development key")
@@ -351,7 +366,8 @@ def test_keys_concurrent_adds_lose_nothing():
     errors = [e for _, e in h.run_threads(one, list(range(8))) if e]
     eq(errors, [], "adds that failed")
     rc, out, err = _keys(["list", "--json"], state=st)
-    eq(sorted(re.findall(r'"id":"(\w+)"', out)), sorted(kid for _, kid in got), "every added key is listed")
+    eq(sorted(re.findall(r'"id":"(\w+)"', out)), sorted(kid for _, kid in got),
+       "every added key is listed")
     leftovers = [f for f in os.listdir(st) if ".tmp." in f]
     eq(leftovers, [], "no temporary file left")
     with Server(keys=None, state_dir=st, name="keys-conc") as s:
