@@ -361,7 +361,7 @@ enum dapi_err dapi_ks_parse(const char *name, const char *text, size_t len, stru
     for(size_t pos = 0; pos < len;) {
         const char *nl = memchr(text + pos, '\n', len - pos);
         size_t end = nl ? (size_t)(nl - text) : len;
-        char line[8192];
+        char line[16384];
         lineno++;
         size_t n = end - pos;
         if(n >= sizeof line) {
@@ -707,7 +707,11 @@ int dapi_keystore_reload(struct dapi_keystore *ks, int force, size_t *count, cha
     int exists;
     if(table_load(ks->path, &fresh, &exists, err, errlen))
         return -1;
-    if(!exists && ks->t->f.n) {
+    if(!exists && !ks->t->f.n) { /* still no store: nothing changed */
+        table_free(fresh);
+        return 0;
+    }
+    if(!exists) {
         /* `dapi keys` replaces the file by a rename: it is never missing in between. */
         snprintf(err, errlen, "keys file %s is gone", ks->path);
         table_free(fresh);

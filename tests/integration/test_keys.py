@@ -373,3 +373,25 @@ def test_keys_concurrent_adds_lose_nothing():
     with Server(keys=None, state_dir=st, name="keys-conc") as s:
         for key, kid in got:
             eq(_status(s, key), 200, "key %s" % kid)
+
+
+@h.timeout(60)
+def test_keys_emulator_accepts_store_keys():
+    """--emulate-nekt checks its /api/v1/ keys like dapi's own routes: a store key is
+    accepted, a revoked one is refused like an unknown key."""
+    st = h.tmpdir("keys-emu")
+    key, kid = _add(st, None, "--name", "emu")
+    with Server(keys=None, state_dir=st, args=["--emulate-nekt"], name="keys-emu") as s:
+        r = s.api("GET", "/api/v1/explorer/application/", key=key)
+        eq(r.status, 200, "the emulator with a store key: %s" % r.short())
+        r = s.api("GET", "/api/v1/explorer/application/", key="dapi_%s_%s" % (kid, "x" * 43))
+        eq(r.status, 401, "a wrong secret: %s" % r.short())
+        rc, _, err = _keys(["revoke", kid], state=st)
+        eq(rc, 0, "revoke (%r)" % err)
+        deadline = time.monotonic() + 4
+        while True:
+            r = s.api("GET", "/api/v1/explorer/application/", key=key)
+            if r.status != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        eq(r.status, 401, "the revoked key: %s" % r.short())

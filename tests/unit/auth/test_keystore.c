@@ -309,6 +309,14 @@ static void test_reload(void)
     T_EQ_INT(dapi_keystore_reload(ks, 0, &n, err, sizeof err), 1);
     T_EQ_INT(check(ks, b, 10, &who, &when), DAPI_KS_NOT_OURS);
     T_EQ_INT(check(ks, a, 10, &who, &when), DAPI_KS_OK);
+    /* no file, before and after: nothing to reload, also when forced */
+    struct dapi_keystore *none = NULL;
+    T_EQ_INT(dapi_keystore_open(&none, "/nonexistent/keys", err, sizeof err), DAPI_OK);
+    if(none) {
+        T_EQ_INT(dapi_keystore_count(none), 0);
+        T_EQ_INT(dapi_keystore_reload(none, 1, &n, err, sizeof err), 0);
+        dapi_keystore_free(none);
+    }
     /* a malformed file refuses to open, naming the line */
     t_write(path, "\n\n\nid=q name=q hash=1\n");
     struct dapi_keystore *bad = NULL;
