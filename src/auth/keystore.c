@@ -475,12 +475,25 @@ static int write_all(int fd, const char *s, size_t n)
     return 0;
 }
 
-/* Writes text to path atomically, mode 0600. */
+/* Writes text to path atomically, mode 0600. Run as root (an administrator's `dapi keys`),
+ * the file keeps the owner of the file it replaces, or takes its directory's: a server
+ * running as another user (the systemd unit's DynamicUser owns its state directory) can
+ * still read it. */
 static int atomic_write(const char *path, const char *text, size_t len, char *err, size_t errlen)
 {
     char tmp[4200], dir[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    snprintf(dir, sizeof dir, "%s", path);
+    unlink(tmp); /* a leftover of a crashed run with the same pid */
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    struct stat st;
+    if(fd >= 0 && geteuid() == 0 && (stat(path, &st) == 0 || stat(dirname(dir), &st) == 0) &&
+       fchown(fd, st.st_uid, st.st_gid)) {
+        snprintf(err, errlen, "cannot give %s its owner: %s", tmp, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return -1;
+    }
     if(fd < 0 || fchmod(fd, 0600) || write_all(fd, text, len) || fsync(fd)) {
         snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         if(fd >= 0) {

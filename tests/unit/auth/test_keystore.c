@@ -101,6 +101,30 @@ static void test_roundtrip(void)
     T_EQ_INT(g.n, 0);
 }
 
+/* Run as root, the file takes the owner of its directory (or of the file it replaces). */
+static void test_owner(void)
+{
+    if(geteuid() != 0)
+        return;
+    char sub[160], file[200];
+    snprintf(sub, sizeof sub, "%s/svc", dir);
+    snprintf(file, sizeof file, "%s/keys", sub);
+    T_EQ_INT(mkdir(sub, 0700), 0);
+    T_EQ_INT(chown(sub, 4242, 4343), 0);
+    struct dapi_ks_file f = {0};
+    char key[DAPI_KS_KEY_MAX];
+    add_key(&f, "own", key);
+    T_EQ_INT(dapi_ks_write(file, &f, err, sizeof err), DAPI_OK);
+    struct stat st;
+    T_CHECK(stat(file, &st) == 0 && st.st_uid == 4242 && st.st_gid == 4343, "owner %u:%u",
+            (unsigned)st.st_uid, (unsigned)st.st_gid);
+    T_EQ_INT(chown(file, 4444, 4545), 0);
+    T_EQ_INT(dapi_ks_write(file, &f, err, sizeof err), DAPI_OK);
+    T_CHECK(stat(file, &st) == 0 && st.st_uid == 4444 && (st.st_mode & 0777) == 0600,
+            "the replaced file's owner kept: %u", (unsigned)st.st_uid);
+    dapi_ks_file_free(&f);
+}
+
 static void test_malformed(void)
 {
     static const char h[] = "hash="
@@ -390,6 +414,7 @@ int main(void)
         T_DONE();
     snprintf(path, sizeof path, "%s/keys", dir);
     test_roundtrip();
+    test_owner();
     test_malformed();
     test_parsers();
     test_check();
