@@ -80,7 +80,8 @@ static int match(const struct dapi_route *rt, const char *path, char *slug, size
 }
 
 /* A key of the store (dapi_<id>_<secret> with a known id): DAPI_KS_OK with who filled, or
- * answered with 401 saying which (unknown secret, revoked, expired); DAPI_KS_NOT_OURS for the other key sources. */
+ * answered with 401 saying which (wrong secret, revoked, expired). DAPI_KS_NOT_OURS: not a
+ * store key, for the other key sources. */
 static enum dapi_ks_result store_key(struct dapi_req *r, struct dapi_app *app, const char *key,
                                      struct dapi_principal *who)
 {

@@ -379,8 +379,8 @@ static void keystore_flush(struct serve *s, int64_t min_interval)
     }
 }
 
-/* SIGHUP: the log files are opened again (after logrotate moved them), then the keys file is
- * read again. Requests go on meanwhile: the log descriptors and the key set are swapped in
+/* SIGHUP: the log files are opened again (after logrotate moved them), then the key store and
+ * the keys file are read again. Requests go on meanwhile: the log descriptors and the key set are swapped in
  * place (log.c, keys.c), never closed under a request. */
 static void serve_reload(struct serve *s)
 {
