@@ -380,8 +380,8 @@ static void keystore_flush(struct serve *s, int64_t min_interval)
 }
 
 /* SIGHUP: the log files are opened again (after logrotate moved them), then the key store and
- * the keys file are read again. Requests go on meanwhile: the log descriptors and the key set are swapped in
- * place (log.c, keys.c), never closed under a request. */
+ * the keys file are read again. Requests go on meanwhile: the log descriptors and the key sets
+ * are swapped in place (log.c, keys.c, keystore.c), never closed under a request. */
 static void serve_reload(struct serve *s)
 {
     struct dapi_config *cfg = &s->cfg;
