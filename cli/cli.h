@@ -28,6 +28,10 @@ void dapi_cli_query_usage(FILE *out);
 int dapi_cli_health(int argc, char **argv);
 void dapi_cli_health_usage(FILE *out);
 
+/* `dapi keys add|list|revoke|rotate …`: manages the key store (cli/keys.c). */
+int dapi_cli_keys(int argc, char **argv);
+void dapi_cli_keys_usage(FILE *out);
+
 /* One option of a command. */
 struct dapi_cli_opt {
     const char *name;    /* long name, without "--" */

@@ -21,7 +21,7 @@ BINDIR     := $(PREFIX)/bin
 PRIVLIBDIR := $(PREFIX)/lib/dapi
 
 VERSION    := $(shell sed -n 's/^\#define DAPI_VERSION "\(.*\)"/\1/p' include/dapi/version.h)
-MAN_PAGES  := dapi dapi-serve dapi-query
+MAN_PAGES  := dapi dapi-serve dapi-query dapi-keys
 DOCS       := $(sort $(wildcard docs/*.md))
 
 # --- libdapi-client: the client without the server, DuckDB, microhttpd or OpenSSL ---------

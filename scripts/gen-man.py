@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Writes the man pages dapi(1), dapi-serve(1) and dapi-query(1) into a directory.
+"""Writes the man pages dapi(1), dapi-serve(1), dapi-query(1) and dapi-keys(1) into a
+directory.
 
     scripts/gen-man.py [--bin build/dapi] [--out build/man]
 
 The option lists come from the binary itself, like docs/configuration.md
 (scripts/gen-config-doc.py): `dapi help serve` prints the one settings table of
-src/config/config.c, `dapi help query` and `dapi help health` the option tables of cli/.
+src/config/config.c, `dapi help query`, `dapi help health` and `dapi help keys` the option tables of cli/.
 The prose around them is below. Paths that depend on where dapi is installed are left as
 @SYSCONFDIR@, @UNITDIR@ and @DOCDIR@ for `make install` to fill in. Stops with an error,
 rather than writing a page that lacks them, when a help text cannot be read.
@@ -166,6 +167,9 @@ def page_dapi(binary, version):
         ".SS dapi query",
         "Runs a query on a server and prints every row of its result, in order. See "
         + b("dapi-query") + "(1).",
+        ".SS dapi keys",
+        "Adds, lists, revokes and rotates the keys of the key store. See " + b("dapi-keys")
+        + "(1).",
         ".SS dapi health",
         b(h_usage),
         ".PP",
@@ -193,7 +197,8 @@ def page_dapi(binary, version):
         "The documentation: the HTTP API, the SQL a key may send, configuration and "
         "operations.",
         ".SH SEE ALSO",
-        b("dapi-serve") + "(1), " + b("dapi-query") + "(1), " + b("systemctl") + "(1)",
+        b("dapi-serve") + "(1), " + b("dapi-query") + "(1), " + b("dapi-keys") + "(1), "
+        + b("systemctl") + "(1)",
     ]
     return out
 
@@ -235,7 +240,10 @@ def page_serve(binary, version):
         + b("--api-keys-file") + " (one per line; blank lines and lines starting with # are "
         "ignored) and " + b("DAPI_API_KEYS") + " (comma-separated). With neither, " + b("dapi")
         + " creates a development key in " + i("state-dir/dev-key") + " and prints it at "
-        "every start. A query's results are readable only with the key that created it.",
+        "every start, unless the key store " + esc("(--keys-file, state-dir/keys, written by ")
+        + b("dapi keys") + esc(")") + " holds keys: named keys with layers, limits, an expiry, "
+        "revocation and rotation (" + b("dapi-keys") + "(1)). A query's results are readable "
+        "only with the key that created it (for a store key: any of its secrets).",
         ".SH SIGNALS",
         ".TP",
         b("SIGTERM") + ", " + b("SIGINT"),
@@ -312,6 +320,55 @@ def page_query(binary, version):
     return out
 
 
+def page_keys(binary, version):
+    usage, desc, opts, _ = cli_options(binary, "keys")
+    synopsis = help_text(binary, "keys").strip().split("\n\n")[0].split("\n")
+    out = header("dapi-keys", version, "manage the key store of dapi serve")
+    out += [".SH SYNOPSIS"]
+    for line in synopsis:
+        line = line.strip()
+        if line.startswith("Usage: "):
+            line = line[len("Usage: "):]
+        if line.startswith("dapi keys"):
+            out += [b(line[:len("dapi keys")]) + esc(line[len("dapi keys"):]), ".br"]
+        else:
+            out[-1:] = [esc("    " + line), ".br"]
+    out.pop()
+    out += [".SH DESCRIPTION"]
+    out += [esc(p) for p in desc]
+    out += [
+        ".PP",
+        "A key is " + i("dapi_ID_SECRET") + ": the id is public (it names the key in "
+        + b("list") + ", " + b("revoke") + " and " + b("rotate") + " and in the logs), the "
+        "secret is shown once and kept only as a salted HMAC-SHA-256. The file is written "
+        "atomically, readable by its owner only; a running " + b("dapi serve") + " rereads "
+        "it when it changes and on SIGHUP, without dropping a connection. A revoked or "
+        "expired key gets 401 " + esc("\"API key revoked\"") + " or " + esc("\"API key "
+        "expired\"") + ".",
+        ".SH OPTIONS",
+    ]
+    out += cli_option_items(opts)
+    out += [
+        ".SH FILES",
+        ".TP",
+        i("state-dir/keys"),
+        "The key store (" + b("--keys-file") + "), one key per line.",
+        ".TP",
+        i("state-dir/keys.last-used"),
+        "When each key was last used, written by " + b("dapi serve") + ".",
+        ".SH EXAMPLES",
+        ".EX",
+        esc("dapi keys add --name ci --layers nekt_raw --rate 10/s --expires 90d"),
+        esc("dapi keys list"),
+        esc("dapi keys rotate Ab3dE6gH9jK2 --grace 24h"),
+        esc("dapi keys revoke Ab3dE6gH9jK2"),
+        ".EE",
+        ".SH SEE ALSO",
+        b("dapi") + "(1), " + b("dapi-serve") + "(1); " + i("@DOCDIR@/docs/auth.md") + ".",
+    ]
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", default="build/dapi")
@@ -320,7 +377,8 @@ def main():
     version = re.match(r"dapi (\S+)", subprocess.run([opts.bin, "--version"], capture_output=True,
                                                       text=True, check=True).stdout).group(1)
     os.makedirs(opts.out, exist_ok=True)
-    for name, fn in (("dapi", page_dapi), ("dapi-serve", page_serve), ("dapi-query", page_query)):
+    for name, fn in (("dapi", page_dapi), ("dapi-serve", page_serve), ("dapi-query", page_query),
+                     ("dapi-keys", page_keys)):
         text = "\n".join(fn(opts.bin, version)) + "\n"
         path = os.path.join(opts.out, name + ".1")
         with open(path + ".tmp", "w") as f:

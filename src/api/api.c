@@ -1,6 +1,7 @@
 /* Routing and authentication. dapi's table of routes, then those other modules registered (the
  * Nekt emulator's, with --emulate-nekt); each endpoint's handler lives in its own file (health
  * here, queries and results in queries.c). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -9,6 +10,7 @@
 #include "api/respond.h"
 #include "app/app.h"
 #include "app/probe.h"
+#include "auth/keystore.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
@@ -77,6 +79,29 @@ static int match(const struct dapi_route *rt, const char *path, char *slug, size
     return 1;
 }
 
+/* A key of the store (dapi_<id>_<secret> with a known id): DAPI_KS_OK with who filled, or
+ * answered with 401 saying which (wrong secret, revoked, expired). DAPI_KS_NOT_OURS: not a
+ * store key, for the other key sources. */
+static enum dapi_ks_result store_key(struct dapi_req *r, struct dapi_app *app, const char *key,
+                                     struct dapi_principal *who)
+{
+    int64_t when = 0;
+    enum dapi_ks_result res = dapi_keystore_check(app->keystore, key, strlen(key),
+                                                  dapi_clock_wall_s(), who, &when);
+    char details[96], date[32];
+    dapi_ks_format_time(when, date, sizeof date);
+    if(res == DAPI_KS_INVALID) {
+        dapi_respond_error(r, 401, "Invalid API key", NULL);
+    } else if(res == DAPI_KS_REVOKED) {
+        snprintf(details, sizeof details, "revoked at %s", date);
+        dapi_respond_error(r, 401, "API key revoked", details);
+    } else if(res == DAPI_KS_EXPIRED) {
+        snprintf(details, sizeof details, "expired at %s", date);
+        dapi_respond_error(r, 401, "API key expired", details);
+    }
+    return res;
+}
+
 int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principal *who)
 {
     const char *key = dapi_req_header(r, "x-api-key");
@@ -87,6 +112,11 @@ int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principa
         return -1;
     }
     who->client_key = key;
+    if(app->keystore) { /* a store key is answered here, whatever the other sources hold */
+        enum dapi_ks_result res = store_key(r, app, key, who);
+        if(res != DAPI_KS_NOT_OURS)
+            return res == DAPI_KS_OK ? 0 : -1;
+    }
     if(!app->keys) { /* forwarding: Nekt checks the key; its hash still owns the slugs */
         dapi_sha256(key, strlen(key), who->owner);
         return 0;

@@ -9,6 +9,7 @@ struct dapi_emu;
 struct dapi_engine;
 struct dapi_http;
 struct dapi_keys;
+struct dapi_keystore;
 struct dapi_pool;
 struct dapi_queries;
 struct dapi_req;
@@ -21,6 +22,7 @@ struct dapi_app {
     void *backend_state;                 /* made by its start */
     struct dapi_backend_env backend_env; /* what it may use (backend.h) */
     struct dapi_keys *keys;              /* NULL when client keys are forwarded to Nekt */
+    struct dapi_keystore *keystore;      /* the key store (auth/keystore.h); always open */
     struct dapi_engine *engine;
     struct dapi_queries *queries;
     struct dapi_pool *check_pool; /* validates SQL for POST /api/queries (short jobs) */

@@ -19,6 +19,7 @@ static void usage(FILE *out)
         "  dapi serve [options]       run the HTTP server (dapi help serve)\n"
         "  dapi query [options] [SQL] run a query on a server, print its rows (dapi help query)\n"
         "  dapi health [--url URL]    check a server's health, exit 0 if ok\n"
+        "  dapi keys COMMAND [ID]     manage the key store: add, list, revoke, rotate\n"
         "  dapi sample-data DIR       write the deterministic sample lake into DIR\n"
         "  dapi --version, -V         print the version (also: dapi COMMAND --version)\n"
         "  dapi help [command]        this help, or a command's\n",
@@ -41,6 +42,10 @@ static int help(const char *cmd)
     }
     if(cmd && strcmp(cmd, "health") == 0) {
         dapi_cli_health_usage(stdout);
+        return 0;
+    }
+    if(cmd && strcmp(cmd, "keys") == 0) {
+        dapi_cli_keys_usage(stdout);
         return 0;
     }
     if(cmd && strcmp(cmd, "sample-data") == 0) {
@@ -125,6 +130,8 @@ int main(int argc, char **argv)
         return dapi_cli_query(argc - 2, argv + 2);
     if(strcmp(cmd, "health") == 0)
         return dapi_cli_health(argc - 2, argv + 2);
+    if(strcmp(cmd, "keys") == 0)
+        return dapi_cli_keys(argc - 2, argv + 2);
     if(strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
         dapi_cli_version(stdout);
         return 0;

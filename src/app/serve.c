@@ -11,6 +11,7 @@
 #include "app/app.h"
 #include "app/notify.h"
 #include "app/probe.h"
+#include "auth/keystore.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "emu/emu.h"
@@ -141,7 +142,10 @@ struct serve {
     struct dapi_probe_opts po;
     struct dapi_listen_addr listen; /* --host and --port, resolved */
     sigset_t sigs;                  /* SIGTERM, SIGINT, SIGHUP: taken by sigwait in serve_run */
-    int forward; /* forwarding client keys (FORWARDS_KEYS, no server-held key) */
+    int forward;                  /* forwarding client keys (FORWARDS_KEYS, no server-held key) */
+    char keys_file[4200];         /* the key store in use */
+    char keys_file_default[4200]; /* <state-dir>/keys */
+    int used_warned;              /* writing <keys file>.last-used failed (logged once) */
 };
 
 /* --help, the configuration, logging, the listen address and test faults. Returns -1 to go
@@ -197,6 +201,7 @@ static int serve_build(struct serve *s)
     struct dapi_app *app = &s->app;
     char *err = s->err;
     size_t errlen = sizeof s->err;
+    snprintf(s->keys_file_default, sizeof s->keys_file_default, "%s/keys", cfg->state_dir);
 
     /* Signals are taken by sigtimedwait in serve_run; block them before any thread starts. */
     sigemptyset(&s->sigs);
@@ -231,8 +236,19 @@ static int serve_build(struct serve *s)
     }
     /* Forwarding client keys (no DAPI_NEKT_API_KEY): the upstream checks them. */
     int forward = s->forward = (b->caps & DAPI_BACKEND_FORWARDS_KEYS) && !cfg->nekt_api_key;
-    if(!forward && dapi_keys_load(&app->keys, cfg->api_keys_env, cfg->api_keys_file,
-                                  cfg->state_dir, &s->dev, err, errlen)) {
+    /* The key store (also when forwarding: its keys are checked here, the others go on to
+     * Nekt). When it holds keys, no development key is made. */
+    snprintf(s->keys_file, sizeof s->keys_file, "%s",
+             cfg->keys_file ? cfg->keys_file : s->keys_file_default);
+    if(dapi_keystore_open(&app->keystore, s->keys_file, err, errlen)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        return BAD_CONFIG;
+    }
+    int store_only = dapi_keystore_count(app->keystore) > 0 && !cfg->api_keys_env &&
+                     !cfg->api_keys_file;
+    if(!forward && (store_only ? dapi_keys_empty(&app->keys)
+                               : dapi_keys_load(&app->keys, cfg->api_keys_env, cfg->api_keys_file,
+                                                cfg->state_dir, &s->dev, err, errlen))) {
         fprintf(stderr, "dapi serve: %s\n", err);
         return BAD_CONFIG;
     }
@@ -328,9 +344,44 @@ static int serve_build(struct serve *s)
     return BUILT;
 }
 
-/* SIGHUP: the log files are opened again (after logrotate moved them), then the keys file is
- * read again. Requests go on meanwhile: the log descriptors and the key set are swapped in
- * place (log.c, keys.c), never closed under a request. */
+/* Reads the key store again: on SIGHUP (force), or from the tick when the file changed. A
+ * bad file keeps the keys in use and says why (once per version of the file). */
+static void keystore_reload(struct serve *s, int force)
+{
+    char err[1024];
+    size_t n = 0;
+    const char *why = force ? "SIGHUP" : "keys file changed";
+    int rc = dapi_keystore_reload(s->app.keystore, force, &n, err, sizeof err);
+    if(rc > 0)
+        dapi_info("%s: key store reloaded from %s: %zu key(s)", why, s->keys_file, n);
+    else if(rc < 0)
+        dapi_warn("%s: key store not reloaded: %s; the %zu key(s) in use are kept", why, err,
+                  dapi_keystore_count(s->app.keystore));
+}
+
+/* Writes the last use of the store's keys (<keys file>.last-used) for `dapi keys list`. A
+ * failure (a read-only directory) is logged once, until a write succeeds again. */
+static void keystore_flush(struct serve *s, int64_t min_interval)
+{
+    char err[1024];
+    if(!s->app.keystore)
+        return;
+    int rc = dapi_keystore_flush_used(s->app.keystore, dapi_clock_wall_s(), min_interval, err,
+                                      sizeof err);
+    if(rc < 0) {
+        if(!s->used_warned)
+            dapi_warn("last use of the keys not recorded (dapi keys list shows the last "
+                      "recorded one): %s",
+                      err);
+        s->used_warned = 1;
+    } else if(rc > 0) {
+        s->used_warned = 0;
+    }
+}
+
+/* SIGHUP: the log files are opened again (after logrotate moved them), then the key store and
+ * the keys file are read again. Requests go on meanwhile: the log descriptors and the key sets
+ * are swapped in place (log.c, keys.c, keystore.c), never closed under a request. */
 static void serve_reload(struct serve *s)
 {
     struct dapi_config *cfg = &s->cfg;
@@ -342,8 +393,11 @@ static void serve_reload(struct serve *s)
         else
             dapi_info("SIGHUP: log files reopened");
     }
+    keystore_reload(s, 1);
     if(!app->keys) {
         dapi_info("SIGHUP: client keys are forwarded to Nekt; there are no keys to reload");
+    } else if(!cfg->api_keys_file && !cfg->api_keys_env && !s->dev) {
+        /* only the key store's keys */
     } else if(!cfg->api_keys_file) {
         /* The environment of a running process does not change. */
         dapi_info("SIGHUP: the %zu key(s) come from %s, which cannot change while dapi runs; "
@@ -377,6 +431,8 @@ static int serve_run(struct serve *s)
         dapi_info("dapi %s (DuckDB %s) serving %s with %zu key(s)%s; results in %s", DAPI_VERSION,
                   dapi_engine_version(), cfg->data_dir, dapi_keys_count(app->keys),
                   cfg->emulate_nekt ? ", emulating the Nekt API" : "", cfg->state_dir);
+    if(dapi_keystore_count(app->keystore))
+        dapi_info("key store %s: %zu key(s)", s->keys_file, dapi_keystore_count(app->keystore));
     if(dev)
         dapi_info("no API key configured: using the development key from %s/dev-key",
                   cfg->state_dir);
@@ -402,6 +458,9 @@ static int serve_run(struct serve *s)
             break;
         if(sig == SIGHUP)
             serve_reload(s);
+        else
+            keystore_reload(s, 0);
+        keystore_flush(s, 5);
         dapi_queries_tick(app->queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
         if(app->emu)
             dapi_emu_tick(app, dapi_clock_wall_s());
@@ -454,6 +513,8 @@ static void serve_free(struct serve *s, int code)
     dapi_queries_close(app->queries);
     dapi_engine_close(app->engine);
     dapi_keys_free(app->keys);
+    keystore_flush(s, 0);
+    dapi_keystore_free(app->keystore);
     free(s->dev);
     if(code == 0)
         dapi_info("stopped");

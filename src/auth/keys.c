@@ -207,15 +207,11 @@ static enum dapi_err build_set(struct key_set *s, const char *env_list, const ch
     return result;
 }
 
-enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const char *file,
-                             const char *state_dir, char **dev, char *err, size_t errlen)
+static struct dapi_keys *keys_new(void)
 {
-    enum dapi_err result = DAPI_OK;
     struct dapi_keys *k = calloc(1, sizeof *k);
-    *dev = NULL;
-    *out = NULL;
     if(!k)
-        return DAPI_ERR_NOMEM;
+        return NULL;
     pthread_rwlockattr_t a;
     pthread_rwlockattr_init(&a);
     pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -223,8 +219,25 @@ enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const
     pthread_rwlockattr_destroy(&a);
     if(rc) {
         free(k);
-        return DAPI_ERR_NOMEM;
+        return NULL;
     }
+    return k;
+}
+
+enum dapi_err dapi_keys_empty(struct dapi_keys **out)
+{
+    return (*out = keys_new()) ? DAPI_OK : DAPI_ERR_NOMEM;
+}
+
+enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const char *file,
+                             const char *state_dir, char **dev, char *err, size_t errlen)
+{
+    enum dapi_err result = DAPI_OK;
+    struct dapi_keys *k = keys_new();
+    *dev = NULL;
+    *out = NULL;
+    if(!k)
+        return DAPI_ERR_NOMEM;
     if(env_list || file)
         result = build_set(&k->set, env_list, file, err, errlen);
     else

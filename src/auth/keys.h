@@ -27,6 +27,8 @@ enum dapi_err dapi_keys_load(struct dapi_keys **out, const char *env_list, const
  * DAPI_OK. On success *count is the number of keys now in use. */
 enum dapi_err dapi_keys_reload(struct dapi_keys *k, const char *env_list, const char *file,
                                size_t *count, char *err, size_t errlen);
+/* An empty set (the key store holds the keys; no development key is made). */
+enum dapi_err dapi_keys_empty(struct dapi_keys **out);
 void dapi_keys_free(struct dapi_keys *k);
 size_t dapi_keys_count(const struct dapi_keys *k);
 

@@ -44,6 +44,9 @@ static const struct setting settings[] = {
      "materialised results, query metadata and the development key"},
     {"api-keys-file", "DAPI_API_KEYS_FILE", K_PATH, O(api_keys_file), NULL, 0, 0, NULL,
      "file with one API key per line (# comments and blank lines ignored)"},
+    {"keys-file", "DAPI_KEYS_FILE", K_PATH, O(keys_file), NULL, 0, 0, NULL,
+     "the key store written by `dapi keys` (unset = <state-dir>/keys; reread on SIGHUP and "
+     "when it changes)"},
     {NULL, "DAPI_API_KEYS", K_STR, O(api_keys_env), NULL, 0, 0, NULL,
      "comma-separated API keys (development convenience)"},
     {"log-format", "DAPI_LOG_FORMAT", K_CHOICE, O(log_format), "text", 0, 0, "text|json",
@@ -364,10 +367,10 @@ enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, c
         if((result = apply(cfg, s, v, flag, err, errlen)))
             return result;
     }
-    char **paths[] = {&cfg->data_dir, &cfg->state_dir, &cfg->api_keys_file, &cfg->log_file,
-                      &cfg->access_log};
-    static const char *const names[] = {"--data-dir", "--state-dir", "--api-keys-file",
-                                        "--log-file", "--access-log"};
+    char **paths[] = {&cfg->data_dir,  &cfg->state_dir, &cfg->api_keys_file,
+                      &cfg->keys_file, &cfg->log_file,  &cfg->access_log};
+    static const char *const names[] = {"--data-dir",  "--state-dir", "--api-keys-file",
+                                        "--keys-file", "--log-file",  "--access-log"};
     for(size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if(!*paths[i])
             continue;

@@ -16,6 +16,7 @@ struct dapi_config {
     char *data_dir;      /* absolute after dapi_config_load */
     char *state_dir;     /* absolute after dapi_config_load */
     char *api_keys_file; /* NULL = unset */
+    char *keys_file;     /* the key store; NULL = <state-dir>/keys */
     char *log_format;    /* "text" | "json" */
     char *log_level;     /* "debug" | "info" | "warn" | "error" */
     char *log_file;      /* NULL = stderr; absolute after dapi_config_load */

@@ -27,6 +27,7 @@
 #include "api/api.h"
 #include "api/respond.h"
 #include "app/app.h"
+#include "auth/keystore.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
@@ -680,6 +681,23 @@ out:
 }
 
 /* On the event thread: copies the request and hands it, with its op, to the workers. */
+/* 1 if key is one of the server's: a key of the store (its owner hash in kh; a revoked or
+ * expired one is refused like an unknown key, as Nekt would) or a plain key. */
+static int key_ok(struct dapi_app *app, const char *key, unsigned char kh[DAPI_KEY_HASH_LEN])
+{
+    if(app->keystore) {
+        struct dapi_principal who;
+        int64_t when;
+        enum dapi_ks_result res = dapi_keystore_check(app->keystore, key, strlen(key),
+                                                      dapi_clock_wall_s(), &who, &when);
+        if(res != DAPI_KS_NOT_OURS) {
+            memcpy(kh, who.owner, DAPI_KEY_HASH_LEN);
+            return res == DAPI_KS_OK;
+        }
+    }
+    return dapi_keys_check(app->keys, key, strlen(key), kh);
+}
+
 static void submit(struct dapi_req *r, struct dapi_app *app, emu_op *op, int keyless)
 {
     struct emu_req *e = calloc(1, sizeof *e);
@@ -703,7 +721,7 @@ static void submit(struct dapi_req *r, struct dapi_app *app, emu_op *op, int key
     e->req = r;
     e->op = op;
     e->keyless = keyless;
-    e->key_ok = key && *key && dapi_keys_check(app->keys, key, strlen(key), e->kh);
+    e->key_ok = key && *key && key_ok(app, key, e->kh);
     dapi_req_defer(r);
     if(dapi_pool_submit(app->emu->pool, handle, e, (size_t)app->cfg->max_queued_queries * 4)) {
         emu_req_free(e);

@@ -172,7 +172,9 @@ LAYERS = {
     "api": {"dapi", "base", "config", "auth", "http", "store", "backend", "app"},
     "emu": {"dapi", "base", "config", "auth", "http", "engine", "pool", "store", "backend",
             "api", "app"},
-    "cli": {"dapi", "base", "client", "engine"},  # engine: only the DuckDB version of --version
+    # engine: only the DuckDB version of --version; auth: `dapi keys` reads and writes the key
+    # store (auth/keystore.h) with the same code the server reads it with
+    "cli": {"dapi", "base", "client", "engine", "auth"},
     "app": None,  # the top: builds everything
 }
 # Each third-party library is behind one module (or file).

@@ -38,6 +38,7 @@ LAYOUT = {
     "share/man/man1/dapi.1": 0o644,
     "share/man/man1/dapi-serve.1": 0o644,
     "share/man/man1/dapi-query.1": 0o644,
+    "share/man/man1/dapi-keys.1": 0o644,
     "share/doc/dapi/README.md": 0o644,
     "share/doc/dapi/LICENSE": 0o644,
     "share/doc/dapi/CHANGELOG.md": 0o644,
@@ -137,7 +138,8 @@ def test_install_puts_every_file_in_its_place():
     # Paths inside the files are the final ones (PREFIX), never DESTDIR, and no placeholder
     # was left unfilled.
     for path in ("lib/systemd/system/dapi.service", "lib/pkgconfig/dapi-client.pc",
-                 "share/man/man1/dapi.1", "share/man/man1/dapi-serve.1", "share/man/man1/dapi-query.1"):
+                 "share/man/man1/dapi.1", "share/man/man1/dapi-serve.1", "share/man/man1/dapi-query.1",
+                 "share/man/man1/dapi-keys.1"):
         text = open(staged(dest, path)).read()
         eq(re.findall(r"@[A-Z]+@", text), [], "unfilled placeholders in %s" % path)
         check(dest not in text, "%s names the DESTDIR %s" % (path, dest))
@@ -227,7 +229,7 @@ def test_man_pages_render_without_warnings_and_list_every_option():
     dest = installed()
     mandir = staged(dest, "share/man")
     rendered = {}
-    for page in ("dapi", "dapi-serve", "dapi-query"):
+    for page in ("dapi", "dapi-serve", "dapi-query", "dapi-keys"):
         path = os.path.join(mandir, "man1", page + ".1")
         env = dict(clean_env(), MANWIDTH="80", LC_ALL="C.UTF-8")
         p = subprocess.run(["man", "--warnings", "-l", "-Tutf8", path], capture_output=True,
@@ -248,6 +250,8 @@ def test_man_pages_render_without_warnings_and_list_every_option():
         check(re.search(re.escape(f) + r"\b", text), "%s is missing from dapi-serve(1)" % f)
     for f in help_flags("query") + env_vars("query"):
         check(re.search(re.escape(f) + r"\b", rendered["dapi-query"]), "%s is missing from dapi-query(1)" % f)
+    for f in help_flags("keys") + env_vars("keys"):
+        check(re.search(re.escape(f) + r"\b", rendered["dapi-keys"]), "%s is missing from dapi-keys(1)" % f)
     for f in help_flags("health"):
         check(f in rendered["dapi"], "dapi health's %s is missing from dapi(1)" % f)
     for cmd in ("serve", "query", "health", "sample-data", "--version", "help"):
