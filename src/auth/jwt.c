@@ -98,8 +98,7 @@ static void set_free(struct key_set *s)
 }
 
 /* A base64url member of a JWK, decoded into out (cap bytes); its length or -1. */
-static long member_b64(const struct dapi_jv *jwk, const char *name, unsigned char *out,
-                       size_t cap)
+static long member_b64(const struct dapi_jv *jwk, const char *name, unsigned char *out, size_t cap)
 {
     size_t len;
     const char *v = dapi_jv_str(dapi_jv_get(jwk, name), &len);
@@ -163,8 +162,7 @@ static EVP_PKEY *ec_key(const struct dapi_jv *jwk, const char **why)
     }
     EVP_PKEY *pkey = NULL;
     OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
-    if(bld &&
-       OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
+    if(bld && OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, "prime256v1", 0) &&
        OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof pt))
         pkey = fromdata("EC", bld);
     OSSL_PARAM_BLD_free(bld);
@@ -249,8 +247,10 @@ static enum dapi_err parse_set(const char *text, size_t len, struct key_set *out
             break;
         }
         if(dapi_jv_get(jwk, "d") || dapi_jv_get(jwk, "p") || dapi_jv_get(jwk, "k")) {
-            snprintf(err, errlen, "%s: holds private or secret key material; publish only "
-                                  "public keys", where);
+            snprintf(err, errlen,
+                     "%s: holds private or secret key material; publish only "
+                     "public keys",
+                     where);
             result = DAPI_ERR_INVALID;
             break;
         }

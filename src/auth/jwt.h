@@ -21,9 +21,9 @@
 struct dapi_jwks;
 
 struct dapi_jwt_opts {
-    const char *audience; /* aud must hold it (a string, or an array with it) */
-    const char *issuer;   /* iss must equal it */
-    int64_t skew_s;       /* allowed clock difference for exp and nbf */
+    const char *audience;            /* aud must hold it (a string, or an array with it) */
+    const char *issuer;              /* iss must equal it */
+    int64_t skew_s;                  /* allowed clock difference for exp and nbf */
     struct dapi_scope default_scope; /* for a token without dapi_layers */
 };
 

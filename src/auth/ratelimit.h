@@ -22,8 +22,8 @@ struct dapi_limit_result {
 struct dapi_limiter {
     /* Takes one request from owner's bucket (rate: requests per second, > 0; burst: bucket
      * size, >= 1). A bucket starts full. Thread-safe. */
-    void (*take)(struct dapi_limiter *l, const unsigned char owner[DAPI_KEY_HASH_LEN],
-                 double rate, double burst, int64_t now_ms, struct dapi_limit_result *out);
+    void (*take)(struct dapi_limiter *l, const unsigned char owner[DAPI_KEY_HASH_LEN], double rate,
+                 double burst, int64_t now_ms, struct dapi_limit_result *out);
     void (*free)(struct dapi_limiter *l);
 };
 

@@ -98,8 +98,7 @@ static void test_bounded_eviction(void)
     owner(o, 9);
     l->take(l, o, 1, 2, now, &r);
     T_EQ_INT(r.allowed, 1);
-    T_CHECK(dapi_limiter_local_count(l) <= 4, "bounded: %zu buckets",
-            dapi_limiter_local_count(l));
+    T_CHECK(dapi_limiter_local_count(l) <= 4, "bounded: %zu buckets", dapi_limiter_local_count(l));
     owner(o, 0);
     l->take(l, o, 1, 2, now, &r);
     T_EQ_INT(r.allowed, 1);
@@ -110,8 +109,7 @@ static void test_bounded_eviction(void)
         l->take(l, o, 1, 100, now, &r);
         T_EQ_INT(r.allowed, 1);
     }
-    T_CHECK(dapi_limiter_local_count(l) <= 4, "bounded: %zu buckets",
-            dapi_limiter_local_count(l));
+    T_CHECK(dapi_limiter_local_count(l) <= 4, "bounded: %zu buckets", dapi_limiter_local_count(l));
     l->free(l);
 }
 
@@ -127,8 +125,8 @@ static void test_rate_parse(void)
     T_CHECK(r == 2 && n == 120, "120/min");
     T_EQ_INT(dapi_rate_parse("3600/h", &r, &n), 0);
     T_CHECK(r == 1 && n == 3600, "3600/h");
-    static const char *bad[] = {"", "x", "2", "2/", "/s", "-1/s", "0/s", "02/s", "2/d",
-                                "2 /s", "2/s ", "99999999999/s"};
+    static const char *bad[] = {"",    "x",    "2",   "2/",   "/s",   "-1/s",
+                                "0/s", "02/s", "2/d", "2 /s", "2/s ", "99999999999/s"};
     for(size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         T_CHECK(dapi_rate_parse(bad[i], &r, &n) == -1, "'%s' refused", bad[i]);
 }
