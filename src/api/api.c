@@ -139,10 +139,11 @@ static int rate_limit(struct dapi_req *r, struct dapi_app *app, const struct dap
         return 0;
     char ra[24], details[200];
     snprintf(ra, sizeof ra, "%lld", (long long)((res.retry_after_ms + 999) / 1000));
+    int per_min = rate < 1; /* 0.05 per second reads better as 3 per minute */
     snprintf(details, sizeof details,
-             "at most %.6g requests per second with bursts of %lld for this %s; retry in %s s",
-             rate, (long long)burst, strncmp(who->id, "jwt:", 4) == 0 ? "token's subject" : "key",
-             ra);
+             "at most %.6g requests per %s with bursts of %lld for this %s; retry in %s s",
+             per_min ? rate * 60 : rate, per_min ? "minute" : "second", (long long)burst,
+             strncmp(who->id, "jwt:", 4) == 0 ? "token's subject" : "key", ra);
     dapi_respond_error_h(r, 429, "Rate limit exceeded", details, "Retry-After", ra);
     return -1;
 }

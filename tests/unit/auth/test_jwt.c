@@ -30,8 +30,7 @@ static char *b64url(const void *data, size_t len)
     size_t i = 0;
     for(; i + 2 < len; i += 3) {
         uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
-        *o++ = al[v >> 18], *o++ = al[(v >> 12) & 63], *o++ = al[(v >> 6) & 63],
-        *o++ = al[v & 63];
+        *o++ = al[v >> 18], *o++ = al[(v >> 12) & 63], *o++ = al[(v >> 6) & 63], *o++ = al[v & 63];
     }
     if(len - i == 1) {
         uint32_t v = (uint32_t)p[i] << 16;
@@ -151,19 +150,19 @@ static int verify(const char *tok)
     return dapi_jwt_verify(jwks, &opts, tok, strlen(tok), NOW, &who, why, sizeof why);
 }
 
-#define REFUSED(tok, reason)                                                            \
-    do {                                                                                \
-        char *t_ = (tok);                                                               \
-        T_EQ_INT(verify(t_), -1);                                                       \
-        T_CHECK(strstr(why, reason) != NULL, "reason [%s] holds [%s]", why, reason);    \
-        free(t_);                                                                       \
+#define REFUSED(tok, reason)                                                         \
+    do {                                                                             \
+        char *t_ = (tok);                                                            \
+        T_EQ_INT(verify(t_), -1);                                                    \
+        T_CHECK(strstr(why, reason) != NULL, "reason [%s] holds [%s]", why, reason); \
+        free(t_);                                                                    \
     } while(0)
-#define ACCEPTED(tok)                                                \
-    do {                                                             \
-        char *t_ = (tok);                                            \
-        int r_ = verify(t_);                                         \
-        T_CHECK(r_ == 0, "accepted at line %d: %s", __LINE__, why);  \
-        free(t_);                                                    \
+#define ACCEPTED(tok)                                               \
+    do {                                                            \
+        char *t_ = (tok);                                           \
+        int r_ = verify(t_);                                        \
+        T_CHECK(r_ == 0, "accepted at line %d: %s", __LINE__, why); \
+        free(t_);                                                   \
     } while(0)
 
 static void setup(void)
@@ -190,8 +189,8 @@ static void setup(void)
 
 static void test_valid(void)
 {
-    ACCEPTED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r1\",\"typ\":\"JWT\"}",
-                  claims(""), NULL));
+    ACCEPTED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r1\",\"typ\":\"JWT\"}", claims(""),
+                  NULL));
     T_EQ_STR(who.id, "jwt:alice");
     unsigned char want[DAPI_KEY_HASH_LEN];
     dapi_sha256("https://idp.example\0alice", 25, want); /* 19 + 1 + 5 */
@@ -251,8 +250,8 @@ static void test_claims_mapped(void)
     REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r1\"}", claims(",\"dapi_rate\":-1"),
                  NULL),
             "dapi_rate");
-    REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r1\"}",
-                 claims(",\"dapi_burst\":0"), NULL),
+    REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r1\"}", claims(",\"dapi_burst\":0"),
+                 NULL),
             "dapi_burst");
 }
 
@@ -260,27 +259,36 @@ static void test_time(void)
 {
     const char *h = "{\"alg\":\"EdDSA\",\"kid\":\"d1\"}";
     char c[512];
-    snprintf(c, sizeof c, "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
-                          "\"exp\":%lld}", NOW - 61);
+    snprintf(c, sizeof c,
+             "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
+             "\"exp\":%lld}",
+             NOW - 61);
     REFUSED(sign(ed, "EdDSA", h, c, NULL), "token expired");
-    snprintf(c, sizeof c, "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
-                          "\"exp\":%lld}", NOW - 59);
+    snprintf(c, sizeof c,
+             "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
+             "\"exp\":%lld}",
+             NOW - 59);
     ACCEPTED(sign(ed, "EdDSA", h, c, NULL)); /* within the skew */
-    snprintf(c, sizeof c, "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
-                          "\"exp\":%lld,\"nbf\":%lld}", NOW + 600, NOW + 61);
+    snprintf(c, sizeof c,
+             "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
+             "\"exp\":%lld,\"nbf\":%lld}",
+             NOW + 600, NOW + 61);
     REFUSED(sign(ed, "EdDSA", h, c, NULL), "not valid yet");
-    snprintf(c, sizeof c, "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
-                          "\"exp\":%lld,\"nbf\":%lld}", NOW + 600, NOW + 59);
+    snprintf(c, sizeof c,
+             "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
+             "\"exp\":%lld,\"nbf\":%lld}",
+             NOW + 600, NOW + 59);
     ACCEPTED(sign(ed, "EdDSA", h, c, NULL));
-    REFUSED(sign(ed, "EdDSA", h, "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\"}",
-                 NULL),
+    REFUSED(sign(ed, "EdDSA", h,
+                 "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\"}", NULL),
             "no exp");
     REFUSED(sign(ed, "EdDSA", h,
                  "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\",\"exp\":\"x\"}",
                  NULL),
             "exp is not a number");
-    snprintf(c, sizeof c, "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
-                          "\"exp\":9223372036854775807}");
+    snprintf(c, sizeof c,
+             "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
+             "\"exp\":9223372036854775807}");
     ACCEPTED(sign(ed, "EdDSA", h, c, NULL)); /* no overflow */
 }
 
@@ -288,17 +296,23 @@ static void test_audience_issuer_subject(void)
 {
     const char *h = "{\"alg\":\"ES256\",\"kid\":\"e1\"}";
     char c[512];
-    snprintf(c, sizeof c, "{\"iss\":\"https://idp.example\",\"aud\":\"other\",\"sub\":\"a\","
-                          "\"exp\":%lld}", NOW + 60);
+    snprintf(c, sizeof c,
+             "{\"iss\":\"https://idp.example\",\"aud\":\"other\",\"sub\":\"a\","
+             "\"exp\":%lld}",
+             NOW + 60);
     REFUSED(sign(ec, "ES256", h, c, NULL), "audience");
-    snprintf(c, sizeof c, "{\"iss\":\"https://idp.example\",\"aud\":[\"x\",\"y\"],\"sub\":\"a\","
-                          "\"exp\":%lld}", NOW + 60);
+    snprintf(c, sizeof c,
+             "{\"iss\":\"https://idp.example\",\"aud\":[\"x\",\"y\"],\"sub\":\"a\","
+             "\"exp\":%lld}",
+             NOW + 60);
     REFUSED(sign(ec, "ES256", h, c, NULL), "audience");
     snprintf(c, sizeof c, "{\"iss\":\"https://idp.example\",\"sub\":\"a\",\"exp\":%lld}",
              NOW + 60);
     REFUSED(sign(ec, "ES256", h, c, NULL), "audience");
-    snprintf(c, sizeof c, "{\"iss\":\"https://evil.example\",\"aud\":\"dapi\",\"sub\":\"a\","
-                          "\"exp\":%lld}", NOW + 60);
+    snprintf(c, sizeof c,
+             "{\"iss\":\"https://evil.example\",\"aud\":\"dapi\",\"sub\":\"a\","
+             "\"exp\":%lld}",
+             NOW + 60);
     REFUSED(sign(ec, "ES256", h, c, NULL), "issuer");
     snprintf(c, sizeof c, "{\"aud\":\"dapi\",\"sub\":\"a\",\"exp\":%lld}", NOW + 60);
     REFUSED(sign(ec, "ES256", h, c, NULL), "issuer");
@@ -330,16 +344,15 @@ static void test_signatures_and_algorithms(void)
             "does not match the key's type (EC P-256)");
     REFUSED(sign(rsa, "RS256", "{\"alg\":\"ES256\",\"kid\":\"r1\"}", claims(""), NULL),
             "does not match");
-    REFUSED(sign(NULL, "none", "{\"alg\":\"none\",\"kid\":\"r1\"}", claims(""), NULL),
-            "alg none");
+    REFUSED(sign(NULL, "none", "{\"alg\":\"none\",\"kid\":\"r1\"}", claims(""), NULL), "alg none");
     REFUSED(sign(NULL, "none", "{\"alg\":\"none\"}", claims(""), NULL), "alg none");
     /* HS256 "signed" with the public key as the HMAC secret: key confusion */
     REFUSED(sign(NULL, "HS256", "{\"alg\":\"HS256\",\"kid\":\"r1\"}", claims(""), jwks_text),
             "HMAC tokens");
     REFUSED(sign(rsa, "RS256", "{\"alg\":\"PS256\",\"kid\":\"r1\"}", claims(""), NULL),
             "not supported");
-    REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r1\",\"crit\":[\"exp\"]}",
-                 claims(""), NULL),
+    REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r1\",\"crit\":[\"exp\"]}", claims(""),
+                 NULL),
             "crit");
     REFUSED(sign(rsa, "RS256", "{\"kid\":\"r1\"}", claims(""), NULL), "no alg");
 }
@@ -392,8 +405,10 @@ static void test_malformed(void)
     char big[9100];
     snprintf(big, sizeof big, ",\"x\":\"%s\"", pad);
     char *c = malloc(10000);
-    snprintf(c, 10000, "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
-                       "\"exp\":%lld%s}", NOW + 60, big);
+    snprintf(c, 10000,
+             "{\"iss\":\"https://idp.example\",\"aud\":\"dapi\",\"sub\":\"a\","
+             "\"exp\":%lld%s}",
+             NOW + 60, big);
     REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"r1\"}", c, NULL), "longer than");
     free(c);
 }
@@ -402,8 +417,8 @@ static void jwks_refused(const char *text, const char *reason)
 {
     struct dapi_jwks *k = NULL;
     char err[512] = "";
-    T_CHECK(dapi_jwks_parse(&k, text, strlen(text), err, sizeof err) != DAPI_OK,
-            "refused: %.80s", text);
+    T_CHECK(dapi_jwks_parse(&k, text, strlen(text), err, sizeof err) != DAPI_OK, "refused: %.80s",
+            text);
     T_CHECK(strstr(err, reason) != NULL, "[%s] holds [%s]", err, reason);
     dapi_jwks_free(k);
 }
@@ -415,8 +430,7 @@ static void test_jwks_errors(void)
     jwks_refused("{\"keys\":[]}", "no RSA, EC P-256 or Ed25519");
     jwks_refused("{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}", "secret key material");
     jwks_refused("{\"keys\":[{\"kty\":\"oct\",\"kid\":\"s\"}]}", "no RSA, EC P-256 or Ed25519");
-    jwks_refused("{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AAAA\"}]}",
-                 "32 bytes");
+    jwks_refused("{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AAAA\"}]}", "32 bytes");
     jwks_refused("{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"X25519\",\"x\":\"AAAA\"}]}", "Ed25519");
     jwks_refused("{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"AA\",\"y\":\"AA\"}]}",
                  "P-256");
