@@ -153,8 +153,10 @@ static int authenticate(struct dapi_req *r, struct dapi_app *app, struct dapi_pr
     const char *key = dapi_req_header(r, "x-api-key");
     memset(who, 0, sizeof *who);
     who->scope.all = 1;
+    /* A token when the server takes tokens; without --jwks-file, an Authorization header
+     * beside an x-api-key (meant for another hop, say) is left alone. */
     const char *token = bearer_token(r);
-    if(token)
+    if(token && (app->jwks || !key || !*key))
         return bearer(r, app, token, who);
     if(!key || !*key) {
         dapi_respond_error(r, 401, "Missing API key. Please provide 'x-api-key' header", NULL);

@@ -665,6 +665,8 @@ int dapi_jwt_verify(const struct dapi_jwks *k, const struct dapi_jwt_opts *o, co
         WHY("HMAC tokens (alg %.8s) are refused: only RS256, ES256 and EdDSA", alg);
     else if(strcmp(alg, "RS256") != 0 && strcmp(alg, "ES256") != 0 && strcmp(alg, "EdDSA") != 0)
         WHY("alg %.16s is not supported: only RS256, ES256 and EdDSA", alg);
+    else if(dapi_jv_get(hdr, "kid") && !kid)
+        WHY("token header kid is not a string");
     else if(dapi_jv_get(hdr, "crit"))
         WHY("token header has crit extensions, which this server does not understand");
     else

@@ -198,6 +198,8 @@ def test_bearer_without_jwks_file_is_refused():
         r = _create(s, token())
         body = expect_error(r, 401, "Bearer tokens are not accepted by this server", "no --jwks-file")
         check("--jwks-file" in body.get("details", ""), "details say why: %r" % body)
+        r = s.request("POST", "/api/queries", body={"sql_query": "SELECT 1"}, headers=dict(_bearer(token()), **{"x-api-key": KEY_A}))
+        expect_status(r, 200, "an Authorization header beside x-api-key is left alone without --jwks-file")
 
 
 def test_token_settings_checked_at_start():

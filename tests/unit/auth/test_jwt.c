@@ -362,6 +362,8 @@ static void test_kid(void)
     REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":\"nope\"}", claims(""), NULL),
             "unknown kid");
     REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\"}", claims(""), NULL), "no kid");
+    REFUSED(sign(rsa, "RS256", "{\"alg\":\"RS256\",\"kid\":1}", claims(""), NULL),
+            "kid is not a string");
     /* one key: kid may be left out */
     char a[2048], set[4096], err[512];
     jwk_ed(a, sizeof a, ed, "only");
