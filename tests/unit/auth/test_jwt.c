@@ -4,6 +4,8 @@
  * with the public key, an algorithm that does not match its key, unknown or missing kid,
  * malformed base64 and JSON, oversized; claims mapped to the principal; JWKS errors and a
  * reload that keeps the old keys when the new file is bad. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -491,6 +493,54 @@ static void test_reload(void)
     dapi_jwks_free(k);
 }
 
+/* Verifications from other threads never fail while the set is reloaded under them (both
+ * sets hold the key). */
+static struct dapi_jwks *live;
+static const char *live_token;
+static atomic_int live_failures, live_stop;
+
+static void *verifier(void *arg)
+{
+    while(!atomic_load(&live_stop)) {
+        struct dapi_principal p;
+        char w[160];
+        if(dapi_jwt_verify(live, &opts, live_token, strlen(live_token), NOW, &p, w, sizeof w))
+            atomic_fetch_add(&live_failures, 1);
+    }
+    return arg;
+}
+
+static void test_reload_under_load(void)
+{
+    char dir[64], path[128], err[512], a[2048], b[2048], one[4200], two[4200];
+    t_tmpdir(dir, sizeof dir, "jwks-load");
+    snprintf(path, sizeof path, "%s/jwks.json", dir);
+    jwk_ed(a, sizeof a, ed, "d1");
+    jwk_ec(b, sizeof b, ec, "e1");
+    snprintf(one, sizeof one, "{\"keys\":[%s]}", a);
+    snprintf(two, sizeof two, "{\"keys\":[%s,%s]}", b, a);
+    t_write(path, one);
+    T_EQ_INT(dapi_jwks_load(&live, path, err, sizeof err), DAPI_OK);
+    if(!live)
+        return;
+    char *t = sign(ed, "EdDSA", "{\"alg\":\"EdDSA\",\"kid\":\"d1\"}", claims(""), NULL);
+    live_token = t;
+    pthread_t th[2];
+    for(int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, verifier, NULL);
+    for(int i = 0; i < 40; i++) {
+        t_write(path, i % 2 ? one : two);
+        T_EQ_INT(dapi_jwks_reload(live, path, err, sizeof err), DAPI_OK);
+    }
+    atomic_store(&live_stop, 1);
+    for(int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    T_EQ_INT(atomic_load(&live_failures), 0);
+    free(t);
+    dapi_jwks_free(live);
+    t_rm_rf(dir);
+}
+
 int main(void)
 {
     setup();
@@ -506,6 +556,7 @@ int main(void)
     test_malformed();
     test_jwks_errors();
     test_reload();
+    test_reload_under_load();
     dapi_jwks_free(jwks);
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(rsa2);

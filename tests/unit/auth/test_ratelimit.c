@@ -1,5 +1,7 @@
 /* Rate limits: the in-process token bucket with injected time (never sleeps): burst, refill,
  * retry-after, two owners independent, eviction of idle buckets, rate parsing. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 #include "auth/ratelimit.h"
@@ -113,6 +115,35 @@ static void test_bounded_eviction(void)
     l->free(l);
 }
 
+/* Threads taking from one bucket at one instant: exactly the burst is allowed. */
+static struct dapi_limiter *shared;
+static atomic_int shared_allowed;
+
+static void *taker(void *arg)
+{
+    unsigned char o[DAPI_KEY_HASH_LEN];
+    owner(o, 7);
+    for(int i = 0; i < 500; i++) {
+        struct dapi_limit_result r;
+        shared->take(shared, o, 1, 1000, 42, &r);
+        if(r.allowed)
+            atomic_fetch_add(&shared_allowed, 1);
+    }
+    return arg;
+}
+
+static void test_threads(void)
+{
+    T_EQ_INT(dapi_limiter_local(&shared, 0), DAPI_OK);
+    pthread_t t[4];
+    for(int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, taker, NULL);
+    for(int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    T_EQ_INT(atomic_load(&shared_allowed), 1000);
+    shared->free(shared);
+}
+
 static void test_rate_parse(void)
 {
     double r;
@@ -136,6 +167,7 @@ int main(void)
     test_burst_then_refill();
     test_two_owners_independent();
     test_bounded_eviction();
+    test_threads();
     test_rate_parse();
     T_DONE();
 }
