@@ -640,6 +640,7 @@ int dapi_jwt_verify(const struct dapi_jwks *k, const struct dapi_jwt_opts *o, co
                     size_t len, int64_t now_s, struct dapi_principal *who, char *why,
                     size_t whylen)
 {
+    memset(who, 0, sizeof *who); /* every field is the token's, or 0: the defaults */
     if(len == 0)
         return WHY("empty token");
     if(len > DAPI_JWT_MAX_BYTES)
@@ -719,8 +720,5 @@ int dapi_jwt_verify(const struct dapi_jwks *k, const struct dapi_jwt_opts *o, co
         return WHY("token claims are not base64url JSON");
     rc = check_claims(claims, o, now_s, who, why, whylen);
     dapi_jv_free(claims);
-    if(rc)
-        return -1;
-    who->client_key = NULL;
-    return 0;
+    return rc ? -1 : 0;
 }

@@ -43,7 +43,7 @@ void dapi_jwks_free(struct dapi_jwks *k);
 /* Parses a layer list ("a,b", blanks around names ignored; "*" = every layer; "" = none). */
 int dapi_scope_parse(const char *list, struct dapi_scope *out);
 
-/* Verifies token (len bytes) at now_s. On success returns 0 and fills who: id "jwt:<sub>",
+/* Verifies token (len bytes) at now_s. Clears who; on success returns 0 and fills it: id "jwt:<sub>",
  * owner = SHA-256(iss "\0" sub), scope from dapi_layers (else o->default_scope), rate and
  * burst from dapi_rate / dapi_burst (else 0: the server's defaults). Otherwise returns -1 and
  * why says what is wrong in a short phrase fit for a client ("token expired"), never
