@@ -1,9 +1,11 @@
 /* Routing and authentication. dapi's table of routes, then those other modules registered (the
  * Nekt emulator's, with --emulate-nekt); each endpoint's handler lives in its own file (health
  * here, queries and results in queries.c). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "api/api.h"
@@ -11,6 +13,8 @@
 #include "app/app.h"
 #include "app/probe.h"
 #include "auth/keystore.h"
+#include "auth/jwt.h"
+#include "auth/ratelimit.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
@@ -102,11 +106,82 @@ static enum dapi_ks_result store_key(struct dapi_req *r, struct dapi_app *app, c
     return res;
 }
 
-int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principal *who)
+/* The token of "Authorization: Bearer <token>" (scheme in any case), or NULL. */
+static const char *bearer_token(struct dapi_req *r)
+{
+    const char *v = dapi_req_header(r, "Authorization");
+    if(!v || strncasecmp(v, "Bearer ", 7) != 0)
+        return NULL;
+    v += 7;
+    while(*v == ' ')
+        v++;
+    return v;
+}
+
+/* A Bearer token: verified against --jwks-file; the principal comes from its claims. */
+static int bearer(struct dapi_req *r, struct dapi_app *app, const char *token,
+                  struct dapi_principal *who)
+{
+    static const char challenge[] = "Bearer realm=\"dapi\", error=\"invalid_token\"";
+    if(!app->jwks) {
+        dapi_respond_error_h(r, 401, "Bearer tokens are not accepted by this server",
+                             "no --jwks-file is set: send an x-api-key header", "WWW-Authenticate",
+                             "Bearer realm=\"dapi\"");
+        return -1;
+    }
+    char why[160];
+    size_t len = strlen(token);
+    if(dapi_jwt_verify(app->jwks, app->jwt, token, len, dapi_clock_wall_s(), who, why,
+                       sizeof why)) {
+        dapi_respond_error_h(r, 401, "Invalid token", why, "WWW-Authenticate", challenge);
+        return -1;
+    }
+    return 0;
+}
+
+/* Takes one request from the principal's bucket: RateLimit headers on the answer, or 429. */
+static int rate_limit(struct dapi_req *r, struct dapi_app *app, const struct dapi_principal *who)
+{
+    double rate = who->rate > 0 ? who->rate : who->rate < 0 ? 0 : app->rate_default;
+    if(rate <= 0 || !app->limiter)
+        return 0; /* no limit */
+    double burst = who->burst > 0  ? who->burst
+                   : who->rate > 0 ? (ceil(rate) > 1 ? ceil(rate) : 1)
+                                   : app->burst_default;
+    if(burst < 1)
+        burst = 1;
+    struct dapi_limit_result res;
+    app->limiter->take(app->limiter, who->owner, rate, burst, dapi_clock_mono_ms(), &res);
+    char policy[64], state[96];
+    long long window = (long long)ceil(burst / rate);
+    snprintf(policy, sizeof policy, "%lld;w=%lld", (long long)burst, window > 0 ? window : 1);
+    snprintf(state, sizeof state, "limit=%lld, remaining=%lld, reset=%lld", (long long)burst,
+             (long long)res.remaining, (long long)((res.reset_ms + 999) / 1000));
+    dapi_req_add_header(r, "RateLimit-Policy", policy);
+    dapi_req_add_header(r, "RateLimit", state);
+    if(res.allowed)
+        return 0;
+    char ra[24], details[200];
+    snprintf(ra, sizeof ra, "%lld", (long long)((res.retry_after_ms + 999) / 1000));
+    int per_min = rate < 1; /* 0.05 per second reads better as 3 per minute */
+    snprintf(details, sizeof details,
+             "at most %.6g requests per %s with bursts of %lld for this %s; retry in %s s",
+             per_min ? rate * 60 : rate, per_min ? "minute" : "second", (long long)burst,
+             strncmp(who->id, "jwt:", 4) == 0 ? "token's subject" : "key", ra);
+    dapi_respond_error_h(r, 429, "Rate limit exceeded", details, "Retry-After", ra);
+    return -1;
+}
+
+static int authenticate(struct dapi_req *r, struct dapi_app *app, struct dapi_principal *who)
 {
     const char *key = dapi_req_header(r, "x-api-key");
     memset(who, 0, sizeof *who);
     who->scope.all = 1;
+    /* A token when the server takes tokens; without --jwks-file, an Authorization header
+     * beside an x-api-key (meant for another hop, say) is left alone. */
+    const char *token = bearer_token(r);
+    if(token && (app->jwks || !key || !*key))
+        return bearer(r, app, token, who);
     if(!key || !*key) {
         dapi_respond_error(r, 401, "Missing API key. Please provide 'x-api-key' header", NULL);
         return -1;
@@ -126,6 +201,13 @@ int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principa
         return -1;
     }
     return 0;
+}
+
+int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principal *who)
+{
+    if(authenticate(r, app, who))
+        return -1;
+    return rate_limit(r, app, who);
 }
 
 int dapi_api_register_routes(struct dapi_app *app, const struct dapi_route *table, size_t n)

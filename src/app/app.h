@@ -8,8 +8,10 @@
 struct dapi_emu;
 struct dapi_engine;
 struct dapi_http;
+struct dapi_jwks;
 struct dapi_keys;
 struct dapi_keystore;
+struct dapi_limiter;
 struct dapi_pool;
 struct dapi_queries;
 struct dapi_req;
@@ -23,6 +25,10 @@ struct dapi_app {
     struct dapi_backend_env backend_env; /* what it may use (backend.h) */
     struct dapi_keys *keys;              /* NULL when client keys are forwarded to Nekt */
     struct dapi_keystore *keystore;      /* the key store (auth/keystore.h); always open */
+    struct dapi_jwks *jwks;              /* --jwks-file: Bearer tokens accepted; else NULL */
+    const struct dapi_jwt_opts *jwt;     /* audience, issuer, skew, default scope */
+    struct dapi_limiter *limiter;        /* rate limits (auth/ratelimit.h) */
+    double rate_default, burst_default;  /* --rate-limit (per second; 0 = none), --rate-burst */
     struct dapi_engine *engine;
     struct dapi_queries *queries;
     struct dapi_pool *check_pool; /* validates SQL for POST /api/queries (short jobs) */

@@ -12,6 +12,8 @@
 #include "app/notify.h"
 #include "app/probe.h"
 #include "auth/keystore.h"
+#include "auth/jwt.h"
+#include "auth/ratelimit.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "emu/emu.h"
@@ -146,7 +148,65 @@ struct serve {
     char keys_file[4200];         /* the key store in use */
     char keys_file_default[4200]; /* <state-dir>/keys */
     int used_warned;              /* writing <keys file>.last-used failed (logged once) */
+    struct dapi_jwt_opts jwt;     /* --jwt-audience, --jwt-issuer, skew, default layers */
 };
+
+/* serve_build's result: 0, or the exit status of a server that does not start. */
+enum { BUILT = 0, START_FAILED = 1, BAD_CONFIG = 2 };
+
+/* Rate limits and Bearer tokens: the limiter with --rate-limit / --rate-burst, and the JWKS
+ * of --jwks-file with its settings. Returns BUILT or BAD_CONFIG (having printed why). */
+static int build_auth(struct serve *s, int forward)
+{
+    struct dapi_config *cfg = &s->cfg;
+    struct dapi_app *app = &s->app;
+    double per_s;
+    int64_t n;
+    if(dapi_rate_parse(cfg->rate_limit, &per_s, &n)) {
+        fprintf(stderr,
+                "dapi serve: invalid value for --rate-limit: '%.64s' (N/s, N/min or N/h, or 0 "
+                "for no limit)\n",
+                cfg->rate_limit);
+        return BAD_CONFIG;
+    }
+    app->rate_default = per_s;
+    app->burst_default = cfg->rate_burst > 0 ? (double)cfg->rate_burst : (double)(n > 0 ? n : 1);
+    if(dapi_limiter_local(&app->limiter, 0)) {
+        fprintf(stderr, "dapi serve: out of memory\n");
+        return START_FAILED;
+    }
+    if(!cfg->jwks_file) {
+        if(cfg->jwt_audience || cfg->jwt_issuer || cfg->jwt_default_layers)
+            dapi_warn("--jwt-* settings are ignored without --jwks-file");
+        return BUILT;
+    }
+    if(!cfg->jwt_audience || !*cfg->jwt_audience || !cfg->jwt_issuer || !*cfg->jwt_issuer) {
+        fprintf(stderr, "dapi serve: --jwks-file needs --jwt-audience and --jwt-issuer\n");
+        return BAD_CONFIG;
+    }
+    if(forward) {
+        fprintf(stderr, "dapi serve: --jwks-file cannot be used while client keys are forwarded "
+                        "to Nekt (set DAPI_NEKT_API_KEY)\n");
+        return BAD_CONFIG;
+    }
+    if(dapi_scope_parse(cfg->jwt_default_layers ? cfg->jwt_default_layers : "",
+                        &s->jwt.default_scope)) {
+        fprintf(stderr,
+                "dapi serve: invalid value for --jwt-default-layers: '%.64s' (layer names "
+                "separated by commas, or *)\n",
+                cfg->jwt_default_layers);
+        return BAD_CONFIG;
+    }
+    s->jwt.audience = cfg->jwt_audience;
+    s->jwt.issuer = cfg->jwt_issuer;
+    s->jwt.skew_s = cfg->jwt_clock_skew;
+    app->jwt = &s->jwt;
+    if(dapi_jwks_load(&app->jwks, cfg->jwks_file, s->err, sizeof s->err)) {
+        fprintf(stderr, "dapi serve: %s\n", s->err);
+        return BAD_CONFIG;
+    }
+    return BUILT;
+}
 
 /* --help, the configuration, logging, the listen address and test faults. Returns -1 to go
  * on, else the exit code (0 after --help, 2 for a bad configuration). */
@@ -186,8 +246,6 @@ static int serve_config(struct serve *s, int argc, char **argv)
     return -1;
 }
 
-/* serve_build's result: 0, or the exit status of a server that does not start. */
-enum { BUILT = 0, START_FAILED = 1, BAD_CONFIG = 2 };
 
 /* Builds the server from its parts, in order: signals, directories, keys, engine, memory cap,
  * pools, prober, backend, emulator, registry (and the queries to resume), HTTP. Returns BUILT,
@@ -252,6 +310,9 @@ static int serve_build(struct serve *s)
         fprintf(stderr, "dapi serve: %s\n", err);
         return BAD_CONFIG;
     }
+    int auth = build_auth(s, forward);
+    if(auth != BUILT)
+        return auth;
     char downloads[4200];
     snprintf(downloads, sizeof downloads, "%s/queries", cfg->state_dir);
     if(mkdirs(downloads, err, errlen)) {
@@ -413,6 +474,14 @@ static void serve_reload(struct serve *s)
             dapi_info("SIGHUP: keys reloaded from %s%s: %zu key(s)", cfg->api_keys_file,
                       cfg->api_keys_env ? " and DAPI_API_KEYS" : "", n);
     }
+    if(app->jwks) {
+        if(dapi_jwks_reload(app->jwks, cfg->jwks_file, err, sizeof err))
+            dapi_warn("SIGHUP: JWKS not reloaded: %s; the %zu key(s) in use are kept", err,
+                      dapi_jwks_count(app->jwks));
+        else
+            dapi_info("SIGHUP: JWKS reloaded from %s: %zu key(s)", cfg->jwks_file,
+                      dapi_jwks_count(app->jwks));
+    }
 }
 
 /* Says where the server listens, then does the housekeeping until SIGTERM/SIGINT, which it
@@ -515,6 +584,9 @@ static void serve_free(struct serve *s, int code)
     dapi_keys_free(app->keys);
     keystore_flush(s, 0);
     dapi_keystore_free(app->keystore);
+    dapi_jwks_free(app->jwks);
+    if(app->limiter)
+        app->limiter->free(app->limiter);
     free(s->dev);
     if(code == 0)
         dapi_info("stopped");

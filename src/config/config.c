@@ -49,6 +49,26 @@ static const struct setting settings[] = {
      "when it changes)"},
     {NULL, "DAPI_API_KEYS", K_STR, O(api_keys_env), NULL, 0, 0, NULL,
      "comma-separated API keys (development convenience)"},
+    {"rate-limit", "DAPI_RATE_LIMIT", K_STR, O(rate_limit), "0", 0, 0, NULL,
+     "requests a principal (key or token) without its own rate may make: N/s, N/min or N/h, "
+     "a token bucket per principal (429 above); 0 = no limit"},
+    {"rate-burst", "DAPI_RATE_BURST", K_I64, O(rate_burst), "0", 0, 1000000000, NULL,
+     "requests such a principal may make at once (the bucket's size; 0 = the N of "
+     "--rate-limit)"},
+    {"jwks-file", "DAPI_JWKS_FILE", K_PATH, O(jwks_file), NULL, 0, 0, NULL,
+     "JSON Web Key Set (RSA, EC P-256, Ed25519 public keys) whose tokens are accepted as "
+     "'Authorization: Bearer <JWT>' (read again on SIGHUP); needs --jwt-audience and "
+     "--jwt-issuer"},
+    {"jwt-audience", "DAPI_JWT_AUDIENCE", K_STR, O(jwt_audience), NULL, 0, 0, NULL,
+     "the value a token's aud claim must hold"},
+    {"jwt-issuer", "DAPI_JWT_ISSUER", K_STR, O(jwt_issuer), NULL, 0, 0, NULL,
+     "the value a token's iss claim must equal"},
+    {"jwt-default-layers", "DAPI_JWT_DEFAULT_LAYERS", K_STR, O(jwt_default_layers), NULL, 0, 0,
+     NULL,
+     "layers a token without a dapi_layers claim may read: comma-separated names, or * for "
+     "all; unset = none"},
+    {"jwt-clock-skew", "DAPI_JWT_CLOCK_SKEW", K_I64, O(jwt_clock_skew), "60", 0, 3600, NULL,
+     "seconds of clock difference allowed when checking a token's exp and nbf"},
     {"log-format", "DAPI_LOG_FORMAT", K_CHOICE, O(log_format), "text", 0, 0, "text|json",
      "log line format (server and access lines)"},
     {"log-level", "DAPI_LOG_LEVEL", K_CHOICE, O(log_level), "info", 0, 0, "debug|info|warn|error",
@@ -367,10 +387,11 @@ enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, c
         if((result = apply(cfg, s, v, flag, err, errlen)))
             return result;
     }
-    char **paths[] = {&cfg->data_dir,  &cfg->state_dir, &cfg->api_keys_file,
-                      &cfg->keys_file, &cfg->log_file,  &cfg->access_log};
+    char **paths[] = {&cfg->data_dir, &cfg->state_dir,  &cfg->api_keys_file, &cfg->keys_file,
+                      &cfg->log_file, &cfg->access_log, &cfg->jwks_file};
     static const char *const names[] = {"--data-dir",  "--state-dir", "--api-keys-file",
-                                        "--keys-file", "--log-file",  "--access-log"};
+                                        "--keys-file", "--log-file",  "--access-log",
+                                        "--jwks-file"};
     for(size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if(!*paths[i])
             continue;

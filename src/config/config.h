@@ -17,11 +17,18 @@ struct dapi_config {
     char *state_dir;     /* absolute after dapi_config_load */
     char *api_keys_file; /* NULL = unset */
     char *keys_file;     /* the key store; NULL = <state-dir>/keys */
-    char *log_format;    /* "text" | "json" */
-    char *log_level;     /* "debug" | "info" | "warn" | "error" */
-    char *log_file;      /* NULL = stderr; absolute after dapi_config_load */
-    char *access_log;    /* NULL = with the server lines; absolute after dapi_config_load */
-    int workers;         /* query execution threads */
+    char *rate_limit;    /* default rate: "N/s", "N/min", "N/h" or "0" (auth/ratelimit.h) */
+    int64_t rate_burst;  /* default burst; 0 = the N of rate_limit */
+    char *jwks_file;     /* NULL = no Bearer tokens; absolute after dapi_config_load */
+    char *jwt_audience;
+    char *jwt_issuer;
+    char *jwt_default_layers; /* "a,b", "*" or NULL (none) */
+    int64_t jwt_clock_skew;   /* s */
+    char *log_format;         /* "text" | "json" */
+    char *log_level;          /* "debug" | "info" | "warn" | "error" */
+    char *log_file;           /* NULL = stderr; absolute after dapi_config_load */
+    char *access_log;         /* NULL = with the server lines; absolute after dapi_config_load */
+    int workers;              /* query execution threads */
     int http_threads;
     int64_t max_body_bytes;
     int64_t max_header_bytes;

@@ -82,7 +82,13 @@ struct dapi_req {
     size_t resp_len;
     const char *xh, *xv;
     char xv_buf[128]; /* copy of the extra header's value */
-    int fd;           /* file body (>= 0) instead of resp */
+    /* headers added before the response (dapi_req_add_header), sent with it */
+    struct {
+        const char *name;
+        char value[DAPI_REQ_HEADER_VALUE_MAX + 1];
+    } added[DAPI_REQ_ADDED_HEADERS];
+    int n_added;
+    int fd; /* file body (>= 0) instead of resp */
     uint64_t fd_size;
     const char *ctype;
     unsigned long long bytes_sent;
@@ -131,6 +137,21 @@ void dapi_req_defer(struct dapi_req *r)
     pthread_mutex_lock(&r->mu);
     r->deferred = 1;
     pthread_mutex_unlock(&r->mu);
+}
+
+int dapi_req_add_header(struct dapi_req *r, const char *name, const char *value)
+{
+    size_t len = strlen(value);
+    int ok = -1;
+    pthread_mutex_lock(&r->mu);
+    if(!r->answered && r->n_added < DAPI_REQ_ADDED_HEADERS && len <= DAPI_REQ_HEADER_VALUE_MAX) {
+        r->added[r->n_added].name = name;
+        memcpy(r->added[r->n_added].value, value, len + 1);
+        r->n_added++;
+        ok = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
 }
 
 static void answer_locked(struct dapi_req *r)
@@ -201,6 +222,8 @@ static enum MHD_Result queue(struct dapi_req *r)
     }
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
+    for(int i = 0; i < r->n_added; i++)
+        MHD_add_response_header(resp, r->added[i].name, r->added[i].value);
     if(r->rid[0])
         MHD_add_response_header(resp, "X-Request-Id", r->rid);
     /* libmicrohttpd then closes the connection after the response instead of reading the

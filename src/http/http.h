@@ -79,6 +79,14 @@ void dapi_req_defer(struct dapi_req *r);
  * application/json. Callable from any thread, exactly once per request. */
 void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
                       const char *extra_header, const char *extra_value);
+/* Adds a header to whatever response the request gets (dapi_req_respond, _file), e.g. the
+ * RateLimit fields set once a request is authenticated. name must be a static string; value
+ * is copied (at most DAPI_REQ_HEADER_VALUE_MAX bytes). At most DAPI_REQ_ADDED_HEADERS per
+ * request. Call before the response; returns 0, or -1 (too many, too long, already
+ * answered: the header is not sent). */
+#define DAPI_REQ_ADDED_HEADERS 4
+#define DAPI_REQ_HEADER_VALUE_MAX 127
+int dapi_req_add_header(struct dapi_req *r, const char *name, const char *value);
 
 /* Sends the open file fd (size bytes, taken: closed by the server) as the body, with the
  * given Content-Type. Callable from any thread, exactly once per request. */

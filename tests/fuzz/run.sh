@@ -51,7 +51,10 @@ LIBS[fuzz_sandbox]="-ljansson"
 # dapi_api_parse_pyint lives in src/api/queries.c, which needs most of the library: link
 # queries.c itself into the driver and the rest from an instrumented copy of the library.
 SRCS[fuzz_pyint]="src/api/queries.c";                            LIBS[fuzz_pyint]="LIBDAPI"
-all=(fuzz_jsonin fuzz_pyint fuzz_json_str fuzz_result fuzz_faults fuzz_page fuzz_sandbox)
+# Bearer tokens and JWKS files (src/auth/jwt.c, OpenSSL; limits from ratelimit.c).
+SRCS[fuzz_jwt]="src/auth/jwt.c src/auth/ratelimit.c src/auth/keys.c src/base/jsonin.c"
+LIBS[fuzz_jwt]="-ljansson -lcrypto -lm"
+all=(fuzz_jsonin fuzz_pyint fuzz_json_str fuzz_result fuzz_faults fuzz_page fuzz_sandbox fuzz_jwt)
 drivers=("$@")
 [ ${#drivers[@]} -eq 0 ] && drivers=("${all[@]}")
 for d in "${drivers[@]}"; do

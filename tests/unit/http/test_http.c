@@ -52,6 +52,19 @@ static void dispatch(struct dapi_req *r, void *app)
     }
     if(strcmp(path, "/none") == 0)
         return;
+    if(strcmp(path, "/added") == 0) { /* headers added before the answer, with its own one */
+        char longv[DAPI_REQ_HEADER_VALUE_MAX + 2];
+        memset(longv, 'v', sizeof longv - 1);
+        longv[sizeof longv - 1] = '\0';
+        int rc = dapi_req_add_header(r, "RateLimit", "limit=3, remaining=2, reset=1");
+        rc |= dapi_req_add_header(r, "RateLimit-Policy", "3;w=1");
+        rc |= dapi_req_add_header(r, "X-Third", "3") | dapi_req_add_header(r, "X-Fourth", "4");
+        int refused = dapi_req_add_header(r, "X-Fifth", "5") == -1 &&
+                      dapi_req_add_header(r, "X-Long", longv) == -1;
+        char *body = strdup(rc == 0 && refused ? "ok" : "bad");
+        dapi_req_respond(r, 429, body, body ? strlen(body) : 0, "Retry-After", "2");
+        return;
+    }
     if(strcmp(path, "/args") == 0) {
         static const char *const names[] = {"a", "b", "c", "d", "e"};
         size_t n = 0;
@@ -397,6 +410,25 @@ static int send_deferred(struct dapi_req **r)
     return fd;
 }
 
+/* dapi_req_add_header: up to DAPI_REQ_ADDED_HEADERS, sent beside the response's own header;
+ * more, or longer values, are refused; none leaks into the next request's answer. */
+static void test_added_headers(void)
+{
+    struct t_http_msg m;
+    char v[160];
+    T_EQ_INT(exchange("GET /added HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 429);
+    T_EQ_STR(m.body, "ok");
+    T_EQ_STR(t_http_header(&m, "RateLimit", v, sizeof v), "limit=3, remaining=2, reset=1");
+    T_EQ_STR(t_http_header(&m, "RateLimit-Policy", v, sizeof v), "3;w=1");
+    T_EQ_STR(t_http_header(&m, "X-Fourth", v, sizeof v), "4");
+    T_EQ_STR(t_http_header(&m, "Retry-After", v, sizeof v), "2");
+    T_CHECK(!t_http_header(&m, "X-Fifth", v, sizeof v), "fifth header not sent");
+    t_http_msg_free(&m);
+    T_EQ_INT(exchange("GET /plain HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 200);
+    T_CHECK(!t_http_header(&m, "RateLimit", v, sizeof v), "not on another request");
+    t_http_msg_free(&m);
+}
+
 static void test_deferred(void)
 {
     struct dapi_req *r;
@@ -656,6 +688,7 @@ int main(void)
     test_keep_alive();
     test_no_answer();
     test_deferred();
+    test_added_headers();
     test_start_writes_nothing_on_stderr();
     test_per_address_limit();
     test_quiesce_under_load();
