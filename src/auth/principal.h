@@ -23,10 +23,10 @@ struct dapi_principal {
     /* Owns the slugs it creates: the hash of the key (plain keys), of the store key's public
      * id (so a rotated key keeps its queries), or of the token's issuer + subject. */
     unsigned char owner[DAPI_KEY_HASH_LEN];
-    char id[64];    /* public id for logs: the store key's id, "jwt:<sub>", or "" */
+    char id[64]; /* public id for logs: the store key's id, "jwt:<sub>", or "" */
     struct dapi_scope scope;
-    double rate;    /* requests per second allowed; 0 = the server's default */
-    double burst;   /* bucket size; 0 = the server's default */
+    double rate;              /* requests per second allowed; 0 = the server's default */
+    double burst;             /* bucket size; 0 = the server's default */
     const char *client_key;   /* the x-api-key as sent (borrowed; for Nekt forwarding) or NULL */
     const char *upstream_key; /* Nekt: the upstream key this principal uses, or NULL */
 };

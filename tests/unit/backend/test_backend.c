@@ -179,7 +179,9 @@ static void create(struct parts *p, const char *sql, const unsigned char *kh, st
 {
     struct dapi_reply rp = catcher(c);
     T_EQ_INT(dapi_queries_admit(p->queries, kh), DAPI_OK);
-    p->b->ops->create(p->state, strdup(sql), "client-key", kh, rp);
+    struct dapi_principal who = {.scope.all = 1, .client_key = "client-key"};
+    memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
+    p->b->ops->create(p->state, strdup(sql), &who, rp);
     T_EQ_INT(await(c), 1);
 }
 
@@ -188,7 +190,9 @@ static void results(struct parts *p, const char *slug, uint64_t page, const unsi
 {
     char text[32];
     snprintf(text, sizeof text, "%llu", (unsigned long long)page);
-    p->b->ops->results(p->state, slug, page, text, "client-key", kh, catcher(c));
+    struct dapi_principal who = {.scope.all = 1, .client_key = "client-key"};
+    memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
+    p->b->ops->results(p->state, slug, page, text, &who, catcher(c));
     T_EQ_INT(await(c), 1);
 }
 
@@ -397,7 +401,9 @@ static int64_t create_as(struct parts *p, const char *sql, const char *client_ke
     struct dapi_reply rp = catcher(c);
     T_EQ_INT(dapi_queries_admit(p->queries, kh), DAPI_OK);
     int64_t t0 = dapi_clock_mono_ms();
-    p->b->ops->create(p->state, strdup(sql), client_key, kh, rp);
+    struct dapi_principal who = {.scope.all = 1, .client_key = client_key};
+    memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
+    p->b->ops->create(p->state, strdup(sql), &who, rp);
     T_EQ_INT(await(c), 1);
     return dapi_clock_mono_ms() - t0;
 }
