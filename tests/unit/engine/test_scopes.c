@@ -170,8 +170,7 @@ static void test_tables(void)
               &pub, "secret", 1);
     forbidden("SELECT 1 AS x WHERE EXISTS (SELECT 1 FROM secret.t)", &pub, "secret", 1);
     forbidden("SELECT * FROM (SELECT * FROM (SELECT * FROM secret.t))", &pub, "secret", 1);
-    forbidden("SELECT a::VARCHAR FROM pub.t UNION ALL SELECT a FROM secret.t", &pub, "secret",
-              1);
+    forbidden("SELECT a::VARCHAR FROM pub.t UNION ALL SELECT a FROM secret.t", &pub, "secret", 1);
     forbidden("SELECT a FROM secret.t INTERSECT SELECT a FROM secret.t", &pub, "secret", 1);
     forbidden("SELECT * FROM pub.t, LATERAL (SELECT * FROM secret.t) s", &pub, "secret", 1);
     forbidden("SELECT * FROM secret.t PIVOT (count(*) FOR a IN ('SECRET'))", &pub, "secret", 1);
@@ -179,8 +178,8 @@ static void test_tables(void)
     forbidden("SELECT * FROM unnest((SELECT list(a) FROM secret.t))", &pub, "secret", 1);
     forbidden("SELECT list_transform([1], x -> (SELECT max(a) FROM secret.t)) AS l", &pub,
               "secret", 0);
-    forbidden("SELECT count(*) FILTER (WHERE a::VARCHAR IN (SELECT a FROM secret.t)) FROM pub.t", &pub,
-              "secret", 1);
+    forbidden("SELECT count(*) FILTER (WHERE a::VARCHAR IN (SELECT a FROM secret.t)) FROM pub.t",
+              &pub, "secret", 1);
     forbidden("SELECT * FROM pub.t ORDER BY (SELECT max(a) FROM secret.t)", &pub, "secret", 1);
     forbidden("VALUES ((SELECT max(a) FROM secret.t))", &pub, "secret", 1);
     /* a layer folder that is a link to another layer: a layer of its own, outside the scope */
@@ -345,9 +344,9 @@ int main(void)
         char path[700], *msg = NULL;
         uint64_t rows;
         snprintf(path, sizeof path, "%s/%s", root, parquet[i]);
-        T_EQ_INT(dapi_engine_export_parquet(con, "SELECT 'SECRET' AS a", 1, path, 0, 0, &rows,
-                                            &msg),
-                 DAPI_OK);
+        T_EQ_INT(
+            dapi_engine_export_parquet(con, "SELECT 'SECRET' AS a", 1, path, 0, 0, &rows, &msg),
+            DAPI_OK);
         free(msg);
     }
     test_tables();
