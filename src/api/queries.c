@@ -229,6 +229,7 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
     struct dapi_principal who;
     if(dapi_api_auth(r, app, &who))
         return;
+    dapi_test_scopes_apply(app->test_scopes, who.client_key, &who.scope); /* tests only */
     const unsigned char *hash = who.owner;
     if(!is_json_type(dapi_req_header(r, "Content-Type"))) {
         dapi_respond_error(r, 415, "Unsupported Media Type",
@@ -285,6 +286,7 @@ void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug
     struct dapi_principal who;
     if(dapi_api_auth(r, app, &who))
         return;
+    dapi_test_scopes_apply(app->test_scopes, who.client_key, &who.scope); /* tests only */
     const char *p = dapi_req_arg(r, "page_number");
     int neg = 0, big = 0;
     int64_t page = 1;

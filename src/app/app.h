@@ -3,6 +3,7 @@
 #define DAPI_APP_H
 
 #include <stdatomic.h>
+#include "auth/testscopes.h"
 #include "backend/backend.h"
 
 struct dapi_emu;
@@ -17,10 +18,11 @@ struct dapi_route;
 
 struct dapi_app {
     const struct dapi_config *cfg;
-    const struct dapi_backend *backend;  /* the registry's row for --backend */
-    void *backend_state;                 /* made by its start */
-    struct dapi_backend_env backend_env; /* what it may use (backend.h) */
-    struct dapi_keys *keys;              /* NULL when client keys are forwarded to Nekt */
+    const struct dapi_backend *backend;   /* the registry's row for --backend */
+    void *backend_state;                  /* made by its start */
+    struct dapi_backend_env backend_env;  /* what it may use (backend.h) */
+    struct dapi_keys *keys;               /* NULL when client keys are forwarded to Nekt */
+    struct dapi_test_scopes *test_scopes; /* DAPI_TEST_SCOPES (tests only), or NULL */
     struct dapi_engine *engine;
     struct dapi_queries *queries;
     struct dapi_pool *check_pool; /* validates SQL for POST /api/queries (short jobs) */

@@ -173,8 +173,12 @@ static int serve_config(struct serve *s, int argc, char **argv)
     if(dapi_log_open(s->cfg.log_file, s->cfg.access_log, s->err, sizeof s->err) ||
        dapi_http_resolve(s->cfg.host, s->cfg.port, &s->listen, s->err, sizeof s->err) ||
        test_faults(&s->po.fail, s->err, sizeof s->err) ||
+       dapi_test_scopes_parse(getenv("DAPI_TEST_SCOPES"), &s->app.test_scopes, s->err,
+                              sizeof s->err) ||
        dapi_faults_parse(&faults, s->cfg.emulate_faults, s->err, sizeof s->err)) {
         fprintf(stderr, "dapi serve: %s\n", s->err);
+        dapi_test_scopes_free(s->app.test_scopes);
+        s->app.test_scopes = NULL;
         dapi_config_free(&s->cfg);
         return 2;
     }
@@ -197,6 +201,9 @@ static int serve_build(struct serve *s)
     struct dapi_app *app = &s->app;
     char *err = s->err;
     size_t errlen = sizeof s->err;
+    if(app->test_scopes)
+        dapi_warn("test hook DAPI_TEST_SCOPES is on: %zu key(s) limited to the layers it lists",
+                  dapi_test_scopes_count(app->test_scopes));
 
     /* Signals are taken by sigtimedwait in serve_run; block them before any thread starts. */
     sigemptyset(&s->sigs);
@@ -454,6 +461,7 @@ static void serve_free(struct serve *s, int code)
     dapi_queries_close(app->queries);
     dapi_engine_close(app->engine);
     dapi_keys_free(app->keys);
+    dapi_test_scopes_free(app->test_scopes);
     free(s->dev);
     if(code == 0)
         dapi_info("stopped");
