@@ -20,7 +20,7 @@ def lists(src):
 
     def refusals(var):
         m = re.search(r"const struct dapi_refusal %s\[\] = \{(.*?)\n\};" % var, text, re.S)
-        return re.findall(r'\{"((?:[^"\\]|\\.)*)", "((?:[^"\\]|\\.)*)"\}', m.group(1))
+        return re.findall(r'\{\s*"((?:[^"\\]|\\.)*)",\s*"((?:[^"\\]|\\.)*)"\s*\}', m.group(1))
 
     return (names("dapi_allow_lake_table"), names("dapi_allow_pure_table"),
             names("dapi_allow_scalar"), refusals("dapi_refuse_table"),

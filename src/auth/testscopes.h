@@ -7,7 +7,7 @@
 #define DAPI_TESTSCOPES_H
 
 #include <stddef.h>
-#include "auth/principal.h"
+#include "base/scope.h"
 
 struct dapi_test_scopes;
 

@@ -7,7 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "auth/principal.h"
+#include "base/scope.h"
 #include "dapi/err.h"
 #include "engine/colvec.h"
 

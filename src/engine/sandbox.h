@@ -8,7 +8,7 @@
 #define DAPI_SANDBOX_H
 
 #include <stddef.h>
-#include "auth/principal.h"
+#include "base/scope.h"
 #include "dapi/err.h"
 
 /* A tree larger than this many nodes once its CTEs are inlined is refused: DuckDB's planner

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "auth/keys.h"
-#include "auth/principal.h"
+#include "base/scope.h"
 #include "dapi/err.h"
 #include "store/result.h"
 
