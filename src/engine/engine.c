@@ -254,6 +254,20 @@ char *dapi_engine_locate_error(const char *msg, const char *sql)
     return dapi_buf_take(&b, NULL);
 }
 
+/* For a scoped query: removes DuckDB's "Did you mean …?" lines from its message. The binder
+ * suggests names from the whole catalog ("Table with name e does not exist! Did you mean
+ * "finance.e"?"), which would tell a scoped key the tables of layers outside its scope. */
+static void scrub_suggestions(char *msg, const struct dapi_scope *scope)
+{
+    static const char hint[] = "\nDid you mean ";
+    if(!msg || !scope || scope->all)
+        return;
+    for(char *at; (at = strstr(msg, hint));) {
+        char *end = strchr(at + 1, '\n');
+        memmove(at, end ? end : at + strlen(at), strlen(end ? end : at + strlen(at)) + 1);
+    }
+}
+
 /* Adds the error's line and column to an engine message about sql, when DuckDB said where. */
 static void locate(char **msg, const char *sql)
 {
@@ -856,8 +870,10 @@ enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
         free(*msg);
         *msg = NULL;
     }
-    if(result == DAPI_ERR_SQL)
+    if(result == DAPI_ERR_SQL) {
+        scrub_suggestions(*msg, scope);
         locate(msg, sql);
+    }
     return result;
 }
 
@@ -1261,8 +1277,10 @@ out:
         free(*msg);
         *msg = NULL;
     }
-    if(result == DAPI_ERR_SQL && !trusted)
+    if(result == DAPI_ERR_SQL && !trusted) {
+        scrub_suggestions(*msg, scope);
         locate(msg, sql); /* (a wrapped query's LINE block is not the client's: left as is) */
+    }
     return result;
 }
 

@@ -129,6 +129,11 @@ def test_scoped_key_reads_only_its_layers():
         eq(srv.query('SELECT a FROM "PUB"."T"', key=KEY_PUB), [{"a": 1}], "rows")
         eq(srv.query("SELECT a FROM read_csv('%s/pub/t.csv')" % lake, key=KEY_PUB), [{"a": 1}],
            "rows of its own file")
+        # DuckDB's "Did you mean" would name other layers' tables: not to a scoped key
+        r = srv.create_resp({"sql_query": "SELECT * FROM pub.e"}, key=KEY_PUB)
+        d = expect_error(r, 400).get("details") or ""
+        check("does not exist" in d and "secret" not in d and "mirror" not in d,
+              "no other layer's table named: %r" % d)
         # a key scoped to no layer reads none
         _forbidden(srv, {"sql_query": "SELECT * FROM pub.t"}, "pub", key=KEY_NONE)
         eq(srv.query("SELECT 1 AS one", key=KEY_NONE), [{"one": 1}], "no table: fine")

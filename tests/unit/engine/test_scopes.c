@@ -288,6 +288,32 @@ static void test_files(void)
     allowed("SELECT * FROM glob('DATA/pub/t*')", &pub, 1);
 }
 
+/* DuckDB's binder suggests names from the whole catalog: a scoped key is not told the tables
+ * of other layers that way (an unscoped one still gets the suggestion). */
+static void test_no_names_of_other_layers(void)
+{
+    static const char *const sqls[] = {"SELECT * FROM pub.e", "SELECT * FROM pub.p",
+                                       "SELECT * FROM \"pub\".\"parts\""};
+    for(size_t i = 0; i < N(sqls); i++) {
+        char *msg = NULL;
+        uint64_t rows;
+        T_EQ_INT(check(sqls[i], &pub, &msg), DAPI_ERR_SQL);
+        T_CHECK(msg && strstr(msg, "does not exist") && !strstr(msg, "secret") &&
+                    !strstr(msg, "Did you mean") && strstr(msg, "LINE 1"),
+                "no other layer named in [%s]: %s", sqls[i], msg ? msg : "");
+        free(msg);
+        msg = NULL;
+        T_EQ_INT(run(sqls[i], &pub, &rows, &msg), DAPI_ERR_SQL);
+        T_CHECK(msg && !strstr(msg, "secret"), "run: %s", msg ? msg : "");
+        free(msg);
+    }
+    char *msg = NULL;
+    T_EQ_INT(check("SELECT * FROM pub.e", NULL, &msg), DAPI_ERR_SQL);
+    T_CHECK(msg && strstr(msg, "Did you mean"), "unscoped: the suggestion stays: %s",
+            msg ? msg : "");
+    free(msg);
+}
+
 /* The pure helper: which layer a path is in. */
 static void test_path_layer(void)
 {
@@ -351,6 +377,7 @@ int main(void)
     }
     test_tables();
     test_files();
+    test_no_names_of_other_layers();
     dapi_econn_close(con);
 out:
     dapi_engine_close(eng);
