@@ -590,6 +590,27 @@ static int lake_layer_in_scope(void *arg, const struct dapi_scope *scope, const 
     return 0;
 }
 
+/* The layer the files of the table schema.table (as DuckDB resolves names: ignoring case)
+ * really lie in, when it is not in scope. */
+static const char *lake_table_problem(void *arg, const struct dapi_scope *scope,
+                                      const char *schema, const char *table, char *out, size_t n)
+{
+    struct dapi_engine *e = arg;
+    const char *problem = NULL;
+    pthread_mutex_lock(&e->lake_lock);
+    for(size_t i = 0; i < e->views.n && !problem; i++) {
+        const struct view *v = &e->views.v[i];
+        if(!v->layer || strcasecmp(v->layer, schema) != 0 || strcasecmp(v->table, table) != 0)
+            continue;
+        if(!v->real || !dapi_scope_allows(scope, v->real)) {
+            snprintf(out, n, "%s", v->real ? v->real : "(files of several layers)");
+            problem = out;
+        }
+    }
+    pthread_mutex_unlock(&e->lake_lock);
+    return problem;
+}
+
 static int catalog_has_name(void *arg, const char *lname)
 {
     struct dapi_engine *e = arg;
@@ -746,7 +767,8 @@ static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, const struct
                               .is_catalog_name = catalog_has_name,
                               .arg = c->e,
                               .scope = scope,
-                              .layer_in_scope = lake_layer_in_scope};
+                              .layer_in_scope = lake_layer_in_scope,
+                              .table_problem = lake_table_problem};
     if(!c->serialize && duckdb_prepare(c->con, "SELECT json_serialize_sql($1::VARCHAR)",
                                        &c->serialize) == DuckDBError) {
         duckdb_destroy_prepare(&c->serialize);

@@ -475,10 +475,14 @@ static void check_base_table(struct walk *w, const struct dapi_jv *v)
         return;
     }
     if(*sch) {
+        char real[NAME_LEN];
         if(!schema_in_scope(w, sch))
             forbid(w, sch); /* before the lookup: no hint whether such a layer exists */
         else if(!w->sb->is_layer(w->sb->arg, sch))
             refuse(w, "table \"%s\".\"%s\" is not a lake table (no layer \"%s\")", sch, name, sch);
+        else if(scoped(w) && w->sb->table_problem &&
+                w->sb->table_problem(w->sb->arg, w->sb->scope, sch, name, real, sizeof real))
+            forbid(w, real); /* its files are another layer's, through a link */
         return;
     }
     /* Unqualified: only the query's own CTEs. Anything else would be resolved by DuckDB in

@@ -32,6 +32,11 @@ struct dapi_sandbox {
      * case-insensitively) inside scope? May be NULL: then the name is compared with the
      * scope's layers case-insensitively. */
     int (*layer_in_scope)(void *arg, const struct dapi_scope *scope, const char *name);
+    /* For a table of a layer in scope: NULL if every file it reads really lies in a layer of
+     * scope (a link in a layer folder, or a layer folder that is a link, may lead to another
+     * layer's files); else the layer they lie in, written to out (n bytes). May be NULL. */
+    const char *(*table_problem)(void *arg, const struct dapi_scope *scope, const char *schema,
+                                 const char *table, char *out, size_t n);
     /* Out: the literal file paths and glob patterns the query reads (owned; free with
      * dapi_sandbox_free). The engine must still check what they match on disk. */
     char **paths;

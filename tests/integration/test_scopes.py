@@ -21,8 +21,8 @@ SCOPES = {"DAPI_TEST_SCOPES": "%s=pub;%s=" % (KEY_PUB, KEY_NONE)}
 
 
 def _lake():
-    """Layers pub and secret; in pub, a link to secret's file and one to its folder; a layer
-    folder (mirror) that is a link to secret."""
+    """Layers pub and secret; in pub, a link to secret's file (so also a table pub.link) and
+    one to its folder; a layer folder (mirror) that is a link to secret."""
     root = h.tmpdir("scopes")
     lake = os.path.join(root, "lake")
     h.write_file(os.path.join(lake, "pub", "t.csv"), "a\n1\n")
@@ -73,6 +73,8 @@ BYPASSES = [
     ("SELECT * FROM secret.t PIVOT (count(*) FOR a IN ('%s'))" % SECRET, "secret", True),
     ("SELECT * FROM unnest((SELECT list(a) FROM secret.t))", "secret", True),
     ("SELECT * FROM mirror.t", "mirror", True),
+    # a table of pub whose file is secret's through a link
+    ("SELECT * FROM pub.link", "secret", True),
     ("SELECT * FROM nosuch.t", "nosuch", False),
     ("SELECT * FROM information_schema.tables", "information_schema", False),
     ("SELECT * FROM read_csv('LAKE/secret/t.csv')", "secret", True),

@@ -19,7 +19,7 @@ static struct t_lake lake;
 static const char *root = lake.root, *data = lake.data;
 static struct dapi_engine *eng;
 static struct dapi_econn *con;
-static struct dapi_scope pub, pub_mirror, mixed, nothing;
+static struct dapi_scope pub, pub_mirror, pub_secret, mirror_secret, mixed, nothing;
 
 static void scope_of(struct dapi_scope *s, const char *a, const char *b)
 {
@@ -220,7 +220,15 @@ static void test_tables(void)
     allowed("SELECT * FROM \"PUB\".\"T\"", &pub, 1);
     allowed("SELECT * FROM memory.pub.t", &pub, 1);
     allowed("WITH x AS (SELECT * FROM pub.t) SELECT * FROM x", &pub, 1);
-    allowed("SELECT * FROM mirror.t", &pub_mirror, 1); /* the operator's link: its views */
+    /* tables whose files are another layer's through a link: a file or a folder of pub
+     * linked to secret's, a layer folder (mirror) that is a link to secret */
+    forbidden("SELECT * FROM pub.link", &pub, "secret", 1);
+    forbidden("SELECT * FROM \"PUB\".\"LINK\"", &pub, "secret", 1);
+    forbidden("SELECT * FROM pub.linkdir", &pub, "secret", 1);
+    forbidden("SELECT * FROM mirror.t", &pub_mirror, "secret", 1);
+    forbidden("SELECT * FROM pub.t, mirror.t", &pub_mirror, "secret", 1);
+    allowed("SELECT * FROM pub.link", &pub_secret, 1);
+    allowed("SELECT * FROM mirror.t", &mirror_secret, 1);
     allowed("SELECT * FROM secret.t", NULL, 1);
 }
 
@@ -338,6 +346,8 @@ int main(void)
     dapi_log_setup(0, DAPI_LOG_ERROR);
     scope_of(&pub, "pub", NULL);
     scope_of(&pub_mirror, "pub", "mirror");
+    scope_of(&pub_secret, "pub", "secret");
+    scope_of(&mirror_secret, "mirror", "secret");
     scope_of(&mixed, "mixed", NULL);
     scope_of(&nothing, NULL, NULL);
     test_path_layer();
