@@ -10,6 +10,7 @@
 #include "api/api.h"
 #include "api/respond.h"
 #include "app/app.h"
+#include "auth/testscopes.h"
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"

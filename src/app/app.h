@@ -3,10 +3,10 @@
 #define DAPI_APP_H
 
 #include <stdatomic.h>
-#include "auth/testscopes.h"
 #include "backend/backend.h"
 
 struct dapi_emu;
+struct dapi_test_scopes;
 struct dapi_engine;
 struct dapi_http;
 struct dapi_keys;
@@ -18,11 +18,10 @@ struct dapi_route;
 
 struct dapi_app {
     const struct dapi_config *cfg;
-    const struct dapi_backend *backend;   /* the registry's row for --backend */
-    void *backend_state;                  /* made by its start */
-    struct dapi_backend_env backend_env;  /* what it may use (backend.h) */
-    struct dapi_keys *keys;               /* NULL when client keys are forwarded to Nekt */
-    struct dapi_test_scopes *test_scopes; /* DAPI_TEST_SCOPES (tests only), or NULL */
+    const struct dapi_backend *backend;  /* the registry's row for --backend */
+    void *backend_state;                 /* made by its start */
+    struct dapi_backend_env backend_env; /* what it may use (backend.h) */
+    struct dapi_keys *keys;              /* NULL when client keys are forwarded to Nekt */
     struct dapi_engine *engine;
     struct dapi_queries *queries;
     struct dapi_pool *check_pool; /* validates SQL for POST /api/queries (short jobs) */
@@ -35,6 +34,8 @@ struct dapi_app {
     const struct dapi_route *route_tables[2];
     size_t route_counts[2];
     atomic_int stopping;
+    /* DAPI_TEST_SCOPES: keys narrowed to layers for the tests (auth/testscopes.h), or NULL */
+    struct dapi_test_scopes *test_scopes;
 };
 
 /* The HTTP dispatch function (src/api/api.c). */

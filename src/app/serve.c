@@ -11,6 +11,7 @@
 #include "app/app.h"
 #include "app/notify.h"
 #include "app/probe.h"
+#include "auth/testscopes.h"
 #include "base/clock.h"
 #include "base/log.h"
 #include "emu/emu.h"
