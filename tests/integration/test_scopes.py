@@ -103,6 +103,8 @@ REFUSED = [
     "SELECT * FROM duckdb_tables",
     "SELECT * FROM system.main.duckdb_tables",
     "SELECT * FROM query_table('secret.t')",
+    "SELECT * FROM pragma_table_info('secret.t')",
+    "SELECT * FROM duckdb_columns()",
     "SELECT * FROM 'LAKE/secret/t.csv'",
     "FROM 'LAKE/secret/t.csv'",
     "SELECT * FROM read_csv('LAKE/pub/../secret/t.csv')",

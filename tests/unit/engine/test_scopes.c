@@ -206,6 +206,9 @@ static void test_tables(void)
     refused("SELECT * FROM system.information_schema.tables", &pub);
     refused("SELECT * FROM temp.secret.t", &pub);
     refused("SELECT * FROM query_table('secret.t')", &pub);
+    refused("SELECT * FROM pragma_table_info('secret.t')", &pub);
+    refused("SELECT * FROM pragma_storage_info('secret.t')", &pub);
+    refused("SELECT * FROM duckdb_schemas()", &pub);
     refused("SELECT * FROM query('SELECT * FROM secret.t')", &pub);
     refused("DESCRIBE secret.t", &pub);
     refused("SUMMARIZE secret.t", &pub);
