@@ -1038,8 +1038,9 @@ static void nekt_create(void *state, char *sql, const struct dapi_principal *who
     }
     if(!nk->v1) {
         /* v2: answer with the slug now; the single execution runs in the background */
-        enum dapi_err result = dapi_queries_create(nk->env->queries, key_hash, sql, NULL,
-                                                   nk->env->wall_s(), slug, why, sizeof why);
+        enum dapi_err result = dapi_queries_create_scoped(nk->env->queries, key_hash, &who->scope,
+                                                          sql, NULL, nk->env->wall_s(), slug, why,
+                                                          sizeof why);
         if(result) {
             dapi_queries_unadmit(nk->env->queries, key_hash);
             dapi_backend_create_failure(rp, result, why);
