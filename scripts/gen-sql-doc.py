@@ -20,11 +20,11 @@ def lists(src):
 
     def refusals(var):
         m = re.search(r"const struct dapi_refusal %s\[\] = \{(.*?)\n\};" % var, text, re.S)
-        found = re.findall(r'\{"((?:[^"\\]|\\.)*)",\s*"((?:[^"\\]|\\.)*)"\}', m.group(1))
+        found = re.findall(r'\{\s*"((?:[^"\\]|\\.)*)",\s*"((?:[^"\\]|\\.)*)"\s*\}', m.group(1))
         # every entry must be read, however the line is wrapped: a dropped one would vanish
         # from the documentation while the code still refuses it
-        if len(found) != m.group(1).count('{"'):
-            sys.exit("gen-sql-doc: %s: read %d of %d entries" % (var, len(found), m.group(1).count('{"')))
+        if len(found) != len(re.findall(r'\{\s*"', m.group(1))):
+            sys.exit("gen-sql-doc: %s: read %d of %d entries" % (var, len(found), len(re.findall(r'\{\s*"', m.group(1)))))
         return found
 
     return (names("dapi_allow_lake_table"), names("dapi_allow_pure_table"),

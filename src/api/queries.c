@@ -230,7 +230,6 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
     if(dapi_api_auth(r, app, &who))
         return;
     const unsigned char *hash = who.owner;
-    const char *key = who.client_key;
     if(!is_json_type(dapi_req_header(r, "Content-Type"))) {
         dapi_respond_error(r, 415, "Unsupported Media Type",
                            "the request body must be JSON with Content-Type: application/json");
@@ -272,7 +271,7 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
         dapi_backend_refuse_admission(&app->backend_env, rp, admitted, hash);
         goto out;
     }
-    app->backend->ops->create(app->backend_state, sql, key, hash, rp);
+    app->backend->ops->create(app->backend_state, sql, &who, rp);
     sql = NULL; /* taken by the backend */
 out:
     free(sql);
@@ -286,8 +285,6 @@ void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug
     struct dapi_principal who;
     if(dapi_api_auth(r, app, &who))
         return;
-    const unsigned char *hash = who.owner;
-    const char *key = who.client_key;
     const char *p = dapi_req_arg(r, "page_number");
     int neg = 0, big = 0;
     int64_t page = 1;
@@ -302,5 +299,5 @@ void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug
     }
     struct dapi_reply rp = {dapi_respond_outcome, r};
     dapi_req_defer(r); /* the backend's outcome may come later, from another thread */
-    app->backend->ops->results(app->backend_state, slug, (uint64_t)page, digits, key, hash, rp);
+    app->backend->ops->results(app->backend_state, slug, (uint64_t)page, digits, &who, rp);
 }

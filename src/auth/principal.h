@@ -7,17 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "auth/keys.h"
-
-#define DAPI_SCOPE_MAX_LAYERS 64
-#define DAPI_LAYER_NAME_MAX 128
-
-/* The layers a principal may read. all = 1: every layer (unscoped keys: DAPI_API_KEYS,
- * forwarding, a store key without --layers). Otherwise exactly layers[0..n). */
-struct dapi_scope {
-    int all;
-    size_t n;
-    char layers[DAPI_SCOPE_MAX_LAYERS][DAPI_LAYER_NAME_MAX + 1];
-};
+#include "base/scope.h" /* struct dapi_scope: the engine reads it too */
 
 struct dapi_principal {
     /* Owns the slugs it creates: the hash of the key (plain keys), of the store key's public
@@ -30,21 +20,5 @@ struct dapi_principal {
     const char *client_key;   /* the x-api-key as sent (borrowed; for Nekt forwarding) or NULL */
     const char *upstream_key; /* Nekt: the upstream key this principal uses, or NULL */
 };
-
-/* 1 if the scope lets its holder read layer (exact, case-sensitive: layer names are
- * directory names). */
-static inline int dapi_scope_allows(const struct dapi_scope *s, const char *layer)
-{
-    if(s->all)
-        return 1;
-    for(size_t i = 0; i < s->n; i++) {
-        const char *a = s->layers[i], *b = layer;
-        while(*a && *a == *b)
-            a++, b++;
-        if(*a == *b)
-            return 1;
-    }
-    return 0;
-}
 
 #endif

@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "auth/keys.h"
+#include "auth/principal.h"
 #include "config/config.h"
 #include "dapi/err.h"
 
@@ -87,17 +88,21 @@ struct dapi_backend_ops {
      * On error returns -1 having written a one-line reason. May be NULL. */
     int (*start)(const struct dapi_backend_env *env, void **state, char *err, size_t errlen);
     void (*stop)(void *state); /* may be NULL */
-    /* POST /api/queries after validation. Takes sql (malloc'd). key is the client's key
-     * (borrowed, for forwarding); key_hash identifies the owner. Called holding one
-     * admission slot reserved for key_hash (dapi_queries_admit): the backend moves it to the
-     * query it creates (dapi_queries_hold), or gives it back (dapi_queries_unadmit) — once,
-     * whatever happens (refused SQL, errors, shutdown). */
-    void (*create)(void *state, char *sql, const char *key, const unsigned char *key_hash,
-                   struct dapi_reply rp);
-    /* GET …/results after validation: page >= 1; page_text is its canonical decimal form. */
+    /* POST /api/queries after validation. Takes sql (malloc'd). who is the caller (borrowed
+     * for the call only: copy what outlives it): who->owner owns the query, who->scope is
+     * the layers it may read (enforced by the engine at creation — DAPI_ERR_FORBIDDEN, 403,
+     * before anything runs — and at every run, stored with the query), who->client_key and
+     * who->upstream_key are for forwarding. Called holding one admission slot reserved for
+     * who->owner (dapi_queries_admit): the backend moves it to the query it creates
+     * (dapi_queries_hold), or gives it back (dapi_queries_unadmit) — once, whatever happens
+     * (refused SQL, errors, shutdown). */
+    void (*create)(void *state, char *sql, const struct dapi_principal *who, struct dapi_reply rp);
+    /* GET …/results after validation: page >= 1; page_text is its canonical decimal form.
+     * Only who->owner's queries are found. */
     void (*results)(void *state, const char *slug, uint64_t page, const char *page_text,
-                    const char *key, const unsigned char *key_hash, struct dapi_reply rp);
-    /* A query a previous run left unfinished (from the registry at start). May be NULL. */
+                    const struct dapi_principal *who, struct dapi_reply rp);
+    /* A query a previous run left unfinished (from the registry at start; its scope is the
+     * registry's, dapi_queries_scope). May be NULL. */
     void (*unfinished)(void *state, const char *slug, const char *sql);
 };
 
@@ -144,7 +149,7 @@ void dapi_backend_answer_stored(const struct dapi_backend_env *env, const char *
                                 void *state, struct dapi_reply rp);
 
 /* Runs sql into the slug's result file and records the outcome in the registry (the
- * materialising half of the local backend). */
+ * materialising half of the local backend), limited to the scope stored with the query. */
 void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_econn *conn,
                               const char *slug, const char *sql);
 
@@ -154,10 +159,11 @@ enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const 
                                       const char *sql, const unsigned char *key_hash);
 
 /* Runs sql into a result file at path (for Nekt: over downloaded Parquet files, so SQL errors
- * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"). *details receives an owned
- * explanation on error. */
+ * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"), a user's limited to scope (NULL:
+ * every layer; ignored from_upstream). *details receives an owned explanation on error. */
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
-                                        struct dapi_econn *conn, const char *sql, const char *path,
+                                        struct dapi_econn *conn, const char *sql,
+                                        const struct dapi_scope *scope, const char *path,
                                         int from_upstream, uint64_t *bytes, char **details);
 
 /* The outcome of a query that could not be created: DAPI_ERR_BUSY (store full, no space on

@@ -130,7 +130,8 @@ static int engine_out_of_space(const char *msg)
 }
 
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
-                                        struct dapi_econn *conn, const char *sql, const char *path,
+                                        struct dapi_econn *conn, const char *sql,
+                                        const struct dapi_scope *scope, const char *path,
                                         int from_upstream, uint64_t *bytes, char **details)
 {
     const struct dapi_config *cfg = env->cfg;
@@ -152,8 +153,10 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
     *bytes = 0;
     if(!(result = dapi_result_writer_open(&w, path, &limits))) {
         /* SQL over downloaded files is dapi's own; a user's is held to the sandbox */
-        result = (from_upstream ? dapi_engine_run_trusted : dapi_engine_run)(
-            conn, sql, env->mono_ms() + cfg->query_timeout * 1000, &dapi_result_sink, w, &msg);
+        int64_t deadline = env->mono_ms() + cfg->query_timeout * 1000;
+        result = from_upstream
+                     ? dapi_engine_run_trusted(conn, sql, deadline, &dapi_result_sink, w, &msg)
+                     : dapi_engine_run(conn, sql, scope, deadline, &dapi_result_sink, w, &msg);
         if(!result)
             result = dapi_result_writer_finish(w, &rows, &pages, bytes);
     }
@@ -193,17 +196,32 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
 {
     char path[4096], *details = NULL, why[512];
     uint64_t bytes = 0;
-    enum dapi_err result = dapi_queries_start_run(env->queries, slug, why, sizeof why);
-    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID)
-        return;  /* expired meanwhile, or finished by someone else */
+    struct dapi_scope *scope = malloc(sizeof *scope);
+    if(!scope) {
+        dapi_queries_finish(env->queries, slug, DAPI_ERR_NOMEM, NULL, 0);
+        return;
+    }
+    /* the layers it may read: the registry's, as stored when it was created */
+    enum dapi_err result = dapi_queries_scope(env->queries, slug, scope);
+    if(result) {
+        free(scope);
+        return; /* expired meanwhile */
+    }
+    result = dapi_queries_start_run(env->queries, slug, why, sizeof why);
+    if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID) {
+        free(scope);
+        return; /* expired meanwhile, or finished by someone else */
+    }
     if(result) { /* the attempt could not be recorded: running it would defeat the guard */
         dapi_warn("query %s not run: %s", slug, why);
         dapi_queries_finish(env->queries, slug, result, why, 0);
+        free(scope);
         return;
     }
     dapi_queries_result_path(env->queries, slug, path, sizeof path);
     int64_t t0 = env->mono_ms();
-    result = dapi_backend_write_result(env, conn, sql, path, 0, &bytes, &details);
+    result = dapi_backend_write_result(env, conn, sql, scope, path, 0, &bytes, &details);
+    free(scope);
     if(result && atomic_load(env->stopping)) {
         dapi_info("query %s interrupted by shutdown; it will run again after a restart", slug);
         dapi_queries_drop(env->queries, slug);

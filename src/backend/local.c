@@ -49,6 +49,7 @@ struct create_job {
     struct dapi_reply rp;
     char *sql;
     unsigned char key[DAPI_KEY_HASH_LEN];
+    struct dapi_scope scope; /* the layers the key may read */
 };
 
 static void check_query(void *arg, struct dapi_econn *conn)
@@ -62,9 +63,9 @@ static void check_query(void *arg, struct dapi_econn *conn)
         dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
-    result = dapi_engine_check(conn, j->sql, &msg);
-    if(result == DAPI_ERR_SQL) {
-        dapi_reply_err(j->rp, DAPI_ERR_SQL, msg);
+    result = dapi_engine_check(conn, j->sql, &j->scope, &msg);
+    if(result == DAPI_ERR_SQL || result == DAPI_ERR_FORBIDDEN) { /* 400, or 403 (scope) */
+        dapi_reply_err(j->rp, result, msg);
         goto out;
     }
     if(result && atomic_load(env->stopping)) {
@@ -74,8 +75,8 @@ static void check_query(void *arg, struct dapi_econn *conn)
     if(result) /* not the SQL's fault: the engine could not check it now */
         snprintf(why, sizeof why, "%s", msg ? msg : "the SQL could not be checked");
     if(!result)
-        result = dapi_queries_create(env->queries, j->key, j->sql, NULL, env->wall_s(), slug, why,
-                                     sizeof why);
+        result = dapi_queries_create_scoped(env->queries, j->key, &j->scope, j->sql, NULL,
+                                            env->wall_s(), slug, why, sizeof why);
     if(!result) {
         /* the slot is the query's now, given back when it finishes */
         dapi_queries_hold(env->queries, slug, j->key);
@@ -97,9 +98,10 @@ out:
     free(j);
 }
 
-static void local_create(void *state, char *sql, const char *key, const unsigned char *key_hash,
+static void local_create(void *state, char *sql, const struct dapi_principal *who,
                          struct dapi_reply rp)
 {
+    const unsigned char *key_hash = who->owner;
     const struct dapi_backend_env *env = ((struct local *)state)->env;
     struct create_job *j = calloc(1, sizeof *j);
     if(!j) {
@@ -112,6 +114,7 @@ static void local_create(void *state, char *sql, const char *key, const unsigned
     j->rp = rp;
     j->sql = sql;
     memcpy(j->key, key_hash, DAPI_KEY_HASH_LEN);
+    j->scope = who->scope;
     /* tagged like runs: one key's burst of checks waits behind other keys' */
     if(dapi_backend_queue(env, env->check_pool, check_query, j, key_hash, rp,
                           "too many queries waiting to be checked")) {
@@ -123,10 +126,10 @@ static void local_create(void *state, char *sql, const char *key, const unsigned
 /* ---- GET /api/queries/{slug}/results ----------------------------------------------- */
 
 static void local_results(void *state, const char *slug, uint64_t page, const char *page_text,
-                          const char *key, const unsigned char *key_hash, struct dapi_reply rp)
+                          const struct dapi_principal *who, struct dapi_reply rp)
 {
     const struct dapi_backend_env *env = ((struct local *)state)->env;
-    dapi_backend_answer_stored(env, slug, page, page_text, key_hash, NULL, NULL, NULL, rp);
+    dapi_backend_answer_stored(env, slug, page, page_text, who->owner, NULL, NULL, NULL, rp);
 }
 
 const struct dapi_backend_ops dapi_backend_local_ops = {

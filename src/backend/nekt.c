@@ -124,9 +124,21 @@ static void page_release(struct dapi_nekt *n, const char *slug, uint64_t page)
     pthread_mutex_unlock(&n->mu);
 }
 
-static const char *upstream_key(struct dapi_nekt *nk, const char *client_key)
+/* The key a request's calls to Nekt carry: the principal's own upstream key (a store key's,
+ * set by the key store) when it has one, else the server-held key (DAPI_NEKT_API_KEY), else
+ * the client's key, forwarded. Chosen once per request (nekt_create, nekt_results): the jobs
+ * carry it, and upstream_key() below adds the server-held key for calls without one (a query
+ * resumed at start). */
+static const char *forward_key(const struct dapi_nekt *nk, const struct dapi_principal *who)
 {
-    return nk->env->cfg->nekt_api_key ? nk->env->cfg->nekt_api_key : client_key;
+    if(who->upstream_key)
+        return who->upstream_key;
+    return nk->env->cfg->nekt_api_key ? nk->env->cfg->nekt_api_key : who->client_key;
+}
+
+static const char *upstream_key(struct dapi_nekt *nk, const char *key)
+{
+    return key ? key : nk->env->cfg->nekt_api_key;
 }
 
 /* ---- v2: the key check at creation ---------------------------------------------------- */
@@ -477,8 +489,8 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         if(!sql.data)
             result = DAPI_ERR_NOMEM;
         else
-            result = dapi_backend_write_result(nk->env, conn, sql.data, result_path, 1, &bytes,
-                                               &why);
+            result = dapi_backend_write_result(nk->env, conn, sql.data, NULL, result_path, 1,
+                                               &bytes, &why);
         if(why)
             dapi_buf_adds(&details, why);
     }
@@ -944,8 +956,8 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
     dapi_engine_sql_literal(&sql, file);
     dapi_buf_addc(&sql, ')');
     dapi_buf_reset(details);
-    enum dapi_err result = sql.data ? dapi_backend_write_result(p->nk->env, conn, sql.data, out, 1,
-                                                                &bytes, &why)
+    enum dapi_err result = sql.data ? dapi_backend_write_result(p->nk->env, conn, sql.data, NULL,
+                                                                out, 1, &bytes, &why)
                                     : DAPI_ERR_NOMEM;
     dapi_buf_free(&sql);
     if(why)
@@ -1006,15 +1018,29 @@ out:
 
 /* ---- the vtable ---------------------------------------------------------------------- */
 
-static void nekt_create(void *state, char *sql, const char *key, const unsigned char *key_hash,
+static void nekt_create(void *state, char *sql, const struct dapi_principal *who,
                         struct dapi_reply rp)
 {
     struct dapi_nekt *nk = state;
+    const char *key = forward_key(nk, who);
+    const unsigned char *key_hash = who->owner;
     char slug[DAPI_SLUG_MAX], why[512];
+    if(!who->scope.all && !who->upstream_key) {
+        /* dapi does not run the SQL here, so it cannot hold it to the key's layers: only an
+         * upstream key limited the same way can (Nekt checks it); a shared one would read
+         * every layer */
+        dapi_queries_unadmit(nk->env->queries, key_hash);
+        free(sql);
+        dapi_reply_err(rp, DAPI_ERR_FORBIDDEN,
+                       "this API key may read only some layers, which the Nekt backend enforces "
+                       "only through an upstream key of its own: it has none");
+        return;
+    }
     if(!nk->v1) {
         /* v2: answer with the slug now; the single execution runs in the background */
-        enum dapi_err result = dapi_queries_create(nk->env->queries, key_hash, sql, NULL,
-                                                   nk->env->wall_s(), slug, why, sizeof why);
+        enum dapi_err result = dapi_queries_create_scoped(nk->env->queries, key_hash, &who->scope,
+                                                          sql, NULL, nk->env->wall_s(), slug, why,
+                                                          sizeof why);
         if(result) {
             dapi_queries_unadmit(nk->env->queries, key_hash);
             dapi_backend_create_failure(rp, result, why);
@@ -1050,7 +1076,7 @@ static void nekt_create(void *state, char *sql, const char *key, const unsigned 
         return;
     }
     struct v1_create *j = calloc(1, sizeof *j);
-    if(!j || !(j->key = strdup(key))) {
+    if(!j || (key && !(j->key = strdup(key)))) {
         dapi_queries_unadmit(nk->env->queries, key_hash);
         free(j);
         free(sql);
@@ -1070,9 +1096,11 @@ static void nekt_create(void *state, char *sql, const char *key, const unsigned 
 }
 
 static void nekt_results(void *state, const char *slug, uint64_t page, const char *page_text,
-                         const char *key, const unsigned char *key_hash, struct dapi_reply rp)
+                         const struct dapi_principal *who, struct dapi_reply rp)
 {
     struct dapi_nekt *nk = state;
+    const char *key = forward_key(nk, who);
+    const unsigned char *key_hash = who->owner;
     if(!nk->v1) {
         dapi_backend_answer_stored(nk->env, slug, page, page_text, key_hash, key, v2_rerun, nk,
                                    rp);
@@ -1086,7 +1114,7 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
     }
     dapi_queries_release(nk->env->queries, &v);
     struct v1_page *p = calloc(1, sizeof *p);
-    if(!p || !(p->key = strdup(key))) {
+    if(!p || (key && !(p->key = strdup(key)))) {
         free(p);
         dapi_reply_err(rp, DAPI_ERR_NOMEM, NULL);
         return;

@@ -254,6 +254,20 @@ char *dapi_engine_locate_error(const char *msg, const char *sql)
     return dapi_buf_take(&b, NULL);
 }
 
+/* For a scoped query: removes DuckDB's "Did you mean …?" lines from its message. The binder
+ * suggests names from the whole catalog ("Table with name e does not exist! Did you mean
+ * "finance.e"?"), which would tell a scoped key the tables of layers outside its scope. */
+static void scrub_suggestions(char *msg, const struct dapi_scope *scope)
+{
+    static const char hint[] = "\nDid you mean ";
+    if(!msg || !scope || scope->all)
+        return;
+    for(char *at; (at = strstr(msg, hint));) {
+        char *end = strchr(at + 1, '\n');
+        memmove(at, end ? end : at + strlen(at), strlen(end ? end : at + strlen(at)) + 1);
+    }
+}
+
 /* Adds the error's line and column to an engine message about sql, when DuckDB said where. */
 static void locate(char **msg, const char *sql)
 {
@@ -551,6 +565,52 @@ static int lake_has_layer(void *arg, const char *name)
     return found;
 }
 
+/* Is every layer of the lake that name resolves to (case-insensitively, as DuckDB resolves
+ * schemas: "Raw" and "raw" are one schema) in scope, by its exact directory name? A name that
+ * is no layer is in scope only if the scope names it (ignoring case): a scoped key then gets
+ * "no layer" only for names of its own scope, and 403 for any other. */
+static int lake_layer_in_scope(void *arg, const struct dapi_scope *scope, const char *name)
+{
+    struct dapi_engine *e = arg;
+    int found = 0, ok = 1;
+    if(!scope || scope->all)
+        return 1;
+    pthread_mutex_lock(&e->lake_lock);
+    for(size_t i = 0; i < e->views.n && ok; i++)
+        if(e->views.v[i].layer && strcasecmp(e->views.v[i].layer, name) == 0) {
+            found = 1;
+            ok = dapi_scope_allows(scope, e->views.v[i].layer);
+        }
+    pthread_mutex_unlock(&e->lake_lock);
+    if(found)
+        return ok;
+    for(size_t i = 0; i < scope->n; i++)
+        if(strcasecmp(scope->layers[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* The layer the files of the table schema.table (as DuckDB resolves names: ignoring case)
+ * really lie in, when it is not in scope. */
+static const char *lake_table_problem(void *arg, const struct dapi_scope *scope,
+                                      const char *schema, const char *table, char *out, size_t n)
+{
+    struct dapi_engine *e = arg;
+    const char *problem = NULL;
+    pthread_mutex_lock(&e->lake_lock);
+    for(size_t i = 0; i < e->views.n && !problem; i++) {
+        const struct view *v = &e->views.v[i];
+        if(!v->layer || strcasecmp(v->layer, schema) != 0 || strcasecmp(v->table, table) != 0)
+            continue;
+        if(!v->real || !dapi_scope_allows(scope, v->real)) {
+            snprintf(out, n, "%s", v->real ? v->real : "(files of several layers)");
+            problem = out;
+        }
+    }
+    pthread_mutex_unlock(&e->lake_lock);
+    return problem;
+}
+
 static int catalog_has_name(void *arg, const char *lname)
 {
     struct dapi_engine *e = arg;
@@ -645,6 +705,7 @@ static int starts_like_query(const char *s, char *word, size_t wordlen)
  * match dot files, so the pattern alone proves nothing). */
 static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *sb, char **msg)
 {
+    char layer[256];
     enum dapi_err result = DAPI_OK;
     size_t n = strlen(c->e->data_real);
     if(!c->glob &&
@@ -680,6 +741,12 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
                               sb->paths[i]);
                 *msg = dapi_buf_take(&b, NULL);
                 result = DAPI_ERR_SQL;
+            } else if(dapi_sandbox_path_layer_problem(sb->scope, c->e->data_real, real, layer,
+                                                      sizeof layer)) {
+                /* a match (through a link, or a layer folder that is a link) whose real
+                 * path is in a layer outside the scope */
+                *msg = dapi_sandbox_forbidden_msg(layer);
+                result = *msg ? DAPI_ERR_FORBIDDEN : DAPI_ERR_NOMEM;
             }
         }
         free_strings(files, nfiles);
@@ -688,7 +755,8 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
 }
 
 /* The sandbox (sandbox.h) on DuckDB's own parse tree of sql. */
-static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, char **msg)
+static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, const struct dapi_scope *scope,
+                             char **msg)
 {
     enum dapi_err result;
     char **tree = NULL;
@@ -697,7 +765,10 @@ static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, char **msg)
     struct dapi_sandbox sb = {.data_dir = c->e->data_dir,
                               .is_layer = lake_has_layer,
                               .is_catalog_name = catalog_has_name,
-                              .arg = c->e};
+                              .arg = c->e,
+                              .scope = scope,
+                              .layer_in_scope = lake_layer_in_scope,
+                              .table_problem = lake_table_problem};
     if(!c->serialize && duckdb_prepare(c->con, "SELECT json_serialize_sql($1::VARCHAR)",
                                        &c->serialize) == DuckDBError) {
         duckdb_destroy_prepare(&c->serialize);
@@ -727,6 +798,7 @@ static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, char **msg)
 }
 
 static enum dapi_err prepare_readonly(struct dapi_econn *c, const char *sql, int trusted,
+                                      const struct dapi_scope *scope,
                                       duckdb_prepared_statement *out, char **msg)
 {
     duckdb_connection con = c->con;
@@ -764,7 +836,7 @@ static enum dapi_err prepare_readonly(struct dapi_econn *c, const char *sql, int
     }
     /* The sandbox before DuckDB binds anything: binding a table function already runs
      * part of it (read_csv sniffs its file, query_table runs its query). */
-    if(!trusted && (result = sandbox(c, sql, msg)))
+    if(!trusted && (result = sandbox(c, sql, scope, msg)))
         goto out;
     result = DAPI_ERR_SQL;
     if(duckdb_prepare_extracted_statement(con, ex, 0, &st) == DuckDBError) {
@@ -797,7 +869,8 @@ out:
     return result;
 }
 
-enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql, char **msg)
+enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
+                                const struct dapi_scope *scope, char **msg)
 {
     *msg = NULL;
     enum dapi_err result = dapi_engine_sync_lake(c->e);
@@ -809,18 +882,20 @@ enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql, char **ms
      * sandbox also bounds the size of what it plans. */
     if(set_deadline(c, 1, c->e->check_ms ? dapi_clock_mono_ms() + c->e->check_ms : 0))
         return DAPI_ERR_BUSY;
-    result = prepare_readonly(c, sql, 0, &st, msg);
+    result = prepare_readonly(c, sql, 0, scope, &st, msg);
     if(!result)
         duckdb_destroy_prepare(&st);
     if(!result && timed_out(c))
         result = DAPI_ERR_TIMEOUT;
     set_deadline(c, 0, 0);
-    if(result != DAPI_ERR_SQL && *msg) {
+    if(result != DAPI_ERR_SQL && result != DAPI_ERR_FORBIDDEN && *msg) {
         free(*msg);
         *msg = NULL;
     }
-    if(result == DAPI_ERR_SQL)
+    if(result == DAPI_ERR_SQL) {
+        scrub_suggestions(*msg, scope);
         locate(msg, sql);
+    }
     return result;
 }
 
@@ -1145,7 +1220,8 @@ static enum dapi_err classify_oom(enum dapi_err result, char **msg)
     return DAPI_ERR_TOO_LARGE;
 }
 
-static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted, int64_t deadline_ms,
+static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted,
+                         const struct dapi_scope *scope, int64_t deadline_ms,
                          const struct dapi_sink *sink, void *ctx, char **msg)
 {
     enum dapi_err result;
@@ -1161,7 +1237,7 @@ static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted, int
         goto out;
     }
     if((!trusted && (result = dapi_engine_sync_lake(c->e))) ||
-       (result = prepare_readonly(c, sql, trusted, &st, msg)))
+       (result = prepare_readonly(c, sql, trusted, scope, &st, msg)))
         goto out;
     if((result = tmpl_build(st, &t, &needs_cast)))
         goto out;
@@ -1172,7 +1248,7 @@ static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted, int
             goto out;
         }
         duckdb_destroy_prepare(&st);
-        if((result = prepare_readonly(c, wrapped, trusted, &st, msg)) ||
+        if((result = prepare_readonly(c, wrapped, trusted, scope, &st, msg)) ||
            (result = tmpl_build(st, &t, &needs_cast)))
             goto out;
         if(needs_cast) {
@@ -1218,25 +1294,29 @@ out:
     free(wrapped);
     set_deadline(c, 0, 0);
     result = classify_oom(result, msg);
-    if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && *msg) {
+    if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && result != DAPI_ERR_FORBIDDEN &&
+       *msg) {
         free(*msg);
         *msg = NULL;
     }
-    if(result == DAPI_ERR_SQL && !trusted)
+    if(result == DAPI_ERR_SQL && !trusted) {
+        scrub_suggestions(*msg, scope);
         locate(msg, sql); /* (a wrapped query's LINE block is not the client's: left as is) */
+    }
     return result;
 }
 
-enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
+enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql,
+                              const struct dapi_scope *scope, int64_t deadline_ms,
                               const struct dapi_sink *sink, void *ctx, char **msg)
 {
-    return run(c, sql, 0, deadline_ms, sink, ctx, msg);
+    return run(c, sql, 0, scope, deadline_ms, sink, ctx, msg);
 }
 
 enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
                                       const struct dapi_sink *sink, void *ctx, char **msg)
 {
-    return run(c, sql, 1, deadline_ms, sink, ctx, msg);
+    return run(c, sql, 1, NULL, deadline_ms, sink, ctx, msg);
 }
 
 /* Starts a prepared statement as a streaming result, interrupting it at deadline_ms: rows
@@ -1304,7 +1384,7 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
         goto out;
     }
     if((!trusted && (result = dapi_engine_sync_lake(c->e))) ||
-       (result = prepare_readonly(c, sql, trusted, &st, msg)))
+       (result = prepare_readonly(c, sql, trusted, NULL, &st, msg)))
         goto out;
     duckdb_destroy_prepare(&st);
     /* The text was just proven to be one read-only statement, so it can sit inside COPY's

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "base/scope.h"
 #include "dapi/err.h"
 #include "engine/colvec.h"
 
@@ -46,9 +47,13 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e);
 /* Checks that sql is exactly one read-only statement (SELECT / WITH / VALUES / FROM-first)
  * that passes the sandbox (sandbox.h: allowed functions only, lake tables only, files only
  * inside the lake) and parses and binds against the current lake, within
- * opts.check_timeout_ms. On DAPI_ERR_SQL *msg receives an owned, client-safe explanation
- * (free with free()); on other errors *msg may be NULL. DAPI_ERR_TIMEOUT past the deadline. */
-enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql, char **msg);
+ * opts.check_timeout_ms. scope (NULL: every layer) is the layers the query may read: a table
+ * of another layer, or a file whose path or real path lies outside <data_dir>/<layer>/ of
+ * an allowed layer, is DAPI_ERR_FORBIDDEN, checked before anything of the query runs. On
+ * DAPI_ERR_SQL and DAPI_ERR_FORBIDDEN *msg receives an owned, client-safe explanation (free
+ * with free()); on other errors *msg may be NULL. DAPI_ERR_TIMEOUT past the deadline. */
+enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
+                                const struct dapi_scope *scope, char **msg);
 
 struct dapi_sink {
     /* Called once with the result's column names (borrowed, valid during the run). */
@@ -59,13 +64,14 @@ struct dapi_sink {
                            uint64_t nrows);
 };
 
-/* Runs a user's sql (checked again, as by dapi_engine_check) and streams its rows into sink
+/* Runs a user's sql (checked again, as by dapi_engine_check, with the same scope) and streams its rows into sink
  * as DuckDB produces them: nothing is materialised in between, so a sink that stops early
  * (a row or byte cap) bounds the memory. deadline_ms is a dapi_clock_mono_ms() instant
  * after which the query is interrupted (DAPI_ERR_TIMEOUT); 0 = none. Returns the sink's
  * error if it stopped the run. On DAPI_ERR_SQL (refused, or a run-time error of the query)
- * *msg receives an owned message (free with free()). */
-enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
+ * and DAPI_ERR_FORBIDDEN (outside scope) *msg receives an owned message (free with free()). */
+enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql,
+                              const struct dapi_scope *scope, int64_t deadline_ms,
                               const struct dapi_sink *sink, void *ctx, char **msg);
 /* The same for SQL dapi wrote itself (reading downloads in opts.extra_dir, the health
  * probe's SELECT 1): still one read-only statement, but not held to the user sandbox and

@@ -30,6 +30,9 @@ struct view {
     struct timespec mtime; /* of the file (or folder): a rewrite re-creates the view */
     off_t size;
     int failed;   /* the view could not be created: tried again once the file changes */
+    char *real;   /* the layer folder its files really lie in (links followed): its own
+                   * layer unless a link leads elsewhere; NULL when they are not all one
+                   * layer's. A scoped query may read the view only if real is in scope. */
     char **files; /* TK_PARQUET_DIR: the vetted files, sorted */
     size_t nfiles;
 };

@@ -21,6 +21,7 @@ static void view_free(struct view *v)
     free(v->layer);
     free(v->table);
     free(v->path);
+    free(v->real);
     free_strings(v->files, v->nfiles);
     memset(v, 0, sizeof *v);
 }
@@ -76,13 +77,15 @@ static int scan_budget(struct scan *sc)
     return 1;
 }
 
-/* stat()s path, refusing symlinks that resolve outside the lake (or do not resolve). */
-static int stat_in_lake(const struct scan *sc, const char *path, struct stat *st)
+/* stat()s path, refusing symlinks that resolve outside the lake (or do not resolve); *link
+ * is set when path is a link (left as is otherwise). */
+static int stat_in_lake(const struct scan *sc, const char *path, struct stat *st, int *link)
 {
     if(lstat(path, st))
         return -1;
     if(!S_ISLNK(st->st_mode))
         return 0;
+    *link = 1;
     char real[PATH_MAX];
     size_t n = strlen(sc->real);
     if(!realpath(path, real) || strncmp(real, sc->real, n) != 0 || real[n] != '/')
@@ -98,6 +101,7 @@ struct files {
     size_t n, cap;
     struct timespec newest;
     off_t bytes;
+    int linked; /* a link was followed on the way to one of them */
 };
 
 static void files_clear(struct files *f)
@@ -122,7 +126,7 @@ static enum dapi_err walk_parquet(struct scan *sc, const char *dir, int depth, s
         struct stat st;
         size_t stem;
         if(snprintf(p, sizeof p, "%s/%s", dir, de->d_name) >= (int)sizeof p ||
-           stat_in_lake(sc, p, &st))
+           stat_in_lake(sc, p, &st, &f->linked))
             continue;
         if(S_ISDIR(st.st_mode)) {
             result = walk_parquet(sc, p, depth + 1, f);
@@ -152,19 +156,56 @@ static enum dapi_err walk_parquet(struct scan *sc, const char *dir, int depth, s
     return result;
 }
 
+/* The layer folder path really lies in: the first component of its real path under the lake,
+ * into out (n bytes); -1 if it does not resolve there. */
+static int real_layer(const struct scan *sc, const char *path, char *out, size_t n)
+{
+    char real[PATH_MAX];
+    size_t rl = strlen(sc->real);
+    if(!realpath(path, real) || strncmp(real, sc->real, rl) != 0 || real[rl] != '/')
+        return -1;
+    const char *c = real + rl + 1;
+    size_t len = strcspn(c, "/");
+    if(!len || len >= n)
+        return -1;
+    memcpy(out, c, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/* Where a view's files really are (struct view's real): its own layer when no link was
+ * followed to reach them; else the one layer folder all their real paths lie in, or NULL. */
+static char *view_real_layer(const struct scan *sc, const char *layer, const char *path,
+                             const struct files *files, int linked)
+{
+    char first[PATH_MAX], other[PATH_MAX];
+    if(!linked)
+        return strdup(layer);
+    if(real_layer(sc, path, first, sizeof first))
+        return NULL;
+    for(size_t i = 0; files && i < files->n; i++)
+        if(real_layer(sc, files->v[i], other, sizeof other) || strcmp(first, other) != 0)
+            return NULL;
+    return strdup(first);
+}
+
 static enum dapi_err views_add(struct views *vs, const char *layer, const char *table, size_t tlen,
                                const char *path, enum table_kind kind, const struct stat *st,
-                               struct files *files)
+                               struct files *files, char *real)
 {
     for(size_t i = 0; i < vs->n; i++)
         if(strcasecmp(vs->v[i].layer, layer) == 0 && strlen(vs->v[i].table) == tlen &&
-           strncasecmp(vs->v[i].table, table, tlen) == 0)
+           strncasecmp(vs->v[i].table, table, tlen) == 0) {
+            free(real);
             return DAPI_OK; /* first one wins (readdir order is stable per directory) */
+        }
     if(vs->n == vs->cap) {
         size_t cap = vs->cap ? vs->cap * 2 : 16;
         struct view *nv = realloc(vs->v, cap * sizeof *nv);
-        if(!nv)
+        if(!nv) {
+            free(real);
             return DAPI_ERR_NOMEM;
+        }
         vs->v = nv;
         vs->cap = cap;
     }
@@ -184,6 +225,7 @@ static enum dapi_err views_add(struct views *vs, const char *layer, const char *
         v->size = files->bytes;
         memset(files, 0, sizeof *files);
     }
+    v->real = real; /* taken (NULL: the files are not one layer's, or out of memory) */
     if(!v->layer || !v->table || !v->path) {
         view_free(v);
         return DAPI_ERR_NOMEM;
@@ -215,8 +257,9 @@ static enum dapi_err scan_lake(struct scan *sc, const char *root, struct views *
             continue;
         char lp[PATH_MAX];
         struct stat st;
+        int layer_linked = 0;
         if(snprintf(lp, sizeof lp, "%s/%s", root, de->d_name) >= (int)sizeof lp ||
-           stat_in_lake(sc, lp, &st) || !S_ISDIR(st.st_mode))
+           stat_in_lake(sc, lp, &st, &layer_linked) || !S_ISDIR(st.st_mode))
             continue;
         DIR *ld = opendir(lp);
         if(!ld)
@@ -226,8 +269,9 @@ static enum dapi_err scan_lake(struct scan *sc, const char *root, struct views *
             if(te->d_name[0] == '.')
                 continue;
             char tp[PATH_MAX];
+            int linked = layer_linked;
             if(snprintf(tp, sizeof tp, "%s/%s", lp, te->d_name) >= (int)sizeof tp ||
-               stat_in_lake(sc, tp, &st))
+               stat_in_lake(sc, tp, &st, &linked))
                 continue;
             size_t stem;
             int kind;
@@ -235,12 +279,13 @@ static enum dapi_err scan_lake(struct scan *sc, const char *root, struct views *
                 struct files f = {0};
                 result = walk_parquet(sc, tp, 0, &f);
                 if(!result && f.n)
-                    result = views_add(vs, de->d_name, te->d_name, strlen(te->d_name), tp,
-                                       TK_PARQUET_DIR, &st, &f);
+                    result = views_add(
+                        vs, de->d_name, te->d_name, strlen(te->d_name), tp, TK_PARQUET_DIR, &st,
+                        &f, view_real_layer(sc, de->d_name, tp, &f, linked || f.linked));
                 files_clear(&f);
             } else if(S_ISREG(st.st_mode) && (kind = ext_kind(te->d_name, &stem)) >= 0) {
                 result = views_add(vs, de->d_name, te->d_name, stem, tp, (enum table_kind)kind,
-                                   &st, NULL);
+                                   &st, NULL, view_real_layer(sc, de->d_name, tp, NULL, linked));
             }
         }
         closedir(ld);

@@ -97,6 +97,76 @@ static void nomem(struct walk *w)
         w->err = DAPI_ERR_NOMEM;
 }
 
+char *dapi_sandbox_forbidden_msg(const char *layer)
+{
+    /* a layer name from the query has no length limit: cut like refuse() */
+    char *m = malloc(MSG_MAX + 1);
+    if(!m)
+        return NULL;
+    int n = snprintf(m, MSG_MAX + 1, "this API key may not read layer '%s'", layer);
+    if(n > MSG_MAX) {
+        size_t k = MSG_MAX - 3;
+        while(k > 0 && ((unsigned char)m[k] & 0xC0) == 0x80)
+            k--;
+        memcpy(m + k, "\xe2\x80\xa6", 4);
+    }
+    return m;
+}
+
+/* The query reads a layer outside the scope: DAPI_ERR_FORBIDDEN naming it. */
+static void forbid(struct walk *w, const char *layer)
+{
+    if(w->err)
+        return;
+    if(!(w->msg = dapi_sandbox_forbidden_msg(layer))) {
+        nomem(w);
+        return;
+    }
+    w->err = DAPI_ERR_FORBIDDEN;
+}
+
+static int scoped(const struct walk *w)
+{
+    return w->sb->scope && !w->sb->scope->all;
+}
+
+/* May the query read the schema called name (as written: DuckDB matches it to a layer
+ * case-insensitively)? */
+static int schema_in_scope(const struct walk *w, const char *name)
+{
+    const struct dapi_sandbox *sb = w->sb;
+    if(!scoped(w))
+        return 1;
+    if(sb->layer_in_scope)
+        return sb->layer_in_scope(sb->arg, sb->scope, name);
+    for(size_t i = 0; i < sb->scope->n; i++)
+        if(strcasecmp(sb->scope->layers[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+const char *dapi_sandbox_path_layer_problem(const struct dapi_scope *scope, const char *dir,
+                                            const char *path, char *out, size_t n)
+{
+    size_t dl = strlen(dir);
+    if(!scope || scope->all)
+        return NULL;
+    const char *p = path;
+    if(strncmp(p, dir, dl) == 0 && p[dl] == '/')
+        p += dl;
+    else
+        p = ""; /* not inside dir at all: no layer of the scope */
+    while(*p == '/')
+        p++;
+    size_t len = strcspn(p, "/");
+    snprintf(out, n, "%.*s", (int)len, p);
+    if(len && strlen(out) == len && dapi_scope_allows(scope, out))
+        return NULL;
+    if(!len)
+        snprintf(out, n, "%s", "(the lake itself)");
+    return out;
+}
+
 /* ---- CTEs: names in scope, and the size of the tree once they are inlined ------------ */
 
 static void collect_ctes(struct walk *w, const struct dapi_jv *v, int depth)
@@ -289,8 +359,11 @@ static const char *literal_string(const struct dapi_jv *e)
 static void check_one_path(struct walk *w, const char *fn, const char *p)
 {
     const char *problem = dapi_sandbox_path_problem(w->sb->data_dir, p);
+    char layer[NAME_LEN];
     if(problem)
         refuse(w, "%s('%s') is not allowed: the path %s", fn, p, problem);
+    else if(dapi_sandbox_path_layer_problem(w->sb->scope, w->sb->data_dir, p, layer, sizeof layer))
+        forbid(w, layer); /* its files are another layer's (the engine vets real paths too) */
     else if(add_path(w, p))
         nomem(w);
 }
@@ -402,8 +475,14 @@ static void check_base_table(struct walk *w, const struct dapi_jv *v)
         return;
     }
     if(*sch) {
-        if(!w->sb->is_layer(w->sb->arg, sch))
+        char real[NAME_LEN];
+        if(!schema_in_scope(w, sch))
+            forbid(w, sch); /* before the lookup: no hint whether such a layer exists */
+        else if(!w->sb->is_layer(w->sb->arg, sch))
             refuse(w, "table \"%s\".\"%s\" is not a lake table (no layer \"%s\")", sch, name, sch);
+        else if(scoped(w) && w->sb->table_problem &&
+                w->sb->table_problem(w->sb->arg, w->sb->scope, sch, name, real, sizeof real))
+            forbid(w, real); /* its files are another layer's, through a link */
         return;
     }
     /* Unqualified: only the query's own CTEs. Anything else would be resolved by DuckDB in

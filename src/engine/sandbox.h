@@ -8,6 +8,7 @@
 #define DAPI_SANDBOX_H
 
 #include <stddef.h>
+#include "base/scope.h"
 #include "dapi/err.h"
 
 /* A tree larger than this many nodes once its CTEs are inlined is refused: DuckDB's planner
@@ -22,6 +23,20 @@ struct dapi_sandbox {
      * (a system view such as duckdb_settings)? name is lower case. */
     int (*is_catalog_name)(void *arg, const char *name);
     void *arg;
+    /* The layers the query may read (NULL or scope->all: every layer). A table of another
+     * layer, or a file path outside <data_dir>/<layer>/ of an allowed layer, is refused with
+     * DAPI_ERR_FORBIDDEN; names are checked before they are looked up, so a scoped key cannot
+     * tell a layer outside its scope that exists from one that does not. */
+    const struct dapi_scope *scope;
+    /* Is every layer of the lake that the schema name resolves to (DuckDB matches schemas
+     * case-insensitively) inside scope? May be NULL: then the name is compared with the
+     * scope's layers case-insensitively. */
+    int (*layer_in_scope)(void *arg, const struct dapi_scope *scope, const char *name);
+    /* For a table of a layer in scope: NULL if every file it reads really lies in a layer of
+     * scope (a link in a layer folder, or a layer folder that is a link, may lead to another
+     * layer's files); else the layer they lie in, written to out (n bytes). May be NULL. */
+    const char *(*table_problem)(void *arg, const struct dapi_scope *scope, const char *schema,
+                                 const char *table, char *out, size_t n);
     /* Out: the literal file paths and glob patterns the query reads (owned; free with
      * dapi_sandbox_free). The engine must still check what they match on disk. */
     char **paths;
@@ -30,7 +45,8 @@ struct dapi_sandbox {
 
 /* Checks the serialized parse tree of one statement (the output of json_serialize_sql).
  * DAPI_OK: allowed. DAPI_ERR_SQL: refused, *msg (owned, free()) says why, naming the function
- * or table. Other errors (DAPI_ERR_NOMEM) leave *msg NULL. */
+ * or table. DAPI_ERR_FORBIDDEN: it reads a layer outside sb->scope, *msg names the layer
+ * (dapi_sandbox_forbidden_msg). Other errors (DAPI_ERR_NOMEM) leave *msg NULL. */
 enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size_t len,
                                  char **msg);
 /* Frees sb->paths. */
@@ -39,5 +55,14 @@ void dapi_sandbox_free(struct dapi_sandbox *sb);
 /* Is path (a literal from a query) inside dir with no hidden, "." or ".." component?
  * Returns NULL if so, else a short reason. */
 const char *dapi_sandbox_path_problem(const char *dir, const char *path);
+
+/* With a scope (not all): the layer directory that path (inside dir, already vetted by
+ * dapi_sandbox_path_problem or a real path) lies in, if it is one of the scope's layers: NULL.
+ * Else the name of that first component, written to out (n bytes), for the refusal. */
+const char *dapi_sandbox_path_layer_problem(const struct dapi_scope *scope, const char *dir,
+                                            const char *path, char *out, size_t n);
+
+/* The message of a scope refusal: "this API key may not read layer 'x'" (owned), or NULL. */
+char *dapi_sandbox_forbidden_msg(const char *layer);
 
 #endif

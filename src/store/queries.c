@@ -27,6 +27,7 @@ struct query {
     unsigned char owner[DAPI_KEY_HASH_LEN];
     char *sql;
     char *upstream;
+    struct dapi_scope *scope; /* the layers it may read (NULL: every layer); never changes */
     int64_t created_s;
     enum dapi_qstate state;
     enum dapi_err error;
@@ -99,6 +100,7 @@ static void qfree(struct query *q)
     dapi_result_close(q->result);
     free(q->sql);
     free(q->upstream);
+    free(q->scope);
     free(q->message);
     free(q);
 }
@@ -231,6 +233,7 @@ struct meta {
     const char *slug;
     const unsigned char *owner;
     const char *sql, *upstream, *message;
+    const struct dapi_scope *scope;
     int64_t created_s;
     enum dapi_qstate state;
     enum dapi_err error;
@@ -241,8 +244,8 @@ struct meta {
 
 static struct meta meta_of(const struct query *q)
 {
-    struct meta m = {q->slug,  q->owner, q->sql,   q->upstream, q->message, q->created_s,
-                     q->state, q->error, q->bytes, q->attempts, q->seq};
+    struct meta m = {q->slug,      q->owner, q->sql,   q->upstream, q->message,  q->scope,
+                     q->created_s, q->state, q->error, q->bytes,    q->attempts, q->seq};
     return m;
 }
 
@@ -279,6 +282,15 @@ static int save_meta(const struct dapi_queries *qs, const struct meta *m)
     dapi_json_str(&b, m->upstream ? m->upstream : "", m->upstream ? strlen(m->upstream) : 0);
     dapi_buf_adds(&b, ",\"message\":");
     dapi_json_str(&b, m->message ? m->message : "", m->message ? strlen(m->message) : 0);
+    if(m->scope) { /* absent: every layer (as before scopes existed) */
+        dapi_buf_adds(&b, ",\"scope\":[");
+        for(size_t i = 0; i < m->scope->n; i++) {
+            if(i)
+                dapi_buf_addc(&b, ',');
+            dapi_json_str(&b, m->scope->layers[i], strlen(m->scope->layers[i]));
+        }
+        dapi_buf_addc(&b, ']');
+    }
     dapi_buf_adds(&b, "}\n");
     if(!b.data)
         return ENOMEM;
@@ -514,6 +526,28 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
         }
         q->owner[i] = (unsigned char)(hi << 4 | lo);
     }
+    /* The layers it may read: a query resumed after a restart runs with the scope it was
+     * created with. A "scope" that cannot be read makes the query damaged (never "all"). */
+    const struct dapi_jv *scope = dapi_jv_get(root, "scope");
+    if(scope) {
+        size_t n = dapi_jv_array_size(scope);
+        if(dapi_jv_type(scope) != DAPI_J_ARRAY || n > DAPI_SCOPE_MAX_LAYERS ||
+           !(q->scope = calloc(1, sizeof *q->scope))) {
+            qfree(q);
+            q = NULL;
+            goto out;
+        }
+        for(size_t i = 0; i < n; i++) {
+            const char *l = dapi_jv_str(dapi_jv_index(scope, i), NULL);
+            if(!l || !*l || strlen(l) > DAPI_LAYER_NAME_MAX) {
+                qfree(q);
+                q = NULL;
+                goto out;
+            }
+            snprintf(q->scope->layers[i], sizeof q->scope->layers[i], "%s", l);
+        }
+        q->scope->n = n;
+    }
     q->sql = strdup(sql);
     q->message = msg && *msg ? strdup(msg) : NULL;
     q->upstream = upstream && *upstream ? strdup(upstream) : NULL;
@@ -733,17 +767,31 @@ enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *
                                   const char *sql, const char *upstream, int64_t now_s,
                                   char *slug_out, char *why, size_t whylen)
 {
+    return dapi_queries_create_scoped(qs, key_hash, NULL, sql, upstream, now_s, slug_out, why,
+                                      whylen);
+}
+
+enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned char *key_hash,
+                                         const struct dapi_scope *scope, const char *sql,
+                                         const char *upstream, int64_t now_s, char *slug_out,
+                                         char *why, size_t whylen)
+{
     enum dapi_err result;
     struct slugs gone = {0};
     if(why && whylen)
         why[0] = '\0';
     struct query *q = calloc(1, sizeof *q);
-    if(!q || !(q->sql = strdup(sql)) || (upstream && !(q->upstream = strdup(upstream)))) {
-        if(q)
+    if(!q || !(q->sql = strdup(sql)) || (upstream && !(q->upstream = strdup(upstream))) ||
+       (scope && !scope->all && !(q->scope = malloc(sizeof *q->scope)))) {
+        if(q) {
             free(q->sql);
+            free(q->upstream);
+        }
         free(q);
         return DAPI_ERR_NOMEM;
     }
+    if(q->scope)
+        memcpy(q->scope, scope, sizeof *q->scope);
     pthread_mutex_init(&q->persist, NULL);
     /* 22 base62 characters = 130 bits of randomness. */
     memcpy(q->slug, "dapi-query-", 11);
@@ -997,6 +1045,20 @@ char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
     return sql;
 }
 
+enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug, struct dapi_scope *out)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = find(qs, slug);
+    if(q && q->scope)
+        memcpy(out, q->scope, sizeof *out);
+    else if(q) {
+        memset(out, 0, sizeof *out);
+        out->all = 1;
+    }
+    pthread_mutex_unlock(&qs->lock);
+    return q ? DAPI_OK : DAPI_ERR_NOT_FOUND;
+}
+
 void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out, size_t n)
 {
     pthread_mutex_lock(&qs->lock);
@@ -1042,8 +1104,8 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
     if(sql && up) {
-        struct meta m = {slug,  owner, sql,   up,       message, created,
-                         state, error, bytes, attempts, seq};
+        struct meta m = {slug,    owner, sql,   up,    message,  q->scope, /* immutable */
+                         created, state, error, bytes, attempts, seq};
         result = save_meta(qs, &m) ? DAPI_ERR_IO : DAPI_OK;
     }
     free(up);
@@ -1109,6 +1171,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
                      q->sql,
                      q->upstream,
                      message,
+                     q->scope,
                      q->created_s,
                      error ? DAPI_Q_FAILED : DAPI_Q_DONE,
                      error,

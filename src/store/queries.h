@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "auth/keys.h"
+#include "base/scope.h"
 #include "dapi/err.h"
 #include "store/result.h"
 
@@ -93,6 +94,17 @@ uint64_t dapi_queries_key_bytes(struct dapi_queries *qs, const unsigned char *ke
 enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *key_hash,
                                   const char *sql, const char *upstream, int64_t now_s,
                                   char *slug_out, char *why, size_t whylen);
+
+/* The same for a query limited to the layers of scope (NULL or scope->all: every layer),
+ * persisted with it: a query run again after a restart keeps its scope (dapi_queries_scope). */
+enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned char *key_hash,
+                                         const struct dapi_scope *scope, const char *sql,
+                                         const char *upstream, int64_t now_s, char *slug_out,
+                                         char *why, size_t whylen);
+/* The layers the query may read, into out (out->all for an unscoped one). DAPI_ERR_NOT_FOUND
+ * if there is no such query. */
+enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug,
+                                 struct dapi_scope *out);
 
 /* Looks a slug up for key_hash. DAPI_ERR_NOT_FOUND for unknown, expired, or owned by another
  * key (indistinguishable on purpose). On success fills v (release it). */

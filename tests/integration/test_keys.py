@@ -395,3 +395,23 @@ def test_keys_emulator_accepts_store_keys():
                 break
             time.sleep(0.1)
         eq(r.status, 401, "the revoked key: %s" % r.short())
+
+
+def test_store_key_rate_and_burst_are_enforced_per_key():
+    """A store key's --rate/--burst is its bucket: past the burst it gets 429 with
+    Retry-After and RateLimit headers, while another store key (no limit of its own, no
+    server default) is not affected. Counts, not timings: 3/min refills one request per 20 s."""
+    st = h.tmpdir("keys-rate")
+    slow, _ = _add(st, None, "--name", "slow", "--rate", "3/min", "--burst", "2")
+    free, _ = _add(st, None, "--name", "free")
+    with Server(keys=None, state_dir=st, name="keys-rate") as s:
+        statuses = [_status(s, slow) for _ in range(5)]
+        check(statuses[:2] == [200, 200], "the burst of 2 passes: %r" % statuses)
+        check(statuses.count(429) >= 2, "then 429 (at most one refill in between): %r" % statuses)
+        r = s.create_resp({"sql_query": "SELECT 1"}, key=slow)
+        body = expect_error(r, 429, "Rate limit exceeded", "over its rate")
+        check("per minute" in body.get("details", ""), "the details say the rate: %r" % body)
+        check(int(r.headers.get("retry-after", "0")) >= 1, "Retry-After: %r" % r.headers)
+        check(r.headers.get("ratelimit-policy", "").startswith("2;w="), "policy: %r" % r.headers)
+        check("remaining=0" in r.headers.get("ratelimit", ""), "state: %r" % r.headers)
+        eq([_status(s, free) for _ in range(8)], [200] * 8, "the other key is not limited")

@@ -300,3 +300,32 @@ def test_rate_limit_from_token_claims_and_explicit_burst():
         a, _ = _burst(s, 12, {"x-api-key": KEY_A})
         eq([r.status for r in a], [404] * 12, "no limit by default")
         check("ratelimit" not in a[0].headers, "no RateLimit header without a limit")
+
+
+def test_token_claims_scope_what_it_reads():
+    """dapi_layers is enforced like a store key's layers: a token reads only its layers, and
+    one without the claim reads none (no --jwt-default-layers)."""
+    lake = os.path.join(h.tmpdir("tok-lake"), "lake")
+    h.write_file(os.path.join(lake, "pub", "t.csv"), "a\n1\n")
+    h.write_file(os.path.join(lake, "secret", "t.csv"), "a\ntoken-secret-5d1\n")
+    d = h.tmpdir("tok-jwks-scope")
+    path = _jwks(os.path.join(d, "jwks.json"), ("rsa1", "r1"))
+    args = ["--jwks-file", path, "--jwt-audience", AUD, "--jwt-issuer", ISS]
+    with Server(keys=(KEY_A,), args=args, data_dir=lake, name="tok-scope") as s:
+        pub = token(claims={"dapi_layers": ["pub"]})
+        r = _create(s, pub, 'SELECT a FROM "pub"."t"')
+        expect_status(r, 200, "its own layer")
+        r = s.request("GET", "/api/queries/%s/results?page_number=1" % r.json()["query_slug"],
+                      headers=_bearer(pub))
+        eq(r.json()["data"], [{"a": 1}], "rows of its layer")
+        for sql in ('SELECT a FROM "secret"."t"',
+                    "SELECT a FROM read_csv('%s/secret/t.csv')" % lake,
+                    'SELECT * FROM "pub"."t" JOIN "secret"."t" USING (a)'):
+            r = _create(s, pub, sql)
+            body = expect_error(r, 403)
+            eq(body.get("details"), "this API key may not read layer 'secret'", "refusal of %r" % sql)
+            check("token-secret-5d1" not in r.body.decode(), "no secret in the answer")
+        r = _create(s, token(), 'SELECT a FROM "pub"."t"')
+        eq(expect_error(r, 403).get("details"), "this API key may not read layer 'pub'",
+           "a token without dapi_layers reads no layer")
+        expect_status(_create(s, token(), "SELECT 1 AS one"), 200, "no table: fine")

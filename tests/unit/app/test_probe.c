@@ -115,7 +115,7 @@ static void *long_run(void *arg)
     char *msg = NULL;
     /* every DuckDB thread busy until the deadline; the filter keeps the result empty */
     q->result = dapi_engine_run(q->conn,
-                                "SELECT count(*) FROM range(1000000000000) WHERE range = -1",
+                                "SELECT count(*) FROM range(1000000000000) WHERE range = -1", NULL,
                                 dapi_clock_mono_ms() + 3000, &ignore_sink, NULL, &msg);
     free(msg);
     return NULL;

@@ -179,7 +179,9 @@ static void create(struct parts *p, const char *sql, const unsigned char *kh, st
 {
     struct dapi_reply rp = catcher(c);
     T_EQ_INT(dapi_queries_admit(p->queries, kh), DAPI_OK);
-    p->b->ops->create(p->state, strdup(sql), "client-key", kh, rp);
+    struct dapi_principal who = {.scope.all = 1, .client_key = "client-key"};
+    memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
+    p->b->ops->create(p->state, strdup(sql), &who, rp);
     T_EQ_INT(await(c), 1);
 }
 
@@ -188,7 +190,9 @@ static void results(struct parts *p, const char *slug, uint64_t page, const unsi
 {
     char text[32];
     snprintf(text, sizeof text, "%llu", (unsigned long long)page);
-    p->b->ops->results(p->state, slug, page, text, "client-key", kh, catcher(c));
+    struct dapi_principal who = {.scope.all = 1, .client_key = "client-key"};
+    memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
+    p->b->ops->results(p->state, slug, page, text, &who, catcher(c));
     T_EQ_INT(await(c), 1);
 }
 
@@ -324,6 +328,8 @@ static struct {
     atomic_int calls, status, delay_ms, stop;
     char body[512];
 } up;
+static pthread_mutex_t up_key_mu = PTHREAD_MUTEX_INITIALIZER;
+static char up_key[128]; /* the x-api-key of the last call */
 
 static void *upstream_run(void *arg)
 {
@@ -346,6 +352,11 @@ static void *upstream_run(void *arg)
             if(got >= (size_t)(end + 4 - buf) + want)
                 break;
         }
+        pthread_mutex_lock(&up_key_mu);
+        const char *k = strcasestr(buf, "\r\nx-api-key:");
+        snprintf(up_key, sizeof up_key, "%.*s", k ? (int)strcspn(k + 13, "\r") : 0,
+                 k ? k + 13 + strspn(k + 13, " ") : "");
+        pthread_mutex_unlock(&up_key_mu);
         atomic_fetch_add(&up.calls, 1);
         dapi_clock_sleep_ms(atomic_load(&up.delay_ms));
         char resp[1024];
@@ -397,7 +408,9 @@ static int64_t create_as(struct parts *p, const char *sql, const char *client_ke
     struct dapi_reply rp = catcher(c);
     T_EQ_INT(dapi_queries_admit(p->queries, kh), DAPI_OK);
     int64_t t0 = dapi_clock_mono_ms();
-    p->b->ops->create(p->state, strdup(sql), client_key, kh, rp);
+    struct dapi_principal who = {.scope.all = 1, .client_key = client_key};
+    memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
+    p->b->ops->create(p->state, strdup(sql), &who, rp);
     T_EQ_INT(await(c), 1);
     return dapi_clock_mono_ms() - t0;
 }
@@ -492,6 +505,33 @@ static void test_nekt_key_check(void)
     T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
     T_EQ_INT(c.status, 403);
     caught_free(&c);
+
+    /* Scopes: dapi does not run Nekt's SQL, so a scoped principal needs an upstream key of
+     * its own (limited by Nekt): without one, 403 before any call; with one, that key goes
+     * upstream instead of the client's */
+    struct dapi_principal who = {.client_key = "key-s"};
+    who.scope.n = 1;
+    snprintf(who.scope.layers[0], sizeof who.scope.layers[0], "sales");
+    key("key-s", who.owner);
+    T_EQ_INT(dapi_queries_admit(p.queries, who.owner), DAPI_OK);
+    calls = atomic_load(&up.calls);
+    p.b->ops->create(p.state, strdup("SELECT * FROM secret.t"), &who, catcher(&c));
+    T_EQ_INT(await(&c), 1);
+    T_EQ_INT(c.err, DAPI_ERR_FORBIDDEN);
+    T_CHECK(strstr(c.details, "upstream key of its own") != NULL, "details: %s", c.details);
+    T_EQ_INT(atomic_load(&up.calls), calls);
+    T_EQ_INT(dapi_queries_active(p.queries, who.owner), 0);
+    caught_free(&c);
+    upstream_answer(200, "{\"state\":\"FAILED\",\"error\":\"no such table\"}", 0);
+    who.upstream_key = "upstream-of-s";
+    T_EQ_INT(dapi_queries_admit(p.queries, who.owner), DAPI_OK);
+    p.b->ops->create(p.state, strdup("SELECT 7"), &who, catcher(&c));
+    T_EQ_INT(await(&c), 1);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    caught_free(&c);
+    pthread_mutex_lock(&up_key_mu);
+    T_EQ_STR(up_key, "upstream-of-s");
+    pthread_mutex_unlock(&up_key_mu);
 out:
     parts_stop(&p);
     upstream_stop();
@@ -602,6 +642,76 @@ static void test_registry(void)
     T_CHECK(dapi_backend_find(NULL) == NULL, "no name");
 }
 
+/* POST as a principal limited to scope. */
+static void create_scoped(struct parts *p, const char *sql, const unsigned char *kh,
+                          const struct dapi_scope *scope, struct caught *c)
+{
+    struct dapi_reply rp = catcher(c);
+    T_EQ_INT(dapi_queries_admit(p->queries, kh), DAPI_OK);
+    struct dapi_principal who = {.scope = *scope, .client_key = "client-key"};
+    memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
+    p->b->ops->create(p->state, strdup(sql), &who, rp);
+    T_EQ_INT(await(c), 1);
+}
+
+/* Scopes through the local backend: a table of another layer is 403 at creation, naming the
+ * layer, and no query is made; the query of an allowed layer runs with its scope and only its
+ * owner reads it; a query resumed after a restart runs with the scope stored with it. */
+static void test_local_scopes(void)
+{
+    struct parts p;
+    unsigned char carol[DAPI_KEY_HASH_LEN], dave[DAPI_KEY_HASH_LEN];
+    struct caught c;
+    char slug[64], why[256];
+    key("carol", carol);
+    key("dave", dave);
+    struct dapi_scope sales = {.n = 1}, hr = {.n = 1};
+    snprintf(sales.layers[0], sizeof sales.layers[0], "sales");
+    snprintf(hr.layers[0], sizeof hr.layers[0], "hr");
+    char *args[] = {"--result-wait", "20"};
+    if(parts_start(&p, "local", args, 2))
+        goto out;
+    create_scoped(&p, "SELECT * FROM \"secret\".\"salaries\"", carol, &sales, &c);
+    T_EQ_INT(c.err, DAPI_ERR_FORBIDDEN);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_ERROR);
+    T_EQ_STR(c.details, "this API key may not read layer 'secret'");
+    caught_free(&c);
+    create_scoped(&p, "SELECT o.id FROM sales.orders o JOIN secret.salaries s ON true", carol,
+                  &sales, &c);
+    T_EQ_INT(c.err, DAPI_ERR_FORBIDDEN);
+    caught_free(&c);
+    for(int i = 0; i < 100 && dapi_queries_active(p.queries, carol) > 0; i++)
+        dapi_clock_sleep_ms(20);
+    T_EQ_INT(dapi_queries_active(p.queries, carol), 0); /* refused: the slot is back */
+
+    create_scoped(&p, "SELECT count(*) AS n FROM sales.orders", carol, &sales, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    struct dapi_scope got;
+    T_EQ_INT(dapi_queries_scope(p.queries, slug, &got), DAPI_OK);
+    T_CHECK(!got.all && got.n == 1 && strcmp(got.layers[0], "sales") == 0, "scope stored");
+    results(&p, slug, 1, carol, &c);
+    T_EQ_STR(c.rows, "{\"n\":3}");
+    caught_free(&c);
+    results(&p, slug, 1, dave, &c); /* slugs stay bound to the creating key */
+    T_EQ_INT(c.err, DAPI_ERR_NOT_FOUND);
+    caught_free(&c);
+
+    /* resumed after a restart: held to the scope it was created with, not to every layer */
+    T_EQ_INT(dapi_queries_create_scoped(p.queries, carol, &hr, "SELECT count(*) FROM sales.orders",
+                                        NULL, dapi_clock_wall_s(), slug, why, sizeof why),
+             DAPI_OK);
+    p.b->ops->unfinished(p.state, slug, "SELECT count(*) FROM sales.orders");
+    results(&p, slug, 1, carol, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED);
+    T_EQ_INT(c.err, DAPI_ERR_FORBIDDEN);
+    T_EQ_STR(c.details, "this API key may not read layer 'sales'");
+    caught_free(&c);
+out:
+    parts_stop(&p);
+}
+
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
@@ -614,6 +724,7 @@ int main(void)
 
     test_registry();
     test_local();
+    test_local_scopes();
     test_nekt();
     test_nekt_key_check();
     test_upstream_timeout_outcome();

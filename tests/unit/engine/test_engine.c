@@ -92,7 +92,7 @@ static enum dapi_err run(const char *sql, const char **json, uint64_t *rows, cha
     struct collect c;
     collect_init(&c);
     char *msg = NULL;
-    enum dapi_err r = dapi_engine_run(con, sql, 0, &collect_sink, &c, &msg);
+    enum dapi_err r = dapi_engine_run(con, sql, NULL, 0, &collect_sink, &c, &msg);
     snprintf(text, sizeof text, "%s", c.out.data ? c.out.data : "");
     if(json)
         *json = text;
@@ -113,7 +113,7 @@ static enum dapi_err run(const char *sql, const char **json, uint64_t *rows, cha
 static enum dapi_err check(const char *sql, char **msg_out)
 {
     char *msg = (char *)1;
-    enum dapi_err r = dapi_engine_check(con, sql, &msg);
+    enum dapi_err r = dapi_engine_check(con, sql, NULL, &msg);
     if(r == DAPI_ERR_SQL)
         T_CHECK(msg && *msg, "[%s]: check gives a message", sql);
     else if(r == DAPI_OK)
@@ -260,7 +260,7 @@ static void test_refused(void)
         struct collect c;
         collect_init(&c);
         msg = NULL;
-        r = dapi_engine_run(con, sql, 0, &collect_sink, &c, &msg);
+        r = dapi_engine_run(con, sql, NULL, 0, &collect_sink, &c, &msg);
         T_CHECK(r == DAPI_ERR_SQL, "refused by run: [%s] (got %d)", sql, (int)r);
         T_CHECK(c.begins == 0 && c.rows == 0, "[%s]: sink not called", sql);
         T_CHECK(r != DAPI_ERR_SQL || (msg && *msg), "[%s]: run gives a message", sql);
@@ -436,8 +436,8 @@ static void test_run(void)
     struct collect c;
     collect_init(&c);
     char *msg = NULL;
-    T_EQ_INT(dapi_engine_run(con, "SELECT i FROM range(5000) t(i) ORDER BY i", 0, &collect_sink,
-                             &c, &msg),
+    T_EQ_INT(dapi_engine_run(con, "SELECT i FROM range(5000) t(i) ORDER BY i", NULL, 0,
+                             &collect_sink, &c, &msg),
              DAPI_OK);
     T_EQ_INT(c.begins, 1);
     T_EQ_INT(c.rows, 5000);
@@ -449,7 +449,7 @@ static void test_run(void)
 
     /* Zero rows: begin is still called. */
     collect_init(&c);
-    T_EQ_INT(dapi_engine_run(con, "SELECT 1 AS a WHERE false", 0, &collect_sink, &c, &msg),
+    T_EQ_INT(dapi_engine_run(con, "SELECT 1 AS a WHERE false", NULL, 0, &collect_sink, &c, &msg),
              DAPI_OK);
     T_EQ_INT(c.begins, 1);
     T_EQ_INT(c.rows, 0);
@@ -460,7 +460,7 @@ static void test_run(void)
     collect_init(&c);
     c.fail_chunk = DAPI_ERR_TOO_LARGE;
     msg = (char *)1;
-    T_EQ_INT(dapi_engine_run(con, "SELECT * FROM range(100000)", 0, &collect_sink, &c, &msg),
+    T_EQ_INT(dapi_engine_run(con, "SELECT * FROM range(100000)", NULL, 0, &collect_sink, &c, &msg),
              DAPI_ERR_TOO_LARGE);
     T_CHECK(msg == NULL, "no message for a sink error");
     T_EQ_INT(c.chunks, 1);
@@ -627,7 +627,7 @@ static void test_deadline(void)
     collect_init(&c);
     char *msg = (char *)1;
     int64_t t0 = dapi_clock_mono_ms();
-    enum dapi_err r = dapi_engine_run(con, "SELECT count(*) FROM range(10000000000)", t0 - 1,
+    enum dapi_err r = dapi_engine_run(con, "SELECT count(*) FROM range(10000000000)", NULL, t0 - 1,
                                       &collect_sink, &c, &msg);
     int64_t took = dapi_clock_mono_ms() - t0;
     T_EQ_INT(r, DAPI_ERR_TIMEOUT);
@@ -644,7 +644,7 @@ static void test_deadline(void)
     /* A far deadline does not interfere. */
     collect_init(&c);
     msg = NULL;
-    T_EQ_INT(dapi_engine_run(con, "SELECT * FROM range(10)", dapi_clock_mono_ms() + 600000,
+    T_EQ_INT(dapi_engine_run(con, "SELECT * FROM range(10)", NULL, dapi_clock_mono_ms() + 600000,
                              &collect_sink, &c, &msg),
              DAPI_OK);
     T_EQ_INT(c.rows, 10);

@@ -44,7 +44,7 @@ static const char *expand(const char *sql)
 static enum dapi_err check(const char *sql, char **msg)
 {
     char *m = NULL;
-    enum dapi_err r = dapi_engine_check(con, expand(sql), &m);
+    enum dapi_err r = dapi_engine_check(con, expand(sql), NULL, &m);
     if(msg)
         *msg = m;
     else
@@ -92,8 +92,8 @@ static enum dapi_err run(const char *sql, struct count *c, int trusted)
 {
     char *msg = NULL;
     memset(c, 0, sizeof *c);
-    enum dapi_err r = (trusted ? dapi_engine_run_trusted : dapi_engine_run)(con, expand(sql), 0,
-                                                                            &count_sink, c, &msg);
+    enum dapi_err r = trusted ? dapi_engine_run_trusted(con, expand(sql), 0, &count_sink, c, &msg)
+                              : dapi_engine_run(con, expand(sql), NULL, 0, &count_sink, c, &msg);
     free(msg);
     return r;
 }
@@ -508,7 +508,7 @@ static void test_cte_bound(void)
     T_CHECK(b.data != NULL, "built the chain");
     if(b.data) {
         char *m = NULL; /* not through check(): expand() would cut the 65 KB text */
-        T_EQ_INT(dapi_engine_check(con, b.data, &m), DAPI_ERR_SQL);
+        T_EQ_INT(dapi_engine_check(con, b.data, NULL, &m), DAPI_ERR_SQL);
         T_CHECK(m && strstr(m, "nested too deeply"), "says why: %s", m ? m : "");
         free(m);
     }

@@ -120,7 +120,7 @@ static void query_job(void *arg, struct dapi_econn *conn)
     struct rec *r = arg;
     if(conn) {
         char *msg = NULL;
-        if(dapi_engine_check(conn, "SELECT 42 AS x", &msg) == DAPI_OK)
+        if(dapi_engine_check(conn, "SELECT 42 AS x", NULL, &msg) == DAPI_OK)
             atomic_fetch_add(&r->usable, 1);
         free(msg);
     }

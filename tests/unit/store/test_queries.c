@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "store/queries.h"
 #include "t.h"
+#include "base/buf.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -1241,6 +1242,82 @@ static void test_long_message_and_remove(void)
     }
 }
 
+/* A query's scope is stored with it: every rewrite of meta.json keeps it (start of a run,
+ * an upstream reference, the outcome), and a query resumed after a restart has it back —
+ * never "every layer". A scope that cannot be read makes the query damaged. */
+static void test_scope(void)
+{
+    char state[128], qd[256], p[300];
+    state_dir(state, sizeof state, "scope");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    struct dapi_scope sc = {0}, got, all = {.all = 1}, none = {0};
+    sc.n = 2;
+    snprintf(sc.layers[0], sizeof sc.layers[0], "pub");
+    snprintf(sc.layers[1], sizeof sc.layers[1], "we\"ird,\\name");
+    char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX], d[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create_scoped(qs, owner, &sc, "SELECT 'a'", NULL, 1000, a, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(dapi_queries_create_scoped(qs, owner, &all, "SELECT 'b'", NULL, 1000, b, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(dapi_queries_create_scoped(qs, owner, &none, "SELECT 'c'", NULL, 1000, c, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(dapi_queries_create_scoped(qs, owner, &sc, "SELECT 'd'", NULL, 1000, d, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(dapi_queries_scope(qs, a, &got), DAPI_OK);
+    T_CHECK(!got.all && got.n == 2 && strcmp(got.layers[1], "we\"ird,\\name") == 0, "a's scope");
+    T_EQ_INT(dapi_queries_scope(qs, b, &got), DAPI_OK);
+    T_CHECK(got.all, "b reads every layer");
+    T_EQ_INT(dapi_queries_scope(qs, "dapi-query-unknown", &got), DAPI_ERR_NOT_FOUND);
+    /* every rewrite of meta.json keeps it */
+    char why[256];
+    T_EQ_INT(dapi_queries_start_run(qs, a, why, sizeof why), DAPI_OK);
+    T_EQ_INT(dapi_queries_set_upstream(qs, a, "up-1"), DAPI_OK);
+    dapi_queries_close(qs);
+
+    struct unfinished u2 = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u2);
+    if(!qs)
+        return;
+    T_CHECK(unfinished_has(&u2, a, "SELECT 'a'"), "a resumed");
+    T_EQ_INT(dapi_queries_scope(qs, a, &got), DAPI_OK);
+    T_CHECK(!got.all && got.n == 2 && strcmp(got.layers[0], "pub") == 0 &&
+                strcmp(got.layers[1], "we\"ird,\\name") == 0,
+            "a resumed with its scope");
+    T_EQ_INT(dapi_queries_scope(qs, b, &got), DAPI_OK);
+    T_CHECK(got.all, "b still reads every layer");
+    T_EQ_INT(dapi_queries_scope(qs, c, &got), DAPI_OK);
+    T_CHECK(!got.all && got.n == 0, "c reads no layer");
+    dapi_queries_finish(qs, a, DAPI_ERR_SQL, "failed", 0);
+    dapi_queries_close(qs);
+    /* a damaged scope: the query is dropped, not run with every layer */
+    dapi_queries_dir(qs = open_reg(state, 3600, UINT64_MAX, 1002, &u2), d, qd, sizeof qd);
+    dapi_queries_close(qs);
+    snprintf(p, sizeof p, "%s/meta.json", qd);
+    struct dapi_buf mb;
+    dapi_buf_init(&mb, 1 << 20);
+    T_EQ_INT(dapi_buf_add_file(&mb, p), DAPI_OK);
+    char *at = mb.data ? strstr(mb.data, "\"scope\":[") : NULL;
+    T_CHECK(at != NULL, "scope in meta.json");
+    if(at) {
+        memcpy(at, "\"scope\":7", 9);
+        memset(at + 9, ' ', strcspn(at + 9, "]") + 1);
+        t_write(p, mb.data);
+    }
+    dapi_buf_free(&mb);
+    struct unfinished u3 = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1003, &u3);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_scope(qs, d, &got), DAPI_ERR_NOT_FOUND);
+    T_CHECK(!unfinished_has(&u3, d, NULL), "damaged scope: not resumed");
+    T_EQ_INT(dapi_queries_scope(qs, a, &got), DAPI_OK);
+    T_CHECK(!got.all && got.n == 2, "a's scope kept through its outcome");
+    dapi_queries_close(qs);
+}
+
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
@@ -1263,6 +1340,7 @@ int main(void)
     test_crash_guard();
     test_orphans();
     test_long_message_and_remove();
+    test_scope();
     t_rm_rf(root);
     T_CHECK(!t_exists(root), "temp dir cleaned up");
     T_DONE();
