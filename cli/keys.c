@@ -44,7 +44,8 @@ static const struct dapi_cli_opt opts[O__COUNT] = {
                 "add: the key's name ([A-Za-z0-9._@:-], up to 64 characters; required)"},
     [O_LAYERS] = {"layers", 0, "LAYERS", NULL, "all",
                   "add: the only layers the key may read (comma-separated)"},
-    [O_RATE] = {"rate", 0, "RATE", NULL, "the server's", "add: requests allowed, N/s or N/min"},
+    [O_RATE] = {"rate", 0, "RATE", NULL, "the server's",
+                "add: requests allowed, N/s, N/min or N/h"},
     [O_BURST] = {"burst", 0, "N", NULL, "the server's", "add: requests allowed at once"},
     [O_EXPIRES] = {"expires", 0, "WHEN", NULL, "never",
                    "add: a UTC date (2026-12-31, 2026-12-31T23:59:59Z) or a duration from now "

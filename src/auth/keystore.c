@@ -1,4 +1,5 @@
 #include "auth/keystore.h"
+#include "auth/ratelimit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -124,27 +125,14 @@ int dapi_ks_parse_layers(const char *text, struct dapi_scope *s, char *err, size
     return 0;
 }
 
+/* A key's own rate: the syntax of --rate-limit (auth/ratelimit.h), but never "0" (a key
+ * without a limit of its own has no rate field) and at most 1,000,000 per unit. */
 int dapi_ks_parse_rate(const char *text, double *per_s, char *err, size_t errlen)
 {
-    const char *slash = strchr(text, '/');
     int64_t n = 0;
-    char num[32];
-    size_t len = slash ? (size_t)(slash - text) : 0;
-    if(!slash || len == 0 || len >= sizeof num)
-        goto bad;
-    memcpy(num, text, len);
-    num[len] = '\0';
-    if(parse_i64(num, &n) || n < 1 || n > 1000000)
-        goto bad;
-    if(strcmp(slash + 1, "s") == 0)
-        *per_s = (double)n;
-    else if(strcmp(slash + 1, "min") == 0)
-        *per_s = (double)n / 60.0;
-    else
-        goto bad;
-    return 0;
-bad:
-    snprintf(err, errlen, "bad rate '%s' (N/s or N/min, N from 1 to 1000000)", text);
+    if(dapi_rate_parse(text, per_s, &n) == 0 && n >= 1 && n <= 1000000)
+        return 0;
+    snprintf(err, errlen, "bad rate '%s' (N/s, N/min or N/h, N from 1 to 1000000)", text);
     return -1;
 }
 

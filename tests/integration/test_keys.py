@@ -331,7 +331,7 @@ def test_keys_cli_usage():
         (["frob"], "expected add, list"),
         (["add"], "add needs --name"),
         (["add", "--name", "two words"], "add needs --name"),
-        (["add", "--name", "x", "--rate", "5/h"], "bad rate"),
+        (["add", "--name", "x", "--rate", "5/week"], "bad rate"),
         (["add", "--name", "x", "--expires", "soon"], "bad date or duration"),
         (["add", "--name", "x", "--burst", "0"], "--burst"),
         (["add", "--name", "x", "--upstream-key-env", "A-B"], "bad --upstream-key-env"),

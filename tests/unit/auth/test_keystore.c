@@ -143,7 +143,7 @@ static void test_malformed(void)
         {"id=b id=c name=y", "field id given twice"},
         {"id=a name=y", "id a appears twice"},
         {"id=b name=y hash=00", "bad hash"},
-        {"id=b name=y rate=5/h", "bad rate '5/h'"},
+        {"id=b name=y rate=5/week", "bad rate '5/week'"},
         {"id=b name=y expires=soon", "bad expires 'soon'"},
         {"id=b name=y layers=a,,b", "bad layer list"},
         {"id=b name=y upstream_key_env=1BAD", "bad upstream_key_env"},
@@ -187,6 +187,11 @@ static void test_parsers(void)
     T_EQ_INT(dapi_ks_parse_rate("10/s", &r, err, sizeof err), 0);
     T_CHECK(r == 10, "10/s");
     T_EQ_INT(dapi_ks_parse_rate("0/s", &r, err, sizeof err), -1);
+    /* the syntax of --rate-limit (one parser): hours too, never "0", at most 1,000,000 */
+    T_EQ_INT(dapi_ks_parse_rate("36/h", &r, err, sizeof err), 0);
+    T_CHECK(r > 0.0099 && r < 0.0101, "36/h is 0.01 per second: %g", r);
+    T_EQ_INT(dapi_ks_parse_rate("0", &r, err, sizeof err), -1);
+    T_EQ_INT(dapi_ks_parse_rate("1000001/s", &r, err, sizeof err), -1);
     T_EQ_INT(dapi_ks_parse_rate("10", &r, err, sizeof err), -1);
     char out[32];
     dapi_ks_format_time(1798761599, out, sizeof out);
