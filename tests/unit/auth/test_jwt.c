@@ -447,7 +447,7 @@ static void test_jwks_errors(void)
     jwks_refused("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}", "2048 bits");
     jwks_refused("{\"keys\":[{\"kty\":\"RSA\",\"e\":\"AQAB\"}]}", "needs base64url n and e");
     /* private key material, a duplicate kid, an alg that does not fit the key */
-    char a[2048], b[4096];
+    char a[2048], b[4200];
     jwk_ed(a, sizeof a, ed, "k");
     snprintf(b, sizeof b, "{\"keys\":[%.*s,\"d\":\"AAAA\"}]}", (int)strlen(a) - 1, a);
     jwks_refused(b, "private");
