@@ -394,7 +394,7 @@ static void test_reload_concurrent(void)
     for(int i = 0; i < 3; i++)
         pthread_create(&th[i], NULL, checker, &c);
     for(int i = 0; i < 200; i++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "o%d", i);
         if(f.n > 1)
             f.n = 1;
