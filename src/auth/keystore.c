@@ -614,7 +614,8 @@ static enum dapi_err table_load(const char *path, struct table **out, int *exist
         table_free(t);
         return DAPI_ERR_NOMEM;
     }
-    qsort(t->f.keys, t->f.n, sizeof *t->f.keys, by_id);
+    if(t->f.n) /* an empty file has no array: qsort(NULL, 0) is undefined */
+        qsort(t->f.keys, t->f.n, sizeof *t->f.keys, by_id);
     for(size_t i = 0; i < t->f.n; i++)
         if(t->f.keys[i].upstream_key_env[0]) {
             /* The environment does not change while dapi runs: the pointer stays valid. */
@@ -723,7 +724,8 @@ int dapi_keystore_reload(struct dapi_keystore *ks, int force, size_t *count, cha
     for(size_t i = 0; i < fresh->f.n; i++) {
         struct dapi_ks_key key;
         memcpy(key.id, fresh->f.keys[i].id, sizeof key.id);
-        struct dapi_ks_key *o = bsearch(&key, old->f.keys, old->f.n, sizeof key, by_id);
+        struct dapi_ks_key *o = old->f.n ? bsearch(&key, old->f.keys, old->f.n, sizeof key, by_id)
+                                         : NULL;
         if(o)
             fresh->used[i] = atomic_load(&old->used[o - old->f.keys]);
     }
@@ -751,7 +753,9 @@ enum dapi_ks_result dapi_keystore_check(struct dapi_keystore *ks, const char *ke
     enum dapi_ks_result res = DAPI_KS_NOT_OURS;
     pthread_rwlock_rdlock(&ks->lock);
     struct table *t = ks->t;
-    const struct dapi_ks_key *k = bsearch(&probe, t->f.keys, t->f.n, sizeof probe, by_id);
+    /* (an empty store has no array, and bsearch's base may not be NULL) */
+    const struct dapi_ks_key *k = t->f.n ? bsearch(&probe, t->f.keys, t->f.n, sizeof probe, by_id)
+                                         : NULL;
     if(k) {
         unsigned char h[DAPI_KEY_HASH_LEN];
         dapi_hmac_sha256(k->salt, sizeof k->salt, secret, slen, h);
