@@ -73,6 +73,7 @@ def main():
     ap.add_argument("--pages", type=int, default=100, help="pages read in order (100 rows each)")
     ap.add_argument("--latency-ms", type=int, default=1000, help="time of one upstream execution")
     ap.add_argument("--read-ahead", default="0,4", help="--nekt-read-ahead values, comma-separated")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (servers' logs)")
     opts = ap.parse_args()
     rows = opts.pages * 100 - 50  # the last page has 50 rows
     sql = "SELECT i, i * 2 AS j, 'row ' || i AS s FROM range(%d) t(i) ORDER BY i" % rows
@@ -107,7 +108,10 @@ def main():
     finally:
         for p in reversed(procs):
             stop(p)
-        shutil.rmtree(tmp, ignore_errors=True)
+        if opts.keep:
+            print("logs in %s" % tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
