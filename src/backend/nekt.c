@@ -35,6 +35,7 @@
 #define APP_FRESH_MS 30000
 #define KEYS_OK_MAX 1024              /* upstream keys remembered as accepted by Nekt */
 #define KEY_OK_TTL_MS (5 * 60 * 1000) /* for this long after Nekt last accepted them */
+#define RA_QUERIES_MAX 1024           /* v1 queries whose read-ahead state is remembered */
 
 /* An upstream key Nekt accepted recently (its hash): v2 creations with it answer at once. */
 struct key_ok {
@@ -64,10 +65,20 @@ struct inflight {
     struct inflight *next;
 };
 
+/* v1 read-ahead (--nekt-read-ahead), per query: its last page once known, and how many
+ * pages are being read ahead for it. */
+struct ra_query {
+    char slug[DAPI_SLUG_MAX + 1];
+    uint64_t last;   /* the last page (fewer than DAPI_PAGE_ROWS rows); 0: not known yet */
+    int64_t running; /* read-ahead fetches queued or running */
+    struct ra_query *next;
+};
+
 struct dapi_nekt {
     pthread_mutex_t mu;
     struct app_state *apps; /* Explorer application state, per upstream key */
     struct inflight *pages; /* v1 pages being fetched: a second request waits for the first */
+    struct ra_query *ra;    /* v1 read-ahead state, newest first (RA_QUERIES_MAX at most) */
     pthread_cond_t page_done;
     int v1;
     const struct dapi_backend_env *env;
@@ -769,7 +780,8 @@ struct v1_page {
     char page_text[48];
     uint64_t page;
     char *key;
-    unsigned char kh[DAPI_KEY_HASH_LEN]; /* holds an admission slot while it fetches */
+    unsigned char kh[DAPI_KEY_HASH_LEN]; /* holds an admission slot while it fetches (not a
+                                            read-ahead: the pool tag only) */
 };
 
 static void page_path(struct dapi_nekt *nk, const char *slug, uint64_t page, const char *ext,
@@ -967,6 +979,186 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
     return result;
 }
 
+/* ---- v1: read-ahead ------------------------------------------------------------------ */
+
+/* A client reading page N is likely to ask for N+1 next: after each page served, pages
+ * N+1..N+k (--nekt-read-ahead) that are neither kept nor being fetched are fetched in the
+ * background, on the run pool under the client's tag. They take no admission slot (the
+ * client's own requests are never refused for them) but are bounded: k per query queued or
+ * running, none while the run pool has no idle worker, none past the query's last page (a
+ * page with fewer than DAPI_PAGE_ROWS rows). A request for a page being read ahead waits for
+ * it (page_claim) instead of executing it again. */
+
+static int page_kept(struct dapi_nekt *nk, const char *slug, uint64_t page)
+{
+    char path[4200];
+    struct stat st;
+    page_path(nk, slug, page, "bin", path, sizeof path);
+    return stat(path, &st) == 0;
+}
+
+/* The rows of a kept page; -1 when it is not kept. */
+static int64_t page_rows(struct dapi_nekt *nk, const char *slug, uint64_t page)
+{
+    char path[4200];
+    struct dapi_result *res = NULL;
+    page_path(nk, slug, page, "bin", path, sizeof path);
+    if(dapi_result_open(&res, path))
+        return -1;
+    int64_t rows = (int64_t)dapi_result_rows(res);
+    dapi_result_close(res);
+    return rows;
+}
+
+/* slug's read-ahead entry, under mu; make: add it if missing (giving up the oldest idle entry
+ * when the list is full). NULL: none. */
+static struct ra_query *ra_find(struct dapi_nekt *nk, const char *slug, int make)
+{
+    struct ra_query **idle = NULL;
+    size_t n = 0;
+    for(struct ra_query **qp = &nk->ra; *qp; qp = &(*qp)->next, n++) {
+        if(strcmp((*qp)->slug, slug) == 0)
+            return *qp;
+        if(!(*qp)->running)
+            idle = qp; /* the last one seen is the oldest */
+    }
+    if(!make)
+        return NULL;
+    if(n >= RA_QUERIES_MAX) {
+        if(!idle)
+            return NULL;
+        struct ra_query *old = *idle;
+        *idle = old->next;
+        free(old);
+    }
+    struct ra_query *q = calloc(1, sizeof *q);
+    if(!q)
+        return NULL;
+    snprintf(q->slug, sizeof q->slug, "%s", slug);
+    q->next = nk->ra;
+    nk->ra = q;
+    return q;
+}
+
+/* page is the query's last page (it has fewer than DAPI_PAGE_ROWS rows). */
+static void ra_note_last(struct dapi_nekt *nk, const char *slug, uint64_t page)
+{
+    pthread_mutex_lock(&nk->mu);
+    struct ra_query *q = ra_find(nk, slug, 1);
+    if(q && (!q->last || page < q->last))
+        q->last = page;
+    pthread_mutex_unlock(&nk->mu);
+}
+
+static void ra_done(struct dapi_nekt *nk, const char *slug)
+{
+    pthread_mutex_lock(&nk->mu);
+    struct ra_query *q = ra_find(nk, slug, 0);
+    if(q && q->running > 0)
+        q->running--;
+    pthread_mutex_unlock(&nk->mu);
+}
+
+static int page_busy_locked(struct dapi_nekt *nk, const char *slug, uint64_t page)
+{
+    for(struct inflight *f = nk->pages; f; f = f->next)
+        if(f->page == page && strcmp(f->slug, slug) == 0)
+            return 1;
+    return 0;
+}
+
+static void v1_page_free(struct v1_page *p)
+{
+    if(p)
+        free(p->key);
+    free(p);
+}
+
+/* One page fetched ahead: kept like a requested one, answered to nobody. */
+static void v1_ahead_run(void *arg, struct dapi_econn *conn)
+{
+    struct v1_page *p = arg;
+    struct dapi_nekt *nk = p->nk;
+    char file[4200];
+    int claimed = 0;
+    struct dapi_buf details;
+    dapi_buf_init(&details, 4096);
+    if(!conn || atomic_load(nk->env->stopping)) /* discarded at shutdown */
+        goto out;
+    pthread_mutex_lock(&nk->mu);
+    struct ra_query *q = ra_find(nk, p->slug, 0);
+    int past = q && q->last && p->page > q->last;
+    pthread_mutex_unlock(&nk->mu);
+    if(past || page_kept(nk, p->slug, p->page))
+        goto out;
+    /* a page another request fetches already: not fetched twice, not waited for */
+    if(!(claimed = page_claim(nk, p->slug, p->page, 0)) || page_kept(nk, p->slug, p->page))
+        goto out;
+    enum dapi_err result = fetch_page(p, upstream_key(nk, p->key), file, sizeof file, &details);
+    if(!result)
+        result = keep_page(p, conn, file, &details);
+    if(!result) {
+        int64_t rows = page_rows(nk, p->slug, p->page);
+        if(rows >= 0 && rows < DAPI_PAGE_ROWS)
+            ra_note_last(nk, p->slug, p->page);
+    } else if(!atomic_load(nk->env->stopping)) {
+        dapi_info("query %s page %s: read-ahead failed (%s): %s; fetched again when asked",
+                  p->slug, p->page_text, dapi_err_message(result),
+                  details.data ? details.data : "");
+    }
+out:
+    if(claimed)
+        page_release(nk, p->slug, p->page);
+    ra_done(nk, p->slug);
+    dapi_buf_free(&details);
+    v1_page_free(p);
+}
+
+/* Page `page` of slug is kept and about to be served: queues the pages after it (above).
+ * key is the request's forwarded key (may be NULL), kh its owner's hash (the pool tag). */
+static void read_ahead(struct dapi_nekt *nk, const char *slug, uint64_t page, const char *key,
+                       const unsigned char *kh)
+{
+    int64_t k = nk->env->cfg->nekt_read_ahead;
+    if(k <= 0 || atomic_load(nk->env->stopping))
+        return;
+    int64_t rows = page_rows(nk, slug, page);
+    if(rows < 0)
+        return; /* not kept: nothing served, nothing read ahead */
+    if(rows < DAPI_PAGE_ROWS) {
+        ra_note_last(nk, slug, page);
+        return;
+    }
+    for(uint64_t next = page + 1; next > page && next <= page + (uint64_t)k; next++) {
+        if(page_kept(nk, slug, next))
+            continue;
+        if(dapi_pool_load(nk->env->run_pool) >= (size_t)nk->env->cfg->upstream_workers)
+            break; /* no idle worker: clients' own requests come first */
+        pthread_mutex_lock(&nk->mu);
+        struct ra_query *q = ra_find(nk, slug, 1);
+        int stop = !q || (q->last && next > q->last) || q->running >= k;
+        int go = !stop && !page_busy_locked(nk, slug, next);
+        if(go)
+            q->running++;
+        pthread_mutex_unlock(&nk->mu);
+        if(stop)
+            break;
+        if(!go)
+            continue; /* being fetched */
+        struct v1_page *p = calloc(1, sizeof *p);
+        if(!p || (key && !(p->key = strdup(key))) ||
+           (p->nk = nk, p->page = next, snprintf(p->slug, sizeof p->slug, "%s", slug),
+            snprintf(p->page_text, sizeof p->page_text, "%llu", (unsigned long long)next),
+            memcpy(p->kh, kh, DAPI_KEY_HASH_LEN),
+            dapi_pool_submit_tagged(nk->env->run_pool, v1_ahead_run, p, 0,
+                                    dapi_backend_key_tag(kh)))) {
+            ra_done(nk, slug);
+            v1_page_free(p);
+            break;
+        }
+    }
+}
+
 static void v1_page_run(void *arg, struct dapi_econn *conn)
 {
     struct v1_page *p = arg;
@@ -980,11 +1172,13 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         dapi_reply_err(p->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
-    if(serve_page_file(p)) /* fetched meanwhile by another request */
+    read_ahead(nk, p->slug, p->page, p->key, p->kh); /* (when it is kept already) */
+    if(serve_page_file(p))                           /* fetched meanwhile by another request */
         goto out;
     /* Two requests for the same new page make one upstream execution: the second waits for
-     * the first, then serves what it kept. */
+     * the first (a request or a read-ahead), then serves what it kept. */
     claimed = page_claim(nk, p->slug, p->page, nk->env->cfg->query_timeout * 1000);
+    read_ahead(nk, p->slug, p->page, p->key, p->kh);
     if(serve_page_file(p))
         goto out;
     if(!claimed) {
@@ -996,6 +1190,8 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     result = fetch_page(p, upstream_key(nk, p->key), file, sizeof file, &details);
     if(!result)
         result = keep_page(p, conn, file, &details);
+    if(!result)
+        read_ahead(nk, p->slug, p->page, p->key, p->kh);
     if(!result && serve_page_file(p))
         goto out;
     if(result && atomic_load(nk->env->stopping)) {
@@ -1124,7 +1320,8 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
     p->page = page;
     snprintf(p->slug, sizeof p->slug, "%s", slug);
     snprintf(p->page_text, sizeof p->page_text, "%s", page_text);
-    if(serve_page_file(p)) { /* kept from an earlier request: no upstream call */
+    read_ahead(nk, slug, page, key, key_hash); /* (when it is kept already) */
+    if(serve_page_file(p)) {                   /* kept from an earlier request: no upstream call */
         free(p->key);
         free(p);
         return;
@@ -1213,6 +1410,11 @@ static void nekt_stop(void *state)
         struct app_state *a = nk->apps;
         nk->apps = a->next;
         free(a);
+    }
+    while(nk->ra) {
+        struct ra_query *q = nk->ra;
+        nk->ra = q->next;
+        free(q);
     }
     while(nk->pages) {
         struct inflight *f = nk->pages;

@@ -147,6 +147,8 @@ static const struct setting settings[] = {
      "upstream protocol: v2 (sql-query, run once) or v1 (Explorer, one execution per page)"},
     {NULL, "DAPI_NEKT_API_KEY", K_STR, O(nekt_api_key), NULL, 0, 0, NULL,
      "server-held upstream key; unset = forward each client's x-api-key"},
+    {"nekt-read-ahead", "DAPI_NEKT_READ_AHEAD", K_I64, O(nekt_read_ahead), "3", 0, 16, NULL,
+     "v1: pages fetched ahead in the background after each page a client reads (0 = off)"},
     {"upstream-workers", "DAPI_UPSTREAM_WORKERS", K_I64, O(upstream_workers), "8", 1, 256, NULL,
      "threads doing upstream calls and downloads (--backend nekt)"},
     {"upstream-timeout", "DAPI_UPSTREAM_TIMEOUT", K_I64, O(upstream_timeout), "120", 1, 86400,

@@ -55,8 +55,9 @@ struct dapi_config {
     char *api_keys_env; /* DAPI_API_KEYS (env only) */
     /* the Nekt upstream (--backend nekt) */
     char *nekt_url;
-    char *nekt_api;     /* "v2" | "v1" */
-    char *nekt_api_key; /* DAPI_NEKT_API_KEY (env only); NULL = forward client keys */
+    char *nekt_api;          /* "v2" | "v1" */
+    char *nekt_api_key;      /* DAPI_NEKT_API_KEY (env only); NULL = forward client keys */
+    int64_t nekt_read_ahead; /* v1: pages fetched ahead of a reader (0..16) */
     int64_t upstream_workers;
     int64_t upstream_timeout;         /* s, one HTTP call */
     int64_t upstream_connect_timeout; /* s */

@@ -67,6 +67,7 @@ static void test_defaults(void)
     T_EQ_STR(c.log_format, "text");
     T_EQ_INT(c.workers, 2);
     T_EQ_INT(c.http_threads, 2);
+    T_EQ_INT(c.nekt_read_ahead, 3);
     T_EQ_INT(c.max_body_bytes, 1048576);
     T_EQ_INT(c.max_header_bytes, 16384);
     T_EQ_INT(c.max_connections, 1024);
@@ -228,6 +229,8 @@ static void test_rejected(void)
         {{"--port", "99999999999999999999999"}, "--port", NULL},
         {{"--workers", "0"}, "--workers", NULL},
         {{"--workers", "257"}, "--workers", NULL},
+        {{"--nekt-read-ahead", "-1"}, "--nekt-read-ahead", NULL},
+        {{"--nekt-read-ahead", "17"}, "--nekt-read-ahead", NULL},
         {{"--max-json-depth", "1"}, "--max-json-depth", NULL},
         {{"--max-json-depth", "1001"}, "--max-json-depth", NULL},
         {{"--max-result-rows", "9223372036854775808"}, "--max-result-rows", NULL},
