@@ -155,25 +155,33 @@ static struct query *reuse_find(struct dapi_queries *qs, const char *ident)
             continue;
         struct query *q = find(qs, e->slug);
         if(!q) {
-            *ep = e->next;
-            free(e);
+            /* Its holder was deleted (expired, evicted, removed): another slug may still
+             * share the result — the newest such, found by a scan (only then). */
+            for(size_t i = 0; i < NBUCKETS; i++)
+                for(struct query *c = qs->buckets[i]; c; c = c->next)
+                    if(strcmp(c->ident, ident) == 0 && !c->leader[0] &&
+                       c->state != DAPI_Q_FAILED && (!q || c->seq > q->seq))
+                        q = c;
+            if(q) {
+                snprintf(e->slug, sizeof e->slug, "%s", q->slug);
+            } else {
+                *ep = e->next;
+                free(e);
+            }
         }
         return q;
     }
     return NULL;
 }
 
+/* Entries whose holder is gone move to another slug sharing the result, or go. */
 static void reuse_prune(struct dapi_queries *qs)
 {
     for(size_t b = 0; b < NREUSEBUCKETS; b++)
-        for(struct reuse_ent **ep = &qs->reuse[b]; *ep;) {
-            struct reuse_ent *e = *ep;
-            if(find(qs, e->slug)) {
-                ep = &e->next;
-            } else {
-                *ep = e->next;
-                free(e);
-            }
+        for(struct reuse_ent *e = qs->reuse[b], *next; e; e = next) {
+            next = e->next;
+            if(!find(qs, e->slug))
+                reuse_find(qs, e->ident); /* (may free e) */
         }
 }
 
