@@ -978,6 +978,15 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
         if(how == DAPI_REUSED_RUN)
             snprintf(q->leader, sizeof q->leader, "%s", src->slug);
     }
+    int early = 0;
+    if(q->ident[0] && !src && used < qs->max_bytes) {
+        /* Registered now, in the same step as the look-up: an identical creation right
+         * behind this one attaches to it instead of missing it and running too. */
+        insert(qs, q);
+        q->refs++; /* this function's, until it returns */
+        reuse_set(qs, q);
+        early = 1;
+    }
     pthread_mutex_unlock(&qs->lock);
     remove_dirs(qs, &gone);
     if(used >= qs->max_bytes) {
@@ -1018,6 +1027,12 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
         goto fail;
     }
     pthread_mutex_lock(&qs->lock);
+    if(early) {
+        unref(q);
+        pthread_mutex_unlock(&qs->lock);
+        snprintf(slug_out, DAPI_SLUG_MAX, "%s", q->slug);
+        return DAPI_OK;
+    }
     if(how == DAPI_REUSED_RUN && (find(qs, src->slug) != src ||
                                   (src->state != DAPI_Q_QUEUED && src->state != DAPI_Q_RUNNING))) {
         /* its run ended meanwhile: this one runs itself */
@@ -1049,6 +1064,23 @@ fail:
         pthread_mutex_lock(&qs->lock);
         unref(src);
         pthread_mutex_unlock(&qs->lock);
+    }
+    if(early) {
+        /* registered early: out again; anything attached meanwhile fails retryably */
+        char slug[DAPI_SLUG_MAX];
+        snprintf(slug, sizeof slug, "%s", q->slug);
+        pthread_mutex_lock(&qs->lock);
+        if(find(qs, slug) == q) {
+            detach(qs, q);
+            forget(qs, q);
+        }
+        unref(q);
+        pthread_mutex_unlock(&qs->lock);
+        settle_followers(qs, slug, DAPI_ERR_BUSY,
+                         "the identical query this one shared a run with "
+                         "could not be recorded",
+                         0);
+        return result;
     }
     qfree(q);
     return result;

@@ -179,3 +179,26 @@ def test_reuse_single_flight_50():
             want = want or rows
             eq(rows, want, "same rows")
         eq(_done_lines(s), 1, "one run for 50 identical creations")
+
+
+def test_reuse_nekt_v2_per_upstream_key():
+    """--backend nekt (v2): the same SQL with the same upstream key shares the downloaded
+    result; another upstream key (another tenant) never does."""
+    k1, k2 = "nektkey1", "nektkey2"
+    with Server(args=["--emulate-nekt"], keys=[k1, k2], data_dir=_lake(), name="reuse-emu") as emu:
+        argv = ["--backend", "nekt", "--nekt-url", "http://127.0.0.1:%d" % emu.port, "--nekt-api", "v2"]
+        with Server(args=argv, keys=None, name="reuse-fwd") as s:
+            s.key = k1
+            sql = 'SELECT id, name FROM "lay"."t" ORDER BY id'
+            a, ra = _create(s, sql)
+            eq(ra, None, "first")
+            rows = s.page(a, 1)
+            eq(len(rows), 3, "rows")
+            b, rb = _create(s, sql)
+            eq(rb, "true", "same upstream key: reused")
+            eq(s.page(b, 1), rows, "same rows")
+            c, rc = _create(s, sql, key=k2)
+            eq(rc, None, "another upstream key: not shared")
+            eq(s.page(c, 1, key=k2), rows, "its own run")
+            d, rd = _create(s, sql, headers={"Cache-Control": "no-cache"})
+            eq(rd, None, "no-cache")
