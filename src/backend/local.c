@@ -92,10 +92,11 @@ static void check_query(void *arg, struct dapi_econn *conn)
     if(!result && reused) {
         /* Nothing to run: it shares a finished result (no slot kept), or an identical
          * query's run (its slot kept until that run ends: each creation counts). */
-        if(reused == DAPI_REUSED_RUN) {
+        if(reused == DAPI_REUSED_RUN)
             dapi_queries_hold(env->queries, slug, j->key);
-            reserved = 0;
-        }
+        else /* before the answer: the client's next create finds the slot free */
+            dapi_queries_unadmit(env->queries, j->key);
+        reserved = 0;
         dapi_info("query %s reuses %s", slug,
                   reused == DAPI_REUSED_RUN ? "an identical query's run" : "a stored result");
         dapi_reply_created_reused(j->rp, slug, j->sql, 1);
