@@ -161,7 +161,10 @@ int dapi_backend_reuse_ident(const char *backend, const struct dapi_scope *scope
 struct fp_files {
     char **v;
     size_t n, cap;
+    int incomplete; /* too many files, or no memory: no fingerprint */
 };
+
+#define FP_MAX_FILES 100000
 
 /* Adds "path\tsize\tmtime" for every file under dir (rel: its name in the lake). */
 static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int depth)
@@ -175,30 +178,43 @@ static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int de
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
         snprintf(name, sizeof name, "%s/%s", rel, de->d_name);
-        if(stat(path, &st))
+        if(lstat(path, &st))
             continue;
-        if(S_ISDIR(st.st_mode)) {
+        int link = S_ISLNK(st.st_mode);
+        if(link && stat(path, &st)) /* a dangling link: its name only */
+            memset(&st, 0, sizeof st);
+        if(S_ISDIR(st.st_mode) && (!link || depth == 0)) { /* (a linked layer folder: yes) */
             fp_walk(f, path, name, depth + 1);
             continue;
         }
+        /* a linked file counts with its target's size and mtime; a linked directory by its
+         * name only (not followed: links may loop or leave the lake) */
         snprintf(line, sizeof line, "%s\t%lld\t%lld.%09ld\n", name, (long long)st.st_size,
                  (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+        if(f->n >= FP_MAX_FILES) {
+            f->incomplete = 1;
+            break;
+        }
         if(f->n == f->cap) {
             size_t c = f->cap ? f->cap * 2 : 64;
             void *p = realloc(f->v, c * sizeof *f->v);
-            if(!p)
+            if(!p) {
+                f->incomplete = 1;
                 break;
+            }
             f->v = p;
             f->cap = c;
         }
         if((f->v[f->n] = strdup(line)))
             f->n++;
+        else
+            f->incomplete = 1;
     }
     if(d)
         closedir(d);
 }
 
-void dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope, char *out)
+int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope, char *out)
 {
     struct fp_files f = {0};
     if(!scope || scope->all) {
@@ -220,9 +236,11 @@ void dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope
     }
     free(f.v);
     unsigned char h[DAPI_KEY_HASH_LEN];
+    int ok = !f.incomplete && (b.data || !f.n);
     dapi_sha256(b.data ? b.data : "", b.data ? b.len : 0, h);
     hex_of(h, out);
     dapi_buf_free(&b);
+    return ok ? 0 : -1;
 }
 
 int64_t dapi_backend_reuse_age(int64_t server, const struct dapi_principal *who)

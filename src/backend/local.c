@@ -83,8 +83,8 @@ static void check_query(void *arg, struct dapi_econn *conn)
      * the lake files its scope may read as they are now (before it runs). */
     int reuse = !result && env->cfg->reuse_max_age > 0 &&
                 !dapi_backend_reuse_ident("local", &j->scope, NULL, tree ? tree : j->sql, ident);
-    if(reuse)
-        dapi_backend_lake_fingerprint(env->cfg->data_dir, &j->scope, fp);
+    if(reuse && dapi_backend_lake_fingerprint(env->cfg->data_dir, &j->scope, fp))
+        reuse = 0;
     if(!result)
         result = dapi_queries_create_reusing(env->queries, j->key, &j->scope, j->sql, NULL,
                                              reuse ? &ru : NULL, env->wall_s(), slug, &reused, why,
