@@ -179,7 +179,7 @@ cp "$NG/nginx.conf" "$OUT/nginx.conf"
 api_post_query() { # api_post_query SQL OUTFILE -> prints HTTP status; body in OUTFILE
     local body
     body=$(python3 -c 'import json,sys; print(json.dumps({"sql_query": sys.argv[1]}))' "$1")
-    curl -sS --max-time 180 -o "$2" -w '%{http_code}' -H "x-api-key: $KEY" \
+    curl -sS --max-time 180 -o "$2" -D "$TMP/create.headers" -w '%{http_code}' -H "x-api-key: $KEY" \
         -H 'Content-Type: application/json' -X POST --data-binary "$body" "$DAPI/api/queries"
 }
 create_query() { # create_query SQL -> prints the slug
@@ -248,6 +248,16 @@ fi
 fetch_page "$LAT_SLUG" "$LAST_PAGE" "$TMP/plast.json"
 LAST_ROWS=$(json_field "$TMP/plast.json" 'len(j["data"])')
 [ "$LAST_ROWS" -gt 0 ] || note "WARNING: page $LAST_PAGE of the $LAT_ROWS-row result is empty"
+
+# Result reuse: the same query again shares the stored result (X-Dapi-Reused: true).
+FRESH_TTFP_MS=$TTFP_MS; FRESH_CREATE_MS=$CREATE_MS; FRESH_PAGE1_MS=$PAGE1_MS
+note "creating the same query again (result reuse) and waiting for page 1"
+timed_query "$TTFP_SQL"
+REUSE_TTFP_MS=$TTFP_MS; REUSE_CREATE_MS=$CREATE_MS; REUSE_PAGE1_MS=$PAGE1_MS
+REUSED=no
+grep -qi '^x-dapi-reused: *true' "$TMP/create.headers" && REUSED=yes
+[ "$REUSED" = yes ] || note "WARNING: the second creation was not reused"
+TTFP_MS=$FRESH_TTFP_MS; CREATE_MS=$FRESH_CREATE_MS; PAGE1_MS=$FRESH_PAGE1_MS
 
 # The nginx file must be byte-identical to what dapi serves.
 curl -fsS --max-time 10 -o "$TMP/ng-page1.json" "$NGINX/page1.json"
@@ -406,6 +416,8 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
     printf '%-44s %s\n' "d. dapi peak RSS (VmHWM)" "$((HWM_KB / 1024)) MiB ($HWM_KB kB; VmRSS at end $((RSS_KB / 1024)) MiB)"
     printf '%-44s %s\n' "e. time to first page, $LAT_ROWS rows" "$TTFP_MS ms (POST $CREATE_MS ms + page 1 $PAGE1_MS ms)"
     printf '%-44s %s\n' "   query" "$TTFP_SQL"
+    printf '%-44s %s\n' "f. the same query again (reuse hit: $REUSED)" \
+        "$REUSE_TTFP_MS ms (POST $REUSE_CREATE_MS ms + page 1 $REUSE_PAGE1_MS ms); ÷ e: $(ratio "$REUSE_TTFP_MS" "$TTFP_MS")"
     echo
     echo "machine: load average $LOADAVG0 before the measurements; other processes used" \
         "$FOREIGN_PCT% of all CPU time during them"

@@ -222,6 +222,45 @@ static char *sql_from_body(struct dapi_req *r, const struct dapi_jv *root)
     return sql;
 }
 
+/* Cache-Control on a create (result reuse, docs/api.md): no-cache or no-store bypass it
+ * (-1), max-age=N lowers the server's max age (N = 0: bypass); anything else is ignored.
+ * Returns the principal's reuse_max_age. */
+static int64_t cache_control(const char *h)
+{
+    int64_t age = 0;
+    while(h && *h) {
+        while(*h == ' ' || *h == '\t' || *h == ',')
+            h++;
+        size_t n = strcspn(h, ",");
+        if((n == 8 && strncasecmp(h, "no-cache", 8) == 0) ||
+           (n == 8 && strncasecmp(h, "no-store", 8) == 0))
+            return -1;
+        if(n > 8 && strncasecmp(h, "max-age=", 8) == 0) {
+            const char *p = h + 8;
+            int quoted = *p == '"';
+            p += quoted;
+            int64_t v = 0;
+            int digits = 0;
+            while(*p >= '0' && *p <= '9' && digits < 12) {
+                v = v * 10 + (*p++ - '0');
+                digits++;
+            }
+            if(quoted && *p == '"')
+                p++;
+            while(*p == ' ' || *p == '\t')
+                p++;
+            if(digits && (*p == ',' || !*p)) {
+                if(v == 0)
+                    return -1;
+                if(!age || v < age)
+                    age = v;
+            }
+        }
+        h += n;
+    }
+    return age;
+}
+
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused)
 {
     struct dapi_jv *root = NULL;
@@ -230,6 +269,7 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
     if(dapi_api_auth(r, app, &who))
         return;
     const unsigned char *hash = who.owner;
+    who.reuse_max_age = cache_control(dapi_req_header(r, "Cache-Control"));
     if(!is_json_type(dapi_req_header(r, "Content-Type"))) {
         dapi_respond_error(r, 415, "Unsupported Media Type",
                            "the request body must be JSON with Content-Type: application/json");

@@ -183,7 +183,11 @@ void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcom
 {
     struct dapi_req *r = req;
     switch(o->kind) {
-    case DAPI_OUTCOME_CREATED: dapi_respond_created(r, o->slug, o->sql); return;
+    case DAPI_OUTCOME_CREATED:
+        if(o->reused) /* result reuse: a header, so the body stays the reference's */
+            dapi_req_add_header(r, "X-Dapi-Reused", "true");
+        dapi_respond_created(r, o->slug, o->sql);
+        return;
     case DAPI_OUTCOME_PAGE: dapi_respond_page(r, o->slug, o->page_text, o->rows, o->len); return;
     case DAPI_OUTCOME_FAILED:
         dapi_respond_exec_error_code(r, o->status ? o->status : dapi_err_exec_status(err),

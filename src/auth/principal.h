@@ -19,6 +19,10 @@ struct dapi_principal {
     double burst;             /* bucket size; 0 = the server's default */
     const char *client_key;   /* the x-api-key as sent (borrowed; for Nekt forwarding) or NULL */
     const char *upstream_key; /* Nekt: the upstream key this principal uses, or NULL */
+    /* This request's Cache-Control on a create (result reuse): 0 = the server's max age
+     * (--reuse-max-age), N > 0 = at most N s (max-age=N), < 0 = do not reuse (no-cache,
+     * no-store, max-age=0). Not part of who the caller is, but handed on with it. */
+    int64_t reuse_max_age;
 };
 
 #endif

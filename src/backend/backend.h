@@ -57,6 +57,8 @@ struct dapi_outcome {
     int status;          /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
                             dapi_err_exec_status for FAILED) */
     int retry_after;     /* ERROR: seconds for Retry-After; 0 = the err table's; < 0 = none */
+    int reused;          /* CREATED: the slug shares an identical query's result or run
+                            (header X-Dapi-Reused: true; the body is the same) */
 };
 
 /* The end of a create or results call: err is DAPI_OK for CREATED and PAGE. Called exactly
@@ -71,6 +73,8 @@ struct dapi_reply {
 
 /* Building outcomes (src/backend/common.c). */
 void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql);
+void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const char *sql,
+                               int reused);
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
                      const char *rows, size_t len);
 /* ERROR with the err table's status, message and Retry-After; details may be NULL or "". */
@@ -182,6 +186,26 @@ enum dapi_err dapi_backend_queue(const struct dapi_backend_env *env, struct dapi
                                  void (*fn)(void *job, struct dapi_econn *conn), void *job,
                                  const unsigned char *key_hash, struct dapi_reply rp,
                                  const char *why);
+
+/* ---- result reuse (docs/design.md "Result reuse") ---------------------------------- */
+
+/* The identity of a query for result reuse, as SHA-256 hex into out (65 bytes): backend name,
+ * the scope's layers sorted ("*" for every layer), the upstream identity (NULL for none: the
+ * hash of the Nekt upstream key, whose tenant decides the data) and the query text (DuckDB's
+ * parse tree when known, so formatting does not matter; its "query_location" fields, which
+ * are offsets into the text, are left out). -1 without memory (then: no reuse). */
+int dapi_backend_reuse_ident(const char *backend, const struct dapi_scope *scope,
+                             const char *upstream_id, const char *text, char *out);
+/* The fingerprint of the lake files scope may read — path, size and mtime of every file
+ * under <data_dir>/<layer>/ of each layer in scope (every layer directory when scope->all)
+ * — as SHA-256 hex into out (65 bytes). A result is reused only while it is unchanged. A
+ * linked file counts with its target's size and mtime; a linked directory below a layer is
+ * not followed (links may loop or leave the lake). -1 (then: no reuse) past 100,000 files
+ * or without memory. */
+int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope, char *out);
+/* The max age a create may reuse a result of: server (the setting) lowered or bypassed by
+ * who->reuse_max_age; 0 = no reuse. */
+int64_t dapi_backend_reuse_age(int64_t server, const struct dapi_principal *who);
 
 /* The pool tag of a key's jobs, so that runs take turns between keys
  * (dapi_pool_submit_tagged): the start of its hash; 0 when none is known (resumed at start). */

@@ -2,9 +2,11 @@
  * answering a results request from the registry (waiting for a running query), admission
  * refusals and queueing jobs. Nothing here knows HTTP: every answer is an outcome
  * (backend.h) that the API layer writes. */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "backend/backend.h"
 #include "base/buf.h"
@@ -23,7 +25,13 @@ void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outco
 
 void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql)
 {
-    struct dapi_outcome o = {.kind = DAPI_OUTCOME_CREATED, .slug = slug, .sql = sql};
+    dapi_reply_created_reused(rp, slug, sql, 0);
+}
+
+void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const char *sql, int reused)
+{
+    struct dapi_outcome o = {
+        .kind = DAPI_OUTCOME_CREATED, .slug = slug, .sql = sql, .reused = reused};
     rp.done(rp.ctx, DAPI_OK, &o);
 }
 
@@ -92,6 +100,154 @@ void dapi_backend_refuse_admission(const struct dapi_backend_env *env, struct da
     } else {
         dapi_reply_err(rp, err, NULL);
     }
+}
+
+/* ---- result reuse ------------------------------------------------------------------ */
+
+static int cmp_cstr(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void hex_of(const unsigned char *h, char *out)
+{
+    for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+/* The scope's layers sorted, each followed by '\n' ("*\n" for every layer). */
+static void add_scope(struct dapi_buf *b, const struct dapi_scope *scope)
+{
+    if(!scope || scope->all) {
+        dapi_buf_adds(b, "*\n");
+        return;
+    }
+    const char *l[DAPI_SCOPE_MAX_LAYERS];
+    for(size_t i = 0; i < scope->n; i++)
+        l[i] = scope->layers[i];
+    qsort(l, scope->n, sizeof *l, cmp_cstr);
+    for(size_t i = 0; i < scope->n; i++)
+        dapi_buf_addf(b, "%s\n", l[i]);
+}
+
+int dapi_backend_reuse_ident(const char *backend, const struct dapi_scope *scope,
+                             const char *upstream_id, const char *text, char *out)
+{
+    static const char loc[] = "\"query_location\":";
+    unsigned char h[DAPI_KEY_HASH_LEN];
+    struct dapi_buf b;
+    dapi_buf_init(&b, (size_t)-1 / 2);
+    dapi_buf_addf(&b, "dapi-reuse-1\n%s\n%s\n", backend, upstream_id ? upstream_id : "");
+    add_scope(&b, scope);
+    for(const char *p = text; *p;) {
+        const char *m = strstr(p, loc);
+        if(!m) {
+            dapi_buf_adds(&b, p);
+            break;
+        }
+        dapi_buf_add(&b, p, (size_t)(m - p));
+        p = m + sizeof loc - 1;
+        while((*p >= '0' && *p <= '9') || *p == '-')
+            p++;
+    }
+    if(!b.data)
+        return -1;
+    dapi_sha256(b.data, b.len, h);
+    hex_of(h, out);
+    dapi_buf_free(&b);
+    return 0;
+}
+
+struct fp_files {
+    char **v;
+    size_t n, cap;
+    int incomplete; /* too many files, or no memory: no fingerprint */
+};
+
+#define FP_MAX_FILES 100000
+
+/* Adds "path\tsize\tmtime" for every file under dir (rel: its name in the lake). */
+static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int depth)
+{
+    DIR *d = depth < 16 ? opendir(dir) : NULL;
+    struct dirent *de;
+    while(d && (de = readdir(d))) {
+        if(de->d_name[0] == '.')
+            continue;
+        char path[4096], name[4096], line[4400];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        snprintf(name, sizeof name, "%s/%s", rel, de->d_name);
+        if(lstat(path, &st))
+            continue;
+        int link = S_ISLNK(st.st_mode);
+        if(link && stat(path, &st)) /* a dangling link: its name only */
+            memset(&st, 0, sizeof st);
+        if(S_ISDIR(st.st_mode) && (!link || depth == 0)) { /* (a linked layer folder: yes) */
+            fp_walk(f, path, name, depth + 1);
+            continue;
+        }
+        /* a linked file counts with its target's size and mtime; a linked directory by its
+         * name only (not followed: links may loop or leave the lake) */
+        snprintf(line, sizeof line, "%s\t%lld\t%lld.%09ld\n", name, (long long)st.st_size,
+                 (long long)st.st_mtim.tv_sec, (long)st.st_mtim.tv_nsec);
+        if(f->n >= FP_MAX_FILES) {
+            f->incomplete = 1;
+            break;
+        }
+        if(f->n == f->cap) {
+            size_t c = f->cap ? f->cap * 2 : 64;
+            void *p = realloc(f->v, c * sizeof *f->v);
+            if(!p) {
+                f->incomplete = 1;
+                break;
+            }
+            f->v = p;
+            f->cap = c;
+        }
+        if((f->v[f->n] = strdup(line)))
+            f->n++;
+        else
+            f->incomplete = 1;
+    }
+    if(d)
+        closedir(d);
+}
+
+int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope, char *out)
+{
+    struct fp_files f = {0};
+    if(!scope || scope->all) {
+        fp_walk(&f, data_dir, "", 0); /* every layer (and what else the lake holds) */
+    } else {
+        for(size_t i = 0; i < scope->n; i++) {
+            char dir[4096], rel[256];
+            snprintf(dir, sizeof dir, "%s/%s", data_dir, scope->layers[i]);
+            snprintf(rel, sizeof rel, "/%s", scope->layers[i]);
+            fp_walk(&f, dir, rel, 1);
+        }
+    }
+    qsort(f.v, f.n, sizeof *f.v, cmp_cstr);
+    struct dapi_buf b;
+    dapi_buf_init(&b, (size_t)-1 / 2);
+    for(size_t i = 0; i < f.n; i++) {
+        dapi_buf_adds(&b, f.v[i]);
+        free(f.v[i]);
+    }
+    free(f.v);
+    unsigned char h[DAPI_KEY_HASH_LEN];
+    int ok = !f.incomplete && (b.data || !f.n);
+    dapi_sha256(b.data ? b.data : "", b.data ? b.len : 0, h);
+    hex_of(h, out);
+    dapi_buf_free(&b);
+    return ok ? 0 : -1;
+}
+
+int64_t dapi_backend_reuse_age(int64_t server, const struct dapi_principal *who)
+{
+    if(server <= 0 || who->reuse_max_age < 0)
+        return 0;
+    return who->reuse_max_age > 0 && who->reuse_max_age < server ? who->reuse_max_age : server;
 }
 
 /* ---- jobs -------------------------------------------------------------------------- */

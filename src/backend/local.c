@@ -50,6 +50,7 @@ struct create_job {
     char *sql;
     unsigned char key[DAPI_KEY_HASH_LEN];
     struct dapi_scope scope; /* the layers the key may read */
+    int64_t max_age;         /* result reuse: 0 = do not reuse (still recorded when on) */
 };
 
 static void check_query(void *arg, struct dapi_econn *conn)
@@ -74,9 +75,33 @@ static void check_query(void *arg, struct dapi_econn *conn)
     }
     if(result) /* not the SQL's fault: the engine could not check it now */
         snprintf(why, sizeof why, "%s", msg ? msg : "the SQL could not be checked");
+    char ident[DAPI_REUSE_HEX], fp[DAPI_REUSE_HEX];
+    struct dapi_reuse ru = {ident, fp, j->max_age};
+    enum dapi_reused reused = DAPI_REUSED_NONE;
+    const char *tree = dapi_econn_parse_tree(conn);
+    /* Reuse (on unless --reuse-max-age is 0): the identity of the query as DuckDB parsed it,
+     * the lake files its scope may read as they are now (before it runs). */
+    int reuse = !result && env->cfg->reuse_max_age > 0 &&
+                !dapi_backend_reuse_ident("local", &j->scope, NULL, tree ? tree : j->sql, ident);
+    if(reuse && dapi_backend_lake_fingerprint(env->cfg->data_dir, &j->scope, fp))
+        reuse = 0;
     if(!result)
-        result = dapi_queries_create_scoped(env->queries, j->key, &j->scope, j->sql, NULL,
-                                            env->wall_s(), slug, why, sizeof why);
+        result = dapi_queries_create_reusing(env->queries, j->key, &j->scope, j->sql, NULL,
+                                             reuse ? &ru : NULL, env->wall_s(), slug, &reused, why,
+                                             sizeof why);
+    if(!result && reused) {
+        /* Nothing to run: it shares a finished result (no slot kept), or an identical
+         * query's run (its slot kept until that run ends: each creation counts). */
+        if(reused == DAPI_REUSED_RUN)
+            dapi_queries_hold(env->queries, slug, j->key);
+        else /* before the answer: the client's next create finds the slot free */
+            dapi_queries_unadmit(env->queries, j->key);
+        reserved = 0;
+        dapi_info("query %s reuses %s", slug,
+                  reused == DAPI_REUSED_RUN ? "an identical query's run" : "a stored result");
+        dapi_reply_created_reused(j->rp, slug, j->sql, 1);
+        goto out;
+    }
     if(!result) {
         /* the slot is the query's now, given back when it finishes */
         dapi_queries_hold(env->queries, slug, j->key);
@@ -115,6 +140,7 @@ static void local_create(void *state, char *sql, const struct dapi_principal *wh
     j->sql = sql;
     memcpy(j->key, key_hash, DAPI_KEY_HASH_LEN);
     j->scope = who->scope;
+    j->max_age = dapi_backend_reuse_age(env->cfg->reuse_max_age, who);
     /* tagged like runs: one key's burst of checks waits behind other keys' */
     if(dapi_backend_queue(env, env->check_pool, check_query, j, key_hash, rp,
                           "too many queries waiting to be checked")) {

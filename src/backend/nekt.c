@@ -1233,21 +1233,41 @@ static void nekt_create(void *state, char *sql, const struct dapi_principal *who
         return;
     }
     if(!nk->v1) {
-        /* v2: answer with the slug now; the single execution runs in the background */
-        enum dapi_err result = dapi_queries_create_scoped(nk->env->queries, key_hash, &who->scope,
-                                                          sql, NULL, nk->env->wall_s(), slug, why,
-                                                          sizeof why);
+        /* v2: answer with the slug now; the single execution runs in the background.
+         * Result reuse (--reuse-max-age-nekt): the same SQL text, scope and upstream key
+         * (its tenant decides the data) shares a stored result or the run in flight. */
+        unsigned char uh[DAPI_KEY_HASH_LEN];
+        upstream_hash(nk, key, uh);
+        char uhex[2 * DAPI_KEY_HASH_LEN + 1], ident[DAPI_REUSE_HEX];
+        for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
+            snprintf(uhex + 2 * i, 3, "%02x", uh[i]);
+        struct dapi_reuse ru = {ident, "",
+                                dapi_backend_reuse_age(nk->env->cfg->reuse_max_age_nekt, who)};
+        int reuse = nk->env->cfg->reuse_max_age_nekt > 0 &&
+                    !dapi_backend_reuse_ident("nekt", &who->scope, uhex, sql, ident);
+        enum dapi_reused reused = DAPI_REUSED_NONE;
+        enum dapi_err result = dapi_queries_create_reusing(
+            nk->env->queries, key_hash, &who->scope, sql, NULL, reuse ? &ru : NULL,
+            nk->env->wall_s(), slug, &reused, why, sizeof why);
         if(result) {
             dapi_queries_unadmit(nk->env->queries, key_hash);
             dapi_backend_create_failure(rp, result, why);
+        } else if(reused) {
+            /* nothing to run: a stored result (no slot), or the run in flight (its slot
+             * kept until that run ends) */
+            if(reused == DAPI_REUSED_RUN)
+                dapi_queries_hold(nk->env->queries, slug, key_hash);
+            else
+                dapi_queries_unadmit(nk->env->queries, key_hash);
+            dapi_info("query %s reuses %s", slug,
+                      reused == DAPI_REUSED_RUN ? "an identical query's run" : "a stored result");
+            dapi_reply_created_reused(rp, slug, sql, 1);
         } else {
             dapi_queries_hold(nk->env->queries, slug, key_hash); /* until its run ends */
             dapi_queries_claim(nk->env->queries, slug);
             /* A key Nekt has not accepted lately: the answer waits (a bounded time) for the
              * run's first answer from Nekt, so that a key it refuses, or its failure, is told
              * now, as the reference does; the run goes on either way. */
-            unsigned char uh[DAPI_KEY_HASH_LEN];
-            upstream_hash(nk, key, uh);
             int64_t wait = nk->env->cfg->upstream_key_check_wait * 1000, now = nk->env->mono_ms();
             struct creating *c = NULL;
             if(wait > 0 && nk->timer_started && !key_known(nk, uh, now) &&

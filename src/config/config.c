@@ -126,6 +126,12 @@ static const struct setting settings[] = {
      "one; a single larger result fails with 413)"},
     {"retention", "DAPI_RETENTION", K_I64, O(retention), "86400", 1, 365 * 86400LL, NULL,
      "seconds a result and its slug are kept"},
+    {"reuse-max-age", "DAPI_REUSE_MAX_AGE", K_I64, O(reuse_max_age), "300", 0, 365 * 86400LL, NULL,
+     "seconds an identical query (same SQL, backend, scope, unchanged lake files) reuses a "
+     "result instead of running again (0 = never; a client may lower it: Cache-Control)"},
+    {"reuse-max-age-nekt", "DAPI_REUSE_MAX_AGE_NEKT", K_I64, O(reuse_max_age_nekt), "3600", 0,
+     365 * 86400LL, NULL,
+     "--reuse-max-age for --backend nekt, where a run costs money (0 = never)"},
     {"result-wait", "DAPI_RESULT_WAIT", K_I64, O(result_wait), "300", 1, 86400, NULL,
      "seconds a results request waits for a running query (504 above)"},
     {"shutdown-grace", "DAPI_SHUTDOWN_GRACE", K_I64, O(shutdown_grace), "10", 0, 3600, NULL,

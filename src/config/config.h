@@ -52,6 +52,9 @@ struct dapi_config {
     int64_t memory_headroom; /* bytes beyond memory_limit; 0 = no process cap */
     int64_t max_spill_bytes; /* DuckDB max_temp_directory_size */
     int64_t duckdb_threads;
+    /* result reuse, s: identical queries share a result this young (0 = never); the second
+     * for --backend nekt (a run there costs money) */
+    int64_t reuse_max_age, reuse_max_age_nekt;
     char *api_keys_env; /* DAPI_API_KEYS (env only) */
     /* the Nekt upstream (--backend nekt) */
     char *nekt_url;

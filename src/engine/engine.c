@@ -549,6 +549,7 @@ void dapi_econn_close(struct dapi_econn *c)
         duckdb_destroy_prepare(&c->serialize);
     if(c->glob)
         duckdb_destroy_prepare(&c->glob);
+    free(c->last_tree);
     duckdb_disconnect(&c->con);
     free(c);
 }
@@ -792,6 +793,12 @@ static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, const struct
         result = dapi_sandbox_check(&sb, tree[0], strlen(tree[0]), msg);
     if(!result)
         result = vet_paths(c, &sb, msg);
+    free(c->last_tree);
+    c->last_tree = NULL;
+    if(!result) { /* kept for dapi_econn_parse_tree (result reuse's identity) */
+        c->last_tree = tree[0];
+        tree[0] = NULL;
+    }
     dapi_sandbox_free(&sb);
     free_strings(tree, ntree);
     return result;
@@ -869,10 +876,17 @@ out:
     return result;
 }
 
+const char *dapi_econn_parse_tree(const struct dapi_econn *c)
+{
+    return c->last_tree;
+}
+
 enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
                                 const struct dapi_scope *scope, char **msg)
 {
     *msg = NULL;
+    free(c->last_tree);
+    c->last_tree = NULL;
     enum dapi_err result = dapi_engine_sync_lake(c->e);
     if(result)
         return result;

@@ -54,6 +54,10 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e);
  * with free()); on other errors *msg may be NULL. DAPI_ERR_TIMEOUT past the deadline. */
 enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
                                 const struct dapi_scope *scope, char **msg);
+/* DuckDB's parse tree (json_serialize_sql) of the SQL the last successful dapi_engine_check
+ * on c passed, or NULL (borrowed until the next check on c): what result reuse hashes, so
+ * that formatting does not make two queries different. */
+const char *dapi_econn_parse_tree(const struct dapi_econn *c);
 
 struct dapi_sink {
     /* Called once with the result's column names (borrowed, valid during the run). */

@@ -72,6 +72,7 @@ struct dapi_econn {
     int timed_out;       /* set by the watchdog when it interrupted this connection */
     duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
     duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
+    char *last_tree; /* the parse tree of the last SQL the sandbox passed (owned) or NULL */
     struct dapi_econn *next;
 };
 

@@ -39,6 +39,13 @@ struct query {
     int in_run;                 /* one of them is going on in this process */
     int holds;                  /* holds an admission slot of its owner */
     uint64_t seq;               /* registration order (persisted): ties of created_s */
+    /* Result reuse (persisted): the identity of what it computes (hex; "" = never reused),
+     * the lake fingerprint it was created against, and when its result's data was read
+     * (creation of the query that ran it: a reused result keeps the original time). */
+    char ident[DAPI_REUSE_HEX];
+    char fp[DAPI_REUSE_HEX];
+    int64_t done_s;
+    char leader[DAPI_SLUG_MAX]; /* in memory only: waits for this query's run (single-flight) */
     /* Serialises this query's meta.json rewrites (they share meta.json.tmp and must land in
      * order); other queries' are written in parallel: each run writes twice (start, end), so
      * one lock for all would bound the whole server's run rate by the disk's fsync time. */
@@ -58,6 +65,15 @@ struct keyuse {
 
 #define NBUCKETS 4096
 #define NKEYBUCKETS 256
+#define NREUSEBUCKETS 1024
+
+/* The newest query holding (or computing) a result of each identity. Entries whose query is
+ * gone are dropped when met (lookup) and at each tick. */
+struct reuse_ent {
+    char ident[DAPI_REUSE_HEX];
+    char slug[DAPI_SLUG_MAX];
+    struct reuse_ent *next;
+};
 
 struct dapi_queries {
     pthread_mutex_t lock;
@@ -68,9 +84,13 @@ struct dapi_queries {
     uint64_t active, seq;
     struct query *buckets[NBUCKETS];
     struct keyuse *keys[NKEYBUCKETS];
+    struct reuse_ent *reuse[NREUSEBUCKETS];
+    uint64_t nfollow; /* queries waiting for another's run (single-flight) */
 };
 
 static void fire(struct waiter *w, int timed_out);
+static void settle_followers(struct dapi_queries *qs, const char *slug, enum dapi_err error,
+                             const char *message, uint64_t bytes);
 
 /* Slugs of deleted queries whose directories are removed once the lock is released. */
 struct slugs {
@@ -92,6 +112,77 @@ static struct query *find(struct dapi_queries *qs, const char *slug)
         if(strcmp(q->slug, slug) == 0)
             return q;
     return NULL;
+}
+
+/* ---- the reuse index (under the lock) ------------------------------------------------ */
+
+static unsigned rbucket(const char *ident)
+{
+    uint32_t h = 2166136261u;
+    for(const unsigned char *p = (const unsigned char *)ident; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % NREUSEBUCKETS;
+}
+
+/* Makes q the query of its identity (the newest registered wins). */
+static void reuse_set(struct dapi_queries *qs, const struct query *q)
+{
+    if(!q->ident[0])
+        return;
+    struct reuse_ent **head = &qs->reuse[rbucket(q->ident)];
+    for(struct reuse_ent *e = *head; e; e = e->next)
+        if(strcmp(e->ident, q->ident) == 0) {
+            struct query *old = find(qs, e->slug);
+            if(!old || old->seq <= q->seq)
+                snprintf(e->slug, sizeof e->slug, "%s", q->slug);
+            return;
+        }
+    struct reuse_ent *e = calloc(1, sizeof *e);
+    if(!e)
+        return; /* (not reused: it simply runs) */
+    snprintf(e->ident, sizeof e->ident, "%s", q->ident);
+    snprintf(e->slug, sizeof e->slug, "%s", q->slug);
+    e->next = *head;
+    *head = e;
+}
+
+/* The query of ident, or NULL (an entry whose query is gone is dropped). */
+static struct query *reuse_find(struct dapi_queries *qs, const char *ident)
+{
+    for(struct reuse_ent **ep = &qs->reuse[rbucket(ident)]; *ep; ep = &(*ep)->next) {
+        struct reuse_ent *e = *ep;
+        if(strcmp(e->ident, ident) != 0)
+            continue;
+        struct query *q = find(qs, e->slug);
+        if(!q) {
+            /* Its holder was deleted (expired, evicted, removed): another slug may still
+             * share the result — the newest such, found by a scan (only then). */
+            for(size_t i = 0; i < NBUCKETS; i++)
+                for(struct query *c = qs->buckets[i]; c; c = c->next)
+                    if(strcmp(c->ident, ident) == 0 && !c->leader[0] &&
+                       c->state != DAPI_Q_FAILED && (!q || c->seq > q->seq))
+                        q = c;
+            if(q) {
+                snprintf(e->slug, sizeof e->slug, "%s", q->slug);
+            } else {
+                *ep = e->next;
+                free(e);
+            }
+        }
+        return q;
+    }
+    return NULL;
+}
+
+/* Entries whose holder is gone move to another slug sharing the result, or go. */
+static void reuse_prune(struct dapi_queries *qs)
+{
+    for(size_t b = 0; b < NREUSEBUCKETS; b++)
+        for(struct reuse_ent *e = qs->reuse[b], *next; e; e = next) {
+            next = e->next;
+            if(!find(qs, e->slug))
+                reuse_find(qs, e->ident); /* (may free e) */
+        }
 }
 
 static void qfree(struct query *q)
@@ -240,12 +331,15 @@ struct meta {
     uint64_t bytes;
     int attempts;
     uint64_t seq;
+    const char *ident, *fp;
+    int64_t done_s;
 };
 
 static struct meta meta_of(const struct query *q)
 {
-    struct meta m = {q->slug,      q->owner, q->sql,   q->upstream, q->message,  q->scope,
-                     q->created_s, q->state, q->error, q->bytes,    q->attempts, q->seq};
+    struct meta m = {q->slug,     q->owner,     q->sql,   q->upstream, q->message,
+                     q->scope,    q->created_s, q->state, q->error,    q->bytes,
+                     q->attempts, q->seq,       q->ident, q->fp,       q->done_s};
     return m;
 }
 
@@ -291,6 +385,9 @@ static int save_meta(const struct dapi_queries *qs, const struct meta *m)
         }
         dapi_buf_addc(&b, ']');
     }
+    if(m->ident && *m->ident) /* absent: not reusable (as before reuse existed) */
+        dapi_buf_addf(&b, ",\"reuse\":{\"id\":\"%s\",\"fp\":\"%s\",\"data_at\":%lld}", m->ident,
+                      m->fp ? m->fp : "", (long long)m->done_s);
     dapi_buf_adds(&b, "}\n");
     if(!b.data)
         return ENOMEM;
@@ -411,6 +508,10 @@ static void detach(struct dapi_queries *qs, struct query *q)
  * its bytes and its slot. Open snapshots keep the mapping alive until released. */
 static void forget(struct dapi_queries *qs, struct query *q)
 {
+    if(q->leader[0] && qs->nfollow) {
+        q->leader[0] = '\0';
+        qs->nfollow--;
+    }
     bytes_sub(qs, q);
     slot_release(qs, q);
     unref(q);
@@ -548,6 +649,18 @@ static struct query *load_one(struct dapi_queries *qs, const char *slug)
         }
         q->scope->n = n;
     }
+    const struct dapi_jv *reuse = dapi_jv_get(root, "reuse");
+    if(reuse && dapi_jv_type(reuse) == DAPI_J_OBJECT) {
+        const char *id = dapi_jv_str(dapi_jv_get(reuse, "id"), NULL);
+        const char *fp = dapi_jv_str(dapi_jv_get(reuse, "fp"), NULL);
+        struct dapi_jv *at = dapi_jv_get(reuse, "data_at");
+        if(id && fp && strlen(id) < DAPI_REUSE_HEX && strlen(fp) < DAPI_REUSE_HEX && at &&
+           dapi_jv_type(at) == DAPI_J_INT) {
+            snprintf(q->ident, sizeof q->ident, "%s", id);
+            snprintf(q->fp, sizeof q->fp, "%s", fp);
+            q->done_s = dapi_jv_int(at);
+        }
+    }
     q->sql = strdup(sql);
     q->message = msg && *msg ? strdup(msg) : NULL;
     q->upstream = upstream && *upstream ? strdup(upstream) : NULL;
@@ -638,6 +751,8 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         insert(qs, q);
         if(q->seq > qs->seq)
             qs->seq = q->seq; /* new queries come after every loaded one */
+        if(q->state != DAPI_Q_FAILED)
+            reuse_set(qs, q);
         if(q->state == DAPI_Q_DONE)
             bytes_add(qs, q, q->bytes);
         else
@@ -687,6 +802,12 @@ void dapi_queries_close(struct dapi_queries *qs)
             q = next;
         }
     }
+    for(size_t b = 0; b < NREUSEBUCKETS; b++)
+        while(qs->reuse[b]) {
+            struct reuse_ent *e = qs->reuse[b];
+            qs->reuse[b] = e->next;
+            free(e);
+        }
     for(size_t b = 0; b < NKEYBUCKETS; b++)
         while(qs->keys[b]) {
             struct keyuse *k = qs->keys[b];
@@ -738,7 +859,9 @@ int dapi_queries_hold(struct dapi_queries *qs, const char *slug, const unsigned 
 {
     pthread_mutex_lock(&qs->lock);
     struct query *q = find(qs, slug);
-    if(q)
+    /* a query that already finished holds nothing (one that shared an identical query's
+     * run may finish before its creator gets here) */
+    if(q && q->state != DAPI_Q_DONE && q->state != DAPI_Q_FAILED)
         slot_take(qs, q); /* before giving back: the owner's entry stays allocated */
     if(reserved)
         slot_give_back(qs, reserved);
@@ -776,10 +899,43 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
                                          const char *upstream, int64_t now_s, char *slug_out,
                                          char *why, size_t whylen)
 {
+    return dapi_queries_create_reusing(qs, key_hash, scope, sql, upstream, NULL, now_s, slug_out,
+                                       NULL, why, whylen);
+}
+
+/* The query whose result (or run) a new query of identity ident may share, under the lock. */
+static struct query *reusable(struct dapi_queries *qs, const struct dapi_reuse *ru, int64_t now_s,
+                              enum dapi_reused *how)
+{
+    struct query *c = reuse_find(qs, ru->ident);
+    if(!c || c->leader[0] || c->created_s + qs->retention_s <= now_s ||
+       strcmp(c->fp, ru->fp ? ru->fp : "") != 0)
+        return NULL;
+    if(c->state == DAPI_Q_DONE && c->result && now_s - c->done_s < ru->max_age_s) {
+        *how = DAPI_REUSED_RESULT;
+        return c;
+    }
+    if(c->state == DAPI_Q_QUEUED || c->state == DAPI_Q_RUNNING) {
+        *how = DAPI_REUSED_RUN;
+        return c;
+    }
+    return NULL;
+}
+
+enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigned char *key_hash,
+                                          const struct dapi_scope *scope, const char *sql,
+                                          const char *upstream, const struct dapi_reuse *ru,
+                                          int64_t now_s, char *slug_out, enum dapi_reused *reused,
+                                          char *why, size_t whylen)
+{
     enum dapi_err result;
+    enum dapi_reused how = DAPI_REUSED_NONE;
+    struct query *src = NULL;
     struct slugs gone = {0};
     if(why && whylen)
         why[0] = '\0';
+    if(reused)
+        *reused = DAPI_REUSED_NONE;
     struct query *q = calloc(1, sizeof *q);
     if(!q || !(q->sql = strdup(sql)) || (upstream && !(q->upstream = strdup(upstream))) ||
        (scope && !scope->all && !(q->scope = malloc(sizeof *q->scope)))) {
@@ -801,7 +957,13 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
     }
     memcpy(q->owner, key_hash, DAPI_KEY_HASH_LEN);
     q->created_s = now_s;
+    q->done_s = now_s;
     q->state = DAPI_Q_QUEUED;
+    if(ru && ru->ident && strlen(ru->ident) < DAPI_REUSE_HEX &&
+       (!ru->fp || strlen(ru->fp) < DAPI_REUSE_HEX)) {
+        snprintf(q->ident, sizeof q->ident, "%s", ru->ident);
+        snprintf(q->fp, sizeof q->fp, "%s", ru->fp ? ru->fp : "");
+    }
     pthread_mutex_lock(&qs->lock);
     /* A full store first costs the keys over their quota (possible after a restart with a
      * smaller --max-state-bytes-per-key) their oldest results; only then is it refused. */
@@ -809,6 +971,22 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
         evict(qs, NULL, NULL, &gone);
     uint64_t used = qs->bytes;
     q->seq = ++qs->seq; /* persisted: "oldest" means the same after a restart */
+    if(q->ident[0] && ru->max_age_s > 0 && used < qs->max_bytes &&
+       (src = reusable(qs, ru, now_s, &how))) {
+        src->refs++; /* kept while its result file is linked */
+        q->done_s = src->done_s;
+        if(how == DAPI_REUSED_RUN)
+            snprintf(q->leader, sizeof q->leader, "%s", src->slug);
+    }
+    int early = 0;
+    if(q->ident[0] && !src && used < qs->max_bytes) {
+        /* Registered now, in the same step as the look-up: an identical creation right
+         * behind this one attaches to it instead of missing it and running too. */
+        insert(qs, q);
+        q->refs++; /* this function's, until it returns */
+        reuse_set(qs, q);
+        early = 1;
+    }
     pthread_mutex_unlock(&qs->lock);
     remove_dirs(qs, &gone);
     if(used >= qs->max_bytes) {
@@ -822,21 +1000,90 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
     if(mkdir(dir, 0700)) {
         int e = errno;
         dapi_error("store: cannot create %s: %s", dir, strerror(e));
-        qfree(q);
-        return storage_error(e, "to create the query's directory", why, whylen);
+        result = storage_error(e, "to create the query's directory", why, whylen);
+        goto fail;
+    }
+    if(how == DAPI_REUSED_RESULT) {
+        /* The result is shared on disk: a hard link, so the file system counts the
+         * references — deleting either slug leaves the other's file whole, across restarts. */
+        char from[4096], to[4096];
+        struct stat st;
+        dapi_queries_result_path(qs, src->slug, from, sizeof from);
+        dapi_queries_result_path(qs, q->slug, to, sizeof to);
+        if(link(from, to) || stat(to, &st) || dapi_result_open(&q->result, to)) {
+            unlink(to); /* (deleted meanwhile, or a file system without hard links) */
+            how = DAPI_REUSED_NONE;
+            q->done_s = now_s;
+        } else {
+            q->state = DAPI_Q_DONE;
+            q->bytes = (uint64_t)st.st_size;
+        }
     }
     struct meta m = meta_of(q);
     int e = save_meta(qs, &m);
     if(e) {
         remove_dir(qs, q->slug);
-        qfree(q);
-        return storage_error(e, "to record the query", why, whylen);
+        result = storage_error(e, "to record the query", why, whylen);
+        goto fail;
     }
     pthread_mutex_lock(&qs->lock);
+    if(early) {
+        unref(q);
+        pthread_mutex_unlock(&qs->lock);
+        snprintf(slug_out, DAPI_SLUG_MAX, "%s", q->slug);
+        return DAPI_OK;
+    }
+    if(how == DAPI_REUSED_RUN && (find(qs, src->slug) != src ||
+                                  (src->state != DAPI_Q_QUEUED && src->state != DAPI_Q_RUNNING))) {
+        /* its run ended meanwhile: this one runs itself */
+        how = DAPI_REUSED_NONE;
+        q->leader[0] = '\0';
+        q->done_s = now_s;
+    }
     insert(qs, q);
+    if(how == DAPI_REUSED_RUN)
+        qs->nfollow++;
+    else
+        reuse_set(qs, q); /* the newest holder of the identity (a reuse keeps its data time) */
+    if(how == DAPI_REUSED_RESULT) {
+        /* Its owner is charged the whole result, as if it had run it. */
+        bytes_add(qs, q, q->bytes);
+        if(key_bytes(qs, q->owner) > qs->lim.max_key_bytes)
+            evict(qs, q->owner, q, &gone);
+    }
+    if(src)
+        unref(src);
     pthread_mutex_unlock(&qs->lock);
+    remove_dirs(qs, &gone);
     snprintf(slug_out, DAPI_SLUG_MAX, "%s", q->slug);
+    if(reused)
+        *reused = how;
     return DAPI_OK;
+fail:
+    if(src) {
+        pthread_mutex_lock(&qs->lock);
+        unref(src);
+        pthread_mutex_unlock(&qs->lock);
+    }
+    if(early) {
+        /* registered early: out again; anything attached meanwhile fails retryably */
+        char slug[DAPI_SLUG_MAX];
+        snprintf(slug, sizeof slug, "%s", q->slug);
+        pthread_mutex_lock(&qs->lock);
+        if(find(qs, slug) == q) {
+            detach(qs, q);
+            forget(qs, q);
+        }
+        unref(q);
+        pthread_mutex_unlock(&qs->lock);
+        settle_followers(qs, slug, DAPI_ERR_BUSY,
+                         "the identical query this one shared a run with "
+                         "could not be recorded",
+                         0);
+        return result;
+    }
+    qfree(q);
+    return result;
 }
 
 /* Copies a stored message into a view's field of n bytes; one too long is cut (never inside a
@@ -895,7 +1142,7 @@ int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
     int claimed = 0;
     pthread_mutex_lock(&qs->lock);
     struct query *q = find(qs, slug);
-    if(q && q->state == DAPI_Q_QUEUED) {
+    if(q && q->state == DAPI_Q_QUEUED && !q->leader[0]) { /* a follower never runs itself */
         q->state = DAPI_Q_RUNNING;
         claimed = 1;
     }
@@ -1001,8 +1248,11 @@ void dapi_queries_remove(struct dapi_queries *qs, const char *slug)
     pthread_mutex_unlock(&qs->lock);
     persist_end(qs, q);
     fire(w, 0);
-    if(registered)
+    if(registered) {
+        settle_followers(qs, slug, DAPI_ERR_BUSY,
+                         "the identical query this one shared a run with was removed", 0);
         remove_dir(qs, slug);
+    }
 }
 
 enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
@@ -1104,8 +1354,9 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
     if(sql && up) {
-        struct meta m = {slug,    owner, sql,   up,    message,  q->scope, /* immutable */
-                         created, state, error, bytes, attempts, seq};
+        struct meta m = {slug,     owner, sql,      up,    message,  q->scope, /* immutable */
+                         created,  state, error,    bytes, attempts, seq,
+                         q->ident, q->fp, q->done_s};
         result = save_meta(qs, &m) ? DAPI_ERR_IO : DAPI_OK;
     }
     free(up);
@@ -1130,6 +1381,56 @@ static void fire(struct waiter *w, int timed_out)
         free(w);
         w = next;
     }
+}
+
+/* The queries that waited for slug's run (single-flight) get its outcome: its result file,
+ * linked (so shared on disk), or its error — as if each had run. */
+static void settle_followers(struct dapi_queries *qs, const char *slug, enum dapi_err error,
+                             const char *message, uint64_t bytes)
+{
+    struct query **f = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&qs->lock);
+    struct query *leader = find(qs, slug);
+    int64_t data_s = leader ? leader->done_s : 0;
+    for(size_t b = 0; qs->nfollow && b < NBUCKETS; b++)
+        for(struct query *q = qs->buckets[b]; q; q = q->next) {
+            if(!q->leader[0] || strcmp(q->leader, slug) != 0)
+                continue;
+            if(n == cap) {
+                size_t c = cap ? cap * 2 : 16;
+                void *p = realloc(f, c * sizeof *f);
+                if(!p)
+                    goto collected; /* the rest stay queued: they run after a restart */
+                f = p;
+                cap = c;
+            }
+            q->leader[0] = '\0';
+            qs->nfollow--;
+            q->refs++;
+            if(data_s)
+                q->done_s = data_s;
+            f[n++] = q;
+        }
+collected:
+    pthread_mutex_unlock(&qs->lock);
+    char from[4096], to[4096];
+    dapi_queries_result_path(qs, slug, from, sizeof from);
+    for(size_t i = 0; i < n; i++) {
+        enum dapi_err e = error;
+        const char *msg = message;
+        dapi_queries_result_path(qs, f[i]->slug, to, sizeof to);
+        if(!e && link(from, to)) {
+            e = DAPI_ERR_BUSY; /* retryable: a results request runs it again */
+            msg = "the result of the identical query this one shared a run with is gone";
+        }
+        dapi_queries_finish(qs, f[i]->slug, e, msg, e ? 0 : bytes);
+    }
+    pthread_mutex_lock(&qs->lock);
+    for(size_t i = 0; i < n; i++)
+        unref(f[i]);
+    pthread_mutex_unlock(&qs->lock);
+    free(f);
 }
 
 void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,
@@ -1160,6 +1461,9 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     struct query *q = persist_begin(qs, slug);
     if(!q) {
         dapi_result_close(res);
+        settle_followers(
+            qs, slug, error ? error : DAPI_ERR_BUSY,
+            error ? message : "the identical query this one shared a run with expired", 0);
         return;
     }
 
@@ -1177,7 +1481,10 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
                      error,
                      error ? 0 : bytes,
                      0,
-                     q->seq};
+                     q->seq,
+                     q->ident,
+                     q->fp,
+                     q->done_s};
     save_meta(qs, &m);
     pthread_mutex_unlock(&q->persist);
 
@@ -1198,8 +1505,11 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     }
     struct waiter *w = q->waiters;
     q->waiters = NULL;
+    int follow = qs->nfollow != 0;
     unref(q);
     pthread_mutex_unlock(&qs->lock);
+    if(follow) /* before the waiters: a result file deleted by eviction is still linkable */
+        settle_followers(qs, slug, error, message, bytes);
     fire(w, 0);
     remove_dirs(qs, &gone);
 }
@@ -1257,6 +1567,8 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
             pp = &q->next;
         }
     }
+    if(expired.n)
+        reuse_prune(qs);
     pthread_mutex_unlock(&qs->lock);
     fire(due, 1);
     size_t nexpired = expired.n;

@@ -23,6 +23,7 @@
 #include "store/result.h"
 
 #define DAPI_SLUG_MAX 48
+#define DAPI_REUSE_HEX 65 /* a SHA-256 in hex and its NUL */
 
 enum dapi_qstate { DAPI_Q_QUEUED, DAPI_Q_RUNNING, DAPI_Q_DONE, DAPI_Q_FAILED };
 
@@ -78,7 +79,7 @@ void dapi_queries_unadmit(struct dapi_queries *qs, const unsigned char *key_hash
  * taken whatever the limits (a query resumed after a restart was admitted before), and gives
  * back the slot `reserved` (may be NULL) had reserved with dapi_queries_admit — so moving a
  * reservation to the query its key created leaves the counts as they are. Idempotent: a
- * query holds at most one slot. Returns -1 if there is no such query. */
+ * query holds at most one slot; a finished one none. Returns -1 if there is no such query. */
 int dapi_queries_hold(struct dapi_queries *qs, const char *slug, const unsigned char *reserved);
 /* Slots held: by key_hash, or by every key when key_hash is NULL. */
 uint64_t dapi_queries_active(struct dapi_queries *qs, const unsigned char *key_hash);
@@ -101,6 +102,33 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
                                          const struct dapi_scope *scope, const char *sql,
                                          const char *upstream, int64_t now_s, char *slug_out,
                                          char *why, size_t whylen);
+/* Result reuse (docs/design.md "Result reuse"). What a new query computes is named by ident
+ * (hex: the hash of its normalised SQL, backend, scope and upstream identity) and fp (hex: the
+ * fingerprint of the lake files it may read, "" when none apply). */
+struct dapi_reuse {
+    const char *ident; /* NULL: the query is never reused nor reuses */
+    const char *fp;
+    int64_t max_age_s; /* a result whose data is at most this old is reused; 0: not (bypass) */
+};
+enum dapi_reused {
+    DAPI_REUSED_NONE,   /* a new query: the caller runs it (holding its admission slot) */
+    DAPI_REUSED_RESULT, /* DONE already: it shares a finished result (a hard link of its file;
+                           the owner is charged its size); nothing to run, no slot to hold */
+    DAPI_REUSED_RUN,    /* QUEUED, attached to an identical query's run (single-flight): it
+                           finishes with that run's outcome; the caller holds its slot but
+                           does not run it */
+};
+/* dapi_queries_create_scoped that first looks for a query of the same identity and lake
+ * fingerprint created at most ru->max_age_s ago (counted from when its data was read, which
+ * a reuse keeps) or still queued/running; *reused (may be NULL) says which. ru NULL: as
+ * dapi_queries_create_scoped. A query created with an identity (even by a bypass) becomes
+ * the one later identical queries reuse. */
+enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigned char *key_hash,
+                                          const struct dapi_scope *scope, const char *sql,
+                                          const char *upstream, const struct dapi_reuse *ru,
+                                          int64_t now_s, char *slug_out, enum dapi_reused *reused,
+                                          char *why, size_t whylen);
+
 /* The layers the query may read, into out (out->all for an unscoped one). DAPI_ERR_NOT_FOUND
  * if there is no such query. */
 enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug,

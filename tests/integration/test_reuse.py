@@ -1,0 +1,204 @@
+"""Result reuse: an identical query (same parse tree, backend, scope, unchanged lake files)
+created within --reuse-max-age gets a new slug sharing the stored result or the run in
+flight; X-Dapi-Reused says so; Cache-Control lowers or bypasses it."""
+
+import json
+import os
+import re
+import threading
+import time
+
+import harness as h
+from harness import Server, check, eq, expect_status, jparse
+
+KEY_A = "it-reuse-key-A-5d1c"
+KEY_B = "it-reuse-key-B-88e0"
+
+
+def _lake():
+    d = h.tmpdir("reuse-lake")
+    os.makedirs(os.path.join(d, "lay"))
+    os.makedirs(os.path.join(d, "other"))
+    h.write_file(os.path.join(d, "lay", "t.csv"), "id,name\n1,a\n2,b\n3,c\n")
+    h.write_file(os.path.join(d, "other", "u.csv"), "id\n9\n")
+    return d
+
+
+def _create(s, sql, key="", headers=None):
+    r = s.api("POST", "/api/queries", body=json.dumps({"sql_query": sql}).encode(), key=key,
+              headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+    expect_status(r, 200, "create %r" % sql)
+    return jparse(r)["query_slug"], r.headers.get("x-dapi-reused")
+
+
+def _runs(s, slugs):
+    text = s.wait_stderr(lambda t: True)
+    return sum(1 for sl in slugs if re.search(r"query %s done: " % sl, text))
+
+
+def _done_lines(s):
+    return len(re.findall(r"query dapi-query-\w+ done: ", s.stderr_text()))
+
+
+def test_reuse_hit_same_rows_new_slug():
+    with Server(keys=[KEY_A, KEY_B], data_dir=_lake(), name="reuse") as s:
+        sql = 'SELECT id, name FROM "lay"."t" ORDER BY id'
+        a, ra = _create(s, sql)
+        eq(ra, None, "first creation is not reused")
+        rows = s.page(a, 1)
+        eq(len(rows), 3, "rows")
+        # the same query written differently (formatting, case of keywords): same parse tree
+        b, rb = _create(s, 'select id,   name\n  from "lay"."t"   order by id')
+        eq(rb, "true", "X-Dapi-Reused on the identical query")
+        check(a != b, "a new slug")
+        eq(s.page(b, 1), rows, "same rows")
+        # another key with the same (unscoped) scope shares it too; it owns its own slug
+        c, rc = _create(s, sql, key=KEY_B)
+        eq(rc, "true", "another owner with the same scope")
+        eq(s.page(c, 1, key=KEY_B), rows, "rows for B")
+        h.expect_error(s.results(c, 1, key=KEY_A), 404, "Query not found", "A cannot read B's slug")
+        eq(_done_lines(s), 1, "one run for three creations")
+        # a different query is not reused
+        d, rd = _create(s, 'SELECT id FROM "lay"."t" ORDER BY id')
+        eq(rd, None, "different SQL")
+
+
+def test_reuse_cache_control():
+    with Server(keys=[KEY_A], data_dir=_lake(), name="reuse-cc") as s:
+        sql = 'SELECT count(*) AS n FROM "lay"."t"'
+        a, _ = _create(s, sql)
+        s.page(a, 1)
+        for hv in ("no-cache", "no-store", "max-age=0", "NO-CACHE, max-age=100"):
+            b, rb = _create(s, sql, headers={"Cache-Control": hv})
+            eq(rb, None, "bypassed by Cache-Control: %s" % hv)
+            eq(s.page(b, 1), [{"n": 3}], "rows")
+        n = _done_lines(s)
+        eq(n, 5, "each bypass ran")
+        time.sleep(1.2)
+        b, rb = _create(s, sql, headers={"Cache-Control": "max-age=1"})
+        eq(rb, None, "older than max-age=1: runs")
+        s.page(b, 1)
+        c, rc = _create(s, sql, headers={"Cache-Control": "max-age=600"})
+        eq(rc, "true", "young enough")
+        c, rc = _create(s, sql, headers={"Cache-Control": "public, max-age=oops"})
+        eq(rc, "true", "an unreadable directive is ignored")
+
+
+def test_reuse_off_setting():
+    with Server(keys=[KEY_A], data_dir=_lake(), args=["--reuse-max-age", "0"], name="reuse-off") as s:
+        sql = 'SELECT * FROM "lay"."t"'
+        a, _ = _create(s, sql)
+        s.page(a, 1)
+        b, rb = _create(s, sql)
+        eq(rb, None, "--reuse-max-age 0: never reused")
+
+
+def test_reuse_invalidated_by_changed_lake_file():
+    lake = _lake()
+    with Server(keys=[KEY_A], data_dir=lake, name="reuse-lake") as s:
+        sql = 'SELECT id, name FROM "lay"."t" ORDER BY id'
+        a, _ = _create(s, sql)
+        eq(len(s.page(a, 1)), 3, "rows before")
+        # a file of another layer than the query reads changes nothing for a scoped key? (this
+        # key is unscoped, so every layer counts: conservative)
+        path = os.path.join(lake, "lay", "t.csv")
+        h.write_file(path, "id,name\n1,a\n2,b\n3,c\n4,d\n")
+        st = os.stat(path)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+        b, rb = _create(s, sql)
+        eq(rb, None, "changed file: not reused")
+        eq(len(s.page(b, 1)), 4, "new rows")
+        c, rc = _create(s, sql)
+        eq(rc, "true", "unchanged since: reused")
+        eq(len(s.page(c, 1)), 4, "the new rows")
+
+
+def test_reuse_scope_rules():
+    lake = _lake()
+    keys_dir = h.tmpdir("reuse-keys")
+    with Server(keys=[KEY_A], data_dir=lake, name="reuse-scope") as s:
+        # a store key limited to "lay": a different scope than the unscoped key
+        r = h.run_cli(["keys", "add", "--name", "scoped", "--layers", "lay", "--state-dir", s.state_dir])
+        m = re.search(r"(dapi_\S+)", r[1] + r[2])
+        if not m:
+            raise h.Skip("could not add a store key: %r" % (r,))
+        scoped = m.group(1)
+        sql = 'SELECT id FROM "lay"."t" ORDER BY id'
+        a, _ = _create(s, sql)
+        s.page(a, 1)
+        deadline = time.monotonic() + 5
+        while True:
+            r = s.api("POST", "/api/queries", body=json.dumps({"sql_query": sql}).encode(),
+                      key=scoped, headers={"Content-Type": "application/json"})
+            if r.status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        expect_status(r, 200, "scoped key creates")
+        eq(r.headers.get("x-dapi-reused"), None, "another scope: not shared")
+        b = jparse(r)["query_slug"]
+        eq(s.page(b, 1, key=scoped), s.page(a, 1), "same rows, run separately")
+        r = s.api("POST", "/api/queries", body=json.dumps({"sql_query": sql}).encode(),
+                  key=scoped, headers={"Content-Type": "application/json"})
+        eq(r.headers.get("x-dapi-reused"), "true", "same scope again: shared")
+
+
+@h.timeout(120)
+def test_reuse_single_flight_50():
+    with Server(keys=[KEY_A, KEY_B], data_dir=_lake(), args=["--max-queries-per-key", "100"],
+                name="reuse-flight") as s:
+        sql = "SELECT sum(i) AS total FROM range(200000000) t(i)"
+        slugs, reused, errors = [], [], []
+        lock = threading.Lock()
+        start = threading.Barrier(50)
+
+        def one(i):
+            try:
+                start.wait()
+                sl, ru = _create(s, sql, key=KEY_A if i % 2 else KEY_B)
+                with lock:
+                    slugs.append((sl, KEY_A if i % 2 else KEY_B))
+                    reused.append(ru)
+            except Exception as e:  # noqa: BLE001
+                with lock:
+                    errors.append(e)
+
+        ts = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        eq(errors, [], "all created")
+        eq(len(slugs), 50, "50 slugs")
+        eq(len(set(s for s, _ in slugs)), 50, "distinct slugs")
+        eq(sum(1 for r in reused if r == "true"), 49, "49 reused (one runs)")
+        want = None
+        for sl, key in slugs:
+            r = s.results(sl, 1, key=key, timeout=90)
+            expect_status(r, 200, "result of %s" % sl)
+            rows = jparse(r)["data"]
+            want = want or rows
+            eq(rows, want, "same rows")
+        eq(_done_lines(s), 1, "one run for 50 identical creations")
+
+
+def test_reuse_nekt_v2_per_upstream_key():
+    """--backend nekt (v2): the same SQL with the same upstream key shares the downloaded
+    result; another upstream key (another tenant) never does."""
+    k1, k2 = "nektkey1", "nektkey2"
+    with Server(args=["--emulate-nekt"], keys=[k1, k2], data_dir=_lake(), name="reuse-emu") as emu:
+        argv = ["--backend", "nekt", "--nekt-url", "http://127.0.0.1:%d" % emu.port, "--nekt-api", "v2"]
+        with Server(args=argv, keys=None, name="reuse-fwd") as s:
+            s.key = k1
+            sql = 'SELECT id, name FROM "lay"."t" ORDER BY id'
+            a, ra = _create(s, sql)
+            eq(ra, None, "first")
+            rows = s.page(a, 1)
+            eq(len(rows), 3, "rows")
+            b, rb = _create(s, sql)
+            eq(rb, "true", "same upstream key: reused")
+            eq(s.page(b, 1), rows, "same rows")
+            c, rc = _create(s, sql, key=k2)
+            eq(rc, None, "another upstream key: not shared")
+            eq(s.page(c, 1, key=k2), rows, "its own run")
+            d, rd = _create(s, sql, headers={"Cache-Control": "no-cache"})
+            eq(rd, None, "no-cache")
