@@ -227,7 +227,8 @@ int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope 
             fp_walk(&f, dir, rel, 1);
         }
     }
-    qsort(f.v, f.n, sizeof *f.v, cmp_cstr);
+    if(f.n) /* none found: f.v is NULL, and qsort(NULL, 0) is undefined */
+        qsort(f.v, f.n, sizeof *f.v, cmp_cstr);
     struct dapi_buf b;
     dapi_buf_init(&b, (size_t)-1 / 2);
     for(size_t i = 0; i < f.n; i++) {
