@@ -14,89 +14,11 @@
 #include "base/json.h"
 #include "base/jsonin.h"
 #include "base/log.h"
-
-struct waiter {
-    void (*cb)(void *arg, int timed_out);
-    void *arg;
-    int64_t deadline_ms;
-    struct waiter *next;
-};
-
-struct query {
-    char slug[DAPI_SLUG_MAX];
-    unsigned char owner[DAPI_KEY_HASH_LEN];
-    char *sql;
-    char *upstream;
-    struct dapi_scope *scope; /* the layers it may read (NULL: every layer); never changes */
-    int64_t created_s;
-    enum dapi_qstate state;
-    enum dapi_err error;
-    char *message;
-    uint64_t bytes;
-    struct dapi_result *result; /* DONE: mapped lazily */
-    int refs;                   /* registry's own + snapshots */
-    int attempts;               /* runs started whose outcome is not recorded (meta.json) */
-    int in_run;                 /* one of them is going on in this process */
-    int holds;                  /* holds an admission slot of its owner */
-    uint64_t seq;               /* registration order (persisted): ties of created_s */
-    /* Result reuse (persisted): the identity of what it computes (hex; "" = never reused),
-     * the lake fingerprint it was created against, and when its result's data was read
-     * (creation of the query that ran it: a reused result keeps the original time). */
-    char ident[DAPI_REUSE_HEX];
-    char fp[DAPI_REUSE_HEX];
-    int64_t done_s;
-    char leader[DAPI_SLUG_MAX]; /* in memory only: waits for this query's run (single-flight) */
-    /* Serialises this query's meta.json rewrites (they share meta.json.tmp and must land in
-     * order); other queries' are written in parallel: each run writes twice (start, end), so
-     * one lock for all would bound the whole server's run rate by the disk's fsync time. */
-    pthread_mutex_t persist;
-    struct waiter *waiters;
-    struct query *next; /* hash chain */
-};
-
-/* What one key uses of what keys share: admission slots and stored bytes. An entry exists
- * only while one of them is non-zero, so keys presented once (forwarded to Nekt, unchecked)
- * cost nothing afterwards. */
-struct keyuse {
-    unsigned char key[DAPI_KEY_HASH_LEN];
-    uint64_t active, bytes;
-    struct keyuse *next;
-};
-
-#define NBUCKETS 4096
-#define NKEYBUCKETS 256
-#define NREUSEBUCKETS 1024
-
-/* The newest query holding (or computing) a result of each identity. Entries whose query is
- * gone are dropped when met (lookup) and at each tick. */
-struct reuse_ent {
-    char ident[DAPI_REUSE_HEX];
-    char slug[DAPI_SLUG_MAX];
-    struct reuse_ent *next;
-};
-
-struct dapi_queries {
-    pthread_mutex_t lock;
-    char *dir; /* <state>/queries */
-    int64_t retention_s;
-    uint64_t max_bytes, bytes;
-    struct dapi_queries_limits lim;
-    uint64_t active, seq;
-    struct query *buckets[NBUCKETS];
-    struct keyuse *keys[NKEYBUCKETS];
-    struct reuse_ent *reuse[NREUSEBUCKETS];
-    uint64_t nfollow; /* queries waiting for another's run (single-flight) */
-};
+#include "store/queries_int.h"
 
 static void fire(struct waiter *w, int timed_out);
 static void settle_followers(struct dapi_queries *qs, const char *slug, enum dapi_err error,
                              const char *message, uint64_t bytes);
-
-/* Slugs of deleted queries whose directories are removed once the lock is released. */
-struct slugs {
-    char (*v)[DAPI_SLUG_MAX];
-    size_t n, cap;
-};
 
 static unsigned bucket(const char *slug)
 {
@@ -106,7 +28,7 @@ static unsigned bucket(const char *slug)
     return h % NBUCKETS;
 }
 
-static struct query *find(struct dapi_queries *qs, const char *slug)
+struct query *store_find(struct dapi_queries *qs, const char *slug)
 {
     for(struct query *q = qs->buckets[bucket(slug)]; q; q = q->next)
         if(strcmp(q->slug, slug) == 0)
@@ -114,78 +36,7 @@ static struct query *find(struct dapi_queries *qs, const char *slug)
     return NULL;
 }
 
-/* ---- the reuse index (under the lock) ------------------------------------------------ */
-
-static unsigned rbucket(const char *ident)
-{
-    uint32_t h = 2166136261u;
-    for(const unsigned char *p = (const unsigned char *)ident; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % NREUSEBUCKETS;
-}
-
-/* Makes q the query of its identity (the newest registered wins). */
-static void reuse_set(struct dapi_queries *qs, const struct query *q)
-{
-    if(!q->ident[0])
-        return;
-    struct reuse_ent **head = &qs->reuse[rbucket(q->ident)];
-    for(struct reuse_ent *e = *head; e; e = e->next)
-        if(strcmp(e->ident, q->ident) == 0) {
-            struct query *old = find(qs, e->slug);
-            if(!old || old->seq <= q->seq)
-                snprintf(e->slug, sizeof e->slug, "%s", q->slug);
-            return;
-        }
-    struct reuse_ent *e = calloc(1, sizeof *e);
-    if(!e)
-        return; /* (not reused: it simply runs) */
-    snprintf(e->ident, sizeof e->ident, "%s", q->ident);
-    snprintf(e->slug, sizeof e->slug, "%s", q->slug);
-    e->next = *head;
-    *head = e;
-}
-
-/* The query of ident, or NULL (an entry whose query is gone is dropped). */
-static struct query *reuse_find(struct dapi_queries *qs, const char *ident)
-{
-    for(struct reuse_ent **ep = &qs->reuse[rbucket(ident)]; *ep; ep = &(*ep)->next) {
-        struct reuse_ent *e = *ep;
-        if(strcmp(e->ident, ident) != 0)
-            continue;
-        struct query *q = find(qs, e->slug);
-        if(!q) {
-            /* Its holder was deleted (expired, evicted, removed): another slug may still
-             * share the result — the newest such, found by a scan (only then). */
-            for(size_t i = 0; i < NBUCKETS; i++)
-                for(struct query *c = qs->buckets[i]; c; c = c->next)
-                    if(strcmp(c->ident, ident) == 0 && !c->leader[0] &&
-                       c->state != DAPI_Q_FAILED && (!q || c->seq > q->seq))
-                        q = c;
-            if(q) {
-                snprintf(e->slug, sizeof e->slug, "%s", q->slug);
-            } else {
-                *ep = e->next;
-                free(e);
-            }
-        }
-        return q;
-    }
-    return NULL;
-}
-
-/* Entries whose holder is gone move to another slug sharing the result, or go. */
-static void reuse_prune(struct dapi_queries *qs)
-{
-    for(size_t b = 0; b < NREUSEBUCKETS; b++)
-        for(struct reuse_ent *e = qs->reuse[b], *next; e; e = next) {
-            next = e->next;
-            if(!find(qs, e->slug))
-                reuse_find(qs, e->ident); /* (may free e) */
-        }
-}
-
-static void qfree(struct query *q)
+void store_qfree(struct query *q)
 {
     pthread_mutex_destroy(&q->persist);
     dapi_result_close(q->result);
@@ -199,7 +50,7 @@ static void qfree(struct query *q)
 static void unref(struct query *q)
 {
     if(--q->refs == 0)
-        qfree(q);
+        store_qfree(q);
 }
 
 /* ---- per-key use (under the lock) ---------------------------------------------------- */
@@ -301,189 +152,10 @@ static int slugs_add(struct slugs *s, const char *slug)
     return 0;
 }
 
-static void path_of(const struct dapi_queries *qs, const char *slug, const char *file, char *out,
-                    size_t n)
-{
-    snprintf(out, n, "%s/%s/%s", qs->dir, slug, file);
-}
-
 void dapi_queries_result_path(const struct dapi_queries *qs, const char *slug, char *out,
                               size_t outlen)
 {
-    path_of(qs, slug, "result.bin", out, outlen);
-}
-
-static const char *state_name(enum dapi_qstate s)
-{
-    static const char *const n[] = {"queued", "running", "done", "failed"};
-    return n[s];
-}
-
-/* What meta.json holds: a snapshot of a query's fields. */
-struct meta {
-    const char *slug;
-    const unsigned char *owner;
-    const char *sql, *upstream, *message;
-    const struct dapi_scope *scope;
-    int64_t created_s;
-    enum dapi_qstate state;
-    enum dapi_err error;
-    uint64_t bytes;
-    int attempts;
-    uint64_t seq;
-    const char *ident, *fp;
-    int64_t done_s;
-};
-
-static struct meta meta_of(const struct query *q)
-{
-    struct meta m = {q->slug,     q->owner,     q->sql,   q->upstream, q->message,
-                     q->scope,    q->created_s, q->state, q->error,    q->bytes,
-                     q->attempts, q->seq,       q->ident, q->fp,       q->done_s};
-    return m;
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while(n) {
-        ssize_t w = write(fd, p, n);
-        if(w < 0 && errno == EINTR)
-            continue;
-        if(w <= 0)
-            return w < 0 ? errno : ENOSPC; /* a write of 0 bytes: the disk is full */
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* Writes meta.json atomically (temp + fsync + rename). Called without the lock held, on a
- * snapshot of the fields. Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
-static int save_meta(const struct dapi_queries *qs, const struct meta *m)
-{
-    struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    dapi_buf_addf(&b, "{\"version\":1,\"slug\":\"%s\",\"owner\":\"", m->slug);
-    for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
-        dapi_buf_addf(&b, "%02x", m->owner[i]);
-    dapi_buf_addf(&b,
-                  "\",\"created\":%lld,\"seq\":%llu,\"state\":\"%s\",\"error\":%d,"
-                  "\"bytes\":%llu,\"attempts\":%d,\"sql\":",
-                  (long long)m->created_s, (unsigned long long)m->seq, state_name(m->state),
-                  (int)m->error, (unsigned long long)m->bytes, m->attempts);
-    dapi_json_str(&b, m->sql, strlen(m->sql));
-    dapi_buf_adds(&b, ",\"upstream\":");
-    dapi_json_str(&b, m->upstream ? m->upstream : "", m->upstream ? strlen(m->upstream) : 0);
-    dapi_buf_adds(&b, ",\"message\":");
-    dapi_json_str(&b, m->message ? m->message : "", m->message ? strlen(m->message) : 0);
-    if(m->scope) { /* absent: every layer (as before scopes existed) */
-        dapi_buf_adds(&b, ",\"scope\":[");
-        for(size_t i = 0; i < m->scope->n; i++) {
-            if(i)
-                dapi_buf_addc(&b, ',');
-            dapi_json_str(&b, m->scope->layers[i], strlen(m->scope->layers[i]));
-        }
-        dapi_buf_addc(&b, ']');
-    }
-    if(m->ident && *m->ident) /* absent: not reusable (as before reuse existed) */
-        dapi_buf_addf(&b, ",\"reuse\":{\"id\":\"%s\",\"fp\":\"%s\",\"data_at\":%lld}", m->ident,
-                      m->fp ? m->fp : "", (long long)m->done_s);
-    dapi_buf_adds(&b, "}\n");
-    if(!b.data)
-        return ENOMEM;
-    char path[4096], tmp[4200];
-    path_of(qs, m->slug, "meta.json", path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int e = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if(fd < 0 || (e = write_all(fd, b.data, b.len)) || fsync(fd)) {
-        e = e ? e : errno;
-        dapi_error("store: cannot write %s: %s", tmp, strerror(e));
-    }
-    if(fd >= 0 && close(fd) && !e)
-        e = errno ? errno : EIO;
-    if(e)
-        unlink(tmp); /* a half-written file must not take the space a retry needs */
-    if(!e && rename(tmp, path)) {
-        e = errno;
-        dapi_error("store: cannot rename %s: %s", tmp, strerror(e));
-    }
-    dapi_buf_free(&b);
-    return e;
-}
-
-/* The error a failed write of the state dir means for a client: no space (or quota) is
- * temporary — DAPI_ERR_BUSY, retry later; anything else is a storage error. why names the
- * setting, not the path (paths are the operator's business). */
-static enum dapi_err storage_error(int e, const char *what, char *why, size_t n)
-{
-    if(e == ENOMEM)
-        return DAPI_ERR_NOMEM;
-    int full = e == ENOSPC || e == EDQUOT;
-    if(why && n)
-        snprintf(why, n, "%s %s: %s",
-                 full ? "no space left on the state disk (--state-dir)"
-                      : "cannot write to the state dir (--state-dir)",
-                 what, strerror(e));
-    return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
-}
-
-static void remove_dir(const struct dapi_queries *qs, const char *slug)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s/%s", qs->dir, slug);
-    DIR *d = opendir(p);
-    struct dirent *de;
-    while(d && (de = readdir(d))) {
-        if(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        char f[4400];
-        snprintf(f, sizeof f, "%s/%s", p, de->d_name);
-        unlink(f);
-    }
-    if(d)
-        closedir(d);
-    if(rmdir(p) && errno != ENOENT)
-        dapi_warn("store: cannot remove %s: %s", p, strerror(errno));
-}
-
-/* Files a run writes and then renames or deletes itself: result.bin.tmp-*, meta.json.tmp,
- * a v1 page's .bin.tmp-*, and the Parquet files downloaded from Nekt before they become a
- * result. At start nothing writes them, so any one found is left by a crash. */
-static int orphan_name(const char *name)
-{
-    size_t n = strlen(name);
-    return strstr(name, ".tmp") != NULL || (n > 8 && strcmp(name + n - 8, ".parquet") == 0);
-}
-
-static void remove_orphans(const struct dapi_queries *qs, const char *slug, size_t *files,
-                           uint64_t *bytes)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s/%s", qs->dir, slug);
-    DIR *d = opendir(p);
-    struct dirent *de;
-    while(d && (de = readdir(d))) {
-        if(!orphan_name(de->d_name))
-            continue;
-        char f[4400];
-        struct stat st;
-        snprintf(f, sizeof f, "%s/%s", p, de->d_name);
-        if(lstat(f, &st) || !S_ISREG(st.st_mode))
-            continue;
-        if(unlink(f) == 0) {
-            (*files)++;
-            *bytes += (uint64_t)st.st_size;
-        } else {
-            dapi_warn("store: cannot remove %s: %s", f, strerror(errno));
-        }
-    }
-    if(d)
-        closedir(d);
-}
-
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    snprintf(out, outlen, "%s/%s/result.bin", qs->dir, slug);
 }
 
 static void insert(struct dapi_queries *qs, struct query *q)
@@ -584,120 +256,10 @@ sorted:
 static void remove_dirs(const struct dapi_queries *qs, struct slugs *gone)
 {
     for(size_t i = 0; i < gone->n; i++)
-        remove_dir(qs, gone->v[i]);
+        store_remove_dir(qs, gone->v[i]);
     free(gone->v);
     gone->v = NULL;
     gone->n = gone->cap = 0;
-}
-
-/* Loads one stored query; returns NULL (and removes the directory) if it is damaged. */
-static struct query *load_one(struct dapi_queries *qs, const char *slug)
-{
-    char path[4096], errbuf[256];
-    path_of(qs, slug, "meta.json", path, sizeof path);
-    struct query *q = NULL;
-    struct dapi_jv *root = NULL;
-    struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    if(dapi_buf_add_file(&b, path))
-        goto out;
-    if(!b.data || dapi_jv_parse(b.data, b.len, 8, &root, errbuf, sizeof errbuf))
-        goto out;
-    const char *owner = dapi_jv_str(dapi_jv_get(root, "owner"), NULL);
-    const char *sql = dapi_jv_str(dapi_jv_get(root, "sql"), NULL);
-    const char *state = dapi_jv_str(dapi_jv_get(root, "state"), NULL);
-    const char *msg = dapi_jv_str(dapi_jv_get(root, "message"), NULL);
-    const char *upstream = dapi_jv_str(dapi_jv_get(root, "upstream"), NULL);
-    struct dapi_jv *created = dapi_jv_get(root, "created"), *err = dapi_jv_get(root, "error"),
-                   *bytes = dapi_jv_get(root, "bytes"), *attempts = dapi_jv_get(root, "attempts"),
-                   *seq = dapi_jv_get(root, "seq");
-    if(!owner || strlen(owner) != 2 * DAPI_KEY_HASH_LEN || !sql || !state || !created ||
-       dapi_jv_type(created) != DAPI_J_INT || !err || dapi_jv_type(err) != DAPI_J_INT)
-        goto out;
-    if(!(q = calloc(1, sizeof *q)))
-        goto out;
-    pthread_mutex_init(&q->persist, NULL);
-    snprintf(q->slug, sizeof q->slug, "%s", slug);
-    for(int i = 0; i < DAPI_KEY_HASH_LEN; i++) {
-        int hi = hexval(owner[2 * i]), lo = hexval(owner[2 * i + 1]);
-        if(hi < 0 || lo < 0) {
-            qfree(q);
-            q = NULL;
-            goto out;
-        }
-        q->owner[i] = (unsigned char)(hi << 4 | lo);
-    }
-    /* The layers it may read: a query resumed after a restart runs with the scope it was
-     * created with. A "scope" that cannot be read makes the query damaged (never "all"). */
-    const struct dapi_jv *scope = dapi_jv_get(root, "scope");
-    if(scope) {
-        size_t n = dapi_jv_array_size(scope);
-        if(dapi_jv_type(scope) != DAPI_J_ARRAY || n > DAPI_SCOPE_MAX_LAYERS ||
-           !(q->scope = calloc(1, sizeof *q->scope))) {
-            qfree(q);
-            q = NULL;
-            goto out;
-        }
-        for(size_t i = 0; i < n; i++) {
-            const char *l = dapi_jv_str(dapi_jv_index(scope, i), NULL);
-            if(!l || !*l || strlen(l) > DAPI_LAYER_NAME_MAX) {
-                qfree(q);
-                q = NULL;
-                goto out;
-            }
-            snprintf(q->scope->layers[i], sizeof q->scope->layers[i], "%s", l);
-        }
-        q->scope->n = n;
-    }
-    const struct dapi_jv *reuse = dapi_jv_get(root, "reuse");
-    if(reuse && dapi_jv_type(reuse) == DAPI_J_OBJECT) {
-        const char *id = dapi_jv_str(dapi_jv_get(reuse, "id"), NULL);
-        const char *fp = dapi_jv_str(dapi_jv_get(reuse, "fp"), NULL);
-        struct dapi_jv *at = dapi_jv_get(reuse, "data_at");
-        if(id && fp && strlen(id) < DAPI_REUSE_HEX && strlen(fp) < DAPI_REUSE_HEX && at &&
-           dapi_jv_type(at) == DAPI_J_INT) {
-            snprintf(q->ident, sizeof q->ident, "%s", id);
-            snprintf(q->fp, sizeof q->fp, "%s", fp);
-            q->done_s = dapi_jv_int(at);
-        }
-    }
-    q->sql = strdup(sql);
-    q->message = msg && *msg ? strdup(msg) : NULL;
-    q->upstream = upstream && *upstream ? strdup(upstream) : NULL;
-    q->created_s = dapi_jv_int(created);
-    q->error = (enum dapi_err)dapi_jv_int(err);
-    q->bytes = bytes && dapi_jv_type(bytes) == DAPI_J_INT ? (uint64_t)dapi_jv_int(bytes) : 0;
-    /* absent before the crash-loop guard existed: no attempt recorded */
-    q->attempts = attempts && dapi_jv_type(attempts) == DAPI_J_INT && dapi_jv_int(attempts) > 0 &&
-                          dapi_jv_int(attempts) < 1000
-                      ? (int)dapi_jv_int(attempts)
-                      : 0;
-    q->seq = seq && dapi_jv_type(seq) == DAPI_J_INT && dapi_jv_int(seq) > 0
-                 ? (uint64_t)dapi_jv_int(seq)
-                 : 0; /* (older state dirs: 0, the slug breaks ties) */
-    if(strcmp(state, "done") == 0) {
-        q->state = DAPI_Q_DONE;
-        char rp[4096];
-        dapi_queries_result_path(qs, slug, rp, sizeof rp);
-        if(dapi_result_open(&q->result, rp)) {
-            /* meta says done but the file is missing or damaged: run it again */
-            dapi_warn("store: result of %s is damaged; running the query again", slug);
-            q->state = DAPI_Q_QUEUED;
-            q->bytes = 0;
-        }
-    } else if(strcmp(state, "failed") == 0) {
-        q->state = DAPI_Q_FAILED;
-    } else {
-        q->state = DAPI_Q_QUEUED;
-    }
-    if(!q->sql) {
-        qfree(q);
-        q = NULL;
-    }
-out:
-    dapi_jv_free(root);
-    dapi_buf_free(&b);
-    return q;
 }
 
 enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir,
@@ -737,14 +299,14 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     while((de = readdir(d))) {
         if(de->d_name[0] == '.' || strlen(de->d_name) >= DAPI_SLUG_MAX)
             continue;
-        remove_orphans(qs, de->d_name, &orphans, &orphan_bytes);
-        struct query *q = load_one(qs, de->d_name);
+        store_remove_orphans(qs, de->d_name, &orphans, &orphan_bytes);
+        struct query *q = store_load_one(qs, de->d_name);
         if(!q || q->created_s + retention_s <= now_s) {
             if(q)
-                qfree(q);
+                store_qfree(q);
             else
                 dapi_warn("store: removing unreadable query %s", de->d_name);
-            remove_dir(qs, de->d_name);
+            store_remove_dir(qs, de->d_name);
             expired++;
             continue;
         }
@@ -752,7 +314,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         if(q->seq > qs->seq)
             qs->seq = q->seq; /* new queries come after every loaded one */
         if(q->state != DAPI_Q_FAILED)
-            reuse_set(qs, q);
+            store_reuse_set(qs, q);
         if(q->state == DAPI_Q_DONE)
             bytes_add(qs, q, q->bytes);
         else
@@ -769,8 +331,9 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
             q->error = DAPI_ERR_INTERNAL;
             q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
             q->attempts = 0;
-            struct meta m = meta_of(q);
-            save_meta(qs, &m); /* (if this fails the next start decides again, the same way) */
+            struct meta m = store_meta_of(q);
+            store_save_meta(qs,
+                            &m); /* (if this fails the next start decides again, the same way) */
             crashed++;
         }
         if(q->state == DAPI_Q_QUEUED) {
@@ -858,7 +421,7 @@ void dapi_queries_unadmit(struct dapi_queries *qs, const unsigned char *key_hash
 int dapi_queries_hold(struct dapi_queries *qs, const char *slug, const unsigned char *reserved)
 {
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     /* a query that already finished holds nothing (one that shared an identical query's
      * run may finish before its creator gets here) */
     if(q && q->state != DAPI_Q_DONE && q->state != DAPI_Q_FAILED)
@@ -903,25 +466,6 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
                                        NULL, why, whylen);
 }
 
-/* The query whose result (or run) a new query of identity ident may share, under the lock. */
-static struct query *reusable(struct dapi_queries *qs, const struct dapi_reuse *ru, int64_t now_s,
-                              enum dapi_reused *how)
-{
-    struct query *c = reuse_find(qs, ru->ident);
-    if(!c || c->leader[0] || c->created_s + qs->retention_s <= now_s ||
-       strcmp(c->fp, ru->fp ? ru->fp : "") != 0)
-        return NULL;
-    if(c->state == DAPI_Q_DONE && c->result && now_s - c->done_s < ru->max_age_s) {
-        *how = DAPI_REUSED_RESULT;
-        return c;
-    }
-    if(c->state == DAPI_Q_QUEUED || c->state == DAPI_Q_RUNNING) {
-        *how = DAPI_REUSED_RUN;
-        return c;
-    }
-    return NULL;
-}
-
 enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigned char *key_hash,
                                           const struct dapi_scope *scope, const char *sql,
                                           const char *upstream, const struct dapi_reuse *ru,
@@ -952,7 +496,7 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
     /* 22 base62 characters = 130 bits of randomness. */
     memcpy(q->slug, "dapi-query-", 11);
     if((result = dapi_random_base62(q->slug + 11, 22))) {
-        qfree(q);
+        store_qfree(q);
         return result;
     }
     memcpy(q->owner, key_hash, DAPI_KEY_HASH_LEN);
@@ -972,7 +516,7 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
     uint64_t used = qs->bytes;
     q->seq = ++qs->seq; /* persisted: "oldest" means the same after a restart */
     if(q->ident[0] && ru->max_age_s > 0 && used < qs->max_bytes &&
-       (src = reusable(qs, ru, now_s, &how))) {
+       (src = store_reusable(qs, ru, now_s, &how))) {
         src->refs++; /* kept while its result file is linked */
         q->done_s = src->done_s;
         if(how == DAPI_REUSED_RUN)
@@ -984,7 +528,7 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
          * behind this one attaches to it instead of missing it and running too. */
         insert(qs, q);
         q->refs++; /* this function's, until it returns */
-        reuse_set(qs, q);
+        store_reuse_set(qs, q);
         early = 1;
     }
     pthread_mutex_unlock(&qs->lock);
@@ -992,7 +536,7 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
     if(used >= qs->max_bytes) {
         if(why && whylen)
             snprintf(why, whylen, "the result store is full (--max-state-bytes)");
-        qfree(q);
+        store_qfree(q);
         return DAPI_ERR_BUSY;
     }
     char dir[4096];
@@ -1000,7 +544,7 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
     if(mkdir(dir, 0700)) {
         int e = errno;
         dapi_error("store: cannot create %s: %s", dir, strerror(e));
-        result = storage_error(e, "to create the query's directory", why, whylen);
+        result = store_storage_error(e, "to create the query's directory", why, whylen);
         goto fail;
     }
     if(how == DAPI_REUSED_RESULT) {
@@ -1019,11 +563,11 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
             q->bytes = (uint64_t)st.st_size;
         }
     }
-    struct meta m = meta_of(q);
-    int e = save_meta(qs, &m);
+    struct meta m = store_meta_of(q);
+    int e = store_save_meta(qs, &m);
     if(e) {
-        remove_dir(qs, q->slug);
-        result = storage_error(e, "to record the query", why, whylen);
+        store_remove_dir(qs, q->slug);
+        result = store_storage_error(e, "to record the query", why, whylen);
         goto fail;
     }
     pthread_mutex_lock(&qs->lock);
@@ -1033,7 +577,7 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
         snprintf(slug_out, DAPI_SLUG_MAX, "%s", q->slug);
         return DAPI_OK;
     }
-    if(how == DAPI_REUSED_RUN && (find(qs, src->slug) != src ||
+    if(how == DAPI_REUSED_RUN && (store_find(qs, src->slug) != src ||
                                   (src->state != DAPI_Q_QUEUED && src->state != DAPI_Q_RUNNING))) {
         /* its run ended meanwhile: this one runs itself */
         how = DAPI_REUSED_NONE;
@@ -1044,7 +588,8 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
     if(how == DAPI_REUSED_RUN)
         qs->nfollow++;
     else
-        reuse_set(qs, q); /* the newest holder of the identity (a reuse keeps its data time) */
+        store_reuse_set(qs,
+                        q); /* the newest holder of the identity (a reuse keeps its data time) */
     if(how == DAPI_REUSED_RESULT) {
         /* Its owner is charged the whole result, as if it had run it. */
         bytes_add(qs, q, q->bytes);
@@ -1070,7 +615,7 @@ fail:
         char slug[DAPI_SLUG_MAX];
         snprintf(slug, sizeof slug, "%s", q->slug);
         pthread_mutex_lock(&qs->lock);
-        if(find(qs, slug) == q) {
+        if(store_find(qs, slug) == q) {
             detach(qs, q);
             forget(qs, q);
         }
@@ -1082,7 +627,7 @@ fail:
                          0);
         return result;
     }
-    qfree(q);
+    store_qfree(q);
     return result;
 }
 
@@ -1108,7 +653,7 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
 {
     memset(v, 0, sizeof *v);
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     /* owner compared in constant time; expired is the same as unknown */
     if(!q || !dapi_ct_equal(q->owner, DAPI_KEY_HASH_LEN, key_hash, DAPI_KEY_HASH_LEN) ||
        q->created_s + qs->retention_s <= now_s) {
@@ -1141,7 +686,7 @@ int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
 {
     int claimed = 0;
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     if(q && q->state == DAPI_Q_QUEUED && !q->leader[0]) { /* a follower never runs itself */
         q->state = DAPI_Q_RUNNING;
         claimed = 1;
@@ -1155,7 +700,7 @@ int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
 static struct query *persist_begin(struct dapi_queries *qs, const char *slug)
 {
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     if(q)
         q->refs++;
     pthread_mutex_unlock(&qs->lock);
@@ -1180,7 +725,7 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
         return DAPI_ERR_NOT_FOUND;
     pthread_mutex_lock(&qs->lock);
     enum dapi_err result = DAPI_OK;
-    if(find(qs, slug) != q) /* expired meanwhile */
+    if(store_find(qs, slug) != q) /* expired meanwhile */
         result = DAPI_ERR_NOT_FOUND;
     else if(q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED)
         result = DAPI_ERR_INVALID;
@@ -1192,12 +737,12 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
     q->state = DAPI_Q_RUNNING;
     q->attempts++;
     q->in_run = 1;
-    struct meta m = meta_of(q);
+    struct meta m = store_meta_of(q);
     m.message = NULL;
     pthread_mutex_unlock(&qs->lock);
     /* Counted and fsynced before the run starts: if the run kills the process, the next
      * start knows (DAPI_QUERY_MAX_ATTEMPTS). */
-    int e = save_meta(qs, &m);
+    int e = store_save_meta(qs, &m);
     if(e) {
         pthread_mutex_lock(&qs->lock);
         q->attempts--;
@@ -1205,7 +750,7 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
         pthread_mutex_unlock(&qs->lock);
     }
     persist_end(qs, q);
-    return e ? storage_error(e, "to record that the query starts", why, whylen) : DAPI_OK;
+    return e ? store_storage_error(e, "to record that the query starts", why, whylen) : DAPI_OK;
 }
 
 void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
@@ -1223,11 +768,11 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
         q->attempts--;
         q->in_run = 0;
     }
-    struct meta m = meta_of(q);
+    struct meta m = store_meta_of(q);
     m.message = NULL;
     pthread_mutex_unlock(&qs->lock);
     if(rollback)
-        save_meta(qs, &m);
+        store_save_meta(qs, &m);
     persist_end(qs, q);
 }
 
@@ -1240,7 +785,7 @@ void dapi_queries_remove(struct dapi_queries *qs, const char *slug)
     pthread_mutex_lock(&qs->lock);
     struct waiter *w = q->waiters;
     q->waiters = NULL;
-    int registered = find(qs, slug) == q;
+    int registered = store_find(qs, slug) == q;
     if(registered) {
         detach(qs, q);
         forget(qs, q); /* its slot and bytes; persist_begin's reference keeps q alive */
@@ -1251,7 +796,7 @@ void dapi_queries_remove(struct dapi_queries *qs, const char *slug)
     if(registered) {
         settle_followers(qs, slug, DAPI_ERR_BUSY,
                          "the identical query this one shared a run with was removed", 0);
-        remove_dir(qs, slug);
+        store_remove_dir(qs, slug);
     }
 }
 
@@ -1259,7 +804,7 @@ enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
 {
     enum dapi_err result = DAPI_ERR_INVALID;
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     if(q && q->state == DAPI_Q_FAILED && q->error == DAPI_ERR_BUSY) {
         struct keyuse *k = key_get(qs, q->owner, 1);
         if(!k)
@@ -1289,7 +834,7 @@ enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
 char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
 {
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     char *sql = q ? strdup(q->sql) : NULL;
     pthread_mutex_unlock(&qs->lock);
     return sql;
@@ -1298,7 +843,7 @@ char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
 enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug, struct dapi_scope *out)
 {
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     if(q && q->scope)
         memcpy(out, q->scope, sizeof *out);
     else if(q) {
@@ -1312,7 +857,7 @@ enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug, stru
 void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out, size_t n)
 {
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     snprintf(out, n, "%s", q && q->upstream ? q->upstream : "");
     pthread_mutex_unlock(&qs->lock);
 }
@@ -1333,7 +878,7 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
         return DAPI_ERR_NOT_FOUND;
     }
     pthread_mutex_lock(&qs->lock);
-    if(find(qs, slug) != q) { /* expired meanwhile */
+    if(store_find(qs, slug) != q) { /* expired meanwhile */
         pthread_mutex_unlock(&qs->lock);
         result = DAPI_ERR_NOT_FOUND;
         goto out;
@@ -1357,7 +902,7 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
         struct meta m = {slug,     owner, sql,      up,    message,  q->scope, /* immutable */
                          created,  state, error,    bytes, attempts, seq,
                          q->ident, q->fp, q->done_s};
-        result = save_meta(qs, &m) ? DAPI_ERR_IO : DAPI_OK;
+        result = store_save_meta(qs, &m) ? DAPI_ERR_IO : DAPI_OK;
     }
     free(up);
 out:
@@ -1391,7 +936,7 @@ static void settle_followers(struct dapi_queries *qs, const char *slug, enum dap
     struct query **f = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&qs->lock);
-    struct query *leader = find(qs, slug);
+    struct query *leader = store_find(qs, slug);
     int64_t data_s = leader ? leader->done_s : 0;
     for(size_t b = 0; qs->nfollow && b < NBUCKETS; b++)
         for(struct query *q = qs->buckets[b]; q; q = q->next) {
@@ -1485,7 +1030,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
                      q->ident,
                      q->fp,
                      q->done_s};
-    save_meta(qs, &m);
+    store_save_meta(qs, &m);
     pthread_mutex_unlock(&q->persist);
 
     pthread_mutex_lock(&qs->lock);
@@ -1498,7 +1043,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     q->in_run = 0;
     slot_release(qs, q);
     /* Counted only while registered: a query that expired meanwhile counts nothing. */
-    if(!error && find(qs, slug) == q) {
+    if(!error && store_find(qs, slug) == q) {
         bytes_add(qs, q, bytes);
         if(key_bytes(qs, q->owner) > quota)
             evict(qs, q->owner, q, &gone);
@@ -1524,7 +1069,7 @@ int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadlin
     w->arg = arg;
     w->deadline_ms = deadline_ms;
     pthread_mutex_lock(&qs->lock);
-    struct query *q = find(qs, slug);
+    struct query *q = store_find(qs, slug);
     if(!q || q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED) {
         pthread_mutex_unlock(&qs->lock);
         free(w);
@@ -1568,7 +1113,7 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
         }
     }
     if(expired.n)
-        reuse_prune(qs);
+        store_reuse_prune(qs);
     pthread_mutex_unlock(&qs->lock);
     fire(due, 1);
     size_t nexpired = expired.n;

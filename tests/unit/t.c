@@ -18,6 +18,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "store/queries.h"
+#include "store/result.h"
+
 int t_passed, t_failed;
 
 int t_tmpdir(char *out, size_t n, const char *name)
@@ -349,4 +352,71 @@ void t_srv_hang(int fd, int ms)
     char b[256];
     while(poll(&p, 1, ms) > 0 && recv(fd, b, sizeof b, 0) > 0) {
     }
+}
+
+/* ---- the query registry ---------------------------------------------------------------- */
+
+void t_fresh_dir(char *out, size_t n, const char *root, const char *name)
+{
+    snprintf(out, n, "%s/%s", root, name);
+    t_rm_rf(out);
+    T_CHECK(mkdir(out, 0700) == 0, "mkdir %s: %s", out, strerror(errno));
+}
+
+struct dapi_queries *
+t_registry_open(const char *state, int64_t retention, uint64_t max_bytes, int64_t now_s,
+                void (*on_unfinished)(void *arg, const char *slug, const char *sql), void *arg)
+{
+    struct dapi_queries *qs = NULL;
+    char err[512] = "";
+    enum dapi_err r = dapi_queries_open(&qs, state, retention, max_bytes, now_s, on_unfinished,
+                                        arg, err, sizeof err);
+    T_CHECK(r == DAPI_OK && qs, "open %s: %d %s", state, (int)r, err);
+    return qs;
+}
+
+uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows)
+{
+    char rp[4096];
+    dapi_queries_result_path(qs, slug, rp, sizeof rp);
+    struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX, NULL};
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, rp, &lim), DAPI_OK);
+    if(!w)
+        return 0;
+    const char *names[] = {"v"};
+    static int64_t data[1024];
+    for(uint64_t i = 0; i < rows && i < sizeof data / sizeof data[0]; i++)
+        data[i] = (int64_t)i * 3;
+    struct dapi_colvec c;
+    memset(&c, 0, sizeof c);
+    c.type = DAPI_CT_I64;
+    c.data = data;
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, rows), DAPI_OK);
+    uint64_t r = 0, p = 0, bytes = 0;
+    T_EQ_INT(dapi_result_writer_finish(w, &r, &p, &bytes), DAPI_OK);
+    dapi_result_writer_free(w);
+    return bytes;
+}
+
+int t_registry_state(struct dapi_queries *qs, const char *slug, const unsigned char *key,
+                     int64_t now_s, enum dapi_err *err_out)
+{
+    struct dapi_qview v;
+    enum dapi_err r = dapi_queries_get(qs, slug, key, now_s, &v);
+    if(err_out)
+        *err_out = r;
+    if(r)
+        return -1;
+    int s = (int)v.state;
+    dapi_queries_release(qs, &v);
+    return s;
+}
+
+void t_on_wake(void *arg, int timed_out)
+{
+    struct t_waited *w = arg;
+    w->calls++;
+    w->timed_out = timed_out;
 }

@@ -129,4 +129,27 @@ int t_srv_reply(int fd, int status, const char *extra, const char *body);
 /* Waits until the peer closes fd (or ms pass): a server that never answers. */
 void t_srv_hang(int fd, int ms);
 
+/* ---- the query registry (src/store) ---------------------------------------------------- */
+
+struct dapi_queries;
+
+/* Makes (empties) the directory root/name and writes its path to out. */
+void t_fresh_dir(char *out, size_t n, const char *root, const char *name);
+/* dapi_queries_open with unlimited per-key limits; a failed open is a failed check (NULL). */
+struct dapi_queries *
+t_registry_open(const char *state, int64_t retention, uint64_t max_bytes, int64_t now_s,
+                void (*on_unfinished)(void *arg, const char *slug, const char *sql), void *arg);
+/* Writes a real result of `rows` I64 rows (0, 3, 6 …) for slug; returns the file's size. */
+uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows);
+/* The state of slug as key sees it at now_s, or -1 (with *err_out the lookup's error). */
+int t_registry_state(struct dapi_queries *qs, const char *slug, const unsigned char *key,
+                     int64_t now_s, enum dapi_err *err_out);
+
+/* A registry waiter's callback (dapi_queries_wait) that counts its calls. */
+struct t_waited {
+    int calls;
+    int timed_out;
+};
+void t_on_wake(void *arg, int timed_out);
+
 #endif

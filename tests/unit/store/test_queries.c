@@ -24,9 +24,7 @@ static unsigned char owner[DAPI_KEY_HASH_LEN], other[DAPI_KEY_HASH_LEN];
 /* A fresh state dir under the test root. */
 static void state_dir(char *out, size_t n, const char *name)
 {
-    snprintf(out, n, "%s/%s", root, name);
-    t_rm_rf(out);
-    mkdir(out, 0700);
+    t_fresh_dir(out, n, root, name);
 }
 
 static void query_dir(char *out, size_t n, const char *state, const char *slug)
@@ -68,67 +66,16 @@ static int unfinished_has(const struct unfinished *u, const char *slug, const ch
     return 0;
 }
 
-struct waited {
-    int calls;
-    int timed_out;
-};
-
-static void on_wake(void *arg, int timed_out)
-{
-    struct waited *w = arg;
-    w->calls++;
-    w->timed_out = timed_out;
-}
-
 static struct dapi_queries *open_reg(const char *state, int64_t retention, uint64_t max_bytes,
                                      int64_t now_s, struct unfinished *u)
 {
-    struct dapi_queries *qs = NULL;
-    err[0] = '\0';
-    enum dapi_err r = dapi_queries_open(&qs, state, retention, max_bytes, now_s, on_unfinished, u,
-                                        err, sizeof err);
-    T_CHECK(r == DAPI_OK && qs, "open %s: %d %s", state, (int)r, err);
-    return qs;
-}
-
-/* Writes a real result of `rows` I64 rows for slug and returns the file size. */
-static uint64_t write_result(struct dapi_queries *qs, const char *slug, uint64_t rows)
-{
-    char rp[4096];
-    dapi_queries_result_path(qs, slug, rp, sizeof rp);
-    struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX, NULL};
-    struct dapi_result_writer *w = NULL;
-    T_EQ_INT(dapi_result_writer_open(&w, rp, &lim), DAPI_OK);
-    if(!w)
-        return 0;
-    const char *names[] = {"v"};
-    static int64_t data[1024];
-    for(uint64_t i = 0; i < rows && i < N(data); i++)
-        data[i] = (int64_t)i * 3;
-    struct dapi_colvec c;
-    memset(&c, 0, sizeof c);
-    c.type = DAPI_CT_I64;
-    c.data = data;
-    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
-    T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, rows), DAPI_OK);
-    uint64_t r = 0, p = 0, bytes = 0;
-    T_EQ_INT(dapi_result_writer_finish(w, &r, &p, &bytes), DAPI_OK);
-    dapi_result_writer_free(w);
-    return bytes;
+    return t_registry_open(state, retention, max_bytes, now_s, on_unfinished, u);
 }
 
 static enum dapi_qstate state_of(struct dapi_queries *qs, const char *slug, int64_t now_s,
                                  enum dapi_err *err_out)
 {
-    struct dapi_qview v;
-    enum dapi_err r = dapi_queries_get(qs, slug, owner, now_s, &v);
-    if(err_out)
-        *err_out = r;
-    if(r)
-        return (enum dapi_qstate)(-1);
-    enum dapi_qstate s = v.state;
-    dapi_queries_release(qs, &v);
-    return s;
+    return t_registry_state(qs, slug, owner, now_s, err_out);
 }
 
 /* ---- tests --------------------------------------------------------------------------- */
@@ -177,9 +124,9 @@ static void test_lifecycle(void)
     dapi_queries_set_running(qs, "dapi-query-unknown"); /* harmless */
 
     /* Two waiters, each fires once, from finish, not timed out. */
-    struct waited w1 = {0}, w2 = {0};
-    T_EQ_INT(dapi_queries_wait(qs, slug, 1000000, on_wake, &w1), 0);
-    T_EQ_INT(dapi_queries_wait(qs, slug, 2000000, on_wake, &w2), 0);
+    struct t_waited w1 = {0}, w2 = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug, 1000000, t_on_wake, &w1), 0);
+    T_EQ_INT(dapi_queries_wait(qs, slug, 2000000, t_on_wake, &w2), 0);
     T_EQ_INT(w1.calls + w2.calls, 0);
     dapi_queries_finish(qs, slug, DAPI_ERR_SQL, "Binder Error: no such column x", 0);
     T_EQ_INT(w1.calls, 1);
@@ -199,9 +146,9 @@ static void test_lifecycle(void)
     T_EQ_INT(dapi_queries_get(qs, slug, other, 1001, &v), DAPI_ERR_NOT_FOUND);
 
     /* Waiting on a finished query: -1, callback never called. */
-    struct waited w3 = {0};
-    T_EQ_INT(dapi_queries_wait(qs, slug, 1000000, on_wake, &w3), -1);
-    T_EQ_INT(dapi_queries_wait(qs, "dapi-query-nope", 1000000, on_wake, &w3), -1);
+    struct t_waited w3 = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug, 1000000, t_on_wake, &w3), -1);
+    T_EQ_INT(dapi_queries_wait(qs, "dapi-query-nope", 1000000, t_on_wake, &w3), -1);
     dapi_queries_tick(qs, 1001, 9000000);
     T_EQ_INT(w3.calls, 0);
 
@@ -211,9 +158,9 @@ static void test_lifecycle(void)
              DAPI_OK);
     T_CHECK(strcmp(slug, slug2) != 0, "slugs differ");
     dapi_queries_set_running(qs, slug2);
-    struct waited w4 = {0};
-    T_EQ_INT(dapi_queries_wait(qs, slug2, 1000000, on_wake, &w4), 0);
-    uint64_t bytes = write_result(qs, slug2, 150);
+    struct t_waited w4 = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug2, 1000000, t_on_wake, &w4), 0);
+    uint64_t bytes = t_result_write(qs, slug2, 150);
     T_CHECK(bytes > 64, "result written (%llu bytes)", (unsigned long long)bytes);
     T_EQ_INT(dapi_queries_bytes(qs), 0);
     dapi_queries_finish(qs, slug2, DAPI_OK, NULL, bytes);
@@ -283,9 +230,9 @@ static void test_waiter_deadline(void)
         return;
     char slug[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug, NULL, 0), DAPI_OK);
-    struct waited early = {0}, late = {0};
-    T_EQ_INT(dapi_queries_wait(qs, slug, 5000, on_wake, &early), 0);
-    T_EQ_INT(dapi_queries_wait(qs, slug, 9000, on_wake, &late), 0);
+    struct t_waited early = {0}, late = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug, 5000, t_on_wake, &early), 0);
+    T_EQ_INT(dapi_queries_wait(qs, slug, 9000, t_on_wake, &late), 0);
 
     dapi_queries_tick(qs, 1000, 0);
     dapi_queries_tick(qs, 1000, 4999);
@@ -310,9 +257,9 @@ static void test_waiter_deadline(void)
     /* cancel_waiters wakes everyone as timed out, once. */
     char slug2[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, slug2, NULL, 0), DAPI_OK);
-    struct waited c1 = {0}, c2 = {0};
-    T_EQ_INT(dapi_queries_wait(qs, slug2, 1 << 30, on_wake, &c1), 0);
-    T_EQ_INT(dapi_queries_wait(qs, slug2, 1 << 30, on_wake, &c2), 0);
+    struct t_waited c1 = {0}, c2 = {0};
+    T_EQ_INT(dapi_queries_wait(qs, slug2, 1 << 30, t_on_wake, &c1), 0);
+    T_EQ_INT(dapi_queries_wait(qs, slug2, 1 << 30, t_on_wake, &c2), 0);
     dapi_queries_cancel_waiters(qs);
     T_EQ_INT(c1.calls, 1);
     T_EQ_INT(c1.timed_out, 1);
@@ -343,7 +290,7 @@ static void test_restart(void)
     T_EQ_INT(dapi_queries_create(qs, owner, tricky, NULL, 1000, queued, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, other, "SELECT running", NULL, 1000, running, NULL, 0),
              DAPI_OK);
-    uint64_t bytes = write_result(qs, done, 3);
+    uint64_t bytes = t_result_write(qs, done, 3);
     dapi_queries_finish(qs, done, DAPI_OK, NULL, bytes);
     dapi_queries_finish(qs, failed, DAPI_ERR_SQL, "Parser Error: \"quoted\"\nline 2", 0);
     dapi_queries_set_running(qs, running);
@@ -385,7 +332,7 @@ static void test_restart(void)
     T_EQ_INT(dapi_queries_get(qs, running, owner, 1001, &v), DAPI_ERR_NOT_FOUND);
     T_EQ_INT(state_of(qs, queued, 1001, NULL), DAPI_Q_QUEUED);
     dapi_queries_set_running(qs, queued);
-    uint64_t b2 = write_result(qs, queued, 1);
+    uint64_t b2 = t_result_write(qs, queued, 1);
     dapi_queries_finish(qs, queued, DAPI_OK, NULL, b2);
     T_EQ_INT(state_of(qs, queued, 1001, NULL), DAPI_Q_DONE);
     T_EQ_INT(dapi_queries_bytes(qs), bytes + b2);
@@ -420,7 +367,7 @@ static void test_retention(void)
     char slug[DAPI_SLUG_MAX], pending[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, pending, NULL, 0), DAPI_OK);
-    uint64_t bytes = write_result(qs, slug, 5);
+    uint64_t bytes = t_result_write(qs, slug, 5);
     dapi_queries_finish(qs, slug, DAPI_OK, NULL, bytes);
     query_dir(qd, sizeof qd, state, slug);
 
@@ -488,7 +435,7 @@ static void test_state_cap(void)
         return;
     char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a, NULL, 0), DAPI_OK);
-    uint64_t size = write_result(qs, a, 1);
+    uint64_t size = t_result_write(qs, a, 1);
     dapi_queries_close(qs);
     t_rm_rf(state);
     mkdir(state, 0700);
@@ -498,11 +445,11 @@ static void test_state_cap(void)
     if(!qs)
         return;
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a, NULL, 0), DAPI_OK);
-    dapi_queries_finish(qs, a, DAPI_OK, NULL, write_result(qs, a, 1));
+    dapi_queries_finish(qs, a, DAPI_OK, NULL, t_result_write(qs, a, 1));
     T_EQ_INT(dapi_queries_bytes(qs), size);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b, NULL, 0), DAPI_OK);
     /* Now at or over the cap: new queries are refused with BUSY. */
-    dapi_queries_finish(qs, b, DAPI_OK, NULL, write_result(qs, b, 1));
+    dapi_queries_finish(qs, b, DAPI_OK, NULL, t_result_write(qs, b, 1));
     T_CHECK(dapi_queries_bytes(qs) >= size + 1, "over the cap");
     memset(c, 0, sizeof c);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 3", NULL, 1000, c, NULL, 0), DAPI_ERR_BUSY);
@@ -530,7 +477,7 @@ static void test_state_cap(void)
     if(!qs)
         return;
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a, NULL, 0), DAPI_OK);
-    dapi_queries_finish(qs, a, DAPI_OK, NULL, write_result(qs, a, 1));
+    dapi_queries_finish(qs, a, DAPI_OK, NULL, t_result_write(qs, a, 1));
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, b, NULL, 0), DAPI_ERR_BUSY);
     dapi_queries_close(qs);
     t_rm_rf(state);
@@ -833,7 +780,7 @@ static void test_admission(void)
     dapi_queries_release(qs, &v);
     T_EQ_INT(dapi_queries_retry(qs, d), DAPI_ERR_INVALID); /* once */
     T_EQ_INT(dapi_queries_active(qs, owner), 2);
-    uint64_t bytes = write_result(qs, d, 3);
+    uint64_t bytes = t_result_write(qs, d, 3);
     dapi_queries_finish(qs, d, DAPI_OK, NULL, bytes);
     T_EQ_INT(state_of(qs, d, 1005, NULL), DAPI_Q_DONE);
     dapi_queries_unadmit(qs, owner);
@@ -871,7 +818,7 @@ static void test_key_quota(void)
         return;
     char probe[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, third, "SELECT probe", NULL, 900, probe, NULL, 0), DAPI_OK);
-    uint64_t size = write_result(qs, probe, 50); /* every result below is this size */
+    uint64_t size = t_result_write(qs, probe, 50); /* every result below is this size */
     dapi_queries_finish(qs, probe, DAPI_OK, NULL, size);
     /* Room for two results of a key. */
     struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 2 * size + size / 2};
@@ -879,13 +826,13 @@ static void test_key_quota(void)
 
     char b1[DAPI_SLUG_MAX], a[5][DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, other, "SELECT b1", NULL, 999, b1, NULL, 0), DAPI_OK);
-    dapi_queries_finish(qs, b1, DAPI_OK, NULL, write_result(qs, b1, 50));
+    dapi_queries_finish(qs, b1, DAPI_OK, NULL, t_result_write(qs, b1, 50));
     /* a[1] and a[2] are created in the same second: registration order decides. */
     static const int64_t created[5] = {1000, 1001, 1001, 1002, 1003};
     for(int i = 0; i < 3; i++) {
         T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, created[i], a[i], NULL, 0),
                  DAPI_OK);
-        dapi_queries_finish(qs, a[i], DAPI_OK, NULL, write_result(qs, a[i], 50));
+        dapi_queries_finish(qs, a[i], DAPI_OK, NULL, t_result_write(qs, a[i], 50));
     }
     enum dapi_err e;
     state_of(qs, a[0], 1010, &e);
@@ -912,7 +859,7 @@ static void test_key_quota(void)
     /* A running query of the key is no victim (only finished results are). */
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 999, a[4], NULL, 0), DAPI_OK);
     dapi_queries_set_running(qs, a[4]);
-    dapi_queries_finish(qs, a[3], DAPI_OK, NULL, write_result(qs, a[3], 50));
+    dapi_queries_finish(qs, a[3], DAPI_OK, NULL, t_result_write(qs, a[3], 50));
     state_of(qs, a[1], 1010, &e);
     T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
     T_EQ_INT(state_of(qs, a[4], 1010, NULL), DAPI_Q_RUNNING);
@@ -929,7 +876,7 @@ static void test_key_quota(void)
      * key's deleted for it. */
     char rp[4096];
     dapi_queries_result_path(qs, a[4], rp, sizeof rp);
-    uint64_t big = write_result(qs, a[4], 200);
+    uint64_t big = t_result_write(qs, a[4], 200);
     T_CHECK(big > lim.max_key_bytes, "test setup: %llu bytes", (unsigned long long)big);
     dapi_queries_finish(qs, a[4], DAPI_OK, NULL, big);
     T_EQ_INT(dapi_queries_get(qs, a[4], owner, 1010, &v), DAPI_OK);
@@ -973,7 +920,7 @@ static void test_oldest_across_restart(void)
     uint64_t size = 0;
     for(int i = 0; i < 8; i++) {
         T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a[i], NULL, 0), DAPI_OK);
-        size = write_result(qs, a[i], 50);
+        size = t_result_write(qs, a[i], 50);
         dapi_queries_finish(qs, a[i], DAPI_OK, NULL, size);
     }
     dapi_queries_close(qs);
@@ -984,7 +931,7 @@ static void test_oldest_across_restart(void)
     dapi_queries_set_limits(qs, &lim);
     /* Created in the same second as the others, after them. */
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a[8], NULL, 0), DAPI_OK);
-    dapi_queries_finish(qs, a[8], DAPI_OK, NULL, write_result(qs, a[8], 50));
+    dapi_queries_finish(qs, a[8], DAPI_OK, NULL, t_result_write(qs, a[8], 50));
     for(int i = 0; i < 9; i++) {
         enum dapi_err e;
         enum dapi_qstate st = state_of(qs, a[i], 1000, &e);
@@ -1012,7 +959,7 @@ static void test_full_store_costs_keys_over_quota(void)
     for(int i = 0; i < 5; i++) {
         T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000 + i, a[i], NULL, 0),
                  DAPI_OK);
-        size = write_result(qs, a[i], 50);
+        size = t_result_write(qs, a[i], 50);
         dapi_queries_finish(qs, a[i], DAPI_OK, NULL, size);
     }
     dapi_queries_close(qs);
@@ -1031,12 +978,12 @@ static void test_full_store_costs_keys_over_quota(void)
     T_EQ_INT(e, DAPI_ERR_NOT_FOUND); /* the oldest of the key over its quota */
     T_EQ_INT(state_of(qs, a[1], 1010, NULL), DAPI_Q_DONE); /* only as many as needed */
     T_EQ_INT(dapi_queries_bytes(qs), 4 * size);
-    dapi_queries_finish(qs, b[0], DAPI_OK, NULL, write_result(qs, b[0], 50));
+    dapi_queries_finish(qs, b[0], DAPI_OK, NULL, t_result_write(qs, b[0], 50));
     T_EQ_INT(dapi_queries_create(qs, other, "SELECT b", NULL, 1011, b[1], why, sizeof why),
              DAPI_OK);
     state_of(qs, a[1], 1011, &e);
     T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
-    dapi_queries_finish(qs, b[1], DAPI_OK, NULL, write_result(qs, b[1], 50));
+    dapi_queries_finish(qs, b[1], DAPI_OK, NULL, t_result_write(qs, b[1], 50));
     T_EQ_INT(dapi_queries_create(qs, other, "SELECT b", NULL, 1012, b[2], why, sizeof why),
              DAPI_OK);
     dapi_queries_finish(qs, b[2], DAPI_ERR_SQL, "x", 0);
@@ -1048,7 +995,7 @@ static void test_full_store_costs_keys_over_quota(void)
     T_EQ_INT(dapi_queries_key_bytes(qs, other), 2 * size);
     char c[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT c", NULL, 1013, c, NULL, 0), DAPI_OK);
-    dapi_queries_finish(qs, c, DAPI_OK, NULL, write_result(qs, c, 50));
+    dapi_queries_finish(qs, c, DAPI_OK, NULL, t_result_write(qs, c, 50));
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
     state_of(qs, a[3], 1013, &e);
     T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
@@ -1154,7 +1101,7 @@ static void test_orphans(void)
         return;
     char a[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a, NULL, 0), DAPI_OK);
-    uint64_t bytes = write_result(qs, a, 5);
+    uint64_t bytes = t_result_write(qs, a, 5);
     dapi_queries_finish(qs, a, DAPI_OK, NULL, bytes);
     dapi_queries_close(qs);
     static const char *const orphans[] = {"result.bin.tmp-Ab3dEf6hIj9k", "meta.json.tmp",
@@ -1218,8 +1165,8 @@ static void test_long_message_and_remove(void)
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, gone, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_hold(qs, gone, owner), 0);
     T_EQ_INT(dapi_queries_active(qs, owner), 1);
-    struct waited w = {0};
-    T_EQ_INT(dapi_queries_wait(qs, gone, 1000000, on_wake, &w), 0);
+    struct t_waited w = {0};
+    T_EQ_INT(dapi_queries_wait(qs, gone, 1000000, t_on_wake, &w), 0);
     query_dir(qd, sizeof qd, state, gone);
     T_CHECK(t_exists(qd), "the query's directory exists");
     dapi_queries_remove(qs, gone);
@@ -1320,217 +1267,6 @@ static void test_scope(void)
 
 /* ---- result reuse ---------------------------------------------------------------------- */
 
-static enum dapi_reused reuse_create(struct dapi_queries *qs, const unsigned char *key,
-                                     const char *ident, const char *fp, int64_t max_age,
-                                     int64_t now_s, char *slug)
-{
-    struct dapi_reuse ru = {ident, fp, max_age};
-    enum dapi_reused how = (enum dapi_reused) - 1;
-    T_EQ_INT(dapi_queries_create_reusing(qs, key, NULL, "SELECT 42", NULL, &ru, now_s, slug, &how,
-                                         NULL, 0),
-             DAPI_OK);
-    return how;
-}
-
-static uint64_t page_len(struct dapi_queries *qs, const char *slug, const unsigned char *key,
-                         int64_t now_s)
-{
-    struct dapi_qview v;
-    if(dapi_queries_get(qs, slug, key, now_s, &v))
-        return 0;
-    const char *data;
-    size_t len = 0;
-    if(v.state == DAPI_Q_DONE && v.result)
-        dapi_result_page(v.result, 1, &data, &len);
-    dapi_queries_release(qs, &v);
-    return len;
-}
-
-/* Hit, miss on another identity or fingerprint, bypass, max age (injected time). */
-static void test_reuse(void)
-{
-    char state[128];
-    state_dir(state, sizeof state, "reuse");
-    struct unfinished u = {0};
-    struct dapi_queries *qs = open_reg(state, 1000, UINT64_MAX, 1000, &u);
-    if(!qs)
-        return;
-    char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX], d[DAPI_SLUG_MAX];
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp1", 300, 1000, a), DAPI_REUSED_NONE);
-    uint64_t bytes = write_result(qs, a, 7);
-    dapi_queries_finish(qs, a, DAPI_OK, NULL, bytes);
-    /* hit: done at once, same rows, a file of its own (a hard link) */
-    T_EQ_INT(reuse_create(qs, other, "id1", "fp1", 300, 1100, b), DAPI_REUSED_RESULT);
-    T_CHECK(strcmp(a, b) != 0, "a new slug");
-    struct dapi_qview v;
-    T_EQ_INT(dapi_queries_get(qs, b, other, 1100, &v), DAPI_OK);
-    T_EQ_INT(v.state, DAPI_Q_DONE);
-    dapi_queries_release(qs, &v);
-    T_EQ_INT(page_len(qs, b, other, 1100), page_len(qs, a, owner, 1100));
-    char ra[4096], rb[4096];
-    struct stat st;
-    dapi_queries_result_path(qs, a, ra, sizeof ra);
-    dapi_queries_result_path(qs, b, rb, sizeof rb);
-    T_CHECK(stat(rb, &st) == 0 && st.st_nlink == 2, "shared by a hard link");
-    /* each owner is charged the whole result; the store counts it per slug */
-    T_EQ_INT(dapi_queries_key_bytes(qs, owner), bytes);
-    T_EQ_INT(dapi_queries_key_bytes(qs, other), bytes);
-    T_EQ_INT(dapi_queries_active(qs, NULL), 0);
-    /* misses: another identity, a changed lake, a bypass (max age 0) */
-    T_EQ_INT(reuse_create(qs, owner, "id2", "fp1", 300, 1100, c), DAPI_REUSED_NONE);
-    dapi_queries_finish(qs, c, DAPI_ERR_SQL, "x", 0);
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp2", 300, 1100, c), DAPI_REUSED_NONE);
-    dapi_queries_finish(qs, c, DAPI_OK, NULL, write_result(qs, c, 3));
-    /* the newest holder is fp2's now: fp1 misses (its files changed back? then it runs) */
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp2", 0, 1100, d), DAPI_REUSED_NONE);
-    dapi_queries_finish(qs, d, DAPI_OK, NULL, write_result(qs, d, 3));
-    /* max age: counted from when the data was read (d: 1100), a reuse keeps that time */
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp2", 300, 1399, a), DAPI_REUSED_RESULT);
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp2", 300, 1400, b), DAPI_REUSED_NONE);
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp2", 10, 1405, c), DAPI_REUSED_RUN);
-    dapi_queries_finish(qs, b, DAPI_OK, NULL, write_result(qs, b, 3));
-    T_EQ_INT(state_of(qs, c, 1405, NULL), DAPI_Q_DONE);
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp2", 10, 1409, d), DAPI_REUSED_RESULT);
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp2", 10, 1410, d), DAPI_REUSED_NONE);
-    dapi_queries_finish(qs, d, DAPI_ERR_SQL, "boom", 0);
-    /* a failed run is never reused */
-    T_EQ_INT(reuse_create(qs, owner, "id1", "fp2", 10, 1411, a), DAPI_REUSED_NONE);
-    /* no identity: never */
-    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 1", NULL, NULL, 1411, b, NULL,
-                                         NULL, 0),
-             DAPI_OK);
-    dapi_queries_close(qs);
-    t_rm_rf(state);
-}
-
-/* Single-flight: creations while a run is queued or running share its outcome. */
-static void test_reuse_single_flight(void)
-{
-    char state[128];
-    state_dir(state, sizeof state, "reuse-flight");
-    struct unfinished u = {0};
-    struct dapi_queries *qs = open_reg(state, 1000, UINT64_MAX, 1000, &u);
-    if(!qs)
-        return;
-    char lead[DAPI_SLUG_MAX], f[50][DAPI_SLUG_MAX];
-    T_EQ_INT(reuse_create(qs, owner, "fl", "", 300, 1000, lead), DAPI_REUSED_NONE);
-    T_EQ_INT(dapi_queries_hold(qs, lead, NULL), 0);
-    int attached = 0;
-    for(int i = 0; i < 50; i++) {
-        attached += reuse_create(qs, i % 2 ? owner : other, "fl", "", 300, 1001, f[i]) ==
-                    DAPI_REUSED_RUN;
-        dapi_queries_hold(qs, f[i], NULL); /* each creation holds a slot of its own key */
-    }
-    T_EQ_INT(attached, 50);
-    T_EQ_INT(dapi_queries_active(qs, NULL), 51);
-    T_EQ_INT(dapi_queries_active(qs, other), 25);
-    T_EQ_INT(dapi_queries_claim(qs, f[0]), 0); /* a follower is never run itself */
-    struct waited w = {0};
-    T_EQ_INT(dapi_queries_wait(qs, f[1], 1000000, on_wake, &w), 0);
-    T_EQ_INT(dapi_queries_claim(qs, lead), 1);
-    uint64_t bytes = write_result(qs, lead, 9);
-    dapi_queries_finish(qs, lead, DAPI_OK, NULL, bytes);
-    T_EQ_INT(w.calls, 1);
-    T_EQ_INT(dapi_queries_active(qs, NULL), 0);
-    for(int i = 0; i < 50; i++)
-        T_EQ_INT(page_len(qs, f[i], i % 2 ? owner : other, 1002), page_len(qs, lead, owner, 1002));
-    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 26 * bytes);
-    T_EQ_INT(dapi_queries_key_bytes(qs, other), 25 * bytes);
-    /* a hold after the shared run ended takes nothing */
-    dapi_queries_hold(qs, f[2], NULL);
-    T_EQ_INT(dapi_queries_active(qs, NULL), 0);
-
-    /* a failed run fails every attached query the same way */
-    char l2[DAPI_SLUG_MAX], g[DAPI_SLUG_MAX];
-    T_EQ_INT(reuse_create(qs, owner, "fl2", "", 300, 1010, l2), DAPI_REUSED_NONE);
-    T_EQ_INT(reuse_create(qs, owner, "fl2", "", 300, 1010, g), DAPI_REUSED_RUN);
-    dapi_queries_finish(qs, l2, DAPI_ERR_SQL, "Binder Error: nope", 0);
-    struct dapi_qview v;
-    T_EQ_INT(dapi_queries_get(qs, g, owner, 1010, &v), DAPI_OK);
-    T_EQ_INT(v.state, DAPI_Q_FAILED);
-    T_EQ_INT(v.error, DAPI_ERR_SQL);
-    T_CHECK(strcmp(v.message, "Binder Error: nope") == 0, "same message: %s", v.message);
-    dapi_queries_release(qs, &v);
-    /* a leader removed (creation refused) leaves its followers retryable, not stuck */
-    T_EQ_INT(reuse_create(qs, owner, "fl3", "", 300, 1010, l2), DAPI_REUSED_NONE);
-    T_EQ_INT(reuse_create(qs, owner, "fl3", "", 300, 1010, g), DAPI_REUSED_RUN);
-    dapi_queries_remove(qs, l2);
-    T_EQ_INT(dapi_queries_get(qs, g, owner, 1010, &v), DAPI_OK);
-    T_EQ_INT(v.state, DAPI_Q_FAILED);
-    T_EQ_INT(v.error, DAPI_ERR_BUSY);
-    dapi_queries_release(qs, &v);
-    T_EQ_INT(dapi_queries_retry(qs, g), DAPI_OK);
-    T_EQ_INT(dapi_queries_claim(qs, g), 1);
-    dapi_queries_close(qs);
-    t_rm_rf(state);
-}
-
-/* Shared files: deleting or expiring one slug never breaks another; restarts keep both. */
-static void test_reuse_refcount(void)
-{
-    char state[128], qa[256];
-    state_dir(state, sizeof state, "reuse-refs");
-    struct unfinished u = {0};
-    struct dapi_queries *qs = open_reg(state, 100, UINT64_MAX, 1000, &u);
-    if(!qs)
-        return;
-    char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX];
-    T_EQ_INT(reuse_create(qs, owner, "rc", "f", 300, 1000, a), DAPI_REUSED_NONE);
-    uint64_t bytes = write_result(qs, a, 11);
-    dapi_queries_finish(qs, a, DAPI_OK, NULL, bytes);
-    uint64_t len = page_len(qs, a, owner, 1000);
-    T_EQ_INT(reuse_create(qs, other, "rc", "f", 300, 1050, b), DAPI_REUSED_RESULT);
-    /* a's retention ends (per slug: b was created later); b keeps its rows */
-    dapi_queries_tick(qs, 1100, 0);
-    query_dir(qa, sizeof qa, state, a);
-    T_CHECK(!t_exists(qa), "a expired");
-    T_EQ_INT(page_len(qs, b, other, 1100), len);
-    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 0);
-    T_EQ_INT(dapi_queries_key_bytes(qs, other), bytes);
-    T_EQ_INT(dapi_queries_bytes(qs), bytes);
-    /* b is the holder now: reused again (data time still 1000) */
-    T_EQ_INT(reuse_create(qs, owner, "rc", "f", 300, 1120, c), DAPI_REUSED_RESULT);
-    dapi_queries_close(qs);
-    /* after a restart: both still served, the identity known again */
-    qs = open_reg(state, 100, UINT64_MAX, 1121, &u);
-    T_EQ_INT(page_len(qs, b, other, 1121), len);
-    T_EQ_INT(page_len(qs, c, owner, 1121), len);
-    dapi_queries_remove(qs, c); /* deleting one: the other intact */
-    T_EQ_INT(page_len(qs, b, other, 1121), len);
-    char d[DAPI_SLUG_MAX];
-    T_EQ_INT(reuse_create(qs, owner, "rc", "f", 300, 1122, d), DAPI_REUSED_RESULT);
-    T_EQ_INT(reuse_create(qs, owner, "rc", "f", 300, 1300, d), DAPI_REUSED_NONE); /* too old */
-    dapi_queries_close(qs);
-    t_rm_rf(state);
-}
-
-/* A reuse charges its owner: over the per-key quota its oldest results go, never another's. */
-static void test_reuse_quota(void)
-{
-    char state[128];
-    state_dir(state, sizeof state, "reuse-quota");
-    struct unfinished u = {0};
-    struct dapi_queries *qs = open_reg(state, 1000, UINT64_MAX, 1000, &u);
-    if(!qs)
-        return;
-    char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], o[DAPI_SLUG_MAX];
-    T_EQ_INT(reuse_create(qs, owner, "q1", "", 300, 1000, a), DAPI_REUSED_NONE);
-    uint64_t bytes = write_result(qs, a, 50);
-    dapi_queries_finish(qs, a, DAPI_OK, NULL, bytes);
-    T_EQ_INT(reuse_create(qs, other, "q0", "", 300, 1000, o), DAPI_REUSED_NONE);
-    dapi_queries_finish(qs, o, DAPI_OK, NULL, write_result(qs, o, 50));
-    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, bytes + bytes / 2};
-    dapi_queries_set_limits(qs, &lim);
-    T_EQ_INT(reuse_create(qs, other, "q1", "", 300, 1001, b), DAPI_REUSED_RESULT);
-    T_EQ_INT(state_of(qs, a, 1001, NULL), DAPI_Q_DONE); /* the other key's own result */
-    struct dapi_qview v;
-    T_EQ_INT(dapi_queries_get(qs, o, other, 1001, &v), DAPI_ERR_NOT_FOUND); /* its oldest */
-    T_EQ_INT(dapi_queries_key_bytes(qs, other), bytes);
-    T_EQ_INT(page_len(qs, b, other, 1001), page_len(qs, a, owner, 1001));
-    dapi_queries_close(qs);
-    t_rm_rf(state);
-}
-
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
@@ -1554,10 +1290,6 @@ int main(void)
     test_orphans();
     test_long_message_and_remove();
     test_scope();
-    test_reuse();
-    test_reuse_single_flight();
-    test_reuse_refcount();
-    test_reuse_quota();
     t_rm_rf(root);
     T_CHECK(!t_exists(root), "temp dir cleaned up");
     T_DONE();

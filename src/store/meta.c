@@ -1,0 +1,288 @@
+/* meta.json: how a query is recorded in the state dir, read back at start, and removed. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/buf.h"
+#include "base/json.h"
+#include "base/jsonin.h"
+#include "base/log.h"
+#include "store/queries_int.h"
+
+static void path_of(const struct dapi_queries *qs, const char *slug, const char *file, char *out,
+                    size_t n)
+{
+    snprintf(out, n, "%s/%s/%s", qs->dir, slug, file);
+}
+
+static const char *state_name(enum dapi_qstate s)
+{
+    static const char *const n[] = {"queued", "running", "done", "failed"};
+    return n[s];
+}
+
+struct meta store_meta_of(const struct query *q)
+{
+    struct meta m = {q->slug,     q->owner,     q->sql,   q->upstream, q->message,
+                     q->scope,    q->created_s, q->state, q->error,    q->bytes,
+                     q->attempts, q->seq,       q->ident, q->fp,       q->done_s};
+    return m;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while(n) {
+        ssize_t w = write(fd, p, n);
+        if(w < 0 && errno == EINTR)
+            continue;
+        if(w <= 0)
+            return w < 0 ? errno : ENOSPC; /* a write of 0 bytes: the disk is full */
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Writes meta.json atomically (temp + fsync + rename). Called without the lock held, on a
+ * snapshot of the fields. Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
+int store_save_meta(const struct dapi_queries *qs, const struct meta *m)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 128u << 20);
+    dapi_buf_addf(&b, "{\"version\":1,\"slug\":\"%s\",\"owner\":\"", m->slug);
+    for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
+        dapi_buf_addf(&b, "%02x", m->owner[i]);
+    dapi_buf_addf(&b,
+                  "\",\"created\":%lld,\"seq\":%llu,\"state\":\"%s\",\"error\":%d,"
+                  "\"bytes\":%llu,\"attempts\":%d,\"sql\":",
+                  (long long)m->created_s, (unsigned long long)m->seq, state_name(m->state),
+                  (int)m->error, (unsigned long long)m->bytes, m->attempts);
+    dapi_json_str(&b, m->sql, strlen(m->sql));
+    dapi_buf_adds(&b, ",\"upstream\":");
+    dapi_json_str(&b, m->upstream ? m->upstream : "", m->upstream ? strlen(m->upstream) : 0);
+    dapi_buf_adds(&b, ",\"message\":");
+    dapi_json_str(&b, m->message ? m->message : "", m->message ? strlen(m->message) : 0);
+    if(m->scope) { /* absent: every layer (as before scopes existed) */
+        dapi_buf_adds(&b, ",\"scope\":[");
+        for(size_t i = 0; i < m->scope->n; i++) {
+            if(i)
+                dapi_buf_addc(&b, ',');
+            dapi_json_str(&b, m->scope->layers[i], strlen(m->scope->layers[i]));
+        }
+        dapi_buf_addc(&b, ']');
+    }
+    if(m->ident && *m->ident) /* absent: not reusable (as before reuse existed) */
+        dapi_buf_addf(&b, ",\"reuse\":{\"id\":\"%s\",\"fp\":\"%s\",\"data_at\":%lld}", m->ident,
+                      m->fp ? m->fp : "", (long long)m->done_s);
+    dapi_buf_adds(&b, "}\n");
+    if(!b.data)
+        return ENOMEM;
+    char path[4096], tmp[4200];
+    path_of(qs, m->slug, "meta.json", path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int e = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if(fd < 0 || (e = write_all(fd, b.data, b.len)) || fsync(fd)) {
+        e = e ? e : errno;
+        dapi_error("store: cannot write %s: %s", tmp, strerror(e));
+    }
+    if(fd >= 0 && close(fd) && !e)
+        e = errno ? errno : EIO;
+    if(e)
+        unlink(tmp); /* a half-written file must not take the space a retry needs */
+    if(!e && rename(tmp, path)) {
+        e = errno;
+        dapi_error("store: cannot rename %s: %s", tmp, strerror(e));
+    }
+    dapi_buf_free(&b);
+    return e;
+}
+
+/* The error a failed write of the state dir means for a client: no space (or quota) is
+ * temporary — DAPI_ERR_BUSY, retry later; anything else is a storage error. why names the
+ * setting, not the path (paths are the operator's business). */
+enum dapi_err store_storage_error(int e, const char *what, char *why, size_t n)
+{
+    if(e == ENOMEM)
+        return DAPI_ERR_NOMEM;
+    int full = e == ENOSPC || e == EDQUOT;
+    if(why && n)
+        snprintf(why, n, "%s %s: %s",
+                 full ? "no space left on the state disk (--state-dir)"
+                      : "cannot write to the state dir (--state-dir)",
+                 what, strerror(e));
+    return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
+}
+
+void store_remove_dir(const struct dapi_queries *qs, const char *slug)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", qs->dir, slug);
+    DIR *d = opendir(p);
+    struct dirent *de;
+    while(d && (de = readdir(d))) {
+        if(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char f[4400];
+        snprintf(f, sizeof f, "%s/%s", p, de->d_name);
+        unlink(f);
+    }
+    if(d)
+        closedir(d);
+    if(rmdir(p) && errno != ENOENT)
+        dapi_warn("store: cannot remove %s: %s", p, strerror(errno));
+}
+
+/* Files a run writes and then renames or deletes itself: result.bin.tmp-*, meta.json.tmp,
+ * a v1 page's .bin.tmp-*, and the Parquet files downloaded from Nekt before they become a
+ * result. At start nothing writes them, so any one found is left by a crash. */
+static int orphan_name(const char *name)
+{
+    size_t n = strlen(name);
+    return strstr(name, ".tmp") != NULL || (n > 8 && strcmp(name + n - 8, ".parquet") == 0);
+}
+
+void store_remove_orphans(const struct dapi_queries *qs, const char *slug, size_t *files,
+                          uint64_t *bytes)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/%s", qs->dir, slug);
+    DIR *d = opendir(p);
+    struct dirent *de;
+    while(d && (de = readdir(d))) {
+        if(!orphan_name(de->d_name))
+            continue;
+        char f[4400];
+        struct stat st;
+        snprintf(f, sizeof f, "%s/%s", p, de->d_name);
+        if(lstat(f, &st) || !S_ISREG(st.st_mode))
+            continue;
+        if(unlink(f) == 0) {
+            (*files)++;
+            *bytes += (uint64_t)st.st_size;
+        } else {
+            dapi_warn("store: cannot remove %s: %s", f, strerror(errno));
+        }
+    }
+    if(d)
+        closedir(d);
+}
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Loads one stored query; returns NULL (and removes the directory) if it is damaged. */
+struct query *store_load_one(struct dapi_queries *qs, const char *slug)
+{
+    char path[4096], errbuf[256];
+    path_of(qs, slug, "meta.json", path, sizeof path);
+    struct query *q = NULL;
+    struct dapi_jv *root = NULL;
+    struct dapi_buf b;
+    dapi_buf_init(&b, 128u << 20);
+    if(dapi_buf_add_file(&b, path))
+        goto out;
+    if(!b.data || dapi_jv_parse(b.data, b.len, 8, &root, errbuf, sizeof errbuf))
+        goto out;
+    const char *owner = dapi_jv_str(dapi_jv_get(root, "owner"), NULL);
+    const char *sql = dapi_jv_str(dapi_jv_get(root, "sql"), NULL);
+    const char *state = dapi_jv_str(dapi_jv_get(root, "state"), NULL);
+    const char *msg = dapi_jv_str(dapi_jv_get(root, "message"), NULL);
+    const char *upstream = dapi_jv_str(dapi_jv_get(root, "upstream"), NULL);
+    struct dapi_jv *created = dapi_jv_get(root, "created"), *err = dapi_jv_get(root, "error"),
+                   *bytes = dapi_jv_get(root, "bytes"), *attempts = dapi_jv_get(root, "attempts"),
+                   *seq = dapi_jv_get(root, "seq");
+    if(!owner || strlen(owner) != 2 * DAPI_KEY_HASH_LEN || !sql || !state || !created ||
+       dapi_jv_type(created) != DAPI_J_INT || !err || dapi_jv_type(err) != DAPI_J_INT)
+        goto out;
+    if(!(q = calloc(1, sizeof *q)))
+        goto out;
+    pthread_mutex_init(&q->persist, NULL);
+    snprintf(q->slug, sizeof q->slug, "%s", slug);
+    for(int i = 0; i < DAPI_KEY_HASH_LEN; i++) {
+        int hi = hexval(owner[2 * i]), lo = hexval(owner[2 * i + 1]);
+        if(hi < 0 || lo < 0) {
+            store_qfree(q);
+            q = NULL;
+            goto out;
+        }
+        q->owner[i] = (unsigned char)(hi << 4 | lo);
+    }
+    /* The layers it may read: a query resumed after a restart runs with the scope it was
+     * created with. A "scope" that cannot be read makes the query damaged (never "all"). */
+    const struct dapi_jv *scope = dapi_jv_get(root, "scope");
+    if(scope) {
+        size_t n = dapi_jv_array_size(scope);
+        if(dapi_jv_type(scope) != DAPI_J_ARRAY || n > DAPI_SCOPE_MAX_LAYERS ||
+           !(q->scope = calloc(1, sizeof *q->scope))) {
+            store_qfree(q);
+            q = NULL;
+            goto out;
+        }
+        for(size_t i = 0; i < n; i++) {
+            const char *l = dapi_jv_str(dapi_jv_index(scope, i), NULL);
+            if(!l || !*l || strlen(l) > DAPI_LAYER_NAME_MAX) {
+                store_qfree(q);
+                q = NULL;
+                goto out;
+            }
+            snprintf(q->scope->layers[i], sizeof q->scope->layers[i], "%s", l);
+        }
+        q->scope->n = n;
+    }
+    const struct dapi_jv *reuse = dapi_jv_get(root, "reuse");
+    if(reuse && dapi_jv_type(reuse) == DAPI_J_OBJECT) {
+        const char *id = dapi_jv_str(dapi_jv_get(reuse, "id"), NULL);
+        const char *fp = dapi_jv_str(dapi_jv_get(reuse, "fp"), NULL);
+        struct dapi_jv *at = dapi_jv_get(reuse, "data_at");
+        if(id && fp && strlen(id) < DAPI_REUSE_HEX && strlen(fp) < DAPI_REUSE_HEX && at &&
+           dapi_jv_type(at) == DAPI_J_INT) {
+            snprintf(q->ident, sizeof q->ident, "%s", id);
+            snprintf(q->fp, sizeof q->fp, "%s", fp);
+            q->done_s = dapi_jv_int(at);
+        }
+    }
+    q->sql = strdup(sql);
+    q->message = msg && *msg ? strdup(msg) : NULL;
+    q->upstream = upstream && *upstream ? strdup(upstream) : NULL;
+    q->created_s = dapi_jv_int(created);
+    q->error = (enum dapi_err)dapi_jv_int(err);
+    q->bytes = bytes && dapi_jv_type(bytes) == DAPI_J_INT ? (uint64_t)dapi_jv_int(bytes) : 0;
+    /* absent before the crash-loop guard existed: no attempt recorded */
+    q->attempts = attempts && dapi_jv_type(attempts) == DAPI_J_INT && dapi_jv_int(attempts) > 0 &&
+                          dapi_jv_int(attempts) < 1000
+                      ? (int)dapi_jv_int(attempts)
+                      : 0;
+    q->seq = seq && dapi_jv_type(seq) == DAPI_J_INT && dapi_jv_int(seq) > 0
+                 ? (uint64_t)dapi_jv_int(seq)
+                 : 0; /* (older state dirs: 0, the slug breaks ties) */
+    if(strcmp(state, "done") == 0) {
+        q->state = DAPI_Q_DONE;
+        char rp[4096];
+        dapi_queries_result_path(qs, slug, rp, sizeof rp);
+        if(dapi_result_open(&q->result, rp)) {
+            /* meta says done but the file is missing or damaged: run it again */
+            dapi_warn("store: result of %s is damaged; running the query again", slug);
+            q->state = DAPI_Q_QUEUED;
+            q->bytes = 0;
+        }
+    } else if(strcmp(state, "failed") == 0) {
+        q->state = DAPI_Q_FAILED;
+    } else {
+        q->state = DAPI_Q_QUEUED;
+    }
+    if(!q->sql) {
+        store_qfree(q);
+        q = NULL;
+    }
+out:
+    dapi_jv_free(root);
+    dapi_buf_free(&b);
+    return q;
+}

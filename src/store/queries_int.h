@@ -1,0 +1,138 @@
+/* Inside the query registry (store/queries.c, meta.c, reuse.c): its structures and the
+ * helpers its files share. Not for use outside src/store. */
+#ifndef DAPI_STORE_QUERIES_INT_H
+#define DAPI_STORE_QUERIES_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/queries.h"
+#include "store/result.h"
+
+struct waiter {
+    void (*cb)(void *arg, int timed_out);
+    void *arg;
+    int64_t deadline_ms;
+    struct waiter *next;
+};
+
+struct query {
+    char slug[DAPI_SLUG_MAX];
+    unsigned char owner[DAPI_KEY_HASH_LEN];
+    char *sql;
+    char *upstream;
+    struct dapi_scope *scope; /* the layers it may read (NULL: every layer); never changes */
+    int64_t created_s;
+    enum dapi_qstate state;
+    enum dapi_err error;
+    char *message;
+    uint64_t bytes;
+    struct dapi_result *result; /* DONE: mapped lazily */
+    int refs;                   /* registry's own + snapshots */
+    int attempts;               /* runs started whose outcome is not recorded (meta.json) */
+    int in_run;                 /* one of them is going on in this process */
+    int holds;                  /* holds an admission slot of its owner */
+    uint64_t seq;               /* registration order (persisted): ties of created_s */
+    /* Result reuse (persisted): the identity of what it computes (hex; "" = never reused),
+     * the lake fingerprint it was created against, and when its result's data was read
+     * (creation of the query that ran it: a reused result keeps the original time). */
+    char ident[DAPI_REUSE_HEX];
+    char fp[DAPI_REUSE_HEX];
+    int64_t done_s;
+    char leader[DAPI_SLUG_MAX]; /* in memory only: waits for this query's run (single-flight) */
+    /* Serialises this query's meta.json rewrites (they share meta.json.tmp and must land in
+     * order); other queries' are written in parallel: each run writes twice (start, end), so
+     * one lock for all would bound the whole server's run rate by the disk's fsync time. */
+    pthread_mutex_t persist;
+    struct waiter *waiters;
+    struct query *next; /* hash chain */
+};
+
+/* What one key uses of what keys share: admission slots and stored bytes. An entry exists
+ * only while one of them is non-zero, so keys presented once (forwarded to Nekt, unchecked)
+ * cost nothing afterwards. */
+struct keyuse {
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    uint64_t active, bytes;
+    struct keyuse *next;
+};
+
+#define NBUCKETS 4096
+#define NKEYBUCKETS 256
+#define NREUSEBUCKETS 1024
+
+/* The newest query holding (or computing) a result of each identity. Entries whose query is
+ * gone are dropped when met (lookup) and at each tick. */
+struct reuse_ent {
+    char ident[DAPI_REUSE_HEX];
+    char slug[DAPI_SLUG_MAX];
+    struct reuse_ent *next;
+};
+
+struct dapi_queries {
+    pthread_mutex_t lock;
+    char *dir; /* <state>/queries */
+    int64_t retention_s;
+    uint64_t max_bytes, bytes;
+    struct dapi_queries_limits lim;
+    uint64_t active, seq;
+    struct query *buckets[NBUCKETS];
+    struct keyuse *keys[NKEYBUCKETS];
+    struct reuse_ent *reuse[NREUSEBUCKETS];
+    uint64_t nfollow; /* queries waiting for another's run (single-flight) */
+};
+
+/* Slugs of deleted queries whose directories are removed once the lock is released. */
+struct slugs {
+    char (*v)[DAPI_SLUG_MAX];
+    size_t n, cap;
+};
+
+
+/* What meta.json holds: a snapshot of a query's fields. */
+struct meta {
+    const char *slug;
+    const unsigned char *owner;
+    const char *sql, *upstream, *message;
+    const struct dapi_scope *scope;
+    int64_t created_s;
+    enum dapi_qstate state;
+    enum dapi_err error;
+    uint64_t bytes;
+    int attempts;
+    uint64_t seq;
+    const char *ident, *fp;
+    int64_t done_s;
+};
+
+
+/* queries.c (callers hold the lock for find) */
+struct query *store_find(struct dapi_queries *qs, const char *slug);
+void store_qfree(struct query *q);
+
+/* meta.c */
+struct meta store_meta_of(const struct query *q);
+/* Writes meta.json atomically (temp + fsync + rename), without the lock, on a snapshot.
+ * Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
+int store_save_meta(const struct dapi_queries *qs, const struct meta *m);
+/* The client's error for a failed write of the state dir (errno e); why names the setting. */
+enum dapi_err store_storage_error(int e, const char *what, char *why, size_t n);
+void store_remove_dir(const struct dapi_queries *qs, const char *slug);
+/* Removes files a crashed run left in a query's directory; counts them. */
+void store_remove_orphans(const struct dapi_queries *qs, const char *slug, size_t *files,
+                          uint64_t *bytes);
+/* Loads one stored query; NULL if it is damaged (the caller removes the directory). */
+struct query *store_load_one(struct dapi_queries *qs, const char *slug);
+
+/* reuse.c (under the lock) */
+/* Makes q the query of its identity (the newest registered wins). */
+void store_reuse_set(struct dapi_queries *qs, const struct query *q);
+/* Entries whose holder is gone move to another slug sharing the result, or go. */
+void store_reuse_prune(struct dapi_queries *qs);
+/* The query whose result (or run) a new query of identity ru->ident may share, or NULL;
+ * *how says which. */
+struct query *store_reusable(struct dapi_queries *qs, const struct dapi_reuse *ru, int64_t now_s,
+                             enum dapi_reused *how);
+
+#endif
