@@ -85,6 +85,24 @@ void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, cons
                        const char *slug, const char *page_text);
 void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outcome *out);
 
+/* An admission slot a request holds (dapi_queries_admit) while a worker handles it, and the
+ * reply that answers the request: that reply gives the slot back BEFORE it answers, because
+ * the client's next request can arrive the moment it reads the answer and must find the slot
+ * free (with --max-queries-per-key 1 it would be refused otherwise). */
+struct dapi_slot {
+    struct dapi_reply client;
+    struct dapi_queries *queries;
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    int held;
+};
+/* Starts holding key's slot; answer through the returned reply. */
+struct dapi_reply dapi_slot_reply(struct dapi_slot *s, struct dapi_reply client,
+                                  struct dapi_queries *queries, const unsigned char *key);
+/* Gives the slot back unless given back or kept already (idempotent). */
+void dapi_slot_give_back(struct dapi_slot *s);
+/* The slot now belongs to a query (dapi_queries_hold moved it): never given back here. */
+void dapi_slot_keep(struct dapi_slot *s);
+
 /* ---- the interface ----------------------------------------------------------------- */
 
 struct dapi_backend_ops {

@@ -23,6 +23,36 @@ void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outco
     rp.done(rp.ctx, err, out);
 }
 
+static void slot_done(void *ctx, enum dapi_err err, const struct dapi_outcome *out)
+{
+    struct dapi_slot *s = ctx;
+    dapi_slot_give_back(s);
+    dapi_reply(s->client, err, out);
+}
+
+struct dapi_reply dapi_slot_reply(struct dapi_slot *s, struct dapi_reply client,
+                                  struct dapi_queries *queries, const unsigned char *key)
+{
+    s->client = client;
+    s->queries = queries;
+    memcpy(s->key, key, DAPI_KEY_HASH_LEN);
+    s->held = 1;
+    return (struct dapi_reply){slot_done, s};
+}
+
+void dapi_slot_give_back(struct dapi_slot *s)
+{
+    if(s->held) {
+        s->held = 0;
+        dapi_queries_unadmit(s->queries, s->key);
+    }
+}
+
+void dapi_slot_keep(struct dapi_slot *s)
+{
+    s->held = 0;
+}
+
 void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql)
 {
     dapi_reply_created_reused(rp, slug, sql, 0);
