@@ -90,12 +90,13 @@ static void test_writer(void)
     dapi_buf_init(&b, 1 << 20);
     T_EQ_INT(dapi_result_live_page(live, 1, &b), 0); /* nothing yet */
     T_EQ_INT(dapi_result_live_page(live, 0, &b), 0);
-    int partial = 0;
+    int partial = 0, ok = 1;
     uint64_t n = 0;
     for(; n < 99; n++) {
-        T_EQ_INT(put_row(w, (int64_t)n), DAPI_OK);
+        ok &= put_row(w, (int64_t)n) == DAPI_OK;
         partial |= dapi_result_live_pages(live) != 0;
     }
+    T_CHECK(ok, "rows written");
     T_CHECK(!partial, "no page before its 100th row");
     T_EQ_INT(dapi_result_live_page(live, 1, &b), 0);
     T_EQ_INT(put_row(w, (int64_t)n++), DAPI_OK); /* row 100: page 1 is complete */
@@ -109,7 +110,7 @@ static void test_writer(void)
      * (with those before it) as soon as its last row is written, not a row earlier. */
     dapi_result_live_want(live, 5);
     for(; n < 499; n++)
-        T_EQ_INT(put_row(w, (int64_t)n), DAPI_OK);
+        ok &= put_row(w, (int64_t)n) == DAPI_OK;
     T_EQ_INT(dapi_result_live_pages(live), 1);
     T_EQ_INT(put_row(w, (int64_t)n++), DAPI_OK);
     T_EQ_INT(dapi_result_live_pages(live), 5);
@@ -123,12 +124,13 @@ static void test_writer(void)
     uint64_t max_seen = 0;
     partial = 0;
     for(; n < 150050; n++) {
-        T_EQ_INT(put_row(w, (int64_t)n), DAPI_OK);
+        ok &= put_row(w, (int64_t)n) == DAPI_OK;
         uint64_t pages = dapi_result_live_pages(live);
         partial |= pages > (n + 1) / DAPI_PAGE_ROWS;
         if(pages > max_seen)
             max_seen = pages;
     }
+    T_CHECK(ok, "rows written");
     T_CHECK(!partial, "never a partial page");
     T_CHECK(max_seen > 5 && max_seen < 1500, "published at the flushes: %llu pages",
             (unsigned long long)max_seen);
@@ -223,8 +225,10 @@ static void run_start(struct run *r, struct dapi_queries *qs, const char *slug)
 
 static void run_rows(struct run *r, uint64_t upto)
 {
+    int ok = 1;
     while(r->w && r->rows < upto)
-        T_EQ_INT(put_row(r->w, (int64_t)r->rows++), DAPI_OK);
+        ok &= put_row(r->w, (int64_t)r->rows++) == DAPI_OK;
+    T_CHECK(ok, "rows written up to %llu", (unsigned long long)upto);
 }
 
 static void run_finish(struct run *r)
@@ -323,6 +327,28 @@ static void test_registry(void)
     run_rows(&r, 400);
     run_finish(&r);
     T_EQ_INT(late.calls, 1);
+
+    /* A run cut short (shutdown) takes its pages with it: served again only by the next run;
+     * a query removed wakes its page waiters (they find it gone). */
+    char cut[DAPI_SLUG_MAX];
+    struct t_waited gone = {0};
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT cut", NULL, 1000, cut, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_claim(qs, cut), 1);
+    run_start(&r, qs, cut);
+    run_rows(&r, 150);
+    T_EQ_INT(view_page(qs, cut, 1, &b), 1);
+    dapi_queries_drop(qs, cut);
+    T_EQ_INT(dapi_queries_get(qs, cut, owner, 1000, &v), DAPI_OK);
+    T_EQ_INT(v.state, DAPI_Q_QUEUED);
+    T_CHECK(v.live == NULL, "no pages once the run was dropped");
+    dapi_queries_release(qs, &v);
+    T_EQ_INT(dapi_queries_wait_page(qs, cut, 1, 1000000, t_on_wake, &gone), 0);
+    dapi_queries_remove(qs, cut);
+    T_EQ_INT(gone.calls, 1);
+    T_EQ_INT(gone.timed_out, 0);
+    T_EQ_INT(dapi_queries_get(qs, cut, owner, 1000, &v), DAPI_ERR_NOT_FOUND);
+    dapi_result_writer_free(r.w); /* (its run ended with the drop) */
+    dapi_result_live_unref(r.live);
     dapi_buf_free(&b);
     dapi_queries_close(qs);
     t_rm_rf(state);
