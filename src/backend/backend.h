@@ -182,11 +182,14 @@ enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const 
 
 /* Runs sql into a result file at path (for Nekt: over downloaded Parquet files, so SQL errors
  * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"), a user's limited to scope (NULL:
- * every layer; ignored from_upstream). *details receives an owned explanation on error. */
+ * every layer; ignored from_upstream). live_slug (may be NULL): the query whose result this
+ * is — its complete pages are served while it runs (dapi_queries_set_live). *details receives
+ * an owned explanation on error. */
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
                                         struct dapi_econn *conn, const char *sql,
                                         const struct dapi_scope *scope, const char *path,
-                                        int from_upstream, uint64_t *bytes, char **details);
+                                        const char *live_slug, int from_upstream, uint64_t *bytes,
+                                        char **details);
 
 /* The outcome of a query that could not be created: DAPI_ERR_BUSY (store full, no space on
  * the state disk) is 503 + Retry-After 30; why (may be NULL or "") becomes "details". */

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,16 @@
 #define HEADER_LEN 64
 #define FLUSH_AT (1u << 20)
 
+/* The pages of a result being written that readers may copy (see result.h). */
+struct dapi_result_live {
+    pthread_mutex_t lock; /* guards refs, ends, n, cap */
+    int refs;
+    int fd;                /* read-only, on the temporary file; -1: nothing is ever published */
+    uint64_t *ends;        /* ends[i]: end of page i + 1's rows (page 1 starts at 0) */
+    size_t n, cap;         /* pages published */
+    _Atomic uint64_t want; /* a page a reader waits for (0: none); read by the writer */
+};
+
 struct dapi_result_writer {
     int fd;
     char *path, *tmp;
@@ -31,6 +43,10 @@ struct dapi_result_writer {
     size_t ncols;
     char error[256];
     int finished;
+    int finishing; /* the last (partial) page and the index follow: nothing more to publish */
+    struct dapi_result_live *live;
+    void (*on_publish)(void *arg, uint64_t pages);
+    void *publish_arg;
 };
 
 /* A failed write: no space (or quota) is temporary — DAPI_ERR_BUSY; the message names the
@@ -41,6 +57,126 @@ static enum dapi_err write_error(struct dapi_result_writer *w, const char *what,
     snprintf(w->error, sizeof w->error, "%s %s: %s",
              full ? "no space left on the state disk (--state-dir)" : "cannot", what, strerror(e));
     return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
+}
+
+static struct dapi_result_live *live_new(const char *tmp)
+{
+    struct dapi_result_live *l = calloc(1, sizeof *l);
+    if(!l)
+        return NULL;
+    pthread_mutex_init(&l->lock, NULL);
+    l->refs = 1;
+    /* its own descriptor: pread never races the writer's file offset, and it outlives the
+     * writer's (the file renamed or unlinked) */
+    l->fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    atomic_init(&l->want, 0);
+    return l;
+}
+
+void dapi_result_live_ref(struct dapi_result_live *l)
+{
+    pthread_mutex_lock(&l->lock);
+    l->refs++;
+    pthread_mutex_unlock(&l->lock);
+}
+
+void dapi_result_live_unref(struct dapi_result_live *l)
+{
+    if(!l)
+        return;
+    pthread_mutex_lock(&l->lock);
+    int last = --l->refs == 0;
+    pthread_mutex_unlock(&l->lock);
+    if(!last)
+        return;
+    if(l->fd >= 0)
+        close(l->fd);
+    pthread_mutex_destroy(&l->lock);
+    free(l->ends);
+    free(l);
+}
+
+uint64_t dapi_result_live_pages(struct dapi_result_live *l)
+{
+    pthread_mutex_lock(&l->lock);
+    uint64_t n = l->n;
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}
+
+void dapi_result_live_want(struct dapi_result_live *l, uint64_t page)
+{
+    atomic_store(&l->want, page);
+}
+
+int dapi_result_live_page(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out)
+{
+    pthread_mutex_lock(&l->lock);
+    if(page == 0 || page > l->n) {
+        pthread_mutex_unlock(&l->lock);
+        return 0;
+    }
+    uint64_t a = page == 1 ? 0 : l->ends[page - 2], b = l->ends[page - 1];
+    pthread_mutex_unlock(&l->lock);
+    /* A published page lies wholly in the file (publish follows a flush) and is never
+     * rewritten: read without the lock. */
+    size_t len = (size_t)(b - a), got = 0;
+    char *p = len ? dapi_buf_reserve(out, len) : NULL;
+    if(len && !p)
+        return -1;
+    while(got < len) {
+        ssize_t r = pread(l->fd, p + got, len - got, (off_t)(HEADER_LEN + a + got));
+        if(r < 0 && errno == EINTR)
+            continue;
+        if(r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    if(len)
+        dapi_buf_commit(out, len);
+    return 1;
+}
+
+struct dapi_result_live *dapi_result_writer_live(struct dapi_result_writer *w)
+{
+    dapi_result_live_ref(w->live);
+    return w->live;
+}
+
+void dapi_result_writer_on_publish(struct dapi_result_writer *w,
+                                   void (*cb)(void *arg, uint64_t pages), void *arg)
+{
+    w->on_publish = cb;
+    w->publish_arg = arg;
+}
+
+/* Makes the complete pages, all flushed to the file by now, readable; tells on_publish. */
+static enum dapi_err publish(struct dapi_result_writer *w)
+{
+    struct dapi_result_live *l = w->live;
+    size_t complete = w->nindex ? w->nindex - 1 : 0;
+    if(l->fd < 0 || complete <= l->n)
+        return DAPI_OK;
+    pthread_mutex_lock(&l->lock);
+    if(complete > l->cap) {
+        size_t cap = l->cap ? l->cap : 1024;
+        while(cap < complete)
+            cap *= 2;
+        uint64_t *p = realloc(l->ends, cap * sizeof *p);
+        if(!p) {
+            pthread_mutex_unlock(&l->lock);
+            return DAPI_OK; /* (not published early: served once the run is done) */
+        }
+        l->ends = p;
+        l->cap = cap;
+    }
+    for(size_t i = l->n; i < complete; i++)
+        l->ends[i] = w->index[i + 1];
+    l->n = complete;
+    pthread_mutex_unlock(&l->lock);
+    if(w->on_publish)
+        w->on_publish(w->publish_arg, complete);
+    return DAPI_OK;
 }
 
 enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const char *path,
@@ -67,6 +203,10 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
         enum dapi_err result = write_error(w, "create the result file", errno);
         dapi_result_writer_free(w);
         return result;
+    }
+    if(!(w->live = live_new(w->tmp))) {
+        dapi_result_writer_free(w);
+        return DAPI_ERR_NOMEM;
     }
     /* 64 MiB of pending output at most; flushed at 1 MiB. */
     dapi_buf_init(&w->out, 64u << 20);
@@ -97,7 +237,7 @@ static enum dapi_err flush(struct dapi_result_writer *w)
     }
     w->written += w->out.len;
     dapi_buf_reset(&w->out);
-    return DAPI_OK;
+    return w->finishing ? DAPI_OK : publish(w);
 }
 
 static enum dapi_err push_index(struct dapi_result_writer *w, uint64_t off)
@@ -172,6 +312,16 @@ out:
     return result;
 }
 
+/* A page just completed: publish it now (rather than at the next 1 MiB flush) when it is
+ * page 1 — what `| head` waits for, one extra write per result — or a page a reader waits
+ * for. Other pages are published at the periodic flushes: a write per page would cost every
+ * large result thousands of system calls nobody asked for. */
+static int page_wanted(struct dapi_result_writer *w)
+{
+    uint64_t complete = w->nindex - 1, want = atomic_load(&w->live->want);
+    return complete == 1 || (want > w->live->n && want <= complete);
+}
+
 static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_t ncols,
                                 uint64_t nrows)
 {
@@ -197,8 +347,12 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
                      w->limits.bytes_setting ? w->limits.bytes_setting : "--max-result-bytes");
             return DAPI_ERR_TOO_LARGE;
         }
-        if(w->rows % DAPI_PAGE_ROWS == 0 && (result = push_index(w, total)))
-            return result;
+        if(w->rows % DAPI_PAGE_ROWS == 0) {
+            if((result = push_index(w, total)))
+                return result;
+            if(page_wanted(w) && (result = flush(w))) /* (flush publishes) */
+                return result;
+        }
         if(w->out.len >= FLUSH_AT && (result = flush(w)))
             return result;
     }
@@ -227,6 +381,7 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
     enum dapi_err result;
     if(!w->keys && (result = push_index(w, 0))) /* no begin (cannot happen) */
         return result;
+    w->finishing = 1;
     if((result = flush(w)))
         return result;
     uint64_t rows_len = w->written;
@@ -284,6 +439,7 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
 {
     if(!w)
         return;
+    dapi_result_live_unref(w->live);
     if(w->fd >= 0)
         close(w->fd);
     if(!w->finished && w->tmp)
