@@ -82,8 +82,14 @@ enum dapi_err exec(duckdb_connection con, const char *sql, char *err, size_t err
 enum dapi_err collect_strings(duckdb_result *res, char ***list, size_t *n);
 void free_strings(char **list, size_t n);
 int cmp_str(const void *a, const void *b);
+/* Marks c as driving a query until deadline_ms (0: none) — or as idle with active = 0.
+ * Returns -1 if the engine is aborting (the query must not start). */
+int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms);
 
 /* lake.c: frees every view of vs and empties it. */
 void views_clear(struct views *vs);
+/* lake.c: appends path as a DuckDB string literal that matches only that file (*, ? and [
+ * put in one-character classes, ' doubled). */
+enum dapi_err add_path_literal(struct dapi_buf *b, const char *path);
 
 #endif
