@@ -92,8 +92,12 @@ enum dapi_err dapi_engine_lake_tables(struct dapi_engine *e, const struct dapi_s
         dapi_lake_tables_free(t, k);
         return result;
     }
-    if(k)
+    if(k) {
         qsort(t, k, sizeof *t, cmp_table);
+    } else {
+        free(t);
+        t = NULL;
+    }
     *out = t;
     *n = k;
     return DAPI_OK;
@@ -163,8 +167,8 @@ static void count_csv(const char *s, size_t n, int64_t *count, size_t *end)
 }
 
 /* Top-level JSON values (or the elements of one top-level array) ending in s[0..n). */
-static void count_json(const char *s, size_t n, int64_t *count, size_t *end, int *array,
-                       int *open_value)
+static void count_json(const char *s, size_t n, int64_t *count, size_t *start, size_t *end,
+                       int *array, int *open_value)
 {
     size_t i = 0;
     int depth = 0, in_str = 0, esc = 0;
@@ -174,9 +178,14 @@ static void count_json(const char *s, size_t n, int64_t *count, size_t *end, int
     while(i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n'))
         i++;
     *array = i < n && s[i] == '[';
-    int base = *array ? 1 : 0; /* the depth at which a record ends */
+    *start = *array ? i + 1 : i; /* where the first record begins */
+    int base = *array ? 1 : 0;   /* the depth at which a record ends */
     for(; i < n; i++) {
         char c = s[i];
+        if(!in_str && *end == i && *count && (c == ' ' || c == '\t' || c == '\r' || c == '\n')) {
+            (*end)++; /* the separator after a record is part of it */
+            continue;
+        }
         if(in_str) {
             if(esc)
                 esc = 0;
@@ -228,12 +237,13 @@ int64_t dapi_engine_estimate_rows(const char *kind, const char *sample, size_t n
         return count > 1 ? count - 1 : 0; /* the header */
     }
     int array = 0, open_value = 0;
-    count_json(sample, n, &count, &end, &array, &open_value);
+    size_t start = 0;
+    count_json(sample, n, &count, &start, &end, &array, &open_value);
     if(whole) /* the last element of an array has no comma after it */
         return count + (array && open_value);
-    if(count == 0)
+    if(count == 0 || end <= start)
         return -1;
-    return (int64_t)llround((double)count * (double)total / (double)end);
+    return (int64_t)llround((double)count * (double)(total - start) / (double)(end - start));
 }
 
 /* ---- describing a table ------------------------------------------------------------------- */
