@@ -1,6 +1,6 @@
 /* The embedded query engine: DuckDB over the local lake (docs/sql.md, "The lake"), locked down.
  * The only module that talks to DuckDB; duckdb.h is included only under src/engine/ (by
- * engine_int.h: engine.c, lake.c, sample.c). Rows leave the engine as column vectors
+ * engine_int.h: engine.c, lake.c, sample.c, discover.c). Rows leave the engine as column vectors
  * (colvec.h) through a sink. */
 #ifndef DAPI_ENGINE_H
 #define DAPI_ENGINE_H
