@@ -270,7 +270,7 @@ static int setup(const char *cmd, int argc, char **argv, const char **v, const c
         fprintf(stderr, "dapi %s: --format must be text or json\n", cmd);
         return DAPI_EXIT_USAGE;
     }
-    if(!v[O_KEY]) {
+    if(!v[O_KEY] || !*v[O_KEY]) {
         fprintf(stderr, "dapi %s: no API key: set DAPI_API_KEY or pass --api-key\n", cmd);
         return DAPI_EXIT_AUTH;
     }

@@ -282,3 +282,22 @@ def test_cli_layers_and_describe():
     eq(rc, 3, "bad key: exit 3")
     rc, out, err = _cli(["describe", "nodot"])
     eq(rc, 2, "usage error (stderr %r)" % err)
+
+
+def test_cli_help_and_version():
+    rc, want, _ = h.run_cli(["--version"])
+    for cmd in ("layers", "describe"):
+        eq(h.run_cli([cmd, "--version"])[:2], (0, want), "dapi %s --version" % cmd)
+        eq(h.run_cli([cmd, "-V"])[:2], (0, want), "dapi %s -V" % cmd)
+        for args in ([cmd, "--help"], ["help", cmd]):
+            rc, out, err = h.run_cli(args)
+            eq(rc, 0, "dapi %s" % " ".join(args))
+            for opt in ("--url", "--api-key", "--format", "--timeout", "DAPI_URL", "DAPI_API_KEY", "json"):
+                check(opt in out, "%s missing from dapi %s:\n%s" % (opt, " ".join(args), out))
+    rc, out, err = h.run_cli(["help"])
+    check("dapi layers" in out and "dapi describe" in out, "dapi help lists the commands: %r" % out)
+    rc, out, err = h.run_cli(["layers", "-f", "xml"], env={"DAPI_API_KEY": KEY})
+    eq(rc, 2, "a bad --format is a usage error (stderr %r)" % err)
+    rc, out, err = h.run_cli(["layers"], env={"DAPI_API_KEY": ""})
+    eq(rc, 3, "no key: exit 3 before any request (stderr %r)" % err)
+    check("DAPI_API_KEY" in err, "says how to give one: %r" % err)
