@@ -256,6 +256,28 @@ static int conn_timed_out(struct dapi_econn *c)
     return t;
 }
 
+/* m with every occurrence of the lake's path (as configured, or its real path) written
+ * <data-dir>: the answer names files by their place in the lake, not on the server. */
+static char *lake_relative(const struct dapi_engine *e, const char *m)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 64 * 1024);
+    const char *dirs[] = {e->data_real, e->data_dir};
+    while(*m) {
+        size_t skip = 0;
+        for(size_t i = 0; i < 2 && !skip; i++)
+            if(dirs[i] && dirs[i][0] && strncmp(m, dirs[i], strlen(dirs[i])) == 0)
+                skip = strlen(dirs[i]);
+        if(skip) {
+            dapi_buf_adds(&b, "<data-dir>");
+            m += skip;
+        } else {
+            dapi_buf_addc(&b, *m++);
+        }
+    }
+    return dapi_buf_take(&b, NULL);
+}
+
 /* A DuckDB failure of dapi's own SQL: the deadline's interrupt, or the engine's trouble. */
 static enum dapi_err query_failed(struct dapi_econn *c, duckdb_result *res, const char *what,
                                   char **msg)
@@ -264,8 +286,8 @@ static enum dapi_err query_failed(struct dapi_econn *c, duckdb_result *res, cons
         return DAPI_ERR_TIMEOUT;
     const char *m = duckdb_result_error(res);
     dapi_warn("describe: %s: %s", what, m ? m : "failed");
-    *msg = strdup(m ? m : "the engine could not read the table");
-    return DAPI_ERR_SQL;
+    *msg = lake_relative(c->e, m ? m : "the engine could not read the table");
+    return *msg ? DAPI_ERR_SQL : DAPI_ERR_NOMEM;
 }
 
 static enum dapi_err add_column(struct dapi_lake_desc *d, const duckdb_string_t *name,

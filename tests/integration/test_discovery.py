@@ -50,6 +50,7 @@ def _lake():
     h.write_file(os.path.join(pub, "arr.json"), json.dumps([{"id": i, "tags": ["a", "b"], "s": {"x": i}} for i in range(5)]))
     h.write_file(os.path.join(pub, "lines.ndjson"), "".join(json.dumps({"id": i, "ok": i % 2 == 0, "v": i / 2}) + "\n" for i in range(7)))
     _big_csv(os.path.join(pub, "big.csv"), 120000)
+    h.write_file(os.path.join(pub, "corrupt.parquet"), "PAR1 this is not Parquet PAR1")  # no table
     h.write_file(os.path.join(lake, "secret", "t.csv"), "a\nTOPSECRET\n")
     h.write_file(os.path.join(lake, ODD_LAYER, ODD_TABLE + ".csv"), "x y,\u00e9\n1,2\n")
     os.symlink(os.path.join(lake, "secret", "t.csv"), os.path.join(pub, "link.csv"))
@@ -97,7 +98,8 @@ def test_list_layers_sorted_with_file_facts():
     eq(names, sorted([ODD_LAYER, "pub", "secret"]), "layers, sorted")
     pub = [l for l in body["layers"] if l["name"] == "pub"][0]
     tables = [t["name"] for t in pub["tables"]]
-    eq(tables, ["arr", "big", "cust", "items", "lines", "link", "small", "tabs"], "pub's tables, sorted")
+    eq(tables, ["arr", "big", "cust", "items", "lines", "link", "small", "tabs"],
+       "pub's tables, sorted (a file DuckDB cannot open is none)")
     by = {t["name"]: t for t in pub["tables"]}
     lake = srv.data_dir
     eq(by["cust"], {"bytes": os.path.getsize(os.path.join(lake, "pub", "cust.parquet")), "files": 1, "folder": False,
@@ -187,6 +189,7 @@ def test_errors_401_404_405():
     body = expect_error(_describe(srv, "pub", "nope"), 404, "Table not found")
     eq(body.get("details"), "no table 'nope' in layer 'pub'", "details")
     expect_error(_describe(srv, "pub", "CUST"), 404, "Table not found")  # names exactly as listed
+    expect_error(_describe(srv, "pub", "corrupt"), 404, "Table not found")  # cannot be queried either
     for path in ("/api/layers/pub", "/api/layers/pub/tables", "/api/layers/pub/tables/", "/api/layers//tables/x",
                  "/api/layers/pub/tables/cust/more", "/api/layers/pub/columns/cust"):
         expect_error(srv.api("GET", path), 404, "Not found")
