@@ -1,5 +1,6 @@
-/* The client subcommands (`dapi query`, `dapi health`) and what they share: exit codes and a
- * small table-driven option parser (one table per command drives parsing and --help). */
+/* The client subcommands (`dapi query`, `dapi health`, `dapi layers`, `dapi describe`) and
+ * what they share: exit codes and a small table-driven option parser (one table per command
+ * drives parsing and --help). */
 #ifndef DAPI_CLI_H
 #define DAPI_CLI_H
 
