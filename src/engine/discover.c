@@ -312,15 +312,19 @@ static enum dapi_err add_column(struct dapi_lake_desc *d, const duckdb_string_t 
     return DAPI_OK;
 }
 
-/* The columns as DuckDB binds the table's view now (DESCRIBE: name, type, …). */
+/* The columns of the table's view, in order: name and DuckDB type. */
 static enum dapi_err describe_columns(struct dapi_econn *c, struct dapi_lake_desc *d, char **msg)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 4096);
-    dapi_buf_adds(&b, "DESCRIBE SELECT * FROM ");
-    add_ident(&b, d->t.layer);
-    dapi_buf_addc(&b, '.');
-    add_ident(&b, d->t.name);
+    /* The view's own columns, bound when the lake sync (re)created it for the file as it is
+     * now: no CSV/JSON sniffing again (a DESCRIBE of the view would re-read the file). */
+    dapi_buf_adds(&b, "SELECT column_name, data_type FROM duckdb_columns() WHERE "
+                      "database_name = current_database() AND schema_name = ");
+    dapi_engine_sql_literal(&b, d->t.layer);
+    dapi_buf_adds(&b, " AND table_name = ");
+    dapi_engine_sql_literal(&b, d->t.name);
+    dapi_buf_adds(&b, " ORDER BY column_index");
     if(!b.data)
         return DAPI_ERR_NOMEM;
     duckdb_result res;
