@@ -99,6 +99,16 @@ enum dapi_err dapi_client_create(struct dapi_client *c, const struct dapi_client
 enum dapi_err dapi_client_health(struct dapi_client *c, char **status,
                                  struct dapi_client_err *err);
 
+/* Schema discovery (docs/api.md "Schema discovery"): GET /api/layers, and
+ * GET /api/layers/{layer}/tables/{table} (names percent-encoded by the call, so any name
+ * works). Retried like pages. On success *json is the server's JSON object as text (owned,
+ * free with free(); NUL-terminated, *len bytes). An unknown layer or table is kind QUERY
+ * (404), a layer outside the key's scope kind AUTH (403). */
+enum dapi_err dapi_client_layers(struct dapi_client *c, char **json, size_t *len,
+                                 struct dapi_client_err *err);
+enum dapi_err dapi_client_describe(struct dapi_client *c, const char *layer, const char *table,
+                                   char **json, size_t *len, struct dapi_client_err *err);
+
 /* One page of a result, parsed. Each row is the server's JSON object, kept as text: for
  * each column its key and its value as raw JSON text (borrowed from the page). */
 struct dapi_page;

@@ -58,6 +58,9 @@ static const struct dapi_route routes[] = {
     {"/api/queries", NULL, NULL, 1, "POST", NULL, NULL, dapi_api_create_query, NULL},
     {"/api/queries/", "/results", NULL, 1, "GET, HEAD", dapi_api_results, dapi_api_results, NULL,
      NULL},
+    {"/api/layers", NULL, NULL, 1, "GET, HEAD", dapi_api_layers, dapi_api_layers, NULL, NULL},
+    {"/api/layers/", DAPI_ROUTE_ANY, NULL, 1, "GET, HEAD", dapi_api_describe, dapi_api_describe,
+     NULL, NULL},
 };
 
 /* Matches path against a route; for slug routes copies the slug into slug (size n). */

@@ -42,6 +42,15 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
 /* GET /api/queries/{slug}/results */
 void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug);
 
+/* GET /api/layers (api/discovery.c) */
+void dapi_api_layers(struct dapi_req *r, struct dapi_app *app, const char *unused);
+/* GET /api/layers/{layer}/tables/{table} */
+void dapi_api_describe(struct dapi_req *r, struct dapi_app *app, const char *unused);
+/* Splits a decoded path /api/layers/{layer}/tables/{table} into layer and table (each n
+ * bytes with the NUL): 0, or -1 when the path has another shape or a name is empty or too
+ * long. */
+int dapi_api_split_table_path(const char *path, char *layer, char *table, size_t n);
+
 /* Python int() on text: surrounding whitespace, optional sign, digits with single '_'
  * between them. On success returns 0, sets *neg, writes the digits without leading zeros
  * into digits (size n; "0" for zero) and *value (clamped to INT64_MAX when *big). */

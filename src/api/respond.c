@@ -193,6 +193,16 @@ void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcom
         dapi_respond_exec_error_code(r, o->status ? o->status : dapi_err_exec_status(err),
                                      o->details, o->page_text, o->slug, err);
         return;
+    case DAPI_OUTCOME_JSON: {
+        char *copy = malloc(o->len ? o->len : 1);
+        if(!copy) {
+            dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
+            return;
+        }
+        memcpy(copy, o->rows, o->len);
+        dapi_req_respond(r, 200, copy, o->len, NULL, NULL);
+        return;
+    }
     case DAPI_OUTCOME_ERROR: break;
     }
     if(!o->status && !o->message && !o->retry_after) { /* all from the err table */

@@ -42,6 +42,8 @@ enum dapi_outcome_kind {
     DAPI_OUTCOME_ERROR,   /* the request failed: {"details", "error"} */
     DAPI_OUTCOME_FAILED,  /* the query's execution failed: the execution-failure shape
                              {"details", "error", "page_number", "query_slug"} */
+    DAPI_OUTCOME_JSON,    /* a whole 200 answer: the JSON document rows (len bytes), e.g.
+                             schema discovery's */
 };
 
 /* One outcome. Every pointer is borrowed for the duration of the callback only. */
@@ -50,7 +52,8 @@ struct dapi_outcome {
     const char *slug;      /* CREATED, PAGE, FAILED */
     const char *sql;       /* CREATED */
     const char *page_text; /* PAGE, FAILED: the page number as the client will read it */
-    const char *rows;      /* PAGE: the page's rows as JSON, joined by ',' (len bytes) */
+    const char *rows;      /* PAGE: the page's rows as JSON, joined by ',' (len bytes);
+                              JSON: the body */
     size_t len;
     const char *details; /* ERROR, FAILED: the explanation (NULL: none) */
     const char *message; /* ERROR: replaces the code's message (NULL: the err table's) */
@@ -84,6 +87,8 @@ void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details
 void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, const char *details,
                        const char *slug, const char *page_text);
 void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outcome *out);
+/* JSON: 200 with body (len bytes, borrowed for the call). */
+void dapi_reply_json(struct dapi_reply rp, const char *body, size_t len);
 
 /* An admission slot a request holds (dapi_queries_admit) while a worker handles it, and the
  * reply that answers the request: that reply gives the slot back BEFORE it answers, because
@@ -126,6 +131,13 @@ struct dapi_backend_ops {
     /* A query a previous run left unfinished (from the registry at start; its scope is the
      * registry's, dapi_queries_scope). May be NULL. */
     void (*unfinished)(void *state, const char *slug, const char *sql);
+    /* GET /api/layers: the layers and tables who may read (a JSON outcome). NULL: the
+     * backend has no schema discovery (the API answers 501). */
+    void (*layers)(void *state, const struct dapi_principal *who, struct dapi_reply rp);
+    /* GET /api/layers/{layer}/tables/{table}: one table described (a JSON outcome), 404 for
+     * an unknown layer or table, 403 for a layer outside who->scope. NULL as layers. */
+    void (*describe)(void *state, const char *layer, const char *table,
+                     const struct dapi_principal *who, struct dapi_reply rp);
 };
 
 /* What a backend needs from the server around it. */
@@ -207,6 +219,23 @@ enum dapi_err dapi_backend_queue(const struct dapi_backend_env *env, struct dapi
                                  void (*fn)(void *job, struct dapi_econn *conn), void *job,
                                  const unsigned char *key_hash, struct dapi_reply rp,
                                  const char *why);
+
+/* ---- schema discovery (src/backend/discovery.c; docs/api.md "Schema discovery") ---- */
+
+/* The layers and tables who may read, listed on env's check pool (a short job, tagged by
+ * who's key; 503 when --max-queued-queries jobs already wait there). */
+void dapi_backend_discover_layers(const struct dapi_backend_env *env,
+                                  const struct dapi_principal *who, struct dapi_reply rp);
+/* One table described on env's check pool, within --query-timeout. */
+void dapi_backend_discover_table(const struct dapi_backend_env *env, const char *layer,
+                                 const char *table, const struct dapi_principal *who,
+                                 struct dapi_reply rp);
+
+/* The bodies (exposed for the unit tests): malloc'd JSON, *len bytes; NULL without memory. */
+struct dapi_lake_table;
+struct dapi_lake_desc;
+char *dapi_backend_layers_json(const struct dapi_lake_table *t, size_t n, size_t *len);
+char *dapi_backend_table_json(const struct dapi_lake_desc *d, size_t *len);
 
 /* ---- result reuse (docs/design.md "Result reuse") ---------------------------------- */
 

@@ -73,6 +73,12 @@ void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_te
     rp.done(rp.ctx, DAPI_OK, &o);
 }
 
+void dapi_reply_json(struct dapi_reply rp, const char *body, size_t len)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_JSON, .rows = body, .len = len};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details)
 {
     struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,

@@ -159,10 +159,25 @@ static void local_results(void *state, const char *slug, uint64_t page, const ch
     dapi_backend_answer_stored(env, slug, page, page_text, who->owner, NULL, NULL, NULL, rp);
 }
 
+/* ---- schema discovery ---------------------------------------------------------------- */
+
+static void local_layers(void *state, const struct dapi_principal *who, struct dapi_reply rp)
+{
+    dapi_backend_discover_layers(((struct local *)state)->env, who, rp);
+}
+
+static void local_describe(void *state, const char *layer, const char *table,
+                           const struct dapi_principal *who, struct dapi_reply rp)
+{
+    dapi_backend_discover_table(((struct local *)state)->env, layer, table, who, rp);
+}
+
 const struct dapi_backend_ops dapi_backend_local_ops = {
     .start = local_start,
     .stop = local_stop,
     .create = local_create,
     .results = local_results,
     .unfinished = local_unfinished,
+    .layers = local_layers,
+    .describe = local_describe,
 };

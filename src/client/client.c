@@ -85,7 +85,7 @@ static void set_err(struct dapi_client_err *err, enum dapi_client_kind kind, int
  *   504 + execution-failure shape + STILL_RUNNING_MARK NETWORK, still_running (asked again)
  *   502, 503 (any body: the server or its upstream is unavailable)   NETWORK
  *   any other status with the execution-failure shape QUERY (400, 413, 500, 504: it failed)
- *   400, 413, 404 "Query not found"                   QUERY
+ *   400, 413, 404 "Query/Layer/Table not found"       QUERY
  *   408, 429, other 5xx                               NETWORK
  *   anything else (3xx, other 4xx)                    PROTOCOL
  * Returns the matching error code. */
@@ -133,7 +133,9 @@ static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_
     } else if(st == 413) {
         err->kind = DAPI_CLIENT_QUERY;
         code = DAPI_ERR_TOO_LARGE;
-    } else if(st == 404 && strcmp(err->message, "Query not found") == 0) {
+    } else if(st == 404 && (strcmp(err->message, "Query not found") == 0 ||
+                            strcmp(err->message, "Layer not found") == 0 ||
+                            strcmp(err->message, "Table not found") == 0)) {
         err->kind = DAPI_CLIENT_QUERY;
         code = DAPI_ERR_NOT_FOUND;
     } else if(st == 408 || st == 429 || st >= 500) {
@@ -418,6 +420,78 @@ out:
     if(have_resp)
         dapi_httpc_resp_free(&resp);
     dapi_jv_free(root);
+    dapi_buf_free(&url);
+    return result;
+}
+
+/* ---- schema discovery -------------------------------------------------------------- */
+
+/* Appends s percent-encoded as one path segment (all but RFC 3986's unreserved bytes). */
+static enum dapi_err add_segment(struct dapi_buf *b, const char *s)
+{
+    enum dapi_err result = DAPI_OK;
+    for(const unsigned char *p = (const unsigned char *)s; !result && *p; p++) {
+        if((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           *p == '-' || *p == '.' || *p == '_' || *p == '~')
+            result = dapi_buf_addc(b, (char)*p);
+        else
+            result = dapi_buf_addf(b, "%%%02X", *p);
+    }
+    return result;
+}
+
+/* A GET whose 200 answer is a JSON document, returned as text (owned) once it parses. */
+static enum dapi_err get_json(struct dapi_client *c, struct dapi_buf *url, const char *what,
+                              char **json, size_t *len, struct dapi_client_err *err)
+{
+    struct dapi_httpc_resp resp;
+    struct dapi_jv *root = NULL;
+    *json = NULL;
+    *len = 0;
+    if(!url->data)
+        return oom(err);
+    struct call_spec s = {"GET", url->data, NULL, 0, 1, 1, what, 0};
+    enum dapi_err result = call(c, c->http, &s, NULL, &resp, err);
+    if(result)
+        return result;
+    if(!resp.body.data ||
+       dapi_jv_parse(resp.body.data, resp.body.len, 64, &root, NULL, 0) != DAPI_OK ||
+       dapi_jv_type(root) != DAPI_J_OBJECT) {
+        set_err(err, DAPI_CLIENT_PROTOCOL, 200, "the server's answer is not a JSON object");
+        result = DAPI_ERR_UPSTREAM;
+    } else if(!(*json = malloc(resp.body.len + 1))) {
+        result = oom(err);
+    } else {
+        memcpy(*json, resp.body.data, resp.body.len);
+        (*json)[resp.body.len] = '\0';
+        *len = resp.body.len;
+    }
+    dapi_jv_free(root);
+    dapi_httpc_resp_free(&resp);
+    return result;
+}
+
+enum dapi_err dapi_client_layers(struct dapi_client *c, char **json, size_t *len,
+                                 struct dapi_client_err *err)
+{
+    struct dapi_buf url;
+    dapi_buf_init(&url, MAX_URL + 64);
+    dapi_buf_addf(&url, "%s/api/layers", c->url);
+    enum dapi_err result = get_json(c, &url, "GET /api/layers", json, len, err);
+    dapi_buf_free(&url);
+    return result;
+}
+
+enum dapi_err dapi_client_describe(struct dapi_client *c, const char *layer, const char *table,
+                                   char **json, size_t *len, struct dapi_client_err *err)
+{
+    struct dapi_buf url;
+    dapi_buf_init(&url, MAX_URL + 64 + 6 * 1024);
+    dapi_buf_addf(&url, "%s/api/layers/", c->url);
+    add_segment(&url, layer);
+    dapi_buf_adds(&url, "/tables/");
+    add_segment(&url, table);
+    enum dapi_err result = get_json(c, &url, "GET /api/layers/…/tables/…", json, len, err);
     dapi_buf_free(&url);
     return result;
 }

@@ -62,7 +62,7 @@ static void *watchdog_run(void *arg)
 
 /* Marks c as driving a query until deadline_ms (0: none) — or as idle with active = 0.
  * Returns -1 if the engine is aborting (the query must not start). */
-static int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms)
+int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms)
 {
     pthread_mutex_lock(&c->e->conns_lock);
     int aborting = c->e->aborting;
