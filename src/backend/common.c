@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
 #include "pool/pool.h"
@@ -66,11 +67,42 @@ void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const cha
 }
 
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
-                     const char *rows, size_t len)
+                     const char *rows, size_t len, uint64_t nrows)
 {
-    struct dapi_outcome o = {
-        .kind = DAPI_OUTCOME_PAGE, .slug = slug, .page_text = page_text, .rows = rows, .len = len};
+    dapi_reply_page_waited(rp, slug, page_text, rows, len, nrows, 0);
+}
+
+void dapi_reply_page_waited(struct dapi_reply rp, const char *slug, const char *page_text,
+                            const char *rows, size_t len, uint64_t nrows, int64_t wait_us)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
+                             .slug = slug,
+                             .page_text = page_text,
+                             .rows = rows,
+                             .len = len,
+                             .nrows = nrows,
+                             .wait_us = wait_us};
     rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+void dapi_reply_created_timed(struct dapi_reply rp, const char *slug, const char *sql, int reused,
+                              int64_t queue_us, int64_t check_us)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_CREATED,
+                             .slug = slug,
+                             .sql = sql,
+                             .reused = reused,
+                             .queue_us = queue_us,
+                             .check_us = check_us};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+uint64_t dapi_backend_page_rows(const struct dapi_result *r, uint64_t page)
+{
+    uint64_t pages = dapi_result_pages(r);
+    if(page == 0 || page > pages)
+        return 0;
+    return page < pages ? DAPI_PAGE_ROWS : dapi_result_rows(r) - DAPI_PAGE_ROWS * (pages - 1);
 }
 
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details)
@@ -482,6 +514,7 @@ struct wait_ctx {
     void *state;
     char page[64];
     uint64_t page_no;
+    int64_t start_us; /* when the request reached the backend (Server-Timing: wait) */
 };
 
 static void wait_free(struct wait_ctx *c)
@@ -585,7 +618,9 @@ static void answer(struct wait_ctx *c, int may_wait)
     const char *rows;
     size_t len;
     dapi_result_page(v.result, c->page_no, &rows, &len);
-    dapi_reply_page(c->rp, c->slug, c->page, rows, len);
+    dapi_reply_page_waited(c->rp, c->slug, c->page, rows, len,
+                           dapi_backend_page_rows(v.result, c->page_no),
+                           dapi_clock_mono_us() - c->start_us);
     dapi_queries_release(env->queries, &v);
     wait_free(c);
 }
@@ -610,5 +645,6 @@ void dapi_backend_answer_stored(const struct dapi_backend_env *env, const char *
     memcpy(c->key, key_hash, DAPI_KEY_HASH_LEN);
     snprintf(c->page, sizeof c->page, "%s", page_text);
     c->page_no = page;
+    c->start_us = dapi_clock_mono_us();
     answer(c, 1); /* may wait for the query: answered by whichever thread finishes it */
 }
