@@ -25,7 +25,8 @@ have_duckdb() {
 }
 
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev libsystemd-dev python3 curl ca-certificates wrk man-db systemd clang-format)
+      libssl-dev libsystemd-dev python3 curl ca-certificates wrk man-db systemd clang-format
+      prometheus)  # prometheus: promtool checks GET /metrics in the tests
 # npm only fetches DuckDB; a machine that has it needs no npm.
 have_duckdb || debs+=(npm)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)
@@ -49,8 +50,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "deps.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq || die "apt-get update failed"
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-        || die "apt-get install ${missing[*]} failed"
+    # Only promtool of Debian's prometheus package is used (tests check GET /metrics with
+    # it): its server must neither start now (policy-rc.d refuses it during the install)
+    # nor at boot.
+    policy=
+    if printf '%s\n' "${missing[@]}" | grep -qx prometheus && [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod 755 "$policy"
+    fi
+    rc=0
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+    [ -n "$policy" ] && $SUDO rm -f "$policy"
+    [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
+    if printf '%s\n' "${missing[@]}" | grep -qx prometheus && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 # --- DuckDB from the npm registry, verified against the pinned integrity ---------------

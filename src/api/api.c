@@ -54,13 +54,19 @@ static void health(struct dapi_req *r, struct dapi_app *app, const char *slug)
 }
 
 static const struct dapi_route routes[] = {
-    {"/api/health", NULL, NULL, 0, "GET, HEAD", health, health, NULL, NULL},
-    {"/api/queries", NULL, NULL, 1, "POST", NULL, NULL, dapi_api_create_query, NULL},
+    {"/api/health", NULL, NULL, 0, "GET, HEAD", health, health, NULL, NULL, "/api/health"},
+    {"/api/ready", NULL, NULL, 0, "GET, HEAD", dapi_api_ready, dapi_api_ready, NULL, NULL,
+     "/api/ready"},
+    {"/metrics", NULL, NULL, 0, "GET, HEAD", dapi_api_metrics, dapi_api_metrics, NULL, NULL,
+     "/metrics"},
+    {"/api/queries", NULL, NULL, 1, "POST", NULL, NULL, dapi_api_create_query, NULL,
+     "/api/queries"},
     {"/api/queries/", "/results", NULL, 1, "GET, HEAD", dapi_api_results, dapi_api_results, NULL,
-     NULL},
-    {"/api/layers", NULL, NULL, 1, "GET, HEAD", dapi_api_layers, dapi_api_layers, NULL, NULL},
+     NULL, "/api/queries/{slug}/results"},
+    {"/api/layers", NULL, NULL, 1, "GET, HEAD", dapi_api_layers, dapi_api_layers, NULL, NULL,
+     "/api/layers"},
     {"/api/layers/", DAPI_ROUTE_ANY, NULL, 1, "GET, HEAD", dapi_api_describe, dapi_api_describe,
-     NULL, NULL},
+     NULL, NULL, "/api/layers/{layer}/tables/{table}"},
 };
 
 /* Matches path against a route; for slug routes copies the slug into slug (size n). */
@@ -267,8 +273,9 @@ void dapi_api_dispatch(struct dapi_req *r, void *arg)
     for(size_t t = 0; !rt && t < sizeof app->route_tables / sizeof app->route_tables[0]; t++)
         if(app->route_tables[t])
             rt = find(app->route_tables[t], app->route_counts[t], path, slug, sizeof slug);
-    if(rt)
+    if(rt) {
+        dapi_req_set_route(r, rt->name ? rt->name : rt->prefix);
         answer(r, app, rt, slug);
-    else
+    } else
         dapi_respond_error(r, 404, "Not found", NULL);
 }

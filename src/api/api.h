@@ -25,6 +25,7 @@ struct dapi_route {
     const char *allow;             /* methods, for the Allow header of 405 */
     dapi_handler *get, *head, *post;
     dapi_handler *other; /* the methods without a handler above; NULL = 405 + Allow */
+    const char *name;    /* for metrics by route (NULL: prefix) */
 };
 
 /* Adds a table of n routes (static storage) for the life of the app. Call before the HTTP
@@ -41,6 +42,12 @@ int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principa
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused);
 /* GET /api/queries/{slug}/results */
 void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug);
+/* GET /metrics and GET /api/ready (ops.c); dapi_api_ops_init notes the start time. */
+void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unused);
+void dapi_api_ready(struct dapi_req *r, struct dapi_app *app, const char *unused);
+void dapi_api_ops_init(void);
+/* Is addr (as text) a loopback address: 127.0.0.0/8, ::1, ::ffff:127.x.y.z? */
+int dapi_api_loopback(const char *addr);
 
 /* GET /api/layers (api/discovery.c) */
 void dapi_api_layers(struct dapi_req *r, struct dapi_app *app, const char *unused);

@@ -55,6 +55,10 @@ struct dapi_outcome {
     const char *rows;      /* PAGE: the page's rows as JSON, joined by ',' (len bytes);
                               JSON: the body */
     size_t len;
+    uint64_t nrows; /* PAGE: how many rows that is (for metrics) */
+    /* Where the time went (microseconds; 0 = not measured), for the Server-Timing header:
+     * waiting for a worker, checking the SQL, waiting for the run to produce the page. */
+    int64_t queue_us, check_us, wait_us;
     const char *details; /* ERROR, FAILED: the explanation (NULL: none) */
     const char *message; /* ERROR: replaces the code's message (NULL: the err table's) */
     int status;          /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
@@ -69,6 +73,8 @@ struct dapi_outcome {
 typedef void dapi_backend_done(void *ctx, enum dapi_err err, const struct dapi_outcome *out);
 
 /* Where a call's outcome goes. */
+struct dapi_result;
+
 struct dapi_reply {
     dapi_backend_done *done;
     void *ctx;
@@ -79,7 +85,15 @@ void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql)
 void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const char *sql,
                                int reused);
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
-                     const char *rows, size_t len);
+                     const char *rows, size_t len, uint64_t nrows);
+/* The same, saying how long the page waited for its query's run (Server-Timing). */
+void dapi_reply_page_waited(struct dapi_reply rp, const char *slug, const char *page_text,
+                            const char *rows, size_t len, uint64_t nrows, int64_t wait_us);
+/* CREATED (reused or not) saying where its time went (Server-Timing). */
+void dapi_reply_created_timed(struct dapi_reply rp, const char *slug, const char *sql, int reused,
+                              int64_t queue_us, int64_t check_us);
+/* How many rows page (1-based) of a result holds: 100, fewer on the last, 0 past the end. */
+uint64_t dapi_backend_page_rows(const struct dapi_result *r, uint64_t page);
 /* ERROR with the err table's status, message and Retry-After; details may be NULL or "". */
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details);
 /* FAILED; status 0 = dapi_err_exec_status(err). DAPI_ERR_UPSTREAM_TIMEOUT is not a failure
@@ -138,6 +152,10 @@ struct dapi_backend_ops {
      * an unknown layer or table, 403 for a layer outside who->scope. NULL as layers. */
     void (*describe)(void *state, const char *layer, const char *table,
                      const struct dapi_principal *who, struct dapi_reply rp);
+    /* GET /api/ready: 0 when what the backend depends on beyond the engine and the state dir
+     * (an upstream) answers, else -1 with why. From the event thread: must not wait on the
+     * network (answer from the last check). May be NULL (nothing more to check). */
+    int (*ready)(void *state, char *why, size_t n);
 };
 
 /* What a backend needs from the server around it. */

@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
 #include "pool/pool.h"
@@ -66,10 +67,21 @@ void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const cha
 }
 
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
-                     const char *rows, size_t len)
+                     const char *rows, size_t len, uint64_t nrows)
 {
-    struct dapi_outcome o = {
-        .kind = DAPI_OUTCOME_PAGE, .slug = slug, .page_text = page_text, .rows = rows, .len = len};
+    dapi_reply_page_waited(rp, slug, page_text, rows, len, nrows, 0);
+}
+
+void dapi_reply_page_waited(struct dapi_reply rp, const char *slug, const char *page_text,
+                            const char *rows, size_t len, uint64_t nrows, int64_t wait_us)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
+                             .slug = slug,
+                             .page_text = page_text,
+                             .rows = rows,
+                             .len = len,
+                             .nrows = nrows,
+                             .wait_us = wait_us};
     rp.done(rp.ctx, DAPI_OK, &o);
 }
 
@@ -77,6 +89,26 @@ void dapi_reply_json(struct dapi_reply rp, const char *body, size_t len)
 {
     struct dapi_outcome o = {.kind = DAPI_OUTCOME_JSON, .rows = body, .len = len};
     rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+void dapi_reply_created_timed(struct dapi_reply rp, const char *slug, const char *sql, int reused,
+                              int64_t queue_us, int64_t check_us)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_CREATED,
+                             .slug = slug,
+                             .sql = sql,
+                             .reused = reused,
+                             .queue_us = queue_us,
+                             .check_us = check_us};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+uint64_t dapi_backend_page_rows(const struct dapi_result *r, uint64_t page)
+{
+    uint64_t pages = dapi_result_pages(r);
+    if(page == 0 || page > pages)
+        return 0;
+    return page < pages ? DAPI_PAGE_ROWS : dapi_result_rows(r) - DAPI_PAGE_ROWS * (pages - 1);
 }
 
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details)
@@ -509,6 +541,7 @@ struct wait_ctx {
     char page[64];
     uint64_t page_no;
     int64_t deadline_ms; /* of the wait (--result-wait), set when it starts; 0 before */
+    int64_t start_us;    /* when the request reached the backend (Server-Timing: wait) */
 };
 
 static void wait_free(struct wait_ctx *c)
@@ -576,7 +609,9 @@ static int answer_live(struct wait_ctx *c, struct dapi_result_live *live)
     dapi_buf_init(&b, (size_t)-1 / 2); /* (a page is bounded by --max-result-bytes) */
     int got = dapi_result_live_page(live, c->page_no, &b);
     if(got > 0)
-        dapi_reply_page(c->rp, c->slug, c->page, b.data ? b.data : "", b.len);
+        dapi_reply_page_waited(c->rp, c->slug, c->page, b.data ? b.data : "", b.len,
+                               DAPI_PAGE_ROWS, /* (a page published early is complete) */
+                               dapi_clock_mono_us() - c->start_us);
     dapi_buf_free(&b);
     return got;
 }
@@ -639,7 +674,9 @@ static void answer(struct wait_ctx *c, int may_wait)
     const char *rows;
     size_t len;
     dapi_result_page(v.result, c->page_no, &rows, &len);
-    dapi_reply_page(c->rp, c->slug, c->page, rows, len);
+    dapi_reply_page_waited(c->rp, c->slug, c->page, rows, len,
+                           dapi_backend_page_rows(v.result, c->page_no),
+                           dapi_clock_mono_us() - c->start_us);
     dapi_queries_release(env->queries, &v);
     wait_free(c);
 }
@@ -664,5 +701,6 @@ void dapi_backend_answer_stored(const struct dapi_backend_env *env, const char *
     memcpy(c->key, key_hash, DAPI_KEY_HASH_LEN);
     snprintf(c->page, sizeof c->page, "%s", page_text);
     c->page_no = page;
+    c->start_us = dapi_clock_mono_us();
     answer(c, 1); /* may wait for the query: answered by whichever thread finishes it */
 }

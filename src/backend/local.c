@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
 #include "store/queries.h"
@@ -51,6 +52,7 @@ struct create_job {
     unsigned char key[DAPI_KEY_HASH_LEN];
     struct dapi_scope scope; /* the layers the key may read */
     int64_t max_age;         /* result reuse: 0 = do not reuse (still recorded when on) */
+    int64_t submitted_us;    /* when it was queued for a check worker (Server-Timing) */
 };
 
 static void check_query(void *arg, struct dapi_econn *conn)
@@ -67,7 +69,9 @@ static void check_query(void *arg, struct dapi_econn *conn)
         dapi_reply_err(rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
+    int64_t started_us = dapi_clock_mono_us();
     result = dapi_engine_check(conn, j->sql, &j->scope, &msg);
+    int64_t checked_us = dapi_clock_mono_us();
     if(result == DAPI_ERR_SQL || result == DAPI_ERR_FORBIDDEN) { /* 400, or 403 (scope) */
         dapi_reply_err(rp, result, msg);
         goto out;
@@ -101,7 +105,8 @@ static void check_query(void *arg, struct dapi_econn *conn)
         }
         dapi_info("query %s reuses %s", slug,
                   reused == DAPI_REUSED_RUN ? "an identical query's run" : "a stored result");
-        dapi_reply_created_reused(rp, slug, j->sql, 1);
+        dapi_reply_created_timed(rp, slug, j->sql, 1, started_us - j->submitted_us,
+                                 checked_us - started_us);
         goto out;
     }
     if(!result) {
@@ -116,7 +121,8 @@ static void check_query(void *arg, struct dapi_econn *conn)
         dapi_backend_create_failure(rp, result, why);
         goto out;
     }
-    dapi_reply_created(rp, slug, j->sql);
+    dapi_reply_created_timed(rp, slug, j->sql, 0, started_us - j->submitted_us,
+                             checked_us - started_us);
 out:
     dapi_slot_give_back(&slot); /* (answered: given back already) */
     free(msg);
@@ -142,6 +148,7 @@ static void local_create(void *state, char *sql, const struct dapi_principal *wh
     memcpy(j->key, key_hash, DAPI_KEY_HASH_LEN);
     j->scope = who->scope;
     j->max_age = dapi_backend_reuse_age(env->cfg->reuse_max_age, who);
+    j->submitted_us = dapi_clock_mono_us();
     /* tagged like runs: one key's burst of checks waits behind other keys' */
     if(dapi_backend_queue(env, env->check_pool, check_query, j, key_hash, rp,
                           "too many queries waiting to be checked")) {

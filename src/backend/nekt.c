@@ -88,6 +88,7 @@ struct dapi_nekt {
     pthread_cond_t creating_cv; /* a creation was added, or the timer must stop */
     pthread_t timer;            /* answers the creations whose wait is over */
     int timer_started, timer_stop;
+    struct nekt_reach *reach; /* is Nekt reachable? (GET /api/ready) */
 };
 
 /* Marks slug/page as being fetched by this thread; if another thread already fetches it,
@@ -809,7 +810,7 @@ static int serve_page_file(struct v1_page *p)
     const char *rows;
     size_t len;
     dapi_result_page(res, 1, &rows, &len);
-    dapi_reply_page(p->rp, p->slug, p->page_text, rows, len);
+    dapi_reply_page(p->rp, p->slug, p->page_text, rows, len, dapi_backend_page_rows(res, 1));
     dapi_result_close(res);
     return 1;
 }
@@ -1431,6 +1432,7 @@ static int nekt_start(const struct dapi_backend_env *env, void **state, char *er
         nk->timer_started = 1;
     }
     nekt_http_init();
+    nk->reach = nekt_reach_start(env); /* (NULL: /api/ready says it could not start) */
     *state = nk;
     return 0;
 }
@@ -1447,6 +1449,7 @@ static void nekt_stop(void *state)
         pthread_mutex_unlock(&nk->mu);
         pthread_join(nk->timer, NULL);
     }
+    nekt_reach_stop(nk->reach);
     free(nk->keys_ok);
     while(nk->apps) {
         struct app_state *a = nk->apps;
@@ -1469,7 +1472,13 @@ static void nekt_stop(void *state)
     free(nk);
 }
 
+static int nekt_ready(void *state, char *why, size_t n)
+{
+    return nekt_reach_status(((struct dapi_nekt *)state)->reach, why, n);
+}
+
 const struct dapi_backend_ops dapi_backend_nekt_ops = {
+    .ready = nekt_ready,
     .start = nekt_start,
     .stop = nekt_stop,
     .create = nekt_create,

@@ -26,6 +26,14 @@ struct nekt_reply {
 enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, const char *path,
                         const char *body, const char *key, int idempotent, struct nekt_reply *out);
 
+/* Is the upstream reachable? A thread asks every 10 s — one GET of --nekt-url itself, no
+ * retry, 2 s to connect, 3 s in all — and any HTTP answer means yes; GET /api/ready reads
+ * the last outcome (never waits for the network). */
+struct nekt_reach;
+struct nekt_reach *nekt_reach_start(const struct dapi_backend_env *env);
+/* 0: reachable at the last check; -1: not, or not checked yet (why says which). */
+int nekt_reach_status(struct nekt_reach *r, char *why, size_t n);
+void nekt_reach_stop(struct nekt_reach *r);
 /* Downloads url into the file at path (created/truncated), at most max bytes.
  * DAPI_ERR_FORBIDDEN means the URL was refused (expired presigned URL: execute again);
  * DAPI_ERR_UPSTREAM_TIMEOUT that the download took too long. */

@@ -77,6 +77,13 @@ static const struct setting settings[] = {
      "server log lines are appended to this file instead of stderr (reopened on SIGHUP)"},
     {"access-log", "DAPI_ACCESS_LOG", K_PATH, O(access_log), NULL, 0, 0, NULL,
      "access lines are appended to this file (reopened on SIGHUP); unset = with the server lines"},
+    {"metrics-access", "DAPI_METRICS_ACCESS", K_CHOICE, O(metrics_access), "loopback", 0, 0,
+     "loopback|key|off",
+     "who may read GET /metrics: loopback (clients at 127.0.0.0/8 or ::1, no key), key (any "
+     "client sending the DAPI_METRICS_KEY secret as x-api-key) or off (404)"},
+    {NULL, "DAPI_METRICS_KEY", K_STR, O(metrics_key), NULL, 0, 0, NULL,
+     "the secret that reads GET /metrics with --metrics-access key (env only: never on a "
+     "command line)"},
     {"workers", "DAPI_WORKERS", K_INT, O(workers), "2", 1, 256, NULL,
      "query execution threads (each with its own DuckDB connection)"},
     {"http-threads", "DAPI_HTTP_THREADS", K_INT, O(http_threads), "2", 1, 256, NULL,

@@ -26,6 +26,8 @@ struct dapi_config {
     int64_t jwt_clock_skew;   /* s */
     char *log_format;         /* "text" | "json" */
     char *log_level;          /* "debug" | "info" | "warn" | "error" */
+    char *metrics_access;     /* "loopback" | "key" | "off" */
+    char *metrics_key;        /* DAPI_METRICS_KEY (env only) */
     char *log_file;           /* NULL = stderr; absolute after dapi_config_load */
     char *access_log;         /* NULL = with the server lines; absolute after dapi_config_load */
     int workers;              /* query execution threads */

@@ -21,6 +21,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "http/conns.h"
 
 /* Connection limits are enforced here, not by libmicrohttpd (docs/design.md, "Connections"):
@@ -92,7 +93,20 @@ struct dapi_req {
     uint64_t fd_size;
     const char *ctype;
     unsigned long long bytes_sent;
+    const char *route; /* the route's name, for metrics (static; NULL: no route matched) */
 };
+
+void dapi_req_set_route(struct dapi_req *r, const char *name)
+{
+    r->route = name;
+}
+
+void dapi_req_set_content_type(struct dapi_req *r, const char *content_type)
+{
+    pthread_mutex_lock(&r->mu);
+    r->ctype = content_type;
+    pthread_mutex_unlock(&r->mu);
+}
 
 const char *dapi_req_method(const struct dapi_req *r)
 {
@@ -218,7 +232,8 @@ static enum MHD_Result queue(struct dapi_req *r)
         if(!resp)
             return MHD_NO;
         r->resp = NULL; /* owned by MHD now */
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                r->ctype ? r->ctype : "application/json");
     }
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
@@ -595,6 +610,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                             r->queued ? r->bytes_sent : 0,
                             dur};
     dapi_log_request(&a);
+    dapi_metrics_request(r->route, r->method, a.status, a.bytes, dur);
     if(r->c) {
         /* The next request head on this kept-alive connection has its deadline counted from
          * now (the order matters: the sweeper reads in_request first). */
@@ -671,8 +687,13 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t
     pthread_mutex_unlock(&h->mu);
     if(rc != DAPI_CONNS_OK) {
         note_refused(h, rc, &a, open);
+        dapi_metrics_count("dapi_http_connections_refused_total",
+                           "connections closed at once: over --max-connections or "
+                           "--max-connections-per-client",
+                           1);
         return MHD_NO;
     }
+    dapi_metrics_count("dapi_http_connections_accepted_total", "connections accepted", 1);
     return MHD_YES;
 }
 
@@ -1120,6 +1141,19 @@ int dapi_http_port(const struct dapi_http *h)
 void dapi_http_quiesce(struct dapi_http *h)
 {
     atomic_store(&h->quiesced, 1);
+}
+
+int64_t dapi_http_open_connections(struct dapi_http *h)
+{
+    pthread_mutex_lock(&h->mu);
+    int64_t n = dapi_conns_total(h->conns);
+    pthread_mutex_unlock(&h->mu);
+    return n;
+}
+
+const char *dapi_req_client(const struct dapi_req *r)
+{
+    return r->client;
 }
 
 long dapi_http_inflight(const struct dapi_http *h)

@@ -55,12 +55,21 @@ int dapi_http_port(const struct dapi_http *h);
 void dapi_http_quiesce(struct dapi_http *h);
 /* Requests received and not yet completed. */
 long dapi_http_inflight(const struct dapi_http *h);
+/* Connections open now (counted ones: those admitted by the connection limits). */
+int64_t dapi_http_open_connections(struct dapi_http *h);
 /* Stops the server (every deferred request must have been answered). */
 void dapi_http_stop(struct dapi_http *h);
 
 /* Request accessors: strings are borrowed for the life of the request. */
 const char *dapi_req_method(const struct dapi_req *r);
+/* Names the route that answers r (a static string), for metrics by route. */
+void dapi_req_set_route(struct dapi_req *r, const char *name);
+/* The Content-Type of the buffer response to come (a static string; default
+ * application/json). */
+void dapi_req_set_content_type(struct dapi_req *r, const char *content_type);
 const char *dapi_req_path(const struct dapi_req *r);
+/* The client's address as text ("127.0.0.1", "::1"). */
+const char *dapi_req_client(const struct dapi_req *r);
 const char *dapi_req_header(const struct dapi_req *r, const char *name);
 /* A query-string argument, or NULL if absent ("" for "?a" or "?a="). */
 const char *dapi_req_arg(const struct dapi_req *r, const char *name);

@@ -13,7 +13,9 @@
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/jsonin.h"
+#include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "store/queries_int.h"
 
 static void fire(struct waiter *w, int timed_out);
@@ -746,6 +748,7 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
     q->state = DAPI_Q_RUNNING;
     q->attempts++;
     q->in_run = 1;
+    q->run_start_us = dapi_clock_mono_us();
     struct meta m = store_meta_of(q);
     m.message = NULL;
     pthread_mutex_unlock(&qs->lock);
@@ -1053,6 +1056,8 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     q->message = message ? strdup(message) : NULL;
     q->result = res;
     q->attempts = 0;
+    if(q->in_run && q->run_start_us)
+        dapi_metrics_run(!error, dapi_clock_mono_us() - q->run_start_us);
     q->in_run = 0;
     struct dapi_result_live *live = q->live; /* served from the result (or failed) now */
     q->live = NULL;
@@ -1235,4 +1240,15 @@ uint64_t dapi_queries_bytes(struct dapi_queries *qs)
     uint64_t b = qs->bytes;
     pthread_mutex_unlock(&qs->lock);
     return b;
+}
+
+void dapi_queries_count_states(struct dapi_queries *qs, uint64_t out[DAPI_Q_NSTATES])
+{
+    memset(out, 0, DAPI_Q_NSTATES * sizeof *out);
+    pthread_mutex_lock(&qs->lock);
+    for(size_t b = 0; b < NBUCKETS; b++)
+        for(const struct query *q = qs->buckets[b]; q; q = q->next)
+            if((unsigned)q->state < DAPI_Q_NSTATES)
+                out[q->state]++;
+    pthread_mutex_unlock(&qs->lock);
 }

@@ -25,7 +25,7 @@
 #define DAPI_SLUG_MAX 48
 #define DAPI_REUSE_HEX 65 /* a SHA-256 in hex and its NUL */
 
-enum dapi_qstate { DAPI_Q_QUEUED, DAPI_Q_RUNNING, DAPI_Q_DONE, DAPI_Q_FAILED };
+enum dapi_qstate { DAPI_Q_QUEUED, DAPI_Q_RUNNING, DAPI_Q_DONE, DAPI_Q_FAILED, DAPI_Q_NSTATES };
 
 /* A snapshot of a query, taken under the registry lock. `result` is a reference held by the
  * snapshot (DONE only): release with dapi_queries_release. */
@@ -211,5 +211,7 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms);
 void dapi_queries_cancel_waiters(struct dapi_queries *qs);
 /* Bytes the stored results take. */
 uint64_t dapi_queries_bytes(struct dapi_queries *qs);
+/* How many registered queries are in each state (out[DAPI_Q_QUEUED] …), for metrics. */
+void dapi_queries_count_states(struct dapi_queries *qs, uint64_t out[DAPI_Q_NSTATES]);
 
 #endif

@@ -33,6 +33,7 @@ struct query {
     int refs;                   /* registry's own + snapshots */
     int attempts;               /* runs started whose outcome is not recorded (meta.json) */
     int in_run;                 /* one of them is going on in this process */
+    int64_t run_start_us;       /* when that run started (monotonic), for its duration */
     int holds;                  /* holds an admission slot of its owner */
     uint64_t seq;               /* registration order (persisted): ties of created_s */
     /* Result reuse (persisted): the identity of what it computes (hex; "" = never reused),
