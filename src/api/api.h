@@ -41,6 +41,8 @@ int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principa
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused);
 /* GET /api/queries/{slug}/results */
 void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug);
+/* GET /api/openapi.json (docs/openapi.json, embedded at build time; no key) */
+void dapi_api_openapi(struct dapi_req *r, struct dapi_app *app, const char *unused);
 
 /* Python int() on text: surrounding whitespace, optional sign, digits with single '_'
  * between them. On success returns 0, sets *neg, writes the digits without leading zeros
