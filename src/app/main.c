@@ -31,7 +31,8 @@ static int help(const char *cmd)
     if(cmd && strcmp(cmd, "serve") == 0) {
         printf("Usage: dapi serve [options]\n\n"
                "Serves the Nekt-compatible API (GET /api/health, POST /api/queries,\n"
-               "GET /api/queries/{slug}/results?page_number=N) on the embedded DuckDB engine.\n"
+               "GET /api/queries/{slug}/results?page_number=N; its OpenAPI 3.1 document at\n"
+               "GET /api/openapi.json) on the embedded DuckDB engine.\n"
                "Values: --name VALUE or --name=VALUE; sizes in bytes, times in seconds.\n\n");
         dapi_config_usage(stdout);
         return 0;
