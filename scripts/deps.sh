@@ -5,7 +5,8 @@
 #
 #   scripts/deps.sh            build + test dependencies (wrk too: an integration test
 #                              bursts connections with it; man-db and systemd for the
-#                              checks of the man pages and of the systemd unit)
+#                              checks of the man pages and of the systemd unit; npm and
+#                              node for the OpenAPI validator)
 #   scripts/deps.sh --bench    also nginx (for `make bench`)
 set -euo pipefail
 
@@ -24,11 +25,11 @@ have_duckdb() {
         && [ "$(cat "$VENDOR/VERSION" 2>/dev/null)" = "$BINDINGS_VERSION" ]
 }
 
+# npm (with node) fetches DuckDB, and the OpenAPI validator of the integration tests
+# (tests/openapi/package-lock.json, installed by tests/integration/test_openapi.py).
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
       libssl-dev libsystemd-dev python3 curl ca-certificates wrk man-db systemd clang-format
-      prometheus)  # prometheus: promtool checks GET /metrics in the tests
-# npm only fetches DuckDB; a machine that has it needs no npm.
-have_duckdb || debs+=(npm)
+      npm prometheus)  # prometheus: promtool checks GET /metrics in the tests
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)
 
 missing=()

@@ -1,6 +1,6 @@
 /* Routing and authentication. dapi's table of routes, then those other modules registered (the
  * Nekt emulator's, with --emulate-nekt); each endpoint's handler lives in its own file (health
- * here, queries and results in queries.c). */
+ * here, queries and results in queries.c, the OpenAPI document in openapi.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,12 +53,16 @@ static void health(struct dapi_req *r, struct dapi_app *app, const char *slug)
     dapi_req_respond(r, 503, out, out ? len : 0, "Retry-After", "5");
 }
 
+/* Every route here is described in docs/openapi.json (tests/integration/test_openapi.py
+ * fails when one is not, or when the document describes one that is not here). */
 static const struct dapi_route routes[] = {
     {"/api/health", NULL, NULL, 0, "GET, HEAD", health, health, NULL, NULL, "/api/health"},
     {"/api/ready", NULL, NULL, 0, "GET, HEAD", dapi_api_ready, dapi_api_ready, NULL, NULL,
      "/api/ready"},
     {"/metrics", NULL, NULL, 0, "GET, HEAD", dapi_api_metrics, dapi_api_metrics, NULL, NULL,
      "/metrics"},
+    {"/api/openapi.json", NULL, NULL, 0, "GET, HEAD", dapi_api_openapi, dapi_api_openapi, NULL,
+     NULL, "/api/openapi.json"},
     {"/api/queries", NULL, NULL, 1, "POST", NULL, NULL, dapi_api_create_query, NULL,
      "/api/queries"},
     {"/api/queries/", "/results", NULL, 1, "GET, HEAD", dapi_api_results, dapi_api_results, NULL,

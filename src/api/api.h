@@ -48,6 +48,8 @@ void dapi_api_ready(struct dapi_req *r, struct dapi_app *app, const char *unused
 void dapi_api_ops_init(void);
 /* Is addr (as text) a loopback address: 127.0.0.0/8, ::1, ::ffff:127.x.y.z? */
 int dapi_api_loopback(const char *addr);
+/* GET /api/openapi.json (docs/openapi.json, embedded at build time; no key) */
+void dapi_api_openapi(struct dapi_req *r, struct dapi_app *app, const char *unused);
 
 /* GET /api/layers (api/discovery.c) */
 void dapi_api_layers(struct dapi_req *r, struct dapi_app *app, const char *unused);

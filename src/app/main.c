@@ -34,7 +34,9 @@ static int help(const char *cmd)
         printf("Usage: dapi serve [options]\n\n"
                "Serves the Nekt-compatible API (GET /api/health, POST /api/queries,\n"
                "GET /api/queries/{slug}/results?page_number=N) on the embedded DuckDB engine,\n"
-               "and schema discovery (GET /api/layers, GET /api/layers/{layer}/tables/{table}).\n"
+               "schema discovery (GET /api/layers, GET /api/layers/{layer}/tables/{table}),\n"
+               "operations (GET /api/ready, GET /metrics) and its OpenAPI 3.1 document at\n"
+               "GET /api/openapi.json.\n"
                "Values: --name VALUE or --name=VALUE; sizes in bytes, times in seconds.\n\n");
         dapi_config_usage(stdout);
         return 0;

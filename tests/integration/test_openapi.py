@@ -1,0 +1,574 @@
+"""GET /api/openapi.json: the OpenAPI 3.1 document of dapi's endpoints (docs/openapi.json,
+embedded in the binary at build time).
+
+- The served document is the repository's file, byte for byte, with no key, and its
+  info.version is the binary's version.
+- A real validator from the npm registry (@seriousme/openapi-schema-validator, pinned with its
+  integrity in tests/openapi/package-lock.json, installed with `npm ci` into build/npm-openapi)
+  accepts it, and refuses a broken copy (so it does check).
+- Every route of every route table in src/ is described, with exactly its methods, and every
+  described path and method exists in the running binary. The Nekt emulator's table
+  (src/emu/emu.c, only with --emulate-nekt: a test tool imitating Nekt, not dapi's API) is
+  the one deliberate exception, and must stay undescribed. A route added without describing
+  it fails here.
+- Every named example is sent to a live server over the sample lake: a request example named
+  N (request body and parameters) must get the status of the response that has an example
+  named N, a body valid against that response's schema (a strict checker of the JSON Schema
+  subset the document uses: an unknown keyword is an error, never ignored), the example's key
+  order and its messages. A path parameter filled by a documented link (the slug of
+  `POST /api/queries`) comes from running the linked operation's example of the same name.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import urllib.parse
+
+import harness as h
+from harness import Server, check, eq, expect_status, jparse
+
+ROOT = h.REPO_ROOT
+DOC_PATH = os.path.join(ROOT, "docs", "openapi.json")
+NPM_DIR = os.path.join(ROOT, "tests", "openapi")
+KEY = "it-openapi-key-7d2f"
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+# Route tables that are deliberately not described: file -> table name, and why.
+UNDESCRIBED = {("src/emu/emu.c", "emu_routes"): "the Nekt emulator (--emulate-nekt), a test tool"}
+
+
+def _doc():
+    with open(DOC_PATH, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _resolve(doc, node):
+    """node with its $ref (a local one, #/...) followed, repeatedly."""
+    seen = 0
+    while isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        check(ref.startswith("#/"), "only local $refs are used: %r" % ref)
+        node = doc
+        for part in ref[2:].split("/"):
+            part = part.replace("~1", "/").replace("~0", "~")
+            check(isinstance(node, dict) and part in node, "dangling $ref %r" % ref)
+            node = node[part]
+        seen += 1
+        check(seen < 20, "a $ref loop at %r" % ref)
+    return node
+
+
+# --------------------------------------------------------------------------- JSON Schema
+
+
+class SchemaError(AssertionError):
+    pass
+
+
+# Keywords that only annotate: they constrain nothing the checker must enforce.
+ANNOTATIONS = {"description", "title", "default", "examples", "example", "format", "$comment"}
+TYPES = {
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "null": lambda v: v is None,
+}
+
+
+def validate(doc, schema, value, where="$"):
+    """Raises SchemaError unless value is valid against schema (the subset of JSON Schema
+    2020-12 below; any other keyword is refused, so nothing is silently unchecked)."""
+    if "$ref" in schema:
+        extra = set(schema) - {"$ref", "description", "summary"}
+        if extra:
+            raise SchemaError("%s: keywords beside $ref (%s) are not supported" % (where, sorted(extra)))
+        return validate(doc, _resolve(doc, schema), value, where)
+    for kw, arg in schema.items():
+        if kw in ANNOTATIONS or kw in ("additionalProperties", "minimum"):
+            continue
+        if kw == "type":
+            names = arg if isinstance(arg, list) else [arg]
+            if not any(TYPES[n](value) for n in names):
+                raise SchemaError("%s: %r is not of type %s" % (where, value, arg))
+        elif kw == "properties":
+            if isinstance(value, dict):
+                for k, sub in arg.items():
+                    if k in value:
+                        validate(doc, sub, value[k], "%s.%s" % (where, k))
+                ap = schema.get("additionalProperties", True)
+                for k in value:
+                    if k not in arg:
+                        if ap is False:
+                            raise SchemaError("%s: property %r is not allowed" % (where, k))
+                        if isinstance(ap, dict):
+                            validate(doc, ap, value[k], "%s.%s" % (where, k))
+        elif kw == "required":
+            if isinstance(value, dict):
+                missing = [k for k in arg if k not in value]
+                if missing:
+                    raise SchemaError("%s: missing %s in %r" % (where, missing, value))
+        elif kw == "items":
+            if isinstance(value, list):
+                for i, v in enumerate(value):
+                    validate(doc, arg, v, "%s[%d]" % (where, i))
+        elif kw == "maxItems":
+            if isinstance(value, list) and len(value) > arg:
+                raise SchemaError("%s: %d items, at most %d" % (where, len(value), arg))
+        elif kw == "minLength":
+            if isinstance(value, str) and len(value) < arg:
+                raise SchemaError("%s: %r is shorter than %d" % (where, value, arg))
+        elif kw == "pattern":
+            if isinstance(value, str) and not re.search(arg, value):
+                raise SchemaError("%s: %r does not match %r" % (where, value, arg))
+        elif kw == "const":
+            if value != arg or type(value) is not type(arg):
+                raise SchemaError("%s: %r is not %r" % (where, value, arg))
+        elif kw == "enum":
+            if value not in arg:
+                raise SchemaError("%s: %r is not one of %r" % (where, value, arg))
+        elif kw == "oneOf":
+            ok = []
+            for i, sub in enumerate(arg):
+                try:
+                    validate(doc, sub, value, where)
+                    ok.append(i)
+                except SchemaError:
+                    pass
+            if len(ok) != 1:
+                raise SchemaError("%s: %r matches %d of the oneOf schemas (must be exactly 1)" % (where, value, len(ok)))
+        else:
+            raise SchemaError("%s: the checker does not know the keyword %r: teach it, do not skip it" % (where, kw))
+    if "minimum" in schema and TYPES["number"](value) and value < schema["minimum"]:
+        raise SchemaError("%s: %r is below %r" % (where, value, schema["minimum"]))
+    ap = schema.get("additionalProperties", True)
+    if "properties" not in schema and ap is not True and isinstance(value, dict) and value:
+        if ap is False:
+            raise SchemaError("%s: no property is allowed: %r" % (where, value))
+        for k, v in value.items():
+            validate(doc, ap, v, "%s.%s" % (where, k))
+
+
+def test_schema_checker_is_strict():
+    """The checker the tests below rely on refuses what it should (it is the test's own code)."""
+    doc = _doc()
+    err = {"$ref": "#/components/schemas/Error"}
+    validate(doc, err, {"error": "x"})
+    validate(doc, err, {"details": "d", "error": "x"})
+    for bad in ({}, {"error": 1}, {"error": ""}, {"error": "x", "extra": 1}, ["error"]):
+        try:
+            validate(doc, err, bad)
+        except SchemaError:
+            continue
+        h.fail("the checker accepted %r as an Error" % (bad,))
+    try:
+        validate(doc, {"type": "string", "maxLength": 3}, "abcd")
+        h.fail("an unknown keyword was ignored")
+    except SchemaError as e:
+        check("does not know" in str(e), str(e))
+
+
+def test_response_examples_match_their_schemas():
+    doc = _doc()
+    n = 0
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            for status, r in op["responses"].items():
+                r = _resolve(doc, r)
+                for ctype, c in r.get("content", {}).items():
+                    for name, ex in c.get("examples", {}).items():
+                        try:
+                            validate(doc, c["schema"], ex["value"])
+                        except SchemaError as e:
+                            h.fail("%s %s %s example %r: %s" % (method.upper(), path, status, name, e))
+                        n += 1
+    for name, r in doc["components"]["responses"].items():
+        for c in r.get("content", {}).values():
+            for ex_name, ex in c.get("examples", {}).items():
+                validate(doc, c["schema"], ex["value"], "components.responses.%s.%s" % (name, ex_name))
+                n += 1
+    check(n >= 20, "only %d response examples" % n)
+
+
+# --------------------------------------------------------------------------- served document
+
+
+def test_served_document_is_the_repository_file_without_a_key():
+    with open(DOC_PATH, "rb") as f:
+        want = f.read()
+    with Server(keys=[KEY], name="openapi-doc") as s:
+        for key in (None, "not-a-key", KEY):  # no key needed; a wrong one changes nothing
+            r = s.request("GET", "/api/openapi.json", headers={"x-api-key": key})
+            expect_status(r, 200, "GET /api/openapi.json with key %r" % key)
+            eq(r.headers.get("content-type"), "application/json", "Content-Type")
+            check(r.body == want, "the served document differs from docs/openapi.json (%d vs %d bytes)" % (len(r.body), len(want)))
+            check(r.headers.get("x-request-id"), "X-Request-Id on the answer")
+        doc = jparse(r)
+        r = s.request("HEAD", "/api/openapi.json")
+        expect_status(r, 200, "HEAD /api/openapi.json")
+        eq(r.headers.get("content-length"), str(len(want)), "HEAD Content-Length")
+        r = s.request("POST", "/api/openapi.json", body={})
+        h.expect_error(r, 405, "Method not allowed", "POST /api/openapi.json")
+        eq(r.headers.get("allow"), "GET, HEAD", "Allow")
+    out = subprocess.run([h.BIN, "--version"], capture_output=True, text=True, timeout=10).stdout
+    m = re.match(r"dapi (\S+)", out)
+    check(m, "dapi --version: %r" % out)
+    eq(doc["info"]["version"], m.group(1), "info.version of the served document (the binary's version)")
+    eq(doc["openapi"][:4], "3.1.", "openapi version")
+
+
+def test_build_refuses_a_document_of_another_version():
+    """scripts/embed-openapi.py (run by make) stops on an info.version other than
+    DAPI_VERSION, and on a document that is not JSON: a stale document cannot be built in."""
+    d = h.tmpdir("embed")
+    doc = _doc()
+    doc["info"]["version"] = "0.0.0-stale"
+    bad = os.path.join(d, "stale.json")
+    h.write_file(bad, json.dumps(doc))
+    out = os.path.join(d, "out.c")
+    script = os.path.join(ROOT, "scripts", "embed-openapi.py")
+    version_h = os.path.join(ROOT, "include", "dapi", "version.h")
+    p = subprocess.run(["python3", script, bad, version_h, out], capture_output=True, text=True, timeout=30)
+    check(p.returncode != 0 and "info.version" in p.stderr, "a stale version was embedded: %r" % p.stderr)
+    check(not os.path.exists(out), "output written for a refused document")
+    h.write_file(bad, "{not json")
+    p = subprocess.run(["python3", script, bad, version_h, out], capture_output=True, text=True, timeout=30)
+    check(p.returncode != 0 and "not valid" in p.stderr, "a broken document was embedded: %r" % p.stderr)
+    p = subprocess.run(["python3", script, DOC_PATH, version_h, out], capture_output=True, text=True, timeout=30)
+    eq(p.returncode, 0, "embedding the repository's document (%s)" % p.stderr)
+
+
+# --------------------------------------------------------------------------- the npm validator
+
+
+def _validator():
+    """Directory with the pinned validator installed (npm ci from the committed lock, again
+    only when the lock changed). Returns the directory of validate.mjs."""
+    for tool in ("npm", "node"):
+        check(shutil.which(tool), "%s is not installed (scripts/deps.sh installs it)" % tool)
+    dest = os.path.join(ROOT, "build", "npm-openapi")
+    lock = open(os.path.join(NPM_DIR, "package-lock.json"), "rb").read()
+    stamp = os.path.join(dest, "node_modules", ".dapi-lock-sha256")
+    digest = hashlib.sha256(lock + open(os.path.join(NPM_DIR, "package.json"), "rb").read()).hexdigest()
+    if not (os.path.isfile(stamp) and open(stamp).read() == digest):
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        for f in ("package.json", "package-lock.json"):
+            shutil.copy(os.path.join(NPM_DIR, f), dest)
+        # npm ci installs exactly the lock's versions and checks each tarball's integrity.
+        p = subprocess.run(
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=dest, capture_output=True, text=True, timeout=240,
+        )
+        if p.returncode != 0:
+            if re.search(r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ECONNRESET|network", p.stderr):
+                raise h.Skip("the npm registry is not reachable: " + p.stderr.strip()[-200:])
+            h.fail("npm ci of tests/openapi failed:\n" + p.stderr[-2000:])
+        with open(stamp, "w") as f:
+            f.write(digest)
+    shutil.copy(os.path.join(NPM_DIR, "validate.mjs"), dest)
+    return dest
+
+
+def _run_validator(d, path):
+    p = subprocess.run(["node", os.path.join(d, "validate.mjs"), path], capture_output=True, text=True, timeout=60)
+    check(p.returncode in (0, 1), "validate.mjs failed (%d): %s" % (p.returncode, p.stderr[-1000:]))
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@h.timeout(300)
+def test_document_is_valid_openapi_3_1():
+    d = _validator()
+    with Server(keys=[KEY], name="openapi-valid") as s:
+        r = s.request("GET", "/api/openapi.json")
+        expect_status(r, 200, "GET /api/openapi.json")
+    served = os.path.join(h.tmpdir("openapi"), "served.json")
+    h.write_file(served, r.body)
+    res = _run_validator(d, served)
+    check(res["valid"] is True, "the validator refuses the served document:\n%s" % json.dumps(res["errors"], indent=1)[:4000])
+    eq(res["version"], "3.1", "the OpenAPI version the validator checked against")
+    # The validator does check: a response without its (required) description is refused.
+    doc = json.loads(r.body)
+    del doc["paths"]["/api/queries"]["post"]["responses"]["200"]["description"]
+    broken = os.path.join(h.tmpdir("openapi"), "broken.json")
+    h.write_file(broken, json.dumps(doc))
+    eq(_run_validator(d, broken)["valid"], False, "the validator's verdict on a broken document")
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _split_top(text, sep=","):
+    """text split at sep outside braces, parentheses and string literals."""
+    out, depth, cur, i = [], 0, "", 0
+    while i < len(text):
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            cur += text[i : j + 1]
+            i = j + 1
+            continue
+        if c in "{(":
+            depth += 1
+        elif c in "})":
+            depth -= 1
+        if c == sep and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += c
+        i += 1
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def route_tables():
+    """{(file, table): [(template, methods)]} of every `struct dapi_route NAME[]` table in
+    src/: template is the path with "{}" for the slug segment ("*" ending a prefix route)."""
+    tables = {}
+    for dirpath, _, files in os.walk(os.path.join(ROOT, "src")):
+        for fn in sorted(files):
+            if not fn.endswith(".c"):
+                continue
+            path = os.path.join(dirpath, fn)
+            rel = os.path.relpath(path, ROOT)
+            text = re.sub(r"/\*.*?\*/", "", open(path, encoding="utf-8").read(), flags=re.S)
+            for m in re.finditer(r"struct\s+dapi_route\s+(\w+)\s*\[\s*\]\s*=\s*\{", text):
+                depth, i = 1, m.end()
+                while depth:
+                    depth += {"{": 1, "}": -1}.get(text[i], 0)
+                    i += 1
+                body = text[m.end() : i - 1]
+                routes = []
+                for entry in _split_top(body):
+                    check(entry.startswith("{") and entry.endswith("}"), "%s %s: cannot read the entry %r" % (rel, m.group(1), entry))
+                    fields = _split_top(entry[1:-1])
+                    strs = [json.loads(f) if f.startswith('"') else f for f in fields]
+                    check(len(strs) >= 5 and isinstance(strs[0], str) and strs[0].startswith("/"), "%s: unexpected route entry %r: teach this test" % (rel, entry))
+                    prefix, suffix, allow = fields[0], fields[1], strs[4]
+                    check(isinstance(allow, str) and re.match(r"^([A-Z]+(, [A-Z]+)*)?$", allow), "%s: the 5th field of %r is not an Allow list" % (rel, entry))
+                    prefix = json.loads(prefix)
+                    if suffix == "NULL":
+                        template = prefix
+                    elif suffix == "DAPI_ROUTE_ANY":
+                        template = prefix + "*"
+                    else:
+                        template = prefix + "{}" + json.loads(suffix)
+                    routes.append((template, set(allow.lower().split(", ")) - {""}))
+                tables[(rel, m.group(1))] = routes
+    return tables
+
+
+def _template(openapi_path):
+    return re.sub(r"\{[^}]+\}", "{}", openapi_path)
+
+
+def test_every_route_is_described_and_every_described_route_exists():
+    doc = _doc()
+    described = {}
+    for p, item in doc["paths"].items():
+        ops = {m for m in item if m in METHODS}
+        check(ops, "%s describes no operation" % p)
+        described[_template(p)] = (p, ops)
+    tables = route_tables()
+    check(("src/api/api.c", "routes") in tables, "dapi's route table (src/api/api.c) was not found: %r" % list(tables))
+    for (rel, name), why in UNDESCRIBED.items():
+        check((rel, name) in tables, "the route table %s %s (%s) is gone: update UNDESCRIBED" % (rel, name, why))
+    served = {}
+    for (rel, name), routes in tables.items():
+        for template, methods in routes:
+            if (rel, name) in UNDESCRIBED:
+                hit = [d for d in described if d.startswith(template.rstrip("*")) or template.rstrip("*").startswith(d)]
+                check(not hit, "%s (%s) is described in docs/openapi.json, but %s is deliberately not" % (template, rel, UNDESCRIBED[(rel, name)]))
+                continue
+            check("*" not in template, "%s %s: a prefix route (%s) cannot be described: teach this test" % (rel, name, template))
+            check(template in described, "the route %s (%s in %s) is not described in docs/openapi.json" % (template.replace("{}", "{slug}"), ", ".join(sorted(methods)).upper(), rel))
+            eq(described[template][1], methods, "methods of %s in docs/openapi.json vs the route table (%s)" % (template, rel))
+            served[template] = methods
+    extra = sorted(set(described) - set(served))
+    eq(extra, [], "paths described in docs/openapi.json that no route table serves")
+
+    # The binary agrees: every described path and method is routed (no route-miss "Not found",
+    # no 405), and any other method gets 405 with an Allow header listing exactly the others.
+    with Server(keys=[KEY], name="openapi-routes") as s:
+        r = s.api("GET", "/api/no-such-route")
+        h.expect_error(r, 404, "Not found", "an unknown path (the route-miss answer)")
+        for template, (p, ops) in sorted(described.items()):
+            url = template.replace("{}", "dapi-query-000000000000000000000x")
+            for m in sorted(ops):
+                body = {"sql_query": "SELECT 1"} if m == "post" else None
+                r = s.api(m.upper(), url, body=body)
+                check(r.status != 405, "%s %s: 405 from the binary (%s)" % (m.upper(), p, r.short()))
+                if r.status == 404 and m != "head":
+                    check(jparse(r).get("error") != "Not found", "%s %s: the binary has no such route (%s)" % (m.upper(), p, r.short()))
+            for m in ("PUT", "DELETE", "PATCH", "POST", "GET"):
+                if m.lower() in ops:
+                    continue
+                r = s.api(m, url, body={} if m in ("PUT", "POST", "PATCH") else None)
+                h.expect_error(r, 405, "Method not allowed", "%s %s (not described)" % (m, p))
+                eq(set(r.headers.get("allow", "").lower().split(", ")), ops, "Allow of %s vs the described methods" % p)
+
+
+def test_route_parser_sees_a_new_route():
+    """The parser above would notice an undescribed route: a table with one more entry,
+    written as api.c writes them, yields it."""
+    t = route_tables()[("src/api/api.c", "routes")]
+    check(len(t) >= 3 and ("/api/queries/{}/results", {"get", "head"}) in t, "parsed %r" % t)
+    body = '{"/api/x", NULL, NULL, 1, "GET", f, NULL, NULL, NULL},\n    {"/api/y/", "/z", NULL, 1, "POST, GET", a, b, c,\n     NULL},'
+    fields = [_split_top(e[1:-1]) for e in _split_top(body)]
+    eq([f[0] for f in fields], ['"/api/x"', '"/api/y/"'], "prefixes")
+    eq(fields[1][4], '"POST, GET"', "allow of a two-line entry")
+
+
+# --------------------------------------------------------------------------- examples
+
+
+class Runner:
+    """Sends the document's named examples to a live server."""
+
+    def __init__(self, doc, srv):
+        self.doc, self.s = doc, srv
+        self.ops = {}  # operationId -> (path, method, op)
+        for p, item in doc["paths"].items():
+            for m, op in item.items():
+                if m in METHODS:
+                    self.ops[op["operationId"]] = (p, m, op)
+        self.cache = {}
+
+    def params(self, op):
+        return [_resolve(self.doc, p) for p in op.get("parameters", [])]
+
+    def names(self, op):
+        names = set()
+        for p in self.params(op):
+            names |= set(p.get("examples", {}))
+        body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+        names |= set(body.get("examples", {}))
+        return sorted(names)
+
+    def expected(self, op, name):
+        """(status, response, example value) of the response documenting example name."""
+        found = []
+        for status, r in op["responses"].items():
+            r = _resolve(self.doc, r)
+            for c in r.get("content", {}).values():
+                if name in c.get("examples", {}):
+                    found.append((status, r, c["examples"][name]["value"]))
+        eq(len(found), 1, "responses with an example named %r in %s" % (name, op["operationId"]))
+        return found[0]
+
+    def linked(self, op_id, name):
+        """{param: value} for op_id's parameters that a link fills, by running the linking
+        operation's example `name` (when it has one)."""
+        out = {}
+        for src_id, (p, m, src) in self.ops.items():
+            for status, r in src["responses"].items():
+                for link in _resolve(self.doc, r).get("links", {}).values():
+                    if link.get("operationId") != op_id or name not in self.names(src):
+                        continue
+                    resp, body = self.run(src_id, name)
+                    eq(resp.status, int(status), "%s example %r (followed by a link)" % (src_id, name))
+                    for param, expr in link["parameters"].items():
+                        m2 = re.match(r"^\$response\.body#(/.*)$", expr)
+                        check(m2, "link expression %r: teach this test" % expr)
+                        v = body
+                        for part in m2.group(1)[1:].split("/"):
+                            v = v[part]
+                        out[param] = v
+        return out
+
+    def request(self, op_id, name, method=None):
+        p, m, op = self.ops[op_id]
+        path, query, headers, body = p, [], {}, None
+        fill = self.linked(op_id, name) if name else {}
+        for prm in self.params(op):
+            exs = prm.get("examples", {})
+            if prm["in"] == "path":
+                v = fill.get(prm["name"], exs.get(name, {}).get("value"))
+                check(v is not None, "%s: no value for the path parameter %s in example %r" % (op_id, prm["name"], name))
+                path = path.replace("{%s}" % prm["name"], urllib.parse.quote(str(v), safe=""))
+            elif name in exs:
+                v = exs[name]["value"]
+                if prm["in"] == "query":
+                    query.append((prm["name"], str(v)))
+                elif prm["in"] == "header":
+                    headers[prm["name"]] = str(v)
+        if query:
+            path += "?" + urllib.parse.urlencode(query)
+        rb = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+        if name in rb.get("examples", {}):
+            body = json.dumps(rb["examples"][name]["value"]).encode()
+            headers["Content-Type"] = "application/json"
+        elif op.get("requestBody", {}).get("required"):
+            h.fail("%s example %r has no request body" % (op_id, name))
+        if op.get("security", self.doc.get("security")):
+            headers["x-api-key"] = KEY
+        return self.s.request(method or m.upper(), path, body=body, headers=headers)
+
+    def run(self, op_id, name):
+        """Runs example name of op_id once (cached: a link may need it again)."""
+        if (op_id, name) not in self.cache:
+            r = self.request(op_id, name)
+            self.cache[(op_id, name)] = (r, jparse(r))
+        return self.cache[(op_id, name)]
+
+    def check_response(self, op_id, name, r, status, resp, example):
+        what = "%s example %r" % (op_id, name)
+        expect_status(r, int(status), what)
+        for hname, hdef in resp.get("headers", {}).items():
+            if _resolve(self.doc, hdef).get("required"):
+                check(r.headers.get(hname.lower()), "%s: no %s header" % (what, hname))
+        schema = resp["content"]["application/json"]["schema"]
+        body = jparse(r)
+        try:
+            validate(self.doc, schema, body)
+        except SchemaError as e:
+            h.fail("%s: the answer does not match the documented schema: %s\n  %s" % (what, e, r.short()))
+        if isinstance(example, dict):
+            eq([k for k, _ in h.raw_loads(r.body.decode())], list(example), "%s: keys and their order" % what)
+            for k in ("details", "error", "message", "status", "sql_query", "page", "page_number"):
+                if k in example:
+                    eq(body[k], example[k], "%s: %s" % (what, k))
+            if "data" in example:  # the example shows the first rows of the answer
+                eq(body["data"][: len(example["data"])], example["data"], "%s: the first rows" % what)
+
+
+@h.timeout(300)
+def test_examples_run_against_a_live_server():
+    doc = _doc()
+    with Server(keys=[KEY], data_dir=h.sample_lake(), name="openapi-examples") as s:
+        run = Runner(doc, s)
+        ran = 0
+        heads = {p: item.get("head") for p, item in doc["paths"].items()}
+        for op_id, (p, m, op) in sorted(run.ops.items()):
+            if m == "head":
+                continue  # sent below, with each GET example
+            names = run.names(op)
+            if not names:  # no input: one request, answered with the first 2xx documented
+                status = min(st for st in op["responses"] if st.startswith("2"))
+                resp = _resolve(doc, op["responses"][status])
+                r = run.request(op_id, None)
+                run.check_response(op_id, "(no input)", r, status, resp, None)
+                cases = [(None, status)]
+            else:
+                cases = []
+                for name in names:
+                    status, resp, example = run.expected(op, name)
+                    r, _ = run.run(op_id, name)
+                    run.check_response(op_id, name, r, status, resp, example)
+                    cases.append((name, status))
+            ran += len(cases)
+            if m == "get" and heads.get(p):
+                for name, status in cases:
+                    r = run.request(op_id, name, method="HEAD")
+                    eq(r.status, int(status), "HEAD %s for example %r" % (p, name))
+                    check(status in heads[p]["responses"], "HEAD %s: %s is not documented" % (p, status))
+                    eq(r.body, b"", "HEAD body")
+        check(ran >= 15, "only %d examples ran" % ran)
