@@ -7,7 +7,10 @@ embedded in the binary at build time).
   integrity in tests/openapi/package-lock.json, installed with `npm ci` into build/npm-openapi)
   accepts it, and refuses a broken copy (so it does check).
 - Every route of every route table in src/ is described, with exactly its methods, and every
-  described path and method exists in the running binary. The Nekt emulator's table
+  described path and method exists in the running binary. The tables are read as C reads
+  them (comments stripped around string literals, initializers mapped to struct dapi_route's
+  fields, designated ones too); a prefix route (DAPI_ROUTE_ANY) is documented at its `name`
+  pattern, and a route shape the parser cannot map fails with "teach this test". The Nekt emulator's table
   (src/emu/emu.c, only with --emulate-nekt: a test tool imitating Nekt, not dapi's API) is
   the one deliberate exception, and must stay undescribed. A route added without describing
   it fails here.
@@ -15,7 +18,8 @@ embedded in the binary at build time).
   N (request body and parameters) must get the status of the response that has an example
   named N, a body valid against that response's schema (a strict checker of the JSON Schema
   subset the document uses: an unknown keyword is an error, never ignored), the example's key
-  order and its messages. A path parameter filled by a documented link (the slug of
+  order and its messages (a text/plain answer: the example is an excerpt of it), and a
+  documented text header it carries must match its schema (Server-Timing). A path parameter filled by a documented link (the slug of
   `POST /api/queries`) comes from running the linked operation's example of the same name.
 """
 
@@ -303,16 +307,14 @@ def test_document_is_valid_openapi_3_1():
 
 
 def _split_top(text, sep=","):
-    """text split at sep outside braces, parentheses and string literals."""
+    """text split at sep outside braces, parentheses and string or character literals."""
     out, depth, cur, i = [], 0, "", 0
     while i < len(text):
         c = text[i]
-        if c == '"':
-            j = i + 1
-            while text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
-            cur += text[i : j + 1]
-            i = j + 1
+        if c in "\"'":
+            j = _literal_end(text, i)
+            cur += text[i:j]
+            i = j
             continue
         if c in "{(":
             depth += 1
@@ -329,9 +331,117 @@ def _split_top(text, sep=","):
     return out
 
 
+def _literal_end(text, i):
+    """The index just past the string or character literal that starts at text[i]."""
+    q, j = text[i], i + 1
+    while j < len(text) and text[j] != q:
+        check(text[j] != "\n", "an unterminated literal at %r" % text[i : i + 60])
+        j += 2 if text[j] == "\\" else 1
+    check(j < len(text), "an unterminated literal at %r" % text[i : i + 60])
+    return j + 1
+
+
+def _strip_comments(text):
+    """C source without its comments (each replaced by a space); string and character
+    literals kept whole, so "/emu-files/*" is not the start of a comment."""
+    out, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c in "\"'":
+            j = _literal_end(text, i)
+            out.append(text[i:j])
+            i = j
+        elif text.startswith("/*", i):
+            j = text.find("*/", i + 2)
+            check(j >= 0, "an unterminated comment")
+            out.append(" ")
+            i = j + 2
+        elif text.startswith("//", i):
+            j = text.find("\n", i)
+            i = len(text) if j < 0 else j
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+# The fields of struct dapi_route (src/api/api.h), in order.
+ROUTE_FIELDS = ("prefix", "suffix", "also", "auth", "allow", "get", "head", "post", "other", "name")
+
+
+def _route_fields(entry, where):
+    """{field: initializer text} of one `{...}` entry: positional and designated
+    (`.name = ...`) initializers, as C reads them; a field not given is absent."""
+    check(entry.startswith("{") and entry.endswith("}"), "%s: cannot read the entry %r" % (where, entry))
+    out, pos = {}, 0
+    for init in _split_top(entry[1:-1]):
+        m = re.match(r"^\.\s*(\w+)\s*=\s*(.*)$", init, re.S)
+        if m:
+            check(m.group(1) in ROUTE_FIELDS, "%s: %r names no field of struct dapi_route: teach this test" % (where, init))
+            pos = ROUTE_FIELDS.index(m.group(1))
+            init = m.group(2).strip()
+        check(pos < len(ROUTE_FIELDS), "%s: more initializers than struct dapi_route has fields in %r: teach this test" % (where, entry))
+        out[ROUTE_FIELDS[pos]] = init
+        pos += 1
+    return out
+
+
+def _c_string(init, where, field):
+    """The value of a string-literal initializer (adjacent literals joined), None for NULL."""
+    if init is None or init == "NULL":
+        return None
+    parts = re.findall(r'"(?:[^"\\]|\\.)*"', init)
+    check(parts and re.fullmatch(r'(\s*"(?:[^"\\]|\\.)*")+\s*', init), "%s: the %s field %r is not a string literal: teach this test" % (where, field, init))
+    return "".join(json.loads(p) for p in parts)
+
+
+def route_template(f, where):
+    """(template, methods) of one route's fields: template is the path with "{}" for each
+    parameter segment (the slug; for a DAPI_ROUTE_ANY route, the segments of its `name`
+    pattern), or ending in "*" for a prefix route that has no such pattern."""
+    prefix = _c_string(f.get("prefix"), where, "prefix")
+    check(isinstance(prefix, str) and prefix.startswith("/"), "%s: unexpected route prefix %r: teach this test" % (where, f.get("prefix")))
+    allow = _c_string(f.get("allow", "NULL"), where, "allow")
+    check(isinstance(allow, str) and re.match(r"^([A-Z]+(, [A-Z]+)*)?$", allow), "%s: the allow field of %s is not an Allow list" % (where, prefix))
+    name = _c_string(f.get("name", "NULL"), where, "name")
+    suffix = f.get("suffix", "NULL")
+    if suffix == "NULL":
+        template = prefix
+    elif suffix == "DAPI_ROUTE_ANY":
+        # the handler parses the rest of the path; its metrics name says what it accepts
+        if name and "*" not in name:
+            check(name.startswith(prefix), "%s: the name %r of the prefix route %s does not start with the prefix" % (where, name, prefix))
+            template = _template(name)
+        else:
+            template = prefix + "*"
+    else:
+        template = prefix + "{}" + _c_string(suffix, where, "suffix")
+    if name and suffix != "DAPI_ROUTE_ANY":
+        eq(_template(name), template, "%s: the metrics name of %s vs its path" % (where, prefix))
+    return template, set(allow.lower().split(", ")) - {""}
+
+
+def parse_route_tables(text, rel):
+    """{table: [(template, methods)]} of every `struct dapi_route NAME[] = {...}` in the C
+    source text (see route_template)."""
+    tables = {}
+    text = _strip_comments(text)
+    for m in re.finditer(r"struct\s+dapi_route\s+(\w+)\s*\[\s*\]\s*=\s*\{", text):
+        depth, i = 1, m.end()
+        while depth:
+            check(i < len(text), "%s %s: the table does not end" % (rel, m.group(1)))
+            if text[i] in "\"'":
+                i = _literal_end(text, i)
+                continue
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        where = "%s %s" % (rel, m.group(1))
+        tables[m.group(1)] = [route_template(_route_fields(e, where), where) for e in _split_top(text[m.end() : i - 1])]
+    return tables
+
+
 def route_tables():
-    """{(file, table): [(template, methods)]} of every `struct dapi_route NAME[]` table in
-    src/: template is the path with "{}" for the slug segment ("*" ending a prefix route)."""
+    """{(file, table): [(template, methods)]} of every route table in src/."""
     tables = {}
     for dirpath, _, files in os.walk(os.path.join(ROOT, "src")):
         for fn in sorted(files):
@@ -339,30 +449,8 @@ def route_tables():
                 continue
             path = os.path.join(dirpath, fn)
             rel = os.path.relpath(path, ROOT)
-            text = re.sub(r"/\*.*?\*/", "", open(path, encoding="utf-8").read(), flags=re.S)
-            for m in re.finditer(r"struct\s+dapi_route\s+(\w+)\s*\[\s*\]\s*=\s*\{", text):
-                depth, i = 1, m.end()
-                while depth:
-                    depth += {"{": 1, "}": -1}.get(text[i], 0)
-                    i += 1
-                body = text[m.end() : i - 1]
-                routes = []
-                for entry in _split_top(body):
-                    check(entry.startswith("{") and entry.endswith("}"), "%s %s: cannot read the entry %r" % (rel, m.group(1), entry))
-                    fields = _split_top(entry[1:-1])
-                    strs = [json.loads(f) if f.startswith('"') else f for f in fields]
-                    check(len(strs) >= 5 and isinstance(strs[0], str) and strs[0].startswith("/"), "%s: unexpected route entry %r: teach this test" % (rel, entry))
-                    prefix, suffix, allow = fields[0], fields[1], strs[4]
-                    check(isinstance(allow, str) and re.match(r"^([A-Z]+(, [A-Z]+)*)?$", allow), "%s: the 5th field of %r is not an Allow list" % (rel, entry))
-                    prefix = json.loads(prefix)
-                    if suffix == "NULL":
-                        template = prefix
-                    elif suffix == "DAPI_ROUTE_ANY":
-                        template = prefix + "*"
-                    else:
-                        template = prefix + "{}" + json.loads(suffix)
-                    routes.append((template, set(allow.lower().split(", ")) - {""}))
-                tables[(rel, m.group(1))] = routes
+            for name, routes in parse_route_tables(open(path, encoding="utf-8").read(), rel).items():
+                tables[(rel, name)] = routes
     return tables
 
 
@@ -417,17 +505,78 @@ def test_every_route_is_described_and_every_described_route_exists():
 
 
 def test_route_parser_sees_a_new_route():
-    """The parser above would notice an undescribed route: a table with one more entry,
-    written as api.c writes them, yields it."""
+    """The parser above reads the route tables as C does, and would notice an undescribed
+    route: a table with more entries, written as api.c writes them, yields them."""
+    # its field list is struct dapi_route's
+    api_h = _strip_comments(open(os.path.join(ROOT, "src", "api", "api.h"), encoding="utf-8").read())
+    m = re.search(r"struct\s+dapi_route\s*\{(.*?)\};", api_h, re.S)
+    check(m, "struct dapi_route is not in src/api/api.h")
+    names = []
+    for decl in m.group(1).split(";"):
+        decl = re.sub(r"\(\s*\*\s*(\w+)\s*\)\s*\(.*\)", r"\1", decl.strip(), flags=re.S)  # function pointers
+        names += [n.strip().lstrip("*").strip() for n in re.sub(r"^(const\s+)?(struct\s+)?\w+\s*", "", decl).split(",") if n.strip()]
+    eq(tuple(names), ROUTE_FIELDS, "the fields of struct dapi_route (src/api/api.h) vs ROUTE_FIELDS")
+
     t = route_tables()[("src/api/api.c", "routes")]
     check(len(t) >= 3 and ("/api/queries/{}/results", {"get", "head"}) in t, "parsed %r" % t)
-    body = '{"/api/x", NULL, NULL, 1, "GET", f, NULL, NULL, NULL},\n    {"/api/y/", "/z", NULL, 1, "POST, GET", a, b, c,\n     NULL},'
-    fields = [_split_top(e[1:-1]) for e in _split_top(body)]
-    eq([f[0] for f in fields], ['"/api/x"', '"/api/y/"'], "prefixes")
-    eq(fields[1][4], '"POST, GET"', "allow of a two-line entry")
+    check(("/api/layers/{}/tables/{}", {"get", "head"}) in t, "the discovery route (by its name): parsed %r" % t)
+    src = """
+    /* a comment with a route in it: {"/api/c", NULL, NULL, 1, "GET", f, NULL, NULL, NULL, NULL}, */
+    static const struct dapi_route routes[] = {
+        {"/api/x", NULL, NULL, 1, "GET", f, NULL, NULL, NULL, "/api/x"}, // a line comment {
+        {"/api/y/", "/z", NULL, 1, "POST, GET", a, b, c,
+         NULL, "/api/y/{slug}/z"},
+        {"/api/files/", DAPI_ROUTE_ANY, NULL, 0, "GET", g, NULL, NULL, NULL, "/api/files/*"},
+        {"/api/t/", DAPI_ROUTE_ANY, NULL, 1, "GET, HEAD", d, d, NULL, NULL, "/api/t/{a}/b/{c}"},
+        {"/api/old", NULL, NULL, 1, "PUT", NULL, NULL, NULL, p},
+        {.prefix = "/api/d", .allow = "DELETE", .other = del, .name = "/api/d"},
+    };"""
+    eq(parse_route_tables(src, "x.c"), {"routes": [
+        ("/api/x", {"get"}),
+        ("/api/y/{}/z", {"post", "get"}),
+        ("/api/files/*", {"get"}),  # refused by the test above: a prefix route without a pattern
+        ("/api/t/{}/b/{}", {"get", "head"}),
+        ("/api/old", {"put"}),  # the name is optional
+        ("/api/d", {"delete"}),
+    ]}, "routes parsed")
+    for bad, why in (
+        ('{"/api/x", NULL, NULL, 1, "GET", f, NULL, NULL, NULL, "/api/x", extra}', "more initializers"),
+        ('{"/api/x", NULL, NULL, 1, "GET", f, NULL, NULL, NULL, "/api/other"}', "metrics name"),
+        ('{"/api/t/", DAPI_ROUTE_ANY, NULL, 1, "GET", d, NULL, NULL, NULL, "/elsewhere/{a}"}', "does not start with the prefix"),
+        ('{PREFIX, NULL, NULL, 1, "GET", f, NULL, NULL, NULL, NULL}', "teach this test"),
+        ('{.path = "/api/x"}', "teach this test"),
+    ):
+        try:
+            parse_route_tables("static const struct dapi_route r[] = {%s};" % bad, "x.c")
+        except AssertionError as e:
+            check(why in str(e), "%s: %s" % (bad, e))
+            continue
+        h.fail("the parser accepted %s" % bad)
 
 
 # --------------------------------------------------------------------------- examples
+
+
+def check_text_example(what, body, example):
+    """A text example is an excerpt of the Prometheus text answer: each of its comment lines
+    (`# HELP`, `# TYPE`) is a line of the answer, in the same order, and each of its samples
+    is a series of the answer (name and labels; the value may differ, but is a number)."""
+    lines = body.split("\n")
+    series = {}
+    for line in lines:
+        if line and not line.startswith("#"):
+            s, _, v = line.rpartition(" ")
+            series[s] = v
+    at = 0
+    for line in example.rstrip("\n").split("\n"):
+        if line.startswith("#"):
+            check(line in lines[at:], "%s: the example's line %r is not in the answer (after line %d)" % (what, line, at))
+            at = lines.index(line, at) + 1
+        else:
+            s, _, v = line.rpartition(" ")
+            float(v)  # the example's value is a number
+            check(s in series, "%s: the example's series %r is not in the answer" % (what, s))
+            float(series[s])
 
 
 class Runner:
@@ -441,6 +590,7 @@ class Runner:
                 if m in METHODS:
                     self.ops[op["operationId"]] = (p, m, op)
         self.cache = {}
+        self.headers_seen = set()  # documented text headers that answers carried
 
     def params(self, op):
         return [_resolve(self.doc, p) for p in op.get("parameters", [])]
@@ -523,21 +673,39 @@ class Runner:
         what = "%s example %r" % (op_id, name)
         expect_status(r, int(status), what)
         for hname, hdef in resp.get("headers", {}).items():
-            if _resolve(self.doc, hdef).get("required"):
+            hdef = _resolve(self.doc, hdef)
+            if hdef.get("required"):
                 check(r.headers.get(hname.lower()), "%s: no %s header" % (what, hname))
-        schema = resp["content"]["application/json"]["schema"]
-        body = jparse(r)
+            if r.headers.get(hname.lower()) is not None and hdef["schema"].get("type") == "string":
+                try:  # a text header present is as documented (Server-Timing's pattern…)
+                    validate(self.doc, hdef["schema"], r.headers[hname.lower()])
+                except SchemaError as e:
+                    h.fail("%s: the %s header is not as documented: %s" % (what, hname, e))
+                self.headers_seen.add(hname)
+        ctype = r.headers.get("content-type", "")
+        check(ctype in resp["content"], "%s: Content-Type %r is not one of the documented %s" % (what, ctype, sorted(resp["content"])))
+        schema = resp["content"][ctype]["schema"]
+        if ctype == "application/json":
+            body = jparse(r)
+        else:
+            check(ctype.startswith("text/plain"), "%s: %s answers: teach this test" % (what, ctype))
+            body = r.body.decode("utf-8")
         try:
             validate(self.doc, schema, body)
         except SchemaError as e:
             h.fail("%s: the answer does not match the documented schema: %s\n  %s" % (what, e, r.short()))
-        if isinstance(example, dict):
+        if isinstance(example, str):
+            check_text_example(what, body, example)
+        elif isinstance(example, dict):
             eq([k for k, _ in h.raw_loads(r.body.decode())], list(example), "%s: keys and their order" % what)
             for k in ("details", "error", "message", "status", "sql_query", "page", "page_number"):
                 if k in example:
                     eq(body[k], example[k], "%s: %s" % (what, k))
             if "data" in example:  # the example shows the first rows of the answer
                 eq(body["data"][: len(example["data"])], example["data"], "%s: the first rows" % what)
+            for k in ("checks", "columns", "layer", "name", "row_count", "row_count_exact"):
+                if k in example:  # the sample lake's: the same on every machine
+                    eq(body[k], example[k], "%s: %s" % (what, k))
 
 
 @h.timeout(300)
@@ -555,7 +723,9 @@ def test_examples_run_against_a_live_server():
                 status = min(st for st in op["responses"] if st.startswith("2"))
                 resp = _resolve(doc, op["responses"][status])
                 r = run.request(op_id, None)
-                run.check_response(op_id, "(no input)", r, status, resp, None)
+                # the response's example, when it has exactly one, is what this answer shows
+                exs = [ex["value"] for c in resp.get("content", {}).values() for ex in c.get("examples", {}).values()]
+                run.check_response(op_id, "(no input)", r, status, resp, exs[0] if len(exs) == 1 else None)
                 cases = [(None, status)]
             else:
                 cases = []
@@ -572,3 +742,4 @@ def test_examples_run_against_a_live_server():
                     check(status in heads[p]["responses"], "HEAD %s: %s is not documented" % (p, status))
                     eq(r.body, b"", "HEAD body")
         check(ran >= 15, "only %d examples ran" % ran)
+        check("Server-Timing" in run.headers_seen, "no example's answer had a Server-Timing header")
