@@ -663,6 +663,19 @@ static void note_refused(struct dapi_http *h, int why, const struct dapi_addr *a
     }
 }
 
+/* Connections accepted or refused (n = 0 at start: both families exist from the first
+ * scrape on, at zero). */
+static void count_connection(int refused, uint64_t n)
+{
+    if(refused)
+        dapi_metrics_count("dapi_http_connections_refused_total",
+                           "connections closed at once: over --max-connections or "
+                           "--max-connections-per-client",
+                           n);
+    else
+        dapi_metrics_count("dapi_http_connections_accepted_total", "connections accepted", n);
+}
+
 /* MHD_AcceptPolicyCallback: runs on the event thread that accepted the socket, before
  * libmicrohttpd counts it. A refused socket is closed at once (the client sees the
  * connection closed or reset), so it never occupies anything. */
@@ -687,13 +700,10 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t
     pthread_mutex_unlock(&h->mu);
     if(rc != DAPI_CONNS_OK) {
         note_refused(h, rc, &a, open);
-        dapi_metrics_count("dapi_http_connections_refused_total",
-                           "connections closed at once: over --max-connections or "
-                           "--max-connections-per-client",
-                           1);
+        count_connection(1, 1);
         return MHD_NO;
     }
-    dapi_metrics_count("dapi_http_connections_accepted_total", "connections accepted", 1);
+    count_connection(0, 1);
     return MHD_YES;
 }
 
@@ -1036,6 +1046,8 @@ static void http_free(struct dapi_http *h)
 enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts, char *err,
                               size_t errlen)
 {
+    count_connection(0, 0);
+    count_connection(1, 0);
     *out = NULL;
     struct dapi_http *h = calloc(1, sizeof *h);
     if(!h)

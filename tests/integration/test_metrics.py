@@ -248,3 +248,21 @@ def test_server_timing_on_creation_and_pages():
         again = s.results(slug, 1, key=KEY)
         m2 = re.fullmatch(r"wait;dur=(\d+\.\d{3})", again.headers.get("server-timing", ""))
         check(m2 is not None and float(m2.group(1)) < waited, "a finished query's page waits less than one asked for while it ran: %r vs %r" % (again.headers.get("server-timing"), waited))
+
+
+@h.timeout(30)
+def test_every_family_is_there_from_the_start():
+    """A fresh server's first scrape already has every family the docs list (at zero), so a
+    dashboard or an alert on a counter that has not moved yet finds it."""
+    with Server(keys=[KEY], data_dir=_lake(), name="metrics-fresh") as s:
+        text = _scrape(s).body.decode()
+        families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        for f in ("dapi_http_requests_total", "dapi_http_response_bytes_total", "dapi_http_request_duration_seconds",
+                  "dapi_http_connections", "dapi_http_requests_in_flight", "dapi_http_connections_accepted_total",
+                  "dapi_http_connections_refused_total", "dapi_queries", "dapi_queries_created_total",
+                  "dapi_reuse_hits_total", "dapi_reuse_misses_total", "dapi_query_run_duration_seconds",
+                  "dapi_result_pages_served_total", "dapi_result_rows_served_total", "dapi_result_bytes_served_total",
+                  "dapi_upstream_calls_total", "dapi_pool_jobs", "dapi_state_bytes", "dapi_build_info",
+                  "dapi_process_start_time_seconds"):
+            check(f in families, "family %s in the first scrape" % f)
+        eq(_samples(text).get("dapi_http_connections_refused_total"), 0, "nothing refused yet")
