@@ -88,6 +88,11 @@ struct dapi_req {
         char value[DAPI_REQ_HEADER_VALUE_MAX + 1];
     } added[DAPI_REQ_ADDED_HEADERS];
     int n_added;
+    /* a body of pieces kept by the caller (dapi_req_respond_iov) instead of resp */
+    struct MHD_IoVec iov[DAPI_REQ_IOV_MAX];
+    unsigned niov;
+    void (*release)(void *arg);
+    void *release_arg;
     int fd; /* file body (>= 0) instead of resp */
     uint64_t fd_size;
     const char *ctype;
@@ -203,10 +208,44 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
     pthread_mutex_unlock(&r->mu);
 }
 
+void dapi_req_respond_iov(struct dapi_req *r, int status, const struct dapi_iov *iov, unsigned n,
+                          void (*release)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&r->mu);
+    if(r->answered || n > DAPI_REQ_IOV_MAX) {
+        pthread_mutex_unlock(&r->mu);
+        if(release)
+            release(arg);
+        dapi_error("http: second response for one request dropped");
+        return;
+    }
+    r->status = status;
+    r->niov = 0;
+    r->resp_len = 0;
+    for(unsigned i = 0; i < n; i++)
+        if(iov[i].len) {
+            r->iov[r->niov].iov_base = iov[i].base;
+            r->iov[r->niov++].iov_len = iov[i].len;
+            r->resp_len += iov[i].len;
+        }
+    r->release = release;
+    r->release_arg = arg;
+    answer_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
 static enum MHD_Result queue(struct dapi_req *r)
 {
     struct MHD_Response *resp;
-    if(r->fd >= 0) {
+    if(r->release) {
+        /* the pieces are sent from where they are; release runs when libmicrohttpd is done
+         * with them (also if the response cannot be made) */
+        resp = MHD_create_response_from_iovec(r->iov, r->niov, r->release, r->release_arg);
+        if(!resp)
+            return MHD_NO;
+        r->release = NULL; /* owned by MHD now */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    } else if(r->fd >= 0) {
         resp = MHD_create_response_from_fd64(r->fd_size, r->fd);
         if(!resp)
             return MHD_NO;
@@ -217,8 +256,9 @@ static enum MHD_Result queue(struct dapi_req *r)
         resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
         if(!resp)
             return MHD_NO;
-        r->resp = NULL; /* owned by MHD now */
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        r->resp = NULL;      /* owned by MHD now */
+        if(r->status != 304) /* no content, so no type */
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     }
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
@@ -603,6 +643,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         atomic_store(&r->c->in_request, 0);
     }
     free(r->resp);
+    if(r->release) /* answered, never queued */
+        r->release(r->release_arg);
     if(r->fd >= 0)
         close(r->fd);
     free(r->path);

@@ -666,6 +666,7 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
     v->error = q->error;
     copy_message(v->message, sizeof v->message, q->message ? q->message : "");
     v->result = q->result;
+    v->expires_s = q->created_s + qs->retention_s;
     v->ref = q;
     pthread_mutex_unlock(&qs->lock);
     return DAPI_OK;

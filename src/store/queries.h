@@ -35,7 +35,8 @@ struct dapi_qview {
     enum dapi_err error; /* FAILED: why */
     char message[1024];  /* FAILED: details for the client (a longer one is cut, and says so) */
     struct dapi_result *result;
-    void *ref; /* internal */
+    int64_t expires_s; /* when the slug expires (wall-clock s: creation + retention) */
+    void *ref;         /* internal */
 };
 
 struct dapi_queries;
