@@ -400,7 +400,9 @@ static int valid_v2(const unsigned char *h, uint64_t size)
              index_off == data_off + data_len && pages < size / 16 &&
              index_off + 8 * (2 * pages + 1) == size &&
              pages == rows / DAPI_PAGE_ROWS + (rows % DAPI_PAGE_ROWS != 0);
-    const unsigned char *index = h + (ok ? index_off : 0), *lens = index + 8 * (pages + 1);
+    if(!ok)
+        return 0;
+    const unsigned char *index = h + index_off, *lens = index + 8 * (pages + 1);
     for(uint64_t i = 0; ok && i <= pages; i++) {
         uint64_t off = get64(index + 8 * i);
         if(i == 0) {
@@ -413,6 +415,7 @@ static int valid_v2(const unsigned char *h, uint64_t size)
     }
     return ok && (pages > 0 || data_len == 0);
 }
+
 
 enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
 {
@@ -548,7 +551,7 @@ enum dapi_err dapi_result_page_decode(const struct dapi_result *r, uint64_t page
     uint64_t need = dapi_result_page_size(r, page);
     if(need > cap)
         return DAPI_ERR_TOO_LARGE;
-    if(need == 0)
+    if(page == 0 || page > r->pages)
         return DAPI_OK;
     if(!r->compressed) {
         const char *data;
