@@ -9,7 +9,6 @@
 #include "base/json.h"
 #include "base/log.h"
 #include "dapi/err.h"
-#include "store/codec.h"
 #include "store/pagecache.h"
 #include "store/result.h"
 
@@ -217,34 +216,14 @@ void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcom
 
 /* ---- pages of stored results --------------------------------------------------------- */
 
-/* What an answer keeps alive while libmicrohttpd sends it: the envelope around the rows, and
- * the rows themselves (a reference to the mapped result, or to a decoded page). */
-struct page_answer {
-    struct dapi_buf env; /* the envelope's start and end (as zstd frames when compressed) */
-    struct dapi_result *result;
-    struct dapi_page *page;
-};
-
-static void page_answer_free(void *arg)
+static void page_release(void *arg)
 {
-    struct page_answer *a = arg;
-    dapi_buf_free(&a->env);
-    dapi_page_release(a->page);
-    dapi_result_close(a->result);
-    free(a);
+    dapi_page_release(arg);
 }
 
-/* {"query_slug":…,"page":N,"data":[ */
-static void envelope_start(struct dapi_buf *b, const char *slug, const char *page_text)
-{
-    dapi_buf_adds(b, "{\"query_slug\":");
-    dapi_json_str(b, slug, strlen(slug));
-    dapi_buf_addf(b, ",\"page\":%s,\"data\":[", page_text);
-}
-
-/* Caching headers of a finished page (docs/api.md "Caching"): ETag, and Cache-Control
- * private (the owner's only), immutable for as long as the slug lives. Returns 1 when the
- * request's If-None-Match matches: the answer is then 304. */
+/* Caching headers of a finished page (docs/api.md "Compression and caching"): ETag, and
+ * Cache-Control private (the owner's only), immutable for as long as the slug lives. Returns
+ * 1 when the request's If-None-Match matches: the answer is then 304. */
 static int caching_headers(struct dapi_req *r, const struct dapi_page_req *pr,
                            const struct dapi_outcome *o, const char *coding)
 {
@@ -270,65 +249,30 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
         dapi_req_respond(r, 304, NULL, 0, NULL, NULL);
         return;
     }
-    struct page_answer *a = calloc(1, sizeof *a);
-    if(!a) {
-        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
-        return;
-    }
-    dapi_buf_init(&a->env, 4096);
-    struct dapi_iov iov[3];
-    enum dapi_err e = DAPI_OK;
-    if(zstd) {
-        /* [start][stored page frame][end]: zstd decoders read concatenated frames as one
-         * stream, so the page is sent as stored, never compressed again. */
-        const void *frame;
-        size_t flen, dlen;
-        if(dapi_result_page_frame(res, o->page_no, &frame, &flen, &dlen)) {
-            e = DAPI_ERR_IO;
-        } else {
-            struct dapi_buf start;
-            dapi_buf_init(&start, 1024);
-            envelope_start(&start, o->slug, o->page_text);
-            e = dapi_buf_error(&start);
-            if(!e)
-                e = dapi_zframe_raw(&a->env, start.data, start.len);
-            size_t end_at = a->env.len;
-            if(!e)
-                e = dapi_zframe_raw(&a->env, "]}", 2);
-            dapi_buf_free(&start);
-            if(!e) {
-                a->result = dapi_result_ref(res);
-                iov[0] = (struct dapi_iov){a->env.data, end_at};
-                iov[1] = (struct dapi_iov){frame, flen};
-                iov[2] = (struct dapi_iov){a->env.data + end_at, a->env.len - end_at};
-                dapi_req_add_header(r, "Content-Encoding", "zstd");
-            }
-        }
-    } else {
-        const char *rows = "";
-        size_t len = 0;
-        if(!compressed) { /* DAPIRES1: the rows as stored */
-            dapi_result_page_plain(res, o->page_no, &rows, &len);
-            a->result = dapi_result_ref(res);
-        } else if(!(e = dapi_page_cache_get(pr->cache, res, o->page_no, &a->page))) {
-            rows = dapi_page_data(a->page, &len);
-        }
-        envelope_start(&a->env, o->slug, o->page_text);
-        if(!e)
-            e = dapi_buf_error(&a->env);
-        iov[0] = (struct dapi_iov){a->env.data, a->env.len};
-        iov[1] = (struct dapi_iov){rows, len};
-        iov[2] = (struct dapi_iov){"]}", 2};
-    }
+    /* {"query_slug":…,"page":N,"data":[ rows ]} */
+    struct dapi_buf head;
+    dapi_buf_init(&head, 1024);
+    dapi_buf_adds(&head, "{\"query_slug\":");
+    dapi_json_str(&head, o->slug, strlen(o->slug));
+    dapi_buf_addf(&head, ",\"page\":%s,\"data\":[", o->page_text);
+    struct dapi_page *pg = NULL;
+    enum dapi_err e = dapi_buf_error(&head);
+    if(!e)
+        e = dapi_page_cache_get(pr->cache, res, o->page_no,
+                                zstd ? DAPI_PAGE_ZSTD : DAPI_PAGE_PLAIN, head.data, "]}", &pg);
+    dapi_buf_free(&head);
     if(e) {
-        page_answer_free(a);
         dapi_log(DAPI_LOG_WARN, "results: page %s of %s cannot be read: %s", o->page_text, o->slug,
                  dapi_err_message(e));
         dapi_respond_err(r, e == DAPI_ERR_NOMEM ? e : DAPI_ERR_INTERNAL,
                          e == DAPI_ERR_NOMEM ? NULL : "the stored result is damaged");
         return;
     }
-    dapi_req_respond_iov(r, 200, iov, 3, page_answer_free, a);
+    if(zstd)
+        dapi_req_add_header(r, "Content-Encoding", "zstd");
+    size_t len;
+    const char *body = dapi_page_data(pg, &len);
+    dapi_req_respond_kept(r, 200, body, len, page_release, pg);
 }
 
 void dapi_respond_page_outcome(void *ctx, enum dapi_err err, const struct dapi_outcome *o)

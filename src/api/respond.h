@@ -60,9 +60,9 @@ struct dapi_page_req {
     const char *if_none_match;     /* NULL: absent */
 };
 /* The dapi_backend_done of a results request (ctx: a malloc'd struct dapi_page_req, freed).
- * A page of a stored result is sent without copying its rows: as its stored zstd frame
- * between two small frames of the envelope (Content-Encoding: zstd) when accepted, else
- * decoded (through the page cache). A finished page carries ETag and Cache-Control and
+ * A page of a stored result is sent from the page cache (store/pagecache.h), not copied: as
+ * its stored zstd frame between two small frames of the envelope (Content-Encoding: zstd)
+ * when accepted, else decoded. A finished page carries ETag and Cache-Control and
  * answers a matching If-None-Match with 304. Other outcomes: dapi_respond_outcome. */
 void dapi_respond_page_outcome(void *ctx, enum dapi_err err, const struct dapi_outcome *out);
 

@@ -88,9 +88,8 @@ struct dapi_req {
         char value[DAPI_REQ_HEADER_VALUE_MAX + 1];
     } added[DAPI_REQ_ADDED_HEADERS];
     int n_added;
-    /* a body of pieces kept by the caller (dapi_req_respond_iov) instead of resp */
-    struct MHD_IoVec iov[DAPI_REQ_IOV_MAX];
-    unsigned niov;
+    /* a body kept by the caller (dapi_req_respond_kept) instead of resp */
+    const void *kept;
     void (*release)(void *arg);
     void *release_arg;
     int fd; /* file body (>= 0) instead of resp */
@@ -208,26 +207,19 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
     pthread_mutex_unlock(&r->mu);
 }
 
-void dapi_req_respond_iov(struct dapi_req *r, int status, const struct dapi_iov *iov, unsigned n,
-                          void (*release)(void *arg), void *arg)
+void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, size_t len,
+                           void (*release)(void *arg), void *arg)
 {
     pthread_mutex_lock(&r->mu);
-    if(r->answered || n > DAPI_REQ_IOV_MAX) {
+    if(r->answered) {
         pthread_mutex_unlock(&r->mu);
-        if(release)
-            release(arg);
+        release(arg);
         dapi_error("http: second response for one request dropped");
         return;
     }
     r->status = status;
-    r->niov = 0;
-    r->resp_len = 0;
-    for(unsigned i = 0; i < n; i++)
-        if(iov[i].len) {
-            r->iov[r->niov].iov_base = iov[i].base;
-            r->iov[r->niov++].iov_len = iov[i].len;
-            r->resp_len += iov[i].len;
-        }
+    r->kept = body;
+    r->resp_len = len;
     r->release = release;
     r->release_arg = arg;
     answer_locked(r);
@@ -238,9 +230,9 @@ static enum MHD_Result queue(struct dapi_req *r)
 {
     struct MHD_Response *resp;
     if(r->release) {
-        /* the pieces are sent from where they are; release runs when libmicrohttpd is done
-         * with them (also if the response cannot be made) */
-        resp = MHD_create_response_from_iovec(r->iov, r->niov, r->release, r->release_arg);
+        /* sent from where it is; release runs when libmicrohttpd is done with it */
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(r->resp_len, (void *)r->kept,
+                                                                      r->release, r->release_arg);
         if(!resp)
             return MHD_NO;
         r->release = NULL; /* owned by MHD now */

@@ -88,18 +88,14 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
 #define DAPI_REQ_HEADER_VALUE_MAX 127
 int dapi_req_add_header(struct dapi_req *r, const char *name, const char *value);
 
-/* Sends a body of n pieces (at most DAPI_REQ_IOV_MAX; empty ones are skipped) sent from
- * where they are, not copied: they must stay valid until release(arg) is called, once, by
- * the server when it no longer needs them (also when the request ends unanswered, and at
- * once when the request was already answered). Content-Type is application/json.
- * Callable from any thread, exactly once per request. */
-#define DAPI_REQ_IOV_MAX 4
-struct dapi_iov {
-    const void *base;
-    size_t len;
-};
-void dapi_req_respond_iov(struct dapi_req *r, int status, const struct dapi_iov *iov, unsigned n,
-                          void (*release)(void *arg), void *arg);
+/* Sends len bytes at body, not copied: they must stay valid until release(arg) is called,
+ * once, by the server when it no longer needs them (also when the request ends unanswered,
+ * and at once when the request was already answered). One contiguous body on purpose:
+ * libmicrohttpd sends it with the headers in one system call, where a body of several
+ * pieces (MHD_create_response_from_iovec) takes one more per answer. Content-Type is
+ * application/json. Callable from any thread, exactly once per request. */
+void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, size_t len,
+                           void (*release)(void *arg), void *arg);
 
 /* Sends the open file fd (size bytes, taken: closed by the server) as the body, with the
  * given Content-Type. Callable from any thread, exactly once per request. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "store/codec.h"
 #include "store/pagecache.h"
 #include "store/result.h"
 #include "t.h"
@@ -53,7 +54,7 @@ static int right_page(struct dapi_page *p, uint64_t page)
 static struct dapi_page *get(struct dapi_page_cache *c, struct dapi_result *r, uint64_t page)
 {
     struct dapi_page *p = NULL;
-    T_EQ_INT(dapi_page_cache_get(c, r, page, &p), DAPI_OK);
+    T_EQ_INT(dapi_page_cache_get(c, r, page, DAPI_PAGE_PLAIN, "", "", &p), DAPI_OK);
     T_CHECK(p && right_page(p, page), "page %llu decoded right", (unsigned long long)page);
     return p;
 }
@@ -107,13 +108,58 @@ static void test_bound_and_lru(void)
     dapi_page_cache_free(c);
     /* a page past the end is empty */
     c = dapi_page_cache_new(1 << 20);
-    T_EQ_INT(dapi_page_cache_get(c, r, 21, &p), DAPI_OK);
+    T_EQ_INT(dapi_page_cache_get(c, r, 21, DAPI_PAGE_PLAIN, "", "", &p), DAPI_OK);
     size_t len = 9;
     T_CHECK(p && dapi_page_data(p, &len) && len == 0, "page 21 is empty");
     dapi_page_release(p);
     dapi_page_cache_free(c);
     dapi_page_release(NULL);
     dapi_page_cache_free(NULL);
+    dapi_result_close(r);
+}
+
+/* The forms of a body: head and tail around the rows; for zstd, the stored frame between two
+ * raw frames of head and tail. Bodies with another head, tail or form are other entries. */
+static void test_forms(void)
+{
+    struct dapi_result *r = make_result(300);
+    if(!r)
+        return;
+    struct dapi_page_cache *c = dapi_page_cache_new(1 << 20);
+    struct dapi_page *a = NULL, *b = NULL, *z = NULL, *z2 = NULL;
+    T_EQ_INT(dapi_page_cache_get(c, r, 2, DAPI_PAGE_PLAIN, "{\"h\":[", "]}", &a), DAPI_OK);
+    T_EQ_INT(dapi_page_cache_get(c, r, 2, DAPI_PAGE_PLAIN, "{\"other\":[", "]}", &b), DAPI_OK);
+    T_EQ_INT(dapi_page_cache_get(c, r, 2, DAPI_PAGE_ZSTD, "{\"h\":[", "]}", &z), DAPI_OK);
+    T_CHECK(a && b && z && a != b && a != z, "three entries");
+    if(!a || !b || !z)
+        return;
+    char *rows;
+    size_t rl, len;
+    T_EQ_INT(dapi_result_page_copy(r, 2, &rows, &rl), DAPI_OK);
+    const char *d = dapi_page_data(a, &len);
+    T_CHECK(len == rl + 8 && memcmp(d, "{\"h\":[", 6) == 0 && memcmp(d + 6, rows, rl) == 0 &&
+                memcmp(d + 6 + rl, "]}", 2) == 0,
+            "plain body: head, rows, tail");
+    /* the zstd body, built by hand from its parts */
+    const void *frame;
+    size_t flen, dlen;
+    T_EQ_INT(dapi_result_page_frame(r, 2, &frame, &flen, &dlen), 0);
+    struct dapi_buf want;
+    dapi_buf_init(&want, 1 << 20);
+    dapi_zframe_raw(&want, "{\"h\":[", 6);
+    dapi_buf_add(&want, frame, flen);
+    dapi_zframe_raw(&want, "]}", 2);
+    d = dapi_page_data(z, &len);
+    T_CHECK(len == want.len && memcmp(d, want.data, len) == 0, "zstd body: frames as stored");
+    dapi_buf_free(&want);
+    free(rows);
+    T_EQ_INT(dapi_page_cache_get(c, r, 2, DAPI_PAGE_ZSTD, "{\"h\":[", "]}", &z2), DAPI_OK);
+    T_CHECK(z2 == z, "the same body again (a hit)");
+    dapi_page_release(a);
+    dapi_page_release(b);
+    dapi_page_release(z);
+    dapi_page_release(z2);
+    dapi_page_cache_free(c);
     dapi_result_close(r);
 }
 
@@ -154,7 +200,8 @@ static void *hammer(void *arg)
         w->seed = w->seed * 1103515245u + 12345u;
         uint64_t page = 1 + (w->seed >> 16) % 50;
         struct dapi_page *p = NULL;
-        if(dapi_page_cache_get(w->c, w->r, page, &p) || !right_page(p, page))
+        if(dapi_page_cache_get(w->c, w->r, page, DAPI_PAGE_PLAIN, "", "", &p) ||
+           !right_page(p, page))
             w->bad++;
         dapi_page_release(p);
     }
@@ -194,6 +241,7 @@ int main(void)
         T_DONE();
     snprintf(path, sizeof path, "%s/result.bin", dir);
     test_bound_and_lru();
+    test_forms();
     test_results_apart();
     test_threads();
     T_CHECK(rmdir(dir) == 0, "temp dir empty at the end");
