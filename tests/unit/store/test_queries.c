@@ -876,7 +876,7 @@ static void test_key_quota(void)
      * key's deleted for it. */
     char rp[4096];
     dapi_queries_result_path(qs, a[4], rp, sizeof rp);
-    uint64_t big = t_result_write(qs, a[4], 2000); /* (pages compress well) */
+    uint64_t big = t_result_write(qs, a[4], 1000); /* (pages compress well; 1,024 at most) */
     T_CHECK(big > lim.max_key_bytes, "test setup: %llu bytes", (unsigned long long)big);
     dapi_queries_finish(qs, a[4], DAPI_OK, NULL, big);
     T_EQ_INT(dapi_queries_get(qs, a[4], owner, 1010, &v), DAPI_OK);
