@@ -222,6 +222,10 @@ enum dapi_err dapi_page_cache_get(struct dapi_page_cache *c, const struct dapi_r
     p->form = (int)form;
     p->hash = key_hash(p->id, page, p->form, p->key, p->key_len);
     p->refs = 1;
+    /* Pages past the end are built, not kept: any page number is valid, and those would
+     * push out the pages readers come back for. */
+    if(page == 0 || page > dapi_result_pages(r))
+        c = NULL;
     if(c) {
         pthread_mutex_lock(&c->mu);
         struct dapi_page *hit = lookup(c, p);

@@ -112,6 +112,8 @@ static void test_bound_and_lru(void)
     size_t len = 9;
     T_CHECK(p && dapi_page_data(p, &len) && len == 0, "page 21 is empty");
     dapi_page_release(p);
+    dapi_page_cache_stats(c, &st);
+    T_EQ_INT(st.entries, 0); /* (not kept: any number past the end is a page) */
     dapi_page_cache_free(c);
     dapi_page_release(NULL);
     dapi_page_cache_free(NULL);
