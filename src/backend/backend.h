@@ -96,6 +96,24 @@ void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, cons
                        const char *slug, const char *page_text);
 void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outcome *out);
 
+/* An admission slot a request holds (dapi_queries_admit) while a worker handles it, and the
+ * reply that answers the request: that reply gives the slot back BEFORE it answers, because
+ * the client's next request can arrive the moment it reads the answer and must find the slot
+ * free (with --max-queries-per-key 1 it would be refused otherwise). */
+struct dapi_slot {
+    struct dapi_reply client;
+    struct dapi_queries *queries;
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    int held;
+};
+/* Starts holding key's slot; answer through the returned reply. */
+struct dapi_reply dapi_slot_reply(struct dapi_slot *s, struct dapi_reply client,
+                                  struct dapi_queries *queries, const unsigned char *key);
+/* Gives the slot back unless given back or kept already (idempotent). */
+void dapi_slot_give_back(struct dapi_slot *s);
+/* The slot now belongs to a query (dapi_queries_hold moved it): never given back here. */
+void dapi_slot_keep(struct dapi_slot *s);
+
 /* ---- the interface ----------------------------------------------------------------- */
 
 struct dapi_backend_ops {
@@ -175,11 +193,14 @@ enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const 
 
 /* Runs sql into a result file at path (for Nekt: over downloaded Parquet files, so SQL errors
  * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"), a user's limited to scope (NULL:
- * every layer; ignored from_upstream). *details receives an owned explanation on error. */
+ * every layer; ignored from_upstream). live_slug (may be NULL): the query whose result this
+ * is — its complete pages are served while it runs (dapi_queries_set_live). *details receives
+ * an owned explanation on error. */
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
                                         struct dapi_econn *conn, const char *sql,
                                         const struct dapi_scope *scope, const char *path,
-                                        int from_upstream, uint64_t *bytes, char **details);
+                                        const char *live_slug, int from_upstream, uint64_t *bytes,
+                                        char **details);
 
 /* The outcome of a query that could not be created: DAPI_ERR_BUSY (store full, no space on
  * the state disk) is 503 + Retry-After 30; why (may be NULL or "") becomes "details". */

@@ -15,12 +15,17 @@
  * Written to a unique temporary name, fsynced, then renamed: a result file that exists is
  * complete. dapi_result_open checks every offset and length, so a damaged file is refused
  * or, for a damaged frame, fails to decode — it never makes us read or write out of bounds.
- * Serving page p is one lookup, whatever p is: its frame as stored, or decoded. */
+ * Serving page p is one lookup, whatever p is: its frame as stored, or decoded.
+ *
+ * While the result is written, its complete pages can be served already (a "live" result,
+ * below): the writer publishes each page once its frame is written to the temporary file,
+ * never a partial one, and a reader decodes a published page from that file. */
 #ifndef DAPI_RESULT_H
 #define DAPI_RESULT_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include "base/buf.h"
 #include "dapi/err.h"
 #include "engine/engine.h"
 
@@ -51,6 +56,30 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
 const char *dapi_result_writer_error(const struct dapi_result_writer *w);
 /* Frees the writer; removes the temporary file if not finished. */
 void dapi_result_writer_free(struct dapi_result_writer *w);
+
+/* ---- the published pages of a result being written ------------------------------------
+ * Reference-counted and independent of the writer's lifetime: it reads the temporary file
+ * through its own descriptor, so the bytes stay readable after the rename (finished) or the
+ * unlink (failed). Thread-safe: one writer publishes, any thread reads. */
+struct dapi_result_live;
+
+/* The writer's live result (a new reference: release with dapi_result_live_unref). */
+struct dapi_result_live *dapi_result_writer_live(struct dapi_result_writer *w);
+/* cb(arg, pages) is called on the writing thread each time more pages are published (pages:
+ * how many are now). Set before the first row. */
+void dapi_result_writer_on_publish(struct dapi_result_writer *w,
+                                   void (*cb)(void *arg, uint64_t pages), void *arg);
+void dapi_result_live_ref(struct dapi_result_live *l);
+void dapi_result_live_unref(struct dapi_result_live *l);
+/* Pages published so far (complete and readable). */
+uint64_t dapi_result_live_pages(struct dapi_result_live *l);
+/* Someone waits for page (0: nobody): the writer publishes as soon as that page is complete
+ * rather than at its next periodic flush. */
+void dapi_result_live_want(struct dapi_result_live *l, uint64_t page);
+/* THE way to the bytes of a page of a result being written: appends page's rows (1-based,
+ * decoded: the same bytes dapi_result_page_copy gives once the result is finished) to out. 1: done; 0: not
+ * published (yet); -1: it cannot be read (I/O error, no memory). */
+int dapi_result_live_page(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out);
 
 struct dapi_result; /* an opened (mapped) result, reference-counted */
 

@@ -4,6 +4,7 @@ same bytes after decoding; Vary, ETag / If-None-Match / 304 and Cache-Control on
 pages only; files of the previous format (DAPIRES1) still served after an upgrade."""
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -31,9 +32,11 @@ def _page(s, slug, page, headers=None):
 
 
 def _ready(s, sql):
+    """Creates the query and waits for the end of its run (a page past the end waits for it:
+    earlier pages may be served while it runs, without caching headers)."""
     slug = s.create(sql)
-    r = _page(s, slug, 1)
-    expect_status(r, 200, "page 1 of %s" % sql[:60])
+    r = _page(s, slug, 10 ** 12)
+    expect_status(r, 200, "the end of %s" % sql[:60])
     return slug
 
 
@@ -137,30 +140,51 @@ def test_etag_and_304():
         check(_page(s, slug2, 1).headers.get("etag") not in (tag, ztag), "new result, new ETag")
 
 
+def _no_caching(r, what):
+    for hname in ("etag", "cache-control"):
+        eq(r.headers.get(hname), None, "%s on %s" % (hname, what))
+
+
 def test_no_caching_headers_on_errors_and_unfinished_pages():
-    args = ["--result-wait", "1", "--query-timeout", "60"]
-    with Server(keys=[KEY], args=args, name="compress-nocache") as s:
-        def no_caching(r, what):
-            for hname in ("etag", "cache-control"):
-                eq(r.headers.get(hname), None, "%s on %s" % (hname, what))
+    with Server(keys=[KEY], args=["--result-wait", "1", "--query-timeout", "60"],
+                name="compress-nocache") as s:
         r = _page(s, "dapi-query-doesnotexist0000000000", 1, {"If-None-Match": "*"})
         expect_error(r, 404, "Query not found")
-        no_caching(r, "404")
+        _no_caching(r, "404")
         slug = _ready(s, "SELECT 1 AS x")
         r = _page(s, slug, "abc")
         eq(r.status, 400, "bad page")
-        no_caching(r, "400")
+        _no_caching(r, "400")
         # a failed query
         bad = s.create("SELECT CAST('x' AS INTEGER) AS n")
         r = _page(s, bad, 1, {"If-None-Match": "*"})
         check(r.status >= 400, "failed query: %s" % r.short())
-        no_caching(r, "a failed query's answer")
+        _no_caching(r, "a failed query's answer")
         # a query still running: answered 504 after --result-wait, with no caching headers
         slow = s.create("SELECT count(*) AS n FROM range(1000000000000)")
         r = _page(s, slow, 1, {"If-None-Match": "*", "Accept-Encoding": "zstd"})
         eq(r.status, 504, "still running: %s" % r.short())
-        no_caching(r, "an unfinished query's answer")
+        _no_caching(r, "an unfinished query's answer")
         eq(r.headers.get("content-encoding"), None, "errors are not compressed")
+
+
+def test_pages_of_a_running_query_have_no_caching_headers():
+    """A page served while its query still runs (progressive pages) is plain, without ETag or
+    Cache-Control, whatever the request accepts; once the run is done it has them."""
+    with Server(keys=[KEY], args=["--result-wait", "120"], name="compress-running") as s:
+        running = s.create("SELECT i, md5(repeat(i::VARCHAR, 600))[1:4] AS h FROM range(300000) t(i)")
+        r = _page(s, running, 1, {"If-None-Match": "*", "Accept-Encoding": "zstd"})
+        expect_status(r, 200, "page 1 while running")
+        if re.search(r"query %s (done|failed)" % running, s.stderr_text()):
+            raise h.Skip("the query ended before page 1 was answered (a fast machine)")
+        _no_caching(r, "a page of a running query")
+        eq(r.headers.get("content-encoding"), None, "a page of a running query is sent plain")
+        eq(len(jparse(r)["data"]), 100, "a whole page")
+        _page(s, running, 10 ** 12)  # waits for the end of the run
+        done = _page(s, running, 1, {"Accept-Encoding": "zstd"})
+        check(done.headers.get("etag"), "ETag once finished")
+        eq(done.headers.get("content-encoding"), "zstd", "compressed once finished")
+        eq(_zstd_decode(done.body), r.body, "the page served early is the page served after")
 
 
 def test_on_disk_smaller_than_plain():

@@ -354,6 +354,25 @@ void t_srv_hang(int fd, int ms)
     }
 }
 
+void t_lake_link(const struct t_lake *l, const char *target, const char *rel)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", l->root, rel);
+    T_CHECK(symlink(target, p) == 0, "symlink %s", p);
+}
+
+const char *t_lake_expand(const struct t_lake *l, const char *sql)
+{
+    static char out[8192];
+    size_t n = 0;
+    out[0] = '\0';
+    for(const char *at; (at = strstr(sql, "DATA")) && n < sizeof out; sql = at + 4)
+        n += (size_t)snprintf(out + n, sizeof out - n, "%.*s%s", (int)(at - sql), sql, l->data);
+    if(n < sizeof out)
+        snprintf(out + n, sizeof out - n, "%s", sql);
+    return out;
+}
+
 /* ---- the query registry ---------------------------------------------------------------- */
 
 void t_fresh_dir(char *out, size_t n, const char *root, const char *name)

@@ -82,6 +82,10 @@ int t_lake_make(struct t_lake *l, const char *name);
 /* Opens an engine on l's data and state dirs with o's other settings (memory_limit "1GB" when
  * o leaves it NULL); checks that it opened. NULL on failure. */
 struct dapi_engine *t_engine_open(const struct t_lake *l, struct dapi_engine_opts o);
+/* Makes l->root/rel a symbolic link to target (a check). */
+void t_lake_link(const struct t_lake *l, const char *target, const char *rel);
+/* sql with every DATA replaced by l->data (a static buffer: the next call overwrites it). */
+const char *t_lake_expand(const struct t_lake *l, const char *sql);
 
 /* ---- loopback HTTP: raw sockets, one-message reads and a fake server -------------------
  * Sockets have 2 s send/receive timeouts, so a test that waits for an answer never hangs. */
