@@ -134,8 +134,8 @@ static const struct setting settings[] = {
      "--reuse-max-age for --backend nekt, where a run costs money (0 = never)"},
     {"page-cache-bytes", "DAPI_PAGE_CACHE_BYTES", K_I64, O(page_cache_bytes), "67108864", 0,
      INT64_MAX, NULL,
-     "bytes of decoded result pages kept in memory for clients that do not accept zstd "
-     "(0: decode on every request)"},
+     "bytes of result pages kept in memory ready to send: decoded for clients that do not "
+     "accept zstd, framed for those that do (0: built on every request)"},
     {"result-wait", "DAPI_RESULT_WAIT", K_I64, O(result_wait), "300", 1, 86400, NULL,
      "seconds a results request waits for a running query (504 above)"},
     {"shutdown-grace", "DAPI_SHUTDOWN_GRACE", K_I64, O(shutdown_grace), "10", 0, 3600, NULL,
