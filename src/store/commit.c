@@ -1,6 +1,5 @@
-/* Durable creation records with group commit (see commit.h). The rounds are a leader/follower
- * scheme without a thread of its own: appenders take tickets; a round syncs for every ticket
- * taken before it began. */
+/* Durable creation records with group commit (see commit.h). Appenders take tickets; the
+ * committer thread runs rounds, each syncing for every ticket taken before it began. */
 #include "store/commit.h"
 
 #include <errno.h>
@@ -28,11 +27,25 @@ struct store_commit {
     uint64_t synced;    /* every ticket <= synced is settled */
     uint64_t rounds, checkpoints;
     int busy; /* a round is running */
+    /* The committer thread runs the rounds; work wakes it. */
+    pthread_t thread;
+    pthread_cond_t work;
+    int started, stop;
+    uint64_t replayed;       /* records read back at open */
+    struct pending *pending; /* callbacks waiting for their round */
     /* The tickets of the last failed rounds (a contiguous range) and their error. */
     uint64_t fail_lo, fail_hi;
     int fail_err;
     store_commit_sync_fn sync;
     void *sync_arg;
+};
+
+/* A callback to run once ticket is durable (store_commit_when). */
+struct pending {
+    uint64_t ticket;
+    store_commit_done_fn fn;
+    void *arg;
+    struct pending *next;
 };
 
 static void put32(unsigned char *p, uint32_t v)
@@ -77,6 +90,8 @@ static int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
     }
     return 0;
 }
+
+static void *committer(void *arg);
 
 static int default_sync(int fd, void *arg)
 {
@@ -133,6 +148,7 @@ static int log_replay(struct store_commit *c, store_commit_replay_fn fn, void *a
         gen = get32(h + 4);
         if(fn && (kind == STORE_REC_CREATED || kind == STORE_REC_REMOVED))
             fn(arg, (enum store_rec)kind, (const char *)h + REC_HEAD, len);
+        c->replayed++;
         off += rec_size(len);
     }
     free(buf);
@@ -169,6 +185,7 @@ int store_commit_open(struct store_commit **out, const char *dir, size_t size,
         return ENOMEM;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
+    pthread_cond_init(&c->work, NULL);
     c->sync = default_sync;
     c->size = size ? size : LOG_DEFAULT;
     if(c->size < LOG_MIN)
@@ -184,6 +201,8 @@ int store_commit_open(struct store_commit **out, const char *dir, size_t size,
         e = log_replay(c, fn, arg);
     else
         e = log_make(c); /* new, or made with another size: (re)made whole */
+    if(!e && (e = pthread_create(&c->thread, NULL, committer, c)) == 0)
+        c->started = 1;
     if(e) {
         store_commit_close(c);
         return e;
@@ -196,6 +215,14 @@ void store_commit_close(struct store_commit *c)
 {
     if(!c)
         return;
+    if(c->started) { /* the last rounds first: every pending callback runs */
+        pthread_mutex_lock(&c->lock);
+        c->stop = 1;
+        pthread_cond_signal(&c->work);
+        pthread_mutex_unlock(&c->lock);
+        pthread_join(c->thread, NULL);
+    }
+    pthread_cond_destroy(&c->work);
     if(c->fd >= 0)
         close(c->fd);
     if(c->dirfd >= 0)
@@ -203,6 +230,22 @@ void store_commit_close(struct store_commit *c)
     pthread_cond_destroy(&c->cond);
     pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+int store_commit_begin(struct store_commit *c)
+{
+    if(c->replayed)
+        return store_commit_checkpoint(c);
+    /* Nothing to make durable (a clean stop checkpointed, or a new log): a new generation
+     * without the syncfs, which can take long on a busy file system. */
+    uint32_t gen;
+    if(getrandom(&gen, sizeof gen, 0) != (ssize_t)sizeof gen)
+        gen = (uint32_t)getpid() * 2654435761u;
+    pthread_mutex_lock(&c->lock);
+    c->gen = gen ? gen : 1;
+    c->off = 0;
+    pthread_mutex_unlock(&c->lock);
+    return 0;
 }
 
 int store_commit_checkpoint(struct store_commit *c)
@@ -213,22 +256,38 @@ int store_commit_checkpoint(struct store_commit *c)
     return e;
 }
 
+/* The error of ticket me once settled: that of the failed round that covered it, or 0. */
+static int ticket_error(const struct store_commit *c, uint64_t me)
+{
+    return c->fail_err && me >= c->fail_lo && me <= c->fail_hi ? c->fail_err : 0;
+}
+
 /* Waits for a round that began after ticket me was taken; under the lock. */
 static int wait_round(struct store_commit *c, uint64_t me)
 {
-    while(c->synced < me) {
-        if(c->busy) {
-            /* a round is running: it may have begun before this ticket; wait for the next */
-            pthread_cond_wait(&c->cond, &c->lock);
-            continue;
-        }
-        /* Leader: one sync for every ticket taken so far (this one included). */
+    pthread_cond_signal(&c->work);
+    while(c->synced < me)
+        pthread_cond_wait(&c->cond, &c->lock);
+    return ticket_error(c, me);
+}
+
+/* The committer: one round (one sync) for every ticket taken before it began, then the
+ * waiters wake and the callbacks of the settled tickets run (outside the lock). */
+static void *committer(void *arg)
+{
+    struct store_commit *c = arg;
+    pthread_mutex_lock(&c->lock);
+    for(;;) {
+        while(c->synced == c->taken && !c->stop)
+            pthread_cond_wait(&c->work, &c->lock);
+        if(c->synced == c->taken && c->stop)
+            break;
         uint64_t upto = c->taken, from = c->synced;
         c->busy = 1;
         store_commit_sync_fn fn = c->sync;
-        void *arg = c->sync_arg;
+        void *sarg = c->sync_arg;
         pthread_mutex_unlock(&c->lock);
-        int e = fn(c->fd, arg);
+        int e = fn(c->fd, sarg);
         pthread_mutex_lock(&c->lock);
         c->rounds++;
         if(e) {
@@ -240,16 +299,57 @@ static int wait_round(struct store_commit *c, uint64_t me)
         c->synced = upto;
         c->busy = 0;
         pthread_cond_broadcast(&c->cond);
+        struct pending *due = NULL, **pp = &c->pending;
+        while(*pp) {
+            struct pending *p = *pp;
+            if(p->ticket <= upto) {
+                *pp = p->next;
+                p->next = due;
+                due = p;
+            } else {
+                pp = &p->next;
+            }
+        }
+        if(due) {
+            pthread_mutex_unlock(&c->lock);
+            for(struct pending *p = due, *next; p; p = next) {
+                next = p->next;
+                p->fn(p->arg, e);
+                free(p);
+            }
+            pthread_mutex_lock(&c->lock);
+        }
     }
-    return c->fail_err && me >= c->fail_lo && me <= c->fail_hi ? c->fail_err : 0;
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+void store_commit_when(struct store_commit *c, uint64_t ticket, store_commit_done_fn fn, void *arg)
+{
+    struct pending *p = malloc(sizeof *p);
+    pthread_mutex_lock(&c->lock);
+    if(c->synced >= ticket || !p) {
+        /* settled already (or no memory to wait: wait here) */
+        int e = c->synced >= ticket ? ticket_error(c, ticket) : wait_round(c, ticket);
+        pthread_mutex_unlock(&c->lock);
+        free(p);
+        fn(arg, e);
+        return;
+    }
+    *p = (struct pending){ticket, fn, arg, c->pending};
+    c->pending = p;
+    pthread_cond_signal(&c->work);
+    pthread_mutex_unlock(&c->lock);
 }
 
 int store_commit_add(struct store_commit *c, enum store_rec kind, const char *data, size_t len,
-                     int wait)
+                     int wait, uint64_t *ticket)
 {
     size_t need = rec_size(len);
-    if(len > UINT32_MAX || need > c->size)
-        return wait && syncfs(c->dirfd) ? errno : 0; /* too large for the log: sync it all */
+    if(ticket)
+        *ticket = 0;                       /* (0: nothing to wait for) */
+    if(len > UINT32_MAX || need > c->size) /* too large for the log: sync it all */
+        return (wait || ticket) && syncfs(c->dirfd) ? errno : 0;
     unsigned char *rec = calloc(1, need);
     if(!rec)
         return ENOMEM;
@@ -271,6 +371,8 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
     if(!e) {
         c->off += need;
         uint64_t me = ++c->taken;
+        if(ticket)
+            *ticket = me;
         if(wait)
             e = wait_round(c, me);
     }

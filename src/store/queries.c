@@ -332,7 +332,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     int e = store_commit_open(&qs->commit, qs->dir, 0, store_replay_record, &replay);
     size_t restored = e ? 0 : store_replay_apply(qs, &replay);
     if(!e)
-        e = store_commit_checkpoint(qs->commit);
+        e = store_commit_begin(qs->commit);
     if(e) {
         store_replay_apply(qs, &replay); /* (frees it) */
         snprintf(err, errlen, "cannot open the creation log in %s: %s", qs->dir, strerror(e));
@@ -525,11 +525,43 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
                                        NULL, why, whylen);
 }
 
+static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_hash,
+                            const struct dapi_scope *scope, const char *sql, const char *upstream,
+                            const struct dapi_reuse *ru, int64_t now_s, char *slug_out,
+                            enum dapi_reused *reused, char *why, size_t whylen, uint64_t *ticket);
+
 enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigned char *key_hash,
                                           const struct dapi_scope *scope, const char *sql,
                                           const char *upstream, const struct dapi_reuse *ru,
                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
                                           char *why, size_t whylen)
+{
+    return create(qs, key_hash, scope, sql, upstream, ru, now_s, slug_out, reused, why, whylen,
+                  NULL);
+}
+
+enum dapi_err dapi_queries_create_deferred(struct dapi_queries *qs, const unsigned char *key_hash,
+                                           const struct dapi_scope *scope, const char *sql,
+                                           const char *upstream, const struct dapi_reuse *ru,
+                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
+                                           char *why, size_t whylen, uint64_t *ticket)
+{
+    return create(qs, key_hash, scope, sql, upstream, ru, now_s, slug_out, reused, why, whylen,
+                  ticket);
+}
+
+void dapi_queries_when_durable(struct dapi_queries *qs, uint64_t ticket,
+                               void (*fn)(void *arg, int err), void *arg)
+{
+    store_commit_when(qs->commit, ticket, fn, arg);
+}
+
+/* Registers a new query; its record is durable when this returns (ticket NULL) or once
+ * ticket's round has run (the caller answers the creation only then). */
+static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_hash,
+                            const struct dapi_scope *scope, const char *sql, const char *upstream,
+                            const struct dapi_reuse *ru, int64_t now_s, char *slug_out,
+                            enum dapi_reused *reused, char *why, size_t whylen, uint64_t *ticket)
 {
     enum dapi_err result;
     enum dapi_reused how = DAPI_REUSED_NONE;
@@ -623,7 +655,7 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
         }
     }
     struct meta m = store_meta_of(q);
-    int e = store_record_meta(qs, &m); /* durable before the creation is answered */
+    int e = store_record_meta(qs, &m, ticket); /* durable before the creation is answered */
     if(e) {
         store_remove_dir(qs, q->slug);
         result = store_storage_error(e, "to record the query", why, whylen);

@@ -122,8 +122,9 @@ struct meta store_meta_of(const struct query *q);
  * disk is full). */
 int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int durable);
 /* Records a new query durably (created.json + meta.json, group commit) before its creation
- * is answered. Returns 0 or an errno value. */
-int store_record_meta(const struct dapi_queries *qs, const struct meta *m);
+ * is answered: waits for it (ticket NULL), or returns its ticket in the creation log.
+ * Returns 0 or an errno value. */
+int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint64_t *ticket);
 /* The client's error for a failed write of the state dir (errno e); why names the setting. */
 enum dapi_err store_storage_error(int e, const char *what, char *why, size_t n);
 void store_remove_dir(const struct dapi_queries *qs, const char *slug);

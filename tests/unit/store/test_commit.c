@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -67,7 +68,7 @@ static void *append_many(void *arg)
         char rec[32];
         int id = w->t * PER_THREAD + i;
         int n = snprintf(rec, sizeof rec, "%d", id);
-        if(store_commit_add(w->c, STORE_REC_CREATED, rec, (size_t)n, 1))
+        if(store_commit_add(w->c, STORE_REC_CREATED, rec, (size_t)n, 1, NULL))
             w->errors++;
         else if(!synced_ids[id])
             w->early++;
@@ -109,13 +110,76 @@ static void test_group_commit(void)
 
     /* A failed sync reaches the commit of its round, and the next round succeeds. */
     fail_next = 1;
-    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "x", 1, 1), EIO);
-    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "y", 1, 1), 0);
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "x", 1, 1, NULL), EIO);
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "y", 1, 1, NULL), 0);
     /* Not waiting: no round. */
     uint64_t before = store_commit_rounds(c);
-    T_EQ_INT(store_commit_add(c, STORE_REC_REMOVED, "z", 1, 0), 0);
+    T_EQ_INT(store_commit_add(c, STORE_REC_REMOVED, "z", 1, 0, NULL), 0);
     T_EQ_INT(store_commit_rounds(c), before);
     store_commit_close(c);
+}
+
+/* ---- deferred: a callback once durable, the appending thread goes on ---- */
+
+struct deferred {
+    atomic_int calls, early, errors;
+};
+
+static struct deferred dfr;
+
+static void on_durable(void *arg, int err)
+{
+    int id = (int)(intptr_t)arg;
+    dfr.calls++;
+    if(err)
+        dfr.errors++;
+    else if(!synced_ids[id])
+        dfr.early++;
+}
+
+static void test_deferred(void)
+{
+    char d[128];
+    snprintf(d, sizeof d, "%s/deferred", dir);
+    mkdir(d, 0700);
+    struct store_commit *c = NULL;
+    T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    if(!c)
+        return;
+    T_EQ_INT(store_commit_checkpoint(c), 0);
+    for(int i = 0; i < THREADS * PER_THREAD; i++)
+        synced_ids[i] = 0;
+    store_commit_set_sync(c, hook, NULL);
+    /* One thread appends 200 records without waiting: all are called back once synced, by
+     * far fewer rounds (the appender never waits for one). */
+    uint64_t r0 = store_commit_rounds(c);
+    for(int id = 0; id < 200; id++) {
+        char rec[32];
+        uint64_t ticket = 0;
+        int n = snprintf(rec, sizeof rec, "%d", id);
+        T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, rec, (size_t)n, 0, &ticket), 0);
+        T_CHECK(ticket > 0, "a ticket");
+        store_commit_when(c, ticket, on_durable, (void *)(intptr_t)id);
+    }
+    for(int i = 0; i < 500 && dfr.calls < 200; i++)
+        usleep(10000);
+    T_EQ_INT(dfr.calls, 200);
+    T_EQ_INT(dfr.early, 0);
+    T_EQ_INT(dfr.errors, 0);
+    uint64_t rounds = store_commit_rounds(c) - r0;
+    T_CHECK(rounds >= 1 && rounds <= 50, "%llu rounds for 200 deferred commits",
+            (unsigned long long)rounds);
+    /* Already durable: called back at once, in this thread. */
+    int before = dfr.calls;
+    store_commit_when(c, 1, on_durable, (void *)(intptr_t)0);
+    T_EQ_INT(dfr.calls, before + 1);
+    /* Close runs the last round and every callback still pending. */
+    store_commit_set_sync(c, NULL, NULL);
+    uint64_t ticket = 0;
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "0", 1, 0, &ticket), 0);
+    store_commit_when(c, ticket, on_durable, (void *)(intptr_t)0);
+    store_commit_close(c);
+    T_EQ_INT(dfr.calls, before + 2);
 }
 
 /* ---- replay ---- */
@@ -158,9 +222,9 @@ static void test_replay(void)
     struct stat st;
     T_CHECK(stat(log, &st) == 0 && st.st_size == 1 << 20, "the log is made whole (1 MiB)");
     store_commit_checkpoint(c);
-    store_commit_add(c, STORE_REC_CREATED, "{\"a\":1}", 7, 1);
-    store_commit_add(c, STORE_REC_REMOVED, "slug-b", 6, 0);
-    store_commit_add(c, STORE_REC_CREATED, "third record", 12, 1);
+    store_commit_add(c, STORE_REC_CREATED, "{\"a\":1}", 7, 1, NULL);
+    store_commit_add(c, STORE_REC_REMOVED, "slug-b", 6, 0, NULL);
+    store_commit_add(c, STORE_REC_CREATED, "third record", 12, 1, NULL);
     store_commit_close(c); /* (no checkpoint: like a crash) */
 
     c = reopen(d, 0, &s);
@@ -191,11 +255,11 @@ static void test_replay(void)
     c = reopen(d, 0, &s);
     T_EQ_INT(s.n, 0);
     store_commit_checkpoint(c);
-    store_commit_add(c, STORE_REC_CREATED, "1", 1, 1);
-    store_commit_add(c, STORE_REC_CREATED, "2", 1, 1);
-    store_commit_add(c, STORE_REC_CREATED, "3", 1, 1);
+    store_commit_add(c, STORE_REC_CREATED, "1", 1, 1, NULL);
+    store_commit_add(c, STORE_REC_CREATED, "2", 1, 1, NULL);
+    store_commit_add(c, STORE_REC_CREATED, "3", 1, 1, NULL);
     store_commit_checkpoint(c);
-    store_commit_add(c, STORE_REC_CREATED, "new", 3, 1);
+    store_commit_add(c, STORE_REC_CREATED, "new", 3, 1, NULL);
     store_commit_close(c);
     c = reopen(d, 0, &s);
     T_EQ_INT(s.n, 1);
@@ -220,13 +284,13 @@ static void test_full_log(void)
     memset(big, 'r', sizeof big);
     for(int i = 0; i < 200; i++) {
         big[0] = (char)('a' + i % 26);
-        T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, big, sizeof big, i % 10 == 0), 0);
+        T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, big, sizeof big, i % 10 == 0, NULL), 0);
     }
     T_CHECK(store_commit_checkpoints(c) - cp >= 2, "checkpoints when full: %llu",
             (unsigned long long)(store_commit_checkpoints(c) - cp));
     static char huge[100 << 10];
     memset(huge, 'h', sizeof huge);
-    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, huge, sizeof huge, 1), 0);
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, huge, sizeof huge, 1, NULL), 0);
     store_commit_close(c);
     c = reopen(d, 64 << 10, &s);
     /* 200 records of 1,024 bytes in a 64 KiB log: the last ones since the last checkpoint. */
@@ -241,6 +305,7 @@ int main(void)
     if(t_tmpdir(dir, sizeof dir, "commit"))
         T_DONE();
     test_group_commit();
+    test_deferred();
     test_replay();
     test_full_log();
     t_rm_rf(dir);
