@@ -33,6 +33,7 @@ struct store_commit {
     int started, stop;
     uint64_t replayed;       /* records read back at open */
     struct pending *pending; /* callbacks waiting for their round */
+    int calling;             /* callbacks of a round are running (outside the lock) */
     /* The tickets of the last failed rounds (a contiguous range) and their error. */
     uint64_t fail_lo, fail_hi;
     int fail_err;
@@ -311,6 +312,7 @@ static void *committer(void *arg)
             }
         }
         if(due) {
+            c->calling = 1;
             pthread_mutex_unlock(&c->lock);
             for(struct pending *p = due, *next; p; p = next) {
                 next = p->next;
@@ -318,6 +320,8 @@ static void *committer(void *arg)
                 free(p);
             }
             pthread_mutex_lock(&c->lock);
+            c->calling = 0;
+            pthread_cond_broadcast(&c->cond);
         }
     }
     pthread_mutex_unlock(&c->lock);
@@ -379,6 +383,15 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
     pthread_mutex_unlock(&c->lock);
     free(rec);
     return e;
+}
+
+void store_commit_drain(struct store_commit *c)
+{
+    pthread_mutex_lock(&c->lock);
+    wait_round(c, c->taken);
+    while(c->pending || c->calling)
+        pthread_cond_wait(&c->cond, &c->lock);
+    pthread_mutex_unlock(&c->lock);
 }
 
 uint64_t store_commit_rounds(struct store_commit *c)

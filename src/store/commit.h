@@ -53,6 +53,8 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
  * already, else from the committer thread after its round. Ticket 0: at once. */
 void store_commit_when(struct store_commit *c, uint64_t ticket, store_commit_done_fn fn,
                        void *arg);
+/* Returns once every record appended so far is settled and its callback has run. */
+void store_commit_drain(struct store_commit *c);
 /* How many rounds (syncs) and checkpoints ran so far. */
 uint64_t store_commit_rounds(struct store_commit *c);
 uint64_t store_commit_checkpoints(struct store_commit *c);

@@ -556,6 +556,12 @@ void dapi_queries_when_durable(struct dapi_queries *qs, uint64_t ticket,
     store_commit_when(qs->commit, ticket, fn, arg);
 }
 
+void dapi_queries_flush(struct dapi_queries *qs)
+{
+    if(qs && qs->commit)
+        store_commit_drain(qs->commit);
+}
+
 /* Registers a new query; its record is durable when this returns (ticket NULL) or once
  * ticket's round has run (the caller answers the creation only then). */
 static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_hash,

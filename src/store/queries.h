@@ -142,6 +142,9 @@ enum dapi_err dapi_queries_create_deferred(struct dapi_queries *qs, const unsign
  * store's committer thread. */
 void dapi_queries_when_durable(struct dapi_queries *qs, uint64_t ticket,
                                void (*fn)(void *arg, int err), void *arg);
+/* Returns once every creation recorded so far is settled and answered (at shutdown, before
+ * the HTTP server goes: no answer may come after it). */
+void dapi_queries_flush(struct dapi_queries *qs);
 
 /* The layers the query may read, into out (out->all for an unscoped one). DAPI_ERR_NOT_FOUND
  * if there is no such query. */
