@@ -10,7 +10,7 @@
 # BENCH_ROUNDS (1 dapi/nginx pair per throughput measure), BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_HTTP_THREADS (nginx worker_processes; when set,
 # also passed to dapi as --http-threads; default 2 = dapi's default HTTP threads),
 # SMALLQ_BIN (build/bench/smallq), BENCH_SMALLQ_CONNECTIONS (8), BENCH_DISK_DIR (bench/out: a
-# directory on a real disk for part g's state dir), BENCH_TMPFS_DIR (/dev/shm).
+# directory on a real disk for part i's state dir), BENCH_TMPFS_DIR (/dev/shm).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ LAST_PAGE=$((BIG_ROWS / 100))
 die() { echo "bench: $*" >&2; exit 1; }
 note() { echo "bench: $*" >&2; }
 
-for t in curl python3 awk "$WRK_BIN"; do
+for t in curl python3 awk zstd "$WRK_BIN"; do
     command -v "$t" >/dev/null || die "$t not found (run 'make bench', which installs it)"
 done
 [ -x "$DAPI_BIN" ] || die "$DAPI_BIN not found (run 'make bench' or 'make build/dapi')"
@@ -160,6 +160,12 @@ http {
             default_type application/json;
             root $NG/www;
         }
+        location = /page1.zst {
+            default_type application/json;
+            add_header Content-Encoding zstd;
+            add_header Vary Accept-Encoding;
+            root $NG/www;
+        }
     }
 }
 EOF
@@ -271,12 +277,49 @@ grep -qi '^x-dapi-reused: *true' "$TMP/create.headers" && REUSED=yes
 [ "$REUSED" = yes ] || note "WARNING: the second creation was not reused"
 TTFP_MS=$FRESH_TTFP_MS; CREATE_MS=$FRESH_CREATE_MS; PAGE1_MS=$FRESH_PAGE1_MS
 
+# Progressive pages: page 1 of a fresh run (no reuse) is served once its 100 rows are written,
+# long before the run ends. Timed in one python process: e's curl and python start-ups would
+# dominate a page-1 time of a few ms.
+note "page 1 vs the whole run of [$TTFP_SQL], 3 fresh runs"
+read -r FP_PAGE1_MS FP_FULL_MS FP_R FP_EACH < <(timeout 900 python3 "$ROOT/bench/first-page.py" \
+    "$DAPI" "$KEY" "$TTFP_SQL" 3) || die "bench/first-page.py failed"
+
 # The nginx file must be byte-identical to what dapi serves.
 curl -fsS --max-time 10 -o "$TMP/ng-page1.json" "$NGINX/page1.json"
 curl -fsS --max-time 10 -o "$TMP/dapi-page1.json" -H "x-api-key: $KEY" \
     "$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
 cmp -s "$TMP/ng-page1.json" "$TMP/dapi-page1.json" \
     || note "WARNING: dapi's page 1 changed between requests; nginx serves the first copy"
+# The same page as dapi sends it to a client that accepts zstd (its stored frame between two
+# small frames of the envelope), for nginx to serve as a static file with that encoding.
+curl -fsS --max-time 10 -o "$NG/www/page1.zst" -H "x-api-key: $KEY" -H 'Accept-Encoding: zstd' \
+    "$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
+ZPAGE_BYTES=$(stat -c %s "$NG/www/page1.zst")
+zstd -dcq "$NG/www/page1.zst" | cmp -s - "$TMP/dapi-page1.json" \
+    || die "dapi's zstd page 1 does not decode to its plain page 1"
+curl -fsS --max-time 10 -o "$TMP/ng-page1.zst" -H 'Accept-Encoding: zstd' "$NGINX/page1.zst"
+cmp -s "$TMP/ng-page1.zst" "$NG/www/page1.zst" || die "nginx does not serve the zstd page as is"
+
+# Disk bytes of the 1M-row result: the file as stored (DAPIRES2, zstd pages) and what the
+# same rows took as text before (DAPIRES1: header, rows, pages + 1 offsets) — the sum of the
+# pages' decoded lengths, which the file's index records; page 1's is checked against the
+# plain page dapi serves.
+read -r DISK_AFTER DISK_BEFORE DISK_PAGE1 < <(python3 - "$STATE/queries/$LAT_SLUG/result.bin" <<'PY'
+import os, struct, sys
+f = open(sys.argv[1], "rb")
+h = f.read(64)
+assert h[:8] == b"DAPIRES2", h[:8]
+rows, pages, _, data_len, index_off, total = struct.unpack("<6Q", h[8:56])
+f.seek(index_off + 8 * (pages + 1))
+lens = struct.unpack("<%dQ" % pages, f.read(8 * pages))
+print(os.path.getsize(sys.argv[1]), 64 + sum(lens) + 8 * (pages + 1), lens[0] if lens else 0)
+PY
+) || die "cannot read the 1M-row result file"
+if [ "$LAT_SLUG" = "$PAGE_SLUG" ]; then
+    env_len=$(python3 -c 'import sys; b=open(sys.argv[1],"rb").read(); print(b.index(b"\"data\":[") + 8 + 2)' "$TMP/dapi-page1.json")
+    [ $((PAGE_BYTES - env_len)) -eq "$DISK_PAGE1" ] \
+        || note "WARNING: page 1's rows are $((PAGE_BYTES - env_len)) bytes, the index says $DISK_PAGE1"
+fi
 
 # --- 5. measurements ---------------------------------------------------------------------------
 # run_wrk NAME ARGS... : full wrk output in bench/out/wrk-NAME.txt
@@ -341,6 +384,8 @@ D_HEALTH=$DAPI/api/health
 N_HEALTH=$NGINX/health
 D_PAGE="$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
 N_PAGE=$NGINX/page1.json
+N_ZPAGE=$NGINX/page1.zst
+ZHDR=(-H 'Accept-Encoding: zstd')
 
 note "a. health: warm-up $WARM each, then $DUR each, alternating dapi / nginx"
 run_wrk warm-health-dapi "${LOAD[@]}" -d"$WARM" "$D_HEALTH"
@@ -358,6 +403,14 @@ for r in $(seq "$ROUNDS"); do
     run_wrk "page-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$N_PAGE"
 done
 
+note "g. results page 1 compressed ($ZPAGE_BYTES bytes, zstd): warm-up $WARM each, then $DUR each, alternating"
+run_wrk warm-zpage-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
+run_wrk warm-zpage-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
+for r in $(seq "$ROUNDS"); do
+    run_wrk "zpage-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
+    run_wrk "zpage-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
+done
+
 note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each"
 L_FIRST="$DAPI/api/queries/$LAT_SLUG/results?page_number=1"
 L_LAST="$DAPI/api/queries/$LAT_SLUG/results?page_number=$LAST_PAGE"
@@ -366,7 +419,7 @@ run_wrk warm-lat-last -t1 -c1 -d"$WARM" "${HDR[@]}" "$L_LAST"
 run_wrk lat-first -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_FIRST"
 run_wrk lat-last -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_LAST"
 
-# g. small queries: create + page 1 of SELECT 1 (each runs: no reuse), $SQ_CONNS keep-alive
+# i. small queries: create + page 1 of SELECT 1 (each runs: no reuse), $SQ_CONNS keep-alive
 # clients, against a dapi of its own whose state dir is on a real disk, then on tmpfs.
 fs_type() { stat -f -c %T "$1" 2>/dev/null || echo unknown; }
 smallq_run() { # smallq_run NAME DIR: a fresh dapi with its state dir in DIR; smallq-NAME.txt
@@ -397,9 +450,9 @@ sq_qps() { awk '/^queries\/s:/ {printf "%.0f", $2}' "$OUT/smallq-$1.txt"; }
 sq_failed() { awk '/^failed:/ {print $2}' "$OUT/smallq-$1.txt"; }
 mkdir -p "$DISK_DIR"
 DISK_FS=$(fs_type "$DISK_DIR"); TMPFS_FS=$(fs_type "$TMPFS_DIR")
-[ "$DISK_FS" != tmpfs ] || note "WARNING: BENCH_DISK_DIR $DISK_DIR is on tmpfs: part g compares tmpfs with tmpfs"
+[ "$DISK_FS" != tmpfs ] || note "WARNING: BENCH_DISK_DIR $DISK_DIR is on tmpfs: part i compares tmpfs with tmpfs"
 [ "$TMPFS_FS" = tmpfs ] || note "WARNING: BENCH_TMPFS_DIR $TMPFS_DIR is not tmpfs ($TMPFS_FS)"
-note "g. small queries, $SQ_CONNS clients: state dir on disk ($DISK_DIR, $DISK_FS) then on tmpfs ($TMPFS_DIR), $DUR each x $ROUNDS"
+note "i. small queries, $SQ_CONNS clients: state dir on disk ($DISK_DIR, $DISK_FS) then on tmpfs ($TMPFS_DIR), $DUR each x $ROUNDS"
 for r in $(seq "$ROUNDS"); do
     smallq_run "disk-$r" "$DISK_DIR"
     smallq_run "tmpfs-$r" "$TMPFS_DIR"
@@ -429,6 +482,7 @@ round_ratios() { # round_ratios WHAT: "r1 r2 ..." when there is more than one ro
 }
 H_D=$(mean_rps health-dapi); H_N=$(mean_rps health-nginx); H_R=$(ratio "$H_D" "$H_N")
 P_D=$(mean_rps page-dapi);   P_N=$(mean_rps page-nginx);   P_R=$(ratio "$P_D" "$P_N")
+Z_D=$(mean_rps zpage-dapi);  Z_N=$(mean_rps zpage-nginx);  Z_R=$(ratio "$Z_D" "$Z_N")
 SQ_D=0; SQ_T=0; SQ_ERRS=0; SQ_ROUNDS=
 for r in $(seq "$ROUNDS"); do
     SQ_D=$((SQ_D + $(sq_qps "disk-$r"))); SQ_T=$((SQ_T + $(sq_qps "tmpfs-$r")))
@@ -442,7 +496,7 @@ L_MEAN=$(lat_mean lat-last);  L_P50=$(lat_pct lat-last 50);  L_P99=$(lat_pct lat
 L_R=$(ratio "$L_MEAN" "$F_MEAN")
 F_RPS=$(rps lat-first); L_RPS=$(rps lat-last)
 ERRS=0
-for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-lat-*.txt; do
+for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-zpage-*.txt "$OUT"/wrk-lat-*.txt; do
     n=${f##*/wrk-}; ERRS=$((ERRS + $(errs "${n%.txt}")))
 done
 
@@ -464,6 +518,9 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
     printf '%-44s %12s %12s %7s %8s %s\n' "b. results page 1 ($PAGE_BYTES B, $PAGE_ROWS rows), req/s" \
         "$P_D" "$P_N" "$P_R" ">= 0.8" "$(verdict "$P_R" '>=' 0.8) $(round_ratios page)"
     printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer page-dapi-1)" "$(xfer page-nginx-1)"
+    printf '%-44s %12s %12s %7s %8s %s\n' "g. page 1 as zstd ($ZPAGE_BYTES B), req/s" \
+        "$Z_D" "$Z_N" "$Z_R" ">= 0.8" "$(verdict "$Z_R" '>=' 0.8) $(round_ratios zpage)"
+    printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer zpage-dapi-1)" "$(xfer zpage-nginx-1)"
     echo
     echo "c. latency on the $LAT_ROWS-row result, 1 connection, $LAT_DUR each (ms):"
     printf '%-44s %9s %9s %9s %9s\n' "" "mean" "p50" "p99" "req/s"
@@ -473,12 +530,16 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
         "$(verdict "$L_R" '<=' 1.5) (p50 ratio $(ratio "$L_P50" "$F_P50"))"
     echo
     printf '%-44s %s\n' "d. dapi peak RSS (VmHWM)" "$((HWM_KB / 1024)) MiB ($HWM_KB kB; VmRSS at end $((RSS_KB / 1024)) MiB)"
+    printf '%-44s %s\n' "h. disk bytes of the $LAT_ROWS-row result" \
+        "$DISK_AFTER (zstd pages) vs $DISK_BEFORE as text before (DAPIRES1); ratio $(ratio "$DISK_AFTER" "$DISK_BEFORE")"
     printf '%-44s %s\n' "e. time to first page, $LAT_ROWS rows" "$TTFP_MS ms (POST $CREATE_MS ms + page 1 $PAGE1_MS ms)"
     printf '%-44s %s\n' "   query" "$TTFP_SQL"
+    printf '%-44s %12s %12s %7s %8s %s\n' "   page 1 / whole run, fresh runs (median)" "$FP_PAGE1_MS ms" \
+        "$FP_FULL_MS ms" "$FP_R" "<= 0.10" "$(verdict "$FP_R" '<=' 0.10) (page 1/whole ms: $FP_EACH)"
     printf '%-44s %s\n' "f. the same query again (reuse hit: $REUSED)" \
         "$REUSE_TTFP_MS ms (POST $REUSE_CREATE_MS ms + page 1 $REUSE_PAGE1_MS ms); ÷ e: $(ratio "$REUSE_TTFP_MS" "$TTFP_MS")"
     echo
-    echo "g. small queries: create + page 1 of SELECT 1, $SQ_CONNS keep-alive clients (bench/smallq), queries/s:"
+    echo "i. small queries: create + page 1 of SELECT 1, $SQ_CONNS keep-alive clients (bench/smallq), queries/s:"
     printf '%-44s %12s %12s %7s %8s %s\n' "" "disk" "tmpfs" "ratio" "target" "verdict"
     printf '%-44s %12s %12s %7s %8s %s\n' "   small queries disk/tmpfs" "$SQ_D" "$SQ_T" "$SQ_R" ">= 0.90" \
         "$(verdict "$SQ_R" '>=' 0.90) $SQ_ROUNDS"

@@ -21,6 +21,7 @@ struct dapi_engine;
 struct dapi_econn;
 struct dapi_pool;
 struct dapi_queries;
+struct dapi_result;
 
 /* What a backend may use, given to its start and valid until its stop. */
 struct dapi_backend_env {
@@ -50,14 +51,21 @@ struct dapi_outcome {
     const char *slug;      /* CREATED, PAGE, FAILED */
     const char *sql;       /* CREATED */
     const char *page_text; /* PAGE, FAILED: the page number as the client will read it */
-    const char *rows;      /* PAGE: the page's rows as JSON, joined by ',' (len bytes) */
+    const char *rows;      /* PAGE without result: the page's rows as JSON, joined by ','
+                              (len bytes) */
     size_t len;
-    const char *details; /* ERROR, FAILED: the explanation (NULL: none) */
-    const char *message; /* ERROR: replaces the code's message (NULL: the err table's) */
-    int status;          /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
+    struct dapi_result *result; /* PAGE: the stored result the page is read from (the API
+                                   layer takes its own reference to send it), or NULL */
+    uint64_t page_no;           /* PAGE with result: which page (1-based) */
+    int64_t max_age;            /* PAGE with result: > 0 = the result is finished and stays
+                                   so this many more seconds (ETag, Cache-Control immutable);
+                                   0 = no caching headers */
+    const char *details;        /* ERROR, FAILED: the explanation (NULL: none) */
+    const char *message;        /* ERROR: replaces the code's message (NULL: the err table's) */
+    int status;                 /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
                             dapi_err_exec_status for FAILED) */
-    int retry_after;     /* ERROR: seconds for Retry-After; 0 = the err table's; < 0 = none */
-    int reused;          /* CREATED: the slug shares an identical query's result or run
+    int retry_after; /* ERROR: seconds for Retry-After; 0 = the err table's; < 0 = none */
+    int reused;      /* CREATED: the slug shares an identical query's result or run
                             (header X-Dapi-Reused: true; the body is the same) */
 };
 
@@ -77,6 +85,9 @@ void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const cha
                                int reused);
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
                      const char *rows, size_t len);
+/* PAGE read from a stored result (see struct dapi_outcome: result, page_no, max_age). */
+void dapi_reply_result_page(struct dapi_reply rp, const char *slug, const char *page_text,
+                            struct dapi_result *result, uint64_t page_no, int64_t max_age);
 /* ERROR with the err table's status, message and Retry-After; details may be NULL or "". */
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details);
 /* FAILED; status 0 = dapi_err_exec_status(err). DAPI_ERR_UPSTREAM_TIMEOUT is not a failure
@@ -84,6 +95,24 @@ void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details
 void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, const char *details,
                        const char *slug, const char *page_text);
 void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outcome *out);
+
+/* An admission slot a request holds (dapi_queries_admit) while a worker handles it, and the
+ * reply that answers the request: that reply gives the slot back BEFORE it answers, because
+ * the client's next request can arrive the moment it reads the answer and must find the slot
+ * free (with --max-queries-per-key 1 it would be refused otherwise). */
+struct dapi_slot {
+    struct dapi_reply client;
+    struct dapi_queries *queries;
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    int held;
+};
+/* Starts holding key's slot; answer through the returned reply. */
+struct dapi_reply dapi_slot_reply(struct dapi_slot *s, struct dapi_reply client,
+                                  struct dapi_queries *queries, const unsigned char *key);
+/* Gives the slot back unless given back or kept already (idempotent). */
+void dapi_slot_give_back(struct dapi_slot *s);
+/* The slot now belongs to a query (dapi_queries_hold moved it): never given back here. */
+void dapi_slot_keep(struct dapi_slot *s);
 
 /* ---- the interface ----------------------------------------------------------------- */
 
@@ -164,11 +193,14 @@ enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const 
 
 /* Runs sql into a result file at path (for Nekt: over downloaded Parquet files, so SQL errors
  * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"), a user's limited to scope (NULL:
- * every layer; ignored from_upstream). *details receives an owned explanation on error. */
+ * every layer; ignored from_upstream). live_slug (may be NULL): the query whose result this
+ * is — its complete pages are served while it runs (dapi_queries_set_live). *details receives
+ * an owned explanation on error. */
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
                                         struct dapi_econn *conn, const char *sql,
                                         const struct dapi_scope *scope, const char *path,
-                                        int from_upstream, uint64_t *bytes, char **details);
+                                        const char *live_slug, int from_upstream, uint64_t *bytes,
+                                        char **details);
 
 /* The outcome of a query that could not be created: DAPI_ERR_BUSY (store full, no space on
  * the state disk) is 503 + Retry-After 30; why (may be NULL or "") becomes "details". */

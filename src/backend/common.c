@@ -23,6 +23,36 @@ void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outco
     rp.done(rp.ctx, err, out);
 }
 
+static void slot_done(void *ctx, enum dapi_err err, const struct dapi_outcome *out)
+{
+    struct dapi_slot *s = ctx;
+    dapi_slot_give_back(s);
+    dapi_reply(s->client, err, out);
+}
+
+struct dapi_reply dapi_slot_reply(struct dapi_slot *s, struct dapi_reply client,
+                                  struct dapi_queries *queries, const unsigned char *key)
+{
+    s->client = client;
+    s->queries = queries;
+    memcpy(s->key, key, DAPI_KEY_HASH_LEN);
+    s->held = 1;
+    return (struct dapi_reply){slot_done, s};
+}
+
+void dapi_slot_give_back(struct dapi_slot *s)
+{
+    if(s->held) {
+        s->held = 0;
+        dapi_queries_unadmit(s->queries, s->key);
+    }
+}
+
+void dapi_slot_keep(struct dapi_slot *s)
+{
+    s->held = 0;
+}
+
 void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql)
 {
     dapi_reply_created_reused(rp, slug, sql, 0);
@@ -40,6 +70,18 @@ void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_te
 {
     struct dapi_outcome o = {
         .kind = DAPI_OUTCOME_PAGE, .slug = slug, .page_text = page_text, .rows = rows, .len = len};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+void dapi_reply_result_page(struct dapi_reply rp, const char *slug, const char *page_text,
+                            struct dapi_result *result, uint64_t page_no, int64_t max_age)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
+                             .slug = slug,
+                             .page_text = page_text,
+                             .result = result,
+                             .page_no = page_no,
+                             .max_age = max_age};
     rp.done(rp.ctx, DAPI_OK, &o);
 }
 
@@ -286,11 +328,25 @@ static int engine_out_of_space(const char *msg)
     return msg && (strstr(msg, "No space left on device") || strstr(msg, "Disk quota exceeded"));
 }
 
+struct live_slug {
+    struct dapi_queries *qs;
+    const char *slug;
+};
+
+/* The writer published more pages (on the run's thread): page waiters are answered now. */
+static void on_publish(void *arg, uint64_t pages)
+{
+    const struct live_slug *ls = arg;
+    dapi_queries_progress(ls->qs, ls->slug, pages);
+}
+
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
                                         struct dapi_econn *conn, const char *sql,
                                         const struct dapi_scope *scope, const char *path,
-                                        int from_upstream, uint64_t *bytes, char **details)
+                                        const char *live_slug, int from_upstream, uint64_t *bytes,
+                                        char **details)
 {
+    struct live_slug ls = {env->queries, live_slug};
     const struct dapi_config *cfg = env->cfg;
     struct dapi_result_writer *w = NULL;
     char *msg = NULL;
@@ -309,6 +365,12 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
     *details = NULL;
     *bytes = 0;
     if(!(result = dapi_result_writer_open(&w, path, &limits))) {
+        if(live_slug) { /* its complete pages are served while it runs */
+            struct dapi_result_live *live = dapi_result_writer_live(w);
+            dapi_result_writer_on_publish(w, on_publish, &ls);
+            dapi_queries_set_live(env->queries, live_slug, live);
+            dapi_result_live_unref(live);
+        }
         /* SQL over downloaded files is dapi's own; a user's is held to the sandbox */
         int64_t deadline = env->mono_ms() + cfg->query_timeout * 1000;
         result = from_upstream
@@ -377,7 +439,7 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
     }
     dapi_queries_result_path(env->queries, slug, path, sizeof path);
     int64_t t0 = env->mono_ms();
-    result = dapi_backend_write_result(env, conn, sql, scope, path, 0, &bytes, &details);
+    result = dapi_backend_write_result(env, conn, sql, scope, path, slug, 0, &bytes, &details);
     free(scope);
     if(result && atomic_load(env->stopping)) {
         dapi_info("query %s interrupted by shutdown; it will run again after a restart", slug);
@@ -452,6 +514,7 @@ struct wait_ctx {
     void *state;
     char page[64];
     uint64_t page_no;
+    int64_t deadline_ms; /* of the wait (--result-wait), set when it starts; 0 before */
 };
 
 static void wait_free(struct wait_ctx *c)
@@ -477,7 +540,9 @@ static void on_wait(void *arg, int timed_out)
         wait_free(c);
         return;
     }
-    answer(c, 0);
+    /* ended, or the page is published; or the run it waited on ended before this query's
+     * own outcome is known: it may wait again, until the same deadline */
+    answer(c, 1);
 }
 
 /* A query that failed for want of room (no space on the state disk, or no queue place), not
@@ -509,6 +574,19 @@ static void answer_busy(struct wait_ctx *c, const char *message)
     }
 }
 
+/* Copies page c->page_no of a result still being written into the answer: 1 answered, 0 not
+ * published yet, -1 unreadable (served once the run is done). */
+static int answer_live(struct wait_ctx *c, struct dapi_result_live *live)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, (size_t)-1 / 2); /* (a page is bounded by --max-result-bytes) */
+    int got = dapi_result_live_page(live, c->page_no, &b);
+    if(got > 0)
+        dapi_reply_page(c->rp, c->slug, c->page, b.data ? b.data : "", b.len);
+    dapi_buf_free(&b);
+    return got;
+}
+
 /* Answers from the query's current state; frees c unless it now waits. */
 static void answer(struct wait_ctx *c, int may_wait)
 {
@@ -521,11 +599,23 @@ static void answer(struct wait_ctx *c, int may_wait)
         return;
     }
     if(v.state == DAPI_Q_QUEUED || v.state == DAPI_Q_RUNNING) {
-        int orphan = v.state == DAPI_Q_QUEUED && c->rerun &&
+        /* a complete page of a run still going is served at once (the body is the same:
+         * it holds no page count) */
+        int got = v.live ? answer_live(c, v.live) : 0;
+        int orphan = got <= 0 && v.state == DAPI_Q_QUEUED && c->rerun &&
                      dapi_queries_claim(env->queries, c->slug);
         dapi_queries_release(env->queries, &v);
-        int64_t deadline = env->mono_ms() + env->cfg->result_wait * 1000;
-        if(may_wait && dapi_queries_wait(env->queries, c->slug, deadline, on_wait, c) == 0) {
+        if(got > 0) {
+            wait_free(c);
+            return;
+        }
+        if(!c->deadline_ms)
+            c->deadline_ms = env->mono_ms() + env->cfg->result_wait * 1000;
+        /* woken when the page is published or the run ends; a page that could not be read
+         * early is served from the finished result */
+        uint64_t page = got < 0 ? 0 : c->page_no;
+        if(may_wait &&
+           dapi_queries_wait_page(env->queries, c->slug, page, c->deadline_ms, on_wait, c) == 0) {
             if(orphan)
                 c->rerun(c->state, c->slug, c->client_key);
             return;
@@ -552,10 +642,9 @@ static void answer(struct wait_ctx *c, int may_wait)
         wait_free(c);
         return;
     }
-    const char *rows;
-    size_t len;
-    dapi_result_page(v.result, c->page_no, &rows, &len);
-    dapi_reply_page(c->rp, c->slug, c->page, rows, len);
+    /* A finished result never changes: cacheable until the slug expires. */
+    int64_t left = v.expires_s - env->wall_s();
+    dapi_reply_result_page(c->rp, c->slug, c->page, v.result, c->page_no, left > 0 ? left : 0);
     dapi_queries_release(env->queries, &v);
     wait_free(c);
 }

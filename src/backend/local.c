@@ -106,18 +106,21 @@ static void check_query(void *arg, struct dapi_econn *conn)
     const struct dapi_backend_env *env = j->env;
     char *msg = NULL, slug[DAPI_SLUG_MAX], why[512] = "";
     enum dapi_err result;
-    int reserved = 1; /* the admission slot reserved for this key (dapi_api_create_query) */
+    /* the admission slot reserved for this key (dapi_api_create_query): every answer below
+     * gives it back first, unless the query took it */
+    struct dapi_slot slot;
+    struct dapi_reply rp = dapi_slot_reply(&slot, j->rp, env->queries, j->key);
     if(!conn) {
-        dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
+        dapi_reply_err(rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     result = dapi_engine_check(conn, j->sql, &j->scope, &msg);
     if(result == DAPI_ERR_SQL || result == DAPI_ERR_FORBIDDEN) { /* 400, or 403 (scope) */
-        dapi_reply_err(j->rp, result, msg);
+        dapi_reply_err(rp, result, msg);
         goto out;
     }
     if(result && atomic_load(env->stopping)) {
-        dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
+        dapi_reply_err(rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result) /* not the SQL's fault: the engine could not check it now */
@@ -140,32 +143,33 @@ static void check_query(void *arg, struct dapi_econn *conn)
     if(!result && reused) {
         /* Nothing to run: it shares a finished result (no slot kept), or an identical
          * query's run (its slot kept until that run ends: each creation counts). */
-        if(reused == DAPI_REUSED_RUN)
+        if(reused == DAPI_REUSED_RUN) {
             dapi_queries_hold(env->queries, slug, j->key);
-        else /* before the answer: the client's next create finds the slot free */
-            dapi_queries_unadmit(env->queries, j->key);
-        reserved = 0;
+            dapi_slot_keep(&slot);
+        }
         dapi_info("query %s reuses %s", slug,
                   reused == DAPI_REUSED_RUN ? "an identical query's run" : "a stored result");
+        /* given back before the answer (unless the shared run keeps it), which comes once the
+         * creation is durable, after this job */
+        dapi_slot_give_back(&slot);
         answer_when_durable(j, slug, 1, ticket);
         goto out;
     }
     if(!result) {
         /* the slot is the query's now, given back when it finishes */
         dapi_queries_hold(env->queries, slug, j->key);
-        reserved = 0;
+        dapi_slot_keep(&slot);
         if((result = dapi_backend_submit_run(env, slug, j->sql, j->key)))
             dapi_queries_finish(env->queries, slug, result, "the server could not queue the query",
                                 0);
     }
     if(result) {
-        dapi_backend_create_failure(j->rp, result, why);
+        dapi_backend_create_failure(rp, result, why);
         goto out;
     }
-    answer_when_durable(j, slug, 0, ticket);
+    answer_when_durable(j, slug, 0, ticket); /* (the slot is the query's: kept) */
 out:
-    if(reserved)
-        dapi_queries_unadmit(env->queries, j->key);
+    dapi_slot_give_back(&slot); /* (answered: given back already) */
     free(msg);
     free(j->sql);
     free(j);

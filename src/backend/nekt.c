@@ -500,8 +500,8 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         if(!sql.data)
             result = DAPI_ERR_NOMEM;
         else
-            result = dapi_backend_write_result(nk->env, conn, sql.data, NULL, result_path, 1,
-                                               &bytes, &why);
+            result = dapi_backend_write_result(nk->env, conn, sql.data, NULL, result_path, j->slug,
+                                               1, &bytes, &why);
         if(why)
             dapi_buf_adds(&details, why);
     }
@@ -725,17 +725,21 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
     struct dapi_buf details;
     dapi_buf_init(&details, 64 * 1024);
     enum dapi_err result;
+    /* A v1 query has no run of its own: its admission slot covers the upstream creation and is
+     * given back before the answer */
+    struct dapi_slot slot;
+    struct dapi_reply rp = dapi_slot_reply(&slot, j->rp, nk->env->queries, j->kh);
     if(!conn) {
-        dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
+        dapi_reply_err(rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     const char *key = upstream_key(nk, j->key);
     if((result = ensure_application(nk, key, &details)) && atomic_load(nk->env->stopping)) {
-        dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
+        dapi_reply_err(rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result) {
-        reply_creation_failure(j->rp, result, "Failed to start application", details.data);
+        reply_creation_failure(rp, result, "Failed to start application", details.data);
         goto out;
     }
     result = create_upstream(nk, key, j->sql, up, sizeof up, &details);
@@ -748,23 +752,22 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
             result = create_upstream(nk, key, j->sql, up, sizeof up, &details);
     }
     if(result && atomic_load(nk->env->stopping)) {
-        dapi_reply_err(j->rp, DAPI_ERR_SHUTDOWN, NULL);
+        dapi_reply_err(rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
     if(result) {
-        reply_creation_failure(j->rp, result, "Failed to create query", details.data);
+        reply_creation_failure(rp, result, "Failed to create query", details.data);
         goto out;
     }
     char why[512];
     if((result = dapi_queries_create(nk->env->queries, j->kh, j->sql, up, nk->env->wall_s(), slug,
                                      why, sizeof why))) {
-        dapi_backend_create_failure(j->rp, result, why);
+        dapi_backend_create_failure(rp, result, why);
         goto out;
     }
-    dapi_reply_created(j->rp, slug, j->sql);
+    dapi_reply_created(rp, slug, j->sql);
 out:
-    /* A v1 query has no run of its own: its admission slot covered the upstream creation. */
-    dapi_queries_unadmit(nk->env->queries, j->kh);
+    dapi_slot_give_back(&slot); /* (answered: given back already) */
     dapi_buf_free(&details);
     free(j->sql);
     free(j->key);
@@ -782,6 +785,9 @@ struct v1_page {
     char *key;
     unsigned char kh[DAPI_KEY_HASH_LEN]; /* holds an admission slot while it fetches (not a
                                             read-ahead: the pool tag only) */
+    int claimed;                         /* the page is this request's to fetch (page_claim) */
+    struct dapi_slot slot;               /* that admission slot, given back before the answer */
+    struct dapi_reply client;            /* whom v1_page_run answers (rp wraps it) */
 };
 
 static void page_path(struct dapi_nekt *nk, const char *slug, uint64_t page, const char *ext,
@@ -800,10 +806,9 @@ static int serve_page_file(struct v1_page *p)
     page_path(p->nk, p->slug, p->page, "bin", path, sizeof path);
     if(dapi_result_open(&res, path))
         return 0;
-    const char *rows;
-    size_t len;
-    dapi_result_page(res, 1, &rows, &len);
-    dapi_reply_page(p->rp, p->slug, p->page_text, rows, len);
+    /* served like a stored page (compressed when accepted), without caching headers: a v1
+     * page file may be fetched again */
+    dapi_reply_result_page(p->rp, p->slug, p->page_text, res, 1, 0);
     dapi_result_close(res);
     return 1;
 }
@@ -969,7 +974,7 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
     dapi_buf_addc(&sql, ')');
     dapi_buf_reset(details);
     enum dapi_err result = sql.data ? dapi_backend_write_result(p->nk->env, conn, sql.data, NULL,
-                                                                out, 1, &bytes, &why)
+                                                                out, NULL, 1, &bytes, &why)
                                     : DAPI_ERR_NOMEM;
     dapi_buf_free(&sql);
     if(why)
@@ -1159,15 +1164,33 @@ static void read_ahead(struct dapi_nekt *nk, const char *slug, uint64_t page, co
     }
 }
 
+/* Gives back what a requested page holds: its claim (others may fetch it) and, before the
+ * answer is sent, its admission slot (struct dapi_slot). Idempotent. */
+static void v1_page_settle(struct v1_page *p)
+{
+    if(p->claimed)
+        page_release(p->nk, p->slug, p->page);
+    p->claimed = 0;
+    dapi_slot_give_back(&p->slot);
+}
+
+static void v1_page_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
+{
+    struct v1_page *p = ctx;
+    v1_page_settle(p);
+    dapi_reply(p->client, err, o);
+}
+
 static void v1_page_run(void *arg, struct dapi_econn *conn)
 {
     struct v1_page *p = arg;
     struct dapi_nekt *nk = p->nk;
     char file[4200];
-    int claimed = 0;
     struct dapi_buf details;
     dapi_buf_init(&details, 64 * 1024);
     enum dapi_err result;
+    p->client = dapi_slot_reply(&p->slot, p->rp, nk->env->queries, p->kh);
+    p->rp = (struct dapi_reply){v1_page_done, p}; /* every answer below settles first */
     if(!conn) {
         dapi_reply_err(p->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
@@ -1177,11 +1200,11 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         goto out;
     /* Two requests for the same new page make one upstream execution: the second waits for
      * the first (a request or a read-ahead), then serves what it kept. */
-    claimed = page_claim(nk, p->slug, p->page, nk->env->cfg->query_timeout * 1000);
+    p->claimed = page_claim(nk, p->slug, p->page, nk->env->cfg->query_timeout * 1000);
     read_ahead(nk, p->slug, p->page, p->key, p->kh);
     if(serve_page_file(p))
         goto out;
-    if(!claimed) {
+    if(!p->claimed) {
         dapi_reply_failed(p->rp, DAPI_ERR_TIMEOUT, 504,
                           "another request for this page is still fetching it", p->slug,
                           p->page_text);
@@ -1204,9 +1227,7 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN ? dapi_err_status(result) : 0,
         details.data, p->slug, p->page_text);
 out:
-    if(claimed)
-        page_release(nk, p->slug, p->page);
-    dapi_queries_unadmit(nk->env->queries, p->kh);
+    v1_page_settle(p); /* (answered: settled already) */
     dapi_buf_free(&details);
     free(p->key);
     free(p);

@@ -40,6 +40,7 @@ void store_qfree(struct query *q)
 {
     pthread_mutex_destroy(&q->persist);
     dapi_result_close(q->result);
+    dapi_result_live_unref(q->live);
     free(q->sql);
     free(q->upstream);
     free(q->scope);
@@ -763,7 +764,14 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
     v->error = q->error;
     copy_message(v->message, sizeof v->message, q->message ? q->message : "");
     v->result = q->result;
+    v->expires_s = q->created_s + qs->retention_s;
     v->ref = q;
+    if(q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING) {
+        /* one sharing an identical query's run is served that run's pages */
+        struct query *run = q->leader[0] ? store_find(qs, q->leader) : q;
+        if(run && (v->live = run->live))
+            dapi_result_live_ref(v->live);
+    }
     pthread_mutex_unlock(&qs->lock);
     return DAPI_OK;
 }
@@ -775,8 +783,10 @@ void dapi_queries_release(struct dapi_queries *qs, struct dapi_qview *v)
     pthread_mutex_lock(&qs->lock);
     unref(v->ref);
     pthread_mutex_unlock(&qs->lock);
+    dapi_result_live_unref(v->live);
     v->ref = NULL;
     v->result = NULL;
+    v->live = NULL;
 }
 
 int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
@@ -861,6 +871,9 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
     int rollback = q->in_run && (q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING);
     if(q->state == DAPI_Q_RUNNING)
         q->state = DAPI_Q_QUEUED;
+    struct dapi_result_live *live = q->live; /* its run is over */
+    q->live = NULL;
+    q->pages_ready = 0;
     if(rollback) {
         /* Cut short by a shutdown this process survives: not a crash. */
         q->attempts--;
@@ -869,6 +882,7 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
     struct meta m = store_meta_of(q);
     m.message = NULL;
     pthread_mutex_unlock(&qs->lock);
+    dapi_result_live_unref(live);
     if(rollback)
         store_save_meta(qs, &m, 0);
     persist_end(qs, q);
@@ -1140,6 +1154,9 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     q->result = res;
     q->attempts = 0;
     q->in_run = 0;
+    struct dapi_result_live *live = q->live; /* served from the result (or failed) now */
+    q->live = NULL;
+    q->pages_ready = 0;
     slot_release(qs, q);
     /* Counted only while registered: a query that expired meanwhile counts nothing. */
     if(!error && store_find(qs, slug) == q) {
@@ -1152,14 +1169,27 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     int follow = qs->nfollow != 0;
     unref(q);
     pthread_mutex_unlock(&qs->lock);
+    dapi_result_live_unref(live);
     if(follow) /* before the waiters: a result file deleted by eviction is still linkable */
         settle_followers(qs, slug, error, message, bytes);
     fire(w, 0);
     remove_dirs(qs, &gone);
 }
 
-int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadline_ms,
-                      void (*cb)(void *arg, int timed_out), void *arg)
+/* Asks q's run to publish the lowest page one of its waiters still needs (under the lock). */
+static void want_update(struct query *q)
+{
+    uint64_t min = 0;
+    if(!q->live)
+        return;
+    for(struct waiter *w = q->waiters; w; w = w->next)
+        if(w->page > q->pages_ready && (!min || w->page < min))
+            min = w->page;
+    dapi_result_live_want(q->live, min);
+}
+
+int dapi_queries_wait_page(struct dapi_queries *qs, const char *slug, uint64_t page,
+                           int64_t deadline_ms, void (*cb)(void *arg, int timed_out), void *arg)
 {
     struct waiter *w = malloc(sizeof *w);
     if(!w)
@@ -1167,6 +1197,7 @@ int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadlin
     w->cb = cb;
     w->arg = arg;
     w->deadline_ms = deadline_ms;
+    w->page = page;
     pthread_mutex_lock(&qs->lock);
     struct query *q = store_find(qs, slug);
     if(!q || q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED) {
@@ -1174,10 +1205,70 @@ int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadlin
         free(w);
         return -1;
     }
+    if(page && q->leader[0]) {
+        /* Waits on the run it shares: woken by that run's pages, and by its end (which
+         * settles this query first). Once that run is over, on this query itself. */
+        struct query *run = store_find(qs, q->leader);
+        if(run && (run->state == DAPI_Q_QUEUED || run->state == DAPI_Q_RUNNING))
+            q = run;
+    }
+    if(page && q->pages_ready >= page) { /* published meanwhile */
+        pthread_mutex_unlock(&qs->lock);
+        free(w);
+        return -1;
+    }
     w->next = q->waiters;
     q->waiters = w;
+    if(page)
+        want_update(q);
     pthread_mutex_unlock(&qs->lock);
     return 0;
+}
+
+int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadline_ms,
+                      void (*cb)(void *arg, int timed_out), void *arg)
+{
+    return dapi_queries_wait_page(qs, slug, 0, deadline_ms, cb, arg);
+}
+
+void dapi_queries_set_live(struct dapi_queries *qs, const char *slug,
+                           struct dapi_result_live *live)
+{
+    struct dapi_result_live *old = NULL;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    if(q) {
+        old = q->live;
+        if((q->live = live))
+            dapi_result_live_ref(live);
+        q->pages_ready = 0;
+        want_update(q); /* requests that came before the run */
+    }
+    pthread_mutex_unlock(&qs->lock);
+    dapi_result_live_unref(old);
+}
+
+void dapi_queries_progress(struct dapi_queries *qs, const char *slug, uint64_t pages)
+{
+    struct waiter *woken = NULL;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    if(q && q->live && pages > q->pages_ready) {
+        q->pages_ready = pages;
+        for(struct waiter **wp = &q->waiters; *wp;) {
+            struct waiter *w = *wp;
+            if(w->page && w->page <= pages) {
+                *wp = w->next;
+                w->next = woken;
+                woken = w;
+            } else {
+                wp = &w->next;
+            }
+        }
+        want_update(q);
+    }
+    pthread_mutex_unlock(&qs->lock);
+    fire(woken, 0);
 }
 
 void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)

@@ -35,6 +35,10 @@ struct dapi_qview {
     enum dapi_err error; /* FAILED: why */
     char message[1024];  /* FAILED: details for the client (a longer one is cut, and says so) */
     struct dapi_result *result;
+    int64_t expires_s; /* when the slug expires (wall-clock s: creation + retention) */
+    /* QUEUED/RUNNING: the pages its run (or, for a query sharing an identical query's run,
+     * that run) has published so far, or NULL; a reference released with the snapshot */
+    struct dapi_result_live *live;
     void *ref; /* internal */
 };
 
@@ -205,6 +209,19 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
  * finished (cb not called; look it up again). */
 int dapi_queries_wait(struct dapi_queries *qs, const char *slug, int64_t deadline_ms,
                       void (*cb)(void *arg, int timed_out), void *arg);
+/* The same, also woken (cb(arg, 0), from the writing thread) as soon as page (> 0) of the
+ * query's run is published; -1 also when it already is. A query sharing an identical query's
+ * run (single-flight) waits on that run's pages. The caller looks the query up again when
+ * woken: it may still be running (then its page is published), or have ended. */
+int dapi_queries_wait_page(struct dapi_queries *qs, const char *slug, uint64_t page,
+                           int64_t deadline_ms, void (*cb)(void *arg, int timed_out), void *arg);
+/* Progressive pages: a run of slug now writes its result into the writer whose live pages are
+ * live (a reference is taken; NULL: none). Waiters for a page are woken as dapi_queries_progress
+ * reports pages published (the writer's publish callback, on the writing thread). The live
+ * pages are dropped when the query finishes, is dropped or removed. */
+void dapi_queries_set_live(struct dapi_queries *qs, const char *slug,
+                           struct dapi_result_live *live);
+void dapi_queries_progress(struct dapi_queries *qs, const char *slug, uint64_t pages);
 /* Fires due waiter timeouts and deletes expired queries (giving back their slots). Call
  * periodically. */
 void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms);

@@ -15,6 +15,7 @@ struct waiter {
     void (*cb)(void *arg, int timed_out);
     void *arg;
     int64_t deadline_ms;
+    uint64_t page; /* > 0: woken too once that page of the run is published */
     struct waiter *next;
 };
 
@@ -42,6 +43,10 @@ struct query {
     char fp[DAPI_REUSE_HEX];
     int64_t done_s;
     char leader[DAPI_SLUG_MAX]; /* in memory only: waits for this query's run (single-flight) */
+    /* RUNNING: the pages its run has published so far (dapi_queries_set_live), served before
+     * the run ends; pages_ready of them (as told by dapi_queries_progress). */
+    struct dapi_result_live *live;
+    uint64_t pages_ready;
     /* Serialises this query's meta.json rewrites (they share meta.json.tmp and must land in
      * order); other queries' are written in parallel: each run writes twice (start, end), so
      * one lock for all would bound the whole server's run rate by the disk's fsync time. */

@@ -985,3 +985,61 @@ def run_threads(fn, items, timeout=120):
         if t.is_alive():
             results[i] = AssertionError("thread still running after %.0f s" % timeout)
     return list(zip(items, results))
+
+
+class Load:
+    """Background clients for tests that change the server under load (reloads, SIGHUP,
+    log rotation): `threads` threads, each on its own keep-alive connection, GET `path` with
+    `key` over and over until the `with` block ends. Every answer must have status `expect`
+    and echo the request's X-Request-Id; `ok` counts those, `bad` lists the others (and
+    connection errors), `ids` every request id sent (to match against the access log)."""
+
+    def __init__(self, port, path, key, expect=200, threads=3):
+        self.port, self.path, self.key, self.expect = port, path, key, expect
+        self.stop = threading.Event()
+        self.ok = 0
+        self.bad = []
+        self.ids = []
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, i):
+        conn = None
+        n = 0
+        while not self.stop.is_set():
+            rid = "load-%d-%d" % (i, n)
+            n += 1
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", self.path, headers={"x-api-key": self.key, "X-Request-Id": rid})
+                r = conn.getresponse()
+                body = r.read()
+                with self.lock:
+                    self.ids.append(rid)
+                    if r.status == self.expect and r.getheader("X-Request-Id") == rid:
+                        self.ok += 1
+                    else:
+                        self.bad.append("%s: %d %r id=%r" % (rid, r.status, body[:120], r.getheader("X-Request-Id")))
+                if r.getheader("Connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                with self.lock:
+                    self.bad.append("%s: %s: %s" % (rid, type(e).__name__, e))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+        return False

@@ -168,58 +168,6 @@ def test_keys_expired():
         check(re.search(r"^\S+\s+old\s+expired\s", out, re.M), "list shows expired:\n%s" % out)
 
 
-class _Load:
-    """Threads on keep-alive connections posting queries with one key; every answer must be
-    200."""
-
-    def __init__(self, port, key, threads=3):
-        import http.client
-
-        self.hc = http.client
-        self.port, self.key = port, key
-        self.stop = threading.Event()
-        self.ok = 0
-        self.bad = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
-
-    def _run(self):
-        conn = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = self.hc.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/api/queries/nope-slug/results?page_number=1",
-                             headers={"x-api-key": self.key})
-                r = conn.getresponse()
-                body = r.read()
-                with self.lock:
-                    # 404: the key was accepted (an unknown slug); 401 would be a failure
-                    if r.status == 404:
-                        self.ok += 1
-                    else:
-                        self.bad.append("%d %r" % (r.status, body[:120]))
-            except (OSError, self.hc.HTTPException) as e:
-                with self.lock:
-                    self.bad.append("%s: %s" % (type(e).__name__, e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *a):
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
-        return False
-
-
 @h.timeout(120)
 def test_keys_reload_under_load_sighup_and_file_change():
     """While three clients use a store key, keys are added and revoked with `dapi keys` (the
@@ -229,7 +177,8 @@ def test_keys_reload_under_load_sighup_and_file_change():
     kept, _ = _add(st, None, "--name", "kept")
     with Server(keys=None, state_dir=st, name="keys-load") as s:
         added = []
-        with _Load(s.port, kept) as load:
+        # 404: the key was accepted (an unknown slug); 401 would be a failure
+        with h.Load(s.port, "/api/queries/nope-slug/results?page_number=1", kept, expect=404) as load:
             time.sleep(0.3)
             for i in range(4):
                 key, kid = _add(st, None, "--name", "load-%d" % i)

@@ -203,7 +203,10 @@ def test_result_rows_edge():
     eq(s.page(slug, 10), [{"i": i} for i in range(900, 1000)], "page 10 of a 1000-row result")
     eq(s.page(slug, 11), [], "page 11")
     slug = s.create("SELECT i FROM range(1001) t(i)")
-    for page in (1, 2):
+    # A page past the end waits for the end of the run (pages 1-10 are complete before the
+    # limit is hit, so they may be served while it runs: progressive pages); then every page
+    # is the failure.
+    for page in (10 ** 6, 1, 2):
         body = expect_error(s.results(slug, page), 413, "Query execution failed", "1001 rows over --max-result-rows 1000 (page %d)" % page)
         details = body.get("details")
         check(isinstance(details, str) and "row" in details.lower(), "details should mention the row limit: %r" % body)
@@ -215,6 +218,9 @@ def test_result_bytes_limit():
     s = SMALL.get()
     eq(s.query("SELECT 'small' AS v"), [{"v": "small"}], "small result under --max-result-bytes")
     slug = s.create("SELECT repeat('x', 1000) AS v FROM range(900)")
+    # (page 1 is complete before the limit: it may be served while the run goes on; once it
+    # has ended, which a page past the end waits for, every page is the failure)
+    expect_error(s.results(slug, 10 ** 6), 413, "Query execution failed", "past the end")
     body = expect_error(s.results(slug, 1), 413, "Query execution failed", "~900 kB result over --max-result-bytes 200000")
     check(isinstance(body.get("details"), str), "details: %r" % body)
 

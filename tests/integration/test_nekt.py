@@ -405,9 +405,9 @@ def test_nekt_v1_read_ahead_sequential_reader():
     expected = [[big_expected(i) for i in range((n - 1) * 100, min(n * 100, 1950))] for n in range(1, 21)]
     timings, execs = {}, {}
     for k in (0, 4):
-        # two admission slots per key (a page's slot is given back just after its answer is
-        # sent): the k read-aheads take none, so the reader is never refused
-        fwd = attach(forwarder(emu, "v1", ["--nekt-read-ahead", str(k), "--max-queries-per-key", "2"], name="nekt-fwd-v1-ra%d" % k), emu)
+        # one admission slot per key: a page's slot is given back before its answer is sent
+        # and the k read-aheads take none, so the sequential reader is never refused
+        fwd = attach(forwarder(emu, "v1", ["--nekt-read-ahead", str(k), "--max-queries-per-key", "1"], name="nekt-fwd-v1-ra%d" % k), emu)
         slug = fwd.create(sql)
         before = _settled_count(emu, V1_EXECS)
         timings[k], rows = _read_sequentially(fwd, slug, 20)
@@ -425,6 +425,33 @@ def test_nekt_v1_read_ahead_sequential_reader():
     eq(execs[0], 20, "read-ahead 0: one execution per page read")
     check(20 <= execs[4] <= 24, "read-ahead 4: executions %d, expected 20..24 (pages read + k)" % execs[4])
     check(timings[4] <= 0.6 * timings[0], "read-ahead 4 took %.2f s, without it %.2f s: expected at most 60 %%" % (timings[4], timings[0]))
+
+
+@h.timeout(120)
+def test_nekt_v1_one_slot_sequential_reader_never_refused():
+    """With --max-queries-per-key 1, a client reading v1 pages one after the other on one
+    keep-alive connection is never refused (429): each page's admission slot is given back
+    before its answer is sent, not just after (the next request can arrive in between).
+    Pages that must be fetched (no read-ahead, 60 ms per upstream execution) and pages read
+    again from what is kept, several rounds."""
+    emu = emulator("--workers", "4", "--emulate-faults", "path=/api/v1/explorer/queries/,method=POST,latency_ms=60", name="nekt-emu-oneslot")
+    fwd = attach(forwarder(emu, "v1", ["--nekt-read-ahead", "0", "--max-queries-per-key", "1"], name="nekt-fwd-v1-oneslot"), emu)
+    sql = "SELECT i FROM range(3000) t(i) ORDER BY i"
+    slug = fwd.create(sql)
+    conn = KeepAlive(fwd, fwd.key)
+    refused = []
+    try:
+        for rnd in range(3):
+            for n in range(1, 31):
+                r = conn.page(slug, n)
+                if r.status != 200:
+                    refused.append((rnd, n, r.status))
+                    continue
+                eq(jparse(r)["data"][0]["i"], (n - 1) * 100, "round %d page %d" % (rnd, n))
+    finally:
+        conn.close()
+    eq(refused, [], "pages refused (round, page, status)")
+    fwd.stop()
 
 
 @h.timeout(60)

@@ -118,61 +118,6 @@ def test_host_names():
 # --------------------------------------------------------------------------- SIGHUP: keys
 
 
-class _Load:
-    """A few threads, each on its own keep-alive connection, reading one result page with a
-    key that stays valid throughout; every answer must be 200."""
-
-    def __init__(self, port, path, key, threads=3):
-        self.port, self.path, self.key = port, path, key
-        self.stop = threading.Event()
-        self.ok = 0
-        self.bad = []
-        self.ids = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def _run(self, i):
-        conn = None
-        n = 0
-        while not self.stop.is_set():
-            rid = "load-%d-%d" % (i, n)
-            n += 1
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", self.path, headers={"x-api-key": self.key, "X-Request-Id": rid})
-                r = conn.getresponse()
-                body = r.read()
-                with self.lock:
-                    self.ids.append(rid)
-                    if r.status == 200 and r.getheader("X-Request-Id") == rid:
-                        self.ok += 1
-                    else:
-                        self.bad.append("%s: %d %r id=%r" % (rid, r.status, body[:120], r.getheader("X-Request-Id")))
-                if r.getheader("Connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as e:
-                with self.lock:
-                    self.bad.append("%s: %s: %s" % (rid, type(e).__name__, e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *a):
-        self.stop.set()
-        for t in self.threads:
-            t.join(15)
-        return False
-
-
 @h.timeout(90)
 def test_sighup_reloads_keys_and_reopens_logs_under_load():
     """While three clients read pages with a key that stays, the keys file changes (one key
@@ -187,7 +132,7 @@ def test_sighup_reloads_keys_and_reopens_logs_under_load():
         slug = s.create("SELECT 42 AS answer", key="kept-key-1a2b")
         s.page(slug, 1, key="kept-key-1a2b")
         path = "/api/queries/%s/results?page_number=1" % slug
-        with _Load(s.port, path, "kept-key-1a2b") as load:
+        with h.Load(s.port, path, "kept-key-1a2b") as load:
             time.sleep(0.4)
             h.write_file(kf, "# rotated\nkept-key-1a2b\nnew-key-5e6f\n")
             _hup(s)

@@ -162,6 +162,9 @@ def test_huge_results_stream():
                 args=["--memory-limit", "512MB", "--max-result-rows", "1000000",
                       "--query-timeout", "60"]) as srv:
         slug = srv.create("SELECT * FROM range(10000000000)")
+        # a page past the end waits for the end of the run (page 1 is served as soon as it is
+        # written: progressive pages); then page 1 too is the failure
+        expect_error(srv.results(slug, 10 ** 6), 413)
         body = expect_error(srv.results(slug, 1), 413)
         check("--max-result-rows" in (body.get("details") or ""), "names the cap: %r" % body)
         peak = _vm(srv.proc.pid, "VmHWM")

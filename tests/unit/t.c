@@ -354,6 +354,25 @@ void t_srv_hang(int fd, int ms)
     }
 }
 
+void t_lake_link(const struct t_lake *l, const char *target, const char *rel)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/%s", l->root, rel);
+    T_CHECK(symlink(target, p) == 0, "symlink %s", p);
+}
+
+const char *t_lake_expand(const struct t_lake *l, const char *sql)
+{
+    static char out[8192];
+    size_t n = 0;
+    out[0] = '\0';
+    for(const char *at; (at = strstr(sql, "DATA")) && n < sizeof out; sql = at + 4)
+        n += (size_t)snprintf(out + n, sizeof out - n, "%.*s%s", (int)(at - sql), sql, l->data);
+    if(n < sizeof out)
+        snprintf(out + n, sizeof out - n, "%s", sql);
+    return out;
+}
+
 /* ---- the query registry ---------------------------------------------------------------- */
 
 void t_fresh_dir(char *out, size_t n, const char *root, const char *name)
@@ -373,6 +392,18 @@ t_registry_open(const char *state, int64_t retention, uint64_t max_bytes, int64_
                                         arg, err, sizeof err);
     T_CHECK(r == DAPI_OK && qs, "open %s: %d %s", state, (int)r, err);
     return qs;
+}
+
+void t_result_page(const struct dapi_result *r, uint64_t page, const char **data, size_t *len)
+{
+    static char *last;
+    free(last);
+    last = NULL;
+    enum dapi_err e = dapi_result_page_copy(r, page, &last, len);
+    T_CHECK(e == DAPI_OK, "page %llu decodes (got %d)", (unsigned long long)page, (int)e);
+    *data = last ? last : "";
+    if(!last)
+        *len = 0;
 }
 
 uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows)

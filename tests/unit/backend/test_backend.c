@@ -35,7 +35,12 @@ struct caught {
     int has_details, has_message;
     int status, retry_after;
     int reused;
+    long long active_at_reply; /* the probed key's admission slots when the answer came */
 };
+
+/* Whose admission slots on_done records (the answer must come after they are given back). */
+static struct dapi_queries *probe_queries;
+static unsigned char probe_key[DAPI_KEY_HASH_LEN];
 
 static void on_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
 {
@@ -47,7 +52,15 @@ static void on_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
     snprintf(c->slug, sizeof c->slug, "%s", o->slug ? o->slug : "");
     snprintf(c->sql, sizeof c->sql, "%s", o->sql ? o->sql : "");
     snprintf(c->page, sizeof c->page, "%s", o->page_text ? o->page_text : "");
-    snprintf(c->rows, sizeof c->rows, "%.*s", (int)(o->rows ? o->len : 0), o->rows ? o->rows : "");
+    if(o->result) { /* a stored page: its rows decoded */
+        const char *data;
+        size_t len;
+        t_result_page(o->result, o->page_no, &data, &len);
+        snprintf(c->rows, sizeof c->rows, "%.*s", (int)len, data);
+    } else {
+        snprintf(c->rows, sizeof c->rows, "%.*s", (int)(o->rows ? o->len : 0),
+                 o->rows ? o->rows : "");
+    }
     c->has_details = o->details != NULL;
     snprintf(c->details, sizeof c->details, "%s", o->details ? o->details : "");
     c->has_message = o->message != NULL;
@@ -55,6 +68,8 @@ static void on_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
     c->status = o->status;
     c->retry_after = o->retry_after;
     c->reused = o->reused;
+    c->active_at_reply = probe_queries ? (long long)dapi_queries_active(probe_queries, probe_key)
+                                       : -1;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
@@ -107,6 +122,7 @@ static int parts_start(struct parts *p, const char *backend, char **args, int na
     snprintf(data, sizeof data, "%s/data", root);
     snprintf(state, sizeof state, "%s/state-%s", root, backend);
     snprintf(downloads, sizeof downloads, "%s/queries", state);
+    t_rm_rf(state); /* each start is a fresh server: nothing left by an earlier test */
     mkdir(state, 0700);
     char *argv[32] = {"--data-dir", data, "--state-dir", state, "--backend", (char *)backend};
     int argc = 6;
@@ -377,6 +393,7 @@ static int upstream_start(void)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     socklen_t alen = sizeof a;
+    atomic_store(&up.stop, 0);
     up.fd = socket(AF_INET, SOCK_STREAM, 0);
     if(up.fd < 0 || bind(up.fd, (struct sockaddr *)&a, sizeof a) || listen(up.fd, 16) ||
        getsockname(up.fd, (struct sockaddr *)&a, &alen))
@@ -535,6 +552,72 @@ static void test_nekt_key_check(void)
     T_EQ_STR(up_key, "upstream-of-s");
     pthread_mutex_unlock(&up_key_mu);
 out:
+    parts_stop(&p);
+    upstream_stop();
+}
+
+/* A request's admission slot is given back BEFORE its answer is sent: the client's next
+ * request, which may come the moment it reads the answer, must find it free (with
+ * --max-queries-per-key 1 it was refused now and then). Checked at the moment of each answer:
+ * local creation refused (bad SQL) and answered, v1 creation and v1 page (fetched upstream). */
+static void test_slot_back_before_answer(void)
+{
+    struct parts p;
+    struct caught c;
+    char url[64], slug[64];
+    unsigned char kh[DAPI_KEY_HASH_LEN];
+    char *one[] = {"--max-queries-per-key", "1"};
+    if(parts_start(&p, "local", one, 2))
+        goto local_out;
+    key("slot-key", kh);
+    probe_queries = p.queries;
+    memcpy(probe_key, kh, DAPI_KEY_HASH_LEN);
+    create(&p, "SELEC nonsense", kh, &c);
+    T_EQ_INT(c.err, DAPI_ERR_SQL);
+    T_EQ_INT(c.active_at_reply, 0);
+    caught_free(&c);
+    create(&p, "SELECT 42 AS x", kh, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    caught_free(&c);
+local_out:
+    probe_queries = NULL;
+    parts_stop(&p);
+
+    if(upstream_start()) {
+        T_CHECK(0, "the canned upstream starts");
+        return;
+    }
+    snprintf(url, sizeof url, "http://127.0.0.1:%d", up.port);
+    char *v1[] = {"--nekt-url",
+                  url,
+                  "--nekt-api",
+                  "v1",
+                  "--upstream-attempts",
+                  "1",
+                  "--max-queries-per-key",
+                  "1",
+                  "--nekt-read-ahead",
+                  "0"};
+    if(parts_start(&p, "nekt", v1, 10))
+        goto out;
+    probe_queries = p.queries;
+    key("v1-key", kh);
+    memcpy(probe_key, kh, DAPI_KEY_HASH_LEN);
+    /* the application is running, the upstream query is "up-1" */
+    upstream_answer(200, "{\"status\":\"running\",\"slug\":\"up-1\"}", 0);
+    create(&p, "SELECT 1", kh, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
+    T_EQ_INT(c.active_at_reply, 0);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    /* page 1 is an upstream execution (it takes a slot), which fails */
+    upstream_answer(200, "{\"id\":7,\"status\":\"failed\",\"error\":\"boom\"}", 0);
+    results(&p, slug, 1, kh, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED);
+    T_EQ_INT(c.active_at_reply, 0);
+    caught_free(&c);
+out:
+    probe_queries = NULL;
     parts_stop(&p);
     upstream_stop();
 }
@@ -803,6 +886,7 @@ int main(void)
     test_local();
     test_local_scopes();
     test_nekt();
+    test_slot_back_before_answer();
     test_nekt_key_check();
     test_upstream_timeout_outcome();
     test_local_reuse();

@@ -17,28 +17,18 @@
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 static struct t_lake lake;
-static const char *root = lake.root, *data = lake.data;
+static const char *root = lake.root;
 static struct dapi_engine *eng;
 static struct dapi_econn *con;
 
 static void link_rel(const char *target, const char *rel)
 {
-    char p[600];
-    snprintf(p, sizeof p, "%s/%s", root, rel);
-    T_CHECK(symlink(target, p) == 0, "symlink %s", p);
+    t_lake_link(&lake, target, rel);
 }
 
-/* Replaces DATA with the lake's path. */
 static const char *expand(const char *sql)
 {
-    static char out[8192];
-    size_t n = 0;
-    out[0] = '\0';
-    for(const char *at; (at = strstr(sql, "DATA")) && n < sizeof out; sql = at + 4)
-        n += (size_t)snprintf(out + n, sizeof out - n, "%.*s%s", (int)(at - sql), sql, data);
-    if(n < sizeof out)
-        snprintf(out + n, sizeof out - n, "%s", sql);
-    return out;
+    return t_lake_expand(&lake, sql);
 }
 
 static enum dapi_err check(const char *sql, char **msg)
