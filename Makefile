@@ -97,9 +97,14 @@ asan: | $(DEPS_OK)
 	    build-asan/dapi $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 	scripts/test.sh --build build-asan --sanitizers
 
+# The small-queries load generator (bench/run.sh part g): plain C, no library.
+$(B)/bench/smallq: bench/smallq.c
+	@mkdir -p $(@D)
+	$(CC) $(CSTD) $(WARN) $(OPT) -pthread -o $@ $<
+
 bench:
 	scripts/deps.sh --bench
-	$(MAKE) build/dapi
+	$(MAKE) build/dapi build/bench/smallq
 	bench/run.sh
 	bench/nekt.sh
 

@@ -565,6 +565,7 @@ static void serve_shutdown(struct serve *s, int sig)
     dapi_engine_abort(app->engine);     /* running queries stop; queued ones never start */
     dapi_httpc_abort_all();             /* upstream calls in flight stop too */
     dapi_pool_stop(app->check_pool, 0); /* later submissions are refused with 503 */
+    dapi_queries_flush(app->queries);   /* creations waiting for their sync are answered */
     dapi_pool_stop(app->run_pool, 0);
     dapi_emu_quiesce(app);
     dapi_queries_cancel_waiters(app->queries);

@@ -12,8 +12,10 @@
  *           link (a reused result) shares it, as it shares the rows
  * The previous format, "DAPIRES1" (same header without id; the rows stored as text,
  * index = pages + 1 offsets into them), is still read: state directories survive upgrades.
- * Written to a unique temporary name, fsynced, then renamed: a result file that exists is
- * complete. dapi_result_open checks every offset and length, so a damaged file is refused
+ * Written to a unique temporary name, then renamed: a result file that exists was complete
+ * when written. It is not fsynced (a result can be computed again): after a power loss it may
+ * be torn, which dapi_result_verify reveals (every frame decoded: zstd's checksum per frame,
+ * the decoded lengths). dapi_result_open checks every offset and length, so a damaged file is refused
  * or, for a damaged frame, fails to decode — it never makes us read or write out of bounds.
  * Serving page p is one lookup, whatever p is: its frame as stored, or decoded.
  *
@@ -48,8 +50,8 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
                                       const struct dapi_result_limits *limits);
 /* The engine sink that feeds this writer (ctx = the writer). */
 extern const struct dapi_sink dapi_result_sink;
-/* Finishes: writes the last page, index and header, fsyncs, renames into place. bytes is the
- * file's size. */
+/* Finishes: writes the last page, index and header, renames into place (no fsync). bytes is
+ * the file's size. */
 enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *rows,
                                         uint64_t *pages, uint64_t *bytes);
 /* Why the writer stopped the run (e.g. which limit), or NULL; borrowed. */
@@ -90,6 +92,9 @@ enum dapi_err dapi_result_open(struct dapi_result **out, const char *path);
 struct dapi_result *dapi_result_ref(struct dapi_result *r);
 /* Drops a reference; the last one unmaps. NULL is ignored. */
 void dapi_result_close(struct dapi_result *r);
+/* Decodes every page: DAPI_ERR_IO if one fails (torn by a power loss, or damaged),
+ * DAPI_ERR_NOMEM, or DAPI_OK (also for a DAPIRES1 file, written by a version that fsynced). */
+enum dapi_err dapi_result_verify(const struct dapi_result *r);
 uint64_t dapi_result_pages(const struct dapi_result *r);
 uint64_t dapi_result_rows(const struct dapi_result *r);
 /* The result's identity (see the layout above; for a DAPIRES1 file, derived from its device,

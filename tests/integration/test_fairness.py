@@ -258,7 +258,7 @@ def test_orphaned_temporary_files_are_removed_at_start():
         s.start()
         left = sorted(set(os.listdir(qdir)) & set(planted))
         eq(left, [], "orphaned temporary files left after a start")
-        eq(sorted(os.listdir(qdir)), ["meta.json", "result.bin"], "the query's own files")
+        eq(sorted(os.listdir(qdir)), ["created.json", "meta.json", "result.bin"], "the query's own files")
         eq(s.page(slug, 1), [{"five": 5}], "rows after the start")
 
 
