@@ -2,7 +2,7 @@
 # Debian machine (scripts/deps.sh installs what is missing and fetches DuckDB).
 CC      ?= cc
 DUCKDB  := third_party/duckdb
-PKGS    := libmicrohttpd libcurl jansson openssl libsystemd
+PKGS    := libmicrohttpd libcurl jansson openssl libsystemd libzstd
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g
@@ -108,9 +108,14 @@ asan: | $(DEPS_OK)
 	    build-asan/dapi $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 	scripts/test.sh --build build-asan --sanitizers
 
+# The small-queries load generator (bench/run.sh part g): plain C, no library.
+$(B)/bench/smallq: bench/smallq.c
+	@mkdir -p $(@D)
+	$(CC) $(CSTD) $(WARN) $(OPT) -pthread -o $@ $<
+
 bench:
 	scripts/deps.sh --bench
-	$(MAKE) build/dapi
+	$(MAKE) build/dapi build/bench/smallq
 	bench/run.sh
 	bench/nekt.sh
 

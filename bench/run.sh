@@ -8,7 +8,9 @@
 # Tunables (environment): DAPI_BIN (build/dapi), NGINX_BIN (/usr/sbin/nginx), WRK_BIN (wrk),
 # BENCH_DURATION (10s per throughput run), BENCH_WARMUP (2s), BENCH_LAT_DURATION (5s),
 # BENCH_ROUNDS (1 dapi/nginx pair per throughput measure), BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_HTTP_THREADS (nginx worker_processes; when set,
-# also passed to dapi as --http-threads; default 2 = dapi's default HTTP threads).
+# also passed to dapi as --http-threads; default 2 = dapi's default HTTP threads),
+# SMALLQ_BIN (build/bench/smallq), BENCH_SMALLQ_CONNECTIONS (8), BENCH_DISK_DIR (bench/out: a
+# directory on a real disk for part i's state dir), BENCH_TMPFS_DIR (/dev/shm).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,6 +26,10 @@ THREADS=${BENCH_THREADS:-2}
 ROUNDS=${BENCH_ROUNDS:-1}
 CONNS=${BENCH_CONNECTIONS:-32}
 NGINX_WORKERS=${BENCH_HTTP_THREADS:-2}
+SMALLQ_BIN=${SMALLQ_BIN:-$ROOT/build/bench/smallq}
+SQ_CONNS=${BENCH_SMALLQ_CONNECTIONS:-8}
+DISK_DIR=${BENCH_DISK_DIR:-$OUT}
+TMPFS_DIR=${BENCH_TMPFS_DIR:-/dev/shm}
 DAPI_EXTRA=()
 [ -n "${BENCH_HTTP_THREADS:-}" ] && DAPI_EXTRA+=(--http-threads "$BENCH_HTTP_THREADS")
 KEY=benchkey
@@ -34,17 +40,21 @@ LAST_PAGE=$((BIG_ROWS / 100))
 die() { echo "bench: $*" >&2; exit 1; }
 note() { echo "bench: $*" >&2; }
 
-for t in curl python3 awk "$WRK_BIN"; do
+for t in curl python3 awk zstd "$WRK_BIN"; do
     command -v "$t" >/dev/null || die "$t not found (run 'make bench', which installs it)"
 done
 [ -x "$DAPI_BIN" ] || die "$DAPI_BIN not found (run 'make bench' or 'make build/dapi')"
 [ -x "$NGINX_BIN" ] || die "$NGINX_BIN not found (run 'make bench', which installs nginx-light)"
+[ -x "$SMALLQ_BIN" ] || die "$SMALLQ_BIN not found (run 'make bench' or 'make build/bench/smallq')"
 
 mkdir -p "$OUT"
-rm -f "$OUT"/wrk-*.txt "$OUT"/summary.txt "$OUT"/dapi.log "$OUT"/dapi.stdout "$OUT"/nginx-*.log
+rm -f "$OUT"/wrk-*.txt "$OUT"/summary.txt "$OUT"/dapi.log "$OUT"/dapi.stdout "$OUT"/nginx-*.log \
+    "$OUT"/smallq-*.txt "$OUT"/dapi-smallq-*.log
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/dapi-bench.XXXXXX")
 DAPI_PID=
 NGINX_PID=
+SQ_PID=
+SQ_STATES=()
 
 stop_pid() { # stop_pid PID: TERM, wait up to 5 s, then KILL. Only PIDs this script started.
     local pid=$1 _
@@ -59,6 +69,8 @@ cleanup() {
     local rc=$?
     stop_pid "$NGINX_PID"
     stop_pid "$DAPI_PID"
+    stop_pid "$SQ_PID"
+    [ ${#SQ_STATES[@]} -eq 0 ] || rm -rf "${SQ_STATES[@]}"
     # The access log of a load run is huge; keep its head and tail only.
     if [ -f "$OUT/dapi.log" ] && [ "$(stat -c %s "$OUT/dapi.log")" -gt 8000000 ]; then
         { head -n 200 "$OUT/dapi.log"; echo "... (bench: $(wc -l <"$OUT/dapi.log") lines, middle cut) ..."
@@ -146,6 +158,12 @@ http {
         }
         location = /page1.json {
             default_type application/json;
+            root $NG/www;
+        }
+        location = /page1.zst {
+            default_type application/json;
+            add_header Content-Encoding zstd;
+            add_header Vary Accept-Encoding;
             root $NG/www;
         }
     }
@@ -272,6 +290,36 @@ curl -fsS --max-time 10 -o "$TMP/dapi-page1.json" -H "x-api-key: $KEY" \
     "$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
 cmp -s "$TMP/ng-page1.json" "$TMP/dapi-page1.json" \
     || note "WARNING: dapi's page 1 changed between requests; nginx serves the first copy"
+# The same page as dapi sends it to a client that accepts zstd (its stored frame between two
+# small frames of the envelope), for nginx to serve as a static file with that encoding.
+curl -fsS --max-time 10 -o "$NG/www/page1.zst" -H "x-api-key: $KEY" -H 'Accept-Encoding: zstd' \
+    "$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
+ZPAGE_BYTES=$(stat -c %s "$NG/www/page1.zst")
+zstd -dcq "$NG/www/page1.zst" | cmp -s - "$TMP/dapi-page1.json" \
+    || die "dapi's zstd page 1 does not decode to its plain page 1"
+curl -fsS --max-time 10 -o "$TMP/ng-page1.zst" -H 'Accept-Encoding: zstd' "$NGINX/page1.zst"
+cmp -s "$TMP/ng-page1.zst" "$NG/www/page1.zst" || die "nginx does not serve the zstd page as is"
+
+# Disk bytes of the 1M-row result: the file as stored (DAPIRES2, zstd pages) and what the
+# same rows took as text before (DAPIRES1: header, rows, pages + 1 offsets) — the sum of the
+# pages' decoded lengths, which the file's index records; page 1's is checked against the
+# plain page dapi serves.
+read -r DISK_AFTER DISK_BEFORE DISK_PAGE1 < <(python3 - "$STATE/queries/$LAT_SLUG/result.bin" <<'PY'
+import os, struct, sys
+f = open(sys.argv[1], "rb")
+h = f.read(64)
+assert h[:8] == b"DAPIRES2", h[:8]
+rows, pages, _, data_len, index_off, total = struct.unpack("<6Q", h[8:56])
+f.seek(index_off + 8 * (pages + 1))
+lens = struct.unpack("<%dQ" % pages, f.read(8 * pages))
+print(os.path.getsize(sys.argv[1]), 64 + sum(lens) + 8 * (pages + 1), lens[0] if lens else 0)
+PY
+) || die "cannot read the 1M-row result file"
+if [ "$LAT_SLUG" = "$PAGE_SLUG" ]; then
+    env_len=$(python3 -c 'import sys; b=open(sys.argv[1],"rb").read(); print(b.index(b"\"data\":[") + 8 + 2)' "$TMP/dapi-page1.json")
+    [ $((PAGE_BYTES - env_len)) -eq "$DISK_PAGE1" ] \
+        || note "WARNING: page 1's rows are $((PAGE_BYTES - env_len)) bytes, the index says $DISK_PAGE1"
+fi
 
 # --- 5. measurements ---------------------------------------------------------------------------
 # run_wrk NAME ARGS... : full wrk output in bench/out/wrk-NAME.txt
@@ -336,6 +384,8 @@ D_HEALTH=$DAPI/api/health
 N_HEALTH=$NGINX/health
 D_PAGE="$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
 N_PAGE=$NGINX/page1.json
+N_ZPAGE=$NGINX/page1.zst
+ZHDR=(-H 'Accept-Encoding: zstd')
 
 note "a. health: warm-up $WARM each, then $DUR each, alternating dapi / nginx"
 run_wrk warm-health-dapi "${LOAD[@]}" -d"$WARM" "$D_HEALTH"
@@ -353,6 +403,14 @@ for r in $(seq "$ROUNDS"); do
     run_wrk "page-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$N_PAGE"
 done
 
+note "g. results page 1 compressed ($ZPAGE_BYTES bytes, zstd): warm-up $WARM each, then $DUR each, alternating"
+run_wrk warm-zpage-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
+run_wrk warm-zpage-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
+for r in $(seq "$ROUNDS"); do
+    run_wrk "zpage-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
+    run_wrk "zpage-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
+done
+
 note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each"
 L_FIRST="$DAPI/api/queries/$LAT_SLUG/results?page_number=1"
 L_LAST="$DAPI/api/queries/$LAT_SLUG/results?page_number=$LAST_PAGE"
@@ -360,6 +418,45 @@ run_wrk warm-lat-first -t1 -c1 -d"$WARM" "${HDR[@]}" "$L_FIRST"
 run_wrk warm-lat-last -t1 -c1 -d"$WARM" "${HDR[@]}" "$L_LAST"
 run_wrk lat-first -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_FIRST"
 run_wrk lat-last -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_LAST"
+
+# i. small queries: create + page 1 of SELECT 1 (each runs: no reuse), $SQ_CONNS keep-alive
+# clients, against a dapi of its own whose state dir is on a real disk, then on tmpfs.
+fs_type() { stat -f -c %T "$1" 2>/dev/null || echo unknown; }
+smallq_run() { # smallq_run NAME DIR: a fresh dapi with its state dir in DIR; smallq-NAME.txt
+    # The state dirs are removed at exit, not between runs: deleting tens of thousands of
+    # files right before the next disk run would measure ext4's allocator skipping the inodes
+    # freed in the last 30 s (docs/design.md, Durability), not dapi.
+    local name=$1 dir=$2 port= _ SQ_STATE
+    SQ_STATE=$(mktemp -d "$dir/dapi-bench-state.XXXXXX")
+    SQ_STATES+=("$SQ_STATE")
+    DAPI_API_KEYS=$KEY "$DAPI_BIN" serve --host $HOST --port 0 --data-dir "$DATA" \
+        --state-dir "$SQ_STATE" --log-format text ${DAPI_EXTRA[@]+"${DAPI_EXTRA[@]}"} \
+        >"$TMP/sq.stdout" 2>"$OUT/dapi-smallq-$name.log" &
+    SQ_PID=$!
+    for _ in $(seq 300); do
+        port=$(sed -n 's|.*dapi listening on http://127\.0\.0\.1:\([0-9][0-9]*\).*|\1|p' "$TMP/sq.stdout" | head -n 1)
+        [ -n "$port" ] && break
+        kill -0 "$SQ_PID" 2>/dev/null || die "dapi ($name) exited at start"
+        sleep 0.1
+    done
+    [ -n "$port" ] || die "dapi ($name) did not start within 30 s"
+    timeout $(( $(secs "$WARM") + 60 )) "$SMALLQ_BIN" $HOST "$port" "$KEY" "$SQ_CONNS" "$(secs "$WARM")" \
+        >"$OUT/smallq-warm-$name.txt" 2>&1 || die "smallq warm-up ($name) failed"
+    timeout $(( $(secs "$DUR") + 60 )) "$SMALLQ_BIN" $HOST "$port" "$KEY" "$SQ_CONNS" "$(secs "$DUR")" \
+        >"$OUT/smallq-$name.txt" 2>&1 || die "smallq ($name) failed: $(cat "$OUT/smallq-$name.txt")"
+    stop_pid "$SQ_PID"; SQ_PID=
+}
+sq_qps() { awk '/^queries\/s:/ {printf "%.0f", $2}' "$OUT/smallq-$1.txt"; }
+sq_failed() { awk '/^failed:/ {print $2}' "$OUT/smallq-$1.txt"; }
+mkdir -p "$DISK_DIR"
+DISK_FS=$(fs_type "$DISK_DIR"); TMPFS_FS=$(fs_type "$TMPFS_DIR")
+[ "$DISK_FS" != tmpfs ] || note "WARNING: BENCH_DISK_DIR $DISK_DIR is on tmpfs: part i compares tmpfs with tmpfs"
+[ "$TMPFS_FS" = tmpfs ] || note "WARNING: BENCH_TMPFS_DIR $TMPFS_DIR is not tmpfs ($TMPFS_FS)"
+note "i. small queries, $SQ_CONNS clients: state dir on disk ($DISK_DIR, $DISK_FS) then on tmpfs ($TMPFS_DIR), $DUR each x $ROUNDS"
+for r in $(seq "$ROUNDS"); do
+    smallq_run "disk-$r" "$DISK_DIR"
+    smallq_run "tmpfs-$r" "$TMPFS_DIR"
+done
 
 CPU_BUSY1=$(cpu_total_busy); CPU_ALL1=$(cpu_total_all); ours_cpu; CPU_OURS1=$OURS_CPU
 FOREIGN_PCT=$(awk -v b=$((CPU_BUSY1 - CPU_BUSY0)) -v a=$((CPU_ALL1 - CPU_ALL0)) \
@@ -385,12 +482,21 @@ round_ratios() { # round_ratios WHAT: "r1 r2 ..." when there is more than one ro
 }
 H_D=$(mean_rps health-dapi); H_N=$(mean_rps health-nginx); H_R=$(ratio "$H_D" "$H_N")
 P_D=$(mean_rps page-dapi);   P_N=$(mean_rps page-nginx);   P_R=$(ratio "$P_D" "$P_N")
+Z_D=$(mean_rps zpage-dapi);  Z_N=$(mean_rps zpage-nginx);  Z_R=$(ratio "$Z_D" "$Z_N")
+SQ_D=0; SQ_T=0; SQ_ERRS=0; SQ_ROUNDS=
+for r in $(seq "$ROUNDS"); do
+    SQ_D=$((SQ_D + $(sq_qps "disk-$r"))); SQ_T=$((SQ_T + $(sq_qps "tmpfs-$r")))
+    SQ_ERRS=$((SQ_ERRS + $(sq_failed "disk-$r") + $(sq_failed "tmpfs-$r")))
+    SQ_ROUNDS+="$(ratio "$(sq_qps "disk-$r")" "$(sq_qps "tmpfs-$r")") "
+done
+SQ_D=$((SQ_D / ROUNDS)); SQ_T=$((SQ_T / ROUNDS)); SQ_R=$(ratio "$SQ_D" "$SQ_T")
+[ "$ROUNDS" -gt 1 ] && SQ_ROUNDS="(rounds: ${SQ_ROUNDS% })" || SQ_ROUNDS=
 F_MEAN=$(lat_mean lat-first); F_P50=$(lat_pct lat-first 50); F_P99=$(lat_pct lat-first 99)
 L_MEAN=$(lat_mean lat-last);  L_P50=$(lat_pct lat-last 50);  L_P99=$(lat_pct lat-last 99)
 L_R=$(ratio "$L_MEAN" "$F_MEAN")
 F_RPS=$(rps lat-first); L_RPS=$(rps lat-last)
 ERRS=0
-for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-lat-*.txt; do
+for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-zpage-*.txt "$OUT"/wrk-lat-*.txt; do
     n=${f##*/wrk-}; ERRS=$((ERRS + $(errs "${n%.txt}")))
 done
 
@@ -412,6 +518,9 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
     printf '%-44s %12s %12s %7s %8s %s\n' "b. results page 1 ($PAGE_BYTES B, $PAGE_ROWS rows), req/s" \
         "$P_D" "$P_N" "$P_R" ">= 0.8" "$(verdict "$P_R" '>=' 0.8) $(round_ratios page)"
     printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer page-dapi-1)" "$(xfer page-nginx-1)"
+    printf '%-44s %12s %12s %7s %8s %s\n' "g. page 1 as zstd ($ZPAGE_BYTES B), req/s" \
+        "$Z_D" "$Z_N" "$Z_R" ">= 0.8" "$(verdict "$Z_R" '>=' 0.8) $(round_ratios zpage)"
+    printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer zpage-dapi-1)" "$(xfer zpage-nginx-1)"
     echo
     echo "c. latency on the $LAT_ROWS-row result, 1 connection, $LAT_DUR each (ms):"
     printf '%-44s %9s %9s %9s %9s\n' "" "mean" "p50" "p99" "req/s"
@@ -421,12 +530,20 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
         "$(verdict "$L_R" '<=' 1.5) (p50 ratio $(ratio "$L_P50" "$F_P50"))"
     echo
     printf '%-44s %s\n' "d. dapi peak RSS (VmHWM)" "$((HWM_KB / 1024)) MiB ($HWM_KB kB; VmRSS at end $((RSS_KB / 1024)) MiB)"
+    printf '%-44s %s\n' "h. disk bytes of the $LAT_ROWS-row result" \
+        "$DISK_AFTER (zstd pages) vs $DISK_BEFORE as text before (DAPIRES1); ratio $(ratio "$DISK_AFTER" "$DISK_BEFORE")"
     printf '%-44s %s\n' "e. time to first page, $LAT_ROWS rows" "$TTFP_MS ms (POST $CREATE_MS ms + page 1 $PAGE1_MS ms)"
     printf '%-44s %s\n' "   query" "$TTFP_SQL"
     printf '%-44s %12s %12s %7s %8s %s\n' "   page 1 / whole run, fresh runs (median)" "$FP_PAGE1_MS ms" \
         "$FP_FULL_MS ms" "$FP_R" "<= 0.10" "$(verdict "$FP_R" '<=' 0.10) (page 1/whole ms: $FP_EACH)"
     printf '%-44s %s\n' "f. the same query again (reuse hit: $REUSED)" \
         "$REUSE_TTFP_MS ms (POST $REUSE_CREATE_MS ms + page 1 $REUSE_PAGE1_MS ms); ÷ e: $(ratio "$REUSE_TTFP_MS" "$TTFP_MS")"
+    echo
+    echo "i. small queries: create + page 1 of SELECT 1, $SQ_CONNS keep-alive clients (bench/smallq), queries/s:"
+    printf '%-44s %12s %12s %7s %8s %s\n' "" "disk" "tmpfs" "ratio" "target" "verdict"
+    printf '%-44s %12s %12s %7s %8s %s\n' "   small queries disk/tmpfs" "$SQ_D" "$SQ_T" "$SQ_R" ">= 0.90" \
+        "$(verdict "$SQ_R" '>=' 0.90) $SQ_ROUNDS"
+    printf '%-44s %s\n' "   state dirs" "disk: $DISK_DIR ($DISK_FS); tmpfs: $TMPFS_DIR ($TMPFS_FS); failed requests: $SQ_ERRS"
     echo
     echo "machine: load average $LOADAVG0 before the measurements; other processes used" \
         "$FOREIGN_PCT% of all CPU time during them"

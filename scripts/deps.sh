@@ -5,8 +5,10 @@
 #
 #   scripts/deps.sh            build + test dependencies (wrk too: an integration test
 #                              bursts connections with it; man-db and systemd for the
-#                              checks of the man pages and of the systemd unit; npm and
-#                              node for the OpenAPI validator)
+#                              checks of the man pages and of the systemd unit; the zstd
+#                              command decodes compressed answers in the integration tests;
+#                              npm and node for the OpenAPI validator; promtool checks
+#                              GET /metrics)
 #   scripts/deps.sh --bench    also nginx (for `make bench`)
 set -euo pipefail
 
@@ -28,8 +30,8 @@ have_duckdb() {
 # npm (with node) fetches DuckDB, and the OpenAPI validator of the integration tests
 # (tests/openapi/package-lock.json, installed by tests/integration/test_openapi.py).
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev libsystemd-dev python3 curl ca-certificates wrk man-db systemd clang-format
-      npm prometheus)  # prometheus: promtool checks GET /metrics in the tests
+      libssl-dev libsystemd-dev libzstd-dev zstd python3 curl ca-certificates wrk man-db systemd
+      clang-format npm prometheus)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)
 
 missing=()

@@ -23,6 +23,7 @@
 #include "http/http.h"
 #include "pool/pool.h"
 #include "store/queries.h"
+#include "store/pagecache.h"
 #include "upstream/httpc.h"
 #include "dapi/version.h"
 
@@ -364,6 +365,11 @@ static int serve_build(struct serve *s)
         fprintf(stderr, "dapi serve: %s\n", err);
         return START_FAILED;
     }
+    if(cfg->page_cache_bytes > 0 &&
+       !(app->page_cache = dapi_page_cache_new((uint64_t)cfg->page_cache_bytes))) {
+        fprintf(stderr, "dapi serve: out of memory for the page cache\n");
+        return START_FAILED;
+    }
     struct pending *resume = NULL;
     if(dapi_queries_open(&app->queries, cfg->state_dir, cfg->retention,
                          (uint64_t)cfg->max_state_bytes, dapi_clock_wall_s(), unfinished, &resume,
@@ -567,6 +573,7 @@ static void serve_shutdown(struct serve *s, int sig)
     dapi_engine_abort(app->engine);     /* running queries stop; queued ones never start */
     dapi_httpc_abort_all();             /* upstream calls in flight stop too */
     dapi_pool_stop(app->check_pool, 0); /* later submissions are refused with 503 */
+    dapi_queries_flush(app->queries);   /* creations waiting for their sync are answered */
     dapi_pool_stop(app->run_pool, 0);
     dapi_emu_quiesce(app);
     dapi_queries_cancel_waiters(app->queries);
@@ -588,6 +595,7 @@ static void serve_free(struct serve *s, int code)
     if(app->backend && app->backend->ops->stop)
         app->backend->ops->stop(app->backend_state);
     dapi_queries_close(app->queries);
+    dapi_page_cache_free(app->page_cache); /* after the HTTP server: answers hold pages */
     dapi_engine_close(app->engine);
     dapi_keys_free(app->keys);
     keystore_flush(s, 0);

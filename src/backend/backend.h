@@ -21,6 +21,7 @@ struct dapi_engine;
 struct dapi_econn;
 struct dapi_pool;
 struct dapi_queries;
+struct dapi_result;
 
 /* What a backend may use, given to its start and valid until its stop. */
 struct dapi_backend_env {
@@ -52,10 +53,16 @@ struct dapi_outcome {
     const char *slug;      /* CREATED, PAGE, FAILED */
     const char *sql;       /* CREATED */
     const char *page_text; /* PAGE, FAILED: the page number as the client will read it */
-    const char *rows;      /* PAGE: the page's rows as JSON, joined by ',' (len bytes);
-                              JSON: the body */
+    const char *rows;      /* PAGE without result: the page's rows as JSON, joined by ','
+                              (len bytes); JSON: the body */
     size_t len;
-    uint64_t nrows; /* PAGE: how many rows that is (for metrics) */
+    struct dapi_result *result; /* PAGE: the stored result the page is read from (the API
+                                   layer takes its own reference to send it), or NULL */
+    uint64_t page_no;           /* PAGE with result: which page (1-based) */
+    int64_t max_age;            /* PAGE with result: > 0 = the result is finished and stays
+                                   so this many more seconds (ETag, Cache-Control immutable);
+                                   0 = no caching headers */
+    uint64_t nrows;             /* PAGE without result: how many rows (for metrics) */
     /* Where the time went (microseconds; 0 = not measured), for the Server-Timing header:
      * waiting for a worker, checking the SQL, waiting for the run to produce the page. */
     int64_t queue_us, check_us, wait_us;
@@ -94,6 +101,11 @@ void dapi_reply_created_timed(struct dapi_reply rp, const char *slug, const char
                               int64_t queue_us, int64_t check_us);
 /* How many rows page (1-based) of a result holds: 100, fewer on the last, 0 past the end. */
 uint64_t dapi_backend_page_rows(const struct dapi_result *r, uint64_t page);
+/* PAGE read from a stored result (see struct dapi_outcome: result, page_no, max_age), after
+ * waiting wait_us for it (Server-Timing; 0 = not measured). */
+void dapi_reply_result_page(struct dapi_reply rp, const char *slug, const char *page_text,
+                            struct dapi_result *result, uint64_t page_no, int64_t max_age,
+                            int64_t wait_us);
 /* ERROR with the err table's status, message and Retry-After; details may be NULL or "". */
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details);
 /* FAILED; status 0 = dapi_err_exec_status(err). DAPI_ERR_UPSTREAM_TIMEOUT is not a failure

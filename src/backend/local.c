@@ -55,6 +55,54 @@ struct create_job {
     int64_t submitted_us;    /* when it was queued for a check worker (Server-Timing) */
 };
 
+/* A creation waiting for its record to be durable before it is answered. */
+struct answer {
+    const struct dapi_backend_env *env;
+    struct dapi_reply rp;
+    char slug[DAPI_SLUG_MAX];
+    char *sql;
+    int reused;
+    int64_t queue_us, check_us; /* Server-Timing */
+};
+
+static void answer_durable(void *arg, int err)
+{
+    struct answer *a = arg;
+    if(err) {
+        /* Not durable: not promised. Nobody knows the slug yet, so it goes. */
+        dapi_error("query %s: its creation could not be made durable: %s", a->slug, strerror(err));
+        dapi_queries_remove(a->env->queries, a->slug);
+        dapi_backend_create_failure(a->rp, DAPI_ERR_IO,
+                                    "cannot write to the state dir (--state-dir) to record the "
+                                    "query");
+    } else {
+        dapi_reply_created_timed(a->rp, a->slug, a->sql, a->reused, a->queue_us, a->check_us);
+    }
+    free(a->sql);
+    free(a);
+}
+
+/* Answers the creation once its record is durable (ticket's group commit): meanwhile this
+ * check thread goes on with the next creation, and its run may already start. */
+static void answer_when_durable(const struct create_job *j, const char *slug, int reused,
+                                uint64_t ticket, int64_t queue_us, int64_t check_us)
+{
+    struct answer *a = calloc(1, sizeof *a);
+    if(!a || !(a->sql = strdup(j->sql))) {
+        free(a);
+        dapi_queries_remove(j->env->queries, slug);
+        dapi_reply_err(j->rp, DAPI_ERR_NOMEM, NULL);
+        return;
+    }
+    a->env = j->env;
+    a->rp = j->rp;
+    a->reused = reused;
+    a->queue_us = queue_us;
+    a->check_us = check_us;
+    snprintf(a->slug, sizeof a->slug, "%s", slug);
+    dapi_queries_when_durable(j->env->queries, ticket, answer_durable, a);
+}
+
 static void check_query(void *arg, struct dapi_econn *conn)
 {
     struct create_job *j = arg;
@@ -92,10 +140,11 @@ static void check_query(void *arg, struct dapi_econn *conn)
                 !dapi_backend_reuse_ident("local", &j->scope, NULL, tree ? tree : j->sql, ident);
     if(reuse && dapi_backend_lake_fingerprint(env->cfg->data_dir, &j->scope, fp))
         reuse = 0;
+    uint64_t ticket = 0;
     if(!result)
-        result = dapi_queries_create_reusing(env->queries, j->key, &j->scope, j->sql, NULL,
-                                             reuse ? &ru : NULL, env->wall_s(), slug, &reused, why,
-                                             sizeof why);
+        result = dapi_queries_create_deferred(env->queries, j->key, &j->scope, j->sql, NULL,
+                                              reuse ? &ru : NULL, env->wall_s(), slug, &reused,
+                                              why, sizeof why, &ticket);
     if(!result && reused) {
         /* Nothing to run: it shares a finished result (no slot kept), or an identical
          * query's run (its slot kept until that run ends: each creation counts). */
@@ -105,8 +154,11 @@ static void check_query(void *arg, struct dapi_econn *conn)
         }
         dapi_info("query %s reuses %s", slug,
                   reused == DAPI_REUSED_RUN ? "an identical query's run" : "a stored result");
-        dapi_reply_created_timed(rp, slug, j->sql, 1, started_us - j->submitted_us,
-                                 checked_us - started_us);
+        /* given back before the answer (unless the shared run keeps it), which comes once the
+         * creation is durable, after this job */
+        dapi_slot_give_back(&slot);
+        answer_when_durable(j, slug, 1, ticket, started_us - j->submitted_us,
+                            checked_us - started_us);
         goto out;
     }
     if(!result) {
@@ -121,8 +173,8 @@ static void check_query(void *arg, struct dapi_econn *conn)
         dapi_backend_create_failure(rp, result, why);
         goto out;
     }
-    dapi_reply_created_timed(rp, slug, j->sql, 0, started_us - j->submitted_us,
-                             checked_us - started_us);
+    answer_when_durable(j, slug, 0, ticket, started_us - j->submitted_us,
+                        checked_us - started_us); /* (the slot is the query's: kept) */
 out:
     dapi_slot_give_back(&slot); /* (answered: given back already) */
     free(msg);

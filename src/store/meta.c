@@ -20,6 +20,12 @@ static void path_of(const struct dapi_queries *qs, const char *slug, const char 
     snprintf(out, n, "%s/%s/%s", qs->dir, slug, file);
 }
 
+static const char *dir_of(const struct dapi_queries *qs, const char *slug, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", qs->dir, slug);
+    return out;
+}
+
 static const char *state_name(enum dapi_qstate s)
 {
     static const char *const n[] = {"queued", "running", "done", "failed"};
@@ -48,45 +54,94 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Writes meta.json atomically (temp + fsync + rename). Called without the lock held, on a
- * snapshot of the fields. Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
-int store_save_meta(const struct dapi_queries *qs, const struct meta *m)
+/* meta.json's text for m, in b (b->data NULL: out of memory). */
+static void meta_text(struct dapi_buf *b, const struct meta *m)
 {
-    struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    dapi_buf_addf(&b, "{\"version\":1,\"slug\":\"%s\",\"owner\":\"", m->slug);
+    dapi_buf_addf(b, "{\"version\":1,\"slug\":\"%s\",\"owner\":\"", m->slug);
     for(int i = 0; i < DAPI_KEY_HASH_LEN; i++)
-        dapi_buf_addf(&b, "%02x", m->owner[i]);
-    dapi_buf_addf(&b,
+        dapi_buf_addf(b, "%02x", m->owner[i]);
+    dapi_buf_addf(b,
                   "\",\"created\":%lld,\"seq\":%llu,\"state\":\"%s\",\"error\":%d,"
                   "\"bytes\":%llu,\"attempts\":%d,\"sql\":",
                   (long long)m->created_s, (unsigned long long)m->seq, state_name(m->state),
                   (int)m->error, (unsigned long long)m->bytes, m->attempts);
-    dapi_json_str(&b, m->sql, strlen(m->sql));
-    dapi_buf_adds(&b, ",\"upstream\":");
-    dapi_json_str(&b, m->upstream ? m->upstream : "", m->upstream ? strlen(m->upstream) : 0);
-    dapi_buf_adds(&b, ",\"message\":");
-    dapi_json_str(&b, m->message ? m->message : "", m->message ? strlen(m->message) : 0);
+    dapi_json_str(b, m->sql, strlen(m->sql));
+    dapi_buf_adds(b, ",\"upstream\":");
+    dapi_json_str(b, m->upstream ? m->upstream : "", m->upstream ? strlen(m->upstream) : 0);
+    dapi_buf_adds(b, ",\"message\":");
+    dapi_json_str(b, m->message ? m->message : "", m->message ? strlen(m->message) : 0);
     if(m->scope) { /* absent: every layer (as before scopes existed) */
-        dapi_buf_adds(&b, ",\"scope\":[");
+        dapi_buf_adds(b, ",\"scope\":[");
         for(size_t i = 0; i < m->scope->n; i++) {
             if(i)
-                dapi_buf_addc(&b, ',');
-            dapi_json_str(&b, m->scope->layers[i], strlen(m->scope->layers[i]));
+                dapi_buf_addc(b, ',');
+            dapi_json_str(b, m->scope->layers[i], strlen(m->scope->layers[i]));
         }
-        dapi_buf_addc(&b, ']');
+        dapi_buf_addc(b, ']');
     }
     if(m->ident && *m->ident) /* absent: not reusable (as before reuse existed) */
-        dapi_buf_addf(&b, ",\"reuse\":{\"id\":\"%s\",\"fp\":\"%s\",\"data_at\":%lld}", m->ident,
+        dapi_buf_addf(b, ",\"reuse\":{\"id\":\"%s\",\"fp\":\"%s\",\"data_at\":%lld}", m->ident,
                       m->fp ? m->fp : "", (long long)m->done_s);
-    dapi_buf_adds(&b, "}\n");
+    dapi_buf_adds(b, "}\n");
+}
+
+/* Rewrites meta.json atomically against a crash of the process (in place when that is safe,
+ * else temp + rename), without fsync: the rewrites (run started, outcome, crash-loop mark) need not survive a power loss,
+ * and if one is torn by it, the creation record stands in (store_load_one; docs/design.md,
+ * Durability). durable: fsynced before the rename and the rename made durable too, for the
+ * rare rewrites that must survive. Called without the lock held, on a snapshot of the fields.
+ * Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
+/* The rewrite in place, when it is as safe as temp + rename against a crash of the process:
+ * meta.json is its own file (no longer the link to created.json) and old and new text fit in
+ * one page, written by one pwrite at offset 0 (a write within a page is never cut by a
+ * signal), padded with spaces so that the file never shrinks (JSON allows trailing space).
+ * A torn write is possible only by a power loss, where created.json stands in. It spares an
+ * inode per rewrite: on ext4, creating inodes while many were freed in the last seconds
+ * costs more CPU than anything else here (the allocator skips recently deleted ones). Returns
+ * 0 if done, -1 if not applicable, or an errno value. */
+static int rewrite_in_place(const char *path, struct dapi_buf *b)
+{
+    enum { PAGE = 4096 };
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    struct stat st;
+    if(fd < 0)
+        return -1;
+    if(fstat(fd, &st) || st.st_nlink != 1 || !S_ISREG(st.st_mode) || st.st_size > PAGE ||
+       b->len > PAGE) {
+        close(fd);
+        return -1;
+    }
+    while(b->len < (size_t)st.st_size && !dapi_buf_addc(b, ' '))
+        ;
+    int e = 0;
+    ssize_t w = b->data && b->len >= (size_t)st.st_size ? pwrite(fd, b->data, b->len, 0) : -1;
+    if(w != (ssize_t)b->len)
+        e = w < 0 ? (errno ? errno : ENOMEM) : ENOSPC;
+    if(close(fd) && !e)
+        e = errno;
+    return e;
+}
+
+int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int durable)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 128u << 20);
+    meta_text(&b, m);
     if(!b.data)
         return ENOMEM;
     char path[4096], tmp[4200];
     path_of(qs, m->slug, "meta.json", path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int e = 0, fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if(fd < 0 || (e = write_all(fd, b.data, b.len)) || fsync(fd)) {
+    int e = durable ? -1 : rewrite_in_place(path, &b);
+    if(e >= 0) {
+        if(e)
+            dapi_error("store: cannot write %s: %s", path, strerror(e));
+        dapi_buf_free(&b);
+        return e;
+    }
+    e = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if(fd < 0 || (e = write_all(fd, b.data, b.len)) || (durable && fsync(fd))) {
         e = e ? e : errno;
         dapi_error("store: cannot write %s: %s", tmp, strerror(e));
     }
@@ -98,6 +153,43 @@ int store_save_meta(const struct dapi_queries *qs, const struct meta *m)
         e = errno;
         dapi_error("store: cannot rename %s: %s", tmp, strerror(e));
     }
+    if(!e && durable) { /* the new name too */
+        int dfd = open(dir_of(qs, m->slug, path, sizeof path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        e = dfd < 0 || fsync(dfd) ? errno : 0;
+        if(dfd >= 0)
+            close(dfd);
+    }
+    dapi_buf_free(&b);
+    return e;
+}
+
+/* Records a new query durably before its creation is answered: created.json, written once in
+ * the query's fresh directory and never rewritten, linked as meta.json (the name later
+ * rewrites replace); neither is fsynced: the same text goes to the creation log, made durable
+ * by a group commit (store/commit.h), from which a start restores what a power loss took.
+ * ticket NULL: returns once durable; else returns at once with the record's ticket (for
+ * store_commit_when). Returns 0 or an errno value. */
+int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint64_t *ticket)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 128u << 20);
+    meta_text(&b, m);
+    if(!b.data)
+        return ENOMEM;
+    char path[4096], rec[4096];
+    path_of(qs, m->slug, "meta.json", path, sizeof path);
+    path_of(qs, m->slug, "created.json", rec, sizeof rec);
+    int e = 0, fd = open(rec, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if(fd < 0 || (e = write_all(fd, b.data, b.len)))
+        e = e ? e : errno;
+    if(fd >= 0 && close(fd) && !e)
+        e = errno ? errno : EIO;
+    if(!e && link(rec, path))
+        e = errno;
+    if(e)
+        dapi_error("store: cannot write %s: %s", rec, strerror(e));
+    else if((e = store_commit_add(qs->commit, STORE_REC_CREATED, b.data, b.len, !ticket, ticket)))
+        dapi_error("store: cannot make the new query %s durable: %s", m->slug, strerror(e));
     dapi_buf_free(&b);
     return e;
 }
@@ -135,6 +227,88 @@ void store_remove_dir(const struct dapi_queries *qs, const char *slug)
         closedir(d);
     if(rmdir(p) && errno != ENOENT)
         dapi_warn("store: cannot remove %s: %s", p, strerror(errno));
+    /* so that a start after a power loss does not restore it from the creation log (not
+     * waited for: a removal was never durable at once) */
+    if(qs->commit)
+        store_commit_add(qs->commit, STORE_REC_REMOVED, slug, strlen(slug), 0, NULL);
+}
+
+/* ---- restoring from the creation log at start ---- */
+
+void store_replay_record(void *arg, enum store_rec kind, const char *data, size_t len)
+{
+    struct replay *r = arg;
+    char slug[DAPI_SLUG_MAX] = "";
+    if(kind == STORE_REC_REMOVED) {
+        if(len >= sizeof slug)
+            return;
+        memcpy(slug, data, len);
+    } else {
+        struct dapi_jv *root = NULL;
+        char errbuf[128];
+        if(dapi_jv_parse(data, len, 8, &root, errbuf, sizeof errbuf))
+            return;
+        const char *s = dapi_jv_str(dapi_jv_get(root, "slug"), NULL);
+        if(s && strlen(s) < sizeof slug && !strchr(s, '/') && s[0] != '.')
+            snprintf(slug, sizeof slug, "%s", s);
+        dapi_jv_free(root);
+    }
+    if(!slug[0])
+        return;
+    for(size_t i = 0; i < r->n; i++)
+        if(r->v[i].text && strcmp(r->v[i].slug, slug) == 0) {
+            free(r->v[i].text); /* removed (or recorded again): the older record is void */
+            r->v[i].text = NULL;
+        }
+    if(kind == STORE_REC_REMOVED)
+        return;
+    if(r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 64;
+        struct replayed *v = realloc(r->v, cap * sizeof *v);
+        if(!v)
+            return;
+        r->v = v;
+        r->cap = cap;
+    }
+    if((r->v[r->n].text = malloc(len))) {
+        memcpy(r->v[r->n].text, data, len);
+        r->v[r->n].len = len;
+        snprintf(r->v[r->n].slug, sizeof r->v[r->n].slug, "%s", slug);
+        r->n++;
+    }
+}
+
+size_t store_replay_apply(struct dapi_queries *qs, struct replay *r)
+{
+    size_t restored = 0;
+    for(size_t i = 0; i < r->n; i++) {
+        if(!r->v[i].text)
+            continue;
+        struct query *q = store_load_one(qs, r->v[i].slug);
+        if(q) {
+            store_qfree(q); /* on disk as it should be */
+        } else {
+            /* Its creation was answered, its files did not survive: written again from the
+             * record (made durable by the checkpoint that follows). */
+            char p[4096], m[4096];
+            int fd;
+            mkdir(dir_of(qs, r->v[i].slug, p, sizeof p), 0700);
+            path_of(qs, r->v[i].slug, "created.json", p, sizeof p);
+            path_of(qs, r->v[i].slug, "meta.json", m, sizeof m);
+            unlink(p);
+            unlink(m);
+            if((fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0) {
+                if(!write_all(fd, r->v[i].text, r->v[i].len) && !close(fd) && !link(p, m))
+                    restored++;
+                else
+                    dapi_warn("store: cannot restore %s: %s", r->v[i].slug, strerror(errno));
+            }
+        }
+        free(r->v[i].text);
+    }
+    free(r->v);
+    memset(r, 0, sizeof *r);
+    return restored;
 }
 
 /* Files a run writes and then renames or deletes itself: result.bin.tmp-*, meta.json.tmp,
@@ -177,11 +351,11 @@ static int hexval(char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Loads one stored query; returns NULL (and removes the directory) if it is damaged. */
-struct query *store_load_one(struct dapi_queries *qs, const char *slug)
+/* Loads one stored query from its file (meta.json or created.json); NULL if damaged. */
+static struct query *load_from(struct dapi_queries *qs, const char *slug, const char *file)
 {
     char path[4096], errbuf[256];
-    path_of(qs, slug, "meta.json", path, sizeof path);
+    path_of(qs, slug, file, path, sizeof path);
     struct query *q = NULL;
     struct dapi_jv *root = NULL;
     struct dapi_buf b;
@@ -266,8 +440,12 @@ struct query *store_load_one(struct dapi_queries *qs, const char *slug)
         q->state = DAPI_Q_DONE;
         char rp[4096];
         dapi_queries_result_path(qs, slug, rp, sizeof rp);
-        if(dapi_result_open(&q->result, rp)) {
+        /* After an unclean stop the file may be torn (results are not fsynced): whole files
+         * only, by their checksum. */
+        if(dapi_result_open(&q->result, rp) || (!qs->clean && dapi_result_verify(q->result))) {
             /* meta says done but the file is missing or damaged: run it again */
+            dapi_result_close(q->result);
+            q->result = NULL;
             dapi_warn("store: result of %s is damaged; running the query again", slug);
             q->state = DAPI_Q_QUEUED;
             q->bytes = 0;
@@ -284,5 +462,19 @@ struct query *store_load_one(struct dapi_queries *qs, const char *slug)
 out:
     dapi_jv_free(root);
     dapi_buf_free(&b);
+    return q;
+}
+
+/* Loads one stored query; returns NULL (the caller removes the directory) if it is damaged.
+ * A meta.json a power loss left torn (it is rewritten without fsync) gives way to the
+ * creation record, which was made durable before the creation was answered: the query is
+ * then queued and runs again. */
+struct query *store_load_one(struct dapi_queries *qs, const char *slug)
+{
+    struct query *q = load_from(qs, slug, "meta.json");
+    if(q)
+        return q;
+    if((q = load_from(qs, slug, "created.json")))
+        dapi_warn("store: meta.json of %s is missing or damaged; using its creation record", slug);
     return q;
 }

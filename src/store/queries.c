@@ -265,6 +265,44 @@ static void remove_dirs(const struct dapi_queries *qs, struct slugs *gone)
     gone->n = gone->cap = 0;
 }
 
+/* The mark of a clean stop: written by close once every result is durable, removed (durably)
+ * at the next start. Without it the stop was a crash or a power loss, and each result's
+ * checksum is checked as it is loaded (results are not fsynced when written). */
+#define CLEAN_MARK ".clean-stop"
+
+static int fsync_dir(const char *p)
+{
+    int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e = fd < 0 || fsync(fd) ? errno : 0;
+    if(fd >= 0)
+        close(fd);
+    return e;
+}
+
+static int clean_start(struct dapi_queries *qs)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/" CLEAN_MARK, qs->dir);
+    if(unlink(p))
+        return 0; /* absent (or cannot be removed: then never trusted) */
+    /* Removed durably before anything is written: a later crash must not find it. */
+    return fsync_dir(qs->dir) == 0;
+}
+
+static void mark_clean_stop(struct dapi_queries *qs)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/" CLEAN_MARK, qs->dir);
+    /* Everything written so far first (syncfs), then the mark, made durable on its own. */
+    if(store_commit_checkpoint(qs->commit))
+        return;
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if(fd < 0)
+        return;
+    close(fd);
+    if(fsync_dir(qs->dir))
+        unlink(p);
+}
+
 enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir,
                                 int64_t retention_s, uint64_t max_state_bytes, int64_t now_s,
                                 void (*on_unfinished)(void *arg, const char *slug,
@@ -290,6 +328,23 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         dapi_queries_close(qs);
         return DAPI_ERR_IO;
     }
+    /* The creation log first: queries whose creation was answered but whose files a power
+     * loss took are written again, then made durable by a checkpoint. */
+    qs->clean = clean_start(qs);
+    struct replay replay = {0};
+    int e = store_commit_open(&qs->commit, qs->dir, 0, store_replay_record, &replay);
+    size_t restored = e ? 0 : store_replay_apply(qs, &replay);
+    if(!e)
+        e = store_commit_begin(qs->commit);
+    if(e) {
+        store_replay_apply(qs, &replay); /* (frees it) */
+        snprintf(err, errlen, "cannot open the creation log in %s: %s", qs->dir, strerror(e));
+        dapi_queries_close(qs);
+        return DAPI_ERR_IO;
+    }
+    if(restored)
+        dapi_warn("store: %zu quer%s restored from the creation log (lost by a power loss)",
+                  restored, restored == 1 ? "y" : "ies");
     DIR *d = opendir(qs->dir);
     if(!d) {
         snprintf(err, errlen, "cannot read %s: %s", qs->dir, strerror(errno));
@@ -335,8 +390,8 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
             q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
             q->attempts = 0;
             struct meta m = store_meta_of(q);
-            store_save_meta(qs,
-                            &m); /* (if this fails the next start decides again, the same way) */
+            store_save_meta(qs, &m,
+                            0); /* (if this fails the next start decides again, the same way) */
             crashed++;
         }
         if(q->state == DAPI_Q_QUEUED) {
@@ -352,6 +407,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     if(orphans)
         dapi_info("store: removed %zu temporary file(s) left by an interrupted run (%llu bytes)",
                   orphans, (unsigned long long)orphan_bytes);
+    qs->opened = 1;
     *out = qs;
     return DAPI_OK;
 }
@@ -360,6 +416,9 @@ void dapi_queries_close(struct dapi_queries *qs)
 {
     if(!qs)
         return;
+    if(qs->opened)
+        mark_clean_stop(qs);
+    store_commit_close(qs->commit);
     for(size_t b = 0; b < NBUCKETS; b++) {
         struct query *q = qs->buckets[b];
         while(q) {
@@ -469,11 +528,49 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
                                        NULL, why, whylen);
 }
 
+static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_hash,
+                            const struct dapi_scope *scope, const char *sql, const char *upstream,
+                            const struct dapi_reuse *ru, int64_t now_s, char *slug_out,
+                            enum dapi_reused *reused, char *why, size_t whylen, uint64_t *ticket);
+
 enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigned char *key_hash,
                                           const struct dapi_scope *scope, const char *sql,
                                           const char *upstream, const struct dapi_reuse *ru,
                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
                                           char *why, size_t whylen)
+{
+    return create(qs, key_hash, scope, sql, upstream, ru, now_s, slug_out, reused, why, whylen,
+                  NULL);
+}
+
+enum dapi_err dapi_queries_create_deferred(struct dapi_queries *qs, const unsigned char *key_hash,
+                                           const struct dapi_scope *scope, const char *sql,
+                                           const char *upstream, const struct dapi_reuse *ru,
+                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
+                                           char *why, size_t whylen, uint64_t *ticket)
+{
+    return create(qs, key_hash, scope, sql, upstream, ru, now_s, slug_out, reused, why, whylen,
+                  ticket);
+}
+
+void dapi_queries_when_durable(struct dapi_queries *qs, uint64_t ticket,
+                               void (*fn)(void *arg, int err), void *arg)
+{
+    store_commit_when(qs->commit, ticket, fn, arg);
+}
+
+void dapi_queries_flush(struct dapi_queries *qs)
+{
+    if(qs && qs->commit)
+        store_commit_drain(qs->commit);
+}
+
+/* Registers a new query; its record is durable when this returns (ticket NULL) or once
+ * ticket's round has run (the caller answers the creation only then). */
+static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_hash,
+                            const struct dapi_scope *scope, const char *sql, const char *upstream,
+                            const struct dapi_reuse *ru, int64_t now_s, char *slug_out,
+                            enum dapi_reused *reused, char *why, size_t whylen, uint64_t *ticket)
 {
     enum dapi_err result;
     enum dapi_reused how = DAPI_REUSED_NONE;
@@ -567,7 +664,7 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
         }
     }
     struct meta m = store_meta_of(q);
-    int e = store_save_meta(qs, &m);
+    int e = store_record_meta(qs, &m, ticket); /* durable before the creation is answered */
     if(e) {
         store_remove_dir(qs, q->slug);
         result = store_storage_error(e, "to record the query", why, whylen);
@@ -669,6 +766,7 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
     v->error = q->error;
     copy_message(v->message, sizeof v->message, q->message ? q->message : "");
     v->result = q->result;
+    v->expires_s = q->created_s + qs->retention_s;
     v->ref = q;
     if(q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING) {
         /* one sharing an identical query's run is served that run's pages */
@@ -752,9 +850,10 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
     struct meta m = store_meta_of(q);
     m.message = NULL;
     pthread_mutex_unlock(&qs->lock);
-    /* Counted and fsynced before the run starts: if the run kills the process, the next
-     * start knows (DAPI_QUERY_MAX_ATTEMPTS). */
-    int e = store_save_meta(qs, &m);
+    /* Counted before the run starts: if the run kills the process, the next start knows
+     * (DAPI_QUERY_MAX_ATTEMPTS). Not fsynced: a process that dies leaves the write in the page
+     * cache; only a power loss can undo it, and that is no crash the query caused. */
+    int e = store_save_meta(qs, &m, 0);
     if(e) {
         pthread_mutex_lock(&qs->lock);
         q->attempts--;
@@ -788,7 +887,7 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
     pthread_mutex_unlock(&qs->lock);
     dapi_result_live_unref(live);
     if(rollback)
-        store_save_meta(qs, &m);
+        store_save_meta(qs, &m, 0);
     persist_end(qs, q);
 }
 
@@ -918,7 +1017,8 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
         struct meta m = {slug,     owner, sql,      up,    message,  q->scope, /* immutable */
                          created,  state, error,    bytes, attempts, seq,
                          q->ident, q->fp, q->done_s};
-        result = store_save_meta(qs, &m) ? DAPI_ERR_IO : DAPI_OK;
+        /* durable: the upstream run it names costs money to start again */
+        result = store_save_meta(qs, &m, 1) ? DAPI_ERR_IO : DAPI_OK;
     }
     free(up);
 out:
@@ -1046,7 +1146,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
                      q->ident,
                      q->fp,
                      q->done_s};
-    store_save_meta(qs, &m);
+    store_save_meta(qs, &m, 0);
     pthread_mutex_unlock(&q->persist);
 
     pthread_mutex_lock(&qs->lock);

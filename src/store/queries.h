@@ -35,6 +35,7 @@ struct dapi_qview {
     enum dapi_err error; /* FAILED: why */
     char message[1024];  /* FAILED: details for the client (a longer one is cut, and says so) */
     struct dapi_result *result;
+    int64_t expires_s; /* when the slug expires (wall-clock s: creation + retention) */
     /* QUEUED/RUNNING: the pages its run (or, for a query sharing an identical query's run,
      * that run) has published so far, or NULL; a reference released with the snapshot */
     struct dapi_result_live *live;
@@ -131,6 +132,23 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
                                           const char *upstream, const struct dapi_reuse *ru,
                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
                                           char *why, size_t whylen);
+/* Like dapi_queries_create_reusing, but returns before the creation is durable, with *ticket
+ * set: the creation may be answered only once dapi_queries_when_durable calls back. Lets the
+ * thread go on (checking the next query) while the creation log's next round makes a batch of
+ * creations durable together (docs/design.md, Durability). */
+enum dapi_err dapi_queries_create_deferred(struct dapi_queries *qs, const unsigned char *key_hash,
+                                           const struct dapi_scope *scope, const char *sql,
+                                           const char *upstream, const struct dapi_reuse *ru,
+                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
+                                           char *why, size_t whylen, uint64_t *ticket);
+/* Calls fn(arg, err) once the creation of ticket is durable (err 0) or could not be made so
+ * (an errno value: answer an error): at once in this thread if it is already, else from the
+ * store's committer thread. */
+void dapi_queries_when_durable(struct dapi_queries *qs, uint64_t ticket,
+                               void (*fn)(void *arg, int err), void *arg);
+/* Returns once every creation recorded so far is settled and answered (at shutdown, before
+ * the HTTP server goes: no answer may come after it). */
+void dapi_queries_flush(struct dapi_queries *qs);
 
 /* The layers the query may read, into out (out->all for an unscoped one). DAPI_ERR_NOT_FOUND
  * if there is no such query. */

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/commit.h"
 #include "store/queries.h"
 #include "store/result.h"
 
@@ -86,7 +87,10 @@ struct dapi_queries {
     struct query *buckets[NBUCKETS];
     struct keyuse *keys[NKEYBUCKETS];
     struct reuse_ent *reuse[NREUSEBUCKETS];
-    uint64_t nfollow; /* queries waiting for another's run (single-flight) */
+    uint64_t nfollow;            /* queries waiting for another's run (single-flight) */
+    struct store_commit *commit; /* group commit of the state dir's file system */
+    int clean;  /* the last stop was clean: results need no checksum check at load */
+    int opened; /* fully opened: close marks the stop clean */
 };
 
 /* Slugs of deleted queries whose directories are removed once the lock is released. */
@@ -119,9 +123,14 @@ void store_qfree(struct query *q);
 
 /* meta.c */
 struct meta store_meta_of(const struct query *q);
-/* Writes meta.json atomically (temp + fsync + rename), without the lock, on a snapshot.
- * Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
-int store_save_meta(const struct dapi_queries *qs, const struct meta *m);
+/* Rewrites meta.json atomically against a process crash (temp + rename; fsynced only if
+ * durable), without the lock, on a snapshot. Returns 0 or an errno value (ENOSPC/EDQUOT: the
+ * disk is full). */
+int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int durable);
+/* Records a new query durably (created.json + meta.json, group commit) before its creation
+ * is answered: waits for it (ticket NULL), or returns its ticket in the creation log.
+ * Returns 0 or an errno value. */
+int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint64_t *ticket);
 /* The client's error for a failed write of the state dir (errno e); why names the setting. */
 enum dapi_err store_storage_error(int e, const char *what, char *why, size_t n);
 void store_remove_dir(const struct dapi_queries *qs, const char *slug);
@@ -130,6 +139,21 @@ void store_remove_orphans(const struct dapi_queries *qs, const char *slug, size_
                           uint64_t *bytes);
 /* Loads one stored query; NULL if it is damaged (the caller removes the directory). */
 struct query *store_load_one(struct dapi_queries *qs, const char *slug);
+
+/* The creation log's records read back at start (meta.c): the creation records of queries not
+ * removed since, restored by store_replay_apply where their files did not survive. */
+struct replayed {
+    char slug[DAPI_SLUG_MAX];
+    char *text;
+    size_t len;
+};
+struct replay {
+    struct replayed *v;
+    size_t n, cap;
+};
+void store_replay_record(void *arg, enum store_rec kind, const char *data, size_t len);
+/* Returns how many queries were restored; frees r's contents. */
+size_t store_replay_apply(struct dapi_queries *qs, struct replay *r);
 
 /* reuse.c (under the lock) */
 /* Makes q the query of its identity (the newest registered wins). */

@@ -116,8 +116,18 @@ def test_burst_over_connection_limit():
         finally:
             pre.close()
         check(b"Requests/sec" in out, "wrk did not run: %s" % out[-400:])
+        # wrk's connections are released as the server sees them close, which on a loaded
+        # machine (ASan) can trail wrk's exit by a moment: a new connection may still meet
+        # the limit (refused at once) until then — but within a second it must be served
         t0 = time.monotonic()
-        r = s.request("GET", "/api/health", timeout=5)
+        while True:
+            try:
+                r = s.request("GET", "/api/health", timeout=5)
+                break
+            except AssertionError:
+                if time.monotonic() - t0 > 1.0:
+                    raise
+                time.sleep(0.05)
         dt = time.monotonic() - t0
         expect_status(r, 200, "health after the burst")
         check(dt < 1.0, "health after the burst took %.2f s" % dt)

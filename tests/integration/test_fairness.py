@@ -159,8 +159,10 @@ def test_nekt_forwarding_gets_the_same_per_key_limit():
 
 
 def _big(rows):
-    """About rows kB of JSON."""
-    return "SELECT repeat('x', 1000) AS v, %d AS n FROM range(%d)" % (rows, rows)
+    """About rows kB stored: each row holds 62 distinct MD5s (2 kB of hex, which zstd stores
+    in about 1 kB: results are kept compressed, so repeated text would take almost nothing)."""
+    return ("SELECT (SELECT string_agg(md5((i * 100 + j)::VARCHAR), '') FROM range(62) t2(j)) AS v, "
+            "%d AS n FROM range(%d) t(i)" % (rows, rows))
 
 
 @h.timeout(60)
@@ -256,7 +258,7 @@ def test_orphaned_temporary_files_are_removed_at_start():
         s.start()
         left = sorted(set(os.listdir(qdir)) & set(planted))
         eq(left, [], "orphaned temporary files left after a start")
-        eq(sorted(os.listdir(qdir)), ["meta.json", "result.bin"], "the query's own files")
+        eq(sorted(os.listdir(qdir)), ["created.json", "meta.json", "result.bin"], "the query's own files")
         eq(s.page(slug, 1), [{"five": 5}], "rows after the start")
 
 

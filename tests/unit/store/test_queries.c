@@ -176,7 +176,7 @@ static void test_lifecycle(void)
         T_EQ_INT(dapi_result_pages(v.result), 2);
         const char *data;
         size_t len;
-        dapi_result_page(v.result, 2, &data, &len);
+        t_result_page(v.result, 2, &data, &len);
         T_CHECK(len > 10 && strncmp(data, "{\"v\":300}", 9) == 0,
                 "page 2 starts with row 100: "
                 "[%.20s]",
@@ -313,7 +313,7 @@ static void test_restart(void)
     if(v.result) {
         const char *data;
         size_t len;
-        dapi_result_page(v.result, 1, &data, &len);
+        t_result_page(v.result, 1, &data, &len);
         T_EQ_MEM(data, len, "{\"v\":0},{\"v\":3},{\"v\":6}");
     }
     dapi_queries_release(qs, &v);
@@ -395,7 +395,7 @@ static void test_retention(void)
     if(v.result) {
         const char *data;
         size_t len;
-        dapi_result_page(v.result, 1, &data, &len);
+        t_result_page(v.result, 1, &data, &len);
         T_CHECK(len > 0 && data[0] == '{', "old snapshot still readable");
     }
     dapi_queries_release(qs, &v);
@@ -867,7 +867,7 @@ static void test_key_quota(void)
     if(v.result) {
         const char *data;
         size_t len;
-        dapi_result_page(v.result, 1, &data, &len);
+        t_result_page(v.result, 1, &data, &len);
         T_CHECK(len > 8 && strncmp(data, "{\"v\":0}", 7) == 0, "deleted result still readable");
     }
     dapi_queries_release(qs, &v);
@@ -876,7 +876,7 @@ static void test_key_quota(void)
      * key's deleted for it. */
     char rp[4096];
     dapi_queries_result_path(qs, a[4], rp, sizeof rp);
-    uint64_t big = t_result_write(qs, a[4], 200);
+    uint64_t big = t_result_write(qs, a[4], 1000); /* (pages compress well; 1,024 at most) */
     T_CHECK(big > lim.max_key_bytes, "test setup: %llu bytes", (unsigned long long)big);
     dapi_queries_finish(qs, a[4], DAPI_OK, NULL, big);
     T_EQ_INT(dapi_queries_get(qs, a[4], owner, 1010, &v), DAPI_OK);
@@ -1091,6 +1091,88 @@ static void test_crash_guard(void)
     t_rm_rf(state);
 }
 
+/* Writes bytes over the file at p from offset at (the file keeps its size). */
+static void scribble(const char *p, long at, const char *bytes)
+{
+    FILE *f = fopen(p, "r+");
+    T_CHECK(f && fseek(f, at, SEEK_SET) == 0 && fputs(bytes, f) >= 0, "scribble on %s", p);
+    if(f)
+        fclose(f);
+}
+
+/* Durability (docs/design.md): a creation that was answered survives what a power loss can
+ * do to the files written without fsync. A power loss is simulated by what it may leave:
+ * the query's directory gone, meta.json torn, result.bin torn, with no clean stop. */
+static void test_power_loss(void)
+{
+    char state[128], qd[256], p[400];
+    state_dir(state, sizeof state, "power");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char gone[DAPI_SLUG_MAX], torn[DAPI_SLUG_MAX], done[DAPI_SLUG_MAX], kept[DAPI_SLUG_MAX],
+        deleted[DAPI_SLUG_MAX], why[256];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'gone'", NULL, 1000, gone, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'torn'", NULL, 1000, torn, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'done'", NULL, 1000, done, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'kept'", NULL, 1000, kept, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'deleted'", NULL, 1000, deleted, NULL, 0),
+             DAPI_OK);
+    /* Runs: torn started (meta.json rewritten), done and kept finished with a result. */
+    T_EQ_INT(dapi_queries_start_run(qs, torn, why, sizeof why), DAPI_OK);
+    const char *fin[] = {done, kept};
+    for(int i = 0; i < 2; i++) {
+        T_EQ_INT(dapi_queries_start_run(qs, fin[i], why, sizeof why), DAPI_OK);
+        uint64_t bytes = t_result_write(qs, fin[i], 250);
+        dapi_queries_finish(qs, fin[i], DAPI_OK, NULL, bytes);
+        T_EQ_INT(state_of(qs, fin[i], 1000, NULL), DAPI_Q_DONE);
+    }
+    dapi_queries_remove(qs, deleted);
+
+    /* The "power loss": gone's directory vanished, torn's meta.json is garbage, done's
+     * result.bin lost a block (its structure intact), kept is whole. No clean stop. */
+    query_dir(qd, sizeof qd, state, gone);
+    t_rm_rf(qd);
+    query_dir(qd, sizeof qd, state, torn);
+    snprintf(p, sizeof p, "%s/meta.json", qd);
+    t_write(p, "{\"version\":1,\"sl\0\0\0");
+    query_dir(qd, sizeof qd, state, done);
+    snprintf(p, sizeof p, "%s/result.bin", qd);
+    scribble(p, 200, "00000000");
+    struct unfinished u1 = {0};
+    struct dapi_queries *qs1 = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
+    if(qs1) {
+        T_EQ_INT(state_of(qs1, gone, 1001, NULL), DAPI_Q_QUEUED);
+        T_CHECK(unfinished_has(&u1, gone, "SELECT 'gone'"), "restored from the log: runs");
+        T_EQ_INT(state_of(qs1, torn, 1001, NULL), DAPI_Q_QUEUED);
+        T_CHECK(unfinished_has(&u1, torn, "SELECT 'torn'"), "torn meta.json: created.json");
+        T_EQ_INT(state_of(qs1, done, 1001, NULL), DAPI_Q_QUEUED);
+        T_CHECK(unfinished_has(&u1, done, "SELECT 'done'"), "torn result: runs again");
+        T_EQ_INT(state_of(qs1, kept, 1001, NULL), DAPI_Q_DONE);
+        T_CHECK(!unfinished_has(&u1, kept, NULL), "a whole result is kept");
+        struct dapi_qview v;
+        T_EQ_INT(dapi_queries_get(qs1, deleted, owner, 1001, &v), DAPI_ERR_NOT_FOUND);
+        query_dir(qd, sizeof qd, state, deleted);
+        T_CHECK(!t_exists(qd), "a deleted query is not restored");
+        dapi_queries_close(qs1); /* a clean stop */
+    }
+    /* After a clean stop the log holds nothing more to restore: a directory removed now
+     * (by hand) stays removed. */
+    query_dir(qd, sizeof qd, state, kept);
+    t_rm_rf(qd);
+    struct unfinished u2 = {0};
+    struct dapi_queries *qs2 = open_reg(state, 3600, UINT64_MAX, 1002, &u2);
+    if(qs2) {
+        struct dapi_qview v;
+        T_EQ_INT(dapi_queries_get(qs2, kept, owner, 1002, &v), DAPI_ERR_NOT_FOUND);
+        T_EQ_INT(state_of(qs2, gone, 1002, NULL), DAPI_Q_QUEUED);
+        dapi_queries_close(qs2);
+    }
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
 static void test_orphans(void)
 {
     char state[128], qd[256], p[400];
@@ -1287,6 +1369,7 @@ int main(void)
     test_oldest_across_restart();
     test_full_store_costs_keys_over_quota();
     test_crash_guard();
+    test_power_loss();
     test_orphans();
     test_long_message_and_remove();
     test_scope();

@@ -1,0 +1,419 @@
+/* Durable creation records with group commit (see commit.h). Appenders take tickets; the
+ * committer thread runs rounds, each syncing for every ticket taken before it began. */
+#include "store/commit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LOG_NAME ".log"
+#define LOG_DEFAULT (1u << 20)
+#define LOG_MIN (64u << 10)
+#define REC_MAGIC 0x314C5144u /* "DQL1" */
+#define REC_HEAD 24           /* magic gen len kind (u32 each), checksum (u64) */
+
+struct store_commit {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int fd, dirfd;
+    uint64_t size, off; /* the log's size; where the next record goes */
+    uint32_t gen;       /* the generation records are written under */
+    uint64_t taken;     /* tickets handed out */
+    uint64_t synced;    /* every ticket <= synced is settled */
+    uint64_t rounds, checkpoints;
+    int busy; /* a round is running */
+    /* The committer thread runs the rounds; work wakes it. */
+    pthread_t thread;
+    pthread_cond_t work;
+    int started, stop;
+    uint64_t replayed;       /* records read back at open */
+    struct pending *pending; /* callbacks waiting for their round */
+    int calling;             /* callbacks of a round are running (outside the lock) */
+    /* The tickets of the last failed rounds (a contiguous range) and their error. */
+    uint64_t fail_lo, fail_hi;
+    int fail_err;
+    store_commit_sync_fn sync;
+    void *sync_arg;
+};
+
+/* A callback to run once ticket is durable (store_commit_when). */
+struct pending {
+    uint64_t ticket;
+    store_commit_done_fn fn;
+    void *arg;
+    struct pending *next;
+};
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    for(int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* FNV-1a over the header's gen, len and kind and the payload: catches torn records. */
+static uint64_t rec_sum(const unsigned char *head, const unsigned char *data, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for(size_t i = 4; i < 16; i++)
+        h = (h ^ head[i]) * 0x100000001b3ull;
+    for(size_t i = 0; i < len; i++)
+        h = (h ^ data[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static size_t rec_size(size_t len)
+{
+    return REC_HEAD + ((len + 7) & ~(size_t)7);
+}
+
+static int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
+{
+    const char *c = p;
+    while(n) {
+        ssize_t w = pwrite(fd, c, n, (off_t)off);
+        if(w < 0 && errno == EINTR)
+            continue;
+        if(w <= 0)
+            return w < 0 ? errno : ENOSPC;
+        c += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static void *committer(void *arg);
+
+static int default_sync(int fd, void *arg)
+{
+    (void)arg;
+    int r;
+    while((r = fdatasync(fd)) && errno == EINTR)
+        ;
+    return r ? errno : 0;
+}
+
+/* Makes the log exist with every block written (zeros), durably. */
+static int log_make(struct store_commit *c)
+{
+    unsigned char *z = calloc(1, 1u << 20);
+    if(!z)
+        return ENOMEM;
+    int e = ftruncate(c->fd, 0) ? errno : 0;
+    for(uint64_t off = 0; !e && off < c->size; off += 1u << 20)
+        e = pwrite_all(c->fd, z, c->size - off < (1u << 20) ? c->size - off : 1u << 20, off);
+    free(z);
+    if(!e && fsync(c->fd))
+        e = errno;
+    if(!e && fsync(c->dirfd))
+        e = errno;
+    return e;
+}
+
+/* Calls fn for each record of the generation of the first one, up to the first torn or
+ * stale record. */
+static int log_replay(struct store_commit *c, store_commit_replay_fn fn, void *arg)
+{
+    unsigned char *buf = malloc(c->size);
+    if(!buf)
+        return ENOMEM;
+    uint64_t n = 0;
+    while(n < c->size) {
+        ssize_t r = pread(c->fd, buf + n, c->size - n, (off_t)n);
+        if(r < 0 && errno == EINTR)
+            continue;
+        if(r <= 0)
+            break;
+        n += (uint64_t)r;
+    }
+    uint32_t gen = 0;
+    for(uint64_t off = 0; off + REC_HEAD <= n;) {
+        const unsigned char *h = buf + off;
+        uint32_t len = get32(h + 8), kind = get32(h + 12);
+        uint64_t sum = 0;
+        for(int i = 7; i >= 0; i--)
+            sum = sum << 8 | h[16 + i];
+        if(get32(h) != REC_MAGIC || len > n - off - REC_HEAD ||
+           rec_sum(h, h + REC_HEAD, len) != sum || (off && get32(h + 4) != gen))
+            break;
+        gen = get32(h + 4);
+        if(fn && (kind == STORE_REC_CREATED || kind == STORE_REC_REMOVED))
+            fn(arg, (enum store_rec)kind, (const char *)h + REC_HEAD, len);
+        c->replayed++;
+        off += rec_size(len);
+    }
+    free(buf);
+    return 0;
+}
+
+/* Under the lock. Everything written so far becomes durable by other means (syncfs), so the
+ * records can go: the first is invalidated durably, and a new generation begins. */
+static int checkpoint_locked(struct store_commit *c)
+{
+    unsigned char zero[REC_HEAD] = {0};
+    uint32_t gen;
+    int e = syncfs(c->dirfd) ? errno : 0;
+    if(!e)
+        e = pwrite_all(c->fd, zero, sizeof zero, 0);
+    if(!e)
+        e = default_sync(c->fd, NULL);
+    if(e)
+        return e;
+    if(getrandom(&gen, sizeof gen, 0) != (ssize_t)sizeof gen)
+        gen = c->gen * 2654435761u + 1; /* (cannot fail for 4 bytes; but never the same) */
+    c->gen = gen ? gen : 1;
+    c->off = 0;
+    c->checkpoints++;
+    return 0;
+}
+
+int store_commit_open(struct store_commit **out, const char *dir, size_t size,
+                      store_commit_replay_fn fn, void *arg)
+{
+    *out = NULL;
+    struct store_commit *c = calloc(1, sizeof *c);
+    if(!c)
+        return ENOMEM;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cond, NULL);
+    pthread_cond_init(&c->work, NULL);
+    c->sync = default_sync;
+    c->size = size ? size : LOG_DEFAULT;
+    if(c->size < LOG_MIN)
+        c->size = LOG_MIN;
+    c->fd = -1;
+    int e = 0;
+    struct stat st;
+    if((c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+       (c->fd = openat(c->dirfd, LOG_NAME, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0 ||
+       fstat(c->fd, &st))
+        e = errno;
+    else if((uint64_t)st.st_size == c->size)
+        e = log_replay(c, fn, arg);
+    else
+        e = log_make(c); /* new, or made with another size: (re)made whole */
+    if(!e && (e = pthread_create(&c->thread, NULL, committer, c)) == 0)
+        c->started = 1;
+    if(e) {
+        store_commit_close(c);
+        return e;
+    }
+    *out = c;
+    return 0;
+}
+
+void store_commit_close(struct store_commit *c)
+{
+    if(!c)
+        return;
+    if(c->started) { /* the last rounds first: every pending callback runs */
+        pthread_mutex_lock(&c->lock);
+        c->stop = 1;
+        pthread_cond_signal(&c->work);
+        pthread_mutex_unlock(&c->lock);
+        pthread_join(c->thread, NULL);
+    }
+    pthread_cond_destroy(&c->work);
+    if(c->fd >= 0)
+        close(c->fd);
+    if(c->dirfd >= 0)
+        close(c->dirfd);
+    pthread_cond_destroy(&c->cond);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+int store_commit_begin(struct store_commit *c)
+{
+    if(c->replayed)
+        return store_commit_checkpoint(c);
+    /* Nothing to make durable (a clean stop checkpointed, or a new log): a new generation
+     * without the syncfs, which can take long on a busy file system. */
+    uint32_t gen;
+    if(getrandom(&gen, sizeof gen, 0) != (ssize_t)sizeof gen)
+        gen = (uint32_t)getpid() * 2654435761u;
+    pthread_mutex_lock(&c->lock);
+    c->gen = gen ? gen : 1;
+    c->off = 0;
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+}
+
+int store_commit_checkpoint(struct store_commit *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int e = checkpoint_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    return e;
+}
+
+/* The error of ticket me once settled: that of the failed round that covered it, or 0. */
+static int ticket_error(const struct store_commit *c, uint64_t me)
+{
+    return c->fail_err && me >= c->fail_lo && me <= c->fail_hi ? c->fail_err : 0;
+}
+
+/* Waits for a round that began after ticket me was taken; under the lock. */
+static int wait_round(struct store_commit *c, uint64_t me)
+{
+    pthread_cond_signal(&c->work);
+    while(c->synced < me)
+        pthread_cond_wait(&c->cond, &c->lock);
+    return ticket_error(c, me);
+}
+
+/* The committer: one round (one sync) for every ticket taken before it began, then the
+ * waiters wake and the callbacks of the settled tickets run (outside the lock). */
+static void *committer(void *arg)
+{
+    struct store_commit *c = arg;
+    pthread_mutex_lock(&c->lock);
+    for(;;) {
+        while(c->synced == c->taken && !c->stop)
+            pthread_cond_wait(&c->work, &c->lock);
+        if(c->synced == c->taken && c->stop)
+            break;
+        uint64_t upto = c->taken, from = c->synced;
+        c->busy = 1;
+        store_commit_sync_fn fn = c->sync;
+        void *sarg = c->sync_arg;
+        pthread_mutex_unlock(&c->lock);
+        int e = fn(c->fd, sarg);
+        pthread_mutex_lock(&c->lock);
+        c->rounds++;
+        if(e) {
+            if(c->fail_hi != from || !c->fail_err)
+                c->fail_lo = from + 1;
+            c->fail_hi = upto;
+            c->fail_err = e;
+        }
+        c->synced = upto;
+        c->busy = 0;
+        pthread_cond_broadcast(&c->cond);
+        struct pending *due = NULL, **pp = &c->pending;
+        while(*pp) {
+            struct pending *p = *pp;
+            if(p->ticket <= upto) {
+                *pp = p->next;
+                p->next = due;
+                due = p;
+            } else {
+                pp = &p->next;
+            }
+        }
+        if(due) {
+            c->calling = 1;
+            pthread_mutex_unlock(&c->lock);
+            for(struct pending *p = due, *next; p; p = next) {
+                next = p->next;
+                p->fn(p->arg, e);
+                free(p);
+            }
+            pthread_mutex_lock(&c->lock);
+            c->calling = 0;
+            pthread_cond_broadcast(&c->cond);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+void store_commit_when(struct store_commit *c, uint64_t ticket, store_commit_done_fn fn, void *arg)
+{
+    struct pending *p = malloc(sizeof *p);
+    pthread_mutex_lock(&c->lock);
+    if(c->synced >= ticket || !p) {
+        /* settled already (or no memory to wait: wait here) */
+        int e = c->synced >= ticket ? ticket_error(c, ticket) : wait_round(c, ticket);
+        pthread_mutex_unlock(&c->lock);
+        free(p);
+        fn(arg, e);
+        return;
+    }
+    *p = (struct pending){ticket, fn, arg, c->pending};
+    c->pending = p;
+    pthread_cond_signal(&c->work);
+    pthread_mutex_unlock(&c->lock);
+}
+
+int store_commit_add(struct store_commit *c, enum store_rec kind, const char *data, size_t len,
+                     int wait, uint64_t *ticket)
+{
+    size_t need = rec_size(len);
+    if(ticket)
+        *ticket = 0;                       /* (0: nothing to wait for) */
+    if(len > UINT32_MAX || need > c->size) /* too large for the log: sync it all */
+        return (wait || ticket) && syncfs(c->dirfd) ? errno : 0;
+    unsigned char *rec = calloc(1, need);
+    if(!rec)
+        return ENOMEM;
+    put32(rec, REC_MAGIC);
+    put32(rec + 8, (uint32_t)len);
+    put32(rec + 12, (uint32_t)kind);
+    memcpy(rec + REC_HEAD, data, len);
+    pthread_mutex_lock(&c->lock);
+    int e = 0;
+    if(c->off + need > c->size)
+        e = checkpoint_locked(c);
+    if(!e) {
+        put32(rec + 4, c->gen);
+        uint64_t sum = rec_sum(rec, rec + REC_HEAD, len);
+        for(int i = 0; i < 8; i++)
+            rec[16 + i] = (unsigned char)(sum >> (8 * i));
+        e = pwrite_all(c->fd, rec, need, c->off);
+    }
+    if(!e) {
+        c->off += need;
+        uint64_t me = ++c->taken;
+        if(ticket)
+            *ticket = me;
+        if(wait)
+            e = wait_round(c, me);
+    }
+    pthread_mutex_unlock(&c->lock);
+    free(rec);
+    return e;
+}
+
+void store_commit_drain(struct store_commit *c)
+{
+    pthread_mutex_lock(&c->lock);
+    wait_round(c, c->taken);
+    while(c->pending || c->calling)
+        pthread_cond_wait(&c->cond, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t store_commit_rounds(struct store_commit *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t n = c->rounds;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+uint64_t store_commit_checkpoints(struct store_commit *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t n = c->checkpoints;
+    pthread_mutex_unlock(&c->lock);
+    return n;
+}
+
+void store_commit_set_sync(struct store_commit *c, store_commit_sync_fn fn, void *arg)
+{
+    pthread_mutex_lock(&c->lock);
+    c->sync = fn ? fn : default_sync;
+    c->sync_arg = fn ? arg : NULL;
+    pthread_mutex_unlock(&c->lock);
+}

@@ -1,0 +1,64 @@
+/* Durable creation records with group commit: many threads make their new queries durable
+ * with one fdatasync between them.
+ *
+ * The records go to one log file in the state dir (queries/.log), written in full once when
+ * it is made (so that later writes only overwrite allocated blocks: an fdatasync of it then
+ * writes those blocks and flushes the disk cache, with no journal commit — it does not wait
+ * for other files' dirty data the way an fsync of a new file does on ext4 data=ordered).
+ * A thread appends its record and either waits or leaves a callback; a committer thread runs
+ * the rounds: one fdatasync for every record appended before the round began. Records
+ * appended meanwhile are served by the next round. Rounds never overlap.
+ *
+ * Each record carries the log's generation and a checksum, so a start reads back exactly the
+ * records of the current generation up to the first torn or stale one. When the log is full
+ * (and at every start, after replay) it is checkpointed: syncfs() makes every file written so
+ * far durable, then writing restarts at offset 0 under the next generation. */
+#ifndef DAPI_STORE_COMMIT_H
+#define DAPI_STORE_COMMIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct store_commit;
+
+enum store_rec { STORE_REC_CREATED = 1, STORE_REC_REMOVED = 2 };
+
+/* What a round runs on the log's descriptor: fdatasync by default; tests replace it (count
+ * rounds, slow them down, fail them). Returns 0 or an errno value. */
+typedef int (*store_commit_sync_fn)(int fd, void *arg);
+/* Called once a record is durable (err 0) or its sync failed (an errno value). */
+typedef void (*store_commit_done_fn)(void *arg, int err);
+/* Called by replay for each record of the current generation, in order. */
+typedef void (*store_commit_replay_fn)(void *arg, enum store_rec kind, const char *data,
+                                       size_t len);
+
+/* Opens (creating it if needed) the log in directory dir, of size bytes (0: the default,
+ * 1 MiB); calls fn for each record it holds. The caller then acts on them (restores what a
+ * power loss took) and calls store_commit_begin() before adding anything. Returns 0 or
+ * an errno value. */
+int store_commit_open(struct store_commit **out, const char *dir, size_t size,
+                      store_commit_replay_fn fn, void *arg);
+void store_commit_close(struct store_commit *c);
+/* After open: a checkpoint if records were read back, else just a new generation. */
+int store_commit_begin(struct store_commit *c);
+/* Checkpoint: makes every file of the file system durable (syncfs), then starts a new
+ * generation at offset 0 (earlier records are no longer needed). Returns 0 or an errno. */
+int store_commit_checkpoint(struct store_commit *c);
+/* Appends a record and, if wait, returns only once it is durable: 0, or the errno value of
+ * the failed write or sync (the record may then be lost on a power loss). Without wait, the
+ * record's ticket goes to *ticket (if not NULL) for store_commit_when. */
+int store_commit_add(struct store_commit *c, enum store_rec kind, const char *data, size_t len,
+                     int wait, uint64_t *ticket);
+/* Calls fn(arg, err) once the record of ticket is durable: at once (in this thread) if it is
+ * already, else from the committer thread after its round. Ticket 0: at once. */
+void store_commit_when(struct store_commit *c, uint64_t ticket, store_commit_done_fn fn,
+                       void *arg);
+/* Returns once every record appended so far is settled and its callback has run. */
+void store_commit_drain(struct store_commit *c);
+/* How many rounds (syncs) and checkpoints ran so far. */
+uint64_t store_commit_rounds(struct store_commit *c);
+uint64_t store_commit_checkpoints(struct store_commit *c);
+/* Replaces the round's sync (NULL: fdatasync again). Only while no thread waits. */
+void store_commit_set_sync(struct store_commit *c, store_commit_sync_fn fn, void *arg);
+
+#endif

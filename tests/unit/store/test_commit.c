@@ -1,0 +1,312 @@
+/* The creation log and its group commit (store/commit.h): concurrent appenders share syncs,
+ * each returns only after a sync that covered its record, a failed sync reaches exactly its
+ * round, and a start reads back exactly the current generation up to the first torn record. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store/commit.h"
+#include "t.h"
+
+static char dir[64];
+
+#define THREADS 16
+#define PER_THREAD 40
+
+/* ---- a sync hook that sees what each round makes durable ---- */
+
+static atomic_int synced_ids[THREADS * PER_THREAD];
+static atomic_int in_round, overlapped;
+static int fail_next; /* the next round fails with EIO (set while no thread waits) */
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Marks the ids of every record in the log as synced (read at the start of the round: what
+ * it reads is covered by the sync it runs), then sleeps so that others pile up. */
+static int hook(int fd, void *arg)
+{
+    (void)arg;
+    if(atomic_fetch_add(&in_round, 1))
+        overlapped = 1;
+    static unsigned char buf[1 << 16];
+    ssize_t n = pread(fd, buf, sizeof buf, 0);
+    for(ssize_t off = 0; n > 0 && off + 24 <= n;) {
+        uint32_t len = get32(buf + off + 8);
+        if(get32(buf + off) != 0x314C5144u || off + 24 + (ssize_t)len > n)
+            break;
+        int id = atoi((const char *)buf + off + 24);
+        if(id >= 0 && id < THREADS * PER_THREAD)
+            synced_ids[id] = 1;
+        off += 24 + (((ssize_t)len + 7) & ~(ssize_t)7);
+    }
+    usleep(2000);
+    int e = fail_next ? EIO : fdatasync(fd) ? errno : 0;
+    fail_next = 0;
+    atomic_fetch_sub(&in_round, 1);
+    return e;
+}
+
+struct worker {
+    struct store_commit *c;
+    int t;
+    int early; /* returned before its record was synced */
+    int errors;
+};
+
+static void *append_many(void *arg)
+{
+    struct worker *w = arg;
+    for(int i = 0; i < PER_THREAD; i++) {
+        char rec[32];
+        int id = w->t * PER_THREAD + i;
+        int n = snprintf(rec, sizeof rec, "%d", id);
+        if(store_commit_add(w->c, STORE_REC_CREATED, rec, (size_t)n, 1, NULL))
+            w->errors++;
+        else if(!synced_ids[id])
+            w->early++;
+    }
+    return NULL;
+}
+
+static void test_group_commit(void)
+{
+    char d[128];
+    snprintf(d, sizeof d, "%s/group", dir);
+    mkdir(d, 0700);
+    struct store_commit *c = NULL;
+    T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    if(!c)
+        return;
+    T_EQ_INT(store_commit_checkpoint(c), 0);
+    store_commit_set_sync(c, hook, NULL);
+    pthread_t th[THREADS];
+    struct worker w[THREADS];
+    for(int t = 0; t < THREADS; t++) {
+        w[t] = (struct worker){c, t, 0, 0};
+        pthread_create(&th[t], NULL, append_many, &w[t]);
+    }
+    int early = 0, errors = 0;
+    for(int t = 0; t < THREADS; t++) {
+        pthread_join(th[t], NULL);
+        early += w[t].early;
+        errors += w[t].errors;
+    }
+    uint64_t rounds = store_commit_rounds(c);
+    T_EQ_INT(errors, 0);
+    T_EQ_INT(early, 0); /* nobody returned before a round covered its record */
+    T_EQ_INT(overlapped, 0);
+    /* 640 commits; with 16 threads waiting 2 ms per round, most rounds serve many. */
+    T_CHECK(rounds >= 1 && rounds <= THREADS * PER_THREAD / 4,
+            "%llu rounds for %d commits (want far fewer)", (unsigned long long)rounds,
+            THREADS * PER_THREAD);
+
+    /* A failed sync reaches the commit of its round, and the next round succeeds. */
+    fail_next = 1;
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "x", 1, 1, NULL), EIO);
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "y", 1, 1, NULL), 0);
+    /* Not waiting: no round. */
+    uint64_t before = store_commit_rounds(c);
+    T_EQ_INT(store_commit_add(c, STORE_REC_REMOVED, "z", 1, 0, NULL), 0);
+    T_EQ_INT(store_commit_rounds(c), before);
+    store_commit_close(c);
+}
+
+/* ---- deferred: a callback once durable, the appending thread goes on ---- */
+
+struct deferred {
+    atomic_int calls, early, errors;
+};
+
+static struct deferred dfr;
+
+static void on_durable(void *arg, int err)
+{
+    int id = (int)(intptr_t)arg;
+    dfr.calls++;
+    if(err)
+        dfr.errors++;
+    else if(!synced_ids[id])
+        dfr.early++;
+}
+
+static void test_deferred(void)
+{
+    char d[128];
+    snprintf(d, sizeof d, "%s/deferred", dir);
+    mkdir(d, 0700);
+    struct store_commit *c = NULL;
+    T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    if(!c)
+        return;
+    T_EQ_INT(store_commit_checkpoint(c), 0);
+    for(int i = 0; i < THREADS * PER_THREAD; i++)
+        synced_ids[i] = 0;
+    store_commit_set_sync(c, hook, NULL);
+    /* One thread appends 200 records without waiting: all are called back once synced, by
+     * far fewer rounds (the appender never waits for one). */
+    uint64_t r0 = store_commit_rounds(c);
+    for(int id = 0; id < 200; id++) {
+        char rec[32];
+        uint64_t ticket = 0;
+        int n = snprintf(rec, sizeof rec, "%d", id);
+        T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, rec, (size_t)n, 0, &ticket), 0);
+        T_CHECK(ticket > 0, "a ticket");
+        store_commit_when(c, ticket, on_durable, (void *)(intptr_t)id);
+    }
+    store_commit_drain(c); /* returns once every callback has run */
+    T_EQ_INT(dfr.calls, 200);
+    T_EQ_INT(dfr.early, 0);
+    T_EQ_INT(dfr.errors, 0);
+    uint64_t rounds = store_commit_rounds(c) - r0;
+    T_CHECK(rounds >= 1 && rounds <= 50, "%llu rounds for 200 deferred commits",
+            (unsigned long long)rounds);
+    /* Already durable: called back at once, in this thread. */
+    int before = dfr.calls;
+    store_commit_when(c, 1, on_durable, (void *)(intptr_t)0);
+    T_EQ_INT(dfr.calls, before + 1);
+    /* Close runs the last round and every callback still pending. */
+    store_commit_set_sync(c, NULL, NULL);
+    uint64_t ticket = 0;
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "0", 1, 0, &ticket), 0);
+    store_commit_when(c, ticket, on_durable, (void *)(intptr_t)0);
+    store_commit_close(c);
+    T_EQ_INT(dfr.calls, before + 2);
+}
+
+/* ---- replay ---- */
+
+struct seen {
+    int n;
+    int kind[64];
+    char text[64][64];
+};
+
+static void on_rec(void *arg, enum store_rec kind, const char *data, size_t len)
+{
+    struct seen *s = arg;
+    if(s->n < 64) {
+        s->kind[s->n] = (int)kind;
+        snprintf(s->text[s->n], sizeof s->text[0], "%.*s", (int)len, data);
+    }
+    s->n++;
+}
+
+static struct store_commit *reopen(const char *d, size_t size, struct seen *s)
+{
+    struct store_commit *c = NULL;
+    memset(s, 0, sizeof *s);
+    T_EQ_INT(store_commit_open(&c, d, size, on_rec, s), 0);
+    return c;
+}
+
+static void test_replay(void)
+{
+    char d[128], log[160];
+    snprintf(d, sizeof d, "%s/replay", dir);
+    snprintf(log, sizeof log, "%s/.log", d);
+    mkdir(d, 0700);
+    struct seen s;
+    struct store_commit *c = reopen(d, 0, &s);
+    T_EQ_INT(s.n, 0); /* a new log */
+    if(!c)
+        return;
+    struct stat st;
+    T_CHECK(stat(log, &st) == 0 && st.st_size == 1 << 20, "the log is made whole (1 MiB)");
+    store_commit_checkpoint(c);
+    store_commit_add(c, STORE_REC_CREATED, "{\"a\":1}", 7, 1, NULL);
+    store_commit_add(c, STORE_REC_REMOVED, "slug-b", 6, 0, NULL);
+    store_commit_add(c, STORE_REC_CREATED, "third record", 12, 1, NULL);
+    store_commit_close(c); /* (no checkpoint: like a crash) */
+
+    c = reopen(d, 0, &s);
+    T_EQ_INT(s.n, 3);
+    T_EQ_INT(s.kind[0], STORE_REC_CREATED);
+    T_EQ_STR(s.text[0], "{\"a\":1}");
+    T_EQ_INT(s.kind[1], STORE_REC_REMOVED);
+    T_EQ_STR(s.text[1], "slug-b");
+    T_EQ_STR(s.text[2], "third record");
+    store_commit_close(c);
+
+    /* A torn second record: the first only. */
+    int fd = open(log, O_RDWR);
+    unsigned char b = 0;
+    T_CHECK(fd >= 0 && pread(fd, &b, 1, 32 + 24 + 2) == 1, "read the log");
+    b ^= 0x40;
+    T_CHECK(fd >= 0 && pwrite(fd, &b, 1, 32 + 24 + 2) == 1, "damage the second record");
+    if(fd >= 0)
+        close(fd);
+    c = reopen(d, 0, &s);
+    T_EQ_INT(s.n, 1);
+    T_EQ_STR(s.text[0], "{\"a\":1}");
+
+    /* After a checkpoint the old records are gone, even where the new generation has not
+     * overwritten them yet. */
+    store_commit_checkpoint(c);
+    store_commit_close(c);
+    c = reopen(d, 0, &s);
+    T_EQ_INT(s.n, 0);
+    store_commit_checkpoint(c);
+    store_commit_add(c, STORE_REC_CREATED, "1", 1, 1, NULL);
+    store_commit_add(c, STORE_REC_CREATED, "2", 1, 1, NULL);
+    store_commit_add(c, STORE_REC_CREATED, "3", 1, 1, NULL);
+    store_commit_checkpoint(c);
+    store_commit_add(c, STORE_REC_CREATED, "new", 3, 1, NULL);
+    store_commit_close(c);
+    c = reopen(d, 0, &s);
+    T_EQ_INT(s.n, 1);
+    T_EQ_STR(s.text[0], "new");
+    store_commit_close(c);
+}
+
+/* A full log checkpoints by itself; a record larger than the log is made durable by a sync
+ * of everything instead. */
+static void test_full_log(void)
+{
+    char d[128];
+    snprintf(d, sizeof d, "%s/full", dir);
+    mkdir(d, 0700);
+    struct seen s;
+    struct store_commit *c = reopen(d, 64 << 10, &s);
+    if(!c)
+        return;
+    store_commit_checkpoint(c);
+    uint64_t cp = store_commit_checkpoints(c);
+    static char big[1000];
+    memset(big, 'r', sizeof big);
+    for(int i = 0; i < 200; i++) {
+        big[0] = (char)('a' + i % 26);
+        T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, big, sizeof big, i % 10 == 0, NULL), 0);
+    }
+    T_CHECK(store_commit_checkpoints(c) - cp >= 2, "checkpoints when full: %llu",
+            (unsigned long long)(store_commit_checkpoints(c) - cp));
+    static char huge[100 << 10];
+    memset(huge, 'h', sizeof huge);
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, huge, sizeof huge, 1, NULL), 0);
+    store_commit_close(c);
+    c = reopen(d, 64 << 10, &s);
+    /* 200 records of 1,024 bytes in a 64 KiB log: the last ones since the last checkpoint. */
+    T_CHECK(s.n > 0 && s.n < 64, "records after the last checkpoint: %d", s.n);
+    T_CHECK(s.n > 0 && s.n <= 64 && s.text[s.n - 1][0] == (char)('a' + 199 % 26),
+            "the last record is last");
+    store_commit_close(c);
+}
+
+int main(void)
+{
+    if(t_tmpdir(dir, sizeof dir, "commit"))
+        T_DONE();
+    test_group_commit();
+    test_deferred();
+    test_replay();
+    test_full_log();
+    t_rm_rf(dir);
+    T_DONE();
+}
