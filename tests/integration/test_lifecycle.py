@@ -56,15 +56,22 @@ def _cpu_grows(srv, seconds=1.0):
     return _cpu_s(srv.proc.pid) - a
 
 
+def _expect_running(srv, what):
+    """The server's CPU time grows (the machine may be shared: a low bar, over 2 s)."""
+    used = _cpu_grows(srv, 2.0)
+    check(used > 0.25, "%s: the server used only %.2f s of CPU in 2 s" % (what, used))
+
+
 def _expect_stopped(srv, what):
-    """The server's CPU time stops growing shortly after a cancellation."""
-    deadline = time.time() + 10
+    """The server's CPU time stops growing shortly after a cancellation (an idle server uses
+    next to none: its health probe is a SELECT 1 every 5 s)."""
+    deadline = time.time() + 15
     while True:
-        used = _cpu_grows(srv, 1.0)
-        if used < 0.3:
+        used = _cpu_grows(srv, 1.5)
+        if used < 0.1:
             return
         if time.time() > deadline:
-            h.fail("%s: the server still uses %.2f s of CPU per second" % (what, used))
+            h.fail("%s: the server still used %.2f s of CPU in 1.5 s" % (what, used))
 
 
 def test_status_states_times_and_columns():
@@ -195,7 +202,7 @@ def test_cancel_stops_the_engine_and_survives_restart():
     with _server() as srv:
         slug = srv.create(LONG_SQL % 1, key=KEY_A)
         _wait_state(srv, slug, ("running",))
-        check(_cpu_grows(srv) > 0.5, "the long query uses CPU")
+        _expect_running(srv, "the long query")
         r = srv.api("DELETE", "/api/queries/" + slug, key=KEY_A)
         expect_status(r, 200, "DELETE of a running query")
         st = jparse(r)
@@ -209,7 +216,7 @@ def test_cancel_stops_the_engine_and_survives_restart():
         srv.restart()
         eq(_state(srv, slug)["state"], "cancelled", "state after a restart")
         expect_error(srv.results(slug, 1, key=KEY_A), 410, "Query cancelled")
-        check(_cpu_grows(srv) < 0.3, "not run again after the restart")
+        _expect_stopped(srv, "not run again after the restart")
         # a cancelled (finished) query is deleted by a second DELETE
         r = srv.api("DELETE", "/api/queries/" + slug, key=KEY_A)
         expect_status(r, 204, "DELETE of a cancelled query")
@@ -266,7 +273,7 @@ def test_follower_and_leader_cancel():
         # cancelling the follower leaves the leader's run alone
         expect_status(srv.api("DELETE", "/api/queries/" + follower, key=KEY_B), 200, "cancel the follower")
         eq(_state(srv, leader)["state"], "running", "leader after its follower's cancellation")
-        check(_cpu_grows(srv) > 0.5, "the leader's run goes on")
+        _expect_running(srv, "the leader's run goes on")
         # a second follower; cancelling the leader leaves the run going for it
         r = srv.create_resp({"sql_query": sql}, key=KEY_B)
         eq(r.headers.get("x-dapi-reused"), "true", "shares the run")
@@ -274,7 +281,7 @@ def test_follower_and_leader_cancel():
         expect_status(srv.api("DELETE", "/api/queries/" + leader, key=KEY_A), 200, "cancel the leader")
         eq(_state(srv, leader)["state"], "cancelled", "leader")
         eq(_state(srv, follower2, KEY_B)["state"] in ("queued", "running"), True, "follower goes on")
-        check(_cpu_grows(srv) > 0.5, "the run goes on for the follower")
+        _expect_running(srv, "the run goes on for the follower")
         # the last one sharing it leaves: the run stops
         expect_status(srv.api("DELETE", "/api/queries/" + follower2, key=KEY_B), 200, "cancel the last follower")
         _expect_stopped(srv, "after the last follower left")
