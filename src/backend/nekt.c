@@ -512,7 +512,9 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         dapi_queries_drop(nk->env->queries, j->slug);
         goto out;
     }
-    if(result)
+    if(dapi_queries_cancelled(nk->env->queries, j->slug))
+        dapi_info("query %s: run stopped (the query is cancelled)", j->slug);
+    else if(result)
         dapi_info("query %s failed upstream (%s): %s", j->slug, dapi_err_message(result),
                   details.data ? details.data : "");
     else

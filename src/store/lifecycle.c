@@ -169,10 +169,15 @@ enum dapi_err dapi_queries_status(struct dapi_queries *qs, const char *slug,
         out->pages = (int64_t)dapi_result_pages(q->result);
         out->bytes = (int64_t)q->bytes;
     } else if(q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING) {
-        /* the pages published so far of the run it shares (its own, or a leader's) */
+        /* the pages published so far of the run it shares (its own, or a leader's); one
+         * sharing a run that has started is running since that run started */
         struct query *run = q->leader[0] ? store_find(qs, q->leader) : q;
         if(run && run->live)
             out->pages = (int64_t)run->pages_ready;
+        if(run && run != q && run->in_run) {
+            out->state = DAPI_Q_RUNNING;
+            out->started_s = run->started_s;
+        }
     }
     if(!(out->sql = strdup(q->sql)) ||
        (q->message && (q->state == DAPI_Q_FAILED || q->state == DAPI_Q_CANCELLED) &&

@@ -9,6 +9,7 @@ import time
 import urllib.parse
 
 import harness as h
+import test_nekt as nekt
 from harness import Server, check, eq, expect_error, expect_status, jparse
 
 KEY_A = "it-lifecycle-key-a-5d1f"
@@ -269,7 +270,8 @@ def test_follower_and_leader_cancel():
         expect_status(r, 200, "identical query")
         eq(r.headers.get("x-dapi-reused"), "true", "shares the run")
         follower = jparse(r)["query_slug"]
-        eq(_state(srv, follower, KEY_B)["reused"], True, "reused")
+        st = _state(srv, follower, KEY_B)
+        eq((st["reused"], st["state"]), (True, "running"), "a follower of a running run")
         # cancelling the follower leaves the leader's run alone
         expect_status(srv.api("DELETE", "/api/queries/" + follower, key=KEY_B), 200, "cancel the follower")
         eq(_state(srv, leader)["state"], "running", "leader after its follower's cancellation")
@@ -300,3 +302,41 @@ def test_reused_result_and_delete_of_its_source():
         eq(st["columns"], [{"name": "i", "type": "INTEGER"}], "columns of a reused result")
         expect_status(srv.api("DELETE", "/api/queries/" + first, key=KEY_A), 204, "delete the source")
         expect_status(srv.results(second, 1, key=KEY_B), 200, "the reused result stays")
+
+
+@h.timeout(120)
+def test_nekt_v2_status_columns_and_delete():
+    """--backend nekt: the result decoded from Nekt's Parquet through the local engine has
+    its columns and types; status, list and DELETE work the same."""
+    with nekt.emulator(name="lc-emu") as emu, nekt.forwarder(emu, "v2", name="lc-fwd") as fwd:
+        sql = "SELECT i::BIGINT AS i, (i * 1.25)::DECIMAL(10,2) AS d, [i::INTEGER] AS l FROM range(120) t(i) ORDER BY i"
+        slug = fwd.create(sql, key=nekt.K1)
+        st = _wait_state(fwd, slug, ("succeeded",), key=nekt.K1)
+        eq(st["rows"], 120, "rows")
+        eq(st["columns"], [{"name": "i", "type": "BIGINT"}, {"name": "d", "type": "DECIMAL(10,2)"}, {"name": "l", "type": "INTEGER[]"}], "columns")
+        eq([q["slug"] for q in jparse(fwd.api("GET", "/api/queries", key=nekt.K1))["queries"]], [slug], "list")
+        expect_error(fwd.api("GET", "/api/queries/" + slug, key=nekt.K2), 404)
+        expect_status(fwd.api("DELETE", "/api/queries/" + slug, key=nekt.K1), 204, "DELETE")
+        expect_error(fwd.results(slug, 1, key=nekt.K1), 404)
+
+
+@h.timeout(120)
+def test_nekt_v2_cancel_during_the_upstream_call():
+    """A query cancelled while Nekt runs it: nothing is stored when Nekt answers, it is not
+    executed again, its pages answer 410."""
+    faults = "path=/api/v1/sql-query/,latency_ms=3000"
+    with nekt.emulator("--emulate-faults", faults, name="lc-emu-slow") as emu, nekt.forwarder(emu, "v2", ["--upstream-key-check-wait", "0"], name="lc-fwd-slow") as fwd:
+        slug = fwd.create("SELECT 1 AS x", key=nekt.K1)  # answered at once: Nekt still runs it
+        eq(_state(fwd, slug, key=nekt.K1)["state"], "running", "state during the upstream call")
+        r = fwd.api("DELETE", "/api/queries/" + slug, key=nekt.K1)
+        expect_status(r, 200, "DELETE during the upstream call")
+        eq(jparse(r)["state"], "cancelled", "state")
+        ended = re.compile(r"query %s(: run stopped| failed| done)" % re.escape(slug))
+        check(ended.search(fwd.wait_stderr(lambda t: ended.search(t), timeout=20)), "the run ended (log)")
+        time.sleep(0.5)
+        st = _state(fwd, slug, key=nekt.K1)
+        eq((st["state"], st["rows"], st["columns"]), ("cancelled", None, None), "still cancelled, nothing stored")
+        expect_error(fwd.results(slug, 1, key=nekt.K1), 410, "Query cancelled")
+        check(not os.path.exists(os.path.join(fwd.state_dir, "queries", slug, "result.bin")), "no result file")
+        check("run stopped (the query is cancelled)" in fwd.stderr_text(), "logged as stopped")
+        eq(len(nekt.SQL_POST_RE.findall(emu.stderr_text())), 1, "executions upstream")
