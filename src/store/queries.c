@@ -1264,7 +1264,8 @@ int dapi_queries_wait_page(struct dapi_queries *qs, const char *slug, uint64_t p
         /* Waits on the run it shares: woken by that run's pages, and by its end (which
          * settles this query first). Once that run is over, on this query itself. */
         struct query *run = store_find(qs, q->leader);
-        if(run && (run->state == DAPI_Q_QUEUED || run->state == DAPI_Q_RUNNING))
+        /* (a leader cancelled by its owner still runs for the queries sharing its run) */
+        if(run && run->state != DAPI_Q_DONE && run->state != DAPI_Q_FAILED)
             q = run;
     }
     if(page && q->pages_ready >= page) { /* published meanwhile */

@@ -108,6 +108,33 @@ def test_status_states_times_and_columns():
             ],
             "columns (de-duplicated names, DuckDB types)",
         )
+        more = srv.create(
+            "SELECT MAP {'k': 1} AS m, [1, 2]::INTEGER[2] AS arr, union_value(n := 1) AS u, "
+            "{'A b': 1} AS q, 1::HUGEINT AS h, uuid() AS id, 'x'::BLOB AS bl, INTERVAL 1 DAY AS iv, "
+            "TIMESTAMP_NS '2024-01-01 00:00:00' AS tn, true AS b, DATE '2024-01-01' AS dt, "
+            "TIMETZ '12:00:00+01' AS tz, NULL AS nothing",
+            key=KEY_A,
+        )
+        types = [(c["name"], c["type"]) for c in _wait_state(srv, more, ("succeeded",))["columns"]]
+        eq(
+            types,
+            [
+                ("m", "MAP(VARCHAR, INTEGER)"),
+                ("arr", "INTEGER[2]"),
+                ("u", "UNION(n INTEGER)"),
+                ("q", 'STRUCT("A b" INTEGER)'),
+                ("h", "HUGEINT"),
+                ("id", "UUID"),
+                ("bl", "BLOB"),
+                ("iv", "INTERVAL"),
+                ("tn", "TIMESTAMP_NS"),
+                ("b", "BOOLEAN"),
+                ("dt", "DATE"),
+                ("tz", "VARCHAR"),  # no JSON rendering: served (and typed) as text
+                ("nothing", "INTEGER"),  # DuckDB types a NULL column of a result INTEGER
+            ],
+            "more column types",
+        )
         # HEAD: the same headers, no body
         r = srv.api("HEAD", "/api/queries/" + slug, key=KEY_A)
         expect_status(r, 200, "HEAD status")
