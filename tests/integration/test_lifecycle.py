@@ -367,3 +367,16 @@ def test_nekt_v2_cancel_during_the_upstream_call():
         check(not os.path.exists(os.path.join(fwd.state_dir, "queries", slug, "result.bin")), "no result file")
         check("run stopped (the query is cancelled)" in fwd.stderr_text(), "logged as stopped")
         eq(len(nekt.SQL_POST_RE.findall(emu.stderr_text())), 1, "executions upstream")
+
+
+@h.timeout(120)
+def test_cancel_gives_the_admission_slot_back():
+    with _server(["--max-queries-per-key", "1"]) as srv:
+        slug = srv.create(LONG_SQL % 5, key=KEY_A)
+        expect_status(srv.create_resp({"sql_query": "SELECT 1 AS x"}, key=KEY_A), 429, "second query of the key")
+        expect_status(srv.api("DELETE", "/api/queries/" + slug, key=KEY_A), 200, "cancel")
+        nxt = srv.create("SELECT 1 AS x", key=KEY_A)  # the slot is free at once
+        eq(_wait_state(srv, nxt, ("succeeded",))["rows"], 1, "the next query runs")
+        r = srv.api("HEAD", "/api/queries", key=KEY_A)
+        expect_status(r, 200, "HEAD /api/queries")
+        eq(r.body, b"", "HEAD body")
