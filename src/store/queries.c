@@ -1359,8 +1359,12 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
                 continue;
             }
             /* Abandoned: queued or running, and its owner neither waits for it nor asked
-             * about it for abandon_s (since this process started, for one resumed). */
-            if(abandon_s > 0 && !store_ended(q->state) && !q->waiters) {
+             * about it for abandon_s (since this process started, for one resumed). Only
+             * a query that is (to be) run counts: one holding an admission slot, running or
+             * sharing a run — not a Nekt v1 query, which has no run of its own (its pages
+             * are fetched per request) and stays queued. */
+            if(abandon_s > 0 && !store_ended(q->state) && !q->waiters &&
+               (q->holds || q->in_run || q->leader[0])) {
                 if(!q->last_seen_s)
                     q->last_seen_s = now_s;
                 else if(now_s - q->last_seen_s >= abandon_s)

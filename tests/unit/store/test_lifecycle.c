@@ -290,6 +290,10 @@ static void test_abandon(void)
     create(qs, owner, "SELECT 1", 1000, idle);
     create(qs, owner, "SELECT 2", 1000, asked);
     create(qs, owner, "SELECT 3", 1000, waited);
+    T_EQ_INT(dapi_queries_hold(qs, asked, NULL), 0); /* admitted: to be run */
+    T_EQ_INT(dapi_queries_hold(qs, waited, NULL), 0);
+    char norun[DAPI_SLUG_MAX]; /* no slot, no run (a Nekt v1 query): never abandoned */
+    create(qs, owner, "SELECT 4", 1000, norun);
     atomic_int flag = 0;
     T_EQ_INT(dapi_queries_start_run(qs, idle, NULL, 0), DAPI_OK);
     dapi_queries_set_cancel_flag(qs, idle, &flag);
@@ -308,6 +312,8 @@ static void test_abandon(void)
     dapi_queries_tick(qs, 1122, 1122 * 1000); /* 61 s */
     T_EQ_INT(t_registry_state(qs, asked, owner, 1123, NULL), DAPI_Q_CANCELLED);
     T_EQ_INT(t_registry_state(qs, waited, owner, 1123, NULL), DAPI_Q_QUEUED); /* waited on */
+    T_EQ_INT(t_registry_state(qs, norun, owner, 1123, NULL), DAPI_Q_QUEUED);
+    T_EQ_INT(dapi_queries_active(qs, owner), 1); /* the abandoned ones gave theirs back */
     dapi_queries_set_cancel_flag(qs, idle, NULL);
     dapi_queries_cancel_waiters(qs);
     T_EQ_INT(w.calls, 1);
