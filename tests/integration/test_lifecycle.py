@@ -380,3 +380,16 @@ def test_cancel_gives_the_admission_slot_back():
         r = srv.api("HEAD", "/api/queries", key=KEY_A)
         expect_status(r, 200, "HEAD /api/queries")
         eq(r.body, b"", "HEAD body")
+
+
+@h.timeout(120)
+def test_nekt_v1_query_is_never_abandoned():
+    """A v1 query has no run of its own (pages are fetched per request): it stays queued and
+    its pages are served however long nobody asked."""
+    with nekt.emulator(name="lc-emu-v1") as emu, nekt.forwarder(emu, "v1", ["--abandon-after", "1"], name="lc-fwd-v1") as fwd:
+        slug = fwd.create("SELECT 1 AS x", key=nekt.K1)
+        time.sleep(3)
+        check("abandoned" not in fwd.stderr_text(), "not abandoned")
+        expect_status(fwd.results(slug, 1, key=nekt.K1), 200, "page 1 after 3 s")
+        expect_status(fwd.api("DELETE", "/api/queries/" + slug, key=nekt.K1), 200, "cancel")
+        expect_error(fwd.results(slug, 1, key=nekt.K1), 410, "Query cancelled")
