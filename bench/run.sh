@@ -34,7 +34,7 @@ LAST_PAGE=$((BIG_ROWS / 100))
 die() { echo "bench: $*" >&2; exit 1; }
 note() { echo "bench: $*" >&2; }
 
-for t in curl python3 awk "$WRK_BIN"; do
+for t in curl python3 awk zstd "$WRK_BIN"; do
     command -v "$t" >/dev/null || die "$t not found (run 'make bench', which installs it)"
 done
 [ -x "$DAPI_BIN" ] || die "$DAPI_BIN not found (run 'make bench' or 'make build/dapi')"
@@ -146,6 +146,12 @@ http {
         }
         location = /page1.json {
             default_type application/json;
+            root $NG/www;
+        }
+        location = /page1.zst {
+            default_type application/json;
+            add_header Content-Encoding zstd;
+            add_header Vary Accept-Encoding;
             root $NG/www;
         }
     }
@@ -272,6 +278,36 @@ curl -fsS --max-time 10 -o "$TMP/dapi-page1.json" -H "x-api-key: $KEY" \
     "$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
 cmp -s "$TMP/ng-page1.json" "$TMP/dapi-page1.json" \
     || note "WARNING: dapi's page 1 changed between requests; nginx serves the first copy"
+# The same page as dapi sends it to a client that accepts zstd (its stored frame between two
+# small frames of the envelope), for nginx to serve as a static file with that encoding.
+curl -fsS --max-time 10 -o "$NG/www/page1.zst" -H "x-api-key: $KEY" -H 'Accept-Encoding: zstd' \
+    "$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
+ZPAGE_BYTES=$(stat -c %s "$NG/www/page1.zst")
+zstd -dcq "$NG/www/page1.zst" | cmp -s - "$TMP/dapi-page1.json" \
+    || die "dapi's zstd page 1 does not decode to its plain page 1"
+curl -fsS --max-time 10 -o "$TMP/ng-page1.zst" -H 'Accept-Encoding: zstd' "$NGINX/page1.zst"
+cmp -s "$TMP/ng-page1.zst" "$NG/www/page1.zst" || die "nginx does not serve the zstd page as is"
+
+# Disk bytes of the 1M-row result: the file as stored (DAPIRES2, zstd pages) and what the
+# same rows took as text before (DAPIRES1: header, rows, pages + 1 offsets) — the sum of the
+# pages' decoded lengths, which the file's index records; page 1's is checked against the
+# plain page dapi serves.
+read -r DISK_AFTER DISK_BEFORE DISK_PAGE1 < <(python3 - "$STATE/queries/$LAT_SLUG/result.bin" <<'PY'
+import os, struct, sys
+f = open(sys.argv[1], "rb")
+h = f.read(64)
+assert h[:8] == b"DAPIRES2", h[:8]
+rows, pages, _, data_len, index_off, total = struct.unpack("<6Q", h[8:56])
+f.seek(index_off + 8 * (pages + 1))
+lens = struct.unpack("<%dQ" % pages, f.read(8 * pages))
+print(os.path.getsize(sys.argv[1]), 64 + sum(lens) + 8 * (pages + 1), lens[0] if lens else 0)
+PY
+) || die "cannot read the 1M-row result file"
+if [ "$LAT_SLUG" = "$PAGE_SLUG" ]; then
+    env_len=$(python3 -c 'import sys; b=open(sys.argv[1],"rb").read(); print(b.index(b"\"data\":[") + 8 + 2)' "$TMP/dapi-page1.json")
+    [ $((PAGE_BYTES - env_len)) -eq "$DISK_PAGE1" ] \
+        || note "WARNING: page 1's rows are $((PAGE_BYTES - env_len)) bytes, the index says $DISK_PAGE1"
+fi
 
 # --- 5. measurements ---------------------------------------------------------------------------
 # run_wrk NAME ARGS... : full wrk output in bench/out/wrk-NAME.txt
@@ -336,6 +372,8 @@ D_HEALTH=$DAPI/api/health
 N_HEALTH=$NGINX/health
 D_PAGE="$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
 N_PAGE=$NGINX/page1.json
+N_ZPAGE=$NGINX/page1.zst
+ZHDR=(-H 'Accept-Encoding: zstd')
 
 note "a. health: warm-up $WARM each, then $DUR each, alternating dapi / nginx"
 run_wrk warm-health-dapi "${LOAD[@]}" -d"$WARM" "$D_HEALTH"
@@ -351,6 +389,14 @@ run_wrk warm-page-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "$N_PAGE"
 for r in $(seq "$ROUNDS"); do
     run_wrk "page-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$D_PAGE"
     run_wrk "page-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$N_PAGE"
+done
+
+note "g. results page 1 compressed ($ZPAGE_BYTES bytes, zstd): warm-up $WARM each, then $DUR each, alternating"
+run_wrk warm-zpage-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
+run_wrk warm-zpage-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
+for r in $(seq "$ROUNDS"); do
+    run_wrk "zpage-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
+    run_wrk "zpage-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
 done
 
 note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each"
@@ -385,12 +431,13 @@ round_ratios() { # round_ratios WHAT: "r1 r2 ..." when there is more than one ro
 }
 H_D=$(mean_rps health-dapi); H_N=$(mean_rps health-nginx); H_R=$(ratio "$H_D" "$H_N")
 P_D=$(mean_rps page-dapi);   P_N=$(mean_rps page-nginx);   P_R=$(ratio "$P_D" "$P_N")
+Z_D=$(mean_rps zpage-dapi);  Z_N=$(mean_rps zpage-nginx);  Z_R=$(ratio "$Z_D" "$Z_N")
 F_MEAN=$(lat_mean lat-first); F_P50=$(lat_pct lat-first 50); F_P99=$(lat_pct lat-first 99)
 L_MEAN=$(lat_mean lat-last);  L_P50=$(lat_pct lat-last 50);  L_P99=$(lat_pct lat-last 99)
 L_R=$(ratio "$L_MEAN" "$F_MEAN")
 F_RPS=$(rps lat-first); L_RPS=$(rps lat-last)
 ERRS=0
-for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-lat-*.txt; do
+for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-zpage-*.txt "$OUT"/wrk-lat-*.txt; do
     n=${f##*/wrk-}; ERRS=$((ERRS + $(errs "${n%.txt}")))
 done
 
@@ -412,6 +459,9 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
     printf '%-44s %12s %12s %7s %8s %s\n' "b. results page 1 ($PAGE_BYTES B, $PAGE_ROWS rows), req/s" \
         "$P_D" "$P_N" "$P_R" ">= 0.8" "$(verdict "$P_R" '>=' 0.8) $(round_ratios page)"
     printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer page-dapi-1)" "$(xfer page-nginx-1)"
+    printf '%-44s %12s %12s %7s %8s %s\n' "g. page 1 as zstd ($ZPAGE_BYTES B), req/s" \
+        "$Z_D" "$Z_N" "$Z_R" ">= 0.8" "$(verdict "$Z_R" '>=' 0.8) $(round_ratios zpage)"
+    printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer zpage-dapi-1)" "$(xfer zpage-nginx-1)"
     echo
     echo "c. latency on the $LAT_ROWS-row result, 1 connection, $LAT_DUR each (ms):"
     printf '%-44s %9s %9s %9s %9s\n' "" "mean" "p50" "p99" "req/s"
@@ -421,6 +471,8 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
         "$(verdict "$L_R" '<=' 1.5) (p50 ratio $(ratio "$L_P50" "$F_P50"))"
     echo
     printf '%-44s %s\n' "d. dapi peak RSS (VmHWM)" "$((HWM_KB / 1024)) MiB ($HWM_KB kB; VmRSS at end $((RSS_KB / 1024)) MiB)"
+    printf '%-44s %s\n' "h. disk bytes of the $LAT_ROWS-row result" \
+        "$DISK_AFTER (zstd pages) vs $DISK_BEFORE as text before (DAPIRES1); ratio $(ratio "$DISK_AFTER" "$DISK_BEFORE")"
     printf '%-44s %s\n' "e. time to first page, $LAT_ROWS rows" "$TTFP_MS ms (POST $CREATE_MS ms + page 1 $PAGE1_MS ms)"
     printf '%-44s %s\n' "   query" "$TTFP_SQL"
     printf '%-44s %12s %12s %7s %8s %s\n' "   page 1 / whole run, fresh runs (median)" "$FP_PAGE1_MS ms" \

@@ -5,7 +5,8 @@
 #
 #   scripts/deps.sh            build + test dependencies (wrk too: an integration test
 #                              bursts connections with it; man-db and systemd for the
-#                              checks of the man pages and of the systemd unit)
+#                              checks of the man pages and of the systemd unit; the zstd
+#                              command decodes compressed answers in the integration tests)
 #   scripts/deps.sh --bench    also nginx (for `make bench`)
 set -euo pipefail
 
@@ -25,7 +26,7 @@ have_duckdb() {
 }
 
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev libsystemd-dev python3 curl ca-certificates wrk man-db systemd clang-format)
+      libssl-dev libsystemd-dev libzstd-dev zstd python3 curl ca-certificates wrk man-db systemd clang-format)
 # npm only fetches DuckDB; a machine that has it needs no npm.
 have_duckdb || debs+=(npm)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "api/api.h"
+#include "api/conneg.h"
 #include "api/respond.h"
 #include "app/app.h"
 #include "base/buf.h"
@@ -337,7 +338,18 @@ void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug
         dapi_respond_error(r, 400, "Page number must be a positive integer", NULL);
         return;
     }
-    struct dapi_reply rp = {dapi_respond_outcome, r};
+    struct dapi_page_req *pr = malloc(sizeof *pr);
+    if(!pr) {
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
+        return;
+    }
+    /* What the answer depends on, read here on the event thread (the header strings live
+     * until the request is answered). */
+    pr->r = r;
+    pr->cache = app->page_cache;
+    pr->zstd = dapi_accepts_coding(dapi_req_header(r, "Accept-Encoding"), "zstd");
+    pr->if_none_match = dapi_req_header(r, "If-None-Match");
+    struct dapi_reply rp = {dapi_respond_page_outcome, pr};
     dapi_req_defer(r); /* the backend's outcome may come later, from another thread */
     app->backend->ops->results(app->backend_state, slug, (uint64_t)page, digits, &who, rp);
 }

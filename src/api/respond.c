@@ -4,9 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/conneg.h"
 #include "base/buf.h"
 #include "base/json.h"
+#include "base/log.h"
 #include "dapi/err.h"
+#include "store/pagecache.h"
+#include "store/result.h"
 
 /* The largest error body. Details are cut first (dapi_bounded_details), so only a body that
  * cannot be allocated is ever answered without them. */
@@ -208,4 +212,76 @@ void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcom
     dapi_respond_error_h(r, o->status ? o->status : dapi_err_status(err),
                          o->message ? o->message : dapi_err_message(err), o->details,
                          ra[0] ? "Retry-After" : NULL, ra[0] ? ra : NULL);
+}
+
+/* ---- pages of stored results --------------------------------------------------------- */
+
+static void page_release(void *arg)
+{
+    dapi_page_release(arg);
+}
+
+/* Caching headers of a finished page (docs/api.md "Compression and caching"): ETag, and
+ * Cache-Control private (the owner's only), immutable for as long as the slug lives. Returns
+ * 1 when the request's If-None-Match matches: the answer is then 304. */
+static int caching_headers(struct dapi_req *r, const struct dapi_page_req *pr,
+                           const struct dapi_outcome *o, const char *coding)
+{
+    if(o->max_age <= 0)
+        return 0;
+    char etag[160], cc[96];
+    dapi_page_etag(etag, sizeof etag, dapi_result_id(o->result), o->slug, o->page_text, coding);
+    snprintf(cc, sizeof cc, "private, max-age=%lld, immutable", (long long)o->max_age);
+    dapi_req_add_header(r, "ETag", etag);
+    dapi_req_add_header(r, "Cache-Control", cc);
+    return dapi_etag_matches(pr->if_none_match, etag);
+}
+
+static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *pr,
+                                const struct dapi_outcome *o)
+{
+    struct dapi_result *res = o->result;
+    int compressed = dapi_result_compressed(res);
+    int zstd = compressed && pr->zstd;
+    if(compressed) /* the answer depends on Accept-Encoding (and caches must know) */
+        dapi_req_add_header(r, "Vary", "Accept-Encoding");
+    if(caching_headers(r, pr, o, zstd ? "zstd" : NULL)) {
+        dapi_req_respond(r, 304, NULL, 0, NULL, NULL);
+        return;
+    }
+    /* {"query_slug":…,"page":N,"data":[ rows ]} */
+    struct dapi_buf head;
+    dapi_buf_init(&head, 1024);
+    dapi_buf_adds(&head, "{\"query_slug\":");
+    dapi_json_str(&head, o->slug, strlen(o->slug));
+    dapi_buf_addf(&head, ",\"page\":%s,\"data\":[", o->page_text);
+    struct dapi_page *pg = NULL;
+    enum dapi_err e = dapi_buf_error(&head);
+    if(!e)
+        e = dapi_page_cache_get(pr->cache, res, o->page_no,
+                                zstd ? DAPI_PAGE_ZSTD : DAPI_PAGE_PLAIN, head.data, "]}", &pg);
+    dapi_buf_free(&head);
+    if(e) {
+        dapi_log(DAPI_LOG_WARN, "results: page %s of %s cannot be read: %s", o->page_text, o->slug,
+                 dapi_err_message(e));
+        dapi_respond_err(r, e == DAPI_ERR_NOMEM ? e : DAPI_ERR_INTERNAL,
+                         e == DAPI_ERR_NOMEM ? NULL : "the stored result is damaged");
+        return;
+    }
+    if(zstd)
+        dapi_req_add_header(r, "Content-Encoding", "zstd");
+    size_t len;
+    const char *body = dapi_page_data(pg, &len);
+    dapi_req_respond_kept(r, 200, body, len, page_release, pg);
+}
+
+void dapi_respond_page_outcome(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
+{
+    struct dapi_page_req *pr = ctx;
+    struct dapi_req *r = pr->r;
+    if(o->kind == DAPI_OUTCOME_PAGE && o->result)
+        respond_result_page(r, pr, o);
+    else
+        dapi_respond_outcome(r, err, o);
+    free(pr);
 }

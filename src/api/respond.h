@@ -8,6 +8,8 @@
 #include "dapi/err.h"
 #include "http/http.h"
 
+struct dapi_page_cache;
+
 /* The answer for an error code, from the one table (src/base/err.c): dapi_err_status,
  * {"error": dapi_err_message} with the optional "details", and Retry-After when
  * dapi_err_retry_after gives one. Prefer it to dapi_respond_error where they agree. */
@@ -48,6 +50,21 @@ void dapi_respond_exec_error_code(struct dapi_req *r, int status, const char *de
 /* A backend's outcome as the answer to request req (a struct dapi_req *): the
  * dapi_backend_done callback the API layer gives every backend call. */
 void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcome *out);
+
+/* A results request (GET …/results) as its answer needs it: read on the event thread,
+ * borrowed from the request (which lives until answered). */
+struct dapi_page_req {
+    struct dapi_req *r;
+    struct dapi_page_cache *cache; /* decoded pages (NULL: none) */
+    int zstd;                      /* Accept-Encoding accepts zstd */
+    const char *if_none_match;     /* NULL: absent */
+};
+/* The dapi_backend_done of a results request (ctx: a malloc'd struct dapi_page_req, freed).
+ * A page of a stored result is sent from the page cache (store/pagecache.h), not copied: as
+ * its stored zstd frame between two small frames of the envelope (Content-Encoding: zstd)
+ * when accepted, else decoded. A finished page carries ETag and Cache-Control and
+ * answers a matching If-None-Match with 304. Other outcomes: dapi_respond_outcome. */
+void dapi_respond_page_outcome(void *ctx, enum dapi_err err, const struct dapi_outcome *out);
 
 /* 200 {"query_slug","page","data":[rows]} where rows is the page's rows joined by ','. */
 void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_text,

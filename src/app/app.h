@@ -31,8 +31,9 @@ struct dapi_app {
     double rate_default, burst_default;  /* --rate-limit (per second; 0 = none), --rate-burst */
     struct dapi_engine *engine;
     struct dapi_queries *queries;
-    struct dapi_pool *check_pool; /* validates SQL for POST /api/queries (short jobs) */
-    struct dapi_pool *run_pool;   /* runs and materialises queries / talks to Nekt */
+    struct dapi_page_cache *page_cache; /* decoded result pages (--page-cache-bytes) */
+    struct dapi_pool *check_pool;       /* validates SQL for POST /api/queries (short jobs) */
+    struct dapi_pool *run_pool;         /* runs and materialises queries / talks to Nekt */
     int run_threads;
     struct dapi_emu *emu;     /* --emulate-nekt (emu/emu.h) */
     struct dapi_probe *probe; /* is the engine answering? (GET /api/health, probe.h) */

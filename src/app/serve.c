@@ -22,6 +22,7 @@
 #include "http/http.h"
 #include "pool/pool.h"
 #include "store/queries.h"
+#include "store/pagecache.h"
 #include "upstream/httpc.h"
 #include "dapi/version.h"
 
@@ -357,6 +358,11 @@ static int serve_build(struct serve *s)
         fprintf(stderr, "dapi serve: %s\n", err);
         return START_FAILED;
     }
+    if(cfg->page_cache_bytes > 0 &&
+       !(app->page_cache = dapi_page_cache_new((uint64_t)cfg->page_cache_bytes))) {
+        fprintf(stderr, "dapi serve: out of memory for the page cache\n");
+        return START_FAILED;
+    }
     struct pending *resume = NULL;
     if(dapi_queries_open(&app->queries, cfg->state_dir, cfg->retention,
                          (uint64_t)cfg->max_state_bytes, dapi_clock_wall_s(), unfinished, &resume,
@@ -581,6 +587,7 @@ static void serve_free(struct serve *s, int code)
     if(app->backend && app->backend->ops->stop)
         app->backend->ops->stop(app->backend_state);
     dapi_queries_close(app->queries);
+    dapi_page_cache_free(app->page_cache); /* after the HTTP server: answers hold pages */
     dapi_engine_close(app->engine);
     dapi_keys_free(app->keys);
     keystore_flush(s, 0);

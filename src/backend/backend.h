@@ -21,6 +21,7 @@ struct dapi_engine;
 struct dapi_econn;
 struct dapi_pool;
 struct dapi_queries;
+struct dapi_result;
 
 /* What a backend may use, given to its start and valid until its stop. */
 struct dapi_backend_env {
@@ -50,14 +51,21 @@ struct dapi_outcome {
     const char *slug;      /* CREATED, PAGE, FAILED */
     const char *sql;       /* CREATED */
     const char *page_text; /* PAGE, FAILED: the page number as the client will read it */
-    const char *rows;      /* PAGE: the page's rows as JSON, joined by ',' (len bytes) */
+    const char *rows;      /* PAGE without result: the page's rows as JSON, joined by ','
+                              (len bytes) */
     size_t len;
-    const char *details; /* ERROR, FAILED: the explanation (NULL: none) */
-    const char *message; /* ERROR: replaces the code's message (NULL: the err table's) */
-    int status;          /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
+    struct dapi_result *result; /* PAGE: the stored result the page is read from (the API
+                                   layer takes its own reference to send it), or NULL */
+    uint64_t page_no;           /* PAGE with result: which page (1-based) */
+    int64_t max_age;            /* PAGE with result: > 0 = the result is finished and stays
+                                   so this many more seconds (ETag, Cache-Control immutable);
+                                   0 = no caching headers */
+    const char *details;        /* ERROR, FAILED: the explanation (NULL: none) */
+    const char *message;        /* ERROR: replaces the code's message (NULL: the err table's) */
+    int status;                 /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
                             dapi_err_exec_status for FAILED) */
-    int retry_after;     /* ERROR: seconds for Retry-After; 0 = the err table's; < 0 = none */
-    int reused;          /* CREATED: the slug shares an identical query's result or run
+    int retry_after; /* ERROR: seconds for Retry-After; 0 = the err table's; < 0 = none */
+    int reused;      /* CREATED: the slug shares an identical query's result or run
                             (header X-Dapi-Reused: true; the body is the same) */
 };
 
@@ -77,6 +85,9 @@ void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const cha
                                int reused);
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
                      const char *rows, size_t len);
+/* PAGE read from a stored result (see struct dapi_outcome: result, page_no, max_age). */
+void dapi_reply_result_page(struct dapi_reply rp, const char *slug, const char *page_text,
+                            struct dapi_result *result, uint64_t page_no, int64_t max_age);
 /* ERROR with the err table's status, message and Retry-After; details may be NULL or "". */
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details);
 /* FAILED; status 0 = dapi_err_exec_status(err). DAPI_ERR_UPSTREAM_TIMEOUT is not a failure

@@ -73,6 +73,18 @@ void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_te
     rp.done(rp.ctx, DAPI_OK, &o);
 }
 
+void dapi_reply_result_page(struct dapi_reply rp, const char *slug, const char *page_text,
+                            struct dapi_result *result, uint64_t page_no, int64_t max_age)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
+                             .slug = slug,
+                             .page_text = page_text,
+                             .result = result,
+                             .page_no = page_no,
+                             .max_age = max_age};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details)
 {
     struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
@@ -661,10 +673,9 @@ static void answer(struct wait_ctx *c, int may_wait)
         wait_free(c);
         return;
     }
-    const char *rows;
-    size_t len;
-    dapi_result_page(v.result, c->page_no, &rows, &len);
-    dapi_reply_page(c->rp, c->slug, c->page, rows, len);
+    /* A finished result never changes: cacheable until the slug expires. */
+    int64_t left = v.expires_s - env->wall_s();
+    dapi_reply_result_page(c->rp, c->slug, c->page, v.result, c->page_no, left > 0 ? left : 0);
     dapi_queries_release(env->queries, &v);
     wait_free(c);
 }

@@ -809,10 +809,9 @@ static int serve_page_file(struct v1_page *p)
     page_path(p->nk, p->slug, p->page, "bin", path, sizeof path);
     if(dapi_result_open(&res, path))
         return 0;
-    const char *rows;
-    size_t len;
-    dapi_result_page(res, 1, &rows, &len);
-    dapi_reply_page(p->rp, p->slug, p->page_text, rows, len);
+    /* served like a stored page (compressed when accepted), without caching headers: a v1
+     * page file may be fetched again */
+    dapi_reply_result_page(p->rp, p->slug, p->page_text, res, 1, 0);
     dapi_result_close(res);
     return 1;
 }

@@ -132,6 +132,10 @@ static const struct setting settings[] = {
     {"reuse-max-age-nekt", "DAPI_REUSE_MAX_AGE_NEKT", K_I64, O(reuse_max_age_nekt), "3600", 0,
      365 * 86400LL, NULL,
      "--reuse-max-age for --backend nekt, where a run costs money (0 = never)"},
+    {"page-cache-bytes", "DAPI_PAGE_CACHE_BYTES", K_I64, O(page_cache_bytes), "67108864", 0,
+     INT64_MAX, NULL,
+     "bytes of result pages kept in memory ready to send: decoded for clients that do not "
+     "accept zstd, framed for those that do (0: built on every request)"},
     {"result-wait", "DAPI_RESULT_WAIT", K_I64, O(result_wait), "300", 1, 86400, NULL,
      "seconds a results request waits for a running query (504 above)"},
     {"abandon-after", "DAPI_ABANDON_AFTER", K_I64, O(abandon_after), "600", 0, 365 * 86400LL, NULL,

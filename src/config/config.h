@@ -45,13 +45,14 @@ struct dapi_config {
     int64_t max_result_bytes;
     int64_t max_state_bytes;
     int64_t max_state_bytes_per_key;
-    int64_t retention;       /* s */
-    int64_t result_wait;     /* s */
-    int64_t abandon_after;   /* s; 0 = never */
-    int64_t shutdown_grace;  /* s */
-    char *memory_limit;      /* DuckDB memory_limit, e.g. "4GB" */
-    int64_t memory_headroom; /* bytes beyond memory_limit; 0 = no process cap */
-    int64_t max_spill_bytes; /* DuckDB max_temp_directory_size */
+    int64_t retention;        /* s */
+    int64_t page_cache_bytes; /* decoded result pages kept (store/pagecache.h) */
+    int64_t result_wait;      /* s */
+    int64_t abandon_after;    /* s; 0 = never */
+    int64_t shutdown_grace;   /* s */
+    char *memory_limit;       /* DuckDB memory_limit, e.g. "4GB" */
+    int64_t memory_headroom;  /* bytes beyond memory_limit; 0 = no process cap */
+    int64_t max_spill_bytes;  /* DuckDB max_temp_directory_size */
     int64_t duckdb_threads;
     /* result reuse, s: identical queries share a result this young (0 = never); the second
      * for --backend nekt (a run there costs money) */

@@ -88,6 +88,10 @@ struct dapi_req {
         char value[DAPI_REQ_HEADER_VALUE_MAX + 1];
     } added[DAPI_REQ_ADDED_HEADERS];
     int n_added;
+    /* a body kept by the caller (dapi_req_respond_kept) instead of resp */
+    const void *kept;
+    void (*release)(void *arg);
+    void *release_arg;
     int fd; /* file body (>= 0) instead of resp */
     uint64_t fd_size;
     const char *ctype;
@@ -203,10 +207,37 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
     pthread_mutex_unlock(&r->mu);
 }
 
+void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, size_t len,
+                           void (*release)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&r->mu);
+    if(r->answered) {
+        pthread_mutex_unlock(&r->mu);
+        release(arg);
+        dapi_error("http: second response for one request dropped");
+        return;
+    }
+    r->status = status;
+    r->kept = body;
+    r->resp_len = len;
+    r->release = release;
+    r->release_arg = arg;
+    answer_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
 static enum MHD_Result queue(struct dapi_req *r)
 {
     struct MHD_Response *resp;
-    if(r->fd >= 0) {
+    if(r->release) {
+        /* sent from where it is; release runs when libmicrohttpd is done with it */
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(r->resp_len, (void *)r->kept,
+                                                                      r->release, r->release_arg);
+        if(!resp)
+            return MHD_NO;
+        r->release = NULL; /* owned by MHD now */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    } else if(r->fd >= 0) {
         resp = MHD_create_response_from_fd64(r->fd_size, r->fd);
         if(!resp)
             return MHD_NO;
@@ -217,8 +248,9 @@ static enum MHD_Result queue(struct dapi_req *r)
         resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
         if(!resp)
             return MHD_NO;
-        r->resp = NULL; /* owned by MHD now */
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+        r->resp = NULL;      /* owned by MHD now */
+        if(r->status != 304) /* no content, so no type */
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     }
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
@@ -603,6 +635,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         atomic_store(&r->c->in_request, 0);
     }
     free(r->resp);
+    if(r->release) /* answered, never queued */
+        r->release(r->release_arg);
     if(r->fd >= 0)
         close(r->fd);
     free(r->path);

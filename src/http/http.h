@@ -76,7 +76,7 @@ void dapi_req_defer(struct dapi_req *r);
 /* Sends a response. Takes ownership of body (malloc'd, freed by the server). extra_header /
  * extra_value (may be NULL) add one header, e.g. Allow or Retry-After: the name must be a
  * static string, the value is copied (at most 127 bytes). Content-Type is
- * application/json. Callable from any thread, exactly once per request. */
+ * application/json (none for a 304, which has no content: body NULL, len 0). Callable from any thread, exactly once per request. */
 void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
                       const char *extra_header, const char *extra_value);
 /* Adds a header to whatever response the request gets (dapi_req_respond, _file), e.g. the
@@ -84,9 +84,18 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
  * is copied (at most DAPI_REQ_HEADER_VALUE_MAX bytes). At most DAPI_REQ_ADDED_HEADERS per
  * request. Call before the response; returns 0, or -1 (too many, too long, already
  * answered: the header is not sent). */
-#define DAPI_REQ_ADDED_HEADERS 4
+#define DAPI_REQ_ADDED_HEADERS 8
 #define DAPI_REQ_HEADER_VALUE_MAX 127
 int dapi_req_add_header(struct dapi_req *r, const char *name, const char *value);
+
+/* Sends len bytes at body, not copied: they must stay valid until release(arg) is called,
+ * once, by the server when it no longer needs them (also when the request ends unanswered,
+ * and at once when the request was already answered). One contiguous body on purpose:
+ * libmicrohttpd sends it with the headers in one system call, where a body of several
+ * pieces (MHD_create_response_from_iovec) takes one more per answer. Content-Type is
+ * application/json. Callable from any thread, exactly once per request. */
+void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, size_t len,
+                           void (*release)(void *arg), void *arg);
 
 /* Sends the open file fd (size bytes, taken: closed by the server) as the body, with the
  * given Content-Type. Callable from any thread, exactly once per request. */

@@ -685,6 +685,7 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
     v->error = q->error;
     copy_message(v->message, sizeof v->message, q->message ? q->message : "");
     v->result = q->result;
+    v->expires_s = q->created_s + qs->retention_s;
     v->ref = q;
     if(q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING) {
         /* one sharing an identical query's run is served that run's pages */

@@ -38,6 +38,7 @@ struct dapi_qview {
     enum dapi_err error; /* FAILED: why */
     char message[1024];  /* FAILED: details for the client (a longer one is cut, and says so) */
     struct dapi_result *result;
+    int64_t expires_s; /* when the slug expires (wall-clock s: creation + retention) */
     /* QUEUED/RUNNING: the pages its run (or, for a query sharing an identical query's run,
      * that run) has published so far, or NULL; a reference released with the snapshot */
     struct dapi_result_live *live;

@@ -1,6 +1,7 @@
 #include "store/result.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -14,17 +15,23 @@
 #include "auth/keys.h"
 #include "base/buf.h"
 #include "engine/render.h"
+#include "store/codec.h"
 
-#define MAGIC "DAPIRES1"
+#define MAGIC1 "DAPIRES1"
+#define MAGIC "DAPIRES2"
 #define HEADER_LEN 64
 #define FLUSH_AT (1u << 20)
+/* A page decodes to at most this many times its frame's size: far above what zstd reaches
+ * (about 32,768 for a block of one repeated byte), so only a damaged length exceeds it. */
+#define MAX_RATIO 65536
 
 /* The pages of a result being written that readers may copy (see result.h). */
 struct dapi_result_live {
     pthread_mutex_t lock; /* guards refs, ends, n, cap */
     int refs;
     int fd;                /* read-only, on the temporary file; -1: nothing is ever published */
-    uint64_t *ends;        /* ends[i]: end of page i + 1's rows (page 1 starts at 0) */
+    uint64_t *ends;        /* ends[i]: end of page i + 1's frame (page 1 starts at 0) */
+    uint64_t *lens;        /* lens[i]: what page i + 1's frame decodes to */
     size_t n, cap;         /* pages published */
     _Atomic uint64_t want; /* a page a reader waits for (0: none); read by the writer */
 };
@@ -33,10 +40,16 @@ struct dapi_result_writer {
     int fd;
     char *path, *tmp;
     struct dapi_result_limits limits;
-    struct dapi_buf out; /* pending bytes */
-    uint64_t written;    /* bytes of rows already written */
+    struct dapi_zenc *z;
+    struct dapi_buf page;   /* the current page's rows (not yet compressed) */
+    uint64_t page_fed;      /* rows' bytes of the current page already given to the encoder */
+    uint64_t plain;         /* rows' bytes of the pages before the current one */
+    uint64_t plain_flushed; /* `plain` at the last flush */
+    struct dapi_buf out;    /* pending compressed bytes */
+    uint64_t written;       /* compressed bytes already written */
     uint64_t rows;
-    uint64_t *index; /* page start offsets */
+    uint64_t *index; /* page start offsets (compressed) */
+    uint64_t *lens;  /* pages' decoded lengths (nindex - 1 of them) */
     size_t nindex, capindex;
     char **keys; /* pre-rendered "name": per column */
     size_t *key_lens;
@@ -95,6 +108,7 @@ void dapi_result_live_unref(struct dapi_result_live *l)
         close(l->fd);
     pthread_mutex_destroy(&l->lock);
     free(l->ends);
+    free(l->lens);
     free(l);
 }
 
@@ -118,24 +132,28 @@ int dapi_result_live_page(struct dapi_result_live *l, uint64_t page, struct dapi
         pthread_mutex_unlock(&l->lock);
         return 0;
     }
-    uint64_t a = page == 1 ? 0 : l->ends[page - 2], b = l->ends[page - 1];
+    uint64_t a = page == 1 ? 0 : l->ends[page - 2], b = l->ends[page - 1], d = l->lens[page - 1];
     pthread_mutex_unlock(&l->lock);
-    /* A published page lies wholly in the file (publish follows a flush) and is never
-     * rewritten: read without the lock. */
+    /* A published page's frame lies wholly in the file (publish follows a flush) and is never
+     * rewritten: read without the lock, then decoded into out. */
     size_t len = (size_t)(b - a), got = 0;
-    char *p = len ? dapi_buf_reserve(out, len) : NULL;
-    if(len && !p)
-        return -1;
-    while(got < len) {
-        ssize_t r = pread(l->fd, p + got, len - got, (off_t)(HEADER_LEN + a + got));
+    char *frame = malloc(len ? len : 1), *p = frame ? dapi_buf_reserve(out, (size_t)d + 1) : NULL;
+    int ok = p != NULL;
+    while(ok && got < len) {
+        ssize_t r = pread(l->fd, frame + got, len - got, (off_t)(HEADER_LEN + a + got));
         if(r < 0 && errno == EINTR)
             continue;
         if(r <= 0)
-            return -1;
-        got += (size_t)r;
+            ok = 0;
+        else
+            got += (size_t)r;
     }
-    if(len)
-        dapi_buf_commit(out, len);
+    if(ok && dapi_zframe_decode(frame, len, p, (size_t)d))
+        ok = 0;
+    free(frame);
+    if(!ok)
+        return -1;
+    dapi_buf_commit(out, (size_t)d);
     return 1;
 }
 
@@ -165,15 +183,18 @@ static enum dapi_err publish(struct dapi_result_writer *w)
         while(cap < complete)
             cap *= 2;
         uint64_t *p = realloc(l->ends, cap * sizeof *p);
-        if(!p) {
+        if(p)
+            l->ends = p;
+        uint64_t *q = p ? realloc(l->lens, cap * sizeof *q) : NULL;
+        if(!q) {
             pthread_mutex_unlock(&l->lock);
             return DAPI_OK; /* (not published early: served once the run is done) */
         }
-        l->ends = p;
+        l->lens = q;
         l->cap = cap;
     }
     for(size_t i = l->n; i < complete; i++)
-        l->ends[i] = w->index[i + 1];
+        l->ends[i] = w->index[i + 1], l->lens[i] = w->lens[i];
     l->n = complete;
     pthread_mutex_unlock(&l->lock);
     if(w->on_publish)
@@ -210,8 +231,15 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
         dapi_result_writer_free(w);
         return DAPI_ERR_NOMEM;
     }
-    /* 64 MiB of pending output at most; flushed at 1 MiB. */
+    /* 64 MiB of pending output at most; flushed at 1 MiB. A page's rows are given to the
+     * encoder at 1 MiB too, so a page of long rows needs no more memory than one row. */
     dapi_buf_init(&w->out, 64u << 20);
+    dapi_buf_init(&w->page, 64u << 20);
+    enum dapi_err zr = dapi_zenc_new(&w->z, DAPI_ZSTD_LEVEL);
+    if(zr) {
+        dapi_result_writer_free(w);
+        return zr;
+    }
     char zero[HEADER_LEN] = {0};
     ssize_t wrote = write(w->fd, zero, sizeof zero);
     if(wrote != (ssize_t)sizeof zero) {
@@ -238,11 +266,14 @@ static enum dapi_err flush(struct dapi_result_writer *w)
         n -= (size_t)r;
     }
     w->written += w->out.len;
+    w->plain_flushed = w->plain;
     dapi_buf_reset(&w->out);
     return w->finishing ? DAPI_OK : publish(w);
 }
 
-static enum dapi_err push_index(struct dapi_result_writer *w, uint64_t off)
+/* Records where a page ends (off, in the compressed data) and, but for the first entry
+ * (0, where page 1 starts), the decoded length of the page ending there. */
+static enum dapi_err push_index(struct dapi_result_writer *w, uint64_t off, uint64_t decoded)
 {
     if(w->nindex == w->capindex) {
         size_t cap = w->capindex ? w->capindex * 2 : 1024;
@@ -250,10 +281,41 @@ static enum dapi_err push_index(struct dapi_result_writer *w, uint64_t off)
         if(!p)
             return DAPI_ERR_NOMEM;
         w->index = p;
+        uint64_t *l = realloc(w->lens, cap * sizeof *l);
+        if(!l)
+            return DAPI_ERR_NOMEM;
+        w->lens = l;
         w->capindex = cap;
     }
+    if(w->nindex)
+        w->lens[w->nindex - 1] = decoded;
     w->index[w->nindex++] = off;
     return DAPI_OK;
+}
+
+/* Gives the current page's pending rows to the encoder; end: the page is complete. */
+static enum dapi_err feed_page(struct dapi_result_writer *w, int end)
+{
+    enum dapi_err result = dapi_zenc_put(w->z, w->page.data ? w->page.data : "", w->page.len, end,
+                                         &w->out);
+    if(result == DAPI_ERR_INTERNAL)
+        snprintf(w->error, sizeof w->error, "cannot compress the result (zstd failed)");
+    w->page_fed += w->page.len;
+    dapi_buf_reset(&w->page);
+    return result;
+}
+
+/* The page-complete step: the page's rows become one zstd frame, and the index records
+ * where it ends and its decoded length. Everything about a page being done happens here. */
+static enum dapi_err page_complete(struct dapi_result_writer *w)
+{
+    enum dapi_err result = feed_page(w, 1);
+    if(result)
+        return result;
+    uint64_t decoded = w->page_fed;
+    w->plain += decoded;
+    w->page_fed = 0;
+    return push_index(w, w->written + w->out.len, decoded);
 }
 
 /* Is name already taken by one of the first n (deduplicated) names? */
@@ -312,7 +374,7 @@ static enum dapi_err sink_begin(void *ctx, size_t ncols, const char *const *name
             result = DAPI_ERR_NOMEM;
     }
     if(!result)
-        result = push_index(w, 0);
+        result = push_index(w, 0, 0);
 out:
     w->names = uniq; /* kept: the columns of the result (dapi_result_writer_columns) */
     return result;
@@ -340,13 +402,14 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
                      (unsigned long long)w->limits.max_rows);
             return DAPI_ERR_TOO_LARGE;
         }
-        if(w->rows % DAPI_PAGE_ROWS != 0 && (result = dapi_buf_addc(&w->out, ',')))
+        if(w->rows % DAPI_PAGE_ROWS != 0 && (result = dapi_buf_addc(&w->page, ',')))
             return result;
-        if((result = dapi_render_row(&w->out, cols, ncols, (const char *const *)w->keys,
+        if((result = dapi_render_row(&w->page, cols, ncols, (const char *const *)w->keys,
                                      w->key_lens, r)))
             return result;
         w->rows++;
-        uint64_t total = w->written + w->out.len;
+        /* The limit is on the rows' JSON (what a client reads), not on the smaller file. */
+        uint64_t total = w->plain + w->page_fed + w->page.len;
         if(total > w->limits.max_bytes) {
             snprintf(w->error, sizeof w->error, "the result is larger than %llu bytes (%s)",
                      (unsigned long long)w->limits.max_bytes,
@@ -354,12 +417,17 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
             return DAPI_ERR_TOO_LARGE;
         }
         if(w->rows % DAPI_PAGE_ROWS == 0) {
-            if((result = push_index(w, total)))
+            if((result = page_complete(w)))
                 return result;
             if(page_wanted(w) && (result = flush(w))) /* (flush publishes) */
                 return result;
+        } else if(w->page.len >= FLUSH_AT && (result = feed_page(w, 0))) {
+            return result;
         }
-        if(w->out.len >= FLUSH_AT && (result = flush(w)))
+        /* Flushed (and so published) every 1 MiB of rows' JSON, as when rows were stored as
+         * text: pages reach readers as often as before, in writes of ~1/9 the size. */
+        if((w->out.len >= FLUSH_AT || w->plain - w->plain_flushed >= FLUSH_AT) &&
+           (result = flush(w)))
             return result;
     }
     return DAPI_OK;
@@ -385,19 +453,19 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
                                         uint64_t *pages, uint64_t *bytes)
 {
     enum dapi_err result;
-    if(!w->keys && (result = push_index(w, 0))) /* no begin (cannot happen) */
+    if(!w->keys && (result = push_index(w, 0, 0))) /* no begin (cannot happen) */
+        return result;
+    if(w->rows % DAPI_PAGE_ROWS != 0 && (result = page_complete(w)))
         return result;
     w->finishing = 1;
     if((result = flush(w)))
         return result;
-    uint64_t rows_len = w->written;
-    if(w->rows % DAPI_PAGE_ROWS != 0 && (result = push_index(w, rows_len)))
-        return result;
+    uint64_t data_len = w->written;
     uint64_t npages = w->nindex - 1;
-    /* index entries, little-endian */
-    for(size_t i = 0; i < w->nindex; i++) {
+    /* index entries, little-endian: the offsets, then the decoded lengths */
+    for(size_t i = 0; i < w->nindex + npages; i++) {
         unsigned char b[8];
-        put64(b, w->index[i]);
+        put64(b, i < w->nindex ? w->index[i] : w->lens[i - w->nindex]);
         if((result = dapi_buf_add(&w->out, b, 8)))
             return result;
         if(w->out.len >= FLUSH_AT && (result = flush(w)))
@@ -405,15 +473,19 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
     }
     if((result = flush(w)))
         return result;
-    uint64_t index_off = HEADER_LEN + rows_len, total = index_off + 8 * w->nindex;
+    uint64_t index_off = HEADER_LEN + data_len, total = index_off + 8 * (w->nindex + npages);
     unsigned char h[HEADER_LEN] = {0};
+    unsigned char id[8];
+    if(dapi_random(id, sizeof id))
+        return DAPI_ERR_INTERNAL;
     memcpy(h, MAGIC, 8);
     put64(h + 8, w->rows);
     put64(h + 16, npages);
     put64(h + 24, HEADER_LEN);
-    put64(h + 32, rows_len);
+    put64(h + 32, data_len);
     put64(h + 40, index_off);
     put64(h + 48, total);
+    memcpy(h + 56, id, 8);
     int e = 0;
     ssize_t n = pwrite(w->fd, h, sizeof h, 0);
     if(n != (ssize_t)sizeof h)
@@ -462,6 +534,8 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
     if(!w->finished && w->tmp)
         unlink(w->tmp);
     dapi_buf_free(&w->out);
+    dapi_buf_free(&w->page);
+    dapi_zenc_free(w->z);
     for(size_t i = 0; i < w->ncols; i++)
         free(w->keys[i]);
     free(w->keys);
@@ -475,6 +549,7 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
     free(w->names);
     free(w->types);
     free(w->index);
+    free(w->lens);
     free(w->path);
     free(w->tmp);
     free(w);
@@ -483,10 +558,57 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
 struct dapi_result {
     const unsigned char *map;
     size_t len;
-    uint64_t rows, pages;
+    atomic_uint refs;
+    int compressed; /* DAPIRES2 */
+    uint64_t rows, pages, id;
     const char *data;
-    const unsigned char *index;
+    const unsigned char *index; /* pages + 1 offsets into data */
+    const unsigned char *lens;  /* DAPIRES2: pages decoded lengths */
 };
+
+/* The checks of a DAPIRES1 file (written by dapi before 0.x: rows stored as text). */
+static int valid_v1(const unsigned char *h, uint64_t size)
+{
+    uint64_t rows = get64(h + 8), pages = get64(h + 16), rows_off = get64(h + 24),
+             rows_len = get64(h + 32), index_off = get64(h + 40), total = get64(h + 48);
+    int ok = total == size && rows_off == HEADER_LEN && rows_len <= size - HEADER_LEN &&
+             index_off == rows_off + rows_len && pages < size / 8 &&
+             index_off + 8 * (pages + 1) == size &&
+             pages == rows / DAPI_PAGE_ROWS + (rows % DAPI_PAGE_ROWS != 0);
+    for(uint64_t i = 0; ok && i <= pages; i++) {
+        uint64_t off = get64(h + index_off + 8 * i);
+        ok = off <= rows_len && (i == 0 ? off == 0 : off >= get64(h + index_off + 8 * (i - 1)));
+    }
+    return ok;
+}
+
+/* The checks of a DAPIRES2 file: every frame lies inside the data, in order, and no page
+ * claims to decode to more than its frame could. (Each frame is checked when it is used:
+ * dapi_result_page_frame and the decoder.) */
+static int valid_v2(const unsigned char *h, uint64_t size)
+{
+    uint64_t rows = get64(h + 8), pages = get64(h + 16), data_off = get64(h + 24),
+             data_len = get64(h + 32), index_off = get64(h + 40), total = get64(h + 48);
+    int ok = total == size && data_off == HEADER_LEN && data_len <= size - HEADER_LEN &&
+             index_off == data_off + data_len && pages < size / 16 &&
+             index_off + 8 * (2 * pages + 1) == size &&
+             pages == rows / DAPI_PAGE_ROWS + (rows % DAPI_PAGE_ROWS != 0);
+    if(!ok)
+        return 0;
+    const unsigned char *index = h + index_off, *lens = index + 8 * (pages + 1);
+    for(uint64_t i = 0; ok && i <= pages; i++) {
+        uint64_t off = get64(index + 8 * i);
+        if(i == 0) {
+            ok = off == 0;
+            continue;
+        }
+        uint64_t prev = get64(index + 8 * (i - 1));
+        ok = off <= data_len && off > prev && (i < pages || off == data_len) &&
+             get64(lens + 8 * (i - 1)) / MAX_RATIO <= off - prev;
+    }
+    return ok && (pages > 0 || data_len == 0);
+}
+
 
 enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
 {
@@ -504,18 +626,11 @@ enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
     if(map == MAP_FAILED)
         return DAPI_ERR_IO;
     const unsigned char *h = map;
-    uint64_t size = (uint64_t)st.st_size, rows = get64(h + 8), pages = get64(h + 16),
-             rows_off = get64(h + 24), rows_len = get64(h + 32), index_off = get64(h + 40),
-             total = get64(h + 48);
-    /* Every offset is checked so a damaged file can never make us read out of bounds. */
-    int ok = memcmp(h, MAGIC, 8) == 0 && total == size && rows_off == HEADER_LEN &&
-             rows_len <= size - HEADER_LEN && index_off == rows_off + rows_len &&
-             pages < size / 8 && index_off + 8 * (pages + 1) == size &&
-             pages == rows / DAPI_PAGE_ROWS + (rows % DAPI_PAGE_ROWS != 0);
-    for(uint64_t i = 0; ok && i <= pages; i++) {
-        uint64_t off = get64(h + index_off + 8 * i);
-        ok = off <= rows_len && (i == 0 ? off == 0 : off >= get64(h + index_off + 8 * (i - 1)));
-    }
+    uint64_t size = (uint64_t)st.st_size;
+    /* Every offset is checked so a damaged file can never make us read out of bounds. Files
+     * of the previous format (DAPIRES1) are still read: state directories outlive binaries. */
+    int v2 = memcmp(h, MAGIC, 8) == 0;
+    int ok = v2 ? valid_v2(h, size) : memcmp(h, MAGIC1, 8) == 0 && valid_v1(h, size);
     struct dapi_result *r = ok ? calloc(1, sizeof *r) : NULL;
     if(!r) {
         munmap(map, (size_t)st.st_size);
@@ -523,17 +638,38 @@ enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
     }
     r->map = map;
     r->len = (size_t)st.st_size;
-    r->rows = rows;
-    r->pages = pages;
-    r->data = (const char *)h + rows_off;
-    r->index = h + index_off;
+    atomic_init(&r->refs, 1);
+    r->compressed = v2;
+    r->rows = get64(h + 8);
+    r->pages = get64(h + 16);
+    r->data = (const char *)h + HEADER_LEN;
+    r->index = h + get64(h + 40);
+    r->lens = v2 ? r->index + 8 * (r->pages + 1) : NULL;
+    if(v2) {
+        r->id = get64(h + 56);
+    } else {
+        /* No identity stored: the file's (a hard link shares it, as it shares the rows). */
+        uint64_t parts[5] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino, size,
+                             (uint64_t)st.st_mtim.tv_sec, (uint64_t)st.st_mtim.tv_nsec};
+        uint64_t x = 0xcbf29ce484222325ull;
+        for(size_t i = 0; i < 5; i++)
+            for(int b = 0; b < 8; b++)
+                x = (x ^ ((parts[i] >> (8 * b)) & 0xff)) * 0x100000001b3ull;
+        r->id = x;
+    }
     *out = r;
     return DAPI_OK;
 }
 
+struct dapi_result *dapi_result_ref(struct dapi_result *r)
+{
+    atomic_fetch_add(&r->refs, 1);
+    return r;
+}
+
 void dapi_result_close(struct dapi_result *r)
 {
-    if(!r)
+    if(!r || atomic_fetch_sub(&r->refs, 1) != 1)
         return;
     munmap((void *)r->map, r->len);
     free(r);
@@ -549,14 +685,96 @@ uint64_t dapi_result_rows(const struct dapi_result *r)
     return r->rows;
 }
 
-void dapi_result_page(const struct dapi_result *r, uint64_t page, const char **data, size_t *len)
+uint64_t dapi_result_id(const struct dapi_result *r)
 {
-    if(page == 0 || page > r->pages) {
-        *data = "";
-        *len = 0;
-        return;
-    }
+    return r->id;
+}
+
+int dapi_result_compressed(const struct dapi_result *r)
+{
+    return r->compressed;
+}
+
+int dapi_result_page_plain(const struct dapi_result *r, uint64_t page, const char **data,
+                           size_t *len)
+{
+    *data = "";
+    *len = 0;
+    if(page == 0 || page > r->pages)
+        return 0;
+    if(r->compressed)
+        return -1;
     uint64_t a = get64(r->index + 8 * (page - 1)), b = get64(r->index + 8 * page);
     *data = r->data + a;
     *len = (size_t)(b - a);
+    return 0;
+}
+
+int dapi_result_page_frame(const struct dapi_result *r, uint64_t page, const void **frame,
+                           size_t *len, size_t *decoded_len)
+{
+    *frame = NULL;
+    *len = *decoded_len = 0;
+    if(!r->compressed)
+        return -1;
+    if(page == 0 || page > r->pages)
+        return 0;
+    uint64_t a = get64(r->index + 8 * (page - 1)), b = get64(r->index + 8 * page),
+             d = get64(r->lens + 8 * (page - 1));
+    if((uint64_t)(size_t)d != d || !dapi_zframe_check(r->data + a, (size_t)(b - a), d))
+        return -1;
+    *frame = r->data + a;
+    *len = (size_t)(b - a);
+    *decoded_len = (size_t)d;
+    return 0;
+}
+
+uint64_t dapi_result_page_size(const struct dapi_result *r, uint64_t page)
+{
+    if(page == 0 || page > r->pages)
+        return 0;
+    if(r->compressed)
+        return get64(r->lens + 8 * (page - 1));
+    return get64(r->index + 8 * page) - get64(r->index + 8 * (page - 1));
+}
+
+enum dapi_err dapi_result_page_decode(const struct dapi_result *r, uint64_t page, char *dst,
+                                      size_t cap)
+{
+    uint64_t need = dapi_result_page_size(r, page);
+    if(need > cap)
+        return DAPI_ERR_TOO_LARGE;
+    if(page == 0 || page > r->pages)
+        return DAPI_OK;
+    if(!r->compressed) {
+        const char *data;
+        size_t len;
+        dapi_result_page_plain(r, page, &data, &len);
+        memcpy(dst, data, len);
+        return DAPI_OK;
+    }
+    uint64_t a = get64(r->index + 8 * (page - 1)), b = get64(r->index + 8 * page);
+    return dapi_zframe_decode(r->data + a, (size_t)(b - a), dst, (size_t)need);
+}
+
+enum dapi_err dapi_result_page_copy(const struct dapi_result *r, uint64_t page, char **data,
+                                    size_t *len)
+{
+    uint64_t need = dapi_result_page_size(r, page);
+    *data = NULL;
+    *len = 0;
+    if(need >= SIZE_MAX)
+        return DAPI_ERR_NOMEM;
+    char *p = malloc((size_t)need + 1);
+    if(!p)
+        return DAPI_ERR_NOMEM;
+    enum dapi_err e = dapi_result_page_decode(r, page, p, (size_t)need);
+    if(e) {
+        free(p);
+        return e;
+    }
+    p[need] = '\0';
+    *data = p;
+    *len = (size_t)need;
+    return DAPI_OK;
 }

@@ -1,16 +1,25 @@
-/* A materialised result: the rows rendered once as JSON, cut into pages, in one file.
+/* A materialised result: the rows rendered once as JSON, cut into pages of DAPI_PAGE_ROWS
+ * rows, each page stored as one zstd frame (src/store/codec.h), in one file.
  *
- * File layout (little-endian u64s):
- *   header  "DAPIRES1" rows pages rows_off rows_len index_off total_len 0   (64 bytes)
- *   rows    page 1's rows joined by ',' then page 2's … (no separator between pages)
- *   index   pages + 1 offsets into rows: page p is rows[index[p-1], index[p])
+ * File layout (little-endian u64s), "DAPIRES2":
+ *   header  "DAPIRES2" rows pages data_off data_len index_off total_len id   (64 bytes)
+ *   data    page 1's frame, page 2's frame … (data_off = 64): each frame decodes to the
+ *           page's rows joined by ','
+ *   index   pages + 1 offsets into data: page p's frame is data[index[p-1], index[p]),
+ *           index[0] = 0, strictly increasing, index[pages] = data_len; then `pages`
+ *           decoded lengths: page p decodes to exactly lens[p-1] bytes
+ *   id      8 random bytes: the result's identity (ETags, the decoded-page cache); a hard
+ *           link (a reused result) shares it, as it shares the rows
+ * The previous format, "DAPIRES1" (same header without id; the rows stored as text,
+ * index = pages + 1 offsets into them), is still read: state directories survive upgrades.
  * Written to a unique temporary name, fsynced, then renamed: a result file that exists is
- * complete.
- * Serving page p is one lookup and one copy, whatever p is.
+ * complete. dapi_result_open checks every offset and length, so a damaged file is refused
+ * or, for a damaged frame, fails to decode — it never makes us read or write out of bounds.
+ * Serving page p is one lookup, whatever p is: its frame as stored, or decoded.
  *
  * While the result is written, its complete pages can be served already (a "live" result,
- * below): the writer publishes each page once all its rows are written to the temporary
- * file, never a partial one, and a reader copies a published page from that file. */
+ * below): the writer publishes each page once its frame is written to the temporary file,
+ * never a partial one, and a reader decodes a published page from that file. */
 #ifndef DAPI_RESULT_H
 #define DAPI_RESULT_H
 
@@ -39,7 +48,8 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
                                       const struct dapi_result_limits *limits);
 /* The engine sink that feeds this writer (ctx = the writer). */
 extern const struct dapi_sink dapi_result_sink;
-/* Finishes: writes index and header, fsyncs, renames into place. */
+/* Finishes: writes the last page, index and header, fsyncs, renames into place. bytes is the
+ * file's size. */
 enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *rows,
                                         uint64_t *pages, uint64_t *bytes);
 /* Why the writer stopped the run (e.g. which limit), or NULL; borrowed. */
@@ -70,19 +80,45 @@ uint64_t dapi_result_live_pages(struct dapi_result_live *l);
 /* Someone waits for page (0: nobody): the writer publishes as soon as that page is complete
  * rather than at its next periodic flush. */
 void dapi_result_live_want(struct dapi_result_live *l, uint64_t page);
-/* THE way to the bytes of a page of a result being written: appends page's rows (1-based; the
- * same bytes dapi_result_page gives once the result is finished) to out. 1: done; 0: not
+/* THE way to the bytes of a page of a result being written: appends page's rows (1-based,
+ * decoded: the same bytes dapi_result_page_copy gives once the result is finished) to out. 1: done; 0: not
  * published (yet); -1: it cannot be read (I/O error, no memory). */
 int dapi_result_live_page(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out);
 
-struct dapi_result; /* an opened (mapped) result */
+struct dapi_result; /* an opened (mapped) result, reference-counted */
 
-/* Maps the file at path and checks its structure. DAPI_ERR_IO if missing or damaged. */
+/* Maps the file at path and checks its structure. DAPI_ERR_IO if missing or damaged. The
+ * result has one reference, the caller's. */
 enum dapi_err dapi_result_open(struct dapi_result **out, const char *path);
+/* One more reference (thread-safe): the mapping stays until the last is dropped. */
+struct dapi_result *dapi_result_ref(struct dapi_result *r);
+/* Drops a reference; the last one unmaps. NULL is ignored. */
 void dapi_result_close(struct dapi_result *r);
 uint64_t dapi_result_pages(const struct dapi_result *r);
 uint64_t dapi_result_rows(const struct dapi_result *r);
-/* The rows of page (1-based) as a borrowed slice; empty past the end. */
-void dapi_result_page(const struct dapi_result *r, uint64_t page, const char **data, size_t *len);
+/* The result's identity (see the layout above; for a DAPIRES1 file, derived from its device,
+ * inode, size and mtime). */
+uint64_t dapi_result_id(const struct dapi_result *r);
+/* 1 for a file of compressed pages (DAPIRES2), 0 for DAPIRES1. */
+int dapi_result_compressed(const struct dapi_result *r);
+
+/* Pages are 1-based; a page past the end is empty (0 bytes, no frame). */
+/* The decoded size of a page. */
+uint64_t dapi_result_page_size(const struct dapi_result *r, uint64_t page);
+/* DAPIRES1: the page's rows as a borrowed slice of the mapping (0). -1 for DAPIRES2. */
+int dapi_result_page_plain(const struct dapi_result *r, uint64_t page, const char **data,
+                           size_t *len);
+/* DAPIRES2: the page's zstd frame as a borrowed slice of the mapping, and what it decodes to
+ * (0; *len 0 past the end). -1 for DAPIRES1, or when the frame is not one well-formed frame
+ * of that decoded size (dapi_zframe_check). */
+int dapi_result_page_frame(const struct dapi_result *r, uint64_t page, const void **frame,
+                           size_t *len, size_t *decoded_len);
+/* Decodes the page's rows into dst (cap bytes; dapi_result_page_size are written).
+ * DAPI_ERR_TOO_LARGE if cap is smaller, DAPI_ERR_IO if the frame is damaged. */
+enum dapi_err dapi_result_page_decode(const struct dapi_result *r, uint64_t page, char *dst,
+                                      size_t cap);
+/* The page's rows in a new NUL-terminated buffer (free it), whatever the format. */
+enum dapi_err dapi_result_page_copy(const struct dapi_result *r, uint64_t page, char **data,
+                                    size_t *len);
 
 #endif

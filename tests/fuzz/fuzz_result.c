@@ -1,20 +1,26 @@
-/* libFuzzer driver: dapi_result_open / dapi_result_page (src/store/result.h), the reader of
- * the result files under <state-dir> (which a crash, a full disk or an operator may leave
- * damaged).
+/* libFuzzer driver: dapi_result_open and the page readers (src/store/result.h), the reader
+ * of the result files under <state-dir> (which a crash, a full disk or an operator may leave
+ * damaged), in both formats: DAPIRES2 (pages as zstd frames) and DAPIRES1 (rows as text,
+ * written by older binaries).
  *
  * The input is the whole file. It is written to one temporary file per process (created
  * with mkstemp in /dev/shm, else $TMPDIR or /tmp, unlinked at once and reached through
  * /proc/self/fd/N, so nothing is left behind even after a crash). Checks:
  *  - dapi_result_open accepts exactly the files that satisfy the layout documented in
  *    result.h, judged here by an independent reader (128-bit arithmetic, no overflow):
- *    magic, total == file size, rows_off == 64, index_off == 64 + rows_len, index of
- *    pages + 1 entries ending the file, pages == ceil(rows / 100), index[0] == 0,
- *    non-decreasing, every entry <= rows_len;
+ *    magic, total == file size, rows_off == 64, index_off == 64 + rows_len, pages ==
+ *    ceil(rows / 100), index[0] == 0, every entry <= rows_len; DAPIRES1: an index of
+ *    pages + 1 non-decreasing entries ends the file; DAPIRES2: pages + 1 strictly
+ *    increasing entries, the last == data_len, then pages decoded lengths (each at most
+ *    65536 x its frame's size) end the file;
  *  - once open, pages/rows are the header's, and for every page 0 .. pages + 1 the slice
- *    from dapi_result_page is empty outside 1..pages, else lies inside the mapping that
- *    /proc/self/maps shows for the file, inside the rows region [64, 64 + rows_len), at
- *    exactly the offset the index gives; every byte of it is read and compared with the
- *    input. */
+ *    (DAPIRES1: dapi_result_page_plain; DAPIRES2: dapi_result_page_frame) is empty outside
+ *    1..pages, else lies inside the mapping that /proc/self/maps shows for the file, inside
+ *    the data region [64, 64 + data_len), at exactly the offset the index gives; every byte
+ *    of it is read and compared with the input;
+ *  - DAPIRES2: a page's decoded size is the declared one; decoding it
+ *    (dapi_result_page_copy) either fails or gives exactly that many bytes (ASan sees any
+ *    write beyond). */
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -55,25 +61,36 @@ static uint64_t le64(const uint8_t *p)
     return v;
 }
 
-/* The independent reader: 1 if data is a well-formed result file. */
+/* The independent reader: 1 if data is a well-formed DAPIRES1 file, 2 for DAPIRES2. */
 static int ref_valid(const uint8_t *d, size_t size)
 {
     typedef unsigned __int128 u128;
-    if(size < 64 || memcmp(d, "DAPIRES1", 8) != 0)
+    if(size < 64)
+        return 0;
+    int v2 = memcmp(d, "DAPIRES2", 8) == 0;
+    if(!v2 && memcmp(d, "DAPIRES1", 8) != 0)
         return 0;
     u128 rows = le64(d + 8), pages = le64(d + 16), rows_off = le64(d + 24),
          rows_len = le64(d + 32), index_off = le64(d + 40), total = le64(d + 48);
+    u128 entries = v2 ? 2 * pages + 1 : pages + 1;
     if(total != size || rows_off != 64 || index_off != rows_off + rows_len || index_off > size ||
-       (size - index_off) != 8 * (pages + 1) || pages != (rows + 99) / 100)
+       (size - index_off) != 8 * entries || pages != (rows + 99) / 100)
         return 0;
     uint64_t prev = 0;
     for(u128 i = 0; i <= pages; i++) {
         uint64_t off = le64(d + index_off + 8 * i);
         if((i == 0 && off != 0) || off < prev || off > rows_len)
             return 0;
+        if(v2 && i > 0) {
+            u128 decoded = le64(d + index_off + 8 * (pages + i));
+            if(off == prev || decoded > (u128)65536 * (off - prev) + 65535)
+                return 0;
+        }
         prev = off;
     }
-    return 1;
+    if(v2 && prev != rows_len)
+        return 0;
+    return v2 ? 2 : 1;
 }
 
 /* The mapping of our file, from /proc/self/maps (matched by device and inode). */
@@ -128,6 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(rows == le64(data + 8) && pages == le64(data + 16), "rows/pages differ");
     uint64_t rows_len = le64(data + 32);
     const uint8_t *index = data + 64 + rows_len;
+    FUZZ_CHECK(dapi_result_compressed(r) == (want == 2), "format misread");
 
     uintptr_t lo = 0, hi = 0;
     FUZZ_CHECK(find_mapping(&lo, &hi), "the opened file is not mapped");
@@ -136,8 +154,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uintptr_t rows_lo = lo + 64, rows_hi = lo + 64 + rows_len;
     for(uint64_t p = 0; p <= pages + 1; p++) {
         const char *d = NULL;
-        size_t len = 12345;
-        dapi_result_page(r, p, &d, &len);
+        size_t len = 12345, dlen = 0;
+        if(want == 1) {
+            FUZZ_CHECK(dapi_result_page_plain(r, p, &d, &len) == 0, "page %llu: no slice",
+                       (unsigned long long)p);
+        } else if(dapi_result_page_frame(r, p, (const void **)&d, &len, &dlen) == 0) {
+            if(p == 0 || p > pages)
+                d = ""; /* (no frame) */
+        } else {
+            FUZZ_CHECK(p >= 1 && p <= pages, "page %llu: refused past the end",
+                       (unsigned long long)p);
+            d = NULL; /* a frame that is not one frame of the declared size: checked below */
+        }
+        if(want == 2 && p >= 1 && p <= pages) {
+            uint64_t declared = le64(index + 8 * (pages + 1) + 8 * (p - 1));
+            FUZZ_CHECK(dapi_result_page_size(r, p) == declared, "page %llu: decoded size",
+                       (unsigned long long)p);
+            FUZZ_CHECK(!d || dlen == declared, "page %llu: frame's decoded size",
+                       (unsigned long long)p);
+            if(declared <= (16u << 20)) {
+                char *rows = NULL;
+                size_t rl = 0;
+                enum dapi_err de = dapi_result_page_copy(r, p, &rows, &rl);
+                FUZZ_CHECK(de == DAPI_OK
+                               ? rows && rl == declared && rows[rl] == '\0'
+                               : rows == NULL && (de == DAPI_ERR_IO || de == DAPI_ERR_NOMEM),
+                           "page %llu: decode gave %d, %zu bytes of %llu", (unsigned long long)p,
+                           (int)de, rl, (unsigned long long)declared);
+                FUZZ_CHECK(de != DAPI_OK || d, "page %llu: decoded though its frame was refused",
+                           (unsigned long long)p);
+                free(rows);
+            }
+            if(!d)
+                continue;
+        }
         FUZZ_CHECK(d != NULL, "page %llu: NULL data", (unsigned long long)p);
         if(p == 0 || p > pages) {
             FUZZ_CHECK(len == 0, "page %llu of %llu is not empty", (unsigned long long)p,

@@ -42,8 +42,8 @@ declare -A SRCS LIBS
 SRCS[fuzz_jsonin]="src/base/jsonin.c";                           LIBS[fuzz_jsonin]="-ljansson"
 SRCS[fuzz_json_str]="src/base/json.c $BASE";                     LIBS[fuzz_json_str]="-lm"
 # result.c names its temporary files with dapi_random_base62 (src/auth/keys.c, OpenSSL).
-SRCS[fuzz_result]="src/store/result.c src/engine/render.c src/base/json.c src/auth/keys.c $BASE"
-LIBS[fuzz_result]="-lcrypto -lm"
+SRCS[fuzz_result]="src/store/result.c src/store/codec.c src/engine/render.c src/base/json.c src/auth/keys.c $BASE"
+LIBS[fuzz_result]="-lcrypto -lzstd -lm"
 SRCS[fuzz_faults]="src/emu/faults.c";                            LIBS[fuzz_faults]=""
 SRCS[fuzz_page]="src/client/page.c $BASE";                       LIBS[fuzz_page]=""
 SRCS[fuzz_sandbox]="src/engine/sandbox.c src/engine/allowlist.c src/base/jsonin.c"

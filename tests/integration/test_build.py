@@ -185,6 +185,7 @@ LIBRARIES = {
     "openssl/": "src/auth/",
     "jansson.h": "src/base/jsonin.c",
     "systemd/": "src/app/notify.c",
+    "zstd.h": "src/store/codec.c",
 }
 
 

@@ -394,6 +394,18 @@ t_registry_open(const char *state, int64_t retention, uint64_t max_bytes, int64_
     return qs;
 }
 
+void t_result_page(const struct dapi_result *r, uint64_t page, const char **data, size_t *len)
+{
+    static char *last;
+    free(last);
+    last = NULL;
+    enum dapi_err e = dapi_result_page_copy(r, page, &last, len);
+    T_CHECK(e == DAPI_OK, "page %llu decodes (got %d)", (unsigned long long)page, (int)e);
+    *data = last ? last : "";
+    if(!last)
+        *len = 0;
+}
+
 uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows)
 {
     char rp[4096];

@@ -143,6 +143,10 @@ void t_fresh_dir(char *out, size_t n, const char *root, const char *name);
 struct dapi_queries *
 t_registry_open(const char *state, int64_t retention, uint64_t max_bytes, int64_t now_s,
                 void (*on_unfinished)(void *arg, const char *slug, const char *sql), void *arg);
+struct dapi_result;
+/* The decoded rows of page of r (any format) into *data (valid until the next call; "" for
+ * a page past the end or one that cannot be decoded, which is a failed check). */
+void t_result_page(const struct dapi_result *r, uint64_t page, const char **data, size_t *len);
 /* Writes a real result of `rows` I64 rows (0, 3, 6 …) for slug; returns the file's size. */
 uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows);
 /* The state of slug as key sees it at now_s, or -1 (with *err_out the lookup's error). */

@@ -52,7 +52,15 @@ static void on_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
     snprintf(c->slug, sizeof c->slug, "%s", o->slug ? o->slug : "");
     snprintf(c->sql, sizeof c->sql, "%s", o->sql ? o->sql : "");
     snprintf(c->page, sizeof c->page, "%s", o->page_text ? o->page_text : "");
-    snprintf(c->rows, sizeof c->rows, "%.*s", (int)(o->rows ? o->len : 0), o->rows ? o->rows : "");
+    if(o->result) { /* a stored page: its rows decoded */
+        const char *data;
+        size_t len;
+        t_result_page(o->result, o->page_no, &data, &len);
+        snprintf(c->rows, sizeof c->rows, "%.*s", (int)len, data);
+    } else {
+        snprintf(c->rows, sizeof c->rows, "%.*s", (int)(o->rows ? o->len : 0),
+                 o->rows ? o->rows : "");
+    }
     c->has_details = o->details != NULL;
     snprintf(c->details, sizeof c->details, "%s", o->details ? o->details : "");
     c->has_message = o->message != NULL;

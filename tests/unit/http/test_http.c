@@ -36,6 +36,15 @@ static void respond_text(struct dapi_req *r, int status, const char *text)
     dapi_req_respond(r, status, body, body ? strlen(body) : 0, NULL, NULL);
 }
 
+static atomic_int released;
+static const void *released_arg;
+
+static void on_release(void *arg)
+{
+    released_arg = arg;
+    atomic_fetch_add(&released, 1);
+}
+
 /* /defer: answered later by the test. /none: no answer at all. /args: the arguments a..e.
  * Anything else: echoes method, path, the X-Test header and the body. */
 static void dispatch(struct dapi_req *r, void *app)
@@ -52,6 +61,16 @@ static void dispatch(struct dapi_req *r, void *app)
     }
     if(strcmp(path, "/none") == 0)
         return;
+    if(strcmp(path, "/kept") == 0) { /* a body the handler keeps, released once sent */
+        static const char kept[] = "{\"kept\":true}";
+        dapi_req_respond_kept(r, 200, kept, sizeof kept - 1, on_release, (void *)kept);
+        return;
+    }
+    if(strcmp(path, "/notmod") == 0) { /* 304: no content, no Content-Type */
+        dapi_req_add_header(r, "ETag", "\"t\"");
+        dapi_req_respond(r, 304, NULL, 0, NULL, NULL);
+        return;
+    }
     if(strcmp(path, "/added") == 0) { /* headers added before the answer, with its own one */
         char longv[DAPI_REQ_HEADER_VALUE_MAX + 2];
         memset(longv, 'v', sizeof longv - 1);
@@ -59,7 +78,9 @@ static void dispatch(struct dapi_req *r, void *app)
         int rc = dapi_req_add_header(r, "RateLimit", "limit=3, remaining=2, reset=1");
         rc |= dapi_req_add_header(r, "RateLimit-Policy", "3;w=1");
         rc |= dapi_req_add_header(r, "X-Third", "3") | dapi_req_add_header(r, "X-Fourth", "4");
-        int refused = dapi_req_add_header(r, "X-Fifth", "5") == -1 &&
+        rc |= dapi_req_add_header(r, "X-Fifth", "5") | dapi_req_add_header(r, "X-Sixth", "6");
+        rc |= dapi_req_add_header(r, "X-Seventh", "7") | dapi_req_add_header(r, "X-Eighth", "8");
+        int refused = dapi_req_add_header(r, "X-Ninth", "9") == -1 &&
                       dapi_req_add_header(r, "X-Long", longv) == -1;
         char *body = strdup(rc == 0 && refused ? "ok" : "bad");
         dapi_req_respond(r, 429, body, body ? strlen(body) : 0, "Retry-After", "2");
@@ -412,6 +433,28 @@ static int send_deferred(struct dapi_req **r)
 
 /* dapi_req_add_header: up to DAPI_REQ_ADDED_HEADERS, sent beside the response's own header;
  * more, or longer values, are refused; none leaks into the next request's answer. */
+/* dapi_req_respond_kept: the caller's bytes, sent as they are and released once (when the
+ * server is done with them); a 304 has no content and no Content-Type. */
+static void test_kept_and_304(void)
+{
+    struct t_http_msg m;
+    char v[160];
+    atomic_store(&released, 0);
+    T_EQ_INT(exchange("GET /kept HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 200);
+    T_EQ_STR(m.body, "{\"kept\":true}");
+    T_EQ_STR(t_http_header(&m, "Content-Type", v, sizeof v), "application/json");
+    t_http_msg_free(&m);
+    for(int i = 0; i < 200 && atomic_load(&released) == 0; i++)
+        usleep(5000);
+    T_EQ_INT(atomic_load(&released), 1);
+    T_CHECK(released_arg != NULL, "released with its argument");
+    T_EQ_INT(exchange("GET /notmod HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 304);
+    T_EQ_STR(t_http_header(&m, "ETag", v, sizeof v), "\"t\"");
+    T_CHECK(!t_http_header(&m, "Content-Type", v, sizeof v), "no Content-Type on a 304");
+    T_CHECK(!m.body || !*m.body, "no body on a 304");
+    t_http_msg_free(&m);
+}
+
 static void test_added_headers(void)
 {
     struct t_http_msg m;
@@ -422,7 +465,8 @@ static void test_added_headers(void)
     T_EQ_STR(t_http_header(&m, "RateLimit-Policy", v, sizeof v), "3;w=1");
     T_EQ_STR(t_http_header(&m, "X-Fourth", v, sizeof v), "4");
     T_EQ_STR(t_http_header(&m, "Retry-After", v, sizeof v), "2");
-    T_CHECK(!t_http_header(&m, "X-Fifth", v, sizeof v), "fifth header not sent");
+    T_EQ_STR(t_http_header(&m, "X-Eighth", v, sizeof v), "8");
+    T_CHECK(!t_http_header(&m, "X-Ninth", v, sizeof v), "ninth header not sent");
     t_http_msg_free(&m);
     T_EQ_INT(exchange("GET /plain HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 200);
     T_CHECK(!t_http_header(&m, "RateLimit", v, sizeof v), "not on another request");
@@ -689,6 +733,7 @@ int main(void)
     test_no_answer();
     test_deferred();
     test_added_headers();
+    test_kept_and_304();
     test_start_writes_nothing_on_stderr();
     test_per_address_limit();
     test_quiesce_under_load();

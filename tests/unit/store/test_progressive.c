@@ -153,7 +153,7 @@ static void test_writer(void)
     for(uint64_t p = 1; res && p <= dapi_result_live_pages(live); p++) {
         const char *data;
         size_t len;
-        dapi_result_page(res, p, &data, &len);
+        t_result_page(res, p, &data, &len);
         dapi_buf_reset(&b);
         same &= dapi_result_live_page(live, p, &b) == 1 && b.len == len &&
                 memcmp(b.data ? b.data : "", data, len) == 0;

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store/codec.h"
 #include "store/result.h"
 #include "t.h"
 
@@ -16,6 +17,9 @@ static char dir[64];
 static char path[128];
 
 static const struct dapi_result_limits unlimited = {UINT64_MAX, UINT64_MAX, NULL};
+
+static void put64(unsigned char *p, uint64_t v);
+static void rewrite(const unsigned char *buf, size_t len);
 
 /* How many temporary files of the writer (result.bin.tmp-XXXX) are in dir. */
 static int tmp_files(void)
@@ -118,7 +122,7 @@ static void check_file(uint64_t total, const char *label)
     for(uint64_t p = 0; p <= pages + 2; p++) {
         const char *data = NULL;
         size_t len = 99;
-        dapi_result_page(res, p, &data, &len);
+        t_result_page(res, p, &data, &len);
         const char *want = expect_page(total, p);
         T_CHECK(data && len == strlen(want) && memcmp(data, want, len) == 0,
                 "%s: page %llu:\n  got  [%.*s]\n  want [%.200s]", label, (unsigned long long)p,
@@ -126,7 +130,7 @@ static void check_file(uint64_t total, const char *label)
     }
     const char *data = NULL;
     size_t len = 99;
-    dapi_result_page(res, UINT64_MAX, &data, &len);
+    t_result_page(res, UINT64_MAX, &data, &len);
     T_CHECK(data && len == 0, "%s: page UINT64_MAX is empty", label);
     dapi_result_close(res);
 }
@@ -168,7 +172,15 @@ static void test_sizes(void)
     }
 }
 
-/* The header is as documented in result.h. */
+static uint64_t get64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for(int j = 7; j >= 0; j--)
+        v = v << 8 | p[j];
+    return v;
+}
+
+/* The header, index and frames are as documented in result.h. */
 static void test_layout(void)
 {
     uint64_t rows, pages, bytes;
@@ -183,21 +195,97 @@ static void test_layout(void)
     if(n < 64)
         return;
     uint64_t h[8];
-    for(int i = 0; i < 8; i++) {
-        h[i] = 0;
-        for(int j = 7; j >= 0; j--)
-            h[i] = h[i] << 8 | buf[8 * i + j];
-    }
-    T_EQ_MEM((const char *)buf, 8, "DAPIRES1");
+    for(int i = 0; i < 8; i++)
+        h[i] = get64(buf + 8 * i);
+    T_EQ_MEM((const char *)buf, 8, "DAPIRES2");
     T_EQ_INT(h[1], 101);
     T_EQ_INT(h[2], 2);
     T_EQ_INT(h[3], 64);
-    size_t rows_len = strlen(expect_page(101, 1)) + strlen(expect_page(101, 2));
-    T_EQ_INT(h[4], rows_len);
-    T_EQ_INT(h[5], 64 + rows_len);
+    uint64_t data_len = h[4];
+    T_EQ_INT(h[5], 64 + data_len);
     T_EQ_INT(h[6], bytes);
-    T_EQ_INT(h[7], 0);
-    T_EQ_INT(bytes, 64 + rows_len + 8 * 3);
+    T_CHECK(h[7] != 0, "a random id");
+    T_EQ_INT(bytes, 64 + data_len + 8 * 3 + 8 * 2);
+    const unsigned char *index = buf + 64 + data_len, *lens = index + 8 * 3;
+    T_EQ_INT(get64(index), 0);
+    T_EQ_INT(get64(index + 16), data_len);
+    for(int p = 1; p <= 2; p++) {
+        uint64_t a = get64(index + 8 * (p - 1)), b = get64(index + 8 * p);
+        const char *want = expect_page(101, (uint64_t)p);
+        T_EQ_INT(get64(lens + 8 * (p - 1)), strlen(want));
+        /* each page is one zstd frame of exactly its rows */
+        char out[8192];
+        T_CHECK(dapi_zframe_check(buf + 64 + a, (size_t)(b - a), strlen(want)),
+                "page %d is one frame", p);
+        T_EQ_INT(dapi_zframe_decode(buf + 64 + a, (size_t)(b - a), out, strlen(want)), DAPI_OK);
+        T_EQ_MEM(out, strlen(want), want);
+    }
+    /* Two writes of the same rows get different ids. */
+    struct dapi_result *res = NULL;
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    uint64_t id1 = res ? dapi_result_id(res) : 0;
+    dapi_result_close(res);
+    T_EQ_INT(write_n(&unlimited, 101, NULL, 0, &rows, &pages, &bytes, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    T_CHECK(res && dapi_result_id(res) != id1, "a new result, a new id");
+    T_CHECK(res && dapi_result_compressed(res), "written compressed");
+    dapi_result_close(res);
+    unlink(path);
+}
+
+/* A DAPIRES1 file as dapi wrote them before pages were compressed. */
+static uint64_t write_v1(uint64_t total)
+{
+    static unsigned char buf[1 << 17];
+    uint64_t pages = (total + DAPI_PAGE_ROWS - 1) / DAPI_PAGE_ROWS, at = 64;
+    uint64_t index[64];
+    index[0] = 0;
+    for(uint64_t p = 1; p <= pages; p++) {
+        const char *t = expect_page(total, p);
+        memcpy(buf + at, t, strlen(t));
+        at += strlen(t);
+        index[p] = at - 64;
+    }
+    uint64_t rows_len = at - 64, index_off = at;
+    for(uint64_t p = 0; p <= pages; p++, at += 8)
+        put64(buf + at, index[p]);
+    memset(buf, 0, 64);
+    memcpy(buf, "DAPIRES1", 8);
+    put64(buf + 8, total);
+    put64(buf + 16, pages);
+    put64(buf + 24, 64);
+    put64(buf + 32, rows_len);
+    put64(buf + 40, index_off);
+    put64(buf + 48, at);
+    rewrite(buf, (size_t)at);
+    return at;
+}
+
+/* Files of the previous format, left by an older binary in a state directory, are still
+ * served: as they are (no frame to send), decoded or borrowed. */
+static void test_v1_readable(void)
+{
+    static const uint64_t totals[] = {0, 1, 99, 100, 101, 250, 1000};
+    for(size_t i = 0; i < N(totals); i++) {
+        char label[64];
+        snprintf(label, sizeof label, "DAPIRES1 of %llu rows", (unsigned long long)totals[i]);
+        write_v1(totals[i]);
+        check_file(totals[i], label);
+        struct dapi_result *res = NULL;
+        T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+        if(!res)
+            continue;
+        T_CHECK(!dapi_result_compressed(res), "%s: not compressed", label);
+        const void *frame;
+        size_t flen, dlen;
+        T_EQ_INT(dapi_result_page_frame(res, 1, &frame, &flen, &dlen), -1);
+        const char *data;
+        size_t len;
+        T_EQ_INT(dapi_result_page_plain(res, 1, &data, &len), 0);
+        T_EQ_MEM(data, len, expect_page(totals[i], 1));
+        T_EQ_INT(dapi_result_page_size(res, 1), strlen(expect_page(totals[i], 1)));
+        dapi_result_close(res);
+    }
     unlink(path);
 }
 
@@ -228,7 +316,7 @@ static void test_columns(void)
     if(res) {
         const char *data;
         size_t len;
-        dapi_result_page(res, 1, &data, &len);
+        t_result_page(res, 1, &data, &len);
         T_EQ_MEM(
             data, len,
             "{\"a\":0,\"a_2\":1,\"a_2_2\":2,\"b\":3,\"a_3\":4,\"we\\\"ird\":5,\"\":6},"
@@ -249,7 +337,7 @@ static void test_columns(void)
     if(res) {
         const char *data;
         size_t len;
-        dapi_result_page(res, 1, &data, &len);
+        t_result_page(res, 1, &data, &len);
         T_EQ_MEM(data, len, "{},{}");
         dapi_result_close(res);
     }
@@ -290,16 +378,21 @@ static void test_large(void)
     dapi_result_writer_free(w);
     T_EQ_INT(rows, total);
     T_EQ_INT(pages, 400);
-    T_CHECK(bytes > (3u << 19), "over 1.5 MiB (the flush threshold is 1 MiB): %llu",
-            (unsigned long long)bytes);
     struct dapi_result *res = NULL;
     T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
     if(res) {
+        uint64_t plain = 0;
+        for(uint64_t p = 1; p <= pages; p++)
+            plain += dapi_result_page_size(res, p);
+        T_CHECK(plain > (3u << 19), "rows over 1.5 MiB (the flush threshold is 1 MiB): %llu",
+                (unsigned long long)plain);
+        T_CHECK(bytes < plain / 4, "stored compressed: %llu bytes for %llu",
+                (unsigned long long)bytes, (unsigned long long)plain);
         static const uint64_t probe[] = {1, 2, 137, 399, 400};
         for(size_t i = 0; i < N(probe); i++) {
             const char *data;
             size_t len;
-            dapi_result_page(res, probe[i], &data, &len);
+            t_result_page(res, probe[i], &data, &len);
             uint64_t first = (probe[i] - 1) * 100, last = first + 99;
             char head[96], tail[96];
             snprintf(head, sizeof head, "{\"id\":%llu,\"s\":\"row %08llu padding padding pad\"},",
@@ -364,7 +457,7 @@ static void test_limits(void)
                                   sizeof why);
         T_CHECK(r == DAPI_OK, "%llu rows in exactly %llu bytes succeed (got %d: %s)",
                 (unsigned long long)totals[i], (unsigned long long)rows_len, (int)r, why);
-        T_EQ_INT(bytes, 64 + rows_len + 8 * ((totals[i] + 99) / 100 + 1));
+        T_EQ_INT(bytes, file_size(path));
         unlink(path);
         lim.max_bytes = rows_len - 1;
         r = write_n(&lim, totals[i], by_three, 1, &rows, &pages, &bytes, why, sizeof why);
@@ -426,7 +519,7 @@ static void expect_refused(const char *label)
         for(uint64_t p = 1; p <= dapi_result_pages(res) && p < 4; p++) {
             const char *data;
             size_t len;
-            dapi_result_page(res, p, &data, &len);
+            t_result_page(res, p, &data, &len);
             T_CHECK(len <= (size_t)file_size(path), "%s: page %llu is %zu bytes, file is %lld",
                     label, (unsigned long long)p, len, (long long)file_size(path));
         }
@@ -436,10 +529,10 @@ static void expect_refused(const char *label)
     }
 }
 
+/* Damaged DAPIRES1 files (the previous format) are refused as they always were. */
 static void test_damaged(void)
 {
-    uint64_t rows, pages, bytes;
-    T_EQ_INT(write_n(&unlimited, 250, NULL, 0, &rows, &pages, &bytes, NULL, 0), DAPI_OK);
+    uint64_t pages = 3, bytes = write_v1(250);
     static unsigned char good[1 << 16], buf[1 << 16];
     int fd = open(path, O_RDONLY);
     ssize_t n = fd >= 0 ? read(fd, good, sizeof good) : -1;
@@ -519,6 +612,212 @@ static void test_damaged(void)
     rmdir(path);
 }
 
+static size_t read_file(unsigned char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, cap) : -1;
+    if(fd >= 0)
+        close(fd);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* The file opens, but page `page` cannot be read (its frame is damaged): an error, never
+ * wrong rows; the other pages still read. */
+static void expect_page_refused(const char *label, uint64_t page, uint64_t total)
+{
+    struct dapi_result *res = NULL;
+    T_CHECK(dapi_result_open(&res, path) == DAPI_OK, "%s: opens", label);
+    if(!res)
+        return;
+    char *data = NULL;
+    size_t len = 0;
+    enum dapi_err e = dapi_result_page_copy(res, page, &data, &len);
+    T_CHECK(e == DAPI_ERR_IO, "%s: page %llu refused (got %d)", label, (unsigned long long)page,
+            (int)e);
+    T_CHECK(data == NULL, "%s: no rows", label);
+    free(data);
+    uint64_t other = page == 1 ? 2 : 1;
+    e = dapi_result_page_copy(res, other, &data, &len);
+    T_CHECK(e == DAPI_OK && data && strcmp(data, expect_page(total, other)) == 0,
+            "%s: page %llu still reads", label, (unsigned long long)other);
+    free(data);
+    dapi_result_close(res);
+}
+
+/* Damaged DAPIRES2 files: every offset and length is checked at open; a damaged frame
+ * fails to decode (and is not sent as it is). */
+static void test_damaged_v2(void)
+{
+    uint64_t rows, pages, bytes;
+    T_EQ_INT(write_n(&unlimited, 250, NULL, 0, &rows, &pages, &bytes, NULL, 0), DAPI_OK);
+    static unsigned char good[1 << 16], buf[1 << 16];
+    size_t len = read_file(good, sizeof good);
+    T_CHECK(len == bytes && len > 64, "read back %zu bytes", len);
+    if(len != bytes || len <= 64)
+        return;
+    uint64_t data_len = get64(good + 32), index_off = 64 + data_len,
+             lens_off = index_off + 8 * (pages + 1);
+    uint64_t f1 = get64(good + index_off + 8);
+    T_EQ_INT(pages, 3);
+    T_EQ_INT(index_off + 8 * (2 * pages + 1), bytes);
+
+    struct {
+        const char *label;
+        size_t at;
+        uint64_t value;
+        int set64;
+        int cut;
+    } cases[] = {
+        {"truncated by 1 byte", 0, 0, 0, 1},
+        {"truncated to the header", 0, 0, 0, (int)(len - 64)},
+        {"truncated to 63 bytes", 0, 0, 0, (int)(len - 63)},
+        {"truncated to 0 bytes", 0, 0, 0, (int)len},
+        {"one byte appended", 0, 0, 0, -1},
+        {"magic DAPIRES3", 0, 0x3353455249504144ull, 1, 0},
+        {"rows that need another page", 8, 301, 1, 0},
+        {"pages +1", 16, 4, 1, 0},
+        {"pages huge", 16, UINT64_MAX / 8, 1, 0},
+        {"data_off moved", 24, 72, 1, 0},
+        {"data_len +8", 32, data_len + 8, 1, 0},
+        {"data_len huge", 32, UINT64_MAX, 1, 0},
+        {"data_len wrapping to the header", 32, UINT64_MAX - 7, 1, 0},
+        {"index_off +8", 40, index_off + 8, 1, 0},
+        {"total_len +1", 48, bytes + 1, 1, 0},
+        {"index[0] not 0", index_off, 1, 1, 0},
+        {"index[1] beyond the data", index_off + 8, data_len + 1, 1, 0},
+        {"index[1] huge", index_off + 8, UINT64_MAX, 1, 0},
+        {"index[1] 0 (an empty frame)", index_off + 8, 0, 1, 0},
+        {"index[2] equal to index[1]", index_off + 16, f1, 1, 0},
+        {"index[last] short of the data", index_off + 24, data_len - 1, 1, 0},
+        {"decoded length huge", lens_off, UINT64_MAX, 1, 0},
+        {"decoded length beyond any frame's ratio", lens_off, f1 * 65536 + 65536, 1, 0},
+    };
+    for(size_t i = 0; i < N(cases); i++) {
+        memcpy(buf, good, len);
+        size_t newlen = len - (size_t)cases[i].cut;
+        if(cases[i].cut < 0)
+            buf[len] = 'x';
+        if(cases[i].set64)
+            put64(buf + cases[i].at, cases[i].value);
+        rewrite(buf, newlen);
+        expect_refused(cases[i].label);
+    }
+
+    /* Frames that do not hold what the index says: refused when decoded. */
+    uint64_t d1 = get64(good + lens_off);
+    memcpy(buf, good, len);
+    put64(buf + lens_off, d1 + 1);
+    rewrite(buf, len);
+    expect_page_refused("decoded length +1", 1, 250);
+    memcpy(buf, good, len);
+    put64(buf + lens_off, d1 - 1);
+    rewrite(buf, len);
+    expect_page_refused("decoded length -1 (the frame decodes to more)", 1, 250);
+    memcpy(buf, good, len);
+    buf[64 + f1 / 2] ^= 0x5a;
+    rewrite(buf, len);
+    expect_page_refused("a byte flipped inside frame 1", 1, 250);
+    memcpy(buf, good, len);
+    buf[64 + f1 - 1] ^= 0x01; /* the checksum's last byte */
+    rewrite(buf, len);
+    expect_page_refused("frame 1's checksum", 1, 250);
+    /* Frame 2 replaced by a copy of frame 1 with the same length: decodes, but to page 1's
+     * rows — the checksum cannot tell, the declared length still holds; what matters is that
+     * nothing is read or written out of bounds (run under ASan). */
+    unlink(path);
+}
+
+/* A page over the 1 MiB at which the writer feeds the encoder: its frame is written in
+ * pieces (no decoded size in its header) and still decodes to exactly the declared length,
+ * and no more. */
+static void test_big_page(void)
+{
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
+    if(!w)
+        return;
+    const char *names[] = {"s"};
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
+    static char text[150][30000];
+    static struct dapi_dstr strs[150];
+    for(int i = 0; i < 150; i++) {
+        memset(text[i], 'a' + i % 26, sizeof text[i]);
+        snprintf(text[i], 32, "row %03d ✓ 日本 😀", i);
+        text[i][strlen(text[i])] = ' ';
+        memset(&strs[i], 0, sizeof strs[i]);
+        strs[i].value.pointer.length = (uint32_t)sizeof text[i];
+        memcpy(strs[i].value.pointer.prefix, text[i], 4);
+        strs[i].value.pointer.ptr = text[i];
+    }
+    struct dapi_colvec col = i64col(NULL, NULL);
+    col.type = DAPI_CT_VARCHAR;
+    col.data = strs;
+    T_EQ_INT(dapi_result_sink.chunk(w, &col, 1, 150), DAPI_OK);
+    uint64_t rows, pages, bytes;
+    T_EQ_INT(dapi_result_writer_finish(w, &rows, &pages, &bytes), DAPI_OK);
+    dapi_result_writer_free(w);
+    T_EQ_INT(pages, 2);
+    T_CHECK(bytes < 150 * 30000 / 10, "compressed: %llu bytes", (unsigned long long)bytes);
+    struct dapi_result *res = NULL;
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    if(!res)
+        return;
+    T_CHECK(dapi_result_page_size(res, 1) > (2u << 20), "page 1 is ~3 MB (%llu)",
+            (unsigned long long)dapi_result_page_size(res, 1));
+    for(uint64_t p = 1; p <= 2; p++) {
+        char *data = NULL;
+        size_t len = 0;
+        T_EQ_INT(dapi_result_page_copy(res, p, &data, &len), DAPI_OK);
+        T_EQ_INT(len, dapi_result_page_size(res, p));
+        size_t n = p == 1 ? 100 : 50;
+        char head[64];
+        snprintf(head, sizeof head, "{\"s\":\"row %03d ✓ 日本 😀 ", (int)(p - 1) * 100);
+        T_CHECK(data && strncmp(data, head, strlen(head)) == 0, "page %llu starts [%.40s]",
+                (unsigned long long)p, data ? data : "");
+        T_EQ_INT(len, n * (30000 + 8) + (n - 1));
+        free(data);
+    }
+    dapi_result_close(res);
+    /* The big frame declares no size: a smaller declared length must fail, not overflow. */
+    static unsigned char buf[1 << 20];
+    size_t len = read_file(buf, sizeof buf);
+    T_CHECK(len == bytes, "read back");
+    uint64_t lens_off = get64(buf + 40) + 8 * 3;
+    put64(buf + lens_off, get64(buf + lens_off) - 1);
+    rewrite(buf, len);
+    res = NULL;
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    if(res) {
+        char *data = NULL;
+        size_t dl;
+        T_EQ_INT(dapi_result_page_copy(res, 1, &data, &dl), DAPI_ERR_IO);
+        free(data);
+        dapi_result_close(res);
+    }
+    unlink(path);
+}
+
+/* References: the mapping lives until the last one is dropped. */
+static void test_refs(void)
+{
+    T_EQ_INT(write_n(&unlimited, 150, NULL, 0, NULL, NULL, NULL, NULL, 0), DAPI_OK);
+    struct dapi_result *res = NULL;
+    T_EQ_INT(dapi_result_open(&res, path), DAPI_OK);
+    if(!res)
+        return;
+    struct dapi_result *again = dapi_result_ref(res);
+    T_CHECK(again == res, "the same result");
+    dapi_result_close(res);
+    unlink(path);
+    const void *frame;
+    size_t flen, dlen;
+    T_EQ_INT(dapi_result_page_frame(again, 2, &frame, &flen, &dlen), 0);
+    T_EQ_INT(dlen, strlen(expect_page(150, 2)));
+    T_EQ_INT(dapi_result_page_frame(again, 3, &frame, &flen, &dlen), 0);
+    T_CHECK(frame == NULL && flen == 0 && dlen == 0, "past the end: no frame");
+    dapi_result_close(again);
+}
+
 int main(void)
 {
     if(t_tmpdir(dir, sizeof dir, "result"))
@@ -530,6 +829,10 @@ int main(void)
     test_large();
     test_limits();
     test_damaged();
+    test_v1_readable();
+    test_damaged_v2();
+    test_big_page();
+    test_refs();
     unlink(path);
     T_CHECK(rmdir(dir) == 0, "temp dir empty at the end");
     T_DONE();

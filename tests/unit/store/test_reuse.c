@@ -59,7 +59,7 @@ static uint64_t page_len(struct dapi_queries *qs, const char *slug, const unsign
     const char *data;
     size_t len = 0;
     if(v.state == DAPI_Q_DONE && v.result)
-        dapi_result_page(v.result, 1, &data, &len);
+        t_result_page(v.result, 1, &data, &len);
     dapi_queries_release(qs, &v);
     return len;
 }

@@ -1,0 +1,243 @@
+"""Compressed result pages (docs/api.md "Compression and caching"): pages are stored as
+zstd frames and sent as they are to clients that accept zstd, decoded for the others — the
+same bytes after decoding; Vary, ETag / If-None-Match / 304 and Cache-Control on finished
+pages only; files of the previous format (DAPIRES1) still served after an upgrade."""
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+
+import harness as h
+from harness import Server, check, eq, expect_error, expect_status, jparse
+
+KEY = "it-compress-key-41f7"
+SQL_10K = ("SELECT i AS id, 'row ' || i AS name, i * 1.5 AS price, "
+           "CASE WHEN i % 3 = 0 THEN 'héllo ✓ 日本' ELSE NULL END AS note FROM range(10000) t(i)")
+
+
+def _zstd_decode(data):
+    exe = shutil.which("zstd")
+    if exe is None:
+        raise h.Skip("the zstd command is not installed (scripts/deps.sh installs it)")
+    p = subprocess.run([exe, "-dc", "-q"], input=data, capture_output=True, timeout=30)
+    check(p.returncode == 0, "zstd -d refused the answer: %r" % p.stderr[-300:])
+    return p.stdout
+
+
+def _page(s, slug, page, headers=None):
+    return s.api("GET", "/api/queries/%s/results?page_number=%s" % (slug, page),
+                 headers=headers or {})
+
+
+def _ready(s, sql):
+    """Creates the query and waits for the end of its run (a page past the end waits for it:
+    earlier pages may be served while it runs, without caching headers)."""
+    slug = s.create(sql)
+    r = _page(s, slug, 10 ** 12)
+    expect_status(r, 200, "the end of %s" % sql[:60])
+    return slug
+
+
+def _result_file(s, slug):
+    return os.path.join(s.state_dir, "queries", slug, "result.bin")
+
+
+def test_zstd_and_plain_are_the_same_bytes():
+    with Server(keys=[KEY], name="compress") as s:
+        slug = _ready(s, SQL_10K)
+        for page in (1, 2, 57, 100, 101, 7000000000):
+            plain = _page(s, slug, page)
+            z = _page(s, slug, page, {"Accept-Encoding": "gzip, deflate, zstd"})
+            expect_status(plain, 200, "plain page %s" % page)
+            expect_status(z, 200, "zstd page %s" % page)
+            eq(plain.headers.get("content-encoding"), None, "plain page has no Content-Encoding")
+            eq(z.headers.get("content-encoding"), "zstd", "Content-Encoding of page %s" % page)
+            for r in (plain, z):
+                eq(r.headers.get("vary"), "Accept-Encoding", "Vary on page %s" % page)
+                eq(r.headers.get("content-type"), "application/json", "Content-Type")
+            check(z.body[:4] == b"\x28\xb5\x2f\xfd", "a zstd frame: %r" % z.body[:8])
+            decoded = _zstd_decode(z.body)
+            eq(decoded, plain.body, "page %s decoded from zstd is byte-identical to the plain one" % page)
+            if page in (1, 2, 57):
+                check(len(z.body) < len(plain.body) / 2,
+                      "page %s: %d compressed bytes for %d" % (page, len(z.body), len(plain.body)))
+        body = jparse(_page(s, slug, 100))
+        eq(len(body["data"]), 100, "rows of page 100")
+        eq(body["data"][0]["note"], "héllo ✓ 日本", "unicode survives")
+        eq(jparse(_page(s, slug, 101))["data"], [], "past the end: no rows")
+        # the same page again: served from the decoded-page cache, still the same
+        eq(_page(s, slug, 57).body, _page(s, slug, 57).body, "cached page unchanged")
+
+
+def test_accept_encoding_variants():
+    with Server(keys=[KEY], name="compress-ae") as s:
+        slug = _ready(s, "SELECT i FROM range(250) t(i)")
+        plain = _page(s, slug, 2).body
+        cases = [
+            ("zstd", True), ("ZSTD", True), ("*", True), ("gzip, *;q=0.5", True),
+            ("zstd;q=0", False), ("zstd; q=0.000, gzip", False), ("*;q=0", False),
+            ("*, zstd;q=0", False), ("gzip, br", False), ("identity", False), ("", False),
+            ("zstd;q=2", False), ("identity;q=0, zstd", True),
+        ]
+        for ae, compressed in cases:
+            r = _page(s, slug, 2, {"Accept-Encoding": ae})
+            expect_status(r, 200, "Accept-Encoding: %r" % ae)
+            eq(r.headers.get("content-encoding"), "zstd" if compressed else None,
+               "Content-Encoding for Accept-Encoding: %r" % ae)
+            eq(_zstd_decode(r.body) if compressed else r.body, plain, "body for %r" % ae)
+        # http.client sends Accept-Encoding: identity; a request without the header at all
+        with s.raw() as c:
+            c.send(h.build_request("GET", "/api/queries/%s/results?page_number=2" % slug,
+                                   headers={"x-api-key": KEY}, port=s.port))
+            st, hd, body = c.read_response()
+            eq(st, 200, "no Accept-Encoding")
+            check("content-encoding" not in {k.lower() for k in dict(hd)}, "plain without the header: %r" % (hd,))
+
+
+def test_etag_and_304():
+    with Server(keys=[KEY], name="compress-etag") as s:
+        slug = _ready(s, "SELECT i FROM range(250) t(i)")
+        plain = _page(s, slug, 1)
+        z = _page(s, slug, 1, {"Accept-Encoding": "zstd"})
+        tag, ztag = plain.headers.get("etag"), z.headers.get("etag")
+        check(tag and tag.startswith('"') and tag.endswith('"'), "a strong ETag: %r" % tag)
+        check(ztag and ztag != tag, "the zstd representation has its own ETag: %r %r" % (tag, ztag))
+        cc = plain.headers.get("cache-control", "")
+        check(cc.startswith("private, max-age=") and cc.endswith(", immutable"), "Cache-Control: %r" % cc)
+        age = int(cc.split("max-age=")[1].split(",")[0])
+        check(0 < age <= 86400, "max-age within the retention: %d" % age)
+        eq(z.headers.get("cache-control"), cc, "same Cache-Control compressed")
+        other = _page(s, slug, 2).headers.get("etag")
+        check(other != tag, "each page its own ETag")
+        # the same again: stable
+        eq(_page(s, slug, 1).headers.get("etag"), tag, "stable ETag")
+
+        def cond(inm, ae=None):
+            hd = {"If-None-Match": inm}
+            if ae:
+                hd["Accept-Encoding"] = ae
+            return _page(s, slug, 1, hd)
+
+        for inm in (tag, "W/" + tag, '"nope", ' + tag, '"a", "b",%s' % tag, "*"):
+            r = cond(inm)
+            eq(r.status, 304, "If-None-Match: %s" % inm)
+            eq(r.body, b"", "304 has no body")
+            eq(r.headers.get("etag"), tag, "304 carries the ETag")
+            eq(r.headers.get("cache-control"), cc, "304 carries Cache-Control")
+            eq(r.headers.get("vary"), "Accept-Encoding", "304 carries Vary")
+        r = cond(ztag, "zstd")
+        eq(r.status, 304, "the zstd ETag for a zstd request")
+        eq(r.headers.get("etag"), ztag, "its ETag")
+        for inm, ae in ((ztag, None), (tag, "zstd"), ('"nope"', None), ("", None), (tag[1:-1], None)):
+            r = cond(inm, ae)
+            eq(r.status, 200, "If-None-Match: %r with Accept-Encoding %r" % (inm, ae))
+        # another page's ETag does not match this one
+        eq(cond(other).status, 200, "page 2's ETag on page 1")
+        # a new result (even with the same rows) has new ETags
+        slug2 = _ready(s, "SELECT i FROM range(250) t(i) -- again")
+        check(_page(s, slug2, 1).headers.get("etag") not in (tag, ztag), "new result, new ETag")
+
+
+def _no_caching(r, what):
+    for hname in ("etag", "cache-control"):
+        eq(r.headers.get(hname), None, "%s on %s" % (hname, what))
+
+
+def test_no_caching_headers_on_errors_and_unfinished_pages():
+    with Server(keys=[KEY], args=["--result-wait", "1", "--query-timeout", "60"],
+                name="compress-nocache") as s:
+        r = _page(s, "dapi-query-doesnotexist0000000000", 1, {"If-None-Match": "*"})
+        expect_error(r, 404, "Query not found")
+        _no_caching(r, "404")
+        slug = _ready(s, "SELECT 1 AS x")
+        r = _page(s, slug, "abc")
+        eq(r.status, 400, "bad page")
+        _no_caching(r, "400")
+        # a failed query
+        bad = s.create("SELECT CAST('x' AS INTEGER) AS n")
+        r = _page(s, bad, 1, {"If-None-Match": "*"})
+        check(r.status >= 400, "failed query: %s" % r.short())
+        _no_caching(r, "a failed query's answer")
+        # a query still running: answered 504 after --result-wait, with no caching headers
+        slow = s.create("SELECT count(*) AS n FROM range(1000000000000)")
+        r = _page(s, slow, 1, {"If-None-Match": "*", "Accept-Encoding": "zstd"})
+        eq(r.status, 504, "still running: %s" % r.short())
+        _no_caching(r, "an unfinished query's answer")
+        eq(r.headers.get("content-encoding"), None, "errors are not compressed")
+
+
+def test_pages_of_a_running_query_have_no_caching_headers():
+    """A page served while its query still runs (progressive pages) is plain, without ETag or
+    Cache-Control, whatever the request accepts; once the run is done it has them."""
+    with Server(keys=[KEY], args=["--result-wait", "120"], name="compress-running") as s:
+        running = s.create("SELECT i, md5(repeat(i::VARCHAR, 600))[1:4] AS h FROM range(300000) t(i)")
+        r = _page(s, running, 1, {"If-None-Match": "*", "Accept-Encoding": "zstd"})
+        expect_status(r, 200, "page 1 while running")
+        if re.search(r"query %s (done|failed)" % running, s.stderr_text()):
+            raise h.Skip("the query ended before page 1 was answered (a fast machine)")
+        _no_caching(r, "a page of a running query")
+        eq(r.headers.get("content-encoding"), None, "a page of a running query is sent plain")
+        eq(len(jparse(r)["data"]), 100, "a whole page")
+        _page(s, running, 10 ** 12)  # waits for the end of the run
+        done = _page(s, running, 1, {"Accept-Encoding": "zstd"})
+        check(done.headers.get("etag"), "ETag once finished")
+        eq(done.headers.get("content-encoding"), "zstd", "compressed once finished")
+        eq(_zstd_decode(done.body), r.body, "the page served early is the page served after")
+
+
+def test_on_disk_smaller_than_plain():
+    with Server(keys=[KEY], name="compress-size") as s:
+        slug = _ready(s, SQL_10K)
+        rows_bytes = 0
+        for p in range(1, 101):
+            body = jparse(_page(s, slug, p))
+            eq(len(body["data"]), 100, "page %d rows" % p)
+            plain = _page(s, slug, p).body
+            # the rows as the page carries them (between "data":[ and ]})
+            rows_bytes += len(plain) - len(plain.split(b'"data":[', 1)[0]) - len(b'"data":[') - 2
+        size = os.path.getsize(_result_file(s, slug))
+        dapires1 = 64 + rows_bytes + 8 * 101
+        check(size < dapires1 / 3, "result.bin is %d bytes; the rows as text take %d" % (size, dapires1))
+        with open(_result_file(s, slug), "rb") as f:
+            eq(f.read(8), b"DAPIRES2", "the file's format")
+
+
+def _v1_file(pages_rows):
+    """A DAPIRES1 file (the format before compression) holding these pages' rows."""
+    rows = b"".join(pages_rows)
+    index, at = [0], 0
+    for p in pages_rows:
+        at += len(p)
+        index.append(at)
+    nrows = sum(p.count(b"},{") + 1 for p in pages_rows if p)
+    header = b"DAPIRES1" + struct.pack("<7Q", nrows, len(pages_rows), 64, len(rows), 64 + len(rows),
+                                       64 + len(rows) + 8 * len(index), 0)
+    return header + rows + b"".join(struct.pack("<Q", i) for i in index)
+
+
+def test_dapires1_results_survive_the_upgrade():
+    """A state dir written by an older binary (rows stored as text) is still served."""
+    with Server(keys=[KEY], name="compress-v1") as s:
+        slug = _ready(s, "SELECT i AS n, 'x' || i AS s FROM range(250) t(i)")
+        pages = [_page(s, slug, p).body for p in (1, 2, 3)]
+        rows = []
+        for b in pages:
+            start = b.index(b'"data":[') + len(b'"data":[')
+            rows.append(b[start:-2])
+        s.stop()
+        path = _result_file(s, slug)
+        with open(path, "wb") as f:
+            f.write(_v1_file(rows))
+        s.start()
+        for p in (1, 2, 3):
+            r = _page(s, slug, p)
+            expect_status(r, 200, "DAPIRES1 page %d" % p)
+            eq(r.body, pages[p - 1], "DAPIRES1 page %d as before" % p)
+            z = _page(s, slug, p, {"Accept-Encoding": "zstd"})
+            eq(z.headers.get("content-encoding"), None, "DAPIRES1 pages are sent as they are stored")
+            eq(z.body, pages[p - 1], "the same for a zstd client")
+            check(z.headers.get("etag"), "ETag on a DAPIRES1 page")
+        r = _page(s, slug, 1, {"If-None-Match": _page(s, slug, 1).headers.get("etag")})
+        eq(r.status, 304, "If-None-Match on a DAPIRES1 page")

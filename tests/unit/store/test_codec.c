@@ -1,0 +1,129 @@
+/* The page codec (src/store/codec.c): frames that round-trip, raw frames that any zstd
+ * decoder reads (concatenated with compressed ones, as the zstd answers are), and frames
+ * that are damaged or decode to another length refused — never decoded out of bounds. */
+#include <stdlib.h>
+
+#include "store/codec.h"
+#include "t.h"
+
+static char *make_text(size_t n, unsigned seed)
+{
+    char *p = malloc(n + 1);
+    for(size_t i = 0; p && i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        /* JSON-like text: compressible, not trivially */
+        p[i] = "{\"id\":,abcdefghij0123456789}"[(seed >> 16) % 28];
+    }
+    if(p)
+        p[n] = '\0';
+    return p;
+}
+
+static void test_round_trip(void)
+{
+    static const size_t sizes[] = {0, 1, 2, 100, 12000, 131072, 131073, 1 << 20};
+    for(size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t n = sizes[i];
+        char *text = make_text(n, (unsigned)i);
+        struct dapi_buf z;
+        dapi_buf_init(&z, 8u << 20);
+        T_EQ_INT(dapi_zcompress(&z, text, n, DAPI_ZSTD_LEVEL), DAPI_OK);
+        T_CHECK(dapi_zframe_check(z.data, z.len, n), "%zu bytes: one frame of that size", n);
+        T_CHECK(!dapi_zframe_check(z.data, z.len, n + 1), "%zu bytes: not of another size", n);
+        T_CHECK(!dapi_zframe_check(z.data, z.len - 1, n), "%zu bytes: truncated is refused", n);
+        char *out = malloc(n + 1);
+        T_EQ_INT(dapi_zframe_decode(z.data, z.len, out, n), DAPI_OK);
+        T_CHECK(memcmp(out, text, n) == 0, "%zu bytes: decodes to the text", n);
+        if(n > 0) {
+            T_EQ_INT(dapi_zframe_decode(z.data, z.len, out, n - 1), DAPI_ERR_IO);
+        }
+        /* a byte changed in the middle: the checksum (or the format) refuses it */
+        if(z.len > 20) {
+            z.data[z.len / 2] ^= 0x40;
+            enum dapi_err e = dapi_zframe_decode(z.data, z.len, out, n);
+            T_CHECK(e == DAPI_ERR_IO, "%zu bytes: a damaged frame is refused (got %d)", n, (int)e);
+        }
+        free(out);
+        free(text);
+        dapi_buf_free(&z);
+    }
+}
+
+/* Raw frames of every size class of the header's content-size field, and of several blocks;
+ * concatenated with a compressed one, they decode as one stream (what an HTTP client does
+ * with an answer): checked here frame by frame, and by the zstd command in the integration
+ * tests. */
+static void test_raw(void)
+{
+    static const size_t sizes[] = {0, 1, 255, 256, 65791, 65792, 131072, 300000};
+    for(size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t n = sizes[i];
+        char *text = make_text(n, 7u + (unsigned)i);
+        struct dapi_buf z;
+        dapi_buf_init(&z, 8u << 20);
+        T_EQ_INT(dapi_zframe_raw(&z, text, n), DAPI_OK);
+        T_CHECK(z.len >= n + 8 && z.len <= n + 13 + 3 * (n / 131072 + 1),
+                "%zu bytes: raw frame of %zu bytes", n, z.len);
+        T_CHECK(dapi_zframe_check(z.data, z.len, n), "%zu bytes: a well-formed frame", n);
+        char *out = malloc(n + 1);
+        T_EQ_INT(dapi_zframe_decode(z.data, z.len, out, n), DAPI_OK);
+        T_CHECK(memcmp(out, text, n) == 0, "%zu bytes: decodes to the text", n);
+        free(out);
+        free(text);
+        dapi_buf_free(&z);
+    }
+    /* "]}" as the answers end it */
+    struct dapi_buf z;
+    dapi_buf_init(&z, 64);
+    T_EQ_INT(dapi_zframe_raw(&z, "]}", 2), DAPI_OK);
+    static const unsigned char want[] = {0x28, 0xB5, 0x2F, 0xFD, 0x20, 0x02,
+                                         0x11, 0x00, 0x00, ']',  '}'};
+    T_CHECK(z.len == sizeof want && memcmp(z.data, want, sizeof want) == 0,
+            "the end frame is the 11 bytes of RFC 8878's layout");
+    /* Two frames are not one: a decoder of one page never reads what follows it. */
+    T_EQ_INT(dapi_zframe_raw(&z, "ab", 2), DAPI_OK);
+    char out[8];
+    T_CHECK(!dapi_zframe_check(z.data, z.len, 2), "two frames refused as one");
+    T_EQ_INT(dapi_zframe_decode(z.data, z.len, out, 4), DAPI_ERR_IO);
+    dapi_buf_free(&z);
+    /* Not a frame at all */
+    T_CHECK(!dapi_zframe_check("hello world", 11, 11), "text is no frame");
+    T_CHECK(!dapi_zframe_check("", 0, 0), "nothing is no frame");
+}
+
+/* A frame written in pieces declares no size: decoding it into less room fails cleanly. */
+static void test_streamed(void)
+{
+    struct dapi_zenc *enc;
+    T_EQ_INT(dapi_zenc_new(&enc, DAPI_ZSTD_LEVEL), DAPI_OK);
+    char *text = make_text(300000, 3);
+    struct dapi_buf z;
+    dapi_buf_init(&z, 8u << 20);
+    T_EQ_INT(dapi_zenc_put(enc, text, 100000, 0, &z), DAPI_OK);
+    T_EQ_INT(dapi_zenc_put(enc, text + 100000, 200000, 1, &z), DAPI_OK);
+    size_t first = z.len;
+    /* the encoder goes on with a new frame */
+    T_EQ_INT(dapi_zenc_put(enc, "xyz", 3, 1, &z), DAPI_OK);
+    dapi_zenc_free(enc);
+    T_CHECK(dapi_zframe_check(z.data, first, 300000), "streamed frame well-formed");
+    T_CHECK(dapi_zframe_check(z.data, first, 5), "(its size is not in its header)");
+    char *out = malloc(300000);
+    T_EQ_INT(dapi_zframe_decode(z.data, first, out, 300000), DAPI_OK);
+    T_CHECK(memcmp(out, text, 300000) == 0, "decodes to the text");
+    T_EQ_INT(dapi_zframe_decode(z.data, first, out, 299999), DAPI_ERR_IO);
+    T_EQ_INT(dapi_zframe_decode(z.data, first, out, 1000), DAPI_ERR_IO);
+    char small[4];
+    T_EQ_INT(dapi_zframe_decode(z.data + first, z.len - first, small, 3), DAPI_OK);
+    T_EQ_MEM(small, 3, "xyz");
+    free(out);
+    free(text);
+    dapi_buf_free(&z);
+}
+
+int main(void)
+{
+    test_round_trip();
+    test_raw();
+    test_streamed();
+    T_DONE();
+}
