@@ -19,7 +19,8 @@ typedef void dapi_handler(struct dapi_req *r, struct dapi_app *app, const char *
 struct dapi_route {
     const char *prefix; /* path, or the part before the {slug} segment, or (DAPI_ROUTE_ANY) a
                            path prefix */
-    const char *suffix; /* NULL = exact path; DAPI_ROUTE_ANY; else the part after {slug} */
+    const char *suffix; /* NULL = exact path; DAPI_ROUTE_ANY; "" = {slug} ends the
+                           path; else the part after {slug} */
     int (*also)(const char *path); /* NULL, or a further test of the path (non-zero: match) */
     int auth;                      /* answers 503 once the server is stopping */
     const char *allow;             /* methods, for the Allow header of 405 */
@@ -59,6 +60,11 @@ void dapi_api_describe(struct dapi_req *r, struct dapi_app *app, const char *unu
  * bytes with the NUL): 0, or -1 when the path has another shape or a name is empty or too
  * long. */
 int dapi_api_split_table_path(const char *path, char *layer, char *table, size_t n);
+/* lifecycle.c: GET/HEAD /api/queries/{slug}, DELETE /api/queries/{slug} (other methods: 405),
+ * GET/HEAD /api/queries */
+void dapi_api_query_status(struct dapi_req *r, struct dapi_app *app, const char *slug);
+void dapi_api_query_delete(struct dapi_req *r, struct dapi_app *app, const char *slug);
+void dapi_api_list_queries(struct dapi_req *r, struct dapi_app *app, const char *unused);
 
 /* Python int() on text: surrounding whitespace, optional sign, digits with single '_'
  * between them. On success returns 0, sets *neg, writes the digits without leading zeros

@@ -98,7 +98,8 @@ void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unus
     dapi_metrics_sample(&b, "dapi_http_requests_in_flight", NULL,
                         app->http ? (double)dapi_http_inflight(app->http) : 0);
 
-    static const char *const states[DAPI_Q_NSTATES] = {"queued", "running", "succeeded", "failed"};
+    static const char *const states[DAPI_Q_NSTATES] = {"queued", "running", "succeeded", "failed",
+                                                       "cancelled"};
     uint64_t by_state[DAPI_Q_NSTATES] = {0};
     if(app->queries)
         dapi_queries_count_states(app->queries, by_state);
