@@ -278,18 +278,6 @@ static void *creating_timer(void *arg)
     return NULL;
 }
 
-static char *json_body1(const char *k, const char *v)
-{
-    struct dapi_buf b;
-    dapi_buf_init(&b, strlen(v) * 6 + 64);
-    dapi_buf_addc(&b, '{');
-    dapi_json_str(&b, k, strlen(k));
-    dapi_buf_addc(&b, ':');
-    dapi_json_str(&b, v, strlen(v));
-    dapi_buf_addc(&b, '}');
-    return b.data ? dapi_buf_take(&b, NULL) : NULL;
-}
-
 /* ---- v2: run once, download, materialise ------------------------------------------- */
 
 struct v2_job {
@@ -674,7 +662,7 @@ static enum dapi_err create_upstream(struct dapi_nekt *nk, const char *key, cons
                                      char *out, size_t n, struct dapi_buf *details)
 {
     struct nekt_reply rep;
-    char *body = json_body1("sql_query", sql);
+    char *body = nekt_json_body1("sql_query", sql);
     if(!body)
         return DAPI_ERR_NOMEM;
     /* creates something upstream: not repeated when it may have been done */

@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "auth/keys.h"
 #include "base/clock.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "upstream/httpc.h"
@@ -377,4 +378,16 @@ void nekt_reach_stop(struct nekt_reach *r)
     pthread_cond_destroy(&r->cv);
     pthread_mutex_destroy(&r->mu);
     free(r);
+}
+
+char *nekt_json_body1(const char *k, const char *v)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, strlen(v) * 6 + 64);
+    dapi_buf_addc(&b, '{');
+    dapi_json_str(&b, k, strlen(k));
+    dapi_buf_addc(&b, ':');
+    dapi_json_str(&b, v, strlen(v));
+    dapi_buf_addc(&b, '}');
+    return b.data ? dapi_buf_take(&b, NULL) : NULL;
 }

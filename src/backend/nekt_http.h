@@ -17,6 +17,9 @@ struct nekt_reply {
     char details[768];   /* why it failed, for the client */
 };
 
+/* {"k": v} as JSON text (malloc'd), the body of a call with one string field; NULL without
+ * memory. */
+char *nekt_json_body1(const char *k, const char *v);
 /* One JSON call: method path (appended to --nekt-url), optional JSON body, with key.
  * Returns DAPI_OK for a 2xx with a JSON object body; else DAPI_ERR_AUTH (401),
  * DAPI_ERR_FORBIDDEN (403), DAPI_ERR_NOT_FOUND (404), DAPI_ERR_INVALID (other 4xx but 408

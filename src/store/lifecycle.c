@@ -1,4 +1,5 @@
-/* A query's lifecycle as its owner sees it: status, the key's list, the result's columns and
+/* A query's lifecycle as its owner sees it: status, the key's list, the result's columns, lookups of
+ * its fields (SQL, scope, upstream, directory), the counts for metrics, and
  * the settings of cancellation (the cancellation itself is in queries.c, beside finish). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -305,4 +306,61 @@ int dapi_queries_cancelled(struct dapi_queries *qs, const char *slug)
     int cancelled = !q || (q->state == DAPI_Q_CANCELLED && !store_has_followers(qs, slug));
     pthread_mutex_unlock(&qs->lock);
     return cancelled;
+}
+
+/* ---- lookups ------------------------------------------------------------------------ */
+
+char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    char *sql = q ? strdup(q->sql) : NULL;
+    pthread_mutex_unlock(&qs->lock);
+    return sql;
+}
+
+enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug, struct dapi_scope *out)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    if(q && q->scope)
+        memcpy(out, q->scope, sizeof *out);
+    else if(q) {
+        memset(out, 0, sizeof *out);
+        out->all = 1;
+    }
+    pthread_mutex_unlock(&qs->lock);
+    return q ? DAPI_OK : DAPI_ERR_NOT_FOUND;
+}
+
+void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out, size_t n)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    snprintf(out, n, "%s", q && q->upstream ? q->upstream : "");
+    pthread_mutex_unlock(&qs->lock);
+}
+
+void dapi_queries_dir(const struct dapi_queries *qs, const char *slug, char *out, size_t n)
+{
+    snprintf(out, n, "%s/%s", qs->dir, slug);
+}
+
+uint64_t dapi_queries_bytes(struct dapi_queries *qs)
+{
+    pthread_mutex_lock(&qs->lock);
+    uint64_t b = qs->bytes;
+    pthread_mutex_unlock(&qs->lock);
+    return b;
+}
+
+void dapi_queries_count_states(struct dapi_queries *qs, uint64_t out[DAPI_Q_NSTATES])
+{
+    memset(out, 0, DAPI_Q_NSTATES * sizeof *out);
+    pthread_mutex_lock(&qs->lock);
+    for(size_t b = 0; b < NBUCKETS; b++)
+        for(const struct query *q = qs->buckets[b]; q; q = q->next)
+            if((unsigned)q->state < DAPI_Q_NSTATES)
+                out[q->state]++;
+    pthread_mutex_unlock(&qs->lock);
 }
