@@ -20,7 +20,12 @@ embedded in the binary at build time).
   subset the document uses: an unknown keyword is an error, never ignored), the example's key
   order and its messages (a text/plain answer: the example is an excerpt of it), and a
   documented text header it carries must match its schema (Server-Timing). A path parameter filled by a documented link (the slug of
-  `POST /api/queries`) comes from running the linked operation's example of the same name.
+  `POST /api/queries`, or of a results page) comes from running the linking operation's example
+  of the same name. A request example with no response example of its name gets the one 2xx
+  documented without a body (DELETE's 204), and its answer must have none. DELETE examples run
+  last: they delete what they name, which the HEAD repeats of GET examples still read.
+- Route entries: a slug route's suffix "" (the slug ends the path), and the methods of its
+  Allow list: GET, HEAD and POST each by its handler or `other`, any other (DELETE) by `other`.
 """
 
 import hashlib
@@ -404,6 +409,16 @@ def route_template(f, where):
     allow = _c_string(f.get("allow", "NULL"), where, "allow")
     check(isinstance(allow, str) and re.match(r"^([A-Z]+(, [A-Z]+)*)?$", allow), "%s: the allow field of %s is not an Allow list" % (where, prefix))
     name = _c_string(f.get("name", "NULL"), where, "name")
+    methods = set(allow.lower().split(", ")) - {""}
+    # The methods the route serves are its Allow list: GET, HEAD and POST by their handler
+    # (or `other`), any other method (DELETE…) only by `other`, which the handler tells
+    # apart by the request's method; a handler for a method not in the list is a mismatch.
+    other = f.get("other", "NULL") != "NULL"
+    for m in sorted(methods):
+        handler = f.get(m, "NULL") != "NULL" if m in ("get", "head", "post") else False
+        check(handler or other, "%s: %s lists %s in its Allow, but no handler serves it (neither `%s` nor `other`)" % (where, prefix, m.upper(), m))
+    for m in ("get", "head", "post"):
+        check(f.get(m, "NULL") == "NULL" or m in methods, "%s: %s has a %s handler, but its Allow %r does not list it" % (where, prefix, m.upper(), allow))
     suffix = f.get("suffix", "NULL")
     if suffix == "NULL":
         template = prefix
@@ -415,10 +430,12 @@ def route_template(f, where):
         else:
             template = prefix + "*"
     else:
+        # "" = the slug is the path's last segment (/api/queries/{slug}); else what follows it
         template = prefix + "{}" + _c_string(suffix, where, "suffix")
+        check(prefix.endswith("/"), "%s: the slug route %s: its prefix does not end with /: teach this test" % (where, prefix))
     if name and suffix != "DAPI_ROUTE_ANY":
         eq(_template(name), template, "%s: the metrics name of %s vs its path" % (where, prefix))
-    return template, set(allow.lower().split(", ")) - {""}
+    return template, methods
 
 
 def parse_route_tables(text, rel):
@@ -524,27 +541,36 @@ def test_route_parser_sees_a_new_route():
     /* a comment with a route in it: {"/api/c", NULL, NULL, 1, "GET", f, NULL, NULL, NULL, NULL}, */
     static const struct dapi_route routes[] = {
         {"/api/x", NULL, NULL, 1, "GET", f, NULL, NULL, NULL, "/api/x"}, // a line comment {
-        {"/api/y/", "/z", NULL, 1, "POST, GET", a, b, c,
+        {"/api/y/", "/z", NULL, 1, "POST, GET, HEAD", a, b, c,
          NULL, "/api/y/{slug}/z"},
         {"/api/files/", DAPI_ROUTE_ANY, NULL, 0, "GET", g, NULL, NULL, NULL, "/api/files/*"},
         {"/api/t/", DAPI_ROUTE_ANY, NULL, 1, "GET, HEAD", d, d, NULL, NULL, "/api/t/{a}/b/{c}"},
         {"/api/old", NULL, NULL, 1, "PUT", NULL, NULL, NULL, p},
         {.prefix = "/api/d", .allow = "DELETE", .other = del, .name = "/api/d"},
+        {"/api/q/", "", NULL, 1, "GET, HEAD, DELETE", s, s, NULL, del, "/api/q/{slug}"},
+        {"/api/r/", "", NULL, 1, "POST", NULL, NULL, NULL, any, "/api/r/{slug}"},
     };"""
     eq(parse_route_tables(src, "x.c"), {"routes": [
         ("/api/x", {"get"}),
-        ("/api/y/{}/z", {"post", "get"}),
+        ("/api/y/{}/z", {"post", "get", "head"}),
         ("/api/files/*", {"get"}),  # refused by the test above: a prefix route without a pattern
         ("/api/t/{}/b/{}", {"get", "head"}),
         ("/api/old", {"put"}),  # the name is optional
         ("/api/d", {"delete"}),
+        ("/api/q/{}", {"get", "head", "delete"}),  # suffix "": the slug ends the path
+        ("/api/r/{}", {"post"}),  # `other` may serve a method of the three too
     ]}, "routes parsed")
+    t = dict(t)
+    eq(t.get("/api/queries/{}"), {"get", "head", "delete"}, "the status route (suffix \"\", DELETE through `other`)")
     for bad, why in (
         ('{"/api/x", NULL, NULL, 1, "GET", f, NULL, NULL, NULL, "/api/x", extra}', "more initializers"),
         ('{"/api/x", NULL, NULL, 1, "GET", f, NULL, NULL, NULL, "/api/other"}', "metrics name"),
         ('{"/api/t/", DAPI_ROUTE_ANY, NULL, 1, "GET", d, NULL, NULL, NULL, "/elsewhere/{a}"}', "does not start with the prefix"),
         ('{PREFIX, NULL, NULL, 1, "GET", f, NULL, NULL, NULL, NULL}', "teach this test"),
         ('{.path = "/api/x"}', "teach this test"),
+        ('{"/api/q/", "", NULL, 1, "GET, DELETE", s, NULL, NULL, NULL, "/api/q/{slug}"}', "no handler serves it"),
+        ('{"/api/q/", "", NULL, 1, "GET", s, s, NULL, NULL, "/api/q/{slug}"}', "does not list it"),
+        ('{"/api/q/", "", NULL, 1, "GET", s, NULL, NULL, NULL, "/api/q/{a}/b"}', "metrics name"),
     ):
         try:
             parse_route_tables("static const struct dapi_route r[] = {%s};" % bad, "x.c")
@@ -611,6 +637,8 @@ class Runner:
             for c in r.get("content", {}).values():
                 if name in c.get("examples", {}):
                     found.append((status, r, c["examples"][name]["value"]))
+        if not found:  # an answer without a body (204) has no example: the one such 2xx
+            found = [(st, _resolve(self.doc, r), None) for st, r in op["responses"].items() if st.startswith("2") and "content" not in _resolve(self.doc, r)]
         eq(len(found), 1, "responses with an example named %r in %s" % (name, op["operationId"]))
         return found[0]
 
@@ -666,7 +694,7 @@ class Runner:
         """Runs example name of op_id once (cached: a link may need it again)."""
         if (op_id, name) not in self.cache:
             r = self.request(op_id, name)
-            self.cache[(op_id, name)] = (r, jparse(r))
+            self.cache[(op_id, name)] = (r, jparse(r) if r.body else None)
         return self.cache[(op_id, name)]
 
     def check_response(self, op_id, name, r, status, resp, example):
@@ -682,6 +710,9 @@ class Runner:
                 except SchemaError as e:
                     h.fail("%s: the %s header is not as documented: %s" % (what, hname, e))
                 self.headers_seen.add(hname)
+        if "content" not in resp:  # documented without a body (204)
+            eq(r.body, b"", "%s: the body of a %s" % (what, status))
+            return
         ctype = r.headers.get("content-type", "")
         check(ctype in resp["content"], "%s: Content-Type %r is not one of the documented %s" % (what, ctype, sorted(resp["content"])))
         schema = resp["content"][ctype]["schema"]
@@ -715,7 +746,9 @@ def test_examples_run_against_a_live_server():
         run = Runner(doc, s)
         ran = 0
         heads = {p: item.get("head") for p, item in doc["paths"].items()}
-        for op_id, (p, m, op) in sorted(run.ops.items()):
+        # a DELETE example deletes what its link made: it runs after every other example
+        # (a GET example's HEAD repeat would not find it any more)
+        for op_id, (p, m, op) in sorted(run.ops.items(), key=lambda kv: (kv[1][1] == "delete", kv[0])):
             if m == "head":
                 continue  # sent below, with each GET example
             names = run.names(op)
