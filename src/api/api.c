@@ -55,9 +55,13 @@ static void health(struct dapi_req *r, struct dapi_app *app, const char *slug)
 
 static const struct dapi_route routes[] = {
     {"/api/health", NULL, NULL, 0, "GET, HEAD", health, health, NULL, NULL},
-    {"/api/queries", NULL, NULL, 1, "POST", NULL, NULL, dapi_api_create_query, NULL},
+    {"/api/queries", NULL, NULL, 1, "GET, HEAD, POST", dapi_api_list_queries,
+     dapi_api_list_queries, dapi_api_create_query, NULL},
     {"/api/queries/", "/results", NULL, 1, "GET, HEAD", dapi_api_results, dapi_api_results, NULL,
      NULL},
+    /* suffix "": the slug is the path's last segment */
+    {"/api/queries/", "", NULL, 1, "GET, HEAD, DELETE", dapi_api_query_status,
+     dapi_api_query_status, NULL, dapi_api_query_delete},
 };
 
 /* Matches path against a route; for slug routes copies the slug into slug (size n). */
@@ -73,8 +77,13 @@ static int match(const struct dapi_route *rt, const char *path, char *slug, size
     if(strcmp(rt->suffix, DAPI_ROUTE_ANY) == 0)
         return 1;
     const char *s = path + pl, *slash = strchr(s, '/');
-    if(!slash || slash == s || strcmp(slash, rt->suffix) != 0)
+    if(!*rt->suffix) { /* {slug} ends the path */
+        if(!*s || slash)
+            return 0;
+        slash = s + strlen(s);
+    } else if(!slash || slash == s || strcmp(slash, rt->suffix) != 0) {
         return 0;
+    }
     size_t len = (size_t)(slash - s);
     if(len >= n)
         len = n - 1; /* too long to be ours: truncated, so it will not be found */

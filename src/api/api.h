@@ -19,7 +19,8 @@ typedef void dapi_handler(struct dapi_req *r, struct dapi_app *app, const char *
 struct dapi_route {
     const char *prefix; /* path, or the part before the {slug} segment, or (DAPI_ROUTE_ANY) a
                            path prefix */
-    const char *suffix; /* NULL = exact path; DAPI_ROUTE_ANY; else the part after {slug} */
+    const char *suffix; /* NULL = exact path; DAPI_ROUTE_ANY; "" = {slug} ends the
+                           path; else the part after {slug} */
     int (*also)(const char *path); /* NULL, or a further test of the path (non-zero: match) */
     int auth;                      /* answers 503 once the server is stopping */
     const char *allow;             /* methods, for the Allow header of 405 */
@@ -41,6 +42,11 @@ int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principa
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused);
 /* GET /api/queries/{slug}/results */
 void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug);
+/* lifecycle.c: GET/HEAD /api/queries/{slug}, DELETE /api/queries/{slug} (other methods: 405),
+ * GET/HEAD /api/queries */
+void dapi_api_query_status(struct dapi_req *r, struct dapi_app *app, const char *slug);
+void dapi_api_query_delete(struct dapi_req *r, struct dapi_app *app, const char *slug);
+void dapi_api_list_queries(struct dapi_req *r, struct dapi_app *app, const char *unused);
 
 /* Python int() on text: surrounding whitespace, optional sign, digits with single '_'
  * between them. On success returns 0, sets *neg, writes the digits without leading zeros

@@ -364,6 +364,11 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
     dapi_buf_init(&why, 64 * 1024);
     *details = NULL;
     *bytes = 0;
+    /* set by dapi_queries_cancel: the engine interrupts the run (nobody wants it any more) */
+    atomic_int cancel = 0;
+    if(live_slug)
+        dapi_queries_set_cancel_flag(env->queries, live_slug, &cancel);
+    dapi_econn_set_cancel(conn, &cancel);
     if(!(result = dapi_result_writer_open(&w, path, &limits))) {
         if(live_slug) { /* its complete pages are served while it runs */
             struct dapi_result_live *live = dapi_result_writer_live(w);
@@ -376,8 +381,21 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
         result = from_upstream
                      ? dapi_engine_run_trusted(conn, sql, deadline, &dapi_result_sink, w, &msg)
                      : dapi_engine_run(conn, sql, scope, deadline, &dapi_result_sink, w, &msg);
+        size_t ncols;
+        const char *const *names, *const *types;
+        /* the columns go with the result: recorded before the query is finished */
+        if(!result && live_slug && !dapi_result_writer_columns(w, &ncols, &names, &types))
+            result = dapi_queries_set_columns(env->queries, live_slug, ncols, names, types);
         if(!result)
             result = dapi_result_writer_finish(w, &rows, &pages, bytes);
+    }
+    dapi_econn_set_cancel(conn, NULL);
+    if(live_slug)
+        dapi_queries_set_cancel_flag(env->queries, live_slug, NULL);
+    if(result && atomic_load(&cancel)) {
+        result = DAPI_ERR_BUSY; /* (not recorded: the query is cancelled) */
+        free(msg);
+        msg = strdup("the query was cancelled");
     }
     if(result == DAPI_ERR_SQL && engine_out_of_space(msg)) {
         result = DAPI_ERR_BUSY;
@@ -445,7 +463,9 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
         dapi_info("query %s interrupted by shutdown; it will run again after a restart", slug);
         dapi_queries_drop(env->queries, slug);
     } else {
-        if(result)
+        if(result && dapi_queries_cancelled(env->queries, slug))
+            dapi_info("query %s: run stopped (the query is cancelled)", slug);
+        else if(result)
             dapi_info("query %s failed (%s)", slug, dapi_err_message(result));
         else
             dapi_info("query %s done: %llu bytes, %lld ms", slug, (unsigned long long)bytes,
@@ -633,6 +653,17 @@ static void answer(struct wait_ctx *c, int may_wait)
         snprintf(message, sizeof message, "%s", v.message);
         dapi_queries_release(env->queries, &v);
         answer_busy(c, message);
+        wait_free(c);
+        return;
+    }
+    if(v.state == DAPI_Q_CANCELLED) {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .message = "Query cancelled",
+                                 .details = v.message,
+                                 .status = 410,
+                                 .retry_after = -1};
+        dapi_reply(c->rp, DAPI_ERR_NOT_FOUND, &o);
+        dapi_queries_release(env->queries, &v);
         wait_free(c);
         return;
     }

@@ -472,7 +472,8 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         dapi_buf_reset(&details);
         expired = 0;
         result = v2_execute(j, dir, &nfiles, &expired, &details);
-        if(!expired || j->refused || atomic_load(nk->env->stopping))
+        if(!expired || j->refused || atomic_load(nk->env->stopping) ||
+           dapi_queries_cancelled(nk->env->queries, j->slug))
             break;
         dapi_warn("query %s: %s; executing again (%d of %d)", j->slug,
                   details.data ? details.data : "URL refused", n + 1, MAX_EXECUTIONS);
@@ -511,7 +512,9 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         dapi_queries_drop(nk->env->queries, j->slug);
         goto out;
     }
-    if(result)
+    if(dapi_queries_cancelled(nk->env->queries, j->slug))
+        dapi_info("query %s: run stopped (the query is cancelled)", j->slug);
+    else if(result)
         dapi_info("query %s failed upstream (%s): %s", j->slug, dapi_err_message(result),
                   details.data ? details.data : "");
     else
@@ -866,6 +869,10 @@ static enum dapi_err execute_page(struct v1_page *p, const char *key, const char
             dapi_buf_addf(details, "Query execution timed out after %llds",
                           (long long)nk->env->cfg->query_timeout);
             return DAPI_ERR_TIMEOUT;
+        }
+        if(dapi_queries_cancelled(nk->env->queries, p->slug)) { /* DELETE: polled no more */
+            dapi_buf_adds(details, "the query was cancelled");
+            return DAPI_ERR_BUSY;
         }
         dapi_clock_sleep_ms(delay);
         delay = delay * 2 > 2000 ? 2000 : delay * 2;
@@ -1349,7 +1356,16 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
         dapi_reply(rp, DAPI_ERR_NOT_FOUND, &o);
         return;
     }
+    int cancelled = v.state == DAPI_Q_CANCELLED;
     dapi_queries_release(nk->env->queries, &v);
+    if(cancelled) { /* no page of it is fetched any more */
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .message = "Query cancelled",
+                                 .status = 410,
+                                 .retry_after = -1};
+        dapi_reply(rp, DAPI_ERR_NOT_FOUND, &o);
+        return;
+    }
     struct v1_page *p = calloc(1, sizeof *p);
     if(!p || (key && !(p->key = strdup(key)))) {
         free(p);

@@ -138,6 +138,9 @@ static const struct setting settings[] = {
      "accept zstd, framed for those that do (0: built on every request)"},
     {"result-wait", "DAPI_RESULT_WAIT", K_I64, O(result_wait), "300", 1, 86400, NULL,
      "seconds a results request waits for a running query (504 above)"},
+    {"abandon-after", "DAPI_ABANDON_AFTER", K_I64, O(abandon_after), "600", 0, 365 * 86400LL, NULL,
+     "seconds a queued or running query nobody asks about (status or results, by its key) "
+     "runs before it is cancelled as abandoned (0 = never)"},
     {"shutdown-grace", "DAPI_SHUTDOWN_GRACE", K_I64, O(shutdown_grace), "10", 0, 3600, NULL,
      "seconds in-flight requests get to finish on SIGTERM/SIGINT"},
     {"memory-limit", "DAPI_MEMORY_LIMIT", K_SIZE, O(memory_limit), "8GB", 0, 0, NULL,

@@ -5,6 +5,7 @@
 #ifndef DAPI_ENGINE_H
 #define DAPI_ENGINE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "base/scope.h"
@@ -60,8 +61,11 @@ enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
 const char *dapi_econn_parse_tree(const struct dapi_econn *c);
 
 struct dapi_sink {
-    /* Called once with the result's column names (borrowed, valid during the run). */
-    enum dapi_err (*begin)(void *ctx, size_t ncols, const char *const *names);
+    /* Called once with the result's column names and DuckDB's names of their types
+     * ("BIGINT", "DECIMAL(18,3)", "INTEGER[]", "STRUCT(a INTEGER)" …; a column dapi casts to
+     * text for want of a JSON rendering is "VARCHAR"), borrowed, valid during the run. */
+    enum dapi_err (*begin)(void *ctx, size_t ncols, const char *const *names,
+                           const char *const *types);
     /* Called per chunk; vectors are valid only during the call. A non-OK return stops the
      * run and is returned by dapi_engine_run. */
     enum dapi_err (*chunk)(void *ctx, const struct dapi_colvec *cols, size_t ncols,
@@ -91,6 +95,11 @@ enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql, int
 enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, int trusted,
                                          const char *dir, int64_t rows_per_file,
                                          int64_t deadline_ms, uint64_t *rows, char **msg);
+
+/* While *flag (may be NULL: none) is set non-zero, a query running on c is interrupted (as at
+ * its deadline: the run returns DAPI_ERR_TIMEOUT): a cancelled query. The flag must outlive
+ * the run; set NULL before it goes. */
+void dapi_econn_set_cancel(struct dapi_econn *c, const atomic_int *flag);
 
 /* Shutdown: interrupts every query running on e's connections now and any started later
  * (they fail with DAPI_ERR_BUSY). Thread-safe, irreversible. */

@@ -67,14 +67,19 @@ struct dapi_engine {
 struct dapi_econn {
     struct dapi_engine *e;
     duckdb_connection con;
-    int64_t deadline_ms; /* 0 = none; guarded by e->conns_lock */
-    int active;          /* a query is being driven */
-    int timed_out;       /* set by the watchdog when it interrupted this connection */
+    int64_t deadline_ms;      /* 0 = none; guarded by e->conns_lock */
+    int active;               /* a query is being driven */
+    int timed_out;            /* set by the watchdog when it interrupted this connection */
+    const atomic_int *cancel; /* set: the watchdog interrupts the query (e->conns_lock) */
     duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
     duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
     char *last_tree; /* the parse tree of the last SQL the sandbox passed (owned) or NULL */
     struct dapi_econn *next;
 };
+
+/* types.c: DuckDB's name of a type ("DECIMAL(18,3)", "INTEGER[]" …), owned; NULL: no
+ * memory. */
+char *engine_type_name(duckdb_logical_type lt);
 
 /* engine.c: small helpers shared by the engine's files. */
 enum dapi_err add_ident(struct dapi_buf *b, const char *s);

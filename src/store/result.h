@@ -54,6 +54,10 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
                                         uint64_t *pages, uint64_t *bytes);
 /* Why the writer stopped the run (e.g. which limit), or NULL; borrowed. */
 const char *dapi_result_writer_error(const struct dapi_result_writer *w);
+/* The columns of the result the writer got (de-duplicated names as the pages' keys, DuckDB's
+ * type names), borrowed until the writer is freed; -1 before the run began. */
+int dapi_result_writer_columns(const struct dapi_result_writer *w, size_t *n,
+                               const char *const **names, const char *const **types);
 /* Frees the writer; removes the temporary file if not finished. */
 void dapi_result_writer_free(struct dapi_result_writer *w);
 
