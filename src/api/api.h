@@ -42,6 +42,8 @@ int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principa
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused);
 /* GET /api/queries/{slug}/results */
 void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug);
+/* export.c: GET/HEAD /api/queries/{slug}/export */
+void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug);
 /* lifecycle.c: GET/HEAD /api/queries/{slug}, DELETE /api/queries/{slug} (other methods: 405),
  * GET/HEAD /api/queries */
 void dapi_api_query_status(struct dapi_req *r, struct dapi_app *app, const char *slug);

@@ -159,7 +159,14 @@ static void local_results(void *state, const char *slug, uint64_t page, const ch
     dapi_backend_answer_stored(env, slug, page, page_text, who->owner, NULL, NULL, NULL, rp);
 }
 
+static void local_stored(void *state, const char *slug, const struct dapi_principal *who,
+                         struct dapi_reply rp)
+{
+    local_results(state, slug, DAPI_PAGE_WHOLE, "1", who, rp);
+}
+
 const struct dapi_backend_ops dapi_backend_local_ops = {
+    .stored = local_stored,
     .start = local_start,
     .stop = local_stop,
     .create = local_create,

@@ -1400,6 +1400,23 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
     }
 }
 
+/* v2 materialises results like the local backend; v1 only forwards pages (nothing stored). */
+static void nekt_stored(void *state, const char *slug, const struct dapi_principal *who,
+                        struct dapi_reply rp)
+{
+    struct dapi_nekt *nk = state;
+    if(nk->v1) {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .status = 501,
+                                 .message = "Export not available",
+                                 .details = "with the Nekt v1 API the results stay upstream: "
+                                            "read them page by page (…/results)"};
+        dapi_reply(rp, DAPI_ERR_INVALID, &o);
+        return;
+    }
+    nekt_results(state, slug, DAPI_PAGE_WHOLE, "1", who, rp);
+}
+
 static void nekt_unfinished(void *state, const char *slug, const char *sql)
 {
     struct dapi_nekt *nk = state;
@@ -1485,6 +1502,7 @@ static void nekt_stop(void *state)
 }
 
 const struct dapi_backend_ops dapi_backend_nekt_ops = {
+    .stored = nekt_stored,
     .start = nekt_start,
     .stop = nekt_stop,
     .create = nekt_create,
