@@ -143,7 +143,9 @@ enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, 
                                    cfg->upstream_connect_timeout * 1000,
                                    cfg->upstream_timeout * 1000,
                                    (uint64_t)cfg->max_upstream_response_bytes,
-                                   -1};
+                                   -1,
+                                   NULL,
+                                   NULL};
     struct dapi_httpc_resp resp;
     enum dapi_err result = with_retries(env, &call, idempotent, what, &resp);
     out->status = resp.status;
@@ -227,7 +229,9 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
                                        cfg->upstream_connect_timeout * 1000,
                                        cfg->upstream_timeout * 1000,
                                        max,
-                                       fd};
+                                       fd,
+                                       NULL,
+                                       NULL};
         result = dapi_httpc_do(h, &call, &resp);
         int bad_close = close(fd);
         fd = -1;
