@@ -219,7 +219,10 @@ def test_client_leaving_stops_the_worker():
             sock.sendall(("GET /api/queries/%s/export?format=csv HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n\r\n" % (slug, KEY)).encode())
             got = b""
             while len(got) < 200_000:
-                got += sock.recv(65536)
+                more = sock.recv(65536)
+                if not more:
+                    break
+                got += more
             check(got.startswith(b"HTTP/1.1 200"), "export started: %r" % got[:100])
             sock.close()
             # the worker stops and gives the key's only slot back: a create is admitted
@@ -227,6 +230,8 @@ def test_client_leaving_stops_the_worker():
             while True:
                 r = s.create_resp({"sql_query": "SELECT 1"})
                 if r.status == 200:
+                    # its run ends: the key's only slot is free for the next export
+                    expect_status(s.results(jparse(r)["query_slug"], 1), 200, "SELECT 1")
                     break
                 check(r.status == 429 and time.time() < deadline, "slot not back after the client left: %s" % r.short())
                 time.sleep(0.1)
@@ -234,3 +239,93 @@ def test_client_leaving_stops_the_worker():
         while fds(pid) > before and time.time() < deadline:
             time.sleep(0.1)
         check(fds(pid) <= before, "descriptors leaked: %d before, %d after" % (before, fds(pid)))
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def run_cli(args, url, key=KEY, timeout=120):
+    import subprocess
+
+    e = h.base_env()
+    e["DAPI_URL"] = url
+    e["DAPI_API_KEY"] = key
+    p = subprocess.run([h.BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       stdin=subprocess.DEVNULL, timeout=timeout, env=e, cwd=h.root_dir())
+    if p.returncode != 0:
+        raise AssertionError("dapi %s: exit %d: %s" % (" ".join(args)[:200], p.returncode, p.stderr.decode("utf-8", "replace")))
+    return p.stdout
+
+
+class OldServer:
+    """A proxy to a real server that answers 404 on the export route, as a server from before
+    it does; counts the requests it forwards."""
+
+    def __init__(self, port):
+        import http.server
+        import threading
+
+        self.seen = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _forward(self):
+                outer.seen.append(self.path)
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else None
+                if "/export" in self.path:
+                    data, status = b'{"error":"Not found"}', 404
+                    ctype = "application/json"
+                else:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                    hdrs = {k: v for k, v in self.headers.items() if k.lower() in ("x-api-key", "content-type")}
+                    c.request(self.command, self.path, body=body, headers=hdrs)
+                    r = c.getresponse()
+                    data, status, ctype = r.read(), r.status, r.getheader("Content-Type") or "application/json"
+                    c.close()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _forward
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        self.t = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@h.timeout(240)
+def test_cli_uses_the_export_and_falls_back():
+    with Server(keys=[KEY], data_dir=h.sample_lake(), args=["--log-level", "info"], name="export-cli") as s:
+        url = "http://127.0.0.1:%d" % s.port
+        queries = [TRICKY_SQL, "SELECT * FROM nekt_raw.orders ORDER BY 1 LIMIT 1200",
+                   "SELECT 1 AS a WHERE false", "SELECT * FROM range(300) t(i)"]
+        old = OldServer(s.port)
+        try:
+            for sql in queries:
+                for fmt in ("csv", "tsv", "json", "ndjson", "table"):
+                    n0 = s.stderr_text().count("/export?")
+                    exp = run_cli(["query", "-q", "-f", fmt, sql], url)
+                    text = s.wait_stderr(lambda t: t.count("/export?") > n0, timeout=5)
+                    check(text.count("/export?") == n0 + 1, "the CLI did not use the export")
+                    paged = run_cli(["query", "-q", "--paging", "-f", fmt, sql], url)
+                    eq(exp, paged, "%s output through the export vs page by page (%s)" % (fmt, sql[:60]))
+                    old.seen.clear()
+                    fell = run_cli(["query", "-q", "-f", fmt, sql], old.url)
+                    eq(fell, paged, "%s output from a server without the export" % fmt)
+                    check(any("/export" in p for p in old.seen) and any("/results" in p for p in old.seen),
+                          "fallback requests: %r" % old.seen[:5])
+        finally:
+            old.close()
