@@ -20,6 +20,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/rows.h"
+#include "store/export.h"
 #include "store/queries.h"
 #include "store/result.h"
 
@@ -32,7 +33,9 @@ static const struct {
     {"tsv", DAPI_ROWS_TSV, "text/tab-separated-values; charset=utf-8"},
     {"ndjson", DAPI_ROWS_NDJSON, "application/x-ndjson"},
     {"json", DAPI_ROWS_JSON, "application/json"},
+    {"parquet", DAPI_ROWS_NDJSON, "application/vnd.apache.parquet"}, /* (converted) */
 };
+#define PARQUET 4
 #define NFORMATS (sizeof formats / sizeof formats[0])
 
 /* Bytes converted before they are handed to the stream (one write per batch). */
@@ -137,6 +140,43 @@ static int stream_rows(struct export_job *j, struct dapi_stream *s)
     return rc;
 }
 
+/* Parquet: DuckDB converts the whole result into a temporary file first (with the column
+ * types recorded with the result), then the file is sent; errors before that are answered
+ * as JSON. */
+static void export_parquet(struct export_job *j)
+{
+    struct dapi_app *app = j->app;
+    char tmp[4200], *msg = NULL;
+    int fd = -1;
+    uint64_t size = 0;
+    enum dapi_err result = DAPI_OK;
+    int known = j->cols.n && j->cols.types;
+    if(known) {
+        snprintf(tmp, sizeof tmp, "%s/tmp", app->cfg->state_dir);
+        result = dapi_result_parquet(j->result, (const char *const *)j->cols.names,
+                                     (const char *const *)j->cols.types, j->cols.n, tmp,
+                                     app->cfg->memory_limit, &app->stopping, &fd, &size, &msg);
+    }
+    dapi_queries_unadmit(app->queries, j->key);
+    if(!known) {
+        dapi_respond_error(j->r, 409, "Column types not known",
+                           "this result was stored by an older version, without its column "
+                           "types: create the query again to export it as parquet");
+    } else if(result) {
+        dapi_warn("parquet export of %s failed: %s", j->slug,
+                  msg ? msg : dapi_err_message(result));
+        dapi_respond_err(j->r, result,
+                         result == DAPI_ERR_BUSY ? "no space left for the conversion" : NULL);
+    } else {
+        char disp[DAPI_REQ_HEADER_VALUE_MAX + 1];
+        snprintf(disp, sizeof disp, "attachment; filename=\"%s.parquet\"", j->slug);
+        dapi_req_add_header(j->r, "Content-Disposition", disp);
+        dapi_req_respond_file(j->r, 200, fd, size, formats[PARQUET].content_type);
+    }
+    free(msg);
+    job_free(j);
+}
+
 /* On a run-pool worker (conn NULL: dropped at shutdown). */
 static void export_run(void *arg, struct dapi_econn *conn)
 {
@@ -146,6 +186,10 @@ static void export_run(void *arg, struct dapi_econn *conn)
         dapi_queries_unadmit(qs, j->key);
         dapi_respond_err(j->r, DAPI_ERR_SHUTDOWN, NULL);
         job_free(j);
+        return;
+    }
+    if(j->f == PARQUET) {
+        export_parquet(j);
         return;
     }
     if(!j->cols.n && formats[j->f].fmt <= DAPI_ROWS_TSV)
@@ -204,7 +248,7 @@ void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug)
         f++;
     if(f == NFORMATS) {
         dapi_respond_error(r, 400, "Invalid format",
-                           "format must be one of: csv, tsv, ndjson, json");
+                           "format must be one of: csv, tsv, ndjson, json, parquet");
         return;
     }
     if(!app->backend->ops->stored) {

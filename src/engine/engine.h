@@ -96,6 +96,14 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
                                          const char *dir, int64_t rows_per_file,
                                          int64_t deadline_ms, uint64_t *rows, char **msg);
 
+/* Converts the NDJSON rows at in (one object per line, keyed by the column names) into a Parquet file at out with the n columns names[i] of DuckDB types types[i]
+ * (as DuckDB names them: "BIGINT", "DECIMAL(18,3)", "INTEGER[]" …). Runs in a DuckDB of its
+ * own that may touch only dir (which holds in and out, and its spill files), with
+ * memory_limit (NULL: DuckDB's default). *msg: an owned explanation on error. */
+enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, const char *out,
+                                            const char *const *names, const char *const *types,
+                                            size_t n, const char *memory_limit, char **msg);
+
 /* While *flag (may be NULL: none) is set non-zero, a query running on c is interrupted (as at
  * its deadline: the run returns DAPI_ERR_TIMEOUT): a cancelled query. The flag must outlive
  * the run; set NULL before it goes. */
