@@ -97,9 +97,14 @@ asan: | $(DEPS_OK)
 	    build-asan/dapi $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 	scripts/test.sh --build build-asan --sanitizers
 
+# bench part i's reference: DuckDB alone running a query and COPYing it to JSON
+$(B)/bench/duckdb-copy: bench/duckdb-copy.c $(B)/lib/libduckdb.so
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $< -o $@ -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/../lib' -lduckdb
+
 bench:
 	scripts/deps.sh --bench
-	$(MAKE) build/dapi
+	$(MAKE) build/dapi build/bench/duckdb-copy
 	bench/run.sh
 	bench/nekt.sh
 
