@@ -737,7 +737,7 @@ static void test_big_page(void)
     if(!w)
         return;
     const char *names[] = {"s"};
-    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
     static char text[150][30000];
     static struct dapi_dstr strs[150];
     for(int i = 0; i < 150; i++) {
