@@ -778,7 +778,7 @@ static enum dapi_err fetch_export(struct dapi_client *c, const char *slug_esc,
     }
     if(!result && !e.failed && !e.stopped && e.line.len) {
         e.failed = DAPI_ERR_UPSTREAM;
-        snprintf(e.why, sizeof e.why, "the export ended inside a row");
+        snprintf(e.why, sizeof e.why, "it ended inside a row");
     }
     if(!result && !e.failed && !e.stopped)
         e.failed = export_emit(&e); /* the last page: fewer than 100 rows, maybe none */
@@ -789,7 +789,9 @@ static enum dapi_err fetch_export(struct dapi_client *c, const char *slug_esc,
         if(e.failed == DAPI_ERR_NOMEM)
             result = oom(err);
         else {
-            set_err(err, DAPI_CLIENT_PROTOCOL, 200, e.why[0] ? e.why : "malformed export");
+            char m[320];
+            snprintf(m, sizeof m, "malformed export: %s", e.why[0] ? e.why : "not NDJSON rows");
+            set_err(err, DAPI_CLIENT_PROTOCOL, 200, m);
             result = DAPI_ERR_UPSTREAM;
         }
     } else if(result) {
