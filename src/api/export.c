@@ -105,21 +105,21 @@ static void names_from_first_row(struct export_job *j)
 static int stream_rows(struct export_job *j, struct dapi_stream *s)
 {
     struct dapi_rows conv;
-    struct dapi_buf out;
+    struct dapi_buf out, page; /* reused: no allocation per page */
     dapi_rows_init(&conv, formats[j->f].fmt);
     dapi_buf_init(&out, (size_t)-1 / 2);
+    dapi_buf_init(&page, (size_t)-1 / 2);
     const atomic_int *stopping = &j->app->stopping;
     enum dapi_err result = dapi_rows_begin(&conv, &out, (const char *const *)j->cols.names,
                                            j->cols.n);
     uint64_t pages = dapi_result_pages(j->result);
     int rc = 0;
     for(uint64_t p = 1; p <= pages && !result && !rc; p++) {
-        char *rows = NULL;
+        const char *rows = NULL;
         size_t len = 0;
-        result = dapi_result_page_copy(j->result, p, &rows, &len);
+        result = dapi_result_page_into(j->result, p, &page, &rows, &len);
         if(!result)
             result = dapi_rows_page(&conv, &out, rows, len);
-        free(rows);
         if(!result && out.len >= BATCH) {
             rc = dapi_stream_write(s, out.data, out.len);
             dapi_buf_reset(&out);
@@ -136,6 +136,7 @@ static int stream_rows(struct export_job *j, struct dapi_stream *s)
         rc = -1;
     }
     dapi_buf_free(&out);
+    dapi_buf_free(&page);
     dapi_rows_free(&conv);
     return rc;
 }

@@ -38,18 +38,18 @@ static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
         return errno == ENOSPC || errno == EDQUOT ? DAPI_ERR_BUSY : DAPI_ERR_IO;
     }
     struct dapi_rows conv;
-    struct dapi_buf out;
+    struct dapi_buf out, page; /* reused: no allocation per page */
     dapi_rows_init(&conv, DAPI_ROWS_NDJSON);
     dapi_buf_init(&out, (size_t)-1 / 2);
+    dapi_buf_init(&page, (size_t)-1 / 2);
     enum dapi_err result = DAPI_OK;
     uint64_t pages = dapi_result_pages(r);
     for(uint64_t p = 1; p <= pages && !result; p++) {
-        char *rows = NULL;
+        const char *rows = NULL;
         size_t len = 0;
-        result = dapi_result_page_copy(r, p, &rows, &len);
+        result = dapi_result_page_into(r, p, &page, &rows, &len);
         if(!result)
             result = dapi_rows_page(&conv, &out, rows, len);
-        free(rows);
         if(!result && (out.len >= 1 << 20 || p == pages)) {
             if(out.len && write_all(fd, out.data, out.len)) {
                 *msg = strdup(strerror(errno));
@@ -61,6 +61,7 @@ static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
             result = DAPI_ERR_SHUTDOWN;
     }
     dapi_buf_free(&out);
+    dapi_buf_free(&page);
     dapi_rows_free(&conv);
     if(close(fd) && !result) {
         *msg = strdup(strerror(errno));

@@ -154,7 +154,7 @@ def test_errors_owner_head_and_states():
         eq(jparse(exp).get("details"), jparse(res).get("details"), "failure details")
         eq(jparse(exp).get("error"), jparse(res).get("error"), "failure error")
         # a running query: waited for within --result-wait, then 504 as results
-        slow = s.create("SELECT count(*) FROM range(3000000000) a")
+        slow = s.create("SELECT max(md5(repeat(i::VARCHAR, 600))) AS m FROM range(50000000) t(i)")
         r = export(s, slow, "ndjson")
         expect_status(r, 504, "still running after --result-wait")
 
