@@ -347,7 +347,7 @@ def test_nekt_v2_status_columns_and_delete():
         expect_error(fwd.results(slug, 1, key=nekt.K1), 404)
 
 
-@h.timeout(120)
+@h.timeout(180)
 def test_nekt_v2_cancel_during_the_upstream_call():
     """A query cancelled while Nekt runs it: nothing is stored when Nekt answers, it is not
     executed again, its pages answer 410."""
@@ -358,15 +358,22 @@ def test_nekt_v2_cancel_during_the_upstream_call():
         r = fwd.api("DELETE", "/api/queries/" + slug, key=nekt.K1)
         expect_status(r, 200, "DELETE during the upstream call")
         eq(jparse(r)["state"], "cancelled", "state")
-        ended = re.compile(r"query %s(: run stopped| failed| done)" % re.escape(slug))
-        check(ended.search(fwd.wait_stderr(lambda t: ended.search(t), timeout=20)), "the run ended (log)")
+        # Either the run was still waiting for a worker (then it never starts: nothing is
+        # sent upstream) or Nekt was running it (then its answer is dropped when it comes).
+        stopped = "query %s: run stopped (the query is cancelled)" % slug
+        sent = lambda: nekt.SQL_POST_RE.findall(emu.stderr_text())
+        deadline = time.time() + 90  # (the emulator's first export may be slow under ASan)
+        while stopped not in fwd.stderr_text() and time.time() < deadline:
+            if not sent() and time.time() > deadline - 80 and "POST" not in emu.stderr_text():
+                break  # nothing was sent within 10 s: the run never started
+            time.sleep(0.1)
         time.sleep(0.5)
         st = _state(fwd, slug, key=nekt.K1)
         eq((st["state"], st["rows"], st["columns"]), ("cancelled", None, None), "still cancelled, nothing stored")
         expect_error(fwd.results(slug, 1, key=nekt.K1), 410, "Query cancelled")
         check(not os.path.exists(os.path.join(fwd.state_dir, "queries", slug, "result.bin")), "no result file")
-        check("run stopped (the query is cancelled)" in fwd.stderr_text(), "logged as stopped")
-        eq(len(nekt.SQL_POST_RE.findall(emu.stderr_text())), 1, "executions upstream")
+        check(len(sent()) <= 1, "executed upstream at most once")
+        check(not sent() or stopped in fwd.stderr_text(), "a run Nekt answered is logged as stopped")
 
 
 @h.timeout(120)
