@@ -196,6 +196,8 @@ static void export_run(void *arg, struct dapi_econn *conn)
     if(!j->cols.n && formats[j->f].fmt <= DAPI_ROWS_TSV)
         names_from_first_row(j);
     struct dapi_stream *s = start_stream(j);
+    if(s)
+        dapi_stream_stop_on(s, &j->app->stopping); /* shutdown: a stalled client is cut */
     int rc = s ? stream_rows(j, s) : -1;
     if(rc && s && dapi_stream_gone(s))
         dapi_info("export of %s: the client left; stopped", j->slug);

@@ -240,6 +240,7 @@ struct dapi_stream {
     int refs;      /* the writer, the response, the request */
     struct MHD_Connection *conn;
     unsigned long long total; /* bytes handed to libmicrohttpd */
+    const atomic_int *stop;   /* dapi_stream_stop_on */
 };
 
 static void stream_unref(struct dapi_stream *s)
@@ -334,11 +335,23 @@ struct dapi_stream *dapi_req_respond_stream(struct dapi_req *r, int status,
     return s;
 }
 
+void dapi_stream_stop_on(struct dapi_stream *s, const atomic_int *flag)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stop = flag;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int stream_stopped(const struct dapi_stream *s)
+{
+    return s->gone || (s->stop && atomic_load(s->stop));
+}
+
 int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len)
 {
     const char *c = p;
     pthread_mutex_lock(&s->mu);
-    while(len && !s->gone) {
+    while(len && !stream_stopped(s)) {
         if(s->head && s->tail == DAPI_STREAM_BUFFER) { /* move what waits to the front */
             memmove(s->buf, s->buf + s->head, s->tail - s->head);
             s->tail -= s->head;
@@ -347,7 +360,14 @@ int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len)
         size_t room = DAPI_STREAM_BUFFER - s->tail;
         if(!room) {
             stream_wake(s);
-            pthread_cond_wait(&s->room, &s->mu);
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 200 * 1000000L;
+            if(until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->room, &s->mu, &until);
             continue;
         }
         size_t n = len < room ? len : room;
@@ -357,7 +377,7 @@ int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len)
         len -= n;
         stream_wake(s);
     }
-    int rc = s->gone ? -1 : 0;
+    int rc = stream_stopped(s) ? -1 : 0;
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

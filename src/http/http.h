@@ -7,6 +7,7 @@
 #ifndef DAPI_HTTP_H
 #define DAPI_HTTP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -122,6 +123,10 @@ int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len);
  * !ok = cut short (an error after the headers were sent: the connection is closed without
  * the last chunk, so the client sees an incomplete body, never a short one taken for whole). */
 void dapi_stream_end(struct dapi_stream *s, int ok);
+/* While *flag (not NULL) is non-zero a write fails at once, also one waiting for room (it
+ * looks at the flag at least every 200 ms): a server that stops does not wait for a client
+ * that stopped reading. Set before the first write. */
+void dapi_stream_stop_on(struct dapi_stream *s, const atomic_int *flag);
 /* 1 once the client has gone (a writer may check it between costly steps). */
 int dapi_stream_gone(struct dapi_stream *s);
 

@@ -411,3 +411,26 @@ def test_parquet_real_types_and_values():
         eq(rows, [{"n": 0}], "empty parquet rows")
         # nothing left behind in <state-dir>/tmp
         eq([x for x in os.listdir(os.path.join(s.state_dir, "tmp")) if x.startswith("export-")], [], "temporary files")
+
+
+@h.timeout(200)
+def test_shutdown_does_not_wait_for_a_stalled_client():
+    # a client that stops reading mid-export: SIGTERM still ends the server within its grace
+    # and a moment, not after --connection-timeout (120 s here)
+    args = QUIET + ["--shutdown-grace", "1", "--connection-timeout", "120"]
+    s = Server(keys=[KEY], args=args, name="export-stall")
+    try:
+        slug = s.create("SELECT i, repeat('y', 100) AS s FROM range(1000000) t(i)")
+        expect_status(s.results(slug, 10001, timeout=120), 200, "past the end (the run is over)")
+        sock = socket.create_connection(("127.0.0.1", s.port), timeout=30)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(("GET /api/queries/%s/export?format=ndjson HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n\r\n" % (slug, KEY)).encode())
+        check(sock.recv(100).startswith(b"HTTP/1.1 200"), "export started")
+        time.sleep(1)  # the server's buffers fill; its writer waits for room
+        t0 = time.monotonic()
+        s.stop(timeout=20)
+        check(time.monotonic() - t0 < 10, "stopped in %.1f s" % (time.monotonic() - t0))
+        sock.close()
+    finally:
+        if s.proc and s.proc.poll() is None:
+            s.kill()
