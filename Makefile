@@ -108,14 +108,19 @@ asan: | $(DEPS_OK)
 	    build-asan/dapi $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 	scripts/test.sh --build build-asan --sanitizers
 
-# The small-queries load generator (bench/run.sh part g): plain C, no library.
+# The small-queries load generator (bench/run.sh part i): plain C, no library.
 $(B)/bench/smallq: bench/smallq.c
 	@mkdir -p $(@D)
 	$(CC) $(CSTD) $(WARN) $(OPT) -pthread -o $@ $<
 
+# bench part j's reference: DuckDB alone running a query and COPYing it to JSON
+$(B)/bench/duckdb-copy: bench/duckdb-copy.c $(B)/lib/libduckdb.so
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $< -o $@ -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/../lib' -lduckdb
+
 bench:
 	scripts/deps.sh --bench
-	$(MAKE) build/dapi build/bench/smallq
+	$(MAKE) build/dapi build/bench/smallq build/bench/duckdb-copy
 	bench/run.sh
 	bench/nekt.sh
 

@@ -67,6 +67,8 @@ static const struct dapi_route routes[] = {
      dapi_api_list_queries, dapi_api_create_query, NULL, "/api/queries"},
     {"/api/queries/", "/results", NULL, 1, "GET, HEAD", dapi_api_results, dapi_api_results, NULL,
      NULL, "/api/queries/{slug}/results"},
+    {"/api/queries/", "/export", NULL, 1, "GET, HEAD", dapi_api_export, dapi_api_export, NULL,
+     NULL, "/api/queries/{slug}/export"},
     /* suffix "": the slug is the path's last segment */
     {"/api/queries/", "", NULL, 1, "GET, HEAD, DELETE", dapi_api_query_status,
      dapi_api_query_status, NULL, dapi_api_query_delete, "/api/queries/{slug}"},

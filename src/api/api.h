@@ -60,6 +60,8 @@ void dapi_api_describe(struct dapi_req *r, struct dapi_app *app, const char *unu
  * bytes with the NUL): 0, or -1 when the path has another shape or a name is empty or too
  * long. */
 int dapi_api_split_table_path(const char *path, char *layer, char *table, size_t n);
+/* export.c: GET/HEAD /api/queries/{slug}/export */
+void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug);
 /* lifecycle.c: GET/HEAD /api/queries/{slug}, DELETE /api/queries/{slug} (other methods: 405),
  * GET/HEAD /api/queries */
 void dapi_api_query_status(struct dapi_req *r, struct dapi_app *app, const char *slug);

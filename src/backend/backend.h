@@ -154,6 +154,11 @@ struct dapi_backend_ops {
      * Only who->owner's queries are found. */
     void (*results)(void *state, const char *slug, uint64_t page, const char *page_text,
                     const struct dapi_principal *who, struct dapi_reply rp);
+    /* GET …/export: the whole stored result (page DAPI_PAGE_WHOLE, page_text "1" for the
+     * failure shape), as results answers it. NULL: the backend keeps no results to export
+     * (answered 501). */
+    void (*stored)(void *state, const char *slug, const struct dapi_principal *who,
+                   struct dapi_reply rp);
     /* A query a previous run left unfinished (from the registry at start; its scope is the
      * registry's, dapi_queries_scope). May be NULL. */
     void (*unfinished)(void *state, const char *slug, const char *sql);
@@ -200,6 +205,12 @@ extern const struct dapi_backend_ops dapi_backend_local_ops;
 extern const struct dapi_backend_ops dapi_backend_nekt_ops;
 
 /* ---- shared by backends (src/backend/common.c) ------------------------------------- */
+
+/* The "page" of a results call that asks for the whole finished result (the export): its
+ * outcome is PAGE with the result (page_no DAPI_PAGE_WHOLE) once the query is done — a
+ * running query is waited for up to --result-wait, not served page by page — or the
+ * query's failure as a results request gets it. */
+#define DAPI_PAGE_WHOLE UINT64_MAX
 
 /* Answers a results request from the registry — the page if done, the failure if failed,
  * else waits for the query (up to --result-wait). Used by backends that materialise a whole

@@ -664,7 +664,7 @@ static void answer(struct wait_ctx *c, int may_wait)
     if(v.state == DAPI_Q_QUEUED || v.state == DAPI_Q_RUNNING) {
         /* a complete page of a run still going is served at once (the body is the same:
          * it holds no page count) */
-        int got = v.live ? answer_live(c, v.live) : 0;
+        int got = v.live && c->page_no != DAPI_PAGE_WHOLE ? answer_live(c, v.live) : 0;
         int orphan = got <= 0 && v.state == DAPI_Q_QUEUED && c->rerun &&
                      dapi_queries_claim(env->queries, c->slug);
         dapi_queries_release(env->queries, &v);
@@ -676,7 +676,7 @@ static void answer(struct wait_ctx *c, int may_wait)
             c->deadline_ms = env->mono_ms() + env->cfg->result_wait * 1000;
         /* woken when the page is published or the run ends; a page that could not be read
          * early is served from the finished result */
-        uint64_t page = got < 0 ? 0 : c->page_no;
+        uint64_t page = got < 0 || c->page_no == DAPI_PAGE_WHOLE ? 0 : c->page_no;
         if(may_wait &&
            dapi_queries_wait_page(env->queries, c->slug, page, c->deadline_ms, on_wait, c) == 0) {
             if(orphan)

@@ -295,20 +295,6 @@ static void v2_job_free(struct v2_job *j)
     free(j);
 }
 
-static const char *state_message(const struct dapi_jv *doc)
-{
-    const char *const keys[] = {"error", "state_change_reason", "message", "detail"};
-    for(size_t i = 0; i < 4; i++) {
-        const char *m = dapi_jv_str(dapi_jv_get(doc, keys[i]), NULL);
-        if(m && *m)
-            return m;
-    }
-    return NULL;
-}
-
-static void reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
-                                   const char *details);
-
 /* The first answer of a run whose creation waits for it (the key check): the creation gets
  * the slug when the call succeeded, else the call's failure — and then the query is removed,
  * as if never created, and the run ends (j->refused). A creation answered already (its wait
@@ -327,7 +313,7 @@ static void creation_settle(struct v2_job *j, enum dapi_err result, const char *
     dapi_info("query %s refused at creation (%s): %s", j->slug, dapi_err_message(result),
               details ? details : "");
     dapi_queries_remove(nk->env->queries, j->slug); /* its slot is free before the answer */
-    reply_creation_failure(c->rp, result, "Failed to create query", details);
+    nekt_reply_creation_failure(c->rp, result, "Failed to create query", details);
     creating_free(c);
     j->refused = 1;
 }
@@ -376,11 +362,11 @@ static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfile
         dapi_buf_adds(details, "Nekt's sql-query answer has no 'state'");
         result = DAPI_ERR_UPSTREAM;
     } else if(strcmp(state, "FAILED") == 0) {
-        const char *m = state_message(rep.doc);
+        const char *m = nekt_state_message(rep.doc);
         dapi_buf_adds(details, m ? m : "the query failed upstream (no reason given)");
         result = DAPI_ERR_SQL;
     } else if(strcmp(state, "CANCELLED") == 0) {
-        const char *m = state_message(rep.doc);
+        const char *m = nekt_state_message(rep.doc);
         dapi_buf_addf(details, "the query was cancelled upstream%s%s", m ? ": " : "", m ? m : "");
         result = DAPI_ERR_UPSTREAM;
     } else if(strcmp(state, "RUNNING") == 0) {
@@ -684,24 +670,6 @@ static enum dapi_err create_upstream(struct dapi_nekt *nk, const char *key, cons
     return result;
 }
 
-/* An upstream call made to create a query failed: the reference's message (what), with the
- * upstream's explanation; a key the upstream refused is said to be so. */
-static void reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
-                                   const char *details)
-{
-    int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
-    struct dapi_outcome o = {
-        .kind = DAPI_OUTCOME_ERROR,
-        .status = auth || result == DAPI_ERR_INVALID ? dapi_err_status(result)
-                  : result == DAPI_ERR_TIMEOUT || result == DAPI_ERR_UPSTREAM_TIMEOUT ? 504
-                  : result == DAPI_ERR_UPSTREAM                                       ? 502
-                                                : dapi_err_status(result),
-        .message = auth ? "The Nekt API rejected the API key" : what,
-        .details = details,
-        .retry_after = -1};
-    dapi_reply(rp, result, &o);
-}
-
 struct v1_create {
     struct dapi_nekt *nk;
     struct dapi_reply rp;
@@ -731,7 +699,7 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
         goto out;
     }
     if(result) {
-        reply_creation_failure(rp, result, "Failed to start application", details.data);
+        nekt_reply_creation_failure(rp, result, "Failed to start application", details.data);
         goto out;
     }
     result = create_upstream(nk, key, j->sql, up, sizeof up, &details);
@@ -748,7 +716,7 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
         goto out;
     }
     if(result) {
-        reply_creation_failure(rp, result, "Failed to create query", details.data);
+        nekt_reply_creation_failure(rp, result, "Failed to create query", details.data);
         goto out;
     }
     char why[512];
@@ -846,7 +814,7 @@ static enum dapi_err execute_page(struct v1_page *p, const char *key, const char
             dapi_buf_adds(details, "Nekt's execution status has no 'status'");
             result = DAPI_ERR_UPSTREAM;
         } else if(strcmp(st, "failed") == 0) {
-            const char *m = state_message(rep.doc);
+            const char *m = nekt_state_message(rep.doc);
             dapi_buf_adds(details, m ? m : "Query execution failed");
             result = DAPI_ERR_SQL;
         }
@@ -1389,6 +1357,23 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
     }
 }
 
+/* v2 materialises results like the local backend; v1 only forwards pages (nothing stored). */
+static void nekt_stored(void *state, const char *slug, const struct dapi_principal *who,
+                        struct dapi_reply rp)
+{
+    struct dapi_nekt *nk = state;
+    if(nk->v1) {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .status = 501,
+                                 .message = "Export not available",
+                                 .details = "with the Nekt v1 API the results stay upstream: "
+                                            "read them page by page (…/results)"};
+        dapi_reply(rp, DAPI_ERR_INVALID, &o);
+        return;
+    }
+    nekt_results(state, slug, DAPI_PAGE_WHOLE, "1", who, rp);
+}
+
 static void nekt_unfinished(void *state, const char *slug, const char *sql)
 {
     struct dapi_nekt *nk = state;
@@ -1482,6 +1467,7 @@ static int nekt_ready(void *state, char *why, size_t n)
 
 const struct dapi_backend_ops dapi_backend_nekt_ops = {
     .ready = nekt_ready,
+    .stored = nekt_stored,
     .start = nekt_start,
     .stop = nekt_stop,
     .create = nekt_create,

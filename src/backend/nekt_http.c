@@ -146,7 +146,9 @@ enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, 
                                    cfg->upstream_connect_timeout * 1000,
                                    cfg->upstream_timeout * 1000,
                                    (uint64_t)cfg->max_upstream_response_bytes,
-                                   -1};
+                                   -1,
+                                   NULL,
+                                   NULL};
     struct dapi_httpc_resp resp;
     enum dapi_err result = with_retries(env, &call, idempotent, what, &resp);
     out->status = resp.status;
@@ -230,7 +232,9 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
                                        cfg->upstream_connect_timeout * 1000,
                                        cfg->upstream_timeout * 1000,
                                        max,
-                                       fd};
+                                       fd,
+                                       NULL,
+                                       NULL};
         result = dapi_httpc_do(h, &call, &resp);
         int bad_close = close(fd);
         fd = -1;
@@ -300,8 +304,12 @@ static int reach_once(const struct dapi_backend_env *env, char *why, size_t n)
         snprintf(why, n, "out of memory");
         return -1;
     }
-    struct dapi_httpc_call call = {"GET", env->cfg->nekt_url, NULL, NULL, 0, 2000,
-                                   3000,  64 * 1024,          -1};
+    struct dapi_httpc_call call = {.method = "GET",
+                                   .url = env->cfg->nekt_url,
+                                   .connect_timeout_ms = 2000,
+                                   .timeout_ms = 3000,
+                                   .max_body = 64 * 1024,
+                                   .fd = -1};
     struct dapi_httpc_resp resp;
     memset(&resp, 0, sizeof resp);
     enum dapi_err result = dapi_httpc_do(h, &call, &resp);
@@ -390,4 +398,34 @@ char *nekt_json_body1(const char *k, const char *v)
     dapi_json_str(&b, v, strlen(v));
     dapi_buf_addc(&b, '}');
     return b.data ? dapi_buf_take(&b, NULL) : NULL;
+}
+
+/* The explanation of a failed upstream query state (its first non-empty field). */
+const char *nekt_state_message(const struct dapi_jv *doc)
+{
+    const char *const keys[] = {"error", "state_change_reason", "message", "detail"};
+    for(size_t i = 0; i < 4; i++) {
+        const char *m = dapi_jv_str(dapi_jv_get(doc, keys[i]), NULL);
+        if(m && *m)
+            return m;
+    }
+    return NULL;
+}
+
+/* An upstream call made to create a query failed: the reference's message (what), with the
+ * upstream's explanation; a key the upstream refused is said to be so. */
+void nekt_reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
+                                 const char *details)
+{
+    int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
+    struct dapi_outcome o = {
+        .kind = DAPI_OUTCOME_ERROR,
+        .status = auth || result == DAPI_ERR_INVALID ? dapi_err_status(result)
+                  : result == DAPI_ERR_TIMEOUT || result == DAPI_ERR_UPSTREAM_TIMEOUT ? 504
+                  : result == DAPI_ERR_UPSTREAM                                       ? 502
+                                                : dapi_err_status(result),
+        .message = auth ? "The Nekt API rejected the API key" : what,
+        .details = details,
+        .retry_after = -1};
+    dapi_reply(rp, result, &o);
 }

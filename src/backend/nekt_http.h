@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "backend/backend.h"
 #include "base/jsonin.h"
 #include "dapi/err.h"
 
@@ -20,6 +21,13 @@ struct nekt_reply {
 /* {"k": v} as JSON text (malloc'd), the body of a call with one string field; NULL without
  * memory. */
 char *nekt_json_body1(const char *k, const char *v);
+/* The explanation in a failed upstream state document (error, state_change_reason, message
+ * or detail: the first non-empty one), or NULL. */
+const char *nekt_state_message(const struct dapi_jv *doc);
+/* A failed upstream call made to create a query: the reference's message (what) with the
+ * upstream's explanation; a key the upstream refused is said to be so (401/403). */
+void nekt_reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
+                                 const char *details);
 /* One JSON call: method path (appended to --nekt-url), optional JSON body, with key.
  * Returns DAPI_OK for a 2xx with a JSON object body; else DAPI_ERR_AUTH (401),
  * DAPI_ERR_FORBIDDEN (403), DAPI_ERR_NOT_FOUND (404), DAPI_ERR_INVALID (other 4xx but 408

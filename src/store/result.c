@@ -808,3 +808,25 @@ enum dapi_err dapi_result_page_copy(const struct dapi_result *r, uint64_t page, 
     *len = (size_t)need;
     return DAPI_OK;
 }
+
+enum dapi_err dapi_result_page_into(const struct dapi_result *r, uint64_t page,
+                                    struct dapi_buf *buf, const char **rows, size_t *len)
+{
+    if(dapi_result_page_plain(r, page, rows, len) == 0)
+        return DAPI_OK; /* DAPIRES1: the mapping itself */
+    uint64_t need = dapi_result_page_size(r, page);
+    *rows = "";
+    *len = 0;
+    if(need >= SIZE_MAX)
+        return DAPI_ERR_NOMEM;
+    dapi_buf_reset(buf);
+    char *p = dapi_buf_reserve(buf, (size_t)need + 1);
+    if(!p)
+        return dapi_buf_error(buf) ? dapi_buf_error(buf) : DAPI_ERR_NOMEM;
+    enum dapi_err e = dapi_result_page_decode(r, page, p, (size_t)need);
+    if(e)
+        return e;
+    *rows = p;
+    *len = (size_t)need;
+    return DAPI_OK;
+}

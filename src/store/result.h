@@ -122,6 +122,11 @@ int dapi_result_page_frame(const struct dapi_result *r, uint64_t page, const voi
  * DAPI_ERR_TOO_LARGE if cap is smaller, DAPI_ERR_IO if the frame is damaged. */
 enum dapi_err dapi_result_page_decode(const struct dapi_result *r, uint64_t page, char *dst,
                                       size_t cap);
+/* The page's rows for reading one page after another without an allocation each: decoded
+ * into buf (reset first, its memory reused; DAPIRES2) or borrowed from the mapping
+ * (DAPIRES1). *rows stays valid until buf changes or the result is closed. */
+enum dapi_err dapi_result_page_into(const struct dapi_result *r, uint64_t page,
+                                    struct dapi_buf *buf, const char **rows, size_t *len);
 /* The page's rows in a new NUL-terminated buffer (free it), whatever the format. */
 enum dapi_err dapi_result_page_copy(const struct dapi_result *r, uint64_t page, char **data,
                                     size_t *len);
