@@ -329,7 +329,7 @@ fi
 COPY_BIN=${COPY_BIN:-$ROOT/build/bench/duckdb-copy}
 EXPORT_SQL="SELECT * FROM \"nekt_raw\".\"$BIG_TABLE\""
 median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
-note "i. $EXPORT_SQL to NDJSON: dapi query vs DuckDB COPY, 3 runs each"
+note "j. $EXPORT_SQL to NDJSON: dapi query vs DuckDB COPY, 3 runs each"
 if [ -x "$COPY_BIN" ]; then
     if [ -d "$DATA/nekt_raw/$BIG_TABLE" ]; then
         SRC="read_parquet('$DATA/nekt_raw/$BIG_TABLE/*/*.parquet', hive_partitioning = true, union_by_name = true)"
@@ -573,7 +573,7 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
         "$FP_FULL_MS ms" "$FP_R" "<= 0.10" "$(verdict "$FP_R" '<=' 0.10) (page 1/whole ms: $FP_EACH)"
     printf '%-44s %s\n' "f. the same query again (reuse hit: $REUSED)" \
         "$REUSE_TTFP_MS ms (POST $REUSE_CREATE_MS ms + page 1 $REUSE_PAGE1_MS ms); ÷ e: $(ratio "$REUSE_TTFP_MS" "$TTFP_MS")"
-    printf '%-44s %12s %12s %7s %8s %s\n' "i. $EXP_ROWS rows to NDJSON (dapi query / DuckDB COPY)" \
+    printf '%-44s %12s %12s %7s %8s %s\n' "j. $EXP_ROWS rows to NDJSON (dapi query / DuckDB COPY)" \
         "$EXP_DAPI_MS ms" "$EXP_DUCK_MS ms" "$(ratio "$EXP_DAPI_MS" "$EXP_DUCK_MS")" "<= 1.3" \
         "$(verdict "$(ratio "$EXP_DAPI_MS" "$EXP_DUCK_MS")" '<=' 1.3) (ms each: dapi ${DAPI_EACH% }, DuckDB ${DUCK_EACH% }; $EXP_BYTES vs $EXP_DUCK_BYTES B)"
     echo
