@@ -18,7 +18,8 @@ embedded in the binary at build time).
   N (request body and parameters) must get the status of the response that has an example
   named N, a body valid against that response's schema (a strict checker of the JSON Schema
   subset the document uses: an unknown keyword is an error, never ignored), the example's key
-  order and its messages (a text/plain answer: the example is an excerpt of it), and a
+  order and its messages (a text/plain answer: the example is an excerpt of it; an export's
+  csv, tsv or ndjson text and a JSON array: the example is all of it, byte for byte), and a
   documented text header it carries must match its schema (Server-Timing). A path parameter filled by a documented link (the slug of
   `POST /api/queries`, or of a results page) comes from running the linking operation's example
   of the same name. A request example with no response example of its name gets the one 2xx
@@ -605,6 +606,45 @@ def check_text_example(what, body, example):
             float(series[s])
 
 
+# Text answers that are data, not messages (an export's csv, tsv, ndjson): the example is
+# the whole answer, byte for byte (the sample lake's rows are the same on every machine).
+EXACT_TEXT = ("text/csv; charset=utf-8", "text/tab-separated-values; charset=utf-8", "application/x-ndjson")
+
+
+def check_exact_example(what, body, example):
+    check(body == example, "%s: the answer %r is not the example %r" % (what, body[:400], example[:400]))
+
+
+def check_exact_array(what, text, example):
+    """A JSON array example is the whole answer: the same values (numbers by their text),
+    each object's keys in the same order (as the pages write them)."""
+    def load(t):  # numbers by their text: 1.0 is not 1
+        num = lambda n: ("number", n)  # noqa: E731
+        return json.loads(t, object_pairs_hook=lambda kv: kv, parse_int=num, parse_float=num)
+
+    body, want = load(text), load(json.dumps(example))
+    check(body == want, "%s: the answer %r is not the example %r" % (what, text[:400], example))
+
+
+def test_exact_example_checks_refuse_a_difference():
+    """The export examples' checks (above) are strict: a byte, a value or a key order differs."""
+    check_exact_example("same", "n\r\n1\r\n", "n\r\n1\r\n")
+    check_exact_array("same", '[{"n":0,"s":"a"}]\n', [{"n": 0, "s": "a"}])
+    for f, body, example in (
+        (check_exact_example, "n\n1\n", "n\r\n1\r\n"),  # LF for CRLF
+        (check_exact_example, "n\r\n1\r\n2\r\n", "n\r\n1\r\n"),  # a row more
+        (check_exact_array, '[{"s":"a","n":0}]', [{"n": 0, "s": "a"}]),  # key order
+        (check_exact_array, '[{"n":0,"s":"a"},{"n":1,"s":"b"}]', [{"n": 0, "s": "a"}]),  # a row more
+        (check_exact_array, '[{"n":0,"s":"b"}]', [{"n": 0, "s": "a"}]),  # a value
+        (check_exact_array, '[{"n":0.0,"s":"a"}]', [{"n": 0, "s": "a"}]),  # a number's text
+    ):
+        try:
+            f("x", body, example)
+        except AssertionError:
+            continue
+        h.fail("%s accepted %r as %r" % (f.__name__, body, example))
+
+
 class Runner:
     """Sends the document's named examples to a live server."""
 
@@ -694,7 +734,8 @@ class Runner:
         """Runs example name of op_id once (cached: a link may need it again)."""
         if (op_id, name) not in self.cache:
             r = self.request(op_id, name)
-            self.cache[(op_id, name)] = (r, jparse(r) if r.body else None)
+            json_body = r.body and r.headers.get("content-type") == "application/json"
+            self.cache[(op_id, name)] = (r, jparse(r) if json_body else None)  # (an export's text: None)
         return self.cache[(op_id, name)]
 
     def check_response(self, op_id, name, r, status, resp, example):
@@ -719,14 +760,18 @@ class Runner:
         if ctype == "application/json":
             body = jparse(r)
         else:
-            check(ctype.startswith("text/plain"), "%s: %s answers: teach this test" % (what, ctype))
+            check(ctype.startswith("text/plain") or ctype in EXACT_TEXT, "%s: %s answers: teach this test" % (what, ctype))
             body = r.body.decode("utf-8")
         try:
             validate(self.doc, schema, body)
         except SchemaError as e:
             h.fail("%s: the answer does not match the documented schema: %s\n  %s" % (what, e, r.short()))
-        if isinstance(example, str):
+        if isinstance(example, str) and ctype in EXACT_TEXT:
+            check_exact_example(what, body, example)
+        elif isinstance(example, str):
             check_text_example(what, body, example)
+        elif isinstance(example, list):  # a JSON array (an export): all of it, keys in order
+            check_exact_array(what, r.body.decode("utf-8"), example)
         elif isinstance(example, dict):
             eq([k for k, _ in h.raw_loads(r.body.decode())], list(example), "%s: keys and their order" % what)
             for k in ("details", "error", "message", "status", "sql_query", "page", "page_number"):
