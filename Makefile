@@ -24,6 +24,8 @@ B        ?= build
 LIB_SRC  := $(sort $(wildcard src/*/*.c cli/*.c))
 LIB_SRC  := $(filter-out src/app/main.c,$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
+# docs/openapi.json, embedded (GET /api/openapi.json): a C file generated under $(B)/gen.
+GEN_OBJ  := $(B)/obj/gen/openapi.o
 # Unit tests mirror src/ by path: tests/unit/<module>/test_X.c is built into
 # $(B)/tests/<module>/test_X, linked with the shared helpers (tests/unit/t.c).
 UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))
@@ -53,7 +55,16 @@ $(B)/obj/%.o: %.c | $(DEPS_OK)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
-$(B)/libdapi.a: $(LIB_OBJ)
+# The generator refuses a document that is not JSON or whose info.version is not DAPI_VERSION.
+$(B)/gen/openapi.c: docs/openapi.json include/dapi/version.h scripts/embed-openapi.py | $(DEPS_OK)
+	@mkdir -p $(@D)
+	python3 scripts/embed-openapi.py docs/openapi.json include/dapi/version.h $@
+
+$(GEN_OBJ): $(B)/gen/openapi.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/libdapi.a: $(LIB_OBJ) $(GEN_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
@@ -97,14 +108,19 @@ asan: | $(DEPS_OK)
 	    build-asan/dapi $(UNIT_SRC:tests/unit/%.c=build-asan/tests/%)
 	scripts/test.sh --build build-asan --sanitizers
 
-# The small-queries load generator (bench/run.sh part g): plain C, no library.
+# The small-queries load generator (bench/run.sh part i): plain C, no library.
 $(B)/bench/smallq: bench/smallq.c
 	@mkdir -p $(@D)
 	$(CC) $(CSTD) $(WARN) $(OPT) -pthread -o $@ $<
 
+# bench part j's reference: DuckDB alone running a query and COPYing it to JSON
+$(B)/bench/duckdb-copy: bench/duckdb-copy.c $(B)/lib/libduckdb.so
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $< -o $@ -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/../lib' -lduckdb
+
 bench:
 	scripts/deps.sh --bench
-	$(MAKE) build/dapi build/bench/smallq
+	$(MAKE) build/dapi build/bench/smallq build/bench/duckdb-copy
 	bench/run.sh
 	bench/nekt.sh
 
@@ -136,4 +152,4 @@ distclean: clean
 # install, uninstall, the client library (client) and the man pages (man)
 include packaging/install.mk
 
--include $(LIB_OBJ:.o=.d) $(B)/obj/src/app/main.d $(UNIT_OBJ:.o=.d) $(UNIT_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(GEN_OBJ:.o=.d) $(B)/obj/src/app/main.d $(UNIT_OBJ:.o=.d) $(UNIT_BIN:=.d)

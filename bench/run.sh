@@ -321,6 +321,41 @@ if [ "$LAT_SLUG" = "$PAGE_SLUG" ]; then
         || note "WARNING: page 1's rows are $((PAGE_BYTES - env_len)) bytes, the index says $DISK_PAGE1"
 fi
 
+# i. A whole 1M-row result to NDJSON end to end — `dapi query -f ndjson` (create, run, one
+# streamed export) into a file — against DuckDB itself running the same query and COPYing it
+# to a JSON file (bench/duckdb-copy.c, over the same files as dapi's view). Three runs each,
+# medians; dapi's runs are fresh (a WHERE clause that changes nothing but the query's
+# identity: no result reuse).
+COPY_BIN=${COPY_BIN:-$ROOT/build/bench/duckdb-copy}
+EXPORT_SQL="SELECT * FROM \"nekt_raw\".\"$BIG_TABLE\""
+median3() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
+note "j. $EXPORT_SQL to NDJSON: dapi query vs DuckDB COPY, 3 runs each"
+if [ -x "$COPY_BIN" ]; then
+    if [ -d "$DATA/nekt_raw/$BIG_TABLE" ]; then
+        SRC="read_parquet('$DATA/nekt_raw/$BIG_TABLE/*/*.parquet', hive_partitioning = true, union_by_name = true)"
+    else
+        SRC="read_parquet('$DATA/nekt_raw/$BIG_TABLE.parquet')"
+    fi
+    DUCK_EACH=; DAPI_EACH=
+    for i in 1 2 3; do
+        ms=$(timeout 600 "$COPY_BIN" "CREATE SCHEMA nekt_raw; CREATE VIEW nekt_raw.\"$BIG_TABLE\" AS SELECT * FROM $SRC" \
+            "$EXPORT_SQL" "$TMP/duck.json") || die "bench/duckdb-copy failed"
+        DUCK_EACH+="$ms "
+        t0=$(date +%s%N)
+        DAPI_URL=$DAPI DAPI_API_KEY=$KEY timeout 600 "$DAPI_BIN" query -q -f ndjson \
+            "$EXPORT_SQL WHERE $i > 0" >"$TMP/dapi.ndjson" || die "dapi query -f ndjson failed"
+        DAPI_EACH+="$(( ($(date +%s%N) - t0) / 1000000 )) "
+    done
+    EXP_DUCK_MS=$(median3 $DUCK_EACH); EXP_DAPI_MS=$(median3 $DAPI_EACH)
+    EXP_ROWS=$(wc -l <"$TMP/dapi.ndjson"); EXP_DUCK_ROWS=$(wc -l <"$TMP/duck.json")
+    [ "$EXP_ROWS" = "$EXP_DUCK_ROWS" ] || note "WARNING: dapi wrote $EXP_ROWS rows, DuckDB $EXP_DUCK_ROWS"
+    EXP_BYTES=$(stat -c %s "$TMP/dapi.ndjson"); EXP_DUCK_BYTES=$(stat -c %s "$TMP/duck.json")
+    rm -f "$TMP/dapi.ndjson" "$TMP/duck.json"
+else
+    note "WARNING: $COPY_BIN missing (make build/bench/duckdb-copy): part i skipped"
+    EXP_DUCK_MS=0; EXP_DAPI_MS=0; EXP_ROWS=0; EXP_BYTES=0; EXP_DUCK_BYTES=0; DUCK_EACH=; DAPI_EACH=
+fi
+
 # --- 5. measurements ---------------------------------------------------------------------------
 # run_wrk NAME ARGS... : full wrk output in bench/out/wrk-NAME.txt
 run_wrk() {
@@ -538,6 +573,9 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
         "$FP_FULL_MS ms" "$FP_R" "<= 0.10" "$(verdict "$FP_R" '<=' 0.10) (page 1/whole ms: $FP_EACH)"
     printf '%-44s %s\n' "f. the same query again (reuse hit: $REUSED)" \
         "$REUSE_TTFP_MS ms (POST $REUSE_CREATE_MS ms + page 1 $REUSE_PAGE1_MS ms); ÷ e: $(ratio "$REUSE_TTFP_MS" "$TTFP_MS")"
+    printf '%-44s %12s %12s %7s %8s %s\n' "j. $EXP_ROWS rows to NDJSON (dapi query / DuckDB COPY)" \
+        "$EXP_DAPI_MS ms" "$EXP_DUCK_MS ms" "$(ratio "$EXP_DAPI_MS" "$EXP_DUCK_MS")" "<= 1.3" \
+        "$(verdict "$(ratio "$EXP_DAPI_MS" "$EXP_DUCK_MS")" '<=' 1.3) (ms each: dapi ${DAPI_EACH% }, DuckDB ${DUCK_EACH% }; $EXP_BYTES vs $EXP_DUCK_BYTES B)"
     echo
     echo "i. small queries: create + page 1 of SELECT 1, $SQ_CONNS keep-alive clients (bench/smallq), queries/s:"
     printf '%-44s %12s %12s %7s %8s %s\n' "" "disk" "tmpfs" "ratio" "target" "verdict"

@@ -1,5 +1,6 @@
-/* The client subcommands (`dapi query`, `dapi health`) and what they share: exit codes and a
- * small table-driven option parser (one table per command drives parsing and --help). */
+/* The client subcommands (`dapi query`, `dapi health`, `dapi layers`, `dapi describe`) and
+ * what they share: exit codes and a small table-driven option parser (one table per command
+ * drives parsing and --help). */
 #ifndef DAPI_CLI_H
 #define DAPI_CLI_H
 
@@ -27,6 +28,15 @@ void dapi_cli_query_usage(FILE *out);
  * usage error. */
 int dapi_cli_health(int argc, char **argv);
 void dapi_cli_health_usage(FILE *out);
+
+/* `dapi layers` and `dapi describe LAYER.TABLE`: schema discovery (cli/discover.c). */
+int dapi_cli_layers(int argc, char **argv);
+void dapi_cli_layers_usage(FILE *out);
+int dapi_cli_describe(int argc, char **argv);
+void dapi_cli_describe_usage(FILE *out);
+/* Splits LAYER.TABLE at the first '.', either name possibly "quoted" as in SQL ("" for ").
+ * 0 with both owned and non-empty, or -1. */
+int dapi_cli_split_table(const char *arg, char **layer, char **table);
 
 /* `dapi keys add|list|revoke|rotate …`: manages the key store (cli/keys.c). */
 int dapi_cli_keys(int argc, char **argv);

@@ -34,6 +34,7 @@ enum {
     O_NO_HEADER,
     O_OUTPUT,
     O_PARALLEL,
+    O_PAGING,
     O_TIMEOUT,
     O_RETRIES,
     O_RETRY_TIME,
@@ -57,7 +58,9 @@ static const struct dapi_cli_opt opts[O__COUNT] = {
     [O_NO_HEADER] = {"no-header", 0, NULL, NULL, NULL, "csv and tsv: no header row"},
     [O_OUTPUT] = {"output", 'o', "FILE", NULL, "stdout",
                   "write to FILE (replaced only once complete)"},
-    [O_PARALLEL] = {"parallel", 'p', "N", NULL, "4", "pages fetched at once (1-64)"},
+    [O_PARALLEL] = {"parallel", 'p', "N", NULL, "4", "pages fetched at once (1-64), when paging"},
+    [O_PAGING] = {"paging", 0, NULL, NULL, NULL,
+                  "read page by page even when the server has the export"},
     [O_TIMEOUT] = {"timeout", 0, "SECONDS", NULL, "330",
                    "limit for one HTTP call, and for asking again while the query still runs"},
     [O_RETRIES] = {"retries", 0, "N", NULL, "4", "retries of a transient failure (0-100)"},
@@ -627,6 +630,8 @@ int dapi_cli_query(int argc, char **argv)
         rc = exit_for(&err);
         goto out;
     }
+    if(v[O_PAGING])
+        dapi_client_set_paging(client, 1);
     struct run run = {fmt, &prog, DAPI_OK, ""};
     enum dapi_err result = dapi_client_fetch_all(client, slug, (int)s.parallel, on_page, &run,
                                                  &err);

@@ -6,7 +6,9 @@
 #   scripts/deps.sh            build + test dependencies (wrk too: an integration test
 #                              bursts connections with it; man-db and systemd for the
 #                              checks of the man pages and of the systemd unit; the zstd
-#                              command decodes compressed answers in the integration tests)
+#                              command decodes compressed answers in the integration tests;
+#                              npm and node for the OpenAPI validator; promtool checks
+#                              GET /metrics)
 #   scripts/deps.sh --bench    also nginx (for `make bench`)
 set -euo pipefail
 
@@ -25,10 +27,11 @@ have_duckdb() {
         && [ "$(cat "$VENDOR/VERSION" 2>/dev/null)" = "$BINDINGS_VERSION" ]
 }
 
+# npm (with node) fetches DuckDB, and the OpenAPI validator of the integration tests
+# (tests/openapi/package-lock.json, installed by tests/integration/test_openapi.py).
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev libsystemd-dev libzstd-dev zstd python3 curl ca-certificates wrk man-db systemd clang-format)
-# npm only fetches DuckDB; a machine that has it needs no npm.
-have_duckdb || debs+=(npm)
+      libssl-dev libsystemd-dev libzstd-dev zstd python3 curl ca-certificates wrk man-db systemd
+      clang-format npm prometheus)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)
 
 missing=()
@@ -50,8 +53,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
     echo "deps.sh: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq || die "apt-get update failed"
-    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-        || die "apt-get install ${missing[*]} failed"
+    # Only promtool of Debian's prometheus package is used (tests check GET /metrics with
+    # it): its server must neither start now (policy-rc.d refuses it during the install)
+    # nor at boot.
+    policy=
+    if printf '%s\n' "${missing[@]}" | grep -qx prometheus && [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod 755 "$policy"
+    fi
+    rc=0
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+    [ -n "$policy" ] && $SUDO rm -f "$policy"
+    [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed"
+    if printf '%s\n' "${missing[@]}" | grep -qx prometheus && [ -d /run/systemd/system ]; then
+        $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 
 # --- DuckDB from the npm registry, verified against the pinned integrity ---------------

@@ -6,7 +6,8 @@ directory.
 
 The option lists come from the binary itself, like docs/configuration.md
 (scripts/gen-config-doc.py): `dapi help serve` prints the one settings table of
-src/config/config.c, `dapi help query`, `dapi help health` and `dapi help keys` the option tables of cli/.
+src/config/config.c, `dapi help query`, `dapi help health`, `dapi help layers`, `dapi help describe`
+and `dapi help keys` the option tables of cli/.
 The prose around them is below. Paths that depend on where dapi is installed are left as
 @SYSCONFDIR@, @UNITDIR@ and @DOCDIR@ for `make install` to fill in. Stops with an error,
 rather than writing a page that lacks them, when a help text cannot be read.
@@ -176,6 +177,11 @@ def page_dapi(binary, version):
     ]
     out += [esc(p) for p in h_desc]
     out += cli_option_items(h_opts)
+    for cmd in ("layers", "describe"):
+        usage, desc, opts, _ = cli_options(binary, cmd)
+        out += [".SS dapi " + cmd, b(usage), ".PP"]
+        out += [esc(p) for p in desc]
+        out += cli_option_items(opts)
     out += [".SS dapi sample\\-data", b(sample[0].replace("Usage: ", "")), ".PP"]
     out += [esc(" ".join(p.split("\n"))) for p in sample[1:2]]
     out += [
@@ -211,7 +217,8 @@ def page_serve(binary, version):
         b("dapi serve") + " [" + i("options") + "]",
         ".SH DESCRIPTION",
         b("dapi serve") + " serves the Nekt-compatible API " + esc("(GET /api/health, "
-        "POST /api/queries, GET /api/queries/{slug}/results?page_number=N)") + " on the "
+        "POST /api/queries, GET /api/queries/{slug}/results?page_number=N; its OpenAPI 3.1 "
+        "document at GET /api/openapi.json)") + " on the "
         "embedded DuckDB engine, over the lake in " + b("--data-dir") + ": "
         + i("layer") + "/" + i("table") + esc(".parquet, .csv, .tsv, .json, .ndjson or "
         ".jsonl files, or folders of Parquet files, queried as \"layer\".\"table\"."),

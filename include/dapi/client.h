@@ -99,6 +99,16 @@ enum dapi_err dapi_client_create(struct dapi_client *c, const struct dapi_client
 enum dapi_err dapi_client_health(struct dapi_client *c, char **status,
                                  struct dapi_client_err *err);
 
+/* Schema discovery (docs/api.md "Schema discovery"): GET /api/layers, and
+ * GET /api/layers/{layer}/tables/{table} (names percent-encoded by the call, so any name
+ * works). Retried like pages. On success *json is the server's JSON object as text (owned,
+ * free with free(); NUL-terminated, *len bytes). An unknown layer or table is kind QUERY
+ * (404), a layer outside the key's scope kind AUTH (403). */
+enum dapi_err dapi_client_layers(struct dapi_client *c, char **json, size_t *len,
+                                 struct dapi_client_err *err);
+enum dapi_err dapi_client_describe(struct dapi_client *c, const char *layer, const char *table,
+                                   char **json, size_t *len, struct dapi_client_err *err);
+
 /* One page of a result, parsed. Each row is the server's JSON object, kept as text: for
  * each column its key and its value as raw JSON text (borrowed from the page). */
 struct dapi_page;
@@ -119,6 +129,10 @@ enum dapi_err dapi_client_page(struct dapi_client *c, const char *slug, uint64_t
 
 /* Reads every page of slug in order, calling fn(arg, page) on the calling thread for each,
  * until the first page with fewer than DAPI_CLIENT_PAGE_ROWS rows (which is passed too).
+ * When the server has the export (GET …/export, docs/api.md) every row comes in one
+ * streamed request, cut into the same pages (parallel is then unused); a server that
+ * answers it 404 or 501 (an older one) is read page by page. A call that already passed
+ * rows to fn is never made again (no row twice).
  * page is borrowed for the call. fn returns 0 to go on, nonzero to stop: the call then
  * returns DAPI_ERR_IO with kind ABORTED. With parallel > 1, up to `parallel` pages are
  * fetched at once by worker threads in a sliding window: at most `parallel` pages are held
@@ -126,6 +140,9 @@ enum dapi_err dapi_client_page(struct dapi_client *c, const char *slug, uint64_t
  * fetched past the end are discarded. An error is reported for the first page (in order)
  * that failed. */
 typedef int (*dapi_client_page_fn)(void *arg, const struct dapi_page *page);
+/* on non-zero: dapi_client_fetch_all reads page by page even from a server with the export
+ * (comparisons, debugging). Off by default. */
+void dapi_client_set_paging(struct dapi_client *c, int on);
 enum dapi_err dapi_client_fetch_all(struct dapi_client *c, const char *slug, int parallel,
                                     dapi_client_page_fn fn, void *arg,
                                     struct dapi_client_err *err);

@@ -1,6 +1,6 @@
 /* Routing and authentication. dapi's table of routes, then those other modules registered (the
  * Nekt emulator's, with --emulate-nekt); each endpoint's handler lives in its own file (health
- * here, queries and results in queries.c). */
+ * here, queries and results in queries.c, the OpenAPI document in openapi.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,11 +53,29 @@ static void health(struct dapi_req *r, struct dapi_app *app, const char *slug)
     dapi_req_respond(r, 503, out, out ? len : 0, "Retry-After", "5");
 }
 
+/* Every route here is described in docs/openapi.json (tests/integration/test_openapi.py
+ * fails when one is not, or when the document describes one that is not here). */
 static const struct dapi_route routes[] = {
-    {"/api/health", NULL, NULL, 0, "GET, HEAD", health, health, NULL, NULL},
-    {"/api/queries", NULL, NULL, 1, "POST", NULL, NULL, dapi_api_create_query, NULL},
+    {"/api/health", NULL, NULL, 0, "GET, HEAD", health, health, NULL, NULL, "/api/health"},
+    {"/api/ready", NULL, NULL, 0, "GET, HEAD", dapi_api_ready, dapi_api_ready, NULL, NULL,
+     "/api/ready"},
+    {"/metrics", NULL, NULL, 0, "GET, HEAD", dapi_api_metrics, dapi_api_metrics, NULL, NULL,
+     "/metrics"},
+    {"/api/openapi.json", NULL, NULL, 0, "GET, HEAD", dapi_api_openapi, dapi_api_openapi, NULL,
+     NULL, "/api/openapi.json"},
+    {"/api/queries", NULL, NULL, 1, "GET, HEAD, POST", dapi_api_list_queries,
+     dapi_api_list_queries, dapi_api_create_query, NULL, "/api/queries"},
     {"/api/queries/", "/results", NULL, 1, "GET, HEAD", dapi_api_results, dapi_api_results, NULL,
-     NULL},
+     NULL, "/api/queries/{slug}/results"},
+    {"/api/queries/", "/export", NULL, 1, "GET, HEAD", dapi_api_export, dapi_api_export, NULL,
+     NULL, "/api/queries/{slug}/export"},
+    /* suffix "": the slug is the path's last segment */
+    {"/api/queries/", "", NULL, 1, "GET, HEAD, DELETE", dapi_api_query_status,
+     dapi_api_query_status, NULL, dapi_api_query_delete, "/api/queries/{slug}"},
+    {"/api/layers", NULL, NULL, 1, "GET, HEAD", dapi_api_layers, dapi_api_layers, NULL, NULL,
+     "/api/layers"},
+    {"/api/layers/", DAPI_ROUTE_ANY, NULL, 1, "GET, HEAD", dapi_api_describe, dapi_api_describe,
+     NULL, NULL, "/api/layers/{layer}/tables/{table}"},
 };
 
 /* Matches path against a route; for slug routes copies the slug into slug (size n). */
@@ -73,8 +91,13 @@ static int match(const struct dapi_route *rt, const char *path, char *slug, size
     if(strcmp(rt->suffix, DAPI_ROUTE_ANY) == 0)
         return 1;
     const char *s = path + pl, *slash = strchr(s, '/');
-    if(!slash || slash == s || strcmp(slash, rt->suffix) != 0)
+    if(!*rt->suffix) { /* {slug} ends the path */
+        if(!*s || slash)
+            return 0;
+        slash = s + strlen(s);
+    } else if(!slash || slash == s || strcmp(slash, rt->suffix) != 0) {
         return 0;
+    }
     size_t len = (size_t)(slash - s);
     if(len >= n)
         len = n - 1; /* too long to be ours: truncated, so it will not be found */
@@ -264,8 +287,9 @@ void dapi_api_dispatch(struct dapi_req *r, void *arg)
     for(size_t t = 0; !rt && t < sizeof app->route_tables / sizeof app->route_tables[0]; t++)
         if(app->route_tables[t])
             rt = find(app->route_tables[t], app->route_counts[t], path, slug, sizeof slug);
-    if(rt)
+    if(rt) {
+        dapi_req_set_route(r, rt->name ? rt->name : rt->prefix);
         answer(r, app, rt, slug);
-    else
+    } else
         dapi_respond_error(r, 404, "Not found", NULL);
 }

@@ -19,12 +19,14 @@ typedef void dapi_handler(struct dapi_req *r, struct dapi_app *app, const char *
 struct dapi_route {
     const char *prefix; /* path, or the part before the {slug} segment, or (DAPI_ROUTE_ANY) a
                            path prefix */
-    const char *suffix; /* NULL = exact path; DAPI_ROUTE_ANY; else the part after {slug} */
+    const char *suffix; /* NULL = exact path; DAPI_ROUTE_ANY; "" = {slug} ends the
+                           path; else the part after {slug} */
     int (*also)(const char *path); /* NULL, or a further test of the path (non-zero: match) */
     int auth;                      /* answers 503 once the server is stopping */
     const char *allow;             /* methods, for the Allow header of 405 */
     dapi_handler *get, *head, *post;
     dapi_handler *other; /* the methods without a handler above; NULL = 405 + Allow */
+    const char *name;    /* for metrics by route (NULL: prefix) */
 };
 
 /* Adds a table of n routes (static storage) for the life of the app. Call before the HTTP
@@ -41,6 +43,30 @@ int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principa
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused);
 /* GET /api/queries/{slug}/results */
 void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug);
+/* GET /metrics and GET /api/ready (ops.c); dapi_api_ops_init notes the start time. */
+void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unused);
+void dapi_api_ready(struct dapi_req *r, struct dapi_app *app, const char *unused);
+void dapi_api_ops_init(void);
+/* Is addr (as text) a loopback address: 127.0.0.0/8, ::1, ::ffff:127.x.y.z? */
+int dapi_api_loopback(const char *addr);
+/* GET /api/openapi.json (docs/openapi.json, embedded at build time; no key) */
+void dapi_api_openapi(struct dapi_req *r, struct dapi_app *app, const char *unused);
+
+/* GET /api/layers (api/discovery.c) */
+void dapi_api_layers(struct dapi_req *r, struct dapi_app *app, const char *unused);
+/* GET /api/layers/{layer}/tables/{table} */
+void dapi_api_describe(struct dapi_req *r, struct dapi_app *app, const char *unused);
+/* Splits a decoded path /api/layers/{layer}/tables/{table} into layer and table (each n
+ * bytes with the NUL): 0, or -1 when the path has another shape or a name is empty or too
+ * long. */
+int dapi_api_split_table_path(const char *path, char *layer, char *table, size_t n);
+/* export.c: GET/HEAD /api/queries/{slug}/export */
+void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug);
+/* lifecycle.c: GET/HEAD /api/queries/{slug}, DELETE /api/queries/{slug} (other methods: 405),
+ * GET/HEAD /api/queries */
+void dapi_api_query_status(struct dapi_req *r, struct dapi_app *app, const char *slug);
+void dapi_api_query_delete(struct dapi_req *r, struct dapi_app *app, const char *slug);
+void dapi_api_list_queries(struct dapi_req *r, struct dapi_app *app, const char *unused);
 
 /* Python int() on text: surrounding whitespace, optional sign, digits with single '_'
  * between them. On success returns 0, sets *neg, writes the digits without leading zeros

@@ -8,6 +8,7 @@
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "dapi/err.h"
 #include "store/pagecache.h"
 #include "store/result.h"
@@ -183,20 +184,56 @@ void dapi_respond_page(struct dapi_req *r, const char *slug, const char *page_te
         dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
 }
 
+/* Server-Timing (W3C): name;dur=milliseconds for each measured part, comma-separated. */
+static void server_timing(struct dapi_req *r, const char *const names[], const int64_t us[],
+                          size_t n)
+{
+    char v[160];
+    size_t len = 0;
+    for(size_t i = 0; i < n && len < sizeof v; i++)
+        if(us[i] > 0)
+            len += (size_t)snprintf(v + len, sizeof v - len, "%s%s;dur=%.3f", len ? ", " : "",
+                                    names[i], (double)us[i] / 1000.0);
+    if(len && len < sizeof v)
+        dapi_req_add_header(r, "Server-Timing", v);
+}
+
 void dapi_respond_outcome(void *req, enum dapi_err err, const struct dapi_outcome *o)
 {
     struct dapi_req *r = req;
     switch(o->kind) {
-    case DAPI_OUTCOME_CREATED:
+    case DAPI_OUTCOME_CREATED: {
+        static const char *const names[] = {"queue", "check"};
+        const int64_t us[] = {o->queue_us, o->check_us};
+        server_timing(r, names, us, 2);
+        dapi_metrics_created(o->reused);
         if(o->reused) /* result reuse: a header, so the body stays the reference's */
             dapi_req_add_header(r, "X-Dapi-Reused", "true");
         dapi_respond_created(r, o->slug, o->sql);
         return;
-    case DAPI_OUTCOME_PAGE: dapi_respond_page(r, o->slug, o->page_text, o->rows, o->len); return;
+    }
+    case DAPI_OUTCOME_PAGE: {
+        static const char *const names[] = {"wait"};
+        const int64_t us[] = {o->wait_us};
+        server_timing(r, names, us, 1);
+        dapi_metrics_page(o->nrows, o->len);
+        dapi_respond_page(r, o->slug, o->page_text, o->rows, o->len);
+        return;
+    }
     case DAPI_OUTCOME_FAILED:
         dapi_respond_exec_error_code(r, o->status ? o->status : dapi_err_exec_status(err),
                                      o->details, o->page_text, o->slug, err);
         return;
+    case DAPI_OUTCOME_JSON: {
+        char *copy = malloc(o->len ? o->len : 1);
+        if(!copy) {
+            dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
+            return;
+        }
+        memcpy(copy, o->rows, o->len);
+        dapi_req_respond(r, 200, copy, o->len, NULL, NULL);
+        return;
+    }
     case DAPI_OUTCOME_ERROR: break;
     }
     if(!o->status && !o->message && !o->retry_after) { /* all from the err table */
@@ -243,6 +280,9 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
     struct dapi_result *res = o->result;
     int compressed = dapi_result_compressed(res);
     int zstd = compressed && pr->zstd;
+    static const char *const names[] = {"wait"};
+    const int64_t us[] = {o->wait_us};
+    server_timing(r, names, us, 1);
     if(compressed) /* the answer depends on Accept-Encoding (and caches must know) */
         dapi_req_add_header(r, "Vary", "Accept-Encoding");
     if(caching_headers(r, pr, o, zstd ? "zstd" : NULL)) {
@@ -270,6 +310,8 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
     }
     if(zstd)
         dapi_req_add_header(r, "Content-Encoding", "zstd");
+    uint64_t rows = dapi_backend_page_rows(res, o->page_no);
+    dapi_metrics_page(rows, rows ? dapi_result_page_size(res, o->page_no) : 0);
     size_t len;
     const char *body = dapi_page_data(pg, &len);
     dapi_req_respond_kept(r, 200, body, len, page_release, pg);

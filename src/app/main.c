@@ -19,6 +19,8 @@ static void usage(FILE *out)
         "  dapi serve [options]       run the HTTP server (dapi help serve)\n"
         "  dapi query [options] [SQL] run a query on a server, print its rows (dapi help query)\n"
         "  dapi health [--url URL]    check a server's health, exit 0 if ok\n"
+        "  dapi layers [options]      list the layers and tables a key may read\n"
+        "  dapi describe LAYER.TABLE  a table's columns, types, row count and files\n"
         "  dapi keys COMMAND [ID]     manage the key store: add, list, revoke, rotate\n"
         "  dapi sample-data DIR       write the deterministic sample lake into DIR\n"
         "  dapi --version, -V         print the version (also: dapi COMMAND --version)\n"
@@ -31,7 +33,10 @@ static int help(const char *cmd)
     if(cmd && strcmp(cmd, "serve") == 0) {
         printf("Usage: dapi serve [options]\n\n"
                "Serves the Nekt-compatible API (GET /api/health, POST /api/queries,\n"
-               "GET /api/queries/{slug}/results?page_number=N) on the embedded DuckDB engine.\n"
+               "GET /api/queries/{slug}/results?page_number=N) on the embedded DuckDB engine,\n"
+               "schema discovery (GET /api/layers, GET /api/layers/{layer}/tables/{table}),\n"
+               "operations (GET /api/ready, GET /metrics) and its OpenAPI 3.1 document at\n"
+               "GET /api/openapi.json.\n"
                "Values: --name VALUE or --name=VALUE; sizes in bytes, times in seconds.\n\n");
         dapi_config_usage(stdout);
         return 0;
@@ -42,6 +47,14 @@ static int help(const char *cmd)
     }
     if(cmd && strcmp(cmd, "health") == 0) {
         dapi_cli_health_usage(stdout);
+        return 0;
+    }
+    if(cmd && strcmp(cmd, "layers") == 0) {
+        dapi_cli_layers_usage(stdout);
+        return 0;
+    }
+    if(cmd && strcmp(cmd, "describe") == 0) {
+        dapi_cli_describe_usage(stdout);
         return 0;
     }
     if(cmd && strcmp(cmd, "keys") == 0) {
@@ -132,6 +145,10 @@ int main(int argc, char **argv)
         return dapi_cli_health(argc - 2, argv + 2);
     if(strcmp(cmd, "keys") == 0)
         return dapi_cli_keys(argc - 2, argv + 2);
+    if(strcmp(cmd, "layers") == 0)
+        return dapi_cli_layers(argc - 2, argv + 2);
+    if(strcmp(cmd, "describe") == 0)
+        return dapi_cli_describe(argc - 2, argv + 2);
     if(strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0 || strcmp(cmd, "version") == 0) {
         dapi_cli_version(stdout);
         return 0;

@@ -48,7 +48,8 @@ struct count {
     uint64_t rows;
 };
 
-static enum dapi_err count_begin(void *ctx, size_t ncols, const char *const *names)
+static enum dapi_err count_begin(void *ctx, size_t ncols, const char *const *names,
+                                 const char *const *types)
 {
     ((struct count *)ctx)->ncols = ncols;
     return DAPI_OK;

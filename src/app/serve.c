@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "api/api.h"
 #include "app/app.h"
 #include "app/notify.h"
 #include "app/probe.h"
@@ -286,6 +287,12 @@ static int serve_build(struct serve *s)
         fprintf(stderr, "dapi serve: %s\n", err);
         return BAD_CONFIG;
     }
+    if(strcmp(cfg->metrics_access, "key") == 0 &&
+       (!cfg->metrics_key || strlen(cfg->metrics_key) < 16)) {
+        fprintf(stderr, "dapi serve: --metrics-access key needs DAPI_METRICS_KEY, a secret of at "
+                        "least 16 characters\n");
+        return BAD_CONFIG;
+    }
     if(!(b->caps & DAPI_BACKEND_NEEDS_LAKE) && cfg->emulate_nekt) {
         fprintf(stderr,
                 "dapi serve: --emulate-nekt serves the local engine; it cannot be "
@@ -376,6 +383,7 @@ static int serve_build(struct serve *s)
                                       (uint64_t)cfg->max_queries_per_key,
                                       (uint64_t)cfg->max_state_bytes_per_key};
     dapi_queries_set_limits(app->queries, &lim);
+    dapi_queries_set_abandon(app->queries, app->cfg->abandon_after);
     app->backend_env = (struct dapi_backend_env){
         cfg,           app->queries,   app->engine,        app->check_pool,
         app->run_pool, &app->stopping, dapi_clock_mono_ms, dapi_clock_wall_s};
@@ -404,6 +412,7 @@ static int serve_build(struct serve *s)
                                 app,
                                 &s->listen,
                                 cfg->reuse_port};
+    dapi_api_ops_init();
     if(dapi_http_start(&app->http, &ho, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         return START_FAILED;

@@ -43,6 +43,8 @@ enum dapi_outcome_kind {
     DAPI_OUTCOME_ERROR,   /* the request failed: {"details", "error"} */
     DAPI_OUTCOME_FAILED,  /* the query's execution failed: the execution-failure shape
                              {"details", "error", "page_number", "query_slug"} */
+    DAPI_OUTCOME_JSON,    /* a whole 200 answer: the JSON document rows (len bytes), e.g.
+                             schema discovery's */
 };
 
 /* One outcome. Every pointer is borrowed for the duration of the callback only. */
@@ -52,7 +54,7 @@ struct dapi_outcome {
     const char *sql;       /* CREATED */
     const char *page_text; /* PAGE, FAILED: the page number as the client will read it */
     const char *rows;      /* PAGE without result: the page's rows as JSON, joined by ','
-                              (len bytes) */
+                              (len bytes); JSON: the body */
     size_t len;
     struct dapi_result *result; /* PAGE: the stored result the page is read from (the API
                                    layer takes its own reference to send it), or NULL */
@@ -60,12 +62,16 @@ struct dapi_outcome {
     int64_t max_age;            /* PAGE with result: > 0 = the result is finished and stays
                                    so this many more seconds (ETag, Cache-Control immutable);
                                    0 = no caching headers */
-    const char *details;        /* ERROR, FAILED: the explanation (NULL: none) */
-    const char *message;        /* ERROR: replaces the code's message (NULL: the err table's) */
-    int status;                 /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
+    uint64_t nrows;             /* PAGE without result: how many rows (for metrics) */
+    /* Where the time went (microseconds; 0 = not measured), for the Server-Timing header:
+     * waiting for a worker, checking the SQL, waiting for the run to produce the page. */
+    int64_t queue_us, check_us, wait_us;
+    const char *details; /* ERROR, FAILED: the explanation (NULL: none) */
+    const char *message; /* ERROR: replaces the code's message (NULL: the err table's) */
+    int status;          /* ERROR, FAILED: 0 = the err table's (dapi_err_status, or
                             dapi_err_exec_status for FAILED) */
-    int retry_after; /* ERROR: seconds for Retry-After; 0 = the err table's; < 0 = none */
-    int reused;      /* CREATED: the slug shares an identical query's result or run
+    int retry_after;     /* ERROR: seconds for Retry-After; 0 = the err table's; < 0 = none */
+    int reused;          /* CREATED: the slug shares an identical query's result or run
                             (header X-Dapi-Reused: true; the body is the same) */
 };
 
@@ -74,6 +80,8 @@ struct dapi_outcome {
 typedef void dapi_backend_done(void *ctx, enum dapi_err err, const struct dapi_outcome *out);
 
 /* Where a call's outcome goes. */
+struct dapi_result;
+
 struct dapi_reply {
     dapi_backend_done *done;
     void *ctx;
@@ -84,10 +92,20 @@ void dapi_reply_created(struct dapi_reply rp, const char *slug, const char *sql)
 void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const char *sql,
                                int reused);
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
-                     const char *rows, size_t len);
-/* PAGE read from a stored result (see struct dapi_outcome: result, page_no, max_age). */
+                     const char *rows, size_t len, uint64_t nrows);
+/* The same, saying how long the page waited for its query's run (Server-Timing). */
+void dapi_reply_page_waited(struct dapi_reply rp, const char *slug, const char *page_text,
+                            const char *rows, size_t len, uint64_t nrows, int64_t wait_us);
+/* CREATED (reused or not) saying where its time went (Server-Timing). */
+void dapi_reply_created_timed(struct dapi_reply rp, const char *slug, const char *sql, int reused,
+                              int64_t queue_us, int64_t check_us);
+/* How many rows page (1-based) of a result holds: 100, fewer on the last, 0 past the end. */
+uint64_t dapi_backend_page_rows(const struct dapi_result *r, uint64_t page);
+/* PAGE read from a stored result (see struct dapi_outcome: result, page_no, max_age), after
+ * waiting wait_us for it (Server-Timing; 0 = not measured). */
 void dapi_reply_result_page(struct dapi_reply rp, const char *slug, const char *page_text,
-                            struct dapi_result *result, uint64_t page_no, int64_t max_age);
+                            struct dapi_result *result, uint64_t page_no, int64_t max_age,
+                            int64_t wait_us);
 /* ERROR with the err table's status, message and Retry-After; details may be NULL or "". */
 void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details);
 /* FAILED; status 0 = dapi_err_exec_status(err). DAPI_ERR_UPSTREAM_TIMEOUT is not a failure
@@ -95,6 +113,8 @@ void dapi_reply_err(struct dapi_reply rp, enum dapi_err err, const char *details
 void dapi_reply_failed(struct dapi_reply rp, enum dapi_err err, int status, const char *details,
                        const char *slug, const char *page_text);
 void dapi_reply(struct dapi_reply rp, enum dapi_err err, const struct dapi_outcome *out);
+/* JSON: 200 with body (len bytes, borrowed for the call). */
+void dapi_reply_json(struct dapi_reply rp, const char *body, size_t len);
 
 /* An admission slot a request holds (dapi_queries_admit) while a worker handles it, and the
  * reply that answers the request: that reply gives the slot back BEFORE it answers, because
@@ -134,9 +154,25 @@ struct dapi_backend_ops {
      * Only who->owner's queries are found. */
     void (*results)(void *state, const char *slug, uint64_t page, const char *page_text,
                     const struct dapi_principal *who, struct dapi_reply rp);
+    /* GET …/export: the whole stored result (page DAPI_PAGE_WHOLE, page_text "1" for the
+     * failure shape), as results answers it. NULL: the backend keeps no results to export
+     * (answered 501). */
+    void (*stored)(void *state, const char *slug, const struct dapi_principal *who,
+                   struct dapi_reply rp);
     /* A query a previous run left unfinished (from the registry at start; its scope is the
      * registry's, dapi_queries_scope). May be NULL. */
     void (*unfinished)(void *state, const char *slug, const char *sql);
+    /* GET /api/layers: the layers and tables who may read (a JSON outcome). NULL: the
+     * backend has no schema discovery (the API answers 501). */
+    void (*layers)(void *state, const struct dapi_principal *who, struct dapi_reply rp);
+    /* GET /api/layers/{layer}/tables/{table}: one table described (a JSON outcome), 404 for
+     * an unknown layer or table, 403 for a layer outside who->scope. NULL as layers. */
+    void (*describe)(void *state, const char *layer, const char *table,
+                     const struct dapi_principal *who, struct dapi_reply rp);
+    /* GET /api/ready: 0 when what the backend depends on beyond the engine and the state dir
+     * (an upstream) answers, else -1 with why. From the event thread: must not wait on the
+     * network (answer from the last check). May be NULL (nothing more to check). */
+    int (*ready)(void *state, char *why, size_t n);
 };
 
 /* What a backend needs from the server around it. */
@@ -169,6 +205,12 @@ extern const struct dapi_backend_ops dapi_backend_local_ops;
 extern const struct dapi_backend_ops dapi_backend_nekt_ops;
 
 /* ---- shared by backends (src/backend/common.c) ------------------------------------- */
+
+/* The "page" of a results call that asks for the whole finished result (the export): its
+ * outcome is PAGE with the result (page_no DAPI_PAGE_WHOLE) once the query is done — a
+ * running query is waited for up to --result-wait, not served page by page — or the
+ * query's failure as a results request gets it. */
+#define DAPI_PAGE_WHOLE UINT64_MAX
 
 /* Answers a results request from the registry — the page if done, the failure if failed,
  * else waits for the query (up to --result-wait). Used by backends that materialise a whole
@@ -218,6 +260,23 @@ enum dapi_err dapi_backend_queue(const struct dapi_backend_env *env, struct dapi
                                  void (*fn)(void *job, struct dapi_econn *conn), void *job,
                                  const unsigned char *key_hash, struct dapi_reply rp,
                                  const char *why);
+
+/* ---- schema discovery (src/backend/discovery.c; docs/api.md "Schema discovery") ---- */
+
+/* The layers and tables who may read, listed on env's check pool (a short job, tagged by
+ * who's key; 503 when --max-queued-queries jobs already wait there). */
+void dapi_backend_discover_layers(const struct dapi_backend_env *env,
+                                  const struct dapi_principal *who, struct dapi_reply rp);
+/* One table described on env's check pool, within --query-timeout. */
+void dapi_backend_discover_table(const struct dapi_backend_env *env, const char *layer,
+                                 const char *table, const struct dapi_principal *who,
+                                 struct dapi_reply rp);
+
+/* The bodies (exposed for the unit tests): malloc'd JSON, *len bytes; NULL without memory. */
+struct dapi_lake_table;
+struct dapi_lake_desc;
+char *dapi_backend_layers_json(const struct dapi_lake_table *t, size_t n, size_t *len);
+char *dapi_backend_table_json(const struct dapi_lake_desc *d, size_t *len);
 
 /* ---- result reuse (docs/design.md "Result reuse") ---------------------------------- */
 

@@ -10,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
 #include "pool/pool.h"
@@ -66,22 +67,61 @@ void dapi_reply_created_reused(struct dapi_reply rp, const char *slug, const cha
 }
 
 void dapi_reply_page(struct dapi_reply rp, const char *slug, const char *page_text,
-                     const char *rows, size_t len)
+                     const char *rows, size_t len, uint64_t nrows)
 {
-    struct dapi_outcome o = {
-        .kind = DAPI_OUTCOME_PAGE, .slug = slug, .page_text = page_text, .rows = rows, .len = len};
+    dapi_reply_page_waited(rp, slug, page_text, rows, len, nrows, 0);
+}
+
+void dapi_reply_page_waited(struct dapi_reply rp, const char *slug, const char *page_text,
+                            const char *rows, size_t len, uint64_t nrows, int64_t wait_us)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
+                             .slug = slug,
+                             .page_text = page_text,
+                             .rows = rows,
+                             .len = len,
+                             .nrows = nrows,
+                             .wait_us = wait_us};
     rp.done(rp.ctx, DAPI_OK, &o);
 }
 
+void dapi_reply_json(struct dapi_reply rp, const char *body, size_t len)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_JSON, .rows = body, .len = len};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+void dapi_reply_created_timed(struct dapi_reply rp, const char *slug, const char *sql, int reused,
+                              int64_t queue_us, int64_t check_us)
+{
+    struct dapi_outcome o = {.kind = DAPI_OUTCOME_CREATED,
+                             .slug = slug,
+                             .sql = sql,
+                             .reused = reused,
+                             .queue_us = queue_us,
+                             .check_us = check_us};
+    rp.done(rp.ctx, DAPI_OK, &o);
+}
+
+uint64_t dapi_backend_page_rows(const struct dapi_result *r, uint64_t page)
+{
+    uint64_t pages = dapi_result_pages(r);
+    if(page == 0 || page > pages)
+        return 0;
+    return page < pages ? DAPI_PAGE_ROWS : dapi_result_rows(r) - DAPI_PAGE_ROWS * (pages - 1);
+}
+
 void dapi_reply_result_page(struct dapi_reply rp, const char *slug, const char *page_text,
-                            struct dapi_result *result, uint64_t page_no, int64_t max_age)
+                            struct dapi_result *result, uint64_t page_no, int64_t max_age,
+                            int64_t wait_us)
 {
     struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
                              .slug = slug,
                              .page_text = page_text,
                              .result = result,
                              .page_no = page_no,
-                             .max_age = max_age};
+                             .max_age = max_age,
+                             .wait_us = wait_us};
     rp.done(rp.ctx, DAPI_OK, &o);
 }
 
@@ -364,6 +404,11 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
     dapi_buf_init(&why, 64 * 1024);
     *details = NULL;
     *bytes = 0;
+    /* set by dapi_queries_cancel: the engine interrupts the run (nobody wants it any more) */
+    atomic_int cancel = 0;
+    if(live_slug)
+        dapi_queries_set_cancel_flag(env->queries, live_slug, &cancel);
+    dapi_econn_set_cancel(conn, &cancel);
     if(!(result = dapi_result_writer_open(&w, path, &limits))) {
         if(live_slug) { /* its complete pages are served while it runs */
             struct dapi_result_live *live = dapi_result_writer_live(w);
@@ -376,8 +421,21 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
         result = from_upstream
                      ? dapi_engine_run_trusted(conn, sql, deadline, &dapi_result_sink, w, &msg)
                      : dapi_engine_run(conn, sql, scope, deadline, &dapi_result_sink, w, &msg);
+        size_t ncols;
+        const char *const *names, *const *types;
+        /* the columns go with the result: recorded before the query is finished */
+        if(!result && live_slug && !dapi_result_writer_columns(w, &ncols, &names, &types))
+            result = dapi_queries_set_columns(env->queries, live_slug, ncols, names, types);
         if(!result)
             result = dapi_result_writer_finish(w, &rows, &pages, bytes);
+    }
+    dapi_econn_set_cancel(conn, NULL);
+    if(live_slug)
+        dapi_queries_set_cancel_flag(env->queries, live_slug, NULL);
+    if(result && atomic_load(&cancel)) {
+        result = DAPI_ERR_BUSY; /* (not recorded: the query is cancelled) */
+        free(msg);
+        msg = strdup("the query was cancelled");
     }
     if(result == DAPI_ERR_SQL && engine_out_of_space(msg)) {
         result = DAPI_ERR_BUSY;
@@ -445,7 +503,9 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
         dapi_info("query %s interrupted by shutdown; it will run again after a restart", slug);
         dapi_queries_drop(env->queries, slug);
     } else {
-        if(result)
+        if(result && dapi_queries_cancelled(env->queries, slug))
+            dapi_info("query %s: run stopped (the query is cancelled)", slug);
+        else if(result)
             dapi_info("query %s failed (%s)", slug, dapi_err_message(result));
         else
             dapi_info("query %s done: %llu bytes, %lld ms", slug, (unsigned long long)bytes,
@@ -515,6 +575,7 @@ struct wait_ctx {
     char page[64];
     uint64_t page_no;
     int64_t deadline_ms; /* of the wait (--result-wait), set when it starts; 0 before */
+    int64_t start_us;    /* when the request reached the backend (Server-Timing: wait) */
 };
 
 static void wait_free(struct wait_ctx *c)
@@ -582,7 +643,9 @@ static int answer_live(struct wait_ctx *c, struct dapi_result_live *live)
     dapi_buf_init(&b, (size_t)-1 / 2); /* (a page is bounded by --max-result-bytes) */
     int got = dapi_result_live_page(live, c->page_no, &b);
     if(got > 0)
-        dapi_reply_page(c->rp, c->slug, c->page, b.data ? b.data : "", b.len);
+        dapi_reply_page_waited(c->rp, c->slug, c->page, b.data ? b.data : "", b.len,
+                               DAPI_PAGE_ROWS, /* (a page published early is complete) */
+                               dapi_clock_mono_us() - c->start_us);
     dapi_buf_free(&b);
     return got;
 }
@@ -601,7 +664,7 @@ static void answer(struct wait_ctx *c, int may_wait)
     if(v.state == DAPI_Q_QUEUED || v.state == DAPI_Q_RUNNING) {
         /* a complete page of a run still going is served at once (the body is the same:
          * it holds no page count) */
-        int got = v.live ? answer_live(c, v.live) : 0;
+        int got = v.live && c->page_no != DAPI_PAGE_WHOLE ? answer_live(c, v.live) : 0;
         int orphan = got <= 0 && v.state == DAPI_Q_QUEUED && c->rerun &&
                      dapi_queries_claim(env->queries, c->slug);
         dapi_queries_release(env->queries, &v);
@@ -613,7 +676,7 @@ static void answer(struct wait_ctx *c, int may_wait)
             c->deadline_ms = env->mono_ms() + env->cfg->result_wait * 1000;
         /* woken when the page is published or the run ends; a page that could not be read
          * early is served from the finished result */
-        uint64_t page = got < 0 ? 0 : c->page_no;
+        uint64_t page = got < 0 || c->page_no == DAPI_PAGE_WHOLE ? 0 : c->page_no;
         if(may_wait &&
            dapi_queries_wait_page(env->queries, c->slug, page, c->deadline_ms, on_wait, c) == 0) {
             if(orphan)
@@ -636,6 +699,17 @@ static void answer(struct wait_ctx *c, int may_wait)
         wait_free(c);
         return;
     }
+    if(v.state == DAPI_Q_CANCELLED) {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .message = "Query cancelled",
+                                 .details = v.message,
+                                 .status = 410,
+                                 .retry_after = -1};
+        dapi_reply(c->rp, DAPI_ERR_NOT_FOUND, &o);
+        dapi_queries_release(env->queries, &v);
+        wait_free(c);
+        return;
+    }
     if(v.state == DAPI_Q_FAILED) {
         dapi_reply_failed(c->rp, v.error, 0, v.message, c->slug, c->page);
         dapi_queries_release(env->queries, &v);
@@ -644,7 +718,8 @@ static void answer(struct wait_ctx *c, int may_wait)
     }
     /* A finished result never changes: cacheable until the slug expires. */
     int64_t left = v.expires_s - env->wall_s();
-    dapi_reply_result_page(c->rp, c->slug, c->page, v.result, c->page_no, left > 0 ? left : 0);
+    dapi_reply_result_page(c->rp, c->slug, c->page, v.result, c->page_no, left > 0 ? left : 0,
+                           dapi_clock_mono_us() - c->start_us);
     dapi_queries_release(env->queries, &v);
     wait_free(c);
 }
@@ -669,5 +744,6 @@ void dapi_backend_answer_stored(const struct dapi_backend_env *env, const char *
     memcpy(c->key, key_hash, DAPI_KEY_HASH_LEN);
     snprintf(c->page, sizeof c->page, "%s", page_text);
     c->page_no = page;
+    c->start_us = dapi_clock_mono_us();
     answer(c, 1); /* may wait for the query: answered by whichever thread finishes it */
 }

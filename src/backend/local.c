@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend/backend.h"
+#include "base/clock.h"
 #include "base/log.h"
 #include "engine/engine.h"
 #include "store/queries.h"
@@ -51,6 +52,7 @@ struct create_job {
     unsigned char key[DAPI_KEY_HASH_LEN];
     struct dapi_scope scope; /* the layers the key may read */
     int64_t max_age;         /* result reuse: 0 = do not reuse (still recorded when on) */
+    int64_t submitted_us;    /* when it was queued for a check worker (Server-Timing) */
 };
 
 /* A creation waiting for its record to be durable before it is answered. */
@@ -60,6 +62,7 @@ struct answer {
     char slug[DAPI_SLUG_MAX];
     char *sql;
     int reused;
+    int64_t queue_us, check_us; /* Server-Timing */
 };
 
 static void answer_durable(void *arg, int err)
@@ -72,10 +75,8 @@ static void answer_durable(void *arg, int err)
         dapi_backend_create_failure(a->rp, DAPI_ERR_IO,
                                     "cannot write to the state dir (--state-dir) to record the "
                                     "query");
-    } else if(a->reused) {
-        dapi_reply_created_reused(a->rp, a->slug, a->sql, 1);
     } else {
-        dapi_reply_created(a->rp, a->slug, a->sql);
+        dapi_reply_created_timed(a->rp, a->slug, a->sql, a->reused, a->queue_us, a->check_us);
     }
     free(a->sql);
     free(a);
@@ -84,7 +85,7 @@ static void answer_durable(void *arg, int err)
 /* Answers the creation once its record is durable (ticket's group commit): meanwhile this
  * check thread goes on with the next creation, and its run may already start. */
 static void answer_when_durable(const struct create_job *j, const char *slug, int reused,
-                                uint64_t ticket)
+                                uint64_t ticket, int64_t queue_us, int64_t check_us)
 {
     struct answer *a = calloc(1, sizeof *a);
     if(!a || !(a->sql = strdup(j->sql))) {
@@ -96,6 +97,8 @@ static void answer_when_durable(const struct create_job *j, const char *slug, in
     a->env = j->env;
     a->rp = j->rp;
     a->reused = reused;
+    a->queue_us = queue_us;
+    a->check_us = check_us;
     snprintf(a->slug, sizeof a->slug, "%s", slug);
     dapi_queries_when_durable(j->env->queries, ticket, answer_durable, a);
 }
@@ -114,7 +117,9 @@ static void check_query(void *arg, struct dapi_econn *conn)
         dapi_reply_err(rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
+    int64_t started_us = dapi_clock_mono_us();
     result = dapi_engine_check(conn, j->sql, &j->scope, &msg);
+    int64_t checked_us = dapi_clock_mono_us();
     if(result == DAPI_ERR_SQL || result == DAPI_ERR_FORBIDDEN) { /* 400, or 403 (scope) */
         dapi_reply_err(rp, result, msg);
         goto out;
@@ -152,7 +157,8 @@ static void check_query(void *arg, struct dapi_econn *conn)
         /* given back before the answer (unless the shared run keeps it), which comes once the
          * creation is durable, after this job */
         dapi_slot_give_back(&slot);
-        answer_when_durable(j, slug, 1, ticket);
+        answer_when_durable(j, slug, 1, ticket, started_us - j->submitted_us,
+                            checked_us - started_us);
         goto out;
     }
     if(!result) {
@@ -167,7 +173,8 @@ static void check_query(void *arg, struct dapi_econn *conn)
         dapi_backend_create_failure(rp, result, why);
         goto out;
     }
-    answer_when_durable(j, slug, 0, ticket); /* (the slot is the query's: kept) */
+    answer_when_durable(j, slug, 0, ticket, started_us - j->submitted_us,
+                        checked_us - started_us); /* (the slot is the query's: kept) */
 out:
     dapi_slot_give_back(&slot); /* (answered: given back already) */
     free(msg);
@@ -193,6 +200,7 @@ static void local_create(void *state, char *sql, const struct dapi_principal *wh
     memcpy(j->key, key_hash, DAPI_KEY_HASH_LEN);
     j->scope = who->scope;
     j->max_age = dapi_backend_reuse_age(env->cfg->reuse_max_age, who);
+    j->submitted_us = dapi_clock_mono_us();
     /* tagged like runs: one key's burst of checks waits behind other keys' */
     if(dapi_backend_queue(env, env->check_pool, check_query, j, key_hash, rp,
                           "too many queries waiting to be checked")) {
@@ -210,10 +218,32 @@ static void local_results(void *state, const char *slug, uint64_t page, const ch
     dapi_backend_answer_stored(env, slug, page, page_text, who->owner, NULL, NULL, NULL, rp);
 }
 
+/* ---- schema discovery ---------------------------------------------------------------- */
+
+static void local_layers(void *state, const struct dapi_principal *who, struct dapi_reply rp)
+{
+    dapi_backend_discover_layers(((struct local *)state)->env, who, rp);
+}
+
+static void local_describe(void *state, const char *layer, const char *table,
+                           const struct dapi_principal *who, struct dapi_reply rp)
+{
+    dapi_backend_discover_table(((struct local *)state)->env, layer, table, who, rp);
+}
+
+static void local_stored(void *state, const char *slug, const struct dapi_principal *who,
+                         struct dapi_reply rp)
+{
+    local_results(state, slug, DAPI_PAGE_WHOLE, "1", who, rp);
+}
+
 const struct dapi_backend_ops dapi_backend_local_ops = {
+    .stored = local_stored,
     .start = local_start,
     .stop = local_stop,
     .create = local_create,
     .results = local_results,
     .unfinished = local_unfinished,
+    .layers = local_layers,
+    .describe = local_describe,
 };

@@ -88,6 +88,7 @@ struct dapi_nekt {
     pthread_cond_t creating_cv; /* a creation was added, or the timer must stop */
     pthread_t timer;            /* answers the creations whose wait is over */
     int timer_started, timer_stop;
+    struct nekt_reach *reach; /* is Nekt reachable? (GET /api/ready) */
 };
 
 /* Marks slug/page as being fetched by this thread; if another thread already fetches it,
@@ -277,18 +278,6 @@ static void *creating_timer(void *arg)
     return NULL;
 }
 
-static char *json_body1(const char *k, const char *v)
-{
-    struct dapi_buf b;
-    dapi_buf_init(&b, strlen(v) * 6 + 64);
-    dapi_buf_addc(&b, '{');
-    dapi_json_str(&b, k, strlen(k));
-    dapi_buf_addc(&b, ':');
-    dapi_json_str(&b, v, strlen(v));
-    dapi_buf_addc(&b, '}');
-    return b.data ? dapi_buf_take(&b, NULL) : NULL;
-}
-
 /* ---- v2: run once, download, materialise ------------------------------------------- */
 
 struct v2_job {
@@ -305,20 +294,6 @@ static void v2_job_free(struct v2_job *j)
     free(j->key);
     free(j);
 }
-
-static const char *state_message(const struct dapi_jv *doc)
-{
-    const char *const keys[] = {"error", "state_change_reason", "message", "detail"};
-    for(size_t i = 0; i < 4; i++) {
-        const char *m = dapi_jv_str(dapi_jv_get(doc, keys[i]), NULL);
-        if(m && *m)
-            return m;
-    }
-    return NULL;
-}
-
-static void reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
-                                   const char *details);
 
 /* The first answer of a run whose creation waits for it (the key check): the creation gets
  * the slug when the call succeeded, else the call's failure — and then the query is removed,
@@ -338,7 +313,7 @@ static void creation_settle(struct v2_job *j, enum dapi_err result, const char *
     dapi_info("query %s refused at creation (%s): %s", j->slug, dapi_err_message(result),
               details ? details : "");
     dapi_queries_remove(nk->env->queries, j->slug); /* its slot is free before the answer */
-    reply_creation_failure(c->rp, result, "Failed to create query", details);
+    nekt_reply_creation_failure(c->rp, result, "Failed to create query", details);
     creating_free(c);
     j->refused = 1;
 }
@@ -387,11 +362,11 @@ static enum dapi_err v2_execute(struct v2_job *j, const char *dir, size_t *nfile
         dapi_buf_adds(details, "Nekt's sql-query answer has no 'state'");
         result = DAPI_ERR_UPSTREAM;
     } else if(strcmp(state, "FAILED") == 0) {
-        const char *m = state_message(rep.doc);
+        const char *m = nekt_state_message(rep.doc);
         dapi_buf_adds(details, m ? m : "the query failed upstream (no reason given)");
         result = DAPI_ERR_SQL;
     } else if(strcmp(state, "CANCELLED") == 0) {
-        const char *m = state_message(rep.doc);
+        const char *m = nekt_state_message(rep.doc);
         dapi_buf_addf(details, "the query was cancelled upstream%s%s", m ? ": " : "", m ? m : "");
         result = DAPI_ERR_UPSTREAM;
     } else if(strcmp(state, "RUNNING") == 0) {
@@ -472,7 +447,8 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         dapi_buf_reset(&details);
         expired = 0;
         result = v2_execute(j, dir, &nfiles, &expired, &details);
-        if(!expired || j->refused || atomic_load(nk->env->stopping))
+        if(!expired || j->refused || atomic_load(nk->env->stopping) ||
+           dapi_queries_cancelled(nk->env->queries, j->slug))
             break;
         dapi_warn("query %s: %s; executing again (%d of %d)", j->slug,
                   details.data ? details.data : "URL refused", n + 1, MAX_EXECUTIONS);
@@ -511,7 +487,9 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         dapi_queries_drop(nk->env->queries, j->slug);
         goto out;
     }
-    if(result)
+    if(dapi_queries_cancelled(nk->env->queries, j->slug))
+        dapi_info("query %s: run stopped (the query is cancelled)", j->slug);
+    else if(result)
         dapi_info("query %s failed upstream (%s): %s", j->slug, dapi_err_message(result),
                   details.data ? details.data : "");
     else
@@ -670,7 +648,7 @@ static enum dapi_err create_upstream(struct dapi_nekt *nk, const char *key, cons
                                      char *out, size_t n, struct dapi_buf *details)
 {
     struct nekt_reply rep;
-    char *body = json_body1("sql_query", sql);
+    char *body = nekt_json_body1("sql_query", sql);
     if(!body)
         return DAPI_ERR_NOMEM;
     /* creates something upstream: not repeated when it may have been done */
@@ -690,24 +668,6 @@ static enum dapi_err create_upstream(struct dapi_nekt *nk, const char *key, cons
     }
     dapi_jv_free(rep.doc);
     return result;
-}
-
-/* An upstream call made to create a query failed: the reference's message (what), with the
- * upstream's explanation; a key the upstream refused is said to be so. */
-static void reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
-                                   const char *details)
-{
-    int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
-    struct dapi_outcome o = {
-        .kind = DAPI_OUTCOME_ERROR,
-        .status = auth || result == DAPI_ERR_INVALID ? dapi_err_status(result)
-                  : result == DAPI_ERR_TIMEOUT || result == DAPI_ERR_UPSTREAM_TIMEOUT ? 504
-                  : result == DAPI_ERR_UPSTREAM                                       ? 502
-                                                : dapi_err_status(result),
-        .message = auth ? "The Nekt API rejected the API key" : what,
-        .details = details,
-        .retry_after = -1};
-    dapi_reply(rp, result, &o);
 }
 
 struct v1_create {
@@ -739,7 +699,7 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
         goto out;
     }
     if(result) {
-        reply_creation_failure(rp, result, "Failed to start application", details.data);
+        nekt_reply_creation_failure(rp, result, "Failed to start application", details.data);
         goto out;
     }
     result = create_upstream(nk, key, j->sql, up, sizeof up, &details);
@@ -756,7 +716,7 @@ static void v1_create_run(void *arg, struct dapi_econn *conn)
         goto out;
     }
     if(result) {
-        reply_creation_failure(rp, result, "Failed to create query", details.data);
+        nekt_reply_creation_failure(rp, result, "Failed to create query", details.data);
         goto out;
     }
     char why[512];
@@ -808,7 +768,7 @@ static int serve_page_file(struct v1_page *p)
         return 0;
     /* served like a stored page (compressed when accepted), without caching headers: a v1
      * page file may be fetched again */
-    dapi_reply_result_page(p->rp, p->slug, p->page_text, res, 1, 0);
+    dapi_reply_result_page(p->rp, p->slug, p->page_text, res, 1, 0, 0);
     dapi_result_close(res);
     return 1;
 }
@@ -854,7 +814,7 @@ static enum dapi_err execute_page(struct v1_page *p, const char *key, const char
             dapi_buf_adds(details, "Nekt's execution status has no 'status'");
             result = DAPI_ERR_UPSTREAM;
         } else if(strcmp(st, "failed") == 0) {
-            const char *m = state_message(rep.doc);
+            const char *m = nekt_state_message(rep.doc);
             dapi_buf_adds(details, m ? m : "Query execution failed");
             result = DAPI_ERR_SQL;
         }
@@ -866,6 +826,10 @@ static enum dapi_err execute_page(struct v1_page *p, const char *key, const char
             dapi_buf_addf(details, "Query execution timed out after %llds",
                           (long long)nk->env->cfg->query_timeout);
             return DAPI_ERR_TIMEOUT;
+        }
+        if(dapi_queries_cancelled(nk->env->queries, p->slug)) { /* DELETE: polled no more */
+            dapi_buf_adds(details, "the query was cancelled");
+            return DAPI_ERR_BUSY;
         }
         dapi_clock_sleep_ms(delay);
         delay = delay * 2 > 2000 ? 2000 : delay * 2;
@@ -1349,7 +1313,16 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
         dapi_reply(rp, DAPI_ERR_NOT_FOUND, &o);
         return;
     }
+    int cancelled = v.state == DAPI_Q_CANCELLED;
     dapi_queries_release(nk->env->queries, &v);
+    if(cancelled) { /* no page of it is fetched any more */
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .message = "Query cancelled",
+                                 .status = 410,
+                                 .retry_after = -1};
+        dapi_reply(rp, DAPI_ERR_NOT_FOUND, &o);
+        return;
+    }
     struct v1_page *p = calloc(1, sizeof *p);
     if(!p || (key && !(p->key = strdup(key)))) {
         free(p);
@@ -1382,6 +1355,23 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
         free(p->key);
         free(p);
     }
+}
+
+/* v2 materialises results like the local backend; v1 only forwards pages (nothing stored). */
+static void nekt_stored(void *state, const char *slug, const struct dapi_principal *who,
+                        struct dapi_reply rp)
+{
+    struct dapi_nekt *nk = state;
+    if(nk->v1) {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .status = 501,
+                                 .message = "Export not available",
+                                 .details = "with the Nekt v1 API the results stay upstream: "
+                                            "read them page by page (…/results)"};
+        dapi_reply(rp, DAPI_ERR_INVALID, &o);
+        return;
+    }
+    nekt_results(state, slug, DAPI_PAGE_WHOLE, "1", who, rp);
 }
 
 static void nekt_unfinished(void *state, const char *slug, const char *sql)
@@ -1430,6 +1420,7 @@ static int nekt_start(const struct dapi_backend_env *env, void **state, char *er
         nk->timer_started = 1;
     }
     nekt_http_init();
+    nk->reach = nekt_reach_start(env); /* (NULL: /api/ready says it could not start) */
     *state = nk;
     return 0;
 }
@@ -1446,6 +1437,7 @@ static void nekt_stop(void *state)
         pthread_mutex_unlock(&nk->mu);
         pthread_join(nk->timer, NULL);
     }
+    nekt_reach_stop(nk->reach);
     free(nk->keys_ok);
     while(nk->apps) {
         struct app_state *a = nk->apps;
@@ -1468,7 +1460,14 @@ static void nekt_stop(void *state)
     free(nk);
 }
 
+static int nekt_ready(void *state, char *why, size_t n)
+{
+    return nekt_reach_status(((struct dapi_nekt *)state)->reach, why, n);
+}
+
 const struct dapi_backend_ops dapi_backend_nekt_ops = {
+    .ready = nekt_ready,
+    .stored = nekt_stored,
     .start = nekt_start,
     .stop = nekt_stop,
     .create = nekt_create,

@@ -11,7 +11,9 @@
 #include "backend/backend.h"
 #include "auth/keys.h"
 #include "base/clock.h"
+#include "base/json.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "upstream/httpc.h"
 #include "upstream/retry.h"
 
@@ -102,6 +104,7 @@ static enum dapi_err with_retries(const struct dapi_backend_env *env,
             delay = -1;
             why = "the server is stopping";
         }
+        dapi_metrics_upstream(delay >= 0 ? "retry" : ok ? "ok" : "error");
         if(delay < 0) {
             if(ok && attempt > 1) /* a retry that worked is no giving up */
                 dapi_info("upstream: %s: succeeded at attempt %d", what, attempt);
@@ -143,7 +146,9 @@ enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, 
                                    cfg->upstream_connect_timeout * 1000,
                                    cfg->upstream_timeout * 1000,
                                    (uint64_t)cfg->max_upstream_response_bytes,
-                                   -1};
+                                   -1,
+                                   NULL,
+                                   NULL};
     struct dapi_httpc_resp resp;
     enum dapi_err result = with_retries(env, &call, idempotent, what, &resp);
     out->status = resp.status;
@@ -227,7 +232,9 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
                                        cfg->upstream_connect_timeout * 1000,
                                        cfg->upstream_timeout * 1000,
                                        max,
-                                       fd};
+                                       fd,
+                                       NULL,
+                                       NULL};
         result = dapi_httpc_do(h, &call, &resp);
         int bad_close = close(fd);
         fd = -1;
@@ -244,8 +251,11 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
         dapi_random(&in.random, sizeof in.random);
         const char *why;
         int64_t delay = dapi_retry_next(&pol, &in, &why);
-        if(delay < 0 || atomic_load(env->stopping))
+        if(delay < 0 || atomic_load(env->stopping)) {
+            dapi_metrics_upstream(!result && resp.status < 400 ? "ok" : "error");
             break;
+        }
+        dapi_metrics_upstream("retry");
         dapi_warn("upstream: download failed (%s); retrying in %lld ms, %d attempt(s) left",
                   result ? resp.error : why, (long long)delay, pol.max_attempts - attempt);
         dapi_httpc_resp_free(&resp);
@@ -275,4 +285,147 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
         unlink(path);
     dapi_httpc_resp_free(&resp);
     return result;
+}
+
+struct nekt_reach {
+    const struct dapi_backend_env *env;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stop, checked, ok;
+    char why[300];
+};
+
+/* One check: any HTTP answer from --nekt-url means the upstream is there. */
+static int reach_once(const struct dapi_backend_env *env, char *why, size_t n)
+{
+    struct dapi_httpc *h = thread_http();
+    if(!h) {
+        snprintf(why, n, "out of memory");
+        return -1;
+    }
+    struct dapi_httpc_call call = {.method = "GET",
+                                   .url = env->cfg->nekt_url,
+                                   .connect_timeout_ms = 2000,
+                                   .timeout_ms = 3000,
+                                   .max_body = 64 * 1024,
+                                   .fd = -1};
+    struct dapi_httpc_resp resp;
+    memset(&resp, 0, sizeof resp);
+    enum dapi_err result = dapi_httpc_do(h, &call, &resp);
+    int ok = resp.status > 0 || result == DAPI_ERR_TOO_LARGE; /* an answer: the body is not ours */
+    if(!ok)
+        snprintf(why, n, "no answer from --nekt-url: %s",
+                 resp.error[0] ? resp.error
+                               : dapi_err_message(result ? result : DAPI_ERR_UPSTREAM));
+    dapi_httpc_resp_free(&resp);
+    return ok ? 0 : -1;
+}
+
+static void *reach_run(void *arg)
+{
+    struct nekt_reach *r = arg;
+    pthread_mutex_lock(&r->mu);
+    while(!r->stop) {
+        pthread_mutex_unlock(&r->mu);
+        char why[300] = "";
+        int ok = reach_once(r->env, why, sizeof why) == 0;
+        pthread_mutex_lock(&r->mu);
+        r->checked = 1;
+        r->ok = ok;
+        snprintf(r->why, sizeof r->why, "%s", why);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 10;
+        while(!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
+            ;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+struct nekt_reach *nekt_reach_start(const struct dapi_backend_env *env)
+{
+    struct nekt_reach *r = calloc(1, sizeof *r);
+    if(!r)
+        return NULL;
+    r->env = env;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    if(pthread_create(&r->thread, NULL, reach_run, r)) {
+        pthread_cond_destroy(&r->cv);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+int nekt_reach_status(struct nekt_reach *r, char *why, size_t n)
+{
+    if(!r) {
+        snprintf(why, n, "the upstream check could not start");
+        return -1;
+    }
+    pthread_mutex_lock(&r->mu);
+    int ok = r->checked && r->ok;
+    snprintf(why, n, "%s", !r->checked ? "the upstream has not been checked yet" : r->why);
+    pthread_mutex_unlock(&r->mu);
+    return ok ? 0 : -1;
+}
+
+void nekt_reach_stop(struct nekt_reach *r)
+{
+    if(!r)
+        return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL); /* (a check in progress ends within its 3 s) */
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+char *nekt_json_body1(const char *k, const char *v)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, strlen(v) * 6 + 64);
+    dapi_buf_addc(&b, '{');
+    dapi_json_str(&b, k, strlen(k));
+    dapi_buf_addc(&b, ':');
+    dapi_json_str(&b, v, strlen(v));
+    dapi_buf_addc(&b, '}');
+    return b.data ? dapi_buf_take(&b, NULL) : NULL;
+}
+
+/* The explanation of a failed upstream query state (its first non-empty field). */
+const char *nekt_state_message(const struct dapi_jv *doc)
+{
+    const char *const keys[] = {"error", "state_change_reason", "message", "detail"};
+    for(size_t i = 0; i < 4; i++) {
+        const char *m = dapi_jv_str(dapi_jv_get(doc, keys[i]), NULL);
+        if(m && *m)
+            return m;
+    }
+    return NULL;
+}
+
+/* An upstream call made to create a query failed: the reference's message (what), with the
+ * upstream's explanation; a key the upstream refused is said to be so. */
+void nekt_reply_creation_failure(struct dapi_reply rp, enum dapi_err result, const char *what,
+                                 const char *details)
+{
+    int auth = result == DAPI_ERR_AUTH || result == DAPI_ERR_FORBIDDEN;
+    struct dapi_outcome o = {
+        .kind = DAPI_OUTCOME_ERROR,
+        .status = auth || result == DAPI_ERR_INVALID ? dapi_err_status(result)
+                  : result == DAPI_ERR_TIMEOUT || result == DAPI_ERR_UPSTREAM_TIMEOUT ? 504
+                  : result == DAPI_ERR_UPSTREAM                                       ? 502
+                                                : dapi_err_status(result),
+        .message = auth ? "The Nekt API rejected the API key" : what,
+        .details = details,
+        .retry_after = -1};
+    dapi_reply(rp, result, &o);
 }

@@ -29,6 +29,7 @@ struct dapi_client {
     void (*on_retry)(void *, const char *, int, int64_t, const char *);
     void *on_retry_arg;
     struct dapi_httpc *http; /* the calling thread's connection */
+    int no_export;           /* fetch_all pages even when the server has the export */
 };
 
 struct call_spec {
@@ -41,6 +42,11 @@ struct call_spec {
     const char *what;
     int64_t deadline; /* monotonic ms: no attempt lasts past it, no retry starts after it;
                            0 = none (each attempt may take the client's whole timeout) */
+    /* a streamed 200 body (httpc's on_data); *delivered non-zero once some of it was
+     * handed on: the call is then never retried (the rows would come twice) */
+    int (*on_data)(void *arg, const char *p, size_t n);
+    void *on_data_arg;
+    const int *delivered;
 };
 
 /* The marker in the details of the server's 504 whose wait for a running query
@@ -85,7 +91,7 @@ static void set_err(struct dapi_client_err *err, enum dapi_client_kind kind, int
  *   504 + execution-failure shape + STILL_RUNNING_MARK NETWORK, still_running (asked again)
  *   502, 503 (any body: the server or its upstream is unavailable)   NETWORK
  *   any other status with the execution-failure shape QUERY (400, 413, 500, 504: it failed)
- *   400, 413, 404 "Query not found"                   QUERY
+ *   400, 413, 404 "Query/Layer/Table not found"       QUERY
  *   408, 429, other 5xx                               NETWORK
  *   anything else (3xx, other 4xx)                    PROTOCOL
  * Returns the matching error code. */
@@ -133,7 +139,9 @@ static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_
     } else if(st == 413) {
         err->kind = DAPI_CLIENT_QUERY;
         code = DAPI_ERR_TOO_LARGE;
-    } else if(st == 404 && strcmp(err->message, "Query not found") == 0) {
+    } else if(st == 404 && (strcmp(err->message, "Query not found") == 0 ||
+                            strcmp(err->message, "Layer not found") == 0 ||
+                            strcmp(err->message, "Table not found") == 0)) {
         err->kind = DAPI_CLIENT_QUERY;
         code = DAPI_ERR_NOT_FOUND;
     } else if(st == 408 || st == 429 || st >= 500) {
@@ -175,8 +183,9 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
     if(s->body)
         hdrs[nh++] = "Content-Type: application/json";
     hdrs[nh] = NULL;
-    struct dapi_httpc_call hc = {s->method,     s->url,        hdrs,        s->body, s->body_len,
-                                 c->connect_ms, c->timeout_ms, c->max_body, -1};
+    struct dapi_httpc_call hc = {s->method,   s->url,        hdrs,          s->body,
+                                 s->body_len, c->connect_ms, c->timeout_ms, c->max_body,
+                                 -1,          s->on_data,    s->on_data_arg};
     int64_t t0 = dapi_clock_mono_ms();
     for(int attempt = 1;; attempt++) {
         if(s->deadline) {
@@ -197,6 +206,11 @@ static enum dapi_err call(const struct dapi_client *c, struct dapi_httpc *h,
              * server's final word; a still-running answer is the caller's to ask again */
             transient = err->kind == DAPI_CLIENT_NETWORK && !err->still_running &&
                         (st == 429 || st == 502 || st == 503 || st == 504);
+        } else if(s->delivered && *s->delivered) {
+            set_err(err, tr == DAPI_ERR_IO ? DAPI_CLIENT_ABORTED : DAPI_CLIENT_NETWORK, 0,
+                    resp->error[0] ? resp->error : dapi_err_message(tr));
+            code = tr;
+            transient = 0; /* rows were handed on already */
         } else {
             set_err(err,
                     tr == DAPI_ERR_TIMEOUT || tr == DAPI_ERR_UPSTREAM ? DAPI_CLIENT_NETWORK
@@ -356,7 +370,8 @@ enum dapi_err dapi_client_create(struct dapi_client *c, const struct dapi_client
         result = oom(err);
         goto out;
     }
-    struct call_spec s = {"POST", url.data, body.data, body.len, 0, 1, "POST /api/queries", 0};
+    struct call_spec s = {"POST", url.data, body.data, body.len, 0, 1, "POST /api/queries",
+                          0,      NULL,     NULL,      NULL};
     result = call(c, c->http, &s, NULL, &resp, err);
     if(result)
         goto out;
@@ -395,7 +410,7 @@ enum dapi_err dapi_client_health(struct dapi_client *c, char **status, struct da
         result = oom(err);
         goto out;
     }
-    struct call_spec s = {"GET", url.data, NULL, 0, 1, 0, "GET /api/health", 0};
+    struct call_spec s = {"GET", url.data, NULL, 0, 1, 0, "GET /api/health", 0, NULL, NULL, NULL};
     result = call(c, c->http, &s, NULL, &resp, err);
     if(result)
         goto out;
@@ -418,6 +433,78 @@ out:
     if(have_resp)
         dapi_httpc_resp_free(&resp);
     dapi_jv_free(root);
+    dapi_buf_free(&url);
+    return result;
+}
+
+/* ---- schema discovery -------------------------------------------------------------- */
+
+/* Appends s percent-encoded as one path segment (all but RFC 3986's unreserved bytes). */
+static enum dapi_err add_segment(struct dapi_buf *b, const char *s)
+{
+    enum dapi_err result = DAPI_OK;
+    for(const unsigned char *p = (const unsigned char *)s; !result && *p; p++) {
+        if((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+           *p == '-' || *p == '.' || *p == '_' || *p == '~')
+            result = dapi_buf_addc(b, (char)*p);
+        else
+            result = dapi_buf_addf(b, "%%%02X", *p);
+    }
+    return result;
+}
+
+/* A GET whose 200 answer is a JSON document, returned as text (owned) once it parses. */
+static enum dapi_err get_json(struct dapi_client *c, struct dapi_buf *url, const char *what,
+                              char **json, size_t *len, struct dapi_client_err *err)
+{
+    struct dapi_httpc_resp resp;
+    struct dapi_jv *root = NULL;
+    *json = NULL;
+    *len = 0;
+    if(!url->data)
+        return oom(err);
+    struct call_spec s = {"GET", url->data, NULL, 0, 1, 1, what, 0, NULL, NULL, NULL};
+    enum dapi_err result = call(c, c->http, &s, NULL, &resp, err);
+    if(result)
+        return result;
+    if(!resp.body.data ||
+       dapi_jv_parse(resp.body.data, resp.body.len, 64, &root, NULL, 0) != DAPI_OK ||
+       dapi_jv_type(root) != DAPI_J_OBJECT) {
+        set_err(err, DAPI_CLIENT_PROTOCOL, 200, "the server's answer is not a JSON object");
+        result = DAPI_ERR_UPSTREAM;
+    } else if(!(*json = malloc(resp.body.len + 1))) {
+        result = oom(err);
+    } else {
+        memcpy(*json, resp.body.data, resp.body.len);
+        (*json)[resp.body.len] = '\0';
+        *len = resp.body.len;
+    }
+    dapi_jv_free(root);
+    dapi_httpc_resp_free(&resp);
+    return result;
+}
+
+enum dapi_err dapi_client_layers(struct dapi_client *c, char **json, size_t *len,
+                                 struct dapi_client_err *err)
+{
+    struct dapi_buf url;
+    dapi_buf_init(&url, MAX_URL + 64);
+    dapi_buf_addf(&url, "%s/api/layers", c->url);
+    enum dapi_err result = get_json(c, &url, "GET /api/layers", json, len, err);
+    dapi_buf_free(&url);
+    return result;
+}
+
+enum dapi_err dapi_client_describe(struct dapi_client *c, const char *layer, const char *table,
+                                   char **json, size_t *len, struct dapi_client_err *err)
+{
+    struct dapi_buf url;
+    dapi_buf_init(&url, MAX_URL + 64 + 6 * 1024);
+    dapi_buf_addf(&url, "%s/api/layers/", c->url);
+    add_segment(&url, layer);
+    dapi_buf_adds(&url, "/tables/");
+    add_segment(&url, table);
+    enum dapi_err result = get_json(c, &url, "GET /api/layers/…/tables/…", json, len, err);
     dapi_buf_free(&url);
     return result;
 }
@@ -498,7 +585,7 @@ static enum dapi_err get_page(const struct dapi_client *c, struct dapi_httpc *h,
         goto out;
     }
     snprintf(what, sizeof what, "page %llu", (unsigned long long)n);
-    struct call_spec s = {"GET", url.data, NULL, 0, 1, 1, what, 0};
+    struct call_spec s = {"GET", url.data, NULL, 0, 1, 1, what, 0, NULL, NULL, NULL};
     result = ask_page(c, h, &s, stop, &resp, err);
     if(result)
         goto out;
@@ -660,6 +747,142 @@ static enum dapi_err run_window(struct window *w, struct worker *wk, pthread_t *
     return result;
 }
 
+/* ---- the export: every row in one request ------------------------------------------- */
+
+/* The NDJSON export (GET …/export?format=ndjson) cut back into the pages paging would have
+ * given — 100 rows each, then a last one of fewer (possibly none) — so callers see the same
+ * pages either way. */
+struct export_pages {
+    dapi_client_page_fn fn;
+    void *arg;
+    struct dapi_buf line; /* the start of a row whose end has not arrived */
+    struct dapi_buf body; /* the page being built: {"page":N,"data":[rows */
+    size_t rows;
+    uint64_t page_no;
+    int delivered; /* a page went to fn: the request cannot be made again */
+    int stopped;   /* fn asked to stop */
+    enum dapi_err failed;
+    char why[256];
+};
+
+static enum dapi_err export_emit(struct export_pages *e)
+{
+    if(!e->body.len &&
+       dapi_buf_addf(&e->body, "{\"page\":%llu,\"data\":[", (unsigned long long)e->page_no))
+        return DAPI_ERR_NOMEM;
+    if(dapi_buf_adds(&e->body, "]}"))
+        return DAPI_ERR_NOMEM;
+    size_t len = 0;
+    char *text = dapi_buf_take(&e->body, &len);
+    struct dapi_page *pg = NULL;
+    if(!text)
+        return DAPI_ERR_NOMEM;
+    enum dapi_err result = dapi_page_parse_owned(text, len, &pg, e->why, sizeof e->why);
+    if(result)
+        return result;
+    e->delivered = 1;
+    e->stopped = e->fn(e->arg, pg) != 0;
+    dapi_page_free(pg);
+    e->rows = 0;
+    e->page_no++;
+    return DAPI_OK;
+}
+
+static enum dapi_err export_row(struct export_pages *e, const char *p, size_t n)
+{
+    if(!e->body.len &&
+       dapi_buf_addf(&e->body, "{\"page\":%llu,\"data\":[", (unsigned long long)e->page_no))
+        return DAPI_ERR_NOMEM;
+    if((e->rows && dapi_buf_addc(&e->body, ',')) || dapi_buf_add(&e->body, p, n))
+        return DAPI_ERR_NOMEM;
+    return ++e->rows == DAPI_CLIENT_PAGE_ROWS ? export_emit(e) : DAPI_OK;
+}
+
+/* httpc's on_data: splits the body into rows (a row never holds a raw LF: JSON escapes it). */
+static int export_data(void *arg, const char *p, size_t n)
+{
+    struct export_pages *e = arg;
+    while(n && !e->failed && !e->stopped) {
+        const char *nl = memchr(p, '\n', n);
+        size_t k = nl ? (size_t)(nl - p) : n;
+        if(!nl) {
+            if(dapi_buf_add(&e->line, p, k))
+                e->failed = DAPI_ERR_NOMEM;
+        } else if(e->line.len) {
+            if(dapi_buf_add(&e->line, p, k))
+                e->failed = DAPI_ERR_NOMEM;
+            else
+                e->failed = export_row(e, e->line.data, e->line.len);
+            dapi_buf_reset(&e->line);
+        } else {
+            e->failed = export_row(e, p, k);
+        }
+        p += nl ? k + 1 : k;
+        n -= nl ? k + 1 : k;
+    }
+    return e->failed || e->stopped;
+}
+
+/* Every row through the export: DAPI_OK; DAPI_ERR_NOT_FOUND (err untouched) when the server
+ * has no export (404 or 501: an older server, or a backend without stored results), then the
+ * caller pages; else the failure. */
+static enum dapi_err fetch_export(struct dapi_client *c, const char *slug_esc,
+                                  dapi_client_page_fn fn, void *arg, struct dapi_client_err *err)
+{
+    struct export_pages e = {.fn = fn, .arg = arg, .page_no = 1};
+    struct dapi_buf url;
+    struct dapi_httpc_resp resp;
+    struct dapi_client_err mine;
+    dapi_buf_init(&url, MAX_URL + 1024);
+    dapi_buf_init(&e.line, (size_t)-1 / 2);
+    dapi_buf_init(&e.body, (size_t)-1 / 2);
+    enum dapi_err result = DAPI_OK;
+    if(dapi_buf_addf(&url, "%s/api/queries/%s/export?format=ndjson", c->url, slug_esc)) {
+        result = oom(err);
+        goto out;
+    }
+    struct call_spec s = {"GET",        url.data, NULL,        0,  1,           1,
+                          "the export", 0,        export_data, &e, &e.delivered};
+    result = ask_page(c, c->http, &s, NULL, &resp, &mine);
+    if(result == DAPI_OK)
+        dapi_httpc_resp_free(&resp);
+    if(result && !e.delivered && (mine.status == 404 || mine.status == 501)) {
+        result = DAPI_ERR_NOT_FOUND; /* no export here: page */
+        goto out;
+    }
+    if(!result && !e.failed && !e.stopped && e.line.len) {
+        e.failed = DAPI_ERR_UPSTREAM;
+        snprintf(e.why, sizeof e.why, "it ended inside a row");
+    }
+    if(!result && !e.failed && !e.stopped)
+        e.failed = export_emit(&e); /* the last page: fewer than 100 rows, maybe none */
+    if(e.stopped) {
+        set_err(err, DAPI_CLIENT_ABORTED, 0, "stopped by the caller");
+        result = DAPI_ERR_IO;
+    } else if(e.failed) {
+        if(e.failed == DAPI_ERR_NOMEM)
+            result = oom(err);
+        else {
+            char m[320];
+            snprintf(m, sizeof m, "malformed export: %s", e.why[0] ? e.why : "not NDJSON rows");
+            set_err(err, DAPI_CLIENT_PROTOCOL, 200, m);
+            result = DAPI_ERR_UPSTREAM;
+        }
+    } else if(result) {
+        *err = mine;
+    }
+out:
+    dapi_buf_free(&url);
+    dapi_buf_free(&e.line);
+    dapi_buf_free(&e.body);
+    return result;
+}
+
+void dapi_client_set_paging(struct dapi_client *c, int on)
+{
+    c->no_export = on != 0;
+}
+
 enum dapi_err dapi_client_fetch_all(struct dapi_client *c, const char *slug, int parallel,
                                     dapi_client_page_fn fn, void *arg, struct dapi_client_err *err)
 {
@@ -675,6 +898,14 @@ enum dapi_err dapi_client_fetch_all(struct dapi_client *c, const char *slug, int
     if(!esc) {
         result = oom(err);
         goto out;
+    }
+    /* One streamed request for every row when the server has the export (one per page
+     * otherwise: the fallback for older servers). */
+    if(!c->no_export) {
+        result = fetch_export(c, esc, fn, arg, err);
+        if(result != DAPI_ERR_NOT_FOUND)
+            goto out;
+        result = DAPI_OK;
     }
     /* Page 1 alone first: most results fit in it, and then no page is fetched in vain. */
     uint64_t p = 1;

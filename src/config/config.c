@@ -77,6 +77,13 @@ static const struct setting settings[] = {
      "server log lines are appended to this file instead of stderr (reopened on SIGHUP)"},
     {"access-log", "DAPI_ACCESS_LOG", K_PATH, O(access_log), NULL, 0, 0, NULL,
      "access lines are appended to this file (reopened on SIGHUP); unset = with the server lines"},
+    {"metrics-access", "DAPI_METRICS_ACCESS", K_CHOICE, O(metrics_access), "loopback", 0, 0,
+     "loopback|key|off",
+     "who may read GET /metrics: loopback (clients at 127.0.0.0/8 or ::1, no key), key (any "
+     "client sending the DAPI_METRICS_KEY secret as x-api-key) or off (404)"},
+    {NULL, "DAPI_METRICS_KEY", K_STR, O(metrics_key), NULL, 0, 0, NULL,
+     "the secret that reads GET /metrics with --metrics-access key (env only: never on a "
+     "command line)"},
     {"workers", "DAPI_WORKERS", K_INT, O(workers), "2", 1, 256, NULL,
      "query execution threads (each with its own DuckDB connection)"},
     {"http-threads", "DAPI_HTTP_THREADS", K_INT, O(http_threads), "2", 1, 256, NULL,
@@ -138,6 +145,9 @@ static const struct setting settings[] = {
      "accept zstd, framed for those that do (0: built on every request)"},
     {"result-wait", "DAPI_RESULT_WAIT", K_I64, O(result_wait), "300", 1, 86400, NULL,
      "seconds a results request waits for a running query (504 above)"},
+    {"abandon-after", "DAPI_ABANDON_AFTER", K_I64, O(abandon_after), "600", 0, 365 * 86400LL, NULL,
+     "seconds a queued or running query nobody asks about (status or results, by its key) "
+     "runs before it is cancelled as abandoned (0 = never)"},
     {"shutdown-grace", "DAPI_SHUTDOWN_GRACE", K_I64, O(shutdown_grace), "10", 0, 3600, NULL,
      "seconds in-flight requests get to finish on SIGTERM/SIGINT"},
     {"memory-limit", "DAPI_MEMORY_LIMIT", K_SIZE, O(memory_limit), "8GB", 0, 0, NULL,

@@ -26,6 +26,8 @@ struct dapi_config {
     int64_t jwt_clock_skew;   /* s */
     char *log_format;         /* "text" | "json" */
     char *log_level;          /* "debug" | "info" | "warn" | "error" */
+    char *metrics_access;     /* "loopback" | "key" | "off" */
+    char *metrics_key;        /* DAPI_METRICS_KEY (env only) */
     char *log_file;           /* NULL = stderr; absolute after dapi_config_load */
     char *access_log;         /* NULL = with the server lines; absolute after dapi_config_load */
     int workers;              /* query execution threads */
@@ -48,6 +50,7 @@ struct dapi_config {
     int64_t retention;        /* s */
     int64_t page_cache_bytes; /* decoded result pages kept (store/pagecache.h) */
     int64_t result_wait;      /* s */
+    int64_t abandon_after;    /* s; 0 = never */
     int64_t shutdown_grace;   /* s */
     char *memory_limit;       /* DuckDB memory_limit, e.g. "4GB" */
     int64_t memory_headroom;  /* bytes beyond memory_limit; 0 = no process cap */

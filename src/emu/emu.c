@@ -768,17 +768,21 @@ static int is_execution(const char *path)
  * paths — and, like every /api/v1/ answer, only after the key is checked. Any other path
  * under /api/v1/ is a 404 of the emulator's. */
 static const struct dapi_route emu_routes[] = {
-    {"/emu-files/", DAPI_ROUTE_ANY, NULL, 0, "GET", r_files, NULL, NULL, r_files_not_allowed},
-    {"/api/v1/sql-query/", NULL, NULL, 0, "POST", NULL, NULL, r_sql_query, r_not_allowed},
-    {"/api/v1/explorer/application/", NULL, NULL, 0, "GET", r_app_status, NULL, NULL, r_not_found},
+    {"/emu-files/", DAPI_ROUTE_ANY, NULL, 0, "GET", r_files, NULL, NULL, r_files_not_allowed,
+     "/emu-files/*"},
+    {"/api/v1/sql-query/", NULL, NULL, 0, "POST", NULL, NULL, r_sql_query, r_not_allowed,
+     "/api/v1/sql-query/"},
+    {"/api/v1/explorer/application/", NULL, NULL, 0, "GET", r_app_status, NULL, NULL, r_not_found,
+     "/api/v1/explorer/application/"},
     {"/api/v1/explorer/application/start/", NULL, NULL, 0, "POST", NULL, NULL, r_app_start,
-     r_not_found},
-    {"/api/v1/explorer/queries/", NULL, NULL, 0, "POST", NULL, NULL, r_create_query, r_not_found},
+     r_not_found, "/api/v1/explorer/application/start/"},
+    {"/api/v1/explorer/queries/", NULL, NULL, 0, "POST", NULL, NULL, r_create_query, r_not_found,
+     "/api/v1/explorer/queries/"},
     {"/api/v1/explorer/queries/", DAPI_ROUTE_ANY, is_execution_start, 0, "POST", NULL, NULL,
-     r_start_execution, r_not_allowed},
+     r_start_execution, r_not_allowed, "/api/v1/explorer/queries/{id}/execution/"},
     {"/api/v1/explorer/queries/", DAPI_ROUTE_ANY, is_execution, 0, "GET", r_execution, NULL, NULL,
-     r_not_allowed},
-    {"/api/v1/", DAPI_ROUTE_ANY, NULL, 0, "", NULL, NULL, NULL, r_not_found},
+     r_not_allowed, "/api/v1/explorer/queries/{id}/execution/{id}/*"},
+    {"/api/v1/", DAPI_ROUTE_ANY, NULL, 0, "", NULL, NULL, NULL, r_not_found, "/api/v1/*"},
 };
 
 /* ---- lifecycle ----------------------------------------------------------------------- */

@@ -43,7 +43,8 @@ static void *watchdog_run(void *arg)
         int64_t now = dapi_clock_mono_ms();
         for(struct dapi_econn *c = e->conns; c; c = c->next)
             if(c->active && !c->timed_out &&
-               (e->aborting || (c->deadline_ms && now > c->deadline_ms))) {
+               (e->aborting || (c->deadline_ms && now > c->deadline_ms) ||
+                (c->cancel && atomic_load(c->cancel)))) {
                 c->timed_out = 1;
                 duckdb_interrupt(c->con);
             }
@@ -62,7 +63,7 @@ static void *watchdog_run(void *arg)
 
 /* Marks c as driving a query until deadline_ms (0: none) — or as idle with active = 0.
  * Returns -1 if the engine is aborting (the query must not start). */
-static int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms)
+int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms)
 {
     pthread_mutex_lock(&c->e->conns_lock);
     int aborting = c->e->aborting;
@@ -71,6 +72,13 @@ static int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms)
     c->timed_out = 0;
     pthread_mutex_unlock(&c->e->conns_lock);
     return active && aborting ? -1 : 0;
+}
+
+void dapi_econn_set_cancel(struct dapi_econn *c, const atomic_int *flag)
+{
+    pthread_mutex_lock(&c->e->conns_lock);
+    c->cancel = flag;
+    pthread_mutex_unlock(&c->e->conns_lock);
 }
 
 void dapi_engine_abort(struct dapi_engine *e)
@@ -919,6 +927,7 @@ struct tmpl {
     struct dapi_colvec *cols; /* top level */
     size_t ncols;
     char **names;
+    char **types; /* DuckDB's names of the column types (types.c) */
 };
 
 static void cv_free(struct dapi_colvec *cv)
@@ -1109,9 +1118,12 @@ static void tmpl_free(struct tmpl *t)
             cv_free(&t->cols[i]);
         if(t->names)
             free(t->names[i]);
+        if(t->types)
+            free(t->types[i]);
     }
     free(t->cols);
     free(t->names);
+    free(t->types);
     memset(t, 0, sizeof *t);
 }
 
@@ -1125,7 +1137,8 @@ static enum dapi_err tmpl_build(duckdb_prepared_statement st, struct tmpl *t, in
     t->ncols = duckdb_prepared_statement_column_count(st);
     t->cols = calloc(t->ncols ? t->ncols : 1, sizeof *t->cols);
     t->names = calloc(t->ncols ? t->ncols : 1, sizeof *t->names);
-    if(!t->cols || !t->names)
+    t->types = calloc(t->ncols ? t->ncols : 1, sizeof *t->types);
+    if(!t->cols || !t->names || !t->types)
         return DAPI_ERR_NOMEM;
     for(size_t i = 0; i < t->ncols && !result; i++) {
         const char *dn = duckdb_prepared_statement_column_name(st, i);
@@ -1135,6 +1148,8 @@ static enum dapi_err tmpl_build(duckdb_prepared_statement st, struct tmpl *t, in
             return DAPI_ERR_NOMEM;
         duckdb_logical_type lt = duckdb_prepared_statement_column_logical_type(st, i);
         result = build(lt, &t->cols[i], 0);
+        if(!(t->types[i] = engine_type_name(lt)) && !result)
+            result = DAPI_ERR_NOMEM;
         duckdb_destroy_logical_type(&lt);
         if(result == DAPI_ERR_INVALID) {
             *needs_cast = 1;
@@ -1271,7 +1286,8 @@ static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted,
             goto out;
         }
     }
-    if((result = sink->begin(ctx, t.ncols, (const char *const *)t.names)))
+    if((result = sink->begin(ctx, t.ncols, (const char *const *)t.names,
+                             (const char *const *)t.types)))
         goto out;
 
     if((result = drive(c, st, deadline_ms, &res, &have_res, msg)))

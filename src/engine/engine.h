@@ -1,10 +1,11 @@
 /* The embedded query engine: DuckDB over the local lake (docs/sql.md, "The lake"), locked down.
  * The only module that talks to DuckDB; duckdb.h is included only under src/engine/ (by
- * engine_int.h: engine.c, lake.c, sample.c). Rows leave the engine as column vectors
+ * engine_int.h: engine.c, lake.c, sample.c, discover.c). Rows leave the engine as column vectors
  * (colvec.h) through a sink. */
 #ifndef DAPI_ENGINE_H
 #define DAPI_ENGINE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "base/scope.h"
@@ -60,8 +61,11 @@ enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
 const char *dapi_econn_parse_tree(const struct dapi_econn *c);
 
 struct dapi_sink {
-    /* Called once with the result's column names (borrowed, valid during the run). */
-    enum dapi_err (*begin)(void *ctx, size_t ncols, const char *const *names);
+    /* Called once with the result's column names and DuckDB's names of their types
+     * ("BIGINT", "DECIMAL(18,3)", "INTEGER[]", "STRUCT(a INTEGER)" …; a column dapi casts to
+     * text for want of a JSON rendering is "VARCHAR"), borrowed, valid during the run. */
+    enum dapi_err (*begin)(void *ctx, size_t ncols, const char *const *names,
+                           const char *const *types);
     /* Called per chunk; vectors are valid only during the call. A non-OK return stops the
      * run and is returned by dapi_engine_run. */
     enum dapi_err (*chunk)(void *ctx, const struct dapi_colvec *cols, size_t ncols,
@@ -91,6 +95,78 @@ enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql, int
 enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, int trusted,
                                          const char *dir, int64_t rows_per_file,
                                          int64_t deadline_ms, uint64_t *rows, char **msg);
+
+/* ---- schema discovery (src/engine/discover.c; docs/api.md "Schema discovery") -------- */
+
+/* One table of the lake as the scan sees it (no DuckDB call). */
+struct dapi_lake_table {
+    char *layer, *name;
+    const char *kind; /* "parquet", "csv", "tsv", "json" or "ndjson" (static) */
+    int folder;       /* a folder of Parquet files (hive partitions allowed) */
+    uint64_t files;   /* files read: 1, or the folder's Parquet files */
+    uint64_t bytes;   /* their total size */
+    int64_t mtime_s;  /* the newest file's modification time, Unix seconds */
+};
+
+/* The tables scope may read (NULL: every layer) — a layer of the scope whose files really
+ * lie in a layer of the scope (links followed, as queries are held to it) — that the engine
+ * could expose, after bringing the lake in line with the disk (dapi_engine_sync_lake).
+ * Sorted by layer, then name (bytes). *out is owned (dapi_lake_tables_free; NULL when
+ * *n = 0). */
+enum dapi_err dapi_engine_lake_tables(struct dapi_engine *e, const struct dapi_scope *scope,
+                                      struct dapi_lake_table **out, size_t *n);
+void dapi_lake_tables_free(struct dapi_lake_table *t, size_t n);
+
+struct dapi_lake_column {
+    char *name;
+    char *type;            /* DuckDB's name of the type: "BIGINT", "DECIMAL(18,3)", … */
+    const char *json_type; /* how results render it (dapi_engine_json_type; static) */
+};
+
+struct dapi_lake_desc {
+    struct dapi_lake_table t;
+    struct dapi_lake_column *cols; /* in the table's order */
+    size_t ncols;
+    int64_t rows;   /* -1: unknown */
+    int rows_exact; /* rows is from the Parquet footers; else an estimate */
+    int missing;    /* on DAPI_ERR_NOT_FOUND: 1 = no such layer, 2 = no such table */
+};
+
+/* Describes layer.table (names exactly as listed): columns and their types, the row count
+ * (exact, from the Parquet footers, for Parquet; else estimated from the first
+ * DAPI_LAKE_SAMPLE_BYTES of the file), files, bytes, mtime. With a scope, a layer outside it
+ * is DAPI_ERR_FORBIDDEN whether or not it exists, and so is a table whose files really lie
+ * in a layer outside it (*msg: "this API key may not read layer 'x'", owned). Unknown layer
+ * or table: DAPI_ERR_NOT_FOUND (d->missing says which). deadline_ms as dapi_engine_run.
+ * Free d with dapi_lake_desc_free whatever the result. */
+#define DAPI_LAKE_SAMPLE_BYTES (1u << 20)
+enum dapi_err dapi_engine_describe(struct dapi_econn *c, const char *layer, const char *table,
+                                   const struct dapi_scope *scope, int64_t deadline_ms,
+                                   struct dapi_lake_desc *d, char **msg);
+void dapi_lake_desc_free(struct dapi_lake_desc *d);
+
+/* The JSON type results give a column of DuckDB type type (docs/api.md "JSON values"):
+ * "integer", "number", "boolean", "string", "array", "object" (a MAP with VARCHAR keys),
+ * "array" (other MAPs: [{"key","value"}]) or "any" (UNION: its active member's). */
+const char *dapi_engine_json_type(const char *type);
+
+/* An estimate of the records in a file of total bytes whose first n bytes are sample, of
+ * kind "csv"/"tsv" (lines outside double quotes, less the header) or "json"/"ndjson"
+ * (top-level values, or the elements of a top-level array); exact for the text given when
+ * n == total. -1 when the sample holds no complete record to go by. */
+int64_t dapi_engine_estimate_rows(const char *kind, const char *sample, size_t n, uint64_t total);
+/* Converts the NDJSON rows at in (one object per line, keyed by the column names) into a Parquet file at out with the n columns names[i] of DuckDB types types[i]
+ * (as DuckDB names them: "BIGINT", "DECIMAL(18,3)", "INTEGER[]" …). Runs in a DuckDB of its
+ * own that may touch only dir (which holds in and out, and its spill files), with
+ * memory_limit (NULL: DuckDB's default). *msg: an owned explanation on error. */
+enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, const char *out,
+                                            const char *const *names, const char *const *types,
+                                            size_t n, const char *memory_limit, char **msg);
+
+/* While *flag (may be NULL: none) is set non-zero, a query running on c is interrupted (as at
+ * its deadline: the run returns DAPI_ERR_TIMEOUT): a cancelled query. The flag must outlive
+ * the run; set NULL before it goes. */
+void dapi_econn_set_cancel(struct dapi_econn *c, const atomic_int *flag);
 
 /* Shutdown: interrupts every query running on e's connections now and any started later
  * (they fail with DAPI_ERR_BUSY). Thread-safe, irreversible. */

@@ -1,8 +1,8 @@
-/* Engine-private: what engine.c (the core), lake.c (the lake's views) and sample.c (the
- * sample lake) share. Not to be included outside src/engine/.
+/* Engine-private: what engine.c (the core), lake.c (the lake's views), sample.c (the sample
+ * lake) and discover.c (schema discovery) share. Not to be included outside src/engine/.
  *
- * Rule: duckdb.h is included only under src/engine/ — by this header, which engine.c, lake.c
- * and sample.c include; every other module talks to DuckDB through engine.h. */
+ * Rule: duckdb.h is included only under src/engine/ — by this header, which engine.c, lake.c,
+ * sample.c and discover.c include; every other module talks to DuckDB through engine.h. */
 #ifndef DAPI_ENGINE_INT_H
 #define DAPI_ENGINE_INT_H
 
@@ -67,14 +67,19 @@ struct dapi_engine {
 struct dapi_econn {
     struct dapi_engine *e;
     duckdb_connection con;
-    int64_t deadline_ms; /* 0 = none; guarded by e->conns_lock */
-    int active;          /* a query is being driven */
-    int timed_out;       /* set by the watchdog when it interrupted this connection */
+    int64_t deadline_ms;      /* 0 = none; guarded by e->conns_lock */
+    int active;               /* a query is being driven */
+    int timed_out;            /* set by the watchdog when it interrupted this connection */
+    const atomic_int *cancel; /* set: the watchdog interrupts the query (e->conns_lock) */
     duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
     duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
     char *last_tree; /* the parse tree of the last SQL the sandbox passed (owned) or NULL */
     struct dapi_econn *next;
 };
+
+/* types.c: DuckDB's name of a type ("DECIMAL(18,3)", "INTEGER[]" …), owned; NULL: no
+ * memory. */
+char *engine_type_name(duckdb_logical_type lt);
 
 /* engine.c: small helpers shared by the engine's files. */
 enum dapi_err add_ident(struct dapi_buf *b, const char *s);
@@ -82,8 +87,14 @@ enum dapi_err exec(duckdb_connection con, const char *sql, char *err, size_t err
 enum dapi_err collect_strings(duckdb_result *res, char ***list, size_t *n);
 void free_strings(char **list, size_t n);
 int cmp_str(const void *a, const void *b);
+/* Marks c as driving a query until deadline_ms (0: none) — or as idle with active = 0.
+ * Returns -1 if the engine is aborting (the query must not start). */
+int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms);
 
 /* lake.c: frees every view of vs and empties it. */
 void views_clear(struct views *vs);
+/* lake.c: appends path as a DuckDB string literal that matches only that file (*, ? and [
+ * put in one-character classes, ' doubled). */
+enum dapi_err add_path_literal(struct dapi_buf *b, const char *path);
 
 #endif

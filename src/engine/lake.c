@@ -304,7 +304,7 @@ static const struct view *views_find(const struct views *vs, const char *layer, 
 
 /* A file name as a DuckDB path literal that matches only itself: DuckDB expands *, ? and
  * [...] in every path it reads, so each is put in a one-character class ([[] is '['). */
-static enum dapi_err add_path_literal(struct dapi_buf *b, const char *path)
+enum dapi_err add_path_literal(struct dapi_buf *b, const char *path)
 {
     enum dapi_err result = dapi_buf_addc(b, '\'');
     for(const char *p = path; !result && *p; p++) {

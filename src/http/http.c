@@ -21,6 +21,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "http/conns.h"
 
 /* Connection limits are enforced here, not by libmicrohttpd (docs/design.md, "Connections"):
@@ -92,11 +93,25 @@ struct dapi_req {
     const void *kept;
     void (*release)(void *arg);
     void *release_arg;
-    int fd; /* file body (>= 0) instead of resp */
+    struct dapi_stream *stream; /* a streamed body (dapi_req_respond_stream): a reference */
+    int fd;                     /* file body (>= 0) instead of resp */
     uint64_t fd_size;
     const char *ctype;
     unsigned long long bytes_sent;
+    const char *route; /* the route's name, for metrics (static; NULL: no route matched) */
 };
+
+void dapi_req_set_route(struct dapi_req *r, const char *name)
+{
+    r->route = name;
+}
+
+void dapi_req_set_content_type(struct dapi_req *r, const char *content_type)
+{
+    pthread_mutex_lock(&r->mu);
+    r->ctype = content_type;
+    pthread_mutex_unlock(&r->mu);
+}
 
 const char *dapi_req_method(const struct dapi_req *r)
 {
@@ -226,10 +241,191 @@ void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, siz
     pthread_mutex_unlock(&r->mu);
 }
 
+/* ---- streamed bodies ------------------------------------------------------------------ */
+
+struct dapi_stream {
+    pthread_mutex_t mu;
+    pthread_cond_t room; /* the writer waits for room, or for the client to leave */
+    char *buf;           /* DAPI_STREAM_BUFFER bytes: data[head, tail) waits to be sent */
+    size_t head, tail;
+    int ended, ok; /* the writer is done (ok: the body is complete) */
+    int gone;      /* libmicrohttpd is done with the response (sent, or the client left) */
+    int suspended; /* the connection waits for data: resumed by the next write or the end */
+    int refs;      /* the writer, the response, the request */
+    struct MHD_Connection *conn;
+    unsigned long long total; /* bytes handed to libmicrohttpd */
+    const atomic_int *stop;   /* dapi_stream_stop_on */
+};
+
+static void stream_unref(struct dapi_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if(!last)
+        return;
+    pthread_cond_destroy(&s->room);
+    pthread_mutex_destroy(&s->mu);
+    free(s->buf);
+    free(s);
+}
+
+/* Wakes the connection waiting for data (under s->mu). */
+static void stream_wake(struct dapi_stream *s)
+{
+    if(s->suspended && !s->gone) {
+        s->suspended = 0;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+/* MHD_ContentReaderCallback, on the event thread: what is buffered, else the end, else
+ * suspends the connection until the writer adds more (returning 0 without suspending would
+ * make libmicrohttpd call again at once: a busy loop). */
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct dapi_stream *s = cls;
+    ssize_t n;
+    pthread_mutex_lock(&s->mu);
+    size_t avail = s->tail - s->head;
+    if(avail) {
+        n = (ssize_t)(avail < max ? avail : max);
+        memcpy(out, s->buf + s->head, (size_t)n);
+        s->head += (size_t)n;
+        if(s->head == s->tail)
+            s->head = s->tail = 0;
+        s->total += (unsigned long long)n;
+        pthread_cond_signal(&s->room);
+    } else if(s->ended) {
+        n = s->ok ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+    } else {
+        s->suspended = 1;
+        MHD_suspend_connection(s->conn);
+        n = 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+/* MHD_ContentReaderFreeCallback: the response is gone (sent, or the client left). */
+static void stream_free(void *cls)
+{
+    struct dapi_stream *s = cls;
+    pthread_mutex_lock(&s->mu);
+    s->gone = 1;
+    s->suspended = 0;
+    pthread_cond_broadcast(&s->room);
+    pthread_mutex_unlock(&s->mu);
+    stream_unref(s);
+}
+
+struct dapi_stream *dapi_req_respond_stream(struct dapi_req *r, int status,
+                                            const char *content_type)
+{
+    struct dapi_stream *s = calloc(1, sizeof *s);
+    if(!s || !(s->buf = malloc(DAPI_STREAM_BUFFER))) {
+        if(s)
+            free(s);
+        dapi_req_respond(r, 500, NULL, 0, NULL, NULL);
+        return NULL;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->room, NULL);
+    s->refs = 3;
+    s->conn = r->conn;
+    pthread_mutex_lock(&r->mu);
+    if(r->answered) {
+        pthread_mutex_unlock(&r->mu);
+        dapi_error("http: second response for one request dropped");
+        s->gone = 1;
+        s->refs = 1;
+        return s; /* writes fail: the writer stops */
+    }
+    r->status = status;
+    r->stream = s;
+    r->ctype = content_type;
+    answer_locked(r);
+    pthread_mutex_unlock(&r->mu);
+    return s;
+}
+
+void dapi_stream_stop_on(struct dapi_stream *s, const atomic_int *flag)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stop = flag;
+    pthread_mutex_unlock(&s->mu);
+}
+
+static int stream_stopped(const struct dapi_stream *s)
+{
+    return s->gone || (s->stop && atomic_load(s->stop));
+}
+
+int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len)
+{
+    const char *c = p;
+    pthread_mutex_lock(&s->mu);
+    while(len && !stream_stopped(s)) {
+        if(s->head && s->tail == DAPI_STREAM_BUFFER) { /* move what waits to the front */
+            memmove(s->buf, s->buf + s->head, s->tail - s->head);
+            s->tail -= s->head;
+            s->head = 0;
+        }
+        size_t room = DAPI_STREAM_BUFFER - s->tail;
+        if(!room) {
+            stream_wake(s);
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 200 * 1000000L;
+            if(until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->room, &s->mu, &until);
+            continue;
+        }
+        size_t n = len < room ? len : room;
+        memcpy(s->buf + s->tail, c, n);
+        s->tail += n;
+        c += n;
+        len -= n;
+        stream_wake(s);
+    }
+    int rc = stream_stopped(s) ? -1 : 0;
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+int dapi_stream_gone(struct dapi_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int g = s->gone;
+    pthread_mutex_unlock(&s->mu);
+    return g;
+}
+
+void dapi_stream_end(struct dapi_stream *s, int ok)
+{
+    if(!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->ended = 1;
+    s->ok = ok;
+    stream_wake(s);
+    pthread_mutex_unlock(&s->mu);
+    stream_unref(s);
+}
+
 static enum MHD_Result queue(struct dapi_req *r)
 {
     struct MHD_Response *resp;
-    if(r->release) {
+    if(r->stream) {
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read,
+                                                 r->stream, stream_free);
+        if(!resp)
+            return MHD_NO; /* (the response's reference is dropped with the request's) */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
+    } else if(r->release) {
         /* sent from where it is; release runs when libmicrohttpd is done with it */
         resp = MHD_create_response_from_buffer_with_free_callback_cls(r->resp_len, (void *)r->kept,
                                                                       r->release, r->release_arg);
@@ -250,7 +446,8 @@ static enum MHD_Result queue(struct dapi_req *r)
             return MHD_NO;
         r->resp = NULL;      /* owned by MHD now */
         if(r->status != 304) /* no content, so no type */
-            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                    r->ctype ? r->ctype : "application/json");
     }
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
@@ -618,6 +815,11 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if(!r)
         return;
     long long dur = dapi_clock_mono_us() - r->start_us;
+    if(r->stream) { /* what was sent of a streamed body */
+        pthread_mutex_lock(&r->stream->mu);
+        r->bytes_sent = r->stream->total;
+        pthread_mutex_unlock(&r->stream->mu);
+    }
     struct dapi_access a = {r->method,
                             r->path,
                             r->query,
@@ -627,12 +829,19 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                             r->queued ? r->bytes_sent : 0,
                             dur};
     dapi_log_request(&a);
+    dapi_metrics_request(r->route, r->method, a.status, a.bytes, dur);
     if(r->c) {
         /* The next request head on this kept-alive connection has its deadline counted from
          * now (the order matters: the sweeper reads in_request first). */
         r->c->req = NULL;
         atomic_store(&r->c->head_since_ms, dapi_clock_mono_ms());
         atomic_store(&r->c->in_request, 0);
+    }
+    if(r->stream) {
+        struct dapi_stream *st = r->stream;
+        if(!r->queued) /* the response's reference was never handed to libmicrohttpd */
+            stream_free(st);
+        stream_unref(st);
     }
     free(r->resp);
     if(r->release) /* answered, never queued */
@@ -681,6 +890,19 @@ static void note_refused(struct dapi_http *h, int why, const struct dapi_addr *a
     }
 }
 
+/* Connections accepted or refused (n = 0 at start: both families exist from the first
+ * scrape on, at zero). */
+static void count_connection(int refused, uint64_t n)
+{
+    if(refused)
+        dapi_metrics_count("dapi_http_connections_refused_total",
+                           "connections closed at once: over --max-connections or "
+                           "--max-connections-per-client",
+                           n);
+    else
+        dapi_metrics_count("dapi_http_connections_accepted_total", "connections accepted", n);
+}
+
 /* MHD_AcceptPolicyCallback: runs on the event thread that accepted the socket, before
  * libmicrohttpd counts it. A refused socket is closed at once (the client sees the
  * connection closed or reset), so it never occupies anything. */
@@ -705,8 +927,10 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *sa, socklen_t
     pthread_mutex_unlock(&h->mu);
     if(rc != DAPI_CONNS_OK) {
         note_refused(h, rc, &a, open);
+        count_connection(1, 1);
         return MHD_NO;
     }
+    count_connection(0, 1);
     return MHD_YES;
 }
 
@@ -1049,6 +1273,8 @@ static void http_free(struct dapi_http *h)
 enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opts *opts, char *err,
                               size_t errlen)
 {
+    count_connection(0, 0);
+    count_connection(1, 0);
     *out = NULL;
     struct dapi_http *h = calloc(1, sizeof *h);
     if(!h)
@@ -1154,6 +1380,19 @@ int dapi_http_port(const struct dapi_http *h)
 void dapi_http_quiesce(struct dapi_http *h)
 {
     atomic_store(&h->quiesced, 1);
+}
+
+int64_t dapi_http_open_connections(struct dapi_http *h)
+{
+    pthread_mutex_lock(&h->mu);
+    int64_t n = dapi_conns_total(h->conns);
+    pthread_mutex_unlock(&h->mu);
+    return n;
+}
+
+const char *dapi_req_client(const struct dapi_req *r)
+{
+    return r->client;
 }
 
 long dapi_http_inflight(const struct dapi_http *h)

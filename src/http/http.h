@@ -7,6 +7,7 @@
 #ifndef DAPI_HTTP_H
 #define DAPI_HTTP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -55,12 +56,21 @@ int dapi_http_port(const struct dapi_http *h);
 void dapi_http_quiesce(struct dapi_http *h);
 /* Requests received and not yet completed. */
 long dapi_http_inflight(const struct dapi_http *h);
+/* Connections open now (counted ones: those admitted by the connection limits). */
+int64_t dapi_http_open_connections(struct dapi_http *h);
 /* Stops the server (every deferred request must have been answered). */
 void dapi_http_stop(struct dapi_http *h);
 
 /* Request accessors: strings are borrowed for the life of the request. */
 const char *dapi_req_method(const struct dapi_req *r);
+/* Names the route that answers r (a static string), for metrics by route. */
+void dapi_req_set_route(struct dapi_req *r, const char *name);
+/* The Content-Type of the buffer response to come (a static string; default
+ * application/json). */
+void dapi_req_set_content_type(struct dapi_req *r, const char *content_type);
 const char *dapi_req_path(const struct dapi_req *r);
+/* The client's address as text ("127.0.0.1", "::1"). */
+const char *dapi_req_client(const struct dapi_req *r);
 const char *dapi_req_header(const struct dapi_req *r, const char *name);
 /* A query-string argument, or NULL if absent ("" for "?a" or "?a="). */
 const char *dapi_req_arg(const struct dapi_req *r, const char *name);
@@ -101,6 +111,34 @@ void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, siz
  * given Content-Type. Callable from any thread, exactly once per request. */
 void dapi_req_respond_file(struct dapi_req *r, int status, int fd, uint64_t size,
                            const char *content_type);
+/* ---- streamed bodies ----------------------------------------------------------------
+ * A body of unknown length (chunked transfer) written by another thread while it is sent:
+ * the writer blocks while DAPI_STREAM_BUFFER bytes wait to be sent (the client's pace sets
+ * the writer's: memory stays bounded whatever the body's size), and learns that the client
+ * left from a failing write. The event thread never waits for the writer: while the buffer
+ * is empty the connection is suspended, resumed by the next write. */
+#define DAPI_STREAM_BUFFER (256 * 1024)
+struct dapi_stream;
+/* Answers r with status, content_type and the body written through the returned stream (the
+ * writer's reference: end it with dapi_stream_end). Headers added with dapi_req_add_header go
+ * with it. NULL without memory (then r is answered 500). Callable from any thread, exactly
+ * once per request. */
+struct dapi_stream *dapi_req_respond_stream(struct dapi_req *r, int status,
+                                            const char *content_type);
+/* Appends len bytes to the body, waiting for room. 0, or -1 once the client has gone (or the
+ * request ended without sending a body, as for HEAD): the writer then stops. */
+int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len);
+/* Ends the body and drops the writer's reference: ok = complete (the last chunk is sent);
+ * !ok = cut short (an error after the headers were sent: the connection is closed without
+ * the last chunk, so the client sees an incomplete body, never a short one taken for whole). */
+void dapi_stream_end(struct dapi_stream *s, int ok);
+/* While *flag (not NULL) is non-zero a write fails at once, also one waiting for room (it
+ * looks at the flag at least every 200 ms): a server that stops does not wait for a client
+ * that stopped reading. Set before the first write. */
+void dapi_stream_stop_on(struct dapi_stream *s, const atomic_int *flag);
+/* 1 once the client has gone (a writer may check it between costly steps). */
+int dapi_stream_gone(struct dapi_stream *s);
+
 /* The Host header as sent, or NULL. */
 #define dapi_req_host(r) dapi_req_header((r), "Host")
 

@@ -28,15 +28,22 @@ static const char *dir_of(const struct dapi_queries *qs, const char *slug, char 
 
 static const char *state_name(enum dapi_qstate s)
 {
-    static const char *const n[] = {"queued", "running", "done", "failed"};
+    static const char *const n[] = {"queued", "running", "done", "failed", "cancelled"};
     return n[s];
 }
 
 struct meta store_meta_of(const struct query *q)
 {
-    struct meta m = {q->slug,     q->owner,     q->sql,   q->upstream, q->message,
-                     q->scope,    q->created_s, q->state, q->error,    q->bytes,
-                     q->attempts, q->seq,       q->ident, q->fp,       q->done_s};
+    struct meta m = {
+        q->slug,   q->owner, q->sql,   q->upstream, q->message, q->scope, q->created_s,
+        q->state,  q->error, q->bytes, q->attempts, q->seq,     q->ident, q->fp,
+        q->done_s, 0,        0,        0,           0,          NULL,     NULL};
+    m.started_s = q->started_s;
+    m.finished_s = q->finished_s;
+    m.reused = q->reused;
+    m.ncols = q->ncols;
+    m.col_names = q->col_names;
+    m.col_types = q->col_types;
     return m;
 }
 
@@ -82,6 +89,20 @@ static void meta_text(struct dapi_buf *b, const struct meta *m)
     if(m->ident && *m->ident) /* absent: not reusable (as before reuse existed) */
         dapi_buf_addf(b, ",\"reuse\":{\"id\":\"%s\",\"fp\":\"%s\",\"data_at\":%lld}", m->ident,
                       m->fp ? m->fp : "", (long long)m->done_s);
+    /* lifecycle (absent before it existed: not known) */
+    dapi_buf_addf(b, ",\"started\":%lld,\"finished\":%lld,\"reused\":%s", (long long)m->started_s,
+                  (long long)m->finished_s, m->reused ? "true" : "false");
+    if(m->ncols && m->col_names && m->col_types) {
+        dapi_buf_adds(b, ",\"columns\":[");
+        for(size_t i = 0; i < m->ncols; i++) {
+            dapi_buf_adds(b, i ? ",{\"name\":" : "{\"name\":");
+            dapi_json_str(b, m->col_names[i], strlen(m->col_names[i]));
+            dapi_buf_adds(b, ",\"type\":");
+            dapi_json_str(b, m->col_types[i], strlen(m->col_types[i]));
+            dapi_buf_addc(b, '}');
+        }
+        dapi_buf_addc(b, ']');
+    }
     dapi_buf_adds(b, "}\n");
 }
 
@@ -351,6 +372,37 @@ static int hexval(char c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
+static int64_t int_or_0(const struct dapi_jv *v)
+{
+    return v && dapi_jv_type(v) == DAPI_J_INT && dapi_jv_int(v) > 0 ? dapi_jv_int(v) : 0;
+}
+
+/* Times, reuse and columns: absent or unreadable means not known (older state dirs). */
+static void load_lifecycle(struct query *q, const struct dapi_jv *root)
+{
+    q->started_s = int_or_0(dapi_jv_get(root, "started"));
+    q->finished_s = int_or_0(dapi_jv_get(root, "finished"));
+    q->reused = dapi_jv_type(dapi_jv_get(root, "reused")) == DAPI_J_TRUE;
+    const struct dapi_jv *cols = dapi_jv_get(root, "columns");
+    size_t n = cols && dapi_jv_type(cols) == DAPI_J_ARRAY ? dapi_jv_array_size(cols) : 0;
+    if(!n || !(q->col_names = calloc(n, sizeof *q->col_names)) ||
+       !(q->col_types = calloc(n, sizeof *q->col_types))) {
+        store_columns_clear(q);
+        return;
+    }
+    q->ncols = n;
+    for(size_t i = 0; i < n; i++) {
+        const struct dapi_jv *c = dapi_jv_index(cols, i);
+        const char *name = dapi_jv_str(dapi_jv_get(c, "name"), NULL);
+        const char *type = dapi_jv_str(dapi_jv_get(c, "type"), NULL);
+        if(!name || !type || !(q->col_names[i] = strdup(name)) ||
+           !(q->col_types[i] = strdup(type))) {
+            store_columns_clear(q);
+            return;
+        }
+    }
+}
+
 /* Loads one stored query from its file (meta.json or created.json); NULL if damaged. */
 static struct query *load_from(struct dapi_queries *qs, const char *slug, const char *file)
 {
@@ -422,6 +474,7 @@ static struct query *load_from(struct dapi_queries *qs, const char *slug, const 
             q->done_s = dapi_jv_int(at);
         }
     }
+    load_lifecycle(q, root);
     q->sql = strdup(sql);
     q->message = msg && *msg ? strdup(msg) : NULL;
     q->upstream = upstream && *upstream ? strdup(upstream) : NULL;
@@ -452,6 +505,8 @@ static struct query *load_from(struct dapi_queries *qs, const char *slug, const 
         }
     } else if(strcmp(state, "failed") == 0) {
         q->state = DAPI_Q_FAILED;
+    } else if(strcmp(state, "cancelled") == 0) {
+        q->state = DAPI_Q_CANCELLED; /* never run again */
     } else {
         q->state = DAPI_Q_QUEUED;
     }

@@ -11,9 +11,12 @@
 #include <unistd.h>
 
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/json.h"
 #include "base/jsonin.h"
+#include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "store/queries_int.h"
 
 static void fire(struct waiter *w, int timed_out);
@@ -45,6 +48,7 @@ void store_qfree(struct query *q)
     free(q->upstream);
     free(q->scope);
     free(q->message);
+    store_columns_clear(q);
     free(q);
 }
 
@@ -52,6 +56,11 @@ static void unref(struct query *q)
 {
     if(--q->refs == 0)
         store_qfree(q);
+}
+
+void store_unref(struct query *q)
+{
+    unref(q);
 }
 
 /* ---- per-key use (under the lock) ---------------------------------------------------- */
@@ -314,6 +323,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     pthread_mutex_init(&qs->lock, NULL);
     qs->retention_s = retention_s;
     qs->max_bytes = max_state_bytes;
+    qs->wall_s = dapi_clock_wall_s;
     qs->lim.max_active = qs->lim.max_key_active = qs->lim.max_key_bytes = UINT64_MAX;
     size_t n = strlen(state_dir) + 16;
     if(!(qs->dir = malloc(n))) {
@@ -369,7 +379,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         insert(qs, q);
         if(q->seq > qs->seq)
             qs->seq = q->seq; /* new queries come after every loaded one */
-        if(q->state != DAPI_Q_FAILED)
+        if(q->state != DAPI_Q_FAILED && q->state != DAPI_Q_CANCELLED)
             store_reuse_set(qs, q);
         if(q->state == DAPI_Q_DONE)
             bytes_add(qs, q, q->bytes);
@@ -387,6 +397,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
             q->error = DAPI_ERR_INTERNAL;
             q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
             q->attempts = 0;
+            q->finished_s = now_s;
             struct meta m = store_meta_of(q);
             store_save_meta(qs, &m,
                             0); /* (if this fails the next start decides again, the same way) */
@@ -484,7 +495,7 @@ int dapi_queries_hold(struct dapi_queries *qs, const char *slug, const unsigned 
     struct query *q = store_find(qs, slug);
     /* a query that already finished holds nothing (one that shared an identical query's
      * run may finish before its creator gets here) */
-    if(q && q->state != DAPI_Q_DONE && q->state != DAPI_Q_FAILED)
+    if(q && !store_ended(q->state))
         slot_take(qs, q); /* before giving back: the owner's entry stays allocated */
     if(reserved)
         slot_give_back(qs, reserved);
@@ -600,6 +611,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     memcpy(q->owner, key_hash, DAPI_KEY_HASH_LEN);
     q->created_s = now_s;
     q->done_s = now_s;
+    q->last_seen_s = now_s;
     q->state = DAPI_Q_QUEUED;
     if(ru && ru->ident && strlen(ru->ident) < DAPI_REUSE_HEX &&
        (!ru->fp || strlen(ru->fp) < DAPI_REUSE_HEX)) {
@@ -613,12 +625,15 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         evict(qs, NULL, NULL, &gone);
     uint64_t used = qs->bytes;
     q->seq = ++qs->seq; /* persisted: "oldest" means the same after a restart */
+    q->reused = 0;
     if(q->ident[0] && ru->max_age_s > 0 && used < qs->max_bytes &&
        (src = store_reusable(qs, ru, now_s, &how))) {
         src->refs++; /* kept while its result file is linked */
         q->done_s = src->done_s;
-        if(how == DAPI_REUSED_RUN)
+        if(how == DAPI_REUSED_RUN) {
             snprintf(q->leader, sizeof q->leader, "%s", src->slug);
+            q->reused = 1;
+        }
     }
     int early = 0;
     if(q->ident[0] && !src && used < qs->max_bytes) {
@@ -659,6 +674,9 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         } else {
             q->state = DAPI_Q_DONE;
             q->bytes = (uint64_t)st.st_size;
+            q->reused = 1;
+            q->started_s = q->finished_s = now_s;
+            store_columns_copy(q, src); /* (src is kept alive by its reference) */
         }
     }
     struct meta m = store_meta_of(q);
@@ -681,6 +699,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         how = DAPI_REUSED_NONE;
         q->leader[0] = '\0';
         q->done_s = now_s;
+        q->reused = 0;
     }
     insert(qs, q);
     if(how == DAPI_REUSED_RUN)
@@ -759,6 +778,7 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
         return DAPI_ERR_NOT_FOUND;
     }
     q->refs++;
+    q->last_seen_s = now_s; /* its owner asks about it: not abandoned */
     snprintf(v->slug, sizeof v->slug, "%s", q->slug);
     v->state = q->state;
     v->error = q->error;
@@ -834,16 +854,21 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
     enum dapi_err result = DAPI_OK;
     if(store_find(qs, slug) != q) /* expired meanwhile */
         result = DAPI_ERR_NOT_FOUND;
-    else if(q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED)
-        result = DAPI_ERR_INVALID;
+    else if(store_ended(q->state) &&
+            !(q->state == DAPI_Q_CANCELLED && store_has_followers(qs, slug)))
+        result = DAPI_ERR_INVALID; /* (a cancelled one still runs for those sharing its run) */
     if(result) {
         pthread_mutex_unlock(&qs->lock);
         persist_end(qs, q);
         return result;
     }
-    q->state = DAPI_Q_RUNNING;
+    if(q->state != DAPI_Q_CANCELLED)
+        q->state = DAPI_Q_RUNNING;
+    q->started_s = qs->wall_s();
+    q->finished_s = 0;
     q->attempts++;
     q->in_run = 1;
+    q->run_start_us = dapi_clock_mono_us();
     struct meta m = store_meta_of(q);
     m.message = NULL;
     pthread_mutex_unlock(&qs->lock);
@@ -912,6 +937,102 @@ void dapi_queries_remove(struct dapi_queries *qs, const char *slug)
     }
 }
 
+int store_has_followers(struct dapi_queries *qs, const char *slug)
+{
+    for(size_t b = 0; qs->nfollow && b < NBUCKETS; b++)
+        for(struct query *f = qs->buckets[b]; f; f = f->next)
+            if(f->leader[0] && strcmp(f->leader, slug) == 0)
+                return 1;
+    return 0;
+}
+
+/* dapi_queries_cancel; key_hash NULL: an abandoned query (whoever owns it), only if it
+ * still is. */
+static enum dapi_err cancel(struct dapi_queries *qs, const char *slug,
+                            const unsigned char *key_hash, int64_t now_s, const char *why,
+                            int *deleted)
+{
+    *deleted = 0;
+    char *msg = strdup(why);
+    struct query *q = msg ? persist_begin(qs, slug) : NULL;
+    if(!q) {
+        free(msg);
+        return msg ? DAPI_ERR_NOT_FOUND : DAPI_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&qs->lock);
+    if(store_find(qs, slug) != q || q->created_s + qs->retention_s <= now_s ||
+       (key_hash && !dapi_ct_equal(q->owner, DAPI_KEY_HASH_LEN, key_hash, DAPI_KEY_HASH_LEN))) {
+        pthread_mutex_unlock(&qs->lock);
+        persist_end(qs, q);
+        free(msg);
+        return DAPI_ERR_NOT_FOUND;
+    }
+    if(!key_hash &&
+       (store_ended(q->state) || q->waiters || now_s - q->last_seen_s < qs->abandon_s)) {
+        /* abandoned, it was asked about or ended meanwhile: left alone */
+        pthread_mutex_unlock(&qs->lock);
+        persist_end(qs, q);
+        free(msg);
+        return DAPI_ERR_NOT_FOUND;
+    }
+    struct waiter *w = q->waiters;
+    q->waiters = NULL;
+    if(store_ended(q->state)) { /* deleted, as if it had expired */
+        detach(qs, q);
+        forget(qs, q); /* persist_begin's reference keeps q alive */
+        store_reuse_prune(qs);
+        pthread_mutex_unlock(&qs->lock);
+        persist_end(qs, q);
+        fire(w, 0);
+        store_remove_dir(qs, slug);
+        free(msg);
+        *deleted = 1;
+        return DAPI_OK;
+    }
+    struct dapi_result_live *live = NULL;
+    if(q->leader[0]) { /* leaves the run it shares, which goes on for the others */
+        struct query *run = store_find(qs, q->leader);
+        q->leader[0] = '\0';
+        if(qs->nfollow)
+            qs->nfollow--;
+        /* the last one sharing the run of a cancelled query: nobody needs that run now */
+        if(run && run->state == DAPI_Q_CANCELLED && run->cancel &&
+           !store_has_followers(qs, run->slug))
+            atomic_store(run->cancel, 1);
+    } else if(!store_has_followers(qs, slug)) { /* nobody else needs its run: stopped */
+        if(q->cancel)
+            atomic_store(q->cancel, 1);
+        live = q->live;
+        q->live = NULL;
+        q->pages_ready = 0;
+    } /* else its run goes on for the queries sharing it (their page waiters are woken
+         with the rest, and wait again) */
+    q->state = DAPI_Q_CANCELLED;
+    q->error = DAPI_OK;
+    free(q->message);
+    q->message = msg;
+    q->finished_s = now_s;
+    slot_release(qs, q);
+    struct meta m = store_meta_of(q);
+    pthread_mutex_unlock(&qs->lock);
+    /* the cancelled state survives a restart: it is never run again */
+    int e = store_save_meta(qs, &m, 1); /* durable: never run again, even after a power loss */
+    persist_end(qs, q);
+    dapi_result_live_unref(live);
+    fire(w, 0);
+    if(e)
+        dapi_warn("store: query %s cancelled, but that could not be recorded: %s", slug,
+                  strerror(e));
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_queries_cancel(struct dapi_queries *qs, const char *slug,
+                                  const unsigned char *key_hash, int64_t now_s, const char *why,
+                                  int *deleted)
+{
+    return cancel(qs, slug, key_hash, now_s, why, deleted);
+}
+
 enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
 {
     enum dapi_err result = DAPI_ERR_INVALID;
@@ -941,37 +1062,6 @@ enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
     }
     pthread_mutex_unlock(&qs->lock);
     return result;
-}
-
-char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
-{
-    pthread_mutex_lock(&qs->lock);
-    struct query *q = store_find(qs, slug);
-    char *sql = q ? strdup(q->sql) : NULL;
-    pthread_mutex_unlock(&qs->lock);
-    return sql;
-}
-
-enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug, struct dapi_scope *out)
-{
-    pthread_mutex_lock(&qs->lock);
-    struct query *q = store_find(qs, slug);
-    if(q && q->scope)
-        memcpy(out, q->scope, sizeof *out);
-    else if(q) {
-        memset(out, 0, sizeof *out);
-        out->all = 1;
-    }
-    pthread_mutex_unlock(&qs->lock);
-    return q ? DAPI_OK : DAPI_ERR_NOT_FOUND;
-}
-
-void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out, size_t n)
-{
-    pthread_mutex_lock(&qs->lock);
-    struct query *q = store_find(qs, slug);
-    snprintf(out, n, "%s", q && q->upstream ? q->upstream : "");
-    pthread_mutex_unlock(&qs->lock);
 }
 
 enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
@@ -1008,12 +1098,14 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     uint64_t bytes = q->bytes;
     int attempts = q->attempts;
     uint64_t seq = q->seq;
+    int64_t started = q->started_s, finished = q->finished_s;
+    int reused = q->reused; /* (no columns yet: this is called before the run) */
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
     if(sql && up) {
-        struct meta m = {slug,     owner, sql,      up,    message,  q->scope, /* immutable */
-                         created,  state, error,    bytes, attempts, seq,
-                         q->ident, q->fp, q->done_s};
+        struct meta m = {slug,      owner,   sql,      up,     message,  q->scope, /* immutable */
+                         created,   state,   error,    bytes,  attempts, seq,      q->ident, q->fp,
+                         q->done_s, started, finished, reused, 0,        NULL,     NULL};
         /* durable: the upstream run it names costs money to start again */
         result = store_save_meta(qs, &m, 1) ? DAPI_ERR_IO : DAPI_OK;
     }
@@ -1024,11 +1116,6 @@ out:
     free(sql);
     free(message);
     return result;
-}
-
-void dapi_queries_dir(const struct dapi_queries *qs, const char *slug, char *out, size_t n)
-{
-    snprintf(out, n, "%s/%s", qs->dir, slug);
 }
 
 static void fire(struct waiter *w, int timed_out)
@@ -1091,6 +1178,38 @@ collected:
     free(f);
 }
 
+/* The end of a run of a query cancelled meanwhile (q's persist lock held, and released
+ * here): its outcome is not recorded — it stays cancelled — and its result file goes, after
+ * the queries sharing its run got theirs. Returns 0 if q is not cancelled. */
+static int finish_cancelled(struct dapi_queries *qs, struct query *q, const char *rp,
+                            struct dapi_result *res, enum dapi_err error, const char *message,
+                            uint64_t bytes)
+{
+    pthread_mutex_lock(&qs->lock);
+    if(q->state != DAPI_Q_CANCELLED) {
+        pthread_mutex_unlock(&qs->lock);
+        return 0;
+    }
+    char slug[DAPI_SLUG_MAX];
+    snprintf(slug, sizeof slug, "%s", q->slug);
+    q->in_run = 0;
+    struct dapi_result_live *live = q->live;
+    q->live = NULL;
+    q->pages_ready = 0;
+    struct waiter *w = q->waiters; /* waiters of followers' pages */
+    q->waiters = NULL;
+    int follow = qs->nfollow != 0;
+    pthread_mutex_unlock(&qs->lock);
+    dapi_result_close(res);
+    dapi_result_live_unref(live);
+    if(follow)
+        settle_followers(qs, slug, error, message, bytes);
+    unlink(rp);
+    persist_end(qs, q);
+    fire(w, 0);
+    return 1;
+}
+
 void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,
                          const char *message, uint64_t bytes)
 {
@@ -1125,24 +1244,24 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
         return;
     }
 
+    if(finish_cancelled(qs, q, rp, res, error, message, bytes))
+        return;
     /* Persist first: a client told "done" must find it done after a restart. The fields
-     * read here change only under the persist lock (set_upstream) or here. The outcome is
-     * recorded, so the attempts no longer count. */
-    struct meta m = {slug,
-                     q->owner,
-                     q->sql,
-                     q->upstream,
-                     message,
-                     q->scope,
-                     q->created_s,
-                     error ? DAPI_Q_FAILED : DAPI_Q_DONE,
-                     error,
-                     error ? 0 : bytes,
-                     0,
-                     q->seq,
-                     q->ident,
-                     q->fp,
-                     q->done_s};
+     * read here change only under the persist lock (set_upstream, cancel) or here, or before
+     * (the columns, by the run calling this). The outcome is recorded, so the attempts no
+     * longer count. */
+    int64_t finished = qs->wall_s();
+    struct meta m = store_meta_of(q);
+    m.message = message;
+    m.state = error ? DAPI_Q_FAILED : DAPI_Q_DONE;
+    m.error = error;
+    m.bytes = error ? 0 : bytes;
+    m.attempts = 0;
+    m.finished_s = finished;
+    if(error) {
+        m.ncols = 0; /* a failed run's columns describe nothing stored */
+        m.col_names = m.col_types = NULL;
+    }
     store_save_meta(qs, &m, 0);
     pthread_mutex_unlock(&q->persist);
 
@@ -1153,7 +1272,12 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     q->message = message ? strdup(message) : NULL;
     q->result = res;
     q->attempts = 0;
+    if(q->in_run && q->run_start_us)
+        dapi_metrics_run(!error, dapi_clock_mono_us() - q->run_start_us);
     q->in_run = 0;
+    q->finished_s = finished;
+    if(error)
+        store_columns_clear(q);
     struct dapi_result_live *live = q->live; /* served from the result (or failed) now */
     q->live = NULL;
     q->pages_ready = 0;
@@ -1200,7 +1324,7 @@ int dapi_queries_wait_page(struct dapi_queries *qs, const char *slug, uint64_t p
     w->page = page;
     pthread_mutex_lock(&qs->lock);
     struct query *q = store_find(qs, slug);
-    if(!q || q->state == DAPI_Q_DONE || q->state == DAPI_Q_FAILED) {
+    if(!q || store_ended(q->state)) {
         pthread_mutex_unlock(&qs->lock);
         free(w);
         return -1;
@@ -1209,7 +1333,8 @@ int dapi_queries_wait_page(struct dapi_queries *qs, const char *slug, uint64_t p
         /* Waits on the run it shares: woken by that run's pages, and by its end (which
          * settles this query first). Once that run is over, on this query itself. */
         struct query *run = store_find(qs, q->leader);
-        if(run && (run->state == DAPI_Q_QUEUED || run->state == DAPI_Q_RUNNING))
+        /* (a leader cancelled by its owner still runs for the queries sharing its run) */
+        if(run && run->state != DAPI_Q_DONE && run->state != DAPI_Q_FAILED)
             q = run;
     }
     if(page && q->pages_ready >= page) { /* published meanwhile */
@@ -1274,12 +1399,15 @@ void dapi_queries_progress(struct dapi_queries *qs, const char *slug, uint64_t p
 void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
 {
     struct waiter *due = NULL;
-    struct slugs expired = {0};
+    struct slugs expired = {0}, abandoned = {0};
     pthread_mutex_lock(&qs->lock);
+    int64_t abandon_s = qs->abandon_s;
     for(size_t b = 0; b < NBUCKETS; b++) {
         struct query **pp = &qs->buckets[b];
         while(*pp) {
             struct query *q = *pp;
+            if(q->waiters) /* someone waits for it: asked about it until now */
+                q->last_seen_s = now_s;
             for(struct waiter **wp = &q->waiters; *wp;) {
                 struct waiter *w = *wp;
                 if(w->deadline_ms <= now_ms) {
@@ -1299,6 +1427,18 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
                 forget(qs, q); /* open snapshots keep the mapping alive until released */
                 continue;
             }
+            /* Abandoned: queued or running, and its owner neither waits for it nor asked
+             * about it for abandon_s (since this process started, for one resumed). Only
+             * a query that is (to be) run counts: one holding an admission slot, running or
+             * sharing a run — not a Nekt v1 query, which has no run of its own (its pages
+             * are fetched per request) and stays queued. */
+            if(abandon_s > 0 && !store_ended(q->state) && !q->waiters &&
+               (q->holds || q->in_run || q->leader[0])) {
+                if(!q->last_seen_s)
+                    q->last_seen_s = now_s;
+                else if(now_s - q->last_seen_s >= abandon_s)
+                    slugs_add(&abandoned, q->slug);
+            }
             pp = &q->next;
         }
     }
@@ -1310,6 +1450,16 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
     remove_dirs(qs, &expired);
     if(nexpired)
         dapi_info("store: %zu expired queries removed", nexpired);
+    char why[160];
+    snprintf(why, sizeof why,
+             "abandoned: nobody asked about the query for %lld s (--abandon-after)",
+             (long long)abandon_s);
+    for(size_t i = 0; i < abandoned.n; i++) {
+        int deleted;
+        if(cancel(qs, abandoned.v[i], NULL, now_s, why, &deleted) == DAPI_OK && !deleted)
+            dapi_info("query %s cancelled: %s", abandoned.v[i], why);
+    }
+    free(abandoned.v);
 }
 
 void dapi_queries_cancel_waiters(struct dapi_queries *qs)
@@ -1327,12 +1477,4 @@ void dapi_queries_cancel_waiters(struct dapi_queries *qs)
         }
     pthread_mutex_unlock(&qs->lock);
     fire(all, 1);
-}
-
-uint64_t dapi_queries_bytes(struct dapi_queries *qs)
-{
-    pthread_mutex_lock(&qs->lock);
-    uint64_t b = qs->bytes;
-    pthread_mutex_unlock(&qs->lock);
-    return b;
 }

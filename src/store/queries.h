@@ -15,6 +15,7 @@
 #ifndef DAPI_QUERIES_H
 #define DAPI_QUERIES_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "auth/keys.h"
@@ -25,7 +26,16 @@
 #define DAPI_SLUG_MAX 48
 #define DAPI_REUSE_HEX 65 /* a SHA-256 in hex and its NUL */
 
-enum dapi_qstate { DAPI_Q_QUEUED, DAPI_Q_RUNNING, DAPI_Q_DONE, DAPI_Q_FAILED };
+/* CANCELLED: stopped by its owner (DELETE) or abandoned (--abandon-after); kept (never run
+ * again, not even after a restart) until its retention ends or its owner deletes it. */
+enum dapi_qstate {
+    DAPI_Q_QUEUED,
+    DAPI_Q_RUNNING,
+    DAPI_Q_DONE,
+    DAPI_Q_FAILED,
+    DAPI_Q_CANCELLED,
+    DAPI_Q_NSTATES
+};
 
 /* A snapshot of a query, taken under the registry lock. `result` is a reference held by the
  * snapshot (DONE only): release with dapi_queries_release. */
@@ -229,5 +239,90 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms);
 void dapi_queries_cancel_waiters(struct dapi_queries *qs);
 /* Bytes the stored results take. */
 uint64_t dapi_queries_bytes(struct dapi_queries *qs);
+/* How many registered queries are in each state (out[DAPI_Q_QUEUED] …), for metrics. */
+void dapi_queries_count_states(struct dapi_queries *qs, uint64_t out[DAPI_Q_NSTATES]);
+
+/* ---- lifecycle (src/store/lifecycle.c): status, lists, cancellation, column types ---- */
+
+/* The wall clock the registry reads for times it records itself (a run's start and end);
+ * dapi_clock_wall_s by default, injected by unit tests. */
+void dapi_queries_set_clock(struct dapi_queries *qs, int64_t (*wall_s)(void));
+/* Queued or running queries whose owner has not asked about them (status or results) for
+ * seconds are cancelled by dapi_queries_tick as abandoned (0: never, the default). */
+void dapi_queries_set_abandon(struct dapi_queries *qs, int64_t seconds);
+
+/* A result's columns: de-duplicated names (as the pages' JSON keys) and DuckDB type names
+ * ("BIGINT", "DECIMAL(18,3)", "INTEGER[]", "STRUCT(a INTEGER)" …). */
+struct dapi_columns {
+    size_t n;
+    char **names;
+    char **types;
+};
+void dapi_columns_free(struct dapi_columns *c);
+/* Records the columns of slug's result (copied): called by a run before it finishes the
+ * query, persisted (meta.json) with the outcome. */
+enum dapi_err dapi_queries_set_columns(struct dapi_queries *qs, const char *slug, size_t n,
+                                       const char *const *names, const char *const *types);
+/* The columns of key_hash's query slug into out (owned: dapi_columns_free). DAPI_ERR_NOT_FOUND
+ * as dapi_queries_get; DAPI_ERR_INVALID while they are not known (queued, running, failed). */
+enum dapi_err dapi_queries_columns(struct dapi_queries *qs, const char *slug,
+                                   const unsigned char *key_hash, int64_t now_s,
+                                   struct dapi_columns *out);
+
+/* What GET /api/queries/{slug} says of a query (a snapshot; dapi_qstatus_free). Times are
+ * wall-clock seconds, 0 = not yet. rows/pages/bytes: -1 = not known (yet). */
+struct dapi_qstatus {
+    char slug[DAPI_SLUG_MAX];
+    enum dapi_qstate state;
+    char *sql;
+    int64_t created_s, started_s, finished_s;
+    int64_t rows, pages, bytes;
+    int reused;                  /* shares an identical query's result or run */
+    enum dapi_err error;         /* FAILED */
+    char *message;               /* FAILED, CANCELLED: why (NULL: none) */
+    struct dapi_columns columns; /* n = 0 and NULL arrays while not known */
+    int columns_known;
+};
+void dapi_qstatus_free(struct dapi_qstatus *s);
+/* The status of key_hash's query slug. DAPI_ERR_NOT_FOUND as dapi_queries_get. Counts as its
+ * owner asking about it (--abandon-after). */
+enum dapi_err dapi_queries_status(struct dapi_queries *qs, const char *slug,
+                                  const unsigned char *key_hash, int64_t now_s,
+                                  struct dapi_qstatus *out);
+
+/* One entry of a key's list (newest first). seq orders them: the list's cursor. */
+struct dapi_qsummary {
+    char slug[DAPI_SLUG_MAX];
+    enum dapi_qstate state;
+    int64_t created_s;
+    int64_t rows; /* -1: not known */
+    uint64_t seq;
+    char *sql; /* owned: at most DAPI_QLIST_SQL_MAX bytes of it (cut at a UTF-8 boundary) */
+    int sql_cut;
+};
+#define DAPI_QLIST_SQL_MAX 1000
+/* Up to limit of key_hash's queries created before the one of seq `before` (0: from the
+ * newest), newest first, into *out (owned: dapi_qsummaries_free); *more says whether older
+ * ones follow. */
+enum dapi_err dapi_queries_list(struct dapi_queries *qs, const unsigned char *key_hash,
+                                int64_t now_s, uint64_t before, size_t limit,
+                                struct dapi_qsummary **out, size_t *n, int *more);
+void dapi_qsummaries_free(struct dapi_qsummary *v, size_t n);
+
+/* DELETE /api/queries/{slug} by key_hash. A queued or running query is cancelled (*deleted =
+ * 0): its run is interrupted (the flag it registered with dapi_queries_set_cancel_flag is
+ * set), its slot given back, its waiters woken, its stored pages deleted, CANCELLED persisted
+ * with why. A query sharing another's run (single-flight) just leaves it; a query whose run
+ * others share is cancelled for its owner while the run goes on for them. A finished query
+ * (done, failed or cancelled) is deleted (*deleted = 1). DAPI_ERR_NOT_FOUND as
+ * dapi_queries_get. */
+enum dapi_err dapi_queries_cancel(struct dapi_queries *qs, const char *slug,
+                                  const unsigned char *key_hash, int64_t now_s, const char *why,
+                                  int *deleted);
+/* A run of slug registers the flag dapi_queries_cancel sets (NULL: unregisters, before the
+ * flag goes away). Returns 1 if the query is already cancelled (the run should stop). */
+int dapi_queries_set_cancel_flag(struct dapi_queries *qs, const char *slug, atomic_int *flag);
+/* 1 if slug is cancelled or gone (an upstream poll loop stops then). */
+int dapi_queries_cancelled(struct dapi_queries *qs, const char *slug);
 
 #endif

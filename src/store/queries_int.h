@@ -34,6 +34,7 @@ struct query {
     int refs;                   /* registry's own + snapshots */
     int attempts;               /* runs started whose outcome is not recorded (meta.json) */
     int in_run;                 /* one of them is going on in this process */
+    int64_t run_start_us;       /* when that run started (monotonic), for its duration */
     int holds;                  /* holds an admission slot of its owner */
     uint64_t seq;               /* registration order (persisted): ties of created_s */
     /* Result reuse (persisted): the identity of what it computes (hex; "" = never reused),
@@ -51,6 +52,15 @@ struct query {
      * order); other queries' are written in parallel: each run writes twice (start, end), so
      * one lock for all would bound the whole server's run rate by the disk's fsync time. */
     pthread_mutex_t persist;
+    /* Lifecycle (persisted but last_seen_s and cancel): when its last run started and its
+     * outcome was recorded (0: not yet), whether it shares another's result or run, its
+     * result's columns (ncols == 0 and NULL arrays: not known), when its owner last asked
+     * about it (0: not since this process started) and its run's cancel flag (or NULL). */
+    int64_t started_s, finished_s, last_seen_s;
+    int reused;
+    size_t ncols;
+    char **col_names, **col_types;
+    atomic_int *cancel;
     struct waiter *waiters;
     struct query *next; /* hash chain */
 };
@@ -88,8 +98,10 @@ struct dapi_queries {
     struct reuse_ent *reuse[NREUSEBUCKETS];
     uint64_t nfollow;            /* queries waiting for another's run (single-flight) */
     struct store_commit *commit; /* group commit of the state dir's file system */
-    int clean;  /* the last stop was clean: results need no checksum check at load */
-    int opened; /* fully opened: close marks the stop clean */
+    int clean;               /* the last stop was clean: results need no checksum check at load */
+    int opened;              /* fully opened: close marks the stop clean */
+    int64_t (*wall_s)(void); /* times recorded by the registry itself */
+    int64_t abandon_s;       /* --abandon-after (0: never) */
 };
 
 /* Slugs of deleted queries whose directories are removed once the lock is released. */
@@ -113,12 +125,28 @@ struct meta {
     uint64_t seq;
     const char *ident, *fp;
     int64_t done_s;
+    int64_t started_s, finished_s;
+    int reused;
+    size_t ncols;
+    char *const *col_names, *const *col_types;
 };
 
 
 /* queries.c (callers hold the lock for find) */
 struct query *store_find(struct dapi_queries *qs, const char *slug);
 void store_qfree(struct query *q);
+void store_unref(struct query *q); /* under the lock */
+/* Does another query wait for slug's run (single-flight)? Under the lock. */
+int store_has_followers(struct dapi_queries *qs, const char *slug);
+/* Whether a query in state s has ended (done, failed or cancelled). */
+static inline int store_ended(enum dapi_qstate s)
+{
+    return s == DAPI_Q_DONE || s == DAPI_Q_FAILED || s == DAPI_Q_CANCELLED;
+}
+/* lifecycle.c */
+void store_columns_clear(struct query *q);
+/* q gets a copy of src's columns (none without memory). */
+void store_columns_copy(struct query *q, const struct query *src);
 
 /* meta.c */
 struct meta store_meta_of(const struct query *q);

@@ -54,6 +54,8 @@ struct dapi_result_writer {
     char **keys; /* pre-rendered "name": per column */
     size_t *key_lens;
     size_t ncols;
+    char **names, **types; /* the columns: de-duplicated names, DuckDB's type names */
+    size_t ncolumns;       /* (entries of names and types, NULL until set) */
     char error[256];
     int finished;
     int finishing; /* the last (partial) page and the index follow: nothing more to publish */
@@ -325,14 +327,20 @@ static int taken(char *const *names, size_t n, const char *name)
     return 0;
 }
 
-static enum dapi_err sink_begin(void *ctx, size_t ncols, const char *const *names)
+static enum dapi_err sink_begin(void *ctx, size_t ncols, const char *const *names,
+                                const char *const *types)
 {
     struct dapi_result_writer *w = ctx;
     enum dapi_err result = DAPI_OK;
     char **uniq = calloc(ncols ? ncols : 1, sizeof *uniq);
+    w->types = calloc(ncols ? ncols : 1, sizeof *w->types);
+    w->ncolumns = ncols;
+    for(size_t i = 0; w->types && i < ncols && !result; i++)
+        if(!(w->types[i] = strdup(types && types[i] ? types[i] : "")))
+            result = DAPI_ERR_NOMEM;
     w->keys = calloc(ncols ? ncols : 1, sizeof *w->keys);
     w->key_lens = calloc(ncols ? ncols : 1, sizeof *w->key_lens);
-    if(!uniq || !w->keys || !w->key_lens) {
+    if(!uniq || !w->types || !w->keys || !w->key_lens || result) {
         result = DAPI_ERR_NOMEM;
         goto out;
     }
@@ -368,9 +376,7 @@ static enum dapi_err sink_begin(void *ctx, size_t ncols, const char *const *name
     if(!result)
         result = push_index(w, 0, 0);
 out:
-    for(size_t i = 0; uniq && i < ncols; i++)
-        free(uniq[i]);
-    free(uniq);
+    w->names = uniq; /* kept: the columns of the result (dapi_result_writer_columns) */
     return result;
 }
 
@@ -508,6 +514,17 @@ const char *dapi_result_writer_error(const struct dapi_result_writer *w)
     return w->error[0] ? w->error : NULL;
 }
 
+int dapi_result_writer_columns(const struct dapi_result_writer *w, size_t *n,
+                               const char *const **names, const char *const **types)
+{
+    if(!w->names || !w->types)
+        return -1;
+    *n = w->ncolumns;
+    *names = (const char *const *)w->names;
+    *types = (const char *const *)w->types;
+    return 0;
+}
+
 void dapi_result_writer_free(struct dapi_result_writer *w)
 {
     if(!w)
@@ -524,6 +541,14 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
         free(w->keys[i]);
     free(w->keys);
     free(w->key_lens);
+    for(size_t i = 0; i < w->ncolumns; i++) {
+        if(w->names)
+            free(w->names[i]);
+        if(w->types)
+            free(w->types[i]);
+    }
+    free(w->names);
+    free(w->types);
     free(w->index);
     free(w->lens);
     free(w->path);
@@ -780,6 +805,28 @@ enum dapi_err dapi_result_page_copy(const struct dapi_result *r, uint64_t page, 
     }
     p[need] = '\0';
     *data = p;
+    *len = (size_t)need;
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_result_page_into(const struct dapi_result *r, uint64_t page,
+                                    struct dapi_buf *buf, const char **rows, size_t *len)
+{
+    if(dapi_result_page_plain(r, page, rows, len) == 0)
+        return DAPI_OK; /* DAPIRES1: the mapping itself */
+    uint64_t need = dapi_result_page_size(r, page);
+    *rows = "";
+    *len = 0;
+    if(need >= SIZE_MAX)
+        return DAPI_ERR_NOMEM;
+    dapi_buf_reset(buf);
+    char *p = dapi_buf_reserve(buf, (size_t)need + 1);
+    if(!p)
+        return dapi_buf_error(buf) ? dapi_buf_error(buf) : DAPI_ERR_NOMEM;
+    enum dapi_err e = dapi_result_page_decode(r, page, p, (size_t)need);
+    if(e)
+        return e;
+    *rows = p;
     *len = (size_t)need;
     return DAPI_OK;
 }

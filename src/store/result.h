@@ -56,6 +56,10 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
                                         uint64_t *pages, uint64_t *bytes);
 /* Why the writer stopped the run (e.g. which limit), or NULL; borrowed. */
 const char *dapi_result_writer_error(const struct dapi_result_writer *w);
+/* The columns of the result the writer got (de-duplicated names as the pages' keys, DuckDB's
+ * type names), borrowed until the writer is freed; -1 before the run began. */
+int dapi_result_writer_columns(const struct dapi_result_writer *w, size_t *n,
+                               const char *const **names, const char *const **types);
 /* Frees the writer; removes the temporary file if not finished. */
 void dapi_result_writer_free(struct dapi_result_writer *w);
 
@@ -118,6 +122,11 @@ int dapi_result_page_frame(const struct dapi_result *r, uint64_t page, const voi
  * DAPI_ERR_TOO_LARGE if cap is smaller, DAPI_ERR_IO if the frame is damaged. */
 enum dapi_err dapi_result_page_decode(const struct dapi_result *r, uint64_t page, char *dst,
                                       size_t cap);
+/* The page's rows for reading one page after another without an allocation each: decoded
+ * into buf (reset first, its memory reused; DAPIRES2) or borrowed from the mapping
+ * (DAPIRES1). *rows stays valid until buf changes or the result is closed. */
+enum dapi_err dapi_result_page_into(const struct dapi_result *r, uint64_t page,
+                                    struct dapi_buf *buf, const char **rows, size_t *len);
 /* The page's rows in a new NUL-terminated buffer (free it), whatever the format. */
 enum dapi_err dapi_result_page_copy(const struct dapi_result *r, uint64_t page, char **data,
                                     size_t *len);

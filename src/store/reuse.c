@@ -51,7 +51,8 @@ static struct query *reuse_find(struct dapi_queries *qs, const char *ident)
             for(size_t i = 0; i < NBUCKETS; i++)
                 for(struct query *c = qs->buckets[i]; c; c = c->next)
                     if(strcmp(c->ident, ident) == 0 && !c->leader[0] &&
-                       c->state != DAPI_Q_FAILED && (!q || c->seq > q->seq))
+                       c->state != DAPI_Q_FAILED && c->state != DAPI_Q_CANCELLED &&
+                       (!q || c->seq > q->seq))
                         q = c;
             if(q) {
                 snprintf(e->slug, sizeof e->slug, "%s", q->slug);

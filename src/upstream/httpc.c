@@ -36,12 +36,24 @@ struct sink {
     int fd;
     int over;
     int io_error;
+    CURL *curl;
+    const struct dapi_httpc_call *call;
 };
 
 static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
     struct sink *s = arg;
     size_t len = size * n;
+    long status = 0;
+    if(s->call->on_data &&
+       curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status == 200) {
+        s->resp->body_bytes += len;
+        if(s->call->on_data(s->call->on_data_arg, p, len)) {
+            s->io_error = 1;
+            return 0;
+        }
+        return len;
+    }
     if(s->resp->body_bytes + len > s->max) {
         s->over = 1;
         return 0; /* aborts the transfer */
@@ -136,9 +148,9 @@ enum dapi_err dapi_httpc_do(struct dapi_httpc *h, const struct dapi_httpc_call *
         snprintf(resp->error, sizeof resp->error, "aborted: the server is shutting down");
         return DAPI_ERR_UPSTREAM;
     }
-    struct sink s = {resp, call->max_body ? call->max_body : 64u << 20, call->fd, 0, 0};
-    struct curl_slist *hdrs = NULL;
     CURL *c = h->curl;
+    struct sink s = {resp, call->max_body ? call->max_body : 64u << 20, call->fd, 0, 0, c, call};
+    struct curl_slist *hdrs = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
 
     curl_easy_reset(c);

@@ -22,6 +22,11 @@ struct dapi_httpc_call {
     long timeout_ms;         /* whole call; 0 = 60 s */
     uint64_t max_body;       /* response body cap; over it the call fails */
     int fd;                  /* >= 0: stream the response body to this file instead */
+    /* when set, the body of a 200 answer goes to on_data as it arrives (not capped by
+     * max_body; other answers' bodies are kept in resp->body as usual): a non-zero return
+     * stops the transfer (DAPI_ERR_IO) */
+    int (*on_data)(void *arg, const char *p, size_t n);
+    void *on_data_arg;
 };
 
 struct dapi_httpc_resp {

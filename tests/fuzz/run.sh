@@ -70,7 +70,7 @@ build_libdapi() {
         echo "fuzz: DuckDB is missing: run 'make deps' (scripts/deps.sh) first" >&2
         return 1
     fi
-    if [ -f "$lib" ] && [ -z "$(find src include -name '*.[ch]' -newer "$lib" | head -n 1)" ]; then
+    if [ -f "$lib" ] && [ -z "$(find src include docs/openapi.json -name '*.[ch]' -newer "$lib" -o -name openapi.json -newer "$lib" | head -n 1)" ]; then
         return 0
     fi
     local objs=() s o pids=() rc=0
@@ -82,6 +82,10 @@ build_libdapi() {
         $CLANG $CFLAGS $SAN -fsanitize=fuzzer-no-link $PKG_CFLAGS -c "$s" -o "$o" &
         pids+=($!)
     done
+    # The embedded OpenAPI document (src/api/openapi.c serves it), generated as `make` does.
+    python3 scripts/embed-openapi.py docs/openapi.json include/dapi/version.h "$OUT/obj/openapi.c" \
+        && $CLANG $CFLAGS $SAN -c "$OUT/obj/openapi.c" -o "$OUT/obj/openapi.o" || rc=1
+    objs+=("$OUT/obj/openapi.o")
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
     [ $rc -eq 0 ] || return 1
     rm -f "$lib" && ar rcs "$lib" "${objs[@]}"

@@ -169,7 +169,7 @@ LAYERS = {
     "store": {"dapi", "base", "auth", "engine"},
     "backend": {"dapi", "base", "config", "auth", "engine", "pool", "store", "upstream"},
     "client": {"dapi", "base", "upstream"},
-    "api": {"dapi", "base", "config", "auth", "http", "store", "backend", "app"},
+    "api": {"dapi", "base", "config", "auth", "http", "store", "backend", "app", "pool"},
     "emu": {"dapi", "base", "config", "auth", "http", "engine", "pool", "store", "backend",
             "api", "app"},
     # engine: only the DuckDB version of --version; auth: `dapi keys` reads and writes the key

@@ -439,10 +439,15 @@ class Proxy:
     """A loopback HTTP proxy in front of the real server. plan maps a request class
     ("POST", "page1", "page2", …, "health") to a list of canned answers served, one per
     request, before requests of that class are forwarded: an int status (JSON error body,
-    Retry-After: 0 for 429/503) or a (status, body bytes) tuple."""
+    Retry-After: 0 for 429/503) or a (status, body bytes) tuple.
 
-    def __init__(self, upstream_port, plan):
+    export=False: the export route answers 404, as a server from before it does, so the
+    CLI reads page by page (the paths planned here). export=True: the export is forwarded,
+    classified "page1" (it replaces the page requests: its canned answers are page 1's)."""
+
+    def __init__(self, upstream_port, plan, export=False):
         self.upstream = upstream_port
+        self.export = export
         self.plan = {k: list(v) for k, v in plan.items()}
         self.seen = {}
         self.lock = threading.Lock()
@@ -458,6 +463,18 @@ class Proxy:
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
                 kind = proxy.classify(self.command, self.path)
+                if "/export" in self.path.split("?")[0]:
+                    if not proxy.export:
+                        with proxy.lock:
+                            proxy.seen["export"] = proxy.seen.get("export", 0) + 1
+                        data = b'{"error":"Not found"}'
+                        self.send_response(404)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
+                    kind = "page1"
                 with proxy.lock:
                     proxy.seen[kind] = proxy.seen.get(kind, 0) + 1
                     canned = proxy.plan.get(kind, []).pop(0) if proxy.plan.get(kind) else None
@@ -514,8 +531,8 @@ class Proxy:
         self.httpd.server_close()
 
 
-def _proxy(plan):
-    return Proxy(_srv().port, plan)
+def _proxy(plan, export=False):
+    return Proxy(_srv().port, plan, export=export)
 
 
 @h.timeout(90)
@@ -562,6 +579,29 @@ def test_malformed_page_exit_1():
     for body in (b"<html>oops</html>", b'{"query_slug":"x","page":1,"data":[{"a":1,}]}', b'{"data":[1]}'):
         with _proxy({"page1": [(200, body)]}) as px:
             err = fails(["query", "--sql", "SELECT 1", "-q"], 1, "malformed page %r" % body, url=px.url)
+            check("malformed" in err, "reason shown: %r" % err)
+
+
+def test_export_path_retries_and_exit_codes():
+    # the same classification of answers when the CLI reads through the export
+    with _proxy({"page1": [503, 429]}, export=True) as px:
+        rc, out, err = cli(["query", "--sql", _big_sql()], url=px.url, timeout=80)
+        eq(rc, 0, "exit code after transient failures (stderr: %s)" % err.strip())
+        eq_bytes(out, exp_csv(_big_rows()), "csv through the export of a failing proxy")
+        eq(px.seen.get("page1"), 3, "export attempts")
+        check("retry" in err, "retry notices on stderr: %r" % err)
+        check(not any(k.startswith("page") and k != "page1" for k in px.seen), "pages read too: %r" % px.seen)
+    with _proxy({"page1": [503] * 10}, export=True) as px:
+        fails(["query", "--sql", "SELECT 1", "--retries", "2", "-q"], 5, "503 forever", url=px.url)
+        eq(px.seen.get("page1"), 3, "attempts with --retries 2")
+    body = json.dumps({"details": "ran past --query-timeout", "error": "Query execution failed",
+                       "page_number": 1, "query_slug": "x"}).encode()
+    with _proxy({"page1": [(504, body)] * 5}, export=True) as px:
+        err = fails(["query", "--sql", "SELECT 1", "-q"], 4, "504 execution failure", url=px.url)
+        eq(px.seen.get("page1"), 1, "attempts at a final 504")
+    for bad in (b"<html>oops</html>", b'{"a":1}\n{"a":2', b"oops\n"):
+        with _proxy({"page1": [(200, bad)]}, export=True) as px:
+            err = fails(["query", "--sql", "SELECT 1", "-q"], 1, "malformed export %r" % bad, url=px.url)
             check("malformed" in err, "reason shown: %r" % err)
 
 

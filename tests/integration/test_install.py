@@ -254,7 +254,10 @@ def test_man_pages_render_without_warnings_and_list_every_option():
         check(re.search(re.escape(f) + r"\b", rendered["dapi-keys"]), "%s is missing from dapi-keys(1)" % f)
     for f in help_flags("health"):
         check(f in rendered["dapi"], "dapi health's %s is missing from dapi(1)" % f)
-    for cmd in ("serve", "query", "health", "sample-data", "--version", "help"):
+    for cmd in ("layers", "describe"):
+        for f in help_flags(cmd):
+            check(f in rendered["dapi"], "dapi %s's %s is missing from dapi(1)" % (cmd, f))
+    for cmd in ("serve", "query", "health", "layers", "describe", "sample-data", "--version", "help"):
         check("dapi " + cmd in rendered["dapi"], "dapi(1) lists dapi %s" % cmd)
     check("/usr/local/etc/dapi/dapi.env" in text, "dapi-serve(1) names the installed environment file")
 

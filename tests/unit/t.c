@@ -423,7 +423,7 @@ uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows
     memset(&c, 0, sizeof c);
     c.type = DAPI_CT_I64;
     c.data = data;
-    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
     T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, rows), DAPI_OK);
     uint64_t r = 0, p = 0, bytes = 0;
     T_EQ_INT(dapi_result_writer_finish(w, &r, &p, &bytes), DAPI_OK);

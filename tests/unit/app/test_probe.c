@@ -96,7 +96,8 @@ struct long_query {
     enum dapi_err result;
 };
 
-static enum dapi_err ignore_begin(void *ctx, size_t ncols, const char *const *names)
+static enum dapi_err ignore_begin(void *ctx, size_t ncols, const char *const *names,
+                                  const char *const *types)
 {
     return DAPI_OK;
 }

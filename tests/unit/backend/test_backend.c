@@ -36,6 +36,8 @@ struct caught {
     int status, retry_after;
     int reused;
     long long active_at_reply; /* the probed key's admission slots when the answer came */
+    long long result_rows;     /* a stored result's rows (-1: no result) */
+    uint64_t page_no;
 };
 
 /* Whose admission slots on_done records (the answer must come after they are given back). */
@@ -52,6 +54,8 @@ static void on_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
     snprintf(c->slug, sizeof c->slug, "%s", o->slug ? o->slug : "");
     snprintf(c->sql, sizeof c->sql, "%s", o->sql ? o->sql : "");
     snprintf(c->page, sizeof c->page, "%s", o->page_text ? o->page_text : "");
+    c->result_rows = o->result ? (long long)dapi_result_rows(o->result) : -1;
+    c->page_no = o->page_no;
     if(o->result) { /* a stored page: its rows decoded */
         const char *data;
         size_t len;
@@ -872,6 +876,52 @@ out:
     parts_stop(&p);
 }
 
+/* The export's call (ops->stored): the whole finished result once the run ends, else the
+ * query's failure as results give it (page "1"). */
+static void stored(struct parts *p, const char *slug, const unsigned char *kh, struct caught *c)
+{
+    struct dapi_principal who = {.scope.all = 1, .client_key = "client-key"};
+    memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
+    p->b->ops->stored(p->state, slug, &who, catcher(c));
+    T_EQ_INT(await(c), 1);
+}
+
+static void test_local_stored(void)
+{
+    struct parts p;
+    unsigned char alice[DAPI_KEY_HASH_LEN], bob[DAPI_KEY_HASH_LEN];
+    struct caught c;
+    char slug[64];
+    key("alice", alice);
+    key("bob", bob);
+    char *args[] = {"--result-wait", "20"};
+    if(parts_start(&p, "local", args, 2))
+        goto out;
+    /* asked at once: waits for the whole run (a page of it being published is not enough) */
+    create(&p, "SELECT i, md5(repeat(i::VARCHAR, 50)) AS h FROM range(300000) t(i)", alice, &c);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    stored(&p, slug, alice, &c);
+    T_EQ_INT(c.err, DAPI_OK);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_PAGE);
+    T_EQ_INT(c.result_rows, 300000);
+    T_CHECK(c.page_no == DAPI_PAGE_WHOLE, "page_no %llu", (unsigned long long)c.page_no);
+    caught_free(&c);
+    stored(&p, slug, bob, &c);
+    T_EQ_INT(c.err, DAPI_ERR_NOT_FOUND);
+    caught_free(&c);
+    create(&p, "SELECT CAST(note AS INTEGER) AS n FROM \"sales\".\"orders\"", alice, &c);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    stored(&p, slug, alice, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_FAILED);
+    T_EQ_INT(c.err, DAPI_ERR_SQL);
+    T_EQ_STR(c.page, "1");
+    caught_free(&c);
+out:
+    parts_stop(&p);
+}
+
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
@@ -890,6 +940,7 @@ int main(void)
     test_nekt_key_check();
     test_upstream_timeout_outcome();
     test_local_reuse();
+    test_local_stored();
 
     t_rm_rf(root);
     T_DONE();

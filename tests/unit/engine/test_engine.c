@@ -33,7 +33,8 @@ struct collect {
     enum dapi_err fail_chunk; /* returned from chunk when set */
 };
 
-static enum dapi_err c_begin(void *ctx, size_t ncols, const char *const *names)
+static enum dapi_err c_begin(void *ctx, size_t ncols, const char *const *names,
+                             const char *const *types)
 {
     struct collect *c = ctx;
     c->begins++;

@@ -60,7 +60,8 @@ struct count {
     char first[256];
 };
 
-static enum dapi_err n_begin(void *ctx, size_t ncols, const char *const *names)
+static enum dapi_err n_begin(void *ctx, size_t ncols, const char *const *names,
+                             const char *const *types)
 {
     return DAPI_OK;
 }
@@ -512,7 +513,8 @@ struct names {
     size_t n;
 };
 
-static enum dapi_err nm_begin(void *ctx, size_t ncols, const char *const *names)
+static enum dapi_err nm_begin(void *ctx, size_t ncols, const char *const *names,
+                              const char *const *types)
 {
     return DAPI_OK;
 }

@@ -51,7 +51,8 @@ static enum dapi_err check(const char *sql, const struct dapi_scope *scope, char
     return r;
 }
 
-static enum dapi_err n_begin(void *ctx, size_t ncols, const char *const *names)
+static enum dapi_err n_begin(void *ctx, size_t ncols, const char *const *names,
+                             const char *const *types)
 {
     return DAPI_OK;
 }

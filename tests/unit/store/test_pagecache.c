@@ -19,7 +19,7 @@ static struct dapi_result *make_result(uint64_t total)
     struct dapi_result_writer *w = NULL;
     T_EQ_INT(dapi_result_writer_open(&w, path, &lim), DAPI_OK);
     const char *names[] = {"n"};
-    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
     static int64_t data[1000];
     for(uint64_t base = 0; base < total; base += 1000) {
         uint64_t n = total - base < 1000 ? total - base : 1000;

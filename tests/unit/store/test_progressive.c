@@ -85,7 +85,7 @@ static void test_writer(void)
     dapi_result_writer_on_publish(w, on_publish, &pub);
     struct dapi_result_live *live = dapi_result_writer_live(w);
     const char *names[] = {"n"};
-    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
     struct dapi_buf b;
     dapi_buf_init(&b, 1 << 20);
     T_EQ_INT(dapi_result_live_page(live, 1, &b), 0); /* nothing yet */
@@ -179,7 +179,7 @@ static void test_writer_failed(void)
         return;
     struct dapi_result_live *live = dapi_result_writer_live(w);
     const char *names[] = {"n"};
-    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
     enum dapi_err e = DAPI_OK;
     for(int64_t n = 0; n < 300 && !e; n++)
         e = put_row(w, n);
@@ -220,7 +220,7 @@ static void run_start(struct run *r, struct dapi_queries *qs, const char *slug)
     r->live = dapi_result_writer_live(r->w);
     dapi_queries_set_live(qs, slug, r->live);
     const char *names[] = {"n"};
-    T_EQ_INT(dapi_result_sink.begin(r->w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(r->w, 1, names, NULL), DAPI_OK);
 }
 
 static void run_rows(struct run *r, uint64_t upto)

@@ -64,7 +64,7 @@ static enum dapi_err write_n(const struct dapi_result_limits *lim, uint64_t tota
     if(r)
         return r;
     const char *names[] = {"n"};
-    r = dapi_result_sink.begin(w, 1, names);
+    r = dapi_result_sink.begin(w, 1, names, NULL);
     static int64_t data[4096];
     uint64_t done = 0;
     for(size_t k = 0; !r && done < total; k++) {
@@ -305,7 +305,7 @@ static void test_columns(void)
         v[c][1] = 10 + c;
         cols[c] = i64col(v[c], c == 3 ? &valid : NULL);
     }
-    T_EQ_INT(dapi_result_sink.begin(w, 7, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 7, names, NULL), DAPI_OK);
     T_EQ_INT(dapi_result_sink.chunk(w, cols, 7, 2), DAPI_OK);
     uint64_t rows, pages, bytes;
     T_EQ_INT(dapi_result_writer_finish(w, &rows, &pages, &bytes), DAPI_OK);
@@ -329,7 +329,7 @@ static void test_columns(void)
     T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
     if(!w)
         return;
-    T_EQ_INT(dapi_result_sink.begin(w, 0, NULL), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 0, NULL, NULL), DAPI_OK);
     T_EQ_INT(dapi_result_sink.chunk(w, NULL, 0, 2), DAPI_OK);
     T_EQ_INT(dapi_result_writer_finish(w, &rows, &pages, &bytes), DAPI_OK);
     dapi_result_writer_free(w);
@@ -352,7 +352,7 @@ static void test_large(void)
     if(!w)
         return;
     const char *names[] = {"id", "s"};
-    T_EQ_INT(dapi_result_sink.begin(w, 2, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 2, names, NULL), DAPI_OK);
     static char text[2048][48];
     static struct dapi_dstr strs[2048];
     static int64_t ids[2048];
@@ -737,7 +737,7 @@ static void test_big_page(void)
     if(!w)
         return;
     const char *names[] = {"s"};
-    T_EQ_INT(dapi_result_sink.begin(w, 1, names), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
     static char text[150][30000];
     static struct dapi_dstr strs[150];
     for(int i = 0; i < 150; i++) {

@@ -1,0 +1,51 @@
+/* Rows as stored in a result page — JSON objects joined by ',' (keys: the column names in
+ * column order; values as src/engine/render.c writes them) — turned into the export formats
+ * (docs/api.md "Export"). Pure text work, one page at a time: memory is bounded by a page.
+ *
+ *  - ndjson: each row object as stored, one per line (LF);
+ *  - json:   one array of the row objects: "[" rows joined by "," "]";
+ *  - csv:    RFC 4180: a header row of the column names, then one line per row, CRLF; a
+ *            string is decoded and quoted when it holds ',', '"', CR or LF or is empty (so ""
+ *            is the empty string and an empty unquoted field is NULL); numbers and booleans as
+ *            rendered; lists, structs and maps as their JSON text (quoted: they hold commas);
+ *  - tsv:    a header row, one line per row, LF; TAB, LF, CR and backslash in a value are
+ *            written \t \n \r \\ and NULL is \N (the PostgreSQL text convention), so "" and
+ *            NULL differ here too. */
+#ifndef DAPI_ROWS_H
+#define DAPI_ROWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "base/buf.h"
+#include "dapi/err.h"
+
+enum dapi_rows_format { DAPI_ROWS_CSV, DAPI_ROWS_TSV, DAPI_ROWS_NDJSON, DAPI_ROWS_JSON };
+
+/* A conversion in progress. */
+struct dapi_rows {
+    enum dapi_rows_format fmt;
+    uint64_t rows;       /* rows written so far */
+    struct dapi_buf tmp; /* a decoded string */
+};
+
+void dapi_rows_init(struct dapi_rows *c, enum dapi_rows_format fmt);
+void dapi_rows_free(struct dapi_rows *c);
+/* What comes before the rows into out: csv/tsv the header row of the n column names (none
+ * when n is 0: the column names are not known), json "[". */
+enum dapi_err dapi_rows_begin(struct dapi_rows *c, struct dapi_buf *out, const char *const *names,
+                              size_t n);
+/* One page's rows (len bytes; may be empty) appended to out in the format. DAPI_ERR_INVALID
+ * if they are not JSON objects joined by ','. */
+enum dapi_err dapi_rows_page(struct dapi_rows *c, struct dapi_buf *out, const char *rows,
+                             size_t len);
+/* What ends the body: json "]". */
+enum dapi_err dapi_rows_end(struct dapi_rows *c, struct dapi_buf *out);
+
+/* The end of the JSON value starting at p[0] (an object, array, string, number or literal),
+ * or NULL if it is not well-formed before end. Strings are checked for escapes, nesting is
+ * followed (up to 1,000 levels). */
+const char *dapi_rows_skip_value(const char *p, const char *end);
+/* A JSON string literal (with its quotes) decoded to UTF-8 into out. */
+enum dapi_err dapi_rows_unquote(const char *lit, size_t len, struct dapi_buf *out);
+
+#endif

@@ -1,0 +1,129 @@
+/* Rows as NDJSON into a Parquet file with the result's own column types (the export's
+ * parquet format, src/api/export.c). A DuckDB of its own, opened for the conversion: it may
+ * read and write only the export's temporary directory and runs no client SQL, so the
+ * serving engine's lock-down (lake only) stays as it is. */
+#include <duckdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "engine/engine.h"
+
+/* A nested type is converted from the JSON value itself; a scalar from its text (a string
+ * unquoted, a number as written), which keeps every digit of a DECIMAL or HUGEINT. */
+static int nested(const char *type)
+{
+    return strncmp(type, "STRUCT(", 7) == 0 || strncmp(type, "MAP(", 4) == 0 ||
+           strncmp(type, "UNION(", 6) == 0 || strchr(type, '[') != NULL;
+}
+
+static void ident(struct dapi_buf *b, const char *name)
+{
+    dapi_buf_addc(b, '"');
+    for(const char *p = name; *p; p++) {
+        if(*p == '"')
+            dapi_buf_addc(b, '"');
+        dapi_buf_addc(b, *p);
+    }
+    dapi_buf_addc(b, '"');
+}
+
+static enum dapi_err run(duckdb_connection con, const char *sql, char **msg)
+{
+    duckdb_result res;
+    if(duckdb_query(con, sql, &res) == DuckDBError) {
+        const char *m = duckdb_result_error(&res);
+        *msg = strdup(m ? m : "DuckDB failed");
+        duckdb_destroy_result(&res);
+        return DAPI_ERR_SQL;
+    }
+    duckdb_destroy_result(&res);
+    return DAPI_OK;
+}
+
+enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, const char *out,
+                                            const char *const *names, const char *const *types,
+                                            size_t n, const char *memory_limit, char **msg)
+{
+    duckdb_database db = NULL;
+    duckdb_connection con = NULL;
+    duckdb_config cfg = NULL;
+    struct dapi_buf b;
+    enum dapi_err result = DAPI_ERR_INTERNAL;
+    char *open_err = NULL;
+    *msg = NULL;
+    dapi_buf_init(&b, 16u << 20);
+    if(duckdb_create_config(&cfg) == DuckDBError)
+        goto out;
+    duckdb_set_config(cfg, "autoinstall_known_extensions", "false");
+    duckdb_set_config(cfg, "autoload_known_extensions", "false");
+    duckdb_set_config(cfg, "threads", "1");
+    if(memory_limit && *memory_limit)
+        duckdb_set_config(cfg, "memory_limit", memory_limit);
+    if(duckdb_open_ext(NULL, &db, cfg, &open_err) == DuckDBError ||
+       duckdb_connect(db, &con) == DuckDBError) {
+        *msg = strdup(open_err ? open_err : "cannot open DuckDB");
+        goto out;
+    }
+    dapi_buf_adds(&b, "SET temp_directory = ");
+    dapi_engine_sql_literal(&b, dir);
+    dapi_buf_adds(&b, "; SET allowed_directories = [");
+    dapi_engine_sql_literal(&b, dir);
+    dapi_buf_adds(&b, "]; SET enable_external_access = false; SET lock_configuration = true");
+    if(!b.data) {
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    if((result = run(con, b.data, msg)))
+        goto out;
+    dapi_buf_reset(&b);
+    dapi_buf_adds(&b, "COPY (SELECT ");
+    for(size_t i = 0; i < n; i++) {
+        dapi_buf_adds(&b, i ? ", CAST(" : "CAST(");
+        if(nested(types[i])) {
+            ident(&b, names[i]);
+        } else {
+            dapi_buf_adds(&b, "json_extract_string(");
+            ident(&b, names[i]);
+            dapi_buf_adds(&b, ", '$')");
+        }
+        /* Parquet has no 128-bit integer: DuckDB would write a DOUBLE (digits lost); a
+         * DECIMAL(38,0) keeps them all (a value of 39 digits fails the export instead) */
+        int wide = strcmp(types[i], "HUGEINT") == 0 || strcmp(types[i], "UHUGEINT") == 0;
+        dapi_buf_addf(&b, " AS %s) AS ", wide ? "DECIMAL(38,0)" : types[i]);
+        ident(&b, names[i]);
+    }
+    if(!n)
+        dapi_buf_adds(&b, "NULL AS \"?\" LIMIT 0");
+    dapi_buf_adds(&b, " FROM read_ndjson(");
+    dapi_engine_sql_literal(&b, in);
+    dapi_buf_adds(&b, ", maximum_object_size = 1073741824, columns = {");
+    for(size_t i = 0; i < n; i++) {
+        if(i)
+            dapi_buf_adds(&b, ", ");
+        dapi_engine_sql_literal(&b, names[i]);
+        dapi_buf_adds(&b, ": 'JSON'");
+    }
+    if(!n)
+        dapi_buf_adds(&b, "'c': 'JSON'");
+    dapi_buf_adds(&b, "})) TO ");
+    dapi_engine_sql_literal(&b, out);
+    dapi_buf_adds(&b, " (FORMAT parquet)");
+    if(!b.data) {
+        result = DAPI_ERR_NOMEM;
+        goto out;
+    }
+    result = run(con, b.data, msg);
+out:
+    dapi_buf_free(&b);
+    if(con)
+        duckdb_disconnect(&con);
+    if(db)
+        duckdb_close(&db);
+    if(cfg)
+        duckdb_destroy_config(&cfg);
+    if(open_err)
+        duckdb_free(open_err);
+    return result;
+}

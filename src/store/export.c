@@ -1,0 +1,109 @@
+/* A stored result as one Parquet file (the export's parquet format): its rows written as
+ * NDJSON into a private temporary directory, converted by DuckDB with the result's column
+ * types (engine/engine.h), then opened and unlinked — the caller sends the open file and
+ * nothing stays on disk whatever happens. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/rows.h"
+#include "engine/engine.h"
+#include "store/export.h"
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while(n) {
+        ssize_t w = write(fd, p, n);
+        if(w < 0 && errno == EINTR)
+            continue;
+        if(w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Writes every row of r as NDJSON to path. */
+static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
+                                const atomic_int *stop, char **msg)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if(fd < 0) {
+        *msg = strdup(strerror(errno));
+        return errno == ENOSPC || errno == EDQUOT ? DAPI_ERR_BUSY : DAPI_ERR_IO;
+    }
+    struct dapi_rows conv;
+    struct dapi_buf out, page; /* reused: no allocation per page */
+    dapi_rows_init(&conv, DAPI_ROWS_NDJSON);
+    dapi_buf_init(&out, (size_t)-1 / 2);
+    dapi_buf_init(&page, (size_t)-1 / 2);
+    enum dapi_err result = DAPI_OK;
+    uint64_t pages = dapi_result_pages(r);
+    for(uint64_t p = 1; p <= pages && !result; p++) {
+        const char *rows = NULL;
+        size_t len = 0;
+        result = dapi_result_page_into(r, p, &page, &rows, &len);
+        if(!result)
+            result = dapi_rows_page(&conv, &out, rows, len);
+        if(!result && (out.len >= 1 << 20 || p == pages)) {
+            if(out.len && write_all(fd, out.data, out.len)) {
+                *msg = strdup(strerror(errno));
+                result = errno == ENOSPC || errno == EDQUOT ? DAPI_ERR_BUSY : DAPI_ERR_IO;
+            }
+            dapi_buf_reset(&out);
+        }
+        if(!result && stop && atomic_load(stop))
+            result = DAPI_ERR_SHUTDOWN;
+    }
+    dapi_buf_free(&out);
+    dapi_buf_free(&page);
+    dapi_rows_free(&conv);
+    if(close(fd) && !result) {
+        *msg = strdup(strerror(errno));
+        result = DAPI_ERR_IO;
+    }
+    return result;
+}
+
+enum dapi_err dapi_result_parquet(const struct dapi_result *r, const char *const *names,
+                                  const char *const *types, size_t n, const char *tmp_dir,
+                                  const char *memory_limit, const atomic_int *stop, int *fd,
+                                  uint64_t *size, char **msg)
+{
+    char dir[4200], in[4300], out[4300];
+    *fd = -1;
+    *msg = NULL;
+    snprintf(dir, sizeof dir, "%s/export-XXXXXX", tmp_dir);
+    if(!mkdtemp(dir)) {
+        *msg = strdup(strerror(errno));
+        return errno == ENOSPC ? DAPI_ERR_BUSY : DAPI_ERR_IO;
+    }
+    snprintf(in, sizeof in, "%s/rows.ndjson", dir);
+    snprintf(out, sizeof out, "%s/rows.parquet", dir);
+    enum dapi_err result = write_rows(r, in, stop, msg);
+    if(!result)
+        result = dapi_engine_ndjson_to_parquet(dir, in, out, names, types, n, memory_limit, msg);
+    unlink(in);
+    if(!result) {
+        struct stat st;
+        *fd = open(out, O_RDONLY | O_CLOEXEC);
+        if(*fd < 0 || fstat(*fd, &st)) {
+            *msg = strdup(strerror(errno));
+            result = DAPI_ERR_IO;
+        } else {
+            *size = (uint64_t)st.st_size;
+        }
+    }
+    unlink(out);
+    rmdir(dir); /* (DuckDB's spill files are gone with its database) */
+    if(result && *fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+    return result;
+}

@@ -1,0 +1,268 @@
+"""GET /metrics (Prometheus text format, checked by promtool) and GET /api/ready: who may read
+the metrics, values that move by exactly what known traffic did, readiness of the engine, the
+state dir and the upstream."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import harness as h
+from harness import Server, check, eq, expect_error, expect_status, jparse
+
+KEY = "it-metrics-key-7f3a"
+METRICS_KEY = "metrics-secret-0123456789abcdef"
+
+
+def _lake():
+    d = h.tmpdir("metrics-lake")
+    os.makedirs(os.path.join(d, "lay"))
+    rows = "".join("%d,n%d\n" % (i, i) for i in range(250))
+    h.write_file(os.path.join(d, "lay", "t.csv"), "id,name\n" + rows)
+    return d
+
+
+def _scrape(s, headers=None):
+    r = s.request("GET", "/metrics", headers=headers or {})
+    expect_status(r, 200, "GET /metrics")
+    return r
+
+
+def _samples(text):
+    """{"name{labels}": value} of every sample line (labels as written)."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+
+
+def _promtool_check(text):
+    promtool = shutil.which("promtool")
+    if not promtool:
+        raise AssertionError("promtool is not installed (scripts/deps.sh installs Debian's prometheus package)")
+    p = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+    # promtool exits 1 for lint problems too: any output at all is a finding
+    out = (p.stdout + p.stderr).decode(errors="replace").strip()
+    eq((p.returncode, out), (0, ""), "promtool check metrics")
+
+
+@h.timeout(90)
+def test_metrics_format_and_values_follow_traffic():
+    """The exposition passes promtool's check (format and lint); after known traffic each
+    counter moved by exactly that traffic: creations, reuse hits and misses, pages and rows
+    served, requests by route and status (401 included), run durations; gauges of queries by
+    state and stored bytes match the server's state."""
+    with Server(args=["--reuse-max-age", "300"], keys=[KEY], data_dir=_lake(), name="metrics") as s:
+        before = _samples(_scrape(s).body.decode())
+        r = _scrape(s)
+        eq(r.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8", "Content-Type")
+        _promtool_check(r.body.decode())
+
+        slug = s.create("SELECT id, name FROM lay.t ORDER BY id", key=KEY)
+        pages = [s.page(slug, n, key=KEY) for n in (1, 2, 3, 4)]
+        eq([len(p) for p in pages], [100, 100, 50, 0], "rows per page")
+        again = s.api("POST", "/api/queries", body=json.dumps({"sql_query": "SELECT id, name FROM lay.t ORDER BY id"}).encode(),
+                      key=KEY, headers={"Content-Type": "application/json"})
+        expect_status(again, 200, "the same query again")
+        eq(again.headers.get("x-dapi-reused"), "true", "reused")
+        expect_status(s.api("GET", "/api/queries/%s/results?page_number=1" % slug, key="wrong"), 401, "a wrong key")
+        failed = s.create("SELECT error('boom')", key=KEY)
+        expect_status(s.results(failed, 1, key=KEY), 400, "a failed run's page")
+
+        text = _scrape(s).body.decode()
+        _promtool_check(text)
+        after = _samples(text)
+
+        def moved(name):
+            return after.get(name, 0) - before.get(name, 0)
+
+        eq(moved("dapi_queries_created_total"), 3, "creations")
+        eq(moved("dapi_reuse_hits_total"), 1, "reuse hits")
+        eq(moved("dapi_reuse_misses_total"), 2, "reuse misses")
+        eq(moved("dapi_result_pages_served_total"), 4, "pages served")
+        eq(moved("dapi_result_rows_served_total"), 250, "rows served")
+        check(moved("dapi_result_bytes_served_total") > 250 * 10, "bytes served moved: %r" % moved("dapi_result_bytes_served_total"))
+        eq(moved('dapi_http_requests_total{route="/api/queries",method="POST",code="200"}'), 3, "creations answered 200")
+        eq(moved('dapi_http_requests_total{route="/api/queries/{slug}/results",method="GET",code="200"}'), 4, "pages answered 200")
+        eq(moved('dapi_http_requests_total{route="/api/queries/{slug}/results",method="GET",code="401"}'), 1, "the 401")
+        eq(moved('dapi_http_requests_total{route="/api/queries/{slug}/results",method="GET",code="400"}'), 1, "the failed run's 400")
+        eq(moved('dapi_http_requests_total{route="/metrics",method="GET",code="200"}'), 2, "scrapes before this one")
+        eq(moved('dapi_query_run_duration_seconds_count{outcome="succeeded"}'), 1, "one successful run (the reuse ran nothing)")
+        eq(moved('dapi_query_run_duration_seconds_count{outcome="failed"}'), 1, "one failed run")
+        eq(after['dapi_queries{state="succeeded"}'], 2, "succeeded queries kept (the original and its reuse)")
+        eq(after['dapi_queries{state="failed"}'], 1, "failed queries kept")
+        eq(after['dapi_queries{state="running"}'] + after['dapi_queries{state="queued"}'], 0, "nothing running")
+        check(after["dapi_state_bytes"] > 0, "stored bytes: %r" % after["dapi_state_bytes"])
+        binfo = [k for k in after if k.startswith("dapi_build_info{")]
+        eq(len(binfo), 1, "one build info sample")
+        check(re.search(r'version="\d+\.\d+\.\d+[^"]*",backend="local"', binfo[0]), "build info labels: %r" % binfo)
+        eq(after[binfo[0]], 1, "build info value")
+        check(abs(after["dapi_process_start_time_seconds"] - time.time()) < 120, "start time is recent")
+        check(after["dapi_http_connections"] >= 1, "this scrape's connection is open")
+        eq(after['dapi_pool_jobs{pool="run"}'], 0, "run pool idle")
+        # an unknown path counts under one label, whatever the path (bounded series)
+        for p in ("/nope/1", "/nope/2", "/x?y=z"):
+            expect_status(s.request("GET", p), 404, p)
+        later = _samples(_scrape(s).body.decode())
+        eq(later.get('dapi_http_requests_total{route="unmatched",method="GET",code="404"}', 0)
+           - after.get('dapi_http_requests_total{route="unmatched",method="GET",code="404"}', 0), 3, "unmatched paths")
+        check(not any("/nope" in k for k in later), "no series named after a client's path")
+        # HEAD: the same headers, no body
+        hr = s.request("HEAD", "/metrics")
+        eq((hr.status, hr.body), (200, b""), "HEAD /metrics")
+
+
+@h.timeout(60)
+def test_metrics_access_setting():
+    """--metrics-access: loopback (the default: the tests' client is loopback, no key needed),
+    key (only the DAPI_METRICS_KEY secret, not a client key, not a wrong one: 401), off (404);
+    key without a secret of 16+ characters refuses to start (exit 2)."""
+    with Server(keys=[KEY], data_dir=_lake(), name="metrics-loopback") as s:
+        _scrape(s)
+    with Server(args=["--metrics-access", "key"], keys=[KEY], data_dir=_lake(), env={"DAPI_METRICS_KEY": METRICS_KEY}, name="metrics-key") as s:
+        expect_error(s.request("GET", "/metrics"), 401, "Invalid API key")
+        expect_error(s.request("GET", "/metrics", headers={"x-api-key": KEY}), 401, "Invalid API key")
+        expect_error(s.request("GET", "/metrics", headers={"x-api-key": METRICS_KEY + "x"}), 401, "Invalid API key")
+        r = _scrape(s, headers={"x-api-key": METRICS_KEY})
+        check(b"dapi_http_requests_total" in r.body, "metrics served with the metrics key")
+        # the metrics key is no client key
+        expect_status(s.api("POST", "/api/queries", body=b'{"sql_query":"SELECT 1"}', key=METRICS_KEY,
+                            headers={"Content-Type": "application/json"}), 401, "metrics key on the API")
+    with Server(args=["--metrics-access", "off"], keys=[KEY], data_dir=_lake(), name="metrics-off") as s:
+        expect_error(s.request("GET", "/metrics"), 404, "Not found")
+    for env in ({}, {"DAPI_METRICS_KEY": "short"}):
+        e = h.base_env()
+        e.update(env)
+        e["DAPI_API_KEYS"] = KEY
+        p = subprocess.run([h.BIN, "serve", "--host", "127.0.0.1", "--port", "0", "--data-dir", _lake(),
+                            "--state-dir", h.tmpdir("metrics-nokey"), "--metrics-access", "key"],
+                           capture_output=True, env=e, timeout=40, cwd=h.tmpdir("cwd-metrics"))
+        err = p.stderr.decode(errors="replace")
+        eq(p.returncode, 2, "exit status without a usable metrics key (%r)" % env)
+        check("DAPI_METRICS_KEY" in err, "says why: %r" % err[-300:])
+        check("short" not in err, "the secret is not printed")
+
+
+@h.timeout(60)
+def test_ready_checks_engine_and_state_dir():
+    """GET /api/ready: 200 with each check ok, no key needed; 503 + Retry-After naming the
+    failing check when the state dir cannot take a file, or when the engine does not answer
+    (its prober failing)."""
+    with Server(keys=[KEY], data_dir=_lake(), name="ready") as s:
+        r = s.request("GET", "/api/ready")
+        expect_status(r, 200, "ready")
+        eq(jparse(r), {"checks": {"engine": {"status": "ok"}, "serving": {"status": "ok"}, "state_dir": {"status": "ok"}},
+                       "status": "ready"}, "body")
+        # the state dir's tmp/ replaced by a file: nothing can be created there
+        tmp = os.path.join(s.state_dir, "tmp")
+        shutil.rmtree(tmp)
+        h.write_file(tmp, "not a directory")
+        r = s.request("GET", "/api/ready")
+        expect_status(r, 503, "state dir not writable")
+        b = jparse(r)
+        eq(b["status"], "unavailable", "status")
+        eq(b["checks"]["state_dir"]["status"], "failing", "state_dir check")
+        check("--state-dir" in b["checks"]["state_dir"]["details"], "details name the setting: %r" % b)
+        check(s.state_dir not in r.body.decode(), "no path in the answer")
+        eq(r.headers.get("retry-after"), "5", "Retry-After")
+        os.unlink(tmp)
+        os.makedirs(tmp)
+        expect_status(s.request("GET", "/api/ready"), 200, "ready again")
+    with Server(keys=[KEY], data_dir=_lake(), env={"DAPI_TEST_FAULTS": "engine-probe"}, name="ready-engine") as s:
+        deadline = time.monotonic() + 30
+        while True:
+            r = s.request("GET", "/api/ready")
+            if r.status == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        expect_status(r, 503, "engine not answering")
+        eq(jparse(r)["checks"]["engine"]["status"], "failing", "engine check")
+
+
+@h.timeout(90)
+def test_ready_checks_the_upstream_and_counts_upstream_calls():
+    """With --backend nekt, /api/ready also checks that Nekt answers (an unreachable URL:
+    503 naming the upstream; the emulator: 200 once checked), and upstream calls are counted."""
+    dead = Server(args=["--backend", "nekt", "--nekt-url", "http://127.0.0.1:1", "--upstream-attempts", "1"],
+                  keys=None, name="ready-nekt-dead")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            r = dead.request("GET", "/api/ready")
+            b = jparse(r)
+            if "no answer" in b["checks"].get("upstream", {}).get("details", "") or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        expect_status(r, 503, "upstream unreachable")
+        eq(b["checks"]["upstream"]["status"], "failing", "upstream check")
+        check("--nekt-url" in b["checks"]["upstream"]["details"], "names the setting: %r" % b)
+    finally:
+        dead.stop()
+    emu = Server(args=["--emulate-nekt"], keys=["nektkey1"], data_dir=_lake(), name="ready-emu")
+    try:
+        fwd = Server(args=["--backend", "nekt", "--nekt-url", "http://127.0.0.1:%d" % emu.port], keys=None, name="ready-nekt")
+        fwd.key = "nektkey1"
+        try:
+            deadline = time.monotonic() + 20
+            while fwd.request("GET", "/api/ready").status != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            r = fwd.request("GET", "/api/ready")
+            expect_status(r, 200, "upstream reachable")
+            eq(jparse(r)["checks"]["upstream"], {"status": "ok"}, "upstream check")
+            before = _samples(_scrape(fwd).body.decode())
+            slug = fwd.create("SELECT 1 AS a")
+            eq(fwd.page(slug, 1), [{"a": 1}], "page through Nekt")
+            after = _samples(_scrape(fwd).body.decode())
+            ok = after['dapi_upstream_calls_total{outcome="ok"}'] - before['dapi_upstream_calls_total{outcome="ok"}']
+            check(ok >= 2, "upstream calls counted: %r" % ok)
+        finally:
+            fwd.stop()
+    finally:
+        emu.stop()
+
+
+@h.timeout(60)
+def test_server_timing_on_creation_and_pages():
+    """Server-Timing says where a request's time went: on creation the wait for a check worker
+    (queue) and the SQL check (check); on a page the wait for the query's run (wait), long
+    when the page was asked for before the run ended."""
+    with Server(keys=[KEY], data_dir=_lake(), name="timing") as s:
+        r = s.api("POST", "/api/queries", body=json.dumps({"sql_query": "SELECT sum(i) AS s FROM range(30000000) t(i)"}).encode(),
+                  key=KEY, headers={"Content-Type": "application/json"})
+        expect_status(r, 200, "create")
+        st = r.headers.get("server-timing", "")
+        m = re.fullmatch(r"queue;dur=(\d+\.\d{3}), check;dur=(\d+\.\d{3})", st)
+        check(m is not None, "creation's Server-Timing: %r" % st)
+        slug = jparse(r)["query_slug"]
+        p = s.results(slug, 1, key=KEY)
+        expect_status(p, 200, "page 1")
+        st = p.headers.get("server-timing", "")
+        m = re.fullmatch(r"wait;dur=(\d+\.\d{3})", st)
+        check(m is not None, "page's Server-Timing: %r" % st)
+        waited = float(m.group(1)) if m else 0
+        again = s.results(slug, 1, key=KEY)
+        m2 = re.fullmatch(r"wait;dur=(\d+\.\d{3})", again.headers.get("server-timing", ""))
+        check(m2 is not None and float(m2.group(1)) < waited, "a finished query's page waits less than one asked for while it ran: %r vs %r" % (again.headers.get("server-timing"), waited))
+
+
+@h.timeout(30)
+def test_every_family_is_there_from_the_start():
+    """A fresh server's first scrape already has every family the docs list (at zero), so a
+    dashboard or an alert on a counter that has not moved yet finds it."""
+    with Server(keys=[KEY], data_dir=_lake(), name="metrics-fresh") as s:
+        text = _scrape(s).body.decode()
+        families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+        for f in ("dapi_http_requests_total", "dapi_http_response_bytes_total", "dapi_http_request_duration_seconds",
+                  "dapi_http_connections", "dapi_http_requests_in_flight", "dapi_http_connections_accepted_total",
+                  "dapi_http_connections_refused_total", "dapi_queries", "dapi_queries_created_total",
+                  "dapi_reuse_hits_total", "dapi_reuse_misses_total", "dapi_query_run_duration_seconds",
+                  "dapi_result_pages_served_total", "dapi_result_rows_served_total", "dapi_result_bytes_served_total",
+                  "dapi_upstream_calls_total", "dapi_pool_jobs", "dapi_state_bytes", "dapi_build_info",
+                  "dapi_process_start_time_seconds"):
+            check(f in families, "family %s in the first scrape" % f)
+        eq(_samples(text).get("dapi_http_connections_refused_total"), 0, "nothing refused yet")

@@ -1,0 +1,159 @@
+/* The export converters (src/base/rows.h): CSV quoting, TSV escapes, NDJSON/JSON splitting of
+ * rows whose strings hold '},{', escapes and unicode, empty results, malformed pages. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/rows.h"
+#include "t.h"
+
+static char out[65536];
+
+/* Converts pages (NULL-terminated) with header names (n) into out; returns out, or
+ * "<err N>". */
+static const char *conv(enum dapi_rows_format fmt, const char *const *names, size_t n,
+                        const char *const *pages)
+{
+    struct dapi_rows c;
+    struct dapi_buf b;
+    dapi_rows_init(&c, fmt);
+    dapi_buf_init(&b, 1 << 20);
+    enum dapi_err result = dapi_buf_add(&b, "", 0);
+    if(!result)
+        result = dapi_rows_begin(&c, &b, names, n);
+    for(size_t i = 0; pages[i] && !result; i++)
+        result = dapi_rows_page(&c, &b, pages[i], strlen(pages[i]));
+    if(!result)
+        result = dapi_rows_end(&c, &b);
+    if(result)
+        snprintf(out, sizeof out, "<err %d>", (int)result);
+    else
+        snprintf(out, sizeof out, "%s", b.data);
+    dapi_buf_free(&b);
+    dapi_rows_free(&c);
+    return out;
+}
+
+static const char *const names2[] = {"a", "b"};
+
+/* Strings that look like row boundaries, escapes, nested values. */
+static const char *const tricky[] = {
+    "{\"a\":\"x},{y\",\"b\":{\"k\":[1,\"]}\"]}},{\"a\":\"q\\\"},{\\\\\",\"b\":null}",
+    "{\"a\":\"\\u00e9\\ud83d\\ude00 caf\xc3\xa9\",\"b\":-1.5e3}",
+    NULL,
+};
+
+static void test_ndjson(void)
+{
+    T_EQ_STR(conv(DAPI_ROWS_NDJSON, names2, 2, tricky),
+             "{\"a\":\"x},{y\",\"b\":{\"k\":[1,\"]}\"]}}\n"
+             "{\"a\":\"q\\\"},{\\\\\",\"b\":null}\n"
+             "{\"a\":\"\\u00e9\\ud83d\\ude00 caf\xc3\xa9\",\"b\":-1.5e3}\n");
+}
+
+static void test_json(void)
+{
+    T_EQ_STR(conv(DAPI_ROWS_JSON, names2, 2, tricky),
+             "[{\"a\":\"x},{y\",\"b\":{\"k\":[1,\"]}\"]}},"
+             "{\"a\":\"q\\\"},{\\\\\",\"b\":null},"
+             "{\"a\":\"\\u00e9\\ud83d\\ude00 caf\xc3\xa9\",\"b\":-1.5e3}]\n");
+}
+
+static void test_csv(void)
+{
+    T_EQ_STR(conv(DAPI_ROWS_CSV, names2, 2, tricky),
+             "a,b\r\n"
+             "\"x},{y\",\"{\"\"k\"\":[1,\"\"]}\"\"]}\"\r\n"
+             "\"q\"\"},{\\\",\r\n"
+             "\xc3\xa9\xf0\x9f\x98\x80 caf\xc3\xa9,-1.5e3\r\n");
+    /* "" (quoted) vs NULL (empty, unquoted); CR/LF quoted; true/false as written */
+    static const char *const p[] = {"{\"a\":\"\",\"b\":null},{\"a\":\"l1\\r\\nl2\",\"b\":true}",
+                                    NULL};
+    T_EQ_STR(conv(DAPI_ROWS_CSV, names2, 2, p), "a,b\r\n\"\",\r\n\"l1\r\nl2\",true\r\n");
+    /* a header name that needs quoting */
+    static const char *const odd[] = {"x,y", "q\""};
+    static const char *const none[] = {NULL};
+    T_EQ_STR(conv(DAPI_ROWS_CSV, odd, 2, none), "\"x,y\",\"q\"\"\"\r\n");
+}
+
+static void test_tsv(void)
+{
+    static const char *const p[] = {
+        "{\"a\":\"t\\tn\\nr\\rb\\\\\",\"b\":null},{\"a\":\"\",\"b\":[\"x\\ty\"]}", NULL};
+    T_EQ_STR(conv(DAPI_ROWS_TSV, names2, 2, p), "a\tb\nt\\tn\\nr\\rb\\\\\t\\N\n\t[\"x\\\\ty\"]\n");
+}
+
+static void test_empty(void)
+{
+    static const char *const none[] = {NULL};
+    static const char *const empty_page[] = {"", NULL};
+    T_EQ_STR(conv(DAPI_ROWS_CSV, names2, 2, none), "a,b\r\n"); /* header only */
+    T_EQ_STR(conv(DAPI_ROWS_TSV, names2, 2, empty_page), "a\tb\n");
+    T_EQ_STR(conv(DAPI_ROWS_CSV, NULL, 0, none), ""); /* names not known */
+    T_EQ_STR(conv(DAPI_ROWS_JSON, names2, 2, empty_page), "[]\n");
+    T_EQ_STR(conv(DAPI_ROWS_NDJSON, names2, 2, empty_page), "");
+}
+
+static void test_pages_join(void)
+{
+    /* rows of several pages: JSON commas between pages, no leading comma */
+    static const char *const p[] = {"{\"a\":1}", "{\"a\":2},{\"a\":3}", "", NULL};
+    T_EQ_STR(conv(DAPI_ROWS_JSON, NULL, 0, p), "[{\"a\":1},{\"a\":2},{\"a\":3}]\n");
+    T_EQ_STR(conv(DAPI_ROWS_CSV, (const char *const[]){"a"}, 1, p), "a\r\n1\r\n2\r\n3\r\n");
+}
+
+static void test_malformed(void)
+{
+    static const char *const bad[][2] = {
+        {"{\"a\":1},", NULL},         /* trailing comma */
+        {"{\"a\":\"x}", NULL},        /* unterminated string */
+        {"[1]", NULL},                /* not an object */
+        {"{\"a\":1}{\"a\":2}", NULL}, /* no comma */
+        {"{\"a\":\"\\x\"}", NULL},    /* bad escape */
+        {"{\"a\":\"\\u12\"}", NULL},  /* short \u */
+        {"{\"a\":tru}", NULL},        /* bad literal */
+        {"{\"a\":1.}", NULL},         /* bad number */
+        {"{\"a\":\"\x01\"}", NULL},   /* control character */
+    };
+    for(size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        for(int f = DAPI_ROWS_CSV; f <= DAPI_ROWS_JSON; f++)
+            T_CHECK(strncmp(conv((enum dapi_rows_format)f, names2, 2, bad[i]), "<err", 4) == 0,
+                    "page %zu format %d accepted: %s", i, f, out);
+}
+
+static void test_unquote(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 1024);
+    /* a lone surrogate becomes U+FFFD */
+    T_EQ_INT(dapi_rows_unquote("\"\\ud800x\"", 9, &b), DAPI_OK);
+    T_EQ_MEM(b.data, b.len, "\xef\xbf\xbdx");
+    dapi_buf_reset(&b);
+    T_EQ_INT(dapi_rows_unquote("\"a\\/\\b\\f\\u0000\"", 15, &b), DAPI_OK);
+    T_CHECK(b.len == 5 && memcmp(b.data, "a/\b\f\0", 5) == 0, "escapes decoded");
+    dapi_buf_reset(&b);
+    T_EQ_INT(dapi_rows_unquote("\"abc", 4, &b), DAPI_ERR_INVALID);
+    dapi_buf_free(&b);
+    /* deep nesting is refused, not a stack overflow */
+    size_t n = 5000;
+    char *deep = malloc(2 * n + 1);
+    memset(deep, '[', n);
+    memset(deep + n, ']', n);
+    deep[2 * n] = '\0';
+    T_CHECK(dapi_rows_skip_value(deep, deep + 2 * n) == NULL, "5000 levels accepted");
+    T_CHECK(dapi_rows_skip_value(deep + n - 10, deep + n + 10) == deep + n + 10,
+            "10 levels refused");
+    free(deep);
+}
+
+int main(void)
+{
+    test_ndjson();
+    test_json();
+    test_csv();
+    test_tsv();
+    test_empty();
+    test_pages_join();
+    test_malformed();
+    test_unquote();
+    T_DONE();
+}
