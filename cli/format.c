@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/rows.h"
 #include "client/unquote.h"
 
 #define FLUSH_AT (64u * 1024)
@@ -150,48 +151,20 @@ static enum dapi_err cell_text(const struct dapi_cell *c, struct dapi_buf *out, 
     return dapi_buf_add(out, c->val, c->val_len);
 }
 
+/* CSV and TSV fields through the shared writers (src/base/rows.c: the export's too). */
+static enum dapi_err put_fn(void *ctx, const char *p, size_t n)
+{
+    return put(ctx, p, n);
+}
+
 static enum dapi_err put_csv_field(struct dapi_format *f, const char *s, size_t n, int is_str)
 {
-    /* an empty string is "" so it differs from NULL, which is an empty field */
-    int quote = (is_str && n == 0) || memchr(s, ',', n) || memchr(s, '"', n) ||
-                memchr(s, '\r', n) || memchr(s, '\n', n);
-    if(!quote)
-        return put(f, s, n);
-    enum dapi_err result = put(f, "\"", 1);
-    size_t run = 0;
-    for(size_t i = 0; i < n && !result; i++) {
-        if(s[i] == '"') {
-            result = put(f, s + run, i + 1 - run); /* the quote, then its double */
-            run = i;
-        }
-    }
-    if(!result)
-        result = put(f, s + run, n - run);
-    if(!result)
-        result = put(f, "\"", 1);
-    return result;
+    return dapi_csv_field(put_fn, f, s, n, is_str);
 }
 
 static enum dapi_err put_tsv_field(struct dapi_format *f, const char *s, size_t n)
 {
-    enum dapi_err result = DAPI_OK;
-    size_t run = 0;
-    for(size_t i = 0; i < n && !result; i++) {
-        const char *e = s[i] == '\t'   ? "\\t"
-                        : s[i] == '\n' ? "\\n"
-                        : s[i] == '\r' ? "\\r"
-                        : s[i] == '\\' ? "\\\\"
-                                       : NULL;
-        if(e) {
-            result = put(f, s + run, i - run);
-            if(!result)
-                result = put(f, e, 2);
-            run = i + 1;
-        }
-    }
-    if(!result)
-        result = put(f, s + run, n - run);
-    return result;
+    return dapi_tsv_field(put_fn, f, s, n);
 }
 
 /* ---- display width ------------------------------------------------------------------- */

@@ -226,25 +226,26 @@ void dapi_rows_free(struct dapi_rows *c)
     dapi_buf_free(&c->tmp);
 }
 
-static enum dapi_err csv_field(struct dapi_buf *out, const char *s, size_t n, int is_str)
+enum dapi_err dapi_csv_field(dapi_put_fn put, void *ctx, const char *s, size_t n, int is_str)
 {
+    /* an empty string is "" so it differs from NULL, which is an empty field */
     int quote = (is_str && n == 0) || memchr(s, ',', n) || memchr(s, '"', n) ||
                 memchr(s, '\r', n) || memchr(s, '\n', n);
     if(!quote)
-        return dapi_buf_add(out, s, n);
-    enum dapi_err result = dapi_buf_addc(out, '"');
+        return put(ctx, s, n);
+    enum dapi_err result = put(ctx, "\"", 1);
     size_t run = 0;
     for(size_t i = 0; i < n && !result; i++)
         if(s[i] == '"') {
-            result = dapi_buf_add(out, s + run, i + 1 - run); /* the quote, then its double */
+            result = put(ctx, s + run, i + 1 - run); /* the quote, then its double */
             run = i;
         }
     if(!result)
-        result = dapi_buf_add(out, s + run, n - run);
-    return result ? result : dapi_buf_addc(out, '"');
+        result = put(ctx, s + run, n - run);
+    return result ? result : put(ctx, "\"", 1);
 }
 
-static enum dapi_err tsv_field(struct dapi_buf *out, const char *s, size_t n)
+enum dapi_err dapi_tsv_field(dapi_put_fn put, void *ctx, const char *s, size_t n)
 {
     enum dapi_err result = DAPI_OK;
     size_t run = 0;
@@ -255,20 +256,27 @@ static enum dapi_err tsv_field(struct dapi_buf *out, const char *s, size_t n)
                         : s[i] == '\\' ? "\\\\"
                                        : NULL;
         if(e) {
-            result = dapi_buf_add(out, s + run, i - run);
+            result = put(ctx, s + run, i - run);
             if(!result)
-                result = dapi_buf_add(out, e, 2);
+                result = put(ctx, e, 2);
             run = i + 1;
         }
     }
-    return result ? result : dapi_buf_add(out, s + run, n - run);
+    return result ? result : put(ctx, s + run, n - run);
 }
+
+static enum dapi_err buf_put(void *ctx, const char *p, size_t n)
+{
+    return dapi_buf_add(ctx, p, n);
+}
+
 
 /* A text field (a name, or a decoded string) in csv or tsv. */
 static enum dapi_err text_field(struct dapi_rows *c, struct dapi_buf *out, const char *s, size_t n,
                                 int is_str)
 {
-    return c->fmt == DAPI_ROWS_CSV ? csv_field(out, s, n, is_str) : tsv_field(out, s, n);
+    return c->fmt == DAPI_ROWS_CSV ? dapi_csv_field(buf_put, out, s, n, is_str)
+                                   : dapi_tsv_field(buf_put, out, s, n);
 }
 
 /* One value [v, ve) as a csv/tsv field. */

@@ -28,6 +28,13 @@ struct dapi_rows {
     struct dapi_buf tmp; /* a decoded string */
 };
 
+/* One CSV field (RFC 4180: quoted when it holds , " CR or LF, or is an empty string — NULL is
+ * an empty unquoted field) or TSV field (\t \n \r \\ escaped), written through put(ctx, …):
+ * shared by the export and the CLI's output. */
+typedef enum dapi_err (*dapi_put_fn)(void *ctx, const char *p, size_t n);
+enum dapi_err dapi_csv_field(dapi_put_fn put, void *ctx, const char *s, size_t n, int is_str);
+enum dapi_err dapi_tsv_field(dapi_put_fn put, void *ctx, const char *s, size_t n);
+
 void dapi_rows_init(struct dapi_rows *c, enum dapi_rows_format fmt);
 void dapi_rows_free(struct dapi_rows *c);
 /* What comes before the rows into out: csv/tsv the header row of the n column names (none
