@@ -114,9 +114,10 @@ $(B)/bench/smallq: bench/smallq.c
 	$(CC) $(CSTD) $(WARN) $(OPT) -pthread -o $@ $<
 
 # bench part j's reference: DuckDB alone running a query and COPYing it to JSON
-$(B)/bench/duckdb-copy: bench/duckdb-copy.c $(B)/lib/libduckdb.so
+$(B)/bench/duckdb-copy: bench/duckdb-copy.c $(B)/libdapi.a $(B)/lib/libduckdb.so
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $< -o $@ -L$(DUCKDB)/lib -Wl,-rpath,'$$ORIGIN/../lib' -lduckdb
+	$(CC) $(CFLAGS) $(LDFLAGS) -Wl,-rpath,'$$ORIGIN/../lib' -o $@ $< $(B)/libdapi.a \
+	    $(PKG_LIBS) $(LDLIBS)
 
 bench:
 	scripts/deps.sh --bench

@@ -2,13 +2,13 @@
  * parquet format, src/api/export.c). A DuckDB of its own, opened for the conversion: it may
  * read and write only the export's temporary directory and runs no client SQL, so the
  * serving engine's lock-down (lake only) stays as it is. */
-#include <duckdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/buf.h"
-#include "engine/engine.h"
+#include "base/clock.h"
+#include "engine/engine_int.h"
 
 /* A nested type is converted from the JSON value itself; a scalar from its text (a string
  * unquoted, a number as written), which keeps every digit of a DECIMAL or HUGEINT. */
@@ -18,28 +18,14 @@ static int nested(const char *type)
            strncmp(type, "UNION(", 6) == 0 || strchr(type, '[') != NULL;
 }
 
-static void ident(struct dapi_buf *b, const char *name)
-{
-    dapi_buf_addc(b, '"');
-    for(const char *p = name; *p; p++) {
-        if(*p == '"')
-            dapi_buf_addc(b, '"');
-        dapi_buf_addc(b, *p);
-    }
-    dapi_buf_addc(b, '"');
-}
-
+/* One statement; on failure *msg is DuckDB's explanation (owned). */
 static enum dapi_err run(duckdb_connection con, const char *sql, char **msg)
 {
-    duckdb_result res;
-    if(duckdb_query(con, sql, &res) == DuckDBError) {
-        const char *m = duckdb_result_error(&res);
-        *msg = strdup(m ? m : "DuckDB failed");
-        duckdb_destroy_result(&res);
-        return DAPI_ERR_SQL;
-    }
-    duckdb_destroy_result(&res);
-    return DAPI_OK;
+    char err[2048];
+    if(!exec(con, sql, err, sizeof err))
+        return DAPI_OK;
+    *msg = strdup(err);
+    return DAPI_ERR_SQL;
 }
 
 enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, const char *out,
@@ -82,17 +68,17 @@ enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, con
     for(size_t i = 0; i < n; i++) {
         dapi_buf_adds(&b, i ? ", CAST(" : "CAST(");
         if(nested(types[i])) {
-            ident(&b, names[i]);
+            add_ident(&b, names[i]);
         } else {
             dapi_buf_adds(&b, "json_extract_string(");
-            ident(&b, names[i]);
+            add_ident(&b, names[i]);
             dapi_buf_adds(&b, ", '$')");
         }
         /* Parquet has no 128-bit integer: DuckDB would write a DOUBLE (digits lost); a
          * DECIMAL(38,0) keeps them all (a value of 39 digits fails the export instead) */
         int wide = strcmp(types[i], "HUGEINT") == 0 || strcmp(types[i], "UHUGEINT") == 0;
         dapi_buf_addf(&b, " AS %s) AS ", wide ? "DECIMAL(38,0)" : types[i]);
-        ident(&b, names[i]);
+        add_ident(&b, names[i]);
     }
     if(!n)
         dapi_buf_adds(&b, "NULL AS \"?\" LIMIT 0");
@@ -125,5 +111,28 @@ out:
         duckdb_destroy_config(&cfg);
     if(open_err)
         duckdb_free(open_err);
+    return result;
+}
+
+enum dapi_err dapi_engine_run_timed(const char *const *sql, size_t n, int64_t *last_us, char **msg)
+{
+    duckdb_database db = NULL;
+    duckdb_connection con = NULL;
+    enum dapi_err result = DAPI_OK;
+    *msg = NULL;
+    *last_us = 0;
+    if(duckdb_open(NULL, &db) == DuckDBError || duckdb_connect(db, &con) == DuckDBError) {
+        *msg = strdup("cannot open DuckDB");
+        result = DAPI_ERR_INTERNAL;
+    }
+    for(size_t i = 0; i < n && !result; i++) {
+        int64_t t0 = dapi_clock_mono_us();
+        result = run(con, sql[i], msg);
+        *last_us = dapi_clock_mono_us() - t0;
+    }
+    if(con)
+        duckdb_disconnect(&con);
+    if(db)
+        duckdb_close(&db);
     return result;
 }

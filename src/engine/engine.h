@@ -155,6 +155,11 @@ const char *dapi_engine_json_type(const char *type);
  * (top-level values, or the elements of a top-level array); exact for the text given when
  * n == total. -1 when the sample holds no complete record to go by. */
 int64_t dapi_engine_estimate_rows(const char *kind, const char *sample, size_t n, uint64_t total);
+/* Runs the n statements sql[] in order in a fresh in-memory DuckDB with DuckDB's defaults
+ * (no lock-down: for tools, never for client SQL) and says how long the last one took
+ * (*last_us). *msg: an owned explanation on error. (The benchmark's reference, bench/.) */
+enum dapi_err dapi_engine_run_timed(const char *const *sql, size_t n, int64_t *last_us,
+                                    char **msg);
 /* Converts the NDJSON rows at in (one object per line, keyed by the column names) into a Parquet file at out with the n columns names[i] of DuckDB types types[i]
  * (as DuckDB names them: "BIGINT", "DECIMAL(18,3)", "INTEGER[]" …). Runs in a DuckDB of its
  * own that may touch only dir (which holds in and out, and its spill files), with

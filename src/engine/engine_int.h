@@ -1,8 +1,8 @@
 /* Engine-private: what engine.c (the core), lake.c (the lake's views), sample.c (the sample
  * lake) and discover.c (schema discovery) share. Not to be included outside src/engine/.
  *
- * Rule: duckdb.h is included only under src/engine/ — by this header, which engine.c, lake.c,
- * sample.c and discover.c include; every other module talks to DuckDB through engine.h. */
+ * Rule: duckdb.h is included only by this header, which engine.c, lake.c, sample.c,
+ * discover.c, types.c and convert.c include; every other module talks to DuckDB through engine.h. */
 #ifndef DAPI_ENGINE_INT_H
 #define DAPI_ENGINE_INT_H
 
