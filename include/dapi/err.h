@@ -28,6 +28,8 @@ enum dapi_err {
     DAPI_ERR_SHUTDOWN,         /* 503 + Retry-After: the server is stopping (SIGTERM) */
     DAPI_ERR_UPSTREAM_TIMEOUT, /* 504: the upstream did not answer in time — its trouble, not
                                   the query's own time limit (DAPI_ERR_TIMEOUT) */
+    DAPI_ERR_PARAM,            /* 400: a bind parameter is missing, unknown or of the wrong
+                                  type (the details name it) */
     DAPI_ERR__COUNT
 };
 

@@ -68,6 +68,12 @@ void dapi_api_query_status(struct dapi_req *r, struct dapi_app *app, const char 
 void dapi_api_query_delete(struct dapi_req *r, struct dapi_app *app, const char *slug);
 void dapi_api_list_queries(struct dapi_req *r, struct dapi_app *app, const char *unused);
 
+/* params.c: the "params" object of POST /api/queries in canonical form (names sorted, values
+ * as JSON types them; docs/api.md "Bind parameters"), owned; NULL with err set (a client
+ * error: names not $name-able, values neither scalars nor lists of scalars). */
+struct dapi_jv;
+char *dapi_api_params_json(const struct dapi_jv *params, char *err, size_t errlen);
+
 /* Python int() on text: surrounding whitespace, optional sign, digits with single '_'
  * between them. On success returns 0, sets *neg, writes the digits without leading zeros
  * into digits (size n; "0" for zero) and *value (clamped to INT64_MAX when *big). */

@@ -96,6 +96,10 @@ static void status_json(struct dapi_buf *b, const struct dapi_qstatus *st)
     add_time(b, "finished_at", st->finished_s);
     dapi_buf_addc(b, ',');
     add_count(b, "pages", st->pages);
+    if(st->params) { /* canonical JSON, written by dapi (api/params.c) */
+        dapi_buf_adds(b, ",\"params\":");
+        dapi_buf_adds(b, st->params);
+    }
     dapi_buf_addf(b, ",\"reused\":%s,", st->reused ? "true" : "false");
     add_count(b, "rows", st->rows);
     dapi_buf_adds(b, ",\"slug\":");

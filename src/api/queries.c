@@ -262,10 +262,42 @@ static int64_t cache_control(const char *h)
     return age;
 }
 
+/* The request's "params" (docs/api.md "Bind parameters"): 0 with *out the canonical JSON or
+ * NULL (absent or null), or answers the request and returns -1. */
+static int params_from_body(struct dapi_req *r, struct dapi_app *app, const struct dapi_jv *root,
+                            char **out)
+{
+    char why[512];
+    const struct dapi_jv *p = dapi_jv_get(root, "params");
+    *out = NULL;
+    if(!p || dapi_jv_type(p) == DAPI_J_NULL)
+        return 0;
+    const struct dapi_jv *sq = dapi_jv_get(root, "sql_query");
+    if(!sq || !dapi_jv_truthy(sq)) {
+        dapi_respond_err(r, DAPI_ERR_PARAM,
+                         "\"params\" binds values to the $names of \"sql_query\"; "
+                         "it is not allowed without it");
+        return -1;
+    }
+    if(!app->backend->ops->create_bound) {
+        snprintf(why, sizeof why,
+                 "\"params\" cannot be used with the %s backend: it sends SQL text upstream, "
+                 "which has no bind parameters, and dapi never splices values into SQL",
+                 app->backend->name);
+        dapi_respond_err(r, DAPI_ERR_PARAM, why);
+        return -1;
+    }
+    if(!(*out = dapi_api_params_json(p, why, sizeof why))) {
+        dapi_respond_err(r, strcmp(why, "out of memory") ? DAPI_ERR_PARAM : DAPI_ERR_NOMEM, why);
+        return -1;
+    }
+    return 0;
+}
+
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused)
 {
     struct dapi_jv *root = NULL;
-    char *sql = NULL, err[256];
+    char *sql = NULL, *params = NULL, err[256];
     struct dapi_principal who;
     if(dapi_api_auth(r, app, &who))
         return;
@@ -301,6 +333,8 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
         dapi_respond_error(r, 413, "SQL query too long", d);
         goto out;
     }
+    if(params_from_body(r, app, root, &params))
+        goto out;
     /* Admission: refuse now rather than accept a query we cannot run soon. The slot is
      * reserved here, before the SQL check, in one step with the limit checks (per key, then
      * server-wide), so concurrent creates cannot all see the same free room; the backend
@@ -312,10 +346,14 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
         dapi_backend_refuse_admission(&app->backend_env, rp, admitted, hash);
         goto out;
     }
-    app->backend->ops->create(app->backend_state, sql, &who, rp);
-    sql = NULL; /* taken by the backend */
+    if(params)
+        app->backend->ops->create_bound(app->backend_state, sql, params, &who, rp);
+    else
+        app->backend->ops->create(app->backend_state, sql, &who, rp);
+    sql = params = NULL; /* taken by the backend */
 out:
     free(sql);
+    free(params);
     dapi_jv_free(root);
 }
 

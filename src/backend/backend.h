@@ -150,6 +150,12 @@ struct dapi_backend_ops {
      * (dapi_queries_hold), or gives it back (dapi_queries_unadmit) — once, whatever happens
      * (refused SQL, errors, shutdown). */
     void (*create)(void *state, char *sql, const struct dapi_principal *who, struct dapi_reply rp);
+    /* The same with bind parameters: params (malloc'd, taken; a canonical JSON object,
+     * docs/api.md "Bind parameters") are bound to the SQL's $names by the engine, stored with
+     * the query and part of its reuse identity. NULL: the backend cannot bind (the API layer
+     * refuses "params" with a 400). */
+    void (*create_bound)(void *state, char *sql, char *params, const struct dapi_principal *who,
+                         struct dapi_reply rp);
     /* GET …/results after validation: page >= 1; page_text is its canonical decimal form.
      * Only who->owner's queries are found. */
     void (*results)(void *state, const char *slug, uint64_t page, const char *page_text,
@@ -236,13 +242,14 @@ enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const 
 /* Runs sql into a result file at path (for Nekt: over downloaded Parquet files, so SQL errors
  * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"), a user's limited to scope (NULL:
  * every layer; ignored from_upstream). live_slug (may be NULL): the query whose result this
- * is — its complete pages are served while it runs (dapi_queries_set_live). *details receives
+ * is — its complete pages are served while it runs (dapi_queries_set_live). params: the values
+ * bound to a user query's $parameters (NULL: none). *details receives
  * an owned explanation on error. */
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
                                         struct dapi_econn *conn, const char *sql,
-                                        const struct dapi_scope *scope, const char *path,
-                                        const char *live_slug, int from_upstream, uint64_t *bytes,
-                                        char **details);
+                                        const char *params, const struct dapi_scope *scope,
+                                        const char *path, const char *live_slug, int from_upstream,
+                                        uint64_t *bytes, char **details);
 
 /* The outcome of a query that could not be created: DAPI_ERR_BUSY (store full, no space on
  * the state disk) is 503 + Retry-After 30; why (may be NULL or "") becomes "details". */
@@ -287,6 +294,11 @@ char *dapi_backend_table_json(const struct dapi_lake_desc *d, size_t *len);
  * are offsets into the text, are left out). -1 without memory (then: no reuse). */
 int dapi_backend_reuse_ident(const char *backend, const struct dapi_scope *scope,
                              const char *upstream_id, const char *text, char *out);
+/* The same for a query with bound parameters: params (canonical JSON, NULL: none) is part
+ * of the identity, typed (1 and "1" differ). */
+int dapi_backend_reuse_ident_bound(const char *backend, const struct dapi_scope *scope,
+                                   const char *upstream_id, const char *text, const char *params,
+                                   char *out);
 /* The fingerprint of the lake files scope may read — path, size and mtime of every file
  * under <data_dir>/<layer>/ of each layer in scope (every layer directory when scope->all)
  * — as SHA-256 hex into out (65 bytes). A result is reused only while it is unchanged. A

@@ -215,6 +215,13 @@ static void add_scope(struct dapi_buf *b, const struct dapi_scope *scope)
 int dapi_backend_reuse_ident(const char *backend, const struct dapi_scope *scope,
                              const char *upstream_id, const char *text, char *out)
 {
+    return dapi_backend_reuse_ident_bound(backend, scope, upstream_id, text, NULL, out);
+}
+
+int dapi_backend_reuse_ident_bound(const char *backend, const struct dapi_scope *scope,
+                                   const char *upstream_id, const char *text, const char *params,
+                                   char *out)
+{
     static const char loc[] = "\"query_location\":";
     unsigned char h[DAPI_KEY_HASH_LEN];
     struct dapi_buf b;
@@ -232,6 +239,10 @@ int dapi_backend_reuse_ident(const char *backend, const struct dapi_scope *scope
         while((*p >= '0' && *p <= '9') || *p == '-')
             p++;
     }
+    /* the bound values, typed (canonical JSON: 1 and "1" differ); a parse tree never holds a
+     * raw control character, so this cannot be confused with a tree's own text */
+    if(params)
+        dapi_buf_addf(&b, "\n\001params\n%s", params);
     if(!b.data)
         return -1;
     dapi_sha256(b.data, b.len, h);
@@ -382,9 +393,9 @@ static void on_publish(void *arg, uint64_t pages)
 
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
                                         struct dapi_econn *conn, const char *sql,
-                                        const struct dapi_scope *scope, const char *path,
-                                        const char *live_slug, int from_upstream, uint64_t *bytes,
-                                        char **details)
+                                        const char *params, const struct dapi_scope *scope,
+                                        const char *path, const char *live_slug, int from_upstream,
+                                        uint64_t *bytes, char **details)
 {
     struct live_slug ls = {env->queries, live_slug};
     const struct dapi_config *cfg = env->cfg;
@@ -420,7 +431,8 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
         int64_t deadline = env->mono_ms() + cfg->query_timeout * 1000;
         result = from_upstream
                      ? dapi_engine_run_trusted(conn, sql, deadline, &dapi_result_sink, w, &msg)
-                     : dapi_engine_run(conn, sql, scope, deadline, &dapi_result_sink, w, &msg);
+                     : dapi_engine_run_bound(conn, sql, params, scope, deadline, &dapi_result_sink,
+                                             w, &msg);
         size_t ncols;
         const char *const *names, *const *types;
         /* the columns go with the result: recorded before the query is finished */
@@ -497,7 +509,11 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
     }
     dapi_queries_result_path(env->queries, slug, path, sizeof path);
     int64_t t0 = env->mono_ms();
-    result = dapi_backend_write_result(env, conn, sql, scope, path, slug, 0, &bytes, &details);
+    /* the values of its $parameters: the registry's, as stored when it was created */
+    char *params = dapi_queries_params(env->queries, slug);
+    result = dapi_backend_write_result(env, conn, sql, params, scope, path, slug, 0, &bytes,
+                                       &details);
+    free(params);
     free(scope);
     if(result && atomic_load(env->stopping)) {
         dapi_info("query %s interrupted by shutdown; it will run again after a restart", slug);

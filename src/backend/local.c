@@ -49,6 +49,7 @@ struct create_job {
     const struct dapi_backend_env *env;
     struct dapi_reply rp;
     char *sql;
+    char *params; /* the values of its $parameters (canonical JSON) or NULL */
     unsigned char key[DAPI_KEY_HASH_LEN];
     struct dapi_scope scope; /* the layers the key may read */
     int64_t max_age;         /* result reuse: 0 = do not reuse (still recorded when on) */
@@ -118,9 +119,10 @@ static void check_query(void *arg, struct dapi_econn *conn)
         goto out;
     }
     int64_t started_us = dapi_clock_mono_us();
-    result = dapi_engine_check(conn, j->sql, &j->scope, &msg);
+    result = dapi_engine_check_bound(conn, j->sql, j->params, &j->scope, &msg);
     int64_t checked_us = dapi_clock_mono_us();
-    if(result == DAPI_ERR_SQL || result == DAPI_ERR_FORBIDDEN) { /* 400, or 403 (scope) */
+    if(result == DAPI_ERR_SQL || result == DAPI_ERR_FORBIDDEN ||
+       result == DAPI_ERR_PARAM) { /* 400, or 403 (scope) */
         dapi_reply_err(rp, result, msg);
         goto out;
     }
@@ -137,14 +139,15 @@ static void check_query(void *arg, struct dapi_econn *conn)
     /* Reuse (on unless --reuse-max-age is 0): the identity of the query as DuckDB parsed it,
      * the lake files its scope may read as they are now (before it runs). */
     int reuse = !result && env->cfg->reuse_max_age > 0 &&
-                !dapi_backend_reuse_ident("local", &j->scope, NULL, tree ? tree : j->sql, ident);
+                !dapi_backend_reuse_ident_bound("local", &j->scope, NULL, tree ? tree : j->sql,
+                                                j->params, ident);
     if(reuse && dapi_backend_lake_fingerprint(env->cfg->data_dir, &j->scope, fp))
         reuse = 0;
     uint64_t ticket = 0;
     if(!result)
         result = dapi_queries_create_deferred(env->queries, j->key, &j->scope, j->sql, NULL,
-                                              reuse ? &ru : NULL, env->wall_s(), slug, &reused,
-                                              why, sizeof why, &ticket);
+                                              j->params, reuse ? &ru : NULL, env->wall_s(), slug,
+                                              &reused, why, sizeof why, &ticket);
     if(!result && reused) {
         /* Nothing to run: it shares a finished result (no slot kept), or an identical
          * query's run (its slot kept until that run ends: each creation counts). */
@@ -179,11 +182,12 @@ out:
     dapi_slot_give_back(&slot); /* (answered: given back already) */
     free(msg);
     free(j->sql);
+    free(j->params);
     free(j);
 }
 
-static void local_create(void *state, char *sql, const struct dapi_principal *who,
-                         struct dapi_reply rp)
+static void local_create_bound(void *state, char *sql, char *params,
+                               const struct dapi_principal *who, struct dapi_reply rp)
 {
     const unsigned char *key_hash = who->owner;
     const struct dapi_backend_env *env = ((struct local *)state)->env;
@@ -191,12 +195,14 @@ static void local_create(void *state, char *sql, const struct dapi_principal *wh
     if(!j) {
         dapi_queries_unadmit(env->queries, key_hash);
         free(sql);
+        free(params);
         dapi_reply_err(rp, DAPI_ERR_NOMEM, NULL);
         return;
     }
     j->env = env;
     j->rp = rp;
     j->sql = sql;
+    j->params = params;
     memcpy(j->key, key_hash, DAPI_KEY_HASH_LEN);
     j->scope = who->scope;
     j->max_age = dapi_backend_reuse_age(env->cfg->reuse_max_age, who);
@@ -205,8 +211,15 @@ static void local_create(void *state, char *sql, const struct dapi_principal *wh
     if(dapi_backend_queue(env, env->check_pool, check_query, j, key_hash, rp,
                           "too many queries waiting to be checked")) {
         free(j->sql);
+        free(j->params);
         free(j);
     }
+}
+
+static void local_create(void *state, char *sql, const struct dapi_principal *who,
+                         struct dapi_reply rp)
+{
+    local_create_bound(state, sql, NULL, who, rp);
 }
 
 /* ---- GET /api/queries/{slug}/results ----------------------------------------------- */
@@ -242,6 +255,7 @@ const struct dapi_backend_ops dapi_backend_local_ops = {
     .start = local_start,
     .stop = local_stop,
     .create = local_create,
+    .create_bound = local_create_bound,
     .results = local_results,
     .unfinished = local_unfinished,
     .layers = local_layers,

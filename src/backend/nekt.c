@@ -476,8 +476,8 @@ static void v2_run(void *arg, struct dapi_econn *conn)
         if(!sql.data)
             result = DAPI_ERR_NOMEM;
         else
-            result = dapi_backend_write_result(nk->env, conn, sql.data, NULL, result_path, j->slug,
-                                               1, &bytes, &why);
+            result = dapi_backend_write_result(nk->env, conn, sql.data, NULL, NULL, result_path,
+                                               j->slug, 1, &bytes, &why);
         if(why)
             dapi_buf_adds(&details, why);
     }
@@ -938,7 +938,7 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
     dapi_buf_addc(&sql, ')');
     dapi_buf_reset(details);
     enum dapi_err result = sql.data ? dapi_backend_write_result(p->nk->env, conn, sql.data, NULL,
-                                                                out, NULL, 1, &bytes, &why)
+                                                                NULL, out, NULL, 1, &bytes, &why)
                                     : DAPI_ERR_NOMEM;
     dapi_buf_free(&sql);
     if(why)

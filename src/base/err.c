@@ -29,6 +29,7 @@ static const struct {
     [DAPI_ERR_INTERNAL] = {500, 500, "Internal server error", 0},
     [DAPI_ERR_SHUTDOWN] = {503, 503, "Server shutting down", 5},
     [DAPI_ERR_UPSTREAM_TIMEOUT] = {504, 504, "Upstream did not answer in time", 0},
+    [DAPI_ERR_PARAM] = {400, 400, "Invalid query parameter", 0},
 };
 
 /* Unknown codes answer as DAPI_ERR_INTERNAL. */

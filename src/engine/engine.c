@@ -114,154 +114,6 @@ const char *dapi_engine_version(void)
     return duckdb_library_version();
 }
 
-/* The block DuckDB ends a message with when it knows where in the query the error is:
- * "\n\nLINE <n>: <the line, or 80 columns of it around the error>\n<spaces>^". */
-static const char *line_block(const char *m)
-{
-    const char *at = NULL;
-    for(const char *p = strstr(m, "\n\nLINE "); p; p = strstr(p + 1, "\n\nLINE "))
-        at = p;
-    return at && strlen(at) < 1024 && strchr(at + 2, '^') ? at : NULL;
-}
-
-/* prefix + DuckDB's message m, which may echo a long SQL text: cut to its first 16 KiB, saying
- * so, rather than dropped (the API's own bound on details, 32 KiB, is larger: one cut note).
- * A cut keeps DuckDB's closing LINE block, which says where the error is. */
-static char *dupmsg(const char *prefix, const char *m)
-{
-    struct dapi_buf b;
-    dapi_buf_init(&b, 64 * 1024);
-    dapi_buf_adds(&b, prefix);
-    if(!m)
-        m = "unknown error";
-    const char *block = strlen(m) > 16 * 1024 ? line_block(m) : NULL;
-    if(block) {
-        char *head = strndup(m, (size_t)(block - m));
-        if(head)
-            dapi_buf_add_cut(&b, head, 16 * 1024 - 1024);
-        else
-            dapi_buf_fail(&b, DAPI_ERR_NOMEM);
-        free(head);
-        dapi_buf_adds(&b, block);
-    } else {
-        dapi_buf_add_cut(&b, m, 16 * 1024);
-    }
-    return dapi_buf_take(&b, NULL);
-}
-
-/* The text shown (slen bytes) in the line l (llen bytes): at its start, or anywhere. */
-static const char *find_shown(const char *l, size_t llen, const char *shown, size_t slen,
-                              int anywhere)
-{
-    for(const char *q = l; q + slen <= l + llen; q++) {
-        if(memcmp(q, shown, slen) == 0)
-            return q;
-        if(!anywhere)
-            break;
-    }
-    return NULL;
-}
-
-/* Where DuckDB's LINE block points, as a line and a column of sql (1-based, the column in
- * characters). DuckDB draws the caret in display columns (tabs and other control characters
- * take none, wide characters two) under the line or an 80-column window of it ("..." at
- * either end); the column is worked out from the part of the line before the caret, which
- * must be found in sql as shown and be ASCII (else only the line is known: *col = 0).
- * Returns 0, or -1 when msg has no such block or it does not match sql (a wrapped query). */
-static int error_position(const char *msg, const char *sql, long *line, long *col)
-{
-    const char *block = line_block(msg);
-    if(!block)
-        return -1;
-    const char *p = block + strlen("\n\nLINE ");
-    char *end;
-    long n = strtol(p, &end, 10);
-    if(end == p || n < 1 || strncmp(end, ": ", 2) != 0)
-        return -1;
-    const char *shown = end + 2, *nl = strchr(shown, '\n');
-    if(!nl)
-        return -1;
-    size_t caret = strspn(nl + 1, " ");
-    size_t indent = (size_t)(shown - (block + 2)); /* "LINE n: " */
-    if(nl[1 + caret] != '^' || caret < indent)
-        return -1;
-    long width = (long)(caret - indent); /* display columns of the shown text before it */
-    /* line n of sql */
-    const char *l = sql;
-    for(long i = 1; i < n && l; i++)
-        if((l = strchr(l, '\n')))
-            l++;
-    if(!l)
-        return -1;
-    size_t llen = strcspn(l, "\n");
-    if(llen && l[llen - 1] == '\r')
-        llen--;
-    size_t slen = (size_t)(nl - shown);
-    int lead = slen >= 3 && strncmp(shown, "...", 3) == 0 && (llen < 3 || strncmp(l, "...", 3));
-    if(lead) { /* a window: the caret's columns count the "..." */
-        shown += 3;
-        slen -= 3;
-        width -= 3;
-    }
-    /* where the shown text starts in the line: at its start, or anywhere for a window; a
-     * window may also end with "..." that the line does not have */
-    const char *from = find_shown(l, llen, shown, slen, lead);
-    if(!from && slen >= 3 && strncmp(shown + slen - 3, "...", 3) == 0)
-        from = find_shown(l, llen, shown, slen -= 3, lead);
-    if(!from)
-        return -1;
-    *line = n;
-    *col = 0;
-    /* characters before the shown text (code points), then the shown text up to the caret */
-    long chars = 0;
-    for(const char *q = l; q < from; q++)
-        chars += ((unsigned char)*q & 0xC0) != 0x80;
-    long w = 0;
-    size_t i = 0;
-    for(; i < slen; i++) {
-        unsigned char c = (unsigned char)shown[i];
-        if(c >= 0x80)
-            return 0; /* its display width is not worked out here: the line only */
-        int cw = c >= 0x20 && c != 0x7f;
-        if(w == width && cw)
-            break;
-        w += cw;
-        if(w > width)
-            return 0;
-    }
-    if(w != width)
-        return 0;
-    *col = chars + (long)i + 1;
-    return 0;
-}
-
-char *dapi_engine_locate_error(const char *msg, const char *sql)
-{
-    long line, col;
-    if(!msg || !sql || error_position(msg, sql, &line, &col))
-        return NULL;
-    char where[64];
-    if(col)
-        snprintf(where, sizeof where, " at line %ld, column %ld", line, col);
-    else
-        snprintf(where, sizeof where, " at line %ld", line);
-    /* "Binder Error: …" -> "Binder Error at line 1, column 8: …" (at the start, so it
-     * survives a message cut or flattened onto one line); else after the first line */
-    const char *colon = strstr(msg, " Error: ");
-    size_t at = colon && colon - msg < 48 && !memchr(msg, '\n', (size_t)(colon - msg))
-                    ? (size_t)(colon - msg) + strlen(" Error")
-                    : strcspn(msg, "\n");
-    struct dapi_buf b;
-    dapi_buf_init(&b, strlen(msg) + sizeof where + 8);
-    dapi_buf_add(&b, msg, at);
-    if(colon && at == (size_t)(colon - msg) + strlen(" Error"))
-        dapi_buf_adds(&b, where);
-    else
-        dapi_buf_addf(&b, " (%s)", where + 1);
-    dapi_buf_adds(&b, msg + at);
-    return dapi_buf_take(&b, NULL);
-}
-
 /* For a scoped query: removes DuckDB's "Did you mean …?" lines from its message. The binder
  * suggests names from the whole catalog ("Table with name e does not exist! Did you mean
  * "finance.e"?"), which would tell a scoped key the tables of layers outside its scope. */
@@ -765,7 +617,7 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
 
 /* The sandbox (sandbox.h) on DuckDB's own parse tree of sql. */
 static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, const struct dapi_scope *scope,
-                             char **msg)
+                             int named_params, char **msg)
 {
     enum dapi_err result;
     char **tree = NULL;
@@ -777,7 +629,8 @@ static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, const struct
                               .arg = c->e,
                               .scope = scope,
                               .layer_in_scope = lake_layer_in_scope,
-                              .table_problem = lake_table_problem};
+                              .table_problem = lake_table_problem,
+                              .named_params = named_params};
     if(!c->serialize && duckdb_prepare(c->con, "SELECT json_serialize_sql($1::VARCHAR)",
                                        &c->serialize) == DuckDBError) {
         duckdb_destroy_prepare(&c->serialize);
@@ -812,8 +665,10 @@ static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, const struct
     return result;
 }
 
+/* Prepares sql as one read-only statement (the user sandbox unless trusted), binding params
+ * (NULL: none, and the statement may have no parameter) to its $parameters. */
 static enum dapi_err prepare_readonly(struct dapi_econn *c, const char *sql, int trusted,
-                                      const struct dapi_scope *scope,
+                                      const struct dapi_scope *scope, const char *params,
                                       duckdb_prepared_statement *out, char **msg)
 {
     duckdb_connection con = c->con;
@@ -851,7 +706,7 @@ static enum dapi_err prepare_readonly(struct dapi_econn *c, const char *sql, int
     }
     /* The sandbox before DuckDB binds anything: binding a table function already runs
      * part of it (read_csv sniffs its file, query_table runs its query). */
-    if(!trusted && (result = sandbox(c, sql, scope, msg)))
+    if(!trusted && (result = sandbox(c, sql, scope, params != NULL, msg)))
         goto out;
     result = DAPI_ERR_SQL;
     if(duckdb_prepare_extracted_statement(con, ex, 0, &st) == DuckDBError) {
@@ -869,7 +724,9 @@ static enum dapi_err prepare_readonly(struct dapi_econn *c, const char *sql, int
         *msg = dapi_buf_take(&b, NULL);
         goto out;
     }
-    if(duckdb_nparams(st) > 0) {
+    if(params && (result = engine_bind_params(c, st, params, msg)))
+        goto out;
+    if(!params && duckdb_nparams(st) > 0) {
         *msg = dupmsg("", "query parameters ($1, ?) are not supported");
         goto out;
     }
@@ -892,6 +749,12 @@ const char *dapi_econn_parse_tree(const struct dapi_econn *c)
 enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
                                 const struct dapi_scope *scope, char **msg)
 {
+    return dapi_engine_check_bound(c, sql, NULL, scope, msg);
+}
+
+enum dapi_err dapi_engine_check_bound(struct dapi_econn *c, const char *sql, const char *params,
+                                      const struct dapi_scope *scope, char **msg)
+{
     *msg = NULL;
     free(c->last_tree);
     c->last_tree = NULL;
@@ -904,13 +767,14 @@ enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
      * sandbox also bounds the size of what it plans. */
     if(set_deadline(c, 1, c->e->check_ms ? dapi_clock_mono_ms() + c->e->check_ms : 0))
         return DAPI_ERR_BUSY;
-    result = prepare_readonly(c, sql, 0, scope, &st, msg);
+    result = prepare_readonly(c, sql, 0, scope, params, &st, msg);
     if(!result)
         duckdb_destroy_prepare(&st);
     if(!result && timed_out(c))
         result = DAPI_ERR_TIMEOUT;
     set_deadline(c, 0, 0);
-    if(result != DAPI_ERR_SQL && result != DAPI_ERR_FORBIDDEN && *msg) {
+    if(result != DAPI_ERR_SQL && result != DAPI_ERR_FORBIDDEN && result != DAPI_ERR_PARAM &&
+       *msg) {
         free(*msg);
         *msg = NULL;
     }
@@ -1127,26 +991,54 @@ static void tmpl_free(struct tmpl *t)
     memset(t, 0, sizeof *t);
 }
 
-/* Builds the template for a prepared statement's columns. Columns of a type dapi cannot
+/* Where a statement's columns are read: its prepared statement, or its result when it has
+ * bound parameters (DuckDB may know their types, and so the columns', only once it runs). */
+struct colsrc {
+    duckdb_prepared_statement st;
+    duckdb_result *res; /* NULL: the statement */
+};
+
+static size_t col_count(const struct colsrc *s)
+{
+    return s->res ? duckdb_column_count(s->res) : duckdb_prepared_statement_column_count(s->st);
+}
+
+/* Column i's name (owned; NULL without memory). */
+static char *col_name(const struct colsrc *s, size_t i)
+{
+    if(s->res) {
+        const char *n = duckdb_column_name(s->res, i);
+        return strdup(n ? n : "");
+    }
+    const char *dn = duckdb_prepared_statement_column_name(s->st, i);
+    char *name = strdup(dn ? dn : "");
+    duckdb_free((void *)dn); /* the C API's copy is ours to free */
+    return name;
+}
+
+static duckdb_logical_type col_type(const struct colsrc *s, size_t i)
+{
+    return s->res ? duckdb_column_logical_type(s->res, i)
+                  : duckdb_prepared_statement_column_logical_type(s->st, i);
+}
+
+/* Builds the template for a statement's columns. Columns of a type dapi cannot
  * render are listed in *cast (the caller re-prepares with them cast to VARCHAR). */
-static enum dapi_err tmpl_build(duckdb_prepared_statement st, struct tmpl *t, int *needs_cast)
+static enum dapi_err tmpl_build(const struct colsrc *src, struct tmpl *t, int *needs_cast)
 {
     enum dapi_err result = DAPI_OK;
     memset(t, 0, sizeof *t);
     *needs_cast = 0;
-    t->ncols = duckdb_prepared_statement_column_count(st);
+    t->ncols = col_count(src);
     t->cols = calloc(t->ncols ? t->ncols : 1, sizeof *t->cols);
     t->names = calloc(t->ncols ? t->ncols : 1, sizeof *t->names);
     t->types = calloc(t->ncols ? t->ncols : 1, sizeof *t->types);
     if(!t->cols || !t->names || !t->types)
         return DAPI_ERR_NOMEM;
     for(size_t i = 0; i < t->ncols && !result; i++) {
-        const char *dn = duckdb_prepared_statement_column_name(st, i);
-        t->names[i] = strdup(dn ? dn : "");
-        duckdb_free((void *)dn); /* the C API's copy is ours to free */
-        if(!t->names[i])
+        if(!(t->names[i] = col_name(src, i)))
             return DAPI_ERR_NOMEM;
-        duckdb_logical_type lt = duckdb_prepared_statement_column_logical_type(st, i);
+        duckdb_logical_type lt = col_type(src, i);
         result = build(lt, &t->cols[i], 0);
         if(!(t->types[i] = engine_type_name(lt)) && !result)
             result = DAPI_ERR_NOMEM;
@@ -1191,14 +1083,14 @@ static size_t statement_len(const char *sql)
 
 /* SELECT c0 AS "a", CAST(c1 AS VARCHAR) AS "b" … FROM (<sql>) AS t(c0, c1, …): columns are
  * addressed by position, so duplicate names keep working. */
-static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
+static char *cast_wrapper(const struct colsrc *src, const char *sql)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 64 * 1024 * 1024);
     dapi_buf_adds(&b, "SELECT ");
-    size_t n = duckdb_prepared_statement_column_count(st);
+    size_t n = col_count(src);
     for(size_t i = 0; i < n; i++) {
-        duckdb_logical_type lt = duckdb_prepared_statement_column_logical_type(st, i);
+        duckdb_logical_type lt = col_type(src, i);
         struct dapi_colvec probe;
         enum dapi_err r = build(lt, &probe, 0);
         cv_free(&probe);
@@ -1209,9 +1101,12 @@ static char *cast_wrapper(duckdb_prepared_statement st, const char *sql)
             dapi_buf_addf(&b, "CAST(\"_dapi_c%zu\" AS VARCHAR) AS ", i);
         else
             dapi_buf_addf(&b, "\"_dapi_c%zu\" AS ", i);
-        const char *dn = duckdb_prepared_statement_column_name(st, i);
-        add_ident(&b, dn ? dn : "");
-        duckdb_free((void *)dn);
+        char *name = col_name(src, i);
+        if(!name)
+            dapi_buf_fail(&b, DAPI_ERR_NOMEM);
+        else
+            add_ident(&b, name);
+        free(name);
     }
     dapi_buf_adds(&b, " FROM (\n");
     dapi_buf_add(&b, sql, statement_len(sql));
@@ -1249,7 +1144,7 @@ static enum dapi_err classify_oom(enum dapi_err result, char **msg)
     return DAPI_ERR_TOO_LARGE;
 }
 
-static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted,
+static enum dapi_err run(struct dapi_econn *c, const char *sql, const char *params, int trusted,
                          const struct dapi_scope *scope, int64_t deadline_ms,
                          const struct dapi_sink *sink, void *ctx, char **msg)
 {
@@ -1266,31 +1161,41 @@ static enum dapi_err run(struct dapi_econn *c, const char *sql, int trusted,
         goto out;
     }
     if((!trusted && (result = dapi_engine_sync_lake(c->e))) ||
-       (result = prepare_readonly(c, sql, trusted, scope, &st, msg)))
+       (result = prepare_readonly(c, sql, trusted, scope, params, &st, msg)))
         goto out;
-    if((result = tmpl_build(st, &t, &needs_cast)))
-        goto out;
-    if(needs_cast) {
-        tmpl_free(&t);
-        if(!(wrapped = cast_wrapper(st, sql))) {
-            result = DAPI_ERR_NOMEM;
+    /* The columns' types: the statement's, or with parameters its result's (it starts
+     * running first). A type dapi cannot render: once more with it cast to VARCHAR. */
+    for(int pass = 0;; pass++) {
+        if(params && (result = drive(c, st, deadline_ms, &res, &have_res, msg)))
             goto out;
-        }
-        duckdb_destroy_prepare(&st);
-        if((result = prepare_readonly(c, wrapped, trusted, scope, &st, msg)) ||
-           (result = tmpl_build(st, &t, &needs_cast)))
+        struct colsrc src = {st, params ? &res : NULL};
+        if((result = tmpl_build(&src, &t, &needs_cast)))
             goto out;
-        if(needs_cast) {
+        if(!needs_cast)
+            break;
+        if(pass) {
             result = DAPI_ERR_SQL;
             *msg = dupmsg("", "the result has a column type dapi cannot return");
             goto out;
         }
+        tmpl_free(&t);
+        wrapped = cast_wrapper(&src, sql);
+        if(have_res)
+            duckdb_destroy_result(&res);
+        have_res = 0;
+        duckdb_destroy_prepare(&st);
+        if(!wrapped) {
+            result = DAPI_ERR_NOMEM;
+            goto out;
+        }
+        if((result = prepare_readonly(c, wrapped, trusted, scope, params, &st, msg)))
+            goto out;
     }
     if((result = sink->begin(ctx, t.ncols, (const char *const *)t.names,
                              (const char *const *)t.types)))
         goto out;
 
-    if((result = drive(c, st, deadline_ms, &res, &have_res, msg)))
+    if(!params && (result = drive(c, st, deadline_ms, &res, &have_res, msg)))
         goto out;
     for(;;) {
         duckdb_data_chunk chunk = duckdb_fetch_chunk(res);
@@ -1325,7 +1230,7 @@ out:
     set_deadline(c, 0, 0);
     result = classify_oom(result, msg);
     if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && result != DAPI_ERR_FORBIDDEN &&
-       *msg) {
+       result != DAPI_ERR_PARAM && *msg) {
         free(*msg);
         *msg = NULL;
     }
@@ -1340,13 +1245,20 @@ enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql,
                               const struct dapi_scope *scope, int64_t deadline_ms,
                               const struct dapi_sink *sink, void *ctx, char **msg)
 {
-    return run(c, sql, 0, scope, deadline_ms, sink, ctx, msg);
+    return run(c, sql, NULL, 0, scope, deadline_ms, sink, ctx, msg);
+}
+
+enum dapi_err dapi_engine_run_bound(struct dapi_econn *c, const char *sql, const char *params,
+                                    const struct dapi_scope *scope, int64_t deadline_ms,
+                                    const struct dapi_sink *sink, void *ctx, char **msg)
+{
+    return run(c, sql, params, 0, scope, deadline_ms, sink, ctx, msg);
 }
 
 enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
                                       const struct dapi_sink *sink, void *ctx, char **msg)
 {
-    return run(c, sql, 1, NULL, deadline_ms, sink, ctx, msg);
+    return run(c, sql, NULL, 1, NULL, deadline_ms, sink, ctx, msg);
 }
 
 /* Starts a prepared statement as a streaming result, interrupting it at deadline_ms: rows
@@ -1414,7 +1326,7 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
         goto out;
     }
     if((!trusted && (result = dapi_engine_sync_lake(c->e))) ||
-       (result = prepare_readonly(c, sql, trusted, NULL, &st, msg)))
+       (result = prepare_readonly(c, sql, trusted, NULL, NULL, &st, msg)))
         goto out;
     duckdb_destroy_prepare(&st);
     /* The text was just proven to be one read-only statement, so it can sit inside COPY's

@@ -55,6 +55,13 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e);
  * with free()); on other errors *msg may be NULL. DAPI_ERR_TIMEOUT past the deadline. */
 enum dapi_err dapi_engine_check(struct dapi_econn *c, const char *sql,
                                 const struct dapi_scope *scope, char **msg);
+/* The same with bind parameters (docs/api.md "Bind parameters"): params (NULL: none) is a
+ * JSON object of the values of the query's named parameters ($name), bound as DuckDB values,
+ * never spliced into the text. A parameter without a value, a value without a parameter, or
+ * a value that does not fit the type DuckDB infers for its parameter is DAPI_ERR_PARAM with
+ * *msg naming it. */
+enum dapi_err dapi_engine_check_bound(struct dapi_econn *c, const char *sql, const char *params,
+                                      const struct dapi_scope *scope, char **msg);
 /* DuckDB's parse tree (json_serialize_sql) of the SQL the last successful dapi_engine_check
  * on c passed, or NULL (borrowed until the next check on c): what result reuse hashes, so
  * that formatting does not make two queries different. */
@@ -81,6 +88,10 @@ struct dapi_sink {
 enum dapi_err dapi_engine_run(struct dapi_econn *c, const char *sql,
                               const struct dapi_scope *scope, int64_t deadline_ms,
                               const struct dapi_sink *sink, void *ctx, char **msg);
+/* The same with params bound (as dapi_engine_check_bound; NULL: none). */
+enum dapi_err dapi_engine_run_bound(struct dapi_econn *c, const char *sql, const char *params,
+                                    const struct dapi_scope *scope, int64_t deadline_ms,
+                                    const struct dapi_sink *sink, void *ctx, char **msg);
 /* The same for SQL dapi wrote itself (reading downloads in opts.extra_dir, the health
  * probe's SELECT 1): still one read-only statement, but not held to the user sandbox and
  * without rescanning the lake, which such SQL never reads. Never pass a user's text. */

@@ -2,7 +2,7 @@
  * lake) and discover.c (schema discovery) share. Not to be included outside src/engine/.
  *
  * Rule: duckdb.h is included only by this header, which engine.c, lake.c, sample.c,
- * discover.c, types.c and convert.c include; every other module talks to DuckDB through engine.h. */
+ * discover.c, types.c, convert.c, locate.c and params.c include; every other module talks to DuckDB through engine.h. */
 #ifndef DAPI_ENGINE_INT_H
 #define DAPI_ENGINE_INT_H
 
@@ -80,6 +80,15 @@ struct dapi_econn {
 /* types.c: DuckDB's name of a type ("DECIMAL(18,3)", "INTEGER[]" …), owned; NULL: no
  * memory. */
 char *engine_type_name(duckdb_logical_type lt);
+
+/* params.c: binds the JSON object params to st's named parameters (dapi_engine_check_bound):
+ * DAPI_ERR_PARAM with *msg naming the parameter, or DAPI_ERR_NOMEM. */
+enum dapi_err engine_bind_params(struct dapi_econn *c, duckdb_prepared_statement st,
+                                 const char *params, char **msg);
+
+/* locate.c: prefix + DuckDB's message m (NULL: "unknown error"), cut to 16 KiB keeping its
+ * closing LINE block; owned, NULL without memory. */
+char *dupmsg(const char *prefix, const char *m);
 
 /* engine.c: small helpers shared by the engine's files. */
 enum dapi_err add_ident(struct dapi_buf *b, const char *s);

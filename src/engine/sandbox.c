@@ -451,7 +451,14 @@ static void check_expression(struct walk *w, const struct dapi_jv *v, const char
                                      "WINDOW"};
     size_t i = 0;
     if(strcmp(cls, "PARAMETER") == 0) {
-        refuse(w, "query parameters ($1, ?, $name) are not supported");
+        /* a named parameter is a value bound by the engine, never text: allowed when the
+         * request binds parameters; positional ones ($1, ?) never */
+        const char *id = str(v, "identifier");
+        if(!w->sb->named_params)
+            refuse(w, "query parameters ($1, ?, $name) are not supported without \"params\"");
+        else if(!((*id >= 'a' && *id <= 'z') || (*id >= 'A' && *id <= 'Z') || *id == '_'))
+            refuse(w, "positional query parameters ($1, ?) are not supported: name them "
+                      "($name) and bind them by name in \"params\"");
         return;
     }
     while(i < sizeof ok / sizeof ok[0] && strcmp(ok[i], cls) != 0)

@@ -37,6 +37,9 @@ struct dapi_sandbox {
      * layer's files); else the layer they lie in, written to out (n bytes). May be NULL. */
     const char *(*table_problem)(void *arg, const struct dapi_scope *scope, const char *schema,
                                  const char *table, char *out, size_t n);
+    /* Non-zero: named query parameters ($name) are allowed as values (the engine binds
+     * them); else every parameter is refused. Positional ones ($1, ?) are always refused. */
+    int named_params;
     /* Out: the literal file paths and glob patterns the query reads (owned; free with
      * dapi_sandbox_free). The engine must still check what they match on disk. */
     char **paths;

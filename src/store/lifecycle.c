@@ -139,9 +139,10 @@ enum dapi_err dapi_queries_columns(struct dapi_queries *qs, const char *slug,
 void dapi_qstatus_free(struct dapi_qstatus *s)
 {
     free(s->sql);
+    free(s->params);
     free(s->message);
     dapi_columns_free(&s->columns);
-    s->sql = s->message = NULL;
+    s->sql = s->message = s->params = NULL;
 }
 
 enum dapi_err dapi_queries_status(struct dapi_queries *qs, const char *slug,
@@ -180,7 +181,7 @@ enum dapi_err dapi_queries_status(struct dapi_queries *qs, const char *slug,
             out->started_s = run->started_s;
         }
     }
-    if(!(out->sql = strdup(q->sql)) ||
+    if(!(out->sql = strdup(q->sql)) || (q->params && !(out->params = strdup(q->params))) ||
        (q->message && (q->state == DAPI_Q_FAILED || q->state == DAPI_Q_CANCELLED) &&
         !(out->message = strdup(q->message))))
         result = DAPI_ERR_NOMEM;
@@ -331,6 +332,15 @@ enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug, stru
     }
     pthread_mutex_unlock(&qs->lock);
     return q ? DAPI_OK : DAPI_ERR_NOT_FOUND;
+}
+
+char *dapi_queries_params(struct dapi_queries *qs, const char *slug)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    char *params = q && q->params ? strdup(q->params) : NULL;
+    pthread_mutex_unlock(&qs->lock);
+    return params;
 }
 
 void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out, size_t n)

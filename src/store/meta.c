@@ -35,9 +35,9 @@ static const char *state_name(enum dapi_qstate s)
 struct meta store_meta_of(const struct query *q)
 {
     struct meta m = {
-        q->slug,   q->owner, q->sql,   q->upstream, q->message, q->scope, q->created_s,
-        q->state,  q->error, q->bytes, q->attempts, q->seq,     q->ident, q->fp,
-        q->done_s, 0,        0,        0,           0,          NULL,     NULL};
+        q->slug,  q->owner, q->sql,   q->upstream, q->message, q->params, q->scope, q->created_s,
+        q->state, q->error, q->bytes, q->attempts, q->seq,     q->ident,  q->fp,    q->done_s,
+        0,        0,        0,        0,           NULL,       NULL};
     m.started_s = q->started_s;
     m.finished_s = q->finished_s;
     m.reused = q->reused;
@@ -77,6 +77,10 @@ static void meta_text(struct dapi_buf *b, const struct meta *m)
     dapi_json_str(b, m->upstream ? m->upstream : "", m->upstream ? strlen(m->upstream) : 0);
     dapi_buf_adds(b, ",\"message\":");
     dapi_json_str(b, m->message ? m->message : "", m->message ? strlen(m->message) : 0);
+    if(m->params) { /* absent: no bound parameters (as before they existed) */
+        dapi_buf_adds(b, ",\"params\":");
+        dapi_json_str(b, m->params, strlen(m->params));
+    }
     if(m->scope) { /* absent: every layer (as before scopes existed) */
         dapi_buf_adds(b, ",\"scope\":[");
         for(size_t i = 0; i < m->scope->n; i++) {
@@ -421,6 +425,7 @@ static struct query *load_from(struct dapi_queries *qs, const char *slug, const 
     const char *state = dapi_jv_str(dapi_jv_get(root, "state"), NULL);
     const char *msg = dapi_jv_str(dapi_jv_get(root, "message"), NULL);
     const char *upstream = dapi_jv_str(dapi_jv_get(root, "upstream"), NULL);
+    const char *params = dapi_jv_str(dapi_jv_get(root, "params"), NULL);
     struct dapi_jv *created = dapi_jv_get(root, "created"), *err = dapi_jv_get(root, "error"),
                    *bytes = dapi_jv_get(root, "bytes"), *attempts = dapi_jv_get(root, "attempts"),
                    *seq = dapi_jv_get(root, "seq");
@@ -478,6 +483,7 @@ static struct query *load_from(struct dapi_queries *qs, const char *slug, const 
     q->sql = strdup(sql);
     q->message = msg && *msg ? strdup(msg) : NULL;
     q->upstream = upstream && *upstream ? strdup(upstream) : NULL;
+    q->params = params && *params ? strdup(params) : NULL;
     q->created_s = dapi_jv_int(created);
     q->error = (enum dapi_err)dapi_jv_int(err);
     q->bytes = bytes && dapi_jv_type(bytes) == DAPI_J_INT ? (uint64_t)dapi_jv_int(bytes) : 0;

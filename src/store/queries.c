@@ -46,6 +46,7 @@ void store_qfree(struct query *q)
     dapi_result_live_unref(q->live);
     free(q->sql);
     free(q->upstream);
+    free(q->params);
     free(q->scope);
     free(q->message);
     store_columns_clear(q);
@@ -539,8 +540,9 @@ enum dapi_err dapi_queries_create_scoped(struct dapi_queries *qs, const unsigned
 
 static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_hash,
                             const struct dapi_scope *scope, const char *sql, const char *upstream,
-                            const struct dapi_reuse *ru, int64_t now_s, char *slug_out,
-                            enum dapi_reused *reused, char *why, size_t whylen, uint64_t *ticket);
+                            const char *params, const struct dapi_reuse *ru, int64_t now_s,
+                            char *slug_out, enum dapi_reused *reused, char *why, size_t whylen,
+                            uint64_t *ticket);
 
 enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigned char *key_hash,
                                           const struct dapi_scope *scope, const char *sql,
@@ -548,18 +550,19 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
                                           char *why, size_t whylen)
 {
-    return create(qs, key_hash, scope, sql, upstream, ru, now_s, slug_out, reused, why, whylen,
-                  NULL);
+    return create(qs, key_hash, scope, sql, upstream, NULL, ru, now_s, slug_out, reused, why,
+                  whylen, NULL);
 }
 
 enum dapi_err dapi_queries_create_deferred(struct dapi_queries *qs, const unsigned char *key_hash,
                                            const struct dapi_scope *scope, const char *sql,
-                                           const char *upstream, const struct dapi_reuse *ru,
-                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
-                                           char *why, size_t whylen, uint64_t *ticket)
+                                           const char *upstream, const char *params,
+                                           const struct dapi_reuse *ru, int64_t now_s,
+                                           char *slug_out, enum dapi_reused *reused, char *why,
+                                           size_t whylen, uint64_t *ticket)
 {
-    return create(qs, key_hash, scope, sql, upstream, ru, now_s, slug_out, reused, why, whylen,
-                  ticket);
+    return create(qs, key_hash, scope, sql, upstream, params, ru, now_s, slug_out, reused, why,
+                  whylen, ticket);
 }
 
 void dapi_queries_when_durable(struct dapi_queries *qs, uint64_t ticket,
@@ -578,8 +581,9 @@ void dapi_queries_flush(struct dapi_queries *qs)
  * ticket's round has run (the caller answers the creation only then). */
 static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_hash,
                             const struct dapi_scope *scope, const char *sql, const char *upstream,
-                            const struct dapi_reuse *ru, int64_t now_s, char *slug_out,
-                            enum dapi_reused *reused, char *why, size_t whylen, uint64_t *ticket)
+                            const char *params, const struct dapi_reuse *ru, int64_t now_s,
+                            char *slug_out, enum dapi_reused *reused, char *why, size_t whylen,
+                            uint64_t *ticket)
 {
     enum dapi_err result;
     enum dapi_reused how = DAPI_REUSED_NONE;
@@ -591,10 +595,12 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         *reused = DAPI_REUSED_NONE;
     struct query *q = calloc(1, sizeof *q);
     if(!q || !(q->sql = strdup(sql)) || (upstream && !(q->upstream = strdup(upstream))) ||
+       (params && !(q->params = strdup(params))) ||
        (scope && !scope->all && !(q->scope = malloc(sizeof *q->scope)))) {
         if(q) {
             free(q->sql);
             free(q->upstream);
+            free(q->params);
         }
         free(q);
         return DAPI_ERR_NOMEM;
@@ -1103,9 +1109,10 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
     if(sql && up) {
-        struct meta m = {slug,      owner,   sql,      up,     message,  q->scope, /* immutable */
-                         created,   state,   error,    bytes,  attempts, seq,      q->ident, q->fp,
-                         q->done_s, started, finished, reused, 0,        NULL,     NULL};
+        struct meta m = {
+            slug,      owner,   sql,      up,     message,  q->params, q->scope, /* immutable */
+            created,   state,   error,    bytes,  attempts, seq,       q->ident, q->fp,
+            q->done_s, started, finished, reused, 0,        NULL,      NULL};
         /* durable: the upstream run it names costs money to start again */
         result = store_save_meta(qs, &m, 1) ? DAPI_ERR_IO : DAPI_OK;
     }

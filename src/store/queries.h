@@ -142,15 +142,17 @@ enum dapi_err dapi_queries_create_reusing(struct dapi_queries *qs, const unsigne
                                           const char *upstream, const struct dapi_reuse *ru,
                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
                                           char *why, size_t whylen);
-/* Like dapi_queries_create_reusing, but returns before the creation is durable, with *ticket
- * set: the creation may be answered only once dapi_queries_when_durable calls back. Lets the
+/* Like dapi_queries_create_reusing, with params (NULL: none: the values bound to the query's
+ * $parameters, a JSON object stored with it: dapi_queries_params), but returns before the
+ * creation is durable, with *ticket set: the creation may be answered only once dapi_queries_when_durable calls back. Lets the
  * thread go on (checking the next query) while the creation log's next round makes a batch of
  * creations durable together (docs/design.md, Durability). */
 enum dapi_err dapi_queries_create_deferred(struct dapi_queries *qs, const unsigned char *key_hash,
                                            const struct dapi_scope *scope, const char *sql,
-                                           const char *upstream, const struct dapi_reuse *ru,
-                                           int64_t now_s, char *slug_out, enum dapi_reused *reused,
-                                           char *why, size_t whylen, uint64_t *ticket);
+                                           const char *upstream, const char *params,
+                                           const struct dapi_reuse *ru, int64_t now_s,
+                                           char *slug_out, enum dapi_reused *reused, char *why,
+                                           size_t whylen, uint64_t *ticket);
 /* Calls fn(arg, err) once the creation of ticket is durable (err 0) or could not be made so
  * (an errno value: answer an error): at once in this thread if it is already, else from the
  * store's committer thread. */
@@ -198,6 +200,9 @@ void dapi_queries_remove(struct dapi_queries *qs, const char *slug);
 enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug);
 /* The query's SQL (owned, free()) or NULL. */
 char *dapi_queries_sql(struct dapi_queries *qs, const char *slug);
+/* The values bound to the query's $parameters (a JSON object, owned) or NULL (none, or an
+ * unknown slug, or no memory). */
+char *dapi_queries_params(struct dapi_queries *qs, const char *slug);
 /* The upstream reference into out ("" if none). */
 void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out, size_t n);
 /* Replaces the upstream reference (persisted). */
@@ -275,6 +280,7 @@ struct dapi_qstatus {
     char slug[DAPI_SLUG_MAX];
     enum dapi_qstate state;
     char *sql;
+    char *params; /* the bound parameter values (a JSON object) or NULL */
     int64_t created_s, started_s, finished_s;
     int64_t rows, pages, bytes;
     int reused;                  /* shares an identical query's result or run */

@@ -24,6 +24,7 @@ struct query {
     unsigned char owner[DAPI_KEY_HASH_LEN];
     char *sql;
     char *upstream;
+    char *params; /* the values bound to its $parameters (canonical JSON object) or NULL */
     struct dapi_scope *scope; /* the layers it may read (NULL: every layer); never changes */
     int64_t created_s;
     enum dapi_qstate state;
@@ -116,6 +117,7 @@ struct meta {
     const char *slug;
     const unsigned char *owner;
     const char *sql, *upstream, *message;
+    const char *params; /* NULL: none */
     const struct dapi_scope *scope;
     int64_t created_s;
     enum dapi_qstate state;

@@ -811,15 +811,19 @@ static int64_t fake_wall(void)
 
 /* Creates sql as kh with a Cache-Control max age (0: none) and waits for page 1; returns
  * whether the creation was reused; the page's rows go to rows. */
-static int create_page(struct parts *p, const char *sql, const unsigned char *kh, int64_t age,
-                       char *rows, size_t n)
+/* create_page with bind parameters (NULL: none). */
+static int create_page_bound(struct parts *p, const char *sql, const char *params,
+                             const unsigned char *kh, int64_t age, char *rows, size_t n)
 {
     struct caught c;
     struct dapi_reply rp = catcher(&c);
     T_EQ_INT(dapi_queries_admit(p->queries, kh), DAPI_OK);
     struct dapi_principal who = {.scope.all = 1, .reuse_max_age = age};
     memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
-    p->b->ops->create(p->state, strdup(sql), &who, rp);
+    if(params)
+        p->b->ops->create_bound(p->state, strdup(sql), strdup(params), &who, rp);
+    else
+        p->b->ops->create(p->state, strdup(sql), &who, rp);
     T_EQ_INT(await(&c), 1);
     T_EQ_INT(c.kind, DAPI_OUTCOME_CREATED);
     int reused = c.reused;
@@ -831,6 +835,59 @@ static int create_page(struct parts *p, const char *sql, const unsigned char *kh
     snprintf(rows, n, "%s", c.rows);
     caught_free(&c);
     return reused;
+}
+
+static int create_page(struct parts *p, const char *sql, const unsigned char *kh, int64_t age,
+                       char *rows, size_t n)
+{
+    return create_page_bound(p, sql, NULL, kh, age, rows, n);
+}
+
+/* Bind parameters: bound by the local backend (kept with the query for its run), part of the
+ * reuse identity with their types; the Nekt backend has none. */
+static void test_local_bound(void)
+{
+    struct parts p;
+    unsigned char gil[DAPI_KEY_HASH_LEN];
+    char rows[4096];
+    key("gil", gil);
+    T_CHECK(dapi_backend_local_ops.create_bound != NULL, "local binds");
+    T_CHECK(dapi_backend_nekt_ops.create_bound == NULL, "nekt cannot bind");
+    char a[DAPI_REUSE_HEX], b[DAPI_REUSE_HEX], c[DAPI_REUSE_HEX], d[DAPI_REUSE_HEX];
+    struct dapi_scope all = {.all = 1};
+    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", "{\"v\":1}", a), 0);
+    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", "{\"v\":\"1\"}", b), 0);
+    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", NULL, c), 0);
+    T_EQ_INT(dapi_backend_reuse_ident("local", &all, NULL, "T", d), 0);
+    T_CHECK(strcmp(a, b) != 0 && strcmp(a, c) != 0 && strcmp(b, c) != 0, "typed values differ");
+    T_EQ_STR(c, d);
+    char *args[] = {"--result-wait", "20", "--reuse-max-age", "300"};
+    if(parts_start(&p, "local", args, 4))
+        goto out;
+    const char *sql = "SELECT id, $tag AS tag FROM sales.orders WHERE amount > $min ORDER BY id";
+    T_EQ_INT(create_page_bound(&p, sql, "{\"min\":15,\"tag\":\"t\"}", gil, 0, rows, sizeof rows),
+             0);
+    T_EQ_STR(rows, "{\"id\":2,\"tag\":\"t\"},{\"id\":3,\"tag\":\"t\"}");
+    T_EQ_INT(create_page_bound(&p, sql, "{\"min\":15,\"tag\":\"t\"}", gil, 0, rows, sizeof rows),
+             1);
+    T_EQ_INT(create_page_bound(&p, sql, "{\"min\":15.0,\"tag\":\"t\"}", gil, 0, rows, sizeof rows),
+             0);
+    T_EQ_INT(create_page_bound(&p, sql, "{\"min\":25,\"tag\":\"u\"}", gil, 0, rows, sizeof rows),
+             0);
+    T_EQ_STR(rows, "{\"id\":3,\"tag\":\"u\"}");
+    /* a missing parameter: 400 naming it, nothing created */
+    struct caught e;
+    T_EQ_INT(dapi_queries_admit(p.queries, gil), DAPI_OK);
+    struct dapi_principal who = {.scope.all = 1};
+    memcpy(who.owner, gil, DAPI_KEY_HASH_LEN);
+    p.b->ops->create_bound(p.state, strdup(sql), strdup("{\"min\":1}"), &who, catcher(&e));
+    T_EQ_INT(await(&e), 1);
+    T_EQ_INT(e.err, DAPI_ERR_PARAM);
+    T_CHECK(strstr(e.details, "missing parameter 'tag'") != NULL, "details: %s", e.details);
+    caught_free(&e);
+    T_EQ_INT(dapi_queries_active(p.queries, NULL), 0); /* every slot back */
+out:
+    parts_stop(&p);
 }
 
 static void test_local_reuse(void)
@@ -940,6 +997,7 @@ int main(void)
     test_nekt_key_check();
     test_upstream_timeout_outcome();
     test_local_reuse();
+    test_local_bound();
     test_local_stored();
 
     t_rm_rf(root);

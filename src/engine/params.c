@@ -1,0 +1,290 @@
+/* Bind parameters (docs/api.md "Bind parameters"): the values of a query's named parameters
+ * ($name), given as a JSON object, bound to its prepared statement as DuckDB values — never
+ * spliced into its text. Every parameter of the statement must have a value, every value a
+ * parameter, and each value must suit the type DuckDB infers for its parameter; otherwise
+ * DAPI_ERR_PARAM with a message naming the parameter and the rule. */
+#include "engine/engine_int.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/buf.h"
+#include "base/jsonin.h"
+
+#define MAX_PARAMS_DEPTH 4 /* {"name": [values]} */
+
+static char *param_msg(const char *fmt, const char *name, const char *what)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 4096);
+    dapi_buf_addf(&b, fmt, name, what ? what : "");
+    return dapi_buf_take(&b, NULL);
+}
+
+/* What a JSON value may be for a parameter of DuckDB type t: 0 = any, else a rule. */
+enum kind { K_ANY, K_INT, K_NUMBER, K_BOOL, K_STRING, K_LIST, K_TEXT };
+
+static enum kind kind_of(duckdb_type t)
+{
+    switch(t) {
+    case DUCKDB_TYPE_TINYINT:
+    case DUCKDB_TYPE_SMALLINT:
+    case DUCKDB_TYPE_INTEGER:
+    case DUCKDB_TYPE_BIGINT:
+    case DUCKDB_TYPE_UTINYINT:
+    case DUCKDB_TYPE_USMALLINT:
+    case DUCKDB_TYPE_UINTEGER:
+    case DUCKDB_TYPE_UBIGINT:
+    case DUCKDB_TYPE_HUGEINT:
+    case DUCKDB_TYPE_UHUGEINT: return K_INT;
+    case DUCKDB_TYPE_FLOAT:
+    case DUCKDB_TYPE_DOUBLE:
+    case DUCKDB_TYPE_DECIMAL: return K_NUMBER;
+    case DUCKDB_TYPE_BOOLEAN: return K_BOOL;
+    case DUCKDB_TYPE_VARCHAR: return K_STRING;
+    case DUCKDB_TYPE_LIST:
+    case DUCKDB_TYPE_ARRAY: return K_LIST;
+    case DUCKDB_TYPE_DATE:
+    case DUCKDB_TYPE_TIME:
+    case DUCKDB_TYPE_TIME_TZ:
+    case DUCKDB_TYPE_TIMESTAMP:
+    case DUCKDB_TYPE_TIMESTAMP_TZ:
+    case DUCKDB_TYPE_TIMESTAMP_S:
+    case DUCKDB_TYPE_TIMESTAMP_MS:
+    case DUCKDB_TYPE_TIMESTAMP_NS:
+    case DUCKDB_TYPE_INTERVAL:
+    case DUCKDB_TYPE_UUID: return K_TEXT;
+    default: return K_ANY; /* not inferred (SELECT $x), or a type without a JSON form */
+    }
+}
+
+static const char *const kind_rule[] = {
+    [K_ANY] = "",
+    [K_INT] = "an integer",
+    [K_NUMBER] = "a number",
+    [K_BOOL] = "true or false",
+    [K_STRING] = "a string",
+    [K_LIST] = "a list",
+    [K_TEXT] = "a string",
+};
+
+static int fits(enum kind k, enum dapi_jtype j)
+{
+    switch(k) {
+    case K_ANY: return 1;
+    case K_INT: return j == DAPI_J_INT;
+    case K_NUMBER: return j == DAPI_J_INT || j == DAPI_J_REAL;
+    case K_BOOL: return j == DAPI_J_TRUE || j == DAPI_J_FALSE;
+    case K_STRING:
+    case K_TEXT: return j == DAPI_J_STRING;
+    case K_LIST: return j == DAPI_J_ARRAY;
+    }
+    return 0;
+}
+
+/* A scalar JSON value as a DuckDB value; NULL for an object or an array. */
+static duckdb_value scalar(const struct dapi_jv *v)
+{
+    size_t len;
+    const char *s;
+    switch(dapi_jv_type(v)) {
+    case DAPI_J_STRING: s = dapi_jv_str(v, &len); return duckdb_create_varchar_length(s, len);
+    case DAPI_J_INT: return duckdb_create_int64(dapi_jv_int(v));
+    case DAPI_J_REAL: return duckdb_create_double(dapi_jv_real(v));
+    case DAPI_J_TRUE: return duckdb_create_bool(true);
+    case DAPI_J_FALSE: return duckdb_create_bool(false);
+    case DAPI_J_NULL: return duckdb_create_null_value();
+    default: return NULL;
+    }
+}
+
+/* The DuckDB value of a parameter: a scalar, or a list of scalars of one kind (integers
+ * and numbers together make DOUBLE; nulls go with anything; an empty list is VARCHAR[]).
+ * NULL with *why set when it cannot be one. */
+static duckdb_value make_value(const struct dapi_jv *v, const char **why)
+{
+    if(dapi_jv_type(v) == DAPI_J_OBJECT) {
+        *why = "must be a string, a number, true, false, null or a list of those";
+        return NULL;
+    }
+    if(dapi_jv_type(v) != DAPI_J_ARRAY)
+        return scalar(v);
+    size_t n = dapi_jv_array_size(v);
+    duckdb_type t = DUCKDB_TYPE_INVALID;
+    for(size_t i = 0; i < n; i++) {
+        enum dapi_jtype j = dapi_jv_type(dapi_jv_index(v, i));
+        duckdb_type et = j == DAPI_J_STRING                      ? DUCKDB_TYPE_VARCHAR
+                         : j == DAPI_J_INT                       ? DUCKDB_TYPE_BIGINT
+                         : j == DAPI_J_REAL                      ? DUCKDB_TYPE_DOUBLE
+                         : j == DAPI_J_TRUE || j == DAPI_J_FALSE ? DUCKDB_TYPE_BOOLEAN
+                         : j == DAPI_J_NULL                      ? DUCKDB_TYPE_INVALID
+                                                                 : DUCKDB_TYPE_SQLNULL;
+        if(et == DUCKDB_TYPE_SQLNULL) {
+            *why = "is a list: its elements must be strings, numbers, true, false or null";
+            return NULL;
+        }
+        if(et == DUCKDB_TYPE_INVALID || et == t)
+            continue;
+        if(t == DUCKDB_TYPE_INVALID)
+            t = et;
+        else if((t == DUCKDB_TYPE_BIGINT && et == DUCKDB_TYPE_DOUBLE) ||
+                (t == DUCKDB_TYPE_DOUBLE && et == DUCKDB_TYPE_BIGINT))
+            t = DUCKDB_TYPE_DOUBLE;
+        else {
+            *why = "is a list: its elements must all be of one type";
+            return NULL;
+        }
+    }
+    if(t == DUCKDB_TYPE_INVALID)
+        t = DUCKDB_TYPE_VARCHAR;
+    duckdb_value *items = calloc(n ? n : 1, sizeof *items);
+    duckdb_logical_type lt = duckdb_create_logical_type(t);
+    duckdb_value out = NULL;
+    size_t made = 0;
+    for(; items && made < n; made++) {
+        const struct dapi_jv *e = dapi_jv_index(v, made);
+        if(t == DUCKDB_TYPE_DOUBLE && dapi_jv_type(e) == DAPI_J_INT)
+            items[made] = duckdb_create_double((double)dapi_jv_int(e));
+        else if(dapi_jv_type(e) == DAPI_J_NULL)
+            items[made] = duckdb_create_null_value();
+        else
+            items[made] = scalar(e);
+        if(!items[made])
+            break;
+    }
+    if(items && made == n)
+        out = duckdb_create_list_value(lt, items, n);
+    for(size_t i = 0; items && i < made; i++)
+        duckdb_destroy_value(&items[i]);
+    free(items);
+    duckdb_destroy_logical_type(&lt);
+    if(!out)
+        *why = "could not be made into a value";
+    return out;
+}
+
+/* Whether value v fits type lt exactly as DuckDB would cast it (TRY_CAST): a date that is
+ * no date, 300 for a TINYINT. 1 = fits or cannot be told, 0 = does not. */
+static int casts(struct dapi_econn *c, duckdb_logical_type lt, duckdb_value v)
+{
+    char *tn = engine_type_name(lt);
+    struct dapi_buf b;
+    duckdb_prepared_statement st = NULL;
+    duckdb_result res;
+    int ok = 1;
+    dapi_buf_init(&b, 4096);
+    dapi_buf_addf(&b, "SELECT $1 IS NULL OR TRY_CAST($1 AS %s) IS NOT NULL", tn ? tn : "");
+    if(tn && b.data && duckdb_prepare(c->con, b.data, &st) == DuckDBSuccess &&
+       duckdb_bind_value(st, 1, v) == DuckDBSuccess &&
+       duckdb_execute_prepared(st, &res) == DuckDBSuccess) {
+        ok = duckdb_value_boolean(&res, 0, 0);
+        duckdb_destroy_result(&res);
+    } else if(st) {
+        duckdb_destroy_result(&res);
+    }
+    if(st)
+        duckdb_destroy_prepare(&st);
+    dapi_buf_free(&b);
+    free(tn);
+    return ok;
+}
+
+/* Binds parameter i (1-based) of st, named name, to the JSON value v. */
+static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st, idx_t i,
+                              const char *name, const struct dapi_jv *v, char **msg)
+{
+    const char *why = NULL;
+    duckdb_logical_type lt = duckdb_param_logical_type(st, i);
+    duckdb_type t = lt ? duckdb_get_type_id(lt) : DUCKDB_TYPE_INVALID;
+    enum kind k = kind_of(t);
+    enum dapi_err result = DAPI_OK;
+    duckdb_value dv = NULL;
+    char *tn = NULL;
+    if(dapi_jv_type(v) != DAPI_J_NULL && !fits(k, dapi_jv_type(v))) {
+        tn = engine_type_name(lt);
+        struct dapi_buf b;
+        dapi_buf_init(&b, 4096);
+        dapi_buf_addf(&b, "parameter '%s' must be %s: the query uses $%s as %s", name,
+                      kind_rule[k], name, tn ? tn : "?");
+        *msg = dapi_buf_take(&b, NULL);
+        result = DAPI_ERR_PARAM;
+        goto out;
+    }
+    if(!(dv = make_value(v, &why))) {
+        *msg = param_msg("parameter '%s' %s", name, why ? why : "could not be made into a value");
+        result = DAPI_ERR_PARAM;
+        goto out;
+    }
+    if(k != K_ANY && k != K_STRING && dapi_jv_type(v) != DAPI_J_NULL && !casts(c, lt, dv)) {
+        tn = engine_type_name(lt);
+        struct dapi_buf b;
+        dapi_buf_init(&b, 4096);
+        dapi_buf_addf(&b, "parameter '%s' is not a valid %s: the query uses $%s as %s", name,
+                      tn ? tn : "value", name, tn ? tn : "?");
+        *msg = dapi_buf_take(&b, NULL);
+        result = DAPI_ERR_PARAM;
+        goto out;
+    }
+    if(duckdb_bind_value(st, i, dv) == DuckDBError) {
+        *msg = param_msg("parameter '%s' could not be bound%s", name, "");
+        result = DAPI_ERR_PARAM;
+    }
+out:
+    if(dv)
+        duckdb_destroy_value(&dv);
+    if(lt)
+        duckdb_destroy_logical_type(&lt);
+    free(tn);
+    if(result && !*msg)
+        result = DAPI_ERR_NOMEM;
+    return result;
+}
+
+enum dapi_err engine_bind_params(struct dapi_econn *c, duckdb_prepared_statement st,
+                                 const char *params, char **msg)
+{
+    struct dapi_jv *root = NULL;
+    enum dapi_err result = DAPI_OK;
+    idx_t n = duckdb_nparams(st);
+    char err[128];
+    if(dapi_jv_parse(params, strlen(params), MAX_PARAMS_DEPTH, &root, err, sizeof err) ||
+       dapi_jv_type(root) != DAPI_J_OBJECT) {
+        dapi_jv_free(root);
+        *msg = param_msg("\"params\" must be a JSON object of parameter values%s%s", "", NULL);
+        return *msg ? DAPI_ERR_PARAM : DAPI_ERR_NOMEM;
+    }
+    /* a value for a parameter the query does not have: named first, so that a misspelt
+     * name is reported as such rather than as the missing one */
+    for(void *it = dapi_jv_iter(root); it && !result; it = dapi_jv_iter_next(root, it)) {
+        const char *key = dapi_jv_iter_key(it);
+        idx_t i = 1;
+        for(; i <= n; i++) {
+            const char *name = duckdb_parameter_name(st, i);
+            int same = name && strcmp(name, key) == 0;
+            duckdb_free((void *)name);
+            if(same)
+                break;
+        }
+        if(i > n) {
+            *msg = param_msg("unknown parameter '%s': the query has no $%s", key, key);
+            result = *msg ? DAPI_ERR_PARAM : DAPI_ERR_NOMEM;
+        }
+    }
+    for(idx_t i = 1; i <= n && !result; i++) {
+        const char *name = duckdb_parameter_name(st, i);
+        const struct dapi_jv *v = name ? dapi_jv_get(root, name) : NULL;
+        if(!name)
+            result = DAPI_ERR_INTERNAL;
+        else if(!v) {
+            *msg = param_msg("missing parameter '%s': the query uses $%s", name, name);
+            result = *msg ? DAPI_ERR_PARAM : DAPI_ERR_NOMEM;
+        } else {
+            result = bind_one(c, st, i, name, v, msg);
+        }
+        duckdb_free((void *)name);
+    }
+    dapi_jv_free(root);
+    return result;
+}
