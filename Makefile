@@ -2,7 +2,7 @@
 # Debian machine (scripts/deps.sh installs what is missing and fetches DuckDB).
 CC      ?= cc
 DUCKDB  := third_party/duckdb
-PKGS    := libmicrohttpd libcurl jansson openssl libsystemd libzstd
+PKGS    := libmicrohttpd libcurl jansson openssl libsystemd libzstd yaml-0.1
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g

@@ -30,7 +30,8 @@ have_duckdb() {
 # npm (with node) fetches DuckDB, and the OpenAPI validator of the integration tests
 # (tests/openapi/package-lock.json, installed by tests/integration/test_openapi.py).
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev libsystemd-dev libzstd-dev zstd python3 curl ca-certificates wrk man-db systemd
+      libssl-dev libsystemd-dev libzstd-dev libyaml-dev zstd python3 curl ca-certificates wrk
+      man-db systemd
       clang-format npm prometheus)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)
 

@@ -257,6 +257,11 @@ def page_serve(binary, version):
         "Stop gracefully: new connections are refused, requests in flight get "
         + b("--shutdown-grace") + " seconds, running queries are interrupted and run again "
         "after the next start. The exit status is then 0.",
+        ".TP",
+        b("SIGHUP"),
+        "Reopen the log files, then read the key store, " + b("--api-keys-file") + ", "
+        + b("--jwks-file") + " and " + b("--endpoints-file") + " again; a file that fails "
+        "its checks is not used (what is in use is kept, and the log says why).",
         ".SH ENVIRONMENT",
         "Besides the " + b("DAPI_*") + " variables above:",
         ".TP",

@@ -74,6 +74,10 @@ static const struct dapi_route routes[] = {
      dapi_api_query_status, NULL, dapi_api_query_delete, "/api/queries/{slug}"},
     {"/api/layers", NULL, NULL, 1, "GET, HEAD", dapi_api_layers, dapi_api_layers, NULL, NULL,
      "/api/layers"},
+    {"/api/endpoints", NULL, NULL, 1, "GET, HEAD", dapi_api_list_endpoints,
+     dapi_api_list_endpoints, NULL, NULL, "/api/endpoints"},
+    {"/api/endpoints/", "", NULL, 1, "GET, HEAD", dapi_api_call_endpoint, dapi_api_call_endpoint,
+     NULL, NULL, "/api/endpoints/{name}"},
     {"/api/layers/", DAPI_ROUTE_ANY, NULL, 1, "GET, HEAD", dapi_api_describe, dapi_api_describe,
      NULL, NULL, "/api/layers/{layer}/tables/{table}"},
 };

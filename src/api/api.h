@@ -62,6 +62,12 @@ void dapi_api_describe(struct dapi_req *r, struct dapi_app *app, const char *unu
 int dapi_api_split_table_path(const char *path, char *layer, char *table, size_t n);
 /* export.c: GET/HEAD /api/queries/{slug}/export */
 void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug);
+/* export.c: the index of an export format name (csv, tsv, ndjson, json, parquet), or -1. */
+int dapi_api_export_format(const char *name);
+/* The export of who's query slug in format f as the answer to r, which the caller has
+ * deferred (the query is waited for as GET …/export waits). From any thread. */
+void dapi_api_export_deferred(struct dapi_req *r, struct dapi_app *app,
+                              const struct dapi_principal *who, const char *slug, int f);
 /* lifecycle.c: GET/HEAD /api/queries/{slug}, DELETE /api/queries/{slug} (other methods: 405),
  * GET/HEAD /api/queries */
 void dapi_api_query_status(struct dapi_req *r, struct dapi_app *app, const char *slug);
@@ -73,6 +79,10 @@ void dapi_api_list_queries(struct dapi_req *r, struct dapi_app *app, const char 
  * error: names not $name-able, values neither scalars nor lists of scalars). */
 struct dapi_jv;
 char *dapi_api_params_json(const struct dapi_jv *params, char *err, size_t errlen);
+
+/* endpoints.c: GET /api/endpoints, GET /api/endpoints/{name} (docs/endpoints.md) */
+void dapi_api_list_endpoints(struct dapi_req *r, struct dapi_app *app, const char *unused);
+void dapi_api_call_endpoint(struct dapi_req *r, struct dapi_app *app, const char *name);
 
 /* Python int() on text: surrounding whitespace, optional sign, digits with single '_'
  * between them. On success returns 0, sets *neg, writes the digits without leading zeros

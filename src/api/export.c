@@ -240,16 +240,38 @@ static void on_stored(void *ctx, enum dapi_err err, const struct dapi_outcome *o
         job_free(j);
 }
 
+int dapi_api_export_format(const char *name)
+{
+    for(size_t f = 0; f < NFORMATS; f++)
+        if(name && strcmp(name, formats[f].name) == 0)
+            return (int)f;
+    return -1;
+}
+
+void dapi_api_export_deferred(struct dapi_req *r, struct dapi_app *app,
+                              const struct dapi_principal *who, const char *slug, int f)
+{
+    struct export_job *j = calloc(1, sizeof *j);
+    if(!j) {
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
+        return;
+    }
+    j->r = r;
+    j->app = app;
+    j->f = (size_t)f;
+    j->head = strcmp(dapi_req_method(r), "HEAD") == 0;
+    snprintf(j->slug, sizeof j->slug, "%s", slug);
+    memcpy(j->key, who->owner, DAPI_KEY_HASH_LEN);
+    app->backend->ops->stored(app->backend_state, slug, who, (struct dapi_reply){on_stored, j});
+}
+
 void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug)
 {
     struct dapi_principal who;
     if(dapi_api_auth(r, app, &who))
         return;
-    const char *name = dapi_req_arg(r, "format");
-    size_t f = 0;
-    while(f < NFORMATS && !(name && strcmp(name, formats[f].name) == 0))
-        f++;
-    if(f == NFORMATS) {
+    int f = dapi_api_export_format(dapi_req_arg(r, "format"));
+    if(f < 0) {
         dapi_respond_error(r, 400, "Invalid format",
                            "format must be one of: csv, tsv, ndjson, json, parquet");
         return;
@@ -258,17 +280,6 @@ void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug)
         dapi_respond_error(r, 501, "Export not available", NULL);
         return;
     }
-    struct export_job *j = calloc(1, sizeof *j);
-    if(!j) {
-        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
-        return;
-    }
-    j->r = r;
-    j->app = app;
-    j->f = f;
-    j->head = strcmp(dapi_req_method(r), "HEAD") == 0;
-    snprintf(j->slug, sizeof j->slug, "%s", slug);
-    memcpy(j->key, who.owner, DAPI_KEY_HASH_LEN);
     dapi_req_defer(r); /* the outcome may come later, from the thread that finishes the query */
-    app->backend->ops->stored(app->backend_state, slug, &who, (struct dapi_reply){on_stored, j});
+    dapi_api_export_deferred(r, app, &who, slug, f);
 }

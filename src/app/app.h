@@ -2,10 +2,12 @@
 #ifndef DAPI_APP_H
 #define DAPI_APP_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include "backend/backend.h"
 
 struct dapi_emu;
+struct dapi_endpoints;
 struct dapi_engine;
 struct dapi_http;
 struct dapi_jwks;
@@ -38,6 +40,10 @@ struct dapi_app {
     struct dapi_emu *emu;     /* --emulate-nekt (emu/emu.h) */
     struct dapi_probe *probe; /* is the engine answering? (GET /api/health, probe.h) */
     struct dapi_http *http;
+    /* --endpoints-file: the set in use (NULL: none), swapped whole by a reload under the lock;
+     * a request takes a reference to the set it reads (endpoints/endpoints.h) */
+    struct dapi_endpoints *endpoints;
+    pthread_mutex_t endpoints_lock;
     /* route tables registered by other modules (api.h: dapi_api_register_routes) */
     const struct dapi_route *route_tables[2];
     size_t route_counts[2];

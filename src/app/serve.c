@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "emu/emu.h"
 #include "emu/faults.h"
+#include "endpoints/endpoints.h"
 #include "engine/engine.h"
 #include "http/http.h"
 #include "pool/pool.h"
@@ -151,7 +152,61 @@ struct serve {
     char keys_file_default[4200]; /* <state-dir>/keys */
     int used_warned;              /* writing <keys file>.last-used failed (logged once) */
     struct dapi_jwt_opts jwt;     /* --jwt-audience, --jwt-issuer, skew, default layers */
+    struct stat endpoints_st;     /* --endpoints-file as last read (a change reloads it) */
+    int endpoints_lock_made;
 };
+
+/* Reads --endpoints-file and checks every endpoint with a connection of its own; on success
+ * the new set replaces the one in use (requests keep theirs until they end). Returns 0, or
+ * -1 with why in err (the set in use is kept). */
+static int endpoints_load(struct serve *s, char *err, size_t errlen)
+{
+    struct dapi_app *app = &s->app;
+    struct dapi_econn *conn = NULL;
+    struct dapi_endpoints *e = NULL;
+    stat(s->cfg.endpoints_file, &s->endpoints_st); /* (what was read: a failure is not retried
+                                                      until the file changes again) */
+    if(dapi_engine_connect(app->engine, &conn)) {
+        snprintf(err, errlen, "no engine connection to check the endpoints with");
+        return -1;
+    }
+    enum dapi_err result = dapi_endpoints_load(s->cfg.endpoints_file, conn, app->engine, &e, err,
+                                               errlen);
+    dapi_econn_close(conn);
+    if(result)
+        return -1;
+    pthread_mutex_lock(&app->endpoints_lock);
+    struct dapi_endpoints *old = app->endpoints;
+    app->endpoints = e;
+    pthread_mutex_unlock(&app->endpoints_lock);
+    dapi_endpoints_unref(old);
+    return 0;
+}
+
+/* On SIGHUP (force) or when the file changed (the tick): a bad file keeps the endpoints in
+ * use and says why. */
+static void endpoints_reload(struct serve *s, int force)
+{
+    struct stat st;
+    char err[2048];
+    if(!s->cfg.endpoints_file)
+        return;
+    if(!force) {
+        int now = stat(s->cfg.endpoints_file, &st) == 0;
+        const struct stat *o = &s->endpoints_st;
+        if(!now ||
+           (st.st_mtim.tv_sec == o->st_mtim.tv_sec && st.st_mtim.tv_nsec == o->st_mtim.tv_nsec &&
+            st.st_size == o->st_size && st.st_ino == o->st_ino))
+            return;
+    }
+    const char *why = force ? "SIGHUP" : "endpoints file changed";
+    if(endpoints_load(s, err, sizeof err))
+        dapi_warn("%s: endpoints not reloaded: %s; the %zu endpoint(s) in use are kept", why, err,
+                  dapi_endpoints_count(s->app.endpoints));
+    else
+        dapi_info("%s: endpoints reloaded from %s: %zu endpoint(s)", why, s->cfg.endpoints_file,
+                  dapi_endpoints_count(s->app.endpoints));
+}
 
 /* serve_build's result: 0, or the exit status of a server that does not start. */
 enum { BUILT = 0, START_FAILED = 1, BAD_CONFIG = 2 };
@@ -270,6 +325,8 @@ static int serve_build(struct serve *s)
     sigaddset(&s->sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &s->sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    pthread_mutex_init(&app->endpoints_lock, NULL);
+    s->endpoints_lock_made = 1;
 
     const struct dapi_backend *b = app->backend = dapi_backend_find(cfg->backend);
     if(!b) { /* the settings table lists the registry's names: only a mismatch gets here */
@@ -398,6 +455,21 @@ static int serve_build(struct serve *s)
             b->ops->unfinished(app->backend_state, p->slug, p->sql);
         free(p->sql);
         free(p);
+    }
+    if(cfg->endpoints_file && !b->ops->create_bound) {
+        fprintf(stderr,
+                "dapi serve: --endpoints-file needs a backend that binds parameters; --backend %s "
+                "sends SQL text upstream\n",
+                b->name);
+        return BAD_CONFIG;
+    }
+    if(cfg->endpoints_file) {
+        if(endpoints_load(s, err, errlen)) {
+            fprintf(stderr, "dapi serve: --endpoints-file %s\n", err);
+            return BAD_CONFIG;
+        }
+        dapi_info("endpoints file %s: %zu endpoint(s)", cfg->endpoints_file,
+                  dapi_endpoints_count(app->endpoints));
     }
     struct dapi_http_opts ho = {cfg->host,
                                 cfg->port,
@@ -540,10 +612,13 @@ static int serve_run(struct serve *s)
         sig = sigtimedwait(&s->sigs, NULL, &tick);
         if(sig == SIGTERM || sig == SIGINT)
             break;
-        if(sig == SIGHUP)
+        if(sig == SIGHUP) {
             serve_reload(s);
-        else
+            endpoints_reload(s, 1);
+        } else {
             keystore_reload(s, 0);
+            endpoints_reload(s, 0);
+        }
         keystore_flush(s, 5);
         dapi_queries_tick(app->queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
         if(app->emu)
@@ -597,6 +672,9 @@ static void serve_free(struct serve *s, int code)
         app->backend->ops->stop(app->backend_state);
     dapi_queries_close(app->queries);
     dapi_page_cache_free(app->page_cache); /* after the HTTP server: answers hold pages */
+    dapi_endpoints_unref(app->endpoints);
+    if(s->endpoints_lock_made)
+        pthread_mutex_destroy(&app->endpoints_lock);
     dapi_engine_close(app->engine);
     dapi_keys_free(app->keys);
     keystore_flush(s, 0);

@@ -55,6 +55,10 @@ static const struct setting settings[] = {
     {"rate-burst", "DAPI_RATE_BURST", K_I64, O(rate_burst), "0", 0, 1000000000, NULL,
      "requests such a principal may make at once (the bucket's size; 0 = the N of "
      "--rate-limit)"},
+    {"endpoints-file", "DAPI_ENDPOINTS_FILE", K_PATH, O(endpoints_file), NULL, 0, 0, NULL,
+     "YAML file of named, parameterised endpoints served as GET /api/endpoints/{name} "
+     "(docs/endpoints.md); checked at start, read again on SIGHUP and when it changes (a bad "
+     "file keeps the endpoints in use); local backend only"},
     {"jwks-file", "DAPI_JWKS_FILE", K_PATH, O(jwks_file), NULL, 0, 0, NULL,
      "JSON Web Key Set (RSA, EC P-256, Ed25519 public keys) whose tokens are accepted as "
      "'Authorization: Bearer <JWT>' (read again on SIGHUP); needs --jwt-audience and "
@@ -410,10 +414,10 @@ enum dapi_err dapi_config_load(struct dapi_config *cfg, int argc, char **argv, c
             return result;
     }
     char **paths[] = {&cfg->data_dir, &cfg->state_dir,  &cfg->api_keys_file, &cfg->keys_file,
-                      &cfg->log_file, &cfg->access_log, &cfg->jwks_file};
-    static const char *const names[] = {"--data-dir",  "--state-dir", "--api-keys-file",
-                                        "--keys-file", "--log-file",  "--access-log",
-                                        "--jwks-file"};
+                      &cfg->log_file, &cfg->access_log, &cfg->jwks_file,     &cfg->endpoints_file};
+    static const char *const names[] = {"--data-dir",  "--state-dir",     "--api-keys-file",
+                                        "--keys-file", "--log-file",      "--access-log",
+                                        "--jwks-file", "--endpoints-file"};
     for(size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if(!*paths[i])
             continue;

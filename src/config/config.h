@@ -11,15 +11,16 @@
 struct dapi_config {
     char *host; /* an address or a host name */
     int port;
-    int reuse_port;      /* SO_REUSEPORT */
-    char *backend;       /* "local" */
-    char *data_dir;      /* absolute after dapi_config_load */
-    char *state_dir;     /* absolute after dapi_config_load */
-    char *api_keys_file; /* NULL = unset */
-    char *keys_file;     /* the key store; NULL = <state-dir>/keys */
-    char *rate_limit;    /* default rate: "N/s", "N/min", "N/h" or "0" (auth/ratelimit.h) */
-    int64_t rate_burst;  /* default burst; 0 = the N of rate_limit */
-    char *jwks_file;     /* NULL = no Bearer tokens; absolute after dapi_config_load */
+    int reuse_port;       /* SO_REUSEPORT */
+    char *backend;        /* "local" */
+    char *data_dir;       /* absolute after dapi_config_load */
+    char *state_dir;      /* absolute after dapi_config_load */
+    char *api_keys_file;  /* NULL = unset */
+    char *keys_file;      /* the key store; NULL = <state-dir>/keys */
+    char *rate_limit;     /* default rate: "N/s", "N/min", "N/h" or "0" (auth/ratelimit.h) */
+    int64_t rate_burst;   /* default burst; 0 = the N of rate_limit */
+    char *jwks_file;      /* NULL = no Bearer tokens; absolute after dapi_config_load */
+    char *endpoints_file; /* NULL = no named endpoints; absolute after dapi_config_load */
     char *jwt_audience;
     char *jwt_issuer;
     char *jwt_default_layers; /* "a,b", "*" or NULL (none) */

@@ -145,6 +145,31 @@ const char *dapi_req_arg(const struct dapi_req *r, const char *name)
     return v;
 }
 
+struct args_walk {
+    int (*fn)(void *ctx, const char *name, const char *value);
+    void *ctx;
+    size_t n;
+    int stopped;
+};
+
+static enum MHD_Result arg_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value)
+{
+    struct args_walk *w = cls;
+    w->n++;
+    if(!w->stopped && w->fn(w->ctx, key, value ? value : ""))
+        w->stopped = 1;
+    return w->stopped ? MHD_NO : MHD_YES;
+}
+
+size_t dapi_req_args(const struct dapi_req *r,
+                     int (*fn)(void *ctx, const char *name, const char *value), void *ctx)
+{
+    struct args_walk w = {fn, ctx, 0, 0};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, arg_cb, &w);
+    return w.n;
+}
+
 const char *dapi_req_body(const struct dapi_req *r, size_t *len)
 {
     *len = r->body.len;

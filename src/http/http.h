@@ -74,6 +74,11 @@ const char *dapi_req_client(const struct dapi_req *r);
 const char *dapi_req_header(const struct dapi_req *r, const char *name);
 /* A query-string argument, or NULL if absent ("" for "?a" or "?a="). */
 const char *dapi_req_arg(const struct dapi_req *r, const char *name);
+/* Calls fn(ctx, name, value) for every query-string argument in order, repeated names
+ * included (value "" for "?a" or "?a="); stops when fn returns non-zero. Returns how many
+ * arguments were seen. */
+size_t dapi_req_args(const struct dapi_req *r,
+                     int (*fn)(void *ctx, const char *name, const char *value), void *ctx);
 const char *dapi_req_body(const struct dapi_req *r, size_t *len);
 /* The request id: the client's X-Request-Id when it is 1 to DAPI_REQUEST_ID_MAX printable
  * ASCII characters without space, '"' or '\\', else 16 generated base62 characters. Every

@@ -169,12 +169,15 @@ LAYERS = {
     "store": {"dapi", "base", "auth", "engine"},
     "backend": {"dapi", "base", "config", "auth", "engine", "pool", "store", "upstream"},
     "client": {"dapi", "base", "upstream"},
-    "api": {"dapi", "base", "config", "auth", "http", "store", "backend", "app", "pool"},
+    "api": {"dapi", "base", "config", "auth", "http", "store", "backend", "app", "pool",
+            "endpoints"},
     "emu": {"dapi", "base", "config", "auth", "http", "engine", "pool", "store", "backend",
             "api", "app"},
     # engine: only the DuckDB version of --version; auth: `dapi keys` reads and writes the key
     # store (auth/keystore.h) with the same code the server reads it with
     "cli": {"dapi", "base", "client", "engine", "auth"},
+    # the definitions of --endpoints-file, checked with the engine (docs/endpoints.md)
+    "endpoints": {"dapi", "base", "engine"},
     "app": None,  # the top: builds everything
 }
 # Each third-party library is behind one module (or file).
@@ -186,6 +189,7 @@ LIBRARIES = {
     "jansson.h": "src/base/jsonin.c",
     "systemd/": "src/app/notify.c",
     "zstd.h": "src/store/codec.c",
+    "yaml.h": "src/base/yamlin.c",
 }
 
 
