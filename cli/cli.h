@@ -23,6 +23,10 @@ enum dapi_exit {
 /* `dapi query ARGS…` (argv holds the arguments after "query"). Returns the exit code. */
 int dapi_cli_query(int argc, char **argv);
 void dapi_cli_query_usage(FILE *out);
+/* `dapi call NAME key=value …`: an endpoint of the server's --endpoints-file, its rows
+ * written as dapi query writes them (cli/query.c). */
+int dapi_cli_call(int argc, char **argv);
+void dapi_cli_call_usage(FILE *out);
 
 /* `dapi health ARGS…`. Returns 0 if the server answered {"status":"ok"}, 1 if not, 2 on a
  * usage error. */

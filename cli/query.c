@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +22,21 @@
 #include "format.h"
 
 #define SQL_FILE_MAX ((size_t)16 << 20)
+#define MAX_CALL_ARGS 256
+
+/* The command being run: "query", or "call" (`dapi call`: an endpoint instead of SQL). */
+static const char *me = "query";
+
+/* "dapi <command>: " and the message, on stderr. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "dapi %s: ", me);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
 
 enum {
     O_URL,
@@ -232,6 +248,10 @@ struct settings {
     enum dapi_format_kind format;
     long long parallel, timeout, retries, retry_time;
     int quiet, no_header;
+    /* dapi call: the endpoint and its arguments (split from NAME=VALUE in argv) */
+    const char *call_name;
+    const char *arg_names[MAX_CALL_ARGS], *arg_values[MAX_CALL_ARGS];
+    size_t nargs;
 };
 
 /* ---- the run ------------------------------------------------------------------------ */
@@ -280,17 +300,15 @@ static void print_err(const struct dapi_client_err *e, const struct settings *s)
     else if(e->kind == DAPI_CLIENT_NETWORK)
         snprintf(status, sizeof status, " (no answer)");
     if(e->still_running) {
-        fprintf(stderr,
-                "dapi query: the query is still running after %lld s (--timeout): gave up "
-                "waiting (raise --timeout to wait longer); the server: %s%s\n",
-                s->timeout, e->details, status);
+        say("the query is still running after %lld s (--timeout): gave up "
+            "waiting (raise --timeout to wait longer); the server: %s%s\n",
+            s->timeout, e->details, status);
         return;
     }
     if(strchr(e->details, '\n')) /* several lines (DuckDB's caret): the status first */
-        fprintf(stderr, "dapi query: %s%s: %s", e->message, status, e->details);
+        say("%s%s: %s", e->message, status, e->details);
     else
-        fprintf(stderr, "dapi query: %s%s%s%s", e->message, e->details[0] ? ": " : "", e->details,
-                status);
+        say("%s%s%s%s", e->message, e->details[0] ? ": " : "", e->details, status);
     if(e->status == 401)
         fprintf(stderr, "; the key was given by %s (%s)", s->key_from, KEY_SOURCES);
     fputc('\n', stderr);
@@ -347,16 +365,16 @@ static char *read_sql(const char *path, const char *what)
     int fd = strcmp(path, "-") == 0 ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
     char *sql = NULL;
     if(fd < 0) {
-        fprintf(stderr, "dapi query: %s: %s\n", what, strerror(errno));
+        say("%s: %s\n", what, strerror(errno));
         return NULL;
     }
     enum dapi_err r = dapi_cli_read_fd(fd, SQL_FILE_MAX, &sql, NULL);
     if(r == DAPI_ERR_TOO_LARGE)
-        fprintf(stderr, "dapi query: %s: larger than %zu bytes\n", what, SQL_FILE_MAX);
+        say("%s: larger than %zu bytes\n", what, SQL_FILE_MAX);
     else if(r == DAPI_ERR_IO)
-        fprintf(stderr, "dapi query: %s: %s\n", what, strerror(errno));
+        say("%s: %s\n", what, strerror(errno));
     else if(r)
-        fprintf(stderr, "dapi query: %s: out of memory\n", what);
+        say("%s: out of memory\n", what);
     if(fd != STDIN_FILENO)
         close(fd);
     return sql;
@@ -379,19 +397,19 @@ static int open_output(const char *path, int *use_tmp)
     if(!*use_tmp) {
         int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
         if(fd < 0)
-            fprintf(stderr, "dapi query: --output %s: %s\n", path, strerror(errno));
+            say("--output %s: %s\n", path, strerror(errno));
         return fd;
     }
     int n = snprintf(tmp_path, sizeof tmp_path, "%s.tmp-XXXXXX", path);
     if(n < 0 || (size_t)n >= sizeof tmp_path) {
-        fprintf(stderr, "dapi query: --output %s: path too long\n", path);
+        say("--output %s: path too long\n", path);
         return -1;
     }
     mode_t mask = umask(0);
     umask(mask);
     int fd = mkostemp(tmp_path, O_CLOEXEC);
     if(fd < 0) {
-        fprintf(stderr, "dapi query: --output %s: %s\n", path, strerror(errno));
+        say("--output %s: %s\n", path, strerror(errno));
         return -1;
     }
     tmp_live = 1;
@@ -430,6 +448,31 @@ static const char *sql_source(const char **v, const char **pos, int npos, struct
     } else {
         s->q.layer = v[O_LAYER];
         s->q.table = v[O_TABLE];
+    }
+    return NULL;
+}
+
+/* dapi call: the endpoint's name, then its arguments as NAME=VALUE (split in place).
+ * Returns NULL or what is wrong. */
+static const char *call_source(const char **v, const char **pos, int npos, struct settings *s)
+{
+    if(v[O_SQL] || v[O_SQL_FILE] || v[O_LAYER] || v[O_TABLE] || v[O_LIMIT])
+        return "dapi call takes an endpoint and its arguments, not SQL (-c/--sql, --sql-file, "
+               "--layer, --table, --limit are dapi query's)";
+    if(npos < 1 || !*pos[0])
+        return "give the endpoint's name (dapi call NAME key=value …; GET /api/endpoints lists "
+               "them)";
+    if(npos - 1 > MAX_CALL_ARGS)
+        return "too many arguments";
+    s->call_name = pos[0];
+    for(int i = 1; i < npos; i++) {
+        char *eq = strchr(pos[i], '=');
+        if(!eq || eq == pos[i])
+            return "each argument after the endpoint's name is key=value (a list parameter "
+                   "repeats: country=US country=DE)";
+        *eq = '\0'; /* (argv is ours to write) */
+        s->arg_names[s->nargs] = pos[i];
+        s->arg_values[s->nargs++] = eq + 1;
     }
     return NULL;
 }
@@ -476,17 +519,17 @@ static int settle(const char **v, const char **pos, int npos, struct settings *s
     s->quiet = v[O_QUIET] != NULL;
     s->no_header = v[O_NO_HEADER] != NULL;
     s->format = !s->output && isatty(STDOUT_FILENO) ? DAPI_FORMAT_TABLE : DAPI_FORMAT_CSV;
-    const char *bad = sql_source(v, pos, npos, s);
+    const char *bad = strcmp(me, "call") == 0 ? call_source(v, pos, npos, s)
+                                              : sql_source(v, pos, npos, s);
     if(!bad)
         bad = check_values(v, s, &limit);
     if(bad) {
-        fprintf(stderr, "dapi query: %s (see dapi query --help)\n", bad);
+        say("%s (see dapi %s --help)\n", bad, me);
         return DAPI_EXIT_USAGE;
     }
     s->q.limit = limit;
     if(!s->key) {
-        fprintf(stderr, "dapi query: no API key: set DAPI_API_KEY or pass --api-key (%s)\n",
-                KEY_SOURCES);
+        say("no API key: set DAPI_API_KEY or pass --api-key (%s)\n", KEY_SOURCES);
         return DAPI_EXIT_AUTH;
     }
     if(s->sql_path) {
@@ -494,10 +537,10 @@ static int settle(const char **v, const char **pos, int npos, struct settings *s
             return DAPI_EXIT_USAGE;
         if(blank(s->sql_owned)) {
             if(s->sql_implicit)
-                fprintf(stderr, "dapi query: no query: stdin is empty (give the SQL as an "
-                                "argument or with -c, --sql-file FILE, or --layer L --table T)\n");
+                say("no query: stdin is empty (give the SQL as an "
+                    "argument or with -c, --sql-file FILE, or --layer L --table T)\n");
             else
-                fprintf(stderr, "dapi query: %s: the SQL is empty\n", s->sql_what);
+                say("%s: the SQL is empty\n", s->sql_what);
             return DAPI_EXIT_USAGE;
         }
         s->q.sql = s->sql_owned;
@@ -510,16 +553,16 @@ static int close_output(int fd, int use_tmp, const char *path, int ok)
 {
     int rc = 0;
     if(fd >= 0 && ok && use_tmp && fsync(fd) && errno != EINVAL) {
-        fprintf(stderr, "dapi query: --output %s: %s\n", path, strerror(errno));
+        say("--output %s: %s\n", path, strerror(errno));
         ok = 0, rc = -1;
     }
     if(fd >= 0 && close(fd) && ok) {
-        fprintf(stderr, "dapi query: --output %s: %s\n", path, strerror(errno));
+        say("--output %s: %s\n", path, strerror(errno));
         ok = 0, rc = -1;
     }
     if(use_tmp && tmp_live) {
         if(ok && rename(tmp_path, path)) {
-            fprintf(stderr, "dapi query: --output %s: %s\n", path, strerror(errno));
+            say("--output %s: %s\n", path, strerror(errno));
             rc = -1;
             ok = 0;
         }
@@ -531,7 +574,35 @@ static int close_output(int fd, int use_tmp, const char *path, int ok)
 }
 
 
+static int run_query(int argc, char **argv);
+
 int dapi_cli_query(int argc, char **argv)
+{
+    me = "query";
+    return run_query(argc, argv);
+}
+
+int dapi_cli_call(int argc, char **argv)
+{
+    me = "call";
+    return run_query(argc, argv);
+}
+
+void dapi_cli_call_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: dapi call [options] NAME [key=value …]\n\n"
+            "Calls the endpoint NAME of the server's --endpoints-file with its parameters as\n"
+            "key=value arguments (a list parameter repeats: country=US country=DE) and writes\n"
+            "every row of its result, in order, as dapi query does (docs/endpoints.md).\n"
+            "-c/--sql, --sql-file, --layer, --table and --limit do not apply.\n\n"
+            "Options:\n");
+    dapi_cli_usage(out, opts, O__COUNT);
+    fprintf(out, "\nExit codes: as dapi query's; a refused argument or an unknown endpoint is\n"
+                 "4, an endpoint reading a layer the key may not read 3.\n");
+}
+
+static int run_query(int argc, char **argv)
 {
     int rc = DAPI_EXIT_OK;
     const char *v[O__COUNT];
@@ -552,16 +623,18 @@ int dapi_cli_query(int argc, char **argv)
     dapi_out_init(&out, -1, 0);
 
     if(!(pos = calloc((size_t)argc + 1, sizeof *pos))) {
-        fprintf(stderr, "dapi query: out of memory\n");
+        say("out of memory\n");
         rc = DAPI_EXIT_OTHER;
         goto out;
     }
-    if(dapi_cli_parse("query", opts, O__COUNT, argc, argv, v, pos, &npos)) {
+    if(dapi_cli_parse(me, opts, O__COUNT, argc, argv, v, pos, &npos)) {
         rc = DAPI_EXIT_USAGE;
         goto out;
     }
     if(v[O_HELP] || v[O_VERSION]) {
-        if(v[O_HELP])
+        if(v[O_HELP] && strcmp(me, "call") == 0)
+            dapi_cli_call_usage(stdout);
+        else if(v[O_HELP])
             dapi_cli_query_usage(stdout);
         else
             dapi_cli_version(stdout);
@@ -589,7 +662,7 @@ int dapi_cli_query(int argc, char **argv)
     };
     enum dapi_err made = dapi_client_new(&client, &cfg, &err);
     if(made) {
-        fprintf(stderr, "dapi query: %s\n", err.message);
+        say("%s\n", err.message);
         rc = made == DAPI_ERR_INVALID ? DAPI_EXIT_USAGE : DAPI_EXIT_OTHER; /* bad URL or key */
         goto out;
     }
@@ -608,7 +681,7 @@ int dapi_cli_query(int argc, char **argv)
     dapi_out_free(&out);
     dapi_out_init(&out, s.output ? out_fd : STDOUT_FILENO, 0);
     if(dapi_format_new(&fmt, s.format, &out)) {
-        fprintf(stderr, "dapi query: out of memory\n");
+        say("out of memory\n");
         rc = DAPI_EXIT_OTHER;
         goto out;
     }
@@ -624,7 +697,9 @@ int dapi_cli_query(int argc, char **argv)
         prog_thread = pthread_create(&prog_tid, NULL, progress_loop, &prog) == 0;
         prog.on = prog_thread;
     }
-    if(dapi_client_create(client, &s.q, &slug, &err)) {
+    if(s.call_name ? dapi_client_call_endpoint(client, s.call_name, s.arg_names, s.arg_values,
+                                               s.nargs, &slug, &err)
+                   : dapi_client_create(client, &s.q, &slug, &err)) {
         progress_stop(&prog, prog_tid, &prog_thread, 0);
         print_err(&err, &s);
         rc = exit_for(&err);
@@ -642,11 +717,11 @@ int dapi_cli_query(int argc, char **argv)
         if(out.broken_pipe && !s.output) {
             rc = DAPI_EXIT_OK; /* the reader has all it wanted */
         } else if(run.fmt_result == DAPI_ERR_IO) {
-            fprintf(stderr, "dapi query: cannot write %s: %s\n", s.output ? s.output : "stdout",
-                    strerror(out.error ? out.error : EIO));
+            say("cannot write %s: %s\n", s.output ? s.output : "stdout",
+                strerror(out.error ? out.error : EIO));
             rc = DAPI_EXIT_OTHER;
         } else {
-            fprintf(stderr, "dapi query: %s\n", run.fmt_err);
+            say("%s\n", run.fmt_err);
             rc = DAPI_EXIT_OTHER;
         }
     } else if(result) {

@@ -168,6 +168,13 @@ def page_dapi(binary, version):
         ".SS dapi query",
         "Runs a query on a server and prints every row of its result, in order. See "
         + b("dapi-query") + "(1).",
+        ".SS dapi call",
+        b("dapi call [options] NAME [key=value ...]"),
+        ".PP",
+        "Calls the endpoint NAME of the server's " + b("--endpoints-file") + " with its "
+        "parameters as key=value arguments (a list parameter repeats) and prints every row of "
+        "its result, with the options and exit codes of " + b("dapi query") + " (" +
+        b("dapi-query") + "(1)).",
         ".SS dapi keys",
         "Adds, lists, revokes and rotates the keys of the key store. See " + b("dapi-keys")
         + "(1).",

@@ -94,6 +94,15 @@ struct dapi_client_query {
 enum dapi_err dapi_client_create(struct dapi_client *c, const struct dapi_client_query *q,
                                  char **slug, struct dapi_client_err *err);
 
+/* GET /api/endpoints/{name}?names[0]=values[0]&… (docs/endpoints.md): calls an endpoint
+ * of the server's --endpoints-file with n arguments (percent-encoded by the call; a name may
+ * repeat for a list parameter). On success *slug is the query it created (owned, free()),
+ * whose rows dapi_client_fetch_all reads. A refused argument or an unknown endpoint is kind
+ * QUERY (400, 404), an endpoint outside the key's scope kind AUTH (403). */
+enum dapi_err dapi_client_call_endpoint(struct dapi_client *c, const char *name,
+                                        const char *const *names, const char *const *values,
+                                        size_t n, char **slug, struct dapi_client_err *err);
+
 /* GET /api/health. On a 200 answer *status receives its "status" field (owned, free());
  * any other answer is an error (kind NETWORK for 5xx / no answer, PROTOCOL otherwise). */
 enum dapi_err dapi_client_health(struct dapi_client *c, char **status,

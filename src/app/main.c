@@ -18,6 +18,7 @@ static void usage(FILE *out)
         "Usage:\n"
         "  dapi serve [options]       run the HTTP server (dapi help serve)\n"
         "  dapi query [options] [SQL] run a query on a server, print its rows (dapi help query)\n"
+        "  dapi call NAME [k=v …]     call an endpoint of the server's --endpoints-file\n"
         "  dapi health [--url URL]    check a server's health, exit 0 if ok\n"
         "  dapi layers [options]      list the layers and tables a key may read\n"
         "  dapi describe LAYER.TABLE  a table's columns, types, row count and files\n"
@@ -35,6 +36,7 @@ static int help(const char *cmd)
                "Serves the Nekt-compatible API (GET /api/health, POST /api/queries,\n"
                "GET /api/queries/{slug}/results?page_number=N) on the embedded DuckDB engine,\n"
                "schema discovery (GET /api/layers, GET /api/layers/{layer}/tables/{table}),\n"
+               "the endpoints of --endpoints-file (GET /api/endpoints, GET /api/endpoints/NAME),\n"
                "operations (GET /api/ready, GET /metrics) and its OpenAPI 3.1 document at\n"
                "GET /api/openapi.json.\n"
                "Values: --name VALUE or --name=VALUE; sizes in bytes, times in seconds.\n\n");
@@ -43,6 +45,10 @@ static int help(const char *cmd)
     }
     if(cmd && strcmp(cmd, "query") == 0) {
         dapi_cli_query_usage(stdout);
+        return 0;
+    }
+    if(cmd && strcmp(cmd, "call") == 0) {
+        dapi_cli_call_usage(stdout);
         return 0;
     }
     if(cmd && strcmp(cmd, "health") == 0) {
@@ -141,6 +147,8 @@ int main(int argc, char **argv)
         return sample_data(argc - 2, argv + 2);
     if(strcmp(cmd, "query") == 0)
         return dapi_cli_query(argc - 2, argv + 2);
+    if(strcmp(cmd, "call") == 0)
+        return dapi_cli_call(argc - 2, argv + 2);
     if(strcmp(cmd, "health") == 0)
         return dapi_cli_health(argc - 2, argv + 2);
     if(strcmp(cmd, "keys") == 0)

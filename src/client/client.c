@@ -141,7 +141,8 @@ static enum dapi_err answer_err(const struct dapi_httpc_resp *resp, struct dapi_
         code = DAPI_ERR_TOO_LARGE;
     } else if(st == 404 && (strcmp(err->message, "Query not found") == 0 ||
                             strcmp(err->message, "Layer not found") == 0 ||
-                            strcmp(err->message, "Table not found") == 0)) {
+                            strcmp(err->message, "Table not found") == 0 ||
+                            strcmp(err->message, "Endpoint not found") == 0)) {
         err->kind = DAPI_CLIENT_QUERY;
         code = DAPI_ERR_NOT_FOUND;
     } else if(st == 408 || st == 429 || st >= 500) {
@@ -506,6 +507,45 @@ enum dapi_err dapi_client_describe(struct dapi_client *c, const char *layer, con
     add_segment(&url, table);
     enum dapi_err result = get_json(c, &url, "GET /api/layers/…/tables/…", json, len, err);
     dapi_buf_free(&url);
+    return result;
+}
+
+enum dapi_err dapi_client_call_endpoint(struct dapi_client *c, const char *name,
+                                        const char *const *names, const char *const *values,
+                                        size_t n, char **slug, struct dapi_client_err *err)
+{
+    struct dapi_buf url;
+    char *json = NULL;
+    size_t len = 0;
+    struct dapi_jv *root = NULL;
+    *slug = NULL;
+    dapi_buf_init(&url, MAX_URL + 64 + 64 * 1024);
+    dapi_buf_addf(&url, "%s/api/endpoints/", c->url);
+    add_segment(&url, name);
+    for(size_t i = 0; i < n; i++) {
+        dapi_buf_addc(&url, i ? '&' : '?');
+        add_segment(&url, names[i]);
+        dapi_buf_addc(&url, '=');
+        add_segment(&url, values[i]);
+    }
+    /* (a repeat of the call after a lost answer creates the query again: an identical one,
+     * which the server's result reuse shares) */
+    enum dapi_err result = get_json(c, &url, "GET /api/endpoints/…", &json, &len, err);
+    dapi_buf_free(&url);
+    if(result)
+        return result;
+    size_t sn = 0;
+    const char *v = NULL;
+    if(dapi_jv_parse(json, len, 64, &root, NULL, 0) == DAPI_OK)
+        v = dapi_jv_str(dapi_jv_get(root, "query_slug"), &sn);
+    if(!v || sn == 0 || sn > 256 || memchr(v, '\0', sn)) {
+        set_err(err, DAPI_CLIENT_PROTOCOL, 200, "the server's answer has no query_slug");
+        result = DAPI_ERR_UPSTREAM;
+    } else if(!(*slug = strndup(v, sn))) {
+        result = oom(err);
+    }
+    dapi_jv_free(root);
+    free(json);
     return result;
 }
 

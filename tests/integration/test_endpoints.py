@@ -325,3 +325,35 @@ def test_served_openapi_describes_each_endpoint():
         doc = jparse(s.request("GET", "/api/openapi.json"))
         check(not [p for p in doc["paths"] if p.startswith("/api/endpoints/") and p != "/api/endpoints/{name}"],
               "without a file: no generated path")
+
+
+def _dapi(s, args, key=KEY):
+    env = dict(h.base_env(), DAPI_URL="http://127.0.0.1:%d" % s.port, DAPI_API_KEY=key)
+    s.touched.add(h.CURRENT_TEST)
+    p = subprocess.run([h.BIN] + args, capture_output=True, timeout=60, env=env)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def test_dapi_call_in_any_output_format():
+    keys_file = os.path.join(h.tmpdir("ep-keys"), "keys")
+    p = subprocess.run([h.BIN, "keys", "add", "--keys-file", keys_file, "--layers", "shop", "--name", "shopper"],
+                       capture_output=True, text=True, timeout=30, env=h.base_env())
+    shop_key = [w for w in p.stdout.split() if w.startswith("dapi_")][0]
+    with _server(args=["--keys-file", keys_file]) as s:
+        rc, out, err = _dapi(s, ["call", "-q", "-f", "csv", "customers_by_country", "country=US", "limit=5"])
+        eq((rc, out), (0, "id,name,amount\r\n3,Zoë,99.9\r\n1,Ann,30.5\r\n"), "csv: %s" % err)
+        rc, out, err = _dapi(s, ["call", "-q", "-f", "ndjson", "in_countries", "c=IE", "c=DE"])
+        eq((rc, out), (0, '{"id":2}\n{"id":4}\n'), "ndjson, a list: %s" % err)
+        rc, out, err = _dapi(s, ["call", "-q", "-f", "json", "vip"])
+        eq((rc, json.loads(out)), (0, [{"n": 2}]), "json, defaults: %s" % err)
+        rc, out, err = _dapi(s, ["call", "-q", "-f", "tsv", "by_kind", "n=O'Brien x"])
+        eq(rc, 4, "a refused value: exit 4 (%s)" % err)
+        check("max_length" in err or "enum" in err, err)
+        rc, out, err = _dapi(s, ["call", "-q", "nope"])
+        eq(rc, 4, "an unknown endpoint: exit 4 (%s)" % err)
+        rc, out, err = _dapi(s, ["call", "-q", "people"], key=shop_key)
+        eq(rc, 3, "outside the key's scope: exit 3 (%s)" % err)
+        rc, out, err = _dapi(s, ["call", "-q", "-f", "csv", "by_kind", "n=" + "Ann"])
+        eq((rc, out), (0, "id\r\n1\r\n"), "csv: %s" % err)
+        rc, out, err = _dapi(s, ["call", "vip", "oops"])
+        eq(rc, 2, "not key=value: usage (%s)" % err)
