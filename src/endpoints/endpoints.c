@@ -45,6 +45,18 @@ static int numeric(enum dapi_ptype t)
 
 /* ---- one value: text to typed JSON, and the rules -------------------------------------- */
 
+/* d as the shortest decimal text that reads back as d. */
+static void add_num(struct dapi_buf *b, double d)
+{
+    char t[64];
+    for(int p = 1; p <= 17; p++) {
+        snprintf(t, sizeof t, "%.*g", p, d);
+        if(strtod(t, NULL) == d)
+            break;
+    }
+    dapi_buf_adds(b, t);
+}
+
 static int utf8_chars(const char *s)
 {
     int n = 0;
@@ -179,10 +191,10 @@ static int add_value(struct dapi_buf *b, const struct dapi_eparam *p, const char
     case DAPI_PT_BIGINT: dapi_buf_addf(b, "%lld", strtoll(text, NULL, 10)); break;
     case DAPI_PT_DOUBLE:
     case DAPI_PT_DECIMAL: {
-        char num[64];
-        snprintf(num, sizeof num, "%.17g", d);
-        dapi_buf_adds(b, num);
-        if(!strpbrk(num, ".eE"))
+        size_t at = b->len;
+        add_num(b, d);
+        if(b->data && !memchr(b->data + at, '.', b->len - at) &&
+           !memchr(b->data + at, 'e', b->len - at))
             dapi_buf_adds(b, ".0"); /* typed as a number, not an integer */
         break;
     }
@@ -792,17 +804,19 @@ static void add_param_json(struct dapi_buf *b, const struct dapi_eparam *p)
     }
     dapi_buf_adds(b, ",\"list\":");
     dapi_buf_adds(b, p->list ? "true" : "false");
-    if(p->has_max)
-        dapi_buf_addf(b, ",\"max\":%.17g", p->max);
-    else
+    if(p->has_max) {
+        dapi_buf_adds(b, ",\"max\":");
+        add_num(b, p->max);
+    } else
         dapi_buf_adds(b, ",\"max\":null");
     if(p->max_length)
         dapi_buf_addf(b, ",\"max_length\":%lld", (long long)p->max_length);
     else
         dapi_buf_adds(b, ",\"max_length\":null");
-    if(p->has_min)
-        dapi_buf_addf(b, ",\"min\":%.17g", p->min);
-    else
+    if(p->has_min) {
+        dapi_buf_adds(b, ",\"min\":");
+        add_num(b, p->min);
+    } else
         dapi_buf_adds(b, ",\"min\":null");
     dapi_buf_adds(b, ",\"name\":");
     dapi_json_str(b, p->name, strlen(p->name));
@@ -869,10 +883,14 @@ static void add_value_schema(struct dapi_buf *b, const struct dapi_eparam *p)
     };
     dapi_buf_addc(b, '{');
     dapi_buf_adds(b, schemas[p->type]);
-    if(p->has_min)
-        dapi_buf_addf(b, ",\"minimum\":%.17g", p->min);
-    if(p->has_max)
-        dapi_buf_addf(b, ",\"maximum\":%.17g", p->max);
+    if(p->has_min) {
+        dapi_buf_adds(b, ",\"minimum\":");
+        add_num(b, p->min);
+    }
+    if(p->has_max) {
+        dapi_buf_adds(b, ",\"maximum\":");
+        add_num(b, p->max);
+    }
     if(p->max_length)
         dapi_buf_addf(b, ",\"maxLength\":%lld", (long long)p->max_length);
     if(p->pattern) {

@@ -177,11 +177,10 @@ static int casts(struct dapi_econn *c, duckdb_logical_type lt, duckdb_value v)
     dapi_buf_init(&b, 4096);
     dapi_buf_addf(&b, "SELECT $1 IS NULL OR TRY_CAST($1 AS %s) IS NOT NULL", tn ? tn : "");
     if(tn && b.data && duckdb_prepare(c->con, b.data, &st) == DuckDBSuccess &&
-       duckdb_bind_value(st, 1, v) == DuckDBSuccess &&
-       duckdb_execute_prepared(st, &res) == DuckDBSuccess) {
-        ok = duckdb_value_boolean(&res, 0, 0);
-        duckdb_destroy_result(&res);
-    } else if(st) {
+       duckdb_bind_value(st, 1, v) == DuckDBSuccess) {
+        /* (a result is made, to be destroyed, whether the execution succeeds or not) */
+        if(duckdb_execute_prepared(st, &res) == DuckDBSuccess)
+            ok = duckdb_value_boolean(&res, 0, 0);
         duckdb_destroy_result(&res);
     }
     if(st)
