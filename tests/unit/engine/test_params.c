@@ -186,6 +186,13 @@ static void test_refusals(void)
     refused("SELECT * FROM read_csv($p)", "{\"p\":\"x.csv\"}", DAPI_ERR_SQL, "literal string");
     refused("SELECT * FROM read_csv([$p])", "{\"p\":\"x.csv\"}", DAPI_ERR_SQL, "literal string");
     refused("SELECT getvariable($p)", "{\"p\":\"x\"}", DAPI_ERR_SQL, "getvariable");
+    /* the allow-list still sees every call around a parameter */
+    refused("SELECT current_setting($p)", "{\"p\":\"memory_limit\"}", DAPI_ERR_SQL,
+            "current_setting");
+    refused("SELECT * FROM query($q)", "{\"q\":\"SELECT 1\"}", DAPI_ERR_SQL, "query");
+    refused("SELECT * FROM \"sales\".\"people\" WHERE name = (SELECT value FROM "
+            "duckdb_settings() WHERE name = $n)",
+            "{\"n\":\"threads\"}", DAPI_ERR_SQL, "duckdb_settings");
     /* a statement that is not read-only is refused whatever its parameters */
     refused("DELETE FROM \"sales\".\"people\" WHERE id = $v", "{\"v\":1}", DAPI_ERR_SQL, "DELETE");
 }
