@@ -461,11 +461,12 @@ smallq_run() { # smallq_run NAME DIR: a fresh dapi with its state dir in DIR; sm
     # The state dirs are removed at exit, not between runs: deleting tens of thousands of
     # files right before the next disk run would measure ext4's allocator skipping the inodes
     # freed in the last 30 s (docs/design.md, Durability), not dapi.
+    # (SQ_DATA: another lake than the bench's; SQ_ARGS: more settings — part k)
     local name=$1 dir=$2 port= _ SQ_STATE
     SQ_STATE=$(mktemp -d "$dir/dapi-bench-state.XXXXXX")
     SQ_STATES+=("$SQ_STATE")
-    DAPI_API_KEYS=$KEY "$DAPI_BIN" serve --host $HOST --port 0 --data-dir "$DATA" \
-        --state-dir "$SQ_STATE" --log-format text ${DAPI_EXTRA[@]+"${DAPI_EXTRA[@]}"} \
+    DAPI_API_KEYS=$KEY "$DAPI_BIN" serve --host $HOST --port 0 --data-dir "${SQ_DATA:-$DATA}" \
+        --state-dir "$SQ_STATE" --log-format text ${DAPI_EXTRA[@]+"${DAPI_EXTRA[@]}"} ${SQ_ARGS:-} \
         >"$TMP/sq.stdout" 2>"$OUT/dapi-smallq-$name.log" &
     SQ_PID=$!
     for _ in $(seq 300); do
@@ -491,6 +492,20 @@ note "i. small queries, $SQ_CONNS clients: state dir on disk ($DISK_DIR, $DISK_F
 for r in $(seq "$ROUNDS"); do
     smallq_run "disk-$r" "$DISK_DIR"
     smallq_run "tmpfs-$r" "$TMPFS_DIR"
+done
+
+# k. the same small queries over a lake of 200 tables x 20 CSV files (4,000 files), state dir
+# on tmpfs: with the lake watched (--lake-watch auto: walked only after a change) and scanned
+# for every query (--lake-watch off, as before the watch).
+LK_DATA=$TMP/lake-4000
+for t in $(seq 200); do
+    mkdir -p "$LK_DATA/nekt_raw/t$t"
+    for f in $(seq 20); do printf 'a,b\n%d,x\n' "$f" >"$LK_DATA/nekt_raw/t$t/part$f.csv"; done
+done
+note "k. small queries over a lake of 4,000 files: watched, then scanned for every query, $DUR each x $ROUNDS"
+for r in $(seq "$ROUNDS"); do
+    SQ_DATA=$LK_DATA SQ_ARGS="--lake-watch auto" smallq_run "lake-watch-$r" "$TMPFS_DIR"
+    SQ_DATA=$LK_DATA SQ_ARGS="--lake-watch off" smallq_run "lake-off-$r" "$TMPFS_DIR"
 done
 
 CPU_BUSY1=$(cpu_total_busy); CPU_ALL1=$(cpu_total_all); ours_cpu; CPU_OURS1=$OURS_CPU
@@ -526,6 +541,12 @@ for r in $(seq "$ROUNDS"); do
 done
 SQ_D=$((SQ_D / ROUNDS)); SQ_T=$((SQ_T / ROUNDS)); SQ_R=$(ratio "$SQ_D" "$SQ_T")
 [ "$ROUNDS" -gt 1 ] && SQ_ROUNDS="(rounds: ${SQ_ROUNDS% })" || SQ_ROUNDS=
+LK_W=0; LK_O=0
+for r in $(seq "$ROUNDS"); do
+    LK_W=$((LK_W + $(sq_qps "lake-watch-$r"))); LK_O=$((LK_O + $(sq_qps "lake-off-$r")))
+    SQ_ERRS=$((SQ_ERRS + $(sq_failed "lake-watch-$r") + $(sq_failed "lake-off-$r")))
+done
+LK_W=$((LK_W / ROUNDS)); LK_O=$((LK_O / ROUNDS))
 F_MEAN=$(lat_mean lat-first); F_P50=$(lat_pct lat-first 50); F_P99=$(lat_pct lat-first 99)
 L_MEAN=$(lat_mean lat-last);  L_P50=$(lat_pct lat-last 50);  L_P99=$(lat_pct lat-last 99)
 L_R=$(ratio "$L_MEAN" "$F_MEAN")
@@ -582,6 +603,9 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
     printf '%-44s %12s %12s %7s %8s %s\n' "   small queries disk/tmpfs" "$SQ_D" "$SQ_T" "$SQ_R" ">= 0.90" \
         "$(verdict "$SQ_R" '>=' 0.90) $SQ_ROUNDS"
     printf '%-44s %s\n' "   state dirs" "disk: $DISK_DIR ($DISK_FS); tmpfs: $TMPFS_DIR ($TMPFS_FS); failed requests: $SQ_ERRS"
+    printf '%-44s %12s %12s %7s\n' "k. same, lake of 4,000 files (tmpfs)" "watched" "scanned" "ratio"
+    printf '%-44s %12s %12s %7s %s\n' "   --lake-watch auto / off, queries/s" "$LK_W" "$LK_O" \
+        "$(ratio "$LK_W" "$LK_O")" "(the one-table lake on tmpfs, part i: $SQ_T)"
     echo
     echo "machine: load average $LOADAVG0 before the measurements; other processes used" \
         "$FOREIGN_PCT% of all CPU time during them"

@@ -392,7 +392,8 @@ static int serve_build(struct serve *s)
                                   cfg->duckdb_threads,
                                   (b->caps & DAPI_BACKEND_UPSTREAM) ? downloads : NULL,
                                   cfg->query_timeout * 1000,
-                                  cfg->max_spill_bytes};
+                                  cfg->max_spill_bytes,
+                                  strcmp(cfg->lake_watch, "off") == 0};
     enum dapi_err opened = dapi_engine_open(&app->engine, &eo, err, errlen);
     if(opened) {
         fprintf(stderr, "dapi serve: %s\n", err);

@@ -304,8 +304,10 @@ int dapi_backend_reuse_ident_bound(const char *backend, const struct dapi_scope 
  * — as SHA-256 hex into out (65 bytes). A result is reused only while it is unchanged. A
  * linked file counts with its target's size and mtime; a linked directory below a layer is
  * not followed (links may loop or leave the lake). -1 (then: no reuse) past 100,000 files
- * or without memory. */
-int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope, char *out);
+ * or without memory. gen: the lake's generation read before (dapi_engine_lake_generation):
+ * a fingerprint computed under the same non-zero generation is answered without a walk. */
+int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope,
+                                  uint64_t gen, char *out);
 /* The max age a create may reuse a result of: server (the setting) lowered or bypassed by
  * who->reuse_max_age; 0 = no reuse. */
 int64_t dapi_backend_reuse_age(int64_t server, const struct dapi_principal *who);

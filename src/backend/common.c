@@ -3,6 +3,7 @@
  * refusals and queueing jobs. Nothing here knows HTTP: every answer is an outcome
  * (backend.h) that the API layer writes. */
 #include <dirent.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -307,7 +308,58 @@ static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int de
         closedir(d);
 }
 
-int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope, char *out)
+/* Fingerprints kept while the lake's generation holds (nothing changed under it): a walk of
+ * the lake per creation costs milliseconds on a lake of thousands of files. Keyed by the
+ * scope's layers ("/" cannot be in a layer's name); a few scopes are in use at a time. */
+#define FP_CACHE 32
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        uint64_t gen;
+        char scope[DAPI_SCOPE_MAX_LAYERS * (DAPI_LAYER_NAME_MAX + 1) + 2];
+        char fp[DAPI_REUSE_HEX];
+    } v[FP_CACHE];
+    size_t next;
+} fp_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void scope_key(const struct dapi_scope *scope, char *out, size_t n)
+{
+    size_t at = (size_t)snprintf(out, n, "%s", !scope || scope->all ? "*" : "");
+    for(size_t i = 0; scope && !scope->all && i < scope->n && at < n; i++)
+        at += (size_t)snprintf(out + at, n - at, "%s/", scope->layers[i]);
+}
+
+static int fp_walk_all(const char *data_dir, const struct dapi_scope *scope, char *out);
+
+int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope,
+                                  uint64_t gen, char *out)
+{
+    char key[sizeof fp_cache.v[0].scope];
+    scope_key(scope, key, sizeof key);
+    if(gen) {
+        pthread_mutex_lock(&fp_cache.lock);
+        for(size_t i = 0; i < FP_CACHE; i++)
+            if(fp_cache.v[i].gen == gen && strcmp(fp_cache.v[i].scope, key) == 0) {
+                memcpy(out, fp_cache.v[i].fp, DAPI_REUSE_HEX);
+                pthread_mutex_unlock(&fp_cache.lock);
+                return 0;
+            }
+        pthread_mutex_unlock(&fp_cache.lock);
+    }
+    if(fp_walk_all(data_dir, scope, out))
+        return -1;
+    if(gen) { /* (gen was read before the walk: a change during it makes the next differ) */
+        pthread_mutex_lock(&fp_cache.lock);
+        size_t i = fp_cache.next++ % FP_CACHE;
+        fp_cache.v[i].gen = gen;
+        memcpy(fp_cache.v[i].scope, key, sizeof key);
+        memcpy(fp_cache.v[i].fp, out, DAPI_REUSE_HEX);
+        pthread_mutex_unlock(&fp_cache.lock);
+    }
+    return 0;
+}
+
+static int fp_walk_all(const char *data_dir, const struct dapi_scope *scope, char *out)
 {
     struct fp_files f = {0};
     if(!scope || scope->all) {

@@ -141,7 +141,8 @@ static void check_query(void *arg, struct dapi_econn *conn)
     int reuse = !result && env->cfg->reuse_max_age > 0 &&
                 !dapi_backend_reuse_ident_bound("local", &j->scope, NULL, tree ? tree : j->sql,
                                                 j->params, ident);
-    if(reuse && dapi_backend_lake_fingerprint(env->cfg->data_dir, &j->scope, fp))
+    if(reuse && dapi_backend_lake_fingerprint(env->cfg->data_dir, &j->scope,
+                                              dapi_engine_lake_generation(env->engine), fp))
         reuse = 0;
     uint64_t ticket = 0;
     if(!result)

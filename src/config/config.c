@@ -42,6 +42,10 @@ static const struct setting settings[] = {
      "the local lake: <layer>/<table>.{parquet,csv,tsv,json,ndjson,jsonl} or <table>/ folders"},
     {"state-dir", "DAPI_STATE_DIR", K_PATH, O(state_dir), "./state", 0, 0, NULL,
      "materialised results, query metadata and the development key"},
+    {"lake-watch", "DAPI_LAKE_WATCH", K_CHOICE, O(lake_watch), "auto", 0, 0, "auto|off",
+     "how lake changes are noticed: auto (inotify; the lake is scanned again only after a "
+     "change, and for every query where a change could go unseen: a network or FUSE file "
+     "system, the inotify watch limit) or off (scanned for every query)"},
     {"api-keys-file", "DAPI_API_KEYS_FILE", K_PATH, O(api_keys_file), NULL, 0, 0, NULL,
      "file with one API key per line (# comments and blank lines ignored)"},
     {"keys-file", "DAPI_KEYS_FILE", K_PATH, O(keys_file), NULL, 0, 0, NULL,

@@ -14,6 +14,7 @@ struct dapi_config {
     int reuse_port;       /* SO_REUSEPORT */
     char *backend;        /* "local" */
     char *data_dir;       /* absolute after dapi_config_load */
+    char *lake_watch;     /* "auto" | "off" */
     char *state_dir;      /* absolute after dapi_config_load */
     char *api_keys_file;  /* NULL = unset */
     char *keys_file;      /* the key store; NULL = <state-dir>/keys */

@@ -823,9 +823,14 @@ int dapi_emu_start(struct dapi_app *app, char *err, size_t errlen)
     if(dapi_random(emu->secret, sizeof emu->secret) ||
        dapi_faults_parse(&emu->faults, cfg->emulate_faults, err, errlen))
         return -1;
-    struct dapi_engine_opts eo = {cfg->data_dir,       cfg->state_dir, cfg->memory_limit,
-                                  cfg->duckdb_threads, emu->dir,       cfg->query_timeout * 1000,
-                                  cfg->max_spill_bytes};
+    struct dapi_engine_opts eo = {cfg->data_dir,
+                                  cfg->state_dir,
+                                  cfg->memory_limit,
+                                  cfg->duckdb_threads,
+                                  emu->dir,
+                                  cfg->query_timeout * 1000,
+                                  cfg->max_spill_bytes,
+                                  strcmp(cfg->lake_watch, "off") == 0};
     if(dapi_engine_open(&emu->engine, &eo, err, errlen))
         return -1;
     int threads = cfg->workers < 4 ? 4 : cfg->workers;

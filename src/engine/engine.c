@@ -272,6 +272,8 @@ enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engin
         result = DAPI_ERR_INVALID; /* the settings are wrong */
         goto out;
     }
+    if((result = lakewatch_open(&e->watch, e->data_dir, !opts->no_lake_watch)))
+        goto out;
     pthread_mutex_init(&e->lake_lock, NULL);
     pthread_mutex_init(&e->conns_lock, NULL);
     pthread_cond_init(&e->stop_cv, NULL);
@@ -367,6 +369,7 @@ void dapi_engine_close(struct dapi_engine *e)
     if(e->db)
         duckdb_close(&e->db);
     views_clear(&e->views);
+    lakewatch_close(e->watch);
     free_strings(e->catalog_names, e->ncatalog_names);
     free(e->data_real);
     pthread_mutex_destroy(&e->lake_lock);

@@ -25,6 +25,7 @@ struct dapi_engine_opts {
                                * dapi's own SQL (the _trusted calls) may name files there. */
     int64_t check_timeout_ms; /* how long dapi_engine_check may take (0 = no limit) */
     int64_t max_spill_bytes;  /* cap on <state_dir>/tmp (0 = DuckDB's default) */
+    int no_lake_watch;        /* 1: scan the lake for every query (--lake-watch off) */
 };
 
 /* Opens the engine: an in-memory DuckDB with extension auto-install/auto-load off, external
@@ -42,8 +43,15 @@ enum dapi_err dapi_engine_connect(struct dapi_engine *e, struct dapi_econn **out
 void dapi_econn_close(struct dapi_econn *c);
 
 /* Brings the schemas/views in line with the lake on disk (new, replaced and removed files).
- * Thread-safe; cheap when nothing changed. */
+ * Thread-safe; cheap when nothing changed (the lake's generation is the one of the last
+ * complete scan). */
 enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e);
+/* The lake's generation (src/engine/watch.c): the same number as long as nothing under the
+ * data dir changed, a new one after any change (a file written, touched, created, deleted or
+ * renamed, a directory made) that completed before the call; 0 when changes cannot be
+ * watched (--lake-watch off, a network file system, the inotify limit): callers then scan.
+ * What depends on the lake's files (the reuse fingerprint) may be kept while it holds. */
+uint64_t dapi_engine_lake_generation(struct dapi_engine *e);
 
 /* Checks that sql is exactly one read-only statement (SELECT / WITH / VALUES / FROM-first)
  * that passes the sandbox (sandbox.h: allowed functions only, lake tables only, files only

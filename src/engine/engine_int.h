@@ -62,6 +62,10 @@ struct dapi_engine {
     pthread_mutex_t lake_lock; /* guards catalog and views */
     duckdb_connection catalog;
     struct views views;
+    /* Lake changes (watch.c): the views match the lake as of generation views_gen (0: not
+     * known to match — scan). */
+    struct lakewatch *watch;
+    uint64_t views_gen;
 };
 
 struct dapi_econn {
@@ -76,6 +80,14 @@ struct dapi_econn {
     char *last_tree; /* the parse tree of the last SQL the sandbox passed (owned) or NULL */
     struct dapi_econn *next;
 };
+
+/* watch.c: lake change detection (inotify). enabled 0: off (every call answers 0). */
+struct lakewatch;
+enum dapi_err lakewatch_open(struct lakewatch **out, const char *root, int enabled);
+void lakewatch_close(struct lakewatch *w);
+/* The lake's generation: changes only when something under the lake may have changed since
+ * the last call; 0 when that cannot be known (the watch is off): scan. Thread-safe. */
+uint64_t lakewatch_gen(struct lakewatch *w);
 
 /* types.c: DuckDB's name of a type ("DECIMAL(18,3)", "INTEGER[]" …), owned; NULL: no
  * memory. */

@@ -360,9 +360,14 @@ static enum dapi_err view_sql(struct dapi_buf *b, const struct view *v)
     return dapi_buf_addc(b, ')');
 }
 
+uint64_t dapi_engine_lake_generation(struct dapi_engine *e)
+{
+    return lakewatch_gen(e->watch);
+}
+
 enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
 {
-    enum dapi_err result;
+    enum dapi_err result = DAPI_OK;
     struct views now = {0};
     struct dapi_buf b;
     dapi_buf_init(&b, 64u << 20);
@@ -370,6 +375,11 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
     struct scan sc = {.real = e->data_real, .deadline_ms = dapi_clock_mono_ms() + SCAN_MAX_MS};
 
     pthread_mutex_lock(&e->lake_lock);
+    /* Taken before the scan: a change during it makes the next generation differ. */
+    uint64_t gen = lakewatch_gen(e->watch);
+    if(gen && gen == e->views_gen)
+        goto out; /* nothing changed since the last complete scan */
+    e->views_gen = 0;
     if((result = scan_lake(&sc, e->data_dir, &now)))
         goto out;
     for(size_t i = 0; i < now.n; i++) {
@@ -444,6 +454,8 @@ enum dapi_err dapi_engine_sync_lake(struct dapi_engine *e)
         views_clear(&e->views);
         e->views = now;
         memset(&now, 0, sizeof now);
+        /* a scan cut short leaves tables unseen: scanned again next time */
+        e->views_gen = sc.cut ? 0 : gen;
     }
 out:
     pthread_mutex_unlock(&e->lake_lock);

@@ -113,6 +113,35 @@ def test_reuse_invalidated_by_changed_lake_file():
         eq(len(s.page(c, 1)), 4, "the new rows")
 
 
+def test_lake_changes_seen_by_the_next_query_watched_or_not():
+    """The lake is watched (--lake-watch auto, inotify) so that a query does not scan it when
+    nothing changed; a change made right before a creation must still be seen by it: a table
+    rewritten (same size and mtime second: only the content and the nanoseconds differ), a
+    table added, a table removed — 15 times in a row, with the watch and without it."""
+    for watch in ("auto", "off"):
+        lake = _lake()
+        with Server(keys=[KEY_A], data_dir=lake, name="reuse-watch-" + watch,
+                    args=["--lake-watch", watch]) as s:
+            sql = 'SELECT max(id) AS m FROM "lay"."t"'
+            path = os.path.join(lake, "lay", "t.csv")
+            for i in range(15):
+                h.write_file(path, "id,name\n%d,x\n" % (10 + i))
+                a, ra = _create(s, sql)
+                eq(ra, None, "%s, round %d: a changed file is never reused" % (watch, i))
+                eq(s.page(a, 1), [{"m": 10 + i}], "%s, round %d: the new content" % (watch, i))
+                b, rb = _create(s, sql)
+                eq(rb, "true", "%s, round %d: unchanged since: reused" % (watch, i))
+                new = os.path.join(lake, "lay", "n%d.csv" % i)
+                h.write_file(new, "v\n%d\n" % i)
+                c, _ = _create(s, 'SELECT v FROM "lay"."n%d"' % i)
+                eq(s.page(c, 1), [{"v": i}], "%s, round %d: a table added is there" % (watch, i))
+                os.unlink(new)
+                r = s.api("POST", "/api/queries", key="",
+                          body=json.dumps({"sql_query": 'SELECT v FROM "lay"."n%d"' % i}).encode(),
+                          headers={"Content-Type": "application/json"})
+                expect_status(r, 400, "%s, round %d: a table removed is gone" % (watch, i))
+
+
 def test_reuse_scope_rules():
     lake = _lake()
     keys_dir = h.tmpdir("reuse-keys")

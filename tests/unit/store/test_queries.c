@@ -1112,15 +1112,31 @@ static void test_power_loss(void)
     if(!qs)
         return;
     char gone[DAPI_SLUG_MAX], torn[DAPI_SLUG_MAX], done[DAPI_SLUG_MAX], kept[DAPI_SLUG_MAX],
-        deleted[DAPI_SLUG_MAX], why[256];
+        deleted[DAPI_SLUG_MAX], cut[DAPI_SLUG_MAX], why[256];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'gone'", NULL, 1000, gone, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'torn'", NULL, 1000, torn, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'done'", NULL, 1000, done, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'kept'", NULL, 1000, kept, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'deleted'", NULL, 1000, deleted, NULL, 0),
              DAPI_OK);
-    /* Runs: torn started (meta.json rewritten), done and kept finished with a result. */
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'cut'", NULL, 1000, cut, NULL, 0), DAPI_OK);
+    /* Runs: torn and cut started (meta.json rewritten), done and kept finished with a result. */
     T_EQ_INT(dapi_queries_start_run(qs, torn, why, sizeof why), DAPI_OK);
+    T_EQ_INT(dapi_queries_start_run(qs, cut, why, sizeof why), DAPI_OK);
+    /* The first rewrite makes meta.json a file of its own without a temp file and a rename
+     * over the link (docs/design.md, Durability): created.json is untouched. */
+    {
+        struct stat st;
+        query_dir(qd, sizeof qd, state, cut);
+        snprintf(p, sizeof p, "%s/meta.json", qd);
+        T_CHECK(stat(p, &st) == 0 && st.st_nlink == 1,
+                "meta.json: its own file after the run starts");
+        snprintf(p, sizeof p, "%s/created.json", qd);
+        T_CHECK(stat(p, &st) == 0 && st.st_nlink == 1,
+                "created.json kept, unlinked from meta.json");
+        snprintf(p, sizeof p, "%s/meta.json.tmp", qd);
+        T_CHECK(!t_exists(p), "no temp file left");
+    }
     const char *fin[] = {done, kept};
     for(int i = 0; i < 2; i++) {
         T_EQ_INT(dapi_queries_start_run(qs, fin[i], why, sizeof why), DAPI_OK);
@@ -1140,6 +1156,10 @@ static void test_power_loss(void)
     query_dir(qd, sizeof qd, state, done);
     snprintf(p, sizeof p, "%s/result.bin", qd);
     scribble(p, 200, "00000000");
+    /* cut: the process died between removing the link and writing meta.json anew */
+    query_dir(qd, sizeof qd, state, cut);
+    snprintf(p, sizeof p, "%s/meta.json", qd);
+    T_CHECK(unlink(p) == 0, "meta.json removed");
     struct unfinished u1 = {0};
     struct dapi_queries *qs1 = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
     if(qs1) {
@@ -1147,6 +1167,8 @@ static void test_power_loss(void)
         T_CHECK(unfinished_has(&u1, gone, "SELECT 'gone'"), "restored from the log: runs");
         T_EQ_INT(state_of(qs1, torn, 1001, NULL), DAPI_Q_QUEUED);
         T_CHECK(unfinished_has(&u1, torn, "SELECT 'torn'"), "torn meta.json: created.json");
+        T_EQ_INT(state_of(qs1, cut, 1001, NULL), DAPI_Q_QUEUED);
+        T_CHECK(unfinished_has(&u1, cut, "SELECT 'cut'"), "no meta.json: created.json");
         T_EQ_INT(state_of(qs1, done, 1001, NULL), DAPI_Q_QUEUED);
         T_CHECK(unfinished_has(&u1, done, "SELECT 'done'"), "torn result: runs again");
         T_EQ_INT(state_of(qs1, kept, 1001, NULL), DAPI_Q_DONE);
