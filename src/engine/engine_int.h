@@ -93,7 +93,14 @@ uint64_t lakewatch_gen(struct lakewatch *w);
  * memory. */
 char *engine_type_name(duckdb_logical_type lt);
 
+/* memory.c: a query that ran out of memory (DAPI_ERR_SQL with DuckDB's "Out of Memory
+ * Error") becomes DAPI_ERR_TOO_LARGE with a message naming the setting, and what DuckDB's
+ * allocator holds freed goes back to the kernel; other results are returned as they are. */
+enum dapi_err engine_classify_oom(enum dapi_err result, char **msg);
+
 /* engine.c: small helpers shared by the engine's files. */
+/* An owned copy of prefix + DuckDB's message m (cut to a bounded size), or NULL. */
+char *dupmsg(const char *prefix, const char *m);
 enum dapi_err add_ident(struct dapi_buf *b, const char *s);
 enum dapi_err exec(duckdb_connection con, const char *sql, char *err, size_t errlen);
 enum dapi_err collect_strings(duckdb_result *res, char ***list, size_t *n);
