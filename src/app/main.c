@@ -141,8 +141,10 @@ int main(int argc, char **argv)
         dapi_cli_version(stdout);
         return 0;
     }
-    if(strcmp(cmd, "serve") == 0)
+    if(strcmp(cmd, "serve") == 0) {
+        dapi_engine_setup_process(argv); /* (may execute dapi again, in this process) */
         return dapi_serve_main(argc - 2, argv + 2);
+    }
     if(strcmp(cmd, "sample-data") == 0)
         return sample_data(argc - 2, argv + 2);
     if(strcmp(cmd, "query") == 0)

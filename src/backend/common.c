@@ -316,17 +316,19 @@ static struct {
     pthread_mutex_t lock;
     struct {
         uint64_t gen;
-        char scope[DAPI_SCOPE_MAX_LAYERS * (DAPI_LAYER_NAME_MAX + 1) + 2];
+        unsigned char scope[DAPI_KEY_HASH_LEN]; /* SHA-256 of the scope's layers */
         char fp[DAPI_REUSE_HEX];
     } v[FP_CACHE];
     size_t next;
 } fp_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void scope_key(const struct dapi_scope *scope, char *out, size_t n)
+static void scope_key(const struct dapi_scope *scope, unsigned char out[DAPI_KEY_HASH_LEN])
 {
-    size_t at = (size_t)snprintf(out, n, "%s", !scope || scope->all ? "*" : "");
-    for(size_t i = 0; scope && !scope->all && i < scope->n && at < n; i++)
-        at += (size_t)snprintf(out + at, n - at, "%s/", scope->layers[i]);
+    char text[DAPI_SCOPE_MAX_LAYERS * (DAPI_LAYER_NAME_MAX + 1) + 2];
+    size_t at = (size_t)snprintf(text, sizeof text, "%s", !scope || scope->all ? "*" : "");
+    for(size_t i = 0; scope && !scope->all && i < scope->n && at < sizeof text; i++)
+        at += (size_t)snprintf(text + at, sizeof text - at, "%s/", scope->layers[i]);
+    dapi_sha256(text, at < sizeof text ? at : sizeof text - 1, out);
 }
 
 static int fp_walk_all(const char *data_dir, const struct dapi_scope *scope, char *out);
@@ -334,12 +336,12 @@ static int fp_walk_all(const char *data_dir, const struct dapi_scope *scope, cha
 int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope *scope,
                                   uint64_t gen, char *out)
 {
-    char key[sizeof fp_cache.v[0].scope];
-    scope_key(scope, key, sizeof key);
+    unsigned char key[DAPI_KEY_HASH_LEN];
+    scope_key(scope, key);
     if(gen) {
         pthread_mutex_lock(&fp_cache.lock);
         for(size_t i = 0; i < FP_CACHE; i++)
-            if(fp_cache.v[i].gen == gen && strcmp(fp_cache.v[i].scope, key) == 0) {
+            if(fp_cache.v[i].gen == gen && memcmp(fp_cache.v[i].scope, key, sizeof key) == 0) {
                 memcpy(out, fp_cache.v[i].fp, DAPI_REUSE_HEX);
                 pthread_mutex_unlock(&fp_cache.lock);
                 return 0;

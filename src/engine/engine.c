@@ -776,6 +776,9 @@ enum dapi_err dapi_engine_check_bound(struct dapi_econn *c, const char *sql, con
     if(!result && timed_out(c))
         result = DAPI_ERR_TIMEOUT;
     set_deadline(c, 0, 0);
+    /* short of memory is not the SQL's fault: retry later (503) */
+    if(engine_classify_oom(result, msg) == DAPI_ERR_TOO_LARGE)
+        result = DAPI_ERR_BUSY;
     if(result != DAPI_ERR_SQL && result != DAPI_ERR_FORBIDDEN && result != DAPI_ERR_PARAM &&
        *msg) {
         free(*msg);
@@ -1123,30 +1126,6 @@ static char *cast_wrapper(const struct colsrc *src, const char *sql)
 static enum dapi_err drive(struct dapi_econn *c, duckdb_prepared_statement st, int64_t deadline_ms,
                            duckdb_result *res, int *have_res, char **msg);
 
-/* DuckDB reports running out of memory (its buffer manager's limit, or an allocation refused
- * under the process cap) as an error of the query: that is a result too large to compute
- * here, not a mistake in the SQL. */
-static enum dapi_err classify_oom(enum dapi_err result, char **msg)
-{
-    static const char oom[] = "Out of Memory Error";
-    if(result != DAPI_ERR_SQL || !*msg || strncmp(*msg, oom, sizeof oom - 1) != 0)
-        return result;
-    char *why = dupmsg(strstr(*msg, "max_temp_directory_size")
-                           ? "the query needs more temporary disk space than this server "
-                             "allows (--max-spill-bytes): "
-                           : "the query needs more memory than this server allows "
-                             "(--memory-limit, --memory-headroom): ",
-                       *msg);
-    if(why) {
-        char *nl = strchr(why, '\n'); /* DuckDB appends tuning advice for its own CLI */
-        if(nl)
-            *nl = '\0';
-        free(*msg);
-        *msg = why;
-    }
-    return DAPI_ERR_TOO_LARGE;
-}
-
 static enum dapi_err run(struct dapi_econn *c, const char *sql, const char *params, int trusted,
                          const struct dapi_scope *scope, int64_t deadline_ms,
                          const struct dapi_sink *sink, void *ctx, char **msg)
@@ -1231,7 +1210,7 @@ out:
     tmpl_free(&t);
     free(wrapped);
     set_deadline(c, 0, 0);
-    result = classify_oom(result, msg);
+    result = engine_classify_oom(result, msg);
     if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && result != DAPI_ERR_FORBIDDEN &&
        result != DAPI_ERR_PARAM && *msg) {
         free(*msg);

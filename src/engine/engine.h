@@ -35,6 +35,11 @@ struct dapi_engine_opts {
  * dapi_engine_close. */
 enum dapi_err dapi_engine_open(struct dapi_engine **out, const struct dapi_engine_opts *opts,
                                char *err, size_t errlen);
+/* To be called first by a command that serves queries (argv as main got it): gives DuckDB's
+ * allocator the settings dapi needs, which it reads only when the library is loaded — so it
+ * may execute the program again, in the same process, with them in its environment
+ * (memory.c). */
+void dapi_engine_setup_process(char **argv);
 /* Closes the engine; every connection must have been closed before. */
 void dapi_engine_close(struct dapi_engine *e);
 

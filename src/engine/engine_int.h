@@ -2,7 +2,7 @@
  * lake) and discover.c (schema discovery) share. Not to be included outside src/engine/.
  *
  * Rule: duckdb.h is included only by this header, which engine.c, lake.c, sample.c,
- * discover.c, types.c, convert.c, locate.c and params.c include; every other module talks to DuckDB through engine.h. */
+ * discover.c, types.c, convert.c, locate.c, params.c and memory.c include; every other module talks to DuckDB through engine.h. */
 #ifndef DAPI_ENGINE_INT_H
 #define DAPI_ENGINE_INT_H
 
@@ -101,6 +101,11 @@ enum dapi_err engine_bind_params(struct dapi_econn *c, duckdb_prepared_statement
 /* locate.c: prefix + DuckDB's message m (NULL: "unknown error"), cut to 16 KiB keeping its
  * closing LINE block; owned, NULL without memory. */
 char *dupmsg(const char *prefix, const char *m);
+
+/* memory.c: a query that ran out of memory (DAPI_ERR_SQL with DuckDB's "Out of Memory
+ * Error") becomes DAPI_ERR_TOO_LARGE with a message naming the setting, and what DuckDB's
+ * allocator holds freed goes back to the kernel; other results are returned as they are. */
+enum dapi_err engine_classify_oom(enum dapi_err result, char **msg);
 
 /* engine.c: small helpers shared by the engine's files. */
 enum dapi_err add_ident(struct dapi_buf *b, const char *s);

@@ -37,8 +37,8 @@
 
 #include "base/log.h"
 
-#define WATCH_MASK                                                                             \
-    (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE |        \
+#define WATCH_MASK                                                                      \
+    (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | \
      IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF)
 #define WATCH_MAX_DIRS 100000
 #define WATCH_MAX_DEPTH 16
@@ -46,8 +46,8 @@
 struct lakewatch {
     pthread_mutex_t lock;
     char *root;
-    int fd;      /* inotify; -1 when off */
-    int walked;  /* the watches match the lake as of gen */
+    int fd;     /* inotify; -1 when off */
+    int walked; /* the watches match the lake as of gen */
     uint64_t gen;
     size_t dirs; /* directories watched by the last walk */
 };

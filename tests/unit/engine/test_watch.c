@@ -20,13 +20,13 @@ static uint64_t gen_of(struct lakewatch *w)
 }
 
 /* Each change made by fn moves the generation; the next read without a change does not. */
-#define CHANGED(w, g, what)                                                                    \
-    do {                                                                                       \
-        uint64_t g2_ = gen_of(w);                                                              \
-        T_CHECK(g2_ != 0 && g2_ != (g), "%s: the generation moves (%llu -> %llu)", what,       \
-                (unsigned long long)(g), (unsigned long long)g2_);                             \
-        (g) = g2_;                                                                             \
-        T_CHECK(gen_of(w) == (g), "%s: then stays", what);                                     \
+#define CHANGED(w, g, what)                                                              \
+    do {                                                                                 \
+        uint64_t g2_ = gen_of(w);                                                        \
+        T_CHECK(g2_ != 0 && g2_ != (g), "%s: the generation moves (%llu -> %llu)", what, \
+                (unsigned long long)(g), (unsigned long long)g2_);                       \
+        (g) = g2_;                                                                       \
+        T_CHECK(gen_of(w) == (g), "%s: then stays", what);                               \
     } while(0)
 
 static void test_generation(void)

@@ -1,0 +1,80 @@
+/* The engine's memory: DuckDB's allocator set up for a capped process, and what happens when
+ * a query runs out of memory.
+ *
+ * DuckDB allocates through a jemalloc of its own (symbols prefixed duckdb_je_). By default
+ * jemalloc keeps the address space of what it frees, in the arena of the thread that freed
+ * it, and gives pages back only after a decay time and only when that arena is used again.
+ * With the process's data size capped (--memory-headroom, RLIMIT_DATA), a query that took the
+ * process to the cap left it there: the other threads' arenas could never map memory again,
+ * and every later query failed for memory — creations with 400 "Out of Memory Error", runs
+ * with 500 — for good. Two things prevent that: jemalloc is told not to retain (freed extents
+ * are unmapped when purged), and a query that ran out of memory purges every arena at once. */
+#include "engine/engine_int.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void dapi_engine_setup_process(char **argv)
+{
+    /* jemalloc reads its settings when the library is loaded, before main: the variable is
+     * set and the program executed again (the same process) when it is not set already. An
+     * operator's own setting is kept. */
+    static const char name[] = "DUCKDB_JE_MALLOC_CONF";
+    if(getenv(name) || setenv(name, "retain:false", 0))
+        return;
+    execv("/proc/self/exe", argv);
+    fprintf(stderr, "dapi: cannot configure DuckDB's allocator (exec /proc/self/exe: %s)\n",
+            strerror(errno));
+}
+
+typedef int (*mallctl_fn)(const char *, void *, size_t *, void *, size_t);
+static mallctl_fn mallctl;
+static pthread_once_t mallctl_once = PTHREAD_ONCE_INIT;
+
+static void find_mallctl(void)
+{
+    /* looked up, not linked: a DuckDB built without jemalloc (its ARM64 builds) has none */
+    *(void **)&mallctl = dlsym(RTLD_DEFAULT, "duckdb_je_mallctl");
+}
+
+/* Gives what DuckDB's allocator holds freed back to the kernel now, rather than after its
+ * decay time (the pages of every arena: 4096 is jemalloc's "all arenas"). */
+static void release_memory(void)
+{
+    pthread_once(&mallctl_once, find_mallctl);
+    if(!mallctl)
+        return;
+    mallctl("thread.tcache.flush", NULL, NULL, NULL, 0);
+    mallctl("arena.4096.purge", NULL, NULL, NULL, 0);
+}
+
+/* DuckDB reports running out of memory (its buffer manager's limit, or an allocation refused
+ * under the process cap) as an error of the query: that is a result too large to compute
+ * here, not a mistake in the SQL. What the query held is released at once, so that the next
+ * query does not meet the cap it left. */
+enum dapi_err engine_classify_oom(enum dapi_err result, char **msg)
+{
+    static const char oom[] = "Out of Memory Error";
+    if(result != DAPI_ERR_SQL || !*msg || strncmp(*msg, oom, sizeof oom - 1) != 0)
+        return result;
+    release_memory();
+    char *why = dupmsg(strstr(*msg, "max_temp_directory_size")
+                           ? "the query needs more temporary disk space than this server "
+                             "allows (--max-spill-bytes): "
+                           : "the query needs more memory than this server allows "
+                             "(--memory-limit, --memory-headroom): ",
+                       *msg);
+    if(why) {
+        char *nl = strchr(why, '\n'); /* DuckDB appends tuning advice for its own CLI */
+        if(nl)
+            *nl = '\0';
+        free(*msg);
+        *msg = why;
+    }
+    return DAPI_ERR_TOO_LARGE;
+}
