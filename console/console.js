@@ -114,7 +114,7 @@
       case 429:
         return {
           head: "Too many requests for this key.",
-          text: "Wait " + (err.retryAfter || "a few") + " s and try again." + (details ? " " + details : ""),
+          text: "Wait " + (err.retryAfter || "a few") + " s and try again" + (details ? " (" + details + ")." : "."),
         };
       case 503:
         return { head: "The server is busy.", text: "Try again in " + (err.retryAfter || "a few") + " s. " + details };

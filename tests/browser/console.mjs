@@ -1,8 +1,9 @@
 // Drives dapi's web console in headless Chromium (playwright-core, Debian's /usr/bin/chromium)
 // for tests/integration/test_console.py:
 //
-//   node console.mjs BASE_URL KEY OUT_DIR
+//   node console.mjs BASE_URL KEY OUT_DIR SCOPED_KEY LIMITED_KEY
 //
+// KEY reads every layer; SCOPED_KEY only nekt_raw; LIMITED_KEY may make one request a minute.
 // Runs every scenario of issue 13 against a live server over the sample lake, saves
 // screenshots and the downloaded CSV under OUT_DIR, and prints one JSON line: {"steps": [...],
 // "failures": [...], "requests": [...], "console": [...], "page_errors": [...], "axe": [...]}.
@@ -13,7 +14,7 @@ import { readFileSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 
-const [base, key, out] = process.argv.slice(2);
+const [base, key, out, scopedKey, limitedKey] = process.argv.slice(2);
 const require = createRequire(import.meta.url);
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 mkdirSync(out, { recursive: true });
@@ -35,6 +36,7 @@ const browser = await chromium.launch({
 });
 const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
 const page = await context.newPage();
+page.setDefaultTimeout(T);
 context.on("request", (r) => report.requests.push(r.url()));
 page.on("console", (m) => {
   if (m.type() === "error" || m.type() === "warning") report.console.push({ type: m.type(), text: m.text(), url: m.location().url });
@@ -182,6 +184,35 @@ await step("sql-error-with-position", async () => {
   const sel = await page.locator("#sql").evaluate((e) => e.selectionStart);
   check(sel === 19, "the editor's cursor is put at the error (at " + sel + ")");
   await shot("06-sql-error");
+});
+
+async function useKey(k) {
+  await page.locator("#key").fill(k);
+  await page.locator("#key-use").click();
+}
+
+await step("scope-403", async () => {
+  await useKey(scopedKey);
+  await page.waitForFunction(() => {
+    const names = [...document.querySelectorAll(".layer-name")].map((e) => e.textContent);
+    return names.length === 1 && names[0] === "nekt_raw";
+  }, null, { timeout: T });
+  await setSql("SELECT count(*) FROM nekt_trusted.customers");
+  await page.locator("#run").click();
+  await waitText("#error", /This key may not read that\./, "403");
+  check(/may not read layer 'nekt_trusted'/.test(await text("#error")), "the 403 names the layer: " + (await text("#error")));
+  await shot("11-forbidden");
+});
+
+await step("rate-limit-429", async () => {
+  await useKey(limitedKey); // its one request: the tables list
+  await page.locator("button.table-link").first().waitFor({ timeout: T });
+  await setSql("SELECT 1");
+  await page.locator("#run").click();
+  await waitText("#error", /Too many requests for this key\.\s+Wait \d+ s and try again \(at most 1 requests per minute/, "429");
+  await shot("12-rate-limited");
+  await useKey(key);
+  await page.locator('button.table-link[data-layer="nekt_trusted"]').first().waitFor({ timeout: T });
 });
 
 await step("cancel-slow-query", async () => {

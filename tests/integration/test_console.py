@@ -11,7 +11,8 @@
   lake: load, a refused key (401 and where keys come from), a good key, browse to a table
   (its columns, the editor filled), run, the layer/table/limit form, page forward and back
   (rows compared with the API's), download CSV (compared here with the API's rows), NULL
-  versus empty and long values, a SQL error with its position, cancel a slow query, bar and
+  versus empty and long values, a SQL error with its position, a scoped key's 403 naming the
+  layer, a rate-limited key's 429 with its wait, cancel a slow query, bar and
   line charts, re-run from the history, keyboard only (skip link, Ctrl+Enter, Tab to Run),
   400 px wide, and axe-core with no serious or critical violation. Every request the page
   makes goes to the server's origin, no script error happens, and the console shows no
@@ -144,6 +145,12 @@ def _browser_deps():
     return dest
 
 
+def _store_key(keys_file, name, args):
+    rc, out, err = h.run_cli(["keys", "add", "--name", name, "--keys-file", keys_file] + args)
+    eq(rc, 0, "dapi keys add %s (stderr %r)" % (" ".join(args), err))
+    return out.strip()
+
+
 def _csv_matches_rows(path, rows, columns):
     """The downloaded CSV is the API's rows: the header, then each row's values as text."""
     with open(path, newline="", encoding="utf-8") as f:
@@ -159,18 +166,22 @@ def _csv_matches_rows(path, rows, columns):
 def test_console_in_headless_chromium():
     d = _browser_deps()
     shutil.rmtree(SHOTS, ignore_errors=True)
-    with Server(keys=[KEY], data_dir=h.sample_lake(), name="console-browser") as s:
+    keys_file = os.path.join(h.tmpdir("console-keys"), "keys")
+    scoped, limited = (_store_key(keys_file, "console-" + name, args) for name, args in (
+        ("scoped", ["--layers", "nekt_raw"]), ("limited", ["--rate", "1/min", "--burst", "1"])))
+    with Server(keys=[KEY], data_dir=h.sample_lake(), env={"DAPI_KEYS_FILE": keys_file}, name="console-browser") as s:
         base = "http://127.0.0.1:%d" % s.port
-        p = subprocess.run(["node", os.path.join(d, "console.mjs"), base, KEY, SHOTS],
+        p = subprocess.run(["node", os.path.join(d, "console.mjs"), base, KEY, SHOTS, scoped, limited],
                            cwd=d, capture_output=True, text=True, timeout=180)
         check(p.returncode == 0 and p.stdout.strip(), "console.mjs failed (%d): %s" % (p.returncode, p.stderr[-3000:]))
         report = json.loads(p.stdout.strip().splitlines()[-1])
         eq(report["failures"], [], "checks made in the browser (screenshots in build/console-shots/)")
-        eq(len(report["steps"]), 15, "scenarios run")
+        eq(len(report["steps"]), 17, "scenarios run")
         eq(report["page_errors"], [], "script errors in the page")
         # Chromium logs a failed load for each 4xx a fetch gets: the refused key and the SQL
         # error are provoked on purpose; nothing else may be said in the console.
-        expected = {("401", base + "/api/layers"), ("400", base + "/api/queries")}
+        expected = {("401", base + "/api/layers"), ("400", base + "/api/queries"), ("403", base + "/api/queries"),
+                    ("429", base + "/api/queries")}
         seen = set()
         for m in report["console"]:
             hit = re.fullmatch(r"Failed to load resource: the server responded with a status of (\d+) \(.*\)", m["text"])
@@ -190,5 +201,6 @@ def test_console_in_headless_chromium():
         slug = report["csv"]["slug"]
         st = jparse(s.api("GET", "/api/queries/" + slug))
         _csv_matches_rows(report["csv"]["file"], s.all_rows(slug), [c["name"] for c in st["columns"]])
-        for shot in ("01-load", "02-key-refused", "03-browse", "04-result", "06-sql-error", "07-running", "08-chart", "10-narrow"):
+        for shot in ("01-load", "02-key-refused", "03-browse", "04-result", "06-sql-error", "07-running", "08-chart",
+                     "10-narrow", "11-forbidden", "12-rate-limited"):
             check(os.path.getsize(os.path.join(SHOTS, shot + ".png")) > 1000, "screenshot %s.png" % shot)
