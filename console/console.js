@@ -184,9 +184,18 @@
     $("key-state").textContent = key ? "Key set for this tab" : "No key yet";
     $("key").value = key;
   }
+  /* What one key showed is not left on screen for another. */
+  function forgetShown() {
+    shown = null;
+    $("result").hidden = true;
+    $("table-info").hidden = true;
+    clearError($("error"));
+  }
   $("key-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
+    const was = key;
     key = $("key").value.trim();
+    if (key !== was) forgetShown();
     setItem("session", KEY_ITEM, key || null);
     keyShown();
     loadLayers();
@@ -195,6 +204,7 @@
     key = "";
     setItem("session", KEY_ITEM, null);
     keyShown();
+    forgetShown();
     $("layers").replaceChildren();
     $("layers-note").textContent = "Enter a key to list the tables it may read.";
     $("layers-note").hidden = false;
@@ -381,7 +391,8 @@
     } catch (err) {
       if (!keyRefused(err)) showError(errBox, err, { sql: q.sql });
       runState("");
-      if (err.body && err.body.error) remember(q.sql, "refused", null);
+      if (err.status === 400) remember(q.sql, "refused", null);
+      else if (err.status) remember(q.sql, "not run (HTTP " + err.status + ")", null);
     } finally {
       q.done = true;
       clearInterval(q.timer);
@@ -658,7 +669,7 @@
       edit.addEventListener("click", () => { setSql(e.sql); sqlBox.focus(); });
       const when = new Date(e.at);
       const meta = e.state + (e.rows !== null && e.rows !== undefined ? " · " + e.rows + " rows" : "") + " · " + when.toLocaleString();
-      return el("li", {}, el("code", { text: e.sql }), el("span", { class: "meta", text: meta + " " }), again, " ", edit);
+      return el("li", {}, el("code", { text: e.sql.replace(/\s+/g, " ").trim() }), el("span", { class: "meta", text: meta + " " }), again, " ", edit);
     });
     list.replaceChildren(...items);
   }

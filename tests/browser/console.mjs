@@ -193,6 +193,7 @@ async function useKey(k) {
 
 await step("scope-403", async () => {
   await useKey(scopedKey);
+  check(await page.locator("#result").isHidden(), "another key's result is not left on screen");
   await page.waitForFunction(() => {
     const names = [...document.querySelectorAll(".layer-name")].map((e) => e.textContent);
     return names.length === 1 && names[0] === "nekt_raw";
