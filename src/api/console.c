@@ -23,8 +23,7 @@ const struct dapi_console_file *dapi_console_find(const char *name)
     return NULL;
 }
 
-/* Does the If-None-Match list (or "*") name etag? */
-static int etag_matches(const char *inm, const char *etag)
+int dapi_console_etag_matches(const char *inm, const char *etag)
 {
     size_t n = strlen(etag);
     for(const char *p = inm; p && *p;) {
@@ -50,7 +49,7 @@ static void send_file(struct dapi_req *r, const struct dapi_console_file *f)
     dapi_req_add_static_header(r, "Cache-Control", "no-cache");
     dapi_req_add_static_header(r, "ETag", f->etag);
     const char *inm = dapi_req_header(r, "If-None-Match");
-    if(inm && etag_matches(inm, f->etag)) {
+    if(inm && dapi_console_etag_matches(inm, f->etag)) {
         dapi_req_respond(r, 304, NULL, 0, NULL, NULL);
         return;
     }

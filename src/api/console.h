@@ -18,5 +18,7 @@ extern const size_t dapi_console_files_n;
 
 /* The embedded file called name, or NULL. */
 const struct dapi_console_file *dapi_console_find(const char *name);
+/* Does an If-None-Match value (a list of tags, W/ ones too, or "*") name etag? */
+int dapi_console_etag_matches(const char *if_none_match, const char *etag);
 
 #endif
