@@ -43,6 +43,13 @@ page.on("console", (m) => {
 });
 page.on("pageerror", (e) => report.page_errors.push(String(e)));
 
+// axe-core on the page as it is now: its violations, named by the state they were seen in
+async function axe(state) {
+  if (!(await page.evaluate(() => !!window.axe))) await page.evaluate(axeSource);
+  const res = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+  for (const v of res.violations)
+    report.axe.push({ state, id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(" ")) });
+}
 async function shot(name) {
   await page.screenshot({ path: path.join(out, name + ".png"), fullPage: true });
 }
@@ -88,6 +95,7 @@ await step("wrong-key-401", async () => {
   const t = await text("#key-error");
   check(/dapi keys add/.test(t), "the 401 message says where a key comes from: " + t);
   await shot("02-key-refused");
+  await axe("key refused");
 });
 
 await step("key-and-browse", async () => {
@@ -184,6 +192,7 @@ await step("sql-error-with-position", async () => {
   const sel = await page.locator("#sql").evaluate((e) => e.selectionStart);
   check(sel === 19, "the editor's cursor is put at the error (at " + sel + ")");
   await shot("06-sql-error");
+  await axe("SQL error");
 });
 
 async function useKey(k) {
@@ -293,9 +302,17 @@ await step("narrow-400px", async () => {
 await step("axe", async () => {
   // with a result, an open chart and table info on screen: the most there is to check
   await page.locator("#chart-box > summary").click();
-  await page.evaluate(axeSource);
-  const res = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
-  report.axe = res.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 3).map((n) => n.target.join(" ")) }));
+  await axe("result, chart and history");
+  await page.setViewportSize({ width: 400, height: 900 });
+  await axe("400 px wide");
+  await page.setViewportSize({ width: 1280, height: 900 });
+});
+
+await step("forget-key", async () => {
+  await page.locator("#key-forget").click();
+  check((await page.evaluate(() => sessionStorage.getItem("dapi.key"))) === null, "Forget drops the key from sessionStorage");
+  check((await text("#key-state")) === "No key yet" && (await page.locator("#key").inputValue()) === "", "Forget empties the field");
+  check(await page.locator("#result").isHidden(), "Forget hides the result");
 });
 
 await browser.close();

@@ -14,7 +14,9 @@
   versus empty and long values, a SQL error with its position, a scoped key's 403 naming the
   layer, a rate-limited key's 429 with its wait, cancel a slow query, bar and
   line charts, re-run from the history, keyboard only (skip link, Ctrl+Enter, Tab to Run),
-  400 px wide, and axe-core with no serious or critical violation. Every request the page
+  400 px wide, Forget (the key leaves sessionStorage), and axe-core with no serious or
+  critical violation in four states (a refused key, a SQL error, a result with its chart
+  and history, 400 px wide). Every request the page
   makes goes to the server's origin, no script error happens, and the console shows no
   message but the failed loads of the 401 and the SQL error the test provokes. Screenshots
   land in build/console-shots/.
@@ -176,7 +178,7 @@ def test_console_in_headless_chromium():
         check(p.returncode == 0 and p.stdout.strip(), "console.mjs failed (%d): %s" % (p.returncode, p.stderr[-3000:]))
         report = json.loads(p.stdout.strip().splitlines()[-1])
         eq(report["failures"], [], "checks made in the browser (screenshots in build/console-shots/)")
-        eq(len(report["steps"]), 17, "scenarios run")
+        eq(len(report["steps"]), 18, "scenarios run")
         eq(report["page_errors"], [], "script errors in the page")
         # Chromium logs a failed load for each 4xx a fetch gets: the refused key and the SQL
         # error are provoked on purpose; nothing else may be said in the console.
