@@ -27,7 +27,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
 # docs/openapi.json, embedded (GET /api/openapi.json), and the web console's files (console/,
 # served at GET / and /console/{file}): C files generated under $(B)/gen.
 GEN_OBJ  := $(B)/obj/gen/openapi.o $(B)/obj/gen/console.o
-CONSOLE  := $(sort $(wildcard console/*))
+CONSOLE  := $(sort $(wildcard console/*.html console/*.css console/*.js))
 # Unit tests mirror src/ by path: tests/unit/<module>/test_X.c is built into
 # $(B)/tests/<module>/test_X, linked with the shared helpers (tests/unit/t.c).
 UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))

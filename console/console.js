@@ -454,8 +454,8 @@
     s.data = data.data || [];
     if (!s.columns.length && s.data.length) s.columns = Object.keys(s.data[0]).map((name) => ({ name, type: "" }));
     drawTable(s);
-    $("result-summary").textContent = s.rows + " row" + (s.rows === 1 ? "" : "s") + " in " + s.pages + " page" +
-      (s.pages === 1 ? "" : "s") + " · the query took " + secs(s.took) + " · " + s.slug;
+    $("result-summary").textContent = (s.rows === 0 ? "No rows" : s.rows + " row" + (s.rows === 1 ? "" : "s") + " in " +
+      s.pages + " page" + (s.pages === 1 ? "" : "s")) + " · the query took " + secs(s.took) + " · " + s.slug;
     $("p-where").textContent = "Page " + n + " of " + s.pages;
     $("p-first").disabled = $("p-prev").disabled = n <= 1;
     $("p-next").disabled = $("p-last").disabled = n >= s.pages;

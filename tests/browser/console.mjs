@@ -180,6 +180,10 @@ await step("values", async () => {
   check((await cells.nth(4).innerText()) === "12.50" && (await cells.nth(4).getAttribute("class")) === "num", "a decimal as sent, right-aligned");
   check((await cells.nth(5).innerText()) === "9007199254740993", "a big integer exactly: " + (await cells.nth(5).innerText()));
   await shot("05-values");
+  await setSql("SELECT 1 AS a WHERE false");
+  await runAndWait();
+  await waitText("#result-summary", /^No rows · /, "an empty result");
+  check((await page.locator("#rows thead th").allInnerTexts()).join("|").replace(/\s+/g, " ") === "a INTEGER", "an empty result has its columns");
 });
 
 await step("sql-error-with-position", async () => {
