@@ -24,8 +24,10 @@ B        ?= build
 LIB_SRC  := $(sort $(wildcard src/*/*.c cli/*.c))
 LIB_SRC  := $(filter-out src/app/main.c,$(LIB_SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(B)/obj/%.o)
-# docs/openapi.json, embedded (GET /api/openapi.json): a C file generated under $(B)/gen.
-GEN_OBJ  := $(B)/obj/gen/openapi.o
+# docs/openapi.json, embedded (GET /api/openapi.json), and the web console's files (console/,
+# served at GET / and /console/{file}): C files generated under $(B)/gen.
+GEN_OBJ  := $(B)/obj/gen/openapi.o $(B)/obj/gen/console.o
+CONSOLE  := $(sort $(wildcard console/*.html console/*.css console/*.js))
 # Unit tests mirror src/ by path: tests/unit/<module>/test_X.c is built into
 # $(B)/tests/<module>/test_X, linked with the shared helpers (tests/unit/t.c).
 UNIT_SRC := $(sort $(wildcard tests/unit/*/test_*.c))
@@ -60,7 +62,11 @@ $(B)/gen/openapi.c: docs/openapi.json include/dapi/version.h scripts/embed-opena
 	@mkdir -p $(@D)
 	python3 scripts/embed-openapi.py docs/openapi.json include/dapi/version.h $@
 
-$(GEN_OBJ): $(B)/gen/openapi.c
+$(B)/gen/console.c: $(CONSOLE) scripts/embed-console.py | $(DEPS_OK)
+	@mkdir -p $(@D)
+	python3 scripts/embed-console.py $@ $(CONSOLE)
+
+$(B)/obj/gen/%.o: $(B)/gen/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c $< -o $@
 

@@ -8,7 +8,8 @@
 #                              checks of the man pages and of the systemd unit; the zstd
 #                              command decodes compressed answers in the integration tests;
 #                              npm and node for the OpenAPI validator; promtool checks
-#                              GET /metrics)
+#                              GET /metrics; chromium for the web console's browser test,
+#                              tests/integration/test_console.py)
 #   scripts/deps.sh --bench    also nginx (for `make bench`)
 set -euo pipefail
 
@@ -27,12 +28,12 @@ have_duckdb() {
         && [ "$(cat "$VENDOR/VERSION" 2>/dev/null)" = "$BINDINGS_VERSION" ]
 }
 
-# npm (with node) fetches DuckDB, and the OpenAPI validator of the integration tests
-# (tests/openapi/package-lock.json, installed by tests/integration/test_openapi.py).
+# npm (with node) fetches DuckDB, and the OpenAPI validator and the browser driver of the
+# integration tests (tests/openapi/ and tests/browser/package-lock.json, installed by
+# test_openapi.py and test_console.py; playwright-core drives Debian's chromium).
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
       libssl-dev libsystemd-dev libzstd-dev libyaml-dev zstd python3 curl ca-certificates wrk
-      man-db systemd
-      clang-format npm prometheus)
+      man-db systemd clang-format npm prometheus chromium)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)
 
 missing=()

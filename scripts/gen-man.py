@@ -225,7 +225,7 @@ def page_serve(binary, version):
         ".SH DESCRIPTION",
         b("dapi serve") + " serves the Nekt-compatible API " + esc("(GET /api/health, "
         "POST /api/queries, GET /api/queries/{slug}/results?page_number=N; its OpenAPI 3.1 "
-        "document at GET /api/openapi.json)") + " on the "
+        "document at GET /api/openapi.json; a web console for a browser at GET /)") + " on the "
         "embedded DuckDB engine, over the lake in " + b("--data-dir") + ": "
         + i("layer") + "/" + i("table") + esc(".parquet, .csv, .tsv, .json, .ndjson or "
         ".jsonl files, or folders of Parquet files, queried as \"layer\".\"table\"."),

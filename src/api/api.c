@@ -1,6 +1,7 @@
 /* Routing and authentication. dapi's table of routes, then those other modules registered (the
  * Nekt emulator's, with --emulate-nekt); each endpoint's handler lives in its own file (health
- * here, queries and results in queries.c, the OpenAPI document in openapi.c). */
+ * here, queries and results in queries.c, the OpenAPI document in openapi.c, the web console
+ * in console.c). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +64,11 @@ static const struct dapi_route routes[] = {
      "/metrics"},
     {"/api/openapi.json", NULL, NULL, 0, "GET, HEAD", dapi_api_openapi, dapi_api_openapi, NULL,
      NULL, "/api/openapi.json"},
+    {"/", NULL, NULL, 0, "GET, HEAD", dapi_api_console_page, dapi_api_console_page, NULL, NULL,
+     "/"},
+    /* suffix "": the file name is the path's last segment */
+    {"/console/", "", NULL, 0, "GET, HEAD", dapi_api_console_file, dapi_api_console_file, NULL,
+     NULL, "/console/{file}"},
     {"/api/queries", NULL, NULL, 1, "GET, HEAD, POST", dapi_api_list_queries,
      dapi_api_list_queries, dapi_api_create_query, NULL, "/api/queries"},
     {"/api/queries/", "/results", NULL, 1, "GET, HEAD", dapi_api_results, dapi_api_results, NULL,

@@ -52,6 +52,11 @@ int dapi_api_loopback(const char *addr);
 /* GET /api/openapi.json (docs/openapi.json, embedded at build time; no key) */
 void dapi_api_openapi(struct dapi_req *r, struct dapi_app *app, const char *unused);
 
+/* console.c: GET/HEAD / (the web console's page) and GET/HEAD /console/{file} (its other
+ * files), no key */
+void dapi_api_console_page(struct dapi_req *r, struct dapi_app *app, const char *unused);
+void dapi_api_console_file(struct dapi_req *r, struct dapi_app *app, const char *name);
+
 /* GET /api/layers (api/discovery.c) */
 void dapi_api_layers(struct dapi_req *r, struct dapi_app *app, const char *unused);
 /* GET /api/layers/{layer}/tables/{table} */

@@ -37,8 +37,8 @@ static int help(const char *cmd)
                "GET /api/queries/{slug}/results?page_number=N) on the embedded DuckDB engine,\n"
                "schema discovery (GET /api/layers, GET /api/layers/{layer}/tables/{table}),\n"
                "the endpoints of --endpoints-file (GET /api/endpoints, GET /api/endpoints/NAME),\n"
-               "operations (GET /api/ready, GET /metrics) and its OpenAPI 3.1 document at\n"
-               "GET /api/openapi.json.\n"
+               "operations (GET /api/ready, GET /metrics), its OpenAPI 3.1 document at\n"
+               "GET /api/openapi.json and a web console at GET / (open it in a browser).\n"
                "Values: --name VALUE or --name=VALUE; sizes in bytes, times in seconds.\n\n");
         dapi_config_usage(stdout);
         return 0;

@@ -1350,7 +1350,8 @@ out:
         duckdb_destroy_extracted(&ex);
     dapi_buf_free(&b);
     set_deadline(c, 0, 0);
-    if(result != DAPI_ERR_SQL && *msg) {
+    result = engine_classify_oom(result, msg);
+    if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && *msg) {
         free(*msg);
         *msg = NULL;
     }

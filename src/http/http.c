@@ -86,6 +86,7 @@ struct dapi_req {
     /* headers added before the response (dapi_req_add_header), sent with it */
     struct {
         const char *name;
+        const char *fixed; /* a static value (dapi_req_add_static_header), else value */
         char value[DAPI_REQ_HEADER_VALUE_MAX + 1];
     } added[DAPI_REQ_ADDED_HEADERS];
     int n_added;
@@ -190,7 +191,22 @@ int dapi_req_add_header(struct dapi_req *r, const char *name, const char *value)
     pthread_mutex_lock(&r->mu);
     if(!r->answered && r->n_added < DAPI_REQ_ADDED_HEADERS && len <= DAPI_REQ_HEADER_VALUE_MAX) {
         r->added[r->n_added].name = name;
+        r->added[r->n_added].fixed = NULL;
         memcpy(r->added[r->n_added].value, value, len + 1);
+        r->n_added++;
+        ok = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+int dapi_req_add_static_header(struct dapi_req *r, const char *name, const char *value)
+{
+    int ok = -1;
+    pthread_mutex_lock(&r->mu);
+    if(!r->answered && r->n_added < DAPI_REQ_ADDED_HEADERS) {
+        r->added[r->n_added].name = name;
+        r->added[r->n_added].fixed = value;
         r->n_added++;
         ok = 0;
     }
@@ -477,7 +493,8 @@ static enum MHD_Result queue(struct dapi_req *r)
     if(r->xh && r->xv)
         MHD_add_response_header(resp, r->xh, r->xv);
     for(int i = 0; i < r->n_added; i++)
-        MHD_add_response_header(resp, r->added[i].name, r->added[i].value);
+        MHD_add_response_header(resp, r->added[i].name,
+                                r->added[i].fixed ? r->added[i].fixed : r->added[i].value);
     if(r->rid[0])
         MHD_add_response_header(resp, "X-Request-Id", r->rid);
     /* libmicrohttpd then closes the connection after the response instead of reading the

@@ -102,6 +102,9 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
 #define DAPI_REQ_ADDED_HEADERS 8
 #define DAPI_REQ_HEADER_VALUE_MAX 127
 int dapi_req_add_header(struct dapi_req *r, const char *name, const char *value);
+/* Like dapi_req_add_header, with a value of static storage (not copied, any length): a
+ * Content-Security-Policy, say. */
+int dapi_req_add_static_header(struct dapi_req *r, const char *name, const char *value);
 
 /* Sends len bytes at body, not copied: they must stay valid until release(arg) is called,
  * once, by the server when it no longer needs them (also when the request ends unanswered,

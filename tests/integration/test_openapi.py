@@ -19,7 +19,8 @@ embedded in the binary at build time).
   named N, a body valid against that response's schema (a strict checker of the JSON Schema
   subset the document uses: an unknown keyword is an error, never ignored), the example's key
   order and its messages (a text/plain answer: the example is an excerpt of it; an export's
-  csv, tsv or ndjson text and a JSON array: the example is all of it, byte for byte), and a
+  csv, tsv or ndjson text and a JSON array: the example is all of it, byte for byte; a file of
+  the web console: an excerpt of it), and a
   documented text header it carries must match its schema (Server-Timing). A path parameter filled by a documented link (the slug of
   `POST /api/queries`, or of a results page) comes from running the linking operation's example
   of the same name. A request example with no response example of its name gets the one 2xx
@@ -491,7 +492,8 @@ def test_every_route_is_described_and_every_described_route_exists():
     for (rel, name), routes in tables.items():
         for template, methods in routes:
             if (rel, name) in UNDESCRIBED:
-                hit = [d for d in described if d.startswith(template.rstrip("*")) or template.rstrip("*").startswith(d)]
+                # ("/", the console's page, is an exact path: every path starts with it)
+                hit = [d for d in described if d.startswith(template.rstrip("*")) or (d != "/" and template.rstrip("*").startswith(d))]
                 check(not hit, "%s (%s) is described in docs/openapi.json, but %s is deliberately not" % (template, rel, UNDESCRIBED[(rel, name)]))
                 continue
             check("*" not in template, "%s %s: a prefix route (%s) cannot be described: teach this test" % (rel, name, template))
@@ -609,6 +611,10 @@ def check_text_example(what, body, example):
 # Text answers that are data, not messages (an export's csv, tsv, ndjson): the example is
 # the whole answer, byte for byte (the sample lake's rows are the same on every machine).
 EXACT_TEXT = ("text/csv; charset=utf-8", "text/tab-separated-values; charset=utf-8", "application/x-ndjson")
+
+# The web console's files (GET /, GET /console/{file}): an example is an excerpt of the file
+# (tests/integration/test_console.py compares the whole files with console/).
+CONSOLE_TEXT = ("text/html; charset=utf-8", "text/css; charset=utf-8", "text/javascript; charset=utf-8")
 
 
 def check_exact_example(what, body, example):
@@ -760,13 +766,15 @@ class Runner:
         if ctype == "application/json":
             body = jparse(r)
         else:
-            check(ctype.startswith("text/plain") or ctype in EXACT_TEXT, "%s: %s answers: teach this test" % (what, ctype))
+            check(ctype.startswith("text/plain") or ctype in EXACT_TEXT or ctype in CONSOLE_TEXT, "%s: %s answers: teach this test" % (what, ctype))
             body = r.body.decode("utf-8")
         try:
             validate(self.doc, schema, body)
         except SchemaError as e:
             h.fail("%s: the answer does not match the documented schema: %s\n  %s" % (what, e, r.short()))
-        if isinstance(example, str) and ctype in EXACT_TEXT:
+        if isinstance(example, str) and ctype in CONSOLE_TEXT:
+            check(example in body, "%s: the example %r is not in the answer" % (what, example))
+        elif isinstance(example, str) and ctype in EXACT_TEXT:
             check_exact_example(what, body, example)
         elif isinstance(example, str):
             check_text_example(what, body, example)

@@ -86,6 +86,15 @@ static void dispatch(struct dapi_req *r, void *app)
         dapi_req_respond(r, 429, body, body ? strlen(body) : 0, "Retry-After", "2");
         return;
     }
+    if(strcmp(path, "/static") == 0) { /* a static value longer than a copied one may be */
+        static char longv[300];
+        memset(longv, 's', sizeof longv - 1);
+        int rc = dapi_req_add_static_header(r, "X-Static", longv);
+        rc |= dapi_req_add_header(r, "X-Copied", "c");
+        char *body = strdup(rc == 0 ? "ok" : "bad");
+        dapi_req_respond(r, 200, body, body ? strlen(body) : 0, NULL, NULL);
+        return;
+    }
     if(strcmp(path, "/args") == 0) {
         static const char *const names[] = {"a", "b", "c", "d", "e"};
         size_t n = 0;
@@ -470,6 +479,15 @@ static void test_added_headers(void)
     t_http_msg_free(&m);
     T_EQ_INT(exchange("GET /plain HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 200);
     T_CHECK(!t_http_header(&m, "RateLimit", v, sizeof v), "not on another request");
+    t_http_msg_free(&m);
+    /* dapi_req_add_static_header: sent as it is, whatever its length, beside copied ones */
+    char sv[400], want[300];
+    memset(want, 's', sizeof want - 1);
+    want[sizeof want - 1] = '\0';
+    T_EQ_INT(exchange("GET /static HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 200);
+    T_EQ_STR(m.body, "ok");
+    T_EQ_STR(t_http_header(&m, "X-Static", sv, sizeof sv), want);
+    T_EQ_STR(t_http_header(&m, "X-Copied", v, sizeof v), "c");
     t_http_msg_free(&m);
 }
 
