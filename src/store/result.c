@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth/keys.h"
@@ -27,8 +28,10 @@
 
 /* The pages of a result being written that readers may copy (see result.h). */
 struct dapi_result_live {
-    pthread_mutex_t lock; /* guards refs, ends, n, cap */
+    pthread_mutex_t lock; /* guards refs, ends, n, cap, closed */
+    pthread_cond_t more;  /* broadcast when pages are published or the writer is done */
     int refs;
+    int closed;            /* the writer is done with it: nothing more will be published */
     int fd;                /* read-only, on the temporary file; -1: nothing is ever published */
     uint64_t *ends;        /* ends[i]: end of page i + 1's frame (page 1 starts at 0) */
     uint64_t *lens;        /* lens[i]: what page i + 1's frame decodes to */
@@ -80,6 +83,7 @@ static struct dapi_result_live *live_new(const char *tmp)
     if(!l)
         return NULL;
     pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->more, NULL);
     l->refs = 1;
     /* its own descriptor: pread never races the writer's file offset, and it outlives the
      * writer's (the file renamed or unlinked) */
@@ -106,6 +110,7 @@ void dapi_result_live_unref(struct dapi_result_live *l)
         return;
     if(l->fd >= 0)
         close(l->fd);
+    pthread_cond_destroy(&l->more);
     pthread_mutex_destroy(&l->lock);
     free(l->ends);
     free(l->lens);
@@ -118,6 +123,36 @@ uint64_t dapi_result_live_pages(struct dapi_result_live *l)
     uint64_t n = l->n;
     pthread_mutex_unlock(&l->lock);
     return n;
+}
+
+uint64_t dapi_result_live_wait(struct dapi_result_live *l, uint64_t have, int64_t timeout_ms,
+                               int *closed)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if(until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&l->lock);
+    while(l->n <= have && !l->closed && timeout_ms > 0 &&
+          pthread_cond_timedwait(&l->more, &l->lock, &until) == 0)
+        ;
+    uint64_t n = l->n;
+    *closed = l->closed;
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}
+
+/* The writer is done (finished, failed or stopped): waiters stop waiting for pages. */
+static void live_close(struct dapi_result_live *l)
+{
+    pthread_mutex_lock(&l->lock);
+    l->closed = 1;
+    pthread_cond_broadcast(&l->more);
+    pthread_mutex_unlock(&l->lock);
 }
 
 void dapi_result_live_want(struct dapi_result_live *l, uint64_t page)
@@ -196,6 +231,7 @@ static enum dapi_err publish(struct dapi_result_writer *w)
     for(size_t i = l->n; i < complete; i++)
         l->ends[i] = w->index[i + 1], l->lens[i] = w->lens[i];
     l->n = complete;
+    pthread_cond_broadcast(&l->more);
     pthread_mutex_unlock(&l->lock);
     if(w->on_publish)
         w->on_publish(w->publish_arg, complete);
@@ -529,6 +565,8 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
 {
     if(!w)
         return;
+    if(w->live)
+        live_close(w->live);
     dapi_result_live_unref(w->live);
     if(w->fd >= 0)
         close(w->fd);

@@ -79,6 +79,13 @@ void dapi_result_live_ref(struct dapi_result_live *l);
 void dapi_result_live_unref(struct dapi_result_live *l);
 /* Pages published so far (complete and readable). */
 uint64_t dapi_result_live_pages(struct dapi_result_live *l);
+/* Waits until more than `have` pages are published, the writer is done with them (*closed
+ * set: finished, failed or stopped — no page will be published any more; the finished
+ * result, or the failure, is the registry's to tell), or timeout_ms passes. Returns the
+ * pages published. Does not hurry the writer (dapi_result_live_want does): pages come at its
+ * periodic flushes, in batches. */
+uint64_t dapi_result_live_wait(struct dapi_result_live *l, uint64_t have, int64_t timeout_ms,
+                               int *closed);
 /* Someone waits for page (0: nobody): the writer publishes as soon as that page is complete
  * rather than at its next periodic flush. */
 void dapi_result_live_want(struct dapi_result_live *l, uint64_t page);

@@ -882,7 +882,7 @@ static void stored(struct parts *p, const char *slug, const unsigned char *kh, s
 {
     struct dapi_principal who = {.scope.all = 1, .client_key = "client-key"};
     memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
-    p->b->ops->stored(p->state, slug, &who, catcher(c));
+    p->b->ops->stored(p->state, slug, 0, &who, catcher(c));
     T_EQ_INT(await(c), 1);
 }
 
