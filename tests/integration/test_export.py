@@ -513,6 +513,18 @@ def test_export_of_a_query_failing_mid_run_is_cut():
         check(0 < body.count(b"\n") < LIVE_ROWS - 30_000, "%d rows before the cut" % body.count(b"\n"))
         # asked again: the failure itself, as results answer it
         expect_error(export(s, slug, "ndjson"), 413, what="export after the failure")
+        # the CLI says why, as a failed query (exit 4), not as a network error
+        import subprocess
+        e = h.base_env()
+        e["DAPI_URL"] = "http://127.0.0.1:%d" % s.port
+        e["DAPI_API_KEY"] = KEY
+        for fmt in ("ndjson", "csv"):
+            p = subprocess.run([h.BIN, "query", "-q", "-f", fmt, LIVE_SQL % LIVE_ROWS + " WHERE '%s' <> ''" % fmt],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               timeout=120, env=e, cwd=h.root_dir())
+            eq(p.returncode, 4, "CLI exit code (%s): %s" % (fmt, p.stderr.decode()))
+            err = p.stderr.decode()
+            check("the export stopped after" in err and "--max-result-rows" in err, "CLI message: %s" % err)
 
 
 @h.timeout(180)
