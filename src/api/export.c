@@ -229,13 +229,17 @@ struct pump {
     struct dapi_stream *s;
     struct dapi_rows conv;
     struct dapi_buf out, page;
-    uint64_t next; /* the next page to write (1-based) */
+    uint64_t next;                   /* the next page to write (1-based) */
+    uint64_t from_memory, from_file; /* pages of a running query read each way */
 };
 
-/* Converts the page's rows (rows, len) and writes when a batch is ready: 0, or -1 to stop. */
-static int pump_page(struct pump *pp, const char *rows, size_t len)
+/* Converts the page's rows (rows, len; the nseps ',' between them at seps, when known) and
+ * writes when a batch is ready: 0, or -1 to stop. */
+static int pump_page(struct pump *pp, const char *rows, size_t len, const uint32_t *seps,
+                     size_t nseps)
 {
-    enum dapi_err result = dapi_rows_page(&pp->conv, &pp->out, rows, len);
+    enum dapi_err result = nseps ? dapi_rows_page_cut(&pp->conv, &pp->out, rows, len, seps, nseps)
+                                 : dapi_rows_page(&pp->conv, &pp->out, rows, len);
     if(result) {
         snprintf(pp->j->why, sizeof pp->j->why, "page %llu: %s", (unsigned long long)pp->next,
                  dapi_err_message(result));
@@ -262,17 +266,24 @@ static int pump_live(struct pump *pp)
 {
     struct export_job *j = pp->j;
     int64_t checked = dapi_clock_mono_ms();
+    uint32_t seps[DAPI_PAGE_ROWS];
+    size_t nseps;
+    dapi_result_live_stream(j->live); /* its pages from memory while this keeps up */
     for(;;) {
         int closed = 0;
         uint64_t n = dapi_result_live_wait(j->live, pp->next - 1, LIVE_WAIT_MS, &closed);
         while(pp->next <= n) {
             dapi_buf_reset(&pp->page);
-            int got = dapi_result_live_page(j->live, pp->next, &pp->page);
+            int got = dapi_result_live_rows(j->live, pp->next, &pp->page, seps, &nseps);
             if(got <= 0) { /* unreadable early: read from the finished result */
                 closed = 1;
                 break;
             }
-            if(pump_page(pp, pp->page.data, pp->page.len))
+            if(nseps)
+                pp->from_memory++;
+            else
+                pp->from_file++;
+            if(pump_page(pp, pp->page.data ? pp->page.data : "", pp->page.len, seps, nseps))
                 return -1;
         }
         /* the client leaves or the server stops: seen at once, not at the next page */
@@ -305,8 +316,15 @@ static int stream_rows(struct export_job *j, struct dapi_stream *s)
         snprintf(j->why, sizeof j->why, "out of memory");
         rc = -1;
     }
-    if(!rc && j->live)
+    if(!rc && j->live) {
         rc = pump_live(&pp);
+        dapi_info(
+            "export of %s: %llu pages streamed while it ran (%llu from memory), then %llu "
+            "from the result",
+            j->slug, (unsigned long long)(pp.from_memory + pp.from_file),
+            (unsigned long long)pp.from_memory,
+            (unsigned long long)(j->result ? dapi_result_pages(j->result) + 1 - pp.next : 0));
+    }
     uint64_t pages = rc ? 0 : dapi_result_pages(j->result);
     for(; !rc && pp.next <= pages;) {
         const char *rows = NULL;
@@ -317,7 +335,7 @@ static int stream_rows(struct export_job *j, struct dapi_stream *s)
                      dapi_err_message(result));
             rc = -1;
         } else {
-            rc = pump_page(&pp, rows, len);
+            rc = pump_page(&pp, rows, len, NULL, 0);
         }
     }
     if(!rc && dapi_rows_end(&pp.conv, &pp.out)) {

@@ -37,6 +37,24 @@ struct dapi_result_live {
     uint64_t *lens;        /* lens[i]: what page i + 1's frame decodes to */
     size_t n, cap;         /* pages published */
     _Atomic uint64_t want; /* a page a reader waits for (0: none); read by the writer */
+    /* While a reader streams the pages (dapi_result_live_stream), the writer also keeps the
+     * rows of its latest complete pages here, as rendered, with where each row ends: such a
+     * reader copies them instead of reading and decoding the file, and needs not look for
+     * the rows' boundaries. Bounded: RECENT_PAGES pages, RECENT_BYTES bytes. */
+    _Atomic int streaming;
+    struct recent *recent; /* RECENT_PAGES slots; page p in slot p % RECENT_PAGES */
+    size_t recent_bytes;
+};
+
+#define RECENT_PAGES 256
+#define RECENT_BYTES (8u << 20)
+
+struct recent {
+    uint64_t page; /* 0: empty */
+    char *rows;
+    size_t len, cap;
+    uint32_t seps[DAPI_PAGE_ROWS]; /* offsets of the ',' between rows */
+    size_t nseps;
 };
 
 struct dapi_result_writer {
@@ -44,7 +62,9 @@ struct dapi_result_writer {
     char *path, *tmp;
     struct dapi_result_limits limits;
     struct dapi_zenc *z;
-    struct dapi_buf page;   /* the current page's rows (not yet compressed) */
+    struct dapi_buf page;          /* the current page's rows (not yet compressed) */
+    uint32_t seps[DAPI_PAGE_ROWS]; /* where the current page's rows end (its ','s), while
+                                      the whole page is in `page` (for keep_recent) */
     uint64_t page_fed;      /* rows' bytes of the current page already given to the encoder */
     uint64_t plain;         /* rows' bytes of the pages before the current one */
     uint64_t plain_flushed; /* `plain` at the last flush */
@@ -110,6 +130,9 @@ void dapi_result_live_unref(struct dapi_result_live *l)
         return;
     if(l->fd >= 0)
         close(l->fd);
+    for(size_t i = 0; l->recent && i < RECENT_PAGES; i++)
+        free(l->recent[i].rows);
+    free(l->recent);
     pthread_cond_destroy(&l->more);
     pthread_mutex_destroy(&l->lock);
     free(l->ends);
@@ -144,6 +167,72 @@ uint64_t dapi_result_live_wait(struct dapi_result_live *l, uint64_t have, int64_
     *closed = l->closed;
     pthread_mutex_unlock(&l->lock);
     return n;
+}
+
+void dapi_result_live_stream(struct dapi_result_live *l)
+{
+    atomic_store(&l->streaming, 1);
+}
+
+int dapi_result_live_rows(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out,
+                          uint32_t *seps, size_t *nseps)
+{
+    *nseps = 0;
+    pthread_mutex_lock(&l->lock);
+    struct recent *r = l->recent && page ? &l->recent[page % RECENT_PAGES] : NULL;
+    if(page > 0 && page <= l->n && r && r->page == page) {
+        char *p = dapi_buf_reserve(out, r->len + 1);
+        if(p) {
+            memcpy(p, r->rows, r->len);
+            dapi_buf_commit(out, r->len);
+            memcpy(seps, r->seps, r->nseps * sizeof *seps);
+            *nseps = r->nseps;
+        }
+        pthread_mutex_unlock(&l->lock);
+        return p ? 1 : -1;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return dapi_result_live_page(l, page, out);
+}
+
+/* Keeps the rows of the page just completed (rows, len; seps: where rows end) for a streaming
+ * reader. Best effort: without memory the reader reads the file. */
+static void keep_recent(struct dapi_result_live *l, uint64_t page, const char *rows, size_t len,
+                        const uint32_t *seps, size_t nseps)
+{
+    pthread_mutex_lock(&l->lock);
+    if(!l->recent && !(l->recent = calloc(RECENT_PAGES, sizeof *l->recent))) {
+        pthread_mutex_unlock(&l->lock);
+        return;
+    }
+    struct recent *r = &l->recent[page % RECENT_PAGES];
+    l->recent_bytes -= r->page ? r->len : 0;
+    r->page = 0;
+    /* the oldest pages go first when the bytes are over budget */
+    for(uint64_t old = page > RECENT_PAGES ? page - RECENT_PAGES + 1 : 1;
+        l->recent_bytes + len > RECENT_BYTES && old < page; old++) {
+        struct recent *o = &l->recent[old % RECENT_PAGES];
+        if(o->page == old) {
+            l->recent_bytes -= o->len;
+            o->page = 0;
+        }
+    }
+    if(len <= RECENT_BYTES && r->cap < len) {
+        char *grown = realloc(r->rows, len);
+        if(grown) {
+            r->rows = grown;
+            r->cap = len;
+        }
+    }
+    if(r->cap >= len && len <= RECENT_BYTES) {
+        memcpy(r->rows, rows, len);
+        memcpy(r->seps, seps, nseps * sizeof *seps);
+        r->len = len;
+        r->nseps = nseps;
+        r->page = page;
+        l->recent_bytes += len;
+    }
+    pthread_mutex_unlock(&l->lock);
 }
 
 /* The writer is done (finished, failed or stopped): waiters stop waiting for pages. */
@@ -345,6 +434,12 @@ static enum dapi_err feed_page(struct dapi_result_writer *w, int end)
  * where it ends and its decoded length. Everything about a page being done happens here. */
 static enum dapi_err page_complete(struct dapi_result_writer *w)
 {
+    /* a streaming reader takes it from memory (a page of more than 1 MiB, given to the
+     * encoder in pieces, is read from the file) */
+    if(atomic_load(&w->live->streaming) && w->page_fed == 0 && w->page.len < UINT32_MAX) {
+        size_t n = (size_t)((w->rows - 1) % DAPI_PAGE_ROWS);
+        keep_recent(w->live, w->nindex, w->page.data ? w->page.data : "", w->page.len, w->seps, n);
+    }
     enum dapi_err result = feed_page(w, 1);
     if(result)
         return result;
@@ -417,13 +512,16 @@ out:
 }
 
 /* A page just completed: publish it now (rather than at the next 1 MiB flush) when it is
- * page 1 — what `| head` waits for, one extra write per result — or a page a reader waits
- * for. Other pages are published at the periodic flushes: a write per page would cost every
+ * page 1 — what `| head` waits for, one extra write per result —, a page a reader waits
+ * for, or 128 pages after the last publication while a reader streams. Other pages are published at the periodic flushes: a write per page would cost every
  * large result thousands of system calls nobody asked for. */
 static int page_wanted(struct dapi_result_writer *w)
 {
     uint64_t complete = w->nindex - 1, want = atomic_load(&w->live->want);
-    return complete == 1 || (want > w->live->n && want <= complete);
+    /* a streaming reader finds the pages it is given in memory (RECENT_PAGES are kept):
+     * published before that many wait (small rows take longer to make 1 MiB) */
+    int streaming = atomic_load(&w->live->streaming) && complete - w->live->n >= RECENT_PAGES / 2;
+    return complete == 1 || (want > w->live->n && want <= complete) || streaming;
 }
 
 static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_t ncols,
@@ -438,8 +536,11 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
                      (unsigned long long)w->limits.max_rows);
             return DAPI_ERR_TOO_LARGE;
         }
-        if(w->rows % DAPI_PAGE_ROWS != 0 && (result = dapi_buf_addc(&w->page, ',')))
-            return result;
+        if(w->rows % DAPI_PAGE_ROWS != 0) {
+            w->seps[w->rows % DAPI_PAGE_ROWS - 1] = (uint32_t)w->page.len;
+            if((result = dapi_buf_addc(&w->page, ',')))
+                return result;
+        }
         if((result = dapi_render_row(&w->page, cols, ncols, (const char *const *)w->keys,
                                      w->key_lens, r)))
             return result;
