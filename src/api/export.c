@@ -61,6 +61,8 @@ struct export_job {
     struct dapi_app *app;
     size_t f; /* index into formats */
     int head;
+    int whole; /* asked for the finished result only (parquet, or no slot to follow a run) */
+    struct dapi_principal who; /* (its strings are the request's: valid until answered) */
     char slug[DAPI_SLUG_MAX + 1];
     unsigned char key[DAPI_KEY_HASH_LEN];
     struct dapi_result *result;    /* a reference, once the query is done */
@@ -447,6 +449,19 @@ static void on_stored(void *ctx, enum dapi_err err, const struct dapi_outcome *o
         return;
     }
     enum dapi_err admitted = dapi_queries_admit(app->queries, j->key);
+    if(admitted && j->live) {
+        /* The run holds a slot of its own (of this key, with --max-queries-per-key 1 its
+         * only one): no slot to follow it, so wait for its end — which gives that slot back —
+         * as an export did before following runs. */
+        dapi_result_live_unref(j->live);
+        j->live = NULL;
+        dapi_columns_free(&j->cols);
+        memset(&j->cols, 0, sizeof j->cols);
+        j->whole = 1;
+        app->backend->ops->stored(app->backend_state, j->slug, 0, &j->who,
+                                  (struct dapi_reply){on_stored, j});
+        return;
+    }
     if(admitted) {
         dapi_backend_refuse_admission(&app->backend_env, rp, admitted, j->key);
         job_free(j);
@@ -484,10 +499,11 @@ void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug)
     j->app = app;
     j->f = f;
     j->head = strcmp(dapi_req_method(r), "HEAD") == 0;
+    j->whole = f == PARQUET; /* parquet is converted whole: it waits for the finished result */
+    j->who = who;
     snprintf(j->slug, sizeof j->slug, "%s", slug);
     memcpy(j->key, who.owner, DAPI_KEY_HASH_LEN);
     dapi_req_defer(r); /* the outcome may come later, from the thread that finishes the query */
-    /* parquet is converted whole: it waits for the finished result */
-    app->backend->ops->stored(app->backend_state, slug, f != PARQUET, &who,
+    app->backend->ops->stored(app->backend_state, slug, !j->whole, &j->who,
                               (struct dapi_reply){on_stored, j});
 }

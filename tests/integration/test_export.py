@@ -542,3 +542,19 @@ def test_cancel_ends_a_streaming_export():
         check(cut, "the export of a cancelled query ended as if complete")
         check(time.monotonic() - t0 < 10, "the cut took %.1f s" % (time.monotonic() - t0))
         expect_error(export(s, slug, "ndjson"), 410, what="export after the cancellation")
+
+
+@h.timeout(180)
+def test_export_of_a_running_query_with_one_slot_per_key():
+    # the run holds the key's only slot: the export cannot take one to follow it, so it waits
+    # for the end (which gives the slot back) and sends the whole result, as before
+    args = ["--log-level", "info", "--max-queries-per-key", "1"]
+    with Server(keys=[KEY], args=args, name="export-live-one-slot") as s:
+        slug = s.create(LIVE_SQL % LIVE_ROWS)
+        conn, r = _open_export(s, slug, "ndjson")
+        eq(r.status, 200, "export of a running query, one slot per key")
+        body, cut = _read_until_cut(r)
+        conn.close()
+        check(not cut, "body cut")
+        eq(body.count(b"\n"), LIVE_ROWS, "rows")
+        eq(body, export(s, slug, "ndjson").body, "the same body once the run is over")
