@@ -57,6 +57,29 @@ struct recent {
     size_t nseps;
 };
 
+/* Pages handed from the writing thread (rendering) to a compressing thread: zstd takes about
+ * half of a large run's writing thread, so the two overlap (docs/design.md, Export). A
+ * bounded queue: the renderer waits when PIPE_SLOTS pieces wait, so memory stays bounded. */
+#define PIPE_SLOTS 8
+#define PIPE_AFTER 16 /* pages written inline first: small results start no thread */
+
+struct pipe_item {
+    struct dapi_buf rows;
+    int end; /* the page ends with these rows */
+};
+
+struct pipe {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t more, room;
+    struct pipe_item items[PIPE_SLOTS];
+    size_t head, count;
+    int draining;      /* nothing more will come: finish what waits, then end */
+    int stop;          /* end now (the writer is freed without finishing) */
+    enum dapi_err err; /* the compressing side failed (it stops then) */
+    char error[256];   /* its message (written before err is set, never after) */
+};
+
 struct dapi_result_writer {
     int fd;
     char *path, *tmp;
@@ -81,7 +104,14 @@ struct dapi_result_writer {
     size_t ncolumns;       /* (entries of names and types, NULL until set) */
     char error[256];
     int finished;
-    int finishing; /* the last (partial) page and the index follow: nothing more to publish */
+    atomic_int finishing; /* the last (partial) page and the index follow: nothing more to
+                             publish (read by the pipe's thread too) */
+    /* The writing thread's own counts (the compressing side may be another thread): */
+    uint64_t taken;      /* rows' bytes handed to compression (limits count them) */
+    uint64_t piece;      /* of the current page, handed in pieces (a page past 1 MiB) */
+    uint64_t pages_done; /* complete pages */
+    char *etext;         /* where the compressing side writes its error: error, or pipe's */
+    struct pipe *pipe;   /* compression on a thread of its own, once the result is large */
     struct dapi_result_live *live;
     void (*on_publish)(void *arg, uint64_t pages);
     void *publish_arg;
@@ -92,7 +122,7 @@ struct dapi_result_writer {
 static enum dapi_err write_error(struct dapi_result_writer *w, const char *what, int e)
 {
     int full = e == ENOSPC || e == EDQUOT;
-    snprintf(w->error, sizeof w->error, "%s %s: %s",
+    snprintf(w->etext, sizeof w->error, "%s %s: %s",
              full ? "no space left on the state disk (--state-dir)" : "cannot", what, strerror(e));
     return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
 }
@@ -336,6 +366,7 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
         return DAPI_ERR_NOMEM;
     w->fd = -1;
     w->limits = *limits;
+    w->etext = w->error;
     /* A unique temporary name: two writers of the same result never share a file. */
     char suffix[13];
     size_t n = strlen(path) + 6 + sizeof suffix;
@@ -418,35 +449,166 @@ static enum dapi_err push_index(struct dapi_result_writer *w, uint64_t off, uint
     return DAPI_OK;
 }
 
-/* Gives the current page's pending rows to the encoder; end: the page is complete. */
-static enum dapi_err feed_page(struct dapi_result_writer *w, int end)
+static int page_wanted(struct dapi_result_writer *w);
+
+/* The compressing side (the writing thread itself, or the pipe's): n bytes of rows of the
+ * current page to the encoder; end: the page is complete — one zstd frame, the index records
+ * where it ends and its decoded length, and it is written and published when due. Everything
+ * about a page being done happens here. */
+static enum dapi_err compress_piece(struct dapi_result_writer *w, const char *p, size_t n, int end)
 {
-    enum dapi_err result = dapi_zenc_put(w->z, w->page.data ? w->page.data : "", w->page.len, end,
-                                         &w->out);
+    enum dapi_err result = dapi_zenc_put(w->z, p ? p : "", n, end, &w->out);
     if(result == DAPI_ERR_INTERNAL)
-        snprintf(w->error, sizeof w->error, "cannot compress the result (zstd failed)");
-    w->page_fed += w->page.len;
-    dapi_buf_reset(&w->page);
+        snprintf(w->etext, sizeof w->error, "cannot compress the result (zstd failed)");
+    if(result)
+        return result;
+    w->page_fed += n;
+    if(end) {
+        uint64_t decoded = w->page_fed;
+        w->plain += decoded;
+        w->page_fed = 0;
+        if((result = push_index(w, w->written + w->out.len, decoded)))
+            return result;
+        if(!w->finishing && page_wanted(w) && (result = flush(w))) /* (flush publishes) */
+            return result;
+    }
+    /* Flushed (and so published) every 1 MiB of rows' JSON, as when rows were stored as
+     * text: pages reach readers as often as before, in writes of ~1/9 the size. */
+    if(!w->finishing && (w->out.len >= FLUSH_AT || w->plain - w->plain_flushed >= FLUSH_AT))
+        result = flush(w);
     return result;
 }
 
-/* The page-complete step: the page's rows become one zstd frame, and the index records
- * where it ends and its decoded length. Everything about a page being done happens here. */
+/* The pipe's thread: compresses what the writer hands over, in order, until drained. */
+static void *pipe_main(void *arg)
+{
+    struct dapi_result_writer *w = arg;
+    struct pipe *pp = w->pipe;
+    pthread_mutex_lock(&pp->mu);
+    for(;;) {
+        while(!pp->count && !pp->draining && !pp->stop)
+            pthread_cond_wait(&pp->more, &pp->mu);
+        if(pp->stop || !pp->count)
+            break;
+        struct pipe_item *it = &pp->items[pp->head];
+        pthread_mutex_unlock(&pp->mu);
+        enum dapi_err result = compress_piece(w, it->rows.data, it->rows.len, it->end);
+        pthread_mutex_lock(&pp->mu);
+        dapi_buf_reset(&it->rows);
+        pp->head = (pp->head + 1) % PIPE_SLOTS;
+        pp->count--;
+        pthread_cond_signal(&pp->room);
+        if(result) {
+            pp->err = result; /* (its message is in pp->error already) */
+            break;
+        }
+    }
+    pthread_cond_broadcast(&pp->room);
+    pthread_mutex_unlock(&pp->mu);
+    return NULL;
+}
+
+/* Starts the pipe (at a page boundary: the encoder holds no partial frame). Without a thread
+ * or memory the writer just goes on compressing itself. */
+static void pipe_start(struct dapi_result_writer *w)
+{
+    struct pipe *pp = calloc(1, sizeof *pp);
+    if(!pp)
+        return;
+    pthread_mutex_init(&pp->mu, NULL);
+    pthread_cond_init(&pp->more, NULL);
+    pthread_cond_init(&pp->room, NULL);
+    for(size_t i = 0; i < PIPE_SLOTS; i++)
+        dapi_buf_init(&pp->items[i].rows, 64u << 20);
+    w->pipe = pp;
+    w->etext = pp->error;
+    if(pthread_create(&pp->thread, NULL, pipe_main, w)) {
+        w->pipe = NULL;
+        w->etext = w->error;
+        pthread_cond_destroy(&pp->room);
+        pthread_cond_destroy(&pp->more);
+        pthread_mutex_destroy(&pp->mu);
+        free(pp);
+    }
+}
+
+/* Ends the pipe: drained (everything handed over is compressed) or stopped; joins its thread.
+ * Returns its error (its message then in w->error). Afterwards the writer compresses itself. */
+static enum dapi_err pipe_end(struct dapi_result_writer *w, int drain)
+{
+    struct pipe *pp = w->pipe;
+    if(!pp)
+        return DAPI_OK;
+    pthread_mutex_lock(&pp->mu);
+    if(drain)
+        pp->draining = 1;
+    else
+        pp->stop = 1;
+    pthread_cond_broadcast(&pp->more);
+    pthread_mutex_unlock(&pp->mu);
+    pthread_join(pp->thread, NULL);
+    enum dapi_err result = pp->err;
+    if(result && !w->error[0])
+        snprintf(w->error, sizeof w->error, "%s", pp->error);
+    for(size_t i = 0; i < PIPE_SLOTS; i++)
+        dapi_buf_free(&pp->items[i].rows);
+    pthread_cond_destroy(&pp->room);
+    pthread_cond_destroy(&pp->more);
+    pthread_mutex_destroy(&pp->mu);
+    free(pp);
+    w->pipe = NULL;
+    w->etext = w->error;
+    return result;
+}
+
+/* The writing side: the current page's pending rows go to compression (to the pipe, which
+ * takes the buffer and gives an empty one back, or compressed here); end: the page is
+ * complete. */
+static enum dapi_err hand_over(struct dapi_result_writer *w, int end)
+{
+    w->taken += w->page.len;
+    w->piece = end ? 0 : w->piece + w->page.len;
+    struct pipe *pp = w->pipe;
+    if(!pp) {
+        enum dapi_err result = compress_piece(w, w->page.data, w->page.len, end);
+        dapi_buf_reset(&w->page);
+        return result;
+    }
+    pthread_mutex_lock(&pp->mu);
+    while(pp->count == PIPE_SLOTS && !pp->err)
+        pthread_cond_wait(&pp->room, &pp->mu);
+    enum dapi_err result = pp->err;
+    if(!result) {
+        struct pipe_item *it = &pp->items[(pp->head + pp->count) % PIPE_SLOTS];
+        struct dapi_buf empty = it->rows; /* (reset by the pipe: its memory is reused) */
+        it->rows = w->page;
+        it->end = end;
+        w->page = empty;
+        pp->count++;
+        pthread_cond_signal(&pp->more);
+    }
+    pthread_mutex_unlock(&pp->mu);
+    if(result) { /* its message for dapi_result_writer_error: the pipe has stopped */
+        dapi_buf_reset(&w->page);
+        pipe_end(w, 0);
+    }
+    return result;
+}
+
+/* A page's last row was written. A streaming reader gets it from memory (a page of more than
+ * 1 MiB, handed over in pieces, is read from the file). */
 static enum dapi_err page_complete(struct dapi_result_writer *w)
 {
-    /* a streaming reader takes it from memory (a page of more than 1 MiB, given to the
-     * encoder in pieces, is read from the file) */
-    if(atomic_load(&w->live->streaming) && w->page_fed == 0 && w->page.len < UINT32_MAX) {
+    w->pages_done++;
+    if(atomic_load(&w->live->streaming) && w->piece == 0 && w->page.len < UINT32_MAX) {
         size_t n = (size_t)((w->rows - 1) % DAPI_PAGE_ROWS);
-        keep_recent(w->live, w->nindex, w->page.data ? w->page.data : "", w->page.len, w->seps, n);
+        keep_recent(w->live, w->pages_done, w->page.data ? w->page.data : "", w->page.len, w->seps,
+                    n);
     }
-    enum dapi_err result = feed_page(w, 1);
-    if(result)
-        return result;
-    uint64_t decoded = w->page_fed;
-    w->plain += decoded;
-    w->page_fed = 0;
-    return push_index(w, w->written + w->out.len, decoded);
+    enum dapi_err result = hand_over(w, 1);
+    if(!result && !w->pipe && !w->finishing && w->pages_done == PIPE_AFTER)
+        pipe_start(w); /* a large result: compression on a thread of its own from now on */
+    return result;
 }
 
 /* Is name already taken by one of the first n (deduplicated) names? */
@@ -546,7 +708,7 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
             return result;
         w->rows++;
         /* The limit is on the rows' JSON (what a client reads), not on the smaller file. */
-        uint64_t total = w->plain + w->page_fed + w->page.len;
+        uint64_t total = w->taken + w->page.len;
         if(total > w->limits.max_bytes) {
             snprintf(w->error, sizeof w->error, "the result is larger than %llu bytes (%s)",
                      (unsigned long long)w->limits.max_bytes,
@@ -556,16 +718,9 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
         if(w->rows % DAPI_PAGE_ROWS == 0) {
             if((result = page_complete(w)))
                 return result;
-            if(page_wanted(w) && (result = flush(w))) /* (flush publishes) */
-                return result;
-        } else if(w->page.len >= FLUSH_AT && (result = feed_page(w, 0))) {
+        } else if(w->page.len >= FLUSH_AT && (result = hand_over(w, 0))) {
             return result;
         }
-        /* Flushed (and so published) every 1 MiB of rows' JSON, as when rows were stored as
-         * text: pages reach readers as often as before, in writes of ~1/9 the size. */
-        if((w->out.len >= FLUSH_AT || w->plain - w->plain_flushed >= FLUSH_AT) &&
-           (result = flush(w)))
-            return result;
     }
     return DAPI_OK;
 }
@@ -592,9 +747,18 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
     enum dapi_err result;
     if(!w->keys && (result = push_index(w, 0, 0))) /* no begin (cannot happen) */
         return result;
+    /* the last, partial page is never published: it is served from the finished file */
+    if(w->pipe) {
+        pthread_mutex_lock(&w->pipe->mu);
+        w->finishing = 1;
+        pthread_mutex_unlock(&w->pipe->mu);
+    } else {
+        w->finishing = 1;
+    }
     if(w->rows % DAPI_PAGE_ROWS != 0 && (result = page_complete(w)))
         return result;
-    w->finishing = 1;
+    if((result = pipe_end(w, 1))) /* everything compressed: the rest is this thread's */
+        return result;
     if((result = flush(w)))
         return result;
     uint64_t data_len = w->written;
@@ -666,6 +830,7 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
 {
     if(!w)
         return;
+    pipe_end(w, 0);
     if(w->live)
         live_close(w->live);
     dapi_result_live_unref(w->live);

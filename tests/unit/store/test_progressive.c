@@ -189,6 +189,29 @@ static void test_writer_failed(void)
     check_live_page(live, 1000, 1, "after the failure");
     dapi_result_live_unref(live);
     T_CHECK(rmdir(dir) == 0, "no file left");
+
+    /* the same once pages are compressed on the pipe's thread (a result past 16 pages): the
+     * limit stops the writer, freeing it stops the thread, nothing is left */
+    t_fresh_dir(dir, sizeof dir, root, "failed-pipe");
+    snprintf(path, sizeof path, "%s/result.bin", dir);
+    struct dapi_result_limits lim2 = {250000, UINT64_MAX, NULL};
+    T_EQ_INT(dapi_result_writer_open(&w, path, &lim2), DAPI_OK);
+    if(!w)
+        return;
+    live = dapi_result_writer_live(w);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
+    e = DAPI_OK;
+    for(int64_t n = 0; n < 300000 && !e; n++)
+        e = put_row(w, n);
+    T_EQ_INT(e, DAPI_ERR_TOO_LARGE);
+    T_CHECK(dapi_result_writer_error(w) && strstr(dapi_result_writer_error(w), "250000 rows"),
+            "why: %s", dapi_result_writer_error(w) ? dapi_result_writer_error(w) : "(none)");
+    dapi_result_writer_free(w);
+    T_CHECK(dapi_result_live_pages(live) >= 1, "pages published before the failure");
+    check_live_page(live, 300000, dapi_result_live_pages(live),
+                    "last published, after the failure");
+    dapi_result_live_unref(live);
+    T_CHECK(rmdir(dir) == 0, "no file left");
 }
 
 /* A streaming reader (the export): dapi_result_live_rows gives published pages from the
