@@ -261,6 +261,7 @@ struct run {
     struct progress *progress;
     enum dapi_err fmt_result;
     char fmt_err[256];
+    struct dapi_out *out; /* where the server's own NDJSON goes, as it comes */
 };
 
 static int on_page(void *arg, const struct dapi_page *page)
@@ -271,6 +272,25 @@ static int on_page(void *arg, const struct dapi_page *page)
         return 1;
     atomic_fetch_add(&r->progress->rows, dapi_page_rows(page));
     atomic_fetch_add(&r->progress->pages, 1);
+    return 0;
+}
+
+/* The server's NDJSON export is what -f ndjson writes (rows as the server rendered them, one
+ * a line): its bytes go straight to the output, only counted. */
+static int on_bytes(void *arg, const char *p, size_t n, uint64_t lines)
+{
+    struct run *r = arg;
+    if(dapi_buf_add(&r->out->buf, p, n)) {
+        r->out->error = ENOMEM;
+        r->fmt_result = DAPI_ERR_IO;
+        return 1;
+    }
+    if(r->out->buf.len >= 256 * 1024 && dapi_out_flush(r->out)) {
+        r->fmt_result = DAPI_ERR_IO;
+        return 1;
+    }
+    unsigned long long rows = atomic_fetch_add(&r->progress->rows, lines) + lines;
+    atomic_store(&r->progress->pages, (rows + DAPI_CLIENT_PAGE_ROWS - 1) / DAPI_CLIENT_PAGE_ROWS);
     return 0;
 }
 
@@ -707,9 +727,12 @@ static int run_query(int argc, char **argv)
     }
     if(v[O_PAGING])
         dapi_client_set_paging(client, 1);
-    struct run run = {fmt, &prog, DAPI_OK, ""};
-    enum dapi_err result = dapi_client_fetch_all(client, slug, (int)s.parallel, on_page, &run,
-                                                 &err);
+    struct run run = {fmt, &prog, DAPI_OK, "", &out};
+    enum dapi_err result = DAPI_ERR_NOT_FOUND;
+    if(s.format == DAPI_FORMAT_NDJSON && !v[O_PAGING])
+        result = dapi_client_export_ndjson(client, slug, on_bytes, &run, NULL, &err);
+    if(result == DAPI_ERR_NOT_FOUND) /* (no export: every page, parsed and written again) */
+        result = dapi_client_fetch_all(client, slug, (int)s.parallel, on_page, &run, &err);
     if(!result)
         result = run.fmt_result = dapi_format_finish(fmt);
     progress_stop(&prog, prog_tid, &prog_thread, !result);

@@ -156,6 +156,22 @@ enum dapi_err dapi_client_fetch_all(struct dapi_client *c, const char *slug, int
                                     dapi_client_page_fn fn, void *arg,
                                     struct dapi_client_err *err);
 
+/* The rows of slug's result as NDJSON, exactly as the server's export writes them (GET
+ * …/export?format=ndjson: one row's JSON object a line, every line ending in '\n'), handed
+ * to fn(arg, bytes, len, lines) as they arrive — no parsing, no copy kept: the fastest way
+ * to write the rows to a file. lines is how many rows end in those bytes. The status and the
+ * HTTP framing are checked as for any call, and the body must end at the end of a row; a
+ * body the server cut (the query failed, was cancelled or the server stopped after the
+ * rows began: docs/api.md "Export") is an error (kind NETWORK) after the bytes already
+ * handed on. *rows (may be NULL) receives the rows received. DAPI_ERR_NOT_FOUND (err
+ * untouched) when the server has no export (404 or 501): read the pages instead. fn returns
+ * 0 to go on, nonzero to stop (DAPI_ERR_IO, kind ABORTED). Retried like pages until the
+ * first byte was handed on, never after. */
+typedef int (*dapi_client_bytes_fn)(void *arg, const char *p, size_t len, uint64_t lines);
+enum dapi_err dapi_client_export_ndjson(struct dapi_client *c, const char *slug,
+                                        dapi_client_bytes_fn fn, void *arg, uint64_t *rows,
+                                        struct dapi_client_err *err);
+
 /* Parses a results page body (len bytes, borrowed: the page keeps its own copy). *page is
  * owned (dapi_page_free). On malformed input returns DAPI_ERR_INVALID and a one-line reason
  * in err. Exposed for tests and for callers that fetch pages themselves. */

@@ -70,7 +70,8 @@ void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug)
 /* export.c: the index of an export format name (csv, tsv, ndjson, json, parquet), or -1. */
 int dapi_api_export_format(const char *name);
 /* The export of who's query slug in format f as the answer to r, which the caller has
- * deferred (the query is waited for as GET …/export waits). From any thread. */
+ * deferred (a running query is followed or waited for as GET …/export does). From any
+ * thread. */
 void dapi_api_export_deferred(struct dapi_req *r, struct dapi_app *app,
                               const struct dapi_principal *who, const char *slug, int f);
 /* lifecycle.c: GET/HEAD /api/queries/{slug}, DELETE /api/queries/{slug} (other methods: 405),

@@ -59,10 +59,13 @@ struct dapi_outcome {
     struct dapi_result *result; /* PAGE: the stored result the page is read from (the API
                                    layer takes its own reference to send it), or NULL */
     uint64_t page_no;           /* PAGE with result: which page (1-based) */
-    int64_t max_age;            /* PAGE with result: > 0 = the result is finished and stays
+    /* PAGE for DAPI_PAGE_LIVE while the query runs: the pages its run has published so far
+     * (at least page 1; the API layer takes its own reference), result NULL */
+    struct dapi_result_live *live;
+    int64_t max_age; /* PAGE with result: > 0 = the result is finished and stays
                                    so this many more seconds (ETag, Cache-Control immutable);
                                    0 = no caching headers */
-    uint64_t nrows;             /* PAGE without result: how many rows (for metrics) */
+    uint64_t nrows;  /* PAGE without result: how many rows (for metrics) */
     /* Where the time went (microseconds; 0 = not measured), for the Server-Timing header:
      * waiting for a worker, checking the SQL, waiting for the run to produce the page. */
     int64_t queue_us, check_us, wait_us;
@@ -161,9 +164,10 @@ struct dapi_backend_ops {
     void (*results)(void *state, const char *slug, uint64_t page, const char *page_text,
                     const struct dapi_principal *who, struct dapi_reply rp);
     /* GET …/export: the whole stored result (page DAPI_PAGE_WHOLE, page_text "1" for the
-     * failure shape), as results answers it. NULL: the backend keeps no results to export
+     * failure shape), as results answers it; with live, a running query's published pages as
+     * soon as page 1 is (DAPI_PAGE_LIVE). NULL: the backend keeps no results to export
      * (answered 501). */
-    void (*stored)(void *state, const char *slug, const struct dapi_principal *who,
+    void (*stored)(void *state, const char *slug, int live, const struct dapi_principal *who,
                    struct dapi_reply rp);
     /* A query a previous run left unfinished (from the registry at start; its scope is the
      * registry's, dapi_queries_scope). May be NULL. */
@@ -217,6 +221,11 @@ extern const struct dapi_backend_ops dapi_backend_nekt_ops;
  * running query is waited for up to --result-wait, not served page by page — or the
  * query's failure as a results request gets it. */
 #define DAPI_PAGE_WHOLE UINT64_MAX
+/* The same, but a query still running whose run has published page 1 is answered at once:
+ * PAGE with its live pages (struct dapi_outcome: live), for the export to stream while the
+ * run goes on. Before page 1 (and for a result of fewer than 100 rows) it waits as
+ * DAPI_PAGE_WHOLE does, so a run that fails early is answered with its failure. */
+#define DAPI_PAGE_LIVE (UINT64_MAX - 1)
 
 /* Answers a results request from the registry — the page if done, the failure if failed,
  * else waits for the query (up to --result-wait). Used by backends that materialise a whole

@@ -731,10 +731,25 @@ static void answer(struct wait_ctx *c, int may_wait)
         wait_free(c);
         return;
     }
+    int whole = c->page_no == DAPI_PAGE_WHOLE || c->page_no == DAPI_PAGE_LIVE;
+    if((v.state == DAPI_Q_QUEUED || v.state == DAPI_Q_RUNNING) && c->page_no == DAPI_PAGE_LIVE &&
+       v.live && dapi_result_live_pages(v.live) > 0) {
+        /* the export streams the pages published so far, then the rest as they come */
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_PAGE,
+                                 .slug = c->slug,
+                                 .page_text = c->page,
+                                 .page_no = DAPI_PAGE_LIVE,
+                                 .live = v.live,
+                                 .wait_us = dapi_clock_mono_us() - c->start_us};
+        dapi_reply(c->rp, DAPI_OK, &o);
+        dapi_queries_release(env->queries, &v);
+        wait_free(c);
+        return;
+    }
     if(v.state == DAPI_Q_QUEUED || v.state == DAPI_Q_RUNNING) {
         /* a complete page of a run still going is served at once (the body is the same:
          * it holds no page count) */
-        int got = v.live && c->page_no != DAPI_PAGE_WHOLE ? answer_live(c, v.live) : 0;
+        int got = v.live && !whole ? answer_live(c, v.live) : 0;
         int orphan = got <= 0 && v.state == DAPI_Q_QUEUED && c->rerun &&
                      dapi_queries_claim(env->queries, c->slug);
         dapi_queries_release(env->queries, &v);
@@ -745,8 +760,8 @@ static void answer(struct wait_ctx *c, int may_wait)
         if(!c->deadline_ms)
             c->deadline_ms = env->mono_ms() + env->cfg->result_wait * 1000;
         /* woken when the page is published or the run ends; a page that could not be read
-         * early is served from the finished result */
-        uint64_t page = got < 0 || c->page_no == DAPI_PAGE_WHOLE ? 0 : c->page_no;
+         * early is served from the finished result; the live export waits for page 1 */
+        uint64_t page = c->page_no == DAPI_PAGE_LIVE ? 1 : got < 0 || whole ? 0 : c->page_no;
         if(may_wait &&
            dapi_queries_wait_page(env->queries, c->slug, page, c->deadline_ms, on_wait, c) == 0) {
             if(orphan)

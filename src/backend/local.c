@@ -245,10 +245,10 @@ static void local_describe(void *state, const char *layer, const char *table,
     dapi_backend_discover_table(((struct local *)state)->env, layer, table, who, rp);
 }
 
-static void local_stored(void *state, const char *slug, const struct dapi_principal *who,
+static void local_stored(void *state, const char *slug, int live, const struct dapi_principal *who,
                          struct dapi_reply rp)
 {
-    local_results(state, slug, DAPI_PAGE_WHOLE, "1", who, rp);
+    local_results(state, slug, live ? DAPI_PAGE_LIVE : DAPI_PAGE_WHOLE, "1", who, rp);
 }
 
 const struct dapi_backend_ops dapi_backend_local_ops = {

@@ -1358,7 +1358,7 @@ static void nekt_results(void *state, const char *slug, uint64_t page, const cha
 }
 
 /* v2 materialises results like the local backend; v1 only forwards pages (nothing stored). */
-static void nekt_stored(void *state, const char *slug, const struct dapi_principal *who,
+static void nekt_stored(void *state, const char *slug, int live, const struct dapi_principal *who,
                         struct dapi_reply rp)
 {
     struct dapi_nekt *nk = state;
@@ -1371,7 +1371,7 @@ static void nekt_stored(void *state, const char *slug, const struct dapi_princip
         dapi_reply(rp, DAPI_ERR_INVALID, &o);
         return;
     }
-    nekt_results(state, slug, DAPI_PAGE_WHOLE, "1", who, rp);
+    nekt_results(state, slug, live ? DAPI_PAGE_LIVE : DAPI_PAGE_WHOLE, "1", who, rp);
 }
 
 static void nekt_unfinished(void *state, const char *slug, const char *sql)

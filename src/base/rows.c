@@ -384,6 +384,33 @@ enum dapi_err dapi_rows_page(struct dapi_rows *c, struct dapi_buf *out, const ch
     return result;
 }
 
+enum dapi_err dapi_rows_page_cut(struct dapi_rows *c, struct dapi_buf *out, const char *rows,
+                                 size_t len, const uint32_t *seps, size_t nseps)
+{
+    if(c->fmt != DAPI_ROWS_NDJSON && c->fmt != DAPI_ROWS_JSON)
+        return dapi_rows_page(c, out, rows, len);
+    if(!len)
+        return DAPI_OK;
+    for(size_t i = 0; i < nseps; i++) /* (where the writer put them: checked, not trusted) */
+        if(seps[i] >= len || rows[seps[i]] != ',' || (i && seps[i] <= seps[i - 1]))
+            return DAPI_ERR_INVALID;
+    int json = c->fmt == DAPI_ROWS_JSON;
+    char *p = dapi_buf_reserve(out, len + 1);
+    if(!p)
+        return dapi_buf_error(out);
+    if(json && c->rows)
+        *p++ = ',';
+    memcpy(p, rows, len);
+    if(!json) { /* each row on its own line */
+        for(size_t i = 0; i < nseps; i++)
+            p[seps[i]] = '\n';
+        p[len] = '\n';
+    }
+    dapi_buf_commit(out, len + 1 - (json && !c->rows));
+    c->rows += nseps + 1;
+    return DAPI_OK;
+}
+
 enum dapi_err dapi_rows_end(struct dapi_rows *c, struct dapi_buf *out)
 {
     return c->fmt == DAPI_ROWS_JSON ? dapi_buf_adds(out, "]\n") : DAPI_OK;

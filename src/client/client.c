@@ -787,6 +787,48 @@ static enum dapi_err run_window(struct window *w, struct worker *wk, pthread_t *
     return result;
 }
 
+/* An export cut after rows were handed on (the server ends the body without its last chunk
+ * when the query fails, is cancelled or the server stops: docs/api.md "Export"): the
+ * query's status says why, when it is a failure or a cancellation — then err becomes that
+ * (kind QUERY), the rows received named. Otherwise err stays the transfer's error. */
+static void explain_cut(struct dapi_client *c, const char *slug_esc, uint64_t rows,
+                        struct dapi_client_err *err)
+{
+    struct dapi_buf url;
+    struct dapi_httpc_resp resp;
+    struct dapi_client_err mine;
+    struct dapi_jv *root = NULL;
+    dapi_buf_init(&url, MAX_URL + 1024);
+    if(dapi_buf_addf(&url, "%s/api/queries/%s", c->url, slug_esc)) {
+        dapi_buf_free(&url);
+        return;
+    }
+    struct call_spec s = {
+        "GET", url.data, NULL, 0, 1, 1, "the query's status", dapi_clock_mono_ms() + 10000,
+        NULL,  NULL,     NULL};
+    if(call(c, c->http, &s, NULL, &resp, &mine) == DAPI_OK) {
+        if(dapi_jv_parse(resp.body.data ? resp.body.data : "", resp.body.len, 16, &root, NULL,
+                         0) == DAPI_OK) {
+            size_t n = 0, dn = 0;
+            const char *state = dapi_jv_str(dapi_jv_get(root, "state"), &n);
+            const struct dapi_jv *e = dapi_jv_get(root, "error");
+            const char *msg = dapi_jv_str(dapi_jv_get(e, "message"), &n);
+            const char *det = dapi_jv_str(dapi_jv_get(e, "details"), &dn);
+            if(state && msg && (strcmp(state, "failed") == 0 || strcmp(state, "cancelled") == 0)) {
+                char d[sizeof err->details];
+                snprintf(d, sizeof d, "the export stopped after %llu rows: %.*s",
+                         (unsigned long long)rows, (int)(det ? dn : 0), det ? det : "");
+                set_err(err, DAPI_CLIENT_QUERY, 0, "");
+                one_line(err->message, sizeof err->message, msg, n);
+                copy_text(err->details, sizeof err->details, d, strlen(d), 1);
+            }
+            dapi_jv_free(root);
+        }
+        dapi_httpc_resp_free(&resp);
+    }
+    dapi_buf_free(&url);
+}
+
 /* ---- the export: every row in one request ------------------------------------------- */
 
 /* The NDJSON export (GET …/export?format=ndjson) cut back into the pages paging would have
@@ -910,11 +952,83 @@ static enum dapi_err fetch_export(struct dapi_client *c, const char *slug_esc,
         }
     } else if(result) {
         *err = mine;
+        if(e.delivered && err->kind == DAPI_CLIENT_NETWORK)
+            explain_cut(c, slug_esc, (e.page_no - 1) * DAPI_CLIENT_PAGE_ROWS + e.rows, err);
     }
 out:
     dapi_buf_free(&url);
     dapi_buf_free(&e.line);
     dapi_buf_free(&e.body);
+    return result;
+}
+
+/* ---- the export as the server writes it ------------------------------------------- */
+
+struct export_raw {
+    dapi_client_bytes_fn fn;
+    void *arg;
+    int delivered; /* bytes went to fn: the request cannot be made again */
+    int stopped;
+    char last;     /* the last byte received */
+    uint64_t rows; /* lines (rows) received */
+};
+
+/* httpc's on_data: the bytes go on as they are; only the lines are counted. */
+static int export_raw_data(void *arg, const char *p, size_t n)
+{
+    struct export_raw *e = arg;
+    uint64_t lines = 0;
+    for(const char *q = p, *end = p + n; (q = memchr(q, '\n', (size_t)(end - q))); q++)
+        lines++;
+    if(!n)
+        return 0;
+    e->rows += lines;
+    e->last = p[n - 1];
+    e->delivered = 1;
+    e->stopped = e->fn(e->arg, p, n, lines) != 0;
+    return e->stopped;
+}
+
+enum dapi_err dapi_client_export_ndjson(struct dapi_client *c, const char *slug,
+                                        dapi_client_bytes_fn fn, void *arg, uint64_t *rows,
+                                        struct dapi_client_err *err)
+{
+    struct export_raw e = {.fn = fn, .arg = arg};
+    struct dapi_buf url;
+    struct dapi_httpc_resp resp;
+    struct dapi_client_err mine;
+    char *esc = dapi_httpc_escape(slug);
+    dapi_buf_init(&url, MAX_URL + 1024);
+    enum dapi_err result = DAPI_OK;
+    if(!esc || dapi_buf_addf(&url, "%s/api/queries/%s/export?format=ndjson", c->url, esc)) {
+        result = oom(err);
+        goto out;
+    }
+    struct call_spec s = {"GET", url.data,        NULL, 0,           1, 1, "the export",
+                          0,     export_raw_data, &e,   &e.delivered};
+    result = ask_page(c, c->http, &s, NULL, &resp, &mine);
+    if(result == DAPI_OK)
+        dapi_httpc_resp_free(&resp);
+    if(result && !e.delivered && (mine.status == 404 || mine.status == 501)) {
+        result = DAPI_ERR_NOT_FOUND; /* no export here: the caller pages */
+        goto out;
+    }
+    if(e.stopped) {
+        set_err(err, DAPI_CLIENT_ABORTED, 0, "stopped by the caller");
+        result = DAPI_ERR_IO;
+    } else if(!result && e.delivered && e.last != '\n') {
+        set_err(err, DAPI_CLIENT_PROTOCOL, 200, "malformed export: it ended inside a row");
+        result = DAPI_ERR_UPSTREAM;
+    } else if(result) {
+        *err = mine;
+        if(e.delivered && err->kind == DAPI_CLIENT_NETWORK)
+            explain_cut(c, esc, e.rows, err);
+    }
+out:
+    if(rows)
+        *rows = e.rows;
+    dapi_buf_free(&url);
+    free(esc);
     return result;
 }
 

@@ -19,6 +19,69 @@ static enum dapi_err fail(struct dapi_buf *out, enum dapi_err e)
     return e;
 }
 
+/* Appends n bytes: in place when the buffer has room — the common case, a test and a copy
+ * instead of a call per piece of every row — else through dapi_buf_add (growth, the cap,
+ * the sticky error). Either way the buffer's rules hold (NUL-terminated, len <= max). */
+static inline enum dapi_err put(struct dapi_buf *b, const char *p, size_t n)
+{
+    if(b->data && !b->err && n < b->cap - b->len && n <= b->max - b->len) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return DAPI_OK;
+    }
+    return dapi_buf_add(b, p, n);
+}
+
+/* The digits of v, written backwards ending at end; returns where they start. */
+static char *digits_u64(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while(v);
+    return end;
+}
+
+/* An integer as dapi_json_i64 writes it. */
+static enum dapi_err put_i64(struct dapi_buf *b, int64_t v)
+{
+    char t[24], *end = t + sizeof t, *p = digits_u64(end, v < 0 ? -(uint64_t)v : (uint64_t)v);
+    if(v < 0)
+        *--p = '-';
+    return put(b, p, (size_t)(end - p));
+}
+
+/* A DECIMAL stored in 64 bits or fewer, as dapi_json_decimal writes it: the digits with the
+ * point `scale` from the right, "0.00…" below one, a '-' before a negative value. */
+static enum dapi_err put_decimal64(struct dapi_buf *b, int64_t v, unsigned scale)
+{
+    char d[24], *dend = d + sizeof d, *p = digits_u64(dend, v < 0 ? -(uint64_t)v : (uint64_t)v);
+    size_t dl = (size_t)(dend - p), o = 0;
+    char t[64];
+    if(scale > 38)
+        return dapi_json_decimal(b, v < 0 ? -1 : 0, (uint64_t)v, scale);
+    if(v < 0)
+        t[o++] = '-';
+    if(scale == 0 || dl > scale) {
+        memcpy(t + o, p, dl - scale);
+        o += dl - scale;
+        if(scale) {
+            t[o++] = '.';
+            memcpy(t + o, p + dl - scale, scale);
+            o += scale;
+        }
+    } else {
+        t[o++] = '0';
+        t[o++] = '.';
+        memset(t + o, '0', scale - dl);
+        o += scale - dl;
+        memcpy(t + o, p, dl);
+        o += dl;
+    }
+    return put(b, t, o);
+}
+
 static int is_valid(const struct dapi_colvec *c, uint64_t r)
 {
     return !c->validity || ((c->validity[r / 64] >> (r % 64)) & 1);
@@ -291,7 +354,7 @@ static enum dapi_err render_decimal(struct dapi_buf *out, const struct dapi_colv
     }
     default: return fail(out, DAPI_ERR_INTERNAL);
     }
-    return dapi_json_decimal(out, v < 0 ? -1 : 0, (uint64_t)v, c->scale);
+    return put_decimal64(out, v, c->scale);
 }
 
 /* Elements [first, first + n) of `child` as a JSON array. */
@@ -374,16 +437,14 @@ static enum dapi_err render(struct dapi_buf *out, const struct dapi_colvec *c, u
     if(depth > MAX_DEPTH)
         return fail(out, DAPI_ERR_TOO_LARGE);
     if(!is_valid(c, r))
-        return dapi_buf_add(out, "null", 4);
+        return put(out, "null", 4);
     const void *d = c->data;
     switch(c->type) {
-    case DAPI_CT_BOOL:
-        return ((const uint8_t *)d)[r] ? dapi_buf_add(out, "true", 4)
-                                       : dapi_buf_add(out, "false", 5);
-    case DAPI_CT_I8: return dapi_json_i64(out, ((const int8_t *)d)[r]);
-    case DAPI_CT_I16: return dapi_json_i64(out, ((const int16_t *)d)[r]);
-    case DAPI_CT_I32: return dapi_json_i64(out, ((const int32_t *)d)[r]);
-    case DAPI_CT_I64: return dapi_json_i64(out, ((const int64_t *)d)[r]);
+    case DAPI_CT_BOOL: return ((const uint8_t *)d)[r] ? put(out, "true", 4) : put(out, "false", 5);
+    case DAPI_CT_I8: return put_i64(out, ((const int8_t *)d)[r]);
+    case DAPI_CT_I16: return put_i64(out, ((const int16_t *)d)[r]);
+    case DAPI_CT_I32: return put_i64(out, ((const int32_t *)d)[r]);
+    case DAPI_CT_I64: return put_i64(out, ((const int64_t *)d)[r]);
     case DAPI_CT_U8: return dapi_json_u64(out, ((const uint8_t *)d)[r]);
     case DAPI_CT_U16: return dapi_json_u64(out, ((const uint16_t *)d)[r]);
     case DAPI_CT_U32: return dapi_json_u64(out, ((const uint32_t *)d)[r]);
@@ -453,16 +514,16 @@ enum dapi_err dapi_render_value(struct dapi_buf *out, const struct dapi_colvec *
 enum dapi_err dapi_render_row(struct dapi_buf *out, const struct dapi_colvec *cols, size_t ncols,
                               const char *const *keys, const size_t *key_lens, uint64_t row)
 {
-    enum dapi_err result = dapi_buf_addc(out, '{');
+    enum dapi_err result = put(out, "{", 1);
     for(size_t i = 0; i < ncols && !result; i++) {
         if(i)
-            result = dapi_buf_addc(out, ',');
+            result = put(out, ",", 1);
         if(!result)
-            result = dapi_buf_add(out, keys[i], key_lens[i]);
+            result = put(out, keys[i], key_lens[i]);
         if(!result)
             result = render(out, &cols[i], row, 0);
     }
-    return result ? result : dapi_buf_addc(out, '}');
+    return result ? result : put(out, "}", 1);
 }
 
 enum dapi_err dapi_render_key(struct dapi_buf *out, const char *name, size_t len)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "auth/keys.h"
@@ -27,13 +28,56 @@
 
 /* The pages of a result being written that readers may copy (see result.h). */
 struct dapi_result_live {
-    pthread_mutex_t lock; /* guards refs, ends, n, cap */
+    pthread_mutex_t lock; /* guards refs, ends, n, cap, closed */
+    pthread_cond_t more;  /* broadcast when pages are published or the writer is done */
     int refs;
+    int closed;            /* the writer is done with it: nothing more will be published */
     int fd;                /* read-only, on the temporary file; -1: nothing is ever published */
     uint64_t *ends;        /* ends[i]: end of page i + 1's frame (page 1 starts at 0) */
     uint64_t *lens;        /* lens[i]: what page i + 1's frame decodes to */
     size_t n, cap;         /* pages published */
     _Atomic uint64_t want; /* a page a reader waits for (0: none); read by the writer */
+    /* While a reader streams the pages (dapi_result_live_stream), the writer also keeps the
+     * rows of its latest complete pages here, as rendered, with where each row ends: such a
+     * reader copies them instead of reading and decoding the file, and needs not look for
+     * the rows' boundaries. Bounded: RECENT_PAGES pages, RECENT_BYTES bytes. */
+    _Atomic int streaming;
+    struct recent *recent; /* RECENT_PAGES slots; page p in slot p % RECENT_PAGES */
+    size_t recent_bytes;
+};
+
+#define RECENT_PAGES 256
+#define RECENT_BYTES (8u << 20)
+
+struct recent {
+    uint64_t page; /* 0: empty */
+    char *rows;
+    size_t len, cap;
+    uint32_t seps[DAPI_PAGE_ROWS]; /* offsets of the ',' between rows */
+    size_t nseps;
+};
+
+/* Pages handed from the writing thread (rendering) to a compressing thread: zstd takes about
+ * half of a large run's writing thread, so the two overlap (docs/design.md, Export). A
+ * bounded queue: the renderer waits when PIPE_SLOTS pieces wait, so memory stays bounded. */
+#define PIPE_SLOTS 8
+#define PIPE_AFTER 16 /* pages written inline first: small results start no thread */
+
+struct pipe_item {
+    struct dapi_buf rows;
+    int end; /* the page ends with these rows */
+};
+
+struct pipe {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t more, room;
+    struct pipe_item items[PIPE_SLOTS];
+    size_t head, count;
+    int draining;      /* nothing more will come: finish what waits, then end */
+    int stop;          /* end now (the writer is freed without finishing) */
+    enum dapi_err err; /* the compressing side failed (it stops then) */
+    char error[256];   /* its message (written before err is set, never after) */
 };
 
 struct dapi_result_writer {
@@ -41,7 +85,9 @@ struct dapi_result_writer {
     char *path, *tmp;
     struct dapi_result_limits limits;
     struct dapi_zenc *z;
-    struct dapi_buf page;   /* the current page's rows (not yet compressed) */
+    struct dapi_buf page;          /* the current page's rows (not yet compressed) */
+    uint32_t seps[DAPI_PAGE_ROWS]; /* where the current page's rows end (its ','s), while
+                                      the whole page is in `page` (for keep_recent) */
     uint64_t page_fed;      /* rows' bytes of the current page already given to the encoder */
     uint64_t plain;         /* rows' bytes of the pages before the current one */
     uint64_t plain_flushed; /* `plain` at the last flush */
@@ -58,7 +104,14 @@ struct dapi_result_writer {
     size_t ncolumns;       /* (entries of names and types, NULL until set) */
     char error[256];
     int finished;
-    int finishing; /* the last (partial) page and the index follow: nothing more to publish */
+    atomic_int finishing; /* the last (partial) page and the index follow: nothing more to
+                             publish (read by the pipe's thread too) */
+    /* The writing thread's own counts (the compressing side may be another thread): */
+    uint64_t taken;      /* rows' bytes handed to compression (limits count them) */
+    uint64_t piece;      /* of the current page, handed in pieces (a page past 1 MiB) */
+    uint64_t pages_done; /* complete pages */
+    char *etext;         /* where the compressing side writes its error: error, or pipe's */
+    struct pipe *pipe;   /* compression on a thread of its own, once the result is large */
     struct dapi_result_live *live;
     void (*on_publish)(void *arg, uint64_t pages);
     void *publish_arg;
@@ -69,7 +122,7 @@ struct dapi_result_writer {
 static enum dapi_err write_error(struct dapi_result_writer *w, const char *what, int e)
 {
     int full = e == ENOSPC || e == EDQUOT;
-    snprintf(w->error, sizeof w->error, "%s %s: %s",
+    snprintf(w->etext, sizeof w->error, "%s %s: %s",
              full ? "no space left on the state disk (--state-dir)" : "cannot", what, strerror(e));
     return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
 }
@@ -80,6 +133,7 @@ static struct dapi_result_live *live_new(const char *tmp)
     if(!l)
         return NULL;
     pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->more, NULL);
     l->refs = 1;
     /* its own descriptor: pread never races the writer's file offset, and it outlives the
      * writer's (the file renamed or unlinked) */
@@ -106,6 +160,10 @@ void dapi_result_live_unref(struct dapi_result_live *l)
         return;
     if(l->fd >= 0)
         close(l->fd);
+    for(size_t i = 0; l->recent && i < RECENT_PAGES; i++)
+        free(l->recent[i].rows);
+    free(l->recent);
+    pthread_cond_destroy(&l->more);
     pthread_mutex_destroy(&l->lock);
     free(l->ends);
     free(l->lens);
@@ -118,6 +176,102 @@ uint64_t dapi_result_live_pages(struct dapi_result_live *l)
     uint64_t n = l->n;
     pthread_mutex_unlock(&l->lock);
     return n;
+}
+
+uint64_t dapi_result_live_wait(struct dapi_result_live *l, uint64_t have, int64_t timeout_ms,
+                               int *closed)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if(until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&l->lock);
+    while(l->n <= have && !l->closed && timeout_ms > 0 &&
+          pthread_cond_timedwait(&l->more, &l->lock, &until) == 0)
+        ;
+    uint64_t n = l->n;
+    *closed = l->closed;
+    pthread_mutex_unlock(&l->lock);
+    return n;
+}
+
+void dapi_result_live_stream(struct dapi_result_live *l)
+{
+    atomic_store(&l->streaming, 1);
+}
+
+int dapi_result_live_rows(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out,
+                          uint32_t *seps, size_t *nseps)
+{
+    *nseps = 0;
+    pthread_mutex_lock(&l->lock);
+    struct recent *r = l->recent && page ? &l->recent[page % RECENT_PAGES] : NULL;
+    if(page > 0 && page <= l->n && r && r->page == page) {
+        char *p = dapi_buf_reserve(out, r->len + 1);
+        if(p) {
+            memcpy(p, r->rows, r->len);
+            dapi_buf_commit(out, r->len);
+            memcpy(seps, r->seps, r->nseps * sizeof *seps);
+            *nseps = r->nseps;
+        }
+        pthread_mutex_unlock(&l->lock);
+        return p ? 1 : -1;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return dapi_result_live_page(l, page, out);
+}
+
+/* Keeps the rows of the page just completed (rows, len; seps: where rows end) for a streaming
+ * reader. Best effort: without memory the reader reads the file. */
+static void keep_recent(struct dapi_result_live *l, uint64_t page, const char *rows, size_t len,
+                        const uint32_t *seps, size_t nseps)
+{
+    pthread_mutex_lock(&l->lock);
+    if(!l->recent && !(l->recent = calloc(RECENT_PAGES, sizeof *l->recent))) {
+        pthread_mutex_unlock(&l->lock);
+        return;
+    }
+    struct recent *r = &l->recent[page % RECENT_PAGES];
+    l->recent_bytes -= r->page ? r->len : 0;
+    r->page = 0;
+    /* the oldest pages go first when the bytes are over budget */
+    for(uint64_t old = page > RECENT_PAGES ? page - RECENT_PAGES + 1 : 1;
+        l->recent_bytes + len > RECENT_BYTES && old < page; old++) {
+        struct recent *o = &l->recent[old % RECENT_PAGES];
+        if(o->page == old) {
+            l->recent_bytes -= o->len;
+            o->page = 0;
+        }
+    }
+    if(len <= RECENT_BYTES && r->cap < len) {
+        char *grown = realloc(r->rows, len);
+        if(grown) {
+            r->rows = grown;
+            r->cap = len;
+        }
+    }
+    if(r->cap >= len && len <= RECENT_BYTES) {
+        memcpy(r->rows, rows, len);
+        memcpy(r->seps, seps, nseps * sizeof *seps);
+        r->len = len;
+        r->nseps = nseps;
+        r->page = page;
+        l->recent_bytes += len;
+    }
+    pthread_mutex_unlock(&l->lock);
+}
+
+/* The writer is done (finished, failed or stopped): waiters stop waiting for pages. */
+static void live_close(struct dapi_result_live *l)
+{
+    pthread_mutex_lock(&l->lock);
+    l->closed = 1;
+    pthread_cond_broadcast(&l->more);
+    pthread_mutex_unlock(&l->lock);
 }
 
 void dapi_result_live_want(struct dapi_result_live *l, uint64_t page)
@@ -196,6 +350,7 @@ static enum dapi_err publish(struct dapi_result_writer *w)
     for(size_t i = l->n; i < complete; i++)
         l->ends[i] = w->index[i + 1], l->lens[i] = w->lens[i];
     l->n = complete;
+    pthread_cond_broadcast(&l->more);
     pthread_mutex_unlock(&l->lock);
     if(w->on_publish)
         w->on_publish(w->publish_arg, complete);
@@ -211,6 +366,7 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
         return DAPI_ERR_NOMEM;
     w->fd = -1;
     w->limits = *limits;
+    w->etext = w->error;
     /* A unique temporary name: two writers of the same result never share a file. */
     char suffix[13];
     size_t n = strlen(path) + 6 + sizeof suffix;
@@ -293,29 +449,166 @@ static enum dapi_err push_index(struct dapi_result_writer *w, uint64_t off, uint
     return DAPI_OK;
 }
 
-/* Gives the current page's pending rows to the encoder; end: the page is complete. */
-static enum dapi_err feed_page(struct dapi_result_writer *w, int end)
+static int page_wanted(struct dapi_result_writer *w);
+
+/* The compressing side (the writing thread itself, or the pipe's): n bytes of rows of the
+ * current page to the encoder; end: the page is complete — one zstd frame, the index records
+ * where it ends and its decoded length, and it is written and published when due. Everything
+ * about a page being done happens here. */
+static enum dapi_err compress_piece(struct dapi_result_writer *w, const char *p, size_t n, int end)
 {
-    enum dapi_err result = dapi_zenc_put(w->z, w->page.data ? w->page.data : "", w->page.len, end,
-                                         &w->out);
+    enum dapi_err result = dapi_zenc_put(w->z, p ? p : "", n, end, &w->out);
     if(result == DAPI_ERR_INTERNAL)
-        snprintf(w->error, sizeof w->error, "cannot compress the result (zstd failed)");
-    w->page_fed += w->page.len;
-    dapi_buf_reset(&w->page);
+        snprintf(w->etext, sizeof w->error, "cannot compress the result (zstd failed)");
+    if(result)
+        return result;
+    w->page_fed += n;
+    if(end) {
+        uint64_t decoded = w->page_fed;
+        w->plain += decoded;
+        w->page_fed = 0;
+        if((result = push_index(w, w->written + w->out.len, decoded)))
+            return result;
+        if(!w->finishing && page_wanted(w) && (result = flush(w))) /* (flush publishes) */
+            return result;
+    }
+    /* Flushed (and so published) every 1 MiB of rows' JSON, as when rows were stored as
+     * text: pages reach readers as often as before, in writes of ~1/9 the size. */
+    if(!w->finishing && (w->out.len >= FLUSH_AT || w->plain - w->plain_flushed >= FLUSH_AT))
+        result = flush(w);
     return result;
 }
 
-/* The page-complete step: the page's rows become one zstd frame, and the index records
- * where it ends and its decoded length. Everything about a page being done happens here. */
+/* The pipe's thread: compresses what the writer hands over, in order, until drained. */
+static void *pipe_main(void *arg)
+{
+    struct dapi_result_writer *w = arg;
+    struct pipe *pp = w->pipe;
+    pthread_mutex_lock(&pp->mu);
+    for(;;) {
+        while(!pp->count && !pp->draining && !pp->stop)
+            pthread_cond_wait(&pp->more, &pp->mu);
+        if(pp->stop || !pp->count)
+            break;
+        struct pipe_item *it = &pp->items[pp->head];
+        pthread_mutex_unlock(&pp->mu);
+        enum dapi_err result = compress_piece(w, it->rows.data, it->rows.len, it->end);
+        pthread_mutex_lock(&pp->mu);
+        dapi_buf_reset(&it->rows);
+        pp->head = (pp->head + 1) % PIPE_SLOTS;
+        pp->count--;
+        pthread_cond_signal(&pp->room);
+        if(result) {
+            pp->err = result; /* (its message is in pp->error already) */
+            break;
+        }
+    }
+    pthread_cond_broadcast(&pp->room);
+    pthread_mutex_unlock(&pp->mu);
+    return NULL;
+}
+
+/* Starts the pipe (at a page boundary: the encoder holds no partial frame). Without a thread
+ * or memory the writer just goes on compressing itself. */
+static void pipe_start(struct dapi_result_writer *w)
+{
+    struct pipe *pp = calloc(1, sizeof *pp);
+    if(!pp)
+        return;
+    pthread_mutex_init(&pp->mu, NULL);
+    pthread_cond_init(&pp->more, NULL);
+    pthread_cond_init(&pp->room, NULL);
+    for(size_t i = 0; i < PIPE_SLOTS; i++)
+        dapi_buf_init(&pp->items[i].rows, 64u << 20);
+    w->pipe = pp;
+    w->etext = pp->error;
+    if(pthread_create(&pp->thread, NULL, pipe_main, w)) {
+        w->pipe = NULL;
+        w->etext = w->error;
+        pthread_cond_destroy(&pp->room);
+        pthread_cond_destroy(&pp->more);
+        pthread_mutex_destroy(&pp->mu);
+        free(pp);
+    }
+}
+
+/* Ends the pipe: drained (everything handed over is compressed) or stopped; joins its thread.
+ * Returns its error (its message then in w->error). Afterwards the writer compresses itself. */
+static enum dapi_err pipe_end(struct dapi_result_writer *w, int drain)
+{
+    struct pipe *pp = w->pipe;
+    if(!pp)
+        return DAPI_OK;
+    pthread_mutex_lock(&pp->mu);
+    if(drain)
+        pp->draining = 1;
+    else
+        pp->stop = 1;
+    pthread_cond_broadcast(&pp->more);
+    pthread_mutex_unlock(&pp->mu);
+    pthread_join(pp->thread, NULL);
+    enum dapi_err result = pp->err;
+    if(result && !w->error[0])
+        snprintf(w->error, sizeof w->error, "%s", pp->error);
+    for(size_t i = 0; i < PIPE_SLOTS; i++)
+        dapi_buf_free(&pp->items[i].rows);
+    pthread_cond_destroy(&pp->room);
+    pthread_cond_destroy(&pp->more);
+    pthread_mutex_destroy(&pp->mu);
+    free(pp);
+    w->pipe = NULL;
+    w->etext = w->error;
+    return result;
+}
+
+/* The writing side: the current page's pending rows go to compression (to the pipe, which
+ * takes the buffer and gives an empty one back, or compressed here); end: the page is
+ * complete. */
+static enum dapi_err hand_over(struct dapi_result_writer *w, int end)
+{
+    w->taken += w->page.len;
+    w->piece = end ? 0 : w->piece + w->page.len;
+    struct pipe *pp = w->pipe;
+    if(!pp) {
+        enum dapi_err result = compress_piece(w, w->page.data, w->page.len, end);
+        dapi_buf_reset(&w->page);
+        return result;
+    }
+    pthread_mutex_lock(&pp->mu);
+    while(pp->count == PIPE_SLOTS && !pp->err)
+        pthread_cond_wait(&pp->room, &pp->mu);
+    enum dapi_err result = pp->err;
+    if(!result) {
+        struct pipe_item *it = &pp->items[(pp->head + pp->count) % PIPE_SLOTS];
+        struct dapi_buf empty = it->rows; /* (reset by the pipe: its memory is reused) */
+        it->rows = w->page;
+        it->end = end;
+        w->page = empty;
+        pp->count++;
+        pthread_cond_signal(&pp->more);
+    }
+    pthread_mutex_unlock(&pp->mu);
+    if(result) { /* its message for dapi_result_writer_error: the pipe has stopped */
+        dapi_buf_reset(&w->page);
+        pipe_end(w, 0);
+    }
+    return result;
+}
+
+/* A page's last row was written. A streaming reader gets it from memory (a page of more than
+ * 1 MiB, handed over in pieces, is read from the file). */
 static enum dapi_err page_complete(struct dapi_result_writer *w)
 {
-    enum dapi_err result = feed_page(w, 1);
-    if(result)
-        return result;
-    uint64_t decoded = w->page_fed;
-    w->plain += decoded;
-    w->page_fed = 0;
-    return push_index(w, w->written + w->out.len, decoded);
+    w->pages_done++;
+    if(atomic_load(&w->live->streaming) && w->piece == 0 && w->page.len < UINT32_MAX) {
+        size_t n = (size_t)((w->rows - 1) % DAPI_PAGE_ROWS);
+        keep_recent(w->live, w->pages_done, w->page.data ? w->page.data : "", w->page.len, w->seps,
+                    n);
+    }
+    enum dapi_err result = hand_over(w, 1);
+    if(!result && !w->pipe && !w->finishing && w->pages_done == PIPE_AFTER)
+        pipe_start(w); /* a large result: compression on a thread of its own from now on */
+    return result;
 }
 
 /* Is name already taken by one of the first n (deduplicated) names? */
@@ -381,13 +674,16 @@ out:
 }
 
 /* A page just completed: publish it now (rather than at the next 1 MiB flush) when it is
- * page 1 — what `| head` waits for, one extra write per result — or a page a reader waits
- * for. Other pages are published at the periodic flushes: a write per page would cost every
+ * page 1 — what `| head` waits for, one extra write per result —, a page a reader waits
+ * for, or 128 pages after the last publication while a reader streams. Other pages are published at the periodic flushes: a write per page would cost every
  * large result thousands of system calls nobody asked for. */
 static int page_wanted(struct dapi_result_writer *w)
 {
     uint64_t complete = w->nindex - 1, want = atomic_load(&w->live->want);
-    return complete == 1 || (want > w->live->n && want <= complete);
+    /* a streaming reader finds the pages it is given in memory (RECENT_PAGES are kept):
+     * published before that many wait (small rows take longer to make 1 MiB) */
+    int streaming = atomic_load(&w->live->streaming) && complete - w->live->n >= RECENT_PAGES / 2;
+    return complete == 1 || (want > w->live->n && want <= complete) || streaming;
 }
 
 static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_t ncols,
@@ -402,14 +698,17 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
                      (unsigned long long)w->limits.max_rows);
             return DAPI_ERR_TOO_LARGE;
         }
-        if(w->rows % DAPI_PAGE_ROWS != 0 && (result = dapi_buf_addc(&w->page, ',')))
-            return result;
+        if(w->rows % DAPI_PAGE_ROWS != 0) {
+            w->seps[w->rows % DAPI_PAGE_ROWS - 1] = (uint32_t)w->page.len;
+            if((result = dapi_buf_addc(&w->page, ',')))
+                return result;
+        }
         if((result = dapi_render_row(&w->page, cols, ncols, (const char *const *)w->keys,
                                      w->key_lens, r)))
             return result;
         w->rows++;
         /* The limit is on the rows' JSON (what a client reads), not on the smaller file. */
-        uint64_t total = w->plain + w->page_fed + w->page.len;
+        uint64_t total = w->taken + w->page.len;
         if(total > w->limits.max_bytes) {
             snprintf(w->error, sizeof w->error, "the result is larger than %llu bytes (%s)",
                      (unsigned long long)w->limits.max_bytes,
@@ -419,16 +718,9 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
         if(w->rows % DAPI_PAGE_ROWS == 0) {
             if((result = page_complete(w)))
                 return result;
-            if(page_wanted(w) && (result = flush(w))) /* (flush publishes) */
-                return result;
-        } else if(w->page.len >= FLUSH_AT && (result = feed_page(w, 0))) {
+        } else if(w->page.len >= FLUSH_AT && (result = hand_over(w, 0))) {
             return result;
         }
-        /* Flushed (and so published) every 1 MiB of rows' JSON, as when rows were stored as
-         * text: pages reach readers as often as before, in writes of ~1/9 the size. */
-        if((w->out.len >= FLUSH_AT || w->plain - w->plain_flushed >= FLUSH_AT) &&
-           (result = flush(w)))
-            return result;
     }
     return DAPI_OK;
 }
@@ -455,9 +747,18 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
     enum dapi_err result;
     if(!w->keys && (result = push_index(w, 0, 0))) /* no begin (cannot happen) */
         return result;
+    /* the last, partial page is never published: it is served from the finished file */
+    if(w->pipe) {
+        pthread_mutex_lock(&w->pipe->mu);
+        w->finishing = 1;
+        pthread_mutex_unlock(&w->pipe->mu);
+    } else {
+        w->finishing = 1;
+    }
     if(w->rows % DAPI_PAGE_ROWS != 0 && (result = page_complete(w)))
         return result;
-    w->finishing = 1;
+    if((result = pipe_end(w, 1))) /* everything compressed: the rest is this thread's */
+        return result;
     if((result = flush(w)))
         return result;
     uint64_t data_len = w->written;
@@ -529,6 +830,9 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
 {
     if(!w)
         return;
+    pipe_end(w, 0);
+    if(w->live)
+        live_close(w->live);
     dapi_result_live_unref(w->live);
     if(w->fd >= 0)
         close(w->fd);

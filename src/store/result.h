@@ -79,6 +79,23 @@ void dapi_result_live_ref(struct dapi_result_live *l);
 void dapi_result_live_unref(struct dapi_result_live *l);
 /* Pages published so far (complete and readable). */
 uint64_t dapi_result_live_pages(struct dapi_result_live *l);
+/* Waits until more than `have` pages are published, the writer is done with them (*closed
+ * set: finished, failed or stopped — no page will be published any more; the finished
+ * result, or the failure, is the registry's to tell), or timeout_ms passes. Returns the
+ * pages published. Does not hurry the writer (dapi_result_live_want does): pages come at its
+ * periodic flushes, in batches. */
+uint64_t dapi_result_live_wait(struct dapi_result_live *l, uint64_t have, int64_t timeout_ms,
+                               int *closed);
+/* A reader will read every page in order as they come (the export): from now on the writer
+ * also keeps its latest complete pages in memory (at most 256 pages and 8 MiB), which
+ * dapi_result_live_rows gives without reading the file. */
+void dapi_result_live_stream(struct dapi_result_live *l);
+/* dapi_result_live_page for such a reader: appends page's rows to out (1: done, 0: not
+ * published yet, -1: unreadable). When they came from memory, seps[0 .. *nseps) (room for
+ * DAPI_PAGE_ROWS) receive the offsets in them of the ',' between rows, as the writer joined
+ * them; *nseps = 0 when they were read from the file (look for the rows' boundaries). */
+int dapi_result_live_rows(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out,
+                          uint32_t *seps, size_t *nseps);
 /* Someone waits for page (0: nobody): the writer publishes as soon as that page is complete
  * rather than at its next periodic flush. */
 void dapi_result_live_want(struct dapi_result_live *l, uint64_t page);

@@ -434,3 +434,127 @@ def test_shutdown_does_not_wait_for_a_stalled_client():
     finally:
         if s.proc and s.proc.poll() is None:
             s.kill()
+
+
+# ------------------------------------------------------------------- while the query runs
+
+# Slow per row (an md5 over ~3 KB) so the run lasts seconds while its pages are published,
+# rows in order (as tests/integration/test_progressive.py).
+LIVE_ROWS = 200_000
+LIVE_SQL = "SELECT i, md5(repeat(i::VARCHAR, 600))[1:4] AS h FROM range(%d) t(i)"
+
+
+def _run_over(s, slug):
+    import re
+    return re.search(r"query %s (done|failed)" % re.escape(slug), s.stderr_text()) is not None
+
+
+def _open_export(s, slug, fmt):
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
+    conn.request("GET", "/api/queries/%s/export?format=%s" % (slug, fmt), headers={"x-api-key": KEY})
+    return conn, conn.getresponse()
+
+
+def _read_until_cut(r, limit=1 << 20):
+    """Reads the body to its end; returns (bytes read, whether it was cut short)."""
+    got = b""
+    try:
+        while True:
+            chunk = r.read1(limit) if hasattr(r, "read1") else r.read(limit)
+            if not chunk:
+                return got, False
+            got += chunk
+    except (http.client.IncompleteRead, ConnectionError) as e:
+        return got + getattr(e, "partial", b""), True
+
+
+@h.timeout(180)
+def test_export_streams_while_the_query_runs():
+    with Server(keys=[KEY], args=["--log-level", "info"], name="export-live") as s:
+        for fmt in ("ndjson", "csv"):
+            slug = s.create(LIVE_SQL % LIVE_ROWS + (" WHERE '%s' <> ''" % fmt))
+            conn, r = _open_export(s, slug, fmt)
+            eq(r.status, 200, "export of a running query")
+            first = r.read1(1 << 16)
+            check(first and not _run_over(s, slug), "the first rows came only after the run ended")
+            body, cut = _read_until_cut(r)
+            conn.close()
+            check(not cut, "%s body cut" % fmt)
+            body = first + body
+            check(_run_over(s, slug), "the body ended before the run")
+            if fmt == "ndjson":
+                got = [json.loads(x) for x in body.decode().splitlines()]
+                # every row exactly once, in order: the same rows as the pages after the run
+                eq(len(got), LIVE_ROWS, "rows")
+                eq([x["i"] for x in got], list(range(LIVE_ROWS)), "rows in order, each once")
+                eq(got, rows_of(s, slug), "rows equal the pages'")
+            else:
+                lines = body.decode().split("\r\n")
+                eq(lines[0], "i,h", "csv header (the columns from the first page)")
+                eq(lines[-1], "", "csv ends with CRLF")
+                eq(len(lines) - 2, LIVE_ROWS, "csv rows")
+                eq([int(x.split(",")[0]) for x in lines[1:-1]], list(range(LIVE_ROWS)), "csv rows in order")
+            # the same export once the run is over: the same bytes
+            r2 = export(s, slug, fmt)
+            eq(r2.body, body, "%s body while running vs after" % fmt)
+
+
+@h.timeout(180)
+def test_export_of_a_query_failing_mid_run_is_cut():
+    # the run stops at --max-result-rows after its first pages were streamed
+    args = ["--log-level", "info", "--max-result-rows", str(LIVE_ROWS - 30_000)]
+    with Server(keys=[KEY], args=args, name="export-live-fail") as s:
+        slug = s.create(LIVE_SQL % LIVE_ROWS)
+        conn, r = _open_export(s, slug, "ndjson")
+        eq(r.status, 200, "export of a running query")
+        body, cut = _read_until_cut(r)
+        conn.close()
+        check(cut, "a failed run's export ended as if complete (%d bytes)" % len(body))
+        check(0 < body.count(b"\n") < LIVE_ROWS - 30_000, "%d rows before the cut" % body.count(b"\n"))
+        # asked again: the failure itself, as results answer it
+        expect_error(export(s, slug, "ndjson"), 413, what="export after the failure")
+        # the CLI says why, as a failed query (exit 4), not as a network error
+        import subprocess
+        e = h.base_env()
+        e["DAPI_URL"] = "http://127.0.0.1:%d" % s.port
+        e["DAPI_API_KEY"] = KEY
+        for fmt in ("ndjson", "csv"):
+            p = subprocess.run([h.BIN, "query", "-q", "-f", fmt, LIVE_SQL % LIVE_ROWS + " WHERE '%s' <> ''" % fmt],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               timeout=120, env=e, cwd=h.root_dir())
+            eq(p.returncode, 4, "CLI exit code (%s): %s" % (fmt, p.stderr.decode()))
+            err = p.stderr.decode()
+            check("the export stopped after" in err and "--max-result-rows" in err, "CLI message: %s" % err)
+
+
+@h.timeout(180)
+def test_cancel_ends_a_streaming_export():
+    with Server(keys=[KEY], args=["--log-level", "info"], name="export-live-cancel") as s:
+        slug = s.create(LIVE_SQL % 3_000_000)  # long enough to be cancelled mid-run
+        conn, r = _open_export(s, slug, "ndjson")
+        eq(r.status, 200, "export of a running query")
+        first = r.read1(1 << 16)
+        check(first, "first rows")
+        t0 = time.monotonic()
+        expect_status(s.api("DELETE", "/api/queries/%s" % slug), 200, "DELETE")
+        body, cut = _read_until_cut(r)
+        conn.close()
+        check(cut, "the export of a cancelled query ended as if complete")
+        check(time.monotonic() - t0 < 10, "the cut took %.1f s" % (time.monotonic() - t0))
+        expect_error(export(s, slug, "ndjson"), 410, what="export after the cancellation")
+
+
+@h.timeout(180)
+def test_export_of_a_running_query_with_one_slot_per_key():
+    # the run holds the key's only slot: the export cannot take one to follow it, so it waits
+    # for the end (which gives the slot back) and sends the whole result, as before
+    args = ["--log-level", "info", "--max-queries-per-key", "1"]
+    with Server(keys=[KEY], args=args, name="export-live-one-slot") as s:
+        slug = s.create(LIVE_SQL % LIVE_ROWS)
+        conn, r = _open_export(s, slug, "ndjson")
+        eq(r.status, 200, "export of a running query, one slot per key")
+        body, cut = _read_until_cut(r)
+        conn.close()
+        check(not cut, "body cut")
+        eq(body.count(b"\n"), LIVE_ROWS, "rows")
+        eq(body, export(s, slug, "ndjson").body, "the same body once the run is over")

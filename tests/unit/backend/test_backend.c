@@ -38,6 +38,7 @@ struct caught {
     long long active_at_reply; /* the probed key's admission slots when the answer came */
     long long result_rows;     /* a stored result's rows (-1: no result) */
     uint64_t page_no;
+    long long live_pages; /* a running query's published pages (-1: no live pages) */
 };
 
 /* Whose admission slots on_done records (the answer must come after they are given back). */
@@ -56,6 +57,7 @@ static void on_done(void *ctx, enum dapi_err err, const struct dapi_outcome *o)
     snprintf(c->page, sizeof c->page, "%s", o->page_text ? o->page_text : "");
     c->result_rows = o->result ? (long long)dapi_result_rows(o->result) : -1;
     c->page_no = o->page_no;
+    c->live_pages = o->live ? (long long)dapi_result_live_pages(o->live) : -1;
     if(o->result) { /* a stored page: its rows decoded */
         const char *data;
         size_t len;
@@ -934,13 +936,20 @@ out:
 }
 
 /* The export's call (ops->stored): the whole finished result once the run ends, else the
- * query's failure as results give it (page "1"). */
-static void stored(struct parts *p, const char *slug, const unsigned char *kh, struct caught *c)
+ * query's failure as results give it (page "1"); with live, a running query's published
+ * pages as soon as page 1 is. */
+static void stored_live(struct parts *p, const char *slug, const unsigned char *kh, int live,
+                        struct caught *c)
 {
     struct dapi_principal who = {.scope.all = 1, .client_key = "client-key"};
     memcpy(who.owner, kh, DAPI_KEY_HASH_LEN);
-    p->b->ops->stored(p->state, slug, &who, catcher(c));
+    p->b->ops->stored(p->state, slug, live, &who, catcher(c));
     T_EQ_INT(await(c), 1);
+}
+
+static void stored(struct parts *p, const char *slug, const unsigned char *kh, struct caught *c)
+{
+    stored_live(p, slug, kh, 0, c);
 }
 
 static void test_local_stored(void)
@@ -966,6 +975,33 @@ static void test_local_stored(void)
     caught_free(&c);
     stored(&p, slug, bob, &c);
     T_EQ_INT(c.err, DAPI_ERR_NOT_FOUND);
+    caught_free(&c);
+    /* live: a slow run is answered with its published pages, not its end */
+    create(&p, "SELECT i, md5(repeat(i::VARCHAR, 600))[1:4] AS h FROM range(2000000) t(i)", alice,
+           &c);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    stored_live(&p, slug, alice, 1, &c);
+    T_EQ_INT(c.err, DAPI_OK);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_PAGE);
+    T_EQ_INT(c.result_rows, -1);
+    T_CHECK(c.live_pages >= 1, "live pages %lld", c.live_pages);
+    T_CHECK(c.page_no == DAPI_PAGE_LIVE, "page_no %llu", (unsigned long long)c.page_no);
+    caught_free(&c);
+    stored_live(&p, slug, bob, 1, &c); /* another key's: not found, as ever */
+    T_EQ_INT(c.err, DAPI_ERR_NOT_FOUND);
+    caught_free(&c);
+    int deleted = -1;
+    T_EQ_INT(dapi_queries_cancel(p.queries, slug, alice, p.env.wall_s(), "test", &deleted),
+             DAPI_OK);
+    /* a small result: no page is published before its end, which live waits for */
+    create(&p, "SELECT 7 AS x", alice, &c);
+    snprintf(slug, sizeof slug, "%s", c.slug);
+    caught_free(&c);
+    stored_live(&p, slug, alice, 1, &c);
+    T_EQ_INT(c.kind, DAPI_OUTCOME_PAGE);
+    T_EQ_INT(c.result_rows, 1);
+    T_EQ_INT(c.live_pages, -1);
     caught_free(&c);
     create(&p, "SELECT CAST(note AS INTEGER) AS n FROM \"sales\".\"orders\"", alice, &c);
     snprintf(slug, sizeof slug, "%s", c.slug);

@@ -189,6 +189,95 @@ static void test_writer_failed(void)
     check_live_page(live, 1000, 1, "after the failure");
     dapi_result_live_unref(live);
     T_CHECK(rmdir(dir) == 0, "no file left");
+
+    /* the same once pages are compressed on the pipe's thread (a result past 16 pages): the
+     * limit stops the writer, freeing it stops the thread, nothing is left */
+    t_fresh_dir(dir, sizeof dir, root, "failed-pipe");
+    snprintf(path, sizeof path, "%s/result.bin", dir);
+    struct dapi_result_limits lim2 = {250000, UINT64_MAX, NULL};
+    T_EQ_INT(dapi_result_writer_open(&w, path, &lim2), DAPI_OK);
+    if(!w)
+        return;
+    live = dapi_result_writer_live(w);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
+    e = DAPI_OK;
+    for(int64_t n = 0; n < 300000 && !e; n++)
+        e = put_row(w, n);
+    T_EQ_INT(e, DAPI_ERR_TOO_LARGE);
+    T_CHECK(dapi_result_writer_error(w) && strstr(dapi_result_writer_error(w), "250000 rows"),
+            "why: %s", dapi_result_writer_error(w) ? dapi_result_writer_error(w) : "(none)");
+    dapi_result_writer_free(w);
+    T_CHECK(dapi_result_live_pages(live) >= 1, "pages published before the failure");
+    check_live_page(live, 300000, dapi_result_live_pages(live),
+                    "last published, after the failure");
+    dapi_result_live_unref(live);
+    T_CHECK(rmdir(dir) == 0, "no file left");
+}
+
+/* A streaming reader (the export): dapi_result_live_rows gives published pages from the
+ * writer's memory with where each row ends — the same bytes as the file's — and the file's
+ * when a page is no longer kept (seps unknown); dapi_result_live_wait returns when pages are
+ * published, on timeout, and once the writer is done (closed). */
+static void test_streaming_reader(void)
+{
+    char dir[128], path[256];
+    t_fresh_dir(dir, sizeof dir, root, "stream");
+    snprintf(path, sizeof path, "%s/result.bin", dir);
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
+    if(!w)
+        return;
+    struct dapi_result_live *live = dapi_result_writer_live(w);
+    const char *names[] = {"n"};
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
+    int closed = -1;
+    T_EQ_INT(dapi_result_live_wait(live, 0, 10, &closed), 0); /* times out: nothing yet */
+    T_EQ_INT(closed, 0);
+    int ok = 1;
+    uint64_t n = 0;
+    for(; n < 100; n++) /* page 1, before streaming: only in the file */
+        ok &= put_row(w, (int64_t)n) == DAPI_OK;
+    dapi_result_live_stream(live);
+    for(; n < 200000; n++)
+        ok &= put_row(w, (int64_t)n) == DAPI_OK;
+    T_CHECK(ok, "rows written");
+    uint64_t pub = dapi_result_live_wait(live, 1, 10, &closed);
+    T_CHECK(pub > 1 && closed == 0, "published %llu pages", (unsigned long long)pub);
+    struct dapi_buf b;
+    dapi_buf_init(&b, 1 << 20);
+    uint32_t seps[DAPI_PAGE_ROWS];
+    size_t nseps = 7;
+    T_EQ_INT(dapi_result_live_rows(live, 1, &b, seps, &nseps), 1);
+    T_EQ_INT(nseps, 0); /* from the file */
+    T_EQ_STR(b.data, expect_page(200000, 1));
+    uint64_t from_memory = 0, good = 1;
+    for(uint64_t p = 2; p <= pub; p++) {
+        dapi_buf_reset(&b);
+        int got = dapi_result_live_rows(live, p, &b, seps, &nseps);
+        const char *want = expect_page(200000, p);
+        good &= got == 1 && b.len == strlen(want) && memcmp(b.data, want, b.len) == 0;
+        if(nseps) {
+            from_memory++;
+            /* row r + 1 starts after seps[r]: {"n":…} */
+            good &= nseps == DAPI_PAGE_ROWS - 1;
+            for(size_t r = 0; r < nseps; r++)
+                good &= b.data[seps[r]] == ',' && b.data[seps[r] + 1] == '{';
+        }
+    }
+    T_CHECK(good, "pages from memory equal the file's, with their rows' ends");
+    /* 256 pages are kept at most: the oldest published ones come from the file */
+    T_CHECK(from_memory > 0 && from_memory <= 256, "%llu pages from memory of %llu",
+            (unsigned long long)from_memory, (unsigned long long)pub);
+    dapi_buf_reset(&b);
+    T_EQ_INT(dapi_result_live_rows(live, pub + 1, &b, seps, &nseps), 0); /* not published */
+    uint64_t rows = 0, pages = 0, bytes = 0;
+    T_EQ_INT(dapi_result_writer_finish(w, &rows, &pages, &bytes), DAPI_OK);
+    dapi_result_writer_free(w);
+    T_EQ_INT(dapi_result_live_wait(live, pub, 5000, &closed) >= pub, 1);
+    T_EQ_INT(closed, 1); /* at once: the writer is done */
+    dapi_buf_free(&b);
+    dapi_result_live_unref(live);
+    t_rm_rf(dir);
 }
 
 /* A writer of slug's result whose publications reach the registry, as the backend's. */
@@ -408,6 +497,7 @@ int main(void)
     dapi_sha256("owner-key", 9, owner);
     test_writer();
     test_writer_failed();
+    test_streaming_reader();
     test_registry();
     test_follower();
     t_rm_rf(root);
