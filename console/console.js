@@ -206,6 +206,9 @@
     keyShown();
     forgetShown();
     $("layers").replaceChildren();
+    $("endpoint-list").replaceChildren();
+    $("endpoint-form").hidden = true;
+    $("endpoints").hidden = true;
     $("layers-note").textContent = "Enter a key to list the tables it may read.";
     $("layers-note").hidden = false;
     clearError($("key-error"));
@@ -243,6 +246,7 @@
         }
         box.append(el("p", { class: "layer-name", text: layer.name }), list);
       }
+      loadEndpoints(); /* (once the key is known to be good: a refused one is said once) */
     } catch (err) {
       if (!keyRefused(err)) {
         const x = explain(err, "Tables");
@@ -250,7 +254,71 @@
       } else note.textContent = "No tables: the key was refused.";
     }
   }
-  $("layers-reload").addEventListener("click", loadLayers);
+  $("layers-reload").addEventListener("click", loadLayers); /* (and the endpoints) */
+
+  /* ---- endpoints (GET /api/endpoints): named queries called with typed values ------------ */
+  async function loadEndpoints() {
+    const section = $("endpoints"), list = $("endpoint-list");
+    list.replaceChildren();
+    $("endpoint-form").hidden = true;
+    section.hidden = true;
+    if (!key) return;
+    let data;
+    try {
+      data = await api("GET", "/api/endpoints");
+    } catch (err) {
+      return; /* (a server without endpoints, or a refused key: the tables say why) */
+    }
+    const eps = (data && data.endpoints) || [];
+    for (const ep of eps) {
+      const b = el("button", { type: "button", class: "endpoint-link", "data-endpoint": ep.name, text: ep.name });
+      b.addEventListener("click", () => pickEndpoint(ep, b));
+      list.append(el("li", {}, b));
+    }
+    section.hidden = eps.length === 0;
+  }
+
+  let endpoint = null;
+  function pickEndpoint(ep, button) {
+    for (const b of document.querySelectorAll(".endpoint-link")) b.removeAttribute("aria-current");
+    button.setAttribute("aria-current", "true");
+    endpoint = ep;
+    $("endpoint-name").textContent = ep.name;
+    $("endpoint-desc").textContent = ep.description || "";
+    const box = $("endpoint-params");
+    box.replaceChildren();
+    for (const p of ep.params || []) {
+      const id = "ep-" + p.name;
+      const def = p.default === null || p.default === undefined ? "" :
+        Array.isArray(p.default) ? p.default.map(String).join(", ") : String(plain(p.default));
+      const rules = [p.type + (p.list ? "[] (comma-separated)" : "")];
+      if (p.required) rules.push("required");
+      if (p.min !== null && p.min !== undefined) rules.push("min " + plain(p.min));
+      if (p.max !== null && p.max !== undefined) rules.push("max " + plain(p.max));
+      if (p.enum) rules.push("one of " + p.enum.join(", "));
+      if (p.pattern) rules.push("pattern " + p.pattern);
+      const input = el("input", { id, name: p.name, "aria-describedby": id + "-help", placeholder: def, autocomplete: "off" });
+      if (p.required) input.required = true;
+      box.append(el("label", { for: id, text: p.name }), input,
+        el("p", { id: id + "-help", class: "note", text: (p.description ? p.description + " · " : "") + rules.join(" · ") }));
+    }
+    $("endpoint-form").hidden = false;
+  }
+
+  $("endpoint-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const ep = endpoint;
+    if (!ep) return;
+    const qs = new URLSearchParams();
+    for (const p of ep.params || []) {
+      const v = $("ep-" + p.name).value.trim();
+      if (!v) continue; /* its default, or null */
+      if (p.list) for (const one of v.split(",")) qs.append(p.name, one.trim());
+      else qs.append(p.name, v);
+    }
+    const q = qs.toString();
+    run(() => api("GET", "/api/endpoints/" + seg(ep.name) + (q ? "?" + q : "")), null);
+  });
 
   async function pickTable(layer, table, button) {
     for (const b of document.querySelectorAll(".table-link")) b.removeAttribute("aria-current");
@@ -335,10 +403,11 @@
   const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
   const secs = (ms) => (ms < 10000 ? (ms / 1000).toFixed(1) : Math.round(ms / 1000)) + " s";
 
+  const create = (body) => () => api("POST", "/api/queries", body);
   function runSql() {
     const sql = sqlBox.value;
     if (!sql.trim()) return;
-    run({ sql_query: sql }, sql);
+    run(create({ sql_query: sql }), sql);
   }
   $("run").addEventListener("click", runSql);
   $("table-form").addEventListener("submit", (ev) => {
@@ -346,12 +415,15 @@
     const body = { layer: $("f-layer").value.trim(), table: $("f-table").value.trim() };
     const limit = $("f-limit").value.trim();
     if (limit) body.limit = limit;
-    run(body, null);
+    run(create(body), null);
   });
 
   function runState(text) { $("run-state").textContent = text; }
 
-  async function run(body, sql) {
+  /* Runs a query: start() creates it (POST /api/queries, or an endpoint's call) and answers
+   * its slug; then its state is followed until it ends. sql: the text for the history, or
+   * null (an endpoint's call is not kept there: its SQL needs the call's values). */
+  async function run(start, sql) {
     if (current && !current.done) return; /* one at a time: Cancel first */
     const errBox = $("error");
     clearError(errBox);
@@ -362,9 +434,9 @@
     q.timer = setInterval(() => tick(q), 100);
     tick(q);
     try {
-      const made = await api("POST", "/api/queries", body);
+      const made = await start();
       q.slug = made.query_slug;
-      q.sql = made.sql_query;
+      q.sql = made.sql_query || "";
       $("cancel").disabled = false;
       /* the status says queued, running, then how it ended */
       let st;

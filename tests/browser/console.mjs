@@ -293,6 +293,30 @@ await step("keyboard-only", async () => {
   await shot("09-keyboard");
 });
 
+await step("endpoint-call", async () => {
+  // the server's --endpoints-file has customers_by_country (country: ^[A-Z]{2}$, limit 1..1000)
+  const link = page.locator('button.endpoint-link[data-endpoint="customers_by_country"]');
+  await link.waitFor({ timeout: T });
+  await link.click();
+  check(/pattern \^\[A-Z\]\{2\}\$/.test(await text("#endpoint-params")), "the parameter's rules are shown");
+  await page.locator("#ep-country").fill("US");
+  await page.locator("#ep-limit").fill("3");
+  await page.locator("#endpoint-call").click();
+  await waitText("#run-state", /Succeeded/, "endpoint call");
+  await waitText("#result-summary", /^3 rows in 1 page/, "the endpoint's result");
+  const want = await api("/api/endpoints/customers_by_country?country=US&limit=3");
+  const got = await page.locator("#rows tbody tr:first-child td").allInnerTexts();
+  const first = want.body.data[0];
+  check(want.status === 200 && got[0] === String(first.customer_id) && got[1] === first.name,
+        "the first row is the API's: " + JSON.stringify([got.slice(0, 2), first]));
+  await shot("13-endpoint");
+  // a value breaking a rule: the 400 names the parameter and the rule
+  await page.locator("#ep-country").fill("usa");
+  await page.locator("#endpoint-call").click();
+  await waitText("#error", /country.*pattern/, "the refused value");
+  await axe("endpoint form and its error");
+});
+
 await step("narrow-400px", async () => {
   await page.setViewportSize({ width: 400, height: 900 });
   await page.waitForTimeout(100);

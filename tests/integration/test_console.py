@@ -12,7 +12,9 @@
   (its columns, the editor filled), run, the layer/table/limit form, page forward and back
   (rows compared with the API's), download CSV (compared here with the API's rows), NULL
   versus empty and long values, a SQL error with its position, a scoped key's 403 naming the
-  layer, a rate-limited key's 429 with its wait, cancel a slow query, bar and
+  layer, a rate-limited key's 429 with its wait, cancel a slow query, an endpoint of the
+  server's --endpoints-file called from the side panel (its rows compared with the API's, a
+  value breaking a rule refused with its 400), bar and
   line charts, re-run from the history, keyboard only (skip link, Ctrl+Enter, Tab to Run),
   400 px wide, Forget (the key leaves sessionStorage), and axe-core with no serious or
   critical violation in four states (a refused key, a SQL error, a result with its chart
@@ -47,6 +49,18 @@ FILES = {"/": "index.html", "/console/console.css": "console.css", "/console/con
 TYPES = {"index.html": "text/html; charset=utf-8", "console.css": "text/css; charset=utf-8",
          "console.js": "text/javascript; charset=utf-8"}
 
+
+# The browser test's --endpoints-file: the side panel lists it, its form calls it.
+ENDPOINTS_YAML = """endpoints:
+  customers_by_country:
+    description: Customers in one country
+    sql: |
+      SELECT customer_id, name, city FROM "nekt_raw"."customers"
+      WHERE country = $country ORDER BY customer_id LIMIT $limit
+    params:
+      country: {type: varchar, required: true, pattern: "^[A-Z]{2}$", description: ISO country code}
+      limit:   {type: integer, default: 10, min: 1, max: 1000}
+"""
 
 def _check_headers(r, name, what):
     eq(r.headers.get("content-security-policy"), CSP, "%s: Content-Security-Policy" % what)
@@ -171,19 +185,25 @@ def test_console_in_headless_chromium():
     keys_file = os.path.join(h.tmpdir("console-keys"), "keys")
     scoped, limited = (_store_key(keys_file, "console-" + name, args) for name, args in (
         ("scoped", ["--layers", "nekt_raw"]), ("limited", ["--rate", "1/min", "--burst", "1"])))
-    with Server(keys=[KEY], data_dir=h.sample_lake(), env={"DAPI_KEYS_FILE": keys_file}, name="console-browser") as s:
+    endpoints = os.path.join(h.tmpdir("console-endpoints"), "endpoints.yaml")
+    h.write_file(endpoints, ENDPOINTS_YAML)
+    with Server(keys=[KEY], data_dir=h.sample_lake(), env={"DAPI_KEYS_FILE": keys_file}, name="console-browser",
+                args=["--endpoints-file", endpoints]) as s:
         base = "http://127.0.0.1:%d" % s.port
         p = subprocess.run(["node", os.path.join(d, "console.mjs"), base, KEY, SHOTS, scoped, limited],
                            cwd=d, capture_output=True, text=True, timeout=180)
         check(p.returncode == 0 and p.stdout.strip(), "console.mjs failed (%d): %s" % (p.returncode, p.stderr[-3000:]))
         report = json.loads(p.stdout.strip().splitlines()[-1])
         eq(report["failures"], [], "checks made in the browser (screenshots in build/console-shots/)")
-        eq(len(report["steps"]), 18, "scenarios run")
+        eq(len(report["steps"]), 19, "scenarios run")
         eq(report["page_errors"], [], "script errors in the page")
-        # Chromium logs a failed load for each 4xx a fetch gets: the refused key and the SQL
-        # error are provoked on purpose; nothing else may be said in the console.
+        # Chromium logs a failed load for each 4xx a fetch gets: the refused key, the SQL
+        # error, the scoped and the rate-limited key's refusals (the latter's endpoint list too)
+        # and the endpoint value breaking a rule are provoked on purpose; nothing else may be
+        # said in the console.
         expected = {("401", base + "/api/layers"), ("400", base + "/api/queries"), ("403", base + "/api/queries"),
-                    ("429", base + "/api/queries")}
+                    ("429", base + "/api/queries"), ("429", base + "/api/endpoints"),
+                    ("400", base + "/api/endpoints/customers_by_country?country=usa&limit=3")}
         seen = set()
         for m in report["console"]:
             hit = re.fullmatch(r"Failed to load resource: the server responded with a status of (\d+) \(.*\)", m["text"])
@@ -204,5 +224,5 @@ def test_console_in_headless_chromium():
         st = jparse(s.api("GET", "/api/queries/" + slug))
         _csv_matches_rows(report["csv"]["file"], s.all_rows(slug), [c["name"] for c in st["columns"]])
         for shot in ("01-load", "02-key-refused", "03-browse", "04-result", "06-sql-error", "07-running", "08-chart",
-                     "10-narrow", "11-forbidden", "12-rate-limited"):
+                     "10-narrow", "11-forbidden", "12-rate-limited", "13-endpoint"):
             check(os.path.getsize(os.path.join(SHOTS, shot + ".png")) > 1000, "screenshot %s.png" % shot)
