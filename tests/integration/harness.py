@@ -19,6 +19,7 @@ sample-data) fails the test during which it was written: see sanitizer_reports()
 
 import base64
 import glob
+import hashlib
 import http.client
 import json
 import os
@@ -118,6 +119,55 @@ def _manifest(d):
             except OSError:
                 pass
     return out
+
+
+def npm_ci(pkg_dir, dest_name, scripts):
+    """build/DEST_NAME with the npm packages of PKG_DIR's committed lock installed (npm ci:
+    exactly the lock's versions, each tarball checked against its integrity; again only when
+    the lock or package.json changed), and PKG_DIR's SCRIPTS copied next to them. Skips the
+    test when the registry cannot be reached; --ignore-scripts: packages run nothing at
+    install (playwright-core downloads no browser: Debian's is used)."""
+    for tool in ("npm", "node"):
+        check(shutil.which(tool), "%s is not installed (scripts/deps.sh installs it)" % tool)
+    dest = os.path.join(REPO_ROOT, "build", dest_name)
+    lock = open(os.path.join(pkg_dir, "package-lock.json"), "rb").read()
+    stamp = os.path.join(dest, "node_modules", ".dapi-lock-sha256")
+    digest = hashlib.sha256(lock + open(os.path.join(pkg_dir, "package.json"), "rb").read()).hexdigest()
+    if not (os.path.isfile(stamp) and open(stamp).read() == digest):
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        for f in ("package.json", "package-lock.json"):
+            shutil.copy(os.path.join(pkg_dir, f), dest)
+        p = subprocess.run(
+            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=dest, capture_output=True, text=True, timeout=240,
+        )
+        if p.returncode != 0:
+            if re.search(r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ECONNRESET|network", p.stderr):
+                raise Skip("the npm registry is not reachable: " + p.stderr.strip()[-200:])
+            fail("npm ci of %s failed:\n%s" % (os.path.relpath(pkg_dir, REPO_ROOT), p.stderr[-2000:]))
+        with open(stamp, "w") as f:
+            f.write(digest)
+    for f in scripts:
+        shutil.copy(os.path.join(pkg_dir, f), dest)
+    return dest
+
+
+def shop_lake(name):
+    """A small lake of two layers: shop.customers (id, name, country, amount, since, vip: four
+    rows, one name with a quote, one not ASCII) and hr.people (tests of bind parameters and
+    endpoints)."""
+    d = tmpdir(name)
+    os.makedirs(os.path.join(d, "shop"))
+    os.makedirs(os.path.join(d, "hr"))
+    write_file(os.path.join(d, "shop", "customers.csv"),
+               "id,name,country,amount,since,vip\n"
+               "1,Ann,US,30.5,2024-01-02,true\n"
+               "2,Bob,DE,12.0,2023-05-06,false\n"
+               "3,Zoë,US,99.9,2022-11-30,true\n"
+               "4,O'Brien,IE,7.25,2024-03-04,false\n")
+    write_file(os.path.join(d, "hr", "people.csv"), "id\n1\n")
+    return d
 
 
 def sample_lake():

@@ -133,32 +133,8 @@ def test_page_has_nothing_the_policy_blocks():
 def _browser_deps():
     """build/npm-browser with playwright-core and axe-core installed from the committed lock
     (npm ci, again only when the lock changed)."""
-    for tool in ("npm", "node"):
-        check(shutil.which(tool), "%s is not installed (scripts/deps.sh installs it)" % tool)
     check(os.access(CHROMIUM, os.X_OK), "%s is not installed (scripts/deps.sh installs Debian's chromium)" % CHROMIUM)
-    dest = os.path.join(ROOT, "build", "npm-browser")
-    lock = open(os.path.join(NPM_DIR, "package-lock.json"), "rb").read()
-    stamp = os.path.join(dest, "node_modules", ".dapi-lock-sha256")
-    digest = hashlib.sha256(lock + open(os.path.join(NPM_DIR, "package.json"), "rb").read()).hexdigest()
-    if not (os.path.isfile(stamp) and open(stamp).read() == digest):
-        shutil.rmtree(dest, ignore_errors=True)
-        os.makedirs(dest)
-        for f in ("package.json", "package-lock.json"):
-            shutil.copy(os.path.join(NPM_DIR, f), dest)
-        # npm ci installs exactly the lock's versions and checks each tarball's integrity;
-        # --ignore-scripts: playwright-core downloads no browser (Debian's is used)
-        p = subprocess.run(
-            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=dest, capture_output=True, text=True, timeout=240,
-        )
-        if p.returncode != 0:
-            if re.search(r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ECONNRESET|network", p.stderr):
-                raise h.Skip("the npm registry is not reachable: " + p.stderr.strip()[-200:])
-            h.fail("npm ci of tests/browser failed:\n" + p.stderr[-2000:])
-        with open(stamp, "w") as f:
-            f.write(digest)
-    shutil.copy(os.path.join(NPM_DIR, "console.mjs"), dest)
-    return dest
+    return h.npm_ci(NPM_DIR, "npm-browser", ["console.mjs"])
 
 
 def _store_key(keys_file, name, args):

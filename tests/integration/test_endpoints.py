@@ -50,17 +50,7 @@ endpoints:
 
 
 def _lake():
-    d = h.tmpdir("ep-lake")
-    os.makedirs(os.path.join(d, "shop"))
-    os.makedirs(os.path.join(d, "hr"))
-    h.write_file(os.path.join(d, "shop", "customers.csv"),
-                 "id,name,country,amount,since,vip\n"
-                 "1,Ann,US,30.5,2024-01-02,true\n"
-                 "2,Bob,DE,12.0,2023-05-06,false\n"
-                 "3,Zoë,US,99.9,2022-11-30,true\n"
-                 "4,O'Brien,IE,7.25,2024-03-04,false\n")
-    h.write_file(os.path.join(d, "hr", "people.csv"), "id\n1\n")
-    return d
+    return h.shop_lake("ep-lake")
 
 
 def _file(text, name="endpoints.yaml"):

@@ -30,11 +30,9 @@ embedded in the binary at build time).
   Allow list: GET, HEAD and POST each by its handler or `other`, any other (DELETE) by `other`.
 """
 
-import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import urllib.parse
 
@@ -259,30 +257,7 @@ def test_build_refuses_a_document_of_another_version():
 def _validator():
     """Directory with the pinned validator installed (npm ci from the committed lock, again
     only when the lock changed). Returns the directory of validate.mjs."""
-    for tool in ("npm", "node"):
-        check(shutil.which(tool), "%s is not installed (scripts/deps.sh installs it)" % tool)
-    dest = os.path.join(ROOT, "build", "npm-openapi")
-    lock = open(os.path.join(NPM_DIR, "package-lock.json"), "rb").read()
-    stamp = os.path.join(dest, "node_modules", ".dapi-lock-sha256")
-    digest = hashlib.sha256(lock + open(os.path.join(NPM_DIR, "package.json"), "rb").read()).hexdigest()
-    if not (os.path.isfile(stamp) and open(stamp).read() == digest):
-        shutil.rmtree(dest, ignore_errors=True)
-        os.makedirs(dest)
-        for f in ("package.json", "package-lock.json"):
-            shutil.copy(os.path.join(NPM_DIR, f), dest)
-        # npm ci installs exactly the lock's versions and checks each tarball's integrity.
-        p = subprocess.run(
-            ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=dest, capture_output=True, text=True, timeout=240,
-        )
-        if p.returncode != 0:
-            if re.search(r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ETIMEDOUT|ECONNRESET|network", p.stderr):
-                raise h.Skip("the npm registry is not reachable: " + p.stderr.strip()[-200:])
-            h.fail("npm ci of tests/openapi failed:\n" + p.stderr[-2000:])
-        with open(stamp, "w") as f:
-            f.write(digest)
-    shutil.copy(os.path.join(NPM_DIR, "validate.mjs"), dest)
-    return dest
+    return h.npm_ci(NPM_DIR, "npm-openapi", ["validate.mjs"])
 
 
 def _run_validator(d, path):
