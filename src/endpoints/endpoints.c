@@ -523,6 +523,19 @@ static enum dapi_err parse_cache(struct loader *l, const struct dapi_yv *v, cons
     return DAPI_OK;
 }
 
+/* p's default as JSON: its value, or the array of its values for a list (checked when the
+ * file was read: add_value cannot refuse them here). */
+static void add_default(struct dapi_buf *b, const struct dapi_eparam *p)
+{
+    char w[512];
+    dapi_buf_adds(b, p->list ? "[" : "");
+    for(size_t k = 0; k < p->ndefs; k++) {
+        dapi_buf_adds(b, k ? "," : "");
+        add_value(b, p, p->defs[k], w, sizeof w);
+    }
+    dapi_buf_adds(b, p->list ? "]" : "");
+}
+
 /* The SQL checked by the engine with every declared parameter bound (to its default, or
  * null), then once per layer of the lake with that layer taken out of the scope: a refusal
  * (403) says the SQL reads it. */
@@ -530,7 +543,7 @@ static enum dapi_err check_sql(struct loader *l, struct dapi_econn *conn,
                                struct dapi_engine *engine, struct dapi_endpoint *ep)
 {
     struct dapi_buf b;
-    char w[512], *msg = NULL;
+    char *msg = NULL;
     dapi_buf_init(&b, 1 << 20);
     dapi_buf_addc(&b, '{');
     for(size_t i = 0; i < ep->nparams; i++) {
@@ -542,12 +555,7 @@ static enum dapi_err check_sql(struct loader *l, struct dapi_econn *conn,
             dapi_buf_adds(&b, "null");
             continue;
         }
-        dapi_buf_adds(&b, p->list ? "[" : "");
-        for(size_t k = 0; k < p->ndefs; k++) {
-            dapi_buf_adds(&b, k ? "," : "");
-            add_value(&b, p, p->defs[k], w, sizeof w);
-        }
-        dapi_buf_adds(&b, p->list ? "]" : "");
+        add_default(&b, p);
     }
     dapi_buf_addc(&b, '}');
     if(!b.data)
@@ -920,7 +928,6 @@ static void add_value_schema(struct dapi_buf *b, const struct dapi_eparam *p)
 char *dapi_endpoints_openapi(const struct dapi_endpoints *e, size_t *len)
 {
     struct dapi_buf b;
-    char w[512];
     dapi_buf_init(&b, (size_t)-1 / 2);
     for(size_t i = 0; e && i < e->n; i++) {
         const struct dapi_endpoint *ep = &e->v[i];
@@ -959,12 +966,7 @@ char *dapi_endpoints_openapi(const struct dapi_endpoints *e, size_t *len)
             }
             if(p->defs) {
                 dapi_buf_adds(&b, ",\"default\":");
-                dapi_buf_adds(&b, p->list ? "[" : "");
-                for(size_t d = 0; d < p->ndefs; d++) {
-                    dapi_buf_adds(&b, d ? "," : "");
-                    add_value(&b, p, p->defs[d], w, sizeof w);
-                }
-                dapi_buf_adds(&b, p->list ? "]" : "");
+                add_default(&b, p);
             }
             dapi_buf_adds(&b, "}");
             if(p->list)
