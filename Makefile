@@ -58,11 +58,11 @@ $(B)/obj/%.o: %.c | $(DEPS_OK)
 	$(CC) $(CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 
 # The generator refuses a document that is not JSON or whose info.version is not DAPI_VERSION.
-$(B)/gen/openapi.c: docs/openapi.json include/dapi/version.h scripts/embed-openapi.py | $(DEPS_OK)
+$(B)/gen/openapi.c: docs/openapi.json include/dapi/version.h scripts/embed-openapi.py scripts/embedc.py | $(DEPS_OK)
 	@mkdir -p $(@D)
 	python3 scripts/embed-openapi.py docs/openapi.json include/dapi/version.h $@
 
-$(B)/gen/console.c: $(CONSOLE) scripts/embed-console.py | $(DEPS_OK)
+$(B)/gen/console.c: $(CONSOLE) scripts/embed-console.py scripts/embedc.py | $(DEPS_OK)
 	@mkdir -p $(@D)
 	python3 scripts/embed-console.py $@ $(CONSOLE)
 

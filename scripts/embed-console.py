@@ -15,6 +15,8 @@ import os
 import re
 import sys
 
+from embedc import c_bytes, write_c
+
 TYPES = {
     ".html": "text/html; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -50,17 +52,12 @@ def main():
             return 1
         etag = '"%s"' % hashlib.sha256(data).hexdigest()[:20]
         lines.append("static const char f%d[] = {" % i)
-        for j in range(0, len(data), 20):
-            lines.append("    " + ",".join("%d" % b for b in data[j : j + 20]) + ",")
-        lines.append("    0};")
+        lines += c_bytes(data)
         entries.append("    {%s, %s, %s, f%d, %d}," % (c_str(name), c_str(TYPES[ext]), c_str(etag), i, len(data)))
     lines.append("const struct dapi_console_file dapi_console_files[] = {")
     lines += entries
     lines += ["};", "const size_t dapi_console_files_n = %d;" % len(entries), ""]
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines))
-    os.replace(tmp, out)
+    write_c(out, lines)
     return 0
 
 
