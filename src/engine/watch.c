@@ -219,17 +219,11 @@ uint64_t lakewatch_gen(struct lakewatch *w)
              * watches walked again — new directories get theirs before anyone reads them */
             w->gen++;
             w->dirs = 0;
+            /* (parent device 0: the lake's own file system is checked like a mount point's;
+             * a lake that does not exist yet is walked at every call until it does — no
+             * watch could say when it appears) */
             struct stat st;
-            w->walked = walk(w, w->root, stat(w->root, &st) ? 0 : st.st_dev, 0) == 0;
-            if(w->fd >= 0 && remote_fs(w->root)) {
-                watch_off(w, "the lake is on a network or FUSE file system");
-                w->walked = 0;
-            }
-            /* a lake that does not exist yet: watched once it does (no watch to wake us,
-             * so every call walks again until then) */
-            struct stat rst;
-            if(w->fd >= 0 && stat(w->root, &rst))
-                w->walked = 0;
+            w->walked = walk(w, w->root, 0, 0) == 0 && stat(w->root, &st) == 0;
         }
         if(w->fd >= 0)
             g = w->walked ? w->gen : 0;
