@@ -286,6 +286,69 @@ static int fsync_dir(const char *p)
     return e;
 }
 
+/* The creation log's checkpoint is about to drop every record: the queries kept only by
+ * theirs (no files yet) get created.json now, which the checkpoint's syncfs makes durable.
+ * Called with the log's lock held, so it takes no lock a thread appending to the log may
+ * hold (a query's persist lock among them): a concurrent meta.json write is safe against it
+ * (store_materialise never replaces a file), and a query removed meanwhile loses the files
+ * written for it here (checked again after). */
+static void materialise_all(void *arg)
+{
+    struct dapi_queries *qs = arg;
+    struct query **v = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&qs->lock);
+    for(size_t b = 0; b < NBUCKETS; b++)
+        for(struct query *q = qs->buckets[b]; q; q = q->next) {
+            if(atomic_load(&q->ondisk))
+                continue;
+            if(n == cap) {
+                size_t c2 = cap ? 2 * cap : 64;
+                struct query **v2 = realloc(v, c2 * sizeof *v2);
+                if(!v2)
+                    break;
+                v = v2;
+                cap = c2;
+            }
+            q->refs++;
+            v[n++] = q;
+        }
+    pthread_mutex_unlock(&qs->lock);
+    for(size_t i = 0; i < n; i++) {
+        struct query *q = v[i];
+        pthread_mutex_lock(&qs->lock);
+        int want = !atomic_load(&q->ondisk) && store_find(qs, q->slug) == q;
+        struct meta m = store_meta_of(q);
+        /* (what may change once the lock is released is copied or left out: a creation
+         * record needs no columns) */
+        char *msg = m.message ? strdup(m.message) : NULL;
+        char *up = m.upstream ? strdup(m.upstream) : NULL;
+        m.message = msg;
+        m.upstream = up;
+        m.ncols = 0;
+        m.col_names = m.col_types = NULL;
+        pthread_mutex_unlock(&qs->lock);
+        int e = want ? store_materialise(qs, &m) : 0;
+        pthread_mutex_lock(&qs->lock);
+        int gone = store_find(qs, q->slug) != q;
+        pthread_mutex_unlock(&qs->lock);
+        if(want && gone)
+            store_remove_files(qs, q->slug); /* removed meanwhile: it stays removed */
+        else if(want && !e)
+            atomic_store(&q->ondisk, 1);
+        else if(e)
+            dapi_error("store: cannot write the files of %s before a checkpoint: %s", q->slug,
+                       strerror(e));
+        free(msg);
+        free(up);
+    }
+    pthread_mutex_lock(&qs->lock);
+    for(size_t i = 0; i < n; i++)
+        unref(v[i]);
+    pthread_mutex_unlock(&qs->lock);
+    free(v);
+}
+
 static int clean_start(struct dapi_queries *qs)
 {
     char p[4096];
@@ -351,8 +414,10 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         dapi_queries_close(qs);
         return DAPI_ERR_IO;
     }
+    store_commit_set_hook(qs->commit, materialise_all, qs);
     if(restored)
-        dapi_warn("store: %zu quer%s restored from the creation log (lost by a power loss)",
+        dapi_warn("store: %zu quer%s restored from the creation log (files not written before "
+                  "a crash, or lost by a power loss)",
                   restored, restored == 1 ? "y" : "ies");
     DIR *d = opendir(qs->dir);
     if(!d) {
@@ -660,7 +725,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", qs->dir, q->slug);
-    if(mkdir(dir, 0700)) {
+    if(how == DAPI_REUSED_RESULT && mkdir(dir, 0700)) {
         int e = errno;
         dapi_error("store: cannot create %s: %s", dir, strerror(e));
         result = store_storage_error(e, "to create the query's directory", why, whylen);
@@ -685,8 +750,14 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
             store_columns_copy(q, src); /* (src is kept alive by its reference) */
         }
     }
+    /* Files now only for a reused result (its directory holds the link); else its run's end
+     * writes them, or a checkpoint before (store/meta.c). */
+    atomic_store(&q->ondisk, how == DAPI_REUSED_RESULT);
     struct meta m = store_meta_of(q);
-    int e = store_record_meta(qs, &m, ticket); /* durable before the creation is answered */
+    int e = store_room(qs);
+    if(!e)
+        e = store_record_meta(qs, &m, ticket,
+                              how == DAPI_REUSED_RESULT); /* durable before the answer */
     if(e) {
         store_remove_dir(qs, q->slug);
         result = store_storage_error(e, "to record the query", why, whylen);
@@ -830,6 +901,16 @@ int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
 
 /* A reference to slug's query with its persist lock held, or NULL. The fields a meta.json
  * write reads without the main lock change only under that lock (upstream) or never. */
+/* store_save_meta for q (its persist lock held): once written, q has its files. */
+static int save_meta(const struct dapi_queries *qs, struct query *q, const struct meta *m,
+                     int durable)
+{
+    int e = store_save_meta(qs, m, durable);
+    if(!e)
+        atomic_store(&q->ondisk, 1);
+    return e;
+}
+
 static struct query *persist_begin(struct dapi_queries *qs, const char *slug)
 {
     pthread_mutex_lock(&qs->lock);
@@ -880,15 +961,28 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
     pthread_mutex_unlock(&qs->lock);
     /* Counted before the run starts: if the run kills the process, the next start knows
      * (DAPI_QUERY_MAX_ATTEMPTS). Not fsynced: a process that dies leaves the write in the page
-     * cache; only a power loss can undo it, and that is no crash the query caused. */
-    int e = store_save_meta(qs, &m, 0);
+     * cache; only a power loss can undo it, and that is no crash the query caused. A query
+     * without files yet gets its directory (the run writes its result there) and the count
+     * goes to the creation log, which a start reads before the files (or a checkpoint writes
+     * it to created.json): no meta.json until the run ends. */
+    char dir[4096];
+    int e = 0, logged = !atomic_load(&q->ondisk);
+    snprintf(dir, sizeof dir, "%s/%s", qs->dir, slug);
+    if(logged && mkdir(dir, 0700) && errno != EEXIST)
+        e = errno;
+    else if(!logged)
+        e = save_meta(qs, q, &m, 0);
+    pthread_mutex_unlock(&q->persist);
+    /* (after the persist lock: a checkpoint's hook takes that with the log's lock held) */
+    if(!e && logged)
+        e = store_log_meta(qs, &m);
+    pthread_mutex_lock(&qs->lock);
     if(e) {
-        pthread_mutex_lock(&qs->lock);
         q->attempts--;
         q->in_run = 0;
-        pthread_mutex_unlock(&qs->lock);
     }
-    persist_end(qs, q);
+    unref(q);
+    pthread_mutex_unlock(&qs->lock);
     return e ? store_storage_error(e, "to record that the query starts", why, whylen) : DAPI_OK;
 }
 
@@ -915,7 +1009,7 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
     pthread_mutex_unlock(&qs->lock);
     dapi_result_live_unref(live);
     if(rollback)
-        store_save_meta(qs, &m, 0);
+        save_meta(qs, q, &m, 0);
     persist_end(qs, q);
 }
 
@@ -1022,7 +1116,7 @@ static enum dapi_err cancel(struct dapi_queries *qs, const char *slug,
     struct meta m = store_meta_of(q);
     pthread_mutex_unlock(&qs->lock);
     /* the cancelled state survives a restart: it is never run again */
-    int e = store_save_meta(qs, &m, 1); /* durable: never run again, even after a power loss */
+    int e = save_meta(qs, q, &m, 1); /* durable: never run again, even after a power loss */
     persist_end(qs, q);
     dapi_result_live_unref(live);
     fire(w, 0);
@@ -1109,12 +1203,14 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
     if(sql && up) {
-        struct meta m = {
-            slug,      owner,   sql,      up,     message,  q->params, q->scope, /* immutable */
-            created,   state,   error,    bytes,  attempts, seq,       q->ident, q->fp,
-            q->done_s, started, finished, reused, 0,        NULL,      NULL};
+        struct meta m = {slug,      owner,     sql,      up,
+                         message,   q->params, q->scope, /* immutable */
+                         created,   state,     error,    bytes,
+                         attempts,  seq,       q->ident, q->fp,
+                         q->done_s, started,   finished, reused,
+                         0,         NULL,      NULL,     !atomic_load(&q->ondisk)};
         /* durable: the upstream run it names costs money to start again */
-        result = store_save_meta(qs, &m, 1) ? DAPI_ERR_IO : DAPI_OK;
+        result = save_meta(qs, q, &m, 1) ? DAPI_ERR_IO : DAPI_OK;
     }
     free(up);
 out:
@@ -1172,6 +1268,8 @@ collected:
         enum dapi_err e = error;
         const char *msg = message;
         dapi_queries_result_path(qs, f[i]->slug, to, sizeof to);
+        char dir[4096]; /* (made now: a follower has no files yet, see create) */
+        dapi_queries_dir(qs, f[i]->slug, dir, sizeof dir);
         if(!e && link(from, to)) {
             e = DAPI_ERR_BUSY; /* retryable: a results request runs it again */
             msg = "the result of the identical query this one shared a run with is gone";
@@ -1269,7 +1367,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
         m.ncols = 0; /* a failed run's columns describe nothing stored */
         m.col_names = m.col_types = NULL;
     }
-    store_save_meta(qs, &m, 0);
+    save_meta(qs, q, &m, 0);
     pthread_mutex_unlock(&q->persist);
 
     pthread_mutex_lock(&qs->lock);

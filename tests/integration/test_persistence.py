@@ -18,8 +18,11 @@ KEY_B = "it-persist-key-B-0e27"
 
 
 def _meta(s, slug):
-    with open(os.path.join(s.state_dir, "queries", slug, "meta.json")) as f:
-        return json.load(f)
+    """The query's persisted state (meta.json, or its record in the creation log)."""
+    m = h.persisted_meta(s.state_dir, slug)
+    if m is None:
+        raise OSError("nothing persisted for %s" % slug)
+    return m
 
 
 def _wait_meta(s, slug, pred, what, timeout=30.0):
@@ -33,7 +36,7 @@ def _wait_meta(s, slug, pred, what, timeout=30.0):
         except (OSError, ValueError):
             m = None
         if time.monotonic() > deadline:
-            raise AssertionError("%s: meta.json of %s is %r after %.0f s" % (what, slug, m, timeout))
+            raise AssertionError("%s: the persisted state of %s is %r after %.0f s" % (what, slug, m, timeout))
         time.sleep(0.02)
 
 
