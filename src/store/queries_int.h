@@ -144,6 +144,9 @@ struct meta {
 struct query *store_find(struct dapi_queries *qs, const char *slug);
 void store_qfree(struct query *q);
 void store_unref(struct query *q); /* under the lock */
+/* Registers q (refs 1) / charges its owner bytes for its result; under the lock. */
+void store_insert(struct dapi_queries *qs, struct query *q);
+void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes);
 /* Does another query wait for slug's run (single-flight)? Under the lock. */
 int store_has_followers(struct dapi_queries *qs, const char *slug);
 /* Whether a query in state s has ended (done, failed or cancelled). */
