@@ -287,12 +287,14 @@ def _damage_like_a_power_loss(state_dir, accepted):
     done = {}
     slugs = sorted(accepted)
     qdir = lambda slug: os.path.join(state_dir, "queries", slug)
-    for slug in slugs[0:3]:  # directory gone
-        for name in os.listdir(qdir(slug)):
-            os.unlink(os.path.join(qdir(slug), name))
-        os.rmdir(qdir(slug))
+    for slug in slugs[0:3]:  # directory gone (or never made: a query not run yet has none)
+        if os.path.isdir(qdir(slug)):
+            for name in os.listdir(qdir(slug)):
+                os.unlink(os.path.join(qdir(slug), name))
+            os.rmdir(qdir(slug))
         done[slug] = "directory gone"
-    for slug in slugs[3:6]:  # meta.json torn
+    for slug in slugs[3:6]:  # meta.json torn (the first one, of a query that had no files, too)
+        os.makedirs(qdir(slug), exist_ok=True)
         with open(os.path.join(qdir(slug), "meta.json"), "wb") as f:
             f.write(b'{"version":1,"sl' + b"\0" * 40)
         done[slug] = "meta.json torn"
