@@ -39,6 +39,8 @@ struct store_commit {
     int fail_err;
     store_commit_sync_fn sync;
     void *sync_arg;
+    store_commit_hook_fn hook;
+    void *hook_arg;
 };
 
 /* A callback to run once ticket is durable (store_commit_when). */
@@ -162,6 +164,8 @@ static int checkpoint_locked(struct store_commit *c)
 {
     unsigned char zero[REC_HEAD] = {0};
     uint32_t gen;
+    if(c->hook)
+        c->hook(c->hook_arg);
     int e = syncfs(c->dirfd) ? errno : 0;
     if(!e)
         e = pwrite_all(c->fd, zero, sizeof zero, 0);
@@ -374,11 +378,13 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
     }
     if(!e) {
         c->off += need;
-        uint64_t me = ++c->taken;
-        if(ticket)
-            *ticket = me;
-        if(wait)
-            e = wait_round(c, me);
+        if(wait || ticket) {
+            uint64_t me = ++c->taken;
+            if(ticket)
+                *ticket = me;
+            if(wait)
+                e = wait_round(c, me);
+        }
     }
     pthread_mutex_unlock(&c->lock);
     free(rec);
@@ -415,5 +421,13 @@ void store_commit_set_sync(struct store_commit *c, store_commit_sync_fn fn, void
     pthread_mutex_lock(&c->lock);
     c->sync = fn ? fn : default_sync;
     c->sync_arg = fn ? arg : NULL;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void store_commit_set_hook(struct store_commit *c, store_commit_hook_fn fn, void *arg)
+{
+    pthread_mutex_lock(&c->lock);
+    c->hook = fn;
+    c->hook_arg = arg;
     pthread_mutex_unlock(&c->lock);
 }

@@ -46,7 +46,9 @@ int store_commit_begin(struct store_commit *c);
 int store_commit_checkpoint(struct store_commit *c);
 /* Appends a record and, if wait, returns only once it is durable: 0, or the errno value of
  * the failed write or sync (the record may then be lost on a power loss). Without wait, the
- * record's ticket goes to *ticket (if not NULL) for store_commit_when. */
+ * record's ticket goes to *ticket (if not NULL) for store_commit_when. A record neither
+ * waited for nor given a ticket starts no round of its own: the next round's sync (or
+ * checkpoint) covers it. */
 int store_commit_add(struct store_commit *c, enum store_rec kind, const char *data, size_t len,
                      int wait, uint64_t *ticket);
 /* Calls fn(arg, err) once the record of ticket is durable: at once (in this thread) if it is
@@ -58,6 +60,11 @@ void store_commit_drain(struct store_commit *c);
 /* How many rounds (syncs) and checkpoints ran so far. */
 uint64_t store_commit_rounds(struct store_commit *c);
 uint64_t store_commit_checkpoints(struct store_commit *c);
+/* What a checkpoint calls before its syncfs, with the log's lock held (so no record is
+ * appended meanwhile): the caller writes to files whatever it still needs of the records
+ * the checkpoint is about to drop. fn must not add records. Set before the first add. */
+typedef void (*store_commit_hook_fn)(void *arg);
+void store_commit_set_hook(struct store_commit *c, store_commit_hook_fn fn, void *arg);
 /* Replaces the round's sync (NULL: fdatasync again). Only while no thread waits. */
 void store_commit_set_sync(struct store_commit *c, store_commit_sync_fn fn, void *arg);
 

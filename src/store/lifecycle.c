@@ -1,10 +1,13 @@
 /* A query's lifecycle as its owner sees it: status, the key's list, the result's columns, lookups of
  * its fields (SQL, scope, upstream, directory), the counts for metrics, and
  * the settings of cancellation (the cancellation itself is in queries.c, beside finish). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "base/log.h"
 #include "store/queries_int.h"
 
 void dapi_queries_set_clock(struct dapi_queries *qs, int64_t (*wall_s)(void))
@@ -351,9 +354,15 @@ void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out,
     pthread_mutex_unlock(&qs->lock);
 }
 
-void dapi_queries_dir(const struct dapi_queries *qs, const char *slug, char *out, size_t n)
+void dapi_queries_dir(struct dapi_queries *qs, const char *slug, char *out, size_t n)
 {
     snprintf(out, n, "%s/%s", qs->dir, slug);
+    pthread_mutex_lock(&qs->lock);
+    int known = store_find(qs, slug) != NULL;
+    pthread_mutex_unlock(&qs->lock);
+    /* (never for a query deleted meanwhile: its directory must not come back) */
+    if(known && mkdir(out, 0700) && errno != EEXIST)
+        dapi_warn("store: cannot create %s: %s", out, strerror(errno));
 }
 
 uint64_t dapi_queries_bytes(struct dapi_queries *qs)

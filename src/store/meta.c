@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "base/buf.h"
@@ -37,13 +38,14 @@ struct meta store_meta_of(const struct query *q)
     struct meta m = {
         q->slug,  q->owner, q->sql,   q->upstream, q->message, q->params, q->scope, q->created_s,
         q->state, q->error, q->bytes, q->attempts, q->seq,     q->ident,  q->fp,    q->done_s,
-        0,        0,        0,        0,           NULL,       NULL};
+        0,        0,        0,        0,           NULL,       NULL,      0};
     m.started_s = q->started_s;
     m.finished_s = q->finished_s;
     m.reused = q->reused;
     m.ncols = q->ncols;
     m.col_names = q->col_names;
     m.col_types = q->col_types;
+    m.fresh = !atomic_load(&q->ondisk);
     return m;
 }
 
@@ -175,6 +177,34 @@ static int rewrite_in_place(const char *path, struct dapi_buf *b)
     return e;
 }
 
+/* The first meta.json of a query that has no files yet (m->fresh), written anew — its
+ * directory made if its run did not (a query cancelled or failed before it ran). A crash
+ * half-way leaves a torn file and no created.json: the creation log, which holds the
+ * query until a checkpoint writes its files, stands in. Returns 0, -1 if a meta.json is
+ * there after all (the rewrite then), or an errno value. */
+static int write_first(const struct dapi_queries *qs, const char *slug, const char *path,
+                       const struct dapi_buf *b)
+{
+    char dir[4096];
+    int e = 0;
+    for(int again = 1;; again = 0) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if(fd < 0 && errno == ENOENT && again) {
+            if(mkdir(dir_of(qs, slug, dir, sizeof dir), 0700) && errno != EEXIST)
+                return errno;
+            continue;
+        }
+        if(fd < 0)
+            return errno == EEXIST ? -1 : errno;
+        e = write_all(fd, b->data, b->len);
+        if(close(fd) && !e)
+            e = errno ? errno : EIO;
+        if(e)
+            unlink(path); /* a half-written file must not take the space a retry needs */
+        return e;
+    }
+}
+
 int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int durable)
 {
     struct dapi_buf b;
@@ -185,10 +215,18 @@ int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int dur
     char path[4096], tmp[4200];
     path_of(qs, m->slug, "meta.json", path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int e = durable ? -1 : rewrite_in_place(path, &b);
+    int e = durable ? -1 : m->fresh ? write_first(qs, m->slug, path, &b) : -1;
+    if(e < 0 && !durable)
+        e = rewrite_in_place(path, &b);
     if(e >= 0) {
         if(e)
             dapi_error("store: cannot write %s: %s", path, strerror(e));
+        dapi_buf_free(&b);
+        return e;
+    }
+    char dir[4096];
+    if(m->fresh && mkdir(dir_of(qs, m->slug, dir, sizeof dir), 0700) && errno != EEXIST) {
+        e = errno;
         dapi_buf_free(&b);
         return e;
     }
@@ -211,29 +249,27 @@ int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int dur
         e = dfd < 0 || fsync(dfd) ? errno : 0;
         if(dfd >= 0)
             close(dfd);
+        if(!e && m->fresh) { /* and the directory's own name, new too */
+            dfd = open(qs->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            e = dfd < 0 || fsync(dfd) ? errno : 0;
+            if(dfd >= 0)
+                close(dfd);
+        }
     }
     dapi_buf_free(&b);
     return e;
 }
 
-/* Records a new query durably before its creation is answered: created.json, written once in
- * the query's fresh directory and never rewritten, linked as meta.json (the name later
- * rewrites replace); neither is fsynced: the same text goes to the creation log, made durable
- * by a group commit (store/commit.h), from which a start restores what a power loss took.
- * ticket NULL: returns once durable; else returns at once with the record's ticket (for
- * store_commit_when). Returns 0 or an errno value. */
-int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint64_t *ticket)
+/* created.json (never rewritten: what stands in for a torn meta.json) and meta.json, a hard
+ * link to it that later rewrites replace, in the query's directory (made by the caller). */
+static int write_created(const struct dapi_queries *qs, const char *slug, const char *text,
+                         size_t len)
 {
-    struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    meta_text(&b, m);
-    if(!b.data)
-        return ENOMEM;
     char path[4096], rec[4096];
-    path_of(qs, m->slug, "meta.json", path, sizeof path);
-    path_of(qs, m->slug, "created.json", rec, sizeof rec);
+    path_of(qs, slug, "meta.json", path, sizeof path);
+    path_of(qs, slug, "created.json", rec, sizeof rec);
     int e = 0, fd = open(rec, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if(fd < 0 || (e = write_all(fd, b.data, b.len)))
+    if(fd < 0 || (e = write_all(fd, text, len)))
         e = e ? e : errno;
     if(fd >= 0 && close(fd) && !e)
         e = errno ? errno : EIO;
@@ -241,8 +277,95 @@ int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint6
         e = errno;
     if(e)
         dapi_error("store: cannot write %s: %s", rec, strerror(e));
-    else if((e = store_commit_add(qs->commit, STORE_REC_CREATED, b.data, b.len, !ticket, ticket)))
+    return e;
+}
+
+/* Records a new query durably before its creation is answered, in the creation log, made
+ * durable by a group commit (store/commit.h). Its files are written later (the first meta.json
+ * write, when its run ends, or a checkpoint: store_materialise), not here: a query that runs at
+ * once then costs its directory, meta.json and result only — on ext4 each new inode counts.
+ * With files (a reused result linked into a directory the caller made): created.json and its
+ * link meta.json now, not fsynced (the log record covers them until a checkpoint's syncfs).
+ * ticket NULL: returns once durable; else returns at once with the record's ticket (for
+ * store_commit_when). Returns 0 or an errno value. */
+int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint64_t *ticket,
+                      int files)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 128u << 20);
+    meta_text(&b, m);
+    if(!b.data)
+        return ENOMEM;
+    int e = files ? write_created(qs, m->slug, b.data, b.len) : 0;
+    if(!e && (e = store_commit_add(qs->commit, STORE_REC_CREATED, b.data, b.len, !ticket, ticket)))
         dapi_error("store: cannot make the new query %s durable: %s", m->slug, strerror(e));
+    dapi_buf_free(&b);
+    return e;
+}
+
+int store_room(const struct dapi_queries *qs)
+{
+    enum { NEED = 16384 }; /* its directory, meta.json and created.json: a block each */
+    struct statvfs v;
+    if(statvfs(qs->dir, &v))
+        return 0; /* (cannot tell: the writes will) */
+    if((uint64_t)v.f_bavail * v.f_frsize < NEED || (v.f_files && v.f_favail < 3))
+        return ENOSPC;
+    return 0;
+}
+
+int store_log_meta(const struct dapi_queries *qs, const struct meta *m)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 128u << 20);
+    meta_text(&b, m);
+    if(!b.data)
+        return ENOMEM;
+    int e = store_commit_add(qs->commit, STORE_REC_CREATED, b.data, b.len, 0, NULL);
+    dapi_buf_free(&b);
+    return e;
+}
+
+/* Writes created.json and meta.json from text in slug's directory (made if needed), replacing
+ * what a crash or a failed write left there. */
+static int write_created_anew(const struct dapi_queries *qs, const char *slug, const char *text,
+                              size_t len)
+{
+    char p[4096];
+    int e = mkdir(dir_of(qs, slug, p, sizeof p), 0700) && errno != EEXIST ? errno : 0;
+    if(!e) {
+        path_of(qs, slug, "meta.json", p, sizeof p);
+        unlink(p);
+        path_of(qs, slug, "created.json", p, sizeof p);
+        unlink(p);
+        e = write_created(qs, slug, text, len);
+    }
+    return e;
+}
+
+int store_materialise(const struct dapi_queries *qs, const struct meta *m)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 128u << 20);
+    meta_text(&b, m);
+    if(!b.data)
+        return ENOMEM;
+    char p[4096], c[4096];
+    int e = mkdir(dir_of(qs, m->slug, p, sizeof p), 0700) && errno != EEXIST ? errno : 0;
+    path_of(qs, m->slug, "created.json", c, sizeof c);
+    path_of(qs, m->slug, "meta.json", p, sizeof p);
+    int fd = e ? -1 : open(c, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if(!e && fd < 0)
+        e = errno == EEXIST ? 0 : errno; /* (written by an earlier checkpoint: done) */
+    if(fd >= 0) {
+        e = write_all(fd, b.data, b.len);
+        if(close(fd) && !e)
+            e = errno ? errno : EIO;
+        if(e)
+            unlink(c);
+        else if(link(c, p) && errno != EEXIST) /* (EEXIST: the run's end wrote meta.json) */
+            e = errno;
+    }
     dapi_buf_free(&b);
     return e;
 }
@@ -263,7 +386,7 @@ enum dapi_err store_storage_error(int e, const char *what, char *why, size_t n)
     return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
 }
 
-void store_remove_dir(const struct dapi_queries *qs, const char *slug)
+void store_remove_files(const struct dapi_queries *qs, const char *slug)
 {
     char p[4096];
     snprintf(p, sizeof p, "%s/%s", qs->dir, slug);
@@ -280,6 +403,11 @@ void store_remove_dir(const struct dapi_queries *qs, const char *slug)
         closedir(d);
     if(rmdir(p) && errno != ENOENT)
         dapi_warn("store: cannot remove %s: %s", p, strerror(errno));
+}
+
+void store_remove_dir(const struct dapi_queries *qs, const char *slug)
+{
+    store_remove_files(qs, slug);
     /* so that a start after a power loss does not restore it from the creation log (not
      * waited for: a removal was never durable at once) */
     if(qs->commit)
@@ -341,21 +469,13 @@ size_t store_replay_apply(struct dapi_queries *qs, struct replay *r)
         if(q) {
             store_qfree(q); /* on disk as it should be */
         } else {
-            /* Its creation was answered, its files did not survive: written again from the
-             * record (made durable by the checkpoint that follows). */
-            char p[4096], m[4096];
-            int fd;
-            mkdir(dir_of(qs, r->v[i].slug, p, sizeof p), 0700);
-            path_of(qs, r->v[i].slug, "created.json", p, sizeof p);
-            path_of(qs, r->v[i].slug, "meta.json", m, sizeof m);
-            unlink(p);
-            unlink(m);
-            if((fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) >= 0) {
-                if(!write_all(fd, r->v[i].text, r->v[i].len) && !close(fd) && !link(p, m))
-                    restored++;
-                else
-                    dapi_warn("store: cannot restore %s: %s", r->v[i].slug, strerror(errno));
-            }
+            /* Its creation was answered, its files did not survive (or were never
+             * written): written again from the record (made durable by the checkpoint that
+             * follows). */
+            if(write_created_anew(qs, r->v[i].slug, r->v[i].text, r->v[i].len) == 0)
+                restored++;
+            else
+                dapi_warn("store: cannot restore %s", r->v[i].slug);
         }
         free(r->v[i].text);
     }
@@ -463,6 +583,7 @@ static struct query *load_from(struct dapi_queries *qs, const char *slug, const 
     if(!(q = calloc(1, sizeof *q)))
         goto out;
     pthread_mutex_init(&q->persist, NULL);
+    atomic_store(&q->ondisk, 1);
     snprintf(q->slug, sizeof q->slug, "%s", slug);
     for(int i = 0; i < DAPI_KEY_HASH_LEN; i++) {
         int hi = hexval(owner[2 * i]), lo = hexval(owner[2 * i + 1]);

@@ -1,6 +1,5 @@
 #include "store/queries.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -14,7 +13,6 @@
 #include "base/clock.h"
 #include "base/json.h"
 #include "base/jsonin.h"
-#include "base/clock.h"
 #include "base/log.h"
 #include "base/metrics.h"
 #include "store/queries_int.h"
@@ -123,7 +121,7 @@ static void slot_take(struct dapi_queries *qs, struct query *q)
     q->holds = 1;
 }
 
-static void bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes)
+void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes)
 {
     struct keyuse *k = key_get(qs, q->owner, 1);
     q->bytes = bytes;
@@ -169,7 +167,7 @@ void dapi_queries_result_path(const struct dapi_queries *qs, const char *slug, c
     snprintf(out, outlen, "%s/%s/result.bin", qs->dir, slug);
 }
 
-static void insert(struct dapi_queries *qs, struct query *q)
+void store_insert(struct dapi_queries *qs, struct query *q)
 {
     unsigned b = bucket(q->slug);
     q->next = qs->buckets[b];
@@ -271,187 +269,6 @@ static void remove_dirs(const struct dapi_queries *qs, struct slugs *gone)
     free(gone->v);
     gone->v = NULL;
     gone->n = gone->cap = 0;
-}
-
-/* The mark of a clean stop: written by close once every result is durable, removed (durably)
- * at the next start. Without it the stop was a crash or a power loss, and each result's
- * checksum is checked as it is loaded (results are not fsynced when written). */
-#define CLEAN_MARK ".clean-stop"
-
-static int fsync_dir(const char *p)
-{
-    int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e = fd < 0 || fsync(fd) ? errno : 0;
-    if(fd >= 0)
-        close(fd);
-    return e;
-}
-
-static int clean_start(struct dapi_queries *qs)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s/" CLEAN_MARK, qs->dir);
-    if(unlink(p))
-        return 0; /* absent (or cannot be removed: then never trusted) */
-    /* Removed durably before anything is written: a later crash must not find it. */
-    return fsync_dir(qs->dir) == 0;
-}
-
-static void mark_clean_stop(struct dapi_queries *qs)
-{
-    char p[4096];
-    snprintf(p, sizeof p, "%s/" CLEAN_MARK, qs->dir);
-    /* Everything written so far first (syncfs), then the mark, made durable on its own. */
-    if(store_commit_checkpoint(qs->commit))
-        return;
-    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if(fd < 0)
-        return;
-    close(fd);
-    if(fsync_dir(qs->dir))
-        unlink(p);
-}
-
-enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir,
-                                int64_t retention_s, uint64_t max_state_bytes, int64_t now_s,
-                                void (*on_unfinished)(void *arg, const char *slug,
-                                                      const char *sql),
-                                void *arg, char *err, size_t errlen)
-{
-    struct dapi_queries *qs = calloc(1, sizeof *qs);
-    *out = NULL;
-    if(!qs)
-        return DAPI_ERR_NOMEM;
-    pthread_mutex_init(&qs->lock, NULL);
-    qs->retention_s = retention_s;
-    qs->max_bytes = max_state_bytes;
-    qs->wall_s = dapi_clock_wall_s;
-    qs->lim.max_active = qs->lim.max_key_active = qs->lim.max_key_bytes = UINT64_MAX;
-    size_t n = strlen(state_dir) + 16;
-    if(!(qs->dir = malloc(n))) {
-        dapi_queries_close(qs);
-        return DAPI_ERR_NOMEM;
-    }
-    snprintf(qs->dir, n, "%s/queries", state_dir);
-    if(mkdir(qs->dir, 0700) && errno != EEXIST) {
-        snprintf(err, errlen, "cannot create %s: %s", qs->dir, strerror(errno));
-        dapi_queries_close(qs);
-        return DAPI_ERR_IO;
-    }
-    /* The creation log first: queries whose creation was answered but whose files a power
-     * loss took are written again, then made durable by a checkpoint. */
-    qs->clean = clean_start(qs);
-    struct replay replay = {0};
-    int e = store_commit_open(&qs->commit, qs->dir, 0, store_replay_record, &replay);
-    size_t restored = e ? 0 : store_replay_apply(qs, &replay);
-    if(!e)
-        e = store_commit_begin(qs->commit);
-    if(e) {
-        store_replay_apply(qs, &replay); /* (frees it) */
-        snprintf(err, errlen, "cannot open the creation log in %s: %s", qs->dir, strerror(e));
-        dapi_queries_close(qs);
-        return DAPI_ERR_IO;
-    }
-    if(restored)
-        dapi_warn("store: %zu quer%s restored from the creation log (lost by a power loss)",
-                  restored, restored == 1 ? "y" : "ies");
-    DIR *d = opendir(qs->dir);
-    if(!d) {
-        snprintf(err, errlen, "cannot read %s: %s", qs->dir, strerror(errno));
-        dapi_queries_close(qs);
-        return DAPI_ERR_IO;
-    }
-    struct dirent *de;
-    size_t loaded = 0, expired = 0, rerun = 0, crashed = 0, orphans = 0;
-    uint64_t orphan_bytes = 0;
-    while((de = readdir(d))) {
-        if(de->d_name[0] == '.' || strlen(de->d_name) >= DAPI_SLUG_MAX)
-            continue;
-        store_remove_orphans(qs, de->d_name, &orphans, &orphan_bytes);
-        struct query *q = store_load_one(qs, de->d_name);
-        if(!q || q->created_s + retention_s <= now_s) {
-            if(q)
-                store_qfree(q);
-            else
-                dapi_warn("store: removing unreadable query %s", de->d_name);
-            store_remove_dir(qs, de->d_name);
-            expired++;
-            continue;
-        }
-        insert(qs, q);
-        if(q->seq > qs->seq)
-            qs->seq = q->seq; /* new queries come after every loaded one */
-        if(q->state != DAPI_Q_FAILED && q->state != DAPI_Q_CANCELLED)
-            store_reuse_set(qs, q);
-        if(q->state == DAPI_Q_DONE)
-            bytes_add(qs, q, q->bytes);
-        else
-            q->bytes = 0;
-        loaded++;
-        if(q->state == DAPI_Q_QUEUED && q->attempts >= DAPI_QUERY_MAX_ATTEMPTS) {
-            /* Each run was counted before it started and none recorded an outcome: the
-             * process died in every one of them. The query itself may be what kills it, so it
-             * is not run a third time. */
-            dapi_warn("store: query %s: the server stopped %d times while running it; "
-                      "marking it failed",
-                      q->slug, q->attempts);
-            q->state = DAPI_Q_FAILED;
-            q->error = DAPI_ERR_INTERNAL;
-            q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
-            q->attempts = 0;
-            q->finished_s = now_s;
-            struct meta m = store_meta_of(q);
-            store_save_meta(qs, &m,
-                            0); /* (if this fails the next start decides again, the same way) */
-            crashed++;
-        }
-        if(q->state == DAPI_Q_QUEUED) {
-            rerun++;
-            on_unfinished(arg, q->slug, q->sql);
-        }
-    }
-    closedir(d);
-    if(loaded || expired)
-        dapi_info("store: %zu queries loaded (%zu to run again, %zu failed after crashes), %zu "
-                  "expired or damaged removed",
-                  loaded, rerun, crashed, expired);
-    if(orphans)
-        dapi_info("store: removed %zu temporary file(s) left by an interrupted run (%llu bytes)",
-                  orphans, (unsigned long long)orphan_bytes);
-    qs->opened = 1;
-    *out = qs;
-    return DAPI_OK;
-}
-
-void dapi_queries_close(struct dapi_queries *qs)
-{
-    if(!qs)
-        return;
-    if(qs->opened)
-        mark_clean_stop(qs);
-    store_commit_close(qs->commit);
-    for(size_t b = 0; b < NBUCKETS; b++) {
-        struct query *q = qs->buckets[b];
-        while(q) {
-            struct query *next = q->next;
-            unref(q);
-            q = next;
-        }
-    }
-    for(size_t b = 0; b < NREUSEBUCKETS; b++)
-        while(qs->reuse[b]) {
-            struct reuse_ent *e = qs->reuse[b];
-            qs->reuse[b] = e->next;
-            free(e);
-        }
-    for(size_t b = 0; b < NKEYBUCKETS; b++)
-        while(qs->keys[b]) {
-            struct keyuse *k = qs->keys[b];
-            qs->keys[b] = k->next;
-            free(k);
-        }
-    pthread_mutex_destroy(&qs->lock);
-    free(qs->dir);
-    free(qs);
 }
 
 void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_limits *l)
@@ -645,7 +462,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     if(q->ident[0] && !src && used < qs->max_bytes) {
         /* Registered now, in the same step as the look-up: an identical creation right
          * behind this one attaches to it instead of missing it and running too. */
-        insert(qs, q);
+        store_insert(qs, q);
         q->refs++; /* this function's, until it returns */
         store_reuse_set(qs, q);
         early = 1;
@@ -660,7 +477,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", qs->dir, q->slug);
-    if(mkdir(dir, 0700)) {
+    if(how == DAPI_REUSED_RESULT && mkdir(dir, 0700)) {
         int e = errno;
         dapi_error("store: cannot create %s: %s", dir, strerror(e));
         result = store_storage_error(e, "to create the query's directory", why, whylen);
@@ -685,8 +502,14 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
             store_columns_copy(q, src); /* (src is kept alive by its reference) */
         }
     }
+    /* Files now only for a reused result (its directory holds the link); else its run's end
+     * writes them, or a checkpoint before (store/meta.c). */
+    atomic_store(&q->ondisk, how == DAPI_REUSED_RESULT);
     struct meta m = store_meta_of(q);
-    int e = store_record_meta(qs, &m, ticket); /* durable before the creation is answered */
+    int e = store_room(qs);
+    if(!e)
+        e = store_record_meta(qs, &m, ticket,
+                              how == DAPI_REUSED_RESULT); /* durable before the answer */
     if(e) {
         store_remove_dir(qs, q->slug);
         result = store_storage_error(e, "to record the query", why, whylen);
@@ -707,7 +530,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         q->done_s = now_s;
         q->reused = 0;
     }
-    insert(qs, q);
+    store_insert(qs, q);
     if(how == DAPI_REUSED_RUN)
         qs->nfollow++;
     else
@@ -715,7 +538,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
                         q); /* the newest holder of the identity (a reuse keeps its data time) */
     if(how == DAPI_REUSED_RESULT) {
         /* Its owner is charged the whole result, as if it had run it. */
-        bytes_add(qs, q, q->bytes);
+        store_bytes_add(qs, q, q->bytes);
         if(key_bytes(qs, q->owner) > qs->lim.max_key_bytes)
             evict(qs, q->owner, q, &gone);
     }
@@ -830,6 +653,16 @@ int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
 
 /* A reference to slug's query with its persist lock held, or NULL. The fields a meta.json
  * write reads without the main lock change only under that lock (upstream) or never. */
+/* store_save_meta for q (its persist lock held): once written, q has its files. */
+static int save_meta(const struct dapi_queries *qs, struct query *q, const struct meta *m,
+                     int durable)
+{
+    int e = store_save_meta(qs, m, durable);
+    if(!e)
+        atomic_store(&q->ondisk, 1);
+    return e;
+}
+
 static struct query *persist_begin(struct dapi_queries *qs, const char *slug)
 {
     pthread_mutex_lock(&qs->lock);
@@ -880,15 +713,28 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
     pthread_mutex_unlock(&qs->lock);
     /* Counted before the run starts: if the run kills the process, the next start knows
      * (DAPI_QUERY_MAX_ATTEMPTS). Not fsynced: a process that dies leaves the write in the page
-     * cache; only a power loss can undo it, and that is no crash the query caused. */
-    int e = store_save_meta(qs, &m, 0);
+     * cache; only a power loss can undo it, and that is no crash the query caused. A query
+     * without files yet gets its directory (the run writes its result there) and the count
+     * goes to the creation log, which a start reads before the files (or a checkpoint writes
+     * it to created.json): no meta.json until the run ends. */
+    char dir[4096];
+    int e = 0, logged = !atomic_load(&q->ondisk);
+    snprintf(dir, sizeof dir, "%s/%s", qs->dir, slug);
+    if(logged && mkdir(dir, 0700) && errno != EEXIST)
+        e = errno;
+    else if(!logged)
+        e = save_meta(qs, q, &m, 0);
+    pthread_mutex_unlock(&q->persist);
+    /* (after the persist lock: a checkpoint's hook takes that with the log's lock held) */
+    if(!e && logged)
+        e = store_log_meta(qs, &m);
+    pthread_mutex_lock(&qs->lock);
     if(e) {
-        pthread_mutex_lock(&qs->lock);
         q->attempts--;
         q->in_run = 0;
-        pthread_mutex_unlock(&qs->lock);
     }
-    persist_end(qs, q);
+    unref(q);
+    pthread_mutex_unlock(&qs->lock);
     return e ? store_storage_error(e, "to record that the query starts", why, whylen) : DAPI_OK;
 }
 
@@ -915,7 +761,7 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
     pthread_mutex_unlock(&qs->lock);
     dapi_result_live_unref(live);
     if(rollback)
-        store_save_meta(qs, &m, 0);
+        save_meta(qs, q, &m, 0);
     persist_end(qs, q);
 }
 
@@ -1022,7 +868,7 @@ static enum dapi_err cancel(struct dapi_queries *qs, const char *slug,
     struct meta m = store_meta_of(q);
     pthread_mutex_unlock(&qs->lock);
     /* the cancelled state survives a restart: it is never run again */
-    int e = store_save_meta(qs, &m, 1); /* durable: never run again, even after a power loss */
+    int e = save_meta(qs, q, &m, 1); /* durable: never run again, even after a power loss */
     persist_end(qs, q);
     dapi_result_live_unref(live);
     fire(w, 0);
@@ -1109,12 +955,14 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
     char *up = strdup(q->upstream);
     pthread_mutex_unlock(&qs->lock);
     if(sql && up) {
-        struct meta m = {
-            slug,      owner,   sql,      up,     message,  q->params, q->scope, /* immutable */
-            created,   state,   error,    bytes,  attempts, seq,       q->ident, q->fp,
-            q->done_s, started, finished, reused, 0,        NULL,      NULL};
+        struct meta m = {slug,      owner,     sql,      up,
+                         message,   q->params, q->scope, /* immutable */
+                         created,   state,     error,    bytes,
+                         attempts,  seq,       q->ident, q->fp,
+                         q->done_s, started,   finished, reused,
+                         0,         NULL,      NULL,     !atomic_load(&q->ondisk)};
         /* durable: the upstream run it names costs money to start again */
-        result = store_save_meta(qs, &m, 1) ? DAPI_ERR_IO : DAPI_OK;
+        result = save_meta(qs, q, &m, 1) ? DAPI_ERR_IO : DAPI_OK;
     }
     free(up);
 out:
@@ -1172,6 +1020,8 @@ collected:
         enum dapi_err e = error;
         const char *msg = message;
         dapi_queries_result_path(qs, f[i]->slug, to, sizeof to);
+        char dir[4096]; /* (made now: a follower has no files yet, see create) */
+        dapi_queries_dir(qs, f[i]->slug, dir, sizeof dir);
         if(!e && link(from, to)) {
             e = DAPI_ERR_BUSY; /* retryable: a results request runs it again */
             msg = "the result of the identical query this one shared a run with is gone";
@@ -1269,7 +1119,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
         m.ncols = 0; /* a failed run's columns describe nothing stored */
         m.col_names = m.col_types = NULL;
     }
-    store_save_meta(qs, &m, 0);
+    save_meta(qs, q, &m, 0);
     pthread_mutex_unlock(&q->persist);
 
     pthread_mutex_lock(&qs->lock);
@@ -1291,7 +1141,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     slot_release(qs, q);
     /* Counted only while registered: a query that expired meanwhile counts nothing. */
     if(!error && store_find(qs, slug) == q) {
-        bytes_add(qs, q, bytes);
+        store_bytes_add(qs, q, bytes);
         if(key_bytes(qs, q->owner) > quota)
             evict(qs, q->owner, q, &gone);
     }

@@ -208,8 +208,9 @@ void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out,
 /* Replaces the upstream reference (persisted). */
 enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
                                         const char *upstream);
-/* The query's directory, for backend files kept with it (deleted with it). */
-void dapi_queries_dir(const struct dapi_queries *qs, const char *slug, char *out, size_t n);
+/* The query's directory, for backend files kept with it (deleted with it); made now if the
+ * query exists and has none yet (a new query gets it when its run starts). */
+void dapi_queries_dir(struct dapi_queries *qs, const char *slug, char *out, size_t n);
 /* Marks a query DONE (opening its result file) or FAILED, persists that, gives its slot
  * back and wakes its waiters. bytes = size of the result file (accounting for
  * --max-state-bytes). A result larger than max_key_bytes is deleted and the query fails

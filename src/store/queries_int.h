@@ -4,6 +4,7 @@
 #define DAPI_STORE_QUERIES_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,7 +38,11 @@ struct query {
     int in_run;                 /* one of them is going on in this process */
     int64_t run_start_us;       /* when that run started (monotonic), for its duration */
     int holds;                  /* holds an admission slot of its owner */
-    uint64_t seq;               /* registration order (persisted): ties of created_s */
+    /* Its directory holds created.json or meta.json. Until then (a new query: files are
+     * written when its run ends) only its record in the creation log keeps it, and a
+     * checkpoint writes created.json first (store_materialise). Set once, by either. */
+    atomic_int ondisk;
+    uint64_t seq; /* registration order (persisted): ties of created_s */
     /* Result reuse (persisted): the identity of what it computes (hex; "" = never reused),
      * the lake fingerprint it was created against, and when its result's data was read
      * (creation of the query that ran it: a reused result keeps the original time). */
@@ -131,6 +136,7 @@ struct meta {
     int reused;
     size_t ncols;
     char *const *col_names, *const *col_types;
+    int fresh; /* no meta.json or created.json yet (!ondisk): the first write makes them */
 };
 
 
@@ -138,6 +144,9 @@ struct meta {
 struct query *store_find(struct dapi_queries *qs, const char *slug);
 void store_qfree(struct query *q);
 void store_unref(struct query *q); /* under the lock */
+/* Registers q (refs 1) / charges its owner bytes for its result; under the lock. */
+void store_insert(struct dapi_queries *qs, struct query *q);
+void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes);
 /* Does another query wait for slug's run (single-flight)? Under the lock. */
 int store_has_followers(struct dapi_queries *qs, const char *slug);
 /* Whether a query in state s has ended (done, failed or cancelled). */
@@ -153,13 +162,28 @@ void store_columns_copy(struct query *q, const struct query *src);
 /* meta.c */
 struct meta store_meta_of(const struct query *q);
 /* Rewrites meta.json atomically against a process crash (temp + rename; fsynced only if
- * durable), without the lock, on a snapshot. Returns 0 or an errno value (ENOSPC/EDQUOT: the
- * disk is full). */
+ * durable), without the lock, on a snapshot; m->fresh: makes the directory and writes
+ * meta.json anew. Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
 int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int durable);
-/* Records a new query durably (created.json + meta.json, group commit) before its creation
- * is answered: waits for it (ticket NULL), or returns its ticket in the creation log.
- * Returns 0 or an errno value. */
-int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint64_t *ticket);
+/* Records a new query durably (in the creation log, group commit) before its creation is
+ * answered: waits for it (ticket NULL), or returns its ticket. With files, its directory
+ * (made by the caller) gets created.json and meta.json now; else they wait for its first
+ * meta.json write or a checkpoint. Returns 0 or an errno value. */
+int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint64_t *ticket,
+                      int files);
+/* ENOSPC if the state dir's file system has no room left for a new query's files (they are
+ * written after the creation is answered, which must then not be refused by a full disk);
+ * else 0. A quota (EDQUOT) is not seen here: the run then fails retryably. */
+int store_room(const struct dapi_queries *qs);
+/* Appends m to the creation log without waiting (no file written): what a start after a
+ * crash restores if no file of the query is found — a run's start while it has none. */
+int store_log_meta(const struct dapi_queries *qs, const struct meta *m);
+/* Writes the directory, created.json and meta.json (a link to it) of a query that has no
+ * files yet, for the checkpoint's hook: replaces nothing, so a meta.json written meanwhile
+ * (the run's end) stays. Returns 0 or an errno value. */
+int store_materialise(const struct dapi_queries *qs, const struct meta *m);
+/* Removes a query's files and directory (store_remove_dir without the log record). */
+void store_remove_files(const struct dapi_queries *qs, const char *slug);
 /* The client's error for a failed write of the state dir (errno e); why names the setting. */
 enum dapi_err store_storage_error(int e, const char *what, char *why, size_t n);
 void store_remove_dir(const struct dapi_queries *qs, const char *slug);

@@ -27,6 +27,7 @@ import re
 import select
 import shutil
 import signal
+import struct
 import socket
 import subprocess
 import sys
@@ -119,6 +120,50 @@ def _manifest(d):
             except OSError:
                 pass
     return out
+
+
+def persisted_meta(state_dir, slug):
+    """What a start after a crash would read of a query: its meta.json if whole, else its
+    latest record in the creation log (queries/.log: a new query has no files until its run
+    ends; docs/design.md, Durability), else created.json. None if there is none."""
+    qdir = os.path.join(state_dir, "queries")
+    try:
+        with open(os.path.join(qdir, slug, "meta.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        pass
+    found = None
+    try:
+        with open(os.path.join(qdir, ".log"), "rb") as f:
+            log = f.read()
+    except OSError:
+        log = b""
+    # records: magic "DQL1", generation, length, kind (u32 LE each), checksum (u64), payload
+    # padded to 8 bytes; the current generation is the first record's
+    off, gen = 0, None
+    while off + 24 <= len(log):
+        magic, g, n, kind = struct.unpack_from("<IIII", log, off)
+        if magic != 0x314C5144 or off + 24 + n > len(log) or (gen is not None and g != gen):
+            break
+        gen = g
+        data = log[off + 24 : off + 24 + n]
+        if kind == 2 and data.decode("utf-8", "replace") == slug:
+            found = None
+        elif kind == 1:
+            try:
+                m = json.loads(data)
+            except ValueError:
+                m = None
+            if isinstance(m, dict) and m.get("slug") == slug:
+                found = m
+        off += 24 + ((n + 7) & ~7)
+    if found is not None:
+        return found
+    try:
+        with open(os.path.join(qdir, slug, "created.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def npm_ci(pkg_dir, dest_name, scripts):

@@ -18,8 +18,11 @@ KEY_B = "it-persist-key-B-0e27"
 
 
 def _meta(s, slug):
-    with open(os.path.join(s.state_dir, "queries", slug, "meta.json")) as f:
-        return json.load(f)
+    """The query's persisted state (meta.json, or its record in the creation log)."""
+    m = h.persisted_meta(s.state_dir, slug)
+    if m is None:
+        raise OSError("nothing persisted for %s" % slug)
+    return m
 
 
 def _wait_meta(s, slug, pred, what, timeout=30.0):
@@ -33,7 +36,7 @@ def _wait_meta(s, slug, pred, what, timeout=30.0):
         except (OSError, ValueError):
             m = None
         if time.monotonic() > deadline:
-            raise AssertionError("%s: meta.json of %s is %r after %.0f s" % (what, slug, m, timeout))
+            raise AssertionError("%s: the persisted state of %s is %r after %.0f s" % (what, slug, m, timeout))
         time.sleep(0.02)
 
 
@@ -284,12 +287,14 @@ def _damage_like_a_power_loss(state_dir, accepted):
     done = {}
     slugs = sorted(accepted)
     qdir = lambda slug: os.path.join(state_dir, "queries", slug)
-    for slug in slugs[0:3]:  # directory gone
-        for name in os.listdir(qdir(slug)):
-            os.unlink(os.path.join(qdir(slug), name))
-        os.rmdir(qdir(slug))
+    for slug in slugs[0:3]:  # directory gone (or never made: a query not run yet has none)
+        if os.path.isdir(qdir(slug)):
+            for name in os.listdir(qdir(slug)):
+                os.unlink(os.path.join(qdir(slug), name))
+            os.rmdir(qdir(slug))
         done[slug] = "directory gone"
-    for slug in slugs[3:6]:  # meta.json torn
+    for slug in slugs[3:6]:  # meta.json torn (the first one, of a query that had no files, too)
+        os.makedirs(qdir(slug), exist_ok=True)
         with open(os.path.join(qdir(slug), "meta.json"), "wb") as f:
             f.write(b'{"version":1,"sl' + b"\0" * 40)
         done[slug] = "meta.json torn"

@@ -406,9 +406,17 @@ void t_result_page(const struct dapi_result *r, uint64_t page, const char **data
         *len = 0;
 }
 
+void t_query_dir_make(struct dapi_queries *qs, const char *slug)
+{
+    char d[4096];
+    dapi_queries_dir(qs, slug, d, sizeof d); /* (makes it) */
+    T_CHECK(t_exists(d), "query directory %s", d);
+}
+
 uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows)
 {
     char rp[4096];
+    t_query_dir_make(qs, slug); /* (what a run's start does: a new query has no files yet) */
     dapi_queries_result_path(qs, slug, rp, sizeof rp);
     struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX, NULL};
     struct dapi_result_writer *w = NULL;

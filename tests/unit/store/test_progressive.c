@@ -301,6 +301,7 @@ static void run_start(struct run *r, struct dapi_queries *qs, const char *slug)
     memset(r, 0, sizeof *r);
     r->qs = qs;
     r->slug = slug;
+    t_query_dir_make(qs, slug);
     dapi_queries_result_path(qs, slug, path, sizeof path);
     T_EQ_INT(dapi_result_writer_open(&r->w, path, &unlimited), DAPI_OK);
     if(!r->w)

@@ -100,7 +100,8 @@ static void test_lifecycle(void)
     query_dir(qd, sizeof qd, state, slug);
     char meta[300];
     snprintf(meta, sizeof meta, "%s/meta.json", qd);
-    T_CHECK(t_exists(meta), "meta.json persisted at create");
+    /* Recorded in the creation log only: files come with the run's end (or a checkpoint). */
+    T_CHECK(!t_exists(qd), "no directory at create");
 
     struct dapi_qview v;
     T_EQ_INT(dapi_queries_get(qs, slug, owner, 1000, &v), DAPI_OK);
@@ -143,6 +144,7 @@ static void test_lifecycle(void)
     T_EQ_STR(v.message, "Binder Error: no such column x");
     T_CHECK(v.result == NULL, "no result when failed");
     dapi_queries_release(qs, &v);
+    T_CHECK(t_exists(meta), "meta.json written at the run's end");
     T_EQ_INT(dapi_queries_get(qs, slug, other, 1001, &v), DAPI_ERR_NOT_FOUND);
 
     /* Waiting on a finished query: -1, callback never called. */
@@ -653,6 +655,36 @@ static int file_has(const char *p, const char *needle)
     return strstr(buf, needle) != NULL;
 }
 
+/* Whether the creation log holds a record of slug with needle in it. */
+static int log_has(const char *state, const char *slug, const char *needle)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/queries/.log", state);
+    size_t n = 0;
+    char *log = malloc(2u << 20);
+    FILE *f = log ? fopen(p, "rb") : NULL;
+    if(f) {
+        n = fread(log, 1, 2u << 20, f);
+        fclose(f);
+    }
+    int found = 0;
+    for(size_t at = 0; log && !found && at < n;) {
+        const char *rec = memmem(log + at, n - at, slug, strlen(slug));
+        if(!rec)
+            break;
+        /* the record's JSON text around the slug, up to the next NUL (padding/header) */
+        const char *from = rec, *to = rec;
+        while(from > log && from[-1] != '\0')
+            from--;
+        while(to < log + n && *to != '\0')
+            to++;
+        found = memmem(from, (size_t)(to - from), needle, strlen(needle)) != NULL;
+        at = (size_t)(to - log);
+    }
+    free(log);
+    return found;
+}
+
 static void meta_path(char *out, size_t n, const char *state, const char *slug)
 {
     snprintf(out, n, "%s/queries/%s/meta.json", state, slug);
@@ -1030,11 +1062,12 @@ static void test_crash_guard(void)
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT b", NULL, 1000, b, NULL, 0), DAPI_OK);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT c", NULL, 1000, c, NULL, 0), DAPI_OK);
     meta_path(meta, sizeof meta, state, a);
-    T_CHECK(file_has(meta, "\"attempts\":0"), "no attempt at create");
-    /* Counted on disk before the run starts. */
+    T_CHECK(!t_exists(meta), "no files at create (the creation log holds it)");
+    /* Counted before the run starts: in the creation log while the query has no files. */
     T_EQ_INT(dapi_queries_start_run(qs, a, why, sizeof why), DAPI_OK);
-    T_CHECK(file_has(meta, "\"attempts\":1") && file_has(meta, "\"state\":\"running\""),
-            "attempt 1 persisted");
+    T_CHECK(!t_exists(meta) && log_has(state, a, "\"attempts\":1") &&
+                log_has(state, a, "\"state\":\"running\""),
+            "attempt 1 in the creation log");
     T_EQ_INT(state_of(qs, a, 1000, NULL), DAPI_Q_RUNNING);
     /* A run cut by a shutdown the process survives is not counted. */
     T_EQ_INT(dapi_queries_start_run(qs, b, why, sizeof why), DAPI_OK);
@@ -1123,19 +1156,15 @@ static void test_power_loss(void)
     /* Runs: torn and cut started (meta.json rewritten), done and kept finished with a result. */
     T_EQ_INT(dapi_queries_start_run(qs, torn, why, sizeof why), DAPI_OK);
     T_EQ_INT(dapi_queries_start_run(qs, cut, why, sizeof why), DAPI_OK);
-    /* The first rewrite makes meta.json a file of its own without a temp file and a rename
-     * over the link (docs/design.md, Durability): created.json is untouched. */
+    /* A run's start makes the directory (for its result) and writes no file: its attempt
+     * goes to the creation log (docs/design.md, Durability). */
     {
-        struct stat st;
         query_dir(qd, sizeof qd, state, cut);
+        T_CHECK(t_exists(qd), "the directory exists once the run starts");
         snprintf(p, sizeof p, "%s/meta.json", qd);
-        T_CHECK(stat(p, &st) == 0 && st.st_nlink == 1,
-                "meta.json: its own file after the run starts");
+        T_CHECK(!t_exists(p), "no meta.json while the run goes on");
         snprintf(p, sizeof p, "%s/created.json", qd);
-        T_CHECK(stat(p, &st) == 0 && st.st_nlink == 1,
-                "created.json kept, unlinked from meta.json");
-        snprintf(p, sizeof p, "%s/meta.json.tmp", qd);
-        T_CHECK(!t_exists(p), "no temp file left");
+        T_CHECK(!t_exists(p), "no created.json");
     }
     const char *fin[] = {done, kept};
     for(int i = 0; i < 2; i++) {
@@ -1156,10 +1185,10 @@ static void test_power_loss(void)
     query_dir(qd, sizeof qd, state, done);
     snprintf(p, sizeof p, "%s/result.bin", qd);
     scribble(p, 200, "00000000");
-    /* cut: the process died between removing the link and writing meta.json anew */
+    /* cut: the process died during its run, before any file (its directory is empty) */
     query_dir(qd, sizeof qd, state, cut);
     snprintf(p, sizeof p, "%s/meta.json", qd);
-    T_CHECK(unlink(p) == 0, "meta.json removed");
+    T_CHECK(!t_exists(p), "no meta.json");
     struct unfinished u1 = {0};
     struct dapi_queries *qs1 = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
     if(qs1) {
@@ -1168,7 +1197,7 @@ static void test_power_loss(void)
         T_EQ_INT(state_of(qs1, torn, 1001, NULL), DAPI_Q_QUEUED);
         T_CHECK(unfinished_has(&u1, torn, "SELECT 'torn'"), "torn meta.json: created.json");
         T_EQ_INT(state_of(qs1, cut, 1001, NULL), DAPI_Q_QUEUED);
-        T_CHECK(unfinished_has(&u1, cut, "SELECT 'cut'"), "no meta.json: created.json");
+        T_CHECK(unfinished_has(&u1, cut, "SELECT 'cut'"), "no files: restored from the log");
         T_EQ_INT(state_of(qs1, done, 1001, NULL), DAPI_Q_QUEUED);
         T_CHECK(unfinished_has(&u1, done, "SELECT 'done'"), "torn result: runs again");
         T_EQ_INT(state_of(qs1, kept, 1001, NULL), DAPI_Q_DONE);
@@ -1190,6 +1219,58 @@ static void test_power_loss(void)
         T_EQ_INT(dapi_queries_get(qs2, kept, owner, 1002, &v), DAPI_ERR_NOT_FOUND);
         T_EQ_INT(state_of(qs2, gone, 1002, NULL), DAPI_Q_QUEUED);
         dapi_queries_close(qs2);
+    }
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
+/* A query still without files when the creation log is checkpointed (it is full) gets
+ * created.json, and meta.json as a link to it, first: the checkpoint drops its record. A
+ * power loss after that finds them (the checkpoint's syncfs made them durable). */
+static void test_checkpoint_files(void)
+{
+    char state[128], qd[256], p[400], why[256];
+    state_dir(state, sizeof state, "ckpt");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    char queued[DAPI_SLUG_MAX], running[DAPI_SLUG_MAX], slug[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'queued'", NULL, 1000, queued, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'running'", NULL, 1000, running, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(dapi_queries_start_run(qs, running, why, sizeof why), DAPI_OK);
+    query_dir(qd, sizeof qd, state, queued);
+    snprintf(p, sizeof p, "%s/created.json", qd);
+    T_CHECK(!t_exists(p), "no files before the checkpoint");
+    int n = 0;
+    for(; n < 4000 && !t_exists(p); n++) {
+        T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'filler'", NULL, 1000, slug, NULL, 0),
+                 DAPI_OK);
+        dapi_queries_remove(qs, slug);
+    }
+    T_CHECK(n > 100 && n < 4000, "a checkpoint after %d creations", n);
+    struct stat st;
+    T_CHECK(stat(p, &st) == 0 && st.st_nlink == 2, "queued: created.json and meta.json");
+    query_dir(qd, sizeof qd, state, running);
+    snprintf(p, sizeof p, "%s/created.json", qd);
+    T_CHECK(file_has(p, "\"state\":\"running\"") && file_has(p, "\"attempts\":1"),
+            "running: created.json with its attempt");
+    /* the run ends: meta.json becomes a file of its own, created.json stays */
+    uint64_t bytes = t_result_write(qs, running, 10);
+    dapi_queries_finish(qs, running, DAPI_OK, NULL, bytes);
+    T_CHECK(stat(p, &st) == 0 && st.st_nlink == 1 && file_has(p, "\"state\":\"running\""),
+            "created.json untouched by the run's end");
+    /* "power loss" (no clean stop): both come back from their files */
+    struct unfinished u1 = {0};
+    struct dapi_queries *qs1 = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
+    if(qs1) {
+        T_EQ_INT(state_of(qs1, queued, 1001, NULL), DAPI_Q_QUEUED);
+        T_CHECK(unfinished_has(&u1, queued, "SELECT 'queued'"), "queued: runs");
+        T_EQ_INT(state_of(qs1, running, 1001, NULL), DAPI_Q_DONE);
+        T_EQ_INT(u1.calls, 1);
+        dapi_queries_close(qs1);
     }
     dapi_queries_close(qs);
     t_rm_rf(state);
@@ -1272,7 +1353,8 @@ static void test_long_message_and_remove(void)
     struct t_waited w = {0};
     T_EQ_INT(dapi_queries_wait(qs, gone, 1000000, t_on_wake, &w), 0);
     query_dir(qd, sizeof qd, state, gone);
-    T_CHECK(t_exists(qd), "the query's directory exists");
+    T_CHECK(!t_exists(qd), "no directory before its run");
+    t_query_dir_make(qs, gone); /* (as its run's start does) */
     dapi_queries_remove(qs, gone);
     T_EQ_INT(w.calls, 1);
     T_EQ_INT(w.timed_out, 0);
@@ -1392,6 +1474,7 @@ int main(void)
     test_full_store_costs_keys_over_quota();
     test_crash_guard();
     test_power_loss();
+    test_checkpoint_files();
     test_orphans();
     test_long_message_and_remove();
     test_scope();

@@ -1,0 +1,264 @@
+/* Opening a store (loading the state dir, restoring from the creation log, queries to run
+ * again) and closing it (a clean stop), and the creation log's checkpoint hook, which writes
+ * the files of queries that have none yet (docs/design.md, Durability). */
+#include "store/queries.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "store/queries_int.h"
+
+/* The mark of a clean stop: written by close once every result is durable, removed (durably)
+ * at the next start. Without it the stop was a crash or a power loss, and each result's
+ * checksum is checked as it is loaded (results are not fsynced when written). */
+#define CLEAN_MARK ".clean-stop"
+
+static int fsync_dir(const char *p)
+{
+    int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e = fd < 0 || fsync(fd) ? errno : 0;
+    if(fd >= 0)
+        close(fd);
+    return e;
+}
+
+/* The creation log's checkpoint is about to drop every record: the queries kept only by
+ * theirs (no files yet) get created.json now, which the checkpoint's syncfs makes durable.
+ * Called with the log's lock held, so it takes no lock a thread appending to the log may
+ * hold (a query's persist lock among them): a concurrent meta.json write is safe against it
+ * (store_materialise never replaces a file), and a query removed meanwhile loses the files
+ * written for it here (checked again after). */
+static void materialise_all(void *arg)
+{
+    struct dapi_queries *qs = arg;
+    struct query **v = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&qs->lock);
+    for(size_t b = 0; b < NBUCKETS; b++)
+        for(struct query *q = qs->buckets[b]; q; q = q->next) {
+            if(atomic_load(&q->ondisk))
+                continue;
+            if(n == cap) {
+                size_t c2 = cap ? 2 * cap : 64;
+                struct query **v2 = realloc(v, c2 * sizeof *v2);
+                if(!v2)
+                    break;
+                v = v2;
+                cap = c2;
+            }
+            q->refs++;
+            v[n++] = q;
+        }
+    pthread_mutex_unlock(&qs->lock);
+    for(size_t i = 0; i < n; i++) {
+        struct query *q = v[i];
+        pthread_mutex_lock(&qs->lock);
+        int want = !atomic_load(&q->ondisk) && store_find(qs, q->slug) == q;
+        struct meta m = store_meta_of(q);
+        /* (what may change once the lock is released is copied or left out: a creation
+         * record needs no columns) */
+        char *msg = m.message ? strdup(m.message) : NULL;
+        char *up = m.upstream ? strdup(m.upstream) : NULL;
+        m.message = msg;
+        m.upstream = up;
+        m.ncols = 0;
+        m.col_names = m.col_types = NULL;
+        pthread_mutex_unlock(&qs->lock);
+        int e = want ? store_materialise(qs, &m) : 0;
+        pthread_mutex_lock(&qs->lock);
+        int gone = store_find(qs, q->slug) != q;
+        pthread_mutex_unlock(&qs->lock);
+        if(want && gone)
+            store_remove_files(qs, q->slug); /* removed meanwhile: it stays removed */
+        else if(want && !e)
+            atomic_store(&q->ondisk, 1);
+        else if(e)
+            dapi_error("store: cannot write the files of %s before a checkpoint: %s", q->slug,
+                       strerror(e));
+        free(msg);
+        free(up);
+    }
+    pthread_mutex_lock(&qs->lock);
+    for(size_t i = 0; i < n; i++)
+        store_unref(v[i]);
+    pthread_mutex_unlock(&qs->lock);
+    free(v);
+}
+
+static int clean_start(struct dapi_queries *qs)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/" CLEAN_MARK, qs->dir);
+    if(unlink(p))
+        return 0; /* absent (or cannot be removed: then never trusted) */
+    /* Removed durably before anything is written: a later crash must not find it. */
+    return fsync_dir(qs->dir) == 0;
+}
+
+static void mark_clean_stop(struct dapi_queries *qs)
+{
+    char p[4096];
+    snprintf(p, sizeof p, "%s/" CLEAN_MARK, qs->dir);
+    /* Everything written so far first (syncfs), then the mark, made durable on its own. */
+    if(store_commit_checkpoint(qs->commit))
+        return;
+    int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if(fd < 0)
+        return;
+    close(fd);
+    if(fsync_dir(qs->dir))
+        unlink(p);
+}
+
+enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir,
+                                int64_t retention_s, uint64_t max_state_bytes, int64_t now_s,
+                                void (*on_unfinished)(void *arg, const char *slug,
+                                                      const char *sql),
+                                void *arg, char *err, size_t errlen)
+{
+    struct dapi_queries *qs = calloc(1, sizeof *qs);
+    *out = NULL;
+    if(!qs)
+        return DAPI_ERR_NOMEM;
+    pthread_mutex_init(&qs->lock, NULL);
+    qs->retention_s = retention_s;
+    qs->max_bytes = max_state_bytes;
+    qs->wall_s = dapi_clock_wall_s;
+    qs->lim.max_active = qs->lim.max_key_active = qs->lim.max_key_bytes = UINT64_MAX;
+    size_t n = strlen(state_dir) + 16;
+    if(!(qs->dir = malloc(n))) {
+        dapi_queries_close(qs);
+        return DAPI_ERR_NOMEM;
+    }
+    snprintf(qs->dir, n, "%s/queries", state_dir);
+    if(mkdir(qs->dir, 0700) && errno != EEXIST) {
+        snprintf(err, errlen, "cannot create %s: %s", qs->dir, strerror(errno));
+        dapi_queries_close(qs);
+        return DAPI_ERR_IO;
+    }
+    /* The creation log first: queries whose creation was answered but whose files a power
+     * loss took are written again, then made durable by a checkpoint. */
+    qs->clean = clean_start(qs);
+    struct replay replay = {0};
+    int e = store_commit_open(&qs->commit, qs->dir, 0, store_replay_record, &replay);
+    size_t restored = e ? 0 : store_replay_apply(qs, &replay);
+    if(!e)
+        e = store_commit_begin(qs->commit);
+    if(e) {
+        store_replay_apply(qs, &replay); /* (frees it) */
+        snprintf(err, errlen, "cannot open the creation log in %s: %s", qs->dir, strerror(e));
+        dapi_queries_close(qs);
+        return DAPI_ERR_IO;
+    }
+    store_commit_set_hook(qs->commit, materialise_all, qs);
+    if(restored)
+        dapi_warn("store: %zu quer%s restored from the creation log (files not written before "
+                  "a crash, or lost by a power loss)",
+                  restored, restored == 1 ? "y" : "ies");
+    DIR *d = opendir(qs->dir);
+    if(!d) {
+        snprintf(err, errlen, "cannot read %s: %s", qs->dir, strerror(errno));
+        dapi_queries_close(qs);
+        return DAPI_ERR_IO;
+    }
+    struct dirent *de;
+    size_t loaded = 0, expired = 0, rerun = 0, crashed = 0, orphans = 0;
+    uint64_t orphan_bytes = 0;
+    while((de = readdir(d))) {
+        if(de->d_name[0] == '.' || strlen(de->d_name) >= DAPI_SLUG_MAX)
+            continue;
+        store_remove_orphans(qs, de->d_name, &orphans, &orphan_bytes);
+        struct query *q = store_load_one(qs, de->d_name);
+        if(!q || q->created_s + retention_s <= now_s) {
+            if(q)
+                store_qfree(q);
+            else
+                dapi_warn("store: removing unreadable query %s", de->d_name);
+            store_remove_dir(qs, de->d_name);
+            expired++;
+            continue;
+        }
+        store_insert(qs, q);
+        if(q->seq > qs->seq)
+            qs->seq = q->seq; /* new queries come after every loaded one */
+        if(q->state != DAPI_Q_FAILED && q->state != DAPI_Q_CANCELLED)
+            store_reuse_set(qs, q);
+        if(q->state == DAPI_Q_DONE)
+            store_bytes_add(qs, q, q->bytes);
+        else
+            q->bytes = 0;
+        loaded++;
+        if(q->state == DAPI_Q_QUEUED && q->attempts >= DAPI_QUERY_MAX_ATTEMPTS) {
+            /* Each run was counted before it started and none recorded an outcome: the
+             * process died in every one of them. The query itself may be what kills it, so it
+             * is not run a third time. */
+            dapi_warn("store: query %s: the server stopped %d times while running it; "
+                      "marking it failed",
+                      q->slug, q->attempts);
+            q->state = DAPI_Q_FAILED;
+            q->error = DAPI_ERR_INTERNAL;
+            q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
+            q->attempts = 0;
+            q->finished_s = now_s;
+            struct meta m = store_meta_of(q);
+            store_save_meta(qs, &m,
+                            0); /* (if this fails the next start decides again, the same way) */
+            crashed++;
+        }
+        if(q->state == DAPI_Q_QUEUED) {
+            rerun++;
+            on_unfinished(arg, q->slug, q->sql);
+        }
+    }
+    closedir(d);
+    if(loaded || expired)
+        dapi_info("store: %zu queries loaded (%zu to run again, %zu failed after crashes), %zu "
+                  "expired or damaged removed",
+                  loaded, rerun, crashed, expired);
+    if(orphans)
+        dapi_info("store: removed %zu temporary file(s) left by an interrupted run (%llu bytes)",
+                  orphans, (unsigned long long)orphan_bytes);
+    qs->opened = 1;
+    *out = qs;
+    return DAPI_OK;
+}
+
+void dapi_queries_close(struct dapi_queries *qs)
+{
+    if(!qs)
+        return;
+    if(qs->opened)
+        mark_clean_stop(qs);
+    store_commit_close(qs->commit);
+    for(size_t b = 0; b < NBUCKETS; b++) {
+        struct query *q = qs->buckets[b];
+        while(q) {
+            struct query *next = q->next;
+            store_unref(q);
+            q = next;
+        }
+    }
+    for(size_t b = 0; b < NREUSEBUCKETS; b++)
+        while(qs->reuse[b]) {
+            struct reuse_ent *e = qs->reuse[b];
+            qs->reuse[b] = e->next;
+            free(e);
+        }
+    for(size_t b = 0; b < NKEYBUCKETS; b++)
+        while(qs->keys[b]) {
+            struct keyuse *k = qs->keys[b];
+            qs->keys[b] = k->next;
+            free(k);
+        }
+    pthread_mutex_destroy(&qs->lock);
+    free(qs->dir);
+    free(qs);
+}
