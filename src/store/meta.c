@@ -118,6 +118,14 @@ static void meta_text(struct dapi_buf *b, const struct meta *m)
  * Durability). durable: fsynced before the rename and the rename made durable too, for the
  * rare rewrites that must survive. Called without the lock held, on a snapshot of the fields.
  * Returns 0 or an errno value (ENOSPC/EDQUOT: the disk is full). */
+/* m's text in b (b initialised here; freed by the caller). Returns 0 or ENOMEM. */
+static int meta_buf(struct dapi_buf *b, const struct meta *m)
+{
+    dapi_buf_init(b, 128u << 20);
+    meta_text(b, m);
+    return b->data ? 0 : ENOMEM;
+}
+
 /* The first rewrite, while meta.json is still the link to created.json: the link is removed
  * and meta.json written as a file of its own. As safe as temp + rename against a crash of
  * the process — a start finds the new text, or no meta.json or a torn one, and then
@@ -208,9 +216,7 @@ static int write_first(const struct dapi_queries *qs, const char *slug, const ch
 int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int durable)
 {
     struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    meta_text(&b, m);
-    if(!b.data)
+    if(meta_buf(&b, m))
         return ENOMEM;
     char path[4096], tmp[4200];
     path_of(qs, m->slug, "meta.json", path, sizeof path);
@@ -261,19 +267,25 @@ int store_save_meta(const struct dapi_queries *qs, const struct meta *m, int dur
 }
 
 /* created.json (never rewritten: what stands in for a torn meta.json) and meta.json, a hard
- * link to it that later rewrites replace, in the query's directory (made by the caller). */
+ * link to it that later rewrites replace, in the query's directory (made by the caller).
+ * keep: either file already there is kept (a created.json an earlier checkpoint wrote, a
+ * meta.json the run's end wrote meanwhile) — nothing is replaced. */
 static int write_created(const struct dapi_queries *qs, const char *slug, const char *text,
-                         size_t len)
+                         size_t len, int keep)
 {
     char path[4096], rec[4096];
     path_of(qs, slug, "meta.json", path, sizeof path);
     path_of(qs, slug, "created.json", rec, sizeof rec);
     int e = 0, fd = open(rec, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if(fd < 0 && keep && errno == EEXIST)
+        return 0;
     if(fd < 0 || (e = write_all(fd, text, len)))
         e = e ? e : errno;
     if(fd >= 0 && close(fd) && !e)
         e = errno ? errno : EIO;
-    if(!e && link(rec, path))
+    if(e && fd >= 0)
+        unlink(rec); /* a half-written file must not take the space a retry needs */
+    if(!e && link(rec, path) && !(keep && errno == EEXIST))
         e = errno;
     if(e)
         dapi_error("store: cannot write %s: %s", rec, strerror(e));
@@ -292,11 +304,9 @@ int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint6
                       int files)
 {
     struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    meta_text(&b, m);
-    if(!b.data)
+    if(meta_buf(&b, m))
         return ENOMEM;
-    int e = files ? write_created(qs, m->slug, b.data, b.len) : 0;
+    int e = files ? write_created(qs, m->slug, b.data, b.len, 0) : 0;
     if(!e && (e = store_commit_add(qs->commit, STORE_REC_CREATED, b.data, b.len, !ticket, ticket)))
         dapi_error("store: cannot make the new query %s durable: %s", m->slug, strerror(e));
     dapi_buf_free(&b);
@@ -317,55 +327,35 @@ int store_room(const struct dapi_queries *qs)
 int store_log_meta(const struct dapi_queries *qs, const struct meta *m)
 {
     struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    meta_text(&b, m);
-    if(!b.data)
-        return ENOMEM;
-    int e = store_commit_add(qs->commit, STORE_REC_CREATED, b.data, b.len, 0, NULL);
+    int e = meta_buf(&b, m);
+    if(!e)
+        e = store_commit_add(qs->commit, STORE_REC_CREATED, b.data, b.len, 0, NULL);
     dapi_buf_free(&b);
     return e;
 }
 
-/* Writes created.json and meta.json from text in slug's directory (made if needed), replacing
- * what a crash or a failed write left there. */
-static int write_created_anew(const struct dapi_queries *qs, const char *slug, const char *text,
-                              size_t len)
+/* Writes created.json and meta.json from text in slug's directory (made if needed); anew
+ * replaces what a crash or a failed write left there, else nothing is replaced. */
+static int write_created_in(const struct dapi_queries *qs, const char *slug, const char *text,
+                            size_t len, int anew)
 {
     char p[4096];
     int e = mkdir(dir_of(qs, slug, p, sizeof p), 0700) && errno != EEXIST ? errno : 0;
-    if(!e) {
+    if(!e && anew) {
         path_of(qs, slug, "meta.json", p, sizeof p);
         unlink(p);
         path_of(qs, slug, "created.json", p, sizeof p);
         unlink(p);
-        e = write_created(qs, slug, text, len);
     }
-    return e;
+    return e ? e : write_created(qs, slug, text, len, !anew);
 }
 
 int store_materialise(const struct dapi_queries *qs, const struct meta *m)
 {
     struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    meta_text(&b, m);
-    if(!b.data)
-        return ENOMEM;
-    char p[4096], c[4096];
-    int e = mkdir(dir_of(qs, m->slug, p, sizeof p), 0700) && errno != EEXIST ? errno : 0;
-    path_of(qs, m->slug, "created.json", c, sizeof c);
-    path_of(qs, m->slug, "meta.json", p, sizeof p);
-    int fd = e ? -1 : open(c, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if(!e && fd < 0)
-        e = errno == EEXIST ? 0 : errno; /* (written by an earlier checkpoint: done) */
-    if(fd >= 0) {
-        e = write_all(fd, b.data, b.len);
-        if(close(fd) && !e)
-            e = errno ? errno : EIO;
-        if(e)
-            unlink(c);
-        else if(link(c, p) && errno != EEXIST) /* (EEXIST: the run's end wrote meta.json) */
-            e = errno;
-    }
+    int e = meta_buf(&b, m);
+    if(!e)
+        e = write_created_in(qs, m->slug, b.data, b.len, 0);
     dapi_buf_free(&b);
     return e;
 }
@@ -472,7 +462,7 @@ size_t store_replay_apply(struct dapi_queries *qs, struct replay *r)
             /* Its creation was answered, its files did not survive (or were never
              * written): written again from the record (made durable by the checkpoint that
              * follows). */
-            if(write_created_anew(qs, r->v[i].slug, r->v[i].text, r->v[i].len) == 0)
+            if(write_created_in(qs, r->v[i].slug, r->v[i].text, r->v[i].len, 1) == 0)
                 restored++;
             else
                 dapi_warn("store: cannot restore %s", r->v[i].slug);
