@@ -174,14 +174,7 @@ static void wait_for_end(struct export_job *j, int64_t ms)
     if(dapi_queries_wait(j->app->queries, j->slug, dapi_clock_mono_ms() + ms, end_wait_fire, w)) {
         w->refs = 1; /* ended already */
     } else {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += (time_t)(ms / 1000);
-        until.tv_nsec += (long)(ms % 1000) * 1000000L;
-        if(until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = dapi_clock_after(0, ms);
         pthread_mutex_lock(&w->mu);
         while(!w->fired && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0)
             ;

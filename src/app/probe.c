@@ -143,14 +143,7 @@ static void *probe_run(void *arg)
         pthread_mutex_unlock(&p->mu);
         probe_once(p);
         pthread_mutex_lock(&p->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += p->o.interval_ms / 1000;
-        ts.tv_nsec += (p->o.interval_ms % 1000) * 1000000;
-        if(ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = dapi_clock_after(1, p->o.interval_ms);
         /* the loop re-checks stopping; a spurious wake-up only probes early */
         if(!p->stopping)
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);

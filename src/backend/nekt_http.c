@@ -334,9 +334,7 @@ static void *reach_run(void *arg)
         r->checked = 1;
         r->ok = ok;
         snprintf(r->why, sizeof r->why, "%s", why);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 10;
+        struct timespec until = dapi_clock_after(0, 10000);
         while(!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) == 0)
             ;
     }

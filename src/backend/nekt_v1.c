@@ -52,9 +52,7 @@ struct ra_query {
  * Returns 1 when the caller owns the fetch and must call page_release. */
 static int page_claim(struct dapi_nekt *n, const char *slug, uint64_t page, int64_t wait_ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += wait_ms / 1000;
+    struct timespec until = dapi_clock_after(0, wait_ms / 1000 * 1000); /* (whole seconds) */
     pthread_mutex_lock(&n->mu);
     for(;;) {
         struct inflight *f = n->pages;

@@ -14,6 +14,7 @@
 #include "backend/nekt_http.h"
 #include "backend/nekt_int.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "engine/engine.h"
@@ -153,11 +154,7 @@ static void *creating_timer(void *arg)
         }
         if(nk->timer_stop)
             break;
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        int64_t ns = until.tv_nsec + (next - now) * 1000000;
-        until.tv_sec += ns / 1000000000;
-        until.tv_nsec = ns % 1000000000;
+        struct timespec until = dapi_clock_after(0, next - now);
         pthread_cond_timedwait(&nk->creating_cv, &nk->mu, &until);
     }
     pthread_mutex_unlock(&nk->mu);

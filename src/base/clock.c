@@ -31,3 +31,9 @@ void dapi_clock_sleep_ms(int64_t ms)
     while(nanosleep(&ts, &ts) == -1 && errno == EINTR)
         ;
 }
+
+struct timespec dapi_clock_after(int monotonic, int64_t ms)
+{
+    int64_t t = ns(monotonic ? CLOCK_MONOTONIC : CLOCK_REALTIME) + (ms < 0 ? 0 : ms) * 1000000;
+    return (struct timespec){(time_t)(t / 1000000000), (long)(t % 1000000000)};
+}

@@ -4,6 +4,7 @@
 #define DAPI_CLOCK_H
 
 #include <stdint.h>
+#include <time.h>
 
 /* Monotonic milliseconds, for deadlines and durations. */
 int64_t dapi_clock_mono_ms(void);
@@ -11,6 +12,9 @@ int64_t dapi_clock_mono_ms(void);
 int64_t dapi_clock_mono_us(void);
 /* Wall-clock seconds since the epoch, for retention that must survive a restart. */
 int64_t dapi_clock_wall_s(void);
+/* The time ms milliseconds from now, on CLOCK_MONOTONIC if monotonic else CLOCK_REALTIME (the
+ * clock the condition variable waits on): the deadline of a pthread_cond_timedwait. */
+struct timespec dapi_clock_after(int monotonic, int64_t ms);
 /* Sleeps for ms milliseconds (restarting on EINTR). */
 void dapi_clock_sleep_ms(int64_t ms);
 

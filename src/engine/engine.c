@@ -48,13 +48,7 @@ static void *watchdog_run(void *arg)
                 c->timed_out = 1;
                 duckdb_interrupt(c->con);
             }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 50 * 1000 * 1000;
-        if(ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = dapi_clock_after(0, 50);
         pthread_cond_timedwait(&e->stop_cv, &e->conns_lock, &ts);
     }
     pthread_mutex_unlock(&e->conns_lock);

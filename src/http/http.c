@@ -415,13 +415,7 @@ int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len)
         size_t room = DAPI_STREAM_BUFFER - s->tail;
         if(!room) {
             stream_wake(s);
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 200 * 1000000L;
-            if(until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = dapi_clock_after(0, 200);
             pthread_cond_timedwait(&s->room, &s->mu, &until);
             continue;
         }
@@ -1066,13 +1060,7 @@ static void *sweep_main(void *arg)
     int64_t limit_ms = h->o.request_head_timeout_s * 1000;
     pthread_mutex_lock(&h->mu);
     while(!h->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000; /* 0.1 s: the deadline's precision */
-        if(ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
+        struct timespec ts = dapi_clock_after(1, 100); /* 0.1 s: the deadline's precision */
         pthread_cond_timedwait(&h->wake, &h->mu, &ts);
         int64_t now = dapi_clock_mono_ms();
         int cut = 0;

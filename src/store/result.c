@@ -15,6 +15,7 @@
 
 #include "auth/keys.h"
 #include "base/buf.h"
+#include "base/clock.h"
 #include "engine/render.h"
 #include "store/codec.h"
 
@@ -181,14 +182,7 @@ uint64_t dapi_result_live_pages(struct dapi_result_live *l)
 uint64_t dapi_result_live_wait(struct dapi_result_live *l, uint64_t have, int64_t timeout_ms,
                                int *closed)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(timeout_ms / 1000);
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if(until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = dapi_clock_after(0, timeout_ms);
     pthread_mutex_lock(&l->lock);
     while(l->n <= have && !l->closed && timeout_ms > 0 &&
           pthread_cond_timedwait(&l->more, &l->lock, &until) == 0)
