@@ -705,6 +705,14 @@ static void answer_busy(struct wait_ctx *c, const char *message)
     }
 }
 
+/* How long the request has waited for its page (Server-Timing: wait), at least 1 µs: 0 means
+ * "not measured", and a page of a finished query can be found within the clock's step. */
+static int64_t waited_us(const struct wait_ctx *c)
+{
+    int64_t us = dapi_clock_mono_us() - c->start_us;
+    return us > 0 ? us : 1;
+}
+
 /* Copies page c->page_no of a result still being written into the answer: 1 answered, 0 not
  * published yet, -1 unreadable (served once the run is done). */
 static int answer_live(struct wait_ctx *c, struct dapi_result_live *live)
@@ -715,7 +723,7 @@ static int answer_live(struct wait_ctx *c, struct dapi_result_live *live)
     if(got > 0)
         dapi_reply_page_waited(c->rp, c->slug, c->page, b.data ? b.data : "", b.len,
                                DAPI_PAGE_ROWS, /* (a page published early is complete) */
-                               dapi_clock_mono_us() - c->start_us);
+                               waited_us(c));
     dapi_buf_free(&b);
     return got;
 }
@@ -740,7 +748,7 @@ static void answer(struct wait_ctx *c, int may_wait)
                                  .page_text = c->page,
                                  .page_no = DAPI_PAGE_LIVE,
                                  .live = v.live,
-                                 .wait_us = dapi_clock_mono_us() - c->start_us};
+                                 .wait_us = waited_us(c)};
         dapi_reply(c->rp, DAPI_OK, &o);
         dapi_queries_release(env->queries, &v);
         wait_free(c);
@@ -804,7 +812,7 @@ static void answer(struct wait_ctx *c, int may_wait)
     /* A finished result never changes: cacheable until the slug expires. */
     int64_t left = v.expires_s - env->wall_s();
     dapi_reply_result_page(c->rp, c->slug, c->page, v.result, c->page_no, left > 0 ? left : 0,
-                           dapi_clock_mono_us() - c->start_us);
+                           waited_us(c));
     dapi_queries_release(env->queries, &v);
     wait_free(c);
 }
