@@ -125,8 +125,9 @@ static enum dapi_ks_result store_key(struct dapi_req *r, struct dapi_app *app, c
     int64_t when = 0;
     enum dapi_ks_result res = dapi_keystore_check(app->keystore, key, strlen(key),
                                                   dapi_clock_wall_s(), who, &when);
-    char details[96], date[32];
-    dapi_ks_format_time(when, date, sizeof date);
+    char details[96], date[32] = "";
+    if(res == DAPI_KS_REVOKED || res == DAPI_KS_EXPIRED) /* (not on every request) */
+        dapi_ks_format_time(when, date, sizeof date);
     if(res == DAPI_KS_INVALID) {
         dapi_respond_error(r, 401, "Invalid API key", NULL);
     } else if(res == DAPI_KS_REVOKED) {

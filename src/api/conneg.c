@@ -1,5 +1,7 @@
 #include "api/conneg.h"
 
+#include "base/buf.h"
+
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -144,6 +146,22 @@ void dapi_page_etag(char *out, size_t n, uint64_t result_id, const char *slug,
     for(const char *s = slug; *s; s++)
         x = (x ^ (unsigned char)*s) * 0x100000001b3ull;
     x ^= result_id * 0x9E3779B97F4A7C15ull;
-    snprintf(out, n, "\"%016llx-%.48s%s%s\"", (unsigned long long)x, page_text, coding ? "-" : "",
-             coding ? coding : "");
+    /* "<16 hex digits>-<page>[-<coding>]" by hand: snprintf showed in a page's profile */
+    char t[96], *p = t;
+    *p++ = '"';
+    for(int shift = 60; shift >= 0; shift -= 4)
+        *p++ = "0123456789abcdef"[(x >> shift) & 15];
+    *p++ = '-';
+    size_t pl = strnlen(page_text, 48);
+    memcpy(p, page_text, pl);
+    p += pl;
+    if(coding) {
+        size_t cl = strnlen(coding, 16);
+        *p++ = '-';
+        memcpy(p, coding, cl);
+        p += cl;
+    }
+    *p++ = '"';
+    *p = '\0';
+    dapi_copy_str(out, n, t);
 }

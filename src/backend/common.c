@@ -833,9 +833,9 @@ void dapi_backend_answer_stored(const struct dapi_backend_env *env, const char *
     c->rp = rp;
     c->rerun = rerun;
     c->state = state;
-    snprintf(c->slug, sizeof c->slug, "%s", slug);
+    dapi_copy_str(c->slug, sizeof c->slug, slug);
     memcpy(c->key, key_hash, DAPI_KEY_HASH_LEN);
-    snprintf(c->page, sizeof c->page, "%s", page_text);
+    dapi_copy_str(c->page, sizeof c->page, page_text);
     c->page_no = page;
     c->start_us = dapi_clock_mono_us();
     answer(c, 1); /* may wait for the query: answered by whichever thread finishes it */

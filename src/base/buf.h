@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include "dapi/err.h"
 
 struct dapi_buf {
@@ -70,5 +71,13 @@ enum dapi_err dapi_buf_add_file(struct dapi_buf *b, const char *path)
  * or cannot allocate that empty string (it then fails with DAPI_ERR_NOMEM); the error
  * stays readable with dapi_buf_error until free/reset. */
 char *dapi_buf_take(struct dapi_buf *b, size_t *len) __attribute__((warn_unused_result));
+
+/* Text writers for the per-request paths, where snprintf's parsing of its format showed in
+ * profiles. dapi_put_u64 writes v in decimal, zero-padded to at least min_digits (at most
+ * 20 digits, or min_digits if more), at p and returns the end; the caller provides the
+ * room. dapi_copy_str copies s into out of n > 0 bytes, cut to fit with its NUL (as
+ * snprintf(out, n, "%s", s) would), and returns the length written. */
+char *dapi_put_u64(char *p, uint64_t v, int min_digits);
+size_t dapi_copy_str(char *out, size_t n, const char *s);
 
 #endif

@@ -248,21 +248,6 @@ void dapi_log(enum dapi_log_level level, const char *fmt, ...)
 static __thread time_t stamp_sec = -1;
 static __thread char stamp_buf[80];
 
-static char *put_uint(char *p, unsigned long long v, int min_digits)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while(v);
-    while(n < min_digits)
-        tmp[n++] = '0';
-    while(n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 /* Plain printable ASCII without '"' or '\\' can be written inside quotes as it is. */
 static int plain(const char *s)
 {
@@ -312,7 +297,7 @@ void dapi_log_request(const struct dapi_access *a)
         char line[2400], *p = line;
         size_t sl = strlen(stamp_buf);
         p = put(p, stamp_buf, sl);
-        p = put_uint(p, (unsigned long long)(ts.tv_nsec / 1000000), 3);
+        p = dapi_put_u64(p, (unsigned long long)(ts.tv_nsec / 1000000), 3);
         p = put(p, "Z access ", 9);
         p = put(p, method, mlen);
         *p++ = ' ';
@@ -324,13 +309,13 @@ void dapi_log_request(const struct dapi_access *a)
         }
         *p++ = '"';
         *p++ = ' ';
-        p = put_uint(p, (unsigned long long)status, 1);
+        p = dapi_put_u64(p, (unsigned long long)status, 1);
         *p++ = ' ';
-        p = put_uint(p, a->bytes, 1);
+        p = dapi_put_u64(p, a->bytes, 1);
         *p++ = ' ';
-        p = put_uint(p, (unsigned long long)(us / 1000), 1);
+        p = dapi_put_u64(p, (unsigned long long)(us / 1000), 1);
         *p++ = '.';
-        p = put_uint(p, (unsigned long long)(us % 1000), 3);
+        p = dapi_put_u64(p, (unsigned long long)(us % 1000), 3);
         p = put(p, "ms", 2);
         if(client) {
             p = put(p, " client=", 8);

@@ -102,6 +102,19 @@ static void test_etag(void)
     dapi_page_etag(again, sizeof again, 42, "dapi-query-x", "1", NULL);
     T_EQ_STR(again, a);
     T_CHECK(dapi_etag_matches(b, b) && !dapi_etag_matches(a, b), "tags compare as tags");
+    /* the shape: 16 lowercase hex digits, the page (at most 48 bytes of it), the coding */
+    T_CHECK(strlen(a) == 1 + 16 + 2 + 1 && strspn(a + 1, "0123456789abcdef") == 16 &&
+                strcmp(a + 17, "-1\"") == 0,
+            "\"<16 hex>-1\": %s", a);
+    T_CHECK(strcmp(b + 17, "-1-zstd\"") == 0 && memcmp(a, b, 17) == 0, "coding appended: %s", b);
+    char big[200], page[64];
+    memset(page, '9', 60);
+    page[60] = '\0';
+    dapi_page_etag(big, sizeof big, 42, "dapi-query-x", page, NULL);
+    T_EQ_INT((long long)strlen(big), 1 + 16 + 1 + 48 + 1);
+    char small[10];
+    dapi_page_etag(small, sizeof small, 42, "dapi-query-x", "1", NULL);
+    T_CHECK(strlen(small) == 9 && strncmp(small, a, 9) == 0, "cut to the room given: %s", small);
 }
 
 int main(void)

@@ -273,6 +273,19 @@ static void test_hash(void)
     } vec[] = {
         {"", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
         {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        /* the thread's memo of its last input: a different input of the same length, the
+         * same one again, and back, each get their own digest */
+        {"abd", "a52d159f262b2c6ddb724a61840befc36eb30c88877a4030b65cbe86298449c9"},
+        {"abd", "a52d159f262b2c6ddb724a61840befc36eb30c88877a4030b65cbe86298449c9"},
+        {"abc", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+        {"k1234567890", "9cd8c9995e87658d650a7eb5b8b5db94c3cd8348d927e99a366da3a4a80f0b58"},
+        {"k1234567891", "3062a0b1b106930cc4d87e1b9825777238de5742999847c951914c83a1230b7c"},
+        {"k1234567890", "9cd8c9995e87658d650a7eb5b8b5db94c3cd8348d927e99a366da3a4a80f0b58"},
+        /* longer than the memo holds */
+        {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+         "aaaaaaaaaaaaaaaaaaaa",
+         "c2a908d98f5df987ade41b5fce213067efbcc21ef2240212a41e54b5e7c28ae5"},
     };
     for(size_t i = 0; i < N(vec); i++) {
         dapi_sha256(vec[i].in, strlen(vec[i].in), h);

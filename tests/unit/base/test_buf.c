@@ -310,8 +310,37 @@ static void test_add_cut(void)
     dapi_buf_free(&b);
 }
 
+/* dapi_put_u64 and dapi_copy_str: the hand-written formatting of the per-request paths gives
+ * what snprintf would. */
+static void test_put_u64_and_copy_str(void)
+{
+    static const struct {
+        uint64_t v;
+        int min;
+        const char *want;
+    } cases[] = {
+        {0, 1, "0"},       {0, 3, "000"},   {7, 3, "007"},
+        {1234, 2, "1234"}, {999, 3, "999"}, {1000, 3, "1000"},
+        {42, 0, "42"},     {5, 5, "00005"}, {UINT64_MAX, 1, "18446744073709551615"},
+    };
+    for(size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[32];
+        char *end = dapi_put_u64(out, cases[i].v, cases[i].min);
+        *end = '\0';
+        T_EQ_STR(out, cases[i].want);
+    }
+    char small[4];
+    T_EQ_INT((long long)dapi_copy_str(small, sizeof small, "abcdef"), 3);
+    T_EQ_STR(small, "abc");
+    T_EQ_INT((long long)dapi_copy_str(small, sizeof small, "ab"), 2);
+    T_EQ_STR(small, "ab");
+    T_EQ_INT((long long)dapi_copy_str(small, 1, "ab"), 0);
+    T_EQ_STR(small, "");
+}
+
 int main(void)
 {
+    test_put_u64_and_copy_str();
     test_init_empty();
     test_add_and_nul();
     test_cap_exact_and_over();

@@ -86,6 +86,21 @@ static void dispatch(struct dapi_req *r, void *app)
         dapi_req_respond(r, 429, body, body ? strlen(body) : 0, "Retry-After", "2");
         return;
     }
+    if(strcmp(path, "/full") == 0) { /* copied values fill the request's text area */
+        char v127[DAPI_REQ_HEADER_VALUE_MAX + 1];
+        memset(v127, 'f', sizeof v127 - 1);
+        v127[sizeof v127 - 1] = '\0';
+        int fit = DAPI_REQ_HEADER_TEXT / (DAPI_REQ_HEADER_VALUE_MAX + 1), rc = 0;
+        static const char *const names[] = {"X-F1", "X-F2", "X-F3", "X-F4", "X-F5", "X-F6"};
+        for(int i = 0; i < fit; i++)
+            rc |= dapi_req_add_header(r, names[i], v127);
+        int refused = dapi_req_add_header(r, names[fit], v127) == -1;
+        /* what is left still takes a short value, and the extra header's */
+        rc |= dapi_req_add_header(r, "X-Short", "s");
+        char *body = strdup(rc == 0 && refused ? "ok" : "bad");
+        dapi_req_respond(r, 200, body, body ? strlen(body) : 0, "Retry-After", "3");
+        return;
+    }
     if(strcmp(path, "/static") == 0) { /* a static value longer than a copied one may be */
         static char longv[300];
         memset(longv, 's', sizeof longv - 1);
@@ -488,6 +503,17 @@ static void test_added_headers(void)
     T_EQ_STR(m.body, "ok");
     T_EQ_STR(t_http_header(&m, "X-Static", sv, sizeof sv), want);
     T_EQ_STR(t_http_header(&m, "X-Copied", v, sizeof v), "c");
+    t_http_msg_free(&m);
+    /* the copies share DAPI_REQ_HEADER_TEXT bytes: once full, a value is refused (and not
+     * sent), a shorter one still fits */
+    T_EQ_INT(exchange("GET /full HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 200);
+    T_EQ_STR(m.body, "ok");
+    T_CHECK(t_http_header(&m, "X-F1", sv, sizeof sv) && strlen(sv) == DAPI_REQ_HEADER_VALUE_MAX,
+            "a full-length copy is sent whole");
+    T_CHECK(t_http_header(&m, "X-F3", sv, sizeof sv) != NULL, "the third fits");
+    T_CHECK(!t_http_header(&m, "X-F4", sv, sizeof sv), "the fourth had no room");
+    T_EQ_STR(t_http_header(&m, "X-Short", v, sizeof v), "s");
+    T_EQ_STR(t_http_header(&m, "Retry-After", v, sizeof v), "3");
     t_http_msg_free(&m);
 }
 
