@@ -866,7 +866,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct dapi_req *r = *con_cls;
     if(!r)
         return;
-    long long dur = dapi_clock_mono_us() - r->start_us;
+    int64_t now_us = dapi_clock_mono_us(); /* (one clock read for the duration and the deadline) */
+    long long dur = now_us - r->start_us;
     if(r->stream) { /* what was sent of a streamed body */
         pthread_mutex_lock(&r->stream->mu);
         r->bytes_sent = r->stream->total;
@@ -886,7 +887,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         /* The next request head on this kept-alive connection has its deadline counted from
          * now (the order matters: the sweeper reads in_request first). */
         r->c->req = NULL;
-        atomic_store(&r->c->head_since_ms, dapi_clock_mono_ms());
+        atomic_store(&r->c->head_since_ms, now_us / 1000);
         atomic_store(&r->c->in_request, 0);
     }
     if(r->stream) {
