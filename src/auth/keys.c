@@ -60,13 +60,15 @@ void dapi_sha256(const void *data, size_t len, unsigned char out[DAPI_KEY_HASH_L
         return;
     }
     pthread_once(&sha256_once, sha256_fetch);
-    if(!sha256_md || !EVP_Digest(data, len, out, NULL, sha256_md, NULL))
-        SHA256(data, len, out); /* (no fetched digest: the slow way) */
+    unsigned char h[DAPI_KEY_HASH_LEN]; /* (out may be the input's own buffer) */
+    if(!sha256_md || !EVP_Digest(data, len, h, NULL, sha256_md, NULL))
+        SHA256(data, len, h); /* (no fetched digest: the slow way) */
     if(memo) {
         memcpy(sha256_memo.in, data, len);
-        memcpy(sha256_memo.out, out, DAPI_KEY_HASH_LEN);
+        memcpy(sha256_memo.out, h, DAPI_KEY_HASH_LEN);
         sha256_memo.len = len;
     }
+    memcpy(out, h, DAPI_KEY_HASH_LEN);
 }
 
 void dapi_hmac_sha256(const void *key, size_t keylen, const void *data, size_t len,

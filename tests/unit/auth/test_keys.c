@@ -296,6 +296,33 @@ static void test_hash(void)
     }
 }
 
+static void hex32(const unsigned char *h, char hex[65]);
+
+/* dapi_sha256 into its own input's buffer (the digest replaces the input), and then of that
+ * digest: the memo must hold the input it hashed, not what the buffer holds afterwards. */
+static void test_hash_in_place(void)
+{
+    unsigned char buf[32] = "abc";
+    char hex[65];
+    dapi_sha256(buf, 3, buf);
+    hex32(buf, hex);
+    T_EQ_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    /* the digest's first 3 bytes are not "abc": a memo that kept the overwritten buffer as
+     * its input would answer SHA-256("abc") here */
+    unsigned char three[3], h[32];
+    memcpy(three, buf, 3);
+    dapi_sha256(three, 3, h);
+    hex32(h, hex);
+    T_EQ_STR(hex, "1fdd22a8bb94bd1ceb88700ac15d46b04f671a498ad2735db26179ceda7b9072");
+    dapi_sha256(buf, 32, buf);
+    hex32(buf, hex);
+    T_EQ_STR(hex, "4f8b42c22dd3729b519ba6f68d2da7cc5b2d606d05daed5ad5128cc03e6c6358");
+    memcpy(buf, "abc", 4);
+    dapi_sha256(buf, 3, buf); /* (a memo hit now) */
+    hex32(buf, hex);
+    T_EQ_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
 static void hex32(const unsigned char *h, char hex[65])
 {
     for(int j = 0; j < 32; j++)
@@ -517,6 +544,7 @@ int main(void)
     test_file();
     test_dev_key();
     test_hash();
+    test_hash_in_place();
     test_hmac();
     test_ct_equal();
     test_random();
