@@ -14,11 +14,15 @@
 extern const char dapi_openapi_json[];
 extern const size_t dapi_openapi_json_len;
 
-/* No key: the document is public metadata (no data, no setting of this server), and the
- * tools that read it (client generators, API explorers) fetch it before they have a key. */
-/* With --endpoints-file: the document with a path of its own for each endpoint of the set in
- * use, inserted at the start of "paths" (NULL: none loaded, or no memory). */
-static char *with_endpoints(struct dapi_app *app, size_t *len)
+/* No key needed: the generic document is public metadata (no data, no setting of this
+ * server), and the tools that read it (client generators, API explorers) fetch it before they
+ * have a key. The endpoints of --endpoints-file are this server's own settings (their names,
+ * parameters, allowed values and patterns may tell about the data), so they are described
+ * only to a caller with a key, and only those its scope may call — as GET /api/endpoints
+ * lists them. */
+/* The document with a path of its own for each endpoint of the set in use that scope may
+ * call, inserted at the start of "paths" (NULL: none loaded, none allowed, or no memory: the generic document then). */
+static char *with_endpoints(struct dapi_app *app, const struct dapi_scope *scope, size_t *len)
 {
     static const char paths[] = "\"paths\": {";
     pthread_mutex_lock(&app->endpoints_lock);
@@ -26,9 +30,9 @@ static char *with_endpoints(struct dapi_app *app, size_t *len)
     dapi_endpoints_ref(e);
     pthread_mutex_unlock(&app->endpoints_lock);
     size_t n = 0;
-    char *entries = dapi_endpoints_count(e) ? dapi_endpoints_openapi(e, &n) : NULL;
+    char *entries = dapi_endpoints_count(e) ? dapi_endpoints_openapi(e, scope, &n) : NULL;
     dapi_endpoints_unref(e);
-    const char *at = entries ? strstr(dapi_openapi_json, paths) : NULL;
+    const char *at = entries && n ? strstr(dapi_openapi_json, paths) : NULL;
     if(!at) {
         free(entries);
         return NULL;
@@ -46,7 +50,14 @@ static char *with_endpoints(struct dapi_app *app, size_t *len)
 void dapi_api_openapi(struct dapi_req *r, struct dapi_app *app, const char *unused)
 {
     size_t len = 0;
-    char *doc = with_endpoints(app, &len);
+    char *doc = NULL;
+    if(dapi_req_header(r, "x-api-key") || dapi_req_header(r, "Authorization")) {
+        /* a key is checked as on any route: 401 for a wrong one, the rate limit applies */
+        struct dapi_principal who;
+        if(dapi_api_auth(r, app, &who))
+            return;
+        doc = with_endpoints(app, &who.scope, &len);
+    }
     if(doc) {
         dapi_req_respond(r, 200, doc, len, NULL, NULL);
         return;

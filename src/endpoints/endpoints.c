@@ -925,12 +925,15 @@ static void add_value_schema(struct dapi_buf *b, const struct dapi_eparam *p)
     dapi_buf_addc(b, '}');
 }
 
-char *dapi_endpoints_openapi(const struct dapi_endpoints *e, size_t *len)
+char *dapi_endpoints_openapi(const struct dapi_endpoints *e, const struct dapi_scope *scope,
+                             size_t *len)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, (size_t)-1 / 2);
     for(size_t i = 0; e && i < e->n; i++) {
         const struct dapi_endpoint *ep = &e->v[i];
+        if(!dapi_endpoint_allowed(ep, scope))
+            continue;
         char path[128];
         snprintf(path, sizeof path, "/api/endpoints/%s", ep->name);
         dapi_json_str(&b, path, strlen(path));

@@ -87,9 +87,10 @@ char *dapi_endpoint_bind(const struct dapi_endpoint *ep, const char *const *name
 char *dapi_endpoints_json(const struct dapi_endpoints *e, const struct dapi_scope *scope,
                           size_t *len);
 
-/* The path entries of the served OpenAPI document for e's endpoints
+/* The path entries of the served OpenAPI document for the endpoints of e that scope may call
  * ("/api/endpoints/<name>": {"get": …}, each followed by a comma), owned; "" for none; NULL
  * without memory. */
-char *dapi_endpoints_openapi(const struct dapi_endpoints *e, size_t *len);
+char *dapi_endpoints_openapi(const struct dapi_endpoints *e, const struct dapi_scope *scope,
+                             size_t *len);
 
 #endif

@@ -288,10 +288,14 @@ def test_format_streams_the_whole_result_through_the_export_path():
         expect_error(_call(s, "in_countries", "format=xml"), 400, "Invalid format", "a bad format")
 
 
+def _generated(doc):
+    return sorted(p for p in doc["paths"] if p.startswith("/api/endpoints/") and p != "/api/endpoints/{name}")
+
+
 def test_served_openapi_describes_each_endpoint():
     import test_openapi as o
     with _server() as s:
-        doc = jparse(s.request("GET", "/api/openapi.json"))
+        doc = jparse(s.api("GET", "/api/openapi.json"))
         op = doc["paths"]["/api/endpoints/customers_by_country"]["get"]
         params = {p["name"]: p for p in op["parameters"]}
         eq(sorted(params), ["country", "format", "limit"], "its parameters and format")
@@ -308,13 +312,40 @@ def test_served_openapi_describes_each_endpoint():
         except h.Skip:
             return
         served = os.path.join(h.tmpdir("ep-openapi"), "served.json")
-        h.write_file(served, s.request("GET", "/api/openapi.json").body)
+        h.write_file(served, s.api("GET", "/api/openapi.json").body)
         res = o._run_validator(d, served)
         check(res["valid"] is True, "the validator refuses the merged document:\n%s" % json.dumps(res["errors"], indent=1)[:3000])
     with Server(keys=[KEY], data_dir=_lake(), name="ep-none") as s:
-        doc = jparse(s.request("GET", "/api/openapi.json"))
-        check(not [p for p in doc["paths"] if p.startswith("/api/endpoints/") and p != "/api/endpoints/{name}"],
-              "without a file: no generated path")
+        doc = jparse(s.api("GET", "/api/openapi.json"))
+        eq(_generated(doc), [], "without a file: no generated path")
+
+
+def test_served_openapi_shows_endpoints_only_to_keys_that_may_call_them():
+    # The endpoints are this server's settings (names, parameters, allowed values): the
+    # document describes them only to a key, and only those its scope may call, as
+    # GET /api/endpoints lists them.
+    keys_file = os.path.join(h.tmpdir("ep-keys"), "keys")
+    p = subprocess.run([h.BIN, "keys", "add", "--keys-file", keys_file, "--layers", "shop", "--name", "shopper"],
+                       capture_output=True, text=True, timeout=30, env=h.base_env())
+    check(p.returncode == 0, "dapi keys add: %s %s" % (p.stdout, p.stderr))
+    shop_key = [w for w in p.stdout.split() if w.startswith("dapi_")][0]
+    with _server(args=["--keys-file", keys_file], keys=[KEY]) as s:
+        r = s.api("GET", "/api/openapi.json", key=None)
+        eq(r.status, 200, "no key needed: " + r.short())
+        doc = jparse(r)
+        eq(_generated(doc), [], "no key: the generic document, no endpoint of this server")
+        check("customers_by_country" not in r.body.decode(), "no endpoint name anywhere in it")
+        check("/api/endpoints/{name}" in doc["paths"], "the generic entry is there")
+        listed = ["/api/endpoints/" + e["name"] for e in jparse(s.api("GET", "/api/endpoints", key=shop_key))["endpoints"]]
+        scoped = _generated(jparse(s.api("GET", "/api/openapi.json", key=shop_key)))
+        eq(scoped, sorted(listed), "a scoped key: the endpoints it may call, as GET /api/endpoints lists them")
+        check("/api/endpoints/people" not in scoped, "not the endpoint reading the hr layer")
+        eq(len(_generated(jparse(s.api("GET", "/api/openapi.json")))), 6, "an unscoped key: all six")
+        expect_error(s.api("GET", "/api/openapi.json", key="nope"), 401, None, "a wrong key is refused")
+        r = s.request("GET", "/api/openapi.json", headers={"Authorization": "Bearer x.y.z"})
+        check(r.status == 401 and "customers_by_country" not in r.body.decode(), "a bad token: 401 " + r.short())
+        r = s.request("HEAD", "/api/openapi.json")
+        eq(r.status, 200, "HEAD without a key")
 
 
 def _dapi(s, args, key=KEY):
