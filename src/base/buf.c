@@ -202,23 +202,6 @@ enum dapi_err dapi_buf_add_file(struct dapi_buf *b, const char *path)
     return result;
 }
 
-char *dapi_put_u64(char *p, uint64_t v, int min_digits)
-{
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while(v);
-    while(n < min_digits) {
-        *p++ = '0';
-        min_digits--;
-    }
-    while(n)
-        *p++ = tmp[--n];
-    return p;
-}
-
 size_t dapi_copy_str(char *out, size_t n, const char *s)
 {
     size_t len = strnlen(s, n - 1);

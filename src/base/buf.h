@@ -72,12 +72,26 @@ enum dapi_err dapi_buf_add_file(struct dapi_buf *b, const char *path)
  * stays readable with dapi_buf_error until free/reset. */
 char *dapi_buf_take(struct dapi_buf *b, size_t *len) __attribute__((warn_unused_result));
 
-/* Text writers for the per-request paths, where snprintf's parsing of its format showed in
- * profiles. dapi_put_u64 writes v in decimal, zero-padded to at least min_digits (at most
- * 20 digits, or min_digits if more), at p and returns the end; the caller provides the
- * room. dapi_copy_str copies s into out of n > 0 bytes, cut to fit with its NUL (as
+/* Text writers for the per-request paths (and the row renderer), where snprintf's parsing of
+ * its format showed in profiles. dapi_put_u64 writes v in decimal, zero-padded to at least
+ * min_digits (at most 20 digits, or min_digits if more), at p and returns the end; the
+ * caller provides the room (inline: it runs for every number of every rendered row).
+ * dapi_copy_str copies s into out of n > 0 bytes, cut to fit with its NUL (as
  * snprintf(out, n, "%s", s) would), and returns the length written. */
-char *dapi_put_u64(char *p, uint64_t v, int min_digits);
+static inline char *dapi_put_u64(char *p, uint64_t v, int min_digits)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while(v);
+    for(; min_digits > n; min_digits--)
+        *p++ = '0';
+    while(n)
+        *p++ = tmp[--n];
+    return p;
+}
 size_t dapi_copy_str(char *out, size_t n, const char *s);
 
 #endif

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "base/buf.h"
 #include "base/json.h"
 
 /* Containers deeper than this are refused: the renderer recurses once per level and a
@@ -105,27 +106,11 @@ static int64_t floor_divmod(int64_t a, int64_t d, int64_t *rem)
     return q;
 }
 
-/* Writes v with at least `width` digits (zero-padded) at o; returns the new end. */
-static char *put_uint(char *o, uint64_t v, int width)
-{
-    char t[24];
-    int n = 0;
-    do {
-        t[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while(v);
-    while(n < width)
-        t[n++] = '0';
-    while(n)
-        *o++ = t[--n];
-    return o;
-}
-
 static char *put_int(char *o, int64_t v)
 {
     if(v < 0)
         *o++ = '-';
-    return put_uint(o, v < 0 ? -(uint64_t)v : (uint64_t)v, 1);
+    return dapi_put_u64(o, v < 0 ? -(uint64_t)v : (uint64_t)v, 1);
 }
 
 /* Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's civil_from_days):
@@ -144,16 +129,16 @@ static char *put_date(char *o, int64_t days)
     /* ISO 8601 expanded years outside 0000-9999 carry a sign so they stay unambiguous. */
     if(y < 0) {
         *o++ = '-';
-        o = put_uint(o, -(uint64_t)y, 4);
+        o = dapi_put_u64(o, -(uint64_t)y, 4);
     } else {
         if(y > 9999)
             *o++ = '+';
-        o = put_uint(o, (uint64_t)y, 4);
+        o = dapi_put_u64(o, (uint64_t)y, 4);
     }
     *o++ = '-';
-    o = put_uint(o, m, 2);
+    o = dapi_put_u64(o, m, 2);
     *o++ = '-';
-    return put_uint(o, d, 2);
+    return dapi_put_u64(o, d, 2);
 }
 
 static enum dapi_err render_date(struct dapi_buf *out, int32_t days)
@@ -181,7 +166,7 @@ static char *put_micros_frac(char *o, uint64_t us)
         digits--;
     }
     *o++ = '.';
-    return put_uint(o, us, digits);
+    return dapi_put_u64(o, us, digits);
 }
 
 static enum dapi_err render_time(struct dapi_buf *out, int64_t micros)
@@ -194,11 +179,11 @@ static enum dapi_err render_time(struct dapi_buf *out, int64_t micros)
         *o++ = '-';
     uint64_t us = micros < 0 ? -(uint64_t)micros : (uint64_t)micros;
     uint64_t s = us / 1000000;
-    o = put_uint(o, s / 3600, 2);
+    o = dapi_put_u64(o, s / 3600, 2);
     *o++ = ':';
-    o = put_uint(o, s / 60 % 60, 2);
+    o = dapi_put_u64(o, s / 60 % 60, 2);
     *o++ = ':';
-    o = put_uint(o, s % 60, 2);
+    o = dapi_put_u64(o, s % 60, 2);
     o = put_micros_frac(o, us % 1000000);
     *o++ = '"';
     return dapi_buf_add(out, t, (size_t)(o - t));
@@ -220,13 +205,13 @@ static enum dapi_err render_timestamp(struct dapi_buf *out, int64_t v, int64_t p
     *o++ = '"';
     o = put_date(o, days);
     *o++ = 'T';
-    o = put_uint(o, (uint64_t)sod / 3600, 2);
+    o = dapi_put_u64(o, (uint64_t)sod / 3600, 2);
     *o++ = ':';
-    o = put_uint(o, (uint64_t)sod / 60 % 60, 2);
+    o = dapi_put_u64(o, (uint64_t)sod / 60 % 60, 2);
     *o++ = ':';
-    o = put_uint(o, (uint64_t)sod % 60, 2);
+    o = dapi_put_u64(o, (uint64_t)sod % 60, 2);
     *o++ = '.';
-    o = put_uint(o, ms, 3);
+    o = dapi_put_u64(o, ms, 3);
     if(utc)
         *o++ = 'Z';
     *o++ = '"';
@@ -270,7 +255,7 @@ static enum dapi_err render_interval(struct dapi_buf *out, const struct dapi_int
             if(sec_us < 0)
                 *o++ = '-';
             uint64_t us = (uint64_t)(sec_us < 0 ? -sec_us : sec_us);
-            o = put_uint(o, us / 1000000, 1);
+            o = dapi_put_u64(o, us / 1000000, 1);
             o = put_micros_frac(o, us % 1000000);
             *o++ = 'S';
         }

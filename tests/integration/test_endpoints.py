@@ -67,6 +67,15 @@ def _server(text=GOOD, args=(), **kw):
     return s
 
 
+def _shop_key():
+    """A key store file with one key limited to the shop layer: (its path, the key)."""
+    keys_file = os.path.join(h.tmpdir("ep-keys"), "keys")
+    p = subprocess.run([h.BIN, "keys", "add", "--keys-file", keys_file, "--layers", "shop", "--name", "shopper"],
+                       capture_output=True, text=True, timeout=30, env=h.base_env())
+    check(p.returncode == 0, "dapi keys add: %s %s" % (p.stdout, p.stderr))
+    return keys_file, [w for w in p.stdout.split() if w.startswith("dapi_")][0]
+
+
 def _call(s, name, query="", key=""):
     return s.api("GET", "/api/endpoints/%s%s" % (name, "?" + query if query else ""), key=key)
 
@@ -146,12 +155,7 @@ def test_hostile_values_are_data():
 
 
 def test_list_filtered_by_scope_and_403():
-    keys_file = os.path.join(h.tmpdir("ep-keys"), "keys")
-    # a key store key limited to the shop layer
-    p = subprocess.run([h.BIN, "keys", "add", "--keys-file", keys_file, "--layers", "shop", "--name", "shopper"],
-                       capture_output=True, text=True, timeout=30, env=h.base_env())
-    check(p.returncode == 0, "dapi keys add: %s %s" % (p.stdout, p.stderr))
-    shop_key = [w for w in p.stdout.split() if w.startswith("dapi_")][0]
+    keys_file, shop_key = _shop_key()
     with _server(args=["--keys-file", keys_file], keys=[KEY]) as s:
         names = [e["name"] for e in jparse(s.api("GET", "/api/endpoints"))["endpoints"]]
         eq(names, ["by_kind", "customers_by_country", "in_countries", "people", "since", "vip"], "all for an unscoped key")
@@ -324,11 +328,7 @@ def test_served_openapi_shows_endpoints_only_to_keys_that_may_call_them():
     # The endpoints are this server's settings (names, parameters, allowed values): the
     # document describes them only to a key, and only those its scope may call, as
     # GET /api/endpoints lists them.
-    keys_file = os.path.join(h.tmpdir("ep-keys"), "keys")
-    p = subprocess.run([h.BIN, "keys", "add", "--keys-file", keys_file, "--layers", "shop", "--name", "shopper"],
-                       capture_output=True, text=True, timeout=30, env=h.base_env())
-    check(p.returncode == 0, "dapi keys add: %s %s" % (p.stdout, p.stderr))
-    shop_key = [w for w in p.stdout.split() if w.startswith("dapi_")][0]
+    keys_file, shop_key = _shop_key()
     with _server(args=["--keys-file", keys_file], keys=[KEY]) as s:
         r = s.api("GET", "/api/openapi.json", key=None)
         eq(r.status, 200, "no key needed: " + r.short())
@@ -356,10 +356,7 @@ def _dapi(s, args, key=KEY):
 
 
 def test_dapi_call_in_any_output_format():
-    keys_file = os.path.join(h.tmpdir("ep-keys"), "keys")
-    p = subprocess.run([h.BIN, "keys", "add", "--keys-file", keys_file, "--layers", "shop", "--name", "shopper"],
-                       capture_output=True, text=True, timeout=30, env=h.base_env())
-    shop_key = [w for w in p.stdout.split() if w.startswith("dapi_")][0]
+    keys_file, shop_key = _shop_key()
     with _server(args=["--keys-file", keys_file]) as s:
         rc, out, err = _dapi(s, ["call", "-q", "-f", "csv", "customers_by_country", "country=US", "limit=5"])
         eq((rc, out), (0, "id,name,amount\r\n3,Zoë,99.9\r\n1,Ann,30.5\r\n"), "csv: %s" % err)
