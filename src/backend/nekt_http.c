@@ -297,11 +297,16 @@ struct nekt_reach {
 };
 
 /* One check: any HTTP answer from --nekt-url means the upstream is there. */
-static int reach_once(const struct dapi_backend_env *env, char *why, size_t n)
+/* One check: 0 if --nekt-url answered; else -1 with why (for /api/ready, which needs no key:
+ * the kind of failure and the setting's name, never its host or address) and detail (the
+ * transport's own text, which may name them: for the server log). */
+static int reach_once(const struct dapi_backend_env *env, char *why, size_t n, char *detail,
+                      size_t dn)
 {
     struct dapi_httpc *h = thread_http();
     if(!h) {
         snprintf(why, n, "out of memory");
+        snprintf(detail, dn, "out of memory");
         return -1;
     }
     struct dapi_httpc_call call = {.method = "GET",
@@ -314,10 +319,11 @@ static int reach_once(const struct dapi_backend_env *env, char *why, size_t n)
     memset(&resp, 0, sizeof resp);
     enum dapi_err result = dapi_httpc_do(h, &call, &resp);
     int ok = resp.status > 0 || result == DAPI_ERR_TOO_LARGE; /* an answer: the body is not ours */
-    if(!ok)
-        snprintf(why, n, "no answer from --nekt-url: %s",
-                 resp.error[0] ? resp.error
-                               : dapi_err_message(result ? result : DAPI_ERR_UPSTREAM));
+    if(!ok) {
+        const char *fallback = dapi_err_message(result ? result : DAPI_ERR_UPSTREAM);
+        snprintf(why, n, "no answer from --nekt-url: %s", resp.reason ? resp.reason : fallback);
+        snprintf(detail, dn, "%s", resp.error[0] ? resp.error : fallback);
+    }
     dapi_httpc_resp_free(&resp);
     return ok ? 0 : -1;
 }
@@ -328,9 +334,13 @@ static void *reach_run(void *arg)
     pthread_mutex_lock(&r->mu);
     while(!r->stop) {
         pthread_mutex_unlock(&r->mu);
-        char why[300] = "";
-        int ok = reach_once(r->env, why, sizeof why) == 0;
+        char why[300] = "", detail[300] = "";
+        int ok = reach_once(r->env, why, sizeof why, detail, sizeof detail) == 0;
         pthread_mutex_lock(&r->mu);
+        if(!ok && (r->ok || !r->checked)) /* the operator's log gets the whole story, once */
+            dapi_log(DAPI_LOG_WARN, "upstream check: %s (%s)", why, detail);
+        else if(ok && r->checked && !r->ok)
+            dapi_log(DAPI_LOG_INFO, "upstream check: --nekt-url answers again");
         r->checked = 1;
         r->ok = ok;
         snprintf(r->why, sizeof r->why, "%s", why);

@@ -146,6 +146,7 @@ enum dapi_err dapi_httpc_do(struct dapi_httpc *h, const struct dapi_httpc_call *
     dapi_buf_init(&resp->body, call->max_body ? call->max_body : 64u << 20);
     if(__atomic_load_n(&aborting, __ATOMIC_SEQ_CST)) {
         snprintf(resp->error, sizeof resp->error, "aborted: the server is shutting down");
+        resp->reason = "aborted: the server is shutting down";
         return DAPI_ERR_UPSTREAM;
     }
     CURL *c = h->curl;
@@ -204,9 +205,11 @@ enum dapi_err dapi_httpc_do(struct dapi_httpc *h, const struct dapi_httpc_call *
     if(s.over) {
         snprintf(resp->error, sizeof resp->error, "response larger than %llu bytes",
                  (unsigned long long)s.max);
+        resp->reason = "response too large";
         return DAPI_ERR_TOO_LARGE;
     }
     snprintf(resp->error, sizeof resp->error, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    resp->reason = curl_easy_strerror(rc); /* (libcurl's fixed text for the code) */
     if(rc == CURLE_OPERATION_TIMEDOUT)
         return DAPI_ERR_TIMEOUT;
     return s.io_error ? DAPI_ERR_IO : DAPI_ERR_UPSTREAM;

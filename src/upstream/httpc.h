@@ -35,7 +35,9 @@ struct dapi_httpc_resp {
     uint64_t body_bytes;    /* bytes received */
     int64_t retry_after_ms; /* Retry-After header (seconds or HTTP date), -1 if none */
     int request_sent;       /* the request reached the network (it may have been acted on) */
-    char error[256];        /* transport error text, "" if none */
+    char error[256];        /* transport error text, "" if none (may name the host) */
+    const char *reason;     /* the failure's kind in a few words, naming no host or
+                               address (static); NULL if none — for answers to clients */
 };
 
 /* Creates a handle (free with dapi_httpc_free). */

@@ -214,7 +214,16 @@ def test_ready_checks_the_upstream_and_counts_upstream_calls():
             time.sleep(0.2)
         expect_status(r, 503, "upstream unreachable")
         eq(b["checks"]["upstream"]["status"], "failing", "upstream check")
-        check("--nekt-url" in b["checks"]["upstream"]["details"], "names the setting: %r" % b)
+        details = b["checks"]["upstream"]["details"]
+        check("--nekt-url" in details, "names the setting: %r" % b)
+        # /api/ready needs no key: the kind of failure, not the upstream's address (libcurl's
+        # own message names it); that goes to the server log, once
+        check("127.0.0.1" not in details and "port" not in details, "no host or port: %r" % details)
+        check("connect" in details.lower(), "says what failed: %r" % details)
+        log = dead.stderr_text()
+        check("upstream check: no answer from --nekt-url" in log and "127.0.0.1" in log,
+              "the log has the whole message: %s" % log[-2000:])
+        eq(log.count("upstream check: no answer"), 1, "logged once while it stays down")
     finally:
         dead.stop()
     emu = Server(args=["--emulate-nekt"], keys=["nektkey1"], data_dir=_lake(), name="ready-emu")
