@@ -91,7 +91,8 @@ struct dapi_req {
     } added[DAPI_REQ_ADDED_HEADERS];
     int n_added;
     unsigned text_len;
-    char text[DAPI_REQ_HEADER_TEXT];
+    /* (the extra header's value always has room after the added ones' DAPI_REQ_HEADER_TEXT) */
+    char text[DAPI_REQ_HEADER_TEXT + DAPI_REQ_HEADER_VALUE_MAX + 1];
     /* a body kept by the caller (dapi_req_respond_kept) instead of resp */
     const void *kept;
     void (*release)(void *arg);
@@ -188,11 +189,11 @@ void dapi_req_defer(struct dapi_req *r)
     pthread_mutex_unlock(&r->mu);
 }
 
-/* A copy of value's first max bytes or fewer in r->text (under r->mu), or NULL if the area
- * has no room for them. */
-static const char *keep_text(struct dapi_req *r, const char *value, size_t len)
+/* A copy of value's len bytes in r->text (under r->mu) if they fit in its first limit bytes
+ * with their NUL, else NULL. */
+static const char *keep_text(struct dapi_req *r, const char *value, size_t len, size_t limit)
 {
-    if(len >= sizeof r->text - r->text_len)
+    if(len >= limit - r->text_len)
         return NULL;
     char *p = r->text + r->text_len;
     memcpy(p, value, len);
@@ -207,7 +208,7 @@ int dapi_req_add_header(struct dapi_req *r, const char *name, const char *value)
     int ok = -1;
     pthread_mutex_lock(&r->mu);
     if(!r->answered && r->n_added < DAPI_REQ_ADDED_HEADERS && len <= DAPI_REQ_HEADER_VALUE_MAX) {
-        const char *copy = keep_text(r, value, len);
+        const char *copy = keep_text(r, value, len, DAPI_REQ_HEADER_TEXT);
         if(copy) {
             r->added[r->n_added].name = name;
             r->added[r->n_added].value = copy;
@@ -275,7 +276,8 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
     r->resp_len = len;
     r->xh = extra_header;
     if(extra_value) /* (cut to DAPI_REQ_HEADER_VALUE_MAX bytes) */
-        r->xv = keep_text(r, extra_value, strnlen(extra_value, DAPI_REQ_HEADER_VALUE_MAX));
+        r->xv = keep_text(r, extra_value, strnlen(extra_value, DAPI_REQ_HEADER_VALUE_MAX),
+                          sizeof r->text);
     answer_locked(r);
     pthread_mutex_unlock(&r->mu);
 }

@@ -97,12 +97,12 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
 /* Adds a header to whatever response the request gets (dapi_req_respond, _file), e.g. the
  * RateLimit fields set once a request is authenticated. name must be a static string; value
  * is copied (at most DAPI_REQ_HEADER_VALUE_MAX bytes; DAPI_REQ_HEADER_TEXT bytes for all of
- * a request's copied values and their NULs, including dapi_req_respond's extra value). At
- * most DAPI_REQ_ADDED_HEADERS per request. Call before the response; returns 0, or -1 (too
- * many, too long, no room left, already answered: the header is not sent). */
+ * a request's copied values and their NULs — dapi_req_respond's extra value has room of its
+ * own). At most DAPI_REQ_ADDED_HEADERS per request. Call before the response; returns 0, or
+ * -1 (too many, too long, no room left, already answered: the header is not sent). */
 #define DAPI_REQ_ADDED_HEADERS 8
 #define DAPI_REQ_HEADER_VALUE_MAX 127
-#define DAPI_REQ_HEADER_TEXT 416
+#define DAPI_REQ_HEADER_TEXT 288
 int dapi_req_add_header(struct dapi_req *r, const char *name, const char *value);
 /* Like dapi_req_add_header, with a value of static storage (not copied, any length): a
  * Content-Security-Policy, say. */
