@@ -614,10 +614,11 @@ void dapi_cli_call_usage(FILE *out)
             "Usage: dapi call [options] NAME [key=value …]\n\n"
             "Calls the endpoint NAME of the server's --endpoints-file with its parameters as\n"
             "key=value arguments (a list parameter repeats: country=US country=DE) and writes\n"
-            "every row of its result, in order, as dapi query does (docs/endpoints.md).\n"
-            "-c/--sql, --sql-file, --layer, --table and --limit do not apply.\n\n"
+            "every row of its result, in order, as dapi query does (docs/endpoints.md).\n\n"
             "Options:\n");
-    dapi_cli_usage(out, opts, O__COUNT);
+    /* dapi query's options but its SQL sources (refused here: call_source) */
+    dapi_cli_usage(out, opts, O_SQL);
+    dapi_cli_usage(out, opts + O_LIMIT + 1, O__COUNT - O_LIMIT - 1);
     fprintf(out, "\nExit codes: as dapi query's; a refused argument or an unknown endpoint is\n"
                  "4, an endpoint reading a layer the key may not read 3.\n");
 }

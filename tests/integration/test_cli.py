@@ -675,6 +675,14 @@ def test_help_lists_every_option():
     check("--url" in out.decode() and "--timeout" in out.decode(), "dapi health --help")
     out, _ = ok(["help", "query"], url=False)
     check(b"--parallel" in out, "dapi help query")
+    # dapi call takes dapi query's options but its SQL sources, which it refuses: its help
+    # lists the ones it takes, only
+    out, _ = ok(["call", "--help"], url=False)
+    text = out.decode()
+    for opt in ("--url", "--api-key", "--format", "--output", "--parallel", "--timeout", "--quiet"):
+        check(opt in text, "%s missing from dapi call --help:\n%s" % (opt, text))
+    for opt in ("--sql", "--sql-file", "--layer", "--table", "--limit"):
+        check(opt not in text, "%s listed by dapi call --help, which refuses it:\n%s" % (opt, text))
 
 
 def test_health():
