@@ -21,7 +21,8 @@ extern const size_t dapi_openapi_json_len;
  * only to a caller with a key, and only those its scope may call — as GET /api/endpoints
  * lists them. */
 /* The document with a path of its own for each endpoint of the set in use that scope may
- * call, inserted at the start of "paths" (NULL: none loaded, none allowed, or no memory: the generic document then). */
+ * call, inserted at the start of "paths" (NULL: none loaded, none allowed, or no memory —
+ * the generic document is served then). */
 static char *with_endpoints(struct dapi_app *app, const struct dapi_scope *scope, size_t *len)
 {
     static const char paths[] = "\"paths\": {";

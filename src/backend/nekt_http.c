@@ -296,10 +296,10 @@ struct nekt_reach {
     char why[300];
 };
 
-/* One check: any HTTP answer from --nekt-url means the upstream is there. */
-/* One check: 0 if --nekt-url answered; else -1 with why (for /api/ready, which needs no key:
- * the kind of failure and the setting's name, never its host or address) and detail (the
- * transport's own text, which may name them: for the server log). */
+/* One check: any HTTP answer from --nekt-url means the upstream is there (0). Else -1 with why
+ * (for /api/ready, which needs no key: the kind of failure and the setting's name, never its
+ * host or address) and detail (the transport's own text, which may name them: for the server
+ * log). */
 static int reach_once(const struct dapi_backend_env *env, char *why, size_t n, char *detail,
                       size_t dn)
 {
