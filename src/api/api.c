@@ -209,7 +209,7 @@ static int rate_limit(struct dapi_req *r, struct dapi_app *app, const struct dap
 static int authenticate(struct dapi_req *r, struct dapi_app *app, struct dapi_principal *who)
 {
     const char *key = dapi_req_header(r, "x-api-key");
-    memset(who, 0, sizeof *who);
+    dapi_principal_clear(who);
     who->scope.all = 1;
     /* A token when the server takes tokens; without --jwks-file, an Authorization header
      * beside an x-api-key (meant for another hop, say) is left alone. */

@@ -96,6 +96,39 @@ def test_accept_encoding_variants():
             check("content-encoding" not in {k.lower() for k in dict(hd)}, "plain without the header: %r" % (hd,))
 
 
+def test_keepalive_request_starts_clean():
+    """One connection: a page answer's headers, request id and body never reach the next
+    request on the connection (each request reuses the previous one's memory)."""
+    with Server(keys=[KEY], name="compress-keepalive") as s:
+        slug = _ready(s, SQL_10K)
+        page = "/api/queries/%s/results?page_number=1" % slug
+        with s.raw() as c:
+            c.send(h.build_request("GET", page, headers={"x-api-key": KEY, "X-Request-Id": "first-req-1"},
+                                   port=s.port))
+            first = c.read_response()
+            expect_status(first, 200, "page 1")
+            eq(first.headers.get("x-request-id"), "first-req-1", "the client's request id")
+            for name in ("etag", "cache-control", "vary", "server-timing"):
+                check(first.headers.get(name), "page 1 has %s" % name)
+            c.send(h.build_request("POST", "/api/queries", body=b"{not json", port=s.port,
+                                   headers={"x-api-key": KEY, "Content-Type": "application/json"}))
+            bad = c.read_response()
+            expect_error(bad, 400, what="a bad body on the same connection")
+            c.send(h.build_request("GET", "/api/health", port=s.port))
+            health = c.read_response()
+            expect_status(health, 200, "health on the same connection")
+            eq(jparse(health), {"status": "ok"}, "health body")
+            rid = health.headers.get("x-request-id") or ""
+            check(rid and rid != "first-req-1", "a new request id: %r" % rid)
+            for name in ("etag", "cache-control", "vary", "content-encoding"):
+                eq(health.headers.get(name), None, "health after a page carries no %s" % name)
+            c.send(h.build_request("GET", page, headers={"x-api-key": KEY}, port=s.port))
+            again = c.read_response()
+            expect_status(again, 200, "page 1 again")
+            eq(again.body, first.body, "page 1 again, same bytes")
+            eq(again.headers.get("etag"), first.headers.get("etag"), "same ETag")
+
+
 def test_etag_and_304():
     with Server(keys=[KEY], name="compress-etag") as s:
         slug = _ready(s, "SELECT i FROM range(250) t(i)")
