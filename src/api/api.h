@@ -82,9 +82,12 @@ void dapi_api_list_queries(struct dapi_req *r, struct dapi_app *app, const char 
 
 /* params.c: the "params" object of POST /api/queries in canonical form (names sorted, values
  * as JSON types them; docs/api.md "Bind parameters"), owned; NULL with err set (a client
- * error: names not $name-able, values neither scalars nor lists of scalars). */
+ * error: names not $name-able, values neither scalars nor lists of scalars). exact: the same
+ * object read with dapi_jv_parse_numtext, or NULL: numbers that are not integers then keep
+ * the client's digits. */
 struct dapi_jv;
-char *dapi_api_params_json(const struct dapi_jv *params, char *err, size_t errlen);
+char *dapi_api_params_json(const struct dapi_jv *params, const struct dapi_jv *exact, char *err,
+                           size_t errlen);
 
 /* endpoints.c: GET /api/endpoints, GET /api/endpoints/{name} (docs/endpoints.md) */
 void dapi_api_list_endpoints(struct dapi_req *r, struct dapi_app *app, const char *unused);

@@ -26,9 +26,22 @@ static int valid_name(const char *s)
     return 1;
 }
 
-/* A scalar in canonical form; -1 (why set) for a value that is not one. */
-static int add_scalar(struct dapi_buf *b, const struct dapi_jv *v, const char **why)
+/* The text of a number as the client wrote it (x: v's twin from dapi_jv_parse_numtext), or
+ * NULL. Only the characters of JSON's number grammar pass. */
+static const char *number_text(const struct dapi_jv *x)
 {
+    size_t len;
+    const char *s = dapi_jv_str(x, &len);
+    return s && len && len == strspn(s, "0123456789+-.eE") ? s : NULL;
+}
+
+/* A scalar in canonical form; -1 (why set) for a value that is not one. A number that is not
+ * an integer keeps the digits the client sent when x (its twin) has them: a DECIMAL
+ * parameter is bound from that text (engine/params.c), so no digit is lost to a double. */
+static int add_scalar(struct dapi_buf *b, const struct dapi_jv *v, const struct dapi_jv *x,
+                      const char **why)
+{
+    const char *exact;
     size_t len;
     const char *s;
     char num[64];
@@ -43,6 +56,10 @@ static int add_scalar(struct dapi_buf *b, const struct dapi_jv *v, const char **
         return 0;
     case DAPI_J_INT: dapi_buf_addf(b, "%lld", (long long)dapi_jv_int(v)); return 0;
     case DAPI_J_REAL:
+        if((exact = number_text(x))) {
+            dapi_buf_adds(b, exact);
+            return 0;
+        }
         /* shortest text that reads back as the same double, and still reads as a real */
         snprintf(num, sizeof num, "%.17g", dapi_jv_real(v));
         for(int p = 1; p < 17; p++) {
@@ -69,7 +86,8 @@ static int cmp_key(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-char *dapi_api_params_json(const struct dapi_jv *params, char *err, size_t errlen)
+char *dapi_api_params_json(const struct dapi_jv *params, const struct dapi_jv *exact, char *err,
+                           size_t errlen)
 {
     const char *keys[MAX_PARAMS];
     size_t n = 0;
@@ -98,6 +116,7 @@ char *dapi_api_params_json(const struct dapi_jv *params, char *err, size_t errle
     dapi_buf_addc(&b, '{');
     for(size_t i = 0; i < n; i++) {
         const struct dapi_jv *v = dapi_jv_get(params, keys[i]);
+        const struct dapi_jv *x = exact ? dapi_jv_get(exact, keys[i]) : NULL;
         const char *why = NULL;
         if(i)
             dapi_buf_addc(&b, ',');
@@ -112,11 +131,11 @@ char *dapi_api_params_json(const struct dapi_jv *params, char *err, size_t errle
                 if(dapi_jv_type(e) == DAPI_J_ARRAY)
                     why = "is a list: its elements must be strings, numbers, true, false or null";
                 else
-                    add_scalar(&b, e, &why);
+                    add_scalar(&b, e, dapi_jv_index(x, k), &why);
             }
             dapi_buf_addc(&b, ']');
         } else {
-            add_scalar(&b, v, &why);
+            add_scalar(&b, v, x, &why);
         }
         if(why) {
             snprintf(err, errlen, "parameter '%s' %s", keys[i], why);

@@ -287,7 +287,16 @@ static int params_from_body(struct dapi_req *r, struct dapi_app *app, const stru
         dapi_respond_err(r, DAPI_ERR_PARAM, why);
         return -1;
     }
-    if(!(*out = dapi_api_params_json(p, why, sizeof why))) {
+    /* the body again, every number as its text: the digits of 0.1 or of a DECIMAL(38,10)
+     * value that a double would lose (the body parsed once, so this parse succeeds) */
+    size_t len;
+    const char *body = dapi_req_body(r, &len);
+    struct dapi_jv *twin = NULL;
+    if(dapi_jv_parse_numtext(body, len, (int)app->cfg->max_json_depth, &twin, NULL, 0))
+        twin = NULL; /* (out of memory: the numbers are written from their doubles) */
+    *out = dapi_api_params_json(p, dapi_jv_get(twin, "params"), why, sizeof why);
+    dapi_jv_free(twin);
+    if(!*out) {
         dapi_respond_err(r, strcmp(why, "out of memory") ? DAPI_ERR_PARAM : DAPI_ERR_NOMEM, why);
         return -1;
     }

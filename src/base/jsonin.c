@@ -1,6 +1,7 @@
 #include "base/jsonin.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -73,6 +74,49 @@ enum dapi_err dapi_jv_parse_reals(const char *text, size_t len, int max_depth,
                                   struct dapi_jv **root, char *err, size_t errlen)
 {
     return parse(text, len, max_depth, JSON_DECODE_INT_AS_REAL, root, err, errlen);
+}
+
+enum dapi_err dapi_jv_parse_numtext(const char *text, size_t len, int max_depth,
+                                    struct dapi_jv **root, char *err, size_t errlen)
+{
+    /* Each number token outside a string is wrapped in quotes. A token is what JSON's number
+     * grammar can hold ('-', digits, '.', 'e', 'E', '+'), starting at '-' or a digit; within
+     * a string every character after a backslash is skipped, so an escaped quote never ends
+     * it. Two more bytes per token, and a token takes at least one byte plus a separator:
+     * at most twice the length, plus 2. */
+    *root = NULL;
+    if(len > ((size_t)-1 - 2) / 2)
+        return DAPI_ERR_NOMEM;
+    char *q = malloc(2 * len + 2), *o = q;
+    if(!q)
+        return DAPI_ERR_NOMEM;
+    int in_string = 0;
+    for(size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if(in_string) {
+            *o++ = c;
+            if(c == '\\' && i + 1 < len)
+                *o++ = text[++i];
+            else if(c == '"')
+                in_string = 0;
+        } else if(c == '"') {
+            *o++ = c;
+            in_string = 1;
+        } else if(c == '-' || (c >= '0' && c <= '9')) {
+            *o++ = '"';
+            while(i < len &&
+                  (text[i] == '-' || text[i] == '+' || text[i] == '.' || text[i] == 'e' ||
+                   text[i] == 'E' || (text[i] >= '0' && text[i] <= '9')))
+                *o++ = text[i++];
+            *o++ = '"';
+            i--;
+        } else {
+            *o++ = c;
+        }
+    }
+    enum dapi_err e = parse(q, (size_t)(o - q), max_depth, 0, root, err, errlen);
+    free(q);
+    return e;
 }
 
 void dapi_jv_free(struct dapi_jv *root)

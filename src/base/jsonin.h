@@ -30,6 +30,13 @@ enum dapi_err dapi_jv_parse(const char *text, size_t len, int max_depth, struct 
 enum dapi_err dapi_jv_parse_reals(const char *text, size_t len, int max_depth,
                                   struct dapi_jv **root, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/* The same text with every number read as a string of its exact text (12.50 as "12.50"):
+ * parsed beside the ordinary document, it gives the digits a double would lose, at the same
+ * place (the same members and elements, duplicate names resolved the same way). Meant for
+ * text that dapi_jv_parse accepts. */
+enum dapi_err dapi_jv_parse_numtext(const char *text, size_t len, int max_depth,
+                                    struct dapi_jv **root, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 void dapi_jv_free(struct dapi_jv *root);
 
 /* DAPI_J_NULL for v == NULL too, so lookups can be chained. */

@@ -57,6 +57,35 @@ static void add_num(struct dapi_buf *b, double d)
     dapi_buf_adds(b, t);
 }
 
+/* 1 if s is a number as JSON writes one: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int json_number(const char *s)
+{
+    if(*s == '-')
+        s++;
+    if(*s == '0')
+        s++;
+    else if(*s >= '1' && *s <= '9')
+        s += strspn(s, "0123456789");
+    else
+        return 0;
+    if(*s == '.') {
+        size_t n = strspn(++s, "0123456789");
+        if(!n)
+            return 0;
+        s += n;
+    }
+    if(*s == 'e' || *s == 'E') {
+        s++;
+        if(*s == '+' || *s == '-')
+            s++;
+        size_t n = strspn(s, "0123456789");
+        if(!n)
+            return 0;
+        s += n;
+    }
+    return *s == '\0';
+}
+
 static int utf8_chars(const char *s)
 {
     int n = 0;
@@ -192,7 +221,10 @@ static int add_value(struct dapi_buf *b, const struct dapi_eparam *p, const char
     case DAPI_PT_DOUBLE:
     case DAPI_PT_DECIMAL: {
         size_t at = b->len;
-        add_num(b, d);
+        if(p->type == DAPI_PT_DECIMAL && json_number(text))
+            dapi_buf_adds(b, text); /* every digit: the engine binds a DECIMAL from it */
+        else
+            add_num(b, d);
         if(b->data && !memchr(b->data + at, '.', b->len - at) &&
            !memchr(b->data + at, 'e', b->len - at))
             dapi_buf_adds(b, ".0"); /* typed as a number, not an integer */

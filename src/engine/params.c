@@ -190,9 +190,59 @@ static int casts(struct dapi_econn *c, duckdb_logical_type lt, duckdb_value v)
     return ok;
 }
 
-/* Binds parameter i (1-based) of st, named name, to the JSON value v. */
+/* The DECIMAL value of lt's width and scale that text (len bytes: a JSON number as the client
+ * wrote it) is when DuckDB casts it, or NULL if it does not cast (out of range) or cannot be
+ * made. Bound as it is, every digit counts: a double keeps about 16 of a DECIMAL(38,10), and
+ * 0.1 is not 0.1; bound as text, the parameter would be a VARCHAR where the query uses it. */
+static duckdb_value decimal_value(struct dapi_econn *c, duckdb_logical_type lt, const char *text,
+                                  size_t len)
+{
+    duckdb_decimal d = {duckdb_decimal_width(lt), duckdb_decimal_scale(lt), {0, 0}};
+    duckdb_type phys = duckdb_decimal_internal_type(lt);
+    char sql[64];
+    snprintf(sql, sizeof sql, "SELECT TRY_CAST($1 AS DECIMAL(%u,%u))", (unsigned)d.width,
+             (unsigned)d.scale);
+    duckdb_prepared_statement st = NULL;
+    duckdb_value in = duckdb_create_varchar_length(text, len), out = NULL;
+    duckdb_result res;
+    if(in && duckdb_prepare(c->con, sql, &st) == DuckDBSuccess &&
+       duckdb_bind_value(st, 1, in) == DuckDBSuccess) {
+        if(duckdb_execute_prepared(st, &res) == DuckDBSuccess) {
+            duckdb_data_chunk chunk = duckdb_fetch_chunk(res);
+            duckdb_vector v = chunk ? duckdb_data_chunk_get_vector(chunk, 0) : NULL;
+            uint64_t *valid = v ? duckdb_vector_get_validity(v) : NULL;
+            const void *p = v ? duckdb_vector_get_data(v) : NULL;
+            if(p && duckdb_data_chunk_get_size(chunk) == 1 &&
+               (!valid || duckdb_validity_row_is_valid(valid, 0))) {
+                int64_t small = phys == DUCKDB_TYPE_SMALLINT  ? *(const int16_t *)p
+                                : phys == DUCKDB_TYPE_INTEGER ? *(const int32_t *)p
+                                : phys == DUCKDB_TYPE_BIGINT  ? *(const int64_t *)p
+                                                              : 0;
+                if(phys == DUCKDB_TYPE_HUGEINT)
+                    d.value = *(const duckdb_hugeint *)p;
+                else
+                    d.value = (duckdb_hugeint){(uint64_t)small, small < 0 ? -1 : 0};
+                if(phys == DUCKDB_TYPE_SMALLINT || phys == DUCKDB_TYPE_INTEGER ||
+                   phys == DUCKDB_TYPE_BIGINT || phys == DUCKDB_TYPE_HUGEINT)
+                    out = duckdb_create_decimal(d);
+            }
+            if(chunk)
+                duckdb_destroy_data_chunk(&chunk);
+        }
+        duckdb_destroy_result(&res);
+    }
+    if(st)
+        duckdb_destroy_prepare(&st);
+    if(in)
+        duckdb_destroy_value(&in);
+    return out;
+}
+
+/* Binds parameter i (1-based) of st, named name, to the JSON value v; x is v's twin from
+ * dapi_jv_parse_numtext (its numbers as their text), or NULL. */
 static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st, idx_t i,
-                              const char *name, const struct dapi_jv *v, char **msg)
+                              const char *name, const struct dapi_jv *v, const struct dapi_jv *x,
+                              char **msg)
 {
     const char *why = NULL;
     duckdb_logical_type lt = duckdb_param_logical_type(st, i);
@@ -211,7 +261,14 @@ static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st
         result = DAPI_ERR_PARAM;
         goto out;
     }
-    if(!(dv = make_value(v, &why))) {
+    size_t xlen;
+    const char *digits = dapi_jv_str(x, &xlen);
+    if(t == DUCKDB_TYPE_DECIMAL && dapi_jv_type(v) == DAPI_J_REAL && digits &&
+       strspn(digits, "0123456789+-.eE") == xlen) {
+        /* the number as written; if it does not cast, its text fails the check below */
+        if(!(dv = decimal_value(c, lt, digits, xlen)))
+            dv = duckdb_create_varchar_length(digits, xlen);
+    } else if(!(dv = make_value(v, &why))) {
         *msg = param_msg("parameter '%s' %s", name, why ? why : "could not be made into a value");
         result = DAPI_ERR_PARAM;
         goto out;
@@ -244,7 +301,7 @@ out:
 enum dapi_err engine_bind_params(struct dapi_econn *c, duckdb_prepared_statement st,
                                  const char *params, char **msg)
 {
-    struct dapi_jv *root = NULL;
+    struct dapi_jv *root = NULL, *twin = NULL;
     enum dapi_err result = DAPI_OK;
     idx_t n = duckdb_nparams(st);
     char err[128];
@@ -254,6 +311,8 @@ enum dapi_err engine_bind_params(struct dapi_econn *c, duckdb_prepared_statement
         *msg = param_msg("\"params\" must be a JSON object of parameter values%s%s", "", NULL);
         return *msg ? DAPI_ERR_PARAM : DAPI_ERR_NOMEM;
     }
+    if(dapi_jv_parse_numtext(params, strlen(params), MAX_PARAMS_DEPTH, &twin, NULL, 0))
+        twin = NULL; /* (out of memory: numbers are bound from their doubles) */
     /* a value for a parameter the query does not have: named first, so that a misspelt
      * name is reported as such rather than as the missing one */
     for(void *it = dapi_jv_iter(root); it && !result; it = dapi_jv_iter_next(root, it)) {
@@ -280,10 +339,11 @@ enum dapi_err engine_bind_params(struct dapi_econn *c, duckdb_prepared_statement
             *msg = param_msg("missing parameter '%s': the query uses $%s", name, name);
             result = *msg ? DAPI_ERR_PARAM : DAPI_ERR_NOMEM;
         } else {
-            result = bind_one(c, st, i, name, v, msg);
+            result = bind_one(c, st, i, name, v, dapi_jv_get(twin, name), msg);
         }
         duckdb_free((void *)name);
     }
     dapi_jv_free(root);
+    dapi_jv_free(twin);
     return result;
 }

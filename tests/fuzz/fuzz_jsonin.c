@@ -8,7 +8,9 @@
  *    Python truthiness, dapi_jv_get finds each member (and NULL for absent keys or
  *    non-objects), dapi_jv_index finds each element and NULL past the end, dapi_jv_str's
  *    bytes are NUL-terminated after len and valid UTF-8, and the tree is no deeper than the
- *    limit. */
+ *    limit;
+ *  - dapi_jv_parse_numtext accepts the same text and its tree mirrors the plain one, each
+ *    number as the text of that number. */
 #include <math.h>
 
 #include <jansson.h>
@@ -113,6 +115,45 @@ static int walk(const struct dapi_jv *v, int depth)
     return 0;
 }
 
+/* dapi_jv_parse_numtext's tree mirrors the plain one: the same members and elements, each
+ * number a string of its exact text (reading back as the same number), all else the same. */
+static void mirror(const struct dapi_jv *v, const struct dapi_jv *x)
+{
+    enum dapi_jtype t = dapi_jv_type(v);
+    size_t len = 0, xlen = 0;
+    const char *xs = dapi_jv_str(x, &xlen);
+    if(t == DAPI_J_INT || t == DAPI_J_REAL) {
+        FUZZ_CHECK(xs != NULL, "a number's twin is not a string");
+        FUZZ_CHECK(strspn(xs, "0123456789+-.eE") == xlen, "a number's text: %s", xs);
+        if(t == DAPI_J_INT)
+            FUZZ_CHECK(strtoll(xs, NULL, 10) == dapi_jv_int(v), "integer text %s", xs);
+        else
+            FUZZ_CHECK(strtod(xs, NULL) == dapi_jv_real(v), "real text %s", xs);
+        return;
+    }
+    FUZZ_CHECK(dapi_jv_type(x) == t, "twin type %d for %d", (int)dapi_jv_type(x), (int)t);
+    if(t == DAPI_J_STRING) {
+        const char *s = dapi_jv_str(v, &len);
+        FUZZ_CHECK(len == xlen && memcmp(s, xs, len) == 0, "a string changed in the twin");
+    } else if(t == DAPI_J_ARRAY) {
+        FUZZ_CHECK(dapi_jv_array_size(x) == dapi_jv_array_size(v), "twin array size");
+        for(size_t i = 0; i < dapi_jv_array_size(v); i++)
+            mirror(dapi_jv_index(v, i), dapi_jv_index(x, i));
+    } else if(t == DAPI_J_OBJECT) {
+        const char *key;
+        size_t klen;
+        json_t *m;
+        FUZZ_CHECK(json_object_size((const json_t *)x) == json_object_size((const json_t *)v),
+                   "twin member count");
+        json_object_keylen_foreach((json_t *)v, key, klen, m)
+        {
+            json_t *xm = json_object_getn((const json_t *)x, key, klen);
+            FUZZ_CHECK(xm != NULL, "member \"%s\" missing in the twin", key);
+            mirror((const struct dapi_jv *)m, (const struct dapi_jv *)xm);
+        }
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_begin(data, size);
@@ -140,6 +181,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FUZZ_CHECK(valid == 1, "accepted text that is not strict JSON (validator says %d)", valid);
     FUZZ_CHECK(jdepth == depth, "depth %d vs bracket count %d", jdepth, depth);
     walk(root, 1);
+    struct dapi_jv *twin = NULL;
+    r = dapi_jv_parse_numtext(text, size, MAX_DEPTH, &twin, err, sizeof err);
+    FUZZ_CHECK(r == DAPI_OK, "dapi_jv_parse_numtext refused accepted text: %s", err);
+    mirror(root, twin);
+    dapi_jv_free(twin);
     dapi_jv_free(root);
     free(text);
     return 0;

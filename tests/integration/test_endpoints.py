@@ -115,6 +115,33 @@ def test_types_lists_and_defaults():
             {"id": 3, "name": "Zoë", "amount": 99.9}, {"id": 1, "name": "Ann", "amount": 30.5}], "default limit")
 
 
+EXACT = """\
+endpoints:
+  exact:
+    sql: |
+      SELECT v FROM (VALUES (1234567890123456789.0123456789::DECIMAL(38,10)),
+                            (1234567890123456789.0123456788::DECIMAL(38,10)),
+                            (0.1::DECIMAL(38,10))) t(v)
+      WHERE v = $v ORDER BY v
+    params:
+      v: {type: decimal, required: true}
+"""
+
+
+def test_decimal_parameters_keep_every_digit():
+    """A decimal parameter reaches a DECIMAL column with every digit sent (not through a
+    double, which made the two 29-digit values equal)."""
+    from decimal import Decimal
+    with _server(EXACT) as s:
+        for text, want in (("1234567890123456789.0123456789", "1234567890123456789.0123456789"),
+                           ("1234567890123456789.0123456788", "1234567890123456789.0123456788"),
+                           ("0.1", "0.1000000000"), ("1e-1", "0.1000000000"), ("007.5", None)):
+            r = _call(s, "exact", "v=" + text)
+            check(r.status == 200, "v=%s: %s" % (text, r.short()))
+            rows = json.loads(r.body, parse_float=Decimal)["data"]
+            eq([row["v"] for row in rows], [Decimal(want)] if want else [], "v=%s" % text)
+
+
 def test_rule_violations_are_400_naming_the_parameter_and_the_rule():
     with _server() as s:
         cases = [

@@ -6,6 +6,7 @@ refuses them; without "params" nothing changes."""
 import json
 import os
 import re
+from decimal import Decimal
 
 import harness as h
 from harness import Server, check, eq, expect_error, jparse
@@ -64,6 +65,48 @@ def test_binds_every_type():
         # the same parameter used twice binds one value
         eq(_rows(s, Q % "country = $c AND $c <> 'DE'", {"c": "US"}), [{"id": 1, "name": "Ann"}, {"id": 3, "name": "Zoë"}],
            "twice")
+
+
+DEC_SQL = ("SELECT v FROM (VALUES (1234567890123456789.0123456789::DECIMAL(38,10)), "
+           "(1234567890123456789.0123456788::DECIMAL(38,10)), (0.1::DECIMAL(38,10)), "
+           "(0.3::DECIMAL(38,10))) t(v) WHERE v %s $v ORDER BY v")
+
+
+def _exact(s, sql, number_text, what):
+    """Creates sql with {"v": number_text} sent as written (Python's json would round it to a
+    double); returns (slug, the rows' v as Decimal)."""
+    body = '{"sql_query": %s, "params": {"v": %s}}' % (json.dumps(sql), number_text)
+    r = s.api("POST", "/api/queries", body=body, headers={"Content-Type": "application/json"})
+    check(r.status == 200, "%s: create: %s" % (what, r.short()))
+    slug = jparse(r)["query_slug"]
+    page = s.api("GET", "/api/queries/%s/results?page_number=1" % slug)
+    check(page.status == 200, "%s: page 1: %s" % (what, page.short()))
+    return slug, [row["v"] for row in json.loads(page.body, parse_float=Decimal)["data"]]
+
+
+def test_decimal_parameters_keep_every_digit():
+    """A number bound to a DECIMAL parameter is the number as written, not its double: two
+    values that differ in the 29th digit are two values, and 0.1 is 0.1."""
+    big = "1234567890123456789.0123456789"
+    with _server() as s:
+        slug, got = _exact(s, DEC_SQL % "=", big, "DECIMAL(38,10) = 29 digits")
+        eq(got, [Decimal(big)], "exactly the row with those digits (a double matched both)")
+        st = s.api("GET", "/api/queries/%s" % slug)
+        check(('"params":{"v":%s}' % big).encode() in st.body,
+              "the status shows the value as sent: %r" % st.body[-200:])
+        eq(_exact(s, DEC_SQL % ">=", "1234567890123456789.0123456789", "DECIMAL >=")[1], [Decimal(big)],
+           ">= the larger one")
+        for text in ("0.1", "0.10", "1E-1", "1.0e-1"):
+            eq(_exact(s, DEC_SQL % "=", text, "0.1 as %s" % text)[1], [Decimal("0.1000000000")],
+               "0.1 written as %s" % text)
+        # out of range for the parameter's type: the usual 400 naming it
+        body = '{"sql_query": %s, "params": {"v": 1.5e40}}' % json.dumps(DEC_SQL % "=")
+        r = s.api("POST", "/api/queries", body=body, headers={"Content-Type": "application/json"})
+        expect_error(r, 400, "Invalid query parameter", what="1.5e40 for a DECIMAL(38,10)")
+        check("DECIMAL(38,10)" in (jparse(r).get("details") or ""), "details name the type: %r" % r.body)
+        # where the type is not inferred, a number is still a DOUBLE
+        eq(_rows(s, "SELECT $v AS v, typeof($v) AS t", {"v": 0.5}), [{"v": 0.5, "t": "DOUBLE"}],
+           "an uninferred number")
 
 
 def test_injection_attempts_are_data():

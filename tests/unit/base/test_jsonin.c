@@ -223,6 +223,54 @@ static void test_get_and_values(void)
     dapi_jv_free(root);
 }
 
+/* dapi_jv_parse_numtext: each number as its exact text, at the place the ordinary parse has
+ * the number; strings (escaped quotes and backslashes, digits, "-1") are left alone. */
+static void test_numtext(void)
+{
+    static const char text[] =
+        " {\"a\": 1234567890123456789.0123456789, \"b\":[0.10,-2,1E+3, 7e-1],"
+        "\"s\":\"x\\\" 12.5 \\\\\",\"t\":\"-1\",\"n\":null,\"k\":true,"
+        "\"o\":{\"z\":-0.0},\"d\":1,\"d\":2.50}";
+    struct dapi_jv *plain = parse(text, 32), *twin = NULL;
+    T_CHECK(plain != NULL, "the text parses: %s", err);
+    T_EQ_INT(dapi_jv_parse_numtext(text, strlen(text), 32, &twin, err, sizeof err), DAPI_OK);
+    if(!plain || !twin) {
+        dapi_jv_free(plain);
+        dapi_jv_free(twin);
+        return;
+    }
+    T_EQ_STR(dapi_jv_str(dapi_jv_get(twin, "a"), NULL), "1234567890123456789.0123456789");
+    struct dapi_jv *b = dapi_jv_get(twin, "b");
+    T_EQ_INT(dapi_jv_array_size(b), 4);
+    T_EQ_STR(dapi_jv_str(dapi_jv_index(b, 0), NULL), "0.10");
+    T_EQ_STR(dapi_jv_str(dapi_jv_index(b, 1), NULL), "-2");
+    T_EQ_STR(dapi_jv_str(dapi_jv_index(b, 2), NULL), "1E+3");
+    T_EQ_STR(dapi_jv_str(dapi_jv_index(b, 3), NULL), "7e-1");
+    /* strings are the same in both, escapes and all */
+    T_EQ_STR(dapi_jv_str(dapi_jv_get(twin, "s"), NULL), "x\" 12.5 \\");
+    T_EQ_STR(dapi_jv_str(dapi_jv_get(plain, "s"), NULL), "x\" 12.5 \\");
+    T_EQ_STR(dapi_jv_str(dapi_jv_get(twin, "t"), NULL), "-1");
+    T_EQ_INT(dapi_jv_type(dapi_jv_get(twin, "n")), DAPI_J_NULL);
+    T_EQ_INT(dapi_jv_type(dapi_jv_get(twin, "k")), DAPI_J_TRUE);
+    T_EQ_STR(dapi_jv_str(dapi_jv_get(dapi_jv_get(twin, "o"), "z"), NULL), "-0.0");
+    /* a repeated name: the last value in both */
+    T_EQ_STR(dapi_jv_str(dapi_jv_get(twin, "d"), NULL), "2.50");
+    T_CHECK(dapi_jv_real(dapi_jv_get(plain, "d")) == 2.5, "the plain parse's last d");
+    dapi_jv_free(plain);
+    dapi_jv_free(twin);
+
+    /* the worst growth: one-digit numbers, each followed by a comma */
+    T_EQ_INT(dapi_jv_parse_numtext("[1,2,3]", 7, 4, &twin, NULL, 0), DAPI_OK);
+    T_EQ_STR(dapi_jv_str(dapi_jv_index(twin, 2), NULL), "3");
+    dapi_jv_free(twin);
+    T_EQ_INT(dapi_jv_parse_numtext("7", 1, 4, &twin, NULL, 0), DAPI_OK);
+    T_EQ_STR(dapi_jv_str(twin, NULL), "7");
+    dapi_jv_free(twin);
+    /* depth is still checked */
+    T_CHECK(dapi_jv_parse_numtext("[[[1]]]", 7, 2, &twin, NULL, 0) != DAPI_OK, "too deep");
+    T_CHECK(twin == NULL, "no root when refused");
+}
+
 int main(void)
 {
     test_parse_errors();
@@ -230,5 +278,6 @@ int main(void)
     test_depth();
     test_types_and_truthy();
     test_get_and_values();
+    test_numtext();
     T_DONE();
 }
