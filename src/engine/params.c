@@ -238,6 +238,42 @@ static duckdb_value decimal_value(struct dapi_econn *c, duckdb_logical_type lt, 
     return out;
 }
 
+/* The list of lt's DECIMAL child type that the JSON list v is, from its twin x's digits
+ * (numbers and nulls only), or NULL (another element, an element that does not cast, no
+ * twin): then the list goes the ordinary way (make_value) and its check. */
+static duckdb_value decimal_list(struct dapi_econn *c, duckdb_logical_type lt,
+                                 const struct dapi_jv *v, const struct dapi_jv *x)
+{
+    duckdb_logical_type child = duckdb_list_type_child_type(lt);
+    size_t n = dapi_jv_array_size(v), made = 0;
+    duckdb_value *items = calloc(n ? n : 1, sizeof *items), out = NULL;
+    if(child && duckdb_get_type_id(child) == DUCKDB_TYPE_DECIMAL && items) {
+        for(; made < n; made++) {
+            const struct dapi_jv *e = dapi_jv_index(v, made);
+            size_t len;
+            const char *digits = dapi_jv_str(dapi_jv_index(x, made), &len);
+            enum dapi_jtype j = dapi_jv_type(e);
+            if(j == DAPI_J_NULL)
+                items[made] = duckdb_create_null_value();
+            else if((j == DAPI_J_INT || j == DAPI_J_REAL) && digits &&
+                    strspn(digits, "0123456789+-.eE") == len)
+                items[made] = decimal_value(c, child, digits, len);
+            else
+                items[made] = NULL;
+            if(!items[made])
+                break;
+        }
+        if(made == n)
+            out = duckdb_create_list_value(child, items, n);
+    }
+    for(size_t i = 0; items && i < made; i++)
+        duckdb_destroy_value(&items[i]);
+    free(items);
+    if(child)
+        duckdb_destroy_logical_type(&child);
+    return out;
+}
+
 /* Binds parameter i (1-based) of st, named name, to the JSON value v; x is v's twin from
  * dapi_jv_parse_numtext (its numbers as their text), or NULL. */
 static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st, idx_t i,
@@ -268,6 +304,9 @@ static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st
         /* the number as written; if it does not cast, its text fails the check below */
         if(!(dv = decimal_value(c, lt, digits, xlen)))
             dv = duckdb_create_varchar_length(digits, xlen);
+    } else if(t == DUCKDB_TYPE_LIST && dapi_jv_type(v) == DAPI_J_ARRAY &&
+              (dv = decimal_list(c, lt, v, x))) {
+        /* a list of DECIMALs, each as written */
     } else if(!(dv = make_value(v, &why))) {
         *msg = param_msg("parameter '%s' %s", name, why ? why : "could not be made into a value");
         result = DAPI_ERR_PARAM;

@@ -125,6 +125,14 @@ endpoints:
       WHERE v = $v ORDER BY v
     params:
       v: {type: decimal, required: true}
+  exact_in:
+    sql: |
+      SELECT v FROM (VALUES (1234567890123456789.0123456789::DECIMAL(38,10)),
+                            (1234567890123456789.0123456788::DECIMAL(38,10)),
+                            (0.1::DECIMAL(38,10))) t(v)
+      WHERE list_contains($l, v) ORDER BY v
+    params:
+      l: {type: "decimal[]", required: true}
 """
 
 
@@ -140,6 +148,10 @@ def test_decimal_parameters_keep_every_digit():
             check(r.status == 200, "v=%s: %s" % (text, r.short()))
             rows = json.loads(r.body, parse_float=Decimal)["data"]
             eq([row["v"] for row in rows], [Decimal(want)] if want else [], "v=%s" % text)
+        r = _call(s, "exact_in", "l=1234567890123456789.0123456789&l=0.1")
+        check(r.status == 200, "a decimal list: %s" % r.short())
+        eq([row["v"] for row in json.loads(r.body, parse_float=Decimal)["data"]],
+           [Decimal("0.1000000000"), Decimal("1234567890123456789.0123456789")], "a decimal list, exactly")
 
 
 def test_rule_violations_are_400_naming_the_parameter_and_the_rule():

@@ -99,6 +99,10 @@ def test_decimal_parameters_keep_every_digit():
         for text in ("0.1", "0.10", "1E-1", "1.0e-1"):
             eq(_exact(s, DEC_SQL % "=", text, "0.1 as %s" % text)[1], [Decimal("0.1000000000")],
                "0.1 written as %s" % text)
+        # a list of them, for list_contains (the parameter is a DECIMAL(38,10)[])
+        in_list = DEC_SQL.replace("WHERE v %s $v", "WHERE list_contains($v, v)")
+        eq(_exact(s, in_list, "[%s, 0.10, null]" % big, "a list")[1], [Decimal("0.1000000000"), Decimal(big)],
+           "the list's values exactly")
         # out of range for the parameter's type: the usual 400 naming it
         body = '{"sql_query": %s, "params": {"v": 1.5e40}}' % json.dumps(DEC_SQL % "=")
         r = s.api("POST", "/api/queries", body=body, headers={"Content-Type": "application/json"})
