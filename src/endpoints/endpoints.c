@@ -226,7 +226,7 @@ static int add_value(struct dapi_buf *b, const struct dapi_eparam *p, const char
         else
             add_num(b, d);
         if(b->data && !memchr(b->data + at, '.', b->len - at) &&
-           !memchr(b->data + at, 'e', b->len - at))
+           !memchr(b->data + at, 'e', b->len - at) && !memchr(b->data + at, 'E', b->len - at))
             dapi_buf_adds(b, ".0"); /* typed as a number, not an integer */
         break;
     }

@@ -143,7 +143,8 @@ def test_decimal_parameters_keep_every_digit():
     with _server(EXACT) as s:
         for text, want in (("1234567890123456789.0123456789", "1234567890123456789.0123456789"),
                            ("1234567890123456789.0123456788", "1234567890123456789.0123456788"),
-                           ("0.1", "0.1000000000"), ("1e-1", "0.1000000000"), ("007.5", None)):
+                           ("0.1", "0.1000000000"), ("1e-1", "0.1000000000"), ("1E-1", "0.1000000000"),
+                           ("1E0", None), ("007.5", None)):
             r = _call(s, "exact", "v=" + text)
             check(r.status == 200, "v=%s: %s" % (text, r.short()))
             rows = json.loads(r.body, parse_float=Decimal)["data"]
