@@ -26,15 +26,6 @@ static int valid_name(const char *s)
     return 1;
 }
 
-/* The text of a number as the client wrote it (x: v's twin from dapi_jv_parse_numtext), or
- * NULL. Only the characters of JSON's number grammar pass. */
-static const char *number_text(const struct dapi_jv *x)
-{
-    size_t len;
-    const char *s = dapi_jv_str(x, &len);
-    return s && len && len == strspn(s, "0123456789+-.eE") ? s : NULL;
-}
-
 /* A scalar in canonical form; -1 (why set) for a value that is not one. A number that is not
  * an integer keeps the digits the client sent when x (its twin) has them: a DECIMAL
  * parameter is bound from that text (engine/params.c), so no digit is lost to a double. */
@@ -56,7 +47,7 @@ static int add_scalar(struct dapi_buf *b, const struct dapi_jv *v, const struct 
         return 0;
     case DAPI_J_INT: dapi_buf_addf(b, "%lld", (long long)dapi_jv_int(v)); return 0;
     case DAPI_J_REAL:
-        if((exact = number_text(x))) {
+        if((exact = dapi_jv_numtext(x, NULL))) {
             dapi_buf_adds(b, exact);
             return 0;
         }

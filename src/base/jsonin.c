@@ -119,6 +119,17 @@ enum dapi_err dapi_jv_parse_numtext(const char *text, size_t len, int max_depth,
     return e;
 }
 
+const char *dapi_jv_numtext(const struct dapi_jv *x, size_t *len)
+{
+    size_t n;
+    const char *s = dapi_jv_str(x, &n);
+    if(!s || !n || strspn(s, "0123456789+-.eE") != n)
+        return NULL;
+    if(len)
+        *len = n;
+    return s;
+}
+
 void dapi_jv_free(struct dapi_jv *root)
 {
     if(root)

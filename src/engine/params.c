@@ -251,12 +251,11 @@ static duckdb_value decimal_list(struct dapi_econn *c, duckdb_logical_type lt,
         for(; made < n; made++) {
             const struct dapi_jv *e = dapi_jv_index(v, made);
             size_t len;
-            const char *digits = dapi_jv_str(dapi_jv_index(x, made), &len);
+            const char *digits = dapi_jv_numtext(dapi_jv_index(x, made), &len);
             enum dapi_jtype j = dapi_jv_type(e);
             if(j == DAPI_J_NULL)
                 items[made] = duckdb_create_null_value();
-            else if((j == DAPI_J_INT || j == DAPI_J_REAL) && digits &&
-                    strspn(digits, "0123456789+-.eE") == len)
+            else if((j == DAPI_J_INT || j == DAPI_J_REAL) && digits)
                 items[made] = decimal_value(c, child, digits, len);
             else
                 items[made] = NULL;
@@ -298,21 +297,23 @@ static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st
         goto out;
     }
     size_t xlen;
-    const char *digits = dapi_jv_str(x, &xlen);
-    if(t == DUCKDB_TYPE_DECIMAL && dapi_jv_type(v) == DAPI_J_REAL && digits &&
-       strspn(digits, "0123456789+-.eE") == xlen) {
+    const char *digits = dapi_jv_numtext(x, &xlen);
+    int exact = 0; /* dv is already of lt's type, cast by DuckDB: nothing left to check */
+    if(t == DUCKDB_TYPE_DECIMAL && dapi_jv_type(v) == DAPI_J_REAL && digits) {
         /* the number as written; if it does not cast, its text fails the check below */
-        if(!(dv = decimal_value(c, lt, digits, xlen)))
+        exact = (dv = decimal_value(c, lt, digits, xlen)) != NULL;
+        if(!exact)
             dv = duckdb_create_varchar_length(digits, xlen);
     } else if(t == DUCKDB_TYPE_LIST && dapi_jv_type(v) == DAPI_J_ARRAY &&
               (dv = decimal_list(c, lt, v, x))) {
-        /* a list of DECIMALs, each as written */
+        exact = 1; /* a list of DECIMALs, each as written */
     } else if(!(dv = make_value(v, &why))) {
         *msg = param_msg("parameter '%s' %s", name, why ? why : "could not be made into a value");
         result = DAPI_ERR_PARAM;
         goto out;
     }
-    if(k != K_ANY && k != K_STRING && dapi_jv_type(v) != DAPI_J_NULL && !casts(c, lt, dv)) {
+    if(!exact && k != K_ANY && k != K_STRING && dapi_jv_type(v) != DAPI_J_NULL &&
+       !casts(c, lt, dv)) {
         tn = engine_type_name(lt);
         struct dapi_buf b;
         dapi_buf_init(&b, 4096);

@@ -253,6 +253,12 @@ static void test_numtext(void)
     T_EQ_INT(dapi_jv_type(dapi_jv_get(twin, "n")), DAPI_J_NULL);
     T_EQ_INT(dapi_jv_type(dapi_jv_get(twin, "k")), DAPI_J_TRUE);
     T_EQ_STR(dapi_jv_str(dapi_jv_get(dapi_jv_get(twin, "o"), "z"), NULL), "-0.0");
+    size_t nlen = 0;
+    T_EQ_STR(dapi_jv_numtext(dapi_jv_index(b, 2), &nlen), "1E+3");
+    T_EQ_INT(nlen, 4);
+    T_CHECK(dapi_jv_numtext(dapi_jv_get(twin, "s"), NULL) == NULL, "a string is no number text");
+    T_CHECK(dapi_jv_numtext(dapi_jv_get(twin, "n"), NULL) == NULL, "null is no number text");
+    T_CHECK(dapi_jv_numtext(NULL, NULL) == NULL, "absent is no number text");
     /* a repeated name: the last value in both */
     T_EQ_STR(dapi_jv_str(dapi_jv_get(twin, "d"), NULL), "2.50");
     T_CHECK(dapi_jv_real(dapi_jv_get(plain, "d")) == 2.5, "the plain parse's last d");
