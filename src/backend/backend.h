@@ -298,16 +298,18 @@ char *dapi_backend_table_json(const struct dapi_lake_desc *d, size_t *len);
 
 /* The identity of a query for result reuse, as SHA-256 hex into out (65 bytes): backend name,
  * the scope's layers sorted ("*" for every layer), the upstream identity (NULL for none: the
- * hash of the Nekt upstream key, whose tenant decides the data) and the query text (DuckDB's
+ * hash of the Nekt upstream key, whose tenant decides the data), the query text (DuckDB's
  * parse tree when known, so formatting does not matter; its "query_location" fields, which
- * are offsets into the text, are left out). -1 without memory (then: no reuse). */
+ * are offsets into the text, are left out) and the owner (its key hash; NULL: shared by every
+ * owner, --reuse-across-keys). -1 without memory (then: no reuse). */
 int dapi_backend_reuse_ident(const char *backend, const struct dapi_scope *scope,
-                             const char *upstream_id, const char *text, char *out);
+                             const char *upstream_id, const char *text, const unsigned char *owner,
+                             char *out);
 /* The same for a query with bound parameters: params (canonical JSON, NULL: none) is part
  * of the identity, typed (1 and "1" differ). */
 int dapi_backend_reuse_ident_bound(const char *backend, const struct dapi_scope *scope,
                                    const char *upstream_id, const char *text, const char *params,
-                                   char *out);
+                                   const unsigned char *owner, char *out);
 /* The fingerprint of the lake files scope may read — path, size and mtime of every file
  * under <data_dir>/<layer>/ of each layer in scope (every layer directory when scope->all)
  * — as SHA-256 hex into out (65 bytes). A result is reused only while it is unchanged. A

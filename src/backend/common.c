@@ -214,14 +214,15 @@ static void add_scope(struct dapi_buf *b, const struct dapi_scope *scope)
 }
 
 int dapi_backend_reuse_ident(const char *backend, const struct dapi_scope *scope,
-                             const char *upstream_id, const char *text, char *out)
+                             const char *upstream_id, const char *text, const unsigned char *owner,
+                             char *out)
 {
-    return dapi_backend_reuse_ident_bound(backend, scope, upstream_id, text, NULL, out);
+    return dapi_backend_reuse_ident_bound(backend, scope, upstream_id, text, NULL, owner, out);
 }
 
 int dapi_backend_reuse_ident_bound(const char *backend, const struct dapi_scope *scope,
                                    const char *upstream_id, const char *text, const char *params,
-                                   char *out)
+                                   const unsigned char *owner, char *out)
 {
     static const char loc[] = "\"query_location\":";
     unsigned char h[DAPI_KEY_HASH_LEN];
@@ -244,6 +245,13 @@ int dapi_backend_reuse_ident_bound(const char *backend, const struct dapi_scope 
      * raw control character, so this cannot be confused with a tree's own text */
     if(params)
         dapi_buf_addf(&b, "\n\001params\n%s", params);
+    /* per owner unless shared (an identity without this line is the one every owner shares,
+     * as before the setting existed) */
+    if(owner) {
+        char hex[2 * DAPI_KEY_HASH_LEN + 1];
+        hex_of(owner, hex);
+        dapi_buf_addf(&b, "\n\002owner\n%s", hex);
+    }
     if(!b.data)
         return -1;
     dapi_sha256(b.data, b.len, h);

@@ -136,11 +136,13 @@ static void check_query(void *arg, struct dapi_econn *conn)
     struct dapi_reuse ru = {ident, fp, j->max_age};
     enum dapi_reused reused = DAPI_REUSED_NONE;
     const char *tree = dapi_econn_parse_tree(conn);
-    /* Reuse (on unless --reuse-max-age is 0): the identity of the query as DuckDB parsed it,
-     * the lake files its scope may read as they are now (before it runs). */
+    /* Reuse (on unless --reuse-max-age is 0): the identity of the query as DuckDB parsed it
+     * for this owner (any owner with --reuse-across-keys: one key could then tell that
+     * another ran it), the lake files its scope may read as they are now (before it runs). */
     int reuse = !result && env->cfg->reuse_max_age > 0 &&
-                !dapi_backend_reuse_ident_bound("local", &j->scope, NULL, tree ? tree : j->sql,
-                                                j->params, ident);
+                !dapi_backend_reuse_ident_bound(
+                    "local", &j->scope, NULL, tree ? tree : j->sql, j->params,
+                    env->cfg->reuse_across_keys ? NULL : j->key, ident);
     if(reuse && dapi_backend_lake_fingerprint(env->cfg->data_dir, &j->scope,
                                               dapi_engine_lake_generation(env->engine), fp))
         reuse = 0;

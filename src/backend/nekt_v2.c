@@ -463,8 +463,9 @@ void nekt_v2_create(struct dapi_nekt *nk, char *sql, const struct dapi_principal
     const unsigned char *key_hash = who->owner;
     char slug[DAPI_SLUG_MAX], why[512];
     /* v2: answer with the slug now; the single execution runs in the background.
-     * Result reuse (--reuse-max-age-nekt): the same SQL text, scope and upstream key
-     * (its tenant decides the data) shares a stored result or the run in flight. */
+     * Result reuse (--reuse-max-age-nekt): the same SQL text, scope, upstream key (its
+     * tenant decides the data) and owner (any owner with --reuse-across-keys) shares a
+     * stored result or the run in flight. */
     unsigned char uh[DAPI_KEY_HASH_LEN];
     upstream_hash(nk, key, uh);
     char uhex[2 * DAPI_KEY_HASH_LEN + 1], ident[DAPI_REUSE_HEX];
@@ -473,7 +474,9 @@ void nekt_v2_create(struct dapi_nekt *nk, char *sql, const struct dapi_principal
     struct dapi_reuse ru = {ident, "",
                             dapi_backend_reuse_age(nk->env->cfg->reuse_max_age_nekt, who)};
     int reuse = nk->env->cfg->reuse_max_age_nekt > 0 &&
-                !dapi_backend_reuse_ident("nekt", &who->scope, uhex, sql, ident);
+                !dapi_backend_reuse_ident("nekt", &who->scope, uhex, sql,
+                                          nk->env->cfg->reuse_across_keys ? NULL : key_hash,
+                                          ident);
     enum dapi_reused reused = DAPI_REUSED_NONE;
     enum dapi_err result = dapi_queries_create_reusing(
         nk->env->queries, key_hash, &who->scope, sql, NULL, reuse ? &ru : NULL, nk->env->wall_s(),

@@ -147,6 +147,10 @@ static const struct setting settings[] = {
     {"reuse-max-age-nekt", "DAPI_REUSE_MAX_AGE_NEKT", K_I64, O(reuse_max_age_nekt), "3600", 0,
      365 * 86400LL, NULL,
      "--reuse-max-age for --backend nekt, where a run costs money (0 = never)"},
+    {"reuse-across-keys", "DAPI_REUSE_ACROSS_KEYS", K_BOOL, O(reuse_across_keys), "false", 0, 0,
+     NULL,
+     "let keys of different owners share identical queries' results and runs (a key can then "
+     "tell that another key ran the same query lately; off: each key reuses only its own)"},
     {"page-cache-bytes", "DAPI_PAGE_CACHE_BYTES", K_I64, O(page_cache_bytes), "67108864", 0,
      INT64_MAX, NULL,
      "bytes of result pages kept in memory ready to send: decoded for clients that do not "

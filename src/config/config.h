@@ -61,7 +61,8 @@ struct dapi_config {
     /* result reuse, s: identical queries share a result this young (0 = never); the second
      * for --backend nekt (a run there costs money) */
     int64_t reuse_max_age, reuse_max_age_nekt;
-    char *api_keys_env; /* DAPI_API_KEYS (env only) */
+    int reuse_across_keys; /* results and runs shared between owners (else per owner) */
+    char *api_keys_env;    /* DAPI_API_KEYS (env only) */
     /* the Nekt upstream (--backend nekt) */
     char *nekt_url;
     char *nekt_api;          /* "v2" | "v1" */

@@ -321,14 +321,14 @@ def test_reused_result_and_delete_of_its_source():
         sql = "SELECT i::INTEGER AS i FROM range(10) t(i)"
         first = srv.create(sql, key=KEY_A)
         _wait_state(srv, first, ("succeeded",))
-        r = srv.create_resp({"sql_query": sql}, key=KEY_B)
+        r = srv.create_resp({"sql_query": sql}, key=KEY_A)
         eq(r.headers.get("x-dapi-reused"), "true", "reused")
         second = jparse(r)["query_slug"]
-        st = _state(srv, second, KEY_B)
+        st = _state(srv, second, KEY_A)
         eq((st["state"], st["reused"], st["rows"]), ("succeeded", True, 10), "reused status")
         eq(st["columns"], [{"name": "i", "type": "INTEGER"}], "columns of a reused result")
         expect_status(srv.api("DELETE", "/api/queries/" + first, key=KEY_A), 204, "delete the source")
-        expect_status(srv.results(second, 1, key=KEY_B), 200, "the reused result stays")
+        expect_status(srv.results(second, 1, key=KEY_A), 200, "the reused result stays")
 
 
 @h.timeout(120)

@@ -52,15 +52,45 @@ def test_reuse_hit_same_rows_new_slug():
         eq(rb, "true", "X-Dapi-Reused on the identical query")
         check(a != b, "a new slug")
         eq(s.page(b, 1), rows, "same rows")
-        # another key with the same (unscoped) scope shares it too; it owns its own slug
+        # another key, same (unscoped) scope: by default it runs the query itself, so it
+        # cannot tell that A ran it (X-Dapi-Reused or a fast answer would say so)
+        c, rc = _create(s, sql, key=KEY_B)
+        eq(rc, None, "another owner: not shared by default")
+        eq(s.page(c, 1, key=KEY_B), rows, "rows for B")
+        h.expect_error(s.results(c, 1, key=KEY_A), 404, "Query not found", "A cannot read B's slug")
+        eq(_done_lines(s), 2, "A's run and B's own run")
+        st = jparse(s.api("GET", "/api/queries/" + c, key=KEY_B))
+        eq(st["reused"], False, "B's status: not reused")
+        c2, rc2 = _create(s, sql, key=KEY_B)
+        eq(rc2, "true", "B reuses its own result")
+        eq(_done_lines(s), 2, "no third run")
+        # a different query is not reused
+        d, rd = _create(s, 'SELECT id FROM "lay"."t" ORDER BY id')
+        eq(rd, None, "different SQL")
+
+
+def test_reuse_across_keys_setting():
+    """--reuse-across-keys: keys of different owners with the same scope share stored results
+    and runs in flight; each still owns its own slug."""
+    with Server(keys=[KEY_A, KEY_B], data_dir=_lake(), args=["--reuse-across-keys"],
+                name="reuse-across") as s:
+        sql = 'SELECT id, name FROM "lay"."t" ORDER BY id'
+        a, ra = _create(s, sql)
+        eq(ra, None, "first creation is not reused")
+        rows = s.page(a, 1)
         c, rc = _create(s, sql, key=KEY_B)
         eq(rc, "true", "another owner with the same scope")
         eq(s.page(c, 1, key=KEY_B), rows, "rows for B")
         h.expect_error(s.results(c, 1, key=KEY_A), 404, "Query not found", "A cannot read B's slug")
-        eq(_done_lines(s), 1, "one run for three creations")
-        # a different query is not reused
-        d, rd = _create(s, 'SELECT id FROM "lay"."t" ORDER BY id')
-        eq(rd, None, "different SQL")
+        h.expect_error(s.results(a, 1, key=KEY_B), 404, "Query not found", "B cannot read A's slug")
+        eq(_done_lines(s), 1, "one run for two owners")
+        # a run in flight is shared too
+        slow = "SELECT count(*) AS n FROM range(150000000) t(i) WHERE i % 7 = 3"
+        x, rx = _create(s, slow)
+        y, ry = _create(s, slow, key=KEY_B)
+        eq((rx, ry), (None, "true"), "B attaches to A's run")
+        eq(s.page(y, 1, key=KEY_B), s.page(x, 1), "same rows")
+        eq(_done_lines(s), 2, "one run for the slow query")
 
 
 def test_reuse_cache_control():
@@ -173,6 +203,8 @@ def test_reuse_scope_rules():
 
 @h.timeout(120)
 def test_reuse_single_flight_50():
+    """50 identical creations at once, from two keys: one run per key (keys share nothing by
+    default: one key's run is not another's to join)."""
     with Server(keys=[KEY_A, KEY_B], data_dir=_lake(), args=["--max-queries-per-key", "100"],
                 name="reuse-flight") as s:
         sql = "SELECT sum(i) AS total FROM range(200000000) t(i)"
@@ -199,7 +231,7 @@ def test_reuse_single_flight_50():
         eq(errors, [], "all created")
         eq(len(slugs), 50, "50 slugs")
         eq(len(set(s for s, _ in slugs)), 50, "distinct slugs")
-        eq(sum(1 for r in reused if r == "true"), 49, "49 reused (one runs)")
+        eq(sum(1 for r in reused if r == "true"), 48, "48 reused (one run per key)")
         want = None
         for sl, key in slugs:
             r = s.results(sl, 1, key=key, timeout=90)
@@ -207,7 +239,7 @@ def test_reuse_single_flight_50():
             rows = jparse(r)["data"]
             want = want or rows
             eq(rows, want, "same rows")
-        eq(_done_lines(s), 1, "one run for 50 identical creations")
+        eq(_done_lines(s), 2, "one run per key for 50 identical creations")
 
 
 def test_reuse_nekt_v2_per_upstream_key():

@@ -857,12 +857,22 @@ static void test_local_bound(void)
     T_CHECK(dapi_backend_nekt_ops.create_bound == NULL, "nekt cannot bind");
     char a[DAPI_REUSE_HEX], b[DAPI_REUSE_HEX], c[DAPI_REUSE_HEX], d[DAPI_REUSE_HEX];
     struct dapi_scope all = {.all = 1};
-    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", "{\"v\":1}", a), 0);
-    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", "{\"v\":\"1\"}", b), 0);
-    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", NULL, c), 0);
-    T_EQ_INT(dapi_backend_reuse_ident("local", &all, NULL, "T", d), 0);
+    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", "{\"v\":1}", NULL, a), 0);
+    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", "{\"v\":\"1\"}", NULL, b),
+             0);
+    T_EQ_INT(dapi_backend_reuse_ident_bound("local", &all, NULL, "T", NULL, NULL, c), 0);
+    T_EQ_INT(dapi_backend_reuse_ident("local", &all, NULL, "T", NULL, d), 0);
     T_CHECK(strcmp(a, b) != 0 && strcmp(a, c) != 0 && strcmp(b, c) != 0, "typed values differ");
     T_EQ_STR(c, d);
+    /* per owner: each owner's identity differs from the other's and from the shared one */
+    char og[DAPI_REUSE_HEX], oh[DAPI_REUSE_HEX];
+    T_EQ_INT(dapi_backend_reuse_ident("local", &all, NULL, "T", gil, og), 0);
+    unsigned char hal[DAPI_KEY_HASH_LEN];
+    key("hal", hal);
+    T_EQ_INT(dapi_backend_reuse_ident("local", &all, NULL, "T", hal, oh), 0);
+    T_CHECK(strcmp(og, oh) != 0 && strcmp(og, d) != 0 && strcmp(oh, d) != 0, "owners differ");
+    T_EQ_INT(dapi_backend_reuse_ident("local", &all, NULL, "T", gil, oh), 0);
+    T_EQ_STR(og, oh);
     char *args[] = {"--result-wait", "20", "--reuse-max-age", "300"};
     if(parts_start(&p, "local", args, 4))
         goto out;
@@ -900,12 +910,23 @@ static void test_local_reuse(void)
     key("erin", erin);
     key("fay", fay);
     t_write_in(root, "data/sales/reuse.csv", "k,v\n1,x\n2,y\n");
-    char *args[] = {"--result-wait", "20", "--reuse-max-age", "300"};
+    char *args[] = {"--result-wait", "20", "--reuse-max-age", "300", "--reuse-across-keys"};
+    const char *sql = "SELECT k, v FROM sales.reuse ORDER BY k";
+    /* By default each owner reuses only its own results: another owner's identical query
+     * runs (sharing would tell it that this one was run lately). */
     if(parts_start(&p, "local", args, 4))
+        goto out;
+    T_EQ_INT(create_page(&p, sql, erin, 0, first, sizeof first), 0);
+    T_EQ_INT(create_page(&p, sql, fay, 0, rows, sizeof rows), 0);
+    T_EQ_STR(rows, first);
+    T_EQ_INT(create_page(&p, sql, fay, 0, rows, sizeof rows), 1);
+    T_EQ_INT(create_page(&p, sql, erin, 0, rows, sizeof rows), 1);
+    parts_stop(&p);
+    /* --reuse-across-keys: owners with the same scope share */
+    if(parts_start(&p, "local", args, 5))
         goto out;
     fake_now = 1700000000;
     p.env.wall_s = fake_wall;
-    const char *sql = "SELECT k, v FROM sales.reuse ORDER BY k";
     T_EQ_INT(create_page(&p, sql, erin, 0, first, sizeof first), 0);
     T_EQ_STR(first, "{\"k\":1,\"v\":\"x\"},{\"k\":2,\"v\":\"y\"}");
     /* formatting and keyword case do not matter (the parse tree); another owner, same scope */
