@@ -86,6 +86,33 @@ static int json_number(const char *s)
     return *s == '\0';
 }
 
+/* 1 if s is a number written in decimal, as a person would: [+-]? then digits with an
+ * optional fraction, or a fraction alone (007, 5., .5), then [eE][+-]?digits optionally.
+ * strtod alone would also take hexadecimal (0x10, 0x1p3), inf, nan and leading spaces. */
+static int decimal_text(const char *s)
+{
+    if(*s == '+' || *s == '-')
+        s++;
+    size_t whole = strspn(s, "0123456789"), frac = 0;
+    s += whole;
+    if(*s == '.') {
+        frac = strspn(++s, "0123456789");
+        s += frac;
+    }
+    if(!whole && !frac)
+        return 0;
+    if(*s == 'e' || *s == 'E') {
+        s++;
+        if(*s == '+' || *s == '-')
+            s++;
+        size_t n = strspn(s, "0123456789");
+        if(!n)
+            return 0;
+        s += n;
+    }
+    return *s == '\0';
+}
+
 static int utf8_chars(const char *s)
 {
     int n = 0;
@@ -174,8 +201,8 @@ static int add_value(struct dapi_buf *b, const struct dapi_eparam *p, const char
     }
     case DAPI_PT_DOUBLE:
     case DAPI_PT_DECIMAL:
-        d = strtod(text, &end);
-        if(!*text || *end || !isfinite(d) || isspace((unsigned char)*text))
+        d = decimal_text(text) ? strtod(text, &end) : NAN;
+        if(!isfinite(d))
             return rule(why, n, "must be a number");
         break;
     case DAPI_PT_BOOLEAN:
@@ -411,10 +438,9 @@ static enum dapi_err texts(struct loader *l, const struct dapi_yv *v, const char
 static enum dapi_err number(struct loader *l, const struct dapi_yv *v, const char *ep,
                             const char *what, double *out)
 {
-    char *end;
     const char *t = scalar(v);
-    *out = t ? strtod(t, &end) : 0;
-    if(!t || !*t || *end || !isfinite(*out))
+    *out = t && decimal_text(t) ? strtod(t, NULL) : NAN;
+    if(!isfinite(*out))
         return bad(l, v->line, ep, "%s must be a number", what);
     return DAPI_OK;
 }

@@ -144,7 +144,7 @@ def test_decimal_parameters_keep_every_digit():
         for text, want in (("1234567890123456789.0123456789", "1234567890123456789.0123456789"),
                            ("1234567890123456789.0123456788", "1234567890123456789.0123456788"),
                            ("0.1", "0.1000000000"), ("1e-1", "0.1000000000"), ("1E-1", "0.1000000000"),
-                           ("1E0", None), ("007.5", None)):
+                           ("1E0", None), ("007.5", None), ("%2B.5", None)):
             r = _call(s, "exact", "v=" + text)
             check(r.status == 200, "v=%s: %s" % (text, r.short()))
             rows = json.loads(r.body, parse_float=Decimal)["data"]
@@ -169,6 +169,11 @@ def test_rule_violations_are_400_naming_the_parameter_and_the_rule():
             ("since", "d=2024-02-30", "'d'", "date"),
             ("vip", "v=yes", "'v'", "true or false"),
             ("vip", "min=abc", "'min'", "number"),
+            # strtod alone would read these as 16 and 8, or as +infinity's kin
+            ("vip", "min=0x10", "'min'", "number"),
+            ("vip", "min=0x1p3", "'min'", "number"),
+            ("vip", "min=nan", "'min'", "number"),
+            ("vip", "min=%205", "'min'", "number"),
             ("by_kind", "n=Zed", "'n'", "enum"),
             ("by_kind", "n=Bobby", "'n'", "max_length"),
             ("customers_by_country", "country=" + urllib.parse.quote("US' OR '1'='1"), "'country'", "pattern"),

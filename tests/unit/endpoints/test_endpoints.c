@@ -122,6 +122,51 @@ out:
     dapi_endpoints_unref(e);
 }
 
+/* double and decimal take numbers written in decimal only: strtod would also read
+ * hexadecimal (0x10 as 16), inf, nan and surrounding spaces. */
+static void test_numbers(void)
+{
+    struct dapi_endpoints *e = load("endpoints:\n"
+                                    "  num:\n"
+                                    "    sql: SELECT $v AS v, $m AS m\n"
+                                    "    params:\n"
+                                    "      v: {type: double, min: -100, max: 1e3}\n"
+                                    "      m: {type: decimal, default: 0}\n",
+                                    DAPI_OK, NULL);
+    const struct dapi_endpoint *ep = e ? dapi_endpoints_find(e, "num") : NULL;
+    T_CHECK(ep != NULL, "loaded");
+    if(!ep)
+        goto out;
+    static const char *const good[][2] = {
+        {"5", "5.0"},     {"+5", "5.0"},      {"-5", "-5.0"},   {".5", "0.5"},
+        {"5.", "5.0"},    {"007", "7.0"},     {"1E2", "1e+02"}, {"-2.5e+1", "-25.0"},
+        {"1e-2", "0.01"}, {"999.5", "999.5"},
+    };
+    for(size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "{\"v\":%s,\"m\":0.0}", good[i][1]);
+        bound(ep, (const char *const[]){"v", good[i][0]}, 1, want);
+    }
+    static const char *const bad[] = {
+        "0x10",  "0X1p3", "-0x8", "inf", "-inf", "Infinity", "nan",   "NAN", " 5",
+        "5 ",    "\t5",   "",     ".",   "+",    "-",        "1e",    "e5",  "1e+",
+        "1_000", "1,5",   "5e",   "--5", "+-5",  "5..",      "1e400",
+    };
+    for(size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        refused(ep, (const char *const[]){"v", bad[i]}, 1, "parameter 'v' must be a number");
+        refused(ep, (const char *const[]){"m", bad[i]}, 1, "parameter 'm' must be a number");
+    }
+    refused(ep, (const char *const[]){"v", "1001"}, 1, "(max)");
+out:
+    dapi_endpoints_unref(e);
+    load("endpoints:\n  a:\n    sql: SELECT $y\n    params:\n      y: {type: double, min: "
+         "0x10}\n",
+         DAPI_ERR_INVALID, "min must be a number");
+    load("endpoints:\n  a:\n    sql: SELECT $y\n    params:\n      y: {type: double, max: "
+         "nan}\n",
+         DAPI_ERR_INVALID, "max must be a number");
+}
+
 static void test_refused_files(void)
 {
     load("endpoints:\n  a:\n    sql: SELECT * FROM \"sales\".\"nope\"\n", DAPI_ERR_INVALID,
@@ -171,6 +216,7 @@ int main(void)
         T_EQ_INT(dapi_engine_connect(eng, &con), DAPI_OK);
     if(con) {
         test_good();
+        test_numbers();
         test_refused_files();
         dapi_econn_close(con);
     }
