@@ -65,6 +65,14 @@ static void upstream_message(const char *body, size_t len, char *out, size_t n)
     dapi_jv_free(doc);
 }
 
+/* What a client is told of a failed transfer: the kind of failure in a few words, never the
+ * transport's own text, which names --nekt-url's host and port or a presigned URL's host
+ * (the server log has it). */
+static const char *reason_of(const struct dapi_httpc_resp *resp)
+{
+    return resp->reason ? resp->reason : "no answer";
+}
+
 static uint64_t rand64(void)
 {
     uint64_t r = 0;
@@ -84,6 +92,7 @@ static enum dapi_err with_retries(const struct dapi_backend_env *env,
     if(!h) {
         memset(resp, 0, sizeof *resp);
         snprintf(resp->error, sizeof resp->error, "out of memory");
+        resp->reason = "out of memory";
         return DAPI_ERR_NOMEM;
     }
     int64_t t0 = env->mono_ms();
@@ -109,7 +118,8 @@ static enum dapi_err with_retries(const struct dapi_backend_env *env,
             if(ok && attempt > 1) /* a retry that worked is no giving up */
                 dapi_info("upstream: %s: succeeded at attempt %d", what, attempt);
             else if(!ok)
-                dapi_info("upstream: %s: giving up after %d attempt(s): %s", what, attempt, why);
+                dapi_info("upstream: %s: giving up after %d attempt(s) (%s): %s", what, attempt,
+                          result ? resp->error : "an HTTP error", why);
             return result;
         }
         char what_failed[300];
@@ -154,19 +164,19 @@ enum dapi_err nekt_call(const struct dapi_backend_env *env, const char *method, 
     out->status = resp.status;
     if(result == DAPI_ERR_TIMEOUT) { /* connecting or answering took too long */
         snprintf(out->details, sizeof out->details, "Nekt did not answer %.200s in time: %.200s",
-                 what, resp.error);
+                 what, reason_of(&resp));
         result = DAPI_ERR_UPSTREAM_TIMEOUT;
         goto out;
     }
     if(result == DAPI_ERR_TOO_LARGE) {
         snprintf(out->details, sizeof out->details, "Nekt's answer to %.200s is too large: %.200s",
-                 what, resp.error);
+                 what, resp.error); /* (dapi's own text: the limit, no host) */
         result = DAPI_ERR_UPSTREAM;
         goto out;
     }
     if(result) {
         snprintf(out->details, sizeof out->details, "cannot reach Nekt for %.200s: %.200s", what,
-                 resp.error);
+                 reason_of(&resp));
         result = DAPI_ERR_UPSTREAM;
         goto out;
     }
@@ -268,10 +278,15 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
                  "(--max-upstream-bytes)",
                  (unsigned long long)max);
     } else if(result == DAPI_ERR_TIMEOUT) {
-        snprintf(details, dlen, "downloading a result file timed out: %s", resp.error);
+        dapi_warn("upstream: downloading a result file timed out: %s", resp.error);
+        snprintf(details, dlen, "downloading a result file timed out: %s", reason_of(&resp));
         result = DAPI_ERR_UPSTREAM_TIMEOUT;
     } else if(result) {
-        snprintf(details, dlen, "cannot download a result file: %s", resp.error);
+        dapi_warn("upstream: cannot download a result file: %s",
+                  resp.error[0] ? resp.error : "writing it failed");
+        snprintf(details, dlen, "cannot download a result file: %s",
+                 result == DAPI_ERR_IO && !resp.reason ? "writing it to the state dir failed"
+                                                       : reason_of(&resp));
         if(result != DAPI_ERR_IO)
             result = DAPI_ERR_UPSTREAM;
     } else if(resp.status == 400 || resp.status == 401 || resp.status == 403) {
