@@ -319,8 +319,10 @@ void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char 
     }
     size_t len;
     const char *body = dapi_req_body(r, &len);
-    enum dapi_err result = dapi_jv_parse(body, len, (int)app->cfg->max_json_depth, &root, err,
-                                         sizeof err);
+    /* (an integer beyond int64 reads as a real, its digits kept by the twin below: a
+     * HUGEINT or UBIGINT parameter) */
+    enum dapi_err result = dapi_jv_parse_wide(body, len, (int)app->cfg->max_json_depth, &root, err,
+                                              sizeof err);
     if(result) {
         dapi_respond_error(r, 400, "Malformed JSON", err);
         return;

@@ -76,20 +76,48 @@ enum dapi_err dapi_jv_parse_reals(const char *text, size_t len, int max_depth,
     return parse(text, len, max_depth, JSON_DECODE_INT_AS_REAL, root, err, errlen);
 }
 
-enum dapi_err dapi_jv_parse_numtext(const char *text, size_t len, int max_depth,
-                                    struct dapi_jv **root, char *err, size_t errlen)
+static int number_char(char c)
 {
-    /* Each number token outside a string is wrapped in quotes. A token is what JSON's number
-     * grammar can hold ('-', digits, '.', 'e', 'E', '+'), starting at '-' or a digit; within
-     * a string every character after a backslash is skipped, so an escaped quote never ends
-     * it. Two more bytes per token, and a token takes at least one byte plus a separator:
-     * at most twice the length, plus 2. */
-    *root = NULL;
+    return c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E' || (c >= '0' && c <= '9');
+}
+
+/* An integer token (JSON's grammar: -?digits) beyond int64, which jansson refuses ("too big
+ * integer"). Leading zeros are not JSON: such a token fails the parse either way. */
+static int beyond_int64(const char *t, size_t n)
+{
+    int neg = n && t[0] == '-';
+    t += neg;
+    n -= (size_t)neg;
+    if(!n)
+        return 0;
+    for(size_t i = 0; i < n; i++) /* (the token is not NUL-terminated: no strspn) */
+        if(t[i] < '0' || t[i] > '9')
+            return 0; /* not an integer token: a real, or no number at all */
+    const char *limit = neg ? "9223372036854775808" : "9223372036854775807";
+    return n > 19 || (n == 19 && memcmp(t, limit, 19) > 0);
+}
+
+enum rewrite {
+    QUOTE, /* every number token becomes a string of its text */
+    WIDE,  /* an integer token beyond int64 gets ".0": a real */
+};
+
+/* Rewrites the number tokens outside strings of text (len bytes) into a new buffer (*out,
+ * *outlen; free it). A token is a run of JSON's number characters ('-', digits, '.', 'e',
+ * 'E', '+') starting at '-' or a digit; within a string every character after a backslash
+ * is skipped, so an escaped quote never ends it. Two more bytes per token at most, and a
+ * token takes at least one byte plus a separator: at most twice the length, plus 2. Returns
+ * how many tokens were changed, or -1 without memory. */
+static long rewrite_numbers(const char *text, size_t len, enum rewrite how, char **out,
+                            size_t *outlen)
+{
+    *out = NULL;
     if(len > ((size_t)-1 - 2) / 2)
-        return DAPI_ERR_NOMEM;
+        return -1;
     char *q = malloc(2 * len + 2), *o = q;
     if(!q)
-        return DAPI_ERR_NOMEM;
+        return -1;
+    long changed = 0;
     int in_string = 0;
     for(size_t i = 0; i < len; i++) {
         char c = text[i];
@@ -103,18 +131,57 @@ enum dapi_err dapi_jv_parse_numtext(const char *text, size_t len, int max_depth,
             *o++ = c;
             in_string = 1;
         } else if(c == '-' || (c >= '0' && c <= '9')) {
-            *o++ = '"';
-            while(i < len &&
-                  (text[i] == '-' || text[i] == '+' || text[i] == '.' || text[i] == 'e' ||
-                   text[i] == 'E' || (text[i] >= '0' && text[i] <= '9')))
-                *o++ = text[i++];
-            *o++ = '"';
+            size_t at = i;
+            while(i < len && number_char(text[i]))
+                i++;
+            size_t n = i - at;
             i--;
+            int quote = how == QUOTE, widen = how == WIDE && beyond_int64(text + at, n);
+            if(quote)
+                *o++ = '"';
+            memcpy(o, text + at, n);
+            o += n;
+            if(quote)
+                *o++ = '"';
+            if(widen) {
+                *o++ = '.';
+                *o++ = '0';
+            }
+            changed += quote || widen;
         } else {
             *o++ = c;
         }
     }
-    enum dapi_err e = parse(q, (size_t)(o - q), max_depth, 0, root, err, errlen);
+    *out = q;
+    *outlen = (size_t)(o - q);
+    return changed;
+}
+
+enum dapi_err dapi_jv_parse_numtext(const char *text, size_t len, int max_depth,
+                                    struct dapi_jv **root, char *err, size_t errlen)
+{
+    *root = NULL;
+    char *q;
+    size_t n;
+    if(rewrite_numbers(text, len, QUOTE, &q, &n) < 0)
+        return DAPI_ERR_NOMEM;
+    enum dapi_err e = parse(q, n, max_depth, 0, root, err, errlen);
+    free(q);
+    return e;
+}
+
+enum dapi_err dapi_jv_parse_wide(const char *text, size_t len, int max_depth,
+                                 struct dapi_jv **root, char *err, size_t errlen)
+{
+    *root = NULL;
+    char *q = NULL;
+    size_t n = 0;
+    long changed = 0;
+    /* (a text with a NUL byte is refused by the parse as it is, at the byte's own offset) */
+    if(!memchr(text, 0, len) && (changed = rewrite_numbers(text, len, WIDE, &q, &n)) < 0)
+        return DAPI_ERR_NOMEM;
+    enum dapi_err e = changed ? parse(q, n, max_depth, 0, root, err, errlen)
+                              : parse(text, len, max_depth, 0, root, err, errlen);
     free(q);
     return e;
 }

@@ -37,6 +37,11 @@ enum dapi_err dapi_jv_parse_reals(const char *text, size_t len, int max_depth,
 enum dapi_err dapi_jv_parse_numtext(const char *text, size_t len, int max_depth,
                                     struct dapi_jv **root, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/* dapi_jv_parse, but an integer beyond int64 (which jansson refuses) is read as a real: with
+ * a dapi_jv_parse_numtext twin, its digits are still known (HUGEINT, UBIGINT parameters). */
+enum dapi_err dapi_jv_parse_wide(const char *text, size_t len, int max_depth,
+                                 struct dapi_jv **root, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* In such a twin, the text of a number (len bytes) when x is one: a string of JSON's number
  * characters only; NULL for anything else (or NULL). */
 const char *dapi_jv_numtext(const struct dapi_jv *x, size_t *len);

@@ -238,16 +238,54 @@ static duckdb_value decimal_value(struct dapi_econn *c, duckdb_logical_type lt, 
     return out;
 }
 
-/* The list of lt's DECIMAL child type that the JSON list v is, from its twin x's digits
- * (numbers and nulls only), or NULL (another element, an element that does not cast, no
- * twin): then the list goes the ordinary way (make_value) and its check. */
-static duckdb_value decimal_list(struct dapi_econn *c, duckdb_logical_type lt,
-                                 const struct dapi_jv *v, const struct dapi_jv *x)
+/* An integer (text, len bytes: its twin's digits, -?digits; beyond int64 it was read as a
+ * real by dapi_jv_parse_wide) as a value of integer type t — HUGEINT, UHUGEINT or UBIGINT —
+ * or NULL when t cannot hold it (out of range; and every other type). Parsed here, digit by
+ * digit, into 128 bits. */
+static duckdb_value wide_int_value(duckdb_type t, const char *text, size_t len)
+{
+    int neg = len && text[0] == '-';
+    unsigned __int128 mag = 0, max = ~(unsigned __int128)0;
+    for(size_t i = (size_t)neg; i < len; i++) {
+        unsigned d = (unsigned)(text[i] - '0');
+        if(d > 9 || mag > (max - d) / 10)
+            return NULL; /* not digits, or beyond 128 bits */
+        mag = mag * 10 + d;
+    }
+    unsigned __int128 top = (unsigned __int128)1 << 127; /* |HUGEINT min| */
+    if(t == DUCKDB_TYPE_HUGEINT && (neg ? mag <= top : mag < top)) {
+        unsigned __int128 u = neg ? ~mag + 1 : mag; /* two's complement */
+        return duckdb_create_hugeint((duckdb_hugeint){(uint64_t)u, (int64_t)(u >> 64)});
+    }
+    if(t == DUCKDB_TYPE_UHUGEINT && (!neg || mag == 0))
+        return duckdb_create_uhugeint((duckdb_uhugeint){(uint64_t)mag, (uint64_t)(mag >> 64)});
+    if(t == DUCKDB_TYPE_UBIGINT && (!neg || mag == 0) && mag <= UINT64_MAX)
+        return duckdb_create_uint64((uint64_t)mag);
+    return NULL;
+}
+
+/* -?digits: the text of an integer. */
+static int integer_text(const char *s, size_t len)
+{
+    size_t neg = len && s[0] == '-';
+    return len > neg && strspn(s + neg, "0123456789") == len - neg;
+}
+
+/* The list of lt's child type that the JSON list v is, built element by element from its
+ * twin x's digits when that child type takes more digits than a double or an int64 holds:
+ * DECIMAL (DuckDB's cast of the digits), HUGEINT, UHUGEINT, UBIGINT (the integers parsed
+ * exactly). NULL for another child type, another element than a number or null, one that
+ * does not fit, or no twin: then the list goes the ordinary way (make_value) and its check. */
+static duckdb_value exact_list(struct dapi_econn *c, duckdb_logical_type lt,
+                               const struct dapi_jv *v, const struct dapi_jv *x)
 {
     duckdb_logical_type child = duckdb_list_type_child_type(lt);
+    duckdb_type ct = child ? duckdb_get_type_id(child) : DUCKDB_TYPE_INVALID;
     size_t n = dapi_jv_array_size(v), made = 0;
     duckdb_value *items = calloc(n ? n : 1, sizeof *items), out = NULL;
-    if(child && duckdb_get_type_id(child) == DUCKDB_TYPE_DECIMAL && items) {
+    int wide = ct == DUCKDB_TYPE_HUGEINT || ct == DUCKDB_TYPE_UHUGEINT ||
+               ct == DUCKDB_TYPE_UBIGINT;
+    if((ct == DUCKDB_TYPE_DECIMAL || wide) && items) {
         for(; made < n; made++) {
             const struct dapi_jv *e = dapi_jv_index(v, made);
             size_t len;
@@ -256,7 +294,9 @@ static duckdb_value decimal_list(struct dapi_econn *c, duckdb_logical_type lt,
             if(j == DAPI_J_NULL)
                 items[made] = duckdb_create_null_value();
             else if((j == DAPI_J_INT || j == DAPI_J_REAL) && digits)
-                items[made] = decimal_value(c, child, digits, len);
+                items[made] = wide ? (integer_text(digits, len) ? wide_int_value(ct, digits, len)
+                                                                : NULL)
+                                   : decimal_value(c, child, digits, len);
             else
                 items[made] = NULL;
             if(!items[made])
@@ -273,6 +313,22 @@ static duckdb_value decimal_list(struct dapi_econn *c, duckdb_logical_type lt,
     return out;
 }
 
+/* "parameter 'name' <rule>: the query uses $name as <lt>"; rule NULL: "is not a valid <lt>". */
+static char *typed_msg(const char *name, const char *rule, duckdb_logical_type lt)
+{
+    char *tn = engine_type_name(lt);
+    struct dapi_buf b;
+    dapi_buf_init(&b, 4096);
+    dapi_buf_addf(&b, "parameter '%s' ", name);
+    if(rule)
+        dapi_buf_adds(&b, rule);
+    else
+        dapi_buf_addf(&b, "is not a valid %s", tn ? tn : "value");
+    dapi_buf_addf(&b, ": the query uses $%s as %s", name, tn ? tn : "?");
+    free(tn);
+    return dapi_buf_take(&b, NULL);
+}
+
 /* Binds parameter i (1-based) of st, named name, to the JSON value v; x is v's twin from
  * dapi_jv_parse_numtext (its numbers as their text), or NULL. */
 static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st, idx_t i,
@@ -285,28 +341,34 @@ static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st
     enum kind k = kind_of(t);
     enum dapi_err result = DAPI_OK;
     duckdb_value dv = NULL;
-    char *tn = NULL;
-    if(dapi_jv_type(v) != DAPI_J_NULL && !fits(k, dapi_jv_type(v))) {
-        tn = engine_type_name(lt);
-        struct dapi_buf b;
-        dapi_buf_init(&b, 4096);
-        dapi_buf_addf(&b, "parameter '%s' must be %s: the query uses $%s as %s", name,
-                      kind_rule[k], name, tn ? tn : "?");
-        *msg = dapi_buf_take(&b, NULL);
+    size_t xlen;
+    const char *digits = dapi_jv_numtext(x, &xlen);
+    /* an integer beyond int64 (a real here, its digits in the twin): for an integer type, or
+     * HUGEINT where the type is not inferred; never through a double */
+    int wide = dapi_jv_type(v) == DAPI_J_REAL && digits && integer_text(digits, xlen) &&
+               (k == K_INT || k == K_ANY);
+    if(dapi_jv_type(v) != DAPI_J_NULL && !fits(k, dapi_jv_type(v)) && !wide) {
+        char rule[64];
+        snprintf(rule, sizeof rule, "must be %s", kind_rule[k]);
+        *msg = typed_msg(name, rule, lt);
         result = DAPI_ERR_PARAM;
         goto out;
     }
-    size_t xlen;
-    const char *digits = dapi_jv_numtext(x, &xlen);
     int exact = 0; /* dv is already of lt's type, cast by DuckDB: nothing left to check */
-    if(t == DUCKDB_TYPE_DECIMAL && dapi_jv_type(v) == DAPI_J_REAL && digits) {
+    if(wide && (dv = wide_int_value(k == K_ANY ? DUCKDB_TYPE_HUGEINT : t, digits, xlen))) {
+        exact = 1;
+    } else if(wide && k == K_INT) { /* out of its range: refused as a cast that fails */
+        *msg = typed_msg(name, NULL, lt);
+        result = DAPI_ERR_PARAM;
+        goto out;
+    } else if(t == DUCKDB_TYPE_DECIMAL && dapi_jv_type(v) == DAPI_J_REAL && digits) {
         /* the number as written; if it does not cast, its text fails the check below */
         exact = (dv = decimal_value(c, lt, digits, xlen)) != NULL;
         if(!exact)
             dv = duckdb_create_varchar_length(digits, xlen);
     } else if(t == DUCKDB_TYPE_LIST && dapi_jv_type(v) == DAPI_J_ARRAY &&
-              (dv = decimal_list(c, lt, v, x))) {
-        exact = 1; /* a list of DECIMALs, each as written */
+              (dv = exact_list(c, lt, v, x))) {
+        exact = 1; /* a list of DECIMALs or wide integers, each as written */
     } else if(!(dv = make_value(v, &why))) {
         *msg = param_msg("parameter '%s' %s", name, why ? why : "could not be made into a value");
         result = DAPI_ERR_PARAM;
@@ -314,12 +376,7 @@ static enum dapi_err bind_one(struct dapi_econn *c, duckdb_prepared_statement st
     }
     if(!exact && k != K_ANY && k != K_STRING && dapi_jv_type(v) != DAPI_J_NULL &&
        !casts(c, lt, dv)) {
-        tn = engine_type_name(lt);
-        struct dapi_buf b;
-        dapi_buf_init(&b, 4096);
-        dapi_buf_addf(&b, "parameter '%s' is not a valid %s: the query uses $%s as %s", name,
-                      tn ? tn : "value", name, tn ? tn : "?");
-        *msg = dapi_buf_take(&b, NULL);
+        *msg = typed_msg(name, NULL, lt);
         result = DAPI_ERR_PARAM;
         goto out;
     }
@@ -332,7 +389,6 @@ out:
         duckdb_destroy_value(&dv);
     if(lt)
         duckdb_destroy_logical_type(&lt);
-    free(tn);
     if(result && !*msg)
         result = DAPI_ERR_NOMEM;
     return result;
@@ -345,7 +401,7 @@ enum dapi_err engine_bind_params(struct dapi_econn *c, duckdb_prepared_statement
     enum dapi_err result = DAPI_OK;
     idx_t n = duckdb_nparams(st);
     char err[128];
-    if(dapi_jv_parse(params, strlen(params), MAX_PARAMS_DEPTH, &root, err, sizeof err) ||
+    if(dapi_jv_parse_wide(params, strlen(params), MAX_PARAMS_DEPTH, &root, err, sizeof err) ||
        dapi_jv_type(root) != DAPI_J_OBJECT) {
         dapi_jv_free(root);
         *msg = param_msg("\"params\" must be a JSON object of parameter values%s%s", "", NULL);

@@ -10,7 +10,11 @@
  *    bytes are NUL-terminated after len and valid UTF-8, and the tree is no deeper than the
  *    limit;
  *  - dapi_jv_parse_numtext accepts the same text and its tree mirrors the plain one, each
- *    number as the text of that number. */
+ *    number as the text of that number;
+ *  - dapi_jv_parse_wide gives the same tree for text the plain parse accepts; text that only
+ *    it accepts (integers beyond int64) is strict JSON within the depth, its tree can be
+ *    walked, and the numtext twin mirrors it (each widened integer's digits read back as
+ *    its real). */
 #include <math.h>
 
 #include <jansson.h>
@@ -167,6 +171,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char err[256] = "";
     enum dapi_err r = dapi_jv_parse(text, size, MAX_DEPTH, &root, err, sizeof err);
     int depth = fz_bracket_depth(data, size);
+    struct dapi_jv *wide = NULL;
+    char werr[256] = "";
+    enum dapi_err rw = dapi_jv_parse_wide(text, size, MAX_DEPTH, &wide, werr, sizeof werr);
+    if(r == DAPI_OK) {
+        FUZZ_CHECK(rw == DAPI_OK, "dapi_jv_parse_wide refused accepted text: %s", werr);
+        FUZZ_CHECK(json_equal((json_t *)root, (json_t *)wide),
+                   "dapi_jv_parse_wide's tree differs");
+    } else if(rw == DAPI_OK) {
+        int wdepth = -2;
+        FUZZ_CHECK(fz_json_valid(data, size, &wdepth) == 1,
+                   "wide: accepted text that is not JSON");
+        FUZZ_CHECK(depth <= MAX_DEPTH, "wide: accepted text nested %d deep", depth);
+        walk(wide, 1);
+        struct dapi_jv *wt = NULL;
+        FUZZ_CHECK(dapi_jv_parse_numtext(text, size, MAX_DEPTH, &wt, werr, sizeof werr) == DAPI_OK,
+                   "numtext refused text the wide parse accepts: %s", werr);
+        mirror(wide, wt);
+        dapi_jv_free(wt);
+    } else {
+        FUZZ_CHECK(wide == NULL && werr[0], "wide: a failure without a reason, or a root");
+    }
+    dapi_jv_free(wide);
     if(r != DAPI_OK) {
         FUZZ_CHECK(root == NULL, "*root not NULL after failure");
         FUZZ_CHECK(err[0] != '\0', "no reason given for failure %d", (int)r);

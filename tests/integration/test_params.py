@@ -113,6 +113,30 @@ def test_decimal_parameters_keep_every_digit():
            "an uninferred number")
 
 
+def test_integers_beyond_64_bits_bind_exactly():
+    """JSON integers of any size (Python writes them as they are): a HUGEINT, UHUGEINT or
+    UBIGINT parameter takes every digit; the old parser refused the body (400 Malformed JSON),
+    and a double would have matched both 30-digit rows."""
+    big = 123456789012345678901234567890
+    hsql = ("SELECT v FROM (VALUES (CAST('%d' AS HUGEINT)), (CAST('%d' AS HUGEINT)), "
+            "(CAST(-5 AS HUGEINT))) t(v) WHERE v %%s $v ORDER BY v" % (big, big + 1))
+    with _server() as s:
+        eq(_rows(s, hsql % "=", {"v": big}), [{"v": big}], "HUGEINT, exactly")
+        eq(_rows(s, hsql % "<=", {"v": -big}), [], "a negative one")
+        eq(_rows(s, hsql % ">", {"v": big}), [{"v": big + 1}], "HUGEINT >")
+        umax = 2 ** 64 - 1
+        usql = "SELECT v FROM (VALUES (CAST('%d' AS UBIGINT)), (CAST('%d' AS UBIGINT))) t(v) WHERE v = $v" % (umax, umax - 1)
+        eq(_rows(s, usql, {"v": umax}), [{"v": umax}], "UBIGINT max")
+        eq(_rows(s, "SELECT $v AS v, typeof($v) AS t", {"v": big}), [{"v": big, "t": "HUGEINT"}],
+           "an uninferred one is a HUGEINT")
+        r = _post(s, "SELECT * FROM (VALUES (1)) t(v) WHERE v = $v", {"v": 2 ** 63})
+        expect_error(r, 400, "Invalid query parameter", what="2**63 for an INTEGER")
+        check("not a valid INTEGER" in (jparse(r).get("details") or ""), "details name the type: %r" % r.body)
+        slug = jparse(_post(s, hsql % "=", {"v": big}))["query_slug"]
+        st = s.api("GET", "/api/queries/%s" % slug)
+        check(('"params":{"v":%d}' % big).encode() in st.body, "the status shows the digits: %r" % st.body[-200:])
+
+
 def test_injection_attempts_are_data():
     with _server() as s:
         for v in ["US' OR '1'='1", "' OR '1'='1", "US; DROP TABLE x", "US --", "US\"", "x'); SELECT 1; --",

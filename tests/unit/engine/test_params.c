@@ -197,6 +197,63 @@ static void test_refusals(void)
     refused("DELETE FROM \"sales\".\"people\" WHERE id = $v", "{\"v\":1}", DAPI_ERR_SQL, "DELETE");
 }
 
+/* Integers beyond int64 (JSON allows any size; jansson does not): bound exactly to HUGEINT,
+ * UHUGEINT and UBIGINT parameters, never through a double (which would make the two
+ * 30-digit values equal), and refused by narrower types as out of range. */
+static void test_wide_integers(void)
+{
+#define H "SELECT 1 WHERE CAST('123456789012345678901234567890' AS HUGEINT) = $v"
+    rows_are(H, "{\"v\":123456789012345678901234567890}", 1);
+    rows_are(H, "{\"v\":123456789012345678901234567891}", 0);
+    rows_are("SELECT 1 WHERE CAST('-170141183460469231731687303715884105728' AS HUGEINT) = $v",
+             "{\"v\":-170141183460469231731687303715884105728}", 1);
+    rows_are("SELECT 1 WHERE CAST('170141183460469231731687303715884105727' AS HUGEINT) = $v",
+             "{\"v\":170141183460469231731687303715884105727}", 1);
+    rows_are("SELECT 1 WHERE CAST('340282366920938463463374607431768211455' AS UHUGEINT) = $v",
+             "{\"v\":340282366920938463463374607431768211455}", 1);
+    rows_are("SELECT 1 WHERE CAST('18446744073709551615' AS UBIGINT) = $v",
+             "{\"v\":18446744073709551615}", 1);
+    rows_are("SELECT 1 WHERE CAST('18446744073709551615' AS UBIGINT) = $v",
+             "{\"v\":18446744073709551614}", 0);
+    rows_are("SELECT 1 WHERE CAST(5 AS HUGEINT) = $v", "{\"v\":5}", 1); /* small: as before */
+    refused(H, "{\"v\":170141183460469231731687303715884105728}", DAPI_ERR_PARAM,
+            "parameter 'v' is not a valid HUGEINT");
+    refused("SELECT 1 WHERE CAST(1 AS UHUGEINT) = $v", "{\"v\":-100000000000000000000}",
+            DAPI_ERR_PARAM, "not a valid UHUGEINT");
+    refused("SELECT 1 WHERE CAST(1 AS UBIGINT) = $v", "{\"v\":18446744073709551616}",
+            DAPI_ERR_PARAM, "not a valid UBIGINT");
+    refused(P "id = $v", "{\"v\":9223372036854775808}", DAPI_ERR_PARAM,
+            "parameter 'v' is not a valid BIGINT");
+    refused("SELECT 1 WHERE CAST(1 AS INTEGER) = $v", "{\"v\":99999999999999999999}",
+            DAPI_ERR_PARAM, "not a valid INTEGER");
+    refused(P "name = $v", "{\"v\":99999999999999999999}", DAPI_ERR_PARAM,
+            "parameter 'v' must be a string");
+    /* lists of them, element by element (a double would make the two 30-digit values one) */
+#define L "SELECT 1 WHERE list_contains($l, CAST('123456789012345678901234567890' AS HUGEINT))"
+    rows_are(L, "{\"l\":[5,null,123456789012345678901234567890]}", 1);
+    rows_are(L, "{\"l\":[5,123456789012345678901234567891]}", 0);
+    rows_are("SELECT 1 WHERE list_contains($l, CAST('18446744073709551615' AS UBIGINT))",
+             "{\"l\":[1,18446744073709551615]}", 1);
+    rows_are("SELECT 1 WHERE list_contains($l, CAST(1 AS UBIGINT))", "{\"l\":[-1,1]}", 1);
+    /* where the list's elements are not all integers, or its type holds no more than
+     * int64, the list is bound as its values' own type, as before: numbers as DOUBLE */
+    rows_are(L, "{\"l\":[1.5,123456789012345678901234567890]}", 1);
+#undef L
+    /* a DECIMAL takes the digits too */
+    rows_are("SELECT 1 WHERE CAST('12345678901234567890123456789' AS DECIMAL(38,0)) = $v",
+             "{\"v\":12345678901234567890123456789}", 1);
+    rows_are("SELECT 1 WHERE CAST('12345678901234567890123456789' AS DECIMAL(38,0)) = $v",
+             "{\"v\":12345678901234567890123456788}", 0);
+    /* not inferred: HUGEINT when it holds the value, else DOUBLE as for any number */
+    struct count c;
+    T_EQ_INT(run("SELECT $v AS v", "{\"v\":123456789012345678901234567890}", &c, NULL), DAPI_OK);
+    T_CHECK(strcmp(c.type0, "HUGEINT") == 0, "untyped wide integer: %s", c.type0);
+    T_EQ_INT(run("SELECT $v AS v", "{\"v\":1234567890123456789012345678901234567890}", &c, NULL),
+             DAPI_OK);
+    T_CHECK(strcmp(c.type0, "DOUBLE") == 0, "untyped, beyond 128 bits: %s", c.type0);
+#undef H
+}
+
 static void test_wrapped_column(void)
 {
     /* TIME WITH TIME ZONE has no JSON rendering: the run wraps the query to cast it, and the
@@ -237,6 +294,7 @@ int main(void)
         test_every_type();
         test_hostile_strings_are_data();
         test_refusals();
+        test_wide_integers();
         test_wrapped_column();
         dapi_econn_close(con);
     }
