@@ -57,6 +57,21 @@ static void add_num(struct dapi_buf *b, double d)
     dapi_buf_adds(b, t);
 }
 
+/* 1 if s is an optional exponent ([eE][+-]?digits) and then the end of the text. */
+static int exponent_then_end(const char *s)
+{
+    if(*s == 'e' || *s == 'E') {
+        s++;
+        if(*s == '+' || *s == '-')
+            s++;
+        size_t n = strspn(s, "0123456789");
+        if(!n)
+            return 0;
+        s += n;
+    }
+    return *s == '\0';
+}
+
 /* 1 if s is a number as JSON writes one: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
 static int json_number(const char *s)
 {
@@ -74,16 +89,7 @@ static int json_number(const char *s)
             return 0;
         s += n;
     }
-    if(*s == 'e' || *s == 'E') {
-        s++;
-        if(*s == '+' || *s == '-')
-            s++;
-        size_t n = strspn(s, "0123456789");
-        if(!n)
-            return 0;
-        s += n;
-    }
-    return *s == '\0';
+    return exponent_then_end(s);
 }
 
 /* 1 if s is a number written in decimal, as a person would: [+-]? then digits with an
@@ -101,16 +107,7 @@ static int decimal_text(const char *s)
     }
     if(!whole && !frac)
         return 0;
-    if(*s == 'e' || *s == 'E') {
-        s++;
-        if(*s == '+' || *s == '-')
-            s++;
-        size_t n = strspn(s, "0123456789");
-        if(!n)
-            return 0;
-        s += n;
-    }
-    return *s == '\0';
+    return exponent_then_end(s);
 }
 
 static int utf8_chars(const char *s)
