@@ -289,30 +289,31 @@ def test_asked_about_query_is_not_abandoned():
 
 @h.timeout(120)
 def test_follower_and_leader_cancel():
+    """Queries of one key sharing a run (keys share nothing by default: test_reuse)."""
     with _server() as srv:
         sql = LONG_SQL % 4
         leader = srv.create(sql, key=KEY_A)
         _wait_state(srv, leader, ("running",))
-        r = srv.create_resp({"sql_query": sql}, key=KEY_B)
+        r = srv.create_resp({"sql_query": sql}, key=KEY_A)
         expect_status(r, 200, "identical query")
         eq(r.headers.get("x-dapi-reused"), "true", "shares the run")
         follower = jparse(r)["query_slug"]
-        st = _state(srv, follower, KEY_B)
+        st = _state(srv, follower, KEY_A)
         eq((st["reused"], st["state"]), (True, "running"), "a follower of a running run")
         # cancelling the follower leaves the leader's run alone
-        expect_status(srv.api("DELETE", "/api/queries/" + follower, key=KEY_B), 200, "cancel the follower")
+        expect_status(srv.api("DELETE", "/api/queries/" + follower, key=KEY_A), 200, "cancel the follower")
         eq(_state(srv, leader)["state"], "running", "leader after its follower's cancellation")
         _expect_running(srv, "the leader's run goes on")
         # a second follower; cancelling the leader leaves the run going for it
-        r = srv.create_resp({"sql_query": sql}, key=KEY_B)
+        r = srv.create_resp({"sql_query": sql}, key=KEY_A)
         eq(r.headers.get("x-dapi-reused"), "true", "shares the run")
         follower2 = jparse(r)["query_slug"]
         expect_status(srv.api("DELETE", "/api/queries/" + leader, key=KEY_A), 200, "cancel the leader")
         eq(_state(srv, leader)["state"], "cancelled", "leader")
-        eq(_state(srv, follower2, KEY_B)["state"] in ("queued", "running"), True, "follower goes on")
+        eq(_state(srv, follower2, KEY_A)["state"] in ("queued", "running"), True, "follower goes on")
         _expect_running(srv, "the run goes on for the follower")
         # the last one sharing it leaves: the run stops
-        expect_status(srv.api("DELETE", "/api/queries/" + follower2, key=KEY_B), 200, "cancel the last follower")
+        expect_status(srv.api("DELETE", "/api/queries/" + follower2, key=KEY_A), 200, "cancel the last follower")
         _expect_stopped(srv, "after the last follower left")
 
 
