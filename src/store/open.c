@@ -31,7 +31,8 @@ static int fsync_dir(const char *p)
 }
 
 /* The creation log's checkpoint is about to drop every record: the queries kept only by
- * theirs (no files yet) get created.json now, which the checkpoint's syncfs makes durable.
+ * theirs (no files yet: registered, or recorded and about to be registered) get created.json
+ * now, which the checkpoint's syncfs makes durable.
  * Called with the log's lock held, so it takes no lock a thread appending to the log may
  * hold (a query's persist lock among them): a concurrent meta.json write is safe against it
  * (store_materialise never replaces a file), and a query removed meanwhile loses the files
@@ -42,8 +43,11 @@ static void materialise_all(void *arg)
     struct query **v = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&qs->lock);
-    for(size_t b = 0; b < NBUCKETS; b++)
-        for(struct query *q = qs->buckets[b]; q; q = q->next) {
+    /* the registered queries, then those whose record is in the log but which are not
+     * registered yet (qs->creating): the checkpoint drops that record too */
+    for(size_t b = 0; b <= NBUCKETS; b++)
+        for(struct query *q = b < NBUCKETS ? qs->buckets[b] : qs->creating; q;
+            q = b < NBUCKETS ? q->next : q->creating) {
             if(atomic_load(&q->ondisk))
                 continue;
             if(n == cap) {
@@ -61,7 +65,7 @@ static void materialise_all(void *arg)
     for(size_t i = 0; i < n; i++) {
         struct query *q = v[i];
         pthread_mutex_lock(&qs->lock);
-        int want = !atomic_load(&q->ondisk) && store_find(qs, q->slug) == q;
+        int want = !atomic_load(&q->ondisk) && store_known(qs, q);
         struct meta m = store_meta_of(q);
         /* (what may change once the lock is released is copied or left out: a creation
          * record needs no columns) */
@@ -74,7 +78,7 @@ static void materialise_all(void *arg)
         pthread_mutex_unlock(&qs->lock);
         int e = want ? store_materialise(qs, &m) : 0;
         pthread_mutex_lock(&qs->lock);
-        int gone = store_find(qs, q->slug) != q;
+        int gone = !store_known(qs, q);
         pthread_mutex_unlock(&qs->lock);
         if(want && gone)
             store_remove_files(qs, q->slug); /* removed meanwhile: it stays removed */

@@ -172,7 +172,36 @@ void store_insert(struct dapi_queries *qs, struct query *q)
     unsigned b = bucket(q->slug);
     q->next = qs->buckets[b];
     qs->buckets[b] = q;
-    q->refs = 1;
+    q->refs++;
+}
+
+int store_known(struct dapi_queries *qs, const struct query *q)
+{
+    if(store_find(qs, q->slug) == q)
+        return 1;
+    for(const struct query *c = qs->creating; c; c = c->creating)
+        if(c == q)
+            return 1;
+    return 0;
+}
+
+/* Lists q in qs->creating (one more reference: the creating thread's, so that a checkpoint's
+ * hook holding q never frees it) / takes it out again; under the lock. */
+static void creating_add(struct dapi_queries *qs, struct query *q)
+{
+    q->refs++;
+    q->creating = qs->creating;
+    qs->creating = q;
+}
+
+static void creating_remove(struct dapi_queries *qs, struct query *q)
+{
+    for(struct query **pp = &qs->creating; *pp; pp = &(*pp)->creating)
+        if(*pp == q) {
+            *pp = q->creating;
+            q->creating = NULL;
+            return;
+        }
 }
 
 /* Takes q out of the hash table (the caller holds the lock). */
@@ -458,7 +487,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
             q->reused = 1;
         }
     }
-    int early = 0;
+    int early = 0, listed = 0;
     if(q->ident[0] && !src && used < qs->max_bytes) {
         /* Registered now, in the same step as the look-up: an identical creation right
          * behind this one attaches to it instead of missing it and running too. */
@@ -505,12 +534,23 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     /* Files now only for a reused result (its directory holds the link); else its run's end
      * writes them, or a checkpoint before (store/meta.c). */
     atomic_store(&q->ondisk, how == DAPI_REUSED_RESULT);
+    if(!early) { /* (an early one is registered: the hook sees it there) */
+        pthread_mutex_lock(&qs->lock);
+        creating_add(qs, q);
+        pthread_mutex_unlock(&qs->lock);
+        listed = 1;
+    }
     struct meta m = store_meta_of(q);
     int e = store_room(qs);
     if(!e)
         e = store_record_meta(qs, &m, ticket,
                               how == DAPI_REUSED_RESULT); /* durable before the answer */
     if(e) {
+        if(listed) { /* (first: a checkpoint's hook must not write its files again) */
+            pthread_mutex_lock(&qs->lock);
+            creating_remove(qs, q);
+            pthread_mutex_unlock(&qs->lock);
+        }
         store_remove_dir(qs, q->slug);
         result = store_storage_error(e, "to record the query", why, whylen);
         goto fail;
@@ -522,6 +562,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         snprintf(slug_out, DAPI_SLUG_MAX, "%s", q->slug);
         return DAPI_OK;
     }
+    creating_remove(qs, q);
     if(how == DAPI_REUSED_RUN && (store_find(qs, src->slug) != src ||
                                   (src->state != DAPI_Q_QUEUED && src->state != DAPI_Q_RUNNING))) {
         /* its run ended meanwhile: this one runs itself */
@@ -531,6 +572,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         q->reused = 0;
     }
     store_insert(qs, q);
+    unref(q); /* (the creating thread's: the registry holds it now) */
     if(how == DAPI_REUSED_RUN)
         qs->nfollow++;
     else
@@ -571,6 +613,12 @@ fail:
                          "the identical query this one shared a run with "
                          "could not be recorded",
                          0);
+        return result;
+    }
+    if(listed) { /* a checkpoint's hook may hold it still: the last reference frees it */
+        pthread_mutex_lock(&qs->lock);
+        unref(q);
+        pthread_mutex_unlock(&qs->lock);
         return result;
     }
     store_qfree(q);

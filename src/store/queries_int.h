@@ -68,7 +68,8 @@ struct query {
     char **col_names, **col_types;
     atomic_int *cancel;
     struct waiter *waiters;
-    struct query *next; /* hash chain */
+    struct query *next;     /* hash chain */
+    struct query *creating; /* qs->creating chain (recorded, not yet registered) */
 };
 
 /* What one key uses of what keys share: admission slots and stored bytes. An entry exists
@@ -102,7 +103,11 @@ struct dapi_queries {
     struct query *buckets[NBUCKETS];
     struct keyuse *keys[NKEYBUCKETS];
     struct reuse_ent *reuse[NREUSEBUCKETS];
-    uint64_t nfollow;            /* queries waiting for another's run (single-flight) */
+    uint64_t nfollow; /* queries waiting for another's run (single-flight) */
+    /* Queries whose creation record goes to the log before they are registered (no reuse
+     * look-up registered them early): a checkpoint's hook writes their files too, else the
+     * checkpoint could drop the only record of a creation about to be answered. */
+    struct query *creating;
     struct store_commit *commit; /* group commit of the state dir's file system */
     int clean;               /* the last stop was clean: results need no checksum check at load */
     int opened;              /* fully opened: close marks the stop clean */
@@ -142,9 +147,12 @@ struct meta {
 
 /* queries.c (callers hold the lock for find) */
 struct query *store_find(struct dapi_queries *qs, const char *slug);
+/* Whether q is registered or being created (in qs->creating); under the lock. */
+int store_known(struct dapi_queries *qs, const struct query *q);
 void store_qfree(struct query *q);
 void store_unref(struct query *q); /* under the lock */
-/* Registers q (refs 1) / charges its owner bytes for its result; under the lock. */
+/* Registers q (one more reference: the registry's) / charges its owner bytes for its result;
+ * under the lock. */
 void store_insert(struct dapi_queries *qs, struct query *q);
 void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes);
 /* Does another query wait for slug's run (single-flight)? Under the lock. */

@@ -2,6 +2,7 @@
  * writes (torn and missing files), the creation log's checkpoint writing the files of queries
  * that have none yet (also while queries are removed from other threads), and orphaned
  * temporary files. Time is passed in, never slept. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -9,6 +10,7 @@
 
 #include "base/buf.h"
 #include "store/queries_fixture.h"
+#include "store/queries_int.h" /* (the creation log, to time a checkpoint) */
 
 /* ---- helpers ------------------------------------------------------------------------- */
 
@@ -432,6 +434,69 @@ static void test_orphans(void)
     t_rm_rf(state);
 }
 
+/* A checkpoint between a creation's record and its registration. A creation that is not
+ * registered before its record is appended (reuse off, a query that joins another's run, a
+ * stored result shared) used to be invisible to the checkpoint's hook, which writes the files
+ * of registered queries only; the checkpoint then dropped the record, and a power loss before
+ * the run's end lost a query whose creation had been answered. Here the round that makes the
+ * record durable runs a checkpoint first (another creation filling the log would). */
+static struct dapi_queries *ck_qs;
+static int ck_armed;
+
+static int sync_after_checkpoint(int fd, void *arg)
+{
+    (void)arg;
+    if(ck_armed) {
+        ck_armed = 0;
+        T_EQ_INT(store_commit_checkpoint(ck_qs->commit), 0);
+    }
+    return fdatasync(fd) ? errno : 0;
+}
+
+/* follower: 0 = a query created with reuse off, 1 = one that joins another's run. */
+static void checkpoint_before_registration(int follower)
+{
+    char state[128], slug[DAPI_SLUG_MAX], leader[DAPI_SLUG_MAX];
+    state_dir(state, sizeof state, follower ? "ckreg-follower" : "ckreg");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    ck_qs = qs;
+    struct dapi_reuse ru = {"1111111111111111111111111111111111111111111111111111111111111111", "",
+                            300};
+    enum dapi_reused how = DAPI_REUSED_NONE;
+    if(follower)
+        T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 'q'", NULL, &ru, 1000,
+                                             leader, &how, NULL, 0),
+                 DAPI_OK);
+    store_commit_set_sync(qs->commit, sync_after_checkpoint, NULL);
+    ck_armed = 1;
+    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 'q'", NULL,
+                                         follower ? &ru : NULL, 1000, slug, &how, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(how, follower ? DAPI_REUSED_RUN : DAPI_REUSED_NONE);
+    T_EQ_INT(ck_armed, 0);
+    store_commit_set_sync(qs->commit, NULL, NULL);
+    /* "power loss" (no clean stop): the answered query is back, to run */
+    struct unfinished u1 = {0};
+    struct dapi_queries *qs1 = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
+    if(qs1) {
+        T_EQ_INT(state_of(qs1, slug, 1001, NULL), DAPI_Q_QUEUED);
+        T_CHECK(unfinished_has(&u1, slug, "SELECT 'q'"), "the answered query runs (%s)",
+                follower ? "a follower" : "reuse off");
+        dapi_queries_close(qs1);
+    }
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
+static void test_checkpoint_before_registration(void)
+{
+    checkpoint_before_registration(0);
+    checkpoint_before_registration(1);
+}
+
 int main(void)
 {
     if(fixture_setup("durability"))
@@ -439,6 +504,7 @@ int main(void)
     test_crash_guard();
     test_power_loss();
     test_checkpoint_files();
+    test_checkpoint_before_registration();
     test_removals_during_checkpoints();
     test_orphans();
     t_rm_rf(root);
