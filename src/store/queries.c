@@ -586,9 +586,9 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     }
     if(src)
         unref(src);
+    snprintf(slug_out, DAPI_SLUG_MAX, "%s", q->slug); /* (under the lock: q is the registry's) */
     pthread_mutex_unlock(&qs->lock);
     remove_dirs(qs, &gone);
-    snprintf(slug_out, DAPI_SLUG_MAX, "%s", q->slug);
     if(reused)
         *reused = how;
     return DAPI_OK;
