@@ -103,32 +103,34 @@ enum rewrite {
 };
 
 /* Rewrites the number tokens outside strings of text (len bytes) into a new buffer (*out,
- * *outlen; free it). A token is a run of JSON's number characters ('-', digits, '.', 'e',
- * 'E', '+') starting at '-' or a digit; within a string every character after a backslash
- * is skipped, so an escaped quote never ends it. Two more bytes per token at most, and a
- * token takes at least one byte plus a separator: at most twice the length, plus 2. Returns
- * how many tokens were changed, or -1 without memory. */
+ * *outlen; free it), or with out NULL only counts the tokens it would change (no memory).
+ * A token is a run of JSON's number characters ('-', digits, '.', 'e', 'E', '+') starting at
+ * '-' or a digit; within a string every character after a backslash is skipped, so an
+ * escaped quote never ends it. Two more bytes per token at most, and a token takes at least
+ * one byte plus a separator: at most twice the length, plus 2. Returns how many tokens were
+ * (or would be) changed, or -1 without memory. */
 static long rewrite_numbers(const char *text, size_t len, enum rewrite how, char **out,
                             size_t *outlen)
 {
-    *out = NULL;
-    if(len > ((size_t)-1 - 2) / 2)
-        return -1;
-    char *q = malloc(2 * len + 2), *o = q;
-    if(!q)
-        return -1;
+    char *q = NULL, *o = NULL;
+    if(out) {
+        *out = NULL;
+        if(len > ((size_t)-1 - 2) / 2 || !(q = o = malloc(2 * len + 2)))
+            return -1;
+    }
+#define PUT(c) (o ? (void)(*o++ = (c)) : (void)0)
     long changed = 0;
     int in_string = 0;
     for(size_t i = 0; i < len; i++) {
         char c = text[i];
         if(in_string) {
-            *o++ = c;
+            PUT(c);
             if(c == '\\' && i + 1 < len)
-                *o++ = text[++i];
+                PUT(text[++i]);
             else if(c == '"')
                 in_string = 0;
         } else if(c == '"') {
-            *o++ = c;
+            PUT(c);
             in_string = 1;
         } else if(c == '-' || (c >= '0' && c <= '9')) {
             size_t at = i;
@@ -137,23 +139,28 @@ static long rewrite_numbers(const char *text, size_t len, enum rewrite how, char
             size_t n = i - at;
             i--;
             int quote = how == QUOTE, widen = how == WIDE && beyond_int64(text + at, n);
-            if(quote)
-                *o++ = '"';
-            memcpy(o, text + at, n);
-            o += n;
-            if(quote)
-                *o++ = '"';
-            if(widen) {
-                *o++ = '.';
-                *o++ = '0';
+            if(o) {
+                if(quote)
+                    *o++ = '"';
+                memcpy(o, text + at, n);
+                o += n;
+                if(quote)
+                    *o++ = '"';
+                if(widen) {
+                    *o++ = '.';
+                    *o++ = '0';
+                }
             }
             changed += quote || widen;
         } else {
-            *o++ = c;
+            PUT(c);
         }
     }
-    *out = q;
-    *outlen = (size_t)(o - q);
+#undef PUT
+    if(out) {
+        *out = q;
+        *outlen = (size_t)(o - q);
+    }
     return changed;
 }
 
@@ -176,9 +183,10 @@ enum dapi_err dapi_jv_parse_wide(const char *text, size_t len, int max_depth,
     *root = NULL;
     char *q = NULL;
     size_t n = 0;
-    long changed = 0;
-    /* (a text with a NUL byte is refused by the parse as it is, at the byte's own offset) */
-    if(!memchr(text, 0, len) && (changed = rewrite_numbers(text, len, WIDE, &q, &n)) < 0)
+    /* Counted first, without a copy: most texts (every request body) have no such integer.
+     * A text with a NUL byte is refused by the parse as it is, at the byte's own offset. */
+    long changed = memchr(text, 0, len) ? 0 : rewrite_numbers(text, len, WIDE, NULL, NULL);
+    if(changed > 0 && rewrite_numbers(text, len, WIDE, &q, &n) < 0)
         return DAPI_ERR_NOMEM;
     enum dapi_err e = changed ? parse(q, n, max_depth, 0, root, err, errlen)
                               : parse(text, len, max_depth, 0, root, err, errlen);

@@ -294,8 +294,7 @@ static duckdb_value exact_list(struct dapi_econn *c, duckdb_logical_type lt,
             if(j == DAPI_J_NULL)
                 items[made] = duckdb_create_null_value();
             else if((j == DAPI_J_INT || j == DAPI_J_REAL) && digits)
-                items[made] = wide ? (integer_text(digits, len) ? wide_int_value(ct, digits, len)
-                                                                : NULL)
+                items[made] = wide ? wide_int_value(ct, digits, len) /* (NULL: not an integer) */
                                    : decimal_value(c, child, digits, len);
             else
                 items[made] = NULL;
