@@ -1,5 +1,6 @@
 /* Durable creation records with group commit (see commit.h). Appenders take tickets; the
- * committer thread runs rounds, each syncing for every ticket taken before it began. */
+ * committer thread runs rounds, each syncing for every ticket taken before it began. The log
+ * has two halves: records go to one while the checkpointer thread retires the other. */
 #include "store/commit.h"
 
 #include <errno.h>
@@ -11,20 +12,37 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/log.h"
+
 #define LOG_NAME ".log"
 #define LOG_DEFAULT (1u << 20)
 #define LOG_MIN (64u << 10)
 #define REC_MAGIC 0x314C5144u /* "DQL1" */
 #define REC_HEAD 24           /* magic gen len kind (u32 each), checksum (u64) */
+/* The first record of a half written by this version: its sequence number (u64), one more
+ * than the half before it, so that a start replays the older half first. A half that begins
+ * with any other record was written by a version with one generation in the whole file: it
+ * is the older one (sequence 0), and its records may run past the middle. */
+#define REC_HALF 3
 
 struct store_commit {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int fd, dirfd;
-    uint64_t size, off; /* the log's size; where the next record goes */
-    uint32_t gen;       /* the generation records are written under */
-    uint64_t taken;     /* tickets handed out */
-    uint64_t synced;    /* every ticket <= synced is settled */
+    uint64_t size, half; /* the log's size; each half's */
+    int cur;             /* the half records go to */
+    uint64_t off;        /* where the next record goes in it */
+    uint32_t gen;        /* the generation records are written under */
+    uint32_t gens[2];    /* each half's (a new one never equals the other's) */
+    uint64_t seq;        /* the current half's sequence number */
+    /* The other half holds records not yet made needless by a checkpoint: the checkpointer
+     * thread is on it (ckpt_run), or its last try failed (ckpt_err), or it waits for it. */
+    int retiring, ckpt_run, ckpt_err;
+    pthread_t ckpt_thread;
+    pthread_cond_t ckpt_work;
+    int ckpt_started;
+    uint64_t taken;  /* tickets handed out */
+    uint64_t synced; /* every ticket <= synced is settled */
     uint64_t rounds, checkpoints;
     int busy; /* a round is running */
     /* The committer thread runs the rounds; work wakes it. */
@@ -122,8 +140,43 @@ static int log_make(struct store_commit *c)
     return e;
 }
 
-/* Calls fn for each record of the generation of the first one, up to the first torn or
- * stale record. */
+/* Reads the records of one generation from off on, up to the first torn or stale one (or the
+ * end): returns how many creation and removal records there are, passing each to fn (if not
+ * NULL). *gen gets the generation of the first record (0: none valid), *seq its sequence
+ * number (0 unless it is a REC_HALF record). */
+static uint64_t scan(const unsigned char *buf, uint64_t n, uint64_t off, uint32_t *gen,
+                     uint64_t *seq, store_commit_replay_fn fn, void *arg)
+{
+    uint64_t count = 0, start = off;
+    *gen = 0;
+    *seq = 0;
+    while(off + REC_HEAD <= n) {
+        const unsigned char *h = buf + off;
+        uint32_t len = get32(h + 8), kind = get32(h + 12);
+        uint64_t sum = 0;
+        for(int i = 7; i >= 0; i--)
+            sum = sum << 8 | h[16 + i];
+        if(get32(h) != REC_MAGIC || len > n - off - REC_HEAD ||
+           rec_sum(h, h + REC_HEAD, len) != sum || (off > start && get32(h + 4) != *gen))
+            break;
+        if(off == start) {
+            *gen = get32(h + 4);
+            for(int i = 7; kind == REC_HALF && len == 8 && i >= 0; i--)
+                *seq = *seq << 8 | h[REC_HEAD + i];
+        }
+        if(kind == STORE_REC_CREATED || kind == STORE_REC_REMOVED) {
+            count++;
+            if(fn)
+                fn(arg, (enum store_rec)kind, (const char *)h + REC_HEAD, len);
+        }
+        off += rec_size(len);
+    }
+    return count;
+}
+
+/* Calls fn for each record of both halves, the older half first. (The first half's records
+ * may run past the middle, even with one starting there: a log written by a version with one
+ * generation. The halves' generations always differ otherwise.) */
 static int log_replay(struct store_commit *c, store_commit_replay_fn fn, void *arg)
 {
     unsigned char *buf = malloc(c->size);
@@ -138,46 +191,124 @@ static int log_replay(struct store_commit *c, store_commit_replay_fn fn, void *a
             break;
         n += (uint64_t)r;
     }
-    uint32_t gen = 0;
-    for(uint64_t off = 0; off + REC_HEAD <= n;) {
-        const unsigned char *h = buf + off;
-        uint32_t len = get32(h + 8), kind = get32(h + 12);
-        uint64_t sum = 0;
-        for(int i = 7; i >= 0; i--)
-            sum = sum << 8 | h[16 + i];
-        if(get32(h) != REC_MAGIC || len > n - off - REC_HEAD ||
-           rec_sum(h, h + REC_HEAD, len) != sum || (off && get32(h + 4) != gen))
-            break;
-        gen = get32(h + 4);
-        if(fn && (kind == STORE_REC_CREATED || kind == STORE_REC_REMOVED))
-            fn(arg, (enum store_rec)kind, (const char *)h + REC_HEAD, len);
-        c->replayed++;
-        off += rec_size(len);
+    uint64_t seq[2], from[2] = {0, c->half};
+    for(int h = 0; h < 2; h++)
+        scan(buf, n, from[h], &c->gens[h], &seq[h], NULL, NULL);
+    if(c->gens[1] == c->gens[0]) /* (one generation running through the middle: read once) */
+        c->gens[1] = 0;
+    int older = c->gens[0] && c->gens[1] && seq[1] < seq[0];
+    for(int i = 0; i < 2; i++) {
+        int h = older ^ i;
+        uint32_t g;
+        uint64_t s;
+        if(c->gens[h])
+            c->replayed += scan(buf, n, from[h], &g, &s, fn, arg);
     }
+    c->seq = seq[0] > seq[1] ? seq[0] : seq[1];
     free(buf);
     return 0;
 }
 
-/* Under the lock. Everything written so far becomes durable by other means (syncfs), so the
- * records can go: the first is invalidated durably, and a new generation begins. */
-static int checkpoint_locked(struct store_commit *c)
+/* Under the lock: writing goes on in half h, from its start, under a new generation (never
+ * the other half's, nor the last one of h, whose records may still follow the new ones). Its
+ * first append writes the REC_HALF record. */
+static void half_start(struct store_commit *c, int h)
 {
-    unsigned char zero[REC_HEAD] = {0};
-    uint32_t gen;
-    if(c->hook)
-        c->hook(c->hook_arg);
+    uint32_t gen = 0;
+    while(!gen || gen == c->gens[0] || gen == c->gens[1])
+        if(getrandom(&gen, sizeof gen, 0) != (ssize_t)sizeof gen)
+            gen = (c->gen + (uint32_t)c->seq) * 2654435761u + 1; /* (cannot fail for 4 bytes) */
+    c->gens[h] = c->gen = gen;
+    c->cur = h;
+    c->off = 0;
+    c->seq++;
+}
+
+/* Makes the records of half h needless: the hook writes what only they hold, syncfs() makes
+ * every file durable, then h's first record is invalidated, durably. Called without the lock
+ * by the checkpointer, with it by store_commit_checkpoint. */
+static int retire(struct store_commit *c, int h, store_commit_hook_fn hook, void *hook_arg)
+{
+    static const unsigned char zero[REC_HEAD];
+    if(hook)
+        hook(hook_arg);
     int e = syncfs(c->dirfd) ? errno : 0;
     if(!e)
-        e = pwrite_all(c->fd, zero, sizeof zero, 0);
+        e = pwrite_all(c->fd, zero, sizeof zero, (uint64_t)h * c->half);
+    if(!e)
+        e = default_sync(c->fd, NULL);
+    return e;
+}
+
+/* Under the lock: both halves retired at once (waiting first for the checkpointer), and
+ * writing starts again in the first. */
+static int checkpoint_locked(struct store_commit *c)
+{
+    static const unsigned char zero[REC_HEAD];
+    while(c->ckpt_run)
+        pthread_cond_wait(&c->cond, &c->lock);
+    int e = retire(c, 0, c->hook, c->hook_arg);
+    if(!e)
+        e = pwrite_all(c->fd, zero, sizeof zero, c->half);
     if(!e)
         e = default_sync(c->fd, NULL);
     if(e)
         return e;
-    if(getrandom(&gen, sizeof gen, 0) != (ssize_t)sizeof gen)
-        gen = c->gen * 2654435761u + 1; /* (cannot fail for 4 bytes; but never the same) */
-    c->gen = gen ? gen : 1;
-    c->off = 0;
+    c->retiring = c->ckpt_err = 0;
+    c->gens[1] = 0;
+    half_start(c, 0);
     c->checkpoints++;
+    return 0;
+}
+
+/* The checkpointer: retires the half writing has just left while the other one fills. */
+static void *checkpointer(void *arg)
+{
+    struct store_commit *c = arg;
+    pthread_mutex_lock(&c->lock);
+    for(;;) {
+        while(!(c->retiring && !c->ckpt_err) && !c->stop)
+            pthread_cond_wait(&c->ckpt_work, &c->lock);
+        if(c->stop)
+            break; /* (a half left unretired is read back at the next start) */
+        int h = c->cur ^ 1;
+        store_commit_hook_fn hook = c->hook;
+        void *hook_arg = c->hook_arg;
+        c->ckpt_run = 1;
+        pthread_mutex_unlock(&c->lock);
+        int e = retire(c, h, hook, hook_arg);
+        if(e)
+            dapi_warn("store: a checkpoint of the creation log failed (the next one retries): "
+                      "%s",
+                      strerror(e));
+        pthread_mutex_lock(&c->lock);
+        c->ckpt_run = 0;
+        if(e) {
+            c->ckpt_err = e;
+        } else {
+            c->retiring = 0;
+            c->gens[h] = 0;
+            c->checkpoints++;
+        }
+        pthread_cond_broadcast(&c->cond);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* Under the lock: the current half is full. Writing moves to the other half once the
+ * checkpointer has retired it (at once, unless the halves fill faster than a checkpoint
+ * runs), and the checkpointer retires this one meanwhile. If its last try failed, a
+ * checkpoint of both runs here instead, and its error is the caller's. */
+static int half_switch(struct store_commit *c)
+{
+    while(c->retiring && !c->ckpt_err)
+        pthread_cond_wait(&c->cond, &c->lock);
+    if(c->retiring)
+        return checkpoint_locked(c);
+    half_start(c, c->cur ^ 1);
+    c->retiring = 1;
+    pthread_cond_signal(&c->ckpt_work);
     return 0;
 }
 
@@ -191,10 +322,13 @@ int store_commit_open(struct store_commit **out, const char *dir, size_t size,
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
     pthread_cond_init(&c->work, NULL);
+    pthread_cond_init(&c->ckpt_work, NULL);
     c->sync = default_sync;
     c->size = size ? size : LOG_DEFAULT;
     if(c->size < LOG_MIN)
         c->size = LOG_MIN;
+    c->size &= ~(uint64_t)15; /* (two halves of whole records) */
+    c->half = c->size / 2;
     c->fd = -1;
     int e = 0;
     struct stat st;
@@ -208,6 +342,8 @@ int store_commit_open(struct store_commit **out, const char *dir, size_t size,
         e = log_make(c); /* new, or made with another size: (re)made whole */
     if(!e && (e = pthread_create(&c->thread, NULL, committer, c)) == 0)
         c->started = 1;
+    if(!e && (e = pthread_create(&c->ckpt_thread, NULL, checkpointer, c)) == 0)
+        c->ckpt_started = 1;
     if(e) {
         store_commit_close(c);
         return e;
@@ -220,14 +356,18 @@ void store_commit_close(struct store_commit *c)
 {
     if(!c)
         return;
-    if(c->started) { /* the last rounds first: every pending callback runs */
-        pthread_mutex_lock(&c->lock);
-        c->stop = 1;
-        pthread_cond_signal(&c->work);
-        pthread_mutex_unlock(&c->lock);
+    /* the last rounds first: every pending callback runs; a checkpoint under way ends */
+    pthread_mutex_lock(&c->lock);
+    c->stop = 1;
+    pthread_cond_signal(&c->work);
+    pthread_cond_signal(&c->ckpt_work);
+    pthread_mutex_unlock(&c->lock);
+    if(c->started)
         pthread_join(c->thread, NULL);
-    }
+    if(c->ckpt_started)
+        pthread_join(c->ckpt_thread, NULL);
     pthread_cond_destroy(&c->work);
+    pthread_cond_destroy(&c->ckpt_work);
     if(c->fd >= 0)
         close(c->fd);
     if(c->dirfd >= 0)
@@ -243,12 +383,8 @@ int store_commit_begin(struct store_commit *c)
         return store_commit_checkpoint(c);
     /* Nothing to make durable (a clean stop checkpointed, or a new log): a new generation
      * without the syncfs, which can take long on a busy file system. */
-    uint32_t gen;
-    if(getrandom(&gen, sizeof gen, 0) != (ssize_t)sizeof gen)
-        gen = (uint32_t)getpid() * 2654435761u;
     pthread_mutex_lock(&c->lock);
-    c->gen = gen ? gen : 1;
-    c->off = 0;
+    half_start(c, 0);
     pthread_mutex_unlock(&c->lock);
     return 0;
 }
@@ -350,34 +486,48 @@ void store_commit_when(struct store_commit *c, uint64_t ticket, store_commit_don
     pthread_mutex_unlock(&c->lock);
 }
 
+/* Fills in a record's header (its payload of len bytes follows it). */
+static void seal(unsigned char *rec, uint32_t gen, uint32_t kind, size_t len)
+{
+    put32(rec, REC_MAGIC);
+    put32(rec + 4, gen);
+    put32(rec + 8, (uint32_t)len);
+    put32(rec + 12, kind);
+    uint64_t sum = rec_sum(rec, rec + REC_HEAD, len);
+    for(int i = 0; i < 8; i++)
+        rec[16 + i] = (unsigned char)(sum >> (8 * i));
+}
+
 int store_commit_add(struct store_commit *c, enum store_rec kind, const char *data, size_t len,
                      int wait, uint64_t *ticket)
 {
-    size_t need = rec_size(len);
+    size_t need = rec_size(len), head = rec_size(8); /* (the REC_HALF record before it) */
     if(ticket)
-        *ticket = 0;                       /* (0: nothing to wait for) */
-    if(len > UINT32_MAX || need > c->size) /* too large for the log: sync it all */
+        *ticket = 0;                              /* (0: nothing to wait for) */
+    if(len > UINT32_MAX || head + need > c->half) /* too large for the log: sync it all */
         return (wait || ticket) && syncfs(c->dirfd) ? errno : 0;
-    unsigned char *rec = calloc(1, need);
-    if(!rec)
+    unsigned char *buf = calloc(1, head + need), *rec = buf + head;
+    if(!buf)
         return ENOMEM;
-    put32(rec, REC_MAGIC);
-    put32(rec + 8, (uint32_t)len);
-    put32(rec + 12, (uint32_t)kind);
     memcpy(rec + REC_HEAD, data, len);
     pthread_mutex_lock(&c->lock);
     int e = 0;
-    if(c->off + need > c->size)
-        e = checkpoint_locked(c);
+    if(c->off + (c->off ? 0 : head) + need > c->half)
+        e = half_switch(c);
+    /* the first record of a half comes after the half's own (written together) */
+    int first = c->off == 0;
     if(!e) {
-        put32(rec + 4, c->gen);
-        uint64_t sum = rec_sum(rec, rec + REC_HEAD, len);
-        for(int i = 0; i < 8; i++)
-            rec[16 + i] = (unsigned char)(sum >> (8 * i));
-        e = pwrite_all(c->fd, rec, need, c->off);
+        if(first) {
+            for(int i = 0; i < 8; i++)
+                buf[REC_HEAD + i] = (unsigned char)(c->seq >> (8 * i));
+            seal(buf, c->gen, REC_HALF, 8);
+        }
+        seal(rec, c->gen, (uint32_t)kind, len);
+        e = pwrite_all(c->fd, first ? buf : rec, (first ? head : 0) + need,
+                       (uint64_t)c->cur * c->half + c->off);
     }
     if(!e) {
-        c->off += need;
+        c->off += (first ? head : 0) + need;
         if(wait || ticket) {
             uint64_t me = ++c->taken;
             if(ticket)
@@ -387,7 +537,7 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
         }
     }
     pthread_mutex_unlock(&c->lock);
-    free(rec);
+    free(buf);
     return e;
 }
 

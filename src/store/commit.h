@@ -9,10 +9,15 @@
  * the rounds: one fdatasync for every record appended before the round began. Records
  * appended meanwhile are served by the next round. Rounds never overlap.
  *
- * Each record carries the log's generation and a checksum, so a start reads back exactly the
- * records of the current generation up to the first torn or stale one. When the log is full
- * (and at every start, after replay) it is checkpointed: syncfs() makes every file written so
- * far durable, then writing restarts at offset 0 under the next generation. */
+ * Each record carries its generation and a checksum, so a start reads back exactly the
+ * records of the current generations up to the first torn or stale one. The log has two
+ * halves, each a generation of its own that begins with a record of its sequence number.
+ * When the half being written is full, writing moves to the other half and the checkpointer
+ * thread retires the full one: the hook writes what only its records hold, syncfs() makes
+ * every file written so far durable, then the half's first record is invalidated. Appenders
+ * and rounds go on meanwhile; an appender waits only if the new half fills before that
+ * checkpoint ends. A crash in between leaves both halves, and a start reads the older first.
+ * At every start that read records back, both halves are checkpointed at once. */
 #ifndef DAPI_STORE_COMMIT_H
 #define DAPI_STORE_COMMIT_H
 
@@ -28,12 +33,12 @@ enum store_rec { STORE_REC_CREATED = 1, STORE_REC_REMOVED = 2 };
 typedef int (*store_commit_sync_fn)(int fd, void *arg);
 /* Called once a record is durable (err 0) or its sync failed (an errno value). */
 typedef void (*store_commit_done_fn)(void *arg, int err);
-/* Called by replay for each record of the current generation, in order. */
+/* Called by replay for each record of the current generations, in order. */
 typedef void (*store_commit_replay_fn)(void *arg, enum store_rec kind, const char *data,
                                        size_t len);
 
 /* Opens (creating it if needed) the log in directory dir, of size bytes (0: the default,
- * 1 MiB); calls fn for each record it holds. The caller then acts on them (restores what a
+ * 1 MiB: two halves of 512 KiB); calls fn for each record it holds. The caller then acts on them (restores what a
  * power loss took) and calls store_commit_begin() before adding anything. Returns 0 or
  * an errno value. */
 int store_commit_open(struct store_commit **out, const char *dir, size_t size,
@@ -41,8 +46,9 @@ int store_commit_open(struct store_commit **out, const char *dir, size_t size,
 void store_commit_close(struct store_commit *c);
 /* After open: a checkpoint if records were read back, else just a new generation. */
 int store_commit_begin(struct store_commit *c);
-/* Checkpoint: makes every file of the file system durable (syncfs), then starts a new
- * generation at offset 0 (earlier records are no longer needed). Returns 0 or an errno. */
+/* Checkpoint of both halves, in the calling thread (after the checkpointer's, if one runs):
+ * makes every file of the file system durable (syncfs), then starts a new generation at the
+ * log's start (earlier records are no longer needed). Returns 0 or an errno. */
 int store_commit_checkpoint(struct store_commit *c);
 /* Appends a record and, if wait, returns only once it is durable: 0, or the errno value of
  * the failed write or sync (the record may then be lost on a power loss). Without wait, the
@@ -60,9 +66,11 @@ void store_commit_drain(struct store_commit *c);
 /* How many rounds (syncs) and checkpoints ran so far. */
 uint64_t store_commit_rounds(struct store_commit *c);
 uint64_t store_commit_checkpoints(struct store_commit *c);
-/* What a checkpoint calls before its syncfs, with the log's lock held (so no record is
- * appended meanwhile): the caller writes to files whatever it still needs of the records
- * the checkpoint is about to drop. fn must not add records. Set before the first add. */
+/* What a checkpoint calls before its syncfs: the caller writes to files whatever it still
+ * needs of the records the checkpoint is about to drop. Called by the checkpointer thread
+ * without the log's lock, while records go on being appended to the other half (every record
+ * of the half it retires was appended before the call), or with the lock held by
+ * store_commit_checkpoint. fn must not add records. Set before the first add. */
 typedef void (*store_commit_hook_fn)(void *arg);
 void store_commit_set_hook(struct store_commit *c, store_commit_hook_fn fn, void *arg);
 /* Replaces the round's sync (NULL: fdatasync again). Only while no thread waits. */

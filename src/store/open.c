@@ -33,8 +33,11 @@ static int fsync_dir(const char *p)
 /* The creation log's checkpoint is about to drop every record: the queries kept only by
  * theirs (no files yet: registered, or recorded and about to be registered) get created.json
  * now, which the checkpoint's syncfs makes durable.
- * Called with the log's lock held, so it takes no lock a thread appending to the log may
- * hold (a query's persist lock among them): a concurrent meta.json write is safe against it
+ * Called by the log's checkpointer thread, or with the log's lock held by a checkpoint of
+ * both halves: so it takes no lock a thread appending to the log may hold (a query's persist
+ * lock among them). Every query whose record is in the half it retires is registered or
+ * listed as creating when it runs (listed before the record was appended, taken off the list
+ * only under the same lock hold that registers it). A concurrent meta.json write is safe against it
  * (store_materialise never replaces a file), and a query removed meanwhile loses the files
  * written for it here (checked again after). */
 static void materialise_all(void *arg)

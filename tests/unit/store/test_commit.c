@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/commit.h"
@@ -238,9 +240,10 @@ static void test_replay(void)
     /* A torn second record: the first only. */
     int fd = open(log, O_RDWR);
     unsigned char b = 0;
-    T_CHECK(fd >= 0 && pread(fd, &b, 1, 32 + 24 + 2) == 1, "read the log");
+    /* (after the half's own record and the first, 32 bytes each) */
+    T_CHECK(fd >= 0 && pread(fd, &b, 1, 64 + 24 + 2) == 1, "read the log");
     b ^= 0x40;
-    T_CHECK(fd >= 0 && pwrite(fd, &b, 1, 32 + 24 + 2) == 1, "damage the second record");
+    T_CHECK(fd >= 0 && pwrite(fd, &b, 1, 64 + 24 + 2) == 1, "damage the second record");
     if(fd >= 0)
         close(fd);
     c = reopen(d, 0, &s);
@@ -299,6 +302,180 @@ static void test_full_log(void)
     store_commit_close(c);
 }
 
+/* ---- the checkpoint runs beside the appenders ---- */
+
+/* A hook that blocks until the test lets it go (or 3 s pass: then it says so). */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static int gate_open, gate_entered, gate_timed_out;
+
+static void gate_hook(void *arg)
+{
+    (void)arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 3;
+    pthread_mutex_lock(&gate_lock);
+    gate_entered++;
+    pthread_cond_broadcast(&gate_cond);
+    while(!gate_open && !gate_timed_out)
+        if(pthread_cond_timedwait(&gate_cond, &gate_lock, &until) == ETIMEDOUT)
+            gate_timed_out = 1;
+    pthread_mutex_unlock(&gate_lock);
+}
+
+/* Appends records named prefix0, prefix1, ... of about 1 KiB, waiting for each, until n. */
+static int fill(struct store_commit *c, const char *prefix, int from, int n)
+{
+    static char rec[1000];
+    for(int i = from; i < n; i++) {
+        memset(rec, '.', sizeof rec);
+        int k = snprintf(rec, sizeof rec, "%s%d", prefix, i);
+        rec[k] = ' ';
+        if(store_commit_add(c, STORE_REC_CREATED, rec, sizeof rec, 1, NULL))
+            return -1;
+    }
+    return 0;
+}
+
+/* A full half is retired by the checkpointer thread: appends go on in the other half, durable
+ * one by one, while the checkpoint (its hook, its syncfs) has not ended. */
+static void test_checkpoint_beside(void)
+{
+    char d[128];
+    snprintf(d, sizeof d, "%s/beside", dir);
+    mkdir(d, 0700);
+    struct seen s;
+    struct store_commit *c = reopen(d, 64 << 10, &s);
+    if(!c)
+        return;
+    T_EQ_INT(store_commit_begin(c), 0);
+    store_commit_set_hook(c, gate_hook, NULL);
+    uint64_t cp = store_commit_checkpoints(c);
+    /* halves of 32 KiB: the 40 records (1,024 bytes each) cross into the second half */
+    T_EQ_INT(fill(c, "a", 0, 40), 0);
+    pthread_mutex_lock(&gate_lock);
+    for(int i = 0; i < 300 && !gate_entered; i++) { /* (the checkpointer starts on its own) */
+        pthread_mutex_unlock(&gate_lock);
+        usleep(10000);
+        pthread_mutex_lock(&gate_lock);
+    }
+    int entered = gate_entered, timed_out = gate_timed_out;
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cond);
+    pthread_mutex_unlock(&gate_lock);
+    T_EQ_INT(entered, 1);
+    T_EQ_INT(timed_out, 0); /* nobody waited for the hook to append */
+    for(int i = 0; i < 300 && store_commit_checkpoints(c) == cp; i++)
+        usleep(10000);
+    T_EQ_INT(store_commit_checkpoints(c), cp + 1);
+    store_commit_close(c); /* (like a crash: the second half's records stay) */
+    c = reopen(d, 64 << 10, &s);
+    /* the first half was retired: only the records of the second */
+    T_CHECK(s.n > 0 && s.n < 40, "records left after the checkpoint: %d", s.n);
+    T_CHECK(s.n > 0 && strncmp(s.text[s.n - 1], "a39 ", 4) == 0, "the last record is last: %s",
+            s.n > 0 ? s.text[s.n - 1] : "");
+    store_commit_close(c);
+    gate_open = gate_entered = gate_timed_out = 0;
+}
+
+/* A crash while a checkpoint runs leaves both halves: a start reads them back, the older one
+ * first, whichever of the two it is. */
+static void test_crash_mid_checkpoint(void)
+{
+    char d[128];
+    snprintf(d, sizeof d, "%s/midcp", dir);
+    mkdir(d, 0700);
+    struct seen s;
+    pid_t pid = fork();
+    if(pid == 0) {
+        struct store_commit *c = NULL;
+        if(store_commit_open(&c, d, 64 << 10, NULL, NULL) || store_commit_begin(c))
+            _exit(2);
+        /* half 0, then half 1 (half 0 retired), then half 0 again, whose retiring of half 1
+         * never ends: the crash comes first */
+        if(fill(c, "a", 0, 40))
+            _exit(3);
+        for(int i = 0; i < 300 && store_commit_checkpoints(c) == 0; i++)
+            usleep(10000);
+        store_commit_set_hook(c, gate_hook, NULL);
+        if(fill(c, "b", 0, 30) || fill(c, "c", 0, 5))
+            _exit(4);
+        pthread_mutex_lock(&gate_lock);
+        int ok = gate_entered == 1 && !gate_timed_out;
+        pthread_mutex_unlock(&gate_lock);
+        _exit(ok ? 0 : 5);
+    }
+    int st = -1;
+    T_CHECK(pid > 0 && waitpid(pid, &st, 0) == pid, "the child ran");
+    T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child appended: status %d", st);
+    struct store_commit *c = reopen(d, 64 << 10, &s);
+    if(!c)
+        return;
+    /* half 1 (the older) holds the last a records and the first b ones, half 0 the other b
+     * ones and the c ones: all come back in the order they were appended */
+    int ok = s.n > 0 && s.n <= 64, a = -1, bs = 0, cs = 0;
+    for(int i = 0; ok && i < s.n; i++) {
+        int k = atoi(s.text[i] + 1);
+        if(s.text[i][0] == 'a')
+            ok = bs == 0 && (a < 0 || k == a + 1) && (a = k) >= 0;
+        else if(s.text[i][0] == 'b')
+            ok = cs == 0 && a == 39 && k == bs++;
+        else
+            ok = s.text[i][0] == 'c' && bs == 30 && k == cs++;
+    }
+    T_CHECK(ok && cs == 5, "a…39, b0…b29, c0…c4 in order (%d records, %d b, %d c)", s.n, bs, cs);
+    store_commit_close(c);
+}
+
+/* A log written by the version with one generation in the whole file (no record of a half;
+ * records past the middle): a start still reads every record back. */
+static void test_old_format(void)
+{
+    char d[128], log[160];
+    snprintf(d, sizeof d, "%s/oldfmt", dir);
+    snprintf(log, sizeof log, "%s/.log", d);
+    mkdir(d, 0700);
+    enum { SIZE = 64 << 10, N = 50, LEN = 1000 };
+    static unsigned char img[SIZE];
+    memset(img, 0, sizeof img);
+    size_t off = 0;
+    for(int i = 0; i < N; i++, off += 24 + LEN) { /* (1,000 is a multiple of 8) */
+        unsigned char *h = img + off;
+        memset(h + 24, '.', LEN);
+        h[24 + snprintf((char *)h + 24, LEN, "old%d", i)] = ' ';
+        uint32_t head[4] = {0x314C5144u, 0x5eed, LEN, STORE_REC_CREATED};
+        for(int w = 0; w < 4; w++)
+            for(int b = 0; b < 4; b++)
+                h[4 * w + b] = (unsigned char)(head[w] >> (8 * b));
+        uint64_t sum = 0xcbf29ce484222325ull; /* FNV-1a over gen, len, kind and the payload */
+        for(size_t b = 4; b < 16; b++)
+            sum = (sum ^ h[b]) * 0x100000001b3ull;
+        for(size_t b = 0; b < LEN; b++)
+            sum = (sum ^ h[24 + b]) * 0x100000001b3ull;
+        for(int b = 0; b < 8; b++)
+            h[16 + b] = (unsigned char)(sum >> (8 * b));
+    }
+    T_CHECK(off > SIZE / 2, "the old records run past the middle");
+    t_write_n(log, img, sizeof img);
+    struct seen s;
+    struct store_commit *c = reopen(d, SIZE, &s);
+    T_EQ_INT(s.n, N);
+    T_CHECK(s.n == N && strncmp(s.text[0], "old0 ", 5) == 0 &&
+                strncmp(s.text[N - 1], "old49 ", 6) == 0,
+            "first and last in order");
+    if(!c)
+        return;
+    /* then the start's checkpoint retires them, and the new format takes over */
+    T_EQ_INT(store_commit_begin(c), 0);
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "new", 3, 1, NULL), 0);
+    store_commit_close(c);
+    c = reopen(d, SIZE, &s);
+    T_EQ_INT(s.n, 1);
+    T_EQ_STR(s.text[0], "new");
+    store_commit_close(c);
+}
+
 int main(void)
 {
     if(t_tmpdir(dir, sizeof dir, "commit"))
@@ -307,6 +484,9 @@ int main(void)
     test_deferred();
     test_replay();
     test_full_log();
+    test_checkpoint_beside();
+    test_crash_mid_checkpoint();
+    test_old_format();
     t_rm_rf(dir);
     T_DONE();
 }
