@@ -132,7 +132,10 @@ static void sign(struct dapi_emu *emu, const char *what, long long expires, char
         snprintf(hex + 2 * i, 3, "%02x", mac[i]);
 }
 
-static void add_url(struct emu_req *e, struct dapi_buf *b, const char *id, const char *file)
+/* A presigned URL of file: on the host the request named (the emulator as the client reaches
+ * it), or where a url_host fault sends it. */
+static void add_url(struct emu_req *e, struct dapi_buf *b, const char *id, const char *file,
+                    const struct dapi_fault_action *f)
 {
     struct dapi_emu *emu = e->app->emu;
     char what[256], sig[65], url[1024];
@@ -140,7 +143,10 @@ static void add_url(struct emu_req *e, struct dapi_buf *b, const char *id, const
     snprintf(what, sizeof what, "%s/%s", id, file);
     sign(emu, what, expires, sig);
     snprintf(url, sizeof url, "http://%s/emu-files/%s?expires=%lld&signature=%s",
-             e->host ? e->host : "127.0.0.1", what, expires, sig);
+             f->url_host[0] ? f->url_host
+             : e->host      ? e->host
+                            : "127.0.0.1",
+             what, expires, sig);
     dapi_json_str(b, url, strlen(url));
 }
 
@@ -293,7 +299,7 @@ static void sql_query(struct emu_req *e, struct dapi_econn *conn,
         scanned += (uint64_t)st.st_size;
         if(i)
             dapi_buf_addc(&b, ',');
-        add_url(e, &b, id, file);
+        add_url(e, &b, id, file, f);
     }
     dapi_buf_addf(&b, "],\"data_scanned_in_bytes\":%llu,\"execution_time_in_millis\":%lld}",
                   (unsigned long long)scanned, (long long)(dapi_clock_mono_ms() - t0));
@@ -521,7 +527,7 @@ static void execution(struct emu_req *e, const char *slug, const char *id, int r
         detail(e, 400, "The execution is not complete", f);
     } else {
         dapi_buf_adds(&b, "{\"presigned_url\":");
-        add_url(e, &b, id, "data_0.parquet");
+        add_url(e, &b, id, "data_0.parquet", f);
         dapi_buf_addc(&b, '}');
         answer(e, 200, &b, f);
     }

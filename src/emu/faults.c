@@ -36,8 +36,20 @@ static const struct {
     {"latency_ms", "milliseconds from 0 to 3600000"},
     {"body", "truncate, garbage, wrongtype or empty"},
     {"expire", "0 or 1"},
+    {"url_host", "a host or host:port, under 64 bytes"},
 };
-#define KEY_LIST "path, method, first, rate, seed, status, retry_after, latency_ms, body, expire"
+#define KEY_LIST \
+    "path, method, first, rate, seed, status, retry_after, latency_ms, body, expire, url_host"
+
+/* A host, host:port or [v6]:port as it may stand in a URL: nothing that would end the
+ * authority or start a path, query or userinfo. */
+static int url_host_ok(const char *v, size_t cap)
+{
+    size_t n = strlen(v);
+    return n > 0 && n < cap &&
+           strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                     "0123456789.-:[]") == n;
+}
 
 static int set(struct rule *r, uint64_t *seed, const char *k, const char *v, char *err,
                size_t errlen)
@@ -54,6 +66,12 @@ static int set(struct rule *r, uint64_t *seed, const char *k, const char *v, cha
     if(strcmp(k, "body") == 0 && (!strcmp(v, "truncate") || !strcmp(v, "garbage") ||
                                   !strcmp(v, "wrongtype") || !strcmp(v, "empty"))) {
         snprintf(r->act.body, sizeof r->act.body, "%s", v);
+        return 0;
+    }
+    if(strcmp(k, "url_host") == 0) {
+        if(!url_host_ok(v, sizeof r->act.url_host))
+            goto bad;
+        snprintf(r->act.url_host, sizeof r->act.url_host, "%s", v);
         return 0;
     }
     if(strcmp(k, "rate") == 0) {
@@ -183,6 +201,8 @@ void dapi_faults_match(struct dapi_faults *f, const char *method, const char *pa
         if(!act->body[0] && r->act.body[0])
             memcpy(act->body, r->act.body, sizeof act->body);
         act->expire |= r->act.expire;
+        if(!act->url_host[0] && r->act.url_host[0])
+            memcpy(act->url_host, r->act.url_host, sizeof act->url_host);
     }
     pthread_mutex_unlock(&f->mu);
 }

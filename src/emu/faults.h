@@ -10,9 +10,11 @@
  *   latency_ms=MS   wait MS before answering
  *   body=truncate|garbage|wrongtype|empty   corrupt the answer's body (status kept)
  *   expire=1        presigned file downloads answer 403 "Request has expired"
+ *   url_host=H[:P]  presigned URLs in the answer point at H[:P] (e.g. a closed port: a
+ *                   bucket that cannot be reached) instead of the emulator
  *
- * Rules are tried in order; every firing rule applies (latency adds up; the first status or
- * body rule wins). */
+ * Rules are tried in order; every firing rule applies (latency adds up; the first status, body
+ * or url_host rule wins). */
 #ifndef DAPI_FAULTS_H
 #define DAPI_FAULTS_H
 
@@ -27,6 +29,7 @@ struct dapi_fault_action {
     int retry_after; /* -1 = none */
     char body[16];   /* "" = none */
     int expire;
+    char url_host[64]; /* "" = the emulator's own address */
 };
 
 /* Parses spec (NULL or "" = no faults). On error writes a reason and returns -1. */

@@ -8,7 +8,8 @@
  *    each asked several times so first=N and rate= are exercised) yields actions that
  *    respect struct dapi_fault_action: status 0 or 100..599, retry_after -1 unless a status
  *    is set and never below -1, latency_ms >= 0 (a sum of rule latencies: UBSan reports any
- *    overflow), body "" or one of truncate|garbage|wrongtype|empty, expire 0 or 1;
+ *    overflow), body "" or one of truncate|garbage|wrongtype|empty, expire 0 or 1, url_host
+ *    "" or a host that cannot leave a URL's authority (no '/', '?', '#', '@', space...);
  *  - the sequence is deterministic: a second parse of the same spec gives the same actions;
  *  - dapi_faults_match(NULL, ...) is "no fault". */
 #include "emu/faults.h"
@@ -41,6 +42,11 @@ static void check_action(const struct dapi_fault_action *a, const char *m, const
                    !strcmp(a->body, "wrongtype") || !strcmp(a->body, "empty"),
                "%s %s: body '%s'", m, p, a->body);
     FUZZ_CHECK(a->expire == 0 || a->expire == 1, "%s %s: expire %d", m, p, a->expire);
+    FUZZ_CHECK(memchr(a->url_host, '\0', sizeof a->url_host) != NULL,
+               "%s %s: url_host not terminated", m, p);
+    FUZZ_CHECK(strspn(a->url_host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                   "0123456789.-:[]") == strlen(a->url_host),
+               "%s %s: url_host '%s'", m, p, a->url_host);
 }
 
 /* Runs the request sequence on f, recording each action in out[NREQ]. */

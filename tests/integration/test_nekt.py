@@ -805,6 +805,26 @@ def test_nekt_unreachable_upstream_is_502_and_the_cli_exits_5():
             check(str(emu.port) not in body["details"], "v1 page: details name the upstream's port: %s" % body["details"])
 
 
+@h.timeout(120)
+def test_nekt_unreachable_download_names_no_host():
+    """A presigned URL whose host cannot be reached (the bucket down, a firewall): the query
+    fails with 502 whose details say the download failed, with libcurl's fixed text for the
+    error and never the URL's host or port (a bucket name in production); the whole text goes
+    to the server log. v2 (the files of a run) and v1 (a page's file)."""
+    port = _closed_port()
+    for api, what in (("v2", "/api/v1/sql-query/"), ("v1", "/api/v1/explorer/")):
+        faults = "path=%s,url_host=127.0.0.1:%d" % (what, port)
+        emu, fwd = pair(["--emulate-faults", faults], api=api, fwd_args=["--upstream-attempts", "2"])
+        with emu, fwd:
+            slug = fwd.create("SELECT 1 AS x")
+            body = expect_exec_error(fwd.results(slug, 1), 502, slug, details_has=["cannot download a result file", "connect"], what=api + " download, bucket unreachable")
+            check("127.0.0.1" not in body["details"] and str(port) not in body["details"],
+                  "%s: details name the URL's host: %s" % (api, body["details"]))
+            log = fwd.wait_stderr(lambda t: "cannot download a result file" in t)
+            check("127.0.0.1 port %d" % port in log, "%s: the server log has libcurl's text" % api)
+            check(re.search(r"download failed \(.*127\.0\.0\.1 port %d.*\); retrying" % port, log), "%s: the download was retried" % api)
+
+
 @h.timeout(60)
 def test_nekt_v1_upstream_timeout_on_a_page_is_504():
     """The v1 page of a query whose execution status Nekt does not give in time: 504 in the

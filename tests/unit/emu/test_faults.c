@@ -142,7 +142,13 @@ static void test_parse_errors(void)
         const char *spec, *says;
     } hints[] = {
         {"foo=bar", "(keys: path, method, first, rate, seed, status, retry_after, latency_ms, "
-                    "body, expire)"},
+                    "body, expire, url_host)"},
+        {"url_host=", "(url_host: a host or host:port, under 64 bytes)"},
+        {"url_host=evil.example/x", "(url_host: a host or host:port"},
+        {"url_host=user@host", "(url_host: a host or host:port"},
+        {"url_host=h?x", "(url_host: a host or host:port"},
+        {"url_host=0123456789012345678901234567890123456789012345678901234567890123",
+         "(url_host: a host or host:port"},
         {"path", "is not key=value (keys: path, method,"},
         {"status=abc", "(status: an HTTP status from 100 to 599)"},
         {"body=nope", "(body: truncate, garbage, wrongtype or empty)"},
@@ -292,6 +298,27 @@ static void test_path_and_method(void)
             match(f, ms[i], ps[i], &a);
             T_EQ_INT(a.status, 418);
         }
+        dapi_faults_free(f);
+    }
+}
+
+/* url_host: the first firing rule's wins; a rule that does not fire leaves it alone. */
+static void test_url_host(void)
+{
+    struct dapi_faults *f = parse_ok(
+        "path=/emu,url_host=127.0.0.1:9;url_host=[::1]:7;path=/x,url_host=a.b-c");
+    if(!f)
+        return;
+    struct dapi_fault_action a;
+    match(f, "GET", "/emu-files/x", &a);
+    T_EQ_STR(a.url_host, "127.0.0.1:9");
+    match(f, "POST", "/api/v1/sql-query/", &a);
+    T_EQ_STR(a.url_host, "[::1]:7");
+    dapi_faults_free(f);
+    f = parse_ok("status=503");
+    if(f) {
+        match(f, "GET", "/a", &a);
+        T_EQ_STR(a.url_host, ""); /* none: the emulator's own address */
         dapi_faults_free(f);
     }
 }
@@ -487,6 +514,7 @@ int main(void)
     test_first_n();
     test_path_and_method();
     test_several_rules();
+    test_url_host();
     test_rate();
     test_threads();
     T_DONE();
