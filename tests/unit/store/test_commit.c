@@ -209,6 +209,14 @@ static struct store_commit *reopen(const char *d, size_t size, struct seen *s)
     return c;
 }
 
+/* A new directory name under the test's, and the log opened there. */
+static struct store_commit *fresh(char *d, size_t n, const char *name, size_t size, struct seen *s)
+{
+    snprintf(d, n, "%s/%s", dir, name);
+    mkdir(d, 0700);
+    return reopen(d, size, s);
+}
+
 static void test_replay(void)
 {
     char d[128], log[160];
@@ -274,10 +282,8 @@ static void test_replay(void)
 static void test_full_log(void)
 {
     char d[128];
-    snprintf(d, sizeof d, "%s/full", dir);
-    mkdir(d, 0700);
     struct seen s;
-    struct store_commit *c = reopen(d, 64 << 10, &s);
+    struct store_commit *c = fresh(d, sizeof d, "full", 64 << 10, &s);
     if(!c)
         return;
     store_commit_checkpoint(c);
@@ -343,10 +349,8 @@ static int fill(struct store_commit *c, const char *prefix, int from, int n)
 static void test_checkpoint_beside(void)
 {
     char d[128];
-    snprintf(d, sizeof d, "%s/beside", dir);
-    mkdir(d, 0700);
     struct seen s;
-    struct store_commit *c = reopen(d, 64 << 10, &s);
+    struct store_commit *c = fresh(d, sizeof d, "beside", 64 << 10, &s);
     if(!c)
         return;
     T_EQ_INT(store_commit_begin(c), 0);
