@@ -12,6 +12,11 @@
 static const double request_bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                         0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 static const double run_bounds[] = {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900};
+static const double sync_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                     0.01,   0.025,   0.05,   0.1,   0.25,   1};
+static const double checkpoint_bounds[] = {0.001, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                           0.25,  0.5,   1,    2.5,   10,   30};
+#define NB(a) (sizeof a / sizeof a[0])
 
 struct histogram {
     uint64_t buckets[MAX_BUCKETS]; /* per bound, not cumulative; the last one is +Inf */
@@ -82,7 +87,8 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct series series[MAX_SERIES];
 static uint64_t series_dropped; /* requests whose series did not fit (never in practice) */
 static struct route_hist routes[MAX_ROUTES];
-static struct histogram runs_ok, runs_failed;
+static struct histogram runs_ok, runs_failed, log_syncs, checkpoints;
+static _Atomic uint64_t checkpoint_failures;
 static _Atomic uint64_t created, reused, pages, rows, page_bytes;
 static _Atomic uint64_t up_ok, up_error, up_retry;
 static struct named named[MAX_NAMED];
@@ -157,6 +163,24 @@ void dapi_metrics_run(int ok, int64_t run_us)
     pthread_mutex_lock(&mu);
     observe(ok ? &runs_ok : &runs_failed, run_bounds, sizeof run_bounds / sizeof run_bounds[0],
             run_us);
+    pthread_mutex_unlock(&mu);
+}
+
+void dapi_metrics_log_sync(int64_t us)
+{
+    pthread_mutex_lock(&mu);
+    observe(&log_syncs, sync_bounds, NB(sync_bounds), us);
+    pthread_mutex_unlock(&mu);
+}
+
+void dapi_metrics_checkpoint(int ok, int64_t us)
+{
+    if(!ok) {
+        atomic_fetch_add(&checkpoint_failures, 1);
+        return;
+    }
+    pthread_mutex_lock(&mu);
+    observe(&checkpoints, checkpoint_bounds, NB(checkpoint_bounds), us);
     pthread_mutex_unlock(&mu);
 }
 
@@ -236,7 +260,7 @@ void dapi_metrics_render(struct dapi_buf *b)
     pthread_mutex_lock(&mu);
     memcpy(snap, series, sizeof snap);
     memcpy(hsnap, routes, sizeof hsnap);
-    struct histogram ok = runs_ok, failed = runs_failed;
+    struct histogram ok = runs_ok, failed = runs_failed, syncs = log_syncs, cps = checkpoints;
     uint64_t dropped = series_dropped;
     pthread_mutex_unlock(&mu);
 
@@ -282,6 +306,18 @@ void dapi_metrics_render(struct dapi_buf *b)
                      run_bounds, sizeof run_bounds / sizeof run_bounds[0]);
     render_histogram(b, "dapi_query_run_duration_seconds", "outcome=\"failed\"", &failed,
                      run_bounds, sizeof run_bounds / sizeof run_bounds[0]);
+    family(b, "dapi_creation_log_sync_duration_seconds", "histogram",
+           "group-commit rounds of the creation log: one fdatasync for every creation waiting");
+    render_histogram(b, "dapi_creation_log_sync_duration_seconds", NULL, &syncs, sync_bounds,
+                     NB(sync_bounds));
+    family(b, "dapi_creation_log_checkpoint_duration_seconds", "histogram",
+           "checkpoints of the creation log (files of queries with none yet, syncfs, "
+           "invalidation), by the checkpointer thread or at start and stop");
+    render_histogram(b, "dapi_creation_log_checkpoint_duration_seconds", NULL, &cps,
+                     checkpoint_bounds, NB(checkpoint_bounds));
+    counter(b, "dapi_creation_log_checkpoint_failures_total",
+            "checkpoints of the creation log that failed (retried; see the log)",
+            atomic_load(&checkpoint_failures));
     counter(b, "dapi_result_pages_served_total", "result pages answered", atomic_load(&pages));
     counter(b, "dapi_result_rows_served_total", "rows in the result pages answered",
             atomic_load(&rows));
@@ -309,6 +345,9 @@ void dapi_metrics_reset(void)
     memset(routes, 0, sizeof routes);
     memset(&runs_ok, 0, sizeof runs_ok);
     memset(&runs_failed, 0, sizeof runs_failed);
+    memset(&log_syncs, 0, sizeof log_syncs);
+    memset(&checkpoints, 0, sizeof checkpoints);
+    atomic_store(&checkpoint_failures, 0);
     series_dropped = 0;
     atomic_store(&created, 0);
     atomic_store(&reused, 0);

@@ -24,6 +24,10 @@ void dapi_metrics_request(const char *route, const char *method, int status, uin
 void dapi_metrics_created(int reused);
 /* A run ended: ok or failed, after run_us of work (queued time excluded). */
 void dapi_metrics_run(int ok, int64_t run_us);
+/* A group-commit round of the creation log: its sync took us. */
+void dapi_metrics_log_sync(int64_t us);
+/* A checkpoint of the creation log ended: ok after us, or failed. */
+void dapi_metrics_checkpoint(int ok, int64_t us);
 /* A page answered with rows rows and bytes bytes of rows. */
 void dapi_metrics_page(uint64_t rows, uint64_t bytes);
 /* A call to the upstream (Nekt): outcome "ok", "error" or "retry" (an attempt to be repeated). */

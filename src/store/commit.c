@@ -12,7 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 
 #define LOG_NAME ".log"
 #define LOG_DEFAULT (1u << 20)
@@ -247,11 +249,13 @@ static int checkpoint_locked(struct store_commit *c)
     static const unsigned char zero[REC_HEAD];
     while(c->ckpt_run)
         pthread_cond_wait(&c->cond, &c->lock);
+    int64_t t0 = dapi_clock_mono_us();
     int e = retire(c, 0, c->hook, c->hook_arg);
     if(!e)
         e = pwrite_all(c->fd, zero, sizeof zero, c->half);
     if(!e)
         e = default_sync(c->fd, NULL);
+    dapi_metrics_checkpoint(!e, dapi_clock_mono_us() - t0);
     if(e)
         return e;
     c->retiring = c->ckpt_err = 0;
@@ -276,7 +280,9 @@ static void *checkpointer(void *arg)
         void *hook_arg = c->hook_arg;
         c->ckpt_run = 1;
         pthread_mutex_unlock(&c->lock);
+        int64_t t0 = dapi_clock_mono_us();
         int e = retire(c, h, hook, hook_arg);
+        dapi_metrics_checkpoint(!e, dapi_clock_mono_us() - t0);
         if(e)
             dapi_warn("store: a checkpoint of the creation log failed (the next one retries): "
                       "%s",
@@ -428,7 +434,9 @@ static void *committer(void *arg)
         store_commit_sync_fn fn = c->sync;
         void *sarg = c->sync_arg;
         pthread_mutex_unlock(&c->lock);
+        int64_t t0 = dapi_clock_mono_us();
         int e = fn(c->fd, sarg);
+        dapi_metrics_log_sync(dapi_clock_mono_us() - t0);
         pthread_mutex_lock(&c->lock);
         c->rounds++;
         if(e) {

@@ -273,6 +273,33 @@ def test_server_timing_on_creation_and_pages():
         check(m2 is not None and float(m2.group(1)) < waited, "a finished query's page waits less than one asked for while it ran: %r vs %r" % (again.headers.get("server-timing"), waited))
 
 
+@h.timeout(60)
+def test_creation_log_syncs_and_checkpoints_are_counted():
+    """Each creation is made durable by a group-commit round of the creation log (its
+    fdatasync is timed); a start after a crash reads the log back and checkpoints it (timed
+    too). A fresh start after a clean stop has nothing to checkpoint."""
+    sync = "dapi_creation_log_sync_duration_seconds_count"
+    cps = "dapi_creation_log_checkpoint_duration_seconds_count"
+    s = Server(keys=[KEY], data_dir=_lake(), name="metrics-log")
+    with s:
+        before = _samples(_scrape(s).body.decode())
+        eq(before.get(cps), 0, "checkpoints at a first start")
+        for i in range(3):
+            s.create("SELECT %d AS x" % i, key=KEY)
+        after = _samples(_scrape(s).body.decode())
+        moved = after.get(sync, 0) - before.get(sync, 0)
+        check(1 <= moved <= 3, "group-commit rounds for 3 creations one after the other: %r" % moved)
+        check(after.get("dapi_creation_log_sync_duration_seconds_sum", 0) > 0, "rounds take time")
+        eq(after.get('dapi_creation_log_sync_duration_seconds_bucket{le="+Inf"}'), after.get(sync), "+Inf bucket = count")
+        s.kill()  # a crash: the records are read back at the next start
+    with Server(keys=[KEY], data_dir=s.data_dir, state_dir=s.state_dir, name="metrics-log-after") as s2:
+        m = _samples(_scrape(s2).body.decode())
+        eq(m.get(cps), 1, "the start's checkpoint after a crash")
+        eq(m.get("dapi_creation_log_checkpoint_failures_total"), 0, "no failed checkpoint")
+    with Server(keys=[KEY], data_dir=s.data_dir, state_dir=s.state_dir, name="metrics-log-clean") as s3:
+        eq(_samples(_scrape(s3).body.decode()).get(cps), 0, "no checkpoint at a start after a clean stop")
+
+
 @h.timeout(30)
 def test_every_family_is_there_from_the_start():
     """A fresh server's first scrape already has every family the docs list (at zero), so a
@@ -286,6 +313,7 @@ def test_every_family_is_there_from_the_start():
                   "dapi_reuse_hits_total", "dapi_reuse_misses_total", "dapi_query_run_duration_seconds",
                   "dapi_result_pages_served_total", "dapi_result_rows_served_total", "dapi_result_bytes_served_total",
                   "dapi_upstream_calls_total", "dapi_pool_jobs", "dapi_state_bytes", "dapi_build_info",
-                  "dapi_process_start_time_seconds"):
+                  "dapi_process_start_time_seconds", "dapi_creation_log_sync_duration_seconds",
+                  "dapi_creation_log_checkpoint_duration_seconds", "dapi_creation_log_checkpoint_failures_total"):
             check(f in families, "family %s in the first scrape" % f)
         eq(_samples(text).get("dapi_http_connections_refused_total"), 0, "nothing refused yet")
