@@ -757,6 +757,86 @@ const char *const dapi_allow_pure_table[] = {
 const size_t dapi_allow_pure_table_n = sizeof dapi_allow_pure_table /
                                        sizeof dapi_allow_pure_table[0];
 
+/* Named arguments (options: `name = value`, `value AS name`) the table functions above may
+ * take: what changes how files are read. DuckDB's own list of them is checked against this
+ * one and the refused one below by tests/unit/engine/test_sandbox.c, so an option a new
+ * version adds is refused until it is reviewed. */
+const char *const dapi_allow_table_option[] = {
+    "all_varchar",
+    "allow_quoted_nulls",
+    "auto_detect",
+    "auto_type_candidates",
+    "binary_as_string",
+    "buffer_size",
+    "can_have_nan",
+    "column_names",
+    "column_types",
+    "columns",
+    "comment",
+    "compression",
+    "convert_strings_to_integers",
+    "date_format",
+    "dateformat",
+    "decimal_separator",
+    "delim",
+    "dtypes",
+    "encoding",
+    "escape",
+    "explicit_cardinality",
+    "field_appearance_threshold",
+    "file_row_number",
+    "filename",
+    "files_to_sniff",
+    "force_match",
+    "force_not_null",
+    "format",
+    "header",
+    "hive_partitioning",
+    "hive_types",
+    "hive_types_autocast",
+    "ignore_errors",
+    "map_inference_threshold",
+    "max_line_size",
+    "maximum_depth",
+    "maximum_line_size",
+    "maximum_object_size",
+    "maximum_sample_files",
+    "names",
+    "new_line",
+    "normalize_names",
+    "null_padding",
+    "nullstr",
+    "num_rows",
+    "parallel",
+    "parquet_version",
+    "quote",
+    "records",
+    "sample_size",
+    "schema",
+    "sep",
+    "skip",
+    "strict_mode",
+    "thousands",
+    "timestamp_format",
+    "timestampformat",
+    "types",
+    "union_by_name",
+};
+const size_t dapi_allow_table_option_n = sizeof dapi_allow_table_option /
+                                         sizeof dapi_allow_table_option[0];
+
+/* Options refused, with the reason given to the client. */
+const struct dapi_refusal dapi_refuse_table_option[] = {
+    {"debug_use_openssl", "is a debugging switch of the engine"},
+    {"encryption_config", "needs encryption keys, which queries cannot add"},
+    {"rejects_limit", "belongs to store_rejects"},
+    {"rejects_scan", "writes a table on the engine connection that every key shares"},
+    {"rejects_table", "writes a table on the engine connection that every key shares"},
+    {"store_rejects", "writes tables on the engine connection that every key shares"},
+};
+const size_t dapi_refuse_table_option_n = sizeof dapi_refuse_table_option /
+                                          sizeof dapi_refuse_table_option[0];
+
 /* Table functions refused, with the reason given to the client. */
 const struct dapi_refusal dapi_refuse_table[] = {
     {"arrow_scan", "internal to the engine"},

@@ -16,10 +16,14 @@ extern const char *const dapi_allow_lake_table[]; /* table functions reading lak
 extern const size_t dapi_allow_lake_table_n;
 extern const char *const dapi_allow_pure_table[]; /* table functions computing rows */
 extern const size_t dapi_allow_pure_table_n;
+extern const char *const dapi_allow_table_option[]; /* named arguments of table functions */
+extern const size_t dapi_allow_table_option_n;
 extern const struct dapi_refusal dapi_refuse_scalar[];
 extern const size_t dapi_refuse_scalar_n;
 extern const struct dapi_refusal dapi_refuse_table[];
 extern const size_t dapi_refuse_table_n;
+extern const struct dapi_refusal dapi_refuse_table_option[];
+extern const size_t dapi_refuse_table_option_n;
 
 /* Is lower_name (lower case) in the sorted list? */
 int dapi_allow_has(const char *const *list, size_t n, const char *lower_name);

@@ -396,6 +396,42 @@ static void check_file_args(struct walk *w, const struct dapi_jv *fn, const char
            name);
 }
 
+/* The option names an argument of a table function may give: DuckDB reads `name = value`
+ * (an unqualified column on the left) and `value AS name` as options. Both are checked,
+ * whichever DuckDB would use. */
+static void check_option(struct walk *w, const char *fn, const char *opt)
+{
+    char lopt[NAME_LEN];
+    if(!*opt)
+        return;
+    if(lower(opt, lopt, sizeof lopt) == 0 &&
+       dapi_allow_has(dapi_allow_table_option, dapi_allow_table_option_n, lopt))
+        return;
+    const char *why = dapi_refusal_reason(dapi_refuse_table_option, dapi_refuse_table_option_n,
+                                          lopt);
+    if(why)
+        refuse(w, "%s(%s = …) is not allowed: the option %s", fn, opt, why);
+    else
+        refuse(w, "%s(%s = …) is not allowed: it is not on dapi's list of allowed options", fn,
+               opt);
+}
+
+static void check_table_options(struct walk *w, const struct dapi_jv *fn, const char *name)
+{
+    const struct dapi_jv *args = dapi_jv_get(fn, "children");
+    for(size_t i = 0, n = dapi_jv_array_size(args); i < n && !w->err; i++) {
+        const struct dapi_jv *a = dapi_jv_index(args, i);
+        check_option(w, name, str(a, "alias"));
+        const struct dapi_jv *left = dapi_jv_get(a, "left");
+        const struct dapi_jv *names = dapi_jv_get(left, "column_names");
+        if(!w->err && strcmp(str(a, "type"), "COMPARE_EQUAL") == 0 &&
+           strcmp(str(left, "class"), "COLUMN_REF") == 0 && dapi_jv_array_size(names) == 1) {
+            const char *col = dapi_jv_str(dapi_jv_index(names, 0), NULL);
+            check_option(w, name, col ? col : "");
+        }
+    }
+}
+
 static void check_table_function(struct walk *w, const struct dapi_jv *fn)
 {
     const char *name = str(fn, "function_name");
@@ -411,10 +447,14 @@ static void check_table_function(struct walk *w, const struct dapi_jv *fn)
         refuse(w, "a function name is too long");
         return;
     }
-    if(dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n, lname))
+    if(dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n, lname)) {
+        check_table_options(w, fn, name);
         return;
+    }
     if(dapi_allow_has(dapi_allow_lake_table, dapi_allow_lake_table_n, lname)) {
         check_file_args(w, fn, name);
+        if(!w->err)
+            check_table_options(w, fn, name);
         return;
     }
     const char *why = dapi_refusal_reason(dapi_refuse_table, dapi_refuse_table_n, lname);

@@ -100,6 +100,27 @@ def test_state_and_catalog_functions_refused():
             _refused(srv, sql, name)
 
 
+def test_reader_options_that_write_to_the_shared_connection_refused():
+    """Regression: read_csv(store_rejects=true, rejects_table=…, rejects_scan=…) was accepted.
+    DuckDB then kept a table of rejected rows on the engine connection, which every key
+    shares, until a restart: one key's table name made another key's query fail ("already in
+    use"), and distinct names used up memory for good. Options are on an allow-list now, in
+    both spellings (`name = value`, `value AS name`); the reading options still work."""
+    root, lake = _lake()
+    path = os.path.join(lake, "sales", "orders.csv")
+    with Server(keys=[KEY_A, KEY_B], data_dir=lake, name="sbx-options") as srv:
+        for sql, name in [
+            ("SELECT count(*) FROM read_csv('%s', store_rejects=true, rejects_table='rej_a', rejects_scan='scan_a', types={'id':'DATE'})" % path, "store_rejects"),
+            ("SELECT count(*) FROM read_csv('%s', rejects_table := 'rej_a')" % path, "rejects_table"),
+            ("SELECT count(*) FROM read_csv('%s', 'scan_b' AS rejects_scan)" % path, "rejects_scan"),
+            ("SELECT count(*) FROM sniff_csv('%s', Store_Rejects = true)" % path, "store_rejects"),
+        ]:
+            _refused(srv, sql, name)
+            _refused(srv, sql, name, key=KEY_B)
+        rows = srv.page(srv.create("SELECT count(*) AS n FROM read_csv('%s', header = true, delim := ',', all_varchar = true)" % path, key=KEY_A), 1, key=KEY_A)
+        eq(rows, [{"n": 2}], "the reading options still work")
+
+
 def test_spilled_files_unreachable():
     root, lake = _lake()
     state = h.tmpdir("sbx-state")

@@ -586,6 +586,107 @@ static void test_allowlist_complete(void)
     free(nm.v);
 }
 
+/* ---- options of table functions --------------------------------------------------------- */
+
+/* Options (named arguments) are on an allow-list too: read_csv's store_rejects wrote tables of
+ * rejected rows onto the engine connection every key shares, where they stayed (memory that
+ * never came back; another key's query using the same table name failed). Both spellings of
+ * an option, any case, quoted, and on the functions that share it. */
+static void test_table_options(void)
+{
+    static const char *const refused[][2] = {
+        {"store_rejects", "SELECT * FROM read_csv('DATA/sales/orders.csv', store_rejects = true)"},
+        {"store_rejects",
+         "SELECT * FROM read_csv('DATA/sales/orders.csv', store_rejects := true)"},
+        {"STORE_REJECTS", "SELECT * FROM read_csv('DATA/sales/orders.csv', STORE_REJECTS = true)"},
+        {"store_rejects",
+         "SELECT * FROM read_csv('DATA/sales/orders.csv', \"store_rejects\" = true)"},
+        {"store_rejects",
+         "SELECT * FROM read_csv('DATA/sales/orders.csv', true AS store_rejects)"},
+        {"rejects_table",
+         "SELECT * FROM read_csv_auto('DATA/sales/orders.csv', rejects_table = 'r')"},
+        {"rejects_scan", "SELECT * FROM read_csv('DATA/sales/orders.csv', rejects_scan := 's')"},
+        {"rejects_limit", "SELECT * FROM read_csv('DATA/sales/orders.csv', rejects_limit = 5)"},
+        {"store_rejects",
+         "SELECT * FROM sniff_csv('DATA/sales/orders.csv', store_rejects = true)"},
+        {"encryption_config",
+         "SELECT * FROM read_parquet('DATA/parts/y=1/a.parquet', encryption_config = "
+         "{footer_key: 'k'})"},
+        {"debug_use_openssl",
+         "SELECT * FROM read_parquet('DATA/parts/y=1/a.parquet', debug_use_openssl = true)"},
+        {"no_such_option",
+         "SELECT * FROM read_json('DATA/sales/events.ndjson', no_such_option = 1)"},
+        {"foo", "SELECT * FROM range(3, foo := 1)"},
+        {"store_rejects", "SELECT * FROM range(2) r, read_csv('DATA/sales/orders.csv', "
+                          "store_rejects = true) c"},
+        {"store_rejects", "WITH c AS (SELECT * FROM read_csv('DATA/sales/orders.csv', "
+                          "store_rejects = true)) SELECT * FROM c"},
+    };
+    for(size_t i = 0; i < N(refused); i++) {
+        char *msg = NULL;
+        struct count c;
+        enum dapi_err r = check(refused[i][1], &msg);
+        T_CHECK(r == DAPI_ERR_SQL && msg && strstr(msg, refused[i][0]),
+                "option refused naming %s: [%s] (got %d: %s)", refused[i][0], refused[i][1],
+                (int)r, msg ? msg : "");
+        free(msg);
+        r = run(refused[i][1], &c, 0);
+        T_CHECK(r == DAPI_ERR_SQL && c.rows == 0, "refused at run too: [%s] (got %d)",
+                refused[i][1], (int)r);
+    }
+    static const char *const accepted[] = {
+        "SELECT * FROM read_csv('DATA/sales/orders.csv', header = true, delim := ',', "
+        "all_varchar = false, ignore_errors = true, types = {'id': 'BIGINT'})",
+        "SELECT * FROM read_csv('DATA/sales/orders.csv', HEADER = true)",
+        "SELECT * FROM read_json('DATA/sales/events.ndjson', format = 'newline_delimited', "
+        "records = true, filename = true)",
+        "SELECT * FROM repeat_row(1, num_rows = 2)",
+        "SELECT * FROM range(3) WHERE range = 1", /* (a comparison outside a table function) */
+    };
+    for(size_t i = 0; i < N(accepted); i++) {
+        struct count c;
+        T_EQ_INT(run(accepted[i], &c, 0), DAPI_OK);
+    }
+    /* Every option DuckDB gives an allowed table function is allowed or refused here. */
+    struct names nm = {0};
+    char *msg = NULL;
+    T_EQ_INT(dapi_engine_run_trusted(con,
+                                     "SELECT DISTINCT lower(p), lower(function_name) FROM "
+                                     "(SELECT unnest(parameters) p, function_name FROM "
+                                     "duckdb_functions() WHERE function_type = 'table') "
+                                     "WHERE NOT regexp_matches(p, '^col[0-9]+$')",
+                                     0, &names_sink, &nm, &msg),
+             DAPI_OK);
+    free(msg);
+    size_t seen = 0, unknown = 0;
+    for(size_t i = 0; i < nm.n; i++) {
+        char *opt = strchr(nm.v[i], ' ');
+        *opt++ = '\0';
+        const char *fn = nm.v[i];
+        if(!dapi_allow_has(dapi_allow_lake_table, dapi_allow_lake_table_n, fn) &&
+           !dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n, fn))
+            continue;
+        seen++;
+        if(!dapi_allow_has(dapi_allow_table_option, dapi_allow_table_option_n, opt) &&
+           !dapi_refusal_reason(dapi_refuse_table_option, dapi_refuse_table_option_n, opt) &&
+           unknown++ < 20)
+            T_CHECK(0, "%s(%s = …) is neither allowed nor refused in allowlist.c: review it", fn,
+                    opt);
+    }
+    T_CHECK(seen > 50, "DuckDB lists the options of the allowed table functions (%zu)", seen);
+    T_EQ_INT(unknown, 0);
+    for(size_t i = 1; i < dapi_allow_table_option_n; i++)
+        T_CHECK(strcmp(dapi_allow_table_option[i - 1], dapi_allow_table_option[i]) < 0,
+                "sorted at %s", dapi_allow_table_option[i]);
+    for(size_t i = 0; i < dapi_refuse_table_option_n; i++)
+        T_CHECK(!dapi_allow_has(dapi_allow_table_option, dapi_allow_table_option_n,
+                                dapi_refuse_table_option[i].name),
+                "%s is both refused and allowed", dapi_refuse_table_option[i].name);
+    for(size_t i = 0; i < nm.n; i++)
+        free(nm.v[i]);
+    free(nm.v);
+}
+
 /* ---- the pure path check ----------------------------------------------------------------- */
 
 static void test_path_problem(void)
@@ -703,6 +804,7 @@ int main(void)
     test_lake_scan();
     test_cte_bound();
     test_allowlist_complete();
+    test_table_options();
 
     dapi_econn_close(con);
 out:
