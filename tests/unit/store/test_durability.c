@@ -259,12 +259,16 @@ static void test_checkpoint_files(void)
     snprintf(p, sizeof p, "%s/created.json", qd);
     T_CHECK(!t_exists(p), "no files before the checkpoint");
     int n = 0;
+    uint64_t cp0 = store_commit_checkpoints(qs->commit);
     for(; n < 4000 && !t_exists(p); n++) {
         T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'filler'", NULL, 1000, slug, NULL, 0),
                  DAPI_OK);
         dapi_queries_remove(qs, slug);
     }
     T_CHECK(n > 100 && n < 4000, "a checkpoint after %d creations", n);
+    /* (the checkpointer thread is still writing files: wait for its end) */
+    for(int i = 0; i < 1000 && store_commit_checkpoints(qs->commit) == cp0; i++)
+        usleep(10000);
     struct stat st;
     T_CHECK(stat(p, &st) == 0 && st.st_nlink == 2, "queued: created.json and meta.json");
     query_dir(qd, sizeof qd, state, running);
