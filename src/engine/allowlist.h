@@ -12,6 +12,8 @@ struct dapi_refusal {
 
 extern const char *const dapi_allow_scalar[]; /* scalar, aggregate, window, macros */
 extern const size_t dapi_allow_scalar_n;
+extern const char *const dapi_aggregate[]; /* DuckDB's aggregate functions, sorted */
+extern const size_t dapi_aggregate_n;
 extern const char *const dapi_allow_lake_table[]; /* table functions reading lake files */
 extern const size_t dapi_allow_lake_table_n;
 extern const char *const dapi_allow_pure_table[]; /* table functions computing rows */

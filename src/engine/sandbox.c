@@ -30,6 +30,8 @@ struct cte {
     int always;      /* MATERIALIZED: planned once, whatever the number of references */
     int state;       /* 0 not computed, 1 being computed (a recursive reference), 2 done */
     uint64_t weight; /* nodes of the body once inlined */
+    int agg_state;   /* as state, for agg */
+    int agg;         /* levels of aggregation of the body once inlined */
 };
 
 struct walk {
@@ -38,6 +40,7 @@ struct walk {
     size_t nctes, cap;
     char *msg;
     enum dapi_err err;
+    int calls, lambdas; /* function calls, lambdas enclosing the expression being checked */
 };
 
 static const char *str(const struct dapi_jv *v, const char *key)
@@ -291,6 +294,115 @@ static uint64_t tree_size(struct walk *w, const struct dapi_jv *v, int depth)
     }
 }
 
+/* ---- aggregation nested in aggregation ---------------------------------------------- */
+
+/* Is v a call of an aggregate function? Apart (noinline) so that lname is not in each of
+ * expr_kinds' recursive frames (see tree_size). */
+__attribute__((noinline)) static int is_aggregate_call(const struct dapi_jv *v)
+{
+    char lname[NAME_LEN];
+    return strcmp(str(v, "class"), "FUNCTION") == 0 &&
+           lower(str(v, "function_name"), lname, sizeof lname) == 0 &&
+           dapi_allow_has(dapi_aggregate, dapi_aggregate_n, lname);
+}
+
+/* What an expression of a query node holds, not counting its subqueries' own nodes: 1 an
+ * aggregate call, 2 a subquery. depth continues the caller's (the stack it stands on). */
+static int expr_kinds(const struct dapi_jv *v, int depth)
+{
+    int k = 0;
+    if(depth > MAX_INLINED_DEPTH)
+        return 3; /* (agg_depth refuses it) */
+    if(dapi_jv_type(v) == DAPI_J_ARRAY) {
+        for(size_t i = 0, n = dapi_jv_array_size(v); i < n && k != 3; i++)
+            k |= expr_kinds(dapi_jv_index(v, i), depth + 1);
+        return k;
+    }
+    if(dapi_jv_type(v) != DAPI_J_OBJECT)
+        return 0;
+    if(strcmp(str(v, "class"), "SUBQUERY") == 0)
+        return 2;
+    k = is_aggregate_call(v);
+    for(void *it = dapi_jv_iter(v); it && k != 3; it = dapi_jv_iter_next(v, it))
+        k |= expr_kinds(dapi_jv_iter_value(it), depth + 1);
+    return k;
+}
+
+/* A query node's weight in the chain the planner's time grows with: 1 if it aggregates
+ * (GROUP BY, HAVING, an aggregate call among its results), one more if its expressions hold
+ * subqueries (a scalar subquery over an aggregate costs DuckDB about four times as much per
+ * level as an aggregate does). */
+__attribute__((noinline)) static int node_weight(const struct dapi_jv *node, int depth)
+{
+    static const char *const exprs[] = {"select_list", "where_clause", "having", "qualify",
+                                        "group_expressions"};
+    int k = 0;
+    for(size_t i = 0; i < sizeof exprs / sizeof exprs[0]; i++)
+        k |= expr_kinds(dapi_jv_get(node, exprs[i]), depth + 1);
+    int aggregates = (k & 1) || dapi_jv_array_size(dapi_jv_get(node, "group_expressions")) > 0 ||
+                     dapi_jv_type(dapi_jv_get(node, "having")) == DAPI_J_OBJECT ||
+                     strcmp(str(node, "aggregate_handling"), "FORCE_AGGREGATES") == 0;
+    return aggregates + ((k & 2) != 0);
+}
+
+static int agg_depth(struct walk *w, const struct dapi_jv *v, int depth);
+
+/* The weight a reference to a CTE brings: its body's, unless materialised (matched by name
+ * without scoping, the deepest body of that name: an overestimate). Apart (noinline) so that
+ * lname is not in each of agg_depth's recursive frames. */
+__attribute__((noinline)) static int cte_ref_agg(struct walk *w, const struct dapi_jv *v,
+                                                 int depth)
+{
+    char lname[NAME_LEN];
+    int d = 0;
+    if(strcmp(str(v, "type"), "BASE_TABLE") != 0 || *str(v, "schema_name") ||
+       lower(str(v, "table_name"), lname, sizeof lname))
+        return 0;
+    for(size_t i = 0; i < w->nctes; i++) {
+        struct cte *c = &w->ctes[i];
+        if(strcmp(c->name, lname) != 0 || c->always || c->agg_state == 1)
+            continue;
+        if(c->agg_state == 0) {
+            c->agg_state = 1;
+            c->agg = agg_depth(w, c->body, depth + 1);
+            c->agg_state = 2;
+        }
+        if(c->agg > d)
+            d = c->agg;
+    }
+    return d;
+}
+
+/* The greatest weight of the query nodes on one path of the tree, CTEs inlined. */
+static int agg_depth(struct walk *w, const struct dapi_jv *v, int depth)
+{
+    int d = 0, self = 0;
+    if(w->err)
+        return 0;
+    if(depth > MAX_INLINED_DEPTH) {
+        refuse(w, "the query is nested too deeply once its CTEs are expanded");
+        return 0;
+    }
+    switch(dapi_jv_type(v)) {
+    case DAPI_J_ARRAY:
+        for(size_t i = 0, n = dapi_jv_array_size(v); i < n && !w->err; i++) {
+            int k = agg_depth(w, dapi_jv_index(v, i), depth + 1);
+            d = k > d ? k : d;
+        }
+        return d;
+    case DAPI_J_OBJECT:
+        if(strcmp(str(v, "type"), "SELECT_NODE") == 0)
+            self = node_weight(v, depth);
+        d = cte_ref_agg(w, v, depth);
+        for(void *it = dapi_jv_iter(v); it && !w->err; it = dapi_jv_iter_next(v, it)) {
+            int k = agg_depth(w, dapi_jv_iter_value(it), depth + 1);
+            d = k > d ? k : d;
+        }
+        return self + d;
+    default: return 0;
+    }
+}
+
 /* ---- functions ------------------------------------------------------------------------ */
 
 /* Functions live in the system catalog; a qualified name may only point there. */
@@ -509,7 +621,21 @@ static void check_expression(struct walk *w, const struct dapi_jv *v, const char
     }
     if(strcmp(cls, "FUNCTION") == 0 || strcmp(cls, "WINDOW") == 0)
         check_scalar(w, v);
+    /* calls nested in calls: list, struct and map constructors bind in cubic time */
+    int call = strcmp(cls, "FUNCTION") == 0 &&
+               dapi_jv_type(dapi_jv_get(v, "is_operator")) != DAPI_J_TRUE;
+    if(call && ++w->calls > DAPI_SANDBOX_MAX_CALL_DEPTH && !w->err)
+        refuse(w,
+               "the query nests function calls (list, struct or map literals among them) "
+               "more than %d deep",
+               DAPI_SANDBOX_MAX_CALL_DEPTH);
+    int lambda = strcmp(cls, "LAMBDA") == 0;
+    if(lambda && ++w->lambdas > DAPI_SANDBOX_MAX_LAMBDA_DEPTH && !w->err)
+        refuse(w, "the query nests lambdas (x -> …) more than %d deep",
+               DAPI_SANDBOX_MAX_LAMBDA_DEPTH);
     check_members(w, v, depth, NULL);
+    w->calls -= call;
+    w->lambdas -= lambda;
 }
 
 static void check_base_table(struct walk *w, const struct dapi_jv *v)
@@ -733,6 +859,13 @@ enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size
                "the query is too large once its CTEs are expanded (more than %d nodes); "
                "mark CTEs used many times AS MATERIALIZED",
                DAPI_SANDBOX_MAX_NODES);
+    if(!w.err && agg_depth(&w, stmts, 0) > DAPI_SANDBOX_MAX_AGG_DEPTH && !w.err)
+        refuse(&w,
+               "the query nests aggregation and subqueries too deeply for the planner (GROUP "
+               "BY, HAVING or aggregate functions in subqueries and in the CTEs they read: "
+               "more than %d levels, a scalar subquery counting as one more); mark some CTEs "
+               "AS MATERIALIZED",
+               DAPI_SANDBOX_MAX_AGG_DEPTH);
     if(!w.err)
         check(&w, stmts, 0);
 out:

@@ -14,6 +14,21 @@
 /* A tree larger than this many nodes once its CTEs are inlined is refused: DuckDB's planner
  * cannot be interrupted, and nested CTEs referenced twice each double the tree per level. */
 #define DAPI_SANDBOX_MAX_NODES 200000
+/* Aggregation nested in aggregation (a GROUP BY, HAVING or aggregate call in a subquery or a
+ * CTE that an aggregating query reads, and so on) deeper than this is refused, a query node
+ * whose expressions hold subqueries counting one more: DuckDB plans such a chain in time that
+ * doubles with each level (24 aggregates of a 1 KB query: 12 s; 30: minutes) or grows
+ * fourfold (scalar subqueries over aggregates: 12 levels, 3.5 s), and planning cannot be
+ * interrupted. A MATERIALIZED CTE ends a chain. */
+#define DAPI_SANDBOX_MAX_AGG_DEPTH 16
+/* Function calls nested in function calls (operators such as + and || not counted) deeper
+ * than this are refused: nested list, struct and map constructors bind in time that grows
+ * with the cube of the depth (300 nested struct literals: 1.6 s; 900: minutes). */
+#define DAPI_SANDBOX_MAX_CALL_DEPTH 64
+/* Lambdas nested in lambdas (list_transform(l, x -> list_transform(…))) deeper than this are
+ * refused: DuckDB binds them in time that grows fourfold per level (20 levels: 0.5 s; 22:
+ * 2.3 s). */
+#define DAPI_SANDBOX_MAX_LAMBDA_DEPTH 16
 
 struct dapi_sandbox {
     const char *data_dir; /* absolute, no trailing '/': file paths must lie beneath it */

@@ -121,6 +121,40 @@ def test_reader_options_that_write_to_the_shared_connection_refused():
         eq(rows, [{"n": 2}], "the reading options still work")
 
 
+def test_queries_the_planner_would_take_minutes_on_are_refused_at_once():
+    """Regression (attack review): DuckDB plans some small queries in time that grows with the
+    cube of their nesting or exponentially, and planning cannot be interrupted, so the query
+    timeout did not hold and a check worker was taken for minutes. 900 nested list literals
+    (1.8 KB) ran 110 s at full CPU and filled the memory cap so that other keys' queries
+    failed; 30 nested aggregating subqueries, or 30 nested lambdas, would plan for hours.
+    Each shape is refused now with 400 naming what to change, and an ordinary deep query
+    still runs."""
+    root, lake = _lake()
+
+    def nest(wrap, n, inner="1"):
+        for _ in range(n):
+            inner = wrap % inner
+        return inner
+
+    with Server(keys=[KEY_A], data_dir=lake, name="sbx-planner") as srv:
+        for sql, says in [
+            ("SELECT " + nest("[%s]", 300), "nests function calls"),
+            ("SELECT " + nest("{'a': %s}", 200), "nests function calls"),
+            ("SELECT " + nest("list_transform([1], x -> [%s])", 20), "nests lambdas"),
+            (nest("SELECT sum(x) AS x FROM (%s)", 20, "SELECT 1 AS x"), "too deeply for the planner"),
+            (nest("SELECT (SELECT max(x) FROM (%s)) AS x", 10, "SELECT 1 AS x"), "too deeply for the planner"),
+            ("WITH c0 AS (SELECT 1 AS x), " + ", ".join("c%d AS (SELECT x FROM c%d GROUP BY x)" % (i + 1, i) for i in range(20)) + " SELECT * FROM c20", "AS MATERIALIZED"),
+        ]:
+            t0 = time.monotonic()
+            _refused(srv, sql, says)
+            check(time.monotonic() - t0 < 10, "refused before planning: %.1f s" % (time.monotonic() - t0))
+        # the same chain with its CTEs materialised runs; so does a deep chain of projections
+        mat = "WITH c0 AS (SELECT 1 AS x), " + ", ".join("c%d AS MATERIALIZED (SELECT x FROM c%d GROUP BY x)" % (i + 1, i) for i in range(20)) + " SELECT * FROM c20"
+        eq(srv.page(srv.create(mat, key=KEY_A), 1, key=KEY_A), [{"x": 1}], "materialised CTEs run")
+        deep = nest("SELECT x + 1 AS x FROM (%s) WHERE x > 0", 100, "SELECT 1 AS x")
+        eq(srv.page(srv.create(deep, key=KEY_A), 1, key=KEY_A), [{"x": 101}], "100 nested projections run")
+
+
 def test_spilled_files_unreachable():
     root, lake = _lake()
     state = h.tmpdir("sbx-state")

@@ -566,6 +566,20 @@ static void test_allowlist_complete(void)
                     nm.v[i]);
     }
     T_EQ_INT(unknown, 0);
+    /* every aggregate is known as one (the planning bound counts them), and only those */
+    size_t aggs = 0;
+    for(size_t i = 0; i < nm.n; i++) {
+        const char *name = strchr(nm.v[i], ' ') + 1;
+        int is_agg = strncmp(nm.v[i], "aggregate", 9) == 0;
+        aggs += is_agg;
+        if(is_agg && !dapi_allow_has(dapi_aggregate, dapi_aggregate_n, name))
+            T_CHECK(0, "DuckDB's aggregate %s is missing from dapi_aggregate", name);
+    }
+    T_CHECK(aggs >= dapi_aggregate_n, "every name of dapi_aggregate is an aggregate (%zu, %zu)",
+            aggs, dapi_aggregate_n);
+    for(size_t i = 1; i < dapi_aggregate_n; i++)
+        T_CHECK(strcmp(dapi_aggregate[i - 1], dapi_aggregate[i]) < 0, "sorted at %s",
+                dapi_aggregate[i]);
     /* and no allowed table function is a refused one */
     for(size_t i = 0; i < dapi_refuse_table_n; i++)
         T_CHECK(!dapi_allow_has(dapi_allow_pure_table, dapi_allow_pure_table_n,
@@ -584,6 +598,138 @@ static void test_allowlist_complete(void)
     for(size_t i = 0; i < nm.n; i++)
         free(nm.v[i]);
     free(nm.v);
+}
+
+/* ---- planning in bounded time: nesting ------------------------------------------------- */
+
+/* sql with depth copies of wrap around SELECT 1 AS x (wrap has one %s), in b. */
+static const char *nest(struct dapi_buf *b, const char *wrap, int depth)
+{
+    char *inner = strdup("SELECT 1 AS x");
+    for(int i = 0; inner && i < depth; i++) {
+        dapi_buf_reset(b);
+        dapi_buf_addf(b, wrap, inner);
+        free(inner);
+        inner = strdup(b->data);
+    }
+    dapi_buf_reset(b);
+    dapi_buf_adds(b, inner ? inner : "");
+    free(inner);
+    return b->data;
+}
+
+/* A CTE chain: c0 AS (SELECT 1 AS x), c<i+1> AS (body with %s = c<i>), … SELECT * FROM c<n>. */
+static const char *chain(struct dapi_buf *b, const char *body, int n, int materialized)
+{
+    dapi_buf_reset(b);
+    dapi_buf_adds(b, "WITH c0 AS (SELECT 1 AS x)");
+    for(int i = 0; i < n; i++) {
+        char prev[16];
+        snprintf(prev, sizeof prev, "c%d", i);
+        dapi_buf_addf(b, ", c%d AS %s(", i + 1, materialized ? "MATERIALIZED " : "");
+        dapi_buf_addf(b, body, prev);
+        dapi_buf_adds(b, ")");
+    }
+    dapi_buf_addf(b, " SELECT * FROM c%d", n);
+    return b->data;
+}
+
+static void expect_nesting(const char *sql, int refused, const char *says)
+{
+    char *msg = NULL;
+    enum dapi_err r = dapi_engine_check(con, sql, NULL, &msg);
+    if(refused)
+        T_CHECK(r == DAPI_ERR_SQL && msg && strstr(msg, says), "refused (%s): %.120s… got %d %s",
+                says, sql, (int)r, msg ? msg : "");
+    else
+        T_CHECK(r == DAPI_OK, "accepted: %.120s… got %d %s", sql, (int)r, msg ? msg : "");
+    free(msg);
+}
+
+/* Regression: DuckDB's planner took time doubling with each level of aggregation nested in
+ * aggregation (24 levels of a 1 KB query: 12 s; 30: minutes, never interrupted: a check
+ * worker held), and time growing with the cube of the depth of nested list, struct and map
+ * literals (900 levels of `[`: two minutes, memory at the cap). Both are bounded now; just
+ * under each bound is accepted and plans at once. */
+static void test_nesting_bounds(void)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 1 << 20);
+    const int agg = DAPI_SANDBOX_MAX_AGG_DEPTH, calls = DAPI_SANDBOX_MAX_CALL_DEPTH;
+    static const struct {
+        const char *wrap;
+        int weight; /* per level */
+    } aggregating[] = {
+        {"SELECT sum(x) AS x FROM (%s)", 1},
+        {"SELECT x FROM (%s) GROUP BY x", 1},
+        {"SELECT x FROM (%s) GROUP BY ALL HAVING count(*) > 0", 1},
+        {"SELECT x + 1 AS x FROM (SELECT list(x)[1] AS x FROM (%s)) WHERE x > 0", 1},
+        {"SELECT (SELECT max(x) FROM (%s)) AS x", 2},
+        {"SELECT (SELECT x FROM (%s)) AS x", 1},
+    };
+    for(size_t i = 0; i < N(aggregating); i++) {
+        int levels = agg / aggregating[i].weight;
+        expect_nesting(nest(&b, aggregating[i].wrap, levels), 0, "");
+        expect_nesting(nest(&b, aggregating[i].wrap, levels + 1), 1, "too deeply for the planner");
+    }
+    expect_nesting(chain(&b, "SELECT sum(x) AS x FROM %s", agg, 0), 0, "");
+    expect_nesting(chain(&b, "SELECT sum(x) AS x FROM %s", agg + 1, 0), 1, "AS MATERIALIZED");
+    expect_nesting(chain(&b, "SELECT sum(x) AS x FROM %s", 40, 1), 0, "");
+    /* projections and filters do not count, however deep */
+    expect_nesting(nest(&b, "SELECT x + 1 AS x FROM (%s) WHERE x > 0", 200), 0, "");
+    expect_nesting(chain(&b, "SELECT DISTINCT x FROM %s", 100, 0), 0, "");
+
+    static const struct {
+        const char *wrap;
+        int calls; /* per level */
+    } calls_in_calls[] = {
+        {"[%s]", 1}, {"{'a': %s}", 1}, {"abs(%s)", 1}, {"map([1], [%s])", 2}, {"row(%s)", 1}};
+    for(size_t i = 0; i < N(calls_in_calls); i++) {
+        int levels = calls / calls_in_calls[i].calls;
+        char *e = strdup("1");
+        for(int d = 0; e && d <= levels; d++) {
+            struct dapi_buf t;
+            dapi_buf_init(&t, 1 << 20);
+            dapi_buf_addf(&t, calls_in_calls[i].wrap, e);
+            free(e);
+            e = dapi_buf_take(&t, NULL);
+            if(d == levels - 1) {
+                dapi_buf_reset(&b);
+                dapi_buf_addf(&b, "SELECT %s AS x", e);
+                expect_nesting(b.data, 0, "");
+            }
+        }
+        dapi_buf_reset(&b);
+        dapi_buf_addf(&b, "SELECT %s AS x", e ? e : "");
+        expect_nesting(b.data, 1, "nests function calls");
+        free(e);
+    }
+    /* lambdas in lambdas: 16 levels, not 17 */
+    {
+        char *e = strdup("1");
+        for(int d = 0; e && d <= DAPI_SANDBOX_MAX_LAMBDA_DEPTH; d++) {
+            struct dapi_buf t;
+            dapi_buf_init(&t, 1 << 20);
+            dapi_buf_addf(&t, "list_transform([1], x -> [%s])", e);
+            free(e);
+            e = dapi_buf_take(&t, NULL);
+            dapi_buf_reset(&b);
+            dapi_buf_addf(&b, "SELECT %s AS x", e ? e : "");
+            if(d == DAPI_SANDBOX_MAX_LAMBDA_DEPTH - 1)
+                expect_nesting(b.data, 0, "");
+        }
+        expect_nesting(b.data, 1, "nests lambdas");
+        free(e);
+    }
+    /* COALESCE, CASE and casts are not calls: no types grow */
+    expect_nesting(nest(&b, "SELECT coalesce((%s), 1) AS x", 1), 0, "");
+    /* operators do not count: a sum of 500 terms */
+    dapi_buf_reset(&b);
+    dapi_buf_adds(&b, "SELECT 1");
+    for(int i = 0; i < 500; i++)
+        dapi_buf_adds(&b, " + 1");
+    expect_nesting(b.data, 0, "");
+    dapi_buf_free(&b);
 }
 
 /* ---- options of table functions --------------------------------------------------------- */
@@ -805,6 +951,7 @@ int main(void)
     test_cte_bound();
     test_allowlist_complete();
     test_table_options();
+    test_nesting_bounds();
 
     dapi_econn_close(con);
 out:
