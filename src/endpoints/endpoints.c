@@ -126,8 +126,8 @@ static int digits(const char *s, int n)
     return 1;
 }
 
-/* YYYY-MM-DD with a month and a day that exist (leap years included). */
-static int is_date(const char *s)
+/* s begins with YYYY-MM-DD, a month and a day that exist (leap years included). */
+static int date_prefix(const char *s)
 {
     if(strlen(s) < 10 || !digits(s, 4) || s[4] != '-' || !digits(s + 5, 2) || s[7] != '-' ||
        !digits(s + 8, 2))
@@ -139,10 +139,16 @@ static int is_date(const char *s)
     return !(m == 2 && d == 29 && !((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
 }
 
+/* A date and nothing after it. */
+static int is_date(const char *s)
+{
+    return date_prefix(s) && s[10] == '\0';
+}
+
 /* A date, then optionally [T ]HH:MM[:SS[.frac]]. */
 static int is_timestamp(const char *s)
 {
-    if(!is_date(s))
+    if(!date_prefix(s))
         return 0;
     s += 10;
     if(!*s)

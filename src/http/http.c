@@ -538,11 +538,23 @@ static void respond_error(struct dapi_req *r, int status, const char *msg)
     dapi_req_respond(r, status, body, body ? len : 0, NULL, NULL);
 }
 
-static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *value)
+/* The request head's headers and query-string arguments: the bytes of the headers, and
+ * whether a name or value holds a NUL byte (a raw one in a header, %00 in the query string).
+ * Everything after that byte would be invisible to the handlers, which read C strings, while
+ * a proxy in front may have read the whole value: such a request is refused. */
+struct head_scan {
+    size_t header_bytes;
+    int nul;
+};
+
+static enum MHD_Result scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
 {
-    size_t *total = cls;
-    *total += strlen(key) + (value ? strlen(value) : 0) + 4;
+    struct head_scan *hs = cls;
+    size_t klen = strlen(key), vlen = value ? strlen(value) : 0;
+    if(kind == MHD_HEADER_KIND)
+        hs->header_bytes += key_size + value_size + 4;
+    hs->nul |= klen != key_size || vlen != value_size;
     return MHD_YES;
 }
 
@@ -802,10 +814,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *bad = framing_error(conn, &status);
         if(bad)
             return refuse_early(r, status, bad);
-        size_t total = 0;
-        MHD_get_connection_values(conn, MHD_HEADER_KIND, count_header, &total);
-        if(total > (size_t)h->o.max_header_bytes)
+        struct head_scan hs = {0, 0};
+        MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, scan_value,
+                                    &hs);
+        if(hs.header_bytes > (size_t)h->o.max_header_bytes)
             return refuse_early(r, 431, "Request headers too large");
+        if(hs.nul)
+            return refuse_early(r, 400, "Bad request: a NUL byte in a header or the query string");
         if(strlen(url) > (size_t)h->o.max_header_bytes)
             return refuse_early(r, 414, "Request URI too long");
         uint64_t len;

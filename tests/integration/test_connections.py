@@ -328,6 +328,19 @@ def test_malformed_framing():
         expect_status(s.request("GET", "/api/health"), 200, "health after malformed framings")
 
 
+def test_nul_byte_in_the_query_string_refused():
+    """Regression (attack review): %00 in a query-string value cut it for dapi (which reads C
+    strings) while a proxy in front may have read the whole value: `?page_number=1%00x` read
+    as page 1, and an endpoint's `pattern` rule saw `US` for `US%00`. A NUL byte in a query
+    string (name or value) is now 400, with a JSON body, before anything runs."""
+    with Server(keys=[KEY], name="nul-args") as s:
+        for path in ("/api/queries/whatever/results?page_number=1%00x", "/api/health?a%00b=1", "/api/layers?x=US%00"):
+            r = s.request("GET", path, headers={"x-api-key": KEY})
+            body = expect_error(r, 400, "Bad request: a NUL byte in a header or the query string", path)
+            eq(sorted(body.keys()), ["error"], path + ": the body")
+        expect_status(s.request("GET", "/api/health?x=US"), 200, "the same without the NUL byte")
+
+
 # ----------------------------------------------------------------------------- 413
 
 

@@ -111,6 +111,10 @@ static void test_good(void)
           (const char *const[]){"l", "7", "d", "2024-02-29", "l", "-8", "b", "true", "x", "2"}, 5,
           "{\"d\":\"2024-02-29\",\"l\":[7,-8],\"b\":true,\"x\":2.0}");
     refused(any, (const char *const[]){"d", "2023-02-29"}, 1, "parameter 'd' must be a date");
+    /* nothing after the date (the attack review's "2024-01-01' OR '1'='1" passed) */
+    refused(any, (const char *const[]){"d", "2024-01-01' OR '1'='1"}, 1, "must be a date");
+    refused(any, (const char *const[]){"d", "2024-01-01 "}, 1, "must be a date");
+    refused(any, (const char *const[]){"d", "2024-01-01T00:00"}, 1, "must be a date");
     refused(any, (const char *const[]){"b", "1"}, 1, "true or false");
     refused(any, (const char *const[]){"x", "3"}, 1, "must be one of 1.5, 2 (enum)");
     refused(any, (const char *const[]){"l", "1.5"}, 1, "parameter 'l' must be an integer");
