@@ -539,9 +539,10 @@ static void respond_error(struct dapi_req *r, int status, const char *msg)
 }
 
 /* The request head's headers and query-string arguments: the bytes of the headers, and
- * whether a name or value holds a NUL byte (a raw one in a header, %00 in the query string).
- * Everything after that byte would be invisible to the handlers, which read C strings, while
- * a proxy in front may have read the whole value: such a request is refused. */
+ * whether a name or value holds a NUL byte (%00 in the query string; libmicrohttpd itself
+ * cuts a header line at a raw one, invisibly). Everything after that byte would be invisible
+ * to the handlers, which read C strings, while a proxy in front may have read the whole
+ * value: such a request is refused. */
 struct head_scan {
     size_t header_bytes;
     int nul;
