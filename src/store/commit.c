@@ -226,16 +226,18 @@ static void half_start(struct store_commit *c, int h)
     c->seq++;
 }
 
-/* Makes the records of half h needless: the hook writes what only they hold, syncfs() makes
- * every file durable, then h's first record is invalidated, durably. Called without the lock
- * by the checkpointer, with it by store_commit_checkpoint. */
-static int retire(struct store_commit *c, int h, store_commit_hook_fn hook, void *hook_arg)
+/* Makes the records of halves from..to needless: the hook writes what only they hold,
+ * syncfs() makes every file durable, then each half's first record is invalidated, and one
+ * fdatasync makes that durable. Called without the lock by the checkpointer (one half), with
+ * it by store_commit_checkpoint (both). */
+static int retire(struct store_commit *c, int from, int to, store_commit_hook_fn hook,
+                  void *hook_arg)
 {
     static const unsigned char zero[REC_HEAD];
     if(hook)
         hook(hook_arg);
     int e = syncfs(c->dirfd) ? errno : 0;
-    if(!e)
+    for(int h = from; !e && h <= to; h++)
         e = pwrite_all(c->fd, zero, sizeof zero, (uint64_t)h * c->half);
     if(!e)
         e = default_sync(c->fd, NULL);
@@ -246,15 +248,10 @@ static int retire(struct store_commit *c, int h, store_commit_hook_fn hook, void
  * writing starts again in the first. */
 static int checkpoint_locked(struct store_commit *c)
 {
-    static const unsigned char zero[REC_HEAD];
     while(c->ckpt_run)
         pthread_cond_wait(&c->cond, &c->lock);
     int64_t t0 = dapi_clock_mono_us();
-    int e = retire(c, 0, c->hook, c->hook_arg);
-    if(!e)
-        e = pwrite_all(c->fd, zero, sizeof zero, c->half);
-    if(!e)
-        e = default_sync(c->fd, NULL);
+    int e = retire(c, 0, 1, c->hook, c->hook_arg);
     dapi_metrics_checkpoint(!e, dapi_clock_mono_us() - t0);
     if(e)
         return e;
@@ -281,7 +278,7 @@ static void *checkpointer(void *arg)
         c->ckpt_run = 1;
         pthread_mutex_unlock(&c->lock);
         int64_t t0 = dapi_clock_mono_us();
-        int e = retire(c, h, hook, hook_arg);
+        int e = retire(c, h, h, hook, hook_arg);
         dapi_metrics_checkpoint(!e, dapi_clock_mono_us() - t0);
         if(e)
             dapi_warn("store: a checkpoint of the creation log failed (the next one retries): "
