@@ -68,11 +68,44 @@ static int metrics_allowed(struct dapi_req *r, struct dapi_app *app)
     return 1;
 }
 
-static void pool_sample(struct dapi_buf *b, const char *name, struct dapi_pool *p)
+/* The pools' families: one sample per pool (check when the backend checks SQL, run). */
+static void pool_samples(struct dapi_buf *b, struct dapi_app *app)
 {
-    char labels[64];
-    snprintf(labels, sizeof labels, "pool=\"%s\"", name);
-    dapi_metrics_sample(b, "dapi_pool_jobs", labels, p ? (double)dapi_pool_load(p) : 0);
+    static const struct {
+        const char *name, *type, *help;
+    } fam[] = {
+        {"dapi_pool_jobs", "gauge", "jobs waiting or running in each worker pool"},
+        {"dapi_pool_workers", "gauge",
+         "worker threads of each pool, set-aside ones included (more than configured while "
+         "replacements run)"},
+        {"dapi_pool_overrunning_workers", "gauge",
+         "workers set aside because their job outlived its time limit"},
+        {"dapi_pool_overruns_total", "counter",
+         "jobs that outlived their time limit by the grace"},
+        {"dapi_pool_replacements_total", "counter", "replacement workers started"},
+    };
+    struct dapi_pool *pools[2] = {app->check_pool, app->run_pool};
+    static const char *const names[2] = {"check", "run"};
+    struct dapi_pool_stats st[2] = {{0}};
+    for(int i = 0; i < 2; i++)
+        if(pools[i])
+            dapi_pool_stats(pools[i], &st[i]);
+    for(size_t f = 0; f < sizeof fam / sizeof fam[0]; f++) {
+        if(fam[f].type[0] == 'g')
+            dapi_metrics_gauge(b, fam[f].name, fam[f].help);
+        else
+            dapi_metrics_counter(b, fam[f].name, fam[f].help);
+        for(int i = 0; i < 2; i++) {
+            if(i == 0 && !pools[0])
+                continue;
+            double v[] = {(double)(st[i].waiting + st[i].running), (double)st[i].workers,
+                          (double)st[i].overrunning, (double)st[i].overruns,
+                          (double)st[i].replacements};
+            char labels[64];
+            snprintf(labels, sizeof labels, "pool=\"%s\"", names[i]);
+            dapi_metrics_sample(b, fam[f].name, labels, v[f]);
+        }
+    }
 }
 
 void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unused)
@@ -113,10 +146,7 @@ void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unus
                        "per query that shares it)");
     dapi_metrics_sample(&b, "dapi_state_bytes", NULL,
                         app->queries ? (double)dapi_queries_bytes(app->queries) : 0);
-    dapi_metrics_gauge(&b, "dapi_pool_jobs", "jobs waiting or running in each worker pool");
-    if(app->check_pool)
-        pool_sample(&b, "check", app->check_pool);
-    pool_sample(&b, "run", app->run_pool);
+    pool_samples(&b, app);
 
     size_t len = 0;
     char *body = dapi_buf_take(&b, &len);

@@ -62,6 +62,10 @@ struct pending {
  * of long strings, or a hash table's directory, is allocated outside it. With the cap, such
  * an allocation fails inside DuckDB, which turns it into an "Out of Memory" error of that
  * query, instead of the kernel killing the server. */
+/* How long a query may go on after the watchdog interrupted it before its worker is set
+ * aside and replaced: an interrupt lands within milliseconds between chunks of rows. */
+#define OVERRUN_GRACE_MS 1000
+
 #if defined(__SANITIZE_ADDRESS__)
 #define DAPI_ASAN 1
 #elif defined(__has_feature)
@@ -405,10 +409,16 @@ static int serve_build(struct serve *s)
     }
     app->run_threads = (b->caps & DAPI_BACKEND_UPSTREAM) ? (int)cfg->upstream_workers
                                                          : cfg->workers;
+    /* A worker whose query outlives its time limit by a second (work the interrupt cannot
+     * reach) is set aside and replaced, up to as many replacements as the pool has workers
+     * (docs/design.md, "What a time limit cannot stop"). */
+    struct dapi_pool_watch check_watch = {dapi_econn_overrun_ms, OVERRUN_GRACE_MS, 2, 0};
+    struct dapi_pool_watch run_watch = {dapi_econn_overrun_ms, OVERRUN_GRACE_MS, app->run_threads,
+                                        0};
     if(dapi_engine_sync_lake(app->engine) ||
        ((b->caps & DAPI_BACKEND_CHECKS_SQL) &&
-        dapi_pool_start(&app->check_pool, "check", 2, app->engine)) ||
-       dapi_pool_start(&app->run_pool, "run", app->run_threads, app->engine)) {
+        dapi_pool_start_watched(&app->check_pool, "check", 2, app->engine, &check_watch)) ||
+       dapi_pool_start_watched(&app->run_pool, "run", app->run_threads, app->engine, &run_watch)) {
         fprintf(stderr, "dapi serve: cannot start the query workers\n");
         return START_FAILED;
     }

@@ -236,6 +236,11 @@ void dapi_metrics_gauge(struct dapi_buf *b, const char *name, const char *help)
     family(b, name, "gauge", help);
 }
 
+void dapi_metrics_counter(struct dapi_buf *b, const char *name, const char *help)
+{
+    family(b, name, "counter", help);
+}
+
 void dapi_metrics_sample(struct dapi_buf *b, const char *name, const char *labels, double v)
 {
     if(labels && *labels)

@@ -40,6 +40,8 @@ void dapi_metrics_count(const char *name, const char *help, uint64_t n);
 void dapi_metrics_render(struct dapi_buf *b);
 /* A gauge family's header (HELP and TYPE), then its samples with dapi_metrics_sample. */
 void dapi_metrics_gauge(struct dapi_buf *b, const char *name, const char *help);
+/* A counter family's header, for counters kept by their owners (pool overruns). */
+void dapi_metrics_counter(struct dapi_buf *b, const char *name, const char *help);
 /* One sample: labels is NULL or a preformatted label list without braces (e.g.
  * "pool=\"run\""); values are written in full precision. */
 void dapi_metrics_sample(struct dapi_buf *b, const char *name, const char *labels, double v);

@@ -46,6 +46,7 @@ static void *watchdog_run(void *arg)
                (e->aborting || (c->deadline_ms && now > c->deadline_ms) ||
                 (c->cancel && atomic_load(c->cancel)))) {
                 c->timed_out = 1;
+                c->interrupted_ms = now;
                 duckdb_interrupt(c->con);
             }
         struct timespec ts = dapi_clock_after(0, 50);
@@ -82,9 +83,20 @@ void dapi_engine_abort(struct dapi_engine *e)
     for(struct dapi_econn *c = e->conns; c; c = c->next)
         if(c->active && !c->timed_out) {
             c->timed_out = 1;
+            c->interrupted_ms = dapi_clock_mono_ms();
             duckdb_interrupt(c->con);
         }
     pthread_mutex_unlock(&e->conns_lock);
+}
+
+int64_t dapi_econn_overrun_ms(struct dapi_econn *c)
+{
+    pthread_mutex_lock(&c->e->conns_lock);
+    int64_t over = c->active && c->timed_out && !c->e->aborting
+                       ? dapi_clock_mono_ms() - c->interrupted_ms
+                       : 0;
+    pthread_mutex_unlock(&c->e->conns_lock);
+    return over > 0 ? over : 0;
 }
 
 static int aborting(struct dapi_engine *e)

@@ -196,6 +196,10 @@ enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, con
  * its deadline: the run returns DAPI_ERR_TIMEOUT): a cancelled query. The flag must outlive
  * the run; set NULL before it goes. */
 void dapi_econn_set_cancel(struct dapi_econn *c, const atomic_int *flag);
+/* Milliseconds since the watchdog interrupted the query c drives (its deadline passed, or it
+ * was cancelled) while c still drives it: work the interrupt does not reach. 0 when c drives
+ * nothing, was not interrupted, or the engine is shutting down. For a pool's overseer. */
+int64_t dapi_econn_overrun_ms(struct dapi_econn *c);
 
 /* Shutdown: interrupts every query running on e's connections now and any started later
  * (they fail with DAPI_ERR_BUSY). Thread-safe, irreversible. */

@@ -74,6 +74,7 @@ struct dapi_econn {
     int64_t deadline_ms;      /* 0 = none; guarded by e->conns_lock */
     int active;               /* a query is being driven */
     int timed_out;            /* set by the watchdog when it interrupted this connection */
+    int64_t interrupted_ms;   /* when it did (monotonic) */
     const atomic_int *cancel; /* set: the watchdog interrupts the query (e->conns_lock) */
     duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
     duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */

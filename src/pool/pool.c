@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 
 struct job {
@@ -18,8 +19,10 @@ struct worker {
     struct dapi_pool *p;
     pthread_t thread;
     struct dapi_econn *conn;
-    int started;
+    int started;  /* a thread was created in this slot (joined at stop or before reuse) */
+    int live;     /* that thread takes jobs (not retired) */
     int busy;     /* running a job (guarded by the pool's mu) */
+    int overran;  /* set aside: its job outlived its time limit (mu) */
     uint64_t tag; /* that job's tag */
 };
 
@@ -39,7 +42,18 @@ struct dapi_pool {
     size_t waiting, running;
     int stopping, drain, stopped;
     struct worker *w;
-    int n;
+    int n;     /* workers that take jobs when none overruns */
+    int slots; /* n plus room for replacements */
+    int live;  /* threads taking jobs, overrunning ones included */
+    int overrunning;
+    uint64_t overruns, replacements;
+    int short_warned; /* said that a replacement could not start (until one does) */
+    /* The overseer (dapi_pool_start_watched): sets aside workers whose job overruns. */
+    struct dapi_pool_watch watch;
+    struct dapi_engine *e;
+    pthread_t overseer;
+    int overseer_started;
+    pthread_cond_t ov_cv;
     char name[32];
 };
 
@@ -47,9 +61,20 @@ struct dapi_pool {
 static int running_with(const struct dapi_pool *p, uint64_t tag)
 {
     int n = 0;
-    for(int i = 0; i < p->n; i++)
+    for(int i = 0; i < p->slots; i++)
         n += p->w[i].busy && p->w[i].tag == tag;
     return n;
+}
+
+/* Does a job of this tag overrun now? Then the tag's other jobs wait (mu held). */
+static int held(const struct dapi_pool *p, uint64_t tag)
+{
+    if(!p->overrunning)
+        return 0;
+    for(int i = 0; i < p->slots; i++)
+        if(p->w[i].busy && p->w[i].overran && p->w[i].tag == tag)
+            return 1;
+    return 0;
 }
 
 static uint64_t last_served(const struct dapi_pool *p, uint64_t tag)
@@ -75,16 +100,19 @@ static void mark_served(struct dapi_pool *p, uint64_t tag)
     p->served[slot].seq = ++p->seq;
 }
 
-/* Takes the next job (mu held, queue not empty): the oldest job of the tag with the fewest
- * jobs running, and among those the tag served longest ago. With one tag this is FIFO; with
- * several, a tag that floods the queue takes turns with the others instead of making them
- * wait behind its backlog. */
+/* Takes the next job (mu held): the oldest job of the tag with the fewest jobs running, and
+ * among those the tag served longest ago; jobs of a tag that has one overrunning are passed
+ * over. NULL when no job may start. With one tag this is FIFO; with several, a tag that
+ * floods the queue takes turns with the others instead of making them wait behind its
+ * backlog. */
 static struct job *take(struct dapi_pool *p)
 {
     struct job **best = NULL;
     int best_n = 0;
     uint64_t best_seq = 0;
     for(struct job **jp = &p->head; *jp; jp = &(*jp)->next) {
+        if(held(p, (*jp)->tag))
+            continue;
         int n = running_with(p, (*jp)->tag);
         uint64_t seq = last_served(p, (*jp)->tag);
         if(!best || n < best_n || (n == best_n && seq < best_seq)) {
@@ -93,6 +121,8 @@ static struct job *take(struct dapi_pool *p)
             best_seq = seq;
         }
     }
+    if(!best)
+        return NULL;
     mark_served(p, (*best)->tag);
     struct job *j = *best;
     *best = j->next;
@@ -104,19 +134,38 @@ static struct job *take(struct dapi_pool *p)
     return j;
 }
 
+/* A job set aside has ended (mu held): its tag's jobs may start again, and the worker
+ * leaves the pool if the replacement made it one too many. Returns 1 if it leaves. */
+static int overrun_ended(struct dapi_pool *p, struct worker *w)
+{
+    w->overran = 0;
+    p->overrunning--;
+    pthread_cond_broadcast(&p->cv);
+    if(p->live - p->overrunning <= p->n)
+        return 0;
+    w->live = 0;
+    p->live--;
+    dapi_info("%s pool: a worker's overrunning job ended; the worker leaves (%d workers)", p->name,
+              p->live);
+    return 1;
+}
+
 static void *run(void *arg)
 {
     struct worker *w = arg;
     struct dapi_pool *p = w->p;
     pthread_mutex_lock(&p->mu);
     for(;;) {
-        while(!p->head && !p->stopping)
-            pthread_cond_wait(&p->cv, &p->mu);
-        if(!p->head || (p->stopping && !p->drain))
+        if(p->stopping && (!p->drain || !p->head))
             break;
-        struct job *j = take(p);
+        struct job *j = p->head ? take(p) : NULL;
+        if(!j) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
         p->waiting--;
-        p->running++;
+        if(!p->running++ && p->overseer_started)
+            pthread_cond_signal(&p->ov_cv);
         w->busy = 1;
         w->tag = j->tag;
         pthread_mutex_unlock(&p->mu);
@@ -125,6 +174,90 @@ static void *run(void *arg)
         pthread_mutex_lock(&p->mu);
         w->busy = 0;
         p->running--;
+        if(w->overran && overrun_ended(p, w))
+            break;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Starts a thread in slot i (mu held, released meanwhile): joins the one that left it, and
+ * connects the slot once. */
+static int spawn(struct dapi_pool *p, int i)
+{
+    struct worker *w = &p->w[i];
+    w->live = 1;
+    p->live++;
+    pthread_mutex_unlock(&p->mu);
+    if(w->started) {
+        pthread_join(w->thread, NULL); /* it left its loop: the join does not wait */
+        w->started = 0;
+    }
+    int ok = (w->conn || dapi_engine_connect(p->e, &w->conn) == DAPI_OK) &&
+             pthread_create(&w->thread, NULL, run, w) == 0;
+    pthread_mutex_lock(&p->mu);
+    if(!ok) {
+        w->live = 0;
+        p->live--;
+        return -1;
+    }
+    w->started = 1;
+    return 0;
+}
+
+/* Sets aside the workers whose job has overrun by the grace (mu held) and starts a
+ * replacement for each while there is room. */
+static void oversee_once(struct dapi_pool *p)
+{
+    for(int i = 0; i < p->slots; i++) {
+        struct worker *w = &p->w[i];
+        if(!w->busy || w->overran || !w->conn)
+            continue;
+        int64_t over = p->watch.probe(w->conn);
+        if(over < p->watch.grace_ms)
+            continue;
+        w->overran = 1;
+        p->overrunning++;
+        p->overruns++;
+        dapi_warn("%s pool: a job is still running %lld ms after its time limit stopped it "
+                  "(work the engine cannot interrupt); its worker is set aside and the key's "
+                  "other jobs wait until it ends",
+                  p->name, (long long)over);
+    }
+    while(!p->stopping && p->live - p->overrunning < p->n) {
+        int slot = -1;
+        for(int i = 0; i < p->slots && slot < 0; i++)
+            if(!p->w[i].live)
+                slot = i;
+        if(slot < 0 || spawn(p, slot)) {
+            if(!p->short_warned)
+                dapi_warn("%s pool: %d workers overrun and %s; the other keys' jobs wait", p->name,
+                          p->overrunning,
+                          slot < 0 ? "the replacements allowed (as many as the workers) run "
+                                     "already"
+                                   : "a replacement worker cannot start");
+            p->short_warned = 1;
+            return;
+        }
+        p->short_warned = 0;
+        p->replacements++;
+        dapi_info("%s pool: a replacement worker started (%d workers, %d overrunning)", p->name,
+                  p->live, p->overrunning);
+    }
+}
+
+static void *oversee(void *arg)
+{
+    struct dapi_pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    while(!p->stopping) {
+        if(!p->running) {
+            pthread_cond_wait(&p->ov_cv, &p->mu);
+            continue;
+        }
+        oversee_once(p);
+        struct timespec ts = dapi_clock_after(0, p->watch.interval_ms);
+        pthread_cond_timedwait(&p->ov_cv, &p->mu, &ts);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
@@ -133,25 +266,49 @@ static void *run(void *arg)
 enum dapi_err dapi_pool_start(struct dapi_pool **out, const char *name, int n,
                               struct dapi_engine *e)
 {
-    enum dapi_err result;
+    return dapi_pool_start_watched(out, name, n, e, NULL);
+}
+
+enum dapi_err dapi_pool_start_watched(struct dapi_pool **out, const char *name, int n,
+                                      struct dapi_engine *e, const struct dapi_pool_watch *watch)
+{
     struct dapi_pool *p = calloc(1, sizeof *p);
     *out = NULL;
-    if(!p || !(p->w = calloc((size_t)n, sizeof *p->w))) {
+    int slots = n + (watch ? watch->max_extra : 0);
+    if(!p || !(p->w = calloc((size_t)slots, sizeof *p->w))) {
         free(p);
         return DAPI_ERR_NOMEM;
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->ov_cv, NULL);
     snprintf(p->name, sizeof p->name, "%s", name);
     p->n = n;
-    for(int i = 0; i < n; i++) {
+    p->slots = slots;
+    p->e = e;
+    for(int i = 0; i < slots; i++)
         p->w[i].p = p;
-        if((result = dapi_engine_connect(e, &p->w[i].conn)) ||
-           pthread_create(&p->w[i].thread, NULL, run, &p->w[i])) {
-            dapi_pool_free(p);
-            return result ? result : DAPI_ERR_INTERNAL;
-        }
-        p->w[i].started = 1;
+    enum dapi_err result = DAPI_OK;
+    pthread_mutex_lock(&p->mu);
+    for(int i = 0; i < n && !result; i++) {
+        if((result = dapi_engine_connect(e, &p->w[i].conn)))
+            break;
+        if(spawn(p, i))
+            result = DAPI_ERR_INTERNAL;
+    }
+    if(!result && watch) {
+        p->watch = *watch;
+        if(p->watch.interval_ms <= 0)
+            p->watch.interval_ms = 100;
+        if(pthread_create(&p->overseer, NULL, oversee, p))
+            result = DAPI_ERR_INTERNAL;
+        else
+            p->overseer_started = 1;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if(result) {
+        dapi_pool_free(p);
+        return result;
     }
     *out = p;
     return DAPI_OK;
@@ -197,6 +354,18 @@ size_t dapi_pool_load(struct dapi_pool *p)
     return n;
 }
 
+void dapi_pool_stats(struct dapi_pool *p, struct dapi_pool_stats *out)
+{
+    pthread_mutex_lock(&p->mu);
+    out->waiting = p->waiting;
+    out->running = p->running;
+    out->workers = p->live;
+    out->overrunning = p->overrunning;
+    out->overruns = p->overruns;
+    out->replacements = p->replacements;
+    pthread_mutex_unlock(&p->mu);
+}
+
 void dapi_pool_stop(struct dapi_pool *p, int drain)
 {
     if(!p)
@@ -209,8 +378,12 @@ void dapi_pool_stop(struct dapi_pool *p, int drain)
     p->stopping = 1;
     p->drain = drain;
     pthread_cond_broadcast(&p->cv);
+    pthread_cond_broadcast(&p->ov_cv);
     pthread_mutex_unlock(&p->mu);
-    for(int i = 0; i < p->n; i++)
+    /* the overseer first: once it is gone no slot gets a new thread */
+    if(p->overseer_started)
+        pthread_join(p->overseer, NULL);
+    for(int i = 0; i < p->slots; i++)
         if(p->w[i].started)
             pthread_join(p->w[i].thread, NULL);
     /* whatever is left was never run: let each job release its resources */
@@ -226,7 +399,8 @@ void dapi_pool_stop(struct dapi_pool *p, int drain)
         free(j);
         j = next;
     }
-    for(int i = 0; i < p->n; i++) {
+    for(int i = 0; i < p->slots; i++) {
+        p->w[i].started = 0;
         dapi_econn_close(p->w[i].conn);
         p->w[i].conn = NULL;
     }
@@ -237,6 +411,7 @@ void dapi_pool_free(struct dapi_pool *p)
     if(!p)
         return;
     dapi_pool_stop(p, 0);
+    pthread_cond_destroy(&p->ov_cv);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p->w);

@@ -1,6 +1,15 @@
 /* A bounded pool of worker threads, each owning one engine connection. A job is a function,
  * its argument and a tag (the key it runs for). A free worker takes the oldest job of the tag
- * with the fewest jobs running: FIFO for one tag, fair between tags. */
+ * with the fewest jobs running: FIFO for one tag, fair between tags.
+ *
+ * A watched pool (dapi_pool_start_watched) also copes with jobs that outlive their time
+ * limit: work the engine's interrupt cannot reach (planning, one expression on one huge
+ * value) keeps a worker after the watchdog stopped its query. An overseer thread asks a probe
+ * how long ago each busy worker's query was interrupted; past the grace, the worker is set
+ * aside: a replacement worker (a new thread with its own connection) takes its place while
+ * there is room, and the jobs of that tag wait until the overrunning one ends, so a key cannot
+ * set aside worker after worker. When the job ends the worker leaves if the pool has its n
+ * without it. Other tags keep n workers; the CPU the overrunning work burns is not won back. */
 #ifndef DAPI_POOL_H
 #define DAPI_POOL_H
 
@@ -17,6 +26,21 @@ typedef void (*dapi_job_fn)(void *arg, struct dapi_econn *conn);
 /* Starts n workers, each with its own connection to e. `name` is used in logs. */
 enum dapi_err dapi_pool_start(struct dapi_pool **out, const char *name, int n,
                               struct dapi_engine *e);
+/* How a watched pool learns of overruns. */
+struct dapi_pool_watch {
+    /* Milliseconds since the query running on conn was interrupted while it still runs; 0
+     * when it was not (or is not running). Called with the pool's lock held: it may take
+     * only locks that are never held while calling into the pool. */
+    int64_t (*probe)(struct dapi_econn *conn);
+    int64_t grace_ms;    /* a worker is set aside once its probe says this much */
+    int max_extra;       /* replacements at most at once (>= 0) */
+    int64_t interval_ms; /* how often the overseer looks while jobs run (<= 0: 100) */
+};
+
+/* As dapi_pool_start; watch (copied) says how overruns are found, NULL: not watched. */
+enum dapi_err dapi_pool_start_watched(struct dapi_pool **out, const char *name, int n,
+                                      struct dapi_engine *e, const struct dapi_pool_watch *watch);
+
 /* Queues a job. If cap > 0 and cap jobs are already waiting, returns DAPI_ERR_BUSY and the
  * job is not queued (fn never runs). */
 enum dapi_err dapi_pool_submit(struct dapi_pool *p, dapi_job_fn fn, void *arg, size_t cap);
@@ -26,6 +50,13 @@ enum dapi_err dapi_pool_submit_tagged(struct dapi_pool *p, dapi_job_fn fn, void 
                                       uint64_t tag);
 /* Jobs waiting plus running. */
 size_t dapi_pool_load(struct dapi_pool *p);
+struct dapi_pool_stats {
+    size_t waiting, running;
+    int workers;                     /* threads taking jobs, overrunning ones included */
+    int overrunning;                 /* workers set aside now */
+    uint64_t overruns, replacements; /* since start */
+};
+void dapi_pool_stats(struct dapi_pool *p, struct dapi_pool_stats *out);
 /* Stops after the queued jobs are done (drain=1) or discards them (drain=0: each discarded
  * job is run with conn == NULL so it can release what it holds); joins the threads and
  * closes their connections. Later submissions get DAPI_ERR_BUSY. Idempotent. */

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import subprocess
+import threading
 import time
 
 import harness as h
@@ -346,3 +347,95 @@ def test_runs_take_turns_between_keys():
         finished = [x for x in a if ("query %s failed" % x) in log or ("query %s done" % x) in log]
         check(len(finished) <= 1, "key B was served after at most one of key A's queries, "
               "not after its backlog (%d of A's had finished)" % len(finished))
+
+
+# ----------------------------------------------------------------------------- overruns
+
+# One levenshtein of two 50,000-character strings: about 8 s of one core, in one call that
+# never looks at DuckDB's interrupt flag, so --query-timeout cannot stop it. In OVERRUN_RUN
+# the length depends on the row: the run computes it. In OVERRUN_CHECK it is constant: the
+# planner folds it while the query is checked.
+OVERRUN_RUN = "SELECT levenshtein(repeat('a', %d + r::INT * 0), repeat('b', 50000)) AS d FROM range(1) t(r)"
+OVERRUN_CHECK = "SELECT levenshtein(repeat('a', %d), repeat('b', 50000)) AS d"
+OVERRUN_ARGS = ["--workers", "2", "--duckdb-threads", "2", "--query-timeout", "1", "--shutdown-grace", "1"]
+
+
+def _pool_metric(s, name, pool):
+    r = s.request("GET", "/metrics")
+    expect_status(r, 200, "GET /metrics")
+    want = '%s{pool="%s"} ' % (name, pool)
+    for line in r.body.decode().splitlines():
+        if line.startswith(want):
+            return float(line[len(want):])
+    raise AssertionError("/metrics has no %s{pool=%r}" % (name, pool))
+
+
+def _wait_pool_metric(s, name, pool, value, what, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = _pool_metric(s, name, pool)
+        if v == value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("%s: %s{pool=%r} is %s after %.0f s, want %s" % (what, name, pool, v, timeout, value))
+        time.sleep(0.05)
+
+
+def _state(s, slug, key):
+    r = s.api("GET", "/api/queries/" + slug, key=key)
+    expect_status(r, 200, "status of " + slug)
+    return jparse(r)["state"]
+
+
+@h.timeout(120)
+def test_a_query_outliving_its_time_limit_does_not_hold_the_other_keys():
+    """Regression (attack review, F1): work DuckDB's interrupt cannot reach (one expression on
+    one huge value) went on past --query-timeout and kept its worker; two such queries of one
+    key took both run workers, and another key's SELECT 42 waited for them (42 s measured).
+    Now a worker whose query is still running a second after the watchdog stopped it is set
+    aside and a replacement serves the others; the overrunning key's own next query waits
+    until its overruns end, so it cannot set aside worker after worker."""
+    with Server(keys=[KEY_A, KEY_B], args=OVERRUN_ARGS, name="fair-overrun") as s:
+        slow = [s.create(OVERRUN_RUN % (50000 + i), key=KEY_A) for i in range(2)]
+        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 2, "both of A's queries overrun")
+        eq(_pool_metric(s, "dapi_pool_workers", "run"), 4, "run workers with two replacements")
+        a_next = s.create("SELECT 7 AS x", key=KEY_A)
+        b = s.create("SELECT 42 AS x", key=KEY_B)
+        eq(s.page(b, key=KEY_B), [{"x": 42}], "key B's rows")
+        eq([_state(s, x, KEY_A) for x in slow], ["running", "running"],
+           "key B was served while both of key A's queries were still running")
+        eq(s.page(a_next, key=KEY_A), [{"x": 7}], "key A's next query, once its overruns ended")
+        eq([_state(s, x, KEY_A) for x in slow], ["failed", "failed"],
+           "key A's next query ran only after its overrunning ones had ended")
+        for x in slow:
+            expect_status(s.results(x, 1, key=KEY_A), 504, "an overrun query's results")
+        _wait_pool_metric(s, "dapi_pool_workers", "run", 2, "the set-aside workers left")
+        eq(_pool_metric(s, "dapi_pool_overruns_total", "run"), 2, "overruns counted")
+        eq(_pool_metric(s, "dapi_pool_replacements_total", "run"), 2, "replacements counted")
+        check("its worker is set aside" in s.stderr_text(), "the overrun is logged")
+
+
+@h.timeout(120)
+def test_a_check_outliving_its_time_limit_does_not_hold_the_other_keys():
+    """The same in the check pool: a constant the planner folds while the query is checked
+    (the attack review's check answered 504 after 28 s, and another key's SELECT 42 waited
+    65 s to be created). Both check workers are set aside and replaced; key B's creation is
+    answered while key A's are still being checked."""
+    with Server(keys=[KEY_A, KEY_B], args=OVERRUN_ARGS, name="fair-overcheck") as s:
+        answers = {}
+
+        def create(i):
+            answers[i] = s.create_resp({"sql_query": OVERRUN_CHECK % (50000 + i)}, key=KEY_A)
+
+        threads = [threading.Thread(target=create, args=(i,), daemon=True) for i in range(2)]
+        for t in threads:
+            t.start()
+        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "check", 2, "both of A's checks overrun")
+        eq(s.query("SELECT 42 AS x", key=KEY_B), [{"x": 42}], "key B's query")
+        eq(len(answers), 0, "key B was answered while key A's creations were still being checked")
+        for t in threads:
+            t.join(90)
+        for i in range(2):
+            check(i in answers, "key A's creation %d was answered" % i)
+            expect_error(answers[i], 504, None)
+        _wait_pool_metric(s, "dapi_pool_workers", "check", 2, "the set-aside check workers left")

@@ -2,6 +2,7 @@
  * (CSV / TSV / NDJSON / Parquet tables, kept in sync with the disk), running through a sink,
  * deadlines, and types without a native rendering. */
 #include <malloc.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -652,6 +653,68 @@ static void test_deadline(void)
     collect_free(&c);
 }
 
+/* ---- work the interrupt cannot reach: dapi_econn_overrun_ms ----------------------------- */
+
+struct slow_run {
+    struct dapi_econn *c;
+    int64_t deadline_ms;
+    enum dapi_err result;
+};
+
+static void *slow_thread(void *arg)
+{
+    struct slow_run *s = arg;
+    struct collect c;
+    collect_init(&c);
+    char *msg = NULL;
+    /* one levenshtein of two 30,000-character strings: about 3 s in one call that never
+     * looks at the interrupt flag (the length depends on the row, so it is not folded) */
+    s->result = dapi_engine_run(s->c,
+                                "SELECT levenshtein(repeat('a', 30000 + r::INT * 0), "
+                                "repeat('b', 30000)) AS d FROM range(1) t(r)",
+                                NULL, s->deadline_ms, &collect_sink, &c, &msg);
+    free(msg);
+    collect_free(&c);
+    return NULL;
+}
+
+/* The watchdog interrupts at the deadline, but the query goes on: the probe says for how
+ * long since, and 0 once it has ended (a pool sets such a worker aside). An interruptible
+ * query that timed out, or one idle connection, never shows an overrun. */
+static void test_overrun_probe(void)
+{
+    struct dapi_econn *c2 = NULL;
+    T_EQ_INT(dapi_engine_connect(eng, &c2), DAPI_OK);
+    if(!c2)
+        return;
+    T_EQ_INT(dapi_econn_overrun_ms(c2), 0);
+    struct slow_run s = {c2, dapi_clock_mono_ms() + 100, DAPI_OK};
+    pthread_t th;
+    T_EQ_INT(pthread_create(&th, NULL, slow_thread, &s), 0);
+    int64_t seen = 0, t0 = dapi_clock_mono_ms();
+    while(seen < 200 && dapi_clock_mono_ms() - t0 < 60000) {
+        int64_t over = dapi_econn_overrun_ms(c2);
+        seen = over > seen ? over : seen;
+        struct timespec ms = {0, 10000000};
+        nanosleep(&ms, NULL);
+    }
+    pthread_join(th, NULL);
+    T_CHECK(seen >= 200, "an overrun of at least 200 ms was seen (%lld ms)", (long long)seen);
+    T_EQ_INT(s.result, DAPI_ERR_TIMEOUT);
+    T_EQ_INT(dapi_econn_overrun_ms(c2), 0);
+    /* the deadline test's query stops at the interrupt: no overrun after it */
+    struct collect c;
+    collect_init(&c);
+    char *msg = NULL;
+    T_EQ_INT(dapi_engine_run(c2, "SELECT count(*) FROM range(10000000000)", NULL,
+                             dapi_clock_mono_ms() - 1, &collect_sink, &c, &msg),
+             DAPI_ERR_TIMEOUT);
+    collect_free(&c);
+    free(msg);
+    T_EQ_INT(dapi_econn_overrun_ms(c2), 0);
+    dapi_econn_close(c2);
+}
+
 /* Running a query does not leak: measured on the C heap (DuckDB's own allocator is not
  * counted) over many runs of a query with an 8000-byte column name. */
 static void test_no_leak(void)
@@ -767,6 +830,7 @@ int main(void)
     test_timetz();
     test_error_position();
     test_deadline();
+    test_overrun_probe();
     test_no_leak();
     test_open_errors();
     test_sample();

@@ -1,6 +1,7 @@
 /* The worker pool (src/pool/pool.c) on a real engine: every job runs once with a connection,
  * FIFO order, the queue cap, the load count, stop with and without draining, idempotent stop,
- * free. Jobs that must stay running wait on a gate the test opens; nothing sleeps. */
+ * free; a watched pool's replacement of workers whose job overruns. Jobs that must stay running
+ * wait on a gate the test opens; nothing sleeps but the checks that a held job stays queued. */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -486,6 +487,205 @@ static void test_stop_drain(void)
     gate_destroy(&g);
 }
 
+/* ---- overruns (a watched pool) --------------------------------------------------------- */
+
+/* The fake probe: a gate job's connection counts as overrunning by 5 s while the gate is
+ * closed and the test has marked it (as the engine would once the watchdog interrupted a
+ * query that goes on). */
+static pthread_mutex_t stuck_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct dapi_econn *stuck[4];
+
+static void mark_stuck(struct dapi_econn *c, int on)
+{
+    pthread_mutex_lock(&stuck_mu);
+    for(int i = 0; i < 4; i++)
+        if(on ? !stuck[i] : stuck[i] == c) {
+            stuck[i] = on ? c : NULL;
+            break;
+        }
+    pthread_mutex_unlock(&stuck_mu);
+}
+
+static int64_t fake_probe(struct dapi_econn *c)
+{
+    int64_t over = 0;
+    pthread_mutex_lock(&stuck_mu);
+    for(int i = 0; i < 4; i++)
+        if(c && stuck[i] == c)
+            over = 5000;
+    pthread_mutex_unlock(&stuck_mu);
+    return over;
+}
+
+/* The overrunning gate job: marks its connection stuck until its gate opens. */
+static void stuck_job(void *arg, struct dapi_econn *conn)
+{
+    if(conn)
+        mark_stuck(conn, 1);
+    gate_job(arg, conn);
+    if(conn)
+        mark_stuck(conn, 0);
+}
+
+static const struct dapi_pool_watch fake_watch = {fake_probe, 1000, 1, 5};
+
+/* Waits (at most 5 s) until pred holds of the pool's numbers. */
+static int wait_stats(struct dapi_pool *p, int workers, int overrunning,
+                      struct dapi_pool_stats *st)
+{
+    for(int spins = 0; spins < 5000; spins++) {
+        dapi_pool_stats(p, st);
+        if(st->workers == workers && st->overrunning == overrunning)
+            return 1;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    return 0;
+}
+
+static int wait_runs(struct rec *r, int n)
+{
+    for(int spins = 0; spins < 5000 && atomic_load(&r->runs) < n; spins++) {
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);
+    }
+    return atomic_load(&r->runs) >= n;
+}
+
+/* A job that outlives its time limit does not keep other keys waiting: its worker is set
+ * aside and a replacement with its own connection serves the queue; the overrunning key's
+ * other jobs wait until it ends; then the pool is back to its size. Unwatched (the old pool),
+ * B's job waited for the gate. */
+static void test_overrun_replaced(void)
+{
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start_watched(&p, "t-over", 1, eng, &fake_watch), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "the overrunning job started");
+    static struct rec a2, b, b2;
+    memset(&a2, 0, sizeof a2);
+    memset(&b, 0, sizeof b);
+    memset(&b2, 0, sizeof b2);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &a2, 0, 0xA), DAPI_OK); /* A's next */
+    T_EQ_INT(dapi_pool_submit_tagged(p, query_job, &b, 0, 0xB), DAPI_OK);
+    T_CHECK(wait_runs(&b, 1), "B's job ran while A's overran (runs %d)", atomic_load(&b.runs));
+    T_EQ_INT(atomic_load(&b.usable), 1); /* on a connection of its own that works */
+    struct dapi_pool_stats st;
+    T_CHECK(wait_stats(p, 2, 1, &st), "2 workers, 1 set aside: %d, %d", st.workers,
+            st.overrunning);
+    T_EQ_INT(st.overruns, 1);
+    T_EQ_INT(st.replacements, 1);
+    /* B goes on being served; A's next job waits while A's first overruns */
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &b2, 0, 0xB), DAPI_OK);
+    T_CHECK(wait_runs(&b2, 1), "B's second job ran");
+    struct timespec settle = {0, 200000000};
+    nanosleep(&settle, NULL);
+    T_EQ_INT(atomic_load(&a2.runs), 0);
+    dapi_pool_stats(p, &st);
+    T_EQ_INT(st.waiting, 1);
+    /* A's overrun ends: A's job runs, and the set-aside worker leaves */
+    gate_release(&g);
+    T_CHECK(wait_runs(&a2, 1), "A's next job ran once A's overrun ended");
+    T_CHECK(wait_stats(p, 1, 0, &st), "back to 1 worker: %d, %d set aside", st.workers,
+            st.overrunning);
+    /* the slot is reused by the next replacement */
+    struct gate g2;
+    gate_init(&g2);
+    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g2, 0, 0xC), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g2), "a second overrunning job started");
+    static struct rec b3;
+    memset(&b3, 0, sizeof b3);
+    T_EQ_INT(dapi_pool_submit_tagged(p, query_job, &b3, 0, 0xB), DAPI_OK);
+    T_CHECK(wait_runs(&b3, 1), "B's job ran beside the second overrun");
+    T_EQ_INT(atomic_load(&b3.usable), 1);
+    dapi_pool_stats(p, &st);
+    T_EQ_INT(st.replacements, 2);
+    gate_release(&g2);
+    dapi_pool_stop(p, 1);
+    dapi_pool_free(p);
+    gate_destroy(&g);
+    gate_destroy(&g2);
+}
+
+/* Replacements are bounded: with room for one, a second key's overrun leaves the pool short
+ * until one ends; nothing queued is lost, and a draining stop runs held jobs once their
+ * key's overrun ends. */
+static void test_overrun_bounded(void)
+{
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start_watched(&p, "t-bound", 1, eng, &fake_watch), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g1, g2;
+    gate_init(&g1);
+    gate_init(&g2);
+    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g1, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g1), "A's overrunning job started");
+    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g2, 0, 0xB), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g2), "B's overrunning job started on the replacement");
+    struct dapi_pool_stats st;
+    T_CHECK(wait_stats(p, 2, 2, &st), "2 workers, both set aside: %d, %d", st.workers,
+            st.overrunning);
+    static struct rec a2, c;
+    memset(&a2, 0, sizeof a2);
+    memset(&c, 0, sizeof c);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &a2, 0, 0xA), DAPI_OK);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &c, 0, 0xC), DAPI_OK);
+    struct timespec settle = {0, 200000000};
+    nanosleep(&settle, NULL);
+    dapi_pool_stats(p, &st);
+    T_EQ_INT(st.workers, 2); /* no third */
+    T_EQ_INT(st.replacements, 1);
+    T_EQ_INT(atomic_load(&c.runs), 0);
+    /* B's ends: its worker stays (the pool would be short without it) and serves C */
+    gate_release(&g2);
+    T_CHECK(wait_runs(&c, 1), "C's job ran once B's overrun ended");
+    T_EQ_INT(atomic_load(&a2.runs), 0); /* still held */
+    /* a draining stop waits for A's overrun to end, then runs A's held job */
+    struct stopper s = {p, 1, 0};
+    pthread_create(&s.th, NULL, stop_thread, &s);
+    nanosleep(&settle, NULL);
+    gate_release(&g1);
+    pthread_join(s.th, NULL);
+    T_EQ_INT(atomic_load(&a2.runs), 1);
+    T_EQ_INT(atomic_load(&a2.with_conn), 1);
+    dapi_pool_free(p);
+    gate_destroy(&g1);
+    gate_destroy(&g2);
+}
+
+/* A discarding stop releases a held job (conn NULL) once the overrun it waited for ends. */
+static void test_overrun_stop_discard(void)
+{
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start_watched(&p, "t-odisc", 1, eng, &fake_watch), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "the overrunning job started");
+    struct dapi_pool_stats st;
+    T_CHECK(wait_stats(p, 2, 1, &st), "replaced: %d, %d", st.workers, st.overrunning);
+    static struct rec a2;
+    memset(&a2, 0, sizeof a2);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &a2, 0, 0xA), DAPI_OK);
+    struct stopper s = {p, 0, 0};
+    pthread_create(&s.th, NULL, stop_thread, &s);
+    struct timespec settle = {0, 100000000};
+    nanosleep(&settle, NULL);
+    gate_release(&g);
+    pthread_join(s.th, NULL);
+    T_EQ_INT(atomic_load(&a2.runs), 1);
+    T_EQ_INT(atomic_load(&a2.null_conn), 1);
+    dapi_pool_free(p);
+    gate_destroy(&g);
+}
+
 static void test_free_without_stop(void)
 {
     /* dapi_pool_free stops first: queued jobs are released (conn == NULL), none is lost. */
@@ -532,6 +732,9 @@ int main(void)
         test_stop_discard_idle();
         test_stop_drain();
         test_free_without_stop();
+        test_overrun_replaced();
+        test_overrun_bounded();
+        test_overrun_stop_discard();
         dapi_engine_close(eng);
     }
     t_rm_rf(lake.root);
