@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "app/app.h"
@@ -65,6 +66,9 @@ struct pending {
 /* How long a query may go on after the watchdog interrupted it before its worker is set
  * aside and replaced: an interrupt lands within milliseconds between chunks of rows. */
 #define OVERRUN_GRACE_MS 1000
+/* How long a stop waits for the workers once every query was interrupted: those still
+ * running then are in such work, which could take hours. */
+#define STOP_WAIT_MS 5000
 
 #if defined(__SANITIZE_ADDRESS__)
 #define DAPI_ASAN 1
@@ -158,6 +162,7 @@ struct serve {
     struct dapi_jwt_opts jwt;     /* --jwt-audience, --jwt-issuer, skew, default layers */
     struct stat endpoints_st;     /* --endpoints-file as last read (a change reloads it) */
     int endpoints_lock_made;
+    int left_running; /* the stop left workers running work it cannot interrupt */
 };
 
 /* Reads --endpoints-file and checks every endpoint with a connection of its own; on success
@@ -656,18 +661,36 @@ static void serve_shutdown(struct serve *s, int sig)
         dapi_clock_sleep_ms(20);
     }
     atomic_store(&app->stopping, 1);
-    dapi_probe_stop(app->probe);        /* before the abort, which would fail a probe in flight */
-    dapi_engine_abort(app->engine);     /* running queries stop; queued ones never start */
-    dapi_httpc_abort_all();             /* upstream calls in flight stop too */
-    dapi_pool_stop(app->check_pool, 0); /* later submissions are refused with 503 */
-    dapi_queries_flush(app->queries);   /* creations waiting for their sync are answered */
-    dapi_pool_stop(app->run_pool, 0);
+    dapi_probe_stop(app->probe);    /* before the abort, which would fail a probe in flight */
+    dapi_engine_abort(app->engine); /* running queries stop; queued ones never start */
+    dapi_httpc_abort_all();         /* upstream calls in flight stop too */
+    /* later submissions are refused with 503 */
+    s->left_running = dapi_pool_stop_within(app->check_pool, 0, STOP_WAIT_MS) != DAPI_OK;
+    dapi_queries_flush(app->queries); /* creations waiting for their sync are answered */
+    s->left_running |= dapi_pool_stop_within(app->run_pool, 0, STOP_WAIT_MS) != DAPI_OK;
     dapi_emu_quiesce(app);
     dapi_queries_cancel_waiters(app->queries);
     /* resumed connections need a moment to send their answers */
     until = dapi_clock_mono_ms() + 2000;
     while(dapi_http_inflight(app->http) > 0 && dapi_clock_mono_ms() < until)
         dapi_clock_sleep_ms(10);
+}
+
+/* The stop after serve_shutdown when workers are still running work DuckDB cannot interrupt:
+ * neither they nor the engine they are in can be freed, so the process ends here. Everything
+ * accepted is durable already (the creation log); the queries cut are run again at the next
+ * start, as after a crash, which also counts them for the crash-loop guard. */
+static _Noreturn void serve_leave(struct serve *s)
+{
+    struct dapi_app *app = &s->app;
+    dapi_http_stop(app->http);
+    keystore_flush(s, 0);
+    dapi_warn("stopping without waiting for work the engine cannot interrupt (%d s after "
+              "the queries were stopped); the queries it belongs to run again at the next "
+              "start",
+              STOP_WAIT_MS / 1000);
+    dapi_log_close();
+    _exit(0);
 }
 
 /* Frees whatever serve_build built (all of it, or as far as it got), and the configuration. */
@@ -712,6 +735,8 @@ int dapi_serve_main(int argc, char **argv)
     code = serve_build(&s);
     if(code == BUILT)
         serve_shutdown(&s, serve_run(&s));
+    if(s.left_running)
+        serve_leave(&s);
     serve_free(&s, code);
     return code;
 }

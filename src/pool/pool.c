@@ -53,6 +53,7 @@ struct dapi_pool {
     struct dapi_engine *e;
     pthread_t overseer;
     int overseer_started;
+    int overseer_joined; /* by the stop (its thread only) */
     pthread_cond_t ov_cv;
     char name[32];
 };
@@ -366,14 +367,14 @@ void dapi_pool_stats(struct dapi_pool *p, struct dapi_pool_stats *out)
     pthread_mutex_unlock(&p->mu);
 }
 
-void dapi_pool_stop(struct dapi_pool *p, int drain)
+enum dapi_err dapi_pool_stop_within(struct dapi_pool *p, int drain, int64_t ms)
 {
     if(!p)
-        return;
+        return DAPI_OK;
     pthread_mutex_lock(&p->mu);
     if(p->stopped) {
         pthread_mutex_unlock(&p->mu);
-        return;
+        return DAPI_OK;
     }
     p->stopping = 1;
     p->drain = drain;
@@ -381,17 +382,29 @@ void dapi_pool_stop(struct dapi_pool *p, int drain)
     pthread_cond_broadcast(&p->ov_cv);
     pthread_mutex_unlock(&p->mu);
     /* the overseer first: once it is gone no slot gets a new thread */
-    if(p->overseer_started)
+    if(p->overseer_started && !p->overseer_joined) {
         pthread_join(p->overseer, NULL);
-    for(int i = 0; i < p->slots; i++)
-        if(p->w[i].started)
+        p->overseer_joined = 1;
+    }
+    struct timespec until = dapi_clock_after(0, ms > 0 ? ms : 0);
+    int left = 0;
+    for(int i = 0; i < p->slots; i++) {
+        if(!p->w[i].started)
+            continue;
+        if(ms < 0)
             pthread_join(p->w[i].thread, NULL);
+        else if(pthread_timedjoin_np(p->w[i].thread, NULL, &until)) {
+            left++;
+            continue;
+        }
+        p->w[i].started = 0;
+    }
     /* whatever is left was never run: let each job release its resources */
     pthread_mutex_lock(&p->mu);
     struct job *j = p->head;
     p->head = p->tail = NULL;
     p->waiting = 0;
-    p->stopped = 1;
+    p->stopped = !left;
     pthread_mutex_unlock(&p->mu);
     while(j) {
         struct job *next = j->next;
@@ -399,11 +412,21 @@ void dapi_pool_stop(struct dapi_pool *p, int drain)
         free(j);
         j = next;
     }
+    if(left) {
+        dapi_warn("%s pool: %d %s still running work the engine cannot interrupt", p->name, left,
+                  left == 1 ? "worker is" : "workers are");
+        return DAPI_ERR_TIMEOUT;
+    }
     for(int i = 0; i < p->slots; i++) {
-        p->w[i].started = 0;
         dapi_econn_close(p->w[i].conn);
         p->w[i].conn = NULL;
     }
+    return DAPI_OK;
+}
+
+void dapi_pool_stop(struct dapi_pool *p, int drain)
+{
+    dapi_pool_stop_within(p, drain, -1);
 }
 
 void dapi_pool_free(struct dapi_pool *p)

@@ -61,6 +61,11 @@ void dapi_pool_stats(struct dapi_pool *p, struct dapi_pool_stats *out);
  * job is run with conn == NULL so it can release what it holds); joins the threads and
  * closes their connections. Later submissions get DAPI_ERR_BUSY. Idempotent. */
 void dapi_pool_stop(struct dapi_pool *p, int drain);
+/* The same, but gives the workers at most ms milliseconds (< 0: no limit) to end. Returns
+ * DAPI_ERR_TIMEOUT if some are still running a job then (work the engine cannot interrupt):
+ * the queued jobs are released all the same, but the pool is not stopped and must not be
+ * freed while the process lives (a later stop waits for them again). */
+enum dapi_err dapi_pool_stop_within(struct dapi_pool *p, int drain, int64_t ms);
 /* Frees a stopped pool (stops it first if needed). */
 void dapi_pool_free(struct dapi_pool *p);
 

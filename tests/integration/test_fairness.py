@@ -439,3 +439,27 @@ def test_a_check_outliving_its_time_limit_does_not_hold_the_other_keys():
             check(i in answers, "key A's creation %d was answered" % i)
             expect_error(answers[i], 504, None)
         _wait_pool_metric(s, "dapi_pool_workers", "check", 2, "the set-aside check workers left")
+
+
+@h.timeout(120)
+def test_a_stop_does_not_wait_for_work_the_time_limit_cannot_stop():
+    """A SIGTERM interrupts every query and then waited for the workers, so work DuckDB's
+    interrupt cannot reach (here a levenshtein of 150,000-character strings: over a minute)
+    kept the process for as long. Now the stop gives the workers 5 s, logs that it leaves
+    the rest, and exits with status 0. Nothing accepted is lost: at the next start the
+    finished query is served and the cut one is run again, as after a crash."""
+    big = "SELECT levenshtein(repeat('a', 150000 + r::INT * 0), repeat('b', 150000)) AS d FROM range(1) t(r)"
+    s = Server(keys=[KEY_A], args=OVERRUN_ARGS, name="fair-overstop")
+    try:
+        done = s.create("SELECT 5 AS x", key=KEY_A)
+        eq(s.page(done, key=KEY_A), [{"x": 5}], "a finished query")
+        cut = s.create(big, key=KEY_A)
+        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 1, "the big query overruns")
+        s.stop(timeout=20)  # asserts exit status 0 within 20 s
+        check("stopping without waiting for work the engine cannot interrupt" in s.stderr_text(),
+              "the stop says what it left")
+        s.start()
+        eq(s.page(done, key=KEY_A), [{"x": 5}], "the finished query after the restart")
+        check(_state(s, cut, KEY_A) in ("queued", "running"), "the cut query is run again")
+    finally:
+        s.kill()

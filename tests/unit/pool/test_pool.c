@@ -686,6 +686,33 @@ static void test_overrun_stop_discard(void)
     gate_destroy(&g);
 }
 
+/* A stop with a limit: a worker still in its job after it is reported (the pool is left
+ * running, its queued jobs released); once the job ends, a stop without limit completes. */
+static void test_stop_within(void)
+{
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start_watched(&p, "t-within", 2, eng, &fake_watch), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "the overrunning job started");
+    static struct rec held_job;
+    memset(&held_job, 0, sizeof held_job);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &held_job, 0, 0xA), DAPI_OK);
+    T_EQ_INT(dapi_pool_stop_within(p, 0, 100), DAPI_ERR_TIMEOUT);
+    T_EQ_INT(atomic_load(&held_job.runs), 1); /* released, not run */
+    T_EQ_INT(atomic_load(&held_job.null_conn), 1);
+    T_EQ_INT(dapi_pool_submit(p, count_job, &held_job, 0), DAPI_ERR_BUSY);
+    gate_release(&g);
+    T_EQ_INT(dapi_pool_stop_within(p, 0, 5000), DAPI_OK);
+    T_EQ_INT(g.ran, 1);
+    T_EQ_INT(dapi_pool_stop_within(p, 0, 0), DAPI_OK); /* stopped: idempotent */
+    dapi_pool_free(p);
+    gate_destroy(&g);
+}
+
 static void test_free_without_stop(void)
 {
     /* dapi_pool_free stops first: queued jobs are released (conn == NULL), none is lost. */
@@ -735,6 +762,7 @@ int main(void)
         test_overrun_replaced();
         test_overrun_bounded();
         test_overrun_stop_discard();
+        test_stop_within();
         dapi_engine_close(eng);
     }
     t_rm_rf(lake.root);
