@@ -538,27 +538,6 @@ static void respond_error(struct dapi_req *r, int status, const char *msg)
     dapi_req_respond(r, status, body, body ? len : 0, NULL, NULL);
 }
 
-/* The request head's headers and query-string arguments: the bytes of the headers, and
- * whether a name or value holds a NUL byte (%00 in the query string; libmicrohttpd itself
- * cuts a header line at a raw one, invisibly). Everything after that byte would be invisible
- * to the handlers, which read C strings, while a proxy in front may have read the whole
- * value: such a request is refused. */
-struct head_scan {
-    size_t header_bytes;
-    int nul;
-};
-
-static enum MHD_Result scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
-                                  size_t key_size, const char *value, size_t value_size)
-{
-    struct head_scan *hs = cls;
-    size_t klen = strlen(key), vlen = value ? strlen(value) : 0;
-    if(kind == MHD_HEADER_KIND)
-        hs->header_bytes += key_size + value_size + 4;
-    hs->nul |= klen != key_size || vlen != value_size;
-    return MHD_YES;
-}
-
 enum { LEN_OK, LEN_BAD, LEN_HUGE };
 
 /* A Content-Length value: digits only (no sign, no list). LEN_HUGE: digits, but more than
@@ -582,57 +561,88 @@ static int parse_length(const char *v, uint64_t *out)
     return huge ? LEN_HUGE : LEN_OK;
 }
 
-struct framing {
-    int lengths, codings; /* Content-Length / Transfer-Encoding headers seen */
-    int length_state;     /* LEN_* of the worst one */
+/* The request head's headers and query-string arguments, in one pass. */
+struct head_scan {
+    size_t header_bytes;
+    int nul;                      /* a name or value holds a NUL byte */
+    int api_keys, authorizations; /* credential headers */
+    int lengths, codings;         /* Content-Length / Transfer-Encoding headers */
+    int length_state;             /* LEN_* of the worst Content-Length */
     int lengths_differ;
     int coding_unknown; /* a Transfer-Encoding other than exactly "chunked" */
     uint64_t length;
 };
 
-static enum MHD_Result scan_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *value)
+static enum MHD_Result scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
 {
-    struct framing *f = cls;
+    struct head_scan *hs = cls;
+    size_t klen = strlen(key), vlen = value ? strlen(value) : 0;
+    hs->nul |= klen != key_size || vlen != value_size;
+    if(kind != MHD_HEADER_KIND)
+        return MHD_YES;
+    hs->header_bytes += key_size + value_size + 4;
+    hs->api_keys += strcasecmp(key, "x-api-key") == 0;
+    hs->authorizations += strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0;
     if(strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         uint64_t n = 0;
         int st = parse_length(value, &n);
-        if(st > f->length_state)
-            f->length_state = st;
-        if(st == LEN_OK && f->lengths && n != f->length)
-            f->lengths_differ = 1;
+        if(st > hs->length_state)
+            hs->length_state = st;
+        if(st == LEN_OK && hs->lengths && n != hs->length)
+            hs->lengths_differ = 1;
         if(st == LEN_OK)
-            f->length = n;
-        f->lengths++;
+            hs->length = n;
+        hs->lengths++;
     } else if(strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
         if(!value || strcasecmp(value, "chunked") != 0)
-            f->coding_unknown = 1;
-        f->codings++;
+            hs->coding_unknown = 1;
+        hs->codings++;
     }
     return MHD_YES;
 }
 
-/* What is wrong with the way the request delimits its body, or NULL. Once that is
- * ambiguous, nothing after the head can be trusted to belong to this request (the classic
- * request-smuggling confusion between a proxy and a server), so such requests are refused
- * and their connection closed. libmicrohttpd 0.9.75 alone would use Transfer-Encoding and
- * ignore Content-Length, wait forever for the end of a body in a coding it cannot decode,
- * and silently use the first of two different Content-Lengths. */
-static const char *framing_error(struct MHD_Connection *conn, int *status)
+/* What is wrong with the request head, or NULL; *status says how to answer. framing_only:
+ * the first point only.
+ *  - The way the request delimits its body. Once that is ambiguous, nothing after the head
+ *    can be trusted to belong to this request (the classic request-smuggling confusion
+ *    between a proxy and a server). libmicrohttpd 0.9.75 alone would use Transfer-Encoding
+ *    and ignore Content-Length, wait forever for the end of a body in a coding it cannot
+ *    decode, and silently use the first of two different Content-Lengths.
+ *  - The headers' size, then a NUL byte in a name or value (%00 in the query string;
+ *    libmicrohttpd itself cuts a header line at a raw one, invisibly): everything after it
+ *    would be invisible to the handlers, which read C strings, while a proxy in front may
+ *    have read the whole value.
+ *  - Two x-api-key or Authorization headers: which one a proxy in front checked is not
+ *    known, so none is used. */
+static const char *head_error(struct MHD_Connection *conn, int framing_only,
+                              size_t max_header_bytes, int *status)
 {
-    struct framing f = {0};
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, scan_framing, &f);
+    struct head_scan hs = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, scan_value, &hs);
     *status = 400;
-    if(f.lengths && f.codings)
+    if(hs.lengths && hs.codings)
         return "Content-Length and Transfer-Encoding together";
-    if(f.coding_unknown || f.codings > 1)
+    if(hs.coding_unknown || hs.codings > 1)
         return "Unsupported Transfer-Encoding";
-    if(f.length_state == LEN_HUGE && f.lengths == 1) {
+    if(hs.length_state == LEN_HUGE && hs.lengths == 1) {
         *status = 413;
         return "Request body too large";
     }
-    if(f.length_state != LEN_OK || f.lengths_differ)
+    if(hs.length_state != LEN_OK || hs.lengths_differ)
         return "Invalid Content-Length";
+    if(framing_only)
+        return NULL;
+    if(hs.header_bytes > max_header_bytes) {
+        *status = 431;
+        return "Request headers too large";
+    }
+    if(hs.nul)
+        return "Bad request: a NUL byte in a header or the query string";
+    if(hs.api_keys > 1)
+        return "Bad request: more than one x-api-key header";
+    if(hs.authorizations > 1)
+        return "Bad request: more than one Authorization header";
     return NULL;
 }
 
@@ -812,16 +822,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if(r->c)
             atomic_store(&r->c->in_request, 1); /* the head arrived: its deadline is met */
         int status;
-        const char *bad = framing_error(conn, &status);
+        const char *bad = head_error(conn, 0, (size_t)h->o.max_header_bytes, &status);
         if(bad)
             return refuse_early(r, status, bad);
-        struct head_scan hs = {0, 0};
-        MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, scan_value,
-                                    &hs);
-        if(hs.header_bytes > (size_t)h->o.max_header_bytes)
-            return refuse_early(r, 431, "Request headers too large");
-        if(hs.nul)
-            return refuse_early(r, 400, "Bad request: a NUL byte in a header or the query string");
         if(strlen(url) > (size_t)h->o.max_header_bytes)
             return refuse_early(r, 414, "Request URI too long");
         uint64_t len;
@@ -1189,7 +1192,7 @@ static void rescue_bad_length(struct dapi_http *h)
     if(matches != 1)
         goto out;
     int status;
-    const char *msg = framing_error(found->mc, &status);
+    const char *msg = head_error(found->mc, 1, 0, &status);
     if(!msg)
         goto out;
     unsigned long long sent = 0;

@@ -341,6 +341,29 @@ def test_nul_byte_in_the_query_string_refused():
         expect_status(s.request("GET", "/api/health?x=US"), 200, "the same without the NUL byte")
 
 
+def test_two_credential_headers_refused():
+    """Regression (attack review): with two x-api-key headers the first was used. A proxy in
+    front that checks or rewrites the key may have read the other one, so a request with two
+    x-api-key (in any case, equal or not) or two Authorization headers is now 400 JSON before
+    any key is looked at; one of each, or one alone, is served as before."""
+    with Server(keys=[KEY], name="two-keys") as s:
+        for hdrs, msg in (
+            ([("x-api-key", KEY), ("x-api-key", "someone-else")], "Bad request: more than one x-api-key header"),
+            ([("x-api-key", "someone-else"), ("X-API-Key", KEY)], "Bad request: more than one x-api-key header"),
+            ([("x-api-key", KEY), ("x-api-key", KEY)], "Bad request: more than one x-api-key header"),
+            ([("Authorization", "Bearer a"), ("authorization", "Bearer b")], "Bad request: more than one Authorization header"),
+        ):
+            head = "".join("%s: %s\r\n" % kv for kv in hdrs)
+            with s.raw() as c:
+                c.send(("GET /api/layers HTTP/1.1\r\nHost: x\r\n%s\r\n" % head).encode())
+                body = expect_error(c.read_response(), 400, msg, repr(hdrs))
+                eq(sorted(body.keys()), ["error"], "the body")
+        with s.raw() as c:
+            c.send(("GET /api/layers HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nAuthorization: Bearer x\r\n\r\n" % KEY).encode())
+            expect_status(c.read_response(), 200, "one x-api-key and one Authorization")
+        expect_status(s.request("GET", "/api/layers", headers={"x-api-key": KEY}), 200, "one key")
+
+
 # ----------------------------------------------------------------------------- 413
 
 
