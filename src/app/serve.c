@@ -496,6 +496,7 @@ static int serve_build(struct serve *s)
                                 cfg->max_connections_per_ip,
                                 cfg->request_head_timeout,
                                 cfg->connection_timeout,
+                                cfg->request_body_timeout,
                                 dapi_api_dispatch,
                                 app,
                                 &s->listen,

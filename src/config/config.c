@@ -109,6 +109,10 @@ static const struct setting settings[] = {
      3600, NULL,
      "seconds a connection may wait for a whole request head, from its start or the previous "
      "response (so also the idle keep-alive time)"},
+    {"request-body-timeout", "DAPI_REQUEST_BODY_TIMEOUT", K_I64, O(request_body_timeout), "60", 1,
+     86400, NULL,
+     "seconds a request may take from its request line to the end of its body (408 above), "
+     "however steadily its bytes come"},
     {"connection-timeout", "DAPI_CONNECTION_TIMEOUT", K_I64, O(connection_timeout), "60", 1, 86400,
      NULL,
      "seconds without progress after which a connection is closed (a request head has its own "

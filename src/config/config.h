@@ -40,6 +40,7 @@ struct dapi_config {
     int64_t connection_timeout; /* s */
     int64_t max_connections_per_ip;
     int64_t request_head_timeout; /* s */
+    int64_t request_body_timeout; /* s */
     int64_t max_sql_bytes;
     int64_t max_json_depth;
     int64_t max_queued_queries;

@@ -23,6 +23,7 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "http/conns.h"
+#include "http/head.h"
 
 /* Connection limits are enforced here, not by libmicrohttpd (docs/design.md, "Connections"):
  * on_accept admits or refuses each accepted socket against our own counts, on_connection
@@ -538,114 +539,6 @@ static void respond_error(struct dapi_req *r, int status, const char *msg)
     dapi_req_respond(r, status, body, body ? len : 0, NULL, NULL);
 }
 
-enum { LEN_OK, LEN_BAD, LEN_HUGE };
-
-/* A Content-Length value: digits only (no sign, no list). LEN_HUGE: digits, but more than
- * 64 bits can hold. */
-static int parse_length(const char *v, uint64_t *out)
-{
-    uint64_t n = 0;
-    int huge = 0;
-    if(!v || !*v)
-        return LEN_BAD;
-    for(; *v; v++) {
-        if(*v < '0' || *v > '9')
-            return LEN_BAD;
-        unsigned d = (unsigned)(*v - '0');
-        if(n > (UINT64_MAX - d) / 10)
-            huge = 1;
-        else
-            n = n * 10 + d;
-    }
-    *out = n;
-    return huge ? LEN_HUGE : LEN_OK;
-}
-
-/* The request head's headers and query-string arguments, in one pass. */
-struct head_scan {
-    size_t header_bytes;
-    int nul;                      /* a name or value holds a NUL byte */
-    int api_keys, authorizations; /* credential headers */
-    int lengths, codings;         /* Content-Length / Transfer-Encoding headers */
-    int length_state;             /* LEN_* of the worst Content-Length */
-    int lengths_differ;
-    int coding_unknown; /* a Transfer-Encoding other than exactly "chunked" */
-    uint64_t length;
-};
-
-static enum MHD_Result scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
-                                  size_t key_size, const char *value, size_t value_size)
-{
-    struct head_scan *hs = cls;
-    size_t klen = strlen(key), vlen = value ? strlen(value) : 0;
-    hs->nul |= klen != key_size || vlen != value_size;
-    if(kind != MHD_HEADER_KIND)
-        return MHD_YES;
-    hs->header_bytes += key_size + value_size + 4;
-    hs->api_keys += strcasecmp(key, "x-api-key") == 0;
-    hs->authorizations += strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0;
-    if(strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
-        uint64_t n = 0;
-        int st = parse_length(value, &n);
-        if(st > hs->length_state)
-            hs->length_state = st;
-        if(st == LEN_OK && hs->lengths && n != hs->length)
-            hs->lengths_differ = 1;
-        if(st == LEN_OK)
-            hs->length = n;
-        hs->lengths++;
-    } else if(strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
-        if(!value || strcasecmp(value, "chunked") != 0)
-            hs->coding_unknown = 1;
-        hs->codings++;
-    }
-    return MHD_YES;
-}
-
-/* What is wrong with the request head, or NULL; *status says how to answer. framing_only:
- * the first point only.
- *  - The way the request delimits its body. Once that is ambiguous, nothing after the head
- *    can be trusted to belong to this request (the classic request-smuggling confusion
- *    between a proxy and a server). libmicrohttpd 0.9.75 alone would use Transfer-Encoding
- *    and ignore Content-Length, wait forever for the end of a body in a coding it cannot
- *    decode, and silently use the first of two different Content-Lengths.
- *  - The headers' size, then a NUL byte in a name or value (%00 in the query string;
- *    libmicrohttpd itself cuts a header line at a raw one, invisibly): everything after it
- *    would be invisible to the handlers, which read C strings, while a proxy in front may
- *    have read the whole value.
- *  - Two x-api-key or Authorization headers: which one a proxy in front checked is not
- *    known, so none is used. */
-static const char *head_error(struct MHD_Connection *conn, int framing_only,
-                              size_t max_header_bytes, int *status)
-{
-    struct head_scan hs = {0};
-    MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, scan_value, &hs);
-    *status = 400;
-    if(hs.lengths && hs.codings)
-        return "Content-Length and Transfer-Encoding together";
-    if(hs.coding_unknown || hs.codings > 1)
-        return "Unsupported Transfer-Encoding";
-    if(hs.length_state == LEN_HUGE && hs.lengths == 1) {
-        *status = 413;
-        return "Request body too large";
-    }
-    if(hs.length_state != LEN_OK || hs.lengths_differ)
-        return "Invalid Content-Length";
-    if(framing_only)
-        return NULL;
-    if(hs.header_bytes > max_header_bytes) {
-        *status = 431;
-        return "Request headers too large";
-    }
-    if(hs.nul)
-        return "Bad request: a NUL byte in a header or the query string";
-    if(hs.api_keys > 1)
-        return "Bad request: more than one x-api-key header";
-    if(hs.authorizations > 1)
-        return "Bad request: more than one Authorization header";
-    return NULL;
-}
-
 static struct dapi_conn *conn_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
@@ -802,6 +695,27 @@ static enum MHD_Result refuse_early(struct dapi_req *r, int status, const char *
     return queue(r);
 }
 
+static void send_raw_error(MHD_socket fd, int status, const char *msg, const char *rid,
+                           unsigned long long *sent);
+
+/* The 408 of a body past --request-body-timeout. libmicrohttpd 0.9.75 sends no response queued
+ * in the middle of a body, so it is written to the socket (as in rescue_bad_length), which is
+ * then shut down: libmicrohttpd closes the connection. */
+static void body_too_slow(struct dapi_http *h, struct dapi_req *r)
+{
+    r->state = ST_DISPATCHED;
+    r->status = 408;
+    r->queued = 1; /* for the access line */
+    if(!r->c)
+        return;
+    send_raw_error(r->c->fd, 408, "Request timeout: the body took too long to arrive", r->rid,
+                   &r->bytes_sent);
+    shutdown(r->c->fd, SHUT_RDWR);
+    pthread_mutex_lock(&h->mu);
+    r->c->cut = 1;
+    pthread_mutex_unlock(&h->mu);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
@@ -822,7 +736,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if(r->c)
             atomic_store(&r->c->in_request, 1); /* the head arrived: its deadline is met */
         int status;
-        const char *bad = head_error(conn, 0, (size_t)h->o.max_header_bytes, &status);
+        const char *bad = dapi_http_head_error(conn, 0, (size_t)h->o.max_header_bytes, &status);
         if(bad)
             return refuse_early(r, status, bad);
         if(strlen(url) > (size_t)h->o.max_header_bytes)
@@ -830,7 +744,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         uint64_t len;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                      MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if(cl && parse_length(cl, &len) == LEN_OK && len > (uint64_t)h->o.max_body_bytes) {
+        if(cl && dapi_http_parse_length(cl, &len) == DAPI_LEN_OK &&
+           len > (uint64_t)h->o.max_body_bytes) {
             /* Too large. Answering now and closing would make the kernel reset the
              * connection over the unread body, and most clients (which send the whole body
              * before reading) would see the reset, not the 413. So a body up to
@@ -845,6 +760,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if(r->state == ST_READING && *upload_data_size) {
+        /* A body trickled a byte at a time makes progress, so --connection-timeout never
+         * fires: the whole request has a deadline of its own. */
+        if(h->o.request_body_timeout_s &&
+           dapi_clock_mono_us() - r->start_us > h->o.request_body_timeout_s * 1000000) {
+            body_too_slow(h, r);
+            return MHD_NO;
+        }
         r->received += *upload_data_size;
         if(!r->too_large && dapi_buf_add(&r->body, upload_data, *upload_data_size)) {
             r->too_large = 1;
@@ -1192,7 +1114,7 @@ static void rescue_bad_length(struct dapi_http *h)
     if(matches != 1)
         goto out;
     int status;
-    const char *msg = head_error(found->mc, 1, 0, &status);
+    const char *msg = dapi_http_head_error(found->mc, 1, 0, &status);
     if(!msg)
         goto out;
     unsigned long long sent = 0;

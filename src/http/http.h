@@ -40,6 +40,7 @@ struct dapi_http_opts {
     int64_t request_head_timeout_s; /* to send a request head, from connection start or the
                                        end of the previous response */
     int64_t connection_timeout_s;
+    int64_t request_body_timeout_s; /* request line to the end of the body (0: no limit) */
     void (*dispatch)(struct dapi_req *r, void *app);
     void *app;
     const struct dapi_listen_addr *addr; /* if set, used instead of host and port */

@@ -364,6 +364,48 @@ def test_two_credential_headers_refused():
         expect_status(s.request("GET", "/api/layers", headers={"x-api-key": KEY}), 200, "one key")
 
 
+def _trickle(s, head, body, every=0.2):
+    """Sends head, then body a byte every `every` s until the server answers; returns the
+    answer and the seconds it took."""
+    with s.raw(timeout=30) as c:
+        c.send(head)
+        t0 = time.monotonic()
+        c.sock.settimeout(every)
+        for i in range(len(body)):
+            try:
+                c.sock.sendall(body[i : i + 1])
+            except OSError:
+                break
+            try:
+                data = c.sock.recv(65536)
+            except socket.timeout:
+                continue
+            c.buf += data
+            break
+        c.sock.settimeout(30)
+        return c.read_response(), time.monotonic() - t0
+
+
+@h.timeout(60)
+def test_a_trickled_body_gets_408():
+    """Regression (attack review): a body sent a byte at a time makes progress, so
+    --connection-timeout (no progress for 60 s) never fired and one request could hold a
+    connection for as long as the client liked (a 64 KiB body at a byte every 59 s: 44 days).
+    Now the whole request has --request-body-timeout: past it, a JSON 408 and the connection
+    closed; the same for a chunked body. A body that arrives in time is served."""
+    with Server(keys=[KEY], args=["--request-body-timeout", "1"], name="body-408") as s:
+        body = b'{"sql_query":"SELECT 1 AS one"}' + b" " * 200
+        plain = h.build_request("POST", "/api/queries", b"", {"Content-Type": "application/json", "x-api-key": KEY, "Content-Length": str(len(body))}, port=s.port)
+        chunked = h.build_request("POST", "/api/queries", b"", {"Content-Type": "application/json", "x-api-key": KEY, "Transfer-Encoding": "chunked", "Content-Length": None}, port=s.port)
+        for what, head, data in (("plain", plain, body), ("chunked", chunked, b"".join(b"1\r\n%c\r\n" % b for b in body))):
+            r, took = _trickle(s, head, data)
+            expect_error(r, 408, "Request timeout: the body took too long to arrive", what)
+            eq(r.headers.get("connection"), "close", what + ": Connection")
+            check(took < 10, "%s: answered %.1f s after the head, with a 1 s limit" % (what, took))
+        eq(s.query("SELECT 2 AS two"), [{"two": 2}], "a body sent at once")
+        check("POST \"/api/queries\" 408" in s.stderr_text(), "the 408 has its access line")
+
+
 # ----------------------------------------------------------------------------- 413
 
 
