@@ -552,20 +552,29 @@ static int wait_runs(struct rec *r, int n)
     return atomic_load(&r->runs) >= n;
 }
 
+/* A watched pool of n workers with key A's job overrunning on one of them (g holds it). */
+static struct dapi_pool *start_overrunning(const char *name, int n, struct gate *g)
+{
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start_watched(&p, name, n, eng, &fake_watch), DAPI_OK);
+    gate_init(g);
+    if(!p)
+        return NULL;
+    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, g, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(g), "%s: the overrunning job started", name);
+    return p;
+}
+
 /* A job that outlives its time limit does not keep other keys waiting: its worker is set
  * aside and a replacement with its own connection serves the queue; the overrunning key's
  * other jobs wait until it ends; then the pool is back to its size. Unwatched (the old pool),
  * B's job waited for the gate. */
 static void test_overrun_replaced(void)
 {
-    struct dapi_pool *p = NULL;
-    T_EQ_INT(dapi_pool_start_watched(&p, "t-over", 1, eng, &fake_watch), DAPI_OK);
+    struct gate g;
+    struct dapi_pool *p = start_overrunning("t-over", 1, &g);
     if(!p)
         return;
-    struct gate g;
-    gate_init(&g);
-    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g, 0, 0xA), DAPI_OK);
-    T_CHECK(gate_wait_entered(&g), "the overrunning job started");
     static struct rec a2, b, b2;
     memset(&a2, 0, sizeof a2);
     memset(&b, 0, sizeof b);
@@ -616,15 +625,11 @@ static void test_overrun_replaced(void)
  * key's overrun ends. */
 static void test_overrun_bounded(void)
 {
-    struct dapi_pool *p = NULL;
-    T_EQ_INT(dapi_pool_start_watched(&p, "t-bound", 1, eng, &fake_watch), DAPI_OK);
+    struct gate g1, g2;
+    struct dapi_pool *p = start_overrunning("t-bound", 1, &g1);
     if(!p)
         return;
-    struct gate g1, g2;
-    gate_init(&g1);
     gate_init(&g2);
-    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g1, 0, 0xA), DAPI_OK);
-    T_CHECK(gate_wait_entered(&g1), "A's overrunning job started");
     T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g2, 0, 0xB), DAPI_OK);
     T_CHECK(gate_wait_entered(&g2), "B's overrunning job started on the replacement");
     struct dapi_pool_stats st;
@@ -661,14 +666,10 @@ static void test_overrun_bounded(void)
 /* A discarding stop releases a held job (conn NULL) once the overrun it waited for ends. */
 static void test_overrun_stop_discard(void)
 {
-    struct dapi_pool *p = NULL;
-    T_EQ_INT(dapi_pool_start_watched(&p, "t-odisc", 1, eng, &fake_watch), DAPI_OK);
+    struct gate g;
+    struct dapi_pool *p = start_overrunning("t-odisc", 1, &g);
     if(!p)
         return;
-    struct gate g;
-    gate_init(&g);
-    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g, 0, 0xA), DAPI_OK);
-    T_CHECK(gate_wait_entered(&g), "the overrunning job started");
     struct dapi_pool_stats st;
     T_CHECK(wait_stats(p, 2, 1, &st), "replaced: %d, %d", st.workers, st.overrunning);
     static struct rec a2;
@@ -690,14 +691,10 @@ static void test_overrun_stop_discard(void)
  * running, its queued jobs released); once the job ends, a stop without limit completes. */
 static void test_stop_within(void)
 {
-    struct dapi_pool *p = NULL;
-    T_EQ_INT(dapi_pool_start_watched(&p, "t-within", 2, eng, &fake_watch), DAPI_OK);
+    struct gate g;
+    struct dapi_pool *p = start_overrunning("t-within", 2, &g);
     if(!p)
         return;
-    struct gate g;
-    gate_init(&g);
-    T_EQ_INT(dapi_pool_submit_tagged(p, stuck_job, &g, 0, 0xA), DAPI_OK);
-    T_CHECK(gate_wait_entered(&g), "the overrunning job started");
     static struct rec held_job;
     memset(&held_job, 0, sizeof held_job);
     T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &held_job, 0, 0xA), DAPI_OK);
