@@ -30,6 +30,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/rows.h"
+#include "pool/pool.h"
 #include "store/export.h"
 #include "store/queries.h"
 #include "store/result.h"
@@ -266,7 +267,10 @@ static int pump_live(struct pump *pp)
     dapi_result_live_stream(j->live); /* its pages from memory while this keeps up */
     for(;;) {
         int closed = 0;
+        dapi_pool_waiting(1); /* on the run's next page: set aside if that takes long */
         uint64_t n = dapi_result_live_wait(j->live, pp->next - 1, LIVE_WAIT_MS, &closed);
+        if(n >= pp->next || closed)
+            dapi_pool_waiting(0);
         while(pp->next <= n) {
             dapi_buf_reset(&pp->page);
             int got = dapi_result_live_rows(j->live, pp->next, &pp->page, seps, &nseps);
@@ -400,8 +404,11 @@ static void export_run(void *arg, struct dapi_econn *conn)
     if(!j->cols.n && formats[j->f].fmt <= DAPI_ROWS_TSV)
         names_from_first_row(j);
     struct dapi_stream *s = start_stream(j);
-    if(s)
+    if(s) {
         dapi_stream_stop_on(s, &j->app->stopping); /* shutdown: a stalled client is cut */
+        /* a slow client: its worker is set aside, not the other keys' queries held */
+        dapi_stream_on_wait(s, dapi_pool_waiting);
+    }
     int rc = s ? stream_rows(j, s) : -1;
     if(rc && s && dapi_stream_gone(s))
         dapi_info("export of %s: the client left; stopped", j->slug);

@@ -80,8 +80,11 @@ static void pool_samples(struct dapi_buf *b, struct dapi_app *app)
          "replacements run)"},
         {"dapi_pool_overrunning_workers", "gauge",
          "workers set aside because their job outlived its time limit"},
+        {"dapi_pool_waiting_workers", "gauge",
+         "workers set aside because their job waits for a slow client (an export)"},
         {"dapi_pool_overruns_total", "counter",
          "jobs that outlived their time limit by the grace"},
+        {"dapi_pool_waits_total", "counter", "jobs set aside while they waited for a client"},
         {"dapi_pool_replacements_total", "counter", "replacement workers started"},
     };
     struct dapi_pool *pools[2] = {app->check_pool, app->run_pool};
@@ -98,8 +101,12 @@ static void pool_samples(struct dapi_buf *b, struct dapi_app *app)
         for(int i = 0; i < 2; i++) {
             if(i == 0 && !pools[0])
                 continue;
-            double v[] = {(double)(st[i].waiting + st[i].running), (double)st[i].workers,
-                          (double)st[i].overrunning, (double)st[i].overruns,
+            double v[] = {(double)(st[i].waiting + st[i].running),
+                          (double)st[i].workers,
+                          (double)st[i].overrunning,
+                          (double)st[i].waiting_aside,
+                          (double)st[i].overruns,
+                          (double)st[i].waits,
                           (double)st[i].replacements};
             char labels[64];
             snprintf(labels, sizeof labels, "pool=\"%s\"", names[i]);

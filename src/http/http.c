@@ -319,6 +319,7 @@ struct dapi_stream {
     struct MHD_Connection *conn;
     unsigned long long total; /* bytes handed to libmicrohttpd */
     const atomic_int *stop;   /* dapi_stream_stop_on */
+    void (*on_wait)(int);     /* dapi_stream_on_wait */
 };
 
 static void stream_unref(struct dapi_stream *s)
@@ -428,6 +429,7 @@ static int stream_stopped(const struct dapi_stream *s)
 int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len)
 {
     const char *c = p;
+    int waited = 0;
     pthread_mutex_lock(&s->mu);
     while(len && !stream_stopped(s)) {
         if(s->head && s->tail == DAPI_STREAM_BUFFER) { /* move what waits to the front */
@@ -437,6 +439,9 @@ int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len)
         }
         size_t room = DAPI_STREAM_BUFFER - s->tail;
         if(!room) {
+            if(!waited && s->on_wait)
+                s->on_wait(1);
+            waited = 1;
             stream_wake(s);
             struct timespec until = dapi_clock_after(0, 200);
             pthread_cond_timedwait(&s->room, &s->mu, &until);
@@ -450,8 +455,17 @@ int dapi_stream_write(struct dapi_stream *s, const void *p, size_t len)
         stream_wake(s);
     }
     int rc = stream_stopped(s) ? -1 : 0;
+    if(waited && s->on_wait)
+        s->on_wait(0);
     pthread_mutex_unlock(&s->mu);
     return rc;
+}
+
+void dapi_stream_on_wait(struct dapi_stream *s, void (*fn)(int waiting))
+{
+    pthread_mutex_lock(&s->mu);
+    s->on_wait = fn;
+    pthread_mutex_unlock(&s->mu);
 }
 
 int dapi_stream_gone(struct dapi_stream *s)

@@ -147,6 +147,10 @@ void dapi_stream_end(struct dapi_stream *s, int ok);
  * looks at the flag at least every 200 ms): a server that stops does not wait for a client
  * that stopped reading. Set before the first write. */
 void dapi_stream_stop_on(struct dapi_stream *s, const atomic_int *flag);
+/* fn(1) when a write has to wait for room (the client reads slower than the writer writes),
+ * fn(0) when that write returns; called on the writer's thread, with the stream's lock held.
+ * Set before the first write. */
+void dapi_stream_on_wait(struct dapi_stream *s, void (*fn)(int waiting));
 /* 1 once the client has gone (a writer may check it between costly steps). */
 int dapi_stream_gone(struct dapi_stream *s);
 

@@ -19,12 +19,18 @@ struct worker {
     struct dapi_pool *p;
     pthread_t thread;
     struct dapi_econn *conn;
-    int started;  /* a thread was created in this slot (joined at stop or before reuse) */
-    int live;     /* that thread takes jobs (not retired) */
-    int busy;     /* running a job (guarded by the pool's mu) */
-    int overran;  /* set aside: its job outlived its time limit (mu) */
-    uint64_t tag; /* that job's tag */
+    int started;           /* a thread was created in this slot (joined at stop or before reuse) */
+    int live;              /* that thread takes jobs (not retired) */
+    int busy;              /* running a job (guarded by the pool's mu) */
+    int aside;             /* set aside (mu): ASIDE_OVERRUN or ASIDE_WAITING, else 0 */
+    int64_t waiting_since; /* its job waits for something outside the pool since (mu) */
+    uint64_t tag;          /* that job's tag */
 };
+
+enum { ASIDE_OVERRUN = 1, ASIDE_WAITING = 2 };
+
+/* The worker this thread is (dapi_pool_waiting), NULL off a pool. */
+static _Thread_local struct worker *self;
 
 #define SERVED_TAGS 64
 
@@ -42,11 +48,11 @@ struct dapi_pool {
     size_t waiting, running;
     int stopping, drain, stopped;
     struct worker *w;
-    int n;     /* workers that take jobs when none overruns */
-    int slots; /* n plus room for replacements */
-    int live;  /* threads taking jobs, overrunning ones included */
-    int overrunning;
-    uint64_t overruns, replacements;
+    int n;                   /* workers that take jobs when none overruns */
+    int slots;               /* n plus room for replacements */
+    int live;                /* threads taking jobs, set-aside ones included */
+    int overrunning, parked; /* workers set aside: ASIDE_OVERRUN, ASIDE_WAITING */
+    uint64_t overruns, waits, replacements;
     int short_warned; /* said that a replacement could not start (until one does) */
     /* The overseer (dapi_pool_start_watched): sets aside workers whose job overruns. */
     struct dapi_pool_watch watch;
@@ -67,15 +73,26 @@ static int running_with(const struct dapi_pool *p, uint64_t tag)
     return n;
 }
 
-/* Does a job of this tag overrun now? Then the tag's other jobs wait (mu held). */
+/* Does a job of this tag overrun now? Then the tag's other jobs wait (mu held). A job that
+ * waits (for a slow client) does not hold its tag: a long download is no reason to hold its
+ * key's queries, and it costs a thread, not a core. */
 static int held(const struct dapi_pool *p, uint64_t tag)
 {
     if(!p->overrunning)
         return 0;
     for(int i = 0; i < p->slots; i++)
-        if(p->w[i].busy && p->w[i].overran && p->w[i].tag == tag)
+        if(p->w[i].busy && p->w[i].aside == ASIDE_OVERRUN && p->w[i].tag == tag)
             return 1;
     return 0;
+}
+
+/* The threads the pool should have now (mu held): n, plus a replacement for each worker set
+ * aside, within the bound of each kind. */
+static int target(const struct dapi_pool *p)
+{
+    int o = p->overrunning < p->watch.max_extra ? p->overrunning : p->watch.max_extra;
+    int w = p->parked < p->watch.max_waiting ? p->parked : p->watch.max_waiting;
+    return p->n + o + w;
 }
 
 static uint64_t last_served(const struct dapi_pool *p, uint64_t tag)
@@ -137,24 +154,40 @@ static struct job *take(struct dapi_pool *p)
 
 /* A job set aside has ended (mu held): its tag's jobs may start again, and the worker
  * leaves the pool if the replacement made it one too many. Returns 1 if it leaves. */
-static int overrun_ended(struct dapi_pool *p, struct worker *w)
+static int aside_ended(struct dapi_pool *p, struct worker *w)
 {
-    w->overran = 0;
-    p->overrunning--;
+    if(w->aside == ASIDE_OVERRUN)
+        p->overrunning--;
+    else
+        p->parked--;
+    w->aside = 0;
     pthread_cond_broadcast(&p->cv);
-    if(p->live - p->overrunning <= p->n)
+    if(p->live <= target(p))
         return 0;
     w->live = 0;
     p->live--;
-    dapi_info("%s pool: a worker's overrunning job ended; the worker leaves (%d workers)", p->name,
-              p->live);
+    dapi_debug("%s pool: a set-aside job ended; its worker leaves (%d workers)", p->name, p->live);
     return 1;
+}
+
+void dapi_pool_waiting(int on)
+{
+    struct worker *w = self;
+    if(!w)
+        return;
+    pthread_mutex_lock(&w->p->mu);
+    if(!on)
+        w->waiting_since = 0;
+    else if(!w->waiting_since)
+        w->waiting_since = dapi_clock_mono_ms();
+    pthread_mutex_unlock(&w->p->mu);
 }
 
 static void *run(void *arg)
 {
     struct worker *w = arg;
     struct dapi_pool *p = w->p;
+    self = w;
     pthread_mutex_lock(&p->mu);
     for(;;) {
         if(p->stopping && (!p->drain || !p->head))
@@ -174,8 +207,9 @@ static void *run(void *arg)
         free(j);
         pthread_mutex_lock(&p->mu);
         w->busy = 0;
+        w->waiting_since = 0;
         p->running--;
-        if(w->overran && overrun_ended(p, w))
+        if(w->aside && aside_ended(p, w))
             break;
     }
     pthread_mutex_unlock(&p->mu);
@@ -206,18 +240,25 @@ static int spawn(struct dapi_pool *p, int i)
     return 0;
 }
 
-/* Sets aside the workers whose job has overrun by the grace (mu held) and starts a
- * replacement for each while there is room. */
+/* Sets aside the workers whose job has overrun, or has waited, by the grace (mu held) and
+ * starts a replacement for each while there is room. */
 static void oversee_once(struct dapi_pool *p)
 {
+    int64_t now = dapi_clock_mono_ms();
     for(int i = 0; i < p->slots; i++) {
         struct worker *w = &p->w[i];
-        if(!w->busy || w->overran || !w->conn)
+        if(!w->busy || w->aside || !w->conn)
             continue;
+        if(w->waiting_since && now - w->waiting_since >= p->watch.grace_ms) {
+            w->aside = ASIDE_WAITING;
+            p->parked++;
+            p->waits++;
+            continue;
+        }
         int64_t over = p->watch.probe(w->conn);
         if(over < p->watch.grace_ms)
             continue;
-        w->overran = 1;
+        w->aside = ASIDE_OVERRUN;
         p->overrunning++;
         p->overruns++;
         dapi_warn("%s pool: a job is still running %lld ms after its time limit stopped it "
@@ -225,25 +266,24 @@ static void oversee_once(struct dapi_pool *p)
                   "other jobs wait until it ends",
                   p->name, (long long)over);
     }
-    while(!p->stopping && p->live - p->overrunning < p->n) {
+    while(!p->stopping && p->live < target(p)) {
         int slot = -1;
         for(int i = 0; i < p->slots && slot < 0; i++)
             if(!p->w[i].live)
                 slot = i;
         if(slot < 0 || spawn(p, slot)) {
             if(!p->short_warned)
-                dapi_warn("%s pool: %d workers overrun and %s; the other keys' jobs wait", p->name,
-                          p->overrunning,
-                          slot < 0 ? "the replacements allowed (as many as the workers) run "
-                                     "already"
-                                   : "a replacement worker cannot start");
+                dapi_warn("%s pool: %d workers are set aside and a replacement cannot start; "
+                          "the other jobs wait",
+                          p->name, p->overrunning + p->parked);
             p->short_warned = 1;
             return;
         }
         p->short_warned = 0;
         p->replacements++;
-        dapi_info("%s pool: a replacement worker started (%d workers, %d overrunning)", p->name,
-                  p->live, p->overrunning);
+        dapi_debug("%s pool: a replacement worker started (%d workers, %d overrunning, %d "
+                   "waiting)",
+                   p->name, p->live, p->overrunning, p->parked);
     }
 }
 
@@ -275,7 +315,7 @@ enum dapi_err dapi_pool_start_watched(struct dapi_pool **out, const char *name, 
 {
     struct dapi_pool *p = calloc(1, sizeof *p);
     *out = NULL;
-    int slots = n + (watch ? watch->max_extra : 0);
+    int slots = n + (watch ? watch->max_extra + watch->max_waiting : 0);
     if(!p || !(p->w = calloc((size_t)slots, sizeof *p->w))) {
         free(p);
         return DAPI_ERR_NOMEM;
@@ -362,7 +402,9 @@ void dapi_pool_stats(struct dapi_pool *p, struct dapi_pool_stats *out)
     out->running = p->running;
     out->workers = p->live;
     out->overrunning = p->overrunning;
+    out->waiting_aside = p->parked;
     out->overruns = p->overruns;
+    out->waits = p->waits;
     out->replacements = p->replacements;
     pthread_mutex_unlock(&p->mu);
 }

@@ -33,7 +33,8 @@ struct dapi_pool_watch {
      * only locks that are never held while calling into the pool. */
     int64_t (*probe)(struct dapi_econn *conn);
     int64_t grace_ms;    /* a worker is set aside once its probe says this much */
-    int max_extra;       /* replacements at most at once (>= 0) */
+    int max_extra;       /* replacements for overruns at most at once (>= 0) */
+    int max_waiting;     /* replacements for waiting jobs at most at once (>= 0) */
     int64_t interval_ms; /* how often the overseer looks while jobs run (<= 0: 100) */
 };
 
@@ -50,11 +51,20 @@ enum dapi_err dapi_pool_submit_tagged(struct dapi_pool *p, dapi_job_fn fn, void 
                                       uint64_t tag);
 /* Jobs waiting plus running. */
 size_t dapi_pool_load(struct dapi_pool *p);
+/* Called by a job on its worker: on = 1 while it waits for something outside the pool (a
+ * client reading slowly, another job's pages), 0 when it goes on. In a watched pool, a worker
+ * waiting longer than the grace is set aside and replaced as for an overrun, with a bound of
+ * its own (max_waiting) and without holding its tag's other jobs: a wait costs a thread, not
+ * a core, and a long download is no reason to hold its key's queries. Repeated calls with 1
+ * keep the first one's time. No effect off a pool worker. */
+void dapi_pool_waiting(int on);
+
 struct dapi_pool_stats {
     size_t waiting, running;
-    int workers;                     /* threads taking jobs, overrunning ones included */
-    int overrunning;                 /* workers set aside now */
-    uint64_t overruns, replacements; /* since start */
+    int workers;       /* threads taking jobs, set-aside ones included */
+    int overrunning;   /* workers set aside now because their job overran */
+    int waiting_aside; /* workers set aside now because their job waits (dapi_pool_waiting) */
+    uint64_t overruns, waits, replacements; /* since start */
 };
 void dapi_pool_stats(struct dapi_pool *p, struct dapi_pool_stats *out);
 /* Stops after the queued jobs are done (drain=1) or discards them (drain=0: each discarded

@@ -463,3 +463,60 @@ def test_a_stop_does_not_wait_for_work_the_time_limit_cannot_stop():
         check(_state(s, cut, KEY_A) in ("queued", "running"), "the cut query is run again")
     finally:
         s.kill()
+
+
+def _dechunk(raw):
+    """The body of a chunked HTTP/1.1 response held whole in raw (head included)."""
+    head, rest = raw.split(b"\r\n\r\n", 1)
+    body = b""
+    while True:
+        size_line, rest = rest.split(b"\r\n", 1)
+        n = int(size_line, 16)
+        if n == 0:
+            return head, body
+        body += rest[:n]
+        rest = rest[n + 2 :]
+
+
+@h.timeout(120)
+def test_exports_read_slowly_do_not_hold_the_other_keys():
+    """Regression (attack review 2): an export is written by a run worker at the pace its
+    client reads. Two exports whose client read slowly (or not at all) took both run workers,
+    and another key's SELECT 42 waited until they ended: 116 s measured, or the 60 s of
+    --connection-timeout when the client read nothing. Now a worker whose export has waited a
+    second for its client is set aside and replaced, without holding the key's other queries
+    (a long download is no reason to); the export goes on when the client reads, intact."""
+    import socket
+
+    rows = 30000
+    with Server(keys=[KEY_A, KEY_B], args=OVERRUN_ARGS[:4] + ["--shutdown-grace", "1"], name="fair-slowexport") as s:
+        big = s.create("SELECT r, repeat('x', 1000) AS pad FROM range(%d) t(r)" % rows, key=KEY_A)
+        eq(len(s.page(big, 300, key=KEY_A)), 100, "the last page of A's result")
+        socks = []
+        for _ in range(2):
+            c = socket.socket()
+            c.settimeout(30)
+            c.connect(("127.0.0.1", s.port))
+            c.sendall(("GET /api/queries/%s/export?format=csv HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n\r\n" % (big, KEY_A)).encode())
+            socks.append(c)
+        try:
+            _wait_pool_metric(s, "dapi_pool_waiting_workers", "run", 2, "both exports wait for their client")
+            eq(s.query("SELECT 42 AS x", key=KEY_B), [{"x": 42}], "key B's query")
+            eq(s.query("SELECT 7 AS x", key=KEY_A), [{"x": 7}], "key A's own query, not held by its downloads")
+            eq(_pool_metric(s, "dapi_pool_waiting_workers", "run"), 2, "both exports were still waiting meanwhile")
+            # the client reads at last: the whole export arrives, in order
+            raw = b""
+            while not raw.endswith(b"\r\n0\r\n\r\n"):
+                data = socks[0].recv(1 << 20)
+                check(data, "the export ended without its last chunk (%d bytes read)" % len(raw))
+                raw += data
+            head, body = _dechunk(raw)
+            check(head.startswith(b"HTTP/1.1 200"), "export status: %r" % head[:40])
+            lines = body.split(b"\r\n")
+            eq((lines[0], len(lines)), (b"r,pad", rows + 2), "header, rows and the final CRLF")
+            eq(lines[rows], b"%d,%s" % (rows - 1, b"x" * 1000), "the last row")
+        finally:
+            for c in socks:
+                c.close()
+        _wait_pool_metric(s, "dapi_pool_workers", "run", 2, "the set-aside workers left")
+        check(_pool_metric(s, "dapi_pool_waits_total", "run") >= 2, "waits counted")

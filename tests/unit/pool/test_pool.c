@@ -527,7 +527,7 @@ static void stuck_job(void *arg, struct dapi_econn *conn)
         mark_stuck(conn, 0);
 }
 
-static const struct dapi_pool_watch fake_watch = {fake_probe, 1000, 1, 5};
+static const struct dapi_pool_watch fake_watch = {fake_probe, 1000, 1, 2, 5};
 
 /* Waits (at most 5 s) until pred holds of the pool's numbers. */
 static int wait_stats(struct dapi_pool *p, int workers, int overrunning,
@@ -710,6 +710,52 @@ static void test_stop_within(void)
     gate_destroy(&g);
 }
 
+/* A job that waits (for a slow client) past the grace is set aside and replaced like an
+ * overrun, but its tag's other jobs are not held; off a pool, dapi_pool_waiting does
+ * nothing. */
+static void waiting_job(void *arg, struct dapi_econn *conn)
+{
+    dapi_pool_waiting(1);
+    dapi_pool_waiting(1); /* repeated: keeps the first time */
+    gate_job(arg, conn);
+    dapi_pool_waiting(0);
+}
+
+static void test_waiting_set_aside(void)
+{
+    dapi_pool_waiting(1); /* not a pool worker: no effect, no crash */
+    struct dapi_pool *p = NULL;
+    const struct dapi_pool_watch quick = {fake_probe, 50, 1, 2, 5};
+    T_EQ_INT(dapi_pool_start_watched(&p, "t-wait", 1, eng, &quick), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g;
+    gate_init(&g);
+    T_EQ_INT(dapi_pool_submit_tagged(p, waiting_job, &g, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g), "the waiting job started");
+    static struct rec a2, b;
+    memset(&a2, 0, sizeof a2);
+    memset(&b, 0, sizeof b);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &a2, 0, 0xA), DAPI_OK);
+    T_EQ_INT(dapi_pool_submit_tagged(p, query_job, &b, 0, 0xB), DAPI_OK);
+    T_CHECK(wait_runs(&b, 1), "B's job ran while A's waited");
+    T_CHECK(wait_runs(&a2, 1), "A's next job ran too: a wait does not hold its key");
+    T_EQ_INT(atomic_load(&b.usable), 1);
+    struct dapi_pool_stats st;
+    dapi_pool_stats(p, &st);
+    T_EQ_INT(st.waiting_aside, 1);
+    T_EQ_INT(st.overrunning, 0);
+    T_EQ_INT(st.waits, 1);
+    T_EQ_INT(st.workers, 2);
+    gate_release(&g);
+    T_CHECK(wait_stats(p, 1, 0, &st), "back to 1 worker: %d", st.workers);
+    dapi_pool_stats(p, &st);
+    T_EQ_INT(st.waiting_aside, 0);
+    dapi_pool_stop(p, 1);
+    dapi_pool_free(p);
+    gate_destroy(&g);
+}
+
 static void test_free_without_stop(void)
 {
     /* dapi_pool_free stops first: queued jobs are released (conn == NULL), none is lost. */
@@ -760,6 +806,7 @@ int main(void)
         test_overrun_bounded();
         test_overrun_stop_discard();
         test_stop_within();
+        test_waiting_set_aside();
         dapi_engine_close(eng);
     }
     t_rm_rf(lake.root);
