@@ -352,6 +352,60 @@ static int stream_rows(struct export_job *j, struct dapi_stream *s)
 /* Parquet: DuckDB converts the whole result into a temporary file first (with the column
  * types recorded with the result), then the file is sent; errors before that are answered
  * as JSON. */
+/* Parquet conversions at once: each takes the result's NDJSON, the Parquet file and up to
+ * --max-spill-bytes of spill under <state-dir>/tmp, so the disk they take is bounded by
+ * their number; one per key, so that one key's exports take turns with the others'. */
+#define CONVERSIONS 2
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int n;
+    unsigned char keys[CONVERSIONS][DAPI_KEY_HASH_LEN];
+} conv = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {{0}}};
+
+static int converting(const unsigned char *key)
+{
+    for(int i = 0; i < conv.n; i++)
+        if(memcmp(conv.keys[i], key, DAPI_KEY_HASH_LEN) == 0)
+            return 1;
+    return 0;
+}
+
+/* Waits for a conversion slot (the worker counts as waiting meanwhile, so it is set aside
+ * and replaced); -1 if the server stops first. */
+static int conversion_begin(struct export_job *j)
+{
+    int rc = 0;
+    pthread_mutex_lock(&conv.mu);
+    while(conv.n == CONVERSIONS || converting(j->key)) {
+        if(atomic_load(&j->app->stopping)) {
+            rc = -1;
+            break;
+        }
+        dapi_pool_waiting(1);
+        struct timespec until = dapi_clock_after(0, 200);
+        pthread_cond_timedwait(&conv.cv, &conv.mu, &until);
+    }
+    if(!rc)
+        memcpy(conv.keys[conv.n++], j->key, DAPI_KEY_HASH_LEN);
+    pthread_mutex_unlock(&conv.mu);
+    dapi_pool_waiting(0);
+    return rc;
+}
+
+static void conversion_end(struct export_job *j)
+{
+    pthread_mutex_lock(&conv.mu);
+    for(int i = 0; i < conv.n; i++)
+        if(memcmp(conv.keys[i], j->key, DAPI_KEY_HASH_LEN) == 0) {
+            memcpy(conv.keys[i], conv.keys[--conv.n], DAPI_KEY_HASH_LEN);
+            break;
+        }
+    pthread_cond_broadcast(&conv.cv);
+    pthread_mutex_unlock(&conv.mu);
+}
+
 static void export_parquet(struct export_job *j)
 {
     struct dapi_app *app = j->app;
@@ -360,11 +414,15 @@ static void export_parquet(struct export_job *j)
     uint64_t size = 0;
     enum dapi_err result = DAPI_OK;
     int known = j->cols.n && j->cols.types;
-    if(known) {
+    if(known && conversion_begin(j)) {
+        result = DAPI_ERR_SHUTDOWN;
+    } else if(known) {
         snprintf(tmp, sizeof tmp, "%s/tmp", app->cfg->state_dir);
         result = dapi_result_parquet(j->result, (const char *const *)j->cols.names,
                                      (const char *const *)j->cols.types, j->cols.n, tmp,
-                                     app->cfg->memory_limit, &app->stopping, &fd, &size, &msg);
+                                     app->cfg->memory_limit, app->cfg->max_spill_bytes,
+                                     &app->stopping, &fd, &size, &msg);
+        conversion_end(j);
     }
     dapi_queries_unadmit(app->queries, j->key);
     if(!known) {

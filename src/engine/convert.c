@@ -30,7 +30,8 @@ static enum dapi_err run(duckdb_connection con, const char *sql, char **msg)
 
 enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, const char *out,
                                             const char *const *names, const char *const *types,
-                                            size_t n, const char *memory_limit, char **msg)
+                                            size_t n, const char *memory_limit,
+                                            int64_t max_spill_bytes, char **msg)
 {
     duckdb_database db = NULL;
     duckdb_connection con = NULL;
@@ -56,7 +57,10 @@ enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, con
     dapi_engine_sql_literal(&b, dir);
     dapi_buf_adds(&b, "; SET allowed_directories = [");
     dapi_engine_sql_literal(&b, dir);
-    dapi_buf_adds(&b, "]; SET enable_external_access = false; SET lock_configuration = true");
+    dapi_buf_adds(&b, "]; ");
+    if(max_spill_bytes > 0)
+        dapi_buf_addf(&b, "SET max_temp_directory_size = '%lldB'; ", (long long)max_spill_bytes);
+    dapi_buf_adds(&b, "SET enable_external_access = false; SET lock_configuration = true");
     if(!b.data) {
         result = DAPI_ERR_NOMEM;
         goto out;

@@ -72,8 +72,8 @@ static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
 
 enum dapi_err dapi_result_parquet(const struct dapi_result *r, const char *const *names,
                                   const char *const *types, size_t n, const char *tmp_dir,
-                                  const char *memory_limit, const atomic_int *stop, int *fd,
-                                  uint64_t *size, char **msg)
+                                  const char *memory_limit, int64_t max_spill_bytes,
+                                  const atomic_int *stop, int *fd, uint64_t *size, char **msg)
 {
     char dir[4200], in[4300], out[4300];
     *fd = -1;
@@ -87,7 +87,8 @@ enum dapi_err dapi_result_parquet(const struct dapi_result *r, const char *const
     snprintf(out, sizeof out, "%s/rows.parquet", dir);
     enum dapi_err result = write_rows(r, in, stop, msg);
     if(!result)
-        result = dapi_engine_ndjson_to_parquet(dir, in, out, names, types, n, memory_limit, msg);
+        result = dapi_engine_ndjson_to_parquet(dir, in, out, names, types, n, memory_limit,
+                                               max_spill_bytes, msg);
     unlink(in);
     if(!result) {
         struct stat st;

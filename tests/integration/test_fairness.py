@@ -520,3 +520,43 @@ def test_exports_read_slowly_do_not_hold_the_other_keys():
                 c.close()
         _wait_pool_metric(s, "dapi_pool_workers", "run", 2, "the set-aside workers left")
         check(_pool_metric(s, "dapi_pool_waits_total", "run") >= 2, "waits counted")
+
+
+@h.timeout(120)
+def test_parquet_conversions_take_turns():
+    """Regression (attack review 2): each parquet export converts the whole result under
+    <state-dir>/tmp (its NDJSON, the file, DuckDB's spill), and any number ran at once: one key
+    took 617 MB of tmp with --max-spill-bytes 20 MB, and 16 exports at once would take 16 times
+    that. Now at most 2 conversions run at once, one per key (the others wait, their workers
+    set aside), and the conversion's spill is capped by --max-spill-bytes. Three exports of one
+    key never convert side by side, and each still gets its whole file."""
+    tmp = None
+    with Server(keys=[KEY_A], args=OVERRUN_ARGS[:4] + ["--query-timeout", "60", "--shutdown-grace", "1"], name="fair-parquet") as s:
+        tmp = os.path.join(s.state_dir, "tmp")
+        big = s.create("SELECT r, repeat('x', 100) AS pad FROM range(300000) t(r)", key=KEY_A)
+        eq(len(s.page(big, 3000, key=KEY_A)), 100, "the last page")
+        answers, most = {}, [0]
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                try:
+                    most[0] = max(most[0], sum(1 for n in os.listdir(tmp) if n.startswith("export-")))
+                except OSError:
+                    pass
+                time.sleep(0.005)
+
+        def export(i):
+            answers[i] = s.api("GET", "/api/queries/%s/export?format=parquet" % big, key=KEY_A, timeout=90)
+
+        w = threading.Thread(target=watch, daemon=True)
+        w.start()
+        errors = [e for _, e in h.run_threads(export, [0, 1, 2], timeout=90) if e]
+        done.set()
+        w.join(5)
+        check(not errors, "exports: %s" % errors[:1])
+        for i in range(3):
+            expect_status(answers[i], 200, "parquet export %d" % i)
+            check(answers[i].body[:4] == b"PAR1" and answers[i].body[-4:] == b"PAR1", "export %d is a Parquet file" % i)
+        eq(len({answers[i].body for i in range(3)}), 1, "the three files are the same")
+        eq(most[0], 1, "conversions of one key at once")
