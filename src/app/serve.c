@@ -419,9 +419,14 @@ static int serve_build(struct serve *s)
      * (docs/design.md, "What a time limit cannot stop"); so is a run worker whose export has
      * waited a second for its client or for the run it follows, up to the number of queries
      * that can be admitted at once (each export holds an admission slot). */
-    struct dapi_pool_watch check_watch = {dapi_econn_overrun_ms, OVERRUN_GRACE_MS, 2, 0, 0};
-    struct dapi_pool_watch run_watch = {dapi_econn_overrun_ms, OVERRUN_GRACE_MS, app->run_threads,
-                                        (int)cfg->max_queued_queries + app->run_threads, 0};
+    int held = (int)cfg->max_queries_per_key;
+    struct dapi_pool_watch check_watch = {dapi_econn_overrun_ms, OVERRUN_GRACE_MS, 2, 0, held, 0};
+    struct dapi_pool_watch run_watch = {dapi_econn_overrun_ms,
+                                        OVERRUN_GRACE_MS,
+                                        app->run_threads,
+                                        (int)cfg->max_queued_queries + app->run_threads,
+                                        held,
+                                        0};
     if(dapi_engine_sync_lake(app->engine) ||
        ((b->caps & DAPI_BACKEND_CHECKS_SQL) &&
         dapi_pool_start_watched(&app->check_pool, "check", 2, app->engine, &check_watch)) ||

@@ -28,6 +28,7 @@ struct head_scan {
     size_t header_bytes;
     int nul;                      /* a name or value holds a NUL byte */
     int api_keys, authorizations; /* credential headers */
+    int expect_other;             /* an Expect other than 100-continue */
     int lengths, codings;         /* Content-Length / Transfer-Encoding headers */
     int length_state;             /* LEN_* of the worst Content-Length */
     int lengths_differ;
@@ -46,6 +47,9 @@ static enum MHD_Result scan_value(void *cls, enum MHD_ValueKind kind, const char
     hs->header_bytes += key_size + value_size + 4;
     hs->api_keys += strcasecmp(key, "x-api-key") == 0;
     hs->authorizations += strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0;
+    if(strcasecmp(key, MHD_HTTP_HEADER_EXPECT) == 0 &&
+       (!value || strcasecmp(value, "100-continue") != 0))
+        hs->expect_other = 1;
     if(strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
         uint64_t n = 0;
         int st = dapi_http_parse_length(value, &n);
@@ -92,5 +96,9 @@ const char *dapi_http_head_error(struct MHD_Connection *conn, int framing_only,
         return "Bad request: more than one x-api-key header";
     if(hs.authorizations > 1)
         return "Bad request: more than one Authorization header";
+    if(hs.expect_other) {
+        *status = 417;
+        return "Expectation failed: only Expect: 100-continue is supported";
+    }
     return NULL;
 }

@@ -27,7 +27,8 @@ int dapi_http_parse_length(const char *v, uint64_t *out);
  *    would be invisible to the handlers, which read C strings, while a proxy in front may
  *    have read the whole value.
  *  - Two x-api-key or Authorization headers: which one a proxy in front checked is not
- *    known, so none is used. */
+ *    known, so none is used.
+ *  - An Expect other than 100-continue (417, as RFC 9110 allows: libmicrohttpd ignores it). */
 const char *dapi_http_head_error(struct MHD_Connection *conn, int framing_only,
                                  size_t max_header_bytes, int *status);
 

@@ -95,6 +95,15 @@ static int target(const struct dapi_pool *p)
     return p->n + o + w;
 }
 
+/* Jobs of this tag waiting in the queue (mu held). */
+static size_t queued_with(const struct dapi_pool *p, uint64_t tag)
+{
+    size_t n = 0;
+    for(const struct job *j = p->head; j; j = j->next)
+        n += j->tag == tag;
+    return n;
+}
+
 static uint64_t last_served(const struct dapi_pool *p, uint64_t tag)
 {
     for(int i = 0; i < SERVED_TAGS; i++)
@@ -371,7 +380,9 @@ enum dapi_err dapi_pool_submit_tagged(struct dapi_pool *p, dapi_job_fn fn, void 
     j->tag = tag;
     j->next = NULL;
     pthread_mutex_lock(&p->mu);
-    if(p->stopping || (cap && p->waiting >= cap)) {
+    if(p->stopping || (cap && p->waiting >= cap) ||
+       (p->watch.max_held_per_tag && held(p, tag) &&
+        queued_with(p, tag) >= (size_t)p->watch.max_held_per_tag)) {
         pthread_mutex_unlock(&p->mu);
         free(j);
         return DAPI_ERR_BUSY;

@@ -32,9 +32,13 @@ struct dapi_pool_watch {
      * when it was not (or is not running). Called with the pool's lock held: it may take
      * only locks that are never held while calling into the pool. */
     int64_t (*probe)(struct dapi_econn *conn);
-    int64_t grace_ms;    /* a worker is set aside once its probe says this much */
-    int max_extra;       /* replacements for overruns at most at once (>= 0) */
-    int max_waiting;     /* replacements for waiting jobs at most at once (>= 0) */
+    int64_t grace_ms; /* a worker is set aside once its probe says this much */
+    int max_extra;    /* replacements for overruns at most at once (>= 0) */
+    int max_waiting;  /* replacements for waiting jobs at most at once (>= 0) */
+    /* While a tag has a job overrunning, its queued jobs wait; more than this many (> 0) are
+     * refused (DAPI_ERR_BUSY): a key cannot pile up jobs, for instance by cancelling queued
+     * queries (which frees their admission slots) and creating new ones. 0: no bound. */
+    int max_held_per_tag;
     int64_t interval_ms; /* how often the overseer looks while jobs run (<= 0: 100) */
 };
 

@@ -364,6 +364,25 @@ def test_two_credential_headers_refused():
         expect_status(s.request("GET", "/api/layers", headers={"x-api-key": KEY}), 200, "one key")
 
 
+def test_unknown_expectation_gets_417():
+    """Regression (attack review 2): an Expect other than 100-continue was ignored (200);
+    RFC 9110 lets a server refuse it with 417, which says the expectation was not met instead
+    of pretending it was. 100-continue itself is still served."""
+    with Server(keys=[KEY], name="expect-417") as s:
+        for value in ("200-ok", "100-continue, foo"):
+            with s.raw() as c:
+                c.send(("GET /api/layers HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\nExpect: %s\r\n\r\n" % (KEY, value)).encode())
+                body = expect_error(c.read_response(), 417, "Expectation failed: only Expect: 100-continue is supported", value)
+                eq(sorted(body.keys()), ["error"], value + ": the body")
+        payload = b'{"sql_query":"SELECT 1 AS one"}'
+        with s.raw() as c:
+            c.send(h.build_request("POST", "/api/queries", payload, {"Content-Type": "application/json", "x-api-key": KEY, "Expect": "100-continue"}, port=s.port))
+            r = c.read_response()
+            if r.status == 100:
+                r = c.read_response()
+            expect_status(r, 200, "POST with Expect: 100-continue")
+
+
 def _trickle(s, head, body, every=0.2):
     """Sends head, then body a byte every `every` s until the server answers; returns the
     answer and the seconds it took."""

@@ -527,7 +527,7 @@ static void stuck_job(void *arg, struct dapi_econn *conn)
         mark_stuck(conn, 0);
 }
 
-static const struct dapi_pool_watch fake_watch = {fake_probe, 1000, 1, 2, 5};
+static const struct dapi_pool_watch fake_watch = {fake_probe, 1000, 1, 2, 3, 5};
 
 /* Waits (at most 5 s) until pred holds of the pool's numbers. */
 static int wait_stats(struct dapi_pool *p, int workers, int overrunning,
@@ -725,7 +725,7 @@ static void test_waiting_set_aside(void)
 {
     dapi_pool_waiting(1); /* not a pool worker: no effect, no crash */
     struct dapi_pool *p = NULL;
-    const struct dapi_pool_watch quick = {fake_probe, 50, 1, 2, 5};
+    const struct dapi_pool_watch quick = {fake_probe, 50, 1, 2, 0, 5};
     T_EQ_INT(dapi_pool_start_watched(&p, "t-wait", 1, eng, &quick), DAPI_OK);
     if(!p)
         return;
@@ -752,6 +752,34 @@ static void test_waiting_set_aside(void)
     dapi_pool_stats(p, &st);
     T_EQ_INT(st.waiting_aside, 0);
     dapi_pool_stop(p, 1);
+    dapi_pool_free(p);
+    gate_destroy(&g);
+}
+
+/* While a key's job overruns, its queued jobs are bounded (max_held_per_tag, 3 here): a key
+ * cannot pile up jobs by cancelling queued queries and creating new ones; other keys are
+ * unaffected, and the held jobs all run once the overrun ends. */
+static void test_held_jobs_bounded(void)
+{
+    struct gate g;
+    struct dapi_pool *p = start_overrunning("t-heldcap", 1, &g);
+    if(!p)
+        return;
+    struct dapi_pool_stats st;
+    T_CHECK(wait_stats(p, 2, 1, &st), "set aside: %d, %d", st.workers, st.overrunning);
+    static struct rec a[4], b;
+    memset(a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    for(int i = 0; i < 3; i++)
+        T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &a[i], 0, 0xA), DAPI_OK);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &a[3], 0, 0xA), DAPI_ERR_BUSY);
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &b, 0, 0xB), DAPI_OK);
+    T_CHECK(wait_runs(&b, 1), "B's job ran");
+    gate_release(&g);
+    dapi_pool_stop(p, 1);
+    for(int i = 0; i < 3; i++)
+        T_EQ_INT(atomic_load(&a[i].with_conn), 1);
+    T_EQ_INT(atomic_load(&a[3].runs), 0);
     dapi_pool_free(p);
     gate_destroy(&g);
 }
@@ -807,6 +835,7 @@ int main(void)
         test_overrun_stop_discard();
         test_stop_within();
         test_waiting_set_aside();
+        test_held_jobs_bounded();
         dapi_engine_close(eng);
     }
     t_rm_rf(lake.root);
