@@ -415,15 +415,17 @@ static int serve_build(struct serve *s)
     app->run_threads = (b->caps & DAPI_BACKEND_UPSTREAM) ? (int)cfg->upstream_workers
                                                          : cfg->workers;
     /* A worker whose query outlives its time limit by a second (work the interrupt cannot
-     * reach) is set aside and replaced, up to as many replacements as the pool has workers
-     * (docs/design.md, "What a time limit cannot stop"); so is a run worker whose export has
-     * waited a second for its client or for the run it follows, up to the number of queries
-     * that can be admitted at once (each export holds an admission slot). */
+     * reach) is set aside and replaced, up to four times as many replacements as the pool
+     * has workers (docs/design.md, "What a time limit cannot stop"); so is a run worker
+     * whose export has waited a second for its client or for the run it follows, up to the
+     * number of queries that can be admitted at once (each export holds an admission slot).
+     * While a key's job overruns, at most --max-queries-per-key of its jobs may wait. */
     int held = (int)cfg->max_queries_per_key;
-    struct dapi_pool_watch check_watch = {dapi_econn_overrun_ms, OVERRUN_GRACE_MS, 2, 0, held, 0};
+    struct dapi_pool_watch check_watch = {
+        dapi_econn_overrun_ms, OVERRUN_GRACE_MS, 4 * 2, 0, held, 0};
     struct dapi_pool_watch run_watch = {dapi_econn_overrun_ms,
                                         OVERRUN_GRACE_MS,
-                                        app->run_threads,
+                                        4 * app->run_threads,
                                         (int)cfg->max_queued_queries + app->run_threads,
                                         held,
                                         0};
