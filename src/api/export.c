@@ -418,10 +418,14 @@ static void export_parquet(struct export_job *j)
         result = DAPI_ERR_SHUTDOWN;
     } else if(known) {
         snprintf(tmp, sizeof tmp, "%s/tmp", app->cfg->state_dir);
+        /* The conversion runs in a DuckDB of its own, past --query-timeout's reach; two at
+         * most, so its worker is set aside like a waiting one instead of holding the pool. */
+        dapi_pool_waiting(1);
         result = dapi_result_parquet(j->result, (const char *const *)j->cols.names,
                                      (const char *const *)j->cols.types, j->cols.n, tmp,
                                      app->cfg->memory_limit, app->cfg->max_spill_bytes,
                                      &app->stopping, &fd, &size, &msg);
+        dapi_pool_waiting(0);
         conversion_end(j);
     }
     dapi_queries_unadmit(app->queries, j->key);

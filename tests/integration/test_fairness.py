@@ -560,3 +560,27 @@ def test_parquet_conversions_take_turns():
             check(answers[i].body[:4] == b"PAR1" and answers[i].body[-4:] == b"PAR1", "export %d is a Parquet file" % i)
         eq(len({answers[i].body for i in range(3)}), 1, "the three files are the same")
         eq(most[0], 1, "conversions of one key at once")
+
+
+@h.timeout(120)
+def test_a_parquet_conversion_does_not_hold_the_run_workers():
+    """Regression (attack review 2): a parquet conversion runs in a DuckDB of its own, which
+    --query-timeout does not reach, on a run worker: two fire-and-forget parquet exports kept
+    another key's SELECT 42 waiting 7.8 s (1.3 s here with one worker). Now the worker is set
+    aside after a second, like a waiting one, and the other key is served meanwhile."""
+    with Server(keys=[KEY_A, KEY_B], args=["--workers", "1", "--shutdown-grace", "1"], name="fair-pqhold") as s:
+        big = s.create("SELECT r, r * 7 AS b, r % 13 AS c FROM range(10000000) t(r)", key=KEY_A)
+        eq(len(s.page(big, 100000, key=KEY_A)), 100, "the last page")
+        out = {}
+
+        def export():
+            out["resp"] = s.api("GET", "/api/queries/%s/export?format=parquet" % big, key=KEY_A, timeout=110)
+
+        t = threading.Thread(target=export, daemon=True)
+        t.start()
+        _wait_pool_metric(s, "dapi_pool_waiting_workers", "run", 1, "the conversion's worker is set aside")
+        eq(s.query("SELECT 42 AS x", key=KEY_B), [{"x": 42}], "key B's query")
+        check(t.is_alive(), "key B was served while the conversion still ran")
+        t.join(110)
+        expect_status(out.get("resp"), 200, "the parquet export")
+        check(out["resp"].body[:4] == b"PAR1", "a Parquet file")
