@@ -9,7 +9,9 @@
  * aside: a replacement worker (a new thread with its own connection) takes its place while
  * there is room, and the jobs of that tag wait until the overrunning one ends, so a key cannot
  * set aside worker after worker. When the job ends the worker leaves if the pool has its n
- * without it. Other tags keep n workers; the CPU the overrunning work burns is not won back. */
+ * without it. Other tags keep n workers; the CPU the overrunning work burns is not won back.
+ * A job that waits for something outside the pool (dapi_pool_waiting: a slow client) is set
+ * aside the same way, without holding its tag. */
 #ifndef DAPI_POOL_H
 #define DAPI_POOL_H
 
