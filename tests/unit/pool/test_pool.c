@@ -692,9 +692,12 @@ static void test_overrun_stop_discard(void)
 static void test_stop_within(void)
 {
     struct gate g;
-    struct dapi_pool *p = start_overrunning("t-within", 2, &g);
+    struct dapi_pool *p = start_overrunning("t-within", 1, &g);
     if(!p)
         return;
+    /* set aside first: then A's next job is held, not taken by an idle worker */
+    struct dapi_pool_stats st;
+    T_CHECK(wait_stats(p, 2, 1, &st), "set aside: %d, %d", st.workers, st.overrunning);
     static struct rec held_job;
     memset(&held_job, 0, sizeof held_job);
     T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &held_job, 0, 0xA), DAPI_OK);
