@@ -398,7 +398,8 @@ def test_a_query_outliving_its_time_limit_does_not_hold_the_other_keys():
     with Server(keys=[KEY_A, KEY_B], args=OVERRUN_ARGS, name="fair-overrun") as s:
         slow = [s.create(OVERRUN_RUN % (50000 + i), key=KEY_A) for i in range(2)]
         _wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 2, "both of A's queries overrun")
-        eq(_pool_metric(s, "dapi_pool_workers", "run"), 4, "run workers with two replacements")
+        # (the replacements start one after the other, after both are set aside)
+        _wait_pool_metric(s, "dapi_pool_workers", "run", 4, "run workers with two replacements")
         a_next = s.create("SELECT 7 AS x", key=KEY_A)
         b = s.create("SELECT 42 AS x", key=KEY_B)
         eq(s.page(b, key=KEY_B), [{"x": 42}], "key B's rows")
