@@ -1,4 +1,4 @@
-/* The checks of a request head that libmicrohttpd leaves to us (see head.h). */
+/* The checks of a request head that libmicrohttpd leaves to us (see head.h); no library here. */
 #include "http/head.h"
 
 #include <string.h>
@@ -23,34 +23,19 @@ int dapi_http_parse_length(const char *v, uint64_t *out)
     return huge ? DAPI_LEN_HUGE : DAPI_LEN_OK;
 }
 
-/* The request head's headers and query-string arguments, in one pass. */
-struct head_scan {
-    size_t header_bytes;
-    int nul;                      /* a name or value holds a NUL byte */
-    int api_keys, authorizations; /* credential headers */
-    int expect_other;             /* an Expect other than 100-continue */
-    int lengths, codings;         /* Content-Length / Transfer-Encoding headers */
-    int length_state;             /* LEN_* of the worst Content-Length */
-    int lengths_differ;
-    int coding_unknown; /* a Transfer-Encoding other than exactly "chunked" */
-    uint64_t length;
-};
-
-static enum MHD_Result scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
-                                  size_t key_size, const char *value, size_t value_size)
+void dapi_http_head_add(struct dapi_head_scan *hs, int header, const char *key, size_t key_size,
+                        const char *value, size_t value_size)
 {
-    struct head_scan *hs = cls;
     size_t klen = strlen(key), vlen = value ? strlen(value) : 0;
     hs->nul |= klen != key_size || vlen != value_size;
-    if(kind != MHD_HEADER_KIND)
-        return MHD_YES;
+    if(!header)
+        return;
     hs->header_bytes += key_size + value_size + 4;
     hs->api_keys += strcasecmp(key, "x-api-key") == 0;
-    hs->authorizations += strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION) == 0;
-    if(strcasecmp(key, MHD_HTTP_HEADER_EXPECT) == 0 &&
-       (!value || strcasecmp(value, "100-continue") != 0))
+    hs->authorizations += strcasecmp(key, "Authorization") == 0;
+    if(strcasecmp(key, "Expect") == 0 && (!value || strcasecmp(value, "100-continue") != 0))
         hs->expect_other = 1;
-    if(strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+    if(strcasecmp(key, "Content-Length") == 0) {
         uint64_t n = 0;
         int st = dapi_http_parse_length(value, &n);
         if(st > hs->length_state)
@@ -60,19 +45,17 @@ static enum MHD_Result scan_value(void *cls, enum MHD_ValueKind kind, const char
         if(st == DAPI_LEN_OK)
             hs->length = n;
         hs->lengths++;
-    } else if(strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+    } else if(strcasecmp(key, "Transfer-Encoding") == 0) {
         if(!value || strcasecmp(value, "chunked") != 0)
             hs->coding_unknown = 1;
         hs->codings++;
     }
-    return MHD_YES;
 }
 
-const char *dapi_http_head_error(struct MHD_Connection *conn, int framing_only,
+const char *dapi_http_head_error(const struct dapi_head_scan *scan, int framing_only,
                                  size_t max_header_bytes, int *status)
 {
-    struct head_scan hs = {0};
-    MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, scan_value, &hs);
+    const struct dapi_head_scan hs = *scan;
     *status = 400;
     if(hs.lengths && hs.codings)
         return "Content-Length and Transfer-Encoding together";

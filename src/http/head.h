@@ -7,13 +7,30 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <microhttpd.h>
-
 enum { DAPI_LEN_OK, DAPI_LEN_BAD, DAPI_LEN_HUGE };
 
 /* A Content-Length value: digits only (no sign, no list). DAPI_LEN_HUGE: digits, but more than
  * 64 bits can hold. */
 int dapi_http_parse_length(const char *v, uint64_t *out);
+
+/* The request head's headers and query-string arguments, gathered in one pass (http.c walks
+ * them through libmicrohttpd and hands each to dapi_http_head_add). Start from {0}. */
+struct dapi_head_scan {
+    size_t header_bytes;
+    int nul;                      /* a name or value holds a NUL byte */
+    int api_keys, authorizations; /* credential headers */
+    int expect_other;             /* an Expect other than 100-continue */
+    int lengths, codings;         /* Content-Length / Transfer-Encoding headers */
+    int length_state;             /* DAPI_LEN_* of the worst Content-Length */
+    int lengths_differ;
+    int coding_unknown; /* a Transfer-Encoding other than exactly "chunked" */
+    uint64_t length;
+};
+
+/* One name and value (header: a header, else a query-string argument), with the sizes
+ * libmicrohttpd reports (a NUL inside makes them differ from the strings' lengths). */
+void dapi_http_head_add(struct dapi_head_scan *hs, int header, const char *key, size_t key_size,
+                        const char *value, size_t value_size);
 
 /* What is wrong with the request head, or NULL; *status says how to answer. framing_only:
  * the first point only.
@@ -29,7 +46,7 @@ int dapi_http_parse_length(const char *v, uint64_t *out);
  *  - Two x-api-key or Authorization headers: which one a proxy in front checked is not
  *    known, so none is used.
  *  - An Expect other than 100-continue (417, as RFC 9110 allows: libmicrohttpd ignores it). */
-const char *dapi_http_head_error(struct MHD_Connection *conn, int framing_only,
+const char *dapi_http_head_error(const struct dapi_head_scan *scan, int framing_only,
                                  size_t max_header_bytes, int *status);
 
 #endif

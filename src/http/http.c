@@ -553,6 +553,22 @@ static void respond_error(struct dapi_req *r, int status, const char *msg)
     dapi_req_respond(r, status, body, body ? len : 0, NULL, NULL);
 }
 
+static enum MHD_Result scan_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
+{
+    dapi_http_head_add(cls, kind == MHD_HEADER_KIND, key, key_size, value, value_size);
+    return MHD_YES;
+}
+
+/* The head checks of head.h over conn's headers and query-string arguments. */
+static const char *head_error(struct MHD_Connection *conn, int framing_only,
+                              size_t max_header_bytes, int *status)
+{
+    struct dapi_head_scan hs = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, scan_value, &hs);
+    return dapi_http_head_error(&hs, framing_only, max_header_bytes, status);
+}
+
 static struct dapi_conn *conn_of(struct MHD_Connection *conn)
 {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
@@ -750,7 +766,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if(r->c)
             atomic_store(&r->c->in_request, 1); /* the head arrived: its deadline is met */
         int status;
-        const char *bad = dapi_http_head_error(conn, 0, (size_t)h->o.max_header_bytes, &status);
+        const char *bad = head_error(conn, 0, (size_t)h->o.max_header_bytes, &status);
         if(bad)
             return refuse_early(r, status, bad);
         if(strlen(url) > (size_t)h->o.max_header_bytes)
@@ -1128,7 +1144,7 @@ static void rescue_bad_length(struct dapi_http *h)
     if(matches != 1)
         goto out;
     int status;
-    const char *msg = dapi_http_head_error(found->mc, 1, 0, &status);
+    const char *msg = head_error(found->mc, 1, 0, &status);
     if(!msg)
         goto out;
     unsigned long long sent = 0;
