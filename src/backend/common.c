@@ -3,6 +3,7 @@
  * refusals and queueing jobs. Nothing here knows HTTP: every answer is an outcome
  * (backend.h) that the API layer writes. */
 #include <dirent.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -268,8 +269,19 @@ struct fp_files {
 
 #define FP_MAX_FILES 100000
 
+/* Whether path, a link, resolves beneath the lake (lake_real: the data dir's real path), as
+ * the lake scan requires of a layer folder it follows (a link out of the lake is never read:
+ * walking it could cover the whole machine). */
+static int links_into_lake(const char *path, const char *lake_real)
+{
+    char real[PATH_MAX];
+    size_t n = strlen(lake_real);
+    return realpath(path, real) && strncmp(real, lake_real, n) == 0 && real[n] == '/';
+}
+
 /* Adds "path\tsize\tmtime" for every file under dir (rel: its name in the lake). */
-static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int depth)
+static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int depth,
+                    const char *lake_real)
 {
     DIR *d = depth < 16 ? opendir(dir) : NULL;
     struct dirent *de;
@@ -285,8 +297,9 @@ static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int de
         int link = S_ISLNK(st.st_mode);
         if(link && stat(path, &st)) /* a dangling link: its name only */
             memset(&st, 0, sizeof st);
-        if(S_ISDIR(st.st_mode) && (!link || depth == 0)) { /* (a linked layer folder: yes) */
-            fp_walk(f, path, name, depth + 1);
+        if(S_ISDIR(st.st_mode) &&
+           (!link || (depth == 0 && links_into_lake(path, lake_real)))) { /* a linked layer */
+            fp_walk(f, path, name, depth + 1, lake_real);
             continue;
         }
         /* a linked file counts with its target's size and mtime; a linked directory by its
@@ -372,14 +385,19 @@ int dapi_backend_lake_fingerprint(const char *data_dir, const struct dapi_scope 
 static int fp_walk_all(const char *data_dir, const struct dapi_scope *scope, char *out)
 {
     struct fp_files f = {0};
-    if(!scope || scope->all) {
-        fp_walk(&f, data_dir, "", 0); /* every layer (and what else the lake holds) */
+    char lake_real[PATH_MAX];
+    if(!realpath(data_dir, lake_real)) {
+        /* no lake (yet): nothing to walk */
+    } else if(!scope || scope->all) {
+        fp_walk(&f, data_dir, "", 0, lake_real); /* every layer (and what else it holds) */
     } else {
         for(size_t i = 0; i < scope->n; i++) {
             char dir[4096], rel[256];
+            struct stat st;
             snprintf(dir, sizeof dir, "%s/%s", data_dir, scope->layers[i]);
             snprintf(rel, sizeof rel, "/%s", scope->layers[i]);
-            fp_walk(&f, dir, rel, 1);
+            if(lstat(dir, &st) == 0 && (!S_ISLNK(st.st_mode) || links_into_lake(dir, lake_real)))
+                fp_walk(&f, dir, rel, 1, lake_real);
         }
     }
     if(f.n) /* none found: f.v is NULL, and qsort(NULL, 0) is undefined */

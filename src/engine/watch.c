@@ -7,7 +7,7 @@
  * only when it differs from the one its last complete scan was made under.
  *
  * inotify watches every directory under the lake (hidden ones too: files may be linked
- * there) and the target of every symbolic link in it, for the events that change what a
+ * there) and the target of every symbolic link to a file in it, for the events that change what a
  * scan sees: content written, attributes (mtime, mode), entries created, deleted or moved,
  * the watched object itself deleted or moved. Reads (DuckDB scanning a file) make no event.
  * The kernel queues an event in the writer's system call, and the generation is read by
@@ -138,14 +138,15 @@ static int walk(struct lakewatch *w, const char *dir, dev_t parent_dev, int dept
         if(t == DT_DIR) {
             r = walk(w, p, st.st_dev, depth + 1);
         } else if(t == DT_LNK) {
-            /* what the link leads to: a directory is walked (bounded by depth, so loops
-             * end), a file watched itself — its changes make no event in this directory */
+            /* What the link leads to. A directory is not walked: inside the lake the walk
+             * reaches it as itself, and the scan never follows a link out of the lake —
+             * while a walk through one could lead anywhere (a link to / reaches /proc, whose
+             * links lead back: the walk took minutes, and the server did not start). A file
+             * is watched itself: its changes make no event in this directory. */
             struct stat tst;
-            if(stat(p, &tst))
-                continue; /* dangling: the link's own changes are this directory's events */
-            if(S_ISDIR(tst.st_mode)) {
-                r = walk(w, p, st.st_dev, depth + 1);
-            } else if(tst.st_dev != st.st_dev && remote_fs(p)) {
+            if(stat(p, &tst) || S_ISDIR(tst.st_mode))
+                continue; /* a directory (above), or dangling: its changes are this directory's */
+            if(tst.st_dev != st.st_dev && remote_fs(p)) {
                 watch_off(w, "a file of the lake is on a network or FUSE file system");
                 r = -1;
             } else if(inotify_add_watch(w->fd, p, WATCH_MASK) < 0 && errno == ENOSPC) {

@@ -46,12 +46,19 @@ static void test_generation(void)
     t_write_in(l.root, "layer2/t.csv", "x\n3\n");
     t_mkdir_in(l.data, ".hidden");
     t_write_in(l.data, ".hidden/target.csv", "x\n4\n");
+    t_mkdir_in(l.data, ".layer3");
+    t_write_in(l.data, ".layer3/t.csv", "x\n5\n");
     snprintf(p, sizeof p, "%s/elsewhere/linked.csv", l.root);
     snprintf(q, sizeof q, "%s/raw/linked.csv", l.data);
     T_CHECK(symlink(p, q) == 0, "linked file");
     snprintf(p, sizeof p, "%s/layer2", l.root);
+    snprintf(q, sizeof q, "%s/outside", l.data);
+    T_CHECK(symlink(p, q) == 0, "a layer linked out of the lake");
+    snprintf(p, sizeof p, "%s/.layer3", l.data);
     snprintf(q, sizeof q, "%s/other", l.data);
     T_CHECK(symlink(p, q) == 0, "linked layer");
+    snprintf(q, sizeof q, "%s/raw/root", l.data);
+    T_CHECK(symlink("/", q) == 0, "a link to /");
     snprintf(p, sizeof p, "%s/.hidden/target.csv", l.data);
     snprintf(q, sizeof q, "%s/raw/h.csv", l.data);
     T_CHECK(symlink(p, q) == 0, "link into a hidden folder");
@@ -101,8 +108,12 @@ static void test_generation(void)
     CHANGED(w, g, "a file two folders down");
     t_write_in(l.root, "elsewhere/linked.csv", "x\n9\n");
     CHANGED(w, g, "the target of a linked file, outside the lake");
-    t_write_in(l.root, "layer2/t.csv", "x\n8\n");
+    t_write_in(l.data, ".layer3/t.csv", "x\n8\n");
     CHANGED(w, g, "a file of a linked layer");
+    /* a folder linked out of the lake is never read (the scan does not follow the link), so
+     * it is not walked: a link to / used to take the walk through /proc for minutes */
+    t_write_in(l.root, "layer2/t.csv", "x\n6\n");
+    T_CHECK(gen_of(w) == g, "a file of a layer linked out of the lake: not watched");
     t_write_in(l.data, ".hidden/target.csv", "x\n7\n");
     CHANGED(w, g, "a hidden file a link leads to");
     t_mkdir_in(l.data, "newlayer");
@@ -169,6 +180,40 @@ static void test_engine_follows(void)
     T_CHECK(g3 != g2, "a touch moves it");
     T_EQ_INT(dapi_backend_lake_fingerprint(l.data, NULL, g3, fp2), 0);
     T_CHECK(strcmp(fp2, fp3) != 0, "and the fingerprint");
+    /* Layers linked out of the lake are never read, so the fingerprint does not walk them
+     * (a link to / made it walk the machine: up to 100,000 files per creation); a layer
+     * linked to a folder inside the lake is walked. gen 0: computed, not kept. */
+    t_mkdir_in(l.root, "outside");
+    t_write_in(l.root, "outside/t.csv", "x\n1\n");
+    t_mkdir_in(l.data, ".real2");
+    t_write_in(l.data, ".real2/t.csv", "x\n1\n");
+    char lp[512], q[512];
+    snprintf(lp, sizeof lp, "%s/outside", l.root);
+    snprintf(q, sizeof q, "%s/out", l.data);
+    T_CHECK(symlink(lp, q) == 0, "a layer linked out of the lake");
+    snprintf(q, sizeof q, "%s/root", l.data);
+    T_CHECK(symlink("/", q) == 0, "a layer linked to /");
+    snprintf(lp, sizeof lp, "%s/.real2", l.data);
+    snprintf(q, sizeof q, "%s/in2", l.data);
+    T_CHECK(symlink(lp, q) == 0, "a layer linked inside the lake");
+    struct dapi_scope out = {.n = 2}, in2 = {.n = 1};
+    snprintf(out.layers[0], sizeof out.layers[0], "out");
+    snprintf(out.layers[1], sizeof out.layers[1], "root");
+    snprintf(in2.layers[0], sizeof in2.layers[0], "in2");
+    char all1[DAPI_REUSE_HEX], out1[DAPI_REUSE_HEX], in1[DAPI_REUSE_HEX];
+    T_EQ_INT(dapi_backend_lake_fingerprint(l.data, NULL, 0, all1), 0);
+    T_EQ_INT(dapi_backend_lake_fingerprint(l.data, &out, 0, out1), 0);
+    T_EQ_INT(dapi_backend_lake_fingerprint(l.data, &in2, 0, in1), 0);
+    t_write_in(l.root, "outside/t.csv", "x\n1\n2\n");
+    T_EQ_INT(dapi_backend_lake_fingerprint(l.data, NULL, 0, fp2), 0);
+    T_EQ_STR(fp2, all1);
+    T_EQ_INT(dapi_backend_lake_fingerprint(l.data, &out, 0, fp2), 0);
+    T_EQ_STR(fp2, out1);
+    t_write_in(l.data, ".real2/t.csv", "x\n1\n2\n");
+    T_EQ_INT(dapi_backend_lake_fingerprint(l.data, NULL, 0, fp2), 0);
+    T_CHECK(strcmp(fp2, all1) != 0, "a file of a layer linked inside the lake counts");
+    T_EQ_INT(dapi_backend_lake_fingerprint(l.data, &in2, 0, fp2), 0);
+    T_CHECK(strcmp(fp2, in1) != 0, "and for a key scoped to that layer");
     /* removal: the view goes */
     T_CHECK(unlink(p) == 0, "removed");
     T_EQ_INT(dapi_engine_check(c, "SELECT * FROM raw.b", NULL, &msg), DAPI_ERR_SQL);
