@@ -175,6 +175,7 @@ enum dapi_err dapi_probe_start(struct dapi_probe **out, struct dapi_engine *e,
     p->start_wall = dapi_clock_wall_s();
     if((result = dapi_engine_connect(e, &p->conn)))
         goto out;
+    dapi_econn_set_light(p->conn);
     if(pthread_create(&p->thread, NULL, probe_run, p)) {
         result = DAPI_ERR_INTERNAL;
         goto out;

@@ -560,6 +560,54 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
     return result;
 }
 
+/* Memory is shared by every key's queries (--memory-limit), so a query that runs out of it
+ * while others run may be the victim of a larger one rather than too large itself. Such a
+ * failure is retryable (answered 503 and run again, as a full disk is) at most this many
+ * times; the run again first waits for the work that was in flight when it failed, so the
+ * victim of a large query runs once that query has ended, and a query too large for the
+ * server fails for good when it runs alone or has used its retries. */
+#define MEMORY_RETRIES 2
+
+static void wait_for_memory(const struct dapi_backend_env *env, const char *slug)
+{
+    uint64_t mark;
+    if(!dapi_queries_memory_mark(env->queries, slug, &mark))
+        return;
+    /* the others may run up to their time limit; a worker that waits is set aside */
+    int64_t deadline = env->mono_ms() + env->cfg->query_timeout * 1000;
+    dapi_pool_waiting(1);
+    while(!atomic_load(env->stopping) && env->mono_ms() < deadline &&
+          !dapi_engine_wait_work(mark, dapi_clock_mono_ms() + 250))
+        ;
+    dapi_pool_waiting(0);
+}
+
+static enum dapi_err memory_retryable(const struct dapi_backend_env *env, struct dapi_econn *conn,
+                                      const char *slug, enum dapi_err result, char **details)
+{
+    uint64_t mark;
+    int n;
+    if(result != DAPI_ERR_TOO_LARGE || !dapi_econn_oom_shared(conn, &mark) ||
+       !(n = dapi_queries_memory_retry(env->queries, slug, mark, MEMORY_RETRIES)))
+        return result;
+    struct dapi_buf b;
+    dapi_buf_init(&b, 33 * 1024);
+    dapi_buf_addf(&b,
+                  "the query ran out of memory while other queries were running (all share "
+                  "--memory-limit); it runs again once they have ended (retry %d of %d): ",
+                  n, MEMORY_RETRIES);
+    dapi_buf_adds(&b, *details ? *details : "");
+    char *d = dapi_buf_take(&b, NULL);
+    dapi_buf_free(&b);
+    if(d) {
+        free(*details);
+        *details = d;
+    }
+    dapi_warn("query %s ran out of memory beside other work: retryable (%d of %d)", slug, n,
+              MEMORY_RETRIES);
+    return DAPI_ERR_BUSY;
+}
+
 void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_econn *conn,
                               const char *slug, const char *sql)
 {
@@ -576,6 +624,7 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
         free(scope);
         return; /* expired meanwhile */
     }
+    wait_for_memory(env, slug);
     result = dapi_queries_start_run(env->queries, slug, why, sizeof why);
     if(result == DAPI_ERR_NOT_FOUND || result == DAPI_ERR_INVALID) {
         free(scope);
@@ -593,6 +642,7 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
     char *params = dapi_queries_params(env->queries, slug);
     result = dapi_backend_write_result(env, conn, sql, params, scope, path, slug, 0, &bytes,
                                        &details);
+    result = memory_retryable(env, conn, slug, result, &details);
     free(params);
     free(scope);
     if(result && atomic_load(env->stopping)) {

@@ -39,7 +39,9 @@ enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, con
     struct dapi_buf b;
     enum dapi_err result = DAPI_ERR_INTERNAL;
     char *open_err = NULL;
+    struct engine_work work; /* its memory is the process's too */
     *msg = NULL;
+    engine_work_begin(&work);
     dapi_buf_init(&b, 16u << 20);
     if(duckdb_create_config(&cfg) == DuckDBError)
         goto out;
@@ -115,6 +117,7 @@ out:
         duckdb_destroy_config(&cfg);
     if(open_err)
         duckdb_free(open_err);
+    engine_work_end(&work);
     return result;
 }
 

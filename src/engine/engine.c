@@ -61,11 +61,16 @@ static void *watchdog_run(void *arg)
 int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms)
 {
     pthread_mutex_lock(&c->e->conns_lock);
-    int aborting = c->e->aborting;
+    int aborting = c->e->aborting, was = c->active;
     c->active = active && !aborting;
     c->deadline_ms = deadline_ms;
     c->timed_out = 0;
+    int is = c->active;
     pthread_mutex_unlock(&c->e->conns_lock);
+    if(is && !was && !c->light)
+        engine_work_begin(&c->work);
+    else if(was && !is && !c->light)
+        engine_work_end(&c->work);
     return active && aborting ? -1 : 0;
 }
 
@@ -87,6 +92,18 @@ void dapi_engine_abort(struct dapi_engine *e)
             duckdb_interrupt(c->con);
         }
     pthread_mutex_unlock(&e->conns_lock);
+}
+
+void dapi_econn_set_light(struct dapi_econn *c)
+{
+    c->light = 1;
+}
+
+int dapi_econn_oom_shared(const struct dapi_econn *c, uint64_t *mark)
+{
+    if(c->oom_shared)
+        *mark = c->work.mark;
+    return c->oom_shared;
 }
 
 int64_t dapi_econn_overrun_ms(struct dapi_econn *c)
@@ -1216,7 +1233,9 @@ out:
     tmpl_free(&t);
     free(wrapped);
     set_deadline(c, 0, 0);
+    enum dapi_err raw = result;
     result = engine_classify_oom(result, msg);
+    c->oom_shared = raw == DAPI_ERR_SQL && result == DAPI_ERR_TOO_LARGE && c->work.company;
     if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && result != DAPI_ERR_FORBIDDEN &&
        result != DAPI_ERR_PARAM && *msg) {
         free(*msg);

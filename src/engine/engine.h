@@ -199,6 +199,17 @@ enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, con
  * its deadline: the run returns DAPI_ERR_TIMEOUT): a cancelled query. The flag must outlive
  * the run; set NULL before it goes. */
 void dapi_econn_set_cancel(struct dapi_econn *c, const atomic_int *flag);
+/* c runs only dapi's own constant statements (the health probe's SELECT 1), which use no
+ * memory to speak of: they are not other work for dapi_econn_oom_shared. Before first use. */
+void dapi_econn_set_light(struct dapi_econn *c);
+/* Whether the last run on c ran out of memory (DAPI_ERR_TOO_LARGE, naming --memory-limit)
+ * while other work was in the engine's memory: it may have met another query's use rather
+ * than been too large itself. If so, *mark is what dapi_engine_wait_work takes to wait for
+ * that other work to end. */
+int dapi_econn_oom_shared(const struct dapi_econn *c, uint64_t *mark);
+/* Waits until every statement, check or conversion begun (in this process) by the time of
+ * mark has ended, or until deadline_ms (monotonic). 1: they ended; 0: the deadline came. */
+int dapi_engine_wait_work(uint64_t mark, int64_t deadline_ms);
 /* Milliseconds since the watchdog interrupted the query c drives (its deadline passed, or it
  * was cancelled) while c still drives it: work the interrupt does not reach. 0 when c drives
  * nothing, was not interrupted, or the engine is shutting down. For a pool's overseer. */

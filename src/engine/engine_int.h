@@ -68,6 +68,17 @@ struct dapi_engine {
     uint64_t views_gen;
 };
 
+/* memory.c: one statement, check or conversion using the process's memory, from
+ * engine_work_begin to engine_work_end (in flight: a list in the order of beginning). */
+struct engine_work {
+    uint64_t seq;  /* its place in that order */
+    uint64_t mark; /* at its end: the last work begun by then (dapi_engine_wait_work) */
+    int company;   /* at its end: another work was in flight at some time during it */
+    struct engine_work *prev, *next;
+};
+void engine_work_begin(struct engine_work *w);
+void engine_work_end(struct engine_work *w);
+
 struct dapi_econn {
     struct dapi_engine *e;
     duckdb_connection con;
@@ -79,6 +90,9 @@ struct dapi_econn {
     duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
     duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
     char *last_tree; /* the parse tree of the last SQL the sandbox passed (owned) or NULL */
+    struct engine_work work; /* while active (set_deadline) */
+    int oom_shared;          /* the last run ran out of memory and had company */
+    int light;               /* not counted as work (dapi_econn_set_light) */
     struct dapi_econn *next;
 };
 

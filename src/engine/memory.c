@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/clock.h"
+
 void dapi_engine_setup_process(char **argv)
 {
     /* jemalloc reads its settings when the library is loaded, before main: the variable is
@@ -77,4 +79,67 @@ enum dapi_err engine_classify_oom(enum dapi_err result, char **msg)
         *msg = why;
     }
     return DAPI_ERR_TOO_LARGE;
+}
+
+/* ---- work in the engine's memory --------------------------------------------------------
+ *
+ * Every query, check and conversion shares one memory cap (--memory-limit for DuckDB's
+ * buffers, the process's data size for the rest), so a query that runs out of memory may be
+ * the one that is too large, or one that met another key's large query: from DuckDB's error
+ * nothing tells them apart. What can be told is whether it ran alone. The work in flight is
+ * a list in the order it began (one lock; begin and end are once per statement, never per
+ * row): a work that began while another was in flight, or saw another begin, had company. */
+static pthread_mutex_t work_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
+static struct engine_work *work_head, *work_tail;
+static uint64_t work_seq;
+
+void engine_work_begin(struct engine_work *w)
+{
+    pthread_mutex_lock(&work_lock);
+    w->seq = ++work_seq;
+    w->company = work_head != NULL;
+    w->next = NULL;
+    w->prev = work_tail;
+    if(work_tail)
+        work_tail->next = w;
+    else
+        work_head = w;
+    work_tail = w;
+    pthread_mutex_unlock(&work_lock);
+}
+
+void engine_work_end(struct engine_work *w)
+{
+    pthread_mutex_lock(&work_lock);
+    w->company = w->company || work_seq != w->seq; /* another began during this one */
+    w->mark = work_seq;
+    int oldest = w == work_head;
+    if(w->prev)
+        w->prev->next = w->next;
+    else
+        work_head = w->next;
+    if(w->next)
+        w->next->prev = w->prev;
+    else
+        work_tail = w->prev;
+    w->prev = w->next = NULL;
+    if(oldest) /* the only end a waiter (dapi_engine_wait_work) can be waiting for */
+        pthread_cond_broadcast(&work_cv);
+    pthread_mutex_unlock(&work_lock);
+}
+
+int dapi_engine_wait_work(uint64_t mark, int64_t deadline_ms)
+{
+    pthread_mutex_lock(&work_lock);
+    while(work_head && work_head->seq <= mark) {
+        int64_t left = deadline_ms - dapi_clock_mono_ms();
+        if(left <= 0)
+            break;
+        struct timespec ts = dapi_clock_after(0, left);
+        pthread_cond_timedwait(&work_cv, &work_lock, &ts);
+    }
+    int ended = !work_head || work_head->seq > mark;
+    pthread_mutex_unlock(&work_lock);
+    return ended;
 }

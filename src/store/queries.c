@@ -971,6 +971,31 @@ enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
     return result;
 }
 
+int dapi_queries_memory_retry(struct dapi_queries *qs, const char *slug, uint64_t mark, int max)
+{
+    int granted = 0;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    if(q && q->memory_retries < max) {
+        q->memory_retries++;
+        q->memory_mark = mark;
+        granted = q->memory_retries;
+    }
+    pthread_mutex_unlock(&qs->lock);
+    return granted;
+}
+
+int dapi_queries_memory_mark(struct dapi_queries *qs, const char *slug, uint64_t *mark)
+{
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    int retried = q && q->memory_retries > 0;
+    if(retried)
+        *mark = q->memory_mark;
+    pthread_mutex_unlock(&qs->lock);
+    return retried;
+}
+
 enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
                                         const char *upstream)
 {

@@ -198,6 +198,13 @@ void dapi_queries_remove(struct dapi_queries *qs, const char *slug);
  * caller now submits it; DAPI_ERR_RATE / DAPI_ERR_BUSY: limits, it stays failed;
  * DAPI_ERR_INVALID: not in that state (e.g. another request re-queued it first). */
 enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug);
+/* A run of slug ran out of memory while other work was in the engine (not necessarily too
+ * large itself): if it has had fewer than max such retries, counts one more, remembers mark
+ * (what its next run waits for: dapi_engine_wait_work) and returns the count (>= 1); else
+ * 0, and the failure is final. In memory only: a restart starts the count again. */
+int dapi_queries_memory_retry(struct dapi_queries *qs, const char *slug, uint64_t mark, int max);
+/* 1 and *mark if slug's last run was such a failure (its next run waits first), else 0. */
+int dapi_queries_memory_mark(struct dapi_queries *qs, const char *slug, uint64_t *mark);
 /* The query's SQL (owned, free()) or NULL. */
 char *dapi_queries_sql(struct dapi_queries *qs, const char *slug);
 /* The values bound to the query's $parameters (a JSON object, owned) or NULL (none, or an

@@ -38,6 +38,10 @@ struct query {
     int in_run;                 /* one of them is going on in this process */
     int64_t run_start_us;       /* when that run started (monotonic), for its duration */
     int holds;                  /* holds an admission slot of its owner */
+    /* In memory only: runs that ran out of memory beside other work and were answered as
+     * retryable (dapi_queries_memory_retry), and what the next run waits for. */
+    int memory_retries;
+    uint64_t memory_mark;
     /* Its directory holds created.json or meta.json. Until then (a new query: files are
      * written when its run ends) only its record in the creation log keeps it, and a
      * checkpoint writes created.json first (store_materialise). Set once, by either. */

@@ -585,3 +585,73 @@ def test_a_parquet_conversion_does_not_hold_the_run_workers():
         t.join(110)
         expect_status(out.get("resp"), 200, "the parquet export")
         check(out["resp"].body[:4] == b"PAR1", "a Parquet file")
+
+
+# Memory is shared by every key's queries (--memory-limit). MEMORY_HELD builds a list of 8
+# million integers (about 200 MB of DuckDB's memory while it is built) and keeps it while one
+# levenshtein runs on each row (about 2 s); MEMORY_NEEDED builds the same list alone, which
+# fits in 256 MB, but not beside the other.
+MEMORY_ARGS = ["--memory-limit", "256MB", "--workers", "2", "--query-timeout", "60"]
+MEMORY_HELD = ("SELECT len(l) AS n, levenshtein(repeat('a', 30000 + len(l) * 0), repeat('b', 30000)) AS d "
+               "FROM (SELECT list(i) AS l FROM range(8000000) t(i))")
+MEMORY_NEEDED = "SELECT len(list(i)) AS n FROM range(8000000) t(i)"
+
+
+def _rss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _memory_retryable_503(r, what):
+    body = expect_error(r, 503, "Server busy, retry later", what)
+    check(r.headers.get("retry-after", "").isdigit(), "%s: no Retry-After: %s" % (what, r.short()))
+    details = body.get("details", "")
+    check("other queries were running" in details and "--memory-limit" in details,
+          "%s: details should say the memory was shared: %r" % (what, body))
+    return body
+
+
+@h.timeout(120)
+def test_a_query_out_of_memory_beside_a_larger_one_is_run_again():
+    """Regression (attack review 2, finding 3): while one key's query held most of the
+    memory, another key's query that fits alone ran out of it and got a final 413 ("needs
+    more memory than this server allows"), although a retry would have succeeded. Now a query
+    that runs out of memory while other work is in the engine is answered 503 + Retry-After,
+    and its run again waits for that work to end."""
+    with Server(keys=[KEY_A, KEY_B], args=MEMORY_ARGS, name="fair-memory") as s:
+        base = _rss(s.proc.pid)
+        a = s.create(MEMORY_HELD, key=KEY_A)
+        deadline = time.monotonic() + 30
+        while _rss(s.proc.pid) - base < 100 << 20:
+            check(time.monotonic() < deadline, "key A's query took 100 MB within 30 s (%d MB)"
+                  % ((_rss(s.proc.pid) - base) >> 20))
+            time.sleep(0.01)
+        b = s.create(MEMORY_NEEDED, key=KEY_B)
+        _memory_retryable_503(s.results(b, 1, key=KEY_B, timeout=60), "key B's results")
+        # the client retries: the run again waited for key A's query, then fit
+        eq(s.page(b, key=KEY_B), [{"n": 8000000}], "key B's rows, run again")
+        eq(s.page(a, key=KEY_A), [{"n": 8000000, "d": 30000}], "key A's rows")
+        check("ran out of memory beside other work" in s.stderr_text(), "the retry is logged")
+
+
+@h.timeout(120)
+def test_a_query_too_large_alone_fails_for_good():
+    """The other side: a query that runs out of memory beside another is run again, once the
+    other has ended, and fails for good (413) when it does not fit alone either, so a query
+    too large for the server is not retried for ever."""
+    with Server(keys=[KEY_A, KEY_B], args=MEMORY_ARGS, name="fair-memory-alone") as s:
+        a = s.create(OVERRUN_RUN % 40000, key=KEY_A)  # little memory, about 3 s
+        deadline = time.monotonic() + 30
+        while _state(s, a, KEY_A) != "running":
+            check(time.monotonic() < deadline, "key A's query started within 30 s")
+            time.sleep(0.01)
+        b = s.create("SELECT len(list(i)) AS n FROM range(40000000) t(i)", key=KEY_B)
+        _memory_retryable_503(s.results(b, 1, key=KEY_B, timeout=60), "beside key A's query")
+        body = expect_error(s.results(b, 1, key=KEY_B, timeout=60), 413, what="run again alone")
+        check("--memory-limit" in body.get("details", "") and "other queries" not in body.get("details", ""),
+              "the final answer says the query needs more memory: %r" % body)
+        eq(_state(s, a, KEY_A), "succeeded", "the run again waited for key A's query")
+        expect_error(s.results(b, 1, key=KEY_B), 413, what="and stays failed")

@@ -715,6 +715,62 @@ static void test_overrun_probe(void)
     dapi_econn_close(c2);
 }
 
+/* ---- running out of memory beside other work: dapi_econn_oom_shared -------------------- */
+
+static enum dapi_err run_on(struct dapi_econn *c, const char *sql)
+{
+    struct collect k;
+    collect_init(&k);
+    char *msg = NULL;
+    enum dapi_err r = dapi_engine_run(c, sql, NULL, 0, &collect_sink, &k, &msg);
+    free(msg);
+    collect_free(&k);
+    return r;
+}
+
+/* A query that runs out of memory alone is too large; one that does so while other work is
+ * in the engine (another engine's too: the process's memory is shared) may be a victim: the
+ * probe tells them apart, and its mark lets a rerun wait for exactly that other work. A
+ * query that fails for another reason beside the same work is no memory victim. */
+static void test_oom_company(void)
+{
+    static const char big[] = "SELECT len(list(i)) AS n FROM range(20000000) t(i)";
+    struct dapi_engine *small = t_engine_open(
+        &scratch, (struct dapi_engine_opts){.threads = 1, .memory_limit = "64MB"});
+    struct dapi_econn *m = NULL, *c2 = NULL;
+    if(small)
+        T_EQ_INT(dapi_engine_connect(small, &m), DAPI_OK);
+    T_EQ_INT(dapi_engine_connect(eng, &c2), DAPI_OK);
+    if(!m || !c2)
+        goto out;
+    uint64_t mark = 0;
+    T_EQ_INT(run_on(m, big), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_econn_oom_shared(m, &mark), 0);
+    T_EQ_INT(dapi_engine_wait_work(UINT64_MAX, dapi_clock_mono_ms()), 1); /* nothing runs */
+
+    struct slow_run s = {c2, 0, DAPI_ERR_INTERNAL};
+    pthread_t th;
+    T_EQ_INT(pthread_create(&th, NULL, slow_thread, &s), 0);
+    dapi_clock_sleep_ms(500); /* the slow query has begun (it runs about 3 s) */
+    T_EQ_INT(run_on(m, "SELECT * FROM no_such_table"), DAPI_ERR_SQL);
+    T_EQ_INT(dapi_econn_oom_shared(m, &mark), 0);
+    T_EQ_INT(run_on(m, big), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_econn_oom_shared(m, &mark), 1);
+    /* the slow query is still in flight: the wait for it times out, then sees it end */
+    T_EQ_INT(dapi_engine_wait_work(mark, dapi_clock_mono_ms() + 50), 0);
+    T_EQ_INT(dapi_engine_wait_work(mark, dapi_clock_mono_ms() + 60000), 1);
+    pthread_join(th, NULL);
+    T_EQ_INT(s.result, DAPI_OK);
+    /* alone again */
+    T_EQ_INT(run_on(m, big), DAPI_ERR_TOO_LARGE);
+    T_EQ_INT(dapi_econn_oom_shared(m, &mark), 0);
+out:
+    dapi_econn_close(c2);
+    dapi_econn_close(m);
+    if(small)
+        dapi_engine_close(small);
+}
+
 /* Running a query does not leak: measured on the C heap (DuckDB's own allocator is not
  * counted) over many runs of a query with an 8000-byte column name. */
 static void test_no_leak(void)
@@ -831,6 +887,7 @@ int main(void)
     test_error_position();
     test_deadline();
     test_overrun_probe();
+    test_oom_company();
     test_no_leak();
     test_open_errors();
     test_sample();

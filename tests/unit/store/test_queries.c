@@ -712,6 +712,18 @@ static void test_admission(void)
     dapi_queries_release(qs, &v);
     T_EQ_INT(dapi_queries_retry(qs, d), DAPI_ERR_INVALID); /* once */
     T_EQ_INT(dapi_queries_active(qs, owner), 2);
+    /* out of memory beside other work: a bounded number of retries, each with its mark */
+    uint64_t mark = 0;
+    T_EQ_INT(dapi_queries_memory_mark(qs, d, &mark), 0);
+    T_EQ_INT(dapi_queries_memory_retry(qs, d, 7, 2), 1);
+    T_EQ_INT(dapi_queries_memory_mark(qs, d, &mark), 1);
+    T_EQ_INT((int)mark, 7);
+    T_EQ_INT(dapi_queries_memory_retry(qs, d, 9, 2), 2);
+    T_EQ_INT(dapi_queries_memory_retry(qs, d, 11, 2), 0); /* used up: final */
+    T_EQ_INT(dapi_queries_memory_mark(qs, d, &mark), 1);
+    T_EQ_INT((int)mark, 9);
+    T_EQ_INT(dapi_queries_memory_retry(qs, "dapi-query-none", 1, 2), 0);
+    T_EQ_INT(dapi_queries_memory_mark(qs, "dapi-query-none", &mark), 0);
     uint64_t bytes = t_result_write(qs, d, 3);
     dapi_queries_finish(qs, d, DAPI_OK, NULL, bytes);
     T_EQ_INT(state_of(qs, d, 1005, NULL), DAPI_Q_DONE);
