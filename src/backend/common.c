@@ -14,6 +14,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/metrics.h"
 #include "engine/engine.h"
 #include "pool/pool.h"
 #include "store/queries.h"
@@ -605,6 +606,9 @@ static enum dapi_err memory_retryable(const struct dapi_backend_env *env, struct
     }
     dapi_warn("query %s ran out of memory beside other work: retryable (%d of %d)", slug, n,
               MEMORY_RETRIES);
+    dapi_metrics_count("dapi_memory_retries_total",
+                       "runs that ran out of memory beside other queries, answered as retryable",
+                       1);
     return DAPI_ERR_BUSY;
 }
 

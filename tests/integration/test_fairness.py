@@ -638,6 +638,8 @@ def test_a_query_out_of_memory_beside_a_larger_one_is_run_again():
         eq(s.page(b, key=KEY_B), [{"n": 8000000}], "key B's rows, run again")
         eq(s.page(a, key=KEY_A), [{"n": 8000000, "d": 40000}], "key A's rows")
         check("ran out of memory beside other work" in s.stderr_text(), "the retry is logged")
+        check("\ndapi_memory_retries_total 1\n" in s.request("GET", "/metrics").body.decode(),
+              "the retry is counted (dapi_memory_retries_total 1)")
 
 
 @h.timeout(120)
