@@ -29,6 +29,16 @@ static uint64_t gen_of(struct lakewatch *w)
         T_CHECK(gen_of(w) == (g), "%s: then stays", what);                               \
     } while(0)
 
+/* Makes dir/rel a symbolic link to tdir/trel (to tdir when trel is NULL). */
+static void link_in(const char *tdir, const char *trel, const char *dir, const char *rel,
+                    const char *what)
+{
+    char t[512], l[512];
+    snprintf(t, sizeof t, trel ? "%s/%s" : "%s", tdir, trel);
+    snprintf(l, sizeof l, "%s/%s", dir, rel);
+    T_CHECK(symlink(t, l) == 0, "%s", what);
+}
+
 static void test_generation(void)
 {
     struct t_lake l;
@@ -48,20 +58,11 @@ static void test_generation(void)
     t_write_in(l.data, ".hidden/target.csv", "x\n4\n");
     t_mkdir_in(l.data, ".layer3");
     t_write_in(l.data, ".layer3/t.csv", "x\n5\n");
-    snprintf(p, sizeof p, "%s/elsewhere/linked.csv", l.root);
-    snprintf(q, sizeof q, "%s/raw/linked.csv", l.data);
-    T_CHECK(symlink(p, q) == 0, "linked file");
-    snprintf(p, sizeof p, "%s/layer2", l.root);
-    snprintf(q, sizeof q, "%s/outside", l.data);
-    T_CHECK(symlink(p, q) == 0, "a layer linked out of the lake");
-    snprintf(p, sizeof p, "%s/.layer3", l.data);
-    snprintf(q, sizeof q, "%s/other", l.data);
-    T_CHECK(symlink(p, q) == 0, "linked layer");
-    snprintf(q, sizeof q, "%s/raw/root", l.data);
-    T_CHECK(symlink("/", q) == 0, "a link to /");
-    snprintf(p, sizeof p, "%s/.hidden/target.csv", l.data);
-    snprintf(q, sizeof q, "%s/raw/h.csv", l.data);
-    T_CHECK(symlink(p, q) == 0, "link into a hidden folder");
+    link_in(l.root, "elsewhere/linked.csv", l.data, "raw/linked.csv", "linked file");
+    link_in(l.root, "layer2", l.data, "outside", "a layer linked out of the lake");
+    link_in(l.data, ".layer3", l.data, "other", "linked layer");
+    link_in("/", NULL, l.data, "raw/root", "a link to /");
+    link_in(l.data, ".hidden/target.csv", l.data, "raw/h.csv", "link into a hidden folder");
 
     struct lakewatch *w = NULL;
     T_EQ_INT(lakewatch_open(&w, l.data, 1), DAPI_OK);
@@ -187,15 +188,9 @@ static void test_engine_follows(void)
     t_write_in(l.root, "outside/t.csv", "x\n1\n");
     t_mkdir_in(l.data, ".real2");
     t_write_in(l.data, ".real2/t.csv", "x\n1\n");
-    char lp[512], q[512];
-    snprintf(lp, sizeof lp, "%s/outside", l.root);
-    snprintf(q, sizeof q, "%s/out", l.data);
-    T_CHECK(symlink(lp, q) == 0, "a layer linked out of the lake");
-    snprintf(q, sizeof q, "%s/root", l.data);
-    T_CHECK(symlink("/", q) == 0, "a layer linked to /");
-    snprintf(lp, sizeof lp, "%s/.real2", l.data);
-    snprintf(q, sizeof q, "%s/in2", l.data);
-    T_CHECK(symlink(lp, q) == 0, "a layer linked inside the lake");
+    link_in(l.root, "outside", l.data, "out", "a layer linked out of the lake");
+    link_in("/", NULL, l.data, "root", "a layer linked to /");
+    link_in(l.data, ".real2", l.data, "in2", "a layer linked inside the lake");
     struct dapi_scope out = {.n = 2}, in2 = {.n = 1};
     snprintf(out.layers[0], sizeof out.layers[0], "out");
     snprintf(out.layers[1], sizeof out.layers[1], "root");
