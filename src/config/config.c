@@ -167,7 +167,8 @@ static const struct setting settings[] = {
     {"shutdown-grace", "DAPI_SHUTDOWN_GRACE", K_I64, O(shutdown_grace), "10", 0, 3600, NULL,
      "seconds in-flight requests get to finish on SIGTERM/SIGINT"},
     {"memory-limit", "DAPI_MEMORY_LIMIT", K_SIZE, O(memory_limit), "8GB", 0, 0, NULL,
-     "DuckDB memory limit (e.g. 2GB); larger intermediates spill to <state-dir>/tmp"},
+     "DuckDB memory limit (e.g. 2GB), shared by every query (one that runs out of it beside "
+     "others is answered 503 and run again); larger intermediates spill to <state-dir>/tmp"},
     {"memory-headroom", "DAPI_MEMORY_HEADROOM", K_I64, O(memory_headroom), "1073741824", 0,
      INT64_MAX, NULL,
      "bytes the process may use beyond --memory-limit; its data size is capped at the sum "
