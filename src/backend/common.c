@@ -591,12 +591,15 @@ static enum dapi_err memory_retryable(const struct dapi_backend_env *env, struct
     if(result != DAPI_ERR_TOO_LARGE || !dapi_econn_oom_shared(conn, &mark) ||
        !(n = dapi_queries_memory_retry(env->queries, slug, mark, MEMORY_RETRIES)))
         return result;
+    /* (the temporary disk for spilling, --max-spill-bytes, is shared the same way) */
+    int spill = *details && strstr(*details, "--max-spill-bytes");
     struct dapi_buf b;
     dapi_buf_init(&b, 33 * 1024);
     dapi_buf_addf(&b,
-                  "the query ran out of memory while other queries were running (all share "
-                  "--memory-limit); it runs again once they have ended (retry %d of %d): ",
-                  n, MEMORY_RETRIES);
+                  "the query ran out of %s while other queries were running (all share %s); it "
+                  "runs again once they have ended (retry %d of %d): ",
+                  spill ? "temporary disk space" : "memory",
+                  spill ? "--max-spill-bytes" : "--memory-limit", n, MEMORY_RETRIES);
     dapi_buf_adds(&b, *details ? *details : "");
     char *d = dapi_buf_take(&b, NULL);
     dapi_buf_free(&b);

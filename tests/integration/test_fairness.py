@@ -605,12 +605,12 @@ def _rss(pid):
     return 0
 
 
-def _memory_retryable_503(r, what):
+def _memory_retryable_503(r, what, setting="--memory-limit"):
     body = expect_error(r, 503, "Server busy, retry later", what)
     check(r.headers.get("retry-after", "").isdigit(), "%s: no Retry-After: %s" % (what, r.short()))
     details = body.get("details", "")
-    check("other queries were running" in details and "--memory-limit" in details,
-          "%s: details should say the memory was shared: %r" % (what, body))
+    check("other queries were running" in details and setting in details,
+          "%s: details should say %s was shared: %r" % (what, setting, body))
     return body
 
 
@@ -644,19 +644,26 @@ def test_a_query_out_of_memory_beside_a_larger_one_is_run_again():
 
 @h.timeout(120)
 def test_a_query_too_large_alone_fails_for_good():
-    """The other side: a query that runs out of memory beside another is run again, once the
-    other has ended, and fails for good (413) when it does not fit alone either, so a query
-    too large for the server is not retried for ever."""
-    with Server(keys=[KEY_A, KEY_B], args=MEMORY_ARGS, name="fair-memory-alone") as s:
-        a = s.create(OVERRUN_RUN % 40000, key=KEY_A)  # little memory, about 3 s
-        deadline = time.monotonic() + 30
-        while _state(s, a, KEY_A) != "running":
-            check(time.monotonic() < deadline, "key A's query started within 30 s")
-            time.sleep(0.01)
-        b = s.create("SELECT len(list(i)) AS n FROM range(40000000) t(i)", key=KEY_B)
-        _memory_retryable_503(s.results(b, 1, key=KEY_B, timeout=60), "beside key A's query")
-        body = expect_error(s.results(b, 1, key=KEY_B, timeout=60), 413, what="run again alone")
-        check("--memory-limit" in body.get("details", "") and "other queries" not in body.get("details", ""),
-              "the final answer says the query needs more memory: %r" % body)
-        eq(_state(s, a, KEY_A), "succeeded", "the run again waited for key A's query")
-        expect_error(s.results(b, 1, key=KEY_B), 413, what="and stays failed")
+    """The other side: a query that runs out of memory — or of the spill space, shared the
+    same way (--max-spill-bytes) — beside another is run again, once the other has ended,
+    and fails for good (413) when it does not fit alone either, so a query too large for the
+    server is not retried for ever."""
+    cases = [("SELECT len(list(i)) AS n FROM range(40000000) t(i)", "--memory-limit"),
+             ("SELECT count(*) AS n FROM (SELECT i::VARCHAR || 'padding-padding' AS s "
+              "FROM range(20000000) t(i) ORDER BY s DESC)", "--max-spill-bytes")]
+    args = MEMORY_ARGS + ["--max-spill-bytes", "2097152"]
+    with Server(keys=[KEY_A, KEY_B], args=args, name="fair-memory-alone") as s:
+        for i, (sql, setting) in enumerate(cases):
+            a = s.create(OVERRUN_RUN % (40000 + i), key=KEY_A)  # little memory, about 3 s
+            deadline = time.monotonic() + 30
+            while _state(s, a, KEY_A) != "running":
+                check(time.monotonic() < deadline, "key A's query started within 30 s")
+                time.sleep(0.01)
+            b = s.create(sql, key=KEY_B)
+            _memory_retryable_503(s.results(b, 1, key=KEY_B, timeout=60), "beside key A's query", setting)
+            body = expect_error(s.results(b, 1, key=KEY_B, timeout=60), 413, what="run again alone")
+            details = body.get("details", "")
+            check(setting in details and "other queries" not in details,
+                  "the final answer names %s only: %r" % (setting, body))
+            eq(_state(s, a, KEY_A), "succeeded", "the run again waited for key A's query")
+            expect_error(s.results(b, 1, key=KEY_B), 413, what="and stays failed")
