@@ -175,7 +175,8 @@ static const struct setting settings[] = {
      "(0 = no cap)"},
     {"max-spill-bytes", "DAPI_MAX_SPILL_BYTES", K_I64, O(max_spill_bytes), "10737418240", 1 * MiB,
      INT64_MAX, NULL,
-     "bytes of intermediate data all queries together may spill to <state-dir>/tmp (413 above)"},
+     "bytes of intermediate data all queries together may spill to <state-dir>/tmp (413 above; "
+     "503 and run again when it ran beside other queries)"},
     {"duckdb-threads", "DAPI_DUCKDB_THREADS", K_I64, O(duckdb_threads), "0", 0, 1024, NULL,
      "threads DuckDB uses per query (0 = number of cores)"},
     {"nekt-url", "DAPI_NEKT_URL", K_URL, O(nekt_url), "https://api.nekt.ai", 0, 0, NULL,
