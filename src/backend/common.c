@@ -270,14 +270,13 @@ struct fp_files {
 
 #define FP_MAX_FILES 100000
 
-/* Whether path, a link, resolves beneath the lake (lake_real: the data dir's real path), as
- * the lake scan requires of a layer folder it follows (a link out of the lake is never read:
+/* Whether path, a link, leads inside the lake (lake_real: the data dir's real path), as the
+ * lake scan requires of a layer folder it follows (a link out of the lake is never read:
  * walking it could cover the whole machine). */
 static int links_into_lake(const char *path, const char *lake_real)
 {
     char real[PATH_MAX];
-    size_t n = strlen(lake_real);
-    return realpath(path, real) && strncmp(real, lake_real, n) == 0 && real[n] == '/';
+    return dapi_lake_contains(lake_real, path, real);
 }
 
 /* Adds "path\tsize\tmtime" for every file under dir (rel: its name in the lake). */

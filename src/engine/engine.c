@@ -594,7 +594,6 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
 {
     char layer[256];
     enum dapi_err result = DAPI_OK;
-    size_t n = strlen(c->e->data_real);
     if(!c->glob &&
        duckdb_prepare(c->con, "SELECT file FROM glob($1::VARCHAR)", &c->glob) == DuckDBError) {
         duckdb_destroy_prepare(&c->glob);
@@ -618,8 +617,8 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
         duckdb_destroy_result(&res);
         for(size_t k = 0; k < nfiles && !result; k++) {
             char real[PATH_MAX];
-            if(dapi_sandbox_path_problem(c->e->data_dir, files[k]) || !realpath(files[k], real) ||
-               strncmp(real, c->e->data_real, n) != 0 || real[n] != '/') {
+            if(dapi_sandbox_path_problem(c->e->data_dir, files[k]) ||
+               !dapi_lake_contains(c->e->data_real, files[k], real)) {
                 struct dapi_buf b;
                 dapi_buf_init(&b, 8192);
                 dapi_buf_addf(&b,

@@ -87,10 +87,15 @@ static int stat_in_lake(const struct scan *sc, const char *path, struct stat *st
         return 0;
     *link = 1;
     char real[PATH_MAX];
-    size_t n = strlen(sc->real);
-    if(!realpath(path, real) || strncmp(real, sc->real, n) != 0 || real[n] != '/')
+    if(!dapi_lake_contains(sc->real, path, real))
         return -1;
     return stat(path, st);
+}
+
+int dapi_lake_contains(const char *lake, const char *path, char *real)
+{
+    size_t n = strlen(lake);
+    return realpath(path, real) && strncmp(real, lake, n) == 0 && real[n] == '/';
 }
 
 /* Folder tables: the Parquet files beneath dir (recursively), each vetted like a table file,
@@ -161,10 +166,9 @@ static enum dapi_err walk_parquet(struct scan *sc, const char *dir, int depth, s
 static int real_layer(const struct scan *sc, const char *path, char *out, size_t n)
 {
     char real[PATH_MAX];
-    size_t rl = strlen(sc->real);
-    if(!realpath(path, real) || strncmp(real, sc->real, rl) != 0 || real[rl] != '/')
+    if(!dapi_lake_contains(sc->real, path, real))
         return -1;
-    const char *c = real + rl + 1;
+    const char *c = real + strlen(sc->real) + 1;
     size_t len = strcspn(c, "/");
     if(!len || len >= n)
         return -1;
