@@ -4,7 +4,8 @@
     tests/integration/run.py [--bin PATH] [-k SUBSTR] [--timeout S] [--list]
 
 Discovers functions named test_* in tests/integration/test_*.py (in file order), runs each
-in its own thread with a per-test timeout (default 60 s, or the @harness.timeout value), and
+in its own thread with a per-test timeout (default 60 s, or the @harness.timeout value), within
+a budget for the whole suite (SUITE_BUDGET: a test not started by then fails as "not run"), and
 prints one line per test:
 
     PASS test_api.test_health
@@ -33,7 +34,10 @@ sys.path.insert(0, HERE)
 import harness  # noqa: E402
 
 DEFAULT_TIMEOUT = 60.0
-SUITE_BUDGET = 900.0  # seconds; tests not started by then fail as "not run"
+# seconds; tests not started by then fail as "not run". The whole suite takes about 530 s
+# with the normal build and 650 s with the ASan build on a 2-vCPU machine: the budget stops a
+# suite that is going wrong, not a slow machine (two runs of it stay far inside CI's 90 min).
+SUITE_BUDGET = 1500.0
 
 
 def discover(pattern):
