@@ -19,7 +19,7 @@ CLANG=${CLANG:-clang}
 jobs=${FUZZ_JOBS:-1}
 OUT=build/fuzz
 DUCKDB=third_party/duckdb
-PKGS="libmicrohttpd libcurl jansson openssl libsystemd"
+PKGS=$(sed -n "s/^PKGS *:= *//p" Makefile) # the libraries dapi links, as the Makefile lists them
 # shellcheck disable=SC2086  # PKGS is a list
 PKG_CFLAGS=$(pkg-config --cflags $PKGS 2>/dev/null)
 # shellcheck disable=SC2086
@@ -42,7 +42,7 @@ declare -A SRCS LIBS
 SRCS[fuzz_jsonin]="src/base/jsonin.c";                           LIBS[fuzz_jsonin]="-ljansson"
 SRCS[fuzz_json_str]="src/base/json.c $BASE";                     LIBS[fuzz_json_str]="-lm"
 # result.c names its temporary files with dapi_random_base62 (src/auth/keys.c, OpenSSL).
-SRCS[fuzz_result]="src/store/result.c src/store/codec.c src/engine/render.c src/base/json.c src/auth/keys.c $BASE"
+SRCS[fuzz_result]="src/store/result.c src/store/codec.c src/engine/render.c src/base/json.c src/auth/keys.c src/base/clock.c $BASE"
 LIBS[fuzz_result]="-lcrypto -lzstd -lm"
 SRCS[fuzz_faults]="src/emu/faults.c";                            LIBS[fuzz_faults]=""
 SRCS[fuzz_page]="src/client/page.c $BASE";                       LIBS[fuzz_page]=""
@@ -63,14 +63,15 @@ done
 
 mkdir -p "$OUT/obj" "$OUT/logs"
 
-# The instrumented library for fuzz_pyint, rebuilt when any source or header changed.
+# The instrumented library for fuzz_pyint, rebuilt when any source, header, embedded file or
+# this script changed.
 build_libdapi() {
     local lib=$OUT/libdapi-fuzz.a
     if [ ! -f "$DUCKDB/include/duckdb.h" ]; then
         echo "fuzz: DuckDB is missing: run 'make deps' (scripts/deps.sh) first" >&2
         return 1
     fi
-    if [ -f "$lib" ] && [ -z "$(find src include docs/openapi.json -name '*.[ch]' -newer "$lib" -o -name openapi.json -newer "$lib" | head -n 1)" ]; then
+    if [ -f "$lib" ] && [ -z "$(find src include console docs/openapi.json tests/fuzz/run.sh -type f -newer "$lib" | head -n 1)" ]; then
         return 0
     fi
     local objs=() s o pids=() rc=0
@@ -86,6 +87,10 @@ build_libdapi() {
     python3 scripts/embed-openapi.py docs/openapi.json include/dapi/version.h "$OUT/obj/openapi.c" \
         && $CLANG $CFLAGS $SAN -c "$OUT/obj/openapi.c" -o "$OUT/obj/openapi.o" || rc=1
     objs+=("$OUT/obj/openapi.o")
+    # The embedded console (src/api/console.c serves it), likewise.
+    python3 scripts/embed-console.py "$OUT/obj/console.c" console/*.html console/*.css console/*.js \
+        && $CLANG $CFLAGS $SAN -c "$OUT/obj/console.c" -o "$OUT/obj/console.o" || rc=1
+    objs+=("$OUT/obj/console.o")
     for p in "${pids[@]}"; do wait "$p" || rc=1; done
     [ $rc -eq 0 ] || return 1
     rm -f "$lib" && ar rcs "$lib" "${objs[@]}"
