@@ -10,7 +10,8 @@
 # BENCH_ROUNDS (1 dapi/nginx pair per throughput measure), BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_HTTP_THREADS (nginx worker_processes; when set,
 # also passed to dapi as --http-threads; default 2 = dapi's default HTTP threads),
 # SMALLQ_BIN (build/bench/smallq), BENCH_SMALLQ_CONNECTIONS (8), BENCH_DISK_DIR (bench/out: a
-# directory on a real disk for part i's state dir), BENCH_TMPFS_DIR (/dev/shm).
+# directory on a real disk for part i's state dir, and for the creation log of its ceiling run),
+# BENCH_TMPFS_DIR (/dev/shm).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
