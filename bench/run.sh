@@ -490,6 +490,9 @@ smallq_run() { # smallq_run NAME DIR: a fresh dapi with its state dir in DIR; sm
     timeout $(( $(secs "$DUR") + 60 )) "$SMALLQ_BIN" $HOST "$port" "$KEY" "$SQ_CONNS" "$(secs "$DUR")" \
         >"$OUT/smallq-$name.txt" 2>&1 || die "smallq ($name) failed: $(cat "$OUT/smallq-$name.txt")"
     stop_pid "$SQ_PID"; SQ_PID=
+    # (the ceiling measures nothing if dapi wrote its log anywhere but through the link)
+    [ -z "${SQ_LOG_DIR:-}" ] || { [ -L "$SQ_STATE/queries/.log" ] && [ -s "$SQ_LOG" ]; } ||
+        die "smallq ($name): the creation log is not the file on the disk ($SQ_LOG)"
 }
 sq_qps() { awk '/^queries\/s:/ {printf "%.0f", $2}' "$OUT/smallq-$1.txt"; }
 sq_failed() { awk '/^failed:/ {print $2}' "$OUT/smallq-$1.txt"; }
