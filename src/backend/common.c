@@ -270,15 +270,6 @@ struct fp_files {
 
 #define FP_MAX_FILES 100000
 
-/* Whether path, a link, leads inside the lake (lake_real: the data dir's real path), as the
- * lake scan requires of a layer folder it follows (a link out of the lake is never read:
- * walking it could cover the whole machine). */
-static int links_into_lake(const char *path, const char *lake_real)
-{
-    char real[PATH_MAX];
-    return dapi_lake_contains(lake_real, path, real);
-}
-
 /* Adds "path\tsize\tmtime" for every file under dir (rel: its name in the lake). */
 static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int depth,
                     const char *lake_real)
@@ -297,8 +288,10 @@ static void fp_walk(struct fp_files *f, const char *dir, const char *rel, int de
         int link = S_ISLNK(st.st_mode);
         if(link && stat(path, &st)) /* a dangling link: its name only */
             memset(&st, 0, sizeof st);
+        /* a linked layer is followed only when it leads inside the lake, as the lake scan
+         * requires: a link that leaves it is never read, and could cover the whole machine */
         if(S_ISDIR(st.st_mode) &&
-           (!link || (depth == 0 && links_into_lake(path, lake_real)))) { /* a linked layer */
+           (!link || (depth == 0 && dapi_lake_contains(lake_real, path, NULL)))) {
             fp_walk(f, path, name, depth + 1, lake_real);
             continue;
         }
@@ -396,7 +389,8 @@ static int fp_walk_all(const char *data_dir, const struct dapi_scope *scope, cha
             struct stat st;
             snprintf(dir, sizeof dir, "%s/%s", data_dir, scope->layers[i]);
             snprintf(rel, sizeof rel, "/%s", scope->layers[i]);
-            if(lstat(dir, &st) == 0 && (!S_ISLNK(st.st_mode) || links_into_lake(dir, lake_real)))
+            if(lstat(dir, &st) == 0 &&
+               (!S_ISLNK(st.st_mode) || dapi_lake_contains(lake_real, dir, NULL)))
                 fp_walk(&f, dir, rel, 1, lake_real);
         }
     }

@@ -201,7 +201,7 @@ enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, con
 void dapi_econn_set_cancel(struct dapi_econn *c, const atomic_int *flag);
 /* Whether path resolves, links followed, to a path beneath lake (the lake's real path, as
  * realpath() gives it): the one test of "a link that leaves the lake". The real path is
- * written to real (PATH_MAX bytes) either way, when it resolves. */
+ * written to real (PATH_MAX bytes, or NULL) either way, when it resolves. */
 int dapi_lake_contains(const char *lake, const char *path, char *real);
 /* c runs only dapi's own constant statements (the health probe's SELECT 1), which use no
  * memory to speak of: they are not other work for dapi_econn_oom_shared. Before first use. */

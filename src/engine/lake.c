@@ -86,15 +86,17 @@ static int stat_in_lake(const struct scan *sc, const char *path, struct stat *st
     if(!S_ISLNK(st->st_mode))
         return 0;
     *link = 1;
-    char real[PATH_MAX];
-    if(!dapi_lake_contains(sc->real, path, real))
+    if(!dapi_lake_contains(sc->real, path, NULL))
         return -1;
     return stat(path, st);
 }
 
 int dapi_lake_contains(const char *lake, const char *path, char *real)
 {
+    char own[PATH_MAX];
     size_t n = strlen(lake);
+    if(!real)
+        real = own;
     return realpath(path, real) && strncmp(real, lake, n) == 0 && real[n] == '/';
 }
 
