@@ -580,12 +580,12 @@ static enum dapi_err memory_retryable(const struct dapi_backend_env *env, struct
                                       const char *slug, enum dapi_err result, char **details)
 {
     uint64_t mark;
-    int n;
-    if(result != DAPI_ERR_TOO_LARGE || !dapi_econn_oom_shared(conn, &mark) ||
+    int n, oom;
+    if(result != DAPI_ERR_TOO_LARGE || !(oom = dapi_econn_oom_shared(conn, &mark)) ||
        !(n = dapi_queries_memory_retry(env->queries, slug, mark, MEMORY_RETRIES)))
         return result;
     /* (the temporary disk for spilling, --max-spill-bytes, is shared the same way) */
-    int spill = *details && strstr(*details, "--max-spill-bytes");
+    int spill = oom == DAPI_OOM_SPILL;
     struct dapi_buf b;
     dapi_buf_init(&b, 33 * 1024);
     dapi_buf_addf(&b,

@@ -25,7 +25,7 @@ static enum dapi_err run(duckdb_connection con, const char *sql, char **msg)
     if(!exec(con, sql, err, sizeof err))
         return DAPI_OK;
     *msg = strdup(err);
-    return engine_classify_oom(DAPI_ERR_SQL, msg);
+    return engine_classify_oom(DAPI_ERR_SQL, msg, NULL);
 }
 
 enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, const char *out,

@@ -799,7 +799,7 @@ enum dapi_err dapi_engine_check_bound(struct dapi_econn *c, const char *sql, con
         result = DAPI_ERR_TIMEOUT;
     set_deadline(c, 0, 0);
     /* short of memory is not the SQL's fault: retry later (503) */
-    if(engine_classify_oom(result, msg) == DAPI_ERR_TOO_LARGE)
+    if(engine_classify_oom(result, msg, NULL) == DAPI_ERR_TOO_LARGE)
         result = DAPI_ERR_BUSY;
     if(result != DAPI_ERR_SQL && result != DAPI_ERR_FORBIDDEN && result != DAPI_ERR_PARAM &&
        *msg) {
@@ -1233,8 +1233,11 @@ out:
     free(wrapped);
     set_deadline(c, 0, 0);
     enum dapi_err raw = result;
-    result = engine_classify_oom(result, msg);
-    c->oom_shared = raw == DAPI_ERR_SQL && result == DAPI_ERR_TOO_LARGE && c->work.company;
+    int spill;
+    result = engine_classify_oom(result, msg, &spill);
+    c->oom_shared = 0;
+    if(raw == DAPI_ERR_SQL && result == DAPI_ERR_TOO_LARGE && c->work.company)
+        c->oom_shared = spill ? DAPI_OOM_SPILL : DAPI_OOM_MEMORY;
     if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && result != DAPI_ERR_FORBIDDEN &&
        result != DAPI_ERR_PARAM && *msg) {
         free(*msg);
@@ -1374,7 +1377,7 @@ out:
         duckdb_destroy_extracted(&ex);
     dapi_buf_free(&b);
     set_deadline(c, 0, 0);
-    result = engine_classify_oom(result, msg);
+    result = engine_classify_oom(result, msg, NULL);
     if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && *msg) {
         free(*msg);
         *msg = NULL;

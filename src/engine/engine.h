@@ -206,10 +206,12 @@ int dapi_lake_contains(const char *lake, const char *path, char *real);
 /* c runs only dapi's own constant statements (the health probe's SELECT 1), which use no
  * memory to speak of: they are not other work for dapi_econn_oom_shared. Before first use. */
 void dapi_econn_set_light(struct dapi_econn *c);
-/* Whether the last run on c ran out of memory (DAPI_ERR_TOO_LARGE, naming --memory-limit)
- * while other work was in the engine's memory: it may have met another query's use rather
- * than been too large itself. If so, *mark is what dapi_engine_wait_work takes to wait for
- * that other work to end. */
+/* Whether the last run on c ran out of memory (DAPI_ERR_TOO_LARGE naming --memory-limit:
+ * DAPI_OOM_MEMORY) or of spill space (naming --max-spill-bytes: DAPI_OOM_SPILL) while other
+ * work was in the engine's memory, so that it may have met another query's use rather than
+ * been too large itself; 0 if not. If so, *mark is what dapi_engine_wait_work takes to wait
+ * for that other work to end. */
+enum { DAPI_OOM_MEMORY = 1, DAPI_OOM_SPILL = 2 };
 int dapi_econn_oom_shared(const struct dapi_econn *c, uint64_t *mark);
 /* Waits until every statement, check or conversion begun (in this process) by the time of
  * mark has ended, or until deadline_ms (monotonic). 1: they ended; 0: the deadline came. */

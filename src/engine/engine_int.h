@@ -91,7 +91,7 @@ struct dapi_econn {
     duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
     char *last_tree; /* the parse tree of the last SQL the sandbox passed (owned) or NULL */
     struct engine_work work; /* while active (set_deadline) */
-    int oom_shared;          /* the last run ran out of memory and had company */
+    int oom_shared;          /* the last run ran out of memory, had company: DAPI_OOM_* */
     int light;               /* not counted as work (dapi_econn_set_light) */
     struct dapi_econn *next;
 };
@@ -119,8 +119,10 @@ char *dupmsg(const char *prefix, const char *m);
 
 /* memory.c: a query that ran out of memory (DAPI_ERR_SQL with DuckDB's "Out of Memory
  * Error") becomes DAPI_ERR_TOO_LARGE with a message naming the setting, and what DuckDB's
- * allocator holds freed goes back to the kernel; other results are returned as they are. */
-enum dapi_err engine_classify_oom(enum dapi_err result, char **msg);
+ * allocator holds freed goes back to the kernel; other results are returned as they are.
+ * *spill (if not NULL) says whether it was the temporary disk (--max-spill-bytes) that ran
+ * out rather than memory. */
+enum dapi_err engine_classify_oom(enum dapi_err result, char **msg, int *spill);
 
 /* engine.c: small helpers shared by the engine's files. */
 enum dapi_err add_ident(struct dapi_buf *b, const char *s);

@@ -59,17 +59,21 @@ static void release_memory(void)
  * under the process cap) as an error of the query: that is a result too large to compute
  * here, not a mistake in the SQL. What the query held is released at once, so that the next
  * query does not meet the cap it left. */
-enum dapi_err engine_classify_oom(enum dapi_err result, char **msg)
+enum dapi_err engine_classify_oom(enum dapi_err result, char **msg, int *spill)
 {
     static const char oom[] = "Out of Memory Error";
+    if(spill)
+        *spill = 0;
     if(result != DAPI_ERR_SQL || !*msg || strncmp(*msg, oom, sizeof oom - 1) != 0)
         return result;
     release_memory();
-    char *why = dupmsg(strstr(*msg, "max_temp_directory_size")
-                           ? "the query needs more temporary disk space than this server "
-                             "allows (--max-spill-bytes): "
-                           : "the query needs more memory than this server allows "
-                             "(--memory-limit, --memory-headroom): ",
+    int disk = strstr(*msg, "max_temp_directory_size") != NULL;
+    if(spill)
+        *spill = disk;
+    char *why = dupmsg(disk ? "the query needs more temporary disk space than this server "
+                              "allows (--max-spill-bytes): "
+                            : "the query needs more memory than this server allows "
+                              "(--memory-limit, --memory-headroom): ",
                        *msg);
     if(why) {
         char *nl = strchr(why, '\n'); /* DuckDB appends tuning advice for its own CLI */
