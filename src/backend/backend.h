@@ -22,6 +22,7 @@ struct dapi_econn;
 struct dapi_pool;
 struct dapi_queries;
 struct dapi_result;
+struct dapi_buf;
 
 /* What a backend may use, given to its start and valid until its stop. */
 struct dapi_backend_env {
@@ -252,13 +253,15 @@ enum dapi_err dapi_backend_submit_run(const struct dapi_backend_env *env, const 
  * are reported as DAPI_ERR_UPSTREAM "not valid Parquet"), a user's limited to scope (NULL:
  * every layer; ignored from_upstream). live_slug (may be NULL): the query whose result this
  * is — its complete pages are served while it runs (dapi_queries_set_live). params: the values
- * bound to a user query's $parameters (NULL: none). *details receives
- * an owned explanation on error. */
+ * bound to a user query's $parameters (NULL: none). small (may be NULL): a result of at
+ * most DAPI_PACK_RESULT_MAX bytes that fits in its first page gets no file, its image goes
+ * to small (for dapi_queries_finish_small; left empty otherwise). *details receives an owned
+ * explanation on error. */
 enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
                                         struct dapi_econn *conn, const char *sql,
                                         const char *params, const struct dapi_scope *scope,
                                         const char *path, const char *live_slug, int from_upstream,
-                                        uint64_t *bytes, char **details);
+                                        struct dapi_buf *small, uint64_t *bytes, char **details);
 
 /* The outcome of a query that could not be created: DAPI_ERR_BUSY (store full, no space on
  * the state disk) is 503 + Retry-After 30; why (may be NULL or "") becomes "details". */

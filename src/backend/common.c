@@ -17,6 +17,7 @@
 #include "base/metrics.h"
 #include "engine/engine.h"
 #include "pool/pool.h"
+#include "store/pack.h"
 #include "store/queries.h"
 #include "store/result.h"
 
@@ -469,7 +470,7 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
                                         struct dapi_econn *conn, const char *sql,
                                         const char *params, const struct dapi_scope *scope,
                                         const char *path, const char *live_slug, int from_upstream,
-                                        uint64_t *bytes, char **details)
+                                        struct dapi_buf *small, uint64_t *bytes, char **details)
 {
     struct live_slug ls = {env->queries, live_slug};
     const struct dapi_config *cfg = env->cfg;
@@ -495,6 +496,8 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
         dapi_queries_set_cancel_flag(env->queries, live_slug, &cancel);
     dapi_econn_set_cancel(conn, &cancel);
     if(!(result = dapi_result_writer_open(&w, path, &limits))) {
+        if(small)
+            dapi_result_writer_keep_small(w, DAPI_PACK_RESULT_MAX);
         if(live_slug) { /* its complete pages are served while it runs */
             struct dapi_result_live *live = dapi_result_writer_live(w);
             dapi_result_writer_on_publish(w, on_publish, &ls);
@@ -514,6 +517,10 @@ enum dapi_err dapi_backend_write_result(const struct dapi_backend_env *env,
             result = dapi_queries_set_columns(env->queries, live_slug, ncols, names, types);
         if(!result)
             result = dapi_result_writer_finish(w, &rows, &pages, bytes);
+        size_t len;
+        const void *image = result ? NULL : dapi_result_writer_small(w, &len);
+        if(image && small)
+            result = dapi_buf_add(small, image, len);
     }
     dapi_econn_set_cancel(conn, NULL);
     if(live_slug)
@@ -640,8 +647,10 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
     int64_t t0 = env->mono_ms();
     /* the values of its $parameters: the registry's, as stored when it was created */
     char *params = dapi_queries_params(env->queries, slug);
-    result = dapi_backend_write_result(env, conn, sql, params, scope, path, slug, 0, &bytes,
-                                       &details);
+    struct dapi_buf small;
+    dapi_buf_init(&small, DAPI_PACK_RESULT_MAX);
+    result = dapi_backend_write_result(env, conn, sql, params, scope, path, slug, 0, &small,
+                                       &bytes, &details);
     result = memory_retryable(env, conn, slug, result, &details);
     free(params);
     free(scope);
@@ -656,8 +665,12 @@ void dapi_backend_materialise(const struct dapi_backend_env *env, struct dapi_ec
         else
             dapi_info("query %s done: %llu bytes, %lld ms", slug, (unsigned long long)bytes,
                       (long long)(env->mono_ms() - t0));
-        dapi_queries_finish(env->queries, slug, result, details, bytes);
+        if(!result && small.len)
+            dapi_queries_finish_small(env->queries, slug, small.data, small.len);
+        else
+            dapi_queries_finish(env->queries, slug, result, details, bytes);
     }
+    dapi_buf_free(&small);
     free(details);
 }
 

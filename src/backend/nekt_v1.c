@@ -481,9 +481,10 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
     dapi_engine_sql_literal(&sql, file);
     dapi_buf_addc(&sql, ')');
     dapi_buf_reset(details);
-    enum dapi_err result = sql.data ? dapi_backend_write_result(p->nk->env, conn, sql.data, NULL,
-                                                                NULL, out, NULL, 1, &bytes, &why)
-                                    : DAPI_ERR_NOMEM;
+    enum dapi_err result = sql.data
+                               ? dapi_backend_write_result(p->nk->env, conn, sql.data, NULL, NULL,
+                                                           out, NULL, 1, NULL, &bytes, &why)
+                               : DAPI_ERR_NOMEM;
     dapi_buf_free(&sql);
     if(why)
         dapi_buf_adds(details, why);

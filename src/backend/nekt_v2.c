@@ -360,7 +360,7 @@ static void v2_run(void *arg, struct dapi_econn *conn)
             result = DAPI_ERR_NOMEM;
         else
             result = dapi_backend_write_result(nk->env, conn, sql.data, NULL, NULL, result_path,
-                                               j->slug, 1, &bytes, &why);
+                                               j->slug, 1, NULL, &bytes, &why);
         if(why)
             dapi_buf_adds(&details, why);
     }

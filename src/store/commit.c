@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/metrics.h"
+#include "store/bytes.h"
 
 #define LOG_NAME ".log"
 #define LOG_DEFAULT (1u << 20)
@@ -71,17 +72,6 @@ struct pending {
     struct pending *next;
 };
 
-static void put32(unsigned char *p, uint32_t v)
-{
-    for(int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* FNV-1a over the header's gen, len and kind and the payload: catches torn records. */
 static uint64_t rec_sum(const unsigned char *head, const unsigned char *data, size_t len)
 {
@@ -96,22 +86,6 @@ static uint64_t rec_sum(const unsigned char *head, const unsigned char *data, si
 static size_t rec_size(size_t len)
 {
     return REC_HEAD + ((len + 7) & ~(size_t)7);
-}
-
-static int pwrite_all(int fd, const void *p, size_t n, uint64_t off)
-{
-    const char *c = p;
-    while(n) {
-        ssize_t w = pwrite(fd, c, n, (off_t)off);
-        if(w < 0 && errno == EINTR)
-            continue;
-        if(w <= 0)
-            return w < 0 ? errno : ENOSPC;
-        c += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
 }
 
 static void *committer(void *arg);
@@ -133,7 +107,7 @@ static int log_make(struct store_commit *c)
         return ENOMEM;
     int e = ftruncate(c->fd, 0) ? errno : 0;
     for(uint64_t off = 0; !e && off < c->size; off += 1u << 20)
-        e = pwrite_all(c->fd, z, c->size - off < (1u << 20) ? c->size - off : 1u << 20, off);
+        e = store_pwrite_all(c->fd, z, c->size - off < (1u << 20) ? c->size - off : 1u << 20, off);
     free(z);
     if(!e && fsync(c->fd))
         e = errno;
@@ -154,15 +128,15 @@ static uint64_t scan(const unsigned char *buf, uint64_t n, uint64_t off, uint32_
     *seq = 0;
     while(off + REC_HEAD <= n) {
         const unsigned char *h = buf + off;
-        uint32_t len = get32(h + 8), kind = get32(h + 12);
+        uint32_t len = store_get32(h + 8), kind = store_get32(h + 12);
         uint64_t sum = 0;
         for(int i = 7; i >= 0; i--)
             sum = sum << 8 | h[16 + i];
-        if(get32(h) != REC_MAGIC || len > n - off - REC_HEAD ||
-           rec_sum(h, h + REC_HEAD, len) != sum || (off > start && get32(h + 4) != *gen))
+        if(store_get32(h) != REC_MAGIC || len > n - off - REC_HEAD ||
+           rec_sum(h, h + REC_HEAD, len) != sum || (off > start && store_get32(h + 4) != *gen))
             break;
         if(off == start) {
-            *gen = get32(h + 4);
+            *gen = store_get32(h + 4);
             for(int i = 7; kind == REC_HALF && len == 8 && i >= 0; i--)
                 *seq = *seq << 8 | h[REC_HEAD + i];
         }
@@ -238,7 +212,7 @@ static int retire(struct store_commit *c, int from, int to, store_commit_hook_fn
         hook(hook_arg);
     int e = syncfs(c->dirfd) ? errno : 0;
     for(int h = from; !e && h <= to; h++)
-        e = pwrite_all(c->fd, zero, sizeof zero, (uint64_t)h * c->half);
+        e = store_pwrite_all(c->fd, zero, sizeof zero, (uint64_t)h * c->half);
     if(!e)
         e = default_sync(c->fd, NULL);
     return e;
@@ -494,10 +468,10 @@ void store_commit_when(struct store_commit *c, uint64_t ticket, store_commit_don
 /* Fills in a record's header (its payload of len bytes follows it). */
 static void seal(unsigned char *rec, uint32_t gen, uint32_t kind, size_t len)
 {
-    put32(rec, REC_MAGIC);
-    put32(rec + 4, gen);
-    put32(rec + 8, (uint32_t)len);
-    put32(rec + 12, kind);
+    store_put32(rec, REC_MAGIC);
+    store_put32(rec + 4, gen);
+    store_put32(rec + 8, (uint32_t)len);
+    store_put32(rec + 12, kind);
     uint64_t sum = rec_sum(rec, rec + REC_HEAD, len);
     for(int i = 0; i < 8; i++)
         rec[16 + i] = (unsigned char)(sum >> (8 * i));
@@ -528,8 +502,8 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
             seal(buf, c->gen, REC_HALF, 8);
         }
         seal(rec, c->gen, (uint32_t)kind, len);
-        e = pwrite_all(c->fd, first ? buf : rec, (first ? head : 0) + need,
-                       (uint64_t)c->cur * c->half + c->off);
+        e = store_pwrite_all(c->fd, first ? buf : rec, (first ? head : 0) + need,
+                             (uint64_t)c->cur * c->half + c->off);
     }
     if(!e) {
         c->off += (first ? head : 0) + need;

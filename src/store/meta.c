@@ -313,6 +313,49 @@ int store_record_meta(const struct dapi_queries *qs, const struct meta *m, uint6
     return e;
 }
 
+int store_pack_meta(const struct dapi_queries *qs, const struct meta *m, const void *image,
+                    size_t len, struct dapi_result **mapped)
+{
+    struct dapi_buf b;
+    int e = meta_buf(&b, m);
+    if(!e)
+        e = store_pack_put(qs->pack, m->slug, b.data, b.len, image, len, mapped);
+    if(e)
+        dapi_error("store: cannot record query %s: %s", m->slug, strerror(e));
+    dapi_buf_free(&b);
+    return e;
+}
+
+/* Writes a result kept in memory to the file at rp (when the query cannot be packed). */
+int store_write_image(const char *rp, const void *image, size_t len)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", rp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int e = fd < 0 ? errno : write_all(fd, image, len);
+    if(fd >= 0 && close(fd) && !e)
+        e = errno;
+    if(!e && rename(tmp, rp))
+        e = errno;
+    if(e)
+        unlink(tmp);
+    return e;
+}
+
+/* Whether q's outcome may be packed (store/pack.h): its result is in memory and q has no
+ * files (its directory does not exist: no run wrote one, no checkpoint gave it created.json).
+ * Its persist lock held. */
+int store_packable(const struct dapi_queries *qs, struct query *q, enum dapi_err error,
+                   const void *image)
+{
+    char dir[4096];
+    struct stat st;
+    if(!qs->pack || atomic_load(&q->ondisk) || error || !image)
+        return 0;
+    snprintf(dir, sizeof dir, "%s/%s", qs->dir, q->slug);
+    return lstat(dir, &st) != 0 && errno == ENOENT;
+}
+
 int store_room(const struct dapi_queries *qs)
 {
     enum { NEED = 16384 }; /* its directory, meta.json and created.json: a block each */
@@ -398,6 +441,8 @@ void store_remove_files(const struct dapi_queries *qs, const char *slug)
 void store_remove_dir(const struct dapi_queries *qs, const char *slug)
 {
     store_remove_files(qs, slug);
+    if(qs->pack)
+        store_pack_remove(qs->pack, slug, 0);
     /* so that a start after a power loss does not restore it from the creation log (not
      * waited for: a removal was never durable at once) */
     if(qs->commit)
@@ -455,9 +500,12 @@ size_t store_replay_apply(struct dapi_queries *qs, struct replay *r)
     for(size_t i = 0; i < r->n; i++) {
         if(!r->v[i].text)
             continue;
-        struct query *q = store_load_one(qs, r->v[i].slug);
-        if(q) {
-            store_qfree(q); /* on disk as it should be */
+        struct query *q = store_pack_has(qs->pack, r->v[i].slug)
+                              ? NULL
+                              : store_load_one(qs, r->v[i].slug);
+        if(q || store_pack_has(qs->pack, r->v[i].slug)) {
+            if(q)
+                store_qfree(q); /* on disk as it should be */
         } else {
             /* Its creation was answered, its files did not survive (or were never
              * written): written again from the record (made durable by the checkpoint that
@@ -545,18 +593,16 @@ static void load_lifecycle(struct query *q, const struct dapi_jv *root)
     }
 }
 
-/* Loads one stored query from its file (meta.json or created.json); NULL if damaged. */
-static struct query *load_from(struct dapi_queries *qs, const char *slug, const char *file)
+/* A query from its recorded text (meta.json, created.json or a pack record); NULL if
+ * damaged. packed: the query is a pack record, whose result (if done) is *result, taken
+ * (NULL: none could be mapped). */
+static struct query *parse(struct dapi_queries *qs, const char *slug, const char *text, size_t len,
+                           int packed, struct dapi_result **result)
 {
-    char path[4096], errbuf[256];
-    path_of(qs, slug, file, path, sizeof path);
+    char errbuf[256];
     struct query *q = NULL;
     struct dapi_jv *root = NULL;
-    struct dapi_buf b;
-    dapi_buf_init(&b, 128u << 20);
-    if(dapi_buf_add_file(&b, path))
-        goto out;
-    if(!b.data || dapi_jv_parse(b.data, b.len, 8, &root, errbuf, sizeof errbuf))
+    if(dapi_jv_parse(text, len, 8, &root, errbuf, sizeof errbuf))
         goto out;
     const char *owner = dapi_jv_str(dapi_jv_get(root, "owner"), NULL);
     const char *sql = dapi_jv_str(dapi_jv_get(root, "sql"), NULL);
@@ -639,8 +685,14 @@ static struct query *load_from(struct dapi_queries *qs, const char *slug, const 
         char rp[4096];
         dapi_queries_result_path(qs, slug, rp, sizeof rp);
         /* After an unclean stop the file may be torn (results are not fsynced): whole files
-         * only, by their checksum. */
-        if(dapi_result_open(&q->result, rp) || (!qs->clean && dapi_result_verify(q->result))) {
+         * only, by their checksum. (A pack record's checksum covers its result.) */
+        if(packed) {
+            q->result = *result;
+            *result = NULL;
+        }
+        if(packed ? !q->result
+                  : dapi_result_open(&q->result, rp) ||
+                        (!qs->clean && dapi_result_verify(q->result))) {
             /* meta says done but the file is missing or damaged: run it again */
             dapi_result_close(q->result);
             q->result = NULL;
@@ -661,7 +713,29 @@ static struct query *load_from(struct dapi_queries *qs, const char *slug, const 
     }
 out:
     dapi_jv_free(root);
+    return q;
+}
+
+/* Loads one stored query from its file (meta.json or created.json); NULL if damaged. */
+static struct query *load_from(struct dapi_queries *qs, const char *slug, const char *file)
+{
+    char path[4096];
+    path_of(qs, slug, file, path, sizeof path);
+    struct dapi_buf b;
+    dapi_buf_init(&b, 128u << 20);
+    struct query *q = NULL;
+    if(!dapi_buf_add_file(&b, path) && b.data)
+        q = parse(qs, slug, b.data, b.len, 0, NULL);
     dapi_buf_free(&b);
+    return q;
+}
+
+struct query *store_load_packed(struct dapi_queries *qs, const char *slug, const char *meta,
+                                size_t mlen, struct dapi_result **result)
+{
+    struct query *q = parse(qs, slug, meta, mlen, 1, result);
+    dapi_result_close(*result); /* (not taken: damaged, or not done) */
+    *result = NULL;
     return q;
 }
 

@@ -83,8 +83,10 @@ static void materialise_all(void *arg)
         pthread_mutex_lock(&qs->lock);
         int gone = !store_known(qs, q);
         pthread_mutex_unlock(&qs->lock);
-        if(want && gone)
-            store_remove_files(qs, q->slug); /* removed meanwhile: it stays removed */
+        if(want && (gone || (!e && store_pack_has(qs->pack, q->slug))))
+            store_remove_files(qs, q->slug); /* removed meanwhile: it stays removed; or its
+                                                run's end packed it meanwhile: the record
+                                                holds it */
         else if(want && !e)
             atomic_store(&q->ondisk, 1);
         else if(e)
@@ -125,6 +127,20 @@ static void mark_clean_stop(struct dapi_queries *qs)
         unlink(p);
 }
 
+/* Queries being loaded at start, and what a start counts of them. */
+struct loading {
+    struct dapi_queries *qs;
+    int64_t now_s;
+    void (*on_unfinished)(void *arg, const char *slug, const char *sql);
+    void *arg;
+    size_t loaded, expired, rerun, crashed;
+};
+
+/* Registers q, read back from slug's files or record (NULL: damaged, removed). */
+static void load(struct loading *l, const char *slug, struct query *q);
+static void load_packed(void *arg, const char *slug, const char *meta, size_t mlen,
+                        struct dapi_result *result);
+
 enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir,
                                 int64_t retention_s, uint64_t max_state_bytes, int64_t now_s,
                                 void (*on_unfinished)(void *arg, const char *slug,
@@ -154,8 +170,14 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     /* The creation log first: queries whose creation was answered but whose files a power
      * loss took are written again, then made durable by a checkpoint. */
     qs->clean = clean_start(qs);
+    int e = store_pack_open(&qs->pack, qs->dir);
+    if(e) {
+        snprintf(err, errlen, "cannot read the pack files in %s: %s", qs->dir, strerror(e));
+        dapi_queries_close(qs);
+        return DAPI_ERR_IO;
+    }
     struct replay replay = {0};
-    int e = store_commit_open(&qs->commit, qs->dir, 0, store_replay_record, &replay);
+    e = store_commit_open(&qs->commit, qs->dir, 0, store_replay_record, &replay);
     size_t restored = e ? 0 : store_replay_apply(qs, &replay);
     if(!e)
         e = store_commit_begin(qs->commit);
@@ -177,21 +199,47 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         return DAPI_ERR_IO;
     }
     struct dirent *de;
-    size_t loaded = 0, expired = 0, rerun = 0, crashed = 0, orphans = 0;
+    struct loading l = {qs, now_s, on_unfinished, arg, 0, 0, 0, 0};
+    size_t orphans = 0;
     uint64_t orphan_bytes = 0;
     while((de = readdir(d))) {
         if(de->d_name[0] == '.' || strlen(de->d_name) >= DAPI_SLUG_MAX)
             continue;
+        if(store_pack_has(qs->pack, de->d_name)) {
+            /* files a checkpoint wrote while its run's end packed it: the record wins */
+            store_remove_files(qs, de->d_name);
+            continue;
+        }
         store_remove_orphans(qs, de->d_name, &orphans, &orphan_bytes);
-        struct query *q = store_load_one(qs, de->d_name);
-        if(!q || q->created_s + retention_s <= now_s) {
+        load(&l, de->d_name, store_load_one(qs, de->d_name));
+    }
+    closedir(d);
+    store_pack_each(qs->pack, load_packed, &l);
+    if(l.loaded || l.expired)
+        dapi_info("store: %zu queries loaded (%zu to run again, %zu failed after crashes), %zu "
+                  "expired or damaged removed",
+                  l.loaded, l.rerun, l.crashed, l.expired);
+    if(orphans)
+        dapi_info("store: removed %zu temporary file(s) left by an interrupted run (%llu bytes)",
+                  orphans, (unsigned long long)orphan_bytes);
+    qs->opened = 1;
+    *out = qs;
+    return DAPI_OK;
+}
+
+static void load(struct loading *l, const char *slug, struct query *q)
+{
+    struct dapi_queries *qs = l->qs;
+    int64_t now_s = l->now_s;
+    {
+        if(!q || q->created_s + qs->retention_s <= now_s) {
             if(q)
                 store_qfree(q);
             else
-                dapi_warn("store: removing unreadable query %s", de->d_name);
-            store_remove_dir(qs, de->d_name);
-            expired++;
-            continue;
+                dapi_warn("store: removing unreadable query %s", slug);
+            store_remove_dir(qs, slug);
+            l->expired++;
+            return;
         }
         store_insert(qs, q);
         if(q->seq > qs->seq)
@@ -202,7 +250,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
             store_bytes_add(qs, q, q->bytes);
         else
             q->bytes = 0;
-        loaded++;
+        l->loaded++;
         if(q->state == DAPI_Q_QUEUED && q->attempts >= DAPI_QUERY_MAX_ATTEMPTS) {
             /* Each run was counted before it started and none recorded an outcome: the
              * process died in every one of them. The query itself may be what kills it, so it
@@ -218,24 +266,20 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
             struct meta m = store_meta_of(q);
             store_save_meta(qs, &m,
                             0); /* (if this fails the next start decides again, the same way) */
-            crashed++;
+            l->crashed++;
         }
         if(q->state == DAPI_Q_QUEUED) {
-            rerun++;
-            on_unfinished(arg, q->slug, q->sql);
+            l->rerun++;
+            l->on_unfinished(l->arg, q->slug, q->sql);
         }
     }
-    closedir(d);
-    if(loaded || expired)
-        dapi_info("store: %zu queries loaded (%zu to run again, %zu failed after crashes), %zu "
-                  "expired or damaged removed",
-                  loaded, rerun, crashed, expired);
-    if(orphans)
-        dapi_info("store: removed %zu temporary file(s) left by an interrupted run (%llu bytes)",
-                  orphans, (unsigned long long)orphan_bytes);
-    qs->opened = 1;
-    *out = qs;
-    return DAPI_OK;
+}
+
+static void load_packed(void *arg, const char *slug, const char *meta, size_t mlen,
+                        struct dapi_result *result)
+{
+    struct loading *l = arg;
+    load(l, slug, store_load_packed(l->qs, slug, meta, mlen, &result));
 }
 
 void dapi_queries_close(struct dapi_queries *qs)
@@ -245,6 +289,7 @@ void dapi_queries_close(struct dapi_queries *qs)
     if(qs->opened)
         mark_clean_stop(qs);
     store_commit_close(qs->commit);
+    store_pack_close(qs->pack);
     for(size_t b = 0; b < NBUCKETS; b++) {
         struct query *q = qs->buckets[b];
         while(q) {

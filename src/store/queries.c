@@ -19,7 +19,9 @@
 
 static void fire(struct waiter *w, int timed_out);
 static void settle_followers(struct dapi_queries *qs, const char *slug, enum dapi_err error,
-                             const char *message, uint64_t bytes);
+                             const char *message, uint64_t bytes, const void *image);
+static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,
+                   const char *message, uint64_t bytes, const void *image);
 
 static unsigned bucket(const char *slug)
 {
@@ -506,13 +508,34 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     }
     char dir[4096];
     snprintf(dir, sizeof dir, "%s/%s", qs->dir, q->slug);
-    if(how == DAPI_REUSED_RESULT && mkdir(dir, 0700)) {
+    /* A packed result (store/pack.h) is copied into the new query's own record: a small one
+     * costs less copied than a directory and a link. */
+    struct dapi_result *copy = NULL;
+    if(how == DAPI_REUSED_RESULT && qs->pack && store_pack_has(qs->pack, src->slug)) {
+        pthread_mutex_lock(&qs->lock);
+        copy = src->result ? dapi_result_ref(src->result) : NULL;
+        pthread_mutex_unlock(&qs->lock);
+        if(!copy) {
+            how = DAPI_REUSED_NONE;
+            q->done_s = now_s;
+        }
+    }
+    if(how == DAPI_REUSED_RESULT && !copy && mkdir(dir, 0700)) {
         int e = errno;
         dapi_error("store: cannot create %s: %s", dir, strerror(e));
         result = store_storage_error(e, "to create the query's directory", why, whylen);
         goto fail;
     }
-    if(how == DAPI_REUSED_RESULT) {
+    if(copy) {
+        const void *image;
+        size_t len;
+        dapi_result_image(copy, &image, &len);
+        q->state = DAPI_Q_DONE;
+        q->bytes = len;
+        q->reused = 1;
+        q->started_s = q->finished_s = now_s;
+        store_columns_copy(q, src); /* (src is kept alive by its reference) */
+    } else if(how == DAPI_REUSED_RESULT) {
         /* The result is shared on disk: a hard link, so the file system counts the
          * references — deleting either slug leaves the other's file whole, across restarts. */
         char from[4096], to[4096];
@@ -542,9 +565,18 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     }
     struct meta m = store_meta_of(q);
     int e = store_room(qs);
+    if(!e && copy) {
+        const void *image;
+        size_t len;
+        dapi_result_image(copy, &image, &len);
+        e = store_pack_meta(qs, &m, image, len, &q->result);
+        if(!e && !q->result)
+            e = EIO;
+    }
+    dapi_result_close(copy);
     if(!e)
         e = store_record_meta(qs, &m, ticket,
-                              how == DAPI_REUSED_RESULT); /* durable before the answer */
+                              how == DAPI_REUSED_RESULT && !copy); /* durable before the answer */
     if(e) {
         if(listed) { /* (first: a checkpoint's hook must not write its files again) */
             pthread_mutex_lock(&qs->lock);
@@ -612,7 +644,7 @@ fail:
         settle_followers(qs, slug, DAPI_ERR_BUSY,
                          "the identical query this one shared a run with "
                          "could not be recorded",
-                         0);
+                         0, NULL);
         return result;
     }
     if(listed) { /* a checkpoint's hook may hold it still: the last reference frees it */
@@ -769,20 +801,28 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
     /* Counted before the run starts: if the run kills the process, the next start knows
      * (DAPI_QUERY_MAX_ATTEMPTS). Not fsynced: a process that dies leaves the write in the page
      * cache; only a power loss can undo it, and that is no crash the query caused. A query
-     * without files yet gets its directory (the run writes its result there) and the count
-     * goes to the creation log, which a start reads before the files (or a checkpoint writes
-     * it to created.json): no meta.json until the run ends. */
-    char dir[4096];
-    int e = 0, logged = !atomic_load(&q->ondisk);
-    snprintf(dir, sizeof dir, "%s/%s", qs->dir, slug);
-    if(logged && mkdir(dir, 0700) && errno != EEXIST)
-        e = errno;
-    else if(!logged)
+     * without files yet has the count go to the creation log, which a start reads before the
+     * files (or a checkpoint writes it to created.json): no meta.json until the run ends (the
+     * run makes the directory if it writes a file). A packed query run again (its record
+     * was read back but its result could not be) leaves its record: it is recorded in the log instead, durably first (its creation
+     * record may be gone from the log), then the record goes, durably too — so a crash in
+     * between finds one of the two, and a start never finds an outdated record besides
+     * newer files. */
+    int e = 0, packed = qs->pack && store_pack_has(qs->pack, slug);
+    if(packed)
+        atomic_store(&q->ondisk, 0); /* (its record goes: it is a query without files now) */
+    int logged = !atomic_load(&q->ondisk);
+    if(!logged)
         e = save_meta(qs, q, &m, 0);
     pthread_mutex_unlock(&q->persist);
     /* (after the persist lock: a checkpoint's hook takes that with the log's lock held) */
-    if(!e && logged)
+    if(packed) {
+        e = store_record_meta(qs, &m, NULL, 0);
+        int r = e ? 0 : store_pack_remove(qs->pack, slug, 1);
+        e = r < 0 ? -r : e;
+    } else if(!e && logged) {
         e = store_log_meta(qs, &m);
+    }
     pthread_mutex_lock(&qs->lock);
     if(e) {
         q->attempts--;
@@ -839,7 +879,7 @@ void dapi_queries_remove(struct dapi_queries *qs, const char *slug)
     fire(w, 0);
     if(registered) {
         settle_followers(qs, slug, DAPI_ERR_BUSY,
-                         "the identical query this one shared a run with was removed", 0);
+                         "the identical query this one shared a run with was removed", 0, NULL);
         store_remove_dir(qs, slug);
     }
 }
@@ -1064,9 +1104,10 @@ static void fire(struct waiter *w, int timed_out)
 }
 
 /* The queries that waited for slug's run (single-flight) get its outcome: its result file,
- * linked (so shared on disk), or its error — as if each had run. */
+ * linked (so shared on disk), or its error — as if each had run. A result in memory (image)
+ * is copied: packed with each one's record, or written to its own file. */
 static void settle_followers(struct dapi_queries *qs, const char *slug, enum dapi_err error,
-                             const char *message, uint64_t bytes)
+                             const char *message, uint64_t bytes, const void *image)
 {
     struct query **f = NULL;
     size_t n = 0, cap = 0;
@@ -1099,6 +1140,10 @@ collected:
     for(size_t i = 0; i < n; i++) {
         enum dapi_err e = error;
         const char *msg = message;
+        if(!e && image) {
+            finish(qs, f[i]->slug, DAPI_OK, NULL, bytes, image);
+            continue;
+        }
         dapi_queries_result_path(qs, f[i]->slug, to, sizeof to);
         char dir[4096]; /* (made now: a follower has no files yet, see create) */
         dapi_queries_dir(qs, f[i]->slug, dir, sizeof dir);
@@ -1120,7 +1165,7 @@ collected:
  * the queries sharing its run got theirs. Returns 0 if q is not cancelled. */
 static int finish_cancelled(struct dapi_queries *qs, struct query *q, const char *rp,
                             struct dapi_result *res, enum dapi_err error, const char *message,
-                            uint64_t bytes)
+                            uint64_t bytes, const void *image)
 {
     pthread_mutex_lock(&qs->lock);
     if(q->state != DAPI_Q_CANCELLED) {
@@ -1140,7 +1185,7 @@ static int finish_cancelled(struct dapi_queries *qs, struct query *q, const char
     dapi_result_close(res);
     dapi_result_live_unref(live);
     if(follow)
-        settle_followers(qs, slug, error, message, bytes);
+        settle_followers(qs, slug, error, message, bytes, image);
     unlink(rp);
     persist_end(qs, q);
     fire(w, 0);
@@ -1149,6 +1194,18 @@ static int finish_cancelled(struct dapi_queries *qs, struct query *q, const char
 
 void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,
                          const char *message, uint64_t bytes)
+{
+    finish(qs, slug, error, message, bytes, NULL);
+}
+
+void dapi_queries_finish_small(struct dapi_queries *qs, const char *slug, const void *image,
+                               size_t len)
+{
+    finish(qs, slug, DAPI_OK, NULL, len, image);
+}
+
+static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,
+                   const char *message, uint64_t bytes, const void *image)
 {
     struct dapi_result *res = NULL;
     struct slugs gone = {0};
@@ -1168,7 +1225,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
         message = why;
         unlink(rp);
     }
-    if(!error && dapi_result_open(&res, rp)) {
+    if(!error && !image && dapi_result_open(&res, rp)) {
         error = DAPI_ERR_IO;
         message = "the materialised result could not be read back";
     }
@@ -1177,12 +1234,20 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
         dapi_result_close(res);
         settle_followers(
             qs, slug, error ? error : DAPI_ERR_BUSY,
-            error ? message : "the identical query this one shared a run with expired", 0);
+            error ? message : "the identical query this one shared a run with expired", 0, NULL);
         return;
     }
 
-    if(finish_cancelled(qs, q, rp, res, error, message, bytes))
+    if(finish_cancelled(qs, q, rp, res, error, message, bytes, image))
         return;
+    int pack = store_packable(qs, q, error, image);
+    if(!pack && !error && image) { /* (it has files: the result joins them) */
+        int e = store_write_image(rp, image, (size_t)bytes);
+        if(e || dapi_result_open(&res, rp)) {
+            error = store_storage_error(e ? e : EIO, "to store the result", why, sizeof why);
+            message = why;
+        }
+    }
     /* Persist first: a client told "done" must find it done after a restart. The fields
      * read here change only under the persist lock (set_upstream, cancel) or here, or before
      * (the columns, by the run calling this). The outcome is recorded, so the attempts no
@@ -1199,7 +1264,16 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
         m.ncols = 0; /* a failed run's columns describe nothing stored */
         m.col_names = m.col_types = NULL;
     }
-    save_meta(qs, q, &m, 0);
+    int e = pack ? store_pack_meta(qs, &m, image, (size_t)bytes, &res) : save_meta(qs, q, &m, 0);
+    if(pack && !e)
+        atomic_store(&q->ondisk, 1);
+    if(pack && e) { /* not recorded: the result is not kept (run it again later) */
+        dapi_result_close(res);
+        res = NULL;
+        error = store_storage_error(e, "to store the result", why, sizeof why);
+        message = why;
+        bytes = 0;
+    }
     pthread_mutex_unlock(&q->persist);
 
     pthread_mutex_lock(&qs->lock);
@@ -1232,7 +1306,7 @@ void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_er
     pthread_mutex_unlock(&qs->lock);
     dapi_result_live_unref(live);
     if(follow) /* before the waiters: a result file deleted by eviction is still linkable */
-        settle_followers(qs, slug, error, message, bytes);
+        settle_followers(qs, slug, error, message, bytes, error ? NULL : image);
     fire(w, 0);
     remove_dirs(qs, &gone);
 }

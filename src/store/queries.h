@@ -1,6 +1,7 @@
 /* The query registry: every query's slug, owner, SQL and state, persisted under
- * <state-dir>/queries/<slug>/ (meta.json + result.bin) so slugs and results survive a
- * restart until their retention ends. Thread-safe (one lock; page reads hold it only to take
+ * <state-dir>/queries/<slug>/ (meta.json + result.bin), or for a small result as a record of
+ * a pack file (store/pack.h), so slugs and results survive a restart until their retention
+ * ends. Thread-safe (one lock; page reads hold it only to take
  * a reference). Times are passed in (now_s: wall-clock seconds; now_ms: monotonic ms).
  *
  * It also keeps what is shared between keys fair, per key hash (so it works the same for
@@ -216,7 +217,7 @@ void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out,
 enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
                                         const char *upstream);
 /* The query's directory, for backend files kept with it (deleted with it); made now if the
- * query exists and has none yet (a new query gets it when its run starts). */
+ * query exists and has none yet (a new query gets it when its run writes a file). */
 void dapi_queries_dir(struct dapi_queries *qs, const char *slug, char *out, size_t n);
 /* Marks a query DONE (opening its result file) or FAILED, persists that, gives its slot
  * back and wakes its waiters. bytes = size of the result file (accounting for
@@ -225,6 +226,11 @@ void dapi_queries_dir(struct dapi_queries *qs, const char *slug, char *out, size
  * results fit in max_key_bytes with this one (snapshots keep their mapping, as at expiry). */
 void dapi_queries_finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,
                          const char *message, uint64_t bytes);
+/* dapi_queries_finish of a run whose result the writer kept in memory (image, len bytes:
+ * dapi_result_writer_small): packed with the query's record (store/pack.h), or written to
+ * its result file if it has files already. */
+void dapi_queries_finish_small(struct dapi_queries *qs, const char *slug, const void *image,
+                               size_t len);
 
 /* Waits for a query to leave QUEUED/RUNNING: cb(arg, timed_out) is called exactly once, from
  * the thread that finishes the query, or from dapi_queries_tick when deadline_ms passes, or

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "store/commit.h"
+#include "store/pack.h"
 #include "store/queries.h"
 #include "store/result.h"
 
@@ -113,6 +114,7 @@ struct dapi_queries {
      * checkpoint could drop the only record of a creation about to be answered. */
     struct query *creating;
     struct store_commit *commit; /* group commit of the state dir's file system */
+    struct store_pack *pack;     /* small finished queries' records (store/pack.h) */
     int clean;               /* the last stop was clean: results need no checksum check at load */
     int opened;              /* fully opened: close marks the stop clean */
     int64_t (*wall_s)(void); /* times recorded by the registry itself */
@@ -194,10 +196,26 @@ int store_log_meta(const struct dapi_queries *qs, const struct meta *m);
  * files yet, for the checkpoint's hook: replaces nothing, so a meta.json written meanwhile
  * (the run's end) stays. Returns 0 or an errno value. */
 int store_materialise(const struct dapi_queries *qs, const struct meta *m);
-/* Removes a query's files and directory (store_remove_dir without the log record). */
+/* Records m, finished, as a pack record with its result (image: NULL for none); *mapped gets
+ * the result mapped from the record. Returns 0 or an errno value. */
+int store_pack_meta(const struct dapi_queries *qs, const struct meta *m, const void *image,
+                    size_t len, struct dapi_result **mapped);
+/* Whether q's finished run may be packed: its result is in memory (image) and q has no files
+ * (no directory). Its persist lock held. */
+int store_packable(const struct dapi_queries *qs, struct query *q, enum dapi_err error,
+                   const void *image);
+/* Writes a result kept in memory to the file at rp (a query that has files). Returns 0 or an
+ * errno value. */
+int store_write_image(const char *rp, const void *image, size_t len);
+/* A query read back from a pack record; takes *result (NULL if damaged). */
+struct query *store_load_packed(struct dapi_queries *qs, const char *slug, const char *meta,
+                                size_t mlen, struct dapi_result **result);
+/* Removes a query's files and directory (store_remove_dir without its pack record and the
+ * log record). */
 void store_remove_files(const struct dapi_queries *qs, const char *slug);
 /* The client's error for a failed write of the state dir (errno e); why names the setting. */
 enum dapi_err store_storage_error(int e, const char *what, char *why, size_t n);
+/* Removes a query's files, directory and pack record, and appends its removal to the log. */
 void store_remove_dir(const struct dapi_queries *qs, const char *slug);
 /* Removes files a crashed run left in a query's directory; counts them. */
 void store_remove_orphans(const struct dapi_queries *qs, const char *slug, size_t *files,

@@ -17,6 +17,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "engine/render.h"
+#include "store/bytes.h"
 #include "store/codec.h"
 
 #define MAGIC1 "DAPIRES1"
@@ -32,11 +33,11 @@ struct dapi_result_live {
     pthread_mutex_t lock; /* guards refs, ends, n, cap, closed */
     pthread_cond_t more;  /* broadcast when pages are published or the writer is done */
     int refs;
-    int closed;            /* the writer is done with it: nothing more will be published */
-    int fd;                /* read-only, on the temporary file; -1: nothing is ever published */
-    uint64_t *ends;        /* ends[i]: end of page i + 1's frame (page 1 starts at 0) */
-    uint64_t *lens;        /* lens[i]: what page i + 1's frame decodes to */
-    size_t n, cap;         /* pages published */
+    int closed;     /* the writer is done with it: nothing more will be published */
+    int fd;         /* read-only, on the temporary file; -1: none (yet), nothing published */
+    uint64_t *ends; /* ends[i]: end of page i + 1's frame (page 1 starts at 0) */
+    uint64_t *lens; /* lens[i]: what page i + 1's frame decodes to */
+    size_t n, cap;  /* pages published */
     _Atomic uint64_t want; /* a page a reader waits for (0: none); read by the writer */
     /* While a reader streams the pages (dapi_result_live_stream), the writer also keeps the
      * rows of its latest complete pages here, as rendered, with where each row ends: such a
@@ -82,8 +83,10 @@ struct pipe {
 };
 
 struct dapi_result_writer {
-    int fd;
+    int fd; /* the temporary file, made at the first flush (-1: not yet) */
     char *path, *tmp;
+    size_t small_max;      /* a result of at most this many bytes never flushed stays here: */
+    struct dapi_buf small; /* its image, once finished (dapi_result_writer_small) */
     struct dapi_result_limits limits;
     struct dapi_zenc *z;
     struct dapi_buf page;          /* the current page's rows (not yet compressed) */
@@ -128,7 +131,7 @@ static enum dapi_err write_error(struct dapi_result_writer *w, const char *what,
     return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
 }
 
-static struct dapi_result_live *live_new(const char *tmp)
+static struct dapi_result_live *live_new(void)
 {
     struct dapi_result_live *l = calloc(1, sizeof *l);
     if(!l)
@@ -136,9 +139,7 @@ static struct dapi_result_live *live_new(const char *tmp)
     pthread_mutex_init(&l->lock, NULL);
     pthread_cond_init(&l->more, NULL);
     l->refs = 1;
-    /* its own descriptor: pread never races the writer's file offset, and it outlives the
-     * writer's (the file renamed or unlinked) */
-    l->fd = open(tmp, O_RDONLY | O_CLOEXEC);
+    l->fd = -1; /* (set when the writer makes its file: nothing is published before) */
     atomic_init(&l->want, 0);
     return l;
 }
@@ -371,13 +372,7 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
         return DAPI_ERR_NOMEM;
     }
     snprintf(w->tmp, n, "%s.tmp-%s", path, suffix);
-    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if(w->fd < 0) {
-        enum dapi_err result = write_error(w, "create the result file", errno);
-        dapi_result_writer_free(w);
-        return result;
-    }
-    if(!(w->live = live_new(w->tmp))) {
+    if(!(w->live = live_new())) {
         dapi_result_writer_free(w);
         return DAPI_ERR_NOMEM;
     }
@@ -390,19 +385,49 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
         dapi_result_writer_free(w);
         return zr;
     }
+    *out = w;
+    return DAPI_OK;
+}
+
+void dapi_result_writer_keep_small(struct dapi_result_writer *w, size_t max)
+{
+    w->small_max = max;
+}
+
+/* Makes the temporary file (and its directory if missing), with room for the header, and
+ * gives the live result its own descriptor on it: pread never races the writer's file
+ * offset, and it outlives the writer's (the file renamed or unlinked). */
+static enum dapi_err file_make(struct dapi_result_writer *w)
+{
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if(w->fd < 0 && errno == ENOENT) {
+        char *slash = strrchr(w->tmp, '/');
+        if(slash) {
+            *slash = '\0';
+            int made = mkdir(w->tmp, 0700) == 0 || errno == EEXIST;
+            *slash = '/';
+            if(made)
+                w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        }
+    }
+    if(w->fd < 0)
+        return write_error(w, "create the result file", errno);
     char zero[HEADER_LEN] = {0};
     ssize_t wrote = write(w->fd, zero, sizeof zero);
-    if(wrote != (ssize_t)sizeof zero) {
-        enum dapi_err result = write_error(w, "write the result", wrote < 0 ? errno : ENOSPC);
-        dapi_result_writer_free(w);
-        return result;
-    }
-    *out = w;
+    if(wrote != (ssize_t)sizeof zero)
+        return write_error(w, "write the result", wrote < 0 ? errno : ENOSPC);
+    int fd = open(w->tmp, O_RDONLY | O_CLOEXEC);
+    pthread_mutex_lock(&w->live->lock);
+    w->live->fd = fd;
+    pthread_mutex_unlock(&w->live->lock);
     return DAPI_OK;
 }
 
 static enum dapi_err flush(struct dapi_result_writer *w)
 {
+    enum dapi_err made;
+    if(w->fd < 0 && (made = file_make(w)))
+        return made;
     const char *p = w->out.data;
     size_t n = w->out.len;
     while(n) {
@@ -721,18 +746,56 @@ static enum dapi_err sink_chunk(void *ctx, const struct dapi_colvec *cols, size_
 
 const struct dapi_sink dapi_result_sink = {sink_begin, sink_chunk};
 
-static void put64(unsigned char *p, uint64_t v)
+/* The header of a result of data_len bytes of frames; *total its whole size. -1 without
+ * randomness for its identity. */
+static int header(const struct dapi_result_writer *w, uint64_t data_len,
+                  unsigned char h[HEADER_LEN], uint64_t *total)
 {
-    for(int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
+    uint64_t npages = w->nindex - 1;
+    uint64_t index_off = HEADER_LEN + data_len;
+    *total = index_off + 8 * (w->nindex + npages);
+    memset(h, 0, HEADER_LEN);
+    memcpy(h, MAGIC, 8);
+    store_put64(h + 8, w->rows);
+    store_put64(h + 16, npages);
+    store_put64(h + 24, HEADER_LEN);
+    store_put64(h + 32, data_len);
+    store_put64(h + 40, index_off);
+    store_put64(h + 48, *total);
+    return dapi_random(h + 56, 8) ? -1 : 0;
 }
 
-static uint64_t get64(const unsigned char *p)
+/* A result never flushed, and small: its image is made in memory (header, the frames in
+ * w->out, the index), and no file is written. */
+static enum dapi_err finish_small(struct dapi_result_writer *w, uint64_t *rows, uint64_t *pages,
+                                  uint64_t *bytes)
 {
-    uint64_t v = 0;
-    for(int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
+    uint64_t total, npages = w->nindex - 1;
+    unsigned char h[HEADER_LEN];
+    if(header(w, w->out.len, h, &total))
+        return DAPI_ERR_INTERNAL;
+    dapi_buf_init(&w->small, total);
+    enum dapi_err result = dapi_buf_add(&w->small, h, sizeof h);
+    if(!result)
+        result = dapi_buf_add(&w->small, w->out.data ? w->out.data : "", w->out.len);
+    for(size_t i = 0; !result && i < w->nindex + npages; i++) {
+        unsigned char b[8];
+        store_put64(b, i < w->nindex ? w->index[i] : w->lens[i - w->nindex]);
+        result = dapi_buf_add(&w->small, b, 8);
+    }
+    if(result)
+        return result;
+    w->finished = 1;
+    *rows = w->rows;
+    *pages = npages;
+    *bytes = total;
+    return DAPI_OK;
+}
+
+const void *dapi_result_writer_small(const struct dapi_result_writer *w, size_t *len)
+{
+    *len = w->small.len;
+    return w->finished && w->small.len ? w->small.data : NULL;
 }
 
 enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *rows,
@@ -753,14 +816,17 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
         return result;
     if((result = pipe_end(w, 1))) /* everything compressed: the rest is this thread's */
         return result;
+    uint64_t npages = w->nindex - 1;
+    if(w->fd < 0 && w->small_max &&
+       HEADER_LEN + w->out.len + 8 * (w->nindex + npages) <= w->small_max)
+        return finish_small(w, rows, pages, bytes);
     if((result = flush(w)))
         return result;
     uint64_t data_len = w->written;
-    uint64_t npages = w->nindex - 1;
     /* index entries, little-endian: the offsets, then the decoded lengths */
     for(size_t i = 0; i < w->nindex + npages; i++) {
         unsigned char b[8];
-        put64(b, i < w->nindex ? w->index[i] : w->lens[i - w->nindex]);
+        store_put64(b, i < w->nindex ? w->index[i] : w->lens[i - w->nindex]);
         if((result = dapi_buf_add(&w->out, b, 8)))
             return result;
         if(w->out.len >= FLUSH_AT && (result = flush(w)))
@@ -768,19 +834,10 @@ enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *
     }
     if((result = flush(w)))
         return result;
-    uint64_t index_off = HEADER_LEN + data_len, total = index_off + 8 * (w->nindex + npages);
-    unsigned char h[HEADER_LEN] = {0};
-    unsigned char id[8];
-    if(dapi_random(id, sizeof id))
+    uint64_t total;
+    unsigned char h[HEADER_LEN];
+    if(header(w, data_len, h, &total))
         return DAPI_ERR_INTERNAL;
-    memcpy(h, MAGIC, 8);
-    put64(h + 8, w->rows);
-    put64(h + 16, npages);
-    put64(h + 24, HEADER_LEN);
-    put64(h + 32, data_len);
-    put64(h + 40, index_off);
-    put64(h + 48, total);
-    memcpy(h + 56, id, 8);
     /* No fsync: a result can be computed again. Each page's frame carries a checksum, so the
      * next start after an unclean stop tells a file the disk did not fully keep from a whole
      * one (dapi_result_verify; the query then runs again: docs/design.md, Durability). */
@@ -834,6 +891,7 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
         unlink(w->tmp);
     dapi_buf_free(&w->out);
     dapi_buf_free(&w->page);
+    dapi_buf_free(&w->small);
     dapi_zenc_free(w->z);
     for(size_t i = 0; i < w->ncols; i++)
         free(w->keys[i]);
@@ -855,8 +913,10 @@ void dapi_result_writer_free(struct dapi_result_writer *w)
 }
 
 struct dapi_result {
-    const unsigned char *map;
-    size_t len;
+    const unsigned char *map;   /* the mapping (from a page boundary) */
+    size_t len;                 /* its length */
+    const unsigned char *image; /* the result's bytes in it: its header first */
+    uint64_t size;
     atomic_uint refs;
     int compressed; /* DAPIRES2 */
     uint64_t rows, pages, id;
@@ -868,15 +928,17 @@ struct dapi_result {
 /* The checks of a DAPIRES1 file (written by dapi before 0.x: rows stored as text). */
 static int valid_v1(const unsigned char *h, uint64_t size)
 {
-    uint64_t rows = get64(h + 8), pages = get64(h + 16), rows_off = get64(h + 24),
-             rows_len = get64(h + 32), index_off = get64(h + 40), total = get64(h + 48);
+    uint64_t rows = store_get64(h + 8), pages = store_get64(h + 16),
+             rows_off = store_get64(h + 24), rows_len = store_get64(h + 32),
+             index_off = store_get64(h + 40), total = store_get64(h + 48);
     int ok = total == size && rows_off == HEADER_LEN && rows_len <= size - HEADER_LEN &&
              index_off == rows_off + rows_len && pages < size / 8 &&
              index_off + 8 * (pages + 1) == size &&
              pages == rows / DAPI_PAGE_ROWS + (rows % DAPI_PAGE_ROWS != 0);
     for(uint64_t i = 0; ok && i <= pages; i++) {
-        uint64_t off = get64(h + index_off + 8 * i);
-        ok = off <= rows_len && (i == 0 ? off == 0 : off >= get64(h + index_off + 8 * (i - 1)));
+        uint64_t off = store_get64(h + index_off + 8 * i);
+        ok = off <= rows_len &&
+             (i == 0 ? off == 0 : off >= store_get64(h + index_off + 8 * (i - 1)));
     }
     return ok;
 }
@@ -886,8 +948,9 @@ static int valid_v1(const unsigned char *h, uint64_t size)
  * dapi_result_page_frame and the decoder.) */
 static int valid_v2(const unsigned char *h, uint64_t size)
 {
-    uint64_t rows = get64(h + 8), pages = get64(h + 16), data_off = get64(h + 24),
-             data_len = get64(h + 32), index_off = get64(h + 40), total = get64(h + 48);
+    uint64_t rows = store_get64(h + 8), pages = store_get64(h + 16),
+             data_off = store_get64(h + 24), data_len = store_get64(h + 32),
+             index_off = store_get64(h + 40), total = store_get64(h + 48);
     int ok = total == size && data_off == HEADER_LEN && data_len <= size - HEADER_LEN &&
              index_off == data_off + data_len && pages < size / 16 &&
              index_off + 8 * (2 * pages + 1) == size &&
@@ -896,56 +959,55 @@ static int valid_v2(const unsigned char *h, uint64_t size)
         return 0;
     const unsigned char *index = h + index_off, *lens = index + 8 * (pages + 1);
     for(uint64_t i = 0; ok && i <= pages; i++) {
-        uint64_t off = get64(index + 8 * i);
+        uint64_t off = store_get64(index + 8 * i);
         if(i == 0) {
             ok = off == 0;
             continue;
         }
-        uint64_t prev = get64(index + 8 * (i - 1));
+        uint64_t prev = store_get64(index + 8 * (i - 1));
         ok = off <= data_len && off > prev && (i < pages || off == data_len) &&
-             get64(lens + 8 * (i - 1)) / MAX_RATIO <= off - prev;
+             store_get64(lens + 8 * (i - 1)) / MAX_RATIO <= off - prev;
     }
     return ok && (pages > 0 || data_len == 0);
 }
 
-
-enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
+enum dapi_err dapi_result_open_at(struct dapi_result **out, int fd, uint64_t off, uint64_t size)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if(fd < 0)
+    long pagesize = sysconf(_SC_PAGESIZE);
+    uint64_t skip = pagesize > 0 ? off % (uint64_t)pagesize : 0;
+    if(size < HEADER_LEN || size > SIZE_MAX - skip)
         return DAPI_ERR_IO;
-    struct stat st;
-    if(fstat(fd, &st) || st.st_size < HEADER_LEN) {
-        close(fd);
-        return DAPI_ERR_IO;
-    }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
+    /* (a mapping starts at a page boundary: the page holding off, from skip bytes in) */
+    void *map = mmap(NULL, (size_t)(skip + size), PROT_READ, MAP_SHARED, fd, (off_t)(off - skip));
     if(map == MAP_FAILED)
         return DAPI_ERR_IO;
-    const unsigned char *h = map;
-    uint64_t size = (uint64_t)st.st_size;
+    const unsigned char *h = (const unsigned char *)map + skip;
     /* Every offset is checked so a damaged file can never make us read out of bounds. Files
      * of the previous format (DAPIRES1) are still read: state directories outlive binaries. */
     int v2 = memcmp(h, MAGIC, 8) == 0;
     int ok = v2 ? valid_v2(h, size) : memcmp(h, MAGIC1, 8) == 0 && valid_v1(h, size);
+    struct stat st;
+    if(ok && !v2 && fstat(fd, &st))
+        ok = 0;
     struct dapi_result *r = ok ? calloc(1, sizeof *r) : NULL;
     if(!r) {
-        munmap(map, (size_t)st.st_size);
+        munmap(map, (size_t)(skip + size));
         return ok ? DAPI_ERR_NOMEM : DAPI_ERR_IO;
     }
     r->map = map;
-    r->len = (size_t)st.st_size;
+    r->len = (size_t)(skip + size);
+    r->image = h;
+    r->size = size;
     atomic_init(&r->refs, 1);
     r->compressed = v2;
-    r->rows = get64(h + 8);
-    r->pages = get64(h + 16);
+    r->rows = store_get64(h + 8);
+    r->pages = store_get64(h + 16);
     r->data = (const char *)h + HEADER_LEN;
-    r->index = h + get64(h + 40);
+    r->index = h + store_get64(h + 40);
     r->lens = v2 ? r->index + 8 * (r->pages + 1) : NULL;
     if(v2) {
-        r->id = get64(h + 56);
+        r->id = store_get64(h + 56);
     } else {
         /* No identity stored: the file's (a hard link shares it, as it shares the rows). */
         uint64_t parts[5] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino, size,
@@ -958,6 +1020,25 @@ enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
     }
     *out = r;
     return DAPI_OK;
+}
+
+enum dapi_err dapi_result_open(struct dapi_result **out, const char *path)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if(fd < 0)
+        return DAPI_ERR_IO;
+    struct stat st;
+    enum dapi_err e = fstat(fd, &st) ? DAPI_ERR_IO
+                                     : dapi_result_open_at(out, fd, 0, (uint64_t)st.st_size);
+    close(fd);
+    return e;
+}
+
+void dapi_result_image(const struct dapi_result *r, const void **image, size_t *size)
+{
+    *image = r->image;
+    *size = (size_t)r->size;
 }
 
 struct dapi_result *dapi_result_ref(struct dapi_result *r)
@@ -1032,7 +1113,7 @@ int dapi_result_page_plain(const struct dapi_result *r, uint64_t page, const cha
         return 0;
     if(r->compressed)
         return -1;
-    uint64_t a = get64(r->index + 8 * (page - 1)), b = get64(r->index + 8 * page);
+    uint64_t a = store_get64(r->index + 8 * (page - 1)), b = store_get64(r->index + 8 * page);
     *data = r->data + a;
     *len = (size_t)(b - a);
     return 0;
@@ -1047,8 +1128,8 @@ int dapi_result_page_frame(const struct dapi_result *r, uint64_t page, const voi
         return -1;
     if(page == 0 || page > r->pages)
         return 0;
-    uint64_t a = get64(r->index + 8 * (page - 1)), b = get64(r->index + 8 * page),
-             d = get64(r->lens + 8 * (page - 1));
+    uint64_t a = store_get64(r->index + 8 * (page - 1)), b = store_get64(r->index + 8 * page),
+             d = store_get64(r->lens + 8 * (page - 1));
     if((uint64_t)(size_t)d != d || !dapi_zframe_check(r->data + a, (size_t)(b - a), d))
         return -1;
     *frame = r->data + a;
@@ -1062,8 +1143,8 @@ uint64_t dapi_result_page_size(const struct dapi_result *r, uint64_t page)
     if(page == 0 || page > r->pages)
         return 0;
     if(r->compressed)
-        return get64(r->lens + 8 * (page - 1));
-    return get64(r->index + 8 * page) - get64(r->index + 8 * (page - 1));
+        return store_get64(r->lens + 8 * (page - 1));
+    return store_get64(r->index + 8 * page) - store_get64(r->index + 8 * (page - 1));
 }
 
 enum dapi_err dapi_result_page_decode(const struct dapi_result *r, uint64_t page, char *dst,
@@ -1081,7 +1162,7 @@ enum dapi_err dapi_result_page_decode(const struct dapi_result *r, uint64_t page
         memcpy(dst, data, len);
         return DAPI_OK;
     }
-    uint64_t a = get64(r->index + 8 * (page - 1)), b = get64(r->index + 8 * page);
+    uint64_t a = store_get64(r->index + 8 * (page - 1)), b = store_get64(r->index + 8 * page);
     return dapi_zframe_decode(r->data + a, (size_t)(b - a), dst, (size_t)need);
 }
 

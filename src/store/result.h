@@ -50,8 +50,16 @@ enum dapi_err dapi_result_writer_open(struct dapi_result_writer **out, const cha
                                       const struct dapi_result_limits *limits);
 /* The engine sink that feeds this writer (ctx = the writer). */
 extern const struct dapi_sink dapi_result_sink;
-/* Finishes: writes the last page, index and header, renames into place (no fsync). bytes is
- * the file's size. */
+/* The writer makes its file at its first write to it (a page published, 1 MiB of output),
+ * not before. With keep_small (max > 0), a result still unwritten when it finishes and of at
+ * most max bytes gets no file at all: finish leaves its image in memory, which
+ * dapi_result_writer_small gives (store/pack.h packs it). Set before the first row. */
+void dapi_result_writer_keep_small(struct dapi_result_writer *w, size_t max);
+/* The finished result's image if it was kept in memory (borrowed until the writer is freed;
+ * *len its size), else NULL: it is in the file at the writer's path. */
+const void *dapi_result_writer_small(const struct dapi_result_writer *w, size_t *len);
+/* Finishes: writes the last page, index and header, renames into place (no fsync), or keeps
+ * a small result in memory (above). bytes is the result's size. */
 enum dapi_err dapi_result_writer_finish(struct dapi_result_writer *w, uint64_t *rows,
                                         uint64_t *pages, uint64_t *bytes);
 /* Why the writer stopped the run (e.g. which limit), or NULL; borrowed. */
@@ -109,6 +117,11 @@ struct dapi_result; /* an opened (mapped) result, reference-counted */
 /* Maps the file at path and checks its structure. DAPI_ERR_IO if missing or damaged. The
  * result has one reference, the caller's. */
 enum dapi_err dapi_result_open(struct dapi_result **out, const char *path);
+/* Maps size bytes of fd from off (a result stored inside another file: store/pack.h), with
+ * the same checks. fd may be closed afterwards. */
+enum dapi_err dapi_result_open_at(struct dapi_result **out, int fd, uint64_t off, uint64_t size);
+/* The result's bytes as stored (header, frames, index): what a copy of it must hold. */
+void dapi_result_image(const struct dapi_result *r, const void **image, size_t *size);
 /* One more reference (thread-safe): the mapping stays until the last is dropped. */
 struct dapi_result *dapi_result_ref(struct dapi_result *r);
 /* Drops a reference; the last one unmaps. NULL is ignored. */

@@ -122,11 +122,51 @@ def _manifest(d):
     return out
 
 
-def persisted_meta(state_dir, slug):
-    """What a start after a crash would read of a query: its meta.json if whole, else its
-    latest record in the creation log (queries/.log: a new query has no files until its run
-    ends; docs/design.md, Durability), else created.json. None if there is none."""
+def pack_records(state_dir):
+    """The live records of the pack files (queries/.pack-N: small finished queries; docs/
+    design.md, "Small results"): {slug: (meta dict, result bytes)}, read as a start reads
+    them (each file up to its first torn record; the later record of a slug wins)."""
     qdir = os.path.join(state_dir, "queries")
+    try:
+        names = [n for n in os.listdir(qdir) if n.startswith(".pack-") and n[6:].isdigit()]
+    except OSError:
+        return {}
+    out = {}
+    for name in sorted(names, key=lambda n: int(n[6:])):
+        try:
+            with open(os.path.join(qdir, name), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        off = 0
+        # record: magic, slug length, meta length, 0 (u32 LE each), result length, checksum
+        # (u64); then slug, meta, zeros to 8, result, zeros to 8
+        while off + 32 <= len(data):
+            magic, slen, mlen, zero, rlen = struct.unpack_from("<IIIIQ", data, off)
+            at = off + 32 + ((slen + mlen + 7) & ~7)
+            end = at + ((rlen + 7) & ~7)
+            if magic not in (0x31505144, 0x58505144) or zero or end > len(data):
+                break
+            if magic == 0x31505144:
+                slug = data[off + 32 : off + 32 + slen].decode("utf-8", "replace")
+                try:
+                    meta = json.loads(data[off + 32 + slen : off + 32 + slen + mlen])
+                except ValueError:
+                    break
+                out[slug] = (meta, data[at : at + rlen])
+            off = end
+    return out
+
+
+def persisted_meta(state_dir, slug):
+    """What a start after a crash would read of a query: its pack record (a small result,
+    which wins over any file), else its meta.json if whole, else its latest record in the
+    creation log (queries/.log: a new query has no files until its run ends; docs/design.md,
+    Durability), else created.json. None if there is none."""
+    qdir = os.path.join(state_dir, "queries")
+    packed = pack_records(state_dir).get(slug)
+    if packed:
+        return packed[0]
     try:
         with open(os.path.join(qdir, slug, "meta.json")) as f:
             return json.load(f)

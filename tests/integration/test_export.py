@@ -211,6 +211,9 @@ def test_client_leaving_stops_the_worker():
     with Server(keys=[KEY], args=args, name="export-leave") as s:
         slug = s.create("SELECT i, repeat('x', 50) AS s FROM range(2000000) t(i)")
         expect_status(s.results(slug, 20001, timeout=240), 200, "past the end (the run is over)")
+        # a small result first: the file small results are packed in stays open from the first
+        # one on (one per process), as the creates below would open it
+        expect_status(s.results(s.create("SELECT 0"), 1), 200, "SELECT 0")
         pid = s.proc.pid
         time.sleep(0.5)
         before = fds(pid)

@@ -251,20 +251,29 @@ def test_graceful_stops_do_not_count_as_crashes():
 
 def test_orphaned_temporary_files_are_removed_at_start():
     with Server(keys=[KEY_A], name="fair-orphans") as s:
-        slug = s.create("SELECT 5 AS five")
-        eq(s.page(slug, 1), [{"five": 5}], "rows")
+        # a result of two pages has files; a small one is packed (no directory)
+        slug = s.create("SELECT i FROM range(150) t(i)")
+        eq(len(s.page(slug, 2)), 50, "rows of page 2")
+        small = s.create("SELECT 5 AS five")
+        eq(s.page(small, 1), [{"five": 5}], "rows")
         s.stop()
         qdir = os.path.join(s.state_dir, "queries", slug)
+        sdir = os.path.join(s.state_dir, "queries", small)
+        check(not os.path.exists(sdir), "the small result has no directory")
+        os.mkdir(sdir)  # what a crashed run of it could have left
         planted = ["result.bin.tmp-Ab3dEf6hIj9k", "meta.json.tmp", "part-00000.parquet"]
-        for name in planted:
-            with open(os.path.join(qdir, name), "wb") as f:
-                f.write(b"\0" * 300000)
+        for d in (qdir, sdir):
+            for name in planted:
+                with open(os.path.join(d, name), "wb") as f:
+                    f.write(b"\0" * 300000)
         s.start()
         left = sorted(set(os.listdir(qdir)) & set(planted))
         eq(left, [], "orphaned temporary files left after a start")
         # (no created.json: the run ended before any checkpoint of the creation log)
         eq(sorted(os.listdir(qdir)), ["meta.json", "result.bin"], "the query's own files")
-        eq(s.page(slug, 1), [{"five": 5}], "rows after the start")
+        eq(len(s.page(slug, 2)), 50, "rows after the start")
+        check(not os.path.exists(sdir), "the packed query's stray directory removed")
+        eq(s.page(small, 1), [{"five": 5}], "the packed query's rows after the start")
 
 
 # ----------------------------------------------------------------------------- disk full

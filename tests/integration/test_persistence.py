@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import threading
 import time
@@ -59,6 +60,54 @@ def test_restart_keeps_results():
 
 
 @h.timeout(120)
+def test_small_results_are_packed_and_kept():
+    """A result that fits in its first page is a record of a pack file, not a directory of
+    files (docs/design.md, "Durability"): served the same, across a clean restart and a
+    SIGKILL; a deleted one stays deleted; a reuse hit gets its own copy; a result of two
+    pages keeps its files."""
+    with Server(keys=[KEY_A], name="persist-pack") as s:
+        small = {}
+        for k in range(5):
+            slug = s.create("SELECT %d AS k, 'p%d' AS s" % (k, k))
+            eq(s.page(slug, 1), [{"k": k, "s": "p%d" % k}], "rows of %d" % k)
+            small[slug] = k
+        big = s.create("SELECT i FROM range(150) t(i)")
+        eq(len(s.page(big, 2)), 50, "page 2 of the two-page result")
+        qdir = os.path.join(s.state_dir, "queries")
+        records = h.pack_records(s.state_dir)
+        for slug in small:
+            check(not os.path.exists(os.path.join(qdir, slug)), "no directory for a small result")
+            meta, result = records.get(slug, (None, b""))
+            check(meta and meta.get("state") == "done" and meta.get("slug") == slug, "its record: %r" % (meta,))
+            eq(result[:8], b"DAPIRES2", "the record holds the result")
+        check(big not in records, "the two-page result is not packed")
+        eq(sorted(os.listdir(os.path.join(qdir, big))), ["meta.json", "result.bin"], "its files")
+        gone = sorted(small)[0]
+        expect_status(s.api("DELETE", "/api/queries/" + gone, key=KEY_A), 204, "delete")
+        check(gone not in h.pack_records(s.state_dir), "the deleted query's record is removed")
+        # reuse: an identical creation gets its own record (deleting the first leaves it)
+        first = sorted(small)[1]
+        r = s.create_resp({"sql_query": "SELECT %d AS k, 'p%d' AS s" % (small[first], small[first])})
+        eq(r.headers.get("x-dapi-reused"), "true", "a reuse hit")
+        hit = jparse(r)["query_slug"]
+        check(hit in h.pack_records(s.state_dir), "the reuse hit has a record of its own")
+        expect_status(s.api("DELETE", "/api/queries/" + first, key=KEY_A), 204, "delete the first")
+        eq(s.page(hit, 1), [{"k": small[first], "s": "p%d" % small[first]}], "the hit's rows")
+        keep = {slug: k for slug, k in small.items() if slug not in (gone, first)}
+        keep[hit] = small[first]
+        for how in ("restart", "sigkill"):
+            if how == "restart":
+                s.restart()
+            else:
+                s.kill()
+                s.start()
+            for slug, k in keep.items():
+                eq(s.page(slug, 1), [{"k": k, "s": "p%d" % k}], "rows of %d after a %s" % (k, how))
+            for slug in (gone, first):
+                expect_error(s.results(slug, 1), 404, None, "deleted, after a %s" % how)
+            eq(len(s.page(big, 2)), 50, "the two-page result after a %s" % how)
+
+
 def test_queued_queries_run_again_after_restart():
     """Queries still queued (or running) at SIGTERM run again after a restart and give
     their full results. Three rounds, since start-up with queued queries is where races live."""
@@ -191,7 +240,7 @@ def _tmp_result(s, slug, min_bytes):
     d = os.path.join(s.state_dir, "queries", slug)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        names = os.listdir(d)
+        names = os.listdir(d) if os.path.isdir(d) else []  # (made with the file)
         if "result.bin" in names:
             return None
         for n in names:
@@ -202,7 +251,7 @@ def _tmp_result(s, slug, min_bytes):
                 except OSError:
                     pass
         time.sleep(0.005)
-    raise AssertionError("no result file of %s is being written after 60 s: %r" % (slug, os.listdir(d)))
+    raise AssertionError("no result file of %s is being written after 60 s: %r" % (slug, os.listdir(d) if os.path.isdir(d) else "no directory"))
 
 
 @h.timeout(150)
@@ -282,11 +331,36 @@ def test_sigkill_loses_no_accepted_query():
 def _damage_like_a_power_loss(state_dir, accepted):
     """What a power loss may do to the files dapi writes without fsync (docs/design.md,
     "Durability"): a query's directory never reached the disk, its meta.json is torn, its
-    result.bin has a byte the disk did not keep. Applied to a few of the accepted queries each; returns what was
-    done to which slug."""
+    result.bin has a byte the disk did not keep, a record of a pack file (small results) has
+    one, or the pack file's last record is torn. Applied to a few of the accepted queries each;
+    returns what was done to which slug."""
     done = {}
     slugs = sorted(accepted)
     qdir = lambda slug: os.path.join(state_dir, "queries", slug)
+    packs = sorted((n for n in os.listdir(os.path.join(state_dir, "queries"))
+                    if n.startswith(".pack-")), key=lambda n: int(n[6:]))
+    records = h.pack_records(state_dir)
+    if packs and len(records) >= 4:
+        # the newest pack file: a byte of its second record changed (that record and the
+        # ones after it in the file are not read back), or, if it has fewer, its tail torn
+        path = os.path.join(state_dir, "queries", packs[-1])
+        with open(path, "r+b") as f:
+            data = f.read()
+            offs, off = [], 0
+            while off + 32 <= len(data):
+                slen, mlen, _, rlen = struct.unpack_from("<IIIQ", data, off + 4)
+                offs.append((off, data[off + 32 : off + 32 + slen].decode()))
+                off += 32 + ((slen + mlen + 7) & ~7) + ((rlen + 7) & ~7)
+            if len(offs) >= 3:
+                i = offs[1][0] + 40
+                f.seek(i)
+                f.write(bytes([data[i] ^ 0x20]))
+                for _, slug in offs[1:]:
+                    done[slug] = "pack record damaged (or after one)"
+            else:
+                f.truncate(len(data) - 3)
+                done[offs[-1][1]] = "pack record torn"
+    slugs = [slug for slug in slugs if slug not in done]
     for slug in slugs[0:3]:  # directory gone (or never made: a query not run yet has none)
         if os.path.isdir(qdir(slug)):
             for name in os.listdir(qdir(slug)):
@@ -331,13 +405,15 @@ def test_sigkill_under_a_stream_of_creations_loses_nothing():
         while not stop.is_set():
             k = t * 100000 + i
             i += 1
+            # most results are small (packed); every fifth fills a page (files of its own)
+            n = 100 if i % 5 == 0 else 1
             try:
-                r = s.create_resp({"sql_query": "SELECT %d AS k, 'q%d' AS s" % (k, k)})
+                r = s.create_resp({"sql_query": "SELECT %d AS k, 'q%d' AS s FROM range(%d)" % (k, k, n)})
             except AssertionError:
                 return  # the server is gone
             if r.status == 200:
                 with lock:
-                    accepted[jparse(r)["query_slug"]] = k
+                    accepted[jparse(r)["query_slug"]] = (k, n)
             if i % 3 == 0:  # some are read (so finished) before the kill
                 try:
                     s.results(jparse(r)["query_slug"], 1)
@@ -361,12 +437,14 @@ def test_sigkill_under_a_stream_of_creations_loses_nothing():
         raise
     check(len(accepted) >= 60, "only %d creations accepted in 60 s" % len(accepted))
     damaged = _damage_like_a_power_loss(s.state_dir, accepted)
-    eq(sorted(set(damaged.values())), ["directory gone", "meta.json torn", "result.bin torn"], "kinds of damage applied")
+    kinds = sorted(set(v for v in damaged.values() if not v.startswith("pack record")))
+    eq(kinds, ["directory gone", "meta.json torn", "result.bin torn"], "kinds of damage applied")
+    check(any(v.startswith("pack record") for v in damaged.values()), "a pack record damaged")
     with Server(args=["--workers", "2"], keys=[KEY_A], state_dir=s.state_dir, data_dir=s.data_dir, name="crash-stream-after") as s2:
-        for slug, k in sorted(accepted.items()):
+        for slug, (k, n) in sorted(accepted.items()):
             r = s2.results(slug, 1, timeout=60)
             expect_status(r, 200, "accepted query %s (%s) after the SIGKILL" % (slug, damaged.get(slug, "untouched")))
-            eq(jparse(r)["data"], [{"k": k, "s": "q%d" % k}], "rows of %s (%s)" % (slug, damaged.get(slug, "untouched")))
+            eq(jparse(r)["data"], [{"k": k, "s": "q%d" % k}] * n, "rows of %s (%s)" % (slug, damaged.get(slug, "untouched")))
         err = s2.stderr_text()
         check("restored from the creation log" in err, "no restore from the creation log in the log:\n%s" % h.tail_text(err))
 

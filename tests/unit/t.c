@@ -413,16 +413,9 @@ void t_query_dir_make(struct dapi_queries *qs, const char *slug)
     T_CHECK(t_exists(d), "query directory %s", d);
 }
 
-uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows)
+/* Writes rows I64 rows (0, 3, 6 …) of one column "v" and finishes; returns the result's size. */
+static uint64_t write_rows(struct dapi_result_writer *w, uint64_t rows)
 {
-    char rp[4096];
-    t_query_dir_make(qs, slug); /* (what a run's start does: a new query has no files yet) */
-    dapi_queries_result_path(qs, slug, rp, sizeof rp);
-    struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX, NULL};
-    struct dapi_result_writer *w = NULL;
-    T_EQ_INT(dapi_result_writer_open(&w, rp, &lim), DAPI_OK);
-    if(!w)
-        return 0;
     const char *names[] = {"v"};
     static int64_t data[1024];
     for(uint64_t i = 0; i < rows && i < sizeof data / sizeof data[0]; i++)
@@ -435,8 +428,42 @@ uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows
     T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, rows), DAPI_OK);
     uint64_t r = 0, p = 0, bytes = 0;
     T_EQ_INT(dapi_result_writer_finish(w, &r, &p, &bytes), DAPI_OK);
+    return bytes;
+}
+
+uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows)
+{
+    char rp[4096];
+    t_query_dir_make(qs, slug); /* (what a run writing its result file does) */
+    dapi_queries_result_path(qs, slug, rp, sizeof rp);
+    struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX, NULL};
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, rp, &lim), DAPI_OK);
+    if(!w)
+        return 0;
+    uint64_t bytes = write_rows(w, rows);
     dapi_result_writer_free(w);
     return bytes;
+}
+
+void *t_result_small(uint64_t rows, size_t *len)
+{
+    struct dapi_result_limits lim = {UINT64_MAX, UINT64_MAX, NULL};
+    struct dapi_result_writer *w = NULL;
+    *len = 0;
+    /* (a result kept in memory never touches its path) */
+    T_EQ_INT(dapi_result_writer_open(&w, "/nonexistent/result.bin", &lim), DAPI_OK);
+    if(!w)
+        return NULL;
+    dapi_result_writer_keep_small(w, 64 * 1024);
+    write_rows(w, rows);
+    const void *image = dapi_result_writer_small(w, len);
+    void *copy = image ? malloc(*len) : NULL;
+    T_CHECK(copy != NULL, "a small result kept in memory");
+    if(copy)
+        memcpy(copy, image, *len);
+    dapi_result_writer_free(w);
+    return copy;
 }
 
 int t_registry_state(struct dapi_queries *qs, const char *slug, const unsigned char *key,

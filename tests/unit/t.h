@@ -148,9 +148,12 @@ struct dapi_result;
  * a page past the end or one that cannot be decoded, which is a failed check). */
 void t_result_page(const struct dapi_result *r, uint64_t page, const char **data, size_t *len);
 /* Writes a real result of `rows` I64 rows (0, 3, 6 …) for slug; returns the file's size. */
-/* Makes a query's directory, as the start of its run does (dapi_queries_start_run). */
+/* Makes a query's directory, as a run writing its result file does. */
 void t_query_dir_make(struct dapi_queries *qs, const char *slug);
 uint64_t t_result_write(struct dapi_queries *qs, const char *slug, uint64_t rows);
+/* The same result (rows < DAPI_PAGE_ROWS), kept in memory by its writer: its image (free
+ * it), for dapi_queries_finish_small. */
+void *t_result_small(uint64_t rows, size_t *len);
 /* The state of slug as key sees it at now_s, or -1 (with *err_out the lookup's error). */
 int t_registry_state(struct dapi_queries *qs, const char *slug, const unsigned char *key,
                      int64_t now_s, enum dapi_err *err_out);

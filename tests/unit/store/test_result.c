@@ -477,21 +477,44 @@ static void test_limits(void)
         unlink(path);
     }
 
-    /* A writer freed without finishing leaves nothing. */
+    /* A writer freed without finishing leaves nothing; its file is made at its first write
+     * (a page published), not when it opens. */
     struct dapi_result_writer *w = NULL;
     T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
-    T_CHECK(tmp_files() == 1, "writing goes to one temporary name");
+    T_CHECK(tmp_files() == 0, "no file before the first write");
+    const char *names[] = {"n"};
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
+    static int64_t data[DAPI_PAGE_ROWS + 1];
+    struct dapi_colvec c = i64col(data, NULL);
+    T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, DAPI_PAGE_ROWS + 1), DAPI_OK);
+    T_CHECK(tmp_files() == 1, "page 1 complete: written to one temporary name");
     T_CHECK(!t_exists(path), "nothing published while writing");
     dapi_result_writer_free(w);
     T_CHECK(!t_exists(path) && tmp_files() == 0, "abandoned writer leaves nothing");
     dapi_result_writer_free(NULL);
 
-    /* A directory that does not exist. */
-    char bad[200];
-    snprintf(bad, sizeof bad, "%s/nope/result.bin", dir);
-    w = (struct dapi_result_writer *)1;
-    T_EQ_INT(dapi_result_writer_open(&w, bad, &unlimited), DAPI_ERR_IO);
-    T_CHECK(w == NULL, "no writer");
+    /* The result's directory is made with its file; a parent that does not exist either is
+     * an error of the write, not a crash. */
+    char sub[200], bad[200];
+    snprintf(sub, sizeof sub, "%s/made/result.bin", dir);
+    T_EQ_INT(dapi_result_writer_open(&w, sub, &unlimited), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, 3), DAPI_OK);
+    uint64_t rr, pp, bb;
+    T_EQ_INT(dapi_result_writer_finish(w, &rr, &pp, &bb), DAPI_OK);
+    T_CHECK(file_size(sub) == (int64_t)bb, "written to a directory made for it");
+    dapi_result_writer_free(w);
+    unlink(sub);
+    snprintf(sub, sizeof sub, "%s/made", dir);
+    rmdir(sub);
+    snprintf(bad, sizeof bad, "%s/nope/deeper/result.bin", dir);
+    T_EQ_INT(dapi_result_writer_open(&w, bad, &unlimited), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
+    T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, 3), DAPI_OK);
+    T_EQ_INT(dapi_result_writer_finish(w, &rr, &pp, &bb), DAPI_ERR_IO);
+    T_CHECK(strstr(dapi_result_writer_error(w), "create the result file") != NULL, "why: %s",
+            dapi_result_writer_error(w));
+    dapi_result_writer_free(w);
 }
 
 static void put64(unsigned char *p, uint64_t v)
@@ -869,6 +892,92 @@ static void test_verify(void)
     unlink(path);
 }
 
+/* Writes n rows of "n" (0, 1, …) with keep_small(max); returns the writer, finished. */
+static struct dapi_result_writer *write_small(uint64_t n, size_t max, uint64_t *bytes)
+{
+    struct dapi_result_writer *w = NULL;
+    T_EQ_INT(dapi_result_writer_open(&w, path, &unlimited), DAPI_OK);
+    dapi_result_writer_keep_small(w, max);
+    const char *names[] = {"n"};
+    T_EQ_INT(dapi_result_sink.begin(w, 1, names, NULL), DAPI_OK);
+    static int64_t data[1000];
+    for(uint64_t i = 0; i < n && i < N(data); i++)
+        data[i] = (int64_t)i;
+    struct dapi_colvec c = i64col(data, NULL);
+    T_EQ_INT(dapi_result_sink.chunk(w, &c, 1, n), DAPI_OK);
+    uint64_t rows, pages;
+    T_EQ_INT(dapi_result_writer_finish(w, &rows, &pages, bytes), DAPI_OK);
+    T_EQ_INT(rows, n);
+    return w;
+}
+
+/* keep_small: a result that fits in its first page and in max bytes gets no file; its image
+ * is the same result (read back at any offset of another file, as a pack record holds it). */
+static void test_small(void)
+{
+    unlink(path);
+    uint64_t bytes;
+    struct dapi_result_writer *w = write_small(42, 64 * 1024, &bytes);
+    size_t len;
+    const void *image = dapi_result_writer_small(w, &len);
+    T_CHECK(image != NULL, "kept in memory");
+    T_EQ_INT(len, bytes);
+    T_CHECK(!t_exists(path) && tmp_files() == 0, "no file at all");
+    /* the image inside a file, at an offset no page boundary falls on */
+    char host[200];
+    snprintf(host, sizeof host, "%s/host.bin", dir);
+    int fd = open(host, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    T_CHECK(fd >= 0, "host file");
+    static char junk[5000];
+    memset(junk, 'j', sizeof junk);
+    T_CHECK(write(fd, junk, 4099) == 4099 && write(fd, image, len) == (ssize_t)len &&
+                write(fd, junk, 100) == 100,
+            "host written");
+    dapi_result_writer_free(w);
+    struct dapi_result *r = NULL;
+    T_EQ_INT(dapi_result_open_at(&r, fd, 4099, len), DAPI_OK);
+    close(fd);
+    T_EQ_INT(dapi_result_pages(r), 1);
+    T_EQ_INT(dapi_result_rows(r), 42);
+    T_EQ_INT(dapi_result_verify(r), DAPI_OK);
+    char *rows;
+    size_t rlen;
+    T_EQ_INT(dapi_result_page_copy(r, 1, &rows, &rlen), DAPI_OK);
+    T_CHECK(strncmp(rows, "{\"n\":0},{\"n\":1},", 16) == 0 && strstr(rows, "{\"n\":41}") != NULL,
+            "the rows: %.40s", rows);
+    free(rows);
+    const void *img2;
+    size_t len2;
+    dapi_result_image(r, &img2, &len2);
+    T_EQ_INT(len2, len);
+    T_CHECK(memcmp(img2, "DAPIRES2", 8) == 0, "the image starts with its header");
+    dapi_result_close(r);
+    /* a wrong length or offset is refused, not read out of bounds */
+    fd = open(host, O_RDONLY);
+    T_EQ_INT(dapi_result_open_at(&r, fd, 4099, len - 1), DAPI_ERR_IO);
+    T_EQ_INT(dapi_result_open_at(&r, fd, 4098, len), DAPI_ERR_IO);
+    T_CHECK(r == NULL, "no result");
+    close(fd);
+    unlink(host);
+
+    /* A full page (published at once) or more than max: written to the file as before. */
+    w = write_small(DAPI_PAGE_ROWS, 64 * 1024, &bytes);
+    T_CHECK(dapi_result_writer_small(w, &len) == NULL, "a complete page 1 went to the file");
+    T_EQ_INT(file_size(path), bytes);
+    dapi_result_writer_free(w);
+    unlink(path);
+    w = write_small(42, 64, &bytes);
+    T_CHECK(dapi_result_writer_small(w, &len) == NULL, "more than max: a file");
+    T_EQ_INT(file_size(path), bytes);
+    dapi_result_writer_free(w);
+    unlink(path);
+    w = write_small(42, 0, &bytes);
+    T_CHECK(dapi_result_writer_small(w, &len) == NULL, "not asked: a file");
+    T_EQ_INT(file_size(path), bytes);
+    dapi_result_writer_free(w);
+    unlink(path);
+}
+
 int main(void)
 {
     if(t_tmpdir(dir, sizeof dir, "result"))
@@ -885,6 +994,7 @@ int main(void)
     test_damaged_v2();
     test_big_page();
     test_refs();
+    test_small();
     unlink(path);
     T_CHECK(rmdir(dir) == 0, "temp dir empty at the end");
     T_DONE();

@@ -1,0 +1,483 @@
+/* Small finished queries as records of shared pack files (see pack.h). */
+#include "store/pack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "store/bytes.h"
+#include "store/queries.h"
+
+#define PACK_PREFIX ".pack-"
+#define PACK_FILE_MAX (16u << 20)
+#define PACK_LIVE 0x31505144u /* "DQP1" */
+#define PACK_DEAD 0x58505144u /* "DQPX" */
+#define PACK_HEAD 32
+#define PACK_BUCKETS 4096
+
+/* One pack file. Only the newest (p->cur) is appended to; the others only have records
+ * removed, through a descriptor opened for that. */
+struct pfile {
+    uint64_t n;    /* its number: .pack-<n> */
+    uint64_t size; /* bytes of records (the newest: where the next one goes) */
+    uint64_t live; /* its live records */
+    struct pfile *next;
+};
+
+/* Where a live record is. */
+struct ent {
+    char slug[DAPI_SLUG_MAX];
+    struct pfile *file;
+    uint64_t off;  /* the record's */
+    uint32_t mlen; /* its meta text's length */
+    uint64_t rlen; /* its result's */
+    uint64_t seq;  /* written order, for store_pack_each */
+    struct ent *next;
+};
+
+struct store_pack {
+    pthread_mutex_t lock;
+    char *dir;
+    int fd;           /* the newest file's (-1: none made by this process yet) */
+    struct pfile *cur; /* that file */
+    struct pfile *files;
+    uint64_t next_n; /* the next file's number */
+    uint64_t seq, records, nfiles;
+    struct ent *buckets[PACK_BUCKETS];
+};
+
+/* A checksum that catches torn and damaged records (not an adversary: the state dir is the
+ * server's own), 8 bytes at a time. */
+static uint64_t sum(uint64_t h, const unsigned char *p, size_t n)
+{
+    for(; n >= 8; p += 8, n -= 8) {
+        h = (h ^ store_get64(p)) * 0x100000001b3ull;
+        h ^= h >> 29;
+    }
+    for(; n; p++, n--)
+        h = (h ^ *p) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t pad8(uint64_t n)
+{
+    return (n + 7) & ~(uint64_t)7;
+}
+
+/* Where in a record its result starts, and the record's whole size. */
+static uint64_t result_at(uint32_t slen, uint32_t mlen)
+{
+    return PACK_HEAD + pad8((uint64_t)slen + mlen);
+}
+
+static uint64_t rec_size(uint32_t slen, uint32_t mlen, uint64_t rlen)
+{
+    return result_at(slen, mlen) + pad8(rlen);
+}
+
+static size_t bucket(const char *slug)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for(const unsigned char *c = (const unsigned char *)slug; *c; c++)
+        h = (h ^ *c) * 0x100000001b3ull;
+    return (size_t)(h % PACK_BUCKETS);
+}
+
+static struct ent **find(struct store_pack *p, const char *slug)
+{
+    struct ent **e = &p->buckets[bucket(slug)];
+    while(*e && strcmp((*e)->slug, slug) != 0)
+        e = &(*e)->next;
+    return e;
+}
+
+static void file_path(const struct store_pack *p, uint64_t n, char *out, size_t len)
+{
+    snprintf(out, len, "%s/" PACK_PREFIX "%llu", p->dir, (unsigned long long)n);
+}
+
+/* Opens file f for writing (the newest one's descriptor is kept): the caller closes what it
+ * gets unless it is p->fd. */
+static int file_fd(struct store_pack *p, struct pfile *f)
+{
+    if(f == p->cur)
+        return p->fd;
+    char path[4096];
+    file_path(p, f->n, path, sizeof path);
+    return open(path, O_RDWR | O_CLOEXEC);
+}
+
+/* f lost a live record: a file none are left in (but the newest) is deleted. */
+static void file_drop(struct store_pack *p, struct pfile *f)
+{
+    if(--f->live || f == p->cur)
+        return;
+    char path[4096];
+    file_path(p, f->n, path, sizeof path);
+    if(unlink(path) && errno != ENOENT)
+        dapi_warn("store: cannot remove %s: %s", path, strerror(errno));
+    for(struct pfile **l = &p->files; *l; l = &(*l)->next)
+        if(*l == f) {
+            *l = f->next;
+            break;
+        }
+    free(f);
+    p->nfiles--;
+}
+
+/* Marks e's record removed on disk and forgets e (under the lock). */
+static int kill(struct store_pack *p, struct ent **slot, int sync)
+{
+    struct ent *e = *slot;
+    int fd = file_fd(p, e->file), err = 0;
+    unsigned char dead[4];
+    store_put32(dead, PACK_DEAD);
+    if(fd < 0 || (err = store_pwrite_all(fd, dead, sizeof dead, e->off)) || (sync && fdatasync(fd)))
+        err = err ? err : errno;
+    if(fd >= 0 && fd != p->fd)
+        close(fd);
+    if(err)
+        return err;
+    *slot = e->next;
+    file_drop(p, e->file);
+    free(e);
+    p->records--;
+    return 0;
+}
+
+/* Records e (its slug's earlier record, if any, is removed: the later one wins). */
+static void index_add(struct store_pack *p, struct ent *e)
+{
+    e->file->live++; /* (first: the older record may be the only other one of its file) */
+    struct ent **old = find(p, e->slug);
+    if(*old && kill(p, old, 0))
+        dapi_warn("store: cannot mark the older record of %s removed", e->slug);
+    e->seq = ++p->seq;
+    e->next = p->buckets[bucket(e->slug)];
+    p->buckets[bucket(e->slug)] = e;
+    p->records++;
+}
+
+/* Reads file f's records up to the first torn or damaged one. */
+static void scan(struct store_pack *p, struct pfile *f)
+{
+    char path[4096];
+    file_path(p, f->n, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    unsigned char *buf = NULL;
+    uint64_t n = 0;
+    if(fd >= 0 && !fstat(fd, &st) && st.st_size > 0 && (buf = malloc((size_t)st.st_size))) {
+        while(n < (uint64_t)st.st_size) {
+            ssize_t r = pread(fd, buf + n, (size_t)st.st_size - n, (off_t)n);
+            if(r < 0 && errno == EINTR)
+                continue;
+            if(r <= 0)
+                break;
+            n += (uint64_t)r;
+        }
+    }
+    if(fd >= 0)
+        close(fd);
+    uint64_t off = 0;
+    while(buf && off + PACK_HEAD <= n) {
+        const unsigned char *h = buf + off;
+        uint32_t magic = store_get32(h), slen = store_get32(h + 4), mlen = store_get32(h + 8);
+        uint64_t rlen = store_get64(h + 16);
+        if((magic != PACK_LIVE && magic != PACK_DEAD) || slen == 0 || slen >= DAPI_SLUG_MAX ||
+           store_get32(h + 12) != 0 || mlen > n || rlen > n || rec_size(slen, mlen, rlen) > n - off)
+            break;
+        uint64_t size = rec_size(slen, mlen, rlen);
+        if(magic == PACK_LIVE) {
+            if(sum(sum(0xcbf29ce484222325ull, h + 4, 20), h + PACK_HEAD, size - PACK_HEAD) !=
+               store_get64(h + 24))
+                break;
+            struct ent *e = calloc(1, sizeof *e);
+            if(!e)
+                break;
+            memcpy(e->slug, h + PACK_HEAD, slen);
+            e->file = f;
+            e->off = off;
+            e->mlen = mlen;
+            e->rlen = rlen;
+            index_add(p, e);
+        }
+        off += size;
+    }
+    if(buf && off < n)
+        dapi_warn("store: %s: %llu bytes after its last whole record ignored (an interrupted "
+                  "write)",
+                  path, (unsigned long long)(n - off));
+    f->size = off;
+    free(buf);
+}
+
+int store_pack_open(struct store_pack **out, const char *dir)
+{
+    struct store_pack *p = calloc(1, sizeof *p);
+    *out = NULL;
+    if(!p || !(p->dir = strdup(dir))) {
+        free(p);
+        return ENOMEM;
+    }
+    pthread_mutex_init(&p->lock, NULL);
+    p->fd = -1;
+    p->next_n = 1;
+    DIR *d = opendir(dir);
+    if(!d) {
+        int e = errno;
+        store_pack_close(p);
+        return e;
+    }
+    struct dirent *de;
+    while((de = readdir(d))) {
+        size_t pl = strlen(PACK_PREFIX);
+        char *end;
+        if(strncmp(de->d_name, PACK_PREFIX, pl) != 0 || !de->d_name[pl])
+            continue;
+        unsigned long long n = strtoull(de->d_name + pl, &end, 10);
+        if(*end || n == 0)
+            continue;
+        struct pfile *f = calloc(1, sizeof *f);
+        if(!f) {
+            closedir(d);
+            store_pack_close(p);
+            return ENOMEM;
+        }
+        f->n = n;
+        /* sorted by number: the order the files were written in */
+        struct pfile **l = &p->files;
+        while(*l && (*l)->n < n)
+            l = &(*l)->next;
+        f->next = *l;
+        *l = f;
+        p->nfiles++;
+        if(n >= p->next_n)
+            p->next_n = n + 1;
+    }
+    closedir(d);
+    for(struct pfile *f = p->files; f; f = f->next)
+        scan(p, f);
+    for(struct pfile *f = p->files, *next; f; f = next) { /* (files with no live record go) */
+        next = f->next;
+        f->live++;
+        file_drop(p, f);
+    }
+    *out = p;
+    return 0;
+}
+
+void store_pack_close(struct store_pack *p)
+{
+    if(!p)
+        return;
+    if(p->fd >= 0)
+        close(p->fd);
+    for(size_t b = 0; b < PACK_BUCKETS; b++)
+        while(p->buckets[b]) {
+            struct ent *e = p->buckets[b];
+            p->buckets[b] = e->next;
+            free(e);
+        }
+    while(p->files) {
+        struct pfile *f = p->files;
+        p->files = f->next;
+        free(f);
+    }
+    pthread_mutex_destroy(&p->lock);
+    free(p->dir);
+    free(p);
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    uint64_t x = ((const struct ent *)a)->seq, y = ((const struct ent *)b)->seq;
+    return x < y ? -1 : x > y;
+}
+
+/* Maps e's result from fd (under the lock). */
+static struct dapi_result *map_result(const struct ent *e, int fd)
+{
+    struct dapi_result *r = NULL;
+    if(e->rlen && dapi_result_open_at(&r, fd, e->off + result_at((uint32_t)strlen(e->slug),
+                                                                  e->mlen),
+                                      e->rlen))
+        r = NULL;
+    return r;
+}
+
+void store_pack_each(struct store_pack *p, store_pack_each_fn fn, void *arg)
+{
+    /* A copy of the index, so fn may remove records (an expired query's) */
+    pthread_mutex_lock(&p->lock);
+    struct ent *v = p->records ? malloc(p->records * sizeof *v) : NULL;
+    size_t n = 0;
+    for(size_t b = 0; v && b < PACK_BUCKETS; b++)
+        for(struct ent *e = p->buckets[b]; e; e = e->next) {
+            v[n] = *e;
+            v[n++].next = NULL;
+        }
+    uint64_t *nums = n ? malloc(n * sizeof *nums) : NULL;
+    for(size_t i = 0; nums && i < n; i++)
+        nums[i] = v[i].file->n;
+    pthread_mutex_unlock(&p->lock);
+    if(n && !nums)
+        n = 0;
+    for(size_t i = 0; i < n; i++)
+        v[i].file = (struct pfile *)(uintptr_t)i; /* (the file's number is nums[i] now) */
+    qsort(v, n, sizeof *v, by_seq);
+    uint64_t open_n = 0;
+    int fd = -1;
+    char *meta = NULL;
+    size_t cap = 0;
+    for(size_t i = 0; i < n; i++) {
+        struct ent *e = &v[i];
+        uint64_t num = nums[(uintptr_t)e->file];
+        if(num != open_n) { /* (in written order: one file after another) */
+            char path[4096];
+            if(fd >= 0)
+                close(fd);
+            file_path(p, num, path, sizeof path);
+            fd = open(path, O_RDWR | O_CLOEXEC);
+            open_n = num;
+        }
+        size_t slen = strlen(e->slug);
+        if(fd < 0 || (e->mlen + 1 > cap && !(meta = realloc(meta, cap = e->mlen + 1))))
+            break;
+        if(pread(fd, meta, e->mlen, (off_t)(e->off + PACK_HEAD + slen)) != (ssize_t)e->mlen)
+            continue;
+        meta[e->mlen] = '\0';
+        fn(arg, e->slug, meta, e->mlen, map_result(e, fd));
+    }
+    if(fd >= 0)
+        close(fd);
+    free(meta);
+    free(nums);
+    free(v);
+}
+
+/* Starts a new file for the records to come (under the lock). */
+static int file_new(struct store_pack *p)
+{
+    struct pfile *f = calloc(1, sizeof *f);
+    if(!f)
+        return ENOMEM;
+    char path[4096];
+    int fd = -1;
+    for(int tries = 0; fd < 0 && tries < 100; tries++) {
+        f->n = p->next_n++;
+        file_path(p, f->n, path, sizeof path);
+        fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if(fd < 0 && errno != EEXIST)
+            break;
+    }
+    if(fd < 0) {
+        int e = errno;
+        free(f);
+        return e;
+    }
+    struct pfile *old = p->cur;
+    if(p->fd >= 0)
+        close(p->fd);
+    p->fd = fd;
+    p->cur = f;
+    f->next = p->files;
+    p->files = f;
+    p->nfiles++;
+    if(old) { /* no longer the newest: deleted once it holds no live record */
+        old->live++;
+        file_drop(p, old);
+    }
+    return 0;
+}
+
+int store_pack_put(struct store_pack *p, const char *slug, const char *meta, size_t mlen,
+                   const void *result, size_t rlen, struct dapi_result **mapped)
+{
+    size_t slen = strlen(slug);
+    if(mapped)
+        *mapped = NULL;
+    if(slen == 0 || slen >= DAPI_SLUG_MAX || mlen > UINT32_MAX / 2)
+        return EINVAL;
+    uint64_t size = rec_size((uint32_t)slen, (uint32_t)mlen, rlen);
+    unsigned char *rec = calloc(1, (size_t)size);
+    struct ent *e = calloc(1, sizeof *e);
+    if(!rec || !e) {
+        free(rec);
+        free(e);
+        return ENOMEM;
+    }
+    store_put32(rec, PACK_LIVE);
+    store_put32(rec + 4, (uint32_t)slen);
+    store_put32(rec + 8, (uint32_t)mlen);
+    store_put64(rec + 16, rlen);
+    memcpy(rec + PACK_HEAD, slug, slen);
+    memcpy(rec + PACK_HEAD + slen, meta, mlen);
+    if(rlen)
+        memcpy(rec + result_at((uint32_t)slen, (uint32_t)mlen), result, rlen);
+    store_put64(rec + 24, sum(sum(0xcbf29ce484222325ull, rec + 4, 20), rec + PACK_HEAD,
+                        (size_t)size - PACK_HEAD));
+    memcpy(e->slug, slug, slen);
+    e->mlen = (uint32_t)mlen;
+    e->rlen = rlen;
+    pthread_mutex_lock(&p->lock);
+    int err = 0;
+    if(!p->cur || (p->cur->size && p->cur->size + size > PACK_FILE_MAX))
+        err = file_new(p);
+    /* (if only a part is written, it stays past the end: the next record overwrites it, and
+     * a start reads up to the last whole record) */
+    if(!err)
+        err = store_pwrite_all(p->fd, rec, (size_t)size, p->cur->size);
+    if(!err) {
+        e->file = p->cur;
+        e->off = p->cur->size;
+        p->cur->size += size;
+        index_add(p, e);
+        if(mapped)
+            *mapped = map_result(e, p->fd);
+        e = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    free(e);
+    free(rec);
+    return err;
+}
+
+int store_pack_has(struct store_pack *p, const char *slug)
+{
+    pthread_mutex_lock(&p->lock);
+    int has = *find(p, slug) != NULL;
+    pthread_mutex_unlock(&p->lock);
+    return has;
+}
+
+int store_pack_remove(struct store_pack *p, const char *slug, int sync)
+{
+    pthread_mutex_lock(&p->lock);
+    struct ent **e = find(p, slug);
+    int r = *e ? 1 : 0;
+    if(*e) {
+        int err = kill(p, e, sync);
+        if(err) {
+            dapi_error("store: cannot remove the record of %s: %s", slug, strerror(err));
+            r = -err;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return r;
+}
+
+void store_pack_counts(struct store_pack *p, uint64_t *records, uint64_t *files)
+{
+    pthread_mutex_lock(&p->lock);
+    *records = p->records;
+    *files = p->nfiles;
+    pthread_mutex_unlock(&p->lock);
+}

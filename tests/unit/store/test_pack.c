@@ -1,0 +1,399 @@
+/* Small results packed as records of shared files (store/pack.h): the pack files on their
+ * own (records read back in order, removal, torn and damaged records, the later of two
+ * records of one slug, files deleted once empty, a new file past the size limit), then the
+ * registry keeping small results there: no directory, across clean and unclean restarts,
+ * deletion, reuse and single-flight copies, and files a checkpoint wrote meanwhile. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "queries_fixture.h"
+#include "store/pack.h"
+#include "store/result.h"
+
+static char dir[1024];
+
+/* What store_pack_each gave: slugs and metas in order, and whether each had a result. */
+struct seen {
+    int n;
+    char slug[16][DAPI_SLUG_MAX];
+    char meta[16][64];
+    uint64_t rows[16];
+};
+
+static void on_record(void *arg, const char *slug, const char *meta, size_t mlen,
+                      struct dapi_result *r)
+{
+    struct seen *s = arg;
+    if(s->n < 16) {
+        snprintf(s->slug[s->n], sizeof s->slug[0], "%s", slug);
+        snprintf(s->meta[s->n], sizeof s->meta[0], "%.*s", (int)mlen, meta);
+        s->rows[s->n] = r ? dapi_result_rows(r) : UINT64_MAX;
+    }
+    s->n++;
+    dapi_result_close(r);
+}
+
+static struct seen reopen(struct store_pack **p)
+{
+    struct seen s = {0};
+    store_pack_close(*p);
+    *p = NULL;
+    T_EQ_INT(store_pack_open(p, dir), 0);
+    if(*p)
+        store_pack_each(*p, on_record, &s);
+    return s;
+}
+
+static int pack_files(void)
+{
+    int n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while(d && (de = readdir(d)))
+        n += strncmp(de->d_name, ".pack-", 6) == 0;
+    if(d)
+        closedir(d);
+    return n;
+}
+
+static void test_files(void)
+{
+    state_dir(dir, sizeof dir, "files");
+    struct store_pack *p = NULL;
+    T_EQ_INT(store_pack_open(&p, dir), 0);
+    T_EQ_INT(pack_files(), 0);
+    size_t len;
+    void *img = t_result_small(5, &len);
+    struct dapi_result *r = NULL;
+    T_EQ_INT(store_pack_put(p, "a", "{\"m\":\"a\"}", 9, img, len, &r), 0);
+    T_CHECK(r && dapi_result_rows(r) == 5, "the result mapped from the record");
+    dapi_result_close(r);
+    T_EQ_INT(store_pack_put(p, "b", "{\"m\":\"b\"}", 9, NULL, 0, NULL), 0);
+    T_EQ_INT(store_pack_put(p, "c", "{\"m\":\"c\"}", 9, img, len, NULL), 0);
+    T_EQ_INT(pack_files(), 1);
+    T_CHECK(store_pack_has(p, "a") && store_pack_has(p, "b") && !store_pack_has(p, "d"),
+            "has");
+    T_EQ_INT(store_pack_remove(p, "b", 0), 1);
+    T_EQ_INT(store_pack_remove(p, "b", 0), 0);
+    T_EQ_INT(store_pack_remove(p, "nope", 1), 0);
+    /* the same slug again: the new record replaces the old */
+    T_EQ_INT(store_pack_put(p, "a", "{\"m\":\"a2\"}", 10, img, len, NULL), 0);
+    struct seen s = reopen(&p);
+    T_EQ_INT(s.n, 2);
+    T_EQ_STR(s.slug[0], "c");
+    T_EQ_STR(s.slug[1], "a");
+    T_EQ_STR(s.meta[1], "{\"m\":\"a2\"}");
+    T_EQ_INT(s.rows[0], 5);
+    T_CHECK(!store_pack_has(p, "b"), "removed stays removed");
+
+    /* A record torn by a power loss (the file's tail) is not read, nor anything after it. */
+    T_EQ_INT(store_pack_put(p, "d", "{\"m\":\"d\"}", 9, img, len, NULL), 0);
+    T_EQ_INT(store_pack_put(p, "e", "{\"m\":\"e\"}", 9, img, len, NULL), 0);
+    char f[4200];
+    snprintf(f, sizeof f, "%s/.pack-2", dir);
+    struct stat st;
+    T_EQ_INT(stat(f, &st), 0);
+    T_EQ_INT(truncate(f, st.st_size - 3), 0);
+    s = reopen(&p);
+    T_EQ_INT(s.n, 3);
+    T_EQ_STR(s.slug[2], "d");
+    T_CHECK(!store_pack_has(p, "e"), "the torn record is not read");
+    /* a byte the disk did not keep: that record's checksum fails */
+    T_EQ_INT(store_pack_put(p, "f", "{\"m\":\"f\"}", 9, img, len, NULL), 0);
+    snprintf(f, sizeof f, "%s/.pack-3", dir);
+    int fd = open(f, O_RDWR);
+    T_EQ_INT(pwrite(fd, "X", 1, 32 + 8 + 20), 1); /* (inside its result) */
+    close(fd);
+    s = reopen(&p);
+    T_CHECK(!store_pack_has(p, "f"), "a damaged record is not read");
+    T_EQ_INT(s.n, 3);
+
+    /* Two live records of one slug (a crash between writing the newer one and marking the
+     * older removed): the later one wins, and the older is marked removed. */
+    T_EQ_INT(store_pack_put(p, "g", "{\"m\":\"g1\"}", 10, NULL, 0, NULL), 0);
+    snprintf(f, sizeof f, "%s/.pack-4", dir);
+    T_EQ_INT(store_pack_put(p, "g", "{\"m\":\"g2\"}", 10, NULL, 0, NULL), 0);
+    fd = open(f, O_RDWR);
+    T_CHECK(fd >= 0, "%s", f);
+    T_EQ_INT(pwrite(fd, "DQP1", 4, 0), 4); /* (the first record's removal undone) */
+    close(fd);
+    s = reopen(&p);
+    T_EQ_INT(s.n, 4);
+    T_EQ_STR(s.meta[3], "{\"m\":\"g2\"}");
+    s = reopen(&p);
+    T_EQ_INT(s.n, 4);
+
+    /* Files whose records are all removed are deleted; the one being written is kept. */
+    int before = pack_files();
+    T_CHECK(before >= 2, "%d pack files", before);
+    const char *all[] = {"a", "c", "d", "g"};
+    for(size_t i = 0; i < N(all); i++)
+        T_EQ_INT(store_pack_remove(p, all[i], 0), 1);
+    T_EQ_INT(pack_files(), 0);
+    uint64_t recs, files;
+    store_pack_counts(p, &recs, &files);
+    T_EQ_INT(recs, 0);
+    T_EQ_INT(files, 0);
+    T_EQ_INT(store_pack_put(p, "h", "{}", 2, img, len, NULL), 0);
+    T_EQ_INT(store_pack_remove(p, "h", 0), 1);
+    T_EQ_INT(pack_files(), 1);
+    s = reopen(&p);
+    T_EQ_INT(s.n, 0);
+    T_EQ_INT(pack_files(), 0);
+
+    /* Past 16 MiB a new file is started; the older goes once its records are removed. */
+    static char big[40000];
+    memset(big, 'x', sizeof big);
+    int i = 0;
+    char slug[32];
+    for(; pack_files() < 2 && i < 1000; i++) {
+        snprintf(slug, sizeof slug, "big-%d", i);
+        T_EQ_INT(store_pack_put(p, slug, big, sizeof big, NULL, 0, NULL), 0);
+    }
+    T_EQ_INT(pack_files(), 2);
+    T_CHECK(i > 400, "%d records of 40 kB in the first file", i - 1);
+    for(int k = 0; k < i - 1; k++) {
+        snprintf(slug, sizeof slug, "big-%d", k);
+        T_EQ_INT(store_pack_remove(p, slug, 0), 1);
+    }
+    T_EQ_INT(pack_files(), 1);
+    s = reopen(&p);
+    T_EQ_INT(s.n, 1);
+    store_pack_close(p);
+    free(img);
+}
+
+/* Runs slug with a small result of rows rows (kept in memory, as a local run's). */
+static void run_small(struct dapi_queries *qs, const char *slug, uint64_t rows)
+{
+    char why[256];
+    T_EQ_INT(dapi_queries_start_run(qs, slug, why, sizeof why), DAPI_OK);
+    size_t len;
+    void *img = t_result_small(rows, &len);
+    dapi_queries_finish_small(qs, slug, img, len);
+    free(img);
+}
+
+/* The rows of page 1 of slug as owner sees it at now_s ("" if none). */
+static const char *page1(struct dapi_queries *qs, const char *slug, int64_t now_s)
+{
+    static char out[4096];
+    struct dapi_qview v;
+    out[0] = '\0';
+    if(dapi_queries_get(qs, slug, owner, now_s, &v))
+        return out;
+    if(v.result) {
+        const char *d;
+        size_t n;
+        t_result_page(v.result, 1, &d, &n);
+        snprintf(out, sizeof out, "%.*s", (int)n, d);
+    }
+    dapi_queries_release(qs, &v);
+    return out;
+}
+
+static void test_registry(void)
+{
+    char state[256], qd[4096], slug[DAPI_SLUG_MAX], gone[DAPI_SLUG_MAX];
+    state_dir(state, sizeof state, "registry");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, slug, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 2", NULL, 1000, gone, NULL, 0), DAPI_OK);
+    run_small(qs, slug, 3);
+    run_small(qs, gone, 2);
+    T_EQ_INT(state_of(qs, slug, 1000, NULL), DAPI_Q_DONE);
+    T_EQ_STR(page1(qs, slug, 1000), "{\"v\":0},{\"v\":3},{\"v\":6}");
+    query_dir(qd, sizeof qd, state, slug);
+    T_CHECK(!t_exists(qd), "a small result: no directory");
+    dapi_queries_remove(qs, gone);
+    T_EQ_INT((int)state_of(qs, gone, 1000, NULL), -1);
+    dapi_queries_close(qs);
+
+    /* clean restart */
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u);
+    T_EQ_INT(state_of(qs, slug, 1001, NULL), DAPI_Q_DONE);
+    T_EQ_STR(page1(qs, slug, 1001), "{\"v\":0},{\"v\":3},{\"v\":6}");
+    T_EQ_INT((int)state_of(qs, gone, 1001, NULL), -1);
+    T_EQ_INT(u.calls, 0);
+    dapi_queries_close(qs);
+    /* unclean restart (no mark of a clean stop): the record's checksum vouches for it */
+    char mark[4200];
+    snprintf(mark, sizeof mark, "%s/queries/.clean-stop", state);
+    T_CHECK(unlink(mark) == 0, "the clean stop was marked");
+    qs = open_reg(state, 3600, UINT64_MAX, 1002, &u);
+    T_EQ_STR(page1(qs, slug, 1002), "{\"v\":0},{\"v\":3},{\"v\":6}");
+
+    /* A reuse hit copies a packed result into its own record: deleting the source leaves it
+     * whole, across a restart. */
+    char first[DAPI_SLUG_MAX], hit[DAPI_SLUG_MAX];
+    struct dapi_reuse ru = {"abc", "fp", 300};
+    enum dapi_reused how;
+    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 42", NULL, &ru, 1002, first,
+                                         &how, NULL, 0),
+             DAPI_OK);
+    run_small(qs, first, 4);
+    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 42", NULL, &ru, 1003, hit, &how,
+                                         NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(how, DAPI_REUSED_RESULT);
+    query_dir(qd, sizeof qd, state, hit);
+    T_CHECK(!t_exists(qd), "the reuse hit: no directory either");
+    dapi_queries_remove(qs, first);
+    T_EQ_STR(page1(qs, hit, 1003), "{\"v\":0},{\"v\":3},{\"v\":6},{\"v\":9}");
+
+    /* Single-flight: the queries that shared a run get copies of its small result. */
+    char lead[DAPI_SLUG_MAX], follow[DAPI_SLUG_MAX];
+    struct dapi_reuse ru2 = {"def", "fp", 300};
+    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 7", NULL, &ru2, 1003, lead,
+                                         &how, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 7", NULL, &ru2, 1003, follow,
+                                         &how, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(how, DAPI_REUSED_RUN);
+    run_small(qs, lead, 1);
+    T_EQ_INT(state_of(qs, follow, 1003, NULL), DAPI_Q_DONE);
+    T_EQ_STR(page1(qs, follow, 1003), "{\"v\":0}");
+    dapi_queries_remove(qs, lead);
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1004, &u);
+    T_EQ_STR(page1(qs, hit, 1004), "{\"v\":0},{\"v\":3},{\"v\":6},{\"v\":9}");
+    T_EQ_STR(page1(qs, follow, 1004), "{\"v\":0}");
+    T_EQ_INT((int)state_of(qs, first, 1004, NULL), -1);
+    T_EQ_INT((int)state_of(qs, lead, 1004, NULL), -1);
+
+    /* Files a checkpoint wrote for a query whose run's end packed it meanwhile: the record
+     * wins at the next start, and the files go. */
+    query_dir(qd, sizeof qd, state, slug);
+    T_EQ_INT(mkdir(qd, 0700), 0);
+    t_write_in(qd, "created.json", "{\"version\":1}");
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1005, &u);
+    T_EQ_STR(page1(qs, slug, 1005), "{\"v\":0},{\"v\":3},{\"v\":6}");
+    T_CHECK(!t_exists(qd), "the checkpoint's files removed");
+
+    /* Expired at open: the record goes; a file of records all gone is deleted. */
+    dapi_queries_close(qs);
+    qs = open_reg(state, 10, UINT64_MAX, 5000, &u);
+    T_EQ_INT((int)state_of(qs, slug, 5000, NULL), -1);
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 5001, &u);
+    T_EQ_INT((int)state_of(qs, hit, 5001, NULL), -1);
+    dapi_queries_close(qs);
+    snprintf(dir, sizeof dir, "%s/queries", state);
+    T_EQ_INT(pack_files(), 0);
+    T_EQ_INT(u.calls, 0);
+}
+
+/* A power loss: the pack's last record is torn, the creation log (made durable before the
+ * creation was answered) still holds the query: it runs again. */
+static void test_power_loss(void)
+{
+    char state[256], slug[DAPI_SLUG_MAX], kept[DAPI_SLUG_MAX];
+    state_dir(state, sizeof state, "power");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'kept'", NULL, 1000, kept, NULL, 0),
+             DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'torn'", NULL, 1000, slug, NULL, 0),
+             DAPI_OK);
+    run_small(qs, kept, 2);
+    run_small(qs, slug, 2);
+    /* (no close: the process is gone; what it wrote is what the disk kept, less the tail) */
+    char f[4200];
+    snprintf(f, sizeof f, "%s/queries/.pack-1", state);
+    struct stat st;
+    T_EQ_INT(stat(f, &st), 0);
+    T_EQ_INT(truncate(f, st.st_size - 1), 0);
+    struct unfinished u1 = {0};
+    struct dapi_queries *qs1 = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
+    if(qs1) {
+        T_EQ_INT(t_registry_state(qs1, kept, owner, 1001, NULL), DAPI_Q_DONE);
+        T_EQ_STR(page1(qs1, kept, 1001), "{\"v\":0},{\"v\":3}");
+        T_EQ_INT(t_registry_state(qs1, slug, owner, 1001, NULL), DAPI_Q_QUEUED);
+        T_CHECK(unfinished_has(&u1, slug, "SELECT 'torn'"), "restored from the log: runs");
+        /* and its run again packs it */
+        run_small(qs1, slug, 1);
+        T_EQ_STR(page1(qs1, slug, 1001), "{\"v\":0}");
+        dapi_queries_close(qs1);
+    }
+    dapi_queries_close(qs);
+}
+
+static void keep_meta(void *arg, const char *slug, const char *meta, size_t mlen,
+                      struct dapi_result *r)
+{
+    char **out = arg;
+    free(*out);
+    *out = strndup(meta, mlen);
+    dapi_result_close(r);
+}
+
+/* A record whose meta says done but whose result cannot be read: the query runs again, and
+ * its record is removed (durably) when that run starts, before its new outcome. */
+static void test_rerun(void)
+{
+    char state[256], slug[DAPI_SLUG_MAX], why[256];
+    state_dir(state, sizeof state, "rerun");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'r'", NULL, 1000, slug, NULL, 0), DAPI_OK);
+    run_small(qs, slug, 2);
+    dapi_queries_close(qs);
+    snprintf(dir, sizeof dir, "%s/queries", state);
+    struct store_pack *p = NULL;
+    T_EQ_INT(store_pack_open(&p, dir), 0);
+    char *meta = NULL;
+    store_pack_each(p, keep_meta, &meta);
+    T_CHECK(meta && strstr(meta, "\"done\""), "its record: %s", meta ? meta : "none");
+    static char junk[100];
+    memset(junk, 'j', sizeof junk);
+    if(meta)
+        T_EQ_INT(store_pack_put(p, slug, meta, strlen(meta), junk, sizeof junk, NULL), 0);
+    free(meta);
+    store_pack_close(p);
+    struct unfinished u1 = {0};
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
+    T_EQ_INT(t_registry_state(qs, slug, owner, 1001, NULL), DAPI_Q_QUEUED);
+    T_CHECK(unfinished_has(&u1, slug, "SELECT 'r'"), "run again");
+    T_EQ_INT(dapi_queries_start_run(qs, slug, why, sizeof why), DAPI_OK);
+    /* a crash now: the record is gone, the log says it runs */
+    struct unfinished u2 = {0};
+    struct dapi_queries *qs2 = open_reg(state, 3600, UINT64_MAX, 1002, &u2);
+    if(qs2) {
+        T_EQ_INT(t_registry_state(qs2, slug, owner, 1002, NULL), DAPI_Q_QUEUED);
+        T_CHECK(unfinished_has(&u2, slug, "SELECT 'r'"), "still to run after a crash");
+        dapi_queries_close(qs2);
+    }
+    size_t len;
+    void *img = t_result_small(1, &len);
+    dapi_queries_finish_small(qs, slug, img, len);
+    free(img);
+    T_EQ_STR(page1(qs, slug, 1002), "{\"v\":0}");
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1003, &u);
+    T_EQ_STR(page1(qs, slug, 1003), "{\"v\":0}");
+    dapi_queries_close(qs);
+}
+
+int main(void)
+{
+    if(fixture_setup("pack"))
+        T_DONE();
+    test_files();
+    test_registry();
+    test_power_loss();
+    test_rerun();
+    t_rm_rf(root);
+    T_DONE();
+}
