@@ -500,12 +500,11 @@ size_t store_replay_apply(struct dapi_queries *qs, struct replay *r)
     for(size_t i = 0; i < r->n; i++) {
         if(!r->v[i].text)
             continue;
-        struct query *q = store_pack_has(qs->pack, r->v[i].slug)
-                              ? NULL
-                              : store_load_one(qs, r->v[i].slug);
-        if(q || store_pack_has(qs->pack, r->v[i].slug)) {
+        int packed = store_pack_has(qs->pack, r->v[i].slug);
+        struct query *q = packed ? NULL : store_load_one(qs, r->v[i].slug);
+        if(q || packed) { /* on disk as it should be */
             if(q)
-                store_qfree(q); /* on disk as it should be */
+                store_qfree(q);
         } else {
             /* Its creation was answered, its files did not survive (or were never
              * written): written again from the record (made durable by the checkpoint that

@@ -231,47 +231,45 @@ static void load(struct loading *l, const char *slug, struct query *q)
 {
     struct dapi_queries *qs = l->qs;
     int64_t now_s = l->now_s;
-    {
-        if(!q || q->created_s + qs->retention_s <= now_s) {
-            if(q)
-                store_qfree(q);
-            else
-                dapi_warn("store: removing unreadable query %s", slug);
-            store_remove_dir(qs, slug);
-            l->expired++;
-            return;
-        }
-        store_insert(qs, q);
-        if(q->seq > qs->seq)
-            qs->seq = q->seq; /* new queries come after every loaded one */
-        if(q->state != DAPI_Q_FAILED && q->state != DAPI_Q_CANCELLED)
-            store_reuse_set(qs, q);
-        if(q->state == DAPI_Q_DONE)
-            store_bytes_add(qs, q, q->bytes);
+    if(!q || q->created_s + qs->retention_s <= now_s) {
+        if(q)
+            store_qfree(q);
         else
-            q->bytes = 0;
-        l->loaded++;
-        if(q->state == DAPI_Q_QUEUED && q->attempts >= DAPI_QUERY_MAX_ATTEMPTS) {
-            /* Each run was counted before it started and none recorded an outcome: the
-             * process died in every one of them. The query itself may be what kills it, so it
-             * is not run a third time. */
-            dapi_warn("store: query %s: the server stopped %d times while running it; "
-                      "marking it failed",
-                      q->slug, q->attempts);
-            q->state = DAPI_Q_FAILED;
-            q->error = DAPI_ERR_INTERNAL;
-            q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
-            q->attempts = 0;
-            q->finished_s = now_s;
-            struct meta m = store_meta_of(q);
-            store_save_meta(qs, &m,
-                            0); /* (if this fails the next start decides again, the same way) */
-            l->crashed++;
-        }
-        if(q->state == DAPI_Q_QUEUED) {
-            l->rerun++;
-            l->on_unfinished(l->arg, q->slug, q->sql);
-        }
+            dapi_warn("store: removing unreadable query %s", slug);
+        store_remove_dir(qs, slug);
+        l->expired++;
+        return;
+    }
+    store_insert(qs, q);
+    if(q->seq > qs->seq)
+        qs->seq = q->seq; /* new queries come after every loaded one */
+    if(q->state != DAPI_Q_FAILED && q->state != DAPI_Q_CANCELLED)
+        store_reuse_set(qs, q);
+    if(q->state == DAPI_Q_DONE)
+        store_bytes_add(qs, q, q->bytes);
+    else
+        q->bytes = 0;
+    l->loaded++;
+    if(q->state == DAPI_Q_QUEUED && q->attempts >= DAPI_QUERY_MAX_ATTEMPTS) {
+        /* Each run was counted before it started and none recorded an outcome: the
+         * process died in every one of them. The query itself may be what kills it, so it
+         * is not run a third time. */
+        dapi_warn("store: query %s: the server stopped %d times while running it; "
+                  "marking it failed",
+                  q->slug, q->attempts);
+        q->state = DAPI_Q_FAILED;
+        q->error = DAPI_ERR_INTERNAL;
+        q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
+        q->attempts = 0;
+        q->finished_s = now_s;
+        struct meta m = store_meta_of(q);
+        store_save_meta(qs, &m,
+                        0); /* (if this fails the next start decides again, the same way) */
+        l->crashed++;
+    }
+    if(q->state == DAPI_Q_QUEUED) {
+        l->rerun++;
+        l->on_unfinished(l->arg, q->slug, q->sql);
     }
 }
 

@@ -45,7 +45,7 @@ struct ent {
 struct store_pack {
     pthread_mutex_t lock;
     char *dir;
-    int fd;           /* the newest file's (-1: none made by this process yet) */
+    int fd;            /* the newest file's (-1: none made by this process yet) */
     struct pfile *cur; /* that file */
     struct pfile *files;
     uint64_t next_n; /* the next file's number */
@@ -139,7 +139,8 @@ static int kill(struct store_pack *p, struct ent **slot, int sync)
     int fd = file_fd(p, e->file), err = 0;
     unsigned char dead[4];
     store_put32(dead, PACK_DEAD);
-    if(fd < 0 || (err = store_pwrite_all(fd, dead, sizeof dead, e->off)) || (sync && fdatasync(fd)))
+    if(fd < 0 || (err = store_pwrite_all(fd, dead, sizeof dead, e->off)) ||
+       (sync && fdatasync(fd)))
         err = err ? err : errno;
     if(fd >= 0 && fd != p->fd)
         close(fd);
@@ -192,7 +193,8 @@ static void scan(struct store_pack *p, struct pfile *f)
         uint32_t magic = store_get32(h), slen = store_get32(h + 4), mlen = store_get32(h + 8);
         uint64_t rlen = store_get64(h + 16);
         if((magic != PACK_LIVE && magic != PACK_DEAD) || slen == 0 || slen >= DAPI_SLUG_MAX ||
-           store_get32(h + 12) != 0 || mlen > n || rlen > n || rec_size(slen, mlen, rlen) > n - off)
+           store_get32(h + 12) != 0 || mlen > n || rlen > n ||
+           rec_size(slen, mlen, rlen) > n - off)
             break;
         uint64_t size = rec_size(slen, mlen, rlen);
         if(magic == PACK_LIVE) {
@@ -306,9 +308,8 @@ static int by_seq(const void *a, const void *b)
 static struct dapi_result *map_result(const struct ent *e, int fd)
 {
     struct dapi_result *r = NULL;
-    if(e->rlen && dapi_result_open_at(&r, fd, e->off + result_at((uint32_t)strlen(e->slug),
-                                                                  e->mlen),
-                                      e->rlen))
+    if(e->rlen && dapi_result_open_at(
+                      &r, fd, e->off + result_at((uint32_t)strlen(e->slug), e->mlen), e->rlen))
         r = NULL;
     return r;
 }
@@ -423,7 +424,7 @@ int store_pack_put(struct store_pack *p, const char *slug, const char *meta, siz
     if(rlen)
         memcpy(rec + result_at((uint32_t)slen, (uint32_t)mlen), result, rlen);
     store_put64(rec + 24, sum(sum(0xcbf29ce484222325ull, rec + 4, 20), rec + PACK_HEAD,
-                        (size_t)size - PACK_HEAD));
+                              (size_t)size - PACK_HEAD));
     memcpy(e->slug, slug, slen);
     e->mlen = (uint32_t)mlen;
     e->rlen = rlen;

@@ -74,8 +74,7 @@ static void test_files(void)
     T_EQ_INT(store_pack_put(p, "b", "{\"m\":\"b\"}", 9, NULL, 0, NULL), 0);
     T_EQ_INT(store_pack_put(p, "c", "{\"m\":\"c\"}", 9, img, len, NULL), 0);
     T_EQ_INT(pack_files(), 1);
-    T_CHECK(store_pack_has(p, "a") && store_pack_has(p, "b") && !store_pack_has(p, "d"),
-            "has");
+    T_CHECK(store_pack_has(p, "a") && store_pack_has(p, "b") && !store_pack_has(p, "d"), "has");
     T_EQ_INT(store_pack_remove(p, "b", 0), 1);
     T_EQ_INT(store_pack_remove(p, "b", 0), 0);
     T_EQ_INT(store_pack_remove(p, "nope", 1), 0);
@@ -250,8 +249,8 @@ static void test_registry(void)
     /* Single-flight: the queries that shared a run get copies of its small result. */
     char lead[DAPI_SLUG_MAX], follow[DAPI_SLUG_MAX];
     struct dapi_reuse ru2 = {"def", "fp", 300};
-    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 7", NULL, &ru2, 1003, lead,
-                                         &how, NULL, 0),
+    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 7", NULL, &ru2, 1003, lead, &how,
+                                         NULL, 0),
              DAPI_OK);
     T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT 7", NULL, &ru2, 1003, follow,
                                          &how, NULL, 0),
@@ -301,10 +300,8 @@ static void test_power_loss(void)
     struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
     if(!qs)
         return;
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'kept'", NULL, 1000, kept, NULL, 0),
-             DAPI_OK);
-    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'torn'", NULL, 1000, slug, NULL, 0),
-             DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'kept'", NULL, 1000, kept, NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'torn'", NULL, 1000, slug, NULL, 0), DAPI_OK);
     run_small(qs, kept, 2);
     run_small(qs, slug, 2);
     /* (no close: the process is gone; what it wrote is what the disk kept, less the tail) */
