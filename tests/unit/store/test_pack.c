@@ -383,6 +383,47 @@ static void test_rerun(void)
     dapi_queries_close(qs);
 }
 
+/* The record cannot be written (here: every name a new pack file could take is taken): the
+ * query fails with the state dir's storage error, keeps no result, and nothing else breaks. */
+static void test_unwritable(void)
+{
+    char state[256], slug[DAPI_SLUG_MAX], d[1200];
+    state_dir(state, sizeof state, "unwritable");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    for(int n = 1; n <= 100; n++) {
+        snprintf(d, sizeof d, "%s/queries/.pack-%d", state, n);
+        T_EQ_INT(mkdir(d, 0700), 0);
+    }
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'u'", NULL, 1000, slug, NULL, 0), DAPI_OK);
+    run_small(qs, slug, 2);
+    enum dapi_err err = DAPI_OK;
+    T_EQ_INT(t_registry_state(qs, slug, owner, 1000, &err), DAPI_Q_FAILED);
+    struct dapi_qview v;
+    T_EQ_INT(dapi_queries_get(qs, slug, owner, 1000, &v), DAPI_OK);
+    T_EQ_INT(v.error, DAPI_ERR_IO);
+    T_CHECK(strstr(v.message, "--state-dir") && strstr(v.message, "to store the result") &&
+                !strstr(v.message, state),
+            "why, without the path: %s", v.message);
+    T_CHECK(v.result == NULL, "no result");
+    dapi_queries_release(qs, &v);
+    for(int n = 1; n <= 100; n++) {
+        snprintf(d, sizeof d, "%s/queries/.pack-%d", state, n);
+        rmdir(d);
+    }
+    char next[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'v'", NULL, 1000, next, NULL, 0), DAPI_OK);
+    run_small(qs, next, 1);
+    T_EQ_STR(page1(qs, next, 1000), "{\"v\":0}");
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u);
+    T_EQ_INT(t_registry_state(qs, slug, owner, 1001, NULL), DAPI_Q_FAILED);
+    T_EQ_STR(page1(qs, next, 1001), "{\"v\":0}");
+    dapi_queries_close(qs);
+}
+
 int main(void)
 {
     if(fixture_setup("pack"))
@@ -391,6 +432,7 @@ int main(void)
     test_registry();
     test_power_loss();
     test_rerun();
+    test_unwritable();
     t_rm_rf(root);
     T_DONE();
 }
