@@ -333,7 +333,8 @@ void store_pack_each(struct store_pack *p, store_pack_each_fn fn, void *arg)
         n = 0;
     for(size_t i = 0; i < n; i++)
         v[i].file = (struct pfile *)(uintptr_t)i; /* (the file's number is nums[i] now) */
-    qsort(v, n, sizeof *v, by_seq);
+    if(n)
+        qsort(v, n, sizeof *v, by_seq);
     uint64_t open_n = 0;
     int fd = -1;
     char *meta = NULL;
