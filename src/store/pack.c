@@ -133,7 +133,7 @@ static void file_drop(struct store_pack *p, struct pfile *f)
 }
 
 /* Marks e's record removed on disk and forgets e (under the lock). */
-static int kill(struct store_pack *p, struct ent **slot, int sync)
+static int rec_remove(struct store_pack *p, struct ent **slot, int sync)
 {
     struct ent *e = *slot;
     int fd = file_fd(p, e->file), err = 0;
@@ -158,7 +158,7 @@ static void index_add(struct store_pack *p, struct ent *e)
 {
     e->file->live++; /* (first: the older record may be the only other one of its file) */
     struct ent **old = find(p, e->slug);
-    if(*old && kill(p, old, 0))
+    if(*old && rec_remove(p, old, 0))
         dapi_warn("store: cannot mark the older record of %s removed", e->slug);
     e->seq = ++p->seq;
     e->next = p->buckets[bucket(e->slug)];
@@ -466,7 +466,7 @@ int store_pack_remove(struct store_pack *p, const char *slug, int sync)
     struct ent **e = find(p, slug);
     int r = *e ? 1 : 0;
     if(*e) {
-        int err = kill(p, e, sync);
+        int err = rec_remove(p, e, sync);
         if(err) {
             dapi_error("store: cannot remove the record of %s: %s", slug, strerror(err));
             r = -err;
