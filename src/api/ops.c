@@ -153,6 +153,15 @@ void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unus
                        "per query that shares it)");
     dapi_metrics_sample(&b, "dapi_state_bytes", NULL,
                         app->queries ? (double)dapi_queries_bytes(app->queries) : 0);
+    uint64_t pfiles = 0, plive = 0, ptotal = 0;
+    if(app->queries)
+        dapi_queries_pack_usage(app->queries, &pfiles, &plive, &ptotal);
+    dapi_metrics_gauge(&b, "dapi_pack_files", "pack files holding small results");
+    dapi_metrics_sample(&b, "dapi_pack_files", NULL, (double)pfiles);
+    dapi_metrics_gauge(&b, "dapi_pack_bytes",
+                       "bytes of the pack files' records: live, or removed (freed by compaction)");
+    dapi_metrics_sample(&b, "dapi_pack_bytes", "records=\"live\"", (double)plive);
+    dapi_metrics_sample(&b, "dapi_pack_bytes", "records=\"removed\"", (double)(ptotal - plive));
     pool_samples(&b, app);
 
     size_t len = 0;

@@ -326,6 +326,37 @@ int store_pack_meta(const struct dapi_queries *qs, const struct meta *m, const v
     return e;
 }
 
+/* A record moved by compaction: its query reads its result from the new place (the old
+ * file's blocks are freed once no reader maps them). A query whose result is no longer this
+ * one (removed, or recorded again meanwhile) keeps its own. */
+static void pack_moved(void *arg, const char *slug, struct dapi_result *r)
+{
+    struct dapi_queries *qs = arg;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    if(q && q->result && r && dapi_result_id(q->result) == dapi_result_id(r)) {
+        struct dapi_result *old = q->result;
+        q->result = r;
+        r = old;
+    }
+    pthread_mutex_unlock(&qs->lock);
+    dapi_result_close(r);
+}
+
+void store_pack_compact_one(struct dapi_queries *qs)
+{
+    if(!qs->pack)
+        return;
+    int64_t freed = store_pack_compact(qs->pack, pack_moved, qs);
+    if(freed > 0)
+        dapi_info("store: a pack file of small results compacted: %lld bytes freed",
+                  (long long)freed);
+    else if(freed < 0)
+        dapi_warn("store: a compaction of the small results' pack files failed (the next one "
+                  "retries): %s",
+                  strerror((int)-freed));
+}
+
 /* Writes a result kept in memory to the file at rp (when the query cannot be packed). */
 int store_write_image(const char *rp, const void *image, size_t len)
 {

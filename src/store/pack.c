@@ -25,9 +25,11 @@
 /* One pack file. Only the newest (p->cur) is appended to; the others only have records
  * removed, through a descriptor opened for that. */
 struct pfile {
-    uint64_t n;    /* its number: .pack-<n> */
-    uint64_t size; /* bytes of records (the newest: where the next one goes) */
-    uint64_t live; /* its live records */
+    uint64_t n;          /* its number: .pack-<n> */
+    uint64_t size;       /* bytes of records (the newest: where the next one goes) */
+    uint64_t live;       /* its live records */
+    uint64_t live_bytes; /* their bytes */
+    int compacting;      /* its records are being moved (it is not deleted meanwhile) */
     struct pfile *next;
 };
 
@@ -50,6 +52,7 @@ struct store_pack {
     struct pfile *files;
     uint64_t next_n; /* the next file's number */
     uint64_t seq, records, nfiles;
+    int owed; /* a compaction's sync failed: the next one syncs the file system first */
     struct ent *buckets[PACK_BUCKETS];
 };
 
@@ -80,6 +83,11 @@ static uint64_t result_at(uint32_t slen, uint32_t mlen)
 static uint64_t rec_size(uint32_t slen, uint32_t mlen, uint64_t rlen)
 {
     return result_at(slen, mlen) + pad8(rlen);
+}
+
+static uint64_t ent_size(const struct ent *e)
+{
+    return rec_size((uint32_t)strlen(e->slug), e->mlen, e->rlen);
 }
 
 static size_t bucket(const char *slug)
@@ -117,7 +125,7 @@ static int file_fd(struct store_pack *p, struct pfile *f)
 /* f lost a live record: a file none are left in (but the newest) is deleted. */
 static void file_drop(struct store_pack *p, struct pfile *f)
 {
-    if(--f->live || f == p->cur)
+    if(--f->live || f == p->cur || f->compacting)
         return;
     char path[4096];
     file_path(p, f->n, path, sizeof path);
@@ -147,6 +155,7 @@ static int rec_remove(struct store_pack *p, struct ent **slot, int sync)
     if(err)
         return err;
     *slot = e->next;
+    e->file->live_bytes -= ent_size(e);
     file_drop(p, e->file);
     free(e);
     p->records--;
@@ -157,6 +166,7 @@ static int rec_remove(struct store_pack *p, struct ent **slot, int sync)
 static void index_add(struct store_pack *p, struct ent *e)
 {
     e->file->live++; /* (first: the older record may be the only other one of its file) */
+    e->file->live_bytes += ent_size(e);
     struct ent **old = find(p, e->slug);
     if(*old && rec_remove(p, old, 0))
         dapi_warn("store: cannot mark the older record of %s removed", e->slug);
@@ -482,4 +492,158 @@ void store_pack_counts(struct store_pack *p, uint64_t *records, uint64_t *files)
     *records = p->records;
     *files = p->nfiles;
     pthread_mutex_unlock(&p->lock);
+}
+
+void store_pack_bytes(struct store_pack *p, uint64_t *live, uint64_t *total)
+{
+    *live = *total = 0;
+    pthread_mutex_lock(&p->lock);
+    for(const struct pfile *f = p->files; f; f = f->next) {
+        *live += f->live_bytes;
+        *total += f->size;
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* The file to compact: not the newest, at most a quarter live (by bytes), the most bytes to
+ * free (under the lock). */
+static struct pfile *sparse_file(struct store_pack *p)
+{
+    struct pfile *best = NULL;
+    for(struct pfile *f = p->files; f; f = f->next)
+        if(f != p->cur && !f->compacting && f->live_bytes * 4 <= f->size &&
+           (!best || f->size - f->live_bytes > best->size - best->live_bytes))
+            best = f;
+    return best;
+}
+
+/* Copies e's record from src (its file's descriptor) to the end of the newest file and points
+ * e there; the old record stays as it is (its file is deleted once the copies are durable).
+ * Under the lock. Returns 0 or an errno value. */
+static int rec_move(struct store_pack *p, struct ent *e, int src)
+{
+    uint64_t size = ent_size(e);
+    unsigned char *buf = malloc((size_t)size);
+    if(!buf)
+        return ENOMEM;
+    int err = 0;
+    ssize_t r;
+    while((r = pread(src, buf, (size_t)size, (off_t)e->off)) < 0 && errno == EINTR)
+        ;
+    if(r != (ssize_t)size || store_get32(buf) != PACK_LIVE)
+        err = r < 0 ? errno : EIO;
+    if(!err && (!p->cur || (p->cur->size && p->cur->size + size > PACK_FILE_MAX)))
+        err = file_new(p);
+    if(!err)
+        err = store_pwrite_all(p->fd, buf, (size_t)size, p->cur->size);
+    free(buf);
+    if(err)
+        return err;
+    e->file->live--;
+    e->file->live_bytes -= size;
+    e->file = p->cur;
+    e->off = p->cur->size;
+    p->cur->size += size;
+    p->cur->live++;
+    p->cur->live_bytes += size;
+    return 0;
+}
+
+/* Makes the files numbered nums[0..n) durable (a file deleted meanwhile needs nothing), and
+ * first, if owed, everything (an earlier compaction's copies). Returns 0 or an errno value. */
+static int sync_files(struct store_pack *p, const uint64_t *nums, size_t n, int owed)
+{
+    int err = 0;
+    if(owed) { /* (an earlier compaction's copies may not be durable yet) */
+        int dfd = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        err = dfd < 0 || syncfs(dfd) ? errno : 0;
+        if(dfd >= 0)
+            close(dfd);
+    }
+    for(size_t i = 0; !err && i < n; i++) {
+        char path[4096];
+        file_path(p, nums[i], path, sizeof path);
+        int fd = open(path, O_RDWR | O_CLOEXEC);
+        if(fd < 0) {
+            err = errno == ENOENT ? 0 : errno;
+            continue;
+        }
+        while((err = fdatasync(fd) ? errno : 0) == EINTR)
+            ;
+        close(fd);
+    }
+    return err;
+}
+
+int64_t store_pack_compact(struct store_pack *p, store_pack_moved_fn fn, void *arg)
+{
+    pthread_mutex_lock(&p->lock);
+    struct pfile *f = sparse_file(p);
+    if(!f) {
+        pthread_mutex_unlock(&p->lock);
+        return 0;
+    }
+    /* the slugs of its live records (each is looked up again when its turn comes: it may be
+     * removed meanwhile) */
+    char(*slugs)[DAPI_SLUG_MAX] = f->live ? malloc(f->live * sizeof *slugs) : NULL;
+    size_t n = 0;
+    for(size_t b = 0; slugs && b < PACK_BUCKETS; b++)
+        for(struct ent *e = p->buckets[b]; e; e = e->next)
+            if(e->file == f && n < f->live)
+                memcpy(slugs[n++], e->slug, sizeof e->slug);
+    if(f->live && !slugs) {
+        pthread_mutex_unlock(&p->lock);
+        return -ENOMEM;
+    }
+    f->compacting = 1;
+    uint64_t freed = f->size;
+    char path[4096];
+    file_path(p, f->n, path, sizeof path);
+    pthread_mutex_unlock(&p->lock);
+
+    int src = n ? open(path, O_RDONLY | O_CLOEXEC) : -1, err = n && src < 0 ? errno : 0;
+    uint64_t nums[8]; /* the files the copies went to (more than 8: the file system is synced) */
+    size_t nnums = 0;
+    for(size_t i = 0; !err && i < n; i++) {
+        pthread_mutex_lock(&p->lock);
+        struct ent *e = *find(p, slugs[i]);
+        struct dapi_result *mapped = NULL;
+        int moved = e && e->file == f && !(err = rec_move(p, e, src));
+        if(moved) {
+            mapped = map_result(e, p->fd);
+            size_t k = 0;
+            while(k < nnums && nums[k] != e->file->n)
+                k++;
+            if(k == nnums && nnums < sizeof nums / sizeof *nums)
+                nums[nnums++] = e->file->n;
+            else if(k == nnums)
+                p->owed = 1;
+        }
+        pthread_mutex_unlock(&p->lock);
+        if(moved && fn)
+            fn(arg, slugs[i], mapped);
+        else
+            dapi_result_close(mapped);
+    }
+    if(src >= 0)
+        close(src);
+    free(slugs);
+    /* The copies durable first, then the file goes: a crash in between finds both, and the
+     * later record of each slug wins. */
+    pthread_mutex_lock(&p->lock);
+    int owed = p->owed;
+    pthread_mutex_unlock(&p->lock);
+    if(!err)
+        err = sync_files(p, nums, nnums, owed);
+    pthread_mutex_lock(&p->lock);
+    f->compacting = 0;
+    if(err) {
+        p->owed = 1; /* (the copies stand: the file is deleted by a later compaction) */
+    } else {
+        p->owed = 0;
+        f->live++;
+        file_drop(p, f);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return err ? -(int64_t)err : (int64_t)freed;
 }

@@ -58,7 +58,19 @@ int store_pack_has(struct store_pack *p, const char *slug);
 /* Removes slug's record (sync: durably, fdatasync before returning). Returns 1 if it had
  * one, 0 if not, or a negated errno value if the removal could not be written. */
 int store_pack_remove(struct store_pack *p, const char *slug, int sync);
+/* Compaction: the pack file (never the newest) whose live records take at most a quarter of
+ * its bytes, and that has the most bytes to free, has them copied to the newest file, which
+ * is then fdatasynced; then the file is deleted. So the pack files never hold more than four
+ * times the bytes of their live records, plus the newest file. fn (if not NULL) gets each
+ * moved record's slug and result, mapped from its new place (a reference for fn to keep or
+ * close; NULL if it has none or could not be mapped): the old file's blocks are freed once
+ * nothing maps them. One file per call. Returns the bytes freed (0: no file to compact), or
+ * a negated errno value (the copies made stand; the file is deleted by a later call). */
+typedef void (*store_pack_moved_fn)(void *arg, const char *slug, struct dapi_result *result);
+int64_t store_pack_compact(struct store_pack *p, store_pack_moved_fn fn, void *arg);
 /* How many live records and pack files there are (for tests and metrics). */
 void store_pack_counts(struct store_pack *p, uint64_t *records, uint64_t *files);
+/* The bytes of the pack files' records: the live ones', and all (removed ones included). */
+void store_pack_bytes(struct store_pack *p, uint64_t *live, uint64_t *total);
 
 #endif

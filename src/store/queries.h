@@ -258,6 +258,10 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms);
 void dapi_queries_cancel_waiters(struct dapi_queries *qs);
 /* Bytes the stored results take. */
 uint64_t dapi_queries_bytes(struct dapi_queries *qs);
+/* The pack files of small results (docs/design.md, "Small results"): how many there are,
+ * the bytes of their live records, and of all their records (removed ones included). */
+void dapi_queries_pack_usage(struct dapi_queries *qs, uint64_t *files, uint64_t *live,
+                             uint64_t *total);
 /* How many registered queries are in each state (out[DAPI_Q_QUEUED] …), for metrics. */
 void dapi_queries_count_states(struct dapi_queries *qs, uint64_t out[DAPI_Q_NSTATES]);
 

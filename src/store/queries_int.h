@@ -200,6 +200,9 @@ int store_materialise(const struct dapi_queries *qs, const struct meta *m);
  * the result mapped from the record. Returns 0 or an errno value. */
 int store_pack_meta(const struct dapi_queries *qs, const struct meta *m, const void *image,
                     size_t len, struct dapi_result **mapped);
+/* Compacts at most one pack file (store_pack_compact), the queries whose records move then
+ * reading their results from the new place. Without the registry's lock. */
+void store_pack_compact_one(struct dapi_queries *qs);
 /* Whether q's finished run may be packed: its result is in memory (image) and q has no files
  * (no directory). Its persist lock held. */
 int store_packable(const struct dapi_queries *qs, struct query *q, enum dapi_err error,

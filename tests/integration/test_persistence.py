@@ -108,6 +108,50 @@ def test_small_results_are_packed_and_kept():
             eq(len(s.page(big, 2)), 50, "the two-page result after a %s" % how)
 
 
+def _pack_metrics(s):
+    r = s.request("GET", "/metrics")
+    expect_status(r, 200, "GET /metrics")
+    return {k: float(v) for k, v in (l.rsplit(" ", 1) for l in r.body.decode().splitlines()
+                                     if l.startswith("dapi_pack_"))}
+
+
+def test_sparse_pack_files_are_compacted():
+    """A pack file whose live records take at most a quarter of it is compacted (docs/
+    design.md, "Small results"): the records left move to the file being written and the old
+    file is deleted, so deleted small results do not keep their disk space until the last
+    record of their file expires. The query left is served the same, across a restart."""
+    with Server(keys=[KEY_A], name="persist-compact") as s:
+        slugs = [s.create("SELECT %d AS k, 'c%d' AS s" % (k, k)) for k in range(8)]
+        for k, slug in enumerate(slugs):
+            eq(s.page(slug, 1), [{"k": k, "s": "c%d" % k}], "rows of %d" % k)
+        qdir = os.path.join(s.state_dir, "queries")
+        eq(sorted(n for n in os.listdir(qdir) if n.startswith(".pack-")), [".pack-1"], "one pack file")
+        s.restart()  # (a new process never writes to an older file)
+        m = _pack_metrics(s)
+        eq(m.get("dapi_pack_files"), 1, "dapi_pack_files before")
+        eq(m.get('dapi_pack_bytes{records="removed"}'), 0, "nothing removed yet")
+        eq(m.get('dapi_pack_bytes{records="live"}'), os.path.getsize(os.path.join(qdir, ".pack-1")), "live bytes")
+        for slug in slugs[:7]:
+            expect_status(s.api("DELETE", "/api/queries/" + slug, key=KEY_A), 204, "delete")
+        deadline = time.time() + 10
+        while os.path.exists(os.path.join(qdir, ".pack-1")) and time.time() < deadline:
+            time.sleep(0.1)
+        check(not os.path.exists(os.path.join(qdir, ".pack-1")), "the sparse .pack-1 is deleted")
+        records = h.pack_records(s.state_dir)
+        eq(sorted(records), [slugs[7]], "the live record moved to the newer file")
+        eq(s.page(slugs[7], 1), [{"k": 7, "s": "c7"}], "rows after the compaction")
+        m = _pack_metrics(s)
+        eq(m.get("dapi_pack_files"), 1, "dapi_pack_files")
+        eq(m.get('dapi_pack_bytes{records="removed"}'), 0, "no removed bytes left")
+        size = os.path.getsize(os.path.join(qdir, [n for n in os.listdir(qdir) if n.startswith(".pack-")][0]))
+        eq(m.get('dapi_pack_bytes{records="live"}'), size, "the live bytes: the whole new file")
+        s.kill()
+        s.start()
+        eq(s.page(slugs[7], 1), [{"k": 7, "s": "c7"}], "rows after a SIGKILL")
+        for slug in slugs[:7]:
+            expect_error(s.results(slug, 1), 404, None, "deleted, after a SIGKILL")
+
+
 def test_queued_queries_run_again_after_restart():
     """Queries still queued (or running) at SIGTERM run again after a restart and give
     their full results. Three rounds, since start-up with queued queries is where races live."""

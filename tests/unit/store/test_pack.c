@@ -165,6 +165,215 @@ static void test_files(void)
     free(img);
 }
 
+/* What compaction moved: slugs and each moved result's rows; remove (if set) is removed
+ * from the pack when the first record has moved (a removal racing the compaction). */
+struct moved {
+    struct store_pack *p;
+    int n;
+    char slug[8][DAPI_SLUG_MAX];
+    uint64_t rows[8];
+    const char *remove[2];
+};
+
+static void on_moved(void *arg, const char *slug, struct dapi_result *r)
+{
+    struct moved *m = arg;
+    if(m->n < 8) {
+        snprintf(m->slug[m->n], sizeof m->slug[0], "%s", slug);
+        m->rows[m->n] = r ? dapi_result_rows(r) : UINT64_MAX;
+    }
+    m->n++;
+    dapi_result_close(r);
+    for(int i = 0; i < 2; i++)
+        if(m->remove[i] && strcmp(m->remove[i], slug) != 0) {
+            T_EQ_INT(store_pack_remove(m->p, m->remove[i], 0), 1);
+            m->remove[i] = NULL;
+            break;
+        }
+}
+
+/* A result mapped by store_pack_each, kept (for the test of compaction under readers). */
+static void keep_result(void *arg, const char *slug, const char *meta, size_t mlen,
+                        struct dapi_result *r)
+{
+    struct dapi_result **keep = arg;
+    if(!strcmp(slug, "r6") && !*keep)
+        *keep = r;
+    else
+        dapi_result_close(r);
+}
+
+/* Eight records of 5 rows each, r0..r7, in .pack-1 (then reopened: .pack-1 is not the file
+ * being written any more), and all but those named in keep removed. */
+static struct store_pack *sparse_pack(const char *name, const char *const *keep, size_t nkeep)
+{
+    state_dir(dir, sizeof dir, name);
+    struct store_pack *p = NULL;
+    T_EQ_INT(store_pack_open(&p, dir), 0);
+    size_t len;
+    void *img = t_result_small(5, &len);
+    char slug[16], meta[48];
+    for(int i = 0; i < 8; i++) {
+        snprintf(slug, sizeof slug, "r%d", i);
+        int ml = snprintf(meta, sizeof meta, "{\"m\":\"%s\"}", slug);
+        T_EQ_INT(store_pack_put(p, slug, meta, (size_t)ml, img, len, NULL), 0);
+    }
+    free(img);
+    reopen(&p);
+    for(int i = 0; i < 8; i++) {
+        snprintf(slug, sizeof slug, "r%d", i);
+        int kept = 0;
+        for(size_t k = 0; k < nkeep; k++)
+            kept |= !strcmp(keep[k], slug);
+        if(!kept)
+            T_EQ_INT(store_pack_remove(p, slug, 0), 1);
+    }
+    return p;
+}
+
+static int file_exists(int n)
+{
+    char f[1200];
+    snprintf(f, sizeof f, "%s/.pack-%d", dir, n);
+    return t_exists(f);
+}
+
+/* The bytes of file path (malloc'd; NULL if it cannot be read). */
+static char *slurp(const char *path, size_t *len)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY);
+    char *b = fd >= 0 && !fstat(fd, &st) ? malloc((size_t)st.st_size + 1) : NULL;
+    *len = b && read(fd, b, (size_t)st.st_size) == st.st_size ? (size_t)st.st_size : 0;
+    if(fd >= 0)
+        close(fd);
+    if(b && !*len) {
+        free(b);
+        b = NULL;
+    }
+    return b;
+}
+
+/* Whether this process maps a deleted pack file (a result read from a file compacted away). */
+static int maps_deleted_pack(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[4600];
+    int found = 0;
+    while(f && fgets(line, sizeof line, f))
+        found |= strstr(line, "/.pack-") && strstr(line, "(deleted)");
+    if(f)
+        fclose(f);
+    return found;
+}
+
+static void test_compact(void)
+{
+    /* More than a quarter live, or the file being written: not compacted. */
+    const char *three[] = {"r1", "r4", "r6"};
+    struct store_pack *p = sparse_pack("compact-dense", three, 3);
+    T_EQ_INT(store_pack_compact(p, NULL, NULL), 0);
+    T_CHECK(file_exists(1) && pack_files() == 1, "3 of 8 live: the file stays as it is");
+    store_pack_close(p);
+    state_dir(dir, sizeof dir, "compact-newest");
+    T_EQ_INT(store_pack_open(&p, dir), 0);
+    size_t len;
+    void *img = t_result_small(2, &len);
+    T_EQ_INT(store_pack_put(p, "a", "{}", 2, img, len, NULL), 0);
+    for(int i = 0; i < 7; i++)
+        T_EQ_INT(store_pack_put(p, "b", "{}", 2, img, len, NULL), 0);
+    T_EQ_INT(store_pack_remove(p, "b", 0), 1);
+    T_EQ_INT(store_pack_compact(p, NULL, NULL), 0);
+    T_CHECK(file_exists(1), "the newest file is never compacted");
+    store_pack_close(p);
+
+    /* A quarter live: the two records move to a new file, durably, and the old file goes;
+     * a reader holding a result mapped from it keeps reading it. */
+    const char *two[] = {"r3", "r6"};
+    p = sparse_pack("compact", two, 2);
+    struct dapi_result *held = NULL;
+    store_pack_each(p, keep_result, &held);
+    T_CHECK(held != NULL, "a result mapped from .pack-1");
+    char f[1200];
+    snprintf(f, sizeof f, "%s/.pack-1", dir);
+    struct stat st;
+    T_EQ_INT(stat(f, &st), 0);
+    struct moved m = {p, 0, {{0}}, {0}, {NULL, NULL}};
+    T_EQ_INT(store_pack_compact(p, on_moved, &m), st.st_size);
+    T_EQ_INT(m.n, 2);
+    T_CHECK((!strcmp(m.slug[0], "r3") && !strcmp(m.slug[1], "r6")) ||
+                (!strcmp(m.slug[0], "r6") && !strcmp(m.slug[1], "r3")),
+            "moved %s and %s", m.slug[0], m.slug[1]);
+    T_EQ_INT(m.rows[0], 5);
+    T_EQ_INT(m.rows[1], 5);
+    T_CHECK(!file_exists(1) && file_exists(2) && pack_files() == 1, "the old file deleted");
+    T_CHECK(maps_deleted_pack(), "the reader's mapping of the deleted file stays");
+    T_EQ_INT(dapi_result_rows(held), 5);
+    const char *d;
+    size_t n;
+    t_result_page(held, 1, &d, &n);
+    T_CHECK(n > 0 && d[0] == '{', "the held result still reads");
+    dapi_result_close(held);
+    T_CHECK(!maps_deleted_pack(), "released: nothing maps the deleted file");
+    T_EQ_INT(store_pack_compact(p, NULL, NULL), 0);
+    struct seen s = reopen(&p);
+    T_EQ_INT(s.n, 2);
+    T_CHECK((!strcmp(s.meta[0], "{\"m\":\"r3\"}") || !strcmp(s.meta[0], "{\"m\":\"r6\"}")) &&
+                s.rows[0] == 5 && s.rows[1] == 5,
+            "after a restart: %s, %llu rows", s.meta[0], (unsigned long long)s.rows[0]);
+    store_pack_close(p);
+
+    /* A crash after the copies were made durable but before the old file's deletion reached
+     * the disk: both files are found, the later record of each slug wins, and the old file,
+     * all its records replaced, goes. */
+    p = sparse_pack("compact-crash", two, 2);
+    snprintf(f, sizeof f, "%s/.pack-1", dir);
+    size_t flen;
+    char *old = slurp(f, &flen);
+    T_CHECK(old != NULL, "%s read", f);
+    T_CHECK(store_pack_compact(p, NULL, NULL) > 0, "compacted");
+    store_pack_close(p);
+    p = NULL;
+    t_write_n(f, old, flen);
+    free(old);
+    s = reopen(&p);
+    T_EQ_INT(s.n, 2);
+    T_CHECK(!file_exists(1), "the replaced file deleted at the start");
+    store_pack_close(p);
+
+    /* A removal while the compaction runs: the removed record is not moved, nor read back. */
+    p = sparse_pack("compact-race", two, 2);
+    m = (struct moved){p, 0, {{0}}, {0}, {"r3", "r6"}};
+    T_CHECK(store_pack_compact(p, on_moved, &m) > 0, "compacted");
+    T_EQ_INT(m.n, 1);
+    T_CHECK(!file_exists(1), "the old file deleted");
+    s = reopen(&p);
+    T_EQ_INT(s.n, 1);
+    T_EQ_STR(s.slug[0], m.slug[0]);
+    store_pack_close(p);
+
+    /* The copies cannot be written (every name a new file could take is taken): the old
+     * file and its records stay; the next compaction, once it can write, deletes it. */
+    p = sparse_pack("compact-full", two, 2);
+    char d2[1200];
+    for(int k = 2; k <= 101; k++) {
+        snprintf(d2, sizeof d2, "%s/.pack-%d", dir, k);
+        T_EQ_INT(mkdir(d2, 0700), 0);
+    }
+    T_CHECK(store_pack_compact(p, NULL, NULL) < 0, "the compaction fails");
+    T_CHECK(file_exists(1) && store_pack_has(p, "r3") && store_pack_has(p, "r6"), "kept");
+    for(int k = 2; k <= 101; k++) {
+        snprintf(d2, sizeof d2, "%s/.pack-%d", dir, k);
+        rmdir(d2);
+    }
+    T_CHECK(store_pack_compact(p, NULL, NULL) > 0, "the next one compacts");
+    T_CHECK(!file_exists(1), "the old file deleted");
+    s = reopen(&p);
+    T_EQ_INT(s.n, 2);
+    store_pack_close(p);
+    free(img);
+}
+
 /* Runs slug with a small result of rows rows (kept in memory, as a local run's). */
 static void run_small(struct dapi_queries *qs, const char *slug, uint64_t rows)
 {
@@ -288,6 +497,40 @@ static void test_registry(void)
     snprintf(dir, sizeof dir, "%s/queries", state);
     T_EQ_INT(pack_files(), 0);
     T_EQ_INT(u.calls, 0);
+}
+
+/* The registry's tick compacts a sparse pack file: the query left in it is served from its
+ * new place (nothing maps the deleted file any more), then across a restart. */
+static void test_registry_compact(void)
+{
+    char state[256], slugs[8][DAPI_SLUG_MAX], sql[32];
+    state_dir(state, sizeof state, "registry-compact");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    for(int i = 0; i < 8; i++) {
+        snprintf(sql, sizeof sql, "SELECT %d", i);
+        T_EQ_INT(dapi_queries_create(qs, owner, sql, NULL, 1000, slugs[i], NULL, 0), DAPI_OK);
+        run_small(qs, slugs[i], 3);
+    }
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u); /* (.pack-1 is no longer written to) */
+    for(int i = 0; i < 7; i++)
+        dapi_queries_remove(qs, slugs[i]);
+    snprintf(dir, sizeof dir, "%s/queries", state);
+    T_CHECK(file_exists(1), "the sparse file is there");
+    T_EQ_STR(page1(qs, slugs[7], 1001), "{\"v\":0},{\"v\":3},{\"v\":6}");
+    dapi_queries_tick(qs, 1002, 0);
+    T_CHECK(!file_exists(1) && pack_files() == 1, "compacted by the tick");
+    T_CHECK(!maps_deleted_pack(), "the query reads its result from the new file");
+    T_EQ_STR(page1(qs, slugs[7], 1002), "{\"v\":0},{\"v\":3},{\"v\":6}");
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1003, &u);
+    T_EQ_STR(page1(qs, slugs[7], 1003), "{\"v\":0},{\"v\":3},{\"v\":6}");
+    T_EQ_INT((int)state_of(qs, slugs[0], 1003, NULL), -1);
+    T_EQ_INT(u.calls, 0);
+    dapi_queries_close(qs);
 }
 
 /* A power loss: the pack's last record is torn, the creation log (made durable before the
@@ -429,7 +672,9 @@ int main(void)
     if(fixture_setup("pack"))
         T_DONE();
     test_files();
+    test_compact();
     test_registry();
+    test_registry_compact();
     test_power_loss();
     test_rerun();
     test_unwritable();
