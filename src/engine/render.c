@@ -44,43 +44,91 @@ static char *digits_u64(char *end, uint64_t v)
     return end;
 }
 
+/* How many decimal digits v has. */
+static size_t ndigits(uint64_t v)
+{
+    static const uint64_t pow10[19] = {10ull,
+                                       100ull,
+                                       1000ull,
+                                       10000ull,
+                                       100000ull,
+                                       1000000ull,
+                                       10000000ull,
+                                       100000000ull,
+                                       1000000000ull,
+                                       10000000000ull,
+                                       100000000000ull,
+                                       1000000000000ull,
+                                       10000000000000ull,
+                                       100000000000000ull,
+                                       1000000000000000ull,
+                                       10000000000000000ull,
+                                       100000000000000000ull,
+                                       1000000000000000000ull,
+                                       10000000000000000000ull};
+    size_t n = 1;
+    while(n < 20 && v >= pow10[n - 1])
+        n++;
+    return n;
+}
+
+/* Room for exactly n more bytes at the buffer's end (in place when it has them, else through
+ * dapi_buf_reserve: growth, the cap, the sticky error); NULL if the buffer failed. Numbers
+ * are written straight into it: digits written to a scratch array and copied from there cost
+ * a stall per number (the copy's wide loads wait for the byte stores), which showed as a
+ * quarter of a large run's CPU. */
+static inline char *room(struct dapi_buf *b, size_t n)
+{
+    if(b->data && !b->err && n < b->cap - b->len && n <= b->max - b->len)
+        return b->data + b->len;
+    return dapi_buf_reserve(b, n);
+}
+
+static inline void commit(struct dapi_buf *b, size_t n)
+{
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
 /* An integer as dapi_json_i64 writes it. */
 static enum dapi_err put_i64(struct dapi_buf *b, int64_t v)
 {
-    char t[24], *end = t + sizeof t, *p = digits_u64(end, v < 0 ? -(uint64_t)v : (uint64_t)v);
-    if(v < 0)
-        *--p = '-';
-    return put(b, p, (size_t)(end - p));
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    size_t n = ndigits(u) + (v < 0);
+    char *o = room(b, n);
+    if(!o)
+        return dapi_buf_error(b);
+    if(digits_u64(o + n, u) != o)
+        *o = '-';
+    commit(b, n);
+    return DAPI_OK;
 }
 
 /* A DECIMAL stored in 64 bits or fewer, as dapi_json_decimal writes it: the digits with the
  * point `scale` from the right, "0.00…" below one, a '-' before a negative value. */
 static enum dapi_err put_decimal64(struct dapi_buf *b, int64_t v, unsigned scale)
 {
-    char d[24], *dend = d + sizeof d, *p = digits_u64(dend, v < 0 ? -(uint64_t)v : (uint64_t)v);
-    size_t dl = (size_t)(dend - p), o = 0;
-    char t[64];
     if(scale > 38)
         return dapi_json_decimal(b, v < 0 ? -1 : 0, (uint64_t)v, scale);
-    if(v < 0)
-        t[o++] = '-';
-    if(scale == 0 || dl > scale) {
-        memcpy(t + o, p, dl - scale);
-        o += dl - scale;
-        if(scale) {
-            t[o++] = '.';
-            memcpy(t + o, p + dl - scale, scale);
-            o += scale;
-        }
-    } else {
-        t[o++] = '0';
-        t[o++] = '.';
-        memset(t + o, '0', scale - dl);
-        o += scale - dl;
-        memcpy(t + o, p, dl);
-        o += dl;
+    uint64_t u = v < 0 ? -(uint64_t)v : (uint64_t)v;
+    size_t dl = ndigits(u);
+    /* [-] digits [. digits], or [-] 0 . zeros digits */
+    size_t n = (v < 0) + (dl > scale ? dl + (scale ? 1 : 0) : 2 + scale);
+    char *o = room(b, n);
+    if(!o)
+        return dapi_buf_error(b);
+    char *p = o + n;
+    for(unsigned k = 0; k < scale; k++) { /* (past the digits: the zeros after the point) */
+        *--p = (char)('0' + u % 10);
+        u /= 10;
     }
-    return put(b, t, o);
+    if(scale)
+        *--p = '.';
+    p = digits_u64(p, u); /* (0 below one) */
+    if(v < 0)
+        *--p = '-';
+    commit(b, n);
+    return DAPI_OK;
 }
 
 static int is_valid(const struct dapi_colvec *c, uint64_t r)

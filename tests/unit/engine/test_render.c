@@ -1,6 +1,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "base/json.h"
 #include "engine/render.h"
 #include "t.h"
 
@@ -167,6 +168,64 @@ static void test_decimal(void)
     struct dapi_colvec bad = col(DAPI_CT_DECIMAL, d16);
     bad.phys = DAPI_CT_F64;
     T_EQ_STR(rv(&bad, 0), "<err 13>");
+}
+
+/* Integers and 64-bit decimals are written straight into the buffer: the same text as the
+ * reference writers (dapi_json_i64, dapi_json_decimal) for every scale 0..38 and values
+ * around each power of ten, both when the buffer has room in place and when it must grow
+ * (each value appended to one buffer, first empty), and at a cap that ends inside a number. */
+static void test_numbers_in_place(void)
+{
+    int64_t vals[140];
+    size_t nv = 0;
+    uint64_t p10 = 1;
+    for(int k = 0; k < 19; k++, p10 *= 10) {
+        int64_t p = (int64_t)p10;
+        int64_t around[] = {p - 1, p, p + 1, -p + 1, -p, -p - 1};
+        for(size_t i = 0; i < N(around) && nv < N(vals); i++)
+            vals[nv++] = around[i];
+    }
+    int64_t edges[] = {0, INT64_MAX, INT64_MIN, INT64_MIN + 1, 9223372036854775807LL / 3};
+    for(size_t i = 0; i < N(edges) && nv < N(vals); i++)
+        vals[nv++] = edges[i];
+    int all_same = 1;
+    for(unsigned scale = 0; scale <= 38; scale++) {
+        struct dapi_buf got, want;
+        dapi_buf_init(&got, 1 << 20);
+        dapi_buf_init(&want, 1 << 20);
+        struct dapi_colvec dec = col(DAPI_CT_DECIMAL, vals), i64 = col(DAPI_CT_I64, vals);
+        dec.phys = DAPI_CT_I64;
+        dec.scale = (uint8_t)scale;
+        int errs = 0;
+        for(size_t r = 0; r < nv; r++) {
+            errs += dapi_render_value(&got, &dec, r) != DAPI_OK;
+            errs += dapi_render_value(&got, &i64, r) != DAPI_OK;
+            dapi_json_decimal(&want, vals[r] < 0 ? -1 : 0, (uint64_t)vals[r], scale);
+            dapi_json_i64(&want, vals[r]);
+        }
+        T_EQ_INT(errs, 0);
+        if(got.len != want.len || memcmp(got.data, want.data, got.len) != 0 ||
+           got.data[got.len] != '\0') {
+            all_same = 0;
+            T_CHECK(0, "scale %u: got [%.200s] want [%.200s]", scale, got.data, want.data);
+        }
+        dapi_buf_free(&got);
+        dapi_buf_free(&want);
+    }
+    T_CHECK(all_same, "every value at every scale as the reference writes it");
+    /* a cap that ends inside the number: the buffer fails (and is freed), never overruns */
+    static const int64_t big[] = {-1234567890123456789LL};
+    struct dapi_colvec c = col(DAPI_CT_DECIMAL, big);
+    c.phys = DAPI_CT_I64;
+    c.scale = 5;
+    for(size_t cap = 0; cap < 22; cap++) {
+        struct dapi_buf b;
+        dapi_buf_init(&b, cap);
+        enum dapi_err e = dapi_render_value(&b, &c, 0);
+        T_CHECK(cap >= 21 ? e == DAPI_OK && b.len == 21 : e == DAPI_ERR_TOO_LARGE && !b.data,
+                "cap %zu: error %d, length %zu", cap, (int)e, b.len);
+        dapi_buf_free(&b);
+    }
 }
 
 static void test_strings(void)
@@ -790,6 +849,7 @@ int main(void)
 {
     test_numbers();
     test_decimal();
+    test_numbers_in_place();
     test_strings();
     test_bit();
     test_dates_times();
