@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/buf.h"
@@ -343,18 +344,81 @@ static void pack_moved(void *arg, const char *slug, struct dapi_result *r)
     dapi_result_close(r);
 }
 
-void store_pack_compact_one(struct dapi_queries *qs)
+/* Compacts one pack file: > 0 if one was, 0 if none is sparse, < 0 if that failed. */
+static int64_t compact_one(struct dapi_queries *qs)
 {
-    if(!qs->pack)
-        return;
     int64_t freed = store_pack_compact(qs->pack, pack_moved, qs);
     if(freed > 0)
         dapi_info("store: a pack file of small results compacted: %lld bytes freed",
                   (long long)freed);
     else if(freed < 0)
-        dapi_warn("store: a compaction of the small results' pack files failed (the next one "
-                  "retries): %s",
+        dapi_warn("store: a compaction of the small results' pack files failed (tried again "
+                  "in 10 s): %s",
                   strerror((int)-freed));
+    return freed;
+}
+
+static void *compactor(void *arg)
+{
+    struct dapi_queries *qs = arg;
+    pthread_mutex_lock(&qs->compact_mu);
+    while(!qs->compact_stop) {
+        if(!qs->compact_want) {
+            pthread_cond_wait(&qs->compact_cond, &qs->compact_mu);
+            continue;
+        }
+        qs->compact_want = 0;
+        int64_t r = 1;
+        while(r > 0 && !qs->compact_stop) {
+            pthread_mutex_unlock(&qs->compact_mu);
+            r = compact_one(qs);
+            pthread_mutex_lock(&qs->compact_mu);
+        }
+        if(r < 0) { /* (a full disk: not every tick) */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 10;
+            while(!qs->compact_stop &&
+                  pthread_cond_timedwait(&qs->compact_cond, &qs->compact_mu, &until) == 0)
+                ;
+            qs->compact_want = 1;
+        }
+    }
+    pthread_mutex_unlock(&qs->compact_mu);
+    return NULL;
+}
+
+void store_compactor_start(struct dapi_queries *qs)
+{
+    pthread_mutex_init(&qs->compact_mu, NULL);
+    pthread_cond_init(&qs->compact_cond, NULL);
+    qs->compact_want = 1; /* (files a crash or a stop left sparse) */
+    if(qs->pack && pthread_create(&qs->compactor, NULL, compactor, qs) == 0)
+        qs->compact_started = 1;
+    else if(qs->pack)
+        dapi_warn("store: no thread to compact the pack files: they are not compacted");
+}
+
+void store_compactor_wake(struct dapi_queries *qs)
+{
+    if(!qs->compact_started || !store_pack_sparse(qs->pack))
+        return;
+    pthread_mutex_lock(&qs->compact_mu);
+    qs->compact_want = 1;
+    pthread_cond_signal(&qs->compact_cond);
+    pthread_mutex_unlock(&qs->compact_mu);
+}
+
+void store_compactor_stop(struct dapi_queries *qs)
+{
+    if(!qs->compact_started)
+        return;
+    pthread_mutex_lock(&qs->compact_mu);
+    qs->compact_stop = 1;
+    pthread_cond_signal(&qs->compact_cond);
+    pthread_mutex_unlock(&qs->compact_mu);
+    pthread_join(qs->compactor, NULL);
+    qs->compact_started = 0;
 }
 
 /* Writes a result kept in memory to the file at rp (when the query cannot be packed). */

@@ -223,6 +223,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         dapi_info("store: removed %zu temporary file(s) left by an interrupted run (%llu bytes)",
                   orphans, (unsigned long long)orphan_bytes);
     qs->opened = 1;
+    store_compactor_start(qs);
     *out = qs;
     return DAPI_OK;
 }
@@ -284,6 +285,7 @@ void dapi_queries_close(struct dapi_queries *qs)
 {
     if(!qs)
         return;
+    store_compactor_stop(qs); /* (first: it uses the registry) */
     if(qs->opened)
         mark_clean_stop(qs);
     store_commit_close(qs->commit);

@@ -575,6 +575,14 @@ static int sync_files(struct store_pack *p, const uint64_t *nums, size_t n, int 
     return err;
 }
 
+int store_pack_sparse(struct store_pack *p)
+{
+    pthread_mutex_lock(&p->lock);
+    int sparse = sparse_file(p) != NULL;
+    pthread_mutex_unlock(&p->lock);
+    return sparse;
+}
+
 int64_t store_pack_compact(struct store_pack *p, store_pack_moved_fn fn, void *arg)
 {
     pthread_mutex_lock(&p->lock);

@@ -66,6 +66,8 @@ int store_pack_remove(struct store_pack *p, const char *slug, int sync);
  * close; NULL if it has none or could not be mapped): the old file's blocks are freed once
  * nothing maps them. One file per call. Returns the bytes freed (0: no file to compact), or
  * a negated errno value (the copies made stand; the file is deleted by a later call). */
+/* Whether a file qualifies for store_pack_compact. */
+int store_pack_sparse(struct store_pack *p);
 typedef void (*store_pack_moved_fn)(void *arg, const char *slug, struct dapi_result *result);
 int64_t store_pack_compact(struct store_pack *p, store_pack_moved_fn fn, void *arg);
 /* How many live records and pack files there are (for tests and metrics). */

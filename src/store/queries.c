@@ -1471,7 +1471,7 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
             dapi_info("query %s cancelled: %s", abandoned.v[i], why);
     }
     free(abandoned.v);
-    store_pack_compact_one(qs);
+    store_compactor_wake(qs);
 }
 
 void dapi_queries_cancel_waiters(struct dapi_queries *qs)

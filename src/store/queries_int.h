@@ -119,6 +119,12 @@ struct dapi_queries {
     int opened;              /* fully opened: close marks the stop clean */
     int64_t (*wall_s)(void); /* times recorded by the registry itself */
     int64_t abandon_s;       /* --abandon-after (0: never) */
+    /* The compactor thread (store_compactor_*): compacts the pack files the tick finds
+     * sparse, off the tick's thread (it fsyncs). Its own lock, never held with another. */
+    pthread_t compactor;
+    pthread_mutex_t compact_mu;
+    pthread_cond_t compact_cond;
+    int compact_started, compact_want, compact_stop;
 };
 
 /* Slugs of deleted queries whose directories are removed once the lock is released. */
@@ -200,9 +206,13 @@ int store_materialise(const struct dapi_queries *qs, const struct meta *m);
  * the result mapped from the record. Returns 0 or an errno value. */
 int store_pack_meta(const struct dapi_queries *qs, const struct meta *m, const void *image,
                     size_t len, struct dapi_result **mapped);
-/* Compacts at most one pack file (store_pack_compact), the queries whose records move then
- * reading their results from the new place. Without the registry's lock. */
-void store_pack_compact_one(struct dapi_queries *qs);
+/* The compactor thread: started once the registry is open, stopped first at close; woken
+ * (by the tick) when a pack file is sparse enough to compact (store_pack_compact), it
+ * compacts one file after another, the queries whose records move then reading their
+ * results from the new place; after a failure it waits 10 s before it tries again. */
+void store_compactor_start(struct dapi_queries *qs);
+void store_compactor_wake(struct dapi_queries *qs);
+void store_compactor_stop(struct dapi_queries *qs);
 /* Whether q's finished run may be packed: its result is in memory (image) and q has no files
  * (no directory). Its persist lock held. */
 int store_packable(const struct dapi_queries *qs, struct query *q, enum dapi_err error,
