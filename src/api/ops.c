@@ -161,7 +161,8 @@ void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unus
     dapi_metrics_gauge(&b, "dapi_pack_bytes",
                        "bytes of the pack files' records: live, or removed (freed by compaction)");
     dapi_metrics_sample(&b, "dapi_pack_bytes", "records=\"live\"", (double)plive);
-    dapi_metrics_sample(&b, "dapi_pack_bytes", "records=\"removed\"", (double)(ptotal - plive));
+    dapi_metrics_sample(&b, "dapi_pack_bytes", "records=\"removed\"",
+                        (double)(ptotal > plive ? ptotal - plive : 0));
     pool_samples(&b, app);
 
     size_t len = 0;
