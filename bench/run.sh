@@ -7,6 +7,7 @@
 #
 # Tunables (environment): DAPI_BIN (build/dapi), NGINX_BIN (/usr/sbin/nginx), WRK_BIN (wrk),
 # BENCH_DURATION (10s per throughput run), BENCH_WARMUP (2s), BENCH_LAT_DURATION (5s),
+# BENCH_LAT_ROUNDS (3: part c's page 1 / last page pairs; the round with the median ratio),
 # BENCH_ROUNDS (1 dapi/nginx pair per throughput measure), BENCH_THREADS (2), BENCH_CONNECTIONS (32), BENCH_HTTP_THREADS (nginx worker_processes; when set,
 # also passed to dapi as --http-threads; default 2 = dapi's default HTTP threads),
 # SMALLQ_BIN (build/bench/smallq), BENCH_SMALLQ_CONNECTIONS (8), BENCH_SMALLQ_ROUNDS (3: part
@@ -24,6 +25,7 @@ WRK_BIN=${WRK_BIN:-wrk}
 DUR=${BENCH_DURATION:-10s}
 WARM=${BENCH_WARMUP:-2s}
 LAT_DUR=${BENCH_LAT_DURATION:-5s}
+LAT_NR=${BENCH_LAT_ROUNDS:-3}
 THREADS=${BENCH_THREADS:-2}
 ROUNDS=${BENCH_ROUNDS:-1}
 SQ_NR=${BENCH_SMALLQ_ROUNDS:-3}
@@ -449,13 +451,15 @@ for r in $(seq "$ROUNDS"); do
     run_wrk "zpage-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
 done
 
-note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each"
+note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each x $LAT_NR"
 L_FIRST="$DAPI/api/queries/$LAT_SLUG/results?page_number=1"
 L_LAST="$DAPI/api/queries/$LAT_SLUG/results?page_number=$LAST_PAGE"
 run_wrk warm-lat-first -t1 -c1 -d"$WARM" "${HDR[@]}" "$L_FIRST"
 run_wrk warm-lat-last -t1 -c1 -d"$WARM" "${HDR[@]}" "$L_LAST"
-run_wrk lat-first -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_FIRST"
-run_wrk lat-last -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_LAST"
+for r in $(seq "$LAT_NR"); do # (a mean over one 5 s run moves with one stall: rounds, the median kept)
+    run_wrk "lat-first-$r" -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_FIRST"
+    run_wrk "lat-last-$r" -t1 -c1 -d"$LAT_DUR" --latency "${HDR[@]}" "$L_LAST"
+done
 
 # i. small queries: create + page 1 of SELECT 1 (each runs: no reuse), $SQ_CONNS keep-alive
 # clients, against a dapi of its own whose state dir is on a real disk, then on tmpfs.
@@ -566,10 +570,18 @@ for r in $(seq "$ROUNDS"); do
     SQ_ERRS=$((SQ_ERRS + $(sq_failed "lake-watch-$r") + $(sq_failed "lake-off-$r")))
 done
 LK_W=$((LK_W / ROUNDS)); LK_O=$((LK_O / ROUNDS))
-F_MEAN=$(lat_mean lat-first); F_P50=$(lat_pct lat-first 50); F_P99=$(lat_pct lat-first 99)
-L_MEAN=$(lat_mean lat-last);  L_P50=$(lat_pct lat-last 50);  L_P99=$(lat_pct lat-last 99)
+# part c: each round's ratio of means; the round with the median ratio is the one shown
+L_ROUNDS=; L_BY=
+for r in $(seq "$LAT_NR"); do
+    rr=$(ratio "$(lat_mean "lat-last-$r")" "$(lat_mean "lat-first-$r")")
+    L_ROUNDS+="$rr "; L_BY+="$rr $r"$'\n'
+done
+L_MID=$(printf '%s' "$L_BY" | sort -n | sed -n "$(( (LAT_NR + 1) / 2 ))p" | cut -d' ' -f2)
+F_MEAN=$(lat_mean "lat-first-$L_MID"); F_P50=$(lat_pct "lat-first-$L_MID" 50); F_P99=$(lat_pct "lat-first-$L_MID" 99)
+L_MEAN=$(lat_mean "lat-last-$L_MID");  L_P50=$(lat_pct "lat-last-$L_MID" 50);  L_P99=$(lat_pct "lat-last-$L_MID" 99)
 L_R=$(ratio "$L_MEAN" "$F_MEAN")
-F_RPS=$(rps lat-first); L_RPS=$(rps lat-last)
+F_RPS=$(rps "lat-first-$L_MID"); L_RPS=$(rps "lat-last-$L_MID")
+[ "$LAT_NR" -gt 1 ] && L_ROUNDS="; rounds: ${L_ROUNDS% }, median shown" || L_ROUNDS=
 ERRS=0
 for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-zpage-*.txt "$OUT"/wrk-lat-*.txt; do
     n=${f##*/wrk-}; ERRS=$((ERRS + $(errs "${n%.txt}")))
@@ -597,12 +609,12 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
         "$Z_D" "$Z_N" "$Z_R" ">= 0.8" "$(verdict "$Z_R" '>=' 0.8) $(round_ratios zpage)"
     printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer zpage-dapi-1)" "$(xfer zpage-nginx-1)"
     echo
-    echo "c. latency on the $LAT_ROWS-row result, 1 connection, $LAT_DUR each (ms):"
+    echo "c. latency on the $LAT_ROWS-row result, 1 connection, $LAT_DUR each, $LAT_NR round(s) (ms):"
     printf '%-44s %9s %9s %9s %9s\n' "" "mean" "p50" "p99" "req/s"
     printf '%-44s %9s %9s %9s %9s\n' "   page 1" "$F_MEAN" "$F_P50" "$F_P99" "$F_RPS"
     printf '%-44s %9s %9s %9s %9s\n' "   page $LAST_PAGE ($LAST_ROWS rows)" "$L_MEAN" "$L_P50" "$L_P99" "$L_RPS"
     printf '%-44s %12s %12s %7s %8s %s\n' "   mean(page $LAST_PAGE) / mean(page 1)" "" "" "$L_R" "<= 1.5" \
-        "$(verdict "$L_R" '<=' 1.5) (p50 ratio $(ratio "$L_P50" "$F_P50"))"
+        "$(verdict "$L_R" '<=' 1.5) (p50 ratio $(ratio "$L_P50" "$F_P50")$L_ROUNDS)"
     echo
     printf '%-44s %s\n' "d. dapi peak RSS (VmHWM)" "$((HWM_KB / 1024)) MiB ($HWM_KB kB; VmRSS at end $((RSS_KB / 1024)) MiB)"
     printf '%-44s %s\n' "h. disk bytes of the $LAT_ROWS-row result" \
