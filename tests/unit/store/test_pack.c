@@ -59,6 +59,28 @@ static int pack_files(void)
     return n;
 }
 
+/* Cuts the last n bytes off the file at path (a write a power loss tore). */
+static void tear(const char *path, off_t n)
+{
+    struct stat st;
+    T_EQ_INT(stat(path, &st), 0);
+    T_EQ_INT(truncate(path, st.st_size - n), 0);
+}
+
+/* Takes (a directory of that name) or frees every name .pack-<from>..<from+99> in qdir: a
+ * pack file cannot be made while they are taken. */
+static void block_pack_names(const char *qdir, int from, int take)
+{
+    char d[1200];
+    for(int n = from; n < from + 100; n++) {
+        snprintf(d, sizeof d, "%s/.pack-%d", qdir, n);
+        if(take)
+            T_EQ_INT(mkdir(d, 0700), 0);
+        else
+            rmdir(d);
+    }
+}
+
 static void test_files(void)
 {
     state_dir(dir, sizeof dir, "files");
@@ -93,9 +115,7 @@ static void test_files(void)
     T_EQ_INT(store_pack_put(p, "e", "{\"m\":\"e\"}", 9, img, len, NULL), 0);
     char f[4200];
     snprintf(f, sizeof f, "%s/.pack-2", dir);
-    struct stat st;
-    T_EQ_INT(stat(f, &st), 0);
-    T_EQ_INT(truncate(f, st.st_size - 3), 0);
+    tear(f, 3);
     s = reopen(&p);
     T_EQ_INT(s.n, 3);
     T_EQ_STR(s.slug[2], "d");
@@ -349,9 +369,7 @@ static void test_compact(void)
     t_write_n(f, old, flen); /* (the same records as this directory's .pack-1 had) */
     char g[1200];
     snprintf(g, sizeof g, "%s/.pack-2", dir);
-    struct stat gs;
-    T_EQ_INT(stat(g, &gs), 0);
-    T_EQ_INT(truncate(g, gs.st_size - 5), 0);
+    tear(g, 5);
     s = reopen(&p);
     T_EQ_INT(s.n, 2);
     T_CHECK(store_pack_has(p, "r3") && store_pack_has(p, "r6"), "both kept");
@@ -377,17 +395,10 @@ static void test_compact(void)
     /* The copies cannot be written (every name a new file could take is taken): the old
      * file and its records stay; the next compaction, once it can write, deletes it. */
     p = sparse_pack("compact-full", two, 2);
-    char d2[1200];
-    for(int k = 2; k <= 101; k++) {
-        snprintf(d2, sizeof d2, "%s/.pack-%d", dir, k);
-        T_EQ_INT(mkdir(d2, 0700), 0);
-    }
+    block_pack_names(dir, 2, 1);
     T_CHECK(store_pack_compact(p, NULL, NULL) < 0, "the compaction fails");
     T_CHECK(file_exists(1) && store_pack_has(p, "r3") && store_pack_has(p, "r6"), "kept");
-    for(int k = 2; k <= 101; k++) {
-        snprintf(d2, sizeof d2, "%s/.pack-%d", dir, k);
-        rmdir(d2);
-    }
+    block_pack_names(dir, 2, 0);
     T_CHECK(store_pack_compact(p, NULL, NULL) > 0, "the next one compacts");
     T_CHECK(!file_exists(1), "the old file deleted");
     s = reopen(&p);
@@ -575,9 +586,7 @@ static void test_power_loss(void)
     /* (no close: the process is gone; what it wrote is what the disk kept, less the tail) */
     char f[4200];
     snprintf(f, sizeof f, "%s/queries/.pack-1", state);
-    struct stat st;
-    T_EQ_INT(stat(f, &st), 0);
-    T_EQ_INT(truncate(f, st.st_size - 1), 0);
+    tear(f, 1);
     struct unfinished u1 = {0};
     struct dapi_queries *qs1 = open_reg(state, 3600, UINT64_MAX, 1001, &u1);
     if(qs1) {
@@ -661,10 +670,8 @@ static void test_unwritable(void)
     struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
     if(!qs)
         return;
-    for(int n = 1; n <= 100; n++) {
-        snprintf(d, sizeof d, "%s/queries/.pack-%d", state, n);
-        T_EQ_INT(mkdir(d, 0700), 0);
-    }
+    snprintf(d, sizeof d, "%s/queries", state);
+    block_pack_names(d, 1, 1);
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'u'", NULL, 1000, slug, NULL, 0), DAPI_OK);
     run_small(qs, slug, 2);
     enum dapi_err err = DAPI_OK;
@@ -677,10 +684,7 @@ static void test_unwritable(void)
             "why, without the path: %s", v.message);
     T_CHECK(v.result == NULL, "no result");
     dapi_queries_release(qs, &v);
-    for(int n = 1; n <= 100; n++) {
-        snprintf(d, sizeof d, "%s/queries/.pack-%d", state, n);
-        rmdir(d);
-    }
+    block_pack_names(d, 1, 0);
     char next[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 'v'", NULL, 1000, next, NULL, 0), DAPI_OK);
     run_small(qs, next, 1);
