@@ -16,6 +16,7 @@
 #include "base/buf.h"
 #include "base/clock.h"
 #include "base/json.h"
+#include "base/log.h"
 #include "base/metrics.h"
 #include "config/config.h"
 #include "dapi/version.h"
@@ -163,6 +164,14 @@ void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unus
     dapi_metrics_sample(&b, "dapi_pack_bytes", "records=\"live\"", (double)plive);
     dapi_metrics_sample(&b, "dapi_pack_bytes", "records=\"removed\"",
                         (double)(ptotal > plive ? ptotal - plive : 0));
+    unsigned long long log_pending = 0, log_waits = 0;
+    dapi_log_stats(&log_pending, &log_waits);
+    dapi_metrics_gauge(&b, "dapi_log_pending_bytes",
+                       "access-log bytes not written yet (the log writer is behind by these)");
+    dapi_metrics_sample(&b, "dapi_log_pending_bytes", NULL, (double)log_pending);
+    dapi_metrics_counter(&b, "dapi_log_waits_total",
+                         "times a thread waited for the log writer, behind by all its batches");
+    dapi_metrics_sample(&b, "dapi_log_waits_total", NULL, (double)log_waits);
     pool_samples(&b, app);
 
     size_t len = 0;

@@ -334,6 +334,11 @@ static int serve_build(struct serve *s)
     sigaddset(&s->sigs, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &s->sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* From here on, access lines are written by the log writer, not by request threads. */
+    if(dapi_log_start(err, errlen)) {
+        fprintf(stderr, "dapi serve: %s\n", err);
+        return START_FAILED;
+    }
     pthread_mutex_init(&app->endpoints_lock, NULL);
     s->endpoints_lock_made = 1;
 
@@ -649,7 +654,6 @@ static int serve_run(struct serve *s)
         dapi_queries_tick(app->queries, dapi_clock_wall_s(), dapi_clock_mono_ms());
         if(app->emu)
             dapi_emu_tick(app, dapi_clock_wall_s());
-        dapi_log_flush();
     }
     return sig;
 }

@@ -34,13 +34,38 @@ static void stamp(char *out, size_t n)
 }
 
 /* Access lines are batched: one write(2) per request cost a quarter of the server's
- * throughput on /api/health. They go to a shared buffer written out when it fills, on every
- * other log line (so the order of lines is kept), and by dapi_log_flush (called every
- * 250 ms and at exit). */
+ * throughput on /api/health. A line is copied into the batch being filled; a full batch is
+ * sealed and written out by the log writer (dapi_log_start), so a request thread never
+ * waits for the disk: a write blocked by the kernel's writeback of a large log once held up
+ * the request that filled the batch for up to 32 ms, and the other threads behind its lock.
+ * The sealed batches wait in a ring; only when the writer is behind by all of them (4 MiB)
+ * does a thread wait for a free one (counted in dapi_log_stats). Without the writer (tools,
+ * tests) the thread that seals a batch writes it, as before.
+ *
+ * Order: batches are written in the order they were sealed, by one writer at a time (the
+ * holder of the "pen"). A server line, an access line too long for a batch, a flush and a
+ * reopen take the pen, write out every batch that holds a line logged before them, and
+ * only then write their line or switch files. The writer seals a partial batch after
+ * FLUSH_MS without a full one, so an idle server's lines reach the file within that. */
 #define ACCESS_BUF 65536
+#define NBATCH 64 /* the ring: the writer may fall 63 batches behind (~4 MiB) */
+#define FLUSH_MS 250
+
+struct batch {
+    char data[ACCESS_BUF];
+    size_t len;
+};
 static pthread_mutex_t access_lock = PTHREAD_MUTEX_INITIALIZER;
-static char access_buf[ACCESS_BUF];
-static size_t access_len;
+static pthread_cond_t work_cond; /* to the writer: a batch was sealed, or stop */
+static pthread_cond_t space_cond = PTHREAD_COND_INITIALIZER; /* a sealed batch's slot is free */
+static pthread_cond_t pen_cond = PTHREAD_COND_INITIALIZER;   /* the pen was given back */
+/* Sealed batches are ring[head .. head+sealed-1]; the one being filled follows them. */
+static struct batch two[2]; /* the ring until dapi_log_start, and after the writer stops */
+static struct batch *ring = two, *in_write; /* in_write: the batch the pen's holder writes */
+static unsigned ring_size = 2, head, sealed;
+static int pen_busy, writer_on, writer_stop;
+static pthread_t writer;
+static unsigned long long waits; /* a thread waited for a free batch */
 
 /* Where lines go: server lines to log_fd, access lines to access_fd. Both are stderr unless
  * dapi_log_open opened files; access lines share the server lines' descriptor unless they
@@ -63,25 +88,218 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
-static void flush_locked(void)
+static struct batch *slot(unsigned i)
 {
-    write_all(access_fd, access_buf, access_len);
-    access_len = 0;
+    return &ring[(head + i) % ring_size];
+}
+
+/* The batch being filled (under access_lock). */
+static struct batch *filling(void)
+{
+    return slot(sealed);
+}
+
+/* Under access_lock: waits for the pen, and takes it. */
+static void take_pen(void)
+{
+    while(pen_busy)
+        pthread_cond_wait(&pen_cond, &access_lock);
+    pen_busy = 1;
+}
+
+static void give_pen(void)
+{
+    pen_busy = 0;
+    pthread_cond_broadcast(&pen_cond);
+}
+
+/* Under access_lock, holding the pen, with a batch sealed: writes the oldest one, without the
+ * lock meanwhile, and frees its slot. */
+static void write_oldest(void)
+{
+    struct batch *b = in_write = slot(0);
+    pthread_mutex_unlock(&access_lock);
+    write_all(access_fd, b->data, b->len);
+    pthread_mutex_lock(&access_lock);
+    b->len = 0;
+    in_write = NULL;
+    head = (head + 1) % ring_size;
+    sealed--;
+    pthread_cond_broadcast(&space_cond);
+}
+
+/* Under access_lock, holding the pen: writes out every line logged before the call (the
+ * batches sealed now and the one being filled, which is sealed when its turn comes). */
+static void drain(void)
+{
+    unsigned todo = sealed + (filling()->len > 0);
+    for(; todo; todo--) {
+        if(!sealed)
+            sealed = 1; /* the batch being filled; the next slot is free, as none is sealed */
+        write_oldest();
+    }
+}
+
+/* Under access_lock: writes out every buffered line, then len bytes of p to fd, in order. */
+static void write_through(int fd, const char *p, size_t len)
+{
+    take_pen();
+    drain();
+    if(len) {
+        pthread_mutex_unlock(&access_lock);
+        write_all(fd, p, len);
+        pthread_mutex_lock(&access_lock);
+    }
+    give_pen();
+}
+
+/* Under access_lock: the batch being filled is full; seals it and makes a free one the batch
+ * being filled. With the writer, that wakes it (and waits when all the batches are taken);
+ * without it, this thread writes the batch. */
+static void seal_full(void)
+{
+    if(!writer_on) {
+        take_pen();
+        drain();
+        give_pen();
+        return;
+    }
+    if(sealed + 1 >= ring_size) {
+        waits++;
+        while(writer_on && sealed + 1 >= ring_size)
+            pthread_cond_wait(&space_cond, &access_lock);
+        if(!writer_on) { /* stopped meanwhile */
+            take_pen();
+            drain();
+            give_pen();
+            return;
+        }
+    }
+    sealed++;
+    pthread_cond_signal(&work_cond);
+}
+
+static void *writer_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&access_lock);
+    for(;;) {
+        if(!sealed && !writer_stop) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += FLUSH_MS * 1000000L;
+            if(until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            int r = 0;
+            while(!sealed && !writer_stop && r != ETIMEDOUT)
+                r = pthread_cond_timedwait(&work_cond, &access_lock, &until);
+        }
+        if(!sealed && filling()->len)
+            sealed = 1; /* FLUSH_MS went by without a full batch, or stop */
+        if(sealed) {
+            take_pen();
+            if(sealed) /* a drain may have written it meanwhile */
+                write_oldest();
+            give_pen();
+            continue;
+        }
+        if(writer_stop)
+            break;
+    }
+    pthread_mutex_unlock(&access_lock);
+    return NULL;
+}
+
+enum dapi_err dapi_log_start(char *err, size_t errlen)
+{
+    static struct batch *more;
+    if(writer_on)
+        return DAPI_OK;
+    if(!more && !(more = calloc(NBATCH, sizeof *more))) {
+        snprintf(err, errlen, "cannot start the log writer: out of memory");
+        return DAPI_ERR_NOMEM;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&work_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_lock(&access_lock);
+    take_pen();
+    drain(); /* the single slot is empty before the ring takes over */
+    ring = more;
+    ring_size = NBATCH;
+    head = sealed = 0;
+    writer_stop = 0;
+    int r = pthread_create(&writer, NULL, writer_main, NULL);
+    if(r) {
+        ring = two;
+        ring_size = 2;
+        snprintf(err, errlen, "cannot start the log writer: %s", strerror(r));
+    }
+    writer_on = !r;
+    give_pen();
+    pthread_mutex_unlock(&access_lock);
+    if(r)
+        pthread_cond_destroy(&work_cond);
+    return r ? DAPI_ERR_IO : DAPI_OK;
+}
+
+/* Stops the writer once it wrote every batch; the single slot takes over again. */
+static void stop_writer(void)
+{
+    pthread_mutex_lock(&access_lock);
+    if(!writer_on) {
+        pthread_mutex_unlock(&access_lock);
+        return;
+    }
+    writer_stop = 1;
+    pthread_cond_signal(&work_cond);
+    pthread_mutex_unlock(&access_lock);
+    pthread_join(writer, NULL);
+    pthread_mutex_lock(&access_lock);
+    take_pen();
+    drain(); /* lines logged while it stopped */
+    writer_on = 0;
+    pthread_cond_broadcast(&space_cond);
+    ring = two;
+    ring_size = 2;
+    head = sealed = 0;
+    give_pen();
+    pthread_mutex_unlock(&access_lock);
+    pthread_cond_destroy(&work_cond);
+}
+
+void dapi_log_stats(unsigned long long *pending, unsigned long long *waited)
+{
+    pthread_mutex_lock(&access_lock);
+    unsigned long long n = 0;
+    for(unsigned i = 0; i <= sealed; i++)
+        n += slot(i)->len;
+    *pending = n;
+    *waited = waits;
+    pthread_mutex_unlock(&access_lock);
 }
 
 void dapi_log_flush(void)
 {
     pthread_mutex_lock(&access_lock);
-    flush_locked();
+    write_through(access_fd, NULL, 0);
     pthread_mutex_unlock(&access_lock);
 }
 
 void dapi_log_flush_fatal(void)
 {
-    /* Whoever holds the lock may be the one failing: then the batch is lost, not the exit. */
+    /* Whoever holds the lock may be the one failing: then the batches are lost, not the exit.
+     * A batch the pen's holder is writing is left to it; the others are written here, without
+     * giving the lock back (the process ends next). */
     if(pthread_mutex_trylock(&access_lock))
         return;
-    flush_locked();
+    for(unsigned i = 0; i <= sealed; i++)
+        if(slot(i) != in_write)
+            write_all(access_fd, slot(i)->data, slot(i)->len);
     pthread_mutex_unlock(&access_lock);
 }
 
@@ -161,11 +379,13 @@ enum dapi_err dapi_log_reopen(char *err, size_t errlen)
     enum dapi_err result = DAPI_OK, r;
     /* Under the batch lock: pending access lines go to the old file, later ones to the new. */
     pthread_mutex_lock(&access_lock);
-    flush_locked();
+    take_pen();
+    drain();
     if(log_path)
         result = reopen_one(log_fd, log_path, "--log-file", err, errlen);
     if(access_path && (r = reopen_one(access_fd, access_path, "--access-log", err, errlen)))
         result = r;
+    give_pen();
     pthread_mutex_unlock(&access_lock);
     return result;
 }
@@ -177,8 +397,9 @@ int dapi_log_has_files(void)
 
 void dapi_log_close(void)
 {
+    stop_writer();
     pthread_mutex_lock(&access_lock);
-    flush_locked();
+    write_through(access_fd, NULL, 0);
     if(access_path)
         close(access_fd);
     if(log_path)
@@ -190,16 +411,25 @@ void dapi_log_close(void)
     pthread_mutex_unlock(&access_lock);
 }
 
+/* Appends n bytes of whole lines (at most ACCESS_BUF) to the batch being filled. */
+static void batch_lines(const char *p, size_t n)
+{
+    pthread_mutex_lock(&access_lock);
+    struct batch *f = filling();
+    if(f->len + n > ACCESS_BUF) {
+        seal_full();
+        f = filling();
+    }
+    memcpy(f->data + f->len, p, n);
+    f->len += n;
+    pthread_mutex_unlock(&access_lock);
+}
+
 /* Appends a line held in caller memory (b->len bytes, room for one more) to the batch. */
 static void emit_line(struct dapi_buf *b)
 {
     b->data[b->len++] = '\n';
-    pthread_mutex_lock(&access_lock);
-    if(access_len + b->len > ACCESS_BUF)
-        flush_locked();
-    memcpy(access_buf + access_len, b->data, b->len);
-    access_len += b->len;
-    pthread_mutex_unlock(&access_lock);
+    batch_lines(b->data, b->len);
 }
 
 static void emit(struct dapi_buf *b, int batched)
@@ -208,16 +438,20 @@ static void emit(struct dapi_buf *b, int batched)
         return;
     if(dapi_buf_addc(b, '\n'))
         return;
-    pthread_mutex_lock(&access_lock);
-    if(!batched || access_len + b->len > ACCESS_BUF)
-        flush_locked();
     if(batched && b->len <= ACCESS_BUF) {
-        memcpy(access_buf + access_len, b->data, b->len);
-        access_len += b->len;
-    } else {
-        write_all(batched ? access_fd : log_fd, b->data, b->len);
+        batch_lines(b->data, b->len);
+        dapi_buf_free(b);
+        return;
     }
-    pthread_mutex_unlock(&access_lock);
+    if(!batched && access_path) {
+        /* The access lines have a file of their own: no order to keep with them, and a
+         * slow access log must not hold up a warning. */
+        write_all(log_fd, b->data, b->len);
+    } else {
+        pthread_mutex_lock(&access_lock);
+        write_through(batched ? access_fd : log_fd, b->data, b->len);
+        pthread_mutex_unlock(&access_lock);
+    }
     dapi_buf_free(b);
 }
 

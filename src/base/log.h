@@ -1,6 +1,6 @@
 /* Logging, one line per event, in `text` or `json` format (--log-format), to stderr or to
  * files (--log-file, --access-log) that dapi_log_reopen opens again (SIGHUP, for logrotate).
- * Thread-safe: each line is written with a single write(2). Never pass a secret. */
+ * Thread-safe: each line is written whole, in order. Never pass a secret. */
 #ifndef DAPI_LOG_H
 #define DAPI_LOG_H
 
@@ -15,18 +15,30 @@ void dapi_log(enum dapi_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Sends server lines to log_file and access lines to access_file (appended, created mode
  * 0640). NULL log_file = stderr; NULL access_file = wherever the server lines go. Call at
- * start, before threads exist. On error nothing changes and err says which file and why. */
+ * start, before threads exist (and before dapi_log_start). On error nothing changes and err
+ * says which file and why. */
 enum dapi_err dapi_log_open(const char *log_file, const char *access_file, char *err,
                             size_t errlen);
 /* Opens the same paths again (after logrotate moved the files away): buffered access lines
  * are written to the old file first, later lines go to the new one. A file that cannot be
  * opened keeps its old descriptor (err says why). Callable while other threads log. */
 enum dapi_err dapi_log_reopen(char *err, size_t errlen);
+/* Starts the log writer: a thread that writes out the access lines' batches, so that the
+ * threads logging never wait for the disk (unless it is behind by ~4 MiB), and that writes a
+ * partial batch after 250 ms. Without it, the thread whose line fills a batch writes it and
+ * partial batches wait for dapi_log_flush. Call with the signals the threads must not take
+ * blocked; dapi_log_close stops it. */
+enum dapi_err dapi_log_start(char *err, size_t errlen);
+/* Bytes of access lines not written yet, and how many times a thread had to wait because the
+ * writer was behind by all its batches. */
+void dapi_log_stats(unsigned long long *pending, unsigned long long *waited);
 /* 1 if dapi_log_open opened a file. */
 int dapi_log_has_files(void);
-/* Flushes, closes the files and goes back to stderr (at exit, once the threads are gone). */
+/* Stops the writer, flushes, closes the files and goes back to stderr (at exit, once the
+ * threads are gone). */
 void dapi_log_close(void);
-/* Writes out buffered access lines (call periodically and before exit). */
+/* Writes out buffered access lines before it returns (without the writer, call it
+ * periodically). */
 void dapi_log_flush(void);
 /* The same, for a fatal error on any thread: gives up rather than wait for the batch lock. */
 void dapi_log_flush_fatal(void);

@@ -315,6 +315,6 @@ def test_every_family_is_there_from_the_start():
                   "dapi_upstream_calls_total", "dapi_pool_jobs", "dapi_state_bytes", "dapi_build_info",
                   "dapi_process_start_time_seconds", "dapi_creation_log_sync_duration_seconds",
                   "dapi_creation_log_checkpoint_duration_seconds", "dapi_creation_log_checkpoint_failures_total",
-                  "dapi_pack_files", "dapi_pack_bytes"):
+                  "dapi_pack_files", "dapi_pack_bytes", "dapi_log_pending_bytes", "dapi_log_waits_total"):
             check(f in families, "family %s in the first scrape" % f)
         eq(_samples(text).get("dapi_http_connections_refused_total"), 0, "nothing refused yet")

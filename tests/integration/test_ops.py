@@ -285,6 +285,58 @@ def test_access_log_flushed_at_exit():
         eq(missing, [], "access lines missing after %s" % signal.Signals(sig).name)
 
 
+def _metric(s, name):
+    r = s.request("GET", "/metrics")
+    expect_status(r, 200, "GET /metrics")
+    m = re.search(r"^%s (\S+)$" % re.escape(name), r.body.decode(), re.M)
+    check(m is not None, "%s in /metrics" % name)
+    return float(m.group(1))
+
+
+def test_access_log_that_takes_no_writes_does_not_stall_requests():
+    """The access log is a FIFO nobody reads (as a log disk that blocks writes during writeback):
+    requests go on, their lines wait in the log writer's batches (dapi_log_pending_bytes), and
+    once the log takes writes again every line arrives, in order. Before the log writer, the
+    request whose line filled a 64 KiB batch wrote it itself and hung, and the others behind
+    it."""
+    d = h.tmpdir("ops-fifo")
+    fifo = os.path.join(d, "access.fifo")
+    os.mkfifo(fifo, 0o600)
+    rfd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so that dapi's open does not wait
+    n = 3000  # ~330 KB of lines: five times what the pipe and one batch hold
+    ids = ["fifo-%05d" % i for i in range(n)]
+    try:
+        with Server(keys=[KEY], args=["--access-log", fifo], name="ops-fifo") as s:
+            conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+            done = 0
+            try:
+                for rid in ids:
+                    conn.request("GET", "/api/health", headers={"X-Request-Id": rid})
+                    conn.getresponse().read()
+                    done += 1
+            except (socket.timeout, OSError):
+                pass
+            finally:
+                conn.close()
+            pending = _metric(s, "dapi_log_pending_bytes") if done == n else 0
+            got = b""
+            deadline = time.monotonic() + (20 if done == n else 2)  # else: only to unblock it
+            while ids[-1].encode() not in got and time.monotonic() < deadline:
+                try:
+                    chunk = os.read(rfd, 1 << 16)
+                except BlockingIOError:
+                    time.sleep(0.02)
+                    continue
+                got += chunk
+            eq(done, n, "requests answered while the access log took no writes (of %d)" % n)
+            check(pending > 200000, "the lines wait in the writer's batches (%d bytes)" % pending)
+            eq(_metric(s, "dapi_log_waits_total"), 0, "no thread waited for the writer")
+            logged = re.findall(r" id=(fifo-\d+)$", got.decode("utf-8", "replace"), re.M)
+            eq(logged, ids, "every access line, in order")
+    finally:
+        os.close(rfd)
+
+
 def test_bad_log_path_is_a_start_error():
     d = h.tmpdir("ops-badlog")
     for flag in ("--log-file", "--access-log"):

@@ -2,7 +2,9 @@
  * formats, escaping of client-controlled paths, order with regular lines, the level filter,
  * long paths. stderr (fd 2) is pointed at a temp file while logging; assertions run only
  * after it is restored (a failing assertion prints to stderr). */
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -640,12 +642,15 @@ static void *writer(void *arg)
     return NULL;
 }
 
-static void test_threads(void)
+static void test_threads(int with_writer)
 {
-    /* 4 threads: every line arrives whole, each thread's lines in its own order. */
+    /* 4 threads: every line arrives whole, each thread's lines in its own order, a server
+     * line after the access lines its thread logged before it. */
     enum { T = 4, PER = 2000, INFOS = 4 };
     dapi_log_setup(0, DAPI_LOG_INFO);
     cap_start();
+    char err[256] = "";
+    T_CHECK(!with_writer || dapi_log_start(err, sizeof err) == DAPI_OK, "writer: %s", err);
     pthread_t th[T];
     struct thr a[T];
     int started = 0;
@@ -657,7 +662,10 @@ static void test_threads(void)
     }
     for(int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
-    dapi_log_flush();
+    if(with_writer)
+        dapi_log_close(); /* stops the writer */
+    else
+        dapi_log_flush();
     size_t len;
     char *out = cap_end(&len);
     T_EQ_INT(started, T);
@@ -680,7 +688,8 @@ static void test_threads(void)
                 bad++;
             else
                 next[id]++;
-        } else if(strstr(lines[k], " info  thread ") == NULL) {
+        } else if(sscanf(lines[k] + 24, " info  thread %d at %d", &id, &seq) != 2 || id < 0 ||
+                  id >= T || next[id] != seq + 1) {
             bad++;
         }
     }
@@ -689,6 +698,152 @@ static void test_threads(void)
         T_EQ_INT(next[i], PER);
     free(lines);
     free(out);
+}
+
+/* With the writer, a partial batch reaches the file on its own (within 250 ms), and
+ * dapi_log_flush still writes everything before it returns. */
+static void test_writer_partial_batch(void)
+{
+    dapi_log_setup(0, DAPI_LOG_INFO);
+    cap_start();
+    char err[256] = "";
+    enum dapi_err started = dapi_log_start(err, sizeof err);
+    dapi_log_access("GET", "/alone", 200, 1, 1);
+    long long n = 0;
+    for(int i = 0; i < 500 && (n = cap_size()) <= 0; i++)
+        usleep(10000);
+    dapi_log_access("GET", "/flushed", 200, 1, 1);
+    dapi_log_flush();
+    long long after_flush = cap_size();
+    dapi_log_close();
+    size_t len;
+    char *out = cap_end(&len);
+    T_EQ_INT(started, DAPI_OK);
+    T_CHECK(n > 0, "the writer wrote the partial batch without a flush (%lld bytes)", n);
+    T_CHECK(after_flush == (long long)len && strstr(out, "/alone") &&
+                strstr(out, "/flushed") > strstr(out, "/alone"),
+            "flush wrote both, in order (%lld of %zu bytes): [%s]", after_flush, len, out);
+    free(out);
+}
+
+struct filler {
+    int from, count;
+    atomic_int done;
+};
+
+static void *fill(void *arg)
+{
+    struct filler *f = arg;
+    char path[64];
+    for(int i = f->from; i < f->from + f->count; i++) {
+        snprintf(path, sizeof path, "/blocked/%d", i);
+        dapi_log_access("GET", path, 200, (unsigned long long)i, 1);
+    }
+    atomic_store(&f->done, 1);
+    return NULL;
+}
+
+static int wait_done(atomic_int *done, int ms)
+{
+    for(int i = 0; i < ms / 10 && !atomic_load(done); i++)
+        usleep(10000);
+    return atomic_load(done);
+}
+
+struct drainer {
+    int fd;
+    char *out;
+    size_t len, cap;
+};
+
+static void *drain_pipe(void *arg)
+{
+    struct drainer *d = arg;
+    for(;;) {
+        if(d->cap - d->len < 65536) {
+            char *n = realloc(d->out, d->cap * 2 + 65536);
+            if(!n)
+                abort();
+            d->out = n;
+            d->cap = d->cap * 2 + 65536;
+        }
+        ssize_t r = read(d->fd, d->out + d->len, d->cap - d->len - 1);
+        if(r <= 0)
+            break;
+        d->len += (size_t)r;
+        d->out[d->len] = '\0';
+    }
+    return NULL;
+}
+
+/* The log's file stops taking writes (a pipe nobody reads, like a disk in writeback): the
+ * threads logging go on until the writer is behind by all its batches, and only then wait
+ * (counted); once the file takes writes again, every line arrives, whole and in order. */
+static void test_writer_never_waits_for_the_file(void)
+{
+    enum { FIRST = 8000, SECOND = 60000 }; /* ~0.5 MiB, then ~4 MiB more */
+    int p[2];
+    if(pipe(p) != 0) {
+        T_CHECK(0, "pipe");
+        return;
+    }
+    dapi_log_setup(0, DAPI_LOG_INFO);
+    char err[256] = "";
+    dup2(p[1], STDERR_FILENO);
+    close(p[1]);
+    enum dapi_err started = dapi_log_start(err, sizeof err);
+    unsigned long long pending0 = 0, waits0 = 0, pending1 = 0, waits1 = 0, waits2 = 0, x = 0;
+    dapi_log_stats(&x, &waits0);
+    struct filler a = {0, FIRST, 0}, b = {FIRST, SECOND, 0};
+    pthread_t ta, tb;
+    int made_a = pthread_create(&ta, NULL, fill, &a) == 0;
+    int first_done = made_a && wait_done(&a.done, 10000);
+    dapi_log_stats(&pending0, &x);
+    int made_b = first_done && pthread_create(&tb, NULL, fill, &b) == 0;
+    int second_done_early = made_b && wait_done(&b.done, 500);
+    dapi_log_stats(&pending1, &waits1);
+    struct drainer d = {p[0], NULL, 0, 0};
+    pthread_t td;
+    int made_d = pthread_create(&td, NULL, drain_pipe, &d) == 0;
+    int second_done = made_b && wait_done(&b.done, 20000);
+    if(made_a)
+        pthread_join(ta, NULL);
+    if(made_b)
+        pthread_join(tb, NULL);
+    dapi_log_stats(&x, &waits2);
+    dapi_log_close();
+    dup2(saved_err, STDERR_FILENO); /* the pipe's last writer is gone: the drainer ends */
+    if(made_d)
+        pthread_join(td, NULL);
+    close(p[0]);
+
+    T_EQ_INT(started, DAPI_OK);
+    T_CHECK(first_done, "~0.5 MiB of lines logged while the file takes nothing");
+    T_CHECK(pending0 > 300000, "they wait in the writer's batches (%llu bytes)", pending0);
+    T_CHECK(!second_done_early, "4 MiB more: the thread waits for the writer");
+    T_CHECK(pending1 > 3500000 && pending1 <= 64ull * 65536,
+            "the writer is behind by its batches (%llu bytes)", pending1);
+    T_CHECK(waits1 > waits0, "the wait is counted (%llu, was %llu)", waits1, waits0);
+    T_CHECK(second_done, "once the file takes writes, the thread goes on");
+    T_CHECK(waits2 >= waits1, "waits only grow (%llu, %llu)", waits2, waits1);
+    char *lines_end = d.out ? d.out + d.len : NULL;
+    int seq = 0, bad = 0;
+    for(char *l = d.out; l && l < lines_end;) {
+        char *nl = memchr(l, '\n', (size_t)(lines_end - l));
+        if(!nl)
+            break;
+        *nl = '\0';
+        int i = -1;
+        char *q = strstr(l, " access GET \"/blocked/");
+        if(q && sscanf(q, " access GET \"/blocked/%d", &i) == 1 && i == seq)
+            seq++;
+        else
+            bad++;
+        l = nl + 1;
+    }
+    T_EQ_INT(bad, 0);
+    T_EQ_INT(seq, FIRST + SECOND);
+    free(d.out);
 }
 
 /* ---- requests: query string, client address, request id ------------------------------ */
@@ -779,7 +934,23 @@ static char *slurp(const char *path)
     return buf;
 }
 
-static void test_files_and_reopen(void)
+/* dapi_log_open, then the writer when the test runs with it. */
+static enum dapi_err open_files(const char *log_file, const char *access_file, int with_writer,
+                                char *err, size_t errlen)
+{
+    enum dapi_err r = dapi_log_open(log_file, access_file, err, errlen);
+    return r || !with_writer ? r : dapi_log_start(err, errlen);
+}
+
+static int count_of(const char *s, const char *what)
+{
+    int n = 0;
+    for(const char *p = s; p && (p = strstr(p, what)); p++)
+        n++;
+    return n;
+}
+
+static void test_files_and_reopen(int with_writer)
 {
     char dir[] = "/tmp/dapi-logf-XXXXXX";
     if(!mkdtemp(dir)) {
@@ -799,11 +970,14 @@ static void test_files_and_reopen(void)
     T_CHECK(strstr(err, "--access-log") && strstr(err, bad), "says which file: [%s]", err);
     T_EQ_INT(dapi_log_has_files(), 0);
 
-    T_EQ_INT(dapi_log_open(lp, ap, err, sizeof err), DAPI_OK);
+    T_EQ_INT(open_files(lp, ap, with_writer, err, sizeof err), DAPI_OK);
     T_EQ_INT(dapi_log_has_files(), 1);
     cap_start();
     dapi_info("server line one");
     dapi_log_access("GET", "/one", 200, 1, 1);
+    /* More than a batch: with the writer, some are written while others wait. */
+    for(int i = 0; i < 3000; i++)
+        dapi_log_access("GET", "/one/more", 200, (unsigned long long)i, 1);
     /* rotated away, as logrotate does; the pending access line belongs to the old file */
     T_EQ_INT(rename(lp, lp1), 0);
     T_EQ_INT(rename(ap, ap1), 0);
@@ -816,9 +990,10 @@ static void test_files_and_reopen(void)
     T_EQ_INT(len, 0); /* nothing went to stderr */
     char *l1 = slurp(lp1), *a1 = slurp(ap1), *l2 = slurp(lp), *a2 = slurp(ap);
     T_CHECK(l1 && strstr(l1, "server line one") && !strstr(l1, "two") && !strstr(l1, "access"),
-            "old log file: [%s]", l1 ? l1 : "(none)");
+            "old log file: [%.200s]", l1 ? l1 : "(none)");
     T_CHECK(a1 && strstr(a1, "\"/one\"") && !strstr(a1, "/two") && !strstr(a1, "server"),
-            "old access file: [%s]", a1 ? a1 : "(none)");
+            "old access file: [%.200s]", a1 ? a1 : "(none)");
+    T_EQ_INT(count_of(a1, "/one/more"), 3000);
     T_CHECK(l2 && strstr(l2, "server line two") && !strstr(l2, "one"), "new log file: [%s]",
             l2 ? l2 : "(none)");
     T_CHECK(a2 && strstr(a2, "\"/two\"") && !strstr(a2, "/one"), "new access file: [%s]",
@@ -834,7 +1009,7 @@ static void test_files_and_reopen(void)
 
     /* Only --log-file: access lines go with the server lines, in order. */
     unlink(lp);
-    T_EQ_INT(dapi_log_open(lp, NULL, err, sizeof err), DAPI_OK);
+    T_EQ_INT(open_files(lp, NULL, with_writer, err, sizeof err), DAPI_OK);
     dapi_log_access("GET", "/first", 200, 1, 1);
     dapi_warn("second");
     dapi_log_close();
@@ -845,7 +1020,7 @@ static void test_files_and_reopen(void)
 
     /* Only --access-log: server lines stay on stderr. A reopen that fails keeps the old file. */
     unlink(ap);
-    T_EQ_INT(dapi_log_open(NULL, ap, err, sizeof err), DAPI_OK);
+    T_EQ_INT(open_files(NULL, ap, with_writer, err, sizeof err), DAPI_OK);
     cap_start();
     dapi_info("to stderr");
     dapi_log_access("GET", "/to-file", 200, 1, 1);
@@ -864,7 +1039,7 @@ static void test_files_and_reopen(void)
     free(af);
     free(stderr_out);
 
-    T_EQ_INT(dapi_log_open(NULL, inner, err, sizeof err), DAPI_OK);
+    T_EQ_INT(open_files(NULL, inner, with_writer, err, sizeof err), DAPI_OK);
     dapi_log_access("GET", "/kept-1", 200, 1, 1);
     char gone2[200];
     snprintf(gone2, sizeof gone2, "%s/gone2", dir);
@@ -887,6 +1062,67 @@ static void test_files_and_reopen(void)
     unlink(ap);
     unlink(lp1);
     unlink(ap1);
+    rmdir(dir);
+}
+
+struct info_line {
+    atomic_int done;
+};
+
+static void *log_info_line(void *arg)
+{
+    struct info_line *t = arg;
+    dapi_warn("a warning while the access log is stuck");
+    atomic_store(&t->done, 1);
+    return NULL;
+}
+
+/* With --access-log a file of its own that takes no writes (a FIFO nobody reads), a server
+ * line is not held up by it: it goes to --log-file at once. */
+static void test_server_lines_do_not_wait_for_a_stuck_access_log(void)
+{
+    char dir[] = "/tmp/dapi-logs-XXXXXX";
+    if(!mkdtemp(dir)) {
+        T_CHECK(0, "mkdtemp");
+        return;
+    }
+    char lp[128], fifo[128], err[256] = "";
+    snprintf(lp, sizeof lp, "%s/dapi.log", dir);
+    snprintf(fifo, sizeof fifo, "%s/access.fifo", dir);
+    int rfd = mkfifo(fifo, 0600) == 0 ? open(fifo, O_RDONLY | O_NONBLOCK) : -1;
+    T_CHECK(rfd >= 0, "fifo");
+    if(rfd < 0)
+        return;
+    dapi_log_setup(0, DAPI_LOG_INFO);
+    T_EQ_INT(open_files(lp, fifo, 1, err, sizeof err), DAPI_OK);
+    struct filler a = {0, 8000, 0}; /* ~0.5 MiB: the writer is stuck in write(2) */
+    pthread_t ta, ti, td;
+    int made_a = pthread_create(&ta, NULL, fill, &a) == 0;
+    int filled = made_a && wait_done(&a.done, 10000);
+    struct info_line info = {0};
+    int made_i = pthread_create(&ti, NULL, log_info_line, &info) == 0;
+    int info_done = made_i && wait_done(&info.done, 3000);
+    char *l = slurp(lp);
+    fcntl(rfd, F_SETFL, 0); /* the drainer's reads wait */
+    struct drainer d = {rfd, NULL, 0, 0};
+    int made_d = pthread_create(&td, NULL, drain_pipe, &d) == 0;
+    if(made_a)
+        pthread_join(ta, NULL);
+    if(made_i)
+        pthread_join(ti, NULL);
+    dapi_log_close(); /* writes the rest to the FIFO and closes it: the drainer ends */
+    if(made_d)
+        pthread_join(td, NULL);
+    close(rfd);
+    T_CHECK(filled, "the access lines were logged");
+    T_CHECK(info_done, "the warning did not wait for the access log");
+    T_CHECK(l && strstr(l, "a warning while the access log is stuck"), "it is in --log-file: [%s]",
+            l ? l : "(none)");
+    T_EQ_INT(count_of(d.out ? d.out : "", " access GET \"/blocked/"), 8000);
+    free(l);
+    free(d.out);
+    unlink(lp);
+    unlink(fifo);
     rmdir(dir);
 }
 
@@ -916,10 +1152,15 @@ int main(void)
     test_long_message();
     test_long_path();
     test_huge_path_no_fragment();
-    test_threads();
+    test_threads(0);
+    test_threads(1);
+    test_writer_partial_batch();
+    test_writer_never_waits_for_the_file();
     test_request_text();
     test_request_json();
-    test_files_and_reopen();
+    test_files_and_reopen(0);
+    test_files_and_reopen(1);
+    test_server_lines_do_not_wait_for_a_stuck_access_log();
 
     dapi_log_flush();
     dup2(saved_err, STDERR_FILENO);
