@@ -376,12 +376,9 @@ uint64_t dapi_queries_bytes(struct dapi_queries *qs)
 void dapi_queries_pack_usage(struct dapi_queries *qs, uint64_t *files, uint64_t *live,
                              uint64_t *total)
 {
-    uint64_t records;
     *files = *live = *total = 0;
-    if(!qs->pack)
-        return;
-    store_pack_counts(qs->pack, &records, files);
-    store_pack_bytes(qs->pack, live, total);
+    if(qs->pack)
+        store_pack_usage(qs->pack, files, live, total);
 }
 
 void dapi_queries_count_states(struct dapi_queries *qs, uint64_t out[DAPI_Q_NSTATES])

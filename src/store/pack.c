@@ -494,10 +494,11 @@ void store_pack_counts(struct store_pack *p, uint64_t *records, uint64_t *files)
     pthread_mutex_unlock(&p->lock);
 }
 
-void store_pack_bytes(struct store_pack *p, uint64_t *live, uint64_t *total)
+void store_pack_usage(struct store_pack *p, uint64_t *files, uint64_t *live, uint64_t *total)
 {
     *live = *total = 0;
     pthread_mutex_lock(&p->lock);
+    *files = p->nfiles;
     for(const struct pfile *f = p->files; f; f = f->next) {
         *live += f->live_bytes;
         *total += f->size;

@@ -72,7 +72,8 @@ typedef void (*store_pack_moved_fn)(void *arg, const char *slug, struct dapi_res
 int64_t store_pack_compact(struct store_pack *p, store_pack_moved_fn fn, void *arg);
 /* How many live records and pack files there are (for tests and metrics). */
 void store_pack_counts(struct store_pack *p, uint64_t *records, uint64_t *files);
-/* The bytes of the pack files' records: the live ones', and all (removed ones included). */
-void store_pack_bytes(struct store_pack *p, uint64_t *live, uint64_t *total);
+/* The pack files, and the bytes of their records: the live ones', and all (removed ones
+ * included), read together (for metrics). */
+void store_pack_usage(struct store_pack *p, uint64_t *files, uint64_t *live, uint64_t *total);
 
 #endif
