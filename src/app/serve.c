@@ -468,7 +468,7 @@ static int serve_build(struct serve *s)
      * covers queries being checked too, and is counted in one place with the per-key one. */
     struct dapi_queries_limits lim = {(uint64_t)(cfg->max_queued_queries + app->run_threads),
                                       (uint64_t)cfg->max_queries_per_key,
-                                      (uint64_t)cfg->max_state_bytes_per_key};
+                                      (uint64_t)cfg->max_state_bytes_per_key, DAPI_QUERY_CHARGE};
     dapi_queries_set_limits(app->queries, &lim);
     dapi_queries_set_abandon(app->queries, app->cfg->abandon_after);
     app->backend_env = (struct dapi_backend_env){

@@ -156,6 +156,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     qs->max_bytes = max_state_bytes;
     qs->wall_s = dapi_clock_wall_s;
     qs->lim.max_active = qs->lim.max_key_active = qs->lim.max_key_bytes = UINT64_MAX;
+    qs->lim.query_charge = DAPI_QUERY_CHARGE;
     size_t n = strlen(state_dir) + 16;
     if(!(qs->dir = malloc(n))) {
         dapi_queries_close(qs);

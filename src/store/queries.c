@@ -64,90 +64,6 @@ void store_unref(struct query *q)
     unref(q);
 }
 
-/* ---- per-key use (under the lock) ---------------------------------------------------- */
-
-static struct keyuse *key_get(struct dapi_queries *qs, const unsigned char *key, int create)
-{
-    struct keyuse **kp = &qs->keys[key[0] % NKEYBUCKETS]; /* SHA-256: uniform bytes */
-    for(struct keyuse *k = *kp; k; k = k->next)
-        if(memcmp(k->key, key, DAPI_KEY_HASH_LEN) == 0)
-            return k;
-    struct keyuse *k = create ? calloc(1, sizeof *k) : NULL;
-    if(k) {
-        memcpy(k->key, key, DAPI_KEY_HASH_LEN);
-        k->next = *kp;
-        *kp = k;
-    }
-    return k;
-}
-
-/* Frees k once it counts nothing. */
-static void key_put(struct dapi_queries *qs, struct keyuse *k)
-{
-    if(!k || k->active || k->bytes)
-        return;
-    for(struct keyuse **kp = &qs->keys[k->key[0] % NKEYBUCKETS]; *kp; kp = &(*kp)->next)
-        if(*kp == k) {
-            *kp = k->next;
-            free(k);
-            return;
-        }
-}
-
-static void slot_give_back(struct dapi_queries *qs, const unsigned char *key)
-{
-    struct keyuse *k = key_get(qs, key, 0);
-    if(k && k->active)
-        k->active--;
-    if(qs->active)
-        qs->active--;
-    key_put(qs, k);
-}
-
-static void slot_release(struct dapi_queries *qs, struct query *q)
-{
-    if(q->holds) {
-        q->holds = 0;
-        slot_give_back(qs, q->owner);
-    }
-}
-
-/* Takes a slot for q's owner whatever the limits. */
-static void slot_take(struct dapi_queries *qs, struct query *q)
-{
-    struct keyuse *k;
-    if(q->holds || !(k = key_get(qs, q->owner, 1)))
-        return; /* (without memory for the entry the query is simply not counted) */
-    k->active++;
-    qs->active++;
-    q->holds = 1;
-}
-
-void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes)
-{
-    struct keyuse *k = key_get(qs, q->owner, 1);
-    q->bytes = bytes;
-    qs->bytes += bytes;
-    if(k)
-        k->bytes += bytes;
-}
-
-static void bytes_sub(struct dapi_queries *qs, struct query *q)
-{
-    struct keyuse *k = key_get(qs, q->owner, 0);
-    qs->bytes -= q->bytes < qs->bytes ? q->bytes : qs->bytes;
-    if(k) {
-        k->bytes -= q->bytes < k->bytes ? q->bytes : k->bytes;
-        key_put(qs, k);
-    }
-    q->bytes = 0;
-}
-
-static uint64_t key_bytes(struct dapi_queries *qs, const unsigned char *key)
-{
-    struct keyuse *k = key_get(qs, key, 0);
-    return k ? k->bytes : 0;
-}
 
 static int slugs_add(struct slugs *s, const char *slug)
 {
@@ -169,12 +85,14 @@ void dapi_queries_result_path(const struct dapi_queries *qs, const char *slug, c
     snprintf(out, outlen, "%s/%s/result.bin", qs->dir, slug);
 }
 
+/* Registers q, and charges its owner the query charge until forget. */
 void store_insert(struct dapi_queries *qs, struct query *q)
 {
     unsigned b = bucket(q->slug);
     q->next = qs->buckets[b];
     qs->buckets[b] = q;
     q->refs++;
+    store_charge(qs, q);
 }
 
 int store_known(struct dapi_queries *qs, const struct query *q)
@@ -224,8 +142,8 @@ static void forget(struct dapi_queries *qs, struct query *q)
         q->leader[0] = '\0';
         qs->nfollow--;
     }
-    bytes_sub(qs, q);
-    slot_release(qs, q);
+    store_bytes_sub(qs, q);
+    store_slot_release(qs, q);
     unref(q);
 }
 
@@ -239,7 +157,8 @@ static int older(const void *a, const void *b)
     return strcmp(x->slug, y->slug);
 }
 
-/* Deletes finished results, oldest first, to get keys back under their quota. key != NULL:
+/* Deletes ended queries (done, failed, cancelled) and their results, oldest first, to get keys
+ * back under their quota. key != NULL:
  * that key's results until it holds at most max_key_bytes (keep is never chosen: the result
  * that made room necessary). key == NULL: results of keys over their quota while the store
  * is at max_bytes. Under the lock; the directories go into gone, for the caller to remove
@@ -252,10 +171,10 @@ static size_t evict(struct dapi_queries *qs, const unsigned char *key, const str
     uint64_t quota = qs->lim.max_key_bytes;
     for(size_t b = 0; b < NBUCKETS; b++)
         for(struct query *q = qs->buckets[b]; q; q = q->next) {
-            if(q == keep || q->state != DAPI_Q_DONE || !q->bytes)
+            if(q == keep || !store_ended(q->state)) /* each frees its charge at least */
                 continue;
             if(key ? memcmp(q->owner, key, DAPI_KEY_HASH_LEN) != 0
-                   : key_bytes(qs, q->owner) <= quota)
+                   : store_key_bytes(qs, q->owner) <= quota)
                 continue;
             if(n == cap) {
                 size_t c = cap ? cap * 2 : 64;
@@ -272,19 +191,22 @@ sorted:
         qsort(cand, n, sizeof *cand, older);
     for(size_t i = 0; i < n; i++) {
         struct query *q = cand[i];
-        if(key ? key_bytes(qs, key) <= quota : qs->bytes < qs->max_bytes)
+        if(key ? store_key_bytes(qs, key) <= quota : qs->bytes < qs->max_bytes)
             break;
-        if(!key && key_bytes(qs, q->owner) <= quota)
+        if(!key && store_key_bytes(qs, q->owner) <= quota)
             continue; /* that key got back under its quota meanwhile */
         if(slugs_add(gone, q->slug))
             break;     /* a directory we could not remember to remove must stay registered */
         char owner[9]; /* a prefix of the key's hash tells operators whose it was */
         snprintf(owner, sizeof owner, "%02x%02x%02x%02x", q->owner[0], q->owner[1], q->owner[2],
                  q->owner[3]);
-        dapi_info("store: deleting result %s (%llu bytes) of the key whose hash starts %s: "
-                  "over --max-state-bytes-per-key%s",
-                  q->slug, (unsigned long long)q->bytes, owner,
-                  key ? "" : " while the store is full");
+        dapi_info("store: deleting query %s (%s, %llu bytes of result) of the key whose hash "
+                  "starts %s: over --max-state-bytes-per-key%s",
+                  q->slug,
+                  q->state == DAPI_Q_DONE     ? "done"
+                  : q->state == DAPI_Q_FAILED ? "failed"
+                                              : "cancelled",
+                  (unsigned long long)q->bytes, owner, key ? "" : " while the store is full");
         detach(qs, q);
         forget(qs, q);
         done++;
@@ -302,72 +224,6 @@ static void remove_dirs(const struct dapi_queries *qs, struct slugs *gone)
     gone->n = gone->cap = 0;
 }
 
-void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_limits *l)
-{
-    pthread_mutex_lock(&qs->lock);
-    qs->lim = *l;
-    pthread_mutex_unlock(&qs->lock);
-}
-
-enum dapi_err dapi_queries_admit(struct dapi_queries *qs, const unsigned char *key_hash)
-{
-    enum dapi_err result = DAPI_OK;
-    /* One lock for the check and the reservation: concurrent creates cannot all see room. */
-    pthread_mutex_lock(&qs->lock);
-    struct keyuse *k = key_get(qs, key_hash, 1);
-    if(!k)
-        result = DAPI_ERR_NOMEM;
-    else if(k->active >= qs->lim.max_key_active)
-        result = DAPI_ERR_RATE;
-    else if(qs->active >= qs->lim.max_active)
-        result = DAPI_ERR_BUSY;
-    if(!result) {
-        k->active++;
-        qs->active++;
-    } else {
-        key_put(qs, k);
-    }
-    pthread_mutex_unlock(&qs->lock);
-    return result;
-}
-
-void dapi_queries_unadmit(struct dapi_queries *qs, const unsigned char *key_hash)
-{
-    pthread_mutex_lock(&qs->lock);
-    slot_give_back(qs, key_hash);
-    pthread_mutex_unlock(&qs->lock);
-}
-
-int dapi_queries_hold(struct dapi_queries *qs, const char *slug, const unsigned char *reserved)
-{
-    pthread_mutex_lock(&qs->lock);
-    struct query *q = store_find(qs, slug);
-    /* a query that already finished holds nothing (one that shared an identical query's
-     * run may finish before its creator gets here) */
-    if(q && !store_ended(q->state))
-        slot_take(qs, q); /* before giving back: the owner's entry stays allocated */
-    if(reserved)
-        slot_give_back(qs, reserved);
-    pthread_mutex_unlock(&qs->lock);
-    return q ? 0 : -1;
-}
-
-uint64_t dapi_queries_active(struct dapi_queries *qs, const unsigned char *key_hash)
-{
-    pthread_mutex_lock(&qs->lock);
-    struct keyuse *k = key_hash ? key_get(qs, key_hash, 0) : NULL;
-    uint64_t n = key_hash ? (k ? k->active : 0) : qs->active;
-    pthread_mutex_unlock(&qs->lock);
-    return n;
-}
-
-uint64_t dapi_queries_key_bytes(struct dapi_queries *qs, const unsigned char *key_hash)
-{
-    pthread_mutex_lock(&qs->lock);
-    uint64_t n = key_bytes(qs, key_hash);
-    pthread_mutex_unlock(&qs->lock);
-    return n;
-}
 
 enum dapi_err dapi_queries_create(struct dapi_queries *qs, const unsigned char *key_hash,
                                   const char *sql, const char *upstream, int64_t now_s,
@@ -497,6 +353,8 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         q->refs++; /* this function's, until it returns */
         store_reuse_set(qs, q);
         early = 1;
+        if(store_key_bytes(qs, q->owner) > qs->lim.max_key_bytes)
+            evict(qs, q->owner, q, &gone); /* its charge: the key's oldest ended queries go */
     }
     pthread_mutex_unlock(&qs->lock);
     remove_dirs(qs, &gone);
@@ -610,12 +468,10 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     else
         store_reuse_set(qs,
                         q); /* the newest holder of the identity (a reuse keeps its data time) */
-    if(how == DAPI_REUSED_RESULT) {
-        /* Its owner is charged the whole result, as if it had run it. */
+    if(how == DAPI_REUSED_RESULT) /* its owner is charged the whole result, as if it ran it */
         store_bytes_add(qs, q, q->bytes);
-        if(key_bytes(qs, q->owner) > qs->lim.max_key_bytes)
-            evict(qs, q->owner, q, &gone);
-    }
+    if(store_key_bytes(qs, q->owner) > qs->lim.max_key_bytes)
+        evict(qs, q->owner, q, &gone); /* also for the charge of a query registered now */
     if(src)
         unref(src);
     snprintf(slug_out, DAPI_SLUG_MAX, "%s", q->slug); /* (under the lock: q is the registry's) */
@@ -839,7 +695,7 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
     if(!q)
         return;
     pthread_mutex_lock(&qs->lock);
-    slot_release(qs, q);
+    store_slot_release(qs, q);
     int rollback = q->in_run && (q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING);
     if(q->state == DAPI_Q_RUNNING)
         q->state = DAPI_Q_QUEUED;
@@ -959,7 +815,7 @@ static enum dapi_err cancel(struct dapi_queries *qs, const char *slug,
     free(q->message);
     q->message = msg;
     q->finished_s = now_s;
-    slot_release(qs, q);
+    store_slot_release(qs, q);
     struct meta m = store_meta_of(q);
     pthread_mutex_unlock(&qs->lock);
     /* the cancelled state survives a restart: it is never run again */
@@ -986,19 +842,8 @@ enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
     pthread_mutex_lock(&qs->lock);
     struct query *q = store_find(qs, slug);
     if(q && q->state == DAPI_Q_FAILED && q->error == DAPI_ERR_BUSY) {
-        struct keyuse *k = key_get(qs, q->owner, 1);
-        if(!k)
-            result = DAPI_ERR_NOMEM;
-        else if(k->active >= qs->lim.max_key_active)
-            result = DAPI_ERR_RATE;
-        else if(qs->active >= qs->lim.max_active)
-            result = DAPI_ERR_BUSY;
-        else
-            result = DAPI_OK;
-        if(result) {
-            key_put(qs, k);
-        } else {
-            slot_take(qs, q);
+        result = store_slot_admit(qs, q->owner, q);
+        if(!result) {
             /* In memory only: meta.json says failed (retryable) until the run starts, which
              * is what a restart in between should find too. */
             q->state = DAPI_Q_QUEUED;
@@ -1292,11 +1137,11 @@ static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err erro
     struct dapi_result_live *live = q->live; /* served from the result (or failed) now */
     q->live = NULL;
     q->pages_ready = 0;
-    slot_release(qs, q);
+    store_slot_release(qs, q);
     /* Counted only while registered: a query that expired meanwhile counts nothing. */
     if(!error && store_find(qs, slug) == q) {
         store_bytes_add(qs, q, bytes);
-        if(key_bytes(qs, q->owner) > quota)
+        if(store_key_bytes(qs, q->owner) > quota)
             evict(qs, q->owner, q, &gone);
     }
     struct waiter *w = q->waiters;

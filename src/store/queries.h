@@ -81,7 +81,9 @@ struct dapi_queries_limits {
     uint64_t max_active;
     uint64_t max_key_active;
     uint64_t max_key_bytes;
+    uint64_t query_charge; /* DAPI_QUERY_CHARGE (the default); 0 counts the results alone */
 };
+/* Sets the limits; a new query_charge is applied to the queries registered already. */
 void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_limits *l);
 
 /* Reserves an admission slot for key_hash: DAPI_OK, DAPI_ERR_RATE (the key has
@@ -98,7 +100,12 @@ void dapi_queries_unadmit(struct dapi_queries *qs, const unsigned char *key_hash
 int dapi_queries_hold(struct dapi_queries *qs, const char *slug, const unsigned char *reserved);
 /* Slots held: by key_hash, or by every key when key_hash is NULL. */
 uint64_t dapi_queries_active(struct dapi_queries *qs, const unsigned char *key_hash);
-/* Bytes of key_hash's stored results. */
+/* What every registered query is charged in the byte quotas besides its result, whatever its
+ * state: its metadata on disk (a directory and meta.json, or a pack record) and in memory.
+ * Without it, a key's queries whose results are small, failed or cancelled took the disk
+ * and memory of the machine for their retention while counting nothing. */
+#define DAPI_QUERY_CHARGE 4096
+/* Bytes of key_hash's stored results and registered queries (DAPI_QUERY_CHARGE each). */
 uint64_t dapi_queries_key_bytes(struct dapi_queries *qs, const unsigned char *key_hash);
 
 /* Registers a new query owned by key_hash and persists it (state QUEUED). upstream (may be
@@ -256,7 +263,7 @@ void dapi_queries_progress(struct dapi_queries *qs, const char *slug, uint64_t p
 void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms);
 /* Wakes every waiter as timed out (shutdown). */
 void dapi_queries_cancel_waiters(struct dapi_queries *qs);
-/* Bytes the stored results take. */
+/* Bytes the stored results and registered queries take (as dapi_queries_key_bytes). */
 uint64_t dapi_queries_bytes(struct dapi_queries *qs);
 /* The pack files of small results (docs/design.md, "Small results"): how many there are,
  * the bytes of their live records, and of all their records (removed ones included). */

@@ -39,6 +39,7 @@ struct query {
     int in_run;                 /* one of them is going on in this process */
     int64_t run_start_us;       /* when that run started (monotonic), for its duration */
     int holds;                  /* holds an admission slot of its owner */
+    uint64_t charged;           /* what its owner is charged besides its result (registered) */
     /* In memory only: runs that ran out of memory beside other work and were answered as
      * retryable (dapi_queries_memory_retry), and what the next run waits for. */
     int memory_retries;
@@ -163,10 +164,20 @@ struct query *store_find(struct dapi_queries *qs, const char *slug);
 int store_known(struct dapi_queries *qs, const struct query *q);
 void store_qfree(struct query *q);
 void store_unref(struct query *q); /* under the lock */
-/* Registers q (one more reference: the registry's) / charges its owner bytes for its result;
+/* Registers q (one more reference: the registry's), charging its owner the query charge;
  * under the lock. */
 void store_insert(struct dapi_queries *qs, struct query *q);
+/* keyuse.c, under the lock. Charges q's owner bytes for its result / the query charge; takes
+ * both back (at its deletion); a key's bytes. */
 void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes);
+void store_charge(struct dapi_queries *qs, struct query *q);
+void store_bytes_sub(struct dapi_queries *qs, struct query *q);
+uint64_t store_key_bytes(struct dapi_queries *qs, const unsigned char *key);
+/* Takes an admission slot of key if the limits allow (q, if not NULL, then holds it):
+ * DAPI_OK, DAPI_ERR_RATE (the key has max_key_active), DAPI_ERR_BUSY (max_active in all) or
+ * DAPI_ERR_NOMEM. / Gives back the slot q holds, if any. */
+enum dapi_err store_slot_admit(struct dapi_queries *qs, const unsigned char *key, struct query *q);
+void store_slot_release(struct dapi_queries *qs, struct query *q);
 /* Does another query wait for slug's run (single-flight)? Under the lock. */
 int store_has_followers(struct dapi_queries *qs, const char *slug);
 /* Whether a query in state s has ended (done, failed or cancelled). */

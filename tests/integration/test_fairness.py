@@ -209,6 +209,26 @@ def test_per_key_storage_evicts_the_keys_oldest_results():
         eq(len(s.page(b1, 1, key=KEY_B)), 100, "key B's result after all that")
 
 
+@h.timeout(90)
+def test_per_key_storage_counts_every_query_not_only_results():
+    """Each query a key keeps is charged 4 KiB in --max-state-bytes-per-key, whatever its state
+    (its metadata on disk and in memory): a key's failed queries, which have no result, used to
+    count nothing, so a key could keep any number of them for the retention. With a 1 MiB quota
+    a key keeps 256 queries: its 257th deletes its oldest ended one. Another key's are kept."""
+    mib = 1024 * 1024
+    with Server(args=["--max-state-bytes-per-key", str(mib)], keys=[KEY_A, KEY_B], name="fair-charge") as s:
+        b = s.create("SELECT CAST('b' AS INTEGER) AS n", key=KEY_B)
+        expect_status(s.results(b, 1, key=KEY_B), 400, "key B's failed query")
+        a = []
+        for i in range(300):
+            slug = s.create("SELECT CAST('x%d' AS INTEGER) AS n" % i, key=KEY_A)
+            expect_status(s.results(slug, 1, key=KEY_A), 400, "key A's failed query %d" % i)
+            a.append(slug)
+        gone = [i for i, slug in enumerate(a) if s.results(slug, 1, key=KEY_A).status == 404]
+        eq(gone, list(range(300 - 256)), "key A's queries deleted (its oldest, 256 kept)")
+        expect_status(s.results(b, 1, key=KEY_B), 400, "key B's failed query is kept")
+
+
 # ----------------------------------------------------------------------------- crash loop and orphans
 
 

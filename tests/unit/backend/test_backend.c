@@ -166,8 +166,8 @@ static int parts_start(struct parts *p, const char *backend, char **args, int na
         T_CHECK(0, "registry: %s", err);
         return -1;
     }
-    struct dapi_queries_limits lim = {UINT64_MAX, (uint64_t)p->cfg.max_queries_per_key,
-                                      UINT64_MAX};
+    struct dapi_queries_limits lim = {UINT64_MAX, (uint64_t)p->cfg.max_queries_per_key, UINT64_MAX,
+                                      DAPI_QUERY_CHARGE};
     dapi_queries_set_limits(p->queries, &lim);
     p->env = (struct dapi_backend_env){
         &p->cfg, p->queries,   p->engine,          p->check,

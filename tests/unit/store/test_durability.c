@@ -437,7 +437,7 @@ static void test_orphans(void)
         T_CHECK(t_exists(p), "%s kept", kept[i]);
     }
     T_EQ_INT(state_of(qs, a, 1001, NULL), DAPI_Q_DONE);
-    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes + DAPI_QUERY_CHARGE);
     dapi_queries_close(qs);
     t_rm_rf(state);
 }

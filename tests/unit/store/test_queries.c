@@ -113,11 +113,11 @@ static void test_lifecycle(void)
     T_EQ_INT(dapi_queries_wait(qs, slug2, 1000000, t_on_wake, &w4), 0);
     uint64_t bytes = t_result_write(qs, slug2, 150);
     T_CHECK(bytes > 64, "result written (%llu bytes)", (unsigned long long)bytes);
-    T_EQ_INT(dapi_queries_bytes(qs), 0);
+    T_EQ_INT(dapi_queries_bytes(qs), 2 * DAPI_QUERY_CHARGE);
     dapi_queries_finish(qs, slug2, DAPI_OK, NULL, bytes);
     T_EQ_INT(w4.calls, 1);
     T_EQ_INT(w4.timed_out, 0);
-    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes + 2 * DAPI_QUERY_CHARGE);
     T_EQ_INT(dapi_queries_get(qs, slug2, owner, 1002, &v), DAPI_OK);
     T_EQ_INT(v.state, DAPI_Q_DONE);
     T_EQ_INT(v.error, DAPI_OK);
@@ -146,7 +146,7 @@ static void test_lifecycle(void)
     T_EQ_INT(v.error, DAPI_ERR_IO);
     T_CHECK(v.message[0] != '\0', "a message says why: [%s]", v.message);
     dapi_queries_release(qs, &v);
-    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes + 3 * DAPI_QUERY_CHARGE);
 
     /* Finishing an unknown slug is harmless. */
     dapi_queries_finish(qs, "dapi-query-unknown", DAPI_ERR_SQL, "x", 0);
@@ -255,7 +255,7 @@ static void test_restart(void)
     T_CHECK(unfinished_has(&u, running, "SELECT running"), "running query reported");
     T_CHECK(!unfinished_has(&u, done, NULL) && !unfinished_has(&u, failed, NULL),
             "finished queries are not reported");
-    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes + 4 * DAPI_QUERY_CHARGE);
 
     struct dapi_qview v;
     T_EQ_INT(dapi_queries_get(qs, done, owner, 1001, &v), DAPI_OK);
@@ -286,7 +286,7 @@ static void test_restart(void)
     uint64_t b2 = t_result_write(qs, queued, 1);
     dapi_queries_finish(qs, queued, DAPI_OK, NULL, b2);
     T_EQ_INT(state_of(qs, queued, 1001, NULL), DAPI_Q_DONE);
-    T_EQ_INT(dapi_queries_bytes(qs), bytes + b2);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes + b2 + 4 * DAPI_QUERY_CHARGE);
 
     /* A DONE query whose result file vanished is run again after a restart. */
     char rp[4096];
@@ -302,7 +302,7 @@ static void test_restart(void)
     T_CHECK(!unfinished_has(&u2, queued, NULL), "finished after restart: not reported");
     T_EQ_INT(u2.calls, 2);
     T_EQ_INT(state_of(qs, done, 1002, NULL), DAPI_Q_QUEUED);
-    T_EQ_INT(dapi_queries_bytes(qs), b2);
+    T_EQ_INT(dapi_queries_bytes(qs), b2 + 4 * DAPI_QUERY_CHARGE);
     dapi_queries_close(qs);
     t_rm_rf(state);
 }
@@ -336,7 +336,7 @@ static void test_retention(void)
 
     dapi_queries_tick(qs, 1009, 0);
     T_CHECK(t_exists(qd), "kept before retention ends");
-    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes + 2 * DAPI_QUERY_CHARGE);
     dapi_queries_tick(qs, 1010, 0);
     T_CHECK(!t_exists(qd), "directory deleted when retention ends: %s", qd);
     T_EQ_INT(dapi_queries_bytes(qs), 0);
@@ -386,7 +386,8 @@ static void test_state_cap(void)
         return;
     char a[DAPI_SLUG_MAX], b[DAPI_SLUG_MAX], c[DAPI_SLUG_MAX];
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT 1", NULL, 1000, a, NULL, 0), DAPI_OK);
-    uint64_t size = t_result_write(qs, a, 1);
+    /* What one query with it costs: its result and the query charge. */
+    uint64_t size = t_result_write(qs, a, 1) + DAPI_QUERY_CHARGE;
     dapi_queries_close(qs);
     t_rm_rf(state);
     mkdir(state, 0700);
@@ -623,7 +624,7 @@ static void test_admission(void)
         dapi_queries_unadmit(qs, owner);
     T_EQ_INT(dapi_queries_active(qs, NULL), 0);
 
-    struct dapi_queries_limits lim = {5, 2, UINT64_MAX};
+    struct dapi_queries_limits lim = {5, 2, UINT64_MAX, DAPI_QUERY_CHARGE};
     dapi_queries_set_limits(qs, &lim);
     /* Per key first: the key at its limit gets RATE while others are still admitted. */
     T_EQ_INT(dapi_queries_admit(qs, owner), DAPI_OK);
@@ -731,7 +732,7 @@ static void test_admission(void)
     T_EQ_INT(dapi_queries_active(qs, NULL), 0);
 
     /* Reserving is atomic: 8 threads, 800 attempts, exactly the limit succeed. */
-    struct dapi_queries_limits lim2 = {UINT64_MAX, 50, UINT64_MAX};
+    struct dapi_queries_limits lim2 = {UINT64_MAX, 50, UINT64_MAX, DAPI_QUERY_CHARGE};
     dapi_queries_set_limits(qs, &lim2);
     struct admit_race race[8];
     pthread_t t[8];
@@ -765,7 +766,7 @@ static void test_key_quota(void)
     uint64_t size = t_result_write(qs, probe, 50); /* every result below is this size */
     dapi_queries_finish(qs, probe, DAPI_OK, NULL, size);
     /* Room for two results of a key. */
-    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 2 * size + size / 2};
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 2 * size + size / 2, 0};
     dapi_queries_set_limits(qs, &lim);
 
     char b1[DAPI_SLUG_MAX], a[5][DAPI_SLUG_MAX];
@@ -838,6 +839,7 @@ static void test_key_quota(void)
     qs = open_reg(state, 3600, UINT64_MAX, 1010, &u);
     if(!qs)
         return;
+    dapi_queries_set_limits(qs, &lim); /* results alone, as above */
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), 2 * size);
     T_EQ_INT(dapi_queries_key_bytes(qs, other), size);
     T_EQ_INT(dapi_queries_bytes(qs), 4 * size);
@@ -871,7 +873,7 @@ static void test_oldest_across_restart(void)
     qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
     if(!qs)
         return;
-    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 4 * size};
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 4 * size, 0};
     dapi_queries_set_limits(qs, &lim);
     /* Created in the same second as the others, after them. */
     T_EQ_INT(dapi_queries_create(qs, owner, "SELECT a", NULL, 1000, a[8], NULL, 0), DAPI_OK);
@@ -912,7 +914,7 @@ static void test_full_store_costs_keys_over_quota(void)
     qs = open_reg(state, 3600, 5 * size, 1010, &u);
     if(!qs)
         return;
-    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 2 * size + 1};
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 2 * size + 1, 0};
     dapi_queries_set_limits(qs, &lim);
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), 5 * size); /* nothing deleted at open */
     T_EQ_INT(dapi_queries_create(qs, other, "SELECT b", NULL, 1010, b[0], why, sizeof why),
@@ -963,6 +965,75 @@ static void test_full_store_costs_keys_over_quota(void)
 
 /* A stored message longer than a view's field is cut where a character starts and says so;
  * a removed query is gone (registry, disk, slot) and its waiters are woken. */
+/* Every registered query is charged DAPI_QUERY_CHARGE in the byte quotas, whatever its state:
+ * a key's failed queries (no result) used to count nothing while each kept its metadata on
+ * disk and in memory for the retention. A key over its quota loses its oldest ended queries
+ * (failed ones too) when it creates one more; a running one is never deleted for it. */
+static void test_query_charge(void)
+{
+    const uint64_t C = DAPI_QUERY_CHARGE;
+    char state[128];
+    state_dir(state, sizeof state, "charge");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 3 * C + C / 2, C};
+    dapi_queries_set_limits(qs, &lim);
+    char f[6][DAPI_SLUG_MAX], o[DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, other, "SELECT o", NULL, 999, o, NULL, 0), DAPI_OK);
+    dapi_queries_finish(qs, o, DAPI_ERR_SQL, "no such column", 0);
+    for(int i = 0; i < 3; i++) {
+        T_EQ_INT(dapi_queries_create(qs, owner, "SELECT f", NULL, 1000 + i, f[i], NULL, 0),
+                 DAPI_OK);
+        T_EQ_INT(dapi_queries_key_bytes(qs, owner), (uint64_t)(i + 1) * C); /* queued: charged */
+        dapi_queries_finish(qs, f[i], DAPI_ERR_SQL, "no such column", 0);
+    }
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C); /* failed: still charged */
+    T_EQ_INT(dapi_queries_bytes(qs), 4 * C);
+    /* A fourth takes the key over its quota: its oldest failed query goes. */
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT f", NULL, 1003, f[3], NULL, 0), DAPI_OK);
+    enum dapi_err e = DAPI_OK;
+    state_of(qs, f[0], 1003, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(state_of(qs, f[1], 1003, NULL), DAPI_Q_FAILED);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C);
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), C); /* another key's are not touched */
+    /* Running and queued queries are never deleted for the charge: the key may be over. */
+    dapi_queries_set_running(qs, f[3]);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT f", NULL, 1004, f[4], NULL, 0), DAPI_OK);
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT f", NULL, 1005, f[5], NULL, 0), DAPI_OK);
+    state_of(qs, f[1], 1005, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    state_of(qs, f[2], 1005, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(state_of(qs, f[3], 1005, NULL), DAPI_Q_RUNNING);
+    T_EQ_INT(state_of(qs, f[4], 1005, NULL), DAPI_Q_QUEUED);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C);
+    /* A charge set later applies to the queries registered already. */
+    struct dapi_queries_limits none = {UINT64_MAX, UINT64_MAX, UINT64_MAX, 0};
+    dapi_queries_set_limits(qs, &none);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 0);
+    T_EQ_INT(dapi_queries_bytes(qs), 0);
+    dapi_queries_set_limits(qs, &lim);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C);
+    /* Deleting gives the charge back; so does a restart count it again. */
+    int deleted = 0;
+    T_EQ_INT(dapi_queries_cancel(qs, o, other, 1006, "deleted", &deleted), DAPI_OK);
+    T_EQ_INT(deleted, 1);
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), 0);
+    for(int i = 3; i < 6; i++)
+        dapi_queries_finish(qs, f[i], DAPI_ERR_SQL, "no such column", 0);
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1007, &u);
+    if(!qs)
+        return;
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C);
+    T_EQ_INT(dapi_queries_bytes(qs), 3 * C);
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
 static void test_long_message_and_remove(void)
 {
     char state[128], qd[256], slug[DAPI_SLUG_MAX], gone[DAPI_SLUG_MAX];
@@ -1112,6 +1183,7 @@ int main(void)
     test_key_quota();
     test_oldest_across_restart();
     test_full_store_costs_keys_over_quota();
+    test_query_charge();
     test_long_message_and_remove();
     test_scope();
     t_rm_rf(root);

@@ -91,8 +91,8 @@ static void test_reuse(void)
     dapi_queries_result_path(qs, b, rb, sizeof rb);
     T_CHECK(stat(rb, &st) == 0 && st.st_nlink == 2, "shared by a hard link");
     /* each owner is charged the whole result; the store counts it per slug */
-    T_EQ_INT(dapi_queries_key_bytes(qs, owner), bytes);
-    T_EQ_INT(dapi_queries_key_bytes(qs, other), bytes);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), bytes + DAPI_QUERY_CHARGE);
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), bytes + DAPI_QUERY_CHARGE);
     T_EQ_INT(dapi_queries_active(qs, NULL), 0);
     /* misses: another identity, a changed lake, a bypass (max age 0) */
     T_EQ_INT(reuse_create(qs, owner, "id2", "fp1", 300, 1100, c), DAPI_REUSED_NONE);
@@ -152,8 +152,8 @@ static void test_reuse_single_flight(void)
     T_EQ_INT(dapi_queries_active(qs, NULL), 0);
     for(int i = 0; i < 50; i++)
         T_EQ_INT(page_len(qs, f[i], i % 2 ? owner : other, 1002), page_len(qs, lead, owner, 1002));
-    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 26 * bytes);
-    T_EQ_INT(dapi_queries_key_bytes(qs, other), 25 * bytes);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 26 * (bytes + DAPI_QUERY_CHARGE));
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), 25 * (bytes + DAPI_QUERY_CHARGE));
     /* a hold after the shared run ended takes nothing */
     dapi_queries_hold(qs, f[2], NULL);
     T_EQ_INT(dapi_queries_active(qs, NULL), 0);
@@ -204,8 +204,8 @@ static void test_reuse_refcount(void)
     T_CHECK(!t_exists(qa), "a expired");
     T_EQ_INT(page_len(qs, b, other, 1100), len);
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), 0);
-    T_EQ_INT(dapi_queries_key_bytes(qs, other), bytes);
-    T_EQ_INT(dapi_queries_bytes(qs), bytes);
+    T_EQ_INT(dapi_queries_key_bytes(qs, other), bytes + DAPI_QUERY_CHARGE);
+    T_EQ_INT(dapi_queries_bytes(qs), bytes + DAPI_QUERY_CHARGE);
     /* b is the holder now: reused again (data time still 1000) */
     T_EQ_INT(reuse_create(qs, owner, "rc", "f", 300, 1120, c), DAPI_REUSED_RESULT);
     dapi_queries_close(qs);
@@ -237,7 +237,7 @@ static void test_reuse_quota(void)
     dapi_queries_finish(qs, a, DAPI_OK, NULL, bytes);
     T_EQ_INT(reuse_create(qs, other, "q0", "", 300, 1000, o), DAPI_REUSED_NONE);
     dapi_queries_finish(qs, o, DAPI_OK, NULL, t_result_write(qs, o, 50));
-    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, bytes + bytes / 2};
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, bytes + bytes / 2, 0}; /* results */
     dapi_queries_set_limits(qs, &lim);
     T_EQ_INT(reuse_create(qs, other, "q1", "", 300, 1001, b), DAPI_REUSED_RESULT);
     T_EQ_INT(t_registry_state(qs, a, owner, 1001, NULL),
