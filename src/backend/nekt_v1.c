@@ -468,7 +468,8 @@ static enum dapi_err fetch_page(struct v1_page *p, const char *key, char *file, 
     return result;
 }
 
-/* Decodes the downloaded page file into the kept page-N.bin (then removed). */
+/* Decodes the downloaded page file into the kept page-N.bin (then removed), charged to the
+ * query's key (dapi_queries_add_bytes). */
 static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const char *file,
                                struct dapi_buf *details)
 {
@@ -490,6 +491,14 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
         dapi_buf_adds(details, why);
     free(why);
     unlink(file);
+    char limit[256];
+    /* Kept pages count in the key's quota, like a result: one not counted is not kept. */
+    if(!result && (result = dapi_queries_add_bytes(p->nk->env->queries, p->slug, bytes, limit,
+                                                   sizeof limit))) {
+        unlink(out);
+        dapi_buf_reset(details);
+        dapi_buf_adds(details, limit);
+    }
     return result;
 }
 

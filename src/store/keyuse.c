@@ -75,6 +75,25 @@ void store_charge(struct dapi_queries *qs, struct query *q)
         k->bytes += q->charged;
 }
 
+/* Charges q's owner n bytes more (kept v1 pages), or takes n back (more = 0). */
+void store_bytes_more(struct dapi_queries *qs, struct query *q, uint64_t n, int more)
+{
+    struct keyuse *k = key_get(qs, q->owner, 1);
+    if(more) {
+        q->bytes += n;
+        qs->bytes += n;
+        if(k)
+            k->bytes += n;
+        return;
+    }
+    q->bytes -= n < q->bytes ? n : q->bytes;
+    qs->bytes -= n < qs->bytes ? n : qs->bytes;
+    if(k) {
+        k->bytes -= n < k->bytes ? n : k->bytes;
+        key_put(qs, k);
+    }
+}
+
 void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes)
 {
     struct keyuse *k = key_get(qs, q->owner, 1);
@@ -124,8 +143,7 @@ void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_
     pthread_mutex_unlock(&qs->lock);
 }
 
-enum dapi_err store_slot_admit(struct dapi_queries *qs, const unsigned char *key,
-                               struct query *q)
+enum dapi_err store_slot_admit(struct dapi_queries *qs, const unsigned char *key, struct query *q)
 {
     enum dapi_err result = DAPI_OK;
     struct keyuse *k = key_get(qs, key, 1);

@@ -229,6 +229,29 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     return DAPI_OK;
 }
 
+/* The bytes of the Nekt v1 pages kept in slug's directory (page-N.bin), which its key is
+ * charged for besides its result (dapi_queries_add_bytes). */
+static uint64_t kept_page_bytes(const struct dapi_queries *qs, const char *slug)
+{
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%s", qs->dir, slug);
+    DIR *d = opendir(dir);
+    if(!d)
+        return 0;
+    uint64_t n = 0;
+    struct dirent *e;
+    struct stat st;
+    while((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if(strncmp(e->d_name, "page-", 5) == 0 && len > 9 &&
+           strcmp(e->d_name + len - 4, ".bin") == 0 &&
+           fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            n += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return n;
+}
+
 static void load(struct loading *l, const char *slug, struct query *q)
 {
     struct dapi_queries *qs = l->qs;
@@ -247,10 +270,9 @@ static void load(struct loading *l, const char *slug, struct query *q)
         qs->seq = q->seq; /* new queries come after every loaded one */
     if(q->state != DAPI_Q_FAILED && q->state != DAPI_Q_CANCELLED)
         store_reuse_set(qs, q);
-    if(q->state == DAPI_Q_DONE)
-        store_bytes_add(qs, q, q->bytes);
-    else
-        q->bytes = 0;
+    store_bytes_add(qs, q,
+                    (q->state == DAPI_Q_DONE ? q->bytes : 0) +
+                        (q->upstream ? kept_page_bytes(qs, slug) : 0));
     l->loaded++;
     if(q->state == DAPI_Q_QUEUED && q->attempts >= DAPI_QUERY_MAX_ATTEMPTS) {
         /* Each run was counted before it started and none recorded an outcome: the

@@ -215,6 +215,50 @@ sorted:
     return done;
 }
 
+static void remove_dirs(const struct dapi_queries *qs, struct slugs *gone);
+
+enum dapi_err dapi_queries_add_bytes(struct dapi_queries *qs, const char *slug, uint64_t n,
+                                     char *why, size_t whylen)
+{
+    struct slugs gone = {0};
+    enum dapi_err result = DAPI_OK;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    if(!q) {
+        pthread_mutex_unlock(&qs->lock);
+        snprintf(why, whylen, "the query is gone");
+        return DAPI_ERR_NOT_FOUND;
+    }
+    if(q->bytes + q->charged + n > qs->lim.max_key_bytes) { /* nothing else to delete for it */
+        pthread_mutex_unlock(&qs->lock);
+        snprintf(why, whylen,
+                 "the page is not kept: this query's pages would take more than "
+                 "--max-state-bytes-per-key");
+        return DAPI_ERR_TOO_LARGE;
+    }
+    store_bytes_more(qs, q, n, 1);
+    if(store_key_bytes(qs, q->owner) > qs->lim.max_key_bytes)
+        evict(qs, q->owner, q, &gone);
+    if(qs->bytes > qs->max_bytes)
+        evict(qs, NULL, q, &gone);
+    if(store_key_bytes(qs, q->owner) > qs->lim.max_key_bytes) {
+        result = DAPI_ERR_TOO_LARGE;
+        snprintf(why, whylen,
+                 "the page is not kept: this key's stored results and pages "
+                 "would take more than --max-state-bytes-per-key");
+    } else if(qs->bytes > qs->max_bytes) {
+        result = DAPI_ERR_BUSY;
+        snprintf(why, whylen,
+                 "the page is not kept: the result store is full "
+                 "(--max-state-bytes)");
+    }
+    if(result)
+        store_bytes_more(qs, q, n, 0);
+    pthread_mutex_unlock(&qs->lock);
+    remove_dirs(qs, &gone);
+    return result;
+}
+
 static void remove_dirs(const struct dapi_queries *qs, struct slugs *gone)
 {
     for(size_t i = 0; i < gone->n; i++)

@@ -258,6 +258,13 @@ int dapi_queries_wait_page(struct dapi_queries *qs, const char *slug, uint64_t p
 void dapi_queries_set_live(struct dapi_queries *qs, const char *slug,
                            struct dapi_result_live *live);
 void dapi_queries_progress(struct dapi_queries *qs, const char *slug, uint64_t pages);
+/* Charges slug's owner n bytes more for a file kept in its directory (a Nekt v1 page), as a
+ * result is charged: the key's oldest ended queries are deleted to make room. DAPI_OK, or
+ * the file must not be kept (why says which limit): DAPI_ERR_TOO_LARGE when the key would
+ * stay over --max-state-bytes-per-key, DAPI_ERR_BUSY when the store would stay over
+ * --max-state-bytes, DAPI_ERR_NOT_FOUND when the query is gone. */
+enum dapi_err dapi_queries_add_bytes(struct dapi_queries *qs, const char *slug, uint64_t n,
+                                     char *why, size_t whylen);
 /* Fires due waiter timeouts and deletes expired queries (giving back their slots). Call
  * periodically. */
 void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms);

@@ -171,6 +171,7 @@ void store_insert(struct dapi_queries *qs, struct query *q);
  * both back (at its deletion); a key's bytes. */
 void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes);
 void store_charge(struct dapi_queries *qs, struct query *q);
+void store_bytes_more(struct dapi_queries *qs, struct query *q, uint64_t n, int more);
 void store_bytes_sub(struct dapi_queries *qs, struct query *q);
 uint64_t store_key_bytes(struct dapi_queries *qs, const unsigned char *key);
 /* Takes an admission slot of key if the limits allow (q, if not NULL, then holds it):

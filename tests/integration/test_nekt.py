@@ -454,6 +454,41 @@ def test_nekt_v1_one_slot_sequential_reader_never_refused():
     fwd.stop()
 
 
+@h.timeout(90)
+def test_nekt_v1_kept_pages_count_in_the_key_quota():
+    """v1 pages are kept in the query's directory to be served again; they count in
+    --max-state-bytes-per-key like a result. With 1 MiB and pages of ~100 kB, the first pages
+    are kept and served; once the key's pages would take more, a new page is 413 (not kept),
+    the kept ones are still served, and the count survives a restart. Before, kept pages
+    counted nothing: a key could fill the state disk by reading pages."""
+    emu = EMU.get()
+    fwd = attach(forwarder(emu, "v1", ["--nekt-read-ahead", "0", "--max-state-bytes-per-key", str(1024 * 1024)], name="nekt-fwd-v1-quota"), emu)
+    sql = "SELECT i, (SELECT string_agg(md5((i * 100 + j)::VARCHAR), '') FROM range(60) t2(j)) AS v FROM range(3000) t(i) ORDER BY i"
+    slug = fwd.create(sql)
+    qdir = os.path.join(fwd.state_dir, "queries", slug)
+    statuses = []
+    for n in range(1, 21):
+        r = fwd.results(slug, n)
+        statuses.append(r.status)
+        if r.status == 200:
+            eq(jparse(r)["data"][0]["i"], (n - 1) * 100, "page %d" % n)
+        else:
+            body = expect_error(r, 413, "Query execution failed", "page %d over the quota" % n)
+            check("--max-state-bytes-per-key" in body.get("details", ""), "413 names the limit: %r" % body)
+    kept = statuses.count(200)
+    check(3 <= kept < 20, "some pages kept, then refused: %r" % statuses)
+    eq(statuses, [200] * kept + [413] * (20 - kept), "kept pages, then refused ones")
+    files = [f for f in os.listdir(qdir) if f.startswith("page-") and f.endswith(".bin")]
+    eq(len(files), kept, "page files kept (%r)" % sorted(files))
+    used = sum(os.path.getsize(os.path.join(qdir, f)) for f in files)
+    check(used <= 1024 * 1024, "kept pages take at most the quota: %d bytes" % used)
+    eq(fwd.results(slug, 1).status, 200, "a kept page is still served")
+    fwd.restart()
+    eq(fwd.results(slug, kept).status, 200, "a kept page after a restart")
+    expect_error(fwd.results(slug, kept + 1), 413, "Query execution failed", "a new page after a restart (the count survived)")
+    fwd.stop()
+
+
 @h.timeout(60)
 def test_nekt_v1_read_ahead_stops_at_the_last_page():
     """A short v1 result: the page with fewer than 100 rows is the last, and read-ahead never

@@ -1030,6 +1030,26 @@ static void test_query_charge(void)
         return;
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C);
     T_EQ_INT(dapi_queries_bytes(qs), 3 * C);
+    /* Files kept later (Nekt v1 pages) are charged the same way (f[3..5] failed, g queued). */
+    dapi_queries_set_limits(qs, &lim);
+    char g[DAPI_SLUG_MAX], why[256] = "";
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT g", NULL, 1008, g, NULL, 0), DAPI_OK);
+    state_of(qs, f[3], 1008, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(dapi_queries_add_bytes(qs, g, C / 4, why, sizeof why), DAPI_OK);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C + C / 4);
+    T_EQ_INT(dapi_queries_add_bytes(qs, g, C, why, sizeof why), DAPI_OK); /* f[4] goes */
+    state_of(qs, f[4], 1008, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(state_of(qs, f[5], 1008, NULL), DAPI_Q_FAILED);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C + C / 4);
+    /* more than the query alone may take: refused, nothing deleted for it */
+    T_EQ_INT(dapi_queries_add_bytes(qs, g, 2 * C, why, sizeof why), DAPI_ERR_TOO_LARGE);
+    T_CHECK(strstr(why, "--max-state-bytes-per-key") != NULL, "why: [%s]", why);
+    T_EQ_INT(state_of(qs, f[5], 1008, NULL), DAPI_Q_FAILED);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C + C / 4);
+    T_EQ_INT(dapi_queries_add_bytes(qs, "dapi-query-nope", 1, why, sizeof why),
+             DAPI_ERR_NOT_FOUND);
     dapi_queries_close(qs);
     t_rm_rf(state);
 }
