@@ -171,7 +171,9 @@ static size_t evict(struct dapi_queries *qs, const unsigned char *key, const str
     uint64_t quota = qs->lim.max_key_bytes;
     for(size_t b = 0; b < NBUCKETS; b++)
         for(struct query *q = qs->buckets[b]; q; q = q->next) {
-            if(q == keep || !store_ended(q->state)) /* each frees its charge at least */
+            /* each frees its charge at least; a cancelled one whose run goes on for the
+             * queries sharing it is left to that run */
+            if(q == keep || !store_ended(q->state) || q->in_run)
                 continue;
             if(key ? memcmp(q->owner, key, DAPI_KEY_HASH_LEN) != 0
                    : store_key_bytes(qs, q->owner) <= quota)

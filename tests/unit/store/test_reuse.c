@@ -223,6 +223,39 @@ static void test_reuse_refcount(void)
 }
 
 /* A reuse charges its owner: over the per-key quota its oldest results go, never another's. */
+/* A cancelled query whose run goes on for the queries sharing it is no victim of its key's
+ * quota (each query is charged DAPI_QUERY_CHARGE, ended ones are deleted to make room): the
+ * run still delivers to them. */
+static void test_cancelled_leader_kept_for_its_followers(void)
+{
+    const uint64_t C = DAPI_QUERY_CHARGE;
+    char state[128], why[256] = "";
+    state_dir(state, sizeof state, "cancelled-leader");
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, NULL);
+    if(!qs)
+        return;
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 2 * C + C / 2, C};
+    dapi_queries_set_limits(qs, &lim);
+    char lead[DAPI_SLUG_MAX], f[DAPI_SLUG_MAX], x[DAPI_SLUG_MAX], y[DAPI_SLUG_MAX];
+    T_EQ_INT(reuse_create(qs, owner, "cl", "f", 300, 1000, lead), DAPI_REUSED_NONE);
+    T_EQ_INT(dapi_queries_start_run(qs, lead, why, sizeof why), DAPI_OK);
+    T_EQ_INT(reuse_create(qs, other, "cl", "f", 300, 1000, f), DAPI_REUSED_RUN);
+    int deleted = -1;
+    T_EQ_INT(dapi_queries_cancel(qs, lead, owner, 1000, "cancelled by its owner", &deleted),
+             DAPI_OK);
+    T_EQ_INT(deleted, 0);
+    /* the owner's next queries take it over its quota; the cancelled one still runs */
+    T_EQ_INT(reuse_create(qs, owner, "x", "f", 300, 1001, x), DAPI_REUSED_NONE);
+    T_EQ_INT(reuse_create(qs, owner, "y", "f", 300, 1002, y), DAPI_REUSED_NONE);
+    T_EQ_INT(t_registry_state(qs, lead, owner, 1002, NULL), DAPI_Q_CANCELLED);
+    uint64_t bytes = t_result_write(qs, lead, 9);
+    dapi_queries_finish(qs, lead, DAPI_OK, NULL, bytes);
+    T_EQ_INT(t_registry_state(qs, f, other, 1003, NULL), DAPI_Q_DONE);
+    T_CHECK(page_len(qs, f, other, 1003) > 0, "the run delivered to the query sharing it");
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
 static void test_reuse_quota(void)
 {
     char state[128];
@@ -261,6 +294,7 @@ int main(void)
     test_reuse_single_flight();
     test_reuse_refcount();
     test_reuse_quota();
+    test_cancelled_leader_kept_for_its_followers();
     t_rm_rf(root);
     T_CHECK(!t_exists(root), "temp dir cleaned up");
     T_DONE();
