@@ -103,8 +103,10 @@ uint64_t dapi_queries_active(struct dapi_queries *qs, const unsigned char *key_h
 /* What every registered query is charged in the byte quotas besides its result, whatever its
  * state: its metadata on disk (a directory and meta.json, or a pack record) and in memory.
  * Without it, a key's queries whose results are small, failed or cancelled took the disk
- * and memory of the machine for their retention while counting nothing. */
-#define DAPI_QUERY_CHARGE 4096
+ * and memory of the machine for their retention while counting nothing. Measured: a failed
+ * query takes 8 KiB of disk (a directory and meta.json, a 4 KiB block each) and about 1 KiB
+ * of memory. */
+#define DAPI_QUERY_CHARGE 8192
 /* Bytes of key_hash's stored results and registered queries (DAPI_QUERY_CHARGE each). */
 uint64_t dapi_queries_key_bytes(struct dapi_queries *qs, const unsigned char *key_hash);
 

@@ -211,10 +211,10 @@ def test_per_key_storage_evicts_the_keys_oldest_results():
 
 @h.timeout(90)
 def test_per_key_storage_counts_every_query_not_only_results():
-    """Each query a key keeps is charged 4 KiB in --max-state-bytes-per-key, whatever its state
+    """Each query a key keeps is charged 8 KiB in --max-state-bytes-per-key, whatever its state
     (its metadata on disk and in memory): a key's failed queries, which have no result, used to
     count nothing, so a key could keep any number of them for the retention. With a 1 MiB quota
-    a key keeps 256 queries: its 257th deletes its oldest ended one. Another key's are kept."""
+    a key keeps 128 queries: its 129th deletes its oldest ended one. Another key's are kept."""
     mib = 1024 * 1024
     with Server(args=["--max-state-bytes-per-key", str(mib)], keys=[KEY_A, KEY_B], name="fair-charge") as s:
         b = s.create("SELECT CAST('b' AS INTEGER) AS n", key=KEY_B)
@@ -225,7 +225,7 @@ def test_per_key_storage_counts_every_query_not_only_results():
             expect_status(s.results(slug, 1, key=KEY_A), 400, "key A's failed query %d" % i)
             a.append(slug)
         gone = [i for i, slug in enumerate(a) if s.results(slug, 1, key=KEY_A).status == 404]
-        eq(gone, list(range(300 - 256)), "key A's queries deleted (its oldest, 256 kept)")
+        eq(gone, list(range(300 - 128)), "key A's queries deleted (its oldest, 128 kept)")
         expect_status(s.results(b, 1, key=KEY_B), 400, "key B's failed query is kept")
 
 
