@@ -492,12 +492,16 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
     free(why);
     unlink(file);
     char limit[256];
-    /* Kept pages count in the key's quota, like a result: one not counted is not kept. */
-    if(!result && (result = dapi_queries_add_bytes(p->nk->env->queries, p->slug, bytes, limit,
-                                                   sizeof limit))) {
+    /* Kept pages count in the key's quota, like a result: one not counted is not kept. (A
+     * query deleted meanwhile takes its directory with it: the page is still answered.) */
+    enum dapi_err kept = result ? DAPI_OK
+                                : dapi_queries_add_bytes(p->nk->env->queries, p->slug, bytes,
+                                                         limit, sizeof limit);
+    if(kept && kept != DAPI_ERR_NOT_FOUND) {
         unlink(out);
         dapi_buf_reset(details);
         dapi_buf_adds(details, limit);
+        result = kept;
     }
     return result;
 }
