@@ -140,6 +140,14 @@ static void drain(void)
     }
 }
 
+/* Under access_lock: writes out every buffered line. */
+static void flush_locked(void)
+{
+    take_pen();
+    drain();
+    give_pen();
+}
+
 /* Under access_lock: writes out every buffered line, then len bytes of p to fd, in order. */
 static void write_through(int fd, const char *p, size_t len)
 {
@@ -158,22 +166,14 @@ static void write_through(int fd, const char *p, size_t len)
  * without it, this thread writes the batch. */
 static void seal_full(void)
 {
-    if(!writer_on) {
-        take_pen();
-        drain();
-        give_pen();
-        return;
-    }
-    if(sealed + 1 >= ring_size) {
+    if(writer_on && sealed + 1 >= ring_size) {
         waits++;
         while(writer_on && sealed + 1 >= ring_size)
             pthread_cond_wait(&space_cond, &access_lock);
-        if(!writer_on) { /* stopped meanwhile */
-            take_pen();
-            drain();
-            give_pen();
-            return;
-        }
+    }
+    if(!writer_on) { /* (or stopped meanwhile) */
+        flush_locked();
+        return;
     }
     sealed++;
     pthread_cond_signal(&work_cond);
@@ -286,7 +286,7 @@ void dapi_log_stats(unsigned long long *pending, unsigned long long *waited)
 void dapi_log_flush(void)
 {
     pthread_mutex_lock(&access_lock);
-    write_through(access_fd, NULL, 0);
+    flush_locked();
     pthread_mutex_unlock(&access_lock);
 }
 
@@ -399,7 +399,7 @@ void dapi_log_close(void)
 {
     stop_writer();
     pthread_mutex_lock(&access_lock);
-    write_through(access_fd, NULL, 0);
+    flush_locked();
     if(access_path)
         close(access_fd);
     if(log_path)
