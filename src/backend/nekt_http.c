@@ -230,9 +230,12 @@ enum dapi_err nekt_download(const struct dapi_backend_env *env, const char *url,
     for(int attempt = 1;; attempt++) {
         /* every attempt starts a fresh file: a partial body never survives */
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if(fd < 0) {
-            snprintf(details, dlen, "cannot write %s: %s", path, strerror(errno));
-            return DAPI_ERR_IO;
+        if(fd < 0) { /* the path is the server's business: the client gets why only */
+            int e = errno, full = e == ENOSPC || e == EDQUOT;
+            dapi_warn("nekt: cannot write %s: %s", path, strerror(e));
+            snprintf(details, dlen, "%scannot write the file downloaded from Nekt: %s",
+                     full ? "no space left on the state disk (--state-dir): " : "", strerror(e));
+            return full ? DAPI_ERR_BUSY : DAPI_ERR_IO;
         }
         struct dapi_httpc_call call = {"GET",
                                        url,

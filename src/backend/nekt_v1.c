@@ -492,18 +492,49 @@ static enum dapi_err keep_page(struct v1_page *p, struct dapi_econn *conn, const
     free(why);
     unlink(file);
     char limit[256];
-    /* Kept pages count in the key's quota, like a result: one not counted is not kept. (A
-     * query deleted meanwhile takes its directory with it: the page is still answered.) */
+    /* Kept pages count in the key's quota, like a result: one not counted is not kept (nor
+     * the page of a query deleted meanwhile: page_query_gone answers). */
     enum dapi_err kept = result ? DAPI_OK
                                 : dapi_queries_add_bytes(p->nk->env->queries, p->slug, bytes,
                                                          limit, sizeof limit);
-    if(kept && kept != DAPI_ERR_NOT_FOUND) {
+    if(kept) {
         unlink(out);
         dapi_buf_reset(details);
         dapi_buf_adds(details, limit);
         result = kept;
     }
     return result;
+}
+
+/* A page whose query went while it was fetched. Deleted (by its owner, or to make room for
+ * the key's newer queries): answered 404 Query not found, like a request made after the
+ * deletion, and what the fetch wrote is removed (the page's writer may have made the query's
+ * directory again). Cancelled: 410 Query cancelled, as for a request made after the DELETE.
+ * Returns 1 when so (rp answered, unless NULL: a read-ahead answers nobody), else 0. */
+static int page_query_gone(struct dapi_nekt *nk, const char *slug, const unsigned char *kh,
+                           const struct dapi_reply *rp)
+{
+    struct dapi_qview v;
+    int gone = dapi_queries_dir_gone(nk->env->queries, slug) ||
+               dapi_queries_get(nk->env->queries, slug, kh, nk->env->wall_s(), &v);
+    if(gone) {
+        if(rp) {
+            struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR, .message = "Query not found"};
+            dapi_reply(*rp, DAPI_ERR_NOT_FOUND, &o);
+        }
+        return 1;
+    }
+    int cancelled = v.state == DAPI_Q_CANCELLED;
+    if(cancelled && rp) {
+        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
+                                 .message = "Query cancelled",
+                                 .details = v.message[0] ? v.message : NULL,
+                                 .status = 410,
+                                 .retry_after = -1};
+        dapi_reply(*rp, DAPI_ERR_NOT_FOUND, &o);
+    }
+    dapi_queries_release(nk->env->queries, &v);
+    return cancelled;
 }
 
 /* ---- v1: read-ahead ------------------------------------------------------------------ */
@@ -629,7 +660,7 @@ static void v1_ahead_run(void *arg, struct dapi_econn *conn)
         int64_t rows = page_rows(nk, p->slug, p->page);
         if(rows >= 0 && rows < DAPI_PAGE_ROWS)
             ra_note_last(nk, p->slug, p->page);
-    } else if(!atomic_load(nk->env->stopping)) {
+    } else if(!atomic_load(nk->env->stopping) && !page_query_gone(nk, p->slug, p->kh, NULL)) {
         dapi_info("query %s page %s: read-ahead failed (%s): %s; fetched again when asked",
                   p->slug, p->page_text, dapi_err_message(result),
                   details.data ? details.data : "");
@@ -744,6 +775,8 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
         dapi_reply_err(p->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
+    if(page_query_gone(nk, p->slug, p->kh, &p->rp))
+        goto out;
     /* a key the upstream refused keeps its own status (401/403), not a server failure */
     dapi_reply_failed(
         p->rp, result ? result : DAPI_ERR_IO,
@@ -792,14 +825,8 @@ void nekt_v1_results(struct dapi_nekt *nk, const char *slug, uint64_t page, cons
     }
     int cancelled = v.state == DAPI_Q_CANCELLED;
     dapi_queries_release(nk->env->queries, &v);
-    if(cancelled) { /* no page of it is fetched any more */
-        struct dapi_outcome o = {.kind = DAPI_OUTCOME_ERROR,
-                                 .message = "Query cancelled",
-                                 .status = 410,
-                                 .retry_after = -1};
-        dapi_reply(rp, DAPI_ERR_NOT_FOUND, &o);
+    if(cancelled && page_query_gone(nk, slug, key_hash, &rp)) /* no page of it is fetched */
         return;
-    }
     struct v1_page *p = calloc(1, sizeof *p);
     if(!p || (key && !(p->key = strdup(key)))) {
         free(p);

@@ -365,6 +365,17 @@ void dapi_queries_dir(struct dapi_queries *qs, const char *slug, char *out, size
         dapi_warn("store: cannot create %s: %s", out, strerror(errno));
 }
 
+int dapi_queries_dir_gone(struct dapi_queries *qs, const char *slug)
+{
+    pthread_mutex_lock(&qs->lock);
+    int known = store_find(qs, slug) != NULL;
+    pthread_mutex_unlock(&qs->lock);
+    /* (slugs are random: none is registered again; and never a path outside the store) */
+    if(!known && !strchr(slug, '/') && slug[0] != '.')
+        store_remove_files(qs, slug);
+    return !known;
+}
+
 uint64_t dapi_queries_bytes(struct dapi_queries *qs)
 {
     pthread_mutex_lock(&qs->lock);

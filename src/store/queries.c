@@ -157,8 +157,8 @@ static int older(const void *a, const void *b)
     return strcmp(x->slug, y->slug);
 }
 
-/* Deletes ended queries (done, failed, cancelled) and their results, oldest first, to get keys
- * back under their quota. key != NULL:
+/* Deletes queries that may go (store_evictable: ended, or Nekt v1) and their results, oldest
+ * first, to get keys back under their quota. key != NULL:
  * that key's results until it holds at most max_key_bytes (keep is never chosen: the result
  * that made room necessary). key == NULL: results of keys over their quota while the store
  * is at max_bytes. Under the lock; the directories go into gone, for the caller to remove
@@ -171,9 +171,8 @@ static size_t evict(struct dapi_queries *qs, const unsigned char *key, const str
     uint64_t quota = qs->lim.max_key_bytes;
     for(size_t b = 0; b < NBUCKETS; b++)
         for(struct query *q = qs->buckets[b]; q; q = q->next) {
-            /* each frees its charge at least; a cancelled one whose run goes on for the
-             * queries sharing it is left to that run */
-            if(q == keep || !store_ended(q->state) || q->in_run)
+            /* each frees its charge at least */
+            if(q == keep || !store_evictable(q))
                 continue;
             if(key ? memcmp(q->owner, key, DAPI_KEY_HASH_LEN) != 0
                    : store_key_bytes(qs, q->owner) <= quota)
@@ -205,9 +204,10 @@ sorted:
         dapi_info("store: deleting query %s (%s, %llu bytes of result) of the key whose hash "
                   "starts %s: over --max-state-bytes-per-key%s",
                   q->slug,
-                  q->state == DAPI_Q_DONE     ? "done"
-                  : q->state == DAPI_Q_FAILED ? "failed"
-                                              : "cancelled",
+                  q->state == DAPI_Q_DONE        ? "done"
+                  : q->state == DAPI_Q_FAILED    ? "failed"
+                  : q->state == DAPI_Q_CANCELLED ? "cancelled"
+                                                 : "Nekt v1",
                   (unsigned long long)q->bytes, owner, key ? "" : " while the store is full");
         detach(qs, q);
         forget(qs, q);

@@ -228,6 +228,10 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
 /* The query's directory, for backend files kept with it (deleted with it); made now if the
  * query exists and has none yet (a new query gets it when its run writes a file). */
 void dapi_queries_dir(struct dapi_queries *qs, const char *slug, char *out, size_t n);
+/* For a writer that may have outlived its query (a Nekt v1 page fetched while the query was
+ * deleted): 1 if slug is not registered any more, after removing its directory again (the
+ * writer may have made it again after the deletion); 0 if the query is still there. */
+int dapi_queries_dir_gone(struct dapi_queries *qs, const char *slug);
 /* Marks a query DONE (opening its result file) or FAILED, persists that, gives its slot
  * back and wakes its waiters. bytes = size of the result file (accounting for
  * --max-state-bytes). A result larger than max_key_bytes is deleted and the query fails

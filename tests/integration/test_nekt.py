@@ -489,6 +489,102 @@ def test_nekt_v1_kept_pages_count_in_the_key_quota():
     fwd.stop()
 
 
+@h.timeout(90)
+def test_nekt_v1_queries_count_in_the_key_quota_and_make_room():
+    """A v1 query has no run of its own (its pages are fetched per request), so it never
+    ends: it used to be skipped when a key's oldest queries were deleted to make room, and a
+    key could keep any number of them (8 KiB of quota each, a directory on disk each), then
+    fill --max-state-bytes for every key. Now the oldest go like ended queries: with 1 MiB
+    (128 queries), key A's 150 creations leave its newest 128; key B's query is kept."""
+    emu = EMU.get()
+    quota = 1024 * 1024
+    fwd = attach(forwarder(emu, "v1", ["--nekt-read-ahead", "0", "--max-state-bytes-per-key", str(quota)], name="nekt-fwd-v1-charge"), emu)
+    b = fwd.create("SELECT 'b' AS k", key=K2)
+    a = [fwd.create("SELECT %d AS n" % i, key=K1) for i in range(150)]
+    gone = [i for i, slug in enumerate(a) if fwd.api("GET", "/api/queries/" + slug, key=K1).status == 404]
+    eq(gone, list(range(22)), "key A's queries deleted (its oldest, 128 kept)")
+    listed = jparse(fwd.api("GET", "/api/queries?limit=1000", key=K1))
+    eq(sorted(q["slug"] for q in listed["queries"]), sorted(a[22:]), "key A's list")
+    expect_status(fwd.api("GET", "/api/queries/" + b, key=K2), 200, "key B's query is kept")
+    qdir = os.path.join(fwd.state_dir, "queries")
+    dirs = [d for d in os.listdir(qdir) if os.path.isdir(os.path.join(qdir, d))]
+    check(set(dirs) <= set(a[22:] + [b]), "no directory left of a deleted query: %r" % sorted(set(dirs) - set(a[22:] + [b])))
+    # a kept one still pages
+    eq(jparse(fwd.results(a[149], 1, key=K1))["data"], [{"n": 149}], "the newest query's page 1")
+    fwd.stop()
+
+
+@h.timeout(120)
+def test_nekt_v1_page_of_a_query_deleted_while_it_is_fetched():
+    """A v1 page takes an upstream execution (here polled for 3 s); the query may go meanwhile:
+    cancelled then deleted by its owner, or deleted to make room for the key's newer queries.
+    The request then answers like one made after the deletion, 404 Query not found (it was a
+    503 "Query execution failed"), and leaves nothing of the query on disk (the page's writer
+    re-creates a missing directory). The same for pages being read ahead."""
+    emu, fwd = pair(["--workers", "8", "--emulate-faults", "path=/api/v1/explorer/queries/,method=GET,latency_ms=3000"], api="v1", fwd_args=["--nekt-read-ahead", "0", "--max-state-bytes-per-key", str(1024 * 1024)])
+    qdir = os.path.join(fwd.state_dir, "queries")
+    sql = "SELECT i FROM range(250) t(i) ORDER BY i"
+
+    def fetch_while(slug, delete):
+        got = {}
+        t = threading.Thread(target=lambda: got.setdefault("r", fwd.results(slug, 1)))
+        t.start()
+        time.sleep(0.3)  # the page's execution is under way upstream
+        delete()
+        t.join(30)
+        return got["r"]
+
+    def by_owner(slug):
+        expect_status(fwd.api("DELETE", "/api/queries/" + slug), 200, "cancelled")
+        expect_status(fwd.api("DELETE", "/api/queries/" + slug), 204, "deleted")
+
+    slug = fwd.create(sql)
+    expect_error(fetch_while(slug, lambda: by_owner(slug)), 404, "Query not found", "the page of a query its owner deleted meanwhile")
+    eq(os.path.exists(os.path.join(qdir, slug)), False, "the deleted query's directory")
+    # evicted: 128 newer queries of its key (1 MiB, 8 KiB each) leave no room for it
+    slug = fwd.create(sql)
+    newer = []
+    r = fetch_while(slug, lambda: newer.extend(fwd.create("SELECT %d AS n" % i) for i in range(128)))
+    expect_status(fwd.api("GET", "/api/queries/" + slug), 404, "the oldest query was deleted to make room")
+    expect_error(r, 404, "Query not found", "the page of a query deleted to make room meanwhile")
+    eq(os.path.exists(os.path.join(qdir, slug)), False, "the evicted query's directory")
+    fwd.stop()
+    # read ahead: page 1 read, pages 2 and 3 fetched in the background when the query goes
+    fwd = attach(forwarder(emu, "v1", ["--nekt-read-ahead", "2"], name="nekt-fwd-v1-ra-deleted"), emu)
+    qdir = os.path.join(fwd.state_dir, "queries")
+    slug = fwd.create(sql)
+    before = _settled_count(emu, V1_EXECS)
+    eq(len(fwd.page(slug, 1)), 100, "page 1")
+    by_owner(slug)
+    log_count(emu, V1_EXECS, before + 3, timeout=10)  # the read-aheads' executions
+    time.sleep(1.0)  # their polls, downloads and writes
+    eq(os.path.exists(os.path.join(qdir, slug)), False, "no directory left by the pages read ahead")
+    fwd.stop()
+
+
+def test_nekt_download_that_cannot_be_written_names_no_server_path():
+    """A page file downloaded from Nekt that cannot be written (here the query's directory is
+    a plain file: ENOTDIR; a full disk is the usual cause) fails the page with why, but the
+    details no longer carry the file's path in the server's state dir (they did: "cannot
+    write /…/queries/<slug>/page-1.….parquet"). The path goes to the server's log."""
+    fwd = attach(FWD1.get(), EMU.get())
+    slug = fwd.create("SELECT 1 AS one")
+    d = os.path.join(fwd.state_dir, "queries", slug)
+    if os.path.isdir(d):
+        for f in os.listdir(d):
+            os.unlink(os.path.join(d, f))
+        os.rmdir(d)
+    h.write_file(d, "in the way\n")
+    try:
+        body = expect_error(fwd.results(slug, 1), 500, "Query execution failed", "a download that cannot be written")
+        details = body.get("details", "")
+        check("cannot write the file downloaded from Nekt" in details, "details say why: %r" % details)
+        check(fwd.state_dir not in details and "/queries/" not in details, "no server path in %r" % details)
+        check(d in fwd.wait_stderr(lambda t: d in t, timeout=5), "the path is in the server's log")
+    finally:
+        os.unlink(d)
+
+
 @h.timeout(60)
 def test_nekt_v1_read_ahead_stops_at_the_last_page():
     """A short v1 result: the page with fewer than 100 rows is the last, and read-ahead never

@@ -2,6 +2,7 @@
  * retention, the state-size cap and damaged metadata; fairness between keys (admission
  * slots, per-key stored bytes). What survives a crash is in test_durability.c. Time is
  * passed in, never slept. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -1054,6 +1055,50 @@ static void test_query_charge(void)
     t_rm_rf(state);
 }
 
+/* A Nekt v1 query (registered with an upstream reference) has no run and never ends: it is
+ * deleted to make room like an ended query, oldest first; a queued local one is not. A page
+ * writer that outlived its deleted query finds it gone, and what it wrote is removed. */
+static void test_v1_queries_make_room(void)
+{
+    const uint64_t C = DAPI_QUERY_CHARGE;
+    char state[128], d[256];
+    state_dir(state, sizeof state, "v1room");
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, NULL);
+    if(!qs)
+        return;
+    struct dapi_queries_limits lim = {UINT64_MAX, UINT64_MAX, 3 * C, C};
+    dapi_queries_set_limits(qs, &lim);
+    char local[DAPI_SLUG_MAX], v1[4][DAPI_SLUG_MAX];
+    T_EQ_INT(dapi_queries_create(qs, owner, "SELECT l", NULL, 1000, local, NULL, 0), DAPI_OK);
+    for(int i = 0; i < 4; i++)
+        T_EQ_INT(dapi_queries_create(qs, owner, "SELECT v", "up-1", 1001 + i, v1[i], NULL, 0),
+                 DAPI_OK);
+    enum dapi_err e = DAPI_OK;
+    state_of(qs, v1[0], 1005, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND); /* the oldest v1 query went, not the older local one */
+    state_of(qs, v1[1], 1005, &e);
+    T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
+    T_EQ_INT(state_of(qs, local, 1005, NULL), DAPI_Q_QUEUED);
+    T_EQ_INT(state_of(qs, v1[2], 1005, NULL), DAPI_Q_QUEUED);
+    T_EQ_INT(dapi_queries_key_bytes(qs, owner), 3 * C);
+    /* the writer of a page of v1[0] made its directory again after the deletion */
+    snprintf(d, sizeof d, "%s/queries/%s", state, v1[0]);
+    T_CHECK(mkdir(d, 0700) == 0, "mkdir %s", d);
+    char f[300];
+    snprintf(f, sizeof f, "%s/page-1.bin", d);
+    t_write(f, "page");
+    T_EQ_INT(dapi_queries_dir_gone(qs, v1[0]), 1);
+    T_CHECK(!t_exists(d), "%s removed", d);
+    /* a query still there: left alone; nor is anything outside the store ever removed */
+    T_EQ_INT(dapi_queries_dir_gone(qs, v1[3]), 0);
+    snprintf(d, sizeof d, "%s/queries/%s", state, v1[3]);
+    T_CHECK(mkdir(d, 0700) == 0 || errno == EEXIST, "mkdir %s", d);
+    T_EQ_INT(dapi_queries_dir_gone(qs, ".."), 1);
+    T_CHECK(t_exists(d), "%s kept", d);
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
 static void test_long_message_and_remove(void)
 {
     char state[128], qd[256], slug[DAPI_SLUG_MAX], gone[DAPI_SLUG_MAX];
@@ -1204,6 +1249,7 @@ int main(void)
     test_oldest_across_restart();
     test_full_store_costs_keys_over_quota();
     test_query_charge();
+    test_v1_queries_make_room();
     test_long_message_and_remove();
     test_scope();
     t_rm_rf(root);
