@@ -65,53 +65,42 @@ static void slot_take(struct dapi_queries *qs, struct query *q)
     q->holds = 1;
 }
 
-/* Charges q's owner the query charge, from its registration until store_bytes_sub. */
-void store_charge(struct dapi_queries *qs, struct query *q)
+/* The one way bytes are counted: adds add to owner's bytes and the store's total, then takes
+ * sub back (never below 0). */
+static void bytes_count(struct dapi_queries *qs, const unsigned char *owner, uint64_t add,
+                        uint64_t sub)
 {
-    struct keyuse *k = key_get(qs, q->owner, 1);
-    q->charged = qs->lim.query_charge;
-    qs->bytes += q->charged;
-    if(k)
-        k->bytes += q->charged;
-}
-
-/* Charges q's owner n bytes more (kept v1 pages), or takes n back (more = 0). */
-void store_bytes_more(struct dapi_queries *qs, struct query *q, uint64_t n, int more)
-{
-    struct keyuse *k = key_get(qs, q->owner, 1);
-    if(more) {
-        q->bytes += n;
-        qs->bytes += n;
-        if(k)
-            k->bytes += n;
-        return;
-    }
-    q->bytes -= n < q->bytes ? n : q->bytes;
-    qs->bytes -= n < qs->bytes ? n : qs->bytes;
+    struct keyuse *k = key_get(qs, owner, add > 0);
+    qs->bytes += add;
+    qs->bytes -= sub < qs->bytes ? sub : qs->bytes;
     if(k) {
-        k->bytes -= n < k->bytes ? n : k->bytes;
+        k->bytes += add;
+        k->bytes -= sub < k->bytes ? sub : k->bytes;
         key_put(qs, k);
     }
 }
 
-void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes)
+/* Charges q's owner the query charge, from its registration until store_bytes_sub. */
+void store_charge(struct dapi_queries *qs, struct query *q)
 {
-    struct keyuse *k = key_get(qs, q->owner, 1);
+    bytes_count(qs, q->owner, qs->lim.query_charge, q->charged);
+    q->charged = qs->lim.query_charge;
+}
+
+void store_bytes_count(struct dapi_queries *qs, struct query *q)
+{
+    bytes_count(qs, q->owner, q->bytes, 0);
+}
+
+void store_bytes_set(struct dapi_queries *qs, struct query *q, uint64_t bytes)
+{
+    bytes_count(qs, q->owner, bytes, q->bytes);
     q->bytes = bytes;
-    qs->bytes += bytes;
-    if(k)
-        k->bytes += bytes;
 }
 
 void store_bytes_sub(struct dapi_queries *qs, struct query *q)
 {
-    struct keyuse *k = key_get(qs, q->owner, 0);
-    uint64_t n = q->bytes + q->charged;
-    qs->bytes -= n < qs->bytes ? n : qs->bytes;
-    if(k) {
-        k->bytes -= n < k->bytes ? n : k->bytes;
-        key_put(qs, k);
-    }
+    bytes_count(qs, q->owner, 0, q->bytes + q->charged);
     q->bytes = 0;
     q->charged = 0;
 }
@@ -128,18 +117,9 @@ void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_
     qs->lim = *l;
     /* A new charge applies to the queries registered already (loaded at open) too. */
     for(size_t b = 0; b < NBUCKETS; b++)
-        for(struct query *q = qs->buckets[b]; q; q = q->next) {
-            if(q->charged == l->query_charge)
-                continue;
-            struct keyuse *k = key_get(qs, q->owner, 1);
-            qs->bytes = qs->bytes - q->charged + l->query_charge;
-            if(k) {
-                k->bytes = k->bytes - (q->charged < k->bytes ? q->charged : k->bytes) +
-                           l->query_charge;
-                key_put(qs, k);
-            }
-            q->charged = l->query_charge;
-        }
+        for(struct query *q = qs->buckets[b]; q; q = q->next)
+            if(q->charged != l->query_charge)
+                store_charge(qs, q);
     pthread_mutex_unlock(&qs->lock);
 }
 

@@ -271,10 +271,9 @@ static void load(struct loading *l, const char *slug, struct query *q)
     if(q->state != DAPI_Q_FAILED && q->state != DAPI_Q_CANCELLED)
         store_reuse_set(qs, q);
     /* (a done query has its result, never v1 pages: its directory is not read) */
-    store_bytes_add(qs, q,
-                    q->state == DAPI_Q_DONE ? q->bytes
-                    : q->upstream           ? kept_page_bytes(qs, slug)
-                                            : 0);
+    if(q->state != DAPI_Q_DONE)
+        q->bytes = q->upstream ? kept_page_bytes(qs, slug) : 0;
+    store_bytes_count(qs, q);
     l->loaded++;
     if(q->state == DAPI_Q_QUEUED && q->attempts >= DAPI_QUERY_MAX_ATTEMPTS) {
         /* Each run was counted before it started and none recorded an outcome: the

@@ -238,7 +238,7 @@ enum dapi_err dapi_queries_add_bytes(struct dapi_queries *qs, const char *slug, 
                  "--max-state-bytes-per-key");
         return DAPI_ERR_TOO_LARGE;
     }
-    store_bytes_more(qs, q, n, 1);
+    store_bytes_set(qs, q, q->bytes + n);
     if(store_key_bytes(qs, q->owner) > qs->lim.max_key_bytes)
         evict(qs, q->owner, q, &gone);
     if(qs->bytes > qs->max_bytes)
@@ -255,7 +255,7 @@ enum dapi_err dapi_queries_add_bytes(struct dapi_queries *qs, const char *slug, 
                  "(--max-state-bytes)");
     }
     if(result)
-        store_bytes_more(qs, q, n, 0);
+        store_bytes_set(qs, q, q->bytes - n);
     pthread_mutex_unlock(&qs->lock);
     remove_dirs(qs, &gone);
     return result;
@@ -515,7 +515,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         store_reuse_set(qs,
                         q); /* the newest holder of the identity (a reuse keeps its data time) */
     if(how == DAPI_REUSED_RESULT) /* its owner is charged the whole result, as if it ran it */
-        store_bytes_add(qs, q, q->bytes);
+        store_bytes_count(qs, q);
     if(store_key_bytes(qs, q->owner) > qs->lim.max_key_bytes)
         evict(qs, q->owner, q, &gone); /* also for the charge of a query registered now */
     if(src)
@@ -1186,7 +1186,7 @@ static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err erro
     store_slot_release(qs, q);
     /* Counted only while registered: a query that expired meanwhile counts nothing. */
     if(!error && store_find(qs, slug) == q) {
-        store_bytes_add(qs, q, bytes);
+        store_bytes_set(qs, q, bytes);
         if(store_key_bytes(qs, q->owner) > quota)
             evict(qs, q->owner, q, &gone);
     }

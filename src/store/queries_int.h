@@ -167,11 +167,13 @@ void store_unref(struct query *q); /* under the lock */
 /* Registers q (one more reference: the registry's), charging its owner the query charge;
  * under the lock. */
 void store_insert(struct dapi_queries *qs, struct query *q);
-/* keyuse.c, under the lock. Charges q's owner bytes for its result / the query charge; takes
- * both back (at its deletion); a key's bytes. */
-void store_bytes_add(struct dapi_queries *qs, struct query *q, uint64_t bytes);
+/* keyuse.c, under the lock. Charges q's owner the query charge in force (again, when it
+ * changed); charges q->bytes, set before q was counted (loaded, or a reused result's);
+ * makes q's own bytes (its result, kept files) bytes, charging its owner the difference;
+ * takes both back (at its deletion); a key's bytes. */
 void store_charge(struct dapi_queries *qs, struct query *q);
-void store_bytes_more(struct dapi_queries *qs, struct query *q, uint64_t n, int more);
+void store_bytes_count(struct dapi_queries *qs, struct query *q);
+void store_bytes_set(struct dapi_queries *qs, struct query *q, uint64_t bytes);
 void store_bytes_sub(struct dapi_queries *qs, struct query *q);
 uint64_t store_key_bytes(struct dapi_queries *qs, const unsigned char *key);
 /* Takes an admission slot of key if the limits allow (q, if not NULL, then holds it):
