@@ -1,5 +1,10 @@
 # dapi — build, run, test, bench.  `make run` and `make test` set everything up on a fresh
 # Debian machine (scripts/deps.sh installs what is missing and fetches DuckDB).
+# One build job per CPU, unless make was given -j itself (-j1: one at a time). Only the
+# top-level make sets it: the make that `make asan` runs shares its jobs.
+ifeq ($(MAKELEVEL)$(filter -j%,$(MAKEFLAGS)),0)
+MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
+endif
 CC      ?= cc
 DUCKDB  := third_party/duckdb
 PKGS    := libmicrohttpd libcurl jansson openssl libsystemd libzstd yaml-0.1

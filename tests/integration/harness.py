@@ -72,6 +72,14 @@ def timeout(seconds):
     return deco
 
 
+def alone(fn):
+    """Decorator: the test asserts a time bound that other tests running beside it could break
+    (an answer within 1 s, a stop within 3 s, read-ahead against none). With run.py --jobs it
+    runs after the parallel part, one test at a time, with nothing else running."""
+    fn._alone = True
+    return fn
+
+
 # --------------------------------------------------------------------------- temp dirs
 
 

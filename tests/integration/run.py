@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """dapi integration test runner (Python 3 standard library only).
 
-    tests/integration/run.py [--bin PATH] [-k SUBSTR] [--timeout S] [--list]
+    tests/integration/run.py [--bin PATH] [-k SUBSTR] [--timeout S] [--jobs N] [--list]
 
 Discovers functions named test_* in tests/integration/test_*.py (in file order), runs each
 in its own thread with a per-test timeout (default 60 s, or the @harness.timeout value), within
@@ -17,12 +17,24 @@ any test failed. A sanitizer report (ASAN_OPTIONS/UBSAN_OPTIONS/LSAN_OPTIONS log
 `make asan`) written during a test fails that test; one written when a file's shared server
 stops fails "<file>.<shared server shutdown>".
 -k keeps tests whose "file.function" name contains SUBSTR.
+
+--jobs N (default: $DAPI_IT_JOBS, else 1) runs N files at once, each file in a runner process
+of its own (its tests one after the other, as always: a file's shared servers and fixtures
+stay within it). The longest files start first (FILE_SECONDS); a file's output is printed
+whole when it ends. Tests marked @harness.alone (they assert a time bound that a busy machine
+would break) are left out of that part and run afterwards, one at a time, with nothing else
+running; then come the totals of all of them. Each runner gets sanitizer log paths of its
+own (<log_path dir>/<name>/<tool>), so a report is still charged to the test during which it
+was written. Files that run `make` in the tree (MAKE_FILES) share one runner.
 Set DAPI_IT_KEEP=1 to keep the temp dirs (server logs, lakes, state) for inspection.
 """
 
 import argparse
 import importlib
 import os
+import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -39,6 +51,21 @@ DEFAULT_TIMEOUT = 60.0
 # suite that is going wrong, not a slow machine (two runs of it stay far inside CI's 90 min).
 SUITE_BUDGET = 1500.0
 
+# --jobs: how long each file took in a --jobs 3 run (normal build, 2 vCPUs, 2026-12-05), only
+# to start the longest first; a file not listed counts as 10 s.
+FILE_SECONDS = {
+    "test_nekt": 136, "test_fairness": 112, "test_export": 56, "test_persistence": 37,
+    "test_cli": 32, "test_lifecycle": 31, "test_build": 6, "test_install": 17, "test_limits": 19,
+    "test_console": 16, "test_endpoints": 16, "test_keys": 12, "test_concurrency": 12,
+    "test_health": 12, "test_connections": 9, "test_compression": 9, "test_ops": 9,
+    "test_api": 8, "test_discovery": 7, "test_progressive": 7, "test_reuse": 6,
+    "test_openapi": 6, "test_sandbox": 5, "test_metrics": 5, "test_sql": 4, "test_params": 3,
+    "test_tokens": 3, "test_scopes": 2, "test_types": 1,
+}
+# Files that run `make` in the source tree: never two makes at once, so one runner for them.
+MAKE_FILES = ("test_build", "test_install")
+SUMMARY_RE = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?$")
+
 
 def discover(pattern):
     tests = []
@@ -54,6 +81,139 @@ def discover(pattern):
                     continue
                 tests.append((modname, full, obj))
     return tests
+
+
+def _child_env(unit):
+    """The environment of unit's runner: sanitizer reports go to a directory of its own."""
+    env = dict(os.environ)
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
+        opts = env.get(var)
+        if not opts:
+            continue
+        out = []
+        for opt in opts.split(":"):
+            if opt.startswith("log_path=") and len(opt) > len("log_path="):
+                path = opt[len("log_path=") :]
+                d = os.path.join(os.path.dirname(path), unit)
+                os.makedirs(d, exist_ok=True)
+                opt = "log_path=" + os.path.join(d, os.path.basename(path))
+            out.append(opt)
+        env[var] = ":".join(out)
+    return env
+
+
+def stop_runners(running):
+    """Interrupts runners (SIGINT: each stops the servers it started, as at Ctrl-C), then kills
+    those still there after 20 s."""
+    for r in running:
+        if r[1].poll() is None:
+            r[1].send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 20
+    for r in running:
+        try:
+            r[1].wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            r[1].kill()
+
+
+def run_parallel(opts, tests, jobs):
+    """--jobs: runs the files of tests in up to jobs runner processes at once; returns the
+    exit status. Prints each file's output whole, then the totals."""
+    mods = []
+    for mod, _, _ in tests:
+        if mod not in mods:
+            mods.append(mod)
+    units = [[m] for m in mods if m not in MAKE_FILES]
+    together = [m for m in mods if m in MAKE_FILES]
+    if together:
+        units.append(together)
+    units.sort(key=lambda u: -sum(FILE_SECONDS.get(m, 10.0) for m in u))
+    units = [(u, "lanes") for u in units]
+    alone_mods = []
+    for mod, _, fn in tests:
+        if getattr(fn, "_alone", False) and mod not in alone_mods:
+            alone_mods.append(mod)
+    t_start = time.monotonic()
+    passed = failed = skipped = 0
+    running = []  # (unit name, Popen, output list, reader thread, t0)
+    lock = threading.Lock()
+
+    def start(job):
+        unit, part = job
+        name = "+".join(unit) if part == "lanes" else "alone"
+        cmd = [sys.executable, os.path.abspath(__file__), "--bin", opts.bin, "--jobs", "1",
+               "--files", ",".join(unit), "--part", part]
+        if opts.pattern:
+            cmd += ["-k", opts.pattern]
+        if opts.timeout:
+            cmd += ["--timeout", str(opts.timeout)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", env=_child_env(name))
+        out = []
+        reader = threading.Thread(target=lambda: out.extend(proc.stdout), daemon=True)
+        reader.start()
+        running.append((name, proc, out, reader, time.monotonic()))
+
+    def finish(name, proc, out, reader, t0):
+        nonlocal passed, failed, skipped
+        reader.join()
+        rc = proc.wait()
+        summary = None
+        with lock:
+            for line in out:
+                m = SUMMARY_RE.match(line.strip())
+                if m:
+                    summary = m
+                    continue
+                if re.match(r"^\(\d+\.\d+ s\)$", line.strip()):
+                    continue
+                sys.stdout.write(line)
+            if summary:
+                p, f, sk = int(summary.group(1)), int(summary.group(2)), int(summary.group(3) or 0)
+            else:
+                p, f, sk = 0, 1, 0
+                print("FAIL %s: its runner exited with status %s without a summary" % (name, rc))
+            if rc != 0 and f == 0:
+                f = 1
+                print("FAIL %s: its runner exited with status %s" % (name, rc))
+            print("== %s: %d passed, %d failed in %.1f s" % (name, p, f, time.monotonic() - t0))
+            sys.stdout.flush()
+        passed, failed, skipped = passed + p, failed + f, skipped + sk
+
+    pending = list(units)
+    try:
+        while pending or running or alone_mods:
+            while pending and len(running) < jobs:
+                start(pending.pop(0))
+            if not pending and not running and alone_mods:
+                start((alone_mods, "alone"))  # the lanes are done: nothing runs beside it
+                alone_mods = []
+            time.sleep(0.1)
+            for r in [r for r in running if r[1].poll() is not None]:
+                running.remove(r)
+                finish(*r)
+            if time.monotonic() - t_start > SUITE_BUDGET + 120:
+                for name, proc, out, reader, t0 in running:
+                    print("FAIL %s: stopped: suite time budget of %.0f s exhausted" % (name, SUITE_BUDGET))
+                    failed += 1
+                stop_runners(running)
+                running = []
+                for unit, _ in pending:
+                    print("FAIL %s: not run: suite time budget of %.0f s exhausted" % ("+".join(unit), SUITE_BUDGET))
+                    failed += 1
+                if alone_mods:
+                    print("FAIL alone: not run: suite time budget of %.0f s exhausted" % SUITE_BUDGET)
+                    failed += 1
+                pending, alone_mods = [], []
+    finally:
+        stop_runners(running)
+    print("(%.1f s)" % (time.monotonic() - t_start))
+    summary = "%d passed, %d failed" % (passed, failed)
+    if skipped:
+        summary += ", %d skipped" % skipped
+    print(summary)
+    sys.stdout.flush()
+    return 1 if failed else 0
 
 
 def one_line(text):
@@ -138,10 +298,21 @@ def main():
     ap.add_argument("-k", dest="pattern", default=None)
     ap.add_argument("--timeout", type=float, default=None, help="override every per-test timeout")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("DAPI_IT_JOBS") or 1),
+                    help="files run at once, each in a runner of its own (default $DAPI_IT_JOBS or 1)")
+    ap.add_argument("--files", default=None, help=argparse.SUPPRESS)  # a --jobs runner's files
+    # ... and which of their tests: "lanes" (not @alone), "alone" (only those), "all"
+    ap.add_argument("--part", default="all", choices=("all", "lanes", "alone"), help=argparse.SUPPRESS)
     opts = ap.parse_args()
 
     harness.BIN = os.path.abspath(opts.bin)
+    opts.bin = harness.BIN
     tests = discover(opts.pattern)
+    if opts.files is not None:
+        order = opts.files.split(",")
+        tests = sorted([t for t in tests if t[0] in order], key=lambda t: order.index(t[0]))
+    if opts.part != "all":
+        tests = [t for t in tests if bool(getattr(t[2], "_alone", False)) == (opts.part == "alone")]
     if opts.list:
         for _, full, _ in tests:
             print(full)
@@ -151,6 +322,9 @@ def main():
         print("FAIL setup: server binary %s not found or not executable (run `make build/dapi`)" % harness.BIN)
         print("0 passed, 1 failed")
         return 1
+
+    if opts.jobs > 1 and opts.files is None:
+        return run_parallel(opts, tests, opts.jobs)
 
     t_start = time.monotonic()
     passed = failed = skipped = 0

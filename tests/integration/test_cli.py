@@ -833,6 +833,7 @@ def test_result_wait_expiry_is_asked_again():
         check(err.count("still running after 1 s (--result-wait)") == 2, "a notice per new request: %r" % err)
 
 
+@h.alone
 def test_result_wait_gives_up_at_the_client_timeout():
     with _proxy({"page1": [(504, _still_running_body())] * 100}) as px:
         t0 = time.monotonic()

@@ -69,6 +69,7 @@ def test_concurrent_waiters_on_one_running_query():
     eq(set(got), {h.Raw(str(n * (n - 1) // 2))}, "totals seen by 8 waiters")
 
 
+@h.alone
 @h.timeout(90)
 def test_concurrent_creates_get_unique_slugs():
     s = _srv()

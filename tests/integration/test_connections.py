@@ -72,6 +72,7 @@ def _fate(port, source, timeout=3.0):
 # ----------------------------------------------------------------------------- total limit
 
 
+@h.alone
 @h.timeout(60)
 def test_burst_over_connection_limit():
     """A wrk burst of limit + 100 keep-alive connections. A connection opened before the
@@ -192,6 +193,7 @@ def test_per_ip_limit():
 # ----------------------------------------------------------------------------- head deadline
 
 
+@h.alone
 @h.timeout(60)
 def test_trickling_heads_closed_at_deadline():
     """40 clients sending a request head one byte every 0.5 s (each byte would restart

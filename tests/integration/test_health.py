@@ -90,6 +90,7 @@ def test_unknown_fault_name_stops_the_start():
     check(b"DAPI_TEST_FAULTS" in p.stderr and b"engine-prob'" in p.stderr, "names the bad fault: %r" % p.stderr[-300:])
 
 
+@h.alone
 @h.timeout(90)
 def test_health_stays_fast_while_a_long_query_runs():
     """A query holds every DuckDB thread for longer than a probe interval (5 s): health keeps
@@ -113,6 +114,7 @@ def test_health_stays_fast_while_a_long_query_runs():
         expect_status(r, 200, "health after the long query")
 
 
+@h.alone
 @h.timeout(60)
 def test_prober_does_not_delay_shutdown():
     """SIGTERM while the prober waits between probes, while its probes fail (fault on) and while

@@ -268,6 +268,7 @@ def test_queue_limit_503():
         expect_status(s.request("GET", "/api/health"), 200, "health while the queue is full")
 
 
+@h.alone
 @h.timeout(90)
 def test_result_wait_limit_then_result():
     args = ["--result-wait", "1", "--query-timeout", "60"]

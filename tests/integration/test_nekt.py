@@ -391,6 +391,7 @@ def _read_sequentially(fwd, slug, pages):
     return time.monotonic() - t0, rows
 
 
+@h.alone
 @h.timeout(150)
 def test_nekt_v1_read_ahead_sequential_reader():
     """--nekt-read-ahead: a sequential v1 reader finds the next pages fetched already. With
@@ -612,6 +613,7 @@ def test_nekt_v1_read_ahead_stops_at_the_last_page():
     fwd.stop()
 
 
+@h.alone
 @h.timeout(60)
 def test_nekt_v1_read_ahead_at_shutdown():
     """SIGTERM while pages are being read ahead (each execution takes 1.5 s upstream): the
@@ -682,6 +684,7 @@ def _timed_create(fwd, sql, key):
     return r, time.monotonic() - t0
 
 
+@h.alone
 @h.timeout(90)
 def test_nekt_v2_key_check_at_creation():
     """Regression (issue 9): with --nekt-api v2 a key Nekt refuses got 200 and a slug, and 401
@@ -842,6 +845,7 @@ def test_nekt_fault_empty_body_is_clean_502():
     _one_bad_answer("path=/api/v1/sql-query/,body=empty", ["invalid answer"])
 
 
+@h.alone
 def test_nekt_fault_persistent_500_gives_up():
     emu, fwd = pair(["--emulate-faults", "path=/api/v1/sql-query/,status=500"], fwd_args=["--upstream-attempts", "2"])
     with emu, fwd:
@@ -858,6 +862,7 @@ def test_nekt_fault_persistent_500_gives_up():
 UPSTREAM_TIMEOUT = "Upstream did not answer in time"
 
 
+@h.alone
 def test_nekt_fault_upstream_timeout_is_504():
     """Regression (issue 9): an upstream timeout was a 504 in the execution-failure shape, the
     shape of a query that ran past --query-timeout, so clients took it for the query's final
@@ -999,6 +1004,7 @@ def test_nekt_fault_real_url_ttl_expiry():
 # ----------------------------------------------------------------------------- 5. faults (v1)
 
 
+@h.alone
 @h.timeout(60)
 def test_nekt_v1_slow_application_start():
     emu = emulator("--emulate-start-delay", "2000", name="nekt-emu-slowstart")

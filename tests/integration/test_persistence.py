@@ -500,6 +500,7 @@ def _swallow(fn):
         pass
 
 
+@h.alone
 @h.timeout(90)
 def test_sigterm_with_request_in_flight_exits_zero():
     grace = 5
@@ -542,6 +543,7 @@ def test_sigterm_with_running_and_queued_queries_exits_within_grace():
             raise AssertionError("round %d: %s" % (rnd + 1, e))
 
 
+@h.alone
 def test_sigterm_idle_exits_promptly():
     s = Server(keys=[KEY_A], name="idle")
     s.create("SELECT 1")
