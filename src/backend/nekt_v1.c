@@ -767,15 +767,15 @@ static void v1_page_run(void *arg, struct dapi_econn *conn)
     result = fetch_page(p, nekt_upstream_key(nk, p->key), file, sizeof file, &details);
     if(!result)
         result = keep_page(p, conn, file, &details);
-    if(!result)
-        read_ahead(nk, p->slug, p->page, p->key, p->kh);
-    if(!result && serve_page_file(p))
-        goto out;
     if(result && atomic_load(nk->env->stopping)) {
         dapi_reply_err(p->rp, DAPI_ERR_SHUTDOWN, NULL);
         goto out;
     }
-    if(page_query_gone(nk, p->slug, p->kh, &p->rp))
+    if(page_query_gone(nk, p->slug, p->kh, &p->rp)) /* (kept or not) */
+        goto out;
+    if(!result)
+        read_ahead(nk, p->slug, p->page, p->key, p->kh);
+    if(!result && serve_page_file(p))
         goto out;
     /* a key the upstream refused keeps its own status (401/403), not a server failure */
     dapi_reply_failed(

@@ -520,8 +520,9 @@ def test_nekt_v1_page_of_a_query_deleted_while_it_is_fetched():
     """A v1 page takes an upstream execution (here polled for 3 s); the query may go meanwhile:
     cancelled then deleted by its owner, or deleted to make room for the key's newer queries.
     The request then answers like one made after the deletion, 404 Query not found (it was a
-    503 "Query execution failed"), and leaves nothing of the query on disk (the page's writer
-    re-creates a missing directory). The same for pages being read ahead."""
+    503 "Query execution failed"; 410 Query cancelled when it was only cancelled), and leaves
+    nothing of the query on disk (the page's writer re-creates a missing directory). The same
+    for pages being read ahead."""
     emu, fwd = pair(["--workers", "8", "--emulate-faults", "path=/api/v1/explorer/queries/,method=GET,latency_ms=3000"], api="v1", fwd_args=["--nekt-read-ahead", "0", "--max-state-bytes-per-key", str(1024 * 1024)])
     qdir = os.path.join(fwd.state_dir, "queries")
     sql = "SELECT i FROM range(250) t(i) ORDER BY i"
@@ -539,6 +540,10 @@ def test_nekt_v1_page_of_a_query_deleted_while_it_is_fetched():
         expect_status(fwd.api("DELETE", "/api/queries/" + slug), 200, "cancelled")
         expect_status(fwd.api("DELETE", "/api/queries/" + slug), 204, "deleted")
 
+    slug = fwd.create(sql)
+    cancel = lambda: expect_status(fwd.api("DELETE", "/api/queries/" + slug), 200, "cancelled")
+    body = expect_error(fetch_while(slug, cancel), 410, "Query cancelled", "the page of a query its owner cancelled meanwhile")
+    eq(body.get("details"), "cancelled by its owner (DELETE)", "details")
     slug = fwd.create(sql)
     expect_error(fetch_while(slug, lambda: by_owner(slug)), 404, "Query not found", "the page of a query its owner deleted meanwhile")
     eq(os.path.exists(os.path.join(qdir, slug)), False, "the deleted query's directory")
