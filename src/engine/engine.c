@@ -587,6 +587,31 @@ static int starts_like_query(const char *s, char *word, size_t wordlen)
     return 0;
 }
 
+/* DuckDB 1.4 keeps a result collector for every execution of a prepared statement until the
+ * statement is destroyed (duckdb/duckdb#21089; about 600 bytes each here), so a statement kept
+ * for the connection's life grew with every query checked: a server's memory grew by about
+ * 1 KB per query, without bound. The connection's statements are prepared again after
+ * STMT_USES executions: at most that many collectors each, the prepare (about 150 us)
+ * amortised. 0 when *st is ready for one more execution, -1 when it cannot be prepared. */
+#define STMT_USES 1024
+static int stmt_ready(struct dapi_econn *c, duckdb_prepared_statement *st, unsigned *uses,
+                      const char *sql)
+{
+    if(*st && ++*uses > STMT_USES) {
+        duckdb_destroy_prepare(st);
+        *st = NULL;
+    }
+    if(*st)
+        return 0;
+    *uses = 1;
+    if(duckdb_prepare(c->con, sql, st) == DuckDBError) {
+        duckdb_destroy_prepare(st);
+        *st = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 /* What a query's literal file paths match on disk, now: every match must be a file whose
  * real path is in the lake, with no hidden component (DuckDB's globs follow symlinks and
  * match dot files, so the pattern alone proves nothing). */
@@ -594,16 +619,12 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
 {
     char layer[256];
     enum dapi_err result = DAPI_OK;
-    if(!c->glob &&
-       duckdb_prepare(c->con, "SELECT file FROM glob($1::VARCHAR)", &c->glob) == DuckDBError) {
-        duckdb_destroy_prepare(&c->glob);
-        c->glob = NULL;
-        return DAPI_ERR_INTERNAL;
-    }
     for(size_t i = 0; i < sb->npaths && !result; i++) {
         char **files = NULL;
         size_t nfiles = 0;
         duckdb_result res;
+        if(stmt_ready(c, &c->glob, &c->glob_uses, "SELECT file FROM glob($1::VARCHAR)"))
+            return DAPI_ERR_INTERNAL;
         if(duckdb_bind_varchar(c->glob, 1, sb->paths[i]) == DuckDBError)
             return DAPI_ERR_INTERNAL;
         if(duckdb_execute_prepared(c->glob, &res) == DuckDBError) {
@@ -656,12 +677,8 @@ static enum dapi_err sandbox(struct dapi_econn *c, const char *sql, const struct
                               .layer_in_scope = lake_layer_in_scope,
                               .table_problem = lake_table_problem,
                               .named_params = named_params};
-    if(!c->serialize && duckdb_prepare(c->con, "SELECT json_serialize_sql($1::VARCHAR)",
-                                       &c->serialize) == DuckDBError) {
-        duckdb_destroy_prepare(&c->serialize);
-        c->serialize = NULL;
+    if(stmt_ready(c, &c->serialize, &c->serialize_uses, "SELECT json_serialize_sql($1::VARCHAR)"))
         return DAPI_ERR_INTERNAL;
-    }
     if(duckdb_bind_varchar(c->serialize, 1, sql) == DuckDBError)
         return DAPI_ERR_INTERNAL;
     if(duckdb_execute_prepared(c->serialize, &res) == DuckDBError) {

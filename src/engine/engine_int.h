@@ -89,6 +89,7 @@ struct dapi_econn {
     const atomic_int *cancel; /* set: the watchdog interrupts the query (e->conns_lock) */
     duckdb_prepared_statement serialize; /* json_serialize_sql(?): the sandbox's parse tree */
     duckdb_prepared_statement glob;      /* glob(?): what a query's file paths match */
+    unsigned serialize_uses, glob_uses;  /* executions since each was prepared (stmt_ready) */
     char *last_tree; /* the parse tree of the last SQL the sandbox passed (owned) or NULL */
     struct engine_work work; /* while active (set_deadline) */
     int oom_shared;          /* the last run ran out of memory, had company: DAPI_OOM_* */

@@ -790,6 +790,26 @@ static void test_no_leak(void)
             grew / 100);
 }
 
+/* Checking a query executes the connection's long-lived statements (json_serialize_sql, and
+ * glob for a file path). DuckDB 1.4 keeps something of every execution of a prepared
+ * statement until it is destroyed (duckdb/duckdb#21089): the heap grew by about 1.2 KB per
+ * check of this query, for good. They are prepared again every 1,024 executions, so 2,048
+ * more checks (the same point of that cycle) leave the heap where it was. */
+static void test_checks_do_not_grow_the_heap(void)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(*) AS n FROM glob('%s/sales/*.tsv')", data);
+    T_EQ_INT(check(sql, NULL), DAPI_OK);
+    for(int i = 1; i < 1100; i++)
+        check(sql, NULL);
+    size_t before = mallinfo2().uordblks;
+    for(int i = 0; i < 2048; i++)
+        check(sql, NULL);
+    long long grew = (long long)mallinfo2().uordblks - (long long)before;
+    T_CHECK(grew < 200 * 1000, "heap grew by %lld bytes over 2,048 checks (%lld per check)", grew,
+            grew / 2048);
+}
+
 static void test_open_errors(void)
 {
     struct dapi_engine *e = (struct dapi_engine *)1;
@@ -889,6 +909,7 @@ int main(void)
     test_overrun_probe();
     test_oom_company();
     test_no_leak();
+    test_checks_do_not_grow_the_heap();
     test_open_errors();
     test_sample();
 
