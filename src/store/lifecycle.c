@@ -169,9 +169,9 @@ enum dapi_err dapi_queries_status(struct dapi_queries *qs, const char *slug,
     out->rows = out->pages = out->bytes = -1;
     out->reused = q->reused;
     out->error = q->error;
-    if(q->state == DAPI_Q_DONE && q->result) {
-        out->rows = (int64_t)dapi_result_rows(q->result);
-        out->pages = (int64_t)dapi_result_pages(q->result);
+    if(q->state == DAPI_Q_DONE && q->shape_known) {
+        out->rows = (int64_t)q->rows;
+        out->pages = (int64_t)q->pages;
         out->bytes = (int64_t)q->bytes;
     } else if(q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING) {
         /* the pages published so far of the run it shares (its own, or a leader's); one
@@ -262,8 +262,7 @@ enum dapi_err dapi_queries_list(struct dapi_queries *qs, const unsigned char *ke
             s->state = q->state;
             s->created_s = q->created_s;
             s->seq = q->seq;
-            s->rows = q->state == DAPI_Q_DONE && q->result ? (int64_t)dapi_result_rows(q->result)
-                                                           : -1;
+            s->rows = q->state == DAPI_Q_DONE && q->shape_known ? (int64_t)q->rows : -1;
             if(!(s->sql = sql_head(q->sql, &s->sql_cut)))
                 result = DAPI_ERR_NOMEM;
             else
@@ -401,4 +400,114 @@ void dapi_queries_count_states(struct dapi_queries *qs, uint64_t out[DAPI_Q_NSTA
             if((unsigned)q->state < DAPI_Q_NSTATES)
                 out[q->state]++;
     pthread_mutex_unlock(&qs->lock);
+}
+
+/* ---- mapped results ------------------------------------------------------------------ */
+
+static void mru_unlink(struct dapi_queries *qs, struct query *q)
+{
+    if(!q->in_mru)
+        return;
+    if(q->mru_prev)
+        q->mru_prev->mru_next = q->mru_next;
+    else
+        qs->mru = q->mru_next;
+    if(q->mru_next)
+        q->mru_next->mru_prev = q->mru_prev;
+    else
+        qs->lru = q->mru_prev;
+    q->mru_prev = q->mru_next = NULL;
+    q->in_mru = 0;
+    qs->mapped--;
+}
+
+static void mru_push(struct dapi_queries *qs, struct query *q)
+{
+    q->mru_prev = NULL;
+    q->mru_next = qs->mru;
+    if(qs->mru)
+        qs->mru->mru_prev = q;
+    else
+        qs->lru = q;
+    qs->mru = q;
+    q->in_mru = 1;
+    qs->mapped++;
+}
+
+/* Unmaps the least recently used results beyond mapped_max, never keep's. */
+static void mru_trim(struct dapi_queries *qs, const struct query *keep)
+{
+    while(qs->mapped > qs->mapped_max && qs->lru && qs->lru != keep) {
+        struct query *old = qs->lru;
+        mru_unlink(qs, old);
+        dapi_result_close(old->result); /* (readers hold references of their own) */
+        old->result = NULL;
+    }
+}
+
+void store_result_set(struct dapi_queries *qs, struct query *q, struct dapi_result *r)
+{
+    mru_unlink(qs, q);
+    dapi_result_close(q->result);
+    q->result = r;
+    if(!r)
+        return;
+    q->rows = dapi_result_rows(r);
+    q->pages = dapi_result_pages(r);
+    q->shape_known = 1;
+    mru_push(qs, q);
+    mru_trim(qs, q);
+}
+
+void store_result_adopt(struct dapi_queries *qs, struct query *q)
+{
+    struct dapi_result *r = q->result;
+    q->result = NULL;
+    if(r)
+        store_result_set(qs, q, r);
+}
+
+struct dapi_result *store_result(struct dapi_queries *qs, struct query *q)
+{
+    if(q->state != DAPI_Q_DONE)
+        return NULL;
+    if(q->result) {
+        if(q != qs->mru) {
+            mru_unlink(qs, q);
+            mru_push(qs, q);
+        }
+        return q->result;
+    }
+    /* (unmapped to stay under mapped_max: mapped again from its pack record or file) */
+    struct dapi_result *r = NULL;
+    char path[4096];
+    if(qs->pack && store_pack_has(qs->pack, q->slug)) {
+        r = store_pack_map(qs->pack, q->slug);
+    } else {
+        dapi_queries_result_path(qs, q->slug, path, sizeof path);
+        if(dapi_result_open(&r, path))
+            r = NULL;
+    }
+    if(!r) {
+        dapi_warn("store: the result of %s cannot be mapped again", q->slug);
+        return NULL;
+    }
+    store_result_set(qs, q, r);
+    return r;
+}
+
+void dapi_queries_set_mapped_max(struct dapi_queries *qs, uint64_t n)
+{
+    pthread_mutex_lock(&qs->lock);
+    qs->mapped_max = n ? n : 1;
+    mru_trim(qs, NULL);
+    pthread_mutex_unlock(&qs->lock);
+}
+
+uint64_t dapi_queries_mapped(struct dapi_queries *qs)
+{
+    pthread_mutex_lock(&qs->lock);
+    uint64_t n = qs->mapped;
+    pthread_mutex_unlock(&qs->lock);
+    return n;
 }

@@ -157,6 +157,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     qs->wall_s = dapi_clock_wall_s;
     qs->lim.max_active = qs->lim.max_key_active = qs->lim.max_key_bytes = UINT64_MAX;
     qs->lim.query_charge = DAPI_QUERY_CHARGE;
+    qs->mapped_max = DAPI_MAPPED_MAX;
     size_t n = strlen(state_dir) + 16;
     if(!(qs->dir = malloc(n))) {
         dapi_queries_close(qs);
@@ -266,6 +267,7 @@ static void load(struct loading *l, const char *slug, struct query *q)
         return;
     }
     store_insert(qs, q);
+    store_result_adopt(qs, q);
     if(q->seq > qs->seq)
         qs->seq = q->seq; /* new queries come after every loaded one */
     if(q->state != DAPI_Q_FAILED && q->state != DAPI_Q_CANCELLED)

@@ -470,6 +470,21 @@ int store_pack_has(struct store_pack *p, const char *slug)
     return has;
 }
 
+struct dapi_result *store_pack_map(struct store_pack *p, const char *slug)
+{
+    struct dapi_result *r = NULL;
+    pthread_mutex_lock(&p->lock);
+    struct ent *e = *find(p, slug);
+    int fd = e ? file_fd(p, e->file) : -1;
+    if(fd >= 0) {
+        r = map_result(e, fd);
+        if(fd != p->fd)
+            close(fd);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return r;
+}
+
 int store_pack_remove(struct store_pack *p, const char *slug, int sync)
 {
     pthread_mutex_lock(&p->lock);

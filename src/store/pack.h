@@ -55,6 +55,9 @@ int store_pack_put(struct store_pack *p, const char *slug, const char *meta, siz
                    const void *result, size_t rlen, struct dapi_result **mapped);
 /* Whether slug has a live record. */
 int store_pack_has(struct store_pack *p, const char *slug);
+/* The result of slug's record, mapped now (a reference for the caller to close), or NULL
+ * (no such record, none with a result, or it cannot be mapped). */
+struct dapi_result *store_pack_map(struct store_pack *p, const char *slug);
 /* Removes slug's record (sync: durably, fdatasync before returning). Returns 1 if it had
  * one, 0 if not, or a negated errno value if the removal could not be written. */
 int store_pack_remove(struct store_pack *p, const char *slug, int sync);

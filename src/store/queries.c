@@ -144,6 +144,7 @@ static void forget(struct dapi_queries *qs, struct query *q)
     }
     store_bytes_sub(qs, q);
     store_slot_release(qs, q);
+    store_result_set(qs, q, NULL); /* (open snapshots hold references of their own) */
     unref(q);
 }
 
@@ -417,7 +418,8 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
     struct dapi_result *copy = NULL;
     if(how == DAPI_REUSED_RESULT && qs->pack && store_pack_has(qs->pack, src->slug)) {
         pthread_mutex_lock(&qs->lock);
-        copy = src->result ? dapi_result_ref(src->result) : NULL;
+        struct dapi_result *sr = store_result(qs, src);
+        copy = sr ? dapi_result_ref(sr) : NULL;
         pthread_mutex_unlock(&qs->lock);
         if(!copy) {
             how = DAPI_REUSED_NONE;
@@ -508,7 +510,8 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         q->reused = 0;
     }
     store_insert(qs, q);
-    unref(q); /* (the creating thread's: the registry holds it now) */
+    store_result_adopt(qs, q); /* (a reused result's, mapped above) */
+    unref(q);                  /* (the creating thread's: the registry holds it now) */
     if(how == DAPI_REUSED_RUN)
         qs->nfollow++;
     else
@@ -601,7 +604,9 @@ enum dapi_err dapi_queries_get(struct dapi_queries *qs, const char *slug,
     v->state = q->state;
     v->error = q->error;
     copy_message(v->message, sizeof v->message, q->message ? q->message : "");
-    v->result = q->result;
+    /* (a reference: the registry may unmap its own meanwhile, store_result) */
+    if((v->result = store_result(qs, q)))
+        dapi_result_ref(v->result);
     v->expires_s = q->created_s + qs->retention_s;
     v->ref = q;
     if(q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING) {
@@ -621,6 +626,7 @@ void dapi_queries_release(struct dapi_queries *qs, struct dapi_qview *v)
     pthread_mutex_lock(&qs->lock);
     unref(v->ref);
     pthread_mutex_unlock(&qs->lock);
+    dapi_result_close(v->result);
     dapi_result_live_unref(v->live);
     v->ref = NULL;
     v->result = NULL;
@@ -1172,7 +1178,10 @@ static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err erro
     q->error = error;
     free(q->message);
     q->message = message ? strdup(message) : NULL;
-    q->result = res;
+    if(res && store_find(qs, slug) == q)
+        store_result_set(qs, q, res);
+    else
+        q->result = res; /* (expired meanwhile: freed with it) */
     q->attempts = 0;
     if(q->in_run && q->run_start_us)
         dapi_metrics_run(!error, dapi_clock_mono_us() - q->run_start_us);

@@ -225,6 +225,11 @@ void dapi_queries_upstream(struct dapi_queries *qs, const char *slug, char *out,
 /* Replaces the upstream reference (persisted). */
 enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slug,
                                         const char *upstream);
+/* Results stay mapped while recently used: at most n at a time (default DAPI_MAPPED_MAX), the
+ * others mapped again when read. For tests; and how many are mapped now. */
+#define DAPI_MAPPED_MAX 16384
+void dapi_queries_set_mapped_max(struct dapi_queries *qs, uint64_t n);
+uint64_t dapi_queries_mapped(struct dapi_queries *qs);
 /* The query's directory, for backend files kept with it (deleted with it); made now if the
  * query exists and has none yet (a new query gets it when its run writes a file). */
 void dapi_queries_dir(struct dapi_queries *qs, const char *slug, char *out, size_t n);

@@ -33,13 +33,17 @@ struct query {
     enum dapi_err error;
     char *message;
     uint64_t bytes;
-    struct dapi_result *result; /* DONE: mapped lazily */
-    int refs;                   /* registry's own + snapshots */
-    int attempts;               /* runs started whose outcome is not recorded (meta.json) */
-    int in_run;                 /* one of them is going on in this process */
-    int64_t run_start_us;       /* when that run started (monotonic), for its duration */
-    int holds;                  /* holds an admission slot of its owner */
-    uint64_t charged;           /* what its owner is charged besides its result (registered) */
+    struct dapi_result *result; /* DONE: mapped while recently used (store_result) */
+    uint64_t rows, pages;       /* DONE: its result's, kept when the mapping goes ... */
+    int shape_known;            /* ... once it was mapped */
+    int in_mru;                 /* in qs's list of mapped results */
+    struct query *mru_prev, *mru_next;
+    int refs;             /* registry's own + snapshots */
+    int attempts;         /* runs started whose outcome is not recorded (meta.json) */
+    int in_run;           /* one of them is going on in this process */
+    int64_t run_start_us; /* when that run started (monotonic), for its duration */
+    int holds;            /* holds an admission slot of its owner */
+    uint64_t charged;     /* what its owner is charged besides its result (registered) */
     /* In memory only: runs that ran out of memory beside other work and were answered as
      * retryable (dapi_queries_memory_retry), and what the next run waits for. */
     int memory_retries;
@@ -114,6 +118,11 @@ struct dapi_queries {
      * look-up registered them early): a checkpoint's hook writes their files too, else the
      * checkpoint could drop the only record of a creation about to be answered. */
     struct query *creating;
+    /* Registered queries whose result is mapped, most recently used first: at most
+     * mapped_max (each mapping is one of the process's vm.max_map_count, 65,530 by default;
+     * one per retained result made the server fail once that many were kept). */
+    struct query *mru, *lru;
+    uint64_t mapped, mapped_max;
     struct store_commit *commit; /* group commit of the state dir's file system */
     struct store_pack *pack;     /* small finished queries' records (store/pack.h) */
     int clean;               /* the last stop was clean: results need no checksum check at load */
@@ -197,6 +206,14 @@ static inline int store_evictable(const struct query *q)
     return (store_ended(q->state) && !q->in_run) || (q->upstream && !q->holds && !q->in_run);
 }
 /* lifecycle.c */
+/* q's result (DONE), mapped now if it is not (NULL if it cannot be: missing or damaged), made
+ * the most recently used; the least recently used others are unmapped beyond mapped_max.
+ * Under the lock. A reader that keeps it takes a reference (dapi_result_ref). */
+struct dapi_result *store_result(struct dapi_queries *qs, struct query *q);
+/* Makes r (a reference the registry takes over, or NULL) q's result, tracked as above. */
+void store_result_set(struct dapi_queries *qs, struct query *q, struct dapi_result *r);
+/* The same for the q->result q was given before it was registered. */
+void store_result_adopt(struct dapi_queries *qs, struct query *q);
 void store_columns_clear(struct query *q);
 /* q gets a copy of src's columns (none without memory). */
 void store_columns_copy(struct query *q, const struct query *src);

@@ -85,7 +85,7 @@ struct query *store_reusable(struct dapi_queries *qs, const struct dapi_reuse *r
     if(!c || c->leader[0] || c->created_s + qs->retention_s <= now_s ||
        strcmp(c->fp, ru->fp ? ru->fp : "") != 0)
         return NULL;
-    if(c->state == DAPI_Q_DONE && c->result && now_s - c->done_s < ru->max_age_s) {
+    if(c->state == DAPI_Q_DONE && now_s - c->done_s < ru->max_age_s && store_result(qs, c)) {
         *how = DAPI_REUSED_RESULT;
         return c;
     }

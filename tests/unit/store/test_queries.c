@@ -1099,6 +1099,75 @@ static void test_v1_queries_make_room(void)
     t_rm_rf(state);
 }
 
+/* Every kept result used to stay mapped for its query's life: one mapping each, so a server
+ * keeping about 65,000 results hit vm.max_map_count and every new query failed ("out of
+ * memory"), whoever sent it. At most mapped_max stay mapped, least recently used out; a result
+ * is mapped again when read, and a reader's snapshot keeps its own reference. */
+static void test_results_mapped_are_bounded(void)
+{
+    char state[128], s[8][DAPI_SLUG_MAX];
+    state_dir(state, sizeof state, "mapped");
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, NULL);
+    if(!qs)
+        return;
+    dapi_queries_set_mapped_max(qs, 3);
+    for(int i = 0; i < 8; i++) {
+        T_EQ_INT(dapi_queries_create(qs, owner, "SELECT v", NULL, 1000, s[i], NULL, 0), DAPI_OK);
+        if(i % 2) { /* a packed result and a result file in turn, i + 1 rows each */
+            size_t len;
+            void *img = t_result_small((uint64_t)i + 1, &len);
+            dapi_queries_finish_small(qs, s[i], img, len);
+            free(img);
+        } else {
+            dapi_queries_finish(qs, s[i], DAPI_OK, NULL,
+                                t_result_write(qs, s[i], (uint64_t)i + 1));
+        }
+        T_CHECK(dapi_queries_mapped(qs) <= 3, "%llu mapped",
+                (unsigned long long)dapi_queries_mapped(qs));
+    }
+    struct dapi_qview held, v;
+    T_EQ_INT(dapi_queries_get(qs, s[0], owner, 1001, &held), DAPI_OK); /* mapped again */
+    for(int round = 0; round < 2; round++)
+        for(int i = 1; i < 8; i++) {
+            T_EQ_INT(dapi_queries_get(qs, s[i], owner, 1001, &v), DAPI_OK);
+            T_CHECK(v.result && dapi_result_rows(v.result) == (uint64_t)i + 1, "query %d's rows",
+                    i);
+            dapi_queries_release(qs, &v);
+            T_CHECK(dapi_queries_mapped(qs) <= 3, "%llu mapped",
+                    (unsigned long long)dapi_queries_mapped(qs));
+            struct dapi_qstatus st;
+            T_EQ_INT(dapi_queries_status(qs, s[(i + 4) % 8], owner, 1001, &st), DAPI_OK);
+            T_EQ_INT(st.rows, (i + 4) % 8 + 1); /* known without its mapping */
+            dapi_qstatus_free(&st);
+        }
+    /* the held snapshot's mapping outlived the registry's: still readable */
+    T_CHECK(held.result != NULL, "held result");
+    if(held.result) {
+        const char *data;
+        size_t len;
+        t_result_page(held.result, 1, &data, &len);
+        T_EQ_MEM(data, len, "{\"v\":0}");
+    }
+    dapi_queries_release(qs, &held);
+    /* a restart maps what it verifies, and keeps at most the bound once set */
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1002, NULL);
+    if(!qs)
+        return;
+    dapi_queries_set_mapped_max(qs, 2);
+    T_CHECK(dapi_queries_mapped(qs) <= 2, "%llu mapped",
+            (unsigned long long)dapi_queries_mapped(qs));
+    for(int i = 0; i < 8; i++) {
+        T_EQ_INT(dapi_queries_get(qs, s[i], owner, 1002, &v), DAPI_OK);
+        T_CHECK(v.result && dapi_result_rows(v.result) == (uint64_t)i + 1, "query %d's rows", i);
+        dapi_queries_release(qs, &v);
+    }
+    T_CHECK(dapi_queries_mapped(qs) <= 2, "%llu mapped",
+            (unsigned long long)dapi_queries_mapped(qs));
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
 static void test_long_message_and_remove(void)
 {
     char state[128], qd[256], slug[DAPI_SLUG_MAX], gone[DAPI_SLUG_MAX];
@@ -1250,6 +1319,7 @@ int main(void)
     test_full_store_costs_keys_over_quota();
     test_query_charge();
     test_v1_queries_make_room();
+    test_results_mapped_are_bounded();
     test_long_message_and_remove();
     test_scope();
     t_rm_rf(root);
