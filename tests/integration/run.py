@@ -102,6 +102,17 @@ def _child_env(unit):
     return env
 
 
+def print_totals(t_start, passed, failed, skipped):
+    """The run's last lines, "(T s)" then "N passed, N failed[, N skipped]"; its exit status."""
+    print("(%.1f s)" % (time.monotonic() - t_start))
+    summary = "%d passed, %d failed" % (passed, failed)
+    if skipped:
+        summary += ", %d skipped" % skipped
+    print(summary)
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
 def stop_runners(running):
     """Interrupts runners (SIGINT: each stops the servers it started, as at Ctrl-C), then kills
     those still there after 20 s."""
@@ -207,13 +218,7 @@ def run_parallel(opts, tests, jobs):
                 pending, alone_mods = [], []
     finally:
         stop_runners(running)
-    print("(%.1f s)" % (time.monotonic() - t_start))
-    summary = "%d passed, %d failed" % (passed, failed)
-    if skipped:
-        summary += ", %d skipped" % skipped
-    print(summary)
-    sys.stdout.flush()
-    return 1 if failed else 0
+    return print_totals(t_start, passed, failed, skipped)
 
 
 def one_line(text):
@@ -375,13 +380,7 @@ def main():
             print("(logs and temp dirs kept in %s)" % harness._root)
         harness.cleanup_root()
 
-    print("(%.1f s)" % (time.monotonic() - t_start))
-    summary = "%d passed, %d failed" % (passed, failed)
-    if skipped:
-        summary += ", %d skipped" % skipped
-    print(summary)
-    sys.stdout.flush()
-    return 1 if failed else 0
+    return print_totals(t_start, passed, failed, skipped)
 
 
 if __name__ == "__main__":
