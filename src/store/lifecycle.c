@@ -479,11 +479,9 @@ struct dapi_result *store_result(struct dapi_queries *qs, struct query *q)
         return q->result;
     }
     /* (unmapped to stay under mapped_max: mapped again from its pack record or file) */
-    struct dapi_result *r = NULL;
+    struct dapi_result *r = qs->pack ? store_pack_map(qs->pack, q->slug) : NULL;
     char path[4096];
-    if(qs->pack && store_pack_has(qs->pack, q->slug)) {
-        r = store_pack_map(qs->pack, q->slug);
-    } else {
+    if(!r) {
         dapi_queries_result_path(qs, q->slug, path, sizeof path);
         if(dapi_result_open(&r, path))
             r = NULL;

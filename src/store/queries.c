@@ -1178,7 +1178,9 @@ static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err erro
     q->error = error;
     free(q->message);
     q->message = message ? strdup(message) : NULL;
-    if(res && store_find(qs, slug) == q)
+    /* (only while registered: a query that expired meanwhile counts and maps nothing) */
+    int registered = store_find(qs, slug) == q;
+    if(res && registered)
         store_result_set(qs, q, res);
     else
         q->result = res; /* (expired meanwhile: freed with it) */
@@ -1193,8 +1195,7 @@ static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err erro
     q->live = NULL;
     q->pages_ready = 0;
     store_slot_release(qs, q);
-    /* Counted only while registered: a query that expired meanwhile counts nothing. */
-    if(!error && store_find(qs, slug) == q) {
+    if(!error && registered) {
         store_bytes_set(qs, q, bytes);
         if(store_key_bytes(qs, q->owner) > quota)
             evict(qs, q->owner, q, &gone);

@@ -147,7 +147,6 @@ def run_parallel(opts, tests, jobs):
     t_start = time.monotonic()
     passed = failed = skipped = 0
     running = []  # (unit name, Popen, output list, reader thread, t0)
-    lock = threading.Lock()
 
     def start(job):
         unit, part = job
@@ -170,25 +169,24 @@ def run_parallel(opts, tests, jobs):
         reader.join()
         rc = proc.wait()
         summary = None
-        with lock:
-            for line in out:
-                m = SUMMARY_RE.match(line.strip())
-                if m:
-                    summary = m
-                    continue
-                if re.match(r"^\(\d+\.\d+ s\)$", line.strip()):
-                    continue
-                sys.stdout.write(line)
-            if summary:
-                p, f, sk = int(summary.group(1)), int(summary.group(2)), int(summary.group(3) or 0)
-            else:
-                p, f, sk = 0, 1, 0
-                print("FAIL %s: its runner exited with status %s without a summary" % (name, rc))
-            if rc != 0 and f == 0:
-                f = 1
-                print("FAIL %s: its runner exited with status %s" % (name, rc))
-            print("== %s: %d passed, %d failed in %.1f s" % (name, p, f, time.monotonic() - t0))
-            sys.stdout.flush()
+        for line in out:
+            m = SUMMARY_RE.match(line.strip())
+            if m:
+                summary = m
+                continue
+            if re.match(r"^\(\d+\.\d+ s\)$", line.strip()):
+                continue
+            sys.stdout.write(line)
+        if summary:
+            p, f, sk = int(summary.group(1)), int(summary.group(2)), int(summary.group(3) or 0)
+        else:
+            p, f, sk = 0, 1, 0
+            print("FAIL %s: its runner exited with status %s without a summary" % (name, rc))
+        if rc != 0 and f == 0:
+            f = 1
+            print("FAIL %s: its runner exited with status %s" % (name, rc))
+        print("== %s: %d passed, %d failed in %.1f s" % (name, p, f, time.monotonic() - t0))
+        sys.stdout.flush()
         passed, failed, skipped = passed + p, failed + f, skipped + sk
 
     pending = list(units)
