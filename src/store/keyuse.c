@@ -17,22 +17,48 @@ static struct keyuse *key_get(struct dapi_queries *qs, const unsigned char *key,
     struct keyuse *k = create ? calloc(1, sizeof *k) : NULL;
     if(k) {
         memcpy(k->key, key, DAPI_KEY_HASH_LEN);
+        k->byseq.unsorted = qs->ages.unsorted; /* (a start's bulk load: sorted at its end) */
         k->next = *kp;
         *kp = k;
     }
     return k;
 }
 
-/* Frees k once it counts nothing. */
+/* Frees k once it counts nothing and no registered query is its. */
 static void key_put(struct dapi_queries *qs, struct keyuse *k)
 {
-    if(!k || k->active || k->bytes)
+    if(!k || k->active || k->bytes || store_agevec_live(&k->byseq))
         return;
     for(struct keyuse **kp = &qs->keys[k->key[0] % NKEYBUCKETS]; *kp; kp = &(*kp)->next)
         if(*kp == k) {
             *kp = k->next;
+            store_agevec_free(&k->byseq);
             free(k);
             return;
+        }
+}
+
+struct store_agevec *store_key_ages(struct dapi_queries *qs, const unsigned char *key, int create)
+{
+    struct keyuse *k = key_get(qs, key, create);
+    return k ? &k->byseq : NULL;
+}
+
+/* A query left its key's byseq (store_index_remove): the entry may go. */
+void store_key_left(struct dapi_queries *qs, const unsigned char *key)
+{
+    key_put(qs, key_get(qs, key, 0));
+}
+
+void store_keys_each(struct dapi_queries *qs,
+                     void (*f)(void *arg, const unsigned char *key, uint64_t bytes,
+                               struct store_agevec *byseq),
+                     void *arg)
+{
+    for(size_t b = 0; b < NKEYBUCKETS; b++)
+        for(struct keyuse *k = qs->keys[b], *next; k; k = next) {
+            next = k->next;
+            f(arg, k->key, k->bytes, &k->byseq);
         }
 }
 
@@ -63,6 +89,7 @@ static void slot_take(struct dapi_queries *qs, struct query *q)
     k->active++;
     qs->active++;
     q->holds = 1;
+    store_watch(qs, q);
 }
 
 /* The one way bytes are counted: adds add to owner's bytes and the store's total, then takes
@@ -116,7 +143,7 @@ void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_
     pthread_mutex_lock(&qs->lock);
     qs->lim = *l;
     /* A new charge applies to the queries registered already (loaded at open) too. */
-    for(size_t b = 0; b < NBUCKETS; b++)
+    for(size_t b = 0; b < qs->nbuckets; b++)
         for(struct query *q = qs->buckets[b]; q; q = q->next)
             if(q->charged != l->query_charge)
                 store_charge(qs, q);

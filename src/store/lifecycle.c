@@ -239,35 +239,37 @@ enum dapi_err dapi_queries_list(struct dapi_queries *qs, const unsigned char *ke
     *n = 0;
     *more = 0;
     pthread_mutex_lock(&qs->lock);
-    /* every query of the key is looked at (the registry is a hash table): a list costs a
-     * scan, bounded by the store's size */
-    for(size_t b = 0; b < NBUCKETS && !result; b++)
-        for(struct query *q = qs->buckets[b]; q && !result; q = q->next) {
-            if((before && q->seq >= before) || q->created_s + qs->retention_s <= now_s ||
-               !dapi_ct_equal(q->owner, DAPI_KEY_HASH_LEN, key_hash, DAPI_KEY_HASH_LEN))
-                continue;
-            if(cnt == cap) {
-                size_t c = cap ? cap * 2 : 64;
-                void *p = realloc(v, c * sizeof *v);
-                if(!p) {
-                    result = DAPI_ERR_NOMEM;
-                    break;
-                }
-                v = p;
-                cap = c;
-            }
-            struct dapi_qsummary *s = &v[cnt];
-            memset(s, 0, sizeof *s);
-            snprintf(s->slug, sizeof s->slug, "%s", q->slug);
-            s->state = q->state;
-            s->created_s = q->created_s;
-            s->seq = q->seq;
-            s->rows = q->state == DAPI_Q_DONE && q->shape_known ? (int64_t)q->rows : -1;
-            if(!(s->sql = sql_head(q->sql, &s->sql_cut)))
+    /* The key's queries by seq: from the cursor's place (a binary search) back to the oldest,
+     * limit + 1 of them at most (the last one says whether more follow). */
+    const struct store_agevec *mine = store_key_ages(qs, key_hash, 0);
+    size_t at = !mine ? 0 : before ? store_agevec_lower(mine, (int64_t)before, 0) : mine->n;
+    while(mine && at > mine->head && cnt <= limit && !result) {
+        struct query *q = mine->v[--at].q;
+        qs->visits++;
+        if(!q || q->created_s + qs->retention_s <= now_s)
+            continue;
+        if(cnt == cap) {
+            size_t c = cap ? cap * 2 : 64;
+            void *p = realloc(v, c * sizeof *v);
+            if(!p) {
                 result = DAPI_ERR_NOMEM;
-            else
-                cnt++;
+                break;
+            }
+            v = p;
+            cap = c;
         }
+        struct dapi_qsummary *s = &v[cnt];
+        memset(s, 0, sizeof *s);
+        snprintf(s->slug, sizeof s->slug, "%s", q->slug);
+        s->state = q->state;
+        s->created_s = q->created_s;
+        s->seq = q->seq;
+        s->rows = q->state == DAPI_Q_DONE && q->shape_known ? (int64_t)q->rows : -1;
+        if(!(s->sql = sql_head(q->sql, &s->sql_cut)))
+            result = DAPI_ERR_NOMEM;
+        else
+            cnt++;
+    }
     pthread_mutex_unlock(&qs->lock);
     if(result) {
         dapi_qsummaries_free(v, cnt);
@@ -395,7 +397,7 @@ void dapi_queries_count_states(struct dapi_queries *qs, uint64_t out[DAPI_Q_NSTA
 {
     memset(out, 0, DAPI_Q_NSTATES * sizeof *out);
     pthread_mutex_lock(&qs->lock);
-    for(size_t b = 0; b < NBUCKETS; b++)
+    for(size_t b = 0; b < qs->nbuckets; b++)
         for(const struct query *q = qs->buckets[b]; q; q = q->next)
             if((unsigned)q->state < DAPI_Q_NSTATES)
                 out[q->state]++;
@@ -500,6 +502,14 @@ void dapi_queries_set_mapped_max(struct dapi_queries *qs, uint64_t n)
     qs->mapped_max = n ? n : 1;
     mru_trim(qs, NULL);
     pthread_mutex_unlock(&qs->lock);
+}
+
+uint64_t dapi_queries_visits(struct dapi_queries *qs)
+{
+    pthread_mutex_lock(&qs->lock);
+    uint64_t n = qs->visits;
+    pthread_mutex_unlock(&qs->lock);
+    return n;
 }
 
 uint64_t dapi_queries_mapped(struct dapi_queries *qs)

@@ -46,11 +46,13 @@ static void materialise_all(void *arg)
     struct query **v = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&qs->lock);
-    /* the registered queries, then those whose record is in the log but which are not
-     * registered yet (qs->creating): the checkpoint drops that record too */
-    for(size_t b = 0; b <= NBUCKETS; b++)
-        for(struct query *q = b < NBUCKETS ? qs->buckets[b] : qs->creating; q;
-            q = b < NBUCKETS ? q->next : q->creating) {
+    /* the registered queries (those without files are all in the watch list), then those
+     * whose record is in the log but which are not registered yet (qs->creating): the
+     * checkpoint drops that record too */
+    for(int list = 0; list < 2; list++)
+        for(struct query *q = list ? qs->creating : qs->watch; q;
+            q = list ? q->creating : q->wnext) {
+            qs->visits++;
             if(atomic_load(&q->ondisk))
                 continue;
             if(n == cap) {
@@ -158,6 +160,14 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     qs->lim.max_active = qs->lim.max_key_active = qs->lim.max_key_bytes = UINT64_MAX;
     qs->lim.query_charge = DAPI_QUERY_CHARGE;
     qs->mapped_max = DAPI_MAPPED_MAX;
+    qs->nbuckets = NBUCKETS;
+    qs->nreuse = NREUSEBUCKETS;
+    if(!(qs->buckets = calloc(qs->nbuckets, sizeof *qs->buckets)) ||
+       !(qs->reuse = calloc(qs->nreuse, sizeof *qs->reuse))) {
+        dapi_queries_close(qs);
+        return DAPI_ERR_NOMEM;
+    }
+    store_index_bulk(qs, 1); /* (queries are loaded in any order: sorted once at the end) */
     size_t n = strlen(state_dir) + 16;
     if(!(qs->dir = malloc(n))) {
         dapi_queries_close(qs);
@@ -217,6 +227,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
     }
     closedir(d);
     store_pack_each(qs->pack, load_packed, &l);
+    store_index_bulk(qs, 0);
     if(l.loaded || l.expired)
         dapi_info("store: %zu queries loaded (%zu to run again, %zu failed after crashes), %zu "
                   "expired or damaged removed",
@@ -316,7 +327,7 @@ void dapi_queries_close(struct dapi_queries *qs)
         mark_clean_stop(qs);
     store_commit_close(qs->commit);
     store_pack_close(qs->pack);
-    for(size_t b = 0; b < NBUCKETS; b++) {
+    for(size_t b = 0; qs->buckets && b < qs->nbuckets; b++) {
         struct query *q = qs->buckets[b];
         while(q) {
             struct query *next = q->next;
@@ -324,18 +335,22 @@ void dapi_queries_close(struct dapi_queries *qs)
             q = next;
         }
     }
-    for(size_t b = 0; b < NREUSEBUCKETS; b++)
+    free(qs->buckets);
+    for(size_t b = 0; qs->reuse && b < qs->nreuse; b++)
         while(qs->reuse[b]) {
             struct reuse_ent *e = qs->reuse[b];
             qs->reuse[b] = e->next;
             free(e);
         }
+    free(qs->reuse);
     for(size_t b = 0; b < NKEYBUCKETS; b++)
         while(qs->keys[b]) {
             struct keyuse *k = qs->keys[b];
             qs->keys[b] = k->next;
+            store_agevec_free(&k->byseq);
             free(k);
         }
+    store_agevec_free(&qs->ages);
     pthread_mutex_destroy(&qs->lock);
     free(qs->dir);
     free(qs);

@@ -23,17 +23,17 @@ static void settle_followers(struct dapi_queries *qs, const char *slug, enum dap
 static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err error,
                    const char *message, uint64_t bytes, const void *image);
 
-static unsigned bucket(const char *slug)
+static size_t bucket(const struct dapi_queries *qs, const char *slug)
 {
     uint32_t h = 2166136261u;
     for(const unsigned char *p = (const unsigned char *)slug; *p; p++)
         h = (h ^ *p) * 16777619u;
-    return h % NBUCKETS;
+    return h % qs->nbuckets;
 }
 
 struct query *store_find(struct dapi_queries *qs, const char *slug)
 {
-    for(struct query *q = qs->buckets[bucket(slug)]; q; q = q->next)
+    for(struct query *q = qs->buckets[bucket(qs, slug)]; q; q = q->next)
         if(strcmp(q->slug, slug) == 0)
             return q;
     return NULL;
@@ -85,14 +85,40 @@ void dapi_queries_result_path(const struct dapi_queries *qs, const char *slug, c
     snprintf(out, outlen, "%s/%s/result.bin", qs->dir, slug);
 }
 
+/* The hash table doubles once it holds twice as many queries as chains, so that a look-up
+ * stays a few comparisons however many queries are kept (without memory it stays as it is). */
+static void grow(struct dapi_queries *qs)
+{
+    size_t n = qs->nbuckets * 2;
+    struct query **b = calloc(n, sizeof *b);
+    if(!b)
+        return;
+    struct query **old = qs->buckets;
+    size_t oldn = qs->nbuckets;
+    qs->buckets = b;
+    qs->nbuckets = n;
+    for(size_t i = 0; i < oldn; i++)
+        for(struct query *q = old[i], *next; q; q = next) {
+            next = q->next;
+            size_t at = bucket(qs, q->slug);
+            q->next = b[at];
+            b[at] = q;
+        }
+    free(old);
+}
+
 /* Registers q, and charges its owner the query charge until forget. */
 void store_insert(struct dapi_queries *qs, struct query *q)
 {
-    unsigned b = bucket(q->slug);
+    if(qs->count >= 2 * qs->nbuckets)
+        grow(qs);
+    size_t b = bucket(qs, q->slug);
     q->next = qs->buckets[b];
     qs->buckets[b] = q;
+    qs->count++;
     q->refs++;
     store_charge(qs, q);
+    store_index_add(qs, q, store_key_ages(qs, q->owner, 1));
 }
 
 int store_known(struct dapi_queries *qs, const struct query *q)
@@ -127,9 +153,10 @@ static void creating_remove(struct dapi_queries *qs, struct query *q)
 /* Takes q out of the hash table (the caller holds the lock). */
 static void detach(struct dapi_queries *qs, struct query *q)
 {
-    for(struct query **pp = &qs->buckets[bucket(q->slug)]; *pp; pp = &(*pp)->next)
+    for(struct query **pp = &qs->buckets[bucket(qs, q->slug)]; *pp; pp = &(*pp)->next)
         if(*pp == q) {
             *pp = q->next;
+            qs->count--;
             return;
         }
 }
@@ -145,6 +172,7 @@ static void forget(struct dapi_queries *qs, struct query *q)
     store_bytes_sub(qs, q);
     store_slot_release(qs, q);
     store_result_set(qs, q, NULL); /* (open snapshots hold references of their own) */
+    store_index_remove(qs, q);
     unref(q);
 }
 
@@ -158,47 +186,66 @@ static int older(const void *a, const void *b)
     return strcmp(x->slug, y->slug);
 }
 
+/* The oldest query of a key's byseq that may go (never keep), or NULL: queries that may not
+ * (queued, running) are bounded by admission, so this looks at few. */
+static struct query *oldest_evictable(struct dapi_queries *qs, const struct store_agevec *v,
+                                      const struct query *keep)
+{
+    for(size_t i = v->head; i < v->n; i++) {
+        struct query *q = v->v[i].q;
+        qs->visits++;
+        if(q && q != keep && store_evictable(q))
+            return q;
+    }
+    return NULL;
+}
+
+/* The oldest query that may go among those of the keys over their quota. */
+struct pick {
+    struct dapi_queries *qs;
+    uint64_t quota;
+    const struct query *keep;
+    struct query *best;
+};
+
+static void pick_oldest(void *arg, const unsigned char *key, uint64_t bytes,
+                        struct store_agevec *byseq)
+{
+    struct pick *p = arg;
+    (void)key;
+    struct query *q = bytes > p->quota ? oldest_evictable(p->qs, byseq, p->keep) : NULL;
+    if(q && (!p->best || older(&q, &p->best) < 0))
+        p->best = q;
+}
+
 /* Deletes queries that may go (store_evictable: ended, or Nekt v1) and their results, oldest
- * first, to get keys back under their quota. key != NULL:
- * that key's results until it holds at most max_key_bytes (keep is never chosen: the result
- * that made room necessary). key == NULL: results of keys over their quota while the store
- * is at max_bytes. Under the lock; the directories go into gone, for the caller to remove
- * once the lock is released. Returns how many were deleted. */
+ * first, to get keys back under their quota. key != NULL: that key's results (in the order
+ * they were created) until it holds at most max_key_bytes (keep is never chosen: the result
+ * that made room necessary). key == NULL: results of keys over their quota, the oldest of
+ * all first, while the store is at max_bytes. Each deletion looks at the front of a key's
+ * queries only, never at the whole store. Under the lock; the directories go into gone, for
+ * the caller to remove once the lock is released. Returns how many were deleted. */
 static size_t evict(struct dapi_queries *qs, const unsigned char *key, const struct query *keep,
                     struct slugs *gone)
 {
-    struct query **cand = NULL;
-    size_t n = 0, cap = 0, done = 0;
+    size_t done = 0;
     uint64_t quota = qs->lim.max_key_bytes;
-    for(size_t b = 0; b < NBUCKETS; b++)
-        for(struct query *q = qs->buckets[b]; q; q = q->next) {
-            /* each frees its charge at least */
-            if(q == keep || !store_evictable(q))
-                continue;
-            if(key ? memcmp(q->owner, key, DAPI_KEY_HASH_LEN) != 0
-                   : store_key_bytes(qs, q->owner) <= quota)
-                continue;
-            if(n == cap) {
-                size_t c = cap ? cap * 2 : 64;
-                void *p = realloc(cand, c * sizeof *cand);
-                if(!p)
-                    goto sorted; /* evict what was found so far */
-                cand = p;
-                cap = c;
-            }
-            cand[n++] = q;
+    for(;;) {
+        struct query *q;
+        if(key) {
+            if(store_key_bytes(qs, key) <= quota)
+                break;
+            struct store_agevec *mine = store_key_ages(qs, key, 0);
+            q = mine ? oldest_evictable(qs, mine, keep) : NULL;
+        } else {
+            if(qs->bytes < qs->max_bytes)
+                break;
+            struct pick p = {qs, quota, keep, NULL};
+            store_keys_each(qs, pick_oldest, &p);
+            q = p.best;
         }
-sorted:
-    if(n)
-        qsort(cand, n, sizeof *cand, older);
-    for(size_t i = 0; i < n; i++) {
-        struct query *q = cand[i];
-        if(key ? store_key_bytes(qs, key) <= quota : qs->bytes < qs->max_bytes)
-            break;
-        if(!key && store_key_bytes(qs, q->owner) <= quota)
-            continue; /* that key got back under its quota meanwhile */
-        if(slugs_add(gone, q->slug))
-            break;     /* a directory we could not remember to remove must stay registered */
+        if(!q || slugs_add(gone, q->slug))
+            break;     /* (a directory we could not remember to remove must stay registered) */
         char owner[9]; /* a prefix of the key's hash tells operators whose it was */
         snprintf(owner, sizeof owner, "%02x%02x%02x%02x", q->owner[0], q->owner[1], q->owner[2],
                  q->owner[3]);
@@ -214,7 +261,6 @@ sorted:
         forget(qs, q);
         done++;
     }
-    free(cand);
     return done;
 }
 
@@ -389,6 +435,7 @@ static enum dapi_err create(struct dapi_queries *qs, const unsigned char *key_ha
         q->done_s = src->done_s;
         if(how == DAPI_REUSED_RUN) {
             snprintf(q->leader, sizeof q->leader, "%s", src->slug);
+            store_watch(qs, q);
             q->reused = 1;
         }
     }
@@ -702,6 +749,7 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
     q->finished_s = 0;
     q->attempts++;
     q->in_run = 1;
+    store_watch(qs, q);
     q->run_start_us = dapi_clock_mono_us();
     struct meta m = store_meta_of(q);
     m.message = NULL;
@@ -794,10 +842,10 @@ void dapi_queries_remove(struct dapi_queries *qs, const char *slug)
 
 int store_has_followers(struct dapi_queries *qs, const char *slug)
 {
-    for(size_t b = 0; qs->nfollow && b < NBUCKETS; b++)
-        for(struct query *f = qs->buckets[b]; f; f = f->next)
-            if(f->leader[0] && strcmp(f->leader, slug) == 0)
-                return 1;
+    /* (a query sharing a run is in the watch list while it does) */
+    for(struct query *f = qs->nfollow ? qs->watch : NULL; f; f = f->wnext, qs->visits++)
+        if(f->leader[0] && strcmp(f->leader, slug) == 0)
+            return 1;
     return 0;
 }
 
@@ -835,7 +883,6 @@ static enum dapi_err cancel(struct dapi_queries *qs, const char *slug,
     if(store_ended(q->state)) { /* deleted, as if it had expired */
         detach(qs, q);
         forget(qs, q); /* persist_begin's reference keeps q alive */
-        store_reuse_prune(qs);
         pthread_mutex_unlock(&qs->lock);
         persist_end(qs, q);
         fire(w, 0);
@@ -1011,25 +1058,25 @@ static void settle_followers(struct dapi_queries *qs, const char *slug, enum dap
     pthread_mutex_lock(&qs->lock);
     struct query *leader = store_find(qs, slug);
     int64_t data_s = leader ? leader->done_s : 0;
-    for(size_t b = 0; qs->nfollow && b < NBUCKETS; b++)
-        for(struct query *q = qs->buckets[b]; q; q = q->next) {
-            if(!q->leader[0] || strcmp(q->leader, slug) != 0)
-                continue;
-            if(n == cap) {
-                size_t c = cap ? cap * 2 : 16;
-                void *p = realloc(f, c * sizeof *f);
-                if(!p)
-                    goto collected; /* the rest stay queued: they run after a restart */
-                f = p;
-                cap = c;
-            }
-            q->leader[0] = '\0';
-            qs->nfollow--;
-            q->refs++;
-            if(data_s)
-                q->done_s = data_s;
-            f[n++] = q;
+    for(struct query *q = qs->nfollow ? qs->watch : NULL; q; q = q->wnext) {
+        qs->visits++;
+        if(!q->leader[0] || strcmp(q->leader, slug) != 0)
+            continue;
+        if(n == cap) {
+            size_t c = cap ? cap * 2 : 16;
+            void *p = realloc(f, c * sizeof *f);
+            if(!p)
+                goto collected; /* the rest stay queued: they run after a restart */
+            f = p;
+            cap = c;
         }
+        q->leader[0] = '\0';
+        qs->nfollow--;
+        q->refs++;
+        if(data_s)
+            q->done_s = data_s;
+        f[n++] = q;
+    }
 collected:
     pthread_mutex_unlock(&qs->lock);
     char from[4096], to[4096];
@@ -1256,6 +1303,7 @@ int dapi_queries_wait_page(struct dapi_queries *qs, const char *slug, uint64_t p
     }
     w->next = q->waiters;
     q->waiters = w;
+    store_watch(qs, q);
     if(page)
         want_update(q);
     pthread_mutex_unlock(&qs->lock);
@@ -1314,48 +1362,67 @@ void dapi_queries_tick(struct dapi_queries *qs, int64_t now_s, int64_t now_ms)
     struct slugs expired = {0}, abandoned = {0};
     pthread_mutex_lock(&qs->lock);
     int64_t abandon_s = qs->abandon_s;
-    for(size_t b = 0; b < NBUCKETS; b++) {
-        struct query **pp = &qs->buckets[b];
-        while(*pp) {
-            struct query *q = *pp;
-            if(q->waiters) /* someone waits for it: asked about it until now */
+    /* Waiters' deadlines and abandonment: only the queries in the watch list (those that
+     * no longer need the tick leave it). */
+    for(struct query *q = qs->watch, *next; q; q = next) {
+        next = q->wnext;
+        qs->visits++;
+        if(!store_watched(q)) {
+            store_unwatch(qs, q);
+            continue;
+        }
+        if(q->waiters) /* someone waits for it: asked about it until now */
+            q->last_seen_s = now_s;
+        for(struct waiter **wp = &q->waiters; *wp;) {
+            struct waiter *w = *wp;
+            if(w->deadline_ms <= now_ms) {
+                *wp = w->next;
+                w->next = due;
+                due = w;
+            } else {
+                wp = &w->next;
+            }
+        }
+        /* Abandoned: queued or running, and its owner neither waits for it nor asked
+         * about it for abandon_s (since this process started, for one resumed). Only
+         * a query that is (to be) run counts: one holding an admission slot, running or
+         * sharing a run — not a Nekt v1 query, which has no run of its own (its pages
+         * are fetched per request) and stays queued. */
+        if(abandon_s > 0 && !store_ended(q->state) && !q->waiters &&
+           (q->holds || q->in_run || q->leader[0])) {
+            if(!q->last_seen_s)
                 q->last_seen_s = now_s;
-            for(struct waiter **wp = &q->waiters; *wp;) {
-                struct waiter *w = *wp;
-                if(w->deadline_ms <= now_ms) {
-                    *wp = w->next;
-                    w->next = due;
-                    due = w;
-                } else {
-                    wp = &w->next;
-                }
-            }
-            /* Expired queries go whatever their state (a run still writing into the
-             * directory then fails harmlessly); never while someone waits on them. */
-            if(q->created_s + qs->retention_s <= now_s && !q->waiters) {
-                if(slugs_add(&expired, q->slug))
-                    break;
-                *pp = q->next;
-                forget(qs, q); /* open snapshots keep the mapping alive until released */
-                continue;
-            }
-            /* Abandoned: queued or running, and its owner neither waits for it nor asked
-             * about it for abandon_s (since this process started, for one resumed). Only
-             * a query that is (to be) run counts: one holding an admission slot, running or
-             * sharing a run — not a Nekt v1 query, which has no run of its own (its pages
-             * are fetched per request) and stays queued. */
-            if(abandon_s > 0 && !store_ended(q->state) && !q->waiters &&
-               (q->holds || q->in_run || q->leader[0])) {
-                if(!q->last_seen_s)
-                    q->last_seen_s = now_s;
-                else if(now_s - q->last_seen_s >= abandon_s)
-                    slugs_add(&abandoned, q->slug);
-            }
-            pp = &q->next;
+            else if(now_s - q->last_seen_s >= abandon_s)
+                slugs_add(&abandoned, q->slug);
         }
     }
-    if(expired.n)
-        store_reuse_prune(qs);
+    /* Expired queries go whatever their state (a run still writing into the directory then
+     * fails harmlessly); never while someone waits on them. Only the expired ones are looked
+     * at: the ages are ordered by creation. */
+    struct query **old = NULL;
+    size_t nold = 0;
+    for(size_t i = qs->ages.head; i < qs->ages.n; i++) {
+        struct store_ageent *e = &qs->ages.v[i];
+        qs->visits++;
+        if(e->a + qs->retention_s > now_s)
+            break;
+        if(!e->q || e->q->waiters)
+            continue;
+        if(!(nold % 256)) {
+            struct query **p = realloc(old, (nold + 256) * sizeof *p);
+            if(!p)
+                break; /* (the next tick goes on) */
+            old = p;
+        }
+        old[nold++] = e->q;
+    }
+    for(size_t i = 0; i < nold; i++) {
+        if(slugs_add(&expired, old[i]->slug))
+            break;
+        detach(qs, old[i]);
+        forget(qs, old[i]); /* open snapshots keep the mapping alive until released */
+    }
+    free(old);
     pthread_mutex_unlock(&qs->lock);
     fire(due, 1);
     size_t nexpired = expired.n;
@@ -1379,14 +1446,12 @@ void dapi_queries_cancel_waiters(struct dapi_queries *qs)
 {
     struct waiter *all = NULL;
     pthread_mutex_lock(&qs->lock);
-    for(size_t b = 0; b < NBUCKETS; b++)
-        for(struct query *q = qs->buckets[b]; q; q = q->next) {
-            while(q->waiters) {
-                struct waiter *w = q->waiters;
-                q->waiters = w->next;
-                w->next = all;
-                all = w;
-            }
+    for(struct query *q = qs->watch; q; q = q->wnext) /* (every query waited for is in it) */
+        while(q->waiters) {
+            struct waiter *w = q->waiters;
+            q->waiters = w->next;
+            w->next = all;
+            all = w;
         }
     pthread_mutex_unlock(&qs->lock);
     fire(all, 1);

@@ -230,6 +230,10 @@ enum dapi_err dapi_queries_set_upstream(struct dapi_queries *qs, const char *slu
 #define DAPI_MAPPED_MAX 16384
 void dapi_queries_set_mapped_max(struct dapi_queries *qs, uint64_t n);
 uint64_t dapi_queries_mapped(struct dapi_queries *qs);
+/* How many queries the registry's walks have looked at so far (the tick, making room in a
+ * quota, lists, shared runs, result reuse, checkpoints): each walks what it needs — the
+ * queries due, a key's oldest, a page of a list — never every kept query. For tests. */
+uint64_t dapi_queries_visits(struct dapi_queries *qs);
 /* The query's directory, for backend files kept with it (deleted with it); made now if the
  * query exists and has none yet (a new query gets it when its run writes a file). */
 void dapi_queries_dir(struct dapi_queries *qs, const char *slug, char *out, size_t n);

@@ -80,6 +80,27 @@ struct query {
     struct waiter *waiters;
     struct query *next;     /* hash chain */
     struct query *creating; /* qs->creating chain (recorded, not yet registered) */
+    /* The indexes besides the hash table (index.c): registered, in qs->ages (aged) and in
+     * its key's byseq; in the watch list; in its identity's list (ient). */
+    int registered, aged, watched;
+    struct store_agevec *byseq;
+    struct query *wprev, *wnext;
+    struct reuse_ent *ient;
+    struct query *iprev, *inext;
+};
+
+/* Queries ordered by two keys (index.c): entries (a, b, q), q NULL for a query gone. */
+struct store_ageent {
+    int64_t a;
+    uint64_t b;
+    struct query *q;
+};
+struct store_agevec {
+    struct store_ageent *v;
+    size_t n, cap;
+    size_t head;  /* v[0 .. head) are all holes */
+    size_t dead;  /* holes from head on */
+    int unsorted; /* a start's bulk load: sorted once it ends */
 };
 
 /* What one key uses of what keys share: admission slots and stored bytes. An entry exists
@@ -88,18 +109,20 @@ struct query {
 struct keyuse {
     unsigned char key[DAPI_KEY_HASH_LEN];
     uint64_t active, bytes;
+    struct store_agevec byseq; /* its registered queries by (seq, created_s) */
     struct keyuse *next;
 };
 
-#define NBUCKETS 4096
+#define NBUCKETS 4096 /* the hash table's first size */
 #define NKEYBUCKETS 256
-#define NREUSEBUCKETS 1024
+#define NREUSEBUCKETS 1024 /* the identities' table's first size */
 
 /* The newest query holding (or computing) a result of each identity. Entries whose query is
  * gone are dropped when met (lookup) and at each tick. */
 struct reuse_ent {
     char ident[DAPI_REUSE_HEX];
-    char slug[DAPI_SLUG_MAX];
+    char slug[DAPI_SLUG_MAX];   /* its holder ("": found again from the list) */
+    struct query *first, *last; /* the registered queries of the identity, by seq */
     struct reuse_ent *next;
 };
 
@@ -110,9 +133,14 @@ struct dapi_queries {
     uint64_t max_bytes, bytes;
     struct dapi_queries_limits lim;
     uint64_t active, seq;
-    struct query *buckets[NBUCKETS];
+    struct query **buckets; /* the hash table: nbuckets chains (doubled as it fills) */
+    size_t nbuckets, count;
+    struct store_agevec ages; /* registered queries by (created_s, seq): expiry */
+    struct query *watch;      /* what the tick looks at (index.c) */
+    uint64_t visits;          /* queries its walks looked at (dapi_queries_visits) */
     struct keyuse *keys[NKEYBUCKETS];
-    struct reuse_ent *reuse[NREUSEBUCKETS];
+    struct reuse_ent **reuse; /* result identities: nreuse chains (doubled as it fills) */
+    size_t nreuse, nidents;
     uint64_t nfollow; /* queries waiting for another's run (single-flight) */
     /* Queries whose creation record goes to the log before they are registered (no reuse
      * look-up registered them early): a checkpoint's hook writes their files too, else the
@@ -205,6 +233,34 @@ static inline int store_evictable(const struct query *q)
 {
     return (store_ended(q->state) && !q->in_run) || (q->upstream && !q->holds && !q->in_run);
 }
+/* index.c (under the lock) */
+/* q joins the ages (and its key's, mine: NULL without memory for its key entry), its
+ * identity's list and the watch list / leaves them all (at its deletion). */
+void store_index_add(struct dapi_queries *qs, struct query *q, struct store_agevec *mine);
+void store_index_remove(struct dapi_queries *qs, struct query *q);
+/* A start's bulk load: on, queries are appended in any order; off sorts every vector. */
+void store_index_bulk(struct dapi_queries *qs, int on);
+/* The first entry at or after (a, b) (from v->head on). */
+size_t store_agevec_lower(const struct store_agevec *v, int64_t a, uint64_t b);
+size_t store_agevec_live(const struct store_agevec *v);
+void store_agevec_free(struct store_agevec *v);
+/* Whether the tick must look at q; puts a registered q in the watch list (if it is not) /
+ * takes it out. Each change that makes store_watched true calls store_watch; the tick takes
+ * out those it finds false. */
+int store_watched(const struct query *q);
+void store_watch(struct dapi_queries *qs, struct query *q);
+void store_unwatch(struct dapi_queries *qs, struct query *q);
+/* The entry of ident (made if create; NULL without memory or if none). */
+struct reuse_ent *store_ident_get(struct dapi_queries *qs, const char *ident, int create);
+/* keyuse.c: key's byseq vector (its entry made if create; NULL without memory or entry). */
+struct store_agevec *store_key_ages(struct dapi_queries *qs, const unsigned char *key, int create);
+void store_key_left(struct dapi_queries *qs, const unsigned char *key);
+/* Each key entry, for f(arg, key, its bytes, its byseq). */
+void store_keys_each(struct dapi_queries *qs,
+                     void (*f)(void *arg, const unsigned char *key, uint64_t bytes,
+                               struct store_agevec *byseq),
+                     void *arg);
+
 /* lifecycle.c */
 /* q's result (DONE), mapped now if it is not (NULL if it cannot be: missing or damaged), made
  * the most recently used; the least recently used others are unmapped beyond mapped_max.
@@ -293,8 +349,6 @@ size_t store_replay_apply(struct dapi_queries *qs, struct replay *r);
 /* reuse.c (under the lock) */
 /* Makes q the query of its identity (the newest registered wins). */
 void store_reuse_set(struct dapi_queries *qs, const struct query *q);
-/* Entries whose holder is gone move to another slug sharing the result, or go. */
-void store_reuse_prune(struct dapi_queries *qs);
 /* The query whose result (or run) a new query of identity ru->ident may share, or NULL;
  * *how says which. */
 struct query *store_reusable(struct dapi_queries *qs, const struct dapi_reuse *ru, int64_t now_s,

@@ -7,74 +7,34 @@
 
 /* ---- the reuse index (under the lock) ------------------------------------------------ */
 
-static unsigned rbucket(const char *ident)
-{
-    uint32_t h = 2166136261u;
-    for(const unsigned char *p = (const unsigned char *)ident; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % NREUSEBUCKETS;
-}
+/* Each identity's entry lists its registered queries (index.c) and names its holder. */
 
 /* Makes q the query of its identity (the newest registered wins). */
 void store_reuse_set(struct dapi_queries *qs, const struct query *q)
 {
-    if(!q->ident[0])
-        return;
-    struct reuse_ent **head = &qs->reuse[rbucket(q->ident)];
-    for(struct reuse_ent *e = *head; e; e = e->next)
-        if(strcmp(e->ident, q->ident) == 0) {
-            struct query *old = store_find(qs, e->slug);
-            if(!old || old->seq <= q->seq)
-                snprintf(e->slug, sizeof e->slug, "%s", q->slug);
-            return;
-        }
-    struct reuse_ent *e = calloc(1, sizeof *e);
+    struct reuse_ent *e = q->ident[0] ? store_ident_get(qs, q->ident, 0) : NULL;
     if(!e)
-        return; /* (not reused: it simply runs) */
-    snprintf(e->ident, sizeof e->ident, "%s", q->ident);
-    snprintf(e->slug, sizeof e->slug, "%s", q->slug);
-    e->next = *head;
-    *head = e;
+        return; /* (not listed for want of memory: not reused, it simply runs) */
+    struct query *old = e->slug[0] ? store_find(qs, e->slug) : NULL;
+    if(!old || old->seq <= q->seq)
+        snprintf(e->slug, sizeof e->slug, "%s", q->slug);
 }
 
-/* The query of ident, or NULL (an entry whose query is gone is dropped). */
+/* The query of ident, or NULL. Once its holder is gone (expired, evicted, removed), another
+ * slug may still share the result: the newest such of the identity's list. */
 static struct query *reuse_find(struct dapi_queries *qs, const char *ident)
 {
-    for(struct reuse_ent **ep = &qs->reuse[rbucket(ident)]; *ep; ep = &(*ep)->next) {
-        struct reuse_ent *e = *ep;
-        if(strcmp(e->ident, ident) != 0)
-            continue;
-        struct query *q = store_find(qs, e->slug);
-        if(!q) {
-            /* Its holder was deleted (expired, evicted, removed): another slug may still
-             * share the result — the newest such, found by a scan (only then). */
-            for(size_t i = 0; i < NBUCKETS; i++)
-                for(struct query *c = qs->buckets[i]; c; c = c->next)
-                    if(strcmp(c->ident, ident) == 0 && !c->leader[0] &&
-                       c->state != DAPI_Q_FAILED && c->state != DAPI_Q_CANCELLED &&
-                       (!q || c->seq > q->seq))
-                        q = c;
-            if(q) {
-                snprintf(e->slug, sizeof e->slug, "%s", q->slug);
-            } else {
-                *ep = e->next;
-                free(e);
-            }
-        }
+    struct reuse_ent *e = store_ident_get(qs, ident, 0);
+    if(!e)
+        return NULL;
+    struct query *q = e->slug[0] ? store_find(qs, e->slug) : NULL;
+    if(q)
         return q;
-    }
-    return NULL;
-}
-
-/* Entries whose holder is gone move to another slug sharing the result, or go. */
-void store_reuse_prune(struct dapi_queries *qs)
-{
-    for(size_t b = 0; b < NREUSEBUCKETS; b++)
-        for(struct reuse_ent *e = qs->reuse[b], *next; e; e = next) {
-            next = e->next;
-            if(!store_find(qs, e->slug))
-                reuse_find(qs, e->ident); /* (may free e) */
-        }
+    for(struct query *c = e->last; c && !q; c = c->iprev, qs->visits++)
+        if(!c->leader[0] && c->state != DAPI_Q_FAILED && c->state != DAPI_Q_CANCELLED)
+            q = c;
+    snprintf(e->slug, sizeof e->slug, "%s", q ? q->slug : "");
+    return q;
 }
 
 /* The query whose result (or run) a new query of identity ident may share, under the lock. */
