@@ -20,7 +20,7 @@
 #define PACK_LIVE 0x31505144u /* "DQP1" */
 #define PACK_DEAD 0x58505144u /* "DQPX" */
 #define PACK_HEAD 32
-#define PACK_BUCKETS 4096
+#define PACK_BUCKETS 4096 /* the index's first size */
 
 /* One pack file. Only the newest (p->cur) is appended to; the others only have records
  * removed, through a descriptor opened for that. */
@@ -53,7 +53,8 @@ struct store_pack {
     uint64_t next_n; /* the next file's number */
     uint64_t seq, records, nfiles;
     int owed; /* a compaction's sync failed: the next one syncs the file system first */
-    struct ent *buckets[PACK_BUCKETS];
+    struct ent **buckets; /* the index: nbuckets chains, doubled as records come */
+    size_t nbuckets;
 };
 
 /* A checksum that catches torn and damaged records (not an adversary: the state dir is the
@@ -90,17 +91,38 @@ static uint64_t ent_size(const struct ent *e)
     return rec_size((uint32_t)strlen(e->slug), e->mlen, e->rlen);
 }
 
-static size_t bucket(const char *slug)
+static size_t bucket(const struct store_pack *p, const char *slug)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for(const unsigned char *c = (const unsigned char *)slug; *c; c++)
         h = (h ^ *c) * 0x100000001b3ull;
-    return (size_t)(h % PACK_BUCKETS);
+    return (size_t)(h % p->nbuckets);
+}
+
+/* The index doubles once it holds twice as many records as chains: a look-up (every run's
+ * start and end asks) stays a few comparisons with millions of records (without memory it
+ * stays as it is). */
+static void grow(struct store_pack *p)
+{
+    size_t n = p->nbuckets * 2, oldn = p->nbuckets;
+    struct ent **b = calloc(n, sizeof *b), **old = p->buckets;
+    if(!b)
+        return;
+    p->buckets = b;
+    p->nbuckets = n;
+    for(size_t i = 0; i < oldn; i++)
+        for(struct ent *e = old[i], *next; e; e = next) {
+            next = e->next;
+            size_t at = bucket(p, e->slug);
+            e->next = b[at];
+            b[at] = e;
+        }
+    free(old);
 }
 
 static struct ent **find(struct store_pack *p, const char *slug)
 {
-    struct ent **e = &p->buckets[bucket(slug)];
+    struct ent **e = &p->buckets[bucket(p, slug)];
     while(*e && strcmp((*e)->slug, slug) != 0)
         e = &(*e)->next;
     return e;
@@ -171,8 +193,10 @@ static void index_add(struct store_pack *p, struct ent *e)
     if(*old && rec_remove(p, old, 0))
         dapi_warn("store: cannot mark the older record of %s removed", e->slug);
     e->seq = ++p->seq;
-    e->next = p->buckets[bucket(e->slug)];
-    p->buckets[bucket(e->slug)] = e;
+    if(p->records >= 2 * p->nbuckets)
+        grow(p);
+    e->next = p->buckets[bucket(p, e->slug)];
+    p->buckets[bucket(p, e->slug)] = e;
     p->records++;
 }
 
@@ -235,7 +259,11 @@ int store_pack_open(struct store_pack **out, const char *dir)
 {
     struct store_pack *p = calloc(1, sizeof *p);
     *out = NULL;
-    if(!p || !(p->dir = strdup(dir))) {
+    if(p)
+        p->buckets = calloc(p->nbuckets = PACK_BUCKETS, sizeof *p->buckets);
+    if(!p || !p->buckets || !(p->dir = strdup(dir))) {
+        if(p)
+            free(p->buckets);
         free(p);
         return ENOMEM;
     }
@@ -292,12 +320,13 @@ void store_pack_close(struct store_pack *p)
         return;
     if(p->fd >= 0)
         close(p->fd);
-    for(size_t b = 0; b < PACK_BUCKETS; b++)
+    for(size_t b = 0; b < p->nbuckets; b++)
         while(p->buckets[b]) {
             struct ent *e = p->buckets[b];
             p->buckets[b] = e->next;
             free(e);
         }
+    free(p->buckets);
     while(p->files) {
         struct pfile *f = p->files;
         p->files = f->next;
@@ -330,7 +359,7 @@ void store_pack_each(struct store_pack *p, store_pack_each_fn fn, void *arg)
     pthread_mutex_lock(&p->lock);
     struct ent *v = p->records ? malloc(p->records * sizeof *v) : NULL;
     size_t n = 0;
-    for(size_t b = 0; v && b < PACK_BUCKETS; b++)
+    for(size_t b = 0; v && b < p->nbuckets; b++)
         for(struct ent *e = p->buckets[b]; e; e = e->next) {
             v[n] = *e;
             v[n++].next = NULL;
@@ -611,7 +640,7 @@ int64_t store_pack_compact(struct store_pack *p, store_pack_moved_fn fn, void *a
      * removed meanwhile) */
     char(*slugs)[DAPI_SLUG_MAX] = f->live ? malloc(f->live * sizeof *slugs) : NULL;
     size_t n = 0;
-    for(size_t b = 0; slugs && b < PACK_BUCKETS; b++)
+    for(size_t b = 0; slugs && b < p->nbuckets; b++)
         for(struct ent *e = p->buckets[b]; e; e = e->next)
             if(e->file == f && n < f->live)
                 memcpy(slugs[n++], e->slug, sizeof e->slug);

@@ -696,6 +696,46 @@ static void test_unwritable(void)
     dapi_queries_close(qs);
 }
 
+/* The index grows past its first 4,096 chains (twice over here): every record is still
+ * found, removed ones are not, and a start reads them all back. */
+static void test_many(void)
+{
+    enum { MANY = 20000 };
+    state_dir(dir, sizeof dir, "many");
+    struct store_pack *p = NULL;
+    T_EQ_INT(store_pack_open(&p, dir), 0);
+    char slug[32];
+    int put = 0, found = 0, gone = 0;
+    for(int i = 0; i < MANY; i++) {
+        snprintf(slug, sizeof slug, "q%d", i);
+        put += store_pack_put(p, slug, "{}", 2, NULL, 0, NULL) == 0;
+    }
+    T_EQ_INT(put, MANY);
+    for(int i = 0; i < MANY; i += 2) {
+        snprintf(slug, sizeof slug, "q%d", i);
+        store_pack_remove(p, slug, 0);
+    }
+    for(int pass = 0; pass < 2; pass++) {
+        found = gone = 0;
+        for(int i = 0; i < MANY; i++) {
+            snprintf(slug, sizeof slug, "q%d", i);
+            int has = store_pack_has(p, slug);
+            found += has && i % 2;
+            gone += !has && !(i % 2);
+        }
+        T_EQ_INT(found, MANY / 2);
+        T_EQ_INT(gone, MANY / 2);
+        if(!pass) {
+            struct seen s = reopen(&p);
+            T_EQ_INT(s.n, MANY / 2);
+        }
+    }
+    uint64_t records, files;
+    store_pack_counts(p, &records, &files);
+    T_EQ_INT(records, MANY / 2);
+    store_pack_close(p);
+}
+
 int main(void)
 {
     if(fixture_setup("pack"))
@@ -707,6 +747,7 @@ int main(void)
     test_power_loss();
     test_rerun();
     test_unwritable();
+    test_many();
     t_rm_rf(root);
     T_DONE();
 }
