@@ -24,6 +24,14 @@ void dapi_notify_ready(const char *host, int port)
     notify(state);
 }
 
+void dapi_notify_loading(size_t n)
+{
+    char state[128];
+    snprintf(state, sizeof state,
+             "EXTEND_TIMEOUT_USEC=30000000\nSTATUS=loading stored queries: %zu so far", n);
+    notify(state);
+}
+
 void dapi_notify_stopping(void)
 {
     notify("STOPPING=1\nSTATUS=stopping");

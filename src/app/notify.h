@@ -6,9 +6,16 @@
 #ifndef DAPI_NOTIFY_H
 #define DAPI_NOTIFY_H
 
+#include <stddef.h>
+
 /* READY=1, with a STATUS= line saying where the server listens. */
 void dapi_notify_ready(const char *host, int port);
 /* STOPPING=1. */
 void dapi_notify_stopping(void);
+/* While the start reads back stored queries (n so far): STATUS= says so, and
+ * EXTEND_TIMEOUT_USEC= gives the start 30 s more from now, so that a start that keeps making
+ * progress is never killed by the unit's start timeout (90 s by default), however many
+ * queries it has to read, and one that stops making progress still is. */
+void dapi_notify_loading(size_t n);
 
 #endif

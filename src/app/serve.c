@@ -109,6 +109,13 @@ static int cap_memory(const struct dapi_config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* Progress of the start's read back of stored queries, for the service manager. */
+static void loading(void *arg, size_t n)
+{
+    (void)arg;
+    dapi_notify_loading(n);
+}
+
 static void unfinished(void *arg, const char *slug, const char *sql)
 {
     struct pending **list = arg, *p = calloc(1, sizeof *p);
@@ -459,8 +466,8 @@ static int serve_build(struct serve *s)
     }
     struct pending *resume = NULL;
     if(dapi_queries_open(&app->queries, cfg->state_dir, cfg->retention,
-                         (uint64_t)cfg->max_state_bytes, dapi_clock_wall_s(), unfinished, &resume,
-                         err, errlen)) {
+                         (uint64_t)cfg->max_state_bytes, dapi_clock_wall_s(), unfinished, loading,
+                         &resume, err, errlen)) {
         fprintf(stderr, "dapi serve: %s\n", err);
         return START_FAILED;
     }

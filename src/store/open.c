@@ -134,6 +134,7 @@ struct loading {
     struct dapi_queries *qs;
     int64_t now_s;
     void (*on_unfinished)(void *arg, const char *slug, const char *sql);
+    void (*on_progress)(void *arg, size_t n);
     void *arg;
     size_t loaded, expired, rerun, crashed;
 };
@@ -143,11 +144,11 @@ static void load(struct loading *l, const char *slug, struct query *q);
 static void load_packed(void *arg, const char *slug, const char *meta, size_t mlen,
                         struct dapi_result *result);
 
-enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir,
-                                int64_t retention_s, uint64_t max_state_bytes, int64_t now_s,
-                                void (*on_unfinished)(void *arg, const char *slug,
-                                                      const char *sql),
-                                void *arg, char *err, size_t errlen)
+enum dapi_err
+dapi_queries_open(struct dapi_queries **out, const char *state_dir, int64_t retention_s,
+                  uint64_t max_state_bytes, int64_t now_s,
+                  void (*on_unfinished)(void *arg, const char *slug, const char *sql),
+                  void (*on_progress)(void *arg, size_t n), void *arg, char *err, size_t errlen)
 {
     struct dapi_queries *qs = calloc(1, sizeof *qs);
     *out = NULL;
@@ -211,7 +212,7 @@ enum dapi_err dapi_queries_open(struct dapi_queries **out, const char *state_dir
         return DAPI_ERR_IO;
     }
     struct dirent *de;
-    struct loading l = {qs, now_s, on_unfinished, arg, 0, 0, 0, 0};
+    struct loading l = {qs, now_s, on_unfinished, on_progress, arg, 0, 0, 0, 0};
     size_t orphans = 0;
     uint64_t orphan_bytes = 0;
     while((de = readdir(d))) {
@@ -268,6 +269,9 @@ static void load(struct loading *l, const char *slug, struct query *q)
 {
     struct dapi_queries *qs = l->qs;
     int64_t now_s = l->now_s;
+    size_t seen = l->loaded + l->expired + 1;
+    if(l->on_progress && seen % DAPI_QUERIES_PROGRESS == 0)
+        l->on_progress(l->arg, seen);
     if(!q || q->created_s + qs->retention_s <= now_s) {
         if(q)
             store_qfree(q);
@@ -307,7 +311,8 @@ static void load(struct loading *l, const char *slug, struct query *q)
     }
     if(q->state == DAPI_Q_QUEUED) {
         l->rerun++;
-        l->on_unfinished(l->arg, q->slug, q->sql);
+        if(l->on_unfinished)
+            l->on_unfinished(l->arg, q->slug, q->sql);
     }
 }
 

@@ -465,6 +465,64 @@ def test_sd_notify_ready_once_listening_and_stopping_on_sigterm():
         ns.close()
 
 
+def create_many(s, n, threads=4):
+    """n queries of s's key, made over keep-alive connections (identical SQL: each after the
+    first reuses the first's result, so nothing runs); returns how many got 200."""
+    import http.client
+    import json
+    made = [0] * threads
+
+    def work(t):
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        body = json.dumps({"sql_query": "SELECT 1 AS one"})
+        for _ in range(n // threads + (t < n % threads)):
+            c.request("POST", "/api/queries", body=body,
+                      headers={"x-api-key": KEY, "Content-Type": "application/json"})
+            r = c.getresponse()
+            r.read()
+            made[t] += r.status == 200
+        c.close()
+
+    ts = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(made)
+
+
+def test_sd_notify_progress_while_many_stored_queries_load():
+    """A start reading back millions of stored queries takes minutes (about 35 us each): it
+    must tell systemd it is making progress, or the unit's start timeout (90 s) kills it and
+    Restart= starts it again, for ever. Every 4,096 queries read back: STATUS= says how many,
+    EXTEND_TIMEOUT_USEC= gives the start 30 s more. Before, the first notification was READY=1
+    whatever the start had to read."""
+    ns = NotifySocket()
+    try:
+        s = h.Server(keys=[KEY], env={"NOTIFY_SOCKET": ns.path}, name="notify-load")
+        msg = ns.recv(h.START_TIMEOUT)
+        eq(msg and msg.get("READY"), "1", "READY=1 of an empty state dir first (%r)" % msg)
+        eq(create_many(s, 4200), 4200, "queries created")
+        s.stop()
+        while ns.recv(0.5) is not None:  # (STOPPING=1)
+            pass
+        s.start(wait=False)
+        msg = ns.recv(h.START_TIMEOUT)
+        check(msg is not None, "no notification at the second start\n%s" % s.diagnostics())
+        eq(msg.get("STATUS"), "loading stored queries: 4096 so far", "the first notification (%r)" % msg)
+        eq(msg.get("EXTEND_TIMEOUT_USEC"), "30000000", "the start asks for 30 s more (%r)" % msg)
+        check("READY" not in msg, "not ready while loading: %r" % msg)
+        msg = ns.recv(h.START_TIMEOUT)
+        eq(msg and msg.get("READY"), "1", "READY=1 once loaded (%r)" % msg)
+        s.wait_listening()
+        text = s.wait_stderr(lambda t: "queries loaded" in t)
+        check("4200 queries loaded" in text, "all of them were read back:\n" + text[-600:])
+        expect_status(s.request("GET", "/api/health"), 200, "health after the long start")
+        s.stop()
+    finally:
+        ns.close()
+
+
 def test_unreachable_notify_socket_is_logged_not_fatal():
     path = os.path.join(h.tmpdir("notify-none"), "nobody-listens.sock")
     with h.Server(keys=[KEY], env={"NOTIFY_SOCKET": path}, name="notify-none") as s:

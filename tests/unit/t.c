@@ -389,7 +389,7 @@ t_registry_open(const char *state, int64_t retention, uint64_t max_bytes, int64_
     struct dapi_queries *qs = NULL;
     char err[512] = "";
     enum dapi_err r = dapi_queries_open(&qs, state, retention, max_bytes, now_s, on_unfinished,
-                                        arg, err, sizeof err);
+                                        NULL, arg, err, sizeof err);
     T_CHECK(r == DAPI_OK && qs, "open %s: %d %s", state, (int)r, err);
     return qs;
 }

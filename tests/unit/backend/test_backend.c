@@ -162,7 +162,7 @@ static int parts_start(struct parts *p, const char *backend, char **args, int na
         return -1;
     }
     if(dapi_queries_open(&p->queries, state, p->cfg.retention, UINT64_MAX, dapi_clock_wall_s(),
-                         NULL, NULL, err, sizeof err)) {
+                         NULL, NULL, NULL, err, sizeof err)) {
         T_CHECK(0, "registry: %s", err);
         return -1;
     }
