@@ -272,9 +272,20 @@ static void ident_remove(struct dapi_queries *qs, struct query *q)
 
 /* ---- registration ---------------------------------------------------------------------- */
 
+void store_set_state(struct dapi_queries *qs, struct query *q, enum dapi_qstate s)
+{
+    if(q->registered && (unsigned)q->state < DAPI_Q_NSTATES && qs->states[q->state])
+        qs->states[q->state]--;
+    q->state = s;
+    if(q->registered && (unsigned)s < DAPI_Q_NSTATES)
+        qs->states[s]++;
+}
+
 void store_index_add(struct dapi_queries *qs, struct query *q, struct store_agevec *mine)
 {
     q->registered = 1;
+    if((unsigned)q->state < DAPI_Q_NSTATES)
+        qs->states[q->state]++;
     q->byseq = mine;
     if(agevec_add(&qs->ages, q->created_s, q->seq, q))
         q->aged = 0;
@@ -300,6 +311,8 @@ void store_index_remove(struct dapi_queries *qs, struct query *q)
     q->byseq = NULL;
     ident_remove(qs, q);
     store_unwatch(qs, q);
+    if((unsigned)q->state < DAPI_Q_NSTATES && qs->states[q->state])
+        qs->states[q->state]--;
     q->registered = 0;
     if(mine)
         store_key_left(qs, q->owner); /* (its key entry may go now) */

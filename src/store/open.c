@@ -299,7 +299,7 @@ static void load(struct loading *l, const char *slug, struct query *q)
         dapi_warn("store: query %s: the server stopped %d times while running it; "
                   "marking it failed",
                   q->slug, q->attempts);
-        q->state = DAPI_Q_FAILED;
+        store_set_state(qs, q, DAPI_Q_FAILED);
         q->error = DAPI_ERR_INTERNAL;
         q->message = strdup(DAPI_QUERY_CRASH_MESSAGE);
         q->attempts = 0;

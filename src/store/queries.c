@@ -686,7 +686,7 @@ int dapi_queries_claim(struct dapi_queries *qs, const char *slug)
     pthread_mutex_lock(&qs->lock);
     struct query *q = store_find(qs, slug);
     if(q && q->state == DAPI_Q_QUEUED && !q->leader[0]) { /* a follower never runs itself */
-        q->state = DAPI_Q_RUNNING;
+        store_set_state(qs, q, DAPI_Q_RUNNING);
         claimed = 1;
     }
     pthread_mutex_unlock(&qs->lock);
@@ -744,7 +744,7 @@ enum dapi_err dapi_queries_start_run(struct dapi_queries *qs, const char *slug, 
         return result;
     }
     if(q->state != DAPI_Q_CANCELLED)
-        q->state = DAPI_Q_RUNNING;
+        store_set_state(qs, q, DAPI_Q_RUNNING);
     q->started_s = qs->wall_s();
     q->finished_s = 0;
     q->attempts++;
@@ -798,7 +798,7 @@ void dapi_queries_drop(struct dapi_queries *qs, const char *slug)
     store_slot_release(qs, q);
     int rollback = q->in_run && (q->state == DAPI_Q_QUEUED || q->state == DAPI_Q_RUNNING);
     if(q->state == DAPI_Q_RUNNING)
-        q->state = DAPI_Q_QUEUED;
+        store_set_state(qs, q, DAPI_Q_QUEUED);
     struct dapi_result_live *live = q->live; /* its run is over */
     q->live = NULL;
     q->pages_ready = 0;
@@ -909,7 +909,7 @@ static enum dapi_err cancel(struct dapi_queries *qs, const char *slug,
         q->pages_ready = 0;
     } /* else its run goes on for the queries sharing it (their page waiters are woken
          with the rest, and wait again) */
-    q->state = DAPI_Q_CANCELLED;
+    store_set_state(qs, q, DAPI_Q_CANCELLED);
     q->error = DAPI_OK;
     free(q->message);
     q->message = msg;
@@ -945,7 +945,7 @@ enum dapi_err dapi_queries_retry(struct dapi_queries *qs, const char *slug)
         if(!result) {
             /* In memory only: meta.json says failed (retryable) until the run starts, which
              * is what a restart in between should find too. */
-            q->state = DAPI_Q_QUEUED;
+            store_set_state(qs, q, DAPI_Q_QUEUED);
             q->error = DAPI_OK;
             free(q->message);
             q->message = NULL;
@@ -1221,7 +1221,7 @@ static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err erro
     pthread_mutex_unlock(&q->persist);
 
     pthread_mutex_lock(&qs->lock);
-    q->state = error ? DAPI_Q_FAILED : DAPI_Q_DONE;
+    store_set_state(qs, q, error ? DAPI_Q_FAILED : DAPI_Q_DONE);
     q->error = error;
     free(q->message);
     q->message = message ? strdup(message) : NULL;

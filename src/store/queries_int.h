@@ -135,9 +135,10 @@ struct dapi_queries {
     uint64_t active, seq;
     struct query **buckets; /* the hash table: nbuckets chains (doubled as it fills) */
     size_t nbuckets, count;
-    struct store_agevec ages; /* registered queries by (created_s, seq): expiry */
-    struct query *watch;      /* what the tick looks at (index.c) */
-    uint64_t visits;          /* queries its walks looked at (dapi_queries_visits) */
+    struct store_agevec ages;        /* registered queries by (created_s, seq): expiry */
+    struct query *watch;             /* what the tick looks at (index.c) */
+    uint64_t visits;                 /* queries its walks looked at (dapi_queries_visits) */
+    uint64_t states[DAPI_Q_NSTATES]; /* registered queries by state (store_set_state) */
     struct keyuse *keys[NKEYBUCKETS];
     struct reuse_ent **reuse; /* result identities: nreuse chains (doubled as it fills) */
     size_t nreuse, nidents;
@@ -238,6 +239,9 @@ static inline int store_evictable(const struct query *q)
  * identity's list and the watch list / leaves them all (at its deletion). */
 void store_index_add(struct dapi_queries *qs, struct query *q, struct store_agevec *mine);
 void store_index_remove(struct dapi_queries *qs, struct query *q);
+/* q->state = s, counted (qs->states) while q is registered: every change of a registered
+ * query's state goes through it. */
+void store_set_state(struct dapi_queries *qs, struct query *q, enum dapi_qstate s);
 /* A start's bulk load: on, queries are appended in any order; off sorts every vector. */
 void store_index_bulk(struct dapi_queries *qs, int on);
 /* The first entry at or after (a, b) (from v->head on). */

@@ -1348,6 +1348,15 @@ static void test_walks_are_bounded(void)
         gone += e == DAPI_ERR_NOT_FOUND;
     }
     T_EQ_INT(gone, MORE); /* the oldest went, in creation order */
+    /* the count by state (/metrics) is kept as states change, not counted by a walk */
+    uint64_t states[DAPI_Q_NSTATES];
+    v0 = dapi_queries_visits(qs);
+    dapi_queries_count_states(qs, states);
+    T_EQ_INT(dapi_queries_visits(qs), v0);
+    T_EQ_INT(states[DAPI_Q_FAILED], KEEP + 1);
+    T_EQ_INT(states[DAPI_Q_QUEUED] + states[DAPI_Q_RUNNING] + states[DAPI_Q_DONE] +
+                 states[DAPI_Q_CANCELLED],
+             0);
     T_EQ_INT(state_of(qs, a[MORE], 1200, NULL), DAPI_Q_FAILED);
     T_EQ_INT(dapi_queries_key_bytes(qs, owner), (uint64_t)KEEP * DAPI_QUERY_CHARGE);
 
@@ -1402,6 +1411,10 @@ static void test_walks_are_bounded(void)
     state_of(qs, a[2 * PER_S], 4601, &e);
     T_EQ_INT(e, DAPI_ERR_NOT_FOUND);
     T_EQ_INT(state_of(qs, a[2 * PER_S + 1], 4601, NULL), DAPI_Q_FAILED);
+    dapi_queries_set_running(qs, c);
+    dapi_queries_count_states(qs, states);
+    T_EQ_INT(states[DAPI_Q_FAILED], KEEP + MORE - 2 * PER_S - 1);
+    T_EQ_INT(states[DAPI_Q_RUNNING], 1);
     T_EQ_INT(dapi_queries_list(qs, owner, 4601, 0, 2, &v, &n, &more), DAPI_OK);
     T_CHECK(n == 2 && strcmp(v[0].slug, c) == 0 && strcmp(v[1].slug, a[KEEP + MORE - 1]) == 0,
             "the list after a restart, newest first");
