@@ -77,6 +77,9 @@ struct dapi_req {
     uint64_t received; /* body bytes received, kept or not */
     int too_large;     /* body over the limit: discard, then 413 */
     int close;         /* answer with Connection: close */
+    /* the client closes after this request (Connection: close, or HTTP/1.0 without
+     * keep-alive); HTTP/1.0 (an unsized body then ends with the connection) */
+    unsigned char one_shot, http10;
     int state;
     pthread_mutex_t mu; /* guards the fields below against a worker answering */
     int deferred, suspended, answered, queued;
@@ -765,6 +768,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         request_id_set(r, conn);
         if(r->c)
             atomic_store(&r->c->in_request, 1); /* the head arrived: its deadline is met */
+        const char *cn = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_CONNECTION);
+        r->http10 = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+        r->one_shot = (cn && strcasestr(cn, "close")) ||
+                      (r->http10 && !(cn && strcasestr(cn, "keep-alive")));
         int status;
         const char *bad = head_error(conn, 0, (size_t)h->o.max_header_bytes, &status);
         if(bad)
@@ -865,6 +873,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                             dur};
     dapi_log_request(&a);
     dapi_metrics_request(r->route, r->method, a.status, a.bytes, dur);
+    int ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if(r->c && (!ok || r->close || r->one_shot || (r->http10 && r->stream))) {
+        /* libmicrohttpd closes the connection, but with MHD_USE_TURBO it skips the shutdown
+         * and the close waits for its thread's next event: a body cut short (an export whose
+         * query was cancelled, or whose run failed) reached the client as its end only when
+         * the sweeper closed the idle connection, 10 s later; so did the end of a body whose
+         * end is the close (a stream to an HTTP/1.0 client). All of it is sent already. */
+        shutdown(r->c->fd, ok ? SHUT_WR : SHUT_RDWR);
+        pthread_mutex_lock(&h->mu);
+        r->c->cut = 1;
+        pthread_mutex_unlock(&h->mu);
+    }
     if(r->c) {
         /* The next request head on this kept-alive connection has its deadline counted from
          * now (the order matters: the sweeper reads in_request first). */
