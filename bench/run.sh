@@ -491,6 +491,10 @@ smallq_run() { # smallq_run NAME DIR: a fresh dapi with its state dir in DIR; sm
         sleep 0.1
     done
     [ -n "$port" ] || die "dapi ($name) did not start within 30 s"
+    if [ -n "${SQ_FILL:-}" ]; then # (SQ_FILL seconds of the same queries first: part l)
+        timeout $((SQ_FILL + 60)) "$SMALLQ_BIN" $HOST "$port" "$KEY" "$SQ_CONNS" "$SQ_FILL" \
+            >"$OUT/smallq-fill-$name.txt" 2>&1 || die "smallq fill ($name) failed"
+    fi
     timeout $(( $(secs "$WARM") + 60 )) "$SMALLQ_BIN" $HOST "$port" "$KEY" "$SQ_CONNS" "$(secs "$WARM")" \
         >"$OUT/smallq-warm-$name.txt" 2>&1 || die "smallq warm-up ($name) failed"
     timeout $(( $(secs "$DUR") + 60 )) "$SMALLQ_BIN" $HOST "$port" "$KEY" "$SQ_CONNS" "$(secs "$DUR")" \
@@ -525,6 +529,18 @@ note "k. small queries over a lake of 4,000 files: watched, then scanned for eve
 for r in $(seq "$ROUNDS"); do
     SQ_DATA=$LK_DATA SQ_ARGS="--lake-watch auto" smallq_run "lake-watch-$r" "$TMPFS_DIR"
     SQ_DATA=$LK_DATA SQ_ARGS="--lake-watch off" smallq_run "lake-off-$r" "$TMPFS_DIR"
+done
+
+# l. the loop of i (state dir on tmpfs) from a key at its quota: --max-state-bytes-per-key
+# holds QUOTA_Q of its queries, filled first, so each creation deletes the key's oldest
+# (docs/design.md, "Admission and quotas": that used to walk every kept query under the
+# registry's lock). Against part i's tmpfs runs (a fresh key).
+QUOTA_Q=16000
+QUOTA_BYTES=$((QUOTA_Q * (8192 + 128))) # (each query's charge, and its one-row result)
+note "l. small queries of a key at its quota ($QUOTA_Q queries), $DUR x $ROUNDS"
+for r in $(seq "$ROUNDS"); do
+    SQ_FILL=$((QUOTA_Q / 800 + 2)) SQ_ARGS="--max-state-bytes-per-key $QUOTA_BYTES" \
+        smallq_run "quota-$r" "$TMPFS_DIR"
 done
 
 CPU_BUSY1=$(cpu_total_busy); CPU_ALL1=$(cpu_total_all); ours_cpu; CPU_OURS1=$OURS_CPU
@@ -570,6 +586,14 @@ for r in $(seq "$ROUNDS"); do
     SQ_ERRS=$((SQ_ERRS + $(sq_failed "lake-watch-$r") + $(sq_failed "lake-off-$r")))
 done
 LK_W=$((LK_W / ROUNDS)); LK_O=$((LK_O / ROUNDS))
+QU=0; QU_FILL=0; QU_ROUNDS=
+for r in $(seq "$ROUNDS"); do
+    QU=$((QU + $(sq_qps "quota-$r"))); SQ_ERRS=$((SQ_ERRS + $(sq_failed "quota-$r")))
+    f=$(awk '/^queries:/ {print $2}' "$OUT/smallq-fill-quota-$r.txt"); QU_FILL=$((QU_FILL + ${f:-0}))
+    QU_ROUNDS+="$(ratio "$(sq_qps "quota-$r")" "$(sq_qps "tmpfs-$r")") "
+done
+QU=$((QU / ROUNDS)); QU_FILL=$((QU_FILL / ROUNDS)); QU_R=$(ratio "$QU" "$SQ_T")
+[ "$ROUNDS" -gt 1 ] && QU_ROUNDS="(rounds: ${QU_ROUNDS% })" || QU_ROUNDS=
 # part c: each round's ratio of means; the round with the median ratio is the one shown
 L_ROUNDS=; L_BY=
 for r in $(seq "$LAT_NR"); do
@@ -641,6 +665,9 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
     printf '%-44s %12s %12s %7s\n' "k. same, lake of 4,000 files (tmpfs)" "watched" "scanned" "ratio"
     printf '%-44s %12s %12s %7s %s\n' "   --lake-watch auto / off, queries/s" "$LK_W" "$LK_O" \
         "$(ratio "$LK_W" "$LK_O")" "(the one-table lake on tmpfs, part i: $SQ_T)"
+    printf '%-44s %12s %12s %7s\n' "l. same, a key at its quota (tmpfs)" "at quota" "fresh" "ratio"
+    printf '%-44s %12s %12s %7s %8s %s\n' "   each creation deletes its oldest, queries/s" "$QU" "$SQ_T" \
+        "$QU_R" ">= 0.80" "$(verdict "$QU_R" '>=' 0.80) $QU_ROUNDS (quota: $QUOTA_Q queries; $QU_FILL made first)"
     echo
     echo "machine: load average $LOADAVG0 before the measurements; other processes used" \
         "$FOREIGN_PCT% of all CPU time during them"
