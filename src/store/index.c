@@ -169,10 +169,7 @@ void store_unwatch(struct dapi_queries *qs, struct query *q)
 
 static size_t rbucket(const struct dapi_queries *qs, const char *ident)
 {
-    uint32_t h = 2166136261u;
-    for(const unsigned char *p = (const unsigned char *)ident; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % qs->nreuse;
+    return store_hash_str(ident) % qs->nreuse;
 }
 
 /* The identities' table doubles as it fills, as the registry's does. */

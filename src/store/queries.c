@@ -25,10 +25,7 @@ static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err erro
 
 static size_t bucket(const struct dapi_queries *qs, const char *slug)
 {
-    uint32_t h = 2166136261u;
-    for(const unsigned char *p = (const unsigned char *)slug; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % qs->nbuckets;
+    return store_hash_str(slug) % qs->nbuckets;
 }
 
 struct query *store_find(struct dapi_queries *qs, const char *slug)

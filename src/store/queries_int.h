@@ -234,6 +234,15 @@ static inline int store_evictable(const struct query *q)
 {
     return (store_ended(q->state) && !q->in_run) || (q->upstream && !q->holds && !q->in_run);
 }
+/* FNV-1a of a string: the chain of a slug or a result identity in the registry's tables. */
+static inline uint32_t store_hash_str(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for(const unsigned char *p = (const unsigned char *)s; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
 /* index.c (under the lock) */
 /* q joins the ages (and its key's, mine: NULL without memory for its key entry), its
  * identity's list and the watch list / leaves them all (at its deletion). */
