@@ -30,6 +30,7 @@ struct pfile {
     uint64_t live;       /* its live records */
     uint64_t live_bytes; /* their bytes */
     int compacting;      /* its records are being moved (it is not deleted meanwhile) */
+    struct ent *ents;    /* its live records (a compaction reads only its file's) */
     struct pfile *next;
 };
 
@@ -42,6 +43,7 @@ struct ent {
     uint64_t rlen; /* its result's */
     uint64_t seq;  /* written order, for store_pack_each */
     struct ent *next;
+    struct ent *fnext, **fprev; /* its file's list */
 };
 
 struct store_pack {
@@ -55,6 +57,7 @@ struct store_pack {
     int owed; /* a compaction's sync failed: the next one syncs the file system first */
     struct ent **buckets; /* the index: nbuckets chains, doubled as records come */
     size_t nbuckets;
+    uint64_t visits; /* records a compaction looked at (for tests: store_pack_visits) */
 };
 
 /* A checksum that catches torn and damaged records (not an adversary: the state dir is the
@@ -128,6 +131,24 @@ static struct ent **find(struct store_pack *p, const char *slug)
     return e;
 }
 
+/* e joins file f's list of live records (under the lock). */
+static void file_link(struct pfile *f, struct ent *e)
+{
+    e->file = f;
+    e->fnext = f->ents;
+    e->fprev = &f->ents;
+    if(f->ents)
+        f->ents->fprev = &e->fnext;
+    f->ents = e;
+}
+
+static void file_unlink(struct ent *e)
+{
+    *e->fprev = e->fnext;
+    if(e->fnext)
+        e->fnext->fprev = e->fprev;
+}
+
 static void file_path(const struct store_pack *p, uint64_t n, char *out, size_t len)
 {
     snprintf(out, len, "%s/" PACK_PREFIX "%llu", p->dir, (unsigned long long)n);
@@ -177,6 +198,7 @@ static int rec_remove(struct store_pack *p, struct ent **slot, int sync)
     if(err)
         return err;
     *slot = e->next;
+    file_unlink(e);
     e->file->live_bytes -= ent_size(e);
     file_drop(p, e->file);
     free(e);
@@ -187,6 +209,7 @@ static int rec_remove(struct store_pack *p, struct ent **slot, int sync)
 /* Records e (its slug's earlier record, if any, is removed: the later one wins). */
 static void index_add(struct store_pack *p, struct ent *e)
 {
+    file_link(e->file, e);
     e->file->live++; /* (first: the older record may be the only other one of its file) */
     e->file->live_bytes += ent_size(e);
     struct ent **old = find(p, e->slug);
@@ -538,6 +561,14 @@ void store_pack_counts(struct store_pack *p, uint64_t *records, uint64_t *files)
     pthread_mutex_unlock(&p->lock);
 }
 
+uint64_t store_pack_visits(struct store_pack *p)
+{
+    pthread_mutex_lock(&p->lock);
+    uint64_t n = p->visits;
+    pthread_mutex_unlock(&p->lock);
+    return n;
+}
+
 void store_pack_usage(struct store_pack *p, uint64_t *files, uint64_t *live, uint64_t *total)
 {
     *live = *total = 0;
@@ -586,7 +617,8 @@ static int rec_move(struct store_pack *p, struct ent *e, int src)
         return err;
     e->file->live--;
     e->file->live_bytes -= size;
-    e->file = p->cur;
+    file_unlink(e);
+    file_link(p->cur, e);
     e->off = p->cur->size;
     p->cur->size += size;
     p->cur->live++;
@@ -640,10 +672,8 @@ int64_t store_pack_compact(struct store_pack *p, store_pack_moved_fn fn, void *a
      * removed meanwhile) */
     char(*slugs)[DAPI_SLUG_MAX] = f->live ? malloc(f->live * sizeof *slugs) : NULL;
     size_t n = 0;
-    for(size_t b = 0; slugs && b < p->nbuckets; b++)
-        for(struct ent *e = p->buckets[b]; e; e = e->next)
-            if(e->file == f && n < f->live)
-                memcpy(slugs[n++], e->slug, sizeof e->slug);
+    for(struct ent *e = f->ents; slugs && e && n < f->live; e = e->fnext, p->visits++)
+        memcpy(slugs[n++], e->slug, sizeof e->slug);
     if(f->live && !slugs) {
         pthread_mutex_unlock(&p->lock);
         return -ENOMEM;

@@ -75,6 +75,9 @@ typedef void (*store_pack_moved_fn)(void *arg, const char *slug, struct dapi_res
 int64_t store_pack_compact(struct store_pack *p, store_pack_moved_fn fn, void *arg);
 /* How many live records and pack files there are (for tests and metrics). */
 void store_pack_counts(struct store_pack *p, uint64_t *records, uint64_t *files);
+/* How many records compactions have looked at so far (for tests: a compaction reads its
+ * file's live records, never the whole index). */
+uint64_t store_pack_visits(struct store_pack *p);
 /* The pack files, and the bytes of their records: the live ones', and all (removed ones
  * included), read together (for metrics). */
 void store_pack_usage(struct store_pack *p, uint64_t *files, uint64_t *live, uint64_t *total);
