@@ -225,14 +225,24 @@ static void ident_put(struct dapi_queries *qs, struct reuse_ent *e)
         }
 }
 
-/* q joins its identity's queries, kept in registration order (seq). */
+/* Whether a query in state s may still be reused: a failed or cancelled one never will, so it
+ * leaves its identity's list (a look-up that walks the list never steps over it: a key's
+ * thousands of failed copies of one query would otherwise be walked under the lock). */
+static int ident_listed(enum dapi_qstate s)
+{
+    return s != DAPI_Q_FAILED && s != DAPI_Q_CANCELLED;
+}
+
+/* q joins its identity's queries, kept in registration order (seq; a start's bulk load
+ * appends and sorts once at its end). */
 static void ident_add(struct dapi_queries *qs, struct query *q)
 {
-    struct reuse_ent *e = q->ident[0] ? store_ident_get(qs, q->ident, 1) : NULL;
+    struct reuse_ent *e = q->ident[0] && ident_listed(q->state) ? store_ident_get(qs, q->ident, 1)
+                                                                : NULL;
     if(!e)
         return; /* (without memory it is just never found by reuse: it runs) */
     struct query *after = e->last;
-    while(after && after->seq > q->seq) /* (a start loads in any order) */
+    while(!qs->ages.unsorted && after && after->seq > q->seq) /* (a retried query: rare) */
         after = after->iprev;
     q->iprev = after;
     q->inext = after ? after->inext : e->first;
@@ -271,11 +281,16 @@ static void ident_remove(struct dapi_queries *qs, struct query *q)
 
 void store_set_state(struct dapi_queries *qs, struct query *q, enum dapi_qstate s)
 {
+    int was = ident_listed(q->state);
     if(q->registered && (unsigned)q->state < DAPI_Q_NSTATES && qs->states[q->state])
         qs->states[q->state]--;
     q->state = s;
     if(q->registered && (unsigned)s < DAPI_Q_NSTATES)
         qs->states[s]++;
+    if(q->registered && was && !ident_listed(s))
+        ident_remove(qs, q);
+    else if(q->registered && !was && ident_listed(s))
+        ident_add(qs, q); /* (a failed query retried) */
 }
 
 void store_index_add(struct dapi_queries *qs, struct query *q, struct store_agevec *mine)
@@ -315,6 +330,51 @@ void store_index_remove(struct dapi_queries *qs, struct query *q)
         store_key_left(qs, q->owner); /* (its key entry may go now) */
 }
 
+/* Sorts identity e's list by seq (merge sort of the list: no memory needed). */
+static void ident_sort(struct reuse_ent *e)
+{
+    struct query *list = e->first;
+    for(size_t run = 1;; run *= 2) {
+        struct query *p = list, *tail = NULL;
+        size_t merges = 0;
+        list = NULL;
+        while(p) {
+            merges++;
+            struct query *r = p;
+            size_t np = 0, nr = run;
+            while(r && np < run) {
+                np++;
+                r = r->inext;
+            }
+            while(np || (nr && r)) {
+                struct query *take;
+                if(!np || (nr && r && r->seq < p->seq)) {
+                    take = r;
+                    r = r->inext;
+                    nr--;
+                } else {
+                    take = p;
+                    p = p->inext;
+                    np--;
+                }
+                take->iprev = tail;
+                if(tail)
+                    tail->inext = take;
+                else
+                    list = take;
+                tail = take;
+            }
+            p = r;
+        }
+        if(tail)
+            tail->inext = NULL;
+        e->first = list;
+        e->last = tail;
+        if(merges <= 1)
+            return;
+    }
+}
+
 void store_index_bulk(struct dapi_queries *qs, int on)
 {
     qs->ages.unsorted = on;
@@ -324,6 +384,11 @@ void store_index_bulk(struct dapi_queries *qs, int on)
                 k->byseq.unsorted = 1;
             else if(k->byseq.unsorted)
                 agevec_sort(&k->byseq);
-    if(!on)
+    if(!on) {
         agevec_sort(&qs->ages);
+        for(size_t b = 0; b < qs->nreuse; b++)
+            for(struct reuse_ent *e = qs->reuse[b]; e; e = e->next)
+                if(e->first != e->last)
+                    ident_sort(e);
+    }
 }

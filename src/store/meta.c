@@ -688,10 +688,10 @@ static void load_lifecycle(struct query *q, const struct dapi_jv *root)
 }
 
 /* A query from its recorded text (meta.json, created.json or a pack record); NULL if
- * damaged. packed: the query is a pack record, whose result (if done) is *result, taken
- * (NULL: none could be mapped). */
+ * damaged. packed: the query is a pack record, whose result (if done) is the rlen bytes at
+ * image: checked here for its shape, and mapped only when first used (store_result). */
 static struct query *parse(struct dapi_queries *qs, const char *slug, const char *text, size_t len,
-                           int packed, struct dapi_result **result)
+                           int packed, const void *image, size_t rlen)
 {
     char errbuf[256];
     struct query *q = NULL;
@@ -780,11 +780,7 @@ static struct query *parse(struct dapi_queries *qs, const char *slug, const char
         dapi_queries_result_path(qs, slug, rp, sizeof rp);
         /* After an unclean stop the file may be torn (results are not fsynced): whole files
          * only, by their checksum. (A pack record's checksum covers its result.) */
-        if(packed) {
-            q->result = *result;
-            *result = NULL;
-        }
-        if(packed ? !q->result
+        if(packed ? dapi_result_check(image, rlen, &q->rows, &q->pages) != DAPI_OK
                   : dapi_result_open(&q->result, rp) ||
                         (!qs->clean && dapi_result_verify(q->result))) {
             /* meta says done but the file is missing or damaged: run it again */
@@ -793,6 +789,8 @@ static struct query *parse(struct dapi_queries *qs, const char *slug, const char
             dapi_warn("store: result of %s is damaged; running the query again", slug);
             q->state = DAPI_Q_QUEUED;
             q->bytes = 0;
+        } else if(packed) {
+            q->shape_known = 1;
         }
     } else if(strcmp(state, "failed") == 0) {
         q->state = DAPI_Q_FAILED;
@@ -819,18 +817,15 @@ static struct query *load_from(struct dapi_queries *qs, const char *slug, const 
     dapi_buf_init(&b, 128u << 20);
     struct query *q = NULL;
     if(!dapi_buf_add_file(&b, path) && b.data)
-        q = parse(qs, slug, b.data, b.len, 0, NULL);
+        q = parse(qs, slug, b.data, b.len, 0, NULL, 0);
     dapi_buf_free(&b);
     return q;
 }
 
 struct query *store_load_packed(struct dapi_queries *qs, const char *slug, const char *meta,
-                                size_t mlen, struct dapi_result **result)
+                                size_t mlen, const void *result, size_t rlen)
 {
-    struct query *q = parse(qs, slug, meta, mlen, 1, result);
-    dapi_result_close(*result); /* (not taken: damaged, or not done) */
-    *result = NULL;
-    return q;
+    return parse(qs, slug, meta, mlen, 1, result, rlen);
 }
 
 /* Loads one stored query; returns NULL (the caller removes the directory) if it is damaged.

@@ -142,7 +142,7 @@ struct loading {
 /* Registers q, read back from slug's files or record (NULL: damaged, removed). */
 static void load(struct loading *l, const char *slug, struct query *q);
 static void load_packed(void *arg, const char *slug, const char *meta, size_t mlen,
-                        struct dapi_result *result);
+                        const void *result, size_t rlen);
 
 enum dapi_err
 dapi_queries_open(struct dapi_queries **out, const char *state_dir, int64_t retention_s,
@@ -317,10 +317,10 @@ static void load(struct loading *l, const char *slug, struct query *q)
 }
 
 static void load_packed(void *arg, const char *slug, const char *meta, size_t mlen,
-                        struct dapi_result *result)
+                        const void *result, size_t rlen)
 {
     struct loading *l = arg;
-    load(l, slug, store_load_packed(l->qs, slug, meta, mlen, &result));
+    load(l, slug, store_load_packed(l->qs, slug, meta, mlen, result, rlen));
 }
 
 void dapi_queries_close(struct dapi_queries *qs)

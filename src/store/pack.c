@@ -399,8 +399,9 @@ void store_pack_each(struct store_pack *p, store_pack_each_fn fn, void *arg)
         qsort(v, n, sizeof *v, by_seq);
     uint64_t open_n = 0;
     int fd = -1;
+    unsigned char *rec = NULL;
     char *meta = NULL;
-    size_t cap = 0;
+    size_t cap = 0, mcap = 0;
     for(size_t i = 0; i < n; i++) {
         struct ent *e = &v[i];
         uint64_t num = nums[(uintptr_t)e->file];
@@ -409,20 +410,39 @@ void store_pack_each(struct store_pack *p, store_pack_each_fn fn, void *arg)
             if(fd >= 0)
                 close(fd);
             file_path(p, num, path, sizeof path);
-            fd = open(path, O_RDWR | O_CLOEXEC);
+            fd = open(path, O_RDONLY | O_CLOEXEC);
             open_n = num;
         }
-        size_t slen = strlen(e->slug);
-        if(fd < 0 || (e->mlen + 1 > cap && !(meta = realloc(meta, cap = e->mlen + 1))))
+        uint32_t slen = (uint32_t)strlen(e->slug);
+        size_t size = (size_t)ent_size(e);
+        if(size > cap) { /* (a record is at most its meta and 64 KiB of result) */
+            unsigned char *grown = realloc(rec, size);
+            if(!grown)
+                break;
+            rec = grown;
+            cap = size;
+        }
+        if(fd < 0)
             break;
-        if(pread(fd, meta, e->mlen, (off_t)(e->off + PACK_HEAD + slen)) != (ssize_t)e->mlen)
+        if(pread(fd, rec, size, (off_t)e->off) != (ssize_t)size)
             continue;
+        /* (a string of its own: the meta text may run right into the result) */
+        if(e->mlen + 1 > mcap) {
+            char *grown = realloc(meta, e->mlen + 1);
+            if(!grown)
+                break;
+            meta = grown;
+            mcap = e->mlen + 1;
+        }
+        memcpy(meta, rec + PACK_HEAD + slen, e->mlen);
         meta[e->mlen] = '\0';
-        fn(arg, e->slug, meta, e->mlen, map_result(e, fd));
+        uint64_t at = result_at(slen, e->mlen);
+        fn(arg, e->slug, meta, e->mlen, e->rlen ? rec + at : NULL, (size_t)e->rlen);
     }
     if(fd >= 0)
         close(fd);
     free(meta);
+    free(rec);
     free(nums);
     free(v);
 }

@@ -41,11 +41,11 @@ struct store_pack;
 int store_pack_open(struct store_pack **out, const char *dir);
 void store_pack_close(struct store_pack *p);
 
-/* Calls fn for each live record, in the order they were written: slug, its meta.json text
- * (borrowed for the call) and its result, mapped (a reference for fn to keep or close; NULL
- * if the record has none or it could not be mapped). */
+/* Calls fn for each live record, in the order they were written: slug, its meta.json text and
+ * its result's bytes (rlen 0: none), read, not mapped, and borrowed for the call (a start
+ * with millions of records maps none of them: store_pack_map does, when one is used). */
 typedef void (*store_pack_each_fn)(void *arg, const char *slug, const char *meta, size_t mlen,
-                                   struct dapi_result *result);
+                                   const void *result, size_t rlen);
 void store_pack_each(struct store_pack *p, store_pack_each_fn fn, void *arg);
 
 /* Appends slug's record (result: NULL and rlen 0 for none) and removes its earlier one, if

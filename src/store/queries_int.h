@@ -35,7 +35,7 @@ struct query {
     uint64_t bytes;
     struct dapi_result *result; /* DONE: mapped while recently used (store_result) */
     uint64_t rows, pages;       /* DONE: its result's, kept when the mapping goes ... */
-    int shape_known;            /* ... once it was mapped */
+    int shape_known;            /* ... once it was mapped (or its pack record read back) */
     int in_mru;                 /* in qs's list of mapped results */
     struct query *mru_prev, *mru_next;
     int refs;             /* registry's own + snapshots */
@@ -328,9 +328,10 @@ int store_packable(const struct dapi_queries *qs, struct query *q, enum dapi_err
 /* Writes a result kept in memory to the file at rp (a query that has files). Returns 0 or an
  * errno value. */
 int store_write_image(const char *rp, const void *image, size_t len);
-/* A query read back from a pack record; takes *result (NULL if damaged). */
+/* A query read back from a pack record, whose result's bytes are result (borrowed; rlen 0:
+ * none). A done one is left unmapped (store_result maps it when it is first used). */
 struct query *store_load_packed(struct dapi_queries *qs, const char *slug, const char *meta,
-                                size_t mlen, struct dapi_result **result);
+                                size_t mlen, const void *result, size_t rlen);
 /* Removes a query's files and directory (store_remove_dir without its pack record and the
  * log record). */
 void store_remove_files(const struct dapi_queries *qs, const char *slug);

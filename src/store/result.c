@@ -971,6 +971,25 @@ static int valid_v2(const unsigned char *h, uint64_t size)
     return ok && (pages > 0 || data_len == 0);
 }
 
+/* Whether the size bytes at h are a whole result of either format. */
+static int valid_image(const unsigned char *h, uint64_t size)
+{
+    if(size < HEADER_LEN)
+        return 0;
+    return memcmp(h, MAGIC, 8) == 0 ? valid_v2(h, size)
+                                    : memcmp(h, MAGIC1, 8) == 0 && valid_v1(h, size);
+}
+
+enum dapi_err dapi_result_check(const void *image, uint64_t size, uint64_t *rows, uint64_t *pages)
+{
+    const unsigned char *h = image;
+    if(!h || !valid_image(h, size))
+        return DAPI_ERR_IO;
+    *rows = store_get64(h + 8);
+    *pages = store_get64(h + 16);
+    return DAPI_OK;
+}
+
 enum dapi_err dapi_result_open_at(struct dapi_result **out, int fd, uint64_t off, uint64_t size)
 {
     *out = NULL;
@@ -985,8 +1004,7 @@ enum dapi_err dapi_result_open_at(struct dapi_result **out, int fd, uint64_t off
     const unsigned char *h = (const unsigned char *)map + skip;
     /* Every offset is checked so a damaged file can never make us read out of bounds. Files
      * of the previous format (DAPIRES1) are still read: state directories outlive binaries. */
-    int v2 = memcmp(h, MAGIC, 8) == 0;
-    int ok = v2 ? valid_v2(h, size) : memcmp(h, MAGIC1, 8) == 0 && valid_v1(h, size);
+    int v2 = memcmp(h, MAGIC, 8) == 0, ok = valid_image(h, size);
     struct stat st;
     if(ok && !v2 && fstat(fd, &st))
         ok = 0;

@@ -120,6 +120,10 @@ enum dapi_err dapi_result_open(struct dapi_result **out, const char *path);
 /* Maps size bytes of fd from off (a result stored inside another file: store/pack.h), with
  * the same checks. fd may be closed afterwards. */
 enum dapi_err dapi_result_open_at(struct dapi_result **out, int fd, uint64_t off, uint64_t size);
+/* Checks the structure of a result image held in memory (size bytes: a pack record's, read
+ * rather than mapped) as dapi_result_open_at would, and gives its rows and pages. DAPI_ERR_IO
+ * if damaged. */
+enum dapi_err dapi_result_check(const void *image, uint64_t size, uint64_t *rows, uint64_t *pages);
 /* The result's bytes as stored (header, frames, index): what a copy of it must hold. */
 void dapi_result_image(const struct dapi_result *r, const void **image, size_t *size);
 /* One more reference (thread-safe): the mapping stays until the last is dropped. */

@@ -201,12 +201,118 @@ static void test_tables_grow(void)
     t_rm_rf(state);
 }
 
+/* Creates a query of identity ident (max_age 0: a bypass, which still becomes the holder)
+ * and ends it: failed, or done with rows rows (packed). */
+static void ident_query(struct dapi_queries *qs, const char *ident, int64_t max_age, int64_t now_s,
+                        uint64_t rows, char *slug, enum dapi_reused *how)
+{
+    struct dapi_reuse ru = {.ident = ident, .fp = "", .max_age_s = max_age};
+    *how = DAPI_REUSED_NONE;
+    T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT x", NULL, &ru, now_s, slug, how,
+                                         NULL, 0),
+             DAPI_OK);
+    if(*how != DAPI_REUSED_NONE)
+        return;
+    if(!rows) {
+        dapi_queries_finish(qs, slug, DAPI_ERR_SQL, "no", 0);
+        return;
+    }
+    size_t len;
+    void *img = t_result_small(rows, &len);
+    dapi_queries_finish_small(qs, slug, img, len);
+    free(img);
+}
+
+/* The rows of slug's result (0: none). */
+static uint64_t rows_of(struct dapi_queries *qs, const char *slug, int64_t now_s)
+{
+    struct dapi_qview v;
+    if(dapi_queries_get(qs, slug, owner, now_s, &v))
+        return 0;
+    uint64_t rows = v.state == DAPI_Q_DONE && v.result ? dapi_result_rows(v.result) : 0;
+    dapi_queries_release(qs, &v);
+    return rows;
+}
+
+/* A reuse look-up whose holder is gone walks its identity's list back to the newest query
+ * that may be reused. Failed and cancelled queries never may, and they used to stay listed:
+ * a key's thousands of failed copies of one query, with the newest deleted before each
+ * creation, made every creation walk them all under the registry's lock. They leave the
+ * list as they fail. And a start, which reads queries back in any order, sorts each list
+ * once (a walk per query read back to put it in place cost a fifth of a start). */
+static void test_reuse_walks_only_candidates(void)
+{
+    enum { FAILED = 2000 };
+    char state[128], slug[DAPI_SLUG_MAX], done[DAPI_SLUG_MAX], newest[DAPI_SLUG_MAX];
+    const char *x = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *y = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    state_dir(state, sizeof state, "reuse-walk");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    enum dapi_reused how;
+    ident_query(qs, x, 0, 1000, 3, done, &how); /* the one to reuse, oldest */
+    for(int i = 0; i < FAILED; i++)
+        ident_query(qs, x, 0, 1000, 0, newest, &how);
+    for(int round = 0; round < 2; round++) {
+        int deleted = 0;
+        T_EQ_INT(dapi_queries_cancel(qs, newest, owner, 1001, "test", &deleted), DAPI_OK);
+        T_EQ_INT(deleted, 1);
+        uint64_t v0 = dapi_queries_visits(qs);
+        ident_query(qs, x, 300, 1001, 0, newest, &how);
+        T_EQ_INT(how, DAPI_REUSED_RESULT);
+        T_EQ_INT(rows_of(qs, newest, 1001), 3);
+        T_CHECK(dapi_queries_visits(qs) - v0 <= 4,
+                "round %d: the look-up past %d failed queries looked at %llu", round, FAILED,
+                (unsigned long long)(dapi_queries_visits(qs) - v0));
+    }
+    /* Identity y: four done queries, their records written newest first (so a start reads
+     * them back out of order). With the newest deleted after a restart, the look-up finds
+     * the next newest by registration. */
+    char ys[4][DAPI_SLUG_MAX];
+    struct dapi_reuse ru = {.ident = y, .fp = "", .max_age_s = 0};
+    for(int i = 0; i < 4; i++)
+        T_EQ_INT(dapi_queries_create_reusing(qs, owner, NULL, "SELECT y", NULL, &ru, 1002, ys[i],
+                                             &how, NULL, 0),
+                 DAPI_OK);
+    for(int i = 3; i >= 0; i--) {
+        size_t len;
+        void *img = t_result_small((uint64_t)i + 10, &len);
+        dapi_queries_finish_small(qs, ys[i], img, len);
+        free(img);
+    }
+    dapi_queries_close(qs);
+    qs = open_reg(state, 3600, UINT64_MAX, 1003, &u);
+    if(!qs)
+        return;
+    for(int i = 3; i >= 1; i--) {
+        int deleted = 0;
+        T_EQ_INT(dapi_queries_cancel(qs, ys[i], owner, 1003, "test", &deleted), DAPI_OK);
+        ident_query(qs, y, 300, 1003, 0, slug, &how);
+        T_EQ_INT(how, DAPI_REUSED_RESULT);
+        T_EQ_INT(rows_of(qs, slug, 1003), (uint64_t)i - 1 + 10);
+        T_EQ_INT(dapi_queries_cancel(qs, slug, owner, 1003, "test", &deleted), DAPI_OK);
+    }
+    /* and x's failed queries stayed out of the list after the restart */
+    int deleted = 0;
+    T_EQ_INT(dapi_queries_cancel(qs, newest, owner, 1003, "test", &deleted), DAPI_OK);
+    uint64_t v0 = dapi_queries_visits(qs);
+    ident_query(qs, x, 300, 1003, 0, slug, &how);
+    T_EQ_INT(how, DAPI_REUSED_RESULT);
+    T_CHECK(dapi_queries_visits(qs) - v0 <= 4, "after a restart: looked at %llu",
+            (unsigned long long)(dapi_queries_visits(qs) - v0));
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
 int main(void)
 {
     if(fixture_setup("index"))
         T_DONE();
     test_walks_are_bounded();
     test_tables_grow();
+    test_reuse_walks_only_candidates();
     t_rm_rf(root);
     T_CHECK(!t_exists(root), "temp dir cleaned up");
     T_DONE();
