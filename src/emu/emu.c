@@ -81,6 +81,7 @@ struct emu_req {
     size_t body_len;
     unsigned char kh[DAPI_KEY_HASH_LEN];
     int key_ok;
+    struct dapi_scope scope; /* the key's layers: every query it sends is held to them */
 };
 
 /* ---- answers ----------------------------------------------------------------------- */
@@ -205,7 +206,8 @@ static void serve_file(struct emu_req *e, const struct dapi_fault_action *f)
  * (the last one fewer; none for an empty result), in row order: the whole result is written
  * once, then cut with LIMIT/OFFSET over that file (whose scan order is its row order). */
 static enum dapi_err split_result(struct dapi_app *app, struct dapi_econn *conn, const char *sql,
-                                  const char *dir, uint64_t *rows, char **msg)
+                                  const struct dapi_scope *scope, const char *dir, uint64_t *rows,
+                                  char **msg)
 {
     char all[4400], part[4400];
     int64_t deadline = dapi_clock_mono_ms() + app->cfg->query_timeout * 1000;
@@ -213,7 +215,8 @@ static enum dapi_err split_result(struct dapi_app *app, struct dapi_econn *conn,
     if(mkdir(dir, 0700) && errno != EEXIST)
         return DAPI_ERR_IO;
     snprintf(all, sizeof all, "%s/all.parquet", dir);
-    enum dapi_err result = dapi_engine_export_parquet(conn, sql, 0, all, 0, deadline, rows, msg);
+    enum dapi_err result = dapi_engine_export_parquet(conn, sql, 0, scope, all, 0, deadline, rows,
+                                                      msg);
     for(uint64_t k = 0; !result && k * per < *rows; k++) {
         struct dapi_buf q;
         dapi_buf_init(&q, 16384);
@@ -222,7 +225,8 @@ static enum dapi_err split_result(struct dapi_app *app, struct dapi_econn *conn,
         dapi_buf_addf(&q, ") LIMIT %llu OFFSET %llu", (unsigned long long)per,
                       (unsigned long long)(k * per));
         snprintf(part, sizeof part, "%s/data_%llu.parquet", dir, (unsigned long long)k);
-        result = q.data ? dapi_engine_export_parquet(conn, q.data, 1, part, 0, deadline, &got, msg)
+        result = q.data ? dapi_engine_export_parquet(conn, q.data, 1, NULL, part, 0, deadline,
+                                                     &got, msg)
                         : DAPI_ERR_NOMEM;
         dapi_buf_free(&q);
     }
@@ -270,7 +274,7 @@ static void sql_query(struct emu_req *e, struct dapi_econn *conn,
     }
     snprintf(dir, sizeof dir, "%s/%s", app->emu->dir, id);
     int64_t t0 = dapi_clock_mono_ms();
-    enum dapi_err result = split_result(app, conn, sql, dir, &rows, &msg);
+    enum dapi_err result = split_result(app, conn, sql, &e->scope, dir, &rows, &msg);
     if(result == DAPI_ERR_BUSY) { /* shutting down: not the query's fault, try again later */
         detail(e, 503, "The service is shutting down", f);
         goto out;
@@ -476,10 +480,10 @@ static void start_execution(struct emu_req *e, struct dapi_econn *conn, const ch
     dapi_buf_addf(&wrapped, "\n) LIMIT 100 OFFSET %lld", (long long)((page - 1) * 100));
     uint64_t rows = 0;
     enum dapi_err result = wrapped.data
-                               ? dapi_engine_export_parquet(conn, wrapped.data, 0, file, 0,
-                                                            dapi_clock_mono_ms() +
-                                                                app->cfg->query_timeout * 1000,
-                                                            &rows, &msg)
+                               ? dapi_engine_export_parquet(
+                                     conn, wrapped.data, 0, &e->scope, file, 0,
+                                     dapi_clock_mono_ms() + app->cfg->query_timeout * 1000, &rows,
+                                     &msg)
                                : DAPI_ERR_NOMEM;
     /* Interrupted by shutdown: the execution stays "running" and is forgotten with the
      * process, so a poller sees 503s, then 404 after the restart, and executes again. */
@@ -687,10 +691,14 @@ out:
 }
 
 /* On the event thread: copies the request and hands it, with its op, to the workers. */
-/* 1 if key is one of the server's: a key of the store (its owner hash in kh; a revoked or
- * expired one is refused like an unknown key, as Nekt would) or a plain key. */
-static int key_ok(struct dapi_app *app, const char *key, unsigned char kh[DAPI_KEY_HASH_LEN])
+/* 1 if key is one of the server's: a key of the store (its owner hash in kh, its layers in
+ * scope; a revoked or expired one is refused like an unknown key, as Nekt would) or a plain
+ * key (every layer). */
+static int key_ok(struct dapi_app *app, const char *key, unsigned char kh[DAPI_KEY_HASH_LEN],
+                  struct dapi_scope *scope)
 {
+    scope->all = 1;
+    scope->n = 0;
     if(app->keystore) {
         struct dapi_principal who;
         int64_t when;
@@ -698,6 +706,7 @@ static int key_ok(struct dapi_app *app, const char *key, unsigned char kh[DAPI_K
                                                       dapi_clock_wall_s(), &who, &when);
         if(res != DAPI_KS_NOT_OURS) {
             memcpy(kh, who.owner, DAPI_KEY_HASH_LEN);
+            *scope = who.scope;
             return res == DAPI_KS_OK;
         }
     }
@@ -727,7 +736,7 @@ static void submit(struct dapi_req *r, struct dapi_app *app, emu_op *op, int key
     e->req = r;
     e->op = op;
     e->keyless = keyless;
-    e->key_ok = key && *key && key_ok(app, key, e->kh);
+    e->key_ok = key && *key && key_ok(app, key, e->kh, &e->scope);
     dapi_req_defer(r);
     if(dapi_pool_submit(app->emu->pool, handle, e, (size_t)app->cfg->max_queued_queries * 4)) {
         emu_req_free(e);

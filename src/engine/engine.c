@@ -1335,8 +1335,9 @@ out:
 }
 
 enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, int trusted,
-                                         const char *dir, int64_t rows_per_file,
-                                         int64_t deadline_ms, uint64_t *rows, char **msg)
+                                         const struct dapi_scope *scope, const char *dir,
+                                         int64_t rows_per_file, int64_t deadline_ms,
+                                         uint64_t *rows, char **msg)
 {
     enum dapi_err result;
     duckdb_prepared_statement st = NULL;
@@ -1352,7 +1353,7 @@ enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, 
         goto out;
     }
     if((!trusted && (result = dapi_engine_sync_lake(c->e))) ||
-       (result = prepare_readonly(c, sql, trusted, NULL, NULL, &st, msg)))
+       (result = prepare_readonly(c, sql, trusted, trusted ? NULL : scope, NULL, &st, msg)))
         goto out;
     duckdb_destroy_prepare(&st);
     /* The text was just proven to be one read-only statement, so it can sit inside COPY's
@@ -1395,7 +1396,8 @@ out:
     dapi_buf_free(&b);
     set_deadline(c, 0, 0);
     result = engine_classify_oom(result, msg, NULL);
-    if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && *msg) {
+    if(result != DAPI_ERR_SQL && result != DAPI_ERR_TOO_LARGE && result != DAPI_ERR_FORBIDDEN &&
+       *msg) {
         free(*msg);
         *msg = NULL;
     }

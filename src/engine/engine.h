@@ -111,14 +111,15 @@ enum dapi_err dapi_engine_run_bound(struct dapi_econn *c, const char *sql, const
 enum dapi_err dapi_engine_run_trusted(struct dapi_econn *c, const char *sql, int64_t deadline_ms,
                                       const struct dapi_sink *sink, void *ctx, char **msg);
 
-/* Runs sql (checked like dapi_engine_run, or like dapi_engine_run_trusted when trusted)
- * and writes its result as Parquet files into dir (inside opts.extra_dir), data_0.parquet,
+/* Runs sql (checked like dapi_engine_run and held to scope (NULL: every layer), or like
+ * dapi_engine_run_trusted when trusted) and writes its result as Parquet files into dir (inside opts.extra_dir), data_0.parquet,
  * data_1.parquet … of at most rows_per_file rows each, in row order (an empty result writes
  * no file); rows_per_file 0 writes exactly one file at the path dir instead. *rows receives
  * the row count. */
 enum dapi_err dapi_engine_export_parquet(struct dapi_econn *c, const char *sql, int trusted,
-                                         const char *dir, int64_t rows_per_file,
-                                         int64_t deadline_ms, uint64_t *rows, char **msg);
+                                         const struct dapi_scope *scope, const char *dir,
+                                         int64_t rows_per_file, int64_t deadline_ms,
+                                         uint64_t *rows, char **msg);
 
 /* ---- schema discovery (src/engine/discover.c; docs/api.md "Schema discovery") -------- */
 

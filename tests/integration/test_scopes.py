@@ -9,6 +9,7 @@ Scoped keys are real key-store keys, made with `dapi keys add --layers` into the
 import json
 import os
 import re
+import time
 
 import harness as h
 from harness import Server, check, eq, expect_error, expect_status, jparse
@@ -165,6 +166,67 @@ def test_scoped_key_reads_only_its_layers():
         _forbidden(srv, {"sql_query": "SELECT * FROM pub.t"}, "pub", key=KEY_NONE())
         eq(srv.query("SELECT 1 AS one", key=KEY_NONE()), [{"one": 1}], "no table: fine")
         check(KEY_PUB() not in srv.stderr_text(), "the key is not logged")
+
+
+def _emu_v2(srv, sql, key):
+    r = srv.api("POST", "/api/v1/sql-query/", {"sql": sql}, key=key)
+    eq(r.status, 200, "sql-query %r: %s" % (sql, r.short()))
+    return jparse(r)
+
+
+def _emu_v1(srv, sql, key):
+    """The Explorer flow (application, query, execution of page 1) to its end: the
+    execution's last status."""
+    r = srv.api("POST", "/api/v1/explorer/application/start/", {}, key=key)
+    eq(r.status, 200, "start: %s" % r.short())
+    deadline = time.monotonic() + 10
+    while True:
+        r = srv.api("POST", "/api/v1/explorer/queries/", {"sql_query": sql}, key=key)
+        if r.status != 409 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    eq(r.status, 201, "explorer query: %s" % r.short())
+    slug = jparse(r)["slug"]
+    r = srv.api("POST", "/api/v1/explorer/queries/%s/execution/" % slug, {"page_number": 1},
+                key=key)
+    eq(r.status, 201, "execution: %s" % r.short())
+    path = "/api/v1/explorer/queries/%s/execution/%s/" % (slug, jparse(r)["id"])
+    while True:
+        r = srv.api("GET", path, key=key)
+        st = jparse(r)
+        if st.get("status") != "running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    check(SECRET not in r.body.decode("utf-8", "replace"), "no secret in %r" % r.short())
+    return st
+
+
+@h.timeout(120)
+def test_nekt_emulator_holds_store_keys_to_their_scope():
+    """--emulate-nekt accepts store keys (its /api/v1/ routes run SQL on the same lake): it
+    held them to nothing, so a key scoped to pub read every layer through it, v2 and v1.
+    Each bypass now fails there as on dapi's own routes, naming the layer; the unscoped key
+    still reads it, and the scoped one its own layer."""
+    root, lake = _lake()
+    with _server(lake, "scopes-emu", args=["--emulate-nekt"]) as srv:
+        for sql, layer, readable in BYPASSES:
+            sql = sql.replace("LAKE", lake)
+            d = _emu_v2(srv, sql, KEY_PUB())
+            eq(d.get("state"), "FAILED", "v2, scoped: %r" % (sql,))
+            check("presigned_urls" not in d, "no files for %r" % (sql,))
+            check("may not read layer '%s'" % layer in d.get("error", ""),
+                  "the refusal names %s: %r" % (layer, d))
+            if readable:
+                eq(_emu_v2(srv, sql, KEY_ALL).get("state"), "SUCCEEDED", "unscoped: %r" % sql)
+        eq(_emu_v2(srv, "SELECT * FROM pub.orders", KEY_PUB()).get("state"), "SUCCEEDED",
+           "its own layer")
+        st = _emu_v1(srv, "SELECT * FROM secret.t", KEY_PUB())
+        eq(st.get("status"), "failed", "v1, scoped: %r" % st)
+        check("may not read layer 'secret'" in st.get("error", ""), "names the layer: %r" % st)
+        eq(_emu_v1(srv, "SELECT * FROM secret.t", KEY_ALL).get("status"), "complete",
+           "v1, unscoped")
+        eq(_emu_v1(srv, "SELECT * FROM pub.t", KEY_PUB()).get("status"), "complete",
+           "v1, its own layer")
 
 
 def test_layer_and_table_form_is_checked_the_same_way():

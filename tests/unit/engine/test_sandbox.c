@@ -924,8 +924,9 @@ int main(void)
         char path[700], *msg = NULL;
         uint64_t rows;
         snprintf(path, sizeof path, "%s/%s", root, parts[i]);
-        T_EQ_INT(dapi_engine_export_parquet(con, "SELECT 1 AS v", 1, path, 0, 0, &rows, &msg),
-                 DAPI_OK);
+        T_EQ_INT(
+            dapi_engine_export_parquet(con, "SELECT 1 AS v", 1, NULL, path, 0, 0, &rows, &msg),
+            DAPI_OK);
         free(msg);
     }
     snprintf(target, sizeof target, "%s/outside", root);
@@ -936,8 +937,9 @@ int main(void)
         uint64_t rows;
         snprintf(in, sizeof in, "%s/data/x.parquet", root);
         snprintf(out, sizeof out, "%s/outside/x.parquet", root);
-        T_EQ_INT(dapi_engine_export_parquet(con, "SELECT 666 AS v", 1, in, 0, 0, &rows, &msg),
-                 DAPI_OK);
+        T_EQ_INT(
+            dapi_engine_export_parquet(con, "SELECT 666 AS v", 1, NULL, in, 0, 0, &rows, &msg),
+            DAPI_OK);
         free(msg);
         T_CHECK(rename(in, out) == 0, "moved out of the lake");
     }

@@ -374,9 +374,9 @@ int main(void)
         char path[700], *msg = NULL;
         uint64_t rows;
         snprintf(path, sizeof path, "%s/%s", root, parquet[i]);
-        T_EQ_INT(
-            dapi_engine_export_parquet(con, "SELECT 'SECRET' AS a", 1, path, 0, 0, &rows, &msg),
-            DAPI_OK);
+        T_EQ_INT(dapi_engine_export_parquet(con, "SELECT 'SECRET' AS a", 1, NULL, path, 0, 0,
+                                            &rows, &msg),
+                 DAPI_OK);
         free(msg);
     }
     test_tables();
