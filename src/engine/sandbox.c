@@ -32,6 +32,8 @@ struct cte {
     uint64_t weight; /* nodes of the body once inlined */
     int agg_state;   /* as state, for agg */
     int agg;         /* levels of aggregation of the body once inlined */
+    int rel_state;   /* as state, for rels */
+    uint64_t rels;   /* relations the body reads once inlined */
 };
 
 struct walk {
@@ -401,6 +403,77 @@ static int agg_depth(struct walk *w, const struct dapi_jv *v, int depth)
         return self + d;
     default: return 0;
     }
+}
+
+/* ---- relations joined ---------------------------------------------------------------- */
+
+static uint64_t relations(struct walk *w, const struct dapi_jv *v, int depth);
+
+/* The relations a BASE_TABLE v brings: 1, or, if it names a CTE, that CTE's body's (1 if
+ * materialised or recursive; the largest body of that name: an overestimate). Apart
+ * (noinline) so that lname is not in each of relations' recursive frames. */
+__attribute__((noinline)) static uint64_t table_relations(struct walk *w, const struct dapi_jv *v,
+                                                          int depth)
+{
+    char lname[NAME_LEN];
+    if(*str(v, "schema_name") || lower(str(v, "table_name"), lname, sizeof lname))
+        return 1;
+    uint64_t n = 1;
+    for(size_t i = 0; i < w->nctes; i++) {
+        struct cte *c = &w->ctes[i];
+        if(strcmp(c->name, lname) != 0 || c->always || c->rel_state == 1)
+            continue;
+        if(c->rel_state == 0) {
+            c->rel_state = 1;
+            c->rels = relations(w, c->body, depth + 1);
+            c->rel_state = 2;
+        }
+        if(c->rels > n)
+            n = c->rels;
+    }
+    return n;
+}
+
+/* The relations read below v, CTEs inlined (saturating past DAPI_SANDBOX_MAX_RELATIONS);
+ * refuses a query node that reads more than DAPI_SANDBOX_MAX_JOINED. The CTE definitions
+ * are checked where they stand but counted where they are read. */
+static uint64_t relations(struct walk *w, const struct dapi_jv *v, int depth)
+{
+    uint64_t n = 0;
+    if(w->err)
+        return 0;
+    if(depth > MAX_INLINED_DEPTH) {
+        refuse(w, "the query is nested too deeply once its CTEs are expanded");
+        return 0;
+    }
+    if(dapi_jv_type(v) == DAPI_J_ARRAY) {
+        for(size_t i = 0, len = dapi_jv_array_size(v); i < len && !w->err; i++)
+            n += relations(w, dapi_jv_index(v, i), depth + 1);
+        return n > DAPI_SANDBOX_MAX_RELATIONS ? DAPI_SANDBOX_MAX_RELATIONS + 1 : n;
+    }
+    if(dapi_jv_type(v) != DAPI_J_OBJECT)
+        return 0;
+    const char *type = str(v, "type");
+    if(strcmp(type, "BASE_TABLE") == 0)
+        return table_relations(w, v, depth);
+    n = strcmp(type, "TABLE_FUNCTION") == 0 || strcmp(type, "EXPRESSION_LIST") == 0;
+    for(void *it = dapi_jv_iter(v); it && !w->err; it = dapi_jv_iter_next(v, it)) {
+        uint64_t k = relations(w, dapi_jv_iter_value(it), depth + 1);
+        if(strcmp(dapi_jv_iter_key(it), "cte_map") != 0)
+            n += k;
+    }
+    if(n > DAPI_SANDBOX_MAX_RELATIONS)
+        n = DAPI_SANDBOX_MAX_RELATIONS + 1;
+    if(!w->err && strcmp(type, "SELECT_NODE") == 0 && n > DAPI_SANDBOX_MAX_JOINED)
+        refuse(
+            w,
+            "the query joins too many relations for the planner: one SELECT reads %s%llu "
+            "tables, table functions or VALUES lists (its subqueries and the CTEs it reads "
+            "included), more than %d; split it, or mark CTEs AS MATERIALIZED",
+            n > DAPI_SANDBOX_MAX_RELATIONS ? "more than " : "",
+            (unsigned long long)(n > DAPI_SANDBOX_MAX_RELATIONS ? DAPI_SANDBOX_MAX_RELATIONS : n),
+            DAPI_SANDBOX_MAX_JOINED);
+    return n;
 }
 
 /* ---- functions ------------------------------------------------------------------------ */
@@ -866,6 +939,11 @@ enum dapi_err dapi_sandbox_check(struct dapi_sandbox *sb, const char *tree, size
                "more than %d levels, a scalar subquery counting as one more); mark some CTEs "
                "AS MATERIALIZED",
                DAPI_SANDBOX_MAX_AGG_DEPTH);
+    if(!w.err && relations(&w, stmts, 0) > DAPI_SANDBOX_MAX_RELATIONS && !w.err)
+        refuse(&w,
+               "the query reads too many relations for the planner (tables, table functions "
+               "and VALUES lists, CTEs inlined: more than %d in all)",
+               DAPI_SANDBOX_MAX_RELATIONS);
     if(!w.err)
         check(&w, stmts, 0);
 out:

@@ -732,6 +732,92 @@ static void test_nesting_bounds(void)
     dapi_buf_free(&b);
 }
 
+/* A join chain of n + 1 relations into b (aliases p0…pn): "FROM range(2) p0 JOIN range(2) p1
+ * ON …". */
+static const char *join_chain(struct dapi_buf *b, const char *p, int n)
+{
+    dapi_buf_addf(b, "SELECT count(*) AS c FROM range(2) %s0", p);
+    for(int i = 1; i <= n; i++)
+        dapi_buf_addf(b, " JOIN range(2) %s%d ON %s%d.range = %s%d.range", p, i, p, i, p, i - 1);
+    return b->data;
+}
+
+/* Regression: DuckDB plans a chain of joins in time that grows with about the fourth power of
+ * its length (50 joins: 0.9 s, 100: 18 s, 200: minutes, memory near 1 GB), never interrupted:
+ * two such queries of one key held both check workers and every key's creations waited. A
+ * SELECT may read DAPI_SANDBOX_MAX_JOINED relations (its subqueries and the CTEs it reads
+ * inlined), a query DAPI_SANDBOX_MAX_RELATIONS in all; the comma form, IN subqueries and CTEs
+ * read many times count the same. */
+static void test_join_bounds(void)
+{
+    const int most = DAPI_SANDBOX_MAX_JOINED;
+    struct dapi_buf b, x, y;
+    dapi_buf_init(&b, 1 << 20);
+    dapi_buf_init(&x, 1 << 20);
+    dapi_buf_init(&y, 1 << 20);
+    expect_nesting(join_chain(&b, "t", most - 1), 0, "");
+    dapi_buf_reset(&b);
+    expect_nesting(join_chain(&b, "t", most), 1, "joins too many relations");
+    /* the comma form, the conditions in WHERE */
+    dapi_buf_reset(&b);
+    dapi_buf_adds(&b, "SELECT count(*) FROM range(2) t0");
+    for(int i = 1; i <= most; i++)
+        dapi_buf_addf(&b, ", range(2) t%d", i);
+    dapi_buf_adds(&b, " WHERE t1.range = t0.range");
+    for(int i = 2; i <= most; i++)
+        dapi_buf_addf(&b, " AND t%d.range = t%d.range", i, i - 1);
+    expect_nesting(b.data, 1, "joins too many relations");
+    /* semi-joins: IN subqueries */
+    dapi_buf_reset(&b);
+    dapi_buf_adds(&b, "SELECT count(*) FROM range(2) t WHERE range IN (SELECT 1)");
+    for(int i = 0; i < most; i++)
+        dapi_buf_adds(&b, " AND range IN (SELECT range FROM range(2))");
+    expect_nesting(b.data, 1, "joins too many relations");
+    /* two subqueries of half the bound each, joined */
+    dapi_buf_reset(&x);
+    dapi_buf_reset(&y);
+    dapi_buf_reset(&b);
+    dapi_buf_addf(&b, "SELECT count(*) FROM (%s) a JOIN (", join_chain(&x, "x", most / 2));
+    dapi_buf_addf(&b, "%s) b ON a.c = b.c", join_chain(&y, "y", most / 2));
+    expect_nesting(b.data, 1, "joins too many relations");
+    /* a CTE of 20 relations read three times is 60; materialised, 3 */
+    dapi_buf_reset(&x);
+    join_chain(&x, "x", 19);
+    dapi_buf_reset(&b);
+    dapi_buf_addf(&b,
+                  "WITH c AS (%s) SELECT count(*) FROM c c1 JOIN c c2 ON c1.c = c2.c JOIN c c3 "
+                  "ON c3.c = c2.c",
+                  x.data);
+    expect_nesting(b.data, 1, "joins too many relations");
+    dapi_buf_reset(&b);
+    dapi_buf_addf(&b,
+                  "WITH c AS MATERIALIZED (%s) SELECT count(*) FROM c c1 JOIN c c2 ON c1.c = c2.c "
+                  "JOIN c c3 ON c3.c = c2.c",
+                  x.data);
+    expect_nesting(b.data, 0, "");
+    /* a UNION's branches are planned apart: each may read the most, the query four times it */
+    dapi_buf_reset(&b);
+    for(int k = 0; k < 4; k++) {
+        dapi_buf_reset(&x);
+        char p[8];
+        snprintf(p, sizeof p, "u%d_", k);
+        dapi_buf_addf(&b, "%s(%s)", k ? " UNION ALL " : "", join_chain(&x, p, most - 1));
+    }
+    expect_nesting(b.data, 0, "");
+    dapi_buf_reset(&x);
+    dapi_buf_addf(&b, " UNION ALL (%s)", join_chain(&x, "v", 1));
+    expect_nesting(b.data, 1, "too many relations for the planner");
+    /* many small relations side by side are fine */
+    dapi_buf_reset(&b);
+    dapi_buf_adds(&b, "SELECT range AS v FROM range(2)");
+    for(int i = 0; i < 150; i++)
+        dapi_buf_adds(&b, " UNION ALL SELECT range AS v FROM range(2)");
+    expect_nesting(b.data, 0, "");
+    dapi_buf_free(&b);
+    dapi_buf_free(&x);
+    dapi_buf_free(&y);
+}
+
 /* ---- options of table functions --------------------------------------------------------- */
 
 /* Options (named arguments) are on an allow-list too: read_csv's store_rejects wrote tables of
@@ -954,6 +1040,7 @@ int main(void)
     test_allowlist_complete();
     test_table_options();
     test_nesting_bounds();
+    test_join_bounds();
 
     dapi_econn_close(con);
 out:
