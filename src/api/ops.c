@@ -149,9 +149,11 @@ void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unus
         snprintf(labels, sizeof labels, "state=\"%s\"", states[i]);
         dapi_metrics_sample(&b, "dapi_queries", labels, (double)by_state[i]);
     }
-    dapi_metrics_gauge(&b, "dapi_state_bytes",
-                       "bytes of stored results and queries (counted per query: a shared result "
-                       "counts once per query that shares it; each query 8 KiB more)");
+    dapi_metrics_gauge(
+        &b, "dapi_state_bytes",
+        "bytes of stored results and queries (counted per query: a shared result "
+        "counts once per query that shares it; each query 8 KiB more, or twice its SQL and "
+        "parameters if larger)");
     dapi_metrics_sample(&b, "dapi_state_bytes", NULL,
                         app->queries ? (double)dapi_queries_bytes(app->queries) : 0);
     uint64_t pfiles = 0, plive = 0, ptotal = 0;

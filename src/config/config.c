@@ -141,9 +141,9 @@ static const struct setting settings[] = {
      "their oldest results first; then new queries get 503)"},
     {"max-state-bytes-per-key", "DAPI_MAX_STATE_BYTES_PER_KEY", K_I64, O(max_state_bytes_per_key),
      "5368709120", 1 * MiB, INT64_MAX, NULL,
-     "bytes one key's stored results may take, each query counting 8 KiB more (its oldest "
-     "ended queries, and Nekt v1 ones, are deleted to make room for a new one; a single "
-     "larger result fails with 413)"},
+     "bytes one key's stored results may take, each query counting 8 KiB more, or twice "
+     "its SQL and parameters if larger (its oldest ended queries, and Nekt v1 ones, are "
+     "deleted to make room for a new one; a single larger result fails with 413)"},
     {"retention", "DAPI_RETENTION", K_I64, O(retention), "86400", 1, 365 * 86400LL, NULL,
      "seconds a result and its slug are kept"},
     {"reuse-max-age", "DAPI_REUSE_MAX_AGE", K_I64, O(reuse_max_age), "300", 0, 365 * 86400LL, NULL,

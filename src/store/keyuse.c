@@ -107,11 +107,22 @@ static void bytes_count(struct dapi_queries *qs, const unsigned char *owner, uin
     }
 }
 
-/* Charges q's owner the query charge, from its registration until store_bytes_sub. */
+/* What q is charged besides its result: the query charge, or twice the bytes of its SQL and
+ * parameters if more (kept on disk and in memory for its retention: a flat charge let a key
+ * keep 900 KB of parameters per query, 100 times what it counted). */
+static uint64_t charge_of(const struct dapi_queries *qs, const struct query *q)
+{
+    uint64_t text = (q->sql ? strlen(q->sql) : 0) + (q->params ? strlen(q->params) : 0);
+    uint64_t c = qs->lim.query_charge;
+    return c && 2 * text > c ? 2 * text : c;
+}
+
+/* Charges q's owner charge_of(q), from its registration until store_bytes_sub. */
 void store_charge(struct dapi_queries *qs, struct query *q)
 {
-    bytes_count(qs, q->owner, qs->lim.query_charge, q->charged);
-    q->charged = qs->lim.query_charge;
+    uint64_t c = charge_of(qs, q);
+    bytes_count(qs, q->owner, c, q->charged);
+    q->charged = c;
 }
 
 void store_bytes_count(struct dapi_queries *qs, struct query *q)
@@ -145,7 +156,7 @@ void dapi_queries_set_limits(struct dapi_queries *qs, const struct dapi_queries_
     /* A new charge applies to the queries registered already (loaded at open) too. */
     for(size_t b = 0; b < qs->nbuckets; b++)
         for(struct query *q = qs->buckets[b]; q; q = q->next)
-            if(q->charged != l->query_charge)
+            if(q->charged != charge_of(qs, q))
                 store_charge(qs, q);
     pthread_mutex_unlock(&qs->lock);
 }

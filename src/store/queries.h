@@ -109,7 +109,8 @@ uint64_t dapi_queries_active(struct dapi_queries *qs, const unsigned char *key_h
  * Without it, a key's queries whose results are small, failed or cancelled took the disk
  * and memory of the machine for their retention while counting nothing. Measured: a failed
  * query takes 8 KiB of disk (a directory and meta.json, a 4 KiB block each) and about 1 KiB
- * of memory. */
+ * of memory. A query whose SQL and parameters take more than half of it is charged twice
+ * their bytes instead (they are kept on disk and in memory). */
 #define DAPI_QUERY_CHARGE 8192
 /* Bytes of key_hash's stored results and registered queries (DAPI_QUERY_CHARGE each). */
 uint64_t dapi_queries_key_bytes(struct dapi_queries *qs, const unsigned char *key_hash);

@@ -229,6 +229,38 @@ def test_per_key_storage_counts_every_query_not_only_results():
         expect_status(s.results(b, 1, key=KEY_B), 400, "key B's failed query is kept")
 
 
+@h.timeout(90)
+def test_per_key_storage_counts_the_text_of_each_query():
+    """A query is charged twice the bytes of its SQL and parameters when that is more than
+    8 KiB: they are kept on disk and in memory for its retention. A flat 8 KiB let a key keep
+    queries of 250 KB of parameters each, 60 times what it counted (the review's 160 queries
+    of 900 KB took 139 MB of disk and 170 MB of memory under a 2 MB quota). With a 2 MiB quota
+    a key keeps 4 such queries (500 KB each): its older ones are deleted, the state stays small,
+    another key's query is kept."""
+    quota = 2 * 1024 * 1024
+    with Server(args=["--max-state-bytes-per-key", str(quota)], keys=[KEY_A, KEY_B],
+                name="fair-text") as s:
+        b = s.create("SELECT 1 AS n", key=KEY_B)
+        big = "y" * 250000
+        a = []
+        for i in range(30):
+            r = s.create_resp({"sql_query": "SELECT length($p) + %d AS v" % i,
+                               "params": {"p": big}}, key=KEY_A)
+            expect_status(r, 200, "key A's query %d" % i)
+            a.append(jparse(r)["query_slug"])
+            eq(s.page(a[-1], 1, key=KEY_A), [{"v": 250000 + i}], "its rows")
+        kept = [i for i, slug in enumerate(a) if s.results(slug, 1, key=KEY_A).status != 404]
+        check(4 <= len(kept) <= 5 and kept[-1] == 29, "key A keeps its newest few: %r" % kept)
+        used = 0
+        for root, _, files in os.walk(s.state_dir):
+            for f in files:
+                p = os.path.join(root, f)
+                if not os.path.islink(p):
+                    used += os.path.getsize(p)
+        check(used < 4 * quota, "the state dir holds %d bytes (quota %d)" % (used, quota))
+        eq(s.page(b, 1, key=KEY_B), [{"n": 1}], "key B's query is kept")
+
+
 # ----------------------------------------------------------------------------- crash loop and orphans
 
 
