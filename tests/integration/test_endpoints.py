@@ -199,7 +199,7 @@ def test_hostile_values_are_data():
         eq(_data(_call(s, "by_name", "n=" + urllib.parse.quote("O'Brien"))), [{"id": 4}], "a quote is data")
 
 
-def test_list_filtered_by_scope_and_403():
+def test_list_filtered_by_scope_and_404():
     keys_file, shop_key = _shop_key()
     with _server(args=["--keys-file", keys_file], keys=[KEY]) as s:
         names = [e["name"] for e in jparse(s.api("GET", "/api/endpoints"))["endpoints"]]
@@ -212,9 +212,12 @@ def test_list_filtered_by_scope_and_403():
         eq(ep["cache"], 60, "cache")
         eq([(p["name"], p["type"], p["required"], p["default"]) for p in ep["params"]],
            [("country", "varchar", True, None), ("limit", "integer", False, 10)], "params")
+        # as if it did not exist: the same answer as an unknown name, no layer named
         r = _call(s, "people", key=shop_key)
-        expect_error(r, 403, "Forbidden", "an endpoint reading another layer")
-        check("'hr'" in jparse(r)["details"], r.short())
+        unknown = _call(s, "no_such_endpoint", key=shop_key)
+        expect_error(r, 404, "Endpoint not found", "an endpoint reading another layer")
+        eq((r.status, r.body), (unknown.status, unknown.body), "the same as an unknown name")
+        check("hr" not in r.body.decode(), r.short())
         eq(_data(_call(s, "people")), [{"id": 1}], "the unscoped key may")
         expect_error(_call(s, "people", key="nope"), 401, None, "an unknown key")
 
@@ -415,7 +418,7 @@ def test_dapi_call_in_any_output_format():
         rc, out, err = _dapi(s, ["call", "-q", "nope"])
         eq(rc, 4, "an unknown endpoint: exit 4 (%s)" % err)
         rc, out, err = _dapi(s, ["call", "-q", "people"], key=shop_key)
-        eq(rc, 3, "outside the key's scope: exit 3 (%s)" % err)
+        eq(rc, 4, "outside the key's scope: not there for it, exit 4 (%s)" % err)
         rc, out, err = _dapi(s, ["call", "-q", "-f", "csv", "by_kind", "n=" + "Ann"])
         eq((rc, out), (0, "id\r\n1\r\n"), "csv: %s" % err)
         rc, out, err = _dapi(s, ["call", "vip", "oops"])
