@@ -437,7 +437,11 @@ static void export_parquet(struct export_job *j)
         dapi_warn("parquet export of %s failed: %s", j->slug,
                   msg ? msg : dapi_err_message(result));
         dapi_respond_err(j->r, result,
-                         result == DAPI_ERR_BUSY ? "no space left for the conversion" : NULL);
+                         result == DAPI_ERR_BUSY        ? "no space left for the conversion"
+                         : result == DAPI_ERR_TOO_LARGE ? "the conversion to Parquet needs more "
+                                                          "memory than this server allows "
+                                                          "(--memory-limit)"
+                                                        : NULL);
     } else {
         char disp[DAPI_REQ_HEADER_VALUE_MAX + 1];
         snprintf(disp, sizeof disp, "attachment; filename=\"%s.parquet\"", j->slug);

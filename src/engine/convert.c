@@ -30,7 +30,7 @@ static enum dapi_err run(duckdb_connection con, const char *sql, char **msg)
 
 enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, const char *out,
                                             const char *const *names, const char *const *types,
-                                            size_t n, const char *memory_limit,
+                                            size_t n, uint64_t longest, const char *memory_limit,
                                             int64_t max_spill_bytes, char **msg)
 {
     duckdb_database db = NULL;
@@ -90,7 +90,11 @@ enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, con
         dapi_buf_adds(&b, "NULL AS \"?\" LIMIT 0");
     dapi_buf_adds(&b, " FROM read_ndjson(");
     dapi_engine_sql_literal(&b, in);
-    dapi_buf_adds(&b, ", maximum_object_size = 1073741824, columns = {");
+    /* The reader's buffers are twice the largest object it allows: a fixed 1 GiB failed every
+     * export under a --memory-limit below 2 GB. The longest row is known: room for it (and
+     * at least DuckDB's default, 16 MiB). */
+    uint64_t most = longest + 64 > (16u << 20) ? longest + 64 : (16u << 20);
+    dapi_buf_addf(&b, ", maximum_object_size = %llu, columns = {", (unsigned long long)most);
     for(size_t i = 0; i < n; i++) {
         if(i)
             dapi_buf_adds(&b, ", ");

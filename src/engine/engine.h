@@ -185,15 +185,15 @@ int64_t dapi_engine_estimate_rows(const char *kind, const char *sample, size_t n
  * (*last_us). *msg: an owned explanation on error. (The benchmark's reference, bench/.) */
 enum dapi_err dapi_engine_run_timed(const char *const *sql, size_t n, int64_t *last_us,
                                     char **msg);
-/* Converts the NDJSON rows at in (one object per line, keyed by the column names) into a
- * Parquet file at out with the n columns names[i] of DuckDB types types[i] (as DuckDB names
+/* Converts the NDJSON rows at in (one object per line, keyed by the column names, the longest
+ * longest bytes) into a Parquet file at out with the n columns names[i] of DuckDB types types[i] (as DuckDB names
  * them: "BIGINT", "DECIMAL(18,3)", "INTEGER[]" …). Runs in a DuckDB of its own that may touch
  * only dir (which holds in and out, and its spill files), with memory_limit (NULL: DuckDB's
  * default) and at most max_spill_bytes of spill files (<= 0: DuckDB's default). *msg: an
  * owned explanation on error. */
 enum dapi_err dapi_engine_ndjson_to_parquet(const char *dir, const char *in, const char *out,
                                             const char *const *names, const char *const *types,
-                                            size_t n, const char *memory_limit,
+                                            size_t n, uint64_t longest, const char *memory_limit,
                                             int64_t max_spill_bytes, char **msg);
 
 /* While *flag (may be NULL: none) is set non-zero, a query running on c is interrupted (as at

@@ -28,9 +28,26 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Writes every row of r as NDJSON to path. */
+/* Follows the longest line of a text seen in pieces: *run is the length of the line the
+ * last piece left open, *most the longest so far. */
+static void longest_line(const char *p, size_t n, uint64_t *run, uint64_t *most)
+{
+    const char *end = p + n;
+    while(p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        *run += (uint64_t)((nl ? nl : end) - p);
+        if(*run > *most)
+            *most = *run;
+        if(!nl)
+            return;
+        *run = 0;
+        p = nl + 1;
+    }
+}
+
+/* Writes every row of r as NDJSON to path; *longest: the bytes of its longest row. */
 static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
-                                const atomic_int *stop, char **msg)
+                                const atomic_int *stop, uint64_t *longest, char **msg)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if(fd < 0) {
@@ -43,7 +60,8 @@ static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
     dapi_buf_init(&out, (size_t)-1 / 2);
     dapi_buf_init(&page, (size_t)-1 / 2);
     enum dapi_err result = DAPI_OK;
-    uint64_t pages = dapi_result_pages(r);
+    uint64_t pages = dapi_result_pages(r), run = 0;
+    *longest = 0;
     for(uint64_t p = 1; p <= pages && !result; p++) {
         const char *rows = NULL;
         size_t len = 0;
@@ -51,6 +69,7 @@ static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
         if(!result)
             result = dapi_rows_page(&conv, &out, rows, len);
         if(!result && (out.len >= 1 << 20 || p == pages)) {
+            longest_line(out.data, out.len, &run, longest);
             if(out.len && write_all(fd, out.data, out.len)) {
                 *msg = strdup(strerror(errno));
                 result = errno == ENOSPC || errno == EDQUOT ? DAPI_ERR_BUSY : DAPI_ERR_IO;
@@ -85,10 +104,11 @@ enum dapi_err dapi_result_parquet(const struct dapi_result *r, const char *const
     }
     snprintf(in, sizeof in, "%s/rows.ndjson", dir);
     snprintf(out, sizeof out, "%s/rows.parquet", dir);
-    enum dapi_err result = write_rows(r, in, stop, msg);
+    uint64_t longest = 0;
+    enum dapi_err result = write_rows(r, in, stop, &longest, msg);
     if(!result)
-        result = dapi_engine_ndjson_to_parquet(dir, in, out, names, types, n, memory_limit,
-                                               max_spill_bytes, msg);
+        result = dapi_engine_ndjson_to_parquet(dir, in, out, names, types, n, longest,
+                                               memory_limit, max_spill_bytes, msg);
     unlink(in);
     if(!result) {
         struct stat st;

@@ -416,6 +416,30 @@ def test_parquet_real_types_and_values():
         eq([x for x in os.listdir(os.path.join(s.state_dir, "tmp")) if x.startswith("export-")], [], "temporary files")
 
 
+@h.timeout(120)
+def test_parquet_under_a_small_memory_limit():
+    """The conversion let DuckDB's JSON reader take objects of up to 1 GiB, and its buffers are
+    twice that: under --memory-limit 1GB every Parquet export failed (413, "failed to allocate
+    data of size 2.0 GiB"), even of one small row. The reader now allows the longest row the
+    export holds: small and 20 MB rows export under 1 GB, and read back whole."""
+    lake = h.tmpdir("lake-parquet-small")
+    os.makedirs(os.path.join(lake, "exp"))
+    with Server(keys=[KEY], data_dir=lake, args=QUIET + ["--memory-limit", "1GB"],
+                name="export-parquet-small") as s:
+        for name, sql in [("small", "SELECT range AS i, range * 2 AS j FROM range(1000)"),
+                          ("wide", "SELECT 7 AS i, repeat('w', 20000000) AS s")]:
+            slug = s.create(sql)
+            r = export(s, slug, "parquet")
+            expect_status(r, 200, "parquet of %s under --memory-limit 1GB" % name)
+            check(r.body[:4] == b"PAR1" and r.body[-4:] == b"PAR1", "a Parquet file: %r" % r.body[:8])
+            with open(os.path.join(lake, "exp", name + ".parquet"), "wb") as f:
+                f.write(r.body)
+        rows, _ = _one(s, "SELECT count(*) AS n, sum(j) AS j FROM exp.small")
+        eq(rows, [{"n": 1000, "j": 999000}], "the small export's rows")
+        rows, _ = _one(s, "SELECT i, length(s) AS n FROM exp.wide")
+        eq(rows, [{"i": 7, "n": 20000000}], "the wide row, whole")
+
+
 @h.timeout(200)
 def test_shutdown_does_not_wait_for_a_stalled_client():
     # a client that stops reading mid-export: SIGTERM still ends the server within its grace
