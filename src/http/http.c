@@ -24,90 +24,7 @@
 #include "base/metrics.h"
 #include "http/conns.h"
 #include "http/head.h"
-
-/* Connection limits are enforced here, not by libmicrohttpd (docs/design.md, "Connections"):
- * on_accept admits or refuses each accepted socket against our own counts, on_connection
- * (MHD_OPTION_NOTIFY_CONNECTION) tracks every admitted connection until it closes, and a
- * sweeper thread closes connections that do not deliver a request head in time. */
-struct dapi_conn {
-    struct dapi_conn *prev, *next; /* h->open (h->mu) */
-    struct MHD_Connection *mc;
-    struct dapi_req *req;   /* the request being read or answered (its event thread only) */
-    struct dapi_req *spare; /* the last request's memory, for the next one (event thread) */
-    MHD_socket fd;
-    pthread_t owner; /* the event thread that runs it */
-    struct dapi_addr addr;
-    char addr_text[48];            /* addr as text, for the access log */
-    int counted;                   /* holds a slot in h->conns */
-    int cut;                       /* shut down by dapi; MHD closes it next (h->mu) */
-    _Atomic int64_t head_since_ms; /* waiting for a request head since (monotonic) */
-    atomic_int in_request;         /* the access handler has the current request */
-};
-
-struct dapi_http {
-    struct MHD_Daemon *d;
-    atomic_int quiesced; /* no new connection is kept (dapi_http_quiesce) */
-    struct dapi_http_opts o;
-    atomic_long inflight;
-    int port;
-    uint64_t drain_bytes; /* an oversized body up to this size is read (and discarded) */
-    pthread_mutex_t mu;   /* guards conns, open and every dapi_conn.cut */
-    struct dapi_conns *conns;
-    struct dapi_conn *open;
-    pthread_cond_t wake; /* stops the sweeper */
-    int stopping;
-    int sweeper_started;
-    pthread_t sweeper;
-    _Atomic int64_t refused_log_ms[2]; /* last warning about a refusal, per limit */
-};
-
-enum { ST_READING, ST_DISPATCHED, ST_DONE };
-
-struct dapi_req {
-    struct dapi_http *h;
-    struct MHD_Connection *conn;
-    const char *method;
-    char *path;
-    char *query;                       /* the query string as sent (after '?'), or NULL */
-    char client[48];                   /* the client's address as text */
-    char rid[DAPI_REQUEST_ID_MAX + 1]; /* X-Request-Id: the client's, or generated */
-    int64_t start_us;
-    struct dapi_conn *c; /* its connection (NULL if untracked) */
-    struct dapi_buf body;
-    uint64_t received; /* body bytes received, kept or not */
-    int too_large;     /* body over the limit: discard, then 413 */
-    int close;         /* answer with Connection: close */
-    /* the client closes after this request (Connection: close, or HTTP/1.0 without
-     * keep-alive); HTTP/1.0 (an unsized body then ends with the connection) */
-    unsigned char one_shot, http10;
-    int state;
-    pthread_mutex_t mu; /* guards the fields below against a worker answering */
-    int deferred, suspended, answered, queued;
-    int status;
-    char *resp;
-    size_t resp_len;
-    const char *xh, *xv; /* dapi_req_respond's extra header (xv in text) */
-    /* Headers added before the response (dapi_req_add_header), sent with it: a static value,
-     * or a copy in text. The copies share one small area so that the whole request stays
-     * within 1 KiB. */
-    struct {
-        const char *name, *value;
-    } added[DAPI_REQ_ADDED_HEADERS];
-    int n_added;
-    unsigned text_len;
-    /* (the extra header's value always has room after the added ones' DAPI_REQ_HEADER_TEXT) */
-    char text[DAPI_REQ_HEADER_TEXT + DAPI_REQ_HEADER_VALUE_MAX + 1];
-    /* a body kept by the caller (dapi_req_respond_kept) instead of resp */
-    const void *kept;
-    void (*release)(void *arg);
-    void *release_arg;
-    struct dapi_stream *stream; /* a streamed body (dapi_req_respond_stream): a reference */
-    int fd;                     /* file body (>= 0) instead of resp */
-    uint64_t fd_size;
-    const char *ctype;
-    unsigned long long bytes_sent;
-    const char *route; /* the route's name, for metrics (static; NULL: no route matched) */
-};
+#include "http/http_int.h"
 
 /* A connection's requests share one allocation (dapi_conn.spare): a calloc per request of this
  * size took about 3% of a page request's CPU, as glibc's calloc skips the per-thread cache and
@@ -241,6 +158,16 @@ int dapi_req_add_static_header(struct dapi_req *r, const char *name, const char 
     return ok;
 }
 
+/* An answer to a request answered already (under r->mu, which it unlocks): a bug elsewhere,
+ * or the handler's late answer to a request the stop answered for it (dapi_http_abandon). */
+static void second_answer(struct dapi_req *r)
+{
+    int left = r->left;
+    pthread_mutex_unlock(&r->mu);
+    if(!left)
+        dapi_error("http: second response for one request dropped");
+}
+
 static void answer_locked(struct dapi_req *r)
 {
     r->answered = 1;
@@ -255,9 +182,8 @@ void dapi_req_respond_file(struct dapi_req *r, int status, int fd, uint64_t size
 {
     pthread_mutex_lock(&r->mu);
     if(r->answered) {
-        pthread_mutex_unlock(&r->mu);
+        second_answer(r);
         close(fd);
-        dapi_error("http: second response for one request dropped");
         return;
     }
     r->status = status;
@@ -272,10 +198,9 @@ void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
                       const char *extra_header, const char *extra_value)
 {
     pthread_mutex_lock(&r->mu);
-    if(r->answered) { /* a bug elsewhere; never answer twice */
-        pthread_mutex_unlock(&r->mu);
+    if(r->answered) { /* a bug elsewhere (or the stop answered it); never answer twice */
+        second_answer(r);
         free(body);
-        dapi_error("http: second response for one request dropped");
         return;
     }
     r->status = status;
@@ -294,9 +219,8 @@ void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, siz
 {
     pthread_mutex_lock(&r->mu);
     if(r->answered) {
-        pthread_mutex_unlock(&r->mu);
+        second_answer(r);
         release(arg);
-        dapi_error("http: second response for one request dropped");
         return;
     }
     r->status = status;
@@ -309,21 +233,6 @@ void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, siz
 }
 
 /* ---- streamed bodies ------------------------------------------------------------------ */
-
-struct dapi_stream {
-    pthread_mutex_t mu;
-    pthread_cond_t room; /* the writer waits for room, or for the client to leave */
-    char *buf;           /* DAPI_STREAM_BUFFER bytes: data[head, tail) waits to be sent */
-    size_t head, tail;
-    int ended, ok; /* the writer is done (ok: the body is complete) */
-    int gone;      /* libmicrohttpd is done with the response (sent, or the client left) */
-    int suspended; /* the connection waits for data: resumed by the next write or the end */
-    int refs;      /* the writer, the response, the request */
-    struct MHD_Connection *conn;
-    unsigned long long total; /* bytes handed to libmicrohttpd */
-    const atomic_int *stop;   /* dapi_stream_stop_on */
-    void (*on_wait)(int);     /* dapi_stream_on_wait */
-};
 
 static void stream_unref(struct dapi_stream *s)
 {
@@ -403,8 +312,7 @@ struct dapi_stream *dapi_req_respond_stream(struct dapi_req *r, int status,
     s->conn = r->conn;
     pthread_mutex_lock(&r->mu);
     if(r->answered) {
-        pthread_mutex_unlock(&r->mu);
-        dapi_error("http: second response for one request dropped");
+        second_answer(r);
         s->gone = 1;
         s->refs = 1;
         return s; /* writes fail: the writer stops */
@@ -491,10 +399,45 @@ void dapi_stream_end(struct dapi_stream *s, int ok)
     stream_unref(s);
 }
 
+/* Lists r's connection in h->waiting for the stop (under h->wmu, on r's event thread; every
+ * request served has its connection, see on_request). */
+static void list_waiting(struct dapi_http *h, struct dapi_req *r)
+{
+    struct dapi_conn *c = r->c;
+    if(!c->wreq) {
+        c->wprev = NULL;
+        c->wnext = h->waiting;
+        if(h->waiting)
+            h->waiting->wprev = c;
+        h->waiting = c;
+        c->wreq = r;
+    }
+}
+
+/* Takes c out of h->waiting, if it is there (on its event thread). */
+static void unlist_waiting(struct dapi_http *h, struct dapi_conn *c)
+{
+    if(!c->wreq)
+        return;
+    pthread_mutex_lock(&h->wmu);
+    if(c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        h->waiting = c->wnext;
+    if(c->wnext)
+        c->wnext->wprev = c->wprev;
+    c->wreq = NULL;
+    pthread_mutex_unlock(&h->wmu);
+}
+
 static enum MHD_Result queue(struct dapi_req *r)
 {
     struct MHD_Response *resp;
     if(r->stream) {
+        /* its connection is suspended while the writer has nothing new: the stop must see it */
+        pthread_mutex_lock(&r->h->wmu);
+        list_waiting(r->h, r);
+        pthread_mutex_unlock(&r->h->wmu);
         resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read,
                                                  r->stream, stream_free);
         if(!resp)
@@ -755,8 +698,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct dapi_http *h = cls;
     struct dapi_req *r = *con_cls;
-    if(!r)
-        return MHD_NO; /* on_uri could not allocate: drop the connection */
+    if(!r || !r->c)
+        return MHD_NO; /* on_uri could not allocate, or on_connection could not track the
+                          connection (and shut it down): drop it */
 
     if(r->state == ST_READING && !r->path) {
         /* First call: headers only. Answer nothing yet (the two-call pattern keeps
@@ -825,6 +769,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         } else {
             h->o.dispatch(r, h->o.app);
         }
+        /* A deferred request is listed for the stop, and suspended, under h->wmu: the stop
+         * finds it suspended or answered (r->deferred was set by the handler, on this thread). */
+        int deferred = r->deferred;
+        if(deferred) {
+            pthread_mutex_lock(&h->wmu);
+            list_waiting(h, r);
+        }
         pthread_mutex_lock(&r->mu);
         if(!r->answered) {
             if(!r->deferred) {
@@ -836,10 +787,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                 r->suspended = 1;
                 MHD_suspend_connection(conn);
                 pthread_mutex_unlock(&r->mu);
+                pthread_mutex_unlock(&h->wmu); /* (deferred) */
                 return MHD_YES;
             }
         }
         pthread_mutex_unlock(&r->mu);
+        if(deferred)
+            pthread_mutex_unlock(&h->wmu);
     }
     if(r->queued)
         return MHD_YES;
@@ -856,6 +810,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct dapi_req *r = *con_cls;
     if(!r)
         return;
+    if(r->c)
+        unlist_waiting(h, r->c);
     int64_t now_us = dapi_clock_mono_us(); /* (one clock read for the duration and the deadline) */
     long long dur = now_us - r->start_us;
     if(r->stream) { /* what was sent of a streamed body */
@@ -1005,6 +961,7 @@ static void on_connection(void *cls, struct MHD_Connection *mc, void **socket_co
             return;
         if(c->req)
             c->req->c = NULL;
+        unlist_waiting(h, c); /* (on_completed did, for a request that got that far) */
         free(c->spare);
         pthread_mutex_lock(&h->mu);
         if(c->prev)
@@ -1103,36 +1060,15 @@ static void *sweep_main(void *arg)
     return NULL;
 }
 
-/* An answer written straight to the socket (see rescue_bad_length), in the form
- * libmicrohttpd would give it. */
+/* An error answer written straight to the socket (see rescue_bad_length). */
 static void send_raw_error(MHD_socket fd, int status, const char *msg, const char *rid,
                            unsigned long long *sent)
 {
-    char date[64], head[512];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     size_t blen;
     char *body = error_body(msg, &blen);
     if(!body)
         return;
-    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
-    int hlen = snprintf(head, sizeof head,
-                        "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
-                        "Content-Type: application/json\r\nContent-Length: %zu\r\n"
-                        "%s%s%s\r\n",
-                        status, reason && *reason ? reason : "Error", date, blen,
-                        rid[0] ? "X-Request-Id: " : "", rid, rid[0] ? "\r\n" : "");
-    struct dapi_buf out;
-    dapi_buf_init(&out, sizeof head + blen);
-    if(hlen > 0 && hlen < (int)sizeof head && !dapi_buf_add(&out, head, (size_t)hlen) &&
-       !dapi_buf_add(&out, body, blen)) {
-        /* A fresh socket's send buffer takes these few hundred bytes at once. */
-        ssize_t n = send(fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        *sent = n > 0 ? (unsigned long long)n : 0;
-    }
-    dapi_buf_free(&out);
+    *sent = dapi_http_send_raw(fd, status, NULL, NULL, 0, rid, body, blen, 0);
     free(body);
 }
 
@@ -1315,10 +1251,11 @@ fail:
     return -1;
 }
 
-static void http_free(struct dapi_http *h)
+void dapi_http_free(struct dapi_http *h)
 {
     dapi_conns_free(h->conns);
     pthread_cond_destroy(&h->wake);
+    pthread_mutex_destroy(&h->wmu);
     pthread_mutex_destroy(&h->mu);
     free(h);
 }
@@ -1336,6 +1273,7 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     atomic_init(&h->quiesced, 0);
     atomic_init(&h->inflight, 0);
     pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->wmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1349,7 +1287,7 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     enum dapi_err e = dapi_conns_new(&h->conns, opts->max_connections,
                                      opts->max_connections_per_ip);
     if(e) {
-        http_free(h);
+        dapi_http_free(h);
         return e;
     }
     ensure_fd_limit(opts->max_connections);
@@ -1358,14 +1296,14 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
     const struct dapi_listen_addr *la = opts->addr;
     if(!la) {
         if(dapi_http_resolve(opts->host, opts->port, &resolved, err, errlen)) {
-            http_free(h);
+            dapi_http_free(h);
             return DAPI_ERR_INVALID;
         }
         la = &resolved;
     }
     int lfd = listen_on(la, opts->reuse_port, &h->port, err, errlen);
     if(lfd < 0) {
-        http_free(h);
+        dapi_http_free(h);
         return DAPI_ERR_IO;
     }
     MHD_set_panic_func(on_mhd_panic, NULL);
@@ -1405,13 +1343,13 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
                  "cannot start the HTTP server on %s (libmicrohttpd refused; "
                  "see the log at --log-level debug)",
                  la->text);
-        http_free(h);
+        dapi_http_free(h);
         return DAPI_ERR_INTERNAL;
     }
     if(pthread_create(&h->sweeper, NULL, sweep_main, h)) {
         snprintf(err, errlen, "cannot start the HTTP connection sweeper thread");
         MHD_stop_daemon(h->d);
-        http_free(h);
+        dapi_http_free(h);
         return DAPI_ERR_NOMEM;
     }
     h->sweeper_started = 1;
@@ -1422,17 +1360,6 @@ enum dapi_err dapi_http_start(struct dapi_http **out, const struct dapi_http_opt
 int dapi_http_port(const struct dapi_http *h)
 {
     return h->port;
-}
-
-/* Not MHD_quiesce_daemon: in libmicrohttpd 0.9.75 it marks each worker quiesced and then
- * removes the listen socket from that worker's epoll set itself, while the worker, seeing
- * the mark, may remove it first; the second removal fails with ENOENT and libmicrohttpd
- * aborts the process ("Failed to remove listen FD from epoll set") — seen as a SIGABRT at
- * SIGTERM. Instead the accept policy closes every new connection from now on, at once: a
- * client is told to go elsewhere immediately rather than waiting in the backlog. */
-void dapi_http_quiesce(struct dapi_http *h)
-{
-    atomic_store(&h->quiesced, 1);
 }
 
 int64_t dapi_http_open_connections(struct dapi_http *h)
@@ -1451,19 +1378,4 @@ const char *dapi_req_client(const struct dapi_req *r)
 long dapi_http_inflight(const struct dapi_http *h)
 {
     return atomic_load(&((struct dapi_http *)h)->inflight);
-}
-
-void dapi_http_stop(struct dapi_http *h)
-{
-    if(!h)
-        return;
-    if(h->sweeper_started) {
-        pthread_mutex_lock(&h->mu);
-        h->stopping = 1;
-        pthread_cond_signal(&h->wake);
-        pthread_mutex_unlock(&h->mu);
-        pthread_join(h->sweeper, NULL);
-    }
-    MHD_stop_daemon(h->d); /* every connection is CLOSED (and unlisted) by its return */
-    http_free(h);
 }

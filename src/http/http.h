@@ -59,8 +59,22 @@ void dapi_http_quiesce(struct dapi_http *h);
 long dapi_http_inflight(const struct dapi_http *h);
 /* Connections open now (counted ones: those admitted by the connection limits). */
 int64_t dapi_http_open_connections(struct dapi_http *h);
-/* Stops the server (every deferred request must have been answered). */
+/* Connections suspended now: a deferred request waiting for its handler, a streamed body
+ * waiting for its writer, or a request dapi_http_abandon answered. */
+int dapi_http_suspended(struct dapi_http *h);
+/* Stops the server, once dapi_http_suspended is 0: libmicrohttpd aborts the process when it
+ * is stopped with a suspended connection. (If one is left, it is not stopped: it does what
+ * dapi_http_abandon does with a plain 503, says so in the log, and is left to the exit.) */
 void dapi_http_stop(struct dapi_http *h);
+/* For a process that exits without stopping the server because work it cannot wait for still
+ * holds requests (dapi serve's stop, docs/design.md, Shutdown): answers every request whose
+ * handler has not answered yet with status, body (len bytes of JSON, copied) and Retry-After
+ * (NULL or "": none), written straight to its socket, which is then shut down; and shuts every
+ * other connection down. The requests answered stay where they are (suspended, never freed)
+ * until the process ends, so their handlers' answers can still come, and are dropped. Returns
+ * how many were answered. The server must not be used further, only left to the exit. */
+int dapi_http_abandon(struct dapi_http *h, int status, const char *body, size_t len,
+                      const char *retry_after);
 
 /* Request accessors: strings are borrowed for the life of the request. */
 const char *dapi_req_method(const struct dapi_req *r);

@@ -532,9 +532,10 @@ static void test_deferred(void)
     int fd = send_deferred(&r);
     if(fd < 0)
         return;
-    /* deferred: no answer yet, and the request counts as in flight */
+    /* deferred: no answer yet, and the request counts as in flight, suspended */
     T_CHECK(silent_for(fd, 150), "nothing is sent before the handler answers");
     T_EQ_INT(dapi_http_inflight(srv), 1);
+    T_EQ_INT(dapi_http_suspended(srv), 1);
     /* meanwhile the server answers others (the deferred one holds no thread) */
     T_EQ_INT(exchange("GET /other HTTP/1.1\r\nHost: t\r\n\r\n", &m, NULL), 200);
     t_http_msg_free(&m);
@@ -549,6 +550,7 @@ static void test_deferred(void)
     T_EQ_STR(t_http_header(&m, "Retry-After", v, sizeof v), "3");
     t_http_msg_free(&m);
     T_EQ_INT(inflight_becomes(0), 0);
+    T_EQ_INT(dapi_http_suspended(srv), 0);
     /* the connection is kept alive after a deferred answer */
     const char *again = "GET /after HTTP/1.1\r\nHost: t\r\n\r\n";
     T_EQ_INT(t_send(fd, again, strlen(again)), 0);
@@ -752,6 +754,61 @@ static void test_quiesce(void)
         close(late);
 }
 
+/* A stop that cannot wait for a deferred request's handler (dapi serve leaving while a
+ * check overruns): dapi_http_abandon answers it itself, straight on its socket, and closes
+ * the other connections; the handler's late answer is dropped without touching anything
+ * freed (the request stays, suspended); and dapi_http_stop, which libmicrohttpd would abort
+ * in with a suspended connection, leaves the server instead. Last: the server is left. */
+static void test_abandon(const struct dapi_http_opts *o)
+{
+    char err[256] = "", v[64];
+    struct t_http_msg m;
+    T_CHECK(dapi_http_start(&srv, o, err, sizeof err) == DAPI_OK, "server starts: %s", err);
+    if(!srv)
+        return;
+    port = dapi_http_port(srv);
+    int idle = t_connect(port); /* a kept-alive connection between requests */
+    const char *before = "GET /before HTTP/1.1\r\nHost: t\r\n\r\n";
+    T_EQ_INT(t_send(idle, before, strlen(before)), 0);
+    T_EQ_INT(t_http_read(idle, &m), 0);
+    T_EQ_INT(t_http_status(&m), 200);
+    t_http_msg_free(&m);
+    int fd = t_connect(port);
+    const char *req = "GET /defer HTTP/1.1\r\nHost: t\r\nX-Request-Id: left-1\r\n\r\n";
+    T_EQ_INT(t_send(fd, req, strlen(req)), 0);
+    struct dapi_req *r = take_pending();
+    T_CHECK(r != NULL, "the deferred request reached the handler");
+    if(!r)
+        return;
+    T_EQ_INT(dapi_req_add_header(r, "RateLimit", "limit=3, remaining=2, reset=1"), 0);
+    T_EQ_INT(dapi_http_suspended(srv), 1);
+    static const char body[] = "{\"details\":\"stopped\",\"error\":\"Server shutting down\"}";
+    dapi_http_quiesce(srv);
+    T_EQ_INT(dapi_http_abandon(srv, 503, body, sizeof body - 1, "5"), 1);
+    T_EQ_INT(t_http_read(fd, &m), 0);
+    T_EQ_INT(t_http_status(&m), 503);
+    T_EQ_STR(m.body, body);
+    T_EQ_STR(t_http_header(&m, "Content-Type", v, sizeof v), "application/json");
+    T_EQ_STR(t_http_header(&m, "Retry-After", v, sizeof v), "5");
+    T_EQ_STR(t_http_header(&m, "X-Request-Id", v, sizeof v), "left-1");
+    T_EQ_STR(t_http_header(&m, "RateLimit", v, sizeof v), "limit=3, remaining=2, reset=1");
+    T_EQ_STR(t_http_header(&m, "Connection", v, sizeof v), "close");
+    t_http_msg_free(&m);
+    T_CHECK(closed_within(fd, 1000), "the answered connection is closed");
+    T_CHECK(closed_within(idle, 1000), "the other connections are closed");
+    /* the handler answers at last: dropped, its request still there (suspended) */
+    struct responder a = {r, 0};
+    respond_later(&a);
+    T_EQ_INT(dapi_http_suspended(srv), 1);
+    T_EQ_INT(dapi_http_inflight(srv), 1);
+    /* a stop now would make libmicrohttpd abort the process: the server is left instead (and
+     * says so in an error line) */
+    dapi_http_stop(srv);
+    srv = NULL;
+    close(fd);
+    close(idle);
+}
+
 int main(void)
 {
     dapi_log_setup(0, DAPI_LOG_ERROR);
@@ -788,6 +845,7 @@ int main(void)
     test_per_address_limit();
     test_quiesce_under_load();
     test_quiesce();
+    test_abandon(&o);
 
     dapi_http_stop(srv);
     dapi_log_flush();
