@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/respond.h"
 #include "app/app.h"
 #include "app/notify.h"
 #include "app/probe.h"
@@ -170,6 +171,7 @@ struct serve {
     struct stat endpoints_st;     /* --endpoints-file as last read (a change reloads it) */
     int endpoints_lock_made;
     int left_running; /* the stop left workers running work it cannot interrupt */
+    int left_waiting; /* connections still suspended at the end of the stop (serve_leave) */
 };
 
 /* Reads --endpoints-file and checks every endpoint with a connection of its own; on success
@@ -695,21 +697,41 @@ static void serve_shutdown(struct serve *s, int sig)
     until = dapi_clock_mono_ms() + 2000;
     while(dapi_http_inflight(app->http) > 0 && dapi_clock_mono_ms() < until)
         dapi_clock_sleep_ms(10);
+    /* A request still waiting now waits for work that has not ended (a check the engine
+     * cannot interrupt): libmicrohttpd cannot be stopped under it (it aborts the process), nor
+     * can the request be freed under the work that will answer it, so the process leaves. */
+    s->left_waiting = dapi_http_suspended(app->http);
 }
 
-/* The stop after serve_shutdown when workers are still running work DuckDB cannot interrupt:
- * neither they nor the engine they are in can be freed, so the process ends here. Everything
- * accepted is durable already (the creation log); the queries cut are run again at the next
- * start, as after a crash, which also counts them for the crash-loop guard. */
+/* The stop after serve_shutdown when workers are still running work DuckDB cannot interrupt,
+ * or requests still wait for work that has not ended: neither the workers nor the engine they
+ * are in can be freed, nor the HTTP server stopped under a waiting request, so the process ends
+ * here. A request still waiting is answered 503 as any other request the stop refuses
+ * (dapi_http_abandon). Everything accepted is durable already (the creation log); the queries
+ * cut are run again at the next start, as after a crash, which also counts them for the
+ * crash-loop guard. */
 static _Noreturn void serve_leave(struct serve *s)
 {
     struct dapi_app *app = &s->app;
-    dapi_http_stop(app->http);
+    int status;
+    char ra[16];
+    size_t len = 0;
+    char *body = dapi_err_answer(DAPI_ERR_SHUTDOWN,
+                                 "the server stopped before this request could be answered; "
+                                 "send it again",
+                                 &status, ra, &len);
+    int n = dapi_http_abandon(app->http, status, body ? body : "{}", body ? len : 2, ra);
+    free(body);
     keystore_flush(s, 0);
-    dapi_warn("stopping without waiting for work the engine cannot interrupt (%d s after "
-              "the queries were stopped); the queries it belongs to run again at the next "
-              "start",
-              STOP_WAIT_MS / 1000);
+    if(s->left_running)
+        dapi_warn("stopping without waiting for work the engine cannot interrupt (%d s after "
+                  "the queries were stopped); the queries it belongs to run again at the next "
+                  "start",
+                  STOP_WAIT_MS / 1000);
+    if(n || s->left_waiting)
+        dapi_warn("stopping with %d connection(s) still waiting for work that has not ended: "
+                  "%d request(s) answered %d (Server shutting down), every connection closed",
+                  s->left_waiting, n, status);
     dapi_log_close();
     _exit(0);
 }
@@ -756,7 +778,7 @@ int dapi_serve_main(int argc, char **argv)
     code = serve_build(&s);
     if(code == BUILT)
         serve_shutdown(&s, serve_run(&s));
-    if(s.left_running)
+    if(s.left_running || s.left_waiting)
         serve_leave(&s);
     serve_free(&s, code);
     return code;
