@@ -60,7 +60,7 @@ FILE_SECONDS = {
     "test_health": 12, "test_connections": 9, "test_compression": 9, "test_ops": 9,
     "test_api": 8, "test_discovery": 7, "test_progressive": 7, "test_reuse": 6,
     "test_openapi": 6, "test_sandbox": 5, "test_metrics": 5, "test_sql": 4, "test_params": 3,
-    "test_tokens": 3, "test_scopes": 2, "test_types": 1,
+    "test_tokens": 3, "test_scopes": 2, "test_types": 1, "test_shutdown": 28,
 }
 # Files that run `make` in the source tree: never two makes at once, so one runner for them.
 MAKE_FILES = ("test_build", "test_install")
