@@ -288,6 +288,36 @@ static int caching_headers(struct dapi_req *r, const struct dapi_page_req *pr,
     return dapi_etag_matches(pr->if_none_match, etag);
 }
 
+static long page_stream_read(void *s, char *out, size_t max)
+{
+    return dapi_page_stream_read(s, out, max);
+}
+
+static void page_stream_done(void *s)
+{
+    dapi_page_stream_free(s);
+}
+
+/* A page too large to decode whole for an answer, to a client that does not take zstd: sent
+ * as it is decoded (its memory is zstd's window, not the page). Takes head. */
+static void respond_page_stream(struct dapi_req *r, const struct dapi_outcome *o,
+                                struct dapi_buf *head)
+{
+    uint64_t size = 0;
+    struct dapi_page_stream *s = head->data ? dapi_page_stream_new(o->result, o->page_no,
+                                                                   head->data, "]}", &size)
+                                            : NULL;
+    dapi_buf_free(head);
+    if(!s) {
+        dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);
+        return;
+    }
+    uint64_t rows = dapi_backend_page_rows(o->result, o->page_no);
+    dapi_metrics_page(rows, dapi_result_page_size(o->result, o->page_no));
+    dapi_req_respond_reader(r, 200, size, "application/json", page_stream_read, page_stream_done,
+                            s);
+}
+
 static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *pr,
                                 const struct dapi_outcome *o)
 {
@@ -311,6 +341,10 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
     dapi_buf_adds(&head, ",\"page\":");
     dapi_buf_adds(&head, o->page_text);
     dapi_buf_adds(&head, ",\"data\":[");
+    if(compressed && !zstd && dapi_result_page_size(res, o->page_no) >= DAPI_PAGE_STREAM_MIN) {
+        respond_page_stream(r, o, &head);
+        return;
+    }
     struct dapi_page *pg = NULL;
     enum dapi_err e = dapi_buf_error(&head);
     if(!e)

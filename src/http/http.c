@@ -194,6 +194,54 @@ void dapi_req_respond_file(struct dapi_req *r, int status, int fd, uint64_t size
     pthread_mutex_unlock(&r->mu);
 }
 
+/* A body read as it is sent (dapi_req_respond_reader). */
+struct http_reader {
+    long (*read)(void *arg, char *out, size_t max);
+    void (*done)(void *arg);
+    void *arg;
+    uint64_t size;
+};
+
+static void reader_free(void *cls)
+{
+    struct http_reader *rd = cls;
+    rd->done(rd->arg);
+    free(rd);
+}
+
+/* MHD_ContentReaderCallback: libmicrohttpd asks no further than size. */
+static ssize_t reader_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct http_reader *rd = cls;
+    long n = rd->read(rd->arg, out, max);
+    return n > 0 ? (ssize_t)n : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+void dapi_req_respond_reader(struct dapi_req *r, int status, uint64_t size,
+                             const char *content_type,
+                             long (*read)(void *arg, char *out, size_t max),
+                             void (*done)(void *arg), void *arg)
+{
+    struct http_reader *rd = calloc(1, sizeof *rd);
+    if(!rd) {
+        done(arg);
+        dapi_req_respond(r, 500, NULL, 0, NULL, NULL);
+        return;
+    }
+    *rd = (struct http_reader){read, done, arg, size};
+    pthread_mutex_lock(&r->mu);
+    if(r->answered) {
+        second_answer(r);
+        reader_free(rd);
+        return;
+    }
+    r->status = status;
+    r->reader = rd;
+    r->ctype = content_type;
+    answer_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
 void dapi_req_respond(struct dapi_req *r, int status, char *body, size_t len,
                       const char *extra_header, const char *extra_value)
 {
@@ -451,6 +499,14 @@ static enum MHD_Result queue(struct dapi_req *r)
             return MHD_NO;
         r->release = NULL; /* owned by MHD now */
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    } else if(r->reader) {
+        resp = MHD_create_response_from_callback(r->reader->size, 64 * 1024, reader_read,
+                                                 r->reader, reader_free);
+        if(!resp)
+            return MHD_NO;
+        r->resp_len = (size_t)r->reader->size;
+        r->reader = NULL; /* owned by MHD now */
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->ctype);
     } else if(r->fd >= 0) {
         resp = MHD_create_response_from_fd64(r->fd_size, r->fd);
         if(!resp)
@@ -857,6 +913,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->resp);
     if(r->release) /* answered, never queued */
         r->release(r->release_arg);
+    if(r->reader)
+        reader_free(r->reader);
     if(r->fd >= 0)
         close(r->fd);
     free(r->path);

@@ -136,6 +136,16 @@ void dapi_req_respond_kept(struct dapi_req *r, int status, const void *body, siz
  * given Content-Type. Callable from any thread, exactly once per request. */
 void dapi_req_respond_file(struct dapi_req *r, int status, int fd, uint64_t size,
                            const char *content_type);
+/* Sends a body of size bytes produced as it is sent: read(arg, out, max) writes the next up
+ * to max bytes (1 or more) or returns -1 (the connection is then closed: the client sees a
+ * short body, never one taken for whole); done(arg) runs once when the server no longer
+ * needs it (also when the request ends unanswered, or was answered already). Called on the
+ * event thread: read must not wait. Callable from any thread, exactly once per request. */
+void dapi_req_respond_reader(struct dapi_req *r, int status, uint64_t size,
+                             const char *content_type,
+                             long (*read)(void *arg, char *out, size_t max),
+                             void (*done)(void *arg), void *arg);
+
 /* ---- streamed bodies ----------------------------------------------------------------
  * A body of unknown length (chunked transfer) written by another thread while it is sent:
  * the writer blocks while DAPI_STREAM_BUFFER bytes wait to be sent (the client's pace sets

@@ -59,6 +59,8 @@ struct dapi_http {
 
 enum { ST_READING, ST_DISPATCHED, ST_DONE };
 
+struct http_reader;
+
 struct dapi_req {
     struct dapi_http *h;
     struct MHD_Connection *conn;
@@ -70,16 +72,16 @@ struct dapi_req {
     int64_t start_us;
     struct dapi_conn *c; /* its connection (NULL if untracked) */
     struct dapi_buf body;
-    uint64_t received; /* body bytes received, kept or not */
-    int too_large;     /* body over the limit: discard, then 413 */
-    int close;         /* answer with Connection: close */
+    uint64_t received;       /* body bytes received, kept or not */
+    unsigned char too_large; /* body over the limit: discard, then 413 */
+    unsigned char close;     /* answer with Connection: close */
     /* the client closes after this request (Connection: close, or HTTP/1.0 without
      * keep-alive); HTTP/1.0 (an unsized body then ends with the connection) */
     unsigned char one_shot, http10;
     /* (under mu) answered by dapi_http_abandon for its handler, whose answer is then dropped */
     unsigned char left;
-    int state;
-    pthread_mutex_t mu; /* guards the fields below against a worker answering */
+    unsigned char state; /* ST_READING, ST_DISPATCHED, ST_DONE */
+    pthread_mutex_t mu;  /* guards the fields below against a worker answering */
     int deferred, suspended, answered, queued;
     int status;
     char *resp;
@@ -100,6 +102,7 @@ struct dapi_req {
     void (*release)(void *arg);
     void *release_arg;
     struct dapi_stream *stream; /* a streamed body (dapi_req_respond_stream): a reference */
+    struct http_reader *reader; /* a body read as it is sent (dapi_req_respond_reader) */
     int fd;                     /* file body (>= 0) instead of resp */
     uint64_t fd_size;
     const char *ctype;

@@ -1,5 +1,6 @@
 #include "store/codec.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,4 +165,55 @@ enum dapi_err dapi_zcompress(struct dapi_buf *out, const void *src, size_t n, in
     e = dapi_zenc_put(z, src, n, 1, out);
     dapi_zenc_free(z);
     return e;
+}
+
+struct dapi_zdec {
+    ZSTD_DStream *ds;
+    ZSTD_inBuffer in;
+    uint64_t left; /* decoded bytes still to come */
+    int done;      /* the frame ended (ZSTD_decompressStream returned 0) */
+};
+
+struct dapi_zdec *dapi_zdec_new(const void *frame, size_t len, uint64_t decoded_len)
+{
+    struct dapi_zdec *d = calloc(1, sizeof *d);
+    if(!d || !(d->ds = ZSTD_createDStream())) {
+        free(d);
+        return NULL;
+    }
+    d->in = (ZSTD_inBuffer){frame, len, 0};
+    d->left = decoded_len;
+    return d;
+}
+
+long dapi_zdec_read(struct dapi_zdec *d, void *out, size_t max)
+{
+    if(!d->left)
+        return d->done || d->in.pos == d->in.size ? 0 : -1; /* (more than announced) */
+    if(max > d->left)
+        max = (size_t)d->left;
+    if(max > LONG_MAX)
+        max = LONG_MAX;
+    ZSTD_outBuffer o = {out, max, 0};
+    while(o.pos < o.size && !d->done) {
+        size_t before_in = d->in.pos, before_out = o.pos;
+        size_t r = ZSTD_decompressStream(d->ds, &o, &d->in);
+        if(ZSTD_isError(r))
+            return -1;
+        d->done = r == 0;
+        if(d->in.pos == before_in && o.pos == before_out)
+            return -1; /* no progress: the frame is cut short */
+    }
+    if(o.pos < o.size && d->done)
+        return -1; /* it ended before its announced length */
+    d->left -= o.pos;
+    return (long)o.pos;
+}
+
+void dapi_zdec_free(struct dapi_zdec *d)
+{
+    if(!d)
+        return;
+    ZSTD_freeDStream(d->ds);
+    free(d);
 }

@@ -32,6 +32,16 @@ int dapi_zframe_check(const void *frame, size_t len, uint64_t decoded_len);
 /* Decodes the frame into dst, which has room for exactly decoded_len bytes. DAPI_ERR_IO if
  * it is damaged or decodes to any other length (never writes beyond dst + decoded_len). */
 enum dapi_err dapi_zframe_decode(const void *frame, size_t len, void *dst, size_t decoded_len);
+/* A frame decoded a piece at a time (a page too large to decode whole for one answer): its
+ * memory is zstd's window, whatever the page's size. */
+struct dapi_zdec;
+/* Decodes [frame, frame + len), which must decode to exactly decoded_len bytes (borrowed:
+ * it must stay mapped until dapi_zdec_free). NULL without memory. */
+struct dapi_zdec *dapi_zdec_new(const void *frame, size_t len, uint64_t decoded_len);
+/* Writes the next up to max decoded bytes to out: how many (0 at the end), or -1 if the
+ * frame is damaged or decodes to another length. */
+long dapi_zdec_read(struct dapi_zdec *d, void *out, size_t max);
+void dapi_zdec_free(struct dapi_zdec *d);
 /* Appends to out a frame that stores n bytes of data uncompressed (raw blocks): for small
  * pieces around a stored frame, at no compression cost. */
 enum dapi_err dapi_zframe_raw(struct dapi_buf *out, const void *data, size_t n);

@@ -321,3 +321,76 @@ void dapi_page_cache_stats(struct dapi_page_cache *c, struct dapi_page_cache_sta
     out->evictions = c->evictions;
     pthread_mutex_unlock(&c->mu);
 }
+
+/* ---- pages decoded as they are sent ------------------------------------------------ */
+
+struct dapi_page_stream {
+    struct dapi_result *r; /* a reference: the frame is read from its mapping */
+    struct dapi_zdec *dec;
+    char *head, *tail;
+    size_t hl, tl, at; /* at: bytes of the head, then of the tail, given so far */
+    int phase;         /* 0 head, 1 rows, 2 tail */
+};
+
+struct dapi_page_stream *dapi_page_stream_new(struct dapi_result *r, uint64_t page,
+                                              const char *head, const char *tail, uint64_t *size)
+{
+    const void *frame;
+    size_t flen, dlen;
+    if(dapi_result_page_frame(r, page, &frame, &flen, &dlen) || !flen)
+        return NULL;
+    struct dapi_page_stream *s = calloc(1, sizeof *s);
+    if(!s || !(s->head = strdup(head)) || !(s->tail = strdup(tail)) ||
+       !(s->dec = dapi_zdec_new(frame, flen, dlen))) {
+        if(s) {
+            free(s->head);
+            free(s->tail);
+        }
+        free(s);
+        return NULL;
+    }
+    s->r = dapi_result_ref(r);
+    s->hl = strlen(head);
+    s->tl = strlen(tail);
+    *size = s->hl + (uint64_t)dlen + s->tl;
+    return s;
+}
+
+long dapi_page_stream_read(struct dapi_page_stream *s, char *out, size_t max)
+{
+    long n = 0;
+    while(max && s->phase != 3) {
+        if(s->phase == 1) {
+            long k = dapi_zdec_read(s->dec, out + n, max);
+            if(k < 0)
+                return -1;
+            if(!k) {
+                s->phase = 2;
+                s->at = 0;
+            }
+            n += k;
+            max -= (size_t)k;
+            continue;
+        }
+        const char *text = s->phase ? s->tail : s->head;
+        size_t len = s->phase ? s->tl : s->hl, k = len - s->at < max ? len - s->at : max;
+        memcpy(out + n, text + s->at, k);
+        s->at += k;
+        n += (long)k;
+        max -= k;
+        if(s->at == len)
+            s->phase++;
+    }
+    return n;
+}
+
+void dapi_page_stream_free(struct dapi_page_stream *s)
+{
+    if(!s)
+        return;
+    dapi_zdec_free(s->dec);
+    dapi_result_close(s->r);
+    free(s->head);
+    free(s->tail);
+    free(s);
+}

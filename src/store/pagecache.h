@@ -40,6 +40,24 @@ enum dapi_err dapi_page_cache_get(struct dapi_page_cache *c, const struct dapi_r
 const char *dapi_page_data(const struct dapi_page *p, size_t *len);
 void dapi_page_release(struct dapi_page *p);
 
+/* A plain page this large or larger is not decoded whole for an answer (nor kept): it is
+ * decoded as it is sent (dapi_page_stream). A page's 100 rows can decode to hundreds of MB
+ * from a few KB stored (repeated text compresses that well): decoded whole, a few readers
+ * of such a page took the memory every key's queries need. */
+#define DAPI_PAGE_STREAM_MIN (4u << 20)
+
+/* The PLAIN body of page of r (head, its rows decoded, tail) decoded a piece at a time as it
+ * is read: its memory is zstd's window whatever the page's size. Holds a reference to r.
+ * *size: the body's length. NULL (without memory, or page has no frame: DAPIRES1 or past the
+ * end). */
+struct dapi_page_stream;
+struct dapi_page_stream *dapi_page_stream_new(struct dapi_result *r, uint64_t page,
+                                              const char *head, const char *tail, uint64_t *size);
+/* The next up to max bytes of the body into out: how many (0 at its end), -1 if the page is
+ * damaged. */
+long dapi_page_stream_read(struct dapi_page_stream *s, char *out, size_t max);
+void dapi_page_stream_free(struct dapi_page_stream *s);
+
 struct dapi_page_cache_stats {
     uint64_t bytes, entries, hits, misses, evictions;
 };

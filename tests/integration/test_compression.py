@@ -8,6 +8,7 @@ import re
 import shutil
 import struct
 import subprocess
+import time
 
 import harness as h
 from harness import Server, check, eq, expect_error, expect_status, jparse
@@ -69,6 +70,85 @@ def test_zstd_and_plain_are_the_same_bytes():
         eq(jparse(_page(s, slug, 101))["data"], [], "past the end: no rows")
         # the same page again: served from the decoded-page cache, still the same
         eq(_page(s, slug, 57).body, _page(s, slug, 57).body, "cached page unchanged")
+
+
+def _rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _read_page(s, slug, headers, out, i):
+    """Reads page 1 through a connection of its own, 64 KiB at a time (nothing kept but its
+    length and digest)."""
+    import hashlib
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
+    c.request("GET", "/api/queries/%s/results?page_number=1" % slug,
+              headers=dict(headers, **{"x-api-key": KEY}))
+    r = c.getresponse()
+    d, n = hashlib.sha256(), 0
+    while True:
+        b = r.read(65536)
+        if not b:
+            break
+        d.update(b)
+        n += len(b)
+    out[i] = (r.status, r.getheader("content-length"), n, d.hexdigest(), r.getheader("etag"))
+    c.close()
+
+
+@h.timeout(180)
+def test_a_huge_page_is_decoded_as_it_is_sent():
+    """A page of 100 rows of repeated text decodes to 100 MB from a few KB stored. Decoded
+    whole for each plain reader (and not kept: too large for the cache), three readers held
+    300 MB at once, memory every key's queries need (the security review's four readers of a
+    400 MB page made another key's query fail 413). Such a page is now decoded as it is sent:
+    the same bytes, with their Content-Length and ETag, and the server's memory grows by far
+    less than one page while three clients read it."""
+    import threading
+
+    sql = ("SELECT i, repeat(chr(65 + (i %% 26)::INT), %d) || i::VARCHAR AS s "
+           "FROM range(100) t(i)" % 1000000)
+    with Server(keys=[KEY], name="compress-huge") as s:
+        slug = _ready(s, sql)
+        z = _page(s, slug, 1, {"Accept-Encoding": "zstd"})
+        expect_status(z, 200, "the zstd page")
+        check(len(z.body) < 1000000, "stored small: %d bytes" % len(z.body))
+        whole = _zstd_decode(z.body)
+        check(len(whole) > 100000000, "decodes to %d bytes" % len(whole))
+        import hashlib
+
+        want = hashlib.sha256(whole).hexdigest()
+        del whole
+        base = _rss_kb(s.proc.pid)
+        out = [None] * 3
+        ts = [threading.Thread(target=_read_page, args=(s, slug, {}, out, i)) for i in range(3)]
+        for t in ts:
+            t.start()
+        peak = base
+        while any(t.is_alive() for t in ts):
+            peak = max(peak, _rss_kb(s.proc.pid))
+            time.sleep(0.01)
+        for t in ts:
+            t.join()
+        for status, length, n, digest, etag in out:
+            eq(status, 200, "a plain reader")
+            eq(int(length), n, "Content-Length is the body's length")
+            eq(digest, want, "the plain body is the zstd one decoded")
+            check(etag, "an ETag on the streamed page")
+        check(peak - base < 60 * 1024,
+              "three readers of a %d MB page raised the server's memory by %d MB"
+              % (n // 1000000, (peak - base) // 1024))
+        # the envelope is the usual one
+        r = _page(s, slug, 1)
+        eq(r.headers.get("etag"), out[0][4], "the same ETag as a page sent whole would have")
+        body = jparse(r)
+        eq(len(body["data"]), 100, "rows")
+        eq(body["data"][7]["s"], "H" * 1000000 + "7", "a row whole")
 
 
 def test_accept_encoding_variants():

@@ -120,10 +120,63 @@ static void test_streamed(void)
     dapi_buf_free(&z);
 }
 
+/* Decodes the frame with dapi_zdec in pieces of step bytes into out (cap bytes): the bytes
+ * decoded, or -1 if a read failed. */
+static long zdec_all(const void *frame, size_t len, uint64_t decoded_len, size_t step, char *out,
+                     size_t cap)
+{
+    struct dapi_zdec *d = dapi_zdec_new(frame, len, decoded_len);
+    long total = 0, n;
+    if(!d)
+        return -1;
+    while((n = dapi_zdec_read(d, out + total,
+                              cap - (size_t)total < step ? cap - (size_t)total : step)) > 0)
+        total += n;
+    dapi_zdec_free(d);
+    return n < 0 ? -1 : total;
+}
+
+/* A frame decoded a piece at a time (a page too large to decode whole for one answer): the
+ * same bytes whatever the pieces' size; a frame cut short, damaged, or decoding to another
+ * length than announced is refused. */
+static void test_pieces(void)
+{
+    size_t n = 3u << 20;
+    char *text = make_text(n, 9), *out = malloc(n + 64);
+    struct dapi_buf z;
+    dapi_buf_init(&z, 8u << 20);
+    T_EQ_INT(dapi_zcompress(&z, text, n, DAPI_ZSTD_LEVEL), DAPI_OK);
+    static const size_t steps[] = {1, 7, 4096, 65536, 8u << 20};
+    for(size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+        size_t step = steps[i];
+        if(step == 1) { /* (a byte at a time over the first 100 KB only: slow otherwise) */
+            struct dapi_zdec *d = dapi_zdec_new(z.data, z.len, n);
+            long got = 0;
+            while(d && got < 100000 && dapi_zdec_read(d, out + got, 1) == 1)
+                got++;
+            dapi_zdec_free(d);
+            T_CHECK(got == 100000 && memcmp(out, text, 100000) == 0, "a byte at a time");
+            continue;
+        }
+        memset(out, 0, n);
+        T_EQ_INT(zdec_all(z.data, z.len, n, step, out, n + 64), (long)n);
+        T_CHECK(memcmp(out, text, n) == 0, "pieces of %zu: the text", step);
+    }
+    T_EQ_INT(zdec_all(z.data, z.len / 2, n, 65536, out, n + 64), -1);
+    T_EQ_INT(zdec_all(z.data, z.len, n + 10, 65536, out, n + 64), -1);
+    T_CHECK(zdec_all(z.data, z.len, n - 10, 65536, out, n + 64) == -1, "more than announced");
+    z.data[z.len / 2] ^= 0x40;
+    T_EQ_INT(zdec_all(z.data, z.len, n, 65536, out, n + 64), -1);
+    free(out);
+    free(text);
+    dapi_buf_free(&z);
+}
+
 int main(void)
 {
     test_round_trip();
     test_raw();
     test_streamed();
+    test_pieces();
     T_DONE();
 }
