@@ -1047,6 +1047,37 @@ static void fire(struct waiter *w, int timed_out)
 /* The queries that waited for slug's run (single-flight) get its outcome: its result file,
  * linked (so shared on disk), or its error — as if each had run. A result in memory (image)
  * is copied: packed with each one's record, or written to its own file. */
+/* message without what DuckDB says of the statement's text — its position ("at line 1,
+ * column 66") and its excerpt ("LINE 1: …" and what follows) — in out: a query that shared
+ * another key's run (--reuse-across-keys) is told why the run failed, not that key's text
+ * (its comments, its spelling, their length), which the excerpt quotes. */
+static const char *without_excerpt(const char *message, char *out, size_t n)
+{
+    if(!message)
+        return NULL;
+    const char *cut = strstr(message, "\nLINE "), *at = strstr(message, " at line ");
+    size_t len = cut ? (size_t)(cut - message) : strlen(message), o = 0;
+    while(len && (message[len - 1] == '\n' || message[len - 1] == ' '))
+        len--;
+    for(size_t i = 0; i < len && o + 1 < n; i++) {
+        if(message + i == at) { /* " at line N, column M" */
+            size_t j = i + 9;
+            while(j < len && (message[j] >= '0' && message[j] <= '9'))
+                j++;
+            if(strncmp(message + j, ", column ", 9) == 0) {
+                j += 9;
+                while(j < len && message[j] >= '0' && message[j] <= '9')
+                    j++;
+                i = j - 1;
+                continue;
+            }
+        }
+        out[o++] = message[i];
+    }
+    out[o] = '\0';
+    return out;
+}
+
 static void settle_followers(struct dapi_queries *qs, const char *slug, enum dapi_err error,
                              const char *message, uint64_t bytes, const void *image)
 {
@@ -1055,6 +1086,10 @@ static void settle_followers(struct dapi_queries *qs, const char *slug, enum dap
     pthread_mutex_lock(&qs->lock);
     struct query *leader = store_find(qs, slug);
     int64_t data_s = leader ? leader->done_s : 0;
+    unsigned char owner[DAPI_KEY_HASH_LEN];
+    int known = leader != NULL;
+    if(leader)
+        memcpy(owner, leader->owner, sizeof owner);
     for(struct query *q = qs->nfollow ? qs->watch : NULL; q; q = q->wnext) {
         qs->visits++;
         if(!q->leader[0] || strcmp(q->leader, slug) != 0)
@@ -1076,11 +1111,13 @@ static void settle_followers(struct dapi_queries *qs, const char *slug, enum dap
     }
 collected:
     pthread_mutex_unlock(&qs->lock);
-    char from[4096], to[4096];
+    char from[4096], to[4096], cut[4096];
     dapi_queries_result_path(qs, slug, from, sizeof from);
     for(size_t i = 0; i < n; i++) {
         enum dapi_err e = error;
         const char *msg = message;
+        if(!known || memcmp(f[i]->owner, owner, sizeof owner) != 0)
+            msg = without_excerpt(message, cut, sizeof cut);
         if(!e && image) {
             finish(qs, f[i]->slug, DAPI_OK, NULL, bytes, image);
             continue;

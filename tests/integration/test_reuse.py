@@ -93,6 +93,28 @@ def test_reuse_across_keys_setting():
         eq(_done_lines(s), 2, "one run for the slow query")
 
 
+def test_shared_run_failure_does_not_quote_the_other_keys_text():
+    """--reuse-across-keys: a key whose query shares another key's run is told why the run
+    failed, but DuckDB's message quoted the other key's statement ("at line 1, column 66",
+    "LINE 1: … /* B note hunter2 */ …"): its comments and spelling, which sharing does not
+    reveal otherwise. A key whose own run failed still gets the excerpt of its own text."""
+    fail = ("{} count(*) {}FROM range(60000000) WHERE CAST(range::VARCHAR || (CASE WHEN range > "
+            "50000000 THEN 'x' ELSE '' END) AS BIGINT) >= 0")
+    with Server(keys=[KEY_A, KEY_B], data_dir=_lake(), args=["--reuse-across-keys"],
+                name="reuse-excerpt") as s:
+        b, rb = _create(s, fail.format("SELECT", "/* B note hunter2 */ "), key=KEY_B)
+        a, ra = _create(s, fail.format("select", "").replace("CAST", "cast"), key=KEY_A)
+        eq((rb, ra), (None, "true"), "A's query shares B's run")
+        mine = h.expect_error(s.results(b, 1, key=KEY_B), 400, "Query execution failed", "B's run")
+        check("hunter2" in mine["details"] and "LINE 1" in mine["details"],
+              "B is shown its own text: %r" % mine["details"])
+        theirs = h.expect_error(s.results(a, 1, key=KEY_A), 400, "Query execution failed",
+                                "A's shared run")
+        check("Could not convert string" in theirs["details"], "why: %r" % theirs["details"])
+        for word in ("hunter2", "LINE", "column", "/*"):
+            check(word not in theirs["details"], "%r in A's message: %r" % (word, theirs["details"]))
+
+
 def test_reuse_cache_control():
     with Server(keys=[KEY_A], data_dir=_lake(), name="reuse-cc") as s:
         sql = 'SELECT count(*) AS n FROM "lay"."t"'
