@@ -304,3 +304,30 @@ void dapi_api_dispatch(struct dapi_req *r, void *arg)
     } else
         dapi_respond_error(r, 404, "Not found", NULL);
 }
+
+int dapi_api_scope_still_covers(struct dapi_req *r, struct dapi_app *app,
+                                const struct dapi_principal *who, const char *slug)
+{
+    struct dapi_scope q; /* (8 KiB: this runs on the event thread, whose stack is ample) */
+    if(who->scope.all || !app->queries ||
+       dapi_queries_scope_of(app->queries, slug, who->owner, &q) != DAPI_OK)
+        return 0;
+    const char *layer = NULL;
+    for(size_t i = 0; !q.all && !layer && i < q.n; i++)
+        if(!dapi_scope_allows(&who->scope, q.layers[i]))
+            layer = q.layers[i];
+    if(!q.all && !layer)
+        return 0;
+    char msg[DAPI_LAYER_NAME_MAX + 160];
+    if(layer)
+        snprintf(msg, sizeof msg,
+                 "this API key may no longer read layer '%s', which this query could read "
+                 "when it was created",
+                 layer);
+    else
+        snprintf(msg, sizeof msg,
+                 "this query was created when this API key could read every "
+                 "layer; its layers have been limited since");
+    dapi_respond_err(r, DAPI_ERR_FORBIDDEN, msg);
+    return -1;
+}

@@ -39,6 +39,13 @@ int dapi_api_register_routes(struct dapi_app *app, const struct dapi_route *rout
  * and returns 0. */
 int dapi_api_auth(struct dapi_req *r, struct dapi_app *app, struct dapi_principal *who);
 
+/* A key may read what its query read only while its scope still covers the scope the query
+ * was created under: a key whose layers were narrowed since (dapi keys, a token's claims)
+ * gets 403 for the results and exports of its earlier queries, answered here (returns -1).
+ * 0: allowed, or not this key's query (the caller answers 404 as for any other). */
+int dapi_api_scope_still_covers(struct dapi_req *r, struct dapi_app *app,
+                                const struct dapi_principal *who, const char *slug);
+
 /* POST /api/queries */
 void dapi_api_create_query(struct dapi_req *r, struct dapi_app *app, const char *unused);
 /* GET /api/queries/{slug}/results */

@@ -581,6 +581,8 @@ void dapi_api_export(struct dapi_req *r, struct dapi_app *app, const char *slug)
         dapi_respond_error(r, 501, "Export not available", NULL);
         return;
     }
+    if(dapi_api_scope_still_covers(r, app, &who, slug))
+        return;
     dapi_req_defer(r); /* the outcome may come later, from the thread that finishes the query */
     dapi_api_export_deferred(r, app, &who, slug, f);
 }

@@ -387,6 +387,8 @@ void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug
         dapi_respond_error(r, 400, "Page number must be a positive integer", NULL);
         return;
     }
+    if(dapi_api_scope_still_covers(r, app, &who, slug))
+        return;
     struct dapi_page_req *pr = malloc(sizeof *pr);
     if(!pr) {
         dapi_respond_err(r, DAPI_ERR_NOMEM, NULL);

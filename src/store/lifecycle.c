@@ -326,8 +326,16 @@ char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
 
 enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug, struct dapi_scope *out)
 {
+    return dapi_queries_scope_of(qs, slug, NULL, out);
+}
+
+enum dapi_err dapi_queries_scope_of(struct dapi_queries *qs, const char *slug,
+                                    const unsigned char *key_hash, struct dapi_scope *out)
+{
     pthread_mutex_lock(&qs->lock);
     struct query *q = store_find(qs, slug);
+    if(q && key_hash && !dapi_ct_equal(q->owner, DAPI_KEY_HASH_LEN, key_hash, DAPI_KEY_HASH_LEN))
+        q = NULL;
     if(q && q->scope)
         memcpy(out, q->scope, sizeof *out);
     else if(q) {

@@ -181,6 +181,9 @@ void dapi_queries_flush(struct dapi_queries *qs);
  * if there is no such query. */
 enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug,
                                  struct dapi_scope *out);
+/* The same for key_hash's query only: DAPI_ERR_NOT_FOUND too for another key's. */
+enum dapi_err dapi_queries_scope_of(struct dapi_queries *qs, const char *slug,
+                                    const unsigned char *key_hash, struct dapi_scope *out);
 
 /* Looks a slug up for key_hash. DAPI_ERR_NOT_FOUND for unknown, expired, or owned by another
  * key (indistinguishable on purpose). On success fills v (release it). */

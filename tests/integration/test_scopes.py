@@ -229,6 +229,50 @@ def test_nekt_emulator_holds_store_keys_to_their_scope():
            "v1, its own layer")
 
 
+@h.timeout(60)
+def test_a_narrowed_key_no_longer_reads_its_earlier_results():
+    """A key's layers narrowed (the keys file edited, read again while serving) held its new
+    queries to them, but its earlier queries' results and exports were still served for the
+    whole retention, secret rows included. A key now reads a query's result only while its
+    scope covers the one the query was created under: 403 naming why, for results and every
+    export format; other keys' slugs stay 404."""
+    root, lake = _lake()
+    keys_file = os.path.join(h.tmpdir("keys"), "keys")
+    wide = _store_key(keys_file, "wide", "pub,secret")
+    KEYS["pub"] = _store_key(keys_file, "pub", "pub")
+    with Server(keys=[KEY_ALL], data_dir=lake, env={"DAPI_KEYS_FILE": keys_file},
+                name="scopes-narrow") as srv:
+        sec = srv.create("SELECT a FROM secret.t", key=wide)
+        pub = srv.create("SELECT a FROM pub.t", key=wide)
+        eq(srv.page(sec, 1, key=wide), [{"a": SECRET}], "read while the key has both layers")
+        other = srv.create("SELECT a FROM pub.t", key=KEY_ALL)
+        text = open(keys_file).read()
+        check("layers=pub,secret" in text, "the key's line: %r" % text)
+        tmp = keys_file + ".edit"
+        with open(tmp, "w") as f:
+            f.write(text.replace("layers=pub,secret", "layers=pub"))
+        os.rename(tmp, keys_file)
+        deadline = time.monotonic() + 10
+        while srv.create_resp({"sql_query": "SELECT a FROM secret.t"}, key=wide).status != 403:
+            check(time.monotonic() < deadline, "the narrowed scope is read again")
+            time.sleep(0.1)
+        r = srv.results(sec, 1, key=wide)
+        body = expect_error(r, 403, "Forbidden", "the earlier result of a layer it lost")
+        check("may no longer read layer 'secret'" in body.get("details", ""), "why: %r" % body)
+        check(SECRET not in r.body.decode(), "no secret in %r" % r.short())
+        for fmt in ("csv", "ndjson", "json", "parquet"):
+            r = srv.api("GET", "/api/queries/%s/export?format=%s" % (sec, fmt), key=wide)
+            expect_error(r, 403, "Forbidden", "the %s export" % fmt)
+            check(SECRET.encode() not in r.body, "no secret in the %s export" % fmt)
+        # (a query is held to the key's scope when it was created, not to the layers it read:
+        # its earlier query of pub goes too; the same query made again is served)
+        expect_error(srv.results(pub, 1, key=wide), 403, "Forbidden", "created under both layers")
+        eq(srv.query("SELECT a FROM pub.t", key=wide), [{"a": 1}], "made again under pub alone")
+        # not its query: 404 as ever, whatever the scopes
+        expect_error(srv.results(other, 1, key=wide), 404, "Query not found", "another key's")
+        expect_error(srv.results(sec, 1, key=KEY_PUB()), 404, "Query not found", "another key's")
+
+
 def test_layer_and_table_form_is_checked_the_same_way():
     root, lake = _lake()
     with _server(lake, "scopes-lt") as srv:
