@@ -463,6 +463,30 @@ def expect_status(resp, status, what="status"):
         raise AssertionError("%s: expected HTTP %s, observed %s" % (what, status, resp.short()))
 
 
+
+
+def pool_metric(s, name, pool):
+    """The value of /metrics' name{pool="pool"} on server s."""
+    r = s.request("GET", "/metrics")
+    expect_status(r, 200, "GET /metrics")
+    want = '%s{pool="%s"} ' % (name, pool)
+    for line in r.body.decode().splitlines():
+        if line.startswith(want):
+            return float(line[len(want):])
+    raise AssertionError("/metrics has no %s{pool=%r}" % (name, pool))
+
+
+def wait_pool_metric(s, name, pool, value, what, timeout=30.0):
+    """Waits until pool_metric(s, name, pool) is value (AssertionError after timeout s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pool_metric(s, name, pool)
+        if v == value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("%s: %s{pool=%r} is %s after %.0f s, want %s"
+                                 % (what, name, pool, v, timeout, value))
+        time.sleep(0.05)
 def expect_error(resp, status, message=None, what="error response"):
     """Asserts an error response: the status, JSON content type, {"error": str} and, when
     given, the exact message. Returns the parsed body."""

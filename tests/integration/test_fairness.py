@@ -421,26 +421,6 @@ OVERRUN_CHECK = "SELECT levenshtein(repeat('a', %d), repeat('b', 50000)) AS d"
 OVERRUN_ARGS = ["--workers", "2", "--duckdb-threads", "2", "--query-timeout", "1", "--shutdown-grace", "1"]
 
 
-def _pool_metric(s, name, pool):
-    r = s.request("GET", "/metrics")
-    expect_status(r, 200, "GET /metrics")
-    want = '%s{pool="%s"} ' % (name, pool)
-    for line in r.body.decode().splitlines():
-        if line.startswith(want):
-            return float(line[len(want):])
-    raise AssertionError("/metrics has no %s{pool=%r}" % (name, pool))
-
-
-def _wait_pool_metric(s, name, pool, value, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = _pool_metric(s, name, pool)
-        if v == value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("%s: %s{pool=%r} is %s after %.0f s, want %s" % (what, name, pool, v, timeout, value))
-        time.sleep(0.05)
-
 
 def _state(s, slug, key):
     r = s.api("GET", "/api/queries/" + slug, key=key)
@@ -458,9 +438,9 @@ def test_a_query_outliving_its_time_limit_does_not_hold_the_other_keys():
     until its overruns end, so it cannot set aside worker after worker."""
     with Server(keys=[KEY_A, KEY_B], args=OVERRUN_ARGS, name="fair-overrun") as s:
         slow = [s.create(OVERRUN_RUN % (50000 + i), key=KEY_A) for i in range(2)]
-        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 2, "both of A's queries overrun")
+        h.wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 2, "both of A's queries overrun")
         # (the replacements start one after the other, after both are set aside)
-        _wait_pool_metric(s, "dapi_pool_workers", "run", 4, "run workers with two replacements")
+        h.wait_pool_metric(s, "dapi_pool_workers", "run", 4, "run workers with two replacements")
         a_next = s.create("SELECT 7 AS x", key=KEY_A)
         b = s.create("SELECT 42 AS x", key=KEY_B)
         eq(s.page(b, key=KEY_B), [{"x": 42}], "key B's rows")
@@ -471,9 +451,9 @@ def test_a_query_outliving_its_time_limit_does_not_hold_the_other_keys():
            "key A's next query ran only after its overrunning ones had ended")
         for x in slow:
             expect_status(s.results(x, 1, key=KEY_A), 504, "an overrun query's results")
-        _wait_pool_metric(s, "dapi_pool_workers", "run", 2, "the set-aside workers left")
-        eq(_pool_metric(s, "dapi_pool_overruns_total", "run"), 2, "overruns counted")
-        eq(_pool_metric(s, "dapi_pool_replacements_total", "run"), 2, "replacements counted")
+        h.wait_pool_metric(s, "dapi_pool_workers", "run", 2, "the set-aside workers left")
+        eq(h.pool_metric(s, "dapi_pool_overruns_total", "run"), 2, "overruns counted")
+        eq(h.pool_metric(s, "dapi_pool_replacements_total", "run"), 2, "replacements counted")
         check("its worker is set aside" in s.stderr_text(), "the overrun is logged")
 
 
@@ -492,7 +472,7 @@ def test_a_check_outliving_its_time_limit_does_not_hold_the_other_keys():
         threads = [threading.Thread(target=create, args=(i,), daemon=True) for i in range(2)]
         for t in threads:
             t.start()
-        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "check", 2, "both of A's checks overrun")
+        h.wait_pool_metric(s, "dapi_pool_overrunning_workers", "check", 2, "both of A's checks overrun")
         eq(s.query("SELECT 42 AS x", key=KEY_B), [{"x": 42}], "key B's query")
         eq(len(answers), 0, "key B was answered while key A's creations were still being checked")
         for t in threads:
@@ -500,7 +480,7 @@ def test_a_check_outliving_its_time_limit_does_not_hold_the_other_keys():
         for i in range(2):
             check(i in answers, "key A's creation %d was answered" % i)
             expect_error(answers[i], 504, None)
-        _wait_pool_metric(s, "dapi_pool_workers", "check", 2, "the set-aside check workers left")
+        h.wait_pool_metric(s, "dapi_pool_workers", "check", 2, "the set-aside check workers left")
 
 
 @h.timeout(120)
@@ -516,7 +496,7 @@ def test_a_stop_does_not_wait_for_work_the_time_limit_cannot_stop():
         done = s.create("SELECT 5 AS x", key=KEY_A)
         eq(s.page(done, key=KEY_A), [{"x": 5}], "a finished query")
         cut = s.create(big, key=KEY_A)
-        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 1, "the big query overruns")
+        h.wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 1, "the big query overruns")
         s.stop(timeout=20)  # asserts exit status 0 within 20 s
         check("stopping without waiting for work the engine cannot interrupt" in s.stderr_text(),
               "the stop says what it left")
@@ -562,10 +542,10 @@ def test_exports_read_slowly_do_not_hold_the_other_keys():
             c.sendall(("GET /api/queries/%s/export?format=csv HTTP/1.1\r\nHost: x\r\nx-api-key: %s\r\n\r\n" % (big, KEY_A)).encode())
             socks.append(c)
         try:
-            _wait_pool_metric(s, "dapi_pool_waiting_workers", "run", 2, "both exports wait for their client")
+            h.wait_pool_metric(s, "dapi_pool_waiting_workers", "run", 2, "both exports wait for their client")
             eq(s.query("SELECT 42 AS x", key=KEY_B), [{"x": 42}], "key B's query")
             eq(s.query("SELECT 7 AS x", key=KEY_A), [{"x": 7}], "key A's own query, not held by its downloads")
-            eq(_pool_metric(s, "dapi_pool_waiting_workers", "run"), 2, "both exports were still waiting meanwhile")
+            eq(h.pool_metric(s, "dapi_pool_waiting_workers", "run"), 2, "both exports were still waiting meanwhile")
             # the client reads at last: the whole export arrives, in order
             raw = b""
             while not raw.endswith(b"\r\n0\r\n\r\n"):
@@ -580,8 +560,8 @@ def test_exports_read_slowly_do_not_hold_the_other_keys():
         finally:
             for c in socks:
                 c.close()
-        _wait_pool_metric(s, "dapi_pool_workers", "run", 2, "the set-aside workers left")
-        check(_pool_metric(s, "dapi_pool_waits_total", "run") >= 2, "waits counted")
+        h.wait_pool_metric(s, "dapi_pool_workers", "run", 2, "the set-aside workers left")
+        check(h.pool_metric(s, "dapi_pool_waits_total", "run") >= 2, "waits counted")
 
 
 @h.timeout(120)
@@ -640,7 +620,7 @@ def test_a_parquet_conversion_does_not_hold_the_run_workers():
 
         t = threading.Thread(target=export, daemon=True)
         t.start()
-        _wait_pool_metric(s, "dapi_pool_waiting_workers", "run", 1, "the conversion's worker is set aside")
+        h.wait_pool_metric(s, "dapi_pool_waiting_workers", "run", 1, "the conversion's worker is set aside")
         eq(s.query("SELECT 42 AS x", key=KEY_B), [{"x": 42}], "key B's query")
         check(t.is_alive(), "key B was served while the conversion still ran")
         t.join(110)

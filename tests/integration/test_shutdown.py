@@ -20,26 +20,6 @@ SLOW_CHECK = "SELECT levenshtein(repeat('a', 150000), repeat('b', 150000)) AS d"
 ARGS = ["--workers", "2", "--duckdb-threads", "2", "--query-timeout", "1", "--shutdown-grace", "1"]
 
 
-def _pool_metric(s, name, pool):
-    r = s.request("GET", "/metrics")
-    expect_status(r, 200, "GET /metrics")
-    want = '%s{pool="%s"} ' % (name, pool)
-    for line in r.body.decode().splitlines():
-        if line.startswith(want):
-            return float(line[len(want) :])
-    raise AssertionError("/metrics has no %s{pool=%r}" % (name, pool))
-
-
-def _wait_pool_metric(s, name, pool, value, what, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = _pool_metric(s, name, pool)
-        if v == value:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("%s: %s{pool=%r} is %s after %.0f s, want %s" % (what, name, pool, v, timeout, value))
-        time.sleep(0.05)
-
 
 def _post_in_thread(s, sql, out, key=KEY, rid="stop-check-1"):
     """POSTs sql on a connection of its own, in a thread; out gets the response (or the
@@ -83,7 +63,7 @@ def test_sigterm_during_an_overrunning_check_exits_0_and_answers_503():
     try:
         out = {}
         t = _post_in_thread(s, SLOW_CHECK, out)
-        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "check", 1, "the check overruns")
+        h.wait_pool_metric(s, "dapi_pool_overrunning_workers", "check", 1, "the check overruns")
         check(not out, "the POST is still waiting for its check: %r" % out)
         t0 = time.monotonic()
         s.stop(timeout=20)  # SIGTERM; asserts exit status 0 within 20 s
@@ -118,7 +98,7 @@ def test_sigterm_answers_every_request_still_waiting():
     s = Server(keys=[KEY, KEY_B], args=ARGS, name="stop-overrun-all")
     try:
         slug = s.create(OVERRUN_RUN, key=KEY)
-        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 1, "the run overruns")
+        h.wait_pool_metric(s, "dapi_pool_overrunning_workers", "run", 1, "the run overruns")
         outs = {"results": {}, "export": {}, "create": {}}
         hdr = {"x-api-key": KEY}
         threads = [
@@ -126,7 +106,7 @@ def test_sigterm_answers_every_request_still_waiting():
             _in_thread(s, build_request("GET", "/api/queries/%s/export?format=csv" % slug, headers=dict(hdr, **{"X-Request-Id": "stop-export"}), port=s.port), outs["export"]),
             _post_in_thread(s, SLOW_CHECK, outs["create"], key=KEY_B, rid="stop-create"),
         ]
-        _wait_pool_metric(s, "dapi_pool_overrunning_workers", "check", 1, "the check overruns")
+        h.wait_pool_metric(s, "dapi_pool_overrunning_workers", "check", 1, "the check overruns")
         check(not any(outs.values()), "the three requests still wait: %r" % outs)
         s.stop(timeout=25)  # the grace, 5 s for each pool's workers, 2 s for the answers
         for t in threads:
