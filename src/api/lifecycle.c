@@ -208,14 +208,16 @@ void dapi_api_list_queries(struct dapi_req *r, struct dapi_app *app, const char 
     int64_t limit = arg_count(r, "limit", LIST_DEFAULT, LIST_MAX, "Limit");
     if(limit < 0)
         return;
-    int64_t cursor = arg_count(r, "cursor", 0, INT64_MAX, "Cursor");
+    int64_t cursor = arg_count(r, "cursor", 0, (int64_t)DAPI_CURSOR_MAX, "Cursor");
     if(cursor < 0)
         return;
+    uint64_t before = cursor ? dapi_queries_cursor_seq(app->queries, who.owner, (uint64_t)cursor)
+                             : 0;
     struct dapi_qsummary *v = NULL;
     size_t n = 0;
     int more = 0;
-    enum dapi_err e = dapi_queries_list(app->queries, who.owner, dapi_clock_wall_s(),
-                                        (uint64_t)cursor, (size_t)limit, &v, &n, &more);
+    enum dapi_err e = dapi_queries_list(app->queries, who.owner, dapi_clock_wall_s(), before,
+                                        (size_t)limit, &v, &n, &more);
     if(e) {
         dapi_respond_err(r, e, NULL);
         return;
@@ -224,7 +226,9 @@ void dapi_api_list_queries(struct dapi_req *r, struct dapi_app *app, const char 
     dapi_buf_init(&b, (size_t)-1 / 2);
     dapi_buf_adds(&b, "{\"next_cursor\":");
     if(more && n)
-        dapi_buf_addf(&b, "\"%llu\"", (unsigned long long)v[n - 1].seq);
+        dapi_buf_addf(
+            &b, "\"%llu\"",
+            (unsigned long long)dapi_queries_cursor(app->queries, who.owner, v[n - 1].seq));
     else
         dapi_buf_adds(&b, "null");
     dapi_buf_adds(&b, ",\"queries\":[");

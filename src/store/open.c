@@ -180,6 +180,7 @@ dapi_queries_open(struct dapi_queries **out, const char *state_dir, int64_t rete
         dapi_queries_close(qs);
         return DAPI_ERR_IO;
     }
+    store_cursor_key(qs); /* (a failure is logged: cursors then last as long as the process) */
     /* The creation log first: queries whose creation was answered but whose files a power
      * loss took are written again, then made durable by a checkpoint. */
     qs->clean = clean_start(qs);

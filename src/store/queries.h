@@ -368,6 +368,15 @@ struct dapi_qsummary {
 enum dapi_err dapi_queries_list(struct dapi_queries *qs, const unsigned char *key_hash,
                                 int64_t now_s, uint64_t before, size_t limit,
                                 struct dapi_qsummary **out, size_t *n, int *more);
+/* The cursor the API shows for key_hash's query of seq: from 1 to DAPI_CURSOR_MAX, a keyed
+ * permutation of seq that means something only with that key (seq counts every key's
+ * creations: as the cursor it told a key how many queries the others made). And back: the
+ * seq of a cursor (0 for one out of range). */
+#define DAPI_CURSOR_MAX (1ull << 62)
+uint64_t dapi_queries_cursor(const struct dapi_queries *qs, const unsigned char *key_hash,
+                             uint64_t seq);
+uint64_t dapi_queries_cursor_seq(const struct dapi_queries *qs, const unsigned char *key_hash,
+                                 uint64_t cursor);
 void dapi_qsummaries_free(struct dapi_qsummary *v, size_t n);
 
 /* DELETE /api/queries/{slug} by key_hash. A queued or running query is cancelled (*deleted =

@@ -138,6 +138,7 @@ struct dapi_queries {
     struct store_agevec ages;        /* registered queries by (created_s, seq): expiry */
     struct query *watch;             /* what the tick looks at (index.c) */
     uint64_t visits;                 /* queries its walks looked at (dapi_queries_visits) */
+    unsigned char cursor_key[32];    /* the list cursors' secret (store/cursor.c) */
     uint64_t states[DAPI_Q_NSTATES]; /* registered queries by state (store_set_state) */
     struct keyuse *keys[NKEYBUCKETS];
     struct reuse_ent **reuse; /* result identities: nreuse chains (doubled as it fills) */
@@ -367,5 +368,9 @@ void store_reuse_set(struct dapi_queries *qs, const struct query *q);
  * *how says which. */
 struct query *store_reusable(struct dapi_queries *qs, const struct dapi_reuse *ru, int64_t now_s,
                              enum dapi_reused *how);
+
+/* Reads or makes the state dir's secret for list cursors (cursor.c). 0 or an errno value (a
+ * secret for this process only was drawn then). */
+int store_cursor_key(struct dapi_queries *qs);
 
 #endif

@@ -211,6 +211,37 @@ def test_list_newest_first_paged_own_key_only():
         eq(r.headers.get("allow"), "GET, HEAD, DELETE", "Allow")
 
 
+def test_list_cursor_tells_nothing_of_other_keys():
+    """The list's cursor was the registration counter every key's creations share: the gap
+    between two of a key's cursors was how many queries the other keys had created meanwhile.
+    It is now a keyed permutation of it (an integer still): no such arithmetic holds, paging
+    with it works, and a cursor given before a restart pages on after it."""
+    with _server() as srv:
+        a = [srv.create("SELECT %d AS x" % i, key=KEY_A) for i in range(2)]
+        for i in range(5):
+            srv.create("SELECT %d AS y" % i, key=KEY_B)
+        a += [srv.create("SELECT %d AS x" % i, key=KEY_A) for i in range(2, 4)]
+
+        def cursors():
+            out, cur = [], None
+            while True:
+                path = "/api/queries?limit=1" + ("&cursor=" + cur if cur else "")
+                body = jparse(srv.api("GET", path, key=KEY_A))
+                cur = body["next_cursor"]
+                if cur is None:
+                    return out
+                check(re.match(r"^[1-9][0-9]*$", cur), "an integer: %r" % cur)
+                out.append(int(cur))
+
+        c = cursors()  # of a[3], a[2], a[1] (the oldest has none after it)
+        eq(len(c), 3, "three pages lead on")
+        check(not (c[0] - c[1] == 1 and c[1] - c[2] == 6),
+              "the gaps tell B's 5 creations: %r" % c)
+        srv.restart()
+        body = jparse(srv.api("GET", "/api/queries?limit=5&cursor=%d" % c[0], key=KEY_A))
+        eq([q["slug"] for q in body["queries"]], a[::-1][1:], "a cursor from before the restart")
+
+
 def test_another_keys_slug_is_not_found():
     with _server() as srv:
         slug = srv.create("SELECT 1 AS x", key=KEY_A)

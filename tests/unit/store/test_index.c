@@ -3,6 +3,7 @@
  * and that what they find is right, before and after a restart; the hash tables growing; the
  * progress a start reports. Time is passed in, never slept. */
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "store/queries.h"
 #include "store/queries_fixture.h"
@@ -306,6 +307,53 @@ static void test_reuse_walks_only_candidates(void)
     t_rm_rf(state);
 }
 
+/* The list's cursor is a keyed permutation of seq (store/cursor.c): seq counts every key's
+ * creations, so as the cursor it told a key how many queries the others made. Each cursor
+ * goes back to its seq, for its key only; two keys' cursors of one seq differ; every cursor
+ * lies in 1..DAPI_CURSOR_MAX; consecutive seqs are not consecutive cursors; the secret is
+ * kept in the state dir (0600), so a cursor outlives a restart. */
+static void test_cursors(void)
+{
+    char state[128], keyfile[256];
+    state_dir(state, sizeof state, "cursor");
+    struct unfinished u = {0};
+    struct dapi_queries *qs = open_reg(state, 3600, UINT64_MAX, 1000, &u);
+    if(!qs)
+        return;
+    static const uint64_t seqs[] = {
+        1, 2, 3, 1000, 123456789, (1ull << 40) + 7, DAPI_CURSOR_MAX - 1};
+    uint64_t before[7];
+    int back = 0, apart = 0, in_range = 0, adjacent = 0;
+    for(size_t i = 0; i < 7; i++) {
+        uint64_t c = dapi_queries_cursor(qs, owner, seqs[i]);
+        before[i] = c;
+        back += dapi_queries_cursor_seq(qs, owner, c) == seqs[i];
+        apart += c != dapi_queries_cursor(qs, other, seqs[i]);
+        in_range += c >= 1 && c <= DAPI_CURSOR_MAX;
+        adjacent += i && seqs[i] == seqs[i - 1] + 1 && c == before[i - 1] + 1;
+    }
+    T_EQ_INT(back, 7);
+    T_EQ_INT(apart, 7);
+    T_EQ_INT(in_range, 7);
+    T_EQ_INT(adjacent, 0);
+    T_EQ_INT(dapi_queries_cursor_seq(qs, owner, 0), 0);
+    T_EQ_INT(dapi_queries_cursor_seq(qs, owner, DAPI_CURSOR_MAX + 1), 0);
+    dapi_queries_close(qs);
+    snprintf(keyfile, sizeof keyfile, "%s/queries/.cursor-key", state);
+    struct stat st;
+    T_CHECK(stat(keyfile, &st) == 0 && (st.st_mode & 0777) == 0600 && st.st_size == 32,
+            "the secret kept, 0600");
+    qs = open_reg(state, 3600, UINT64_MAX, 1001, &u);
+    if(!qs)
+        return;
+    int same = 0;
+    for(size_t i = 0; i < 7; i++)
+        same += dapi_queries_cursor(qs, owner, seqs[i]) == before[i];
+    T_EQ_INT(same, 7);
+    dapi_queries_close(qs);
+    t_rm_rf(state);
+}
+
 int main(void)
 {
     if(fixture_setup("index"))
@@ -313,6 +361,7 @@ int main(void)
     test_walks_are_bounded();
     test_tables_grow();
     test_reuse_walks_only_candidates();
+    test_cursors();
     t_rm_rf(root);
     T_CHECK(!t_exists(root), "temp dir cleaned up");
     T_DONE();
