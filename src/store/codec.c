@@ -188,8 +188,17 @@ struct dapi_zdec *dapi_zdec_new(const void *frame, size_t len, uint64_t decoded_
 
 long dapi_zdec_read(struct dapi_zdec *d, void *out, size_t max)
 {
+    while(!d->left && !d->done) {
+        /* Every byte announced is out: the frame's end (its checksum) is read and checked,
+         * with no room for more (a frame that decodes to more makes no progress). */
+        ZSTD_outBuffer none = {out, 0, 0};
+        size_t before = d->in.pos, r = ZSTD_decompressStream(d->ds, &none, &d->in);
+        if(ZSTD_isError(r) || d->in.pos == before)
+            return -1;
+        d->done = r == 0;
+    }
     if(!d->left)
-        return d->done || d->in.pos == d->in.size ? 0 : -1; /* (more than announced) */
+        return 0;
     if(max > d->left)
         max = (size_t)d->left;
     if(max > LONG_MAX)

@@ -40,8 +40,7 @@ int store_cursor_key(struct dapi_queries *qs)
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     int e = fd < 0 ? errno : 0;
-    if(!e && (write(fd, qs->cursor_key, sizeof qs->cursor_key) !=
-                  (ssize_t)sizeof qs->cursor_key ||
+    if(!e && (write(fd, qs->cursor_key, sizeof qs->cursor_key) != (ssize_t)sizeof qs->cursor_key ||
               fsync(fd)))
         e = errno ? errno : EIO;
     if(fd >= 0)

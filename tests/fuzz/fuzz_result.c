@@ -20,12 +20,14 @@
  *    of it is read and compared with the input;
  *  - DAPIRES2: a page's decoded size is the declared one; decoding it
  *    (dapi_result_page_copy) either fails or gives exactly that many bytes (ASan sees any
- *    write beyond). */
+ *    write beyond), and decoding it a piece at a time (dapi_zdec) gives the same bytes, or
+ *    fails, exactly when the whole decode does. */
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include "store/codec.h"
 #include "store/result.h"
 #include "fuzz_common.h"
 
@@ -183,6 +185,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                            (int)de, rl, (unsigned long long)declared);
                 FUZZ_CHECK(de != DAPI_OK || d, "page %llu: decoded though its frame was refused",
                            (unsigned long long)p);
+                /* decoded a piece at a time (a huge page's answer): the same bytes, or a
+                 * failure exactly when the whole decode fails */
+                if(d) {
+                    struct dapi_zdec *z = dapi_zdec_new(d, len, declared);
+                    char *sbuf = malloc((size_t)declared + 1);
+                    long got = 0, k = 0;
+                    while(z && sbuf &&
+                          (k = dapi_zdec_read(z, sbuf + got,
+                                              (size_t)declared + 1 - (size_t)got < 4093
+                                                  ? (size_t)declared + 1 - (size_t)got
+                                                  : 4093)) > 0)
+                        got += k;
+                    if(z && sbuf)
+                        FUZZ_CHECK(de == DAPI_OK ? k == 0 && (uint64_t)got == declared &&
+                                                       memcmp(sbuf, rows, (size_t)got) == 0
+                                                 : de != DAPI_ERR_IO || k < 0,
+                                   "page %llu: streamed decode %ld after %ld bytes, whole %d",
+                                   (unsigned long long)p, k, got, (int)de);
+                    free(sbuf);
+                    dapi_zdec_free(z);
+                }
                 free(rows);
             }
             if(!d)

@@ -165,6 +165,12 @@ static void test_pieces(void)
     T_EQ_INT(zdec_all(z.data, z.len / 2, n, 65536, out, n + 64), -1);
     T_EQ_INT(zdec_all(z.data, z.len, n + 10, 65536, out, n + 64), -1);
     T_CHECK(zdec_all(z.data, z.len, n - 10, 65536, out, n + 64) == -1, "more than announced");
+    /* the frame's checksum (its last 4 bytes) is checked at the end, whatever the pieces */
+    z.data[z.len - 2] ^= 0x40;
+    T_EQ_INT(zdec_all(z.data, z.len, n, 65536, out, n + 64), -1);
+    T_EQ_INT(zdec_all(z.data, z.len, n, n, out, n + 64), -1);
+    z.data[z.len - 2] ^= 0x40;
+    T_EQ_INT(zdec_all(z.data, z.len, n, n, out, n + 64), (long)n);
     z.data[z.len / 2] ^= 0x40;
     T_EQ_INT(zdec_all(z.data, z.len, n, 65536, out, n + 64), -1);
     free(out);
