@@ -436,13 +436,14 @@ static int serve_build(struct serve *s)
      * While a key's job overruns, at most --max-queries-per-key of its jobs may wait. */
     int held = (int)cfg->max_queries_per_key;
     struct dapi_pool_watch check_watch = {
-        dapi_econn_overrun_ms, OVERRUN_GRACE_MS, 4 * 2, 0, held, 0};
+        dapi_econn_overrun_ms, OVERRUN_GRACE_MS, 4 * 2, 0, held, 0, 0};
     struct dapi_pool_watch run_watch = {dapi_econn_overrun_ms,
                                         OVERRUN_GRACE_MS,
                                         4 * app->run_threads,
                                         (int)cfg->max_queued_queries + app->run_threads,
                                         held,
-                                        0};
+                                        0,
+                                        cfg->max_running_per_key};
     if(dapi_engine_sync_lake(app->engine) ||
        ((b->caps & DAPI_BACKEND_CHECKS_SQL) &&
         dapi_pool_start_watched(&app->check_pool, "check", 2, app->engine, &check_watch)) ||

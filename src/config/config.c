@@ -129,6 +129,11 @@ static const struct setting settings[] = {
      100000, NULL,
      "queries one key may have being checked, queued or running (429 above; with --nekt-api "
      "v1, page fetches in flight count too)"},
+    {"max-running-per-key", "DAPI_MAX_RUNNING_PER_KEY", K_INT, O(max_running_per_key), "0", 0, 256,
+     NULL,
+     "queries one key may run at once (0: as many as there are workers); below --workers, "
+     "another key's query always finds a worker free, at the cost of a key alone not using "
+     "them all"},
     {"query-timeout", "DAPI_QUERY_TIMEOUT", K_I64, O(query_timeout), "300", 1, 86400, NULL,
      "seconds a query may run (504 above)"},
     {"max-result-rows", "DAPI_MAX_RESULT_ROWS", K_I64, O(max_result_rows), "50000000", 1,

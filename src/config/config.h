@@ -45,7 +45,8 @@ struct dapi_config {
     int64_t max_json_depth;
     int64_t max_queued_queries;
     int64_t max_queries_per_key;
-    int64_t query_timeout; /* s */
+    int max_running_per_key; /* 0: no bound but --workers */
+    int64_t query_timeout;   /* s */
     int64_t max_result_rows;
     int64_t max_result_bytes;
     int64_t max_state_bytes;

@@ -129,7 +129,7 @@ static void mark_served(struct dapi_pool *p, uint64_t tag)
 
 /* Takes the next job (mu held): the oldest job of the tag with the fewest jobs running, and
  * among those the tag served longest ago; jobs of a tag that has one overrunning are passed
- * over. NULL when no job may start. With one tag this is FIFO; with several, a tag that
+ * over, and so are those of a tag at max_running_per_tag. NULL when no job may start. With one tag this is FIFO; with several, a tag that
  * floods the queue takes turns with the others instead of making them wait behind its
  * backlog. */
 static struct job *take(struct dapi_pool *p)
@@ -141,6 +141,8 @@ static struct job *take(struct dapi_pool *p)
         if(held(p, (*jp)->tag))
             continue;
         int n = running_with(p, (*jp)->tag);
+        if(p->watch.max_running_per_tag && (*jp)->tag && n >= p->watch.max_running_per_tag)
+            continue;
         uint64_t seq = last_served(p, (*jp)->tag);
         if(!best || n < best_n || (n == best_n && seq < best_seq)) {
             best = jp;

@@ -42,6 +42,9 @@ struct dapi_pool_watch {
      * queries (which frees their admission slots) and creating new ones. 0: no bound. */
     int max_held_per_tag;
     int64_t interval_ms; /* how often the overseer looks while jobs run (<= 0: 100) */
+    /* > 0: a tag (not 0) with this many jobs running has its next ones wait, even with a
+     * worker free: below the pool's size, another tag's job always finds one. 0: no bound. */
+    int max_running_per_tag;
 };
 
 /* As dapi_pool_start; watch (copied) says how overruns are found, NULL: not watched. */

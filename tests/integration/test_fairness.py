@@ -483,6 +483,30 @@ def test_a_check_outliving_its_time_limit_does_not_hold_the_other_keys():
         h.wait_pool_metric(s, "dapi_pool_workers", "check", 2, "the set-aside check workers left")
 
 
+@h.timeout(90)
+def test_max_running_per_key_leaves_a_worker_to_the_others():
+    """Two long queries of one key held both run workers, and another key's query waited
+    until one of them ended (up to --query-timeout: 5 minutes by default). With
+    --max-running-per-key 1 the key's second query waits, though a worker is free, and
+    another key's query runs on it at once: it is answered while the first key's queries are
+    still running and queued."""
+    args = ["--workers", "2", "--duckdb-threads", "1", "--query-timeout", "60",
+            "--max-running-per-key", "1", "--shutdown-grace", "1"]
+    with Server(args=args, keys=[KEY_A, KEY_B], name="fair-running") as s:
+        a1 = s.create(SLOW % 1, key=KEY_A)
+        a2 = s.create(SLOW % 2, key=KEY_A)
+        deadline = time.monotonic() + 20
+        while _state(s, a1, KEY_A) != "running":
+            check(time.monotonic() < deadline, "A's first query starts")
+            time.sleep(0.05)
+        b = s.create("SELECT 7 AS x", key=KEY_B)
+        eq(s.page(b, 1, key=KEY_B), [{"x": 7}], "B's query, answered")
+        eq((_state(s, a1, KEY_A), _state(s, a2, KEY_A)), ("running", "queued"),
+           "meanwhile A's first query runs and its second waits for it")
+        for slug in (a1, a2):
+            s.api("DELETE", "/api/queries/" + slug, key=KEY_A)
+
+
 @h.timeout(120)
 def test_a_stop_does_not_wait_for_work_the_time_limit_cannot_stop():
     """A SIGTERM interrupts every query and then waited for the workers, so work DuckDB's

@@ -527,7 +527,7 @@ static void stuck_job(void *arg, struct dapi_econn *conn)
         mark_stuck(conn, 0);
 }
 
-static const struct dapi_pool_watch fake_watch = {fake_probe, 1000, 1, 2, 3, 5};
+static const struct dapi_pool_watch fake_watch = {fake_probe, 1000, 1, 2, 3, 5, 0};
 
 /* Waits (at most 5 s) until pred holds of the pool's numbers. */
 static int wait_stats(struct dapi_pool *p, int workers, int overrunning,
@@ -728,7 +728,7 @@ static void test_waiting_set_aside(void)
 {
     dapi_pool_waiting(1); /* not a pool worker: no effect, no crash */
     struct dapi_pool *p = NULL;
-    const struct dapi_pool_watch quick = {fake_probe, 50, 1, 2, 0, 5};
+    const struct dapi_pool_watch quick = {fake_probe, 50, 1, 2, 0, 5, 0};
     T_EQ_INT(dapi_pool_start_watched(&p, "t-wait", 1, eng, &quick), DAPI_OK);
     if(!p)
         return;
@@ -787,6 +787,41 @@ static void test_held_jobs_bounded(void)
     gate_destroy(&g);
 }
 
+/* max_running_per_tag (--max-running-per-key): with it below the pool's size, a key whose
+ * jobs run long leaves a worker free, so another key's job starts at once instead of waiting
+ * for one of them to end; the key's own next job waits, although a worker is free; untagged
+ * jobs are not held. */
+static void test_running_per_tag(void)
+{
+    const struct dapi_pool_watch capped = {fake_probe, 1000, 1, 2, 0, 5, 1};
+    struct dapi_pool *p = NULL;
+    T_EQ_INT(dapi_pool_start_watched(&p, "t-capped", 2, eng, &capped), DAPI_OK);
+    if(!p)
+        return;
+    struct gate g1;
+    gate_init(&g1);
+    static struct rec a2, b, untagged;
+    memset(&a2, 0, sizeof a2);
+    memset(&b, 0, sizeof b);
+    memset(&untagged, 0, sizeof untagged);
+    T_EQ_INT(dapi_pool_submit_tagged(p, gate_job, &g1, 0, 0xA), DAPI_OK);
+    T_CHECK(gate_wait_entered(&g1), "A's first job runs");
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &a2, 0, 0xA), DAPI_OK);
+    struct timespec wait = {0, 50000000};
+    nanosleep(&wait, NULL);
+    T_EQ_INT(atomic_load(&a2.runs), 0); /* a worker is free, but A is at its bound */
+    T_EQ_INT(dapi_pool_submit_tagged(p, count_job, &b, 0, 0xB), DAPI_OK);
+    T_CHECK(wait_runs(&b, 1), "B's job runs on the free worker");
+    T_EQ_INT(dapi_pool_submit(p, count_job, &untagged, 0), DAPI_OK);
+    T_CHECK(wait_runs(&untagged, 1), "an untagged job is not held");
+    T_EQ_INT(atomic_load(&a2.runs), 0);
+    gate_release(&g1);
+    T_CHECK(wait_runs(&a2, 1), "A's next job once its first ended");
+    dapi_pool_stop(p, 1);
+    dapi_pool_free(p);
+    gate_destroy(&g1);
+}
+
 static void test_free_without_stop(void)
 {
     /* dapi_pool_free stops first: queued jobs are released (conn == NULL), none is lost. */
@@ -832,6 +867,7 @@ int main(void)
         test_stop_discard();
         test_stop_discard_idle();
         test_stop_drain();
+        test_running_per_tag();
         test_free_without_stop();
         test_overrun_replaced();
         test_overrun_bounded();
