@@ -1309,6 +1309,18 @@ fail:
     return -1;
 }
 
+void dapi_http_daemon_end(struct dapi_http *h)
+{
+    MHD_stop_daemon(h->d); /* every connection is CLOSED (and unlisted) by its return */
+    dapi_http_free(h);
+}
+
+const char *dapi_http_reason(int status)
+{
+    const char *r = status > 0 ? MHD_get_reason_phrase_for((unsigned)status) : NULL;
+    return r ? r : "";
+}
+
 void dapi_http_free(struct dapi_http *h)
 {
     dapi_conns_free(h->conns);

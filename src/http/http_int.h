@@ -1,5 +1,6 @@
 /* What the files of the HTTP front share: http.c (libmicrohttpd's callbacks, requests and
- * answers) and stop.c (the end of the server). Private to src/http/. */
+ * answers: the only file that includes microhttpd.h) and stop.c (the end of the server,
+ * which reaches libmicrohttpd through http.c). Private to src/http/. */
 #ifndef DAPI_HTTP_INT_H
 #define DAPI_HTTP_INT_H
 
@@ -7,11 +8,12 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include <microhttpd.h>
-
 #include "base/buf.h"
 #include "http/conns.h"
 #include "http/http.h"
+
+struct MHD_Daemon;     /* libmicrohttpd's, used by http.c only */
+struct MHD_Connection; /* (as above) */
 
 /* Connection limits are enforced here, not by libmicrohttpd (docs/design.md, "Connections"):
  * on_accept admits or refuses each accepted socket against our own counts, on_connection
@@ -22,8 +24,8 @@ struct dapi_conn {
     struct MHD_Connection *mc;
     struct dapi_req *req;   /* the request being read or answered (its event thread only) */
     struct dapi_req *spare; /* the last request's memory, for the next one (event thread) */
-    MHD_socket fd;
-    pthread_t owner; /* the event thread that runs it */
+    int fd;                 /* its socket (libmicrohttpd's MHD_socket, an int on POSIX) */
+    pthread_t owner;        /* the event thread that runs it */
     struct dapi_addr addr;
     char addr_text[48];            /* addr as text, for the access log */
     int counted;                   /* holds a slot in h->conns */
@@ -130,10 +132,14 @@ struct dapi_stream {
  * the n headers names[i]: values[i], X-Request-Id (when rid is not empty), then body unless
  * head_only. For a fresh socket, whose send buffer takes these few hundred bytes at once.
  * Returns the bytes sent. */
-unsigned long long dapi_http_send_raw(MHD_socket fd, int status, const char *const *names,
+unsigned long long dapi_http_send_raw(int fd, int status, const char *const *names,
                                       const char *const *values, int n, const char *rid,
                                       const char *body, size_t len, int head_only);
 /* Frees h and what it holds (its daemon stopped or never started). */
 void dapi_http_free(struct dapi_http *h);
+/* Stops libmicrohttpd (no connection may be suspended: it would abort) and frees h. */
+void dapi_http_daemon_end(struct dapi_http *h);
+/* The reason phrase of an HTTP status ("Service Unavailable"), or "" for an unknown one. */
+const char *dapi_http_reason(int status);
 
 #endif

@@ -29,7 +29,7 @@ void dapi_http_quiesce(struct dapi_http *h)
     atomic_store(&h->quiesced, 1);
 }
 
-unsigned long long dapi_http_send_raw(MHD_socket fd, int status, const char *const *names,
+unsigned long long dapi_http_send_raw(int fd, int status, const char *const *names,
                                       const char *const *values, int n, const char *rid,
                                       const char *body, size_t len, int head_only)
 {
@@ -38,7 +38,7 @@ unsigned long long dapi_http_send_raw(MHD_socket fd, int status, const char *con
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
+    const char *reason = dapi_http_reason(status);
     struct dapi_buf out;
     dapi_buf_init(&out, 4096 + len);
     dapi_buf_addf(&out,
@@ -91,7 +91,7 @@ int dapi_http_suspended(struct dapi_http *h)
 static void answer_left(struct dapi_req *r, int status, const char *body, size_t len,
                         const char *retry_after)
 {
-    MHD_socket fd = r->c->fd; /* (a listed request has its connection) */
+    int fd = r->c->fd; /* (a listed request has its connection) */
     /* Answered, and it stays suspended: the handler's answer, whenever it comes, is dropped
      * (second_answer), and libmicrohttpd never looks at the connection again. */
     r->answered = r->left = 1;
@@ -167,6 +167,5 @@ void dapi_http_stop(struct dapi_http *h)
         dapi_http_abandon(h, 503, body, sizeof body - 1, "5");
         return;
     }
-    MHD_stop_daemon(h->d); /* every connection is CLOSED (and unlisted) by its return */
-    dapi_http_free(h);
+    dapi_http_daemon_end(h);
 }
