@@ -308,18 +308,12 @@ void dapi_api_dispatch(struct dapi_req *r, void *arg)
 int dapi_api_scope_still_covers(struct dapi_req *r, struct dapi_app *app,
                                 const struct dapi_principal *who, const char *slug)
 {
-    struct dapi_scope q; /* (8 KiB: this runs on the event thread, whose stack is ample) */
+    char layer[DAPI_LAYER_NAME_MAX + 1];
     if(who->scope.all || !app->queries ||
-       dapi_queries_scope_of(app->queries, slug, who->owner, &q) != DAPI_OK)
-        return 0;
-    const char *layer = NULL;
-    for(size_t i = 0; !q.all && !layer && i < q.n; i++)
-        if(!dapi_scope_allows(&who->scope, q.layers[i]))
-            layer = q.layers[i];
-    if(!q.all && !layer)
+       !dapi_queries_scope_lost(app->queries, slug, who->owner, &who->scope, layer, sizeof layer))
         return 0;
     char msg[DAPI_LAYER_NAME_MAX + 160];
-    if(layer)
+    if(*layer)
         snprintf(msg, sizeof msg,
                  "this API key may no longer read layer '%s', which this query could read "
                  "when it was created",

@@ -326,16 +326,8 @@ char *dapi_queries_sql(struct dapi_queries *qs, const char *slug)
 
 enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug, struct dapi_scope *out)
 {
-    return dapi_queries_scope_of(qs, slug, NULL, out);
-}
-
-enum dapi_err dapi_queries_scope_of(struct dapi_queries *qs, const char *slug,
-                                    const unsigned char *key_hash, struct dapi_scope *out)
-{
     pthread_mutex_lock(&qs->lock);
     struct query *q = store_find(qs, slug);
-    if(q && key_hash && !dapi_ct_equal(q->owner, DAPI_KEY_HASH_LEN, key_hash, DAPI_KEY_HASH_LEN))
-        q = NULL;
     if(q && q->scope)
         memcpy(out, q->scope, sizeof *out);
     else if(q) {
@@ -344,6 +336,27 @@ enum dapi_err dapi_queries_scope_of(struct dapi_queries *qs, const char *slug,
     }
     pthread_mutex_unlock(&qs->lock);
     return q ? DAPI_OK : DAPI_ERR_NOT_FOUND;
+}
+
+int dapi_queries_scope_lost(struct dapi_queries *qs, const char *slug,
+                            const unsigned char *key_hash, const struct dapi_scope *now,
+                            char *lost, size_t n)
+{
+    int gone = 0;
+    pthread_mutex_lock(&qs->lock);
+    struct query *q = store_find(qs, slug);
+    if(q && dapi_ct_equal(q->owner, DAPI_KEY_HASH_LEN, key_hash, DAPI_KEY_HASH_LEN) && !now->all) {
+        const struct dapi_scope *was = q->scope;
+        gone = !was || was->all;
+        snprintf(lost, n, "%s", "");
+        for(size_t i = 0; !gone && i < was->n; i++)
+            if(!dapi_scope_allows(now, was->layers[i])) {
+                snprintf(lost, n, "%s", was->layers[i]);
+                gone = 1;
+            }
+    }
+    pthread_mutex_unlock(&qs->lock);
+    return gone;
 }
 
 char *dapi_queries_params(struct dapi_queries *qs, const char *slug)

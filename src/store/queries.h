@@ -181,9 +181,12 @@ void dapi_queries_flush(struct dapi_queries *qs);
  * if there is no such query. */
 enum dapi_err dapi_queries_scope(struct dapi_queries *qs, const char *slug,
                                  struct dapi_scope *out);
-/* The same for key_hash's query only: DAPI_ERR_NOT_FOUND too for another key's. */
-enum dapi_err dapi_queries_scope_of(struct dapi_queries *qs, const char *slug,
-                                    const unsigned char *key_hash, struct dapi_scope *out);
+/* 1 if key_hash's query slug was created under a scope that now (the key's scope today) no
+ * longer covers: lost (n bytes) then names a layer it lost, or is "" when the query could
+ * read every layer. 0 otherwise (covered, or no such query of that key). */
+int dapi_queries_scope_lost(struct dapi_queries *qs, const char *slug,
+                            const unsigned char *key_hash, const struct dapi_scope *now,
+                            char *lost, size_t n);
 
 /* Looks a slug up for key_hash. DAPI_ERR_NOT_FOUND for unknown, expired, or owned by another
  * key (indistinguishable on purpose). On success fills v (release it). */
