@@ -465,6 +465,18 @@ def expect_status(resp, status, what="status"):
 
 
 
+def rss_kb(pid):
+    """The resident memory of process pid now, in KiB (0 once it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def pool_metric(s, name, pool):
     """The value of /metrics' name{pool="pool"} on server s."""
     r = s.request("GET", "/metrics")

@@ -72,14 +72,6 @@ def test_zstd_and_plain_are_the_same_bytes():
         eq(_page(s, slug, 57).body, _page(s, slug, 57).body, "cached page unchanged")
 
 
-def _rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def _read_page(s, slug, headers, out, i):
     """Reads page 1 through a connection of its own, 64 KiB at a time (nothing kept but its
     length and digest)."""
@@ -124,14 +116,14 @@ def test_a_huge_page_is_decoded_as_it_is_sent():
 
         want = hashlib.sha256(whole).hexdigest()
         del whole
-        base = _rss_kb(s.proc.pid)
+        base = h.rss_kb(s.proc.pid)
         out = [None] * 3
         ts = [threading.Thread(target=_read_page, args=(s, slug, {}, out, i)) for i in range(3)]
         for t in ts:
             t.start()
         peak = base
         while any(t.is_alive() for t in ts):
-            peak = max(peak, _rss_kb(s.proc.pid))
+            peak = max(peak, h.rss_kb(s.proc.pid))
             time.sleep(0.01)
         for t in ts:
             t.join()

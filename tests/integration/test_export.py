@@ -159,14 +159,6 @@ def test_errors_owner_head_and_states():
         expect_status(r, 504, "still running after --result-wait")
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
@@ -179,7 +171,7 @@ def test_millions_of_rows_bounded_memory():
         expect_status(s.results(slug, 1, timeout=240), 200, "page 1")
         expect_status(s.results(slug, n // 100 + 1, timeout=240), 200, "past the end (the run is over)")
         pid = s.proc.pid
-        base = rss_kb(pid)
+        base = h.rss_kb(pid)
         conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
         conn.request("GET", "/api/queries/%s/export?format=ndjson" % slug, headers={"x-api-key": KEY})
         r = conn.getresponse()
@@ -194,7 +186,7 @@ def test_millions_of_rows_bounded_memory():
             lines += buf.count(b"\n")
             tail = buf[buf.rfind(b"\n") + 1:]
             last = buf
-            peak = max(peak, rss_kb(pid))
+            peak = max(peak, h.rss_kb(pid))
             time.sleep(0.001)  # a slower client than the server: backpressure
         conn.close()
         eq(lines, n, "rows exported")

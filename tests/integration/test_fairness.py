@@ -662,14 +662,6 @@ MEMORY_HELD = ("SELECT len(l) AS n, levenshtein(repeat('a', 40000 + len(l) * 0),
 MEMORY_NEEDED = "SELECT len(list(i)) AS n FROM range(8000000) t(i)"
 
 
-def _rss(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _memory_retryable_503(r, what, setting="--memory-limit"):
     body = expect_error(r, 503, "Server busy, retry later", what)
     check(r.headers.get("retry-after", "").isdigit(), "%s: no Retry-After: %s" % (what, r.short()))
@@ -687,14 +679,14 @@ def test_a_query_out_of_memory_beside_a_larger_one_is_run_again():
     that runs out of memory while other work is in the engine is answered 503 + Retry-After,
     and its run again waits for that work to end."""
     with Server(keys=[KEY_A, KEY_B], args=MEMORY_ARGS, name="fair-memory") as s:
-        base = _rss(s.proc.pid)
+        base = h.rss_kb(s.proc.pid) * 1024
         a = s.create(MEMORY_HELD, key=KEY_A)
         # B starts once A's list is built (A then allocates nothing more: it is B that meets
         # the limit, not A)
         deadline = time.monotonic() + 30
-        while _rss(s.proc.pid) - base < 120 << 20:
+        while h.rss_kb(s.proc.pid) * 1024 - base < 120 << 20:
             check(time.monotonic() < deadline, "key A's query took 120 MB within 30 s (%d MB)"
-                  % ((_rss(s.proc.pid) - base) >> 20))
+                  % ((h.rss_kb(s.proc.pid) * 1024 - base) >> 20))
             time.sleep(0.01)
         time.sleep(0.2)
         b = s.create(MEMORY_NEEDED, key=KEY_B)
