@@ -70,7 +70,7 @@ def test_keys_lifecycle_cli_against_running_server():
     is 0600 and holds only hashes."""
     st = h.tmpdir("keys-life")
     key1, kid = _add(st, None, "--name", "ci-bot", "--layers", "nekt_raw,nekt_service", "--rate",
-                     "120/min", "--burst", "5")
+                     "600/min", "--burst", "20")
     with Server(keys=None, state_dir=st, name="keys-life") as s:
         check(not os.path.exists(os.path.join(st, "dev-key")), "no development key is made")
         check("development key" not in s.stdout_text(), "no development key printed")
@@ -117,7 +117,7 @@ def test_keys_lifecycle_cli_against_running_server():
             time.sleep(0.3)
         check(line, "list shows %s:\n%s" % (kid, out))
         fields = line[0].split()
-        eq(fields[1:6], ["ci-bot", "active", "nekt_raw,nekt_service", "120/min", "5"],
+        eq(fields[1:6], ["ci-bot", "active", "nekt_raw,nekt_service", "600/min", "20"],
            "list columns of %s" % kid)
         check(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", fields[-1]),
               "last use shown (after the server wrote it): %r" % line[0])
