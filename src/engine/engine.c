@@ -612,13 +612,23 @@ static int stmt_ready(struct dapi_econn *c, duckdb_prepared_statement *st, unsig
     return 0;
 }
 
-/* What a query's literal file paths match on disk, now: every match must be a file whose
+static int reach_stop(void *arg)
+{
+    return timed_out(arg);
+}
+
+/* What a query's literal file paths could reach and match on disk, now. First the lake's own
+ * walk of each pattern (reach.c): no link it could enter or match may leave the lake or the
+ * scope, so that DuckDB's glob never looks beyond one. Then every match must be a file whose
  * real path is in the lake, with no hidden component (DuckDB's globs follow symlinks and
  * match dot files, so the pattern alone proves nothing). */
 static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *sb, char **msg)
 {
     char layer[256];
     enum dapi_err result = DAPI_OK;
+    for(size_t i = 0; i < sb->npaths && !result; i++)
+        result = engine_reach(c->e->data_dir, c->e->data_real, sb->paths[i], sb->scope,
+                              REACH_MAX_ENTRIES, reach_stop, c, NULL, msg);
     for(size_t i = 0; i < sb->npaths && !result; i++) {
         char **files = NULL;
         size_t nfiles = 0;
@@ -640,14 +650,8 @@ static enum dapi_err vet_paths(struct dapi_econn *c, const struct dapi_sandbox *
             char real[PATH_MAX];
             if(dapi_sandbox_path_problem(c->e->data_dir, files[k]) ||
                !dapi_lake_contains(c->e->data_real, files[k], real)) {
-                struct dapi_buf b;
-                dapi_buf_init(&b, 8192);
-                dapi_buf_addf(&b,
-                              "reading '%s' is not allowed: it matches a hidden file or a "
-                              "link that leaves the lake",
-                              sb->paths[i]);
-                *msg = dapi_buf_take(&b, NULL);
-                result = DAPI_ERR_SQL;
+                *msg = engine_leaves_msg(sb->paths[i]);
+                result = *msg ? DAPI_ERR_SQL : DAPI_ERR_NOMEM;
             } else if(dapi_sandbox_path_layer_problem(sb->scope, c->e->data_real, real, layer,
                                                       sizeof layer)) {
                 /* a match (through a link, or a layer folder that is a link) whose real

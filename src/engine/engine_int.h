@@ -135,6 +135,21 @@ int cmp_str(const void *a, const void *b);
  * Returns -1 if the engine is aborting (the query must not start). */
 int set_deadline(struct dapi_econn *c, int active, int64_t deadline_ms);
 
+/* reach.c: what the file pattern (absolute, textually under lake) could reach on disk, walked
+ * on the lake's entries before DuckDB globs it: DAPI_OK, or DAPI_ERR_SQL (a link it could
+ * enter or match leaves the lake; budget entries looked at, or REACH_MAX_DEPTH folders, and
+ * still more), DAPI_ERR_FORBIDDEN (a link into a layer outside scope), with *msg; or
+ * DAPI_ERR_TIMEOUT once stop(stop_arg) says so, DAPI_ERR_NOMEM. *visited (may be NULL): the
+ * entries looked at. */
+#define REACH_MAX_ENTRIES 200000
+#define REACH_MAX_DEPTH 64
+enum dapi_err engine_reach(const char *lake, const char *lake_real, const char *pattern,
+                           const struct dapi_scope *scope, size_t budget, int (*stop)(void *arg),
+                           void *stop_arg, size_t *visited, char **msg);
+/* reach.c: "reading '<pattern>' is not allowed: it matches a hidden file or a link that leaves
+ * the lake" (owned, NULL without memory). */
+char *engine_leaves_msg(const char *pattern);
+
 /* lake.c: frees every view of vs and empties it. */
 void views_clear(struct views *vs);
 /* lake.c: appends path as a DuckDB string literal that matches only that file (*, ? and [

@@ -196,6 +196,37 @@ def test_links_out_of_the_lake_are_not_followed():
         eq(srv.query("SELECT count(*) AS n FROM sales.o2"), [{"n": 2}], "linked table rows")
 
 
+def test_links_out_answer_the_same_whatever_lies_beyond():
+    """A pattern through a link that leaves the lake used to be refused only when it matched:
+    a file out there that exists got "not allowed", one that does not got "No files found" —
+    an oracle for any path of the machine. Now the pattern is refused at the link, before
+    anything beyond it is looked at, so both get the same answer."""
+    root, lake = _lake()
+    os.symlink("/", os.path.join(lake, "sales", "rootfs"))
+    os.symlink(os.path.join(root, "outside"), os.path.join(lake, "sales", "out"))
+    with Server(keys=[KEY_A], data_dir=lake, name="sbx-oracle") as srv:
+        pairs = [("read_csv('%s/sales/out/secret.csv')", "read_csv('%s/sales/out/nothing.csv')"),
+                 ("read_text('%s/sales/rootfs/etc/hostname')",
+                  "read_text('%s/sales/rootfs/etc/no-such-file-here')"),
+                 ("glob('%s/sales/rootfs/etc/host*')", "glob('%s/sales/rootfs/etc/zzq*')"),
+                 ("read_csv('%s/sales/*/secret.csv')", "read_csv('%s/sales/*/nothing.csv')")]
+        for there, not_there in pairs:
+            answers = []
+            for f in (there, not_there):
+                sql = "SELECT * FROM " + f % lake
+                d = _details(srv.create_resp({"sql_query": sql}))
+                check("link that leaves the lake" in d, "%s refused at the link: %r" % (sql, d))
+                check(SECRET not in d, "no secret in %r" % d)
+                answers.append(d.replace((f % lake).split("'")[1], "<pattern>"))
+            eq(answers[0], answers[1], "the same answer whether the file beyond exists")
+        # '**' over a layer holding a link to / is refused at the link, not after walking /
+        d = _details(srv.create_resp({"sql_query": "SELECT * FROM glob('%s/*/**')" % lake}))
+        check("link that leaves the lake" in d, "** refused at the link: %r" % d)
+        # what stays inside is read as before
+        eq(srv.query("SELECT count(*) AS n FROM read_csv('%s/sales/o*.csv')" % lake), [{"n": 2}],
+           "a pattern that matches no link")
+
+
 def test_glob_characters_and_hidden_files():
     root, lake = _lake()
     with Server(keys=[KEY_A], data_dir=lake, name="sbx-glob") as srv:

@@ -116,6 +116,11 @@ BYPASSES = [
     ("SELECT * FROM read_csv('LAKE/pub/link.csv')", "secret", True),
     ("SELECT * FROM read_csv('LAKE/pub/l*.csv')", "secret", True),
     ("SELECT * FROM read_csv('LAKE/pub/linkdir/t.csv')", "secret", True),
+    # … whether or not the file beyond the link exists (it used to be "No files found" when it
+    # did not: which files another layer holds, told to a key that may not read it)
+    ("SELECT * FROM read_csv('LAKE/pub/linkdir/nothing.csv')", "secret", False),
+    ("SELECT * FROM read_csv('LAKE/pub/linkdir/*.parquet')", "secret", False),
+    ("SELECT * FROM glob('LAKE/pub/**')", "secret", True),
 ]
 
 # refused by the sandbox whatever the key (400): not read either

@@ -1,0 +1,293 @@
+/* What a query's file pattern could reach, walked on the lake's own entries before DuckDB globs
+ * it (engine.c, vet_paths).
+ *
+ * DuckDB's glob follows symbolic links wherever they point, its "**" too. Checking only what a
+ * pattern matched made the answer depend on files outside the lake: with a link raw/out -> /
+ * in the lake, '<lake>/raw/out/etc/shadow' was refused when that file existed and "no files
+ * found" when it did not — an oracle for every path of the machine — and a pattern of the
+ * lake's layers followed by "**" walked the whole machine (7-15 s) before its refusal. The same held for a link into a layer
+ * outside a key's scope: 403 when the file existed, "no files found" when not.
+ *
+ * So the pattern is walked here first, component by component, listing only directories of
+ * the lake: every link that the pattern could enter or match is resolved, and the pattern is
+ * refused if one of them leaves the lake (or does not resolve) or lies in a layer outside the
+ * scope, whatever lies beyond it. Nothing beyond such a link is listed, opened or stat'ed, so
+ * the answer depends on the lake alone. The walk matches more than DuckDB would, never less:
+ * a component with "[" matches every entry, one with "**" stands for every folder beneath
+ * (links inside the lake followed, each folder once), and hidden entries count. It is
+ * bounded: a budget of entries (REACH_MAX_ENTRIES in the engine, as many as the lake scan's),
+ * REACH_MAX_DEPTH folders deep, and the check's deadline (stop). */
+#include "engine/engine_int.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "base/buf.h"
+#include "engine/sandbox.h"
+
+struct seen {
+    dev_t dev;
+    ino_t ino;
+};
+
+struct reach {
+    const char *lake_real; /* realpath of the lake */
+    const struct dapi_scope *scope;
+    const char *pattern; /* for the messages */
+    int (*stop)(void *arg);
+    void *stop_arg;
+    size_t budget, left; /* entries that may be looked at in all, still */
+    size_t visited;
+    struct seen *seen; /* folders a "**" walked: open addressing, capseen a power of 2 */
+    size_t nseen, capseen;
+    char path[PATH_MAX];
+    char **msg;
+};
+
+static int has_wild(const char *s, size_t n)
+{
+    for(size_t i = 0; i < n; i++)
+        if(s[i] == '*' || s[i] == '?' || s[i] == '[')
+            return 1;
+    return 0;
+}
+
+char *engine_leaves_msg(const char *pattern)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 8192);
+    dapi_buf_addf(&b,
+                  "reading '%s' is not allowed: it matches a hidden file or a link that leaves "
+                  "the lake",
+                  pattern);
+    return dapi_buf_take(&b, NULL);
+}
+
+static enum dapi_err refuse(struct reach *r, const char *why)
+{
+    struct dapi_buf b;
+    dapi_buf_init(&b, 8192);
+    dapi_buf_addf(&b, "reading '%s' is not allowed: %s", r->pattern, why);
+    *r->msg = dapi_buf_take(&b, NULL);
+    return *r->msg ? DAPI_ERR_SQL : DAPI_ERR_NOMEM;
+}
+
+/* One more entry looked at: refused past the budget, DAPI_ERR_TIMEOUT past the deadline. */
+static enum dapi_err count(struct reach *r)
+{
+    r->visited++;
+    if(!r->left) {
+        char why[128];
+        snprintf(why, sizeof why, "the pattern reaches more than %zu entries of the lake",
+                 r->budget);
+        return refuse(r, why);
+    }
+    r->left--;
+    if(r->visited % 256 == 0 && r->stop && r->stop(r->stop_arg))
+        return DAPI_ERR_TIMEOUT;
+    return DAPI_OK;
+}
+
+/* r->path is a symbolic link: it must resolve to a path in the lake, in a layer of the scope. */
+static enum dapi_err vet_link(struct reach *r)
+{
+    char real[PATH_MAX], layer[256];
+    if(!dapi_lake_contains(r->lake_real, r->path, real)) {
+        *r->msg = engine_leaves_msg(r->pattern);
+        return *r->msg ? DAPI_ERR_SQL : DAPI_ERR_NOMEM;
+    }
+    if(dapi_sandbox_path_layer_problem(r->scope, r->lake_real, real, layer, sizeof layer)) {
+        *r->msg = dapi_sandbox_forbidden_msg(layer);
+        return *r->msg ? DAPI_ERR_FORBIDDEN : DAPI_ERR_NOMEM;
+    }
+    return DAPI_OK;
+}
+
+/* Appends "/name" (n bytes) to r->path; 0, or -1 when it would not fit. */
+static int push(struct reach *r, size_t at, const char *name, size_t n)
+{
+    if(at + 1 + n >= sizeof r->path)
+        return -1;
+    r->path[at] = '/';
+    memcpy(r->path + at + 1, name, n);
+    r->path[at + 1 + n] = '\0';
+    return 0;
+}
+
+/* What r->path is, links not followed: 'l' link, 'd' folder, 'f' anything else, 0 gone. */
+static char kind_of(struct reach *r, unsigned char d_type)
+{
+    if(d_type == DT_LNK)
+        return 'l';
+    if(d_type == DT_DIR)
+        return 'd';
+    if(d_type != DT_UNKNOWN)
+        return 'f';
+    struct stat st;
+    if(lstat(r->path, &st))
+        return 0;
+    return S_ISLNK(st.st_mode) ? 'l' : S_ISDIR(st.st_mode) ? 'd' : 'f';
+}
+
+/* Whether name could be matched by the component pat (n bytes). */
+static int may_match(const char *pat, size_t n, const char *name)
+{
+    char p[NAME_MAX + 1];
+    if(memchr(pat, '[', n) || n > NAME_MAX)
+        return 1; /* character classes: DuckDB's dialect may differ from fnmatch's */
+    memcpy(p, pat, n);
+    p[n] = '\0';
+    return fnmatch(p, name, FNM_NOESCAPE) == 0;
+}
+
+static size_t seen_slot(const struct seen *tab, size_t cap, dev_t dev, ino_t ino)
+{
+    uint64_t h = ((uint64_t)ino * 0x9E3779B97F4A7C15u) ^ (uint64_t)dev;
+    size_t i = (size_t)(h ^ (h >> 29)) & (cap - 1);
+    while(tab[i].ino && !(tab[i].dev == dev && tab[i].ino == ino))
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
+/* Adds the folder (dev, ino) to the ones walked: 1 if it is new, 0 if it was there, -1 without
+ * memory. (Inode 0 is never a folder's.) */
+static int see(struct reach *r, dev_t dev, ino_t ino)
+{
+    if((r->nseen + 1) * 2 > r->capseen) {
+        size_t cap = r->capseen ? r->capseen * 2 : 64;
+        struct seen *tab = calloc(cap, sizeof *tab);
+        if(!tab)
+            return -1;
+        for(size_t i = 0; i < r->capseen; i++)
+            if(r->seen[i].ino)
+                tab[seen_slot(tab, cap, r->seen[i].dev, r->seen[i].ino)] = r->seen[i];
+        free(r->seen);
+        r->seen = tab;
+        r->capseen = cap;
+    }
+    size_t i = seen_slot(r->seen, r->capseen, dev, ino);
+    if(r->seen[i].ino)
+        return 0;
+    r->seen[i] = (struct seen){dev, ino};
+    r->nseen++;
+    return 1;
+}
+
+/* "**" at r->path (len bytes): every entry beneath, every link vetted and the ones inside
+ * followed, each folder once. */
+static enum dapi_err crawl(struct reach *r, size_t len, int depth)
+{
+    struct stat st;
+    if(depth > REACH_MAX_DEPTH)
+        return refuse(r, "the pattern reaches folders nested too deep");
+    if(stat(r->path, &st) || !S_ISDIR(st.st_mode))
+        return DAPI_OK;
+    int fresh = see(r, st.st_dev, st.st_ino);
+    if(fresh <= 0)
+        return fresh < 0 ? DAPI_ERR_NOMEM : DAPI_OK;
+    DIR *d = opendir(r->path);
+    if(!d)
+        return DAPI_OK;
+    enum dapi_err result = DAPI_OK;
+    struct dirent *de;
+    while(!result && (de = readdir(d))) {
+        if(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if((result = count(r)))
+            break;
+        if(push(r, len, de->d_name, strlen(de->d_name))) {
+            result = refuse(r, "the pattern reaches a path too long");
+            break;
+        }
+        char k = kind_of(r, de->d_type);
+        if(k == 'l')
+            result = vet_link(r);
+        if(!result && (k == 'l' || k == 'd'))
+            result = crawl(r, strlen(r->path), depth + 1);
+        r->path[len] = '\0';
+    }
+    closedir(d);
+    return result;
+}
+
+/* The rest of the pattern (rest: components after a '/', maybe more '/') from r->path. */
+static enum dapi_err walk(struct reach *r, const char *rest, int depth)
+{
+    while(*rest == '/')
+        rest++;
+    if(!*rest)
+        return DAPI_OK;
+    size_t n = strcspn(rest, "/"), len = strlen(r->path);
+    const char *next = rest + n;
+    if(depth > REACH_MAX_DEPTH)
+        return refuse(r, "the pattern reaches folders nested too deep");
+    if(n >= 2 && memmem(rest, n, "**", 2))
+        return crawl(r, len, depth);
+    if(!has_wild(rest, n)) {
+        if(push(r, len, rest, n))
+            return DAPI_OK; /* no such file, for DuckDB too */
+        enum dapi_err result = DAPI_OK;
+        char k = kind_of(r, DT_UNKNOWN);
+        if((result = count(r)) == DAPI_OK && k == 'l')
+            result = vet_link(r);
+        if(!result && k && *next)
+            result = walk(r, next, depth + 1);
+        r->path[len] = '\0';
+        return result;
+    }
+    DIR *d = opendir(r->path);
+    if(!d)
+        return DAPI_OK;
+    enum dapi_err result = DAPI_OK;
+    struct dirent *de;
+    while(!result && (de = readdir(d))) {
+        if(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if((result = count(r)))
+            break;
+        if(!may_match(rest, n, de->d_name))
+            continue;
+        if(push(r, len, de->d_name, strlen(de->d_name)))
+            continue;
+        char k = kind_of(r, de->d_type);
+        if(k == 'l')
+            result = vet_link(r);
+        if(!result && (k == 'l' || k == 'd') && *next)
+            result = walk(r, next, depth + 1);
+        r->path[len] = '\0';
+    }
+    closedir(d);
+    return result;
+}
+
+enum dapi_err engine_reach(const char *lake, const char *lake_real, const char *pattern,
+                           const struct dapi_scope *scope, size_t budget, int (*stop)(void *arg),
+                           void *stop_arg, size_t *visited, char **msg)
+{
+    size_t n = strlen(lake);
+    struct reach r = {.lake_real = lake_real,
+                      .scope = scope,
+                      .pattern = pattern,
+                      .stop = stop,
+                      .stop_arg = stop_arg,
+                      .budget = budget,
+                      .left = budget,
+                      .msg = msg};
+    enum dapi_err result = DAPI_OK;
+    /* the sandbox let only paths under the lake through; anything else is not walked here */
+    if(strncmp(pattern, lake, n) == 0 && pattern[n] == '/' && n < sizeof r.path) {
+        memcpy(r.path, lake, n + 1);
+        result = walk(&r, pattern + n, 0);
+    }
+    free(r.seen);
+    if(visited)
+        *visited = r.visited;
+    return result;
+}
