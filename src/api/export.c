@@ -229,30 +229,47 @@ struct pump {
     uint64_t from_memory, from_file; /* pages of a running query read each way */
 };
 
-/* Converts the page's rows (rows, len; the nseps ',' between them at seps, when known) and
- * writes when a batch is ready: 0, or -1 to stop. */
-static int pump_page(struct pump *pp, const char *rows, size_t len, const uint32_t *seps,
-                     size_t nseps)
+/* Writes what the conversion gave (dapi_export_flush_fn): DAPI_ERR_SHUTDOWN when the client
+ * is gone (j->why empty: the stream says so) or the server stops. */
+static enum dapi_err pump_flush(void *arg, struct dapi_buf *out)
 {
-    enum dapi_err result = nseps ? dapi_rows_page_cut(&pp->conv, &pp->out, rows, len, seps, nseps)
-                                 : dapi_rows_page(&pp->conv, &pp->out, rows, len);
+    struct pump *pp = arg;
+    int rc = out->len ? dapi_stream_write(pp->s, out->data, out->len) : 0;
+    dapi_buf_reset(out);
+    if(!rc && atomic_load(&pp->j->app->stopping)) {
+        snprintf(pp->j->why, sizeof pp->j->why, "the server is stopping");
+        rc = -1;
+    }
+    return rc ? DAPI_ERR_SHUTDOWN : DAPI_OK;
+}
+
+/* After a page was converted (result): writes when a batch is ready; 0, or -1 to stop. */
+static int pump_done(struct pump *pp, enum dapi_err result)
+{
+    if(result == DAPI_ERR_SHUTDOWN) /* (pump_flush: why said, or the stream will) */
+        return -1;
     if(result) {
         snprintf(pp->j->why, sizeof pp->j->why, "page %llu: %s", (unsigned long long)pp->next,
                  dapi_err_message(result));
         return -1;
     }
     pp->next++;
-    if(pp->out.len >= BATCH) {
-        int rc = dapi_stream_write(pp->s, pp->out.data, pp->out.len);
-        dapi_buf_reset(&pp->out);
-        if(rc)
-            return -1;
-    }
+    if(pp->out.len >= BATCH && pump_flush(pp, &pp->out))
+        return -1;
     if(atomic_load(&pp->j->app->stopping)) {
         snprintf(pp->j->why, sizeof pp->j->why, "the server is stopping");
         return -1;
     }
     return 0;
+}
+
+/* Converts the page's rows (rows, len; the nseps ',' between them at seps, when known) and
+ * writes when a batch is ready: 0, or -1 to stop. */
+static int pump_page(struct pump *pp, const char *rows, size_t len, const uint32_t *seps,
+                     size_t nseps)
+{
+    return pump_done(
+        pp, dapi_export_rows(&pp->conv, &pp->out, rows, len, seps, nseps, BATCH, pump_flush, pp));
 }
 
 /* The pages of a query still running, as its run publishes them, until it ends: 0 with
@@ -325,18 +342,9 @@ static int stream_rows(struct export_job *j, struct dapi_stream *s)
             (unsigned long long)(j->result ? dapi_result_pages(j->result) + 1 - pp.next : 0));
     }
     uint64_t pages = rc ? 0 : dapi_result_pages(j->result);
-    for(; !rc && pp.next <= pages;) {
-        const char *rows = NULL;
-        size_t len = 0;
-        enum dapi_err result = dapi_result_page_into(j->result, pp.next, &pp.page, &rows, &len);
-        if(result) {
-            snprintf(j->why, sizeof j->why, "page %llu: %s", (unsigned long long)pp.next,
-                     dapi_err_message(result));
-            rc = -1;
-        } else {
-            rc = pump_page(&pp, rows, len, NULL, 0);
-        }
-    }
+    while(!rc && pp.next <= pages)
+        rc = pump_done(&pp, dapi_export_page(j->result, pp.next, &pp.conv, &pp.out, &pp.page,
+                                             BATCH, pump_flush, &pp));
     if(!rc && dapi_rows_end(&pp.conv, &pp.out)) {
         snprintf(j->why, sizeof j->why, "out of memory");
         rc = -1;

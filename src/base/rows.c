@@ -219,11 +219,13 @@ void dapi_rows_init(struct dapi_rows *c, enum dapi_rows_format fmt)
     memset(c, 0, sizeof *c);
     c->fmt = fmt;
     dapi_buf_init(&c->tmp, (size_t)-1 / 2);
+    dapi_buf_init(&c->row, (size_t)-1 / 2);
 }
 
 void dapi_rows_free(struct dapi_rows *c)
 {
     dapi_buf_free(&c->tmp);
+    dapi_buf_free(&c->row);
 }
 
 enum dapi_err dapi_csv_field(dapi_put_fn put, void *ctx, const char *s, size_t n, int is_str)
@@ -409,6 +411,100 @@ enum dapi_err dapi_rows_page_cut(struct dapi_rows *c, struct dapi_buf *out, cons
     dapi_buf_commit(out, len + 1 - (json && !c->rows));
     c->rows += nseps + 1;
     return DAPI_OK;
+}
+
+/* Where a fed page's text stands: before its first row, inside a row, after a row, after the
+ * ',' that says another row follows. */
+enum { FEED_START, FEED_ROW, FEED_AFTER, FEED_NEXT };
+
+void dapi_rows_feed_begin(struct dapi_rows *c)
+{
+    c->feed_state = FEED_START;
+    c->feed_depth = c->feed_str = c->feed_esc = 0;
+    dapi_buf_reset(&c->row);
+}
+
+/* The part [p, e) of a row: copied to out (ndjson, json) or gathered (csv, tsv). */
+static enum dapi_err feed_part(struct dapi_rows *c, struct dapi_buf *out, const char *p,
+                               const char *e)
+{
+    if(p == e)
+        return DAPI_OK;
+    int gather = c->fmt != DAPI_ROWS_NDJSON && c->fmt != DAPI_ROWS_JSON;
+    return dapi_buf_add(gather ? &c->row : out, p, (size_t)(e - p));
+}
+
+/* A row's last byte was fed: its line (ndjson), or its csv/tsv line from the gathered row. */
+static enum dapi_err feed_row_end(struct dapi_rows *c, struct dapi_buf *out)
+{
+    enum dapi_err result = DAPI_OK;
+    if(c->fmt == DAPI_ROWS_NDJSON) {
+        result = dapi_buf_addc(out, '\n');
+    } else if(c->fmt != DAPI_ROWS_JSON) {
+        const char *r = c->row.data ? c->row.data : "";
+        if(skip_container(r, r + c->row.len, 0) != r + c->row.len)
+            return DAPI_ERR_INVALID;
+        result = delimited_row(c, out, r, r + c->row.len);
+        dapi_buf_reset(&c->row);
+    }
+    c->rows++;
+    c->feed_state = FEED_AFTER;
+    return result;
+}
+
+enum dapi_err dapi_rows_feed(struct dapi_rows *c, struct dapi_buf *out, const char *p, size_t n)
+{
+    const char *end = p + n;
+    enum dapi_err result = DAPI_OK;
+    while(p < end && !result) {
+        if(c->feed_state != FEED_ROW) { /* between rows: blanks, one ',' between two */
+            p = ws(p, end);
+            if(p == end)
+                break;
+            if(c->feed_state == FEED_AFTER && *p == ',') {
+                c->feed_state = FEED_NEXT;
+                p++;
+                continue;
+            }
+            if(c->feed_state == FEED_AFTER || *p != '{')
+                return DAPI_ERR_INVALID;
+            if(c->fmt == DAPI_ROWS_JSON && c->rows && (result = dapi_buf_addc(out, ',')))
+                break;
+            c->feed_state = FEED_ROW;
+            c->feed_depth = c->feed_str = c->feed_esc = 0;
+        }
+        /* inside a row: its bytes up to the '}' that closes it */
+        const char *q = p;
+        for(; q < end; q++) {
+            char ch = *q;
+            if(c->feed_str) {
+                if(c->feed_esc)
+                    c->feed_esc = 0;
+                else if(ch == '\\')
+                    c->feed_esc = 1;
+                else if(ch == '"')
+                    c->feed_str = 0;
+            } else if(ch == '"') {
+                c->feed_str = 1;
+            } else if(ch == '{' || ch == '[') {
+                if(++c->feed_depth > MAX_DEPTH)
+                    return DAPI_ERR_INVALID;
+            } else if((ch == '}' || ch == ']') && --c->feed_depth == 0) {
+                q++;
+                break;
+            }
+        }
+        result = feed_part(c, out, p, q);
+        if(!result && c->feed_depth == 0)
+            result = feed_row_end(c, out);
+        p = q;
+    }
+    return result;
+}
+
+enum dapi_err dapi_rows_feed_end(struct dapi_rows *c)
+{
+    return c->feed_state == FEED_START || c->feed_state == FEED_AFTER ? DAPI_OK : DAPI_ERR_INVALID;
 }
 
 enum dapi_err dapi_rows_end(struct dapi_rows *c, struct dapi_buf *out)

@@ -1,6 +1,7 @@
 /* Rows as stored in a result page — JSON objects joined by ',' (keys: the column names in
  * column order; values as src/engine/render.c writes them) — turned into the export formats
- * (docs/api.md "Export"). Pure text work, one page at a time: memory is bounded by a page.
+ * (docs/api.md "Export"). Pure text work, one page at a time (memory bounded by a page), or a
+ * piece of a page at a time (dapi_rows_feed: bounded by the longest row).
  *
  *  - ndjson: each row object as stored, one per line (LF);
  *  - json:   one array of the row objects: "[" rows joined by "," "]";
@@ -26,6 +27,10 @@ struct dapi_rows {
     enum dapi_rows_format fmt;
     uint64_t rows;       /* rows written so far */
     struct dapi_buf tmp; /* a decoded string */
+    /* a page fed a piece at a time (dapi_rows_feed): where the text stands, the row being
+     * gathered (csv/tsv) */
+    struct dapi_buf row;
+    int feed_state, feed_depth, feed_str, feed_esc;
 };
 
 /* One CSV field (RFC 4180: quoted when it holds , " CR or LF, or is an empty string — NULL is
@@ -51,6 +56,14 @@ enum dapi_err dapi_rows_page(struct dapi_rows *c, struct dapi_buf *out, const ch
  * value, are as dapi_rows_page. */
 enum dapi_err dapi_rows_page_cut(struct dapi_rows *c, struct dapi_buf *out, const char *rows,
                                  size_t len, const uint32_t *seps, size_t nseps);
+/* The same as dapi_rows_page for a page too large to hold: its rows text given a piece at a
+ * time (n bytes at p, in order), between dapi_rows_feed_begin and dapi_rows_feed_end (which
+ * says DAPI_ERR_INVALID if the text stopped inside a row or after a ','). NDJSON and JSON
+ * rows are copied as they come; csv and tsv gather one row at a time. So out takes only what
+ * the piece gave (plus a row), and memory is bounded by the longest row, not by the page. */
+void dapi_rows_feed_begin(struct dapi_rows *c);
+enum dapi_err dapi_rows_feed(struct dapi_rows *c, struct dapi_buf *out, const char *p, size_t n);
+enum dapi_err dapi_rows_feed_end(struct dapi_rows *c);
 /* What ends the body: json "]". */
 enum dapi_err dapi_rows_end(struct dapi_rows *c, struct dapi_buf *out);
 

@@ -12,7 +12,9 @@
 
 #include "base/rows.h"
 #include "engine/engine.h"
+#include "store/codec.h"
 #include "store/export.h"
+#include "store/pagecache.h"
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -45,12 +47,88 @@ static void longest_line(const char *p, size_t n, uint64_t *run, uint64_t *most)
     }
 }
 
+/* A large page is fed to the conversion this many bytes at a time. */
+#define PIECE (256 * 1024)
+
+enum dapi_err dapi_export_rows(struct dapi_rows *conv, struct dapi_buf *out, const char *rows,
+                               size_t len, const uint32_t *seps, size_t nseps, size_t batch,
+                               dapi_export_flush_fn flush, void *arg)
+{
+    if(len < DAPI_PAGE_STREAM_MIN)
+        return nseps ? dapi_rows_page_cut(conv, out, rows, len, seps, nseps)
+                     : dapi_rows_page(conv, out, rows, len);
+    enum dapi_err result = DAPI_OK;
+    dapi_rows_feed_begin(conv);
+    for(size_t at = 0; at < len && !result; at += PIECE) {
+        result = dapi_rows_feed(conv, out, rows + at, len - at < PIECE ? len - at : PIECE);
+        if(!result && out->len >= batch)
+            result = flush(arg, out);
+    }
+    return result ? result : dapi_rows_feed_end(conv);
+}
+
+enum dapi_err dapi_export_page(const struct dapi_result *r, uint64_t page, struct dapi_rows *conv,
+                               struct dapi_buf *out, struct dapi_buf *page_buf, size_t batch,
+                               dapi_export_flush_fn flush, void *arg)
+{
+    const void *frame;
+    size_t flen = 0, dlen = 0;
+    if(dapi_result_page_size(r, page) < DAPI_PAGE_STREAM_MIN ||
+       dapi_result_page_frame(r, page, &frame, &flen, &dlen) || !flen) {
+        const char *rows = NULL; /* small, or DAPIRES1 (rows fed from the mapping) */
+        size_t len = 0;
+        enum dapi_err result = dapi_result_page_into(r, page, page_buf, &rows, &len);
+        return result ? result
+                      : dapi_export_rows(conv, out, rows, len, NULL, 0, batch, flush, arg);
+    }
+    struct dapi_zdec *d = dapi_zdec_new(frame, flen, dlen);
+    char *piece = malloc(PIECE);
+    enum dapi_err result = d && piece ? DAPI_OK : DAPI_ERR_NOMEM;
+    if(!result)
+        dapi_rows_feed_begin(conv);
+    while(!result) {
+        long k = dapi_zdec_read(d, piece, PIECE);
+        if(k <= 0) {
+            result = k < 0 ? DAPI_ERR_IO : dapi_rows_feed_end(conv);
+            break;
+        }
+        result = dapi_rows_feed(conv, out, piece, (size_t)k);
+        if(!result && out->len >= batch)
+            result = flush(arg, out);
+    }
+    free(piece);
+    dapi_zdec_free(d);
+    return result;
+}
+
+/* The NDJSON file being written, and what is known of its lines. */
+struct ndjson_file {
+    int fd;
+    uint64_t run, longest;
+    char **msg;
+};
+
+static enum dapi_err ndjson_flush(void *arg, struct dapi_buf *out)
+{
+    struct ndjson_file *f = arg;
+    longest_line(out->data, out->len, &f->run, &f->longest);
+    enum dapi_err result = DAPI_OK;
+    if(out->len && write_all(f->fd, out->data, out->len)) {
+        int e = errno;
+        *f->msg = strdup(strerror(e));
+        result = e == ENOSPC || e == EDQUOT ? DAPI_ERR_BUSY : DAPI_ERR_IO;
+    }
+    dapi_buf_reset(out);
+    return result;
+}
+
 /* Writes every row of r as NDJSON to path; *longest: the bytes of its longest row. */
 static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
                                 const atomic_int *stop, uint64_t *longest, char **msg)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if(fd < 0) {
+    struct ndjson_file f = {.fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600),
+                            .msg = msg};
+    if(f.fd < 0) {
         *msg = strdup(strerror(errno));
         return errno == ENOSPC || errno == EDQUOT ? DAPI_ERR_BUSY : DAPI_ERR_IO;
     }
@@ -60,25 +138,16 @@ static enum dapi_err write_rows(const struct dapi_result *r, const char *path,
     dapi_buf_init(&out, (size_t)-1 / 2);
     dapi_buf_init(&page, (size_t)-1 / 2);
     enum dapi_err result = DAPI_OK;
-    uint64_t pages = dapi_result_pages(r), run = 0;
-    *longest = 0;
+    uint64_t pages = dapi_result_pages(r);
     for(uint64_t p = 1; p <= pages && !result; p++) {
-        const char *rows = NULL;
-        size_t len = 0;
-        result = dapi_result_page_into(r, p, &page, &rows, &len);
-        if(!result)
-            result = dapi_rows_page(&conv, &out, rows, len);
-        if(!result && (out.len >= 1 << 20 || p == pages)) {
-            longest_line(out.data, out.len, &run, longest);
-            if(out.len && write_all(fd, out.data, out.len)) {
-                *msg = strdup(strerror(errno));
-                result = errno == ENOSPC || errno == EDQUOT ? DAPI_ERR_BUSY : DAPI_ERR_IO;
-            }
-            dapi_buf_reset(&out);
-        }
+        result = dapi_export_page(r, p, &conv, &out, &page, 1 << 20, ndjson_flush, &f);
+        if(!result && (out.len >= 1 << 20 || p == pages))
+            result = ndjson_flush(&f, &out);
         if(!result && stop && atomic_load(stop))
             result = DAPI_ERR_SHUTDOWN;
     }
+    *longest = f.longest;
+    int fd = f.fd;
     dapi_buf_free(&out);
     dapi_buf_free(&page);
     dapi_rows_free(&conv);

@@ -46,6 +46,7 @@ SRCS[fuzz_result]="src/store/result.c src/store/codec.c src/engine/render.c src/
 LIBS[fuzz_result]="-lcrypto -lzstd -lm"
 SRCS[fuzz_faults]="src/emu/faults.c";                            LIBS[fuzz_faults]=""
 SRCS[fuzz_page]="src/client/page.c $BASE";                       LIBS[fuzz_page]=""
+SRCS[fuzz_rows]="src/base/rows.c $BASE";                         LIBS[fuzz_rows]=""
 SRCS[fuzz_sandbox]="src/engine/sandbox.c src/engine/allowlist.c src/base/jsonin.c"
 LIBS[fuzz_sandbox]="-ljansson"
 # dapi_api_parse_pyint lives in src/api/queries.c, which needs most of the library: link
@@ -54,7 +55,7 @@ SRCS[fuzz_pyint]="src/api/queries.c";                            LIBS[fuzz_pyint
 # Bearer tokens and JWKS files (src/auth/jwt.c, OpenSSL; limits from ratelimit.c).
 SRCS[fuzz_jwt]="src/auth/jwt.c src/auth/ratelimit.c src/auth/keys.c src/base/jsonin.c"
 LIBS[fuzz_jwt]="-ljansson -lcrypto -lm"
-all=(fuzz_jsonin fuzz_pyint fuzz_json_str fuzz_result fuzz_faults fuzz_page fuzz_sandbox fuzz_jwt)
+all=(fuzz_jsonin fuzz_pyint fuzz_json_str fuzz_result fuzz_faults fuzz_page fuzz_rows fuzz_sandbox fuzz_jwt)
 drivers=("$@")
 [ ${#drivers[@]} -eq 0 ] && drivers=("${all[@]}")
 for d in "${drivers[@]}"; do

@@ -154,6 +154,90 @@ static void test_page_cut(void)
     dapi_rows_free(&c);
 }
 
+/* Pages fed a piece at a time (dapi_rows_feed): for every piece size, the same text as the
+ * whole pages give, in every format; a text cut inside a row, after a ',' or with no ','
+ * between rows is refused; and what a piece gives is written at once (out never holds more
+ * than the piece and the row it ends). */
+static const char *feed(enum dapi_rows_format fmt, const char *const *pages, size_t piece,
+                        size_t *most)
+{
+    static char got[65536];
+    struct dapi_rows c;
+    struct dapi_buf b, all;
+    dapi_rows_init(&c, fmt);
+    dapi_buf_init(&b, 1 << 20);
+    dapi_buf_init(&all, 1 << 20);
+    enum dapi_err result = dapi_buf_add(&all, "", 0);
+    if(!result)
+        result = dapi_rows_begin(&c, &all, names2, 2);
+    *most = 0;
+    for(size_t i = 0; pages[i] && !result; i++) {
+        size_t len = strlen(pages[i]);
+        dapi_rows_feed_begin(&c);
+        for(size_t at = 0; at < len && !result; at += piece) {
+            result = dapi_rows_feed(&c, &b, pages[i] + at, len - at < piece ? len - at : piece);
+            if(b.len > *most)
+                *most = b.len;
+            if(!result && b.len)
+                result = dapi_buf_add(&all, b.data, b.len);
+            dapi_buf_reset(&b);
+        }
+        if(!result)
+            result = dapi_rows_feed_end(&c);
+    }
+    if(!result)
+        result = dapi_rows_end(&c, &all);
+    if(result)
+        snprintf(got, sizeof got, "<err %d>", (int)result);
+    else
+        snprintf(got, sizeof got, "%s", all.data);
+    dapi_buf_free(&b);
+    dapi_buf_free(&all);
+    dapi_rows_free(&c);
+    return got;
+}
+
+static void test_feed(void)
+{
+    static const char *const spaced[] = {" {\"a\":1} ,\n{\"a\":[{\"x\":\"}\"}]} ", "", NULL};
+    const char *const *sets[] = {tricky, spaced};
+    for(size_t s = 0; s < 2; s++)
+        for(int f = DAPI_ROWS_CSV; f <= DAPI_ROWS_JSON; f++) {
+            char want[65536];
+            snprintf(want, sizeof want, "%s", conv((enum dapi_rows_format)f, names2, 2, sets[s]));
+            T_CHECK(strncmp(want, "<err", 4) != 0, "set %zu format %d converts", s, f);
+            for(size_t piece = 1; piece <= 80; piece++) {
+                size_t most;
+                const char *got = feed((enum dapi_rows_format)f, sets[s], piece, &most);
+                if(strcmp(got, want) != 0) {
+                    T_CHECK(0, "set %zu format %d piece %zu: %s, want %s", s, f, piece, got, want);
+                    break;
+                }
+            }
+        }
+    /* NDJSON streams a row as it comes: a piece of 7 bytes gives at most 8 */
+    size_t most;
+    feed(DAPI_ROWS_NDJSON, tricky, 7, &most);
+    T_CHECK(most <= 8, "ndjson out per piece: %zu", most);
+    static const char *const bad[][2] = {
+        {"{\"a\":1},", NULL},         /* cut after a ',' */
+        {"{\"a\":\"x}", NULL},        /* cut inside a row */
+        {"[1]", NULL},                /* not an object */
+        {"{\"a\":1}{\"a\":2}", NULL}, /* no comma */
+        {"{\"a\":1},,{\"a\":2}", NULL},
+        {",{\"a\":1}", NULL},
+    };
+    for(size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        for(int f = DAPI_ROWS_CSV; f <= DAPI_ROWS_JSON; f++)
+            for(size_t piece = 1; piece <= 3; piece++)
+                T_CHECK(strncmp(feed((enum dapi_rows_format)f, bad[i], piece, &most), "<err", 4) ==
+                            0,
+                        "page %zu format %d piece %zu accepted", i, f, piece);
+    /* csv/tsv read every value of the row they gather: a bad escape is refused */
+    static const char *const esc[] = {"{\"a\":\"\\x\"}", NULL};
+    T_CHECK(strncmp(feed(DAPI_ROWS_CSV, esc, 2, &most), "<err", 4) == 0, "bad escape refused");
+}
+
 static void test_unquote(void)
 {
     struct dapi_buf b;
@@ -189,6 +273,7 @@ int main(void)
     test_pages_join();
     test_malformed();
     test_page_cut();
+    test_feed();
     test_unquote();
     T_DONE();
 }

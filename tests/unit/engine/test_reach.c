@@ -51,24 +51,24 @@ static void build(void)
     t_mkdir_in(L.data, "raw");
     t_write_in(L.data, "raw/a.csv", "x\n1\n");
     t_write_in(L.data, "raw/b.csv", "x\n2\n");
-    t_lake_link(&L, "/", "data/raw/notes.txt");          /* leaves, matches no *.csv */
+    t_lake_link(&L, "/", "data/raw/notes.txt"); /* leaves, matches no *.csv */
     snprintf(t, sizeof t, "%s/outside", L.root);
-    t_lake_link(&L, t, "data/raw/out");                  /* a folder outside */
+    t_lake_link(&L, t, "data/raw/out");                       /* a folder outside */
     t_lake_link(&L, "/nonexistent/x", "data/raw/dangle.csv"); /* resolves nowhere */
     snprintf(t, sizeof t, "%s/raw/a.csv", L.data);
-    t_lake_link(&L, t, "data/raw/in.csv");               /* stays inside */
+    t_lake_link(&L, t, "data/raw/in.csv"); /* stays inside */
     t_mkdir_in(L.data, "clean");
     t_write_in(L.data, "clean/x.csv", "x\n1\n");
     t_mkdir_in(L.data, "clean/sub");
     t_write_in(L.data, "clean/sub/y.csv", "x\n1\n");
     snprintf(t, sizeof t, "%s/clean", L.data);
-    t_lake_link(&L, t, "data/clean/sub/up");             /* a cycle inside the lake */
+    t_lake_link(&L, t, "data/clean/sub/up"); /* a cycle inside the lake */
     t_mkdir_in(L.data, "secret");
     t_write_in(L.data, "secret/t.csv", "x\nsecret\n");
     t_mkdir_in(L.data, "pub");
     t_write_in(L.data, "pub/t.csv", "x\n1\n");
     snprintf(t, sizeof t, "%s/secret", L.data);
-    t_lake_link(&L, t, "data/pub/linkdir");              /* into another layer */
+    t_lake_link(&L, t, "data/pub/linkdir"); /* into another layer */
     t_mkdir_in(L.data, "many");
     for(int i = 0; i < 600; i++) {
         snprintf(l, sizeof l, "many/f%03d.csv", i);
@@ -100,7 +100,7 @@ static void test_links_out(void)
     expect("DATA/raw/a*.csv", NULL, DAPI_OK, NULL);
     expect("DATA/raw/*.parquet", NULL, DAPI_OK, NULL);
     expect("DATA/raw/*/secret.csv", NULL, DAPI_ERR_SQL, leaves); /* raw/out is a folder of * */
-    expect("DATA/*/secret.csv", NULL, DAPI_OK, NULL); /* the layers hold no link */
+    expect("DATA/*/secret.csv", NULL, DAPI_OK, NULL);            /* the layers hold no link */
     /* a character class matches every entry: DuckDB's dialect is not fnmatch's */
     expect("DATA/raw/[a]*.csv", NULL, DAPI_ERR_SQL, leaves);
     /* links that stay inside are fine, by name or by wildcard */
@@ -129,8 +129,7 @@ static void test_crawl_inside(void)
     free(msg);
     /* bounded in entries and depth */
     T_EQ_INT(reach("DATA/many/**", NULL, 100, &visited, &msg), DAPI_ERR_SQL);
-    T_CHECK(msg && strstr(msg, "reaches more than 100 entries"), "budget: %s",
-            msg ? msg : "NULL");
+    T_CHECK(msg && strstr(msg, "reaches more than 100 entries"), "budget: %s", msg ? msg : "NULL");
     free(msg);
     T_EQ_INT(reach("DATA/many/*.csv", NULL, 100, &visited, &msg), DAPI_ERR_SQL);
     free(msg);
@@ -150,9 +149,9 @@ static void test_deadline(void)
     int asked = 0;
     char *msg = NULL, p[1024];
     snprintf(p, sizeof p, "%s", t_lake_expand(&L, "DATA/many/*.csv"));
-    T_EQ_INT(engine_reach(L.data, real_lake, p, &ALL, REACH_MAX_ENTRIES, stop_now, &asked, NULL,
-                          &msg),
-             DAPI_ERR_TIMEOUT);
+    T_EQ_INT(
+        engine_reach(L.data, real_lake, p, &ALL, REACH_MAX_ENTRIES, stop_now, &asked, NULL, &msg),
+        DAPI_ERR_TIMEOUT);
     T_CHECK(asked >= 1 && !msg, "the deadline is asked (%d) and ends the walk", asked);
     free(msg);
 }
