@@ -522,8 +522,12 @@ static void on_stored(void *ctx, enum dapi_err err, const struct dapi_outcome *o
         job_free(j);
         return;
     }
-    enum dapi_err admitted = dapi_queries_admit(app->queries, j->key);
-    if(admitted && j->live) {
+    /* csv and tsv take a running query's column names from its page 1 (they are recorded at
+     * its end): one too large to read while the run goes means waiting for that end */
+    int first_too_large = j->live && formats[j->f].fmt <= DAPI_ROWS_TSV &&
+                          dapi_result_live_page_size(j->live, 1) >= DAPI_PAGE_STREAM_MIN;
+    enum dapi_err admitted = first_too_large ? DAPI_OK : dapi_queries_admit(app->queries, j->key);
+    if((admitted || first_too_large) && j->live) {
         /* The run holds a slot of its own (of this key, with --max-queries-per-key 1 its
          * only one): no slot to follow it, so wait for its end — which gives that slot back —
          * as an export did before following runs. */

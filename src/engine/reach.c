@@ -180,6 +180,44 @@ static int see(struct reach *r, dev_t dev, ino_t ino)
     return 1;
 }
 
+static enum dapi_err crawl(struct reach *r, size_t len, int depth);
+static enum dapi_err walk(struct reach *r, const char *rest, int depth);
+
+/* Every entry of the folder r->path (len bytes) that the component pat (n bytes) could match —
+ * every entry when pat is NULL ("**") — is counted and, if a link, vetted; then the folders
+ * and links among them are crawled ("**") or walked on with the rest of the pattern. */
+static enum dapi_err entries(struct reach *r, size_t len, const char *pat, size_t n,
+                             const char *rest, int depth)
+{
+    DIR *d = opendir(r->path);
+    if(!d)
+        return DAPI_OK;
+    enum dapi_err result = DAPI_OK;
+    struct dirent *de;
+    while(!result && (de = readdir(d))) {
+        if(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if((result = count(r)))
+            break;
+        if(pat && !may_match(pat, n, de->d_name))
+            continue;
+        if(push(r, len, de->d_name, strlen(de->d_name))) {
+            result = refuse(r, "the pattern reaches a path too long");
+            break;
+        }
+        char k = kind_of(r, de->d_type);
+        if(k == 'l')
+            result = vet_link(r);
+        if(!result && (k == 'l' || k == 'd'))
+            result = !pat    ? crawl(r, strlen(r->path), depth + 1)
+                     : *rest ? walk(r, rest, depth + 1)
+                             : DAPI_OK;
+        r->path[len] = '\0';
+    }
+    closedir(d);
+    return result;
+}
+
 /* "**" at r->path (len bytes): every entry beneath, every link vetted and the ones inside
  * followed, each folder once. */
 static enum dapi_err crawl(struct reach *r, size_t len, int depth)
@@ -192,29 +230,7 @@ static enum dapi_err crawl(struct reach *r, size_t len, int depth)
     int fresh = see(r, st.st_dev, st.st_ino);
     if(fresh <= 0)
         return fresh < 0 ? DAPI_ERR_NOMEM : DAPI_OK;
-    DIR *d = opendir(r->path);
-    if(!d)
-        return DAPI_OK;
-    enum dapi_err result = DAPI_OK;
-    struct dirent *de;
-    while(!result && (de = readdir(d))) {
-        if(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if((result = count(r)))
-            break;
-        if(push(r, len, de->d_name, strlen(de->d_name))) {
-            result = refuse(r, "the pattern reaches a path too long");
-            break;
-        }
-        char k = kind_of(r, de->d_type);
-        if(k == 'l')
-            result = vet_link(r);
-        if(!result && (k == 'l' || k == 'd'))
-            result = crawl(r, strlen(r->path), depth + 1);
-        r->path[len] = '\0';
-    }
-    closedir(d);
-    return result;
+    return entries(r, len, NULL, 0, "", depth);
 }
 
 /* The rest of the pattern (rest: components after a '/', maybe more '/') from r->path. */
@@ -230,40 +246,17 @@ static enum dapi_err walk(struct reach *r, const char *rest, int depth)
         return refuse(r, "the pattern reaches folders nested too deep");
     if(n >= 2 && memmem(rest, n, "**", 2))
         return crawl(r, len, depth);
-    if(!has_wild(rest, n)) {
-        if(push(r, len, rest, n))
-            return DAPI_OK; /* no such file, for DuckDB too */
-        enum dapi_err result = DAPI_OK;
-        char k = kind_of(r, DT_UNKNOWN);
-        if((result = count(r)) == DAPI_OK && k == 'l')
-            result = vet_link(r);
-        if(!result && k && *next)
-            result = walk(r, next, depth + 1);
-        r->path[len] = '\0';
-        return result;
-    }
-    DIR *d = opendir(r->path);
-    if(!d)
-        return DAPI_OK;
+    if(has_wild(rest, n))
+        return entries(r, len, rest, n, next, depth);
+    if(push(r, len, rest, n))
+        return DAPI_OK; /* too long for any file name: nothing there, for DuckDB too */
     enum dapi_err result = DAPI_OK;
-    struct dirent *de;
-    while(!result && (de = readdir(d))) {
-        if(strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if((result = count(r)))
-            break;
-        if(!may_match(rest, n, de->d_name))
-            continue;
-        if(push(r, len, de->d_name, strlen(de->d_name)))
-            continue;
-        char k = kind_of(r, de->d_type);
-        if(k == 'l')
-            result = vet_link(r);
-        if(!result && (k == 'l' || k == 'd') && *next)
-            result = walk(r, next, depth + 1);
-        r->path[len] = '\0';
-    }
-    closedir(d);
+    char k = kind_of(r, DT_UNKNOWN);
+    if((result = count(r)) == DAPI_OK && k == 'l')
+        result = vet_link(r);
+    if(!result && k && *next)
+        result = walk(r, next, depth + 1);
+    r->path[len] = '\0';
     return result;
 }
 

@@ -14,7 +14,6 @@
 #include "engine/engine.h"
 #include "store/codec.h"
 #include "store/export.h"
-#include "store/pagecache.h"
 
 static int write_all(int fd, const char *p, size_t n)
 {

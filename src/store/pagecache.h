@@ -40,11 +40,8 @@ enum dapi_err dapi_page_cache_get(struct dapi_page_cache *c, const struct dapi_r
 const char *dapi_page_data(const struct dapi_page *p, size_t *len);
 void dapi_page_release(struct dapi_page *p);
 
-/* A plain page this large or larger is not decoded whole for an answer (nor kept): it is
- * decoded as it is sent (dapi_page_stream). A page's 100 rows can decode to hundreds of MB
- * from a few KB stored (repeated text compresses that well): decoded whole, a few readers
- * of such a page took the memory every key's queries need. */
-#define DAPI_PAGE_STREAM_MIN (4u << 20)
+/* (A plain page of DAPI_PAGE_STREAM_MIN bytes or more, result.h, is not decoded whole for an
+ * answer, nor kept: it is decoded as it is sent, dapi_page_stream.) */
 
 /* The PLAIN body of page of r (head, its rows decoded, tail) decoded a piece at a time as it
  * is read: its memory is zstd's window whatever the page's size. Holds a reference to r.

@@ -274,6 +274,14 @@ void dapi_result_live_want(struct dapi_result_live *l, uint64_t page)
     atomic_store(&l->want, page);
 }
 
+uint64_t dapi_result_live_page_size(struct dapi_result_live *l, uint64_t page)
+{
+    pthread_mutex_lock(&l->lock);
+    uint64_t d = page > 0 && page <= l->n ? l->lens[page - 1] : 0;
+    pthread_mutex_unlock(&l->lock);
+    return d;
+}
+
 int dapi_result_live_page(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out)
 {
     pthread_mutex_lock(&l->lock);
@@ -283,6 +291,8 @@ int dapi_result_live_page(struct dapi_result_live *l, uint64_t page, struct dapi
     }
     uint64_t a = page == 1 ? 0 : l->ends[page - 2], b = l->ends[page - 1], d = l->lens[page - 1];
     pthread_mutex_unlock(&l->lock);
+    if(d >= DAPI_PAGE_STREAM_MIN)
+        return -1;
     /* A published page's frame lies wholly in the file (publish follows a flush) and is never
      * rewritten: read without the lock, then decoded into out. */
     size_t len = (size_t)(b - a), got = 0;

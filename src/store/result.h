@@ -107,10 +107,20 @@ int dapi_result_live_rows(struct dapi_result_live *l, uint64_t page, struct dapi
 /* Someone waits for page (0: nobody): the writer publishes as soon as that page is complete
  * rather than at its next periodic flush. */
 void dapi_result_live_want(struct dapi_result_live *l, uint64_t page);
+/* A page whose rows decode to this many bytes or more is never decoded whole for a reader: a
+ * page's 100 rows can decode to hundreds of MB from a few KB stored (repeated text compresses
+ * that well), and decoded whole, a few readers of such a page took the memory every key's
+ * queries need. A finished result's is decoded as it is sent (dapi_page_stream, pagecache.h;
+ * dapi_export_page, export.h); a running query's is read once the run has ended. */
+#define DAPI_PAGE_STREAM_MIN (4u << 20)
+
 /* THE way to the bytes of a page of a result being written: appends page's rows (1-based,
  * decoded: the same bytes dapi_result_page_copy gives once the result is finished) to out. 1: done; 0: not
- * published (yet); -1: it cannot be read (I/O error, no memory). */
+ * published (yet); -1: it cannot be read now (I/O error, no memory, or it decodes to
+ * DAPI_PAGE_STREAM_MIN bytes or more: read it from the finished result). */
 int dapi_result_live_page(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out);
+/* The decoded size of a published page of a result being written; 0 if not published. */
+uint64_t dapi_result_live_page_size(struct dapi_result_live *l, uint64_t page);
 
 struct dapi_result; /* an opened (mapped) result, reference-counted */
 

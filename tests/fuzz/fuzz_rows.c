@@ -20,7 +20,8 @@
 static const char *const names[] = {"a", "b"};
 
 /* The whole conversion of two copies of the page: result, text in out. */
-static enum dapi_err whole(enum dapi_rows_format fmt, const char *p, size_t n, struct dapi_buf *out)
+static enum dapi_err whole(enum dapi_rows_format fmt, const char *p, size_t n,
+                           struct dapi_buf *out)
 {
     struct dapi_rows c;
     dapi_rows_init(&c, fmt);

@@ -477,6 +477,29 @@ def rss_kb(pid):
     return 0
 
 
+def read_digest(port, path, headers, timeout=120):
+    """GET path on 127.0.0.1:port through a connection of its own, the body read 64 KiB at a
+    time and not kept: (status, the response's headers as a dict with lower-case names, the
+    body's length, its sha256 hex digest)."""
+    import hashlib
+    import http.client
+
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path, headers=headers)
+        r = c.getresponse()
+        d, n = hashlib.sha256(), 0
+        while True:
+            b = r.read(65536)
+            if not b:
+                break
+            d.update(b)
+            n += len(b)
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, n, d.hexdigest()
+    finally:
+        c.close()
+
+
 def pool_metric(s, name, pool):
     """The value of /metrics' name{pool="pool"} on server s."""
     r = s.request("GET", "/metrics")

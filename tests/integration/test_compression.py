@@ -73,24 +73,12 @@ def test_zstd_and_plain_are_the_same_bytes():
 
 
 def _read_page(s, slug, headers, out, i):
-    """Reads page 1 through a connection of its own, 64 KiB at a time (nothing kept but its
-    length and digest)."""
-    import hashlib
-    import http.client
-
-    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
-    c.request("GET", "/api/queries/%s/results?page_number=1" % slug,
-              headers=dict(headers, **{"x-api-key": KEY}))
-    r = c.getresponse()
-    d, n = hashlib.sha256(), 0
-    while True:
-        b = r.read(65536)
-        if not b:
-            break
-        d.update(b)
-        n += len(b)
-    out[i] = (r.status, r.getheader("content-length"), n, d.hexdigest(), r.getheader("etag"))
-    c.close()
+    """Reads page 1 through a connection of its own (nothing kept but its length and
+    digest)."""
+    status, hdrs, n, digest = h.read_digest(
+        s.port, "/api/queries/%s/results?page_number=1" % slug,
+        dict(headers, **{"x-api-key": KEY}))
+    out[i] = (status, hdrs.get("content-length"), n, digest, hdrs.get("etag"))
 
 
 @h.timeout(180)
