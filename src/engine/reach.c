@@ -274,10 +274,12 @@ enum dapi_err engine_reach(const char *lake, const char *lake_real, const char *
                       .left = budget,
                       .msg = msg};
     enum dapi_err result = DAPI_OK;
-    /* the sandbox let only paths under the lake through; anything else is not walked here */
+    /* the sandbox lets only paths under the lake through: anything else fails closed */
     if(strncmp(pattern, lake, n) == 0 && pattern[n] == '/' && n < sizeof r.path) {
         memcpy(r.path, lake, n + 1);
         result = walk(&r, pattern + n, 0);
+    } else {
+        result = refuse(&r, "it is not inside the lake");
     }
     free(r.seen);
     if(visited)

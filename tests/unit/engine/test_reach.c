@@ -107,6 +107,8 @@ static void test_links_out(void)
     expect("DATA/raw/in.csv", NULL, DAPI_OK, NULL);
     expect("DATA/raw/i*.csv", NULL, DAPI_OK, NULL);
     expect("DATA/raw/missing/x.csv", NULL, DAPI_OK, NULL);
+    expect("/etc/hostname", NULL, DAPI_ERR_SQL, "is not inside the lake"); /* fails closed */
+    expect("DATAx/raw/a.csv", NULL, DAPI_ERR_SQL, "is not inside the lake");
 
     /* "**" above a link to /: refused having looked at the lake only */
     char *msg;
