@@ -13,7 +13,7 @@
  * refused if one of them leaves the lake (or does not resolve) or lies in a layer outside the
  * scope, whatever lies beyond it. Nothing beyond such a link is listed, opened or stat'ed, so
  * the answer depends on the lake alone. The walk matches more than DuckDB would, never less:
- * a component with "[" matches every entry, one with "**" stands for every folder beneath
+ * a component with "[" or "?" matches every entry, one with "**" stands for every folder beneath
  * (links inside the lake followed, each folder once), and hidden entries count. It is
  * bounded: a budget of entries (REACH_MAX_ENTRIES in the engine, as many as the lake scan's),
  * REACH_MAX_DEPTH folders deep, and the check's deadline (stop). */
@@ -140,8 +140,9 @@ static char kind_of(struct reach *r, unsigned char d_type)
 static int may_match(const char *pat, size_t n, const char *name)
 {
     char p[NAME_MAX + 1];
-    if(memchr(pat, '[', n) || n > NAME_MAX)
-        return 1; /* character classes: DuckDB's dialect may differ from fnmatch's */
+    if(memchr(pat, '[', n) || memchr(pat, '?', n) || n > NAME_MAX)
+        return 1; /* classes, and '?' (a byte or a UTF-8 character?): DuckDB's dialect may
+                   * differ from fnmatch's; '*' alone matches a superset either way */
     memcpy(p, pat, n);
     p[n] = '\0';
     return fnmatch(p, name, FNM_NOESCAPE) == 0;

@@ -97,6 +97,7 @@ static void test_links_out(void)
     expect("DATA/raw/*.csv", NULL, DAPI_ERR_SQL, leaves);
     expect("DATA/raw/*.txt", NULL, DAPI_ERR_SQL, leaves);
     expect("DATA/raw/?otes.txt", NULL, DAPI_ERR_SQL, leaves);
+    expect("DATA/raw/?.csv", NULL, DAPI_ERR_SQL, leaves); /* '?' counts every entry */
     expect("DATA/raw/a*.csv", NULL, DAPI_OK, NULL);
     expect("DATA/raw/*.parquet", NULL, DAPI_OK, NULL);
     expect("DATA/raw/*/secret.csv", NULL, DAPI_ERR_SQL, leaves); /* raw/out is a folder of * */
