@@ -14,13 +14,15 @@
  * scope, whatever lies beyond it. Nothing beyond such a link is listed, opened or stat'ed, so
  * the answer depends on the lake alone. The walk matches more than DuckDB would, never less:
  * a component with "[" or "?" matches every entry, one with "**" stands for every folder beneath
- * (links inside the lake followed, each folder once), and hidden entries count. It is
+ * (links inside the lake followed, each folder once) and the rest of the pattern is walked
+ * from each of them, and hidden entries count. It is
  * bounded: a budget of entries (REACH_MAX_ENTRIES in the engine, as many as the lake scan's),
  * REACH_MAX_DEPTH folders deep, and the check's deadline (stop). */
 #include "engine/engine_int.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <limits.h>
 #include <stdint.h>
@@ -28,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/buf.h"
 #include "engine/sandbox.h"
@@ -35,6 +38,13 @@
 struct seen {
     dev_t dev;
     ino_t ino;
+};
+
+/* A set of files by (dev, ino): open addressing, cap a power of 2 (inode 0 marks a free
+ * slot: no folder or link has it). */
+struct idset {
+    struct seen *tab;
+    size_t n, cap;
 };
 
 struct reach {
@@ -45,8 +55,8 @@ struct reach {
     void *stop_arg;
     size_t budget, left; /* entries that may be looked at in all, still */
     size_t visited;
-    struct seen *seen; /* folders a "**" walked: open addressing, capseen a power of 2 */
-    size_t nseen, capseen;
+    struct idset folders; /* the folders a "**" crawled */
+    struct idset links;   /* links found to resolve inside the lake and the scope */
     char path[PATH_MAX];
     char **msg;
 };
@@ -95,10 +105,56 @@ static enum dapi_err count(struct reach *r)
     return DAPI_OK;
 }
 
-/* r->path is a symbolic link: it must resolve to a path in the lake, in a layer of the scope. */
-static enum dapi_err vet_link(struct reach *r)
+static size_t seen_slot(const struct seen *tab, size_t cap, dev_t dev, ino_t ino)
+{
+    uint64_t h = ((uint64_t)ino * 0x9E3779B97F4A7C15u) ^ (uint64_t)dev;
+    size_t i = (size_t)(h ^ (h >> 29)) & (cap - 1);
+    while(tab[i].ino && !(tab[i].dev == dev && tab[i].ino == ino))
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
+/* Whether (dev, ino) is in set. */
+static int idset_has(const struct idset *set, dev_t dev, ino_t ino)
+{
+    return set->cap && set->tab[seen_slot(set->tab, set->cap, dev, ino)].ino != 0;
+}
+
+/* Adds (dev, ino) to set: 1 if it is new, 0 if it was there, -1 without memory. */
+static int idset_add(struct idset *set, dev_t dev, ino_t ino)
+{
+    if((set->n + 1) * 2 > set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 64;
+        struct seen *tab = calloc(cap, sizeof *tab);
+        if(!tab)
+            return -1;
+        for(size_t i = 0; i < set->cap; i++)
+            if(set->tab[i].ino)
+                tab[seen_slot(tab, cap, set->tab[i].dev, set->tab[i].ino)] = set->tab[i];
+        free(set->tab);
+        set->tab = tab;
+        set->cap = cap;
+    }
+    size_t i = seen_slot(set->tab, set->cap, dev, ino);
+    if(set->tab[i].ino)
+        return 0;
+    set->tab[i] = (struct seen){dev, ino};
+    set->n++;
+    return 1;
+}
+
+/* The entry name of the folder dirfd, whose path is r->path, is a symbolic link: it must
+ * resolve to a path in the lake, in a layer of the scope. A link found good once is not
+ * resolved again (a pattern may reach it by many paths): its verdict is its own when it has one
+ * name only, as links do. */
+static enum dapi_err vet_link(struct reach *r, int dirfd, const char *name)
 {
     char real[PATH_MAX], layer[256];
+    struct stat st;
+    int one = fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) &&
+              st.st_nlink == 1;
+    if(one && idset_has(&r->links, st.st_dev, st.st_ino))
+        return DAPI_OK;
     if(!dapi_lake_contains(r->lake_real, r->path, real)) {
         *r->msg = engine_leaves_msg(r->pattern);
         return *r->msg ? DAPI_ERR_SQL : DAPI_ERR_NOMEM;
@@ -107,7 +163,7 @@ static enum dapi_err vet_link(struct reach *r)
         *r->msg = dapi_sandbox_forbidden_msg(layer);
         return *r->msg ? DAPI_ERR_FORBIDDEN : DAPI_ERR_NOMEM;
     }
-    return DAPI_OK;
+    return one && idset_add(&r->links, st.st_dev, st.st_ino) < 0 ? DAPI_ERR_NOMEM : DAPI_OK;
 }
 
 /* Appends "/name" (n bytes) to r->path; 0, or -1 when it would not fit. */
@@ -121,8 +177,9 @@ static int push(struct reach *r, size_t at, const char *name, size_t n)
     return 0;
 }
 
-/* What r->path is, links not followed: 'l' link, 'd' folder, 'f' anything else, 0 gone. */
-static char kind_of(struct reach *r, unsigned char d_type)
+/* What the entry name of the folder dirfd is, links not followed: 'l' link, 'd' folder, 'f'
+ * anything else, 0 gone. */
+static char kind_at(int dirfd, const char *name, unsigned char d_type)
 {
     if(d_type == DT_LNK)
         return 'l';
@@ -131,9 +188,22 @@ static char kind_of(struct reach *r, unsigned char d_type)
     if(d_type != DT_UNKNOWN)
         return 'f';
     struct stat st;
-    if(lstat(r->path, &st))
+    if(fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW))
         return 0;
     return S_ISLNK(st.st_mode) ? 'l' : S_ISDIR(st.st_mode) ? 'd' : 'f';
+}
+
+/* The folder name of dirfd opened (a link followed: one vetted already), *fd; 0, -1 when there
+ * is none to read (gone, not a folder, not readable: nothing there for DuckDB either), or
+ * DAPI_ERR_BUSY when the process is out of descriptors (the check fails closed). Each step
+ * opens one name in the folder already open, so a path through many links is not resolved
+ * again for every entry beneath it. */
+static int open_dir(int dirfd, const char *name, int *fd)
+{
+    *fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if(*fd >= 0)
+        return 0;
+    return errno == EMFILE || errno == ENFILE || errno == ENOMEM ? (int)DAPI_ERR_BUSY : -1;
 }
 
 /* Whether name could be matched by the component pat (n bytes). */
@@ -148,51 +218,40 @@ static int may_match(const char *pat, size_t n, const char *name)
     return fnmatch(p, name, FNM_NOESCAPE) == 0;
 }
 
-static size_t seen_slot(const struct seen *tab, size_t cap, dev_t dev, ino_t ino)
-{
-    uint64_t h = ((uint64_t)ino * 0x9E3779B97F4A7C15u) ^ (uint64_t)dev;
-    size_t i = (size_t)(h ^ (h >> 29)) & (cap - 1);
-    while(tab[i].ino && !(tab[i].dev == dev && tab[i].ino == ino))
-        i = (i + 1) & (cap - 1);
-    return i;
-}
+static enum dapi_err crawl(struct reach *r, int fd, size_t len, const char *rest, int depth);
+static enum dapi_err walk(struct reach *r, int fd, const char *rest, int depth);
 
-/* Adds the folder (dev, ino) to the ones walked: 1 if it is new, 0 if it was there, -1 without
- * memory. (Inode 0 is never a folder's.) */
-static int see(struct reach *r, dev_t dev, ino_t ino)
-{
-    if((r->nseen + 1) * 2 > r->capseen) {
-        size_t cap = r->capseen ? r->capseen * 2 : 64;
-        struct seen *tab = calloc(cap, sizeof *tab);
-        if(!tab)
-            return -1;
-        for(size_t i = 0; i < r->capseen; i++)
-            if(r->seen[i].ino)
-                tab[seen_slot(tab, cap, r->seen[i].dev, r->seen[i].ino)] = r->seen[i];
-        free(r->seen);
-        r->seen = tab;
-        r->capseen = cap;
-    }
-    size_t i = seen_slot(r->seen, r->capseen, dev, ino);
-    if(r->seen[i].ino)
-        return 0;
-    r->seen[i] = (struct seen){dev, ino};
-    r->nseen++;
-    return 1;
-}
-
-static enum dapi_err crawl(struct reach *r, size_t len, int depth);
-static enum dapi_err walk(struct reach *r, const char *rest, int depth);
-
-/* Every entry of the folder r->path (len bytes) that the component pat (n bytes) could match —
- * every entry when pat is NULL ("**") — is counted and, if a link, vetted; then the folders
- * and links among them are crawled ("**") or walked on with the rest of the pattern. */
-static enum dapi_err entries(struct reach *r, size_t len, const char *pat, size_t n,
+/* Goes on from the folder name of the folder dirfd (r->path its path, len bytes): crawled
+ * ("**": pat NULL) or walked with the rest of the pattern. */
+static enum dapi_err descend(struct reach *r, int dirfd, const char *name, const char *pat,
                              const char *rest, int depth)
 {
-    DIR *d = opendir(r->path);
-    if(!d)
-        return DAPI_OK;
+    int fd;
+    int rc = open_dir(dirfd, name, &fd);
+    if(rc)
+        return rc < 0 ? DAPI_OK : (enum dapi_err)rc;
+    enum dapi_err result = !pat ? crawl(r, fd, strlen(r->path), rest, depth + 1)
+                                : walk(r, fd, rest, depth + 1);
+    close(fd);
+    return result;
+}
+
+/* Every entry of the folder fd (r->path its path, len bytes) that the component pat (n bytes)
+ * could match — every entry when pat is NULL ("**") — is counted and, if a link, vetted; then
+ * the folders and links among them are crawled ("**", rest what follows it) or walked on with
+ * the rest of the pattern. */
+static enum dapi_err entries(struct reach *r, int fd, size_t len, const char *pat, size_t n,
+                             const char *rest, int depth)
+{
+    int own; /* (a descriptor of its own: readdir moves its offset) */
+    int rc = open_dir(fd, ".", &own);
+    if(rc)
+        return rc < 0 ? DAPI_OK : (enum dapi_err)rc;
+    DIR *d = fdopendir(own);
+    if(!d) {
+        close(own);
+        return DAPI_ERR_NOMEM;
+    }
     enum dapi_err result = DAPI_OK;
     struct dirent *de;
     while(!result && (de = readdir(d))) {
@@ -206,36 +265,39 @@ static enum dapi_err entries(struct reach *r, size_t len, const char *pat, size_
             result = refuse(r, "the pattern reaches a path too long");
             break;
         }
-        char k = kind_of(r, de->d_type);
+        char k = kind_at(own, de->d_name, de->d_type);
         if(k == 'l')
-            result = vet_link(r);
-        if(!result && (k == 'l' || k == 'd'))
-            result = !pat    ? crawl(r, strlen(r->path), depth + 1)
-                     : *rest ? walk(r, rest, depth + 1)
-                             : DAPI_OK;
+            result = vet_link(r, own, de->d_name);
+        if(!result && (k == 'l' || k == 'd') && (!pat || *rest))
+            result = descend(r, own, de->d_name, pat, rest, depth);
         r->path[len] = '\0';
     }
     closedir(d);
     return result;
 }
 
-/* "**" at r->path (len bytes): every entry beneath, every link vetted and the ones inside
- * followed, each folder once. */
-static enum dapi_err crawl(struct reach *r, size_t len, int depth)
+/* "**" at the folder fd (r->path its path, len bytes): every entry beneath, every link vetted
+ * and the ones inside followed, each folder once; and from each of those folders (the folder
+ * itself included: "**" is zero folders or more) the rest of the pattern after it, walked as
+ * DuckDB will glob it — its later components follow links, so their matches multiply through
+ * links that lead back up, and the budget must count every one of them. */
+static enum dapi_err crawl(struct reach *r, int fd, size_t len, const char *rest, int depth)
 {
     struct stat st;
     if(depth > REACH_MAX_DEPTH)
         return refuse(r, "the pattern reaches folders nested too deep");
-    if(stat(r->path, &st) || !S_ISDIR(st.st_mode))
+    if(fstat(fd, &st) || !S_ISDIR(st.st_mode))
         return DAPI_OK;
-    int fresh = see(r, st.st_dev, st.st_ino);
+    int fresh = idset_add(&r->folders, st.st_dev, st.st_ino);
     if(fresh <= 0)
         return fresh < 0 ? DAPI_ERR_NOMEM : DAPI_OK;
-    return entries(r, len, NULL, 0, "", depth);
+    enum dapi_err result = *rest ? walk(r, fd, rest, depth) : DAPI_OK;
+    return result ? result : entries(r, fd, len, NULL, 0, rest, depth);
 }
 
-/* The rest of the pattern (rest: components after a '/', maybe more '/') from r->path. */
-static enum dapi_err walk(struct reach *r, const char *rest, int depth)
+/* The rest of the pattern (rest: components after a '/', maybe more '/') from the folder fd,
+ * whose path is r->path. */
+static enum dapi_err walk(struct reach *r, int fd, const char *rest, int depth)
 {
     while(*rest == '/')
         rest++;
@@ -246,17 +308,20 @@ static enum dapi_err walk(struct reach *r, const char *rest, int depth)
     if(depth > REACH_MAX_DEPTH)
         return refuse(r, "the pattern reaches folders nested too deep");
     if(n >= 2 && memmem(rest, n, "**", 2))
-        return crawl(r, len, depth);
+        return crawl(r, fd, len, next, depth);
     if(has_wild(rest, n))
-        return entries(r, len, rest, n, next, depth);
-    if(push(r, len, rest, n))
+        return entries(r, fd, len, rest, n, next, depth);
+    char name[NAME_MAX + 1];
+    if(n > NAME_MAX || push(r, len, rest, n))
         return DAPI_OK; /* too long for any file name: nothing there, for DuckDB too */
-    enum dapi_err result = DAPI_OK;
-    char k = kind_of(r, DT_UNKNOWN);
-    if((result = count(r)) == DAPI_OK && k == 'l')
-        result = vet_link(r);
-    if(!result && k && *next)
-        result = walk(r, next, depth + 1);
+    memcpy(name, rest, n);
+    name[n] = '\0';
+    enum dapi_err result = count(r);
+    char k = result ? 0 : kind_at(fd, name, DT_UNKNOWN);
+    if(k == 'l')
+        result = vet_link(r, fd, name);
+    if(!result && (k == 'l' || k == 'd') && *next)
+        result = descend(r, fd, name, rest, next, depth);
     r->path[len] = '\0';
     return result;
 }
@@ -277,12 +342,20 @@ enum dapi_err engine_reach(const char *lake, const char *lake_real, const char *
     enum dapi_err result = DAPI_OK;
     /* the sandbox lets only paths under the lake through: anything else fails closed */
     if(strncmp(pattern, lake, n) == 0 && pattern[n] == '/' && n < sizeof r.path) {
+        int fd;
+        int rc = open_dir(AT_FDCWD, lake, &fd);
         memcpy(r.path, lake, n + 1);
-        result = walk(&r, pattern + n, 0);
+        if(rc == 0) {
+            result = walk(&r, fd, pattern + n, 0);
+            close(fd);
+        } else if(rc > 0) {
+            result = (enum dapi_err)rc;
+        }
     } else {
         result = refuse(&r, "it is not inside the lake");
     }
-    free(r.seen);
+    free(r.folders.tab);
+    free(r.links.tab);
     if(visited)
         *visited = r.visited;
     return result;
