@@ -477,10 +477,11 @@ def rss_kb(pid):
     return 0
 
 
-def read_digest(port, path, headers, timeout=120):
+def read_digest(port, path, headers, timeout=120, on_head=None):
     """GET path on 127.0.0.1:port through a connection of its own, the body read 64 KiB at a
     time and not kept: (status, the response's headers as a dict with lower-case names, the
-    body's length, its sha256 hex digest)."""
+    body's length, its sha256 hex digest). on_head() (if given) is called when the answer's
+    head has come, before its body is read."""
     import hashlib
     import http.client
 
@@ -488,6 +489,8 @@ def read_digest(port, path, headers, timeout=120):
     try:
         c.request("GET", path, headers=headers)
         r = c.getresponse()
+        if on_head:
+            on_head()
         d, n = hashlib.sha256(), 0
         while True:
             b = r.read(65536)

@@ -582,21 +582,10 @@ def test_export_streams_while_the_query_runs():
 def _answered_after_run(s, slug, path, out, i):
     """GET path; out[i] = (status, whether the run was over when the answer's head came,
     body length, sha256)."""
-    import hashlib
-
-    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
-    c.request("GET", path, headers={"x-api-key": KEY})
-    r = c.getresponse()
-    over = _run_over(s, slug)
-    d, n = hashlib.sha256(), 0
-    while True:
-        b = r.read(65536)
-        if not b:
-            break
-        d.update(b)
-        n += len(b)
-    c.close()
-    out[i] = (r.status, over, n, d.hexdigest())
+    over = []
+    status, _, n, digest = h.read_digest(s.port, path, {"x-api-key": KEY},
+                                         on_head=lambda: over.append(_run_over(s, slug)))
+    out[i] = (status, over[0], n, digest)
 
 
 @h.timeout(240)
