@@ -5,19 +5,20 @@
  * pattern matched made the answer depend on files outside the lake: with a link raw/out -> /
  * in the lake, '<lake>/raw/out/etc/shadow' was refused when that file existed and "no files
  * found" when it did not — an oracle for every path of the machine — and a pattern of the
- * lake's layers followed by "**" walked the whole machine (7-15 s) before its refusal. The same held for a link into a layer
- * outside a key's scope: 403 when the file existed, "no files found" when not.
+ * lake's layers followed by "**" walked the whole machine (7-15 s) before its refusal. The
+ * same held for a link into a layer outside a key's scope: 403 when the file existed, "no
+ * files found" when not.
  *
  * So the pattern is walked here first, component by component, listing only directories of
  * the lake: every link that the pattern could enter or match is resolved, and the pattern is
  * refused if one of them leaves the lake (or does not resolve) or lies in a layer outside the
  * scope, whatever lies beyond it. Nothing beyond such a link is listed, opened or stat'ed, so
  * the answer depends on the lake alone. The walk matches more than DuckDB would, never less:
- * a component with "[" or "?" matches every entry, one with "**" stands for every folder beneath
- * (links inside the lake followed, each folder once) and the rest of the pattern is walked
- * from each of them, and hidden entries count. It is
- * bounded: a budget of entries (REACH_MAX_ENTRIES in the engine, as many as the lake scan's),
- * REACH_MAX_DEPTH folders deep, and the check's deadline (stop). */
+ * a component with "[" or "?" matches every entry; one with "**" stands for every folder
+ * beneath (links inside the lake followed, each folder once), and the rest of the pattern is
+ * walked from each of them; hidden entries count. It is bounded: a budget of entries
+ * (REACH_MAX_ENTRIES in the engine, as many as the lake scan's), REACH_MAX_DEPTH folders
+ * deep, and the check's deadline (stop). */
 #include "engine/engine_int.h"
 
 #include <dirent.h>

@@ -115,9 +115,9 @@ void dapi_result_live_want(struct dapi_result_live *l, uint64_t page);
 #define DAPI_PAGE_STREAM_MIN (4u << 20)
 
 /* THE way to the bytes of a page of a result being written: appends page's rows (1-based,
- * decoded: the same bytes dapi_result_page_copy gives once the result is finished) to out. 1: done; 0: not
- * published (yet); -1: it cannot be read now (I/O error, no memory, or it decodes to
- * DAPI_PAGE_STREAM_MIN bytes or more: read it from the finished result). */
+ * decoded: the same bytes dapi_result_page_copy gives once the result is finished) to out.
+ * 1: done; 0: not published (yet); -1: it cannot be read now (I/O error, no memory, or it
+ * decodes to DAPI_PAGE_STREAM_MIN bytes or more: read it from the finished result). */
 int dapi_result_live_page(struct dapi_result_live *l, uint64_t page, struct dapi_buf *out);
 /* The decoded size of a published page of a result being written; 0 if not published. */
 uint64_t dapi_result_live_page_size(struct dapi_result_live *l, uint64_t page);
