@@ -70,23 +70,23 @@ static int has_wild(const char *s, size_t n)
     return 0;
 }
 
-char *engine_leaves_msg(const char *pattern)
+/* "reading '<pattern>' is not allowed: <why>" (owned; NULL without memory). */
+static char *refusal(const char *pattern, const char *why)
 {
     struct dapi_buf b;
     dapi_buf_init(&b, 8192);
-    dapi_buf_addf(&b,
-                  "reading '%s' is not allowed: it matches a hidden file or a link that leaves "
-                  "the lake",
-                  pattern);
+    dapi_buf_addf(&b, "reading '%s' is not allowed: %s", pattern, why);
     return dapi_buf_take(&b, NULL);
+}
+
+char *engine_leaves_msg(const char *pattern)
+{
+    return refusal(pattern, "it matches a hidden file or a link that leaves the lake");
 }
 
 static enum dapi_err refuse(struct reach *r, const char *why)
 {
-    struct dapi_buf b;
-    dapi_buf_init(&b, 8192);
-    dapi_buf_addf(&b, "reading '%s' is not allowed: %s", r->pattern, why);
-    *r->msg = dapi_buf_take(&b, NULL);
+    *r->msg = refusal(r->pattern, why);
     return *r->msg ? DAPI_ERR_SQL : DAPI_ERR_NOMEM;
 }
 

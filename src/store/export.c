@@ -49,6 +49,14 @@ static void longest_line(const char *p, size_t n, uint64_t *run, uint64_t *most)
 /* A large page is fed to the conversion this many bytes at a time. */
 #define PIECE (256 * 1024)
 
+/* One piece of a large page into the conversion, and out written once it holds a batch. */
+static enum dapi_err feed_piece(struct dapi_rows *conv, struct dapi_buf *out, const char *p,
+                                size_t n, size_t batch, dapi_export_flush_fn flush, void *arg)
+{
+    enum dapi_err result = dapi_rows_feed(conv, out, p, n);
+    return !result && out->len >= batch ? flush(arg, out) : result;
+}
+
 enum dapi_err dapi_export_rows(struct dapi_rows *conv, struct dapi_buf *out, const char *rows,
                                size_t len, const uint32_t *seps, size_t nseps, size_t batch,
                                dapi_export_flush_fn flush, void *arg)
@@ -58,11 +66,9 @@ enum dapi_err dapi_export_rows(struct dapi_rows *conv, struct dapi_buf *out, con
                      : dapi_rows_page(conv, out, rows, len);
     enum dapi_err result = DAPI_OK;
     dapi_rows_feed_begin(conv);
-    for(size_t at = 0; at < len && !result; at += PIECE) {
-        result = dapi_rows_feed(conv, out, rows + at, len - at < PIECE ? len - at : PIECE);
-        if(!result && out->len >= batch)
-            result = flush(arg, out);
-    }
+    for(size_t at = 0; at < len && !result; at += PIECE)
+        result = feed_piece(conv, out, rows + at, len - at < PIECE ? len - at : PIECE, batch,
+                            flush, arg);
     return result ? result : dapi_rows_feed_end(conv);
 }
 
@@ -91,9 +97,7 @@ enum dapi_err dapi_export_page(const struct dapi_result *r, uint64_t page, struc
             result = k < 0 ? DAPI_ERR_IO : dapi_rows_feed_end(conv);
             break;
         }
-        result = dapi_rows_feed(conv, out, piece, (size_t)k);
-        if(!result && out->len >= batch)
-            result = flush(arg, out);
+        result = feed_piece(conv, out, piece, (size_t)k, batch, flush, arg);
     }
     free(piece);
     dapi_zdec_free(d);
