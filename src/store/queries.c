@@ -1078,10 +1078,20 @@ static const char *without_excerpt(const char *message, char *out, size_t n)
     return out;
 }
 
+struct follower {
+    struct query *q;
+    int linked; /* its result file is the leader's, linked */
+};
+
+static int follower_older(const void *a, const void *b)
+{
+    return older(&((const struct follower *)a)->q, &((const struct follower *)b)->q);
+}
+
 static void settle_followers(struct dapi_queries *qs, const char *slug, enum dapi_err error,
                              const char *message, uint64_t bytes, const void *image)
 {
-    struct query **f = NULL;
+    struct follower *f = NULL;
     size_t n = 0, cap = 0;
     pthread_mutex_lock(&qs->lock);
     struct query *leader = store_find(qs, slug);
@@ -1107,33 +1117,44 @@ static void settle_followers(struct dapi_queries *qs, const char *slug, enum dap
         q->refs++;
         if(data_s)
             q->done_s = data_s;
-        f[n++] = q;
+        f[n].q = q;
+        f[n++].linked = 0;
     }
 collected:
     pthread_mutex_unlock(&qs->lock);
+    /* Recorded oldest first, as if each had run in turn: a key over its quota then keeps its
+     * newest results (eviction never takes the one being recorded). */
+    if(n > 1)
+        qsort(f, n, sizeof *f, follower_older);
     char from[4096], to[4096], cut[4096];
     dapi_queries_result_path(qs, slug, from, sizeof from);
+    /* Every follower's file is linked before any is finished: finishing one may delete the
+     * leader (its key over quota: the leader is then the key's oldest result) and remove its
+     * directory, which the next link needs. */
+    for(size_t i = 0; !error && !image && i < n; i++) {
+        dapi_queries_result_path(qs, f[i].q->slug, to, sizeof to);
+        char dir[4096]; /* (made now: a follower has no files yet, see create) */
+        dapi_queries_dir(qs, f[i].q->slug, dir, sizeof dir);
+        f[i].linked = link(from, to) == 0;
+    }
     for(size_t i = 0; i < n; i++) {
         enum dapi_err e = error;
         const char *msg = message;
-        if(!known || memcmp(f[i]->owner, owner, sizeof owner) != 0)
+        if(!known || memcmp(f[i].q->owner, owner, sizeof owner) != 0)
             msg = without_excerpt(message, cut, sizeof cut);
         if(!e && image) {
-            finish(qs, f[i]->slug, DAPI_OK, NULL, bytes, image);
+            finish(qs, f[i].q->slug, DAPI_OK, NULL, bytes, image);
             continue;
         }
-        dapi_queries_result_path(qs, f[i]->slug, to, sizeof to);
-        char dir[4096]; /* (made now: a follower has no files yet, see create) */
-        dapi_queries_dir(qs, f[i]->slug, dir, sizeof dir);
-        if(!e && link(from, to)) {
+        if(!e && !f[i].linked) {
             e = DAPI_ERR_BUSY; /* retryable: a results request runs it again */
             msg = "the result of the identical query this one shared a run with is gone";
         }
-        dapi_queries_finish(qs, f[i]->slug, e, msg, e ? 0 : bytes);
+        dapi_queries_finish(qs, f[i].q->slug, e, msg, e ? 0 : bytes);
     }
     pthread_mutex_lock(&qs->lock);
     for(size_t i = 0; i < n; i++)
-        unref(f[i]);
+        unref(f[i].q);
     pthread_mutex_unlock(&qs->lock);
     free(f);
 }

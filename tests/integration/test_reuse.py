@@ -264,6 +264,39 @@ def test_reuse_single_flight_50():
         eq(_done_lines(s), 2, "one run per key for 50 identical creations")
 
 
+@h.timeout(90)
+def test_shared_run_evicting_its_leader_leaves_every_follower_its_result():
+    """A run shared by four slugs of one key whose quota holds about two results: recording
+    the followers' results one by one deletes the key's oldest, the slug that ran. The old code
+    removed its directory before the last follower linked the run's file: that one got a 503
+    and a second run. Now one run serves all, and the key keeps its two newest results."""
+    mib = 1024 * 1024
+    args = ["--max-state-bytes-per-key", str(mib), "--max-queries-per-key", "10"]
+    with Server(keys=[KEY_A], data_dir=_lake(), args=args, name="reuse-evict") as s:
+        # ~400 kB stored (62 distinct MD5s a row: compressed results keep about 1 kB of it),
+        # after a scalar that takes about a second, so the followers attach to the run.
+        sql = ("SELECT (SELECT string_agg(md5((i * 100 + j)::VARCHAR), '') FROM range(62) t2(j)) AS v, "
+               "i FROM range(400) t(i) WHERE (SELECT sum(k) FROM range(400000000) t3(k)) > 0 ORDER BY i")
+        lead, _ = _create(s, sql, key=KEY_A)
+        followers = []
+        for _ in range(3):
+            sl, ru = _create(s, sql, key=KEY_A)
+            eq(ru, "true", "attached to the run in flight")
+            followers.append(sl)
+        st = jparse(s.api("GET", "/api/queries/" + lead, key=KEY_A))
+        check(st["state"] in ("queued", "running"), "the run is still going when the followers attach: %r" % st)
+        r = s.results(followers[-1], 4, key=KEY_A, timeout=60)  # (the run's end: all settled)
+        expect_status(r, 200, "page 4 of the newest follower")
+        eq([row["i"] for row in jparse(r)["data"]], list(range(300, 400)), "its last page")
+        statuses = [s.results(sl, 1, key=KEY_A).status for sl in [lead] + followers]
+        eq(statuses, [404, 404, 200, 200], "page 1 of the run's slug and its followers, oldest first: "
+           "the key keeps its two newest results (its quota holds about 2.5)")
+        for sl in followers[-2:]:
+            eq([row["i"] for row in s.page(sl, 1, key=KEY_A)], list(range(100)), "page 1 of %s" % sl)
+        eq(_done_lines(s), 1, "one run for the four slugs")
+        check(not os.path.exists(os.path.join(s.state_dir, "queries", lead)), "the run's own slug is gone from disk")
+
+
 def test_reuse_nekt_v2_per_upstream_key():
     """--backend nekt (v2): the same SQL with the same upstream key shares the downloaded
     result; another upstream key (another tenant) never does."""
