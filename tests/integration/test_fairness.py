@@ -169,6 +169,21 @@ def _big(rows):
             "%d AS n FROM range(%d) t(i)" % (rows, rows))
 
 
+def _wait_succeeded(s, slug, key, timeout=30.0):
+    """Until the query's outcome is recorded: its last page may be served a moment before
+    (progressive pages), and the key's results over its quota go only then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = s.api("GET", "/api/queries/" + slug, key=key)
+        expect_status(r, 200, "status of " + slug)
+        state = jparse(r)["state"]
+        if state == "succeeded":
+            return
+        check(state in ("queued", "running") and time.monotonic() < deadline,
+              "%s: state %r, waiting for succeeded" % (slug, state))
+        time.sleep(0.02)
+
+
 @h.timeout(60)
 def test_per_key_storage_evicts_the_keys_oldest_results():
     mib = 1024 * 1024
@@ -178,8 +193,10 @@ def test_per_key_storage_evicts_the_keys_oldest_results():
         eq(len(s.page(b1, 1, key=KEY_B)), 100, "key B's result")
         a = []
         for i in range(5):  # ~400 kB each: two fit in key A's 1 MiB
-            slug = s.create(_big(400) + " -- %d" % i, key=KEY_A)
+            # (distinct queries: a comment alone would leave them identical, and reused)
+            slug = s.create(_big(400).replace(" AS n ", " AS n, %d AS tag " % i), key=KEY_A)
             eq(len(s.page(slug, 4, key=KEY_A)), 100, "page 4 of key A's result %d" % i)
+            _wait_succeeded(s, slug, KEY_A)
             a.append(slug)
         for slug in a[:3]:
             expect_error(s.results(slug, 1, key=KEY_A), 404, "Query not found", "key A's older result (deleted to make room)")
@@ -205,6 +222,7 @@ def test_per_key_storage_evicts_the_keys_oldest_results():
             eq(len(s.page(slug, 1, key=KEY_A)), 100, "key A's results after a restart")
         slug = s.create(_big(400) + " -- again", key=KEY_A)
         eq(len(s.page(slug, 1, key=KEY_A)), 100, "key A's new result after a restart")
+        _wait_succeeded(s, slug, KEY_A)
         expect_error(s.results(a[3], 1, key=KEY_A), 404, "Query not found", "key A's oldest after a restart and a new result")
         eq(len(s.page(b1, 1, key=KEY_B)), 100, "key B's result after all that")
 
