@@ -32,6 +32,10 @@ struct store_commit {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int fd, dirfd;
+    /* The committer's own descriptor of the log: a failed writeback of the log is reported
+     * once to each open file description, so a checkpoint's sync on fd (which runs beside the
+     * rounds) never takes the report that a round's tickets need. */
+    int sfd;
     uint64_t size, half; /* the log's size; each half's */
     int cur;             /* the half records go to */
     uint64_t off;        /* where the next record goes in it */
@@ -306,7 +310,7 @@ int store_commit_open(struct store_commit **out, const char *dir, size_t size,
         c->size = LOG_MIN;
     c->size &= ~(uint64_t)15; /* (two halves of whole records) */
     c->half = c->size / 2;
-    c->fd = -1;
+    c->fd = c->sfd = -1;
     int e = 0;
     struct stat st;
     if((c->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
@@ -317,6 +321,8 @@ int store_commit_open(struct store_commit **out, const char *dir, size_t size,
         e = log_replay(c, fn, arg);
     else
         e = log_make(c); /* new, or made with another size: (re)made whole */
+    if(!e && (c->sfd = openat(c->dirfd, LOG_NAME, O_RDONLY | O_CLOEXEC)) < 0)
+        e = errno;
     if(!e && (e = pthread_create(&c->thread, NULL, committer, c)) == 0)
         c->started = 1;
     if(!e && (e = pthread_create(&c->ckpt_thread, NULL, checkpointer, c)) == 0)
@@ -347,6 +353,8 @@ void store_commit_close(struct store_commit *c)
     pthread_cond_destroy(&c->ckpt_work);
     if(c->fd >= 0)
         close(c->fd);
+    if(c->sfd >= 0)
+        close(c->sfd);
     if(c->dirfd >= 0)
         close(c->dirfd);
     pthread_cond_destroy(&c->cond);
@@ -406,7 +414,7 @@ static void *committer(void *arg)
         void *sarg = c->sync_arg;
         pthread_mutex_unlock(&c->lock);
         int64_t t0 = dapi_clock_mono_us();
-        int e = fn(c->fd, sarg);
+        int e = fn(c->sfd, sarg);
         dapi_metrics_log_sync(dapi_clock_mono_us() - t0);
         pthread_mutex_lock(&c->lock);
         c->rounds++;

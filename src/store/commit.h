@@ -28,8 +28,9 @@ struct store_commit;
 
 enum store_rec { STORE_REC_CREATED = 1, STORE_REC_REMOVED = 2 };
 
-/* What a round runs on the log's descriptor: fdatasync by default; tests replace it (count
- * rounds, slow them down, fail them). Returns 0 or an errno value. */
+/* What a round runs on the committer's own (read-only) descriptor of the log: fdatasync by
+ * default; tests replace it (count rounds, slow them down, fail them). Returns 0 or an errno
+ * value. */
 typedef int (*store_commit_sync_fn)(int fd, void *arg);
 /* Called once a record is durable (err 0) or its sync failed (an errno value). */
 typedef void (*store_commit_done_fn)(void *arg, int err);

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -480,6 +481,75 @@ static void test_old_format(void)
     store_commit_close(c);
 }
 
+/* ---- the rounds' descriptor ---- */
+
+static char own_log[256];
+static int own_fd = -1, own_ok;
+
+/* Moves its descriptor's file position (which an open file description holds) so that the
+ * test finds which of the process's descriptors of the log is the round's. */
+static int own_hook(int fd, void *arg)
+{
+    (void)arg;
+    struct stat a, b;
+    own_ok = fstat(fd, &a) == 0 && stat(own_log, &b) == 0 && a.st_ino == b.st_ino &&
+             (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDONLY && lseek(fd, 777, SEEK_SET) == 777;
+    own_fd = fd;
+    return fdatasync(fd) ? errno : 0;
+}
+
+/* A failed writeback of the log is reported once to each open file description of it: a
+ * round syncing on the appenders' description could see success while a checkpoint's sync on
+ * the same description (they run side by side) took the failure. So the rounds sync on a
+ * description of their own, opened read-only, which nothing else syncs. */
+static void test_round_descriptor(void)
+{
+    char d[128];
+    snprintf(d, sizeof d, "%s/own", dir);
+    mkdir(d, 0700);
+    snprintf(own_log, sizeof own_log, "%s/.log", d);
+    struct store_commit *c = NULL;
+    T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    if(!c)
+        return;
+    T_EQ_INT(store_commit_begin(c), 0);
+    store_commit_set_sync(c, own_hook, NULL);
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "x", 1, 1, NULL), 0);
+    T_CHECK(own_ok, "the round's descriptor is the log's, read-only");
+    /* every descriptor of the log this process holds, and where each stands */
+    int described = 0, at777 = 0, round_at777 = 0;
+    for(int fd = 0; fd < 1024; fd++) {
+        char link[64], target[256], info[64], line[128];
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if(n < 0)
+            continue;
+        target[n] = '\0';
+        struct stat a, b;
+        if(fstat(fd, &a) || stat(own_log, &b) || a.st_ino != b.st_ino || a.st_dev != b.st_dev)
+            continue;
+        described++;
+        snprintf(info, sizeof info, "/proc/self/fdinfo/%d", fd);
+        FILE *f = fopen(info, "r");
+        long long pos = -1;
+        while(f && fgets(line, sizeof line, f))
+            if(sscanf(line, "pos: %lld", &pos) == 1)
+                break;
+        if(f)
+            fclose(f);
+        if(pos == 777) {
+            at777++;
+            round_at777 += fd == own_fd;
+        }
+    }
+    T_CHECK(described >= 2, "%d descriptions of the log (the appenders' and the rounds')",
+            described);
+    T_EQ_INT(at777, 1);
+    T_EQ_INT(round_at777, 1);
+    store_commit_set_sync(c, NULL, NULL);
+    store_commit_close(c);
+}
+
 int main(void)
 {
     if(t_tmpdir(dir, sizeof dir, "commit"))
@@ -491,6 +561,7 @@ int main(void)
     test_checkpoint_beside();
     test_crash_mid_checkpoint();
     test_old_format();
+    test_round_descriptor();
     t_rm_rf(dir);
     T_DONE();
 }
