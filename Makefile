@@ -7,7 +7,7 @@ MAKEFLAGS += -j$(shell nproc 2>/dev/null || echo 1)
 endif
 CC      ?= cc
 DUCKDB  := third_party/duckdb
-PKGS    := libmicrohttpd libcurl jansson openssl libsystemd libzstd yaml-0.1
+PKGS    := libmicrohttpd libcurl jansson openssl libsystemd libzstd yaml-0.1 zlib
 CSTD    := -std=c17 -D_GNU_SOURCE
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 OPT     ?= -O2 -g

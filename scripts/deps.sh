@@ -32,7 +32,7 @@ have_duckdb() {
 # integration tests (tests/openapi/ and tests/browser/package-lock.json, installed by
 # test_openapi.py and test_console.py; playwright-core drives Debian's chromium).
 debs=(build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev
-      libssl-dev libsystemd-dev libzstd-dev libyaml-dev zstd python3 curl ca-certificates wrk
+      libssl-dev libsystemd-dev libzstd-dev zlib1g-dev libyaml-dev zstd python3 curl ca-certificates wrk
       man-db systemd clang-format npm prometheus chromium)
 [ "${1:-}" = "--bench" ] && debs+=(nginx-light)
 

@@ -30,12 +30,13 @@ static int qvalue(const char *s, size_t n)
     return v > 1000 ? -1 : v;
 }
 
-int dapi_accepts_coding(const char *h, const char *coding)
+/* Does h accept a coding named by any of names[0..n) (aliases)? The highest q of their
+ * entries decides; "*" only when none has one. */
+static int accepts(const char *h, const char *const *names, size_t n)
 {
     if(!h)
         return 0;
-    int own = -1, star = -1; /* q of the coding's entry and of "*", -1 = absent */
-    size_t clen = strlen(coding);
+    int own = -1, star = -1; /* q of the coding's entries and of "*", -1 = absent */
     const char *p = h;
     for(;;) {
         while(ows(*p) || *p == ',')
@@ -79,12 +80,26 @@ int dapi_accepts_coding(const char *h, const char *coding)
             p++;
         if(*p && *p != ',')
             return 0;
-        if(tok == clen && strncasecmp(name, coding, clen) == 0)
+        int named = 0;
+        for(size_t i = 0; i < n && !named; i++)
+            named = tok == strlen(names[i]) && strncasecmp(name, names[i], tok) == 0;
+        if(named)
             own = q > own ? q : own;
         else if(tok == 1 && *name == '*')
             star = q > star ? q : star;
     }
     return own >= 0 ? own > 0 : star > 0;
+}
+
+int dapi_accepts_coding(const char *h, const char *coding)
+{
+    return accepts(h, &coding, 1);
+}
+
+int dapi_accepts_gzip(const char *h)
+{
+    static const char *const names[] = {"gzip", "x-gzip"};
+    return accepts(h, names, 2);
 }
 
 /* The opaque-tag of an entity-tag (RFC 9110 8.8.3), W/ dropped: *tag, *n. 0 or -1. */

@@ -13,6 +13,9 @@
  * value that cannot be parsed accepts nothing. */
 int dapi_accepts_coding(const char *accept_encoding, const char *coding);
 
+/* Does an Accept-Encoding value accept gzip? "x-gzip" counts as gzip (RFC 9110 8.4.1.3). */
+int dapi_accepts_gzip(const char *accept_encoding);
+
 /* Does an If-None-Match value match etag (an entity-tag as sent: "\"…\"" or W/"…")? "*"
  * matches any; otherwise a comma-separated list compared with the weak comparison (W/
  * ignored on both sides). An unparsable list matches nothing. */

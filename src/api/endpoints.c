@@ -65,8 +65,8 @@ struct call {
     struct dapi_req *r;
     struct dapi_app *app;
     struct dapi_principal who; /* (its strings are the request's, which outlives the call) */
-    int zstd;
-    int format; /* an export format (format=…), or -1: page 1 */
+    int zstd, gzip;            /* what Accept-Encoding accepts */
+    int format;                /* an export format (format=…), or -1: page 1 */
 };
 
 static void on_created(void *ctx, enum dapi_err err, const struct dapi_outcome *out)
@@ -91,6 +91,7 @@ static void on_created(void *ctx, enum dapi_err err, const struct dapi_outcome *
     pr->r = c->r;
     pr->cache = c->app->page_cache;
     pr->zstd = c->zstd;
+    pr->gzip = c->gzip;
     pr->if_none_match = NULL;
     c->app->backend->ops->results(c->app->backend_state, out->slug, 1, "1", &c->who,
                                   (struct dapi_reply){dapi_respond_page_outcome, pr});
@@ -149,7 +150,9 @@ void dapi_api_call_endpoint(struct dapi_req *r, struct dapi_app *app, const char
     c->r = r;
     c->app = app;
     c->who = who;
-    c->zstd = dapi_accepts_coding(dapi_req_header(r, "Accept-Encoding"), "zstd");
+    const char *ae = dapi_req_header(r, "Accept-Encoding");
+    c->zstd = dapi_accepts_coding(ae, "zstd");
+    c->gzip = dapi_accepts_gzip(ae);
     c->format = format;
     /* admission as for POST /api/queries: the slot goes to the query or back */
     enum dapi_err admitted = dapi_queries_admit(app->queries, who.owner);

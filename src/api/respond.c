@@ -324,12 +324,17 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
     struct dapi_result *res = o->result;
     int compressed = dapi_result_compressed(res);
     int zstd = compressed && pr->zstd;
+    /* (a page too large to decode whole goes plain, decoded as it is sent) */
+    int huge = compressed && !zstd &&
+               dapi_result_page_size(res, o->page_no) >= DAPI_PAGE_STREAM_MIN;
+    int gzip = compressed && !zstd && !huge && pr->gzip;
+    const char *coding = zstd ? "zstd" : gzip ? "gzip" : NULL;
     static const char *const names[] = {"wait"};
     const int64_t us[] = {o->wait_us};
     server_timing(r, names, us, 1);
     if(compressed) /* the answer depends on Accept-Encoding (and caches must know) */
         dapi_req_add_header(r, "Vary", "Accept-Encoding");
-    if(caching_headers(r, pr, o, zstd ? "zstd" : NULL)) {
+    if(caching_headers(r, pr, o, coding)) {
         dapi_req_respond(r, 304, NULL, 0, NULL, NULL);
         return;
     }
@@ -341,7 +346,7 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
     dapi_buf_adds(&head, ",\"page\":");
     dapi_buf_adds(&head, o->page_text);
     dapi_buf_adds(&head, ",\"data\":[");
-    if(compressed && !zstd && dapi_result_page_size(res, o->page_no) >= DAPI_PAGE_STREAM_MIN) {
+    if(huge) {
         respond_page_stream(r, o, &head);
         return;
     }
@@ -349,7 +354,10 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
     enum dapi_err e = dapi_buf_error(&head);
     if(!e)
         e = dapi_page_cache_get(pr->cache, res, o->page_no,
-                                zstd ? DAPI_PAGE_ZSTD : DAPI_PAGE_PLAIN, head.data, "]}", &pg);
+                                zstd   ? DAPI_PAGE_ZSTD
+                                : gzip ? DAPI_PAGE_GZIP
+                                       : DAPI_PAGE_PLAIN,
+                                head.data, "]}", &pg);
     dapi_buf_free(&head);
     if(e) {
         dapi_log(DAPI_LOG_WARN, "results: page %s of %s cannot be read: %s", o->page_text, o->slug,
@@ -358,8 +366,8 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
                          e == DAPI_ERR_NOMEM ? NULL : "the stored result is damaged");
         return;
     }
-    if(zstd)
-        dapi_req_add_header(r, "Content-Encoding", "zstd");
+    if(coding)
+        dapi_req_add_header(r, "Content-Encoding", coding);
     uint64_t rows = dapi_backend_page_rows(res, o->page_no);
     dapi_metrics_page(rows, rows ? dapi_result_page_size(res, o->page_no) : 0);
     size_t len;

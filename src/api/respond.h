@@ -57,12 +57,14 @@ struct dapi_page_req {
     struct dapi_req *r;
     struct dapi_page_cache *cache; /* decoded pages (NULL: none) */
     int zstd;                      /* Accept-Encoding accepts zstd */
+    int gzip;                      /* … gzip (used when it does not accept zstd) */
     const char *if_none_match;     /* NULL: absent */
 };
 /* The dapi_backend_done of a results request (ctx: a malloc'd struct dapi_page_req, freed).
  * A page of a stored result is sent from the page cache (store/pagecache.h), not copied: as
  * its stored zstd frame between two small frames of the envelope (Content-Encoding: zstd)
- * when accepted, else decoded. A finished page carries ETag and Cache-Control and
+ * when accepted, else decoded and gzipped (Content-Encoding: gzip) when that is accepted,
+ * else decoded. A finished page carries ETag and Cache-Control and
  * answers a matching If-None-Match with 304. Other outcomes: dapi_respond_outcome. */
 void dapi_respond_page_outcome(void *ctx, enum dapi_err err, const struct dapi_outcome *out);
 

@@ -6,6 +6,7 @@
 
 #include "base/buf.h"
 #include "store/codec.h"
+#include "store/gzip.h"
 
 struct dapi_page {
     struct dapi_page_cache *c; /* NULL: not in a cache (freed at its last release) */
@@ -193,6 +194,14 @@ static enum dapi_err build(struct dapi_page *p, const struct dapi_result *r, con
             e = dapi_result_page_decode(r, p->page, at + hl, (size_t)size);
             memcpy(at + hl + size, tail, tl);
             dapi_buf_commit(&b, hl + (size_t)size + tl);
+        }
+        if(!e && p->form == DAPI_PAGE_GZIP && !(e = dapi_buf_error(&b))) {
+            /* the plain body, gzipped once (then kept like the others) */
+            struct dapi_buf z;
+            dapi_buf_init(&z, SIZE_MAX / 2);
+            e = dapi_gzip(&z, b.data, b.len, DAPI_GZIP_LEVEL);
+            dapi_buf_free(&b);
+            b = z;
         }
     }
     if(!e)

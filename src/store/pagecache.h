@@ -1,7 +1,8 @@
 /* The page cache: the bodies of page answers, ready to send. Result pages are stored
- * compressed (result.h); a client that does not accept zstd gets them decoded, one that
- * does gets the stored frame between two small frames of the envelope. Either body is built
- * once (decoding, or copying the frame out of the mapping) and kept here, whole and
+ * compressed (result.h); a client that does not accept zstd gets them decoded (or decoded
+ * and gzipped, if it accepts gzip), one that does gets the stored frame between two small
+ * frames of the envelope. Each body is built once (decoding, gzipping, or copying the frame
+ * out of the mapping) and kept here, whole and
  * contiguous, so a hot page is answered with no decoding, no copy and one send (libmicrohttpd
  * sends a body of several pieces with one more system call per answer: measured 20-30% more
  * CPU per page). Bounded (--page-cache-bytes, counting each body and its entry), least
@@ -27,6 +28,7 @@ enum dapi_page_form {
     DAPI_PAGE_PLAIN, /* head, the page's rows decoded, tail */
     DAPI_PAGE_ZSTD,  /* head and tail each as a raw zstd frame around the stored frame (a
                         DAPIRES2 result only): decodes to the PLAIN body */
+    DAPI_PAGE_GZIP,  /* the PLAIN body gzipped (store/gzip.h): decodes to it */
 };
 
 /* The body of page (1-based) of r in the given form between head and tail (e.g. the JSON

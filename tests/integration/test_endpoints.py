@@ -244,6 +244,28 @@ def test_identical_calls_reuse_the_result():
         check(c.status == 200, c.short())
 
 
+def test_a_call_answers_in_the_coding_the_client_accepts():
+    """Once the result is stored, a call's page 1 goes as the results endpoint sends it: zstd
+    as stored, gzip to a client taking gzip and not zstd, plain otherwise — the same rows."""
+    import gzip
+    import shutil
+
+    with _server() as s:
+        rows = _data(_call(s, "customers_by_country", "country=US&limit=5"), "the first call")
+        s.wait_stderr(lambda t: " done: " in t)  # (then the identical calls reuse the stored result)
+        path = "/api/endpoints/customers_by_country?country=US&limit=5"
+        g = s.api("GET", path, headers={"Accept-Encoding": "gzip, deflate"})
+        eq(g.headers.get("content-encoding"), "gzip", "a call for a gzip client")
+        eq(json.loads(gzip.decompress(g.body))["data"], rows, "the rows, gzipped")
+        z = s.api("GET", path, headers={"Accept-Encoding": "zstd, gzip"})
+        eq(z.headers.get("content-encoding"), "zstd", "zstd preferred")
+        exe = shutil.which("zstd")
+        if exe:
+            out = subprocess.run([exe, "-dc", "-q"], input=z.body, capture_output=True, timeout=30).stdout
+            eq(json.loads(out)["data"], rows, "the rows, as stored")
+        eq(_data(s.api("GET", path), "a plain call"), rows, "the rows, plain")
+
+
 BROKEN = [
     ("endpoints:\n  bad:\n    sql: SELECT * FROM \"shop\".\"nope\"\n", "bad", ":2:"),
     ("endpoints:\n  ok:\n    sql: SELECT 1\n  bad:\n    sql: SELEC 1\n", "bad", ":4:"),

@@ -55,6 +55,38 @@ static void test_accept_encoding(void)
                 cases[i].zstd ? "accepted" : "refused");
 }
 
+static void test_accept_gzip(void)
+{
+    static const struct {
+        const char *h;
+        int gzip;
+    } cases[] = {
+        {NULL, 0},
+        {"", 0},
+        {"gzip", 1},
+        {"GZIP", 1},
+        {"x-gzip", 1}, /* RFC 9110 8.4.1.3: the same coding */
+        {"X-Gzip;q=0.5", 1},
+        {"gzip, deflate", 1},           /* Python's requests and urllib3 */
+        {"gzip, deflate, br, zstd", 1}, /* (zstd is preferred where both are: respond.c) */
+        {"deflate", 0},
+        {"gzipx", 0},
+        {"x-gzipx", 0},
+        {"gzip;q=0", 0},
+        {"gzip;q=0, *", 0}, /* its own entry wins over * */
+        {"x-gzip;q=0, *", 0},
+        {"gzip;q=0, x-gzip", 1}, /* the best q of the aliases' entries */
+        {"*", 1},
+        {"*;q=0", 0},
+        {"*;q=0, gzip", 1},
+        {"zstd", 0},
+        {"gzip;q=2", 0}, /* not understood: nothing accepted */
+    };
+    for(size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        T_CHECK(dapi_accepts_gzip(cases[i].h) == cases[i].gzip, "Accept-Encoding: [%s] -> gzip %s",
+                cases[i].h ? cases[i].h : "(none)", cases[i].gzip ? "accepted" : "refused");
+}
+
 static void test_if_none_match(void)
 {
     const char *tag = "\"abc-1\"";
@@ -120,6 +152,7 @@ static void test_etag(void)
 int main(void)
 {
     test_accept_encoding();
+    test_accept_gzip();
     test_if_none_match();
     test_etag();
     T_DONE();

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "store/codec.h"
+#include "store/gzip.h"
 #include "store/pagecache.h"
 #include "store/result.h"
 #include "t.h"
@@ -157,6 +158,27 @@ static void test_forms(void)
     free(rows);
     T_EQ_INT(dapi_page_cache_get(c, r, 2, DAPI_PAGE_ZSTD, "{\"h\":[", "]}", &z2), DAPI_OK);
     T_CHECK(z2 == z, "the same body again (a hit)");
+    /* the gzip body: the plain one gzipped (zlib's output is the same for the same input and
+     * level), an entry of its own, a hit the second time */
+    struct dapi_page *g = NULL, *g2 = NULL;
+    T_EQ_INT(dapi_page_cache_get(c, r, 2, DAPI_PAGE_GZIP, "{\"h\":[", "]}", &g), DAPI_OK);
+    T_CHECK(g && g != a && g != z, "a gzip entry of its own");
+    if(g) {
+        size_t plen;
+        const char *plain = dapi_page_data(a, &plen);
+        dapi_buf_init(&want, 1 << 20);
+        T_EQ_INT(dapi_gzip(&want, plain, plen, DAPI_GZIP_LEVEL), DAPI_OK);
+        d = dapi_page_data(g, &len);
+        T_CHECK(len == want.len && len > 18 && memcmp(d, want.data, len) == 0 &&
+                    (unsigned char)d[0] == 0x1f && (unsigned char)d[1] == 0x8b,
+                "gzip body: a gzip member of the plain body (%zu bytes for %zu)", len, plen);
+        T_CHECK(len < plen, "gzip body smaller than the plain one: %zu for %zu", len, plen);
+        dapi_buf_free(&want);
+    }
+    T_EQ_INT(dapi_page_cache_get(c, r, 2, DAPI_PAGE_GZIP, "{\"h\":[", "]}", &g2), DAPI_OK);
+    T_CHECK(g2 == g, "the gzip body again (a hit)");
+    dapi_page_release(g);
+    dapi_page_release(g2);
     dapi_page_release(a);
     dapi_page_release(b);
     dapi_page_release(z);
