@@ -45,7 +45,7 @@ LAST_PAGE=$((BIG_ROWS / 100))
 die() { echo "bench: $*" >&2; exit 1; }
 note() { echo "bench: $*" >&2; }
 
-for t in curl python3 awk zstd "$WRK_BIN"; do
+for t in curl python3 awk zstd gzip "$WRK_BIN"; do
     command -v "$t" >/dev/null || die "$t not found (run 'make bench', which installs it)"
 done
 [ -x "$DAPI_BIN" ] || die "$DAPI_BIN not found (run 'make bench' or 'make build/dapi')"
@@ -168,6 +168,12 @@ http {
         location = /page1.zst {
             default_type application/json;
             add_header Content-Encoding zstd;
+            add_header Vary Accept-Encoding;
+            root $NG/www;
+        }
+        location = /page1.gz {
+            default_type application/json;
+            add_header Content-Encoding gzip;
             add_header Vary Accept-Encoding;
             root $NG/www;
         }
@@ -304,6 +310,15 @@ zstd -dcq "$NG/www/page1.zst" | cmp -s - "$TMP/dapi-page1.json" \
     || die "dapi's zstd page 1 does not decode to its plain page 1"
 curl -fsS --max-time 10 -o "$TMP/ng-page1.zst" -H 'Accept-Encoding: zstd' "$NGINX/page1.zst"
 cmp -s "$TMP/ng-page1.zst" "$NG/www/page1.zst" || die "nginx does not serve the zstd page as is"
+# The same page as dapi sends it to a client that accepts gzip and not zstd (gzipped once,
+# then kept in its page cache), for nginx to serve as a static file with that encoding.
+curl -fsS --max-time 10 -o "$NG/www/page1.gz" -H "x-api-key: $KEY" -H 'Accept-Encoding: gzip' \
+    "$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
+GPAGE_BYTES=$(stat -c %s "$NG/www/page1.gz")
+gzip -dc <"$NG/www/page1.gz" | cmp -s - "$TMP/dapi-page1.json" \
+    || die "dapi's gzip page 1 does not decode to its plain page 1"
+curl -fsS --max-time 10 -o "$TMP/ng-page1.gz" -H 'Accept-Encoding: gzip' "$NGINX/page1.gz"
+cmp -s "$TMP/ng-page1.gz" "$NG/www/page1.gz" || die "nginx does not serve the gzip page as is"
 
 # Disk bytes of the 1M-row result: the file as stored (DAPIRES2, zstd pages) and what the
 # same rows took as text before (DAPIRES1: header, rows, pages + 1 offsets) — the sum of the
@@ -426,6 +441,8 @@ D_PAGE="$DAPI/api/queries/$PAGE_SLUG/results?page_number=1"
 N_PAGE=$NGINX/page1.json
 N_ZPAGE=$NGINX/page1.zst
 ZHDR=(-H 'Accept-Encoding: zstd')
+N_GPAGE=$NGINX/page1.gz
+GHDR=(-H 'Accept-Encoding: gzip, deflate')
 
 note "a. health: warm-up $WARM each, then $DUR each, alternating dapi / nginx"
 run_wrk warm-health-dapi "${LOAD[@]}" -d"$WARM" "$D_HEALTH"
@@ -449,6 +466,14 @@ run_wrk warm-zpage-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPA
 for r in $(seq "$ROUNDS"); do
     run_wrk "zpage-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
     run_wrk "zpage-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
+done
+
+note "g. results page 1 gzipped ($GPAGE_BYTES bytes, a client taking gzip, deflate): warm-up $WARM each, then $DUR each, alternating"
+run_wrk warm-gpage-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${GHDR[@]}" "$D_PAGE"
+run_wrk warm-gpage-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${GHDR[@]}" "$N_GPAGE"
+for r in $(seq "$ROUNDS"); do
+    run_wrk "gpage-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${GHDR[@]}" "$D_PAGE"
+    run_wrk "gpage-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${GHDR[@]}" "$N_GPAGE"
 done
 
 note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each x $LAT_NR"
@@ -568,6 +593,7 @@ round_ratios() { # round_ratios WHAT: "r1 r2 ..." when there is more than one ro
 H_D=$(mean_rps health-dapi); H_N=$(mean_rps health-nginx); H_R=$(ratio "$H_D" "$H_N")
 P_D=$(mean_rps page-dapi);   P_N=$(mean_rps page-nginx);   P_R=$(ratio "$P_D" "$P_N")
 Z_D=$(mean_rps zpage-dapi);  Z_N=$(mean_rps zpage-nginx);  Z_R=$(ratio "$Z_D" "$Z_N")
+G_D=$(mean_rps gpage-dapi);  G_N=$(mean_rps gpage-nginx);  G_R=$(ratio "$G_D" "$G_N")
 SQ_D=0; SQ_T=0; SQ_L=0; SQ_ERRS=0; SQ_ROUNDS=; SQ_LROUNDS=
 for r in $(seq "$SQ_NR"); do
     SQ_D=$((SQ_D + $(sq_qps "disk-$r"))); SQ_T=$((SQ_T + $(sq_qps "tmpfs-$r")))
@@ -607,7 +633,7 @@ L_R=$(ratio "$L_MEAN" "$F_MEAN")
 F_RPS=$(rps "lat-first-$L_MID"); L_RPS=$(rps "lat-last-$L_MID")
 [ "$LAT_NR" -gt 1 ] && L_ROUNDS="; rounds: ${L_ROUNDS% }, median shown" || L_ROUNDS=
 ERRS=0
-for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-zpage-*.txt "$OUT"/wrk-lat-*.txt; do
+for f in "$OUT"/wrk-health-*.txt "$OUT"/wrk-page-*.txt "$OUT"/wrk-zpage-*.txt "$OUT"/wrk-gpage-*.txt "$OUT"/wrk-lat-*.txt; do
     n=${f##*/wrk-}; ERRS=$((ERRS + $(errs "${n%.txt}")))
 done
 
@@ -632,6 +658,9 @@ V_WRK=$(first_line "$WRK_BIN" -v | sed 's/ *\[.*//; s/ *Copyright.*//')
     printf '%-44s %12s %12s %7s %8s %s\n' "g. page 1 as zstd ($ZPAGE_BYTES B), req/s" \
         "$Z_D" "$Z_N" "$Z_R" ">= 0.8" "$(verdict "$Z_R" '>=' 0.8) $(round_ratios zpage)"
     printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer zpage-dapi-1)" "$(xfer zpage-nginx-1)"
+    printf '%-44s %12s %12s %7s %8s %s\n' "g. page 1 as gzip ($GPAGE_BYTES B), req/s" \
+        "$G_D" "$G_N" "$G_R" ">= 0.8" "$(verdict "$G_R" '>=' 0.8) $(round_ratios gpage)"
+    printf '%-44s %12s %12s\n' "   same, transfer/s (round 1)" "$(xfer gpage-dapi-1)" "$(xfer gpage-nginx-1)"
     echo
     echo "c. latency on the $LAT_ROWS-row result, 1 connection, $LAT_DUR each, $LAT_NR round(s) (ms):"
     printf '%-44s %9s %9s %9s %9s\n' "" "mean" "p50" "p99" "req/s"
