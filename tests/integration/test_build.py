@@ -189,6 +189,7 @@ LIBRARIES = {
     "jansson.h": "src/base/jsonin.c",
     "systemd/": "src/app/notify.c",
     "zstd.h": "src/store/codec.c",
+    "zlib.h": "src/store/gzip.c",
     "yaml.h": "src/base/yamlin.c",
 }
 
