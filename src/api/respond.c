@@ -10,6 +10,7 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "dapi/err.h"
+#include "store/gzip.h"
 #include "store/pagecache.h"
 #include "store/result.h"
 
@@ -327,7 +328,8 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
     /* (a page too large to decode whole goes plain, decoded as it is sent) */
     int huge = compressed && !zstd &&
                dapi_result_page_size(res, o->page_no) >= DAPI_PAGE_STREAM_MIN;
-    int gzip = compressed && !zstd && !huge && pr->gzip;
+    int gzip = compressed && !zstd && !huge && pr->gzip &&
+               dapi_result_page_size(res, o->page_no) < DAPI_GZIP_MAX;
     const char *coding = zstd ? "zstd" : gzip ? "gzip" : NULL;
     static const char *const names[] = {"wait"};
     const int64_t us[] = {o->wait_us};

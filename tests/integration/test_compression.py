@@ -101,6 +101,14 @@ def test_gzip_and_plain_are_the_same_bytes():
         for ae in ("identity", "zstd"):
             expect_status(_page(s, slug, 3, {"Accept-Encoding": ae, "If-None-Match": tags["gzip"]}), 200,
                           "the gzip ETag on a %s request" % ae)
+        # a page of 256 KiB or more goes plain (gzipping it would hold an HTTP event thread
+        # for milliseconds); one just below goes gzipped
+        for width, coding in ((3000, None), (2000, "gzip")):
+            big = _ready(s, "SELECT i, repeat(chr(65 + (i %% 26)::INT), %d) AS s FROM range(100) t(i)" % width)
+            plain = _page(s, big, 1)
+            r = _page(s, big, 1, {"Accept-Encoding": "gzip"})
+            eq(r.headers.get("content-encoding"), coding, "a page of %d bytes to a gzip client" % len(plain.body))
+            eq(_decode(coding, r.body), plain.body, "the page of %d bytes" % len(plain.body))
 
 
 def _read_page(s, slug, headers, out, i):
