@@ -1137,6 +1137,10 @@ collected:
         dapi_queries_dir(qs, f[i].q->slug, dir, sizeof dir);
         f[i].linked = link(from, to) == 0;
     }
+    pthread_mutex_lock(&qs->lock);
+    if((leader = store_find(qs, slug)) != NULL) /* (its end pinned it: it may go now) */
+        leader->pinned = 0;
+    pthread_mutex_unlock(&qs->lock);
     for(size_t i = 0; i < n; i++) {
         enum dapi_err e = error;
         const char *msg = message;
@@ -1305,6 +1309,9 @@ static void finish(struct dapi_queries *qs, const char *slug, enum dapi_err erro
     struct waiter *w = q->waiters;
     q->waiters = NULL;
     int follow = qs->nfollow != 0;
+    /* (no other query's eviction takes it before the queries sharing its run have linked
+     * its file: settle_followers unpins it) */
+    q->pinned = follow;
     unref(q);
     pthread_mutex_unlock(&qs->lock);
     dapi_result_live_unref(live);

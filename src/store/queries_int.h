@@ -38,9 +38,10 @@ struct query {
     int shape_known;            /* ... once it was mapped (or its pack record read back) */
     int in_mru;                 /* in qs's list of mapped results */
     struct query *mru_prev, *mru_next;
-    int refs;             /* registry's own + snapshots */
-    int attempts;         /* runs started whose outcome is not recorded (meta.json) */
-    int in_run;           /* one of them is going on in this process */
+    int refs;     /* registry's own + snapshots */
+    int attempts; /* runs started whose outcome is not recorded (meta.json) */
+    int in_run;   /* one of them is going on in this process */
+    int pinned;   /* ended, but queries that shared its run still link its result: not evicted */
     int64_t run_start_us; /* when that run started (monotonic), for its duration */
     int holds;            /* holds an admission slot of its owner */
     uint64_t charged;     /* what its owner is charged besides its result (registered) */
@@ -233,7 +234,8 @@ static inline int store_ended(enum dapi_qstate s)
  * are fetched per request. Queued and running queries are bounded by admission instead. */
 static inline int store_evictable(const struct query *q)
 {
-    return (store_ended(q->state) && !q->in_run) || (q->upstream && !q->holds && !q->in_run);
+    return ((store_ended(q->state) && !q->in_run) || (q->upstream && !q->holds && !q->in_run)) &&
+           !q->pinned;
 }
 /* FNV-1a of a string: the chain of a slug or a result identity in the registry's tables. */
 static inline uint32_t store_hash_str(const char *s)
