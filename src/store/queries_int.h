@@ -231,7 +231,8 @@ static inline int store_ended(enum dapi_qstate s)
 /* Whether q may be deleted to make room for its key's newer queries: it has ended and no run
  * goes on for queries sharing it (a cancelled leader), or it is a Nekt v1 query (the only kind
  * registered with an upstream reference): it has no run of its own and never ends, its pages
- * are fetched per request. Queued and running queries are bounded by admission instead. */
+ * are fetched per request. Queued and running queries are bounded by admission instead. Never
+ * while pinned (the queries that shared its run are linking its result file). */
 static inline int store_evictable(const struct query *q)
 {
     return ((store_ended(q->state) && !q->in_run) || (q->upstream && !q->holds && !q->in_run)) &&
