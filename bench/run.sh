@@ -444,37 +444,27 @@ ZHDR=(-H 'Accept-Encoding: zstd')
 N_GPAGE=$NGINX/page1.gz
 GHDR=(-H 'Accept-Encoding: gzip, deflate')
 
+# wrk_pair NAME DAPI_URL NGINX_URL [wrk args]: a warm-up of each, then ROUNDS rounds
+# alternating dapi and nginx (wrk-NAME-dapi-R.txt, wrk-NAME-nginx-R.txt)
+wrk_pair() {
+    local name=$1 d=$2 n=$3
+    shift 3
+    run_wrk "warm-$name-dapi" "${LOAD[@]}" -d"$WARM" "$@" "$d"
+    run_wrk "warm-$name-nginx" "${LOAD[@]}" -d"$WARM" "$@" "$n"
+    for r in $(seq "$ROUNDS"); do
+        run_wrk "$name-dapi-$r" "${LOAD[@]}" -d"$DUR" "$@" "$d"
+        run_wrk "$name-nginx-$r" "${LOAD[@]}" -d"$DUR" "$@" "$n"
+    done
+}
+
 note "a. health: warm-up $WARM each, then $DUR each, alternating dapi / nginx"
-run_wrk warm-health-dapi "${LOAD[@]}" -d"$WARM" "$D_HEALTH"
-run_wrk warm-health-nginx "${LOAD[@]}" -d"$WARM" "$N_HEALTH"
-for r in $(seq "$ROUNDS"); do
-    run_wrk "health-dapi-$r" "${LOAD[@]}" -d"$DUR" "$D_HEALTH"
-    run_wrk "health-nginx-$r" "${LOAD[@]}" -d"$DUR" "$N_HEALTH"
-done
-
+wrk_pair health "$D_HEALTH" "$N_HEALTH"
 note "b. results page 1 ($PAGE_BYTES bytes): warm-up $WARM each, then $DUR each, alternating"
-run_wrk warm-page-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "$D_PAGE"
-run_wrk warm-page-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "$N_PAGE"
-for r in $(seq "$ROUNDS"); do
-    run_wrk "page-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$D_PAGE"
-    run_wrk "page-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "$N_PAGE"
-done
-
+wrk_pair page "$D_PAGE" "$N_PAGE" "${HDR[@]}"
 note "g. results page 1 compressed ($ZPAGE_BYTES bytes, zstd): warm-up $WARM each, then $DUR each, alternating"
-run_wrk warm-zpage-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
-run_wrk warm-zpage-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
-for r in $(seq "$ROUNDS"); do
-    run_wrk "zpage-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$D_PAGE"
-    run_wrk "zpage-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${ZHDR[@]}" "$N_ZPAGE"
-done
-
+wrk_pair zpage "$D_PAGE" "$N_ZPAGE" "${HDR[@]}" "${ZHDR[@]}"
 note "g. results page 1 gzipped ($GPAGE_BYTES bytes, a client taking gzip, deflate): warm-up $WARM each, then $DUR each, alternating"
-run_wrk warm-gpage-dapi "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${GHDR[@]}" "$D_PAGE"
-run_wrk warm-gpage-nginx "${LOAD[@]}" -d"$WARM" "${HDR[@]}" "${GHDR[@]}" "$N_GPAGE"
-for r in $(seq "$ROUNDS"); do
-    run_wrk "gpage-dapi-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${GHDR[@]}" "$D_PAGE"
-    run_wrk "gpage-nginx-$r" "${LOAD[@]}" -d"$DUR" "${HDR[@]}" "${GHDR[@]}" "$N_GPAGE"
-done
+wrk_pair gpage "$D_PAGE" "$N_GPAGE" "${HDR[@]}" "${GHDR[@]}"
 
 note "c. latency, 1 connection: page 1 vs page $LAST_PAGE of the $LAT_ROWS-row result, $LAT_DUR each x $LAT_NR"
 L_FIRST="$DAPI/api/queries/$LAT_SLUG/results?page_number=1"
