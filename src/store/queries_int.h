@@ -204,6 +204,15 @@ struct query *store_find(struct dapi_queries *qs, const char *slug);
 int store_known(struct dapi_queries *qs, const struct query *q);
 void store_qfree(struct query *q);
 void store_unref(struct query *q); /* under the lock */
+/* qsort's order of queries (struct query *): creation, then registration, then slug. */
+int store_older(const void *a, const void *b);
+/* follow.c. The queries that waited for slug's run (single-flight) get its outcome: its
+ * result file, linked (so shared on disk), or its error — as if each had run. A result in
+ * memory (image) is copied: packed with each one's record, or written to its own file. All
+ * links are made before any is recorded, and slug (pinned by its end) is unpinned once they
+ * are; they are recorded oldest first. Without the lock. */
+void store_settle_followers(struct dapi_queries *qs, const char *slug, enum dapi_err error,
+                            const char *message, uint64_t bytes, const void *image);
 /* Registers q (one more reference: the registry's), charging its owner the query charge;
  * under the lock. */
 void store_insert(struct dapi_queries *qs, struct query *q);
