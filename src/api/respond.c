@@ -325,11 +325,10 @@ static void respond_result_page(struct dapi_req *r, const struct dapi_page_req *
     struct dapi_result *res = o->result;
     int compressed = dapi_result_compressed(res);
     int zstd = compressed && pr->zstd;
+    uint64_t size = compressed && !zstd ? dapi_result_page_size(res, o->page_no) : 0;
     /* (a page too large to decode whole goes plain, decoded as it is sent) */
-    int huge = compressed && !zstd &&
-               dapi_result_page_size(res, o->page_no) >= DAPI_PAGE_STREAM_MIN;
-    int gzip = compressed && !zstd && !huge && pr->gzip &&
-               dapi_result_page_size(res, o->page_no) < DAPI_GZIP_MAX;
+    int huge = size >= DAPI_PAGE_STREAM_MIN;
+    int gzip = pr->gzip && compressed && !zstd && size < DAPI_GZIP_MAX;
     const char *coding = zstd ? "zstd" : gzip ? "gzip" : NULL;
     static const char *const names[] = {"wait"};
     const int64_t us[] = {o->wait_us};
