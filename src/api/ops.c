@@ -156,6 +156,17 @@ void dapi_api_metrics(struct dapi_req *r, struct dapi_app *app, const char *unus
         "parameters if larger)");
     dapi_metrics_sample(&b, "dapi_state_bytes", NULL,
                         app->queries ? (double)dapi_queries_bytes(app->queries) : 0);
+    uint64_t coming = 0, gathered = 0;
+    if(app->queries)
+        dapi_queries_gather_stats(app->queries, &coming, &gathered);
+    dapi_metrics_gauge(&b, "dapi_creations_on_the_way",
+                       "creations queued for their check or being checked: not recorded in the "
+                       "creation log yet");
+    dapi_metrics_sample(&b, "dapi_creations_on_the_way", NULL, (double)coming);
+    dapi_metrics_counter(&b, "dapi_creation_log_gathered_rounds_total",
+                         "rounds of the creation log that waited for creations being checked to "
+                         "share their sync (--commit-gather-us)");
+    dapi_metrics_sample(&b, "dapi_creation_log_gathered_rounds_total", NULL, (double)gathered);
     uint64_t pfiles = 0, plive = 0, ptotal = 0;
     if(app->queries)
         dapi_queries_pack_usage(app->queries, &pfiles, &plive, &ptotal);

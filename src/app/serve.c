@@ -481,6 +481,7 @@ static int serve_build(struct serve *s)
                                       (uint64_t)cfg->max_state_bytes_per_key, DAPI_QUERY_CHARGE};
     dapi_queries_set_limits(app->queries, &lim);
     dapi_queries_set_abandon(app->queries, app->cfg->abandon_after);
+    dapi_queries_set_gather(app->queries, cfg->commit_gather_us);
     app->backend_env = (struct dapi_backend_env){
         cfg,           app->queries,   app->engine,        app->check_pool,
         app->run_pool, &app->stopping, dapi_clock_mono_ms, dapi_clock_wall_s};

@@ -54,7 +54,18 @@ struct create_job {
     struct dapi_scope scope; /* the layers the key may read */
     int64_t max_age;         /* result reuse: 0 = do not reuse (still recorded when on) */
     int64_t submitted_us;    /* when it was queued for a check worker (Server-Timing) */
+    int coming;              /* announced to the creation log, not arrived yet (job_arrived) */
 };
+
+/* The job's creation has taken its ticket in the creation log, or will take none: a round
+ * need no longer wait for it (dapi_queries_expect). Once per job; later calls do nothing. */
+static void job_arrived(struct create_job *j)
+{
+    if(j->coming) {
+        j->coming = 0;
+        dapi_queries_expect(j->env->queries, 0);
+    }
+}
 
 /* A creation waiting for its record to be durable before it is answered. */
 struct answer {
@@ -151,6 +162,7 @@ static void check_query(void *arg, struct dapi_econn *conn)
         result = dapi_queries_create_deferred(env->queries, j->key, &j->scope, j->sql, NULL,
                                               j->params, reuse ? &ru : NULL, env->wall_s(), slug,
                                               &reused, why, sizeof why, &ticket);
+    job_arrived(j);
     if(!result && reused) {
         /* Nothing to run: it shares a finished result (no slot kept), or an identical
          * query's run (its slot kept until that run ends: each creation counts). */
@@ -182,6 +194,7 @@ static void check_query(void *arg, struct dapi_econn *conn)
     answer_when_durable(j, slug, 0, ticket, started_us - j->submitted_us,
                         checked_us - started_us); /* (the slot is the query's: kept) */
 out:
+    job_arrived(j);
     dapi_slot_give_back(&slot); /* (answered: given back already) */
     free(msg);
     free(j->sql);
@@ -210,9 +223,13 @@ static void local_create_bound(void *state, char *sql, char *params,
     j->scope = who->scope;
     j->max_age = dapi_backend_reuse_age(env->cfg->reuse_max_age, who);
     j->submitted_us = dapi_clock_mono_us();
+    /* its record is on its way: the creation log's next round may wait for it to come */
+    j->coming = 1;
+    dapi_queries_expect(env->queries, 1);
     /* tagged like runs: one key's burst of checks waits behind other keys' */
     if(dapi_backend_queue(env, env->check_pool, check_query, j, key_hash, rp,
                           "too many queries waiting to be checked")) {
+        job_arrived(j);
         free(j->sql);
         free(j->params);
         free(j);

@@ -164,12 +164,18 @@ static const struct setting settings[] = {
     {"page-cache-bytes", "DAPI_PAGE_CACHE_BYTES", K_I64, O(page_cache_bytes), "67108864", 0,
      INT64_MAX, NULL,
      "bytes of result pages kept in memory ready to send: decoded for clients that do not "
-     "accept zstd, framed for those that do (0: built on every request)"},
+     "accept zstd (and gzipped for those that accept gzip), framed for those that do (0: built "
+     "on every request)"},
     {"result-wait", "DAPI_RESULT_WAIT", K_I64, O(result_wait), "300", 1, 86400, NULL,
      "seconds a results request waits for a running query (504 above)"},
     {"abandon-after", "DAPI_ABANDON_AFTER", K_I64, O(abandon_after), "600", 0, 365 * 86400LL, NULL,
      "seconds a queued or running query nobody asks about (status or results, by its key) "
      "runs before it is cancelled as abandoned (0 = never)"},
+    {"commit-gather-us", "DAPI_COMMIT_GATHER_US", K_I64, O(commit_gather_us), "1000", 0, 1000000,
+     NULL,
+     "microseconds at most a round of the creation log waits for creations being checked, so "
+     "that one sync makes them durable together; it waits no longer than a sync takes lately "
+     "(0 = never waits)"},
     {"shutdown-grace", "DAPI_SHUTDOWN_GRACE", K_I64, O(shutdown_grace), "10", 0, 3600, NULL,
      "seconds in-flight requests get to finish on SIGTERM/SIGINT"},
     {"memory-limit", "DAPI_MEMORY_LIMIT", K_SIZE, O(memory_limit), "8GB", 0, 0, NULL,

@@ -55,6 +55,7 @@ struct dapi_config {
     int64_t page_cache_bytes; /* decoded result pages kept (store/pagecache.h) */
     int64_t result_wait;      /* s */
     int64_t abandon_after;    /* s; 0 = never */
+    int64_t commit_gather_us; /* group commit's wait for creations being checked; 0 = none */
     int64_t shutdown_grace;   /* s */
     char *memory_limit;       /* DuckDB memory_limit, e.g. "4GB" */
     int64_t memory_headroom;  /* bytes beyond memory_limit; 0 = no process cap */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -52,6 +53,14 @@ struct store_commit {
     uint64_t synced; /* every ticket <= synced is settled */
     uint64_t rounds, checkpoints;
     int busy; /* a round is running */
+    /* Creations on their way to a ticket (store_commit_expect): announced, and arrived (took
+     * their ticket) or left without one. A round about to start waits, up to gather_us, for
+     * those announced before it: their records then share its sync. */
+    uint64_t announced, arrived;
+    uint64_t gather_to; /* a round waits for arrived to reach it (0: none waits) */
+    int64_t gather_us;
+    int64_t sync_avg_us; /* the rounds' syncs lately (a moving average) */
+    uint64_t gathered;   /* rounds that waited so */
     /* The committer thread runs the rounds; work wakes it. */
     pthread_t thread;
     pthread_cond_t work;
@@ -302,7 +311,11 @@ int store_commit_open(struct store_commit **out, const char *dir, size_t size,
         return ENOMEM;
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->cond, NULL);
-    pthread_cond_init(&c->work, NULL);
+    pthread_condattr_t mono;
+    pthread_condattr_init(&mono);
+    pthread_condattr_setclock(&mono, CLOCK_MONOTONIC); /* (the gather's deadline) */
+    pthread_cond_init(&c->work, &mono);
+    pthread_condattr_destroy(&mono);
     pthread_cond_init(&c->ckpt_work, NULL);
     c->sync = default_sync;
     c->size = size ? size : LOG_DEFAULT;
@@ -397,6 +410,32 @@ static int wait_round(struct store_commit *c, uint64_t me)
     return ticket_error(c, me);
 }
 
+/* Before a round: while creations announced before now have not all arrived, waits for
+ * them — at most as long as a sync takes lately, and gather_us. A creation that misses a
+ * round waits for it and then for its own: two syncs. Waiting up to one sync for those on
+ * their way costs the ones already here at most that sync, and fewer rounds serve as many
+ * creations (a round costs the machine its system calls, device requests and wake-ups: on a
+ * busy server, CPU time the queries need). On a disk with a fast flush the wait is as short;
+ * on tmpfs it is none. Creations announced meanwhile are the next round's. Under the lock. */
+static void gather(struct store_commit *c)
+{
+    int64_t wait_us = c->sync_avg_us < c->gather_us ? c->sync_avg_us : c->gather_us;
+    if(wait_us <= 0 || c->arrived >= c->announced || c->stop)
+        return;
+    uint64_t target = c->announced;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    int64_t ns = dl.tv_nsec + wait_us * 1000;
+    dl.tv_sec += ns / 1000000000;
+    dl.tv_nsec = ns % 1000000000;
+    c->gathered++;
+    c->gather_to = target;
+    while(c->arrived < target && !c->stop)
+        if(pthread_cond_timedwait(&c->work, &c->lock, &dl) == ETIMEDOUT)
+            break;
+    c->gather_to = 0;
+}
+
 /* The committer: one round (one sync) for every ticket taken before it began, then the
  * waiters wake and the callbacks of the settled tickets run (outside the lock). */
 static void *committer(void *arg)
@@ -408,6 +447,7 @@ static void *committer(void *arg)
             pthread_cond_wait(&c->work, &c->lock);
         if(c->synced == c->taken && c->stop)
             break;
+        gather(c);
         uint64_t upto = c->taken, from = c->synced;
         c->busy = 1;
         store_commit_sync_fn fn = c->sync;
@@ -415,8 +455,11 @@ static void *committer(void *arg)
         pthread_mutex_unlock(&c->lock);
         int64_t t0 = dapi_clock_mono_us();
         int e = fn(c->sfd, sarg);
-        dapi_metrics_log_sync(dapi_clock_mono_us() - t0);
+        int64_t took = dapi_clock_mono_us() - t0;
+        dapi_metrics_log_sync(took);
         pthread_mutex_lock(&c->lock);
+        /* (a moving average over about the last 8 rounds; the first sets it) */
+        c->sync_avg_us = c->rounds ? c->sync_avg_us + (took - c->sync_avg_us) / 8 : took;
         c->rounds++;
         if(e) {
             if(c->fail_hi != from || !c->fail_err)
@@ -526,6 +569,32 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
     pthread_mutex_unlock(&c->lock);
     free(buf);
     return e;
+}
+
+void store_commit_expect(struct store_commit *c, int coming)
+{
+    pthread_mutex_lock(&c->lock);
+    if(coming) {
+        c->announced++;
+    } else if(c->arrived < c->announced && ++c->arrived == c->gather_to) {
+        pthread_cond_signal(&c->work); /* (the gathering round need wait no longer) */
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+void store_commit_set_gather(struct store_commit *c, int64_t max_us)
+{
+    pthread_mutex_lock(&c->lock);
+    c->gather_us = max_us;
+    pthread_mutex_unlock(&c->lock);
+}
+
+void store_commit_gather_stats(struct store_commit *c, uint64_t *coming, uint64_t *gathered)
+{
+    pthread_mutex_lock(&c->lock);
+    *coming = c->announced - c->arrived;
+    *gathered = c->gathered;
+    pthread_mutex_unlock(&c->lock);
 }
 
 void store_commit_drain(struct store_commit *c)

@@ -7,7 +7,9 @@
  * for other files' dirty data the way an fsync of a new file does on ext4 data=ordered).
  * A thread appends its record and either waits or leaves a callback; a committer thread runs
  * the rounds: one fdatasync for every record appended before the round began. Records
- * appended meanwhile are served by the next round. Rounds never overlap.
+ * appended meanwhile are served by the next round. Rounds never overlap. A round about to
+ * start may first wait for creations announced as on their way (store_commit_expect), at
+ * most a sync's time, so that fewer rounds serve as many creations.
  *
  * Each record carries its generation and a checksum, so a start reads back exactly the
  * records of the current generations up to the first torn or stale one. The log has two
@@ -62,6 +64,15 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
  * already, else from the committer thread after its round. Ticket 0: at once. */
 void store_commit_when(struct store_commit *c, uint64_t ticket, store_commit_done_fn fn,
                        void *arg);
+/* Announces a creation on its way to a record (coming 1: a check under way, say), or its
+ * arrival (coming 0: its ticket taken, or it left without one; once for each announced).
+ * While some announced before it are on their way, a round about to start waits for them,
+ * so that they share its sync: at most as long as a round's sync took lately, and max_us
+ * (store_commit_set_gather; 0, the default: never). */
+void store_commit_expect(struct store_commit *c, int coming);
+void store_commit_set_gather(struct store_commit *c, int64_t max_us);
+/* Creations announced and not arrived, and rounds that waited for some so far. */
+void store_commit_gather_stats(struct store_commit *c, uint64_t *coming, uint64_t *gathered);
 /* Returns once every record appended so far is settled and its callback has run. */
 void store_commit_drain(struct store_commit *c);
 /* How many rounds (syncs) and checkpoints ran so far. */

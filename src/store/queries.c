@@ -363,6 +363,25 @@ void dapi_queries_when_durable(struct dapi_queries *qs, uint64_t ticket,
     store_commit_when(qs->commit, ticket, fn, arg);
 }
 
+void dapi_queries_expect(struct dapi_queries *qs, int coming)
+{
+    if(qs->commit)
+        store_commit_expect(qs->commit, coming);
+}
+
+void dapi_queries_set_gather(struct dapi_queries *qs, int64_t max_us)
+{
+    if(qs->commit)
+        store_commit_set_gather(qs->commit, max_us);
+}
+
+void dapi_queries_gather_stats(struct dapi_queries *qs, uint64_t *coming, uint64_t *gathered)
+{
+    *coming = *gathered = 0;
+    if(qs->commit)
+        store_commit_gather_stats(qs->commit, coming, gathered);
+}
+
 void dapi_queries_flush(struct dapi_queries *qs)
 {
     if(qs && qs->commit)

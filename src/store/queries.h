@@ -173,6 +173,15 @@ enum dapi_err dapi_queries_create_deferred(struct dapi_queries *qs, const unsign
  * store's committer thread. */
 void dapi_queries_when_durable(struct dapi_queries *qs, uint64_t ticket,
                                void (*fn)(void *arg, int err), void *arg);
+/* Group commit's gathering (docs/design.md, Durability): a creation about to be checked is
+ * announced (coming 1), and arrives (coming 0) once it has its ticket or will take none —
+ * once for each announced. A round of the creation log about to start waits for the
+ * creations announced before it, so that they share its sync: at most as long as a sync
+ * took lately, and max_us (0: never). gather_stats: creations announced and not arrived,
+ * rounds that waited so far. */
+void dapi_queries_expect(struct dapi_queries *qs, int coming);
+void dapi_queries_set_gather(struct dapi_queries *qs, int64_t max_us);
+void dapi_queries_gather_stats(struct dapi_queries *qs, uint64_t *coming, uint64_t *gathered);
 /* Returns once every creation recorded so far is settled and answered (at shutdown, before
  * the HTTP server goes: no answer may come after it). */
 void dapi_queries_flush(struct dapi_queries *qs);

@@ -304,6 +304,35 @@ def test_creation_log_syncs_and_checkpoints_are_counted():
         eq(_samples(_scrape(s3).body.decode()).get(cps), 0, "no checkpoint at a start after a clean stop")
 
 
+@h.timeout(60)
+def test_creations_on_the_way_come_back_to_zero():
+    """Each creation is announced to the creation log while it is checked (a round waits for
+    such ones, --commit-gather-us) and arrives once: whether it was created, reused, refused
+    by the check (400) or refused for its parameters. A count left above zero would make every
+    later round wait for a creation that never comes."""
+    import concurrent.futures
+    s = Server(keys=[KEY], data_dir=_lake(), name="metrics-coming", args=["--max-queries-per-key", "64"])
+    with s:
+        sqls = []
+        for i in range(60):
+            sqls.append(["SELECT %d AS x" % (i % 7),        # created, or reused (identical ones)
+                         "SELEC broken %d" % i,              # 400 from the check
+                         "SELECT * FROM lay.t WHERE id = %d" % i,
+                         "SELECT $nope + %d" % i][i % 4])   # 400: a parameter with no value
+
+        def one(sql):
+            return s.create_resp({"sql_query": sql}, key=KEY).status
+
+        with concurrent.futures.ThreadPoolExecutor(12) as ex:
+            statuses = list(ex.map(one, sqls))
+        check(statuses.count(200) >= 30 and set(statuses) <= {200, 400},
+              "created and refused: %r" % sorted(set(statuses)))
+        text = _scrape_until(s, lambda m: m.get("dapi_creations_on_the_way") == 0)
+        m = _samples(text)
+        eq(m.get("dapi_creations_on_the_way"), 0, "creations on their way once all are answered")
+        check(m.get("dapi_creation_log_gathered_rounds_total", -1) >= 0, "gathered rounds counted")
+
+
 @h.timeout(30)
 def test_every_family_is_there_from_the_start():
     """A fresh server's first scrape already has every family the docs list (at zero), so a
@@ -319,6 +348,7 @@ def test_every_family_is_there_from_the_start():
                   "dapi_upstream_calls_total", "dapi_pool_jobs", "dapi_state_bytes", "dapi_build_info",
                   "dapi_process_start_time_seconds", "dapi_creation_log_sync_duration_seconds",
                   "dapi_creation_log_checkpoint_duration_seconds", "dapi_creation_log_checkpoint_failures_total",
-                  "dapi_pack_files", "dapi_pack_bytes", "dapi_log_pending_bytes", "dapi_log_waits_total"):
+                  "dapi_pack_files", "dapi_pack_bytes", "dapi_log_pending_bytes", "dapi_log_waits_total",
+                  "dapi_creations_on_the_way", "dapi_creation_log_gathered_rounds_total"):
             check(f in families, "family %s in the first scrape" % f)
         eq(_samples(text).get("dapi_http_connections_refused_total"), 0, "nothing refused yet")

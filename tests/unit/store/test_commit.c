@@ -550,6 +550,125 @@ static void test_round_descriptor(void)
     store_commit_close(c);
 }
 
+/* ---- gathering: a round waits for the creations being checked ---- */
+
+static atomic_int slow_rounds, gathered_ok;
+
+static int slow_sync(int fd, void *arg)
+{
+    (void)fd;
+    slow_rounds++;
+    struct timespec ts = {0, (long)(intptr_t)arg * 1000000L};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+static void on_gathered(void *arg, int err)
+{
+    (void)arg;
+    if(!err)
+        gathered_ok++;
+}
+
+struct late {
+    struct store_commit *c;
+    int after_ms;
+};
+
+/* A creation that was announced and whose check ends after_ms later: it appends its record,
+ * arrives, and leaves its callback. */
+static void *arrive_late(void *arg)
+{
+    struct late *l = arg;
+    struct timespec ts = {0, l->after_ms * 1000000L};
+    nanosleep(&ts, NULL);
+    uint64_t ticket = 0;
+    T_EQ_INT(store_commit_add(l->c, STORE_REC_CREATED, "late", 4, 0, &ticket), 0);
+    store_commit_expect(l->c, 0);
+    store_commit_when(l->c, ticket, on_gathered, NULL);
+    return NULL;
+}
+
+/* One creation is durable-pending (A), another is being checked (B, announced) and takes its
+ * ticket 20 ms later; each round's sync takes 500 ms. Returns the rounds the two took. */
+static int rounds_for_two(struct store_commit *c)
+{
+    int r0 = slow_rounds;
+    store_commit_expect(c, 1);
+    struct late b = {c, 20};
+    pthread_t t;
+    T_EQ_INT(pthread_create(&t, NULL, arrive_late, &b), 0);
+    uint64_t ticket = 0;
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "A", 1, 0, &ticket), 0);
+    store_commit_when(c, ticket, on_gathered, NULL);
+    pthread_join(t, NULL);
+    store_commit_drain(c);
+    return slow_rounds - r0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_gather(void)
+{
+    char d[128];
+    snprintf(d, sizeof d, "%s/gather", dir);
+    mkdir(d, 0700);
+    struct store_commit *c = NULL;
+    T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    if(!c)
+        return;
+    T_EQ_INT(store_commit_begin(c), 0);
+    store_commit_set_sync(c, slow_sync, (void *)(intptr_t)500);
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "x", 1, 1, NULL), 0); /* (500 ms a sync) */
+    uint64_t coming = 9, gathered = 9;
+    store_commit_gather_stats(c, &coming, &gathered);
+    T_EQ_INT((int)coming, 0);
+    T_EQ_INT((int)gathered, 0);
+    /* Off (the default): A's round starts at once, and B, arriving during it, needs its own. */
+    T_EQ_INT(rounds_for_two(c), 2);
+    T_EQ_INT(gathered_ok, 2);
+    /* On, up to 10 s: A's round waits for B (at most a sync's 500 ms): one round for both. */
+    store_commit_set_gather(c, 10 * 1000 * 1000);
+    T_EQ_INT(rounds_for_two(c), 1);
+    T_EQ_INT(gathered_ok, 4);
+    store_commit_gather_stats(c, &coming, &gathered);
+    T_EQ_INT((int)coming, 0);
+    T_EQ_INT((int)gathered, 1);
+    /* Nothing on its way: no wait (a lone creation's latency is the sync's). */
+    uint64_t ticket = 0;
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "y", 1, 0, &ticket), 0);
+    store_commit_when(c, ticket, on_gathered, NULL);
+    store_commit_drain(c);
+    store_commit_gather_stats(c, &coming, &gathered);
+    T_EQ_INT((int)gathered, 1);
+    /* One announced that never comes (a check stuck in DuckDB): the round waits no longer than
+     * a sync takes lately (500 ms), not the 10 s allowed. */
+    store_commit_expect(c, 1);
+    store_commit_gather_stats(c, &coming, &gathered);
+    T_EQ_INT((int)coming, 1);
+    int r0 = slow_rounds;
+    double t0 = now_s();
+    T_EQ_INT(store_commit_add(c, STORE_REC_CREATED, "z", 1, 0, &ticket), 0);
+    store_commit_when(c, ticket, on_gathered, NULL);
+    store_commit_drain(c);
+    double waited = now_s() - t0;
+    T_CHECK(waited < 5.0, "the round waited %.3f s for a creation that never came", waited);
+    T_EQ_INT(slow_rounds - r0, 1);
+    T_EQ_INT(gathered_ok, 6);
+    store_commit_expect(c, 0);
+    /* An arrival beyond the announced ones is ignored: the counts never go below zero. */
+    store_commit_expect(c, 0);
+    store_commit_gather_stats(c, &coming, &gathered);
+    T_EQ_INT((int)coming, 0);
+    store_commit_set_sync(c, NULL, NULL);
+    store_commit_close(c);
+}
+
 int main(void)
 {
     if(t_tmpdir(dir, sizeof dir, "commit"))
@@ -562,6 +681,7 @@ int main(void)
     test_crash_mid_checkpoint();
     test_old_format();
     test_round_descriptor();
+    test_gather();
     t_rm_rf(dir);
     T_DONE();
 }
