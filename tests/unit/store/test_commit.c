@@ -79,13 +79,22 @@ static void *append_many(void *arg)
     return NULL;
 }
 
-static void test_group_commit(void)
+/* A log of 1 MiB in a new directory dir/name (its path to path, if not NULL), opened. */
+static struct store_commit *open_in(const char *name, char *path, size_t pathlen)
 {
     char d[128];
-    snprintf(d, sizeof d, "%s/group", dir);
+    snprintf(d, sizeof d, "%s/%s", dir, name);
     mkdir(d, 0700);
+    if(path)
+        snprintf(path, pathlen, "%s/.log", d);
     struct store_commit *c = NULL;
     T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    return c;
+}
+
+static void test_group_commit(void)
+{
+    struct store_commit *c = open_in("group", NULL, 0);
     if(!c)
         return;
     T_EQ_INT(store_commit_checkpoint(c), 0);
@@ -142,11 +151,7 @@ static void on_durable(void *arg, int err)
 
 static void test_deferred(void)
 {
-    char d[128];
-    snprintf(d, sizeof d, "%s/deferred", dir);
-    mkdir(d, 0700);
-    struct store_commit *c = NULL;
-    T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    struct store_commit *c = open_in("deferred", NULL, 0);
     if(!c)
         return;
     T_EQ_INT(store_commit_checkpoint(c), 0);
@@ -504,12 +509,7 @@ static int own_hook(int fd, void *arg)
  * description of their own, opened read-only, which nothing else syncs. */
 static void test_round_descriptor(void)
 {
-    char d[128];
-    snprintf(d, sizeof d, "%s/own", dir);
-    mkdir(d, 0700);
-    snprintf(own_log, sizeof own_log, "%s/.log", d);
-    struct store_commit *c = NULL;
-    T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    struct store_commit *c = open_in("own", own_log, sizeof own_log);
     if(!c)
         return;
     T_EQ_INT(store_commit_begin(c), 0);
@@ -615,11 +615,7 @@ static double now_s(void)
 
 static void test_gather(void)
 {
-    char d[128];
-    snprintf(d, sizeof d, "%s/gather", dir);
-    mkdir(d, 0700);
-    struct store_commit *c = NULL;
-    T_EQ_INT(store_commit_open(&c, d, 1 << 20, NULL, NULL), 0);
+    struct store_commit *c = open_in("gather", NULL, 0);
     if(!c)
         return;
     T_EQ_INT(store_commit_begin(c), 0);
