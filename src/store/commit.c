@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -55,9 +56,10 @@ struct store_commit {
     int busy; /* a round is running */
     /* Creations on their way to a ticket (store_commit_expect): announced, and arrived (took
      * their ticket) or left without one. A round about to start waits, up to gather_us, for
-     * those announced before it: their records then share its sync. */
-    uint64_t announced, arrived;
-    uint64_t gather_to; /* a round waits for arrived to reach it (0: none waits) */
+     * those announced before it: their records then share its sync. Atomics: an HTTP thread
+     * announces, and must not wait for the lock an appender holds across its write. */
+    _Atomic uint64_t announced, arrived;
+    _Atomic uint64_t gather_to; /* a round waits for arrived to reach it (0: none waits) */
     int64_t gather_us;
     int64_t sync_avg_us; /* the rounds' syncs lately (a moving average) */
     uint64_t gathered;   /* rounds that waited so */
@@ -420,20 +422,22 @@ static int wait_round(struct store_commit *c, uint64_t me)
 static void gather(struct store_commit *c)
 {
     int64_t wait_us = c->sync_avg_us < c->gather_us ? c->sync_avg_us : c->gather_us;
-    if(wait_us <= 0 || c->arrived >= c->announced || c->stop)
+    uint64_t target = atomic_load(&c->announced);
+    if(wait_us <= 0 || atomic_load(&c->arrived) >= target || c->stop)
         return;
-    uint64_t target = c->announced;
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
     int64_t ns = dl.tv_nsec + wait_us * 1000;
     dl.tv_sec += ns / 1000000000;
     dl.tv_nsec = ns % 1000000000;
     c->gathered++;
-    c->gather_to = target;
-    while(c->arrived < target && !c->stop)
+    /* set before arrived is read again: an arrival either sees it (and signals, under the
+     * lock, so not before this thread waits) or came before that read */
+    atomic_store(&c->gather_to, target);
+    while(atomic_load(&c->arrived) < target && !c->stop)
         if(pthread_cond_timedwait(&c->work, &c->lock, &dl) == ETIMEDOUT)
             break;
-    c->gather_to = 0;
+    atomic_store(&c->gather_to, 0);
 }
 
 /* The committer: one round (one sync) for every ticket taken before it began, then the
@@ -573,13 +577,20 @@ int store_commit_add(struct store_commit *c, enum store_rec kind, const char *da
 
 void store_commit_expect(struct store_commit *c, int coming)
 {
-    pthread_mutex_lock(&c->lock);
     if(coming) {
-        c->announced++;
-    } else if(c->arrived < c->announced && ++c->arrived == c->gather_to) {
-        pthread_cond_signal(&c->work); /* (the gathering round need wait no longer) */
+        atomic_fetch_add(&c->announced, 1);
+        return;
     }
-    pthread_mutex_unlock(&c->lock);
+    uint64_t was = atomic_load(&c->arrived);
+    do { /* (never past the announced ones) */
+        if(was >= atomic_load(&c->announced))
+            return;
+    } while(!atomic_compare_exchange_weak(&c->arrived, &was, was + 1));
+    if(was + 1 == atomic_load(&c->gather_to)) { /* the gathering round need wait no longer */
+        pthread_mutex_lock(&c->lock);
+        pthread_cond_signal(&c->work);
+        pthread_mutex_unlock(&c->lock);
+    }
 }
 
 void store_commit_set_gather(struct store_commit *c, int64_t max_us)
@@ -591,8 +602,9 @@ void store_commit_set_gather(struct store_commit *c, int64_t max_us)
 
 void store_commit_gather_stats(struct store_commit *c, uint64_t *coming, uint64_t *gathered)
 {
+    uint64_t arrived = atomic_load(&c->arrived); /* (first: never above announced) */
+    *coming = atomic_load(&c->announced) - arrived;
     pthread_mutex_lock(&c->lock);
-    *coming = c->announced - c->arrived;
     *gathered = c->gathered;
     pthread_mutex_unlock(&c->lock);
 }
