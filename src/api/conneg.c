@@ -30,13 +30,21 @@ static int qvalue(const char *s, size_t n)
     return v > 1000 ? -1 : v;
 }
 
-/* Does h accept a coding named by any of names[0..n) (aliases)? The highest q of their
- * entries decides; "*" only when none has one. */
-static int accepts(const char *h, const char *const *names, size_t n)
+/* A content coding: its names (aliases). */
+struct coding {
+    const char *const *names;
+    size_t n;
+};
+
+/* Which of the codings set[0..nset) (at most 8) h accepts, in one pass: bit i for set[i].
+ * For each, the highest q of its entries decides; "*" only when it has none. */
+static unsigned accepts(const char *h, const struct coding *set, size_t nset)
 {
-    if(!h)
+    if(!h || nset > 8)
         return 0;
-    int own = -1, star = -1; /* q of the coding's entries and of "*", -1 = absent */
+    int own[8], star = -1; /* q of each coding's entries and of "*", -1 = absent */
+    for(size_t i = 0; i < nset; i++)
+        own[i] = -1;
     const char *p = h;
     for(;;) {
         while(ows(*p) || *p == ',')
@@ -80,26 +88,39 @@ static int accepts(const char *h, const char *const *names, size_t n)
             p++;
         if(*p && *p != ',')
             return 0;
-        int named = 0;
-        for(size_t i = 0; i < n && !named; i++)
-            named = tok == strlen(names[i]) && strncasecmp(name, names[i], tok) == 0;
-        if(named)
-            own = q > own ? q : own;
+        size_t c = nset;
+        for(size_t i = 0; i < nset && c == nset; i++)
+            for(size_t k = 0; k < set[i].n; k++)
+                if(tok == strlen(set[i].names[k]) && strncasecmp(name, set[i].names[k], tok) == 0)
+                    c = i;
+        if(c < nset)
+            own[c] = q > own[c] ? q : own[c];
         else if(tok == 1 && *name == '*')
             star = q > star ? q : star;
     }
-    return own >= 0 ? own > 0 : star > 0;
+    unsigned mask = 0;
+    for(size_t i = 0; i < nset; i++)
+        if(own[i] >= 0 ? own[i] > 0 : star > 0)
+            mask |= 1u << i;
+    return mask;
 }
 
 int dapi_accepts_coding(const char *h, const char *coding)
 {
-    return accepts(h, &coding, 1);
+    struct coding one = {&coding, 1};
+    return accepts(h, &one, 1) != 0;
+}
+
+unsigned dapi_accepted_codings(const char *h)
+{
+    static const char *const zstd[] = {"zstd"}, *const gzip[] = {"gzip", "x-gzip"};
+    static const struct coding sent[] = {{zstd, 1}, {gzip, 2}}; /* (the bits' order) */
+    return accepts(h, sent, 2);
 }
 
 int dapi_accepts_gzip(const char *h)
 {
-    static const char *const names[] = {"gzip", "x-gzip"};
-    return accepts(h, names, 2);
+    return (dapi_accepted_codings(h) & DAPI_CODING_GZIP) != 0;
 }
 
 /* The opaque-tag of an entity-tag (RFC 9110 8.8.3), W/ dropped: *tag, *n. 0 or -1. */

@@ -13,7 +13,12 @@
  * value that cannot be parsed accepts nothing. */
 int dapi_accepts_coding(const char *accept_encoding, const char *coding);
 
-/* Does an Accept-Encoding value accept gzip? "x-gzip" counts as gzip (RFC 9110 8.4.1.3). */
+/* Which of the codings dapi sends an Accept-Encoding value accepts, parsed once: the bits
+ * DAPI_CODING_ZSTD and DAPI_CODING_GZIP ("x-gzip" counts as gzip, RFC 9110 8.4.1.3), by the
+ * rules of dapi_accepts_coding. dapi_accepts_gzip: the gzip bit alone. */
+#define DAPI_CODING_ZSTD 1u
+#define DAPI_CODING_GZIP 2u
+unsigned dapi_accepted_codings(const char *accept_encoding);
 int dapi_accepts_gzip(const char *accept_encoding);
 
 /* Does an If-None-Match value match etag (an entity-tag as sent: "\"…\"" or W/"…")? "*"

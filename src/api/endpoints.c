@@ -150,9 +150,9 @@ void dapi_api_call_endpoint(struct dapi_req *r, struct dapi_app *app, const char
     c->r = r;
     c->app = app;
     c->who = who;
-    const char *ae = dapi_req_header(r, "Accept-Encoding");
-    c->zstd = dapi_accepts_coding(ae, "zstd");
-    c->gzip = dapi_accepts_gzip(ae);
+    unsigned codings = dapi_accepted_codings(dapi_req_header(r, "Accept-Encoding"));
+    c->zstd = (codings & DAPI_CODING_ZSTD) != 0;
+    c->gzip = (codings & DAPI_CODING_GZIP) != 0;
     c->format = format;
     /* admission as for POST /api/queries: the slot goes to the query or back */
     enum dapi_err admitted = dapi_queries_admit(app->queries, who.owner);

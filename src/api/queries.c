@@ -398,9 +398,9 @@ void dapi_api_results(struct dapi_req *r, struct dapi_app *app, const char *slug
      * until the request is answered). */
     pr->r = r;
     pr->cache = app->page_cache;
-    const char *ae = dapi_req_header(r, "Accept-Encoding");
-    pr->zstd = dapi_accepts_coding(ae, "zstd");
-    pr->gzip = dapi_accepts_gzip(ae);
+    unsigned codings = dapi_accepted_codings(dapi_req_header(r, "Accept-Encoding"));
+    pr->zstd = (codings & DAPI_CODING_ZSTD) != 0;
+    pr->gzip = (codings & DAPI_CODING_GZIP) != 0;
     pr->if_none_match = dapi_req_header(r, "If-None-Match");
     struct dapi_reply rp = {dapi_respond_page_outcome, pr};
     dapi_req_defer(r); /* the backend's outcome may come later, from another thread */
